@@ -1,0 +1,61 @@
+# cairn: the two commands of the README.
+#   make run   install what is missing, build, start a single-node cairnd on 127.0.0.1:4001
+#   make test  install what is missing, build, run every test (unit, system, compatibility, sanitizers)
+# `make` alone builds build/cairnd, build/cairn, build/libcairn.a and build/libcairn.so.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+PYTHON     ?= /usr/bin/python3
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+DATA       ?= ./data
+
+.PHONY: all deps build run test unit system compat asan asan-build bench clean format
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	@mkdir -p $(DATA)
+	@echo "cairnd: starting on http://127.0.0.1:4001 with data in $(DATA)"
+	@echo "cairnd: connect with  ./$(BUILD)/cairn --host http://127.0.0.1:4001  or  curl -XPOST 127.0.0.1:4001/db/execute -d '[\"CREATE TABLE t(x)\"]'"
+	./$(BUILD)/cairnd --data-dir $(DATA) --http-addr 127.0.0.1:4001 --raft-addr 127.0.0.1:4002
+
+$(ASAN_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCAIRN_SANITIZE=ON
+
+asan-build: deps $(ASAN_BUILD)/CMakeCache.txt
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+unit: build
+	cd $(BUILD) && ctest --output-on-failure
+
+system: build
+	bash tests/compat/setup.sh
+	CAIRN_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/system
+
+# The sanitizer build runs the unit tests and a short system test.
+asan: asan-build
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure
+	CAIRN_BUILD=$(abspath $(ASAN_BUILD)) CAIRN_SANITIZED=1 $(PYTHON) -m pytest -q -m smoke tests/system
+
+test: build asan-build
+	$(MAKE) --no-print-directory asan
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory system
+
+bench: build
+	bash bench/run.sh
+
+format:
+	clang-format -i include/*.h src/*.c src/*.h src/cli/*.c src/cli/*.h tests/unit/*.c
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
