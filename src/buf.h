@@ -1,0 +1,63 @@
+/* A growable byte buffer and the JSON writing helpers built on it.
+ *
+ * The hot path (encoding query results) writes JSON straight into a buf rather than
+ * building a tree: one allocation that grows geometrically. Any thread; a buf is not
+ * shared between threads. */
+#ifndef CAIRN_BUF_H
+#define CAIRN_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf {
+    char *p;    /* owned; NUL-terminated whenever len < cap */
+    size_t len;
+    size_t cap;
+    bool oom;   /* set once an allocation failed: later writes are no-ops */
+};
+
+void bufInit(struct buf *b);
+void bufFree(struct buf *b);
+/* Drop the contents, keep the memory. */
+void bufReset(struct buf *b);
+/* Make room for n more bytes. Returns 0 or CAIRN_ENOMEM (and sets oom). */
+int bufReserve(struct buf *b, size_t n);
+void bufPut(struct buf *b, const void *p, size_t n);
+void bufPuts(struct buf *b, const char *s);
+void bufPutc(struct buf *b, char c);
+void bufPrintf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Take the contents: the caller owns the returned pointer (free()); b is left empty.
+ * Returns NULL if the buffer ran out of memory at any point. */
+char *bufDetach(struct buf *b, size_t *len);
+
+/* JSON pieces. */
+void bufJsonString(struct buf *b, const char *s, size_t n);
+void bufJsonInt(struct buf *b, int64_t v);
+/* Shortest text that reads back as the same double; NaN becomes null. */
+void bufJsonDouble(struct buf *b, double v);
+void bufBase64(struct buf *b, const void *p, size_t n);
+/* Re-indent compact JSON in src into b (two spaces a level). */
+void bufJsonPretty(struct buf *b, const char *src, size_t n);
+
+/* Little-endian fixed-width encoding helpers. */
+void bufPutU8(struct buf *b, uint8_t v);
+void bufPutU16(struct buf *b, uint16_t v);
+void bufPutU32(struct buf *b, uint32_t v);
+void bufPutU64(struct buf *b, uint64_t v);
+
+static inline uint16_t getU16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline uint32_t getU32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+static inline uint64_t getU64(const unsigned char *p)
+{
+    return (uint64_t)getU32(p) | ((uint64_t)getU32(p + 4) << 32);
+}
+
+#endif

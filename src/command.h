@@ -1,0 +1,78 @@
+/* Commands: what a write (or a strong read) puts into the Raft log.
+ *
+ * A command is a batch of SQL statements with their parameters, plus what makes its
+ * application deterministic on every node and on every replay: the leader's wall
+ * clock time and a random seed. The encoding is versioned and ends with an XXH3
+ * checksum; the decoder checks every length before trusting it.
+ *
+ * A decoded batch points into the buffer it was decoded from (zero copy): the
+ * buffer must outlive the batch. Any thread. */
+#ifndef CAIRN_COMMAND_H
+#define CAIRN_COMMAND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* What the statements of a batch are for. */
+enum batch_kind {
+    BATCH_EXECUTE = 1, /* /db/execute: writes */
+    BATCH_QUERY = 2,   /* /db/query: reads only; a write is an error */
+    BATCH_REQUEST = 3  /* /db/request: reads and writes mixed */
+};
+
+#define BATCH_TRANSACTION 0x1 /* all statements or none */
+
+/* A parameter. Strings are not NUL-terminated: always use the lengths. */
+struct param {
+    int type;          /* CAIRN_INTEGER, CAIRN_FLOAT, CAIRN_TEXT, CAIRN_BLOB, CAIRN_NULL */
+    const char *name;  /* NULL for positional; else the name without its prefix */
+    size_t name_len;
+    int64_t i;
+    double d;
+    const char *s;     /* text or blob bytes */
+    size_t n;
+};
+
+struct stmt {
+    const char *sql;
+    size_t sql_len;
+    struct param *params;
+    size_t nparams;
+};
+
+struct batch {
+    int kind;
+    unsigned flags;
+    int64_t time_ms; /* leader's wall clock when proposed (Unix ms) */
+    uint64_t seed;   /* seeds random() and randomblob() while applying */
+    struct stmt *stmts;
+    size_t n;
+    /* Memory the strings point into, released by batchFree() with owner_free. */
+    void *owner;
+    void (*owner_free)(void *owner);
+};
+
+/* Free what the batch owns: the statement and parameter arrays and the owner. */
+void batchFree(struct batch *b);
+
+/* Allocate n zeroed statements (and per-statement parameter arrays later with
+ * batchParams). Returns 0 or CAIRN_ENOMEM. */
+int batchAlloc(struct batch *b, size_t n);
+int batchParams(struct stmt *s, size_t n);
+
+#define COMMAND_MAGIC "CCMD"
+#define COMMAND_VERSION 1
+#define COMMAND_HEADER_SIZE 32
+#define COMMAND_TRAILER_SIZE 8
+
+/* Encode b into out (appended). */
+void commandEncode(const struct batch *b, struct buf *out);
+
+/* Decode p[0..n) into b, pointing into p. On failure returns CAIRN_ECORRUPT with
+ * errmsg saying what is wrong and at which offset; b is left empty. */
+int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg);
+
+#endif

@@ -1,0 +1,426 @@
+/* The cairn handle and the embedded API (see db.h and include/cairn.h).
+ * Any thread. */
+#define _GNU_SOURCE
+#include "db.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <jansson.h>
+#include <raft.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "lock.h"
+
+#define START_TIMEOUT_MS 30000
+
+/* The message of the calling thread's last failure (see cairn_errmsg). */
+static _Thread_local char tlsErrmsg[CAIRN_ERRMSG_SIZE];
+
+const char *cairn_strerror(int rc)
+{
+    return errorString(rc);
+}
+
+const char *cairn_errmsg(cairn *db)
+{
+    (void)db;
+    return tlsErrmsg;
+}
+
+void cairn_config_init(struct cairn_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+}
+
+int dbLevelFromName(const char *name)
+{
+    if (name == NULL || name[0] == '\0' || strcmp(name, "weak") == 0) {
+        return CAIRN_LEVEL_WEAK;
+    }
+    if (strcmp(name, "none") == 0) {
+        return CAIRN_LEVEL_NONE;
+    }
+    if (strcmp(name, "linearizable") == 0) {
+        return CAIRN_LEVEL_LINEARIZABLE;
+    }
+    if (strcmp(name, "strong") == 0) {
+        return CAIRN_LEVEL_STRONG;
+    }
+    return -1;
+}
+
+static int64_t wallMs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t randomSeed(void)
+{
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
+        seed = (uint64_t)wallMs() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
+    }
+    return seed;
+}
+
+static int runThroughLog(struct cairn *db, struct batch *b, struct cairn_result **out,
+                         char *errmsg)
+{
+    struct buf enc;
+    int rv;
+    b->time_ms = wallMs();
+    b->seed = randomSeed();
+    bufInit(&enc);
+    commandEncode(b, &enc);
+    if (enc.oom) {
+        bufFree(&enc);
+        errorf(errmsg, "out of memory encoding the command");
+        return CAIRN_ENOMEM;
+    }
+    rv = nodeApply(db->node, enc.p, enc.len, out, errmsg);
+    bufFree(&enc);
+    return rv;
+}
+
+int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
+          struct cairn_result **out, char *errmsg)
+{
+    struct node_info info;
+    int rv;
+
+    *out = NULL;
+    if (b->kind == BATCH_EXECUTE || level == CAIRN_LEVEL_STRONG) {
+        return runThroughLog(db, b, out, errmsg);
+    }
+    if (b->kind == BATCH_REQUEST) {
+        if (!storeIsReadOnly(db->store, b)) {
+            return runThroughLog(db, b, out, errmsg);
+        }
+    }
+    switch (level) {
+        case CAIRN_LEVEL_WEAK:
+            nodeInfo(db->node, &info);
+            if (info.state != RAFT_LEADER) {
+                errorf(errmsg, "not leader: a weak read needs the leader (leader is %s)",
+                       info.leader_address[0] ? info.leader_address : "unknown");
+                return info.leader_id ? CAIRN_ENOTLEADER : CAIRN_ENOLEADER;
+            }
+            break;
+        case CAIRN_LEVEL_LINEARIZABLE:
+            rv = nodeBarrier(db->node, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
+            break;
+        default:
+            break;
+    }
+    return storeQuery(db->store, b, out, errmsg);
+}
+
+/* ---- node.json: the node's identity, kept with its data ------------------------ */
+
+static int writeFileAtomic(const char *path, const char *data, size_t len, char *errmsg)
+{
+    char tmp[PATH_MAX];
+    int fd;
+    snprintf(tmp, sizeof tmp, "%.*s.tmp", PATH_MAX - 8, path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        errorf(errmsg, "cannot create %s: %s", tmp, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    if (write(fd, data, len) != (ssize_t)len || fsync(fd) != 0) {
+        int err = errno;
+        close(fd);
+        unlink(tmp);
+        errorf(errmsg, "cannot write %s: %s", tmp, strerror(err));
+        return errorFromErrno(err);
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        errorf(errmsg, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        unlink(tmp);
+        return errorFromErrno(errno);
+    }
+    return syncParentDir(path, errmsg);
+}
+
+static int loadNodeIdentity(struct cairn *db, char *errmsg)
+{
+    char path[PATH_MAX];
+    json_error_t jerr;
+    json_t *root;
+    json_t *id;
+    char *text;
+    int rv;
+
+    snprintf(path, sizeof path, "%s/node.json", db->data_dir);
+    root = json_load_file(path, 0, &jerr);
+    if (root != NULL) {
+        id = json_object_get(root, "node_id");
+        if (!json_is_integer(id) || json_integer_value(id) <= 0) {
+            errorf(errmsg, "%s: \"node_id\" must be a positive integer", path);
+            json_decref(root);
+            return CAIRN_ECORRUPT;
+        }
+        if (db->cfg.node_id != 0 && (uint64_t)json_integer_value(id) != db->cfg.node_id) {
+            errorf(errmsg, "data directory %s belongs to node %lld, not node %llu", db->data_dir,
+                   (long long)json_integer_value(id), (unsigned long long)db->cfg.node_id);
+            json_decref(root);
+            return CAIRN_EINVAL;
+        }
+        db->cfg.node_id = (uint64_t)json_integer_value(id);
+        json_decref(root);
+        return 0;
+    }
+    if (access(path, F_OK) == 0) {
+        errorf(errmsg, "%s is not valid JSON (line %d: %s)", path, jerr.line, jerr.text);
+        return CAIRN_ECORRUPT;
+    }
+    if (db->cfg.node_id == 0) {
+        db->cfg.node_id = 1;
+    }
+    root = json_pack("{s:I, s:s, s:s}", "node_id", (json_int_t)db->cfg.node_id, "raft_addr",
+                     db->cfg.raft_addr ? db->cfg.raft_addr : "", "http_addr",
+                     db->cfg.http_addr ? db->cfg.http_addr : "");
+    text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
+    json_decref(root);
+    if (text == NULL) {
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    rv = writeFileAtomic(path, text, strlen(text), errmsg);
+    free(text);
+    return rv;
+}
+
+/* ---- open and close -------------------------------------------------------------- */
+
+static int makeDir(const char *path, char *errmsg)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+                errorf(errmsg, "cannot create directory %s: %s", tmp, strerror(errno));
+                return errorFromErrno(errno);
+            }
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+        errorf(errmsg, "cannot create directory %s: %s", tmp, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    return 0;
+}
+
+static void copyStr(char *dst, size_t n, const char *src, const char **field)
+{
+    if (src == NULL) {
+        *field = NULL;
+        return;
+    }
+    snprintf(dst, n, "%s", src);
+    *field = dst;
+}
+
+int cairn_open(const struct cairn_config *cfg, cairn **out)
+{
+    struct cairn *db;
+    struct node_config ncfg;
+    int rv;
+
+    *out = NULL;
+    tlsErrmsg[0] = '\0';
+    db = calloc(1, sizeof *db);
+    if (db == NULL) {
+        errorf(tlsErrmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    db->lock_fd = -1;
+    *out = db;
+    if (cfg == NULL || cfg->data_dir == NULL || cfg->data_dir[0] == '\0') {
+        errorf(tlsErrmsg, "a data directory is required");
+        return CAIRN_EINVAL;
+    }
+    db->cfg = *cfg;
+    copyStr(db->data_dir, sizeof db->data_dir, cfg->data_dir, &db->cfg.data_dir);
+    copyStr(db->raft_addr, sizeof db->raft_addr, cfg->raft_addr, &db->cfg.raft_addr);
+    copyStr(db->http_addr_cfg, sizeof db->http_addr_cfg, cfg->http_addr, &db->cfg.http_addr);
+    if (cfg->backup_dir != NULL) {
+        copyStr(db->backup_dir, sizeof db->backup_dir, cfg->backup_dir, &db->cfg.backup_dir);
+    } else {
+        /* "beside the data directory": DATA's parent, plus "backups". */
+        char parent[PATH_MAX];
+        size_t len;
+        snprintf(parent, sizeof parent, "%s", db->data_dir);
+        len = strlen(parent);
+        while (len > 1 && parent[len - 1] == '/') {
+            parent[--len] = '\0';
+        }
+        snprintf(db->backup_dir, sizeof db->backup_dir, "%s/backups", dirname(parent));
+        db->cfg.backup_dir = db->backup_dir;
+    }
+    if (db->cfg.max_body == 0) {
+        db->cfg.max_body = 64u << 20;
+    }
+    if (db->cfg.snapshot_threshold == 0) {
+        db->cfg.snapshot_threshold = 16384;
+    }
+    if (db->cfg.snapshot_trailing == 0) {
+        db->cfg.snapshot_trailing = 8192;
+    }
+    db->started = time(NULL);
+
+    if ((rv = makeDir(db->data_dir, tlsErrmsg)) != 0 ||
+        (rv = lockAcquire(db->data_dir, &db->lock_fd, tlsErrmsg)) != 0 ||
+        (rv = loadNodeIdentity(db, tlsErrmsg)) != 0) {
+        return rv;
+    }
+    snprintf(db->db_path, sizeof db->db_path, "%s/db.sqlite", db->data_dir);
+    snprintf(db->raft_dir, sizeof db->raft_dir, "%s/raft", db->data_dir);
+    snprintf(db->snap_dir, sizeof db->snap_dir, "%s/snapshots", db->data_dir);
+    if ((rv = makeDir(db->raft_dir, tlsErrmsg)) != 0 ||
+        (rv = makeDir(db->snap_dir, tlsErrmsg)) != 0) {
+        return rv;
+    }
+    rv = storeOpen(db->db_path, &db->store, tlsErrmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    memset(&ncfg, 0, sizeof ncfg);
+    ncfg.id = db->cfg.node_id;
+    ncfg.raft_addr = db->cfg.raft_addr;
+    ncfg.raft_dir = db->raft_dir;
+    ncfg.snap_dir = db->snap_dir;
+    ncfg.snapshot_threshold = db->cfg.snapshot_threshold;
+    ncfg.snapshot_trailing = db->cfg.snapshot_trailing;
+    ncfg.log = db->cfg.log;
+    ncfg.log_data = db->cfg.log_data;
+    rv = nodeStart(&ncfg, db->store, START_TIMEOUT_MS, &db->node, tlsErrmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (db->cfg.http_addr != NULL) {
+        rv = httpStart(db, db->cfg.http_addr, db->cfg.max_body, &db->http, tlsErrmsg);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+int cairn_close(cairn *db)
+{
+    if (db == NULL) {
+        return 0;
+    }
+    /* Front end first (no new work), then the loop (fails what is queued), then the
+     * database, then the lock. */
+    httpStop(db->http);
+    nodeStop(db->node);
+    storeClose(db->store);
+    lockRelease(db->lock_fd);
+    free(db);
+    return 0;
+}
+
+const char *cairn_http_addr(cairn *db)
+{
+    return (db && db->http) ? db->http_addr : NULL;
+}
+
+/* ---- running SQL from C ------------------------------------------------------------ */
+
+int cairn_request(cairn *db, const cairn_stmt *stmts, size_t n, unsigned flags,
+                  enum cairn_level level, cairn_result **out)
+{
+    struct batch b;
+    size_t i;
+    size_t j;
+    int rv;
+
+    *out = NULL;
+    tlsErrmsg[0] = '\0';
+    if (db == NULL || db->node == NULL) {
+        errorf(tlsErrmsg, "the handle is not open");
+        return CAIRN_EINVAL;
+    }
+    if (level < CAIRN_LEVEL_NONE || level > CAIRN_LEVEL_STRONG) {
+        errorf(tlsErrmsg, "unknown read level %d", (int)level);
+        return CAIRN_EINVAL;
+    }
+    memset(&b, 0, sizeof b);
+    b.kind = (flags & CAIRN_READ_ONLY) ? BATCH_QUERY : BATCH_EXECUTE;
+    b.flags = (flags & CAIRN_TRANSACTION) ? BATCH_TRANSACTION : 0;
+    if (batchAlloc(&b, n) != 0) {
+        errorf(tlsErrmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        struct stmt *s = &b.stmts[i];
+        if (stmts[i].sql == NULL || stmts[i].sql[0] == '\0') {
+            errorf(tlsErrmsg, "statement %zu is empty", i + 1);
+            batchFree(&b);
+            return CAIRN_EINVAL;
+        }
+        s->sql = stmts[i].sql;
+        s->sql_len = strlen(stmts[i].sql);
+        if (stmts[i].nparams == 0) {
+            continue;
+        }
+        if (batchParams(s, stmts[i].nparams) != 0) {
+            errorf(tlsErrmsg, "out of memory");
+            batchFree(&b);
+            return CAIRN_ENOMEM;
+        }
+        for (j = 0; j < stmts[i].nparams; j++) {
+            const cairn_value *v = &stmts[i].params[j];
+            struct param *p = &s->params[j];
+            if (v->type < CAIRN_INTEGER || v->type > CAIRN_NULL) {
+                errorf(tlsErrmsg, "statement %zu: parameter %zu has unknown type %d", i + 1,
+                       j + 1, v->type);
+                batchFree(&b);
+                return CAIRN_EINVAL;
+            }
+            p->type = v->type;
+            p->name = v->name;
+            p->name_len = v->name ? strlen(v->name) : 0;
+            p->i = v->i;
+            p->d = v->d;
+            p->s = v->p;
+            p->n = v->n;
+        }
+    }
+    rv = dbRun(db, &b, level, out, tlsErrmsg);
+    batchFree(&b);
+    return rv;
+}
+
+int cairn_execute(cairn *db, const char *sql, const cairn_value *params, size_t nparams,
+                  cairn_result **out)
+{
+    cairn_stmt s = {sql, params, nparams};
+    return cairn_request(db, &s, 1, 0, CAIRN_LEVEL_WEAK, out);
+}
+
+int cairn_query(cairn *db, const char *sql, const cairn_value *params, size_t nparams,
+                enum cairn_level level, cairn_result **out)
+{
+    cairn_stmt s = {sql, params, nparams};
+    return cairn_request(db, &s, 1, CAIRN_READ_ONLY, level, out);
+}

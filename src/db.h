@@ -1,0 +1,47 @@
+/* The cairn handle: the data directory, its lock, the store, the node and the HTTP
+ * front end, and the one routine every front end uses to run a batch (dbRun), which
+ * sends writes through the Raft log and serves reads at the requested level.
+ * Any thread (see include/cairn.h). */
+#ifndef CAIRN_DB_H
+#define CAIRN_DB_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "cairn.h"
+#include "command.h"
+#include "error.h"
+#include "node.h"
+#include "result.h"
+#include "store.h"
+
+struct http_server;
+
+struct cairn {
+    struct cairn_config cfg; /* strings point into the copies below */
+    char data_dir[PATH_MAX - 128];
+    char raft_addr[128];
+    char http_addr_cfg[128];
+    char backup_dir[PATH_MAX - 128];
+    char db_path[PATH_MAX];
+    char raft_dir[PATH_MAX];
+    char snap_dir[PATH_MAX];
+    int lock_fd;
+    struct store *store;
+    struct node *node;
+    struct http_server *http;
+    char http_addr[128]; /* the address actually bound */
+    time_t started;
+};
+
+/* Run a batch whose kind and flags are set. Writes (and reads at level STRONG) go
+ * through the log; other reads run on a local reader after the level's check. On
+ * success *out holds the results. Any thread. */
+int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
+          struct cairn_result **out, char *errmsg);
+
+/* Parse a level name ("none", "weak", "linearizable", "strong"); -1 if unknown. */
+int dbLevelFromName(const char *name);
+
+#endif

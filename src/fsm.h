@@ -1,0 +1,57 @@
+/* The Raft state machine: libraft's raft_fsm over the store.
+ *
+ * apply decodes a command and applies it with the entry's index; snapshot takes a
+ * consistent image of the database into DATA/snapshots/ while writes go on, and the
+ * Raft snapshot itself only carries a small manifest naming that file (the database
+ * never passes through libraft's snapshot buffers); restore keeps the database when
+ * it is already at or past the snapshot, and otherwise installs the named file.
+ * Loop thread, except snapshot_async which runs on libuv's thread pool. */
+#ifndef CAIRN_FSM_H
+#define CAIRN_FSM_H
+
+#include <limits.h>
+#include <raft.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "result.h"
+#include "store.h"
+
+struct fsm {
+    struct store *store;
+    struct raft *raft;
+    char snap_dir[PATH_MAX - 64];
+    unsigned keep_snapshots;
+    struct cairn_result *pending; /* result of the last apply, until its callback takes it */
+    uint64_t snapshots_taken;
+    uint64_t last_snapshot_index;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    void (*log)(void *data, const char *line);
+    void *log_data;
+};
+
+void fsmInit(struct fsm *f, struct raft_fsm *rf, struct store *store, struct raft *raft,
+             const char *snap_dir);
+void fsmClose(struct fsm *f);
+
+/* Take the result left by the last apply (the apply callback calls this right
+ * after fsm->apply). The caller owns it. */
+struct cairn_result *fsmTakeResult(struct fsm *f, void *result);
+
+/* The snapshot manifest: what a Raft snapshot carries instead of the database. */
+struct snapshot_manifest {
+    uint64_t index;    /* Raft index of the snapshot */
+    uint64_t db_index; /* applied index stored in the image (<= index) */
+    uint64_t size;     /* bytes of the file */
+    uint64_t digest;   /* XXH3-64 of the file */
+    char name[128];    /* file name in DATA/snapshots/ */
+};
+
+#define MANIFEST_MAGIC "CSNP"
+#define MANIFEST_VERSION 1
+#define MANIFEST_SIZE 180
+
+void manifestEncode(const struct snapshot_manifest *m, unsigned char out[MANIFEST_SIZE]);
+int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *errmsg);
+
+#endif

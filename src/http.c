@@ -1,0 +1,629 @@
+/* rqlite-compatible HTTP API over libmicrohttpd (see http.h). HTTP threads. */
+#define _GNU_SOURCE
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <raft.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "db.h"
+#include "request.h"
+
+#define CONNECTION_TIMEOUT_S 120
+
+struct http_server {
+    struct cairn *db;
+    struct MHD_Daemon *daemon;
+    size_t max_body;
+    atomic_ulong requests;
+};
+
+/* Per-request state, kept in MHD's con_cls between calls. */
+struct request {
+    struct buf body;
+    bool too_big;
+    double t0;
+};
+
+/* Query-string flags, as rqlite reads them: presence means true. */
+struct qflags {
+    bool transaction, associative, timings, pretty, raft_index, redirect;
+    const char *level;
+    const char *q;
+    bool has_q;
+};
+
+static double nowSeconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static bool truthy(const char *v)
+{
+    return v == NULL || (strcmp(v, "false") != 0 && strcmp(v, "0") != 0);
+}
+
+static enum MHD_Result collectArg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    struct qflags *f = cls;
+    if (strcmp(key, "transaction") == 0) {
+        f->transaction = truthy(value);
+    } else if (strcmp(key, "associative") == 0) {
+        f->associative = truthy(value);
+    } else if (strcmp(key, "timings") == 0) {
+        f->timings = truthy(value);
+    } else if (strcmp(key, "pretty") == 0) {
+        f->pretty = truthy(value);
+    } else if (strcmp(key, "raft_index") == 0) {
+        f->raft_index = truthy(value);
+    } else if (strcmp(key, "redirect") == 0) {
+        f->redirect = truthy(value);
+    } else if (strcmp(key, "level") == 0) {
+        f->level = value ? value : "";
+    } else if (strcmp(key, "q") == 0) {
+        f->q = value;
+        f->has_q = true;
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result httpSend(struct MHD_Connection *c, unsigned status, const char *type,
+                            char *body, size_t len)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, "X-Cairn-Version", CAIRN_VERSION);
+    ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result sendBuf(struct MHD_Connection *c, unsigned status, struct buf *b,
+                               bool pretty)
+{
+    char *p;
+    size_t len;
+    if (pretty) {
+        struct buf pb;
+        bufInit(&pb);
+        bufJsonPretty(&pb, b->p, b->len);
+        bufPutc(&pb, '\n');
+        bufFree(b);
+        *b = pb;
+    }
+    p = bufDetach(b, &len);
+    if (p == NULL) {
+        static const char oom[] = "{\"error\":\"out of memory building the response\"}";
+        return httpSend(c, 500, "application/json", strdup(oom), sizeof oom - 1);
+    }
+    return httpSend(c, status, "application/json", p, len);
+}
+
+static enum MHD_Result sendError(struct MHD_Connection *c, unsigned status, const char *msg)
+{
+    struct buf b;
+    bufInit(&b);
+    bufPuts(&b, "{\"error\":");
+    bufJsonString(&b, msg, strlen(msg));
+    bufPuts(&b, "}\n");
+    return sendBuf(c, status, &b, false);
+}
+
+static unsigned statusFor(int rv)
+{
+    switch (rv) {
+        case CAIRN_EINVAL:
+            return 400;
+        case CAIRN_ETOOBIG:
+            return 413;
+        case CAIRN_ENOTLEADER:
+        case CAIRN_ENOLEADER:
+        case CAIRN_ESHUTDOWN:
+        case CAIRN_ETIMEOUT:
+        case CAIRN_EBUSY:
+            return 503;
+        case CAIRN_ENOSPC:
+            return 507;
+        default:
+            return 500;
+    }
+}
+
+/* /db/execute, /db/query, /db/request */
+static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c, int kind,
+                                 const char *method, struct request *req)
+{
+    struct qflags f;
+    struct batch b;
+    struct cairn_result *res = NULL;
+    struct buf out;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    unsigned jflags = 0;
+    int level;
+    int rv;
+
+    memset(&f, 0, sizeof f);
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collectArg, &f);
+    level = dbLevelFromName(f.level);
+    if (level < 0) {
+        snprintf(errmsg, sizeof errmsg,
+                 "unknown level \"%.64s\": use none, weak, linearizable or strong", f.level);
+        return sendError(c, 400, errmsg);
+    }
+
+    if (strcmp(method, "GET") == 0) {
+        if (!f.has_q || f.q == NULL || f.q[0] == '\0') {
+            return sendError(c, 400, "missing query: GET /db/query needs ?q=SQL");
+        }
+        rv = requestSingle(f.q, &b, errmsg);
+    } else {
+        if (req->body.len == 0) {
+            return sendError(c, 400, "empty request body: expected a JSON array of statements");
+        }
+        rv = requestParse(req->body.p, req->body.len, &b, errmsg);
+    }
+    if (rv != 0) {
+        return sendError(c, statusFor(rv), errmsg);
+    }
+    b.kind = kind;
+    b.flags = f.transaction ? BATCH_TRANSACTION : 0;
+
+    rv = dbRun(h->db, &b, (enum cairn_level)level, &res, errmsg);
+    batchFree(&b);
+    if (rv != 0) {
+        return sendError(c, statusFor(rv), errmsg);
+    }
+    if (f.associative) {
+        jflags |= RESULT_JSON_ASSOCIATIVE;
+    }
+    if (f.timings) {
+        jflags |= RESULT_JSON_TIMINGS;
+    }
+    if (f.raft_index) {
+        jflags |= RESULT_JSON_RAFT_INDEX;
+    }
+    bufInit(&out);
+    resultToJson(res, jflags, nowSeconds() - req->t0, &out);
+    cairn_result_free(res);
+    if (!f.pretty) {
+        bufPutc(&out, '\n');
+    }
+    return sendBuf(c, 200, &out, f.pretty);
+}
+
+static void jsonKey(struct buf *b, const char *k)
+{
+    bufJsonString(b, k, strlen(k));
+    bufPutc(b, ':');
+}
+
+static void jsonStr(struct buf *b, const char *k, const char *v)
+{
+    jsonKey(b, k);
+    bufJsonString(b, v, strlen(v));
+}
+
+static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection *c)
+{
+    struct cairn *db = h->db;
+    struct node_info ni;
+    struct store_stats ss;
+    struct qflags f;
+    struct buf b;
+
+    memset(&f, 0, sizeof f);
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collectArg, &f);
+    nodeInfo(db->node, &ni);
+    storeStats(db->store, &ss);
+    bufInit(&b);
+    bufPuts(&b, "{\"node\":{");
+    jsonKey(&b, "id");
+    bufJsonInt(&b, (int64_t)ni.id);
+    bufPutc(&b, ',');
+    jsonStr(&b, "version", CAIRN_VERSION);
+    bufPutc(&b, ',');
+    jsonStr(&b, "http_addr", db->http_addr);
+    bufPutc(&b, ',');
+    jsonStr(&b, "raft_addr", ni.address);
+    bufPutc(&b, ',');
+    jsonStr(&b, "data_dir", db->data_dir);
+    bufPutc(&b, ',');
+    jsonKey(&b, "pid");
+    bufJsonInt(&b, getpid());
+    bufPutc(&b, ',');
+    jsonKey(&b, "uptime_s");
+    bufJsonInt(&b, (int64_t)(time(NULL) - db->started));
+    bufPuts(&b, "},\"raft\":{");
+    jsonStr(&b, "state", nodeStateName(ni.state));
+    bufPutc(&b, ',');
+    jsonKey(&b, "term");
+    bufJsonInt(&b, (int64_t)ni.term);
+    bufPutc(&b, ',');
+    jsonKey(&b, "leader");
+    bufPutc(&b, '{');
+    jsonKey(&b, "id");
+    bufJsonInt(&b, (int64_t)ni.leader_id);
+    bufPutc(&b, ',');
+    jsonStr(&b, "addr", ni.leader_address);
+    bufPuts(&b, "},");
+    jsonKey(&b, "ready");
+    bufPuts(&b, ni.ready ? "true," : "false,");
+    jsonKey(&b, "commit_index");
+    bufJsonInt(&b, (int64_t)ni.commit_index);
+    bufPutc(&b, ',');
+    jsonKey(&b, "applied_index");
+    bufJsonInt(&b, (int64_t)ni.applied_index);
+    bufPutc(&b, ',');
+    jsonKey(&b, "last_log_index");
+    bufJsonInt(&b, (int64_t)ni.last_log_index);
+    bufPutc(&b, ',');
+    jsonKey(&b, "voters");
+    bufJsonInt(&b, ni.voters);
+    bufPutc(&b, ',');
+    jsonKey(&b, "snapshots_taken");
+    bufJsonInt(&b, (int64_t)ni.snapshots_taken);
+    bufPutc(&b, ',');
+    jsonKey(&b, "last_snapshot_index");
+    bufJsonInt(&b, (int64_t)ni.last_snapshot_index);
+    bufPutc(&b, ',');
+    jsonKey(&b, "snapshot_threshold");
+    bufJsonInt(&b, db->cfg.snapshot_threshold);
+    bufPutc(&b, ',');
+    jsonKey(&b, "snapshot_trailing");
+    bufJsonInt(&b, db->cfg.snapshot_trailing);
+    bufPutc(&b, ',');
+    jsonStr(&b, "dir", db->raft_dir);
+    bufPuts(&b, "},\"store\":{");
+    jsonStr(&b, "db_path", db->db_path);
+    bufPutc(&b, ',');
+    jsonKey(&b, "db_size");
+    bufJsonInt(&b, ss.db_size);
+    bufPutc(&b, ',');
+    jsonKey(&b, "wal_size");
+    bufJsonInt(&b, ss.wal_size);
+    bufPutc(&b, ',');
+    jsonKey(&b, "applied_index");
+    bufJsonInt(&b, (int64_t)ss.applied_index);
+    bufPutc(&b, ',');
+    jsonKey(&b, "readers");
+    bufJsonInt(&b, ss.readers);
+    bufPutc(&b, ',');
+    jsonStr(&b, "sqlite_version", sqlite3_libversion());
+    bufPutc(&b, ',');
+    jsonStr(&b, "snapshot_dir", db->snap_dir);
+    bufPuts(&b, "},\"http\":{");
+    jsonKey(&b, "max_body");
+    bufJsonInt(&b, (int64_t)h->max_body);
+    bufPutc(&b, ',');
+    jsonKey(&b, "requests");
+    bufJsonInt(&b, (int64_t)atomic_load(&h->requests));
+    bufPuts(&b, "}}");
+    if (!f.pretty) {
+        bufPutc(&b, '\n');
+    }
+    return sendBuf(c, 200, &b, f.pretty);
+}
+
+static void nodeJson(struct http_server *h, const struct node_info *ni, struct buf *b,
+                     bool with_id)
+{
+    char api[160];
+    snprintf(api, sizeof api, "http://%s", h->db->http_addr);
+    bufPutc(b, '{');
+    if (with_id) {
+        char id[24];
+        snprintf(id, sizeof id, "%llu", (unsigned long long)ni->id);
+        jsonStr(b, "id", id);
+        bufPutc(b, ',');
+    }
+    jsonStr(b, "api_addr", api);
+    bufPutc(b, ',');
+    jsonStr(b, "addr", ni->address);
+    bufPutc(b, ',');
+    jsonKey(b, "voter");
+    bufPuts(b, "true,");
+    jsonKey(b, "reachable");
+    bufPuts(b, "true,");
+    jsonKey(b, "leader");
+    bufPuts(b, ni->state == RAFT_LEADER ? "true" : "false");
+    bufPutc(b, '}');
+}
+
+static enum MHD_Result serveNodes(struct http_server *h, struct MHD_Connection *c)
+{
+    struct node_info ni;
+    struct buf b;
+    const char *ver = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "ver");
+    nodeInfo(h->db->node, &ni);
+    bufInit(&b);
+    if (ver != NULL && strcmp(ver, "2") == 0) {
+        bufPuts(&b, "{\"nodes\":[");
+        nodeJson(h, &ni, &b, true);
+        bufPuts(&b, "]}\n");
+    } else {
+        bufPrintf(&b, "{\"%llu\":", (unsigned long long)ni.id);
+        nodeJson(h, &ni, &b, true);
+        bufPuts(&b, "}\n");
+    }
+    return sendBuf(c, 200, &b, false);
+}
+
+static enum MHD_Result serveReadyz(struct http_server *h, struct MHD_Connection *c)
+{
+    struct node_info ni;
+    char *text;
+    nodeInfo(h->db->node, &ni);
+    if (ni.ready) {
+        text = strdup("[+]node ok\n[+]leader ok\n[+]store ok\n");
+        return httpSend(c, 200, "text/plain", text, strlen(text));
+    }
+    text = strdup(ni.leader_id ? "[+]node ok\n[+]leader ok\n[-]store not ready\n"
+                               : "[+]node ok\n[-]leader not ok\n[+]store ok\n");
+    return httpSend(c, 503, "text/plain", text, strlen(text));
+}
+
+static enum MHD_Result serveHealth(struct http_server *h, struct MHD_Connection *c)
+{
+    struct node_info ni;
+    struct buf b;
+    nodeInfo(h->db->node, &ni);
+    bufInit(&b);
+    bufPrintf(&b, "{\"status\":\"%s\",\"node_id\":%llu,\"state\":\"%s\",\"ready\":%s}\n",
+              ni.ready ? "ok" : "degraded", (unsigned long long)ni.id,
+              nodeStateName(ni.state), ni.ready ? "true" : "false");
+    return sendBuf(c, 200, &b, false);
+}
+
+/* The route table: path, allowed methods, and what serves it. */
+enum route { R_EXECUTE, R_QUERY, R_REQUEST, R_STATUS, R_NODES, R_READYZ, R_HEALTH };
+static const struct {
+    const char *path;
+    const char *methods; /* space-separated, as the Allow header wants them */
+    enum route route;
+} routes[] = {
+    {"/db/execute", "POST", R_EXECUTE}, {"/db/query", "GET, POST", R_QUERY},
+    {"/db/request", "POST", R_REQUEST}, {"/status", "GET", R_STATUS},
+    {"/nodes", "GET", R_NODES},         {"/readyz", "GET", R_READYZ},
+    {"/health", "GET", R_HEALTH},
+};
+
+static bool methodAllowed(const char *methods, const char *method)
+{
+    size_t n = strlen(method);
+    const char *p = methods;
+    while ((p = strstr(p, method)) != NULL) {
+        if ((p == methods || p[-1] == ' ') && (p[n] == '\0' || p[n] == ',')) {
+            return true;
+        }
+        p += n;
+    }
+    return false;
+}
+
+static enum MHD_Result dispatch(struct http_server *h, struct MHD_Connection *c,
+                                const char *url, const char *method, struct request *req)
+{
+    size_t i;
+    char msg[256];
+    for (i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strcmp(url, routes[i].path) != 0) {
+            continue;
+        }
+        if (!methodAllowed(routes[i].methods, method)) {
+            struct buf b;
+            struct MHD_Response *r;
+            enum MHD_Result ret;
+            char *p;
+            size_t len;
+            bufInit(&b);
+            snprintf(msg, sizeof msg, "method %s is not allowed on %s (allowed: %s)", method,
+                     url, routes[i].methods);
+            bufPuts(&b, "{\"error\":");
+            bufJsonString(&b, msg, strlen(msg));
+            bufPuts(&b, "}\n");
+            p = bufDetach(&b, &len);
+            if (p == NULL) {
+                return MHD_NO;
+            }
+            r = MHD_create_response_from_buffer(len, p, MHD_RESPMEM_MUST_FREE);
+            if (r == NULL) {
+                free(p);
+                return MHD_NO;
+            }
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+            MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, routes[i].methods);
+            ret = MHD_queue_response(c, 405, r);
+            MHD_destroy_response(r);
+            return ret;
+        }
+        switch (routes[i].route) {
+            case R_EXECUTE:
+                return serveData(h, c, BATCH_EXECUTE, method, req);
+            case R_QUERY:
+                return serveData(h, c, BATCH_QUERY, method, req);
+            case R_REQUEST:
+                return serveData(h, c, BATCH_REQUEST, method, req);
+            case R_STATUS:
+                return serveStatus(h, c);
+            case R_NODES:
+                return serveNodes(h, c);
+            case R_READYZ:
+                return serveReadyz(h, c);
+            case R_HEALTH:
+                return serveHealth(h, c);
+        }
+    }
+    snprintf(msg, sizeof msg, "no such endpoint: %.200s", url);
+    return sendError(c, 404, msg);
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+                              const char *method, const char *version, const char *upload,
+                              size_t *upload_size, void **con_cls)
+{
+    struct http_server *h = cls;
+    struct request *req = *con_cls;
+
+    if (req == NULL) {
+        const char *cl;
+        req = calloc(1, sizeof *req);
+        if (req == NULL) {
+            return MHD_NO;
+        }
+        bufInit(&req->body);
+        req->t0 = nowSeconds();
+        *con_cls = req;
+        atomic_fetch_add(&h->requests, 1);
+        cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL && strtoull(cl, NULL, 10) > h->max_body) {
+            req->too_big = true;
+        }
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        if (!req->too_big && req->body.len + *upload_size > h->max_body) {
+            req->too_big = true;
+            bufFree(&req->body);
+        }
+        if (!req->too_big) {
+            bufPut(&req->body, upload, *upload_size);
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (req->too_big) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "request body is larger than the limit of %zu bytes",
+                 h->max_body);
+        return sendError(c, 413, msg);
+    }
+    if (req->body.oom) {
+        return sendError(c, 500, "out of memory reading the request body");
+    }
+    return dispatch(h, c, url, method, req);
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    struct request *req = *con_cls;
+    if (req != NULL) {
+        bufFree(&req->body);
+        free(req);
+        *con_cls = NULL;
+    }
+}
+
+static void mhdLog(void *cls, const char *fmt, va_list ap)
+{
+    struct http_server *h = cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    line[strcspn(line, "\n")] = '\0';
+    if (h->db->cfg.log != NULL) {
+        char full[600];
+        snprintf(full, sizeof full, "http: %s", line);
+        h->db->cfg.log(h->db->cfg.log_data, full);
+    }
+}
+
+static int parseAddr(const char *addr, struct sockaddr_in *sa, char *errmsg)
+{
+    char host[128];
+    const char *colon = strrchr(addr, ':');
+    char *end;
+    long port;
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof host) {
+        errorf(errmsg, "HTTP address \"%s\" must be HOST:PORT", addr);
+        return CAIRN_EINVAL;
+    }
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535 || colon[1] == '\0') {
+        errorf(errmsg, "HTTP address \"%s\" has an invalid port", addr);
+        return CAIRN_EINVAL;
+    }
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0) {
+        sa->sin_addr.s_addr = htonl(INADDR_ANY);
+    } else if (strcmp(host, "localhost") == 0) {
+        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
+        errorf(errmsg, "HTTP address \"%s\": \"%s\" is not an IPv4 address", addr, host);
+        return CAIRN_EINVAL;
+    }
+    return 0;
+}
+
+int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_server **out,
+              char *errmsg)
+{
+    struct http_server *h;
+    struct sockaddr_in sa;
+    const union MHD_DaemonInfo *info;
+    char ip[INET_ADDRSTRLEN];
+    int rv;
+
+    *out = NULL;
+    rv = parseAddr(addr, &sa, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    h->db = db;
+    h->max_body = max_body;
+    h->daemon = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+            MHD_USE_ERROR_LOG,
+        0, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhdLog, h,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+    if (h->daemon == NULL) {
+        errorf(errmsg, "cannot listen for HTTP on %s (address in use or not available)", addr);
+        free(h);
+        return CAIRN_EIO;
+    }
+    info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
+    snprintf(db->http_addr, sizeof db->http_addr, "%s:%u", ip,
+             info ? (unsigned)info->port : (unsigned)ntohs(sa.sin_port));
+    *out = h;
+    return 0;
+}
+
+void httpStop(struct http_server *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    MHD_stop_daemon(h->daemon);
+    free(h);
+}

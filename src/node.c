@@ -1,0 +1,593 @@
+/* The loop thread: libraft, its uv I/O and transport, the queue of operations from
+ * other threads, and the node's published figures (see node.h).
+ *
+ * Threads: nodeStart/nodeStop/nodeApply/nodeBarrier/nodeInfo run on callers'
+ * threads and touch only the queue (qmu) and the published info (imu); everything
+ * else in this file runs on the loop thread. */
+#define _GNU_SOURCE
+#include "node.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "fsm.h"
+
+#define TICK_MS 50
+#define ELECTION_TIMEOUT_MS 1000
+#define HEARTBEAT_TIMEOUT_MS 100
+
+enum { OP_APPLY = 1, OP_BARRIER };
+
+struct op {
+    int type;
+    struct node *node;
+    struct op *next;
+    struct raft_buffer buf;
+    union {
+        struct raft_apply apply;
+        struct raft_barrier barrier;
+    } req;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool done;
+    int status;
+    char *errmsg;
+    struct cairn_result *result;
+};
+
+struct node {
+    struct node_config cfg;
+    char raft_addr[128];
+    struct store *store;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_timer_t tick;
+    struct raft_uv_transport transport;
+    bool tcp_transport;
+    struct raft_io io;
+    struct raft raft;
+    struct fsm fsm;
+    struct raft_fsm raft_fsm;
+    pthread_t thread;
+
+    /* queue, guarded by qmu */
+    pthread_mutex_t qmu;
+    struct op *qhead;
+    struct op *qtail;
+    bool stopping;
+
+    /* loop-thread state */
+    struct raft_barrier ready_barrier;
+    bool ready_barrier_pending;
+    uint64_t ready_term; /* term whose start barrier has been applied */
+    uint64_t applies;
+
+    /* published figures, guarded by imu */
+    pthread_mutex_t imu;
+    pthread_cond_t icond;
+    struct node_info info;
+    int start_rv; /* raft_start's result, published to nodeStart */
+    bool start_done;
+    char start_errmsg[CAIRN_ERRMSG_SIZE];
+};
+
+const char *nodeStateName(int state)
+{
+    switch (state) {
+        case RAFT_FOLLOWER:
+            return "follower";
+        case RAFT_CANDIDATE:
+            return "candidate";
+        case RAFT_LEADER:
+            return "leader";
+        default:
+            return "unavailable";
+    }
+}
+
+static void nodeLog(struct node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void nodeLog(struct node *n, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    if (n->cfg.log == NULL) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    n->cfg.log(n->cfg.log_data, line);
+}
+
+static int raftToCairn(int rv)
+{
+    switch (rv) {
+        case RAFT_NOTLEADER:
+            return CAIRN_ENOTLEADER;
+        case RAFT_LEADERSHIPLOST:
+            return CAIRN_ENOLEADER;
+        case RAFT_NOMEM:
+            return CAIRN_ENOMEM;
+        case RAFT_SHUTDOWN:
+        case RAFT_CANCELED:
+            return CAIRN_ESHUTDOWN;
+        case RAFT_IOERR:
+            return CAIRN_EIO;
+        case RAFT_CORRUPT:
+            return CAIRN_ECORRUPT;
+        default:
+            return CAIRN_ERAFT;
+    }
+}
+
+/* ---- the local transport: a single node that talks to no one ---------------- */
+
+static int localInit(struct raft_uv_transport *t, raft_id id, const char *address)
+{
+    return 0;
+}
+
+static int localListen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
+{
+    return 0;
+}
+
+static int localConnect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
+                        const char *address, raft_uv_connect_cb cb)
+{
+    snprintf(t->errmsg, sizeof t->errmsg, "node has no network (no raft address configured)");
+    return RAFT_NOCONNECTION;
+}
+
+static void localClose(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
+{
+    cb(t);
+}
+
+static void localTransportInit(struct raft_uv_transport *t)
+{
+    memset(t, 0, sizeof *t);
+    t->init = localInit;
+    t->listen = localListen;
+    t->connect = localConnect;
+    t->close = localClose;
+}
+
+/* ---- completing operations ---------------------------------------------------- */
+
+static void opComplete(struct op *op, int status, const char *msg)
+{
+    pthread_mutex_lock(&op->mu);
+    op->status = status;
+    if (status != 0 && msg != NULL && op->errmsg != NULL) {
+        snprintf(op->errmsg, CAIRN_ERRMSG_SIZE, "%s", msg);
+    }
+    op->done = true;
+    pthread_cond_signal(&op->cond);
+    pthread_mutex_unlock(&op->mu); /* the op may be gone after this */
+}
+
+static void publishInfo(struct node *n)
+{
+    struct raft *r = &n->raft;
+    raft_id leader_id = 0;
+    const char *leader_addr = NULL;
+    raft_leader(r, &leader_id, &leader_addr);
+    pthread_mutex_lock(&n->imu);
+    n->info.state = raft_state(r);
+    n->info.term = r->current_term;
+    n->info.leader_id = leader_id;
+    snprintf(n->info.leader_address, sizeof n->info.leader_address, "%s",
+             leader_addr ? leader_addr : "");
+    n->info.commit_index = r->commit_index;
+    n->info.applied_index = raft_last_applied(r);
+    n->info.last_log_index = raft_last_index(r);
+    n->info.snapshots_taken = n->fsm.snapshots_taken;
+    n->info.last_snapshot_index = n->fsm.last_snapshot_index;
+    n->info.applies = n->applies;
+    n->info.ready = leader_id != 0 && n->ready_term == r->current_term &&
+                    raft_state(r) == RAFT_LEADER;
+    n->info.voters = 0;
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        if (r->configuration.servers[i].role == RAFT_VOTER) {
+            n->info.voters++;
+        }
+    }
+    pthread_cond_broadcast(&n->icond);
+    pthread_mutex_unlock(&n->imu);
+}
+
+static void applyCb(struct raft_apply *req, int status, void *result)
+{
+    struct op *op = req->data;
+    if (status != 0) {
+        opComplete(op, raftToCairn(status), raft_strerror(status));
+        return;
+    }
+    /* Runs right after fsm->apply, on the loop thread: claim the result now. */
+    op->result = fsmTakeResult(&op->node->fsm, result);
+    opComplete(op, 0, NULL);
+}
+
+static void barrierCb(struct raft_barrier *req, int status)
+{
+    struct op *op = req->data;
+    opComplete(op, status ? raftToCairn(status) : 0, status ? raft_strerror(status) : NULL);
+}
+
+/* A new leader must apply every entry of earlier terms before it serves reads:
+ * libraft commits them only once an entry of its own term commits, so append a
+ * barrier at the start of each term. */
+static void readyBarrierCb(struct raft_barrier *req, int status)
+{
+    struct node *n = req->data;
+    n->ready_barrier_pending = false;
+    if (status == 0) {
+        n->ready_term = n->raft.current_term;
+        nodeLog(n, "leader for term %llu, log applied up to index %llu",
+                (unsigned long long)n->ready_term,
+                (unsigned long long)raft_last_applied(&n->raft));
+    }
+    publishInfo(n);
+}
+
+static void maybeReadyBarrier(struct node *n)
+{
+    int rv;
+    if (raft_state(&n->raft) != RAFT_LEADER || n->ready_barrier_pending ||
+        n->ready_term == n->raft.current_term) {
+        return;
+    }
+    n->ready_barrier.data = n;
+    rv = raft_barrier(&n->raft, &n->ready_barrier, readyBarrierCb);
+    if (rv == 0) {
+        n->ready_barrier_pending = true;
+    }
+}
+
+static void closeCb(struct raft *r)
+{
+    struct node *n = r->data;
+    raft_uv_close(&n->io);
+    if (n->tcp_transport) {
+        raft_uv_tcp_close(&n->transport);
+    }
+    uv_close((uv_handle_t *)&n->wake, NULL);
+    uv_close((uv_handle_t *)&n->tick, NULL);
+}
+
+static void drainQueue(uv_async_t *h)
+{
+    struct node *n = h->data;
+    struct op *op;
+    struct op *next;
+    bool stopping;
+    int rv;
+
+    pthread_mutex_lock(&n->qmu);
+    op = n->qhead;
+    n->qhead = n->qtail = NULL;
+    stopping = n->stopping;
+    pthread_mutex_unlock(&n->qmu);
+
+    for (; op != NULL; op = next) {
+        next = op->next;
+        if (stopping) {
+            if (op->type == OP_APPLY) {
+                raft_free(op->buf.base);
+            }
+            opComplete(op, CAIRN_ESHUTDOWN, "node is shutting down");
+            continue;
+        }
+        if (op->type == OP_APPLY) {
+            op->req.apply.data = op;
+            rv = raft_apply(&n->raft, &op->req.apply, &op->buf, 1, applyCb);
+            if (rv != 0) {
+                raft_free(op->buf.base);
+                opComplete(op, raftToCairn(rv), raft_errmsg(&n->raft));
+            } else {
+                n->applies++;
+            }
+        } else {
+            op->req.barrier.data = op;
+            rv = raft_barrier(&n->raft, &op->req.barrier, barrierCb);
+            if (rv != 0) {
+                opComplete(op, raftToCairn(rv), raft_errmsg(&n->raft));
+            }
+        }
+    }
+    if (stopping && !uv_is_closing((uv_handle_t *)&n->wake)) {
+        raft_close(&n->raft, closeCb);
+    }
+}
+
+static void tickCb(uv_timer_t *t)
+{
+    struct node *n = t->data;
+    maybeReadyBarrier(n);
+    publishInfo(n);
+}
+
+static void *loopMain(void *arg)
+{
+    struct node *n = arg;
+    int rv = raft_start(&n->raft);
+    pthread_mutex_lock(&n->imu);
+    n->start_rv = rv;
+    if (rv != 0) {
+        snprintf(n->start_errmsg, sizeof n->start_errmsg, "raft start in %s: %s (%s)",
+                 n->cfg.raft_dir, raft_strerror(rv), raft_errmsg(&n->raft));
+    }
+    n->start_done = true;
+    pthread_cond_broadcast(&n->icond);
+    pthread_mutex_unlock(&n->imu);
+    if (rv != 0) {
+        /* raft_start failed: close what was set up and leave. */
+        pthread_mutex_lock(&n->qmu);
+        n->stopping = true;
+        pthread_mutex_unlock(&n->qmu);
+        raft_close(&n->raft, closeCb);
+        uv_run(&n->loop, UV_RUN_DEFAULT);
+        return NULL;
+    }
+    maybeReadyBarrier(n);
+    publishInfo(n);
+    uv_timer_start(&n->tick, tickCb, TICK_MS, TICK_MS);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeout_ms,
+              struct node **out, char *errmsg)
+{
+    struct node *n;
+    struct raft_configuration conf;
+    struct timespec deadline;
+    int rv;
+
+    *out = NULL;
+    n = calloc(1, sizeof *n);
+    if (n == NULL) {
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    n->cfg = *cfg;
+    n->store = store;
+    snprintf(n->raft_addr, sizeof n->raft_addr, "%s",
+             cfg->raft_addr ? cfg->raft_addr : "local");
+    pthread_mutex_init(&n->qmu, NULL);
+    pthread_mutex_init(&n->imu, NULL);
+    pthread_cond_init(&n->icond, NULL);
+    n->info.id = cfg->id;
+    snprintf(n->info.address, sizeof n->info.address, "%s", n->raft_addr);
+
+    rv = uv_loop_init(&n->loop);
+    if (rv != 0) {
+        errorf(errmsg, "event loop: %s", uv_strerror(rv));
+        goto err_after_alloc;
+    }
+    uv_async_init(&n->loop, &n->wake, drainQueue);
+    n->wake.data = n;
+    uv_timer_init(&n->loop, &n->tick);
+    n->tick.data = n;
+
+    if (cfg->raft_addr != NULL) {
+        rv = raft_uv_tcp_init(&n->transport, &n->loop);
+        if (rv != 0) {
+            errorf(errmsg, "raft TCP transport: %s", raft_strerror(rv));
+            goto err_after_loop;
+        }
+        n->tcp_transport = true;
+    } else {
+        localTransportInit(&n->transport);
+    }
+    rv = raft_uv_init(&n->io, &n->loop, cfg->raft_dir, &n->transport);
+    if (rv != 0) {
+        errorf(errmsg, "raft storage in %s: %s", cfg->raft_dir, n->io.errmsg);
+        goto err_after_transport;
+    }
+    /* libraft 0.15's uv I/O implements async_work but still reports version 1, which
+     * makes raft_init refuse asynchronous snapshots; the method is there, so say so. */
+    if (n->io.async_work != NULL && n->io.version < 2) {
+        n->io.version = 2;
+    }
+    /* A damaged log must be reported, never silently truncated. */
+    raft_uv_set_auto_recovery(&n->io, false);
+
+    fsmInit(&n->fsm, &n->raft_fsm, store, &n->raft, cfg->snap_dir);
+    n->fsm.log = cfg->log;
+    n->fsm.log_data = cfg->log_data;
+    rv = raft_init(&n->raft, &n->io, &n->raft_fsm, cfg->id, n->raft_addr);
+    if (rv != 0) {
+        errorf(errmsg, "raft init: %s", raft_errmsg(&n->raft));
+        goto err_after_io;
+    }
+    n->raft.data = n;
+    raft_set_election_timeout(&n->raft, ELECTION_TIMEOUT_MS);
+    raft_set_heartbeat_timeout(&n->raft, HEARTBEAT_TIMEOUT_MS);
+    raft_set_snapshot_threshold(&n->raft, cfg->snapshot_threshold);
+    raft_set_snapshot_trailing(&n->raft, cfg->snapshot_trailing);
+
+    /* First start: a one-voter cluster of this node. Later starts find the state on
+     * disk and libraft answers RAFT_CANTBOOTSTRAP, which is the normal case. */
+    raft_configuration_init(&conf);
+    rv = raft_configuration_add(&conf, cfg->id, n->raft_addr, RAFT_VOTER);
+    if (rv == 0) {
+        rv = raft_bootstrap(&n->raft, &conf);
+    }
+    raft_configuration_close(&conf);
+    if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+        errorf(errmsg, "raft bootstrap in %s: %s", cfg->raft_dir, raft_errmsg(&n->raft));
+        rv = raftToCairn(rv);
+        goto err_after_raft;
+    }
+
+    rv = pthread_create(&n->thread, NULL, loopMain, n);
+    if (rv != 0) {
+        errorf(errmsg, "cannot start loop thread: %s", strerror(rv));
+        rv = CAIRN_ENOMEM;
+        goto err_after_raft;
+    }
+
+    /* Wait for raft_start, then for readiness. */
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&n->imu);
+    while (!n->start_done) {
+        pthread_cond_wait(&n->icond, &n->imu);
+    }
+    rv = n->start_rv;
+    if (rv != 0) {
+        errorf(errmsg, "%s", n->start_errmsg);
+        pthread_mutex_unlock(&n->imu);
+        pthread_join(n->thread, NULL);
+        rv = raftToCairn(rv);
+        goto err_after_thread;
+    }
+    while (!n->info.ready) {
+        if (pthread_cond_timedwait(&n->icond, &n->imu, &deadline) == ETIMEDOUT) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&n->imu);
+    *out = n;
+    return 0;
+
+err_after_raft:
+    /* raft_init succeeded but the loop never ran: close it on this thread. */
+    raft_close(&n->raft, closeCb);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    goto err_after_thread;
+err_after_io:
+    raft_uv_close(&n->io);
+err_after_transport:
+    if (n->tcp_transport) {
+        raft_uv_tcp_close(&n->transport);
+    }
+err_after_loop:
+    uv_close((uv_handle_t *)&n->wake, NULL);
+    uv_close((uv_handle_t *)&n->tick, NULL);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+err_after_thread:
+    uv_loop_close(&n->loop);
+    fsmClose(&n->fsm);
+err_after_alloc:
+    pthread_mutex_destroy(&n->qmu);
+    pthread_mutex_destroy(&n->imu);
+    pthread_cond_destroy(&n->icond);
+    free(n);
+    return rv ? rv : CAIRN_ERAFT;
+}
+
+void nodeStop(struct node *n)
+{
+    if (n == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&n->qmu);
+    n->stopping = true;
+    pthread_mutex_unlock(&n->qmu);
+    uv_async_send(&n->wake);
+    pthread_join(n->thread, NULL);
+    uv_loop_close(&n->loop);
+    fsmClose(&n->fsm);
+    pthread_mutex_destroy(&n->qmu);
+    pthread_mutex_destroy(&n->imu);
+    pthread_cond_destroy(&n->icond);
+    free(n);
+}
+
+static int submit(struct node *n, struct op *op, char *errmsg)
+{
+    int rv;
+    pthread_mutex_init(&op->mu, NULL);
+    pthread_cond_init(&op->cond, NULL);
+    op->done = false;
+    op->errmsg = errmsg;
+    op->next = NULL;
+    op->node = n;
+
+    pthread_mutex_lock(&n->qmu);
+    if (n->stopping) {
+        pthread_mutex_unlock(&n->qmu);
+        errorf(errmsg, "node is shutting down");
+        rv = CAIRN_ESHUTDOWN;
+        goto out;
+    }
+    if (n->qtail) {
+        n->qtail->next = op;
+    } else {
+        n->qhead = op;
+    }
+    n->qtail = op;
+    pthread_mutex_unlock(&n->qmu);
+    uv_async_send(&n->wake);
+
+    pthread_mutex_lock(&op->mu);
+    while (!op->done) {
+        pthread_cond_wait(&op->cond, &op->mu);
+    }
+    pthread_mutex_unlock(&op->mu);
+    rv = op->status;
+out:
+    pthread_mutex_destroy(&op->mu);
+    pthread_cond_destroy(&op->cond);
+    return rv;
+}
+
+int nodeApply(struct node *n, const void *cmd, size_t len, struct cairn_result **out,
+              char *errmsg)
+{
+    struct op op;
+    int rv;
+    memset(&op, 0, sizeof op);
+    *out = NULL;
+    op.type = OP_APPLY;
+    op.buf.len = len;
+    op.buf.base = raft_malloc(len);
+    if (op.buf.base == NULL) {
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    memcpy(op.buf.base, cmd, len);
+    rv = submit(n, &op, errmsg);
+    if (rv == CAIRN_ESHUTDOWN && !op.done) {
+        raft_free(op.buf.base); /* refused before it reached the loop */
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (op.result == NULL) {
+        errorf(errmsg, "entry was applied before this request was answered");
+        return CAIRN_ERAFT;
+    }
+    *out = op.result;
+    return 0;
+}
+
+int nodeBarrier(struct node *n, char *errmsg)
+{
+    struct op op;
+    memset(&op, 0, sizeof op);
+    op.type = OP_BARRIER;
+    return submit(n, &op, errmsg);
+}
+
+void nodeInfo(struct node *n, struct node_info *info)
+{
+    pthread_mutex_lock(&n->imu);
+    *info = n->info;
+    pthread_mutex_unlock(&n->imu);
+}

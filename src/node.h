@@ -1,0 +1,75 @@
+/* The node: one libuv loop thread that owns libraft, its I/O, the state machine and
+ * the store's writer connection.
+ *
+ * Nothing in libraft is thread-safe, so other threads reach the loop only through
+ * a mutex-protected queue and uv_async_send (sends coalesce: every wake-up drains the
+ * whole queue). Each queued operation is completed exactly once, on the loop thread,
+ * and the submitting thread waits for that completion. Group commit falls out of
+ * this: every command drained in one loop turn is appended to the Raft log in one
+ * write and one fsync. */
+#ifndef CAIRN_NODE_H
+#define CAIRN_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "cairn.h"
+#include "error.h"
+#include "result.h"
+#include "store.h"
+
+struct node;
+
+struct node_config {
+    uint64_t id;
+    const char *raft_addr; /* NULL: local transport, single node without network */
+    const char *raft_dir;
+    const char *snap_dir;
+    unsigned snapshot_threshold;
+    unsigned snapshot_trailing;
+    void (*log)(void *data, const char *line);
+    void *log_data;
+};
+
+/* Start the node over an open store and wait until it is leader with every
+ * earlier entry applied (a single node), or until timeout_ms passes. On failure
+ * *out is NULL and errmsg says why. Any thread. */
+int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeout_ms,
+              struct node **out, char *errmsg);
+
+/* Stop the loop (pending operations fail with CAIRN_ESHUTDOWN) and free the node. */
+void nodeStop(struct node *n);
+
+/* Append an encoded command to the log and wait until it is applied. On success
+ * *out holds the results (owned by the caller). cmd is copied. Any thread but the
+ * loop's. */
+int nodeApply(struct node *n, const void *cmd, size_t len, struct cairn_result **out,
+              char *errmsg);
+
+/* Wait until a barrier entry appended now is applied: this node was leader at a
+ * quorum's word and every earlier entry is in the database. */
+int nodeBarrier(struct node *n, char *errmsg);
+
+struct node_info {
+    uint64_t id;
+    char address[128];
+    int state; /* RAFT_FOLLOWER, RAFT_CANDIDATE, RAFT_LEADER, RAFT_UNAVAILABLE */
+    uint64_t term;
+    uint64_t leader_id;
+    char leader_address[128];
+    uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t last_log_index;
+    uint64_t snapshots_taken;
+    uint64_t last_snapshot_index;
+    uint64_t applies;
+    bool ready; /* leader known and this node's log applied up to its term's start */
+    unsigned voters;
+};
+
+/* A copy of the latest figures, refreshed by the loop thread. Any thread. */
+void nodeInfo(struct node *n, struct node_info *info);
+const char *nodeStateName(int state);
+
+#endif

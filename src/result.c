@@ -1,0 +1,383 @@
+/* Statement results and their rqlite-compatible JSON encoding (see result.h).
+ * Any thread. */
+#include "result.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+struct cairn_result *resultNew(void)
+{
+    return calloc(1, sizeof(struct cairn_result));
+}
+
+struct rstmt *resultAdd(struct cairn_result *r)
+{
+    struct rstmt *st;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 4;
+        struct rstmt *p = realloc(r->stmts, cap * sizeof *p);
+        if (p == NULL) {
+            return NULL;
+        }
+        r->stmts = p;
+        r->cap = cap;
+    }
+    st = &r->stmts[r->n++];
+    memset(st, 0, sizeof *st);
+    bufInit(&st->arena);
+    return st;
+}
+
+void resultError(struct rstmt *st, const char *msg)
+{
+    free(st->error);
+    st->error = strdup(msg ? msg : "unknown error");
+}
+
+static char *lowerDup(const char *s)
+{
+    char *d = strdup(s);
+    if (d != NULL) {
+        for (char *p = d; *p; p++) {
+            *p = (char)tolower((unsigned char)*p);
+        }
+    }
+    return d;
+}
+
+int resultColumns(struct rstmt *st, size_t ncol, const char *const *names,
+                  const char *const *decltypes)
+{
+    size_t i;
+    st->rows_shape = true;
+    st->ncol = ncol;
+    st->cols = calloc(ncol ? ncol : 1, sizeof(char *));
+    st->types = calloc(ncol ? ncol : 1, sizeof(char *));
+    if (st->cols == NULL || st->types == NULL) {
+        return CAIRN_ENOMEM;
+    }
+    for (i = 0; i < ncol; i++) {
+        st->cols[i] = strdup(names[i] ? names[i] : "");
+        if (st->cols[i] == NULL) {
+            return CAIRN_ENOMEM;
+        }
+        if (decltypes[i] != NULL) {
+            st->types[i] = lowerDup(decltypes[i]);
+            if (st->types[i] == NULL) {
+                return CAIRN_ENOMEM;
+            }
+        }
+    }
+    return 0;
+}
+
+struct rvalue *resultRow(struct rstmt *st)
+{
+    size_t ncol = st->ncol ? st->ncol : 1;
+    if (st->nrows == st->cap) {
+        size_t cap = st->cap ? st->cap * 2 : 8;
+        struct rvalue *p = realloc(st->vals, cap * ncol * sizeof *p);
+        if (p == NULL) {
+            return NULL;
+        }
+        st->vals = p;
+        st->cap = cap;
+    }
+    return &st->vals[st->nrows++ * ncol];
+}
+
+int resultBytes(struct rstmt *st, struct rvalue *v, const void *p, size_t n)
+{
+    v->off = st->arena.len;
+    v->n = n;
+    bufPut(&st->arena, p, n);
+    bufPutc(&st->arena, '\0'); /* text stays NUL-terminated for the C API */
+    return st->arena.oom ? CAIRN_ENOMEM : 0;
+}
+
+static const char *storageClass(int type)
+{
+    switch (type) {
+        case CAIRN_INTEGER:
+            return "integer";
+        case CAIRN_FLOAT:
+            return "real";
+        case CAIRN_TEXT:
+            return "text";
+        case CAIRN_BLOB:
+            return "blob";
+        default:
+            return "";
+    }
+}
+
+void resultFinishTypes(struct rstmt *st)
+{
+    size_t i;
+    for (i = 0; i < st->ncol; i++) {
+        if (st->types[i] == NULL) {
+            const char *t = st->nrows > 0 ? storageClass(st->vals[i].type) : "";
+            st->types[i] = strdup(t);
+        }
+    }
+}
+
+static void freeStmt(struct rstmt *st)
+{
+    size_t i;
+    free(st->error);
+    for (i = 0; i < st->ncol; i++) {
+        if (st->cols) {
+            free(st->cols[i]);
+        }
+        if (st->types) {
+            free(st->types[i]);
+        }
+    }
+    free(st->cols);
+    free(st->types);
+    free(st->vals);
+    bufFree(&st->arena);
+}
+
+void cairn_result_free(cairn_result *r)
+{
+    size_t i;
+    if (r == NULL) {
+        return;
+    }
+    for (i = 0; i < r->n; i++) {
+        freeStmt(&r->stmts[i]);
+    }
+    free(r->stmts);
+    free(r);
+}
+
+static void valueJson(const struct rstmt *st, const struct rvalue *v, struct buf *out)
+{
+    switch (v->type) {
+        case CAIRN_INTEGER:
+            bufJsonInt(out, v->i);
+            break;
+        case CAIRN_FLOAT:
+            bufJsonDouble(out, v->d);
+            break;
+        case CAIRN_TEXT:
+            bufJsonString(out, st->arena.p + v->off, v->n);
+            break;
+        case CAIRN_BLOB:
+            bufPutc(out, '"');
+            bufBase64(out, st->arena.p + v->off, v->n);
+            bufPutc(out, '"');
+            break;
+        default:
+            bufPuts(out, "null");
+    }
+}
+
+static void stmtJson(const struct rstmt *st, unsigned flags, struct buf *out)
+{
+    size_t i;
+    size_t row;
+    const char *sep = "";
+    bufPutc(out, '{');
+    if (st->error != NULL) {
+        bufPuts(out, "\"error\":");
+        bufJsonString(out, st->error, strlen(st->error));
+        sep = ",";
+    } else if (!st->rows_shape) {
+        bufPuts(out, "\"last_insert_id\":");
+        bufJsonInt(out, st->last_insert_id);
+        bufPuts(out, ",\"rows_affected\":");
+        bufJsonInt(out, st->rows_affected);
+        sep = ",";
+    } else if (flags & RESULT_JSON_ASSOCIATIVE) {
+        bufPuts(out, "\"types\":{");
+        for (i = 0; i < st->ncol; i++) {
+            bufPuts(out, i ? "," : "");
+            bufJsonString(out, st->cols[i], strlen(st->cols[i]));
+            bufPutc(out, ':');
+            bufJsonString(out, st->types[i], strlen(st->types[i]));
+        }
+        bufPuts(out, "},\"rows\":[");
+        for (row = 0; row < st->nrows; row++) {
+            bufPuts(out, row ? ",{" : "{");
+            for (i = 0; i < st->ncol; i++) {
+                bufPuts(out, i ? "," : "");
+                bufJsonString(out, st->cols[i], strlen(st->cols[i]));
+                bufPutc(out, ':');
+                valueJson(st, &st->vals[row * st->ncol + i], out);
+            }
+            bufPutc(out, '}');
+        }
+        bufPutc(out, ']');
+        sep = ",";
+    } else {
+        bufPuts(out, "\"columns\":[");
+        for (i = 0; i < st->ncol; i++) {
+            bufPuts(out, i ? "," : "");
+            bufJsonString(out, st->cols[i], strlen(st->cols[i]));
+        }
+        bufPuts(out, "],\"types\":[");
+        for (i = 0; i < st->ncol; i++) {
+            bufPuts(out, i ? "," : "");
+            bufJsonString(out, st->types[i], strlen(st->types[i]));
+        }
+        bufPutc(out, ']');
+        if (st->nrows > 0) {
+            bufPuts(out, ",\"values\":[");
+            for (row = 0; row < st->nrows; row++) {
+                bufPuts(out, row ? ",[" : "[");
+                for (i = 0; i < st->ncol; i++) {
+                    bufPuts(out, i ? "," : "");
+                    valueJson(st, &st->vals[row * st->ncol + i], out);
+                }
+                bufPutc(out, ']');
+            }
+            bufPutc(out, ']');
+        }
+        sep = ",";
+    }
+    if (flags & RESULT_JSON_TIMINGS) {
+        bufPuts(out, sep);
+        bufPuts(out, "\"time\":");
+        bufJsonDouble(out, st->time);
+    }
+    bufPutc(out, '}');
+}
+
+void resultToJson(const struct cairn_result *r, unsigned flags, double total_time,
+                  struct buf *out)
+{
+    size_t i;
+    bufPuts(out, "{\"results\":[");
+    for (i = 0; i < r->n; i++) {
+        if (i > 0) {
+            bufPutc(out, ',');
+        }
+        stmtJson(&r->stmts[i], flags, out);
+    }
+    bufPutc(out, ']');
+    if ((flags & RESULT_JSON_RAFT_INDEX) && r->raft_index > 0) {
+        bufPuts(out, ",\"raft_index\":");
+        bufJsonInt(out, (int64_t)r->raft_index);
+    }
+    if (flags & RESULT_JSON_TIMINGS) {
+        bufPuts(out, ",\"time\":");
+        bufJsonDouble(out, total_time);
+    }
+    bufPutc(out, '}');
+}
+
+/* Public accessors. */
+
+static const struct rstmt *getStmt(const cairn_result *r, size_t stmt)
+{
+    return (r != NULL && stmt < r->n) ? &r->stmts[stmt] : NULL;
+}
+
+static const struct rvalue *getValue(const cairn_result *r, size_t stmt, size_t row,
+                                     size_t col)
+{
+    const struct rstmt *st = getStmt(r, stmt);
+    if (st == NULL || row >= st->nrows || col >= st->ncol) {
+        return NULL;
+    }
+    return &st->vals[row * st->ncol + col];
+}
+
+size_t cairn_result_count(const cairn_result *r)
+{
+    return r ? r->n : 0;
+}
+
+const char *cairn_result_error(const cairn_result *r, size_t stmt)
+{
+    const struct rstmt *st = getStmt(r, stmt);
+    return st ? st->error : NULL;
+}
+
+int64_t cairn_result_last_insert_id(const cairn_result *r, size_t stmt)
+{
+    const struct rstmt *st = getStmt(r, stmt);
+    return st ? st->last_insert_id : 0;
+}
+
+int64_t cairn_result_rows_affected(const cairn_result *r, size_t stmt)
+{
+    const struct rstmt *st = getStmt(r, stmt);
+    return st ? st->rows_affected : 0;
+}
+
+size_t cairn_result_columns(const cairn_result *r, size_t stmt)
+{
+    const struct rstmt *st = getStmt(r, stmt);
+    return st ? st->ncol : 0;
+}
+
+const char *cairn_result_column_name(const cairn_result *r, size_t stmt, size_t col)
+{
+    const struct rstmt *st = getStmt(r, stmt);
+    return (st && col < st->ncol) ? st->cols[col] : NULL;
+}
+
+const char *cairn_result_column_type(const cairn_result *r, size_t stmt, size_t col)
+{
+    const struct rstmt *st = getStmt(r, stmt);
+    return (st && col < st->ncol) ? st->types[col] : NULL;
+}
+
+size_t cairn_result_rows(const cairn_result *r, size_t stmt)
+{
+    const struct rstmt *st = getStmt(r, stmt);
+    return st ? st->nrows : 0;
+}
+
+int cairn_result_type(const cairn_result *r, size_t stmt, size_t row, size_t col)
+{
+    const struct rvalue *v = getValue(r, stmt, row, col);
+    return v ? v->type : CAIRN_NULL;
+}
+
+int64_t cairn_result_int64(const cairn_result *r, size_t stmt, size_t row, size_t col)
+{
+    const struct rvalue *v = getValue(r, stmt, row, col);
+    if (v == NULL) {
+        return 0;
+    }
+    return v->type == CAIRN_FLOAT ? (int64_t)v->d : v->i;
+}
+
+double cairn_result_double(const cairn_result *r, size_t stmt, size_t row, size_t col)
+{
+    const struct rvalue *v = getValue(r, stmt, row, col);
+    if (v == NULL) {
+        return 0;
+    }
+    return v->type == CAIRN_INTEGER ? (double)v->i : v->d;
+}
+
+const char *cairn_result_text(const cairn_result *r, size_t stmt, size_t row, size_t col,
+                              size_t *len)
+{
+    const struct rvalue *v = getValue(r, stmt, row, col);
+    if (v == NULL || (v->type != CAIRN_TEXT && v->type != CAIRN_BLOB)) {
+        if (len) {
+            *len = 0;
+        }
+        return NULL;
+    }
+    if (len) {
+        *len = v->n;
+    }
+    return r->stmts[stmt].arena.p + v->off;
+}
+
+const void *cairn_result_blob(const cairn_result *r, size_t stmt, size_t row, size_t col,
+                              size_t *len)
+{
+    return cairn_result_text(r, stmt, row, col, len);
+}

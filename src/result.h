@@ -1,0 +1,81 @@
+/* Results of a batch: one entry per statement, either an error, the figures of a
+ * write (last insert id, rows affected), or the columns, types and rows of a query.
+ *
+ * Built by the store while it steps statements, read through the public
+ * cairn_result_* accessors, and encoded as rqlite's JSON shapes for HTTP. Text and
+ * blob bytes live in one arena per statement so that a large result is a handful of
+ * allocations, not one per value. Any thread; a result is not shared. */
+#ifndef CAIRN_RESULT_H
+#define CAIRN_RESULT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "cairn.h"
+
+struct rvalue {
+    int type;   /* CAIRN_INTEGER .. CAIRN_NULL */
+    int64_t i;
+    double d;
+    size_t off; /* text/blob: offset in the statement's arena */
+    size_t n;
+};
+
+struct rstmt {
+    char *error;      /* NULL when the statement succeeded */
+    bool rows_shape;  /* a query: columns/types/values */
+    int64_t last_insert_id;
+    int64_t rows_affected;
+    double time;      /* seconds */
+    size_t ncol;
+    char **cols;
+    char **types;
+    size_t nrows;
+    size_t cap;       /* capacity of vals in rows */
+    struct rvalue *vals;
+    struct buf arena;
+};
+
+struct cairn_result {
+    size_t n;
+    size_t cap;
+    struct rstmt *stmts;
+    uint64_t raft_index; /* index of the log entry that produced it, 0 for local reads */
+};
+
+/* Allocate an empty result. NULL when memory ran out. */
+struct cairn_result *resultNew(void);
+
+/* Append a statement result; NULL when memory ran out. The pointer is valid until
+ * the next resultAdd(). */
+struct rstmt *resultAdd(struct cairn_result *r);
+
+/* Record an error on st (message copied). */
+void resultError(struct rstmt *st, const char *msg);
+
+/* Set the columns of a query result (names and declared types copied; a NULL type
+ * is kept as NULL and filled from the first row's values). 0 or CAIRN_ENOMEM. */
+int resultColumns(struct rstmt *st, size_t ncol, const char *const *names,
+                  const char *const *decltypes);
+
+/* Append a row's worth of value slots; returns the first slot or NULL on OOM. */
+struct rvalue *resultRow(struct rstmt *st);
+
+/* Store text/blob bytes for a value. 0 or CAIRN_ENOMEM. */
+int resultBytes(struct rstmt *st, struct rvalue *v, const void *p, size_t n);
+
+/* Fill the types that had no declared type from the first row. */
+void resultFinishTypes(struct rstmt *st);
+
+#define RESULT_JSON_ASSOCIATIVE 0x1
+#define RESULT_JSON_TIMINGS 0x2
+#define RESULT_JSON_RAFT_INDEX 0x4
+
+/* Encode r as rqlite's response object {"results":[...], "time":...} into out.
+ * total_time is the whole request's time in seconds (used with TIMINGS). */
+void resultToJson(const struct cairn_result *r, unsigned flags, double total_time,
+                  struct buf *out);
+
+#endif

@@ -1,0 +1,1133 @@
+/* The SQLite state machine (see store.h).
+ *
+ * Threads: the writer connection, the cached internal statements and the PRNG belong
+ * to the loop thread. Readers are pooled under rmu and used by one thread at a time;
+ * swap_lock (read-held while a reader is in use) lets the loop thread replace the
+ * database file without a reader touching the old one halfway. The snapshot
+ * connection is opened by the loop thread, read by one worker, closed by the loop. */
+#define _GNU_SOURCE
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "error.h"
+
+#define DET_VFS_NAME "cairn-det"
+#define META_TABLE "_cairn_meta"
+#define BUSY_TIMEOUT_MS 10000
+
+struct reader {
+    sqlite3 *db;
+    unsigned generation;
+    struct reader *next;
+};
+
+struct store {
+    char path[PATH_MAX - 64]; /* room for suffixes like "-wal" */
+    sqlite3 *writer;
+    sqlite3_stmt *st_begin, *st_commit, *st_rollback;
+    sqlite3_stmt *st_save, *st_release, *st_rollback_to;
+    sqlite3_stmt *st_set_index;
+    uint64_t applied;
+    _Atomic uint64_t applied_pub;
+    uint64_t prng[4];
+    bool internal; /* the authorizer lets cairn's own statements through */
+
+    pthread_mutex_t rmu;
+    pthread_rwlock_t swap_lock;
+    struct reader *free_readers;
+    atomic_uint generation;
+    atomic_uint nreaders;
+
+    sqlite3 *snap;
+};
+
+/* ---- deterministic clock: a VFS shim around the default VFS ---------------- */
+
+static _Thread_local int64_t detNowMs; /* 0: use the real clock */
+static sqlite3_vfs detVfs;
+static sqlite3_vfs *baseVfs;
+static pthread_once_t detOnce = PTHREAD_ONCE_INIT;
+
+/* Julian day number of the Unix epoch, in milliseconds, as SQLite counts time. */
+#define UNIX_EPOCH_JD_MS 210866760000000LL
+
+static int detCurrentTimeInt64(sqlite3_vfs *vfs, sqlite3_int64 *out)
+{
+    if (detNowMs != 0) {
+        *out = detNowMs + UNIX_EPOCH_JD_MS;
+        return SQLITE_OK;
+    }
+    return baseVfs->xCurrentTimeInt64(baseVfs, out);
+}
+
+static int detCurrentTime(sqlite3_vfs *vfs, double *out)
+{
+    sqlite3_int64 t;
+    int rc = detCurrentTimeInt64(vfs, &t);
+    *out = (double)t / 86400000.0;
+    return rc;
+}
+
+static void detRegister(void)
+{
+    baseVfs = sqlite3_vfs_find(NULL);
+    /* The unix VFS's methods only read their own struct's settings (pAppData,
+     * szOsFile, mxPathname), so a copy with two clock methods replaced behaves exactly
+     * like the original otherwise, sharing its locks and files. */
+    detVfs = *baseVfs;
+    detVfs.zName = DET_VFS_NAME;
+    detVfs.pNext = NULL;
+    detVfs.xCurrentTimeInt64 = detCurrentTimeInt64;
+    detVfs.xCurrentTime = detCurrentTime;
+    sqlite3_vfs_register(&detVfs, 0);
+}
+
+/* ---- deterministic random(): xoshiro256** seeded per batch ---------------- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void prngSeed(uint64_t s[4], uint64_t seed)
+{
+    for (int i = 0; i < 4; i++) {
+        s[i] = splitmix64(&seed);
+    }
+}
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t prngNext(uint64_t s[4])
+{
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+static void fnRandom(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    struct store *s = sqlite3_user_data(ctx);
+    sqlite3_result_int64(ctx, (sqlite3_int64)prngNext(s->prng));
+}
+
+static void fnRandomBlob(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    struct store *s = sqlite3_user_data(ctx);
+    sqlite3_int64 n = sqlite3_value_int64(argv[0]);
+    unsigned char *p;
+    if (n < 1) {
+        n = 1;
+    }
+    if (n > sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1)) {
+        sqlite3_result_error_toobig(ctx);
+        return;
+    }
+    p = sqlite3_malloc64((sqlite3_uint64)n);
+    if (p == NULL) {
+        sqlite3_result_error_nomem(ctx);
+        return;
+    }
+    for (sqlite3_int64 i = 0; i < n; i += 8) {
+        uint64_t r = prngNext(s->prng);
+        size_t k = (size_t)(n - i < 8 ? n - i : 8);
+        memcpy(p + i, &r, k);
+    }
+    sqlite3_result_blob64(ctx, p, (sqlite3_uint64)n, sqlite3_free);
+}
+
+/* ---- authorizer: keep user SQL away from cairn's own table and settings ---- */
+
+static bool isMetaTable(const char *name)
+{
+    return name != NULL && strncasecmp(name, "_cairn", 6) == 0;
+}
+
+static int authorize(void *ud, int code, const char *a, const char *b, const char *db,
+                     const char *trigger)
+{
+    struct store *s = ud;
+    static const char *const locked_pragmas[] = {
+        "journal_mode", "locking_mode", "synchronous", "query_only", "writable_schema",
+        "wal_autocheckpoint", "temp_store_directory", "data_store_directory", NULL};
+    if (s != NULL && s->internal) {
+        return SQLITE_OK;
+    }
+    switch (code) {
+        case SQLITE_ATTACH:
+        case SQLITE_DETACH:
+            return SQLITE_DENY;
+        case SQLITE_INSERT:
+        case SQLITE_UPDATE:
+        case SQLITE_DELETE:
+        case SQLITE_DROP_TABLE:
+            return isMetaTable(a) ? SQLITE_DENY : SQLITE_OK;
+        case SQLITE_ALTER_TABLE:
+        case SQLITE_CREATE_INDEX:
+        case SQLITE_CREATE_TRIGGER:
+        case SQLITE_DROP_INDEX:
+        case SQLITE_DROP_TRIGGER:
+            return isMetaTable(b) ? SQLITE_DENY : SQLITE_OK;
+        case SQLITE_PRAGMA:
+            if (b != NULL && a != NULL) {
+                for (int i = 0; locked_pragmas[i]; i++) {
+                    if (strcasecmp(a, locked_pragmas[i]) == 0) {
+                        return SQLITE_DENY;
+                    }
+                }
+            }
+            return SQLITE_OK;
+        default:
+            return SQLITE_OK;
+    }
+}
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static double nowSeconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int sqlErr(sqlite3 *db, int rc, const char *what, const char *path, char *errmsg)
+{
+    errorf(errmsg, "%s on %s: %s", what, path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    switch (rc & 0xff) {
+        case SQLITE_NOMEM:
+            return CAIRN_ENOMEM;
+        case SQLITE_FULL:
+            return CAIRN_ENOSPC;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+            return CAIRN_ECORRUPT;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+            return CAIRN_EBUSY;
+        default:
+            return CAIRN_EIO;
+    }
+}
+
+static int execSql(sqlite3 *db, const char *sql, const char *path, char *errmsg)
+{
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        return sqlErr(db, rc, sql, path, errmsg);
+    }
+    return 0;
+}
+
+/* Step one of cairn's own cached statements to completion. */
+static int internalStep(struct store *s, sqlite3_stmt *st)
+{
+    int rc;
+    s->internal = true; /* a schema change re-prepares it, which runs the authorizer */
+    rc = sqlite3_step(st);
+    s->internal = false;
+    sqlite3_reset(st);
+    return (rc == SQLITE_DONE || rc == SQLITE_ROW) ? SQLITE_OK : rc;
+}
+
+static int prepareInternal(struct store *s, const char *sql, sqlite3_stmt **out,
+                           char *errmsg)
+{
+    int rc;
+    s->internal = true;
+    rc = sqlite3_prepare_v3(s->writer, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
+    s->internal = false;
+    if (rc != SQLITE_OK) {
+        return sqlErr(s->writer, rc, sql, s->path, errmsg);
+    }
+    return 0;
+}
+
+static void closeWriter(struct store *s)
+{
+    sqlite3_stmt **sts[] = {&s->st_begin,  &s->st_commit,     &s->st_rollback,
+                            &s->st_save,   &s->st_release,    &s->st_rollback_to,
+                            &s->st_set_index};
+    for (size_t i = 0; i < sizeof sts / sizeof sts[0]; i++) {
+        sqlite3_finalize(*sts[i]);
+        *sts[i] = NULL;
+    }
+    if (s->writer != NULL) {
+        sqlite3_close(s->writer);
+        s->writer = NULL;
+    }
+}
+
+static int openWriter(struct store *s, char *errmsg)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int rv;
+
+    rc = sqlite3_open_v2(s->path, &s->writer,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                         DET_VFS_NAME);
+    if (rc != SQLITE_OK) {
+        rv = sqlErr(s->writer, rc, "open", s->path, errmsg);
+        goto err;
+    }
+    sqlite3_extended_result_codes(s->writer, 1);
+    sqlite3_busy_timeout(s->writer, BUSY_TIMEOUT_MS);
+    /* Durability comes from the fsynced Raft log: the database may lag it after a
+     * power loss and is caught up by replay, so NORMAL is enough here. */
+    if ((rv = execSql(s->writer, "PRAGMA journal_mode=WAL", s->path, errmsg)) != 0 ||
+        (rv = execSql(s->writer, "PRAGMA synchronous=NORMAL", s->path, errmsg)) != 0 ||
+        (rv = execSql(s->writer,
+                      "CREATE TABLE IF NOT EXISTS " META_TABLE
+                      "(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+                      "INSERT OR IGNORE INTO " META_TABLE " VALUES('applied_index', 0)",
+                      s->path, errmsg)) != 0) {
+        goto err;
+    }
+    rc = sqlite3_prepare_v2(s->writer,
+                            "SELECT value FROM " META_TABLE " WHERE key='applied_index'", -1,
+                            &st, NULL);
+    if (rc != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+        rv = sqlErr(s->writer, rc, "read applied index", s->path, errmsg);
+        sqlite3_finalize(st);
+        goto err;
+    }
+    s->applied = (uint64_t)sqlite3_column_int64(st, 0);
+    atomic_store(&s->applied_pub, s->applied);
+    sqlite3_finalize(st);
+
+    sqlite3_create_function(s->writer, "random", 0, SQLITE_UTF8, s, fnRandom, NULL, NULL);
+    sqlite3_create_function(s->writer, "randomblob", 1, SQLITE_UTF8, s, fnRandomBlob, NULL,
+                            NULL);
+    sqlite3_set_authorizer(s->writer, authorize, s);
+
+    if ((rv = prepareInternal(s, "BEGIN IMMEDIATE", &s->st_begin, errmsg)) != 0 ||
+        (rv = prepareInternal(s, "COMMIT", &s->st_commit, errmsg)) != 0 ||
+        (rv = prepareInternal(s, "ROLLBACK", &s->st_rollback, errmsg)) != 0 ||
+        (rv = prepareInternal(s, "SAVEPOINT cairn_stmt", &s->st_save, errmsg)) != 0 ||
+        (rv = prepareInternal(s, "RELEASE cairn_stmt", &s->st_release, errmsg)) != 0 ||
+        (rv = prepareInternal(s, "ROLLBACK TO cairn_stmt", &s->st_rollback_to, errmsg)) !=
+            0 ||
+        (rv = prepareInternal(s,
+                              "UPDATE " META_TABLE " SET value=?1 WHERE key='applied_index'",
+                              &s->st_set_index, errmsg)) != 0) {
+        goto err;
+    }
+    return 0;
+
+err:
+    closeWriter(s);
+    return rv;
+}
+
+int storeOpen(const char *path, struct store **out, char *errmsg)
+{
+    struct store *s;
+    int rv;
+
+    *out = NULL;
+    pthread_once(&detOnce, detRegister);
+    s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        errorf(errmsg, "out of memory opening %s", path);
+        return CAIRN_ENOMEM;
+    }
+    if (strlen(path) >= sizeof s->path) {
+        free(s);
+        errorf(errmsg, "database path too long: %s", path);
+        return CAIRN_EINVAL;
+    }
+    strcpy(s->path, path);
+    pthread_mutex_init(&s->rmu, NULL);
+    pthread_rwlock_init(&s->swap_lock, NULL);
+    rv = openWriter(s, errmsg);
+    if (rv != 0) {
+        pthread_mutex_destroy(&s->rmu);
+        pthread_rwlock_destroy(&s->swap_lock);
+        free(s);
+        return rv;
+    }
+    *out = s;
+    return 0;
+}
+
+static void closeReaders(struct store *s)
+{
+    struct reader *r;
+    pthread_mutex_lock(&s->rmu);
+    while ((r = s->free_readers) != NULL) {
+        s->free_readers = r->next;
+        sqlite3_close(r->db);
+        free(r);
+        atomic_fetch_sub(&s->nreaders, 1);
+    }
+    pthread_mutex_unlock(&s->rmu);
+}
+
+void storeClose(struct store *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    storeSnapshotEnd(s);
+    closeReaders(s);
+    closeWriter(s);
+    pthread_mutex_destroy(&s->rmu);
+    pthread_rwlock_destroy(&s->swap_lock);
+    free(s);
+}
+
+uint64_t storeAppliedIndex(struct store *s)
+{
+    return atomic_load(&s->applied_pub);
+}
+
+const char *storePath(struct store *s)
+{
+    return s->path;
+}
+
+/* ---- running statements ------------------------------------------------------ */
+
+/* Statements that would end or nest cairn's own transaction. */
+static bool isTxnControl(const char *sql, size_t n)
+{
+    static const char *const words[] = {"BEGIN", "COMMIT", "END", "ROLLBACK", NULL};
+    size_t i = 0;
+    size_t w;
+    while (i < n && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r')) {
+        i++;
+    }
+    for (w = 0; words[w]; w++) {
+        size_t k = strlen(words[w]);
+        if (n - i >= k && strncasecmp(sql + i, words[w], k) == 0 &&
+            (n - i == k || !((sql[i + k] | 0x20) >= 'a' && (sql[i + k] | 0x20) <= 'z'))) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int bindParams(sqlite3_stmt *ps, const struct stmt *st)
+{
+    int nbind = sqlite3_bind_parameter_count(ps);
+    int pos = 0;
+    int rc = SQLITE_OK;
+    size_t j;
+
+    for (j = 0; j < st->nparams && rc == SQLITE_OK; j++) {
+        const struct param *p = &st->params[j];
+        int idx;
+        if (p->name == NULL) {
+            idx = ++pos;
+            if (idx > nbind) {
+                return SQLITE_RANGE;
+            }
+        } else {
+            char name[256];
+            static const char prefixes[] = ":@$";
+            if (p->name_len + 2 > sizeof name) {
+                continue;
+            }
+            idx = 0;
+            for (int k = 0; k < 3 && idx == 0; k++) {
+                name[0] = prefixes[k];
+                memcpy(name + 1, p->name, p->name_len);
+                name[p->name_len + 1] = '\0';
+                idx = sqlite3_bind_parameter_index(ps, name);
+            }
+            if (idx == 0) {
+                continue; /* a name the statement does not use */
+            }
+        }
+        switch (p->type) {
+            case CAIRN_INTEGER:
+                rc = sqlite3_bind_int64(ps, idx, p->i);
+                break;
+            case CAIRN_FLOAT:
+                rc = sqlite3_bind_double(ps, idx, p->d);
+                break;
+            case CAIRN_TEXT:
+                rc = sqlite3_bind_text64(ps, idx, p->s, p->n, SQLITE_STATIC, SQLITE_UTF8);
+                break;
+            case CAIRN_BLOB:
+                rc = sqlite3_bind_blob64(ps, idx, p->s, p->n, SQLITE_STATIC);
+                break;
+            default:
+                rc = sqlite3_bind_null(ps, idx);
+        }
+    }
+    return rc;
+}
+
+static int collectRow(sqlite3_stmt *ps, struct rstmt *rs)
+{
+    size_t ncol = rs->ncol;
+    struct rvalue *row = resultRow(rs);
+    size_t c;
+    if (row == NULL) {
+        return SQLITE_NOMEM;
+    }
+    for (c = 0; c < ncol; c++) {
+        struct rvalue *v = &row[c];
+        v->type = sqlite3_column_type(ps, (int)c);
+        switch (v->type) {
+            case SQLITE_INTEGER:
+                v->i = sqlite3_column_int64(ps, (int)c);
+                break;
+            case SQLITE_FLOAT:
+                v->d = sqlite3_column_double(ps, (int)c);
+                break;
+            case SQLITE_TEXT: {
+                const unsigned char *t = sqlite3_column_text(ps, (int)c);
+                if (resultBytes(rs, v, t, (size_t)sqlite3_column_bytes(ps, (int)c)) != 0) {
+                    return SQLITE_NOMEM;
+                }
+                break;
+            }
+            case SQLITE_BLOB: {
+                const void *b = sqlite3_column_blob(ps, (int)c);
+                if (resultBytes(rs, v, b, (size_t)sqlite3_column_bytes(ps, (int)c)) != 0) {
+                    return SQLITE_NOMEM;
+                }
+                break;
+            }
+            default:
+                v->type = CAIRN_NULL;
+        }
+    }
+    return SQLITE_OK;
+}
+
+static int setColumns(sqlite3_stmt *ps, struct rstmt *rs)
+{
+    int ncol = sqlite3_column_count(ps);
+    const char **names = calloc((size_t)ncol + 1, sizeof *names);
+    const char **types = calloc((size_t)ncol + 1, sizeof *types);
+    int rc = SQLITE_NOMEM;
+    if (names != NULL && types != NULL) {
+        for (int c = 0; c < ncol; c++) {
+            names[c] = sqlite3_column_name(ps, c);
+            types[c] = sqlite3_column_decltype(ps, c);
+        }
+        rc = resultColumns(rs, (size_t)ncol, names, types) == 0 ? SQLITE_OK : SQLITE_NOMEM;
+    }
+    free(names);
+    free(types);
+    return rc;
+}
+
+/* Run one element of a batch (which may hold several ';'-separated statements) on db
+ * and fill rs. Returns SQLITE_OK, or the failing code with rs->error set. */
+static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rstmt *rs)
+{
+    const char *tail = st->sql;
+    const char *end = st->sql + st->sql_len;
+    double t0 = nowSeconds();
+    int rc = SQLITE_OK;
+
+    while (tail < end) {
+        sqlite3_stmt *ps = NULL;
+        const char *next = NULL;
+        rc = sqlite3_prepare_v3(db, tail, (int)(end - tail), 0, &ps, &next);
+        if (rc != SQLITE_OK) {
+            resultError(rs, sqlite3_errmsg(db));
+            goto out;
+        }
+        if (ps == NULL) { /* only whitespace or a comment left */
+            tail = next;
+            continue;
+        }
+        if (isTxnControl(tail, (size_t)(next - tail))) {
+            resultError(rs, "transaction control statements (BEGIN, COMMIT, END, ROLLBACK) "
+                            "are not allowed: each request is already a transaction; use "
+                            "?transaction for all-or-nothing batches");
+            sqlite3_finalize(ps);
+            rc = SQLITE_MISUSE;
+            goto out;
+        }
+        if (read_only && !sqlite3_stmt_readonly(ps)) {
+            resultError(rs, "attempt to write a readonly database");
+            sqlite3_finalize(ps);
+            rc = SQLITE_READONLY;
+            goto out;
+        }
+        rc = bindParams(ps, st);
+        if (rc != SQLITE_OK) {
+            resultError(rs, rc == SQLITE_RANGE
+                                ? "more parameters were given than the statement has"
+                                : sqlite3_errmsg(db));
+            sqlite3_finalize(ps);
+            goto out;
+        }
+        if (sqlite3_column_count(ps) > 0) {
+            if (rs->cols != NULL) { /* a later statement of the same string: start over */
+                size_t keep_err = 0;
+                (void)keep_err;
+                for (size_t i = 0; i < rs->ncol; i++) {
+                    free(rs->cols[i]);
+                    free(rs->types[i]);
+                }
+                free(rs->cols);
+                free(rs->types);
+                rs->cols = rs->types = NULL;
+                rs->nrows = 0;
+            }
+            if (setColumns(ps, rs) != SQLITE_OK) {
+                resultError(rs, "out of memory");
+                sqlite3_finalize(ps);
+                rc = SQLITE_NOMEM;
+                goto out;
+            }
+        }
+        while ((rc = sqlite3_step(ps)) == SQLITE_ROW) {
+            if (rs->rows_shape && collectRow(ps, rs) != SQLITE_OK) {
+                resultError(rs, "out of memory collecting rows");
+                sqlite3_finalize(ps);
+                rc = SQLITE_NOMEM;
+                goto out;
+            }
+        }
+        if (rc != SQLITE_DONE) {
+            resultError(rs, sqlite3_errmsg(db));
+            sqlite3_finalize(ps);
+            goto out;
+        }
+        rc = SQLITE_OK;
+        if (!rs->rows_shape) {
+            rs->last_insert_id = sqlite3_last_insert_rowid(db);
+            rs->rows_affected = sqlite3_changes64(db);
+        }
+        sqlite3_finalize(ps);
+        tail = next;
+    }
+    if (rs->rows_shape) {
+        resultFinishTypes(rs);
+    }
+out:
+    rs->time = nowSeconds() - t0;
+    return rc;
+}
+
+/* ---- the writer ---------------------------------------------------------------- */
+
+/* Mark every result up to n as lost: the transaction they were in was rolled back. */
+static void resultsRolledBack(struct cairn_result *res, size_t n, const char *why)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "rolled back: %s", why);
+    for (size_t i = 0; i < n && i < res->n; i++) {
+        if (res->stmts[i].error == NULL) {
+            resultError(&res->stmts[i], msg);
+        }
+    }
+}
+
+int storeApply(struct store *s, const struct batch *b, uint64_t index,
+               struct cairn_result **out, char *errmsg)
+{
+    struct cairn_result *res;
+    bool txn = (b->flags & BATCH_TRANSACTION) != 0;
+    bool read_only = b->kind == BATCH_QUERY;
+    int rc;
+    size_t i;
+
+    *out = NULL;
+    if (index <= s->applied) {
+        return 0; /* already in the database: a replay after restart */
+    }
+    res = resultNew();
+    if (res == NULL) {
+        errorf(errmsg, "out of memory applying entry %llu", (unsigned long long)index);
+        return CAIRN_ENOMEM;
+    }
+    res->raft_index = index;
+    detNowMs = b->time_ms;
+    prngSeed(s->prng, b->seed ^ index);
+
+    rc = internalStep(s, s->st_begin);
+    if (rc != SQLITE_OK) {
+        goto fail;
+    }
+    for (i = 0; i < b->n; i++) {
+        struct rstmt *rs = resultAdd(res);
+        if (rs == NULL) {
+            rc = SQLITE_NOMEM;
+            internalStep(s, s->st_rollback);
+            goto fail;
+        }
+        if (!txn) {
+            internalStep(s, s->st_save);
+        }
+        rc = runStmt(s->writer, &b->stmts[i], read_only, rs);
+        if (sqlite3_get_autocommit(s->writer)) {
+            /* The statement's error rolled back the whole transaction (SQLite does so
+             * for some I/O and ROLLBACK-resolution errors): everything before it in
+             * this entry is gone too. Say so and carry on in a new transaction. */
+            resultsRolledBack(res, res->n - 1, rs->error ? rs->error : "unknown error");
+            if (internalStep(s, s->st_begin) != SQLITE_OK) {
+                goto fail;
+            }
+            if (txn) {
+                break;
+            }
+            continue;
+        }
+        if (rc != SQLITE_OK) {
+            if (txn) {
+                internalStep(s, s->st_rollback);
+                if ((rc = internalStep(s, s->st_begin)) != SQLITE_OK) {
+                    goto fail;
+                }
+                break;
+            }
+            internalStep(s, s->st_rollback_to);
+            internalStep(s, s->st_release);
+        } else if (!txn) {
+            internalStep(s, s->st_release);
+        }
+    }
+    sqlite3_bind_int64(s->st_set_index, 1, (sqlite3_int64)index);
+    rc = internalStep(s, s->st_set_index);
+    if (rc != SQLITE_OK) {
+        internalStep(s, s->st_rollback);
+        goto fail;
+    }
+    rc = internalStep(s, s->st_commit);
+    if (rc != SQLITE_OK) {
+        internalStep(s, s->st_rollback);
+        goto fail;
+    }
+    detNowMs = 0;
+    s->applied = index;
+    atomic_store(&s->applied_pub, index);
+    *out = res;
+    return 0;
+
+fail:
+    detNowMs = 0;
+    cairn_result_free(res);
+    return sqlErr(s->writer, rc, "apply entry", s->path, errmsg);
+}
+
+/* ---- readers ------------------------------------------------------------------- */
+
+static int readerOpen(struct store *s, struct reader **out, char *errmsg)
+{
+    struct reader *r = calloc(1, sizeof *r);
+    int rc;
+    int rv;
+    if (r == NULL) {
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    rc = sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        rv = sqlErr(r->db, rc, "open reader", s->path, errmsg);
+        goto err;
+    }
+    sqlite3_extended_result_codes(r->db, 1);
+    sqlite3_busy_timeout(r->db, BUSY_TIMEOUT_MS);
+    if ((rv = execSql(r->db, "PRAGMA query_only=1", s->path, errmsg)) != 0) {
+        goto err;
+    }
+    sqlite3_set_authorizer(r->db, authorize, NULL);
+    r->generation = atomic_load(&s->generation);
+    atomic_fetch_add(&s->nreaders, 1);
+    *out = r;
+    return 0;
+err:
+    sqlite3_close(r->db);
+    free(r);
+    return rv;
+}
+
+static int readerGet(struct store *s, struct reader **out, char *errmsg)
+{
+    struct reader *r;
+    pthread_rwlock_rdlock(&s->swap_lock);
+    pthread_mutex_lock(&s->rmu);
+    r = s->free_readers;
+    if (r != NULL) {
+        s->free_readers = r->next;
+    }
+    pthread_mutex_unlock(&s->rmu);
+    if (r != NULL && r->generation != atomic_load(&s->generation)) {
+        sqlite3_close(r->db);
+        free(r);
+        atomic_fetch_sub(&s->nreaders, 1);
+        r = NULL;
+    }
+    if (r == NULL) {
+        int rv = readerOpen(s, &r, errmsg);
+        if (rv != 0) {
+            pthread_rwlock_unlock(&s->swap_lock);
+            return rv;
+        }
+    }
+    *out = r;
+    return 0;
+}
+
+static void readerPut(struct store *s, struct reader *r)
+{
+    pthread_mutex_lock(&s->rmu);
+    r->next = s->free_readers;
+    s->free_readers = r;
+    pthread_mutex_unlock(&s->rmu);
+    pthread_rwlock_unlock(&s->swap_lock);
+}
+
+int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out,
+               char *errmsg)
+{
+    struct reader *r;
+    struct cairn_result *res;
+    int rv;
+    size_t i;
+
+    *out = NULL;
+    res = resultNew();
+    if (res == NULL) {
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    rv = readerGet(s, &r, errmsg);
+    if (rv != 0) {
+        cairn_result_free(res);
+        return rv;
+    }
+    /* One read transaction for the whole batch: its statements see one snapshot. */
+    sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL);
+    for (i = 0; i < b->n; i++) {
+        struct rstmt *rs = resultAdd(res);
+        if (rs == NULL) {
+            rv = CAIRN_ENOMEM;
+            errorf(errmsg, "out of memory");
+            break;
+        }
+        runStmt(r->db, &b->stmts[i], true, rs);
+    }
+    sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+    readerPut(s, r);
+    if (rv != 0) {
+        cairn_result_free(res);
+        return rv;
+    }
+    *out = res;
+    return 0;
+}
+
+bool storeIsReadOnly(struct store *s, const struct batch *b)
+{
+    struct reader *r;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    bool ro = true;
+    size_t i;
+    if (readerGet(s, &r, errmsg) != 0) {
+        return false;
+    }
+    for (i = 0; i < b->n && ro; i++) {
+        const char *tail = b->stmts[i].sql;
+        const char *end = tail + b->stmts[i].sql_len;
+        while (tail < end && ro) {
+            sqlite3_stmt *ps = NULL;
+            const char *next = NULL;
+            if (sqlite3_prepare_v2(r->db, tail, (int)(end - tail), &ps, &next) != SQLITE_OK) {
+                ro = false; /* let the writer report the error in order */
+            } else if (ps != NULL && !sqlite3_stmt_readonly(ps)) {
+                ro = false;
+            }
+            sqlite3_finalize(ps);
+            tail = next;
+        }
+    }
+    readerPut(s, r);
+    return ro;
+}
+
+/* ---- snapshots ---------------------------------------------------------------- */
+
+int storeSnapshotBegin(struct store *s, uint64_t *db_index, char *errmsg)
+{
+    int rc;
+    int rv;
+    /* A full checkpoint first keeps the WAL short while the image is held; if readers
+     * prevent it, the image is still consistent (it is read through SQLite). */
+    sqlite3_wal_checkpoint_v2(s->writer, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (s->snap == NULL) {
+        rc = sqlite3_open_v2(s->path, &s->snap, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+        if (rc != SQLITE_OK) {
+            rv = sqlErr(s->snap, rc, "open snapshot reader", s->path, errmsg);
+            sqlite3_close(s->snap);
+            s->snap = NULL;
+            return rv;
+        }
+        sqlite3_busy_timeout(s->snap, BUSY_TIMEOUT_MS);
+    }
+    rc = sqlite3_exec(s->snap, "BEGIN; SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rv = sqlErr(s->snap, rc, "begin snapshot read", s->path, errmsg);
+        sqlite3_exec(s->snap, "ROLLBACK", NULL, NULL, NULL);
+        return rv;
+    }
+    *db_index = s->applied;
+    return 0;
+}
+
+void storeSnapshotEnd(struct store *s)
+{
+    if (s->snap != NULL) {
+        sqlite3_exec(s->snap, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(s->snap);
+        s->snap = NULL;
+    }
+}
+
+int syncParentDir(const char *path, char *errmsg)
+{
+    char tmp[PATH_MAX];
+    int fd;
+    int rv = 0;
+    snprintf(tmp, sizeof tmp, "%s", path);
+    fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY);
+    if (fd < 0 || fsync(fd) != 0) {
+        errorf(errmsg, "fsync of the directory of %s: %s", path, strerror(errno));
+        rv = errorFromErrno(errno);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rv;
+}
+
+static int syncFile(const char *path, char *errmsg)
+{
+    int fd = open(path, O_RDONLY);
+    int rv = 0;
+    if (fd < 0 || fsync(fd) != 0) {
+        errorf(errmsg, "fsync %s: %s", path, strerror(errno));
+        rv = errorFromErrno(errno);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rv;
+}
+
+int fileDigest(const char *path, uint64_t *size, uint64_t *digest, char *errmsg)
+{
+    XXH3_state_t *st = XXH3_createState();
+    char *chunk = malloc(1 << 20);
+    int fd = open(path, O_RDONLY);
+    uint64_t total = 0;
+    ssize_t n;
+    int rv = 0;
+    if (st == NULL || chunk == NULL) {
+        errorf(errmsg, "out of memory hashing %s", path);
+        rv = CAIRN_ENOMEM;
+        goto out;
+    }
+    if (fd < 0) {
+        errorf(errmsg, "open %s: %s", path, strerror(errno));
+        rv = errorFromErrno(errno);
+        goto out;
+    }
+    XXH3_64bits_reset(st);
+    while ((n = read(fd, chunk, 1 << 20)) > 0) {
+        XXH3_64bits_update(st, chunk, (size_t)n);
+        total += (uint64_t)n;
+    }
+    if (n < 0) {
+        errorf(errmsg, "read %s: %s", path, strerror(errno));
+        rv = errorFromErrno(errno);
+        goto out;
+    }
+    *size = total;
+    *digest = XXH3_64bits_digest(st);
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(chunk);
+    XXH3_freeState(st);
+    return rv;
+}
+
+int storeSnapshotWrite(struct store *s, const char *path, uint64_t *size, uint64_t *digest,
+                       char *errmsg)
+{
+    char tmp[PATH_MAX];
+    sqlite3 *dst = NULL;
+    sqlite3_backup *bk;
+    int rc;
+    int rv;
+
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unlink(tmp);
+    rc = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) {
+        rv = sqlErr(dst, rc, "create snapshot file", tmp, errmsg);
+        goto err;
+    }
+    /* The file is synced once, as a whole, below: no journal, no per-page syncs. */
+    sqlite3_exec(dst, "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF", NULL, NULL, NULL);
+    /* The source connection already holds the read transaction opened by
+     * storeSnapshotBegin: the backup copies exactly that image, page by page through
+     * SQLite's cache, so memory stays bounded whatever the database size. */
+    bk = sqlite3_backup_init(dst, "main", s->snap, "main");
+    if (bk == NULL) {
+        rv = sqlErr(dst, SQLITE_ERROR, "start snapshot copy", tmp, errmsg);
+        goto err;
+    }
+    do {
+        rc = sqlite3_backup_step(bk, 1024);
+    } while (rc == SQLITE_OK);
+    sqlite3_backup_finish(bk);
+    if (rc != SQLITE_DONE) {
+        rv = sqlErr(dst, rc, "copy snapshot", tmp, errmsg);
+        goto err;
+    }
+    rc = sqlite3_close(dst);
+    dst = NULL;
+    if (rc != SQLITE_OK) {
+        rv = sqlErr(NULL, rc, "close snapshot file", tmp, errmsg);
+        goto err;
+    }
+    if ((rv = syncFile(tmp, errmsg)) != 0) {
+        goto err;
+    }
+    if (rename(tmp, path) != 0) {
+        errorf(errmsg, "rename %s to %s: %s", tmp, path, strerror(errno));
+        rv = errorFromErrno(errno);
+        goto err;
+    }
+    if ((rv = syncParentDir(path, errmsg)) != 0) {
+        return rv;
+    }
+    return fileDigest(path, size, digest, errmsg);
+
+err:
+    if (dst != NULL) {
+        sqlite3_close(dst);
+    }
+    unlink(tmp);
+    return rv;
+}
+
+static int copyFile(const char *src, const char *dst, char *errmsg)
+{
+    char *chunk = malloc(1 << 20);
+    int in = open(src, O_RDONLY);
+    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ssize_t n;
+    int rv = 0;
+    if (chunk == NULL) {
+        errorf(errmsg, "out of memory copying %s", src);
+        rv = CAIRN_ENOMEM;
+        goto out;
+    }
+    if (in < 0 || out < 0) {
+        errorf(errmsg, "open %s: %s", in < 0 ? src : dst, strerror(errno));
+        rv = errorFromErrno(errno);
+        goto out;
+    }
+    while ((n = read(in, chunk, 1 << 20)) > 0) {
+        if (write(out, chunk, (size_t)n) != n) {
+            errorf(errmsg, "write %s: %s", dst, strerror(errno));
+            rv = errorFromErrno(errno);
+            goto out;
+        }
+    }
+    if (n < 0) {
+        errorf(errmsg, "read %s: %s", src, strerror(errno));
+        rv = errorFromErrno(errno);
+        goto out;
+    }
+    if (fsync(out) != 0) {
+        errorf(errmsg, "fsync %s: %s", dst, strerror(errno));
+        rv = errorFromErrno(errno);
+    }
+out:
+    if (in >= 0) {
+        close(in);
+    }
+    if (out >= 0) {
+        close(out);
+    }
+    free(chunk);
+    return rv;
+}
+
+int storeReplaceWith(struct store *s, const char *src, char *errmsg)
+{
+    char tmp[PATH_MAX];
+    char side[PATH_MAX];
+    int rv;
+
+    snprintf(tmp, sizeof tmp, "%s.restore", s->path);
+    if ((rv = copyFile(src, tmp, errmsg)) != 0) {
+        unlink(tmp);
+        return rv;
+    }
+    /* No reader may hold the old file while it is swapped: a connection closing
+     * the old database would otherwise delete the new one's WAL by name. */
+    pthread_rwlock_wrlock(&s->swap_lock);
+    closeReaders(s);
+    atomic_fetch_add(&s->generation, 1);
+    storeSnapshotEnd(s);
+    closeWriter(s);
+    snprintf(side, sizeof side, "%s-wal", s->path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", s->path);
+    unlink(side);
+    if (rename(tmp, s->path) != 0) {
+        errorf(errmsg, "rename %s to %s: %s", tmp, s->path, strerror(errno));
+        rv = errorFromErrno(errno);
+    } else {
+        rv = syncParentDir(s->path, errmsg);
+    }
+    if (rv == 0) {
+        rv = openWriter(s, errmsg);
+    }
+    pthread_rwlock_unlock(&s->swap_lock);
+    return rv;
+}
+
+void storeStats(struct store *s, struct store_stats *st)
+{
+    struct stat sb;
+    char wal[PATH_MAX];
+    st->applied_index = storeAppliedIndex(s);
+    st->db_size = stat(s->path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+    snprintf(wal, sizeof wal, "%s-wal", s->path);
+    st->wal_size = stat(wal, &sb) == 0 ? (int64_t)sb.st_size : 0;
+    st->readers = atomic_load(&s->nreaders);
+}

@@ -1,0 +1,84 @@
+/* The store: the SQLite database that is cairn's state machine.
+ *
+ * One writer connection, used only by the loop thread, applies committed batches:
+ * each inside BEGIN IMMEDIATE .. COMMIT together with the Raft index it came from,
+ * so a restart knows exactly which log entries are already in the database. The
+ * writer is opened on a VFS shim whose clock answers the batch's timestamp, and its
+ * random()/randomblob() draw from a PRNG seeded by the batch: applying the same log
+ * gives the same pages on every node and on every replay.
+ *
+ * Readers (HTTP and API threads) borrow connections from a pool; they are
+ * query_only and see committed data through WAL.
+ *
+ * Snapshots: the loop thread opens a read transaction at a clean point
+ * (storeSnapshotBegin); a worker thread copies that frozen image to a file
+ * (storeSnapshotWrite) while writes go on; the loop thread ends it
+ * (storeSnapshotEnd). */
+#ifndef CAIRN_STORE_H
+#define CAIRN_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "command.h"
+#include "result.h"
+
+struct store;
+
+/* Open (creating) the database at path. On failure returns a code and errmsg says
+ * why; *out is NULL. Any thread, before the loop starts. */
+int storeOpen(const char *path, struct store **out, char *errmsg);
+
+/* Close every connection. Loop thread stopped; no reader in use. */
+void storeClose(struct store *s);
+
+/* Index of the last log entry applied to the database (any thread). */
+uint64_t storeAppliedIndex(struct store *s);
+
+/* Apply a committed batch at Raft index `index`. Entries at or below the applied
+ * index are skipped (*out = NULL, return 0). On success *out holds the per-statement
+ * results (SQL errors included), owned by the caller. A non-zero return means the
+ * database could not commit (I/O error, disk full): nothing of the entry was kept and
+ * errmsg says why. Loop thread. */
+int storeApply(struct store *s, const struct batch *b, uint64_t index,
+               struct cairn_result **out, char *errmsg);
+
+/* Run a read-only batch on a reader connection. *out owned by the caller. Any thread
+ * but the loop's. */
+int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out,
+               char *errmsg);
+
+/* True when every statement of b prepares and is read-only (so a /db/request batch
+ * can be served locally). Any thread but the loop's. */
+bool storeIsReadOnly(struct store *s, const struct batch *b);
+
+/* Snapshot support; see the top of this file. db_index receives the applied index
+ * that the frozen image holds. */
+int storeSnapshotBegin(struct store *s, uint64_t *db_index, char *errmsg);
+/* Write the frozen image to path (tmp + fsync + rename + dir fsync). Fills the file's
+ * size and XXH3-64 digest. Worker thread. */
+int storeSnapshotWrite(struct store *s, const char *path, uint64_t *size, uint64_t *digest,
+                       char *errmsg);
+void storeSnapshotEnd(struct store *s);
+
+/* Replace the database with the SQLite file at src (copied, not moved), then reopen.
+ * Waits for readers in use to finish. Loop thread. */
+int storeReplaceWith(struct store *s, const char *src, char *errmsg);
+
+/* XXH3-64 and size of a whole file, read in bounded chunks. Any thread. */
+int fileDigest(const char *path, uint64_t *size, uint64_t *digest, char *errmsg);
+
+/* fsync the directory that holds path. */
+int syncParentDir(const char *path, char *errmsg);
+
+/* Figures for /status (any thread). */
+struct store_stats {
+    uint64_t applied_index;
+    int64_t db_size;  /* bytes of the database file */
+    int64_t wal_size; /* bytes of the WAL file */
+    unsigned readers; /* reader connections open */
+};
+void storeStats(struct store *s, struct store_stats *st);
+const char *storePath(struct store *s);
+
+#endif
