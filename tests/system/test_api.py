@@ -1,0 +1,617 @@
+"""The rqlite-compatible HTTP API of a single cairnd: shapes, values, parameters,
+transactions, the unified endpoint, URL flags and the status endpoints.
+
+Most tests share one server (module scope) and use a table named after the test.
+"""
+
+import base64
+import http.client
+import json
+import pathlib
+
+import pytest
+
+from conftest import assert_exec_ok
+
+I64_MAX = 9223372036854775807
+I64_MIN = -9223372036854775808
+
+
+def only_result(body):
+    assert isinstance(body, dict), body
+    res = body.get("results")
+    assert isinstance(res, list) and len(res) == 1, body
+    return res[0]
+
+
+# ---------------------------------------------------------------------------
+# basics
+
+
+@pytest.mark.smoke
+def test_execute_then_query_shapes(shared_server, table):
+    s = shared_server
+    body = s.execute(["CREATE TABLE %s (id INTEGER NOT NULL PRIMARY KEY, name TEXT, age INTEGER)" % table])
+    assert_exec_ok(body, 1)
+
+    body = s.execute(['INSERT INTO %s(name, age) VALUES("fiona", 20)' % table])
+    r = only_result(body)
+    assert r.get("last_insert_id") == 1, body
+    assert r.get("rows_affected") == 1, body
+
+    # GET form
+    body = s.query("SELECT * FROM %s" % table)
+    r = only_result(body)
+    assert r["columns"] == ["id", "name", "age"], body
+    assert r["types"] == ["integer", "text", "integer"], body
+    assert r["values"] == [[1, "fiona", 20]], body
+    assert "error" not in r
+
+    # POST form gives the same result
+    body2 = s.query(["SELECT * FROM %s" % table])
+    assert body2 == body
+
+
+def test_query_get_urlencoded_sql(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (a TEXT)" % table])
+    s.execute([["INSERT INTO %s(a) VALUES(?)" % table, "x&y=z+w %20"]])
+    # '&', '=', '+', '%' and spaces in q must survive URL decoding.
+    rows = s.rows("SELECT a FROM %s WHERE a = 'x&y=z+w %%20' AND 1 = 1" % table)
+    assert rows == [["x&y=z+w %20"]]
+
+
+def test_multiple_statements_in_one_execute(shared_server, table):
+    s = shared_server
+    body = s.execute([
+        "CREATE TABLE %s (id INTEGER PRIMARY KEY, v INTEGER)" % table,
+        "INSERT INTO %s(v) VALUES(10)" % table,
+        "INSERT INTO %s(v) VALUES(20)" % table,
+        "INSERT INTO %s(v) VALUES(30)" % table,
+        "UPDATE %s SET v = v + 1 WHERE v >= 20" % table,
+        "DELETE FROM %s WHERE v = 10" % table,
+    ])
+    res = assert_exec_ok(body, 6)
+    assert [r.get("last_insert_id") for r in res[1:4]] == [1, 2, 3], body
+    assert [r.get("rows_affected") for r in res[1:4]] == [1, 1, 1], body
+    assert res[4].get("rows_affected") == 2, body
+    assert res[5].get("rows_affected") == 1, body
+    assert s.rows("SELECT id, v FROM %s ORDER BY id" % table) == [[2, 21], [3, 31]]
+
+
+def test_sql_error_is_per_statement_and_others_run(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, v TEXT)" % table])
+    r = s.post("/db/execute", [
+        "INSERT INTO %s(v) VALUES('a')" % table,
+        "SELEC nonsense",
+        "INSERT INTO %s(v) VALUES('b')" % table,
+        "INSERT INTO no_such_table_xyz(v) VALUES(1)",
+    ])
+    assert r.status == 200, r
+    res = r.json()["results"]
+    assert len(res) == 4, r
+    assert "error" not in res[0] and res[0].get("rows_affected") == 1, res
+    assert "syntax error" in res[1].get("error", ""), res
+    assert "error" not in res[2] and res[2].get("rows_affected") == 1, res
+    assert "no such table" in res[3].get("error", ""), res
+    assert s.rows("SELECT v FROM %s ORDER BY id" % table) == [["a"], ["b"]]
+
+
+def test_query_error_is_per_statement(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (v INTEGER)" % table, "INSERT INTO %s VALUES(7)" % table])
+    body = s.query(["SELECT v FROM %s" % table, "SELECT * FROM no_such_table_q", "SELECT v + 1 FROM %s" % table])
+    res = body["results"]
+    assert len(res) == 3, body
+    assert res[0]["values"] == [[7]], body
+    assert "no such table" in res[1].get("error", ""), body
+    assert res[2]["values"] == [[8]], body
+
+
+def test_rows_affected_for_update_and_delete(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (v INTEGER)" % table])
+    s.execute([["INSERT INTO %s VALUES(?)" % table, i] for i in range(10)])
+    body = s.execute(["UPDATE %s SET v = v * 10 WHERE v < 4" % table])
+    assert only_result(body).get("rows_affected") == 4, body
+    body = s.execute(["DELETE FROM %s WHERE v >= 5 AND v < 10" % table])
+    assert only_result(body).get("rows_affected") == 5, body
+    # rqlite omits zero-valued rows_affected; cairn may send 0. Either means 0.
+    body = s.execute(["DELETE FROM %s WHERE v = -1" % table])
+    assert only_result(body).get("rows_affected", 0) == 0, body
+    assert s.scalar("SELECT count(*) FROM %s" % table) == 5
+
+
+def test_large_batch_in_one_transaction(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, v TEXT)" % table])
+    n = 2000
+    stmts = [["INSERT INTO %s(v) VALUES(?)" % table, "row-%05d" % i] for i in range(n)]
+    body = s.execute(stmts, transaction=True)
+    res = assert_exec_ok(body, n)
+    assert res[-1].get("last_insert_id") == n
+    rows = s.rows("SELECT id, v FROM %s ORDER BY id" % table)
+    assert len(rows) == n
+    assert rows[0] == [1, "row-00000"] and rows[-1] == [n, "row-%05d" % (n - 1)]
+
+
+def test_several_requests_on_one_connection(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (v INTEGER)" % table])
+    conn = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=30)
+    try:
+        for i in range(5):
+            body = json.dumps([["INSERT INTO %s VALUES(?)" % table, i]])
+            conn.request("POST", "/db/execute", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            assert resp.status == 200, data
+            assert "error" not in json.loads(data)["results"][0], data
+            conn.request("GET", "/db/query?q=" + "SELECT%20count(*)%20FROM%20" + table)
+            resp = conn.getresponse()
+            data = resp.read()
+            assert resp.status == 200, data
+            assert json.loads(data)["results"][0]["values"] == [[i + 1]], data
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------
+# parameters
+
+
+def test_positional_parameters(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER NOT NULL PRIMARY KEY, name TEXT, age INTEGER)" % table])
+    body = s.execute([
+        ["INSERT INTO %s(name, age) VALUES(?, ?)" % table, "fiona", 20],
+        ["INSERT INTO %s(name, age) VALUES(?, ?)" % table, "declan", 25],
+        ["INSERT INTO %s(name, age) VALUES(?1, ?2)" % table, "sinead", 30],
+    ])
+    assert_exec_ok(body, 3)
+    body = s.query([["SELECT id, name, age FROM %s WHERE name = ?" % table, "fiona"]])
+    assert only_result(body)["values"] == [[1, "fiona", 20]], body
+    body = s.query([["SELECT name FROM %s WHERE age > ? AND age < ? ORDER BY age" % table, 20, 31]])
+    assert only_result(body)["values"] == [["declan"], ["sinead"]], body
+    # A one-element array is a statement without parameters.
+    body = s.query([["SELECT count(*) FROM %s" % table]])
+    assert only_result(body)["values"] == [[3]], body
+
+
+@pytest.mark.parametrize("prefix", [":", "@", "$"])
+def test_named_parameters(shared_server, table, prefix):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (name TEXT, age INTEGER)" % table])
+    body = s.execute([["INSERT INTO {t}(name, age) VALUES({p}name, {p}age)".format(t=table, p=prefix),
+                       {"name": "fiona", "age": 20}]])
+    assert only_result(body).get("rows_affected") == 1, body
+    body = s.query([["SELECT name, age FROM {t} WHERE name = {p}name".format(t=table, p=prefix),
+                     {"name": "fiona"}]])
+    assert only_result(body)["values"] == [["fiona", 20]], body
+    body = s.request([["SELECT age FROM {t} WHERE age = {p}a".format(t=table, p=prefix), {"a": 20}]])
+    assert only_result(body)["values"] == [[20]], body
+
+
+def test_parameter_type_mapping(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, v)" % table])  # no affinity
+    params = [42, -7, 2.5, 3.0, 1e300, "hello", "", True, False, None]
+    body = s.execute([["INSERT INTO %s(v) VALUES(?)" % table, p] for p in params])
+    assert_exec_ok(body, len(params))
+    rows = s.rows("SELECT typeof(v), v FROM %s ORDER BY id" % table)
+    assert rows == [
+        ["integer", 42],
+        ["integer", -7],
+        ["real", 2.5],
+        ["real", 3.0],
+        ["real", 1e300],
+        ["text", "hello"],
+        ["text", ""],
+        ["integer", 1],
+        ["integer", 0],
+        ["null", None],
+    ], rows
+
+
+def test_parameter_number_forms_in_raw_json(shared_server, table):
+    """Numbers as clients write them: exponent forms are reals, plain digits integers."""
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, v)" % table])
+    raw = ('[["INSERT INTO %s(v) VALUES(?)", 1e2], ["INSERT INTO %s(v) VALUES(?)", -0.5E-1],'
+           ' ["INSERT INTO %s(v) VALUES(?)", 0], ["INSERT INTO %s(v) VALUES(?)", -0]]') % ((table,) * 4)
+    r = s.raw("POST", "/db/execute", raw)
+    assert r.status == 200, r
+    assert_exec_ok(r.json(), 4)
+    rows = s.rows("SELECT typeof(v), v FROM %s ORDER BY id" % table)
+    assert rows == [["real", 100.0], ["real", -0.05], ["integer", 0], ["integer", 0]], rows
+
+
+# ---------------------------------------------------------------------------
+# values
+
+
+def test_integer_extremes(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, v INTEGER)" % table])
+    body = s.execute([
+        ["INSERT INTO %s(v) VALUES(?)" % table, I64_MAX],
+        ["INSERT INTO %s(v) VALUES(?)" % table, I64_MIN],
+        "INSERT INTO %s(v) VALUES(9223372036854775807)" % table,
+        "INSERT INTO %s(v) VALUES(-9223372036854775808)" % table,
+        ["INSERT INTO %s(v) VALUES(?)" % table, 0],
+        ["INSERT INTO %s(v) VALUES(?)" % table, 2 ** 53 + 1],
+    ])
+    assert_exec_ok(body, 6)
+    r = s.raw("GET", "/db/query?q=SELECT%20v,%20typeof(v)%20FROM%20" + table + "%20ORDER%20BY%20id")
+    assert r.status == 200, r
+    values = only_result(r.json())["values"]
+    assert values == [[I64_MAX, "integer"], [I64_MIN, "integer"], [I64_MAX, "integer"],
+                      [I64_MIN, "integer"], [0, "integer"], [2 ** 53 + 1, "integer"]], values
+    # Exact digits on the wire: not rounded through a double, not exponent form.
+    assert b"9223372036854775807" in r.body and b"-9223372036854775808" in r.body, r.body
+    assert b"9007199254740993" in r.body, r.body
+    # And as the last_insert_id of a rowid at the maximum.
+    body = s.execute([["INSERT INTO %s(id, v) VALUES(?, 1)" % table, I64_MAX]])
+    assert only_result(body).get("last_insert_id") == I64_MAX, body
+
+
+def test_reals(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, v REAL)" % table])
+    vals = [0.1, -2.75, 1e-300, 1.7976931348623157e308, 123456789.125, 0.1 + 0.2]
+    assert_exec_ok(s.execute([["INSERT INTO %s(v) VALUES(?)" % table, v] for v in vals]))
+    rows = s.rows("SELECT v, typeof(v) FROM %s ORDER BY id" % table)
+    # Round-trip exactly (the shortest repr that parses back to the same double).
+    assert [r[0] for r in rows] == vals, rows
+    assert all(r[1] == "real" for r in rows), rows
+    assert s.rows("SELECT 1.5 * 2, 7 / 2.0") == [[3.0, 3.5]]
+
+
+TEXTS = [
+    "plain ascii",
+    "",
+    "emoji \U0001F980\U0001F389 and \U0001F600",
+    "CJK 日本語テキスト 中文 한국어",
+    "combining e\u0301 a\u0308 \u0915\u094d\u0937",
+    'quotes "double" and \'single\' and `back`',
+    "backslashes C:\\path\\to\\file \\n \\u0041 \\\\",
+    "newlines\nline2\r\nline3\ttabbed",
+    "controls \x01\x02\x1f\x7f",
+    "JS separators \u2028 \u2029 and </script>",
+    "  leading and trailing spaces  ",
+    "surrogate-adjacent \ud7ff \ue000 \uffff \U0010FFFF",
+    "x" * 70000,
+]
+
+
+@pytest.mark.smoke
+def test_text_round_trip(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, v TEXT)" % table])
+    # Parameters sent with \u escapes (json.dumps default, astral chars as surrogate pairs).
+    body = s.execute([["INSERT INTO %s(v) VALUES(?)" % table, t] for t in TEXTS])
+    assert_exec_ok(body, len(TEXTS))
+    # Parameters sent as raw UTF-8.
+    raw = json.dumps([["INSERT INTO %s(v) VALUES(?)" % table, t] for t in TEXTS], ensure_ascii=False)
+    r = s.raw("POST", "/db/execute", raw.encode("utf-8"))
+    assert r.status == 200, r
+    assert_exec_ok(r.json(), len(TEXTS))
+    # Literal SQL strings (single quotes doubled).
+    lit = ["INSERT INTO %s(v) VALUES('%s')" % (table, t.replace("'", "''")) for t in TEXTS]
+    assert_exec_ok(s.execute(lit), len(TEXTS))
+
+    rows = s.rows("SELECT v, length(v), hex(v) FROM %s ORDER BY id" % table)
+    assert len(rows) == 3 * len(TEXTS)
+    for i, (v, length, hx) in enumerate(rows):
+        want = TEXTS[i % len(TEXTS)]
+        assert v == want, "row %d: got %r, want %r" % (i, v[:200], want[:200])
+        assert length == len(want), "row %d: SQLite length %d, want %d" % (i, length, len(want))
+        assert hx == want.encode("utf-8").hex().upper(), "row %d: stored bytes differ" % i
+    # Text used in a WHERE clause through a parameter.
+    for t in TEXTS[:12]:
+        n = s.scalar("SELECT count(*) FROM %s WHERE v = ?" % table, t)
+        assert n == 3, (t, n)
+
+
+def test_blobs_are_base64(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, b BLOB)" % table])
+    all_bytes = bytes(range(256))
+    body = s.execute([
+        "INSERT INTO %s(b) VALUES(X'00FF')" % table,
+        "INSERT INTO %s(b) VALUES(X'')" % table,
+        "INSERT INTO %s(b) VALUES(X'%s')" % (table, all_bytes.hex()),
+        "INSERT INTO %s(b) VALUES(randomblob(16))" % table,
+        "INSERT INTO %s(b) VALUES(zeroblob(3))" % table,
+    ])
+    assert_exec_ok(body, 5)
+    body = s.query("SELECT b, typeof(b), length(b) FROM %s ORDER BY id" % table)
+    r = only_result(body)
+    assert r["types"] == ["blob", "text", "integer"], r
+    v = r["values"]
+    assert v[0] == ["AP8=", "blob", 2], v
+    assert v[1][0] == "" and v[1][2] == 0, v
+    assert v[2][0] == base64.b64encode(all_bytes).decode(), v
+    assert len(base64.b64decode(v[3][0], validate=True)) == 16, v
+    assert v[4][0] == "AAAA", v
+    # A blob expression without a declared type.
+    body = s.query("SELECT X'00FF' AS b")
+    r = only_result(body)
+    assert r["values"] == [["AP8="]] and r["types"] == ["blob"], r
+
+
+def test_null_is_json_null(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (a INTEGER, b TEXT, c BLOB, d REAL)" % table,
+               "INSERT INTO %s VALUES(NULL, NULL, NULL, NULL)" % table])
+    r = only_result(s.query("SELECT a, b, c, d FROM %s" % table))
+    assert r["values"] == [[None, None, None, None]], r
+    assert r["types"] == ["integer", "text", "blob", "real"], r
+
+
+def test_types_declared_and_expressions(shared_server, table):
+    s = shared_server
+    s.execute([
+        "CREATE TABLE %s (i INTEGER, r REAL, t TEXT, b BLOB, n, v VARCHAR(10), f Float, bi BigInt)" % table,
+        "INSERT INTO %s VALUES(1, 1.5, 'x', X'01', 42, 'vv', 2.5, 7)" % table,
+    ])
+    r = only_result(s.query("SELECT * FROM %s" % table))
+    assert r["columns"] == ["i", "r", "t", "b", "n", "v", "f", "bi"], r
+    # declared types lowercased; no declared type -> storage class of the first row's value
+    assert r["types"] == ["integer", "real", "text", "blob", "integer", "varchar(10)", "float", "bigint"], r
+    assert r["values"] == [[1, 1.5, "x", "AQ==", 42, "vv", 2.5, 7]], r
+
+    r = only_result(s.query("SELECT 1 + 1 AS a, 1.5 * 2 AS b, 'x' || 'y' AS c, X'01' AS d, NULL AS e"))
+    assert r["columns"] == ["a", "b", "c", "d", "e"], r
+    assert r["types"] == ["integer", "real", "text", "blob", ""], r
+    assert r["values"] == [[2, 3.0, "xy", "AQ==", None]], r
+
+    # Aliased columns of a table keep the declared type.
+    r = only_result(s.query("SELECT i AS renamed, t FROM %s" % table))
+    assert r["columns"] == ["renamed", "t"] and r["types"] == ["integer", "text"], r
+
+
+def test_query_without_rows_omits_values(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, name TEXT)" % table])
+    r = only_result(s.query("SELECT id, name FROM %s" % table))
+    assert r["columns"] == ["id", "name"], r
+    assert r["types"] == ["integer", "text"], r
+    assert "values" not in r, r
+    assert "error" not in r, r
+    r = only_result(s.query("SELECT id, name FROM %s" % table, associative=True))
+    assert r["rows"] == [], r
+    assert r["types"] == {"id": "integer", "name": "text"}, r
+
+
+def test_associative(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER NOT NULL PRIMARY KEY, name TEXT, age INTEGER, pic BLOB)" % table])
+    s.execute([["INSERT INTO %s(name, age, pic) VALUES(?, ?, X'00FF')" % table, "fiona", 20],
+               ["INSERT INTO %s(name, age) VALUES(?, ?)" % table, "declan", 25]])
+    body = s.query("SELECT * FROM %s ORDER BY id" % table, associative=True)
+    r = only_result(body)
+    assert r["types"] == {"id": "integer", "name": "text", "age": "integer", "pic": "blob"}, r
+    assert r["rows"] == [
+        {"id": 1, "name": "fiona", "age": 20, "pic": "AP8="},
+        {"id": 2, "name": "declan", "age": 25, "pic": None},
+    ], r
+    assert "columns" not in r and "values" not in r, r
+    # POST form and unified endpoint honour it too.
+    assert s.query(["SELECT * FROM %s ORDER BY id" % table], associative=True) == body
+    body = s.request(["SELECT name FROM %s WHERE id = 2" % table], associative=True)
+    assert only_result(body)["rows"] == [{"name": "declan"}], body
+
+
+# ---------------------------------------------------------------------------
+# transactions
+
+
+def test_transaction_commits_all(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, name TEXT)" % table])
+    body = s.execute(["INSERT INTO %s(name) VALUES('fiona')" % table,
+                      "INSERT INTO %s(name) VALUES('sinead')" % table], transaction=True)
+    res = assert_exec_ok(body, 2)
+    assert [r.get("last_insert_id") for r in res] == [1, 2], body
+    assert s.rows("SELECT name FROM %s ORDER BY id" % table) == [["fiona"], ["sinead"]]
+
+
+@pytest.mark.parametrize("flag", ["transaction", "transaction=true"])
+def test_transaction_error_rolls_back_everything(shared_server, table, flag):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, name TEXT)" % table,
+               "INSERT INTO %s(name) VALUES('before')" % table])
+    r = s.raw("POST", "/db/execute?" + flag, [
+        "INSERT INTO %s(name) VALUES('one')" % table,
+        "UPDATE %s SET name = 'changed' WHERE name = 'before'" % table,
+        "INSERT INTO no_such_table_tx(name) VALUES('x')",
+        "INSERT INTO %s(name) VALUES('three')" % table,
+    ])
+    assert r.status == 200, r
+    res = r.json()["results"]
+    # rqlite stops at the first error: results up to and including it; later ones may be absent.
+    assert 1 <= len(res) <= 4, r
+    errors = [x["error"] for x in res if "error" in x]
+    assert len(errors) >= 1 and "no such table" in errors[0], r
+    assert s.rows("SELECT id, name FROM %s ORDER BY id" % table) == [[1, "before"]]
+
+
+def test_transaction_constraint_violation_rolls_back(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, name TEXT UNIQUE)" % table])
+    r = s.post("/db/execute", ["INSERT INTO %s(name) VALUES('a')" % table,
+                               "INSERT INTO %s(name) VALUES('b')" % table,
+                               "INSERT INTO %s(name) VALUES('a')" % table], transaction=True)
+    assert r.status == 200, r
+    errors = [x["error"] for x in r.json()["results"] if "error" in x]
+    assert errors and "UNIQUE constraint failed" in errors[0], r
+    assert s.scalar("SELECT count(*) FROM %s" % table) == 0
+    # Without ?transaction the statements before and after the failing one stay.
+    r = s.post("/db/execute", ["INSERT INTO %s(name) VALUES('a')" % table,
+                               "INSERT INTO %s(name) VALUES('a')" % table,
+                               "INSERT INTO %s(name) VALUES('b')" % table])
+    res = r.json()["results"]
+    assert len(res) == 3 and "UNIQUE constraint failed" in res[1].get("error", ""), r
+    assert s.rows("SELECT name FROM %s ORDER BY name" % table) == [["a"], ["b"]]
+
+
+# ---------------------------------------------------------------------------
+# unified endpoint
+
+
+def test_unified_request_endpoint(shared_server, table):
+    s = shared_server
+    body = s.request(["CREATE TABLE %s (id INTEGER NOT NULL PRIMARY KEY, name TEXT, age INTEGER)" % table])
+    assert_exec_ok(body, 1)
+    body = s.request([
+        ["INSERT INTO %s(name, age) VALUES(?, ?)" % table, "fiona", 20],
+        ["SELECT * FROM %s" % table],
+        ["SELECT * FROM no_such_table_unified"],
+        "UPDATE %s SET age = 21" % table,
+        "SELECT age FROM %s" % table,
+    ])
+    res = body["results"]
+    assert len(res) == 5, body
+    assert res[0].get("last_insert_id") == 1 and res[0].get("rows_affected") == 1, body
+    assert "columns" not in res[0] and "values" not in res[0], body
+    assert res[1]["columns"] == ["id", "name", "age"], body
+    assert res[1]["types"] == ["integer", "text", "integer"], body
+    assert res[1]["values"] == [[1, "fiona", 20]], body
+    assert "no such table" in res[2].get("error", ""), body
+    assert res[3].get("rows_affected") == 1, body
+    assert res[4]["values"] == [[21]], body
+
+
+def test_unified_request_transaction_rolls_back(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (v INTEGER)" % table])
+    r = s.post("/db/request", ["INSERT INTO %s VALUES(1)" % table, "INSERT INTO nope_unified VALUES(2)"],
+               transaction=True)
+    assert r.status == 200, r
+    assert any("error" in x for x in r.json()["results"]), r
+    assert s.scalar("SELECT count(*) FROM %s" % table) == 0
+
+
+# ---------------------------------------------------------------------------
+# URL flags
+
+
+def test_timings(shared_server, table):
+    s = shared_server
+    body = s.execute(["CREATE TABLE %s (v INTEGER)" % table, "INSERT INTO %s VALUES(1)" % table], timings=True)
+    assert isinstance(body.get("time"), float) and body["time"] >= 0, body
+    for r in body["results"]:
+        assert isinstance(r.get("time"), float) and r["time"] >= 0, body
+    body = s.query("SELECT v FROM %s" % table, timings=True)
+    assert isinstance(body.get("time"), float), body
+    assert isinstance(only_result(body).get("time"), float), body
+    body = s.request(["SELECT v FROM %s" % table], timings=True)
+    assert isinstance(body.get("time"), float) and isinstance(only_result(body).get("time"), float), body
+    # Without the flag there are no timings.
+    body = s.query("SELECT v FROM %s" % table)
+    assert "time" not in body and "time" not in only_result(body), body
+    body = s.execute(["INSERT INTO %s VALUES(2)" % table])
+    assert "time" not in body and "time" not in only_result(body), body
+
+
+def test_pretty(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (a INTEGER, b TEXT)" % table, "INSERT INTO %s VALUES(1, 'x')" % table])
+    plain = s.raw("GET", "/db/query?q=SELECT%20*%20FROM%20" + table)
+    pretty = s.raw("GET", "/db/query?pretty&q=SELECT%20*%20FROM%20" + table)
+    assert plain.status == 200 and pretty.status == 200
+    assert pretty.json() == plain.json()
+    lines = pretty.text.strip().splitlines()
+    assert len(lines) > 5 and len(lines) > len(plain.text.strip().splitlines()), pretty.text
+    assert any(line.startswith((" ", "\t")) for line in lines), pretty.text
+    r = s.post("/db/execute", ["INSERT INTO %s VALUES(2, 'y')" % table], pretty=True)
+    assert r.status == 200 and len(r.text.strip().splitlines()) > 3, r.text
+
+
+@pytest.mark.parametrize("level", ["none", "weak", "linearizable", "strong"])
+def test_read_consistency_levels(shared_server, table, level):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (v INTEGER)" % table])
+    # A write acknowledged by /db/execute is visible to the next read at every level.
+    for i in range(1, 6):
+        s.execute([["INSERT INTO %s VALUES(?)" % table, i]])
+        assert s.rows("SELECT count(*), max(v) FROM %s" % table, level=level) == [[i, i]]
+    assert only_result(s.query(["SELECT sum(v) FROM %s" % table], level=level))["values"] == [[15]]
+    assert only_result(s.request(["SELECT sum(v) FROM %s" % table], level=level))["values"] == [[15]]
+
+
+def test_unknown_level_is_rejected(shared_server):
+    r = shared_server.raw("GET", "/db/query?level=bogus&q=SELECT%201")
+    assert r.status == 400, r
+    err = r.json().get("error", "")
+    assert "level" in err.lower(), r
+
+
+# ---------------------------------------------------------------------------
+# status endpoints
+
+
+@pytest.fixture
+def named_server(server_factory):
+    return server_factory(node_id="node-a")
+
+
+def test_status(named_server):
+    s = named_server
+    st = s.get_json("/status")
+    assert st["node"]["id"] == "node-a", st["node"]
+    raft = st["raft"]
+    assert str(raft["state"]).lower() == "leader", raft
+    assert isinstance(raft["applied_index"], int) and isinstance(raft["commit_index"], int), raft
+    assert raft["commit_index"] >= raft["applied_index"] >= 1, raft
+    leader = raft["leader"]
+    if isinstance(leader, dict):
+        assert any(v for v in leader.values()), raft
+        flat = json.dumps(leader)
+    else:
+        assert isinstance(leader, str) and leader, raft
+        flat = leader
+    assert "node-a" in flat or s.raft_addr in flat, raft
+    store = st["store"]
+    assert pathlib.Path(store["db_path"]).resolve() == (s.data_dir / "db.sqlite").resolve(), store
+    assert isinstance(store["db_size"], int) and store["db_size"] >= 0, store
+
+    before = raft["applied_index"]
+    s.execute(["CREATE TABLE t (v INTEGER)", "INSERT INTO t VALUES(1)"])
+    s.execute(["INSERT INTO t VALUES(2)"])
+    after = s.get_json("/status")["raft"]
+    assert after["applied_index"] >= before + 2, (before, after)
+    assert after["commit_index"] >= after["applied_index"], after
+
+
+def test_nodes(named_server):
+    s = named_server
+    body = s.get_json("/nodes")
+    # rqlite's default form is a map keyed by node id; `?ver=2` gives {"nodes": [...]}.
+    if isinstance(body, dict) and isinstance(body.get("nodes"), list):
+        nodes = body["nodes"]
+    elif isinstance(body, dict):
+        nodes = list(body.values())
+        for k, v in body.items():
+            assert isinstance(v, dict) and v.get("id") == k, body
+    else:
+        nodes = body
+    assert isinstance(nodes, list) and len(nodes) == 1, body
+    n = nodes[0]
+    assert n["id"] == "node-a", n
+    assert n["api_addr"] in (s.url, s.http_addr), n
+    assert n["addr"] == s.raft_addr, n
+    assert n["voter"] is True and n["reachable"] is True and n["leader"] is True, n
+
+
+def test_readyz_and_health(named_server):
+    s = named_server
+    r = s.raw("GET", "/readyz")
+    assert r.status == 200 and r.body.strip(), r
+    r = s.raw("GET", "/health")
+    assert r.status == 200, r
+    assert isinstance(r.json(), dict), r
+    st = s.get_json("/status")
+    assert st["node"]["id"] == "node-a"
