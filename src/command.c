@@ -6,6 +6,8 @@
  *   stmts   sql_len u32 | sql | nparams u32 | params
  *   param   type u8 | name_len u32 | name | value
  *           (INTEGER: i64, FLOAT: IEEE-754 bits u64, TEXT/BLOB: len u32 + bytes, NULL: -)
+ *   pad     0-7 zero bytes, so that the whole command is a multiple of 8 bytes: libraft's
+ *           segment loader reads entry payloads as if they were padded to 8 bytes
  *   trailer XXH3-64 of every byte before it */
 #include "command.h"
 
@@ -98,6 +100,9 @@ void commandEncode(const struct batch *b, struct buf *out)
                     break;
             }
         }
+    }
+    while ((out->len - start) % 8 != 0) {
+        bufPutU8(out, 0);
     }
     if (!out->oom) {
         bufPutU64(out, XXH3_64bits(out->p + start, out->len - start));
@@ -295,9 +300,15 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
             }
         }
     }
-    if (r.off != r.n) {
+    if (r.n - r.off >= 8 || r.n % 8 != 0) {
         errorf(errmsg, "command has %zu unexpected bytes at offset %zu", r.n - r.off, r.off);
         goto err;
+    }
+    for (; r.off < r.n; r.off++) {
+        if (r.p[r.off] != 0) {
+            errorf(errmsg, "command padding is not zero at offset %zu", r.off);
+            goto err;
+        }
     }
     return 0;
 
