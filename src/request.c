@@ -154,7 +154,7 @@ int requestParse(const char *body, size_t len, struct batch *b, char *errmsg)
     int rv;
 
     memset(b, 0, sizeof *b);
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (root == NULL) {
         errorf(errmsg, "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
                jerr.text);

@@ -1,0 +1,185 @@
+/* Unit tests of the command encoding (src/command.c): round trip of every parameter
+ * type, and rejection of every truncation and every single-byte corruption. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cairn.h"
+#include "command.h"
+#include "error.h"
+
+static void makeBatch(struct batch *b, struct param *params, size_t nparams)
+{
+    static struct stmt stmts[2];
+    memset(b, 0, sizeof *b);
+    memset(stmts, 0, sizeof stmts);
+    stmts[0].sql = "INSERT INTO t VALUES(?, ?, ?, ?, ?, :name)";
+    stmts[0].sql_len = strlen(stmts[0].sql);
+    stmts[0].params = params;
+    stmts[0].nparams = nparams;
+    stmts[1].sql = "SELECT 1";
+    stmts[1].sql_len = strlen(stmts[1].sql);
+    b->kind = BATCH_REQUEST;
+    b->flags = BATCH_TRANSACTION;
+    b->time_ms = 1763776800123;
+    b->seed = 0xdeadbeefcafef00dULL;
+    b->stmts = stmts;
+    b->n = 2;
+}
+
+static void fillParams(struct param p[6])
+{
+    static const char blob[] = {0, 1, 2, (char)0xff};
+    memset(p, 0, 6 * sizeof *p);
+    p[0].type = CAIRN_INTEGER;
+    p[0].i = INT64_MIN;
+    p[1].type = CAIRN_FLOAT;
+    p[1].d = -1.5e300;
+    p[2].type = CAIRN_TEXT;
+    p[2].s = "h\xc3\xa9llo \xf0\x9f\x98\x80";
+    p[2].n = strlen(p[2].s);
+    p[3].type = CAIRN_BLOB;
+    p[3].s = blob;
+    p[3].n = sizeof blob;
+    p[4].type = CAIRN_NULL;
+    p[5].type = CAIRN_INTEGER;
+    p[5].i = 42;
+    p[5].name = "name";
+    p[5].name_len = 4;
+}
+
+static void test_round_trip(void **state)
+{
+    struct param p[6];
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    fillParams(p);
+    makeBatch(&in, p, 6);
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    assert_false(enc.oom);
+    assert_int_equal(enc.len % 8, 0); /* libraft needs 8-byte multiples */
+    assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), 0);
+    assert_int_equal(out.kind, BATCH_REQUEST);
+    assert_int_equal(out.flags, BATCH_TRANSACTION);
+    assert_int_equal(out.time_ms, in.time_ms);
+    assert_true(out.seed == in.seed);
+    assert_int_equal(out.n, 2);
+    assert_int_equal(out.stmts[0].sql_len, in.stmts[0].sql_len);
+    assert_memory_equal(out.stmts[0].sql, in.stmts[0].sql, in.stmts[0].sql_len);
+    assert_int_equal(out.stmts[0].nparams, 6);
+    assert_int_equal(out.stmts[0].params[0].type, CAIRN_INTEGER);
+    assert_true(out.stmts[0].params[0].i == INT64_MIN);
+    assert_true(out.stmts[0].params[1].d == -1.5e300);
+    assert_int_equal(out.stmts[0].params[2].n, p[2].n);
+    assert_memory_equal(out.stmts[0].params[2].s, p[2].s, p[2].n);
+    assert_int_equal(out.stmts[0].params[3].type, CAIRN_BLOB);
+    assert_memory_equal(out.stmts[0].params[3].s, p[3].s, 4);
+    assert_int_equal(out.stmts[0].params[4].type, CAIRN_NULL);
+    assert_null(out.stmts[0].params[0].name);
+    assert_int_equal(out.stmts[0].params[5].name_len, 4);
+    assert_memory_equal(out.stmts[0].params[5].name, "name", 4);
+    assert_int_equal(out.stmts[1].nparams, 0);
+    batchFree(&out);
+    bufFree(&enc);
+}
+
+static void test_empty_batch(void **state)
+{
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    memset(&in, 0, sizeof in);
+    in.kind = BATCH_EXECUTE;
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), 0);
+    assert_int_equal(out.n, 0);
+    batchFree(&out);
+    bufFree(&enc);
+}
+
+static void test_every_truncation_rejected(void **state)
+{
+    struct param p[6];
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    fillParams(p);
+    makeBatch(&in, p, 6);
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    for (size_t n = 0; n < enc.len; n++) {
+        /* A copy of exactly n bytes, so ASan sees any read past the end. */
+        char *copy = malloc(n ? n : 1);
+        memcpy(copy, enc.p, n);
+        errmsg[0] = '\0';
+        assert_int_equal(commandDecode(copy, n, &out, errmsg), CAIRN_ECORRUPT);
+        assert_true(errmsg[0] != '\0');
+        assert_null(out.stmts);
+        free(copy);
+    }
+    bufFree(&enc);
+}
+
+static void test_every_byte_flip_rejected(void **state)
+{
+    struct param p[6];
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    fillParams(p);
+    makeBatch(&in, p, 6);
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    for (size_t i = 0; i < enc.len; i++) {
+        for (int bit = 0; bit < 8; bit++) {
+            enc.p[i] ^= (char)(1 << bit);
+            assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), CAIRN_ECORRUPT);
+            enc.p[i] ^= (char)(1 << bit);
+        }
+    }
+    assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), 0);
+    batchFree(&out);
+    bufFree(&enc);
+}
+
+static void test_garbage_rejected(void **state)
+{
+    char junk[256];
+    struct batch out;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    srand(7);
+    for (int round = 0; round < 1000; round++) {
+        for (size_t i = 0; i < sizeof junk; i++) {
+            junk[i] = (char)rand();
+        }
+        if (round % 2 == 0) {
+            memcpy(junk, COMMAND_MAGIC, 4);
+        }
+        assert_int_equal(commandDecode(junk, (size_t)(rand() % 256), &out, errmsg),
+                         CAIRN_ECORRUPT);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_empty_batch),
+        cmocka_unit_test(test_every_truncation_rejected),
+        cmocka_unit_test(test_every_byte_flip_rejected),
+        cmocka_unit_test(test_garbage_rejected),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

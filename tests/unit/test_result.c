@@ -1,0 +1,169 @@
+/* Unit tests of result encoding (src/result.c, src/buf.c): every SQLite type,
+ * unicode and escapes, rqlite's shapes (plain, associative, errors, writes), base64,
+ * doubles, and the pretty printer. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "buf.h"
+#include "cairn.h"
+#include "result.h"
+
+static struct cairn_result *sample(void)
+{
+    static const char *const names[] = {"i", "r", "t", "b", "n"};
+    static const char *const decl[] = {"INTEGER", "REAL", "TEXT", NULL, NULL};
+    static const unsigned char blob[] = {0x00, 0xff, 0x10};
+    const char *text = "h\xc3\xa9 \"q\" \\ \n\t\x01 \xf0\x9f\x98\x80 \xe4\xb8\xad";
+    struct cairn_result *r = resultNew();
+    struct rstmt *st = resultAdd(r);
+    struct rvalue *row;
+    assert_int_equal(resultColumns(st, 5, names, decl), 0);
+    row = resultRow(st);
+    row[0].type = CAIRN_INTEGER;
+    row[0].i = INT64_MIN;
+    row[1].type = CAIRN_FLOAT;
+    row[1].d = 0.1;
+    row[2].type = CAIRN_TEXT;
+    assert_int_equal(resultBytes(st, &row[2], text, strlen(text)), 0);
+    row[3].type = CAIRN_BLOB;
+    assert_int_equal(resultBytes(st, &row[3], blob, sizeof blob), 0);
+    row[4].type = CAIRN_NULL;
+    resultFinishTypes(st);
+    st->time = 0.5;
+    return r;
+}
+
+static char *encode(const struct cairn_result *r, unsigned flags, double t)
+{
+    struct buf b;
+    bufInit(&b);
+    resultToJson(r, flags, t, &b);
+    return bufDetach(&b, NULL);
+}
+
+static void test_every_type(void **state)
+{
+    struct cairn_result *r = sample();
+    char *json = encode(r, 0, 0);
+    assert_string_equal(
+        json, "{\"results\":[{\"columns\":[\"i\",\"r\",\"t\",\"b\",\"n\"],"
+              "\"types\":[\"integer\",\"real\",\"text\",\"blob\",\"\"],"
+              "\"values\":[[-9223372036854775808,0.1,"
+              "\"h\xc3\xa9 \\\"q\\\" \\\\ \\n\\t\\u0001 \xf0\x9f\x98\x80 \xe4\xb8\xad\","
+              "\"AP8Q\",null]]}]}");
+    free(json);
+    /* The C API sees the same values. */
+    assert_int_equal(cairn_result_count(r), 1);
+    assert_int_equal(cairn_result_columns(r, 0), 5);
+    assert_string_equal(cairn_result_column_type(r, 0, 0), "integer");
+    assert_true(cairn_result_int64(r, 0, 0, 0) == INT64_MIN);
+    assert_true(cairn_result_double(r, 0, 0, 1) == 0.1);
+    assert_int_equal(cairn_result_type(r, 0, 0, 3), CAIRN_BLOB);
+    size_t len;
+    const unsigned char *blob = cairn_result_blob(r, 0, 0, 3, &len);
+    assert_int_equal(len, 3);
+    assert_int_equal(blob[1], 0xff);
+    assert_int_equal(cairn_result_type(r, 0, 0, 4), CAIRN_NULL);
+    assert_null(cairn_result_text(r, 0, 5, 0, NULL)); /* out of range */
+    cairn_result_free(r);
+}
+
+static void test_associative_and_timings(void **state)
+{
+    struct cairn_result *r = sample();
+    char *json = encode(r, RESULT_JSON_ASSOCIATIVE | RESULT_JSON_TIMINGS, 0.25);
+    assert_non_null(strstr(json, "\"types\":{\"i\":\"integer\",\"r\":\"real\""));
+    assert_non_null(strstr(json, "\"rows\":[{\"i\":-9223372036854775808,\"r\":0.1,"));
+    assert_non_null(strstr(json, "\"b\":\"AP8Q\",\"n\":null}],\"time\":0.5}"));
+    assert_non_null(strstr(json, "],\"time\":0.25}"));
+    free(json);
+    cairn_result_free(r);
+}
+
+static void test_empty_query_and_writes(void **state)
+{
+    static const char *const names[] = {"id"};
+    static const char *const decl[] = {"INTEGER"};
+    struct cairn_result *r = resultNew();
+    struct rstmt *st = resultAdd(r);
+    char *json;
+    resultColumns(st, 1, names, decl);
+    resultFinishTypes(st);
+    st = resultAdd(r);
+    st->last_insert_id = 7;
+    st->rows_affected = 2;
+    st = resultAdd(r);
+    resultError(st, "no such table: x");
+    json = encode(r, 0, 0);
+    assert_string_equal(json, "{\"results\":[{\"columns\":[\"id\"],\"types\":[\"integer\"]},"
+                              "{\"last_insert_id\":7,\"rows_affected\":2},"
+                              "{\"error\":\"no such table: x\"}]}");
+    free(json);
+    json = encode(r, RESULT_JSON_ASSOCIATIVE, 0);
+    assert_non_null(strstr(json, "{\"types\":{\"id\":\"integer\"},\"rows\":[]}"));
+    free(json);
+    assert_string_equal(cairn_result_error(r, 2), "no such table: x");
+    assert_int_equal(cairn_result_last_insert_id(r, 1), 7);
+    assert_int_equal(cairn_result_rows_affected(r, 1), 2);
+    cairn_result_free(r);
+}
+
+static void test_base64(void **state)
+{
+    static const struct {
+        const char *in;
+        const char *out;
+    } cases[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
+                 {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+                 {"foobar", "Zm9vYmFy"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct buf b;
+        bufInit(&b);
+        bufBase64(&b, cases[i].in, strlen(cases[i].in));
+        assert_string_equal(b.p ? b.p : "", cases[i].out);
+        bufFree(&b);
+    }
+}
+
+static void test_doubles(void **state)
+{
+    static const struct {
+        double in;
+        const char *out;
+    } cases[] = {{1.5, "1.5"}, {0.1, "0.1"}, {-2, "-2"}, {1e300, "1e+300"}, {5e-324, "4.94065645841247e-324"},
+                 {3.141592653589793, "3.141592653589793"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct buf b;
+        bufInit(&b);
+        bufJsonDouble(&b, cases[i].in);
+        assert_string_equal(b.p, cases[i].out);
+        bufFree(&b);
+    }
+}
+
+static void test_pretty(void **state)
+{
+    const char *in = "{\"a\":[1,{\"b\":\"x,{}[]\\\"y\"}],\"c\":[]}";
+    struct buf b;
+    bufInit(&b);
+    bufJsonPretty(&b, in, strlen(in));
+    assert_string_equal(b.p, "{\n    \"a\": [\n        1,\n        {\n            \"b\": "
+                             "\"x,{}[]\\\"y\"\n        }\n    ],\n    \"c\": []\n}");
+    bufFree(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_type),     cmocka_unit_test(test_associative_and_timings),
+        cmocka_unit_test(test_empty_query_and_writes), cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_doubles),        cmocka_unit_test(test_pretty),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
