@@ -185,6 +185,11 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
     if (rv != 0) {
         return sendError(c, statusFor(rv), errmsg);
     }
+    if (b.n == 0) {
+        batchFree(&b);
+        return sendError(c, 400, "the request has no statements: expected a non-empty JSON "
+                                 "array of statements");
+    }
     b.kind = kind;
     b.flags = f.transaction ? BATCH_TRANSACTION : 0;
 

@@ -174,7 +174,9 @@ static void opComplete(struct op *op, int status, const char *msg)
     pthread_mutex_unlock(&op->mu); /* the op may be gone after this */
 }
 
-static void publishInfo(struct node *n)
+/* Copy the figures other threads may read. applied_hint: an index known to be applied
+ * already (libraft advances last_applied only after the apply callback returns). */
+static void publishInfoAt(struct node *n, uint64_t applied_hint)
 {
     struct raft *r = &n->raft;
     raft_id leader_id = 0;
@@ -188,6 +190,9 @@ static void publishInfo(struct node *n)
              leader_addr ? leader_addr : "");
     n->info.commit_index = r->commit_index;
     n->info.applied_index = raft_last_applied(r);
+    if (applied_hint > n->info.applied_index) {
+        n->info.applied_index = applied_hint;
+    }
     n->info.last_log_index = raft_last_index(r);
     n->info.snapshots_taken = n->fsm.snapshots_taken;
     n->info.last_snapshot_index = n->fsm.last_snapshot_index;
@@ -204,6 +209,11 @@ static void publishInfo(struct node *n)
     pthread_mutex_unlock(&n->imu);
 }
 
+static void publishInfo(struct node *n)
+{
+    publishInfoAt(n, 0);
+}
+
 static void applyCb(struct raft_apply *req, int status, void *result)
 {
     struct op *op = req->data;
@@ -213,12 +223,17 @@ static void applyCb(struct raft_apply *req, int status, void *result)
     }
     /* Runs right after fsm->apply, on the loop thread: claim the result now. */
     op->result = fsmTakeResult(&op->node->fsm, result);
+    /* Publish before answering, so that /status read after a write shows it. */
+    publishInfoAt(op->node, req->index);
     opComplete(op, 0, NULL);
 }
 
 static void barrierCb(struct raft_barrier *req, int status)
 {
     struct op *op = req->data;
+    if (status == 0) {
+        publishInfoAt(op->node, req->index);
+    }
     opComplete(op, status ? raftToCairn(status) : 0, status ? raft_strerror(status) : NULL);
 }
 

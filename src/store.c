@@ -555,6 +555,7 @@ static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rs
     while (tail < end) {
         sqlite3_stmt *ps = NULL;
         const char *next = NULL;
+        sqlite3_int64 total_before;
         rc = sqlite3_prepare_v3(db, tail, (int)(end - tail), 0, &ps, &next);
         if (rc != SQLITE_OK) {
             resultError(rs, sqlite3_errmsg(db));
@@ -588,8 +589,6 @@ static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rs
         }
         if (sqlite3_column_count(ps) > 0) {
             if (rs->cols != NULL) { /* a later statement of the same string: start over */
-                size_t keep_err = 0;
-                (void)keep_err;
                 for (size_t i = 0; i < rs->ncol; i++) {
                     free(rs->cols[i]);
                     free(rs->types[i]);
@@ -606,6 +605,7 @@ static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rs
                 goto out;
             }
         }
+        total_before = sqlite3_total_changes64(db);
         while ((rc = sqlite3_step(ps)) == SQLITE_ROW) {
             if (rs->rows_shape && collectRow(ps, rs) != SQLITE_OK) {
                 resultError(rs, "out of memory collecting rows");
@@ -622,7 +622,12 @@ static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rs
         rc = SQLITE_OK;
         if (!rs->rows_shape) {
             rs->last_insert_id = sqlite3_last_insert_rowid(db);
-            rs->rows_affected = sqlite3_changes64(db);
+            /* changes() keeps the count of the last INSERT/UPDATE/DELETE, so a DDL
+             * statement would report the previous write's count: only trust it when
+             * this statement changed something. */
+            rs->rows_affected = sqlite3_total_changes64(db) != total_before
+                                    ? sqlite3_changes64(db)
+                                    : 0;
         }
         sqlite3_finalize(ps);
         tail = next;

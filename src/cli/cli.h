@@ -1,0 +1,94 @@
+/* The cairn command: what every subcommand module shares.
+ *
+ * `cairn` is a thin client of cairnd's HTTP API (it never links the server library, only
+ * sqlite3_complete from libsqlite3). main.c holds the dispatch table of subcommands; each
+ * subcommand lives in its own file and describes itself with a cliCommand (name, help,
+ * options, run function), so usage text and option parsing come from one table and cannot
+ * drift apart. Single-threaded: everything here runs on the main thread. */
+#ifndef CAIRN_CLI_H
+#define CAIRN_CLI_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define CLI_VERSION "0.1.0"
+#define CLI_DEFAULT_HOST "http://127.0.0.1:4001"
+#define CLI_ERRMSG_SIZE 1024
+
+/* Process exit codes, shared by every subcommand so scripts can rely on them. */
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAIL 1  /* the command ran and something failed (SQL error, unreachable) */
+#define CLI_EXIT_USAGE 2 /* the command line itself is wrong */
+
+/* Result codes of the CLI's internal functions (0 is success). */
+#define CLI_ERR_NOMEM 1     /* out of memory */
+#define CLI_ERR_NET 2       /* cairnd could not be reached or the transfer failed */
+#define CLI_ERR_PROTO 3     /* cairnd answered something this client does not understand */
+#define CLI_ERR_SQL 4       /* at least one statement (or the request) was refused */
+#define CLI_ERR_USAGE 5     /* bad arguments */
+#define CLI_ERR_IO 6        /* a local file could not be read or written */
+#define CLI_ERR_INTERRUPT 7 /* the user pressed Ctrl-C */
+
+/* Set by the SIGINT handler; long operations (HTTP transfers) poll it so Ctrl-C cancels
+ * the request without killing the shell. */
+extern volatile sig_atomic_t cliInterrupted;
+
+/* One option of a command. Options are spelled --name, --name=VALUE, --name VALUE, or -s
+ * [VALUE] when shortName is set. */
+typedef struct cliOption {
+    const char *name; /* long name without the dashes */
+    char shortName;   /* 0 when the option has no one-letter form */
+    const char *arg;  /* placeholder shown in the usage (e.g. "URL"); NULL for a flag */
+    const char *help; /* one line */
+} cliOption;
+
+/* What the global options (before the subcommand) set; subcommands may override. */
+typedef struct cliEnv {
+    const char *host; /* base URL, as typed; normalised by cliHttpInit() */
+} cliEnv;
+
+typedef struct cliCommand {
+    const char *name;
+    const char *synopsis;     /* arguments after "cairn NAME", e.g. "[options] SQL [SQL...]" */
+    const char *summary;      /* one line for the command list */
+    const char *description;  /* a paragraph or more for "cairn NAME --help"; may be NULL */
+    const cliOption *options; /* terminated by an entry whose name is NULL */
+    /* argv[0] is the command's name; the options are not parsed yet. Returns an exit code. */
+    int (*run)(const struct cliCommand *cmd, const cliEnv *env, int argc, char **argv);
+} cliCommand;
+
+/* The subcommands; main.c lists them in its dispatch table. */
+extern const cliCommand cliShellCommand;
+extern const cliCommand cliSqlCommand;
+
+/* Parses argv[first..argc) against opts. values[i] receives the value of opts[i] (for a
+ * flag, the string "1"; a repeated option keeps its last value), NULL when absent; values
+ * must have room for every option. Arguments that are not options are moved, in order, to
+ * the front of argv+first and their count is stored in *npositional; "--" ends the options.
+ * A lone "-" is positional. Returns 0, or CLI_ERR_USAGE with errmsg set. The strings in
+ * values point into argv. */
+int cliParseArgs(const cliOption *opts, int argc, char **argv, int first, const char **values,
+                 int *npositional, char *errmsg, size_t errmsgSize);
+
+/* Index of the option named name in opts; -1 when there is none (a programming error). */
+int cliOptionIndex(const cliOption *opts, const char *name);
+
+/* Writes the usage of cmd (synopsis, description, every option) to out; for the shell
+ * (no name), the general usage of cairn. */
+void cliPrintCommandUsage(FILE *out, const cliCommand *cmd);
+
+/* Parses and checks the options of a command that has a --help flag. On --help prints the
+ * usage to stdout and stores CLI_EXIT_OK in *exitCode; on a usage error prints the message
+ * and usage to stderr and stores CLI_EXIT_USAGE. Returns 1 when the command should stop
+ * with *exitCode, 0 when it should go on. */
+int cliParseCommandArgs(const cliCommand *cmd, int argc, char **argv, const char **values,
+                        int *npositional, int *exitCode);
+
+/* Writes the general usage of cairn (commands, global and shell options) to out. */
+void cliPrintUsage(FILE *out);
+
+/* Checks a consistency level name; returns 1 when it is one the server accepts. */
+int cliLevelIsValid(const char *level);
+
+#endif
