@@ -54,11 +54,16 @@ def deadline_seconds(seconds):
     return seconds * SLOWDOWN
 
 
+class StopWaiting(AssertionError):
+    """Raised by a wait_until predicate when waiting longer cannot help."""
+
+
 def wait_until(predicate, timeout, what, interval=0.02):
     """Polls predicate() until it returns a truthy value, which is returned.
 
     Raises AssertionError naming `what` when `timeout` seconds (stretched for
-    sanitizer builds) pass first. Never a fixed sleep: the interval only spaces polls.
+    sanitizer builds) pass first; a StopWaiting raised by predicate ends the wait at
+    once. Never a fixed sleep: the interval only spaces polls.
     """
     end = time.monotonic() + deadline_seconds(timeout)
     last_exc = None
@@ -67,6 +72,8 @@ def wait_until(predicate, timeout, what, interval=0.02):
             value = predicate()
             if value:
                 return value
+        except StopWaiting:
+            raise
         except Exception as e:  # noqa: BLE001 - reported below if the deadline passes
             last_exc = e
         if time.monotonic() >= end:
@@ -236,10 +243,8 @@ class Server:
 
         def ready():
             if self.proc.poll() is not None:
-                raise AssertionError(
-                    "%s exited with status %s before becoming ready; stderr:\n%s"
-                    % (self.name, self.proc.returncode, self.stderr_tail())
-                )
+                raise StopWaiting("%s exited with status %s before becoming ready"
+                                  % (self.name, self.proc.returncode))
             try:
                 r = self.raw("GET", "/readyz", timeout=2)
             except OSError:

@@ -8,10 +8,13 @@ import base64
 import http.client
 import json
 import pathlib
+import re
+import socket
+import threading
 
 import pytest
 
-from conftest import assert_exec_ok
+from conftest import assert_exec_ok, deadline_seconds
 
 I64_MAX = 9223372036854775807
 I64_MIN = -9223372036854775808
@@ -50,6 +53,19 @@ def test_execute_then_query_shapes(shared_server, table):
     # POST form gives the same result
     body2 = s.query(["SELECT * FROM %s" % table])
     assert body2 == body
+
+
+def test_ddl_changes_no_rows(server):
+    """rows_affected counts the rows the statement changed: none for DDL, whatever
+    bookkeeping the server does in the same transaction."""
+    s = server
+    body = s.execute(["CREATE TABLE a (x INTEGER)"])
+    assert only_result(body).get("rows_affected", 0) == 0, body
+    body = s.execute(["INSERT INTO a VALUES(1), (2), (3)", "CREATE INDEX ai ON a(x)", "DROP INDEX ai",
+                      "CREATE TABLE b (y)"])
+    res = assert_exec_ok(body, 4)
+    assert res[0].get("rows_affected") == 3, body
+    assert [r.get("rows_affected", 0) for r in res[1:]] == [0, 0, 0], body
 
 
 def test_query_get_urlencoded_sql(shared_server, table):
@@ -155,6 +171,148 @@ def test_several_requests_on_one_connection(shared_server, table):
             assert json.loads(data)["results"][0]["values"] == [[i + 1]], data
     finally:
         conn.close()
+
+
+def test_plus_in_query_string_is_a_space(shared_server):
+    """Form-style encoders (Python's urlencode, many HTTP libraries) send spaces as '+'."""
+    s = shared_server
+    r = s.raw("GET", "/db/query?q=SELECT+1+%2B+1+AS+two")
+    assert r.status == 200, r
+    assert only_result(r.json())["values"] == [[2]], r
+    assert only_result(r.json())["columns"] == ["two"], r
+
+
+def test_unknown_url_parameters_are_ignored(shared_server, table):
+    """Clients send rqlite options cairn may not know (timeout, redirect, freshness...)."""
+    s = shared_server
+    s.execute(["CREATE TABLE %s (v INTEGER)" % table])
+    r = s.raw("POST", "/db/execute?timeout=10s&redirect&foo=bar&q%5BuseLeader%5D=true",
+              [["INSERT INTO %s VALUES(?)" % table, 5]])
+    assert r.status == 200 and "error" not in r.json()["results"][0], r
+    r = s.raw("GET", "/db/query?freshness=1s&db_timeout=2s&redirect&q=SELECT%20v%20FROM%20" + table)
+    assert r.status == 200 and only_result(r.json())["values"] == [[5]], r
+    r = s.raw("GET", "/status?q%5BuseLeader%5D=true")
+    assert r.status == 200 and isinstance(r.json(), dict), r
+
+
+@pytest.mark.parametrize("ctype", [None, "application/x-www-form-urlencoded", "application/json; charset=utf-8"])
+def test_content_type_does_not_matter_for_json(shared_server, table, ctype):
+    """curl -d sends application/x-www-form-urlencoded; some clients send no type."""
+    s = shared_server
+    s.execute(["CREATE TABLE IF NOT EXISTS %s (v TEXT)" % table])
+    headers = {"Content-Type": ctype} if ctype else {}
+    body = json.dumps([["INSERT INTO %s VALUES(?)" % table, "a=b&c=d+e"]]).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=30)
+    try:
+        conn.putrequest("POST", "/db/execute")
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 200, data
+    assert "error" not in json.loads(data)["results"][0], data
+    assert s.rows("SELECT v FROM %s" % table) == [["a=b&c=d+e"]]
+
+
+def test_expect_100_continue(shared_server, table):
+    """curl sends 'Expect: 100-continue' for bodies over 1 KiB and waits for the 100."""
+    s = shared_server
+    s.execute(["CREATE TABLE %s (v TEXT)" % table])
+    body = json.dumps([["INSERT INTO %s VALUES(?)" % table, "e" * 5000]]).encode()
+    sock = socket.create_connection(("127.0.0.1", s.http_port), timeout=deadline_seconds(10))
+    try:
+        sock.sendall(("POST /db/execute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body)).encode())
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = sock.recv(4096)
+            assert chunk, "connection closed before any response: %r" % interim
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        sock.sendall(body)
+        resp = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            resp += chunk
+            head, sep, rest = resp.partition(b"\r\n\r\n")
+            if sep:
+                m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                if m and len(rest) >= int(m.group(1)):
+                    break
+    finally:
+        sock.close()
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:300]
+    assert s.scalar("SELECT length(v) FROM %s" % table) == 5000
+
+
+def test_concurrent_reads_during_writes(shared_server, table):
+    """Readers never see errors (e.g. 'database is locked') or counts going backwards."""
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, v INTEGER)" % table])
+    problems = []
+    writers_done = threading.Event()
+
+    def writer(w):
+        for i in range(150):
+            r = s.post("/db/execute", [["INSERT INTO %s(v) VALUES(?)" % table, w * 1000 + i]])
+            if r.status != 200 or "error" in r.json()["results"][0]:
+                problems.append("writer %d: %r" % (w, r))
+                return
+
+    def reader(level):
+        last = -1
+        reads = 0
+        while not writers_done.is_set() or reads < 5:
+            r = s.raw("GET", "/db/query?level=%s&q=SELECT%%20count(*)%%20FROM%%20%s" % (level, table))
+            reads += 1
+            if r.status != 200:
+                problems.append("reader %s: %r" % (level, r))
+                return
+            res = r.json()["results"][0]
+            if "error" in res:
+                problems.append("reader %s: %r" % (level, res))
+                return
+            n = res["values"][0][0]
+            if n < last:
+                problems.append("reader %s: count went from %d to %d" % (level, last, n))
+                return
+            last = n
+
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    readers = [threading.Thread(target=reader, args=(lvl,)) for lvl in ("none", "weak", "linearizable", "strong")]
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join(deadline_seconds(120))
+    writers_done.set()
+    for t in readers:
+        t.join(deadline_seconds(120))
+    assert not any(t.is_alive() for t in writers + readers), "a client thread hangs"
+    assert not problems, problems[:10]
+    assert s.scalar("SELECT count(*) FROM %s" % table) == 600
+
+
+def test_large_values(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, b BLOB, t TEXT)" % table])
+    big_text = "\u00e9" * 300000 + "end"
+    assert_exec_ok(s.execute([["INSERT INTO %s(b, t) VALUES(randomblob(1000000), ?)" % table, big_text]]))
+    r = only_result(s.query("SELECT b, t, length(b) FROM %s" % table))
+    b64, t, n = r["values"][0]
+    assert n == 1000000
+    assert len(base64.b64decode(b64, validate=True)) == 1000000
+    assert t == big_text
+    # Many rows in one response.
+    assert_exec_ok(s.execute([["WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000) "
+                               "INSERT INTO %s(t) SELECT 'row' || i FROM c" % table]]))
+    rows = s.rows("SELECT t FROM %s WHERE id > 1 ORDER BY id" % table)
+    assert len(rows) == 20000 and rows[0] == ["row1"] and rows[-1] == ["row20000"]
 
 
 # ---------------------------------------------------------------------------
@@ -555,13 +713,13 @@ def test_unknown_level_is_rejected(shared_server):
 
 @pytest.fixture
 def named_server(server_factory):
-    return server_factory(node_id="node-a")
+    return server_factory(node_id=7)
 
 
 def test_status(named_server):
     s = named_server
     st = s.get_json("/status")
-    assert st["node"]["id"] == "node-a", st["node"]
+    assert str(st["node"]["id"]) == "7", st["node"]
     raft = st["raft"]
     assert str(raft["state"]).lower() == "leader", raft
     assert isinstance(raft["applied_index"], int) and isinstance(raft["commit_index"], int), raft
@@ -573,7 +731,7 @@ def test_status(named_server):
     else:
         assert isinstance(leader, str) and leader, raft
         flat = leader
-    assert "node-a" in flat or s.raft_addr in flat, raft
+    assert "7" in flat or s.raft_addr in flat, raft
     store = st["store"]
     assert pathlib.Path(store["db_path"]).resolve() == (s.data_dir / "db.sqlite").resolve(), store
     assert isinstance(store["db_size"], int) and store["db_size"] >= 0, store
@@ -595,12 +753,12 @@ def test_nodes(named_server):
     elif isinstance(body, dict):
         nodes = list(body.values())
         for k, v in body.items():
-            assert isinstance(v, dict) and v.get("id") == k, body
+            assert isinstance(v, dict) and str(v.get("id")) == k, body
     else:
         nodes = body
     assert isinstance(nodes, list) and len(nodes) == 1, body
     n = nodes[0]
-    assert n["id"] == "node-a", n
+    assert str(n["id"]) == "7", n
     assert n["api_addr"] in (s.url, s.http_addr), n
     assert n["addr"] == s.raft_addr, n
     assert n["voter"] is True and n["reachable"] is True and n["leader"] is True, n
@@ -614,4 +772,4 @@ def test_readyz_and_health(named_server):
     assert r.status == 200, r
     assert isinstance(r.json(), dict), r
     st = s.get_json("/status")
-    assert st["node"]["id"] == "node-a"
+    assert str(st["node"]["id"]) == "7"

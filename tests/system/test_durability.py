@@ -148,6 +148,7 @@ def test_acknowledged_writes_survive_sigkill(server_factory):
     s.start()
     n_present = _check_rows_after_crash(s, acked, attempted, context)
     assert n_present >= n_acked
+    print("%s: %d acknowledged, %d present after restart" % (context, n_acked, n_present))
     # Still writable, without reusing a rowid.
     body = s.execute(["INSERT INTO t(client, seq) VALUES(-1, -1)"])
     assert body["results"][0].get("last_insert_id") == s.scalar("SELECT max(id) FROM t"), body
