@@ -34,7 +34,7 @@ char *bufDetach(struct buf *b, size_t *len);
 /* JSON pieces. */
 void bufJsonString(struct buf *b, const char *s, size_t n);
 void bufJsonInt(struct buf *b, int64_t v);
-/* Shortest text that reads back as the same double; NaN becomes null. */
+/* Shortest text that reads back as the same double; NaN and infinities become null. */
 void bufJsonDouble(struct buf *b, double v);
 void bufBase64(struct buf *b, const void *p, size_t n);
 /* Re-indent compact JSON in src into b (two spaces a level). */

@@ -337,8 +337,14 @@ static void *loopMain(void *arg)
     pthread_mutex_lock(&n->imu);
     n->start_rv = rv;
     if (rv != 0) {
-        snprintf(n->start_errmsg, sizeof n->start_errmsg, "raft start in %s: %s (%s)",
-                 n->cfg.raft_dir, raft_strerror(rv), raft_errmsg(&n->raft));
+        /* libraft leaves the detail in the raft object or in its I/O's errmsg. */
+        const char *detail = raft_errmsg(&n->raft);
+        if (detail == NULL || detail[0] == '\0') {
+            detail = n->io.errmsg[0] ? n->io.errmsg : n->transport.errmsg;
+        }
+        snprintf(n->start_errmsg, sizeof n->start_errmsg, "raft start in %s (raft address %s): %s (%s)",
+                 n->cfg.raft_dir, n->raft_addr, raft_strerror(rv),
+                 detail[0] ? detail : "is the raft address in use?");
     }
     n->start_done = true;
     pthread_cond_broadcast(&n->icond);

@@ -29,7 +29,66 @@
 #define META_TABLE "_cairn_meta"
 #define BUSY_TIMEOUT_MS 10000
 
+/* A small cache of prepared statements per connection, keyed by the exact SQL text:
+ * bulk requests repeat one INSERT thousands of times, and preparing it again each
+ * time costs more than running it. */
+#define STMT_CACHE_SIZE 16
+struct stmt_cache {
+    struct {
+        char *sql;
+        size_t len;
+        sqlite3_stmt *ps;
+        uint64_t used;
+    } e[STMT_CACHE_SIZE];
+    uint64_t clock;
+};
+
+static sqlite3_stmt *cacheGet(struct stmt_cache *c, const char *sql, size_t len)
+{
+    for (int i = 0; i < STMT_CACHE_SIZE; i++) {
+        if (c->e[i].ps != NULL && c->e[i].len == len && memcmp(c->e[i].sql, sql, len) == 0) {
+            c->e[i].used = ++c->clock;
+            return c->e[i].ps;
+        }
+    }
+    return NULL;
+}
+
+/* Keep ps in the cache (the cache owns it from now on). False when it could not be
+ * kept: the caller still owns it. */
+static bool cachePut(struct stmt_cache *c, const char *sql, size_t len, sqlite3_stmt *ps)
+{
+    int victim = 0;
+    char *copy = malloc(len ? len : 1);
+    if (copy == NULL) {
+        return false;
+    }
+    memcpy(copy, sql, len);
+    for (int i = 1; i < STMT_CACHE_SIZE; i++) {
+        if (c->e[i].used < c->e[victim].used) {
+            victim = i;
+        }
+    }
+    sqlite3_finalize(c->e[victim].ps);
+    free(c->e[victim].sql);
+    c->e[victim].sql = copy;
+    c->e[victim].len = len;
+    c->e[victim].ps = ps;
+    c->e[victim].used = ++c->clock;
+    return true;
+}
+
+static void cacheClear(struct stmt_cache *c)
+{
+    for (int i = 0; i < STMT_CACHE_SIZE; i++) {
+        sqlite3_finalize(c->e[i].ps);
+        free(c->e[i].sql);
+    }
+    memset(c, 0, sizeof *c);
+}
+
 struct reader {
+    struct stmt_cache cache;
     sqlite3 *db;
     unsigned generation;
     struct reader *next;
@@ -38,6 +97,7 @@ struct reader {
 struct store {
     char path[PATH_MAX - 64]; /* room for suffixes like "-wal" */
     sqlite3 *writer;
+    struct stmt_cache wcache;
     sqlite3_stmt *st_begin, *st_commit, *st_rollback;
     sqlite3_stmt *st_save, *st_release, *st_rollback_to;
     sqlite3_stmt *st_set_index;
@@ -278,6 +338,7 @@ static void closeWriter(struct store *s)
         sqlite3_finalize(*sts[i]);
         *sts[i] = NULL;
     }
+    cacheClear(&s->wcache);
     if (s->writer != NULL) {
         sqlite3_close(s->writer);
         s->writer = NULL;
@@ -383,6 +444,7 @@ static void closeReaders(struct store *s)
     pthread_mutex_lock(&s->rmu);
     while ((r = s->free_readers) != NULL) {
         s->free_readers = r->next;
+        cacheClear(&r->cache);
         sqlite3_close(r->db);
         free(r);
         atomic_fetch_sub(&s->nreaders, 1);
@@ -543,9 +605,22 @@ static int setColumns(sqlite3_stmt *ps, struct rstmt *rs)
     return rc;
 }
 
+/* Done with a statement: a cached one is reset for its next use (and its bindings,
+ * which point into the request, dropped); any other is finalized. */
+static void releaseStmt(sqlite3_stmt *ps, bool cached)
+{
+    if (cached) {
+        sqlite3_reset(ps);
+        sqlite3_clear_bindings(ps);
+    } else {
+        sqlite3_finalize(ps);
+    }
+}
+
 /* Run one element of a batch (which may hold several ';'-separated statements) on db
  * and fill rs. Returns SQLITE_OK, or the failing code with rs->error set. */
-static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rstmt *rs)
+static int runStmt(sqlite3 *db, struct stmt_cache *cache, const struct stmt *st,
+                   bool read_only, struct rstmt *rs)
 {
     const char *tail = st->sql;
     const char *end = st->sql + st->sql_len;
@@ -556,10 +631,23 @@ static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rs
         sqlite3_stmt *ps = NULL;
         const char *next = NULL;
         sqlite3_int64 total_before;
-        rc = sqlite3_prepare_v3(db, tail, (int)(end - tail), 0, &ps, &next);
-        if (rc != SQLITE_OK) {
-            resultError(rs, sqlite3_errmsg(db));
-            goto out;
+        bool cached = false;
+        if (tail == st->sql && cache != NULL &&
+            (ps = cacheGet(cache, st->sql, st->sql_len)) != NULL) {
+            cached = true;
+            next = end;
+        } else {
+            rc = sqlite3_prepare_v3(db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT, &ps,
+                                    &next);
+            if (rc != SQLITE_OK) {
+                resultError(rs, sqlite3_errmsg(db));
+                goto out;
+            }
+            /* Only a string that is exactly one statement is worth keeping. */
+            if (ps != NULL && tail == st->sql && next == end && cache != NULL &&
+                !isTxnControl(tail, (size_t)(next - tail))) {
+                cached = cachePut(cache, st->sql, st->sql_len, ps);
+            }
         }
         if (ps == NULL) { /* only whitespace or a comment left */
             tail = next;
@@ -569,13 +657,13 @@ static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rs
             resultError(rs, "transaction control statements (BEGIN, COMMIT, END, ROLLBACK) "
                             "are not allowed: each request is already a transaction; use "
                             "?transaction for all-or-nothing batches");
-            sqlite3_finalize(ps);
+            releaseStmt(ps, cached);
             rc = SQLITE_MISUSE;
             goto out;
         }
         if (read_only && !sqlite3_stmt_readonly(ps)) {
             resultError(rs, "attempt to write a readonly database");
-            sqlite3_finalize(ps);
+            releaseStmt(ps, cached);
             rc = SQLITE_READONLY;
             goto out;
         }
@@ -584,7 +672,7 @@ static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rs
             resultError(rs, rc == SQLITE_RANGE
                                 ? "more parameters were given than the statement has"
                                 : sqlite3_errmsg(db));
-            sqlite3_finalize(ps);
+            releaseStmt(ps, cached);
             goto out;
         }
         if (sqlite3_column_count(ps) > 0) {
@@ -600,7 +688,7 @@ static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rs
             }
             if (setColumns(ps, rs) != SQLITE_OK) {
                 resultError(rs, "out of memory");
-                sqlite3_finalize(ps);
+                releaseStmt(ps, cached);
                 rc = SQLITE_NOMEM;
                 goto out;
             }
@@ -609,14 +697,14 @@ static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rs
         while ((rc = sqlite3_step(ps)) == SQLITE_ROW) {
             if (rs->rows_shape && collectRow(ps, rs) != SQLITE_OK) {
                 resultError(rs, "out of memory collecting rows");
-                sqlite3_finalize(ps);
+                releaseStmt(ps, cached);
                 rc = SQLITE_NOMEM;
                 goto out;
             }
         }
         if (rc != SQLITE_DONE) {
             resultError(rs, sqlite3_errmsg(db));
-            sqlite3_finalize(ps);
+            releaseStmt(ps, cached);
             goto out;
         }
         rc = SQLITE_OK;
@@ -629,7 +717,7 @@ static int runStmt(sqlite3 *db, const struct stmt *st, bool read_only, struct rs
                                     ? sqlite3_changes64(db)
                                     : 0;
         }
-        sqlite3_finalize(ps);
+        releaseStmt(ps, cached);
         tail = next;
     }
     if (rs->rows_shape) {
@@ -690,7 +778,7 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
         if (!txn) {
             internalStep(s, s->st_save);
         }
-        rc = runStmt(s->writer, &b->stmts[i], read_only, rs);
+        rc = runStmt(s->writer, &s->wcache, &b->stmts[i], read_only, rs);
         if (sqlite3_get_autocommit(s->writer)) {
             /* The statement's error rolled back the whole transaction (SQLite does so
              * for some I/O and ROLLBACK-resolution errors): everything before it in
@@ -784,6 +872,7 @@ static int readerGet(struct store *s, struct reader **out, char *errmsg)
     }
     pthread_mutex_unlock(&s->rmu);
     if (r != NULL && r->generation != atomic_load(&s->generation)) {
+        cacheClear(&r->cache);
         sqlite3_close(r->db);
         free(r);
         atomic_fetch_sub(&s->nreaders, 1);
@@ -837,7 +926,7 @@ int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out
             errorf(errmsg, "out of memory");
             break;
         }
-        runStmt(r->db, &b->stmts[i], true, rs);
+        runStmt(r->db, &r->cache, &b->stmts[i], true, rs);
     }
     sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
     readerPut(s, r);
