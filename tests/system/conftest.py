@@ -22,6 +22,7 @@ When a test fails, the tail of each of its servers' stdout/stderr logs is attach
 report.
 """
 
+import atexit
 import hashlib
 import http.client
 import json
@@ -140,6 +141,10 @@ class HTTPResult:
                 "%s %s -> %d: body is not JSON (%s): %r"
                 % (self.method, self.path, self.status, e, self.body[:2000])
             ) from None
+
+    def __iter__(self):
+        """Unpacks as (status, headers, body): `status, headers, body = s.raw(...)`."""
+        return iter((self.status, self.headers, self.body))
 
     def __repr__(self):
         return "<%s %s -> %d %r>" % (self.method, self.path, self.status, self.body[:500])
@@ -323,7 +328,8 @@ class Server:
     # ---- HTTP ------------------------------------------------------------
 
     def raw(self, method, path, body=None, headers=None, timeout=30.0):
-        """One request on a new connection. Returns HTTPResult(status, headers, body).
+        """One request on a new connection. Returns an HTTPResult, which unpacks as
+        (status, headers, body) and also has .status, .headers, .body, .text, .json().
 
         `body` may be bytes, str, or any other value (sent as JSON).
         """
@@ -408,6 +414,15 @@ def assert_exec_ok(body, n=None):
 # ---- pytest plumbing --------------------------------------------------------
 
 _LIVE = []  # every Server not yet torn down
+
+
+@atexit.register
+def _kill_leftovers():
+    """Last resort (e.g. an interrupted run): no cairnd outlives the test session."""
+    for s in list(_LIVE):
+        if s.running():
+            s.proc.kill()
+            s.proc.wait()
 
 
 def _shutdown(server):
