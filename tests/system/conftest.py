@@ -134,8 +134,12 @@ class HTTPResult:
         return self.body.decode("utf-8", "replace")
 
     def json(self):
+        """The body parsed as strict JSON: UTF-8, and no NaN/Infinity tokens."""
+        def no_constants(name):
+            raise ValueError("non-standard JSON constant %s" % name)
+
         try:
-            return json.loads(self.body)
+            return json.loads(self.body.decode("utf-8"), parse_constant=no_constants)
         except ValueError as e:
             raise AssertionError(
                 "%s %s -> %d: body is not JSON (%s): %r"

@@ -472,6 +472,37 @@ def test_text_round_trip(shared_server, table):
         assert n == 3, (t, n)
 
 
+def test_text_with_nul_and_invalid_utf8(shared_server, table):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, v TEXT)" % table])
+    assert_exec_ok(s.execute([["INSERT INTO %s(v) VALUES(?)" % table, "a\x00b\x00"],
+                              "INSERT INTO %s(v) VALUES('x' || char(0) || 'y')" % table]))
+    # The whole value, not what strlen() sees.
+    assert s.rows("SELECT v, hex(v) FROM %s ORDER BY id" % table) == [["a\x00b\x00", "61006200"],
+                                                                     ["x\x00y", "780079"]]
+    # Text that is not valid UTF-8 (a cast blob) still gives a valid UTF-8 JSON document.
+    r = s.raw("GET", "/db/query?q=" + "SELECT%20CAST(X'FF41'%20AS%20TEXT)%20AS%20t")
+    assert r.status == 200, r
+    v = only_result(r.json())["values"][0][0]
+    assert isinstance(v, str) and v.endswith("A"), v
+
+
+def test_non_finite_reals_give_valid_json(shared_server):
+    r = shared_server.raw("GET", "/db/query?q=SELECT%201e999%20AS%20a,%20-1e999%20AS%20b")
+    assert r.status == 200, r
+    res = only_result(r.json())  # strict: no Infinity/NaN tokens
+    assert len(res["values"][0]) == 2, res
+
+
+def test_parameter_count_mismatch(shared_server):
+    s = shared_server
+    body = s.query([["SELECT ?", 1, 2]])
+    assert "error" in only_result(body), body
+    # A named parameter that is not given is NULL, as in SQLite.
+    body = s.query([["SELECT :a AS a, :b AS b", {"a": 1}]])
+    assert only_result(body)["values"] == [[1, None]], body
+
+
 def test_blobs_are_base64(shared_server, table):
     s = shared_server
     s.execute(["CREATE TABLE %s (id INTEGER PRIMARY KEY, b BLOB)" % table])
