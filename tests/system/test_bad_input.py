@@ -139,10 +139,12 @@ def test_query_get_without_q(seeded, path):
 ])
 def test_write_on_query_endpoint_is_a_statement_error(seeded, sql):
     s = seeded
-    for body in (s.query(sql), s.query([sql]), s.query([[sql]])):
-        res = body["results"]
-        assert len(res) == 1, body
-        assert "readonly" in res[0].get("error", "").lower(), body
+    for level in ("none", "weak", "linearizable", "strong"):
+        # strong reads go through the Raft log: a write must not slip through there either
+        for body in (s.query(sql, level=level), s.query([sql], level=level), s.query([[sql]], level=level)):
+            res = body["results"]
+            assert len(res) == 1, body
+            assert "readonly" in res[0].get("error", "").lower(), (level, body)
     # Mixed with a read: the read still answers.
     body = s.query(["SELECT count(*) FROM keep", sql])
     res = body["results"]
