@@ -254,3 +254,21 @@ def test_bad_inputs_smoke(server):
     res = s.query(["DELETE FROM keep"])["results"]
     assert "readonly" in res[0].get("error", "").lower(), res
     assert_intact(s)
+
+
+def test_internal_tables_are_protected(server):
+    """Whatever tables cairn keeps for itself in db.sqlite, clients cannot change them,
+    and trying leaves the node working across a restart."""
+    s = server
+    internal = [r[0] for r in s.rows("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert_exec_ok(s.execute(["CREATE TABLE keep (v INTEGER)", "INSERT INTO keep VALUES(1)"]))
+    for name in internal:
+        for sql in ('DELETE FROM "%s"' % name, 'DROP TABLE "%s"' % name,
+                    'ALTER TABLE "%s" RENAME TO hijacked' % name, 'INSERT INTO "%s" DEFAULT VALUES' % name):
+            body = s.execute([sql])
+            assert "error" in body["results"][0], (sql, body)
+    assert_exec_ok(s.execute(["INSERT INTO keep VALUES(2)"]))
+    s.restart()
+    assert s.rows("SELECT v FROM keep ORDER BY v") == [[1], [2]]
+    assert sorted(r[0] for r in s.rows("SELECT name FROM sqlite_master WHERE type = 'table'")) == \
+        sorted(internal + ["keep"])

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import threading
 
@@ -333,3 +334,28 @@ def test_second_instance_on_same_data_dir_is_refused(server):
     assert s.stop() == 0
     s.start()
     assert s.rows("SELECT v FROM t ORDER BY v") == [[1], [2]]
+
+
+@pytest.mark.parametrize("which", ["http", "raft"])
+def test_port_in_use_at_restart_is_reported(server_factory, which):
+    """Restarting a node while another process holds one of its ports: exit 1 at once,
+    with a message naming the address and the cause; nothing damaged."""
+    s = server_factory()
+    assert_exec_ok(s.execute(["CREATE TABLE t (v INTEGER)", "INSERT INTO t VALUES(1)"]))
+    assert s.stop() == 0
+    port = s.http_port if which == "http" else s.raft_port
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen(1)
+        s.start(wait=False)
+        rc = s.wait_exit(timeout=20)
+        err = s.stderr_text().split("==== start #2")[-1]
+        assert rc == 1, "cairnd exited %s with its %s port taken; stderr:\n%s" % (rc, which, err)
+        assert "127.0.0.1:%d" % port in err, err
+        assert any(k in err.lower() for k in ("in use", "bind", "listen")), \
+            "the message does not say the %s address is taken:\n%s" % (which, err)
+    finally:
+        squatter.close()
+    s.start()
+    assert s.rows("SELECT v FROM t") == [[1]]
