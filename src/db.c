@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <jansson.h>
 #include <raft.h>
 #include <stdio.h>
@@ -205,6 +208,44 @@ static int loadNodeIdentity(struct cairn *db, char *errmsg)
     return rv;
 }
 
+/* Refuse to start when an address cannot be bound, before anything is written: the
+ * operator gets "address in use" rather than a node that bootstraps and then fails.
+ * (The address is bound for real later; another process may still take it between.) */
+static int checkBindable(const char *addr, const char *what, char *errmsg)
+{
+    struct sockaddr_in sa;
+    char host[128];
+    const char *colon = strrchr(addr, ':');
+    int fd;
+    int one = 1;
+    int rv = 0;
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof host) {
+        errorf(errmsg, "%s address \"%s\" must be HOST:PORT", what, addr);
+        return CAIRN_EINVAL;
+    }
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)atoi(colon + 1));
+    if (strcmp(host, "localhost") == 0) {
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else if (host[0] != '\0' && inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        return 0; /* not an IPv4 literal: the real bind reports it */
+    }
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return 0;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        errorf(errmsg, "cannot use %s address %s: %s", what, addr, strerror(errno));
+        rv = errno == EADDRINUSE ? CAIRN_EBUSY : CAIRN_EINVAL;
+    }
+    close(fd);
+    return rv;
+}
+
 /* ---- open and close -------------------------------------------------------------- */
 
 static int makeDir(const char *path, char *errmsg)
@@ -286,8 +327,16 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     }
     db->started = time(NULL);
 
+    /* The lock first: a second process on this directory is told who holds it, even
+     * when it would also collide on the addresses. */
     if ((rv = makeDir(db->data_dir, tlsErrmsg)) != 0 ||
-        (rv = lockAcquire(db->data_dir, &db->lock_fd, tlsErrmsg)) != 0 ||
+        (rv = lockAcquire(db->data_dir, &db->lock_fd, tlsErrmsg)) != 0) {
+        return rv;
+    }
+    if ((db->cfg.raft_addr != NULL &&
+         (rv = checkBindable(db->cfg.raft_addr, "raft", tlsErrmsg)) != 0) ||
+        (db->cfg.http_addr != NULL &&
+         (rv = checkBindable(db->cfg.http_addr, "HTTP", tlsErrmsg)) != 0) ||
         (rv = loadNodeIdentity(db, tlsErrmsg)) != 0) {
         return rv;
     }

@@ -104,6 +104,7 @@ struct store {
     uint64_t applied;
     _Atomic uint64_t applied_pub;
     uint64_t prng[4];
+    sqlite3_int64 batch_changes_start; /* total_changes() when the current batch began */
     bool internal; /* the authorizer lets cairn's own statements through */
 
     pthread_mutex_t rmu;
@@ -220,6 +221,27 @@ static void fnRandomBlob(sqlite3_context *ctx, int argc, sqlite3_value **argv)
         memcpy(p + i, &r, k);
     }
     sqlite3_result_blob64(ctx, p, (sqlite3_uint64)n, sqlite3_free);
+}
+
+/* ---- connection state made deterministic -------------------------------------
+ * changes(), total_changes() and last_insert_rowid() read the writer connection's
+ * history, which a node that restarted or rebuilt from a snapshot does not share.
+ * While applying, they are answered from the current batch only. */
+
+static void fnChanges(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    struct store *s = sqlite3_user_data(ctx);
+    sqlite3 *db = sqlite3_context_db_handle(ctx);
+    sqlite3_result_int64(ctx, sqlite3_total_changes64(db) == s->batch_changes_start
+                                  ? 0
+                                  : sqlite3_changes64(db));
+}
+
+static void fnTotalChanges(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    struct store *s = sqlite3_user_data(ctx);
+    sqlite3 *db = sqlite3_context_db_handle(ctx);
+    sqlite3_result_int64(ctx, sqlite3_total_changes64(db) - s->batch_changes_start);
 }
 
 /* ---- authorizer: keep user SQL away from cairn's own table and settings ---- */
@@ -385,6 +407,9 @@ static int openWriter(struct store *s, char *errmsg)
 
     sqlite3_create_function(s->writer, "random", 0, SQLITE_UTF8, s, fnRandom, NULL, NULL);
     sqlite3_create_function(s->writer, "randomblob", 1, SQLITE_UTF8, s, fnRandomBlob, NULL,
+                            NULL);
+    sqlite3_create_function(s->writer, "changes", 0, SQLITE_UTF8, s, fnChanges, NULL, NULL);
+    sqlite3_create_function(s->writer, "total_changes", 0, SQLITE_UTF8, s, fnTotalChanges, NULL,
                             NULL);
     sqlite3_set_authorizer(s->writer, authorize, s);
 
@@ -763,6 +788,8 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
     res->raft_index = index;
     detNowMs = b->time_ms;
     prngSeed(s->prng, b->seed ^ index);
+    sqlite3_set_last_insert_rowid(s->writer, 0);
+    s->batch_changes_start = sqlite3_total_changes64(s->writer);
 
     rc = internalStep(s, s->st_begin);
     if (rc != SQLITE_OK) {
