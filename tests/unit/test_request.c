@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -22,8 +24,7 @@ static void test_plain_strings(void **state)
 {
     struct batch b;
     char errmsg[CAIRN_ERRMSG_SIZE];
-    assert_int_equal(parse("[\"CREATE TABLE t(x)\", \"INSERT INTO t VALUES(1)\"]", &b, errmsg),
-                     0);
+    assert_int_equal(parse("[\"CREATE TABLE t(x)\", \"INSERT INTO t VALUES(1)\"]", &b, errmsg), 0);
     assert_int_equal(b.n, 2);
     assert_int_equal(b.stmts[0].sql_len, strlen("CREATE TABLE t(x)"));
     assert_memory_equal(b.stmts[1].sql, "INSERT INTO t VALUES(1)", b.stmts[1].sql_len);
@@ -61,8 +62,8 @@ static void test_named(void **state)
     struct batch b;
     char errmsg[CAIRN_ERRMSG_SIZE];
     assert_int_equal(
-        parse("[[\"INSERT INTO t VALUES(:name, :age)\", {\"name\": \"fiona\", \"age\": 20}]]",
-              &b, errmsg),
+        parse("[[\"INSERT INTO t VALUES(:name, :age)\", {\"name\": \"fiona\", \"age\": 20}]]", &b,
+              errmsg),
         0);
     assert_int_equal(b.stmts[0].nparams, 2);
     for (size_t i = 0; i < 2; i++) {
@@ -122,6 +123,342 @@ static void test_malformed(void **state)
     expectError("[\"a\"] trailing", "invalid JSON");
 }
 
+/* Parse body[0..len) expecting success; b is filled. */
+static void parseOk(const char *body, struct batch *b)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    errmsg[0] = '\0';
+    if (requestParse(body, strlen(body), b, errmsg) != 0) {
+        fail_msg("parsing %s failed: %s", body, errmsg);
+    }
+}
+
+static void test_escapes(void **state)
+{
+    struct batch b;
+    const struct param *p;
+    parseOk("[[\"SELECT ?, ?, ?\", \"a\\\"b\\\\c\\/d\\be\\ff\\ng\\rh\\ti\", "
+            "\"\\u0041\\u00e9\\u20ac\\ud83d\\ude00\", \"\\uD834\\uDD1E!\"]]",
+            &b);
+    p = b.stmts[0].params;
+    assert_int_equal(b.stmts[0].nparams, 3);
+    assert_int_equal(p[0].type, CAIRN_TEXT);
+    assert_int_equal(p[0].n, 17);
+    assert_memory_equal(p[0].s, "a\"b\\c/d\be\ff\ng\rh\ti", 17);
+    /* A, é (2 bytes), € (3 bytes), U+1F600 (4 bytes, from a surrogate pair) */
+    assert_int_equal(p[1].n, 10);
+    assert_memory_equal(p[1].s, "A\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 10);
+    /* U+1D11E from upper-case hex */
+    assert_int_equal(p[2].n, 5);
+    assert_memory_equal(p[2].s, "\xf0\x9d\x84\x9e!", 5);
+    batchFree(&b);
+
+    /* Escapes in the SQL and in names too. */
+    parseOk("[[\"SELECT :\\u0078\\n\", {\"\\u0078\": 1}]]", &b);
+    assert_int_equal(b.stmts[0].sql_len, 10);
+    assert_memory_equal(b.stmts[0].sql, "SELECT :x\n", 10);
+    assert_int_equal(b.stmts[0].params[0].name_len, 1);
+    assert_memory_equal(b.stmts[0].params[0].name, "x", 1);
+    batchFree(&b);
+
+    expectError("[\"a\\x\"]", "invalid JSON");
+    expectError("[\"a\\'\"]", "invalid JSON");
+    expectError("[\"a\\u12\"]", "invalid JSON");
+    expectError("[\"a\\u12G4\"]", "invalid JSON");
+    expectError("[\"a\\ud83d\"]", "surrogate");        /* lone high */
+    expectError("[\"a\\ud83dx\"]", "surrogate");       /* high, then no escape */
+    expectError("[\"a\\ud83d\\u0041\"]", "surrogate"); /* high, then not a low */
+    expectError("[\"a\\ude00\"]", "surrogate");        /* lone low */
+    expectError("[\"a\\", "invalid JSON");
+}
+
+static void test_nul_escape(void **state)
+{
+    struct batch b;
+    /* \u0000 is kept, with the length (tests/system test_text_with_nul_...). */
+    parseOk("[[\"SELECT ?\", \"a\\u0000b\\u0000\"]]", &b);
+    assert_int_equal(b.stmts[0].params[0].n, 4);
+    assert_memory_equal(b.stmts[0].params[0].s, "a\0b\0", 4);
+    batchFree(&b);
+}
+
+static void test_raw_utf8(void **state)
+{
+    struct batch b;
+    parseOk("[[\"SELECT ?\", \"h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80\"]]", &b);
+    assert_int_equal(b.stmts[0].params[0].n, 15);
+    assert_memory_equal(b.stmts[0].params[0].s, "h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15);
+    batchFree(&b);
+    /* Largest code point, in a string with escapes too. */
+    parseOk("[[\"SELECT ?\", \"\\n\xf4\x8f\xbf\xbf\xc3\xa9\"]]", &b);
+    assert_int_equal(b.stmts[0].params[0].n, 7);
+    assert_memory_equal(b.stmts[0].params[0].s, "\n\xf4\x8f\xbf\xbf\xc3\xa9", 7);
+    batchFree(&b);
+    /* Invalid UTF-8 is rejected, as jansson did, with or without escapes. */
+    static const char *bad[] = {
+        "\xff\xfe",         /* not UTF-8 at all */
+        "\x80",             /* lone continuation byte */
+        "\xc3",             /* truncated */
+        "\xe2\x82",         /* truncated */
+        "\xc0\xaf",         /* overlong '/' */
+        "\xe0\x80\xaf",     /* overlong */
+        "\xed\xa0\x80",     /* surrogate U+D800 */
+        "\xf4\x90\x80\x80", /* beyond U+10FFFF */
+        "\xf8\x88\x80\x80\x80",
+    };
+    char body[64];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, "[\"SELECT %s\"]", bad[i]);
+        expectError(body, "UTF-8");
+        snprintf(body, sizeof body, "[\"SELECT \\t%s\"]", bad[i]);
+        expectError(body, "UTF-8");
+    }
+}
+
+static void test_control_characters(void **state)
+{
+    struct batch b;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    expectError("[\"a\tb\"]", "control character");
+    expectError("[\"a\nb\"]", "invalid JSON at line 1");
+    expectError("[\"a\x01\"]", "control character");
+    /* A NUL byte inside a string, and after the array. */
+    assert_int_equal(requestParse("[\"a\0b\"]", 7, &b, errmsg), CAIRN_EINVAL);
+    assert_non_null(strstr(errmsg, "invalid JSON"));
+    assert_null(b.stmts);
+    assert_int_equal(requestParse("[\"ab\"]\0", 7, &b, errmsg), CAIRN_EINVAL);
+    assert_non_null(strstr(errmsg, "invalid JSON"));
+    /* Errors say where: line and column. */
+    expectError("[\"a\",\n  x]", "line 2, column 3");
+}
+
+static void test_integers(void **state)
+{
+    struct batch b;
+    parseOk("[[\"SELECT ?, ?, ?, ?\", -9223372036854775808, 9223372036854775807, -0, 0]]", &b);
+    assert_int_equal(b.stmts[0].params[0].type, CAIRN_INTEGER);
+    assert_true(b.stmts[0].params[0].i == INT64_MIN);
+    assert_true(b.stmts[0].params[1].i == INT64_MAX);
+    assert_int_equal(b.stmts[0].params[2].type, CAIRN_INTEGER);
+    assert_int_equal(b.stmts[0].params[2].i, 0);
+    assert_int_equal(b.stmts[0].params[3].i, 0);
+    batchFree(&b);
+    expectError("[[\"SELECT ?\", 9223372036854775808]]", "too big");
+    expectError("[[\"SELECT ?\", -9223372036854775809]]", "too big");
+    expectError("[[\"SELECT ?\", 18446744073709551616]]", "too big");
+    expectError("[[\"SELECT ?\", 99999999999999999999999999999999999999]]", "too big");
+}
+
+static void test_floats(void **state)
+{
+    struct batch b;
+    parseOk("[[\"SELECT ?, ?, ?, ?, ?\", 1e3, -0.5, 1E-2, 0.0, 2.5e+2]]", &b);
+    const struct param *p = b.stmts[0].params;
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(p[i].type, CAIRN_FLOAT);
+    }
+    assert_true(p[0].d == 1000.0);
+    assert_true(p[1].d == -0.5);
+    assert_true(p[2].d == 0.01);
+    assert_true(p[3].d == 0.0);
+    assert_true(p[4].d == 250.0);
+    batchFree(&b);
+
+    /* Longer than any stack copy. */
+    char body[400];
+    strcpy(body, "[[\"SELECT ?\", 1.");
+    memset(body + strlen(body), '0', 300);
+    strcpy(body + 16 + 300, "1]]");
+    parseOk(body, &b);
+    assert_int_equal(b.stmts[0].params[0].type, CAIRN_FLOAT);
+    assert_true(b.stmts[0].params[0].d == 1.0);
+    batchFree(&b);
+
+    expectError("[[\"SELECT ?\", 1e999]]", "invalid JSON");
+}
+
+static void test_invalid_numbers(void **state)
+{
+    static const char *bad[] = {"01",   "-01", "+1",   ".5",    "1.",       "-",   "1e",  "1e+",
+                                "1.e3", "--1", "0x10", "1.5.2", "Infinity", "NaN", "-.5", "00"};
+    char body[64];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, "[[\"SELECT ?\", %s]]", bad[i]);
+        expectError(body, "invalid JSON");
+    }
+}
+
+static void test_named_duplicates(void **state)
+{
+    struct batch b;
+    char body[8192];
+    size_t off;
+    expectError("[[\"SELECT :a\", {\"a\": 1, \"a\": 2}]]", "duplicate");
+    expectError("[[\"SELECT :a\", {\"a\": 1, \"b\": 2, \"\\u0061\": 3}]]", "duplicate");
+    expectError("[[\"SELECT :a\", {\"\": 1}]]", "empty name");
+
+    /* Many keys (past the linear scan): all distinct, then one duplicate. */
+    off = (size_t)snprintf(body, sizeof body, "[[\"SELECT 1\", {");
+    for (int i = 0; i < 200; i++) {
+        off +=
+            (size_t)snprintf(body + off, sizeof body - off, "%s\"k%d\": %d", i ? ", " : "", i, i);
+    }
+    snprintf(body + off, sizeof body - off, "}]]");
+    parseOk(body, &b);
+    assert_int_equal(b.stmts[0].nparams, 200);
+    assert_int_equal(b.stmts[0].params[199].i, 199);
+    assert_memory_equal(b.stmts[0].params[199].name, "k199", 4);
+    batchFree(&b);
+    snprintf(body + off, sizeof body - off, ", \"k123\": 0}]]");
+    expectError(body, "duplicate");
+}
+
+static void test_trailing(void **state)
+{
+    struct batch b;
+    parseOk(" \t\r\n[ \"SELECT 1\" , [ \"SELECT ?\" , 1 ] ] \n\t", &b);
+    assert_int_equal(b.n, 2);
+    batchFree(&b);
+    expectError("[\"a\"] ]", "invalid JSON");
+    expectError("[\"a\"] [\"b\"]", "invalid JSON");
+    expectError("[\"a\"]x", "invalid JSON");
+    expectError("[\"a\"],", "invalid JSON");
+    expectError("[\"a\" \"b\"]", "invalid JSON");
+    expectError("[,\"a\"]", "invalid JSON");
+    expectError("[\"a\",,\"b\"]", "invalid JSON");
+    expectError("\xef\xbb\xbf[\"a\"]", "invalid JSON"); /* a BOM, as jansson */
+    expectError("[tru]", "invalid JSON");
+    expectError("[[\"SELECT ?\", nul]]", "invalid JSON");
+    expectError("[[\"SELECT ?\", truex]]", "invalid JSON");
+}
+
+static void test_nesting(void **state)
+{
+    char body[20000];
+    size_t i;
+    /* Values of other types where a statement or the body should be. */
+    expectError("1", "must be a JSON array");
+    expectError("null", "must be a JSON array");
+    expectError("[null]", "statement 1 has type null");
+    expectError("[\"a\", true]", "statement 2 has type boolean");
+    expectError("[2.5]", "statement 1 has type real");
+    expectError("[[[\"SELECT 1\"]]]", "first element must be the SQL string, not array");
+    expectError("[[\"SELECT :a\", {\"a\": {\"b\": [1, {}]}}]]",
+                "parameter \"a\" has unsupported type object");
+    /* An object after the SQL is only the named form if alone. */
+    expectError("[[\"SELECT ?, ?\", {\"a\": 1}, 2]]", "parameter 1 has unsupported type object");
+    expectError("[[\"SELECT ?\", 1, [[[[]]]]]]", "parameter 2 has unsupported type array");
+    /* Errors of shape in statement order; a syntax error anywhere wins. */
+    expectError("[1, [], [1]]", "statement 1 has type integer");
+    expectError("[\"a\", [], 1]", "statement 2 is an empty array");
+    expectError("[1, \"a\", x]", "invalid JSON");
+    expectError("[[\"SELECT ?\", [1, 2]], \"a\" \"b\"]", "invalid JSON");
+    expectError("{\"a\": 1, \"b\": }", "invalid JSON");
+    expectError("[{\"a\" 1}]", "invalid JSON");
+    expectError("[{1: 1}]", "invalid JSON");
+    expectError("[[\"SELECT ?\", {\"a\": 1,}]]", "invalid JSON");
+    expectError("[[\"SELECT ?\", [1,]]]", "invalid JSON");
+    expectError("[]]", "invalid JSON");
+    expectError("]", "invalid JSON");
+    expectError("}", "invalid JSON");
+
+    /* Deep nesting: checked, not crashed on; too deep is a syntax error. */
+    for (i = 0; i < 5000; i++) {
+        body[i] = '[';
+    }
+    for (i = 0; i < 5000; i++) {
+        body[5000 + i] = ']';
+    }
+    body[10000] = '\0';
+    expectError(body, "depth");
+    memset(body, '[', 10000);
+    expectError(body, "invalid JSON");
+    /* Deep but within the limit, as a parameter: an error of shape. */
+    strcpy(body, "[[\"SELECT ?\", ");
+    size_t off = strlen(body);
+    for (i = 0; i < 1000; i++) {
+        body[off + i] = '[';
+    }
+    for (i = 0; i < 1000; i++) {
+        body[off + 1000 + i] = ']';
+    }
+    strcpy(body + off + 2000, "]]");
+    expectError(body, "parameter 1 has unsupported type array");
+    /* Empty named object: no parameters. */
+    struct batch b;
+    parseOk("[[\"SELECT 1\", {}]]", &b);
+    assert_int_equal(b.stmts[0].nparams, 0);
+    batchFree(&b);
+}
+
+static const char sample[] =
+    "[\"CREATE TABLE t(a, b)\", [\"INSERT INTO t VALUES(?, ?)\", 1, \"x\\u00e9\\n\"], "
+    "[\"INSERT INTO t VALUES(:a, :b)\", {\"a\": -2.5e3, \"b\": null}],\n"
+    " [\"SELECT ?\", true, false, -9223372036854775808, \"\\ud83d\\ude00\"]]";
+
+static void test_truncated(void **state)
+{
+    struct batch b;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    size_t len = strlen(sample);
+    assert_int_equal(requestParse(sample, len, &b, errmsg), 0);
+    assert_int_equal(b.n, 4);
+    batchFree(&b);
+    for (size_t n = 0; n < len; n++) {
+        /* A copy of exactly n bytes, so that ASan sees any read past the end. */
+        char *copy = malloc(n ? n : 1);
+        assert_non_null(copy);
+        memcpy(copy, sample, n);
+        errmsg[0] = '\0';
+        if (requestParse(copy, n, &b, errmsg) != CAIRN_EINVAL) {
+            fail_msg("a body truncated to %zu bytes was accepted", n);
+        }
+        assert_null(b.stmts);
+        assert_non_null(strstr(errmsg, "invalid JSON"));
+        free(copy);
+    }
+}
+
+static void test_mutations(void **state)
+{
+    static const char alphabet[] = "[]{}\",:\\u0123456789-+.eEtrufalsn \n\t\x01\x7f\xc3\xff";
+    struct batch b;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    size_t len = strlen(sample);
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    int ok = 0;
+    for (int round = 0; round < 10000; round++) {
+        char *copy = malloc(len);
+        int flips;
+        assert_non_null(copy);
+        memcpy(copy, sample, len);
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        flips = 1 + (int)(x % 4);
+        for (int f = 0; f < flips; f++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            size_t at = (size_t)(x % len);
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            copy[at] = (x & 1) ? (char)(x >> 8) : alphabet[(x >> 8) % (sizeof alphabet - 1)];
+        }
+        errmsg[0] = '\0';
+        int rv = requestParse(copy, len, &b, errmsg);
+        if (rv == 0) {
+            ok++;
+            for (size_t i = 0; i < b.n; i++) {
+                assert_non_null(b.stmts[i].sql);
+            }
+            batchFree(&b);
+        } else {
+            assert_int_equal(rv, CAIRN_EINVAL);
+            assert_null(b.stmts);
+            assert_true(errmsg[0] != '\0');
+        }
+        free(copy);
+    }
+    /* Some mutations keep the body valid (inside strings, say). */
+    assert_true(ok > 0);
+}
+
 static void test_single(void **state)
 {
     struct batch b;
@@ -136,9 +473,24 @@ static void test_single(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plain_strings), cmocka_unit_test(test_positional),
-        cmocka_unit_test(test_named),         cmocka_unit_test(test_sql_only_array),
-        cmocka_unit_test(test_malformed),     cmocka_unit_test(test_single),
+        cmocka_unit_test(test_plain_strings),
+        cmocka_unit_test(test_positional),
+        cmocka_unit_test(test_named),
+        cmocka_unit_test(test_sql_only_array),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_single),
+        cmocka_unit_test(test_escapes),
+        cmocka_unit_test(test_raw_utf8),
+        cmocka_unit_test(test_control_characters),
+        cmocka_unit_test(test_integers),
+        cmocka_unit_test(test_floats),
+        cmocka_unit_test(test_invalid_numbers),
+        cmocka_unit_test(test_named_duplicates),
+        cmocka_unit_test(test_trailing),
+        cmocka_unit_test(test_nesting),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_nul_escape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
