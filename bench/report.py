@@ -111,8 +111,13 @@ def build(runs, meta):
             ok = ratio is not None and ratio >= TXN_TARGET
             result = verdict(ok, r, s)
             verdicts.append((name, result))
-        elif r["errors"] or (s and s["errors"]):
-            result = "errors"
+        else:
+            notes = []
+            if r["errors"]:
+                notes.append(f"cairnd: {plural(r['errors'], 'error')}")
+            if s and s["errors"]:
+                notes.append(f"SQLite: {plural(s['errors'], 'error')}")
+            result = "; ".join(notes)
         lines.append("| " + " | ".join([
             name,
             fmt_rate(r["rows_per_s"]), fmt_ms(r["p50_ms"]), fmt_ms(r["p99_ms"]), errors_cell(r),
@@ -134,11 +139,15 @@ def build(runs, meta):
     return lines, pairs, verdicts
 
 
+def plural(n, word):
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def verdict(ok, r, base):
     if r["errors"]:
-        return f"FAIL ({r['errors']} errors)"
+        return f"FAIL ({plural(r['errors'], 'error')})"
     if base and base["errors"]:
-        return ("PASS" if ok else "FAIL") + f" (baseline had {base['errors']} errors)"
+        return ("PASS" if ok else "FAIL") + f" (baseline had {plural(base['errors'], 'error')})"
     return "PASS" if ok else "FAIL"
 
 
@@ -206,8 +215,10 @@ def section(runs, meta):
     out.append(f"cairnd after the run: {meta.get('cairnd_stop', '?')}.")
     rss_all = meta.get("rss_peak_all_kib", "")
     if rss_all.isdigit():
-        out.append(f"Its peak RSS over the whole run, (b) and (c) included, was "
-                   f"{int(rss_all) / 1024:.1f} MiB.")
+        mib = int(rss_all) / 1024
+        out.append(f"Its peak RSS over the whole run, (b) and (c) included, was {mib:.1f} MiB"
+                   + (f", above the {RSS_LIMIT_MIB:g} MiB that the target sets for (a)."
+                      if mib >= RSS_LIMIT_MIB else "."))
     out.append("")
     out.append("### What was measured")
     out.append("")
