@@ -86,6 +86,47 @@ int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *e
     return 0;
 }
 
+/* ---- memory bounds of the in-memory log ---------------------------------------- */
+
+static unsigned clampSpan(unsigned cfg, size_t budget, double avg)
+{
+    double n = avg > 0 ? (double)budget / avg : (double)cfg;
+    if (n < 16) {
+        n = 16;
+    }
+    return n < (double)cfg ? (unsigned)n : cfg;
+}
+
+static void fsmAdjustLimits(struct fsm *f, size_t entry_len)
+{
+    unsigned th;
+    unsigned tr;
+    f->avg_entry = f->avg_entry * 0.95 + (double)entry_len * 0.05;
+    th = clampSpan(f->cfg_threshold, f->log_budget, f->avg_entry);
+    tr = clampSpan(f->cfg_trailing, f->log_budget, f->avg_entry);
+    if (th != f->cur_threshold) {
+        raft_set_snapshot_threshold(f->raft, th);
+        f->cur_threshold = th;
+    }
+    if (tr != f->cur_trailing) {
+        raft_set_snapshot_trailing(f->raft, tr);
+        f->cur_trailing = tr;
+    }
+}
+
+void fsmSetLimits(struct fsm *f, unsigned threshold, unsigned trailing, size_t budget)
+{
+    f->cfg_threshold = threshold;
+    f->cfg_trailing = trailing;
+    f->log_budget = budget;
+    f->avg_entry = 256;
+    f->cur_threshold = threshold;
+    f->cur_trailing = trailing;
+    raft_set_snapshot_threshold(f->raft, threshold);
+    raft_set_snapshot_trailing(f->raft, trailing);
+    fsmAdjustLimits(f, 256);
+}
+
 /* ---- apply ------------------------------------------------------------------- */
 
 static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **result)
@@ -99,6 +140,7 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
     cairn_result_free(f->pending); /* nobody waited for the previous one */
     f->pending = NULL;
     *result = NULL;
+    fsmAdjustLimits(f, buf->len);
 
     rv = commandDecode(buf->base, buf->len, &b, f->errmsg);
     if (rv != 0) {

@@ -23,6 +23,17 @@ struct fsm {
     char snap_dir[PATH_MAX - 64];
     unsigned keep_snapshots;
     struct cairn_result *pending; /* result of the last apply, until its callback takes it */
+    /* libraft keeps in memory every entry since the last snapshot plus `trailing`
+     * more, and counts both in entries. With large entries (a 10,000-row request is
+     * ~1.6 MB) that is unbounded memory, so the limits actually given to libraft are
+     * the configured ones, lowered so that each span holds at most log_budget bytes of
+     * average-sized entries. */
+    unsigned cfg_threshold;
+    unsigned cfg_trailing;
+    size_t log_budget;
+    double avg_entry; /* moving average of command sizes in bytes */
+    unsigned cur_threshold;
+    unsigned cur_trailing;
     uint64_t snapshots_taken;
     uint64_t last_snapshot_index;
     char errmsg[CAIRN_ERRMSG_SIZE];
@@ -33,6 +44,10 @@ struct fsm {
 void fsmInit(struct fsm *f, struct raft_fsm *rf, struct store *store, struct raft *raft,
              const char *snap_dir);
 void fsmClose(struct fsm *f);
+
+/* Set the configured snapshot threshold and trailing count (entries) and the memory
+ * budget for each span (bytes); applies them to libraft. Loop thread. */
+void fsmSetLimits(struct fsm *f, unsigned threshold, unsigned trailing, size_t budget);
 
 /* Take the result left by the last apply (the apply callback calls this right
  * after fsm->apply). The caller owns it. */

@@ -22,6 +22,9 @@
 #define TICK_MS 50
 #define ELECTION_TIMEOUT_MS 1000
 #define HEARTBEAT_TIMEOUT_MS 100
+/* Bytes of log entries libraft may hold in memory per span (since the last snapshot,
+ * and trailing after it); see fsmSetLimits. */
+#define LOG_MEMORY_BUDGET (24u << 20)
 
 enum { OP_APPLY = 1, OP_BARRIER };
 
@@ -433,8 +436,7 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     n->raft.data = n;
     raft_set_election_timeout(&n->raft, ELECTION_TIMEOUT_MS);
     raft_set_heartbeat_timeout(&n->raft, HEARTBEAT_TIMEOUT_MS);
-    raft_set_snapshot_threshold(&n->raft, cfg->snapshot_threshold);
-    raft_set_snapshot_trailing(&n->raft, cfg->snapshot_trailing);
+    fsmSetLimits(&n->fsm, cfg->snapshot_threshold, cfg->snapshot_trailing, LOG_MEMORY_BUDGET);
 
     /* First start: a one-voter cluster of this node. Later starts find the state on
      * disk and libraft answers RAFT_CANTBOOTSTRAP, which is the normal case. */
