@@ -117,22 +117,25 @@ char *bufDetach(struct buf *b, size_t *len)
     return p;
 }
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 if it is not one. */
-static size_t utf8Len(const unsigned char *s, size_t n)
+size_t utf8Decode(const unsigned char *s, size_t n, uint32_t *cp)
 {
     size_t len;
-    uint32_t cp;
-    if (s[0] < 0x80) {
-        return 1;
-    } else if ((s[0] & 0xe0) == 0xc0) {
+    uint32_t c;
+    if (n == 0) {
+        return 0;
+    }
+    c = s[0];
+    if (c < 0x80) {
+        len = 1;
+    } else if ((c & 0xe0) == 0xc0) {
         len = 2;
-        cp = s[0] & 0x1f;
-    } else if ((s[0] & 0xf0) == 0xe0) {
+        c &= 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
         len = 3;
-        cp = s[0] & 0x0f;
-    } else if ((s[0] & 0xf8) == 0xf0) {
+        c &= 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
         len = 4;
-        cp = s[0] & 0x07;
+        c &= 0x07;
     } else {
         return 0;
     }
@@ -143,12 +146,15 @@ static size_t utf8Len(const unsigned char *s, size_t n)
         if ((s[i] & 0xc0) != 0x80) {
             return 0;
         }
-        cp = (cp << 6) | (s[i] & 0x3f);
+        c = (c << 6) | (s[i] & 0x3f);
     }
     /* Overlong forms, surrogates and values past U+10FFFF are not UTF-8. */
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
+    if ((len == 2 && c < 0x80) || (len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
+        (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff) {
         return 0;
+    }
+    if (cp != NULL) {
+        *cp = c;
     }
     return len;
 }
@@ -169,7 +175,7 @@ void bufJsonString(struct buf *b, const char *s, size_t n)
         if (c >= 0x80) {
             /* SQLite text may hold bytes that are not UTF-8; JSON may not. Each bad
              * byte becomes U+FFFD so that the response stays valid JSON. */
-            size_t k = utf8Len((const unsigned char *)s + i, n - i);
+            size_t k = utf8Decode((const unsigned char *)s + i, n - i, NULL);
             if (k > 0) {
                 i += k - 1;
                 continue;

@@ -40,6 +40,11 @@ void bufBase64(struct buf *b, const void *p, size_t n);
 /* Re-indent compact JSON in src into b (two spaces a level). */
 void bufJsonPretty(struct buf *b, const char *src, size_t n);
 
+/* Length of the valid UTF-8 sequence at s[0..n) (1-4), storing its code point in *cp
+ * when cp is not NULL; 0 when the bytes are not UTF-8 (truncated, overlong, a
+ * surrogate, beyond U+10FFFF). */
+size_t utf8Decode(const unsigned char *s, size_t n, uint32_t *cp);
+
 /* Little-endian fixed-width encoding helpers. */
 void bufPutU8(struct buf *b, uint8_t v);
 void bufPutU16(struct buf *b, uint16_t v);

@@ -183,10 +183,6 @@ struct cairn_result *fsmTakeResult(struct fsm *f, void *result)
 
 /* ---- snapshots ------------------------------------------------------------------ */
 
-struct snap_work {
-    struct snapshot_manifest m;
-};
-
 static void snapPath(struct fsm *f, const char *name, char *out, size_t n)
 {
     snprintf(out, n, "%s/%s", f->snap_dir, name);

@@ -13,6 +13,8 @@
  * body wins over them, as it did when the whole body went through jansson first. */
 #include "request.h"
 
+#include "buf.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -158,36 +160,6 @@ static int readHex4(struct parser *ps, const char *q, unsigned *out)
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s (its first byte >= 0x80), or 0. As
- * jansson: no overlong forms, no surrogates, nothing beyond U+10FFFF. The sentinel
- * NUL is not a continuation byte, so this never reads past the end. */
-static size_t utf8Len(const unsigned char *s)
-{
-    unsigned c = s[0];
-    unsigned cp;
-    if (c < 0xC2 || c > 0xF4) {
-        return 0;
-    }
-    if ((s[1] & 0xC0) != 0x80) {
-        return 0;
-    }
-    if (c < 0xE0) {
-        return 2;
-    }
-    if ((s[2] & 0xC0) != 0x80) {
-        return 0;
-    }
-    if (c < 0xF0) {
-        cp = ((c & 0x0F) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
-        return (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)) ? 0 : 3;
-    }
-    if ((s[3] & 0xC0) != 0x80) {
-        return 0;
-    }
-    cp = ((c & 0x07) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu);
-    return (cp < 0x10000 || cp > 0x10FFFF) ? 0 : 4;
-}
-
 static int invalidUtf8(struct parser *ps, const char *q)
 {
     return syntaxError(ps, q, "invalid UTF-8: unable to decode byte 0x%02x in a string",
@@ -218,7 +190,7 @@ static int decodeString(struct parser *ps, const char *s, const char *q, const c
             return syntaxError(ps, q, "control character 0x%02x in a string", c);
         }
         if (c >= 0x80) {
-            size_t n8 = utf8Len((const unsigned char *)q);
+            size_t n8 = utf8Decode((const unsigned char *)q, (size_t)(ps->end - q), NULL);
             if (n8 == 0) {
                 return invalidUtf8(ps, q);
             }
@@ -332,7 +304,7 @@ static int parseString(struct parser *ps, const char **out, size_t *n)
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             q++;
         } else if (c >= 0x80) {
-            size_t n8 = utf8Len((const unsigned char *)q);
+            size_t n8 = utf8Decode((const unsigned char *)q, (size_t)(ps->end - q), NULL);
             if (n8 == 0) {
                 return invalidUtf8(ps, q);
             }

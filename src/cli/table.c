@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "buf.h"
 #include "cli.h"
 #include "http.h"
 #include "table.h"
@@ -76,40 +77,6 @@ static int inRanges(const range *r, size_t n, uint32_t cp)
     return 0;
 }
 
-/* Decodes one UTF-8 sequence at s (n > 0 bytes available). Returns its length in bytes and
- * stores the code point, or returns 0 when the bytes are not valid UTF-8. */
-static size_t decodeUtf8(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    size_t len;
-    uint32_t c = s[0];
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if ((c & 0xE0) == 0xC0) {
-        len = 2;
-        c &= 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-        len = 3;
-        c &= 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-        len = 4;
-        c &= 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n) {
-        return 0;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) {
-            return 0;
-        }
-        c = (c << 6) | (s[i] & 0x3F);
-    }
-    *cp = c;
-    return len;
-}
-
 size_t cliDisplayWidth(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
@@ -117,7 +84,7 @@ size_t cliDisplayWidth(const char *s, size_t len)
     size_t i = 0;
     while (i < len) {
         uint32_t cp;
-        size_t n = decodeUtf8(p + i, len - i, &cp);
+        size_t n = utf8Decode(p + i, len - i, &cp);
         if (n == 0) {
             width++;
             i++;
