@@ -977,15 +977,30 @@ bool storeIsReadOnly(struct store *s, const struct batch *b)
     for (i = 0; i < b->n && ro; i++) {
         const char *tail = b->stmts[i].sql;
         const char *end = tail + b->stmts[i].sql_len;
+        /* A single statement is prepared into the reader's cache, where the read
+         * that usually follows finds it. */
+        sqlite3_stmt *ps = cacheGet(&r->cache, tail, (size_t)(end - tail));
+        if (ps != NULL) {
+            ro = sqlite3_stmt_readonly(ps) != 0;
+            continue;
+        }
         while (tail < end && ro) {
-            sqlite3_stmt *ps = NULL;
             const char *next = NULL;
-            if (sqlite3_prepare_v2(r->db, tail, (int)(end - tail), &ps, &next) != SQLITE_OK) {
+            bool cached = false;
+            ps = NULL;
+            if (sqlite3_prepare_v3(r->db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT,
+                                   &ps, &next) != SQLITE_OK) {
                 ro = false; /* let the writer report the error in order */
             } else if (ps != NULL && !sqlite3_stmt_readonly(ps)) {
                 ro = false;
             }
-            sqlite3_finalize(ps);
+            if (ps != NULL && tail == b->stmts[i].sql && next == end &&
+                !isTxnControl(tail, (size_t)(next - tail))) {
+                cached = cachePut(&r->cache, tail, (size_t)(end - tail), ps);
+            }
+            if (!cached) {
+                sqlite3_finalize(ps);
+            }
             tail = next;
         }
     }
