@@ -40,7 +40,8 @@ extern "C" {
     X(CAIRN_ENOTFOUND, 12, "not found")                                                  \
     X(CAIRN_ETOOBIG, 13, "too big")                                                      \
     X(CAIRN_ETIMEOUT, 14, "timed out")                                                   \
-    X(CAIRN_ENOSPC, 15, "no space left on device")
+    X(CAIRN_ENOSPC, 15, "no space left on device")                                      \
+    X(CAIRN_EEXIST, 16, "already exists")
 
 enum cairn_rc {
 #define CAIRN_X_(name, value, msg) name = value,

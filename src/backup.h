@@ -1,0 +1,165 @@
+/* The backup engine: full, incremental and differential backups of a SQLite page
+ * image into `.cbk` files, chain restore, verification and the catalog of a
+ * repository.
+ *
+ * The engine knows nothing of Raft or of the server: it reads pages from a file
+ * descriptor whose content does not change while it reads (the server freezes its
+ * database for that, see store.h; backupSnapshotFile() makes such a frozen copy of
+ * any SQLite file that other programs may be writing). A repository is a directory
+ * of `.cbk` files; everything the catalog says is derived from the files themselves,
+ * so that restoring a database never rewinds the list of its backups.
+ *
+ * Every function is synchronous and may take long (it reads or writes a whole
+ * database); call it from a worker thread, never from the loop thread. Memory is
+ * bounded by the block size and the page-hash manifests (8 bytes per page), never by
+ * the database size. The byte layout of a `.cbk` file is in docs/FORMAT.md.
+ * Any thread; functions share no state except the id generator (thread-safe). */
+#ifndef CAIRN_BACKUP_H
+#define CAIRN_BACKUP_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define BACKUP_FULL 1
+#define BACKUP_INCREMENTAL 2
+#define BACKUP_DIFFERENTIAL 3
+
+/* Ids are 27 characters, e.g. "20261122T101500123Z-0001-7f3a": creation time in UTC
+ * to the millisecond, a per-process counter, then random hex. Sorting ids as strings
+ * sorts backups by creation, also within one millisecond in one process. */
+#define BACKUP_ID_SIZE 32   /* with the terminating NUL; ids are shorter */
+#define BACKUP_SOURCE_SIZE 256
+#define BACKUP_DIGEST_SIZE 16 /* XXH3-128 of a whole file */
+
+/* Verified state of a backup, as recorded by the last backupVerify() (a sidecar file
+ * `<id>.verified` beside the backup; the backup file itself is never rewritten). */
+#define BACKUP_UNVERIFIED 0
+#define BACKUP_VERIFIED 1
+#define BACKUP_VERIFY_FAILED 2
+
+/* One catalog entry. Everything but path, verified and verified_ms comes from the
+ * file's header and footer. */
+struct backup_info {
+    char id[BACKUP_ID_SIZE];
+    int type;                           /* BACKUP_FULL, BACKUP_INCREMENTAL, ... */
+    char parent_id[BACKUP_ID_SIZE];     /* "" for a full backup */
+    unsigned char parent_digest[BACKUP_DIGEST_SIZE]; /* zero for a full backup */
+    unsigned char digest[BACKUP_DIGEST_SIZE];        /* this file's trailer digest */
+    char source[BACKUP_SOURCE_SIZE];    /* what was backed up (see backup_source) */
+    int64_t created_ms;                 /* Unix ms when the backup started */
+    uint64_t raft_index;                /* index of the image; 0 outside a server */
+    uint64_t raft_term;
+    uint32_t page_size;
+    uint64_t page_count;                /* pages of the database at this backup */
+    uint64_t pages;                     /* pages stored in this file (changed pages) */
+    uint64_t size_bytes;                /* size of the .cbk file */
+    int64_t duration_ms;                /* time the backup took to write */
+    char path[PATH_MAX];                /* where the file is */
+    int verified;                       /* BACKUP_UNVERIFIED, ... */
+    int64_t verified_ms;                /* when, if verified != BACKUP_UNVERIFIED */
+    char error[256];                    /* repoList(): non-empty when the file cannot
+                                           be read (the entry is listed, marked) */
+};
+
+/* A frozen page image to back up. */
+struct backup_source {
+    int fd;              /* the database file; read with pread, not closed by the engine */
+    uint64_t raft_index; /* recorded in the header; 0 outside a server */
+    uint64_t raft_term;
+    const char *source;  /* identity of the database (server: "cairnd:<data dir>";
+                            standalone: the file's absolute path). Incremental and
+                            differential backups take their parent among the
+                            repository's backups of the same source. */
+};
+
+/* Called now and then with the bytes done and the total; may be NULL. */
+typedef void (*backup_progress_fn)(void *arg, uint64_t done, uint64_t total);
+
+struct backup_options {
+    int type;                   /* BACKUP_FULL, BACKUP_INCREMENTAL, BACKUP_DIFFERENTIAL */
+    const char *repo;           /* repository directory; created if missing */
+    int level;                  /* zstd level; 0 means the default */
+    uint32_t block_pages;       /* pages per compressed block; 0 means the default */
+    backup_progress_fn progress;
+    void *progress_arg;
+};
+
+/* Back up the image of src into a new file `<repo>/<id>.cbk`: read page 1 for the page
+ * size and page count, hash every page, choose the parent (incremental: the newest
+ * backup of any type of the same source; differential: the newest full one), store
+ * the pages whose hash differs from the parent's manifest (all of them for a full
+ * backup), and write the file as tmp + fsync + rename (never replacing a file) +
+ * directory fsync. An incremental or differential backup with no parent available
+ * fails with CAIRN_ENOTFOUND and says so. On success fills *out. On failure the
+ * temporary file is removed, the repository is as it was, and errmsg says what
+ * failed and on which file. */
+int backupCreate(const struct backup_source *src, const struct backup_options *opt,
+                 struct backup_info *out, char *errmsg);
+
+/* Make a frozen copy of the SQLite database at db_path, which other programs may be
+ * writing (WAL or rollback-journal mode), into a temporary file in tmp_dir with
+ * SQLite's online backup API, and open it: src->fd is the copy, tmp_path (PATH_MAX
+ * bytes) receives its name. Release with backupSnapshotRelease(). */
+int backupSnapshotFile(const char *db_path, const char *tmp_dir, struct backup_source *src,
+                       char *tmp_path, char *errmsg);
+void backupSnapshotRelease(struct backup_source *src, const char *tmp_path);
+
+/* Read a backup file's header and footer into *out (verified state included), without
+ * reading its blocks. CAIRN_ECORRUPT (errmsg names the file and what is wrong) when
+ * they do not check out. */
+int backupReadInfo(const char *path, struct backup_info *out, char *errmsg);
+
+/* The catalog: every `*.cbk` file of repo, sorted by id. Files whose header or footer
+ * is damaged are listed with `error` set. *out is allocated (free() it), *n its
+ * length; an empty or missing repository gives n = 0 and returns 0. */
+int repoList(const char *repo, struct backup_info **out, size_t *n, char *errmsg);
+
+/* Find a backup by id in repo (or, when `ref` contains a '/', the file at that
+ * path). CAIRN_ENOTFOUND with a message naming the id when there is none. */
+int repoFind(const char *repo, const char *ref, struct backup_info *out, char *errmsg);
+
+/* Check every backup of the chain that ends at `ref` (an id, or a path as for
+ * repoFind): every checksum, the trailer digests, each parent's id and digest.
+ * With trial_restore, also restore the chain into a temporary file in the
+ * repository and run PRAGMA integrity_check on it. Records the outcome in the
+ * sidecar file. On failure errmsg names the file and the broken part or link. */
+int backupVerify(const char *repo, const char *ref, bool trial_restore,
+                 backup_progress_fn progress, void *progress_arg, char *errmsg);
+
+struct restore_options {
+    const char *repo;
+    const char *ref;            /* backup id, or a path to a .cbk */
+    const char *out;            /* the database file to create */
+    bool force;                 /* replace an existing `out` */
+    backup_progress_fn progress;
+    void *progress_arg;
+};
+
+/* Restore the chain that ends at opt->ref into opt->out: resolve the chain through
+ * parent ids and parent digests back to its full backup, verify every file before
+ * writing anything, write the pages into a temporary file beside `out`, check every
+ * page against the manifest of the backup, fsync, run PRAGMA integrity_check, then
+ * rename into place and fsync the directory. `out` existing without force:
+ * CAIRN_EEXIST, nothing written. On success *restored (may be NULL) describes the
+ * backup restored. On failure nothing is left at `out` that was not there. */
+int backupRestore(const struct restore_options *opt, struct backup_info *restored,
+                  char *errmsg);
+
+/* Append the JSON object of a catalog entry to b (the shape of GET /admin/backups,
+ * documented in the README): id, type, parent_id (null for full), created (ISO 8601
+ * UTC), created_ms, raft_index, raft_term, page_size, page_count, pages, size_bytes,
+ * path, duration_ms, verified ("unverified", "verified", "failed"), verified_at (ISO
+ * 8601 or null), digest and parent_digest (hex, null for none), source, and error
+ * (only when set). */
+struct buf;
+void backupInfoJson(const struct backup_info *info, struct buf *b);
+
+/* A new backup id (see BACKUP_ID_SIZE). Thread-safe. */
+void backupNewId(char id[BACKUP_ID_SIZE]);
+
+/* "full", "incremental", "differential"; and back (-1 when unknown). */
+const char *backupTypeName(int type);
+int backupTypeFromName(const char *name);
+
+#endif
