@@ -1,14 +1,19 @@
 /* Command encoding and decoding (see command.h and docs/FORMAT.md). Any thread.
  *
- * Layout, little-endian:
+ * Version 2, little-endian:
  *   header  magic "CCMD" | version u8 | kind u8 | flags u16 | time_ms i64 | seed u64 |
- *           nstmts u32 | reserved u32
- *   stmts   sql_len u32 | sql | nparams u32 | params
- *   param   type u8 | name_len u32 | name | value
- *           (INTEGER: i64, FLOAT: IEEE-754 bits u64, TEXT/BLOB: len u32 + bytes, NULL: -)
+ *           nstmts u32 | nparams u32 (all statements together)
+ *   sqls    nsql varint, then each distinct SQL text once: len varint | bytes
+ *   stmts   sql varint (index into sqls) | nparams varint | params
+ *   param   type u8 | name_len varint | name | value
+ *           (INTEGER: i64, FLOAT: IEEE-754 bits u64, TEXT/BLOB: len varint + bytes, NULL: -)
  *   pad     0-7 zero bytes, so that the whole command is a multiple of 8 bytes: libraft's
  *           segment loader reads entry payloads as if they were padded to 8 bytes
- *   trailer XXH3-64 of every byte before it */
+ *   trailer XXH3-64 of every byte before it
+ * Bulk requests repeat one statement with new parameters thousands of times; storing
+ * each SQL text once keeps the log entry (and libraft's byte-at-a-time CRC over it)
+ * to the parameters. Version 1 (every SQL text inline, fixed-width lengths) is still
+ * decoded, so that logs written by earlier builds replay. */
 #include "command.h"
 
 #include <stdlib.h>
@@ -21,12 +26,15 @@
 void batchFree(struct batch *b)
 {
     size_t i;
-    if (b->stmts != NULL) {
+    if (b->params != NULL) {
+        free(b->params); /* the statements' parameters are slices of it */
+    } else if (b->stmts != NULL) {
         for (i = 0; i < b->n; i++) {
             free(b->stmts[i].params);
         }
-        free(b->stmts);
     }
+    free(b->stmts);
+    b->params = NULL;
     if (b->owner != NULL && b->owner_free != NULL) {
         b->owner_free(b->owner);
     }
@@ -56,12 +64,125 @@ int batchParams(struct stmt *s, size_t n)
     return 0;
 }
 
+static void putVarint(struct buf *out, uint64_t v)
+{
+    unsigned char tmp[10];
+    size_t n = 0;
+    do {
+        tmp[n] = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        if (v != 0) {
+            tmp[n] |= 0x80;
+        }
+        n++;
+    } while (v != 0);
+    bufPut(out, tmp, n);
+}
+
+static size_t varintSize(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* The distinct SQL texts of a batch: an open-addressing table from text to its index
+ * in the command's SQL table, and for each statement the index it refers to. */
+struct sqlset {
+    uint32_t *slots;  /* 1 + statement index of the first statement with that text; 0 free */
+    size_t mask;
+    uint32_t *ref;    /* per statement: index into the SQL table */
+    uint32_t *first;  /* per SQL table entry: the statement that holds the text */
+    uint32_t n;
+};
+
+static int sqlsetBuild(struct sqlset *t, const struct batch *b)
+{
+    size_t cap = 16;
+    size_t i;
+    while (cap < b->n * 2) {
+        cap <<= 1;
+    }
+    t->slots = calloc(cap, sizeof *t->slots);
+    t->ref = malloc((b->n ? b->n : 1) * sizeof *t->ref);
+    t->first = malloc((b->n ? b->n : 1) * sizeof *t->first);
+    t->mask = cap - 1;
+    t->n = 0;
+    if (t->slots == NULL || t->ref == NULL || t->first == NULL) {
+        return CAIRN_ENOMEM;
+    }
+    for (i = 0; i < b->n; i++) {
+        const struct stmt *s = &b->stmts[i];
+        size_t h;
+        /* The common case, a run of one statement: no hashing. */
+        if (i > 0 && s->sql_len == b->stmts[i - 1].sql_len &&
+            (s->sql == b->stmts[i - 1].sql || memcmp(s->sql, b->stmts[i - 1].sql, s->sql_len) == 0)) {
+            t->ref[i] = t->ref[i - 1];
+            continue;
+        }
+        h = (size_t)XXH3_64bits(s->sql, s->sql_len) & t->mask;
+        for (;;) {
+            uint32_t slot = t->slots[h];
+            if (slot == 0) {
+                t->slots[h] = (uint32_t)i + 1;
+                t->first[t->n] = (uint32_t)i;
+                t->ref[i] = t->n++;
+                break;
+            }
+            const struct stmt *o = &b->stmts[slot - 1];
+            if (o->sql_len == s->sql_len && memcmp(o->sql, s->sql, s->sql_len) == 0) {
+                t->ref[i] = t->ref[slot - 1];
+                break;
+            }
+            h = (h + 1) & t->mask;
+        }
+    }
+    return 0;
+}
+
+static void sqlsetFree(struct sqlset *t)
+{
+    free(t->slots);
+    free(t->ref);
+    free(t->first);
+}
+
 void commandEncode(const struct batch *b, struct buf *out)
 {
+    struct sqlset set;
     size_t start = out->len;
+    size_t total = COMMAND_HEADER_SIZE + COMMAND_TRAILER_SIZE + 8 + 10;
+    size_t nparams = 0;
     size_t i;
     size_t j;
     uint64_t bits;
+
+    if (sqlsetBuild(&set, b) != 0) {
+        sqlsetFree(&set);
+        out->oom = true;
+        return;
+    }
+    /* Size it first: one allocation, no copying as the buffer grows. */
+    for (i = 0; i < set.n; i++) {
+        total += 10 + b->stmts[set.first[i]].sql_len;
+    }
+    for (i = 0; i < b->n; i++) {
+        const struct stmt *s = &b->stmts[i];
+        total += varintSize(set.ref[i]) + varintSize(s->nparams);
+        nparams += s->nparams;
+        for (j = 0; j < s->nparams; j++) {
+            const struct param *p = &s->params[j];
+            total += 1 + 10 + (p->name ? p->name_len : 0) + 10 +
+                     ((p->type == CAIRN_TEXT || p->type == CAIRN_BLOB) ? p->n : 0);
+        }
+    }
+    if (bufReserve(out, total) != 0) {
+        sqlsetFree(&set);
+        return;
+    }
 
     bufPut(out, COMMAND_MAGIC, 4);
     bufPutU8(out, COMMAND_VERSION);
@@ -70,16 +191,21 @@ void commandEncode(const struct batch *b, struct buf *out)
     bufPutU64(out, (uint64_t)b->time_ms);
     bufPutU64(out, b->seed);
     bufPutU32(out, (uint32_t)b->n);
-    bufPutU32(out, 0);
+    bufPutU32(out, (uint32_t)nparams);
+    putVarint(out, set.n);
+    for (i = 0; i < set.n; i++) {
+        const struct stmt *s = &b->stmts[set.first[i]];
+        putVarint(out, s->sql_len);
+        bufPut(out, s->sql, s->sql_len);
+    }
     for (i = 0; i < b->n; i++) {
         const struct stmt *s = &b->stmts[i];
-        bufPutU32(out, (uint32_t)s->sql_len);
-        bufPut(out, s->sql, s->sql_len);
-        bufPutU32(out, (uint32_t)s->nparams);
+        putVarint(out, set.ref[i]);
+        putVarint(out, s->nparams);
         for (j = 0; j < s->nparams; j++) {
             const struct param *p = &s->params[j];
             bufPutU8(out, (uint8_t)p->type);
-            bufPutU32(out, (uint32_t)(p->name ? p->name_len : 0));
+            putVarint(out, p->name ? p->name_len : 0);
             if (p->name != NULL) {
                 bufPut(out, p->name, p->name_len);
             }
@@ -93,7 +219,7 @@ void commandEncode(const struct batch *b, struct buf *out)
                     break;
                 case CAIRN_TEXT:
                 case CAIRN_BLOB:
-                    bufPutU32(out, (uint32_t)p->n);
+                    putVarint(out, p->n);
                     bufPut(out, p->s, p->n);
                     break;
                 default:
@@ -101,6 +227,7 @@ void commandEncode(const struct batch *b, struct buf *out)
             }
         }
     }
+    sqlsetFree(&set);
     while ((out->len - start) % 8 != 0) {
         bufPutU8(out, 0);
     }
@@ -114,6 +241,7 @@ struct reader {
     const unsigned char *p;
     size_t n;
     size_t off;
+    int version;
     char *errmsg;
 };
 
@@ -156,6 +284,38 @@ static int readU64(struct reader *r, uint64_t *v, const char *what)
     return 0;
 }
 
+/* A length or count: a u32 in version 1, a varint of at most 32 bits in version 2. */
+static int readLen(struct reader *r, uint32_t *v, const char *what)
+{
+    uint64_t x = 0;
+    unsigned shift = 0;
+    size_t at = r->off;
+    if (r->version == 1) {
+        return readU32(r, v, what);
+    }
+    for (;;) {
+        uint8_t byte;
+        if (readU8(r, &byte, what) != 0) {
+            return CAIRN_ECORRUPT;
+        }
+        x |= (uint64_t)(byte & 0x7f) << shift;
+        if ((byte & 0x80) == 0) {
+            break;
+        }
+        shift += 7;
+        if (shift > 28) {
+            errorf(r->errmsg, "command has an overlong %s at offset %zu", what, at);
+            return CAIRN_ECORRUPT;
+        }
+    }
+    if (x > UINT32_MAX) {
+        errorf(r->errmsg, "command has a %s out of range at offset %zu", what, at);
+        return CAIRN_ECORRUPT;
+    }
+    *v = (uint32_t)x;
+    return 0;
+}
+
 static int readBytes(struct reader *r, size_t k, const char **out, const char *what)
 {
     if (need(r, k, what) != 0) {
@@ -168,10 +328,11 @@ static int readBytes(struct reader *r, size_t k, const char **out, const char *w
 
 static int decodeParam(struct reader *r, struct param *p)
 {
+    size_t at = r->off;
     uint8_t type;
     uint32_t len;
     uint64_t v;
-    if (readU8(r, &type, "parameter type") != 0 || readU32(r, &len, "parameter name") != 0) {
+    if (readU8(r, &type, "parameter type") != 0 || readLen(r, &len, "parameter name") != 0) {
         return CAIRN_ECORRUPT;
     }
     p->type = type;
@@ -195,7 +356,7 @@ static int decodeParam(struct reader *r, struct param *p)
             return 0;
         case CAIRN_TEXT:
         case CAIRN_BLOB:
-            if (readU32(r, &len, "parameter length") != 0 ||
+            if (readLen(r, &len, "parameter length") != 0 ||
                 readBytes(r, len, &p->s, "parameter bytes") != 0) {
                 return CAIRN_ECORRUPT;
             }
@@ -204,24 +365,145 @@ static int decodeParam(struct reader *r, struct param *p)
         case CAIRN_NULL:
             return 0;
         default:
-            errorf(r->errmsg, "command has unknown parameter type %u at offset %zu", type,
-                   r->off - 1 - 4 - len);
+            errorf(r->errmsg, "command has unknown parameter type %u at offset %zu", type, at);
             return CAIRN_ECORRUPT;
     }
 }
 
+/* Version 1: each statement carries its SQL text and its own parameter array. */
+static int decodeStmtsV1(struct reader *r, struct batch *b, uint32_t nstmts)
+{
+    size_t i;
+    size_t j;
+    for (i = 0; i < nstmts; i++) {
+        struct stmt *s = &b->stmts[i];
+        uint32_t len;
+        uint32_t nparams;
+        if (readLen(r, &len, "SQL length") != 0 ||
+            readBytes(r, len, &s->sql, "SQL text") != 0) {
+            return CAIRN_ECORRUPT;
+        }
+        s->sql_len = len;
+        if (readLen(r, &nparams, "parameter count") != 0) {
+            return CAIRN_ECORRUPT;
+        }
+        if (nparams > (r->n - r->off) / 5) {
+            errorf(r->errmsg, "statement %zu claims %u parameters but only %zu bytes are left",
+                   i + 1, nparams, r->n - r->off);
+            return CAIRN_ECORRUPT;
+        }
+        if (nparams > 0) {
+            if (batchParams(s, nparams) != 0) {
+                errorf(r->errmsg, "out of memory decoding %u parameters", nparams);
+                return CAIRN_ENOMEM;
+            }
+            for (j = 0; j < nparams; j++) {
+                if (decodeParam(r, &s->params[j]) != 0) {
+                    return CAIRN_ECORRUPT;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* Version 2: a table of distinct SQL texts, then statements that refer to it; all
+ * parameters in one array (b->params), each statement pointing at its slice. */
+static int decodeStmtsV2(struct reader *r, struct batch *b, uint32_t nstmts, uint32_t total)
+{
+    struct stmt *sqls = NULL;
+    uint32_t nsql;
+    size_t used = 0;
+    size_t i;
+    size_t j;
+    int rv = CAIRN_ECORRUPT;
+
+    /* Every parameter takes at least 2 bytes: refuse counts the bytes cannot hold. */
+    if (total > (r->n - r->off) / 2) {
+        errorf(r->errmsg, "command claims %u parameters but has only %zu bytes left", total,
+               r->n - r->off);
+        return CAIRN_ECORRUPT;
+    }
+    if (total > 0) {
+        b->params = calloc(total, sizeof *b->params);
+        if (b->params == NULL) {
+            errorf(r->errmsg, "out of memory decoding %u parameters", total);
+            return CAIRN_ENOMEM;
+        }
+    }
+    if (readLen(r, &nsql, "SQL count") != 0) {
+        return CAIRN_ECORRUPT;
+    }
+    if (nsql > (r->n - r->off) || (nstmts > 0 && nsql == 0) || nsql > nstmts) {
+        errorf(r->errmsg, "command claims %u SQL texts for %u statements at offset %zu", nsql,
+               nstmts, r->off);
+        return CAIRN_ECORRUPT;
+    }
+    sqls = calloc(nsql ? nsql : 1, sizeof *sqls);
+    if (sqls == NULL) {
+        errorf(r->errmsg, "out of memory decoding %u SQL texts", nsql);
+        return CAIRN_ENOMEM;
+    }
+    for (i = 0; i < nsql; i++) {
+        uint32_t len;
+        if (readLen(r, &len, "SQL length") != 0 ||
+            readBytes(r, len, &sqls[i].sql, "SQL text") != 0) {
+            goto out;
+        }
+        sqls[i].sql_len = len;
+    }
+    for (i = 0; i < nstmts; i++) {
+        struct stmt *s = &b->stmts[i];
+        size_t at = r->off;
+        uint32_t ref;
+        uint32_t nparams;
+        if (readLen(r, &ref, "SQL reference") != 0 ||
+            readLen(r, &nparams, "parameter count") != 0) {
+            goto out;
+        }
+        if (ref >= nsql) {
+            errorf(r->errmsg, "statement %zu refers to SQL text %u of %u at offset %zu", i + 1,
+                   ref, nsql, at);
+            goto out;
+        }
+        if (nparams > total - used) {
+            errorf(r->errmsg, "statement %zu claims %u parameters, more than the %zu left of "
+                              "the %u the header announces", i + 1, nparams, total - used, total);
+            goto out;
+        }
+        s->sql = sqls[ref].sql;
+        s->sql_len = sqls[ref].sql_len;
+        s->params = nparams > 0 ? b->params + used : NULL;
+        s->nparams = nparams;
+        for (j = 0; j < nparams; j++) {
+            if (decodeParam(r, &b->params[used + j]) != 0) {
+                goto out;
+            }
+        }
+        used += nparams;
+    }
+    if (used != total) {
+        errorf(r->errmsg, "command announces %u parameters but its statements hold %zu", total,
+               used);
+        goto out;
+    }
+    rv = 0;
+out:
+    free(sqls);
+    return rv;
+}
+
 int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
 {
-    struct reader r = {p, n, 0, errmsg};
+    struct reader r = {p, n, 0, 0, errmsg};
     uint64_t sum;
     uint64_t u;
     uint32_t nstmts;
-    uint32_t len;
+    uint32_t total;
     uint16_t flags;
     uint8_t version;
     uint8_t kind;
-    size_t i;
-    size_t j;
+    int rv;
 
     memset(b, 0, sizeof *b);
     if (n < COMMAND_HEADER_SIZE + COMMAND_TRAILER_SIZE) {
@@ -241,11 +523,12 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
     r.n = n - COMMAND_TRAILER_SIZE;
     r.off = 4;
     readU8(&r, &version, "version");
-    if (version != COMMAND_VERSION) {
-        errorf(errmsg, "unsupported command version %u (this build reads %d)", version,
+    if (version != 1 && version != COMMAND_VERSION) {
+        errorf(errmsg, "unsupported command version %u (this build reads 1 and %d)", version,
                COMMAND_VERSION);
         return CAIRN_ECORRUPT;
     }
+    r.version = version;
     readU8(&r, &kind, "kind");
     flags = getU16(r.p + r.off);
     r.off += 2;
@@ -259,10 +542,10 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
     b->time_ms = (int64_t)u;
     readU64(&r, &b->seed, "seed");
     readU32(&r, &nstmts, "statement count");
-    r.off += 4; /* reserved */
-    /* Each statement takes at least 8 bytes: refuse counts the bytes cannot hold
+    readU32(&r, &total, "parameter count"); /* version 1: reserved */
+    /* Each statement takes at least 2 bytes: refuse counts the bytes cannot hold
      * before allocating for them. */
-    if (nstmts > (r.n - r.off) / 8) {
+    if (nstmts > (r.n - r.off) / 2) {
         errorf(errmsg, "command claims %u statements but has only %zu bytes left", nstmts,
                r.n - r.off);
         return CAIRN_ECORRUPT;
@@ -271,34 +554,10 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
         errorf(errmsg, "out of memory decoding %u statements", nstmts);
         return CAIRN_ENOMEM;
     }
-    for (i = 0; i < nstmts; i++) {
-        struct stmt *s = &b->stmts[i];
-        uint32_t nparams;
-        if (readU32(&r, &len, "SQL length") != 0 ||
-            readBytes(&r, len, &s->sql, "SQL text") != 0) {
-            goto err;
-        }
-        s->sql_len = len;
-        if (readU32(&r, &nparams, "parameter count") != 0) {
-            goto err;
-        }
-        if (nparams > (r.n - r.off) / 5) {
-            errorf(errmsg, "statement %zu claims %u parameters but only %zu bytes are left",
-                   i + 1, nparams, r.n - r.off);
-            goto err;
-        }
-        if (nparams > 0) {
-            if (batchParams(s, nparams) != 0) {
-                errorf(errmsg, "out of memory decoding %u parameters", nparams);
-                batchFree(b);
-                return CAIRN_ENOMEM;
-            }
-            for (j = 0; j < nparams; j++) {
-                if (decodeParam(&r, &s->params[j]) != 0) {
-                    goto err;
-                }
-            }
-        }
+    rv = version == 1 ? decodeStmtsV1(&r, b, nstmts) : decodeStmtsV2(&r, b, nstmts, total);
+    if (rv != 0) {
+        batchFree(b);
+        return rv;
     }
     if (r.n - r.off >= 8 || r.n % 8 != 0) {
         errorf(errmsg, "command has %zu unexpected bytes at offset %zu", r.n - r.off, r.off);

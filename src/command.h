@@ -50,6 +50,9 @@ struct batch {
     uint64_t seed;   /* seeds random() and randomblob() while applying */
     struct stmt *stmts;
     size_t n;
+    /* When set, every statement's params is a slice of this one array (decoded
+     * commands); else each statement owns its own. */
+    struct param *params;
     /* Memory the strings point into, released by batchFree() with owner_free. */
     void *owner;
     void (*owner_free)(void *owner);
@@ -64,7 +67,7 @@ int batchAlloc(struct batch *b, size_t n);
 int batchParams(struct stmt *s, size_t n);
 
 #define COMMAND_MAGIC "CCMD"
-#define COMMAND_VERSION 1
+#define COMMAND_VERSION 2
 #define COMMAND_HEADER_SIZE 32
 #define COMMAND_TRAILER_SIZE 8
 

@@ -33,6 +33,12 @@
  * bulk requests repeat one INSERT thousands of times, and preparing it again each
  * time costs more than running it. */
 #define STMT_CACHE_SIZE 16
+/* WAL frames after which the checkpointer thread is woken, and after which the writer
+ * checkpoints itself because the checkpointer cannot keep up (a reader holding an old
+ * snapshot, or a slow disk): SQLite's default is 1000 frames, done inside the commit
+ * that crosses it, which made every third 10,000-row apply twice as slow. */
+#define CKPT_FRAMES 1000
+#define CKPT_HARD_FRAMES 65536
 struct stmt_cache {
     struct {
         char *sql;
@@ -114,6 +120,17 @@ struct store {
     atomic_uint nreaders;
 
     sqlite3 *snap;
+
+    /* The checkpointer thread: copies WAL frames into the database off the apply
+     * path. ckpt_mu guards the two flags only, never held during a checkpoint (the
+     * writer's commit takes it to signal). A checkpoint the loop thread runs itself
+     * (snapshots, backups) waits for the checkpointer's in its busy handler. */
+    pthread_t ckpt_thread;
+    bool ckpt_started;
+    pthread_mutex_t ckpt_mu;
+    pthread_cond_t ckpt_cond;
+    bool ckpt_wanted;
+    bool ckpt_stop;
 };
 
 /* ---- deterministic clock: a VFS shim around the default VFS ---------------- */
@@ -145,6 +162,10 @@ static int detCurrentTime(sqlite3_vfs *vfs, double *out)
 
 static void detRegister(void)
 {
+    /* Memory statistics make every SQLite allocation take a global mutex; cairn does
+     * not read them. Refused (harmlessly) when the embedding program has already
+     * initialised SQLite. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     baseVfs = sqlite3_vfs_find(NULL);
     /* The unix VFS's methods only read their own struct's settings (pAppData,
      * szOsFile, mxPathname), so a copy with two clock methods replaced behaves exactly
@@ -351,6 +372,66 @@ static int prepareInternal(struct store *s, const char *sql, sqlite3_stmt **out,
     return 0;
 }
 
+/* ---- checkpoints ---------------------------------------------------------------- */
+
+/* Runs in the writer's commit (loop thread). */
+static int walHook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    struct store *s = arg;
+    if (frames >= CKPT_HARD_FRAMES) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    } else if (frames >= CKPT_FRAMES) {
+        pthread_mutex_lock(&s->ckpt_mu);
+        s->ckpt_wanted = true;
+        pthread_cond_signal(&s->ckpt_cond);
+        pthread_mutex_unlock(&s->ckpt_mu);
+    }
+    return SQLITE_OK;
+}
+
+/* The checkpointer thread. A PASSIVE checkpoint never blocks the writer; it runs on a
+ * connection opened for it and closed after it, under the swap lock as a reader, so
+ * that storeReplaceWith never swaps the file under it. */
+static void *ckptMain(void *arg)
+{
+    struct store *s = arg;
+    pthread_mutex_lock(&s->ckpt_mu);
+    for (;;) {
+        while (!s->ckpt_wanted && !s->ckpt_stop) {
+            pthread_cond_wait(&s->ckpt_cond, &s->ckpt_mu);
+        }
+        if (s->ckpt_stop) {
+            break;
+        }
+        s->ckpt_wanted = false;
+        pthread_mutex_unlock(&s->ckpt_mu);
+        pthread_rwlock_rdlock(&s->swap_lock);
+        sqlite3 *db = NULL;
+        if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) ==
+            SQLITE_OK) {
+            sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        }
+        sqlite3_close(db);
+        pthread_rwlock_unlock(&s->swap_lock);
+        pthread_mutex_lock(&s->ckpt_mu);
+    }
+    pthread_mutex_unlock(&s->ckpt_mu);
+    return NULL;
+}
+
+static void ckptStop(struct store *s)
+{
+    if (!s->ckpt_started) {
+        return;
+    }
+    pthread_mutex_lock(&s->ckpt_mu);
+    s->ckpt_stop = true;
+    pthread_cond_signal(&s->ckpt_cond);
+    pthread_mutex_unlock(&s->ckpt_mu);
+    pthread_join(s->ckpt_thread, NULL);
+    s->ckpt_started = false;
+}
+
 static void closeWriter(struct store *s)
 {
     sqlite3_stmt **sts[] = {&s->st_begin,  &s->st_commit,     &s->st_rollback,
@@ -382,10 +463,12 @@ static int openWriter(struct store *s, char *errmsg)
     }
     sqlite3_extended_result_codes(s->writer, 1);
     sqlite3_busy_timeout(s->writer, BUSY_TIMEOUT_MS);
+    sqlite3_wal_hook(s->writer, walHook, s); /* instead of checkpoints inside commits */
     /* Durability comes from the fsynced Raft log: the database may lag it after a
      * power loss and is caught up by replay, so NORMAL is enough here. */
     if ((rv = execSql(s->writer, "PRAGMA journal_mode=WAL", s->path, errmsg)) != 0 ||
         (rv = execSql(s->writer, "PRAGMA synchronous=NORMAL", s->path, errmsg)) != 0 ||
+        (rv = execSql(s->writer, "PRAGMA cache_size=-32768", s->path, errmsg)) != 0 ||
         (rv = execSql(s->writer,
                       "CREATE TABLE IF NOT EXISTS " META_TABLE
                       "(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
@@ -452,13 +535,23 @@ int storeOpen(const char *path, struct store **out, char *errmsg)
     strcpy(s->path, path);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_rwlock_init(&s->swap_lock, NULL);
+    pthread_mutex_init(&s->ckpt_mu, NULL);
+    pthread_cond_init(&s->ckpt_cond, NULL);
     rv = openWriter(s, errmsg);
+    if (rv == 0 && (rv = pthread_create(&s->ckpt_thread, NULL, ckptMain, s)) != 0) {
+        errorf(errmsg, "cannot start the checkpointer thread: %s", strerror(rv));
+        closeWriter(s);
+        rv = CAIRN_ENOMEM;
+    }
     if (rv != 0) {
         pthread_mutex_destroy(&s->rmu);
         pthread_rwlock_destroy(&s->swap_lock);
+        pthread_mutex_destroy(&s->ckpt_mu);
+        pthread_cond_destroy(&s->ckpt_cond);
         free(s);
         return rv;
     }
+    s->ckpt_started = true;
     *out = s;
     return 0;
 }
@@ -482,11 +575,14 @@ void storeClose(struct store *s)
     if (s == NULL) {
         return;
     }
+    ckptStop(s);
     storeSnapshotEnd(s);
     closeReaders(s);
     closeWriter(s);
     pthread_mutex_destroy(&s->rmu);
     pthread_rwlock_destroy(&s->swap_lock);
+    pthread_mutex_destroy(&s->ckpt_mu);
+    pthread_cond_destroy(&s->ckpt_cond);
     free(s);
 }
 
@@ -678,7 +774,8 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, const struct stmt *st,
             tail = next;
             continue;
         }
-        if (isTxnControl(tail, (size_t)(next - tail))) {
+        /* The cache never holds transaction control (see cachePut's caller). */
+        if (!cached && isTxnControl(tail, (size_t)(next - tail))) {
             resultError(rs, "transaction control statements (BEGIN, COMMIT, END, ROLLBACK) "
                             "are not allowed: each request is already a transaction; use "
                             "?transaction for all-or-nothing batches");

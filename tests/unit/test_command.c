@@ -1,11 +1,15 @@
 /* Unit tests of the command encoding (src/command.c): round trip of every parameter
- * type, and rejection of every truncation and every single-byte corruption. */
+ * type, SQL texts stored once, version 1 still read, and rejection of every
+ * truncation, every single-byte corruption and structural damage behind a valid
+ * checksum. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <xxhash.h>
 
 #include <cmocka.h>
 
@@ -172,6 +176,137 @@ static void test_garbage_rejected(void **state)
     }
 }
 
+static void test_repeated_sql_stored_once(void **state)
+{
+    enum { N = 1000 };
+    static const char *sqls[2] = {"INSERT INTO t(k, v) VALUES(?, ?)", "UPDATE t SET v = ? WHERE k = ?"};
+    struct stmt *stmts = calloc(N, sizeof *stmts);
+    struct param *params = calloc(2 * N, sizeof *params);
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    memset(&in, 0, sizeof in);
+    in.kind = BATCH_EXECUTE;
+    for (size_t i = 0; i < N; i++) {
+        /* Runs of the first text, then the two interleaved. */
+        const char *sql = sqls[i < N / 2 ? 0 : i % 2];
+        char *copy = strdup(sql); /* equal text, distinct pointers */
+        stmts[i].sql = copy;
+        stmts[i].sql_len = strlen(copy);
+        stmts[i].params = &params[2 * i];
+        stmts[i].nparams = 2;
+        params[2 * i].type = CAIRN_INTEGER;
+        params[2 * i].i = (int64_t)i;
+        params[2 * i + 1].type = CAIRN_TEXT;
+        params[2 * i + 1].s = "value";
+        params[2 * i + 1].n = 5;
+    }
+    in.stmts = stmts;
+    in.n = N;
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    assert_false(enc.oom);
+    /* Each SQL text once: far less than one copy per statement. */
+    assert_true(enc.len < N * strlen(sqls[0]));
+    assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), 0);
+    assert_int_equal(out.n, N);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(out.stmts[i].sql_len, stmts[i].sql_len);
+        assert_memory_equal(out.stmts[i].sql, stmts[i].sql, stmts[i].sql_len);
+        assert_int_equal(out.stmts[i].nparams, 2);
+        assert_true(out.stmts[i].params[0].i == (int64_t)i);
+        assert_int_equal(out.stmts[i].params[1].n, 5);
+        assert_memory_equal(out.stmts[i].params[1].s, "value", 5);
+    }
+    batchFree(&out);
+    bufFree(&enc);
+    for (size_t i = 0; i < N; i++) {
+        free((char *)stmts[i].sql);
+    }
+    free(stmts);
+    free(params);
+}
+
+/* Logs written by builds that wrote version 1 must still replay. */
+static void test_version1_still_decoded(void **state)
+{
+    struct buf enc;
+    struct batch out;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    static const char sql[] = "INSERT INTO t VALUES(:v)";
+    bufInit(&enc);
+    bufPut(&enc, COMMAND_MAGIC, 4);
+    bufPutU8(&enc, 1);
+    bufPutU8(&enc, BATCH_EXECUTE);
+    bufPutU16(&enc, BATCH_TRANSACTION);
+    bufPutU64(&enc, 1763776800123ULL);
+    bufPutU64(&enc, 99);
+    bufPutU32(&enc, 1); /* statements */
+    bufPutU32(&enc, 0); /* reserved */
+    bufPutU32(&enc, (uint32_t)strlen(sql));
+    bufPut(&enc, sql, strlen(sql));
+    bufPutU32(&enc, 1);         /* parameters */
+    bufPutU8(&enc, CAIRN_TEXT); /* type */
+    bufPutU32(&enc, 1);         /* name length */
+    bufPut(&enc, "v", 1);
+    bufPutU32(&enc, 3);
+    bufPut(&enc, "abc", 3);
+    while (enc.len % 8 != 0) {
+        bufPutU8(&enc, 0);
+    }
+    bufPutU64(&enc, XXH3_64bits(enc.p, enc.len));
+    assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), 0);
+    assert_int_equal(out.kind, BATCH_EXECUTE);
+    assert_int_equal(out.flags, BATCH_TRANSACTION);
+    assert_true(out.seed == 99);
+    assert_int_equal(out.n, 1);
+    assert_int_equal(out.stmts[0].sql_len, strlen(sql));
+    assert_int_equal(out.stmts[0].nparams, 1);
+    assert_int_equal(out.stmts[0].params[0].name_len, 1);
+    assert_memory_equal(out.stmts[0].params[0].s, "abc", 3);
+    batchFree(&out);
+    bufFree(&enc);
+}
+
+/* Damage behind a valid checksum (a bug in an encoder, not a flipped bit): every byte
+ * set to values that break lengths and counts, the checksum recomputed. The decoder
+ * must answer 0 or CAIRN_ECORRUPT, never read out of bounds (ASan watches). */
+static void test_structural_damage_with_valid_checksum(void **state)
+{
+    static const unsigned char values[] = {0x00, 0x01, 0x7f, 0x80, 0xff};
+    struct param p[6];
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    fillParams(p);
+    makeBatch(&in, p, 6);
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    size_t body = enc.len - COMMAND_TRAILER_SIZE;
+    for (size_t i = 4; i < body; i++) {
+        for (size_t v = 0; v < sizeof values; v++) {
+            unsigned char *copy = malloc(enc.len);
+            memcpy(copy, enc.p, enc.len);
+            copy[i] = values[v];
+            uint64_t sum = XXH3_64bits(copy, body);
+            for (int k = 0; k < 8; k++) {
+                copy[body + k] = (unsigned char)(sum >> (8 * k));
+            }
+            int rv = commandDecode(copy, enc.len, &out, errmsg);
+            assert_true(rv == 0 || rv == CAIRN_ECORRUPT);
+            if (rv == 0) {
+                batchFree(&out);
+            } else {
+                assert_null(out.stmts);
+            }
+            free(copy);
+        }
+    }
+    bufFree(&enc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -180,6 +315,9 @@ int main(void)
         cmocka_unit_test(test_every_truncation_rejected),
         cmocka_unit_test(test_every_byte_flip_rejected),
         cmocka_unit_test(test_garbage_rejected),
+        cmocka_unit_test(test_repeated_sql_stored_once),
+        cmocka_unit_test(test_version1_still_decoded),
+        cmocka_unit_test(test_structural_damage_with_valid_checksum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
