@@ -1,10 +1,12 @@
 /* The cairn command: what every subcommand module shares.
  *
- * `cairn` is a thin client of cairnd's HTTP API (it never links the server library, only
- * sqlite3_complete from libsqlite3). main.c holds the dispatch table of subcommands; each
- * subcommand lives in its own file and describes itself with a cliCommand (name, help,
- * options, run function), so usage text and option parsing come from one table and cannot
- * drift apart. Single-threaded: everything here runs on the main thread. */
+ * `cairn` is a thin client of cairnd's HTTP API; the only part of the library it runs
+ * itself is the backup engine (backup.h), for the standalone mode of `cairn backup` and
+ * `cairn restore` on a plain SQLite file (see backup.c). main.c holds the dispatch table
+ * of subcommands; each subcommand lives in its own file and describes itself with a
+ * cliCommand (name, help, options, run function), so usage text and option parsing come
+ * from one table and cannot drift apart. Single-threaded: everything here runs on the
+ * main thread. */
 #ifndef CAIRN_CLI_H
 #define CAIRN_CLI_H
 
@@ -56,11 +58,17 @@ typedef struct cliCommand {
     const cliOption *options; /* terminated by an entry whose name is NULL */
     /* argv[0] is the command's name; the options are not parsed yet. Returns an exit code. */
     int (*run)(const struct cliCommand *cmd, const cliEnv *env, int argc, char **argv);
+    /* A command made of subcommands (`cairn backup create`) lists them here, NULL-ended,
+     * each named "command subcommand", so that `cairn help backup create` finds them;
+     * NULL for a plain command. */
+    const struct cliCommand *const *subcommands;
 } cliCommand;
 
 /* The subcommands; main.c lists them in its dispatch table. */
 extern const cliCommand cliShellCommand;
 extern const cliCommand cliSqlCommand;
+extern const cliCommand cliBackupCommand;  /* backup.c */
+extern const cliCommand cliRestoreCommand; /* backup.c */
 
 /* Parses argv[first..argc) against opts. values[i] receives the value of opts[i] (for a
  * flag, the string "1"; a repeated option keeps its last value), NULL when absent; values

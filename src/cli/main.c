@@ -23,7 +23,7 @@ static const cliOption helpOptions[] = {
 
 static const cliCommand helpCommand = {
     .name = "help",
-    .synopsis = "[COMMAND]",
+    .synopsis = "[COMMAND [SUBCOMMAND]]",
     .summary = "Show the usage of cairn, or of one command.",
     .description = NULL,
     .options = helpOptions,
@@ -33,8 +33,10 @@ static const cliCommand helpCommand = {
 /* The dispatch table. The shell (cliShellCommand) is not in it: it is what runs when no
  * command is named. */
 static const cliCommand *const commands[] = {
-    &cliSqlCommand,
-    &helpCommand,
+    &cliSqlCommand,     /* sql.c */
+    &cliBackupCommand,  /* backup.c */
+    &cliRestoreCommand, /* backup.c */
+    &helpCommand,       /* here */
     NULL,
 };
 
@@ -114,6 +116,23 @@ static int runHelp(const cliCommand *cmd, const cliEnv *env, int argc, char **ar
         return CLI_EXIT_OK;
     }
     target = findCommand(argv[1]);
+    if (target != NULL && npos == 2 && target->subcommands != NULL) {
+        /* "cairn help backup create": the subcommand's name is "backup create". */
+        const cliCommand *sub = NULL;
+        size_t len = strlen(target->name);
+        for (int i = 0; target->subcommands[i] != NULL; i++) {
+            if (strcmp(target->subcommands[i]->name + len + 1, argv[2]) == 0) {
+                sub = target->subcommands[i];
+            }
+        }
+        if (sub == NULL) {
+            fprintf(stderr, "cairn help: error: unknown subcommand '%s %s'\n\n", argv[1], argv[2]);
+            cliPrintCommandUsage(stderr, target);
+            return CLI_EXIT_USAGE;
+        }
+        cliPrintCommandUsage(stdout, sub);
+        return CLI_EXIT_OK;
+    }
     if (target == NULL || npos > 1) {
         fprintf(stderr, "cairn help: error: unknown command '%s'\n\n", argv[npos > 1 ? 2 : 1]);
         cliPrintUsage(stderr);

@@ -1,0 +1,1340 @@
+/* `cairn backup create|list|show|verify` and `cairn restore`: backups from the command line.
+ *
+ * Every command runs in one of two modes. Server mode (the default) asks cairnd through
+ * its admin API (POST /admin/backup, GET /admin/backups[/ID], POST
+ * /admin/backups/ID/verify, POST /admin/restore). Standalone mode, chosen by --repo (and
+ * --db for create), runs the backup engine (backup.h) in this process on any SQLite file
+ * and a repository directory, with no server at all. Both modes turn their outcome into
+ * the same JSON documents (a catalog entry is what backupInfoJson() writes, which is also
+ * what cairnd sends), and one set of printers shows them, so --json output has the same
+ * shape whichever side did the work.
+ *
+ * Long operations show a progress bar on a terminal: standalone, from the engine's
+ * progress callback; against a server, from the `?progress` stream (NDJSON lines
+ * {"progress":{"done":N,"total":M}} then the answer), parsed as it arrives by a libcurl
+ * write callback installed on the shared HTTP handle.
+ *
+ * Ctrl-C: the engine has no way to be cancelled. A standalone backup is stopped through
+ * the one thing this file owns, the snapshot's file descriptor (see stopCreate()); a
+ * standalone verify or restore cannot be stopped midway and says so. Against a server the
+ * request is abandoned and cairnd carries on. Main thread only (the engine runs
+ * synchronously on it and calls the progress callback from it).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "backup.h"
+#include "buf.h"
+#include "cairn.h"
+#include "cli.h"
+#include "error.h"
+#include "http.h"
+#include "progress.h"
+#include "query.h"
+#include "table.h"
+
+/* ---- options ------------------------------------------------------------------------ */
+
+static const cliOption createOptions[] = {
+    {"type", 't', "TYPE", "full (default), incremental or differential"},
+    {"to", 0, "DIR", "server: the directory (on cairnd's machine) to write the backup to"},
+    {"db", 0, "FILE", "standalone: the SQLite database file to back up (needs --repo)"},
+    {"repo", 0, "DIR", "standalone: the repository to write the backup to (created if missing)"},
+    {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
+    {"json", 0, NULL, "print the new catalog entry as JSON (no progress bar)"},
+    {"help", 'h', NULL, "show this help"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const cliOption listOptions[] = {
+    {"repo", 0, "DIR", "standalone: the repository directory to list"},
+    {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
+    {"json", 0, NULL, "print the catalog (an array of entries) as JSON (no progress bar)"},
+    {"help", 'h', NULL, "show this help"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const cliOption showOptions[] = {
+    {"repo", 0, "DIR", "standalone: the repository directory holding the backup"},
+    {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
+    {"json", 0, NULL, "print the catalog entry as JSON (no progress bar)"},
+    {"help", 'h', NULL, "show this help"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const cliOption verifyOptions[] = {
+    {"restore", 0, NULL, "also restore the chain into a scratch file and integrity-check it"},
+    {"repo", 0, "DIR", "standalone: the repository directory holding the backup"},
+    {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
+    {"json", 0, NULL, "print the outcome as JSON (no progress bar)"},
+    {"help", 'h', NULL, "show this help"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const cliOption restoreOptions[] = {
+    {"branch", 0, "NAME", "server: restore into the branch database NAME, not the live one"},
+    {"out", 'o', "FILE", "standalone: the database file to create (needs --repo)"},
+    {"force", 'f', NULL, "standalone: replace FILE if it exists"},
+    {"repo", 0, "DIR", "standalone: the repository directory holding the backup"},
+    {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
+    {"json", 0, NULL, "print the outcome as JSON (no progress bar)"},
+    {"help", 'h', NULL, "show this help"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const cliOption backupOptions[] = {
+    {"help", 'h', NULL, "show this help"},
+    {NULL, 0, NULL, NULL},
+};
+
+#define VALUE(opts, values, name) ((values)[cliOptionIndex((opts), (name))])
+#define MAX_OPTIONS 16
+
+/* ---- what one command run holds ----------------------------------------------------- */
+
+/* The state of a ?progress response being received (see onStreamBody()). */
+typedef struct streamState {
+    cliHttp *http;
+    cliProgress *progress;
+    int ndjson;      /* -1 until the response's Content-Type is known, then 0 or 1 */
+    size_t scanned;  /* bytes of http->body already split into lines */
+    size_t lastLine; /* offset of the last complete non-blank line */
+    int hasLast;
+} streamState;
+
+typedef struct backupRun {
+    const cliCommand *cmd;
+    const char *host; /* server mode */
+    const char *repo; /* standalone mode when not NULL */
+    int json;
+    cliProgress progress;
+    cliHttp http;
+    streamState stream;
+    /* Standalone create: the snapshot being backed up, so that Ctrl-C can stop the
+     * engine (stopCreate()) and a second Ctrl-C can remove the copy. */
+    int snapshotFd;
+    int stopping;
+} backupRun;
+
+/* Ctrl-C. The first one sets cliInterrupted, which the HTTP transfer and the engine's
+ * progress callback poll. While an operation runs that cannot be stopped cleanly,
+ * hardStopNote says so: the first Ctrl-C prints it, a second one ends the process at
+ * once, removing the snapshot copy first if there is one. Only async-signal-safe calls
+ * here (write, unlink, signal, raise); the path is complete before snapshotPathSet. */
+static volatile sig_atomic_t interrupts;
+static const char *volatile hardStopNote;
+static char snapshotPath[PATH_MAX];
+static volatile sig_atomic_t snapshotPathSet;
+
+static void onSigint(int sig)
+{
+    const char *note = hardStopNote;
+
+    cliInterrupted = 1;
+    interrupts++;
+    if (note == NULL) {
+        return;
+    }
+    if (interrupts == 1) {
+        ssize_t ignored = write(STDERR_FILENO, note, strlen(note));
+        (void)ignored;
+        return;
+    }
+    if (snapshotPathSet) {
+        unlink(snapshotPath);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* The notes start by erasing a progress bar that may be on the line (4 bytes that
+ * noteFor() skips when there is no bar). */
+static const char noteSnapshot[] = "\r\033[Kcairn: stopping once the copy of the database is made "
+                                   "(Ctrl-C again stops at once)\n";
+static const char noteVerify[] =
+    "\r\033[Kcairn: a verification cannot be stopped midway; it will finish "
+    "(Ctrl-C again stops at once, leaving its scratch file)\n";
+static const char noteRestore[] =
+    "\r\033[Kcairn: a restore cannot be stopped midway; it will finish "
+    "(Ctrl-C again stops at once, leaving its temporary file beside the output)\n";
+
+static void catchSigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = onSigint;
+    sigemptyset(&sa.sa_mask);
+    /* SA_RESTART: the engine's reads and writes must not see EINTR because of a key. */
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static const char *noteFor(const backupRun *r, const char *note)
+{
+    return r->progress.enabled ? note : note + 4;
+}
+
+/* ---- messages ------------------------------------------------------------------------ */
+
+static int usageError(const cliCommand *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int usageError(const cliCommand *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "cairn %s: error: ", cmd->name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n\n");
+    cliPrintCommandUsage(stderr, cmd);
+    return CLI_EXIT_USAGE;
+}
+
+static int failure(backupRun *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int failure(backupRun *r, const char *fmt, ...)
+{
+    va_list ap;
+    cliProgressClear(&r->progress);
+    fflush(stdout);
+    fprintf(stderr, "cairn: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    return CLI_EXIT_FAIL;
+}
+
+/* Prints doc (borrowed) as one line of compact JSON. */
+static int printJson(backupRun *r, const json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL) {
+        return failure(r, "out of memory");
+    }
+    printf("%s\n", text);
+    free(text);
+    return CLI_EXIT_OK;
+}
+
+/* ---- JSON helpers -------------------------------------------------------------------- */
+
+static const char *jstr(const json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+
+static int64_t jint(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    if (json_is_integer(v)) {
+        return (int64_t)json_integer_value(v);
+    }
+    if (json_is_real(v)) {
+        return (int64_t)json_real_value(v);
+    }
+    return 0;
+}
+
+/* The catalog entry of info as a JSON object, through backupInfoJson() so that it is
+ * byte for byte what cairnd would send. Returns a new reference, NULL when out of
+ * memory. */
+static json_t *entryJson(const struct backup_info *info)
+{
+    struct buf b;
+    json_error_t jerr;
+    json_t *doc = NULL;
+
+    bufInit(&b);
+    backupInfoJson(info, &b);
+    if (!b.oom) {
+        doc = json_loadb(b.p, b.len, 0, &jerr);
+    }
+    bufFree(&b);
+    return doc;
+}
+
+/* ---- printing ------------------------------------------------------------------------ */
+
+/* "2026-11-22T10:15:00.123Z" -> "2026-11-22 10:15:00" for tables. */
+static void shortTime(const char *iso, char *out, size_t size)
+{
+    if (iso == NULL) {
+        snprintf(out, size, "-");
+        return;
+    }
+    snprintf(out, size, "%.19s", iso);
+    if (strlen(out) > 10 && out[10] == 'T') {
+        out[10] = ' ';
+    }
+}
+
+static void keyValue(const char *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void keyValue(const char *key, const char *fmt, ...)
+{
+    va_list ap;
+    printf("%-15s", key);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+}
+
+/* The readable form of one catalog entry: "key: value" lines. */
+static void printEntry(const json_t *e)
+{
+    const char *type = jstr(e, "type");
+    const char *verified = jstr(e, "verified");
+    const char *s;
+    char size[32], dur[32];
+
+    keyValue("id:", "%s", jstr(e, "id") != NULL ? jstr(e, "id") : "?");
+    keyValue("type:", "%s", type != NULL ? type : "?");
+    if ((s = jstr(e, "parent_id")) != NULL) {
+        keyValue("parent:", "%s", s);
+    }
+    keyValue("created:", "%s", jstr(e, "created") != NULL ? jstr(e, "created") : "?");
+    if ((s = jstr(e, "source")) != NULL && s[0] != '\0') {
+        keyValue("source:", "%s", s);
+    }
+    if (jint(e, "raft_index") != 0) {
+        keyValue("raft index:", "%lld (term %lld)", (long long)jint(e, "raft_index"),
+                 (long long)jint(e, "raft_term"));
+    }
+    keyValue("pages:", "%lld stored of %lld (page size %lld)", (long long)jint(e, "pages"),
+             (long long)jint(e, "page_count"), (long long)jint(e, "page_size"));
+    keyValue("size:", "%s (%lld bytes)",
+             cliFormatBytes((uint64_t)jint(e, "size_bytes"), size, sizeof size),
+             (long long)jint(e, "size_bytes"));
+    keyValue("duration:", "%s", cliFormatDuration(jint(e, "duration_ms"), dur, sizeof dur));
+    if (verified != NULL && strcmp(verified, "unverified") != 0 && jstr(e, "verified_at")) {
+        keyValue("verified:", "%s at %s", verified, jstr(e, "verified_at"));
+    } else {
+        keyValue("verified:", "%s", verified != NULL ? verified : "unverified");
+    }
+    if ((s = jstr(e, "digest")) != NULL) {
+        keyValue("digest:", "%s", s);
+    }
+    if ((s = jstr(e, "parent_digest")) != NULL) {
+        keyValue("parent digest:", "%s", s);
+    }
+    if ((s = jstr(e, "path")) != NULL) {
+        keyValue("path:", "%s", s);
+    }
+    if ((s = jstr(e, "error")) != NULL && s[0] != '\0') {
+        keyValue("error:", "%s", s);
+    }
+}
+
+static int appendRow(json_t *values, const char *const *cells, size_t n)
+{
+    json_t *row = json_array();
+    if (row == NULL || json_array_append_new(values, row) != 0) {
+        return CLI_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (json_array_append_new(row, json_string(cells[i] != NULL ? cells[i] : "")) != 0) {
+            return CLI_ERR_NOMEM;
+        }
+    }
+    return 0;
+}
+
+/* The readable catalog: an aligned table (table.c), then one line per damaged file. */
+static int printCatalog(backupRun *r, const json_t *entries)
+{
+    static const char *const columns[] = {"ID",    "TYPE", "PARENT",   "CREATED (UTC)",
+                                          "PAGES", "SIZE", "DURATION", "STATUS"};
+    const size_t ncols = sizeof columns / sizeof columns[0];
+    char errmsg[CLI_ERRMSG_SIZE];
+    json_t *result = json_object();
+    json_t *cols = json_array();
+    json_t *values = json_array();
+    size_t damaged = 0;
+    int rc = 0;
+
+    if (json_array_size(entries) == 0) {
+        json_decref(result);
+        json_decref(cols);
+        json_decref(values);
+        printf("no backups\n");
+        return CLI_EXIT_OK;
+    }
+    if (result == NULL || cols == NULL || values == NULL ||
+        json_object_set(result, "columns", cols) != 0 ||
+        json_object_set(result, "values", values) != 0) {
+        rc = CLI_ERR_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < ncols; i++) {
+        if (json_array_append_new(cols, json_string(columns[i])) != 0) {
+            rc = CLI_ERR_NOMEM;
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < json_array_size(entries); i++) {
+        const json_t *e = json_array_get(entries, i);
+        const char *error = jstr(e, "error");
+        const char *verified = jstr(e, "verified");
+        char created[32], pages[64], size[32], dur[32];
+        const char *status;
+        const char *cells[8];
+
+        shortTime(jstr(e, "created"), created, sizeof created);
+        snprintf(pages, sizeof pages, "%lld/%lld", (long long)jint(e, "pages"),
+                 (long long)jint(e, "page_count"));
+        if (error != NULL && error[0] != '\0') {
+            status = "DAMAGED";
+            damaged++;
+        } else if (verified != NULL && strcmp(verified, "failed") == 0) {
+            status = "FAILED";
+        } else {
+            status = verified != NULL ? verified : "unverified";
+        }
+        cells[0] = jstr(e, "id");
+        cells[1] = jstr(e, "type");
+        cells[2] = jstr(e, "parent_id") != NULL ? jstr(e, "parent_id") : "-";
+        cells[3] = created;
+        cells[4] = pages;
+        cells[5] = cliFormatBytes((uint64_t)jint(e, "size_bytes"), size, sizeof size);
+        cells[6] = cliFormatDuration(jint(e, "duration_ms"), dur, sizeof dur);
+        cells[7] = status;
+        rc = appendRow(values, cells, ncols);
+        if (rc != 0) {
+            goto out;
+        }
+    }
+    rc = cliTablePrint(stdout, result, CLI_MODE_TABLE, errmsg, sizeof errmsg);
+    if (rc != 0) {
+        goto out;
+    }
+    if (damaged > 0) {
+        printf("\n");
+        for (size_t i = 0; i < json_array_size(entries); i++) {
+            const json_t *e = json_array_get(entries, i);
+            const char *error = jstr(e, "error");
+            if (error != NULL && error[0] != '\0') {
+                printf("%s: %s\n", jstr(e, "path") != NULL ? jstr(e, "path") : jstr(e, "id"),
+                       error);
+            }
+        }
+    }
+
+out:
+    json_decref(cols);
+    json_decref(values);
+    json_decref(result);
+    if (rc == CLI_ERR_NOMEM) {
+        return failure(r, "out of memory printing the catalog");
+    }
+    if (rc != 0) {
+        return failure(r, "%s", errmsg);
+    }
+    return CLI_EXIT_OK;
+}
+
+/* ---- server mode --------------------------------------------------------------------- */
+
+/* One line of a ?progress stream: a progress line moves the bar; others wait for the
+ * end (only the last line is the answer). */
+static void noteLine(streamState *s, const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *doc;
+    const json_t *p;
+
+    if (len > 1024) {
+        return; /* not a progress line: only the answer can be long */
+    }
+    doc = json_loadb(line, len, 0, &jerr);
+    p = json_object_get(doc, "progress");
+    if (json_is_object(p)) {
+        cliProgressUpdate(s->progress, (uint64_t)jint(p, "done"), (uint64_t)jint(p, "total"));
+    }
+    json_decref(doc);
+}
+
+static int isBlank(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* libcurl's write callback on this command's handle. Like http.c's, it collects the
+ * body in http->body; for an NDJSON answer it also splits complete lines as they come,
+ * draws the progress they carry, and drops the lines already read but the last one, so
+ * that a long operation's stream does not grow the buffer. */
+static size_t onStreamBody(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    streamState *s = userdata;
+    cliBuf *b = &s->http->body;
+    size_t n = size * nmemb;
+
+    if (cliBufAppend(b, ptr, n) != 0) {
+        return 0; /* libcurl fails the transfer with CURLE_WRITE_ERROR */
+    }
+    if (s->ndjson < 0) {
+        char *ct = NULL;
+        curl_easy_getinfo((CURL *)s->http->curl, CURLINFO_CONTENT_TYPE, &ct);
+        s->ndjson = ct != NULL && strncmp(ct, "application/x-ndjson", 20) == 0;
+    }
+    if (!s->ndjson) {
+        return n;
+    }
+    for (;;) {
+        char *start = b->data + s->scanned;
+        char *nl = memchr(start, '\n', b->len - s->scanned);
+        size_t len;
+        if (nl == NULL) {
+            break;
+        }
+        len = (size_t)(nl - start);
+        if (!isBlank(start, len)) {
+            noteLine(s, start, len);
+            s->lastLine = s->scanned;
+            s->hasLast = 1;
+        }
+        s->scanned += len + 1;
+    }
+    if (s->hasLast && s->lastLine > 0) {
+        memmove(b->data, b->data + s->lastLine, b->len - s->lastLine + 1);
+        b->len -= s->lastLine;
+        s->scanned -= s->lastLine;
+        s->lastLine = 0;
+    }
+    return n;
+}
+
+static int serverOpen(backupRun *r)
+{
+    int rc = cliHttpInit(&r->http, r->host);
+    if (rc != 0) {
+        failure(r, "%s", r->http.errmsg);
+        return rc == CLI_ERR_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+    }
+    r->stream.http = &r->http;
+    r->stream.progress = &r->progress;
+    curl_easy_setopt((CURL *)r->http.curl, CURLOPT_WRITEFUNCTION, onStreamBody);
+    curl_easy_setopt((CURL *)r->http.curl, CURLOPT_WRITEDATA, &r->stream);
+    return CLI_EXIT_OK;
+}
+
+/* The answer of an NDJSON response: its last non-blank line. Returns 0 with a new
+ * reference in *doc, or an exit code after printing the message. */
+static int streamAnswer(backupRun *r, json_t **doc)
+{
+    streamState *s = &r->stream;
+    cliBuf *b = &r->http.body;
+    const char *line;
+    size_t len;
+    json_error_t jerr;
+    json_t *d;
+    const char *error;
+
+    if (b->len > s->scanned && !isBlank(b->data + s->scanned, b->len - s->scanned)) {
+        line = b->data + s->scanned; /* a last line without its newline */
+        len = b->len - s->scanned;
+    } else if (s->hasLast) {
+        line = b->data + s->lastLine;
+        len = strcspn(line, "\n");
+    } else {
+        return failure(r, "cairnd ended the progress stream without an answer (HTTP %ld)",
+                       r->http.status);
+    }
+    d = json_loadb(line, len, 0, &jerr);
+    if (!json_is_object(d)) {
+        json_decref(d);
+        return failure(r,
+                       "cairnd sent a progress stream whose last line is not a JSON "
+                       "object: %.200s",
+                       line);
+    }
+    error = jstr(d, "error");
+    if (error != NULL || json_object_get(d, "progress") != NULL || r->http.status < 200 ||
+        r->http.status >= 300) {
+        int code = error != NULL
+                       ? failure(r, "%s", error)
+                       : failure(r, "cairnd's progress stream ended without an answer (HTTP %ld)",
+                                 r->http.status);
+        json_decref(d);
+        return code;
+    }
+    *doc = d;
+    return CLI_EXIT_OK;
+}
+
+/* Sends one request (POST when body is not NULL) and parses the answer: 0 with a new
+ * reference in *doc, or an exit code after printing the server's message. `carriesOn`
+ * says what cairnd keeps doing when Ctrl-C abandons the request (NULL: nothing). */
+static int serverCall(backupRun *r, const char *path, json_t *body, const char *carriesOn,
+                      json_t **doc)
+{
+    char errmsg[CLI_ERRMSG_SIZE];
+    char *text = NULL;
+    int rc;
+
+    *doc = NULL;
+    r->stream.ndjson = -1;
+    r->stream.scanned = 0;
+    r->stream.lastLine = 0;
+    r->stream.hasLast = 0;
+    if (body != NULL) {
+        text = json_dumps(body, JSON_COMPACT);
+        if (text == NULL) {
+            return failure(r, "out of memory");
+        }
+        rc = cliHttpPost(&r->http, path, text, strlen(text));
+    } else {
+        rc = cliHttpGet(&r->http, path);
+    }
+    free(text);
+    cliProgressClear(&r->progress);
+    if (rc == CLI_ERR_INTERRUPT) {
+        if (carriesOn != NULL) {
+            return failure(r,
+                           "interrupted; cairnd carries on with the %s (see `cairn backup "
+                           "list`)",
+                           carriesOn);
+        }
+        return failure(r, "interrupted");
+    }
+    if (rc != 0) {
+        return failure(r, "%s", r->http.errmsg);
+    }
+    if (r->stream.ndjson == 1) {
+        return streamAnswer(r, doc);
+    }
+    rc = cliQueryParseResponse(&r->http, doc, errmsg, sizeof errmsg);
+    if (rc != 0) {
+        return failure(r, "%s", errmsg);
+    }
+    if (!json_is_object(*doc)) {
+        json_decref(*doc);
+        *doc = NULL;
+        return failure(r, "cairnd's answer to %s is not a JSON object", path);
+    }
+    return CLI_EXIT_OK;
+}
+
+/* path + "/" + the URL-escaped id + suffix into out. */
+static int idPath(backupRun *r, const char *prefix, const char *id, const char *suffix, char *out,
+                  size_t size)
+{
+    char *escaped = curl_easy_escape((CURL *)r->http.curl, id, 0);
+    int n;
+    if (escaped == NULL) {
+        return failure(r, "out of memory");
+    }
+    n = snprintf(out, size, "%s/%s%s", prefix, escaped, suffix);
+    curl_free(escaped);
+    if (n < 0 || (size_t)n >= size) {
+        return failure(r, "backup id is too long: %.60s...", id);
+    }
+    return CLI_EXIT_OK;
+}
+
+/* ---- standalone mode ----------------------------------------------------------------- */
+
+/* Stops a standalone backupCreate() that the user interrupted. The engine has no cancel
+ * call, but it reads the page image only through snapshotFd, which this file owns: the
+ * descriptor is pointed at a directory, so the engine's next pread fails (EISDIR) and
+ * it takes its error path, which by its contract removes its temporary file and leaves
+ * the repository as it was. When the engine has already read every page, it simply
+ * finishes and the backup stands. */
+static void stopCreate(backupRun *r)
+{
+    int dir;
+    if (r->snapshotFd < 0) {
+        return;
+    }
+    dir = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+        dup2(dir, r->snapshotFd);
+        close(dir);
+    }
+}
+
+/* The engine's progress callback: moves the bar and, during a backup, turns Ctrl-C into
+ * stopCreate(). */
+static void onEngineProgress(void *arg, uint64_t done, uint64_t total)
+{
+    backupRun *r = arg;
+
+    if (cliInterrupted && !r->stopping && r->snapshotFd >= 0) {
+        r->stopping = 1;
+        stopCreate(r);
+    }
+    cliProgressUpdate(&r->progress, done, total);
+}
+
+/* mkdir -p: the repository of a standalone backup is created if missing (the engine
+ * needs it to exist already for the snapshot copy it writes there). */
+static int makeDirs(backupRun *r, const char *path)
+{
+    char tmp[PATH_MAX];
+    struct stat st;
+    size_t n = strlen(path);
+
+    if (n == 0 || n >= sizeof tmp) {
+        return failure(r, "invalid repository path '%s'", path);
+    }
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p != '\0'; p++) {
+        if (*p != '/') {
+            continue;
+        }
+        *p = '\0';
+        if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
+            return failure(r, "cannot create directory %s: %s", tmp, strerror(errno));
+        }
+        *p = '/';
+    }
+    if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
+        return failure(r, "cannot create directory %s: %s", tmp, strerror(errno));
+    }
+    if (stat(tmp, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return failure(r, "%s is not a directory", path);
+    }
+    return CLI_EXIT_OK;
+}
+
+static int standaloneCreate(backupRun *r, const char *db, int type, json_t **entry)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE] = "";
+    char source[PATH_MAX];
+    struct backup_source src = {.fd = -1};
+    struct backup_options opt = {0};
+    struct backup_info *info = NULL;
+    int code;
+    int rc;
+
+    if (realpath(db, source) == NULL) {
+        return failure(r, "cannot open %s: %s", db, strerror(errno));
+    }
+    code = makeDirs(r, r->repo);
+    if (code != CLI_EXIT_OK) {
+        return code;
+    }
+    info = calloc(1, sizeof *info); /* PATH_MAX inside: not for the stack */
+    if (info == NULL) {
+        return failure(r, "out of memory");
+    }
+
+    /* The copy can take long and cannot report progress: Ctrl-C waits for it, a second
+     * one ends the process. */
+    hardStopNote = noteFor(r, noteSnapshot);
+    rc = backupSnapshotFile(source, r->repo, &src, snapshotPath, errmsg);
+    if (rc != 0) {
+        code = failure(r, "%s", errmsg);
+        goto out;
+    }
+    snapshotPathSet = 1;
+    if (cliInterrupted) {
+        code = failure(r, "interrupted; no backup was written");
+        goto out_release;
+    }
+    src.source = source;
+    src.raft_index = 0;
+    src.raft_term = 0;
+
+    opt.type = type;
+    opt.repo = r->repo;
+    opt.progress = onEngineProgress;
+    opt.progress_arg = r;
+    r->snapshotFd = src.fd;
+    /* From here Ctrl-C stops the engine through its descriptor (stopCreate()). */
+    hardStopNote = NULL;
+    rc = backupCreate(&src, &opt, info, errmsg);
+    r->snapshotFd = -1;
+    cliProgressClear(&r->progress);
+    if (rc != 0) {
+        code = cliInterrupted ? failure(r, "interrupted; no backup was written")
+                              : failure(r, "%s", errmsg);
+        goto out_release;
+    }
+    *entry = entryJson(info);
+    code = *entry != NULL ? CLI_EXIT_OK : failure(r, "out of memory");
+
+out_release:
+    hardStopNote = NULL;
+    backupSnapshotRelease(&src, snapshotPath);
+    snapshotPathSet = 0;
+out:
+    hardStopNote = NULL;
+    free(info);
+    return code;
+}
+
+/* ---- the commands -------------------------------------------------------------------- */
+
+/* Parses the command line and picks the mode. Returns -1 to go on, or an exit code. */
+static int setup(backupRun *r, const cliCommand *cmd, const cliEnv *env, int argc, char **argv,
+                 const char **values, int *npos, const char *what)
+{
+    int code;
+    const char *hostOpt;
+
+    memset(r, 0, sizeof *r);
+    r->cmd = cmd;
+    r->snapshotFd = -1;
+    if (cliParseCommandArgs(cmd, argc, argv, values, npos, &code)) {
+        return code;
+    }
+    hostOpt = VALUE(cmd->options, values, "host");
+    r->repo = VALUE(cmd->options, values, "repo");
+    r->host = hostOpt != NULL ? hostOpt : env->host;
+    r->json = VALUE(cmd->options, values, "json") != NULL;
+    if (r->repo != NULL && hostOpt != NULL) {
+        return usageError(cmd, "--repo and --host do not go together (--repo works without "
+                               "a server)");
+    }
+    if (r->repo != NULL && r->repo[0] == '\0') {
+        return usageError(cmd, "--repo needs a directory");
+    }
+    cliProgressInit(&r->progress, what, !r->json && cliProgressWanted());
+    catchSigint();
+    return -1;
+}
+
+static int needId(backupRun *r, int npos)
+{
+    if (npos == 0) {
+        return usageError(r->cmd, "no backup ID given");
+    }
+    if (npos > 1) {
+        return usageError(r->cmd, "one backup ID expected, %d given", npos);
+    }
+    return -1;
+}
+
+static int runCreate(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
+{
+    const char *values[MAX_OPTIONS];
+    const char *typeName, *to, *db;
+    backupRun r;
+    json_t *entry = NULL;
+    json_t *answer = NULL;
+    json_t *body = NULL;
+    int npos, type, code;
+
+    code = setup(&r, cmd, env, argc, argv, values, &npos, "backup");
+    if (code >= 0) {
+        return code;
+    }
+    typeName = VALUE(createOptions, values, "type");
+    to = VALUE(createOptions, values, "to");
+    db = VALUE(createOptions, values, "db");
+    type = typeName != NULL ? backupTypeFromName(typeName) : BACKUP_FULL;
+    if (type < 0) {
+        return usageError(cmd, "invalid type '%s': expected full, incremental or differential",
+                          typeName);
+    }
+    if (npos > 0) {
+        return usageError(cmd, "unexpected argument '%s'", argv[1]);
+    }
+    if (db != NULL && r.repo == NULL) {
+        return usageError(cmd, "--db needs --repo DIR (where to write the backup)");
+    }
+    if (r.repo != NULL && db == NULL) {
+        return usageError(cmd, "--repo needs --db FILE (the database to back up)");
+    }
+    if (r.repo != NULL && to != NULL) {
+        return usageError(cmd, "--to is for a server; a standalone backup goes to --repo DIR");
+    }
+
+    if (r.repo != NULL) {
+        code = standaloneCreate(&r, db, type, &entry);
+    } else {
+        code = serverOpen(&r);
+        if (code != CLI_EXIT_OK) {
+            goto out;
+        }
+        body = json_pack("{s:s}", "type", backupTypeName(type));
+        if (body == NULL || (to != NULL && json_object_set_new(body, "to", json_string(to)))) {
+            code = failure(&r, "out of memory");
+            goto out;
+        }
+        code = serverCall(&r, r.progress.enabled ? "/admin/backup?progress" : "/admin/backup", body,
+                          "backup", &answer);
+        if (code != CLI_EXIT_OK) {
+            goto out;
+        }
+        entry = json_incref(json_object_get(answer, "backup"));
+        if (!json_is_object(entry)) {
+            code = failure(&r, "cairnd's answer has no \"backup\" object");
+            goto out;
+        }
+    }
+    if (code != CLI_EXIT_OK) {
+        goto out;
+    }
+    if (r.json) {
+        code = printJson(&r, entry);
+    } else {
+        printEntry(entry);
+    }
+
+out:
+    json_decref(entry);
+    json_decref(answer);
+    json_decref(body);
+    cliHttpClose(&r.http);
+    return code;
+}
+
+static int runList(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
+{
+    const char *values[MAX_OPTIONS];
+    char errmsg[CAIRN_ERRMSG_SIZE] = "";
+    backupRun r;
+    json_t *answer = NULL;
+    json_t *entries = NULL;
+    struct backup_info *infos = NULL;
+    size_t n = 0;
+    int npos, code;
+
+    code = setup(&r, cmd, env, argc, argv, values, &npos, "list");
+    if (code >= 0) {
+        return code;
+    }
+    if (npos > 0) {
+        return usageError(cmd, "unexpected argument '%s'", argv[1]);
+    }
+    if (r.repo != NULL) {
+        if (repoList(r.repo, &infos, &n, errmsg) != 0) {
+            code = failure(&r, "%s", errmsg);
+            goto out;
+        }
+        entries = json_array();
+        if (entries == NULL) {
+            code = failure(&r, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (json_array_append_new(entries, entryJson(&infos[i])) != 0) {
+                code = failure(&r, "out of memory");
+                goto out;
+            }
+        }
+    } else {
+        code = serverOpen(&r);
+        if (code != CLI_EXIT_OK) {
+            goto out;
+        }
+        code = serverCall(&r, "/admin/backups", NULL, NULL, &answer);
+        if (code != CLI_EXIT_OK) {
+            goto out;
+        }
+        entries = json_incref(json_object_get(answer, "backups"));
+        if (!json_is_array(entries)) {
+            code = failure(&r, "cairnd's answer has no \"backups\" array");
+            goto out;
+        }
+    }
+    code = r.json ? printJson(&r, entries) : printCatalog(&r, entries);
+
+out:
+    free(infos);
+    json_decref(entries);
+    json_decref(answer);
+    cliHttpClose(&r.http);
+    return code;
+}
+
+static int runShow(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
+{
+    const char *values[MAX_OPTIONS];
+    char errmsg[CAIRN_ERRMSG_SIZE] = "";
+    char path[512];
+    backupRun r;
+    struct backup_info *info = NULL;
+    json_t *answer = NULL;
+    json_t *entry = NULL;
+    int npos, code;
+
+    code = setup(&r, cmd, env, argc, argv, values, &npos, "show");
+    if (code >= 0) {
+        return code;
+    }
+    if ((code = needId(&r, npos)) >= 0) {
+        return code;
+    }
+    code = CLI_EXIT_OK;
+    if (r.repo != NULL) {
+        info = calloc(1, sizeof *info);
+        if (info == NULL) {
+            code = failure(&r, "out of memory");
+            goto out;
+        }
+        if (repoFind(r.repo, argv[1], info, errmsg) != 0) {
+            code = failure(&r, "%s", errmsg);
+            goto out;
+        }
+        entry = entryJson(info);
+        if (entry == NULL) {
+            code = failure(&r, "out of memory");
+            goto out;
+        }
+    } else {
+        if ((code = serverOpen(&r)) != CLI_EXIT_OK ||
+            (code = idPath(&r, "/admin/backups", argv[1], "", path, sizeof path)) != CLI_EXIT_OK ||
+            (code = serverCall(&r, path, NULL, NULL, &answer)) != CLI_EXIT_OK) {
+            goto out;
+        }
+        entry = json_incref(json_object_get(answer, "backup"));
+        if (!json_is_object(entry)) {
+            code = failure(&r, "cairnd's answer has no \"backup\" object");
+            goto out;
+        }
+    }
+    if (r.json) {
+        code = printJson(&r, entry);
+    } else {
+        printEntry(entry);
+    }
+
+out:
+    free(info);
+    json_decref(entry);
+    json_decref(answer);
+    cliHttpClose(&r.http);
+    return code;
+}
+
+static int runVerify(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
+{
+    const char *values[MAX_OPTIONS];
+    char errmsg[CAIRN_ERRMSG_SIZE] = "";
+    char path[512];
+    char took[32];
+    backupRun r;
+    struct backup_info *info = NULL;
+    json_t *outcome = NULL;
+    json_t *body = NULL;
+    const char *id;
+    const char *error;
+    int64_t start;
+    int npos, code, trial;
+
+    code = setup(&r, cmd, env, argc, argv, values, &npos, "verify");
+    if (code >= 0) {
+        return code;
+    }
+    if ((code = needId(&r, npos)) >= 0) {
+        return code;
+    }
+    code = CLI_EXIT_OK;
+    trial = VALUE(verifyOptions, values, "restore") != NULL;
+    start = cliNowNs();
+    if (r.repo != NULL) {
+        int rc;
+        /* The id for the outcome, and "no such backup" as an error of its own rather
+         * than as a verification that failed. */
+        info = calloc(1, sizeof *info);
+        if (info == NULL) {
+            code = failure(&r, "out of memory");
+            goto out;
+        }
+        if (repoFind(r.repo, argv[1], info, errmsg) != 0) {
+            code = failure(&r, "%s", errmsg);
+            goto out;
+        }
+        hardStopNote = noteFor(&r, noteVerify);
+        rc = backupVerify(r.repo, argv[1], trial, onEngineProgress, &r, errmsg);
+        hardStopNote = NULL;
+        cliProgressClear(&r.progress);
+        outcome =
+            json_pack("{s:s, s:b, s:b}", "id", info->id, "ok", rc == 0, "trial_restore", trial);
+        if (outcome == NULL ||
+            (rc != 0 && json_object_set_new(outcome, "error", json_string(errmsg)) != 0)) {
+            code = failure(&r, "out of memory");
+            goto out;
+        }
+    } else {
+        body = json_pack("{s:b}", "restore", trial);
+        if (body == NULL) {
+            code = failure(&r, "out of memory");
+            goto out;
+        }
+        if ((code = serverOpen(&r)) != CLI_EXIT_OK ||
+            (code = idPath(&r, "/admin/backups", argv[1],
+                           r.progress.enabled ? "/verify?progress" : "/verify", path,
+                           sizeof path)) != CLI_EXIT_OK ||
+            (code = serverCall(&r, path, body, "verification", &outcome)) != CLI_EXIT_OK) {
+            goto out;
+        }
+        if (!json_is_boolean(json_object_get(outcome, "ok"))) {
+            code = failure(&r, "cairnd's answer has no \"ok\"");
+            goto out;
+        }
+    }
+    id = jstr(outcome, "id") != NULL ? jstr(outcome, "id") : argv[1];
+    error = jstr(outcome, "error");
+    cliFormatDuration((cliNowNs() - start) / 1000000, took, sizeof took);
+    if (r.json) {
+        code = printJson(&r, outcome);
+    } else if (json_is_true(json_object_get(outcome, "ok"))) {
+        printf("backup %s is sound: every checksum and link of its chain checks out%s (%s)\n", id,
+               json_is_true(json_object_get(outcome, "trial_restore"))
+                   ? ", and a trial restore passed PRAGMA integrity_check"
+                   : "",
+               took);
+    }
+    if (!json_is_true(json_object_get(outcome, "ok"))) {
+        code = failure(&r, "%s", error != NULL ? error : "verification failed");
+    }
+
+out:
+    free(info);
+    json_decref(outcome);
+    json_decref(body);
+    cliHttpClose(&r.http);
+    return code;
+}
+
+static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
+{
+    const char *values[MAX_OPTIONS];
+    char errmsg[CAIRN_ERRMSG_SIZE] = "";
+    char took[32], size[32];
+    backupRun r;
+    struct backup_info *info = NULL;
+    json_t *outcome = NULL;
+    json_t *body = NULL;
+    const json_t *restored;
+    const char *branch, *out, *force;
+    int64_t start;
+    int npos, code;
+
+    code = setup(&r, cmd, env, argc, argv, values, &npos, "restore");
+    if (code >= 0) {
+        return code;
+    }
+    if ((code = needId(&r, npos)) >= 0) {
+        return code;
+    }
+    code = CLI_EXIT_OK;
+    branch = VALUE(restoreOptions, values, "branch");
+    out = VALUE(restoreOptions, values, "out");
+    force = VALUE(restoreOptions, values, "force");
+    if (r.repo != NULL && out == NULL) {
+        return usageError(cmd, "--repo needs --out FILE (the database file to create)");
+    }
+    if (r.repo == NULL && (out != NULL || force != NULL)) {
+        return usageError(cmd, "--%s is for a standalone restore, with --repo DIR",
+                          out != NULL ? "out" : "force");
+    }
+    if (r.repo != NULL && branch != NULL) {
+        return usageError(cmd, "--branch is for a server; a standalone restore writes --out "
+                               "FILE");
+    }
+    if (branch != NULL && branch[0] == '\0') {
+        return usageError(cmd, "--branch needs a name");
+    }
+    start = cliNowNs();
+    if (r.repo != NULL) {
+        struct restore_options opt = {0};
+        char abs[PATH_MAX];
+        int rc;
+
+        info = calloc(1, sizeof *info);
+        if (info == NULL) {
+            code = failure(&r, "out of memory");
+            goto out;
+        }
+        opt.repo = r.repo;
+        opt.ref = argv[1];
+        opt.out = out;
+        opt.force = force != NULL;
+        opt.progress = onEngineProgress;
+        opt.progress_arg = &r;
+        hardStopNote = noteFor(&r, noteRestore);
+        rc = backupRestore(&opt, info, errmsg);
+        hardStopNote = NULL;
+        cliProgressClear(&r.progress);
+        if (rc != 0) {
+            code = failure(&r, "%s", errmsg);
+            goto out;
+        }
+        outcome = json_object();
+        if (outcome == NULL || json_object_set_new(outcome, "restored", entryJson(info)) != 0 ||
+            json_object_set_new(outcome, "out",
+                                json_string(realpath(out, abs) != NULL ? abs : out)) != 0) {
+            code = failure(&r, "out of memory");
+            goto out;
+        }
+    } else {
+        body = json_pack("{s:s}", "backup_id", argv[1]);
+        if (body == NULL ||
+            (branch != NULL && json_object_set_new(body, "branch", json_string(branch)) != 0)) {
+            code = failure(&r, "out of memory");
+            goto out;
+        }
+        if ((code = serverOpen(&r)) != CLI_EXIT_OK ||
+            (code =
+                 serverCall(&r, r.progress.enabled ? "/admin/restore?progress" : "/admin/restore",
+                            body, "restore", &outcome)) != CLI_EXIT_OK) {
+            goto out;
+        }
+    }
+    restored = json_object_get(outcome, "restored");
+    if (!json_is_object(restored)) {
+        code = failure(&r, "cairnd's answer has no \"restored\" object");
+        goto out;
+    }
+    if (r.json) {
+        code = printJson(&r, outcome);
+        goto out;
+    }
+    cliFormatDuration((cliNowNs() - start) / 1000000, took, sizeof took);
+    printf("restored backup %s (%s, %lld pages, %s) ", jstr(restored, "id"),
+           jstr(restored, "type") != NULL ? jstr(restored, "type") : "?",
+           (long long)jint(restored, "page_count"),
+           cliFormatBytes((uint64_t)jint(restored, "page_count") *
+                              (uint64_t)jint(restored, "page_size"),
+                          size, sizeof size));
+    if (r.repo != NULL) {
+        printf("into %s", jstr(outcome, "out"));
+    } else if (jstr(outcome, "branch") != NULL) {
+        printf("into branch %s", jstr(outcome, "branch"));
+    } else {
+        printf("into the live database at raft index %lld", (long long)jint(outcome, "raft_index"));
+    }
+    printf(" in %s\n", took);
+
+out:
+    free(info);
+    json_decref(outcome);
+    json_decref(body);
+    cliHttpClose(&r.http);
+    return code;
+}
+
+/* ---- the command tables -------------------------------------------------------------- */
+
+static const cliCommand createCommand = {
+    .name = "backup create",
+    .synopsis = "[--type TYPE] [--to DIR] | --db FILE --repo DIR [--type TYPE]",
+    .summary = "Back up the database: a full, incremental or differential backup.",
+    .description =
+        "Against cairnd (the default), the server backs up its database at a point of its\n"
+        "Raft log into its backup directory, or into --to DIR. With --db FILE --repo DIR,\n"
+        "no server is involved: FILE is any SQLite database, even one other programs are\n"
+        "writing, and the backup goes into the repository DIR.\n"
+        "\n"
+        "full: every page. incremental: the pages changed since the newest backup of the\n"
+        "same database. differential: the pages changed since the newest full backup.\n"
+        "Prints the new catalog entry; --json prints it as one JSON object.\n"
+        "Exit status: 0 success, 1 failure, 2 bad usage.\n",
+    .options = createOptions,
+    .run = runCreate,
+};
+
+static const cliCommand listCommand = {
+    .name = "backup list",
+    .synopsis = "[--repo DIR] [--json]",
+    .summary = "List the backups (cairnd's catalog, or the repository DIR's).",
+    .description = "The catalog is read from the backup files themselves. A file that cannot\n"
+                   "be read is listed as DAMAGED, with the reason below the table.\n"
+                   "--json prints a JSON array of catalog entries.\n",
+    .options = listOptions,
+    .run = runList,
+};
+
+static const cliCommand showCommand = {
+    .name = "backup show",
+    .synopsis = "[--repo DIR] [--json] ID",
+    .summary = "Show one backup's catalog entry.",
+    .description = "ID is a backup id as `cairn backup list` shows it (standalone, also the\n"
+                   "path of a .cbk file). Exit status 1 when there is no such backup.\n",
+    .options = showOptions,
+    .run = runShow,
+};
+
+static const cliCommand verifyCommand = {
+    .name = "backup verify",
+    .synopsis = "[--restore] [--repo DIR] [--json] ID",
+    .summary = "Check a backup and every backup its chain depends on.",
+    .description =
+        "Checks every checksum, the digest of every file and each parent link of the\n"
+        "chain that ends at ID; with --restore, also restores the chain into a scratch\n"
+        "file and runs PRAGMA integrity_check on it. The outcome is recorded beside the\n"
+        "backup (see the STATUS column of `cairn backup list`).\n"
+        "Exit status: 0 when the backup is sound, 1 when it is damaged (the message says\n"
+        "which file and what) or the check could not run, 2 for bad usage.\n",
+    .options = verifyOptions,
+    .run = runVerify,
+};
+
+static const cliCommand *const backupSubcommands[] = {
+    &createCommand, &listCommand, &showCommand, &verifyCommand, NULL,
+};
+
+static int runBackup(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
+{
+    if (argc < 2) {
+        return usageError(cmd, "no subcommand given");
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        cliPrintCommandUsage(stdout, cmd);
+        return CLI_EXIT_OK;
+    }
+    for (int i = 0; backupSubcommands[i] != NULL; i++) {
+        const cliCommand *sub = backupSubcommands[i];
+        if (strcmp(sub->name + strlen("backup "), argv[1]) == 0) {
+            return sub->run(sub, env, argc - 1, argv + 1);
+        }
+    }
+    if (argv[1][0] == '-') {
+        return usageError(cmd, "expected a subcommand before '%s'", argv[1]);
+    }
+    return usageError(cmd, "unknown subcommand '%s'", argv[1]);
+}
+
+const cliCommand cliBackupCommand = {
+    .name = "backup",
+    .synopsis = "SUBCOMMAND [options] [ID]",
+    .summary = "Create, list, show and verify backups (of cairnd, or of any SQLite file).",
+    .description = "subcommands:\n"
+                   "  create   back up the database (full, incremental or differential)\n"
+                   "  list     list the backups\n"
+                   "  show     show one backup's catalog entry\n"
+                   "  verify   check a backup's chain, optionally by a trial restore\n"
+                   "\n"
+                   "Without --repo, each subcommand asks cairnd (--host URL, $CAIRN_HOST). With\n"
+                   "--repo DIR (and --db FILE for create), it works on the repository DIR in this\n"
+                   "process, with no server. See `cairn restore` to restore a backup.\n"
+                   "Run \"cairn backup SUBCOMMAND --help\" for a subcommand's options.\n",
+    .options = backupOptions,
+    .run = runBackup,
+    .subcommands = backupSubcommands,
+};
+
+const cliCommand cliRestoreCommand = {
+    .name = "restore",
+    .synopsis = "[--branch NAME] ID | --repo DIR --out FILE [--force] ID",
+    .summary = "Restore a backup (into cairnd, or into a database file).",
+    .description =
+        "Against cairnd (the default), the backup ID replaces the live database through\n"
+        "the Raft log, so that every node of the cluster restores the same image; with\n"
+        "--branch NAME it goes into a separate branch database instead and the live one\n"
+        "is untouched. With --repo DIR --out FILE, no server is involved: the chain that\n"
+        "ends at ID is checked, then written into FILE (which must not exist, unless\n"
+        "--force), and FILE passes PRAGMA integrity_check before it appears.\n"
+        "Exit status: 0 success, 1 failure, 2 bad usage.\n",
+    .options = restoreOptions,
+    .run = runRestore,
+};
