@@ -26,7 +26,7 @@
 #define BACKUP_INCREMENTAL 2
 #define BACKUP_DIFFERENTIAL 3
 
-/* Ids are 27 characters, e.g. "20261122T101500123Z-0001-7f3a": creation time in UTC
+/* Ids are 29 characters, e.g. "20261122T101500123Z-0001-7f3a": creation time in UTC
  * to the millisecond, a per-process counter, then random hex. Sorting ids as strings
  * sorts backups by creation, also within one millisecond in one process. */
 #define BACKUP_ID_SIZE 32   /* with the terminating NUL; ids are shorter */
@@ -101,7 +101,8 @@ int backupCreate(const struct backup_source *src, const struct backup_options *o
 /* Make a frozen copy of the SQLite database at db_path, which other programs may be
  * writing (WAL or rollback-journal mode), into a temporary file in tmp_dir with
  * SQLite's online backup API, and open it: src->fd is the copy, tmp_path (PATH_MAX
- * bytes) receives its name. Release with backupSnapshotRelease(). */
+ * bytes) receives its name; src->source is left as the caller set it. tmp_dir NULL
+ * means $TMPDIR or /tmp. Release with backupSnapshotRelease(). */
 int backupSnapshotFile(const char *db_path, const char *tmp_dir, struct backup_source *src,
                        char *tmp_path, char *errmsg);
 void backupSnapshotRelease(struct backup_source *src, const char *tmp_path);

@@ -1,0 +1,1064 @@
+/* Making backups: read a frozen page image, hash every page, keep the pages that
+ * changed since the parent backup, and write them as a `.cbk` file (cbk.h). Also the
+ * frozen copy of a foreign SQLite file (backupSnapshotFile), backup ids, type names
+ * and the JSON of a catalog entry.
+ *
+ * Threads: backupCreate runs on the caller's thread (a worker, never the loop), which
+ * starts a few threads of its own for the duration of the call (one per CPU, at most
+ * MAX_WORKERS). They read, hash, compare and compress chunks of the image through a
+ * ring of slots; the caller's thread writes the blocks in order, so that reading,
+ * compressing and writing overlap and the output is the same whatever the number of
+ * threads. The only state shared between calls is the id generator, under a mutex. */
+#define _GNU_SOURCE
+#include "backup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include "buf.h"
+#include "cbk.h"
+#include "error.h"
+#include "repo.h"
+#include "store.h"
+
+/* zstd's fast level -3: on a 1 GiB database (2 CPUs) it compresses to 43% at 1.4 GB/s,
+ * where level 1 gives 37% at 0.9 GB/s; only the fast level keeps a full backup within
+ * twice the time of a plain copy. Callers who want smaller files pass a level. */
+#define DEFAULT_LEVEL (-3)
+/* A block of about 1 MiB: large enough that zstd and the syscalls run at full speed,
+ * small enough that a ring of them stays a few MiB. 256 pages of 4 KiB. */
+#define DEFAULT_BLOCK_BYTES (1u << 20)
+#define MAX_WORKERS 4
+/* The ring of blocks in flight never takes more than this, unless the caller asked
+ * for blocks so big that two of them do. */
+#define RING_BYTES (24u << 20)
+#define MANIFEST_CHUNK_PAGES 8192
+#define SNAPSHOT_BUSY_TIMEOUT_MS 5000
+#define SNAPSHOT_DEADLINE_MS 60000
+
+/* ---- ids ---- */
+
+static pthread_mutex_t id_mu = PTHREAD_MUTEX_INITIALIZER;
+static int64_t id_last_ms;
+static unsigned id_counter;
+
+/* A new id and the time it names. Within one process ids only grow: the counter
+ * orders ids of one millisecond, and when the clock steps back (or the counter runs
+ * out) the previous millisecond is reused (or the next one borrowed). */
+static void newId(char id[BACKUP_ID_SIZE], int64_t *ms_out)
+{
+    int64_t now = repoNowMs(), ms;
+    unsigned counter;
+    uint16_t rnd;
+    time_t t;
+    struct tm tm;
+
+    pthread_mutex_lock(&id_mu);
+    if (now > id_last_ms) {
+        id_last_ms = now;
+        id_counter = 0;
+    } else if (++id_counter > 0xffff) {
+        id_last_ms++;
+        id_counter = 0;
+    }
+    ms = id_last_ms;
+    counter = id_counter;
+    pthread_mutex_unlock(&id_mu);
+
+    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
+        rnd = (uint16_t)XXH64(&now, sizeof now, (uint64_t)getpid() * 65537 + counter);
+    }
+    t = (time_t)(ms / 1000);
+    gmtime_r(&t, &tm);
+    snprintf(id, BACKUP_ID_SIZE, "%04d%02d%02dT%02d%02d%02d%03dZ-%04x-%04x", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000), counter,
+             (unsigned)rnd);
+    if (ms_out != NULL) {
+        *ms_out = ms;
+    }
+}
+
+void backupNewId(char id[BACKUP_ID_SIZE])
+{
+    newId(id, NULL);
+}
+
+/* ---- names and JSON ---- */
+
+const char *backupTypeName(int type)
+{
+    switch (type) {
+    case BACKUP_FULL:
+        return "full";
+    case BACKUP_INCREMENTAL:
+        return "incremental";
+    case BACKUP_DIFFERENTIAL:
+        return "differential";
+    }
+    return "unknown";
+}
+
+int backupTypeFromName(const char *name)
+{
+    for (int t = BACKUP_FULL; t <= BACKUP_DIFFERENTIAL; t++) {
+        if (strcmp(name, backupTypeName(t)) == 0) {
+            return t;
+        }
+    }
+    return -1;
+}
+
+static void jsonKey(struct buf *b, const char *key)
+{
+    bufJsonString(b, key, strlen(key));
+    bufPutc(b, ':');
+}
+
+static void jsonStr(struct buf *b, const char *key, const char *s)
+{
+    jsonKey(b, key);
+    bufJsonString(b, s, strlen(s));
+    bufPutc(b, ',');
+}
+
+static void jsonU64(struct buf *b, const char *key, uint64_t v)
+{
+    jsonKey(b, key);
+    bufPrintf(b, "%llu,", (unsigned long long)v);
+}
+
+static void jsonI64(struct buf *b, const char *key, int64_t v)
+{
+    jsonKey(b, key);
+    bufJsonInt(b, v);
+    bufPutc(b, ',');
+}
+
+static void jsonDigest(struct buf *b, const char *key, const unsigned char *d)
+{
+    static const unsigned char zero[BACKUP_DIGEST_SIZE];
+    char hex[2 * BACKUP_DIGEST_SIZE + 1];
+    jsonKey(b, key);
+    if (memcmp(d, zero, BACKUP_DIGEST_SIZE) == 0) {
+        bufPuts(b, "null,");
+        return;
+    }
+    repoHex(d, BACKUP_DIGEST_SIZE, hex);
+    bufPrintf(b, "\"%s\",", hex);
+}
+
+void backupInfoJson(const struct backup_info *info, struct buf *b)
+{
+    char when[32];
+    bufPutc(b, '{');
+    jsonStr(b, "id", info->id);
+    jsonKey(b, "type");
+    if (info->type >= BACKUP_FULL && info->type <= BACKUP_DIFFERENTIAL) {
+        bufPrintf(b, "\"%s\",", backupTypeName(info->type));
+    } else {
+        bufPuts(b, "null,");
+    }
+    jsonKey(b, "parent_id");
+    if (info->parent_id[0] != '\0') {
+        bufJsonString(b, info->parent_id, strlen(info->parent_id));
+        bufPutc(b, ',');
+    } else {
+        bufPuts(b, "null,");
+    }
+    repoIso8601(info->created_ms, when);
+    jsonStr(b, "created", when);
+    jsonI64(b, "created_ms", info->created_ms);
+    jsonU64(b, "raft_index", info->raft_index);
+    jsonU64(b, "raft_term", info->raft_term);
+    jsonU64(b, "page_size", info->page_size);
+    jsonU64(b, "page_count", info->page_count);
+    jsonU64(b, "pages", info->pages);
+    jsonU64(b, "size_bytes", info->size_bytes);
+    jsonStr(b, "path", info->path);
+    jsonI64(b, "duration_ms", info->duration_ms);
+    jsonStr(b, "verified",
+            info->verified == BACKUP_VERIFIED        ? "verified"
+            : info->verified == BACKUP_VERIFY_FAILED ? "failed"
+                                                     : "unverified");
+    jsonKey(b, "verified_at");
+    if (info->verified != BACKUP_UNVERIFIED) {
+        repoIso8601(info->verified_ms, when);
+        bufPrintf(b, "\"%s\",", when);
+    } else {
+        bufPuts(b, "null,");
+    }
+    jsonDigest(b, "digest", info->digest);
+    jsonDigest(b, "parent_digest", info->parent_digest);
+    jsonKey(b, "source");
+    bufJsonString(b, info->source, strlen(info->source));
+    if (info->error[0] != '\0') {
+        bufPutc(b, ',');
+        jsonKey(b, "error");
+        bufJsonString(b, info->error, strlen(info->error));
+    }
+    bufPutc(b, '}');
+}
+
+/* ---- the pipeline ---- */
+
+/* The image is cut into chunks of block_pages consecutive pages; each chunk becomes at
+ * most one block, holding the pages of the chunk that changed. A worker does all the
+ * work of a chunk (read, hash, compare, compress, checksum) and the calling thread
+ * writes the blocks in order, so the only serial work is the writing. */
+
+struct image {
+    int fd;
+    const char *source;
+    uint32_t page_size;
+    uint32_t block_pages;
+    uint64_t page_count;
+    uint64_t *manifest;        /* filled by the workers, each its own chunks */
+    const uint64_t *pmanifest; /* the parent's, or NULL for a full backup */
+    uint64_t parent_pages;     /* pages of pmanifest that compare (0: every page changed) */
+};
+
+enum { SLOT_FREE, SLOT_READY, SLOT_BUSY, SLOT_DONE };
+
+/* One chunk on its way. `out` holds the block exactly as in the file: head, frame,
+ * checksum. */
+struct slot {
+    uint64_t first; /* index of the chunk's first page */
+    uint32_t count; /* pages in the chunk */
+    unsigned char *raw;
+    uint32_t *pgnos;
+    uint32_t n; /* pages stored (changed) */
+    unsigned char *out;
+    size_t out_cap;
+    size_t out_len;
+    int read_err; /* errno of the read, -1 for end of file, or 0 */
+    size_t zerr;  /* a zstd error code, or 0 */
+    int state;
+};
+
+struct ring {
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* a slot became READY, or stop */
+    pthread_cond_t done; /* a slot became DONE */
+    struct slot *slots;
+    unsigned nslots;
+    uint64_t submitted, taken, written; /* sequence numbers of chunks */
+    bool stop;
+    pthread_t threads[MAX_WORKERS];
+    unsigned nthreads;
+    ZSTD_CCtx *cctx; /* the calling thread's own, when there are no workers */
+    int level;
+    const struct image *img;
+};
+
+static int readFull(int fd, void *buf, size_t n, uint64_t off)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t got = pread(fd, p, n, (off_t)off);
+        if (got < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno;
+        }
+        if (got == 0) {
+            return -1; /* end of file */
+        }
+        p += got;
+        n -= (size_t)got;
+        off += (uint64_t)got;
+    }
+    return 0;
+}
+
+static void processSlot(ZSTD_CCtx *cctx, const struct image *img, struct slot *s)
+{
+    const uint32_t ps = img->page_size;
+    size_t head, z;
+    uint64_t sum;
+
+    s->n = 0;
+    s->zerr = 0;
+    s->out_len = 0;
+    s->read_err = readFull(img->fd, s->raw, (size_t)s->count * ps, s->first * ps);
+    if (s->read_err != 0) {
+        return;
+    }
+    for (uint32_t i = 0; i < s->count; i++) {
+        uint64_t pg = s->first + i;
+        uint64_t h = XXH3_64bits(s->raw + (size_t)i * ps, ps);
+        img->manifest[pg] = h;
+        if (img->pmanifest != NULL && pg < img->parent_pages && img->pmanifest[pg] == h) {
+            continue;
+        }
+        if (s->n != i) {
+            memcpy(s->raw + (size_t)s->n * ps, s->raw + (size_t)i * ps, ps);
+        }
+        s->pgnos[s->n++] = (uint32_t)(pg + 1);
+    }
+    if (s->n == 0) {
+        return;
+    }
+    if (cctx == NULL) {
+        s->zerr = (size_t)-ZSTD_error_memory_allocation;
+        return;
+    }
+    head = (size_t)CBK_BLOCK_HEAD_SIZE(s->n);
+    z = ZSTD_compress2(cctx, s->out + head, s->out_cap - head - CBK_BLOCK_SUM_SIZE, s->raw,
+                       (size_t)s->n * ps);
+    if (ZSTD_isError(z)) {
+        s->zerr = z;
+        return;
+    }
+    cbkBlockHeadEncode(s->out, s->n, s->pgnos, s->n * ps, (uint32_t)z);
+    sum = XXH3_64bits(s->out, head + z);
+    for (int i = 0; i < 8; i++) {
+        s->out[head + z + (size_t)i] = (unsigned char)(sum >> (8 * i));
+    }
+    s->out_len = head + z + CBK_BLOCK_SUM_SIZE;
+}
+
+static ZSTD_CCtx *newCCtx(int level)
+{
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    if (c != NULL && ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level))) {
+        ZSTD_freeCCtx(c);
+        c = NULL;
+    }
+    return c;
+}
+
+static void *worker(void *arg)
+{
+    struct ring *g = arg;
+    ZSTD_CCtx *cctx = newCCtx(g->level);
+    pthread_mutex_lock(&g->mu);
+    for (;;) {
+        struct slot *s;
+        while (!g->stop && g->taken == g->submitted) {
+            pthread_cond_wait(&g->work, &g->mu);
+        }
+        if (g->stop) {
+            break;
+        }
+        s = &g->slots[g->taken++ % g->nslots];
+        s->state = SLOT_BUSY;
+        pthread_mutex_unlock(&g->mu);
+        processSlot(cctx, g->img, s);
+        pthread_mutex_lock(&g->mu);
+        s->state = SLOT_DONE;
+        pthread_cond_broadcast(&g->done);
+    }
+    pthread_mutex_unlock(&g->mu);
+    ZSTD_freeCCtx(cctx);
+    return NULL;
+}
+
+static unsigned workerCount(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n <= 1) {
+        return 0; /* one CPU: work on the calling thread, no handoffs */
+    }
+    return n > MAX_WORKERS ? MAX_WORKERS : (unsigned)n;
+}
+
+static void ringFree(struct ring *g)
+{
+    if (g->nthreads > 0) {
+        pthread_mutex_lock(&g->mu);
+        g->stop = true;
+        pthread_cond_broadcast(&g->work);
+        pthread_mutex_unlock(&g->mu);
+        for (unsigned i = 0; i < g->nthreads; i++) {
+            pthread_join(g->threads[i], NULL);
+        }
+    }
+    for (unsigned i = 0; g->slots != NULL && i < g->nslots; i++) {
+        free(g->slots[i].raw);
+        free(g->slots[i].pgnos);
+        free(g->slots[i].out);
+    }
+    free(g->slots);
+    ZSTD_freeCCtx(g->cctx);
+    pthread_cond_destroy(&g->work);
+    pthread_cond_destroy(&g->done);
+    pthread_mutex_destroy(&g->mu);
+}
+
+static int ringInit(struct ring *g, const struct image *img, int level, char *errmsg)
+{
+    size_t raw = (size_t)img->block_pages * img->page_size;
+    size_t out = (size_t)CBK_BLOCK_HEAD_SIZE(img->block_pages) + ZSTD_compressBound(raw) +
+                 CBK_BLOCK_SUM_SIZE;
+    unsigned want, least;
+
+    memset(g, 0, sizeof *g);
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->work, NULL);
+    pthread_cond_init(&g->done, NULL);
+    g->level = level;
+    g->img = img;
+    g->nthreads = workerCount();
+    /* Two chunks per worker keep every worker busy while the oldest is written. */
+    want = g->nthreads ? 2 * g->nthreads + 1 : 1;
+    least = g->nthreads ? 2 : 1;
+    g->nslots = (unsigned)(RING_BYTES / (raw + out));
+    g->nslots = g->nslots > want ? want : g->nslots < least ? least : g->nslots;
+    if ((g->slots = calloc(g->nslots, sizeof *g->slots)) == NULL) {
+        goto oom;
+    }
+    for (unsigned i = 0; i < g->nslots; i++) {
+        struct slot *s = &g->slots[i];
+        s->raw = malloc(raw);
+        s->pgnos = malloc(sizeof *s->pgnos * img->block_pages);
+        s->out = malloc(out);
+        s->out_cap = out;
+        if (s->raw == NULL || s->pgnos == NULL || s->out == NULL) {
+            goto oom;
+        }
+    }
+    for (unsigned i = 0; i < g->nthreads; i++) {
+        if (pthread_create(&g->threads[i], NULL, worker, g) != 0) {
+            g->nthreads = i; /* fewer workers, or none: still correct */
+            break;
+        }
+    }
+    if (g->nthreads == 0 && (g->cctx = newCCtx(level)) == NULL) {
+        goto oom;
+    }
+    return 0;
+oom:
+    ringFree(g);
+    errorf(errmsg, "out of memory for the backup's buffers");
+    return CAIRN_ENOMEM;
+}
+
+/* Hand the next chunk to the workers (or do it here when there are none). */
+static void ringSubmit(struct ring *g, uint64_t first, uint32_t count)
+{
+    struct slot *s = &g->slots[g->submitted % g->nslots];
+    s->first = first;
+    s->count = count;
+    if (g->nthreads == 0) {
+        processSlot(g->cctx, g->img, s);
+        s->state = SLOT_DONE;
+        g->submitted++;
+        return;
+    }
+    pthread_mutex_lock(&g->mu);
+    s->state = SLOT_READY;
+    g->submitted++;
+    pthread_cond_signal(&g->work);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* ---- writing the file ---- */
+
+struct writer {
+    int fd;
+    const char *path;
+    uint64_t off;
+    uint64_t flushed; /* writeback started up to here */
+    XXH3_state_t *digest;
+};
+
+/* Start the writeback of what was written so far without waiting for it, so that the
+ * disk works while we compress and the final fsync has little left to do. */
+#define WRITEBACK_BYTES (8u << 20)
+
+static int writeOut(struct writer *w, const void *p, size_t n, char *errmsg)
+{
+    const unsigned char *c = p;
+    XXH3_128bits_update(w->digest, p, n);
+    while (n > 0) {
+        ssize_t k = write(w->fd, c, n);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == ENOSPC || errno == EDQUOT) {
+                errorf(errmsg, "no space left on device writing %s", w->path);
+                return CAIRN_ENOSPC;
+            }
+            errorf(errmsg, "write %s: %s", w->path, strerror(errno));
+            return errorFromErrno(errno);
+        }
+        c += k;
+        n -= (size_t)k;
+        w->off += (uint64_t)k;
+    }
+    if (w->off - w->flushed >= WRITEBACK_BYTES) {
+        sync_file_range(w->fd, (off_t)w->flushed, (off_t)(w->off - w->flushed),
+                        SYNC_FILE_RANGE_WRITE);
+        w->flushed = w->off;
+    }
+    return 0;
+}
+
+struct counters {
+    uint64_t blocks, pages, comp;
+};
+
+/* Write the block of the oldest chunk in flight, waiting for it. */
+static int ringWriteOldest(struct ring *g, struct writer *w, struct counters *c, char *errmsg)
+{
+    struct slot *s = &g->slots[g->written % g->nslots];
+    const struct image *img = g->img;
+    int rv;
+    if (g->nthreads > 0) {
+        pthread_mutex_lock(&g->mu);
+        while (s->state != SLOT_DONE) {
+            pthread_cond_wait(&g->done, &g->mu);
+        }
+        pthread_mutex_unlock(&g->mu);
+    }
+    if (s->read_err != 0) {
+        errorf(errmsg, "read the database %s at page %llu: %s", img->source,
+               (unsigned long long)s->first + 1,
+               s->read_err < 0 ? "the file is shorter than its page count" : strerror(s->read_err));
+        return s->read_err < 0 ? CAIRN_ECORRUPT : errorFromErrno(s->read_err);
+    }
+    if (s->zerr != 0) {
+        errorf(errmsg, "compress a block for %s: %s", w->path, ZSTD_getErrorName(s->zerr));
+        return ZSTD_getErrorCode(s->zerr) == ZSTD_error_memory_allocation ? CAIRN_ENOMEM
+                                                                          : CAIRN_EIO;
+    }
+    if (s->n > 0) {
+        if ((rv = writeOut(w, s->out, s->out_len, errmsg)) != 0) {
+            return rv;
+        }
+        c->blocks++;
+        c->pages += s->n;
+        c->comp += s->out_len - CBK_BLOCK_HEAD_SIZE(s->n) - CBK_BLOCK_SUM_SIZE;
+    }
+    s->state = SLOT_FREE;
+    g->written++;
+    return 0;
+}
+
+static uint32_t be16(const unsigned char *p)
+{
+    return (uint32_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Page size and page count of the SQLite image in fd, as SQLite itself would take
+ * them from the header of page 1. An empty file is a database of no pages. */
+static int imageGeometry(int fd, const char *source, uint32_t *page_size, uint64_t *page_count,
+                         char *errmsg)
+{
+    unsigned char h[100];
+    struct stat st;
+    uint64_t size;
+    int err;
+    if (fstat(fd, &st) != 0) {
+        errorf(errmsg, "stat the database %s: %s", source, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    size = (uint64_t)st.st_size;
+    if (size == 0) {
+        *page_size = 4096; /* SQLite's default; nothing depends on it */
+        *page_count = 0;
+        return 0;
+    }
+    if ((err = readFull(fd, h, sizeof h, 0)) != 0) {
+        errorf(errmsg, "read the header of the database %s: %s", source,
+               err < 0 ? "the file is shorter than a SQLite header" : strerror(err));
+        return err < 0 ? CAIRN_ECORRUPT : errorFromErrno(err);
+    }
+    if (memcmp(h, "SQLite format 3", 16) != 0) {
+        errorf(errmsg, "%s is not a SQLite database", source);
+        return CAIRN_ECORRUPT;
+    }
+    *page_size = be16(h + 16) == 1 ? 65536 : be16(h + 16);
+    if (*page_size < 512 || (*page_size & (*page_size - 1)) != 0) {
+        errorf(errmsg, "the database %s has an invalid page size %u", source, *page_size);
+        return CAIRN_ECORRUPT;
+    }
+    /* The in-header size is valid only when the change counter matches the
+     * version-valid-for number (older writers did not maintain it). */
+    if (be32(h + 24) == be32(h + 92) && be32(h + 28) != 0) {
+        *page_count = be32(h + 28);
+        if (*page_count * *page_size > size) {
+            errorf(errmsg,
+                   "the database %s is %llu bytes, shorter than the %llu pages of %u "
+                   "bytes its header says",
+                   source, (unsigned long long)size, (unsigned long long)*page_count, *page_size);
+            return CAIRN_ECORRUPT;
+        }
+    } else {
+        *page_count = size / *page_size;
+    }
+    return 0;
+}
+
+/* The parent of a new incremental or differential backup: the newest readable backup
+ * of the same source (of any type, or full only). */
+static int chooseParent(const char *repo, const char *source, int type, struct backup_info *parent,
+                        char *errmsg)
+{
+    struct backup_info *all;
+    size_t n;
+    int rv = repoList(repo, &all, &n, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    for (size_t i = n; i-- > 0;) {
+        if (all[i].error[0] == '\0' && strcmp(all[i].source, source) == 0 &&
+            (type == BACKUP_INCREMENTAL || all[i].type == BACKUP_FULL)) {
+            *parent = all[i];
+            free(all);
+            return 0;
+        }
+    }
+    free(all);
+    errorf(errmsg, "no %sbackup of %s in %s to base the %s backup on",
+           type == BACKUP_DIFFERENTIAL ? "full " : "", source, repo, backupTypeName(type));
+    return CAIRN_ENOTFOUND;
+}
+
+/* Load the parent's manifest, checking that the file is the one the catalog saw. */
+static int loadParentManifest(const struct backup_info *parent, uint64_t **out, char *errmsg)
+{
+    struct repo_file f;
+    uint64_t *m = NULL;
+    int rv = repoOpenFile(parent->path, &f, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (memcmp(f.r.t.digest, parent->digest, BACKUP_DIGEST_SIZE) != 0) {
+        errorf(errmsg, "%s: changed while the backup was being made", parent->path);
+        rv = CAIRN_EBUSY;
+        goto out;
+    }
+    if ((m = malloc(f.r.h.page_count ? f.r.h.page_count * sizeof *m : 1)) == NULL) {
+        errorf(errmsg, "out of memory for the manifest of %s", parent->path);
+        rv = CAIRN_ENOMEM;
+        goto out;
+    }
+    if ((rv = cbkReadManifest(&f.r, m, errmsg)) != 0) {
+        free(m);
+        m = NULL;
+    }
+out:
+    repoCloseFile(&f);
+    *out = m;
+    return rv;
+}
+
+static int writeManifest(struct writer *w, const uint64_t *hashes, uint64_t page_count,
+                         char *errmsg)
+{
+    unsigned char head[16];
+    unsigned char *chunk = malloc(8 * MANIFEST_CHUNK_PAGES);
+    XXH3_state_t *sum = XXH3_createState();
+    unsigned char tail[8];
+    uint64_t v;
+    int rv = 0;
+    if (chunk == NULL || sum == NULL) {
+        errorf(errmsg, "out of memory writing %s", w->path);
+        rv = CAIRN_ENOMEM;
+        goto out;
+    }
+    XXH3_64bits_reset(sum);
+    cbkManifestHeadEncode(head, page_count);
+    XXH3_64bits_update(sum, head, sizeof head);
+    if ((rv = writeOut(w, head, sizeof head, errmsg)) != 0) {
+        goto out;
+    }
+    for (uint64_t done = 0; done < page_count;) {
+        size_t n = page_count - done < MANIFEST_CHUNK_PAGES ? (size_t)(page_count - done)
+                                                            : MANIFEST_CHUNK_PAGES;
+        for (size_t i = 0; i < n; i++) {
+            v = hashes[done + i];
+            for (int k = 0; k < 8; k++) {
+                chunk[8 * i + (size_t)k] = (unsigned char)(v >> (8 * k));
+            }
+        }
+        XXH3_64bits_update(sum, chunk, 8 * n);
+        if ((rv = writeOut(w, chunk, 8 * n, errmsg)) != 0) {
+            goto out;
+        }
+        done += n;
+    }
+    v = XXH3_64bits_digest(sum);
+    for (int k = 0; k < 8; k++) {
+        tail[k] = (unsigned char)(v >> (8 * k));
+    }
+    rv = writeOut(w, tail, sizeof tail, errmsg);
+out:
+    XXH3_freeState(sum);
+    free(chunk);
+    return rv;
+}
+
+static void fillInfo(const struct cbk_header *h, const struct cbk_footer *f,
+                     const struct cbk_trailer *t, const char *path, struct backup_info *out)
+{
+    memset(out, 0, sizeof *out);
+    memcpy(out->id, h->id, BACKUP_ID_SIZE);
+    out->type = h->type;
+    memcpy(out->parent_id, h->parent_id, BACKUP_ID_SIZE);
+    memcpy(out->parent_digest, h->parent_digest, BACKUP_DIGEST_SIZE);
+    memcpy(out->digest, t->digest, BACKUP_DIGEST_SIZE);
+    memcpy(out->source, h->source, BACKUP_SOURCE_SIZE);
+    out->created_ms = h->created_ms;
+    out->raft_index = h->raft_index;
+    out->raft_term = h->raft_term;
+    out->page_size = h->page_size;
+    out->page_count = h->page_count;
+    out->pages = f->pages;
+    out->size_bytes = t->file_size;
+    out->duration_ms = f->duration_ms;
+    snprintf(out->path, sizeof out->path, "%s", path);
+    out->verified = BACKUP_UNVERIFIED;
+}
+
+/* Check the options and fill the header's fields that do not depend on the parent. */
+static int prepareHeader(const struct backup_source *src, const struct backup_options *opt,
+                         struct cbk_header *h, char *errmsg)
+{
+    int rv;
+    memset(h, 0, sizeof *h);
+    if (src == NULL || opt == NULL || src->fd < 0 || opt->repo == NULL || opt->type < BACKUP_FULL ||
+        opt->type > BACKUP_DIFFERENTIAL) {
+        errorf(errmsg, "backup: invalid arguments");
+        return CAIRN_EINVAL;
+    }
+    if (src->source == NULL || strlen(src->source) >= BACKUP_SOURCE_SIZE) {
+        errorf(errmsg, "backup: the source name must be given, under %d bytes", BACKUP_SOURCE_SIZE);
+        return CAIRN_EINVAL;
+    }
+    h->level = opt->level != 0 ? opt->level : DEFAULT_LEVEL;
+    if (h->level < ZSTD_minCLevel() || h->level > ZSTD_maxCLevel()) {
+        errorf(errmsg, "backup: zstd level %d outside %d..%d", h->level, ZSTD_minCLevel(),
+               ZSTD_maxCLevel());
+        return CAIRN_EINVAL;
+    }
+    if ((rv = imageGeometry(src->fd, src->source, &h->page_size, &h->page_count, errmsg)) != 0) {
+        return rv;
+    }
+    h->block_pages = opt->block_pages;
+    if (h->block_pages == 0) {
+        h->block_pages = DEFAULT_BLOCK_BYTES / h->page_size;
+    }
+    if (h->block_pages > CBK_MAX_BLOCK_PAGES ||
+        (uint64_t)h->block_pages * h->page_size > CBK_MAX_BLOCK_BYTES) {
+        errorf(errmsg, "backup: blocks of %u pages of %u bytes exceed %u bytes", h->block_pages,
+               h->page_size, CBK_MAX_BLOCK_BYTES);
+        return CAIRN_EINVAL;
+    }
+    h->type = opt->type;
+    snprintf(h->source, sizeof h->source, "%s", src->source);
+    h->raft_index = src->raft_index;
+    h->raft_term = src->raft_term;
+    return 0;
+}
+
+int backupCreate(const struct backup_source *src, const struct backup_options *opt,
+                 struct backup_info *out, char *errmsg)
+{
+    const int64_t t0 = repoMonoMs();
+    struct cbk_header h;
+    struct cbk_footer f;
+    struct cbk_trailer t;
+    struct backup_info parent;
+    struct image img;
+    struct writer w = {.fd = -1};
+    struct counters c = {0, 0, 0};
+    struct ring ring;
+    bool ring_up = false;
+    uint64_t *pmanifest = NULL;
+    unsigned char hbytes[CBK_HEADER_SIZE];
+    unsigned char tail[CBK_FOOTER_SIZE + CBK_TRAILER_SIZE];
+    char tmp[PATH_MAX], path[PATH_MAX];
+    uint64_t chunks, total;
+    int rv;
+
+    tmp[0] = '\0';
+    memset(&img, 0, sizeof img);
+    if ((rv = prepareHeader(src, opt, &h, errmsg)) != 0 ||
+        (rv = repoMkdirs(opt->repo, errmsg)) != 0) {
+        return rv;
+    }
+    img.fd = src->fd;
+    img.source = src->source;
+    img.page_size = h.page_size;
+    img.block_pages = h.block_pages;
+    img.page_count = h.page_count;
+    if (opt->type != BACKUP_FULL) {
+        if ((rv = chooseParent(opt->repo, src->source, opt->type, &parent, errmsg)) != 0 ||
+            (rv = loadParentManifest(&parent, &pmanifest, errmsg)) != 0) {
+            goto err;
+        }
+        memcpy(h.parent_id, parent.id, BACKUP_ID_SIZE);
+        memcpy(h.parent_digest, parent.digest, BACKUP_DIGEST_SIZE);
+        img.pmanifest = pmanifest;
+        /* A new page size moves every page: then every page counts as changed. */
+        img.parent_pages = parent.page_size == h.page_size ? parent.page_count : 0;
+    }
+    newId(h.id, &h.created_ms);
+    if ((size_t)snprintf(path, sizeof path, "%s/%s.cbk", opt->repo, h.id) >= sizeof path) {
+        errorf(errmsg, "backup: repository path too long: %s", opt->repo);
+        rv = CAIRN_EINVAL;
+        goto err;
+    }
+    snprintf(tmp, sizeof tmp, "%s/.%s.cbk.tmp", opt->repo, h.id);
+
+    img.manifest = malloc(h.page_count ? h.page_count * sizeof *img.manifest : 1);
+    w.digest = XXH3_createState();
+    if (img.manifest == NULL || w.digest == NULL) {
+        errorf(errmsg, "out of memory backing up %s (%llu pages)", src->source,
+               (unsigned long long)h.page_count);
+        rv = CAIRN_ENOMEM;
+        goto err;
+    }
+    XXH3_128bits_reset(w.digest);
+    if ((rv = ringInit(&ring, &img, h.level, errmsg)) != 0) {
+        goto err;
+    }
+    ring_up = true;
+    w.path = tmp;
+    w.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (w.fd < 0) {
+        errorf(errmsg, "create %s: %s", tmp, strerror(errno));
+        rv = errorFromErrno(errno);
+        tmp[0] = '\0'; /* not ours to remove */
+        goto err;
+    }
+    cbkHeaderEncode(&h, hbytes);
+    if ((rv = writeOut(&w, hbytes, sizeof hbytes, errmsg)) != 0) {
+        goto err;
+    }
+    posix_fadvise(src->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+
+    chunks = (h.page_count + h.block_pages - 1) / h.block_pages;
+    total = h.page_count * h.page_size;
+    while (ring.written < chunks) {
+        while (ring.submitted < chunks && ring.submitted - ring.written < ring.nslots) {
+            uint64_t first = ring.submitted * h.block_pages;
+            uint64_t left = h.page_count - first;
+            ringSubmit(&ring, first, left < h.block_pages ? (uint32_t)left : h.block_pages);
+        }
+        if ((rv = ringWriteOldest(&ring, &w, &c, errmsg)) != 0) {
+            goto err;
+        }
+        if (opt->progress != NULL) {
+            uint64_t done = ring.written * h.block_pages;
+            opt->progress(opt->progress_arg,
+                          (done < h.page_count ? done : h.page_count) * h.page_size, total);
+        }
+    }
+    ringFree(&ring);
+    ring_up = false;
+
+    f.pages = c.pages;
+    f.blocks = c.blocks;
+    f.raw_bytes = c.pages * h.page_size;
+    f.compressed_bytes = c.comp;
+    f.manifest_offset = w.off;
+    if ((rv = writeManifest(&w, img.manifest, h.page_count, errmsg)) != 0) {
+        goto err;
+    }
+    f.duration_ms = repoMonoMs() - t0;
+    cbkFooterEncode(&f, tail);
+    XXH3_128bits_update(w.digest, tail, CBK_FOOTER_SIZE);
+    {
+        XXH128_hash_t d = XXH3_128bits_digest(w.digest);
+        cbkDigestBytes(d.low64, d.high64, t.digest);
+    }
+    t.file_size = w.off + sizeof tail;
+    cbkTrailerEncode(&t, tail + CBK_FOOTER_SIZE);
+    /* writeOut hashes what it writes too; the digest is already taken. */
+    if ((rv = writeOut(&w, tail, sizeof tail, errmsg)) != 0) {
+        goto err;
+    }
+    if (fsync(w.fd) != 0) {
+        if (errno == ENOSPC || errno == EDQUOT) {
+            errorf(errmsg, "no space left on device writing %s", tmp);
+        } else {
+            errorf(errmsg, "fsync %s: %s", tmp, strerror(errno));
+        }
+        rv = errorFromErrno(errno);
+        goto err;
+    }
+    if (close(w.fd) != 0) {
+        w.fd = -1;
+        errorf(errmsg, "close %s: %s", tmp, strerror(errno));
+        rv = errorFromErrno(errno);
+        goto err;
+    }
+    w.fd = -1;
+    if ((rv = repoRenameNoReplace(tmp, path, errmsg)) != 0) {
+        goto err;
+    }
+    tmp[0] = '\0';
+    if ((rv = syncParentDir(path, errmsg)) != 0) {
+        unlink(path); /* the repository as it was */
+        goto err;
+    }
+    if (out != NULL) {
+        fillInfo(&h, &f, &t, path, out);
+    }
+    XXH3_freeState(w.digest);
+    free(img.manifest);
+    free(pmanifest);
+    return 0;
+
+err:
+    if (ring_up) {
+        ringFree(&ring);
+    }
+    if (w.fd >= 0) {
+        close(w.fd);
+    }
+    if (tmp[0] != '\0') {
+        unlink(tmp);
+    }
+    XXH3_freeState(w.digest);
+    free(img.manifest);
+    free(pmanifest);
+    return rv;
+}
+
+/* ---- frozen copies of foreign SQLite files ---- */
+
+static int sqliteError(sqlite3 *db, int rc, const char *what, const char *path, char *errmsg)
+{
+    errorf(errmsg, "%s %s: %s", what, path, db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    switch (rc & 0xff) {
+    case SQLITE_NOMEM:
+        return CAIRN_ENOMEM;
+    case SQLITE_FULL:
+        return CAIRN_ENOSPC;
+    case SQLITE_CANTOPEN:
+        return CAIRN_ENOTFOUND;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return CAIRN_ECORRUPT;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return CAIRN_EBUSY;
+    default:
+        return CAIRN_EIO;
+    }
+}
+
+int backupSnapshotFile(const char *db_path, const char *tmp_dir, struct backup_source *src,
+                       char *tmp_path, char *errmsg)
+{
+    sqlite3 *from = NULL, *to = NULL;
+    const int64_t deadline = repoMonoMs() + SNAPSHOT_DEADLINE_MS;
+    const char *dir = tmp_dir;
+    char journal[PATH_MAX + 16];
+    int fd, rc, rv;
+
+    src->fd = -1;
+    if (dir == NULL && (dir = getenv("TMPDIR")) == NULL) {
+        dir = "/tmp";
+    }
+    if ((size_t)snprintf(tmp_path, PATH_MAX, "%s/cairn-snapshot-XXXXXX", dir) >= PATH_MAX) {
+        errorf(errmsg, "snapshot: directory path too long: %s", dir);
+        tmp_path[0] = '\0';
+        return CAIRN_EINVAL;
+    }
+    if ((fd = mkostemp(tmp_path, O_CLOEXEC)) < 0) {
+        errorf(errmsg, "create a temporary file in %s: %s", dir, strerror(errno));
+        tmp_path[0] = '\0';
+        return errorFromErrno(errno);
+    }
+    close(fd);
+    snprintf(journal, sizeof journal, "%s-journal", tmp_path);
+
+    rc = sqlite3_open_v2(db_path, &from, SQLITE_OPEN_READONLY, NULL);
+    if (rc != SQLITE_OK) {
+        rv = sqliteError(from, rc, "open", db_path, errmsg);
+        goto err;
+    }
+    sqlite3_busy_timeout(from, SNAPSHOT_BUSY_TIMEOUT_MS);
+    rc = sqlite3_open_v2(tmp_path, &to, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK) {
+        /* A scratch copy: no journal, no syncs (the backup file is what gets synced). */
+        rc = sqlite3_exec(to, "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF", NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        rv = sqliteError(to, rc, "open", tmp_path, errmsg);
+        goto err;
+    }
+    /* step(-1) copies everything in one read transaction of the source, so the copy is
+     * one consistent state. A writer holding the source (rollback journal mode) makes
+     * it BUSY: try again until the deadline. */
+    for (int delay = 5;; delay = delay < 200 ? 2 * delay : 200) {
+        sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
+        if (b == NULL) {
+            rv = sqliteError(to, sqlite3_errcode(to), "snapshot of", db_path, errmsg);
+            goto err;
+        }
+        rc = sqlite3_backup_step(b, -1);
+        sqlite3_backup_finish(b);
+        if (rc == SQLITE_DONE) {
+            break;
+        }
+        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || repoMonoMs() >= deadline) {
+            if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) {
+                errorf(errmsg,
+                       "snapshot of %s: the database stayed locked by writers for "
+                       "%d s",
+                       db_path, SNAPSHOT_DEADLINE_MS / 1000);
+                rv = CAIRN_ETIMEOUT;
+            } else {
+                rv = sqliteError(NULL, rc, "snapshot of", db_path, errmsg);
+            }
+            goto err;
+        }
+        sqlite3_sleep(delay);
+    }
+    sqlite3_close(to);
+    to = NULL;
+    sqlite3_close(from);
+    from = NULL;
+    unlink(journal);
+    if ((src->fd = open(tmp_path, O_RDONLY | O_CLOEXEC)) < 0) {
+        errorf(errmsg, "open %s: %s", tmp_path, strerror(errno));
+        rv = errorFromErrno(errno);
+        goto err;
+    }
+    src->raft_index = 0;
+    src->raft_term = 0;
+    return 0;
+err:
+    sqlite3_close(to);
+    sqlite3_close(from);
+    unlink(tmp_path);
+    unlink(journal);
+    tmp_path[0] = '\0';
+    return rv;
+}
+
+void backupSnapshotRelease(struct backup_source *src, const char *tmp_path)
+{
+    if (src->fd >= 0) {
+        close(src->fd);
+        src->fd = -1;
+    }
+    if (tmp_path != NULL && tmp_path[0] != '\0') {
+        unlink(tmp_path);
+    }
+}
