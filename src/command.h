@@ -20,7 +20,10 @@
 enum batch_kind {
     BATCH_EXECUTE = 1, /* /db/execute: writes */
     BATCH_QUERY = 2,   /* /db/query: reads only; a write is an error */
-    BATCH_REQUEST = 3  /* /db/request: reads and writes mixed */
+    BATCH_REQUEST = 3, /* /db/request: reads and writes mixed */
+    BATCH_RESTORE = 4  /* replace the database with a backup: one statement whose SQL
+                          is the backup id, with one blob parameter, the backup file's
+                          digest (see fsm.h) */
 };
 
 #define BATCH_TRANSACTION 0x1 /* all statements or none */

@@ -14,12 +14,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "http.h"
+#include "sqlfront.h"
 #include "lock.h"
 
 #define START_TIMEOUT_MS 30000
@@ -95,6 +98,21 @@ static int runThroughLog(struct cairn *db, struct batch *b, struct cairn_result 
     return rv;
 }
 
+/* Does a statement of b name the cairn_backups table? */
+static bool readsCatalog(const struct batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        const char *p = b->stmts[i].sql;
+        size_t n = b->stmts[i].sql_len;
+        for (size_t k = 0; k + 13 <= n; k++) {
+            if ((p[k] | 0x20) == 'c' && strncasecmp(p + k, "cairn_backups", 13) == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
           struct cairn_result **out, char *errmsg)
 {
@@ -102,7 +120,37 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
     int rv;
 
     *out = NULL;
-    if (b->kind == BATCH_EXECUTE || level == CAIRN_LEVEL_STRONG) {
+    if (b->kind != BATCH_RESTORE) {
+        /* cairn's own statements (BACKUP, RESTORE, DROP BRANCH) never reach SQLite. */
+        for (size_t i = 0; i < b->n; i++) {
+            struct sqlfront_cmd cmd;
+            rv = sqlfrontParse(b->stmts[i].sql, b->stmts[i].sql_len, &cmd, errmsg);
+            if (rv == 0 && cmd.kind == SQLFRONT_NONE) {
+                continue;
+            }
+            if (rv == 0 && b->n != 1) {
+                errorf(errmsg, "statement %zu is a cairn statement (%.*s...): send it as the "
+                               "only statement of its request", i + 1,
+                       (int)(b->stmts[i].sql_len > 24 ? 24 : b->stmts[i].sql_len),
+                       b->stmts[i].sql);
+                rv = CAIRN_EINVAL;
+            }
+            if (rv == 0 && b->kind == BATCH_QUERY && cmd.kind != SQLFRONT_BACKUP) {
+                errorf(errmsg, "RESTORE and DROP BRANCH change data: send them to "
+                               "/db/execute or /db/request");
+                rv = CAIRN_EINVAL;
+            }
+            if (rv != 0) {
+                return rv;
+            }
+            return adminStatement(db, &cmd, out, errmsg);
+        }
+    }
+    if (b->kind == BATCH_EXECUTE && readsCatalog(b) && storeIsReadOnly(db->store, b)) {
+        /* cairn_backups is this node's catalog, readable on reader connections only. */
+        return storeQuery(db->store, b, out, errmsg);
+    }
+    if (b->kind == BATCH_EXECUTE || b->kind == BATCH_RESTORE || level == CAIRN_LEVEL_STRONG) {
         return runThroughLog(db, b, out, errmsg);
     }
     if (b->kind == BATCH_REQUEST) {
@@ -302,18 +350,33 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     copyStr(db->data_dir, sizeof db->data_dir, cfg->data_dir, &db->cfg.data_dir);
     copyStr(db->raft_addr, sizeof db->raft_addr, cfg->raft_addr, &db->cfg.raft_addr);
     copyStr(db->http_addr_cfg, sizeof db->http_addr_cfg, cfg->http_addr, &db->cfg.http_addr);
-    if (cfg->backup_dir != NULL) {
-        copyStr(db->backup_dir, sizeof db->backup_dir, cfg->backup_dir, &db->cfg.backup_dir);
-    } else {
-        /* "beside the data directory": DATA's parent, plus "backups". */
-        char parent[PATH_MAX];
-        size_t len;
-        snprintf(parent, sizeof parent, "%s", db->data_dir);
-        len = strlen(parent);
-        while (len > 1 && parent[len - 1] == '/') {
-            parent[--len] = '\0';
+    {
+        /* Default: beside the data directory (DATA's parent, plus "backups"). Made
+         * absolute, so that paths in the catalog mean the same to every reader. */
+        char dir[PATH_MAX];
+        char cwd[PATH_MAX];
+        if (cfg->backup_dir != NULL) {
+            snprintf(dir, sizeof dir, "%s", cfg->backup_dir);
+        } else {
+            char parent[PATH_MAX];
+            size_t len;
+            snprintf(parent, sizeof parent, "%s", db->data_dir);
+            len = strlen(parent);
+            while (len > 1 && parent[len - 1] == '/') {
+                parent[--len] = '\0';
+            }
+            snprintf(dir, sizeof dir, "%s/backups", dirname(parent));
         }
-        snprintf(db->backup_dir, sizeof db->backup_dir, "%s/backups", dirname(parent));
+        if (dir[0] != '/' && getcwd(cwd, sizeof cwd) != NULL) {
+            char tmp[PATH_MAX];
+            snprintf(tmp, sizeof tmp, "%s/%s", cwd, dir);
+            snprintf(dir, sizeof dir, "%s", tmp);
+        }
+        if (strlen(dir) >= sizeof db->backup_dir) {
+            errorf(tlsErrmsg, "backup directory path too long: %s", dir);
+            return CAIRN_EINVAL;
+        }
+        strcpy(db->backup_dir, dir);
         db->cfg.backup_dir = db->backup_dir;
     }
     if (db->cfg.max_body == 0) {
@@ -351,6 +414,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     if (rv != 0) {
         return rv;
     }
+    storeSetRepo(db->store, db->backup_dir);
     memset(&ncfg, 0, sizeof ncfg);
     ncfg.id = db->cfg.node_id;
     ncfg.raft_addr = db->cfg.raft_addr;
@@ -360,6 +424,8 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     ncfg.snapshot_trailing = db->cfg.snapshot_trailing;
     ncfg.log = db->cfg.log;
     ncfg.log_data = db->cfg.log_data;
+    ncfg.restore = adminApplyRestore;
+    ncfg.restore_data = db;
     rv = nodeStart(&ncfg, db->store, START_TIMEOUT_MS, &db->node, tlsErrmsg);
     if (rv != 0) {
         return rv;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "backup.h"
 #include "buf.h"
 #include "command.h"
 
@@ -27,8 +28,9 @@ static void fsmLog(struct fsm *f, const char *fmt, ...)
     f->log(f->log_data, line);
 }
 
-/* ---- manifest: magic(4) version(1) pad(3) index db_index size digest (8 each)
- *      name_len(4) name(128, zero padded) xxh3(8) = 180 bytes ---------------- */
+/* ---- manifest (docs/FORMAT.md): magic(4) version(1) pad(3) index db_index size
+ *      v1-digest (8 each) name_len(4) name(128, zero padded; version 2: 112 bytes,
+ *      then the 16-byte backup digest) xxh3(8) = 180 bytes ------------------------- */
 
 static void putU64(unsigned char *p, uint64_t v)
 {
@@ -37,18 +39,24 @@ static void putU64(unsigned char *p, uint64_t v)
     }
 }
 
+#define V2_NAME_MAX 112
+
 void manifestEncode(const struct snapshot_manifest *m, unsigned char out[MANIFEST_SIZE])
 {
-    size_t len = strnlen(m->name, sizeof m->name - 1);
+    size_t max = m->version == 1 ? sizeof m->name - 1 : V2_NAME_MAX - 1;
+    size_t len = strnlen(m->name, max);
     memset(out, 0, MANIFEST_SIZE);
     memcpy(out, MANIFEST_MAGIC, 4);
-    out[4] = MANIFEST_VERSION;
+    out[4] = (unsigned char)(m->version == 1 ? 1 : MANIFEST_VERSION);
     putU64(out + 8, m->index);
     putU64(out + 16, m->db_index);
     putU64(out + 24, m->size);
-    putU64(out + 32, m->digest);
+    putU64(out + 32, m->version == 1 ? m->digest : 0);
     out[40] = (unsigned char)len;
     memcpy(out + 44, m->name, len);
+    if (m->version != 1) {
+        memcpy(out + 44 + V2_NAME_MAX, m->digest16, 16);
+    }
     putU64(out + 172, XXH3_64bits(out, 172));
 }
 
@@ -65,7 +73,7 @@ int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *e
         errorf(errmsg, "snapshot manifest has a bad magic");
         return CAIRN_ECORRUPT;
     }
-    if (b[4] != MANIFEST_VERSION) {
+    if (b[4] != 1 && b[4] != MANIFEST_VERSION) {
         errorf(errmsg, "snapshot manifest version %u is not supported", b[4]);
         return CAIRN_ECORRUPT;
     }
@@ -73,8 +81,10 @@ int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *e
         errorf(errmsg, "snapshot manifest checksum mismatch");
         return CAIRN_ECORRUPT;
     }
+    m->version = b[4];
     len = getU32(b + 40);
-    if (len == 0 || len >= sizeof m->name || memchr(b + 44, '/', len) != NULL) {
+    if (len == 0 || len >= (m->version == 1 ? sizeof m->name : V2_NAME_MAX) ||
+        memchr(b + 44, '/', len) != NULL) {
         errorf(errmsg, "snapshot manifest names an invalid file (length %u)", len);
         return CAIRN_ECORRUPT;
     }
@@ -83,6 +93,9 @@ int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *e
     m->size = getU64(b + 24);
     m->digest = getU64(b + 32);
     memcpy(m->name, b + 44, len);
+    if (m->version != 1) {
+        memcpy(m->digest16, b + 44 + V2_NAME_MAX, 16);
+    }
     return 0;
 }
 
@@ -102,7 +115,7 @@ static void fsmAdjustLimits(struct fsm *f, size_t entry_len)
     unsigned th;
     unsigned tr;
     f->avg_entry = f->avg_entry * 0.95 + (double)entry_len * 0.05;
-    th = clampSpan(f->cfg_threshold, f->log_budget, f->avg_entry);
+    th = f->force_snapshot ? 1 : clampSpan(f->cfg_threshold, f->log_budget, f->avg_entry);
     tr = clampSpan(f->cfg_trailing, f->log_budget, f->avg_entry);
     if (th != f->cur_threshold) {
         raft_set_snapshot_threshold(f->raft, th);
@@ -159,7 +172,12 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
         *result = res;
         return 0;
     }
-    rv = storeApply(f->store, &b, index, &res, f->errmsg);
+    if (b.kind == BATCH_RESTORE) {
+        rv = f->restore != NULL ? f->restore(f->restore_data, &b, index, &res, f->errmsg)
+                                : (errorf(f->errmsg, "this node cannot restore"), CAIRN_EINVAL);
+    } else {
+        rv = storeApply(f->store, &b, index, &res, f->errmsg);
+    }
     batchFree(&b);
     if (rv != 0) {
         /* The database could not commit (disk full, I/O error). libraft keeps the
@@ -188,34 +206,40 @@ static void snapPath(struct fsm *f, const char *name, char *out, size_t n)
     snprintf(out, n, "%s/%s", f->snap_dir, name);
 }
 
+/* Loop thread: freeze the database (storeFreeze); the worker copies it. */
 static int fsmSnapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct fsm *f = rf->data;
     struct snapshot_manifest m;
     struct raft_buffer *b;
-    uint64_t db_index;
     int rv;
 
-    rv = storeSnapshotBegin(f->store, &db_index, f->errmsg);
+    if (f->force_snapshot) {
+        f->force_snapshot = false;
+        f->cur_threshold = 0; /* the next apply sets the usual threshold again */
+    }
+    rv = storeFreeze(f->store, &f->fz, f->errmsg);
     if (rv != 0) {
-        fsmLog(f, "snapshot not taken: %s", f->errmsg);
+        fsmLog(f, "snapshot not taken now: %s", f->errmsg);
         return RAFT_BUSY; /* libraft tries again later */
     }
+    f->fz_term = f->raft->current_term;
     memset(&m, 0, sizeof m);
+    m.version = MANIFEST_VERSION;
     m.index = raft_last_applied(f->raft);
-    m.db_index = db_index;
-    snprintf(m.name, sizeof m.name, "snapshot-%020llu.db", (unsigned long long)m.index);
+    m.db_index = f->fz.index;
+    f->snap_manifest = m; /* the worker completes it */
 
     b = raft_malloc(sizeof *b);
     if (b == NULL) {
-        storeSnapshotEnd(f->store);
+        storeThaw(&f->fz);
         return RAFT_NOMEM;
     }
     b->len = MANIFEST_SIZE;
     b->base = raft_malloc(MANIFEST_SIZE);
     if (b->base == NULL) {
         raft_free(b);
-        storeSnapshotEnd(f->store);
+        storeThaw(&f->fz);
         return RAFT_NOMEM;
     }
     manifestEncode(&m, b->base);
@@ -224,65 +248,118 @@ static int fsmSnapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned
     return 0;
 }
 
+/* Incremental when the newest snapshot backup has fewer than SNAPSHOT_CHAIN_MAX - 1
+ * incrementals behind it, else full. */
+static int snapshotType(struct fsm *f)
+{
+    struct backup_info *list = NULL;
+    size_t n = 0;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    int type = BACKUP_FULL;
+    unsigned chain = 0;
+    if (repoList(f->snap_dir, &list, &n, errmsg) != 0) {
+        return BACKUP_FULL;
+    }
+    for (size_t i = n; i-- > 0;) {
+        if (list[i].error[0] != '\0' || strcmp(list[i].source, f->source) != 0) {
+            continue;
+        }
+        if (list[i].type == BACKUP_FULL) {
+            type = chain + 1 < SNAPSHOT_CHAIN_MAX ? BACKUP_INCREMENTAL : BACKUP_FULL;
+            break;
+        }
+        chain++;
+    }
+    free(list);
+    return type;
+}
+
+/* Worker thread: write the frozen image as a backup in DATA/snapshots/. */
 static int fsmSnapshotAsync(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct fsm *f = rf->data;
     struct snapshot_manifest m;
-    char path[PATH_MAX];
+    struct backup_source src;
+    struct backup_options opt;
+    struct backup_info info;
     char errmsg[CAIRN_ERRMSG_SIZE];
     int rv;
 
-    rv = manifestDecode((*bufs)[0].base, (*bufs)[0].len, &m, errmsg);
-    if (rv != 0) {
-        return RAFT_CORRUPT;
-    }
-    snapPath(f, m.name, path, sizeof path);
-    rv = storeSnapshotWrite(f->store, path, &m.size, &m.digest, errmsg);
+    m = f->snap_manifest;
+    memset(&src, 0, sizeof src);
+    src.fd = f->fz.fd;
+    /* The image is the database at the snapshot's Raft index (entries after db_index,
+     * barriers and configuration changes, do not touch it). */
+    src.raft_index = m.index;
+    src.raft_term = f->fz_term;
+    src.source = f->source;
+    memset(&opt, 0, sizeof opt);
+    opt.type = snapshotType(f);
+    opt.repo = f->snap_dir;
+    rv = backupCreate(&src, &opt, &info, errmsg);
     if (rv != 0) {
         fsmLog(f, "snapshot %llu failed: %s", (unsigned long long)m.index, errmsg);
-        return RAFT_IOERR;
+        return rv == CAIRN_ENOSPC ? RAFT_NOSPACE : RAFT_IOERR;
     }
+    snprintf(m.name, sizeof m.name, "%s", info.id);
+    memcpy(m.digest16, info.digest, sizeof m.digest16);
+    m.size = info.size_bytes;
     manifestEncode(&m, (*bufs)[0].base);
     return 0;
 }
 
-static int cmpStr(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Keep the newest keep_snapshots snapshot files: libraft keeps its two newest
- * snapshots, and each names one of these files. */
+/* Keep the backups that the newest keep_snapshots snapshots need, each with its chain
+ * back to its full backup (libraft keeps its two newest snapshots, each naming one),
+ * and delete the older ones. Plain copies written by earlier builds
+ * (snapshot-<index>.db) go once that many backups exist. Loop thread. */
 static void pruneSnapshots(struct fsm *f)
 {
-    DIR *d = opendir(f->snap_dir);
-    struct dirent *e;
-    char *names[256];
+    struct backup_info *list = NULL;
     size_t n = 0;
-    size_t i;
+    size_t seen = 0;
+    size_t root = 0;
+    bool found = false;
+    char errmsg[CAIRN_ERRMSG_SIZE];
     char path[PATH_MAX];
-    if (d == NULL) {
+    DIR *d;
+    struct dirent *e;
+
+    if (repoList(f->snap_dir, &list, &n, errmsg) != 0) {
         return;
     }
-    while ((e = readdir(d)) != NULL && n < 256) {
+    /* From the newest back: count keep_snapshots snapshots, then go on to the first
+     * full backup, which roots the chain of the oldest one kept. */
+    for (size_t i = n; i-- > 0;) {
+        if (list[i].error[0] != '\0') {
+            continue;
+        }
+        if (seen < f->keep_snapshots) {
+            seen++;
+        }
+        if (seen == f->keep_snapshots && list[i].type == BACKUP_FULL) {
+            root = i;
+            found = true;
+            break;
+        }
+    }
+    for (size_t i = 0; found && i < root; i++) {
+        unlink(list[i].path);
+        snprintf(path, sizeof path, "%s/%s.verified", f->snap_dir, list[i].id);
+        unlink(path);
+    }
+    free(list);
+    if (!found || (d = opendir(f->snap_dir)) == NULL) {
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
         if (strncmp(e->d_name, "snapshot-", 9) == 0 && len > 3 &&
             strcmp(e->d_name + len - 3, ".db") == 0) {
-            names[n] = strdup(e->d_name);
-            if (names[n] != NULL) {
-                n++;
-            }
+            snapPath(f, e->d_name, path, sizeof path);
+            unlink(path);
         }
     }
     closedir(d);
-    qsort(names, n, sizeof names[0], cmpStr);
-    for (i = 0; i < n; i++) {
-        if (i + f->keep_snapshots < n) {
-            snapPath(f, names[i], path, sizeof path);
-            unlink(path);
-        }
-        free(names[i]);
-    }
 }
 
 static int fsmSnapshotFinalize(struct raft_fsm *rf, struct raft_buffer *bufs[],
@@ -290,7 +367,7 @@ static int fsmSnapshotFinalize(struct raft_fsm *rf, struct raft_buffer *bufs[],
 {
     struct fsm *f = rf->data;
     struct snapshot_manifest m;
-    storeSnapshotEnd(f->store);
+    storeThaw(&f->fz);
     if (*bufs != NULL) {
         if (manifestDecode((*bufs)[0].base, (*bufs)[0].len, &m, f->errmsg) == 0 && m.size > 0) {
             f->snapshots_taken++;
@@ -309,13 +386,68 @@ static int fsmSnapshotFinalize(struct raft_fsm *rf, struct raft_buffer *bufs[],
     return 0;
 }
 
+/* Install a version 1 snapshot: a plain SQLite copy checked by size and XXH3-64. */
+static int restorePlain(struct fsm *f, const struct snapshot_manifest *m)
+{
+    char path[PATH_MAX];
+    uint64_t size;
+    uint64_t digest;
+    int rv;
+
+    snapPath(f, m->name, path, sizeof path);
+    rv = fileDigest(path, &size, &digest, f->errmsg);
+    if (rv != 0) {
+        return RAFT_NOTFOUND;
+    }
+    if (size != m->size || digest != m->digest) {
+        errorf(f->errmsg,
+               "snapshot file %s does not match its manifest (size %llu, expected %llu; "
+               "digest %016llx, expected %016llx)",
+               path, (unsigned long long)size, (unsigned long long)m->size,
+               (unsigned long long)digest, (unsigned long long)m->digest);
+        return RAFT_CORRUPT;
+    }
+    return storeReplaceWith(f->store, path, f->errmsg) == 0 ? 0 : RAFT_IOERR;
+}
+
+/* Install a version 2 snapshot: restore the backup chain it names (every file and
+ * page checked by the engine) beside the database, then swap it in. */
+static int restoreBackup(struct fsm *f, const struct snapshot_manifest *m)
+{
+    struct backup_info info;
+    struct restore_options opt;
+    char tmp[PATH_MAX];
+    int rv;
+
+    if ((rv = repoFind(f->snap_dir, m->name, &info, f->errmsg)) != 0) {
+        return RAFT_NOTFOUND;
+    }
+    if (memcmp(info.digest, m->digest16, sizeof m->digest16) != 0) {
+        errorf(f->errmsg, "snapshot backup %s is not the file the snapshot names (digest "
+                          "differs)", info.path);
+        return RAFT_CORRUPT;
+    }
+    snprintf(tmp, sizeof tmp, "%s.restored", storePath(f->store));
+    memset(&opt, 0, sizeof opt);
+    opt.repo = f->snap_dir;
+    opt.ref = info.id;
+    opt.out = tmp;
+    opt.force = true;
+    if ((rv = backupRestore(&opt, NULL, f->errmsg)) != 0) {
+        unlink(tmp);
+        return rv == CAIRN_ECORRUPT ? RAFT_CORRUPT : RAFT_IOERR;
+    }
+    if (storeReplaceMove(f->store, tmp, f->errmsg) != 0) {
+        unlink(tmp);
+        return RAFT_IOERR;
+    }
+    return 0;
+}
+
 static int fsmRestore(struct raft_fsm *rf, struct raft_buffer *buf)
 {
     struct fsm *f = rf->data;
     struct snapshot_manifest m;
-    char path[PATH_MAX];
-    uint64_t size;
-    uint64_t digest;
     int rv;
 
     rv = manifestDecode(buf->base, buf->len, &m, f->errmsg);
@@ -331,25 +463,10 @@ static int fsmRestore(struct raft_fsm *rf, struct raft_buffer *buf)
         raft_free(buf->base);
         return 0;
     }
-    snapPath(f, m.name, path, sizeof path);
-    rv = fileDigest(path, &size, &digest, f->errmsg);
+    rv = m.version == 1 ? restorePlain(f, &m) : restoreBackup(f, &m);
     if (rv != 0) {
         fsmLog(f, "cannot restore snapshot %llu: %s", (unsigned long long)m.index, f->errmsg);
-        return RAFT_NOTFOUND;
-    }
-    if (size != m.size || digest != m.digest) {
-        errorf(f->errmsg,
-               "snapshot file %s does not match its manifest (size %llu, expected %llu; "
-               "digest %016llx, expected %016llx)",
-               path, (unsigned long long)size, (unsigned long long)m.size,
-               (unsigned long long)digest, (unsigned long long)m.digest);
-        fsmLog(f, "cannot restore snapshot: %s", f->errmsg);
-        return RAFT_CORRUPT;
-    }
-    rv = storeReplaceWith(f->store, path, f->errmsg);
-    if (rv != 0) {
-        fsmLog(f, "cannot restore snapshot %llu: %s", (unsigned long long)m.index, f->errmsg);
-        return RAFT_IOERR;
+        return rv;
     }
     fsmLog(f, "database restored from snapshot %llu (%s), now at index %llu",
            (unsigned long long)m.index, m.name,
@@ -367,6 +484,21 @@ void fsmInit(struct fsm *f, struct raft_fsm *rf, struct store *store, struct raf
     f->pending = NULL;
     f->keep_snapshots = 3;
     snprintf(f->snap_dir, sizeof f->snap_dir, "%s", snap_dir);
+    f->fz.fd = -1;
+    {
+        /* The same source name as the server's backups: "cairnd:<data directory>". */
+        char dir[PATH_MAX];
+        char real[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", snap_dir);
+        char *slash = strrchr(dir, '/');
+        if (slash != NULL && slash != dir) {
+            *slash = '\0';
+        }
+        if (realpath(dir, real) == NULL) {
+            snprintf(real, sizeof real, "%s", dir);
+        }
+        snprintf(f->source, sizeof f->source, "cairnd:%s", real);
+    }
     rf->version = 3;
     rf->data = f;
     rf->apply = fsmApply;

@@ -13,14 +13,46 @@
 #include <raft.h>
 #include <stdint.h>
 
+#include "command.h"
 #include "error.h"
 #include "result.h"
 #include "store.h"
+
+/* The snapshot manifest: what a Raft snapshot carries instead of the database.
+ * Version 2 names a backup (.cbk) in DATA/snapshots/, a repository of its own whose
+ * chains the backup engine restores; version 1 (earlier builds) named a plain SQLite
+ * copy and is still read. */
+struct snapshot_manifest {
+    int version;
+    uint64_t index;    /* Raft index of the snapshot */
+    uint64_t db_index; /* applied index stored in the image (<= index) */
+    uint64_t size;     /* bytes of the file */
+    uint64_t digest;   /* version 1: XXH3-64 of the file */
+    unsigned char digest16[16]; /* version 2: the backup's trailer digest */
+    char name[128];    /* version 1: file name; version 2: backup id */
+};
+
+#define MANIFEST_MAGIC "CSNP"
+#define MANIFEST_VERSION 2
+#define MANIFEST_SIZE 180
+/* Incremental snapshots in a row before the next full one: bounds the chain that a
+ * restore walks and the files kept. */
+#define SNAPSHOT_CHAIN_MAX 8
+
+/* Applies a BATCH_RESTORE command at `index`: replaces the database with a backup.
+ * Like storeApply: SQL-level failures go into *out, a non-zero return means nothing
+ * was changed and errmsg says why. Loop thread. */
+typedef int (*fsm_restore_fn)(void *data, const struct batch *b, uint64_t index,
+                              struct cairn_result **out, char *errmsg);
 
 struct fsm {
     struct store *store;
     struct raft *raft;
     char snap_dir[PATH_MAX - 64];
+    char source[256];           /* the source name snapshots carry (backup.h) */
+    struct store_freeze fz;     /* the image a snapshot in progress copies */
+    struct snapshot_manifest snap_manifest; /* of the snapshot in progress */
+    uint64_t fz_term;
     unsigned keep_snapshots;
     struct cairn_result *pending; /* result of the last apply, until its callback takes it */
     /* libraft keeps in memory every entry since the last snapshot plus `trailing`
@@ -34,6 +66,9 @@ struct fsm {
     double avg_entry; /* moving average of command sizes in bytes */
     unsigned cur_threshold;
     unsigned cur_trailing;
+    bool force_snapshot; /* nodeSnapshot(): threshold 1 until the next snapshot */
+    fsm_restore_fn restore;
+    void *restore_data;
     uint64_t snapshots_taken;
     uint64_t last_snapshot_index;
     char errmsg[CAIRN_ERRMSG_SIZE];
@@ -52,19 +87,6 @@ void fsmSetLimits(struct fsm *f, unsigned threshold, unsigned trailing, size_t b
 /* Take the result left by the last apply (the apply callback calls this right
  * after fsm->apply). The caller owns it. */
 struct cairn_result *fsmTakeResult(struct fsm *f, void *result);
-
-/* The snapshot manifest: what a Raft snapshot carries instead of the database. */
-struct snapshot_manifest {
-    uint64_t index;    /* Raft index of the snapshot */
-    uint64_t db_index; /* applied index stored in the image (<= index) */
-    uint64_t size;     /* bytes of the file */
-    uint64_t digest;   /* XXH3-64 of the file */
-    char name[128];    /* file name in DATA/snapshots/ */
-};
-
-#define MANIFEST_MAGIC "CSNP"
-#define MANIFEST_VERSION 1
-#define MANIFEST_SIZE 180
 
 void manifestEncode(const struct snapshot_manifest *m, unsigned char out[MANIFEST_SIZE]);
 int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *errmsg);

@@ -3,6 +3,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -11,40 +12,32 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "buf.h"
 #include "db.h"
+#include "http_int.h"
 #include "request.h"
 
 #define CONNECTION_TIMEOUT_S 120
 
-struct http_server {
-    struct cairn *db;
-    struct MHD_Daemon *daemon;
-    size_t max_body;
-    atomic_ulong requests;
-};
 
-/* Per-request state, kept in MHD's con_cls between calls. */
-struct request {
-    struct buf body;
-    bool too_big;
-    double t0;
-};
 
 /* Query-string flags, as rqlite reads them: presence means true. */
 struct qflags {
     bool transaction, associative, timings, pretty, raft_index, redirect;
     const char *level;
+    const char *branch;
     const char *q;
     bool has_q;
 };
 
-static double nowSeconds(void)
+double httpNow(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -72,6 +65,8 @@ static enum MHD_Result collectArg(void *cls, enum MHD_ValueKind kind, const char
         f->raft_index = truthy(value);
     } else if (strcmp(key, "redirect") == 0) {
         f->redirect = truthy(value);
+    } else if (strcmp(key, "branch") == 0) {
+        f->branch = value ? value : "";
     } else if (strcmp(key, "level") == 0) {
         f->level = value ? value : "";
     } else if (strcmp(key, "q") == 0) {
@@ -81,7 +76,7 @@ static enum MHD_Result collectArg(void *cls, enum MHD_ValueKind kind, const char
     return MHD_YES;
 }
 
-static enum MHD_Result httpSend(struct MHD_Connection *c, unsigned status, const char *type,
+enum MHD_Result httpSend(struct MHD_Connection *c, unsigned status, const char *type,
                             char *body, size_t len)
 {
     struct MHD_Response *r;
@@ -98,7 +93,7 @@ static enum MHD_Result httpSend(struct MHD_Connection *c, unsigned status, const
     return ret;
 }
 
-static enum MHD_Result sendBuf(struct MHD_Connection *c, unsigned status, struct buf *b,
+enum MHD_Result httpSendBuf(struct MHD_Connection *c, unsigned status, struct buf *b,
                                bool pretty)
 {
     char *p;
@@ -119,21 +114,26 @@ static enum MHD_Result sendBuf(struct MHD_Connection *c, unsigned status, struct
     return httpSend(c, status, "application/json", p, len);
 }
 
-static enum MHD_Result sendError(struct MHD_Connection *c, unsigned status, const char *msg)
+enum MHD_Result httpSendError(struct MHD_Connection *c, unsigned status, const char *msg)
 {
     struct buf b;
     bufInit(&b);
     bufPuts(&b, "{\"error\":");
     bufJsonString(&b, msg, strlen(msg));
     bufPuts(&b, "}\n");
-    return sendBuf(c, status, &b, false);
+    return httpSendBuf(c, status, &b, false);
 }
 
-static unsigned statusFor(int rv)
+unsigned httpStatusFor(int rv)
 {
     switch (rv) {
         case CAIRN_EINVAL:
+        case CAIRN_ECORRUPT:
             return 400;
+        case CAIRN_ENOTFOUND:
+            return 404;
+        case CAIRN_EEXIST:
+            return 409;
         case CAIRN_ETOOBIG:
             return 413;
         case CAIRN_ENOTLEADER:
@@ -168,35 +168,47 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
     if (level < 0) {
         snprintf(errmsg, sizeof errmsg,
                  "unknown level \"%.64s\": use none, weak, linearizable or strong", f.level);
-        return sendError(c, 400, errmsg);
+        return httpSendError(c, 400, errmsg);
     }
 
     if (strcmp(method, "GET") == 0) {
         if (!f.has_q || f.q == NULL || f.q[0] == '\0') {
-            return sendError(c, 400, "missing query: GET /db/query needs ?q=SQL");
+            return httpSendError(c, 400, "missing query: GET /db/query needs ?q=SQL");
         }
         rv = requestSingle(f.q, &b, errmsg);
     } else {
         if (req->body.len == 0) {
-            return sendError(c, 400, "empty request body: expected a JSON array of statements");
+            return httpSendError(c, 400, "empty request body: expected a JSON array of statements");
         }
         rv = requestParse(req->body.p, req->body.len, &b, errmsg);
     }
     if (rv != 0) {
-        return sendError(c, statusFor(rv), errmsg);
+        return httpSendError(c, httpStatusFor(rv), errmsg);
     }
     if (b.n == 0) {
         batchFree(&b);
-        return sendError(c, 400, "the request has no statements: expected a non-empty JSON "
+        return httpSendError(c, 400, "the request has no statements: expected a non-empty JSON "
                                  "array of statements");
     }
     b.kind = kind;
     b.flags = f.transaction ? BATCH_TRANSACTION : 0;
 
-    rv = dbRun(h->db, &b, (enum cairn_level)level, &res, errmsg);
+    if (f.branch != NULL) {
+        char path[PATH_MAX];
+        if (kind != BATCH_QUERY) {
+            batchFree(&b);
+            return httpSendError(c, 400, "branches are read-only: query them with /db/query?branch=NAME");
+        }
+        rv = adminBranchPath(h->db, f.branch, path, errmsg);
+        if (rv == 0) {
+            rv = storeQueryFile(h->db->store, path, &b, &res, errmsg);
+        }
+    } else {
+        rv = dbRun(h->db, &b, (enum cairn_level)level, &res, errmsg);
+    }
     batchFree(&b);
     if (rv != 0) {
-        return sendError(c, statusFor(rv), errmsg);
+        return httpSendError(c, httpStatusFor(rv), errmsg);
     }
     if (f.associative) {
         jflags |= RESULT_JSON_ASSOCIATIVE;
@@ -208,12 +220,12 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
         jflags |= RESULT_JSON_RAFT_INDEX;
     }
     bufInit(&out);
-    resultToJson(res, jflags, nowSeconds() - req->t0, &out);
+    resultToJson(res, jflags, httpNow() - req->t0, &out);
     cairn_result_free(res);
     if (!f.pretty) {
         bufPutc(&out, '\n');
     }
-    return sendBuf(c, 200, &out, f.pretty);
+    return httpSendBuf(c, 200, &out, f.pretty);
 }
 
 static void jsonKey(struct buf *b, const char *k)
@@ -316,7 +328,11 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     jsonStr(&b, "sqlite_version", sqlite3_libversion());
     bufPutc(&b, ',');
     jsonStr(&b, "snapshot_dir", db->snap_dir);
-    bufPuts(&b, "},\"http\":{");
+    bufPutc(&b, ',');
+    jsonStr(&b, "backup_dir", db->backup_dir);
+    bufPuts(&b, "},\"branches\":");
+    adminBranchesJson(db, &b);
+    bufPuts(&b, ",\"http\":{");
     jsonKey(&b, "max_body");
     bufJsonInt(&b, (int64_t)h->max_body);
     bufPutc(&b, ',');
@@ -326,7 +342,7 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     if (!f.pretty) {
         bufPutc(&b, '\n');
     }
-    return sendBuf(c, 200, &b, f.pretty);
+    return httpSendBuf(c, 200, &b, f.pretty);
 }
 
 static void nodeJson(struct http_server *h, const struct node_info *ni, struct buf *b,
@@ -370,7 +386,7 @@ static enum MHD_Result serveNodes(struct http_server *h, struct MHD_Connection *
         nodeJson(h, &ni, &b, true);
         bufPuts(&b, "}\n");
     }
-    return sendBuf(c, 200, &b, false);
+    return httpSendBuf(c, 200, &b, false);
 }
 
 static enum MHD_Result serveReadyz(struct http_server *h, struct MHD_Connection *c)
@@ -396,7 +412,7 @@ static enum MHD_Result serveHealth(struct http_server *h, struct MHD_Connection 
     bufPrintf(&b, "{\"status\":\"%s\",\"node_id\":%llu,\"state\":\"%s\",\"ready\":%s}\n",
               ni.ready ? "ok" : "degraded", (unsigned long long)ni.id,
               nodeStateName(ni.state), ni.ready ? "true" : "false");
-    return sendBuf(c, 200, &b, false);
+    return httpSendBuf(c, 200, &b, false);
 }
 
 /* The route table: path, allowed methods, and what serves it. */
@@ -430,6 +446,11 @@ static enum MHD_Result dispatch(struct http_server *h, struct MHD_Connection *c,
 {
     size_t i;
     char msg[256];
+    bool handled = false;
+    enum MHD_Result ret = httpAdmin(h, c, url, method, req, &handled);
+    if (handled) {
+        return ret;
+    }
     for (i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].path) != 0) {
             continue;
@@ -479,7 +500,7 @@ static enum MHD_Result dispatch(struct http_server *h, struct MHD_Connection *c,
         }
     }
     snprintf(msg, sizeof msg, "no such endpoint: %.200s", url);
-    return sendError(c, 404, msg);
+    return httpSendError(c, 404, msg);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
@@ -496,13 +517,39 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             return MHD_NO;
         }
         bufInit(&req->body);
-        req->t0 = nowSeconds();
+        req->t0 = httpNow();
+        req->load_fd = -1;
         *con_cls = req;
         atomic_fetch_add(&h->requests, 1);
+        if (httpIsLoad(url, method)) {
+            if (httpLoadOpen(h, req) != 0) {
+                req->load_errno = errno ? errno : EIO;
+            }
+            return MHD_YES;
+        }
         cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl != NULL && strtoull(cl, NULL, 10) > h->max_body) {
             req->too_big = true;
         }
+        return MHD_YES;
+    }
+    if (*upload_size > 0 && req->load_fd >= 0) {
+        /* /db/load: the body goes to a file, whatever its size. */
+        const char *p = upload;
+        size_t left = *upload_size;
+        while (left > 0 && req->load_errno == 0) {
+            ssize_t w = write(req->load_fd, p, left);
+            if (w < 0) {
+                if (errno != EINTR) {
+                    req->load_errno = errno;
+                }
+                continue;
+            }
+            p += w;
+            left -= (size_t)w;
+            req->load_bytes += (size_t)w;
+        }
+        *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size > 0) {
@@ -520,10 +567,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         char msg[160];
         snprintf(msg, sizeof msg, "request body is larger than the limit of %zu bytes",
                  h->max_body);
-        return sendError(c, 413, msg);
+        return httpSendError(c, 413, msg);
     }
     if (req->body.oom) {
-        return sendError(c, 500, "out of memory reading the request body");
+        return httpSendError(c, 500, "out of memory reading the request body");
     }
     return dispatch(h, c, url, method, req);
 }
@@ -533,6 +580,10 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     struct request *req = *con_cls;
     if (req != NULL) {
+        if (req->load_fd >= 0) {
+            close(req->load_fd);
+            unlink(req->load_path);
+        }
         bufFree(&req->body);
         free(req);
         *con_cls = NULL;

@@ -31,7 +31,7 @@
  * open segments are preallocated, so this is also the log's minimum disk use. */
 #define SEGMENT_SIZE (32u << 20)
 
-enum { OP_APPLY = 1, OP_BARRIER };
+enum { OP_APPLY = 1, OP_BARRIER, OP_CALL };
 
 struct op {
     int type;
@@ -41,6 +41,10 @@ struct op {
     union {
         struct raft_apply apply;
         struct raft_barrier barrier;
+        struct {
+            int (*fn)(void *arg, char *errmsg);
+            void *arg;
+        } call;
     } req;
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -318,6 +322,10 @@ static void drainQueue(uv_async_t *h)
             } else {
                 n->applies++;
             }
+        } else if (op->type == OP_CALL) {
+            char msg[CAIRN_ERRMSG_SIZE] = "";
+            rv = op->req.call.fn(op->req.call.arg, msg);
+            opComplete(op, rv, msg);
         } else {
             op->req.barrier.data = op;
             rv = raft_barrier(&n->raft, &op->req.barrier, barrierCb);
@@ -434,6 +442,8 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     fsmInit(&n->fsm, &n->raft_fsm, store, &n->raft, cfg->snap_dir);
     n->fsm.log = cfg->log;
     n->fsm.log_data = cfg->log_data;
+    n->fsm.restore = cfg->restore;
+    n->fsm.restore_data = cfg->restore_data;
     rv = raft_init(&n->raft, &n->io, &n->raft_fsm, cfg->id, n->raft_addr);
     if (rv != 0) {
         errorf(errmsg, "raft init: %s", raft_errmsg(&n->raft));
@@ -612,6 +622,75 @@ int nodeBarrier(struct node *n, char *errmsg)
     memset(&op, 0, sizeof op);
     op.type = OP_BARRIER;
     return submit(n, &op, errmsg);
+}
+
+int nodeCall(struct node *n, int (*fn)(void *arg, char *errmsg), void *arg, char *errmsg)
+{
+    struct op op;
+    memset(&op, 0, sizeof op);
+    op.type = OP_CALL;
+    op.req.call.fn = fn;
+    op.req.call.arg = arg;
+    return submit(n, &op, errmsg);
+}
+
+static int forceSnapshot(void *arg, char *errmsg)
+{
+    struct node *n = arg;
+    n->fsm.force_snapshot = true;
+    n->fsm.cur_threshold = 1;
+    raft_set_snapshot_threshold(&n->raft, 1);
+    return 0;
+}
+
+struct applied_arg {
+    struct node *n;
+    uint64_t index;
+};
+
+static int readApplied(void *arg, char *errmsg)
+{
+    struct applied_arg *a = arg;
+    a->index = raft_last_applied(&a->n->raft);
+    return 0;
+}
+
+int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg)
+{
+    struct node_info info;
+    struct timespec now;
+    struct timespec deadline;
+    uint64_t want;
+    int rv;
+
+    if ((rv = nodeCall(n, forceSnapshot, n, errmsg)) != 0) {
+        return rv;
+    }
+    /* An entry applied after the threshold drops to 1 makes libraft take it. */
+    if ((rv = nodeBarrier(n, errmsg)) != 0) {
+        return rv;
+    }
+    struct applied_arg aa = {n, 0};
+    if ((rv = nodeCall(n, readApplied, &aa, errmsg)) != 0) {
+        return rv;
+    }
+    want = aa.index;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += 120;
+    for (;;) {
+        nodeInfo(n, &info);
+        if (info.last_snapshot_index >= want) {
+            *index = info.last_snapshot_index;
+            return 0;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > deadline.tv_sec) {
+            errorf(errmsg, "no snapshot at index %llu after 120 s (last at %llu)",
+                   (unsigned long long)want, (unsigned long long)info.last_snapshot_index);
+            return CAIRN_ETIMEOUT;
+        }
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL); /* polling libraft's progress */
+    }
 }
 
 void nodeInfo(struct node *n, struct node_info *info)

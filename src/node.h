@@ -17,6 +17,7 @@
 #include "cairn.h"
 #include "error.h"
 #include "result.h"
+#include "fsm.h"
 #include "store.h"
 
 struct node;
@@ -30,6 +31,9 @@ struct node_config {
     unsigned snapshot_trailing;
     void (*log)(void *data, const char *line);
     void *log_data;
+    /* Applies a BATCH_RESTORE command (see fsm.h); loop thread. */
+    fsm_restore_fn restore;
+    void *restore_data;
 };
 
 /* Start the node over an open store and wait until it is leader with every
@@ -50,6 +54,15 @@ int nodeApply(struct node *n, const void *cmd, size_t len, struct cairn_result *
 /* Wait until a barrier entry appended now is applied: this node was leader at a
  * quorum's word and every earlier entry is in the database. */
 int nodeBarrier(struct node *n, char *errmsg);
+
+/* Run fn(arg, errmsg) on the loop thread, between applies, and wait for it; returns
+ * what fn returned. fn must be short: the loop does nothing else meanwhile. Any thread
+ * but the loop's. */
+int nodeCall(struct node *n, int (*fn)(void *arg, char *errmsg), void *arg, char *errmsg);
+
+/* Take a Raft snapshot now (after the entries appended so far) and wait for it to be
+ * written; *index receives its index. Any thread but the loop's. */
+int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg);
 
 struct node_info {
     uint64_t id;

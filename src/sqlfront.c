@@ -84,6 +84,15 @@ static void next(struct lexer *lx)
             lx->off++;
         }
         lx->kind = TOK_STRING;
+    } else if (c == '"' || c == '`' || c == '[') {
+        /* A quoted identifier: skipped whole, so that a ';' inside it is no boundary. */
+        char close = c == '[' ? ']' : c;
+        lx->off++;
+        while (lx->off < lx->n && lx->p[lx->off] != close) {
+            lx->off++;
+        }
+        lx->off = lx->off < lx->n ? lx->off + 1 : lx->n;
+        lx->kind = TOK_OTHER;
     } else if (c == ';') {
         lx->off++;
         lx->kind = TOK_SEMI;
@@ -271,9 +280,25 @@ int sqlfrontParse(const char *sql, size_t n, struct sqlfront_cmd *cmd, char *err
         struct lexer peek = lx;
         next(&peek);
         if (isWord(&peek, "BRANCH")) {
-            lx = peek;
-            lx.off = peek.off;
-            return parseDropBranch(&lx, cmd);
+            return parseDropBranch(&peek, cmd);
+        }
+    }
+    /* Not ours: but a later statement of the same string may be, and SQLite would only
+     * call it a syntax error. */
+    while (lx.kind != TOK_END) {
+        next(&lx);
+        if (lx.kind != TOK_SEMI) {
+            continue;
+        }
+        next(&lx);
+        struct lexer peek = lx;
+        next(&peek);
+        if (isWord(&lx, "BACKUP") || isWord(&lx, "RESTORE") ||
+            (isWord(&lx, "DROP") && isWord(&peek, "BRANCH"))) {
+            errorf(errmsg, "%.*s at offset %zu is a cairn statement: send it as the only "
+                           "statement of its request, not after other SQL",
+                   (int)lx.len, lx.p + lx.start, lx.start);
+            return CAIRN_EINVAL;
         }
     }
     return 0;

@@ -24,6 +24,7 @@
 #include <xxhash.h>
 
 #include "error.h"
+#include "vtab.h"
 
 #define DET_VFS_NAME "cairn-det"
 #define META_TABLE "_cairn_meta"
@@ -119,7 +120,7 @@ struct store {
     atomic_uint generation;
     atomic_uint nreaders;
 
-    sqlite3 *snap;
+    char repo[PATH_MAX]; /* backup repository that readers' cairn_backups lists; "" none */
 
     /* The checkpointer thread: copies WAL frames into the database off the apply
      * path. ckpt_mu guards the two flags only, never held during a checkpoint (the
@@ -131,6 +132,11 @@ struct store {
     pthread_cond_t ckpt_cond;
     bool ckpt_wanted;
     bool ckpt_stop;
+
+    /* Freezes held by backups (storeFreeze): the file may not be swapped under them. */
+    pthread_mutex_t fz_mu;
+    pthread_cond_t fz_cond;
+    unsigned nfreezes;
 };
 
 /* ---- deterministic clock: a VFS shim around the default VFS ---------------- */
@@ -374,6 +380,22 @@ static int prepareInternal(struct store *s, const char *sql, sqlite3_stmt **out,
 
 /* ---- checkpoints ---------------------------------------------------------------- */
 
+/* A connection of its own on the database, for a checkpoint or a frozen read. It
+ * reads the schema once: until a connection has read the database it does not know
+ * that it is in WAL mode, and a checkpoint on it silently does nothing. NULL on
+ * failure. */
+static sqlite3 *openSide(const char *path)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
+}
+
 /* Runs in the writer's commit (loop thread). */
 static int walHook(void *arg, sqlite3 *db, const char *name, int frames)
 {
@@ -406,9 +428,8 @@ static void *ckptMain(void *arg)
         s->ckpt_wanted = false;
         pthread_mutex_unlock(&s->ckpt_mu);
         pthread_rwlock_rdlock(&s->swap_lock);
-        sqlite3 *db = NULL;
-        if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) ==
-            SQLITE_OK) {
+        sqlite3 *db = openSide(s->path);
+        if (db != NULL) {
             sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         }
         sqlite3_close(db);
@@ -537,6 +558,8 @@ int storeOpen(const char *path, struct store **out, char *errmsg)
     pthread_rwlock_init(&s->swap_lock, NULL);
     pthread_mutex_init(&s->ckpt_mu, NULL);
     pthread_cond_init(&s->ckpt_cond, NULL);
+    pthread_mutex_init(&s->fz_mu, NULL);
+    pthread_cond_init(&s->fz_cond, NULL);
     rv = openWriter(s, errmsg);
     if (rv == 0 && (rv = pthread_create(&s->ckpt_thread, NULL, ckptMain, s)) != 0) {
         errorf(errmsg, "cannot start the checkpointer thread: %s", strerror(rv));
@@ -548,6 +571,8 @@ int storeOpen(const char *path, struct store **out, char *errmsg)
         pthread_rwlock_destroy(&s->swap_lock);
         pthread_mutex_destroy(&s->ckpt_mu);
         pthread_cond_destroy(&s->ckpt_cond);
+        pthread_mutex_destroy(&s->fz_mu);
+        pthread_cond_destroy(&s->fz_cond);
         free(s);
         return rv;
     }
@@ -576,13 +601,14 @@ void storeClose(struct store *s)
         return;
     }
     ckptStop(s);
-    storeSnapshotEnd(s);
     closeReaders(s);
     closeWriter(s);
     pthread_mutex_destroy(&s->rmu);
     pthread_rwlock_destroy(&s->swap_lock);
     pthread_mutex_destroy(&s->ckpt_mu);
     pthread_cond_destroy(&s->ckpt_cond);
+    pthread_mutex_destroy(&s->fz_mu);
+    pthread_cond_destroy(&s->fz_cond);
     free(s);
 }
 
@@ -975,6 +1001,9 @@ static int readerOpen(struct store *s, struct reader **out, char *errmsg)
         goto err;
     }
     sqlite3_set_authorizer(r->db, authorize, NULL);
+    if (s->repo[0] != '\0') {
+        vtabRegister(r->db, s->repo);
+    }
     r->generation = atomic_load(&s->generation);
     atomic_fetch_add(&s->nreaders, 1);
     *out = r;
@@ -1062,6 +1091,58 @@ int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out
     return 0;
 }
 
+void storeSetRepo(struct store *s, const char *repo)
+{
+    snprintf(s->repo, sizeof s->repo, "%s", repo);
+}
+
+int storeQueryFile(struct store *s, const char *path, const struct batch *b,
+                   struct cairn_result **out, char *errmsg)
+{
+    struct cairn_result *res;
+    sqlite3 *db = NULL;
+    int rc;
+    int rv = 0;
+
+    *out = NULL;
+    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        rv = sqlErr(db, rc, "open", path, errmsg);
+        sqlite3_close(db);
+        return rv;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    sqlite3_set_authorizer(db, authorize, NULL);
+    if (s->repo[0] != '\0') {
+        vtabRegister(db, s->repo);
+    }
+    res = resultNew();
+    if (res == NULL) {
+        sqlite3_close(db);
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    for (size_t i = 0; i < b->n; i++) {
+        struct rstmt *rs = resultAdd(res);
+        if (rs == NULL) {
+            rv = CAIRN_ENOMEM;
+            errorf(errmsg, "out of memory");
+            break;
+        }
+        runStmt(db, NULL, &b->stmts[i], true, rs);
+    }
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(db);
+    if (rv != 0) {
+        cairn_result_free(res);
+        return rv;
+    }
+    *out = res;
+    return 0;
+}
+
 bool storeIsReadOnly(struct store *s, const struct batch *b)
 {
     struct reader *r;
@@ -1107,42 +1188,6 @@ bool storeIsReadOnly(struct store *s, const struct batch *b)
 
 /* ---- snapshots ---------------------------------------------------------------- */
 
-int storeSnapshotBegin(struct store *s, uint64_t *db_index, char *errmsg)
-{
-    int rc;
-    int rv;
-    /* A full checkpoint first keeps the WAL short while the image is held; if readers
-     * prevent it, the image is still consistent (it is read through SQLite). */
-    sqlite3_wal_checkpoint_v2(s->writer, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-    if (s->snap == NULL) {
-        rc = sqlite3_open_v2(s->path, &s->snap, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
-        if (rc != SQLITE_OK) {
-            rv = sqlErr(s->snap, rc, "open snapshot reader", s->path, errmsg);
-            sqlite3_close(s->snap);
-            s->snap = NULL;
-            return rv;
-        }
-        sqlite3_busy_timeout(s->snap, BUSY_TIMEOUT_MS);
-    }
-    rc = sqlite3_exec(s->snap, "BEGIN; SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        rv = sqlErr(s->snap, rc, "begin snapshot read", s->path, errmsg);
-        sqlite3_exec(s->snap, "ROLLBACK", NULL, NULL, NULL);
-        return rv;
-    }
-    *db_index = s->applied;
-    return 0;
-}
-
-void storeSnapshotEnd(struct store *s)
-{
-    if (s->snap != NULL) {
-        sqlite3_exec(s->snap, "ROLLBACK", NULL, NULL, NULL);
-        sqlite3_close(s->snap);
-        s->snap = NULL;
-    }
-}
 
 int syncParentDir(const char *path, char *errmsg)
 {
@@ -1153,20 +1198,6 @@ int syncParentDir(const char *path, char *errmsg)
     fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY);
     if (fd < 0 || fsync(fd) != 0) {
         errorf(errmsg, "fsync of the directory of %s: %s", path, strerror(errno));
-        rv = errorFromErrno(errno);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return rv;
-}
-
-static int syncFile(const char *path, char *errmsg)
-{
-    int fd = open(path, O_RDONLY);
-    int rv = 0;
-    if (fd < 0 || fsync(fd) != 0) {
-        errorf(errmsg, "fsync %s: %s", path, strerror(errno));
         rv = errorFromErrno(errno);
     }
     if (fd >= 0) {
@@ -1214,66 +1245,6 @@ out:
     return rv;
 }
 
-int storeSnapshotWrite(struct store *s, const char *path, uint64_t *size, uint64_t *digest,
-                       char *errmsg)
-{
-    char tmp[PATH_MAX];
-    sqlite3 *dst = NULL;
-    sqlite3_backup *bk;
-    int rc;
-    int rv;
-
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    unlink(tmp);
-    rc = sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-    if (rc != SQLITE_OK) {
-        rv = sqlErr(dst, rc, "create snapshot file", tmp, errmsg);
-        goto err;
-    }
-    /* The file is synced once, as a whole, below: no journal, no per-page syncs. */
-    sqlite3_exec(dst, "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF", NULL, NULL, NULL);
-    /* The source connection already holds the read transaction opened by
-     * storeSnapshotBegin: the backup copies exactly that image, page by page through
-     * SQLite's cache, so memory stays bounded whatever the database size. */
-    bk = sqlite3_backup_init(dst, "main", s->snap, "main");
-    if (bk == NULL) {
-        rv = sqlErr(dst, SQLITE_ERROR, "start snapshot copy", tmp, errmsg);
-        goto err;
-    }
-    do {
-        rc = sqlite3_backup_step(bk, 1024);
-    } while (rc == SQLITE_OK);
-    sqlite3_backup_finish(bk);
-    if (rc != SQLITE_DONE) {
-        rv = sqlErr(dst, rc, "copy snapshot", tmp, errmsg);
-        goto err;
-    }
-    rc = sqlite3_close(dst);
-    dst = NULL;
-    if (rc != SQLITE_OK) {
-        rv = sqlErr(NULL, rc, "close snapshot file", tmp, errmsg);
-        goto err;
-    }
-    if ((rv = syncFile(tmp, errmsg)) != 0) {
-        goto err;
-    }
-    if (rename(tmp, path) != 0) {
-        errorf(errmsg, "rename %s to %s: %s", tmp, path, strerror(errno));
-        rv = errorFromErrno(errno);
-        goto err;
-    }
-    if ((rv = syncParentDir(path, errmsg)) != 0) {
-        return rv;
-    }
-    return fileDigest(path, size, digest, errmsg);
-
-err:
-    if (dst != NULL) {
-        sqlite3_close(dst);
-    }
-    unlink(tmp);
-    return rv;
-}
 
 static int copyFile(const char *src, const char *dst, char *errmsg)
 {
@@ -1319,10 +1290,11 @@ out:
     return rv;
 }
 
+static int replaceFrom(struct store *s, const char *tmp, char *errmsg);
+
 int storeReplaceWith(struct store *s, const char *src, char *errmsg)
 {
     char tmp[PATH_MAX];
-    char side[PATH_MAX];
     int rv;
 
     snprintf(tmp, sizeof tmp, "%s.restore", s->path);
@@ -1330,12 +1302,32 @@ int storeReplaceWith(struct store *s, const char *src, char *errmsg)
         unlink(tmp);
         return rv;
     }
+    return replaceFrom(s, tmp, errmsg);
+}
+
+int storeReplaceMove(struct store *s, const char *src, char *errmsg)
+{
+    return replaceFrom(s, src, errmsg);
+}
+
+/* Swap the file at tmp in for the database and reopen the writer. */
+static int replaceFrom(struct store *s, const char *tmp, char *errmsg)
+{
+    char side[PATH_MAX];
+    int rv;
+
+    /* A backup in progress reads the old file: let it finish. No new freeze can start,
+     * since freezes start on this (the loop) thread. */
+    pthread_mutex_lock(&s->fz_mu);
+    while (s->nfreezes > 0) {
+        pthread_cond_wait(&s->fz_cond, &s->fz_mu);
+    }
+    pthread_mutex_unlock(&s->fz_mu);
     /* No reader may hold the old file while it is swapped: a connection closing
      * the old database would otherwise delete the new one's WAL by name. */
     pthread_rwlock_wrlock(&s->swap_lock);
     closeReaders(s);
     atomic_fetch_add(&s->generation, 1);
-    storeSnapshotEnd(s);
     closeWriter(s);
     snprintf(side, sizeof side, "%s-wal", s->path);
     unlink(side);
@@ -1352,6 +1344,92 @@ int storeReplaceWith(struct store *s, const char *src, char *errmsg)
     }
     pthread_rwlock_unlock(&s->swap_lock);
     return rv;
+}
+
+int storeFreeze(struct store *s, struct store_freeze *fz, char *errmsg)
+{
+    sqlite3 *db = NULL;
+    int log_frames = -1;
+    int done = -1;
+    int rc;
+    int rv;
+
+    fz->db = NULL;
+    fz->fd = -1;
+    db = openSide(s->path);
+    if (db == NULL) {
+        errorf(errmsg, "%s: cannot open a connection for the backup", s->path);
+        rv = CAIRN_EIO;
+        goto err;
+    }
+    /* A short busy wait only: this runs on the loop thread. Readers that started
+     * after the last commit do not hold the checkpoint back for long. */
+    sqlite3_busy_timeout(db, 100);
+    rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames, &done);
+    if (rc == SQLITE_BUSY || (rc == SQLITE_OK && log_frames != 0)) {
+        errorf(errmsg, "%s: a reader keeps the WAL from being checkpointed", s->path);
+        rv = CAIRN_EBUSY;
+        goto err;
+    }
+    if (rc != SQLITE_OK) {
+        rv = sqlErr(db, rc, "checkpoint before backup", s->path, errmsg);
+        goto err;
+    }
+    /* The WAL is empty and only this thread writes: the read transaction starts on
+     * read mark 0, the database file itself. */
+    rc = sqlite3_exec(db, "BEGIN; SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rv = sqlErr(db, rc, "begin backup read", s->path, errmsg);
+        goto err;
+    }
+    fz->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    if (fz->fd < 0) {
+        errorf(errmsg, "open %s: %s", s->path, strerror(errno));
+        rv = errorFromErrno(errno);
+        goto err;
+    }
+    fz->db = db;
+    fz->index = s->applied;
+    fz->store = s;
+    pthread_mutex_lock(&s->fz_mu);
+    s->nfreezes++;
+    pthread_mutex_unlock(&s->fz_mu);
+    return 0;
+
+err:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rv;
+}
+
+void storeThaw(struct store_freeze *fz)
+{
+    if (fz->fd >= 0) {
+        close(fz->fd);
+        fz->fd = -1;
+    }
+    if (fz->db != NULL) {
+        struct store *s = fz->store;
+        sqlite3_exec(fz->db, "COMMIT", NULL, NULL, NULL);
+        sqlite3_close(fz->db);
+        fz->db = NULL;
+        pthread_mutex_lock(&s->fz_mu);
+        s->nfreezes--;
+        pthread_cond_broadcast(&s->fz_cond);
+        pthread_mutex_unlock(&s->fz_mu);
+    }
+}
+
+void storeCheckpoint(struct store *s)
+{
+    sqlite3 *db;
+    pthread_rwlock_rdlock(&s->swap_lock);
+    db = openSide(s->path);
+    if (db != NULL) {
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    }
+    sqlite3_close(db);
+    pthread_rwlock_unlock(&s->swap_lock);
 }
 
 void storeStats(struct store *s, struct store_stats *st)

@@ -10,10 +10,9 @@
  * Readers (HTTP and API threads) borrow connections from a pool; they are
  * query_only and see committed data through WAL.
  *
- * Snapshots: the loop thread opens a read transaction at a clean point
- * (storeSnapshotBegin); a worker thread copies that frozen image to a file
- * (storeSnapshotWrite) while writes go on; the loop thread ends it
- * (storeSnapshotEnd). */
+ * Snapshots and backups: the loop thread freezes the database file at a clean point
+ * (storeFreeze); a worker copies that image with the backup engine while writes go on
+ * into the WAL; storeThaw ends it. */
 #ifndef CAIRN_STORE_H
 #define CAIRN_STORE_H
 
@@ -48,22 +47,49 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
 int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out,
                char *errmsg);
 
+/* The backup repository that `cairn_backups` lists on reader connections opened from
+ * now on. Before the first query. */
+void storeSetRepo(struct store *s, const char *repo);
+
+/* Run a read-only batch on the SQLite file at path (a branch), opened read-only for
+ * this call. *out owned by the caller. Any thread but the loop's. */
+int storeQueryFile(struct store *s, const char *path, const struct batch *b,
+                   struct cairn_result **out, char *errmsg);
+
 /* True when every statement of b prepares and is read-only (so a /db/request batch
  * can be served locally). Any thread but the loop's. */
 bool storeIsReadOnly(struct store *s, const struct batch *b);
 
-/* Snapshot support; see the top of this file. db_index receives the applied index
- * that the frozen image holds. */
-int storeSnapshotBegin(struct store *s, uint64_t *db_index, char *errmsg);
-/* Write the frozen image to path (tmp + fsync + rename + dir fsync). Fills the file's
- * size and XXH3-64 digest. Worker thread. */
-int storeSnapshotWrite(struct store *s, const char *path, uint64_t *size, uint64_t *digest,
-                       char *errmsg);
-void storeSnapshotEnd(struct store *s);
 
 /* Replace the database with the SQLite file at src (copied, not moved), then reopen.
  * Waits for readers in use to finish. Loop thread. */
 int storeReplaceWith(struct store *s, const char *src, char *errmsg);
+
+/* Same, but src is renamed into place (it must be on the same file system, e.g.
+ * beside the database). Loop thread. */
+int storeReplaceMove(struct store *s, const char *src, char *errmsg);
+
+/* A frozen image of the database for the backup engine: after a complete checkpoint,
+ * a read transaction holds SQLite's read mark 0, so no checkpoint can copy WAL frames
+ * into the database file while it is held: the file's bytes stay those of `index`
+ * while writes go on into the WAL. */
+struct store_freeze {
+    void *db;        /* the connection holding the read transaction */
+    int fd;          /* the database file, read-only */
+    uint64_t index;  /* applied index of the image */
+    struct store *store;
+};
+
+/* Try once to freeze (loop thread, between applies: no write may come between the
+ * checkpoint and the read transaction). CAIRN_EBUSY when a reader keeps the
+ * checkpoint from completing: call storeCheckpoint() off the loop and try again. */
+int storeFreeze(struct store *s, struct store_freeze *fz, char *errmsg);
+/* Release a freeze. Any thread. */
+void storeThaw(struct store_freeze *fz);
+
+/* A PASSIVE checkpoint on a connection of its own, so that a following storeFreeze
+ * has little left to copy on the loop thread. Any thread but the loop's. */
+void storeCheckpoint(struct store *s);
 
 /* XXH3-64 and size of a whole file, read in bounded chunks. Any thread. */
 int fileDigest(const char *path, uint64_t *size, uint64_t *digest, char *errmsg);

@@ -40,15 +40,28 @@ int cliQueryParseResponse(cliHttp *h, json_t **doc, char *errmsg, size_t errmsgS
 }
 
 /* Builds the request path and sends the statements. */
-static int postStatements(cliHttp *http, const json_t *statements, const char *level, char *errmsg,
-                          size_t errmsgSize)
+static int postStatements(cliHttp *http, const json_t *statements, const char *level,
+                          const char *branch, char *errmsg, size_t errmsgSize)
 {
-    char path[128];
+    char path[256];
     char *body;
     int rc;
 
-    snprintf(path, sizeof path, "/db/request?timings%s%s", level != NULL ? "&level=" : "",
-             level != NULL ? level : "");
+    if (branch != NULL) {
+        /* Branch names are letters, digits, '_' and '-' (the server refuses others),
+         * so they go into the URL as they are; a branch is read-only: /db/query. */
+        if (strspn(branch, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+                strlen(branch) ||
+            branch[0] == '\0' || strlen(branch) > 64) {
+            snprintf(errmsg, errmsgSize,
+                     "invalid branch name '%s': use 1-64 letters, digits, '_' and '-'", branch);
+            return CLI_ERR_USAGE;
+        }
+        snprintf(path, sizeof path, "/db/query?timings&branch=%s", branch);
+    } else {
+        snprintf(path, sizeof path, "/db/request?timings%s%s", level != NULL ? "&level=" : "",
+                 level != NULL ? level : "");
+    }
     body = json_dumps(statements, JSON_COMPACT);
     if (body == NULL) {
         snprintf(errmsg, errmsgSize, "out of memory encoding the request");
@@ -67,7 +80,7 @@ int cliQueryFetch(cliHttp *http, const json_t *statements, const char *level, js
 {
     int rc;
     *response = NULL;
-    rc = postStatements(http, statements, level, errmsg, errmsgSize);
+    rc = postStatements(http, statements, level, NULL, errmsg, errmsgSize);
     if (rc != 0) {
         return rc;
     }
@@ -111,7 +124,7 @@ int cliQueryRun(cliHttp *http, const json_t *statements, const cliQueryOptions *
     int failed = 0;
     int rc;
 
-    rc = postStatements(http, statements, opts->level, errmsg, errmsgSize);
+    rc = postStatements(http, statements, opts->level, opts->branch, errmsg, errmsgSize);
     if (rc != 0) {
         return rc;
     }

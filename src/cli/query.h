@@ -19,6 +19,7 @@ typedef struct cliQueryOptions {
     int timer;         /* print "Run Time: N s" (the server's figure) after the results */
     int changes;       /* print "N rows affected" for writes */
     const char *level; /* consistency level for reads; NULL for the server's default */
+    const char *branch; /* read this branch (POST /db/query?branch=) instead; or NULL */
     const char *where; /* put after "error: " in messages (e.g. "near line 3: "); or NULL */
 } cliQueryOptions;
 

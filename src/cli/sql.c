@@ -16,6 +16,8 @@ static const cliOption sqlOptions[] = {
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
     {"json", 0, NULL, "print the server's JSON response verbatim, as one document"},
     {"level", 0, "LEVEL", "read consistency: none, weak, linearizable or strong"},
+    {"branch", 0, "NAME", "read branch NAME (restored with RESTORE ... TO BRANCH) instead of "
+                          "the live database"},
     {"mode", 0, "MODE", "how to print rows: table (default), csv or json"},
     {"timer", 0, NULL, "print the server's run time after the results"},
     {"help", 'h', NULL, "show this help"},
@@ -74,6 +76,7 @@ static int runSql(const cliCommand *cmd, const cliEnv *env, int argc, char **arg
     qopts.timer = values[cliOptionIndex(sqlOptions, "timer")] != NULL;
     qopts.changes = 1;
     qopts.level = values[cliOptionIndex(sqlOptions, "level")];
+    qopts.branch = values[cliOptionIndex(sqlOptions, "branch")];
     qopts.mode = CLI_MODE_TABLE;
     if (qopts.level != NULL && !cliLevelIsValid(qopts.level)) {
         snprintf(errmsg, sizeof errmsg,

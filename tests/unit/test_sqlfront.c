@@ -66,7 +66,8 @@ static void test_sqlite_statements_left_alone(void **state)
     static const char *const sqls[] = {
         "SELECT 1", "INSERT INTO backup VALUES(1)", "DROP TABLE branch", "DROP INDEX x",
         "CREATE TABLE restore(x)", "backups", "", "   ", "-- only a comment", "BACKUPS",
-        "WITH backup AS (SELECT 1) SELECT * FROM backup", NULL};
+        "WITH backup AS (SELECT 1) SELECT * FROM backup", "SELECT 1; SELECT 'a;backup'",
+        "SELECT \"x;\" FROM t; DROP TABLE branch", "SELECT [a;b]; DROP INDEX i", NULL};
     struct sqlfront_cmd c;
     char e[CAIRN_ERRMSG_SIZE];
     for (int i = 0; sqls[i] != NULL; i++) {
@@ -103,6 +104,9 @@ static void test_malformed(void **state)
     expectError("DROP BRANCH", "a quoted branch name");
     expectError("DROP BRANCH '-x'", "must not start with '-'");
     expectError("DROP BRANCH 'x' please", "\"please\"");
+    expectError("SELECT 1; BACKUP DATABASE", "BACKUP at offset 10 is a cairn statement");
+    expectError("INSERT INTO t VALUES(';'); restore database from 'x'", "restore at offset 27");
+    expectError("SELECT 1;\n -- c\n DROP BRANCH 'b'", "DROP at offset 17");
 }
 
 static void test_branch_names(void **state)

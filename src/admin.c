@@ -1,0 +1,532 @@
+/* The server's backup operations (see admin.h). HTTP and API threads; the restore
+ * hook runs on the loop thread. */
+#define _GNU_SOURCE
+#include "admin.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "error.h"
+
+/* How long a backup waits for readers that keep the WAL from being checkpointed (a
+ * Raft snapshot being written, a long query). */
+#define FREEZE_TIMEOUT_S 60
+
+void adminSourceName(struct cairn *db, char *out, size_t size)
+{
+    char real[PATH_MAX];
+    if (realpath(db->data_dir, real) == NULL) {
+        snprintf(real, sizeof real, "%s", db->data_dir);
+    }
+    snprintf(out, size, "cairnd:%s", real);
+}
+
+/* ---- backups --------------------------------------------------------------------- */
+
+struct freeze_arg {
+    struct store *store;
+    struct store_freeze fz;
+};
+
+static int freezeOnLoop(void *arg, char *errmsg)
+{
+    struct freeze_arg *a = arg;
+    return storeFreeze(a->store, &a->fz, errmsg);
+}
+
+int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn progress,
+                void *progress_arg, struct backup_info *out, char *errmsg)
+{
+    struct freeze_arg fa;
+    struct backup_source src;
+    struct backup_options opt;
+    struct node_info ni;
+    struct stat st;
+    char source[BACKUP_SOURCE_SIZE];
+    time_t deadline = time(NULL) + FREEZE_TIMEOUT_S;
+    int rv;
+
+    if (to != NULL && to[0] != '\0' && stat(to, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        errorf(errmsg, "TO '%s' is not a directory: a backup goes into a repository "
+                       "directory (created if missing)", to);
+        return CAIRN_EINVAL;
+    }
+    memset(&fa, 0, sizeof fa);
+    fa.store = db->store;
+    for (;;) {
+        /* Copy most of the WAL off the loop thread, so that the loop's own complete
+         * checkpoint has little left to do. */
+        storeCheckpoint(db->store);
+        rv = nodeCall(db->node, freezeOnLoop, &fa, errmsg);
+        if (rv != CAIRN_EBUSY) {
+            break;
+        }
+        if (time(NULL) >= deadline) {
+            char last[CAIRN_ERRMSG_SIZE];
+            snprintf(last, sizeof last, "%s", errmsg);
+            errorf(errmsg, "backup not started within %d s: %s", FREEZE_TIMEOUT_S, last);
+            return CAIRN_EBUSY;
+        }
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL); /* let readers finish */
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    nodeInfo(db->node, &ni);
+    adminSourceName(db, source, sizeof source);
+    memset(&src, 0, sizeof src);
+    src.fd = fa.fz.fd;
+    src.raft_index = fa.fz.index;
+    src.raft_term = ni.term;
+    src.source = source;
+    memset(&opt, 0, sizeof opt);
+    opt.type = type;
+    opt.repo = (to != NULL && to[0] != '\0') ? to : db->backup_dir;
+    opt.progress = progress;
+    opt.progress_arg = progress_arg;
+    rv = backupCreate(&src, &opt, out, errmsg);
+    storeThaw(&fa.fz);
+    return rv;
+}
+
+/* ---- branches -------------------------------------------------------------------- */
+
+static void branchDir(struct cairn *db, char *out, size_t size)
+{
+    snprintf(out, size, "%s/branches", db->data_dir);
+}
+
+static int branchFile(struct cairn *db, const char *name, char *path, char *errmsg)
+{
+    char dir[PATH_MAX];
+    if (!sqlfrontBranchNameValid(name, errmsg)) {
+        return CAIRN_EINVAL;
+    }
+    branchDir(db, dir, sizeof dir);
+    if ((size_t)snprintf(path, PATH_MAX, "%s/%s.db", dir, name) >= PATH_MAX) {
+        errorf(errmsg, "branch path too long under %s", dir);
+        return CAIRN_EINVAL;
+    }
+    return 0;
+}
+
+int adminBranchPath(struct cairn *db, const char *name, char *path, char *errmsg)
+{
+    struct stat st;
+    int rv = branchFile(db, name, path, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (stat(path, &st) != 0) {
+        errorf(errmsg, "no branch named \"%s\"", name);
+        return CAIRN_ENOTFOUND;
+    }
+    return 0;
+}
+
+int adminDropBranch(struct cairn *db, const char *name, char *errmsg)
+{
+    char path[PATH_MAX];
+    char side[PATH_MAX + 8];
+    int rv = adminBranchPath(db, name, path, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (unlink(path) != 0) {
+        errorf(errmsg, "drop branch \"%s\": unlink %s: %s", name, path, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    return syncParentDir(path, errmsg);
+}
+
+void adminBranchesJson(struct cairn *db, struct buf *b)
+{
+    char dir[PATH_MAX];
+    struct dirent **names = NULL;
+    int n;
+    bool first = true;
+    branchDir(db, dir, sizeof dir);
+    bufPutc(b, '[');
+    n = scandir(dir, &names, NULL, alphasort);
+    for (int i = 0; i < n; i++) {
+        const char *f = names[i]->d_name;
+        size_t len = strlen(f);
+        char path[PATH_MAX];
+        struct stat st;
+        if (len > 3 && strcmp(f + len - 3, ".db") == 0 &&
+            (size_t)snprintf(path, sizeof path, "%s/%s", dir, f) < sizeof path &&
+            stat(path, &st) == 0) {
+            if (!first) {
+                bufPutc(b, ',');
+            }
+            first = false;
+            bufPuts(b, "{\"name\":");
+            bufJsonString(b, f, len - 3);
+            bufPuts(b, ",\"path\":");
+            bufJsonString(b, path, strlen(path));
+            bufPuts(b, ",\"size_bytes\":");
+            bufJsonInt(b, (int64_t)st.st_size);
+            bufPutc(b, '}');
+        }
+        free(names[i]);
+    }
+    free(names);
+    bufPutc(b, ']');
+}
+
+void adminSnapshotsJson(struct cairn *db, struct buf *b)
+{
+    /* Raft snapshots are backups in DATA/snapshots/, a repository of their own. */
+    struct backup_info *list = NULL;
+    size_t n = 0;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    bufPutc(b, '[');
+    if (repoList(db->snap_dir, &list, &n, errmsg) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (i > 0) {
+                bufPutc(b, ',');
+            }
+            bufPuts(b, "{\"index\":");
+            bufJsonInt(b, (int64_t)list[i].raft_index);
+            bufPuts(b, ",\"backup\":");
+            backupInfoJson(&list[i], b);
+            bufPutc(b, '}');
+        }
+    }
+    free(list);
+    bufPutc(b, ']');
+}
+
+/* ---- restores -------------------------------------------------------------------- */
+
+static int restoreBranch(struct cairn *db, const char *ref, const char *branch,
+                         backup_progress_fn progress, void *progress_arg,
+                         struct backup_info *out, char *errmsg)
+{
+    char dir[PATH_MAX];
+    char path[PATH_MAX];
+    struct stat st;
+    struct restore_options opt;
+    int rv;
+
+    if ((rv = branchFile(db, branch, path, errmsg)) != 0) {
+        return rv;
+    }
+    if (stat(path, &st) == 0) {
+        errorf(errmsg, "branch \"%s\" exists: DROP BRANCH '%s' first", branch, branch);
+        return CAIRN_EEXIST;
+    }
+    branchDir(db, dir, sizeof dir);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        errorf(errmsg, "create %s: %s", dir, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    memset(&opt, 0, sizeof opt);
+    opt.repo = db->backup_dir;
+    opt.ref = ref;
+    opt.out = path;
+    opt.progress = progress;
+    opt.progress_arg = progress_arg;
+    return backupRestore(&opt, out, errmsg);
+}
+
+static int restoreLive(struct cairn *db, const char *ref, struct backup_info *out,
+                       uint64_t *index, char *errmsg)
+{
+    struct batch b;
+    struct stmt st;
+    struct param p;
+    struct cairn_result *res = NULL;
+    char msg[CAIRN_ERRMSG_SIZE];
+    uint64_t snap = 0;
+    int rv;
+
+    if (strchr(ref, '/') != NULL) {
+        errorf(errmsg, "a live restore names a backup of the server's repository %s by id, "
+                       "not a path (\"%s\"): every node resolves the id in its repository",
+               db->backup_dir, ref);
+        return CAIRN_EINVAL;
+    }
+    if ((rv = repoFind(db->backup_dir, ref, out, errmsg)) != 0) {
+        return rv;
+    }
+    /* Refuse a damaged chain before it reaches the log. */
+    if ((rv = backupVerify(db->backup_dir, out->id, false, NULL, NULL, errmsg)) != 0) {
+        return rv;
+    }
+    memset(&b, 0, sizeof b);
+    memset(&st, 0, sizeof st);
+    memset(&p, 0, sizeof p);
+    p.type = CAIRN_BLOB;
+    p.s = (const char *)out->digest;
+    p.n = BACKUP_DIGEST_SIZE;
+    st.sql = out->id;
+    st.sql_len = strlen(out->id);
+    st.params = &p;
+    st.nparams = 1;
+    b.kind = BATCH_RESTORE;
+    b.stmts = &st;
+    b.n = 1;
+    rv = dbRun(db, &b, CAIRN_LEVEL_STRONG, &res, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (res->n > 0 && res->stmts[0].error != NULL) {
+        errorf(errmsg, "%s", res->stmts[0].error);
+        cairn_result_free(res);
+        return CAIRN_EIO;
+    }
+    *index = res->raft_index;
+    cairn_result_free(res);
+    /* A snapshot now, so that rebuilding this node never replays the restore entry:
+     * a replay needs the backup files, which an operator may delete later. */
+    if (nodeSnapshot(db->node, &snap, msg) != 0 && db->cfg.log != NULL) {
+        char line[CAIRN_ERRMSG_SIZE + 64];
+        snprintf(line, sizeof line, "snapshot after restore not taken: %s", msg);
+        db->cfg.log(db->cfg.log_data, line);
+    }
+    return 0;
+}
+
+int adminRestore(struct cairn *db, const char *ref, const char *branch,
+                 backup_progress_fn progress, void *progress_arg, struct backup_info *out,
+                 uint64_t *index, char *errmsg)
+{
+    *index = 0;
+    if (branch != NULL && branch[0] != '\0') {
+        return restoreBranch(db, ref, branch, progress, progress_arg, out, errmsg);
+    }
+    return restoreLive(db, ref, out, index, errmsg);
+}
+
+/* ---- result rows ------------------------------------------------------------------- */
+
+/* A value for rowOf: text (s != NULL), or an integer. */
+struct cell {
+    const char *s;
+    int64_t i;
+    bool null;
+};
+
+static int rowOf(struct cairn_result *res, size_t n, const char *const *names,
+                 const struct cell *cells)
+{
+    struct rstmt *rs = resultAdd(res);
+    struct rvalue *v;
+    const char *types[16];
+    if (rs == NULL || n > 16) {
+        return CAIRN_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        types[i] = cells[i].null ? "text" : cells[i].s != NULL ? "text" : "integer";
+    }
+    rs->rows_shape = true;
+    if (resultColumns(rs, n, names, types) != 0 || (v = resultRow(rs)) == NULL) {
+        return CAIRN_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (cells[i].null) {
+            v[i].type = CAIRN_NULL;
+        } else if (cells[i].s != NULL) {
+            v[i].type = CAIRN_TEXT;
+            if (resultBytes(rs, &v[i], cells[i].s, strlen(cells[i].s)) != 0) {
+                return CAIRN_ENOMEM;
+            }
+        } else {
+            v[i].type = CAIRN_INTEGER;
+            v[i].i = cells[i].i;
+        }
+    }
+    return 0;
+}
+
+#define TEXT(x) ((struct cell){.s = (x)})
+#define INT(x) ((struct cell){.i = (int64_t)(x)})
+#define TEXT_OR_NULL(x) ((x)[0] ? TEXT(x) : (struct cell){.null = true})
+
+int adminStatement(struct cairn *db, const struct sqlfront_cmd *cmd, struct cairn_result **out,
+                   char *errmsg)
+{
+    static const char *const cols[] = {"operation", "backup_id", "type",
+                                       "parent_id", "pages",     "size_bytes",
+                                       "path",      "duration_ms", "raft_index"};
+    static const char *const rcols[] = {"operation", "backup_id", "type",
+                                        "branch",    "pages",     "size_bytes",
+                                        "path",      "duration_ms", "raft_index"};
+    static const char *const dcols[] = {"operation", "branch"};
+    struct cairn_result *res = resultNew();
+    struct backup_info info;
+    struct timespec t0, t1;
+    uint64_t index = 0;
+    char path[PATH_MAX];
+    int rv = 0;
+
+    *out = NULL;
+    if (res == NULL) {
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    switch (cmd->kind) {
+        case SQLFRONT_BACKUP:
+            rv = adminBackup(db, cmd->backup_type, cmd->to[0] ? cmd->to : NULL, NULL, NULL,
+                             &info, errmsg);
+            if (rv == 0) {
+                struct cell c[] = {TEXT("backup"),       TEXT(info.id),
+                                   TEXT(backupTypeName(info.type)),
+                                   TEXT_OR_NULL(info.parent_id), INT(info.pages),
+                                   INT(info.size_bytes),   TEXT(info.path),
+                                   INT(info.duration_ms),  INT(info.raft_index)};
+                rv = rowOf(res, 9, cols, c);
+            }
+            break;
+        case SQLFRONT_RESTORE:
+            rv = adminRestore(db, cmd->id, cmd->branch, NULL, NULL, &info, &index, errmsg);
+            if (rv == 0) {
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                int64_t ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+                if (cmd->branch[0] != '\0') {
+                    branchFile(db, cmd->branch, path, errmsg);
+                } else {
+                    snprintf(path, sizeof path, "%s", db->db_path);
+                }
+                struct cell c[] = {TEXT(cmd->branch[0] ? "restore to branch" : "restore"),
+                                   TEXT(info.id), TEXT(backupTypeName(info.type)),
+                                   TEXT_OR_NULL(cmd->branch), INT(info.page_count),
+                                   INT(info.size_bytes), TEXT(path), INT(ms),
+                                   cmd->branch[0] ? INT(info.raft_index) : INT(index)};
+                rv = rowOf(res, 9, rcols, c);
+            }
+            break;
+        case SQLFRONT_DROP_BRANCH:
+            rv = adminDropBranch(db, cmd->branch, errmsg);
+            if (rv == 0) {
+                struct cell c[] = {TEXT("drop branch"), TEXT(cmd->branch)};
+                rv = rowOf(res, 2, dcols, c);
+            }
+            break;
+        default:
+            errorf(errmsg, "not a cairn statement");
+            rv = CAIRN_EINVAL;
+    }
+    if (rv == CAIRN_ENOMEM) {
+        errorf(errmsg, "out of memory");
+    }
+    if (rv != 0) {
+        cairn_result_free(res);
+        return rv;
+    }
+    *out = res;
+    return 0;
+}
+
+/* ---- the restore entry ----------------------------------------------------------- */
+
+static int setAppliedIndex(const char *path, uint64_t index, char *errmsg)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_exec(db,
+                          "CREATE TABLE IF NOT EXISTS _cairn_meta(key TEXT PRIMARY KEY, "
+                          "value INTEGER NOT NULL) WITHOUT ROWID",
+                          NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO _cairn_meta VALUES('applied_index', ?)",
+                                -1, &st, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)index);
+        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+    }
+    if (rc != SQLITE_OK) {
+        errorf(errmsg, "%s: set applied index: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : CAIRN_EIO;
+}
+
+int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
+                      struct cairn_result **out, char *errmsg)
+{
+    struct cairn *db = data;
+    struct cairn_result *res;
+    struct rstmt *rs;
+    struct backup_info info;
+    struct restore_options opt;
+    char id[BACKUP_ID_SIZE];
+    char tmp[PATH_MAX];
+    char msg[CAIRN_ERRMSG_SIZE];
+    int rv;
+
+    *out = NULL;
+    if (index <= storeAppliedIndex(db->store)) {
+        return 0; /* replay of an entry already in the database */
+    }
+    res = resultNew();
+    if (res == NULL || (rs = resultAdd(res)) == NULL) {
+        cairn_result_free(res);
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    res->raft_index = index;
+    *out = res;
+    /* Every failure below is answered in the result and leaves the database as it
+     * was: every node holds the same entry and fails the same way. */
+    if (b->n != 1 || b->stmts[0].sql_len == 0 || b->stmts[0].sql_len >= sizeof id ||
+        b->stmts[0].nparams != 1 || b->stmts[0].params[0].type != CAIRN_BLOB ||
+        b->stmts[0].params[0].n != BACKUP_DIGEST_SIZE) {
+        resultError(rs, "malformed restore entry: expected a backup id and its digest");
+        return 0;
+    }
+    memcpy(id, b->stmts[0].sql, b->stmts[0].sql_len);
+    id[b->stmts[0].sql_len] = '\0';
+    if (repoFind(db->backup_dir, id, &info, msg) != 0) {
+        resultError(rs, msg);
+        return 0;
+    }
+    if (memcmp(info.digest, b->stmts[0].params[0].s, BACKUP_DIGEST_SIZE) != 0) {
+        snprintf(msg, sizeof msg,
+                 "backup %s in %s is not the file the restore entry names (digest differs)",
+                 id, db->backup_dir);
+        resultError(rs, msg);
+        return 0;
+    }
+    snprintf(tmp, sizeof tmp, "%s.restored", db->db_path);
+    memset(&opt, 0, sizeof opt);
+    opt.repo = db->backup_dir;
+    opt.ref = id;
+    opt.out = tmp;
+    opt.force = true;
+    if ((rv = backupRestore(&opt, &info, msg)) != 0 ||
+        (rv = setAppliedIndex(tmp, index, msg)) != 0) {
+        unlink(tmp);
+        resultError(rs, msg);
+        return 0;
+    }
+    rv = storeReplaceMove(db->store, tmp, errmsg);
+    if (rv != 0) {
+        unlink(tmp);
+        cairn_result_free(res);
+        *out = NULL;
+        return rv;
+    }
+    rs->rows_affected = (int64_t)info.page_count;
+    return 0;
+}

@@ -1,0 +1,59 @@
+/* The server's backup operations: backups of the live database, restores into a
+ * branch or (through the Raft log) into the live database, branches, and cairn's own
+ * SQL statements (sqlfront.h) answered as result rows.
+ *
+ * A backup freezes the database on the loop thread for the moment of a checkpoint
+ * (storeFreeze) and copies pages on the calling thread while writes go on; a live
+ * restore is one log entry naming the backup and its digest, applied by
+ * adminApplyRestore on the loop thread of every node. Any thread but the loop's,
+ * except adminApplyRestore. */
+#ifndef CAIRN_ADMIN_H
+#define CAIRN_ADMIN_H
+
+#include <stdint.h>
+
+#include "backup.h"
+#include "buf.h"
+#include "command.h"
+#include "result.h"
+#include "sqlfront.h"
+
+struct cairn;
+
+/* Back up the live database into `to` (a repository directory; NULL: the server's).
+ * *out describes the new backup. */
+int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn progress,
+                void *progress_arg, struct backup_info *out, char *errmsg);
+
+/* Restore backup `ref` (id in the server's repository, or a path to a .cbk) into
+ * branch `branch`, or into the live database when branch is NULL or "" (through the
+ * log; *index receives the entry's index). *out describes the backup restored. */
+int adminRestore(struct cairn *db, const char *ref, const char *branch,
+                 backup_progress_fn progress, void *progress_arg, struct backup_info *out,
+                 uint64_t *index, char *errmsg);
+
+/* Path of branch `name`'s database (PATH_MAX bytes). CAIRN_EINVAL for a bad name,
+ * CAIRN_ENOTFOUND when there is no such branch. */
+int adminBranchPath(struct cairn *db, const char *name, char *path, char *errmsg);
+
+int adminDropBranch(struct cairn *db, const char *name, char *errmsg);
+
+/* Append the JSON array of branches ({"name", "path", "size_bytes"}) to b. */
+void adminBranchesJson(struct cairn *db, struct buf *b);
+
+/* Append the JSON array of Raft snapshot files ({"index", "name", "size_bytes"}). */
+void adminSnapshotsJson(struct cairn *db, struct buf *b);
+
+/* Run a cairn statement; *out holds one result row (or the statement's error). */
+int adminStatement(struct cairn *db, const struct sqlfront_cmd *cmd, struct cairn_result **out,
+                   char *errmsg);
+
+/* The FSM's hook for BATCH_RESTORE entries (fsm_restore_fn); data is the cairn.
+ * Loop thread. */
+int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
+                      struct cairn_result **out, char *errmsg);
+
+/* The source name this server's backups carry. */
+void adminSourceName(struct cairn *db, char *out, size_t size);
+
+#endif

@@ -1,0 +1,809 @@
+/* The backup endpoints of the HTTP front end: /admin/backup(s), /admin/restore,
+ * /admin/snapshot(s), and rqlite's GET /db/backup and POST /db/load.
+ *
+ * Long operations (backup, verify, restore) answer in one JSON object, or with
+ * ?progress as newline-delimited JSON: {"progress":{"done":N,"total":M}} lines while
+ * the operation runs on a thread of its own, then the final object. GET /db/backup
+ * streams the frozen database file (never held in memory), gzipped with ?compress.
+ * POST /db/load receives its body into a file (http.c), keeps it as a full backup in
+ * the repository and restores it through the log. HTTP threads. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "admin.h"
+#include "db.h"
+#include "error.h"
+#include "http_int.h"
+
+/* ---- request bodies ---------------------------------------------------------------- */
+
+/* Parse the body as a JSON object (an empty body is {}). On failure answers 400 and
+ * returns NULL with *answered set. */
+static json_t *bodyObject(struct MHD_Connection *c, struct request *req, enum MHD_Result *ret)
+{
+    json_error_t jerr;
+    json_t *o;
+    char msg[300];
+    if (req->body.len == 0) {
+        return json_object();
+    }
+    o = json_loadb(req->body.p, req->body.len, 0, &jerr);
+    if (o == NULL) {
+        snprintf(msg, sizeof msg, "request body is not valid JSON: %s at line %d column %d",
+                 jerr.text, jerr.line, jerr.column);
+        *ret = httpSendError(c, 400, msg);
+        return NULL;
+    }
+    if (!json_is_object(o)) {
+        json_decref(o);
+        *ret = httpSendError(c, 400, "request body must be a JSON object");
+        return NULL;
+    }
+    return o;
+}
+
+/* A string member: NULL when absent or null; sets *bad when of another type. */
+static const char *memberString(json_t *o, const char *key, bool *bad)
+{
+    json_t *v = json_object_get(o, key);
+    if (v == NULL || json_is_null(v)) {
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        *bad = true;
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+struct flag_seek {
+    const char *key;
+    bool on;
+};
+
+static enum MHD_Result seekFlag(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    struct flag_seek *f = cls;
+    if (strcmp(key, f->key) == 0) {
+        f->on = value == NULL || (strcmp(value, "false") != 0 && strcmp(value, "0") != 0);
+    }
+    return MHD_YES;
+}
+
+/* A query-string flag as rqlite reads them: present (without a value, or with one
+ * other than false/0) means true. MHD's lookup cannot tell "?flag" from no flag. */
+static bool queryFlag(struct MHD_Connection *c, const char *key)
+{
+    struct flag_seek f = {key, false};
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, seekFlag, &f);
+    return f.on;
+}
+
+static bool wantProgress(struct MHD_Connection *c)
+{
+    return queryFlag(c, "progress");
+}
+
+/* ---- jobs: a long operation answered as JSON, or streamed with progress ----------- */
+
+enum job_kind { JOB_BACKUP, JOB_VERIFY, JOB_RESTORE };
+
+struct job {
+    struct cairn *db;
+    int kind;
+    /* arguments */
+    int type;
+    char to[PATH_MAX];
+    char id[PATH_MAX];
+    char branch[SQLFRONT_NAME_MAX];
+    bool trial_restore;
+    /* the answer */
+    unsigned status;
+    struct buf out; /* final JSON object, without newline */
+    /* streaming */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct buf lines; /* NDJSON produced and not yet sent */
+    size_t sent;
+    bool done;
+    double last_progress;
+};
+
+static void jobProgress(void *arg, uint64_t done, uint64_t total)
+{
+    struct job *j = arg;
+    double now = httpNow();
+    if (now - j->last_progress < 0.1 && done < total) {
+        return; /* at most ten lines a second */
+    }
+    j->last_progress = now;
+    pthread_mutex_lock(&j->mu);
+    bufPrintf(&j->lines, "{\"progress\":{\"done\":%llu,\"total\":%llu}}\n",
+              (unsigned long long)done, (unsigned long long)total);
+    pthread_cond_signal(&j->cond);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void errorObject(struct buf *b, const char *msg)
+{
+    bufPuts(b, "{\"error\":");
+    bufJsonString(b, msg, strlen(msg));
+    bufPutc(b, '}');
+}
+
+/* Run the job, filling status and out. */
+static void jobRun(struct job *j, bool streaming)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct backup_info info;
+    backup_progress_fn progress = streaming ? jobProgress : NULL;
+    uint64_t index = 0;
+    int rv;
+
+    switch (j->kind) {
+        case JOB_BACKUP:
+            rv = adminBackup(j->db, j->type, j->to[0] ? j->to : NULL, progress, j, &info,
+                             errmsg);
+            if (rv == 0) {
+                bufPuts(&j->out, "{\"backup\":");
+                backupInfoJson(&info, &j->out);
+                bufPutc(&j->out, '}');
+            }
+            break;
+        case JOB_VERIFY:
+            rv = repoFind(j->db->backup_dir, j->id, &info, errmsg);
+            if (rv == 0) {
+                int vr = backupVerify(j->db->backup_dir, info.id, j->trial_restore, progress,
+                                      j, errmsg);
+                bufPuts(&j->out, "{\"id\":");
+                bufJsonString(&j->out, info.id, strlen(info.id));
+                bufPrintf(&j->out, ",\"ok\":%s,\"trial_restore\":%s", vr == 0 ? "true" : "false",
+                          j->trial_restore ? "true" : "false");
+                if (vr != 0) {
+                    bufPuts(&j->out, ",\"error\":");
+                    bufJsonString(&j->out, errmsg, strlen(errmsg));
+                }
+                bufPutc(&j->out, '}');
+            }
+            break;
+        default:
+            rv = adminRestore(j->db, j->id, j->branch, progress, j, &info, &index, errmsg);
+            if (rv == 0) {
+                bufPuts(&j->out, "{\"restored\":");
+                backupInfoJson(&info, &j->out);
+                bufPuts(&j->out, ",\"branch\":");
+                if (j->branch[0] != '\0') {
+                    bufJsonString(&j->out, j->branch, strlen(j->branch));
+                } else {
+                    bufPuts(&j->out, "null");
+                }
+                bufPrintf(&j->out, ",\"raft_index\":%llu}", (unsigned long long)index);
+            }
+            break;
+    }
+    j->status = rv == 0 ? 200 : httpStatusFor(rv);
+    if (rv != 0) {
+        bufReset(&j->out);
+        errorObject(&j->out, errmsg);
+    }
+}
+
+static void jobFree(struct job *j)
+{
+    bufFree(&j->out);
+    bufFree(&j->lines);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cond);
+    free(j);
+}
+
+static void *jobMain(void *arg)
+{
+    struct job *j = arg;
+    jobRun(j, true);
+    pthread_mutex_lock(&j->mu);
+    bufPut(&j->lines, j->out.p, j->out.len);
+    bufPutc(&j->lines, '\n');
+    j->done = true;
+    pthread_cond_signal(&j->cond);
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+/* MHD pulls the stream: wait for lines, hand them over. */
+static ssize_t jobRead(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct job *j = cls;
+    size_t n;
+    pthread_mutex_lock(&j->mu);
+    while (j->sent == j->lines.len && !j->done) {
+        pthread_cond_wait(&j->cond, &j->mu);
+    }
+    n = j->lines.len - j->sent;
+    if (n == 0) {
+        pthread_mutex_unlock(&j->mu);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    if (n > max) {
+        n = max;
+    }
+    memcpy(buf, j->lines.p + j->sent, n);
+    j->sent += n;
+    pthread_mutex_unlock(&j->mu);
+    return (ssize_t)n;
+}
+
+static void jobStreamFree(void *cls)
+{
+    struct job *j = cls;
+    pthread_join(j->thread, NULL); /* the client may have gone: the job finishes anyway */
+    jobFree(j);
+}
+
+/* Answer the job: at once, or streamed with progress. Takes j. */
+static enum MHD_Result jobAnswer(struct MHD_Connection *c, struct job *j)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cond, NULL);
+    if (!wantProgress(c)) {
+        jobRun(j, false);
+        bufPutc(&j->out, '\n');
+        unsigned status = j->status;
+        struct buf out = j->out;
+        bufInit(&j->out);
+        jobFree(j);
+        return httpSendBuf(c, status, &out, false);
+    }
+    if (pthread_create(&j->thread, NULL, jobMain, j) != 0) {
+        jobFree(j);
+        return httpSendError(c, 503, "cannot start a thread for the operation");
+    }
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, jobRead, j, jobStreamFree);
+    if (r == NULL) {
+        pthread_join(j->thread, NULL);
+        jobFree(j);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
+    ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static struct job *jobNew(struct cairn *db, int kind)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (j != NULL) {
+        j->db = db;
+        j->kind = kind;
+        bufInit(&j->out);
+        bufInit(&j->lines);
+    }
+    return j;
+}
+
+/* ---- /admin/... ------------------------------------------------------------------ */
+
+static enum MHD_Result postBackup(struct http_server *h, struct MHD_Connection *c,
+                                  struct request *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    bool bad = false;
+    json_t *o = bodyObject(c, req, &ret);
+    const char *type;
+    const char *to;
+    struct job *j;
+    int t = BACKUP_FULL;
+    if (o == NULL) {
+        return ret;
+    }
+    type = memberString(o, "type", &bad);
+    to = memberString(o, "to", &bad);
+    if (bad) {
+        json_decref(o);
+        return httpSendError(c, 400, "\"type\" and \"to\" must be strings");
+    }
+    if (type != NULL && (t = backupTypeFromName(type)) < 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "unknown backup type \"%.64s\": use full, incremental or "
+                                  "differential", type);
+        json_decref(o);
+        return httpSendError(c, 400, msg);
+    }
+    if (to != NULL && (to[0] == '\0' || strlen(to) >= PATH_MAX)) {
+        json_decref(o);
+        return httpSendError(c, 400, "\"to\" must name a directory");
+    }
+    j = jobNew(h->db, JOB_BACKUP);
+    if (j == NULL) {
+        json_decref(o);
+        return httpSendError(c, 500, "out of memory");
+    }
+    j->type = t;
+    snprintf(j->to, sizeof j->to, "%s", to ? to : "");
+    json_decref(o);
+    return jobAnswer(c, j);
+}
+
+static enum MHD_Result postRestore(struct http_server *h, struct MHD_Connection *c,
+                                   struct request *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    bool bad = false;
+    json_t *o = bodyObject(c, req, &ret);
+    const char *id;
+    const char *branch;
+    struct job *j;
+    if (o == NULL) {
+        return ret;
+    }
+    id = memberString(o, "backup_id", &bad);
+    branch = memberString(o, "branch", &bad);
+    if (bad || id == NULL || id[0] == '\0') {
+        json_decref(o);
+        return httpSendError(c, 400, "expected {\"backup_id\": \"ID\"} with an optional "
+                                     "\"branch\": \"NAME\" (strings)");
+    }
+    if (strlen(id) >= PATH_MAX || (branch != NULL && strlen(branch) >= SQLFRONT_NAME_MAX)) {
+        json_decref(o);
+        return httpSendError(c, 400, "backup id or branch name too long");
+    }
+    if (branch != NULL) {
+        char msg[CAIRN_ERRMSG_SIZE];
+        if (!sqlfrontBranchNameValid(branch, msg)) {
+            json_decref(o);
+            return httpSendError(c, 400, msg);
+        }
+    }
+    j = jobNew(h->db, JOB_RESTORE);
+    if (j == NULL) {
+        json_decref(o);
+        return httpSendError(c, 500, "out of memory");
+    }
+    snprintf(j->id, sizeof j->id, "%s", id);
+    snprintf(j->branch, sizeof j->branch, "%s", branch ? branch : "");
+    json_decref(o);
+    return jobAnswer(c, j);
+}
+
+static enum MHD_Result postVerify(struct http_server *h, struct MHD_Connection *c,
+                                  struct request *req, const char *id)
+{
+    enum MHD_Result ret = MHD_NO;
+    json_t *o = bodyObject(c, req, &ret);
+    json_t *v;
+    struct job *j;
+    if (o == NULL) {
+        return ret;
+    }
+    v = json_object_get(o, "restore");
+    if (v != NULL && !json_is_boolean(v)) {
+        json_decref(o);
+        return httpSendError(c, 400, "\"restore\" must be true or false");
+    }
+    j = jobNew(h->db, JOB_VERIFY);
+    if (j == NULL) {
+        json_decref(o);
+        return httpSendError(c, 500, "out of memory");
+    }
+    snprintf(j->id, sizeof j->id, "%s", id);
+    j->trial_restore = v != NULL && json_is_true(v);
+    json_decref(o);
+    return jobAnswer(c, j);
+}
+
+static enum MHD_Result getBackups(struct http_server *h, struct MHD_Connection *c)
+{
+    struct backup_info *list = NULL;
+    size_t n = 0;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct buf b;
+    int rv = repoList(h->db->backup_dir, &list, &n, errmsg);
+    if (rv != 0) {
+        return httpSendError(c, httpStatusFor(rv), errmsg);
+    }
+    bufInit(&b);
+    bufPuts(&b, "{\"backups\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0) {
+            bufPutc(&b, ',');
+        }
+        backupInfoJson(&list[i], &b);
+    }
+    bufPuts(&b, "]}\n");
+    free(list);
+    return httpSendBuf(c, 200, &b, false);
+}
+
+static enum MHD_Result getBackup(struct http_server *h, struct MHD_Connection *c,
+                                 const char *id)
+{
+    struct backup_info info;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct buf b;
+    int rv;
+    if (strchr(id, '/') != NULL) {
+        return httpSendError(c, 400, "a backup id has no '/'");
+    }
+    rv = repoFind(h->db->backup_dir, id, &info, errmsg);
+    if (rv != 0) {
+        return httpSendError(c, httpStatusFor(rv), errmsg);
+    }
+    bufInit(&b);
+    bufPuts(&b, "{\"backup\":");
+    backupInfoJson(&info, &b);
+    bufPuts(&b, "}\n");
+    return httpSendBuf(c, 200, &b, false);
+}
+
+static enum MHD_Result postSnapshot(struct http_server *h, struct MHD_Connection *c)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    uint64_t index = 0;
+    struct buf b;
+    int rv = nodeSnapshot(h->db->node, &index, errmsg);
+    if (rv != 0) {
+        return httpSendError(c, httpStatusFor(rv), errmsg);
+    }
+    bufInit(&b);
+    bufPrintf(&b, "{\"snapshot\":{\"index\":%llu}}\n", (unsigned long long)index);
+    return httpSendBuf(c, 200, &b, false);
+}
+
+static enum MHD_Result getSnapshots(struct http_server *h, struct MHD_Connection *c)
+{
+    struct buf b;
+    bufInit(&b);
+    bufPuts(&b, "{\"snapshots\":");
+    adminSnapshotsJson(h->db, &b);
+    bufPuts(&b, "}\n");
+    return httpSendBuf(c, 200, &b, false);
+}
+
+/* ---- GET /db/backup ------------------------------------------------------------------ */
+
+#define DUMP_CHUNK (256 * 1024)
+
+struct dump {
+    struct store_freeze fz;
+    uint64_t size;
+    bool gzip;
+    z_stream z;
+    bool z_open;
+    bool z_end;
+    uint64_t in_off;
+    unsigned char in[DUMP_CHUNK];
+};
+
+/* Read file bytes at off, presenting the file as a rollback-journal database: bytes 18
+ * and 19 of the header say WAL (2) in the live file; a copy says 1, so that it opens
+ * anywhere, read-only included, without a WAL beside it. */
+static ssize_t dumpPread(struct dump *d, unsigned char *buf, size_t n, uint64_t off)
+{
+    ssize_t got;
+    if (off >= d->size) {
+        return 0;
+    }
+    if (n > d->size - off) {
+        n = (size_t)(d->size - off);
+    }
+    do {
+        got = pread(d->fz.fd, buf, n, (off_t)off);
+    } while (got < 0 && errno == EINTR);
+    if (got > 0) {
+        for (uint64_t k = 18; k <= 19; k++) {
+            if (k >= off && k < off + (uint64_t)got && buf[k - off] == 2) {
+                buf[k - off] = 1;
+            }
+        }
+    }
+    return got;
+}
+
+static ssize_t dumpRead(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct dump *d = cls;
+    if (!d->gzip) {
+        ssize_t got = dumpPread(d, (unsigned char *)buf, max, pos);
+        if (got == 0) {
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        return got < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : got;
+    }
+    if (d->z_end) {
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    d->z.next_out = (unsigned char *)buf;
+    d->z.avail_out = (uInt)max;
+    while (d->z.avail_out > 0) {
+        if (d->z.avail_in == 0 && d->in_off < d->size) {
+            ssize_t got = dumpPread(d, d->in, sizeof d->in, d->in_off);
+            if (got <= 0) {
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            d->in_off += (uint64_t)got;
+            d->z.next_in = d->in;
+            d->z.avail_in = (uInt)got;
+        }
+        int zr = deflate(&d->z, d->in_off >= d->size ? Z_FINISH : Z_NO_FLUSH);
+        if (zr == Z_STREAM_END) {
+            d->z_end = true;
+            break;
+        }
+        if (zr != Z_OK && zr != Z_BUF_ERROR) {
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+    return (ssize_t)(max - d->z.avail_out);
+}
+
+static void dumpFree(void *cls)
+{
+    struct dump *d = cls;
+    if (d->z_open) {
+        deflateEnd(&d->z);
+    }
+    storeThaw(&d->fz);
+    free(d);
+}
+
+static int freezeOnLoop(void *arg, char *errmsg)
+{
+    struct dump *d = arg;
+    return storeFreeze(d->fz.store, &d->fz, errmsg);
+}
+
+static enum MHD_Result getDbBackup(struct http_server *h, struct MHD_Connection *c)
+{
+    const char *fmt = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "fmt");
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    struct stat st;
+    struct dump *d;
+    int rv;
+    int tries = 0;
+
+    if (fmt != NULL && strcmp(fmt, "sqlite") != 0 && strcmp(fmt, "binary") != 0) {
+        return httpSendError(c, 400, "only fmt=sqlite (a SQLite database file) is served");
+    }
+    d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        return httpSendError(c, 500, "out of memory");
+    }
+    d->gzip = queryFlag(c, "compress");
+    d->fz.store = h->db->store;
+    d->fz.fd = -1;
+    for (;;) {
+        storeCheckpoint(h->db->store);
+        struct store *keep = d->fz.store;
+        rv = nodeCall(h->db->node, freezeOnLoop, d, errmsg);
+        if (rv != 0) {
+            d->fz.store = keep;
+        }
+        if (rv != CAIRN_EBUSY || ++tries > 3000) { /* 60 s */
+            break;
+        }
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL); /* let readers finish */
+    }
+    if (rv != 0) {
+        free(d);
+        return httpSendError(c, httpStatusFor(rv), errmsg);
+    }
+    if (fstat(d->fz.fd, &st) != 0) {
+        dumpFree(d);
+        return httpSendError(c, 500, "cannot stat the database file");
+    }
+    d->size = (uint64_t)st.st_size;
+    if (d->gzip) {
+        if (deflateInit2(&d->z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            dumpFree(d);
+            return httpSendError(c, 500, "cannot start gzip");
+        }
+        d->z_open = true;
+    }
+    r = MHD_create_response_from_callback(d->gzip ? MHD_SIZE_UNKNOWN : d->size, DUMP_CHUNK,
+                                          dumpRead, d, dumpFree);
+    if (r == NULL) {
+        dumpFree(d);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            d->gzip ? "application/gzip" : "application/octet-stream");
+    MHD_add_response_header(r, "Content-Disposition",
+                            d->gzip ? "attachment; filename=\"db.sqlite.gz\""
+                                    : "attachment; filename=\"db.sqlite\"");
+    ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ---- POST /db/load ------------------------------------------------------------------ */
+
+bool httpIsLoad(const char *url, const char *method)
+{
+    return strcmp(url, "/db/load") == 0 && strcmp(method, "POST") == 0;
+}
+
+int httpLoadOpen(struct http_server *h, struct request *req)
+{
+    snprintf(req->load_path, sizeof req->load_path, "%s/load-XXXXXX", h->db->data_dir);
+    req->load_fd = mkostemp(req->load_path, O_CLOEXEC);
+    return req->load_fd >= 0 ? 0 : -1;
+}
+
+/* Is the received file a database SQLite can read? */
+static int checkLoadedFile(const char *path, char *errmsg)
+{
+    unsigned char head[16];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read(fd, head, sizeof head) : -1;
+    int rv = 0;
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (got != (ssize_t)sizeof head || memcmp(head, "SQLite format 3", 16) != 0) {
+        errorf(errmsg, "the body is not a SQLite database file (it must start with \"SQLite "
+                       "format 3\"); to load SQL text, send its statements to /db/execute");
+        return CAIRN_EINVAL;
+    }
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL) != SQLITE_OK) {
+        errorf(errmsg, "the body cannot be opened as a SQLite database: %s",
+               db ? sqlite3_errmsg(db) : "out of memory");
+        rv = CAIRN_EINVAL;
+    } else if (sqlite3_step(st) != SQLITE_ROW ||
+               strcmp((const char *)sqlite3_column_text(st, 0), "ok") != 0) {
+        errorf(errmsg, "the uploaded database is damaged: quick_check says %s",
+               sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0)
+                                          : sqlite3_errmsg(db));
+        rv = CAIRN_EINVAL;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rv;
+}
+
+static enum MHD_Result postLoad(struct http_server *h, struct MHD_Connection *c,
+                                struct request *req)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    char source[BACKUP_SOURCE_SIZE];
+    struct backup_info info;
+    struct backup_source src;
+    struct backup_options opt;
+    uint64_t index = 0;
+    struct buf b;
+    int rv;
+
+    if (req->load_fd < 0) {
+        return httpSendError(c, 500, "cannot create a file to receive the upload in the data "
+                                     "directory");
+    }
+    if (req->load_errno != 0) {
+        snprintf(errmsg, sizeof errmsg, "receiving the upload into %s: %s", req->load_path,
+                 strerror(req->load_errno));
+        return httpSendError(c, req->load_errno == ENOSPC ? 507 : 500, errmsg);
+    }
+    if (fsync(req->load_fd) != 0) {
+        snprintf(errmsg, sizeof errmsg, "fsync %s: %s", req->load_path, strerror(errno));
+        return httpSendError(c, errno == ENOSPC ? 507 : 500, errmsg);
+    }
+    if ((rv = checkLoadedFile(req->load_path, errmsg)) != 0) {
+        return httpSendError(c, httpStatusFor(rv), errmsg);
+    }
+    /* Keep what was loaded as a full backup, then restore it through the log: every
+     * node materialises the same pages, and the catalog remembers the load. */
+    adminSourceName(h->db, source, sizeof source);
+    memset(&src, 0, sizeof src);
+    src.fd = req->load_fd;
+    src.raft_index = storeAppliedIndex(h->db->store);
+    src.source = source;
+    memset(&opt, 0, sizeof opt);
+    opt.type = BACKUP_FULL;
+    opt.repo = h->db->backup_dir;
+    if ((rv = backupCreate(&src, &opt, &info, errmsg)) != 0 ||
+        (rv = adminRestore(h->db, info.id, NULL, NULL, NULL, &info, &index, errmsg)) != 0) {
+        return httpSendError(c, httpStatusFor(rv), errmsg);
+    }
+    bufInit(&b);
+    bufPuts(&b, "{\"results\":[{}],\"loaded\":");
+    backupInfoJson(&info, &b);
+    bufPrintf(&b, ",\"raft_index\":%llu}\n", (unsigned long long)index);
+    return httpSendBuf(c, 200, &b, false);
+}
+
+/* ---- routing ------------------------------------------------------------------------- */
+
+static enum MHD_Result wrongMethod(struct MHD_Connection *c, const char *method,
+                                   const char *url, const char *allowed)
+{
+    char msg[300];
+    struct buf b;
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    char *p;
+    size_t len;
+    snprintf(msg, sizeof msg, "method %s is not allowed on %.200s (allowed: %s)", method, url,
+             allowed);
+    bufInit(&b);
+    bufPuts(&b, "{\"error\":");
+    bufJsonString(&b, msg, strlen(msg));
+    bufPuts(&b, "}\n");
+    p = bufDetach(&b, &len);
+    if (p == NULL) {
+        return MHD_NO;
+    }
+    r = MHD_create_response_from_buffer(len, p, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(p);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allowed);
+    ret = MHD_queue_response(c, 405, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result httpAdmin(struct http_server *h, struct MHD_Connection *c, const char *url,
+                          const char *method, struct request *req, bool *handled)
+{
+    bool get = strcmp(method, "GET") == 0;
+    bool post = strcmp(method, "POST") == 0;
+    static const char prefix[] = "/admin/backups/";
+    *handled = true;
+    if (strcmp(url, "/db/backup") == 0) {
+        return get ? getDbBackup(h, c) : wrongMethod(c, method, url, "GET");
+    }
+    if (strcmp(url, "/db/load") == 0) {
+        return post ? postLoad(h, c, req) : wrongMethod(c, method, url, "POST");
+    }
+    if (strcmp(url, "/admin/backup") == 0) {
+        return post ? postBackup(h, c, req) : wrongMethod(c, method, url, "POST");
+    }
+    if (strcmp(url, "/admin/backups") == 0) {
+        return get ? getBackups(h, c) : wrongMethod(c, method, url, "GET");
+    }
+    if (strcmp(url, "/admin/restore") == 0) {
+        return post ? postRestore(h, c, req) : wrongMethod(c, method, url, "POST");
+    }
+    if (strcmp(url, "/admin/snapshot") == 0) {
+        return post ? postSnapshot(h, c) : wrongMethod(c, method, url, "POST");
+    }
+    if (strcmp(url, "/admin/snapshots") == 0) {
+        return get ? getSnapshots(h, c) : wrongMethod(c, method, url, "GET");
+    }
+    if (strncmp(url, prefix, sizeof prefix - 1) == 0 && url[sizeof prefix - 1] != '\0') {
+        char id[PATH_MAX];
+        const char *rest = url + sizeof prefix - 1;
+        const char *slash = strchr(rest, '/');
+        if (slash == NULL) {
+            return get ? getBackup(h, c, rest) : wrongMethod(c, method, url, "GET");
+        }
+        if (strcmp(slash, "/verify") == 0 && (size_t)(slash - rest) < sizeof id) {
+            memcpy(id, rest, (size_t)(slash - rest));
+            id[slash - rest] = '\0';
+            return post ? postVerify(h, c, req, id) : wrongMethod(c, method, url, "POST");
+        }
+    }
+    *handled = false;
+    return MHD_NO;
+}
