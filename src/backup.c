@@ -485,9 +485,12 @@ static int writeOut(struct writer *w, const void *p, size_t n, char *errmsg)
     XXH3_128bits_update(w->digest, p, n);
     while (n > 0) {
         ssize_t k = write(w->fd, c, n);
-        if (k < 0) {
-            if (errno == EINTR) {
+        if (k <= 0) {
+            if (k < 0 && errno == EINTR) {
                 continue;
+            }
+            if (k == 0) {
+                errno = EIO;
             }
             if (errno == ENOSPC || errno == EDQUOT) {
                 errorf(errmsg, "no space left on device writing %s", w->path);

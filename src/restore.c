@@ -177,13 +177,15 @@ static uint64_t *newManifest(const struct repo_file *f, char *errmsg)
     return m;
 }
 
-/* ---- writing the pages: the calling thread reads and checks the blocks of a file
- * in order (cbkScan), workers decompress, check and write them ---- */
+/* ---- writing the pages: the calling thread reads and checks the blocks of a file in
+ * order (cbkScan), workers decompress and check them, the calling thread writes them,
+ * in order ---- */
 
 /* Writeback of the restored file starts as it is written (see WRITEBACK_BYTES in
  * backup.c): runs at least this long are handed to the disk at once. */
 #define WRITEBACK_RUN (256u << 10)
 #define MAX_WORKERS 4
+#define PARALLEL_MIN_BYTES (4u << 20)
 
 struct sink {
     int fd; /* -1: decode and check, write nothing */
@@ -195,9 +197,12 @@ static int pwriteAll(int fd, const unsigned char *p, size_t n, uint64_t off, con
 {
     while (n > 0) {
         ssize_t k = pwrite(fd, p, n, (off_t)off);
-        if (k < 0) {
-            if (errno == EINTR) {
+        if (k <= 0) {
+            if (k < 0 && errno == EINTR) {
                 continue;
+            }
+            if (k == 0) {
+                errno = EIO;
             }
             if (errno == ENOSPC || errno == EDQUOT) {
                 errorf(errmsg, "no space left on device writing %s", path);
@@ -270,6 +275,7 @@ struct applier {
     unsigned nslots;
     uint64_t submitted, taken, written; /* sequence numbers of blocks */
     bool stop;
+    bool launched;
     pthread_t threads[MAX_WORKERS];
     unsigned nthreads;
     ZSTD_DCtx *dctx; /* the calling thread's, when there are no workers */
@@ -335,7 +341,7 @@ static void applierStop(struct applier *a)
             pthread_join(a->threads[i], NULL);
         }
     }
-    for (unsigned i = 0; i < a->nslots; i++) {
+    for (unsigned i = 0; i < sizeof a->slots / sizeof a->slots[0]; i++) {
         free(a->slots[i].pgnos);
         free(a->slots[i].frame);
         free(a->slots[i].raw);
@@ -348,7 +354,6 @@ static void applierStop(struct applier *a)
 
 static void applierStart(struct applier *a, int fd, const char *path)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     memset(a, 0, sizeof *a);
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->work, NULL);
@@ -356,7 +361,16 @@ static void applierStart(struct applier *a, int fd, const char *path)
     a->sink.fd = fd;
     a->sink.path = path;
     a->nslots = 1;
-    if (cpus > 1) {
+}
+
+/* Start the workers with the first block, and only for a file big enough to repay
+ * them (a chain starts with its biggest file): a file refused before its blocks, or a
+ * small one, costs no threads. */
+static void applierLaunch(struct applier *a)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    a->launched = true;
+    if (cpus > 1 && a->r->size >= PARALLEL_MIN_BYTES) {
         unsigned want = cpus > MAX_WORKERS ? MAX_WORKERS : (unsigned)cpus;
         for (unsigned i = 0; i < want; i++) {
             if (pthread_create(&a->threads[i], NULL, applyWorker, a) != 0) {
@@ -364,7 +378,7 @@ static void applierStart(struct applier *a, int fd, const char *path)
             }
             a->nthreads++;
         }
-        a->nslots = 2 * a->nthreads + 1;
+        a->nslots = a->nthreads > 0 ? 2 * a->nthreads + 1 : 1;
     }
     if (a->nthreads == 0) {
         a->dctx = ZSTD_createDCtx();
@@ -405,8 +419,12 @@ static int applierDrain(struct applier *a, char *errmsg)
 static int submitBlock(void *arg, const struct cbk_block *b, char *errmsg)
 {
     struct applier *a = arg;
-    struct slot *s = &a->slots[a->submitted % a->nslots];
+    struct slot *s;
     int rv;
+    if (!a->launched) {
+        applierLaunch(a);
+    }
+    s = &a->slots[a->submitted % a->nslots];
     if (a->submitted - a->written == a->nslots && (rv = writeOldest(a, errmsg)) != 0) {
         return rv;
     }

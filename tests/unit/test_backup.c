@@ -754,6 +754,81 @@ static void test_every_flip_and_truncation(void **state)
     assertSameFile(f->db, out);
 }
 
+/* Damage the frame of block k of a backup file in a way that no checksum sees: the
+ * block's checksum and the file's digest are recomputed. Only decoding can tell. */
+static void tamperFrame(const char *path, uint64_t k)
+{
+    size_t n;
+    unsigned char *p = readFile(path, &n);
+    size_t off = CBK_HEADER_SIZE;
+    for (uint64_t b = 0;; b++) {
+        uint32_t count = getU32(p + off + 4);
+        size_t head = (size_t)CBK_BLOCK_HEAD_SIZE(count);
+        uint32_t comp = getU32(p + off + head - 4);
+        if (b == k) {
+            uint64_t sum;
+            p[off + head + comp / 2] ^= 0x55;
+            sum = XXH3_64bits(p + off, head + comp);
+            for (int i = 0; i < 8; i++) {
+                p[off + head + comp + (size_t)i] = (unsigned char)(sum >> (8 * i));
+            }
+            break;
+        }
+        off += head + comp + CBK_BLOCK_SUM_SIZE;
+    }
+    {
+        XXH128_hash_t x = XXH3_128bits(p, n - CBK_TRAILER_SIZE);
+        cbkDigestBytes(x.low64, x.high64, p + n - BACKUP_DIGEST_SIZE);
+    }
+    writeFile(path, p, n);
+    free(p);
+}
+
+/* Files big enough for the workers of restore and verify (several MiB of blocks). */
+static void test_large_chain_on_workers(void **state)
+{
+    struct fx *f = *state;
+    struct backup_info full, inc;
+    char out[PATH_MAX], copy[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE];
+
+    sqlExec(f->db, "CREATE TABLE big(id INTEGER PRIMARY KEY, data BLOB);"
+                   "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 3000)"
+                   "INSERT INTO big SELECT i, randomblob(3000) FROM c");
+    mustBackup(f->db, f->repo, BACKUP_FULL, 0, &full);
+    assert_true(full.size_bytes > 8u << 20);
+    sqlExec(f->db, "UPDATE big SET data = randomblob(3000) WHERE id % 10 = 0");
+    mustBackup(f->db, f->repo, BACKUP_INCREMENTAL, 0, &inc);
+    snprintf(copy, sizeof copy, "%s/copy.db", f->dir);
+    copyFile(f->db, copy);
+    snprintf(out, sizeof out, "%s/out.db", f->dir);
+    mustRestore(f->repo, inc.id, out);
+    assertSameFile(copy, out);
+    assert_int_equal(backupVerify(f->repo, inc.id, true, NULL, NULL, errmsg), 0);
+
+    /* A frame that decodes wrong under valid checksums (a new digest, so restored
+     * alone): the workers find it. */
+    unlink(out);
+    tamperFrame(full.path, 5);
+    assert_int_equal(backupVerify(f->repo, full.id, false, NULL, NULL, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, full.path));
+    assert_non_null(strstr(errmsg, "block 5 at offset"));
+    assert_int_equal(restoreTo(f->repo, full.id, out, false, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, "block 5 at offset"));
+    assert_false(exists(out));
+    /* And the incremental no longer has its parent. */
+    assert_int_equal(restoreTo(f->repo, inc.id, out, false, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, "digest"));
+    {
+        /* Nothing else beside it either. */
+        DIR *d = opendir(f->dir);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            assert_null(strstr(e->d_name, "restore"));
+        }
+        closedir(d);
+    }
+}
+
 static void test_damaged_file_listed(void **state)
 {
     struct fx *f = *state;
@@ -1062,6 +1137,7 @@ int main(void)
         T(test_unknown_id),
         T(test_restore_over_existing),
         T(test_every_flip_and_truncation),
+        T(test_large_chain_on_workers),
         T(test_damaged_file_listed),
         T(test_info_json),
         T(test_write_error_cleans_up),
