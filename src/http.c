@@ -124,6 +124,37 @@ enum MHD_Result httpSendError(struct MHD_Connection *c, unsigned status, const c
     return httpSendBuf(c, status, &b, false);
 }
 
+enum MHD_Result httpSendNotAllowed(struct MHD_Connection *c, const char *method,
+                                   const char *url, const char *allowed)
+{
+    char msg[300];
+    struct buf b;
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    char *p;
+    size_t len;
+    snprintf(msg, sizeof msg, "method %s is not allowed on %.200s (allowed: %s)", method, url,
+             allowed);
+    bufInit(&b);
+    bufPuts(&b, "{\"error\":");
+    bufJsonString(&b, msg, strlen(msg));
+    bufPuts(&b, "}\n");
+    p = bufDetach(&b, &len);
+    if (p == NULL) {
+        return MHD_NO;
+    }
+    r = MHD_create_response_from_buffer(len, p, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(p);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allowed);
+    ret = MHD_queue_response(c, 405, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 unsigned httpStatusFor(int rv)
 {
     switch (rv) {
@@ -456,31 +487,7 @@ static enum MHD_Result dispatch(struct http_server *h, struct MHD_Connection *c,
             continue;
         }
         if (!methodAllowed(routes[i].methods, method)) {
-            struct buf b;
-            struct MHD_Response *r;
-            enum MHD_Result ret;
-            char *p;
-            size_t len;
-            bufInit(&b);
-            snprintf(msg, sizeof msg, "method %s is not allowed on %s (allowed: %s)", method,
-                     url, routes[i].methods);
-            bufPuts(&b, "{\"error\":");
-            bufJsonString(&b, msg, strlen(msg));
-            bufPuts(&b, "}\n");
-            p = bufDetach(&b, &len);
-            if (p == NULL) {
-                return MHD_NO;
-            }
-            r = MHD_create_response_from_buffer(len, p, MHD_RESPMEM_MUST_FREE);
-            if (r == NULL) {
-                free(p);
-                return MHD_NO;
-            }
-            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-            MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, routes[i].methods);
-            ret = MHD_queue_response(c, 405, r);
-            MHD_destroy_response(r);
-            return ret;
+            return httpSendNotAllowed(c, method, url, routes[i].methods);
         }
         switch (routes[i].route) {
             case R_EXECUTE:

@@ -732,37 +732,6 @@ static enum MHD_Result postLoad(struct http_server *h, struct MHD_Connection *c,
 
 /* ---- routing ------------------------------------------------------------------------- */
 
-static enum MHD_Result wrongMethod(struct MHD_Connection *c, const char *method,
-                                   const char *url, const char *allowed)
-{
-    char msg[300];
-    struct buf b;
-    struct MHD_Response *r;
-    enum MHD_Result ret;
-    char *p;
-    size_t len;
-    snprintf(msg, sizeof msg, "method %s is not allowed on %.200s (allowed: %s)", method, url,
-             allowed);
-    bufInit(&b);
-    bufPuts(&b, "{\"error\":");
-    bufJsonString(&b, msg, strlen(msg));
-    bufPuts(&b, "}\n");
-    p = bufDetach(&b, &len);
-    if (p == NULL) {
-        return MHD_NO;
-    }
-    r = MHD_create_response_from_buffer(len, p, MHD_RESPMEM_MUST_FREE);
-    if (r == NULL) {
-        free(p);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allowed);
-    ret = MHD_queue_response(c, 405, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
 enum MHD_Result httpAdmin(struct http_server *h, struct MHD_Connection *c, const char *url,
                           const char *method, struct request *req, bool *handled)
 {
@@ -771,37 +740,37 @@ enum MHD_Result httpAdmin(struct http_server *h, struct MHD_Connection *c, const
     static const char prefix[] = "/admin/backups/";
     *handled = true;
     if (strcmp(url, "/db/backup") == 0) {
-        return get ? getDbBackup(h, c) : wrongMethod(c, method, url, "GET");
+        return get ? getDbBackup(h, c) : httpSendNotAllowed(c, method, url, "GET");
     }
     if (strcmp(url, "/db/load") == 0) {
-        return post ? postLoad(h, c, req) : wrongMethod(c, method, url, "POST");
+        return post ? postLoad(h, c, req) : httpSendNotAllowed(c, method, url, "POST");
     }
     if (strcmp(url, "/admin/backup") == 0) {
-        return post ? postBackup(h, c, req) : wrongMethod(c, method, url, "POST");
+        return post ? postBackup(h, c, req) : httpSendNotAllowed(c, method, url, "POST");
     }
     if (strcmp(url, "/admin/backups") == 0) {
-        return get ? getBackups(h, c) : wrongMethod(c, method, url, "GET");
+        return get ? getBackups(h, c) : httpSendNotAllowed(c, method, url, "GET");
     }
     if (strcmp(url, "/admin/restore") == 0) {
-        return post ? postRestore(h, c, req) : wrongMethod(c, method, url, "POST");
+        return post ? postRestore(h, c, req) : httpSendNotAllowed(c, method, url, "POST");
     }
     if (strcmp(url, "/admin/snapshot") == 0) {
-        return post ? postSnapshot(h, c) : wrongMethod(c, method, url, "POST");
+        return post ? postSnapshot(h, c) : httpSendNotAllowed(c, method, url, "POST");
     }
     if (strcmp(url, "/admin/snapshots") == 0) {
-        return get ? getSnapshots(h, c) : wrongMethod(c, method, url, "GET");
+        return get ? getSnapshots(h, c) : httpSendNotAllowed(c, method, url, "GET");
     }
     if (strncmp(url, prefix, sizeof prefix - 1) == 0 && url[sizeof prefix - 1] != '\0') {
         char id[PATH_MAX];
         const char *rest = url + sizeof prefix - 1;
         const char *slash = strchr(rest, '/');
         if (slash == NULL) {
-            return get ? getBackup(h, c, rest) : wrongMethod(c, method, url, "GET");
+            return get ? getBackup(h, c, rest) : httpSendNotAllowed(c, method, url, "GET");
         }
         if (strcmp(slash, "/verify") == 0 && (size_t)(slash - rest) < sizeof id) {
             memcpy(id, rest, (size_t)(slash - rest));
             id[slash - rest] = '\0';
-            return post ? postVerify(h, c, req, id) : wrongMethod(c, method, url, "POST");
+            return post ? postVerify(h, c, req, id) : httpSendNotAllowed(c, method, url, "POST");
         }
     }
     *handled = false;

@@ -39,6 +39,9 @@ enum MHD_Result httpSendBuf(struct MHD_Connection *c, unsigned status, struct bu
                             bool pretty);
 /* Answer {"error": msg}. */
 enum MHD_Result httpSendError(struct MHD_Connection *c, unsigned status, const char *msg);
+/* Answer 405 with an Allow header listing `allowed`. */
+enum MHD_Result httpSendNotAllowed(struct MHD_Connection *c, const char *method,
+                                   const char *url, const char *allowed);
 /* The HTTP status for a cairn error code. */
 unsigned httpStatusFor(int rv);
 /* Monotonic seconds. */
