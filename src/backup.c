@@ -964,6 +964,57 @@ static int sqliteError(sqlite3 *db, int rc, const char *what, const char *path, 
     }
 }
 
+/* Freeze db_path in place (see backup.h). 0 when frozen (src->fd, src->hold set);
+ * CAIRN_EBUSY when it cannot be done now, the caller then makes a copy. */
+static int freezeInPlace(const char *db_path, struct backup_source *src)
+{
+    char wal[PATH_MAX + 8];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    bool walmode = false;
+    struct stat sb;
+
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        goto busy;
+    }
+    sqlite3_busy_timeout(db, 1000);
+    if (sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        goto busy;
+    }
+    walmode = strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+    sqlite3_finalize(st);
+    st = NULL;
+    snprintf(wal, sizeof wal, "%s-wal", db_path);
+    for (int attempt = 0; attempt < 20; attempt++) {
+        if (walmode) {
+            sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        }
+        if (sqlite3_exec(db, "BEGIN; SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) !=
+            SQLITE_OK) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            continue;
+        }
+        /* An empty WAL now means it was empty when the transaction started: it reads
+         * the database file alone (read mark 0), which then cannot change under it. */
+        if (!walmode || stat(wal, &sb) != 0 || sb.st_size == 0) {
+            src->fd = open(db_path, O_RDONLY | O_CLOEXEC);
+            if (src->fd < 0) {
+                sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+                goto busy;
+            }
+            src->hold = db;
+            return 0;
+        }
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_sleep(10 * (attempt + 1)); /* a writer came between: let it finish */
+    }
+busy:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return CAIRN_EBUSY;
+}
+
 int backupSnapshotFile(const char *db_path, const char *tmp_dir, struct backup_source *src,
                        char *tmp_path, char *errmsg)
 {
@@ -974,6 +1025,13 @@ int backupSnapshotFile(const char *db_path, const char *tmp_dir, struct backup_s
     int fd, rc, rv;
 
     src->fd = -1;
+    src->hold = NULL;
+    tmp_path[0] = '\0';
+    if (access(db_path, F_OK) == 0 && freezeInPlace(db_path, src) == 0) {
+        src->raft_index = 0;
+        src->raft_term = 0;
+        return 0;
+    }
     if (dir == NULL && (dir = getenv("TMPDIR")) == NULL) {
         dir = "/tmp";
     }
@@ -1060,6 +1118,11 @@ void backupSnapshotRelease(struct backup_source *src, const char *tmp_path)
     if (src->fd >= 0) {
         close(src->fd);
         src->fd = -1;
+    }
+    if (src->hold != NULL) {
+        sqlite3_exec(src->hold, "COMMIT", NULL, NULL, NULL);
+        sqlite3_close(src->hold);
+        src->hold = NULL;
     }
     if (tmp_path != NULL && tmp_path[0] != '\0') {
         unlink(tmp_path);

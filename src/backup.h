@@ -72,6 +72,8 @@ struct backup_source {
                             standalone: the file's absolute path). Incremental and
                             differential backups take their parent among the
                             repository's backups of the same source. */
+    void *hold;          /* backupSnapshotFile: the connection whose read transaction
+                            freezes the file in place; NULL otherwise */
 };
 
 /* Called now and then with the bytes done and the total; may be NULL. */
@@ -98,11 +100,19 @@ struct backup_options {
 int backupCreate(const struct backup_source *src, const struct backup_options *opt,
                  struct backup_info *out, char *errmsg);
 
-/* Make a frozen copy of the SQLite database at db_path, which other programs may be
- * writing (WAL or rollback-journal mode), into a temporary file in tmp_dir with
- * SQLite's online backup API, and open it: src->fd is the copy, tmp_path (PATH_MAX
- * bytes) receives its name; src->source is left as the caller set it. tmp_dir NULL
- * means $TMPDIR or /tmp. Release with backupSnapshotRelease(). */
+/* Freeze the SQLite database at db_path, which other programs may be writing (WAL or
+ * rollback-journal mode), for backupCreate: src->fd reads a consistent image.
+ *
+ * In place when it can: in WAL mode a complete checkpoint, then a read transaction
+ * that starts while the WAL is empty holds read mark 0, so no checkpoint can change
+ * the file while writers go on into the WAL; in rollback-journal mode the read
+ * transaction's shared lock keeps writers from committing until the release (they
+ * wait in their busy handlers). tmp_path is then "". Otherwise (readers keep the WAL
+ * from being checkpointed, the file is read-only to us) a copy is made with SQLite's
+ * online backup API into a temporary file in tmp_dir, whose name goes to tmp_path
+ * (PATH_MAX bytes). src->source is left as the caller set it. tmp_dir NULL means
+ * $TMPDIR or /tmp. Release with backupSnapshotRelease() as soon as the backup is
+ * written. */
 int backupSnapshotFile(const char *db_path, const char *tmp_dir, struct backup_source *src,
                        char *tmp_path, char *errmsg);
 void backupSnapshotRelease(struct backup_source *src, const char *tmp_path);
