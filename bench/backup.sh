@@ -50,7 +50,7 @@ MIN_FREE_GIB=8
 # cairn's compression, which the yardstick of the incremental target must use too: the
 # engine's default zstd level and block size, read from src/backup.c (the CLI has no
 # option for them); BENCH_BACKUP_CAIRN_LEVEL and BENCH_BACKUP_CAIRN_BLOCK_BYTES override.
-CAIRN_LEVEL=${BENCH_BACKUP_CAIRN_LEVEL:-$(sed -n 's/^#define DEFAULT_LEVEL \(-\{0,1\}[0-9]\{1,\}\).*/\1/p' src/backup.c 2>/dev/null || true)}
+CAIRN_LEVEL=${BENCH_BACKUP_CAIRN_LEVEL:-$(sed -n 's/^#define DEFAULT_LEVEL (\{0,1\}\(-\{0,1\}[0-9]\{1,\}\))\{0,1\}.*/\1/p' src/backup.c 2>/dev/null || true)}
 CAIRN_BLOCK_BYTES=${BENCH_BACKUP_CAIRN_BLOCK_BYTES:-$(sed -n 's/^#define DEFAULT_BLOCK_BYTES (\{0,1\}\([0-9]\{1,\}\)u\{0,1\} << \([0-9]\{1,\}\))\{0,1\}.*/\1 << \2/p' src/backup.c 2>/dev/null || true)}
 export RESTIC_PASSWORD=${RESTIC_PASSWORD:-cairn-bench}
 export RESTIC_PROGRESS_FPS=0.0001
@@ -231,6 +231,7 @@ SAME_NOTE=""
 TOOLS_FULL="cp sqlite3-backup vacuum-into restic"
 [ "$BASELINES_ONLY" = 1 ] || TOOLS_FULL="$TOOLS_FULL cairn"
 echo "tools=$TOOLS_FULL" >>"$META"
+echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$META"
 
 # --- full backups --------------------------------------------------------------------
 T0=$SECONDS
@@ -290,7 +291,7 @@ for round in $(seq 1 "$ROUNDS"); do
         "$CAIRN_LEVEL" "$CAIRN_BLOCK_PAGES")
     rm -f "$WORK/manifest.$((round - 1))"
     printf '{"op":"change","round":%d,"update":%s,"pages":%s}\n' "$round" "$upd" "$diff" >>"$JSONL"
-    log "change $round: $(printf '%s' "$upd" | grep -o '"rows_changed": [0-9]*' | cut -d' ' -f2) rows, $(printf '%s' "$diff" | grep -o '"changed_pages":[0-9]*' | cut -d: -f2) pages changed, $(printf '%s' "$diff" | grep -o '"compressed_bytes":[0-9]*' | cut -d: -f2) bytes at zstd -$CAIRN_LEVEL"
+    log "change $round: $(printf '%s' "$upd" | grep -o '"rows_changed": [0-9]*' | cut -d' ' -f2) rows, $(printf '%s' "$diff" | grep -o '"changed_pages":[0-9]*' | cut -d: -f2) pages changed, $(printf '%s' "$diff" | grep -o '"compressed_bytes":[0-9]*' | cut -d: -f2) bytes at zstd level $CAIRN_LEVEL"
     measure incremental restic "$round" "$RESTIC_REPO" \
         restic -r "$RESTIC_REPO" --no-cache backup -q --host bench "$SRC"
     if [ "$BASELINES_ONLY" != 1 ]; then
@@ -386,6 +387,7 @@ envs=$(env | grep -E '^(BENCH_[A-Z_]+|TMPDIR)=' | sort | tr '\n' ' ' || true)
     echo "cairn_block_pages=$CAIRN_BLOCK_PAGES"
     echo "baselines_only=$BASELINES_ONLY"
     echo "total_s=$((SECONDS - T_START))"
+    echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)"
 } >>"$META"
 report_args=(--jsonl "$JSONL" --meta "$META")
 if [ "$WRITE_DOC" = 1 ]; then report_args+=(--doc docs/BENCHMARKS.md); fi

@@ -77,6 +77,8 @@ class Stat:
     def __init__(self, runs):
         self.runs = runs
         self.seconds = statistics.median(r["seconds"] for r in runs)
+        self.lo = min(r["seconds"] for r in runs)
+        self.hi = max(r["seconds"] for r in runs)
         self.bytes = statistics.median(r["bytes"] for r in runs)
         self.rss_kib = max(r["rss_kib"] for r in runs)
         self.db_bytes = statistics.median(r["db_bytes"] for r in runs)
@@ -94,8 +96,8 @@ def stats(runs):
 
 
 def main_table(st, changes, meta):
-    lines = ["| operation | tool | seconds | MiB/s of the database | bytes written | peak RSS "
-             "| CPU s | time ÷ baseline |",
+    lines = ["| operation | tool | seconds: median (min–max) | MiB/s of the database "
+             "| bytes written | peak RSS | CPU s | time ÷ baseline |",
              "|---|---|--:|--:|--:|--:|--:|--:|"]
     runs = meta.get("runs", "3")
     rounds = meta.get("rounds", "10")
@@ -116,13 +118,14 @@ def main_table(st, changes, meta):
                 continue
             rel = ("baseline" if tool == base_tool else
                    ratio(s.seconds / base.seconds) if base and base.seconds > 0 else "—")
-            lines.append(f"| {what[op]} | {name} | {secs(s.seconds)} | {s.mib_s:,.0f} | "
+            spread = f" ({secs(s.lo)}–{secs(s.hi)})" if len(s.runs) > 1 else ""
+            lines.append(f"| {what[op]} | {name} | {secs(s.seconds)}{spread} | {s.mib_s:,.0f} | "
                          f"{mib(s.bytes)} | {s.rss_kib / 1024:.1f} MiB | {s.cpu:.2f} | {rel} |")
         if op == "incremental" and changes:
             z = statistics.median(c["pages"]["compressed_bytes"] for c in changes)
             raw = statistics.median(c["pages"]["changed_bytes"] for c in changes)
-            lines.append(f"| {what[op]} | the changed pages ({mib(raw)}) at zstd "
-                         f"-{meta.get('cairn_level', '?')}, the yardstick | | | {mib(z)} | | | |")
+            lines.append(f"| {what[op]} | the changed pages ({mib(raw)}) at zstd level "
+                         f"{meta.get('cairn_level', '?')}, the yardstick | | | {mib(z)} | | | |")
     return lines
 
 
@@ -159,7 +162,7 @@ def targets(st, changes, meta):
               for r in incr if int(r["run"]) in by_round
               and by_round[int(r["run"])]["pages"]["compressed_bytes"] > 0]
     name = (f"incremental bytes at most {INCR_VS_PAGES:g}× the compressed size of the changed "
-            f"pages (zstd -{meta.get('cairn_level', '?')}, every incremental)")
+            f"pages (zstd level {meta.get('cairn_level', '?')}, every incremental)")
     if ratios:
         rows.append((name, f"worst {ratio(max(ratios))}, median "
                      f"{ratio(statistics.median(ratios))} over {len(ratios)} incrementals",
@@ -260,15 +263,20 @@ def section(runs, meta):
     nrounds = meta.get("rounds", "10")
     level = meta.get("cairn_level", "?")
     out = [SECTION, ""]
-    out.append(f"Measured {meta.get('date', '?')} with `{meta.get('command', 'make bench-backup')}` "
-               f"at commit {meta.get('commit', '?')}; the run took {meta.get('total_s', '?')} s.")
+    out.append(f"Measured {meta.get('date', '?')} with "
+               f"`{meta.get('command', 'make bench-backup')}` at commit {meta.get('commit', '?')}; "
+               f"the run took {meta.get('total_s', '?')} s.")
     out.append("")
     out.append(f"Machine: {meta.get('nproc', '?')} CPUs ({meta.get('cpu', '?')}), "
                f"{meta.get('memory', '?')} RAM, {meta.get('kernel', '?')}; every file on "
                f"{meta.get('filesystem', '?')}; sqlite3 {meta.get('sqlite', '?')}, restic "
                f"{meta.get('restic', '?')} (repository format "
                f"{meta.get('restic_repository_version', '?')}, compression auto), zstd "
-               f"{meta.get('zstd', '?')}, coreutils {meta.get('coreutils', '?')}.")
+               f"{meta.get('zstd', '?')}, coreutils {meta.get('coreutils', '?')}. Every tool "
+               "shares these CPUs and this disk with the rest of the machine: load average "
+               f"(1, 5, 15 min) "
+               f"{meta.get('load_before', '?')} before the run, {meta.get('load_after', '?')} "
+               "at its end.")
     out.append("")
     out.append(f"Database: {mib(db)} ({db:,} bytes, {rows:,} rows, "
                f"{meta.get('source_page_size', '?')}-byte pages, WAL mode).")
