@@ -1,0 +1,413 @@
+"""Helpers for cairnd's backup system tests (tests/system/test_backup.py).
+
+SQLite files are read with Python's sqlite3; the server is spoken to through
+conftest.Server; writer threads keep one HTTP/1.1 connection each.
+"""
+
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import threading
+
+from conftest import StopWaiting, deadline_seconds, wait_until
+
+ENTRY_KEYS = {
+    "id", "type", "parent_id", "created", "created_ms", "raft_index", "raft_term",
+    "page_size", "page_count", "pages", "size_bytes", "path", "duration_ms", "verified",
+    "verified_at", "digest", "parent_digest", "source",
+}
+BACKUP_COLUMNS = ["operation", "backup_id", "type", "parent_id", "pages", "size_bytes", "path",
+                  "duration_ms", "raft_index"]
+CATALOG_COLUMNS = ["id", "type", "parent_id", "created", "raft_index", "page_count", "pages",
+                   "size_bytes", "path", "duration_ms", "verified"]
+UNKNOWN_ID = "20990101T000000000Z-0001-dead"
+
+
+# ---------------------------------------------------------------------------
+# SQL over HTTP
+
+
+def only_result(body):
+    assert isinstance(body, dict), body
+    res = body.get("results")
+    assert isinstance(res, list) and len(res) == 1, body
+    return res[0]
+
+
+def sql_result(s, sql, endpoint="/db/execute", **params):
+    """Sends one statement; expects HTTP 200 and no error. Returns its result object."""
+    r = s.post(endpoint, [sql], **params)
+    assert r.status == 200, "%r on %s -> HTTP %d %r" % (sql, endpoint, r.status, r.body[:2000])
+    res = only_result(r.json())
+    assert "error" not in res, "%r on %s failed: %r" % (sql, endpoint, res)
+    return res
+
+
+def sql_row(s, sql, endpoint="/db/execute", columns=None, **params):
+    """Sends one statement answered by one row; returns the row as a dict."""
+    res = sql_result(s, sql, endpoint, **params)
+    return row_dict(res, columns, what=sql)
+
+
+def row_dict(res, columns=None, what=""):
+    assert isinstance(res.get("columns"), list), "%s: no columns in %r" % (what, res)
+    if columns is not None:
+        assert res["columns"] == columns, "%s: columns %r, want %r" % (what, res["columns"], columns)
+    types = res.get("types")
+    assert isinstance(types, list) and len(types) == len(res["columns"]), "%s: types %r" % (what, res)
+    values = res.get("values")
+    assert isinstance(values, list) and len(values) == 1, "%s: want one row, got %r" % (what, res)
+    return dict(zip(res["columns"], values[0]))
+
+
+def rows_dicts(res):
+    return [dict(zip(res["columns"], v)) for v in res.get("values", [])]
+
+
+def request_errors(r, statuses=(400, 404, 409, 422)):
+    """The error messages of a refused request: the JSON body of an error status among
+    `statuses`, or the per-statement errors of a 200. Empty when nothing was refused."""
+    if r.status in statuses:
+        body = r.json()
+        assert isinstance(body.get("error"), str) and body["error"], r
+        return [body["error"]]
+    assert r.status == 200, "unexpected HTTP %d: %r" % (r.status, r.body[:2000])
+    res = r.json().get("results")
+    assert isinstance(res, list), r
+    return [x["error"] for x in res if isinstance(x, dict) and "error" in x]
+
+
+def sql_error(s, stmts, endpoint="/db/execute", statuses=(400, 404, 409, 422), **params):
+    """Sends statements that must be refused; returns the error text (all messages).
+    The refusal is either per-statement errors in a 200 or an error status among
+    `statuses` with a JSON {"error"}."""
+    if isinstance(stmts, str):
+        stmts = [stmts]
+    r = s.post(endpoint, stmts, **params)
+    errors = request_errors(r, statuses)
+    assert errors, "%r on %s was not refused: %r" % (stmts, endpoint, r.body[:2000])
+    for e in errors:
+        assert isinstance(e, str) and e.strip(), r
+    return " | ".join(errors)
+
+
+def sql_quote(text):
+    return "'" + text.replace("'", "''") + "'"
+
+
+def backup_sql(s, kind=None, to=None, endpoint="/db/execute", fresh=False):
+    sql = "BACKUP DATABASE"
+    if kind:
+        sql += " " + kind.upper()
+    if to is not None:
+        sql += " TO " + sql_quote(str(to))
+    return check_backup_row(sql_row(s, sql, endpoint, columns=BACKUP_COLUMNS), kind or "full", fresh)
+
+
+def check_backup_row(row, kind, fresh=False):
+    """Checks a BACKUP DATABASE result row. fresh: the database has had no write yet, so
+    the image's index may be 0."""
+    assert row["operation"] == "backup", row
+    assert row["type"] == kind.lower(), row
+    assert isinstance(row["backup_id"], str) and row["backup_id"], row
+    for k in ("pages", "size_bytes", "duration_ms", "raft_index"):
+        assert isinstance(row[k], int) and row[k] >= 0, (k, row)
+    assert fresh or row["raft_index"] > 0, row
+    if kind.lower() == "full":
+        assert row["parent_id"] is None, row
+        assert row["pages"] > 0, row
+    else:
+        assert isinstance(row["parent_id"], str) and row["parent_id"], row
+    assert os.path.basename(row["path"]) == row["backup_id"] + ".cbk", row
+    assert os.path.getsize(row["path"]) == row["size_bytes"], row
+    return row
+
+
+def catalog(s, endpoint="/db/query"):
+    if endpoint == "GET":
+        body = s.query("SELECT * FROM cairn_backups")
+        res = only_result(body)
+        assert "error" not in res, res
+    else:
+        res = sql_result(s, "SELECT * FROM cairn_backups", endpoint)
+    # The specified columns, in order; cairnd adds "error" (set for a file it cannot read).
+    cols = res.get("columns")
+    assert isinstance(cols, list) and cols[:len(CATALOG_COLUMNS)] == CATALOG_COLUMNS, res
+    assert set(cols[len(CATALOG_COLUMNS):]) <= {"error"}, res
+    return rows_dicts(res)
+
+
+def check_entry(e):
+    """Checks the shape of a catalog entry of the admin API; returns it."""
+    assert isinstance(e, dict), e
+    assert ENTRY_KEYS <= set(e), "missing keys %s in %r" % (ENTRY_KEYS - set(e), e)
+    assert e["type"] in ("full", "incremental", "differential"), e
+    assert isinstance(e["id"], str) and e["id"] and "/" not in e["id"], e
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", e["created"]), e["created"]
+    for k in ("created_ms", "raft_index", "raft_term", "page_size", "page_count", "pages",
+              "size_bytes", "duration_ms"):
+        assert isinstance(e[k], int) and not isinstance(e[k], bool) and e[k] >= 0, (k, e)
+    assert e["page_size"] in [1 << i for i in range(9, 17)], e
+    created = datetime.datetime.strptime(e["created"][:19], "%Y-%m-%dT%H:%M:%S").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    assert abs(created * 1000 - e["created_ms"]) < 1000, (e["created"], e["created_ms"])
+    assert e["verified"] in ("unverified", "verified", "failed"), e
+    if e["verified"] == "unverified":
+        assert e["verified_at"] is None, e
+    else:
+        assert isinstance(e["verified_at"], str) and e["verified_at"], e
+    assert re.fullmatch(r"[0-9a-f]{32}", e["digest"]), e["digest"]
+    assert isinstance(e["source"], str) and e["source"], e
+    assert os.path.basename(e["path"]) == e["id"] + ".cbk", e
+    if e["type"] == "full":
+        assert e["parent_id"] is None and e["parent_digest"] is None, e
+        assert e["pages"] == e["page_count"], e
+    else:
+        assert isinstance(e["parent_id"], str) and e["parent_id"], e
+        assert re.fullmatch(r"[0-9a-f]{32}", e["parent_digest"]), e
+        assert e["pages"] <= e["page_count"], e
+    return e
+
+
+def admin_backup(s, body=None, timeout=120):
+    r = s.raw("POST", "/admin/backup", body if body is not None else {}, timeout=timeout)
+    assert r.status == 200, "POST /admin/backup %r -> %r" % (body, r)
+    doc = r.json()
+    assert set(doc) == {"backup"}, doc
+    return check_entry(doc["backup"])
+
+
+def admin_entry(s, bid):
+    doc = s.get_json("/admin/backups/%s" % bid)
+    assert set(doc) == {"backup"}, doc
+    return check_entry(doc["backup"])
+
+
+def admin_list(s):
+    doc = s.get_json("/admin/backups")
+    assert isinstance(doc.get("backups"), list), doc
+    return [check_entry(e) for e in doc["backups"]]
+
+
+def find_key(doc, key):
+    """The value of the first `key` found in a JSON document, depth first; None if none."""
+    if isinstance(doc, dict):
+        if key in doc:
+            return doc[key]
+        for v in doc.values():
+            found = find_key(v, key)
+            if found is not None:
+                return found
+    elif isinstance(doc, list):
+        for v in doc:
+            found = find_key(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+def status_branches(s):
+    st = s.get_json("/status")
+    branches = st.get("branches", find_key(st, "branches"))
+    assert isinstance(branches, list), "no list under \"branches\" in /status: %r" % st
+    for b in branches:
+        assert isinstance(b, dict) and isinstance(b.get("name"), str), branches
+    return sorted(b["name"] for b in branches)
+
+
+def branch_rows(s, branch, sql, method="GET"):
+    """A query on a branch; returns its values."""
+    if method == "GET":
+        body = s.query(sql, branch=branch)
+    else:
+        body = s.query([sql], branch=branch)
+    res = only_result(body)
+    assert "error" not in res, "%r on branch %s: %r" % (sql, branch, res)
+    return res.get("values", [])
+
+
+def live_rows(s, sql, level=None):
+    return s.rows(sql, **({"level": level} if level else {}))
+
+
+# ---------------------------------------------------------------------------
+# SQLite files
+
+
+def file_rows(path, sql):
+    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        return [list(r) for r in con.execute(sql).fetchall()]
+    finally:
+        con.close()
+
+
+def integrity(path):
+    return file_rows(path, "PRAGMA integrity_check")
+
+
+def dump(path, skip_meta=False):
+    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        lines = list(con.iterdump())
+    finally:
+        con.close()
+    if skip_meta:
+        lines = [ln for ln in lines if "_cairn_meta" not in ln]
+    return lines
+
+
+def applied_index(path):
+    rows = file_rows(path, "SELECT value FROM _cairn_meta WHERE key = 'applied_index'")
+    assert len(rows) == 1, rows
+    return rows[0][0]
+
+
+# Bytes of page 1 that differ between two copies of the same content: the read/write
+# format versions (WAL or rollback journal), the change counter, and the two fields that
+# record which SQLite wrote the file last.
+_HEADER_BOOKKEEPING = [(18, 20), (24, 28), (92, 100)]
+
+
+def page_hashes(path):
+    data = open(path, "rb").read()
+    assert data[:16] == b"SQLite format 3\x00", "%s is not a SQLite file" % path
+    ps = int.from_bytes(data[16:18], "big")
+    ps = 65536 if ps == 1 else ps
+    assert len(data) % ps == 0, "%s: size %d is not a multiple of the page size %d" % (path, len(data), ps)
+    header_pages = int.from_bytes(data[28:32], "big")
+    assert header_pages == len(data) // ps, "%s: header says %d pages, file has %d" % (
+        path, header_pages, len(data) // ps)
+    out = []
+    for off in range(0, len(data), ps):
+        page = bytearray(data[off:off + ps])
+        if off == 0:
+            for a, b in _HEADER_BOOKKEEPING:
+                page[a:b] = bytes(b - a)
+        out.append(hashlib.sha256(bytes(page)).hexdigest())
+    return out
+
+
+def assert_same_pages(a, b):
+    ha, hb = page_hashes(a), page_hashes(b)
+    differ = [i + 1 for i in range(min(len(ha), len(hb))) if ha[i] != hb[i]]
+    assert len(ha) == len(hb) and not differ, (
+        "%s (%d pages) and %s (%d pages) differ; differing pages: %r"
+        % (a, len(ha), b, len(hb), differ[:30]))
+
+
+def cli_restore(cairn_bin, repo, bid, out, timeout=120):
+    """`cairn restore --repo REPO --out OUT ID` (the standalone restore)."""
+    env = {k: v for k, v in os.environ.items() if k != "CAIRN_HOST"}
+    r = subprocess.run([str(cairn_bin), "restore", "--repo", str(repo), "--out", str(out), bid],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
+                       timeout=deadline_seconds(timeout))
+    assert r.returncode == 0, "cairn restore %s exited %d\nstdout:\n%s\nstderr:\n%s" % (
+        bid, r.returncode, r.stdout, r.stderr)
+    return out
+
+
+def proc_status(pid):
+    """/proc/PID/status as {field: kB} for the Vm* lines."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k.startswith("Vm"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# concurrent writers
+
+
+class Writers:
+    """`clients` threads, each inserting rows (client, seq) into `table` one request at a
+    time on its own keep-alive connection, with ?raft_index. acked maps (client, seq) to
+    the log index the server answered. Any failure is an anomaly and ends that thread."""
+
+    INSERT = "INSERT INTO %s(client, seq, pad) VALUES(?, ?, randomblob(?))"
+
+    def __init__(self, server, table="t", clients=16, pad=300):
+        self.s = server
+        self.table = table
+        self.clients = clients
+        self.pad = pad
+        self.lock = threading.Lock()
+        self.acked = {}
+        self.count = 0
+        self.anomalies = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._worker, args=(c,), daemon=True)
+                        for c in range(clients)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _worker(self, c):
+        conn = http.client.HTTPConnection("127.0.0.1", self.s.http_port, timeout=deadline_seconds(60))
+        seq = 0
+        try:
+            while not self.stopping.is_set():
+                body = json.dumps([[self.INSERT % self.table, c, seq, self.pad]])
+                try:
+                    conn.request("POST", "/db/execute?raft_index", body=body,
+                                  headers={"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                    data = resp.read()
+                except (OSError, http.client.HTTPException) as e:
+                    self.anomalies.append("client %d seq %d: %r" % (c, seq, e))
+                    return
+                if resp.status != 200:
+                    self.anomalies.append("client %d seq %d: HTTP %d %r" % (c, seq, resp.status, data[:300]))
+                    return
+                try:
+                    doc = json.loads(data)
+                    res = doc["results"][0]
+                except (ValueError, KeyError, IndexError):
+                    self.anomalies.append("client %d seq %d: bad body %r" % (c, seq, data[:300]))
+                    return
+                idx = doc.get("raft_index", res.get("raft_index"))
+                if "error" in res or res.get("rows_affected") != 1 or not isinstance(idx, int) or idx <= 0:
+                    self.anomalies.append("client %d seq %d: %r" % (c, seq, doc))
+                    return
+                with self.lock:
+                    self.acked[(c, seq)] = idx
+                    self.count += 1
+                seq += 1
+        finally:
+            conn.close()
+
+    def acked_now(self):
+        with self.lock:
+            return dict(self.acked)
+
+    def wait_more(self, n, timeout=60):
+        """Waits until n more writes than now are acknowledged."""
+        with self.lock:
+            target = self.count + n
+
+        def reached():
+            if self.anomalies:
+                raise StopWaiting("writers failed: %r" % self.anomalies[:5])
+            if not any(t.is_alive() for t in self.threads):
+                raise StopWaiting("every writer stopped")
+            return self.count >= target
+
+        wait_until(reached, timeout, "%d acknowledged writes" % target)
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(deadline_seconds(60))
+            assert not t.is_alive(), "a writer thread hangs"
+        assert not self.anomalies, self.anomalies[:10]
+        return self.acked_now()
