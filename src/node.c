@@ -679,11 +679,26 @@ int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg)
     want = aa.index;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += 120;
-    for (;;) {
+    for (unsigned polls = 1;; polls++) {
+        bool stopping;
         nodeInfo(n, &info);
         if (info.last_snapshot_index >= want) {
             *index = info.last_snapshot_index;
             return 0;
+        }
+        pthread_mutex_lock(&n->qmu);
+        stopping = n->stopping;
+        pthread_mutex_unlock(&n->qmu);
+        if (stopping) {
+            errorf(errmsg, "node is shutting down");
+            return CAIRN_ESHUTDOWN;
+        }
+        /* libraft tries a snapshot only after an apply: when the attempt was refused
+         * (the database could not be frozen at that moment), force it again with a
+         * new entry. */
+        if (polls % 40 == 0 && ((rv = nodeCall(n, forceSnapshot, n, errmsg)) != 0 ||
+                                (rv = nodeBarrier(n, errmsg)) != 0)) {
+            return rv;
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (now.tv_sec > deadline.tv_sec) {

@@ -389,6 +389,7 @@ static sqlite3 *openSide(const char *path)
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
             SQLITE_OK ||
+        sqlite3_busy_timeout(db, 100) != SQLITE_OK ||
         sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) != SQLITE_OK) {
         sqlite3_close(db);
         return NULL;
@@ -1358,8 +1359,10 @@ int storeFreeze(struct store *s, struct store_freeze *fz, char *errmsg)
     fz->fd = -1;
     db = openSide(s->path);
     if (db == NULL) {
-        errorf(errmsg, "%s: cannot open a connection for the backup", s->path);
-        rv = CAIRN_EIO;
+        /* Opening reads the schema, which a concurrent checkpoint or WAL reset can keep
+         * busy for a moment: the caller tries again. */
+        errorf(errmsg, "%s: cannot open a connection for the backup now", s->path);
+        rv = CAIRN_EBUSY;
         goto err;
     }
     /* A short busy wait only: this runs on the loop thread. Readers that started
