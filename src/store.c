@@ -132,6 +132,7 @@ struct store {
     pthread_cond_t ckpt_cond;
     bool ckpt_wanted;
     bool ckpt_stop;
+    int ckpt_frames; /* WAL frames when the checkpointer was last woken (loop thread) */
 
     /* Freezes held by backups (storeFreeze): the file may not be swapped under them. */
     pthread_mutex_t fz_mu;
@@ -403,7 +404,11 @@ static int walHook(void *arg, sqlite3 *db, const char *name, int frames)
     struct store *s = arg;
     if (frames >= CKPT_HARD_FRAMES) {
         sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    } else if (frames >= CKPT_FRAMES) {
+    } else if (frames >= CKPT_FRAMES &&
+               (frames < s->ckpt_frames || frames - s->ckpt_frames >= CKPT_FRAMES)) {
+        /* Once per CKPT_FRAMES new frames (or after the WAL restarted): a checkpoint
+         * after every small commit would fsync the database file as often as the log. */
+        s->ckpt_frames = frames;
         pthread_mutex_lock(&s->ckpt_mu);
         s->ckpt_wanted = true;
         pthread_cond_signal(&s->ckpt_cond);
