@@ -1,6 +1,6 @@
 /* Restoring and verifying backups: resolve the chain that ends at a backup back to its
  * full backup (through parent ids and parent digests), check every file of the chain
- * completely, then write the pages of the chain, oldest first, into a new file, check
+ * completely, then write the pages of the chain, newest first and each page once, into a new file, check
  * every page of it against the manifest of the last backup, fsync, run SQLite's
  * integrity_check, and only then put it in place.
  *
@@ -190,6 +190,11 @@ static uint64_t *newManifest(const struct repo_file *f, char *errmsg)
 struct sink {
     int fd; /* -1: decode and check, write nothing */
     const char *path;
+    /* Restores write the chain newest first: a page already written (its bit set) came
+     * from a newer backup and is kept; pages past `limit` are past the end of the
+     * restored database. NULL: write every page. */
+    unsigned char *done;
+    uint64_t limit;
 };
 
 static int pwriteAll(int fd, const unsigned char *p, size_t n, uint64_t off, const char *path,
@@ -227,13 +232,30 @@ static int writePages(const struct sink *s, uint32_t ps, const uint32_t *pgnos, 
         return 0; /* verifying: decoded and checked is all */
     }
     while (i < n) {
-        uint32_t j = i + 1;
+        uint32_t j;
         size_t len;
-        uint64_t off = (uint64_t)(pgnos[i] - 1) * ps;
+        uint64_t off;
         int rv;
-        while (j < n && pgnos[j] == pgnos[j - 1] + 1) {
+        if (s->done != NULL) {
+            uint32_t pg = pgnos[i];
+            if (pg > s->limit || (s->done[(pg - 1) / 8] & (1u << ((pg - 1) % 8))) != 0) {
+                i++;
+                continue;
+            }
+        }
+        j = i + 1;
+        while (j < n && pgnos[j] == pgnos[j - 1] + 1 &&
+               (s->done == NULL ||
+                (pgnos[j] <= s->limit &&
+                 (s->done[(pgnos[j] - 1) / 8] & (1u << ((pgnos[j] - 1) % 8))) == 0))) {
             j++;
         }
+        if (s->done != NULL) {
+            for (uint32_t k = i; k < j; k++) {
+                s->done[(pgnos[k] - 1) / 8] |= (unsigned char)(1u << ((pgnos[k] - 1) % 8));
+            }
+        }
+        off = (uint64_t)(pgnos[i] - 1) * ps;
         len = (size_t)(j - i) * ps;
         if ((rv = pwriteAll(s->fd, pages + (size_t)i * ps, len, off, s->path, errmsg)) != 0) {
             return rv;
@@ -279,6 +301,7 @@ struct applier {
     pthread_t threads[MAX_WORKERS];
     unsigned nthreads;
     ZSTD_DCtx *dctx; /* the calling thread's, when there are no workers */
+    uint64_t chain_bytes; /* of all the files to apply: workers pay off for a chain too */
     struct sink sink;
     /* The file being applied. */
     const struct cbk_reader *r;
@@ -370,7 +393,7 @@ static void applierLaunch(struct applier *a)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     a->launched = true;
-    if (cpus > 1 && a->r->size >= PARALLEL_MIN_BYTES) {
+    if (cpus > 1 && (a->r->size >= PARALLEL_MIN_BYTES || a->chain_bytes >= PARALLEL_MIN_BYTES)) {
         unsigned want = cpus > MAX_WORKERS ? MAX_WORKERS : (unsigned)cpus;
         for (unsigned i = 0; i < want; i++) {
             if (pthread_create(&a->threads[i], NULL, applyWorker, a) != 0) {
@@ -533,8 +556,10 @@ static uint64_t chainBytes(const struct backup_info *chain, size_t from, size_t 
 
 /* Write the chain's pages into fd (an empty file at path) and cut it to the size of
  * the last backup's database. *manifest receives that backup's manifest (the caller
- * frees it). Starts at applyStart(). Each file is done before the next starts, so
- * that newer pages land over older ones. */
+ * frees it). From the newest backup back to applyStart(), each page written once:
+ * the newest copy of a page is the one the restored database holds, so an older one
+ * is skipped (a bitmap of page_count bits says which are written). Writing oldest
+ * first wrote the full backup and then every incremental over it. */
 static int applyChain(const struct backup_info *chain, size_t n, int fd, const char *path,
                       uint64_t **manifest, struct progress *p, char *errmsg)
 {
@@ -545,7 +570,15 @@ static int applyChain(const struct backup_info *chain, size_t n, int fd, const c
 
     *manifest = NULL;
     applierStart(&a, fd, path);
-    for (size_t i = start; i < n && rv == 0; i++) {
+    a.chain_bytes = chainBytes(chain, start, n);
+    a.sink.limit = last->page_count;
+    a.sink.done = calloc((size_t)(last->page_count / 8 + 1), 1);
+    if (a.sink.done == NULL) {
+        applierStop(&a);
+        errorf(errmsg, "out of memory restoring %s", path);
+        return CAIRN_ENOMEM;
+    }
+    for (size_t i = n; i-- > start && rv == 0;) {
         struct repo_file f;
         uint64_t *m;
         if ((rv = openMember(&chain[i], &f, errmsg)) != 0) {
@@ -565,6 +598,8 @@ static int applyChain(const struct backup_info *chain, size_t n, int fd, const c
             free(m);
         }
     }
+    free(a.sink.done);
+    a.sink.done = NULL;
     applierStop(&a);
     if (rv == 0 && ftruncate(fd, (off_t)(last->page_count * last->page_size)) != 0) {
         errorf(errmsg, "truncate %s: %s", path, strerror(errno));
