@@ -2,13 +2,12 @@
  * when a scan starts, so every query sees the repository as it is then. Any thread. */
 #include "vtab.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backup.h"
 #include "error.h"
+#include "repo.h"
 
 static const char SCHEMA[] =
     "CREATE TABLE x(id TEXT, type TEXT, parent_id TEXT, created TEXT, raft_index INTEGER, "
@@ -141,14 +140,8 @@ static int xColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col)
             textOrNull(ctx, b->parent_id);
             break;
         case C_CREATED: {
-            /* ISO 8601 UTC from the milliseconds, as SQLite's own strftime writes it. */
-            time_t sec = (time_t)(b->created_ms / 1000);
-            struct tm tm;
-            char text[40];
-            gmtime_r(&sec, &tm);
-            snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     (int)(b->created_ms % 1000));
+            char text[32];
+            repoIso8601(b->created_ms, text);
             sqlite3_result_text(ctx, text, -1, SQLITE_TRANSIENT);
             break;
         }
