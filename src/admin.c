@@ -34,25 +34,47 @@ void adminSourceName(struct cairn *db, char *out, size_t size)
 
 struct freeze_arg {
     struct store *store;
-    struct store_freeze fz;
+    struct store_freeze *fz;
 };
 
 static int freezeOnLoop(void *arg, char *errmsg)
 {
     struct freeze_arg *a = arg;
-    return storeFreeze(a->store, &a->fz, errmsg);
+    return storeFreeze(a->store, a->fz, errmsg);
+}
+
+int adminFreeze(struct cairn *db, struct store_freeze *fz, char *errmsg)
+{
+    struct freeze_arg fa = {db->store, fz};
+    time_t deadline = time(NULL) + FREEZE_TIMEOUT_S;
+    int rv;
+    for (;;) {
+        /* Copy most of the WAL off the loop thread, so that the loop's own complete
+         * checkpoint has little left to do. */
+        storeCheckpoint(db->store);
+        rv = nodeCall(db->node, freezeOnLoop, &fa, errmsg);
+        if (rv != CAIRN_EBUSY) {
+            return rv;
+        }
+        if (time(NULL) >= deadline) {
+            char last[CAIRN_ERRMSG_SIZE];
+            snprintf(last, sizeof last, "%s", errmsg);
+            errorf(errmsg, "database not frozen within %d s: %s", FREEZE_TIMEOUT_S, last);
+            return CAIRN_EBUSY;
+        }
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL); /* let readers finish */
+    }
 }
 
 int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn progress,
                 void *progress_arg, struct backup_info *out, char *errmsg)
 {
-    struct freeze_arg fa;
+    struct store_freeze fz;
     struct backup_source src;
     struct backup_options opt;
     struct node_info ni;
     struct stat st;
     char source[BACKUP_SOURCE_SIZE];
-    time_t deadline = time(NULL) + FREEZE_TIMEOUT_S;
     int rv;
 
     if (to != NULL && to[0] != '\0' && stat(to, &st) == 0 && !S_ISDIR(st.st_mode)) {
@@ -60,32 +82,14 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
                        "directory (created if missing)", to);
         return CAIRN_EINVAL;
     }
-    memset(&fa, 0, sizeof fa);
-    fa.store = db->store;
-    for (;;) {
-        /* Copy most of the WAL off the loop thread, so that the loop's own complete
-         * checkpoint has little left to do. */
-        storeCheckpoint(db->store);
-        rv = nodeCall(db->node, freezeOnLoop, &fa, errmsg);
-        if (rv != CAIRN_EBUSY) {
-            break;
-        }
-        if (time(NULL) >= deadline) {
-            char last[CAIRN_ERRMSG_SIZE];
-            snprintf(last, sizeof last, "%s", errmsg);
-            errorf(errmsg, "backup not started within %d s: %s", FREEZE_TIMEOUT_S, last);
-            return CAIRN_EBUSY;
-        }
-        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL); /* let readers finish */
-    }
-    if (rv != 0) {
+    if ((rv = adminFreeze(db, &fz, errmsg)) != 0) {
         return rv;
     }
     nodeInfo(db->node, &ni);
     adminSourceName(db, source, sizeof source);
     memset(&src, 0, sizeof src);
-    src.fd = fa.fz.fd;
-    src.raft_index = fa.fz.index;
+    src.fd = fz.fd;
+    src.raft_index = fz.index;
     src.raft_term = ni.term;
     src.source = source;
     memset(&opt, 0, sizeof opt);
@@ -94,7 +98,7 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
     opt.progress = progress;
     opt.progress_arg = progress_arg;
     rv = backupCreate(&src, &opt, out, errmsg);
-    storeThaw(&fa.fz);
+    storeThaw(&fz);
     return rv;
 }
 

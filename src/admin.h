@@ -17,8 +17,14 @@
 #include "command.h"
 #include "result.h"
 #include "sqlfront.h"
+#include "store.h"
 
 struct cairn;
+
+/* Freeze the live database for reading its file (storeFreeze on the loop thread),
+ * retrying for up to a minute while readers keep the WAL from being checkpointed.
+ * Release with storeThaw(). */
+int adminFreeze(struct cairn *db, struct store_freeze *fz, char *errmsg);
 
 /* Back up the live database into `to` (a repository directory; NULL: the server's).
  * *out describes the new backup. */

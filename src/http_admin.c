@@ -562,12 +562,6 @@ static void dumpFree(void *cls)
     free(d);
 }
 
-static int freezeOnLoop(void *arg, char *errmsg)
-{
-    struct dump *d = arg;
-    return storeFreeze(d->fz.store, &d->fz, errmsg);
-}
-
 static enum MHD_Result getDbBackup(struct http_server *h, struct MHD_Connection *c)
 {
     const char *fmt = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "fmt");
@@ -577,7 +571,6 @@ static enum MHD_Result getDbBackup(struct http_server *h, struct MHD_Connection 
     struct stat st;
     struct dump *d;
     int rv;
-    int tries = 0;
 
     if (fmt != NULL && strcmp(fmt, "sqlite") != 0 && strcmp(fmt, "binary") != 0) {
         return httpSendError(c, 400, "only fmt=sqlite (a SQLite database file) is served");
@@ -587,20 +580,7 @@ static enum MHD_Result getDbBackup(struct http_server *h, struct MHD_Connection 
         return httpSendError(c, 500, "out of memory");
     }
     d->gzip = queryFlag(c, "compress");
-    d->fz.store = h->db->store;
-    d->fz.fd = -1;
-    for (;;) {
-        storeCheckpoint(h->db->store);
-        struct store *keep = d->fz.store;
-        rv = nodeCall(h->db->node, freezeOnLoop, d, errmsg);
-        if (rv != 0) {
-            d->fz.store = keep;
-        }
-        if (rv != CAIRN_EBUSY || ++tries > 3000) { /* 60 s */
-            break;
-        }
-        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL); /* let readers finish */
-    }
+    rv = adminFreeze(h->db, &d->fz, errmsg);
     if (rv != 0) {
         free(d);
         return httpSendError(c, httpStatusFor(rv), errmsg);
