@@ -99,11 +99,23 @@ static int runThroughLog(struct cairn *db, struct batch *b, struct cairn_result 
 }
 
 /* Does a statement of b name the cairn_backups table? */
+/* Is statement i's text the same as the one before it? Bulk requests repeat one
+ * statement thousands of times: what was checked once need not be checked again. */
+static bool sameAsPrevious(const struct batch *b, size_t i)
+{
+    const struct stmt *s = &b->stmts[i];
+    return i > 0 && s->sql_len == s[-1].sql_len &&
+           (s->sql == s[-1].sql || memcmp(s->sql, s[-1].sql, s->sql_len) == 0);
+}
+
 static bool readsCatalog(const struct batch *b)
 {
     for (size_t i = 0; i < b->n; i++) {
         const char *p = b->stmts[i].sql;
         size_t n = b->stmts[i].sql_len;
+        if (sameAsPrevious(b, i)) {
+            continue;
+        }
         for (size_t k = 0; k + 13 <= n; k++) {
             if ((p[k] | 0x20) == 'c' && strncasecmp(p + k, "cairn_backups", 13) == 0) {
                 return true;
@@ -124,6 +136,9 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
         /* cairn's own statements (BACKUP, RESTORE, DROP BRANCH) never reach SQLite. */
         for (size_t i = 0; i < b->n; i++) {
             struct sqlfront_cmd cmd;
+            if (sameAsPrevious(b, i)) {
+                continue;
+            }
             rv = sqlfrontParse(b->stmts[i].sql, b->stmts[i].sql_len, &cmd, errmsg);
             if (rv == 0 && cmd.kind == SQLFRONT_NONE) {
                 continue;

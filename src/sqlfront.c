@@ -268,18 +268,22 @@ static int parseDropBranch(struct lexer *lx, struct sqlfront_cmd *cmd)
 int sqlfrontParse(const char *sql, size_t n, struct sqlfront_cmd *cmd, char *errmsg)
 {
     struct lexer lx = {sql, n, 0, TOK_END, 0, 0, errmsg};
-    memset(cmd, 0, sizeof *cmd);
+    /* Only a cairn statement fills the (large) struct: this runs on every statement. */
+    cmd->kind = SQLFRONT_NONE;
     next(&lx);
     if (isWord(&lx, "BACKUP")) {
+        memset(cmd, 0, sizeof *cmd);
         return parseBackup(&lx, cmd);
     }
     if (isWord(&lx, "RESTORE")) {
+        memset(cmd, 0, sizeof *cmd);
         return parseRestore(&lx, cmd);
     }
     if (isWord(&lx, "DROP")) {
         struct lexer peek = lx;
         next(&peek);
         if (isWord(&peek, "BRANCH")) {
+            memset(cmd, 0, sizeof *cmd);
             return parseDropBranch(&peek, cmd);
         }
     }

@@ -32,8 +32,8 @@ struct sqlfront_cmd {
     char branch[SQLFRONT_NAME_MAX]; /* RESTORE ... TO BRANCH, DROP BRANCH: "" when absent */
 };
 
-/* Parse sql[0..n). Returns 0 with cmd->kind SQLFRONT_NONE when the text is not a
- * cairn statement; 0 with the kind and fields set when it is one; CAIRN_EINVAL with
+/* Parse sql[0..n). Returns 0 with cmd->kind SQLFRONT_NONE (and nothing else of cmd
+ * set) when the text is not a cairn statement; 0 with the kind and fields set when it is one; CAIRN_EINVAL with
  * errmsg (CAIRN_ERRMSG_SIZE) saying what is wrong and where when it starts like one but
  * is malformed. */
 int sqlfrontParse(const char *sql, size_t n, struct sqlfront_cmd *cmd, char *errmsg);
