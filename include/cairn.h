@@ -78,6 +78,13 @@ struct cairn_config {
     unsigned snapshot_trailing;  /* entries kept after a snapshot; 0 means 8192 */
     void (*log)(void *data, const char *line); /* NULL: no log lines */
     void *log_data;
+    /* Clusters (need raft_addr and http_addr). join: comma-separated HTTP addresses of
+     * cluster members ("host:port" or "http://host:port"); a new node asks them to add
+     * it. With bootstrap_expect N, the join list names the N nodes started together
+     * and they form a new cluster. Both are kept in DATA/node.json, so a restarted node
+     * rejoins without them. */
+    const char *join;
+    unsigned bootstrap_expect;
 };
 
 /* Fill cfg with the defaults; set data_dir afterwards. */

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "db.h"
 #include "error.h"
 
@@ -216,6 +217,8 @@ void adminSnapshotsJson(struct cairn *db, struct buf *b)
 
 /* ---- restores -------------------------------------------------------------------- */
 
+static int findOrFetch(struct cairn *db, const char *id, struct backup_info *out, char *errmsg);
+
 static int restoreBranch(struct cairn *db, const char *ref, const char *branch,
                          backup_progress_fn progress, void *progress_arg,
                          struct backup_info *out, char *errmsg)
@@ -244,7 +247,33 @@ static int restoreBranch(struct cairn *db, const char *ref, const char *branch,
     opt.out = path;
     opt.progress = progress;
     opt.progress_arg = progress_arg;
+    if (strchr(ref, '/') == NULL) {
+        struct backup_info found;
+        char msg[CAIRN_ERRMSG_SIZE];
+        (void)findOrFetch(db, ref, &found, msg); /* the restore reports what is missing */
+    }
     return backupRestore(&opt, out, errmsg);
+}
+
+/* Find backup id in the server's repository; in a cluster, a backup another node took
+ * into its own repository is fetched from it first. */
+static int findOrFetch(struct cairn *db, const char *id, struct backup_info *out, char *errmsg)
+{
+    struct node_info ni;
+    char msg[CAIRN_ERRMSG_SIZE];
+    int rv = repoFind(db->backup_dir, id, out, errmsg);
+    if (rv != CAIRN_ENOTFOUND || strchr(id, '/') != NULL) {
+        return rv;
+    }
+    nodeInfo(db->node, &ni);
+    if (ni.n_servers < 2) {
+        return rv;
+    }
+    if (clusterFetch(db, db->backup_dir, "backups", id, msg) != 0) {
+        errorf(errmsg, "backup %s is in no repository of the cluster (%s)", id, msg);
+        return CAIRN_ENOTFOUND;
+    }
+    return repoFind(db->backup_dir, id, out, errmsg);
 }
 
 static int restoreLive(struct cairn *db, const char *ref, struct backup_info *out,
@@ -264,7 +293,7 @@ static int restoreLive(struct cairn *db, const char *ref, struct backup_info *ou
                db->backup_dir, ref);
         return CAIRN_EINVAL;
     }
-    if ((rv = repoFind(db->backup_dir, ref, out, errmsg)) != 0) {
+    if ((rv = findOrFetch(db, ref, out, errmsg)) != 0) {
         return rv;
     }
     /* Refuse a damaged chain before it reaches the log. */
@@ -501,7 +530,15 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
     }
     memcpy(id, b->stmts[0].sql, b->stmts[0].sql_len);
     id[b->stmts[0].sql_len] = '\0';
-    if (repoFind(db->backup_dir, id, &info, msg) != 0) {
+    if (findOrFetch(db, id, &info, msg) != 0) {
+        /* Every node that has the file restores it; this one cannot, and says so. */
+        if (db->cfg.log != NULL) {
+            char line[CAIRN_ERRMSG_SIZE + 128];
+            snprintf(line, sizeof line, "restore entry %llu: %s: this node's database no longer "
+                                        "matches the cluster's; repair it from a peer",
+                     (unsigned long long)index, msg);
+            db->cfg.log(db->cfg.log_data, line);
+        }
         resultError(rs, msg);
         return 0;
     }

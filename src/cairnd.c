@@ -33,6 +33,12 @@ static void usage(FILE *f)
             "  --max-body BYTES          largest accepted request body (default 67108864)\n"
             "  --snapshot-threshold N    log entries between Raft snapshots (default 16384)\n"
             "  --snapshot-trailing N     log entries kept after a snapshot (default 8192)\n"
+            "  --join ADDRS              join a cluster: comma-separated HTTP addresses of\n"
+            "                            members (host:port or http://host:port); any member\n"
+            "                            will do, the leader adds this node (kept in\n"
+            "                            DIR/node.json: a restarted node rejoins by itself)\n"
+            "  --bootstrap-expect N      form a new N-node cluster with the nodes --join\n"
+            "                            names, all started together (same flags on each)\n"
             "  -q, --quiet               log only errors\n"
             "  -h, --help                show this help and exit\n"
             "  -V, --version             show the version and exit\n"
@@ -86,6 +92,8 @@ int main(int argc, char **argv)
         {"max-body", required_argument, NULL, 'm'},
         {"snapshot-threshold", required_argument, NULL, 's'},
         {"snapshot-trailing", required_argument, NULL, 't'},
+        {"join", required_argument, NULL, 'j'},
+        {"bootstrap-expect", required_argument, NULL, 'e'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -141,6 +149,15 @@ int main(int argc, char **argv)
                     return 2;
                 }
                 cfg.snapshot_trailing = (unsigned)v;
+                break;
+            case 'j':
+                cfg.join = optarg;
+                break;
+            case 'e':
+                if (parseUnsigned("--bootstrap-expect", optarg, 16, &v) != 0) {
+                    return 2;
+                }
+                cfg.bootstrap_expect = (unsigned)v;
                 break;
             case 'q':
                 quiet = 1;

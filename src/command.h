@@ -27,6 +27,10 @@ enum batch_kind {
 };
 
 #define BATCH_TRANSACTION 0x1 /* all statements or none */
+/* cairn's own statements on its metadata table (the cluster's node directory): set by
+ * the server only, never from a request; applied past the authorizer's guard and
+ * never through the statement cache, so that no client statement can reuse them. */
+#define BATCH_META 0x2
 
 /* A parameter. Strings are not NUL-terminated: always use the lengths. */
 struct param {

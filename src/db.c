@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "cluster.h"
 #include "http.h"
 #include "sqlfront.h"
 #include "lock.h"
@@ -79,8 +80,7 @@ static uint64_t randomSeed(void)
     return seed;
 }
 
-static int runThroughLog(struct cairn *db, struct batch *b, struct cairn_result **out,
-                         char *errmsg)
+int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char *errmsg)
 {
     struct buf enc;
     int rv;
@@ -166,11 +166,11 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
         return storeQuery(db->store, b, out, errmsg);
     }
     if (b->kind == BATCH_EXECUTE || b->kind == BATCH_RESTORE || level == CAIRN_LEVEL_STRONG) {
-        return runThroughLog(db, b, out, errmsg);
+        return dbPropose(db, b, out, errmsg);
     }
     if (b->kind == BATCH_REQUEST) {
         if (!storeIsReadOnly(db->store, b)) {
-            return runThroughLog(db, b, out, errmsg);
+            return dbPropose(db, b, out, errmsg);
         }
     }
     switch (level) {
@@ -222,6 +222,37 @@ static int writeFileAtomic(const char *path, const char *data, size_t len, char 
     return syncParentDir(path, errmsg);
 }
 
+/* Split a comma-separated --join list into db->join. */
+static int parseJoin(struct cairn *db, const char *list, char *errmsg)
+{
+    const char *p = list;
+    db->n_join = 0;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        char one[160];
+        while (len > 0 && *p == ' ') {
+            p++;
+            len--;
+        }
+        if (len > 0) {
+            if (db->n_join == sizeof db->join / sizeof db->join[0] || len >= sizeof one - 8) {
+                errorf(errmsg, "--join: at most %zu addresses of up to 150 characters",
+                       sizeof db->join / sizeof db->join[0]);
+                return CAIRN_EINVAL;
+            }
+            memcpy(one, p, len);
+            one[len] = '\0';
+            clusterUrl(one, db->join[db->n_join], sizeof db->join[0]);
+            db->n_join++;
+        }
+        p += len;
+        if (*p == ',') {
+            p++;
+        }
+    }
+    return 0;
+}
+
 static int loadNodeIdentity(struct cairn *db, char *errmsg)
 {
     char path[PATH_MAX];
@@ -229,7 +260,7 @@ static int loadNodeIdentity(struct cairn *db, char *errmsg)
     json_t *root;
     json_t *id;
     char *text;
-    int rv;
+    int rv = 0;
 
     snprintf(path, sizeof path, "%s/node.json", db->data_dir);
     root = json_load_file(path, 0, &jerr);
@@ -247,8 +278,19 @@ static int loadNodeIdentity(struct cairn *db, char *errmsg)
             return CAIRN_EINVAL;
         }
         db->cfg.node_id = (uint64_t)json_integer_value(id);
+        if (db->n_join == 0) {
+            /* A cluster member restarted without --join: the peers it was given. */
+            json_t *join = json_object_get(root, "join");
+            if (json_is_string(join)) {
+                rv = parseJoin(db, json_string_value(join), errmsg);
+            }
+            json_t *expect = json_object_get(root, "bootstrap_expect");
+            if (json_is_integer(expect) && db->bootstrap_expect == 0) {
+                db->bootstrap_expect = (unsigned)json_integer_value(expect);
+            }
+        }
         json_decref(root);
-        return 0;
+        return rv;
     }
     if (access(path, F_OK) == 0) {
         errorf(errmsg, "%s is not valid JSON (line %d: %s)", path, jerr.line, jerr.text);
@@ -257,9 +299,11 @@ static int loadNodeIdentity(struct cairn *db, char *errmsg)
     if (db->cfg.node_id == 0) {
         db->cfg.node_id = 1;
     }
-    root = json_pack("{s:I, s:s, s:s}", "node_id", (json_int_t)db->cfg.node_id, "raft_addr",
-                     db->cfg.raft_addr ? db->cfg.raft_addr : "", "http_addr",
-                     db->cfg.http_addr ? db->cfg.http_addr : "");
+    root = json_pack("{s:I, s:s, s:s, s:s, s:I}", "node_id", (json_int_t)db->cfg.node_id,
+                     "raft_addr", db->cfg.raft_addr ? db->cfg.raft_addr : "", "http_addr",
+                     db->cfg.http_addr ? db->cfg.http_addr : "", "join",
+                     db->cfg.join ? db->cfg.join : "", "bootstrap_expect",
+                     (json_int_t)db->bootstrap_expect);
     text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
     json_decref(root);
     if (text == NULL) {
@@ -356,6 +400,9 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         return CAIRN_ENOMEM;
     }
     db->lock_fd = -1;
+    pthread_mutex_init(&db->amu, NULL);
+    pthread_cond_init(&db->acond, NULL);
+    memset(&ncfg, 0, sizeof ncfg);
     *out = db;
     if (cfg == NULL || cfg->data_dir == NULL || cfg->data_dir[0] == '\0') {
         errorf(tlsErrmsg, "a data directory is required");
@@ -404,6 +451,23 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         db->cfg.snapshot_trailing = 8192;
     }
     db->started = time(NULL);
+    db->bootstrap_expect = cfg->bootstrap_expect;
+    if (cfg->join != NULL && (rv = parseJoin(db, cfg->join, tlsErrmsg)) != 0) {
+        return rv;
+    }
+    if ((db->n_join > 0 || db->bootstrap_expect > 0) &&
+        (cfg->raft_addr == NULL || cfg->http_addr == NULL)) {
+        errorf(tlsErrmsg, "a cluster member needs both a raft address and an HTTP address");
+        return CAIRN_EINVAL;
+    }
+    if (db->bootstrap_expect > 0 && db->n_join == 0) {
+        errorf(tlsErrmsg, "--bootstrap-expect needs --join with the addresses of the other nodes");
+        return CAIRN_EINVAL;
+    }
+    if (db->bootstrap_expect > NODE_MAX_SERVERS) {
+        errorf(tlsErrmsg, "--bootstrap-expect: at most %d nodes", NODE_MAX_SERVERS);
+        return CAIRN_EINVAL;
+    }
 
     /* The lock first: a second process on this directory is told who holds it, even
      * when it would also collide on the addresses. */
@@ -430,7 +494,24 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         return rv;
     }
     storeSetRepo(db->store, db->backup_dir);
-    memset(&ncfg, 0, sizeof ncfg);
+    /* HTTP before Raft: nodes forming a cluster learn each other's identity from it;
+     * every other endpoint answers 503 until the node runs. */
+    if (db->cfg.http_addr != NULL) {
+        rv = httpStart(db, db->cfg.http_addr, db->cfg.max_body, &db->http, tlsErrmsg);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    rv = clusterPrepare(db, &ncfg.boot, db->boot_servers, &db->n_boot_servers, tlsErrmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    ncfg.servers = db->boot_servers;
+    ncfg.n_servers = db->n_boot_servers;
+    /* A lone node waits until it leads; a cluster member runs as soon as Raft does. */
+    ncfg.wait_ready = ncfg.boot == NODE_BOOT_SELF;
+    ncfg.fetch = clusterFetchSnapshot;
+    ncfg.fetch_data = db;
     ncfg.id = db->cfg.node_id;
     ncfg.raft_addr = db->cfg.raft_addr;
     ncfg.raft_dir = db->raft_dir;
@@ -445,11 +526,10 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     if (rv != 0) {
         return rv;
     }
-    if (db->cfg.http_addr != NULL) {
-        rv = httpStart(db, db->cfg.http_addr, db->cfg.max_body, &db->http, tlsErrmsg);
-        if (rv != 0) {
-            return rv;
-        }
+    atomic_store(&db->running, true);
+    if ((rv = clusterJoin(db, tlsErrmsg)) != 0 ||
+        (rv = clusterAnnouncerStart(db, tlsErrmsg)) != 0) {
+        return rv;
     }
     return 0;
 }
@@ -461,10 +541,13 @@ int cairn_close(cairn *db)
     }
     /* Front end first (no new work), then the loop (fails what is queued), then the
      * database, then the lock. */
+    clusterAnnouncerStop(db);
     httpStop(db->http);
     nodeStop(db->node);
     storeClose(db->store);
     lockRelease(db->lock_fd);
+    pthread_mutex_destroy(&db->amu);
+    pthread_cond_destroy(&db->acond);
     free(db);
     return 0;
 }

@@ -6,6 +6,9 @@
 #define CAIRN_DB_H
 
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -33,7 +36,24 @@ struct cairn {
     struct http_server *http;
     char http_addr[128]; /* the address actually bound */
     time_t started;
+
+    /* clusters (cluster.h) */
+    char join[8][160];       /* --join: peers' HTTP URLs */
+    unsigned n_join;
+    unsigned bootstrap_expect;
+    struct node_server boot_servers[NODE_MAX_SERVERS]; /* what this node bootstrapped */
+    unsigned n_boot_servers;
+    atomic_bool running;     /* the node is started: every endpoint is served */
+    pthread_t announcer;
+    bool announcer_started;
+    pthread_mutex_t amu;
+    pthread_cond_t acond;
+    bool stopping;           /* guarded by amu */
 };
+
+/* Append a batch to the log and wait for its results (writes; cairn's own metadata
+ * with BATCH_META). Any thread but the loop's. */
+int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char *errmsg);
 
 /* Run a batch whose kind and flags are set. Writes (and reads at level STRONG) go
  * through the log; other reads run on a local reader after the level's check. On

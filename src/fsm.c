@@ -419,7 +419,16 @@ static int restoreBackup(struct fsm *f, const struct snapshot_manifest *m)
     char tmp[PATH_MAX];
     int rv;
 
-    if ((rv = repoFind(f->snap_dir, m->name, &info, f->errmsg)) != 0) {
+    rv = repoFind(f->snap_dir, m->name, &info, f->errmsg);
+    if (rv != 0 && f->fetch != NULL) {
+        /* A snapshot sent by the leader names the leader's files: fetch them. */
+        fsmLog(f, "snapshot %llu: fetching backup %s and its chain from the cluster",
+               (unsigned long long)m->index, m->name);
+        if ((rv = f->fetch(f->fetch_data, f->snap_dir, m->name, f->errmsg)) == 0) {
+            rv = repoFind(f->snap_dir, m->name, &info, f->errmsg);
+        }
+    }
+    if (rv != 0) {
         return RAFT_NOTFOUND;
     }
     if (memcmp(info.digest, m->digest16, sizeof m->digest16) != 0) {

@@ -45,6 +45,10 @@ struct snapshot_manifest {
 typedef int (*fsm_restore_fn)(void *data, const struct batch *b, uint64_t index,
                               struct cairn_result **out, char *errmsg);
 
+/* Brings the backup `id` and its chain into `dir` from wherever the cluster has it (the
+ * leader's snapshots); 0 when every file is there. Loop thread. */
+typedef int (*fsm_fetch_fn)(void *data, const char *dir, const char *id, char *errmsg);
+
 struct fsm {
     struct store *store;
     struct raft *raft;
@@ -69,6 +73,8 @@ struct fsm {
     bool force_snapshot; /* nodeSnapshot(): threshold 1 until the next snapshot */
     fsm_restore_fn restore;
     void *restore_data;
+    fsm_fetch_fn fetch;
+    void *fetch_data;
     uint64_t snapshots_taken;
     uint64_t last_snapshot_index;
     char errmsg[CAIRN_ERRMSG_SIZE];

@@ -182,8 +182,10 @@ unsigned httpStatusFor(int rv)
 
 /* /db/execute, /db/query, /db/request */
 static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c, int kind,
-                                 const char *method, struct request *req)
+                                 const char *url, const char *method, struct request *req)
 {
+    enum MHD_Result ret;
+    uint64_t target = 0;
     struct qflags f;
     struct batch b;
     struct cairn_result *res = NULL;
@@ -200,6 +202,15 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
         snprintf(errmsg, sizeof errmsg,
                  "unknown level \"%.64s\": use none, weak, linearizable or strong", f.level);
         return httpSendError(c, 400, errmsg);
+    }
+    if (httpNodeParam(c, &target, &ret) != 0) {
+        return ret;
+    }
+    /* Writes and reads above level none are the leader's (or ?node's): route them
+     * before parsing. A /db/request at level none is routed once it is known to write. */
+    if (f.branch == NULL && (target != 0 || kind == BATCH_EXECUTE || level != CAIRN_LEVEL_NONE) &&
+        httpRoute(h, c, url, method, req, target, f.redirect, &ret)) {
+        return ret;
     }
 
     if (strcmp(method, "GET") == 0) {
@@ -223,6 +234,11 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
     }
     b.kind = kind;
     b.flags = f.transaction ? BATCH_TRANSACTION : 0;
+    if (f.branch == NULL && kind == BATCH_REQUEST && level == CAIRN_LEVEL_NONE && target == 0 &&
+        !storeIsReadOnly(h->db->store, &b) && httpRoute(h, c, url, method, req, 0, f.redirect, &ret)) {
+        batchFree(&b);
+        return ret;
+    }
 
     if (f.branch != NULL) {
         char path[PATH_MAX];
@@ -376,50 +392,6 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     return httpSendBuf(c, 200, &b, f.pretty);
 }
 
-static void nodeJson(struct http_server *h, const struct node_info *ni, struct buf *b,
-                     bool with_id)
-{
-    char api[160];
-    snprintf(api, sizeof api, "http://%s", h->db->http_addr);
-    bufPutc(b, '{');
-    if (with_id) {
-        char id[24];
-        snprintf(id, sizeof id, "%llu", (unsigned long long)ni->id);
-        jsonStr(b, "id", id);
-        bufPutc(b, ',');
-    }
-    jsonStr(b, "api_addr", api);
-    bufPutc(b, ',');
-    jsonStr(b, "addr", ni->address);
-    bufPutc(b, ',');
-    jsonKey(b, "voter");
-    bufPuts(b, "true,");
-    jsonKey(b, "reachable");
-    bufPuts(b, "true,");
-    jsonKey(b, "leader");
-    bufPuts(b, ni->state == RAFT_LEADER ? "true" : "false");
-    bufPutc(b, '}');
-}
-
-static enum MHD_Result serveNodes(struct http_server *h, struct MHD_Connection *c)
-{
-    struct node_info ni;
-    struct buf b;
-    const char *ver = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "ver");
-    nodeInfo(h->db->node, &ni);
-    bufInit(&b);
-    if (ver != NULL && strcmp(ver, "2") == 0) {
-        bufPuts(&b, "{\"nodes\":[");
-        nodeJson(h, &ni, &b, true);
-        bufPuts(&b, "]}\n");
-    } else {
-        bufPrintf(&b, "{\"%llu\":", (unsigned long long)ni.id);
-        nodeJson(h, &ni, &b, true);
-        bufPuts(&b, "}\n");
-    }
-    return httpSendBuf(c, 200, &b, false);
-}
-
 static enum MHD_Result serveReadyz(struct http_server *h, struct MHD_Connection *c)
 {
     struct node_info ni;
@@ -478,7 +450,38 @@ static enum MHD_Result dispatch(struct http_server *h, struct MHD_Connection *c,
     size_t i;
     char msg[256];
     bool handled = false;
-    enum MHD_Result ret = httpAdmin(h, c, url, method, req, &handled);
+    enum MHD_Result ret;
+
+    if (!atomic_load(&h->db->running)) {
+        /* Before Raft runs, only the identity that forming a cluster needs. */
+        if (strcmp(url, "/cluster/identity") == 0) {
+            return httpCluster(h, c, url, method, req, &handled);
+        }
+        return httpSendError(c, 503, "the node is starting: try again shortly");
+    }
+    ret = httpCluster(h, c, url, method, req, &handled);
+    if (handled) {
+        return ret;
+    }
+    if (strncmp(url, "/admin/", 7) == 0 || strcmp(url, "/db/backup") == 0 ||
+        strcmp(url, "/db/load") == 0) {
+        /* Backups and restores run on the leader unless ?node names a node; the rest
+         * of /admin is each node's own. */
+        uint64_t target = 0;
+        bool post = strcmp(method, "POST") == 0;
+        bool leaders = post && (strcmp(url, "/admin/backup") == 0 ||
+                                strcmp(url, "/admin/restore") == 0 || strcmp(url, "/db/load") == 0);
+        const char *redirect = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "redirect");
+        if (httpNodeParam(c, &target, &ret) != 0) {
+            return ret;
+        }
+        if ((target != 0 || leaders) &&
+            httpRoute(h, c, url, method, req, target,
+                      redirect != NULL && strcmp(redirect, "false") != 0, &ret)) {
+            return ret;
+        }
+    }
+    ret = httpAdmin(h, c, url, method, req, &handled);
     if (handled) {
         return ret;
     }
@@ -491,15 +494,15 @@ static enum MHD_Result dispatch(struct http_server *h, struct MHD_Connection *c,
         }
         switch (routes[i].route) {
             case R_EXECUTE:
-                return serveData(h, c, BATCH_EXECUTE, method, req);
+                return serveData(h, c, BATCH_EXECUTE, url, method, req);
             case R_QUERY:
-                return serveData(h, c, BATCH_QUERY, method, req);
+                return serveData(h, c, BATCH_QUERY, url, method, req);
             case R_REQUEST:
-                return serveData(h, c, BATCH_REQUEST, method, req);
+                return serveData(h, c, BATCH_REQUEST, url, method, req);
             case R_STATUS:
                 return serveStatus(h, c);
             case R_NODES:
-                return serveNodes(h, c);
+                return httpServeNodes(h, c);
             case R_READYZ:
                 return serveReadyz(h, c);
             case R_HEALTH:

@@ -55,4 +55,22 @@ bool httpIsLoad(const char *url, const char *method);
 /* Start receiving a /db/load body into a temporary file beside the database. */
 int httpLoadOpen(struct http_server *h, struct request *req);
 
+/* Clusters (http_cluster.c). */
+#include <stdint.h>
+/* Was this request forwarded by another node (served here, never forwarded again)? */
+bool httpIsForwarded(struct MHD_Connection *c);
+/* ?node=ID into *id (0 when absent); -1 with an answer queued in *ret when malformed. */
+int httpNodeParam(struct MHD_Connection *c, uint64_t *id, enum MHD_Result *ret);
+/* Route a request that node `target` (0: the leader) must serve: false when that is
+ * this node (serve it here); true when answered: forwarded and the answer passed on,
+ * a 301 to the node with `redirect`, or a 503 when there is no leader in time. */
+bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url,
+               const char *method, struct request *req, uint64_t target, bool redirect,
+               enum MHD_Result *ret);
+/* GET /nodes. */
+enum MHD_Result httpServeNodes(struct http_server *h, struct MHD_Connection *c);
+/* /cluster/identity, /join, /remove, /admin/{snapshots,backups}/ID/file. */
+enum MHD_Result httpCluster(struct http_server *h, struct MHD_Connection *c, const char *url,
+                            const char *method, struct request *req, bool *handled);
+
 #endif

@@ -33,7 +33,7 @@
  * open segments are preallocated, so this is also the log's minimum disk use. */
 #define SEGMENT_SIZE (32u << 20)
 
-enum { OP_APPLY = 1, OP_BARRIER, OP_CALL };
+enum { OP_APPLY = 1, OP_BARRIER, OP_CALL, OP_CHANGE };
 
 struct op {
     int type;
@@ -47,6 +47,13 @@ struct op {
             int (*fn)(void *arg, char *errmsg);
             void *arg;
         } call;
+        struct {
+            struct raft_change req;
+            enum node_change kind;
+            uint64_t id;
+            const char *address;
+            int role;
+        } change;
     } req;
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -82,6 +89,12 @@ struct node {
     bool ready_barrier_pending;
     uint64_t ready_term; /* term whose start barrier has been applied */
     uint64_t applies;
+    struct raft_change promote; /* the tick's promotion of a spare to voter */
+    bool promote_pending;
+    uint64_t promote_id;
+    struct raft_transfer transfer; /* leadership hand-over when stopping */
+    bool closing;
+    bool transfer_tried;
 
     /* published figures, guarded by imu */
     pthread_mutex_t imu;
@@ -89,6 +102,7 @@ struct node {
     struct node_info info;
     int start_rv; /* raft_start's result, published to nodeStart */
     bool start_done;
+    bool published; /* info holds the figures of a started node */
     char start_errmsg[CAIRN_ERRMSG_SIZE];
 };
 
@@ -136,6 +150,17 @@ static int raftToCairn(int rv)
             return CAIRN_EIO;
         case RAFT_CORRUPT:
             return CAIRN_ECORRUPT;
+        case RAFT_CANTCHANGE:
+        case RAFT_BUSY:
+            return CAIRN_EBUSY;
+        case RAFT_BADID:
+        case RAFT_NOTFOUND:
+            return CAIRN_ENOTFOUND;
+        case RAFT_DUPLICATEID:
+        case RAFT_DUPLICATEADDRESS:
+            return CAIRN_EEXIST;
+        case RAFT_NOCONNECTION:
+            return CAIRN_ETIMEOUT;
         default:
             return CAIRN_ERAFT;
     }
@@ -214,11 +239,20 @@ static void publishInfoAt(struct node *n, uint64_t applied_hint)
     n->info.ready = leader_id != 0 && n->ready_term == r->current_term &&
                     raft_state(r) == RAFT_LEADER;
     n->info.voters = 0;
+    n->info.n_servers = 0;
     for (unsigned i = 0; i < r->configuration.n; i++) {
-        if (r->configuration.servers[i].role == RAFT_VOTER) {
+        const struct raft_server *sv = &r->configuration.servers[i];
+        if (sv->role == RAFT_VOTER) {
             n->info.voters++;
         }
+        if (n->info.n_servers < NODE_MAX_SERVERS) {
+            struct node_server *o = &n->info.servers[n->info.n_servers++];
+            o->id = sv->id;
+            o->role = sv->role;
+            snprintf(o->address, sizeof o->address, "%s", sv->address ? sv->address : "");
+        }
     }
+    n->published = true;
     pthread_cond_broadcast(&n->icond);
     pthread_mutex_unlock(&n->imu);
 }
@@ -249,6 +283,52 @@ static void barrierCb(struct raft_barrier *req, int status)
         publishInfoAt(op->node, req->index);
     }
     opComplete(op, status ? raftToCairn(status) : 0, status ? raft_strerror(status) : NULL);
+}
+
+static void changeCb(struct raft_change *req, int status)
+{
+    struct op *op = req->data;
+    if (status == 0) {
+        publishInfo(op->node);
+    }
+    opComplete(op, status ? raftToCairn(status) : 0, status ? raft_strerror(status) : NULL);
+}
+
+static void promoteCb(struct raft_change *req, int status)
+{
+    struct node *n = req->data;
+    n->promote_pending = false;
+    if (status == 0) {
+        nodeLog(n, "node %llu promoted to voter", (unsigned long long)n->promote_id);
+    } else {
+        nodeLog(n, "promoting node %llu to voter: %s (tried again later)",
+                (unsigned long long)n->promote_id, raft_strerror(status));
+    }
+    publishInfo(n);
+}
+
+/* The leader promotes a spare (a node added by a join) to voter; libraft first
+ * replicates to it in rounds until it keeps up, so a node that is far behind is
+ * promoted only once it has caught up. One promotion at a time. */
+static void maybePromote(struct node *n)
+{
+    struct raft *r = &n->raft;
+    if (raft_state(r) != RAFT_LEADER || n->promote_pending || n->closing) {
+        return;
+    }
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        if (r->configuration.servers[i].role != RAFT_SPARE) {
+            continue;
+        }
+        n->promote.data = n;
+        n->promote_id = r->configuration.servers[i].id;
+        if (raft_assign(r, &n->promote, n->promote_id, RAFT_VOTER, promoteCb) == 0) {
+            n->promote_pending = true;
+            nodeLog(n, "catching node %llu up before promoting it to voter",
+                    (unsigned long long)n->promote_id);
+        }
+        return;
+    }
 }
 
 /* A new leader must apply every entry of earlier terms before it serves reads:
@@ -292,6 +372,44 @@ static void closeCb(struct raft *r)
     uv_close((uv_handle_t *)&n->tick, NULL);
 }
 
+static void transferCb(struct raft_transfer *req)
+{
+    struct node *n = req->data;
+    raft_id leader = 0;
+    const char *addr = NULL;
+    raft_leader(&n->raft, &leader, &addr);
+    nodeLog(n, "leadership %s (leader now %llu)",
+            leader != 0 && leader != n->cfg.id ? "handed over" : "not handed over",
+            (unsigned long long)leader);
+    raft_close(&n->raft, closeCb);
+}
+
+/* Stop: a leader with other voters hands leadership over first, so the cluster does
+ * not wait an election timeout for a new one. */
+static void beginClose(struct node *n)
+{
+    struct raft *r = &n->raft;
+    if (n->closing) {
+        return;
+    }
+    n->closing = true;
+    if (raft_state(r) == RAFT_LEADER && !n->transfer_tried) {
+        unsigned voters = 0;
+        for (unsigned i = 0; i < r->configuration.n; i++) {
+            voters += r->configuration.servers[i].role == RAFT_VOTER;
+        }
+        n->transfer_tried = true;
+        if (voters > 1) {
+            n->transfer.data = n;
+            if (raft_transfer(r, &n->transfer, 0, transferCb) == 0) {
+                nodeLog(n, "stopping: handing leadership over");
+                return;
+            }
+        }
+    }
+    raft_close(r, closeCb);
+}
+
 static void drainQueue(uv_async_t *h)
 {
     struct node *n = h->data;
@@ -324,6 +442,25 @@ static void drainQueue(uv_async_t *h)
             } else {
                 n->applies++;
             }
+        } else if (op->type == OP_CHANGE) {
+            struct raft_change *req = &op->req.change.req;
+            req->data = op;
+            switch (op->req.change.kind) {
+                case NODE_ADD:
+                    rv = raft_add(&n->raft, req, op->req.change.id, op->req.change.address,
+                                  changeCb);
+                    break;
+                case NODE_ASSIGN:
+                    rv = raft_assign(&n->raft, req, op->req.change.id, op->req.change.role,
+                                     changeCb);
+                    break;
+                default:
+                    rv = raft_remove(&n->raft, req, op->req.change.id, changeCb);
+                    break;
+            }
+            if (rv != 0) {
+                opComplete(op, raftToCairn(rv), raft_errmsg(&n->raft));
+            }
         } else if (op->type == OP_CALL) {
             char msg[CAIRN_ERRMSG_SIZE] = "";
             rv = op->req.call.fn(op->req.call.arg, msg);
@@ -337,7 +474,7 @@ static void drainQueue(uv_async_t *h)
         }
     }
     if (stopping && !uv_is_closing((uv_handle_t *)&n->wake)) {
-        raft_close(&n->raft, closeCb);
+        beginClose(n);
     }
 }
 
@@ -345,6 +482,7 @@ static void tickCb(uv_timer_t *t)
 {
     struct node *n = t->data;
     maybeReadyBarrier(n);
+    maybePromote(n);
     publishInfo(n);
 }
 
@@ -372,6 +510,7 @@ static void *loopMain(void *arg)
         pthread_mutex_lock(&n->qmu);
         n->stopping = true;
         pthread_mutex_unlock(&n->qmu);
+        n->closing = true;
         raft_close(&n->raft, closeCb);
         uv_run(&n->loop, UV_RUN_DEFAULT);
         return NULL;
@@ -446,6 +585,8 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     n->fsm.log_data = cfg->log_data;
     n->fsm.restore = cfg->restore;
     n->fsm.restore_data = cfg->restore_data;
+    n->fsm.fetch = cfg->fetch;
+    n->fsm.fetch_data = cfg->fetch_data;
     rv = raft_init(&n->raft, &n->io, &n->raft_fsm, cfg->id, n->raft_addr);
     if (rv != 0) {
         errorf(errmsg, "raft init: %s", raft_errmsg(&n->raft));
@@ -454,13 +595,24 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     n->raft.data = n;
     raft_set_election_timeout(&n->raft, ELECTION_TIMEOUT_MS);
     raft_set_heartbeat_timeout(&n->raft, HEARTBEAT_TIMEOUT_MS);
+    /* A node that was cut off (or frozen) asks before it disrupts a working leader. */
+    raft_set_pre_vote(&n->raft, true);
     fsmSetLimits(&n->fsm, cfg->snapshot_threshold, cfg->snapshot_trailing, LOG_MEMORY_BUDGET);
 
-    /* First start: a one-voter cluster of this node. Later starts find the state on
-     * disk and libraft answers RAFT_CANTBOOTSTRAP, which is the normal case. */
+    /* First start: a one-voter cluster of this node, or the voters the nodes started
+     * together agreed on. Later starts find the state on disk and libraft answers
+     * RAFT_CANTBOOTSTRAP, which is the normal case. */
+    rv = 0;
     raft_configuration_init(&conf);
-    rv = raft_configuration_add(&conf, cfg->id, n->raft_addr, RAFT_VOTER);
-    if (rv == 0) {
+    if (cfg->boot == NODE_BOOT_SELF) {
+        rv = raft_configuration_add(&conf, cfg->id, n->raft_addr, RAFT_VOTER);
+    } else if (cfg->boot == NODE_BOOT_SERVERS) {
+        for (unsigned i = 0; i < cfg->n_servers && rv == 0; i++) {
+            rv = raft_configuration_add(&conf, cfg->servers[i].id, cfg->servers[i].address,
+                                        RAFT_VOTER);
+        }
+    }
+    if (rv == 0 && cfg->boot != NODE_BOOT_NONE) {
         rv = raft_bootstrap(&n->raft, &conf);
     }
     raft_configuration_close(&conf);
@@ -486,7 +638,7 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
         deadline.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&n->imu);
-    while (!n->start_done) {
+    while (!n->start_done || (n->start_rv == 0 && !n->published)) {
         pthread_cond_wait(&n->icond, &n->imu);
     }
     rv = n->start_rv;
@@ -497,7 +649,7 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
         rv = raftToCairn(rv);
         goto err_after_thread;
     }
-    while (!n->info.ready) {
+    while (cfg->wait_ready && !n->info.ready && n->info.voters <= 1) {
         if (pthread_cond_timedwait(&n->icond, &n->imu, &deadline) == ETIMEDOUT) {
             break;
         }
@@ -633,6 +785,19 @@ int nodeCall(struct node *n, int (*fn)(void *arg, char *errmsg), void *arg, char
     op.type = OP_CALL;
     op.req.call.fn = fn;
     op.req.call.arg = arg;
+    return submit(n, &op, errmsg);
+}
+
+int nodeChange(struct node *n, enum node_change kind, uint64_t id, const char *address,
+               int role, char *errmsg)
+{
+    struct op op;
+    memset(&op, 0, sizeof op);
+    op.type = OP_CHANGE;
+    op.req.change.kind = kind;
+    op.req.change.id = id;
+    op.req.change.address = address;
+    op.req.change.role = role;
     return submit(n, &op, errmsg);
 }
 

@@ -22,6 +22,22 @@
 
 struct node;
 
+/* How a node's first start forms its Raft configuration (later starts find it on disk). */
+enum node_boot {
+    NODE_BOOT_SELF = 0, /* a one-voter cluster of this node */
+    NODE_BOOT_NONE,     /* nothing: the node waits to be added by a cluster's leader */
+    NODE_BOOT_SERVERS   /* the given voters, the same list on every node started together */
+};
+
+/* One server of the Raft configuration. */
+struct node_server {
+    uint64_t id;
+    char address[128];
+    int role; /* RAFT_VOTER, RAFT_STANDBY, RAFT_SPARE */
+};
+
+#define NODE_MAX_SERVERS 16
+
 struct node_config {
     uint64_t id;
     const char *raft_addr; /* NULL: local transport, single node without network */
@@ -34,6 +50,15 @@ struct node_config {
     /* Applies a BATCH_RESTORE command (see fsm.h); loop thread. */
     fsm_restore_fn restore;
     void *restore_data;
+    /* Fetches a snapshot's backup chain that is not in snap_dir; loop thread. */
+    fsm_fetch_fn fetch;
+    void *fetch_data;
+    enum node_boot boot;
+    const struct node_server *servers; /* NODE_BOOT_SERVERS */
+    unsigned n_servers;
+    /* Wait in nodeStart until the node is ready (a single node leads at once); a
+     * cluster member returns as soon as Raft runs. */
+    bool wait_ready;
 };
 
 /* Start the node over an open store and wait until it is leader with every
@@ -64,6 +89,13 @@ int nodeCall(struct node *n, int (*fn)(void *arg, char *errmsg), void *arg, char
  * written; *index receives its index. Any thread but the loop's. */
 int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg);
 
+/* Membership changes, on the leader (others get CAIRN_ENOTLEADER). Each waits until the
+ * change is committed. ADD puts the server in as a spare; the leader's tick promotes
+ * spares to voters once they have caught up (libraft's catch-up rounds). */
+enum node_change { NODE_ADD = 1, NODE_ASSIGN, NODE_REMOVE };
+int nodeChange(struct node *n, enum node_change kind, uint64_t id, const char *address,
+               int role, char *errmsg);
+
 struct node_info {
     uint64_t id;
     char address[128];
@@ -79,6 +111,8 @@ struct node_info {
     uint64_t applies;
     bool ready; /* leader known and this node's log applied up to its term's start */
     unsigned voters;
+    unsigned n_servers; /* the configuration as this node knows it */
+    struct node_server servers[NODE_MAX_SERVERS];
 };
 
 /* A copy of the latest figures, refreshed by the loop thread. Any thread. */

@@ -934,7 +934,13 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
         if (!txn) {
             internalStep(s, s->st_save);
         }
-        rc = runStmt(s->writer, &s->wcache, &b->stmts[i], read_only, rs);
+        if (b->flags & BATCH_META) {
+            s->internal = true;
+            rc = runStmt(s->writer, NULL, &b->stmts[i], read_only, rs);
+            s->internal = false;
+        } else {
+            rc = runStmt(s->writer, &s->wcache, &b->stmts[i], read_only, rs);
+        }
         if (sqlite3_get_autocommit(s->writer)) {
             /* The statement's error rolled back the whole transaction (SQLite does so
              * for some I/O and ROLLBACK-resolution errors): everything before it in
@@ -1095,6 +1101,36 @@ int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out
     }
     *out = res;
     return 0;
+}
+
+int storeMetaGet(struct store *s, const char *key, char *out, size_t n, char *errmsg)
+{
+    struct reader *r;
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int rv = readerGet(s, &r, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    rc = sqlite3_prepare_v2(r->db, "SELECT value FROM " META_TABLE " WHERE key=?1", -1, &st,
+                            NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+    }
+    if (rc == SQLITE_ROW) {
+        const unsigned char *v = sqlite3_column_text(st, 0);
+        snprintf(out, n, "%s", v ? (const char *)v : "");
+        rv = 0;
+    } else if (rc == SQLITE_DONE) {
+        errorf(errmsg, "no %s in %s", key, s->path);
+        rv = CAIRN_ENOTFOUND;
+    } else {
+        rv = sqlErr(r->db, rc, "read metadata", s->path, errmsg);
+    }
+    sqlite3_finalize(st);
+    readerPut(s, r);
+    return rv;
 }
 
 void storeSetRepo(struct store *s, const char *repo)

@@ -107,4 +107,8 @@ struct store_stats {
 void storeStats(struct store *s, struct store_stats *st);
 const char *storePath(struct store *s);
 
+/* Read one value of cairn's metadata table (the node directory keeps "node:ID:api");
+ * CAIRN_ENOTFOUND when the key is absent. Any thread (a reader connection). */
+int storeMetaGet(struct store *s, const char *key, char *out, size_t n, char *errmsg);
+
 #endif

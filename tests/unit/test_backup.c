@@ -641,7 +641,7 @@ static void test_unknown_id(void **state)
                      CAIRN_ENOTFOUND);
     assert_non_null(strstr(errmsg, "20260101T000000000Z-0000-0000"));
     assert_int_equal(backupVerify(f->repo, "nope", false, NULL, NULL, errmsg), CAIRN_ENOTFOUND);
-    assert_int_equal(repoFind(f->repo, "../x", &info, errmsg), CAIRN_ENOTFOUND);
+    assert_int_equal(repoFind(f->repo, "../cairn-no-such-backup.cbk", &info, errmsg), CAIRN_ENOTFOUND);
     assert_int_equal(repoFind(f->repo, "/no/such/file.cbk", &info, errmsg), CAIRN_ENOTFOUND);
     assert_false(exists(out));
     /* A file renamed by hand is still found by its id. */

@@ -1,0 +1,934 @@
+/* Clusters: discovery, joining, the node directory, fetching files from peers (see
+ * cluster.h). HTTP to peers goes through libcurl, one easy handle per request. */
+#define _GNU_SOURCE
+#include "cluster.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <raft.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backup.h"
+#include "db.h"
+#include "error.h"
+#include "store.h"
+
+/* How long a node started with --join or --bootstrap-expect keeps asking its peers. */
+#define DISCOVERY_TIMEOUT_MS (300 * 1000)
+#define JOIN_TIMEOUT_MS (120 * 1000)
+#define POLL_MS 200
+/* A file fetched from a peer (a snapshot or backup of any size). */
+#define FETCH_TIMEOUT_MS (30 * 60 * 1000)
+
+static pthread_once_t curlOnce = PTHREAD_ONCE_INIT;
+
+static void curlInit(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static int64_t monoMs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void pauseMs(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL); /* retry pacing between attempts to reach a peer */
+}
+
+static void clusterLog(struct cairn *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void clusterLog(struct cairn *db, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    if (db->cfg.log == NULL) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    db->cfg.log(db->cfg.log_data, line);
+}
+
+void clusterUrl(const char *addr, char *out, size_t n)
+{
+    size_t len;
+    if (strncmp(addr, "http://", 7) == 0) {
+        snprintf(out, n, "%s", addr);
+    } else {
+        snprintf(out, n, "http://%s", addr);
+    }
+    len = strlen(out);
+    while (len > 7 && out[len - 1] == '/') {
+        out[--len] = '\0';
+    }
+}
+
+/* ---- HTTP to peers ------------------------------------------------------------------ */
+
+static size_t collectBody(char *p, size_t size, size_t nmemb, void *arg)
+{
+    struct buf *b = arg;
+    if (b != NULL) {
+        bufPut(b, p, size * nmemb);
+        if (b->oom) {
+            return 0;
+        }
+    }
+    return size * nmemb;
+}
+
+static size_t writeFd(char *p, size_t size, size_t nmemb, void *arg)
+{
+    int fd = *(int *)arg;
+    size_t left = size * nmemb;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return 0;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    return size * nmemb;
+}
+
+static size_t readFd(char *p, size_t size, size_t nmemb, void *arg)
+{
+    int fd = *(int *)arg;
+    ssize_t r;
+    do {
+        r = read(fd, p, size * nmemb);
+    } while (r < 0 && errno == EINTR);
+    return r < 0 ? CURL_READFUNC_ABORT : (size_t)r;
+}
+
+static int perform(CURL *h, const char *method, const char *url, long timeout_ms, long *status,
+                   bool *connect_failed, char *errmsg)
+{
+    char cerr[CURL_ERROR_SIZE] = "";
+    CURLcode rc;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
+    rc = curl_easy_perform(h);
+    if (connect_failed != NULL) {
+        double connect_time = 0;
+        curl_easy_getinfo(h, CURLINFO_CONNECT_TIME, &connect_time);
+        /* Not connected: the peer never saw the request, so it may go elsewhere. */
+        *connect_failed = rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+                          (rc == CURLE_OPERATION_TIMEDOUT && connect_time == 0);
+    }
+    if (rc != CURLE_OK) {
+        errorf(errmsg, "%s %s: %s", method, url, cerr[0] ? cerr : curl_easy_strerror(rc));
+        return CAIRN_EIO;
+    }
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+    return 0;
+}
+
+int clusterHttp(const char *method, const char *url, const char *body, size_t len, int body_fd,
+                long timeout_ms, long *status, struct buf *out, char *content_type,
+                size_t ct_size, bool *connect_failed, char *errmsg)
+{
+    struct curl_slist *hdrs = NULL;
+    CURL *h;
+    int rv;
+
+    pthread_once(&curlOnce, curlInit);
+    *status = 0;
+    if (connect_failed != NULL) {
+        *connect_failed = false;
+    }
+    h = curl_easy_init();
+    if (h == NULL) {
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    /* A request a node forwards is served where it arrives, never forwarded again. */
+    hdrs = curl_slist_append(hdrs, "X-Cairn-Forwarded: 1");
+    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    if (body_fd >= 0) {
+        struct stat st;
+        if (fstat(body_fd, &st) == 0) {
+            lseek(body_fd, 0, SEEK_SET);
+            curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+            curl_easy_setopt(h, CURLOPT_READFUNCTION, readFd);
+            curl_easy_setopt(h, CURLOPT_READDATA, &body_fd);
+            curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
+        }
+    } else if (body != NULL) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collectBody);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    rv = perform(h, method, url, timeout_ms, status, connect_failed, errmsg);
+    if (rv == 0 && content_type != NULL) {
+        char *ct = NULL;
+        curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
+        snprintf(content_type, ct_size, "%s", ct ? ct : "application/json");
+    }
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    return rv;
+}
+
+/* GET url into path (created; removed again on failure). */
+static int download(const char *url, const char *path, char *errmsg)
+{
+    CURL *h;
+    long status = 0;
+    int fd;
+    int rv;
+
+    pthread_once(&curlOnce, curlInit);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        errorf(errmsg, "cannot create %s: %s", path, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    h = curl_easy_init();
+    if (h == NULL) {
+        close(fd);
+        unlink(path);
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, writeFd);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &fd);
+    curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
+    rv = perform(h, "GET", url, FETCH_TIMEOUT_MS, &status, NULL, errmsg);
+    curl_easy_cleanup(h);
+    if (rv == 0 && fsync(fd) != 0) {
+        errorf(errmsg, "cannot write %s: %s", path, strerror(errno));
+        rv = errorFromErrno(errno);
+    }
+    close(fd);
+    if (rv != 0) {
+        unlink(path);
+    }
+    return rv;
+}
+
+/* ---- the node directory ------------------------------------------------------------- */
+
+int clusterApiUrl(struct cairn *db, uint64_t id, char *out, size_t n)
+{
+    char key[64];
+    char value[160];
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    if (id == db->cfg.node_id && db->http_addr[0] != '\0') {
+        clusterUrl(db->http_addr, out, n);
+        return 0;
+    }
+    snprintf(key, sizeof key, "node:%llu:api", (unsigned long long)id);
+    if (storeMetaGet(db->store, key, value, sizeof value, errmsg) != 0 || value[0] == '\0') {
+        return CAIRN_ENOTFOUND;
+    }
+    clusterUrl(value, out, n);
+    return 0;
+}
+
+/* Write (api != NULL) or delete node id's address through the log. */
+static int recordApi(struct cairn *db, uint64_t id, const char *api, char *errmsg)
+{
+    struct batch b;
+    struct cairn_result *res = NULL;
+    struct stmt st;
+    struct param p[2];
+    char key[64];
+    int rv;
+
+    snprintf(key, sizeof key, "node:%llu:api", (unsigned long long)id);
+    memset(&b, 0, sizeof b);
+    memset(&st, 0, sizeof st);
+    memset(p, 0, sizeof p);
+    p[0].type = CAIRN_TEXT;
+    p[0].s = key;
+    p[0].n = strlen(key);
+    if (api != NULL) {
+        st.sql = "INSERT OR REPLACE INTO _cairn_meta(key, value) VALUES(?1, ?2)";
+        p[1].type = CAIRN_TEXT;
+        p[1].s = api;
+        p[1].n = strlen(api);
+        st.nparams = 2;
+    } else {
+        st.sql = "DELETE FROM _cairn_meta WHERE key=?1";
+        st.nparams = 1;
+    }
+    st.sql_len = strlen(st.sql);
+    st.params = p;
+    b.kind = BATCH_EXECUTE;
+    b.flags = BATCH_META;
+    b.stmts = &st;
+    b.n = 1;
+    rv = dbPropose(db, &b, &res, errmsg);
+    if (rv == 0 && res != NULL && res->n > 0 && res->stmts[0].error != NULL) {
+        errorf(errmsg, "recording node %llu's address: %s", (unsigned long long)id,
+               res->stmts[0].error);
+        rv = CAIRN_EIO;
+    }
+    cairn_result_free(res);
+    return rv;
+}
+
+/* ---- forming a cluster -------------------------------------------------------------- */
+
+static bool raftStateExists(struct cairn *db)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/metadata1", db->raft_dir);
+    if (access(path, F_OK) == 0) {
+        return true;
+    }
+    snprintf(path, sizeof path, "%s/metadata2", db->raft_dir);
+    return access(path, F_OK) == 0;
+}
+
+static int serverCmp(const void *a, const void *b)
+{
+    const struct node_server *x = a;
+    const struct node_server *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Read a "bootstrap" or "servers" array of {"id":..,"addr":..}. */
+static unsigned readServers(json_t *arr, struct node_server *out, unsigned max)
+{
+    unsigned n = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        json_t *id = json_object_get(v, "id");
+        json_t *addr = json_object_get(v, "addr");
+        if (n < max && json_is_integer(id) && json_is_string(addr)) {
+            out[n].id = (uint64_t)json_integer_value(id);
+            out[n].role = RAFT_VOTER;
+            snprintf(out[n].address, sizeof out[n].address, "%s", json_string_value(addr));
+            n++;
+        }
+    }
+    return n;
+}
+
+int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *servers,
+                   unsigned *n_servers, char *errmsg)
+{
+    int64_t deadline;
+    int64_t next_log = 0;
+
+    *n_servers = 0;
+    if (db->n_join == 0) {
+        *boot = NODE_BOOT_SELF;
+        return 0;
+    }
+    *boot = NODE_BOOT_NONE;
+    if (db->bootstrap_expect == 0 || raftStateExists(db)) {
+        return 0; /* join (or rejoin from what is on disk) */
+    }
+    deadline = monoMs() + DISCOVERY_TIMEOUT_MS;
+    for (;;) {
+        struct node_server found[NODE_MAX_SERVERS];
+        unsigned n = 0;
+        found[n].id = db->cfg.node_id;
+        found[n].role = RAFT_VOTER;
+        snprintf(found[n].address, sizeof found[n].address, "%s", db->cfg.raft_addr);
+        n++;
+        for (unsigned j = 0; j < db->n_join; j++) {
+            char url[200];
+            struct buf body;
+            long status = 0;
+            json_t *root;
+            json_t *id;
+            json_t *addr;
+            char msg[CAIRN_ERRMSG_SIZE];
+            snprintf(url, sizeof url, "%s/cluster/identity", db->join[j]);
+            bufInit(&body);
+            if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, msg) !=
+                    0 ||
+                status != 200) {
+                bufFree(&body);
+                continue;
+            }
+            root = json_loadb(body.p ? body.p : "", body.len, 0, NULL);
+            bufFree(&body);
+            id = json_object_get(root, "id");
+            addr = json_object_get(root, "raft_addr");
+            if (!json_is_integer(id) || !json_is_string(addr)) {
+                json_decref(root);
+                continue;
+            }
+            {
+                /* A peer that has bootstrapped already: use its list if it names this
+                 * node, else the cluster exists and this node joins it. */
+                struct node_server list[NODE_MAX_SERVERS];
+                unsigned ln = readServers(json_object_get(root, "bootstrap"), list,
+                                          NODE_MAX_SERVERS);
+                bool running = json_is_true(json_object_get(root, "running"));
+                for (unsigned k = 0; k < ln; k++) {
+                    if (list[k].id == db->cfg.node_id) {
+                        memcpy(servers, list, ln * sizeof *list);
+                        *n_servers = ln;
+                        *boot = NODE_BOOT_SERVERS;
+                        json_decref(root);
+                        return 0;
+                    }
+                }
+                if (running) {
+                    clusterLog(db, "%s is part of a running cluster: joining it", db->join[j]);
+                    json_decref(root);
+                    return 0;
+                }
+            }
+            if ((uint64_t)json_integer_value(id) == db->cfg.node_id) {
+                if (strcmp(json_string_value(addr), db->cfg.raft_addr) != 0) {
+                    errorf(errmsg, "%s is node %llu too (raft address %s): every node needs its "
+                                   "own --node-id",
+                           db->join[j], (unsigned long long)db->cfg.node_id,
+                           json_string_value(addr));
+                    json_decref(root);
+                    return CAIRN_EEXIST;
+                }
+                json_decref(root);
+                continue; /* this node itself, listed in --join */
+            }
+            {
+                bool dup = false;
+                for (unsigned k = 0; k < n; k++) {
+                    if (found[k].id == (uint64_t)json_integer_value(id)) {
+                        dup = true;
+                        if (strcmp(found[k].address, json_string_value(addr)) != 0) {
+                            errorf(errmsg, "two nodes claim id %llu (raft addresses %s and %s)",
+                                   (unsigned long long)found[k].id, found[k].address,
+                                   json_string_value(addr));
+                            json_decref(root);
+                            return CAIRN_EEXIST;
+                        }
+                    }
+                }
+                if (!dup && n < NODE_MAX_SERVERS) {
+                    found[n].id = (uint64_t)json_integer_value(id);
+                    found[n].role = RAFT_VOTER;
+                    snprintf(found[n].address, sizeof found[n].address, "%s",
+                             json_string_value(addr));
+                    n++;
+                }
+            }
+            json_decref(root);
+        }
+        if (n >= db->bootstrap_expect) {
+            qsort(found, n, sizeof *found, serverCmp);
+            memcpy(servers, found, n * sizeof *found);
+            *n_servers = n;
+            *boot = NODE_BOOT_SERVERS;
+            clusterLog(db, "found %u nodes: bootstrapping the cluster", n);
+            return 0;
+        }
+        if (monoMs() >= next_log) {
+            clusterLog(db, "waiting for %u nodes to start (%u found so far)",
+                       db->bootstrap_expect, n);
+            next_log = monoMs() + 5000;
+        }
+        if (monoMs() > deadline) {
+            errorf(errmsg, "found only %u of the %u nodes --bootstrap-expect asks for within %d s",
+                   n, db->bootstrap_expect, DISCOVERY_TIMEOUT_MS / 1000);
+            return CAIRN_ETIMEOUT;
+        }
+        pauseMs(POLL_MS);
+    }
+}
+
+static bool isMember(struct cairn *db)
+{
+    struct node_info ni;
+    nodeInfo(db->node, &ni);
+    for (unsigned i = 0; i < ni.n_servers; i++) {
+        if (ni.servers[i].id == db->cfg.node_id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void joinBody(struct cairn *db, struct buf *b)
+{
+    char api[200];
+    clusterUrl(db->http_addr, api, sizeof api);
+    bufPrintf(b, "{\"id\":%llu,\"addr\":", (unsigned long long)db->cfg.node_id);
+    bufJsonString(b, db->cfg.raft_addr, strlen(db->cfg.raft_addr));
+    bufPuts(b, ",\"api_addr\":");
+    bufJsonString(b, api, strlen(api));
+    bufPuts(b, ",\"voter\":true}");
+}
+
+/* The "error" of a JSON answer, or the body itself. */
+static void answerError(const struct buf *body, char *out, size_t n)
+{
+    json_t *root = json_loadb(body->p ? body->p : "", body->len, 0, NULL);
+    json_t *e = json_object_get(root, "error");
+    if (json_is_string(e)) {
+        snprintf(out, n, "%s", json_string_value(e));
+    } else {
+        snprintf(out, n, "%.*s", (int)(body->len > 300 ? 300 : body->len),
+                 body->p ? body->p : "");
+    }
+    json_decref(root);
+}
+
+int clusterJoin(struct cairn *db, char *errmsg)
+{
+    int64_t deadline = monoMs() + JOIN_TIMEOUT_MS;
+    char last[CAIRN_ERRMSG_SIZE] = "no peer answered";
+    struct buf req;
+
+    if (db->n_join == 0 || isMember(db)) {
+        return 0;
+    }
+    if (db->cfg.raft_addr == NULL || db->http_addr[0] == '\0') {
+        errorf(errmsg, "joining a cluster needs a raft address and an HTTP address");
+        return CAIRN_EINVAL;
+    }
+    bufInit(&req);
+    joinBody(db, &req);
+    while (!isMember(db)) {
+        char own[200];
+        clusterUrl(db->http_addr, own, sizeof own);
+        for (unsigned j = 0; j < db->n_join; j++) {
+            char url[200];
+            if (strcmp(db->join[j], own) == 0) {
+                continue; /* this node itself, listed with the others */
+            }
+            struct buf body;
+            long status = 0;
+            char msg[CAIRN_ERRMSG_SIZE];
+            snprintf(url, sizeof url, "%s/join", db->join[j]);
+            bufInit(&body);
+            if (clusterHttp("POST", url, req.p, req.len, -1, 60000, &status, &body, NULL, 0, NULL,
+                            msg) != 0) {
+                snprintf(last, sizeof last, "%s", msg);
+                bufFree(&body);
+                continue;
+            }
+            if (status == 200) {
+                bufFree(&body);
+                bufFree(&req);
+                clusterLog(db, "joined the cluster through %s", db->join[j]);
+                return 0;
+            }
+            answerError(&body, msg, sizeof msg);
+            bufFree(&body);
+            if (status == 400 || status == 404 || status == 409) {
+                errorf(errmsg, "%s refused to add node %llu: %s", db->join[j],
+                       (unsigned long long)db->cfg.node_id, msg);
+                bufFree(&req);
+                return status == 409 ? CAIRN_EEXIST : CAIRN_EINVAL;
+            }
+            snprintf(last, sizeof last, "%s answered %ld: %s", db->join[j], status, msg);
+        }
+        if (monoMs() > deadline) {
+            errorf(errmsg, "could not join the cluster within %d s: %s", JOIN_TIMEOUT_MS / 1000,
+                   last);
+            bufFree(&req);
+            return CAIRN_ETIMEOUT;
+        }
+        pauseMs(500);
+    }
+    bufFree(&req);
+    return 0;
+}
+
+/* Can this node open a TCP connection to addr ("host:port") within timeout_ms? */
+static int reachable(const char *addr, int timeout_ms, char *errmsg)
+{
+    struct sockaddr_in sa;
+    char host[128];
+    const char *colon = strrchr(addr, ':');
+    struct pollfd pfd;
+    int fd;
+    int err = 0;
+    socklen_t len = sizeof err;
+
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof host || colon[1] == '\0') {
+        errorf(errmsg, "raft address \"%s\" must be HOST:PORT", addr);
+        return CAIRN_EINVAL;
+    }
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)atoi(colon + 1));
+    if (strcmp(host, "localhost") == 0) {
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        return 0; /* a host name: libraft's transport resolves it */
+    }
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return 0;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
+        err = errno;
+    } else {
+        pfd.fd = fd;
+        pfd.events = POLLOUT;
+        if (poll(&pfd, 1, timeout_ms) != 1) {
+            err = ETIMEDOUT;
+        } else {
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        }
+    }
+    close(fd);
+    if (err != 0) {
+        errorf(errmsg, "cannot reach raft address %s from node %s: %s", addr, "the leader",
+               strerror(err));
+        return CAIRN_EINVAL;
+    }
+    return 0;
+}
+
+int clusterAdd(struct cairn *db, uint64_t id, const char *raft, const char *api, bool voter,
+               char *errmsg)
+{
+    struct node_info ni;
+    int64_t deadline;
+    int rv;
+
+    nodeInfo(db->node, &ni);
+    if (ni.state != RAFT_LEADER) {
+        errorf(errmsg, "node %llu is not the leader", (unsigned long long)db->cfg.node_id);
+        return CAIRN_ENOTLEADER;
+    }
+    for (unsigned i = 0; i < ni.n_servers; i++) {
+        if (ni.servers[i].id == id) {
+            if (strcmp(ni.servers[i].address, raft) != 0) {
+                errorf(errmsg, "node id %llu is already in the cluster, with raft address %s: "
+                               "give the new node another --node-id",
+                       (unsigned long long)id, ni.servers[i].address);
+                return CAIRN_EEXIST;
+            }
+            /* Already a member (a restart, or its own announcement): only the address. */
+            char cur[200];
+            if (clusterApiUrl(db, id, cur, sizeof cur) == 0 && strcmp(cur, api) == 0) {
+                return 0;
+            }
+            return recordApi(db, id, api, errmsg);
+        }
+        if (strcmp(ni.servers[i].address, raft) == 0) {
+            errorf(errmsg, "raft address %s is node %llu's already", raft,
+                   (unsigned long long)ni.servers[i].id);
+            return CAIRN_EEXIST;
+        }
+    }
+    if (ni.n_servers >= NODE_MAX_SERVERS) {
+        errorf(errmsg, "the cluster has %u nodes, the most cairn supports", ni.n_servers);
+        return CAIRN_EINVAL;
+    }
+    if ((rv = reachable(raft, 2000, errmsg)) != 0) {
+        return rv;
+    }
+    /* The address first: the new node's snapshot (and every later one) carries it. */
+    if ((rv = recordApi(db, id, api, errmsg)) != 0) {
+        return rv;
+    }
+    deadline = monoMs() + 30000;
+    while ((rv = nodeChange(db->node, NODE_ADD, id, raft, 0, errmsg)) == CAIRN_EBUSY &&
+           monoMs() < deadline) {
+        pauseMs(100); /* another membership change is committing */
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    clusterLog(db, "node %llu (raft %s, HTTP %s) added; promoted to %s once caught up",
+               (unsigned long long)id, raft, api, voter ? "voter" : "standby");
+    if (!voter) {
+        deadline = monoMs() + 30000;
+        while ((rv = nodeChange(db->node, NODE_ASSIGN, id, NULL, RAFT_STANDBY, errmsg)) ==
+                   CAIRN_EBUSY &&
+               monoMs() < deadline) {
+            pauseMs(100);
+        }
+    }
+    return rv;
+}
+
+int clusterRemove(struct cairn *db, uint64_t id, char *errmsg)
+{
+    struct node_info ni;
+    bool known = false;
+    int64_t deadline;
+    int rv;
+
+    nodeInfo(db->node, &ni);
+    for (unsigned i = 0; i < ni.n_servers; i++) {
+        known = known || ni.servers[i].id == id;
+    }
+    if (!known) {
+        errorf(errmsg, "node %llu is not in the cluster", (unsigned long long)id);
+        return CAIRN_ENOTFOUND;
+    }
+    if (ni.state != RAFT_LEADER) {
+        errorf(errmsg, "node %llu is not the leader", (unsigned long long)db->cfg.node_id);
+        return CAIRN_ENOTLEADER;
+    }
+    if (id == db->cfg.node_id) {
+        errorf(errmsg, "node %llu is the leader: remove it through another node after it hands "
+                       "leadership over (stop it with SIGTERM)",
+               (unsigned long long)id);
+        return CAIRN_EINVAL;
+    }
+    deadline = monoMs() + 30000;
+    while ((rv = nodeChange(db->node, NODE_REMOVE, id, NULL, 0, errmsg)) == CAIRN_EBUSY &&
+           monoMs() < deadline) {
+        pauseMs(100);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    clusterLog(db, "node %llu removed from the cluster", (unsigned long long)id);
+    return recordApi(db, id, NULL, errmsg);
+}
+
+/* ---- files from peers --------------------------------------------------------------- */
+
+/* Fetch the chain ending at id from one peer. */
+static int fetchFrom(const char *base, const char *dir, const char *kind, const char *id,
+                     char *errmsg)
+{
+    char cur[BACKUP_ID_SIZE];
+    unsigned files = 0;
+    snprintf(cur, sizeof cur, "%s", id);
+    for (;;) {
+        struct backup_info info;
+        char url[PATH_MAX];
+        char tmp[PATH_MAX];
+        char path[PATH_MAX];
+        char msg[CAIRN_ERRMSG_SIZE];
+        int rv;
+        if (repoFind(dir, cur, &info, msg) != 0) {
+            snprintf(url, sizeof url, "%s/admin/%s/%s/file", base, kind, cur);
+            snprintf(tmp, sizeof tmp, "%s/.%s.cbk.fetch", dir, cur);
+            snprintf(path, sizeof path, "%s/%s.cbk", dir, cur);
+            if ((rv = download(url, tmp, errmsg)) != 0) {
+                return rv;
+            }
+            if (rename(tmp, path) != 0) {
+                errorf(errmsg, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+                unlink(tmp);
+                return errorFromErrno(errno);
+            }
+            if ((rv = syncParentDir(path, errmsg)) != 0 ||
+                (rv = repoFind(dir, cur, &info, errmsg)) != 0) {
+                return rv;
+            }
+            files++;
+        }
+        if (info.parent_id[0] == '\0') {
+            return 0;
+        }
+        if (files > 64) {
+            errorf(errmsg, "backup chain of %s is longer than 64 files", id);
+            return CAIRN_ECORRUPT;
+        }
+        snprintf(cur, sizeof cur, "%s", info.parent_id);
+    }
+}
+
+int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char *id,
+                 char *errmsg)
+{
+    struct node_info ni;
+    uint64_t order[NODE_MAX_SERVERS + 1];
+    unsigned n = 0;
+    char last[CAIRN_ERRMSG_SIZE] = "no other node is known";
+
+    nodeInfo(db->node, &ni);
+    if (ni.leader_id != 0 && ni.leader_id != db->cfg.node_id) {
+        order[n++] = ni.leader_id;
+    }
+    for (unsigned i = 0; i < ni.n_servers; i++) {
+        if (ni.servers[i].id != db->cfg.node_id && ni.servers[i].id != ni.leader_id) {
+            order[n++] = ni.servers[i].id;
+        }
+    }
+    for (unsigned i = 0; i < n; i++) {
+        char base[200];
+        char msg[CAIRN_ERRMSG_SIZE];
+        if (clusterApiUrl(db, order[i], base, sizeof base) != 0) {
+            continue;
+        }
+        if (fetchFrom(base, dir, kind, id, msg) == 0) {
+            clusterLog(db, "fetched %s %s and its chain from node %llu", kind, id,
+                       (unsigned long long)order[i]);
+            return 0;
+        }
+        snprintf(last, sizeof last, "%s", msg);
+    }
+    /* A new node's directory is empty until its first snapshot: ask the --join peers. */
+    for (unsigned j = 0; j < db->n_join; j++) {
+        char msg[CAIRN_ERRMSG_SIZE];
+        if (fetchFrom(db->join[j], dir, kind, id, msg) == 0) {
+            clusterLog(db, "fetched %s %s and its chain from %s", kind, id, db->join[j]);
+            return 0;
+        }
+        snprintf(last, sizeof last, "%s", msg);
+    }
+    errorf(errmsg, "no node could send %s %s: %s", kind, id, last);
+    return CAIRN_ENOTFOUND;
+}
+
+int clusterFetchSnapshot(void *data, const char *dir, const char *id, char *errmsg)
+{
+    return clusterFetch(data, dir, "snapshots", id, errmsg);
+}
+
+/* ---- the announcer ------------------------------------------------------------------ */
+
+static bool waitStop(struct cairn *db, unsigned ms)
+{
+    struct timespec deadline;
+    bool stop;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += ms / 1000;
+    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&db->amu);
+    while (!db->stopping) {
+        if (pthread_cond_timedwait(&db->acond, &db->amu, &deadline) == ETIMEDOUT) {
+            break;
+        }
+    }
+    stop = db->stopping;
+    pthread_mutex_unlock(&db->amu);
+    return stop;
+}
+
+/* One round: true when the directory holds this node's address. */
+static bool announceOnce(struct cairn *db)
+{
+    struct node_info ni;
+    char own[200];
+    char cur[200];
+    char key[64];
+    char msg[CAIRN_ERRMSG_SIZE];
+
+    nodeInfo(db->node, &ni);
+    if (ni.n_servers < 2 || ni.leader_id == 0 || !isMember(db)) {
+        return ni.n_servers < 2 && ni.n_servers > 0; /* a single node needs no directory */
+    }
+    clusterUrl(db->http_addr, own, sizeof own);
+    snprintf(key, sizeof key, "node:%llu:api", (unsigned long long)db->cfg.node_id);
+    if (storeMetaGet(db->store, key, cur, sizeof cur, msg) == 0 && strcmp(cur, own) == 0) {
+        return true;
+    }
+    if (ni.leader_id == db->cfg.node_id) {
+        if (recordApi(db, db->cfg.node_id, own, msg) != 0) {
+            clusterLog(db, "recording this node's HTTP address: %s", msg);
+            return false;
+        }
+        return true;
+    }
+    {
+        char url[200];
+        struct buf req;
+        long status = 0;
+        if (clusterApiUrl(db, ni.leader_id, url, sizeof url) != 0) {
+            return false; /* the leader announces itself first */
+        }
+        snprintf(url + strlen(url), sizeof url - strlen(url), "/join");
+        bufInit(&req);
+        joinBody(db, &req);
+        if (clusterHttp("POST", url, req.p, req.len, -1, 10000, &status, NULL, NULL, 0, NULL,
+                        msg) == 0 &&
+            status == 200) {
+            bufFree(&req);
+            return true;
+        }
+        bufFree(&req);
+        return false;
+    }
+}
+
+static void *announcerMain(void *arg)
+{
+    struct cairn *db = arg;
+    unsigned wait = 200;
+    do {
+        wait = announceOnce(db) ? 2000 : 250;
+    } while (!waitStop(db, wait));
+    return NULL;
+}
+
+int clusterAnnouncerStart(struct cairn *db, char *errmsg)
+{
+    int rv;
+    if (db->http_addr[0] == '\0' || db->cfg.raft_addr == NULL) {
+        return 0;
+    }
+    rv = pthread_create(&db->announcer, NULL, announcerMain, db);
+    if (rv != 0) {
+        errorf(errmsg, "cannot start the announcer thread: %s", strerror(rv));
+        return CAIRN_ENOMEM;
+    }
+    db->announcer_started = true;
+    return 0;
+}
+
+void clusterAnnouncerStop(struct cairn *db)
+{
+    if (!db->announcer_started) {
+        return;
+    }
+    pthread_mutex_lock(&db->amu);
+    db->stopping = true;
+    pthread_cond_broadcast(&db->acond);
+    pthread_mutex_unlock(&db->amu);
+    pthread_join(db->announcer, NULL);
+    db->announcer_started = false;
+}
+
+void clusterIdentityJson(struct cairn *db, struct buf *b)
+{
+    char api[200];
+    clusterUrl(db->http_addr, api, sizeof api);
+    bufPrintf(b, "{\"id\":%llu,\"raft_addr\":", (unsigned long long)db->cfg.node_id);
+    bufJsonString(b, db->cfg.raft_addr ? db->cfg.raft_addr : "",
+                  db->cfg.raft_addr ? strlen(db->cfg.raft_addr) : 0);
+    bufPuts(b, ",\"api_addr\":");
+    bufJsonString(b, api, strlen(api));
+    bufPrintf(b, ",\"running\":%s,\"bootstrap\":[", atomic_load(&db->running) ? "true" : "false");
+    for (unsigned i = 0; i < db->n_boot_servers; i++) {
+        bufPrintf(b, "%s{\"id\":%llu,\"addr\":", i ? "," : "",
+                  (unsigned long long)db->boot_servers[i].id);
+        bufJsonString(b, db->boot_servers[i].address, strlen(db->boot_servers[i].address));
+        bufPutc(b, '}');
+    }
+    bufPuts(b, "]}\n");
+}
