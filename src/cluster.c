@@ -253,8 +253,10 @@ int clusterApiUrl(struct cairn *db, uint64_t id, char *out, size_t n)
     return 0;
 }
 
-/* Write (api != NULL) or delete node id's address through the log. */
-static int recordApi(struct cairn *db, uint64_t id, const char *api, char *errmsg)
+/* Write (value != NULL) or delete node id's entry `what` of the directory
+ * ("node:ID:WHAT") through the log. */
+static int recordMeta(struct cairn *db, uint64_t id, const char *what, const char *api,
+                      char *errmsg)
 {
     struct batch b;
     struct cairn_result *res = NULL;
@@ -263,7 +265,7 @@ static int recordApi(struct cairn *db, uint64_t id, const char *api, char *errms
     char key[64];
     int rv;
 
-    snprintf(key, sizeof key, "node:%llu:api", (unsigned long long)id);
+    snprintf(key, sizeof key, "node:%llu:%s", (unsigned long long)id, what);
     memset(&b, 0, sizeof b);
     memset(&st, 0, sizeof st);
     memset(p, 0, sizeof p);
@@ -277,7 +279,9 @@ static int recordApi(struct cairn *db, uint64_t id, const char *api, char *errms
         p[1].n = strlen(api);
         st.nparams = 2;
     } else {
-        st.sql = "DELETE FROM _cairn_meta WHERE key=?1";
+        st.sql = "DELETE FROM _cairn_meta WHERE key=?1 OR key LIKE ?1 || ':%'";
+        snprintf(key, sizeof key, "node:%llu", (unsigned long long)id);
+        p[0].n = strlen(key);
         st.nparams = 1;
     }
     st.sql_len = strlen(st.sql);
@@ -288,7 +292,7 @@ static int recordApi(struct cairn *db, uint64_t id, const char *api, char *errms
     b.n = 1;
     rv = dbPropose(db, &b, &res, errmsg);
     if (rv == 0 && res != NULL && res->n > 0 && res->stmts[0].error != NULL) {
-        errorf(errmsg, "recording node %llu's address: %s", (unsigned long long)id,
+        errorf(errmsg, "recording node %llu's %s: %s", (unsigned long long)id, what,
                res->stmts[0].error);
         rv = CAIRN_EIO;
     }
@@ -636,7 +640,7 @@ int clusterAdd(struct cairn *db, uint64_t id, const char *raft, const char *api,
             if (clusterApiUrl(db, id, cur, sizeof cur) == 0 && strcmp(cur, api) == 0) {
                 return 0;
             }
-            return recordApi(db, id, api, errmsg);
+            return recordMeta(db, id, "api", api, errmsg);
         }
         if (strcmp(ni.servers[i].address, raft) == 0) {
             errorf(errmsg, "raft address %s is node %llu's already", raft,
@@ -652,7 +656,8 @@ int clusterAdd(struct cairn *db, uint64_t id, const char *raft, const char *api,
         return rv;
     }
     /* The address first: the new node's snapshot (and every later one) carries it. */
-    if ((rv = recordApi(db, id, api, errmsg)) != 0) {
+    if ((rv = recordMeta(db, id, "api", api, errmsg)) != 0 ||
+        (!voter && (rv = recordMeta(db, id, "standby", "1", errmsg)) != 0)) {
         return rv;
     }
     deadline = monoMs() + 30000;
@@ -663,15 +668,17 @@ int clusterAdd(struct cairn *db, uint64_t id, const char *raft, const char *api,
     if (rv != 0) {
         return rv;
     }
-    clusterLog(db, "node %llu (raft %s, HTTP %s) added; promoted to %s once caught up",
-               (unsigned long long)id, raft, api, voter ? "voter" : "standby");
-    if (!voter) {
-        deadline = monoMs() + 30000;
-        while ((rv = nodeChange(db->node, NODE_ASSIGN, id, NULL, RAFT_STANDBY, errmsg)) ==
-                   CAIRN_EBUSY &&
-               monoMs() < deadline) {
-            pauseMs(100);
-        }
+    /* A standby receives the log (or a snapshot) without counting for a quorum; the
+     * leader's keeper promotes it to voter once it has caught up (clusterKeep). */
+    deadline = monoMs() + 30000;
+    while ((rv = nodeChange(db->node, NODE_ASSIGN, id, NULL, RAFT_STANDBY, errmsg)) ==
+               CAIRN_EBUSY &&
+           monoMs() < deadline) {
+        pauseMs(100);
+    }
+    if (rv == 0) {
+        clusterLog(db, "node %llu (raft %s, HTTP %s) added as standby; %s", (unsigned long long)id,
+                   raft, api, voter ? "promoted to voter once caught up" : "stays standby");
     }
     return rv;
 }
@@ -710,7 +717,7 @@ int clusterRemove(struct cairn *db, uint64_t id, char *errmsg)
         return rv;
     }
     clusterLog(db, "node %llu removed from the cluster", (unsigned long long)id);
-    return recordApi(db, id, NULL, errmsg);
+    return recordMeta(db, id, "api", NULL, errmsg);
 }
 
 /* ---- files from peers --------------------------------------------------------------- */
@@ -788,14 +795,46 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
         }
         snprintf(last, sizeof last, "%s", msg);
     }
-    /* A new node's directory is empty until its first snapshot: ask the --join peers. */
+    /* A new node's directory is empty until its first snapshot: ask the --join peers
+     * who is in the cluster, the leader first. */
     for (unsigned j = 0; j < db->n_join; j++) {
+        char url[240];
         char msg[CAIRN_ERRMSG_SIZE];
-        if (fetchFrom(db->join[j], dir, kind, id, msg) == 0) {
-            clusterLog(db, "fetched %s %s and its chain from %s", kind, id, db->join[j]);
-            return 0;
+        struct buf body;
+        long status = 0;
+        json_t *root;
+        json_t *nodes;
+        char bases[NODE_MAX_SERVERS + 1][200];
+        unsigned nb = 0;
+        size_t k;
+        json_t *v;
+        snprintf(url, sizeof url, "%s/nodes?ver=2", db->join[j]);
+        bufInit(&body);
+        if (clusterHttp("GET", url, NULL, 0, -1, 5000, &status, &body, NULL, 0, NULL, msg) == 0 &&
+            status == 200 && (root = json_loadb(body.p, body.len, 0, NULL)) != NULL) {
+            nodes = json_object_get(root, "nodes");
+            for (int pass = 0; pass < 2; pass++) {
+                json_array_foreach(nodes, k, v)
+                {
+                    const char *api = json_string_value(json_object_get(v, "api_addr"));
+                    bool leader = json_is_true(json_object_get(v, "leader"));
+                    if (api != NULL && api[0] != '\0' && leader == (pass == 0) &&
+                        nb < NODE_MAX_SERVERS) {
+                        snprintf(bases[nb++], sizeof bases[0], "%s", api);
+                    }
+                }
+            }
+            json_decref(root);
         }
-        snprintf(last, sizeof last, "%s", msg);
+        bufFree(&body);
+        snprintf(bases[nb++], sizeof bases[0], "%s", db->join[j]);
+        for (unsigned i = 0; i < nb; i++) {
+            if (fetchFrom(bases[i], dir, kind, id, msg) == 0) {
+                clusterLog(db, "fetched %s %s and its chain from %s", kind, id, bases[i]);
+                return 0;
+            }
+            snprintf(last, sizeof last, "%s", msg);
+        }
     }
     errorf(errmsg, "no node could send %s %s: %s", kind, id, last);
     return CAIRN_ENOTFOUND;
@@ -849,7 +888,7 @@ static bool announceOnce(struct cairn *db)
         return true;
     }
     if (ni.leader_id == db->cfg.node_id) {
-        if (recordApi(db, db->cfg.node_id, own, msg) != 0) {
+        if (recordMeta(db, db->cfg.node_id, "api", own, msg) != 0) {
             clusterLog(db, "recording this node's HTTP address: %s", msg);
             return false;
         }
@@ -876,12 +915,79 @@ static bool announceOnce(struct cairn *db)
     }
 }
 
+/* On the leader: promote each standby that joined as a voter once its applied index
+ * is close to the leader's commit index (asked over HTTP), so that libraft's own
+ * catch-up rounds, which hold the configuration for their duration, are short. */
+static bool promoteOnce(struct cairn *db)
+{
+    struct node_info ni;
+    bool pending = false;
+    nodeInfo(db->node, &ni);
+    if (ni.state != RAFT_LEADER) {
+        return false;
+    }
+    for (unsigned i = 0; i < ni.n_servers; i++) {
+        const struct node_server *sv = &ni.servers[i];
+        char key[64];
+        char flag[16];
+        char base[200];
+        char url[240];
+        char msg[CAIRN_ERRMSG_SIZE];
+        struct buf body;
+        long status = 0;
+        json_t *root;
+        uint64_t applied = 0;
+        if (sv->role == RAFT_SPARE) {
+            /* Added, but its assignment to standby did not happen: do it now. */
+            pending = true;
+            if (nodeChange(db->node, NODE_ASSIGN, sv->id, NULL, RAFT_STANDBY, msg) != 0) {
+                clusterLog(db, "making node %llu a standby: %s (tried again)",
+                           (unsigned long long)sv->id, msg);
+            }
+            continue;
+        }
+        if (sv->role != RAFT_STANDBY) {
+            continue;
+        }
+        snprintf(key, sizeof key, "node:%llu:standby", (unsigned long long)sv->id);
+        if (storeMetaGet(db->store, key, flag, sizeof flag, msg) == 0) {
+            continue; /* joined as a standby, stays one */
+        }
+        pending = true;
+        if (clusterApiUrl(db, sv->id, base, sizeof base) != 0) {
+            continue;
+        }
+        snprintf(url, sizeof url, "%s/status", base);
+        bufInit(&body);
+        if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, msg) == 0 &&
+            status == 200 && (root = json_loadb(body.p, body.len, 0, NULL)) != NULL) {
+            json_t *a = json_object_get(json_object_get(root, "raft"), "applied_index");
+            applied = json_is_integer(a) ? (uint64_t)json_integer_value(a) : 0;
+            json_decref(root);
+        }
+        bufFree(&body);
+        if (applied == 0 || applied + 1000 < ni.commit_index) {
+            continue;
+        }
+        if (nodeChange(db->node, NODE_ASSIGN, sv->id, NULL, RAFT_VOTER, msg) == 0) {
+            clusterLog(db, "node %llu caught up (index %llu): promoted to voter",
+                       (unsigned long long)sv->id, (unsigned long long)applied);
+        } else {
+            clusterLog(db, "promoting node %llu to voter: %s (tried again)",
+                       (unsigned long long)sv->id, msg);
+        }
+    }
+    return pending;
+}
+
 static void *announcerMain(void *arg)
 {
     struct cairn *db = arg;
     unsigned wait = 200;
     do {
-        wait = announceOnce(db) ? 2000 : 250;
+        bool announced = announceOnce(db);
+        bool promoting = promoteOnce(db);
+        wait = announced && !promoting ? 1000 : 250;
     } while (!waitStop(db, wait));
     return NULL;
 }

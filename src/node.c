@@ -89,9 +89,6 @@ struct node {
     bool ready_barrier_pending;
     uint64_t ready_term; /* term whose start barrier has been applied */
     uint64_t applies;
-    struct raft_change promote; /* the tick's promotion of a spare to voter */
-    bool promote_pending;
-    uint64_t promote_id;
     struct raft_transfer transfer; /* leadership hand-over when stopping */
     bool closing;
     bool transfer_tried;
@@ -294,43 +291,6 @@ static void changeCb(struct raft_change *req, int status)
     opComplete(op, status ? raftToCairn(status) : 0, status ? raft_strerror(status) : NULL);
 }
 
-static void promoteCb(struct raft_change *req, int status)
-{
-    struct node *n = req->data;
-    n->promote_pending = false;
-    if (status == 0) {
-        nodeLog(n, "node %llu promoted to voter", (unsigned long long)n->promote_id);
-    } else {
-        nodeLog(n, "promoting node %llu to voter: %s (tried again later)",
-                (unsigned long long)n->promote_id, raft_strerror(status));
-    }
-    publishInfo(n);
-}
-
-/* The leader promotes a spare (a node added by a join) to voter; libraft first
- * replicates to it in rounds until it keeps up, so a node that is far behind is
- * promoted only once it has caught up. One promotion at a time. */
-static void maybePromote(struct node *n)
-{
-    struct raft *r = &n->raft;
-    if (raft_state(r) != RAFT_LEADER || n->promote_pending || n->closing) {
-        return;
-    }
-    for (unsigned i = 0; i < r->configuration.n; i++) {
-        if (r->configuration.servers[i].role != RAFT_SPARE) {
-            continue;
-        }
-        n->promote.data = n;
-        n->promote_id = r->configuration.servers[i].id;
-        if (raft_assign(r, &n->promote, n->promote_id, RAFT_VOTER, promoteCb) == 0) {
-            n->promote_pending = true;
-            nodeLog(n, "catching node %llu up before promoting it to voter",
-                    (unsigned long long)n->promote_id);
-        }
-        return;
-    }
-}
-
 /* A new leader must apply every entry of earlier terms before it serves reads:
  * libraft commits them only once an entry of its own term commits, so append a
  * barrier at the start of each term. */
@@ -482,7 +442,6 @@ static void tickCb(uv_timer_t *t)
 {
     struct node *n = t->data;
     maybeReadyBarrier(n);
-    maybePromote(n);
     publishInfo(n);
 }
 

@@ -89,9 +89,10 @@ int nodeCall(struct node *n, int (*fn)(void *arg, char *errmsg), void *arg, char
  * written; *index receives its index. Any thread but the loop's. */
 int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg);
 
-/* Membership changes, on the leader (others get CAIRN_ENOTLEADER). Each waits until the
- * change is committed. ADD puts the server in as a spare; the leader's tick promotes
- * spares to voters once they have caught up (libraft's catch-up rounds). */
+/* Membership changes, on the leader (others get CAIRN_ENOTLEADER); CAIRN_EBUSY while
+ * another change is committing. Each waits until the change is committed. ADD puts the
+ * server in as a spare; ASSIGN gives it a role (libraft first catches a new voter up in
+ * rounds, see cluster.c's keeper, which promotes only standbys that have caught up). */
 enum node_change { NODE_ADD = 1, NODE_ASSIGN, NODE_REMOVE };
 int nodeChange(struct node *n, enum node_change kind, uint64_t id, const char *address,
                int role, char *errmsg);
