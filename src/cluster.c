@@ -22,6 +22,7 @@
 #include "backup.h"
 #include "db.h"
 #include "error.h"
+#include "repo.h"
 #include "store.h"
 
 /* How long a node started with --join or --bootstrap-expect keeps asking its peers. */
@@ -728,6 +729,10 @@ static int fetchFrom(const char *base, const char *dir, const char *kind, const 
 {
     char cur[BACKUP_ID_SIZE];
     unsigned files = 0;
+    int rv = repoMkdirs(dir, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
     snprintf(cur, sizeof cur, "%s", id);
     for (;;) {
         struct backup_info info;
@@ -735,7 +740,6 @@ static int fetchFrom(const char *base, const char *dir, const char *kind, const 
         char tmp[PATH_MAX];
         char path[PATH_MAX];
         char msg[CAIRN_ERRMSG_SIZE];
-        int rv;
         if (repoFind(dir, cur, &info, msg) != 0) {
             snprintf(url, sizeof url, "%s/admin/%s/%s/file", base, kind, cur);
             snprintf(tmp, sizeof tmp, "%s/.%s.cbk.fetch", dir, cur);
