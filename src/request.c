@@ -322,6 +322,19 @@ static int parseString(struct parser *ps, const char **out, size_t *n)
     return decodeString(ps, s, q, out, n);
 }
 
+/* An object key at ps->p: a string without NUL bytes. jansson refuses "\u0000" in a
+ * key even with JSON_ALLOW_NUL, and a named parameter's name is bound as a C string,
+ * so "a\u0000" would bind :a. */
+static int parseKey(struct parser *ps, const char **out, size_t *n)
+{
+    const char *key = ps->p;
+    int rv = parseString(ps, out, n);
+    if (rv == 0 && memchr(*out, '\0', *n) != NULL) {
+        return syntaxError(ps, key, "NUL byte in object key not supported");
+    }
+    return rv;
+}
+
 static inline int isDigit(char c)
 {
     return c >= '0' && c <= '9';
@@ -463,7 +476,7 @@ static int skipContainer(struct parser *ps, int depth, const char **type)
             if (*ps->p != '"') {
                 return unexpected(ps, ps->p, "a string key");
             }
-            if ((rv = parseString(ps, &s, &n)) != 0) {
+            if ((rv = parseKey(ps, &s, &n)) != 0) {
                 return rv;
             }
             skipWs(ps);
@@ -664,7 +677,7 @@ static int parseNamed(struct parser *ps, size_t no, char *err, int *has_err)
             errorf(ps->errmsg, "out of memory");
             return CAIRN_ENOMEM;
         }
-        if ((rv = parseString(ps, &p->name, &p->name_len)) != 0) {
+        if ((rv = parseKey(ps, &p->name, &p->name_len)) != 0) {
             return rv;
         }
         if (isDuplicate(ps, base, ps->nscratch - 1 - base, &nomem)) {
