@@ -48,6 +48,7 @@
 static const cliOption createOptions[] = {
     {"type", 't', "TYPE", "full (default), incremental or differential"},
     {"to", 0, "DIR", "server: the directory (on cairnd's machine) to write the backup to"},
+    {"node", 0, "ID", "server: back up on cluster node ID, into its backup directory"},
     {"db", 0, "FILE", "standalone: the SQLite database file to back up (needs --repo)"},
     {"repo", 0, "DIR", "standalone: the repository to write the backup to (created if missing)"},
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
@@ -823,7 +824,8 @@ static int needId(backupRun *r, int npos)
 static int runCreate(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
 {
     const char *values[MAX_OPTIONS];
-    const char *typeName, *to, *db;
+    const char *typeName, *to, *db, *node;
+    char path[64];
     backupRun r;
     json_t *entry = NULL;
     json_t *answer = NULL;
@@ -837,6 +839,7 @@ static int runCreate(const cliCommand *cmd, const cliEnv *env, int argc, char **
     typeName = VALUE(createOptions, values, "type");
     to = VALUE(createOptions, values, "to");
     db = VALUE(createOptions, values, "db");
+    node = VALUE(createOptions, values, "node");
     type = typeName != NULL ? backupTypeFromName(typeName) : BACKUP_FULL;
     if (type < 0) {
         return usageError(cmd, "invalid type '%s': expected full, incremental or differential",
@@ -854,6 +857,13 @@ static int runCreate(const cliCommand *cmd, const cliEnv *env, int argc, char **
     if (r.repo != NULL && to != NULL) {
         return usageError(cmd, "--to is for a server; a standalone backup goes to --repo DIR");
     }
+    if (node != NULL && (r.repo != NULL || node[0] < '1' || node[0] > '9' ||
+                         strspn(node, "0123456789") != strlen(node) || strlen(node) > 19)) {
+        return usageError(cmd, r.repo != NULL ? "--node is for a server, not --repo"
+                                              : "--node needs a node id (a positive integer)");
+    }
+    snprintf(path, sizeof path, "/admin/backup%s%s%s", r.progress.enabled ? "?progress" : "",
+             node == NULL ? "" : r.progress.enabled ? "&node=" : "?node=", node ? node : "");
 
     if (r.repo != NULL) {
         code = standaloneCreate(&r, db, type, &entry);
@@ -867,8 +877,7 @@ static int runCreate(const cliCommand *cmd, const cliEnv *env, int argc, char **
             code = failure(&r, "out of memory");
             goto out;
         }
-        code = serverCall(&r, r.progress.enabled ? "/admin/backup?progress" : "/admin/backup", body,
-                          "backup", &answer);
+        code = serverCall(&r, path, body, "backup", &answer);
         if (code != CLI_EXIT_OK) {
             goto out;
         }
@@ -1227,7 +1236,7 @@ out:
 
 static const cliCommand createCommand = {
     .name = "backup create",
-    .synopsis = "[--type TYPE] [--to DIR] | --db FILE --repo DIR [--type TYPE]",
+    .synopsis = "[--type TYPE] [--to DIR] [--node ID] | --db FILE --repo DIR [--type TYPE]",
     .summary = "Back up the database: a full, incremental or differential backup.",
     .description =
         "Against cairnd (the default), the server backs up its database at a point of its\n"

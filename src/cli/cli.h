@@ -69,6 +69,7 @@ extern const cliCommand cliShellCommand;
 extern const cliCommand cliSqlCommand;
 extern const cliCommand cliBackupCommand;  /* backup.c */
 extern const cliCommand cliRestoreCommand; /* backup.c */
+extern const cliCommand cliNodeCommand;    /* node.c */
 
 /* Parses argv[first..argc) against opts. values[i] receives the value of opts[i] (for a
  * flag, the string "1"; a repeated option keeps its last value), NULL when absent; values

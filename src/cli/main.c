@@ -36,6 +36,7 @@ static const cliCommand *const commands[] = {
     &cliSqlCommand,     /* sql.c */
     &cliBackupCommand,  /* backup.c */
     &cliRestoreCommand, /* backup.c */
+    &cliNodeCommand,    /* node.c */
     &helpCommand,       /* here */
     NULL,
 };

@@ -1,0 +1,705 @@
+"""Clusters of cairnd: forming, forwarding, redirects, consistency levels, failures,
+catch-up through snapshots, determinism, backups and restores across nodes, bad input,
+and the `cairn node` command.
+
+Every test is marked `cluster` (pytest -m cluster). Each test builds its own cluster
+(clusterutil.Cluster) in its tmp_path, except a few read-mostly tests that share one
+three-node cluster for the module. Waiting is always a poll with a deadline.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+import backuputil
+from clusterutil import (
+    Cluster,
+    ClusterWriters,
+    RssSampler,
+    assert_acked_present,
+    http_call,
+    json_or_none,
+)
+from conftest import BUILD, deadline_seconds, find_free_ports, wait_until
+
+pytestmark = pytest.mark.cluster
+
+MiB = 1 << 20
+
+T_SCHEMA = ("CREATE TABLE t (id INTEGER PRIMARY KEY, client INTEGER NOT NULL, seq INTEGER NOT NULL, "
+            "pad BLOB, UNIQUE(client, seq))")
+
+
+class _Owner(dict):
+    """What conftest's report hook reads to attach node logs to a failed test."""
+
+    def __init__(self, clusters):
+        super().__init__()
+        self.clusters = clusters
+
+    def get(self, key, default=None):
+        if key == "servers":
+            return [n for c in self.clusters for n in c.all_nodes]
+        return super().get(key, default)
+
+
+def _new_cluster_fixture(base, clusters):
+    def make(n=3, mode="expect", extra_args=(), start=True, name=None):
+        c = Cluster(base, n=n, mode=mode, extra_args=extra_args,
+                    name=name or "c%d" % (len(clusters) + 1))
+        clusters.append(c)
+        if start:
+            c.start()
+        return c
+    return make
+
+
+def _teardown(clusters):
+    problems = []
+    for c in clusters:
+        problems += c.teardown()
+    if problems:
+        logs = "\n".join(c.logs() for c in clusters)
+        pytest.fail("\n".join(problems) + "\n" + logs, pytrace=False)
+
+
+@pytest.fixture
+def cluster_factory(request, tmp_path, cairnd_bin):
+    """make(n=3, mode="expect"|"join", extra_args=(), start=True) -> a started Cluster.
+    Every process of every cluster made is stopped at teardown."""
+    clusters = []
+    request.node._cairn_servers = _Owner(clusters)
+    try:
+        yield _new_cluster_fixture(tmp_path, clusters)
+    finally:
+        _teardown(clusters)
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory, cairnd_bin):
+    """One three-node cluster (formed with --bootstrap-expect) for read-mostly tests."""
+    clusters = []
+    make = _new_cluster_fixture(tmp_path_factory.mktemp("shared_cluster"), clusters)
+    try:
+        yield make(3, "expect", name="shared")
+    finally:
+        _teardown(clusters)
+
+
+@pytest.fixture
+def shared(request, shared_cluster):
+    request.node._cairn_servers = _Owner([shared_cluster])
+    return shared_cluster
+
+
+def ok_results(status_body, what=""):
+    st, _, data, _ = status_body
+    assert st == 200, "%s: HTTP %d %r" % (what, st, data[:1000])
+    doc = json.loads(data)
+    for r in doc["results"]:
+        assert "error" not in r, "%s: %r" % (what, doc)
+    return doc["results"]
+
+
+def post(node, path, stmts, timeout=15.0):
+    return http_call(node.http_port, "POST", path, stmts, timeout=deadline_seconds(timeout))
+
+
+def get(node, path, timeout=15.0):
+    return http_call(node.http_port, "GET", path, timeout=deadline_seconds(timeout))
+
+
+def qpath(sql, **params):
+    q = [("q", sql)] + [(k, v) for k, v in params.items() if v is not None]
+    return "/db/query?" + urllib.parse.urlencode(q)
+
+
+def count_where(node, sql, level):
+    st, _, data, _ = get(node, qpath(sql, level=level))
+    assert st == 200, "%s level=%s: HTTP %d %r" % (node.name, level, st, data[:500])
+    res = json.loads(data)["results"][0]
+    assert "error" not in res, res
+    return res["values"][0][0]
+
+
+def error_json(st_body, statuses, what):
+    st, _, data, secs = st_body
+    assert st in statuses, "%s: HTTP %d (want %s) %r" % (what, st, statuses, data[:500])
+    doc = json_or_none(data)
+    assert isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"].strip(), (
+        "%s: the body is not a JSON {\"error\": ...}: %r" % (what, data[:500]))
+    return doc["error"]
+
+
+def check_nodes_doc(doc, nodes, leader):
+    """GET /nodes in rqlite's shape, listing exactly `nodes`."""
+    assert isinstance(doc, dict), doc
+    assert sorted(doc) == sorted(str(n.id) for n in nodes), doc
+    for n in nodes:
+        e = doc[str(n.id)]
+        assert e["id"] == str(n.id), e
+        assert e["api_addr"] == "http://%s" % n.http_addr, e
+        assert e["addr"] == n.raft_addr, e
+        assert e["voter"] is True, e
+        assert e["reachable"] is True, e
+        assert e["leader"] is (n is leader), (n.name, leader.name, doc)
+
+
+# ---------------------------------------------------------------------------
+# forming, forwarding, levels, redirects
+
+
+@pytest.mark.parametrize("mode", ["expect", "join"])
+def test_form_cluster_both_ways(cluster_factory, mode):
+    c = cluster_factory(3, mode)
+    leader = c.leader()
+    # Every node gives the same /nodes, and ?ver=2 the same objects in a list.
+    for n in c.nodes:
+        doc = wait_until(lambda: (lambda d: d if d and all(v.get("reachable") and v.get("api_addr")
+                                                           for v in d.values()) else None)(n.nodes()),
+                         15, "%s's /nodes to list every node reachable" % n.name)
+        check_nodes_doc(doc, c.nodes, leader)
+        v2 = n.get_json("/nodes?ver=2")
+        assert set(v2) == {"nodes"} and isinstance(v2["nodes"], list), v2
+        assert sorted(v2["nodes"], key=lambda e: int(e["id"])) == [doc[k] for k in sorted(doc, key=int)]
+        st = n.get_json("/status")
+        assert st["node"]["id"] == n.id, st["node"]
+        assert n.leader_id() == leader.id
+        assert (n.data_dir / "node.json").exists()
+    # Every node, followers included, is ready: it has a leader and is caught up.
+    for n in c.nodes:
+        wait_until(n.ready, 10, "GET /readyz on %s (%s) to answer 200" % (n.name, n.state()))
+    # One write through every node, each seen everywhere.
+    assert_one = ok_results(post(c.nodes[1], "/db/execute", ["CREATE TABLE f (id INTEGER PRIMARY KEY, via INTEGER)"]),
+                            "CREATE through a follower or leader")
+    assert len(assert_one) == 1
+    for n in c.nodes:
+        res = ok_results(post(n, "/db/execute", [["INSERT INTO f(via) VALUES(?)", n.id]]), "INSERT via %s" % n.name)
+        assert res[0]["rows_affected"] == 1, res
+    c.wait_converged()
+    assert c.assert_same_rows("f") == [[i + 1, n.id] for i, n in enumerate(c.nodes)]
+
+
+def test_write_through_each_node_read_every_level(shared):
+    c = shared
+    leader = c.leader()
+    ok_results(post(leader, "/db/execute", ["CREATE TABLE IF NOT EXISTS lv (id INTEGER PRIMARY KEY, via INTEGER, v TEXT)"]),
+               "CREATE")
+    for writer in c.nodes:
+        # /db/execute and /db/request, each sent to this node.
+        res = ok_results(post(writer, "/db/execute", [["INSERT INTO lv(via, v) VALUES(?, ?)", writer.id, "execute"]]),
+                         "execute via %s" % writer.name)
+        assert res[0]["rows_affected"] == 1 and res[0]["last_insert_id"] > 0, res
+        res = ok_results(post(writer, "/db/request", [["INSERT INTO lv(via, v) VALUES(?, ?)", writer.id, "request"]]),
+                         "request via %s" % writer.name)
+        assert res[0]["rows_affected"] == 1, res
+        sql = "SELECT count(*) FROM lv WHERE via = %d" % writer.id
+        for reader in c.nodes:
+            for level in ("weak", "linearizable", "strong"):
+                # Acknowledged before the read started: every level but none sees it at once.
+                got = count_where(reader, sql, level)
+                assert got == 2, "write via %s, read via %s at level %s: %d rows, want 2" % (
+                    writer.name, reader.name, level, got)
+            # level=none reads this node's own copy: it gets there.
+            wait_until(lambda: count_where(reader, sql, "none") == 2, 10,
+                       "%s to apply the writes made via %s (level=none)" % (reader.name, writer.name))
+        # A read through /db/request on each node, default level.
+        for reader in c.nodes:
+            res = ok_results(post(reader, "/db/request", [sql]), "read request via %s" % reader.name)
+            assert res[0]["values"] == [[2]], res
+    c.wait_converged()
+    c.assert_same_rows("lv")
+
+
+def test_redirect_gives_301_to_the_leader(shared):
+    c = shared
+    leader = c.leader()
+    ok_results(post(leader, "/db/execute", ["CREATE TABLE IF NOT EXISTS rd (id INTEGER PRIMARY KEY, x)"]), "CREATE")
+    before = count_where(leader, "SELECT count(*) FROM rd", "strong")
+    for f in c.followers(leader):
+        for path, body in (("/db/execute?redirect&transaction", [["INSERT INTO rd(x) VALUES(?)", f.id]]),
+                           ("/db/request?redirect", [["INSERT INTO rd(x) VALUES(?)", f.id]]),
+                           (qpath("SELECT count(*) FROM rd", level="linearizable") + "&redirect", None),
+                           (qpath("SELECT count(*) FROM rd", level="strong") + "&redirect", None),
+                           (qpath("SELECT count(*) FROM rd") + "&redirect", None)):
+            method = "POST" if body is not None else "GET"
+            st, hdrs, data, _ = http_call(f.http_port, method, path, body, timeout=10)
+            assert st == 301, "%s %s on follower %s: HTTP %d %r" % (method, path, f.name, st, data[:300])
+            loc = hdrs.get("location") or ""
+            want = urllib.parse.urlsplit(leader.url + path)
+            got = urllib.parse.urlsplit(loc)
+            # The same URL, whichever way the query string's characters are escaped.
+            same = (got.scheme, got.netloc, got.path) == (want.scheme, want.netloc, want.path) and \
+                urllib.parse.parse_qsl(got.query, keep_blank_values=True) == \
+                urllib.parse.parse_qsl(want.query, keep_blank_values=True)
+            assert same, "%s %s on %s: Location %r, want %r" % (method, path, f.name, loc, leader.url + path)
+        # level=none is served where it is asked, redirect or not.
+        st, _, data, _ = get(f, qpath("SELECT count(*) FROM rd", level="none") + "&redirect")
+        assert st == 200, (st, data[:300])
+    # Nothing was written by the redirected writes.
+    assert count_where(leader, "SELECT count(*) FROM rd", "strong") == before
+    # On the leader, ?redirect changes nothing.
+    ok_results(post(leader, "/db/execute?redirect", [["INSERT INTO rd(x) VALUES(?)", 0]]), "write on the leader")
+    st, _, data, _ = get(leader, qpath("SELECT count(*) FROM rd", level="strong") + "&redirect")
+    assert st == 200 and json.loads(data)["results"][0]["values"] == [[before + 1]], data
+
+
+DET_INSERT = (
+    "INSERT INTO d(r, b, dt, ts, f, jd, rr) VALUES(random(), randomblob(8), datetime('now'), "
+    "CURRENT_TIMESTAMP, strftime('%Y-%m-%d %H:%M:%f', 'now'), julianday('now'), abs(random() % 1000) / 7.0)"
+)
+
+
+def test_determinism_across_nodes(cluster_factory, tmp_path):
+    c = cluster_factory(3)
+    ok_results(post(c.nodes[0], "/db/execute", [
+        "CREATE TABLE d (id INTEGER PRIMARY KEY, r INTEGER, b BLOB, dt TEXT, ts TEXT, f TEXT, jd REAL, "
+        "rr REAL, tok INTEGER DEFAULT (random()), created TEXT DEFAULT CURRENT_TIMESTAMP)"]), "CREATE")
+    errors = []
+
+    def worker(k):
+        node = c.nodes[k % 3]
+        for i in range(125):  # 8 threads x 125 = 1,000 INSERTs, one request each
+            try:
+                ok_results(post(node, "/db/execute", [DET_INSERT]), "INSERT via %s" % node.name)
+            except (AssertionError, OSError) as e:
+                errors.append(repr(e))
+                return
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(deadline_seconds(120))
+    assert not errors, errors[:5]
+    rows = c.assert_same_rows("d")
+    assert len(rows) == 1000
+    assert len({r[1] for r in rows}) > 990, "random() repeats"
+    assert len({r[2] for r in rows}) > 990, "randomblob(8) repeats"
+    c.assert_same_files()
+    # Stopped, every node's file holds the same pages.
+    rcs = c.stop_all()
+    assert all(rc == 0 for rc in rcs.values()), rcs
+    c.assert_same_pages(c.nodes, tmp_path / "pages")
+
+
+# ---------------------------------------------------------------------------
+# failures under load
+
+
+def test_leader_death_under_load(cluster_factory):
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok_results(post(leader, "/db/execute", [T_SCHEMA]), "CREATE")
+    w = ClusterWriters(c.nodes, clients=16).start()
+    try:
+        w.wait_more(300, timeout=60)
+        t_kill = time.monotonic()
+        leader.kill(signal.SIGKILL)
+        survivors = [n for n in c.nodes if n is not leader]
+        new = c.leader(timeout=10, among=survivors)
+        t_leader = time.monotonic()
+        assert new is not leader
+        first = wait_until(lambda: w.first_ack_after(t_kill), 10 - (time.monotonic() - t_kill),
+                           "a successful write after the leader's SIGKILL")
+        print("failover: new leader %s after %.2fs, first acknowledged write after %.2fs"
+              % (new.name, t_leader - t_kill, first - t_kill))
+        assert first - t_kill < 10.0
+        w.wait_more(300, timeout=30)
+    finally:
+        acked = w.stop()
+    for n in survivors:
+        assert n.running()
+    c.wait_converged(survivors, timeout=30)
+    for n in survivors:
+        assert_acked_present(n, "t", acked, "after the leader's SIGKILL:")
+    c.assert_same_rows("t", survivors)
+    # The killed node comes back, catches up, and all three are identical.
+    leader.start(wait=True)
+    c.wait_converged(c.nodes, timeout=60)
+    assert_acked_present(leader, "t", acked, "restarted old leader:")
+    c.assert_same_rows("t", c.nodes)
+    c.assert_same_files(c.nodes)
+
+
+def test_frozen_follower_under_load(cluster_factory):
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok_results(post(leader, "/db/execute", [T_SCHEMA]), "CREATE")
+    victim = c.followers(leader)[0]
+    w = ClusterWriters(c.nodes, clients=16).start()
+    try:
+        w.wait_more(200, timeout=60)
+        t0 = time.monotonic()
+        victim.freeze()
+        # The leader notices: /nodes says the frozen node is unreachable.
+        wait_until(lambda: (leader.nodes() or {}).get(str(victim.id), {}).get("reachable") is False, 15,
+                   "the leader's /nodes to report %s unreachable" % victim.name)
+        while time.monotonic() - t0 < 20:  # the length of the freeze, not a synchronisation
+            if w.anomalies:
+                break
+            time.sleep(0.2)
+        t1 = time.monotonic()
+        n_frozen = sum(1 for t in list(w.ack_times) if t0 <= t <= t1)
+        victim.thaw()
+        gap = w.max_gap(t0, t1)
+        print("frozen %.1fs: %d writes acknowledged meanwhile, longest pause %.2fs"
+              % (t1 - t0, n_frozen, gap))
+        assert not w.anomalies, w.anomalies[:5]
+        assert gap < 2.0, "writes stopped for %.2fs while %s was frozen" % (gap, victim.name)
+        w.wait_more(200, timeout=30)
+    finally:
+        victim.thaw()
+        acked = w.stop()
+    c.wait_converged(c.nodes, timeout=60)
+    for n in c.nodes:
+        assert_acked_present(n, "t", acked, "after the freeze:")
+    c.assert_same_rows("t")
+    wait_until(lambda: (leader.nodes() or {}).get(str(victim.id), {}).get("reachable") is True, 15,
+               "the leader's /nodes to report %s reachable again" % victim.name)
+
+
+def _snapshot_evidence(node):
+    """What says node installed a snapshot: positive /status figures whose name has
+    "install" in it, or log lines about installing/receiving a snapshot."""
+    found = []
+    st = node.status() or {}
+
+    def walk(d, path):
+        if isinstance(d, dict):
+            for k, v in d.items():
+                walk(v, path + [k])
+        elif "install" in "_".join(path).lower() and isinstance(d, (int, float)) and d > 0 \
+                and not isinstance(d, bool):
+            found.append("/status %s = %r" % (".".join(path), d))
+    walk(st, [])
+    for line in node.stderr_text().splitlines():
+        if re.search(r"snapshot", line, re.I) and re.search(r"install|receiv|fetch|restor", line, re.I):
+            found.append("log: " + line.strip())
+    return found
+
+
+def test_new_node_catches_up_through_a_snapshot_of_a_big_database(cluster_factory):
+    # Small thresholds: the log is compacted after a few entries, so a new node cannot be
+    # sent the log from the start and must install a snapshot.
+    c = cluster_factory(3, extra_args=["--snapshot-threshold", "4", "--snapshot-trailing", "2"])
+    leader = c.leader()
+    ok_results(post(leader, "/db/execute", ["CREATE TABLE big (id INTEGER PRIMARY KEY, kind TEXT, b BLOB)"]),
+               "CREATE")
+    # 160 MiB generated on the nodes (256 rows of 64 KiB per transaction) ...
+    gen = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 256) "
+           "INSERT INTO big(kind, b) SELECT 'gen', randomblob(65536) FROM c")
+    for i in range(10):
+        ok_results(post(c.nodes[i % 3], "/db/execute", [gen], timeout=120), "generated rows #%d" % i)
+    # ... and 40 MiB sent by the client: 100 rows of 100 KiB per transaction.
+    import random
+    rng = random.Random(7)
+    for i in range(4):
+        rows = [["INSERT INTO big(kind, b) VALUES('sent', ?)",
+                 "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(64)) * 1600]
+                for _ in range(100)]
+        ok_results(post(c.nodes[(i + 1) % 3], "/db/execute?transaction", rows, timeout=120), "sent rows #%d" % i)
+    c.wait_converged(timeout=120)
+    st = leader.get_json("/status")
+    size = st["store"]["db_size"]
+    assert size >= 200 * MiB, "the database is only %.1f MiB" % (size / MiB)
+    wait_until(lambda: (leader.raft().get("last_snapshot_index") or 0) > 10, 60,
+               "the leader to take a snapshot past index 10 (log compacted)")
+
+    sampler = RssSampler(c.nodes, interval=0.05).start()
+    try:
+        t0 = time.monotonic()
+        new = c.add_node(extra_args=["--snapshot-threshold", "4", "--snapshot-trailing", "2"], wait=False)
+        sampler.nodes.append(new)
+        sampler.samples[new.name] = []
+        new.wait_ready(timeout=deadline_seconds(150))
+        c.wait_members(4, timeout=60)
+        idx = c.wait_converged(c.nodes, timeout=150)
+        elapsed = time.monotonic() - t0
+    finally:
+        samples = sampler.stop()
+    growth = sampler.growth_kib()
+    report = ", ".join("%s %.0f->%.0f MiB (+%.1f)" % (k, a / 1024, b / 1024, g / 1024)
+                       for k, (a, b, g) in growth.items())
+    print("4th node caught up to index %d in %.1fs; RSS: %s" % (idx, elapsed, report))
+    assert samples[new.name], "no RSS sample of the new node"
+    too_big = {k: g for k, (a, b, g) in growth.items() if g > 64 * 1024}
+    assert not too_big, "RSS grew by more than 64 MiB during the transfer: %s" % report
+    evidence = _snapshot_evidence(new)
+    assert evidence, ("nothing in %s's /status or log says it installed a snapshot; /status raft: %r"
+                      % (new.name, new.raft()))
+    for n in c.nodes:
+        got = n.local_rows("SELECT kind, count(*), sum(length(b)) FROM big GROUP BY kind ORDER BY kind")
+        assert got == [["gen", 2560, 2560 * 65536], ["sent", 400, 400 * 102400]], (n.name, got)
+    hashes = {n.name: n.local_rows("SELECT count(*), sum(length(b)), hex(max(b)), hex(min(b)) FROM big")
+              for n in c.nodes}
+    assert len({json.dumps(v) for v in hashes.values()}) == 1, hashes
+    c.assert_same_files(c.nodes)
+
+
+# ---------------------------------------------------------------------------
+# backups and restores across the cluster
+
+
+def test_backup_on_a_follower_and_cluster_wide_restore(cluster_factory, cairn_bin, tmp_path):
+    c = cluster_factory(3)
+    leader = c.leader()
+    f = c.followers(leader)[0]
+    other = [n for n in c.nodes if n is not leader and n is not f][0]
+    ok_results(post(leader, "/db/execute", ["CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT)"]), "CREATE")
+    ok_results(post(other, "/db/execute?transaction",
+                    [["INSERT INTO b(v) VALUES(?)", "row %d" % i] for i in range(500)]), "INSERT 500")
+    # The default: BACKUP runs on the leader, whichever node is asked.
+    row = backuputil.sql_row(other, "BACKUP DATABASE FULL", columns=backuputil.BACKUP_COLUMNS)
+    assert os.path.dirname(row["path"]) == str(leader.backup_dir), (row, leader.backup_dir)
+    # ?node=ID: on that follower, into its own repository.
+    row = backuputil.sql_row(other, "BACKUP DATABASE FULL", columns=backuputil.BACKUP_COLUMNS,
+                             node=f.id)
+    assert os.path.dirname(row["path"]) == str(f.backup_dir), (row, f.backup_dir)
+    assert os.path.exists(row["path"])
+    assert not os.path.exists(os.path.join(str(leader.backup_dir), os.path.basename(row["path"])))
+    bid = row["backup_id"]
+    # POST /admin/backup?node=ID too, asked of the leader.
+    r = leader.raw("POST", "/admin/backup?node=%d" % f.id, {"type": "incremental"})
+    assert r.status == 200, r
+    e = backuputil.check_entry(r.json()["backup"])
+    assert os.path.dirname(e["path"]) == str(f.backup_dir), e
+    # What the backup holds, restored standalone from the follower's repository.
+    expected = backuputil.file_rows(backuputil.cli_restore(cairn_bin, f.backup_dir, bid, tmp_path / "exp.db"),
+                                    "SELECT id, v FROM b ORDER BY id")
+    assert len(expected) == 500
+    # The database moves on, then the backup is restored live, through the leader.
+    ok_results(post(f, "/db/execute", ["DELETE FROM b WHERE id % 3 = 0",
+                                       "INSERT INTO b(v) VALUES('after the backup')"]), "changes")
+    res = backuputil.sql_result(leader, "RESTORE DATABASE FROM %s" % backuputil.sql_quote(bid))
+    assert res.get("values"), res
+    c.wait_converged(timeout=60)
+    for n in c.nodes:
+        got = n.local_rows("SELECT id, v FROM b ORDER BY id")
+        assert got == expected, "%s after the restore: %d rows, want %d" % (n.name, len(got), len(expected))
+    c.assert_same_files()
+    # The cluster takes writes after the restore, then every node holds the same pages.
+    ok_results(post(f, "/db/execute", [["INSERT INTO b(v) VALUES(?)", "after the restore"]]), "INSERT after")
+    c.wait_converged()
+    rcs = c.stop_all()
+    assert all(rc == 0 for rc in rcs.values()), rcs
+    c.assert_same_pages(c.nodes, tmp_path / "pages")
+
+
+# ---------------------------------------------------------------------------
+# bad input and lost peers
+
+
+def test_bad_input(cluster_factory, tmp_path):
+    c = cluster_factory(3)
+    leader = c.leader()
+    f = c.followers(leader)[0]
+    ok_results(post(leader, "/db/execute", ["CREATE TABLE x (id INTEGER PRIMARY KEY, v)"]), "CREATE")
+    http_port, raft_port, dead_port = find_free_ports(3)
+
+    # POST /join: a known id with another address -> 409, from the leader or a follower.
+    for n in (leader, f):
+        msg = error_json(post(n, "/join", {"id": 2, "addr": "127.0.0.1:%d" % raft_port,
+                                           "api_addr": "http://127.0.0.1:%d" % http_port, "voter": True}),
+                         (409,), "POST /join with node 2's id to %s" % n.name)
+        assert "2" in msg, msg
+    # A process joining with a duplicate id exits 1 and says why.
+    dup = c.add_node(node_id=2, start=False)
+    c.forget(dup)
+    dup.start(wait=False)
+    rc = dup.wait_exit(timeout=40)
+    assert rc == 1, "a node joining with a duplicate id exited %s; stderr:\n%s" % (rc, dup.stderr_tail())
+    assert re.search(r"\b2\b", dup.stderr_text()) and re.search(r"already|duplicate|in use|exists",
+                                                               dup.stderr_text(), re.I), dup.stderr_tail()
+
+    # POST /join with a raft address nothing listens on: a clear error, within a bound,
+    # and the cluster neither lists it as a voter nor stops taking writes.
+    res = post(leader, "/join", {"id": 9, "addr": "127.0.0.1:%d" % dead_port,
+                                 "api_addr": "http://127.0.0.1:%d" % find_free_ports(1)[0], "voter": True},
+               timeout=60)
+    msg = error_json(res, (400, 408, 409, 422, 500, 502, 503, 504), "POST /join with an unreachable raft address")
+    print("join of an unreachable raft address: HTTP %d after %.1fs: %s" % (res[0], res[3], msg))
+    assert res[3] < deadline_seconds(30)
+    doc = leader.get_json("/nodes")
+    assert "9" not in doc or doc["9"].get("voter") is False, doc
+    ok_results(post(f, "/db/execute", [["INSERT INTO x(v) VALUES(?)", "after the bad join"]]), "write after")
+
+    # DELETE /remove of an unknown node -> 404 JSON; a malformed body -> 400.
+    for body in ({"id": "99"}, {"id": 99}):
+        error_json(http_call(leader.http_port, "DELETE", "/remove", body, timeout=10), (404,),
+                   "DELETE /remove %r" % body)
+    error_json(http_call(f.http_port, "DELETE", "/remove", {"id": "99"}, timeout=10), (404,),
+               "DELETE /remove of an unknown node through a follower")
+    error_json(http_call(leader.http_port, "DELETE", "/remove", "not json", timeout=10), (400,),
+               "DELETE /remove with a body that is not JSON")
+    assert sorted(leader.get_json("/nodes")) == ["1", "2", "3"]
+
+    # Every peer of the leader stopped: requests get 503 {"error"} within the bound.
+    for n in c.followers(leader):
+        assert n.stop() == 0
+    t0 = time.monotonic()
+    res = post(leader, "/db/execute", [["INSERT INTO x(v) VALUES(?)", "no quorum"]], timeout=30)
+    print("write right after both peers stopped: HTTP %d after %.1fs" % (res[0], res[3]))
+    error_json(res, (503,), "a write to a leader whose peers are all stopped")
+    assert res[3] <= deadline_seconds(12), "the write took %.1fs" % res[3]
+    wait_until(lambda: leader.leader_id() == 0 or leader.state() != "leader", 15,
+               "%s to give up leadership without a quorum" % leader.name)
+    for path, body in (("/db/execute", [["INSERT INTO x(v) VALUES(?)", "no leader"]]),
+                       ("/db/request", [["INSERT INTO x(v) VALUES(?)", "no leader"]]),
+                       (qpath("SELECT count(*) FROM x"), None),
+                       (qpath("SELECT count(*) FROM x", level="linearizable"), None),
+                       (qpath("SELECT count(*) FROM x", level="strong"), None)):
+        res = http_call(leader.http_port, "POST" if body is not None else "GET", path, body,
+                        timeout=deadline_seconds(30))
+        error_json(res, (503,), "%s with no leader" % path)
+        assert res[3] <= deadline_seconds(6.5), "%s took %.1fs to be refused" % (path, res[3])
+    st, _, data, _ = get(leader, qpath("SELECT count(*) FROM x", level="none"))
+    assert st == 200, (st, data)
+    assert json.loads(data)["results"][0]["values"] == [[1]], data
+    st, _, _, secs = get(leader, "/readyz")
+    assert st == 503 and secs <= deadline_seconds(6.5), (st, secs)
+    del t0
+
+
+# ---------------------------------------------------------------------------
+# restarts and leadership hand-over
+
+
+def test_restarted_nodes_rejoin_by_themselves(cluster_factory):
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok_results(post(leader, "/db/execute", [T_SCHEMA]), "CREATE")
+    seq = [0]
+
+    def write(n, k=20):
+        ok_results(post(n, "/db/execute", [["INSERT INTO t(client, seq) VALUES(?, ?)", 0, seq[0] + i]
+                                           for i in range(k)]), "INSERT via %s" % n.name)
+        seq[0] += k
+
+    write(leader)
+    a, b = c.followers(leader)
+    # a: clean stop, writes meanwhile, restart with the same flags.
+    assert a.stop() == 0
+    write(b)
+    a.start(wait=True)
+    c.wait_converged(timeout=30)
+    c.assert_same_rows("t")
+    # b: SIGKILL, writes meanwhile, restart with no --join / --bootstrap-expect at all.
+    b.kill(signal.SIGKILL)
+    write(a)
+    b.cluster_args = []
+    b.start(wait=True)
+    c.wait_converged(timeout=30)
+    assert c.assert_same_rows("t") and len(c.assert_same_rows("t")) == seq[0]
+    doc = c.wait_members(3)
+    check_nodes_doc(doc, c.nodes, c.leader())
+    for n in (a, b):
+        wait_until(n.ready, 10, "GET /readyz on restarted %s to answer 200" % n.name)
+
+
+def test_sigterm_of_the_leader_hands_leadership_over(cluster_factory):
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok_results(post(leader, "/db/execute", [T_SCHEMA]), "CREATE")
+    w = ClusterWriters([n for n in c.nodes if n is not leader], clients=4).start()
+    try:
+        w.wait_more(50)
+        survivors = [n for n in c.nodes if n is not leader]
+        t0 = time.monotonic()
+        leader.proc.send_signal(signal.SIGTERM)
+
+        def new_leader():
+            for n in survivors:
+                r = n.raft(timeout=1)
+                if r.get("state") == "leader":
+                    return n
+            return None
+        new = wait_until(new_leader, 10, "a survivor to become leader after the leader's SIGTERM",
+                         interval=0.01)
+        t_new = time.monotonic() - t0
+        first = wait_until(lambda: w.first_ack_after(t0 + t_new), 10, "a write after the hand-over")
+        rc = leader.wait_exit(timeout=20)
+        print("SIGTERM of %s: %s leader after %.2fs, first write after %.2fs, exit %s"
+              % (leader.name, new.name, t_new, first - t0, rc))
+        assert rc == 0, leader.stderr_tail()
+        assert t_new < 2.0, "the new leader took %.2fs (an election timeout, not a hand-over?)" % t_new
+        w.wait_more(50)
+    finally:
+        acked = w.stop()
+    for n in survivors:
+        assert_acked_present(n, "t", acked, "after the hand-over:")
+    leader.start(wait=True)
+    c.wait_converged(c.nodes, timeout=30)
+    c.assert_same_rows("t", c.nodes)
+
+
+# ---------------------------------------------------------------------------
+# the cairn command
+
+
+def cairn(*args, timeout=60):
+    env = {k: v for k, v in os.environ.items() if k != "CAIRN_HOST"}
+    return subprocess.run([str(BUILD / "cairn")] + [str(a) for a in args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env=env, timeout=deadline_seconds(timeout))
+
+
+def test_cli_node_list_remove_and_backup_on_a_node(cluster_factory, cairn_bin):
+    c = cluster_factory(3)
+    leader = c.leader()
+    f = c.followers(leader)[0]
+    c.wait_members(3)
+
+    r = cairn("node", "--help")
+    assert r.returncode == 0 and "list" in r.stdout and "remove" in r.stdout, r
+    r = cairn("node", "list", "--help")
+    assert r.returncode == 0 and "--json" in r.stdout, r
+    r = cairn("node")
+    assert r.returncode == 2, r
+
+    r = cairn("--host", f.url, "node", "list")
+    assert r.returncode == 0, r
+    lines = r.stdout.splitlines()
+    for n in c.nodes:
+        line = [ln for ln in lines if re.search(r"(^|[\s|])%d[\s|]" % n.id, ln) and n.raft_addr in ln]
+        assert line, "no row for node %d in:\n%s" % (n.id, r.stdout)
+        assert n.http_addr in line[0], line
+        assert ("yes" in line[0] or "true" in line[0]), line  # voter, reachable
+    assert re.search(r"(?i)leader", r.stdout), r.stdout
+
+    r = cairn("node", "list", "--json", "--host", leader.url)
+    assert r.returncode == 0, r
+    doc = json.loads(r.stdout)
+    check_nodes_doc(doc, c.nodes, leader)
+
+    # Back up on a chosen node.
+    ok_results(post(leader, "/db/execute", ["CREATE TABLE z (x)", "INSERT INTO z VALUES(1)"]), "CREATE")
+    r = cairn("--host", leader.url, "backup", "create", "--node", f.id, "--json")
+    assert r.returncode == 0, r
+    entry = json.loads(r.stdout)
+    assert os.path.dirname(entry["path"]) == str(f.backup_dir), (entry, f.backup_dir)
+    r = cairn("--host", leader.url, "backup", "create", "--node", "99")
+    assert r.returncode == 1 and r.stderr.strip(), r
+
+    # Remove a stopped follower.
+    gone = c.followers(leader)[-1]
+    assert gone.stop() == 0
+    r = cairn("--host", f.url if f is not gone else leader.url, "node", "remove", gone.id)
+    assert r.returncode == 0, r
+    c.forget(gone)
+    wait_until(lambda: sorted(leader.nodes() or {}) == sorted(str(n.id) for n in c.nodes), 15,
+               "/nodes without node %d" % gone.id)
+    r = cairn("--host", leader.url, "node", "list", "--json")
+    assert r.returncode == 0 and str(gone.id) not in json.loads(r.stdout), r
+    # Removing it again: the server's 404 message, exit 1.
+    r = cairn("--host", leader.url, "node", "remove", gone.id)
+    assert r.returncode == 1 and r.stderr.strip(), r
+    r = cairn("--host", leader.url, "node", "remove", "abc")
+    assert r.returncode in (1, 2) and r.stderr.strip(), r
+    # The two left still form a working cluster.
+    ok_results(post(f, "/db/execute", ["INSERT INTO z VALUES(2)"]), "write after removal")
