@@ -37,6 +37,7 @@ static const cliCommand *const commands[] = {
     &cliBackupCommand,  /* backup.c */
     &cliRestoreCommand, /* backup.c */
     &cliNodeCommand,    /* node.c */
+    &cliCheckCommand, &cliLogCommand, /* check.c */
     &helpCommand,       /* here */
     NULL,
 };
