@@ -9,7 +9,7 @@ PYTHON     ?= /usr/bin/python3
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 
-.PHONY: all deps build run test unit system compat asan asan-build bench bench-backup clean format
+.PHONY: all deps build run test unit system compat asan asan-build bench bench-backup bench-cluster clean format
 
 all: build
 
@@ -57,6 +57,9 @@ bench: build
 # cairn's backups of a 1 GiB database vs sqlite3 .backup, VACUUM INTO, cp and restic.
 bench-backup: build
 	bash bench/backup.sh
+
+bench-cluster: build
+	bash bench/cluster.sh
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h src/cli/*.c src/cli/*.h tests/unit/*.c

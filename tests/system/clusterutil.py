@@ -540,6 +540,7 @@ class ClusterWriters:
 
     acked: (client, seq) -> time.monotonic() of the acknowledgement.
     ack_times: every acknowledgement time, in order (for gap measurements).
+    sent_acks: (time the acknowledged attempt was sent, time of its acknowledgement).
     """
 
     def __init__(self, nodes, table="t", clients=16, pad=64, timeout=3.0, give_up=30.0):
@@ -552,6 +553,7 @@ class ClusterWriters:
         self.lock = threading.Lock()
         self.acked = {}
         self.ack_times = []
+        self.sent_acks = []
         self.errors = []  # (time, client, what) of every failed attempt (retried)
         self.anomalies = []
         self.stopping = threading.Event()
@@ -585,6 +587,7 @@ class ClusterWriters:
             first_try = time.monotonic()
             while True:
                 node = self.nodes[target % len(self.nodes)]
+                sent = time.monotonic()
                 try:
                     problem = self._attempt(node, body)
                 except (OSError, http.client.HTTPException) as e:
@@ -594,6 +597,7 @@ class ClusterWriters:
                     with self.lock:
                         self.acked[(c, seq)] = now
                         self.ack_times.append(now)
+                        self.sent_acks.append((sent, now))
                     break
                 with self.lock:
                     self.errors.append((time.monotonic(), c, "%s: %s" % (node.name, problem)))
@@ -624,8 +628,10 @@ class ClusterWriters:
         wait_until(reached, timeout, "%d acknowledged writes" % target, interval=0.02)
 
     def first_ack_after(self, t0):
+        """The earliest acknowledgement of a write SENT after t0 (an answer in flight at
+        t0 does not count)."""
         with self.lock:
-            later = [t for t in self.ack_times if t > t0]
+            later = [a for s, a in self.sent_acks if s > t0]
         return min(later) if later else None
 
     def max_gap(self, t0, t1):

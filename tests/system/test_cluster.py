@@ -278,6 +278,7 @@ def test_determinism_across_nodes(cluster_factory, tmp_path):
     for t in threads:
         t.join(deadline_seconds(120))
     assert not errors, errors[:5]
+    c.wait_converged()
     rows = c.assert_same_rows("d")
     assert len(rows) == 1000
     assert len({r[1] for r in rows}) > 990, "random() repeats"
@@ -392,15 +393,15 @@ def test_new_node_catches_up_through_a_snapshot_of_a_big_database(cluster_factor
     leader = c.leader()
     ok_results(post(leader, "/db/execute", ["CREATE TABLE big (id INTEGER PRIMARY KEY, kind TEXT, b BLOB)"]),
                "CREATE")
-    # 160 MiB generated on the nodes (256 rows of 64 KiB per transaction) ...
+    # 176 MiB generated on the nodes (256 rows of 64 KiB per transaction) ...
     gen = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 256) "
            "INSERT INTO big(kind, b) SELECT 'gen', randomblob(65536) FROM c")
-    for i in range(10):
+    for i in range(11):
         ok_results(post(c.nodes[i % 3], "/db/execute", [gen], timeout=120), "generated rows #%d" % i)
-    # ... and 40 MiB sent by the client: 100 rows of 100 KiB per transaction.
+    # ... and 50 MiB sent by the client: 100 rows of 100 KiB per transaction.
     import random
     rng = random.Random(7)
-    for i in range(4):
+    for i in range(5):
         rows = [["INSERT INTO big(kind, b) VALUES('sent', ?)",
                  "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(64)) * 1600]
                 for _ in range(100)]
@@ -436,7 +437,7 @@ def test_new_node_catches_up_through_a_snapshot_of_a_big_database(cluster_factor
                       % (new.name, new.raft()))
     for n in c.nodes:
         got = n.local_rows("SELECT kind, count(*), sum(length(b)) FROM big GROUP BY kind ORDER BY kind")
-        assert got == [["gen", 2560, 2560 * 65536], ["sent", 400, 400 * 102400]], (n.name, got)
+        assert got == [["gen", 2816, 2816 * 65536], ["sent", 500, 500 * 102400]], (n.name, got)
     hashes = {n.name: n.local_rows("SELECT count(*), sum(length(b)), hex(max(b)), hex(min(b)) FROM big")
               for n in c.nodes}
     assert len({json.dumps(v) for v in hashes.values()}) == 1, hashes
@@ -458,7 +459,9 @@ def test_backup_on_a_follower_and_cluster_wide_restore(cluster_factory, cairn_bi
     # The default: BACKUP runs on the leader, whichever node is asked.
     row = backuputil.sql_row(other, "BACKUP DATABASE FULL", columns=backuputil.BACKUP_COLUMNS)
     assert os.path.dirname(row["path"]) == str(leader.backup_dir), (row, leader.backup_dir)
-    # ?node=ID: on that follower, into its own repository.
+    # ?node=ID: on that follower, into its own repository (once it has applied the 500
+    # rows: a follower backs up what it has applied).
+    c.wait_converged()
     row = backuputil.sql_row(other, "BACKUP DATABASE FULL", columns=backuputil.BACKUP_COLUMNS,
                              node=f.id)
     assert os.path.dirname(row["path"]) == str(f.backup_dir), (row, f.backup_dir)
@@ -632,6 +635,7 @@ def test_sigterm_of_the_leader_hands_leadership_over(cluster_factory):
         w.wait_more(50)
     finally:
         acked = w.stop()
+    c.wait_converged(survivors, timeout=30)
     for n in survivors:
         assert_acked_present(n, "t", acked, "after the hand-over:")
     leader.start(wait=True)
