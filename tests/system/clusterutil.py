@@ -265,9 +265,16 @@ class Cluster:
             self._make(i + 1)
 
     def _make(self, node_id, extra_args=None, name=None):
-        node = Node(self.base_dir / ("%s-node%d" % (self.name, node_id)), node_id,
-                    extra_args=self.extra_args if extra_args is None else extra_args,
-                    name=name or "%s-node%d" % (self.name, node_id))
+        # A second node made with an id already used (a duplicate-id test) gets its own
+        # directory and name: "c1-node2", then "c1-node2b", ...
+        base = name or "%s-node%d" % (self.name, node_id)
+        taken = {n.name for n in self.all_nodes}
+        name, k = base, 0
+        while name in taken or (self.base_dir / name).exists():
+            k += 1
+            name = base + chr(ord("a") + k)
+        node = Node(self.base_dir / name, node_id,
+                    extra_args=self.extra_args if extra_args is None else extra_args, name=name)
         self.nodes.append(node)
         self.all_nodes.append(node)
         _LIVE.append(node)
@@ -303,7 +310,7 @@ class Cluster:
         self.wait_members(len(self.nodes), timeout=timeout)
         return self.leader(timeout=timeout)
 
-    def add_node(self, via=None, voter=True, start=True, extra_args=None, node_id=None,
+    def add_node(self, via=None, start=True, extra_args=None, node_id=None,
                  wait=True, timeout=60):
         """Makes node N+1 (or node_id) and starts it with --join via.url (default: every
         running member's address). With wait, returns once it is ready."""
