@@ -1,0 +1,388 @@
+"""A full disk under cairnd: writes fail with a clear error (a 5xx with a JSON "error"
+naming the problem), never hang, never crash the process, never lose an acknowledged
+write; once space is freed the node goes on, and a backup tried while the disk is full
+fails cleanly without leaving a partial file in the repository.
+
+The disk is a small tmpfs mounted for the test (`mount -t tmpfs -o size=...`; the tests
+run as root in CI and skip, saying why, where mounting is not allowed). The server's
+logs stay outside it. Space is taken by a filler file the test writes, and freed by
+deleting it. Every wait polls with a deadline; every request has a timeout, and running
+into it counts as a hang.
+"""
+
+import http.client
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import StopWaiting, assert_exec_ok, deadline_seconds, wait_until
+
+MiB = 1 << 20
+REQUEST_TIMEOUT = 10.0  # a write unanswered this long is a hang
+FULL_WORDS = ("full", "space", "enospc")
+
+
+def free_bytes(path):
+    st = os.statvfs(str(path))
+    return st.f_bavail * st.f_frsize
+
+
+def write_filler(path, leave_free):
+    """Writes a file of zeros (real pages on tmpfs), a MiB at a time, until about
+    `leave_free` bytes are left on its file system. The server may take space at the
+    same time (libraft preallocates its next segment): the filler then stops early, or
+    gives back what it took too much."""
+    chunk = b"\0" * MiB
+    size = 0
+    with open(path, "wb") as f:
+        try:
+            while free_bytes(path.parent) > leave_free + MiB:
+                f.write(chunk)
+                f.flush()
+                size += MiB
+        except OSError:
+            pass
+        give_back = max(0, leave_free - free_bytes(path.parent))
+        size = max(0, size - ((give_back + MiB - 1) // MiB) * MiB)
+        f.truncate(size)
+        os.fsync(f.fileno())
+    return size
+
+
+def names_disk_full(msg):
+    return isinstance(msg, str) and any(w in msg.lower() for w in FULL_WORDS)
+
+
+@pytest.fixture
+def tmpfs(tmp_path, server_factory):
+    """mount(name, size_mib) -> a fresh tmpfs directory under tmp_path. At teardown,
+    servers still running are killed (the test checks clean stops itself), then every
+    tmpfs is unmounted."""
+    mounts = []
+
+    def mount(name, size_mib):
+        d = tmp_path / name
+        d.mkdir()
+        try:
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % size_mib, "tmpfs", str(d)],
+                               capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            pytest.skip("cannot mount a tmpfs for the disk-full tests: %r" % (e,))
+        if r.returncode != 0:
+            pytest.skip("cannot mount a %d MiB tmpfs on %s for the disk-full tests (needs root or "
+                        "CAP_SYS_ADMIN; running as uid %d): mount exited %d: %s"
+                        % (size_mib, d, os.getuid(), r.returncode, (r.stderr or r.stdout).strip()))
+        mounts.append(d)
+        return d
+
+    yield mount
+    for s in server_factory.servers:
+        if s.running():
+            s.proc.kill()
+            s.proc.wait()
+    problems = []
+    for d in reversed(mounts):
+        r = subprocess.run(["umount", str(d)], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            subprocess.run(["umount", "-l", str(d)], capture_output=True, text=True, timeout=60)
+            problems.append("umount %s: %s" % (d, r.stderr.strip()))
+    assert not problems, problems
+
+
+class Load:
+    """`clients` threads inserting big rows into f(client, seq, b, t), a new connection
+    per request: randomblob(blob) grows the database, a text parameter of `text` bytes
+    grows the Raft log too. Answers are sorted into acked (client, seq), errors (status,
+    message) and anomalies (hangs, lost connections, unclear answers)."""
+
+    def __init__(self, s, clients=4, blob=192 * 1024, text=32 * 1024):
+        self.s = s
+        self.blob = blob
+        self.text = "x" * text
+        self.lock = threading.Lock()
+        self.acked = set()
+        self.attempted = [-1] * clients
+        self.errors = []
+        self.anomalies = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._worker, args=(c,), daemon=True) for c in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def _worker(self, c):
+        seq = 0
+        while not self.stopping.is_set():
+            body = json.dumps([["INSERT INTO f(client, seq, b, t) VALUES(?, ?, randomblob(?), ?)",
+                                c, seq, self.blob, self.text]])
+            self.attempted[c] = seq
+            t0 = time.monotonic()
+            conn = http.client.HTTPConnection("127.0.0.1", self.s.http_port,
+                                              timeout=deadline_seconds(REQUEST_TIMEOUT))
+            try:
+                conn.request("POST", "/db/execute", body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                with self.lock:
+                    self.anomalies.append("client %d seq %d: no answer after %.1fs: %r (server %s)" % (
+                        c, seq, time.monotonic() - t0, e, "alive" if self.s.running() else "DEAD"))
+                return
+            finally:
+                conn.close()
+            with self.lock:
+                self._sort(c, seq, resp.status, data)
+            seq += 1
+
+    def _sort(self, c, seq, status, data):
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            self.anomalies.append("client %d seq %d: HTTP %d, not JSON: %r" % (c, seq, status, data[:300]))
+            return
+        if status == 200:
+            res = doc.get("results", [{}])[0] if isinstance(doc, dict) else {}
+            if "error" not in res and res.get("rows_affected") == 1:
+                self.acked.add((c, seq))
+            else:
+                # A refusal inside a 200 is not the clear failure asked for.
+                self.anomalies.append("client %d seq %d: HTTP 200 without the row written: %r" % (
+                    c, seq, data[:300]))
+        elif status >= 500 and isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            self.errors.append((status, doc["error"]))
+        else:
+            self.anomalies.append("client %d seq %d: HTTP %d %r" % (c, seq, status, data[:300]))
+
+    def wait_failing(self, n, timeout, what):
+        """Waits until n writes were refused, or an anomaly, or every thread ended."""
+        def done():
+            with self.lock:
+                if self.anomalies or len(self.errors) >= n:
+                    return True
+            return not any(t.is_alive() for t in self.threads)
+
+        try:
+            wait_until(done, timeout, what)
+        except AssertionError:
+            pass  # reported by the caller with what was seen
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(deadline_seconds(REQUEST_TIMEOUT + 30))
+            assert not t.is_alive(), "a writer thread hangs"
+
+
+def check_acked(s, acked, what, **params):
+    got = {(c, seq) for c, seq in s.rows("SELECT client, seq FROM f", **params)}
+    missing = sorted(acked - got)
+    assert not missing, "%s: %d of %d acknowledged writes lost, e.g. %r" % (
+        what, len(missing), len(acked), missing[:10])
+    return got
+
+
+def repo_files(repo):
+    repo = pathlib.Path(repo)
+    return sorted(p.name for p in repo.iterdir()) if repo.exists() else []
+
+
+def try_backup(s, timeout=REQUEST_TIMEOUT):
+    """BACKUP DATABASE FULL; returns the HTTPResult (raises AssertionError on a hang)."""
+    try:
+        return s.raw("POST", "/db/execute", ["BACKUP DATABASE FULL"], timeout=timeout)
+    except OSError as e:
+        raise AssertionError("BACKUP DATABASE unanswered after %.0fs (%r); server %s" % (
+            deadline_seconds(timeout), e, "alive" if s.running() else "dead")) from None
+
+
+def backup_error(r):
+    """The error of a refused backup: a 5xx JSON error, or a per-statement error."""
+    doc = r.json()
+    if r.status >= 500:
+        return doc.get("error")
+    if r.status == 200:
+        res = doc.get("results", [{}])[0]
+        return res.get("error")
+    return None
+
+
+def backup_ok(r):
+    if r.status != 200:
+        return None
+    res = r.json()["results"][0]
+    if "error" in res:
+        return None
+    return dict(zip(res["columns"], res["values"][0]))
+
+
+def poll_write(s, what, timeout=30):
+    """A small write, tried until it succeeds (bounded); returns its answer."""
+    def attempt():
+        r = s.raw("POST", "/db/execute", [["INSERT INTO f(client, seq, b, t) VALUES(-1, ?, x'00', 'after')",
+                                           int(time.monotonic() * 1000)]], timeout=5)
+        if r.status == 200 and "error" not in r.json()["results"][0]:
+            return r
+        if not s.running():
+            raise StopWaiting("the server died")
+        return None
+
+    return wait_until(attempt, timeout, what, interval=0.2)
+
+
+# ---------------------------------------------------------------------------
+
+
+def fill_disk(tmpfs, server_factory):
+    """A node with its data directory and repository on a 160 MiB tmpfs, a filler file
+    leaving 24 MiB, and 4 clients writing big rows until writes are refused or one goes
+    unanswered. Returns (server, disk, filler, load) with the load stopped."""
+    disk = tmpfs("disk", 160)
+    s = server_factory(data_dir=disk / "data", extra_args=["--backup-dir", disk / "repo"])
+    assert_exec_ok(s.execute(["CREATE TABLE f (id INTEGER PRIMARY KEY, client INTEGER, seq INTEGER, "
+                              "b BLOB, t TEXT)"]))
+    filler = disk / "filler"
+    write_filler(filler, leave_free=24 * MiB)
+    load = Load(s)
+    load.wait_failing(8, 90, "writes to be refused on the full disk")
+    load.stop()
+    assert s.running(), "cairnd died on the full disk (status %s)" % s.proc.poll()
+    assert load.acked, "nothing was written before the disk filled"
+    assert load.errors or load.anomalies, "the disk never filled: %d acknowledged, %d bytes free" % (
+        len(load.acked), free_bytes(disk))
+    return s, disk, filler, load
+
+
+HANG = ("server bug: on a full disk a write is committed to the Raft log but its apply fails "
+        "(log: 'applying entry N failed, will retry: apply entry on DATA/db.sqlite: cannot "
+        "rollback - no transaction is active'); the HTTP request then waits without any "
+        "deadline (node.c submit() pthread_cond_wait) and gets no answer, not a 5xx; it is "
+        "applied only when a later write commits after space is freed. See /tmp/crash-findings.md")
+SIGTERM_HANG = ("server bug: SIGTERM on a node whose writes are blocked by a full disk never "
+                "exits: cairn_close -> httpStop -> MHD_stop_daemon joins connection threads "
+                "blocked in node.c submit() waiting for an apply that is only retried on the "
+                "next commit. See /tmp/crash-findings.md")
+
+
+@pytest.mark.xfail(strict=True, reason=HANG)
+def test_writes_on_a_full_disk_fail_with_a_clear_error(tmpfs, server_factory):
+    s, disk, filler, load = fill_disk(tmpfs, server_factory)
+    assert not load.anomalies, "writes on a full disk hung or were answered unclearly:\n%s" % (
+        "\n".join(load.anomalies[:10]))
+    unclear = [e for e in load.errors if not names_disk_full(e[1])]
+    assert not unclear, "refusals that do not name the full disk: %r" % unclear[:5]
+    check_acked(s, load.acked, "while the disk is full")
+    assert s.running()
+
+
+def test_full_disk_backup_fails_cleanly_and_the_node_goes_on(tmpfs, server_factory):
+    """Whatever the writes got on the full disk (a clear refusal is checked by the test
+    above), nothing acknowledged is lost, reads go on, a backup fails cleanly, and once
+    space is freed writes and backups succeed again, also across a restart."""
+    s, disk, filler, load = fill_disk(tmpfs, server_factory)
+    repo = disk / "repo"
+    before = repo_files(repo)
+    check_acked(s, load.acked, "while the disk is full")
+
+    # A backup now fails with a clear error and leaves nothing behind.
+    assert free_bytes(disk) < 8 * MiB, free_bytes(disk)
+    r = try_backup(s)
+    made = backup_ok(r)
+    assert made is None, "a backup on a full disk (%d bytes free) succeeded: %r" % (free_bytes(disk), made)
+    err = backup_error(r)
+    assert r.status >= 500 and names_disk_full(err), "a backup on a full disk failed unclearly: %r" % r
+    assert repo_files(repo) == before, "the failed backup left %r in the repository" % (
+        sorted(set(repo_files(repo)) - set(before)),)
+    assert s.running()
+
+    # Space comes back: the node goes on.
+    filler.unlink()
+    t0 = time.monotonic()
+    poll_write(s, "a write to succeed once space is free")
+    resumed = time.monotonic() - t0
+    got = check_acked(s, load.acked, "after space was freed", level="linearizable")
+    for i in range(20):
+        assert_exec_ok(s.execute([["INSERT INTO f(client, seq, b) VALUES(-2, ?, randomblob(4096))", i]]))
+    r = try_backup(s, timeout=120)
+    made = backup_ok(r)
+    assert made, "BACKUP DATABASE after space was freed: %r" % r
+    v = s.raw("POST", "/admin/backups/%s/verify" % made["backup_id"], {}, timeout=120)
+    assert v.status == 200 and v.json()["ok"] is True, v
+    assert s.rows("PRAGMA integrity_check") == [["ok"]]
+
+    # And across a clean restart nothing acknowledged is lost.
+    rc = s.stop()
+    assert rc == 0, "cairnd exited %s on SIGTERM; stderr:\n%s" % (rc, s.stderr_tail())
+    s.start()
+    check_acked(s, load.acked | {(-2, i) for i in range(20)}, "after the restart")
+    assert s.rows("PRAGMA integrity_check") == [["ok"]]
+    print("disk full: %d acknowledged, %d present, %d refused %r, %d unanswered; a write went "
+          "through %.2fs after space was freed" % (
+              len(load.acked), len(got), len(load.errors), sorted(set(load.errors))[:2],
+              len(load.anomalies), resumed))
+    assert s.stop() == 0
+
+
+def test_backup_to_a_full_repository(tmpfs, server_factory):
+    """The repository alone is full (the data directory is not): BACKUP DATABASE and POST
+    /admin/backup fail naming it, leave no partial file, and the node keeps serving;
+    after space is freed the backup succeeds."""
+    repo = tmpfs("repo", 64)
+    s = server_factory(extra_args=["--backup-dir", repo])
+    assert_exec_ok(s.execute(["CREATE TABLE f (id INTEGER PRIMARY KEY, client INTEGER, seq INTEGER, "
+                              "b BLOB, t TEXT)"]))
+    assert_exec_ok(s.execute(["WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 6000) "
+                              "INSERT INTO f(client, seq, b) SELECT 0, x, randomblob(4096) FROM c"]))
+    filler = repo / "filler"
+    write_filler(filler, leave_free=4 * MiB)
+    for how in ("sql", "http"):
+        if how == "sql":
+            r = try_backup(s)
+            made, err = backup_ok(r), backup_error(r)
+        else:
+            r = s.raw("POST", "/admin/backup", {"type": "full"}, timeout=REQUEST_TIMEOUT)
+            made = r.json().get("backup") if r.status == 200 else None
+            err = r.json().get("error") if r.status >= 500 else None
+        assert made is None, "%s: a 24 MiB backup into 4 MiB succeeded: %r" % (how, r)
+        assert names_disk_full(err), "%s: the failed backup does not name the full disk: %r" % (how, r)
+        assert repo_files(repo) == ["filler"], "%s: the failed backup left %r" % (how, repo_files(repo))
+        assert_exec_ok(s.execute(["INSERT INTO f(client, seq) VALUES(1, 1)"]))
+    filler.unlink()
+    r = try_backup(s, timeout=120)
+    made = backup_ok(r)
+    assert made, "the backup after space was freed failed: %r" % r
+    assert repo_files(repo) == [made["backup_id"] + ".cbk"], repo_files(repo)
+    assert s.stop() == 0
+
+
+@pytest.mark.xfail(strict=True, reason=SIGTERM_HANG)
+def test_sigterm_while_the_disk_is_full(tmpfs, server_factory):
+    """A node whose disk filled under load stops cleanly on SIGTERM (in bounded time,
+    status 0), and after space is freed restarts with every acknowledged write."""
+    disk = tmpfs("disk", 160)
+    s = server_factory(data_dir=disk / "data", extra_args=["--backup-dir", disk / "repo"])
+    assert_exec_ok(s.execute(["CREATE TABLE f (id INTEGER PRIMARY KEY, client INTEGER, seq INTEGER, "
+                              "b BLOB, t TEXT)"]))
+    filler = disk / "filler"
+    write_filler(filler, leave_free=24 * MiB)
+    load = Load(s)
+    load.wait_failing(4, 90, "writes to be refused on the full disk")
+    t0 = time.monotonic()
+    s.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = s.wait_exit(timeout=20)
+    except AssertionError:
+        rc = None
+    waited = time.monotonic() - t0
+    load.stop()
+    assert rc == 0, "cairnd on a full disk: SIGTERM -> %s after %.1fs (None: still running)" % (rc, waited)
+    filler.unlink()
+    s.start()
+    check_acked(s, load.acked, "after the restart")
+    assert s.rows("PRAGMA integrity_check") == [["ok"]]
+    assert s.stop() == 0
