@@ -468,7 +468,7 @@ int adminStatement(struct cairn *db, const struct sqlfront_cmd *cmd, struct cair
 
 /* ---- the restore entry ----------------------------------------------------------- */
 
-static int setAppliedIndex(const char *path, uint64_t index, char *errmsg)
+int adminSetAppliedIndex(const char *path, uint64_t index, char *errmsg)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
@@ -556,7 +556,7 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
     opt.out = tmp;
     opt.force = true;
     if ((rv = backupRestore(&opt, &info, msg)) != 0 ||
-        (rv = setAppliedIndex(tmp, index, msg)) != 0) {
+        (rv = adminSetAppliedIndex(tmp, index, msg)) != 0) {
         unlink(tmp);
         resultError(rs, msg);
         return 0;

@@ -62,4 +62,8 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
 /* The source name this server's backups carry. */
 void adminSourceName(struct cairn *db, char *out, size_t size);
 
+/* Store `index` as the applied index of the SQLite file at path (not open elsewhere):
+ * the log replays what comes after it. */
+int adminSetAppliedIndex(const char *path, uint64_t index, char *errmsg);
+
 #endif

@@ -7,10 +7,13 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cairn.h"
 
@@ -48,6 +51,28 @@ static void usage(FILE *f)
 }
 
 static int quiet;
+static atomic_bool opened;
+
+/* While cairn_open runs (a node joining a cluster can wait for its peers for minutes),
+ * SIGTERM and SIGINT still stop the process: nothing is lost by stopping there, and
+ * the next start checks the data directory as after any unclean stop. */
+static void *startWatch(void *arg)
+{
+    const sigset_t *sigs = arg;
+    struct timespec tick = {0, 100 * 1000 * 1000};
+    while (!atomic_load(&opened)) {
+        int sig = sigtimedwait(sigs, NULL, &tick);
+        if (sig > 0 && !atomic_load(&opened)) {
+            fprintf(stderr, "cairnd: %s while starting: stopping\n",
+                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            _exit(1);
+        }
+        if (sig > 0) {
+            kill(getpid(), sig); /* the node is open now: main's sigwait takes it */
+        }
+    }
+    return NULL;
+}
 
 static void logLine(void *data, const char *line)
 {
@@ -186,7 +211,13 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    pthread_t watch;
+    bool watching = pthread_create(&watch, NULL, startWatch, &sigs) == 0;
     rv = cairn_open(&cfg, &db);
+    atomic_store(&opened, true);
+    if (watching) {
+        pthread_join(watch, NULL);
+    }
     if (rv != 0) {
         fprintf(stderr, "cairnd: cannot start: %s\n",
                 db ? cairn_errmsg(db) : cairn_strerror(rv));

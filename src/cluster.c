@@ -151,7 +151,7 @@ static int perform(CURL *h, const char *method, const char *url, long timeout_ms
 
 int clusterHttp(const char *method, const char *url, const char *body, size_t len, int body_fd,
                 long timeout_ms, long *status, struct buf *out, char *content_type,
-                size_t ct_size, bool *connect_failed, char *errmsg)
+                size_t ct_size, bool *connect_failed, bool forwarded, char *errmsg)
 {
     struct curl_slist *hdrs = NULL;
     CURL *h;
@@ -168,7 +168,9 @@ int clusterHttp(const char *method, const char *url, const char *body, size_t le
         return CAIRN_ENOMEM;
     }
     /* A request a node forwards is served where it arrives, never forwarded again. */
-    hdrs = curl_slist_append(hdrs, "X-Cairn-Forwarded: 1");
+    if (forwarded) {
+        hdrs = curl_slist_append(hdrs, "X-Cairn-Forwarded: 1");
+    }
     hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
     hdrs = curl_slist_append(hdrs, "Expect:");
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -199,7 +201,7 @@ int clusterHttp(const char *method, const char *url, const char *body, size_t le
 }
 
 /* GET url into path (created; removed again on failure). */
-static int download(const char *url, const char *path, char *errmsg)
+int clusterDownload(const char *url, const char *path, char *errmsg)
 {
     CURL *h;
     long status = 0;
@@ -374,7 +376,7 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
             char msg[CAIRN_ERRMSG_SIZE];
             snprintf(url, sizeof url, "%s/cluster/identity", db->join[j]);
             bufInit(&body);
-            if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, msg) !=
+            if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, false, msg) !=
                     0 ||
                 status != 200) {
                 bufFree(&body);
@@ -505,6 +507,25 @@ static void answerError(const struct buf *body, char *out, size_t n)
     json_decref(root);
 }
 
+/* Until this node is a voter (the leader promotes it once it has caught up), or the
+ * deadline: a node that reports ready after a join counts towards the quorum. */
+static void waitVoter(struct cairn *db, int64_t deadline)
+{
+    while (monoMs() < deadline) {
+        struct node_info ni;
+        nodeInfo(db->node, &ni);
+        for (unsigned i = 0; i < ni.n_servers; i++) {
+            if (ni.servers[i].id == db->cfg.node_id && ni.servers[i].role == RAFT_VOTER) {
+                clusterLog(db, "caught up: a voter of the cluster now");
+                return;
+            }
+        }
+        pauseMs(50);
+    }
+    clusterLog(db, "not promoted to voter yet: still catching up (the leader promotes this "
+                   "node once it has)");
+}
+
 int clusterJoin(struct cairn *db, char *errmsg)
 {
     int64_t deadline = monoMs() + JOIN_TIMEOUT_MS;
@@ -534,7 +555,7 @@ int clusterJoin(struct cairn *db, char *errmsg)
             snprintf(url, sizeof url, "%s/join", db->join[j]);
             bufInit(&body);
             if (clusterHttp("POST", url, req.p, req.len, -1, 60000, &status, &body, NULL, 0, NULL,
-                            msg) != 0) {
+                            false, msg) != 0) {
                 snprintf(last, sizeof last, "%s", msg);
                 bufFree(&body);
                 continue;
@@ -542,7 +563,8 @@ int clusterJoin(struct cairn *db, char *errmsg)
             if (status == 200) {
                 bufFree(&body);
                 bufFree(&req);
-                clusterLog(db, "joined the cluster through %s", db->join[j]);
+                clusterLog(db, "joined the cluster through %s; catching up", db->join[j]);
+                waitVoter(db, deadline);
                 return 0;
             }
             answerError(&body, msg, sizeof msg);
@@ -744,7 +766,7 @@ static int fetchFrom(const char *base, const char *dir, const char *kind, const 
             snprintf(url, sizeof url, "%s/admin/%s/%s/file", base, kind, cur);
             snprintf(tmp, sizeof tmp, "%s/.%s.cbk.fetch", dir, cur);
             snprintf(path, sizeof path, "%s/%s.cbk", dir, cur);
-            if ((rv = download(url, tmp, errmsg)) != 0) {
+            if ((rv = clusterDownload(url, tmp, errmsg)) != 0) {
                 return rv;
             }
             if (rename(tmp, path) != 0) {
@@ -814,7 +836,7 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
         json_t *v;
         snprintf(url, sizeof url, "%s/nodes?ver=2", db->join[j]);
         bufInit(&body);
-        if (clusterHttp("GET", url, NULL, 0, -1, 5000, &status, &body, NULL, 0, NULL, msg) == 0 &&
+        if (clusterHttp("GET", url, NULL, 0, -1, 5000, &status, &body, NULL, 0, NULL, false, msg) == 0 &&
             status == 200 && (root = json_loadb(body.p, body.len, 0, NULL)) != NULL) {
             nodes = json_object_get(root, "nodes");
             for (int pass = 0; pass < 2; pass++) {
@@ -909,7 +931,7 @@ static bool announceOnce(struct cairn *db)
         bufInit(&req);
         joinBody(db, &req);
         if (clusterHttp("POST", url, req.p, req.len, -1, 10000, &status, NULL, NULL, 0, NULL,
-                        msg) == 0 &&
+                        false, msg) == 0 &&
             status == 200) {
             bufFree(&req);
             return true;
@@ -963,7 +985,7 @@ static bool promoteOnce(struct cairn *db)
         }
         snprintf(url, sizeof url, "%s/status", base);
         bufInit(&body);
-        if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, msg) == 0 &&
+        if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, false, msg) == 0 &&
             status == 200 && (root = json_loadb(body.p, body.len, 0, NULL)) != NULL) {
             json_t *a = json_object_get(json_object_get(root, "raft"), "applied_index");
             applied = json_is_integer(a) ? (uint64_t)json_integer_value(a) : 0;

@@ -34,12 +34,16 @@ struct cairn;
 void clusterUrl(const char *addr, char *out, size_t n);
 
 /* An HTTP request to a peer. body (len bytes) or, when body_fd >= 0, the whole file
- * body_fd is sent. On a response, 0 with *status and out (the body; may be NULL to
+ * body_fd is sent. forwarded marks a request this node forwards for a client (served
+ * where it arrives, never forwarded again). On a response, 0 with *status and out (the body; may be NULL to
  * drop it); otherwise CAIRN_EIO, and *connect_failed says whether the request never
  * reached the peer (safe to send again elsewhere). */
 int clusterHttp(const char *method, const char *url, const char *body, size_t len, int body_fd,
                 long timeout_ms, long *status, struct buf *out, char *content_type,
-                size_t ct_size, bool *connect_failed, char *errmsg);
+                size_t ct_size, bool *connect_failed, bool forwarded, char *errmsg);
+
+/* GET url into the file path (created; removed again on failure). */
+int clusterDownload(const char *url, const char *path, char *errmsg);
 
 /* The HTTP URL of node id ("http://host:port"): this node's own, or the directory's.
  * CAIRN_ENOTFOUND when the directory has no address for it yet. */

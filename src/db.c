@@ -22,6 +22,7 @@
 
 #include "admin.h"
 #include "cluster.h"
+#include "heal.h"
 #include "http.h"
 #include "sqlfront.h"
 #include "lock.h"
@@ -489,6 +490,16 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         (rv = makeDir(db->snap_dir, tlsErrmsg)) != 0) {
         return rv;
     }
+    if (db->cfg.raft_addr == NULL) {
+        /* Without network (embedded, or `cairn repair`) a node is never a member that
+         * joins or forms a cluster, whatever node.json says. */
+        db->n_join = 0;
+        db->bootstrap_expect = 0;
+    }
+    if ((rv = healBeforeOpen(db, tlsErrmsg)) != 0) {
+        return rv;
+    }
+    db->marked = true;
     rv = storeOpen(db->db_path, &db->store, tlsErrmsg);
     if (rv != 0) {
         return rv;
@@ -527,6 +538,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         return rv;
     }
     atomic_store(&db->running, true);
+    healAfterOpen(db);
     if ((rv = clusterJoin(db, tlsErrmsg)) != 0 ||
         (rv = clusterAnnouncerStart(db, tlsErrmsg)) != 0) {
         return rv;
@@ -545,6 +557,10 @@ int cairn_close(cairn *db)
     httpStop(db->http);
     nodeStop(db->node);
     storeClose(db->store);
+    if (db->marked) {
+        healMarkClean(db);
+    }
+    json_decref(db->recovery);
     lockRelease(db->lock_fd);
     pthread_mutex_destroy(&db->amu);
     pthread_cond_destroy(&db->acond);

@@ -49,6 +49,11 @@ struct cairn {
     pthread_mutex_t amu;
     pthread_cond_t acond;
     bool stopping;           /* guarded by amu */
+
+    /* crash safety (heal.h) */
+    struct json_t *recovery; /* the last recovery's record, or NULL */
+    bool healed;             /* this start moved a damaged database aside */
+    bool marked;             /* this start set the RUNNING mark */
 };
 
 /* Append a batch to the log and wait for its results (writes; cairn's own metadata

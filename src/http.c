@@ -21,6 +21,7 @@
 #include "admin.h"
 #include "buf.h"
 #include "db.h"
+#include "heal.h"
 #include "http_int.h"
 #include "request.h"
 
@@ -385,7 +386,9 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     bufPutc(&b, ',');
     jsonKey(&b, "requests");
     bufJsonInt(&b, (int64_t)atomic_load(&h->requests));
-    bufPuts(&b, "}}");
+    bufPuts(&b, "},\"last_recovery\":");
+    healStatusJson(db, &b);
+    bufPutc(&b, '}');
     if (!f.pretty) {
         bufPutc(&b, '\n');
     }

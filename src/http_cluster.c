@@ -173,7 +173,7 @@ bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url,
             bufInit(&body);
             rv = clusterHttp(method, turl.p, req->body.p ? req->body.p : "", req->body.len,
                              req->load_fd, admin ? FORWARD_ADMIN_TIMEOUT_MS : FORWARD_TIMEOUT_MS,
-                             &status, &body, ctype, sizeof ctype, &connect_failed, last);
+                             &status, &body, ctype, sizeof ctype, &connect_failed, true, last);
             bufFree(&turl);
             if (rv == 0 && status != 421) {
                 size_t len = 0;
@@ -341,7 +341,7 @@ static bool peerReachable(const char *base)
     char msg[CAIRN_ERRMSG_SIZE];
     long status = 0;
     snprintf(url, sizeof url, "%s/health", base);
-    return clusterHttp("GET", url, NULL, 0, -1, 1000, &status, NULL, NULL, 0, NULL, msg) == 0 &&
+    return clusterHttp("GET", url, NULL, 0, -1, 1000, &status, NULL, NULL, 0, NULL, false, msg) == 0 &&
            status == 200;
 }
 

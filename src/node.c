@@ -233,8 +233,12 @@ static void publishInfoAt(struct node *n, uint64_t applied_hint)
     n->info.snapshots_taken = n->fsm.snapshots_taken;
     n->info.last_snapshot_index = n->fsm.last_snapshot_index;
     n->info.applies = n->applies;
-    n->info.ready = leader_id != 0 && n->ready_term == r->current_term &&
-                    raft_state(r) == RAFT_LEADER;
+    /* Ready: a leader that has applied its term's start, or a follower that knows the
+     * leader and has applied everything it knows to be committed. */
+    n->info.ready = leader_id != 0 &&
+                    (raft_state(r) == RAFT_LEADER ? n->ready_term == r->current_term
+                                                  : n->info.applied_index >= r->commit_index &&
+                                                        r->commit_index > 0);
     n->info.voters = 0;
     n->info.n_servers = 0;
     for (unsigned i = 0; i < r->configuration.n; i++) {

@@ -110,7 +110,8 @@ struct node_info {
     uint64_t snapshots_taken;
     uint64_t last_snapshot_index;
     uint64_t applies;
-    bool ready; /* leader known and this node's log applied up to its term's start */
+    bool ready; /* leader: known, and its term's start applied; follower: leader known and
+                   everything known committed applied */
     unsigned voters;
     unsigned n_servers; /* the configuration as this node knows it */
     struct node_server servers[NODE_MAX_SERVERS];

@@ -71,6 +71,7 @@ extern const cliCommand cliBackupCommand;  /* backup.c */
 extern const cliCommand cliRestoreCommand; /* backup.c */
 extern const cliCommand cliNodeCommand;    /* node.c */
 extern const cliCommand cliCheckCommand, cliLogCommand; /* check.c */
+extern const cliCommand cliRepairCommand; /* repair.c */
 
 /* Parses argv[first..argc) against opts. values[i] receives the value of opts[i] (for a
  * flag, the string "1"; a repeated option keeps its last value), NULL when absent; values

@@ -38,6 +38,7 @@ static const cliCommand *const commands[] = {
     &cliRestoreCommand, /* backup.c */
     &cliNodeCommand,    /* node.c */
     &cliCheckCommand, &cliLogCommand, /* check.c */
+    &cliRepairCommand, /* repair.c */
     &helpCommand,       /* here */
     NULL,
 };

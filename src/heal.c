@@ -1,0 +1,625 @@
+/* Auto-heal at start and `cairn repair` (see heal.h). Start-up runs on the thread that
+ * calls cairn_open; healRepair on the CLI's thread with the node stopped. */
+#define _GNU_SOURCE
+#include "heal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "backup.h"
+#include "cluster.h"
+#include "db.h"
+#include "error.h"
+#include "lock.h"
+#include "raftlog.h"
+#include "store.h"
+
+#define RUNNING_MARK "RUNNING"
+#define RECOVERY_FILE "last_recovery.json"
+
+static void stamp(char *out, size_t n)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    strftime(out, n, "%Y%m%dT%H%M%SZ", gmtime_r(&t, &tm));
+}
+
+static void iso8601(char *out, size_t n)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* PRAGMA quick_check of the database at path: 0 when it says ok, CAIRN_ECORRUPT with
+ * its first message (or SQLite's error) when not. A missing file is healthy (a new
+ * node). */
+static int quickCheck(const char *path, char *msg, size_t n)
+{
+    sqlite3 *h = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int rv = 0;
+    if (!exists(path)) {
+        snprintf(msg, n, "no database yet");
+        return 0;
+    }
+    rc = sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(h, 5000);
+        rc = sqlite3_prepare_v2(h, "PRAGMA quick_check(5)", -1, &st, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            const char *v = (const char *)sqlite3_column_text(st, 0);
+            snprintf(msg, n, "%s", v ? v : "");
+            rv = v != NULL && strcmp(v, "ok") == 0 ? 0 : CAIRN_ECORRUPT;
+            /* One line: SQLite's report runs to a line per page. */
+            {
+                char *nl = strchr(msg, '\n');
+                if (nl != NULL && strncmp(msg, "*** ", 4) == 0) {
+                    *nl = ' ';
+                    nl = strchr(nl + 1, '\n');
+                }
+                if (nl != NULL) {
+                    snprintf(nl, n - (size_t)(nl - msg), " (and more)");
+                }
+            }
+            rc = SQLITE_OK;
+        }
+    }
+    if (rc != SQLITE_OK) {
+        snprintf(msg, n, "%s", h ? sqlite3_errmsg(h) : "out of memory");
+        rv = CAIRN_ECORRUPT;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return rv;
+}
+
+static uint64_t appliedOf(const char *path)
+{
+    sqlite3 *h = NULL;
+    sqlite3_stmt *st = NULL;
+    uint64_t v = 0;
+    if (sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(h, "SELECT value FROM _cairn_meta WHERE key='applied_index'", -1, &st,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        v = (uint64_t)sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return v;
+}
+
+/* Move DATA/name (if it exists) to DATA/corrupt/<stamp>-name; *moved gets the new
+ * path. */
+static int moveAside(const char *data_dir, const char *name, const char *when, char *moved,
+                     size_t n, char *errmsg)
+{
+    char from[PATH_MAX];
+    char dir[PATH_MAX];
+    snprintf(from, sizeof from, "%s/%s", data_dir, name);
+    if (moved != NULL) {
+        moved[0] = '\0';
+    }
+    if (!exists(from)) {
+        return 0;
+    }
+    snprintf(dir, sizeof dir, "%s/corrupt", data_dir);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        errorf(errmsg, "cannot create %s: %s", dir, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    char to[PATH_MAX];
+    snprintf(to, sizeof to, "%s/%s-%s", dir, when, name);
+    if (rename(from, to) != 0) {
+        errorf(errmsg, "cannot move %s to %s: %s", from, to, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    if (moved != NULL) {
+        snprintf(moved, n, "%s", to);
+    }
+    return syncParentDir(to, errmsg);
+}
+
+/* The database and its WAL and shared-memory files. */
+static int moveDatabaseAside(const char *data_dir, const char *when, char *moved, size_t n,
+                             char *errmsg)
+{
+    int rv = moveAside(data_dir, "db.sqlite", when, moved, n, errmsg);
+    if (rv == 0) {
+        rv = moveAside(data_dir, "db.sqlite-wal", when, NULL, 0, errmsg);
+    }
+    if (rv == 0) {
+        rv = moveAside(data_dir, "db.sqlite-shm", when, NULL, 0, errmsg);
+    }
+    return rv;
+}
+
+/* Check the Raft log. *damaged: a problem other than a torn tail; text describes it. */
+static int checkLog(const char *raft_dir, struct raftlog_report *rep, bool *damaged,
+                    char *text, size_t n)
+{
+    char msg[CAIRN_ERRMSG_SIZE];
+    int rv = raftlogVerify(raft_dir, NULL, NULL, rep, msg);
+    *damaged = false;
+    if (rv == CAIRN_ENOTFOUND) {
+        snprintf(text, n, "no log yet");
+        return 0;
+    }
+    if (rv != 0 && rv != CAIRN_ECORRUPT) {
+        snprintf(text, n, "cannot check: %s", msg);
+        return rv;
+    }
+    if (rv == 0) {
+        snprintf(text, n, "ok: entries %llu..%llu, snapshot at %llu",
+                 (unsigned long long)rep->first_index, (unsigned long long)rep->last_index,
+                 (unsigned long long)rep->snapshot_index);
+        return 0;
+    }
+    for (size_t i = 0; i < rep->n_problems; i++) {
+        if (rep->problems[i].kind != RAFTLOG_TORN_TAIL) {
+            *damaged = true;
+            snprintf(text, n, "damaged: raft/%s at offset %lld: %s", rep->problems[i].file,
+                     (long long)rep->problems[i].offset, rep->problems[i].message);
+            return 0;
+        }
+    }
+    snprintf(text, n, "torn tail: raft/%s at offset %lld (the write in progress at the stop, "
+                      "never acknowledged): %s",
+             rep->problems[0].file, (long long)rep->problems[0].offset, rep->problems[0].message);
+    return 0;
+}
+
+/* Can the database be rebuilt from the node's own snapshot and log? */
+static bool rebuildable(const struct raftlog_report *rep)
+{
+    return rep->snapshot_index > 0 || rep->first_index <= 1;
+}
+
+static void logLine(struct cairn *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logLine(struct cairn *db, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    if (db->cfg.log == NULL) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    db->cfg.log(db->cfg.log_data, line);
+}
+
+static void writeRecord(struct cairn *db)
+{
+    char path[PATH_MAX];
+    char tmp[PATH_MAX];
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    if (db->recovery == NULL) {
+        return;
+    }
+    snprintf(path, sizeof path, "%s/%s", db->data_dir, RECOVERY_FILE);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (json_dump_file(db->recovery, tmp, JSON_INDENT(2)) != 0 || rename(tmp, path) != 0 ||
+        syncParentDir(path, errmsg) != 0) {
+        logLine(db, "cannot write %s", path);
+        unlink(tmp);
+    }
+}
+
+int healBeforeOpen(struct cairn *db, char *errmsg)
+{
+    char mark[PATH_MAX];
+    char db_path[PATH_MAX];
+    char raft_dir[PATH_MAX];
+    char when[32];
+    char at[32];
+    char log_text[1024];
+    char db_text[512];
+    char db_before[600] = "";
+    char action[PATH_MAX + 256] = "none";
+    struct raftlog_report *rep = NULL;
+    bool damaged = false;
+    bool unclean;
+    int fd;
+    int rv = 0;
+
+    snprintf(mark, sizeof mark, "%s/%s", db->data_dir, RUNNING_MARK);
+    snprintf(db_path, sizeof db_path, "%s/db.sqlite", db->data_dir);
+    snprintf(raft_dir, sizeof raft_dir, "%s/raft", db->data_dir);
+    unclean = exists(mark);
+    rep = calloc(1, sizeof *rep);
+    if (rep == NULL) {
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    /* The log is checked at every start: libraft 0.15 cuts an open segment at the first
+     * batch that fails its checksum without saying so, even with auto-recovery off. */
+    checkLog(raft_dir, rep, &damaged, log_text, sizeof log_text);
+    if (!damaged && exists(db_path)) {
+        uint64_t applied = appliedOf(db_path);
+        uint64_t end = rep->last_index > rep->snapshot_index ? rep->last_index
+                                                             : rep->snapshot_index;
+        if (applied > end && (rep->files_checked > 0)) {
+            damaged = true;
+            snprintf(log_text, sizeof log_text,
+                     "missing entries: the database has applied index %llu but the log ends at "
+                     "%llu (a segment was lost or cut)",
+                     (unsigned long long)applied, (unsigned long long)end);
+        }
+    }
+    if (!unclean && damaged) {
+        errorf(errmsg,
+               "the Raft log in %s is %s. cairnd does not drop log entries, which may hold "
+               "acknowledged writes: in a cluster run `cairn repair --from-peer URL %s`; on a "
+               "single node `cairn repair --from-backup ID --repo DIR %s` (see "
+               "docs/OPERATIONS.md)",
+               raft_dir, log_text, db->data_dir, db->data_dir);
+        free(rep);
+        return CAIRN_ECORRUPT;
+    }
+    if (!unclean) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", db->data_dir, RECOVERY_FILE);
+        db->recovery = json_load_file(path, 0, NULL); /* the previous one, for /status */
+        free(rep);
+    } else {
+        stamp(when, sizeof when);
+        iso8601(at, sizeof at);
+        logLine(db, "unclean stop found (%s exists): checking the Raft log and the database",
+                mark);
+        logLine(db, "raft log: %s", log_text);
+        if (damaged) {
+            errorf(errmsg,
+                   "the Raft log in %s is %s. cairnd does not drop log entries, which may hold "
+                   "acknowledged writes: in a cluster run `cairn repair --from-peer URL %s`; "
+                   "on a single node `cairn repair --from-backup ID --repo DIR %s` (see "
+                   "docs/OPERATIONS.md)",
+                   raft_dir, log_text, db->data_dir, db->data_dir);
+            rv = CAIRN_ECORRUPT;
+            snprintf(action, sizeof action, "refused to start");
+        } else if (quickCheck(db_path, db_text, sizeof db_text) != 0 &&
+                   (snprintf(db_before, sizeof db_before, "damaged: %s", db_text), true)) {
+            logLine(db, "database %s is damaged: %s", db_path, db_text);
+            if (!rebuildable(rep)) {
+                errorf(errmsg,
+                       "database %s is damaged (%s) and this node's log starts at index %llu "
+                       "with no snapshot to rebuild it from: restore it with `cairn repair "
+                       "--from-backup ID --repo DIR %s` or `cairn repair --from-peer URL %s`",
+                       db_path, db_text, (unsigned long long)rep->first_index, db->data_dir,
+                       db->data_dir);
+                rv = CAIRN_ECORRUPT;
+                snprintf(action, sizeof action, "refused to start");
+            } else {
+                char moved[PATH_MAX];
+                rv = moveDatabaseAside(db->data_dir, when, moved, sizeof moved, errmsg);
+                if (rv == 0) {
+                    snprintf(action, sizeof action,
+                             "moved the damaged database to %s; rebuilt from %s and the log",
+                             moved, rep->snapshot_index ? "the newest snapshot" : "the start of");
+                    db->healed = true;
+                    logLine(db, "%s", action);
+                }
+            }
+        } else {
+            snprintf(db_before, sizeof db_before, "%s", db_text);
+            logLine(db, "database: %s", db_text);
+        }
+        db->recovery = json_pack("{s:s, s:b, s:s, s:s, s:s, s:n}", "time", at, "unclean_stop", 1,
+                                 "raft_log", log_text, "database",
+                                 quickCheck(db_path, db_text, sizeof db_text) == 0 && !db->healed
+                                     ? "ok"
+                                     : db_text,
+                                 "action", action, "applied_index");
+        json_object_set_new(db->recovery, "database", json_string(db_before));
+        free(rep);
+        if (rv != 0) {
+            writeRecord(db);
+            return rv;
+        }
+    }
+    /* The mark: removed again by a clean stop. */
+    fd = open(mark, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        errorf(errmsg, "cannot create %s: %s", mark, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    dprintf(fd, "%ld\n", (long)getpid());
+    if (fsync(fd) != 0) {
+        int err = errno;
+        close(fd);
+        errorf(errmsg, "cannot write %s: %s", mark, strerror(err));
+        return errorFromErrno(err);
+    }
+    close(fd);
+    return syncParentDir(mark, errmsg);
+}
+
+void healAfterOpen(struct cairn *db)
+{
+    char mark[PATH_MAX];
+    snprintf(mark, sizeof mark, "%s/%s", db->data_dir, RUNNING_MARK);
+    if (db->recovery == NULL || !json_is_null(json_object_get(db->recovery, "applied_index"))) {
+        return; /* no recovery at this start */
+    }
+    json_object_set_new(db->recovery, "applied_index",
+                        json_integer((json_int_t)storeAppliedIndex(db->store)));
+    writeRecord(db);
+    logLine(db, "recovery after the unclean stop done: database at index %llu",
+            (unsigned long long)storeAppliedIndex(db->store));
+}
+
+void healMarkClean(struct cairn *db)
+{
+    char mark[PATH_MAX];
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    snprintf(mark, sizeof mark, "%s/%s", db->data_dir, RUNNING_MARK);
+    if (unlink(mark) == 0) {
+        syncParentDir(mark, errmsg);
+    }
+}
+
+void healStatusJson(struct cairn *db, struct buf *b)
+{
+    char *text = db->recovery ? json_dumps(db->recovery, JSON_COMPACT) : NULL;
+    bufPuts(b, text ? text : "null");
+    free(text);
+}
+
+/* ---- cairn repair -------------------------------------------------------------------- */
+
+static void say(const struct heal_options *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const struct heal_options *o, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    if (o->say == NULL) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    o->say(o->say_arg, line);
+}
+
+/* Open the node without network and close it again: libraft installs the newest
+ * snapshot and a single node replays its whole log; *applied gets where the database
+ * ended. */
+static int replayOffline(const char *data_dir, uint64_t *applied, char *errmsg)
+{
+    struct cairn_config cfg;
+    cairn *c = NULL;
+    int rv;
+    cairn_config_init(&cfg);
+    cfg.data_dir = data_dir;
+    rv = cairn_open(&cfg, &c);
+    if (rv != 0) {
+        errorf(errmsg, "replaying the log: %s", c ? cairn_errmsg(c) : cairn_strerror(rv));
+        cairn_close(c);
+        return rv;
+    }
+    *applied = storeAppliedIndex(c->store);
+    cairn_close(c);
+    return 0;
+}
+
+/* Write join = peer into DATA/node.json, so that a node whose log was reset rejoins. */
+static int setJoin(const char *data_dir, const char *peer, char *errmsg)
+{
+    char path[PATH_MAX];
+    char tmp[PATH_MAX];
+    json_t *root;
+    snprintf(path, sizeof path, "%s/node.json", data_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    root = json_load_file(path, 0, NULL);
+    if (root == NULL) {
+        errorf(errmsg, "%s is missing or not JSON: the node's identity is unknown", path);
+        return CAIRN_ECORRUPT;
+    }
+    json_object_set_new(root, "join", json_string(peer));
+    json_object_set_new(root, "bootstrap_expect", json_integer(0));
+    if (json_dump_file(root, tmp, JSON_INDENT(2)) != 0 || rename(tmp, path) != 0) {
+        json_decref(root);
+        unlink(tmp);
+        errorf(errmsg, "cannot write %s", path);
+        return CAIRN_EIO;
+    }
+    json_decref(root);
+    return syncParentDir(path, errmsg);
+}
+
+int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
+{
+    char db_path[PATH_MAX];
+    char raft_dir[PATH_MAX];
+    char tmp[PATH_MAX];
+    char when[32];
+    char log_text[1024];
+    char db_text[512];
+    char db_before[600];
+    char moved_db[PATH_MAX] = "";
+    char moved_log[PATH_MAX] = "";
+    struct raftlog_report *rep;
+    bool log_damaged = false;
+    bool db_damaged;
+    uint64_t applied = 0;
+    const char *action = "nothing";
+    json_t *out;
+    int lock = -1;
+    int rv;
+
+    snprintf(db_path, sizeof db_path, "%s/db.sqlite", o->data_dir);
+    snprintf(raft_dir, sizeof raft_dir, "%s/raft", o->data_dir);
+    snprintf(tmp, sizeof tmp, "%s/db.sqlite.repair", o->data_dir);
+    stamp(when, sizeof when);
+    if (!exists(o->data_dir)) {
+        errorf(errmsg, "no data directory %s", o->data_dir);
+        return CAIRN_ENOTFOUND;
+    }
+    if ((rv = lockAcquire(o->data_dir, &lock, errmsg)) != 0) {
+        if (rv == CAIRN_ELOCKED) {
+            char held[CAIRN_ERRMSG_SIZE];
+            snprintf(held, sizeof held, "%s", errmsg);
+            errorf(errmsg, "%s: stop the node before repairing it", held);
+        }
+        return rv;
+    }
+    rep = calloc(1, sizeof *rep);
+    if (rep == NULL) {
+        lockRelease(lock);
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    checkLog(raft_dir, rep, &log_damaged, log_text, sizeof log_text);
+    db_damaged = quickCheck(db_path, db_text, sizeof db_text) != 0;
+    snprintf(db_before, sizeof db_before, "%s%s", db_damaged ? "damaged: " : "", db_text);
+    say(o, "raft log: %s", log_text);
+    say(o, "database: %s", db_before);
+
+    switch (o->mode) {
+        case HEAL_REBUILD:
+            if (log_damaged) {
+                errorf(errmsg, "cannot rebuild from this node's log, which is %s: use "
+                               "--from-peer URL (in a cluster) or --from-backup ID --repo DIR",
+                       log_text);
+                rv = CAIRN_ECORRUPT;
+                break;
+            }
+            if (!db_damaged && !o->force) {
+                action = "nothing: the database and the log are healthy (--force rebuilds anyway)";
+                break;
+            }
+            if (!rebuildable(rep)) {
+                errorf(errmsg, "cannot rebuild: the log starts at index %llu and there is no "
+                               "snapshot; use --from-backup ID --repo DIR or --from-peer URL",
+                       (unsigned long long)rep->first_index);
+                rv = CAIRN_ECORRUPT;
+                break;
+            }
+            rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg);
+            action = "rebuilt the database from the newest snapshot and the log";
+            break;
+        case HEAL_FROM_BACKUP: {
+            struct restore_options ro;
+            struct backup_info info;
+            memset(&ro, 0, sizeof ro);
+            ro.repo = o->repo;
+            ro.ref = o->backup_id;
+            ro.out = tmp;
+            ro.force = true;
+            say(o, "restoring backup %s from %s", o->backup_id, o->repo);
+            if ((rv = backupRestore(&ro, &info, errmsg)) != 0) {
+                break;
+            }
+            /* With a healthy log the entries after the backup replay on top of it; a
+             * damaged log is set aside and the database starts a new log at 0. */
+            if ((rv = adminSetAppliedIndex(tmp, log_damaged ? 0 : info.raft_index, errmsg)) != 0 ||
+                (rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) !=
+                    0 ||
+                (log_damaged &&
+                 (rv = moveAside(o->data_dir, "raft", when, moved_log, sizeof moved_log, errmsg)) !=
+                     0)) {
+                break;
+            }
+            if (rename(tmp, db_path) != 0) {
+                errorf(errmsg, "cannot move %s to %s: %s", tmp, db_path, strerror(errno));
+                rv = errorFromErrno(errno);
+                break;
+            }
+            syncParentDir(db_path, errmsg);
+            action = log_damaged ? "restored the backup; the damaged log was set aside and a new "
+                                   "one starts (writes after the backup are lost)"
+                                 : "restored the backup and replayed the log past it";
+            break;
+        }
+        case HEAL_FROM_PEER: {
+            char url[300];
+            char base[200];
+            clusterUrl(o->peer, base, sizeof base);
+            /* GET /db/backup?level=none streams the peer's own consistent copy. */
+            snprintf(url, sizeof url, "%s/db/backup", base);
+            say(o, "copying the database from %s", base);
+            rv = clusterDownload(url, tmp, errmsg);
+            if (rv != 0) {
+                unlink(tmp);
+                break;
+            }
+            if (quickCheck(tmp, db_text, sizeof db_text) != 0) {
+                errorf(errmsg, "the copy from %s does not pass quick_check: %s", base, db_text);
+                unlink(tmp);
+                rv = CAIRN_ECORRUPT;
+                break;
+            }
+            /* The copy is newer than this node's log: the log is set aside too, and the
+             * node rejoins through the peer, whose leader sends what follows. */
+            if ((rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) !=
+                    0 ||
+                (rv = moveAside(o->data_dir, "raft", when, moved_log, sizeof moved_log,
+                                errmsg)) != 0 ||
+                (rv = setJoin(o->data_dir, base, errmsg)) != 0) {
+                break;
+            }
+            if (rename(tmp, db_path) != 0) {
+                errorf(errmsg, "cannot move %s to %s: %s", tmp, db_path, strerror(errno));
+                rv = errorFromErrno(errno);
+                break;
+            }
+            syncParentDir(db_path, errmsg);
+            action = "copied the database from the peer and set this node's log aside; the node "
+                     "rejoins through the peer at its next start and the leader sends it the "
+                     "rest";
+            break;
+        }
+    }
+    lockRelease(lock);
+    free(rep);
+    if (rv == 0 && strcmp(action, "nothing") != 0 && strncmp(action, "nothing:", 8) != 0 &&
+        !(o->mode == HEAL_FROM_PEER && moved_log[0] != '\0')) {
+        say(o, "replaying the log");
+        rv = replayOffline(o->data_dir, &applied, errmsg);
+    } else if (rv == 0) {
+        applied = appliedOf(db_path);
+    }
+    if (rv == 0) {
+        db_damaged = quickCheck(db_path, db_text, sizeof db_text) != 0;
+        if (db_damaged) {
+            errorf(errmsg, "the database is still damaged after the repair: %s", db_text);
+            rv = CAIRN_ECORRUPT;
+        }
+    }
+    out = json_pack("{s:b, s:s, s:s, s:s, s:s?, s:s?, s:I}", "ok", rv == 0, "raft_log", log_text,
+                    "database_before", db_before, "action", rv == 0 ? action : "failed",
+                    "moved_database", moved_db[0] ? moved_db : NULL, "moved_log",
+                    moved_log[0] ? moved_log : NULL, "applied_index", (json_int_t)applied);
+    if (out != NULL) {
+        char *text = json_dumps(out, JSON_COMPACT);
+        bufPuts(report, text ? text : "{}");
+        free(text);
+        json_decref(out);
+    }
+    if (rv == 0) {
+        say(o, "done: %s; database at index %llu", action, (unsigned long long)applied);
+    }
+    return rv;
+}
