@@ -364,6 +364,7 @@ def test_frozen_follower_under_load(cluster_factory):
     c.assert_same_rows("t")
     wait_until(lambda: (leader.nodes() or {}).get(str(victim.id), {}).get("reachable") is True, 15,
                "the leader's /nodes to report %s reachable again" % victim.name)
+    wait_until(victim.ready, 15, "GET /readyz on the thawed %s to answer 200" % victim.name)
 
 
 def _snapshot_evidence(node):
@@ -528,6 +529,9 @@ def test_bad_input(cluster_factory, tmp_path):
     assert re.search(r"\b2\b", text) and re.search(r"already|duplicate|exists|409", text, re.I), text[-3000:]
     print("duplicate id: %s" % [ln for ln in text.splitlines() if "cairnd" in ln][-1:])
 
+    # POST /join that is not a join: 400 with a JSON error.
+    for body in ("not json", {"addr": "127.0.0.1:1"}, {"id": 0, "addr": "127.0.0.1:1"}, {"id": 5}):
+        error_json(post(leader, "/join", body), (400,), "POST /join %r" % (body,))
     # POST /join with a raft address nothing listens on: a clear error, within a bound,
     # and the cluster neither lists it as a voter nor stops taking writes.
     res = post(leader, "/join", {"id": 9, "addr": "127.0.0.1:%d" % dead_port,
