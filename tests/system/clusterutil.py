@@ -369,17 +369,20 @@ class Cluster:
         node = node or self.leader()
         return node.get_json("/nodes")
 
-    def wait_members(self, count, timeout=30, node=None):
-        """Waits until some running node's /nodes lists `count` nodes, all reachable."""
+    def wait_members(self, count, timeout=30, node=None, voters=True):
+        """Waits until some running node's /nodes lists `count` nodes, all reachable and
+        (with voters) all voters: a joiner is a standby until the leader promotes it."""
         def check():
             candidates = [node] if node is not None else self.running()
             for n in candidates:
                 doc = n.nodes()
                 if isinstance(doc, dict) and len(doc) == count and all(
-                        isinstance(v, dict) and v.get("reachable") for v in doc.values()):
+                        isinstance(v, dict) and v.get("reachable") and (v.get("voter") or not voters)
+                        for v in doc.values()):
                     return doc
             return None
-        return wait_until(check, timeout, "/nodes to list %d reachable nodes" % count, interval=0.05)
+        return wait_until(check, timeout, "/nodes to list %d reachable%s nodes"
+                          % (count, " voting" if voters else ""), interval=0.05)
 
     # -- catching up ---------------------------------------------------------
 
