@@ -668,7 +668,10 @@ def test_cli_node_list_remove_and_backup_on_a_node(cluster_factory, cairn_bin):
     c = cluster_factory(3)
     leader = c.leader()
     f = c.followers(leader)[0]
-    c.wait_members(3)
+    # The node directory (HTTP addresses) reaches each node through the log: wait until
+    # both nodes asked below list every member complete.
+    c.wait_members(3, node=f)
+    c.wait_members(3, node=leader)
 
     r = cairn("node", "--help")
     assert r.returncode == 0 and "list" in r.stdout and "remove" in r.stdout, r
