@@ -50,6 +50,17 @@ test: build asan-build
 	$(MAKE) --no-print-directory asan
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory system
+	$(MAKE) --no-print-directory fuzz-short
+
+# libFuzzer targets of the parsers (fuzz/README.md), built with clang into build-fuzz/:
+# FUZZ_SECONDS per target; exits non-zero if any target crashed.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz fuzz-short
+fuzz: deps
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-short: deps
+	bash fuzz/run.sh 15
 
 bench: build
 	bash bench/run.sh
