@@ -184,7 +184,14 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
          * entry unapplied and retries it with the next commit. */
         fsmLog(f, "applying entry %llu failed, will retry: %s", (unsigned long long)index,
                f->errmsg);
+        f->apply_failed = rv;
+        snprintf(f->apply_errmsg, sizeof f->apply_errmsg, "%s", f->errmsg);
         return RAFT_IOERR;
+    }
+    if (f->apply_failed) {
+        fsmLog(f, "entry %llu applied: the database can be written again",
+               (unsigned long long)index);
+        f->apply_failed = 0;
     }
     f->pending = res;
     *result = res;

@@ -75,6 +75,11 @@ struct fsm {
     void *restore_data;
     fsm_fetch_fn fetch;
     void *fetch_data;
+    /* The last apply failed (the database could not commit: disk full, I/O error):
+     * libraft keeps the entry and retries it with the next commit; the node answers
+     * the requests waiting on it meanwhile. Cleared by the next successful apply. */
+    int apply_failed;          /* its cairn error code, 0 when none */
+    char apply_errmsg[CAIRN_ERRMSG_SIZE];
     uint64_t snapshots_taken;
     uint64_t last_snapshot_index;
     char errmsg[CAIRN_ERRMSG_SIZE];

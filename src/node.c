@@ -61,6 +61,13 @@ struct op {
     int status;
     char *errmsg;
     struct cairn_result *result;
+    /* OP_APPLY ops live on the heap with two references, the waiter's and the loop's:
+     * the waiter may be answered (an apply that cannot commit) while libraft still
+     * holds the request. inflight links the ones libraft holds (loop thread). */
+    int refs;
+    struct op *inflight_next;
+    struct op **inflight_prev;
+    char errbuf[CAIRN_ERRMSG_SIZE];
 };
 
 struct node {
@@ -90,6 +97,10 @@ struct node {
     uint64_t ready_term; /* term whose start barrier has been applied */
     uint64_t applies;
     struct raft_transfer transfer; /* leadership hand-over when stopping */
+    struct op *inflight;           /* OP_APPLY requests libraft holds */
+    struct raft_barrier retry;     /* re-drives a failed apply (see tickCb) */
+    bool retry_pending;
+    unsigned retry_ticks;
     bool closing;
     bool transfer_tried;
 
@@ -198,9 +209,27 @@ static void localTransportInit(struct raft_uv_transport *t)
 
 /* ---- completing operations ---------------------------------------------------- */
 
+static void opRelease(struct op *op)
+{
+    bool last;
+    pthread_mutex_lock(&op->mu);
+    last = --op->refs == 0;
+    pthread_mutex_unlock(&op->mu);
+    if (last) {
+        cairn_result_free(op->result);
+        pthread_mutex_destroy(&op->mu);
+        pthread_cond_destroy(&op->cond);
+        free(op);
+    }
+}
+
 static void opComplete(struct op *op, int status, const char *msg)
 {
     pthread_mutex_lock(&op->mu);
+    if (op->done) {
+        pthread_mutex_unlock(&op->mu); /* answered already (see failInflight) */
+        return;
+    }
     op->status = status;
     if (status != 0 && msg != NULL && op->errmsg != NULL) {
         snprintf(op->errmsg, CAIRN_ERRMSG_SIZE, "%s", msg);
@@ -263,18 +292,62 @@ static void publishInfo(struct node *n)
     publishInfoAt(n, 0);
 }
 
+static void inflightRemove(struct op *op)
+{
+    if (op->inflight_prev != NULL) {
+        *op->inflight_prev = op->inflight_next;
+        if (op->inflight_next != NULL) {
+            op->inflight_next->inflight_prev = op->inflight_prev;
+        }
+        op->inflight_prev = NULL;
+    }
+}
+
 static void applyCb(struct raft_apply *req, int status, void *result)
 {
     struct op *op = req->data;
+    struct node *n = op->node;
+    inflightRemove(op);
     if (status != 0) {
         opComplete(op, raftToCairn(status), raft_strerror(status));
+        opRelease(op);
         return;
     }
     /* Runs right after fsm->apply, on the loop thread: claim the result now. */
-    op->result = fsmTakeResult(&op->node->fsm, result);
+    pthread_mutex_lock(&op->mu);
+    if (!op->done) {
+        op->result = fsmTakeResult(&n->fsm, result);
+    } else {
+        cairn_result_free(fsmTakeResult(&n->fsm, result)); /* its waiter was answered */
+    }
+    pthread_mutex_unlock(&op->mu);
     /* Publish before answering, so that /status read after a write shows it. */
-    publishInfoAt(op->node, req->index);
+    publishInfoAt(n, req->index);
     opComplete(op, 0, NULL);
+    opRelease(op);
+}
+
+/* The database cannot apply what the log holds (disk full, I/O error): answer every
+ * request waiting on an apply now, saying that its entry is in the log and will be
+ * applied once the database can be written. libraft keeps the requests; applyCb
+ * releases them later. */
+static void failInflight(struct node *n)
+{
+    char msg[CAIRN_ERRMSG_SIZE];
+    int code = n->fsm.apply_failed;
+    snprintf(msg, sizeof msg,
+             "%s: the write is in the Raft log but the database cannot apply it now (%s); it "
+             "is applied as soon as the database can be written again",
+             code == CAIRN_ENOSPC ? "disk full" : "database write failed", n->fsm.apply_errmsg);
+    for (struct op *op = n->inflight; op != NULL; op = op->inflight_next) {
+        opComplete(op, code, msg);
+    }
+}
+
+static void retryCb(struct raft_barrier *req, int status)
+{
+    struct node *n = req->data;
+    n->retry_pending = false;
 }
 
 static void barrierCb(struct raft_barrier *req, int status)
@@ -391,20 +464,41 @@ static void drainQueue(uv_async_t *h)
     for (; op != NULL; op = next) {
         next = op->next;
         if (stopping) {
+            opComplete(op, CAIRN_ESHUTDOWN, "node is shutting down");
             if (op->type == OP_APPLY) {
                 raft_free(op->buf.base);
+                opRelease(op);
             }
-            opComplete(op, CAIRN_ESHUTDOWN, "node is shutting down");
             continue;
         }
         if (op->type == OP_APPLY) {
             op->req.apply.data = op;
+            if (n->fsm.apply_failed) {
+                /* The database cannot take writes now: refuse new ones at once rather
+                 * than add them to the log behind the entry that cannot be applied. */
+                char msg[CAIRN_ERRMSG_SIZE];
+                raft_free(op->buf.base);
+                snprintf(msg, sizeof msg, "%s: the database cannot be written now (%s); "
+                                          "nothing was written",
+                         n->fsm.apply_failed == CAIRN_ENOSPC ? "disk full" : "write failed",
+                         n->fsm.apply_errmsg);
+                opComplete(op, n->fsm.apply_failed, msg);
+                opRelease(op);
+                continue;
+            }
             rv = raft_apply(&n->raft, &op->req.apply, &op->buf, 1, applyCb);
             if (rv != 0) {
                 raft_free(op->buf.base);
                 opComplete(op, raftToCairn(rv), raft_errmsg(&n->raft));
+                opRelease(op);
             } else {
                 n->applies++;
+                op->inflight_next = n->inflight;
+                op->inflight_prev = &n->inflight;
+                if (n->inflight != NULL) {
+                    n->inflight->inflight_prev = &op->inflight_next;
+                }
+                n->inflight = op;
             }
         } else if (op->type == OP_CHANGE) {
             struct raft_change *req = &op->req.change.req;
@@ -446,6 +540,19 @@ static void tickCb(uv_timer_t *t)
 {
     struct node *n = t->data;
     maybeReadyBarrier(n);
+    if (n->fsm.apply_failed) {
+        failInflight(n);
+        /* libraft retries a failed apply only with the next commit: append a barrier
+         * now and then, so that the node resumes by itself once space is freed. */
+        if (++n->retry_ticks >= 1000 / TICK_MS && !n->retry_pending && !n->closing &&
+            raft_state(&n->raft) == RAFT_LEADER) {
+            n->retry_ticks = 0;
+            n->retry.data = n;
+            if (raft_barrier(&n->raft, &n->retry, retryCb) == 0) {
+                n->retry_pending = true;
+            }
+        }
+    }
     publishInfo(n);
 }
 
@@ -665,6 +772,40 @@ void nodeStop(struct node *n)
     free(n);
 }
 
+/* Queue op and wait until it is answered; op's mutex and condition stay (the loop may
+ * still hold op, see opRelease). */
+static int submitShared(struct node *n, struct op *op, char *errmsg)
+{
+    pthread_mutex_init(&op->mu, NULL);
+    pthread_cond_init(&op->cond, NULL);
+    op->done = false;
+    op->errmsg = errmsg;
+    op->next = NULL;
+    op->node = n;
+
+    pthread_mutex_lock(&n->qmu);
+    if (n->stopping) {
+        pthread_mutex_unlock(&n->qmu);
+        errorf(errmsg, "node is shutting down");
+        return CAIRN_ESHUTDOWN;
+    }
+    if (n->qtail) {
+        n->qtail->next = op;
+    } else {
+        n->qhead = op;
+    }
+    n->qtail = op;
+    pthread_mutex_unlock(&n->qmu);
+    uv_async_send(&n->wake);
+
+    pthread_mutex_lock(&op->mu);
+    while (!op->done) {
+        pthread_cond_wait(&op->cond, &op->mu);
+    }
+    pthread_mutex_unlock(&op->mu);
+    return op->status;
+}
+
 static int submit(struct node *n, struct op *op, char *errmsg)
 {
     int rv;
@@ -706,31 +847,43 @@ out:
 int nodeApply(struct node *n, const void *cmd, size_t len, struct cairn_result **out,
               char *errmsg)
 {
-    struct op op;
+    struct op *op;
     int rv;
-    memset(&op, 0, sizeof op);
     *out = NULL;
-    op.type = OP_APPLY;
-    op.buf.len = len;
-    op.buf.base = raft_malloc(len);
-    if (op.buf.base == NULL) {
+    op = calloc(1, sizeof *op);
+    if (op == NULL) {
         errorf(errmsg, "out of memory");
         return CAIRN_ENOMEM;
     }
-    memcpy(op.buf.base, cmd, len);
-    rv = submit(n, &op, errmsg);
-    if (rv == CAIRN_ESHUTDOWN && !op.done) {
-        raft_free(op.buf.base); /* refused before it reached the loop */
+    op->type = OP_APPLY;
+    op->buf.len = len;
+    op->buf.base = raft_malloc(len);
+    if (op->buf.base == NULL) {
+        free(op);
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
     }
-    if (rv != 0) {
-        return rv;
+    memcpy(op->buf.base, cmd, len);
+    op->refs = 2; /* this thread's and the loop's */
+    rv = submitShared(n, op, op->errbuf);
+    if (rv == CAIRN_ESHUTDOWN && !op->done) {
+        /* refused before it reached the loop, which holds no reference */
+        raft_free(op->buf.base);
+        op->refs--;
     }
-    if (op.result == NULL) {
+    pthread_mutex_lock(&op->mu);
+    if (rv == 0 && op->result == NULL) {
         errorf(errmsg, "entry was applied before this request was answered");
-        return CAIRN_ERAFT;
+        rv = CAIRN_ERAFT;
+    } else if (rv == 0) {
+        *out = op->result;
+        op->result = NULL;
+    } else {
+        errorf(errmsg, "%s", op->errbuf);
     }
-    *out = op.result;
-    return 0;
+    pthread_mutex_unlock(&op->mu);
+    opRelease(op);
+    return rv;
 }
 
 int nodeBarrier(struct node *n, char *errmsg)

@@ -1061,10 +1061,25 @@ static void checkSnapshots(struct ctx *c, const struct rfile *files, size_t n)
     const struct rfile *newest = NULL;
     for (size_t i = 0; i < n; i++) {
         const struct rfile *f = &files[i];
-        if (f->type == F_META) {
-            c->r->snapshots++;
-            newest = f; /* sorted by term, index, timestamp as libraft sorts them */
+        char name[RAFTLOG_FILE_SIZE];
+        bool orphan = true;
+        if (f->type != F_META) {
+            continue;
         }
+        /* A .meta without its data file is what a stop in the middle of writing a
+         * snapshot leaves: libraft deletes such orphans at start and uses the
+         * previous snapshot, so it is neither a problem nor the newest snapshot. */
+        snprintf(name, sizeof name, "%.*s", (int)(strlen(f->name) - 5), f->name);
+        for (size_t j = 0; j < n; j++) {
+            if (files[j].type == F_SNAPSHOT && strcmp(files[j].name, name) == 0) {
+                orphan = false;
+            }
+        }
+        if (orphan) {
+            continue;
+        }
+        c->r->snapshots++;
+        newest = f; /* sorted by term, index, timestamp as libraft sorts them */
     }
     for (size_t i = 0; i < n; i++) {
         const struct rfile *f = &files[i];
@@ -1080,7 +1095,10 @@ static void checkSnapshots(struct ctx *c, const struct rfile *files, size_t n)
                 data = &files[j];
             }
         }
-        if (data == NULL || (data->regular && data->size == 0)) {
+        if (data == NULL) {
+            continue; /* an orphan, see above */
+        }
+        if (data->regular && data->size == 0) {
             /* libraft skips such a snapshot (an interrupted one); only the newest
              * matters, since libraft would then fall back to an older one or none. */
             if (f == newest) {

@@ -970,14 +970,18 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
     }
     sqlite3_bind_int64(s->st_set_index, 1, (sqlite3_int64)index);
     rc = internalStep(s, s->st_set_index);
-    if (rc != SQLITE_OK) {
-        internalStep(s, s->st_rollback);
-        goto fail;
+    if (rc == SQLITE_OK) {
+        rc = internalStep(s, s->st_commit);
     }
-    rc = internalStep(s, s->st_commit);
     if (rc != SQLITE_OK) {
-        internalStep(s, s->st_rollback);
-        goto fail;
+        /* The message first: the rollback would replace it with its own. */
+        int rv = sqlErr(s->writer, rc, "apply entry", s->path, errmsg);
+        if (!sqlite3_get_autocommit(s->writer)) {
+            internalStep(s, s->st_rollback);
+        }
+        detNowMs = 0;
+        cairn_result_free(res);
+        return rv;
     }
     detNowMs = 0;
     s->applied = index;
