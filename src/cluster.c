@@ -33,10 +33,37 @@
 #define FETCH_TIMEOUT_MS (30 * 60 * 1000)
 
 static pthread_once_t curlOnce = PTHREAD_ONCE_INIT;
+/* One easy handle per thread, kept between requests: its connection to a peer stays
+ * open (keep-alive), which is what makes forwarding cheap. */
+static pthread_key_t curlKey;
+
+static void curlFree(void *h)
+{
+    curl_easy_cleanup(h);
+}
 
 static void curlInit(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    pthread_key_create(&curlKey, curlFree);
+}
+
+/* This thread's handle, reset to no options (the connection cache stays). */
+static CURL *curlHandle(void)
+{
+    CURL *h;
+    pthread_once(&curlOnce, curlInit);
+    h = pthread_getspecific(curlKey);
+    if (h == NULL) {
+        h = curl_easy_init();
+        if (h != NULL && pthread_setspecific(curlKey, h) != 0) {
+            curl_easy_cleanup(h);
+            h = NULL;
+        }
+    } else {
+        curl_easy_reset(h);
+    }
+    return h;
 }
 
 static int64_t monoMs(void)
@@ -157,12 +184,11 @@ int clusterHttp(const char *method, const char *url, const char *body, size_t le
     CURL *h;
     int rv;
 
-    pthread_once(&curlOnce, curlInit);
     *status = 0;
     if (connect_failed != NULL) {
         *connect_failed = false;
     }
-    h = curl_easy_init();
+    h = curlHandle();
     if (h == NULL) {
         errorf(errmsg, "out of memory");
         return CAIRN_ENOMEM;
@@ -195,8 +221,10 @@ int clusterHttp(const char *method, const char *url, const char *body, size_t le
         curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
         snprintf(content_type, ct_size, "%s", ct ? ct : "application/json");
     }
+    /* The handle (and its connection) stays with this thread; the headers and the body
+     * pointers it was given do not outlive this call. */
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(hdrs);
-    curl_easy_cleanup(h);
     return rv;
 }
 
