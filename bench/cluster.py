@@ -272,6 +272,14 @@ def section(args, runs, failovers, meta, notes):
                % (meta["nproc"], meta["cpu"], meta["memory"], meta["kernel"], meta["filesystem"], disk,
                   meta["load"], meta.get("load_after", "?")))
     out.append("")
+    try:
+        busy = float(meta["load"].split()[0]) > float(meta["nproc"])
+    except (ValueError, IndexError, KeyError):
+        busy = False
+    if busy:
+        out.append("The machine was busy with other work when the run started (load average above its CPU "
+                   "count): the rates vary from run to run; compare the two sides of one run, not runs.")
+        out.append("")
     out.append("| workload | single node rows/s | p50 ms | p99 ms | errors | 3 nodes rows/s | p50 ms | p99 ms "
                "| errors | 3 nodes ÷ single | target | result |")
     out.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|")
