@@ -78,7 +78,7 @@ def tmpfs(tmp_path, server_factory):
         if r.returncode != 0:
             pytest.skip("cannot mount a %d MiB tmpfs on %s for the disk-full tests (needs root or "
                         "CAP_SYS_ADMIN; running as uid %d): mount exited %d: %s"
-                        % (size_mib, d, os.getuid(), r.returncode, (r.stderr or r.stdout).strip()))
+                        % (size_mib, d, os.getuid(), r.returncode, " ".join((r.stderr or r.stdout).split())))
         mounts.append(d)
         return d
 
