@@ -862,8 +862,13 @@ static int runCreate(const cliCommand *cmd, const cliEnv *env, int argc, char **
         return usageError(cmd, r.repo != NULL ? "--node is for a server, not --repo"
                                               : "--node needs a node id (a positive integer)");
     }
-    snprintf(path, sizeof path, "/admin/backup%s%s%s", r.progress.enabled ? "?progress" : "",
-             node == NULL ? "" : r.progress.enabled ? "&node=" : "?node=", node ? node : "");
+    snprintf(path, sizeof path, "/admin/backup%s", r.progress.enabled ? "?progress" : "");
+    if (node != NULL) {
+        /* ?node=ID: cairnd runs the backup on that node, into its own repository. */
+        size_t used = strlen(path);
+        snprintf(path + used, sizeof path - used, "%cnode=%s", r.progress.enabled ? '&' : '?',
+                 node);
+    }
 
     if (r.repo != NULL) {
         code = standaloneCreate(&r, db, type, &entry);
