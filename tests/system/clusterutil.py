@@ -377,7 +377,8 @@ class Cluster:
             for n in candidates:
                 doc = n.nodes()
                 if isinstance(doc, dict) and len(doc) == count and all(
-                        isinstance(v, dict) and v.get("reachable") and (v.get("voter") or not voters)
+                        isinstance(v, dict) and v.get("reachable") and v.get("api_addr")
+                        and (v.get("voter") or not voters)
                         for v in doc.values()):
                     return doc
             return None

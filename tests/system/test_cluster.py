@@ -162,9 +162,8 @@ def test_form_cluster_both_ways(cluster_factory, mode):
     leader = c.leader()
     # Every node gives the same /nodes, and ?ver=2 the same objects in a list.
     for n in c.nodes:
-        doc = wait_until(lambda: (lambda d: d if d and all(v.get("reachable") and v.get("api_addr")
-                                                           for v in d.values()) else None)(n.nodes()),
-                         15, "%s's /nodes to list every node reachable" % n.name)
+        # (Each node learns of promotions and addresses through the log: wait for it.)
+        doc = c.wait_members(3, node=n, timeout=15)
         check_nodes_doc(doc, c.nodes, leader)
         v2 = n.get_json("/nodes?ver=2")
         assert set(v2) == {"nodes"} and isinstance(v2["nodes"], list), v2
