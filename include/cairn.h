@@ -85,6 +85,10 @@ struct cairn_config {
      * rejoins without them. */
     const char *join;
     unsigned bootstrap_expect;
+    /* When *stop becomes non-zero (a signal handler may set it), a cairn_open that is
+     * waiting for its cluster (discovery, join, catching up) gives up with
+     * CAIRN_ESHUTDOWN. NULL: it waits until its own time limits. */
+    volatile int *stop;
 };
 
 /* Fill cfg with the defaults; set data_dir afterwards. */

@@ -52,10 +52,11 @@ static void usage(FILE *f)
 
 static int quiet;
 static atomic_bool opened;
+static volatile int stopDuringStart;
 
 /* While cairn_open runs (a node joining a cluster can wait for its peers for minutes),
- * SIGTERM and SIGINT still stop the process: nothing is lost by stopping there, and
- * the next start checks the data directory as after any unclean stop. */
+ * SIGTERM and SIGINT still stop the process: cairn_open gives up (cairn_config.stop)
+ * and main closes what was opened. */
 static void *startWatch(void *arg)
 {
     const sigset_t *sigs = arg;
@@ -65,7 +66,8 @@ static void *startWatch(void *arg)
         if (sig > 0 && !atomic_load(&opened)) {
             fprintf(stderr, "cairnd: %s while starting: stopping\n",
                     sig == SIGTERM ? "SIGTERM" : "SIGINT");
-            _exit(1);
+            stopDuringStart = sig;
+            return NULL;
         }
         if (sig > 0) {
             kill(getpid(), sig); /* the node is open now: main's sigwait takes it */
@@ -213,10 +215,17 @@ int main(int argc, char **argv)
 
     pthread_t watch;
     bool watching = pthread_create(&watch, NULL, startWatch, &sigs) == 0;
+    cfg.stop = &stopDuringStart;
     rv = cairn_open(&cfg, &db);
     atomic_store(&opened, true);
     if (watching) {
         pthread_join(watch, NULL);
+    }
+    if (stopDuringStart) {
+        /* Stopped while waiting for the cluster: a clean stop of what had started. */
+        cairn_close(db);
+        logLine(NULL, "stopped cleanly");
+        return 0;
     }
     if (rv != 0) {
         fprintf(stderr, "cairnd: cannot start: %s\n",

@@ -79,6 +79,12 @@ static void pauseMs(unsigned ms)
     nanosleep(&ts, NULL); /* retry pacing between attempts to reach a peer */
 }
 
+/* Has the embedding program asked cairn_open to give up (cairn_config.stop)? */
+static bool stopAsked(struct cairn *db)
+{
+    return db->cfg.stop != NULL && *db->cfg.stop != 0;
+}
+
 static void clusterLog(struct cairn *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void clusterLog(struct cairn *db, const char *fmt, ...)
 {
@@ -494,6 +500,10 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
                    n, db->bootstrap_expect, DISCOVERY_TIMEOUT_MS / 1000);
             return CAIRN_ETIMEOUT;
         }
+        if (stopAsked(db)) {
+            errorf(errmsg, "stopped while waiting for the other nodes");
+            return CAIRN_ESHUTDOWN;
+        }
         pauseMs(POLL_MS);
     }
 }
@@ -539,7 +549,7 @@ static void answerError(const struct buf *body, char *out, size_t n)
  * deadline: a node that reports ready after a join counts towards the quorum. */
 static void waitVoter(struct cairn *db, int64_t deadline)
 {
-    while (monoMs() < deadline) {
+    while (monoMs() < deadline && !stopAsked(db)) {
         struct node_info ni;
         nodeInfo(db->node, &ni);
         for (unsigned i = 0; i < ni.n_servers; i++) {
@@ -610,6 +620,11 @@ int clusterJoin(struct cairn *db, char *errmsg)
                    last);
             bufFree(&req);
             return CAIRN_ETIMEOUT;
+        }
+        if (stopAsked(db)) {
+            errorf(errmsg, "stopped while joining the cluster");
+            bufFree(&req);
+            return CAIRN_ESHUTDOWN;
         }
         pauseMs(500);
     }
@@ -892,6 +907,32 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
     }
     errorf(errmsg, "no node could send %s %s: %s", kind, id, last);
     return CAIRN_ENOTFOUND;
+}
+
+int clusterNudge(void *data, char *errmsg)
+{
+    struct cairn *db = data;
+    struct node_info ni;
+    char url[300];
+    long status = 0;
+    nodeInfo(db->node, &ni);
+    if (ni.leader_id == 0 || ni.leader_id == db->cfg.node_id ||
+        clusterApiUrl(db, ni.leader_id, url, sizeof url) != 0) {
+        errorf(errmsg, "no leader to ask for a log entry (this node is %s)",
+               nodeStateName(ni.state));
+        return CAIRN_ENOLEADER;
+    }
+    /* A read at level strong goes through the log and changes nothing. */
+    snprintf(url + strlen(url), sizeof url - strlen(url), "/db/query?level=strong&q=SELECT%%201");
+    if (clusterHttp("GET", url, NULL, 0, -1, 10000, &status, NULL, NULL, 0, NULL, false,
+                    errmsg) != 0) {
+        return CAIRN_ENOLEADER;
+    }
+    if (status != 200) {
+        errorf(errmsg, "the leader answered %ld to a log entry request", status);
+        return CAIRN_ENOLEADER;
+    }
+    return 0;
 }
 
 int clusterFetchSnapshot(void *data, const char *dir, const char *id, char *errmsg)

@@ -75,6 +75,10 @@ int clusterRemove(struct cairn *db, uint64_t id, char *errmsg);
 int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char *id,
                  char *errmsg);
 
+/* node_config.nudge: ask the leader for a log entry (a strong read of SELECT 1), so
+ * that a follower can take a snapshot on request. */
+int clusterNudge(void *data, char *errmsg);
+
 /* fsm_fetch_fn for snapshots (data is the cairn handle). */
 int clusterFetchSnapshot(void *data, const char *dir, const char *id, char *errmsg);
 

@@ -523,6 +523,8 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     ncfg.wait_ready = ncfg.boot == NODE_BOOT_SELF;
     ncfg.fetch = clusterFetchSnapshot;
     ncfg.fetch_data = db;
+    ncfg.nudge = clusterNudge;
+    ncfg.nudge_data = db;
     ncfg.id = db->cfg.node_id;
     ncfg.raft_addr = db->cfg.raft_addr;
     ncfg.raft_dir = db->raft_dir;

@@ -527,7 +527,8 @@ static void drainQueue(uv_async_t *h)
             op->req.barrier.data = op;
             rv = raft_barrier(&n->raft, &op->req.barrier, barrierCb);
             if (rv != 0) {
-                opComplete(op, raftToCairn(rv), raft_errmsg(&n->raft));
+                const char *m = raft_errmsg(&n->raft);
+                opComplete(op, raftToCairn(rv), m != NULL && m[0] ? m : raft_strerror(rv));
             }
         }
     }
@@ -926,6 +927,17 @@ static int forceSnapshot(void *arg, char *errmsg)
     return 0;
 }
 
+/* An entry applied after now: a barrier on the leader; on a follower, one the leader
+ * is asked for (cfg.nudge). */
+static int appendEntry(struct node *n, char *errmsg)
+{
+    int rv = nodeBarrier(n, errmsg);
+    if ((rv == CAIRN_ENOTLEADER || rv == CAIRN_ENOLEADER) && n->cfg.nudge != NULL) {
+        rv = n->cfg.nudge(n->cfg.nudge_data, errmsg);
+    }
+    return rv;
+}
+
 struct applied_arg {
     struct node *n;
     uint64_t index;
@@ -950,7 +962,7 @@ int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg)
         return rv;
     }
     /* An entry applied after the threshold drops to 1 makes libraft take it. */
-    if ((rv = nodeBarrier(n, errmsg)) != 0) {
+    if ((rv = appendEntry(n, errmsg)) != 0) {
         return rv;
     }
     struct applied_arg aa = {n, 0};
@@ -978,7 +990,7 @@ int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg)
          * (the database could not be frozen at that moment), force it again with a
          * new entry. */
         if (polls % 40 == 0 && ((rv = nodeCall(n, forceSnapshot, n, errmsg)) != 0 ||
-                                (rv = nodeBarrier(n, errmsg)) != 0)) {
+                                (rv = appendEntry(n, errmsg)) != 0)) {
             return rv;
         }
         clock_gettime(CLOCK_MONOTONIC, &now);

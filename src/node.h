@@ -53,6 +53,10 @@ struct node_config {
     /* Fetches a snapshot's backup chain that is not in snap_dir; loop thread. */
     fsm_fetch_fn fetch;
     void *fetch_data;
+    /* On a follower, asks the leader for a log entry (nodeSnapshot needs one applied
+     * after it lowers the threshold); NULL: followers cannot be asked for snapshots. */
+    int (*nudge)(void *data, char *errmsg);
+    void *nudge_data;
     enum node_boot boot;
     const struct node_server *servers; /* NODE_BOOT_SERVERS */
     unsigned n_servers;

@@ -1,0 +1,183 @@
+"""The steps of docs/OPERATIONS.md for clusters, each run as written: a damaged Raft log
+or database on a member repaired from a peer, a member that crashed with a damaged
+database healing itself, a node that lost its data directory rejoining, and a cluster
+lost entirely coming back from a backup."""
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+from clusterutil import Cluster
+from conftest import assert_exec_ok, find_free_ports, wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+class _Owner(dict):
+    def __init__(self, clusters):
+        super().__init__()
+        self.clusters = clusters
+
+    def get(self, key, default=None):
+        if key == "servers":
+            return [n for c in self.clusters for n in c.all_nodes]
+        return super().get(key, default)
+
+
+@pytest.fixture
+def make_cluster(request, tmp_path, cairnd_bin):
+    clusters = []
+    request.node._cairn_servers = _Owner(clusters)
+
+    def make(n=3, mode="expect", extra_args=(), name=None):
+        c = Cluster(tmp_path, n=n, mode=mode, extra_args=extra_args,
+                    name=name or "r%d" % (len(clusters) + 1))
+        clusters.append(c)
+        c.start()
+        return c
+
+    try:
+        yield make
+    finally:
+        problems = []
+        for c in clusters:
+            problems += c.teardown()
+        if problems:
+            pytest.fail("\n".join(problems) + "\n" + "\n".join(c.logs() for c in clusters),
+                        pytrace=False)
+
+
+def run_cli(cairn_bin, *args):
+    p = subprocess.run([str(cairn_bin)] + [str(a) for a in args], capture_output=True,
+                       text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def write_rows(node, n, tag):
+    for b in range(n):
+        stmts = [["INSERT INTO t(v) VALUES(?)", "%s-%d-%d-%s" % (tag, b, i, "y" * 200)]
+                 for i in range(100)]
+        assert_exec_ok(node.execute(stmts, transaction=None))
+
+
+def count(node):
+    return node.scalar("SELECT count(*) FROM t", level="none")
+
+
+def flip(path, offset, n=16):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = bytearray(f.read(n))
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in data))
+
+
+def first_batch_offset(raft_dir):
+    """A file of the log holding entries, and an offset inside its first batch's data."""
+    raft = pathlib.Path(raft_dir)
+    for p in sorted(raft.iterdir()):
+        if (p.name.startswith("open-") or (p.name[0].isdigit() and "-" in p.name)) and \
+                p.stat().st_size > 4096:
+            return p, 200
+    raise AssertionError("no segment with entries in %s" % raft)
+
+
+def test_damaged_log_on_a_member_repaired_from_a_peer(make_cluster, cairn_bin):
+    c = make_cluster(3)
+    leader = c.leader()
+    leader.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"])
+    write_rows(leader, 5, "a")
+    c.wait_converged()
+    victim = c.followers(leader)[0]
+    victim.stop()
+    write_rows(leader, 3, "b")  # while it is down: the leader sends these later
+    seg, off = first_batch_offset(victim.data_dir / "raft")
+    flip(seg, off)
+    rc, out, err = run_cli(cairn_bin, "check", victim.data_dir)
+    assert rc == 1 and seg.name in out, (out, err)
+    victim.start(wait=False)
+    assert victim.wait_exit(30) == 1
+    assert seg.name in victim.stderr_tail() and "--from-peer" in victim.stderr_tail()
+    # docs/OPERATIONS.md, "After disk corruption": repair from a healthy node, restart.
+    rc, out, err = run_cli(cairn_bin, "repair", "--from-peer", leader.url, "--json",
+                           victim.data_dir)
+    assert rc == 0, (out, err)
+    report = json.loads(out)
+    assert report["moved_log"] and report["moved_database"], report
+    assert any(p.name.endswith("-raft") for p in (victim.data_dir / "corrupt").iterdir())
+    victim.start()
+    write_rows(leader, 1, "c")
+    c.wait_converged()
+    assert count(victim) == count(leader) == 900
+    c.assert_same_rows("t")
+
+
+def test_member_that_crashed_with_a_damaged_database_heals_itself(make_cluster):
+    c = make_cluster(3)
+    leader = c.leader()
+    leader.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"])
+    write_rows(leader, 6, "a")
+    c.wait_converged()
+    victim = c.followers(leader)[0]
+    # A snapshot checkpoints the WAL into db.sqlite, so that the damage hits pages.
+    st = victim.raw("POST", "/admin/snapshot")
+    assert st.status == 200, st.text
+    victim.kill()
+    size = os.path.getsize(victim.db_path)
+    assert size > 8 * 4096, size
+    with open(victim.db_path, "r+b") as f:
+        for off in range(2 * 4096, size, 3 * 4096):
+            f.seek(off)
+            f.write(b"\xde\xad\xbe\xef" * 4)
+    victim.start()
+    c.wait_converged()
+    assert count(victim) == 600
+    rec = victim.status()["last_recovery"]
+    assert rec["database"].startswith("damaged"), rec
+    c.assert_same_rows("t")
+
+
+def test_node_that_lost_its_data_directory_rejoins(make_cluster):
+    c = make_cluster(3)
+    leader = c.leader()
+    leader.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"])
+    write_rows(leader, 4, "a")
+    c.wait_converged()
+    victim = c.followers(leader)[0]
+    victim.kill()
+    import shutil
+    shutil.rmtree(victim.data_dir)
+    # "After losing a node": start it again, empty, with --join.
+    victim.cluster_args = ["--join", leader.url]
+    victim.start()
+    write_rows(leader, 1, "b")
+    c.wait_converged()
+    assert count(victim) == 500
+    c.assert_same_rows("t")
+
+
+def test_whole_cluster_lost_comes_back_from_a_backup(make_cluster, cairn_bin, tmp_path,
+                                                     server_factory):
+    c = make_cluster(3)
+    leader = c.leader()
+    leader.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"])
+    write_rows(leader, 4, "a")
+    repo = tmp_path / "offsite"
+    body = leader.execute(["BACKUP DATABASE FULL TO '%s'" % repo])
+    backup_id = body["results"][0]["values"][0][1]
+    c.stop_all()
+    # "After losing the whole cluster": restore the backup to a file, load it into a new
+    # single node, let new nodes join it.
+    out = tmp_path / "restored.db"
+    rc, _, err = run_cli(cairn_bin, "restore", "--repo", repo, backup_id, "--out", out)
+    assert rc == 0, err
+    first = server_factory()
+    with open(out, "rb") as f:
+        st = first.raw("POST", "/db/load", body=f.read())
+    assert st.status == 200, st.text
+    assert first.scalar("SELECT count(*) FROM t") == 400
+    second = server_factory(node_id=2, extra_args=["--join", first.url])
+    wait_until(lambda: second.scalar("SELECT count(*) FROM t", level="none") == 400, 30,
+               "the new node to hold the loaded rows")
