@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -846,6 +847,9 @@ int backupCreate(const struct backup_source *src, const struct backup_options *o
         tmp[0] = '\0'; /* not ours to remove */
         goto err;
     }
+    /* Held while the file is written: repoSweepTemp removes only temporary files that
+     * no live writer holds (a writer killed mid-backup). */
+    flock(w.fd, LOCK_EX | LOCK_NB);
     cbkHeaderEncode(&h, hbytes);
     if ((rv = writeOut(&w, hbytes, sizeof hbytes, errmsg)) != 0) {
         goto err;

@@ -131,6 +131,11 @@ int repoList(const char *repo, struct backup_info **out, size_t *n, char *errmsg
  * path). CAIRN_ENOTFOUND with a message naming the id when there is none. */
 int repoFind(const char *repo, const char *ref, struct backup_info *out, char *errmsg);
 
+/* Remove the temporary files (.ID.cbk.tmp) that writers killed mid-backup left in repo;
+ * a backup in progress (its writer holds a lock on its file) is left alone. *removed
+ * counts what went. */
+void repoSweepTemp(const char *repo, unsigned *removed);
+
 /* Check every backup of the chain that ends at `ref` (an id, or a path as for
  * repoFind): every checksum, the trailer digests, each parent's id and digest.
  * With trial_restore, also restore the chain into a temporary file in the

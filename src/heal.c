@@ -339,6 +339,18 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
             return rv;
         }
     }
+    if (unclean) {
+        /* Backups cut off by the stop left their temporary files behind. */
+        char snaps[PATH_MAX];
+        unsigned a = 0;
+        unsigned b = 0;
+        snprintf(snaps, sizeof snaps, "%s/snapshots", db->data_dir);
+        repoSweepTemp(snaps, &a);
+        repoSweepTemp(db->backup_dir, &b);
+        if (a + b > 0) {
+            logLine(db, "removed %u temporary file(s) of backups cut off by the stop", a + b);
+        }
+    }
     /* The mark: removed again by a clean stop. */
     fd = open(mark, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {

@@ -13,6 +13,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <sys/file.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -448,4 +449,33 @@ int repoFind(const char *repo, const char *ref, struct backup_info *out, char *e
     free(all);
     errorf(errmsg, "no backup with id %s in %s", ref, repo);
     return CAIRN_ENOTFOUND;
+}
+
+void repoSweepTemp(const char *repo, unsigned *removed)
+{
+    DIR *d = opendir(repo);
+    struct dirent *e;
+    *removed = 0;
+    if (d == NULL) {
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        char path[PATH_MAX];
+        int fd;
+        if (e->d_name[0] != '.' || n < 9 || strcmp(e->d_name + n - 8, ".cbk.tmp") != 0) {
+            continue;
+        }
+        snprintf(path, sizeof path, "%s/%s", repo, e->d_name);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            continue;
+        }
+        /* A live writer holds its lock: leave its file alone. */
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && unlink(path) == 0) {
+            (*removed)++;
+        }
+        close(fd);
+    }
+    closedir(d);
 }

@@ -444,6 +444,9 @@ def test_sigkill_during_backup(server_factory, durations, tmp_path, trial):
     restart_after_kill(s, what)
     check_writes(s, w, what)
     check_integrity_http(s, what)
+    # The temporary file of a backup cut off by the kill is removed at the restart.
+    leftovers = sorted(p.name for p in repo.iterdir() if p.name.endswith(".cbk.tmp"))
+    assert not leftovers, "%s: temporary files left after the restart: %r" % (what, leftovers)
     ids = check_backups(s, repo, what, must_list=[first] + ([acked_backup] if acked_backup else []))
     # Backups work after the crash.
     after = full_backup(s, how)
