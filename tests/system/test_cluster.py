@@ -456,8 +456,11 @@ def test_new_node_catches_up_through_a_snapshot_of_a_big_database(cluster_factor
 # backups and restores across the cluster
 
 
-def test_backup_on_a_follower_and_cluster_wide_restore(cluster_factory, cairn_bin, tmp_path):
-    c = cluster_factory(3)
+@pytest.mark.parametrize("repos", ["own", "shared"])
+def test_backup_on_a_follower_and_cluster_wide_restore(cluster_factory, cairn_bin, tmp_path, repos):
+    # Each node's backups go to its own --backup-dir (the default, beside its data), or
+    # every node is given the same directory.
+    c = cluster_factory(3, extra_args=["--backup-dir", tmp_path / "shared-backups"] if repos == "shared" else ())
     leader = c.leader()
     f = c.followers(leader)[0]
     other = [n for n in c.nodes if n is not leader and n is not f][0]
@@ -474,7 +477,8 @@ def test_backup_on_a_follower_and_cluster_wide_restore(cluster_factory, cairn_bi
                              node=f.id)
     assert os.path.dirname(row["path"]) == str(f.backup_dir), (row, f.backup_dir)
     assert os.path.exists(row["path"])
-    assert not os.path.exists(os.path.join(str(leader.backup_dir), os.path.basename(row["path"])))
+    if repos == "own":
+        assert not os.path.exists(os.path.join(str(leader.backup_dir), os.path.basename(row["path"])))
     bid = row["backup_id"]
     # POST /admin/backup?node=ID too, asked of the leader.
     r = leader.raw("POST", "/admin/backup?node=%d" % f.id, {"type": "incremental"})
