@@ -85,20 +85,6 @@ static bool stopAsked(struct cairn *db)
     return db->cfg.stop != NULL && *db->cfg.stop != 0;
 }
 
-static void clusterLog(struct cairn *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void clusterLog(struct cairn *db, const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    if (db->cfg.log == NULL) {
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    db->cfg.log(db->cfg.log_data, line);
-}
-
 void clusterUrl(const char *addr, char *out, size_t n)
 {
     size_t len;
@@ -183,8 +169,8 @@ static int perform(CURL *h, const char *method, const char *url, long timeout_ms
 }
 
 int clusterHttp(const char *method, const char *url, const char *body, size_t len, int body_fd,
-                long timeout_ms, long *status, struct buf *out, char *content_type,
-                size_t ct_size, bool *connect_failed, bool forwarded, char *errmsg)
+                long timeout_ms, long *status, struct buf *out, char *content_type, size_t ct_size,
+                bool *connect_failed, bool forwarded, char *errmsg)
 {
     struct curl_slist *hdrs = NULL;
     CURL *h;
@@ -410,8 +396,8 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
             char msg[CAIRN_ERRMSG_SIZE];
             snprintf(url, sizeof url, "%s/cluster/identity", db->join[j]);
             bufInit(&body);
-            if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, false, msg) !=
-                    0 ||
+            if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, false,
+                            msg) != 0 ||
                 status != 200) {
                 bufFree(&body);
                 continue;
@@ -428,8 +414,8 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
                 /* A peer that has bootstrapped already: use its list if it names this
                  * node, else the cluster exists and this node joins it. */
                 struct node_server list[NODE_MAX_SERVERS];
-                unsigned ln = readServers(json_object_get(root, "bootstrap"), list,
-                                          NODE_MAX_SERVERS);
+                unsigned ln =
+                    readServers(json_object_get(root, "bootstrap"), list, NODE_MAX_SERVERS);
                 bool running = json_is_true(json_object_get(root, "running"));
                 for (unsigned k = 0; k < ln; k++) {
                     if (list[k].id == db->cfg.node_id) {
@@ -441,15 +427,16 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
                     }
                 }
                 if (running) {
-                    clusterLog(db, "%s is part of a running cluster: joining it", db->join[j]);
+                    dbLog(db, "%s is part of a running cluster: joining it", db->join[j]);
                     json_decref(root);
                     return 0;
                 }
             }
             if ((uint64_t)json_integer_value(id) == db->cfg.node_id) {
                 if (strcmp(json_string_value(addr), db->cfg.raft_addr) != 0) {
-                    errorf(errmsg, "%s is node %llu too (raft address %s): every node needs its "
-                                   "own --node-id",
+                    errorf(errmsg,
+                           "%s is node %llu too (raft address %s): every node needs its "
+                           "own --node-id",
                            db->join[j], (unsigned long long)db->cfg.node_id,
                            json_string_value(addr));
                     json_decref(root);
@@ -487,12 +474,11 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
             memcpy(servers, found, n * sizeof *found);
             *n_servers = n;
             *boot = NODE_BOOT_SERVERS;
-            clusterLog(db, "found %u nodes: bootstrapping the cluster", n);
+            dbLog(db, "found %u nodes: bootstrapping the cluster", n);
             return 0;
         }
         if (monoMs() >= next_log) {
-            clusterLog(db, "waiting for %u nodes to start (%u found so far)",
-                       db->bootstrap_expect, n);
+            dbLog(db, "waiting for %u nodes to start (%u found so far)", db->bootstrap_expect, n);
             next_log = monoMs() + 5000;
         }
         if (monoMs() > deadline) {
@@ -539,8 +525,7 @@ static void answerError(const struct buf *body, char *out, size_t n)
     if (json_is_string(e)) {
         snprintf(out, n, "%s", json_string_value(e));
     } else {
-        snprintf(out, n, "%.*s", (int)(body->len > 300 ? 300 : body->len),
-                 body->p ? body->p : "");
+        snprintf(out, n, "%.*s", (int)(body->len > 300 ? 300 : body->len), body->p ? body->p : "");
     }
     json_decref(root);
 }
@@ -554,14 +539,14 @@ static void waitVoter(struct cairn *db, int64_t deadline)
         nodeInfo(db->node, &ni);
         for (unsigned i = 0; i < ni.n_servers; i++) {
             if (ni.servers[i].id == db->cfg.node_id && ni.servers[i].role == RAFT_VOTER) {
-                clusterLog(db, "caught up: a voter of the cluster now");
+                dbLog(db, "caught up: a voter of the cluster now");
                 return;
             }
         }
         pauseMs(50);
     }
-    clusterLog(db, "not promoted to voter yet: still catching up (the leader promotes this "
-                   "node once it has)");
+    dbLog(db, "not promoted to voter yet: still catching up (the leader promotes this "
+              "node once it has)");
 }
 
 int clusterJoin(struct cairn *db, char *errmsg)
@@ -601,7 +586,7 @@ int clusterJoin(struct cairn *db, char *errmsg)
             if (status == 200) {
                 bufFree(&body);
                 bufFree(&req);
-                clusterLog(db, "joined the cluster through %s; catching up", db->join[j]);
+                dbLog(db, "joined the cluster through %s; catching up", db->join[j]);
                 waitVoter(db, deadline);
                 return 0;
             }
@@ -696,8 +681,9 @@ int clusterAdd(struct cairn *db, uint64_t id, const char *raft, const char *api,
     for (unsigned i = 0; i < ni.n_servers; i++) {
         if (ni.servers[i].id == id) {
             if (strcmp(ni.servers[i].address, raft) != 0) {
-                errorf(errmsg, "node id %llu is already in the cluster, with raft address %s: "
-                               "give the new node another --node-id",
+                errorf(errmsg,
+                       "node id %llu is already in the cluster, with raft address %s: "
+                       "give the new node another --node-id",
                        (unsigned long long)id, ni.servers[i].address);
                 return CAIRN_EEXIST;
             }
@@ -743,8 +729,8 @@ int clusterAdd(struct cairn *db, uint64_t id, const char *raft, const char *api,
         pauseMs(100);
     }
     if (rv == 0) {
-        clusterLog(db, "node %llu (raft %s, HTTP %s) added as standby; %s", (unsigned long long)id,
-                   raft, api, voter ? "promoted to voter once caught up" : "stays standby");
+        dbLog(db, "node %llu (raft %s, HTTP %s) added as standby; %s", (unsigned long long)id, raft,
+              api, voter ? "promoted to voter once caught up" : "stays standby");
     }
     return rv;
 }
@@ -769,8 +755,9 @@ int clusterRemove(struct cairn *db, uint64_t id, char *errmsg)
         return CAIRN_ENOTLEADER;
     }
     if (id == db->cfg.node_id) {
-        errorf(errmsg, "node %llu is the leader: remove it through another node after it hands "
-                       "leadership over (stop it with SIGTERM)",
+        errorf(errmsg,
+               "node %llu is the leader: remove it through another node after it hands "
+               "leadership over (stop it with SIGTERM)",
                (unsigned long long)id);
         return CAIRN_EINVAL;
     }
@@ -782,7 +769,7 @@ int clusterRemove(struct cairn *db, uint64_t id, char *errmsg)
     if (rv != 0) {
         return rv;
     }
-    clusterLog(db, "node %llu removed from the cluster", (unsigned long long)id);
+    dbLog(db, "node %llu removed from the cluster", (unsigned long long)id);
     return recordMeta(db, id, "api", NULL, errmsg);
 }
 
@@ -834,8 +821,7 @@ static int fetchFrom(const char *base, const char *dir, const char *kind, const 
     }
 }
 
-int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char *id,
-                 char *errmsg)
+int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char *id, char *errmsg)
 {
     struct node_info ni;
     uint64_t order[NODE_MAX_SERVERS + 1];
@@ -858,8 +844,8 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
             continue;
         }
         if (fetchFrom(base, dir, kind, id, msg) == 0) {
-            clusterLog(db, "fetched %s %s and its chain from node %llu", kind, id,
-                       (unsigned long long)order[i]);
+            dbLog(db, "fetched %s %s and its chain from node %llu", kind, id,
+                  (unsigned long long)order[i]);
             return 0;
         }
         snprintf(last, sizeof last, "%s", msg);
@@ -879,7 +865,8 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
         json_t *v;
         snprintf(url, sizeof url, "%s/nodes?ver=2", db->join[j]);
         bufInit(&body);
-        if (clusterHttp("GET", url, NULL, 0, -1, 5000, &status, &body, NULL, 0, NULL, false, msg) == 0 &&
+        if (clusterHttp("GET", url, NULL, 0, -1, 5000, &status, &body, NULL, 0, NULL, false, msg) ==
+                0 &&
             status == 200 && (root = json_loadb(body.p, body.len, 0, NULL)) != NULL) {
             nodes = json_object_get(root, "nodes");
             for (int pass = 0; pass < 2; pass++) {
@@ -899,7 +886,7 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
         snprintf(bases[nb++], sizeof bases[0], "%s", db->join[j]);
         for (unsigned i = 0; i < nb; i++) {
             if (fetchFrom(bases[i], dir, kind, id, msg) == 0) {
-                clusterLog(db, "fetched %s %s and its chain from %s", kind, id, bases[i]);
+                dbLog(db, "fetched %s %s and its chain from %s", kind, id, bases[i]);
                 return 0;
             }
             snprintf(last, sizeof last, "%s", msg);
@@ -924,8 +911,8 @@ int clusterNudge(void *data, char *errmsg)
     }
     /* A read at level strong goes through the log and changes nothing. */
     snprintf(url + strlen(url), sizeof url - strlen(url), "/db/query?level=strong&q=SELECT%%201");
-    if (clusterHttp("GET", url, NULL, 0, -1, 10000, &status, NULL, NULL, 0, NULL, false,
-                    errmsg) != 0) {
+    if (clusterHttp("GET", url, NULL, 0, -1, 10000, &status, NULL, NULL, 0, NULL, false, errmsg) !=
+        0) {
         return CAIRN_ENOLEADER;
     }
     if (status != 200) {
@@ -984,7 +971,7 @@ static bool announceOnce(struct cairn *db)
     }
     if (ni.leader_id == db->cfg.node_id) {
         if (recordMeta(db, db->cfg.node_id, "api", own, msg) != 0) {
-            clusterLog(db, "recording this node's HTTP address: %s", msg);
+            dbLog(db, "recording this node's HTTP address: %s", msg);
             return false;
         }
         return true;
@@ -999,8 +986,8 @@ static bool announceOnce(struct cairn *db)
         snprintf(url + strlen(url), sizeof url - strlen(url), "/join");
         bufInit(&req);
         joinBody(db, &req);
-        if (clusterHttp("POST", url, req.p, req.len, -1, 10000, &status, NULL, NULL, 0, NULL,
-                        false, msg) == 0 &&
+        if (clusterHttp("POST", url, req.p, req.len, -1, 10000, &status, NULL, NULL, 0, NULL, false,
+                        msg) == 0 &&
             status == 200) {
             bufFree(&req);
             return true;
@@ -1036,8 +1023,8 @@ static bool promoteOnce(struct cairn *db)
             /* Added, but its assignment to standby did not happen: do it now. */
             pending = true;
             if (nodeChange(db->node, NODE_ASSIGN, sv->id, NULL, RAFT_STANDBY, msg) != 0) {
-                clusterLog(db, "making node %llu a standby: %s (tried again)",
-                           (unsigned long long)sv->id, msg);
+                dbLog(db, "making node %llu a standby: %s (tried again)",
+                      (unsigned long long)sv->id, msg);
             }
             continue;
         }
@@ -1054,7 +1041,8 @@ static bool promoteOnce(struct cairn *db)
         }
         snprintf(url, sizeof url, "%s/status", base);
         bufInit(&body);
-        if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, false, msg) == 0 &&
+        if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, false, msg) ==
+                0 &&
             status == 200 && (root = json_loadb(body.p, body.len, 0, NULL)) != NULL) {
             json_t *a = json_object_get(json_object_get(root, "raft"), "applied_index");
             applied = json_is_integer(a) ? (uint64_t)json_integer_value(a) : 0;
@@ -1065,11 +1053,11 @@ static bool promoteOnce(struct cairn *db)
             continue;
         }
         if (nodeChange(db->node, NODE_ASSIGN, sv->id, NULL, RAFT_VOTER, msg) == 0) {
-            clusterLog(db, "node %llu caught up (index %llu): promoted to voter",
-                       (unsigned long long)sv->id, (unsigned long long)applied);
+            dbLog(db, "node %llu caught up (index %llu): promoted to voter",
+                  (unsigned long long)sv->id, (unsigned long long)applied);
         } else {
-            clusterLog(db, "promoting node %llu to voter: %s (tried again)",
-                       (unsigned long long)sv->id, msg);
+            dbLog(db, "promoting node %llu to voter: %s (tried again)", (unsigned long long)sv->id,
+                  msg);
         }
     }
     return pending;

@@ -35,12 +35,12 @@ void clusterUrl(const char *addr, char *out, size_t n);
 
 /* An HTTP request to a peer. body (len bytes) or, when body_fd >= 0, the whole file
  * body_fd is sent. forwarded marks a request this node forwards for a client (served
- * where it arrives, never forwarded again). On a response, 0 with *status and out (the body; may be NULL to
- * drop it); otherwise CAIRN_EIO, and *connect_failed says whether the request never
- * reached the peer (safe to send again elsewhere). */
+ * where it arrives, never forwarded again). On a response, 0 with *status and out (the body; may be
+ * NULL to drop it); otherwise CAIRN_EIO, and *connect_failed says whether the request never reached
+ * the peer (safe to send again elsewhere). */
 int clusterHttp(const char *method, const char *url, const char *body, size_t len, int body_fd,
-                long timeout_ms, long *status, struct buf *out, char *content_type,
-                size_t ct_size, bool *connect_failed, bool forwarded, char *errmsg);
+                long timeout_ms, long *status, struct buf *out, char *content_type, size_t ct_size,
+                bool *connect_failed, bool forwarded, char *errmsg);
 
 /* GET url into the file path (created; removed again on failure). */
 int clusterDownload(const char *url, const char *path, char *errmsg);
@@ -72,8 +72,7 @@ int clusterRemove(struct cairn *db, uint64_t id, char *errmsg);
 /* Bring backup `id` and the rest of its chain into dir from a peer; kind is "snapshots"
  * or "backups" (which of the peer's repositories). Tries the leader first, then every
  * other member. */
-int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char *id,
-                 char *errmsg);
+int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char *id, char *errmsg);
 
 /* node_config.nudge: ask the leader for a log entry (a strong read of SELECT 1), so
  * that a follower can take a snapshot on request. */

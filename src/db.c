@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <jansson.h>
 #include <raft.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,19 @@ static uint64_t randomSeed(void)
         seed = (uint64_t)wallMs() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
     }
     return seed;
+}
+
+void dbLog(struct cairn *db, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    if (db->cfg.log == NULL) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    db->cfg.log(db->cfg.log_data, line);
 }
 
 int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char *errmsg)

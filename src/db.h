@@ -56,6 +56,9 @@ struct cairn {
     bool marked;             /* this start set the RUNNING mark */
 };
 
+/* One line to the embedding program's log (cairn_config.log), if it has one. */
+void dbLog(struct cairn *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Append a batch to the log and wait for its results (writes; cairn's own metadata
  * with BATCH_META). Any thread but the loop's. */
 int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char *errmsg);

@@ -157,8 +157,8 @@ static int moveDatabaseAside(const char *data_dir, const char *when, char *moved
 }
 
 /* Check the Raft log. *damaged: a problem other than a torn tail; text describes it. */
-static int checkLog(const char *raft_dir, struct raftlog_report *rep, bool *damaged,
-                    char *text, size_t n)
+static int checkLog(const char *raft_dir, struct raftlog_report *rep, bool *damaged, char *text,
+                    size_t n)
 {
     char msg[CAIRN_ERRMSG_SIZE];
     int rv = raftlogVerify(raft_dir, NULL, NULL, rep, msg);
@@ -185,8 +185,9 @@ static int checkLog(const char *raft_dir, struct raftlog_report *rep, bool *dama
             return 0;
         }
     }
-    snprintf(text, n, "torn tail: raft/%s at offset %lld (the write in progress at the stop, "
-                      "never acknowledged): %s",
+    snprintf(text, n,
+             "torn tail: raft/%s at offset %lld (the write in progress at the stop, "
+             "never acknowledged): %s",
              rep->problems[0].file, (long long)rep->problems[0].offset, rep->problems[0].message);
     return 0;
 }
@@ -195,20 +196,6 @@ static int checkLog(const char *raft_dir, struct raftlog_report *rep, bool *dama
 static bool rebuildable(const struct raftlog_report *rep)
 {
     return rep->snapshot_index > 0 || rep->first_index <= 1;
-}
-
-static void logLine(struct cairn *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logLine(struct cairn *db, const char *fmt, ...)
-{
-    char line[2048];
-    va_list ap;
-    if (db->cfg.log == NULL) {
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    db->cfg.log(db->cfg.log_data, line);
 }
 
 static void writeRecord(struct cairn *db)
@@ -223,7 +210,7 @@ static void writeRecord(struct cairn *db)
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     if (json_dump_file(db->recovery, tmp, JSON_INDENT(2)) != 0 || rename(tmp, path) != 0 ||
         syncParentDir(path, errmsg) != 0) {
-        logLine(db, "cannot write %s", path);
+        dbLog(db, "cannot write %s", path);
         unlink(tmp);
     }
 }
@@ -259,8 +246,8 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
     checkLog(raft_dir, rep, &damaged, log_text, sizeof log_text);
     if (!damaged && exists(db_path)) {
         uint64_t applied = appliedOf(db_path);
-        uint64_t end = rep->last_index > rep->snapshot_index ? rep->last_index
-                                                             : rep->snapshot_index;
+        uint64_t end =
+            rep->last_index > rep->snapshot_index ? rep->last_index : rep->snapshot_index;
         if (applied > end && (rep->files_checked > 0)) {
             damaged = true;
             snprintf(log_text, sizeof log_text,
@@ -287,9 +274,8 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
     } else {
         stamp(when, sizeof when);
         iso8601(at, sizeof at);
-        logLine(db, "unclean stop found (%s exists): checking the Raft log and the database",
-                mark);
-        logLine(db, "raft log: %s", log_text);
+        dbLog(db, "unclean stop found (%s exists): checking the Raft log and the database", mark);
+        dbLog(db, "raft log: %s", log_text);
         if (damaged) {
             errorf(errmsg,
                    "the Raft log in %s is %s. cairnd does not drop log entries, which may hold "
@@ -301,7 +287,7 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
             snprintf(action, sizeof action, "refused to start");
         } else if (quickCheck(db_path, db_text, sizeof db_text) != 0 &&
                    (snprintf(db_before, sizeof db_before, "damaged: %s", db_text), true)) {
-            logLine(db, "database %s is damaged: %s", db_path, db_text);
+            dbLog(db, "database %s is damaged: %s", db_path, db_text);
             if (!rebuildable(rep)) {
                 errorf(errmsg,
                        "database %s is damaged (%s) and this node's log starts at index %llu "
@@ -316,22 +302,21 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
                 rv = moveDatabaseAside(db->data_dir, when, moved, sizeof moved, errmsg);
                 if (rv == 0) {
                     snprintf(action, sizeof action,
-                             "moved the damaged database to %s; rebuilt from %s and the log",
-                             moved, rep->snapshot_index ? "the newest snapshot" : "the start of");
+                             "moved the damaged database to %s; rebuilt from %s and the log", moved,
+                             rep->snapshot_index ? "the newest snapshot" : "the start of");
                     db->healed = true;
-                    logLine(db, "%s", action);
+                    dbLog(db, "%s", action);
                 }
             }
         } else {
             snprintf(db_before, sizeof db_before, "%s", db_text);
-            logLine(db, "database: %s", db_text);
+            dbLog(db, "database: %s", db_text);
         }
-        db->recovery = json_pack("{s:s, s:b, s:s, s:s, s:s, s:n}", "time", at, "unclean_stop", 1,
-                                 "raft_log", log_text, "database",
-                                 quickCheck(db_path, db_text, sizeof db_text) == 0 && !db->healed
-                                     ? "ok"
-                                     : db_text,
-                                 "action", action, "applied_index");
+        db->recovery = json_pack(
+            "{s:s, s:b, s:s, s:s, s:s, s:n}", "time", at, "unclean_stop", 1, "raft_log", log_text,
+            "database",
+            quickCheck(db_path, db_text, sizeof db_text) == 0 && !db->healed ? "ok" : db_text,
+            "action", action, "applied_index");
         json_object_set_new(db->recovery, "database", json_string(db_before));
         free(rep);
         if (rv != 0) {
@@ -348,7 +333,7 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
         repoSweepTemp(snaps, &a);
         repoSweepTemp(db->backup_dir, &b);
         if (a + b > 0) {
-            logLine(db, "removed %u temporary file(s) of backups cut off by the stop", a + b);
+            dbLog(db, "removed %u temporary file(s) of backups cut off by the stop", a + b);
         }
     }
     /* The mark: removed again by a clean stop. */
@@ -378,8 +363,8 @@ void healAfterOpen(struct cairn *db)
     json_object_set_new(db->recovery, "applied_index",
                         json_integer((json_int_t)storeAppliedIndex(db->store)));
     writeRecord(db);
-    logLine(db, "recovery after the unclean stop done: database at index %llu",
-            (unsigned long long)storeAppliedIndex(db->store));
+    dbLog(db, "recovery after the unclean stop done: database at index %llu",
+          (unsigned long long)storeAppliedIndex(db->store));
 }
 
 void healMarkClean(struct cairn *db)
@@ -401,7 +386,8 @@ void healStatusJson(struct cairn *db, struct buf *b)
 
 /* ---- cairn repair -------------------------------------------------------------------- */
 
-static void say(const struct heal_options *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const struct heal_options *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void say(const struct heal_options *o, const char *fmt, ...)
 {
     char line[2048];
@@ -510,99 +496,97 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
     say(o, "database: %s", db_before);
 
     switch (o->mode) {
-        case HEAL_REBUILD:
-            if (log_damaged) {
-                errorf(errmsg, "cannot rebuild from this node's log, which is %s: use "
-                               "--from-peer URL (in a cluster) or --from-backup ID --repo DIR",
-                       log_text);
-                rv = CAIRN_ECORRUPT;
-                break;
-            }
-            if (!db_damaged && !o->force) {
-                action = "nothing: the database and the log are healthy (--force rebuilds anyway)";
-                break;
-            }
-            if (!rebuildable(rep)) {
-                errorf(errmsg, "cannot rebuild: the log starts at index %llu and there is no "
-                               "snapshot; use --from-backup ID --repo DIR or --from-peer URL",
-                       (unsigned long long)rep->first_index);
-                rv = CAIRN_ECORRUPT;
-                break;
-            }
-            rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg);
-            action = "rebuilt the database from the newest snapshot and the log";
-            break;
-        case HEAL_FROM_BACKUP: {
-            struct restore_options ro;
-            struct backup_info info;
-            memset(&ro, 0, sizeof ro);
-            ro.repo = o->repo;
-            ro.ref = o->backup_id;
-            ro.out = tmp;
-            ro.force = true;
-            say(o, "restoring backup %s from %s", o->backup_id, o->repo);
-            if ((rv = backupRestore(&ro, &info, errmsg)) != 0) {
-                break;
-            }
-            /* With a healthy log the entries after the backup replay on top of it; a
-             * damaged log is set aside and the database starts a new log at 0. */
-            if ((rv = adminSetAppliedIndex(tmp, log_damaged ? 0 : info.raft_index, errmsg)) != 0 ||
-                (rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) !=
-                    0 ||
-                (log_damaged &&
-                 (rv = moveAside(o->data_dir, "raft", when, moved_log, sizeof moved_log, errmsg)) !=
-                     0)) {
-                break;
-            }
-            if (rename(tmp, db_path) != 0) {
-                errorf(errmsg, "cannot move %s to %s: %s", tmp, db_path, strerror(errno));
-                rv = errorFromErrno(errno);
-                break;
-            }
-            syncParentDir(db_path, errmsg);
-            action = log_damaged ? "restored the backup; the damaged log was set aside and a new "
-                                   "one starts (writes after the backup are lost)"
-                                 : "restored the backup and replayed the log past it";
+    case HEAL_REBUILD:
+        if (log_damaged) {
+            errorf(errmsg,
+                   "cannot rebuild from this node's log, which is %s: use "
+                   "--from-peer URL (in a cluster) or --from-backup ID --repo DIR",
+                   log_text);
+            rv = CAIRN_ECORRUPT;
             break;
         }
-        case HEAL_FROM_PEER: {
-            char url[300];
-            char base[200];
-            clusterUrl(o->peer, base, sizeof base);
-            /* GET /db/backup?level=none streams the peer's own consistent copy. */
-            snprintf(url, sizeof url, "%s/db/backup", base);
-            say(o, "copying the database from %s", base);
-            rv = clusterDownload(url, tmp, errmsg);
-            if (rv != 0) {
-                unlink(tmp);
-                break;
-            }
-            if (quickCheck(tmp, db_text, sizeof db_text) != 0) {
-                errorf(errmsg, "the copy from %s does not pass quick_check: %s", base, db_text);
-                unlink(tmp);
-                rv = CAIRN_ECORRUPT;
-                break;
-            }
-            /* The copy is newer than this node's log: the log is set aside too, and the
-             * node rejoins through the peer, whose leader sends what follows. */
-            if ((rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) !=
-                    0 ||
-                (rv = moveAside(o->data_dir, "raft", when, moved_log, sizeof moved_log,
-                                errmsg)) != 0 ||
-                (rv = setJoin(o->data_dir, base, errmsg)) != 0) {
-                break;
-            }
-            if (rename(tmp, db_path) != 0) {
-                errorf(errmsg, "cannot move %s to %s: %s", tmp, db_path, strerror(errno));
-                rv = errorFromErrno(errno);
-                break;
-            }
-            syncParentDir(db_path, errmsg);
-            action = "copied the database from the peer and set this node's log aside; the node "
-                     "rejoins through the peer at its next start and the leader sends it the "
-                     "rest";
+        if (!db_damaged && !o->force) {
+            action = "nothing: the database and the log are healthy (--force rebuilds anyway)";
             break;
         }
+        if (!rebuildable(rep)) {
+            errorf(errmsg,
+                   "cannot rebuild: the log starts at index %llu and there is no "
+                   "snapshot; use --from-backup ID --repo DIR or --from-peer URL",
+                   (unsigned long long)rep->first_index);
+            rv = CAIRN_ECORRUPT;
+            break;
+        }
+        rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg);
+        action = "rebuilt the database from the newest snapshot and the log";
+        break;
+    case HEAL_FROM_BACKUP: {
+        struct restore_options ro;
+        struct backup_info info;
+        memset(&ro, 0, sizeof ro);
+        ro.repo = o->repo;
+        ro.ref = o->backup_id;
+        ro.out = tmp;
+        ro.force = true;
+        say(o, "restoring backup %s from %s", o->backup_id, o->repo);
+        if ((rv = backupRestore(&ro, &info, errmsg)) != 0) {
+            break;
+        }
+        /* With a healthy log the entries after the backup replay on top of it; a
+         * damaged log is set aside and the database starts a new log at 0. */
+        if ((rv = adminSetAppliedIndex(tmp, log_damaged ? 0 : info.raft_index, errmsg)) != 0 ||
+            (rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) != 0 ||
+            (log_damaged && (rv = moveAside(o->data_dir, "raft", when, moved_log, sizeof moved_log,
+                                            errmsg)) != 0)) {
+            break;
+        }
+        if (rename(tmp, db_path) != 0) {
+            errorf(errmsg, "cannot move %s to %s: %s", tmp, db_path, strerror(errno));
+            rv = errorFromErrno(errno);
+            break;
+        }
+        syncParentDir(db_path, errmsg);
+        action = log_damaged ? "restored the backup; the damaged log was set aside and a new "
+                               "one starts (writes after the backup are lost)"
+                             : "restored the backup and replayed the log past it";
+        break;
+    }
+    case HEAL_FROM_PEER: {
+        char url[300];
+        char base[200];
+        clusterUrl(o->peer, base, sizeof base);
+        /* GET /db/backup?level=none streams the peer's own consistent copy. */
+        snprintf(url, sizeof url, "%s/db/backup", base);
+        say(o, "copying the database from %s", base);
+        rv = clusterDownload(url, tmp, errmsg);
+        if (rv != 0) {
+            unlink(tmp);
+            break;
+        }
+        if (quickCheck(tmp, db_text, sizeof db_text) != 0) {
+            errorf(errmsg, "the copy from %s does not pass quick_check: %s", base, db_text);
+            unlink(tmp);
+            rv = CAIRN_ECORRUPT;
+            break;
+        }
+        /* The copy is newer than this node's log: the log is set aside too, and the
+         * node rejoins through the peer, whose leader sends what follows. */
+        if ((rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) != 0 ||
+            (rv = moveAside(o->data_dir, "raft", when, moved_log, sizeof moved_log, errmsg)) != 0 ||
+            (rv = setJoin(o->data_dir, base, errmsg)) != 0) {
+            break;
+        }
+        if (rename(tmp, db_path) != 0) {
+            errorf(errmsg, "cannot move %s to %s: %s", tmp, db_path, strerror(errno));
+            rv = errorFromErrno(errno);
+            break;
+        }
+        syncParentDir(db_path, errmsg);
+        action = "copied the database from the peer and set this node's log aside; the node "
+                 "rejoins through the peer at its next start and the leader sends it the "
+                 "rest";
+        break;
+    }
     }
     lockRelease(lock);
     free(rep);

@@ -46,8 +46,8 @@ struct heal_options {
     enum heal_mode mode;
     const char *backup_id; /* HEAL_FROM_BACKUP */
     const char *repo;
-    const char *peer;      /* HEAL_FROM_PEER: its HTTP address */
-    bool force;            /* rebuild even when nothing is found damaged */
+    const char *peer;                         /* HEAL_FROM_PEER: its HTTP address */
+    bool force;                               /* rebuild even when nothing is found damaged */
     void (*say)(void *arg, const char *line); /* one line per step (may be NULL) */
     void *say_arg;
 };

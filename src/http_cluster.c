@@ -113,9 +113,8 @@ static bool inConfiguration(const struct node_info *ni, uint64_t id)
     return false;
 }
 
-bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url,
-               const char *method, struct request *req, uint64_t target, bool redirect,
-               enum MHD_Result *ret)
+bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url, const char *method,
+               struct request *req, uint64_t target, bool redirect, enum MHD_Result *ret)
 {
     struct cairn *db = h->db;
     int64_t deadline = monoMs() + CLUSTER_LEADER_WAIT_MS;
@@ -163,7 +162,8 @@ bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url,
             bufInit(&turl);
             targetUrl(c, base, url, &turl);
             if (redirect) {
-                struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+                struct MHD_Response *r =
+                    MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
                 MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, turl.p);
                 *ret = MHD_queue_response(c, 301, r);
                 MHD_destroy_response(r);
@@ -279,9 +279,10 @@ static enum MHD_Result serveJoin(struct http_server *h, struct MHD_Connection *c
     if (idOf(json_object_get(root, "id"), &id) != 0 || raft == NULL || raft[0] == '\0' ||
         api == NULL || api[0] == '\0' || (voter != NULL && !json_is_boolean(voter))) {
         json_decref(root);
-        return httpSendError(c, 400, "join needs {\"id\": positive integer, \"addr\": \"raft "
-                                     "HOST:PORT\", \"api_addr\": \"http://HOST:PORT\", "
-                                     "\"voter\": true|false}");
+        return httpSendError(c, 400,
+                             "join needs {\"id\": positive integer, \"addr\": \"raft "
+                             "HOST:PORT\", \"api_addr\": \"http://HOST:PORT\", "
+                             "\"voter\": true|false}");
     }
     clusterUrl(api, url, sizeof url);
     rv = clusterAdd(h->db, id, raft, url, voter == NULL || json_is_true(voter), errmsg);
@@ -341,7 +342,8 @@ static bool peerReachable(const char *base)
     char msg[CAIRN_ERRMSG_SIZE];
     long status = 0;
     snprintf(url, sizeof url, "%s/health", base);
-    return clusterHttp("GET", url, NULL, 0, -1, 1000, &status, NULL, NULL, 0, NULL, false, msg) == 0 &&
+    return clusterHttp("GET", url, NULL, 0, -1, 1000, &status, NULL, NULL, 0, NULL, false, msg) ==
+               0 &&
            status == 200;
 }
 
@@ -357,7 +359,9 @@ static void nodeEntry(struct http_server *h, const struct node_info *ni,
     bufJsonString(b, sv->address, strlen(sv->address));
     bufPrintf(b, ",\"voter\":%s,\"role\":\"%s\",\"reachable\":%s,\"leader\":%s}",
               sv->role == RAFT_VOTER ? "true" : "false",
-              sv->role == RAFT_VOTER ? "voter" : sv->role == RAFT_STANDBY ? "standby" : "spare",
+              sv->role == RAFT_VOTER     ? "voter"
+              : sv->role == RAFT_STANDBY ? "standby"
+                                         : "spare",
               self || (known && peerReachable(api)) ? "true" : "false",
               sv->id == ni->leader_id ? "true" : "false");
 }
@@ -397,8 +401,8 @@ enum MHD_Result httpServeNodes(struct http_server *h, struct MHD_Connection *c)
 
 /* GET /admin/snapshots/ID/file and /admin/backups/ID/file: a .cbk file as it is on disk,
  * for a peer to fetch (the reader verifies it). */
-static enum MHD_Result serveFile(struct http_server *h, struct MHD_Connection *c,
-                                 const char *dir, const char *id)
+static enum MHD_Result serveFile(struct http_server *h, struct MHD_Connection *c, const char *dir,
+                                 const char *id)
 {
     struct backup_info info;
     struct MHD_Response *r;

@@ -807,39 +807,10 @@ static int submitShared(struct node *n, struct op *op, char *errmsg)
     return op->status;
 }
 
+/* The same for an op on the caller's stack, which only the caller holds once answered. */
 static int submit(struct node *n, struct op *op, char *errmsg)
 {
-    int rv;
-    pthread_mutex_init(&op->mu, NULL);
-    pthread_cond_init(&op->cond, NULL);
-    op->done = false;
-    op->errmsg = errmsg;
-    op->next = NULL;
-    op->node = n;
-
-    pthread_mutex_lock(&n->qmu);
-    if (n->stopping) {
-        pthread_mutex_unlock(&n->qmu);
-        errorf(errmsg, "node is shutting down");
-        rv = CAIRN_ESHUTDOWN;
-        goto out;
-    }
-    if (n->qtail) {
-        n->qtail->next = op;
-    } else {
-        n->qhead = op;
-    }
-    n->qtail = op;
-    pthread_mutex_unlock(&n->qmu);
-    uv_async_send(&n->wake);
-
-    pthread_mutex_lock(&op->mu);
-    while (!op->done) {
-        pthread_cond_wait(&op->cond, &op->mu);
-    }
-    pthread_mutex_unlock(&op->mu);
-    rv = op->status;
-out:
+    int rv = submitShared(n, op, errmsg);
     pthread_mutex_destroy(&op->mu);
     pthread_cond_destroy(&op->cond);
     return rv;
