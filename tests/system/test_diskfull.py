@@ -260,6 +260,7 @@ def fill_disk(tmpfs, server_factory):
     return s, disk, filler, load
 
 
+@pytest.mark.smoke
 def test_writes_on_a_full_disk_fail_with_a_clear_error(tmpfs, server_factory):
     """Every write on the full disk is answered in bounded time: acknowledged, or a
     5xx whose JSON error names the full disk (found hanging without an answer, fixed in

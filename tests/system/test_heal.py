@@ -78,6 +78,7 @@ def test_clean_stop_leaves_no_mark_and_no_recovery(node):
     assert node.get_json("/status")["last_recovery"] is None
 
 
+@pytest.mark.smoke
 def test_kill9_then_start_checks_and_reports(node):
     want = load(node, 3)
     node.kill()
@@ -97,6 +98,7 @@ def test_kill9_then_start_checks_and_reports(node):
     assert node.get_json("/status")["last_recovery"]["time"] == rec["time"]
 
 
+@pytest.mark.smoke
 def test_damaged_database_after_crash_is_moved_aside_and_rebuilt(node, cairn_bin):
     load(node)
     before = digest(node)
@@ -168,6 +170,7 @@ def test_damaged_wal_is_replayed_from_the_log(node, cairn_bin):
     rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
 
 
+@pytest.mark.smoke
 def test_damaged_raft_segment_refuses_start_naming_the_file(node, cairn_bin):
     load(node)
     node.kill()
@@ -187,6 +190,7 @@ def test_damaged_raft_segment_refuses_start_naming_the_file(node, cairn_bin):
     assert rc == 1 and "--from-backup" in err, err
 
 
+@pytest.mark.smoke
 def test_repair_from_backup_after_log_damage(node, cairn_bin, tmp_path):
     load(node, 5)
     repo = tmp_path / "repo"

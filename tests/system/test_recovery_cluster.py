@@ -84,6 +84,7 @@ def first_batch_offset(raft_dir):
     raise AssertionError("no segment with entries in %s" % raft)
 
 
+@pytest.mark.smoke
 def test_damaged_log_on_a_member_repaired_from_a_peer(make_cluster, cairn_bin):
     c = make_cluster(3)
     leader = c.leader()
@@ -114,6 +115,7 @@ def test_damaged_log_on_a_member_repaired_from_a_peer(make_cluster, cairn_bin):
     c.assert_same_rows("t")
 
 
+@pytest.mark.smoke
 def test_member_that_crashed_with_a_damaged_database_heals_itself(make_cluster):
     c = make_cluster(3)
     leader = c.leader()
