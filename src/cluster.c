@@ -659,8 +659,7 @@ static int reachable(const char *addr, int timeout_ms, char *errmsg)
     }
     close(fd);
     if (err != 0) {
-        errorf(errmsg, "cannot reach raft address %s from node %s: %s", addr, "the leader",
-               strerror(err));
+        errorf(errmsg, "the leader cannot reach raft address %s: %s", addr, strerror(err));
         return CAIRN_EINVAL;
     }
     return 0;
