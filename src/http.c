@@ -234,7 +234,7 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
                                  "array of statements");
     }
     b.kind = kind;
-    b.flags = f.transaction ? BATCH_TRANSACTION : 0;
+    b.flags = (f.transaction ? BATCH_TRANSACTION : 0) | (f.timings ? BATCH_TIMINGS : 0);
     if (f.branch == NULL && kind == BATCH_REQUEST && level == CAIRN_LEVEL_NONE && target == 0 &&
         !storeIsReadOnly(h->db->store, &b) && httpRoute(h, c, url, method, req, 0, f.redirect, &ret)) {
         batchFree(&b);

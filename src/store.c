@@ -771,13 +771,14 @@ static void releaseStmt(sqlite3_stmt *ps, bool cached)
 }
 
 /* Run one element of a batch (which may hold several ';'-separated statements) on db
- * and fill rs. Returns SQLITE_OK, or the failing code with rs->error set. */
+ * and fill rs (rs->time only when timed). Returns SQLITE_OK, or the failing code with
+ * rs->error set. */
 static int runStmt(sqlite3 *db, struct stmt_cache *cache, const struct stmt *st,
-                   bool read_only, struct rstmt *rs)
+                   bool read_only, bool timed, struct rstmt *rs)
 {
     const char *tail = st->sql;
     const char *end = st->sql + st->sql_len;
-    double t0 = nowSeconds();
+    double t0 = timed ? nowSeconds() : 0;
     int rc = SQLITE_OK;
 
     while (tail < end) {
@@ -878,7 +879,7 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, const struct stmt *st,
         resultFinishTypes(rs);
     }
 out:
-    rs->time = nowSeconds() - t0;
+    rs->time = timed ? nowSeconds() - t0 : 0;
     return rc;
 }
 
@@ -902,6 +903,7 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
     struct cairn_result *res;
     bool txn = (b->flags & BATCH_TRANSACTION) != 0;
     bool read_only = b->kind == BATCH_QUERY;
+    bool timed = (b->flags & BATCH_TIMINGS) != 0;
     int rc;
     size_t i;
 
@@ -936,10 +938,10 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
         }
         if (b->flags & BATCH_META) {
             s->internal = true;
-            rc = runStmt(s->writer, NULL, &b->stmts[i], read_only, rs);
+            rc = runStmt(s->writer, NULL, &b->stmts[i], read_only, timed, rs);
             s->internal = false;
         } else {
-            rc = runStmt(s->writer, &s->wcache, &b->stmts[i], read_only, rs);
+            rc = runStmt(s->writer, &s->wcache, &b->stmts[i], read_only, timed, rs);
         }
         if (sqlite3_get_autocommit(s->writer)) {
             /* The statement's error rolled back the whole transaction (SQLite does so
@@ -1095,7 +1097,7 @@ int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out
             errorf(errmsg, "out of memory");
             break;
         }
-        runStmt(r->db, &r->cache, &b->stmts[i], true, rs);
+        runStmt(r->db, &r->cache, &b->stmts[i], true, true, rs);
     }
     sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
     readerPut(s, r);
@@ -1177,7 +1179,7 @@ int storeQueryFile(struct store *s, const char *path, const struct batch *b,
             errorf(errmsg, "out of memory");
             break;
         }
-        runStmt(db, NULL, &b->stmts[i], true, rs);
+        runStmt(db, NULL, &b->stmts[i], true, true, rs);
     }
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     sqlite3_close(db);
