@@ -647,7 +647,10 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     if (n->io.async_work != NULL && n->io.version < 2) {
         n->io.version = 2;
     }
-    /* A damaged log must be reported, never silently truncated. */
+    /* A damaged log must be reported, never silently truncated. Auto-recovery off
+     * stops libraft from moving damaged closed segments aside; it still cuts an open
+     * segment at a bad batch, which is why every start verifies the log first
+     * (heal.c, raftlog.c). */
     raft_uv_set_auto_recovery(&n->io, false);
     raft_uv_set_segment_size(&n->io, SEGMENT_SIZE);
 
