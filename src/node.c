@@ -691,7 +691,9 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     }
     raft_configuration_close(&conf);
     if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
-        errorf(errmsg, "raft bootstrap in %s: %s", cfg->raft_dir, raft_errmsg(&n->raft));
+        const char *detail = raft_errmsg(&n->raft);
+        errorf(errmsg, "raft bootstrap in %s: %s%s%s", cfg->raft_dir, raft_strerror(rv),
+               detail != NULL && detail[0] ? ": " : "", detail != NULL ? detail : "");
         rv = raftToCairn(rv);
         goto err_after_raft;
     }

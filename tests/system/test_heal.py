@@ -163,11 +163,30 @@ def test_damaged_wal_is_replayed_from_the_log(node, cairn_bin):
     if not wal.exists() or os.path.getsize(wal) < 4096:
         pytest.skip("the WAL was checkpointed before the kill; nothing to damage")
     flip(wal, os.path.getsize(wal) // 2, 64)
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert rc == 1 and "db.sqlite-wal" in out and "fails its checksum" in out, (out, err)
     node.start()
     # Frames after the damage fail their checksums and are ignored by SQLite; the
     # database's applied index is then older and the log replays the rest.
     assert node.scalar("SELECT count(*) FROM t") == want
+
+
+def test_truncated_wal_is_replayed_from_the_log(node, cairn_bin):
+    node.stop()
+    node.extra_args = []
+    node.start()
+    want = load(node, 5)
+    node.kill()
+    wal = node.data_dir / "db.sqlite-wal"
+    if not wal.exists() or os.path.getsize(wal) < 3 * 4096:
+        pytest.skip("the WAL was checkpointed before the kill; nothing to truncate")
+    with open(wal, "r+b") as f:
+        f.truncate(os.path.getsize(wal) // 3)
+    # A cut WAL looks like a torn write: check says so, the log replays the rest.
     rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert "db.sqlite-wal" in out, (out, err)
+    node.start()
+    assert node.scalar("SELECT count(*) FROM t") == want
 
 
 @pytest.mark.smoke
@@ -228,6 +247,33 @@ def test_damaged_snapshot_detected_node_still_serves(node, cairn_bin):
     # The database is current: the snapshot is not needed to start.
     node.start()
     assert node.scalar("SELECT count(*) FROM t") == want + 1
+
+
+def test_damaged_or_truncated_snapshot_set_aside_then_a_new_full_one(node, cairn_bin):
+    """docs/OPERATIONS.md, "Damaged snapshot": check names the file; with the node
+    stopped its chain goes to DATA/corrupt/; the next snapshot is a full one."""
+    want = load(node)
+    node.raw("POST", "/admin/snapshot")
+    node.stop()
+    snaps = sorted((node.data_dir / "snapshots").glob("*.cbk"))
+    assert len(snaps) >= 2
+    with open(snaps[-1], "r+b") as f:
+        f.truncate(os.path.getsize(snaps[-1]) - 100)
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert rc == 1 and snaps[-1].name in out, (out, err)
+    corrupt = node.data_dir / "corrupt"
+    corrupt.mkdir(exist_ok=True)
+    for p in snaps:  # the whole repository of snapshots: every chain in it
+        p.rename(corrupt / p.name)
+    node.start()
+    assert node.scalar("SELECT count(*) FROM t") == want
+    snap = node.raw("POST", "/admin/snapshot")
+    assert snap.status == 200, snap.text
+    node.stop()
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert rc == 0, (out, err)
+    listed = sorted((node.data_dir / "snapshots").glob("*.cbk"))
+    assert listed and "full backup" in out, out
 
 
 def test_damaged_backup_detected_and_refused(node, cairn_bin, tmp_path):
