@@ -66,17 +66,17 @@ static CURL *curlHandle(void)
     return h;
 }
 
-static int64_t monoMs(void)
+int64_t clusterMonoMs(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void pauseMs(unsigned ms)
+void clusterPause(unsigned ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL); /* retry pacing between attempts to reach a peer */
+    nanosleep(&ts, NULL); /* pacing between attempts to reach a peer or a leader */
 }
 
 /* Has the embedding program asked cairn_open to give up (cairn_config.stop)? */
@@ -378,7 +378,7 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
     if (db->bootstrap_expect == 0 || raftStateExists(db)) {
         return 0; /* join (or rejoin from what is on disk) */
     }
-    deadline = monoMs() + DISCOVERY_TIMEOUT_MS;
+    deadline = clusterMonoMs() + DISCOVERY_TIMEOUT_MS;
     for (;;) {
         struct node_server found[NODE_MAX_SERVERS];
         unsigned n = 0;
@@ -477,11 +477,11 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
             dbLog(db, "found %u nodes: bootstrapping the cluster", n);
             return 0;
         }
-        if (monoMs() >= next_log) {
+        if (clusterMonoMs() >= next_log) {
             dbLog(db, "waiting for %u nodes to start (%u found so far)", db->bootstrap_expect, n);
-            next_log = monoMs() + 5000;
+            next_log = clusterMonoMs() + 5000;
         }
-        if (monoMs() > deadline) {
+        if (clusterMonoMs() > deadline) {
             errorf(errmsg, "found only %u of the %u nodes --bootstrap-expect asks for within %d s",
                    n, db->bootstrap_expect, DISCOVERY_TIMEOUT_MS / 1000);
             return CAIRN_ETIMEOUT;
@@ -490,7 +490,7 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
             errorf(errmsg, "stopped while waiting for the other nodes");
             return CAIRN_ESHUTDOWN;
         }
-        pauseMs(POLL_MS);
+        clusterPause(POLL_MS);
     }
 }
 
@@ -534,7 +534,7 @@ static void answerError(const struct buf *body, char *out, size_t n)
  * deadline: a node that reports ready after a join counts towards the quorum. */
 static void waitVoter(struct cairn *db, int64_t deadline)
 {
-    while (monoMs() < deadline && !stopAsked(db)) {
+    while (clusterMonoMs() < deadline && !stopAsked(db)) {
         struct node_info ni;
         nodeInfo(db->node, &ni);
         for (unsigned i = 0; i < ni.n_servers; i++) {
@@ -543,7 +543,7 @@ static void waitVoter(struct cairn *db, int64_t deadline)
                 return;
             }
         }
-        pauseMs(50);
+        clusterPause(50);
     }
     dbLog(db, "not promoted to voter yet: still catching up (the leader promotes this "
               "node once it has)");
@@ -551,7 +551,7 @@ static void waitVoter(struct cairn *db, int64_t deadline)
 
 int clusterJoin(struct cairn *db, char *errmsg)
 {
-    int64_t deadline = monoMs() + JOIN_TIMEOUT_MS;
+    int64_t deadline = clusterMonoMs() + JOIN_TIMEOUT_MS;
     char last[CAIRN_ERRMSG_SIZE] = "no peer answered";
     struct buf req;
 
@@ -600,7 +600,7 @@ int clusterJoin(struct cairn *db, char *errmsg)
             }
             snprintf(last, sizeof last, "%s answered %ld: %s", db->join[j], status, msg);
         }
-        if (monoMs() > deadline) {
+        if (clusterMonoMs() > deadline) {
             errorf(errmsg, "could not join the cluster within %d s: %s", JOIN_TIMEOUT_MS / 1000,
                    last);
             bufFree(&req);
@@ -611,7 +611,7 @@ int clusterJoin(struct cairn *db, char *errmsg)
             bufFree(&req);
             return CAIRN_ESHUTDOWN;
         }
-        pauseMs(500);
+        clusterPause(500);
     }
     bufFree(&req);
     return 0;
@@ -711,21 +711,21 @@ int clusterAdd(struct cairn *db, uint64_t id, const char *raft, const char *api,
         (!voter && (rv = recordMeta(db, id, "standby", "1", errmsg)) != 0)) {
         return rv;
     }
-    deadline = monoMs() + 30000;
+    deadline = clusterMonoMs() + 30000;
     while ((rv = nodeChange(db->node, NODE_ADD, id, raft, 0, errmsg)) == CAIRN_EBUSY &&
-           monoMs() < deadline) {
-        pauseMs(100); /* another membership change is committing */
+           clusterMonoMs() < deadline) {
+        clusterPause(100); /* another membership change is committing */
     }
     if (rv != 0) {
         return rv;
     }
     /* A standby receives the log (or a snapshot) without counting for a quorum; the
      * leader's keeper promotes it to voter once it has caught up (clusterKeep). */
-    deadline = monoMs() + 30000;
+    deadline = clusterMonoMs() + 30000;
     while ((rv = nodeChange(db->node, NODE_ASSIGN, id, NULL, RAFT_STANDBY, errmsg)) ==
                CAIRN_EBUSY &&
-           monoMs() < deadline) {
-        pauseMs(100);
+           clusterMonoMs() < deadline) {
+        clusterPause(100);
     }
     if (rv == 0) {
         dbLog(db, "node %llu (raft %s, HTTP %s) added as standby; %s", (unsigned long long)id, raft,
@@ -760,10 +760,10 @@ int clusterRemove(struct cairn *db, uint64_t id, char *errmsg)
                (unsigned long long)id);
         return CAIRN_EINVAL;
     }
-    deadline = monoMs() + 30000;
+    deadline = clusterMonoMs() + 30000;
     while ((rv = nodeChange(db->node, NODE_REMOVE, id, NULL, 0, errmsg)) == CAIRN_EBUSY &&
-           monoMs() < deadline) {
-        pauseMs(100);
+           clusterMonoMs() < deadline) {
+        clusterPause(100);
     }
     if (rv != 0) {
         return rv;

@@ -30,6 +30,11 @@ struct cairn;
  * answered 503. */
 #define CLUSTER_LEADER_WAIT_MS 5000
 
+/* Monotonic milliseconds, and a pause between attempts (retry pacing, never
+ * synchronisation). */
+int64_t clusterMonoMs(void);
+void clusterPause(unsigned ms);
+
 /* "host:port" or "http://host:port[/]" -> "http://host:port". */
 void clusterUrl(const char *addr, char *out, size_t n);
 

@@ -26,19 +26,6 @@
 #define FORWARD_TIMEOUT_MS (120 * 1000)
 #define FORWARD_ADMIN_TIMEOUT_MS (60 * 60 * 1000)
 
-static int64_t monoMs(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void pauseMs(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL); /* pacing while the cluster elects a leader */
-}
-
 bool httpIsForwarded(struct MHD_Connection *c)
 {
     return MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Cairn-Forwarded") != NULL;
@@ -117,7 +104,7 @@ bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url,
                struct request *req, uint64_t target, bool redirect, enum MHD_Result *ret)
 {
     struct cairn *db = h->db;
-    int64_t deadline = monoMs() + CLUSTER_LEADER_WAIT_MS;
+    int64_t deadline = clusterMonoMs() + CLUSTER_LEADER_WAIT_MS;
     bool admin = strncmp(url, "/db/", 4) != 0;
     char last[CAIRN_ERRMSG_SIZE] = "";
 
@@ -201,13 +188,13 @@ bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url,
             snprintf(last, sizeof last, "the cluster has no leader (this node is %s)",
                      nodeStateName(ni.state));
         }
-        if (monoMs() > deadline) {
+        if (clusterMonoMs() > deadline) {
             char msg[CAIRN_ERRMSG_SIZE + 64];
             snprintf(msg, sizeof msg, "%s after waiting %d ms", last, CLUSTER_LEADER_WAIT_MS);
             *ret = httpSendError(c, 503, msg);
             return true;
         }
-        pauseMs(50);
+        clusterPause(50);
     }
 }
 

@@ -685,3 +685,17 @@ def url_of(node):
 def parse_location(loc):
     u = urllib.parse.urlsplit(loc)
     return u.scheme, u.netloc, u.path, u.query
+
+
+class ClusterOwner(dict):
+    """What conftest's report hook reads (request.node._cairn_servers) to attach the
+    logs of every node of these clusters to a failed test."""
+
+    def __init__(self, clusters):
+        super().__init__()
+        self.clusters = clusters
+
+    def get(self, key, default=None):
+        if key == "servers":
+            return [n for c in self.clusters for n in c.all_nodes]
+        return super().get(key, default)

@@ -21,6 +21,7 @@ import pytest
 import backuputil
 from clusterutil import (
     Cluster,
+    ClusterOwner,
     ClusterWriters,
     RssSampler,
     assert_acked_present,
@@ -35,19 +36,6 @@ MiB = 1 << 20
 
 T_SCHEMA = ("CREATE TABLE t (id INTEGER PRIMARY KEY, client INTEGER NOT NULL, seq INTEGER NOT NULL, "
             "pad BLOB, UNIQUE(client, seq))")
-
-
-class _Owner(dict):
-    """What conftest's report hook reads to attach node logs to a failed test."""
-
-    def __init__(self, clusters):
-        super().__init__()
-        self.clusters = clusters
-
-    def get(self, key, default=None):
-        if key == "servers":
-            return [n for c in self.clusters for n in c.all_nodes]
-        return super().get(key, default)
 
 
 def _new_cluster_fixture(base, clusters):
@@ -75,7 +63,7 @@ def cluster_factory(request, tmp_path, cairnd_bin):
     """make(n=3, mode="expect"|"join", extra_args=(), start=True) -> a started Cluster.
     Every process of every cluster made is stopped at teardown."""
     clusters = []
-    request.node._cairn_servers = _Owner(clusters)
+    request.node._cairn_servers = ClusterOwner(clusters)
     try:
         yield _new_cluster_fixture(tmp_path, clusters)
     finally:
@@ -95,7 +83,7 @@ def shared_cluster(tmp_path_factory, cairnd_bin):
 
 @pytest.fixture
 def shared(request, shared_cluster):
-    request.node._cairn_servers = _Owner([shared_cluster])
+    request.node._cairn_servers = ClusterOwner([shared_cluster])
     return shared_cluster
 
 

@@ -9,27 +9,16 @@ import subprocess
 
 import pytest
 
-from clusterutil import Cluster
-from conftest import assert_exec_ok, find_free_ports, wait_until
+from clusterutil import Cluster, ClusterOwner
+from conftest import assert_exec_ok, wait_until
 
 pytestmark = pytest.mark.cluster
-
-
-class _Owner(dict):
-    def __init__(self, clusters):
-        super().__init__()
-        self.clusters = clusters
-
-    def get(self, key, default=None):
-        if key == "servers":
-            return [n for c in self.clusters for n in c.all_nodes]
-        return super().get(key, default)
 
 
 @pytest.fixture
 def make_cluster(request, tmp_path, cairnd_bin):
     clusters = []
-    request.node._cairn_servers = _Owner(clusters)
+    request.node._cairn_servers = ClusterOwner(clusters)
 
     def make(n=3, mode="expect", extra_args=(), name=None):
         c = Cluster(tmp_path, n=n, mode=mode, extra_args=extra_args,
