@@ -8,7 +8,6 @@ copy exists, and says plainly when it cannot.
 import json
 import os
 import pathlib
-import signal
 import subprocess
 
 import pytest
