@@ -306,6 +306,9 @@ static int fsmSnapshotAsync(struct raft_fsm *rf, struct raft_buffer *bufs[], uns
     rv = backupCreate(&src, &opt, &info, errmsg);
     if (rv != 0) {
         fsmLog(f, "snapshot %llu failed: %s", (unsigned long long)m.index, errmsg);
+        f->snapshot_error = rv;
+        snprintf(f->snapshot_errmsg, sizeof f->snapshot_errmsg, "%s", errmsg);
+        atomic_fetch_add(&f->snapshot_failures, 1);
         return rv == CAIRN_ENOSPC ? RAFT_NOSPACE : RAFT_IOERR;
     }
     snprintf(m.name, sizeof m.name, "%s", info.id);

@@ -11,6 +11,7 @@
 
 #include <limits.h>
 #include <raft.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "command.h"
@@ -80,6 +81,11 @@ struct fsm {
      * the requests waiting on it meanwhile. Cleared by the next successful apply. */
     int apply_failed;          /* its cairn error code, 0 when none */
     char apply_errmsg[CAIRN_ERRMSG_SIZE];
+    /* Failed snapshot writes (disk full, I/O error), counted by the worker thread; the
+     * message of the last one is complete before the count moves. */
+    _Atomic unsigned snapshot_failures;
+    int snapshot_error; /* its cairn error code */
+    char snapshot_errmsg[CAIRN_ERRMSG_SIZE];
     uint64_t snapshots_taken;
     uint64_t last_snapshot_index;
     char errmsg[CAIRN_ERRMSG_SIZE];

@@ -523,6 +523,13 @@ static void drainQueue(uv_async_t *h)
             char msg[CAIRN_ERRMSG_SIZE] = "";
             rv = op->req.call.fn(op->req.call.arg, msg);
             opComplete(op, rv, msg);
+        } else if (n->fsm.apply_failed) {
+            /* A barrier would wait behind the entry that cannot be applied. */
+            char msg[CAIRN_ERRMSG_SIZE];
+            snprintf(msg, sizeof msg, "%s: the database cannot be written now (%s)",
+                     n->fsm.apply_failed == CAIRN_ENOSPC ? "disk full" : "write failed",
+                     n->fsm.apply_errmsg);
+            opComplete(op, n->fsm.apply_failed, msg);
         } else {
             op->req.barrier.data = op;
             rv = raft_barrier(&n->raft, &op->req.barrier, barrierCb);
@@ -931,6 +938,7 @@ int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg)
     struct node_info info;
     struct timespec now;
     struct timespec deadline;
+    unsigned failures;
     uint64_t want;
     int rv;
 
@@ -946,6 +954,7 @@ int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg)
         return rv;
     }
     want = aa.index;
+    failures = atomic_load(&n->fsm.snapshot_failures);
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += 120;
     for (unsigned polls = 1;; polls++) {
@@ -954,6 +963,12 @@ int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg)
         if (info.last_snapshot_index >= want) {
             *index = info.last_snapshot_index;
             return 0;
+        }
+        if (atomic_load(&n->fsm.snapshot_failures) != failures) {
+            /* The write failed (disk full, I/O error): say so now, not after the wait.
+             * The message was complete before the count moved. */
+            errorf(errmsg, "snapshot not written: %s", n->fsm.snapshot_errmsg);
+            return n->fsm.snapshot_error ? n->fsm.snapshot_error : CAIRN_EIO;
         }
         pthread_mutex_lock(&n->qmu);
         stopping = n->stopping;

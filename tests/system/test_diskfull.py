@@ -294,6 +294,17 @@ def test_full_disk_backup_fails_cleanly_and_the_node_goes_on(tmpfs, server_facto
         sorted(set(repo_files(repo)) - set(before)),)
     assert s.running()
 
+    # A Raft snapshot asked for now fails at once, saying why, and leaves no file.
+    snaps = disk / "data" / "snapshots"
+    snaps_before = sorted(p.name for p in snaps.iterdir())
+    t0 = time.monotonic()
+    r = s.raw("POST", "/admin/snapshot", timeout=REQUEST_TIMEOUT)
+    assert r.status >= 500 and names_disk_full(r.text), "a snapshot on a full disk: %r" % r
+    assert time.monotonic() - t0 < REQUEST_TIMEOUT
+    assert sorted(p.name for p in snaps.iterdir() if not p.name.startswith(".")) == \
+        [n for n in snaps_before if not n.startswith(".")]
+    assert s.running()
+
     # Space comes back: the node goes on.
     filler.unlink()
     t0 = time.monotonic()
@@ -314,6 +325,8 @@ def test_full_disk_backup_fails_cleanly_and_the_node_goes_on(tmpfs, server_facto
     v = s.raw("POST", "/admin/backups/%s/verify" % made["backup_id"], {}, timeout=120)
     assert v.status == 200 and v.json()["ok"] is True, v
     assert s.rows("PRAGMA integrity_check") == [["ok"]]
+    snap = s.raw("POST", "/admin/snapshot", timeout=120)
+    assert snap.status == 200, "a snapshot after space was freed: %r" % snap
 
     # And across a clean restart nothing acknowledged is lost.
     rc = s.stop()
