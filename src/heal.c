@@ -312,12 +312,10 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
             snprintf(db_before, sizeof db_before, "%s", db_text);
             dbLog(db, "database: %s", db_text);
         }
-        db->recovery = json_pack(
-            "{s:s, s:b, s:s, s:s, s:s, s:n}", "time", at, "unclean_stop", 1, "raft_log", log_text,
-            "database",
-            quickCheck(db_path, db_text, sizeof db_text) == 0 && !db->healed ? "ok" : db_text,
-            "action", action, "applied_index");
-        json_object_set_new(db->recovery, "database", json_string(db_before));
+        db->recovery = json_pack("{s:s, s:b, s:s, s:s, s:s, s:n}", "time", at, "unclean_stop", 1,
+                                 "raft_log", log_text, "database",
+                                 db_before[0] ? db_before : "not checked (the log is damaged)",
+                                 "action", action, "applied_index");
         free(rep);
         if (rv != 0) {
             writeRecord(db);
