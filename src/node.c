@@ -699,6 +699,9 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     raft_configuration_close(&conf);
     if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
         const char *detail = raft_errmsg(&n->raft);
+        if (detail == NULL || detail[0] == '\0') {
+            detail = n->io.errmsg; /* libraft leaves the I/O's message there */
+        }
         errorf(errmsg, "raft bootstrap in %s: %s%s%s", cfg->raft_dir, raft_strerror(rv),
                detail != NULL && detail[0] ? ": " : "", detail != NULL ? detail : "");
         rv = raftToCairn(rv);
