@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "backup.h"
 #include "db.h"
 #include "error.h"
@@ -621,26 +622,17 @@ int clusterJoin(struct cairn *db, char *errmsg)
 static int reachable(const char *addr, int timeout_ms, char *errmsg)
 {
     struct sockaddr_in sa;
-    char host[128];
-    const char *colon = strrchr(addr, ':');
     struct pollfd pfd;
     int fd;
     int err = 0;
     socklen_t len = sizeof err;
+    int rv = addrParse(addr, "raft", &sa, errmsg);
 
-    if (colon == NULL || (size_t)(colon - addr) >= sizeof host || colon[1] == '\0') {
-        errorf(errmsg, "raft address \"%s\" must be HOST:PORT", addr);
-        return CAIRN_EINVAL;
-    }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)atoi(colon + 1));
-    if (strcmp(host, "localhost") == 0) {
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    } else if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+    if (rv == CAIRN_ENOTFOUND) {
         return 0; /* a host name: libraft's transport resolves it */
+    }
+    if (rv != 0) {
+        return rv;
     }
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {

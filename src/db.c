@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "admin.h"
 #include "cluster.h"
 #include "heal.h"
@@ -336,24 +337,14 @@ static int loadNodeIdentity(struct cairn *db, char *errmsg)
 static int checkBindable(const char *addr, const char *what, char *errmsg)
 {
     struct sockaddr_in sa;
-    char host[128];
-    const char *colon = strrchr(addr, ':');
     int fd;
     int one = 1;
-    int rv = 0;
-    if (colon == NULL || (size_t)(colon - addr) >= sizeof host) {
-        errorf(errmsg, "%s address \"%s\" must be HOST:PORT", what, addr);
-        return CAIRN_EINVAL;
-    }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)atoi(colon + 1));
-    if (strcmp(host, "localhost") == 0) {
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    } else if (host[0] != '\0' && inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+    int rv = addrParse(addr, what, &sa, errmsg);
+    if (rv == CAIRN_ENOTFOUND) {
         return 0; /* not an IPv4 literal: the real bind reports it */
+    }
+    if (rv != 0) {
+        return rv;
     }
     fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {

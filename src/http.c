@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "admin.h"
 #include "buf.h"
 #include "db.h"
@@ -616,37 +617,6 @@ static void mhdLog(void *cls, const char *fmt, va_list ap)
     }
 }
 
-static int parseAddr(const char *addr, struct sockaddr_in *sa, char *errmsg)
-{
-    char host[128];
-    const char *colon = strrchr(addr, ':');
-    char *end;
-    long port;
-    if (colon == NULL || (size_t)(colon - addr) >= sizeof host) {
-        errorf(errmsg, "HTTP address \"%s\" must be HOST:PORT", addr);
-        return CAIRN_EINVAL;
-    }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port < 0 || port > 65535 || colon[1] == '\0') {
-        errorf(errmsg, "HTTP address \"%s\" has an invalid port", addr);
-        return CAIRN_EINVAL;
-    }
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0) {
-        sa->sin_addr.s_addr = htonl(INADDR_ANY);
-    } else if (strcmp(host, "localhost") == 0) {
-        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    } else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
-        errorf(errmsg, "HTTP address \"%s\": \"%s\" is not an IPv4 address", addr, host);
-        return CAIRN_EINVAL;
-    }
-    return 0;
-}
-
 int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_server **out,
               char *errmsg)
 {
@@ -654,12 +624,10 @@ int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_s
     struct sockaddr_in sa;
     const union MHD_DaemonInfo *info;
     char ip[INET_ADDRSTRLEN];
-    int rv;
 
     *out = NULL;
-    rv = parseAddr(addr, &sa, errmsg);
-    if (rv != 0) {
-        return rv;
+    if (addrParse(addr, "HTTP", &sa, errmsg) != 0) {
+        return CAIRN_EINVAL;
     }
     h = calloc(1, sizeof *h);
     if (h == NULL) {
