@@ -327,20 +327,28 @@ static void applyCb(struct raft_apply *req, int status, void *result)
     opRelease(op);
 }
 
+/* Answer op with the apply failure: "disk full: WHAT (SQLite's message)TAIL" (or
+ * "write failed: ..." for another I/O error). */
+static void failWithApplyError(struct node *n, struct op *op, const char *what,
+                               const char *tail)
+{
+    char msg[CAIRN_ERRMSG_SIZE];
+    snprintf(msg, sizeof msg, "%s: %s (%s)%s",
+             n->fsm.apply_failed == CAIRN_ENOSPC ? "disk full" : "write failed", what,
+             n->fsm.apply_errmsg, tail);
+    opComplete(op, n->fsm.apply_failed, msg);
+}
+
 /* The database cannot apply what the log holds (disk full, I/O error): answer every
  * request waiting on an apply now, saying that its entry is in the log and will be
  * applied once the database can be written. libraft keeps the requests; applyCb
  * releases them later. */
 static void failInflight(struct node *n)
 {
-    char msg[CAIRN_ERRMSG_SIZE];
-    int code = n->fsm.apply_failed;
-    snprintf(msg, sizeof msg,
-             "%s: the write is in the Raft log but the database cannot apply it now (%s); it "
-             "is applied as soon as the database can be written again",
-             code == CAIRN_ENOSPC ? "disk full" : "database write failed", n->fsm.apply_errmsg);
     for (struct op *op = n->inflight; op != NULL; op = op->inflight_next) {
-        opComplete(op, code, msg);
+        failWithApplyError(n, op,
+                           "the write is in the Raft log but the database cannot apply it now",
+                           "; it is applied as soon as the database can be written again");
     }
 }
 
@@ -476,13 +484,9 @@ static void drainQueue(uv_async_t *h)
             if (n->fsm.apply_failed) {
                 /* The database cannot take writes now: refuse new ones at once rather
                  * than add them to the log behind the entry that cannot be applied. */
-                char msg[CAIRN_ERRMSG_SIZE];
                 raft_free(op->buf.base);
-                snprintf(msg, sizeof msg, "%s: the database cannot be written now (%s); "
-                                          "nothing was written",
-                         n->fsm.apply_failed == CAIRN_ENOSPC ? "disk full" : "write failed",
-                         n->fsm.apply_errmsg);
-                opComplete(op, n->fsm.apply_failed, msg);
+                failWithApplyError(n, op, "the database cannot be written now",
+                                   "; nothing was written");
                 opRelease(op);
                 continue;
             }
@@ -525,11 +529,7 @@ static void drainQueue(uv_async_t *h)
             opComplete(op, rv, msg);
         } else if (n->fsm.apply_failed) {
             /* A barrier would wait behind the entry that cannot be applied. */
-            char msg[CAIRN_ERRMSG_SIZE];
-            snprintf(msg, sizeof msg, "%s: the database cannot be written now (%s)",
-                     n->fsm.apply_failed == CAIRN_ENOSPC ? "disk full" : "write failed",
-                     n->fsm.apply_errmsg);
-            opComplete(op, n->fsm.apply_failed, msg);
+            failWithApplyError(n, op, "the database cannot be written now", "");
         } else {
             op->req.barrier.data = op;
             rv = raft_barrier(&n->raft, &op->req.barrier, barrierCb);
