@@ -790,10 +790,10 @@ static int fetchFrom(const char *base, const char *dir, const char *kind, const 
             if ((rv = clusterDownload(url, tmp, errmsg)) != 0) {
                 return rv;
             }
-            if (rename(tmp, path) != 0) {
-                errorf(errmsg, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+            /* Never over a file of the same name (backups are never overwritten). */
+            if ((rv = repoRenameNoReplace(tmp, path, errmsg)) != 0) {
                 unlink(tmp);
-                return errorFromErrno(errno);
+                return rv;
             }
             if ((rv = syncParentDir(path, errmsg)) != 0 ||
                 (rv = repoFind(dir, cur, &info, errmsg)) != 0) {

@@ -52,7 +52,6 @@ struct cairn {
 
     /* crash safety (heal.h) */
     struct json_t *recovery; /* the last recovery's record, or NULL */
-    bool healed;             /* this start moved a damaged database aside */
     bool marked;             /* this start set the RUNNING mark */
 };
 

@@ -23,6 +23,7 @@
 #include "error.h"
 #include "lock.h"
 #include "raftlog.h"
+#include "repo.h"
 #include "store.h"
 
 #define RUNNING_MARK "RUNNING"
@@ -302,9 +303,9 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
                 rv = moveDatabaseAside(db->data_dir, when, moved, sizeof moved, errmsg);
                 if (rv == 0) {
                     snprintf(action, sizeof action,
-                             "moved the damaged database to %s; rebuilt from %s and the log", moved,
-                             rep->snapshot_index ? "the newest snapshot" : "the start of");
-                    db->healed = true;
+                             "moved the damaged database to %s; rebuilt from %s", moved,
+                             rep->snapshot_index ? "the newest snapshot and the log"
+                                                 : "the whole log");
                     dbLog(db, "%s", action);
                 }
             }
@@ -418,6 +419,13 @@ static int replayOffline(const char *data_dir, uint64_t *applied, char *errmsg)
     *applied = storeAppliedIndex(c->store);
     cairn_close(c);
     return 0;
+}
+
+/* Put the repaired database (tmp) where the damaged one was moved from. */
+static int installDatabase(const char *tmp, const char *db_path, char *errmsg)
+{
+    int rv = repoRenameNoReplace(tmp, db_path, errmsg);
+    return rv != 0 ? rv : syncParentDir(db_path, errmsg);
 }
 
 /* Write join = peer into DATA/node.json, so that a node whose log was reset rejoins. */
@@ -538,12 +546,9 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
                                             errmsg)) != 0)) {
             break;
         }
-        if (rename(tmp, db_path) != 0) {
-            errorf(errmsg, "cannot move %s to %s: %s", tmp, db_path, strerror(errno));
-            rv = errorFromErrno(errno);
+        if ((rv = installDatabase(tmp, db_path, errmsg)) != 0) {
             break;
         }
-        syncParentDir(db_path, errmsg);
         action = log_damaged ? "restored the backup; the damaged log was set aside and a new "
                                "one starts (writes after the backup are lost)"
                              : "restored the backup and replayed the log past it";
@@ -574,12 +579,9 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
             (rv = setJoin(o->data_dir, base, errmsg)) != 0) {
             break;
         }
-        if (rename(tmp, db_path) != 0) {
-            errorf(errmsg, "cannot move %s to %s: %s", tmp, db_path, strerror(errno));
-            rv = errorFromErrno(errno);
+        if ((rv = installDatabase(tmp, db_path, errmsg)) != 0) {
             break;
         }
-        syncParentDir(db_path, errmsg);
         action = "copied the database from the peer and set this node's log aside; the node "
                  "rejoins through the peer at its next start and the leader sends it the "
                  "rest";
