@@ -4,6 +4,7 @@
  * subcommand here must report a bad flag the same way (message + usage, exit 2). Parsing
  * from the same table that generates the usage also keeps --help complete by construction.
  * Main thread only. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -175,4 +176,38 @@ int cliLevelIsValid(const char *level)
         }
     }
     return 0;
+}
+
+int cliUsageError(const cliCommand *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "cairn %s: error: ", cmd->name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n\n");
+    cliPrintCommandUsage(stderr, cmd);
+    return CLI_EXIT_USAGE;
+}
+
+int cliRunSubcommand(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
+{
+    size_t len = strlen(cmd->name);
+    if (argc < 2) {
+        return cliUsageError(cmd, "no subcommand given");
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        cliPrintCommandUsage(stdout, cmd);
+        return CLI_EXIT_OK;
+    }
+    for (int i = 0; cmd->subcommands != NULL && cmd->subcommands[i] != NULL; i++) {
+        const cliCommand *sub = cmd->subcommands[i];
+        if (strcmp(sub->name + len + 1, argv[1]) == 0) {
+            return sub->run(sub, env, argc - 1, argv + 1);
+        }
+    }
+    if (argv[1][0] == '-') {
+        return cliUsageError(cmd, "expected a subcommand before '%s'", argv[1]);
+    }
+    return cliUsageError(cmd, "unknown subcommand '%s'", argv[1]);
 }

@@ -187,20 +187,6 @@ static const char *noteFor(const backupRun *r, const char *note)
 
 /* ---- messages ------------------------------------------------------------------------ */
 
-static int usageError(const cliCommand *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int usageError(const cliCommand *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "cairn %s: error: ", cmd->name);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n\n");
-    cliPrintCommandUsage(stderr, cmd);
-    return CLI_EXIT_USAGE;
-}
-
 static int failure(backupRun *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int failure(backupRun *r, const char *fmt, ...)
 {
@@ -799,11 +785,11 @@ static int setup(backupRun *r, const cliCommand *cmd, const cliEnv *env, int arg
     r->host = hostOpt != NULL ? hostOpt : env->host;
     r->json = VALUE(cmd->options, values, "json") != NULL;
     if (r->repo != NULL && hostOpt != NULL) {
-        return usageError(cmd, "--repo and --host do not go together (--repo works without "
+        return cliUsageError(cmd, "--repo and --host do not go together (--repo works without "
                                "a server)");
     }
     if (r->repo != NULL && r->repo[0] == '\0') {
-        return usageError(cmd, "--repo needs a directory");
+        return cliUsageError(cmd, "--repo needs a directory");
     }
     cliProgressInit(&r->progress, what, !r->json && cliProgressWanted());
     catchSigint();
@@ -813,10 +799,10 @@ static int setup(backupRun *r, const cliCommand *cmd, const cliEnv *env, int arg
 static int needId(backupRun *r, int npos)
 {
     if (npos == 0) {
-        return usageError(r->cmd, "no backup ID given");
+        return cliUsageError(r->cmd, "no backup ID given");
     }
     if (npos > 1) {
-        return usageError(r->cmd, "one backup ID expected, %d given", npos);
+        return cliUsageError(r->cmd, "one backup ID expected, %d given", npos);
     }
     return -1;
 }
@@ -842,24 +828,24 @@ static int runCreate(const cliCommand *cmd, const cliEnv *env, int argc, char **
     node = VALUE(createOptions, values, "node");
     type = typeName != NULL ? backupTypeFromName(typeName) : BACKUP_FULL;
     if (type < 0) {
-        return usageError(cmd, "invalid type '%s': expected full, incremental or differential",
+        return cliUsageError(cmd, "invalid type '%s': expected full, incremental or differential",
                           typeName);
     }
     if (npos > 0) {
-        return usageError(cmd, "unexpected argument '%s'", argv[1]);
+        return cliUsageError(cmd, "unexpected argument '%s'", argv[1]);
     }
     if (db != NULL && r.repo == NULL) {
-        return usageError(cmd, "--db needs --repo DIR (where to write the backup)");
+        return cliUsageError(cmd, "--db needs --repo DIR (where to write the backup)");
     }
     if (r.repo != NULL && db == NULL) {
-        return usageError(cmd, "--repo needs --db FILE (the database to back up)");
+        return cliUsageError(cmd, "--repo needs --db FILE (the database to back up)");
     }
     if (r.repo != NULL && to != NULL) {
-        return usageError(cmd, "--to is for a server; a standalone backup goes to --repo DIR");
+        return cliUsageError(cmd, "--to is for a server; a standalone backup goes to --repo DIR");
     }
     if (node != NULL && (r.repo != NULL || node[0] < '1' || node[0] > '9' ||
                          strspn(node, "0123456789") != strlen(node) || strlen(node) > 19)) {
-        return usageError(cmd, r.repo != NULL ? "--node is for a server, not --repo"
+        return cliUsageError(cmd, r.repo != NULL ? "--node is for a server, not --repo"
                                               : "--node needs a node id (a positive integer)");
     }
     snprintf(path, sizeof path, "/admin/backup%s", r.progress.enabled ? "?progress" : "");
@@ -925,7 +911,7 @@ static int runList(const cliCommand *cmd, const cliEnv *env, int argc, char **ar
         return code;
     }
     if (npos > 0) {
-        return usageError(cmd, "unexpected argument '%s'", argv[1]);
+        return cliUsageError(cmd, "unexpected argument '%s'", argv[1]);
     }
     if (r.repo != NULL) {
         if (repoList(r.repo, &infos, &n, errmsg) != 0) {
@@ -1145,18 +1131,18 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
     out = VALUE(restoreOptions, values, "out");
     force = VALUE(restoreOptions, values, "force");
     if (r.repo != NULL && out == NULL) {
-        return usageError(cmd, "--repo needs --out FILE (the database file to create)");
+        return cliUsageError(cmd, "--repo needs --out FILE (the database file to create)");
     }
     if (r.repo == NULL && (out != NULL || force != NULL)) {
-        return usageError(cmd, "--%s is for a standalone restore, with --repo DIR",
+        return cliUsageError(cmd, "--%s is for a standalone restore, with --repo DIR",
                           out != NULL ? "out" : "force");
     }
     if (r.repo != NULL && branch != NULL) {
-        return usageError(cmd, "--branch is for a server; a standalone restore writes --out "
+        return cliUsageError(cmd, "--branch is for a server; a standalone restore writes --out "
                                "FILE");
     }
     if (branch != NULL && branch[0] == '\0') {
-        return usageError(cmd, "--branch needs a name");
+        return cliUsageError(cmd, "--branch needs a name");
     }
     start = cliNowNs();
     if (r.repo != NULL) {
@@ -1299,23 +1285,7 @@ static const cliCommand *const backupSubcommands[] = {
 
 static int runBackup(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
 {
-    if (argc < 2) {
-        return usageError(cmd, "no subcommand given");
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        cliPrintCommandUsage(stdout, cmd);
-        return CLI_EXIT_OK;
-    }
-    for (int i = 0; backupSubcommands[i] != NULL; i++) {
-        const cliCommand *sub = backupSubcommands[i];
-        if (strcmp(sub->name + strlen("backup "), argv[1]) == 0) {
-            return sub->run(sub, env, argc - 1, argv + 1);
-        }
-    }
-    if (argv[1][0] == '-') {
-        return usageError(cmd, "expected a subcommand before '%s'", argv[1]);
-    }
-    return usageError(cmd, "unknown subcommand '%s'", argv[1]);
+    return cliRunSubcommand(cmd, env, argc, argv);
 }
 
 const cliCommand cliBackupCommand = {

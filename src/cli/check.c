@@ -83,20 +83,6 @@ static void startProgress(checkRun *r, const char *label)
     cliProgressInit(&r->progress, label, !r->json && cliProgressWanted());
 }
 
-static int usageError(const cliCommand *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int usageError(const cliCommand *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "cairn %s: error: ", cmd->name);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n\n");
-    cliPrintCommandUsage(stderr, cmd);
-    return CLI_EXIT_USAGE;
-}
-
 /* Records one item: a line "STATUS  FILE  MESSAGE", or an object of the JSON "items"
  * {check, status, ok, file, message}. OK and RUNNING are healthy; anything else counts
  * as a problem. */
@@ -242,7 +228,7 @@ static int runLogVerify(const cliCommand *cmd, const cliEnv *env, int argc, char
         return code;
     }
     if (npos != 1) {
-        return usageError(cmd,
+        return cliUsageError(cmd,
                           npos == 0 ? "no data directory given" : "one data directory, please");
     }
     r.dataDir = argv[1];
@@ -341,23 +327,7 @@ static const cliCommand *const logSubcommands[] = {&logVerifyCommand, NULL};
 
 static int runLog(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
 {
-    if (argc < 2) {
-        return usageError(cmd, "no subcommand given");
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        cliPrintCommandUsage(stdout, cmd);
-        return CLI_EXIT_OK;
-    }
-    for (int i = 0; logSubcommands[i] != NULL; i++) {
-        const cliCommand *sub = logSubcommands[i];
-        if (strcmp(sub->name + strlen("log "), argv[1]) == 0) {
-            return sub->run(sub, env, argc - 1, argv + 1);
-        }
-    }
-    if (argv[1][0] == '-') {
-        return usageError(cmd, "expected a subcommand before '%s'", argv[1]);
-    }
-    return usageError(cmd, "unknown subcommand '%s'", argv[1]);
+    return cliRunSubcommand(cmd, env, argc, argv);
 }
 
 const cliCommand cliLogCommand = {
@@ -888,12 +858,12 @@ static int runCheck(const cliCommand *cmd, const cliEnv *env, int argc, char **a
     r.json = VALUE(checkOptions, values, "json") != NULL;
     if (host != NULL) {
         if (npos > 0 || repo != NULL) {
-            return usageError(cmd, "--host checks a running node: no DATA_DIR or --repo");
+            return cliUsageError(cmd, "--host checks a running node: no DATA_DIR or --repo");
         }
         return checkOnline(host, r.json);
     }
     if (npos != 1) {
-        return usageError(cmd, npos == 0 ? "no data directory given (or --host URL)"
+        return cliUsageError(cmd, npos == 0 ? "no data directory given (or --host URL)"
                                          : "one data directory, please");
     }
     r.dataDir = argv[1];

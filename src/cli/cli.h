@@ -96,6 +96,13 @@ void cliPrintCommandUsage(FILE *out, const cliCommand *cmd);
 int cliParseCommandArgs(const cliCommand *cmd, int argc, char **argv, const char **values,
                         int *npositional, int *exitCode);
 
+/* "cairn NAME: error: ..." and the command's usage on stderr; returns CLI_EXIT_USAGE. */
+int cliUsageError(const cliCommand *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The run of a command made of subcommands (cmd->subcommands, each named "NAME SUB"):
+ * runs the one argv[1] names, or explains what is wrong. */
+int cliRunSubcommand(const cliCommand *cmd, const cliEnv *env, int argc, char **argv);
+
 /* Writes the general usage of cairn (commands, global and shell options) to out. */
 void cliPrintUsage(FILE *out);
 

@@ -39,14 +39,6 @@ static const cliOption nodeOptions[] = {
 #define VALUE(opts, values, name) ((values)[cliOptionIndex((opts), (name))])
 #define MAX_OPTIONS 8
 
-static int usageError(const cliCommand *cmd, const char *msg, const char *arg)
-{
-    fprintf(stderr, "cairn %s: error: %s%s%s\n\n", cmd->name, msg, arg != NULL ? " " : "",
-            arg != NULL ? arg : "");
-    cliPrintCommandUsage(stderr, cmd);
-    return CLI_EXIT_USAGE;
-}
-
 /* Opens h on host; prints the reason and returns an exit code on failure, -1 on success. */
 static int openHost(cliHttp *h, const char *host)
 {
@@ -176,7 +168,7 @@ static int runList(const cliCommand *cmd, const cliEnv *env, int argc, char **ar
         return code;
     }
     if (npos > 0) {
-        return usageError(cmd, "unexpected argument", argv[1]);
+        return cliUsageError(cmd, "unexpected argument %s", argv[1]);
     }
     if (VALUE(listOptions, values, "host") != NULL) {
         host = VALUE(listOptions, values, "host");
@@ -226,15 +218,15 @@ static int runRemove(const cliCommand *cmd, const cliEnv *env, int argc, char **
         return code;
     }
     if (npos == 0) {
-        return usageError(cmd, "no node id given", NULL);
+        return cliUsageError(cmd, "no node id given");
     }
     if (npos > 1) {
-        return usageError(cmd, "unexpected argument", argv[2]);
+        return cliUsageError(cmd, "unexpected argument %s", argv[2]);
     }
     errno = 0;
     id = strtoull(argv[1], &end, 10);
     if (argv[1][0] < '0' || argv[1][0] > '9' || *end != '\0' || errno != 0 || id == 0) {
-        return usageError(cmd, "a node id is a positive integer, not", argv[1]);
+        return cliUsageError(cmd, "a node id is a positive integer, not %s", argv[1]);
     }
     if (VALUE(removeOptions, values, "host") != NULL) {
         host = VALUE(removeOptions, values, "host");
@@ -290,20 +282,7 @@ static const cliCommand *const nodeSubcommands[] = {&listCommand, &removeCommand
 
 static int runNode(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
 {
-    if (argc < 2) {
-        return usageError(cmd, "no subcommand given", NULL);
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        cliPrintCommandUsage(stdout, cmd);
-        return CLI_EXIT_OK;
-    }
-    for (int i = 0; nodeSubcommands[i] != NULL; i++) {
-        const cliCommand *sub = nodeSubcommands[i];
-        if (strcmp(sub->name + strlen("node "), argv[1]) == 0) {
-            return sub->run(sub, env, argc - 1, argv + 1);
-        }
-    }
-    return usageError(cmd, "unknown subcommand", argv[1]);
+    return cliRunSubcommand(cmd, env, argc, argv);
 }
 
 const cliCommand cliNodeCommand = {
