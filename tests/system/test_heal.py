@@ -289,3 +289,33 @@ def test_damaged_backup_detected_and_refused(node, cairn_bin, tmp_path):
                            node.data_dir)
     assert rc == 1 and backup_id in err, err
     assert not (node.data_dir / "corrupt").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give one data directory"),
+    (["a", "b"], "give one data directory"),
+    (["--from-backup", "X", "DATA"], "--from-backup ID and --repo DIR go together"),
+    (["--repo", "R", "DATA"], "--from-backup ID and --repo DIR go together"),
+    (["--from-backup", "X", "--repo", "R", "--from-peer", "http://x", "DATA"], "not both"),
+])
+def test_repair_usage_errors(cairn_bin, args, message):
+    rc, out, err = run_cli(cairn_bin, "repair", *args)
+    assert rc == 2 and message in err, (rc, out, err)
+
+
+def test_repair_of_a_missing_directory(cairn_bin, tmp_path):
+    rc, out, err = run_cli(cairn_bin, "repair", tmp_path / "nope")
+    assert rc == 1 and "no data directory" in err and "nope" in err, err
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", ""])
+def test_node_parameter_must_be_a_node_id(node, value):
+    r = node.raw("POST", "/db/execute?node=%s" % value, [["SELECT 1"]])
+    assert r.status == 400 and "?node must be a node id" in r.json()["error"], r
+    r = node.raw("POST", "/admin/backup?node=%s" % value, {})
+    assert r.status == 400 and "?node must be a node id" in r.json()["error"], r
+
+
+def test_node_parameter_naming_no_member(node):
+    r = node.raw("POST", "/db/execute?node=7", [["SELECT 1"]])
+    assert r.status == 404 and "no node 7" in r.json()["error"], r
