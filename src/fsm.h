@@ -59,7 +59,13 @@ struct fsm {
     struct snapshot_manifest snap_manifest; /* of the snapshot in progress */
     uint64_t fz_term;
     unsigned keep_snapshots;
-    struct cairn_result *pending; /* result of the last apply, until its callback takes it */
+    /* Called on the loop thread after each command entry is applied, with its index,
+     * its bytes and its result (or, for an entry that cannot be decoded, a result
+     * holding the error): returns true when it takes the result (a request waits on the entry),
+     * false to let the fsm free it. */
+    bool (*applied)(void *arg, uint64_t index, const struct raft_buffer *buf,
+                    struct cairn_result *res);
+    void *applied_arg;
     /* libraft keeps in memory every entry since the last snapshot plus `trailing`
      * more, and counts both in entries. With large entries (a 10,000-row request is
      * ~1.6 MB) that is unbounded memory, so the limits actually given to libraft are
@@ -69,6 +75,8 @@ struct fsm {
     unsigned cfg_trailing;
     size_t log_budget;
     double avg_entry; /* moving average of command sizes in bytes */
+    uint64_t span_bytes;   /* command bytes applied since the last snapshot */
+    uint64_t span_entries; /* and their number */
     unsigned cur_threshold;
     unsigned cur_trailing;
     bool force_snapshot; /* nodeSnapshot(): threshold 1 until the next snapshot */
@@ -103,7 +111,6 @@ void fsmSetLimits(struct fsm *f, unsigned threshold, unsigned trailing, size_t b
 
 /* Take the result left by the last apply (the apply callback calls this right
  * after fsm->apply). The caller owns it. */
-struct cairn_result *fsmTakeResult(struct fsm *f, void *result);
 
 void manifestEncode(const struct snapshot_manifest *m, unsigned char out[MANIFEST_SIZE]);
 int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *errmsg);

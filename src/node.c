@@ -33,6 +33,13 @@
  * open segments are preallocated, so this is also the log's minimum disk use. */
 #define SEGMENT_SIZE (32u << 20)
 
+/* Writes that reach the loop together are proposed with one raft_apply call: libraft
+ * then sends each follower one AppendEntries message for all of them, not one per
+ * write (measured: see docs/ARCHITECTURE.md, "Proposing writes in groups"). A group
+ * holds at most this many entries and, past the first, this many bytes. */
+#define GROUP_MAX_ENTRIES 64
+#define GROUP_MAX_BYTES (4u << 20)
+
 enum { OP_APPLY = 1, OP_BARRIER, OP_CALL, OP_CHANGE };
 
 struct op {
@@ -41,7 +48,6 @@ struct op {
     struct op *next;
     struct raft_buffer buf;
     union {
-        struct raft_apply apply;
         struct raft_barrier barrier;
         struct {
             int (*fn)(void *arg, char *errmsg);
@@ -61,12 +67,18 @@ struct op {
     int status;
     char *errmsg;
     struct cairn_result *result;
-    /* OP_APPLY ops live on the heap with two references, the waiter's and the loop's:
-     * the waiter may be answered (an apply that cannot commit) while libraft still
-     * holds the request. inflight links the ones libraft holds (loop thread). */
+    /* OP_APPLY ops live on the heap with a reference for the waiter, one while the op
+     * is in flight and one for its group (see struct apply_group): the waiter may be
+     * answered (an apply that cannot commit) while libraft still holds the entry.
+     * inflight links the ops whose entries are in the log and not yet applied, in log
+     * order (loop thread); index is the entry's, tail the command's last bytes (its
+     * checksum), which tell this node's entry from another leader's at that index. */
     int refs;
     struct op *inflight_next;
-    struct op **inflight_prev;
+    struct op *inflight_prev;
+    bool in_flight;
+    uint64_t index;
+    unsigned char tail[8];
     char errbuf[CAIRN_ERRMSG_SIZE];
 };
 
@@ -97,7 +109,8 @@ struct node {
     uint64_t ready_term; /* term whose start barrier has been applied */
     uint64_t applies;
     struct raft_transfer transfer; /* leadership hand-over when stopping */
-    struct op *inflight;           /* OP_APPLY requests libraft holds */
+    struct op *inflight;           /* OP_APPLY ops waiting for their entries (oldest first) */
+    struct op *inflight_last;
     struct raft_barrier retry;     /* re-drives a failed apply (see tickCb) */
     bool retry_pending;
     unsigned retry_ticks;
@@ -292,39 +305,109 @@ static void publishInfo(struct node *n)
     publishInfoAt(n, 0);
 }
 
-static void inflightRemove(struct op *op)
+/* One raft_apply call: the ops it proposed, entries req.index, req.index + 1, ...
+ * libraft calls back once, when the first entry is applied (status 0) or when the
+ * request fails (leadership lost, shutting down) before that; each op's own entry
+ * is answered by onApplied. */
+struct apply_group {
+    struct raft_apply req;
+    unsigned n;
+    struct op *ops[];
+};
+
+static void inflightAdd(struct node *n, struct op *op)
 {
+    op->inflight_next = NULL;
+    op->inflight_prev = n->inflight_last;
+    if (n->inflight_last != NULL) {
+        n->inflight_last->inflight_next = op;
+    } else {
+        n->inflight = op;
+    }
+    n->inflight_last = op;
+    op->in_flight = true;
+}
+
+/* Take op off the in-flight list and drop the list's reference. */
+static void inflightDrop(struct node *n, struct op *op)
+{
+    if (!op->in_flight) {
+        return;
+    }
     if (op->inflight_prev != NULL) {
-        *op->inflight_prev = op->inflight_next;
-        if (op->inflight_next != NULL) {
-            op->inflight_next->inflight_prev = op->inflight_prev;
-        }
-        op->inflight_prev = NULL;
+        op->inflight_prev->inflight_next = op->inflight_next;
+    } else {
+        n->inflight = op->inflight_next;
+    }
+    if (op->inflight_next != NULL) {
+        op->inflight_next->inflight_prev = op->inflight_prev;
+    } else {
+        n->inflight_last = op->inflight_prev;
+    }
+    op->inflight_next = op->inflight_prev = NULL;
+    op->in_flight = false;
+    opRelease(op);
+}
+
+/* Answer every op still in flight with status and msg, and forget them. */
+static void inflightFailAll(struct node *n, int status, const char *msg)
+{
+    while (n->inflight != NULL) {
+        struct op *op = n->inflight;
+        opComplete(op, status, msg);
+        inflightDrop(n, op);
     }
 }
 
-static void applyCb(struct raft_apply *req, int status, void *result)
+static void groupCb(struct raft_apply *req, int status, void *result)
 {
-    struct op *op = req->data;
-    struct node *n = op->node;
-    inflightRemove(op);
-    if (status != 0) {
-        opComplete(op, raftToCairn(status), raft_strerror(status));
+    struct apply_group *g = req->data;
+    struct node *n = g->ops[0]->node;
+    (void)result; /* always NULL: results go through onApplied */
+    for (unsigned i = 0; i < g->n; i++) {
+        struct op *op = g->ops[i];
+        if (status != 0 && op->in_flight) {
+            /* None of the group's entries was applied (the first comes first). */
+            opComplete(op, raftToCairn(status), raft_strerror(status));
+            inflightDrop(n, op);
+        }
         opRelease(op);
-        return;
     }
-    /* Runs right after fsm->apply, on the loop thread: claim the result now. */
-    pthread_mutex_lock(&op->mu);
-    if (!op->done) {
-        op->result = fsmTakeResult(&n->fsm, result);
-    } else {
-        cairn_result_free(fsmTakeResult(&n->fsm, result)); /* its waiter was answered */
+    free(g);
+}
+
+/* fsm->applied: entry index was applied with result res. Answers the op waiting on it,
+ * if this node proposed that very entry; an op whose entry was replaced by another
+ * leader's (or passed over by a snapshot) is answered as libraft answers a lost
+ * leadership. */
+static bool onApplied(void *arg, uint64_t index, const struct raft_buffer *buf,
+                      struct cairn_result *res)
+{
+    struct node *n = arg;
+    struct op *op;
+    while ((op = n->inflight) != NULL && op->index <= index) {
+        size_t k = op->buf.len < sizeof op->tail ? op->buf.len : sizeof op->tail;
+        bool mine = op->index == index && buf->len == op->buf.len &&
+                    memcmp((const char *)buf->base + buf->len - k, op->tail, k) == 0;
+        if (!mine) {
+            opComplete(op, raftToCairn(RAFT_LEADERSHIPLOST), raft_strerror(RAFT_LEADERSHIPLOST));
+            inflightDrop(n, op);
+            continue;
+        }
+        pthread_mutex_lock(&op->mu);
+        if (!op->done) {
+            op->result = res; /* the waiter frees it */
+            res = NULL;
+        }
+        pthread_mutex_unlock(&op->mu);
+        cairn_result_free(res); /* its waiter was answered already (failInflight) */
+        /* Publish before answering, so that /status read after a write shows it. */
+        publishInfoAt(n, index);
+        opComplete(op, 0, NULL);
+        inflightDrop(n, op);
+        return true;
     }
-    pthread_mutex_unlock(&op->mu);
-    /* Publish before answering, so that /status read after a write shows it. */
-    publishInfoAt(n, req->index);
-    opComplete(op, 0, NULL);
-    opRelease(op);
+    return false;
 }
 
 /* Answer op with the apply failure: "disk full: WHAT (SQLite's message)TAIL" (or
@@ -341,8 +424,8 @@ static void failWithApplyError(struct node *n, struct op *op, const char *what,
 
 /* The database cannot apply what the log holds (disk full, I/O error): answer every
  * request waiting on an apply now, saying that its entry is in the log and will be
- * applied once the database can be written. libraft keeps the requests; applyCb
- * releases them later. */
+ * applied once the database can be written. The ops stay in flight until their
+ * entries are applied (onApplied frees the results nobody waits for any more). */
 static void failInflight(struct node *n)
 {
     for (struct op *op = n->inflight; op != NULL; op = op->inflight_next) {
@@ -409,6 +492,7 @@ static void maybeReadyBarrier(struct node *n)
 static void closeCb(struct raft *r)
 {
     struct node *n = r->data;
+    inflightFailAll(n, CAIRN_ESHUTDOWN, "node is shutting down");
     raft_uv_close(&n->io);
     if (n->tcp_transport) {
         raft_uv_tcp_close(&n->transport);
@@ -455,11 +539,70 @@ static void beginClose(struct node *n)
     raft_close(r, closeCb);
 }
 
+/* Propose the writes ops[0..k) as consecutive entries with one raft_apply. */
+static void proposeGroup(struct node *n, struct op **ops, unsigned k)
+{
+    struct raft_buffer bufs[GROUP_MAX_ENTRIES];
+    struct apply_group *g;
+    int rv;
+
+    if (k == 0) {
+        return;
+    }
+    if (n->fsm.apply_failed) {
+        /* The database cannot take writes now: refuse new ones at once rather than add
+         * them to the log behind the entry that cannot be applied. */
+        for (unsigned i = 0; i < k; i++) {
+            raft_free(ops[i]->buf.base);
+            failWithApplyError(n, ops[i], "the database cannot be written now",
+                               "; nothing was written");
+            opRelease(ops[i]);
+        }
+        return;
+    }
+    g = malloc(sizeof *g + k * sizeof g->ops[0]);
+    if (g == NULL) {
+        for (unsigned i = 0; i < k; i++) {
+            raft_free(ops[i]->buf.base);
+            opComplete(ops[i], CAIRN_ENOMEM, "out of memory proposing the write");
+            opRelease(ops[i]);
+        }
+        return;
+    }
+    g->n = k;
+    g->req.data = g;
+    for (unsigned i = 0; i < k; i++) {
+        g->ops[i] = ops[i];
+        bufs[i] = ops[i]->buf;
+    }
+    rv = raft_apply(&n->raft, &g->req, bufs, k, groupCb);
+    if (rv != 0) {
+        const char *m = raft_errmsg(&n->raft);
+        for (unsigned i = 0; i < k; i++) {
+            raft_free(ops[i]->buf.base);
+            opComplete(ops[i], raftToCairn(rv), m != NULL && m[0] ? m : raft_strerror(rv));
+            opRelease(ops[i]);
+        }
+        free(g);
+        return;
+    }
+    /* The loop's reference moves to the in-flight list; the group takes one more. */
+    for (unsigned i = 0; i < k; i++) {
+        ops[i]->index = g->req.index + i;
+        ops[i]->refs++;
+        inflightAdd(n, ops[i]);
+        n->applies++;
+    }
+}
+
 static void drainQueue(uv_async_t *h)
 {
     struct node *n = h->data;
     struct op *op;
     struct op *next;
+    struct op *group[GROUP_MAX_ENTRIES];
+    unsigned ng = 0;
+    size_t gbytes = 0;
     bool stopping;
     int rv;
 
@@ -480,31 +623,18 @@ static void drainQueue(uv_async_t *h)
             continue;
         }
         if (op->type == OP_APPLY) {
-            op->req.apply.data = op;
-            if (n->fsm.apply_failed) {
-                /* The database cannot take writes now: refuse new ones at once rather
-                 * than add them to the log behind the entry that cannot be applied. */
-                raft_free(op->buf.base);
-                failWithApplyError(n, op, "the database cannot be written now",
-                                   "; nothing was written");
-                opRelease(op);
-                continue;
+            if (ng == GROUP_MAX_ENTRIES || (ng > 0 && gbytes + op->buf.len > GROUP_MAX_BYTES)) {
+                proposeGroup(n, group, ng);
+                ng = gbytes = 0;
             }
-            rv = raft_apply(&n->raft, &op->req.apply, &op->buf, 1, applyCb);
-            if (rv != 0) {
-                raft_free(op->buf.base);
-                opComplete(op, raftToCairn(rv), raft_errmsg(&n->raft));
-                opRelease(op);
-            } else {
-                n->applies++;
-                op->inflight_next = n->inflight;
-                op->inflight_prev = &n->inflight;
-                if (n->inflight != NULL) {
-                    n->inflight->inflight_prev = &op->inflight_next;
-                }
-                n->inflight = op;
-            }
-        } else if (op->type == OP_CHANGE) {
+            group[ng++] = op;
+            gbytes += op->buf.len;
+            continue;
+        }
+        /* Anything else keeps its place after the writes queued before it. */
+        proposeGroup(n, group, ng);
+        ng = gbytes = 0;
+        if (op->type == OP_CHANGE) {
             struct raft_change *req = &op->req.change.req;
             req->data = op;
             switch (op->req.change.kind) {
@@ -539,6 +669,7 @@ static void drainQueue(uv_async_t *h)
             }
         }
     }
+    proposeGroup(n, group, ng);
     if (stopping && !uv_is_closing((uv_handle_t *)&n->wake)) {
         beginClose(n);
     }
@@ -548,6 +679,11 @@ static void tickCb(uv_timer_t *t)
 {
     struct node *n = t->data;
     maybeReadyBarrier(n);
+    if (n->inflight != NULL && raft_state(&n->raft) != RAFT_LEADER) {
+        /* libraft fails the requests it still holds when leadership is lost; an op
+         * whose group's first entry was applied before that is no longer one of them. */
+        inflightFailAll(n, raftToCairn(RAFT_LEADERSHIPLOST), raft_strerror(RAFT_LEADERSHIPLOST));
+    }
     if (n->fsm.apply_failed) {
         failInflight(n);
         /* libraft retries a failed apply only with the next commit: append a barrier
@@ -662,6 +798,8 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     raft_uv_set_segment_size(&n->io, SEGMENT_SIZE);
 
     fsmInit(&n->fsm, &n->raft_fsm, store, &n->raft, cfg->snap_dir);
+    n->fsm.applied = onApplied;
+    n->fsm.applied_arg = n;
     n->fsm.log = cfg->log;
     n->fsm.log_data = cfg->log_data;
     n->fsm.restore = cfg->restore;
@@ -851,6 +989,8 @@ int nodeApply(struct node *n, const void *cmd, size_t len, struct cairn_result *
         return CAIRN_ENOMEM;
     }
     memcpy(op->buf.base, cmd, len);
+    memcpy(op->tail, (const char *)cmd + len - (len < sizeof op->tail ? len : sizeof op->tail),
+           len < sizeof op->tail ? len : sizeof op->tail);
     op->refs = 2; /* this thread's and the loop's */
     rv = submitShared(n, op, op->errbuf);
     if (rv == CAIRN_ESHUTDOWN && !op->done) {
