@@ -109,8 +109,10 @@ int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char
         errorf(errmsg, "out of memory encoding the command");
         return CAIRN_ENOMEM;
     }
+    /* The encoded command becomes the log entry's payload as it is (nodeApply). */
     rv = nodeApply(db->node, enc.p, enc.len, out, errmsg);
-    bufFree(&enc);
+    enc.p = NULL;
+    enc.len = enc.cap = 0;
     return rv;
 }
 

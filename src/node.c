@@ -969,28 +969,23 @@ static int submit(struct node *n, struct op *op, char *errmsg)
     return rv;
 }
 
-int nodeApply(struct node *n, const void *cmd, size_t len, struct cairn_result **out,
+int nodeApply(struct node *n, void *cmd, size_t len, struct cairn_result **out,
               char *errmsg)
 {
     struct op *op;
+    size_t k = len < sizeof op->tail ? len : sizeof op->tail;
     int rv;
     *out = NULL;
     op = calloc(1, sizeof *op);
     if (op == NULL) {
+        free(cmd);
         errorf(errmsg, "out of memory");
         return CAIRN_ENOMEM;
     }
     op->type = OP_APPLY;
     op->buf.len = len;
-    op->buf.base = raft_malloc(len);
-    if (op->buf.base == NULL) {
-        free(op);
-        errorf(errmsg, "out of memory");
-        return CAIRN_ENOMEM;
-    }
-    memcpy(op->buf.base, cmd, len);
-    memcpy(op->tail, (const char *)cmd + len - (len < sizeof op->tail ? len : sizeof op->tail),
-           len < sizeof op->tail ? len : sizeof op->tail);
+    op->buf.base = cmd; /* libraft's from here on (raft_free) */
+    memcpy(op->tail, (const char *)cmd + len - k, k);
     op->refs = 2; /* this thread's and the loop's */
     rv = submitShared(n, op, op->errbuf);
     if (rv == CAIRN_ESHUTDOWN && !op->done) {
