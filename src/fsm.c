@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -99,6 +100,9 @@ int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *e
     return 0;
 }
 
+/* How often a follower whose database cannot commit tries again (followerRetry). */
+#define FOLLOWER_RETRY_MS 200
+
 /* ---- memory bounds of the in-memory log ---------------------------------------- */
 
 static unsigned clampSpan(unsigned cfg, size_t budget, double avg)
@@ -174,6 +178,50 @@ static void fsmDeliver(struct fsm *f, uint64_t index, const struct raft_buffer *
     }
 }
 
+static int applyBatch(struct fsm *f, const struct batch *b, uint64_t index,
+                      struct cairn_result **res)
+{
+    if (b->kind == BATCH_RESTORE) {
+        return f->restore != NULL
+                   ? f->restore(f->restore_data, b, index, res, f->errmsg)
+                   : (errorf(f->errmsg, "this node cannot restore"), CAIRN_EINVAL);
+    }
+    return storeApply(f->store, b, index, res, f->errmsg);
+}
+
+/* A follower's database could not commit entry index (disk full, I/O error). libraft
+ * 0.15 must not see that: a failed apply while it handles a heartbeat turns the
+ * follower UNAVAILABLE for good (recvCb -> convertToUnavailable), so that even once
+ * space is freed it never applies again until restarted; while it handles an append
+ * it withholds the answer. So the follower waits here, trying again every
+ * FOLLOWER_RETRY_MS, until the database takes the entry or the node stops. Its loop
+ * is held meanwhile: the leader sees it as slow and the cluster goes on without it;
+ * its HTTP front end still answers (reads, forwarding, /status with the figures of
+ * before). A leader keeps libraft's own retry (it tolerates the failure) and refuses
+ * new writes (node.c). */
+static int followerRetry(struct fsm *f, const struct batch *b, uint64_t index,
+                         struct cairn_result **res, int rv)
+{
+    const struct timespec pause = {0, FOLLOWER_RETRY_MS * 1000000L};
+    unsigned long tries = 0;
+    fsmLog(f, "applying entry %llu failed: %s; this follower waits and tries again every "
+              "%d ms until the database can be written (free space, fix the disk)",
+           (unsigned long long)index, f->errmsg, FOLLOWER_RETRY_MS);
+    f->apply_failed = rv;
+    snprintf(f->apply_errmsg, sizeof f->apply_errmsg, "%s", f->errmsg);
+    while (rv != 0 && !atomic_load(&f->stop)) {
+        nanosleep(&pause, NULL);
+        tries++;
+        rv = applyBatch(f, b, index, res);
+    }
+    if (rv == 0) {
+        fsmLog(f, "entry %llu applied after %lu more tries: the database can be written again",
+               (unsigned long long)index, tries);
+        f->apply_failed = 0;
+    }
+    return rv;
+}
+
 static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **result)
 {
     struct fsm *f = rf->data;
@@ -201,11 +249,9 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
         fsmDeliver(f, index, buf, res);
         return 0;
     }
-    if (b.kind == BATCH_RESTORE) {
-        rv = f->restore != NULL ? f->restore(f->restore_data, &b, index, &res, f->errmsg)
-                                : (errorf(f->errmsg, "this node cannot restore"), CAIRN_EINVAL);
-    } else {
-        rv = storeApply(f->store, &b, index, &res, f->errmsg);
+    rv = applyBatch(f, &b, index, &res);
+    if (rv != 0 && raft_state(f->raft) == RAFT_FOLLOWER) {
+        rv = followerRetry(f, &b, index, &res, rv);
     }
     batchFree(&b);
     if (rv != 0) {
@@ -526,6 +572,7 @@ void fsmInit(struct fsm *f, struct raft_fsm *rf, struct store *store, struct raf
     f->raft = raft;
     f->applied = NULL;
     f->applied_arg = NULL;
+    atomic_init(&f->stop, false);
     f->keep_snapshots = 3;
     snprintf(f->snap_dir, sizeof f->snap_dir, "%s", snap_dir);
     f->fz.fd = -1;

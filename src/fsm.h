@@ -88,6 +88,7 @@ struct fsm {
      * libraft keeps the entry and retries it with the next commit; the node answers
      * the requests waiting on it meanwhile. Cleared by the next successful apply. */
     int apply_failed;          /* its cairn error code, 0 when none */
+    atomic_bool stop;          /* the node is stopping: a follower's retry gives up */
     char apply_errmsg[CAIRN_ERRMSG_SIZE];
     /* Failed snapshot writes (disk full, I/O error), counted by the worker thread; the
      * message of the last one is complete before the count moves. */

@@ -916,6 +916,7 @@ void nodeStop(struct node *n)
     pthread_mutex_lock(&n->qmu);
     n->stopping = true;
     pthread_mutex_unlock(&n->qmu);
+    atomic_store(&n->fsm.stop, true); /* a follower waiting on a full disk gives up */
     uv_async_send(&n->wake);
     pthread_join(n->thread, NULL);
     uv_loop_close(&n->loop);

@@ -172,3 +172,63 @@ def test_whole_cluster_lost_comes_back_from_a_backup(make_cluster, cairn_bin, tm
     second = server_factory(node_id=2, extra_args=["--join", first.url])
     wait_until(lambda: second.scalar("SELECT count(*) FROM t", level="none") == 400, 30,
                "the new node to hold the loaded rows")
+
+
+def test_follower_whose_disk_fills_waits_and_catches_up_once_space_is_freed(tmp_path, cairnd_bin):
+    """A follower's database cannot take an entry (its disk is full): the cluster goes on
+    without it, the follower stays a follower (libraft would turn it UNAVAILABLE for good
+    if the failed apply reached it), and once space is freed it applies what it missed
+    by itself, without a restart, and ends identical to the others."""
+    c = Cluster(tmp_path, n=3, name="df")
+    victim = c.nodes[2]
+    victim.data_dir.mkdir(parents=True)
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(victim.data_dir)],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip("cannot mount a tmpfs: %r" % (e,))
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs for the follower's data directory (needs root): %s"
+                    % " ".join((r.stderr or r.stdout).split()))
+    filler = victim.data_dir / "filler"
+    try:
+        c.start()
+        leader = c.leader()
+        if leader is victim:
+            victim.stop()  # hands leadership over; the victim comes back a follower
+            victim.start()
+            leader = c.leader(among=[n for n in c.nodes if n is not victim])
+        leader.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"])
+        c.wait_converged()
+        applied_before = victim.applied_index()
+        # Take the follower's space, all but ~2 MiB (its next Raft segment is already
+        # allocated, so its log still takes entries; its database cannot grow).
+        chunk = b"\0" * (1 << 20)
+        with open(filler, "wb") as f:
+            try:
+                while os.statvfs(str(victim.data_dir)).f_bavail * os.statvfs(
+                        str(victim.data_dir)).f_frsize > (2 << 20):
+                    f.write(chunk)
+                    f.flush()
+            except OSError:
+                pass
+        # The cluster goes on: every write is acknowledged by the other two (8 MB of
+        # rows, more than the follower has left).
+        for i in range(40):
+            assert_exec_ok(leader.execute([["INSERT INTO t(v) VALUES(?)", "%d-%s" % (i, "z" * 200000)]]))
+        wait_until(lambda: "waits and tries again" in victim.stderr_text(), 30,
+                   "the follower to say it waits for space")
+        assert victim.applied_index() < leader.applied_index()
+        # Space comes back; the follower applies what it missed by itself.
+        filler.unlink()
+        write_rows(leader, 1, "after")
+        c.wait_converged(timeout=60)
+        assert victim.raft()["state"] == "follower", victim.raft()
+        assert victim.applied_index() > applied_before
+        assert "the database can be written again" in victim.stderr_text()
+        c.assert_same_rows("t")
+        assert count(victim) == 140
+    finally:
+        problems = c.teardown()
+        subprocess.run(["umount", str(victim.data_dir)], capture_output=True, text=True, timeout=60)
+    assert not problems, problems
