@@ -109,6 +109,9 @@ struct node {
     uint64_t ready_term; /* term whose start barrier has been applied */
     uint64_t applies;
     struct raft_transfer transfer; /* leadership hand-over when stopping */
+    struct raft_transfer disk_transfer; /* ... when the database cannot be written */
+    bool disk_transfer_pending;
+    unsigned disk_transfer_ticks;
     struct op *inflight;           /* OP_APPLY ops waiting for their entries (oldest first) */
     struct op *inflight_last;
     struct raft_barrier retry;     /* re-drives a failed apply (see tickCb) */
@@ -116,6 +119,7 @@ struct node {
     unsigned retry_ticks;
     bool closing;
     bool transfer_tried;
+    bool said_unavailable; /* the log says libraft stopped (tickCb) */
 
     /* published figures, guarded by imu */
     pthread_mutex_t imu;
@@ -513,6 +517,15 @@ static void transferCb(struct raft_transfer *req)
     raft_close(&n->raft, closeCb);
 }
 
+static unsigned voterCount(const struct raft *r)
+{
+    unsigned voters = 0;
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        voters += r->configuration.servers[i].role == RAFT_VOTER;
+    }
+    return voters;
+}
+
 /* Stop: a leader with other voters hands leadership over first, so the cluster does
  * not wait an election timeout for a new one. */
 static void beginClose(struct node *n)
@@ -523,12 +536,8 @@ static void beginClose(struct node *n)
     }
     n->closing = true;
     if (raft_state(r) == RAFT_LEADER && !n->transfer_tried) {
-        unsigned voters = 0;
-        for (unsigned i = 0; i < r->configuration.n; i++) {
-            voters += r->configuration.servers[i].role == RAFT_VOTER;
-        }
         n->transfer_tried = true;
-        if (voters > 1) {
+        if (voterCount(r) > 1) {
             n->transfer.data = n;
             if (raft_transfer(r, &n->transfer, 0, transferCb) == 0) {
                 nodeLog(n, "stopping: handing leadership over");
@@ -675,14 +684,45 @@ static void drainQueue(uv_async_t *h)
     }
 }
 
+static void diskTransferCb(struct raft_transfer *req)
+{
+    struct node *n = req->data;
+    n->disk_transfer_pending = false;
+}
+
 static void tickCb(uv_timer_t *t)
 {
     struct node *n = t->data;
+    if (raft_state(&n->raft) == RAFT_UNAVAILABLE && !n->closing && !n->said_unavailable) {
+        /* libraft gives up on an I/O error of its own (a log write on a full disk) and
+         * never comes back: say so once, loudly, rather than sit silent. */
+        const char *m = raft_errmsg(&n->raft);
+        n->said_unavailable = true;
+        nodeLog(n, "Raft stopped on this node (libraft: %s%s%s): it no longer takes part in "
+                   "the cluster and takes no writes; fix the cause (free space, check the "
+                   "disk) and restart it",
+                m != NULL && m[0] ? m : "unavailable", n->io.errmsg[0] ? "; " : "",
+                n->io.errmsg);
+    }
     maybeReadyBarrier(n);
     if (n->inflight != NULL && raft_state(&n->raft) != RAFT_LEADER) {
         /* libraft fails the requests it still holds when leadership is lost; an op
          * whose group's first entry was applied before that is no longer one of them. */
         inflightFailAll(n, raftToCairn(RAFT_LEADERSHIPLOST), raft_strerror(RAFT_LEADERSHIPLOST));
+    }
+    if (n->fsm.apply_failed && raft_state(&n->raft) == RAFT_LEADER && !n->closing &&
+        !n->disk_transfer_pending && voterCount(&n->raft) > 1 &&
+        ++n->disk_transfer_ticks >= 1000 / TICK_MS) {
+        /* This leader's database cannot take writes (and it refuses them all): another
+         * voter's may. Hand the leadership over, so that the cluster writes again; this
+         * node then waits as a follower (fsm.c's followerRetry). Tried every second. */
+        n->disk_transfer_ticks = 0;
+        n->disk_transfer.data = n;
+        if (raft_transfer(&n->raft, &n->disk_transfer, 0, diskTransferCb) == 0) {
+            n->disk_transfer_pending = true;
+            nodeLog(n, "the database cannot be written (%s): handing leadership over",
+                    n->fsm.apply_errmsg);
+        }
     }
     if (n->fsm.apply_failed) {
         failInflight(n);

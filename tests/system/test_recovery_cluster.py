@@ -232,3 +232,60 @@ def test_follower_whose_disk_fills_waits_and_catches_up_once_space_is_freed(tmp_
         problems = c.teardown()
         subprocess.run(["umount", str(victim.data_dir)], capture_output=True, text=True, timeout=60)
     assert not problems, problems
+
+
+def test_leader_whose_disk_fills_up_says_so_and_the_cluster_goes_on(tmp_path, cairnd_bin):
+    """The leader's disk fills up completely. A leader whose database cannot commit
+    refuses every write (507), so it hands leadership over to a voter with room; once
+    it cannot persist its Raft state either, libraft takes it out of the cluster, and
+    the node says so in its log and in /status (/readyz stops answering 200). Either
+    way the other two elect a leader and take writes again: without the hand-over the
+    cluster stayed stuck behind the full leader."""
+    c = Cluster(tmp_path, n=3, mode="join", name="dl")
+    victim = c.nodes[0]  # started alone first: the leader
+    victim.data_dir.mkdir(parents=True)
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(victim.data_dir)],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip("cannot mount a tmpfs: %r" % (e,))
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs for the leader's data directory (needs root): %s"
+                    % " ".join((r.stderr or r.stdout).split()))
+    try:
+        c.start()
+        assert c.leader() is victim, "the node started first should lead"
+        victim.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"])
+        c.wait_converged()
+        with open(victim.data_dir / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        other = c.nodes[1]
+        acked = []
+
+        def out_and_writes_go_on():
+            r = other.post("/db/execute", [["INSERT INTO t(v) VALUES(?)", "%d-%s" % (len(acked), "z" * 100000)]])
+            if r.status == 200 and b'"error"' not in r.body:
+                acked.append(r.json()["results"][0]["last_insert_id"])
+            return victim.state() == "unavailable" and other.leader_id() not in (0, victim.id) \
+                and r.status == 200
+
+        wait_until(out_and_writes_go_on, 60, "the full leader to be taken out and the others "
+                   "to take writes", interval=0.05)
+        wait_until(lambda: "Raft stopped on this node" in victim.stderr_text(), 10,
+                   "the node to say that Raft stopped")
+        assert victim.raw("GET", "/readyz").status != 200
+        assert_exec_ok(other.execute([["INSERT INTO t(v) VALUES(?)", "after"]]))
+        survivors = [n for n in c.nodes if n is not victim]
+        c.wait_converged(nodes=survivors)
+        rows = c.assert_same_rows("t", nodes=survivors)
+        ids = {row[0] for row in rows}
+        assert not [i for i in acked if i not in ids]
+    finally:
+        problems = c.teardown()
+        subprocess.run(["umount", str(victim.data_dir)], capture_output=True, text=True, timeout=60)
+    assert not problems, problems
