@@ -26,6 +26,10 @@ enum batch_kind {
                           digest (see fsm.h) */
 };
 
+/* Longest parameter name, in bytes, without its ':', '@' or '$' (store.c binds it with
+ * the prefix in a 256-byte buffer); the parser refuses longer ones. */
+#define PARAM_NAME_MAX 254
+
 #define BATCH_TRANSACTION 0x1 /* all statements or none */
 /* cairn's own statements on its metadata table (the cluster's node directory): set by
  * the server only, never from a request; applied past the authorizer's guard and

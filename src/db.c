@@ -638,6 +638,12 @@ int cairn_request(cairn *db, const cairn_stmt *stmts, size_t n, unsigned flags,
             p->type = v->type;
             p->name = v->name;
             p->name_len = v->name ? strlen(v->name) : 0;
+            if (p->name_len > PARAM_NAME_MAX) {
+                errorf(tlsErrmsg, "statement %zu: parameter %zu's name is %zu bytes long, at most %d",
+                       i + 1, j + 1, p->name_len, PARAM_NAME_MAX);
+                batchFree(&b);
+                return CAIRN_EINVAL;
+            }
             p->i = v->i;
             p->d = v->d;
             p->s = v->p;

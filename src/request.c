@@ -690,6 +690,10 @@ static int parseNamed(struct parser *ps, size_t no, char *err, int *has_err)
         }
         if (p->name_len == 0) {
             shapeError(err, has_err, "statement %zu: a named parameter has an empty name", no);
+        } else if (p->name_len > PARAM_NAME_MAX) {
+            shapeError(err, has_err,
+                       "statement %zu: parameter name \"%.40s...\" is %zu bytes long, at most %d",
+                       no, p->name, p->name_len, PARAM_NAME_MAX);
         }
         skipWs(ps);
         if (*ps->p != ':') {

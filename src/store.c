@@ -665,10 +665,10 @@ static int bindParams(sqlite3_stmt *ps, const struct stmt *st)
                 return SQLITE_RANGE;
             }
         } else {
-            char name[256];
+            char name[PARAM_NAME_MAX + 2];
             static const char prefixes[] = ":@$";
-            if (p->name_len + 2 > sizeof name) {
-                continue;
+            if (p->name_len > PARAM_NAME_MAX) {
+                return SQLITE_RANGE; /* the parser refuses these; a command never holds one */
             }
             idx = 0;
             for (int k = 0; k < 3 && idx == 0; k++) {

@@ -197,6 +197,14 @@ static void test_bad_arguments(void **state)
     assert_null(r);
     cairn_value bad = {99, NULL, 0, 0, NULL, 0};
     assert_int_equal(cairn_execute(db, "SELECT ?", &bad, 1, &r), CAIRN_EINVAL);
+    /* A parameter name longer than cairn binds is refused, not ignored. */
+    char name[300];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    cairn_value named = {CAIRN_INTEGER, name, 1, 0, NULL, 0};
+    assert_int_equal(cairn_execute(db, "SELECT 1", &named, 1, &r), CAIRN_EINVAL);
+    assert_null(r);
+    assert_non_null(strstr(cairn_errmsg(db), "at most 254"));
     cairn_close(db);
 }
 

@@ -296,6 +296,24 @@ static void test_named_duplicates(void **state)
     expectError("[[\"SELECT :a\", {\"a\": 1, \"a\": 2}]]", "duplicate");
     expectError("[[\"SELECT :a\", {\"a\": 1, \"b\": 2, \"\\u0061\": 3}]]", "duplicate");
     expectError("[[\"SELECT :a\", {\"\": 1}]]", "empty name");
+    {
+        /* A name as long as binding allows is kept; one byte more is refused. */
+        char name[PARAM_NAME_MAX + 2];
+        char msg[CAIRN_ERRMSG_SIZE];
+        char *big = malloc(2 * PARAM_NAME_MAX + 64);
+        assert_non_null(big);
+        memset(name, 'n', sizeof name);
+        name[PARAM_NAME_MAX] = '\0';
+        snprintf(big, 2 * PARAM_NAME_MAX + 64, "[[\"SELECT :%s\", {\"%s\": 1}]]", name, name);
+        assert_int_equal(parse(big, &b, msg), 0);
+        assert_int_equal(b.stmts[0].params[0].name_len, PARAM_NAME_MAX);
+        batchFree(&b);
+        name[PARAM_NAME_MAX] = 'n';
+        name[PARAM_NAME_MAX + 1] = '\0';
+        snprintf(big, 2 * PARAM_NAME_MAX + 64, "[[\"SELECT 1\", {\"%s\": 1}]]", name);
+        expectError(big, "at most 254");
+        free(big);
+    }
 
     /* Many keys (past the linear scan): all distinct, then one duplicate. */
     off = (size_t)snprintf(body, sizeof body, "[[\"SELECT 1\", {");
