@@ -150,8 +150,27 @@ static void sqlsetFree(struct sqlset *t)
     free(t->first);
 }
 
+static unsigned char *writeVarint(unsigned char *w, uint64_t v)
+{
+    while (v >= 0x80) {
+        *w++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *w++ = (unsigned char)v;
+    return w;
+}
+
+static unsigned char *writeU64(unsigned char *w, uint64_t v)
+{
+    for (int k = 0; k < 8; k++) {
+        w[k] = (unsigned char)(v >> (8 * k));
+    }
+    return w + 8;
+}
+
 void commandEncode(const struct batch *b, struct buf *out)
 {
+    unsigned char *w;
     struct sqlset set;
     size_t start = out->len;
     size_t total = COMMAND_HEADER_SIZE + COMMAND_TRAILER_SIZE + 8 + 10;
@@ -198,35 +217,44 @@ void commandEncode(const struct batch *b, struct buf *out)
         putVarint(out, s->sql_len);
         bufPut(out, s->sql, s->sql_len);
     }
+    /* The statements, written straight into the room reserved above (total counts
+     * every varint at its longest): this loop runs once per row of a bulk request. */
+    w = (unsigned char *)out->p + out->len;
     for (i = 0; i < b->n; i++) {
         const struct stmt *s = &b->stmts[i];
-        putVarint(out, set.ref[i]);
-        putVarint(out, s->nparams);
+        w = writeVarint(w, set.ref[i]);
+        w = writeVarint(w, s->nparams);
         for (j = 0; j < s->nparams; j++) {
             const struct param *p = &s->params[j];
-            bufPutU8(out, (uint8_t)p->type);
-            putVarint(out, p->name ? p->name_len : 0);
+            *w++ = (unsigned char)p->type;
+            w = writeVarint(w, p->name ? p->name_len : 0);
             if (p->name != NULL) {
-                bufPut(out, p->name, p->name_len);
+                memcpy(w, p->name, p->name_len);
+                w += p->name_len;
             }
             switch (p->type) {
                 case CAIRN_INTEGER:
-                    bufPutU64(out, (uint64_t)p->i);
+                    w = writeU64(w, (uint64_t)p->i);
                     break;
                 case CAIRN_FLOAT:
                     memcpy(&bits, &p->d, sizeof bits);
-                    bufPutU64(out, bits);
+                    w = writeU64(w, bits);
                     break;
                 case CAIRN_TEXT:
                 case CAIRN_BLOB:
-                    putVarint(out, p->n);
-                    bufPut(out, p->s, p->n);
+                    w = writeVarint(w, p->n);
+                    if (p->n > 0) {
+                        memcpy(w, p->s, p->n);
+                        w += p->n;
+                    }
                     break;
                 default:
                     break;
             }
         }
     }
+    out->len = (size_t)(w - (unsigned char *)out->p);
+    out->p[out->len] = '\0'; /* struct buf keeps its bytes NUL-terminated */
     sqlsetFree(&set);
     while ((out->len - start) % 8 != 0) {
         bufPutU8(out, 0);

@@ -109,7 +109,14 @@ int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char
         errorf(errmsg, "out of memory encoding the command");
         return CAIRN_ENOMEM;
     }
-    /* The encoded command becomes the log entry's payload as it is (nodeApply). */
+    /* The encoded command becomes the log entry's payload as it is (nodeApply), cut
+     * to its length first: libraft keeps it in memory, and the buffer grew by doubling. */
+    if (enc.cap > enc.len + 1) {
+        char *fit = realloc(enc.p, enc.len);
+        if (fit != NULL) {
+            enc.p = fit;
+        }
+    }
     rv = nodeApply(db->node, enc.p, enc.len, out, errmsg);
     enc.p = NULL;
     enc.len = enc.cap = 0;
