@@ -59,6 +59,24 @@ class StopWaiting(AssertionError):
     """Raised by a wait_until predicate when waiting longer cannot help."""
 
 
+def mount_tmpfs(path, size_mib):
+    """Makes the directory `path` and mounts a fresh tmpfs of size_mib MiB on it: a small
+    disk a test can fill. Skips the test, saying why, where mounting is not allowed (the
+    tests run as root in CI). The caller unmounts it."""
+    path = pathlib.Path(path)
+    path.mkdir(parents=True)
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % size_mib, "tmpfs", str(path)],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip("cannot mount a tmpfs for a disk-full test: %r" % (e,))
+    if r.returncode != 0:
+        pytest.skip("cannot mount a %d MiB tmpfs on %s for a disk-full test (needs root or "
+                    "CAP_SYS_ADMIN; running as uid %d): mount exited %d: %s"
+                    % (size_mib, path, os.getuid(), r.returncode,
+                       " ".join((r.stderr or r.stdout).split())))
+
+
 def wait_until(predicate, timeout, what, interval=0.02):
     """Polls predicate() until it returns a truthy value, which is returned.
 

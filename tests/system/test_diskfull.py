@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import threading
@@ -22,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import StopWaiting, assert_exec_ok, deadline_seconds, wait_until
+from conftest import StopWaiting, assert_exec_ok, deadline_seconds, mount_tmpfs, wait_until
 
 MiB = 1 << 20
 REQUEST_TIMEOUT = 10.0  # a write unanswered this long is a hang
@@ -69,16 +68,7 @@ def tmpfs(tmp_path, server_factory):
 
     def mount(name, size_mib):
         d = tmp_path / name
-        d.mkdir()
-        try:
-            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % size_mib, "tmpfs", str(d)],
-                               capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            pytest.skip("cannot mount a tmpfs for the disk-full tests: %r" % (e,))
-        if r.returncode != 0:
-            pytest.skip("cannot mount a %d MiB tmpfs on %s for the disk-full tests (needs root or "
-                        "CAP_SYS_ADMIN; running as uid %d): mount exited %d: %s"
-                        % (size_mib, d, os.getuid(), r.returncode, " ".join((r.stderr or r.stdout).split())))
+        mount_tmpfs(d, size_mib)
         mounts.append(d)
         return d
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from clusterutil import Cluster, ClusterOwner
-from conftest import assert_exec_ok, wait_until
+from conftest import assert_exec_ok, mount_tmpfs, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -181,15 +181,7 @@ def test_follower_whose_disk_fills_waits_and_catches_up_once_space_is_freed(tmp_
     by itself, without a restart, and ends identical to the others."""
     c = Cluster(tmp_path, n=3, name="df")
     victim = c.nodes[2]
-    victim.data_dir.mkdir(parents=True)
-    try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(victim.data_dir)],
-                           capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip("cannot mount a tmpfs: %r" % (e,))
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs for the follower's data directory (needs root): %s"
-                    % " ".join((r.stderr or r.stdout).split()))
+    mount_tmpfs(victim.data_dir, 96)
     filler = victim.data_dir / "filler"
     try:
         c.start()
@@ -243,15 +235,7 @@ def test_leader_whose_disk_fills_up_says_so_and_the_cluster_goes_on(tmp_path, ca
     cluster stayed stuck behind the full leader."""
     c = Cluster(tmp_path, n=3, mode="join", name="dl")
     victim = c.nodes[0]  # started alone first: the leader
-    victim.data_dir.mkdir(parents=True)
-    try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(victim.data_dir)],
-                           capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip("cannot mount a tmpfs: %r" % (e,))
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs for the leader's data directory (needs root): %s"
-                    % " ".join((r.stderr or r.stdout).split()))
+    mount_tmpfs(victim.data_dir, 96)
     try:
         c.start()
         assert c.leader() is victim, "the node started first should lead"
