@@ -102,6 +102,12 @@ int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *e
 
 /* How often a follower whose database cannot commit tries again (followerRetry). */
 #define FOLLOWER_RETRY_MS 200
+/* Grouped apply (followers): entries larger than this get a transaction of their own;
+ * a group is committed at the end of the loop turn, or once it holds this many
+ * entries or bytes. */
+#define GROUP_ENTRY_MAX (64u << 10)
+#define GROUP_MAX_ENTRIES 1024
+#define GROUP_MAX_BYTES (8u << 20)
 
 /* ---- memory bounds of the in-memory log ---------------------------------------- */
 
@@ -189,6 +195,133 @@ static int applyBatch(struct fsm *f, const struct batch *b, uint64_t index,
     return storeApply(f->store, b, index, res, f->errmsg);
 }
 
+/* ---- grouped apply (followers) ------------------------------------------------ */
+
+/* A follower commits the entries of one loop turn together (store.h, "Grouped
+ * apply"): nobody waits on its results, and a commit per entry was the largest part of
+ * its work for small writes. It keeps a copy of each entry of the open group, to apply
+ * them again should the group be rolled back. */
+static void groupClear(struct fsm *f)
+{
+    for (size_t i = 0; i < f->grp_n; i++) {
+        free(f->grp[i].bytes);
+    }
+    f->grp_n = 0;
+    f->grp_bytes = 0;
+}
+
+/* The open group was rolled back: apply its entries again, each in a transaction of its
+ * own (the same pages as grouped). Their results go nowhere. */
+static int reapplySaved(struct fsm *f)
+{
+    for (size_t i = 0; i < f->grp_n; i++) {
+        struct batch b;
+        struct cairn_result *res = NULL;
+        int rv = commandDecode(f->grp[i].bytes, f->grp[i].len, &b, f->errmsg);
+        if (rv != 0) {
+            continue; /* it could not be decoded the first time either */
+        }
+        storeSetGrouping(f->store, false);
+        rv = applyBatch(f, &b, f->grp[i].index, &res);
+        batchFree(&b);
+        cairn_result_free(res);
+        if (rv != 0) {
+            return rv; /* the entries before it are in; storeApply skips them next time */
+        }
+    }
+    groupClear(f);
+    return 0;
+}
+
+static int flushOnce(struct fsm *f)
+{
+    int rv;
+    if (!storeGroupOpen(f->store)) {
+        groupClear(f);
+        return 0;
+    }
+    rv = storeFlush(f->store, f->errmsg);
+    if (rv == STORE_EREGROUP) {
+        rv = reapplySaved(f);
+    }
+    if (rv == 0) {
+        groupClear(f);
+    }
+    return rv;
+}
+
+int fsmFlush(struct fsm *f)
+{
+    const struct timespec pause = {0, FOLLOWER_RETRY_MS * 1000000L};
+    int rv = flushOnce(f);
+    if (rv != 0 && raft_state(f->raft) == RAFT_FOLLOWER) {
+        /* As followerRetry: the entries are applied as far as libraft knows. */
+        fsmLog(f, "committing applied entries failed: %s; this follower waits and tries "
+                  "again every %d ms until the database can be written",
+               f->errmsg, FOLLOWER_RETRY_MS);
+        while (rv != 0 && !atomic_load(&f->stop)) {
+            nanosleep(&pause, NULL);
+            rv = flushOnce(f);
+        }
+        if (rv == 0) {
+            fsmLog(f, "applied entries committed: the database can be written again");
+        }
+    }
+    return rv;
+}
+
+static int groupSave(struct fsm *f, uint64_t index, const struct raft_buffer *buf)
+{
+    if (f->grp_n == f->grp_cap) {
+        size_t cap = f->grp_cap ? f->grp_cap * 2 : 64;
+        struct group_entry *g = realloc(f->grp, cap * sizeof *g);
+        if (g == NULL) {
+            return flushOnce(f); /* no copy, no group */
+        }
+        f->grp = g;
+        f->grp_cap = cap;
+    }
+    f->grp[f->grp_n].bytes = malloc(buf->len);
+    if (f->grp[f->grp_n].bytes == NULL) {
+        return flushOnce(f);
+    }
+    memcpy(f->grp[f->grp_n].bytes, buf->base, buf->len);
+    f->grp[f->grp_n].len = buf->len;
+    f->grp[f->grp_n].index = index;
+    f->grp_n++;
+    f->grp_bytes += buf->len;
+    if (f->grp_n >= GROUP_MAX_ENTRIES || f->grp_bytes >= GROUP_MAX_BYTES) {
+        return flushOnce(f);
+    }
+    return 0;
+}
+
+/* Apply one decoded entry: grouped on a follower (small entries, not restores), else
+ * in a transaction of its own after committing any open group. */
+static int applyEntry(struct fsm *f, const struct batch *b, const struct raft_buffer *buf,
+                      uint64_t index, struct cairn_result **res)
+{
+    bool group = raft_state(f->raft) == RAFT_FOLLOWER && b->kind != BATCH_RESTORE &&
+                 buf->len <= GROUP_ENTRY_MAX;
+    int rv;
+    if (!group && (rv = flushOnce(f)) != 0) {
+        return rv;
+    }
+    storeSetGrouping(f->store, group);
+    rv = applyBatch(f, b, index, res);
+    if (rv == STORE_EREGROUP) {
+        /* This entry rolled back the whole group: the group again, then it alone. */
+        if ((rv = reapplySaved(f)) == 0) {
+            storeSetGrouping(f->store, false);
+            rv = applyBatch(f, b, index, res);
+        }
+    } else if (rv == 0 && group && storeGroupOpen(f->store)) {
+        rv = groupSave(f, index, buf);
+    }
+    storeSetGrouping(f->store, false);
+    return rv;
+}
+
 /* A follower's database could not commit entry index (disk full, I/O error). libraft
  * 0.15 must not see that: a failed apply while it handles a heartbeat turns the
  * follower UNAVAILABLE for good (recvCb -> convertToUnavailable), so that even once
@@ -199,8 +332,8 @@ static int applyBatch(struct fsm *f, const struct batch *b, uint64_t index,
  * its HTTP front end still answers (reads, forwarding, /status with the figures of
  * before). A leader keeps libraft's own retry (it tolerates the failure) and refuses
  * new writes (node.c). */
-static int followerRetry(struct fsm *f, const struct batch *b, uint64_t index,
-                         struct cairn_result **res, int rv)
+static int followerRetry(struct fsm *f, const struct batch *b, const struct raft_buffer *buf,
+                         uint64_t index, struct cairn_result **res, int rv)
 {
     const struct timespec pause = {0, FOLLOWER_RETRY_MS * 1000000L};
     unsigned long tries = 0;
@@ -212,7 +345,7 @@ static int followerRetry(struct fsm *f, const struct batch *b, uint64_t index,
     while (rv != 0 && !atomic_load(&f->stop)) {
         nanosleep(&pause, NULL);
         tries++;
-        rv = applyBatch(f, b, index, res);
+        rv = applyEntry(f, b, buf, index, res);
     }
     if (rv == 0) {
         fsmLog(f, "entry %llu applied after %lu more tries: the database can be written again",
@@ -249,9 +382,9 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
         fsmDeliver(f, index, buf, res);
         return 0;
     }
-    rv = applyBatch(f, &b, index, &res);
+    rv = applyEntry(f, &b, buf, index, &res);
     if (rv != 0 && raft_state(f->raft) == RAFT_FOLLOWER) {
-        rv = followerRetry(f, &b, index, &res, rv);
+        rv = followerRetry(f, &b, buf, index, &res, rv);
     }
     batchFree(&b);
     if (rv != 0) {
@@ -290,6 +423,10 @@ static int fsmSnapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned
     if (f->force_snapshot) {
         f->force_snapshot = false;
         f->cur_threshold = 0; /* the next apply sets the usual threshold again */
+    }
+    if ((rv = fsmFlush(f)) != 0) {
+        fsmLog(f, "snapshot not taken now: %s", f->errmsg);
+        return RAFT_BUSY;
     }
     rv = storeFreeze(f->store, &f->fz, f->errmsg);
     if (rv != 0) {
@@ -544,6 +681,11 @@ static int fsmRestore(struct raft_fsm *rf, struct raft_buffer *buf)
     }
     f->span_bytes = 0; /* the log now starts after the snapshot */
     f->span_entries = 0;
+    if ((rv = fsmFlush(f)) != 0) {
+        fsmLog(f, "cannot restore snapshot %llu now: %s", (unsigned long long)m.index,
+               f->errmsg);
+        return RAFT_IOERR;
+    }
     if (storeAppliedIndex(f->store) >= m.db_index) {
         /* The database already holds everything the snapshot does: keep it, and let
          * the log replay skip what is applied. */
@@ -601,6 +743,10 @@ void fsmInit(struct fsm *f, struct raft_fsm *rf, struct store *store, struct raf
 
 void fsmClose(struct fsm *f)
 {
+    groupClear(f);
+    free(f->grp);
+    f->grp = NULL;
+    f->grp_cap = 0;
     f->applied = NULL;
     f->applied_arg = NULL;
 }

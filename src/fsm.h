@@ -89,6 +89,13 @@ struct fsm {
      * the requests waiting on it meanwhile. Cleared by the next successful apply. */
     int apply_failed;          /* its cairn error code, 0 when none */
     atomic_bool stop;          /* the node is stopping: a follower's retry gives up */
+    /* the open group's entries, copied (fsm.c, "grouped apply") */
+    struct group_entry {
+        uint64_t index;
+        size_t len;
+        unsigned char *bytes;
+    } *grp;
+    size_t grp_n, grp_cap, grp_bytes;
     char apply_errmsg[CAIRN_ERRMSG_SIZE];
     /* Failed snapshot writes (disk full, I/O error), counted by the worker thread; the
      * message of the last one is complete before the count moves. */
@@ -105,6 +112,12 @@ struct fsm {
 void fsmInit(struct fsm *f, struct raft_fsm *rf, struct store *store, struct raft *raft,
              const char *snap_dir);
 void fsmClose(struct fsm *f);
+
+/* Commit the entries a follower applied as one group (store.h, "Grouped apply"):
+ * before anything reads the database as of libraft's last applied index (snapshots,
+ * backups, barriers) and at the end of each loop turn. A follower whose database
+ * cannot commit waits and tries again (as in fsmApply). Loop thread. */
+int fsmFlush(struct fsm *f);
 
 /* Set the configured snapshot threshold and trailing count (entries) and the memory
  * budget for each span (bytes); applies them to libraft. Loop thread. */

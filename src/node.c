@@ -89,6 +89,7 @@ struct node {
     uv_loop_t loop;
     uv_async_t wake;
     uv_timer_t tick;
+    uv_prepare_t flush; /* commits a follower's grouped entries at the end of each turn */
     struct raft_uv_transport transport;
     bool tcp_transport;
     struct raft_io io;
@@ -448,6 +449,7 @@ static void retryCb(struct raft_barrier *req, int status)
 static void barrierCb(struct raft_barrier *req, int status)
 {
     struct op *op = req->data;
+    fsmFlush(&op->node->fsm); /* a read after the barrier sees every applied entry */
     if (status == 0) {
         publishInfoAt(op->node, req->index);
     }
@@ -469,6 +471,7 @@ static void changeCb(struct raft_change *req, int status)
 static void readyBarrierCb(struct raft_barrier *req, int status)
 {
     struct node *n = req->data;
+    fsmFlush(&n->fsm);
     n->ready_barrier_pending = false;
     if (status == 0) {
         n->ready_term = n->raft.current_term;
@@ -493,9 +496,17 @@ static void maybeReadyBarrier(struct node *n)
     }
 }
 
+/* Before the loop waits for I/O: commit what a follower applied in this turn. */
+static void flushCb(uv_prepare_t *h)
+{
+    struct node *n = h->data;
+    fsmFlush(&n->fsm);
+}
+
 static void closeCb(struct raft *r)
 {
     struct node *n = r->data;
+    fsmFlush(&n->fsm);
     inflightFailAll(n, CAIRN_ESHUTDOWN, "node is shutting down");
     raft_uv_close(&n->io);
     if (n->tcp_transport) {
@@ -503,6 +514,7 @@ static void closeCb(struct raft *r)
     }
     uv_close((uv_handle_t *)&n->wake, NULL);
     uv_close((uv_handle_t *)&n->tick, NULL);
+    uv_close((uv_handle_t *)&n->flush, NULL);
 }
 
 static void transferCb(struct raft_transfer *req)
@@ -664,6 +676,7 @@ static void drainQueue(uv_async_t *h)
             }
         } else if (op->type == OP_CALL) {
             char msg[CAIRN_ERRMSG_SIZE] = "";
+            fsmFlush(&n->fsm); /* calls read or copy the database as applied */
             rv = op->req.call.fn(op->req.call.arg, msg);
             opComplete(op, rv, msg);
         } else if (n->fsm.apply_failed) {
@@ -809,6 +822,9 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     n->wake.data = n;
     uv_timer_init(&n->loop, &n->tick);
     n->tick.data = n;
+    uv_prepare_init(&n->loop, &n->flush);
+    n->flush.data = n;
+    uv_prepare_start(&n->flush, flushCb);
 
     if (cfg->raft_addr != NULL) {
         rv = raft_uv_tcp_init(&n->transport, &n->loop);
@@ -936,6 +952,7 @@ err_after_transport:
 err_after_loop:
     uv_close((uv_handle_t *)&n->wake, NULL);
     uv_close((uv_handle_t *)&n->tick, NULL);
+    uv_close((uv_handle_t *)&n->flush, NULL);
     uv_run(&n->loop, UV_RUN_DEFAULT);
 err_after_thread:
     uv_loop_close(&n->loop);

@@ -108,6 +108,12 @@ struct store {
     sqlite3_stmt *st_begin, *st_commit, *st_rollback;
     sqlite3_stmt *st_save, *st_release, *st_rollback_to;
     sqlite3_stmt *st_set_index;
+    sqlite3_stmt *st_entry_save, *st_entry_release, *st_entry_rollback_to;
+    /* Grouped apply (storeSetGrouping, followers): entries share one transaction,
+     * committed by storeFlush; each runs under the savepoint cairn_entry. */
+    bool grouping;
+    bool group_open;       /* such a transaction is open */
+    uint64_t group_start;  /* s->applied when it began */
     uint64_t applied;
     _Atomic uint64_t applied_pub;
     uint64_t prng[4];
@@ -463,7 +469,8 @@ static void closeWriter(struct store *s)
 {
     sqlite3_stmt **sts[] = {&s->st_begin,  &s->st_commit,     &s->st_rollback,
                             &s->st_save,   &s->st_release,    &s->st_rollback_to,
-                            &s->st_set_index};
+                            &s->st_set_index, &s->st_entry_save, &s->st_entry_release,
+                            &s->st_entry_rollback_to};
     for (size_t i = 0; i < sizeof sts / sizeof sts[0]; i++) {
         sqlite3_finalize(*sts[i]);
         *sts[i] = NULL;
@@ -532,7 +539,11 @@ static int openWriter(struct store *s, char *errmsg)
             0 ||
         (rv = prepareInternal(s,
                               "UPDATE " META_TABLE " SET value=?1 WHERE key='applied_index'",
-                              &s->st_set_index, errmsg)) != 0) {
+                              &s->st_set_index, errmsg)) != 0 ||
+        (rv = prepareInternal(s, "SAVEPOINT cairn_entry", &s->st_entry_save, errmsg)) != 0 ||
+        (rv = prepareInternal(s, "RELEASE cairn_entry", &s->st_entry_release, errmsg)) != 0 ||
+        (rv = prepareInternal(s, "ROLLBACK TO cairn_entry", &s->st_entry_rollback_to, errmsg)) !=
+            0) {
         goto err;
     }
     return 0;
@@ -897,6 +908,16 @@ static void resultsRolledBack(struct cairn_result *res, size_t n, const char *wh
     }
 }
 
+/* The grouped transaction was rolled back: the database is at group_start again. */
+static void groupLost(struct store *s)
+{
+    if (!sqlite3_get_autocommit(s->writer)) {
+        internalStep(s, s->st_rollback);
+    }
+    s->group_open = false;
+    s->applied = s->group_start;
+}
+
 int storeApply(struct store *s, const struct batch *b, uint64_t index,
                struct cairn_result **out, char *errmsg)
 {
@@ -904,12 +925,16 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
     bool txn = (b->flags & BATCH_TRANSACTION) != 0;
     bool read_only = b->kind == BATCH_QUERY;
     bool timed = (b->flags & BATCH_TIMINGS) != 0;
+    bool group = s->grouping;
     int rc;
     size_t i;
 
     *out = NULL;
     if (index <= s->applied) {
         return 0; /* already in the database: a replay after restart */
+    }
+    if (!group && s->group_open && (rc = storeFlush(s, errmsg)) != 0) {
+        return rc;
     }
     res = resultNew();
     if (res == NULL) {
@@ -922,8 +947,17 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
     sqlite3_set_last_insert_rowid(s->writer, 0);
     s->batch_changes_start = sqlite3_total_changes64(s->writer);
 
-    rc = internalStep(s, s->st_begin);
-    if (rc != SQLITE_OK) {
+    if (!group || !s->group_open) {
+        rc = internalStep(s, s->st_begin);
+        if (rc != SQLITE_OK) {
+            goto fail;
+        }
+        if (group) {
+            s->group_open = true;
+            s->group_start = s->applied;
+        }
+    }
+    if (group && (rc = internalStep(s, s->st_entry_save)) != SQLITE_OK) {
         goto fail;
     }
     for (i = 0; i < b->n; i++) {
@@ -943,6 +977,16 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
         } else {
             rc = runStmt(s->writer, &s->wcache, &b->stmts[i], read_only, timed, rs);
         }
+        if (sqlite3_get_autocommit(s->writer) && group) {
+            /* The whole grouped transaction is gone, the entries before this one with
+             * it: the caller applies them again, then this one on its own. */
+            groupLost(s);
+            detNowMs = 0;
+            cairn_result_free(res);
+            errorf(errmsg, "entry %llu rolled back the grouped transaction",
+                   (unsigned long long)index);
+            return STORE_EREGROUP;
+        }
         if (sqlite3_get_autocommit(s->writer)) {
             /* The statement's error rolled back the whole transaction (SQLite does so
              * for some I/O and ROLLBACK-resolution errors): everything before it in
@@ -957,6 +1001,11 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
             continue;
         }
         if (rc != SQLITE_OK) {
+            if (txn && group) {
+                internalStep(s, s->st_entry_rollback_to); /* this entry only */
+                rc = SQLITE_OK;
+                break;
+            }
             if (txn) {
                 internalStep(s, s->st_rollback);
                 if ((rc = internalStep(s, s->st_begin)) != SQLITE_OK) {
@@ -972,6 +1021,18 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
     }
     sqlite3_bind_int64(s->st_set_index, 1, (sqlite3_int64)index);
     rc = internalStep(s, s->st_set_index);
+    if (group) {
+        if (rc == SQLITE_OK) {
+            rc = internalStep(s, s->st_entry_release);
+        }
+        if (rc != SQLITE_OK) {
+            goto fail;
+        }
+        detNowMs = 0;
+        s->applied = index; /* storeFlush publishes it once committed */
+        *out = res;
+        return 0;
+    }
     if (rc == SQLITE_OK) {
         rc = internalStep(s, s->st_commit);
     }
@@ -994,7 +1055,49 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
 fail:
     detNowMs = 0;
     cairn_result_free(res);
-    return sqlErr(s->writer, rc, "apply entry", s->path, errmsg);
+    {
+        int rv = sqlErr(s->writer, rc, "apply entry", s->path, errmsg);
+        if (group && s->group_open) {
+            if (sqlite3_get_autocommit(s->writer)) {
+                groupLost(s);
+                return STORE_EREGROUP;
+            }
+            /* Undo this entry only: the group before it stays as it was. */
+            internalStep(s, s->st_entry_rollback_to);
+            internalStep(s, s->st_entry_release);
+        }
+        return rv;
+    }
+}
+
+void storeSetGrouping(struct store *s, bool on)
+{
+    s->grouping = on;
+}
+
+bool storeGroupOpen(const struct store *s)
+{
+    return s->group_open;
+}
+
+int storeFlush(struct store *s, char *errmsg)
+{
+    int rc;
+    if (!s->group_open) {
+        return 0;
+    }
+    rc = internalStep(s, s->st_commit);
+    if (rc != SQLITE_OK) {
+        int rv = sqlErr(s->writer, rc, "commit applied entries", s->path, errmsg);
+        if (sqlite3_get_autocommit(s->writer)) {
+            groupLost(s);
+            return STORE_EREGROUP;
+        }
+        return rv; /* still open: commit again later */
+    }
+    s->group_open = false;
+    atomic_store(&s->applied_pub, s->applied);
+    return 0;
 }
 
 /* ---- readers ------------------------------------------------------------------- */

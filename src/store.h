@@ -34,6 +34,20 @@ void storeClose(struct store *s);
 /* Index of the last log entry applied to the database (any thread). */
 uint64_t storeAppliedIndex(struct store *s);
 
+/* Grouped apply, for a follower (nobody waits on its results): with grouping on,
+ * storeApply leaves the transaction open after each entry (each under a savepoint of
+ * its own, so that a ?transaction failure undoes that entry alone) and storeFlush
+ * commits them all; storeApply with grouping off commits an open group first.
+ * STORE_EREGROUP: a statement (ON CONFLICT ROLLBACK, RAISE(ROLLBACK), some I/O
+ * errors) or a failed commit rolled the whole group back: the database is where the
+ * group began, and the caller applies the group's entries again (then the entry that
+ * did it on its own, with grouping off). storeAppliedIndex moves at commit. Loop
+ * thread. */
+#define STORE_EREGROUP 1000
+void storeSetGrouping(struct store *s, bool on);
+bool storeGroupOpen(const struct store *s);
+int storeFlush(struct store *s, char *errmsg);
+
 /* Apply a committed batch at Raft index `index`. Entries at or below the applied
  * index are skipped (*out = NULL, return 0). On success *out holds the per-statement
  * results (SQL errors included), owned by the caller. A non-zero return means the

@@ -9,6 +9,7 @@ three-node cluster for the module. Waiting is always a poll with a deadline.
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -272,6 +273,67 @@ def test_determinism_across_nodes(cluster_factory, tmp_path):
     assert len({r[2] for r in rows}) > 990, "randomblob(8) repeats"
     c.assert_same_files()
     # Stopped, every node's file holds the same pages.
+    rcs = c.stop_all()
+    assert all(rc == 0 for rc in rcs.values()), rcs
+    c.assert_same_pages(c.nodes, tmp_path / "pages")
+
+
+def test_writes_that_roll_back_keep_replicas_identical(cluster_factory, tmp_path):
+    """Followers commit the entries of one loop turn together (fsm.c, grouped apply).
+    Writes that make SQLite roll back a whole transaction (INSERT OR ROLLBACK conflicts,
+    RAISE(ROLLBACK) in a trigger) and ?transaction batches that fail halfway, mixed
+    with plain writes from 8 clients through every node, leave every node with the
+    same rows and, stopped, the same pages as the leader that applied each alone."""
+    c = cluster_factory(3)
+    ok_results(post(c.nodes[0], "/db/execute", [
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER UNIQUE, v TEXT, r INTEGER)",
+        "CREATE TABLE log (id INTEGER PRIMARY KEY, v TEXT)",
+        "CREATE TRIGGER guard BEFORE INSERT ON log WHEN NEW.v = 'bad' "
+        "BEGIN SELECT RAISE(ROLLBACK, 'bad row'); END"]), "CREATE")
+    errors = []
+    kinds = {"ok": 0, "sql_error": 0}
+
+    def worker(w):
+        rnd = random.Random(w)
+        node = c.nodes[w % 3]
+        for i in range(120):
+            key = rnd.randrange(400)
+            tag = "%d-%d" % (w, i)
+            pick = rnd.randrange(6)
+            if pick == 0:
+                body, params = [["INSERT OR ROLLBACK INTO t(k, v, r) VALUES(?, ?, random())", key, tag]], {}
+            elif pick == 1:
+                body, params = [["INSERT INTO log(v) VALUES(?)", "bad" if rnd.random() < 0.5 else tag]], {}
+            elif pick == 2:
+                body, params = [["INSERT INTO t(k, v, r) VALUES(?, ?, random())", 1000 + w * 1000 + i, tag],
+                                ["INSERT INTO t(k, v) VALUES(?, ?)", key, tag]], {"transaction": True}
+            elif pick == 3:
+                body, params = [["INSERT INTO log(v) VALUES(?)", tag],
+                                ["INSERT OR ROLLBACK INTO t(k, v) VALUES(?, ?)", key, tag],
+                                ["INSERT INTO log(v) VALUES(?)", tag + "-after"]], {}
+            else:
+                body, params = [["INSERT INTO t(k, v, r) VALUES(?, ?, random())", 100000 + w * 1000 + i, tag]], {}
+            try:
+                r = node.post("/db/execute", body, **params)
+                if r.status != 200:
+                    errors.append("%s: HTTP %d %r" % (node.name, r.status, r.body[:200]))
+                    return
+                res = r.json()["results"]
+                kinds["sql_error" if any("error" in x for x in res) else "ok"] += 1
+            except (AssertionError, OSError, ValueError) as e:
+                errors.append(repr(e))
+                return
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(deadline_seconds(180))
+    assert not errors, errors[:5]
+    assert kinds["sql_error"] > 50 and kinds["ok"] > 300, kinds  # both kinds really ran
+    c.wait_converged()
+    c.assert_same_rows("t")
+    c.assert_same_rows("log")
+    c.assert_same_files()
     rcs = c.stop_all()
     assert all(rc == 0 for rc in rcs.values()), rcs
     c.assert_same_pages(c.nodes, tmp_path / "pages")
