@@ -245,6 +245,16 @@ DET_INSERT = (
 )
 
 
+def run_workers(worker, n, timeout):
+    """Runs worker(0) .. worker(n - 1) on threads of their own and waits for them, each
+    at most `timeout` seconds (stretched for sanitizer builds)."""
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(deadline_seconds(timeout))
+
+
 def test_determinism_across_nodes(cluster_factory, tmp_path):
     c = cluster_factory(3)
     ok_results(post(c.nodes[0], "/db/execute", [
@@ -260,11 +270,7 @@ def test_determinism_across_nodes(cluster_factory, tmp_path):
             except (AssertionError, OSError) as e:
                 errors.append(repr(e))
                 return
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(deadline_seconds(120))
+    run_workers(worker, 8, 120)
     assert not errors, errors[:5]
     c.wait_converged()
     rows = c.assert_same_rows("d")
@@ -323,11 +329,7 @@ def test_writes_that_roll_back_keep_replicas_identical(cluster_factory, tmp_path
             except (AssertionError, OSError, ValueError) as e:
                 errors.append(repr(e))
                 return
-    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(deadline_seconds(180))
+    run_workers(worker, 8, 180)
     assert not errors, errors[:5]
     assert kinds["sql_error"] > 50 and kinds["ok"] > 300, kinds  # both kinds really ran
     c.wait_converged()
