@@ -113,10 +113,11 @@ void fsmInit(struct fsm *f, struct raft_fsm *rf, struct store *store, struct raf
              const char *snap_dir);
 void fsmClose(struct fsm *f);
 
-/* Commit the entries a follower applied as one group (store.h, "Grouped apply"):
- * before anything reads the database as of libraft's last applied index (snapshots,
- * backups, barriers) and at the end of each loop turn. A follower whose database
- * cannot commit waits and tries again (as in fsmApply). Loop thread. */
+/* Run and commit, as one group (store.h, "Grouped apply"), the entries a follower
+ * kept when libraft applied them (fsm.c): at the end of each loop turn and before
+ * anything reads the database as of libraft's last applied index (snapshots, backups,
+ * barriers, applying as leader). A follower whose database cannot take them waits and
+ * tries again. Loop thread. */
 int fsmFlush(struct fsm *f);
 
 /* Set the configured snapshot threshold and trailing count (entries) and the memory
