@@ -81,8 +81,8 @@ static int stmtShapeOk(const json_t *s)
         json_object_keylen_foreach((json_t *)json_array_get(s, 1), key, klen, v)
         {
             (void)key;
-            if (klen == 0 || !isScalar(v)) {
-                return 0;
+            if (klen == 0 || klen > PARAM_NAME_MAX || !isScalar(v)) {
+                return 0; /* cairn refuses names longer than it can bind */
             }
         }
         return 1;
