@@ -103,16 +103,29 @@ def wait_until(predicate, timeout, what, interval=0.02):
         time.sleep(interval)
 
 
+# Every port find_free_ports has handed out in this run. The kernel gives a port it just
+# closed to the next bind as readily as any other, so two servers made one after the
+# other (the nodes of a cluster, none started yet) could get the same one: node 1's
+# Raft port came back as node 2's HTTP port, and node 1 failed to start.
+_PORTS_GIVEN = set()
+
+
 def find_free_ports(n):
-    """Returns n distinct TCP ports that were free on 127.0.0.1 a moment ago."""
+    """Returns n TCP ports that were free on 127.0.0.1 a moment ago and that no earlier
+    call of this run has returned."""
     socks = []
+    ports = []
     try:
-        for _ in range(n):
+        while len(ports) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            socks.append(s)  # held until the end: this call cannot get it twice either
+            port = s.getsockname()[1]
+            if port not in _PORTS_GIVEN:
+                _PORTS_GIVEN.add(port)
+                ports.append(port)
+        return ports
     finally:
         for s in socks:
             s.close()
