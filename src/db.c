@@ -85,15 +85,10 @@ static uint64_t randomSeed(void)
 
 void dbLog(struct cairn *db, const char *fmt, ...)
 {
-    char line[2048];
     va_list ap;
-    if (db->cfg.log == NULL) {
-        return;
-    }
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    logLinev(db->cfg.log, db->cfg.log_data, fmt, ap);
     va_end(ap);
-    db->cfg.log(db->cfg.log_data, line);
 }
 
 int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char *errmsg)

@@ -28,6 +28,16 @@ const char *errorName(int rc)
     return "CAIRN_UNKNOWN";
 }
 
+void logLinev(void (*fn)(void *arg, const char *line), void *arg, const char *fmt, va_list ap)
+{
+    char line[2048];
+    if (fn == NULL) {
+        return;
+    }
+    vsnprintf(line, sizeof line, fmt, ap);
+    fn(arg, line);
+}
+
 void errorf(char *errmsg, const char *fmt, ...)
 {
     va_list ap;

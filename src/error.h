@@ -24,6 +24,11 @@ const char *errorName(int rc);
 /* printf into an errmsg buffer of CAIRN_ERRMSG_SIZE bytes. */
 void errorf(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Format one line and hand it to a log callback (fn(arg, line)); nothing when fn is
+ * NULL. The loggers of the node, the FSM, the server and repair all go through it. */
+void logLinev(void (*fn)(void *arg, const char *line), void *arg, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
 /* Translate an errno value to a cairn code. */
 int errorFromErrno(int err);
 

@@ -18,15 +18,10 @@
 static void fsmLog(struct fsm *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fsmLog(struct fsm *f, const char *fmt, ...)
 {
-    char line[1024];
     va_list ap;
-    if (f->log == NULL) {
-        return;
-    }
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    logLinev(f->log, f->log_data, fmt, ap);
     va_end(ap);
-    f->log(f->log_data, line);
 }
 
 /* ---- manifest (docs/FORMAT.md): magic(4) version(1) pad(3) index db_index size

@@ -389,15 +389,10 @@ static void say(const struct heal_options *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void say(const struct heal_options *o, const char *fmt, ...)
 {
-    char line[2048];
     va_list ap;
-    if (o->say == NULL) {
-        return;
-    }
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    logLinev(o->say, o->say_arg, fmt, ap);
     va_end(ap);
-    o->say(o->say_arg, line);
 }
 
 /* Open the node without network and close it again: libraft installs the newest

@@ -149,15 +149,10 @@ const char *nodeStateName(int state)
 static void nodeLog(struct node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void nodeLog(struct node *n, const char *fmt, ...)
 {
-    char line[1024];
     va_list ap;
-    if (n->cfg.log == NULL) {
-        return;
-    }
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    logLinev(n->cfg.log, n->cfg.log_data, fmt, ap);
     va_end(ap);
-    n->cfg.log(n->cfg.log_data, line);
 }
 
 static int raftToCairn(int rv)
