@@ -59,6 +59,14 @@ class StopWaiting(AssertionError):
     """Raised by a wait_until predicate when waiting longer cannot help."""
 
 
+def flip(path, offset, n=16):
+    """Corrupts n bytes of the file at offset (each byte XOR 0xFF): every byte changes."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = bytearray(f.read(n))
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in data))
+
 def mount_tmpfs(path, size_mib):
     """Makes the directory `path` and mounts a fresh tmpfs of size_mib MiB on it: a small
     disk a test can fill. Skips the test, saying why, where mounting is not allowed (the

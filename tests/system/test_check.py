@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from conftest import ServerFactory
+from conftest import flip, ServerFactory
 
 ITEM_KEYS = {"check", "status", "ok", "file", "message"}
 LOG_KEYS = {"ok", "files_checked", "bytes_checked", "entries", "first_index", "last_index",
@@ -64,15 +64,6 @@ def one_json(r):
 def lines_with(text, status):
     return [l for l in text.splitlines() if l.startswith(status + " ")]
 
-
-def flip(path, offset, n=1):
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        b = bytearray(f.read(n))
-        for i in range(len(b)):
-            b[i] ^= 0x5A
-        f.seek(offset)
-        f.write(bytes(b))
 
 
 def closed_segments(data):
@@ -225,7 +216,7 @@ def test_damaged_database(cli, data):
 
 def test_damaged_raft_segment(cli, data):
     seg = closed_segments(data)[-1]
-    flip(seg, seg.stat().st_size - 3)  # in the data of its last batch
+    flip(seg, seg.stat().st_size - 3, 1)  # in the data of its last batch
     name = "raft/" + seg.name
     r = fails(cli("check", data), name, "data checksum mismatch")
     assert any(name in l for l in lines_with(r.stdout, "DAMAGED"))

@@ -27,6 +27,8 @@ import time
 
 import pytest
 
+from conftest import flip
+
 ENTRY_KEYS = {
     "id", "type", "parent_id", "created", "created_ms", "raft_index", "raft_term",
     "page_size", "page_count", "pages", "size_bytes", "path", "duration_ms", "verified",
@@ -450,13 +452,6 @@ def test_standalone_backup_of_a_file_that_is_not_a_database(cli, tmp_path, repo)
     assert repo_leftovers(repo) == []
     assert one_json(ok(cli("backup", "list", "--repo", repo, "--json"))) == []
 
-
-def flip(path, offset, n=16):
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        data = bytearray(f.read(n))
-        f.seek(offset)
-        f.write(bytes(b ^ 0xFF for b in data))
 
 
 def test_standalone_corrupted_backup_is_reported_with_its_file(cli, tmp_path, repo):

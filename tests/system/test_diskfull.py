@@ -230,10 +230,10 @@ def poll_write(s, what, timeout=30):
 # ---------------------------------------------------------------------------
 
 
-def fill_disk(tmpfs, server_factory):
+def start_filling(tmpfs, server_factory, failures):
     """A node with its data directory and repository on a 160 MiB tmpfs, a filler file
-    leaving 24 MiB, and 4 clients writing big rows until writes are refused or one goes
-    unanswered. Returns (server, disk, filler, load) with the load stopped."""
+    leaving 24 MiB, and 4 clients writing big rows until `failures` writes were refused
+    or went unanswered. Returns (server, disk, filler, load) with the load still on."""
     disk = tmpfs("disk", 160)
     s = server_factory(data_dir=disk / "data", extra_args=["--backup-dir", disk / "repo"])
     assert_exec_ok(s.execute(["CREATE TABLE f (id INTEGER PRIMARY KEY, client INTEGER, seq INTEGER, "
@@ -241,7 +241,13 @@ def fill_disk(tmpfs, server_factory):
     filler = disk / "filler"
     write_filler(filler, leave_free=24 * MiB)
     load = Load(s)
-    load.wait_failing(8, 90, "writes to be refused on the full disk")
+    load.wait_failing(failures, 90, "writes to be refused on the full disk")
+    return s, disk, filler, load
+
+
+def fill_disk(tmpfs, server_factory):
+    """start_filling until 8 writes failed; returns the same with the load stopped."""
+    s, disk, filler, load = start_filling(tmpfs, server_factory, 8)
     load.stop()
     assert s.running(), "cairnd died on the full disk (status %s)" % s.proc.poll()
     assert load.acked, "nothing was written before the disk filled"
@@ -367,14 +373,7 @@ def test_sigterm_while_the_disk_is_full(tmpfs, server_factory):
     """A node whose disk filled under load stops cleanly on SIGTERM (in bounded time,
     status 0), and after space is freed restarts with every acknowledged write (found
     never exiting, its HTTP threads blocked on the apply; fixed in 7ddc182)."""
-    disk = tmpfs("disk", 160)
-    s = server_factory(data_dir=disk / "data", extra_args=["--backup-dir", disk / "repo"])
-    assert_exec_ok(s.execute(["CREATE TABLE f (id INTEGER PRIMARY KEY, client INTEGER, seq INTEGER, "
-                              "b BLOB, t TEXT)"]))
-    filler = disk / "filler"
-    write_filler(filler, leave_free=24 * MiB)
-    load = Load(s)
-    load.wait_failing(4, 90, "writes to be refused on the full disk")
+    s, disk, filler, load = start_filling(tmpfs, server_factory, 4)
     t0 = time.monotonic()
     s.proc.send_signal(signal.SIGTERM)
     try:

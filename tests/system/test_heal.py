@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import assert_exec_ok
+from conftest import assert_exec_ok, flip
 
 ROWS_PER_BATCH = 200
 BATCHES = 20
@@ -45,15 +45,6 @@ def smash_pages(path, first_page=2, step=5, page=4096):
             f.seek(off)
             f.write(b"\xde\xad\xbe\xef" * 4)
 
-
-def flip(path, offset, n=8):
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        data = bytearray(f.read(n))
-        for i in range(len(data)):
-            data[i] ^= 0xFF
-        f.seek(offset)
-        f.write(bytes(data))
 
 
 def segments(data_dir):

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from clusterutil import Cluster, ClusterOwner
-from conftest import assert_exec_ok, mount_tmpfs, wait_until
+from conftest import assert_exec_ok, flip, mount_tmpfs, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -54,13 +54,6 @@ def write_rows(node, n, tag):
 def count(node):
     return node.scalar("SELECT count(*) FROM t", level="none")
 
-
-def flip(path, offset, n=16):
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        data = bytearray(f.read(n))
-        f.seek(offset)
-        f.write(bytes(b ^ 0xFF for b in data))
 
 
 def first_batch_offset(raft_dir):
