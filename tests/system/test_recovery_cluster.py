@@ -51,6 +51,17 @@ def write_rows(node, n, tag):
         assert_exec_ok(node.execute(stmts, transaction=None))
 
 
+
+def cluster_with_rows(make_cluster, batches):
+    """A three-node cluster whose table t holds `batches` x 100 rows on every node:
+    (cluster, leader, a follower)."""
+    c = make_cluster(3)
+    leader = c.leader()
+    leader.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"])
+    write_rows(leader, batches, "a")
+    c.wait_converged()
+    return c, leader, c.followers(leader)[0]
+
 def count(node):
     return node.scalar("SELECT count(*) FROM t", level="none")
 
@@ -68,12 +79,7 @@ def first_batch_offset(raft_dir):
 
 @pytest.mark.smoke
 def test_damaged_log_on_a_member_repaired_from_a_peer(make_cluster, cairn_bin):
-    c = make_cluster(3)
-    leader = c.leader()
-    leader.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"])
-    write_rows(leader, 5, "a")
-    c.wait_converged()
-    victim = c.followers(leader)[0]
+    c, leader, victim = cluster_with_rows(make_cluster, 5)
     victim.stop()
     write_rows(leader, 3, "b")  # while it is down: the leader sends these later
     seg, off = first_batch_offset(victim.data_dir / "raft")
@@ -99,12 +105,7 @@ def test_damaged_log_on_a_member_repaired_from_a_peer(make_cluster, cairn_bin):
 
 @pytest.mark.smoke
 def test_member_that_crashed_with_a_damaged_database_heals_itself(make_cluster):
-    c = make_cluster(3)
-    leader = c.leader()
-    leader.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"])
-    write_rows(leader, 6, "a")
-    c.wait_converged()
-    victim = c.followers(leader)[0]
+    c, leader, victim = cluster_with_rows(make_cluster, 6)
     # A snapshot checkpoints the WAL into db.sqlite, so that the damage hits pages.
     st = victim.raw("POST", "/admin/snapshot")
     assert st.status == 200, st.text
@@ -124,12 +125,7 @@ def test_member_that_crashed_with_a_damaged_database_heals_itself(make_cluster):
 
 
 def test_node_that_lost_its_data_directory_rejoins(make_cluster):
-    c = make_cluster(3)
-    leader = c.leader()
-    leader.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"])
-    write_rows(leader, 4, "a")
-    c.wait_converged()
-    victim = c.followers(leader)[0]
+    c, leader, victim = cluster_with_rows(make_cluster, 4)
     victim.kill()
     import shutil
     shutil.rmtree(victim.data_dir)
