@@ -11,7 +11,7 @@
 #   BENCH_DURATION=10          seconds of each INSERT run
 #   BENCH_CLIENTS=64           concurrent clients of the INSERT runs
 #   BENCH_TXN_ROWS=10000       rows per transaction request
-#   BENCH_TXN_REPS=20          transaction requests, one after another
+#   BENCH_TXN_REPS=50          transaction requests, one after another
 #   BENCH_FAILOVER_TRIALS=10   leader kills
 #   BENCH_WRITE_DOC=1          0: print the table only, leave docs/BENCHMARKS.md alone
 #   BUILD=build                where the binaries are
@@ -27,7 +27,7 @@ cmd="make bench-cluster"
 [ -n "${MAKELEVEL:-}" ] || cmd="bash bench/cluster.sh"
 envs=$(env | grep -E '^(BENCH_[A-Z_]+|TMPDIR|BUILD)=' | sort | tr '\n' ' ' || true)
 args=(--build "$BUILD" --duration "${BENCH_DURATION:-10}" --clients "${BENCH_CLIENTS:-64}"
-      --txn-rows "${BENCH_TXN_ROWS:-10000}" --txn-reps "${BENCH_TXN_REPS:-20}"
+      --txn-rows "${BENCH_TXN_ROWS:-10000}" --txn-reps "${BENCH_TXN_REPS:-50}"
       --trials "${BENCH_FAILOVER_TRIALS:-10}" --results bench/results --command "${envs}${cmd}")
 if [ "${BENCH_WRITE_DOC:-1}" = 1 ]; then args+=(--doc docs/BENCHMARKS.md); fi
 # exec: Ctrl-C and SIGTERM reach the driver, whose finally stops every cairnd it started.

@@ -11,7 +11,7 @@
 #   BENCH_CLIENTS="1 16 64"    concurrent clients (HTTP) / threads (SQLite) for INSERTs
 #   BENCH_SELECT_CLIENTS=16    clients / threads for the primary-key SELECTs
 #   BENCH_TXN_ROWS=10000       rows per transaction request
-#   BENCH_TXN_REPS=20          transaction requests, one after another
+#   BENCH_TXN_REPS=50          transaction requests, one after another
 #   BENCH_WRITE_DOC=1          0: print the table only, leave docs/BENCHMARKS.md alone
 #   BUILD=build                where the binaries are
 #   TMPDIR=/tmp                where cairnd's data directory and the SQLite file go
@@ -25,7 +25,7 @@ DURATION=${BENCH_DURATION:-10}
 CLIENTS=${BENCH_CLIENTS:-1 16 64}
 SELECT_CLIENTS=${BENCH_SELECT_CLIENTS:-16}
 TXN_ROWS=${BENCH_TXN_ROWS:-10000}
-TXN_REPS=${BENCH_TXN_REPS:-20}
+TXN_REPS=${BENCH_TXN_REPS:-50}
 WRITE_DOC=${BENCH_WRITE_DOC:-1}
 READY_TIMEOUT=${BENCH_READY_TIMEOUT:-30}
 STOP_TIMEOUT=${BENCH_STOP_TIMEOUT:-30}

@@ -1104,7 +1104,8 @@ void clusterIdentityJson(struct cairn *db, struct buf *b)
     bufPuts(b, ",\"api_addr\":");
     bufJsonString(b, api, strlen(api));
     bufPrintf(b, ",\"running\":%s,\"bootstrap\":[", atomic_load(&db->running) ? "true" : "false");
-    for (unsigned i = 0; i < db->n_boot_servers; i++) {
+    unsigned nboot = atomic_load_explicit(&db->n_boot_servers, memory_order_acquire);
+    for (unsigned i = 0; i < nboot; i++) {
         bufPrintf(b, "%s{\"id\":%llu,\"addr\":", i ? "," : "",
                   (unsigned long long)db->boot_servers[i].id);
         bufJsonString(b, db->boot_servers[i].address, strlen(db->boot_servers[i].address));

@@ -112,7 +112,7 @@ int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char
             enc.p = fit;
         }
     }
-    rv = nodeApply(db->node, enc.p, enc.len, out, errmsg);
+    rv = nodeApply(db->node, enc.p, enc.len, b, out, errmsg);
     enc.p = NULL;
     enc.len = enc.cap = 0;
     return rv;
@@ -522,12 +522,12 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
             return rv;
         }
     }
-    rv = clusterPrepare(db, &ncfg.boot, db->boot_servers, &db->n_boot_servers, tlsErrmsg);
+    rv = clusterPrepare(db, &ncfg.boot, db->boot_servers, &ncfg.n_servers, tlsErrmsg);
     if (rv != 0) {
         return rv;
     }
+    atomic_store_explicit(&db->n_boot_servers, ncfg.n_servers, memory_order_release);
     ncfg.servers = db->boot_servers;
-    ncfg.n_servers = db->n_boot_servers;
     /* A lone node waits until it leads; a cluster member runs as soon as Raft does. */
     ncfg.wait_ready = ncfg.boot == NODE_BOOT_SELF;
     ncfg.fetch = clusterFetchSnapshot;

@@ -41,8 +41,10 @@ struct cairn {
     char join[8][160];       /* --join: peers' HTTP URLs */
     unsigned n_join;
     unsigned bootstrap_expect;
-    struct node_server boot_servers[NODE_MAX_SERVERS]; /* what this node bootstrapped */
-    unsigned n_boot_servers;
+    /* What this node bootstrapped. HTTP threads read it (GET /cluster/identity) while
+     * cairn_open fills it: the count is published once the entries are written. */
+    struct node_server boot_servers[NODE_MAX_SERVERS];
+    _Atomic unsigned n_boot_servers;
     atomic_bool running;     /* the node is started: every endpoint is served */
     pthread_t announcer;
     bool announcer_started;

@@ -262,6 +262,9 @@ int fsmFlush(struct fsm *f)
 {
     const struct timespec pause = {0, FOLLOWER_RETRY_MS * 1000000L};
     int rv;
+    /* An early run's entry is not applied yet: whoever flushes wants the database as
+     * applied. */
+    storeEarlyDiscard(f->store);
     if (f->grp_n == 0 && !storeGroupOpen(f->store)) {
         return 0;
     }
@@ -282,6 +285,20 @@ int fsmFlush(struct fsm *f)
         }
     }
     return rv;
+}
+
+int fsmEndOfTurn(struct fsm *f)
+{
+    return f->grp_n == 0 ? 0 : fsmFlush(f);
+}
+
+void fsmEntryKey(const void *p, size_t len, unsigned char key[STORE_EARLY_KEY])
+{
+    uint64_t n = len;
+    size_t k = len < 8 ? len : 8;
+    memset(key, 0, STORE_EARLY_KEY);
+    memcpy(key, &n, sizeof n);
+    memcpy(key + 8, (const char *)p + len - k, k); /* the command's checksum */
 }
 
 /* Keep a copy of entry index to run at the end of the turn. */
@@ -373,6 +390,20 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
 
     *result = NULL; /* results reach their waiters through f->applied */
     fsmAdjustLimits(f, buf->len);
+    {
+        unsigned char key[STORE_EARLY_KEY];
+        fsmEntryKey(buf->base, buf->len, key);
+        res = storeEarlyCommit(f->store, index, key);
+        if (res != NULL) { /* run early by the thread that proposed it (node.c) */
+            if (f->apply_failed) {
+                fsmLog(f, "entry %llu applied: the database can be written again",
+                       (unsigned long long)index);
+                f->apply_failed = 0;
+            }
+            fsmDeliver(f, index, buf, res);
+            return 0;
+        }
+    }
 
     rv = commandDecode(buf->base, buf->len, &b, f->errmsg);
     if (rv != 0) {

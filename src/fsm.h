@@ -120,12 +120,16 @@ void fsmClose(struct fsm *f);
  * tries again. Loop thread. */
 int fsmFlush(struct fsm *f);
 
+/* End of a loop turn: fsmFlush a follower's kept entries, if any (an early run, which
+ * waits for its entry, stays open). Loop thread. */
+int fsmEndOfTurn(struct fsm *f);
+
+/* The identity of a command for early apply (store.h): its length and checksum. */
+void fsmEntryKey(const void *p, size_t len, unsigned char key[STORE_EARLY_KEY]);
+
 /* Set the configured snapshot threshold and trailing count (entries) and the memory
  * budget for each span (bytes); applies them to libraft. Loop thread. */
 void fsmSetLimits(struct fsm *f, unsigned threshold, unsigned trailing, size_t budget);
-
-/* Take the result left by the last apply (the apply callback calls this right
- * after fsm->apply). The caller owns it. */
 
 void manifestEncode(const struct snapshot_manifest *m, unsigned char out[MANIFEST_SIZE]);
 int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *errmsg);

@@ -7,6 +7,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <raft.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -376,6 +377,12 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     jsonKey(&b, "readers");
     bufJsonInt(&b, ss.readers);
     bufPutc(&b, ',');
+    jsonKey(&b, "early_applies");
+    bufJsonInt(&b, (int64_t)ss.early_applies);
+    bufPutc(&b, ',');
+    jsonKey(&b, "early_discards");
+    bufJsonInt(&b, (int64_t)ss.early_discards);
+    bufPutc(&b, ',');
     jsonStr(&b, "sqlite_version", sqlite3_libversion());
     bufPutc(&b, ',');
     jsonStr(&b, "snapshot_dir", db->snap_dir);
@@ -632,8 +639,11 @@ int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_s
 {
     struct http_server *h;
     struct sockaddr_in sa;
-    const union MHD_DaemonInfo *info;
+    struct sockaddr_in bound;
+    socklen_t blen = sizeof bound;
     char ip[INET_ADDRSTRLEN];
+    int one = 1;
+    int fd;
 
     *out = NULL;
     if (addrParse(addr, "HTTP", &sa, errmsg) != 0) {
@@ -646,22 +656,35 @@ int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_s
     }
     h->db = db;
     h->max_body = max_body;
+    /* Bound here, not by libmicrohttpd: the address actually bound (port 0 picks one) is
+     * known, and in db->http_addr, before the first request can read it. */
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, SOMAXCONN) != 0 ||
+        getsockname(fd, (struct sockaddr *)&bound, &blen) != 0) {
+        errorf(errmsg, "cannot listen for HTTP on %s: %s", addr, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        free(h);
+        return CAIRN_EIO;
+    }
+    inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
+    snprintf(db->http_addr, sizeof db->http_addr, "%s:%u", ip, (unsigned)ntohs(bound.sin_port));
     h->daemon = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
             MHD_USE_ERROR_LOG,
         0, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhdLog, h,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_END);
     if (h->daemon == NULL) {
-        errorf(errmsg, "cannot listen for HTTP on %s (address in use or not available)", addr);
+        errorf(errmsg, "cannot serve HTTP on %s (libmicrohttpd did not start)", addr);
+        db->http_addr[0] = '\0';
+        close(fd);
         free(h);
         return CAIRN_EIO;
     }
-    info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
-    snprintf(db->http_addr, sizeof db->http_addr, "%s:%u", ip,
-             info ? (unsigned)info->port : (unsigned)ntohs(sa.sin_port));
     *out = h;
     return 0;
 }

@@ -495,7 +495,7 @@ static void maybeReadyBarrier(struct node *n)
 static void flushCb(uv_prepare_t *h)
 {
     struct node *n = h->data;
-    fsmFlush(&n->fsm);
+    fsmEndOfTurn(&n->fsm);
 }
 
 static void closeCb(struct raft *r)
@@ -713,6 +713,10 @@ static void tickCb(uv_timer_t *t)
                 n->io.errmsg);
     }
     maybeReadyBarrier(n);
+    if (raft_state(&n->raft) != RAFT_LEADER) {
+        /* A write's early run (nodeApply) may wait for an entry that never comes. */
+        storeEarlyDiscard(n->store);
+    }
     if (n->inflight != NULL && raft_state(&n->raft) != RAFT_LEADER) {
         /* libraft fails the requests it still holds when leadership is lost; an op
          * whose group's first entry was applied before that is no longer one of them. */
@@ -979,9 +983,8 @@ void nodeStop(struct node *n)
     free(n);
 }
 
-/* Queue op and wait until it is answered; op's mutex and condition stay (the loop may
- * still hold op, see opRelease). */
-static int submitShared(struct node *n, struct op *op, char *errmsg)
+/* Queue op for the loop thread; 0 or CAIRN_ESHUTDOWN. */
+static int enqueue(struct node *n, struct op *op, char *errmsg)
 {
     pthread_mutex_init(&op->mu, NULL);
     pthread_cond_init(&op->cond, NULL);
@@ -1004,13 +1007,26 @@ static int submitShared(struct node *n, struct op *op, char *errmsg)
     n->qtail = op;
     pthread_mutex_unlock(&n->qmu);
     uv_async_send(&n->wake);
+    return 0;
+}
 
+/* Wait until the loop has answered op. */
+static int waitOp(struct op *op)
+{
     pthread_mutex_lock(&op->mu);
     while (!op->done) {
         pthread_cond_wait(&op->cond, &op->mu);
     }
     pthread_mutex_unlock(&op->mu);
     return op->status;
+}
+
+/* Queue op and wait until it is answered; op's mutex and condition stay (the loop may
+ * still hold op, see opRelease). */
+static int submitShared(struct node *n, struct op *op, char *errmsg)
+{
+    int rv = enqueue(n, op, errmsg);
+    return rv != 0 ? rv : waitOp(op);
 }
 
 /* The same for an op on the caller's stack, which only the caller holds once answered. */
@@ -1022,11 +1038,29 @@ static int submit(struct node *n, struct op *op, char *errmsg)
     return rv;
 }
 
-int nodeApply(struct node *n, void *cmd, size_t len, struct cairn_result **out,
-              char *errmsg)
+/* Early apply (store.h): when this node leads and every entry of its log is applied,
+ * the entry proposed now is likely the next one: the calling thread runs b as that
+ * entry while the loop thread checksums, writes and replicates it (with a large
+ * entry, libraft's checksum alone is a few milliseconds). The apply of the entry
+ * commits the run or rolls it back (fsm.c). */
+static void applyEarly(struct node *n, const struct batch *b, uint64_t after,
+                       uint64_t last_index, const unsigned char key[STORE_EARLY_KEY])
+{
+    if (b == NULL || b->kind == BATCH_RESTORE || (b->flags & BATCH_META)) {
+        return;
+    }
+    storeEarlyRun(n->store, b, after, last_index + 1, key);
+}
+
+int nodeApply(struct node *n, void *cmd, size_t len, const struct batch *b,
+              struct cairn_result **out, char *errmsg)
 {
     struct op *op;
     size_t k = len < sizeof op->tail ? len : sizeof op->tail;
+    unsigned char key[STORE_EARLY_KEY];
+    uint64_t after = storeAppliedIndex(n->store);
+    uint64_t last_index;
+    bool early;
     int rv;
     *out = NULL;
     op = calloc(1, sizeof *op);
@@ -1040,7 +1074,18 @@ int nodeApply(struct node *n, void *cmd, size_t len, struct cairn_result **out,
     op->buf.base = cmd; /* libraft's from here on (raft_free) */
     memcpy(op->tail, (const char *)cmd + len - k, k);
     op->refs = 2; /* this thread's and the loop's */
-    rv = submitShared(n, op, op->errbuf);
+    fsmEntryKey(cmd, len, key);
+    pthread_mutex_lock(&n->imu);
+    early = n->info.state == RAFT_LEADER && n->info.last_log_index == n->info.applied_index;
+    last_index = n->info.last_log_index;
+    pthread_mutex_unlock(&n->imu);
+    rv = enqueue(n, op, op->errbuf);
+    if (rv == 0) {
+        if (early) {
+            applyEarly(n, b, after, last_index, key);
+        }
+        rv = waitOp(op);
+    }
     if (rv == CAIRN_ESHUTDOWN && !op->done) {
         /* refused before it reached the loop, which holds no reference */
         raft_free(op->buf.base);

@@ -78,9 +78,10 @@ void nodeStop(struct node *n);
  * *out holds the results (owned by the caller). cmd must come from malloc (libraft's
  * default allocator, which cairn keeps): it is handed to libraft as the entry's
  * payload, not copied (a 10,000-row request is ~1.2 MB), and is the node's in every
- * case. Any thread but the loop's. */
-int nodeApply(struct node *n, void *cmd, size_t len, struct cairn_result **out,
-              char *errmsg);
+ * case. b is the batch cmd encodes, or NULL: the calling thread may run it early
+ * (store.h) while the loop writes the entry. Any thread but the loop's. */
+int nodeApply(struct node *n, void *cmd, size_t len, const struct batch *b,
+              struct cairn_result **out, char *errmsg);
 
 /* Wait until a barrier entry appended now is applied: this node was leader at a
  * quorum's word and every earlier entry is in the database. */

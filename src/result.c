@@ -13,6 +13,21 @@ struct cairn_result *resultNew(void)
     return calloc(1, sizeof(struct cairn_result));
 }
 
+int resultReserve(struct cairn_result *r, size_t n)
+{
+    struct rstmt *p;
+    if (n <= r->cap) {
+        return 0;
+    }
+    p = realloc(r->stmts, n * sizeof *p);
+    if (p == NULL) {
+        return CAIRN_ENOMEM;
+    }
+    r->stmts = p;
+    r->cap = n;
+    return 0;
+}
+
 struct rstmt *resultAdd(struct cairn_result *r)
 {
     struct rstmt *st;

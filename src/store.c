@@ -119,6 +119,15 @@ struct store {
     uint64_t prng[4];
     sqlite3_int64 batch_changes_start; /* total_changes() when the current batch began */
     bool internal; /* the authorizer lets cairn's own statements through */
+    /* Early apply (storeEarlyRun): wmu serialises the writer between the loop thread
+     * and a request's thread running its entry early; everything above is the writer's
+     * and is touched under it. */
+    pthread_mutex_t wmu;
+    bool early_open;     /* an early run's transaction is open (a group of one entry) */
+    uint64_t early_index;
+    unsigned char early_key[STORE_EARLY_KEY];
+    struct cairn_result *early_res;
+    _Atomic uint64_t early_applies, early_discards;
 
     pthread_mutex_t rmu;
     pthread_rwlock_t swap_lock;
@@ -572,6 +581,7 @@ int storeOpen(const char *path, struct store **out, char *errmsg)
     }
     strcpy(s->path, path);
     pthread_mutex_init(&s->rmu, NULL);
+    pthread_mutex_init(&s->wmu, NULL);
     pthread_rwlock_init(&s->swap_lock, NULL);
     pthread_mutex_init(&s->ckpt_mu, NULL);
     pthread_cond_init(&s->ckpt_cond, NULL);
@@ -617,10 +627,12 @@ void storeClose(struct store *s)
     if (s == NULL) {
         return;
     }
+    storeEarlyDiscard(s);
     ckptStop(s);
     closeReaders(s);
     closeWriter(s);
     pthread_mutex_destroy(&s->rmu);
+    pthread_mutex_destroy(&s->wmu);
     pthread_rwlock_destroy(&s->swap_lock);
     pthread_mutex_destroy(&s->ckpt_mu);
     pthread_cond_destroy(&s->ckpt_cond);
@@ -918,14 +930,29 @@ static void groupLost(struct store *s)
     s->applied = s->group_start;
 }
 
-int storeApply(struct store *s, const struct batch *b, uint64_t index,
-               struct cairn_result **out, char *errmsg)
+/* Roll an open early run back (wmu held). */
+static void earlyDiscardLocked(struct store *s)
+{
+    if (!s->early_open) {
+        return;
+    }
+    s->early_open = false;
+    groupLost(s);
+    cairn_result_free(s->early_res);
+    s->early_res = NULL;
+    atomic_fetch_add(&s->early_discards, 1);
+}
+
+static int commitGroupLocked(struct store *s, char *errmsg);
+
+/* storeApply with wmu held; group: run it as part of a group (store.h). */
+static int applyLocked(struct store *s, const struct batch *b, uint64_t index, bool group,
+                       struct cairn_result **out, char *errmsg)
 {
     struct cairn_result *res;
     bool txn = (b->flags & BATCH_TRANSACTION) != 0;
     bool read_only = b->kind == BATCH_QUERY;
     bool timed = (b->flags & BATCH_TIMINGS) != 0;
-    bool group = s->grouping;
     int rc;
     size_t i;
 
@@ -933,11 +960,12 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
     if (index <= s->applied) {
         return 0; /* already in the database: a replay after restart */
     }
-    if (!group && s->group_open && (rc = storeFlush(s, errmsg)) != 0) {
+    if (!group && s->group_open && (rc = commitGroupLocked(s, errmsg)) != 0) {
         return rc;
     }
     res = resultNew();
-    if (res == NULL) {
+    if (res == NULL || resultReserve(res, b->n) != 0) {
+        cairn_result_free(res);
         errorf(errmsg, "out of memory applying entry %llu", (unsigned long long)index);
         return CAIRN_ENOMEM;
     }
@@ -1070,17 +1098,106 @@ fail:
     }
 }
 
+int storeApply(struct store *s, const struct batch *b, uint64_t index,
+               struct cairn_result **out, char *errmsg)
+{
+    int rv;
+    pthread_mutex_lock(&s->wmu);
+    earlyDiscardLocked(s);
+    rv = applyLocked(s, b, index, s->grouping, out, errmsg);
+    pthread_mutex_unlock(&s->wmu);
+    return rv;
+}
+
+int storeEarlyRun(struct store *s, const struct batch *b, uint64_t after, uint64_t index,
+                  const unsigned char key[STORE_EARLY_KEY])
+{
+    struct cairn_result *res = NULL;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    int rv;
+    if (pthread_mutex_trylock(&s->wmu) != 0) {
+        return 0; /* the loop (or another early run) has the writer */
+    }
+    if (s->early_open || s->group_open || s->applied != after || index <= after) {
+        pthread_mutex_unlock(&s->wmu);
+        return 0;
+    }
+    rv = applyLocked(s, b, index, true, &res, errmsg);
+    if (rv != 0 || res == NULL || !s->group_open) {
+        /* Failed (the usual apply runs it again and says why): nothing stays open. */
+        if (s->group_open) {
+            groupLost(s);
+        }
+        cairn_result_free(res);
+        pthread_mutex_unlock(&s->wmu);
+        return 0;
+    }
+    s->early_open = true;
+    s->early_index = index;
+    memcpy(s->early_key, key, STORE_EARLY_KEY);
+    s->early_res = res;
+    pthread_mutex_unlock(&s->wmu);
+    return 1;
+}
+
+struct cairn_result *storeEarlyCommit(struct store *s, uint64_t index,
+                                      const unsigned char key[STORE_EARLY_KEY])
+{
+    struct cairn_result *res = NULL;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    pthread_mutex_lock(&s->wmu);
+    if (s->early_open && s->early_index == index &&
+        memcmp(s->early_key, key, STORE_EARLY_KEY) == 0) {
+        s->early_open = false;
+        if (commitGroupLocked(s, errmsg) == 0) {
+            res = s->early_res;
+            atomic_fetch_add(&s->early_applies, 1);
+        } else {
+            /* The usual apply runs it again and says why. */
+            if (s->group_open) {
+                groupLost(s);
+            }
+            cairn_result_free(s->early_res);
+        }
+        s->early_res = NULL;
+    }
+    earlyDiscardLocked(s); /* another entry came first */
+    pthread_mutex_unlock(&s->wmu);
+    return res;
+}
+
+void storeEarlyDiscard(struct store *s)
+{
+    pthread_mutex_lock(&s->wmu);
+    earlyDiscardLocked(s);
+    pthread_mutex_unlock(&s->wmu);
+}
+
 void storeSetGrouping(struct store *s, bool on)
 {
     s->grouping = on;
 }
 
-bool storeGroupOpen(const struct store *s)
+bool storeGroupOpen(struct store *s)
 {
-    return s->group_open;
+    bool open;
+    pthread_mutex_lock(&s->wmu);
+    open = s->group_open;
+    pthread_mutex_unlock(&s->wmu);
+    return open;
 }
 
 int storeFlush(struct store *s, char *errmsg)
+{
+    int rv;
+    pthread_mutex_lock(&s->wmu);
+    earlyDiscardLocked(s); /* not committed in the log yet: not the group's to commit */
+    rv = commitGroupLocked(s, errmsg);
+    pthread_mutex_unlock(&s->wmu);
+    return rv;
+}
+
+static int commitGroupLocked(struct store *s, char *errmsg)
 {
     int rc;
     if (!s->group_open) {
@@ -1461,8 +1578,20 @@ int storeReplaceMove(struct store *s, const char *src, char *errmsg)
     return replaceFrom(s, src, errmsg);
 }
 
+static int replaceLocked(struct store *s, const char *tmp, char *errmsg);
+
 /* Swap the file at tmp in for the database and reopen the writer. */
 static int replaceFrom(struct store *s, const char *tmp, char *errmsg)
+{
+    int rv;
+    pthread_mutex_lock(&s->wmu);
+    earlyDiscardLocked(s);
+    rv = replaceLocked(s, tmp, errmsg);
+    pthread_mutex_unlock(&s->wmu);
+    return rv;
+}
+
+static int replaceLocked(struct store *s, const char *tmp, char *errmsg)
 {
     char side[PATH_MAX];
     int rv;
@@ -1497,7 +1626,21 @@ static int replaceFrom(struct store *s, const char *tmp, char *errmsg)
     return rv;
 }
 
+static int freezeLocked(struct store *s, struct store_freeze *fz, char *errmsg);
+
 int storeFreeze(struct store *s, struct store_freeze *fz, char *errmsg)
+{
+    int rv;
+    /* Under wmu, with no early run open: the checkpoint below needs the writer idle,
+     * and fz->index is the committed index only then. */
+    pthread_mutex_lock(&s->wmu);
+    earlyDiscardLocked(s);
+    rv = freezeLocked(s, fz, errmsg);
+    pthread_mutex_unlock(&s->wmu);
+    return rv;
+}
+
+static int freezeLocked(struct store *s, struct store_freeze *fz, char *errmsg)
 {
     sqlite3 *db = NULL;
     int log_frames = -1;
@@ -1594,4 +1737,6 @@ void storeStats(struct store *s, struct store_stats *st)
     snprintf(wal, sizeof wal, "%s-wal", s->path);
     st->wal_size = stat(wal, &sb) == 0 ? (int64_t)sb.st_size : 0;
     st->readers = atomic_load(&s->nreaders);
+    st->early_applies = atomic_load(&s->early_applies);
+    st->early_discards = atomic_load(&s->early_discards);
 }

@@ -45,8 +45,27 @@ uint64_t storeAppliedIndex(struct store *s);
  * thread. */
 #define STORE_EREGROUP 1000
 void storeSetGrouping(struct store *s, bool on);
-bool storeGroupOpen(const struct store *s);
+bool storeGroupOpen(struct store *s);
 int storeFlush(struct store *s, char *errmsg);
+
+/* Early apply, on a leader (node.c): the thread that proposes an entry runs its batch
+ * at once, while the loop thread writes and replicates the log entry, in a transaction
+ * left open (a group of one entry). storeEarlyRun runs b as entry `index` only if the
+ * database is at applied index `after` with nothing open and nobody on the writer
+ * (else it does nothing): 1 when the run is open. storeEarlyCommit, when entry `index`
+ * is applied (loop thread): if the open run is of that index and `key` (the entry's
+ * length and checksum), commits it and returns its result; otherwise rolls it back
+ * and returns NULL, and the entry is applied as usual. Everything else that uses the
+ * writer (storeApply, storeFlush, replacing the file, closing) and storeEarlyDiscard
+ * roll an open run back first: its entry is not committed in the log. The writer is
+ * serialised between the threads by a mutex; the loop thread waits for a run in
+ * progress. Any thread. */
+#define STORE_EARLY_KEY 16
+int storeEarlyRun(struct store *s, const struct batch *b, uint64_t after, uint64_t index,
+                  const unsigned char key[STORE_EARLY_KEY]);
+struct cairn_result *storeEarlyCommit(struct store *s, uint64_t index,
+                                      const unsigned char key[STORE_EARLY_KEY]);
+void storeEarlyDiscard(struct store *s);
 
 /* Apply a committed batch at Raft index `index`. Entries at or below the applied
  * index are skipped (*out = NULL, return 0). On success *out holds the per-statement
@@ -117,6 +136,8 @@ struct store_stats {
     int64_t db_size;  /* bytes of the database file */
     int64_t wal_size; /* bytes of the WAL file */
     unsigned readers; /* reader connections open */
+    uint64_t early_applies;  /* entries committed from an early run */
+    uint64_t early_discards; /* early runs rolled back: another entry came first */
 };
 void storeStats(struct store *s, struct store_stats *st);
 const char *storePath(struct store *s);
