@@ -176,18 +176,41 @@ def bench_http(args, url, *extra):
     return json.loads(line)
 
 
-def run_workloads(args, url, key, label, jsonl, runs):
-    """(a) and (b) against url; returns the next free key."""
-    r = bench_http(args, url, "--mode", "insert", "--clients", args.clients, "--duration", args.duration,
-                   "--key-start", key)
+def cpu_seconds(nodes):
+    """User + system CPU seconds each running node's process has used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = []
+    for n in nodes:
+        try:
+            with open("/proc/%d/stat" % n.proc.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out.append((int(fields[11]) + int(fields[12])) / tick)
+        except (OSError, IndexError, ValueError, AttributeError):
+            out.append(0.0)
+    return out
+
+
+def measured(nodes, fn):
+    """Runs fn() and adds to its result the CPU seconds each of nodes used meanwhile."""
+    before = cpu_seconds(nodes)
+    r = fn()
+    r["node_cpu_s"] = [round(a - b, 3) for a, b in zip(cpu_seconds(nodes), before)]
+    return r
+
+
+def run_workloads(args, url, key, label, jsonl, runs, nodes):
+    """(a) and (b) against url; returns the next free key. nodes: every process of the
+    setup, whose CPU time each run records."""
+    r = measured(nodes, lambda: bench_http(args, url, "--mode", "insert", "--clients", args.clients,
+                                           "--duration", args.duration, "--key-start", key))
     r["setup"] = label
     runs.append(r)
     jsonl.write(json.dumps(r) + "\n")
     log("%-26s insert x%d: %10.0f rows/s  p50 %.2f ms  p99 %.2f ms  errors %s"
         % (label, args.clients, r["rows_per_s"], r["p50_ms"], r["p99_ms"], r["errors"]))
     key = r["key_end"]
-    r = bench_http(args, url, "--mode", "txn", "--rows", args.txn_rows, "--requests", args.txn_reps,
-                   "--key-start", key)
+    r = measured(nodes, lambda: bench_http(args, url, "--mode", "txn", "--rows", args.txn_rows,
+                                           "--requests", args.txn_reps, "--key-start", key))
     r["setup"] = label
     runs.append(r)
     jsonl.write(json.dumps(r) + "\n")
@@ -220,6 +243,32 @@ def failover_trial(nodes, key):
         if time.monotonic() - t0 > 60:
             raise RuntimeError("no write acknowledged within 60 s of the leader's SIGKILL")
         time.sleep(0.01)
+
+
+def cpu_bound_note(s, c, meta):
+    """What the nodes' CPU time per (b) request says about the ratio this machine allows:
+    three nodes sharing its CPUs each checksum and apply every entry."""
+    try:
+        ncpu = int(meta.get("nproc") or 0)
+    except ValueError:
+        ncpu = 0
+    if not s or not c or ncpu <= 0 or not s.get("node_cpu_s") or not c.get("node_cpu_s") \
+            or not s.get("requests") or not c.get("requests") or not s.get("rows_per_s"):
+        return ""
+    s_cpu = 1000.0 * sum(s["node_cpu_s"]) / s["requests"]
+    c_each = [1000.0 * x / c["requests"] for x in c["node_cpu_s"]]
+    c_cpu = sum(c_each)
+    s_wall = 1000.0 * s["rows_per_request"] / s["rows_per_s"]
+    floor = c_cpu / ncpu
+    return ("CPU per (b) request: the single node used %.1f ms (its requests took %.1f ms each, its threads "
+            "working side by side); the three nodes used %.1f ms together (leader %s, followers %s), since "
+            "every node checksums the entry (libraft, byte by byte) and runs its SQL. On this machine's %d "
+            "CPUs that is at least %.1f ms of wall time per request, so 3 nodes ÷ single cannot exceed "
+            "%.2f× here however the work is scheduled; with a machine per node the bound is the leader's own "
+            "work plus a network round trip."
+            % (s_cpu, s_wall, c_cpu, "%.1f ms" % c_each[0],
+               " and ".join("%.1f ms" % x for x in c_each[1:]), ncpu, floor,
+               s_wall / floor if floor > 0 else 0.0))
 
 
 def machine(work):
@@ -320,6 +369,10 @@ def section(args, runs, failovers, meta, notes):
     if failovers:
         out.append("Failover trials (s): %s." % ", ".join("%.2f" % x for x in failovers))
         out.append("")
+    cpu_note = cpu_bound_note(by.get(("single", "txn")), by.get(("cluster", "txn")), meta)
+    if cpu_note:
+        out.append(cpu_note)
+        out.append("")
     for n in notes:
         out.append(n)
         out.append("")
@@ -343,13 +396,15 @@ def section(args, runs, failovers, meta, notes):
     out.append("")
     out.append("<details><summary>Every run</summary>")
     out.append("")
-    out.append("| setup | mode | clients | requests | rows | wall s | rows/s | p50 ms | p90 ms | p99 ms | max ms | errors |")
-    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    out.append("| setup | mode | clients | requests | rows | wall s | rows/s | p50 ms | p90 ms | p99 ms | max ms | errors "
+               "| cairnd CPU s (leader first) |")
+    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in runs:
-        out.append("| %s | %s | %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %s | %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %s |" % (
             r["setup"], r["mode"], r.get("clients", ""), f"{r.get('requests', 0):,}", f"{r.get('rows', 0):,}",
             r.get("elapsed_s", 0.0), fmt_rate(r["rows_per_s"]), fmt_ms(r["p50_ms"]), fmt_ms(r.get("p90_ms", 0)),
-            fmt_ms(r["p99_ms"]), fmt_ms(r.get("max_ms", 0)), r["errors"]))
+            fmt_ms(r["p99_ms"]), fmt_ms(r.get("max_ms", 0)), r["errors"],
+            " + ".join("%.2f" % x for x in r.get("node_cpu_s", [])) or "—"))
     out.append("")
     out.append("</details>")
     out.append("")
@@ -405,7 +460,7 @@ def main():
         single.start()
         wait(lambda: single.raft().get("state") == "leader" and single.raft().get("ready"), 60, "the single node")
         create_table(single.http_port)
-        run_workloads(args, single.addr, 1, "single", jsonl, runs)
+        run_workloads(args, single.addr, 1, "single", jsonl, runs, [single])
         single.stop()
 
         # --- three nodes ---------------------------------------------------------------
@@ -418,7 +473,7 @@ def main():
         leader = leader_of(cl, 60)
         create_table(leader.http_port)
         caught_up(cl)
-        key = run_workloads(args, leader.addr, 1, "cluster", jsonl, runs)
+        key = run_workloads(args, leader.addr, 1, "cluster", jsonl, runs, [leader] + [n for n in cl if n is not leader])
         follower = [n for n in cl if n is not leader][0]
         r = bench_http(args, follower.addr, "--mode", "insert", "--clients", args.clients, "--duration",
                        args.duration, "--key-start", key)
