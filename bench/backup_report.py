@@ -314,13 +314,13 @@ def section(runs, meta):
     out.append("### What was measured")
     out.append("")
     out.append(
-        f"- **Database**: one table `items(k INTEGER PRIMARY KEY, txt TEXT, num REAL, qty "
-        f"INTEGER, data BLOB)` and an index on `num`, built by `bench/backup_data.py`: text of "
-        f"6 to 70 words from a Zipf-like vocabulary of made-up words, and for a quarter of the "
-        f"rows a blob that is one third random bytes and two thirds a JSON-like record, so that "
-        f"the file compresses about 3:1 with zstd, like real data. WAL mode, checkpointed "
-        f"(TRUNCATE) after every change, so the main file alone is the database for `cp` and "
-        f"restic. Built once and cached by its parameters; every run works on a fresh copy.")
+        "- **Database**: one table `items(k INTEGER PRIMARY KEY, txt TEXT, num REAL, qty "
+        "INTEGER, data BLOB)` and an index on `num`, built by `bench/backup_data.py`: text of "
+        "6 to 70 words from a Zipf-like vocabulary of made-up words, and for a quarter of the "
+        "rows a blob that is one third random bytes and two thirds a JSON-like record, so that "
+        "the file compresses about 3:1 with zstd, like real data. WAL mode, checkpointed "
+        "(TRUNCATE) after every change, so the main file alone is the database for `cp` and "
+        "restic. Built once and cached by its parameters; every run works on a fresh copy.")
     out.append(
         f"- **Full backup**: each tool reads the same file and writes into the same directory "
         f"on the same disk, into a fresh destination (a new file, a new restic repository "

@@ -380,6 +380,19 @@ static int followerRetry(struct fsm *f, const struct batch *b, const struct raft
     return rv;
 }
 
+/* Entry index is in the database: say so if the last apply had failed, and hand res
+ * over. */
+static void applied(struct fsm *f, uint64_t index, const struct raft_buffer *buf,
+                    struct cairn_result *res)
+{
+    if (f->apply_failed) {
+        fsmLog(f, "entry %llu applied: the database can be written again",
+               (unsigned long long)index);
+        f->apply_failed = 0;
+    }
+    fsmDeliver(f, index, buf, res);
+}
+
 static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **result)
 {
     struct fsm *f = rf->data;
@@ -395,12 +408,7 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
         fsmEntryKey(buf->base, buf->len, key);
         res = storeEarlyCommit(f->store, index, key);
         if (res != NULL) { /* run early by the thread that proposed it (node.c) */
-            if (f->apply_failed) {
-                fsmLog(f, "entry %llu applied: the database can be written again",
-                       (unsigned long long)index);
-                f->apply_failed = 0;
-            }
-            fsmDeliver(f, index, buf, res);
+            applied(f, index, buf, res);
             return 0;
         }
     }
@@ -435,12 +443,7 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
         snprintf(f->apply_errmsg, sizeof f->apply_errmsg, "%s", f->errmsg);
         return RAFT_IOERR;
     }
-    if (f->apply_failed) {
-        fsmLog(f, "entry %llu applied: the database can be written again",
-               (unsigned long long)index);
-        f->apply_failed = 0;
-    }
-    fsmDeliver(f, index, buf, res);
+    applied(f, index, buf, res);
     return 0;
 }
 

@@ -40,6 +40,9 @@
  * that crosses it, which made every third 10,000-row apply twice as slow. */
 #define CKPT_FRAMES 1000
 #define CKPT_HARD_FRAMES 65536
+/* A checkpoint that readers held back is tried again this often, this many times. */
+#define CKPT_RETRY_MS 200
+#define CKPT_RETRIES 50
 struct stmt_cache {
     struct {
         char *sql;
@@ -434,27 +437,51 @@ static int walHook(void *arg, sqlite3 *db, const char *name, int frames)
 
 /* The checkpointer thread. A PASSIVE checkpoint never blocks the writer; it runs on a
  * connection opened for it and closed after it, under the swap lock as a reader, so
- * that storeReplaceWith never swaps the file under it. */
+ * that storeReplaceWith never swaps the file under it. It copies the frames that no
+ * reader still needs: when a reader held some back, it tries again CKPT_RETRY_MS later
+ * (up to CKPT_RETRIES times), or the WAL would keep them until the next write. */
 static void *ckptMain(void *arg)
 {
     struct store *s = arg;
+    int retries = 0;
     pthread_mutex_lock(&s->ckpt_mu);
     for (;;) {
         while (!s->ckpt_wanted && !s->ckpt_stop) {
-            pthread_cond_wait(&s->ckpt_cond, &s->ckpt_mu);
+            if (retries > 0) {
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_nsec += CKPT_RETRY_MS * 1000000L;
+                until.tv_sec += until.tv_nsec / 1000000000L;
+                until.tv_nsec %= 1000000000L;
+                if (pthread_cond_timedwait(&s->ckpt_cond, &s->ckpt_mu, &until) == ETIMEDOUT) {
+                    break;
+                }
+            } else {
+                pthread_cond_wait(&s->ckpt_cond, &s->ckpt_mu);
+            }
         }
         if (s->ckpt_stop) {
             break;
         }
+        if (s->ckpt_wanted) {
+            retries = 0; /* new frames: a fresh round of tries */
+        }
         s->ckpt_wanted = false;
         pthread_mutex_unlock(&s->ckpt_mu);
         pthread_rwlock_rdlock(&s->swap_lock);
+        int log_frames = -1;
+        int done = -1;
         sqlite3 *db = openSide(s->path);
         if (db != NULL) {
-            sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done);
         }
         sqlite3_close(db);
         pthread_rwlock_unlock(&s->swap_lock);
+        if ((db == NULL || (done >= 0 && done < log_frames)) && retries < CKPT_RETRIES) {
+            retries++;
+        } else {
+            retries = 0;
+        }
         pthread_mutex_lock(&s->ckpt_mu);
     }
     pthread_mutex_unlock(&s->ckpt_mu);

@@ -35,7 +35,6 @@ from conftest import (
     StopWaiting,
     _LIVE,
     deadline_seconds,
-    find_free_ports,
     wait_until,
 )
 import backuputil

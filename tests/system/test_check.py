@@ -235,7 +235,7 @@ def test_truncated_raft_segment(cli, data):
     seg = closed_segments(data)[0]
     os.truncate(seg, seg.stat().st_size - 7)
     name = "raft/" + seg.name
-    r = fails(cli("log", "verify", data), name, "runs past the end of the file")
+    fails(cli("log", "verify", data), name, "runs past the end of the file")
     doc = one_json(fails(cli("check", "--json", data)))
     bad = [i for i in doc["items"] if not i["ok"]]
     assert bad and bad[0]["file"] == name, bad

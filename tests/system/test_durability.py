@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -359,3 +360,38 @@ def test_port_in_use_at_restart_is_reported(server_factory, which):
         squatter.close()
     s.start()
     assert s.rows("SELECT v FROM t") == [[1]]
+
+
+def test_wal_is_copied_into_the_database_once_a_long_read_lets_go(server):
+    """The checkpointer copies WAL frames that no reader needs. A read that holds a
+    snapshot from before a burst of writes keeps those frames in the WAL; once it ends,
+    the checkpointer must copy them without waiting for another write."""
+    s = server
+    assert_exec_ok(s.execute(["CREATE TABLE w (id INTEGER PRIMARY KEY, b BLOB)", "INSERT INTO w(b) VALUES(x'00')"]))
+    before = s.get_json("/status")["store"]["db_size"]
+    slow = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 12000000) "
+            "SELECT count(*) FROM c, w")
+    read = {}
+
+    def reader():
+        read["rows"] = s.rows(slow, level="none")
+        read["done"] = time.monotonic()
+
+    # /status counts every request it has begun, its own included: one more than the
+    # polls means the slow read has reached the server.
+    polls = [s.get_json("/status")["http"]["requests"]]
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+
+    def slow_read_arrived():
+        polls.append(s.get_json("/status")["http"]["requests"])
+        return polls[-1] - polls[0] >= len(polls)
+    wait_until(slow_read_arrived, 10, "the slow read to reach the server")
+    for _ in range(8):  # 8 MiB: well past the frames that wake the checkpointer
+        assert_exec_ok(s.execute(["INSERT INTO w(b) SELECT randomblob(1048576)"]))
+    writes_done = time.monotonic()
+    t.join(deadline_seconds(120))
+    assert read.get("rows") == [[12000000]], read
+    assert read["done"] > writes_done, "the read ended before the writes: it held nothing back"
+    wait_until(lambda: s.get_json("/status")["store"]["db_size"] >= before + 8 * 1048576, 20,
+               "the WAL's frames to be copied into db.sqlite with no further write")

@@ -123,31 +123,31 @@ def test_concurrent_writers_roll_early_runs_back_and_lose_nothing(server_factory
         with lock:
             return next(counter)
 
+    def post(path, stmts, **params):
+        """The results, or None with the failure in errors."""
+        try:
+            r = s.post(path, stmts, **params)
+        except OSError as e:
+            errors.append("%s: %r" % (path, e))
+            return None
+        if r.status != 200:
+            errors.append("%s: HTTP %d %r" % (path, r.status, r.body[:200]))
+            return None
+        return r.json()["results"]
+
     def worker(w):
         if w == 0:
             # Linearizable reads append barrier entries between the writes' entries.
             for _ in range(300):
-                try:
-                    r = s.post("/db/query", ["SELECT count(*) FROM t"], level="linearizable")
-                except OSError as e:
-                    errors.append(repr(e))
-                    return
-                if r.status != 200:
-                    errors.append("read: HTTP %d %r" % (r.status, r.body[:200]))
+                if post("/db/query", ["SELECT count(*) FROM t"], level="linearizable") is None:
                     return
             return
         rnd = random.Random(100 + w)
         for i in range(40):
             path, stmts, params, kind = mixed_batch(rnd, w, i, next_key)
-            try:
-                r = s.post(path, stmts, **params)
-            except OSError as e:
-                errors.append(repr(e))
+            results = post(path, stmts, **params)
+            if results is None:
                 return
-            if r.status != 200:
-                errors.append("HTTP %d %r" % (r.status, r.body[:200]))
-                return
-            results = r.json()["results"]
             with lock:
                 if kind == "returning":
                     returned.extend(returned_rows(results))
