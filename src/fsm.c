@@ -200,6 +200,9 @@ static int applyBatch(struct fsm *f, const struct batch *b, uint64_t index,
  * copies also let it run the group again should it be rolled back. */
 static void groupClear(struct fsm *f)
 {
+    if (f->grp_n > 0) {
+        storeEarlyHold(f->store, false);
+    }
     for (size_t i = 0; i < f->grp_n; i++) {
         free(f->grp[i].bytes);
     }
@@ -327,7 +330,11 @@ static int groupSave(struct fsm *f, uint64_t index, const struct raft_buffer *bu
     memcpy(f->grp[f->grp_n].bytes, buf->base, buf->len);
     f->grp[f->grp_n].len = buf->len;
     f->grp[f->grp_n].index = index;
-    f->grp_n++;
+    if (f->grp_n++ == 0) {
+        /* libraft counts the kept entries as applied, the database does not have them
+         * yet: no early run may start from it (store.h). */
+        storeEarlyHold(f->store, true);
+    }
     f->grp_bytes += buf->len;
     return 0;
 }

@@ -127,6 +127,7 @@ struct store {
      * and is touched under it. */
     pthread_mutex_t wmu;
     bool early_open;     /* an early run's transaction is open (a group of one entry) */
+    bool early_hold;     /* storeEarlyHold */
     uint64_t early_index;
     unsigned char early_key[STORE_EARLY_KEY];
     struct cairn_result *early_res;
@@ -1145,7 +1146,8 @@ int storeEarlyRun(struct store *s, const struct batch *b, uint64_t after, uint64
     if (pthread_mutex_trylock(&s->wmu) != 0) {
         return 0; /* the loop (or another early run) has the writer */
     }
-    if (s->early_open || s->group_open || s->applied != after || index <= after) {
+    if (s->early_open || s->early_hold || s->group_open || s->applied != after ||
+        index <= after) {
         pthread_mutex_unlock(&s->wmu);
         return 0;
     }
@@ -1191,6 +1193,13 @@ struct cairn_result *storeEarlyCommit(struct store *s, uint64_t index,
     earlyDiscardLocked(s); /* another entry came first */
     pthread_mutex_unlock(&s->wmu);
     return res;
+}
+
+void storeEarlyHold(struct store *s, bool hold)
+{
+    pthread_mutex_lock(&s->wmu);
+    s->early_hold = hold;
+    pthread_mutex_unlock(&s->wmu);
 }
 
 void storeEarlyDiscard(struct store *s)

@@ -66,6 +66,10 @@ int storeEarlyRun(struct store *s, const struct batch *b, uint64_t after, uint64
 struct cairn_result *storeEarlyCommit(struct store *s, uint64_t index,
                                       const unsigned char key[STORE_EARLY_KEY]);
 void storeEarlyDiscard(struct store *s);
+/* While held, no early run starts: the fsm keeps entries that libraft counts as
+ * applied and the database does not hold yet (a follower's grouped apply), so that a
+ * leader's predicted index would not match the database's state. */
+void storeEarlyHold(struct store *s, bool hold);
 
 /* Apply a committed batch at Raft index `index`. Entries at or below the applied
  * index are skipped (*out = NULL, return 0). On success *out holds the per-statement
