@@ -5,11 +5,12 @@
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 PYTHON     ?= /usr/bin/python3
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 
-.PHONY: all deps build run test unit system compat asan asan-build bench bench-backup bench-cluster clean format
+.PHONY: all deps build run test unit system compat asan asan-build tsan bench bench-backup bench-cluster clean format
 
 all: build
 
@@ -45,6 +46,17 @@ system: build
 asan: asan-build
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure
 	CAIRN_BUILD=$(abspath $(ASAN_BUILD)) CAIRN_SANITIZED=1 $(PYTHON) -m pytest -q -m smoke tests/system
+
+# ThreadSanitizer over the tests where threads share the most (a request's thread and
+# the loop on the writer, forwarding, concurrent clients, crashes under load). Not part
+# of `make test`: it takes a while, and it is for changes to who touches what.
+TSAN_TESTS ?= early or determinism or deterministic or roll_back or acknowledged or forward
+tsan: deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCAIRN_TSAN=ON
+	cmake --build $(TSAN_BUILD) -j $(JOBS)
+	cd $(TSAN_BUILD) && TSAN_OPTIONS="die_after_fork=0 halt_on_error=1 suppressions=$(abspath tests/tsan.supp)" ctest --output-on-failure
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(abspath tests/tsan.supp)" CAIRN_BUILD=$(abspath $(TSAN_BUILD)) \
+		CAIRN_SANITIZED=1 $(PYTHON) -m pytest -q -k "$(TSAN_TESTS)" tests/system
 
 test: build asan-build
 	$(MAKE) --no-print-directory asan
