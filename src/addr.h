@@ -10,4 +10,8 @@
  * to whoever resolves names). errmsg names the address as "<what> address ...". */
 int addrParse(const char *addr, const char *what, struct sockaddr_in *sa, char *errmsg);
 
+/* A TCP socket (close-on-exec, SO_REUSEADDR) bound to *sa: its descriptor, or -1 with
+ * errno set. */
+int addrBind(const struct sockaddr_in *sa);
+
 #endif

@@ -342,7 +342,6 @@ static int checkBindable(const char *addr, const char *what, char *errmsg)
 {
     struct sockaddr_in sa;
     int fd;
-    int one = 1;
     int rv = addrParse(addr, what, &sa, errmsg);
     if (rv == CAIRN_ENOTFOUND) {
         return 0; /* not an IPv4 literal: the real bind reports it */
@@ -350,17 +349,14 @@ static int checkBindable(const char *addr, const char *what, char *errmsg)
     if (rv != 0) {
         return rv;
     }
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = addrBind(&sa);
     if (fd < 0) {
-        return 0;
-    }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        errorf(errmsg, "cannot use %s address %s: %s", what, addr, strerror(errno));
-        rv = errno == EADDRINUSE ? CAIRN_EBUSY : CAIRN_EINVAL;
+        int e = errno;
+        errorf(errmsg, "cannot use %s address %s: %s", what, addr, strerror(e));
+        return e == EADDRINUSE ? CAIRN_EBUSY : CAIRN_EINVAL;
     }
     close(fd);
-    return rv;
+    return 0;
 }
 
 /* ---- open and close -------------------------------------------------------------- */

@@ -95,7 +95,7 @@ int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *e
     return 0;
 }
 
-/* How often a follower whose database cannot commit tries again (followerRetry). */
+/* How often a follower whose database cannot commit tries again (followerWait). */
 #define FOLLOWER_RETRY_MS 200
 /* Grouped apply (followers): the entries kept for the end of the loop turn are run
  * sooner once they are this many, or would hold more than this many bytes. */
@@ -261,9 +261,47 @@ static int flushOnce(struct fsm *f)
     return rv;
 }
 
-int fsmFlush(struct fsm *f)
+/* A follower's database could not commit (disk full, I/O error) what libraft counts
+ * as applied: an entry, or the entries kept for the end of the turn. libraft 0.15 must
+ * not see that: a failed apply while it handles a heartbeat turns the follower
+ * UNAVAILABLE for good (recvCb -> convertToUnavailable), so that even once space is
+ * freed it never applies again until restarted; while it handles an append it
+ * withholds the answer. So the follower waits here, calling again(arg) every
+ * FOLLOWER_RETRY_MS, until the database takes it or the node stops. Its loop is held
+ * meanwhile: the leader sees it as slow and the cluster goes on without it; its HTTP
+ * front end still answers (reads, forwarding, /status with the figures of before). A
+ * leader keeps libraft's own retry (it tolerates the failure) and refuses new writes
+ * (node.c). what names it in the log ("entry 17"). */
+static int followerWait(struct fsm *f, const char *what, int rv, int (*again)(void *arg),
+                        void *arg)
 {
     const struct timespec pause = {0, FOLLOWER_RETRY_MS * 1000000L};
+    unsigned long tries = 0;
+    fsmLog(f, "applying %s failed: %s; this follower waits and tries again every %d ms "
+              "until the database can be written (free space, fix the disk)",
+           what, f->errmsg, FOLLOWER_RETRY_MS);
+    f->apply_failed = rv;
+    snprintf(f->apply_errmsg, sizeof f->apply_errmsg, "%s", f->errmsg);
+    while (rv != 0 && !atomic_load(&f->stop)) {
+        nanosleep(&pause, NULL);
+        tries++;
+        rv = again(arg);
+    }
+    if (rv == 0) {
+        fsmLog(f, "%s applied after %lu more tries: the database can be written again", what,
+               tries);
+        f->apply_failed = 0;
+    }
+    return rv;
+}
+
+static int flushAgain(void *arg)
+{
+    return flushOnce(arg);
+}
+
+int fsmFlush(struct fsm *f)
+{
     int rv;
     /* An early run's entry is not applied yet: whoever flushes wants the database as
      * applied. */
@@ -273,19 +311,7 @@ int fsmFlush(struct fsm *f)
     }
     rv = flushOnce(f);
     if (rv != 0 && raft_state(f->raft) == RAFT_FOLLOWER) {
-        /* As followerRetry: libraft counts these entries as applied. */
-        fsmLog(f, "applying entries failed: %s; this follower waits and tries again every "
-                  "%d ms until the database can be written",
-               f->errmsg, FOLLOWER_RETRY_MS);
-        f->apply_failed = rv;
-        while (rv != 0 && !atomic_load(&f->stop)) {
-            nanosleep(&pause, NULL);
-            rv = flushOnce(f);
-        }
-        if (rv == 0) {
-            fsmLog(f, "entries applied: the database can be written again");
-            f->apply_failed = 0;
-        }
+        rv = followerWait(f, "the entries kept this turn", rv, flushAgain, f);
     }
     return rv;
 }
@@ -354,37 +380,19 @@ static int applyEntry(struct fsm *f, const struct batch *b, const struct raft_bu
     return applyBatch(f, b, index, res);
 }
 
-/* A follower's database could not commit entry index (disk full, I/O error). libraft
- * 0.15 must not see that: a failed apply while it handles a heartbeat turns the
- * follower UNAVAILABLE for good (recvCb -> convertToUnavailable), so that even once
- * space is freed it never applies again until restarted; while it handles an append
- * it withholds the answer. So the follower waits here, trying again every
- * FOLLOWER_RETRY_MS, until the database takes the entry or the node stops. Its loop
- * is held meanwhile: the leader sees it as slow and the cluster goes on without it;
- * its HTTP front end still answers (reads, forwarding, /status with the figures of
- * before). A leader keeps libraft's own retry (it tolerates the failure) and refuses
- * new writes (node.c). */
-static int followerRetry(struct fsm *f, const struct batch *b, const struct raft_buffer *buf,
-                         uint64_t index, struct cairn_result **res, int rv)
+/* applyEntry's arguments, for followerWait. */
+struct entry_args {
+    struct fsm *f;
+    const struct batch *b;
+    const struct raft_buffer *buf;
+    uint64_t index;
+    struct cairn_result **res;
+};
+
+static int applyAgain(void *arg)
 {
-    const struct timespec pause = {0, FOLLOWER_RETRY_MS * 1000000L};
-    unsigned long tries = 0;
-    fsmLog(f, "applying entry %llu failed: %s; this follower waits and tries again every "
-              "%d ms until the database can be written (free space, fix the disk)",
-           (unsigned long long)index, f->errmsg, FOLLOWER_RETRY_MS);
-    f->apply_failed = rv;
-    snprintf(f->apply_errmsg, sizeof f->apply_errmsg, "%s", f->errmsg);
-    while (rv != 0 && !atomic_load(&f->stop)) {
-        nanosleep(&pause, NULL);
-        tries++;
-        rv = applyEntry(f, b, buf, index, res);
-    }
-    if (rv == 0) {
-        fsmLog(f, "entry %llu applied after %lu more tries: the database can be written again",
-               (unsigned long long)index, tries);
-        f->apply_failed = 0;
-    }
-    return rv;
+    struct entry_args *a = arg;
+    return applyEntry(a->f, a->b, a->buf, a->index, a->res);
 }
 
 /* Entry index is in the database: say so if the last apply had failed, and hand res
@@ -438,7 +446,10 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
     }
     rv = applyEntry(f, &b, buf, index, &res);
     if (rv != 0 && raft_state(f->raft) == RAFT_FOLLOWER) {
-        rv = followerRetry(f, &b, buf, index, &res, rv);
+        struct entry_args a = {f, &b, buf, index, &res};
+        char what[40];
+        snprintf(what, sizeof what, "entry %llu", (unsigned long long)index);
+        rv = followerWait(f, what, rv, applyAgain, &a);
     }
     batchFree(&b);
     if (rv != 0) {

@@ -642,7 +642,6 @@ int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_s
     struct sockaddr_in bound;
     socklen_t blen = sizeof bound;
     char ip[INET_ADDRSTRLEN];
-    int one = 1;
     int fd;
 
     *out = NULL;
@@ -658,9 +657,8 @@ int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_s
     h->max_body = max_body;
     /* Bound here, not by libmicrohttpd: the address actually bound (port 0 picks one) is
      * known, and in db->http_addr, before the first request can read it. */
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, SOMAXCONN) != 0 ||
+    fd = addrBind(&sa);
+    if (fd < 0 || listen(fd, SOMAXCONN) != 0 ||
         getsockname(fd, (struct sockaddr *)&bound, &blen) != 0) {
         errorf(errmsg, "cannot listen for HTTP on %s: %s", addr, strerror(errno));
         if (fd >= 0) {

@@ -71,14 +71,14 @@ struct op {
      * is in flight and one for its group (see struct apply_group): the waiter may be
      * answered (an apply that cannot commit) while libraft still holds the entry.
      * inflight links the ops whose entries are in the log and not yet applied, in log
-     * order (loop thread); index is the entry's, tail the command's last bytes (its
-     * checksum), which tell this node's entry from another leader's at that index. */
+     * order (loop thread); index is the entry's, key its length and checksum
+     * (fsmEntryKey), which tell this node's entry from another leader's at that index. */
     int refs;
     struct op *inflight_next;
     struct op *inflight_prev;
     bool in_flight;
     uint64_t index;
-    unsigned char tail[8];
+    unsigned char key[STORE_EARLY_KEY];
     char errbuf[CAIRN_ERRMSG_SIZE];
 };
 
@@ -385,10 +385,10 @@ static bool onApplied(void *arg, uint64_t index, const struct raft_buffer *buf,
 {
     struct node *n = arg;
     struct op *op;
+    unsigned char key[STORE_EARLY_KEY];
+    fsmEntryKey(buf->base, buf->len, key);
     while ((op = n->inflight) != NULL && op->index <= index) {
-        size_t k = op->buf.len < sizeof op->tail ? op->buf.len : sizeof op->tail;
-        bool mine = op->index == index && buf->len == op->buf.len &&
-                    memcmp((const char *)buf->base + buf->len - k, op->tail, k) == 0;
+        bool mine = op->index == index && memcmp(key, op->key, sizeof key) == 0;
         if (!mine) {
             opComplete(op, raftToCairn(RAFT_LEADERSHIPLOST), raft_strerror(RAFT_LEADERSHIPLOST));
             inflightDrop(n, op);
@@ -727,7 +727,7 @@ static void tickCb(uv_timer_t *t)
         ++n->disk_transfer_ticks >= 1000 / TICK_MS) {
         /* This leader's database cannot take writes (and it refuses them all): another
          * voter's may. Hand the leadership over, so that the cluster writes again; this
-         * node then waits as a follower (fsm.c's followerRetry). Tried every second. */
+         * node then waits as a follower (fsm.c's followerWait). Tried every second. */
         n->disk_transfer_ticks = 0;
         n->disk_transfer.data = n;
         if (raft_transfer(&n->raft, &n->disk_transfer, 0, diskTransferCb) == 0) {
@@ -1056,8 +1056,6 @@ int nodeApply(struct node *n, void *cmd, size_t len, const struct batch *b,
               struct cairn_result **out, char *errmsg)
 {
     struct op *op;
-    size_t k = len < sizeof op->tail ? len : sizeof op->tail;
-    unsigned char key[STORE_EARLY_KEY];
     uint64_t after = storeAppliedIndex(n->store);
     uint64_t last_index;
     bool early;
@@ -1072,9 +1070,8 @@ int nodeApply(struct node *n, void *cmd, size_t len, const struct batch *b,
     op->type = OP_APPLY;
     op->buf.len = len;
     op->buf.base = cmd; /* libraft's from here on (raft_free) */
-    memcpy(op->tail, (const char *)cmd + len - k, k);
+    fsmEntryKey(cmd, len, op->key);
     op->refs = 2; /* this thread's and the loop's */
-    fsmEntryKey(cmd, len, key);
     pthread_mutex_lock(&n->imu);
     early = n->info.state == RAFT_LEADER && n->info.last_log_index == n->info.applied_index;
     last_index = n->info.last_log_index;
@@ -1082,7 +1079,7 @@ int nodeApply(struct node *n, void *cmd, size_t len, const struct batch *b,
     rv = enqueue(n, op, op->errbuf);
     if (rv == 0) {
         if (early) {
-            applyEarly(n, b, after, last_index, key);
+            applyEarly(n, b, after, last_index, op->key); /* op is ours until opRelease */
         }
         rv = waitOp(op);
     }

@@ -971,6 +971,19 @@ static void earlyDiscardLocked(struct store *s)
     atomic_fetch_add(&s->early_discards, 1);
 }
 
+/* Take the writer for anything but an early run: wait for a run in progress, and roll
+ * an open one back (its entry is not committed in the log). writerGive releases. */
+static void writerTake(struct store *s)
+{
+    pthread_mutex_lock(&s->wmu);
+    earlyDiscardLocked(s);
+}
+
+static void writerGive(struct store *s)
+{
+    pthread_mutex_unlock(&s->wmu);
+}
+
 static int commitGroupLocked(struct store *s, char *errmsg);
 
 /* storeApply with wmu held; group: run it as part of a group (store.h). */
@@ -1130,10 +1143,9 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
                struct cairn_result **out, char *errmsg)
 {
     int rv;
-    pthread_mutex_lock(&s->wmu);
-    earlyDiscardLocked(s);
+    writerTake(s);
     rv = applyLocked(s, b, index, s->grouping, out, errmsg);
-    pthread_mutex_unlock(&s->wmu);
+    writerGive(s);
     return rv;
 }
 
@@ -1176,21 +1188,16 @@ struct cairn_result *storeEarlyCommit(struct store *s, uint64_t index,
     char errmsg[CAIRN_ERRMSG_SIZE];
     pthread_mutex_lock(&s->wmu);
     if (s->early_open && s->early_index == index &&
-        memcmp(s->early_key, key, STORE_EARLY_KEY) == 0) {
-        s->early_open = false;
-        if (commitGroupLocked(s, errmsg) == 0) {
-            res = s->early_res;
-            atomic_fetch_add(&s->early_applies, 1);
-        } else {
-            /* The usual apply runs it again and says why. */
-            if (s->group_open) {
-                groupLost(s);
-            }
-            cairn_result_free(s->early_res);
-        }
+        memcmp(s->early_key, key, STORE_EARLY_KEY) == 0 &&
+        commitGroupLocked(s, errmsg) == 0) {
+        res = s->early_res;
         s->early_res = NULL;
+        s->early_open = false;
+        atomic_fetch_add(&s->early_applies, 1);
     }
-    earlyDiscardLocked(s); /* another entry came first */
+    /* Another entry came first, or the commit failed (the usual apply runs the entry
+     * again and says why): roll back what is left. */
+    earlyDiscardLocked(s);
     pthread_mutex_unlock(&s->wmu);
     return res;
 }
@@ -1204,9 +1211,8 @@ void storeEarlyHold(struct store *s, bool hold)
 
 void storeEarlyDiscard(struct store *s)
 {
-    pthread_mutex_lock(&s->wmu);
-    earlyDiscardLocked(s);
-    pthread_mutex_unlock(&s->wmu);
+    writerTake(s);
+    writerGive(s);
 }
 
 void storeSetGrouping(struct store *s, bool on)
@@ -1226,10 +1232,9 @@ bool storeGroupOpen(struct store *s)
 int storeFlush(struct store *s, char *errmsg)
 {
     int rv;
-    pthread_mutex_lock(&s->wmu);
-    earlyDiscardLocked(s); /* not committed in the log yet: not the group's to commit */
+    writerTake(s); /* an early run is not the group's to commit */
     rv = commitGroupLocked(s, errmsg);
-    pthread_mutex_unlock(&s->wmu);
+    writerGive(s);
     return rv;
 }
 
@@ -1620,10 +1625,9 @@ static int replaceLocked(struct store *s, const char *tmp, char *errmsg);
 static int replaceFrom(struct store *s, const char *tmp, char *errmsg)
 {
     int rv;
-    pthread_mutex_lock(&s->wmu);
-    earlyDiscardLocked(s);
+    writerTake(s);
     rv = replaceLocked(s, tmp, errmsg);
-    pthread_mutex_unlock(&s->wmu);
+    writerGive(s);
     return rv;
 }
 
@@ -1667,12 +1671,11 @@ static int freezeLocked(struct store *s, struct store_freeze *fz, char *errmsg);
 int storeFreeze(struct store *s, struct store_freeze *fz, char *errmsg)
 {
     int rv;
-    /* Under wmu, with no early run open: the checkpoint below needs the writer idle,
-     * and fz->index is the committed index only then. */
-    pthread_mutex_lock(&s->wmu);
-    earlyDiscardLocked(s);
+    /* With the writer taken: the checkpoint below needs it idle, and fz->index is the
+     * committed index only then. */
+    writerTake(s);
     rv = freezeLocked(s, fz, errmsg);
-    pthread_mutex_unlock(&s->wmu);
+    writerGive(s);
     return rv;
 }
 

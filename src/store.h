@@ -141,7 +141,7 @@ struct store_stats {
     int64_t wal_size; /* bytes of the WAL file */
     unsigned readers; /* reader connections open */
     uint64_t early_applies;  /* entries committed from an early run */
-    uint64_t early_discards; /* early runs rolled back: another entry came first */
+    uint64_t early_discards; /* early runs rolled back: another entry came first (or the commit failed) */
 };
 void storeStats(struct store *s, struct store_stats *st);
 const char *storePath(struct store *s);
