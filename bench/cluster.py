@@ -262,7 +262,7 @@ def cpu_bound_note(s, c, meta):
     floor = c_cpu / ncpu
     return ("CPU per (b) request: the single node used %.1f ms (its requests took %.1f ms each, its threads "
             "working side by side); the three nodes used %.1f ms together (leader %s, followers %s), since "
-            "every node checksums the entry (libraft, byte by byte) and runs its SQL. On this machine's %d "
+            "every node writes the entry to its log and runs its SQL. On this machine's %d "
             "CPUs that is at least %.1f ms of wall time per request, so 3 nodes ÷ single cannot exceed "
             "%.2f× here however the work is scheduled; with a machine per node the bound is the leader's own "
             "work plus a network round trip."

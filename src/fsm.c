@@ -218,7 +218,13 @@ static int runSaved(struct fsm *f, size_t i, bool group)
     struct cairn_result *res = NULL;
     int rv = commandDecode(f->grp[i].bytes, f->grp[i].len, &b, f->errmsg);
     if (rv != 0) {
-        return 0; /* the leader did not apply it either (fsmApply) */
+        /* The leader did not apply it either (fsmApply). Said once, as it is kept. */
+        if (!f->grp[i].said) {
+            fsmLog(f, "entry %llu cannot be decoded, not applied: %s",
+                   (unsigned long long)f->grp[i].index, f->errmsg);
+            f->grp[i].said = true;
+        }
+        return 0;
     }
     storeSetGrouping(f->store, group);
     rv = applyBatch(f, &b, f->grp[i].index, &res);
@@ -356,6 +362,7 @@ static int groupSave(struct fsm *f, uint64_t index, const struct raft_buffer *bu
     memcpy(f->grp[f->grp_n].bytes, buf->base, buf->len);
     f->grp[f->grp_n].len = buf->len;
     f->grp[f->grp_n].index = index;
+    f->grp[f->grp_n].said = false;
     if (f->grp_n++ == 0) {
         /* libraft counts the kept entries as applied, the database does not have them
          * yet: no early run may start from it (store.h). */
@@ -365,13 +372,13 @@ static int groupSave(struct fsm *f, uint64_t index, const struct raft_buffer *bu
     return 0;
 }
 
-/* Apply one decoded entry: a follower keeps it for the end of the turn (not a restore,
- * which runs at once); anything else runs now, after the kept entries. */
+/* Apply one entry: b NULL, a follower keeps its bytes for the end of the turn; a
+ * decoded entry (on a leader, or a restore) runs now, after the kept entries. */
 static int applyEntry(struct fsm *f, const struct batch *b, const struct raft_buffer *buf,
                       uint64_t index, struct cairn_result **res)
 {
     int rv;
-    if (raft_state(f->raft) == RAFT_FOLLOWER && b->kind != BATCH_RESTORE) {
+    if (b == NULL) {
         return groupSave(f, index, buf);
     }
     if ((rv = fsmFlush(f)) != 0) {
@@ -428,6 +435,19 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
         }
     }
 
+    /* A follower keeps the bytes for the end of the turn and decodes them only then
+     * (runSaved); a restore runs at once. */
+    if (raft_state(f->raft) == RAFT_FOLLOWER && commandKind(buf->base, buf->len) != BATCH_RESTORE) {
+        memset(&b, 0, sizeof b);
+        rv = groupSave(f, index, buf);
+        if (rv != 0) {
+            struct entry_args a = {f, NULL, buf, index, &res};
+            char what[40];
+            snprintf(what, sizeof what, "entry %llu", (unsigned long long)index);
+            rv = followerWait(f, what, rv, applyAgain, &a);
+        }
+        goto done;
+    }
     rv = commandDecode(buf->base, buf->len, &b, f->errmsg);
     if (rv != 0) {
         /* Every node holds the same bytes, so answering with an error (and not
@@ -451,6 +471,7 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
         snprintf(what, sizeof what, "entry %llu", (unsigned long long)index);
         rv = followerWait(f, what, rv, applyAgain, &a);
     }
+done:
     batchFree(&b);
     if (rv != 0) {
         /* The database could not commit (disk full, I/O error). libraft keeps the

@@ -94,6 +94,7 @@ struct fsm {
         uint64_t index;
         size_t len;
         unsigned char *bytes;
+        bool said; /* its decode failure is logged */
     } *grp;
     size_t grp_n, grp_cap, grp_bytes;
     char apply_errmsg[CAIRN_ERRMSG_SIZE];

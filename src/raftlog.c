@@ -636,6 +636,7 @@ enum { B_OK, B_END, B_BAD, B_IOERR };
 
 struct rbatch {
     uint64_t entries;    /* B_OK: entries in the batch */
+    uint64_t data;       /* B_OK: bytes of their payloads */
     uint64_t end;        /* B_OK: offset after it; B_BAD: the end of what it claims to
                             span, clipped to the file (where trailing zeros start) */
     uint64_t first_term; /* B_OK: terms of its first and last entries */
@@ -781,6 +782,7 @@ static int readBatch(struct ctx *c, const struct rfile *f, int fd, uint64_t off,
         return B_BAD;
     }
     b->entries = n;
+    b->data = dsize;
     return B_OK;
 }
 
@@ -888,6 +890,7 @@ static void checkSegment(struct ctx *c, const struct rfile *f, bool open, bool n
         if (rc == B_OK) {
             checkTerms(c, f, off, &b, w);
             n += b.entries;
+            c->r->entry_bytes += b.data;
             batches++;
             off = b.end;
             if (open && off == f->size) {
@@ -1276,6 +1279,7 @@ void raftlogReportJson(const struct raftlog_report *r, const char *file_prefix, 
     jsonU64(b, "files_checked", r->files_checked);
     jsonU64(b, "bytes_checked", r->bytes_checked);
     jsonU64(b, "entries", r->entries);
+    jsonU64(b, "entry_bytes", r->entry_bytes);
     jsonKey(b, "first_index");
     r->entries ? bufPrintf(b, "%llu", (unsigned long long)r->first_index) : bufPuts(b, "null");
     jsonKey(b, "last_index");

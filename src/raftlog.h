@@ -64,6 +64,7 @@ struct raftlog_report {
     unsigned snapshots;        /* .meta files */
     uint64_t bytes_checked;    /* bytes read */
     uint64_t entries;          /* log entries found in the segments */
+    uint64_t entry_bytes;      /* bytes of their payloads (sound batches only) */
     uint64_t first_index;      /* index of the first entry in the segments, 0 when none */
     uint64_t last_index;       /* index of the last one, 0 when none */
     uint64_t metadata_version; /* of the metadata file in force, 0 when none */
@@ -102,8 +103,8 @@ uint32_t raftlogCrc32(const void *p, size_t n, uint32_t crc);
 const char *raftlogKindName(int kind);
 
 /* Append the report as one JSON object to b: ok, files_checked, bytes_checked, entries,
- * first_index and last_index (null when there are no entries), closed_segments,
- * open_segments, snapshots, term, voted_for, snapshot ({index, term, backup} or null),
+ * entry_bytes, first_index and last_index (null when there are no entries),
+ * closed_segments, open_segments, snapshots, term, voted_for, snapshot ({index, term, backup} or null),
  * problems ([{file, offset (null for the whole file), kind, message}]) and
  * problems_omitted. file is prefixed with file_prefix (e.g. "raft/"; NULL for none). */
 void raftlogReportJson(const struct raftlog_report *r, const char *file_prefix, struct buf *b);

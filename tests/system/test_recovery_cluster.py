@@ -46,7 +46,9 @@ def run_cli(cairn_bin, *args):
 
 def write_rows(node, n, tag):
     for b in range(n):
-        stmts = [["INSERT INTO t(v) VALUES(?)", "%s-%d-%d-%s" % (tag, b, i, "y" * 200)]
+        # Random text: large entries are stored compressed, and the log files must
+        # stay large enough to damage in the middle of an entry.
+        stmts = [["INSERT INTO t(v) VALUES(?)", "%s-%d-%d-%s" % (tag, b, i, os.urandom(100).hex())]
                  for i in range(100)]
         assert_exec_ok(node.execute(stmts, transaction=None))
 

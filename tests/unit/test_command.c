@@ -307,6 +307,212 @@ static void test_structural_damage_with_valid_checksum(void **state)
     bufFree(&enc);
 }
 
+/* A bulk insert of n rows: key i and a 100-byte text, repetitive words or random
+ * bytes. The caller frees *stmts, *params and *texts. */
+static void makeBulk(struct batch *b, size_t n, bool random_bytes, struct stmt **stmts,
+                     struct param **params, char **texts)
+{
+    static const char *words[] = {"order", "shipped", "pending", "invoice", "paris", "total"};
+    static const char sql[] = "INSERT INTO t(k, v) VALUES(?, ?)";
+    *stmts = calloc(n, sizeof **stmts);
+    *params = calloc(2 * n, sizeof **params);
+    *texts = malloc(n * 100);
+    assert_non_null(*stmts);
+    assert_non_null(*params);
+    assert_non_null(*texts);
+    memset(b, 0, sizeof *b);
+    b->kind = BATCH_EXECUTE;
+    b->flags = BATCH_TRANSACTION;
+    b->time_ms = 1763776800123LL;
+    b->seed = 42;
+    srand(11);
+    for (size_t i = 0; i < n; i++) {
+        char *t = *texts + 100 * i;
+        for (size_t j = 0; j < 100;) {
+            if (random_bytes) {
+                t[j++] = (char)rand();
+                continue;
+            }
+            const char *w = words[rand() % 6];
+            for (size_t k = 0; w[k] != '\0' && j < 100; k++) {
+                t[j++] = w[k];
+            }
+            if (j < 100) {
+                t[j++] = ' ';
+            }
+        }
+        (*stmts)[i].sql = sql;
+        (*stmts)[i].sql_len = sizeof sql - 1;
+        (*stmts)[i].params = &(*params)[2 * i];
+        (*stmts)[i].nparams = 2;
+        (*params)[2 * i].type = CAIRN_INTEGER;
+        (*params)[2 * i].i = (int64_t)i * 7919;
+        (*params)[2 * i + 1].type = random_bytes ? CAIRN_BLOB : CAIRN_TEXT;
+        (*params)[2 * i + 1].s = t;
+        (*params)[2 * i + 1].n = 100;
+    }
+    b->stmts = *stmts;
+    b->n = n;
+}
+
+static uint16_t headerFlags(const struct buf *enc)
+{
+    return (uint16_t)((unsigned char)enc->p[6] | ((unsigned char)enc->p[7] << 8));
+}
+
+/* Rewrite the trailer after the bytes before it were changed on purpose. */
+static void resum(unsigned char *p, size_t n)
+{
+    uint64_t sum = XXH3_64bits(p, n - COMMAND_TRAILER_SIZE);
+    for (int k = 0; k < 8; k++) {
+        p[n - COMMAND_TRAILER_SIZE + k] = (unsigned char)(sum >> (8 * k));
+    }
+}
+
+/* A bulk request's body is stored compressed, decodes to the same statements, and the
+ * decoded batch does not carry the compression flag. */
+static void test_bulk_body_compressed(void **state)
+{
+    enum { N = 10000 };
+    struct stmt *stmts;
+    struct param *params;
+    char *texts;
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    makeBulk(&in, N, false, &stmts, &params, &texts);
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    assert_false(enc.oom);
+    assert_true(headerFlags(&enc) & COMMAND_ZSTD);
+    assert_int_equal(enc.len % 8, 0);
+    assert_true(enc.len < (size_t)N * 100 / 2); /* six words compress well */
+    assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), 0);
+    assert_int_equal(out.flags, BATCH_TRANSACTION);
+    assert_int_equal(out.kind, BATCH_EXECUTE);
+    assert_true(out.time_ms == in.time_ms && out.seed == in.seed);
+    assert_int_equal(out.n, N);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(out.stmts[i].nparams, 2);
+        assert_true(out.stmts[i].params[0].i == (int64_t)i * 7919);
+        assert_int_equal(out.stmts[i].params[1].type, CAIRN_TEXT);
+        assert_int_equal(out.stmts[i].params[1].n, 100);
+        assert_memory_equal(out.stmts[i].params[1].s, texts + 100 * i, 100);
+    }
+    batchFree(&out);
+    bufFree(&enc);
+    free(stmts);
+    free(params);
+    free(texts);
+}
+
+/* Small commands, and bodies that do not shrink by an eighth, stay as they are. */
+static void test_small_or_random_body_stays_plain(void **state)
+{
+    struct stmt *stmts;
+    struct param *params;
+    char *texts;
+    struct param p[6];
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    fillParams(p);
+    makeBatch(&in, p, 6);
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    assert_false(headerFlags(&enc) & COMMAND_ZSTD);
+    bufFree(&enc);
+
+    makeBulk(&in, 1000, true, &stmts, &params, &texts);
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    assert_true(enc.len > COMMAND_ZSTD_MIN);
+    assert_false(headerFlags(&enc) & COMMAND_ZSTD);
+    assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), 0);
+    assert_int_equal(out.n, 1000);
+    assert_memory_equal(out.stmts[999].params[1].s, texts + 99900, 100);
+    batchFree(&out);
+    bufFree(&enc);
+    free(stmts);
+    free(params);
+    free(texts);
+}
+
+/* Damage inside a compressed body that the checksum cannot see (the trailer rewritten
+ * to match): a cut frame, a frame that claims another size, garbage after the frame,
+ * a frame whose content is not statements, the flag on a plain body. Each is refused
+ * with a message, never decoded into something else, never a crash. */
+static void test_compressed_damage_refused(void **state)
+{
+    struct stmt *stmts;
+    struct param *params;
+    char *texts;
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    makeBulk(&in, 200, false, &stmts, &params, &texts); /* 23 KiB: compressed */
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    assert_true(headerFlags(&enc) & COMMAND_ZSTD);
+    size_t n = enc.len;
+    unsigned char *copy = malloc(n + 64);
+    assert_non_null(copy);
+
+    /* The frame cut short by 8, 16, ... bytes (the whole stays a multiple of 8). */
+    for (size_t cut = 8; cut + COMMAND_HEADER_SIZE + COMMAND_TRAILER_SIZE < n; cut += 8) {
+        memcpy(copy, enc.p, n - cut - COMMAND_TRAILER_SIZE);
+        resum(copy, n - cut);
+        assert_int_equal(commandDecode(copy, n - cut, &out, errmsg), CAIRN_ECORRUPT);
+        assert_null(out.stmts);
+    }
+    /* Eight bytes of garbage after the frame: more than padding. */
+    memcpy(copy, enc.p, n - COMMAND_TRAILER_SIZE);
+    memset(copy + n - COMMAND_TRAILER_SIZE, 0xab, 8);
+    resum(copy, n + 8);
+    assert_int_equal(commandDecode(copy, n + 8, &out, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, "unexpected bytes"));
+    /* Every byte of the frame set to each of a few values. */
+    static const unsigned char values[] = {0x00, 0x01, 0x7f, 0x80, 0xff};
+    for (size_t i = COMMAND_HEADER_SIZE; i < n - COMMAND_TRAILER_SIZE; i++) {
+        for (size_t v = 0; v < sizeof values; v++) {
+            memcpy(copy, enc.p, n);
+            if (copy[i] == values[v]) {
+                continue;
+            }
+            copy[i] = values[v];
+            resum(copy, n);
+            int rv = commandDecode(copy, n, &out, errmsg);
+            assert_true(rv == 0 || rv == CAIRN_ECORRUPT);
+            if (rv == 0) {
+                batchFree(&out);
+            } else {
+                assert_null(out.stmts);
+                assert_true(errmsg[0] != '\0');
+            }
+        }
+    }
+    /* The flag set on a plain body. */
+    struct param p[6];
+    fillParams(p);
+    makeBatch(&in, p, 6);
+    bufFree(&enc);
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    memcpy(copy, enc.p, enc.len);
+    copy[7] |= COMMAND_ZSTD >> 8;
+    resum(copy, enc.len);
+    assert_int_equal(commandDecode(copy, enc.len, &out, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, "zstd frame"));
+    free(copy);
+    bufFree(&enc);
+    free(stmts);
+    free(params);
+    free(texts);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +524,9 @@ int main(void)
         cmocka_unit_test(test_repeated_sql_stored_once),
         cmocka_unit_test(test_version1_still_decoded),
         cmocka_unit_test(test_structural_damage_with_valid_checksum),
+        cmocka_unit_test(test_bulk_body_compressed),
+        cmocka_unit_test(test_small_or_random_body_stays_plain),
+        cmocka_unit_test(test_compressed_damage_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
