@@ -68,6 +68,7 @@ struct options {
     double timeout;
     int use_get;
     uint64_t seed;
+    int words; /* --values words: each row's value differs (insert and txn modes) */
 };
 
 /* A growable byte buffer; bufReserve exits the program when memory runs out. */
@@ -382,6 +383,32 @@ static int readResponse(struct client *c, int *status, const char **body, size_t
     return 0;
 }
 
+/* Appends n bytes of lowercase words picked by a PRNG seeded with key: values that
+ * differ row to row and compress about as well as English text (--values words). */
+static void appendWords(struct buf *b, int64_t key, size_t n)
+{
+    static const char *const words[] = {
+        "order",   "shipped", "pending", "invoice", "street",  "london",   "paris",  "total",
+        "amount",  "customer", "status", "review",  "green",   "blue",     "the",    "of",
+        "and",     "account", "payment", "refund",  "berlin",  "delivery", "item",   "price",
+        "express", "return",  "warehouse", "note",  "address", "city",     "phone",  "email"};
+    uint64_t x = (uint64_t)key * 0x9E3779B97F4A7C15ULL + 1;
+    size_t len = 0;
+    bufReserve(b, n + 1);
+    while (len < n) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const char *w = words[x % (sizeof words / sizeof words[0])];
+        for (size_t k = 0; w[k] != '\0' && len < n; k++, len++)
+            b->p[b->len++] = w[k];
+        if (len < n) {
+            b->p[b->len++] = ' ';
+            len++;
+        }
+    }
+}
+
 /* Writes the request for the next operation into c->head and c->body and returns its
  * first key. */
 static int64_t buildRequest(struct client *c, const char **what)
@@ -404,7 +431,13 @@ static int64_t buildRequest(struct client *c, const char **what)
                 bufAppend(&c->body, ",", 1);
             bufAppend(&c->body, head, sizeof(head) - 1);
             appendInt(&c->body, key + i);
-            bufAppend(&c->body, tail, sizeof(tail) - 1);
+            if (opts.words) {
+                bufAppend(&c->body, ", \"", 3);
+                appendWords(&c->body, key + i, REPORT_VALUE_LEN);
+                bufAppend(&c->body, "\"]", 2);
+            } else {
+                bufAppend(&c->body, tail, sizeof(tail) - 1);
+            }
         }
         bufAppend(&c->body, "]", 1);
         *what = opts.mode == MODE_TXN ? "POST /db/execute?transaction" : "POST /db/execute";
@@ -519,10 +552,12 @@ static void usage(FILE *f)
             "usage: bench_http --url HOST:PORT [--mode insert|txn|select] [--clients N]\n"
             "                  [--requests N (per client) | --duration SECONDS]\n"
             "                  [--rows N] [--key-start N] [--key-min N --key-max N] [--get]\n"
-            "                  [--timeout SECONDS] [--seed N]\n"
+            "                  [--timeout SECONDS] [--seed N] [--values fixed|words]\n"
             "  insert: one-row INSERT per POST /db/execute; txn: --rows INSERTs (default 10000)\n"
             "  per POST /db/execute?transaction; select: PK SELECT of a random key in\n"
             "  [--key-min, --key-max] per POST /db/query (GET /db/query?q= with --get).\n"
+            "  --values: each row's 100-byte value the same (fixed, the default) or its own\n"
+            "  words (compresses about 4x, as text does).\n"
             "  Default: --duration 10 unless --requests is given. Prints one JSON line.\n");
 }
 
@@ -559,6 +594,16 @@ static void parseArgs(int argc, char **argv)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             exit(0);
+        }
+        if (strcmp(a, "--values") == 0 && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (strcmp(v, "words") == 0)
+                opts.words = 1;
+            else if (strcmp(v, "fixed") != 0) {
+                fprintf(stderr, "--values: fixed or words, not '%s'\n", v);
+                exit(2);
+            }
+            continue;
         }
         if (strcmp(a, "--get") == 0) {
             opts.use_get = 1;

@@ -13,6 +13,7 @@
 #   BENCH_TXN_ROWS=10000       rows per transaction request
 #   BENCH_TXN_REPS=50          transaction requests, one after another
 #   BENCH_FAILOVER_TRIALS=10   leader kills
+#   BENCH_ROUNDS=5             rounds of each workload; single node and cluster take turns
 #   BENCH_WRITE_DOC=1          0: print the table only, leave docs/BENCHMARKS.md alone
 #   BUILD=build                where the binaries are
 #   TMPDIR=/tmp                where the nodes' data directories go
@@ -28,7 +29,7 @@ cmd="make bench-cluster"
 envs=$(env | grep -E '^(BENCH_[A-Z_]+|TMPDIR|BUILD)=' | sort | tr '\n' ' ' || true)
 args=(--build "$BUILD" --duration "${BENCH_DURATION:-10}" --clients "${BENCH_CLIENTS:-64}"
       --txn-rows "${BENCH_TXN_ROWS:-10000}" --txn-reps "${BENCH_TXN_REPS:-50}"
-      --trials "${BENCH_FAILOVER_TRIALS:-10}" --results bench/results --command "${envs}${cmd}")
+      --trials "${BENCH_FAILOVER_TRIALS:-10}" --rounds "${BENCH_ROUNDS:-5}" --results bench/results --command "${envs}${cmd}")
 if [ "${BENCH_WRITE_DOC:-1}" = 1 ]; then args+=(--doc docs/BENCHMARKS.md); fi
 # exec: Ctrl-C and SIGTERM reach the driver, whose finally stops every cairnd it started.
 exec "$PYTHON" bench/cluster.py "${args[@]}"
