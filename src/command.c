@@ -53,21 +53,10 @@ static void makeCtxKeys(void)
                   pthread_key_create(&dctxKey, freeDCtx) == 0;
 }
 
-/* This thread's compression context, or NULL when out of memory. */
-static ZSTD_CCtx *threadCCtx(void)
+static void *makeCCtx(void)
 {
-    ZSTD_CCtx *c;
-    pthread_once(&ctxOnce, makeCtxKeys);
-    if (!ctxKeysMade) {
-        return NULL;
-    }
-    c = pthread_getspecific(cctxKey);
-    if (c == NULL) {
-        c = ZSTD_createCCtx();
-        if (c == NULL || pthread_setspecific(cctxKey, c) != 0) {
-            ZSTD_freeCCtx(c);
-            return NULL;
-        }
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    if (c != NULL) {
         ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, COMMAND_ZSTD_LEVEL);
         ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
         ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 0); /* the trailer covers it */
@@ -75,22 +64,38 @@ static ZSTD_CCtx *threadCCtx(void)
     return c;
 }
 
-static ZSTD_DCtx *threadDCtx(void)
+static void *makeDCtx(void)
 {
-    ZSTD_DCtx *d;
+    return ZSTD_createDCtx();
+}
+
+/* This thread's context under key, made on first use; NULL when out of memory. */
+static void *threadCtx(pthread_key_t *key, void *(*make)(void), void (*drop)(void *))
+{
+    void *c;
     pthread_once(&ctxOnce, makeCtxKeys);
     if (!ctxKeysMade) {
         return NULL;
     }
-    d = pthread_getspecific(dctxKey);
-    if (d == NULL) {
-        d = ZSTD_createDCtx();
-        if (d == NULL || pthread_setspecific(dctxKey, d) != 0) {
-            ZSTD_freeDCtx(d);
+    c = pthread_getspecific(*key);
+    if (c == NULL) {
+        c = make();
+        if (c == NULL || pthread_setspecific(*key, c) != 0) {
+            drop(c);
             return NULL;
         }
     }
-    return d;
+    return c;
+}
+
+static ZSTD_CCtx *threadCCtx(void)
+{
+    return threadCtx(&cctxKey, makeCCtx, freeCCtx);
+}
+
+static ZSTD_DCtx *threadDCtx(void)
+{
+    return threadCtx(&dctxKey, makeDCtx, freeDCtx);
 }
 
 void batchFree(struct batch *b)
