@@ -19,7 +19,7 @@ import pytest
 from conftest import flip, ServerFactory
 
 ITEM_KEYS = {"check", "status", "ok", "file", "message"}
-LOG_KEYS = {"ok", "files_checked", "bytes_checked", "entries", "first_index", "last_index",
+LOG_KEYS = {"ok", "files_checked", "bytes_checked", "entries", "entry_bytes", "first_index", "last_index",
             "closed_segments", "open_segments", "snapshots", "term", "voted_for", "snapshot",
             "problems", "problems_omitted"}
 CHECK_KEYS = {"ok", "data_dir", "running", "lock_pid", "items", "raft_log", "repo", "problems"}
@@ -174,6 +174,8 @@ def test_log_verify_healthy(cli, data):
     assert set(doc) == LOG_KEYS | {"raft_dir"}
     assert doc["ok"] is True and doc["problems"] == []
     assert doc["entries"] == doc["last_index"] - doc["first_index"] + 1
+    # Every payload is padded to 8 bytes; payloads are part of what was read.
+    assert 8 * doc["entries"] <= doc["entry_bytes"] < doc["bytes_checked"]
     assert doc["closed_segments"] >= 2 and doc["files_checked"] >= 3
     assert doc["snapshot"]["index"] >= doc["first_index"] - 1
     # The newest snapshot names a backup that is in snapshots/.
