@@ -330,7 +330,10 @@ fi
 # --- restore of the chain's end --------------------------------------------------------
 T0=$SECONDS
 cat "$SRC" >/dev/null
-TOOLS_RESTORE="cp restic"
+# integrity-check: SQLite's PRAGMA integrity_check of the source alone, which a restore
+# must run on the file it wrote before it renames it into place: the floor under
+# cairn's restore time, measured beside it.
+TOOLS_RESTORE="cp restic integrity-check"
 [ "$BASELINES_ONLY" = 1 ] || TOOLS_RESTORE="$TOOLS_RESTORE cairn"
 for run in $(seq 0 "$RUNS"); do
     label=$run
@@ -350,6 +353,11 @@ for run in $(seq 0 "$RUNS"); do
                 sh "$RESTIC_REPO" "$target" "$SRC"
             check_same "$SRC" "$target$SRC" "restic's restored file"
             rm -rf "$target"
+            ;;
+        integrity-check)
+            measure restore integrity-check "$label" "$OUT/none" \
+                sqlite3 "file:$SRC?immutable=1" "PRAGMA integrity_check"
+            [ "$(cat "$WORK/cmd.out")" = ok ] || fail "PRAGMA integrity_check of $SRC: $(head -c 300 "$WORK/cmd.out")"
             ;;
         cairn)
             measure restore cairn "$label" "$OUT/restored.db" \
