@@ -267,9 +267,7 @@ static void compressBody(struct buf *out, size_t start)
         memcpy(out->p + from, z, zn);
         out->len = from + zn;
         out->p[out->len] = '\0';
-        flags = (uint16_t)((unsigned char)out->p[start + 6] |
-                           ((unsigned)(unsigned char)out->p[start + 7] << 8));
-        flags |= COMMAND_ZSTD;
+        flags = getU16((const unsigned char *)out->p + start + 6) | COMMAND_ZSTD;
         out->p[start + 6] = (char)(flags & 0xff);
         out->p[start + 7] = (char)(flags >> 8);
     }

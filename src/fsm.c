@@ -420,6 +420,7 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
     struct fsm *f = rf->data;
     uint64_t index = raft_last_applied(f->raft) + 1; /* libraft advances it after apply */
     struct cairn_result *res = NULL;
+    const struct batch *bp = NULL; /* &b once decoded */
     struct batch b;
     int rv;
 
@@ -436,42 +437,34 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
     }
 
     /* A follower keeps the bytes for the end of the turn and decodes them only then
-     * (runSaved); a restore runs at once. */
-    if (raft_state(f->raft) == RAFT_FOLLOWER && commandKind(buf->base, buf->len) != BATCH_RESTORE) {
-        memset(&b, 0, sizeof b);
-        rv = groupSave(f, index, buf);
+     * (runSaved, applyEntry with no batch); a restore runs at once. */
+    memset(&b, 0, sizeof b);
+    if (raft_state(f->raft) != RAFT_FOLLOWER || commandKind(buf->base, buf->len) == BATCH_RESTORE) {
+        rv = commandDecode(buf->base, buf->len, &b, f->errmsg);
         if (rv != 0) {
-            struct entry_args a = {f, NULL, buf, index, &res};
-            char what[40];
-            snprintf(what, sizeof what, "entry %llu", (unsigned long long)index);
-            rv = followerWait(f, what, rv, applyAgain, &a);
-        }
-        goto done;
-    }
-    rv = commandDecode(buf->base, buf->len, &b, f->errmsg);
-    if (rv != 0) {
-        /* Every node holds the same bytes, so answering with an error (and not
-         * applying) is deterministic; stopping would wedge the cluster. */
-        fsmLog(f, "entry %llu cannot be decoded, not applied: %s", (unsigned long long)index,
-               f->errmsg);
-        res = resultNew();
-        if (res != NULL) {
-            struct rstmt *rs = resultAdd(res);
-            if (rs != NULL) {
-                resultError(rs, f->errmsg);
+            /* Every node holds the same bytes, so answering with an error (and not
+             * applying) is deterministic; stopping would wedge the cluster. */
+            fsmLog(f, "entry %llu cannot be decoded, not applied: %s", (unsigned long long)index,
+                   f->errmsg);
+            res = resultNew();
+            if (res != NULL) {
+                struct rstmt *rs = resultAdd(res);
+                if (rs != NULL) {
+                    resultError(rs, f->errmsg);
+                }
             }
+            fsmDeliver(f, index, buf, res);
+            return 0;
         }
-        fsmDeliver(f, index, buf, res);
-        return 0;
+        bp = &b;
     }
-    rv = applyEntry(f, &b, buf, index, &res);
+    rv = applyEntry(f, bp, buf, index, &res);
     if (rv != 0 && raft_state(f->raft) == RAFT_FOLLOWER) {
-        struct entry_args a = {f, &b, buf, index, &res};
+        struct entry_args a = {f, bp, buf, index, &res};
         char what[40];
         snprintf(what, sizeof what, "entry %llu", (unsigned long long)index);
         rv = followerWait(f, what, rv, applyAgain, &a);
     }
-done:
     batchFree(&b);
     if (rv != 0) {
         /* The database could not commit (disk full, I/O error). libraft keeps the

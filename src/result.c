@@ -31,14 +31,8 @@ int resultReserve(struct cairn_result *r, size_t n)
 struct rstmt *resultAdd(struct cairn_result *r)
 {
     struct rstmt *st;
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 4;
-        struct rstmt *p = realloc(r->stmts, cap * sizeof *p);
-        if (p == NULL) {
-            return NULL;
-        }
-        r->stmts = p;
-        r->cap = cap;
+    if (r->n == r->cap && resultReserve(r, r->cap ? r->cap * 2 : 4) != 0) {
+        return NULL;
     }
     st = &r->stmts[r->n++];
     memset(st, 0, sizeof *st);
