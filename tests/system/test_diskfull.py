@@ -179,6 +179,13 @@ def check_acked(s, acked, what, **params):
     return got
 
 
+def disk_usage(root):
+    """Every file under root with its size, biggest first (for failure messages)."""
+    files = [(p.stat().st_size, str(p.relative_to(root))) for p in pathlib.Path(root).rglob("*")
+             if p.is_file()]
+    return ", ".join("%s %d" % (name, size) for size, name in sorted(files, reverse=True)[:20])
+
+
 def repo_files(repo):
     repo = pathlib.Path(repo)
     return sorted(p.name for p in repo.iterdir()) if repo.exists() else []
@@ -317,7 +324,8 @@ def test_full_disk_backup_fails_cleanly_and_the_node_goes_on(tmpfs, server_facto
         assert_exec_ok(s.execute([["INSERT INTO f(client, seq, b) VALUES(-2, ?, randomblob(4096))", i]]))
     r = try_backup(s, timeout=120)
     made = backup_ok(r)
-    assert made, "BACKUP DATABASE after space was freed: %r" % r
+    assert made, "BACKUP DATABASE after space was freed: %r; %d bytes free now; on the disk: %s" % (
+        r, free_bytes(disk), disk_usage(disk))
     v = s.raw("POST", "/admin/backups/%s/verify" % made["backup_id"], {}, timeout=120)
     assert v.status == 200 and v.json()["ok"] is True, v
     assert s.rows("PRAGMA integrity_check") == [["ok"]]
