@@ -10,7 +10,7 @@ PYTHON     ?= /usr/bin/python3
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 
-.PHONY: all deps build run test unit system compat asan asan-build tsan bench bench-backup bench-cluster clean format
+.PHONY: all deps build run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum clean format
 
 all: build
 
@@ -83,6 +83,10 @@ bench-backup: build
 
 bench-cluster: build
 	bash bench/cluster.sh
+
+# Page checksums on against off: single-row INSERTs and PK SELECTs, side by side.
+bench-pagesum: build
+	$(PYTHON) bench/pagesum.py
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h src/cli/*.c src/cli/*.h tests/unit/*.c

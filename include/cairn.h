@@ -41,7 +41,8 @@ extern "C" {
     X(CAIRN_ETOOBIG, 13, "too big")                                                      \
     X(CAIRN_ETIMEOUT, 14, "timed out")                                                   \
     X(CAIRN_ENOSPC, 15, "no space left on device")                                      \
-    X(CAIRN_EEXIST, 16, "already exists")
+    X(CAIRN_EEXIST, 16, "already exists")                                               \
+    X(CAIRN_EUNKNOWN, 17, "outcome unknown: the write was proposed and may have been applied")
 
 enum cairn_rc {
 #define CAIRN_X_(name, value, msg) name = value,
@@ -64,7 +65,9 @@ enum cairn_level {
     CAIRN_LEVEL_NONE = 0,         /* read the local database, whatever this node's role */
     CAIRN_LEVEL_WEAK = 1,         /* local read, only if this node believes it is leader */
     CAIRN_LEVEL_LINEARIZABLE = 2, /* confirm leadership with a log barrier, then read */
-    CAIRN_LEVEL_STRONG = 3        /* the read goes through the Raft log */
+    CAIRN_LEVEL_STRONG = 3        /* leadership confirmed through the log, every earlier
+                                     entry applied, then the leader reads (the read's
+                                     SQL never enters the log) */
 };
 
 struct cairn_config {
@@ -89,6 +92,16 @@ struct cairn_config {
      * waiting for its cluster (discovery, join, catching up) gives up with
      * CAIRN_ESHUTDOWN. NULL: it waits until its own time limits. */
     volatile int *stop;
+    /* Bounded execution (README, "Statement policy and limits"). write_step_limit: the
+     * virtual-machine steps one statement of a write may take, the same on every node
+     * (0: 100,000,000). max_value_size: the longest string or blob, in bytes (0: 64
+     * MiB). query_timeout_ms: how long a read may run (0: 30 s). */
+    uint64_t write_step_limit;
+    uint32_t max_value_size;
+    uint32_t query_timeout_ms;
+    /* A database created by this open keeps a checksum in every page, verified on every
+     * read, unless this is set (docs/OPERATIONS.md, "Page checksums"). */
+    int no_page_checksums;
 };
 
 /* Fill cfg with the defaults; set data_dir afterwards. */

@@ -17,6 +17,7 @@
 #include "cluster.h"
 #include "db.h"
 #include "error.h"
+#include "pagesum.h"
 
 /* How long a backup waits for readers that keep the WAL from being checkpointed (a
  * Raft snapshot being written, a long query). */
@@ -472,7 +473,8 @@ int adminSetAppliedIndex(const char *path, uint64_t index, char *errmsg)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+    /* A database of cairn's: written through the page-checksum VFS (pagesum.h). */
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, PAGESUM_VFS);
     if (rc == SQLITE_OK) {
         rc = sqlite3_exec(db,
                           "CREATE TABLE IF NOT EXISTS _cairn_meta(key TEXT PRIMARY KEY, "

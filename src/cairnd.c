@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cairn.h"
+#include "policy.h"
 
 static void usage(FILE *f)
 {
@@ -36,6 +37,15 @@ static void usage(FILE *f)
             "  --max-body BYTES          largest accepted request body (default 67108864)\n"
             "  --snapshot-threshold N    log entries between Raft snapshots (default 16384)\n"
             "  --snapshot-trailing N     log entries kept after a snapshot (default 8192)\n"
+            "  --write-step-limit N      virtual-machine steps one statement of a write may\n"
+            "                            take (default 100000000: 1 to 4 s of work); the\n"
+            "                            leader's value holds on every node\n"
+            "  --max-value-size BYTES    longest string or blob a statement may make or\n"
+            "                            read (default 67108864)\n"
+            "  --query-timeout DURATION  how long a read may run (default 30s; e.g. 500ms,\n"
+            "                            2m); a request may set its own with ?db_timeout=\n"
+            "  --no-page-checksums       create a new database without a checksum in every\n"
+            "                            page (an existing one keeps what it has)\n"
             "  --join ADDRS              join a cluster: comma-separated HTTP addresses of\n"
             "                            members (host:port or http://host:port); any member\n"
             "                            will do, the leader adds this node (kept in\n"
@@ -46,7 +56,9 @@ static void usage(FILE *f)
             "  -h, --help                show this help and exit\n"
             "  -V, --version             show the version and exit\n"
             "\n"
-            "Signals: SIGTERM and SIGINT stop the node cleanly.\n"
+            "Signals: SIGTERM and SIGINT stop the node cleanly within a few seconds,\n"
+            "interrupting what it runs (an interrupted write is applied again at the next\n"
+            "start); a second SIGTERM or SIGINT exits at once.\n"
             "Exit status: 0 after a clean stop, 1 when the node cannot start, 2 on bad usage.\n");
 }
 
@@ -73,6 +85,21 @@ static void *startWatch(void *arg)
             kill(getpid(), sig); /* the node is open now: main's sigwait takes it */
         }
     }
+    return NULL;
+}
+
+/* While the node stops, a second SIGTERM or SIGINT ends the process at once: the data
+ * are safe in the Raft log and the database, which the next start checks and replays,
+ * as after a crash. */
+static void *secondSignal(void *arg)
+{
+    const sigset_t *sigs = arg;
+    int sig;
+    while (sigwait(sigs, &sig) != 0) {
+    }
+    fprintf(stderr, "cairnd: second %s while stopping: exiting at once\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    _exit(1);
     return NULL;
 }
 
@@ -121,6 +148,10 @@ int main(int argc, char **argv)
         {"snapshot-trailing", required_argument, NULL, 't'},
         {"join", required_argument, NULL, 'j'},
         {"bootstrap-expect", required_argument, NULL, 'e'},
+        {"write-step-limit", required_argument, NULL, 'W'},
+        {"max-value-size", required_argument, NULL, 'L'},
+        {"query-timeout", required_argument, NULL, 'T'},
+        {"no-page-checksums", no_argument, NULL, 'P'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -186,6 +217,28 @@ int main(int argc, char **argv)
                 }
                 cfg.bootstrap_expect = (unsigned)v;
                 break;
+            case 'W':
+                if (parseUnsigned("--write-step-limit", optarg, (1ULL << 62), &v) != 0) {
+                    return 2;
+                }
+                cfg.write_step_limit = v;
+                break;
+            case 'L':
+                if (parseUnsigned("--max-value-size", optarg, POLICY_MAX_LENGTH_CAP, &v) != 0) {
+                    return 2;
+                }
+                cfg.max_value_size = (uint32_t)v;
+                break;
+            case 'T':
+                if (policyParseDuration(optarg, &cfg.query_timeout_ms) != 0) {
+                    fprintf(stderr, "cairnd: --query-timeout needs a duration from 1ms to 24h "
+                                    "(e.g. 30s, 500ms, 2m), got \"%s\"\n", optarg);
+                    return 2;
+                }
+                break;
+            case 'P':
+                cfg.no_page_checksums = 1;
+                break;
             case 'q':
                 quiet = 1;
                 break;
@@ -242,6 +295,12 @@ int main(int argc, char **argv)
     while (sigwait(&sigs, &sig) != 0) {
     }
     logLine(NULL, sig == SIGTERM ? "SIGTERM: stopping" : "SIGINT: stopping");
+    {
+        pthread_t hurry;
+        if (pthread_create(&hurry, NULL, secondSignal, &sigs) == 0) {
+            pthread_detach(hurry);
+        }
+    }
     cairn_close(db);
     logLine(NULL, "stopped cleanly");
     return 0;

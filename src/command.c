@@ -1,8 +1,9 @@
 /* Command encoding and decoding (see command.h and docs/FORMAT.md). Any thread.
  *
- * Version 2, little-endian:
+ * Version 3, little-endian:
  *   header  magic "CCMD" | version u8 | kind u8 | flags u16 | time_ms i64 | seed u64 |
- *           nstmts u32 | nparams u32 (all statements together)
+ *           nstmts u32 | nparams u32 (all statements together) |
+ *           max_steps u64 | max_length u32 | reserved u32 (zero)
  *   sqls    nsql varint, then each distinct SQL text once: len varint | bytes
  *   stmts   sql varint (index into sqls) | nparams varint | params
  *   param   type u8 | name_len varint | name | value
@@ -12,8 +13,9 @@
  *   trailer XXH3-64 of every byte before it
  * Bulk requests repeat one statement with new parameters thousands of times; storing
  * each SQL text once keeps the log entry (and libraft's byte-at-a-time CRC over it)
- * to the parameters. Version 1 (every SQL text inline, fixed-width lengths) is still
- * decoded, so that logs written by earlier builds replay.
+ * to the parameters. Version 2 (the same without the limits, which are then
+ * policy.h's defaults) and version 1 (every SQL text inline, fixed-width lengths) are
+ * still decoded, so that logs written by earlier builds replay.
  *
  * A command whose SQL table and statements take COMMAND_ZSTD_MIN bytes or more stores
  * them as one zstd frame (flag COMMAND_ZSTD in the header) when that saves at least an
@@ -317,6 +319,9 @@ void commandEncode(const struct batch *b, struct buf *out)
     bufPutU64(out, b->seed);
     bufPutU32(out, (uint32_t)b->n);
     bufPutU32(out, (uint32_t)nparams);
+    bufPutU64(out, b->max_steps);
+    bufPutU32(out, b->max_length);
+    bufPutU32(out, 0);
     putVarint(out, set.n);
     for (i = 0; i < set.n; i++) {
         const struct stmt *s = &b->stmts[set.first[i]];
@@ -630,7 +635,7 @@ out:
 
 int commandKind(const void *p, size_t n)
 {
-    if (n < COMMAND_HEADER_SIZE + COMMAND_TRAILER_SIZE || memcmp(p, COMMAND_MAGIC, 4) != 0) {
+    if (n < COMMAND_HEADER_V2_SIZE + COMMAND_TRAILER_SIZE || memcmp(p, COMMAND_MAGIC, 4) != 0) {
         return 0;
     }
     return ((const unsigned char *)p)[5];
@@ -696,9 +701,9 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
     int rv;
 
     memset(b, 0, sizeof *b);
-    if (n < COMMAND_HEADER_SIZE + COMMAND_TRAILER_SIZE) {
+    if (n < COMMAND_HEADER_V2_SIZE + COMMAND_TRAILER_SIZE) {
         errorf(errmsg, "command truncated: %zu bytes, at least %d needed", n,
-               COMMAND_HEADER_SIZE + COMMAND_TRAILER_SIZE);
+               COMMAND_HEADER_V2_SIZE + COMMAND_TRAILER_SIZE);
         return CAIRN_ECORRUPT;
     }
     if (memcmp(p, COMMAND_MAGIC, 4) != 0) {
@@ -713,8 +718,8 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
     r.n = n - COMMAND_TRAILER_SIZE;
     r.off = 4;
     readU8(&r, &version, "version");
-    if (version != 1 && version != COMMAND_VERSION) {
-        errorf(errmsg, "unsupported command version %u (this build reads 1 and %d)", version,
+    if (version < 1 || version > COMMAND_VERSION) {
+        errorf(errmsg, "unsupported command version %u (this build reads 1 to %d)", version,
                COMMAND_VERSION);
         return CAIRN_ECORRUPT;
     }
@@ -732,6 +737,23 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
     readU64(&r, &b->seed, "seed");
     readU32(&r, &nstmts, "statement count");
     readU32(&r, &total, "parameter count"); /* version 1: reserved */
+    if (version >= 3) {
+        uint32_t reserved;
+        uint32_t len;
+        if (n < COMMAND_HEADER_SIZE + COMMAND_TRAILER_SIZE) {
+            errorf(errmsg, "version 3 command truncated: %zu bytes, at least %d needed", n,
+                   COMMAND_HEADER_SIZE + COMMAND_TRAILER_SIZE);
+            return CAIRN_ECORRUPT;
+        }
+        readU64(&r, &b->max_steps, "step limit");
+        readU32(&r, &len, "value length limit");
+        readU32(&r, &reserved, "reserved");
+        if (reserved != 0) {
+            errorf(errmsg, "command's reserved header field at offset 44 is not zero");
+            return CAIRN_ECORRUPT;
+        }
+        b->max_length = len;
+    }
     body = r;
     if (flags & COMMAND_ZSTD) {
         if (version == 1) {

@@ -62,6 +62,16 @@ struct batch {
     unsigned flags;
     int64_t time_ms; /* leader's wall clock when proposed (Unix ms) */
     uint64_t seed;   /* seeds random() and randomblob() while applying */
+    /* Limits every node applies the batch under (policy.h), chosen by the leader and
+     * carried in the entry: the VM step budget of each statement and the longest value
+     * (SQLite's SQLITE_LIMIT_LENGTH). 0: the defaults. */
+    uint64_t max_steps;
+    uint32_t max_length;
+    /* A read's time limit (ms, 0: the node's default) and its client's socket, watched
+     * so that the read stops when the client goes away (has_client). Never encoded. */
+    uint32_t timeout_ms;
+    bool has_client;
+    int client_fd;
     struct stmt *stmts;
     size_t n;
     /* When set, every statement's params is a slice of this one array (decoded
@@ -81,8 +91,9 @@ int batchAlloc(struct batch *b, size_t n);
 int batchParams(struct stmt *s, size_t n);
 
 #define COMMAND_MAGIC "CCMD"
-#define COMMAND_VERSION 2
-#define COMMAND_HEADER_SIZE 32
+#define COMMAND_VERSION 3
+#define COMMAND_HEADER_SIZE 48    /* version 3 */
+#define COMMAND_HEADER_V2_SIZE 32 /* versions 1 and 2: no limits in the header */
 #define COMMAND_TRAILER_SIZE 8
 /* Header flag (beside the batch's own flags, never set in a struct batch): the body is
  * one zstd frame. Bodies shorter than COMMAND_ZSTD_MIN bytes are never compressed. */

@@ -26,6 +26,8 @@
 #include "cluster.h"
 #include "heal.h"
 #include "http.h"
+#include "pagesum.h"
+#include "policy.h"
 #include "sqlfront.h"
 #include "lock.h"
 
@@ -97,6 +99,10 @@ int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char
     int rv;
     b->time_ms = wallMs();
     b->seed = randomSeed();
+    /* Every node applies the entry under the leader's limits (policy.h). */
+    b->max_steps = db->cfg.write_step_limit ? db->cfg.write_step_limit
+                                            : POLICY_DEFAULT_WRITE_STEPS;
+    b->max_length = db->cfg.max_value_size ? db->cfg.max_value_size : POLICY_DEFAULT_MAX_LENGTH;
     bufInit(&enc);
     commandEncode(b, &enc);
     if (enc.oom) {
@@ -149,6 +155,7 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
           struct cairn_result **out, char *errmsg)
 {
     struct node_info info;
+    bool read_only;
     int rv;
 
     *out = NULL;
@@ -181,17 +188,19 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
             return adminStatement(db, &cmd, out, errmsg);
         }
     }
-    if (b->kind == BATCH_EXECUTE && readsCatalog(b) && storeIsReadOnly(db->store, b)) {
+    if (b->kind == BATCH_RESTORE || (b->flags & BATCH_META)) {
+        return dbPropose(db, b, out, errmsg);
+    }
+    /* The statement policy, before anything is proposed or run. */
+    if ((rv = storeCheck(db->store, b, &read_only, errmsg)) != 0) {
+        return rv;
+    }
+    if (b->kind == BATCH_EXECUTE && read_only && readsCatalog(b)) {
         /* cairn_backups is this node's catalog, readable on reader connections only. */
         return storeQuery(db->store, b, out, errmsg);
     }
-    if (b->kind == BATCH_EXECUTE || b->kind == BATCH_RESTORE || level == CAIRN_LEVEL_STRONG) {
+    if (b->kind == BATCH_EXECUTE || (b->kind == BATCH_REQUEST && !read_only)) {
         return dbPropose(db, b, out, errmsg);
-    }
-    if (b->kind == BATCH_REQUEST) {
-        if (!storeIsReadOnly(db->store, b)) {
-            return dbPropose(db, b, out, errmsg);
-        }
     }
     switch (level) {
         case CAIRN_LEVEL_WEAK:
@@ -202,6 +211,11 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
                 return info.leader_id ? CAIRN_ENOTLEADER : CAIRN_ENOLEADER;
             }
             break;
+        case CAIRN_LEVEL_STRONG:
+            /* A read's SQL never enters the log (one that never ends would be run by
+             * every node on every replay): leadership is confirmed through the log
+             * with a barrier entry, which also waits until every earlier entry is
+             * applied here, and the read runs on this node, the leader. */
         case CAIRN_LEVEL_LINEARIZABLE:
             rv = nodeBarrier(db->node, errmsg);
             if (rv != 0) {
@@ -400,6 +414,9 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
 
     *out = NULL;
     tlsErrmsg[0] = '\0';
+    /* Before any connection: every one, the start's checks included, must go through
+     * the page-checksum VFS, or a checkpoint it runs would write pages unsealed. */
+    pagesumRegister();
     db = calloc(1, sizeof *db);
     if (db == NULL) {
         errorf(tlsErrmsg, "out of memory");
@@ -505,11 +522,14 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         return rv;
     }
     db->marked = true;
-    rv = storeOpen(db->db_path, &db->store, tlsErrmsg);
+    rv = storeOpen(db->db_path, !db->cfg.no_page_checksums, &db->store, tlsErrmsg);
     if (rv != 0) {
         return rv;
     }
     storeSetRepo(db->store, db->backup_dir);
+    storeSetLimits(db->store, db->cfg.max_value_size,
+                   db->cfg.query_timeout_ms ? db->cfg.query_timeout_ms
+                                            : POLICY_DEFAULT_QUERY_TIMEOUT_MS);
     /* HTTP before Raft: nodes forming a cluster learn each other's identity from it;
      * every other endpoint answers 503 until the node runs. */
     if (db->cfg.http_addr != NULL) {
@@ -558,8 +578,13 @@ int cairn_close(cairn *db)
     if (db == NULL) {
         return 0;
     }
-    /* Front end first (no new work), then the loop (fails what is queued), then the
-     * database, then the lock. */
+    /* Statements running now stop within a few thousand VM steps (a write so stopped
+     * is rolled back whole and applied again after the restart); then the front end
+     * (no new work, and it waits for its requests), then the loop (fails what is
+     * queued), then the database, then the lock. */
+    if (db->store != NULL) {
+        storeInterrupt(db->store);
+    }
     clusterAnnouncerStop(db);
     httpStop(db->http);
     nodeStop(db->node);

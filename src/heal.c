@@ -22,6 +22,7 @@
 #include "db.h"
 #include "error.h"
 #include "lock.h"
+#include "pagesum.h"
 #include "raftlog.h"
 #include "repo.h"
 #include "store.h"
@@ -62,7 +63,7 @@ static int quickCheck(const char *path, char *msg, size_t n)
         snprintf(msg, n, "no database yet");
         return 0;
     }
-    rc = sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE, NULL);
+    rc = sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE, PAGESUM_VFS);
     if (rc == SQLITE_OK) {
         sqlite3_busy_timeout(h, 5000);
         rc = sqlite3_prepare_v2(h, "PRAGMA quick_check(5)", -1, &st, NULL);
@@ -101,7 +102,7 @@ static uint64_t appliedOf(const char *path)
     sqlite3 *h = NULL;
     sqlite3_stmt *st = NULL;
     uint64_t v = 0;
-    if (sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+    if (sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, PAGESUM_VFS) == SQLITE_OK &&
         sqlite3_prepare_v2(h, "SELECT value FROM _cairn_meta WHERE key='applied_index'", -1, &st,
                            NULL) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW) {
@@ -269,6 +270,18 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
     }
     if (!unclean) {
         char path[PATH_MAX];
+        char why[CAIRN_ERRMSG_SIZE];
+        uint64_t checked;
+        /* A database damaged while the node was stopped is found here, not served. */
+        if (pagesumStartCheck(db_path, &checked, why) != 0) {
+            errorf(errmsg,
+                   "the database is damaged: %s. cairnd does not serve a damaged database: "
+                   "run `cairn check %s`, then `cairn repair %s` (rebuilds it from the "
+                   "newest snapshot and the log; see docs/OPERATIONS.md)",
+                   why, db->data_dir, db->data_dir);
+            free(rep);
+            return CAIRN_ECORRUPT;
+        }
         snprintf(path, sizeof path, "%s/%s", db->data_dir, RECOVERY_FILE);
         db->recovery = json_load_file(path, 0, NULL); /* the previous one, for /status */
         free(rep);
@@ -423,6 +436,105 @@ static int installDatabase(const char *tmp, const char *db_path, char *errmsg)
     return rv != 0 ? rv : syncParentDir(db_path, errmsg);
 }
 
+/* Write a copy of the database at db_path into tmp with 8 reserved bytes per page
+ * (VACUUM INTO), then seal every page of the copy with its checksum and check it.
+ * Sealing is done here, page by page, rather than trusted to the VFS: while SQLite
+ * writes the copy, pages may leave its cache before page 1 announces the reserved
+ * bytes. */
+static int writeWithChecksums(const char *db_path, const char *tmp, uint64_t *pages,
+                              char *errmsg)
+{
+    sqlite3 *h = NULL;
+    unsigned char *page = NULL;
+    unsigned char hdr[100];
+    uint64_t bad = 0;
+    uint32_t first;
+    size_t psize;
+    bool enabled;
+    int reserve = PAGESUM_RESERVE;
+    int fd = -1;
+    int rv = 0;
+    int rc;
+    char *sql;
+
+    unlink(tmp);
+    rc = sqlite3_open_v2(db_path, &h, SQLITE_OPEN_READWRITE, PAGESUM_VFS);
+    if (rc == SQLITE_OK) {
+        /* Asked for, not applied to this file: VACUUM INTO gives the copy this many. */
+        sqlite3_file_control(h, "main", SQLITE_FCNTL_RESERVE_BYTES, &reserve);
+        sql = sqlite3_mprintf("VACUUM INTO %Q", tmp);
+        rc = sql != NULL ? sqlite3_exec(h, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
+        sqlite3_free(sql);
+    }
+    if (rc != SQLITE_OK) {
+        errorf(errmsg, "VACUUM INTO %s: %s", tmp, h ? sqlite3_errmsg(h) : sqlite3_errstr(rc));
+        sqlite3_close(h);
+        unlink(tmp);
+        return CAIRN_EIO;
+    }
+    sqlite3_close(h);
+    fd = open(tmp, O_RDWR | O_CLOEXEC);
+    if (fd < 0 || pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) {
+        errorf(errmsg, "cannot read %s: %s", tmp, strerror(errno));
+        rv = CAIRN_EIO;
+        goto out;
+    }
+    psize = ((size_t)hdr[16] << 8) | hdr[17];
+    psize = psize == 1 ? 65536 : psize;
+    if (hdr[20] != PAGESUM_RESERVE || psize < 512) {
+        errorf(errmsg, "the copy %s has %u reserved bytes per page, not %d", tmp, hdr[20],
+               PAGESUM_RESERVE);
+        rv = CAIRN_EIO;
+        goto out;
+    }
+    page = malloc(psize);
+    if (page == NULL) {
+        errorf(errmsg, "out of memory");
+        rv = CAIRN_ENOMEM;
+        goto out;
+    }
+    for (off_t off = 0;; off += (off_t)psize) {
+        ssize_t got = pread(fd, page, psize, off);
+        if (got == 0) {
+            break;
+        }
+        if (got != (ssize_t)psize) {
+            errorf(errmsg, "cannot read %s at offset %lld", tmp, (long long)off);
+            rv = CAIRN_EIO;
+            goto out;
+        }
+        pagesumSeal(page, psize);
+        if (pwrite(fd, page, psize, off) != (ssize_t)psize) {
+            errorf(errmsg, "cannot write %s at offset %lld: %s", tmp, (long long)off,
+                   strerror(errno));
+            rv = errorFromErrno(errno);
+            goto out;
+        }
+    }
+    if (fsync(fd) != 0) {
+        errorf(errmsg, "cannot fsync %s: %s", tmp, strerror(errno));
+        rv = errorFromErrno(errno);
+        goto out;
+    }
+    if ((rv = pagesumVerifyFile(tmp, &enabled, pages, &bad, &first, 1, errmsg)) != 0) {
+        goto out;
+    }
+    if (!enabled || bad != 0) {
+        errorf(errmsg, "the copy %s does not verify (%llu bad pages)", tmp,
+               (unsigned long long)bad);
+        rv = CAIRN_EIO;
+    }
+out:
+    free(page);
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (rv != 0) {
+        unlink(tmp);
+    }
+    return rv;
+}
+
 /* Write join = peer into DATA/node.json, so that a node whose log was reset rejoins. */
 static int setJoin(const char *data_dir, const char *peer, char *errmsg)
 {
@@ -547,6 +659,35 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
         action = log_damaged ? "restored the backup; the damaged log was set aside and a new "
                                "one starts (writes after the backup are lost)"
                              : "restored the backup and replayed the log past it";
+        break;
+    }
+    case HEAL_ADD_CHECKSUMS: {
+        bool enabled = false;
+        uint64_t pages = 0, bad = 0;
+        uint32_t first;
+        char msg[CAIRN_ERRMSG_SIZE];
+        if (db_damaged || log_damaged) {
+            errorf(errmsg, "the %s is damaged: repair it first (cairn repair %s), then add "
+                           "checksums",
+                   db_damaged ? "database" : "raft log", o->data_dir);
+            rv = CAIRN_ECORRUPT;
+            break;
+        }
+        if (pagesumVerifyFile(db_path, &enabled, &pages, &bad, &first, 1, msg) == 0 &&
+            enabled) {
+            action = "nothing: the database already has page checksums";
+            break;
+        }
+        say(o, "rewriting the database with page checksums (VACUUM INTO)");
+        if ((rv = writeWithChecksums(db_path, tmp, &pages, errmsg)) != 0 ||
+            (rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) != 0) {
+            unlink(tmp);
+            break;
+        }
+        if ((rv = installDatabase(tmp, db_path, errmsg)) != 0) {
+            break;
+        }
+        action = "rewrote the database with a checksum in every page (the original is kept)";
         break;
     }
     case HEAL_FROM_PEER: {

@@ -38,7 +38,8 @@ void healStatusJson(struct cairn *db, struct buf *b);
 enum heal_mode {
     HEAL_REBUILD = 1, /* from the node's own snapshot + log */
     HEAL_FROM_BACKUP, /* from a backup of a repository, then the log past it */
-    HEAL_FROM_PEER    /* from a running node of the same cluster */
+    HEAL_FROM_PEER,   /* from a running node of the same cluster */
+    HEAL_ADD_CHECKSUMS /* rewrite a healthy database with page checksums (pagesum.h) */
 };
 
 struct heal_options {

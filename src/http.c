@@ -25,6 +25,7 @@
 #include "db.h"
 #include "heal.h"
 #include "http_int.h"
+#include "policy.h"
 #include "request.h"
 
 /* Largest body room reserved from a request's Content-Length before it arrives. */
@@ -40,6 +41,8 @@ struct qflags {
     const char *branch;
     const char *q;
     bool has_q;
+    const char *timeout;    /* rqlite's ?timeout= */
+    const char *db_timeout; /* rqlite's ?db_timeout=, which wins */
 };
 
 double httpNow(void)
@@ -74,6 +77,10 @@ static enum MHD_Result collectArg(void *cls, enum MHD_ValueKind kind, const char
         f->branch = value ? value : "";
     } else if (strcmp(key, "level") == 0) {
         f->level = value ? value : "";
+    } else if (strcmp(key, "timeout") == 0) {
+        f->timeout = value ? value : "";
+    } else if (strcmp(key, "db_timeout") == 0) {
+        f->db_timeout = value ? value : "";
     } else if (strcmp(key, "q") == 0) {
         f->q = value;
         f->has_q = true;
@@ -180,6 +187,8 @@ unsigned httpStatusFor(int rv)
             return 503;
         case CAIRN_ENOSPC:
             return 507;
+        case CAIRN_EUNKNOWN:
+            return 504;
         default:
             return 500;
     }
@@ -222,6 +231,17 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
         if (!f.has_q || f.q == NULL || f.q[0] == '\0') {
             return httpSendError(c, 400, "missing query: GET /db/query needs ?q=SQL");
         }
+        const char *qv = NULL;
+        size_t qlen = 0;
+        if (MHD_lookup_connection_value_n(c, MHD_GET_ARGUMENT_KIND, "q", 1, &qv, &qlen) ==
+                MHD_YES &&
+            qv != NULL && strlen(qv) != qlen) {
+            snprintf(errmsg, sizeof errmsg,
+                     "statement 1: the statement holds a NUL byte at offset %zu: SQL text may "
+                     "not contain one (send binary data as a parameter)",
+                     strlen(qv));
+            return httpSendError(c, 400, errmsg);
+        }
         rv = requestSingle(f.q, &b, errmsg);
     } else {
         if (req->body.len == 0) {
@@ -239,6 +259,26 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
     }
     b.kind = kind;
     b.flags = (f.transaction ? BATCH_TRANSACTION : 0) | (f.timings ? BATCH_TIMINGS : 0);
+    if (f.db_timeout != NULL || f.timeout != NULL) {
+        const char *name = f.db_timeout != NULL ? "db_timeout" : "timeout";
+        const char *v = f.db_timeout != NULL ? f.db_timeout : f.timeout;
+        if (policyParseDuration(v, &b.timeout_ms) != 0) {
+            batchFree(&b);
+            snprintf(errmsg, sizeof errmsg,
+                     "?%s=%.64s is not a duration from 1ms to 24h (e.g. 30s, 500ms, 2m)", name,
+                     v);
+            return httpSendError(c, 400, errmsg);
+        }
+    }
+    {
+        /* A read stops when its client goes away (policy.h). */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci != NULL && ci->connect_fd >= 0) {
+            b.has_client = true;
+            b.client_fd = ci->connect_fd;
+        }
+    }
     if (f.branch == NULL && kind == BATCH_REQUEST && level == CAIRN_LEVEL_NONE && target == 0 &&
         !storeIsReadOnly(h->db->store, &b) && httpRoute(h, c, url, method, req, 0, f.redirect, &ret)) {
         batchFree(&b);
@@ -251,7 +291,11 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
             batchFree(&b);
             return httpSendError(c, 400, "branches are read-only: query them with /db/query?branch=NAME");
         }
+        bool ro;
         rv = adminBranchPath(h->db, f.branch, path, errmsg);
+        if (rv == 0) {
+            rv = storeCheck(h->db->store, &b, &ro, errmsg); /* the statement policy */
+        }
         if (rv == 0) {
             rv = storeQueryFile(h->db->store, path, &b, &res, errmsg);
         }
@@ -382,6 +426,12 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     bufPutc(&b, ',');
     jsonKey(&b, "early_discards");
     bufJsonInt(&b, (int64_t)ss.early_discards);
+    bufPutc(&b, ',');
+    jsonKey(&b, "page_checksums");
+    bufPuts(&b, ss.page_checksums ? "true" : "false");
+    bufPutc(&b, ',');
+    jsonKey(&b, "checksum_failures");
+    bufJsonInt(&b, (int64_t)ss.checksum_failures);
     bufPutc(&b, ',');
     jsonStr(&b, "sqlite_version", sqlite3_libversion());
     bufPutc(&b, ',');

@@ -25,6 +25,7 @@
 #include "db.h"
 #include "error.h"
 #include "http_int.h"
+#include "pagesum.h"
 
 /* ---- request bodies ---------------------------------------------------------------- */
 
@@ -492,7 +493,8 @@ struct dump {
 
 /* Read file bytes at off, presenting the file as a rollback-journal database: bytes 18
  * and 19 of the header say WAL (2) in the live file; a copy says 1, so that it opens
- * anywhere, read-only included, without a WAL beside it. */
+ * anywhere, read-only included, without a WAL beside it. Page 1, so changed, is sealed
+ * again when the database has page checksums (pagesum.h). */
 static ssize_t dumpPread(struct dump *d, unsigned char *buf, size_t n, uint64_t off)
 {
     ssize_t got;
@@ -502,16 +504,39 @@ static ssize_t dumpPread(struct dump *d, unsigned char *buf, size_t n, uint64_t 
     if (n > d->size - off) {
         n = (size_t)(d->size - off);
     }
+    if (off < 100) {
+        /* The request touches the header: build page 1 whole, then copy from it. */
+        unsigned char page[65536];
+        size_t psize;
+        do {
+            got = pread(d->fz.fd, page, 100, 0);
+        } while (got < 0 && errno == EINTR);
+        if (got != 100) {
+            return got < 0 ? got : 0;
+        }
+        psize = ((size_t)page[16] << 8) | page[17];
+        psize = psize == 1 ? 65536 : psize;
+        if (psize < 512 || psize > sizeof page || psize > d->size) {
+            psize = 100;
+        }
+        do {
+            got = pread(d->fz.fd, page, psize, 0);
+        } while (got < 0 && errno == EINTR);
+        if (got != (ssize_t)psize) {
+            return got < 0 ? got : 0;
+        }
+        if (page[18] == 2 && page[19] == 2 && psize >= 512) {
+            pagesumSetVersions(page, psize, 1);
+        }
+        if (off + n > psize) {
+            n = psize - (size_t)off;
+        }
+        memcpy(buf, page + off, n);
+        return (ssize_t)n;
+    }
     do {
         got = pread(d->fz.fd, buf, n, (off_t)off);
     } while (got < 0 && errno == EINTR);
-    if (got > 0) {
-        for (uint64_t k = 18; k <= 19; k++) {
-            if (k >= off && k < off + (uint64_t)got && buf[k - off] == 2) {
-                buf[k - off] = 1;
-            }
-        }
-    }
     return got;
 }
 
@@ -644,7 +669,8 @@ static int checkLoadedFile(const char *path, char *errmsg)
                        "format 3\"); to load SQL text, send its statements to /db/execute");
         return CAIRN_EINVAL;
     }
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+    /* It becomes this node's database: its pages are judged by its checksums, if any. */
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, PAGESUM_VFS) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL) != SQLITE_OK) {
         errorf(errmsg, "the body cannot be opened as a SQLite database: %s",
                db ? sqlite3_errmsg(db) : "out of memory");

@@ -56,17 +56,20 @@ struct qs {
     bool first;
 };
 
+/* With the lengths, so that a value holding a NUL byte (?q=SELECT%201%00...) reaches
+ * the leader whole, to be refused there, not cut short and run. */
 static enum MHD_Result appendArg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                 const char *value)
+                                 size_t key_size, const char *value, size_t value_size)
 {
     struct qs *q = cls;
-    char *k = curl_easy_escape(NULL, key, 0);
+    char *k = curl_easy_escape(NULL, key, (int)key_size);
+    (void)kind;
     bufPutc(&q->b, q->first ? '?' : '&');
     q->first = false;
     bufPuts(&q->b, k ? k : "");
     curl_free(k);
     if (value != NULL) {
-        char *v = curl_easy_escape(NULL, value, 0);
+        char *v = curl_easy_escape(NULL, value, (int)value_size);
         bufPutc(&q->b, '=');
         bufPuts(&q->b, v ? v : "");
         curl_free(v);
@@ -80,7 +83,7 @@ static void targetUrl(struct MHD_Connection *c, const char *base, const char *ur
     struct qs q;
     bufInit(&q.b);
     q.first = true;
-    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, appendArg, &q);
+    MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, appendArg, &q);
     bufPuts(out, base);
     bufPuts(out, url);
     if (q.b.len > 0) {
@@ -170,11 +173,17 @@ bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url,
             }
             bufFree(&body);
             if (rv != 0 && !connect_failed) {
-                /* The request may have reached the node: never send it twice. */
-                char msg[CAIRN_ERRMSG_SIZE + 64];
-                snprintf(msg, sizeof msg, "forwarding to node %llu failed: %s",
-                         (unsigned long long)id, last);
-                *ret = httpSendError(c, 503, msg);
+                /* The request may have reached the node: never send it twice, and never
+                 * say that nothing was written when a write may have been (a read is
+                 * simply refused). */
+                char msg[CAIRN_ERRMSG_SIZE + 200];
+                bool read = strcmp(url, "/db/query") == 0;
+                snprintf(msg, sizeof msg, "forwarding to node %llu failed after the request "
+                                          "was sent: %s%s",
+                         (unsigned long long)id, last,
+                         read ? "" : "; the outcome is unknown: it may or may not have been "
+                                     "applied, check before retrying");
+                *ret = httpSendError(c, read ? 503 : 504, msg);
                 return true;
             }
             if (rv == 0) {

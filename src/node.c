@@ -78,6 +78,7 @@ struct op {
     struct op *inflight_prev;
     bool in_flight;
     uint64_t index;
+    uint64_t term; /* the leader's term when the entry was proposed */
     unsigned char key[STORE_EARLY_KEY];
     char errbuf[CAIRN_ERRMSG_SIZE];
 };
@@ -349,14 +350,32 @@ static void inflightDrop(struct node *n, struct op *op)
     opRelease(op);
 }
 
-/* Answer every op still in flight with status and msg, and forget them. */
-static void inflightFailAll(struct node *n, int status, const char *msg)
+static void opUnknown(struct op *op, const char *why);
+
+/* Leadership is lost or the node stops: answer every op still in flight (its outcome
+ * is unknown) and forget them. */
+static void inflightFailAll(struct node *n, const char *why)
 {
     while (n->inflight != NULL) {
         struct op *op = n->inflight;
-        opComplete(op, status, msg);
+        opUnknown(op, why);
         inflightDrop(n, op);
     }
+}
+
+/* Answer op, whose entry is in the log (of this node at least) and not applied here,
+ * with an unknown outcome: leadership was lost (or the node stops) before the entry
+ * was known to be committed, and a new leader may still commit it. Never "nothing was
+ * written": a client that retries would write twice. */
+static void opUnknown(struct op *op, const char *why)
+{
+    char msg[CAIRN_ERRMSG_SIZE];
+    snprintf(msg, sizeof msg,
+             "outcome unknown: the write was proposed as log entry %llu in term %llu, then %s "
+             "before it was known to be committed; it may or may not be applied (check, e.g. "
+             "by reading the rows it writes, before retrying)",
+             (unsigned long long)op->index, (unsigned long long)op->term, why);
+    opComplete(op, CAIRN_EUNKNOWN, msg);
 }
 
 static void groupCb(struct raft_apply *req, int status, void *result)
@@ -367,8 +386,12 @@ static void groupCb(struct raft_apply *req, int status, void *result)
     for (unsigned i = 0; i < g->n; i++) {
         struct op *op = g->ops[i];
         if (status != 0 && op->in_flight) {
-            /* None of the group's entries was applied (the first comes first). */
-            opComplete(op, raftToCairn(status), raft_strerror(status));
+            /* None of the group's entries was applied here (the first comes first), but
+             * they were appended and sent: another leader may commit them. */
+            char why[160];
+            snprintf(why, sizeof why, "this node failed the request (libraft: %s)",
+                     raft_strerror(status));
+            opUnknown(op, why);
             inflightDrop(n, op);
         }
         opRelease(op);
@@ -390,7 +413,14 @@ static bool onApplied(void *arg, uint64_t index, const struct raft_buffer *buf,
     while ((op = n->inflight) != NULL && op->index <= index) {
         bool mine = op->index == index && memcmp(key, op->key, sizeof key) == 0;
         if (!mine) {
-            opComplete(op, raftToCairn(RAFT_LEADERSHIPLOST), raft_strerror(RAFT_LEADERSHIPLOST));
+            /* Another leader's entry holds this index (or a snapshot passed over it):
+             * by Raft's log matching, this write is not committed and never will be. */
+            char msg[CAIRN_ERRMSG_SIZE];
+            snprintf(msg, sizeof msg,
+                     "leadership was lost: log entry %llu, proposed for this write, holds "
+                     "another write; nothing of this one was written",
+                     (unsigned long long)op->index);
+            opComplete(op, CAIRN_ENOTLEADER, msg);
             inflightDrop(n, op);
             continue;
         }
@@ -502,7 +532,7 @@ static void closeCb(struct raft *r)
 {
     struct node *n = r->data;
     fsmFlush(&n->fsm);
-    inflightFailAll(n, CAIRN_ESHUTDOWN, "node is shutting down");
+    inflightFailAll(n, "the node stopped");
     raft_uv_close(&n->io);
     if (n->tcp_transport) {
         raft_uv_tcp_close(&n->transport);
@@ -605,6 +635,7 @@ static void proposeGroup(struct node *n, struct op **ops, unsigned k)
     /* The loop's reference moves to the in-flight list; the group takes one more. */
     for (unsigned i = 0; i < k; i++) {
         ops[i]->index = g->req.index + i;
+        ops[i]->term = n->raft.current_term;
         ops[i]->refs++;
         inflightAdd(n, ops[i]);
         n->applies++;
@@ -720,7 +751,7 @@ static void tickCb(uv_timer_t *t)
     if (n->inflight != NULL && raft_state(&n->raft) != RAFT_LEADER) {
         /* libraft fails the requests it still holds when leadership is lost; an op
          * whose group's first entry was applied before that is no longer one of them. */
-        inflightFailAll(n, raftToCairn(RAFT_LEADERSHIPLOST), raft_strerror(RAFT_LEADERSHIPLOST));
+        inflightFailAll(n, "this node lost leadership");
     }
     if (n->fsm.apply_failed && raft_state(&n->raft) == RAFT_LEADER && !n->closing &&
         !n->disk_transfer_pending && voterCount(&n->raft) > 1 &&

@@ -24,9 +24,10 @@
 #include <xxhash.h>
 
 #include "error.h"
+#include "pagesum.h"
+#include "policy.h"
 #include "vtab.h"
 
-#define DET_VFS_NAME "cairn-det"
 #define META_TABLE "_cairn_meta"
 #define BUSY_TIMEOUT_MS 10000
 
@@ -99,6 +100,7 @@ static void cacheClear(struct stmt_cache *c)
 
 struct reader {
     struct stmt_cache cache;
+    struct policy_conn pol;
     sqlite3 *db;
     unsigned generation;
     struct reader *next;
@@ -121,7 +123,13 @@ struct store {
     _Atomic uint64_t applied_pub;
     uint64_t prng[4];
     sqlite3_int64 batch_changes_start; /* total_changes() when the current batch began */
-    bool internal; /* the authorizer lets cairn's own statements through */
+    struct policy_conn wpol; /* the writer's statement policy and step budget */
+    /* storeInterrupt: the node stops; statements running now are interrupted (an
+     * apply so interrupted is rolled back whole and fails, never recorded) */
+    atomic_bool stopping;
+    bool page_checksums;       /* a new database gets them (storeOpen) */
+    uint32_t max_length;       /* readers' longest value (storeSetLimits) */
+    uint32_t query_timeout_ms; /* readers' default time limit */
     /* Early apply (storeEarlyRun): wmu serialises the writer between the loop thread
      * and a request's thread running its entry early; everything above is the writer's
      * and is touched under it. */
@@ -158,51 +166,6 @@ struct store {
     pthread_cond_t fz_cond;
     unsigned nfreezes;
 };
-
-/* ---- deterministic clock: a VFS shim around the default VFS ---------------- */
-
-static _Thread_local int64_t detNowMs; /* 0: use the real clock */
-static sqlite3_vfs detVfs;
-static sqlite3_vfs *baseVfs;
-static pthread_once_t detOnce = PTHREAD_ONCE_INIT;
-
-/* Julian day number of the Unix epoch, in milliseconds, as SQLite counts time. */
-#define UNIX_EPOCH_JD_MS 210866760000000LL
-
-static int detCurrentTimeInt64(sqlite3_vfs *vfs, sqlite3_int64 *out)
-{
-    if (detNowMs != 0) {
-        *out = detNowMs + UNIX_EPOCH_JD_MS;
-        return SQLITE_OK;
-    }
-    return baseVfs->xCurrentTimeInt64(baseVfs, out);
-}
-
-static int detCurrentTime(sqlite3_vfs *vfs, double *out)
-{
-    sqlite3_int64 t;
-    int rc = detCurrentTimeInt64(vfs, &t);
-    *out = (double)t / 86400000.0;
-    return rc;
-}
-
-static void detRegister(void)
-{
-    /* Memory statistics make every SQLite allocation take a global mutex; cairn does
-     * not read them. Refused (harmlessly) when the embedding program has already
-     * initialised SQLite. */
-    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-    baseVfs = sqlite3_vfs_find(NULL);
-    /* The unix VFS's methods only read their own struct's settings (pAppData,
-     * szOsFile, mxPathname), so a copy with two clock methods replaced behaves exactly
-     * like the original otherwise, sharing its locks and files. */
-    detVfs = *baseVfs;
-    detVfs.zName = DET_VFS_NAME;
-    detVfs.pNext = NULL;
-    detVfs.xCurrentTimeInt64 = detCurrentTimeInt64;
-    detVfs.xCurrentTime = detCurrentTime;
-    sqlite3_vfs_register(&detVfs, 0);
-}
 
 /* ---- deterministic random(): xoshiro256** seeded per batch ---------------- */
 
@@ -291,52 +254,6 @@ static void fnTotalChanges(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_int64(ctx, sqlite3_total_changes64(db) - s->batch_changes_start);
 }
 
-/* ---- authorizer: keep user SQL away from cairn's own table and settings ---- */
-
-static bool isMetaTable(const char *name)
-{
-    return name != NULL && strncasecmp(name, "_cairn", 6) == 0;
-}
-
-static int authorize(void *ud, int code, const char *a, const char *b, const char *db,
-                     const char *trigger)
-{
-    struct store *s = ud;
-    static const char *const locked_pragmas[] = {
-        "journal_mode", "locking_mode", "synchronous", "query_only", "writable_schema",
-        "wal_autocheckpoint", "temp_store_directory", "data_store_directory", NULL};
-    if (s != NULL && s->internal) {
-        return SQLITE_OK;
-    }
-    switch (code) {
-        case SQLITE_ATTACH:
-        case SQLITE_DETACH:
-            return SQLITE_DENY;
-        case SQLITE_INSERT:
-        case SQLITE_UPDATE:
-        case SQLITE_DELETE:
-        case SQLITE_DROP_TABLE:
-            return isMetaTable(a) ? SQLITE_DENY : SQLITE_OK;
-        case SQLITE_ALTER_TABLE:
-        case SQLITE_CREATE_INDEX:
-        case SQLITE_CREATE_TRIGGER:
-        case SQLITE_DROP_INDEX:
-        case SQLITE_DROP_TRIGGER:
-            return isMetaTable(b) ? SQLITE_DENY : SQLITE_OK;
-        case SQLITE_PRAGMA:
-            if (b != NULL && a != NULL) {
-                for (int i = 0; locked_pragmas[i]; i++) {
-                    if (strcasecmp(a, locked_pragmas[i]) == 0) {
-                        return SQLITE_DENY;
-                    }
-                }
-            }
-            return SQLITE_OK;
-        default:
-            return SQLITE_OK;
-    }
-}
-
 /* ---- helpers ---------------------------------------------------------------- */
 
 static double nowSeconds(void)
@@ -346,8 +263,34 @@ static double nowSeconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* A read that failed because a page did not match its checksum (pagesum.h): the page
+ * and the file, never SQLite's bare "disk I/O error". NULL for any other failure. */
+static const char *damageMessage(sqlite3 *db, int rc, char *buf, size_t size)
+{
+    char file[512];
+    uint32_t page;
+    if (rc != SQLITE_IOERR_DATA && (db == NULL || sqlite3_extended_errcode(db) != SQLITE_IOERR_DATA)) {
+        return NULL;
+    }
+    page = pagesumLastFailure(file, sizeof file);
+    if (page == 0) {
+        return NULL;
+    }
+    snprintf(buf, size, "page %u of %s failed its checksum: the database file is damaged and "
+                        "the page is not served; stop the node and run cairn check, then cairn "
+                        "repair (docs/OPERATIONS.md, \"After disk corruption\")",
+             page, file);
+    return buf;
+}
+
 static int sqlErr(sqlite3 *db, int rc, const char *what, const char *path, char *errmsg)
 {
+    char damage[1024];
+    const char *m = damageMessage(db, rc, damage, sizeof damage);
+    if (m != NULL) {
+        errorf(errmsg, "%s on %s: %s", what, path, m);
+        return CAIRN_ECORRUPT;
+    }
     errorf(errmsg, "%s on %s: %s", what, path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     switch (rc & 0xff) {
         case SQLITE_NOMEM:
@@ -378,9 +321,9 @@ static int execSql(sqlite3 *db, const char *sql, const char *path, char *errmsg)
 static int internalStep(struct store *s, sqlite3_stmt *st)
 {
     int rc;
-    s->internal = true; /* a schema change re-prepares it, which runs the authorizer */
+    s->wpol.internal = true; /* a schema change re-prepares it, which runs the authorizer */
     rc = sqlite3_step(st);
-    s->internal = false;
+    s->wpol.internal = false;
     sqlite3_reset(st);
     return (rc == SQLITE_DONE || rc == SQLITE_ROW) ? SQLITE_OK : rc;
 }
@@ -389,9 +332,9 @@ static int prepareInternal(struct store *s, const char *sql, sqlite3_stmt **out,
                            char *errmsg)
 {
     int rc;
-    s->internal = true;
+    s->wpol.internal = true;
     rc = sqlite3_prepare_v3(s->writer, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
-    s->internal = false;
+    s->wpol.internal = false;
     if (rc != SQLITE_OK) {
         return sqlErr(s->writer, rc, sql, s->path, errmsg);
     }
@@ -407,7 +350,7 @@ static int prepareInternal(struct store *s, const char *sql, sqlite3_stmt **out,
 static sqlite3 *openSide(const char *path)
 {
     sqlite3 *db = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, PAGESUM_VFS) !=
             SQLITE_OK ||
         sqlite3_busy_timeout(db, 100) != SQLITE_OK ||
         sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) != SQLITE_OK) {
@@ -522,18 +465,26 @@ static void closeWriter(struct store *s)
 static int openWriter(struct store *s, char *errmsg)
 {
     sqlite3_stmt *st = NULL;
+    struct stat fst;
+    bool fresh = stat(s->path, &fst) != 0 || fst.st_size == 0;
     int rc;
     int rv;
 
     rc = sqlite3_open_v2(s->path, &s->writer,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                         DET_VFS_NAME);
+                         PAGESUM_VFS);
     if (rc != SQLITE_OK) {
         rv = sqlErr(s->writer, rc, "open", s->path, errmsg);
         goto err;
     }
     sqlite3_extended_result_codes(s->writer, 1);
     sqlite3_busy_timeout(s->writer, BUSY_TIMEOUT_MS);
+    if (fresh && s->page_checksums) {
+        /* A new database keeps a checksum in every page (pagesum.h): 8 reserved bytes,
+         * set before its first page is written. */
+        int reserve = PAGESUM_RESERVE;
+        sqlite3_file_control(s->writer, "main", SQLITE_FCNTL_RESERVE_BYTES, &reserve);
+    }
     sqlite3_wal_hook(s->writer, walHook, s); /* instead of checkpoints inside commits */
     /* Durability comes from the fsynced Raft log: the database may lag it after a
      * power loss and is caught up by replay, so NORMAL is enough here. */
@@ -565,7 +516,8 @@ static int openWriter(struct store *s, char *errmsg)
     sqlite3_create_function(s->writer, "changes", 0, SQLITE_UTF8, s, fnChanges, NULL, NULL);
     sqlite3_create_function(s->writer, "total_changes", 0, SQLITE_UTF8, s, fnTotalChanges, NULL,
                             NULL);
-    sqlite3_set_authorizer(s->writer, authorize, s);
+    /* The limits are set per entry (applyLocked); cairn's own statements pass. */
+    policyInstall(s->writer, &s->wpol, POLICY_DEFAULT_MAX_LENGTH, &s->stopping);
 
     if ((rv = prepareInternal(s, "BEGIN IMMEDIATE", &s->st_begin, errmsg)) != 0 ||
         (rv = prepareInternal(s, "COMMIT", &s->st_commit, errmsg)) != 0 ||
@@ -590,13 +542,13 @@ err:
     return rv;
 }
 
-int storeOpen(const char *path, struct store **out, char *errmsg)
+int storeOpen(const char *path, bool page_checksums, struct store **out, char *errmsg)
 {
     struct store *s;
     int rv;
 
     *out = NULL;
-    pthread_once(&detOnce, detRegister);
+    pagesumRegister();
     s = calloc(1, sizeof *s);
     if (s == NULL) {
         errorf(errmsg, "out of memory opening %s", path);
@@ -608,6 +560,9 @@ int storeOpen(const char *path, struct store **out, char *errmsg)
         return CAIRN_EINVAL;
     }
     strcpy(s->path, path);
+    s->page_checksums = page_checksums;
+    s->max_length = POLICY_DEFAULT_MAX_LENGTH;
+    s->query_timeout_ms = POLICY_DEFAULT_QUERY_TIMEOUT_MS;
     pthread_mutex_init(&s->rmu, NULL);
     pthread_mutex_init(&s->wmu, NULL);
     pthread_rwlock_init(&s->swap_lock, NULL);
@@ -821,17 +776,37 @@ static void releaseStmt(sqlite3_stmt *ps, bool cached)
     }
 }
 
+/* The error of a statement that failed with rc on db: the policy's words when it
+ * refused or stopped the statement, else SQLite's. */
+static void stmtError(sqlite3 *db, struct policy_conn *pc, int rc, struct rstmt *rs)
+{
+    char msg[1024];
+    const char *m = policyMessage(pc, rc, msg, sizeof msg);
+    if (m == NULL) {
+        m = damageMessage(db, rc, msg, sizeof msg);
+    }
+    resultError(rs, m != NULL ? m : sqlite3_errmsg(db));
+}
+
 /* Run one element of a batch (which may hold several ';'-separated statements) on db
- * and fill rs (rs->time only when timed). Returns SQLITE_OK, or the failing code with
- * rs->error set. */
-static int runStmt(sqlite3 *db, struct stmt_cache *cache, const struct stmt *st,
-                   bool read_only, bool timed, struct rstmt *rs)
+ * under the policy pc and fill rs (rs->time only when timed). Returns SQLITE_OK, or
+ * the failing code with rs->error set. Always ends: a text SQLite cannot split (a NUL
+ * byte) is an error, never a loop. */
+static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc,
+                   const struct stmt *st, bool read_only, bool timed, struct rstmt *rs)
 {
     const char *tail = st->sql;
     const char *end = st->sql + st->sql_len;
     double t0 = timed ? nowSeconds() : 0;
     int rc = SQLITE_OK;
 
+    if (memchr(st->sql, '\0', st->sql_len) != NULL) {
+        char msg[256];
+        policyCheckText(st->sql, st->sql_len, msg, sizeof msg);
+        resultError(rs, msg);
+        rc = SQLITE_MISUSE;
+        goto out;
+    }
     while (tail < end) {
         sqlite3_stmt *ps = NULL;
         const char *next = NULL;
@@ -842,11 +817,28 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, const struct stmt *st,
             cached = true;
             next = end;
         } else {
+            pc->why[0] = '\0';
             rc = sqlite3_prepare_v3(db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT, &ps,
                                     &next);
             if (rc != SQLITE_OK) {
-                resultError(rs, sqlite3_errmsg(db));
+                stmtError(db, pc, rc, rs);
                 goto out;
+            }
+            if (next == NULL || next <= tail || next > end) {
+                /* Cannot happen without a NUL byte (refused above): never loop. */
+                sqlite3_finalize(ps);
+                resultError(rs, "the statement text cannot be split into statements");
+                rc = SQLITE_MISUSE;
+                goto out;
+            }
+            if (ps != NULL) {
+                char msg[256];
+                if (!policyCheckPrepared(pc, ps, msg, sizeof msg)) {
+                    sqlite3_finalize(ps);
+                    resultError(rs, msg);
+                    rc = SQLITE_AUTH;
+                    goto out;
+                }
             }
             /* Only a string that is exactly one statement is worth keeping. */
             if (ps != NULL && tail == st->sql && next == end && cache != NULL &&
@@ -909,7 +901,7 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, const struct stmt *st,
             }
         }
         if (rc != SQLITE_DONE) {
-            resultError(rs, sqlite3_errmsg(db));
+            stmtError(db, pc, rc, rs);
             releaseStmt(ps, cached);
             goto out;
         }
@@ -986,6 +978,9 @@ static void writerGive(struct store *s)
 
 static int commitGroupLocked(struct store *s, char *errmsg);
 
+/* What a read in the log is applied as. */
+static const struct batch noStatements = {.kind = BATCH_QUERY};
+
 /* storeApply with wmu held; group: run it as part of a group (store.h). */
 static int applyLocked(struct store *s, const struct batch *b, uint64_t index, bool group,
                        struct cairn_result **out, char *errmsg)
@@ -1011,7 +1006,23 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
         return CAIRN_ENOMEM;
     }
     res->raft_index = index;
-    detNowMs = b->time_ms;
+    if (read_only) {
+        /* A read in the log (strong reads of earlier builds): it changes nothing, and
+         * one that never ends would stop every node on every replay. Not run. */
+        for (i = 0; i < b->n; i++) {
+            if (resultAdd(res) == NULL) {
+                cairn_result_free(res);
+                errorf(errmsg, "out of memory applying entry %llu", (unsigned long long)index);
+                return CAIRN_ENOMEM;
+            }
+        }
+        b = &noStatements;
+    }
+    pagesumSetNow(b->time_ms);
+    sqlite3_limit(s->writer, SQLITE_LIMIT_LENGTH,
+                  (int)(b->max_length != 0 && b->max_length <= POLICY_MAX_LENGTH_CAP
+                            ? b->max_length
+                            : POLICY_DEFAULT_MAX_LENGTH));
     prngSeed(s->prng, b->seed ^ index);
     sqlite3_set_last_insert_rowid(s->writer, 0);
     s->batch_changes_start = sqlite3_total_changes64(s->writer);
@@ -1040,17 +1051,35 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             internalStep(s, s->st_save);
         }
         if (b->flags & BATCH_META) {
-            s->internal = true;
-            rc = runStmt(s->writer, NULL, &b->stmts[i], read_only, timed, rs);
-            s->internal = false;
+            s->wpol.internal = true;
+            rc = runStmt(s->writer, NULL, &s->wpol, &b->stmts[i], read_only, timed, rs);
+            s->wpol.internal = false;
         } else {
-            rc = runStmt(s->writer, &s->wcache, &b->stmts[i], read_only, timed, rs);
+            policyWriteBegin(&s->wpol, b->max_steps ? b->max_steps : POLICY_DEFAULT_WRITE_STEPS);
+            rc = runStmt(s->writer, &s->wcache, &s->wpol, &b->stmts[i], read_only, timed, rs);
+            policyEnd(&s->wpol);
+        }
+        if (rc != SQLITE_OK && s->wpol.trip == POLICY_TRIP_STOPPING) {
+            /* Interrupted because the node stops: not an outcome of the entry (another
+             * node, or this one after its restart, runs it to its end). Nothing of it
+             * may be kept: roll back whole and fail the apply. */
+            s->wpol.trip = POLICY_TRIP_NONE;
+            if (group && s->group_open) {
+                groupLost(s);
+            } else if (!sqlite3_get_autocommit(s->writer)) {
+                internalStep(s, s->st_rollback);
+            }
+            pagesumSetNow(0);
+            cairn_result_free(res);
+            errorf(errmsg, "entry %llu was interrupted: the node is shutting down",
+                   (unsigned long long)index);
+            return CAIRN_ESHUTDOWN;
         }
         if (sqlite3_get_autocommit(s->writer) && group) {
             /* The whole grouped transaction is gone, the entries before this one with
              * it: the caller applies them again, then this one on its own. */
             groupLost(s);
-            detNowMs = 0;
+            pagesumSetNow(0);
             cairn_result_free(res);
             errorf(errmsg, "entry %llu rolled back the grouped transaction",
                    (unsigned long long)index);
@@ -1097,7 +1126,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
         if (rc != SQLITE_OK) {
             goto fail;
         }
-        detNowMs = 0;
+        pagesumSetNow(0);
         s->applied = index; /* storeFlush publishes it once committed */
         *out = res;
         return 0;
@@ -1111,18 +1140,18 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
         if (!sqlite3_get_autocommit(s->writer)) {
             internalStep(s, s->st_rollback);
         }
-        detNowMs = 0;
+        pagesumSetNow(0);
         cairn_result_free(res);
         return rv;
     }
-    detNowMs = 0;
+    pagesumSetNow(0);
     s->applied = index;
     atomic_store(&s->applied_pub, index);
     *out = res;
     return 0;
 
 fail:
-    detNowMs = 0;
+    pagesumSetNow(0);
     cairn_result_free(res);
     {
         int rv = sqlErr(s->writer, rc, "apply entry", s->path, errmsg);
@@ -1269,7 +1298,8 @@ static int readerOpen(struct store *s, struct reader **out, char *errmsg)
         errorf(errmsg, "out of memory");
         return CAIRN_ENOMEM;
     }
-    rc = sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    rc = sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                         PAGESUM_VFS);
     if (rc != SQLITE_OK) {
         rv = sqlErr(r->db, rc, "open reader", s->path, errmsg);
         goto err;
@@ -1279,7 +1309,7 @@ static int readerOpen(struct store *s, struct reader **out, char *errmsg)
     if ((rv = execSql(r->db, "PRAGMA query_only=1", s->path, errmsg)) != 0) {
         goto err;
     }
-    sqlite3_set_authorizer(r->db, authorize, NULL);
+    policyInstall(r->db, &r->pol, s->max_length, &s->stopping);
     if (s->repo[0] != '\0') {
         vtabRegister(r->db, s->repo);
     }
@@ -1330,13 +1360,52 @@ static void readerPut(struct store *s, struct reader *r)
     pthread_rwlock_unlock(&s->swap_lock);
 }
 
+/* Run the read-only batch b on db under pc, with b's time limit (or default_ms) and
+ * its client watched, in one read transaction (its statements see one snapshot). Once
+ * a limit stops a statement, the ones after it fail with the same message. */
+static int runReads(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc,
+                    const struct batch *b, uint32_t default_ms, struct cairn_result *res,
+                    char *errmsg)
+{
+    char msg[512];
+    const char *stopped = NULL;
+    policyReadBegin(pc, b->timeout_ms ? b->timeout_ms : default_ms,
+                    b->has_client ? b->client_fd : -1);
+    pc->internal = true;
+    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    pc->internal = false;
+    for (size_t i = 0; i < b->n; i++) {
+        struct rstmt *rs = resultAdd(res);
+        if (rs == NULL) {
+            errorf(errmsg, "out of memory");
+            policyEnd(pc);
+            pc->internal = true;
+            sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+            pc->internal = false;
+            return CAIRN_ENOMEM;
+        }
+        if (stopped != NULL) {
+            resultError(rs, stopped);
+            continue;
+        }
+        int rc = runStmt(db, cache, pc, &b->stmts[i], true, true, rs);
+        if (rc != SQLITE_OK && pc->trip != POLICY_TRIP_NONE) {
+            stopped = policyMessage(pc, SQLITE_INTERRUPT, msg, sizeof msg);
+        }
+    }
+    policyEnd(pc);
+    pc->internal = true;
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    pc->internal = false;
+    return 0;
+}
+
 int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out,
                char *errmsg)
 {
     struct reader *r;
     struct cairn_result *res;
     int rv;
-    size_t i;
 
     *out = NULL;
     res = resultNew();
@@ -1349,18 +1418,7 @@ int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out
         cairn_result_free(res);
         return rv;
     }
-    /* One read transaction for the whole batch: its statements see one snapshot. */
-    sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL);
-    for (i = 0; i < b->n; i++) {
-        struct rstmt *rs = resultAdd(res);
-        if (rs == NULL) {
-            rv = CAIRN_ENOMEM;
-            errorf(errmsg, "out of memory");
-            break;
-        }
-        runStmt(r->db, &r->cache, &b->stmts[i], true, true, rs);
-    }
-    sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+    rv = runReads(r->db, &r->cache, &r->pol, b, s->query_timeout_ms, res, errmsg);
     readerPut(s, r);
     if (rv != 0) {
         cairn_result_free(res);
@@ -1409,12 +1467,13 @@ int storeQueryFile(struct store *s, const char *path, const struct batch *b,
                    struct cairn_result **out, char *errmsg)
 {
     struct cairn_result *res;
+    struct policy_conn pol;
     sqlite3 *db = NULL;
     int rc;
     int rv = 0;
 
     *out = NULL;
-    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, PAGESUM_VFS);
     if (rc != SQLITE_OK) {
         rv = sqlErr(db, rc, "open", path, errmsg);
         sqlite3_close(db);
@@ -1422,7 +1481,7 @@ int storeQueryFile(struct store *s, const char *path, const struct batch *b,
     }
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
-    sqlite3_set_authorizer(db, authorize, NULL);
+    policyInstall(db, &pol, s->max_length, &s->stopping);
     if (s->repo[0] != '\0') {
         vtabRegister(db, s->repo);
     }
@@ -1432,17 +1491,7 @@ int storeQueryFile(struct store *s, const char *path, const struct batch *b,
         errorf(errmsg, "out of memory");
         return CAIRN_ENOMEM;
     }
-    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-    for (size_t i = 0; i < b->n; i++) {
-        struct rstmt *rs = resultAdd(res);
-        if (rs == NULL) {
-            rv = CAIRN_ENOMEM;
-            errorf(errmsg, "out of memory");
-            break;
-        }
-        runStmt(db, NULL, &b->stmts[i], true, true, rs);
-    }
-    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    rv = runReads(db, NULL, &pol, b, s->query_timeout_ms, res, errmsg);
     sqlite3_close(db);
     if (rv != 0) {
         cairn_result_free(res);
@@ -1452,47 +1501,110 @@ int storeQueryFile(struct store *s, const char *path, const struct batch *b,
     return 0;
 }
 
-bool storeIsReadOnly(struct store *s, const struct batch *b)
+/* How much of the statement at p (ending at end) an error message quotes. */
+static int snippet(const char *p, const char *end)
+{
+    return (int)(end - p > 60 ? 60 : end - p);
+}
+
+int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *errmsg)
 {
     struct reader *r;
-    char errmsg[CAIRN_ERRMSG_SIZE];
-    bool ro = true;
+    char msg[512];
+    int rv = 0;
     size_t i;
-    if (readerGet(s, &r, errmsg) != 0) {
-        return false;
+    *read_only = true;
+    if ((rv = readerGet(s, &r, errmsg)) != 0) {
+        *read_only = false;
+        return rv;
     }
-    for (i = 0; i < b->n && ro; i++) {
-        const char *tail = b->stmts[i].sql;
-        const char *end = tail + b->stmts[i].sql_len;
-        /* A single statement is prepared into the reader's cache, where the read
-         * that usually follows finds it. */
-        sqlite3_stmt *ps = cacheGet(&r->cache, tail, (size_t)(end - tail));
+    for (i = 0; i < b->n && rv == 0; i++) {
+        const struct stmt *st = &b->stmts[i];
+        const char *tail = st->sql;
+        const char *end = tail + st->sql_len;
+        sqlite3_stmt *ps;
+        if (i > 0 && st->sql_len == st[-1].sql_len &&
+            (st->sql == st[-1].sql || memcmp(st->sql, st[-1].sql, st->sql_len) == 0)) {
+            continue; /* bulk requests repeat one statement: checked once */
+        }
+        if (policyCheckText(st->sql, st->sql_len, msg, sizeof msg) != 0) {
+            errorf(errmsg, "statement %zu: %s", i + 1, msg);
+            rv = CAIRN_EINVAL;
+            break;
+        }
+        /* A single statement is prepared into the reader's cache, where the read that
+         * usually follows finds it. */
+        ps = cacheGet(&r->cache, tail, (size_t)(end - tail));
         if (ps != NULL) {
-            ro = sqlite3_stmt_readonly(ps) != 0;
+            *read_only = *read_only && sqlite3_stmt_readonly(ps) != 0;
             continue;
         }
-        while (tail < end && ro) {
+        while (tail < end) {
             const char *next = NULL;
             bool cached = false;
+            int rc;
             ps = NULL;
-            if (sqlite3_prepare_v3(r->db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT,
-                                   &ps, &next) != SQLITE_OK) {
-                ro = false; /* let the writer report the error in order */
-            } else if (ps != NULL && !sqlite3_stmt_readonly(ps)) {
-                ro = false;
+            r->pol.why[0] = '\0';
+            rc = sqlite3_prepare_v3(r->db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT,
+                                    &ps, &next);
+            if (rc != SQLITE_OK) {
+                const char *m = policyMessage(&r->pol, rc, msg, sizeof msg);
+                if (m != NULL) {
+                    errorf(errmsg, "statement %zu (%.*s): %s", i + 1, snippet(tail, end), tail,
+                           m);
+                    rv = CAIRN_EINVAL;
+                }
+                /* Otherwise the writer reports the error in order (the statement may
+                 * name a table an earlier one creates). */
+                *read_only = false;
+                break;
             }
-            if (ps != NULL && tail == b->stmts[i].sql && next == end &&
+            if (ps != NULL && !policyCheckPrepared(&r->pol, ps, msg, sizeof msg)) {
+                errorf(errmsg, "statement %zu (%.*s): %s", i + 1, snippet(tail, end), tail, msg);
+                sqlite3_finalize(ps);
+                rv = CAIRN_EINVAL;
+                break;
+            }
+            if (ps != NULL && !sqlite3_stmt_readonly(ps)) {
+                *read_only = false;
+            }
+            if (ps != NULL && tail == st->sql && next == end &&
                 !isTxnControl(tail, (size_t)(next - tail))) {
                 cached = cachePut(&r->cache, tail, (size_t)(end - tail), ps);
             }
             if (!cached) {
                 sqlite3_finalize(ps);
             }
+            if (next == NULL || next <= tail) {
+                break;
+            }
             tail = next;
         }
     }
     readerPut(s, r);
+    if (rv != 0) {
+        *read_only = false;
+    }
+    return rv;
+}
+
+bool storeIsReadOnly(struct store *s, const struct batch *b)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    bool ro;
+    storeCheck(s, b, &ro, errmsg);
     return ro;
+}
+
+void storeInterrupt(struct store *s)
+{
+    atomic_store(&s->stopping, true);
+}
+
+void storeSetLimits(struct store *s, uint32_t max_length, uint32_t query_timeout_ms)
+{
+    s->max_length = max_length ? max_length : POLICY_DEFAULT_MAX_LENGTH;
+    s->query_timeout_ms = query_timeout_ms;
 }
 
 /* ---- snapshots ---------------------------------------------------------------- */
@@ -1776,6 +1888,17 @@ void storeStats(struct store *s, struct store_stats *st)
     snprintf(wal, sizeof wal, "%s-wal", s->path);
     st->wal_size = stat(wal, &sb) == 0 ? (int64_t)sb.st_size : 0;
     st->readers = atomic_load(&s->nreaders);
+    st->page_checksums = false;
+    {
+        unsigned char hdr[24];
+        int fd = open(s->path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            st->page_checksums = pread(fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr &&
+                                 hdr[20] == PAGESUM_RESERVE;
+            close(fd);
+        }
+    }
+    st->checksum_failures = pagesumFailures();
     st->early_applies = atomic_load(&s->early_applies);
     st->early_discards = atomic_load(&s->early_discards);
 }

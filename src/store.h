@@ -2,8 +2,9 @@
  *
  * One writer connection, used only by the loop thread, applies committed batches:
  * each inside BEGIN IMMEDIATE .. COMMIT together with the Raft index it came from,
- * so a restart knows exactly which log entries are already in the database. The
- * writer is opened on a VFS shim whose clock answers the batch's timestamp, and its
+ * so a restart knows exactly which log entries are already in the database. Every
+ * connection is opened on the "cairn" VFS shim (pagesum.h), which keeps a checksum
+ * in every page and whose clock answers the batch's timestamp on the writer, and its
  * random()/randomblob() draw from a PRNG seeded by the batch: applying the same log
  * gives the same pages on every node and on every replay.
  *
@@ -24,9 +25,11 @@
 
 struct store;
 
-/* Open (creating) the database at path. On failure returns a code and errmsg says
- * why; *out is NULL. Any thread, before the loop starts. */
-int storeOpen(const char *path, struct store **out, char *errmsg);
+/* Open (creating) the database at path; a database created now keeps a checksum in
+ * every page when page_checksums (pagesum.h; an existing one keeps what it has). On
+ * failure returns a code and errmsg says why; *out is NULL. Any thread, before the
+ * loop starts. */
+int storeOpen(const char *path, bool page_checksums, struct store **out, char *errmsg);
 
 /* Close every connection. Loop thread stopped; no reader in use. */
 void storeClose(struct store *s);
@@ -93,9 +96,26 @@ void storeSetRepo(struct store *s, const char *repo);
 int storeQueryFile(struct store *s, const char *path, const struct batch *b,
                    struct cairn_result **out, char *errmsg);
 
-/* True when every statement of b prepares and is read-only (so a /db/request batch
- * can be served locally). Any thread but the loop's. */
+/* Check b against the statement policy (policy.h) before anything of it runs or is
+ * proposed: each statement's text can be split (no NUL byte, not empty) and every
+ * statement that prepares here is allowed. CAIRN_EINVAL with errmsg naming the
+ * statement and the reason, else 0. *read_only: every statement prepares and only
+ * reads (a /db/request batch can be served locally). Statements that do not prepare
+ * yet (a table an earlier statement creates) are checked again when they run. Any
+ * thread but the loop's. */
+int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *errmsg);
+/* storeCheck's *read_only, false when the check fails. */
 bool storeIsReadOnly(struct store *s, const struct batch *b);
+
+/* The node stops: statements running now, or from now on, on any connection are
+ * interrupted within a few thousand VM steps (an apply so interrupted fails whole and
+ * is not recorded). Any thread. */
+void storeInterrupt(struct store *s);
+
+/* The longest value (SQLITE_LIMIT_LENGTH) on reader connections opened from now on,
+ * and the time limit of reads that do not set their own (0: none). Writes take theirs
+ * from each entry. Before the first query. */
+void storeSetLimits(struct store *s, uint32_t max_length, uint32_t query_timeout_ms);
 
 
 /* Replace the database with the SQLite file at src (copied, not moved), then reopen.
@@ -140,6 +160,8 @@ struct store_stats {
     int64_t db_size;  /* bytes of the database file */
     int64_t wal_size; /* bytes of the WAL file */
     unsigned readers; /* reader connections open */
+    bool page_checksums; /* the database keeps a checksum in every page (pagesum.h) */
+    uint64_t checksum_failures; /* pages refused since start: they failed their checksum */
     uint64_t early_applies;  /* entries committed from an early run */
     uint64_t early_discards; /* early runs rolled back: another entry came first (or the commit failed) */
 };

@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 
 #include "cli.h"
+#include "pagesum.h"
 
 volatile sig_atomic_t cliInterrupted = 0;
 
@@ -186,6 +187,9 @@ int main(int argc, char **argv)
     int i = 1;
     int exitCode;
 
+    /* Every database the command opens goes through the page-checksum VFS: reads of a
+     * database with checksums are verified, and what it writes is sealed. */
+    pagesumRegister();
     env.host = getenv("CAIRN_HOST");
     if (env.host == NULL || env.host[0] == '\0') {
         env.host = CLI_DEFAULT_HOST;

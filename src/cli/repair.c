@@ -18,6 +18,8 @@ static const cliOption repairOptions[] = {
     {"repo", 0, "DIR", "the backup repository of --from-backup"},
     {"from-peer", 0, "URL", "copy the database from a running node of the same cluster"},
     {"force", 0, NULL, "rebuild from snapshot + log even when nothing is found damaged"},
+    {"add-checksums", 0, NULL,
+     "rewrite a healthy database with a checksum in every page (VACUUM INTO)"},
     {"json", 0, NULL, "print one JSON object of what was found and changed"},
     {"help", 'h', NULL, "show this help"},
     {NULL, 0, NULL, NULL},
@@ -57,13 +59,20 @@ static int runRepair(const cliCommand *cmd, const cliEnv *env, int argc, char **
         fprintf(stderr, "cairn repair: --from-backup ID and --repo DIR go together\n");
         return CLI_EXIT_USAGE;
     }
+    if (VALUE(repairOptions, values, "add-checksums") != NULL && (backup != NULL || peer != NULL)) {
+        fprintf(stderr, "cairn repair: --add-checksums goes alone (repair first, then add them)\n");
+        return CLI_EXIT_USAGE;
+    }
     if (backup != NULL && peer != NULL) {
         fprintf(stderr, "cairn repair: --from-backup or --from-peer, not both\n");
         return CLI_EXIT_USAGE;
     }
     memset(&o, 0, sizeof o);
     o.data_dir = argv[1];
-    o.mode = backup ? HEAL_FROM_BACKUP : peer ? HEAL_FROM_PEER : HEAL_REBUILD;
+    o.mode = VALUE(repairOptions, values, "add-checksums") != NULL ? HEAL_ADD_CHECKSUMS
+             : backup                                           ? HEAL_FROM_BACKUP
+             : peer                                             ? HEAL_FROM_PEER
+                                                                : HEAL_REBUILD;
     o.backup_id = backup;
     o.repo = repo;
     o.peer = peer;
@@ -93,7 +102,9 @@ const cliCommand cliRepairCommand = {
         "replays the log past it (a damaged log is set aside: writes after the backup are\n"
         "then lost, and the repair says so). --from-peer URL copies the database of a\n"
         "running node of the same cluster; a damaged log is set aside and the node rejoins\n"
-        "through that peer at its next start. Every replaced file is kept in\n"
+        "through that peer at its next start. --add-checksums rewrites a healthy database\n"
+        "created before page checksums so that every page carries one (do it on every\n"
+        "node of a cluster: nodes' pages differ otherwise). Every replaced file is kept in\n"
         "DATA_DIR/corrupt/. Exit status 0 when the directory is healthy afterwards.",
     .options = repairOptions,
     .run = runRepair,

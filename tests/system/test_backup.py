@@ -1180,8 +1180,10 @@ def _set_soft_as(pid, soft):
 
 
 @pytest.mark.skipif(SANITIZED, reason="address-space limits and peak RSS do not mean much under ASan")
-def test_backup_of_a_database_larger_than_allowed_memory(bserver):
-    s = bserver
+def test_backup_of_a_database_larger_than_allowed_memory(server_factory, repo):
+    # Values up to SQLite's own maximum, so that the read below runs into the address
+    # space limit rather than cairnd's value size limit (64 MiB by default).
+    s = server_factory(extra_args=["--backup-dir", repo, "--max-value-size", "2147483647"])
     assert_exec_ok(s.execute(["CREATE TABLE big (id INTEGER PRIMARY KEY, b BLOB)"]))
     fill_sql = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) "
                 "INSERT INTO big(b) SELECT randomblob(1024) FROM c" % BIG_ROWS_PER_TXN)

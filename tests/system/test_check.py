@@ -163,7 +163,10 @@ def test_healthy(cli, data):
     assert doc["ok"] is True and doc["running"] is False and doc["problems"] == 0
     assert doc["repo"] is None
     assert all(set(i) == ITEM_KEYS and i["ok"] for i in doc["items"]), doc["items"]
-    assert [i["check"] for i in doc["items"]][:4] == ["lock", "node", "database", "raft"]
+    assert [i["check"] for i in doc["items"]][:5] == ["lock", "node", "database", "page checksums",
+                                                      "raft"]
+    sums = doc["items"][3]
+    assert sums["ok"] and "match their checksums" in sums["message"], sums
     assert set(doc["raft_log"]) == LOG_KEYS
 
 

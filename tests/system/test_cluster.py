@@ -664,13 +664,17 @@ def test_bad_input(cluster_factory, tmp_path):
                "DELETE /remove with a body that is not JSON")
     assert sorted(leader.get_json("/nodes")) == ["1", "2", "3"]
 
-    # Every peer of the leader stopped: requests get 503 {"error"} within the bound.
+    # Every peer of the leader stopped: a write proposed then is answered within the
+    # bound with 504, outcome unknown (its entry is in the leader's log, and a later
+    # leader may commit it: never 503 "nothing written"); requests after the leader
+    # gave up get 503 {"error"}.
     for n in c.followers(leader):
         assert n.stop() == 0
     t0 = time.monotonic()
     res = post(leader, "/db/execute", [["INSERT INTO x(v) VALUES(?)", "no quorum"]], timeout=30)
     print("write right after both peers stopped: HTTP %d after %.1fs" % (res[0], res[3]))
-    error_json(res, (503,), "a write to a leader whose peers are all stopped")
+    msg = error_json(res, (504,), "a write to a leader whose peers are all stopped")
+    assert "outcome unknown" in msg and "log entry" in msg, msg
     assert res[3] <= deadline_seconds(12), "the write took %.1fs" % res[3]
     wait_until(lambda: leader.leader_id() == 0 or leader.state() != "leader", 15,
                "%s to give up leadership without a quorum" % leader.name)
@@ -707,6 +711,44 @@ def test_bad_input(cluster_factory, tmp_path):
 
 # ---------------------------------------------------------------------------
 # restarts and leadership hand-over
+
+
+def test_a_write_that_may_have_landed_is_never_answered_nothing_written(cluster_factory):
+    """Both followers stopped, writes to the leader: each is proposed, then the leader
+    loses its quorum. Before, the answer was 503 "server has lost leadership" (which the
+    README reads as "nothing written"), yet once the followers came back the leader's
+    entry was committed and the row was on every node: a client that retried inserted
+    twice. Now such a write is answered 504 with an outcome-unknown message naming its
+    log entry; every 503 is a write that is on no node, ever."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok_results(post(leader, "/db/execute", ["CREATE TABLE u (k TEXT PRIMARY KEY)"]), "CREATE")
+    c.wait_converged()
+    for n in c.followers(leader):
+        assert n.stop() == 0
+    answers = {}
+    for i in range(3):
+        key = "w%d" % i
+        answers[key] = post(leader, "/db/execute", [["INSERT INTO u(k) VALUES(?)", key]], timeout=30)
+        print(key, answers[key][0], answers[key][2][:300])
+    for n in c.nodes:
+        if n is not leader:
+            n.start(wait=False)
+    ok_results(post(c.leader(timeout=deadline_seconds(30)), "/db/execute", [["INSERT INTO u(k) VALUES(?)", "after"]]), "INSERT after")
+    c.wait_converged(timeout=60)
+    rows = {r[0] for r in c.assert_same_rows("u")}
+    assert "after" in rows
+    for key, res in answers.items():
+        st = res[0]
+        if st == 200:
+            assert key in rows, "%s was acknowledged but is on no node" % key
+        elif st == 503:
+            assert key not in rows, "%s was answered 503 (nothing written) but is on every node" % key
+        else:
+            msg = error_json(res, (504,), "write %s without a quorum" % key)
+            assert "outcome unknown" in msg and re.search(r"log entry \d+ in term \d+", msg), msg
+    # The first write was proposed while the leader still led: its outcome is unknown.
+    assert answers["w0"][0] == 504, answers["w0"]
 
 
 def test_restarted_nodes_rejoin_by_themselves(cluster_factory):

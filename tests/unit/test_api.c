@@ -113,16 +113,24 @@ static void test_read_only_and_guards(void **state)
     assert_int_equal(cairn_query(db, "DELETE FROM t", NULL, 0, CAIRN_LEVEL_STRONG, &r), 0);
     assert_non_null(strstr(cairn_result_error(r, 0), "readonly"));
     cairn_result_free(r);
-    /* cairn's own bookkeeping and transaction control are out of reach. */
-    assert_int_equal(cairn_execute(db, "DROP TABLE _cairn_meta", NULL, 0, &r), 0);
-    assert_non_null(cairn_result_error(r, 0));
-    cairn_result_free(r);
-    assert_int_equal(cairn_execute(db, "COMMIT", NULL, 0, &r), 0);
-    assert_non_null(strstr(cairn_result_error(r, 0), "transaction control"));
-    cairn_result_free(r);
-    assert_int_equal(cairn_execute(db, "ATTACH '/tmp/x.db' AS x", NULL, 0, &r), 0);
-    assert_non_null(cairn_result_error(r, 0));
-    cairn_result_free(r);
+    /* cairn's own bookkeeping, transaction control, ATTACH and connection state are
+     * out of reach: the statement policy refuses them before anything is proposed. */
+    static const char *const refused[] = {
+        "DROP TABLE _cairn_meta", "COMMIT", "ATTACH '/tmp/x.db' AS x",
+        "CREATE TEMP TABLE tt(x)", "PRAGMA case_sensitive_like=1", "SAVEPOINT a",
+        "INSERT INTO t VALUES(1, 'a')\n; -- fine\n INSERT INTO _cairn_meta VALUES('k', 1)"};
+    int64_t before = count(db, CAIRN_LEVEL_WEAK);
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        r = NULL;
+        int rc = cairn_execute(db, refused[i], NULL, 0, &r);
+        assert_int_equal(rc, CAIRN_EINVAL);
+        assert_null(r);
+        assert_non_null(strstr(cairn_errmsg(db), "statement policy"));
+    }
+    assert_int_equal(count(db, CAIRN_LEVEL_WEAK), before);
+    /* A statement with nothing to run is refused, not proposed. */
+    assert_int_equal(cairn_execute(db, "  -- nothing\n ;", NULL, 0, &r), CAIRN_EINVAL);
+    assert_non_null(strstr(cairn_errmsg(db), "empty"));
     assert_true(count(db, CAIRN_LEVEL_WEAK) > 0);
     cairn_close(db);
 }

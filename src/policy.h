@@ -1,0 +1,99 @@
+/* The statement policy and bounded execution: what user SQL may do, and for how long.
+ *
+ * Every connection that runs user SQL (the writer, readers, a branch's connection) is
+ * set up with policyInstall: one SQLite authorizer and one progress handler, each
+ * reading the connection's struct policy_conn.
+ *
+ * The authorizer refuses everything whose effect the database file does not carry,
+ * because such an effect is lost when a node restarts or installs a snapshot, and the
+ * replicas then differ: temp objects, connection-state and process-wide PRAGMAs,
+ * ATTACH/DETACH, transaction control (each request is already a transaction), any
+ * write to cairn's own tables (names starting with "_cairn"), and functions with
+ * effects outside the database. PRAGMAs that only read are allowed, and the two that
+ * write the database header (user_version, application_id). The table is in
+ * README.md, "Statement policy".
+ *
+ * The progress handler bounds execution. A replicated write runs under a budget of
+ * virtual-machine steps, counted by SQLite at the same points on every node for the
+ * same SQL on the same pages, so that an over-long write fails the same way on every
+ * node and on every replay; the budget travels in the log entry (command.h), so that
+ * nodes started with different flags still agree. A read runs under a time limit and
+ * stops when its client goes away. A stop flag (the node is shutting down) interrupts
+ * both; an apply interrupted that way is rolled back whole, never recorded.
+ *
+ * A struct policy_conn belongs to its connection and is used by the thread using that
+ * connection. */
+#ifndef CAIRN_POLICY_H
+#define CAIRN_POLICY_H
+
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The progress handler runs every this many virtual-machine steps. */
+#define POLICY_STEP_GRAIN 1000
+/* Defaults (cairnd --write-step-limit, --max-value-size, --query-timeout). Log entries
+ * written before limits were carried in the entry are applied with the first two. */
+#define POLICY_DEFAULT_WRITE_STEPS 100000000ull
+#define POLICY_DEFAULT_MAX_LENGTH (64u << 20)
+#define POLICY_DEFAULT_QUERY_TIMEOUT_MS 30000u
+/* Bounds of the flags: a value limit above SQLite's own largest (2^31 - 1) means
+ * nothing. */
+#define POLICY_MAX_LENGTH_CAP 2147483647u
+
+/* What stopped a statement (policy_conn.trip). */
+enum policy_trip {
+    POLICY_TRIP_NONE = 0,
+    POLICY_TRIP_STEPS,       /* the write step budget */
+    POLICY_TRIP_DEADLINE,    /* the read time limit */
+    POLICY_TRIP_CLIENT_GONE, /* the reader's client closed its connection */
+    POLICY_TRIP_STOPPING     /* the node is shutting down */
+};
+
+struct policy_conn {
+    bool internal; /* cairn's own statements run: the authorizer lets everything through */
+    char why[200]; /* why the authorizer last refused */
+    /* Bounded execution, set per statement (writes) or per batch (reads). */
+    uint64_t steps;      /* write step budget of the statement; 0: none */
+    uint64_t ticks;      /* progress callbacks so far in this statement */
+    double deadline;     /* CLOCK_MONOTONIC seconds; 0: none */
+    uint32_t timeout_ms; /* the limit the deadline came from, for the message */
+    int client_fd;       /* the reader's client socket, watched; -1: none */
+    double next_watch;   /* when to look at the client socket next */
+    const atomic_bool *stop; /* set when the node shuts down; NULL: none */
+    enum policy_trip trip;
+};
+
+/* Install the authorizer and progress handler of pc on db, and the limits every
+ * connection gets (no attached databases; value length max_length). pc must outlive
+ * db's use. Any thread, before db is used. */
+void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
+                   const atomic_bool *stop);
+
+/* Start a write statement under a budget of `steps` VM steps (0: none). */
+void policyWriteBegin(struct policy_conn *pc, uint64_t steps);
+/* Start a read batch: time limit timeout_ms (0: none), client socket fd (-1: none). */
+void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd);
+/* No limit from now on (cairn's own statements). */
+void policyEnd(struct policy_conn *pc);
+
+/* The statement text sql[0..n) as a request gives it: 0 when it can be run, else -1
+ * with what is wrong in msg (a NUL byte and where; nothing but blanks and comments). */
+int policyCheckText(const char *sql, size_t n, char *msg, size_t msgsize);
+
+/* A statement prepared under pc: false (msg says why) when the policy refuses it on
+ * grounds the authorizer cannot see (a trigger whose body names cairn's tables). */
+bool policyCheckPrepared(struct policy_conn *pc, sqlite3_stmt *ps, char *msg, size_t msgsize);
+
+/* The message for a statement that failed with rc: the policy's own words when it
+ * refused or stopped the statement, else NULL (use SQLite's message). */
+const char *policyMessage(struct policy_conn *pc, int rc, char *buf, size_t size);
+
+/* A duration as rqlite and cairnd take it ("30s", "500ms", "2m", "1h", "1.5s"; a bare
+ * number is seconds) into *ms: 0, or -1 when it is not one, is not positive or is over
+ * 24 hours. */
+int policyParseDuration(const char *text, uint32_t *ms);
+
+#endif
