@@ -122,7 +122,10 @@ def main():
             line = bench_http(n, "--mode", "txn", "--rows", 10000, "--requests",
                               LOAD_ROWS // 10000, "--key-start", 1)
             keys[n.name] = line["key_end"]
-        sizes = {n.name: n.status()["store"]["db_size"] for n in (on, off)}
+        sizes = {}
+        for n in (on, off):
+            doc = n.post("/db/query", ["PRAGMA page_count"])
+            sizes[n.name] = doc["results"][0]["values"][0][0]
         print("bench: loaded %d rows into each (database files: %s)" % (LOAD_ROWS, sizes),
               file=sys.stderr)
         totals = {(w, n.name): [0.0, 0.0] for w in ("insert", "select") for n in (on, off)}
@@ -181,8 +184,8 @@ def main():
         SECTION, "",
         "Command: `make bench-pagesum` (bench/pagesum.py): two single-node cairnd of the same "
         "build side by side, one on a database with page checksums (the default) and one "
-        "started with `--no-page-checksums`, each loaded with %d rows (database files %s "
-        "bytes: larger than SQLite's page cache, so reads reach the file, where every page "
+        "started with `--no-page-checksums`, each loaded with %d rows (%s pages of 4 KiB: "
+        "larger than SQLite's page cache, so reads reach the file, where every page "
         "is verified), then %d rounds of %g s per workload and side, taking turns, order "
         "reversed every other round; rates over the summed time." % (
             LOAD_ROWS, " and ".join("{:,}".format(v) for v in sizes.values()), ROUNDS, DURATION),

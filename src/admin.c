@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "cluster.h"
 #include "db.h"
@@ -71,6 +73,12 @@ int adminFreeze(struct cairn *db, struct store_freeze *fz, char *errmsg)
 int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn progress,
                 void *progress_arg, struct backup_info *out, char *errmsg)
 {
+    char why[CAIRN_ERRMSG_SIZE];
+    if (dbDiverged(db, why, sizeof why)) {
+        errorf(errmsg, "no backup of this node: its database differs from the cluster's: %s",
+               why);
+        return CAIRN_EBUSY;
+    }
     struct store_freeze fz;
     struct backup_source src;
     struct backup_options opt;
@@ -532,17 +540,40 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
     }
     memcpy(id, b->stmts[0].sql, b->stmts[0].sql_len);
     id[b->stmts[0].sql_len] = '\0';
+    if (dbDiverged(db, NULL, 0) && time(NULL) < db->diverged_next_fetch) {
+        /* Asked the peers a moment ago (the fsm tries again every 200 ms). */
+        char why[CAIRN_ERRMSG_SIZE];
+        dbDiverged(db, why, sizeof why);
+        cairn_result_free(res);
+        *out = NULL;
+        errorf(errmsg, "%s", why);
+        return CAIRN_ENOTFOUND;
+    }
     if (findOrFetch(db, id, &info, msg) != 0) {
-        /* Every node that has the file restores it; this one cannot, and says so. */
-        if (db->cfg.log != NULL) {
-            char line[CAIRN_ERRMSG_SIZE + 128];
-            snprintf(line, sizeof line, "restore entry %llu: %s: this node's database no longer "
-                                        "matches the cluster's; repair it from a peer",
-                     (unsigned long long)index, msg);
-            db->cfg.log(db->cfg.log_data, line);
+        /* Every node that has the file restores it. This one cannot: were it to go on,
+         * its rows would differ from every other node's. It stops here (the fsm waits
+         * and tries again, fetching from the cluster each time), says so everywhere,
+         * and serves nothing until it has the backup or is repaired from a peer. */
+        char why[CAIRN_ERRMSG_SIZE];
+        snprintf(why, sizeof why,
+                 "log entry %llu restores backup %s, which this node lacks and no peer sent "
+                 "(%s); it applies nothing past it until a peer has the backup, or until "
+                 "`cairn repair --from-peer URL DATA` replaces its database",
+                 (unsigned long long)index, id, msg);
+        if (!dbDiverged(db, NULL, 0)) {
+            dbLog(db, "%s", why);
         }
-        resultError(rs, msg);
-        return 0;
+        dbSetDiverged(db, why);
+        db->diverged_next_fetch = time(NULL) + 2;
+        cairn_result_free(res);
+        *out = NULL;
+        errorf(errmsg, "%s", why);
+        return CAIRN_ENOTFOUND;
+    }
+    if (dbDiverged(db, NULL, 0)) {
+        dbLog(db, "restore entry %llu: backup %s found: this node catches up with the cluster",
+              (unsigned long long)index, id);
+        dbSetDiverged(db, NULL);
     }
     if (memcmp(info.digest, b->stmts[0].params[0].s, BACKUP_DIGEST_SIZE) != 0) {
         snprintf(msg, sizeof msg,
@@ -572,4 +603,194 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
     }
     rs->rows_affected = (int64_t)info.page_count;
     return 0;
+}
+
+/* ---- replica digests ------------------------------------------------------------- */
+
+int adminProposeDigest(struct cairn *db, uint64_t *index, char *errmsg)
+{
+    struct batch b;
+    struct cairn_result *res = NULL;
+    int rv;
+    memset(&b, 0, sizeof b);
+    b.kind = BATCH_DIGEST;
+    rv = dbPropose(db, &b, &res, errmsg);
+    if (rv == 0) {
+        *index = res->raft_index;
+    }
+    cairn_result_free(res);
+    return rv;
+}
+
+/* The slot for index (a new one, the oldest reused, when create). gmu held. */
+static struct db_digest *digestSlot(struct cairn *db, uint64_t index, bool create)
+{
+    size_t n = sizeof db->digests / sizeof db->digests[0];
+    size_t oldest = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (db->digests[i].state != 0 && db->digests[i].index == index) {
+            return &db->digests[i];
+        }
+        if (db->digests[i].index < db->digests[oldest].index) {
+            oldest = i;
+        }
+    }
+    if (!create) {
+        return NULL;
+    }
+    memset(&db->digests[oldest], 0, sizeof db->digests[oldest]);
+    db->digests[oldest].index = index;
+    return &db->digests[oldest];
+}
+
+static void digestFinish(struct cairn *db, uint64_t index, int state, uint64_t digest,
+                         uint64_t pages, const char *error)
+{
+    struct db_digest *d;
+    pthread_mutex_lock(&db->gmu);
+    d = digestSlot(db, index, true);
+    d->state = state;
+    d->digest = digest;
+    d->pages = pages;
+    snprintf(d->error, sizeof d->error, "%s", error != NULL ? error : "");
+    pthread_mutex_unlock(&db->gmu);
+}
+
+struct digest_job {
+    struct cairn *db;
+    struct store_freeze fz;
+    uint64_t index;
+};
+
+/* Read the frozen image page by page (bounded memory) into one XXH3-64. */
+static void *digestMain(void *arg)
+{
+    struct digest_job *j = arg;
+    struct cairn *db = j->db;
+    unsigned char hdr[100];
+    unsigned char *page = NULL;
+    XXH3_state_t *st = XXH3_createState();
+    char error[200] = "";
+    uint64_t pages = 0;
+    size_t psize = 0;
+    unsigned reserve = 0;
+    off_t off;
+
+    if (st == NULL || XXH3_64bits_reset(st) != XXH_OK) {
+        snprintf(error, sizeof error, "out of memory");
+        goto out;
+    }
+    if (pread(j->fz.fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) {
+        snprintf(error, sizeof error, "cannot read the database header: %s", strerror(errno));
+        goto out;
+    }
+    psize = ((size_t)hdr[16] << 8) | hdr[17];
+    psize = psize == 1 ? 65536 : psize;
+    reserve = hdr[20];
+    if (psize < 512 || psize > 65536 || reserve >= psize || (page = malloc(psize)) == NULL) {
+        snprintf(error, sizeof error, "bad page size %zu in the header, or out of memory", psize);
+        goto out;
+    }
+    for (off = 0;; off += (off_t)psize) {
+        ssize_t got = pread(j->fz.fd, page, psize, off);
+        if (got == 0) {
+            break;
+        }
+        if (got != (ssize_t)psize) {
+            snprintf(error, sizeof error, "cannot read the page at offset %lld: %s",
+                     (long long)off, got < 0 ? strerror(errno) : "short read");
+            goto out;
+        }
+        if (atomic_load(&db->digest_stop)) {
+            snprintf(error, sizeof error, "the node is stopping");
+            goto out;
+        }
+        if (off == 0) {
+            memset(page + 18, 0, 2); /* WAL or not */
+            memset(page + 24, 0, 4); /* change counter */
+            memset(page + 92, 0, 8); /* version-valid-for, SQLite version */
+        }
+        memset(page + psize - reserve, 0, reserve); /* page checksums cover the above */
+        XXH3_64bits_update(st, page, psize);
+        pages++;
+    }
+out:
+    storeThaw(&j->fz);
+    digestFinish(db, j->index, error[0] ? DIGEST_FAILED : DIGEST_DONE,
+                 error[0] ? 0 : XXH3_64bits_digest(st), pages, error);
+    XXH3_freeState(st);
+    free(page);
+    free(j);
+    pthread_mutex_lock(&db->gmu);
+    db->digest_threads--;
+    pthread_cond_broadcast(&db->gcond);
+    pthread_mutex_unlock(&db->gmu);
+    return NULL;
+}
+
+void adminApplyDigest(void *data, uint64_t index)
+{
+    struct cairn *db = data;
+    struct digest_job *j = calloc(1, sizeof *j);
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    pthread_t th;
+    pthread_attr_t attr;
+    int rv;
+
+    pthread_mutex_lock(&db->gmu);
+    digestSlot(db, index, true)->state = DIGEST_PENDING;
+    pthread_mutex_unlock(&db->gmu);
+    if (j == NULL) {
+        digestFinish(db, index, DIGEST_FAILED, 0, 0, "out of memory");
+        return;
+    }
+    j->db = db;
+    j->index = index;
+    /* The image as of this entry: the loop is between applies, nothing is open. */
+    rv = storeFreeze(db->store, &j->fz, errmsg);
+    if (rv != 0) {
+        digestFinish(db, index, DIGEST_FAILED, 0, 0,
+                     rv == CAIRN_EBUSY ? "a long read held the database: ask again" : errmsg);
+        free(j);
+        return;
+    }
+    pthread_mutex_lock(&db->gmu);
+    db->digest_threads++;
+    pthread_mutex_unlock(&db->gmu);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rv = pthread_create(&th, &attr, digestMain, j);
+    pthread_attr_destroy(&attr);
+    if (rv != 0) {
+        storeThaw(&j->fz);
+        free(j);
+        digestFinish(db, index, DIGEST_FAILED, 0, 0, "cannot start the digest thread");
+        pthread_mutex_lock(&db->gmu);
+        db->digest_threads--;
+        pthread_mutex_unlock(&db->gmu);
+    }
+}
+
+int adminDigest(struct cairn *db, uint64_t index, struct db_digest *out)
+{
+    struct db_digest *d;
+    int rv = CAIRN_ENOTFOUND;
+    pthread_mutex_lock(&db->gmu);
+    d = digestSlot(db, index, false);
+    if (d != NULL) {
+        *out = *d;
+        rv = 0;
+    }
+    pthread_mutex_unlock(&db->gmu);
+    return rv;
+}
+
+void adminDigestsStop(struct cairn *db)
+{
+    atomic_store(&db->digest_stop, true);
+    pthread_mutex_lock(&db->gmu);
+    while (db->digest_threads > 0) {
+        pthread_cond_wait(&db->gcond, &db->gmu);
+    }
+    pthread_mutex_unlock(&db->gmu);
 }

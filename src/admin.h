@@ -59,6 +59,29 @@ int adminStatement(struct cairn *db, const struct sqlfront_cmd *cmd, struct cair
 int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
                       struct cairn_result **out, char *errmsg);
 
+/* Replica digests: a BATCH_DIGEST entry makes every node digest its database as of
+ * that entry (XXH3-64 over every page, with page 1's bookkeeping fields, which differ
+ * between copies of the same data, and the pages' reserved bytes masked), so that the
+ * nodes can be compared at one index (`cairn check --host`). */
+struct db_digest;
+#define DIGEST_PENDING 1
+#define DIGEST_DONE 2
+#define DIGEST_FAILED 3
+
+/* Propose a digest entry (through the log: the leader's) and return its index. */
+int adminProposeDigest(struct cairn *db, uint64_t *index, char *errmsg);
+
+/* The FSM's hook (fsm_digest_fn): freeze the database and digest it on a thread of its
+ * own. Loop thread. */
+void adminApplyDigest(void *data, uint64_t index);
+
+/* This node's digest at index: 0 and *out filled (its state may be pending), or
+ * CAIRN_ENOTFOUND. Any thread. */
+int adminDigest(struct cairn *db, uint64_t index, struct db_digest *out);
+
+/* Wait for the digest threads to end (asking them to stop). Before the store closes. */
+void adminDigestsStop(struct cairn *db);
+
 /* The source name this server's backups carry. */
 void adminSourceName(struct cairn *db, char *out, size_t size);
 

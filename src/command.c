@@ -727,7 +727,7 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
     readU8(&r, &kind, "kind");
     flags = getU16(r.p + r.off);
     r.off += 2;
-    if (kind < BATCH_EXECUTE || kind > BATCH_RESTORE) {
+    if (kind < BATCH_EXECUTE || kind > BATCH_DIGEST) {
         errorf(errmsg, "command has unknown kind %u at offset 5", kind);
         return CAIRN_ECORRUPT;
     }

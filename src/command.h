@@ -21,9 +21,11 @@ enum batch_kind {
     BATCH_EXECUTE = 1, /* /db/execute: writes */
     BATCH_QUERY = 2,   /* /db/query: reads only; a write is an error */
     BATCH_REQUEST = 3, /* /db/request: reads and writes mixed */
-    BATCH_RESTORE = 4  /* replace the database with a backup: one statement whose SQL
+    BATCH_RESTORE = 4, /* replace the database with a backup: one statement whose SQL
                           is the backup id, with one blob parameter, the backup file's
                           digest (see fsm.h) */
+    BATCH_DIGEST = 5   /* every node computes a digest of its database as of this entry,
+                          to be compared (fsm.h); no statements */
 };
 
 /* Longest parameter name, in bytes, without its ':', '@' or '$' (store.c binds it with

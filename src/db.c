@@ -151,6 +151,39 @@ static bool readsCatalog(const struct batch *b)
     return false;
 }
 
+static int writeFileAtomic(const char *path, const char *data, size_t len, char *errmsg);
+
+void dbSetDiverged(struct cairn *db, const char *msg)
+{
+    char path[PATH_MAX];
+    char err[CAIRN_ERRMSG_SIZE];
+    snprintf(path, sizeof path, "%s/%s", db->data_dir, DIVERGED_FILE);
+    pthread_mutex_lock(&db->dmu);
+    snprintf(db->diverged, sizeof db->diverged, "%s", msg != NULL ? msg : "");
+    pthread_mutex_unlock(&db->dmu);
+    if (msg == NULL) {
+        if (unlink(path) == 0) {
+            syncParentDir(path, err);
+        }
+        return;
+    }
+    if (writeFileAtomic(path, msg, strlen(msg), err) != 0) {
+        dbLog(db, "cannot record that this node differs from the cluster: %s", err);
+    }
+}
+
+bool dbDiverged(struct cairn *db, char *out, size_t n)
+{
+    bool yes;
+    pthread_mutex_lock(&db->dmu);
+    yes = db->diverged[0] != '\0';
+    if (out != NULL && n > 0) {
+        snprintf(out, n, "%s", db->diverged);
+    }
+    pthread_mutex_unlock(&db->dmu);
+    return yes;
+}
+
 int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
           struct cairn_result **out, char *errmsg)
 {
@@ -190,6 +223,15 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
     }
     if (b->kind == BATCH_RESTORE || (b->flags & BATCH_META)) {
         return dbPropose(db, b, out, errmsg);
+    }
+    {
+        char why[CAIRN_ERRMSG_SIZE];
+        if (dbDiverged(db, why, sizeof why)) {
+            /* Its rows are not the cluster's: never served. */
+            errorf(errmsg, "this node's database differs from the cluster's, so it serves "
+                           "nothing: %s", why);
+            return CAIRN_EBUSY;
+        }
     }
     /* The statement policy, before anything is proposed or run. */
     if ((rv = storeCheck(db->store, b, &read_only, errmsg)) != 0) {
@@ -424,6 +466,9 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     }
     db->lock_fd = -1;
     pthread_mutex_init(&db->amu, NULL);
+    pthread_mutex_init(&db->dmu, NULL);
+    pthread_mutex_init(&db->gmu, NULL);
+    pthread_cond_init(&db->gcond, NULL);
     pthread_cond_init(&db->acond, NULL);
     memset(&ncfg, 0, sizeof ncfg);
     *out = db;
@@ -522,6 +567,21 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         return rv;
     }
     db->marked = true;
+    {
+        /* Known at the last stop to differ from the cluster: still so until the RESTORE
+         * entry it could not apply is applied (adminApplyRestore clears it). */
+        char path[PATH_MAX];
+        FILE *f;
+        snprintf(path, sizeof path, "%s/%s", db->data_dir, DIVERGED_FILE);
+        if ((f = fopen(path, "r")) != NULL) {
+            size_t got = fread(db->diverged, 1, sizeof db->diverged - 1, f);
+            db->diverged[got] = '\0';
+            if (got == 0) {
+                snprintf(db->diverged, sizeof db->diverged, "recorded in %s", path);
+            }
+            fclose(f);
+        }
+    }
     rv = storeOpen(db->db_path, !db->cfg.no_page_checksums, &db->store, tlsErrmsg);
     if (rv != 0) {
         return rv;
@@ -560,6 +620,8 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     ncfg.log_data = db->cfg.log_data;
     ncfg.restore = adminApplyRestore;
     ncfg.restore_data = db;
+    ncfg.digest = adminApplyDigest;
+    ncfg.digest_data = db;
     rv = nodeStart(&ncfg, db->store, START_TIMEOUT_MS, &db->node, tlsErrmsg);
     if (rv != 0) {
         return rv;
@@ -588,6 +650,7 @@ int cairn_close(cairn *db)
     clusterAnnouncerStop(db);
     httpStop(db->http);
     nodeStop(db->node);
+    adminDigestsStop(db); /* they read the store's frozen image */
     storeClose(db->store);
     if (db->marked) {
         healMarkClean(db);
@@ -595,6 +658,9 @@ int cairn_close(cairn *db)
     json_decref(db->recovery);
     lockRelease(db->lock_fd);
     pthread_mutex_destroy(&db->amu);
+    pthread_mutex_destroy(&db->dmu);
+    pthread_mutex_destroy(&db->gmu);
+    pthread_cond_destroy(&db->gcond);
     pthread_cond_destroy(&db->acond);
     free(db);
     return 0;

@@ -52,6 +52,30 @@ struct cairn {
     pthread_cond_t acond;
     bool stopping;           /* guarded by amu */
 
+    /* This node knows its database differs from the cluster's: it could not apply a
+     * RESTORE entry whose backup it lacks and no peer has. Set and cleared on the loop
+     * thread (adminApplyRestore), read by any under dmu, and kept in DATA/DIVERGED so
+     * that `cairn check` and a restart know it too. While set the node serves no
+     * reads, takes no backups and is not ready (its loop waits on the entry, so it
+     * neither applies nor votes). "" when not. */
+    pthread_mutex_t dmu;
+    char diverged[CAIRN_ERRMSG_SIZE];
+    time_t diverged_next_fetch; /* loop thread: when to ask the peers again */
+
+    /* Digests of the database at BATCH_DIGEST entries (admin.h), newest last, under
+     * gmu; digest threads running, waited for by cairn_close. */
+    pthread_mutex_t gmu;
+    pthread_cond_t gcond;
+    struct db_digest {
+        uint64_t index;
+        int state; /* DIGEST_PENDING, DIGEST_DONE, DIGEST_FAILED; 0: empty slot */
+        uint64_t digest;
+        uint64_t pages;
+        char error[200];
+    } digests[8];
+    unsigned digest_threads;
+    atomic_bool digest_stop;
+
     /* crash safety (heal.h) */
     struct json_t *recovery; /* the last recovery's record, or NULL */
     bool marked;             /* this start set the RUNNING mark */
@@ -69,6 +93,14 @@ int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char
  * success *out holds the results. Any thread. */
 int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
           struct cairn_result **out, char *errmsg);
+
+/* Say (msg) or unsay (NULL) that this node's database differs from the cluster's (see
+ * struct cairn.diverged). Loop thread. */
+void dbSetDiverged(struct cairn *db, const char *msg);
+/* Does it? Copies the reason into out. Any thread. */
+bool dbDiverged(struct cairn *db, char *out, size_t n);
+
+#define DIVERGED_FILE "DIVERGED"
 
 /* Parse a level name ("none", "weak", "linearizable", "strong"); -1 if unknown. */
 int dbLevelFromName(const char *name);

@@ -180,6 +180,19 @@ static void fsmDeliver(struct fsm *f, uint64_t index, const struct raft_buffer *
 static int applyBatch(struct fsm *f, const struct batch *b, uint64_t index,
                       struct cairn_result **res)
 {
+    if (b->kind == BATCH_DIGEST) {
+        /* Changes nothing: the database as it is now is what every node digests. */
+        *res = resultNew();
+        if (*res == NULL) {
+            errorf(f->errmsg, "out of memory");
+            return CAIRN_ENOMEM;
+        }
+        (*res)->raft_index = index;
+        if (f->digest != NULL) {
+            f->digest(f->digest_data, index);
+        }
+        return 0;
+    }
     if (b->kind == BATCH_RESTORE) {
         return f->restore != NULL
                    ? f->restore(f->restore_data, b, index, res, f->errmsg)
@@ -439,7 +452,8 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
     /* A follower keeps the bytes for the end of the turn and decodes them only then
      * (runSaved, applyEntry with no batch); a restore runs at once. */
     memset(&b, 0, sizeof b);
-    if (raft_state(f->raft) != RAFT_FOLLOWER || commandKind(buf->base, buf->len) == BATCH_RESTORE) {
+    if (raft_state(f->raft) != RAFT_FOLLOWER || commandKind(buf->base, buf->len) == BATCH_RESTORE ||
+        commandKind(buf->base, buf->len) == BATCH_DIGEST) {
         rv = commandDecode(buf->base, buf->len, &b, f->errmsg);
         if (rv != 0) {
             /* Every node holds the same bytes, so answering with an error (and not

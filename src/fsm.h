@@ -46,6 +46,11 @@ struct snapshot_manifest {
 typedef int (*fsm_restore_fn)(void *data, const struct batch *b, uint64_t index,
                               struct cairn_result **out, char *errmsg);
 
+/* A BATCH_DIGEST entry at `index` is applied: the database holds every entry before it
+ * and nothing is open. The callee starts computing this node's digest of it (store.h's
+ * freeze, read off the loop). Loop thread. */
+typedef void (*fsm_digest_fn)(void *data, uint64_t index);
+
 /* Brings the backup `id` and its chain into `dir` from wherever the cluster has it (the
  * leader's snapshots); 0 when every file is there. Loop thread. */
 typedef int (*fsm_fetch_fn)(void *data, const char *dir, const char *id, char *errmsg);
@@ -84,6 +89,8 @@ struct fsm {
     void *restore_data;
     fsm_fetch_fn fetch;
     void *fetch_data;
+    fsm_digest_fn digest;
+    void *digest_data;
     /* The last apply failed (the database could not commit: disk full, I/O error):
      * libraft keeps the entry and retries it with the next commit; the node answers
      * the requests waiting on it meanwhile. Cleared by the next successful apply. */

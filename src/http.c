@@ -427,6 +427,16 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     jsonKey(&b, "early_discards");
     bufJsonInt(&b, (int64_t)ss.early_discards);
     bufPutc(&b, ',');
+    {
+        char why[CAIRN_ERRMSG_SIZE];
+        jsonKey(&b, "diverged");
+        if (dbDiverged(db, why, sizeof why)) {
+            bufJsonString(&b, why, strlen(why));
+        } else {
+            bufPuts(&b, "null");
+        }
+        bufPutc(&b, ',');
+    }
     jsonKey(&b, "page_checksums");
     bufPuts(&b, ss.page_checksums ? "true" : "false");
     bufPutc(&b, ',');
@@ -459,7 +469,14 @@ static enum MHD_Result serveReadyz(struct http_server *h, struct MHD_Connection 
 {
     struct node_info ni;
     char *text;
+    char why[CAIRN_ERRMSG_SIZE];
     nodeInfo(h->db->node, &ni);
+    if (dbDiverged(h->db, why, sizeof why)) {
+        char body[CAIRN_ERRMSG_SIZE + 64];
+        snprintf(body, sizeof body, "[+]node ok\n[-]store differs from the cluster: %s\n", why);
+        text = strdup(body);
+        return httpSend(c, 503, "text/plain", text, strlen(text));
+    }
     if (ni.ready) {
         text = strdup("[+]node ok\n[+]leader ok\n[+]store ok\n");
         return httpSend(c, 200, "text/plain", text, strlen(text));

@@ -452,6 +452,65 @@ static enum MHD_Result getBackup(struct http_server *h, struct MHD_Connection *c
     return httpSendBuf(c, 200, &b, false);
 }
 
+/* POST /admin/digest: a digest entry through the leader's log; every node digests its
+ * database as of that entry. Answers {"digest":{"index":N}}. */
+static enum MHD_Result postDigest(struct http_server *h, struct MHD_Connection *c,
+                                  struct request *req)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    enum MHD_Result ret;
+    uint64_t index = 0;
+    struct buf b;
+    int rv;
+    if (httpRoute(h, c, "/admin/digest", "POST", req, 0, false, &ret)) {
+        return ret;
+    }
+    rv = adminProposeDigest(h->db, &index, errmsg);
+    if (rv != 0) {
+        return httpSendError(c, httpStatusFor(rv), errmsg);
+    }
+    bufInit(&b);
+    bufPrintf(&b, "{\"digest\":{\"index\":%llu}}\n", (unsigned long long)index);
+    return httpSendBuf(c, 200, &b, false);
+}
+
+/* GET /admin/digest?index=N: this node's digest at entry N ({"index", "node_id",
+ * "state": "pending"|"done"|"failed", "digest" (16 hex digits), "pages", "error"});
+ * 404 when this node has none for N (not applied yet, or long ago). */
+static enum MHD_Result getDigest(struct http_server *h, struct MHD_Connection *c)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "index");
+    char msg[160];
+    struct db_digest d;
+    unsigned long long index;
+    char *end;
+    struct buf b;
+    static const char *const states[] = {"", "pending", "done", "failed"};
+    errno = 0;
+    index = v != NULL ? strtoull(v, &end, 10) : 0;
+    if (v == NULL || v[0] == '\0' || v[0] == '-' || *end != '\0' || errno != 0 || index == 0) {
+        return httpSendError(c, 400, "GET /admin/digest needs ?index=N, a log index");
+    }
+    if (adminDigest(h->db, index, &d) != 0) {
+        snprintf(msg, sizeof msg, "no digest at log index %llu on this node (not applied yet, "
+                                  "or older than the last 8)", index);
+        return httpSendError(c, 404, msg);
+    }
+    bufInit(&b);
+    bufPrintf(&b, "{\"index\":%llu,\"node_id\":%llu,\"state\":\"%s\",\"digest\":\"%016llx\","
+                  "\"pages\":%llu,\"error\":",
+              index, (unsigned long long)h->db->cfg.node_id,
+              states[d.state >= 0 && d.state <= 3 ? d.state : 0], (unsigned long long)d.digest,
+              (unsigned long long)d.pages);
+    if (d.error[0]) {
+        bufJsonString(&b, d.error, strlen(d.error));
+    } else {
+        bufPuts(&b, "null");
+    }
+    bufPuts(&b, "}\n");
+    return httpSendBuf(c, 200, &b, false);
+}
+
 static enum MHD_Result postSnapshot(struct http_server *h, struct MHD_Connection *c)
 {
     char errmsg[CAIRN_ERRMSG_SIZE];
@@ -762,6 +821,11 @@ enum MHD_Result httpAdmin(struct http_server *h, struct MHD_Connection *c, const
     }
     if (strcmp(url, "/admin/snapshot") == 0) {
         return post ? postSnapshot(h, c) : httpSendNotAllowed(c, method, url, "POST");
+    }
+    if (strcmp(url, "/admin/digest") == 0) {
+        return post  ? postDigest(h, c, req)
+               : get ? getDigest(h, c)
+                     : httpSendNotAllowed(c, method, url, "GET, POST");
     }
     if (strcmp(url, "/admin/snapshots") == 0) {
         return get ? getSnapshots(h, c) : httpSendNotAllowed(c, method, url, "GET");

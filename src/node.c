@@ -892,6 +892,8 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     n->fsm.restore_data = cfg->restore_data;
     n->fsm.fetch = cfg->fetch;
     n->fsm.fetch_data = cfg->fetch_data;
+    n->fsm.digest = cfg->digest;
+    n->fsm.digest_data = cfg->digest_data;
     rv = raft_init(&n->raft, &n->io, &n->raft_fsm, cfg->id, n->raft_addr);
     if (rv != 0) {
         errorf(errmsg, "raft init: %s", raft_errmsg(&n->raft));
@@ -1077,7 +1079,8 @@ static int submit(struct node *n, struct op *op, char *errmsg)
 static void applyEarly(struct node *n, const struct batch *b, uint64_t after,
                        uint64_t last_index, const unsigned char key[STORE_EARLY_KEY])
 {
-    if (b == NULL || b->kind == BATCH_RESTORE || (b->flags & BATCH_META)) {
+    if (b == NULL || b->kind == BATCH_RESTORE || b->kind == BATCH_DIGEST ||
+        (b->flags & BATCH_META)) {
         return;
     }
     storeEarlyRun(n->store, b, after, last_index + 1, key);

@@ -53,6 +53,9 @@ struct node_config {
     /* Fetches a snapshot's backup chain that is not in snap_dir; loop thread. */
     fsm_fetch_fn fetch;
     void *fetch_data;
+    /* Digests the database at a BATCH_DIGEST entry (see fsm.h); loop thread. */
+    fsm_digest_fn digest;
+    void *digest_data;
     /* On a follower, asks the leader for a log entry (nodeSnapshot needs one applied
      * after it lowers the threshold); NULL: followers cannot be asked for snapshots. */
     int (*nudge)(void *data, char *errmsg);

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -545,6 +546,24 @@ out:
     }
 }
 
+/* DATA/DIVERGED: the node knew, when it last ran, that its database differs from the
+ * cluster's (a RESTORE entry whose backup it lacked). */
+static void checkDiverged(checkRun *r)
+{
+    char path[PATH_MAX], why[1024];
+    FILE *f;
+    size_t got;
+    snprintf(path, sizeof path, "%s/DIVERGED", r->dataDir);
+    if ((f = fopen(path, "r")) == NULL) {
+        return;
+    }
+    got = fread(why, 1, sizeof why - 1, f);
+    why[got] = '\0';
+    fclose(f);
+    item(r, "cluster", "DAMAGED", "DIVERGED", "this node's database differs from the cluster's: %s",
+         got ? why : "(no reason recorded)");
+}
+
 /* Every page of db.sqlite against the checksum in its reserved bytes (pagesum.h).
  * Pages still in the WAL are covered by the WAL's own frame checksums instead. */
 static void checkPageChecksums(checkRun *r)
@@ -821,12 +840,118 @@ static void checkRepository(checkRun *r, const char *check, const char *repo, co
 
 /* ---- cairn check --host URL ---------------------------------------------------------- */
 
+/* In a cluster: every node digests its database at one log index (POST /admin/digest
+ * through the node asked, then GET /admin/digest?index=N on each node, waiting until
+ * each has applied it), and the digests must agree. Prints one line per node (none
+ * with json) and fills *out (a JSON object) when out is not NULL. Returns the number
+ * of nodes that differ from the leader's digest or could not give one. */
+static int compareReplicas(cliHttp *http, json_t *nodes, int json, json_t **out)
+{
+    json_t *list = json_array();
+    json_t *doc;
+    json_error_t jerr;
+    const char *id;
+    json_t *n;
+    char path[64];
+    char ref[32] = "";
+    long long index;
+    int problems = 0;
+
+    *out = NULL;
+    if (cliHttpPost(http, "/admin/digest", "", 0) != 0 || http->status != 200) {
+        if (!json) {
+            printf("DAMAGED  cluster: no digest entry could be appended (HTTP %ld: %.200s)\n",
+                   http->status, http->body.data ? http->body.data : http->errmsg);
+        }
+        json_decref(list);
+        return 1;
+    }
+    doc = json_loadb(http->body.data, http->body.len, 0, &jerr);
+    index = json_integer_value(json_object_get(json_object_get(doc, "digest"), "index"));
+    json_decref(doc);
+    snprintf(path, sizeof path, "/admin/digest?index=%lld", index);
+    /* The leader's first, as the reference. */
+    for (int pass = 0; pass < 2; pass++) {
+        json_object_foreach(nodes, id, n) {
+            const char *api = json_string_value(json_object_get(n, "api_addr"));
+            bool leader = json_is_true(json_object_get(n, "leader"));
+            cliHttp one = {0};
+            const char *state = NULL;
+            const char *digest = NULL;
+            char why[300] = "";
+            json_t *d = NULL;
+            if ((pass == 0) != leader) {
+                continue;
+            }
+            if (api == NULL || cliHttpInit(&one, api) != 0) {
+                snprintf(why, sizeof why, "no HTTP address");
+            } else {
+                /* Each node digests once it applies the entry: wait up to 60 s. */
+                for (int tries = 0; tries < 600; tries++) {
+                    json_decref(d);
+                    d = NULL;
+                    if (cliHttpGet(&one, path) != 0) {
+                        snprintf(why, sizeof why, "%s", one.errmsg);
+                        break;
+                    }
+                    d = json_loadb(one.body.data, one.body.len, 0, &jerr);
+                    state = json_string_value(json_object_get(d, "state"));
+                    if (one.status == 200 && state != NULL && strcmp(state, "pending") != 0) {
+                        break;
+                    }
+                    snprintf(why, sizeof why, "%s", one.status == 200 ? "still digesting"
+                                                   : "has not applied the entry");
+                    state = NULL;
+                    nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+                }
+                if (state != NULL && strcmp(state, "done") == 0) {
+                    digest = json_string_value(json_object_get(d, "digest"));
+                    why[0] = '\0';
+                } else if (state != NULL) {
+                    snprintf(why, sizeof why, "%s",
+                             json_string_value(json_object_get(d, "error")) != NULL
+                                 ? json_string_value(json_object_get(d, "error"))
+                                 : state);
+                }
+            }
+            if (digest != NULL && pass == 0) {
+                snprintf(ref, sizeof ref, "%s", digest);
+            }
+            bool same = digest != NULL && ref[0] && strcmp(digest, ref) == 0;
+            if (!same) {
+                problems++;
+            }
+            if (!json) {
+                printf("%-8s node %s (%s): %s\n", same ? "OK" : "DAMAGED", id, api ? api : "?",
+                       digest == NULL ? why
+                       : same       ? (pass == 0 ? "digest at log index taken as the reference"
+                                                 : "same digest as the leader")
+                                    : "its database differs from the leader's (digest differs)");
+            }
+            json_array_append_new(list, json_pack("{s:s, s:b, s:s?, s:b, s:s?}", "node_id", id,
+                                                  "leader", leader, "digest", digest, "same",
+                                                  same, "error", digest == NULL ? why : NULL));
+            json_decref(d);
+            cliHttpClose(&one);
+        }
+    }
+    if (!json) {
+        printf("%-8s cluster: %s at log index %lld (digest %s)\n", problems ? "DAMAGED" : "OK",
+               problems ? "the nodes' databases differ" : "every node holds the same pages", index,
+               ref[0] ? ref : "none");
+    }
+    *out = json_pack("{s:I, s:o, s:b}", "index", (json_int_t)index, "nodes", list, "ok",
+                     problems == 0);
+    return problems;
+}
+
 static int checkOnline(const char *host, int json)
 {
     cliHttp http = {0};
     json_error_t jerr;
     json_t *doc = NULL, *node, *raft, *store;
     int code = CLI_EXIT_FAIL;
+    int problems = 0;
 
     if (cliHttpInit(&http, host) != 0 || cliHttpGet(&http, "/status") != 0) {
         fprintf(stderr, "cairn: %s\n", http.errmsg);
@@ -842,10 +967,39 @@ static int checkOnline(const char *host, int json)
         fprintf(stderr, "cairn: %s/status did not answer a JSON object\n", http.base);
         goto out;
     }
-    if (json) {
-        printf("%.*s\n", (int)http.body.len, http.body.data);
-        code = CLI_EXIT_OK;
-        goto out;
+    {
+        /* A node that knows it differs from the cluster fails the check; in a cluster,
+         * so do nodes whose databases differ. */
+        json_t *dv = json_object_get(json_object_get(doc, "store"), "diverged");
+        json_t *nodes = NULL;
+        json_t *replicas = NULL;
+        int differ = 0;
+        if (cliHttpGet(&http, "/nodes") == 0 && http.status == 200) {
+            nodes = json_loadb(http.body.data, http.body.len, 0, &jerr);
+        }
+        if (json_is_object(nodes) && json_object_size(nodes) > 1) {
+            differ = compareReplicas(&http, nodes, json, &replicas);
+        }
+        json_decref(nodes);
+        if (json) {
+            if (replicas != NULL) {
+                json_object_set_new(doc, "replicas", replicas);
+                replicas = NULL;
+            }
+            char *text = json_dumps(doc, JSON_COMPACT);
+            printf("%s\n", text ? text : "{}");
+            free(text);
+            code = json_is_string(dv) || differ ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+            goto out;
+        }
+        json_decref(replicas);
+        problems += differ;
+        if (json_is_string(dv)) {
+            printf("DAMAGED  %s: its database differs from the cluster's: %s\n", http.display,
+                   json_string_value(dv));
+            code = CLI_EXIT_FAIL;
+            goto out;
+        }
     }
     node = json_object_get(doc, "node");
     raft = json_object_get(doc, "raft");
@@ -872,7 +1026,7 @@ static int checkOnline(const char *host, int json)
            (long long)json_integer_value(json_object_get(store, "applied_index")));
     printf("(an online check shows what the node reports; stop it and run `cairn check DATA_DIR` "
            "to check its files)\n");
-    code = CLI_EXIT_OK;
+    code = problems ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
     json_decref(doc);
     cliHttpClose(&http);
@@ -924,6 +1078,7 @@ static int runCheck(const cliCommand *cmd, const cliEnv *env, int argc, char **a
     checkWal(&r, running);
     checkDatabase(&r, running, &applied);
     checkPageChecksums(&r);
+    checkDiverged(&r);
     checkRaftLog(&r, applied, &logJson, snapBackup, sizeof snapBackup);
     snprintf(snapDir, sizeof snapDir, "%s/snapshots", r.dataDir);
     if (exists(snapDir) || snapBackup[0] != '\0') {
