@@ -158,9 +158,37 @@ static int moveDatabaseAside(const char *data_dir, const char *when, char *moved
     return rv;
 }
 
-/* Check the Raft log. *damaged: a problem other than a torn tail; text describes it. */
-static int checkLog(const char *raft_dir, struct raftlog_report *rep, bool *damaged, char *text,
-                    size_t n)
+static int checkLogFiles(const char *raft_dir, struct raftlog_report *rep, bool *damaged,
+                         char *text, size_t n);
+
+/* Check the Raft log the way every start and `cairn repair` both judge it (they must
+ * agree). *damaged: a problem other than a torn tail, or a log that ends before the
+ * database's applied index (db_path, when it exists): libraft would start on it and the
+ * database would skip the new entries that take those indexes; text describes it. */
+static int checkLog(const char *raft_dir, const char *db_path, struct raftlog_report *rep,
+                    bool *damaged, char *text, size_t n)
+{
+    int rv = checkLogFiles(raft_dir, rep, damaged, text, n);
+    if (rv == 0 && !*damaged && db_path != NULL && exists(db_path) && rep->files_checked > 0) {
+        uint64_t applied = appliedOf(db_path);
+        uint64_t end =
+            rep->last_index > rep->snapshot_index ? rep->last_index : rep->snapshot_index;
+        if (rep->n_problems > 0 && rep->good_index < end) {
+            end = rep->good_index; /* a torn tail: what libraft will load */
+        }
+        if (applied > end) {
+            *damaged = true;
+            snprintf(text, n,
+                     "missing entries: the database has applied index %llu but the log ends "
+                     "at %llu (a segment was lost or cut)",
+                     (unsigned long long)applied, (unsigned long long)end);
+        }
+    }
+    return rv;
+}
+
+static int checkLogFiles(const char *raft_dir, struct raftlog_report *rep, bool *damaged,
+                         char *text, size_t n)
 {
     char msg[CAIRN_ERRMSG_SIZE];
     int rv = raftlogVerify(raft_dir, NULL, NULL, rep, msg);
@@ -245,19 +273,7 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
     }
     /* The log is checked at every start: libraft 0.15 cuts an open segment at the first
      * batch that fails its checksum without saying so, even with auto-recovery off. */
-    checkLog(raft_dir, rep, &damaged, log_text, sizeof log_text);
-    if (!damaged && exists(db_path)) {
-        uint64_t applied = appliedOf(db_path);
-        uint64_t end =
-            rep->last_index > rep->snapshot_index ? rep->last_index : rep->snapshot_index;
-        if (applied > end && (rep->files_checked > 0)) {
-            damaged = true;
-            snprintf(log_text, sizeof log_text,
-                     "missing entries: the database has applied index %llu but the log ends at "
-                     "%llu (a segment was lost or cut)",
-                     (unsigned long long)applied, (unsigned long long)end);
-        }
-    }
+    checkLog(raft_dir, db_path, rep, &damaged, log_text, sizeof log_text);
     if (!unclean && damaged) {
         errorf(errmsg,
                "the Raft log in %s is %s. cairnd does not drop log entries, which may hold "
@@ -535,6 +551,129 @@ out:
     return rv;
 }
 
+/* Can a damaged log be replaced by one started from the database (resetLog)? Only when
+ * the database is at or past the last entry that can be read (nothing the log still
+ * holds is newer than the database), and the node is its cluster's only voter: in a
+ * cluster the other nodes hold the log, and `--from-peer` takes it from them. */
+static bool keepsDatabase(const struct raftlog_report *rep, const char *db_path)
+{
+    unsigned voters = 0;
+    uint64_t applied = appliedOf(db_path);
+    for (unsigned i = 0; i < rep->conf_servers; i++) {
+        voters += rep->conf[i].role == RAFT_VOTER;
+    }
+    return applied > 0 && applied >= rep->good_index && voters == 1;
+}
+
+/* Start a new log from the database: checkpoint it, write it as a full backup into
+ * DATA/snapshots, move DATA/raft aside and write a new log there whose first state is a
+ * snapshot naming that backup at the database's applied index, with the configuration
+ * and the term of the old log. Says what, if anything, is lost. */
+static int resetLog(const struct heal_options *o, const struct raftlog_report *rep,
+                    const char *db_path, const char *when, char *moved_log, size_t n,
+                    uint64_t *applied, char *lost, size_t lost_size, char *errmsg)
+{
+    char raft_dir[PATH_MAX], snap_dir[PATH_MAX], real[PATH_MAX], source[PATH_MAX + 16];
+    unsigned char manifest[MANIFEST_SIZE];
+    struct node_server servers[NODE_MAX_SERVERS];
+    struct snapshot_manifest m;
+    struct backup_source src;
+    struct backup_options opt;
+    struct backup_info info;
+    uint64_t index = appliedOf(db_path);
+    uint64_t claimed = rep->last_index > rep->good_index ? rep->last_index : rep->good_index;
+    uint64_t term = rep->term > 0 ? rep->term : 1;
+    uint64_t id = 0;
+    const char *address = "";
+    unsigned nservers = 0;
+    sqlite3 *h = NULL;
+    int fd, rv;
+
+    snprintf(raft_dir, sizeof raft_dir, "%s/raft", o->data_dir);
+    snprintf(snap_dir, sizeof snap_dir, "%s/snapshots", o->data_dir);
+    for (unsigned i = 0; i < rep->conf_servers && nservers < NODE_MAX_SERVERS; i++) {
+        servers[nservers].id = rep->conf[i].id;
+        snprintf(servers[nservers].address, sizeof servers[nservers].address, "%s",
+                 rep->conf[i].address);
+        servers[nservers].role = rep->conf[i].role;
+        if (rep->conf[i].role == RAFT_VOTER) {
+            id = rep->conf[i].id;
+            address = rep->conf[i].address;
+        }
+        nservers++;
+    }
+    say(o, "the log can be read up to index %llu; the database holds every entry up to index "
+           "%llu",
+        (unsigned long long)rep->good_index, (unsigned long long)index);
+    if (claimed > index) {
+        snprintf(lost, lost_size, "entries %llu to %llu, which the damaged part of the log held "
+                                  "and the database never applied (so this single node never "
+                                  "acknowledged them)",
+                 (unsigned long long)index + 1, (unsigned long long)claimed);
+    } else {
+        snprintf(lost, lost_size, "nothing (the damaged part of the log held no entry past "
+                                  "index %llu, which the database holds)",
+                 (unsigned long long)index);
+    }
+    say(o, "lost: %s", lost);
+    /* Everything in the database file itself, for the backup that reads it. */
+    if (sqlite3_open_v2(db_path, &h, SQLITE_OPEN_READWRITE, PAGESUM_VFS) != SQLITE_OK ||
+        sqlite3_exec(h, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) != SQLITE_OK) {
+        errorf(errmsg, "checkpoint of %s: %s", db_path, h ? sqlite3_errmsg(h) : "cannot open");
+        sqlite3_close(h);
+        return CAIRN_EIO;
+    }
+    sqlite3_close(h);
+    if (mkdir(snap_dir, 0755) != 0 && errno != EEXIST) {
+        errorf(errmsg, "cannot create %s: %s", snap_dir, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    if (realpath(o->data_dir, real) == NULL) {
+        snprintf(real, sizeof real, "%s", o->data_dir);
+    }
+    snprintf(source, sizeof source, "cairnd:%s", real);
+    if ((fd = open(db_path, O_RDONLY | O_CLOEXEC)) < 0) {
+        errorf(errmsg, "cannot open %s: %s", db_path, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    memset(&src, 0, sizeof src);
+    src.fd = fd;
+    src.raft_index = index;
+    src.raft_term = term;
+    src.source = source;
+    memset(&opt, 0, sizeof opt);
+    opt.type = BACKUP_FULL;
+    opt.repo = snap_dir;
+    rv = backupCreate(&src, &opt, &info, errmsg);
+    close(fd);
+    if (rv != 0) {
+        return rv;
+    }
+    memset(&m, 0, sizeof m);
+    m.version = MANIFEST_VERSION;
+    m.index = index;
+    m.db_index = index;
+    m.size = info.size_bytes;
+    memcpy(m.digest16, info.digest, sizeof m.digest16);
+    snprintf(m.name, sizeof m.name, "%s", info.id);
+    manifestEncode(&m, manifest);
+    if ((rv = moveAside(o->data_dir, "raft", when, moved_log, n, errmsg)) != 0) {
+        return rv;
+    }
+    if (mkdir(raft_dir, 0700) != 0) {
+        errorf(errmsg, "cannot create %s: %s", raft_dir, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    say(o, "writing a new log: a snapshot at index %llu (term %llu) naming backup %s",
+        (unsigned long long)index, (unsigned long long)term, info.id);
+    rv = nodeResetLog(raft_dir, id, address, term, index, servers, nservers, manifest,
+                      sizeof manifest, errmsg);
+    if (rv == 0) {
+        *applied = index;
+    }
+    return rv;
+}
+
 /* Write join = peer into DATA/node.json, so that a node whose log was reset rejoins. */
 static int setJoin(const char *data_dir, const char *peer, char *errmsg)
 {
@@ -571,6 +710,7 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
     char db_before[600];
     char moved_db[PATH_MAX] = "";
     char moved_log[PATH_MAX] = "";
+    char lost[256] = "";
     struct raftlog_report *rep;
     bool log_damaged = false;
     bool db_damaged;
@@ -602,7 +742,7 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
         errorf(errmsg, "out of memory");
         return CAIRN_ENOMEM;
     }
-    checkLog(raft_dir, rep, &log_damaged, log_text, sizeof log_text);
+    checkLog(raft_dir, db_path, rep, &log_damaged, log_text, sizeof log_text);
     db_damaged = quickCheck(db_path, db_text, sizeof db_text) != 0;
     snprintf(db_before, sizeof db_before, "%s%s", db_damaged ? "damaged: " : "", db_text);
     say(o, "raft log: %s", log_text);
@@ -610,6 +750,16 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
 
     switch (o->mode) {
     case HEAL_REBUILD:
+        if (log_damaged && !db_damaged && keepsDatabase(rep, db_path)) {
+            /* The database holds every entry the log can still give, and more: keep it
+             * and start a new log from it, rather than lose what it holds. */
+            rv = resetLog(o, rep, db_path, when, moved_log, sizeof moved_log, &applied, lost,
+                          sizeof lost, errmsg);
+            action = "kept the database, which holds every entry up to the damage and past "
+                     "it, and started a new Raft log from it (a snapshot at its index); the "
+                     "damaged log is kept in corrupt/";
+            break;
+        }
         if (log_damaged) {
             errorf(errmsg,
                    "cannot rebuild from this node's log, which is %s: use "
@@ -740,10 +890,11 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
             rv = CAIRN_ECORRUPT;
         }
     }
-    out = json_pack("{s:b, s:s, s:s, s:s, s:s?, s:s?, s:I}", "ok", rv == 0, "raft_log", log_text,
-                    "database_before", db_before, "action", rv == 0 ? action : "failed",
+    out = json_pack("{s:b, s:s, s:s, s:s, s:s?, s:s?, s:I, s:s?}", "ok", rv == 0, "raft_log",
+                    log_text, "database_before", db_before, "action", rv == 0 ? action : "failed",
                     "moved_database", moved_db[0] ? moved_db : NULL, "moved_log",
-                    moved_log[0] ? moved_log : NULL, "applied_index", (json_int_t)applied);
+                    moved_log[0] ? moved_log : NULL, "applied_index", (json_int_t)applied, "lost",
+                    lost[0] ? lost : NULL);
     if (out != NULL) {
         char *text = json_dumps(out, JSON_COMPACT);
         bufPuts(report, text ? text : "{}");

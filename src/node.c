@@ -1267,3 +1267,123 @@ void nodeInfo(struct node *n, struct node_info *info)
     *info = n->info;
     pthread_mutex_unlock(&n->imu);
 }
+
+/* ---- an offline new log (cairn repair) ------------------------------------------- */
+
+struct reset {
+    bool done;
+    int status;
+};
+
+static void resetPutCb(struct raft_io_snapshot_put *req, int status)
+{
+    struct reset *r = req->data;
+    r->done = true;
+    r->status = status;
+}
+
+static void resetCloseCb(struct raft_io *io)
+{
+    struct reset *r = io->data;
+    r->done = true;
+}
+
+int nodeResetLog(const char *raft_dir, uint64_t id, const char *address, uint64_t term,
+                 uint64_t index, const struct node_server *servers, unsigned n,
+                 const void *data, size_t len, char *errmsg)
+{
+    uv_loop_t loop;
+    struct raft_uv_transport transport;
+    struct raft_io io;
+    struct raft_snapshot snap;
+    struct raft_buffer buf;
+    struct raft_io_snapshot_put req;
+    struct reset r = {false, 0};
+    struct raft_snapshot *loaded = NULL;
+    struct raft_entry *entries = NULL;
+    size_t n_entries = 0;
+    raft_term t0 = 0;
+    raft_id vote = 0;
+    raft_index start = 0;
+    int rv;
+
+    memset(&snap, 0, sizeof snap);
+    if (uv_loop_init(&loop) != 0) {
+        errorf(errmsg, "event loop: cannot initialise");
+        return CAIRN_ENOMEM;
+    }
+    localTransportInit(&transport);
+    rv = raft_uv_init(&io, &loop, raft_dir, &transport);
+    if (rv != 0) {
+        errorf(errmsg, "raft storage in %s: %s", raft_dir, io.errmsg);
+        uv_loop_close(&loop);
+        return CAIRN_EIO;
+    }
+    raft_uv_set_auto_recovery(&io, false);
+    raft_uv_set_segment_size(&io, SEGMENT_SIZE);
+    io.data = &r;
+    rv = io.init(&io, id, address);
+    if (rv == 0) {
+        rv = io.load(&io, &t0, &vote, &loaded, &start, &entries, &n_entries);
+    }
+    if (rv == 0 && (loaded != NULL || n_entries > 0)) {
+        errorf(errmsg, "%s already holds a Raft log: a new one is started only in an empty "
+                       "directory", raft_dir);
+        rv = -1;
+    }
+    if (loaded != NULL) {
+        raft_configuration_close(&loaded->configuration);
+        for (unsigned i = 0; i < loaded->n_bufs; i++) {
+            raft_free(loaded->bufs[i].base);
+        }
+        raft_free(loaded->bufs);
+        raft_free(loaded);
+    }
+    for (size_t i = 0; i < n_entries; i++) {
+        if (i == 0 || entries[i].batch != entries[i - 1].batch) {
+            raft_free(entries[i].batch);
+        }
+    }
+    raft_free(entries);
+    if (rv == 0) {
+        rv = io.set_term(&io, term);
+    }
+    if (rv == 0) {
+        raft_configuration_init(&snap.configuration);
+        for (unsigned i = 0; i < n && rv == 0; i++) {
+            rv = raft_configuration_add(&snap.configuration, servers[i].id, servers[i].address,
+                                        servers[i].role);
+        }
+    }
+    if (rv == 0) {
+        buf.base = (void *)data;
+        buf.len = len;
+        snap.index = index;
+        snap.term = term;
+        snap.configuration_index = index;
+        snap.bufs = &buf;
+        snap.n_bufs = 1;
+        req.data = &r;
+        rv = io.snapshot_put(&io, 0, &req, &snap, resetPutCb);
+        while (rv == 0 && !r.done) {
+            uv_run(&loop, UV_RUN_ONCE);
+        }
+        if (rv == 0) {
+            rv = r.status;
+        }
+    }
+    if (rv > 0) {
+        errorf(errmsg, "writing the new log in %s: %s%s%s", raft_dir, raft_strerror(rv),
+               io.errmsg[0] ? ": " : "", io.errmsg);
+    }
+    raft_configuration_close(&snap.configuration);
+    r.done = false;
+    io.close(&io, resetCloseCb);
+    while (!r.done) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    raft_uv_close(&io);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return rv == 0 ? 0 : rv < 0 ? CAIRN_EEXIST : CAIRN_EIO;
+}

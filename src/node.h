@@ -74,6 +74,16 @@ struct node_config {
 int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeout_ms,
               struct node **out, char *errmsg);
 
+/* Offline, with no node on raft_dir: start a new Raft log in raft_dir (which must hold no
+ * log) whose first state is a snapshot at `index`, in term `term`, carrying the `len`
+ * bytes of `data` (a snapshot manifest, fsm.h) and the configuration servers[0..n);
+ * the current term is `term`, with no vote. The next start loads the snapshot (the
+ * fsm keeps a database already at or past it) and appends after it. For `cairn
+ * repair`, which rebuilds a damaged log from an intact database (heal.c). */
+int nodeResetLog(const char *raft_dir, uint64_t id, const char *address, uint64_t term,
+                 uint64_t index, const struct node_server *servers, unsigned n,
+                 const void *data, size_t len, char *errmsg);
+
 /* Stop the loop (pending operations fail with CAIRN_ESHUTDOWN) and free the node. */
 void nodeStop(struct node *n);
 

@@ -126,7 +126,10 @@ static int authorize(void *ud, int code, const char *a, const char *b, const cha
         case SQLITE_DROP_VIEW:
         case SQLITE_CREATE_VTABLE:
         case SQLITE_DROP_VTABLE:
-            if (isTemp(db)) {
+            if (isTemp(db) && !(code == SQLITE_UPDATE && a != NULL &&
+                                strcasecmp(a, "sqlite_temp_master") == 0)) {
+                /* (ALTER TABLE ... RENAME and DROP COLUMN update the temp schema's table,
+                 * always empty here, along with the main one.) */
                 return deny(pc, "writing the temp schema (%s) is not allowed: temporary "
                                 "objects vanish on restart%s", a, NULL);
             }
@@ -288,30 +291,38 @@ bool policyCheckPrepared(struct policy_conn *pc, sqlite3_stmt *ps, char *msg, si
         i++;
     }
     /* A trigger's body is authorized only when the trigger fires: one that writes
-     * cairn's tables would be accepted here and make every later write fail. */
-    if (strncasecmp(sql + i, "CREATE", 6) == 0 && strcasestr(sql + i, "TRIGGER") != NULL &&
-        strcasestr(sql + i, "_cairn") != NULL) {
-        snprintf(msg, msgsize, "refused by cairn's statement policy: a trigger may not name "
-                               "cairn's own tables (_cairn...)");
-        return false;
+     * cairn's tables, or calls a refused function, would be accepted here and make
+     * every later write that fires it fail. */
+    if (strncasecmp(sql + i, "CREATE", 6) == 0 && strcasestr(sql + i, "TRIGGER") != NULL) {
+        if (strcasestr(sql + i, "_cairn") != NULL) {
+            snprintf(msg, msgsize, "refused by cairn's statement policy: a trigger may not "
+                                   "name cairn's own tables (_cairn...)");
+            return false;
+        }
+        for (int k = 0; deniedFunctions[k] != NULL; k++) {
+            if (strcasestr(sql + i, deniedFunctions[k]) != NULL) {
+                snprintf(msg, msgsize, "refused by cairn's statement policy: a trigger may not "
+                                       "call %s(), which has effects outside the database",
+                         deniedFunctions[k]);
+                return false;
+            }
+        }
     }
     return true;
 }
 
 const char *policyMessage(struct policy_conn *pc, int rc, char *buf, size_t size)
 {
-    switch (rc & 0xff) {
-        case SQLITE_AUTH:
-        case SQLITE_SCHEMA: /* a refusal while SQLite (re)reads the temp schema */
-            if (pc->why[0] == '\0') {
-                return NULL;
-            }
-            snprintf(buf, size, "refused by cairn's statement policy: %s", pc->why);
-            return buf;
-        case SQLITE_INTERRUPT:
-            break;
-        default:
+    if ((rc & 0xff) != SQLITE_INTERRUPT) {
+        /* The authorizer refused something while this statement was prepared (its why
+         * is reset before each prepare). SQLite reports that as SQLITE_AUTH, as
+         * SQLITE_SCHEMA while it (re)reads the temp schema, or as a plain SQLITE_ERROR
+         * "not authorized to use function". */
+        if (pc->why[0] == '\0') {
             return NULL;
+        }
+        snprintf(buf, size, "refused by cairn's statement policy: %s", pc->why);
+        return buf;
     }
     switch (pc->trip) {
         case POLICY_TRIP_STEPS:

@@ -315,6 +315,35 @@ out:
 
 /* ---- snapshots ----------------------------------------------------------------------- */
 
+/* Keep the configuration encoded in p[0..n) (checked already) as the report's newest when
+ * it is at a higher index than the one kept. */
+static void keepConfiguration(struct ctx *c, const unsigned char *p, size_t n, uint64_t index)
+{
+    struct raftlog_report *r = c->r;
+    uint64_t servers = getU64(p + 1);
+    size_t off = 9;
+    if (index < r->conf_index || servers > sizeof r->conf / sizeof r->conf[0]) {
+        return;
+    }
+    r->conf_index = index;
+    r->conf_servers = 0;
+    for (uint64_t i = 0; i < servers && off + 9 <= n; i++) {
+        struct raftlog_server *s = &r->conf[r->conf_servers++];
+        const unsigned char *nul;
+        s->id = getU64(p + off);
+        off += 8;
+        nul = memchr(p + off, 0, n - off);
+        if (nul == NULL) {
+            r->conf_servers = 0;
+            return;
+        }
+        snprintf(s->address, sizeof s->address, "%s", (const char *)(p + off));
+        off = (size_t)(nul - p) + 1;
+        s->role = off < n ? p[off] : 0;
+        off++;
+    }
+}
+
 /* Checks libraft's encoding of a configuration: u8 format 1, u64 n, then n x {u64 id,
  * NUL-terminated address, u8 role}. Returns NULL or what is wrong. */
 static const char *checkConfiguration(const unsigned char *p, size_t n)
@@ -406,6 +435,8 @@ static void checkMeta(struct ctx *c, const struct rfile *f)
     }
     if ((why = checkConfiguration(conf, len)) != NULL) {
         problem(c, f->name, 32, RAFTLOG_DAMAGED, "%s", why);
+    } else {
+        keepConfiguration(c, conf, len, getU64(h + 16));
     }
 out:
     free(conf);
@@ -642,6 +673,11 @@ struct rbatch {
     uint64_t first_term; /* B_OK: terms of its first and last entries */
     uint64_t last_term;
     bool past_eof; /* B_BAD: it runs past the end of the file (libraft's short read) */
+    /* B_OK: the batch's last configuration entry: its position among the batch's
+     * entries, and where its payload is in the file; conf_len 0 when none. */
+    uint64_t conf_pos;
+    uint64_t conf_off;
+    uint32_t conf_len;
     char why[RAFTLOG_MESSAGE_SIZE - 64]; /* B_BAD */
 };
 
@@ -735,6 +771,11 @@ static int readBatch(struct ctx *c, const struct rfile *f, int fd, uint64_t off,
                 bad_len = len;
                 bad_len_entry = done + i;
             }
+            if (type == ENTRY_CHANGE && len <= MAX_CONF_SIZE) {
+                b->conf_pos = done + i;
+                b->conf_off = dsize; /* from the start of the data, fixed up below */
+                b->conf_len = len;
+            }
             dsize += len;
         }
         pos += recs * 16;
@@ -743,6 +784,7 @@ static int readBatch(struct ctx *c, const struct rfile *f, int fd, uint64_t off,
     }
     /* Where the batch claims to end (clipped to the file), for the torn-tail test. */
     b->end = dsize > f->size - pos ? f->size : pos + dsize;
+    b->conf_off += pos;
     if (crc != crc1) {
         snprintf(b->why, sizeof b->why, "header checksum mismatch (stored 0x%08x, computed 0x%08x)",
                  crc1, crc);
@@ -888,7 +930,19 @@ static void checkSegment(struct ctx *c, const struct rfile *f, bool open, bool n
             goto out;
         }
         if (rc == B_OK) {
+            uint64_t first = (open ? w->next_index : f->a) + n; /* the batch's first index */
             checkTerms(c, f, off, &b, w);
+            if (b.conf_len > 0 && b.conf_len <= CHUNK) {
+                if (readAt(c, f, fd, c->chunk, b.conf_len, b.conf_off) != 0) {
+                    goto out;
+                }
+                if (checkConfiguration(c->chunk, b.conf_len) == NULL) {
+                    keepConfiguration(c, c->chunk, b.conf_len, first + b.conf_pos);
+                }
+            }
+            if (c->r->n_problems == 0) {
+                c->r->good_index = first + b.entries - 1;
+            }
             n += b.entries;
             c->r->entry_bytes += b.data;
             batches++;
@@ -1128,6 +1182,9 @@ static void checkSegments(struct ctx *c, const struct rfile *files, size_t n)
 
     w.max_term = c->r->metadata_version != 0 ? c->r->term : 0;
     w.next_index = snap + 1;
+    if (c->r->n_problems == 0) {
+        c->r->good_index = snap;
+    }
     for (size_t i = 0; i < n; i++) {
         if (files[i].type == F_OPEN && openHasData(c, &files[i])) {
             newest_open = &files[i];

@@ -74,6 +74,19 @@ struct raftlog_report {
     uint64_t snapshot_term;
     char snapshot_backup[128]; /* the backup id its cairn manifest names; "" when the
                                   snapshot is not a readable cairn manifest */
+    /* The index of the last entry before the first problem, in load order (the newest
+     * snapshot's index when no entry is sound): what can be read of the log. */
+    uint64_t good_index;
+    /* The newest configuration that can be read (of a sound configuration entry, or of
+     * the newest snapshot's .meta, whichever has the higher index); conf_servers 0 when
+     * none. */
+    uint64_t conf_index;
+    unsigned conf_servers;
+    struct raftlog_server {
+        uint64_t id;
+        char address[128];
+        int role; /* 0 standby, 1 voter, 2 spare: libraft's RAFT_STANDBY, RAFT_VOTER, RAFT_SPARE */
+    } conf[16];
     size_t n_problems;         /* problems[0..n_problems), in the order libraft loads the
                                   files: problems[0] is the first bad file */
     size_t problems_omitted;   /* further problems that did not fit */

@@ -181,7 +181,8 @@ def test_truncated_wal_is_replayed_from_the_log(node, cairn_bin):
 
 @pytest.mark.smoke
 def test_damaged_raft_segment_refuses_start_naming_the_file(node, cairn_bin):
-    load(node)
+    want = load(node)
+    before = digest(node)
     node.kill()
     segs = segments(node.data_dir)
     assert segs, "no closed segment"
@@ -193,10 +194,51 @@ def test_damaged_raft_segment_refuses_start_naming_the_file(node, cairn_bin):
     assert node.wait_exit(30) == 1
     tail = node.stderr_tail()
     assert seg.name in tail and "does not drop log entries" in tail, tail
-    # A single node has no second copy of its log: repair says so plainly, and
-    # --from-backup brings back what the backup holds.
-    rc, out, err = run_cli(cairn_bin, "repair", node.data_dir)
-    assert rc == 1 and "--from-backup" in err, err
+    # The database holds every entry the log held (the node applied them all before
+    # the damage): repair keeps it and starts a new log from it, saying that nothing is
+    # lost. Before, it refused, and its only offer, --from-backup, lost every write
+    # after the backup.
+    rc, out, err = run_cli(cairn_bin, "repair", "--json", node.data_dir)
+    assert rc == 0, (out, err)
+    report = json.loads(out)
+    assert "kept the database" in report["action"] and report["moved_log"], report
+    assert report["lost"].startswith("nothing"), report
+    node.start()
+    assert node.scalar("SELECT count(*) FROM t") == want and digest(node) == before
+    assert_exec_ok(node.execute([["INSERT INTO t(v) VALUES('after repair')"]]))
+    node.stop()
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert rc == 0, (out, err)
+
+
+def test_truncated_open_segment_repair_and_start_agree(node, cairn_bin):
+    """kill -9, then the newest open segment cut in the middle of its data (entries the
+    database had already applied). Before, `cairn repair` said the directory was
+    healthy while cairnd refused to start on it; both now read the log with the same
+    code: start refuses naming the damage, repair keeps the database (which holds every
+    entry) and starts a new log, and nothing acknowledged is lost."""
+    want = load(node)
+    before = digest(node)
+    node.kill()
+    raft = node.data_dir / "raft"
+    opens = sorted(p for p in raft.iterdir() if p.name.startswith("open-"))
+    data_end = {p: len(p.read_bytes().rstrip(b"\0")) for p in opens}
+    newest = max((p for p in opens if data_end[p] > 8), key=lambda p: int(p.name[5:]))
+    os.truncate(newest, data_end[newest] // 2)
+    node.start(wait=False)
+    assert node.wait_exit(30) == 1
+    tail = node.stderr_tail()
+    assert "missing entries" in tail or newest.name in tail, tail
+    rc, out, err = run_cli(cairn_bin, "repair", "--json", node.data_dir)
+    assert rc == 0, (out, err)
+    report = json.loads(out)
+    assert "kept the database" in report["action"], report
+    assert report["lost"].startswith("nothing"), report
+    node.start()
+    assert node.scalar("SELECT count(*) FROM t") == want and digest(node) == before
+    node.stop()
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert rc == 0, (out, err)
 
 
 @pytest.mark.smoke
