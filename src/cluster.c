@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <raft.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "backup.h"
 #include "db.h"
 #include "error.h"
+#include "pagesum.h"
 #include "repo.h"
 #include "store.h"
 
@@ -1112,4 +1114,77 @@ void clusterIdentityJson(struct cairn *db, struct buf *b)
         bufPutc(b, '}');
     }
     bufPuts(b, "]}\n");
+}
+
+/* ---- healing a damaged follower ------------------------------------------------- */
+
+int clusterHealDatabase(void *data, uint64_t need, char *errmsg)
+{
+    struct cairn *db = data;
+    struct node_info ni;
+    char base[200], url[300], tmp[PATH_MAX], kept[PATH_MAX], when[32];
+    sqlite3 *h = NULL;
+    sqlite3_stmt *st = NULL;
+    uint64_t index = 0;
+    bool ok = false;
+    time_t now = time(NULL);
+    struct tm tm;
+    int rv;
+
+    nodeInfo(db->node, &ni);
+    if (ni.leader_id == 0 || ni.leader_id == db->cfg.node_id ||
+        clusterApiUrl(db, ni.leader_id, base, sizeof base) != 0) {
+        errorf(errmsg, "no leader to copy the database from");
+        return CAIRN_ENOLEADER;
+    }
+    snprintf(url, sizeof url, "%s/db/backup", base);
+    snprintf(tmp, sizeof tmp, "%s.heal", db->db_path);
+    if ((rv = clusterDownload(url, tmp, errmsg)) != 0) {
+        unlink(tmp);
+        return rv;
+    }
+    /* The copy must be whole (its pages verified as they are read) and far enough. */
+    if (sqlite3_open_v2(tmp, &h, SQLITE_OPEN_READWRITE, PAGESUM_VFS) == SQLITE_OK &&
+        sqlite3_prepare_v2(h, "PRAGMA quick_check", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW &&
+        strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0) {
+        sqlite3_finalize(st);
+        st = NULL;
+        if (sqlite3_prepare_v2(h, "SELECT value FROM _cairn_meta WHERE key='applied_index'", -1,
+                               &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW) {
+            index = (uint64_t)sqlite3_column_int64(st, 0);
+            ok = true;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    if (!ok) {
+        errorf(errmsg, "the copy from %s does not pass quick_check", base);
+        unlink(tmp);
+        return CAIRN_ECORRUPT;
+    }
+    if (index + 1 < need) {
+        errorf(errmsg, "the copy from %s is at index %llu, before entry %llu: asked again later",
+               base, (unsigned long long)index, (unsigned long long)need);
+        unlink(tmp);
+        return CAIRN_EBUSY;
+    }
+    /* Keep the damaged file for a look later. */
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(kept, sizeof kept, "%s/corrupt", db->data_dir);
+    mkdir(kept, 0755);
+    snprintf(kept, sizeof kept, "%s/corrupt/%s-db.sqlite", db->data_dir, when);
+    if (link(db->db_path, kept) != 0) {
+        dbLog(db, "cannot keep the damaged database as %s: %s", kept, strerror(errno));
+    }
+    if ((rv = storeReplaceMove(db->store, tmp, errmsg)) != 0) {
+        unlink(tmp);
+        return rv;
+    }
+    dbLog(db, "database healed: replaced with the copy of node %llu at index %llu (the damaged "
+              "file is kept as %s)",
+          (unsigned long long)ni.leader_id, (unsigned long long)index, kept);
+    return 0;
 }

@@ -50,6 +50,11 @@ int clusterHttp(const char *method, const char *url, const char *body, size_t le
 /* GET url into the file path (created; removed again on failure). */
 int clusterDownload(const char *url, const char *path, char *errmsg);
 
+/* fsm_heal_fn (fsm.h): replace this follower's damaged database with the leader's copy
+ * (GET /db/backup), when that copy is at an applied index of at least need - 1; the
+ * damaged file is kept in DATA/corrupt/. Loop thread. */
+int clusterHealDatabase(void *data, uint64_t need, char *errmsg);
+
 /* The HTTP URL of node id ("http://host:port"): this node's own, or the directory's.
  * CAIRN_ENOTFOUND when the directory has no address for it yet. */
 int clusterApiUrl(struct cairn *db, uint64_t id, char *out, size_t n);

@@ -622,6 +622,8 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     ncfg.restore_data = db;
     ncfg.digest = adminApplyDigest;
     ncfg.digest_data = db;
+    ncfg.heal = clusterHealDatabase;
+    ncfg.heal_data = db;
     rv = nodeStart(&ncfg, db->store, START_TIMEOUT_MS, &db->node, tlsErrmsg);
     if (rv != 0) {
         return rv;

@@ -291,17 +291,33 @@ static int flushOnce(struct fsm *f)
  * front end still answers (reads, forwarding, /status with the figures of before). A
  * leader keeps libraft's own retry (it tolerates the failure) and refuses new writes
  * (node.c). what names it in the log ("entry 17"). */
-static int followerWait(struct fsm *f, const char *what, int rv, int (*again)(void *arg),
-                        void *arg)
+static int followerWait(struct fsm *f, const char *what, uint64_t need, int rv,
+                        int (*again)(void *arg), void *arg)
 {
     const struct timespec pause = {0, FOLLOWER_RETRY_MS * 1000000L};
     unsigned long tries = 0;
+    unsigned long heal_at = 0;
     fsmLog(f, "applying %s failed: %s; this follower waits and tries again every %d ms "
               "until the database can be written (free space, fix the disk)",
            what, f->errmsg, FOLLOWER_RETRY_MS);
     f->apply_failed = rv;
     snprintf(f->apply_errmsg, sizeof f->apply_errmsg, "%s", f->errmsg);
     while (rv != 0 && !atomic_load(&f->stop)) {
+        if (rv == CAIRN_ECORRUPT && f->heal != NULL && tries >= heal_at) {
+            /* A page of the database failed its checksum: trying again cannot help.
+             * Take a healthy copy from a peer (one at or past the entries before this
+             * one), then apply again. Asked again every few seconds when it fails. */
+            char why[CAIRN_ERRMSG_SIZE];
+            heal_at = tries + 5000 / FOLLOWER_RETRY_MS;
+            if (f->heal(f->heal_data, need, why) == 0) {
+                fsmLog(f, "applying %s: the database was damaged (%s); replaced it with a "
+                          "peer's healthy copy",
+                       what, f->apply_errmsg);
+                rv = again(arg);
+                continue;
+            }
+            fsmLog(f, "applying %s: cannot take a healthy copy from a peer yet: %s", what, why);
+        }
         nanosleep(&pause, NULL);
         tries++;
         rv = again(arg);
@@ -330,7 +346,8 @@ int fsmFlush(struct fsm *f)
     }
     rv = flushOnce(f);
     if (rv != 0 && raft_state(f->raft) == RAFT_FOLLOWER) {
-        rv = followerWait(f, "the entries kept this turn", rv, flushAgain, f);
+        rv = followerWait(f, "the entries kept this turn", f->grp_n > 0 ? f->grp[0].index : 0, rv,
+                          flushAgain, f);
     }
     return rv;
 }
@@ -477,7 +494,7 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
         struct entry_args a = {f, bp, buf, index, &res};
         char what[40];
         snprintf(what, sizeof what, "entry %llu", (unsigned long long)index);
-        rv = followerWait(f, what, rv, applyAgain, &a);
+        rv = followerWait(f, what, index, rv, applyAgain, &a);
     }
     batchFree(&b);
     if (rv != 0) {

@@ -51,6 +51,12 @@ typedef int (*fsm_restore_fn)(void *data, const struct batch *b, uint64_t index,
  * freeze, read off the loop). Loop thread. */
 typedef void (*fsm_digest_fn)(void *data, uint64_t index);
 
+/* A follower's database is damaged (a page failed its checksum) while applying entry
+ * `need`: replace it with a healthy copy from a peer whose applied index is at least
+ * need - 1 (the entries up to there are in it; later ones apply on top, earlier-applied
+ * ones are skipped). 0 when done. Loop thread. */
+typedef int (*fsm_heal_fn)(void *data, uint64_t need, char *errmsg);
+
 /* Brings the backup `id` and its chain into `dir` from wherever the cluster has it (the
  * leader's snapshots); 0 when every file is there. Loop thread. */
 typedef int (*fsm_fetch_fn)(void *data, const char *dir, const char *id, char *errmsg);
@@ -91,6 +97,8 @@ struct fsm {
     void *fetch_data;
     fsm_digest_fn digest;
     void *digest_data;
+    fsm_heal_fn heal;
+    void *heal_data;
     /* The last apply failed (the database could not commit: disk full, I/O error):
      * libraft keeps the entry and retries it with the next commit; the node answers
      * the requests waiting on it meanwhile. Cleared by the next successful apply. */

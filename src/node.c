@@ -443,13 +443,20 @@ static bool onApplied(void *arg, uint64_t index, const struct raft_buffer *buf,
 /* Answer op with the apply failure: "disk full: WHAT (SQLite's message)TAIL" (or
  * "write failed: ..." for another I/O error). */
 static void failWithApplyError(struct node *n, struct op *op, const char *what,
-                               const char *tail)
+                               const char *tail, bool in_log)
 {
     char msg[CAIRN_ERRMSG_SIZE];
+    int status = n->fsm.apply_failed;
     snprintf(msg, sizeof msg, "%s: %s (%s)%s",
              n->fsm.apply_failed == CAIRN_ENOSPC ? "disk full" : "write failed", what,
              n->fsm.apply_errmsg, tail);
-    opComplete(op, n->fsm.apply_failed, msg);
+    if (in_log && status != CAIRN_ENOSPC) {
+        /* Its entry is in the log and will be applied (here after the cause is fixed or
+         * the node restarts, or by the other nodes): never an answer that says, or
+         * could be read as, "nothing was written". Disk full keeps its own 507. */
+        status = CAIRN_EUNKNOWN;
+    }
+    opComplete(op, status, msg);
 }
 
 /* The database cannot apply what the log holds (disk full, I/O error): answer every
@@ -461,7 +468,8 @@ static void failInflight(struct node *n)
     for (struct op *op = n->inflight; op != NULL; op = op->inflight_next) {
         failWithApplyError(n, op,
                            "the write is in the Raft log but the database cannot apply it now",
-                           "; it is applied as soon as the database can be written again");
+                           "; it is applied as soon as the database can be written again",
+                           true);
     }
 }
 
@@ -601,7 +609,7 @@ static void proposeGroup(struct node *n, struct op **ops, unsigned k)
         for (unsigned i = 0; i < k; i++) {
             raft_free(ops[i]->buf.base);
             failWithApplyError(n, ops[i], "the database cannot be written now",
-                               "; nothing was written");
+                               "; nothing was written", false);
             opRelease(ops[i]);
         }
         return;
@@ -707,7 +715,7 @@ static void drainQueue(uv_async_t *h)
             opComplete(op, rv, msg);
         } else if (n->fsm.apply_failed) {
             /* A barrier would wait behind the entry that cannot be applied. */
-            failWithApplyError(n, op, "the database cannot be written now", "");
+            failWithApplyError(n, op, "the database cannot be written now", "", false);
         } else {
             op->req.barrier.data = op;
             rv = raft_barrier(&n->raft, &op->req.barrier, barrierCb);
@@ -894,6 +902,8 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     n->fsm.fetch_data = cfg->fetch_data;
     n->fsm.digest = cfg->digest;
     n->fsm.digest_data = cfg->digest_data;
+    n->fsm.heal = cfg->heal;
+    n->fsm.heal_data = cfg->heal_data;
     rv = raft_init(&n->raft, &n->io, &n->raft_fsm, cfg->id, n->raft_addr);
     if (rv != 0) {
         errorf(errmsg, "raft init: %s", raft_errmsg(&n->raft));

@@ -56,6 +56,9 @@ struct node_config {
     /* Digests the database at a BATCH_DIGEST entry (see fsm.h); loop thread. */
     fsm_digest_fn digest;
     void *digest_data;
+    /* Heals a follower's damaged database from a peer (fsm.h); loop thread. */
+    fsm_heal_fn heal;
+    void *heal_data;
     /* On a follower, asks the leader for a log entry (nodeSnapshot needs one applied
      * after it lowers the threshold); NULL: followers cannot be asked for snapshots. */
     int (*nudge)(void *data, char *errmsg);

@@ -978,6 +978,23 @@ static void writerGive(struct store *s)
 
 static int commitGroupLocked(struct store *s, char *errmsg);
 
+/* Did a statement fail for a reason of this node's own (its disk, its memory, its
+ * file's damage), rather than as the statement fails on every node? */
+static bool environmental(int rc)
+{
+    switch (rc & 0xff) {
+        case SQLITE_IOERR:
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+        case SQLITE_FULL:
+        case SQLITE_NOMEM:
+        case SQLITE_CANTOPEN:
+            return true;
+        default:
+            return false;
+    }
+}
+
 /* What a read in the log is applied as. */
 static const struct batch noStatements = {.kind = BATCH_QUERY};
 
@@ -1059,10 +1076,15 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             rc = runStmt(s->writer, &s->wcache, &s->wpol, &b->stmts[i], read_only, timed, rs);
             policyEnd(&s->wpol);
         }
-        if (rc != SQLITE_OK && s->wpol.trip == POLICY_TRIP_STOPPING) {
-            /* Interrupted because the node stops: not an outcome of the entry (another
-             * node, or this one after its restart, runs it to its end). Nothing of it
-             * may be kept: roll back whole and fail the apply. */
+        if (rc != SQLITE_OK && (s->wpol.trip == POLICY_TRIP_STOPPING || environmental(rc))) {
+            /* Interrupted because the node stops, or failed for a reason of this node's
+             * alone (a damaged page, an I/O error, a full disk, no memory): not an
+             * outcome of the entry, which other nodes, and this one once the cause is
+             * gone, run to its end. Nothing of it may be kept: roll back whole and fail
+             * the apply (the fsm tries again, or heals the database from a peer). */
+            int failure = s->wpol.trip == POLICY_TRIP_STOPPING ? CAIRN_ESHUTDOWN : 0;
+            char why[1024];
+            snprintf(why, sizeof why, "%s", rs->error != NULL ? rs->error : "unknown error");
             s->wpol.trip = POLICY_TRIP_NONE;
             if (group && s->group_open) {
                 groupLost(s);
@@ -1071,9 +1093,23 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             }
             pagesumSetNow(0);
             cairn_result_free(res);
-            errorf(errmsg, "entry %llu was interrupted: the node is shutting down",
-                   (unsigned long long)index);
-            return CAIRN_ESHUTDOWN;
+            if (failure == CAIRN_ESHUTDOWN) {
+                errorf(errmsg, "entry %llu was interrupted: the node is shutting down",
+                       (unsigned long long)index);
+                return CAIRN_ESHUTDOWN;
+            }
+            errorf(errmsg, "entry %llu cannot be applied on this node: %s",
+                   (unsigned long long)index, why);
+            switch (rc & 0xff) {
+                case SQLITE_FULL:
+                    return CAIRN_ENOSPC;
+                case SQLITE_NOMEM:
+                    return CAIRN_ENOMEM;
+                case SQLITE_IOERR:
+                    return rc == SQLITE_IOERR_DATA ? CAIRN_ECORRUPT : CAIRN_EIO;
+                default:
+                    return CAIRN_ECORRUPT;
+            }
         }
         if (sqlite3_get_autocommit(s->writer) && group) {
             /* The whole grouped transaction is gone, the entries before this one with

@@ -166,3 +166,44 @@ def test_a_damaged_header_is_refused_at_start(server, cairn_bin):
     p = subprocess.run([str(s.binary)] + s.argv()[1:], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 1 and "header" in p.stderr and "cairn repair" in p.stderr, p.stderr
+
+
+def test_a_follower_with_a_damaged_page_heals_from_the_leader(tmp_path, cairnd_bin):
+    """A follower whose database file was damaged while it was stopped (in the middle of a
+    database larger than the start check reads) applies a write that reads the damaged
+    page. Before: the page was served as data or the write recorded a failure that the
+    other nodes did not have. Now the apply fails without recording anything, the
+    follower takes the leader's healthy copy, applies on top of it, and ends with the
+    same rows and pages as the others; the damaged file is kept in DATA/corrupt/."""
+    from clusterutil import Cluster
+    c = Cluster(tmp_path / "c", 3)
+    try:
+        leader = c.start()
+        f = c.followers(leader)[0]
+        assert_exec_ok(leader.execute([
+            "CREATE TABLE big(id INTEGER PRIMARY KEY, tag TEXT, b BLOB)",
+            "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 20000) "
+            "INSERT INTO big(tag, b) SELECT printf('tag-%08d', i), randomblob(3000) FROM r"]))
+        c.wait_converged()
+        assert f.stop() == 0
+        db = f.db_path
+        data = open(db, "rb").read()
+        at = data.find(b"tag-00010000")
+        assert at > 0
+        page = at // PAGE + 1
+        pages = len(data) // PAGE
+        assert 8192 < page <= pages - 8192, (page, pages)
+        del data
+        flip_byte_in_rows(db, page)
+        f.start(wait=True)
+        # A write that reads the damaged page on every node.
+        assert_exec_ok(leader.execute(["UPDATE big SET tag = 'changed' WHERE id = 10000"]))
+        c.wait_converged(timeout=60)
+        assert f.local_rows("SELECT tag FROM big WHERE id = 10000") == [["changed"]]
+        assert "database healed" in f.stderr_text(), f.stderr_tail()
+        assert list((f.data_dir / "corrupt").glob("*-db.sqlite"))
+        rcs = c.stop_all()
+        assert all(rc == 0 for rc in rcs.values()), rcs
+        c.assert_same_pages(c.nodes, tmp_path / "pages")
+    finally:
+        c.teardown()
