@@ -99,6 +99,8 @@ struct cairn_config {
     uint64_t write_step_limit;
     uint32_t max_value_size;
     uint32_t query_timeout_ms;
+    /* The most a read request's results may take in memory, in bytes (0: 256 MiB). */
+    uint64_t max_result_size;
     /* A database created by this open keeps a checksum in every page, verified on every
      * read, unless this is set (docs/OPERATIONS.md, "Page checksums"). */
     int no_page_checksums;

@@ -44,6 +44,8 @@ static void usage(FILE *f)
             "                            read (default 67108864)\n"
             "  --query-timeout DURATION  how long a read may run (default 30s; e.g. 500ms,\n"
             "                            2m); a request may set its own with ?db_timeout=\n"
+            "  --max-result-size BYTES   the most a read's results may take in memory\n"
+            "                            (default 268435456)\n"
             "  --no-page-checksums       create a new database without a checksum in every\n"
             "                            page (an existing one keeps what it has)\n"
             "  --join ADDRS              join a cluster: comma-separated HTTP addresses of\n"
@@ -152,6 +154,7 @@ int main(int argc, char **argv)
         {"max-value-size", required_argument, NULL, 'L'},
         {"query-timeout", required_argument, NULL, 'T'},
         {"no-page-checksums", no_argument, NULL, 'P'},
+        {"max-result-size", required_argument, NULL, 'R'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -238,6 +241,12 @@ int main(int argc, char **argv)
                 break;
             case 'P':
                 cfg.no_page_checksums = 1;
+                break;
+            case 'R':
+                if (parseUnsigned("--max-result-size", optarg, (1ULL << 40), &v) != 0) {
+                    return 2;
+                }
+                cfg.max_result_size = v;
                 break;
             case 'q':
                 quiet = 1;

@@ -589,7 +589,8 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     storeSetRepo(db->store, db->backup_dir);
     storeSetLimits(db->store, db->cfg.max_value_size,
                    db->cfg.query_timeout_ms ? db->cfg.query_timeout_ms
-                                            : POLICY_DEFAULT_QUERY_TIMEOUT_MS);
+                                            : POLICY_DEFAULT_QUERY_TIMEOUT_MS,
+                   db->cfg.max_result_size);
     /* HTTP before Raft: nodes forming a cluster learn each other's identity from it;
      * every other endpoint answers 503 until the node runs. */
     if (db->cfg.http_addr != NULL) {

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -205,6 +206,304 @@ static int progress(void *ud)
     return 0;
 }
 
+/* ---- functions whose SQLite versions take time proportional to the product of their
+ * arguments' lengths --------------------------------------------------------------
+ * SQLite's instr(), replace() and trim()/ltrim()/rtrim() compare the second argument at
+ * every position of the first: one call on two values of tens of MiB runs for hours as a
+ * single VM instruction, which the progress handler never sees (no limit stops it, and
+ * a write of it runs on every node and every replay). These replace them, on every
+ * connection that runs user SQL, with versions of the same results that take time
+ * proportional to the sum of the lengths. */
+
+/* instr(X, Y): SQLite's rules: NULL if either is NULL; 1-based position in characters
+ * (bytes when both are blobs) of the first Y in X, 0 when none; 1 for an empty Y. Text
+ * positions are those where a character starts (not a UTF-8 continuation byte). */
+static void fnInstr(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    int th = sqlite3_value_type(argv[0]);
+    int tn = sqlite3_value_type(argv[1]);
+    const unsigned char *h, *nd;
+    int nh, nn;
+    sqlite3_value *c1 = NULL, *c2 = NULL;
+    bool text;
+    sqlite3_int64 pos = 1;
+    (void)argc;
+    if (th == SQLITE_NULL || tn == SQLITE_NULL) {
+        return;
+    }
+    nh = sqlite3_value_bytes(argv[0]);
+    nn = sqlite3_value_bytes(argv[1]);
+    if (nn <= 0) {
+        sqlite3_result_int64(ctx, 1);
+        return;
+    }
+    if (th == SQLITE_BLOB && tn == SQLITE_BLOB) {
+        h = sqlite3_value_blob(argv[0]);
+        nd = sqlite3_value_blob(argv[1]);
+        text = false;
+    } else if (th != SQLITE_BLOB && tn != SQLITE_BLOB) {
+        h = sqlite3_value_text(argv[0]);
+        nd = sqlite3_value_text(argv[1]);
+        text = true;
+    } else {
+        c1 = sqlite3_value_dup(argv[0]);
+        h = sqlite3_value_text(c1);
+        nh = sqlite3_value_bytes(c1);
+        c2 = sqlite3_value_dup(argv[1]);
+        nd = sqlite3_value_text(c2);
+        nn = sqlite3_value_bytes(c2);
+        text = true;
+    }
+    if (nd == NULL || (nh > 0 && h == NULL)) {
+        sqlite3_result_error_nomem(ctx);
+        goto out;
+    }
+    if (nn > nh) {
+        pos = 0;
+    } else if (text && (nd[0] & 0xc0) == 0x80) {
+        /* A needle starting inside a character matches only at the very start. */
+        pos = memcmp(h, nd, (size_t)nn) == 0 ? 1 : 0;
+    } else {
+        const unsigned char *at = memmem(h, (size_t)nh, nd, (size_t)nn);
+        if (at == NULL) {
+            pos = 0;
+        } else if (!text) {
+            pos = (at - h) + 1;
+        } else {
+            for (const unsigned char *p = h + 1; p <= at; p++) {
+                pos += (*p & 0xc0) != 0x80;
+            }
+        }
+    }
+    sqlite3_result_int64(ctx, pos);
+out:
+    sqlite3_value_free(c1);
+    sqlite3_value_free(c2);
+}
+
+/* replace(X, Y, Z): SQLite's rules: NULL if any is NULL; X itself when Y is empty; else
+ * the text of X with every Y, left to right without overlap, replaced by Z (bytes). */
+static void fnReplace(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const unsigned char *str, *pat, *rep;
+    int nstr, npat, nrep;
+    struct {
+        char *p;
+        size_t len, cap;
+    } out = {NULL, 0, 0};
+    sqlite3_int64 limit = sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1);
+    size_t i = 0;
+    (void)argc;
+    if ((str = sqlite3_value_text(argv[0])) == NULL) {
+        return;
+    }
+    nstr = sqlite3_value_bytes(argv[0]);
+    if ((pat = sqlite3_value_text(argv[1])) == NULL) {
+        return;
+    }
+    if (pat[0] == 0) {
+        sqlite3_result_value(ctx, argv[0]);
+        return;
+    }
+    npat = sqlite3_value_bytes(argv[1]);
+    if ((rep = sqlite3_value_text(argv[2])) == NULL) {
+        return;
+    }
+    nrep = sqlite3_value_bytes(argv[2]);
+    out.cap = (size_t)nstr + 1;
+    if ((out.p = sqlite3_malloc64(out.cap)) == NULL) {
+        sqlite3_result_error_nomem(ctx);
+        return;
+    }
+    for (;;) {
+        const unsigned char *at =
+            (size_t)npat <= (size_t)nstr - i
+                ? memmem(str + i, (size_t)nstr - i, pat, (size_t)npat)
+                : NULL;
+        size_t keep = at != NULL ? (size_t)(at - (str + i)) : (size_t)nstr - i;
+        size_t need = out.len + keep + (at != NULL ? (size_t)nrep : 0) + 1;
+        if (need - 1 > (size_t)limit) {
+            sqlite3_free(out.p);
+            sqlite3_result_error_toobig(ctx);
+            return;
+        }
+        if (need > out.cap) {
+            size_t cap = out.cap * 2 > need ? out.cap * 2 : need;
+            char *grown = sqlite3_realloc64(out.p, cap);
+            if (grown == NULL) {
+                sqlite3_free(out.p);
+                sqlite3_result_error_nomem(ctx);
+                return;
+            }
+            out.p = grown;
+            out.cap = cap;
+        }
+        memcpy(out.p + out.len, str + i, keep);
+        out.len += keep;
+        if (at == NULL) {
+            break;
+        }
+        memcpy(out.p + out.len, rep, (size_t)nrep);
+        out.len += (size_t)nrep;
+        i += keep + (size_t)npat;
+    }
+    out.p[out.len] = 0;
+    sqlite3_result_text64(ctx, out.p, out.len, sqlite3_free, SQLITE_UTF8);
+}
+
+/* One character of a trim set: its bytes and its place in the set (the first of equal
+ * characters wins, as in SQLite's scan of the set in order). */
+struct trimchar {
+    const unsigned char *p;
+    unsigned len;
+    unsigned order;
+};
+
+static int trimcharCmp(const void *a, const void *b)
+{
+    const struct trimchar *x = a, *y = b;
+    if (x->len != y->len) {
+        return x->len < y->len ? -1 : 1;
+    }
+    int c = memcmp(x->p, y->p, x->len);
+    if (c != 0) {
+        return c;
+    }
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* The length of the set character that SQLite would match at p (n bytes left): of the
+ * set's characters that are a prefix of p, the first in the set; 0 for none. set is
+ * sorted by (length, bytes, order); lens lists the distinct lengths. */
+static unsigned trimMatch(const struct trimchar *set, size_t nset, const unsigned *lens,
+                          size_t nlens, const unsigned char *p, size_t n, bool from_end)
+{
+    unsigned best_len = 0, best_order = UINT32_MAX;
+    for (size_t k = 0; k < nlens; k++) {
+        unsigned len = lens[k];
+        size_t lo = 0, hi = nset;
+        const unsigned char *q;
+        if (len > n) {
+            continue;
+        }
+        q = from_end ? p + n - len : p;
+        while (lo < hi) { /* the first element >= (len, q) */
+            size_t mid = (lo + hi) / 2;
+            int c = set[mid].len != len ? (set[mid].len < len ? -1 : 1)
+                                         : memcmp(set[mid].p, q, len);
+            if (c < 0) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if (lo < nset && set[lo].len == len && memcmp(set[lo].p, q, len) == 0 &&
+            set[lo].order < best_order) {
+            best_order = set[lo].order;
+            best_len = len;
+        }
+    }
+    return best_len;
+}
+
+/* trim(X[, Y]), ltrim, rtrim (user data 3, 1, 2): SQLite's rules, with the set's
+ * characters looked up instead of compared one by one. */
+static void fnTrim(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const unsigned char *in, *cs;
+    int nin;
+    int flags = (int)(intptr_t)sqlite3_user_data(ctx);
+    struct trimchar *set = NULL;
+    unsigned lens[256];
+    size_t nset = 0, nlens = 0;
+    if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+        return;
+    }
+    if ((in = sqlite3_value_text(argv[0])) == NULL) {
+        return;
+    }
+    nin = sqlite3_value_bytes(argv[0]);
+    if (argc == 1) {
+        static const unsigned char space[] = " ";
+        static struct trimchar one = {space, 1, 0};
+        set = &one;
+        nset = 1;
+        lens[nlens++] = 1;
+    } else if ((cs = sqlite3_value_text(argv[1])) == NULL) {
+        return;
+    } else {
+        size_t count = 0;
+        for (const unsigned char *z = cs; *z;) {
+            if (*z++ >= 0xc0) {
+                while ((*z & 0xc0) == 0x80) {
+                    z++;
+                }
+            }
+            count++;
+        }
+        if (count > 0) {
+            set = sqlite3_malloc64(count * sizeof *set);
+            if (set == NULL) {
+                sqlite3_result_error_nomem(ctx);
+                return;
+            }
+            for (const unsigned char *z = cs; *z;) {
+                const unsigned char *start = z;
+                if (*z++ >= 0xc0) {
+                    while ((*z & 0xc0) == 0x80) {
+                        z++;
+                    }
+                }
+                set[nset].p = start;
+                set[nset].len = (unsigned char)(z - start); /* SQLite keeps it in a u8 */
+                set[nset].order = (unsigned)nset;
+                nset++;
+            }
+            qsort(set, nset, sizeof *set, trimcharCmp);
+            for (size_t i = 0; i < nset; i++) {
+                size_t k = 0;
+                while (k < nlens && lens[k] != set[i].len) {
+                    k++;
+                }
+                if (k == nlens && nlens < sizeof lens / sizeof lens[0]) {
+                    lens[nlens++] = set[i].len;
+                }
+            }
+        }
+    }
+    if (nset > 0) {
+        if (flags & 1) {
+            unsigned len;
+            while (nin > 0 && (len = trimMatch(set, nset, lens, nlens, in, (size_t)nin, false)) > 0) {
+                in += len;
+                nin -= (int)len;
+            }
+        }
+        if (flags & 2) {
+            unsigned len;
+            while (nin > 0 && (len = trimMatch(set, nset, lens, nlens, in, (size_t)nin, true)) > 0) {
+                nin -= (int)len;
+            }
+        }
+        if (argc > 1) {
+            sqlite3_free(set);
+        }
+    }
+    sqlite3_result_text(ctx, (const char *)in, nin, SQLITE_TRANSIENT);
+}
+
+static void installFunctions(sqlite3 *db)
+{
+    int enc = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS;
+    sqlite3_create_function(db, "instr", 2, enc, NULL, fnInstr, NULL, NULL);
+    sqlite3_create_function(db, "replace", 3, enc, NULL, fnReplace, NULL, NULL);
+    for (int argc = 1; argc <= 2; argc++) {
+        sqlite3_create_function(db, "trim", argc, enc, (void *)(intptr_t)3, fnTrim, NULL, NULL);
+        sqlite3_create_function(db, "ltrim", argc, enc, (void *)(intptr_t)1, fnTrim, NULL, NULL);
+        sqlite3_create_function(db, "rtrim", argc, enc, (void *)(intptr_t)2, fnTrim, NULL, NULL);
+    }
+}
+
 void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
                    const atomic_bool *stop)
 {
@@ -213,6 +512,7 @@ void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
     pc->stop = stop;
     sqlite3_set_authorizer(db, authorize, pc);
     sqlite3_progress_handler(db, POLICY_STEP_GRAIN, progress, pc);
+    installFunctions(db);
     sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
     sqlite3_limit(db, SQLITE_LIMIT_LENGTH,
                   (int)(max_length == 0 ? POLICY_DEFAULT_MAX_LENGTH
@@ -222,6 +522,7 @@ void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
 
 void policyWriteBegin(struct policy_conn *pc, uint64_t steps)
 {
+    pc->result_limit = 0;
     pc->steps = steps;
     pc->ticks = 0;
     pc->deadline = 0;
@@ -230,8 +531,11 @@ void policyWriteBegin(struct policy_conn *pc, uint64_t steps)
     pc->why[0] = '\0';
 }
 
-void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd)
+void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd,
+                     uint64_t result_limit)
 {
+    pc->result_limit = result_limit;
+    pc->result_before = 0;
     double now = monoNow();
     pc->steps = 0;
     pc->ticks = 0;
@@ -289,6 +593,12 @@ bool policyCheckPrepared(struct policy_conn *pc, sqlite3_stmt *ps, char *msg, si
     }
     while (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r') {
         i++;
+    }
+    /* VACUUM INTO writes a file of its own choosing on every node. */
+    if (strncasecmp(sql + i, "VACUUM", 6) == 0 && strcasestr(sql + i, "INTO") != NULL) {
+        snprintf(msg, msgsize, "refused by cairn's statement policy: VACUUM INTO writes a "
+                               "file outside the database on every node (use BACKUP DATABASE)");
+        return false;
     }
     /* A trigger's body is authorized only when the trigger fires: one that writes
      * cairn's tables, or calls a refused function, would be accepted here and make

@@ -39,6 +39,8 @@
 #define POLICY_DEFAULT_WRITE_STEPS 100000000ull
 #define POLICY_DEFAULT_MAX_LENGTH (64u << 20)
 #define POLICY_DEFAULT_QUERY_TIMEOUT_MS 30000u
+/* The most a read's results may take in memory (cairnd --max-result-size). */
+#define POLICY_DEFAULT_MAX_RESULT (256ull << 20)
 /* Bounds of the flags: a value limit above SQLite's own largest (2^31 - 1) means
  * nothing. */
 #define POLICY_MAX_LENGTH_CAP 2147483647u
@@ -64,6 +66,10 @@ struct policy_conn {
     double next_watch;   /* when to look at the client socket next */
     const atomic_bool *stop; /* set when the node shuts down; NULL: none */
     enum policy_trip trip;
+    /* A read batch's results: the most they may take (0: no limit) and what the batch's
+     * earlier statements took. */
+    uint64_t result_limit;
+    uint64_t result_before;
 };
 
 /* Install the authorizer and progress handler of pc on db, and the limits every
@@ -74,8 +80,10 @@ void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
 
 /* Start a write statement under a budget of `steps` VM steps (0: none). */
 void policyWriteBegin(struct policy_conn *pc, uint64_t steps);
-/* Start a read batch: time limit timeout_ms (0: none), client socket fd (-1: none). */
-void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd);
+/* Start a read batch: time limit timeout_ms (0: none), client socket fd (-1: none),
+ * results of at most result_limit bytes (0: no limit). */
+void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd,
+                     uint64_t result_limit);
 /* No limit from now on (cairn's own statements). */
 void policyEnd(struct policy_conn *pc);
 

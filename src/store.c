@@ -130,6 +130,7 @@ struct store {
     bool page_checksums;       /* a new database gets them (storeOpen) */
     uint32_t max_length;       /* readers' longest value (storeSetLimits) */
     uint32_t query_timeout_ms; /* readers' default time limit */
+    uint64_t max_result;       /* the most a read's results may take */
     /* Early apply (storeEarlyRun): wmu serialises the writer between the loop thread
      * and a request's thread running its entry early; everything above is the writer's
      * and is touched under it. */
@@ -563,6 +564,7 @@ int storeOpen(const char *path, bool page_checksums, struct store **out, char *e
     s->page_checksums = page_checksums;
     s->max_length = POLICY_DEFAULT_MAX_LENGTH;
     s->query_timeout_ms = POLICY_DEFAULT_QUERY_TIMEOUT_MS;
+    s->max_result = POLICY_DEFAULT_MAX_RESULT;
     pthread_mutex_init(&s->rmu, NULL);
     pthread_mutex_init(&s->wmu, NULL);
     pthread_rwlock_init(&s->swap_lock, NULL);
@@ -897,6 +899,23 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
                 resultError(rs, "out of memory collecting rows");
                 releaseStmt(ps, cached);
                 rc = SQLITE_NOMEM;
+                goto out;
+            }
+            if (pc->result_limit != 0 &&
+                pc->result_before + rs->arena.len + rs->nrows * rs->ncol * sizeof(struct rvalue) >
+                    pc->result_limit) {
+                char msg[256];
+                snprintf(msg, sizeof msg, "the results exceed the limit of %llu bytes (cairnd "
+                                          "--max-result-size): read fewer rows at a time (LIMIT)",
+                         (unsigned long long)pc->result_limit);
+                resultError(rs, msg);
+                /* The rows so far go: their memory is what the limit is for. */
+                free(rs->vals);
+                rs->vals = NULL;
+                rs->cap = rs->nrows = 0;
+                bufFree(&rs->arena);
+                releaseStmt(ps, cached);
+                rc = SQLITE_TOOBIG;
                 goto out;
             }
         }
@@ -1400,13 +1419,13 @@ static void readerPut(struct store *s, struct reader *r)
  * its client watched, in one read transaction (its statements see one snapshot). Once
  * a limit stops a statement, the ones after it fail with the same message. */
 static int runReads(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc,
-                    const struct batch *b, uint32_t default_ms, struct cairn_result *res,
-                    char *errmsg)
+                    const struct batch *b, uint32_t default_ms, uint64_t result_limit,
+                    struct cairn_result *res, char *errmsg)
 {
     char msg[512];
     const char *stopped = NULL;
     policyReadBegin(pc, b->timeout_ms ? b->timeout_ms : default_ms,
-                    b->has_client ? b->client_fd : -1);
+                    b->has_client ? b->client_fd : -1, result_limit);
     pc->internal = true;
     sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
     pc->internal = false;
@@ -1428,6 +1447,7 @@ static int runReads(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *p
         if (rc != SQLITE_OK && pc->trip != POLICY_TRIP_NONE) {
             stopped = policyMessage(pc, SQLITE_INTERRUPT, msg, sizeof msg);
         }
+        pc->result_before += rs->arena.len + rs->nrows * rs->ncol * sizeof(struct rvalue);
     }
     policyEnd(pc);
     pc->internal = true;
@@ -1454,7 +1474,7 @@ int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out
         cairn_result_free(res);
         return rv;
     }
-    rv = runReads(r->db, &r->cache, &r->pol, b, s->query_timeout_ms, res, errmsg);
+    rv = runReads(r->db, &r->cache, &r->pol, b, s->query_timeout_ms, s->max_result, res, errmsg);
     readerPut(s, r);
     if (rv != 0) {
         cairn_result_free(res);
@@ -1527,7 +1547,7 @@ int storeQueryFile(struct store *s, const char *path, const struct batch *b,
         errorf(errmsg, "out of memory");
         return CAIRN_ENOMEM;
     }
-    rv = runReads(db, NULL, &pol, b, s->query_timeout_ms, res, errmsg);
+    rv = runReads(db, NULL, &pol, b, s->query_timeout_ms, s->max_result, res, errmsg);
     sqlite3_close(db);
     if (rv != 0) {
         cairn_result_free(res);
@@ -1637,10 +1657,12 @@ void storeInterrupt(struct store *s)
     atomic_store(&s->stopping, true);
 }
 
-void storeSetLimits(struct store *s, uint32_t max_length, uint32_t query_timeout_ms)
+void storeSetLimits(struct store *s, uint32_t max_length, uint32_t query_timeout_ms,
+                    uint64_t max_result)
 {
     s->max_length = max_length ? max_length : POLICY_DEFAULT_MAX_LENGTH;
     s->query_timeout_ms = query_timeout_ms;
+    s->max_result = max_result ? max_result : POLICY_DEFAULT_MAX_RESULT;
 }
 
 /* ---- snapshots ---------------------------------------------------------------- */
