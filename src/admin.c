@@ -102,6 +102,7 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
     src.raft_index = fz.index;
     src.raft_term = ni.term;
     src.source = source;
+    src.verify_pages = true;
     memset(&opt, 0, sizeof opt);
     opt.type = type;
     opt.repo = (to != NULL && to[0] != '\0') ? to : db->backup_dir;

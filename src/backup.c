@@ -30,6 +30,7 @@
 
 #include "buf.h"
 #include "cbk.h"
+#include "pagesum.h"
 #include "error.h"
 #include "repo.h"
 #include "store.h"
@@ -228,6 +229,7 @@ struct image {
     uint64_t *manifest;        /* filled by the workers, each its own chunks */
     const uint64_t *pmanifest; /* the parent's, or NULL for a full backup */
     uint64_t parent_pages;     /* pages of pmanifest that compare (0: every page changed) */
+    bool verify;               /* every page carries a checksum to verify (pagesum.h) */
 };
 
 enum { SLOT_FREE, SLOT_READY, SLOT_BUSY, SLOT_DONE };
@@ -244,6 +246,7 @@ struct slot {
     size_t out_cap;
     size_t out_len;
     int read_err; /* errno of the read, -1 for end of file, or 0 */
+    uint64_t bad_page; /* a page that failed its checksum (1-based), or 0 */
     size_t zerr;  /* a zstd error code, or 0 */
     int state;
 };
@@ -293,12 +296,18 @@ static void processSlot(ZSTD_CCtx *cctx, const struct image *img, struct slot *s
     s->n = 0;
     s->zerr = 0;
     s->out_len = 0;
+    s->bad_page = 0;
     s->read_err = readFull(img->fd, s->raw, (size_t)s->count * ps, s->first * ps);
     if (s->read_err != 0) {
         return;
     }
     for (uint32_t i = 0; i < s->count; i++) {
         uint64_t pg = s->first + i;
+        if (img->verify && pg * ps != 0x40000000ull &&
+            !pagesumPageOk(s->raw + (size_t)i * ps, ps)) {
+            s->bad_page = pg + 1;
+            return;
+        }
         uint64_t h = XXH3_64bits(s->raw + (size_t)i * ps, ps);
         img->manifest[pg] = h;
         if (img->pmanifest != NULL && pg < img->parent_pages && img->pmanifest[pg] == h) {
@@ -534,6 +543,13 @@ static int ringWriteOldest(struct ring *g, struct writer *w, struct counters *c,
                (unsigned long long)s->first + 1,
                s->read_err < 0 ? "the file is shorter than its page count" : strerror(s->read_err));
         return s->read_err < 0 ? CAIRN_ECORRUPT : errorFromErrno(s->read_err);
+    }
+    if (s->bad_page != 0) {
+        errorf(errmsg, "page %llu of the database %s fails its checksum: the database is "
+                       "damaged, and a backup never copies a damaged page (run cairn check, "
+                       "then cairn repair)",
+               (unsigned long long)s->bad_page, img->source);
+        return CAIRN_ECORRUPT;
     }
     if (s->zerr != 0) {
         errorf(errmsg, "compress a block for %s: %s", w->path, ZSTD_getErrorName(s->zerr));
@@ -805,6 +821,11 @@ int backupCreate(const struct backup_source *src, const struct backup_options *o
     img.fd = src->fd;
     img.source = src->source;
     img.page_size = h.page_size;
+    if (src->verify_pages) {
+        unsigned char hdr[24];
+        img.verify = pread(src->fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr &&
+                     hdr[20] == PAGESUM_RESERVE;
+    }
     img.block_pages = h.block_pages;
     img.page_count = h.page_count;
     if (opt->type != BACKUP_FULL) {

@@ -74,6 +74,9 @@ struct backup_source {
                             repository's backups of the same source. */
     void *hold;          /* backupSnapshotFile: the connection whose read transaction
                             freezes the file in place; NULL otherwise */
+    bool verify_pages;   /* a database of cairn's own: when it keeps page checksums
+                            (pagesum.h), every page read is verified, and a damaged one
+                            fails the backup naming it, rather than being copied */
 };
 
 /* Called now and then with the bytes done and the total; may be NULL. */

@@ -610,6 +610,7 @@ static int fsmSnapshotAsync(struct raft_fsm *rf, struct raft_buffer *bufs[], uns
     src.raft_index = m.index;
     src.raft_term = f->fz_term;
     src.source = f->source;
+    src.verify_pages = true;
     memset(&opt, 0, sizeof opt);
     opt.type = snapshotType(f);
     opt.repo = f->snap_dir;

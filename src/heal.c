@@ -641,6 +641,7 @@ static int resetLog(const struct heal_options *o, const struct raftlog_report *r
     src.raft_index = index;
     src.raft_term = term;
     src.source = source;
+    src.verify_pages = true;
     memset(&opt, 0, sizeof opt);
     opt.type = BACKUP_FULL;
     opt.repo = snap_dir;

@@ -372,21 +372,42 @@ static int trimcharCmp(const void *a, const void *b)
     return x->order < y->order ? -1 : x->order > y->order;
 }
 
+/* A trim set looked up: single-byte characters in a table (the order of each byte, or
+ * UINT32_MAX), longer ones sorted by (length, bytes, order) with the distinct lengths
+ * and the first bytes they start with. */
+struct trimset {
+    const struct trimchar *set;
+    size_t nset;
+    const unsigned *lens;
+    size_t nlens;
+    unsigned one[256];
+    bool lead[256];
+};
+
 /* The length of the set character that SQLite would match at p (n bytes left): of the
- * set's characters that are a prefix of p, the first in the set; 0 for none. set is
- * sorted by (length, bytes, order); lens lists the distinct lengths. */
-static unsigned trimMatch(const struct trimchar *set, size_t nset, const unsigned *lens,
-                          size_t nlens, const unsigned char *p, size_t n, bool from_end)
+ * set's characters that are a prefix of p (a suffix, from_end), the first in the set;
+ * 0 for none. */
+static unsigned trimMatch(const struct trimset *ts, const unsigned char *p, size_t n,
+                          bool from_end)
 {
     unsigned best_len = 0, best_order = UINT32_MAX;
-    for (size_t k = 0; k < nlens; k++) {
-        unsigned len = lens[k];
+    const struct trimchar *set = ts->set;
+    size_t nset = ts->nset;
+    if (n > 0 && ts->one[from_end ? p[n - 1] : p[0]] != UINT32_MAX) {
+        best_len = 1;
+        best_order = ts->one[from_end ? p[n - 1] : p[0]];
+    }
+    for (size_t k = 0; k < ts->nlens; k++) {
+        unsigned len = ts->lens[k];
         size_t lo = 0, hi = nset;
         const unsigned char *q;
-        if (len > n) {
+        if (len > n || len == 1) {
             continue;
         }
         q = from_end ? p + n - len : p;
+        if (len > 0 && !ts->lead[q[0]]) {
+            continue;
+        }
         while (lo < hi) { /* the first element >= (len, q) */
             size_t mid = (lo + hi) / 2;
             int c = set[mid].len != len ? (set[mid].len < len ? -1 : 1)
@@ -454,8 +475,12 @@ static void fnTrim(sqlite3_context *ctx, int argc, sqlite3_value **argv)
                         z++;
                     }
                 }
+                unsigned len = (unsigned char)(z - start); /* SQLite keeps it in a u8 */
+                if (nset > 0 && set[nset - 1].len == len && memcmp(set[nset - 1].p, start, len) == 0) {
+                    continue; /* the same character again: the first one wins anyway */
+                }
                 set[nset].p = start;
-                set[nset].len = (unsigned char)(z - start); /* SQLite keeps it in a u8 */
+                set[nset].len = len;
                 set[nset].order = (unsigned)nset;
                 nset++;
             }
@@ -472,16 +497,27 @@ static void fnTrim(sqlite3_context *ctx, int argc, sqlite3_value **argv)
         }
     }
     if (nset > 0) {
+        struct trimset ts = {set, nset, lens, nlens, {0}, {false}};
+        for (int b = 0; b < 256; b++) {
+            ts.one[b] = UINT32_MAX;
+        }
+        for (size_t i = 0; i < nset; i++) {
+            if (set[i].len == 1 && set[i].order < ts.one[set[i].p[0]]) {
+                ts.one[set[i].p[0]] = set[i].order;
+            } else if (set[i].len > 1) {
+                ts.lead[set[i].p[0]] = true;
+            }
+        }
         if (flags & 1) {
             unsigned len;
-            while (nin > 0 && (len = trimMatch(set, nset, lens, nlens, in, (size_t)nin, false)) > 0) {
+            while (nin > 0 && (len = trimMatch(&ts, in, (size_t)nin, false)) > 0) {
                 in += len;
                 nin -= (int)len;
             }
         }
         if (flags & 2) {
             unsigned len;
-            while (nin > 0 && (len = trimMatch(set, nset, lens, nlens, in, (size_t)nin, true)) > 0) {
+            while (nin > 0 && (len = trimMatch(&ts, in, (size_t)nin, true)) > 0) {
                 nin -= (int)len;
             }
         }

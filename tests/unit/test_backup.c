@@ -192,7 +192,7 @@ static void onProgress(void *arg, uint64_t done, uint64_t total)
 static int backupOf(const char *db, const char *repo, int type, uint32_t block_pages,
                     struct backup_info *info, char *errmsg)
 {
-    struct backup_source src = {open(db, O_RDONLY), 0, 0, db, NULL};
+    struct backup_source src = {open(db, O_RDONLY), 0, 0, db, NULL, false};
     struct backup_options opt = {type, repo, 0, block_pages, NULL, NULL};
     int rv;
     assert_true(src.fd >= 0);
@@ -342,7 +342,7 @@ static void test_full_roundtrip(void **state)
 
     makeDb(f->db, 600);
     {
-        struct backup_source src = {open(f->db, O_RDONLY), 9, 3, f->db, NULL};
+        struct backup_source src = {open(f->db, O_RDONLY), 9, 3, f->db, NULL, false};
         struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, onProgress, &pl};
         assert_int_equal(backupCreate(&src, &opt, &info, errmsg), 0);
         close(src.fd);
@@ -546,7 +546,7 @@ static void test_incremental_without_parent(void **state)
                      CAIRN_ENOTFOUND);
     /* A backup of another source is no parent. */
     {
-        struct backup_source src = {open(f->db, O_RDONLY), 0, 0, "elsewhere", NULL};
+        struct backup_source src = {open(f->db, O_RDONLY), 0, 0, "elsewhere", NULL, false};
         struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, NULL, NULL};
         assert_int_equal(backupCreate(&src, &opt, &info, errmsg), 0);
         close(src.fd);
@@ -604,7 +604,7 @@ static void test_parent_digest_mismatch(void **state)
     snprintf(db2, sizeof db2, "%s/db2.sqlite", f->dir);
     makeDb(db2, 120);
     {
-        struct backup_source src = {open(db2, O_RDONLY), 0, 0, f->db, NULL};
+        struct backup_source src = {open(db2, O_RDONLY), 0, 0, f->db, NULL, false};
         struct backup_options opt = {BACKUP_FULL, repo2, 0, 0, NULL, NULL};
         assert_int_equal(backupCreate(&src, &opt, &other, errmsg), 0);
         close(src.fd);
@@ -1058,7 +1058,7 @@ static pid_t startWriter(const char *path)
 
 static void snapshotWhileWriting(struct fx *f, const char *journal_mode)
 {
-    struct backup_source src = {-1, 0, 0, f->db, NULL};
+    struct backup_source src = {-1, 0, 0, f->db, NULL, false};
     struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, NULL, NULL};
     struct backup_info info;
     char tmp[PATH_MAX], out[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE], sql[128];
