@@ -32,7 +32,7 @@ static int inside(const void *s, size_t n, const unsigned char *p, size_t size)
 
 static void checkDecoded(const struct batch *b, const unsigned char *p, size_t size)
 {
-    FUZZ_CHECK(b->kind >= BATCH_EXECUTE && b->kind <= BATCH_RESTORE);
+    FUZZ_CHECK(b->kind >= BATCH_EXECUTE && b->kind <= BATCH_DIGEST);
     FUZZ_CHECK(b->n == 0 || b->stmts != NULL);
     for (size_t i = 0; i < b->n; i++) {
         const struct stmt *s = &b->stmts[i];

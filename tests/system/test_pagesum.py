@@ -120,6 +120,15 @@ def test_a_bad_page_read_while_running_is_an_error_naming_it_never_data(server_f
     # Other rows are served; the count of refused pages shows in /status.
     assert s.scalar("SELECT tag FROM big WHERE id = 1") == "tag-00000001"
     assert s.get_json("/status")["store"]["checksum_failures"] >= 1
+    # A backup never copies the damaged page: it fails naming it, and leaves no file.
+    repo = s.data_dir.parent / "backups"
+    before = sorted(os.listdir(repo)) if os.path.isdir(repo) else []
+    r = s.post("/db/execute", ["BACKUP DATABASE FULL"])
+    body = r.json()
+    err = body.get("error") or body["results"][0].get("error", "")
+    assert "page %d" % page in err and "checksum" in err, body
+    after = sorted(p for p in os.listdir(repo) if not p.endswith(".tmp")) if os.path.isdir(repo) else []
+    assert [p for p in after if p.endswith(".cbk")] == [p for p in before if p.endswith(".cbk")], after
 
 
 def test_no_page_checksums_then_repair_adds_them(server_factory, cairn_bin):
