@@ -145,6 +145,11 @@ static void test_functions_are_linear(void **state)
     struct policy_conn pc;
     char out[256];
     (void)state;
+#if defined(__SANITIZE_THREAD__)
+    /* ThreadSanitizer's memmem() checks the whole haystack at every call: replace()'s
+     * calls then cost what the function avoids, and the timing says nothing. */
+    skip();
+#endif
     assert_int_equal(sqlite3_open(":memory:", &ours), SQLITE_OK);
     policyInstall(ours, &pc, 0, NULL);
     static const char *const sqls[] = {
