@@ -814,6 +814,7 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
         const char *next = NULL;
         sqlite3_int64 total_before;
         bool cached = false;
+        bool query, columns_set;
         if (tail == st->sql && cache != NULL &&
             (ps = cacheGet(cache, st->sql, st->sql_len)) != NULL) {
             cached = true;
@@ -875,26 +876,32 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
             releaseStmt(ps, cached);
             goto out;
         }
-        if (sqlite3_column_count(ps) > 0) {
-            if (rs->cols != NULL) { /* a later statement of the same string: start over */
-                for (size_t i = 0; i < rs->ncol; i++) {
-                    free(rs->cols[i]);
-                    free(rs->types[i]);
-                }
-                free(rs->cols);
-                free(rs->types);
-                rs->cols = rs->types = NULL;
-                rs->nrows = 0;
+        /* A query's columns (how many, their names and types) are read once the
+         * statement has stepped: a cached statement is prepared again for a changed
+         * schema only when it steps, and until then says what the old schema had. */
+        query = sqlite3_column_count(ps) > 0;
+        columns_set = false;
+        if (query && rs->cols != NULL) { /* a later statement of the same string: start over */
+            for (size_t i = 0; i < rs->ncol; i++) {
+                free(rs->cols[i]);
+                free(rs->types[i]);
             }
-            if (setColumns(ps, rs) != SQLITE_OK) {
-                resultError(rs, "out of memory");
-                releaseStmt(ps, cached);
-                rc = SQLITE_NOMEM;
-                goto out;
-            }
+            free(rs->cols);
+            free(rs->types);
+            rs->cols = rs->types = NULL;
+            rs->nrows = 0;
         }
         total_before = sqlite3_total_changes64(db);
         while ((rc = sqlite3_step(ps)) == SQLITE_ROW) {
+            if (query && !columns_set) {
+                if (setColumns(ps, rs) != SQLITE_OK) {
+                    resultError(rs, "out of memory");
+                    releaseStmt(ps, cached);
+                    rc = SQLITE_NOMEM;
+                    goto out;
+                }
+                columns_set = true;
+            }
             if (rs->rows_shape && collectRow(ps, rs) != SQLITE_OK) {
                 resultError(rs, "out of memory collecting rows");
                 releaseStmt(ps, cached);
@@ -922,6 +929,12 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
         if (rc != SQLITE_DONE) {
             stmtError(db, pc, rc, rs);
             releaseStmt(ps, cached);
+            goto out;
+        }
+        if (query && !columns_set && setColumns(ps, rs) != SQLITE_OK) { /* no row */
+            resultError(rs, "out of memory");
+            releaseStmt(ps, cached);
+            rc = SQLITE_NOMEM;
             goto out;
         }
         rc = SQLITE_OK;

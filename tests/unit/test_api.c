@@ -191,6 +191,44 @@ static void test_concurrent_writers(void **state)
     cairn_close(db);
 }
 
+/* A cached statement's columns after a schema change: the library gives the new ones
+ * at once (they used to be read before the statement was prepared again). */
+static void test_columns_after_schema_change(void **state)
+{
+    cairn *db = openNode();
+    cairn_result *r = NULL;
+    static const enum cairn_level levels[] = {CAIRN_LEVEL_NONE, CAIRN_LEVEL_WEAK,
+                                              CAIRN_LEVEL_STRONG};
+    (void)state;
+    assert_int_equal(cairn_execute(db, "CREATE TABLE mig(a INTEGER, b TEXT)", NULL, 0, &r), 0);
+    cairn_result_free(r);
+    assert_int_equal(cairn_execute(db, "INSERT INTO mig VALUES(1, 'x')", NULL, 0, &r), 0);
+    cairn_result_free(r);
+    for (int round = 0; round < 2; round++) {
+        for (size_t l = 0; l < 3; l++) {
+            for (int k = 0; k < 3; k++) {
+                assert_int_equal(cairn_query(db, "SELECT * FROM mig", NULL, 0, levels[l], &r), 0);
+                assert_null(cairn_result_error(r, 0));
+                assert_int_equal(cairn_result_columns(r, 0), round == 0 ? 2 : 3);
+                if (round == 1) {
+                    assert_string_equal(cairn_result_column_name(r, 0, 2), "c");
+                    assert_true(cairn_result_double(r, 0, 0, 2) == 2.5);
+                }
+                cairn_result_free(r);
+            }
+        }
+        if (round == 0) {
+            assert_int_equal(cairn_execute(db, "ALTER TABLE mig ADD COLUMN c REAL", NULL, 0, &r), 0);
+            cairn_result_free(r);
+            assert_int_equal(cairn_execute(db, "UPDATE mig SET c = 2.5", NULL, 0, &r), 0);
+            cairn_result_free(r);
+        }
+    }
+    cairn_execute(db, "DROP TABLE mig", NULL, 0, &r);
+    cairn_result_free(r);
+    cairn_close(db);
+}
+
 static void test_bad_arguments(void **state)
 {
     cairn *db = NULL;
@@ -222,6 +260,7 @@ int main(void)
         cmocka_unit_test(test_write_read_levels),   cmocka_unit_test(test_transaction_rollback),
         cmocka_unit_test(test_read_only_and_guards), cmocka_unit_test(test_lock_and_persistence),
         cmocka_unit_test(test_concurrent_writers),  cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_columns_after_schema_change),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
