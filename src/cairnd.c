@@ -295,11 +295,13 @@ int main(int argc, char **argv)
         cairn_close(db);
         return 1;
     }
-    fprintf(stderr,
-            "cairnd: node ready: HTTP API on http://%s, Raft on %s, data in %s\n"
-            "cairnd: try  curl -s -XPOST 'http://%s/db/execute' -H 'Content-Type: "
-            "application/json' -d '[\"CREATE TABLE t(x)\"]'\n",
-            cairn_http_addr(db), cfg.raft_addr, cfg.data_dir, cairn_http_addr(db));
+    if (!quiet) { /* -q: errors only */
+        fprintf(stderr,
+                "cairnd: node ready: HTTP API on http://%s, Raft on %s, data in %s\n"
+                "cairnd: try  curl -s -XPOST 'http://%s/db/execute' -H 'Content-Type: "
+                "application/json' -d '[\"CREATE TABLE t(x)\"]'\n",
+                cairn_http_addr(db), cfg.raft_addr, cfg.data_dir, cairn_http_addr(db));
+    }
 
     while (sigwait(&sigs, &sig) != 0) {
     }

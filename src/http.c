@@ -43,7 +43,15 @@ struct qflags {
     bool has_q;
     const char *timeout;    /* rqlite's ?timeout= */
     const char *db_timeout; /* rqlite's ?db_timeout=, which wins */
+    const char *unsupported; /* the first rqlite parameter cairn does not implement */
 };
+
+/* rqlite's query parameters that cairn does not implement yet. Ignoring one would
+ * answer with another meaning than the client asked for (?queue expects an
+ * acknowledgement shape, ?freshness a bound on staleness): each is refused with 400. */
+static const char *const unsupportedParams[] = {"queue", "wait", "freshness", "freshness_strict",
+                                                "blob_array", "qualify_columns", "noleader",
+                                                "vacuum", NULL};
 
 double httpNow(void)
 {
@@ -84,6 +92,12 @@ static enum MHD_Result collectArg(void *cls, enum MHD_ValueKind kind, const char
     } else if (strcmp(key, "q") == 0) {
         f->q = value;
         f->has_q = true;
+    } else if (f->unsupported == NULL) {
+        for (int i = 0; unsupportedParams[i] != NULL; i++) {
+            if (strcmp(key, unsupportedParams[i]) == 0) {
+                f->unsupported = unsupportedParams[i];
+            }
+        }
     }
     return MHD_YES;
 }
@@ -211,6 +225,13 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
 
     memset(&f, 0, sizeof f);
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collectArg, &f);
+    if (f.unsupported != NULL) {
+        snprintf(errmsg, sizeof errmsg,
+                 "?%s is an rqlite parameter that cairn does not implement: it is refused rather "
+                 "than ignored, since the answer would not mean what it asks for",
+                 f.unsupported);
+        return httpSendError(c, 400, errmsg);
+    }
     level = dbLevelFromName(f.level);
     if (level < 0) {
         snprintf(errmsg, sizeof errmsg,
