@@ -2,6 +2,8 @@
 #include "addr.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
 #include <errno.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -39,6 +41,47 @@ int addrParse(const char *addr, const char *what, struct sockaddr_in *sa, char *
         errorf(errmsg, "%s address \"%s\": \"%s\" is not an IPv4 address", what, addr, host);
         return CAIRN_ENOTFOUND;
     }
+    return 0;
+}
+
+int addrNumeric(const char *addr, const char *what, char *out, size_t n, char *errmsg)
+{
+    struct sockaddr_in sa;
+    struct addrinfo hints, *res = NULL;
+    char host[128];
+    const char *colon;
+    int rv = addrParse(addr, what, &sa, errmsg);
+    if (rv == 0) {
+        char ip[INET_ADDRSTRLEN];
+        const char *port = strrchr(addr, ':') + 1;
+        if (sa.sin_addr.s_addr == htonl(INADDR_ANY) || strncmp(addr, "localhost:", 10) != 0) {
+            snprintf(out, n, "%s", addr); /* a literal, or any interface: as given */
+            return 0;
+        }
+        inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
+        snprintf(out, n, "%s:%s", ip, port);
+        return 0;
+    }
+    if (rv != CAIRN_ENOTFOUND) {
+        return rv;
+    }
+    colon = strrchr(addr, ':');
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL) {
+        errorf(errmsg, "%s address \"%s\": the name \"%s\" does not resolve to an IPv4 address",
+               what, addr, host);
+        return CAIRN_ENOTFOUND;
+    }
+    {
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip, sizeof ip);
+        snprintf(out, n, "%s:%s", ip, colon + 1);
+    }
+    freeaddrinfo(res);
     return 0;
 }
 

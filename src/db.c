@@ -479,6 +479,15 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     db->cfg = *cfg;
     copyStr(db->data_dir, sizeof db->data_dir, cfg->data_dir, &db->cfg.data_dir);
     copyStr(db->raft_addr, sizeof db->raft_addr, cfg->raft_addr, &db->cfg.raft_addr);
+    if (cfg->raft_addr != NULL) {
+        /* libraft's transport takes IPv4 literals only: "localhost:4002" (rqlite's form)
+         * and host names are resolved here, once. */
+        char numeric[sizeof db->raft_addr];
+        if ((rv = addrNumeric(cfg->raft_addr, "raft", numeric, sizeof numeric, tlsErrmsg)) != 0) {
+            return rv;
+        }
+        snprintf(db->raft_addr, sizeof db->raft_addr, "%s", numeric);
+    }
     copyStr(db->http_addr_cfg, sizeof db->http_addr_cfg, cfg->http_addr, &db->cfg.http_addr);
     {
         /* Default: beside the data directory (DATA's parent, plus "backups"). Made

@@ -428,6 +428,30 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     bufPutc(&b, ',');
     jsonStr(&b, "dir", db->raft_dir);
     bufPuts(&b, "},\"store\":{");
+    {
+        /* rqlite's layout of what its clients read (gorqlite's Open needs store.leader):
+         * the leader's id and Raft address as strings ("" when none), the Raft state
+         * capitalised, and SQLite's version and path. */
+        static const char *const states[] = {"Unavailable", "Follower", "Candidate", "Leader"};
+        char id[32] = "";
+        if (ni.leader_id != 0) {
+            snprintf(id, sizeof id, "%llu", (unsigned long long)ni.leader_id);
+        }
+        bufPuts(&b, "\"leader\":{");
+        jsonStr(&b, "node_id", id);
+        bufPutc(&b, ',');
+        jsonStr(&b, "addr", ni.leader_address);
+        bufPuts(&b, "},\"raft\":{");
+        jsonStr(&b, "state", states[ni.state >= 0 && ni.state <= 3 ? ni.state : 0]);
+        bufPuts(&b, "},\"sqlite3\":{");
+        jsonStr(&b, "version", sqlite3_libversion());
+        bufPutc(&b, ',');
+        jsonStr(&b, "path", db->db_path);
+        bufPutc(&b, ',');
+        jsonKey(&b, "db_size");
+        bufJsonInt(&b, ss.db_size);
+        bufPuts(&b, "},");
+    }
     jsonStr(&b, "db_path", db->db_path);
     bufPutc(&b, ',');
     jsonKey(&b, "db_size");

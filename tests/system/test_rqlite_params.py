@@ -36,3 +36,29 @@ def test_quiet_prints_only_errors(server_factory):
     s.stop()
     text = s.stderr_text()
     assert "node ready" not in text and "try  curl" not in text, text[-2000:]
+
+
+def test_status_has_rqlite_layout_for_clients(server):
+    """gorqlite's Open reads /status and needs store.leader ({"node_id", "addr"});
+    cairn kept the leader under raft.leader only, so every Go application using the
+    standard client failed with "store is not open"."""
+    st = server.get_json("/status")
+    store = st["store"]
+    assert store["leader"] == {"node_id": "1", "addr": st["node"]["raft_addr"]}, store["leader"]
+    assert store["raft"]["state"] == "Leader", store["raft"]
+    assert store["sqlite3"]["version"] == st["store"]["sqlite_version"], store["sqlite3"]
+    assert store["sqlite3"]["path"].endswith("db.sqlite"), store["sqlite3"]
+    # cairn's own sections stay beside them.
+    assert st["raft"]["state"] == "leader" and "applied_index" in store
+
+
+def test_raft_address_may_be_a_host_name(server_factory, free_port):
+    """rqlite's default form, --raft-addr localhost:4002, failed to start: libraft takes
+    IPv4 literals only. cairnd resolves the name once at start."""
+    port = free_port()
+    s = server_factory(extra_args=["--raft-addr", "localhost:%d" % port])
+    assert_exec_ok(s.execute(["CREATE TABLE h(x)"]))
+    st = s.get_json("/status")
+    assert st["node"]["raft_addr"] == "127.0.0.1:%d" % port, st["node"]
+    s.restart()
+    assert s.scalar("SELECT count(*) FROM h") == 0
