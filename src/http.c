@@ -582,6 +582,18 @@ static enum MHD_Result dispatch(struct http_server *h, struct MHD_Connection *c,
         if (strcmp(url, "/cluster/identity") == 0) {
             return httpCluster(h, c, url, method, req, &handled);
         }
+        if (strcmp(url, "/status") == 0 && strcmp(method, "GET") == 0) {
+            /* rqlite's clients read /status to find the leader: 200 with what is known
+             * (no leader yet), not an error they do not expect. */
+            struct buf b;
+            bufInit(&b);
+            bufPrintf(&b, "{\"node\":{\"id\":%llu,\"version\":\"%s\",\"starting\":true,\"pid\":%d,",
+                      (unsigned long long)h->db->cfg.node_id, CAIRN_VERSION, (int)getpid());
+            jsonStr(&b, "data_dir", h->db->data_dir);
+            bufPuts(&b, "},\"store\":{\"leader\":{\"node_id\":\"\",\"addr\":\"\"},"
+                        "\"raft\":{\"state\":\"Unavailable\"},\"ready\":false}}\n");
+            return httpSendBuf(c, 200, &b, false);
+        }
         return httpSendError(c, 503, "the node is starting: try again shortly");
     }
     ret = httpCluster(h, c, url, method, req, &handled);

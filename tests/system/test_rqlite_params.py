@@ -62,3 +62,28 @@ def test_raft_address_may_be_a_host_name(server_factory, free_port):
     assert st["node"]["raft_addr"] == "127.0.0.1:%d" % port, st["node"]
     s.restart()
     assert s.scalar("SELECT count(*) FROM h") == 0
+
+
+def test_status_answers_200_while_the_node_starts(server_factory, free_port):
+    """A node waiting for its cluster answered 503 on /status, which rqlite's clients do
+    not expect (they expect connection refused or 200): it answers 200, saying it is
+    starting and knows no leader."""
+    import json as _json
+    s = server_factory(start=False)
+    other1, other2 = free_port(), free_port()
+    s.extra_args = list(s.extra_args) + [
+        "--bootstrap-expect", "3", "--join",
+        "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d" % (s.http_port, other1, other2)]
+    s.start(wait=False)
+    from conftest import wait_until
+    def status():
+        try:
+            r = s.raw("GET", "/status", timeout=2)
+        except OSError:
+            return None
+        return r
+    r = wait_until(status, 20, "cairnd to answer /status while it waits for its cluster")
+    assert r.status == 200, r
+    doc = r.json()
+    assert doc["node"]["starting"] is True and doc["store"]["leader"] == {"node_id": "", "addr": ""}, doc
+    assert s.raw("GET", "/db/query?q=SELECT%201").status == 503
