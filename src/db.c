@@ -241,6 +241,13 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
         /* cairn_backups is this node's catalog, readable on reader connections only. */
         return storeQuery(db->store, b, out, errmsg);
     }
+    if (!read_only && b->kind != BATCH_QUERY && readsCatalog(b)) {
+        /* A write that read it would store each node's own list: replicas would differ. */
+        errorf(errmsg, "cairn_backups is this node's catalog of backups, and each node's "
+                       "differs: it can be read by a request that only reads (send its SELECT "
+                       "on its own, or to /db/query), not by one that also writes");
+        return CAIRN_EINVAL;
+    }
     if (b->kind == BATCH_EXECUTE || (b->kind == BATCH_REQUEST && !read_only)) {
         return dbPropose(db, b, out, errmsg);
     }
