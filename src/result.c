@@ -3,6 +3,7 @@
 #include "result.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -165,8 +166,185 @@ void cairn_result_free(cairn_result *r)
     free(r);
 }
 
-static void valueJson(const struct rstmt *st, const struct rvalue *v, struct buf *out)
+/* ---- times, as rqlite answers them ---------------------------------------------
+ * rqlite's SQLite driver turns the values of columns declared DATE, DATETIME or
+ * TIMESTAMP into times, and its JSON writes them in RFC 3339 (Go's RFC3339Nano): text in
+ * one of SQLite's time formats ("2004-02-14 07:15:00", "...T...", with a fraction and
+ * an offset, or a date alone; a final "Z" is dropped first), and integers as Unix
+ * seconds (milliseconds past 10^12), in UTC. Other values, and text in no such format,
+ * are answered as stored. Clients' time converters (pyrqlite, gorqlite) read this form. */
+
+static bool isTimeColumn(const char *decltype)
 {
+    return decltype != NULL && (strcmp(decltype, "date") == 0 || strcmp(decltype, "datetime") == 0 ||
+                                strcmp(decltype, "timestamp") == 0);
+}
+
+static bool digits(const char *p, size_t n, int *out)
+{
+    int v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return false;
+        }
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+static int daysIn(int y, int m)
+{
+    static const int d[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return m == 2 && leap ? 29 : d[m - 1];
+}
+
+struct civil {
+    int y, mo, d, h, mi, s;
+    char frac[10]; /* digits without trailing zeros, "" for none */
+    int offset;    /* minutes east of UTC */
+};
+
+/* Parse text p[0..n) in one of the formats above. */
+static bool parseTime(const char *p, size_t n, struct civil *t)
+{
+    size_t i = 0;
+    memset(t, 0, sizeof *t);
+    if (n > 0 && p[n - 1] == 'Z') {
+        n--;
+    }
+    if (n < 10 || !digits(p, 4, &t->y) || p[4] != '-' || !digits(p + 5, 2, &t->mo) ||
+        p[7] != '-' || !digits(p + 8, 2, &t->d) || t->mo < 1 || t->mo > 12 || t->d < 1 ||
+        t->d > daysIn(t->y, t->mo)) {
+        return false;
+    }
+    if (n == 10) {
+        return true;
+    }
+    if (n < 16 || (p[10] != ' ' && p[10] != 'T') || !digits(p + 11, 2, &t->h) || p[13] != ':' ||
+        !digits(p + 14, 2, &t->mi) || t->h > 23 || t->mi > 59) {
+        return false;
+    }
+    if (n == 16) {
+        return true;
+    }
+    if (n < 19 || p[16] != ':' || !digits(p + 17, 2, &t->s) || t->s > 59) {
+        return false;
+    }
+    i = 19;
+    if (i < n && p[i] == '.') {
+        size_t k = 0;
+        i++;
+        while (i < n && p[i] >= '0' && p[i] <= '9') {
+            if (k == 9) {
+                return false;
+            }
+            t->frac[k++] = p[i++];
+        }
+        if (k == 0) {
+            return false;
+        }
+        while (k > 0 && t->frac[k - 1] == '0') {
+            t->frac[--k] = '\0';
+        }
+    }
+    if (i < n && (p[i] == '+' || p[i] == '-')) {
+        int oh, om;
+        if (n - i != 6 || !digits(p + i + 1, 2, &oh) || p[i + 3] != ':' ||
+            !digits(p + i + 4, 2, &om) || oh > 23 || om > 59) {
+            return false;
+        }
+        t->offset = (p[i] == '-' ? -1 : 1) * (oh * 60 + om);
+        i = n;
+    }
+    return i == n;
+}
+
+/* Unix seconds (and nanoseconds) into a UTC civil time; false outside years 0-9999. */
+static bool civilFromUnix(int64_t secs, int64_t nanos, struct civil *t)
+{
+    int64_t days = secs / 86400, rem = secs % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days--;
+    }
+    /* Howard Hinnant's civil_from_days. */
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = yoe + era * 400;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    y += m <= 2;
+    if (y < 0 || y > 9999) {
+        return false;
+    }
+    memset(t, 0, sizeof *t);
+    t->y = (int)y;
+    t->mo = (int)m;
+    t->d = (int)d;
+    t->h = (int)(rem / 3600);
+    t->mi = (int)(rem / 60 % 60);
+    t->s = (int)(rem % 60);
+    if (nanos > 0) {
+        snprintf(t->frac, sizeof t->frac, "%09lld", (long long)nanos);
+        for (int k = 8; k >= 0 && t->frac[k] == '0'; k--) {
+            t->frac[k] = '\0';
+        }
+    }
+    return true;
+}
+
+static void rfc3339(const struct civil *t, struct buf *out)
+{
+    bufPrintf(out, "\"%04d-%02d-%02dT%02d:%02d:%02d%s%s", t->y, t->mo, t->d, t->h, t->mi, t->s,
+              t->frac[0] ? "." : "", t->frac);
+    if (t->offset == 0) {
+        bufPuts(out, "Z\"");
+    } else {
+        int o = t->offset < 0 ? -t->offset : t->offset;
+        bufPrintf(out, "%c%02d:%02d\"", t->offset < 0 ? '-' : '+', o / 60, o % 60);
+    }
+}
+
+/* A value of a DATE/DATETIME/TIMESTAMP column as rqlite answers it; false when it is
+ * answered as stored. */
+static bool timeJson(const struct rstmt *st, const struct rvalue *v, struct buf *out)
+{
+    struct civil t;
+    if (v->type == CAIRN_TEXT) {
+        if (!parseTime(st->arena.p + v->off, v->n, &t)) {
+            return false;
+        }
+    } else if (v->type == CAIRN_INTEGER) {
+        int64_t secs = v->i, nanos = 0;
+        if (v->i > 1000000000000LL || v->i < -1000000000000LL) { /* milliseconds */
+            secs = v->i / 1000;
+            nanos = (v->i % 1000) * 1000000;
+            if (nanos < 0) {
+                nanos += 1000000000;
+                secs--;
+            }
+        }
+        if (!civilFromUnix(secs, nanos, &t)) {
+            return false;
+        }
+    } else {
+        return false;
+    }
+    rfc3339(&t, out);
+    return true;
+}
+
+static void valueJson(const struct rstmt *st, const struct rvalue *v, size_t col, struct buf *out)
+{
+    if (st->types != NULL && isTimeColumn(st->types[col]) && timeJson(st, v, out)) {
+        return;
+    }
     switch (v->type) {
         case CAIRN_INTEGER:
             bufJsonInt(out, v->i);
@@ -218,7 +396,7 @@ static void stmtJson(const struct rstmt *st, unsigned flags, struct buf *out)
                 bufPuts(out, i ? "," : "");
                 bufJsonString(out, st->cols[i], strlen(st->cols[i]));
                 bufPutc(out, ':');
-                valueJson(st, &st->vals[row * st->ncol + i], out);
+                valueJson(st, &st->vals[row * st->ncol + i], i, out);
             }
             bufPutc(out, '}');
         }
@@ -242,7 +420,7 @@ static void stmtJson(const struct rstmt *st, unsigned flags, struct buf *out)
                 bufPuts(out, row ? ",[" : "[");
                 for (i = 0; i < st->ncol; i++) {
                     bufPuts(out, i ? "," : "");
-                    valueJson(st, &st->vals[row * st->ncol + i], out);
+                    valueJson(st, &st->vals[row * st->ncol + i], i, out);
                 }
                 bufPutc(out, ']');
             }

@@ -87,3 +87,35 @@ def test_status_answers_200_while_the_node_starts(server_factory, free_port):
     doc = r.json()
     assert doc["node"]["starting"] is True and doc["store"]["leader"] == {"node_id": "", "addr": ""}, doc
     assert s.raw("GET", "/db/query?q=SELECT%201").status == 503
+
+
+def test_time_columns_answer_rfc3339_as_rqlite_does(server):
+    """Values of DATE/DATETIME/TIMESTAMP columns came back as stored ("2004-02-14
+    07:15:00"); rqlite answers RFC 3339 ("2004-02-14T07:15:00Z"), and pyrqlite's and
+    gorqlite's time converters depend on it. Text in another form, other columns and
+    other types are answered as stored."""
+    s = server
+    assert_exec_ok(s.execute(["CREATE TABLE tm(d DATE, dt DATETIME, ts TIMESTAMP, t TEXT)"]))
+    cases = [
+        ("2004-02-14 07:15:00", "2004-02-14T07:15:00Z"),
+        ("2004-02-14T07:15:00Z", "2004-02-14T07:15:00Z"),
+        ("2004-02-14", "2004-02-14T00:00:00Z"),
+        ("2004-02-14 07:15", "2004-02-14T07:15:00Z"),
+        ("2004-02-14 07:15:00.123000", "2004-02-14T07:15:00.123Z"),
+        ("2004-02-14 07:15:00+02:00", "2004-02-14T07:15:00+02:00"),
+        ("2004-02-14T07:15:00.5-05:30", "2004-02-14T07:15:00.5-05:30"),
+        ("2004-02-30 07:15:00", "2004-02-30 07:15:00"),  # no such day: as stored
+        ("not a date", "not a date"),
+        (1076742900, "2004-02-14T07:15:00Z"),
+        (1076742900123, "2004-02-14T07:15:00.123Z"),
+        (2.5, 2.5),
+    ]
+    for stored, want in cases:
+        assert_exec_ok(s.execute(["DELETE FROM tm"]))
+        assert_exec_ok(s.execute([["INSERT INTO tm VALUES(?, ?, ?, ?)", stored, stored, stored,
+                                   stored]]))
+        row = s.query("SELECT d, dt, ts, t FROM tm")["results"][0]["values"][0]
+        assert row[:3] == [want, want, want], (stored, row)
+        assert row[3] == str(stored), (stored, row)  # a TEXT column: as stored (as text)
+        assoc = s.query("SELECT dt FROM tm", associative=True)["results"][0]["rows"][0]
+        assert assoc["dt"] == want, (stored, assoc)

@@ -13,7 +13,7 @@ from conftest import assert_exec_ok
 PATHS = [
     ("GET", {"level": "none"}), ("GET", {"level": "weak"}), ("GET", {"level": "strong"}),
     ("GET", {"level": "linearizable"}), ("POST", {}), ("REQUEST", {}),
-    ("GET", {"associative": None}), ("REQUEST", {"associative": None}),
+    ("GET", {"associative": True}), ("REQUEST", {"associative": True}),
 ]
 
 
