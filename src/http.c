@@ -650,6 +650,75 @@ static enum MHD_Result dispatch(struct http_server *h, struct MHD_Connection *c,
     return httpSendError(c, 404, msg);
 }
 
+/* Query parameters a request may carry: rqlite's are about a dozen. */
+#define MAX_QUERY_PARAMS 256
+
+struct scan {
+    unsigned lengths; /* Content-Length headers */
+    char length[32];  /* the first one */
+    bool conflict;    /* another with a different value */
+    bool chunked;     /* Transfer-Encoding as well */
+    unsigned args;
+    char bad[200];
+};
+
+static enum MHD_Result scanHeader(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    struct scan *s = cls;
+    (void)kind;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (s->lengths++ == 0) {
+            snprintf(s->length, sizeof s->length, "%s", value ? value : "");
+        } else if (value == NULL || strcmp(value, s->length) != 0) {
+            s->conflict = true;
+        }
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        s->chunked = true;
+    }
+    return MHD_YES;
+}
+
+/* A NUL or control character (tab, newline and carriage return are allowed in values:
+ * SQL text has them) in a parameter's name or value. */
+static enum MHD_Result scanArg(void *cls, enum MHD_ValueKind kind, const char *key,
+                               size_t key_size, const char *value, size_t value_size)
+{
+    struct scan *s = cls;
+    (void)kind;
+    s->args++;
+    if (s->bad[0] != '\0') {
+        return MHD_YES;
+    }
+    for (size_t i = 0; i < key_size; i++) {
+        if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f) {
+            snprintf(s->bad, sizeof s->bad, "a query parameter's name holds the control "
+                                            "character 0x%02x at byte %zu", (unsigned char)key[i], i);
+            return MHD_YES;
+        }
+    }
+    if (key_size == 1 && key[0] == 'q') {
+        /* SQL text: only a NUL byte is refused (SQLite says what else is wrong). */
+        const char *nul = value != NULL ? memchr(value, '\0', value_size) : NULL;
+        if (nul != NULL) {
+            snprintf(s->bad, sizeof s->bad, "statement 1: the statement holds a NUL byte at "
+                                            "offset %zu: SQL text may not contain one (send "
+                                            "binary data as a parameter)",
+                     (size_t)(nul - value));
+        }
+        return MHD_YES;
+    }
+    for (size_t i = 0; value != NULL && i < value_size; i++) {
+        unsigned char ch = (unsigned char)value[i];
+        if ((ch < 0x20 && ch != '\t' && ch != '\n' && ch != '\r') || ch == 0x7f) {
+            snprintf(s->bad, sizeof s->bad, "?%.40s holds the control character 0x%02x at byte %zu: "
+                                            "names, paths and parameters may not", key, ch, i);
+            return MHD_YES;
+        }
+    }
+    return MHD_YES;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version, const char *upload,
                               size_t *upload_size, void **con_cls)
@@ -668,6 +737,29 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         req->load_fd = -1;
         *con_cls = req;
         atomic_fetch_add(&h->requests, 1);
+        {
+            struct scan s;
+            memset(&s, 0, sizeof s);
+            MHD_get_connection_values(c, MHD_HEADER_KIND, scanHeader, &s);
+            MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, scanArg, &s);
+            if (s.conflict) {
+                snprintf(req->refuse, sizeof req->refuse,
+                         "%u Content-Length headers with different values: refused (a proxy "
+                         "and cairnd could read different requests)", s.lengths);
+            } else if (s.lengths > 0 && s.chunked) {
+                snprintf(req->refuse, sizeof req->refuse,
+                         "both Content-Length and Transfer-Encoding: refused (a proxy and cairnd "
+                         "could read different requests)");
+            } else if (s.args > MAX_QUERY_PARAMS) {
+                snprintf(req->refuse, sizeof req->refuse,
+                         "%u query parameters: at most %d are taken", s.args, MAX_QUERY_PARAMS);
+            } else if (s.bad[0] != '\0') {
+                snprintf(req->refuse, sizeof req->refuse, "%s", s.bad);
+            }
+            if (req->refuse[0] != '\0') {
+                return MHD_YES; /* the body, if any, is read and dropped */
+            }
+        }
         if (httpIsLoad(url, method)) {
             if (httpLoadOpen(h, req) != 0) {
                 req->load_errno = errno ? errno : EIO;
@@ -707,6 +799,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         *upload_size = 0;
         return MHD_YES;
     }
+    if (*upload_size > 0 && req->refuse[0] != '\0') {
+        *upload_size = 0;
+        return MHD_YES;
+    }
     if (*upload_size > 0) {
         if (!req->too_big && req->body.len + *upload_size > h->max_body) {
             req->too_big = true;
@@ -717,6 +813,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         }
         *upload_size = 0;
         return MHD_YES;
+    }
+    if (req->refuse[0] != '\0') {
+        return httpSendError(c, 400, req->refuse);
     }
     if (req->too_big) {
         char msg[160];
@@ -799,7 +898,10 @@ int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_s
         0, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhdLog, h,
         MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_END);
+        (unsigned)CONNECTION_TIMEOUT_S,
+        /* Room for a long request line (hundreds of parameters, a long ?q=), so that it is
+         * answered (400 past MAX_QUERY_PARAMS) rather than cut off with no answer. */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(512 * 1024), MHD_OPTION_END);
     if (h->daemon == NULL) {
         errorf(errmsg, "cannot serve HTTP on %s (libmicrohttpd did not start)", addr);
         db->http_addr[0] = '\0';

@@ -23,6 +23,10 @@ struct http_server {
 struct request {
     struct buf body;
     bool too_big;
+    /* Refused from its headers or query string alone (conflicting lengths, too many
+     * parameters, a NUL or control character): answered 400 with this once the body,
+     * not kept, has been read. "" when not. */
+    char refuse[256];
     double t0;
     /* POST /db/load streams its body into a file rather than memory. */
     int load_fd;

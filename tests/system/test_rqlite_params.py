@@ -119,3 +119,50 @@ def test_time_columns_answer_rfc3339_as_rqlite_does(server):
         assert row[3] == str(stored), (stored, row)  # a TEXT column: as stored (as text)
         assoc = s.query("SELECT dt FROM tm", associative=True)["results"][0]["rows"][0]
         assert assoc["dt"] == want, (stored, assoc)
+
+
+def raw_http(port, data, timeout=5.0):
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            try:
+                b = sock.recv(65536)
+            except socket.timeout:
+                break
+            if not b:
+                break
+            chunks.append(b)
+    return b"".join(chunks)
+
+
+def test_hostile_http_is_answered_and_refused(server):
+    """Conflicting Content-Length headers were accepted (request smuggling through a
+    proxy), 3000 query parameters got the connection closed with no answer, and
+    ?branch=a%00b acted on branch "a". Each is now a 400 with a message, and nothing is
+    written."""
+    s = server
+    assert_exec_ok(s.execute(["CREATE TABLE hh(x)"]))
+    body = b'["INSERT INTO hh VALUES(1)"]'
+    reply = raw_http(s.http_port, b"POST /db/execute HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                     b"Content-Length: 5\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    assert reply.startswith(b"HTTP/1.1 400") and b"Content-Length" in reply, reply[:300]
+    reply = raw_http(s.http_port, b"POST /db/execute HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    assert reply.startswith(b"HTTP/1.1 400") or reply.startswith(b"HTTP/1.1 411") or \
+        reply == b"", reply[:300]
+    many = "&".join("p%d=1" % i for i in range(3000))
+    r = s.raw("GET", "/db/query?q=SELECT%201&" + many)
+    assert r.status in (400, 414) and "parameters" in r.json()["error"], r
+    for path in ("/db/query?q=SELECT%201&branch=a%00b", "/db/query?q=SELECT%201&level=no%01ne",
+                 "/db/query?q=SELECT%201%00"):
+        r = s.raw("GET", path)
+        assert r.status == 400 and r.json()["error"], (path, r)
+    # SQL text may hold tabs and newlines.
+    r = s.raw("GET", "/db/query?q=SELECT%0A%091")
+    assert r.status == 200, r
+    assert s.scalar("SELECT count(*) FROM hh") == 0
