@@ -827,15 +827,16 @@ int backupRestore(const struct restore_options *opt, struct backup_info *restore
     }
     if (!opt->force) {
         if (lstat(opt->out, &st) == 0) {
-            errorf(errmsg, "%s already exists (restore with force to replace it)", opt->out);
+            errorf(errmsg, "%s already exists (--force replaces it; \"force\": true over HTTP)",
+                   opt->out);
             return CAIRN_EEXIST;
         }
         for (size_t i = 0; i < 2; i++) {
             snprintf(side, sizeof side, "%s%s", opt->out, SIDE_FILES[i]);
             if (lstat(side, &st) == 0) {
                 errorf(errmsg,
-                       "%s already exists beside %s (restore with force to replace "
-                       "both)",
+                       "%s already exists beside %s (--force replaces both; \"force\": true "
+                       "over HTTP)",
                        side, opt->out);
                 return CAIRN_EEXIST;
             }

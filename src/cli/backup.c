@@ -1058,8 +1058,9 @@ static int runVerify(const cliCommand *cmd, const cliEnv *env, int argc, char **
         cliProgressClear(&r.progress);
         outcome =
             json_pack("{s:s, s:b, s:b}", "id", info->id, "ok", rc == 0, "trial_restore", trial);
+        /* "error" is always there: null when the backup is sound (README). */
         if (outcome == NULL ||
-            (rc != 0 && json_object_set_new(outcome, "error", json_string(errmsg)) != 0)) {
+            json_object_set_new(outcome, "error", rc != 0 ? json_string(errmsg) : json_null()) != 0) {
             code = failure(&r, "out of memory");
             goto out;
         }

@@ -86,8 +86,8 @@ static void startProgress(checkRun *r, const char *label)
 }
 
 /* Records one item: a line "STATUS  FILE  MESSAGE", or an object of the JSON "items"
- * {check, status, ok, file, message}. OK and RUNNING are healthy; anything else counts
- * as a problem. */
+ * {check, status, ok, file, message}. OK, RUNNING and WARNING are healthy; anything else
+ * counts as a problem. */
 static void item(checkRun *r, const char *check, const char *status, const char *file,
                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 static void item(checkRun *r, const char *check, const char *status, const char *file,
@@ -95,7 +95,8 @@ static void item(checkRun *r, const char *check, const char *status, const char 
 {
     char message[2048];
     va_list ap;
-    int ok = strcmp(status, "OK") == 0 || strcmp(status, "RUNNING") == 0;
+    int ok = strcmp(status, "OK") == 0 || strcmp(status, "RUNNING") == 0 ||
+             strcmp(status, "WARNING") == 0;
 
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
@@ -379,8 +380,16 @@ static int checkLock(checkRun *r, long *pidOut)
             item(r, "lock", "ERROR", "LOCK", "cannot test the lock: %s", strerror(errno));
         }
     } else {
+        char mark[PATH_MAX];
         flock(fd, LOCK_UN);
-        if (*pidOut > 0) {
+        snprintf(mark, sizeof mark, "%s/RUNNING", r->dataDir);
+        if (exists(mark)) {
+            item(r, "lock", "WARNING", "RUNNING",
+                 "the last node here (pid %ld) did not stop cleanly (killed, crashed or power "
+                 "lost): its next start verifies the Raft log and the database and rebuilds a "
+                 "damaged database from the snapshot and the log by itself",
+                 *pidOut);
+        } else if (*pidOut > 0) {
             item(r, "lock", "OK", "LOCK", "not held (the last node here was pid %ld)", *pidOut);
         } else {
             item(r, "lock", "OK", "LOCK", "not held");

@@ -352,3 +352,19 @@ def test_node_parameter_must_be_a_node_id(node, value):
 def test_node_parameter_naming_no_member(node):
     r = node.raw("POST", "/db/execute?node=7", [["SELECT 1"]])
     assert r.status == 404 and "no node 7" in r.json()["error"], r
+
+
+def test_check_after_kill9_warns_of_the_unclean_stop(node, cairn_bin):
+    """`cairn check` after a kill -9 said `OK LOCK not held` and nothing of the unclean
+    stop. It now warns (a warning is not a failure: the next start heals) and says what
+    that start will do."""
+    load(node, 1)
+    node.kill()
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert rc == 0, (out, err)
+    warn = [l for l in out.splitlines() if l.startswith("WARNING")]
+    assert warn and "RUNNING" in warn[0] and "did not stop cleanly" in warn[0], out
+    node.start()
+    node.stop()
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert rc == 0 and not [l for l in out.splitlines() if l.startswith("WARNING")], out
