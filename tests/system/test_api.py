@@ -183,14 +183,18 @@ def test_plus_in_query_string_is_a_space(shared_server):
 
 
 def test_unknown_url_parameters_are_ignored(shared_server, table):
-    """Clients send rqlite options cairn may not know (timeout, redirect, freshness...)."""
+    """Clients send options cairn does not know (foo, q[useLeader]): ignored. rqlite's
+    own parameters that cairn does not implement yet (freshness, queue, ...) are refused
+    instead (test_rqlite_params.py): ignoring them would change what the answer means."""
     s = shared_server
     s.execute(["CREATE TABLE %s (v INTEGER)" % table])
     r = s.raw("POST", "/db/execute?timeout=10s&redirect&foo=bar&q%5BuseLeader%5D=true",
               [["INSERT INTO %s VALUES(?)" % table, 5]])
     assert r.status == 200 and "error" not in r.json()["results"][0], r
-    r = s.raw("GET", "/db/query?freshness=1s&db_timeout=2s&redirect&q=SELECT%20v%20FROM%20" + table)
+    r = s.raw("GET", "/db/query?db_timeout=2s&redirect&q=SELECT%20v%20FROM%20" + table)
     assert r.status == 200 and only_result(r.json())["values"] == [[5]], r
+    r = s.raw("GET", "/db/query?freshness=1s&q=SELECT%20v%20FROM%20" + table)
+    assert r.status == 400 and "?freshness" in r.json()["error"], r
     r = s.raw("GET", "/status?q%5BuseLeader%5D=true")
     assert r.status == 200 and isinstance(r.json(), dict), r
 
