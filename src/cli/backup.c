@@ -796,6 +796,23 @@ static int setup(backupRun *r, const cliCommand *cmd, const cliEnv *env, int arg
     return -1;
 }
 
+/* Only a backup creates its repository: for the other commands a missing one is not an
+ * empty one. -1 when it is there, else the exit code (after the usage checks). */
+static int repoMustExist(backupRun *r)
+{
+    struct stat st;
+    if (r->repo == NULL) {
+        return -1;
+    }
+    if (stat(r->repo, &st) != 0) {
+        return failure(r, "repository %s does not exist", r->repo);
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        return failure(r, "repository %s is not a directory", r->repo);
+    }
+    return -1;
+}
+
 static int needId(backupRun *r, int npos)
 {
     if (npos == 0) {
@@ -913,6 +930,9 @@ static int runList(const cliCommand *cmd, const cliEnv *env, int argc, char **ar
     if (npos > 0) {
         return cliUsageError(cmd, "unexpected argument '%s'", argv[1]);
     }
+    if (repoMustExist(&r) >= 0) {
+        return CLI_EXIT_FAIL;
+    }
     if (r.repo != NULL) {
         if (repoList(r.repo, &infos, &n, errmsg) != 0) {
             code = failure(&r, "%s", errmsg);
@@ -971,6 +991,9 @@ static int runShow(const cliCommand *cmd, const cliEnv *env, int argc, char **ar
     }
     if ((code = needId(&r, npos)) >= 0) {
         return code;
+    }
+    if (repoMustExist(&r) >= 0) {
+        return CLI_EXIT_FAIL;
     }
     code = CLI_EXIT_OK;
     if (r.repo != NULL) {
@@ -1035,6 +1058,9 @@ static int runVerify(const cliCommand *cmd, const cliEnv *env, int argc, char **
     }
     if ((code = needId(&r, npos)) >= 0) {
         return code;
+    }
+    if (repoMustExist(&r) >= 0) {
+        return CLI_EXIT_FAIL;
     }
     code = CLI_EXIT_OK;
     trial = VALUE(verifyOptions, values, "restore") != NULL;
@@ -1146,6 +1172,9 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
         return cliUsageError(cmd, "--branch needs a name");
     }
     start = cliNowNs();
+    if (repoMustExist(&r) >= 0) {
+        return CLI_EXIT_FAIL;
+    }
     if (r.repo != NULL) {
         struct restore_options opt = {0};
         char abs[PATH_MAX];

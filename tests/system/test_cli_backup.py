@@ -378,9 +378,13 @@ def test_standalone_plain_output(cli, tmp_path, repo):
 
 
 def test_standalone_list_of_an_empty_or_missing_repository(cli, tmp_path):
-    r = ok(cli("backup", "list", "--repo", tmp_path / "nothing-here"))
+    (tmp_path / "empty").mkdir()
+    r = ok(cli("backup", "list", "--repo", tmp_path / "empty"))
     assert r.stdout == "no backups\n"
-    assert one_json(ok(cli("backup", "list", "--repo", tmp_path / "nothing-here", "--json"))) == []
+    assert one_json(ok(cli("backup", "list", "--repo", tmp_path / "empty", "--json"))) == []
+    # A missing one is not an empty one (test_a_missing_repository_is_not_an_empty_one).
+    r = cli("backup", "list", "--repo", tmp_path / "nothing-here")
+    assert r.returncode == 1 and "does not exist" in r.stderr, r
     assert not (tmp_path / "nothing-here").exists(), "listing must not create the repository"
 
 
@@ -994,3 +998,16 @@ def test_server_progress_on_a_terminal(backup_server, cairn_bin):
     code, out = run_pty([cairn_bin, "--host", s.url, "backup", "verify", bid], timeout=120)
     assert code == 0, out
     assert "is sound" in out
+
+
+def test_a_missing_repository_is_not_an_empty_one(cli, tmp_path):
+    """`cairn backup list --repo /missing` printed "no backups", exit 0: a typo in a path
+    looked like a repository with nothing in it. list, show, verify and restore now say
+    that it does not exist, and exit non-zero."""
+    missing = tmp_path / "no-such-repo"
+    for args in (["backup", "list"], ["backup", "show", "x"], ["backup", "verify", "x"],
+                 ["restore", "--out", tmp_path / "o.db", "x"]):
+        cmd = args[:2] if args[0] == "backup" else args[:1]
+        r = cli(*cmd, "--repo", missing, *args[len(cmd):])
+        assert r.returncode == 1 and "does not exist" in r.stderr, (args, r.stdout, r.stderr)
+    assert not missing.exists()
