@@ -47,7 +47,8 @@ int adminDropBranch(struct cairn *db, const char *name, char *errmsg);
 /* Append the JSON array of branches ({"name", "path", "size_bytes"}) to b. */
 void adminBranchesJson(struct cairn *db, struct buf *b);
 
-/* Append the JSON array of Raft snapshot files ({"index", "name", "size_bytes"}). */
+/* Append the JSON array of Raft snapshots: {"index", "backup": the catalog entry of the
+ * backup the snapshot names}. */
 void adminSnapshotsJson(struct cairn *db, struct buf *b);
 
 /* Run a cairn statement; *out holds one result row (or the statement's error). */

@@ -860,6 +860,10 @@ def test_admin_snapshot(bserver):
     assert isinstance(snaps, list) and snaps, snaps
     assert all(isinstance(x.get("index"), int) for x in snaps), snaps
     assert snap["index"] in [x["index"] for x in snaps], (snap, snaps)
+    # The shape the README documents: the backup each snapshot names, as the catalog has it.
+    for x in snaps:
+        b = x["backup"]
+        assert os.path.exists(b["path"]) and b["size_bytes"] > 0 and b["id"] in b["path"], x
     assert [p for p in (s.data_dir / "snapshots").iterdir() if p.is_file()], "no snapshot file"
     s.restart(sig=signal.SIGKILL)
     assert s.rows("SELECT v FROM t") == [["x"]]
