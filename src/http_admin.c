@@ -780,6 +780,11 @@ static enum MHD_Result postLoad(struct http_server *h, struct MHD_Connection *c,
     memset(&src, 0, sizeof src);
     src.fd = req->load_fd;
     src.raft_index = storeAppliedIndex(h->db->store);
+    {
+        struct node_info ni;
+        nodeInfo(h->db->node, &ni);
+        src.raft_term = ni.term; /* the catalog records the term, as for other backups */
+    }
     src.source = source;
     memset(&opt, 0, sizeof opt);
     opt.type = BACKUP_FULL;

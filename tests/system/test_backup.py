@@ -639,6 +639,9 @@ def test_db_load_of_an_image_from_a_server_further_ahead(server_factory, tmp_pat
     r = b.raw("POST", "/db/load", image, headers={"Content-Type": "application/octet-stream"})
     assert r.status == 200, r
     assert ids(b) == list(range(1, 201))
+    # The catalog entry of the load records the real term (it said 0).
+    loads = [e for e in b.get_json("/admin/backups")["backups"]]
+    assert loads and all(e["raft_term"] >= 1 for e in loads), loads
     fill(b, 500, 504)
     want = list(range(1, 201)) + list(range(500, 505))
     assert ids(b) == want
