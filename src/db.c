@@ -27,6 +27,7 @@
 #include "heal.h"
 #include "http.h"
 #include "pagesum.h"
+#include "path.h"
 #include "policy.h"
 #include "sqlfront.h"
 #include "lock.h"
@@ -518,6 +519,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
             snprintf(tmp, sizeof tmp, "%s/%s", cwd, dir);
             snprintf(dir, sizeof dir, "%s", tmp);
         }
+        pathClean(dir); /* "DIR/./backups" reads as "DIR/backups" in every path shown */
         if (strlen(dir) >= sizeof db->backup_dir) {
             errorf(tlsErrmsg, "backup directory path too long: %s", dir);
             return CAIRN_EINVAL;

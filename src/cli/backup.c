@@ -39,6 +39,7 @@
 #include "cli.h"
 #include "error.h"
 #include "http.h"
+#include "path.h"
 #include "progress.h"
 #include "query.h"
 #include "table.h"
@@ -117,6 +118,7 @@ typedef struct backupRun {
     const cliCommand *cmd;
     const char *host; /* server mode */
     const char *repo; /* standalone mode when not NULL */
+    char repoPath[PATH_MAX]; /* --repo as given, normalised (path.h) */
     int json;
     cliProgress progress;
     cliHttp http;
@@ -782,6 +784,12 @@ static int setup(backupRun *r, const cliCommand *cmd, const cliEnv *env, int arg
     }
     hostOpt = VALUE(cmd->options, values, "host");
     r->repo = VALUE(cmd->options, values, "repo");
+    if (r->repo != NULL && r->repo[0] != '\0') {
+        /* "prog/" and "prog" name one repository: paths shown are "prog/ID.cbk". */
+        snprintf(r->repoPath, sizeof r->repoPath, "%s", r->repo);
+        pathClean(r->repoPath);
+        r->repo = r->repoPath;
+    }
     r->host = hostOpt != NULL ? hostOpt : env->host;
     r->json = VALUE(cmd->options, values, "json") != NULL;
     if (r->repo != NULL && hostOpt != NULL) {

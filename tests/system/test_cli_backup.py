@@ -1011,3 +1011,41 @@ def test_a_missing_repository_is_not_an_empty_one(cli, tmp_path):
         r = cli(*cmd, "--repo", missing, *args[len(cmd):])
         assert r.returncode == 1 and "does not exist" in r.stderr, (args, r.stdout, r.stderr)
     assert not missing.exists()
+
+
+def test_paths_are_shown_normalised(cli, tmp_path, cairnd_bin):
+    """Paths printed as "DIR/./backups" and "repo//ID.cbk"; they read as written once."""
+    db = make_db(tmp_path / "src.db")
+    entry = one_json(ok(create(cli, db, str(tmp_path / "prog") + "//")))
+    assert "//" not in entry["path"] and entry["path"].startswith(str(tmp_path / "prog") + "/"), entry
+    listed = one_json(ok(cli("backup", "list", "--repo", str(tmp_path / "prog") + "/./", "--json")))
+    assert [e["path"] for e in listed] == [entry["path"]], listed
+    # cairnd started in its working directory with --data-dir ./data: the default
+    # repository is DIR/backups, not DIR/./backups.
+    import subprocess, socket, time, json as _json
+    from conftest import find_free_ports
+    hp, rp = find_free_ports(2)
+    p = subprocess.Popen([str(cairnd_bin), "--data-dir", "./data", "--http-addr", "127.0.0.1:%d" % hp,
+                          "--raft-addr", "127.0.0.1:%d" % rp, "-q"], cwd=str(tmp_path),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import urllib.request
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % hp, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and p.poll() is None, "cairnd did not start"
+            time.sleep(0.05)
+        req = urllib.request.Request("http://127.0.0.1:%d/db/execute" % hp,
+                                     data=b'["BACKUP DATABASE FULL"]', method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            doc = _json.loads(r.read())
+        path = doc["results"][0]["values"][0][6]
+        assert "/./" not in path and path.startswith(str(tmp_path / "backups") + "/"), path
+    finally:
+        p.terminate()
+        p.wait(30)
