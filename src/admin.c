@@ -350,7 +350,13 @@ int adminRestore(struct cairn *db, const char *ref, const char *branch,
 {
     *index = 0;
     if (branch != NULL && branch[0] != '\0') {
-        return restoreBranch(db, ref, branch, progress, progress_arg, out, errmsg);
+        /* A branch is not restored through the log: its index is the backup's (what the
+         * SQL form answers too). */
+        int rv = restoreBranch(db, ref, branch, progress, progress_arg, out, errmsg);
+        if (rv == 0) {
+            *index = out->raft_index;
+        }
+        return rv;
     }
     return restoreLive(db, ref, out, index, errmsg);
 }
