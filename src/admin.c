@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "db.h"
 #include "error.h"
 #include "pagesum.h"
+#include "path.h"
 
 /* How long a backup waits for readers that keep the WAL from being checkpointed (a
  * Raft snapshot being written, a long query). */
@@ -70,6 +72,130 @@ int adminFreeze(struct cairn *db, struct store_freeze *fz, char *errmsg)
     }
 }
 
+static int findOrFetch(struct cairn *db, const char *id, struct backup_info *out, char *errmsg);
+
+/* The absolute, lexically clean form of path into out (PATH_MAX bytes). */
+static void absoluteOf(const char *path, char *out)
+{
+    char cwd[PATH_MAX];
+    if (path[0] == '/' || getcwd(cwd, sizeof cwd) == NULL) {
+        snprintf(out, PATH_MAX, "%s", path);
+    } else {
+        snprintf(out, PATH_MAX, "%s/%s", cwd, path);
+    }
+    pathClean(out);
+}
+
+int adminRepository(struct cairn *db, const char *to, char *errmsg)
+{
+    char want[PATH_MAX];
+    char have[PATH_MAX];
+    char rw[PATH_MAX];
+    char rh[PATH_MAX];
+    if (to == NULL || to[0] == '\0' || strcmp(to, ADMIN_DEFAULT_REPO) == 0) {
+        return 0;
+    }
+    absoluteOf(to, want);
+    absoluteOf(db->backup_dir, have);
+    if (strcmp(want, have) == 0 ||
+        (realpath(to, rw) != NULL && realpath(db->backup_dir, rh) != NULL &&
+         strcmp(rw, rh) == 0)) {
+        return 0;
+    }
+    errorf(errmsg,
+           "TO '%.200s' is not a repository of this node: a backup goes into a repository "
+           "cairnd was configured with, named by name or path; this node has '%s' (%s, "
+           "--backup-dir)",
+           to, ADMIN_DEFAULT_REPO, have);
+    return CAIRN_EINVAL;
+}
+
+int adminFindBackup(struct cairn *db, const char *id, struct backup_info *out, char *errmsg)
+{
+    return findOrFetch(db, id, out, errmsg);
+}
+
+/* Whether a catalogue entry is a backup of a cairnd database that can be read. */
+static bool serverBackup(json_t *e)
+{
+    const char *source = json_string_value(json_object_get(e, "source"));
+    json_t *err = json_object_get(e, "error");
+    return source != NULL && strncmp(source, "cairnd:", 7) == 0 &&
+           (err == NULL || json_is_null(err));
+}
+
+/* In a cluster, the parent of an incremental (differential) backup is the newest backup
+ * (newest full backup) of the cluster, whichever node took it: after a failover the
+ * chain goes on from the last backup taken on the old leader. A parent only in a
+ * peer's repository is fetched with the rest of its chain first, so this node's
+ * repository then holds the whole chain of the new backup. parent_id gets "" when the
+ * node is alone (the engine chooses in its repository). */
+static int clusterParent(struct cairn *db, int type, char parent_id[BACKUP_ID_SIZE],
+                         char *errmsg)
+{
+    struct node_info ni;
+    json_t *cat = NULL;
+    json_t *list;
+    json_t *chosen = NULL;
+    json_t *v;
+    size_t i;
+    bool local = false;
+    int rv;
+
+    parent_id[0] = '\0';
+    nodeInfo(db->node, &ni);
+    if (type == BACKUP_FULL || ni.n_servers < 2) {
+        return 0;
+    }
+    if ((rv = clusterBackupCatalog(db, &cat, errmsg)) != 0) {
+        return rv;
+    }
+    list = json_object_get(cat, "backups");
+    for (i = json_array_size(list); i-- > 0;) {
+        json_t *e = json_array_get(list, i);
+        const char *t = json_string_value(json_object_get(e, "type"));
+        if (serverBackup(e) && t != NULL &&
+            (type == BACKUP_INCREMENTAL || strcmp(t, "full") == 0)) {
+            chosen = e;
+            break;
+        }
+    }
+    if (chosen == NULL) {
+        char unreachable[128] = "";
+        size_t off = 0;
+        json_array_foreach(json_object_get(cat, "unreachable"), i, v)
+        {
+            off += (size_t)snprintf(unreachable + off, off < sizeof unreachable ? sizeof unreachable - off : 0,
+                                    "%s%lld", off ? ", " : " (unreachable: node ",
+                                    (long long)json_integer_value(v));
+        }
+        if (off > 0 && off < sizeof unreachable - 1) {
+            strcat(unreachable, ")");
+        }
+        errorf(errmsg, "no %sbackup of the cluster in any reachable node's repository to base "
+                       "the %s backup on%s",
+               type == BACKUP_DIFFERENTIAL ? "full " : "", backupTypeName(type), unreachable);
+        json_decref(cat);
+        return CAIRN_ENOTFOUND;
+    }
+    snprintf(parent_id, BACKUP_ID_SIZE, "%s", json_string_value(json_object_get(chosen, "id")));
+    json_array_foreach(json_object_get(chosen, "nodes"), i, v)
+    {
+        local = local || (uint64_t)json_integer_value(v) == db->cfg.node_id;
+    }
+    json_decref(cat);
+    if (!local) {
+        char msg[CAIRN_ERRMSG_SIZE];
+        if (clusterFetch(db, db->backup_dir, "backups", parent_id, msg) != 0) {
+            errorf(errmsg, "the %s backup's parent %s, the cluster's newest, could not be "
+                           "fetched from the node that holds it: %s",
+                   backupTypeName(type), parent_id, msg);
+            return CAIRN_ENOTFOUND;
+        }
+    }
+    return 0;
+}
+
 int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn progress,
                 void *progress_arg, struct backup_info *out, char *errmsg)
 {
@@ -83,14 +209,13 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
     struct backup_source src;
     struct backup_options opt;
     struct node_info ni;
-    struct stat st;
     char source[BACKUP_SOURCE_SIZE];
+    char parent_id[BACKUP_ID_SIZE];
     int rv;
 
-    if (to != NULL && to[0] != '\0' && stat(to, &st) == 0 && !S_ISDIR(st.st_mode)) {
-        errorf(errmsg, "TO '%s' is not a directory: a backup goes into a repository "
-                       "directory (created if missing)", to);
-        return CAIRN_EINVAL;
+    if ((rv = adminRepository(db, to, errmsg)) != 0 ||
+        (rv = clusterParent(db, type, parent_id, errmsg)) != 0) {
+        return rv;
     }
     if ((rv = adminFreeze(db, &fz, errmsg)) != 0) {
         return rv;
@@ -105,7 +230,8 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
     src.verify_pages = true;
     memset(&opt, 0, sizeof opt);
     opt.type = type;
-    opt.repo = (to != NULL && to[0] != '\0') ? to : db->backup_dir;
+    opt.repo = db->backup_dir;
+    opt.parent_id = parent_id;
     opt.progress = progress;
     opt.progress_arg = progress_arg;
     rv = backupCreate(&src, &opt, out, errmsg);
@@ -227,7 +353,6 @@ void adminSnapshotsJson(struct cairn *db, struct buf *b)
 
 /* ---- restores -------------------------------------------------------------------- */
 
-static int findOrFetch(struct cairn *db, const char *id, struct backup_info *out, char *errmsg);
 
 static int restoreBranch(struct cairn *db, const char *ref, const char *branch,
                          backup_progress_fn progress, void *progress_arg,

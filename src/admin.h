@@ -26,7 +26,22 @@ struct cairn;
  * Release with storeThaw(). */
 int adminFreeze(struct cairn *db, struct store_freeze *fz, char *errmsg);
 
-/* Back up the live database into `to` (a repository directory; NULL: the server's).
+/* The name of the repository --backup-dir configures (the S3 issue adds named ones). */
+#define ADMIN_DEFAULT_REPO "default"
+
+/* 0 when `to` (BACKUP ... TO, POST /admin/backup's "to") names a repository this node
+ * was configured with: NULL or "", its name, or the path of --backup-dir (as given, or
+ * the same directory). Otherwise CAIRN_EINVAL, errmsg naming the allowed ones: a
+ * backup never goes anywhere cairnd can write. */
+int adminRepository(struct cairn *db, const char *to, char *errmsg);
+
+/* Backup `id` in the server's repository; in a cluster, one only in a peer's repository
+ * is fetched (with its chain) first. */
+int adminFindBackup(struct cairn *db, const char *id, struct backup_info *out, char *errmsg);
+
+/* Back up the live database into the repository `to` (adminRepository; NULL: the
+ * default). In a cluster an incremental or differential backup chains to the newest
+ * (full) backup of any node, fetched first when it is only in a peer's repository.
  * *out describes the new backup. */
 int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn progress,
                 void *progress_arg, struct backup_info *out, char *errmsg);

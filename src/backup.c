@@ -829,8 +829,22 @@ int backupCreate(const struct backup_source *src, const struct backup_options *o
     img.block_pages = h.block_pages;
     img.page_count = h.page_count;
     if (opt->type != BACKUP_FULL) {
-        if ((rv = chooseParent(opt->repo, src->source, opt->type, &parent, errmsg)) != 0 ||
-            (rv = loadParentManifest(&parent, &pmanifest, errmsg)) != 0) {
+        if (opt->parent_id != NULL && opt->parent_id[0] != '\0') {
+            rv = repoFind(opt->repo, opt->parent_id, &parent, errmsg);
+            if (rv == 0 && parent.error[0] != '\0') {
+                errorf(errmsg, "parent %s of the %s backup cannot be read: %s", parent.id,
+                       backupTypeName(opt->type), parent.error);
+                rv = CAIRN_ECORRUPT;
+            } else if (rv == 0 && opt->type == BACKUP_DIFFERENTIAL &&
+                       parent.type != BACKUP_FULL) {
+                errorf(errmsg, "parent %s of a differential backup is %s, not full", parent.id,
+                       backupTypeName(parent.type));
+                rv = CAIRN_EINVAL;
+            }
+        } else {
+            rv = chooseParent(opt->repo, src->source, opt->type, &parent, errmsg);
+        }
+        if (rv != 0 || (rv = loadParentManifest(&parent, &pmanifest, errmsg)) != 0) {
             goto err;
         }
         memcpy(h.parent_id, parent.id, BACKUP_ID_SIZE);

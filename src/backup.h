@@ -89,6 +89,12 @@ struct backup_options {
     uint32_t block_pages;       /* pages per compressed block; 0 means the default */
     backup_progress_fn progress;
     void *progress_arg;
+    /* Incremental or differential: the id of the parent, a backup in `repo`, instead of
+     * the newest backup of the same source there (NULL or "" to choose). A cluster names
+     * the newest backup of any of its nodes (adminBackup). Any backup is a correct
+     * parent: the new file stores every page whose hash differs from the parent's
+     * manifest, so the chain restores exactly this image whatever the parent holds. */
+    const char *parent_id;
 };
 
 /* Back up the image of src into a new file `<repo>/<id>.cbk`: read page 1 for the page

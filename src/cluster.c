@@ -889,6 +889,160 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
     return CAIRN_ENOTFOUND;
 }
 
+/* ---- the cluster's backup catalogue --------------------------------------------------- */
+
+#define CATALOG_TIMEOUT_MS 3000
+
+/* Add entry (a backup's JSON object, borrowed) held by node to byid, noting the node. */
+static int catalogAdd(json_t *byid, json_t *entry, uint64_t node)
+{
+    const char *id = json_string_value(json_object_get(entry, "id"));
+    json_t *have;
+    if (id == NULL) {
+        return 0; /* not a backup entry: ignored */
+    }
+    have = json_object_get(byid, id);
+    if (have == NULL) {
+        have = json_deep_copy(entry);
+        if (have == NULL || json_object_set_new(have, "nodes", json_array()) != 0 ||
+            json_object_set_new(byid, id, have) != 0) {
+            return CAIRN_ENOMEM;
+        }
+    }
+    return json_array_append_new(json_object_get(have, "nodes"), json_integer((json_int_t)node)) ==
+                   0
+               ? 0
+               : CAIRN_ENOMEM;
+}
+
+static int catalogOrder(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a;
+    json_t *y = *(json_t *const *)b;
+    json_int_t ix = json_integer_value(json_object_get(x, "raft_index"));
+    json_int_t iy = json_integer_value(json_object_get(y, "raft_index"));
+    if (ix != iy) {
+        return ix < iy ? -1 : 1;
+    }
+    return strcmp(json_string_value(json_object_get(x, "id")),
+                  json_string_value(json_object_get(y, "id")));
+}
+
+/* The local repository's entries into byid. */
+static int catalogLocal(struct cairn *db, json_t *byid, char *errmsg)
+{
+    struct backup_info *list = NULL;
+    size_t n = 0;
+    int rv = repoList(db->backup_dir, &list, &n, errmsg);
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+        struct buf b;
+        json_t *e;
+        bufInit(&b);
+        backupInfoJson(&list[i], &b);
+        e = json_loadb(b.p, b.len, 0, NULL);
+        bufFree(&b);
+        if (e == NULL) {
+            errorf(errmsg, "out of memory listing %s", db->backup_dir);
+            rv = CAIRN_ENOMEM;
+            break;
+        }
+        rv = catalogAdd(byid, e, db->cfg.node_id);
+        json_decref(e);
+    }
+    free(list);
+    return rv;
+}
+
+/* One peer's repository into byid; non-zero when it did not answer with a list. */
+static int catalogPeer(struct cairn *db, uint64_t id, json_t *byid)
+{
+    char base[200];
+    char url[260];
+    char msg[CAIRN_ERRMSG_SIZE];
+    struct buf body;
+    long status = 0;
+    json_t *root = NULL;
+    json_t *arr;
+    json_t *e;
+    size_t k;
+    int rv = CAIRN_EIO;
+    if (clusterApiUrl(db, id, base, sizeof base) != 0) {
+        return CAIRN_ENOTFOUND;
+    }
+    snprintf(url, sizeof url, "%s/admin/backups?local", base);
+    bufInit(&body);
+    if (clusterHttp("GET", url, NULL, 0, -1, CATALOG_TIMEOUT_MS, &status, &body, NULL, 0, NULL,
+                    true, msg) == 0 &&
+        status == 200 && (root = json_loadb(body.p, body.len, 0, NULL)) != NULL &&
+        json_is_array(arr = json_object_get(root, "backups"))) {
+        rv = 0;
+        json_array_foreach(arr, k, e)
+        {
+            if (json_is_object(e) && (rv = catalogAdd(byid, e, id)) != 0) {
+                break;
+            }
+        }
+    }
+    json_decref(root);
+    bufFree(&body);
+    return rv;
+}
+
+int clusterBackupCatalog(struct cairn *db, json_t **out, char *errmsg)
+{
+    struct node_info ni;
+    json_t *byid = json_object();
+    json_t *all = json_object();
+    json_t *backups = json_array();
+    json_t *unreachable = json_array();
+    json_t **sorted = NULL;
+    const char *key;
+    json_t *v;
+    size_t n = 0;
+    int rv;
+
+    *out = NULL;
+    if (byid == NULL || all == NULL || backups == NULL || unreachable == NULL) {
+        errorf(errmsg, "out of memory for the backup catalogue");
+        rv = CAIRN_ENOMEM;
+        goto out;
+    }
+    if ((rv = catalogLocal(db, byid, errmsg)) != 0) {
+        goto out;
+    }
+    nodeInfo(db->node, &ni);
+    for (unsigned i = 0; i < ni.n_servers; i++) {
+        if (ni.servers[i].id != db->cfg.node_id &&
+            catalogPeer(db, ni.servers[i].id, byid) != 0) {
+            json_array_append_new(unreachable, json_integer((json_int_t)ni.servers[i].id));
+        }
+    }
+    if ((sorted = malloc((json_object_size(byid) + 1) * sizeof *sorted)) == NULL) {
+        errorf(errmsg, "out of memory for the backup catalogue");
+        rv = CAIRN_ENOMEM;
+        goto out;
+    }
+    json_object_foreach(byid, key, v)
+    {
+        sorted[n++] = v;
+    }
+    qsort(sorted, n, sizeof *sorted, catalogOrder);
+    for (size_t i = 0; i < n; i++) {
+        json_array_append(backups, sorted[i]);
+    }
+    json_object_set(all, "backups", backups);
+    json_object_set(all, "unreachable", unreachable);
+    *out = all;
+    all = NULL;
+out:
+    free(sorted);
+    json_decref(byid);
+    json_decref(all);
+    json_decref(backups);
+    json_decref(unreachable);
+    return rv;
+}
+
 int clusterNudge(void *data, char *errmsg)
 {
     struct cairn *db = data;

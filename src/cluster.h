@@ -84,6 +84,16 @@ int clusterRemove(struct cairn *db, uint64_t id, char *errmsg);
  * other member. */
 int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char *id, char *errmsg);
 
+/* The cluster's backup catalogue: the backups in the repository of this node and of
+ * every other member that answers GET /admin/backups?local within a few seconds, as
+ * one JSON object {"backups": [...], "unreachable": [node ids]}. Each entry is the
+ * object of backupInfoJson() plus "nodes": the ids of the members whose repository
+ * holds a copy (a backup fetched by a peer is in both); entries are sorted by Raft
+ * index, then id (oldest first). On a single node, its own repository. *out is owned by
+ * the caller (json_decref). Not the loop thread (it waits on peers). */
+struct json_t;
+int clusterBackupCatalog(struct cairn *db, struct json_t **out, char *errmsg);
+
 /* node_config.nudge: ask the leader for a log entry (a strong read of SELECT 1), so
  * that a follower can take a snapshot on request. */
 int clusterNudge(void *data, char *errmsg);

@@ -22,6 +22,7 @@
 #include <zlib.h>
 
 #include "admin.h"
+#include "cluster.h"
 #include "db.h"
 #include "error.h"
 #include "http_int.h"
@@ -159,13 +160,15 @@ static void jobRun(struct job *j, bool streaming)
             rv = adminBackup(j->db, j->type, j->to[0] ? j->to : NULL, progress, j, &info,
                              errmsg);
             if (rv == 0) {
+                /* As the catalogue shows it: with the node that holds it. */
                 bufPuts(&j->out, "{\"backup\":");
                 backupInfoJson(&info, &j->out);
-                bufPutc(&j->out, '}');
+                j->out.len--; /* the entry's closing brace */
+                bufPrintf(&j->out, ",\"nodes\":[%llu]}}", (unsigned long long)j->db->cfg.node_id);
             }
             break;
         case JOB_VERIFY:
-            rv = repoFind(j->db->backup_dir, j->id, &info, errmsg);
+            rv = adminFindBackup(j->db, j->id, &info, errmsg);
             if (rv == 0) {
                 int vr = backupVerify(j->db->backup_dir, info.id, j->trial_restore, progress,
                                       j, errmsg);
@@ -408,13 +411,35 @@ static enum MHD_Result postVerify(struct http_server *h, struct MHD_Connection *
     return jobAnswer(c, j);
 }
 
+/* GET /admin/backups: the cluster's catalogue (clusterBackupCatalog), or with ?local
+ * this node's repository alone (what peers ask each other for). */
 static enum MHD_Result getBackups(struct http_server *h, struct MHD_Connection *c)
 {
     struct backup_info *list = NULL;
     size_t n = 0;
     char errmsg[CAIRN_ERRMSG_SIZE];
     struct buf b;
-    int rv = repoList(h->db->backup_dir, &list, &n, errmsg);
+    int rv;
+    /* A peer's request is always answered from here alone: a catalogue never asks
+     * further (no request loops between nodes). */
+    if (!queryFlag(c, "local") && !httpIsForwarded(c)) {
+        json_t *cat = NULL;
+        char *text;
+        if ((rv = clusterBackupCatalog(h->db, &cat, errmsg)) != 0) {
+            return httpSendError(c, httpStatusFor(rv), errmsg);
+        }
+        text = json_dumps(cat, JSON_COMPACT);
+        json_decref(cat);
+        if (text == NULL) {
+            return httpSendError(c, 500, "out of memory");
+        }
+        bufInit(&b);
+        bufPuts(&b, text);
+        bufPutc(&b, '\n');
+        free(text);
+        return httpSendBuf(c, 200, &b, false);
+    }
+    rv = repoList(h->db->backup_dir, &list, &n, errmsg);
     if (rv != 0) {
         return httpSendError(c, httpStatusFor(rv), errmsg);
     }
@@ -431,25 +456,48 @@ static enum MHD_Result getBackups(struct http_server *h, struct MHD_Connection *
     return httpSendBuf(c, 200, &b, false);
 }
 
+/* GET /admin/backups/ID: the catalogue entry (with "nodes"), from this node's repository
+ * or, in a cluster, a peer's. */
 static enum MHD_Result getBackup(struct http_server *h, struct MHD_Connection *c,
                                  const char *id)
 {
     struct backup_info info;
     char errmsg[CAIRN_ERRMSG_SIZE];
+    json_t *cat = NULL;
+    json_t *e;
+    size_t i;
     struct buf b;
     int rv;
     if (strchr(id, '/') != NULL) {
         return httpSendError(c, 400, "a backup id has no '/'");
     }
-    rv = repoFind(h->db->backup_dir, id, &info, errmsg);
-    if (rv != 0) {
+    if ((rv = clusterBackupCatalog(h->db, &cat, errmsg)) != 0) {
         return httpSendError(c, httpStatusFor(rv), errmsg);
     }
-    bufInit(&b);
-    bufPuts(&b, "{\"backup\":");
-    backupInfoJson(&info, &b);
-    bufPuts(&b, "}\n");
-    return httpSendBuf(c, 200, &b, false);
+    json_array_foreach(json_object_get(cat, "backups"), i, e)
+    {
+        const char *eid = json_string_value(json_object_get(e, "id"));
+        json_t *damage = json_object_get(e, "error");
+        if (eid != NULL && strcmp(eid, id) == 0 && (damage == NULL || json_is_null(damage))) {
+            json_t *one = json_pack("{sO}", "backup", e);
+            char *text = one != NULL ? json_dumps(one, JSON_COMPACT) : NULL;
+            json_decref(one);
+            json_decref(cat);
+            if (text == NULL) {
+                return httpSendError(c, 500, "out of memory");
+            }
+            bufInit(&b);
+            bufPuts(&b, text);
+            bufPutc(&b, '\n');
+            free(text);
+            return httpSendBuf(c, 200, &b, false);
+        }
+    }
+    json_decref(cat);
+    /* Not listed: the repository's own words (no such id, or a damaged file). */
+    rv = repoFind(h->db->backup_dir, id, &info, errmsg);
+    return httpSendError(c, rv != 0 ? httpStatusFor(rv) : 404,
+                         rv != 0 ? errmsg : "no such backup");
 }
 
 /* POST /admin/digest: a digest entry through the leader's log; every node digests its

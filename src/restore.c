@@ -119,11 +119,12 @@ static int resolveChain(const char *repo, const char *ref, struct backup_info **
             rv = CAIRN_ECORRUPT;
             goto err;
         }
-        if (strcmp(parent->source, child->source) != 0 ||
-            (child->type == BACKUP_DIFFERENTIAL && parent->type != BACKUP_FULL)) {
-            errorf(errmsg, "%s: its parent %s (%s) is not a %sbackup of %s", child->path,
-                   child->parent_id, parent->path,
-                   child->type == BACKUP_DIFFERENTIAL ? "full " : "", child->source);
+        /* The parent's digest proves it is the very file the child was made on; its
+         * source may differ (in a cluster, the chain goes on from a backup another
+         * node took). */
+        if (child->type == BACKUP_DIFFERENTIAL && parent->type != BACKUP_FULL) {
+            errorf(errmsg, "%s: its parent %s (%s) is not a full backup", child->path,
+                   child->parent_id, parent->path);
             rv = CAIRN_ECORRUPT;
             goto err;
         }

@@ -212,7 +212,7 @@ static int parseBackup(struct lexer *lx, struct sqlfront_cmd *cmd)
             return rv;
         }
     }
-    return expectEnd(lx, S, "FULL, INCREMENTAL, DIFFERENTIAL, TO 'dir' or the end");
+    return expectEnd(lx, S, "FULL, INCREMENTAL, DIFFERENTIAL, TO 'repository' or the end");
 }
 
 static int parseRestore(struct lexer *lx, struct sqlfront_cmd *cmd)

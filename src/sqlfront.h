@@ -1,6 +1,6 @@
 /* The SQL front: cairn's own statements, recognised before SQLite sees a batch.
  *
- *   BACKUP DATABASE [FULL | INCREMENTAL | DIFFERENTIAL] [TO 'dir']
+ *   BACKUP DATABASE [FULL | INCREMENTAL | DIFFERENTIAL] [TO 'repository']
  *   RESTORE DATABASE FROM 'id' [TO BRANCH 'name']
  *   DROP BRANCH 'name'
  *

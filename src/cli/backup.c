@@ -48,7 +48,7 @@
 
 static const cliOption createOptions[] = {
     {"type", 't', "TYPE", "full (default), incremental or differential"},
-    {"to", 0, "DIR", "server: the directory (on cairnd's machine) to write the backup to"},
+    {"to", 0, "REPOSITORY", "server: a repository cairnd was configured with (\"default\" or its path)"},
     {"node", 0, "ID", "server: back up on cluster node ID, into its backup directory"},
     {"db", 0, "FILE", "standalone: the SQLite database file to back up (needs --repo)"},
     {"repo", 0, "DIR", "standalone: the repository to write the backup to (created if missing)"},
@@ -341,9 +341,11 @@ static int appendRow(json_t *values, const char *const *cells, size_t n)
 /* The readable catalog: an aligned table (table.c), then one line per damaged file. */
 static int printCatalog(backupRun *r, const json_t *entries)
 {
-    static const char *const columns[] = {"ID",    "TYPE", "PARENT",   "CREATED (UTC)",
-                                          "PAGES", "SIZE", "DURATION", "STATUS"};
-    const size_t ncols = sizeof columns / sizeof columns[0];
+    static const char *const columns[] = {"ID",       "TYPE",   "PARENT", "CREATED (UTC)", "PAGES",
+                                          "SIZE",     "DURATION", "STATUS", "NODES"};
+    /* NODES: where each backup is, when a server lists its cluster's catalogue. */
+    const size_t ncols = sizeof columns / sizeof columns[0] -
+                         (json_object_get(json_array_get(entries, 0), "nodes") == NULL ? 1 : 0);
     char errmsg[CLI_ERRMSG_SIZE];
     json_t *result = json_object();
     json_t *cols = json_array();
@@ -374,9 +376,12 @@ static int printCatalog(backupRun *r, const json_t *entries)
         const json_t *e = json_array_get(entries, i);
         const char *error = jstr(e, "error");
         const char *verified = jstr(e, "verified");
-        char created[32], pages[64], size[32], dur[32];
+        char created[32], pages[64], size[32], dur[32], nodes[96];
         const char *status;
-        const char *cells[8];
+        const char *cells[9];
+        size_t off = 0;
+        size_t k;
+        json_t *v;
 
         shortTime(jstr(e, "created"), created, sizeof created);
         snprintf(pages, sizeof pages, "%lld/%lld", (long long)jint(e, "pages"),
@@ -397,6 +402,15 @@ static int printCatalog(backupRun *r, const json_t *entries)
         cells[5] = cliFormatBytes((uint64_t)jint(e, "size_bytes"), size, sizeof size);
         cells[6] = cliFormatDuration(jint(e, "duration_ms"), dur, sizeof dur);
         cells[7] = status;
+        nodes[0] = '\0';
+        json_array_foreach(json_object_get(e, "nodes"), k, v)
+        {
+            if (off < sizeof nodes) {
+                off += (size_t)snprintf(nodes + off, sizeof nodes - off, "%s%lld", k ? "," : "",
+                                        (long long)json_integer_value(v));
+            }
+        }
+        cells[8] = nodes;
         rc = appendRow(values, cells, ncols);
         if (rc != 0) {
             goto out;
@@ -973,6 +987,16 @@ static int runList(const cliCommand *cmd, const cliEnv *env, int argc, char **ar
         }
     }
     code = r.json ? printJson(&r, entries) : printCatalog(&r, entries);
+    if (json_array_size(json_object_get(answer, "unreachable")) > 0) {
+        size_t k;
+        json_t *v;
+        fprintf(stderr, "warning: the backups of node");
+        json_array_foreach(json_object_get(answer, "unreachable"), k, v)
+        {
+            fprintf(stderr, "%s %lld", k ? "," : "", (long long)json_integer_value(v));
+        }
+        fprintf(stderr, " are not listed: it did not answer\n");
+    }
 
 out:
     free(infos);
@@ -1265,11 +1289,13 @@ out:
 
 static const cliCommand createCommand = {
     .name = "backup create",
-    .synopsis = "[--type TYPE] [--to DIR] [--node ID] | --db FILE --repo DIR [--type TYPE]",
+    .synopsis = "[--type TYPE] [--to REPOSITORY] [--node ID] | --db FILE --repo DIR [--type TYPE]",
     .summary = "Back up the database: a full, incremental or differential backup.",
     .description =
         "Against cairnd (the default), the server backs up its database at a point of its\n"
-        "Raft log into its backup directory, or into --to DIR. With --db FILE --repo DIR,\n"
+        "Raft log into its repository (--to names one it was configured with: \"default\"\n"
+        "or the --backup-dir path). In a cluster an incremental or differential backup\n"
+        "chains to the newest backup of any node. With --db FILE --repo DIR,\n"
         "no server is involved: FILE is any SQLite database, even one other programs are\n"
         "writing, and the backup goes into the repository DIR.\n"
         "\n"

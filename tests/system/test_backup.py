@@ -156,28 +156,25 @@ def test_backup_sql_keywords_endpoints_and_parents(bserver, repo):
         "ids do not sort by creation"
 
 
-def test_backup_sql_to_directory(bserver, repo, tmp_path, cairn_bin):
+def test_backup_sql_to_names_a_configured_repository(bserver, repo, tmp_path, cairn_bin):
+    """TO names a repository cairnd was configured with, by name or by path; any other
+    place is refused before anything is written (issue 15, point 2)."""
     s = bserver
     make_t(s)
     fill(s, 1, 20)
-    dest = tmp_path / "elsewhere" / "it's nested"  # created if missing; a quote in the name
-    row = backup_sql(s, "full", to=dest)
-    assert pathlib.Path(row["path"]).parent.resolve() == dest.resolve(), row
-    assert cbk_files(dest) == [row["backup_id"] + ".cbk"]
-    assert cbk_files(repo) == [], "a backup TO a directory also wrote the default repository"
+    dest = tmp_path / "elsewhere" / "it's nested"  # a quote in the name
+    msg = sql_error(s, "BACKUP DATABASE FULL TO %s" % sql_quote(str(dest)))
+    assert "not a repository of this node" in msg and str(repo) in msg and "default" in msg, msg
+    assert not (tmp_path / "elsewhere").exists()
+    row = backup_sql(s, "full", to=repo)
+    assert pathlib.Path(row["path"]).parent.resolve() == repo.resolve(), row
     fill(s, 21, 30)
-    # TO names a repository of its own: the incremental's parent is the full one there.
-    inc = backup_sql(s, "incremental", to=dest)
+    inc = backup_sql(s, "incremental", to="default")
     assert inc["parent_id"] == row["backup_id"], inc
-    assert pathlib.Path(inc["path"]).parent.resolve() == dest.resolve(), inc
-    # An incremental into an empty repository has no parent: a clear error, no file.
-    empty = tmp_path / "empty"
-    msg = sql_error(s, "BACKUP DATABASE INCREMENTAL TO %s" % sql_quote(str(empty)))
-    assert any(w in msg.lower() for w in ("full", "parent", "no backup", "base")), msg
-    assert cbk_files(empty) == []
-    # The restored chain in that directory is the database at the incremental.
+    assert cbk_files(repo) == sorted([row["backup_id"] + ".cbk", inc["backup_id"] + ".cbk"])
+    # The restored chain is the database at the incremental.
     out = tmp_path / "restored.db"
-    cli_restore(cairn_bin, dest, inc["backup_id"], out)
+    cli_restore(cairn_bin, repo, inc["backup_id"], out)
     assert file_rows(out, "SELECT count(*) FROM t") == [[30]]
 
 
@@ -751,19 +748,19 @@ def test_admin_backup_list_show(bserver, repo):
         assert [e for e in listed if e["id"] == made["id"]] == [made]
 
 
-def test_admin_backup_to_directory(bserver, repo, tmp_path):
+def test_admin_backup_to_names_a_configured_repository(bserver, repo, tmp_path):
     s = bserver
     make_t(s)
     fill(s, 1, 3)
-    dest = tmp_path / "to" / "here"
-    e = admin_backup(s, {"to": str(dest)})
-    assert pathlib.Path(e["path"]).parent.resolve() == dest.resolve(), e
-    assert cbk_files(dest) == [e["id"] + ".cbk"] and cbk_files(repo) == []
-    e2 = admin_backup(s, {"type": "incremental", "to": str(dest)})
+    e = admin_backup(s, {"to": str(repo)})
+    assert pathlib.Path(e["path"]).parent.resolve() == repo.resolve(), e
+    e2 = admin_backup(s, {"type": "incremental", "to": "default"})
     assert e2["parent_id"] == e["id"], e2
-    r = s.raw("POST", "/admin/backup", {"type": "incremental", "to": str(tmp_path / "void")})
-    assert r.status in (400, 404, 409, 422) and r.json().get("error"), r
-    assert cbk_files(tmp_path / "void") == []
+    for to in (str(tmp_path / "to" / "here"), "void", str(repo) + "-not"):
+        r = s.raw("POST", "/admin/backup", {"type": "incremental", "to": to})
+        assert r.status == 400 and "not a repository of this node" in r.json().get("error"), r
+    assert not (tmp_path / "to").exists() and not (tmp_path / "void").exists()
+    assert cbk_files(repo) == sorted([e["id"] + ".cbk", e2["id"] + ".cbk"])
 
 
 @pytest.mark.parametrize("method,path,body", [

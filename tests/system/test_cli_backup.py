@@ -139,7 +139,8 @@ def db_state(path):
 def check_entry(e):
     assert isinstance(e, dict), e
     assert ENTRY_KEYS <= set(e), "missing keys %s in %r" % (ENTRY_KEYS - set(e), e)
-    assert set(e) - ENTRY_KEYS <= {"error"}, "unexpected keys %s" % (set(e) - ENTRY_KEYS)
+    # cairnd adds "nodes" (where the backup is in the cluster).
+    assert set(e) - ENTRY_KEYS <= {"error", "nodes"}, "unexpected keys %s" % (set(e) - ENTRY_KEYS)
     assert e["type"] in ("full", "incremental", "differential"), e
     assert isinstance(e["id"], str) and e["id"], e
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", e["created"]), e["created"]
@@ -955,13 +956,15 @@ def test_server_create_list_show_verify(backup_server, cli, tmp_path):
     fails(cli("--host", s.url, "backup", "verify", "20990101T000000000Z-0001-dead"), "cairn: ")
 
 
-def test_server_create_to_a_directory(backup_server, cli, tmp_path):
+def test_server_create_to_names_a_repository(backup_server, cli, tmp_path):
     s = backup_server
     s.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY)", "INSERT INTO t DEFAULT VALUES"])
     dest = tmp_path / "elsewhere"
     dest.mkdir()
-    e = check_entry(one_json(ok(cli("--host", s.url, "backup", "create", "--to", dest, "--json"))))
-    assert pathlib.Path(e["path"]).parent.resolve() == dest.resolve()
+    r = cli("--host", s.url, "backup", "create", "--to", dest)
+    assert r.returncode != 0 and "not a repository of this node" in r.stderr, r
+    assert list(dest.iterdir()) == []
+    e = check_entry(one_json(ok(cli("--host", s.url, "backup", "create", "--to", "default", "--json"))))
     assert pathlib.Path(e["path"]).exists()
 
 

@@ -5,6 +5,7 @@ lost entirely coming back from a backup."""
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -146,10 +147,12 @@ def test_whole_cluster_lost_comes_back_from_a_backup(make_cluster, cairn_bin, tm
     leader = c.leader()
     leader.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"])
     write_rows(leader, 4, "a")
-    repo = tmp_path / "offsite"
-    body = leader.execute(["BACKUP DATABASE FULL TO '%s'" % repo])
+    body = leader.execute(["BACKUP DATABASE FULL"])
     backup_id = body["results"][0]["values"][0][1]
     c.stop_all()
+    # The repository, copied off the machine as docs/OPERATIONS.md says to.
+    repo = tmp_path / "offsite"
+    shutil.copytree(str(leader.backup_dir), str(repo))
     # "After losing the whole cluster": restore the backup to a file, load it into a new
     # single node, let new nodes join it.
     out = tmp_path / "restored.db"

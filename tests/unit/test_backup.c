@@ -193,7 +193,7 @@ static int backupOf(const char *db, const char *repo, int type, uint32_t block_p
                     struct backup_info *info, char *errmsg)
 {
     struct backup_source src = {open(db, O_RDONLY), 0, 0, db, NULL, false};
-    struct backup_options opt = {type, repo, 0, block_pages, NULL, NULL};
+    struct backup_options opt = {type, repo, 0, block_pages, NULL, NULL, NULL};
     int rv;
     assert_true(src.fd >= 0);
     src.raft_index = 7;
@@ -343,7 +343,7 @@ static void test_full_roundtrip(void **state)
     makeDb(f->db, 600);
     {
         struct backup_source src = {open(f->db, O_RDONLY), 9, 3, f->db, NULL, false};
-        struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, onProgress, &pl};
+        struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, onProgress, &pl, NULL};
         assert_int_equal(backupCreate(&src, &opt, &info, errmsg), 0);
         close(src.fd);
     }
@@ -547,7 +547,7 @@ static void test_incremental_without_parent(void **state)
     /* A backup of another source is no parent. */
     {
         struct backup_source src = {open(f->db, O_RDONLY), 0, 0, "elsewhere", NULL, false};
-        struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, NULL, NULL};
+        struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, NULL, NULL, NULL};
         assert_int_equal(backupCreate(&src, &opt, &info, errmsg), 0);
         close(src.fd);
     }
@@ -556,6 +556,51 @@ static void test_incremental_without_parent(void **state)
     assert_int_equal(repoList(f->repo, &list, &n, errmsg), 0);
     assert_int_equal(n, 1);
     free(list);
+}
+
+/* A named parent: any backup, of any source, even of another database; the chain still
+ * restores exactly the image backed up (a cluster chains to a backup another node
+ * took). A differential refuses a parent that is not full; an unknown one is named. */
+static void test_named_parent(void **state)
+{
+    struct fx *f = *state;
+    struct backup_info other, inc, diff, info;
+    char otherdb[PATH_MAX], out[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE];
+    snprintf(otherdb, sizeof otherdb, "%s/other.db", f->dir);
+    snprintf(out, sizeof out, "%s/out.db", f->dir);
+    makeDb(f->db, 800);
+    copyFile(f->db, otherdb); /* the same database, backed up as another source */
+    sqlExec(f->db, "UPDATE t SET name = 'mine' WHERE id < 40");
+    {
+        struct backup_source src = {open(otherdb, O_RDONLY), 0, 0, "cairnd:/elsewhere", NULL,
+                                    false};
+        struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, NULL, NULL, NULL};
+        assert_int_equal(backupCreate(&src, &opt, &other, errmsg), 0);
+        close(src.fd);
+    }
+    {
+        struct backup_source src = {open(f->db, O_RDONLY), 0, 0, f->db, NULL, false};
+        struct backup_options opt = {BACKUP_INCREMENTAL, f->repo, 0, 0, NULL, NULL, other.id};
+        assert_int_equal(backupCreate(&src, &opt, &inc, errmsg), 0);
+        assert_string_equal(inc.parent_id, other.id);
+        /* Pages equal to the other database's are not stored again. */
+        assert_true(inc.pages < inc.page_count);
+        opt.type = BACKUP_DIFFERENTIAL;
+        assert_int_equal(backupCreate(&src, &opt, &diff, errmsg), 0);
+        assert_string_equal(diff.parent_id, other.id);
+        opt.parent_id = inc.id;
+        assert_int_equal(backupCreate(&src, &opt, &info, errmsg), CAIRN_EINVAL);
+        assert_non_null(strstr(errmsg, "not full"));
+        opt.type = BACKUP_INCREMENTAL;
+        opt.parent_id = "20990101T000000000Z-0000-dead";
+        assert_int_equal(backupCreate(&src, &opt, &info, errmsg), CAIRN_ENOTFOUND);
+        assert_non_null(strstr(errmsg, "20990101T000000000Z-0000-dead"));
+        close(src.fd);
+    }
+    mustRestore(f->repo, inc.id, out);
+    assertSameFile(f->db, out);
+    mustRestore(f->repo, diff.id, out);
+    assertSameFile(f->db, out);
 }
 
 static void test_missing_link(void **state)
@@ -605,7 +650,7 @@ static void test_parent_digest_mismatch(void **state)
     makeDb(db2, 120);
     {
         struct backup_source src = {open(db2, O_RDONLY), 0, 0, f->db, NULL, false};
-        struct backup_options opt = {BACKUP_FULL, repo2, 0, 0, NULL, NULL};
+        struct backup_options opt = {BACKUP_FULL, repo2, 0, 0, NULL, NULL, NULL};
         assert_int_equal(backupCreate(&src, &opt, &other, errmsg), 0);
         close(src.fd);
     }
@@ -1059,7 +1104,7 @@ static pid_t startWriter(const char *path)
 static void snapshotWhileWriting(struct fx *f, const char *journal_mode)
 {
     struct backup_source src = {-1, 0, 0, f->db, NULL, false};
-    struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, NULL, NULL};
+    struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, NULL, NULL, NULL};
     struct backup_info info;
     char tmp[PATH_MAX], out[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE], sql[128];
     int64_t rows = 0;
@@ -1132,6 +1177,7 @@ int main(void)
         T(test_empty_database),
         T(test_incremental_and_differential_chain),
         T(test_incremental_without_parent),
+        T(test_named_parent),
         T(test_missing_link),
         T(test_parent_digest_mismatch),
         T(test_unknown_id),
