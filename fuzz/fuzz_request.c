@@ -9,7 +9,8 @@
  *   - it agrees with jansson, the JSON library the parser replaced: a body it accepts
  *     is valid JSON to jansson, with the same statements and parameter values, and a
  *     body jansson reads (without duplicate keys) as a well-shaped array of statements
- *     is accepted;
+ *     is accepted; BLOB parameters (an array of integers 0 to 255, a string x'...')
+ *     are checked against a separate reading of rqlite's rules;
  *   - the batch survives the command encoding the server puts into the log.
  * Any thread. */
 #include <math.h>
@@ -31,7 +32,76 @@ static int sameText(const char *a, size_t an, const char *b, size_t bn)
     return an == bn && (an == 0 || memcmp(a, b, an) == 0);
 }
 
-/* A JSON scalar as requestParse stores a parameter: is it the same value? */
+/* Unicode white space, as Go's unicode.IsSpace (rqlite trims it around x'...'). */
+static int isGoSpace(uint32_t c)
+{
+    return c == ' ' || (c >= 9 && c <= 13) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+           c == 0x205F || c == 0x3000;
+}
+
+static int hexValue(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* rqlite's reading of a string parameter (db.ParseHex): x'...' with an even number of
+ * hex digits, white space around it, is a BLOB. Returns its length into *n and bytes
+ * into out (room for len/2), or -1 for text. */
+static int hexForm(const char *s, size_t len, unsigned char *out, size_t *n)
+{
+    const unsigned char *a = (const unsigned char *)s, *e = a + len;
+    uint32_t cp;
+    size_t k;
+    while (a < e && (k = utf8Decode(a, (size_t)(e - a), &cp)) > 0 && isGoSpace(cp)) {
+        a += k;
+    }
+    while (e > a) {
+        const unsigned char *q = e - 1;
+        while (q > a && (*q & 0xC0) == 0x80) {
+            q--;
+        }
+        if (utf8Decode(q, (size_t)(e - q), &cp) != (size_t)(e - q) || !isGoSpace(cp)) {
+            break;
+        }
+        e = q;
+    }
+    if (e - a < 3 || (a[0] != 'x' && a[0] != 'X') || a[1] != '\'' || e[-1] != '\'' ||
+        (e - a - 3) % 2 != 0) {
+        return -1;
+    }
+    *n = 0;
+    for (const unsigned char *h = a + 2; h < e - 1; h += 2) {
+        int hi = hexValue((char)h[0]), lo = hexValue((char)h[1]);
+        if (hi < 0 || lo < 0) {
+            return -1;
+        }
+        out[(*n)++] = (unsigned char)(hi * 16 + lo);
+    }
+    return 0;
+}
+
+/* rqlite's reading of an array parameter: a BLOB when every element is an integer
+ * from 0 to 255. */
+static int isByteArray(const json_t *v)
+{
+    size_t i;
+    if (!json_is_array(v)) {
+        return 0;
+    }
+    for (i = 0; i < json_array_size(v); i++) {
+        const json_t *e = json_array_get(v, i);
+        if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > 255) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A JSON value as requestParse stores a parameter: is it the same value? */
 static int sameValue(const struct param *p, const json_t *v)
 {
     switch (json_typeof(v)) {
@@ -41,9 +111,29 @@ static int sameValue(const struct param *p, const json_t *v)
         double d = json_real_value(v);
         return p->type == CAIRN_FLOAT && memcmp(&p->d, &d, sizeof d) == 0;
     }
-    case JSON_STRING:
-        return p->type == CAIRN_TEXT &&
-               sameText(p->s, p->n, json_string_value(v), json_string_length(v));
+    case JSON_STRING: {
+        size_t len = json_string_length(v), n;
+        unsigned char *bytes = malloc(len / 2 + 1);
+        int same;
+        FUZZ_CHECK(bytes != NULL);
+        if (hexForm(json_string_value(v), len, bytes, &n) == 0) {
+            same = p->type == CAIRN_BLOB && sameText(p->s, p->n, (const char *)bytes, n);
+        } else {
+            same = p->type == CAIRN_TEXT && sameText(p->s, p->n, json_string_value(v), len);
+        }
+        free(bytes);
+        return same;
+    }
+    case JSON_ARRAY:
+        if (!isByteArray(v) || p->type != CAIRN_BLOB || p->n != json_array_size(v)) {
+            return 0;
+        }
+        for (size_t i = 0; i < p->n; i++) {
+            if ((unsigned char)p->s[i] != json_integer_value(json_array_get(v, i))) {
+                return 0;
+            }
+        }
+        return 1;
     case JSON_TRUE:
         return p->type == CAIRN_INTEGER && p->i == 1;
     case JSON_FALSE:
@@ -55,9 +145,10 @@ static int sameValue(const struct param *p, const json_t *v)
     }
 }
 
-static int isScalar(const json_t *v)
+/* A value that may be a parameter: a scalar or an array of bytes. */
+static int isParam(const json_t *v)
 {
-    return !json_is_array(v) && !json_is_object(v);
+    return isByteArray(v) || (!json_is_array(v) && !json_is_object(v));
 }
 
 /* Is the statement well shaped, as request.h defines it? */
@@ -81,14 +172,14 @@ static int stmtShapeOk(const json_t *s)
         json_object_keylen_foreach((json_t *)json_array_get(s, 1), key, klen, v)
         {
             (void)key;
-            if (klen == 0 || klen > PARAM_NAME_MAX || !isScalar(v)) {
+            if (klen == 0 || klen > PARAM_NAME_MAX || !isParam(v)) {
                 return 0; /* cairn refuses names longer than it can bind */
             }
         }
         return 1;
     }
     for (i = 1; i < json_array_size(s); i++) {
-        if (!isScalar(json_array_get(s, i))) {
+        if (!isParam(json_array_get(s, i))) {
             return 0;
         }
     }
@@ -150,7 +241,8 @@ static void checkCommandRoundTrip(const struct batch *b)
         for (size_t j = 0; j < s->nparams; j++) {
             const struct param *x = &s->params[j], *y = &t->params[j];
             FUZZ_CHECK(x->type == y->type && sameText(x->name, x->name_len, y->name, y->name_len));
-            FUZZ_CHECK(x->type != CAIRN_TEXT || sameText(x->s, x->n, y->s, y->n));
+            FUZZ_CHECK((x->type != CAIRN_TEXT && x->type != CAIRN_BLOB) ||
+                       sameText(x->s, x->n, y->s, y->n));
             FUZZ_CHECK(x->type != CAIRN_INTEGER || x->i == y->i);
         }
     }
@@ -203,9 +295,10 @@ static int fuzzRequest(const uint8_t *data, size_t size)
         for (size_t j = 0; j < s->nparams; j++) {
             const struct param *p = &s->params[j];
             FUZZ_CHECK(p->type == CAIRN_INTEGER || p->type == CAIRN_FLOAT ||
-                       p->type == CAIRN_TEXT || p->type == CAIRN_NULL);
+                       p->type == CAIRN_TEXT || p->type == CAIRN_BLOB || p->type == CAIRN_NULL);
             FUZZ_CHECK(p->name == NULL || (p->name >= lo && p->name + p->name_len <= hi));
-            FUZZ_CHECK(p->type != CAIRN_TEXT || p->n == 0 || (p->s >= lo && p->s + p->n <= hi));
+            FUZZ_CHECK((p->type != CAIRN_TEXT && p->type != CAIRN_BLOB) ||
+                       (p->s != NULL && p->s >= lo && p->s + p->n <= hi));
             FUZZ_CHECK(p->type != CAIRN_FLOAT || isfinite(p->d));
         }
     }

@@ -37,6 +37,7 @@
 /* Query-string flags, as rqlite reads them: presence means true. */
 struct qflags {
     bool transaction, associative, timings, pretty, raft_index, redirect;
+    bool blob_array, qualify_columns;
     const char *level;
     const char *branch;
     const char *q;
@@ -50,8 +51,7 @@ struct qflags {
  * answer with another meaning than the client asked for (?queue expects an
  * acknowledgement shape, ?freshness a bound on staleness): each is refused with 400. */
 static const char *const unsupportedParams[] = {"queue", "wait", "freshness", "freshness_strict",
-                                                "blob_array", "qualify_columns", "noleader",
-                                                "vacuum", NULL};
+                                                "noleader", "vacuum", NULL};
 
 double httpNow(void)
 {
@@ -73,6 +73,10 @@ static enum MHD_Result collectArg(void *cls, enum MHD_ValueKind kind, const char
         f->transaction = truthy(value);
     } else if (strcmp(key, "associative") == 0) {
         f->associative = truthy(value);
+    } else if (strcmp(key, "blob_array") == 0) {
+        f->blob_array = truthy(value);
+    } else if (strcmp(key, "qualify_columns") == 0) {
+        f->qualify_columns = truthy(value);
     } else if (strcmp(key, "timings") == 0) {
         f->timings = truthy(value);
     } else if (strcmp(key, "pretty") == 0) {
@@ -335,6 +339,12 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
     }
     if (f.raft_index) {
         jflags |= RESULT_JSON_RAFT_INDEX;
+    }
+    if (f.blob_array) {
+        jflags |= RESULT_JSON_BLOB_ARRAY;
+    }
+    if (f.qualify_columns) {
+        jflags |= RESULT_JSON_QUALIFY;
     }
     bufInit(&out);
     resultToJson(res, jflags, httpNow() - req->t0, &out);

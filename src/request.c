@@ -503,6 +503,191 @@ static int skipContainer(struct parser *ps, int depth, const char **type)
     }
 }
 
+/* ---- BLOB parameters --------------------------------------------------------------
+ * rqlite binds two shapes of parameter as a BLOB (its http/request_parser.go, and "BLOB
+ * data" in its API documentation):
+ *   - a string in SQLite's blob-literal form, x'53514C' or X'53514c': blanks (Unicode
+ *     white space) around it allowed, an even number of hex digits, x'' the empty BLOB;
+ *     a string in any other form is text;
+ *   - an array whose every element is a JSON integer from 0 to 255 ([83, 81, 76]; []
+ *     is the empty BLOB). Any other array (256, -1, 1.5, 1e2, a string, null, true, a
+ *     nested array or an object inside) refuses the request: it is never coerced. */
+
+/* Length of the Unicode white space (as Go's unicode.IsSpace) that starts at s (or,
+ * with back, ends at s + n); 0 if none. The text is valid UTF-8. */
+static size_t spaceAt(const unsigned char *s, size_t n, int back)
+{
+    static const unsigned char seq[][3] = {
+        {0xC2, 0x85}, {0xC2, 0xA0},             /* U+0085, U+00A0 */
+        {0xE1, 0x9A, 0x80},                     /* U+1680 */
+        {0xE2, 0x80, 0xA8}, {0xE2, 0x80, 0xA9}, /* U+2028, U+2029 */
+        {0xE2, 0x80, 0xAF}, {0xE2, 0x81, 0x9F}, /* U+202F, U+205F */
+        {0xE3, 0x80, 0x80},                     /* U+3000 */
+    };
+    const unsigned char *e = s + n;
+    unsigned char c;
+    size_t k;
+
+    if (n == 0) {
+        return 0;
+    }
+    c = back ? e[-1] : s[0];
+    if (c == ' ' || (c >= '\t' && c <= '\r')) {
+        return 1;
+    }
+    for (k = 0; k < sizeof seq / sizeof seq[0]; k++) {
+        size_t len = seq[k][2] ? 3 : 2;
+        if (n >= len && memcmp(back ? e - len : s, seq[k], len) == 0) {
+            return len;
+        }
+    }
+    /* U+2000 to U+200A: E2 80 80 to E2 80 8A */
+    if (n >= 3) {
+        const unsigned char *q = back ? e - 3 : s;
+        if (q[0] == 0xE2 && q[1] == 0x80 && q[2] >= 0x80 && q[2] <= 0x8A) {
+            return 3;
+        }
+    }
+    return 0;
+}
+
+/* Turn the text parameter p into a BLOB if it is in the x'...' form. The bytes go to
+ * the arena: in place when the text is there already (the bytes are shorter than
+ * their hex, and written ahead of where it is read), else at the arena's end (at most
+ * half the string's length, so the arena, as long as the body, still suffices). The
+ * body copy is never written: syntax errors count its lines. */
+static void hexBlob(struct parser *ps, struct param *p)
+{
+    const unsigned char *s = (const unsigned char *)p->s;
+    const unsigned char *e = s + p->n;
+    unsigned char *dst;
+    size_t k;
+    size_t n;
+
+    if (p->n < 3) {
+        return;
+    }
+    while ((k = spaceAt(s, (size_t)(e - s), 0)) > 0) {
+        s += k;
+    }
+    while ((k = spaceAt(s, (size_t)(e - s), 1)) > 0) {
+        e -= k;
+    }
+    if (e - s < 3 || (s[0] != 'x' && s[0] != 'X') || s[1] != '\'' || e[-1] != '\'') {
+        return;
+    }
+    s += 2;
+    e -= 1;
+    n = (size_t)(e - s);
+    if (n % 2 != 0) {
+        return;
+    }
+    for (k = 0; k < n; k++) {
+        if (hexDigit((char)s[k]) < 0) {
+            return;
+        }
+    }
+    if (p->s > ps->end) { /* decoded into the arena already */
+        dst = (unsigned char *)ps->arena - (ps->arena - p->s);
+    } else {
+        dst = (unsigned char *)ps->arena;
+        ps->arena += n / 2;
+    }
+    for (k = 0; k < n / 2; k++) {
+        dst[k] = (unsigned char)(hexDigit((char)s[2 * k]) << 4 | hexDigit((char)s[2 * k + 1]));
+    }
+    p->type = CAIRN_BLOB;
+    p->s = (const char *)dst;
+    p->n = n / 2;
+}
+
+/* What element at..ps->p of a byte array was, for an error message. */
+static void describeElement(const char *at, const char *end, const char *t, char *out,
+                            size_t size)
+{
+    if (t == T_INTEGER || t == T_REAL) {
+        size_t len = (size_t)(end - at);
+        snprintf(out, size, "%.*s%s", (int)(len > 24 ? 24 : len), at, len > 24 ? "..." : "");
+    } else if (t == T_STRING) {
+        snprintf(out, size, "a string");
+    } else if (t == T_BOOLEAN) {
+        snprintf(out, size, "a boolean");
+    } else if (t == T_NULL) {
+        snprintf(out, size, "null");
+    } else if (t == T_ARRAY) {
+        snprintf(out, size, "an array");
+    } else {
+        snprintf(out, size, "an object");
+    }
+}
+
+/* The array parameter at ps->p ('['), of statement no, called what ("2" or "\"name\"")
+ * in messages: a BLOB when it is an array of bytes, else an error of shape in err.
+ * The bytes are written to the arena as they are read (an element takes at least two
+ * bytes of the body: the arena suffices), and ps->arena follows them, so that a string
+ * element decoded there does not land on them. */
+static int parseBytes(struct parser *ps, int depth, struct param *out, size_t no,
+                      const char *what, char *err, int *has_err)
+{
+    char *start = ps->arena;
+    const char *t;
+    size_t count;
+    int bad = 0;
+    int rv;
+
+    if (depth > MAX_DEPTH) {
+        return syntaxError(ps, ps->p, "maximum parsing depth reached");
+    }
+    out->type = CAIRN_BLOB;
+    out->s = start;
+    out->n = 0;
+    ps->p++;
+    skipWs(ps);
+    if (*ps->p == ']') {
+        ps->p++;
+        return 0;
+    }
+    for (count = 1;; count++) {
+        const char *at = ps->p;
+        struct param e;
+        if (*at == '-' || isDigit(*at)) {
+            rv = parseNumber(ps, &e, &t);
+        } else {
+            rv = parseValue(ps, depth + 1, NULL, &t);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+        if (!bad && t == T_INTEGER && e.i >= 0 && e.i <= 255) {
+            *ps->arena++ = (char)e.i;
+        } else if (!bad) {
+            char desc[40];
+            bad = 1;
+            describeElement(at, ps->p, t, desc, sizeof desc);
+            shapeError(err, has_err,
+                       "statement %zu: parameter %s is an array, which binds as a BLOB only "
+                       "when every element is a byte (an integer from 0 to 255): element %zu "
+                       "is %s",
+                       no, what, count, desc);
+        }
+        skipWs(ps);
+        if (*ps->p == ',') {
+            ps->p++;
+            skipWs(ps);
+            continue;
+        }
+        if (*ps->p == ']') {
+            ps->p++;
+            break;
+        }
+        return unexpected(ps, ps->p, "',' or ']'");
+    }
+    if (!bad) {
+        out->n = (size_t)(ps->arena - start);
+    }
+    return 0;
+}
+
 /* Any value at ps->p (whitespace skipped). Scalars are stored in *out if not NULL;
  * arrays and objects are only checked. *type says what the value was. */
 static int parseValue(struct parser *ps, int depth, struct param *out, const char **type)
@@ -520,7 +705,11 @@ static int parseValue(struct parser *ps, int depth, struct param *out, const cha
                 return parseString(ps, &s, &n);
             }
             out->type = CAIRN_TEXT;
-            return parseString(ps, &out->s, &out->n);
+            if ((rv = parseString(ps, &out->s, &out->n)) != 0) {
+                return rv;
+            }
+            hexBlob(ps, out);
+            return 0;
         case '-':
         case '0':
         case '1':
@@ -701,13 +890,19 @@ static int parseNamed(struct parser *ps, size_t no, char *err, int *has_err)
         }
         ps->p++;
         skipWs(ps);
-        if ((rv = parseValue(ps, 5, p, &t)) != 0) {
+        if (*ps->p == '[') {
+            char what[48];
+            snprintf(what, sizeof what, "\"%.*s\"", (int)(p->name_len > 40 ? 40 : p->name_len),
+                     p->name);
+            if ((rv = parseBytes(ps, 5, p, no, what, err, has_err)) != 0) {
+                return rv;
+            }
+        } else if ((rv = parseValue(ps, 5, p, &t)) != 0) {
             return rv;
-        }
-        if (t == T_ARRAY || t == T_OBJECT) {
+        } else if (t == T_OBJECT) {
             shapeError(err, has_err,
                        "statement %zu: parameter \"%.*s\" has unsupported type %s (expected a "
-                       "number, string, boolean or null)",
+                       "number, string, boolean, null or an array of bytes)",
                        no, (int)(p->name_len > 40 ? 40 : p->name_len), p->name, t);
         }
         skipWs(ps);
@@ -833,20 +1028,25 @@ static int parseStmt(struct parser *ps, size_t no)
              * parameter, of the wrong type. */
             shapeError(err, &has_err,
                        "statement %zu: parameter 1 has unsupported type object (expected a "
-                       "number, string, boolean or null)",
+                       "number, string, boolean, null or an array of bytes)",
                        no);
         }
         if ((p = scratchPush(ps)) == NULL) {
             errorf(ps->errmsg, "out of memory");
             return CAIRN_ENOMEM;
         }
-        if ((rv = parseValue(ps, 4, p, &t)) != 0) {
+        if (*ps->p == '[') {
+            char what[24];
+            snprintf(what, sizeof what, "%zu", count);
+            if ((rv = parseBytes(ps, 4, p, no, what, err, &has_err)) != 0) {
+                return rv;
+            }
+        } else if ((rv = parseValue(ps, 4, p, &t)) != 0) {
             return rv;
-        }
-        if (t == T_ARRAY || t == T_OBJECT) {
+        } else if (t == T_OBJECT) {
             shapeError(err, &has_err,
                        "statement %zu: parameter %zu has unsupported type %s (expected a "
-                       "number, string, boolean or null)",
+                       "number, string, boolean, null or an array of bytes)",
                        no, count, t);
         }
     }

@@ -4,7 +4,9 @@
  *   "SQL"                             a statement without parameters
  *   ["SQL", p1, p2, ...]              positional parameters
  *   ["SQL", {"name": v, ...}]         named parameters (:name, @name or $name in SQL)
- * Parameter values: integer, real, string, true/false (1/0) and null.
+ * Parameter values: integer, real, string, true/false (1/0) and null; and, as rqlite
+ * binds them, BLOBs: an array of integers 0 to 255 ([83, 81, 76]) or a string in
+ * SQLite's blob-literal form ("x'53514C'"). Any other array refuses the request.
  * HTTP threads. */
 #ifndef CAIRN_REQUEST_H
 #define CAIRN_REQUEST_H

@@ -84,6 +84,50 @@ int resultColumns(struct rstmt *st, size_t ncol, const char *const *names,
     return 0;
 }
 
+int resultColumnTables(struct rstmt *st, const char *const *tables)
+{
+    size_t i;
+    for (i = 0; i < st->ncol; i++) {
+        if (tables[i] == NULL || tables[i][0] == '\0') {
+            continue;
+        }
+        if (st->tables == NULL && (st->tables = calloc(st->ncol, sizeof(char *))) == NULL) {
+            return CAIRN_ENOMEM;
+        }
+        if ((st->tables[i] = strdup(tables[i])) == NULL) {
+            return CAIRN_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+void resultClearColumns(struct rstmt *st)
+{
+    size_t i;
+    for (i = 0; i < st->ncol; i++) {
+        if (st->cols) {
+            free(st->cols[i]);
+        }
+        if (st->types) {
+            free(st->types[i]);
+        }
+        if (st->tables) {
+            free(st->tables[i]);
+        }
+    }
+    free(st->cols);
+    free(st->types);
+    free(st->tables);
+    st->cols = st->types = st->tables = NULL;
+    st->ncol = 0;
+    /* The value slots go too: they were sized for the old number of columns, and a row
+     * of more columns would run past them. */
+    free(st->vals);
+    st->vals = NULL;
+    st->nrows = st->cap = 0;
+    bufReset(&st->arena);
+}
+
 struct rvalue *resultRow(struct rstmt *st)
 {
     size_t ncol = st->ncol ? st->ncol : 1;
@@ -137,19 +181,8 @@ void resultFinishTypes(struct rstmt *st)
 
 static void freeStmt(struct rstmt *st)
 {
-    size_t i;
     free(st->error);
-    for (i = 0; i < st->ncol; i++) {
-        if (st->cols) {
-            free(st->cols[i]);
-        }
-        if (st->types) {
-            free(st->types[i]);
-        }
-    }
-    free(st->cols);
-    free(st->types);
-    free(st->vals);
+    resultClearColumns(st);
     bufFree(&st->arena);
 }
 
@@ -340,7 +373,35 @@ static bool timeJson(const struct rstmt *st, const struct rvalue *v, struct buf 
     return true;
 }
 
-static void valueJson(const struct rstmt *st, const struct rvalue *v, size_t col, struct buf *out)
+/* rqlite's ?blob_array form of a BLOB: [222,173,190,239]. */
+static void bytesJson(struct buf *out, const unsigned char *p, size_t n)
+{
+    char *w;
+    if (bufReserve(out, 4 * n + 2) != 0) {
+        return;
+    }
+    w = out->p + out->len;
+    *w++ = '[';
+    for (size_t i = 0; i < n; i++) {
+        unsigned v = p[i];
+        if (i > 0) {
+            *w++ = ',';
+        }
+        if (v >= 100) {
+            *w++ = (char)('0' + v / 100);
+        }
+        if (v >= 10) {
+            *w++ = (char)('0' + v / 10 % 10);
+        }
+        *w++ = (char)('0' + v % 10);
+    }
+    *w++ = ']';
+    out->len = (size_t)(w - out->p);
+    out->p[out->len] = '\0';
+}
+
+static void valueJson(const struct rstmt *st, const struct rvalue *v, size_t col, unsigned flags,
+                      struct buf *out)
 {
     if (st->types != NULL && isTimeColumn(st->types[col]) && timeJson(st, v, out)) {
         return;
@@ -356,6 +417,10 @@ static void valueJson(const struct rstmt *st, const struct rvalue *v, size_t col
             bufJsonString(out, st->arena.p + v->off, v->n);
             break;
         case CAIRN_BLOB:
+            if (flags & RESULT_JSON_BLOB_ARRAY) {
+                bytesJson(out, (const unsigned char *)st->arena.p + v->off, v->n);
+                break;
+            }
             bufPutc(out, '"');
             bufBase64(out, st->arena.p + v->off, v->n);
             bufPutc(out, '"');
@@ -365,11 +430,62 @@ static void valueJson(const struct rstmt *st, const struct rvalue *v, size_t col
     }
 }
 
+/* The names st's columns are answered under: with RESULT_JSON_QUALIFY, "table.column"
+ * for a column read from a table (rqlite's ?qualify_columns, which names the table, not
+ * its alias in the query). An array of ncol names (the qualified ones allocated) for
+ * freeNames(), or NULL when out of memory. */
+static char **columnNames(const struct rstmt *st, unsigned flags)
+{
+    char **names = calloc(st->ncol ? st->ncol : 1, sizeof *names);
+    size_t i;
+    if (names == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < st->ncol; i++) {
+        if ((flags & RESULT_JSON_QUALIFY) && st->tables != NULL && st->tables[i] != NULL) {
+            size_t tn = strlen(st->tables[i]);
+            size_t cn = strlen(st->cols[i]);
+            char *q = malloc(tn + 1 + cn + 1);
+            if (q == NULL) {
+                for (size_t k = 0; k < i; k++) {
+                    if (names[k] != st->cols[k]) {
+                        free(names[k]);
+                    }
+                }
+                free(names);
+                return NULL;
+            }
+            memcpy(q, st->tables[i], tn);
+            q[tn] = '.';
+            memcpy(q + tn + 1, st->cols[i], cn + 1);
+            names[i] = q;
+        } else {
+            names[i] = st->cols[i];
+        }
+    }
+    return names;
+}
+
+static void freeNames(const struct rstmt *st, char **names)
+{
+    for (size_t i = 0; i < st->ncol; i++) {
+        if (names[i] != st->cols[i]) {
+            free(names[i]);
+        }
+    }
+    free(names);
+}
+
 static void stmtJson(const struct rstmt *st, unsigned flags, struct buf *out)
 {
     size_t i;
     size_t row;
     const char *sep = "";
+    char **names = NULL;
+    if (st->error == NULL && st->rows_shape && (names = columnNames(st, flags)) == NULL) {
+        out->oom = true;
+        return;
+    }
     bufPutc(out, '{');
     if (st->error != NULL) {
         bufPuts(out, "\"error\":");
@@ -385,7 +501,7 @@ static void stmtJson(const struct rstmt *st, unsigned flags, struct buf *out)
         bufPuts(out, "\"types\":{");
         for (i = 0; i < st->ncol; i++) {
             bufPuts(out, i ? "," : "");
-            bufJsonString(out, st->cols[i], strlen(st->cols[i]));
+            bufJsonString(out, names[i], strlen(names[i]));
             bufPutc(out, ':');
             bufJsonString(out, st->types[i], strlen(st->types[i]));
         }
@@ -394,9 +510,9 @@ static void stmtJson(const struct rstmt *st, unsigned flags, struct buf *out)
             bufPuts(out, row ? ",{" : "{");
             for (i = 0; i < st->ncol; i++) {
                 bufPuts(out, i ? "," : "");
-                bufJsonString(out, st->cols[i], strlen(st->cols[i]));
+                bufJsonString(out, names[i], strlen(names[i]));
                 bufPutc(out, ':');
-                valueJson(st, &st->vals[row * st->ncol + i], i, out);
+                valueJson(st, &st->vals[row * st->ncol + i], i, flags, out);
             }
             bufPutc(out, '}');
         }
@@ -406,7 +522,7 @@ static void stmtJson(const struct rstmt *st, unsigned flags, struct buf *out)
         bufPuts(out, "\"columns\":[");
         for (i = 0; i < st->ncol; i++) {
             bufPuts(out, i ? "," : "");
-            bufJsonString(out, st->cols[i], strlen(st->cols[i]));
+            bufJsonString(out, names[i], strlen(names[i]));
         }
         bufPuts(out, "],\"types\":[");
         for (i = 0; i < st->ncol; i++) {
@@ -420,7 +536,7 @@ static void stmtJson(const struct rstmt *st, unsigned flags, struct buf *out)
                 bufPuts(out, row ? ",[" : "[");
                 for (i = 0; i < st->ncol; i++) {
                     bufPuts(out, i ? "," : "");
-                    valueJson(st, &st->vals[row * st->ncol + i], i, out);
+                    valueJson(st, &st->vals[row * st->ncol + i], i, flags, out);
                 }
                 bufPutc(out, ']');
             }
@@ -434,6 +550,9 @@ static void stmtJson(const struct rstmt *st, unsigned flags, struct buf *out)
         bufJsonDouble(out, st->time);
     }
     bufPutc(out, '}');
+    if (names != NULL) {
+        freeNames(st, names);
+    }
 }
 
 void resultToJson(const struct cairn_result *r, unsigned flags, double total_time,

@@ -32,6 +32,9 @@ struct rstmt {
     size_t ncol;
     char **cols;
     char **types;
+    char **tables;    /* per column, the table it is read from (SQLite's
+                         sqlite3_column_table_name), NULL for an expression; the array
+                         itself is NULL when no column has one */
     size_t nrows;
     size_t cap;       /* capacity of vals in rows */
     struct rvalue *vals;
@@ -64,6 +67,14 @@ void resultError(struct rstmt *st, const char *msg);
 int resultColumns(struct rstmt *st, size_t ncol, const char *const *names,
                   const char *const *decltypes);
 
+/* Set the tables the columns (set before) are read from, for ?qualify_columns:
+ * tables[i] NULL or "" for a column that is an expression. Copied. 0 or CAIRN_ENOMEM. */
+int resultColumnTables(struct rstmt *st, const char *const *tables);
+
+/* Drop st's columns (names, types, tables) and rows with their bytes, to set them
+ * again: a later statement of the same SQL string replaces an earlier one's result. */
+void resultClearColumns(struct rstmt *st);
+
 /* Append a row's worth of value slots; returns the first slot or NULL on OOM. */
 struct rvalue *resultRow(struct rstmt *st);
 
@@ -76,9 +87,15 @@ void resultFinishTypes(struct rstmt *st);
 #define RESULT_JSON_ASSOCIATIVE 0x1
 #define RESULT_JSON_TIMINGS 0x2
 #define RESULT_JSON_RAFT_INDEX 0x4
+/* ?blob_array: BLOBs as arrays of byte values ([222,173]), not base64 strings. */
+#define RESULT_JSON_BLOB_ARRAY 0x8
+/* ?qualify_columns: a column read from a table is named "table.column" (in "columns"
+ * and as the key of the associative form); an expression keeps its plain name. */
+#define RESULT_JSON_QUALIFY 0x10
 
 /* Encode r as rqlite's response object {"results":[...], "time":...} into out.
- * total_time is the whole request's time in seconds (used with TIMINGS). */
+ * total_time is the whole request's time in seconds (used with TIMINGS). Out of
+ * memory sets out->oom. */
 void resultToJson(const struct cairn_result *r, unsigned flags, double total_time,
                   struct buf *out);
 

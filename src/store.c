@@ -700,7 +700,10 @@ static int bindParams(sqlite3_stmt *ps, const struct stmt *st)
                 rc = sqlite3_bind_text64(ps, idx, p->s, p->n, SQLITE_STATIC, SQLITE_UTF8);
                 break;
             case CAIRN_BLOB:
-                rc = sqlite3_bind_blob64(ps, idx, p->s, p->n, SQLITE_STATIC);
+                /* An empty BLOB ([] or x'') is a BLOB, not NULL (which a NULL pointer
+                 * would bind). */
+                rc = p->n == 0 ? sqlite3_bind_zeroblob(ps, idx, 0)
+                               : sqlite3_bind_blob64(ps, idx, p->s, p->n, SQLITE_STATIC);
                 break;
             default:
                 rc = sqlite3_bind_null(ps, idx);
@@ -748,21 +751,31 @@ static int collectRow(sqlite3_stmt *ps, struct rstmt *rs)
     return SQLITE_OK;
 }
 
+/* The columns of a query: names, declared types, and the table each is read from
+ * (for ?qualify_columns; NULL for an expression). Called once the statement has
+ * stepped (see runStmt): before, a cached statement still describes the schema it
+ * was prepared against. */
 static int setColumns(sqlite3_stmt *ps, struct rstmt *rs)
 {
     int ncol = sqlite3_column_count(ps);
     const char **names = calloc((size_t)ncol + 1, sizeof *names);
     const char **types = calloc((size_t)ncol + 1, sizeof *types);
+    const char **tables = calloc((size_t)ncol + 1, sizeof *tables);
     int rc = SQLITE_NOMEM;
-    if (names != NULL && types != NULL) {
+    if (names != NULL && types != NULL && tables != NULL) {
         for (int c = 0; c < ncol; c++) {
             names[c] = sqlite3_column_name(ps, c);
             types[c] = sqlite3_column_decltype(ps, c);
+            tables[c] = sqlite3_column_table_name(ps, c);
         }
-        rc = resultColumns(rs, (size_t)ncol, names, types) == 0 ? SQLITE_OK : SQLITE_NOMEM;
+        if (resultColumns(rs, (size_t)ncol, names, types) == 0 &&
+            resultColumnTables(rs, tables) == 0) {
+            rc = SQLITE_OK;
+        }
     }
     free(names);
     free(types);
+    free(tables);
     return rc;
 }
 
@@ -876,20 +889,14 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
             releaseStmt(ps, cached);
             goto out;
         }
-        /* A query's columns (how many, their names and types) are read once the
-         * statement has stepped: a cached statement is prepared again for a changed
-         * schema only when it steps, and until then says what the old schema had. */
+        /* A query's columns (how many, their names, types and tables) are read once
+         * the statement has stepped: a cached statement is prepared again for a
+         * changed schema only when it steps, and until then says what the old schema
+         * had. */
         query = sqlite3_column_count(ps) > 0;
         columns_set = false;
         if (query && rs->cols != NULL) { /* a later statement of the same string: start over */
-            for (size_t i = 0; i < rs->ncol; i++) {
-                free(rs->cols[i]);
-                free(rs->types[i]);
-            }
-            free(rs->cols);
-            free(rs->types);
-            rs->cols = rs->types = NULL;
-            rs->nrows = 0;
+            resultClearColumns(rs);
         }
         total_before = sqlite3_total_changes64(db);
         while ((rc = sqlite3_step(ps)) == SQLITE_ROW) {

@@ -4,7 +4,8 @@ Before, `?queue` ran the write synchronously and answered with full results, whi
 gorqlite's queued calls read as an acknowledgement and panicked on; `?freshness`,
 `?qualify_columns` and the others were silently ignored, so the answer did not mean what
 the client asked. Each now gets 400 naming the parameter, and nothing is written.
-`-q` prints nothing but errors (it printed the "node ready" lines).
+`-q` prints nothing but errors (it printed the "node ready" lines). `?blob_array` and
+`?qualify_columns` have been implemented since, and are accepted.
 """
 import subprocess
 
@@ -12,8 +13,9 @@ import pytest
 
 from conftest import assert_exec_ok
 
-UNSUPPORTED = ["queue", "wait", "freshness=1s", "freshness_strict", "blob_array",
-               "qualify_columns", "noleader", "vacuum"]
+UNSUPPORTED = ["queue", "wait", "freshness=1s", "freshness_strict", "noleader", "vacuum"]
+# Implemented since (issue 15): test_blob_params.py, test_qualify_columns.py.
+IMPLEMENTED = ["blob_array", "qualify_columns"]
 
 
 @pytest.mark.parametrize("param", UNSUPPORTED)
@@ -28,6 +30,19 @@ def test_unimplemented_rqlite_parameter_is_refused(shared_server, table, param):
         name = param.split("=")[0]
         assert r.status == 400 and "?%s" % name in r.json()["error"], (path, param, r)
     assert s.scalar('SELECT count(*) FROM "%s"' % table) == 0
+
+
+@pytest.mark.parametrize("param", IMPLEMENTED)
+def test_implemented_rqlite_parameter_is_accepted(shared_server, table, param):
+    s = shared_server
+    assert_exec_ok(s.execute(['CREATE TABLE "%s" (x)' % table]))
+    for method, path, body in (("POST", "/db/execute", ['INSERT INTO "%s" VALUES(1)' % table]),
+                               ("POST", "/db/request", ['INSERT INTO "%s" VALUES(1)' % table]),
+                               ("GET", "/db/query?q=SELECT%201", None)):
+        sep = "&" if "?" in path else "?"
+        r = s.raw(method, path + sep + param, body)
+        assert r.status == 200 and "error" not in r.json()["results"][0], (path, param, r)
+    assert s.scalar('SELECT count(*) FROM "%s"' % table) == 2
 
 
 def test_quiet_prints_only_errors(server_factory):

@@ -12,6 +12,7 @@
 
 #include "cairn.h"
 #include "error.h"
+#include "buf.h"
 #include "request.h"
 
 static int parse(const char *body, struct batch *b, char *errmsg)
@@ -116,9 +117,9 @@ static void test_malformed(void **state)
     expectError("[[]]", "statement 1 is an empty array");
     expectError("[[1, 2]]", "first element must be the SQL string");
     expectError("[\"\"]", "statement 1 is empty");
-    expectError("[[\"SELECT ?\", [1, 2]]]", "parameter 1 has unsupported type array");
+    expectError("[[\"SELECT ?\", [1, 256]]]", "parameter 1 is an array");
     expectError("[[\"SELECT ?, ?\", 1, {\"a\": 1}]]", "parameter 2 has unsupported type object");
-    expectError("[[\"SELECT :a\", {\"a\": [1]}]]", "parameter \"a\" has unsupported type array");
+    expectError("[[\"SELECT :a\", {\"a\": [\"x\"]}]]", "parameter \"a\" is an array");
     expectError("[[\"SELECT 1\", 99999999999999999999999]]", "invalid JSON");
     expectError("[\"a\"] trailing", "invalid JSON");
 }
@@ -365,7 +366,7 @@ static void test_nesting(void **state)
                 "parameter \"a\" has unsupported type object");
     /* An object after the SQL is only the named form if alone. */
     expectError("[[\"SELECT ?, ?\", {\"a\": 1}, 2]]", "parameter 1 has unsupported type object");
-    expectError("[[\"SELECT ?\", 1, [[[[]]]]]]", "parameter 2 has unsupported type array");
+    expectError("[[\"SELECT ?\", 1, [[[[]]]]]]", "parameter 2 is an array");
     /* Errors of shape in statement order; a syntax error anywhere wins. */
     expectError("[1, [], [1]]", "statement 1 has type integer");
     expectError("[\"a\", [], 1]", "statement 2 is an empty array");
@@ -401,12 +402,135 @@ static void test_nesting(void **state)
         body[off + 1000 + i] = ']';
     }
     strcpy(body + off + 2000, "]]");
-    expectError(body, "parameter 1 has unsupported type array");
+    expectError(body, "parameter 1 is an array");
     /* Empty named object: no parameters. */
     struct batch b;
     parseOk("[[\"SELECT 1\", {}]]", &b);
     assert_int_equal(b.stmts[0].nparams, 0);
     batchFree(&b);
+}
+
+/* The BLOB forms rqlite binds (http/request_parser.go): an array of integers 0 to 255,
+ * positional or named, and a string in the x'...' form; anything else in an array is
+ * refused, naming the statement, the parameter and the element. */
+static void expectBlob(const struct param *p, const char *bytes, size_t n)
+{
+    assert_int_equal(p->type, CAIRN_BLOB);
+    assert_int_equal(p->n, n);
+    if (n > 0) {
+        assert_memory_equal(p->s, bytes, n);
+    } else {
+        assert_non_null(p->s); /* a NULL pointer would bind NULL */
+    }
+}
+
+static void test_blobs(void **state)
+{
+    struct batch b;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    assert_int_equal(parse("[[\"INSERT INTO t VALUES(?, ?, ?, ?)\", [83,81,76], [], "
+                           "[ 0 , 255, -0 ] , [7]], "
+                           "[\"INSERT INTO t VALUES(:a, :b)\", {\"a\": [1, 2], \"b\": \"s\"}]]",
+                           &b, errmsg),
+                     0);
+    assert_int_equal(b.stmts[0].nparams, 4);
+    expectBlob(&b.stmts[0].params[0], "SQL", 3);
+    expectBlob(&b.stmts[0].params[1], "", 0);
+    expectBlob(&b.stmts[0].params[2], "\x00\xff\x00", 3);
+    expectBlob(&b.stmts[0].params[3], "\x07", 1);
+    for (size_t i = 0; i < 2; i++) {
+        const struct param *p = &b.stmts[1].params[i];
+        if (p->name[0] == 'a') {
+            expectBlob(p, "\x01\x02", 2);
+        } else {
+            assert_int_equal(p->type, CAIRN_TEXT);
+        }
+    }
+    batchFree(&b);
+
+    /* The x'...' form: either case, blanks around it (Unicode white space, as Go's
+     * strings.TrimSpace), escapes in the JSON string; anything else stays text. */
+    assert_int_equal(parse("[[\"SELECT ?,?,?,?,?,?,?,?,?,?,?\", \"x'53514C'\", \"X'dEaD'\", "
+                           "\"x''\", \" \\t x'00ff'\\n\", \"\\u00a0x'01'\\u3000\", "
+                           "\"\\u0078'\\u0041\\u0062'\", "
+                           "\"x'abc'\", \"x'zz'\", \"x'\", \"xx'00'\", \"x'00' y\"]]",
+                           &b, errmsg),
+                     0);
+    assert_int_equal(b.stmts[0].nparams, 11);
+    expectBlob(&b.stmts[0].params[0], "SQL", 3);
+    expectBlob(&b.stmts[0].params[1], "\xde\xad", 2);
+    expectBlob(&b.stmts[0].params[2], "", 0);
+    expectBlob(&b.stmts[0].params[3], "\x00\xff", 2);
+    expectBlob(&b.stmts[0].params[4], "\x01", 1);
+    expectBlob(&b.stmts[0].params[5], "\xab", 1);
+    for (size_t i = 6; i < 11; i++) {
+        assert_int_equal(b.stmts[0].params[i].type, CAIRN_TEXT);
+    }
+    assert_memory_equal(b.stmts[0].params[6].s, "x'abc'", 6);
+    batchFree(&b);
+
+    /* Not bytes: refused, never coerced; the message names statement, parameter and
+     * element. */
+    expectError("[\"SELECT 1\", [\"SELECT ?\", [1, 256]]]",
+                "statement 2: parameter 1 is an array, which binds as a BLOB only when every "
+                "element is a byte (an integer from 0 to 255): element 2 is 256");
+    expectError("[[\"SELECT ?\", [-1]]]", "element 1 is -1");
+    expectError("[[\"SELECT ?\", [1.5]]]", "element 1 is 1.5");
+    expectError("[[\"SELECT ?\", [1.0]]]", "element 1 is 1.0");
+    expectError("[[\"SELECT ?\", [1e2]]]", "element 1 is 1e2");
+    expectError("[[\"SELECT ?\", [1, [2]]]]", "element 2 is an array");
+    expectError("[[\"SELECT ?\", [{}]]]", "element 1 is an object");
+    expectError("[[\"SELECT ?\", [\"\\u0041\", 1]]]", "element 1 is a string");
+    expectError("[[\"SELECT ?\", [null]]]", "element 1 is null");
+    expectError("[[\"SELECT ?\", [true]]]", "element 1 is a boolean");
+    expectError("[[\"SELECT ?, ?\", 1, [9999999999]]]", "parameter 2 is an array");
+    expectError("[[\"SELECT :b\", {\"b\": [1, -5]}]]", "parameter \"b\" is an array");
+    /* The first bad element is named; a syntax error anywhere still wins. */
+    expectError("[[\"SELECT ?\", [1, 300, \"x\"]]]", "element 2 is 300");
+    expectError("[[\"SELECT ?\", [1, 300, x]]]", "invalid JSON");
+    expectError("[[\"SELECT ?\", [1 2]]]", "invalid JSON");
+    expectError("[[\"SELECT ?\", [1,]]]", "invalid JSON");
+    expectError("[[\"SELECT ?\", [99999999999999999999999]]]", "invalid JSON");
+}
+
+/* A large array: every byte value, a million elements, and the arena (as long as the
+ * body) holds them with strings with escapes in between. */
+static void test_blob_large(void **state)
+{
+    struct batch b;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    const size_t n = 1000000;
+    struct buf body;
+    bufInit(&body);
+    bufPuts(&body, "[[\"SELECT ?, ?, ?\", \"\\u0078'0102'\", [");
+    for (size_t i = 0; i < n; i++) {
+        bufPrintf(&body, i ? ",%zu" : "%zu", i % 256);
+    }
+    bufPuts(&body, "], \"\\t\\n\"]]");
+    assert_false(body.oom);
+    assert_int_equal(requestParse(body.p, body.len, &b, errmsg), 0);
+    expectBlob(&b.stmts[0].params[0], "\x01\x02", 2);
+    assert_int_equal(b.stmts[0].params[1].type, CAIRN_BLOB);
+    assert_int_equal(b.stmts[0].params[1].n, n);
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)b.stmts[0].params[1].s[i] != i % 256) {
+            fail_msg("byte %zu is %u", i, (unsigned char)b.stmts[0].params[1].s[i]);
+        }
+    }
+    assert_int_equal(b.stmts[0].params[2].n, 2);
+    assert_memory_equal(b.stmts[0].params[2].s, "\t\n", 2);
+    batchFree(&b);
+    /* Densest form: one digit and one comma an element. */
+    bufReset(&body);
+    bufPuts(&body, "[[\"SELECT ?\",[");
+    for (size_t i = 0; i < n; i++) {
+        bufPuts(&body, i ? ",7" : "7");
+    }
+    bufPuts(&body, "]]]");
+    assert_int_equal(requestParse(body.p, body.len, &b, errmsg), 0);
+    assert_int_equal(b.stmts[0].params[0].n, n);
+    batchFree(&b);
+    bufFree(&body);
 }
 
 static const char sample[] =
@@ -496,6 +620,8 @@ int main(void)
         cmocka_unit_test(test_named),
         cmocka_unit_test(test_sql_only_array),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_blobs),
+        cmocka_unit_test(test_blob_large),
         cmocka_unit_test(test_single),
         cmocka_unit_test(test_escapes),
         cmocka_unit_test(test_raw_utf8),

@@ -158,12 +158,132 @@ static void test_pretty(void **state)
     bufFree(&b);
 }
 
+/* ?blob_array: every byte value as a JSON number; the empty BLOB as []; other types and
+ * the associative form unchanged. */
+static void test_blob_array(void **state)
+{
+    static const char *const names[] = {"b", "e", "t"};
+    static const char *const decl[] = {"BLOB", NULL, NULL};
+    unsigned char all[256];
+    struct cairn_result *r = resultNew();
+    struct rstmt *st = resultAdd(r);
+    struct rvalue *row;
+    struct buf want;
+    char *json;
+    for (int i = 0; i < 256; i++) {
+        all[i] = (unsigned char)i;
+    }
+    assert_int_equal(resultColumns(st, 3, names, decl), 0);
+    row = resultRow(st);
+    row[0].type = CAIRN_BLOB;
+    assert_int_equal(resultBytes(st, &row[0], all, sizeof all), 0);
+    row[1].type = CAIRN_BLOB;
+    assert_int_equal(resultBytes(st, &row[1], "", 0), 0);
+    row[2].type = CAIRN_TEXT;
+    assert_int_equal(resultBytes(st, &row[2], "AP8=", 4), 0);
+    resultFinishTypes(st);
+    bufInit(&want);
+    bufPuts(&want, "{\"results\":[{\"columns\":[\"b\",\"e\",\"t\"],"
+                   "\"types\":[\"blob\",\"blob\",\"text\"],\"values\":[[[");
+    for (int i = 0; i < 256; i++) {
+        bufPrintf(&want, i ? ",%d" : "%d", i);
+    }
+    bufPuts(&want, "],[],\"AP8=\"]]}]}");
+    json = encode(r, RESULT_JSON_BLOB_ARRAY, 0);
+    assert_string_equal(json, want.p);
+    free(json);
+    json = encode(r, RESULT_JSON_BLOB_ARRAY | RESULT_JSON_ASSOCIATIVE, 0);
+    assert_non_null(strstr(json, "\"rows\":[{\"b\":[0,1,2,"));
+    assert_non_null(strstr(json, ",254,255],\"e\":[],\"t\":\"AP8=\"}]"));
+    free(json);
+    json = encode(r, 0, 0); /* base64 without it */
+    assert_non_null(strstr(json, "\"values\":[[\"AAECAw"));
+    free(json);
+    bufFree(&want);
+    cairn_result_free(r);
+}
+
+/* ?qualify_columns: "table.column" for a column with a table, the plain name for an
+ * expression, in both forms; keys of the associative form are then distinct. */
+static void test_qualify_columns(void **state)
+{
+    static const char *const names[] = {"id", "id", "n", "x\"y"};
+    static const char *const decl[] = {"INTEGER", "INTEGER", NULL, "TEXT"};
+    static const char *const tables[] = {"t", "u", NULL, "we\"ird"};
+    struct cairn_result *r = resultNew();
+    struct rstmt *st = resultAdd(r);
+    struct rvalue *row;
+    char *json;
+    assert_int_equal(resultColumns(st, 4, names, decl), 0);
+    assert_int_equal(resultColumnTables(st, tables), 0);
+    row = resultRow(st);
+    for (int i = 0; i < 4; i++) {
+        row[i].type = CAIRN_INTEGER;
+        row[i].i = i + 1;
+    }
+    resultFinishTypes(st);
+    json = encode(r, RESULT_JSON_QUALIFY, 0);
+    assert_string_equal(json, "{\"results\":[{\"columns\":[\"t.id\",\"u.id\",\"n\","
+                              "\"we\\\"ird.x\\\"y\"],\"types\":[\"integer\",\"integer\","
+                              "\"integer\",\"text\"],\"values\":[[1,2,3,4]]}]}");
+    free(json);
+    json = encode(r, RESULT_JSON_QUALIFY | RESULT_JSON_ASSOCIATIVE, 0);
+    assert_string_equal(json, "{\"results\":[{\"types\":{\"t.id\":\"integer\",\"u.id\":"
+                              "\"integer\",\"n\":\"integer\",\"we\\\"ird.x\\\"y\":\"text\"},"
+                              "\"rows\":[{\"t.id\":1,\"u.id\":2,\"n\":3,\"we\\\"ird.x\\\"y\":4}]}]}");
+    free(json);
+    json = encode(r, RESULT_JSON_ASSOCIATIVE, 0); /* plain names without it */
+    assert_non_null(strstr(json, "\"rows\":[{\"id\":1,\"id\":2,\"n\":3,"));
+    free(json);
+    /* The C API keeps the plain names. */
+    assert_string_equal(cairn_result_column_name(r, 0, 1), "id");
+    cairn_result_free(r);
+}
+
+/* A later statement of the same string with more columns than the first: its rows
+ * ran past value slots sized for the first statement's columns. */
+static void test_clear_columns(void **state)
+{
+    static const char *const one[] = {"a"};
+    static const char *const five[] = {"a", "b", "c", "d", "e"};
+    static const char *const decl[] = {NULL, NULL, NULL, NULL, NULL};
+    static const char *const tables[] = {"t", NULL, NULL, NULL, NULL};
+    struct cairn_result *r = resultNew();
+    struct rstmt *st = resultAdd(r);
+    struct rvalue *row;
+    assert_int_equal(resultColumns(st, 1, one, decl), 0);
+    assert_int_equal(resultColumnTables(st, tables), 0);
+    row = resultRow(st);
+    row->type = CAIRN_TEXT;
+    assert_int_equal(resultBytes(st, row, "old", 3), 0);
+    resultClearColumns(st);
+    assert_int_equal(st->ncol, 0);
+    assert_int_equal(st->nrows, 0);
+    assert_null(st->tables);
+    assert_int_equal(resultColumns(st, 5, five, decl), 0);
+    for (int k = 0; k < 20; k++) {
+        row = resultRow(st);
+        assert_non_null(row);
+        for (int i = 0; i < 5; i++) {
+            row[i].type = CAIRN_INTEGER;
+            row[i].i = k * 5 + i;
+        }
+    }
+    resultFinishTypes(st);
+    assert_int_equal(cairn_result_rows(r, 0), 20);
+    assert_true(cairn_result_int64(r, 0, 19, 4) == 99);
+    assert_int_equal(st->arena.len, 0);
+    cairn_result_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_type),     cmocka_unit_test(test_associative_and_timings),
         cmocka_unit_test(test_empty_query_and_writes), cmocka_unit_test(test_base64),
         cmocka_unit_test(test_doubles),        cmocka_unit_test(test_pretty),
+        cmocka_unit_test(test_blob_array),     cmocka_unit_test(test_qualify_columns),
+        cmocka_unit_test(test_clear_columns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
