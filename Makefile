@@ -2,6 +2,8 @@
 #   make run   install what is missing, build, start a single-node cairnd on 127.0.0.1:4001
 #   make test  install what is missing, build, run every test (unit, system, compatibility, sanitizers)
 # `make` alone builds build/cairnd, build/cairn, build/libcairn.a and build/libcairn.so.
+#   make install PREFIX=DIR  (default /usr/local; DESTDIR too) installs the libraries,
+#   include/cairn.h, lib/pkgconfig/cairn.pc and the two commands under DIR.
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -9,8 +11,9 @@ TSAN_BUILD ?= build-tsan
 PYTHON     ?= /usr/bin/python3
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
+PREFIX     ?= /usr/local
 
-.PHONY: all deps build run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum clean format
+.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum clean format
 
 all: build
 
@@ -22,6 +25,10 @@ $(BUILD)/CMakeCache.txt:
 
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
+
+# The install rules are CMake's (CMakeLists.txt); cairn.pc names PREFIX as given.
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(abspath $(PREFIX))"
 
 run: build
 	@mkdir -p $(DATA)

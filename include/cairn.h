@@ -76,7 +76,7 @@ struct cairn_config {
     const char *raft_addr;       /* NULL: single node with no network */
     const char *http_addr;       /* NULL: no HTTP server; else "HOST:PORT" */
     const char *backup_dir;      /* NULL: "backups" beside the data directory */
-    size_t max_body;             /* largest HTTP request body; 0 means 64 MiB */
+    size_t max_body;             /* largest HTTP request body but a load's; 0: 64 MiB */
     unsigned snapshot_threshold; /* log entries between snapshots; 0 means 16384 */
     unsigned snapshot_trailing;  /* entries kept after a snapshot; 0 means 8192 */
     void (*log)(void *data, const char *line); /* NULL: no log lines */
@@ -104,6 +104,9 @@ struct cairn_config {
     /* A database created by this open keeps a checksum in every page, verified on every
      * read, unless this is set (docs/OPERATIONS.md, "Page checksums"). */
     int no_page_checksums;
+    /* The largest body POST /db/load takes, in bytes (0: 1 TiB); max_body bounds every
+     * other request body. */
+    uint64_t max_load_body;
 };
 
 /* Fill cfg with the defaults; set data_dir afterwards. */

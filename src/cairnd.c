@@ -34,7 +34,10 @@ static void usage(FILE *f)
             "                            kept in DIR/node.json after the first start)\n"
             "  --backup-dir DIR          backup repository (default: backups/ beside the\n"
             "                            data directory)\n"
-            "  --max-body BYTES          largest accepted request body (default 67108864)\n"
+            "  --max-body BYTES          largest accepted request body but a load's\n"
+            "                            (default 67108864); larger ones get 413\n"
+            "  --max-load-body BYTES     largest database file POST /db/load takes\n"
+            "                            (default 1099511627776, 1 TiB); it streams to disk\n"
             "  --snapshot-threshold N    log entries between Raft snapshots (default 16384)\n"
             "  --snapshot-trailing N     log entries kept after a snapshot (default 8192)\n"
             "  --write-step-limit N      virtual-machine steps one statement of a write may\n"
@@ -146,6 +149,7 @@ int main(int argc, char **argv)
         {"node-id", required_argument, NULL, 'i'},
         {"backup-dir", required_argument, NULL, 'b'},
         {"max-body", required_argument, NULL, 'm'},
+        {"max-load-body", required_argument, NULL, 'M'},
         {"snapshot-threshold", required_argument, NULL, 's'},
         {"snapshot-trailing", required_argument, NULL, 't'},
         {"join", required_argument, NULL, 'j'},
@@ -198,6 +202,12 @@ int main(int argc, char **argv)
                     return 2;
                 }
                 cfg.max_body = (size_t)v;
+                break;
+            case 'M':
+                if (parseUnsigned("--max-load-body", optarg, (1ULL << 60), &v) != 0) {
+                    return 2;
+                }
+                cfg.max_load_body = v;
                 break;
             case 's':
                 if (parseUnsigned("--snapshot-threshold", optarg, UINT_MAX, &v) != 0) {

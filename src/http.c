@@ -30,6 +30,9 @@
 
 /* Largest body room reserved from a request's Content-Length before it arrives. */
 #define BODY_PRESIZE_MAX (16u << 20)
+/* POST /db/load's body limit when none is configured: room for any real database file
+ * (the body streams into a file beside the database, never into memory). */
+#define LOAD_BODY_DEFAULT (1ULL << 40)
 #define CONNECTION_TIMEOUT_S 120
 
 
@@ -212,6 +215,78 @@ unsigned httpStatusFor(int rv)
     }
 }
 
+/* Is the request's Content-Type text/plain (with any parameters, in any case)? */
+static bool isTextPlain(struct MHD_Connection *c)
+{
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct == NULL) {
+        return false;
+    }
+    ct += strspn(ct, " \t");
+    return strncasecmp(ct, "text/plain", 10) == 0 &&
+           (ct[10] == '\0' || ct[10] == ';' || ct[10] == ' ' || ct[10] == '\t');
+}
+
+/* Does the body begin, after blanks, with '['? No SQL statement can ('[' opens a quoted
+ * name), so such a body is a JSON array whatever its Content-Type says. */
+static bool looksLikeJsonArray(const struct buf *body)
+{
+    size_t i = 0;
+    while (i < body->len && strchr(" \t\r\n", body->p[i]) != NULL) {
+        i++;
+    }
+    return i < body->len && body->p[i] == '[';
+}
+
+/* rqlite's text/plain body on POST /db/execute and /db/query: the whole body is one SQL
+ * string (which, like any string statement, may hold several ;-separated ones). It is
+ * rewritten in place as the JSON array ["SQL"], so that everything after, forwarding to
+ * the leader included (which sends JSON), sees the one form and the statement passes
+ * the same checks as any other. SQL text is UTF-8 without NUL bytes, as in a JSON body.
+ * Returns 0, or the HTTP status of the refusal with errmsg set. */
+static unsigned textPlainToJson(struct request *req, char *errmsg, size_t size)
+{
+    const unsigned char *p = (const unsigned char *)req->body.p;
+    size_t n = req->body.len;
+    size_t i = 0;
+    struct buf j;
+    if (n == 0) {
+        snprintf(errmsg, size, "empty request body: expected SQL text (Content-Type: text/plain) "
+                               "or a JSON array of statements");
+        return 400;
+    }
+    while (i < n) {
+        size_t k = 1;
+        if (p[i] == 0) {
+            snprintf(errmsg, size,
+                     "statement 1: the statement holds a NUL byte at offset %zu: SQL text may "
+                     "not contain one (send binary data as a parameter)",
+                     i);
+            return 400;
+        }
+        if (p[i] >= 0x80 && (k = utf8Decode(p + i, n - i, NULL)) == 0) {
+            snprintf(errmsg, size,
+                     "the text/plain body is not UTF-8: byte 0x%02x at offset %zu (SQL text "
+                     "must be UTF-8)",
+                     p[i], i);
+            return 400;
+        }
+        i += k;
+    }
+    bufInit(&j);
+    bufPutc(&j, '[');
+    bufJsonString(&j, req->body.p, n);
+    bufPutc(&j, ']');
+    if (j.oom) {
+        bufFree(&j);
+        snprintf(errmsg, size, "out of memory reading the request body");
+        return 500;
+    }
+    bufFree(&req->body);
+    req->body = j;
+    return 0;
+}
+
 /* /db/execute, /db/query, /db/request */
 static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c, int kind,
                                  const char *url, const char *method, struct request *req)
@@ -241,6 +316,18 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
         snprintf(errmsg, sizeof errmsg,
                  "unknown level \"%.64s\": use none, weak, linearizable or strong", f.level);
         return httpSendError(c, 400, errmsg);
+    }
+    if (strcmp(method, "POST") == 0 && isTextPlain(c) && !looksLikeJsonArray(&req->body)) {
+        unsigned status;
+        if (kind == BATCH_REQUEST) {
+            /* As in rqlite, whose /db/request reads JSON whatever the type. */
+            return httpSendError(c, 400, "/db/request takes a JSON array of statements, not "
+                                         "SQL text: a text/plain body of SQL goes to "
+                                         "/db/execute (writes) or /db/query (reads)");
+        }
+        if ((status = textPlainToJson(req, errmsg, sizeof errmsg)) != 0) {
+            return httpSendError(c, status, errmsg);
+        }
     }
     if (httpNodeParam(c, &target, &ret) != 0) {
         return ret;
@@ -509,6 +596,9 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     jsonKey(&b, "max_body");
     bufJsonInt(&b, (int64_t)h->max_body);
     bufPutc(&b, ',');
+    jsonKey(&b, "max_load_body");
+    bufJsonInt(&b, (int64_t)h->max_load_body);
+    bufPutc(&b, ',');
     jsonKey(&b, "requests");
     bufJsonInt(&b, (int64_t)atomic_load(&h->requests));
     bufPuts(&b, "},\"last_recovery\":");
@@ -729,6 +819,94 @@ static enum MHD_Result scanArg(void *cls, enum MHD_ValueKind kind, const char *k
     return MHD_YES;
 }
 
+/* The methods of the endpoint at url ("GET, POST", as an Allow header lists them), or
+ * NULL when no endpoint has that path. It mirrors the routing of dispatch(),
+ * httpAdmin() and httpCluster() for one purpose: a request whose body was too big to
+ * keep is answered as routing would answer it (404 for no such endpoint, 405 for a
+ * method the endpoint does not take) before 413, and without running anything. A path
+ * missing here would be answered 404 only when its body is over the limit. */
+static const char *endpointMethods(const char *url)
+{
+    static const struct {
+        const char *path;
+        const char *methods;
+    } others[] = {
+        {"/db/backup", "GET"},        {"/db/load", "POST"},          {"/admin/backup", "POST"},
+        {"/admin/backups", "GET"},    {"/admin/restore", "POST"},    {"/admin/snapshot", "POST"},
+        {"/admin/snapshots", "GET"},  {"/admin/digest", "GET, POST"}, {"/cluster/identity", "GET"},
+        {"/join", "POST"},            {"/remove", "DELETE"},
+    };
+    static const char backups[] = "/admin/backups/";
+    static const char snaps[] = "/admin/snapshots/";
+    size_t n = strlen(url);
+    size_t i;
+    for (i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strcmp(url, routes[i].path) == 0) {
+            return routes[i].methods;
+        }
+    }
+    for (i = 0; i < sizeof others / sizeof others[0]; i++) {
+        if (strcmp(url, others[i].path) == 0) {
+            return others[i].methods;
+        }
+    }
+    if (strncmp(url, backups, sizeof backups - 1) == 0 ||
+        strncmp(url, snaps, sizeof snaps - 1) == 0) {
+        bool backup = strncmp(url, backups, sizeof backups - 1) == 0;
+        const char *rest = url + (backup ? sizeof backups - 1 : sizeof snaps - 1);
+        const char *slash = strchr(rest, '/');
+        if (slash == rest || rest[0] == '\0') {
+            return NULL;
+        }
+        if (n > 5 && strcmp(url + n - 5, "/file") == 0 && url + n - 5 > rest) {
+            return "GET"; /* /admin/{backups,snapshots}/ID/file */
+        }
+        if (backup && slash == NULL) {
+            return "GET"; /* /admin/backups/ID */
+        }
+        if (backup && strcmp(slash, "/verify") == 0) {
+            return "POST";
+        }
+    }
+    return NULL;
+}
+
+/* Did the client send Expect: 100-continue (it waits to be asked for the body)? */
+static bool expectsContinue(struct MHD_Connection *c)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    return v != NULL && strcasecmp(v, "100-continue") == 0;
+}
+
+/* A request whose body is over its limit, routed first: 404 when no endpoint has the
+ * path, 405 when the endpoint does not take the method, else 413 naming the limit and
+ * the flag that sets it. */
+static enum MHD_Result answerTooBig(struct http_server *h, struct MHD_Connection *c,
+                                    const char *url, const char *method, struct request *req)
+{
+    const char *methods = endpointMethods(url);
+    char msg[300];
+    if (methods == NULL) {
+        snprintf(msg, sizeof msg, "no such endpoint: %.200s", url);
+        return httpSendError(c, 404, msg);
+    }
+    if (!methodAllowed(methods, method)) {
+        return httpSendNotAllowed(c, method, url, methods);
+    }
+    if (req->is_load) {
+        snprintf(msg, sizeof msg,
+                 "the database file is larger than the limit of %llu bytes on POST /db/load "
+                 "(set with cairnd --max-load-body)",
+                 (unsigned long long)h->max_load_body);
+    } else {
+        snprintf(msg, sizeof msg,
+                 "request body is larger than the limit of %llu bytes (set with cairnd "
+                 "--max-body)",
+                 (unsigned long long)h->max_body);
+    }
+    return httpSendError(c, 413, msg);
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version, const char *upload,
                               size_t *upload_size, void **con_cls)
@@ -770,68 +948,77 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                 return MHD_YES; /* the body, if any, is read and dropped */
             }
         }
-        if (httpIsLoad(url, method)) {
-            if (httpLoadOpen(h, req) != 0) {
-                req->load_errno = errno ? errno : EIO;
-            }
-            return MHD_YES;
-        }
+        req->is_load = httpIsLoad(url, method);
+        req->limit = req->is_load ? h->max_load_body : h->max_body;
         cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl != NULL) {
             unsigned long long n = strtoull(cl, NULL, 10);
-            if (n > h->max_body) {
+            if (n > req->limit) {
                 req->too_big = true;
-            } else if (n > 0) {
+                if (expectsContinue(c)) {
+                    /* curl asks before sending a large body: refuse it now rather than
+                     * have it sent for nothing (libmicrohttpd then closes the
+                     * connection instead of reading the body). */
+                    return answerTooBig(h, c, url, method, req);
+                }
+                return MHD_YES; /* the body is read and dropped, then answered */
+            }
+            if (n > 0 && !req->is_load) {
                 /* Room for the whole body at once (a bulk request is megabytes: growing
                  * by doubling copied it twice over), up to BODY_PRESIZE_MAX so that a
                  * length the client does not send costs nothing much. */
                 (void)bufReserve(&req->body, n < BODY_PRESIZE_MAX ? (size_t)n : BODY_PRESIZE_MAX);
             }
         }
-        return MHD_YES;
-    }
-    if (*upload_size > 0 && req->load_fd >= 0) {
-        /* /db/load: the body goes to a file, whatever its size. */
-        const char *p = upload;
-        size_t left = *upload_size;
-        while (left > 0 && req->load_errno == 0) {
-            ssize_t w = write(req->load_fd, p, left);
-            if (w < 0) {
-                if (errno != EINTR) {
-                    req->load_errno = errno;
-                }
-                continue;
-            }
-            p += w;
-            left -= (size_t)w;
-            req->load_bytes += (size_t)w;
+        if (req->is_load && httpLoadOpen(h, req) != 0) {
+            req->load_errno = errno ? errno : EIO;
         }
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    if (*upload_size > 0 && req->refuse[0] != '\0') {
-        *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size > 0) {
-        if (!req->too_big && req->body.len + *upload_size > h->max_body) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (req->refuse[0] != '\0' || req->too_big) {
+            return MHD_YES; /* read and dropped */
+        }
+        if (n > req->limit - req->received) {
+            /* Over the limit (a chunked body says its length only at its end): keep
+             * nothing more, and let go of what was kept. */
             req->too_big = true;
             bufFree(&req->body);
+            if (req->load_fd >= 0) {
+                close(req->load_fd);
+                unlink(req->load_path);
+                req->load_fd = -1;
+            }
+            return MHD_YES;
         }
-        if (!req->too_big) {
-            bufPut(&req->body, upload, *upload_size);
+        req->received += n;
+        if (req->is_load) {
+            /* /db/load: the body goes to a file, never into memory. */
+            const char *p = upload;
+            size_t left = n;
+            while (left > 0 && req->load_fd >= 0 && req->load_errno == 0) {
+                ssize_t w = write(req->load_fd, p, left);
+                if (w < 0) {
+                    if (errno != EINTR) {
+                        req->load_errno = errno;
+                    }
+                    continue;
+                }
+                p += w;
+                left -= (size_t)w;
+            }
+            return MHD_YES;
         }
-        *upload_size = 0;
+        bufPut(&req->body, upload, n);
         return MHD_YES;
     }
     if (req->refuse[0] != '\0') {
         return httpSendError(c, 400, req->refuse);
     }
     if (req->too_big) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "request body is larger than the limit of %zu bytes",
-                 h->max_body);
-        return httpSendError(c, 413, msg);
+        return answerTooBig(h, c, url, method, req);
     }
     if (req->body.oom) {
         return httpSendError(c, 500, "out of memory reading the request body");
@@ -888,6 +1075,7 @@ int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_s
     }
     h->db = db;
     h->max_body = max_body;
+    h->max_load_body = db->cfg.max_load_body != 0 ? db->cfg.max_load_body : LOAD_BODY_DEFAULT;
     /* Bound here, not by libmicrohttpd: the address actually bound (port 0 picks one) is
      * known, and in db->http_addr, before the first request can read it. */
     fd = addrBind(&sa);

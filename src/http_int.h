@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "buf.h"
 
@@ -15,24 +16,32 @@ struct cairn;
 struct http_server {
     struct cairn *db;
     struct MHD_Daemon *daemon;
-    size_t max_body;
+    /* The largest request body: POST /db/load's (streamed into a file: a database) and
+     * every other one's (kept in memory). Over it, a request is answered 413. */
+    uint64_t max_body;
+    uint64_t max_load_body;
     atomic_ulong requests;
 };
 
 /* Per-request state, kept in MHD's con_cls between calls. */
 struct request {
     struct buf body;
+    /* The body is over `limit` (max_body, or max_load_body for a load): what arrives is
+     * dropped, and the request is answered 413 once routed (404 for an unknown path). */
     bool too_big;
+    uint64_t limit;
+    uint64_t received; /* body bytes received so far */
     /* Refused from its headers or query string alone (conflicting lengths, too many
      * parameters, a NUL or control character): answered 400 with this once the body,
      * not kept, has been read. "" when not. */
     char refuse[256];
     double t0;
-    /* POST /db/load streams its body into a file rather than memory. */
+    /* POST /db/load streams its body into a file rather than memory (is_load); a load
+     * over its limit closes and removes the file at once (load_fd -1). */
+    bool is_load;
     int load_fd;
     char load_path[4096];
     int load_errno;      /* write failure while receiving, 0 if none */
-    unsigned long long load_bytes;
 };
 
 /* Answer with body (taken over, free()d by MHD). */
@@ -51,7 +60,9 @@ unsigned httpStatusFor(int rv);
 /* Monotonic seconds. */
 double httpNow(void);
 
-/* /admin/... and /db/backup, /db/load (http_admin.c). NULL route: not one of them. */
+/* /admin/... and /db/backup, /db/load (http_admin.c). NULL route: not one of them.
+ * Every path served here or by httpCluster() is also listed, with its methods, in
+ * http.c's endpointMethods(), which routes a request whose body was too big to keep. */
 enum MHD_Result httpAdmin(struct http_server *h, struct MHD_Connection *c, const char *url,
                           const char *method, struct request *req, bool *handled);
 /* Whether url is /db/load: its body goes to a file (see struct request). */
