@@ -160,6 +160,12 @@ struct restore_options {
     bool force;                 /* replace an existing `out` */
     backup_progress_fn progress;
     void *progress_arg;
+    /* May be NULL. Called with the restored file, complete and checked, before it is put
+     * in place at `out`: the caller's last change to it (`cairn restore --out` leaves
+     * cairn's own table out of a user's file). A change made through SQLite is atomic
+     * and durable; non-zero (errmsg set) fails the restore, nothing at `out`. */
+    int (*finish)(const char *path, void *arg, char *errmsg);
+    void *finish_arg;
 };
 
 /* Restore the chain that ends at opt->ref into opt->out: resolve the chain through

@@ -1291,7 +1291,8 @@ int clusterHealDatabase(void *data, uint64_t need, char *errmsg)
         errorf(errmsg, "no leader to copy the database from");
         return CAIRN_ENOLEADER;
     }
-    snprintf(url, sizeof url, "%s/db/backup", base);
+    /* ?internal: the leader's own file, its applied index (in _cairn_meta) included. */
+    snprintf(url, sizeof url, "%s/db/backup?internal", base);
     snprintf(tmp, sizeof tmp, "%s.heal", db->db_path);
     if ((rv = clusterDownload(url, tmp, errmsg)) != 0) {
         unlink(tmp);

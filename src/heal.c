@@ -97,6 +97,29 @@ static int quickCheck(const char *path, char *msg, size_t n)
     return rv;
 }
 
+/* Remove the scratch files a kill left in the data directory: DATA/load-XXXXXX (a
+ * POST /db/load being received) and DATA/export-XXXXXX (a GET /db/backup being copied),
+ * with their journals. Only at a start after an unclean stop, before HTTP serves. */
+static unsigned sweepScratch(const char *data_dir)
+{
+    DIR *d = opendir(data_dir);
+    struct dirent *e;
+    unsigned n = 0;
+    if (d == NULL) {
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        char path[PATH_MAX];
+        if ((strncmp(e->d_name, "load-", 5) == 0 || strncmp(e->d_name, "export-", 7) == 0) &&
+            (size_t)snprintf(path, sizeof path, "%s/%s", data_dir, e->d_name) < sizeof path &&
+            unlink(path) == 0) {
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
 static uint64_t appliedOf(const char *path)
 {
     sqlite3 *h = NULL;
@@ -360,8 +383,10 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
         snprintf(snaps, sizeof snaps, "%s/snapshots", db->data_dir);
         repoSweepTemp(snaps, &a);
         repoSweepTemp(db->backup_dir, &b);
+        b += sweepScratch(db->data_dir);
         if (a + b > 0) {
-            dbLog(db, "removed %u temporary file(s) of backups cut off by the stop", a + b);
+            dbLog(db, "removed %u temporary file(s) of backups, loads and exports cut off by "
+                      "the stop", a + b);
         }
     }
     /* The mark: removed again by a clean stop. */
@@ -845,8 +870,9 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
         char url[300];
         char base[200];
         clusterUrl(o->peer, base, sizeof base);
-        /* GET /db/backup?level=none streams the peer's own consistent copy. */
-        snprintf(url, sizeof url, "%s/db/backup", base);
+        /* GET /db/backup?internal streams the peer's own consistent copy, cairn's table
+         * (its applied index, the node directory) included. */
+        snprintf(url, sizeof url, "%s/db/backup?internal", base);
         say(o, "copying the database from %s", base);
         rv = clusterDownload(url, tmp, errmsg);
         if (rv != 0) {

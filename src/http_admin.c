@@ -25,6 +25,7 @@
 #include "cluster.h"
 #include "db.h"
 #include "error.h"
+#include "export.h"
 #include "http_int.h"
 #include "pagesum.h"
 
@@ -589,6 +590,8 @@ static enum MHD_Result getSnapshots(struct http_server *h, struct MHD_Connection
 
 struct dump {
     struct store_freeze fz;
+    bool frozen; /* fz holds the live database; otherwise fd is an export's copy */
+    int fd;      /* what is served: fz.fd, or the export copy (unlinked, closed here) */
     uint64_t size;
     bool gzip;
     z_stream z;
@@ -616,7 +619,7 @@ static ssize_t dumpPread(struct dump *d, unsigned char *buf, size_t n, uint64_t 
         unsigned char page[65536];
         size_t psize;
         do {
-            got = pread(d->fz.fd, page, 100, 0);
+            got = pread(d->fd, page, 100, 0);
         } while (got < 0 && errno == EINTR);
         if (got != 100) {
             return got < 0 ? got : 0;
@@ -627,7 +630,7 @@ static ssize_t dumpPread(struct dump *d, unsigned char *buf, size_t n, uint64_t 
             psize = 100;
         }
         do {
-            got = pread(d->fz.fd, page, psize, 0);
+            got = pread(d->fd, page, psize, 0);
         } while (got < 0 && errno == EINTR);
         if (got != (ssize_t)psize) {
             return got < 0 ? got : 0;
@@ -642,7 +645,7 @@ static ssize_t dumpPread(struct dump *d, unsigned char *buf, size_t n, uint64_t 
         return (ssize_t)n;
     }
     do {
-        got = pread(d->fz.fd, buf, n, (off_t)off);
+        got = pread(d->fd, buf, n, (off_t)off);
     } while (got < 0 && errno == EINTR);
     return got;
 }
@@ -690,8 +693,71 @@ static void dumpFree(void *cls)
     if (d->z_open) {
         deflateEnd(&d->z);
     }
-    storeThaw(&d->fz);
+    if (d->frozen) {
+        storeThaw(&d->fz);
+    } else if (d->fd >= 0) {
+        close(d->fd);
+    }
     free(d);
+}
+
+/* An export (GET /db/backup without ?internal): copy the frozen database, as served,
+ * into DATA/export-XXXXXX, thaw at once (the live database is held only for the copy,
+ * not for as long as the client takes to read), leave cairn's table out of the copy
+ * (export.h), and serve the copy, unlinked as soon as it is open. */
+static int exportCopy(struct cairn *db, struct dump *d, char *errmsg)
+{
+    char path[PATH_MAX];
+    int fd;
+    int rv = 0;
+    struct stat st;
+    if ((size_t)snprintf(path, sizeof path, "%s/export-XXXXXX", db->data_dir) >= sizeof path ||
+        (fd = mkostemp(path, O_CLOEXEC)) < 0) {
+        errorf(errmsg, "cannot create a file for the export in %s: %s", db->data_dir,
+               strerror(errno));
+        return errorFromErrno(errno);
+    }
+    for (uint64_t off = 0; off < d->size && rv == 0;) {
+        ssize_t got = dumpPread(d, d->in, sizeof d->in, off);
+        if (got <= 0) {
+            errorf(errmsg, "read the database for the export: %s",
+                   got < 0 ? strerror(errno) : "the file is shorter than it was");
+            rv = got < 0 ? errorFromErrno(errno) : CAIRN_EIO;
+            break;
+        }
+        for (ssize_t done = 0; done < got && rv == 0;) {
+            ssize_t w = pwrite(fd, d->in + done, (size_t)(got - done), (off_t)(off + (uint64_t)done));
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            if (w <= 0) {
+                errorf(errmsg, "write the export copy %s: %s", path,
+                       w < 0 ? strerror(errno) : "nothing written");
+                rv = w < 0 ? errorFromErrno(errno) : CAIRN_EIO;
+                break;
+            }
+            done += w;
+        }
+        off += (uint64_t)got;
+    }
+    close(fd);
+    storeThaw(&d->fz);
+    d->frozen = false;
+    d->fd = -1;
+    if (rv == 0) {
+        rv = exportStripInternal(path, NULL, errmsg);
+    }
+    if (rv == 0) {
+        d->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (d->fd < 0 || fstat(d->fd, &st) != 0) {
+            errorf(errmsg, "open the export copy %s: %s", path, strerror(errno));
+            rv = errorFromErrno(errno);
+        } else {
+            d->size = (uint64_t)st.st_size;
+        }
+    }
+    unlink(path);
+    return rv;
 }
 
 static enum MHD_Result getDbBackup(struct http_server *h, struct MHD_Connection *c)
@@ -717,11 +783,19 @@ static enum MHD_Result getDbBackup(struct http_server *h, struct MHD_Connection 
         free(d);
         return httpSendError(c, httpStatusFor(rv), errmsg);
     }
+    d->frozen = true;
+    d->fd = d->fz.fd;
     if (fstat(d->fz.fd, &st) != 0) {
         dumpFree(d);
         return httpSendError(c, 500, "cannot stat the database file");
     }
     d->size = (uint64_t)st.st_size;
+    /* ?internal: the node's own file, cairn's table included (what heals and `cairn
+     * repair --from-peer` take from a peer); otherwise an export for a user. */
+    if (!queryFlag(c, "internal") && (rv = exportCopy(h->db, d, errmsg)) != 0) {
+        dumpFree(d);
+        return httpSendError(c, httpStatusFor(rv), errmsg);
+    }
     if (d->gzip) {
         if (deflateInit2(&d->z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
             dumpFree(d);

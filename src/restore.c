@@ -866,6 +866,9 @@ int backupRestore(const struct restore_options *opt, struct backup_info *restore
     }
     close(fd);
     fd = -1;
+    if (opt->finish != NULL && (rv = opt->finish(tmp, opt->finish_arg, errmsg)) != 0) {
+        goto err;
+    }
     if (opt->force) {
         for (size_t i = 0; i < 3; i++) {
             snprintf(side, sizeof side, "%s%s", opt->out, SIDE_FILES[i]);

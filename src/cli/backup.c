@@ -38,6 +38,7 @@
 #include "cairn.h"
 #include "cli.h"
 #include "error.h"
+#include "export.h"
 #include "http.h"
 #include "path.h"
 #include "progress.h"
@@ -87,6 +88,7 @@ static const cliOption restoreOptions[] = {
     {"branch", 0, "NAME", "server: restore into the branch database NAME, not the live one"},
     {"out", 'o', "FILE", "standalone: the database file to create (needs --repo)"},
     {"force", 'f', NULL, "standalone: replace FILE if it exists"},
+    {"keep-internal", 0, NULL, "standalone: keep cairn's own table _cairn_meta in FILE (the exact image)"},
     {"repo", 0, "DIR", "standalone: the repository directory holding the backup"},
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
     {"json", 0, NULL, "print the outcome as JSON (no progress bar)"},
@@ -1164,8 +1166,14 @@ out:
     return code;
 }
 
+static int stripInternal(const char *path, void *arg, char *errmsg)
+{
+    return exportStripInternal(path, arg, errmsg);
+}
+
 static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
 {
+    bool stripped = false;
     const char *values[MAX_OPTIONS];
     char errmsg[CAIRN_ERRMSG_SIZE] = "";
     char took[32], size[32];
@@ -1174,7 +1182,7 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
     json_t *outcome = NULL;
     json_t *body = NULL;
     const json_t *restored;
-    const char *branch, *out, *force;
+    const char *branch, *out, *force, *keep;
     int64_t start;
     int npos, code;
 
@@ -1189,12 +1197,13 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
     branch = VALUE(restoreOptions, values, "branch");
     out = VALUE(restoreOptions, values, "out");
     force = VALUE(restoreOptions, values, "force");
+    keep = VALUE(restoreOptions, values, "keep-internal");
     if (r.repo != NULL && out == NULL) {
         return cliUsageError(cmd, "--repo needs --out FILE (the database file to create)");
     }
-    if (r.repo == NULL && (out != NULL || force != NULL)) {
+    if (r.repo == NULL && (out != NULL || force != NULL || keep != NULL)) {
         return cliUsageError(cmd, "--%s is for a standalone restore, with --repo DIR",
-                          out != NULL ? "out" : "force");
+                             out != NULL ? "out" : force != NULL ? "force" : "keep-internal");
     }
     if (r.repo != NULL && branch != NULL) {
         return cliUsageError(cmd, "--branch is for a server; a standalone restore writes --out "
@@ -1223,6 +1232,11 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
         opt.force = force != NULL;
         opt.progress = onEngineProgress;
         opt.progress_arg = &r;
+        /* A user's file: cairn's own table (of a server's backup) is left out. */
+        if (keep == NULL) {
+            opt.finish = stripInternal;
+            opt.finish_arg = &stripped;
+        }
         hardStopNote = noteFor(&r, noteRestore);
         rc = backupRestore(&opt, info, errmsg);
         hardStopNote = NULL;
@@ -1234,7 +1248,10 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
         outcome = json_object();
         if (outcome == NULL || json_object_set_new(outcome, "restored", entryJson(info)) != 0 ||
             json_object_set_new(outcome, "out",
-                                json_string(realpath(out, abs) != NULL ? abs : out)) != 0) {
+                                json_string(realpath(out, abs) != NULL ? abs : out)) != 0 ||
+            json_object_set_new(outcome, "left_out",
+                                stripped ? json_pack("[s]", EXPORT_INTERNAL_TABLE)
+                                         : json_array()) != 0) {
             code = failure(&r, "out of memory");
             goto out;
         }
@@ -1269,7 +1286,8 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
                               (uint64_t)jint(restored, "page_size"),
                           size, sizeof size));
     if (r.repo != NULL) {
-        printf("into %s", jstr(outcome, "out"));
+        printf("into %s%s", jstr(outcome, "out"),
+               stripped ? " (cairn's own table " EXPORT_INTERNAL_TABLE " left out)" : "");
     } else if (jstr(outcome, "branch") != NULL) {
         printf("into branch %s", jstr(outcome, "branch"));
     } else {
@@ -1373,7 +1391,7 @@ const cliCommand cliBackupCommand = {
 
 const cliCommand cliRestoreCommand = {
     .name = "restore",
-    .synopsis = "[--branch NAME] ID | --repo DIR --out FILE [--force] ID",
+    .synopsis = "[--branch NAME] ID | --repo DIR --out FILE [--force] [--keep-internal] ID",
     .summary = "Restore a backup (into cairnd, or into a database file).",
     .description =
         "Against cairnd (the default), the backup ID replaces the live database through\n"
@@ -1381,7 +1399,9 @@ const cliCommand cliRestoreCommand = {
         "--branch NAME it goes into a separate branch database instead and the live one\n"
         "is untouched. With --repo DIR --out FILE, no server is involved: the chain that\n"
         "ends at ID is checked, then written into FILE (which must not exist, unless\n"
-        "--force), and FILE passes PRAGMA integrity_check before it appears.\n"
+        "--force), and FILE passes PRAGMA integrity_check before it appears. FILE holds\n"
+        "the user's schema only: cairn's own table _cairn_meta (in backups of cairnd) is\n"
+        "left out, unless --keep-internal (the exact page image, as the server had it).\n"
         "Exit status: 0 success, 1 failure, 2 bad usage.\n",
     .options = restoreOptions,
     .run = runRestore,

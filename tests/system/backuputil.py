@@ -310,10 +310,12 @@ def assert_same_pages(a, b):
         % (a, len(ha), b, len(hb), differ[:30]))
 
 
-def cli_restore(cairn_bin, repo, bid, out, timeout=120):
-    """`cairn restore --repo REPO --out OUT ID` (the standalone restore)."""
+def cli_restore(cairn_bin, repo, bid, out, timeout=120, keep_internal=False):
+    """`cairn restore --repo REPO --out OUT ID` (the standalone restore); with
+    keep_internal, the exact page image (cairn's _cairn_meta kept)."""
     env = {k: v for k, v in os.environ.items() if k != "CAIRN_HOST"}
-    r = subprocess.run([str(cairn_bin), "restore", "--repo", str(repo), "--out", str(out), bid],
+    r = subprocess.run([str(cairn_bin), "restore", "--repo", str(repo), "--out", str(out), bid] +
+                       (["--keep-internal"] if keep_internal else []),
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
                        timeout=deadline_seconds(timeout))
     assert r.returncode == 0, "cairn restore %s exited %d\nstdout:\n%s\nstderr:\n%s" % (

@@ -10,11 +10,13 @@ Backups are restored to files with the standalone `cairn restore --repo DIR --ou
 """
 
 import gzip
+import json
 import os
 import pathlib
 import resource
 import shutil
 import signal
+import subprocess
 import sqlite3
 import threading
 import time
@@ -919,6 +921,57 @@ def test_db_backup_streams_a_sqlite_file(bserver, tmp_path):
         assert integrity(z) == [["ok"]] and dump(z) == dump(plain)
 
 
+def test_exports_hold_the_users_schema_only(bserver, repo, tmp_path, cairn_bin):
+    """GET /db/backup and `cairn restore --out` give a user's file: cairn's own table
+    _cairn_meta is left out (and the CLI says so); ?internal and --keep-internal give the
+    exact image the server has (issue 15, point 6)."""
+    s = bserver
+    make_t(s)
+    fill(s, 1, 50)
+    tables = "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name"
+    assert "_cairn_meta" in [r[0] for r in s.rows(tables)]
+    exported = {}
+    for query in ("", "?compress"):
+        r = s.raw("GET", "/db/backup" + query)
+        assert r.status == 200, r
+        path = tmp_path / ("export%d.db" % len(exported))
+        path.write_bytes(gzip.decompress(r.body) if query else r.body)
+        exported[query] = path
+        assert file_rows(path, tables) == [["t"]], query
+        assert integrity(path) == [["ok"]]
+        assert file_rows(path, "SELECT count(*) FROM t") == [[50]]
+        assert file_rows(path, "SELECT count(*) FROM sqlite_schema WHERE name LIKE '%cairn%'") == [[0]]
+        # Nothing of the table is left in the file's bytes either (secure delete).
+        assert b"applied_index" not in path.read_bytes(), query
+    r = s.raw("GET", "/db/backup?internal")
+    whole = tmp_path / "whole.db"
+    whole.write_bytes(r.body)
+    assert [x[0] for x in file_rows(whole, tables)] == ["_cairn_meta", "t"]
+    # No scratch copy is left in the data directory.
+    assert [p.name for p in s.data_dir.iterdir() if p.name.startswith("export-")] == []
+    # An export loads into a server again, and so does its page-checksummed copy.
+    r = s.raw("POST", "/db/load", exported[""].read_bytes(),
+              headers={"Content-Type": "application/octet-stream"})
+    assert r.status == 200, r
+    assert s.rows("SELECT count(*) FROM t") == [[50]]
+
+    bid = backup_sql(s, "full")["backup_id"]
+    env = {k: v for k, v in os.environ.items() if k != "CAIRN_HOST"}
+    out = tmp_path / "restored.db"
+    p = subprocess.run([str(cairn_bin), "restore", "--repo", str(repo), "--out", str(out), bid],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p
+    assert "_cairn_meta left out" in p.stdout, p.stdout
+    assert file_rows(out, tables) == [["t"]] and integrity(out) == [["ok"]]
+    out2 = tmp_path / "restored.json.db"
+    p = subprocess.run([str(cairn_bin), "restore", "--repo", str(repo), "--out", str(out2), bid,
+                        "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0 and json.loads(p.stdout)["left_out"] == ["_cairn_meta"], p
+    kept = cli_restore(cairn_bin, repo, bid, tmp_path / "kept.db", keep_internal=True)
+    assert [x[0] for x in file_rows(kept, tables)] == ["_cairn_meta", "t"]
+    assert applied_index(kept) > 0
+
+
 @pytest.mark.smoke
 def test_db_load_replaces_the_database(bserver, tmp_path):
     s = bserver
@@ -1076,7 +1129,8 @@ def test_workload_chain_and_live_database(workload, wserver):
 def test_workload_restored_files_hold_exactly_the_acknowledged_rows(workload, wserver, cairn_bin, tmp_path):
     w = workload
     for n, b in enumerate(w.backups):
-        out = cli_restore(cairn_bin, w.repo, b["backup_id"], tmp_path / ("r%d.db" % n))
+        out = cli_restore(cairn_bin, w.repo, b["backup_id"], tmp_path / ("r%d.db" % n),
+                          keep_internal=True)
         assert integrity(out) == [["ok"]], b
         got = {(c, seq) for c, seq in file_rows(out, "SELECT client, seq FROM t")}
         compare_rows(got, w, b, "file restore")
@@ -1140,11 +1194,12 @@ def test_quiescent_backup_restores_the_same_pages(bserver, repo, cairn_bin, tmp_
     assert_exec_ok(s.execute(["INSERT INTO kv VALUES('late', 1)", "DELETE FROM a WHERE id < 100"]))
     inc = backup_sql(s, "incremental")
 
-    r = s.raw("GET", "/db/backup")
+    r = s.raw("GET", "/db/backup?internal")
     assert r.status == 200, r
     live_copy = tmp_path / "live-stream.db"
     live_copy.write_bytes(r.body)
-    restored = cli_restore(cairn_bin, repo, inc["backup_id"], tmp_path / "restored.db")
+    restored = cli_restore(cairn_bin, repo, inc["backup_id"], tmp_path / "restored.db",
+                           keep_internal=True)
     assert integrity(restored) == [["ok"]]
     assert dump(restored) == dump(live_copy)
     assert applied_index(restored) == inc["raft_index"]
@@ -1165,7 +1220,8 @@ def test_quiescent_backup_restores_the_same_pages(bserver, repo, cairn_bin, tmp_
     assert_same_pages(restored, stopped / "db.sqlite")
 
     # The full backup alone restores the state before the last changes.
-    before = cli_restore(cairn_bin, repo, full["backup_id"], tmp_path / "before.db")
+    before = cli_restore(cairn_bin, repo, full["backup_id"], tmp_path / "before.db",
+                         keep_internal=True)
     assert file_rows(before, "SELECT count(*) FROM kv WHERE k = 'late'") == [[0]]
     assert file_rows(before, "SELECT count(*) FROM a WHERE id < 100") != [[0]]
     assert applied_index(before) == full["raft_index"]

@@ -332,7 +332,8 @@ def test_standalone_full_incremental_differential_and_restore(cli, tmp_path, rep
         out = tmp_path / ("restored%d.db" % i)
         r = ok(cli("restore", "--repo", repo, bid, "--out", out, "--json"))
         doc = one_json(r)
-        assert set(doc) == {"restored", "out"}, doc
+        assert set(doc) == {"restored", "out", "left_out"}, doc
+        assert doc["left_out"] == [], doc  # a standalone backup has no table of cairn's
         assert doc["restored"]["id"] == bid
         check_entry(doc["restored"])
         assert doc["out"] == str(out.resolve())

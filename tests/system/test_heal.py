@@ -244,8 +244,8 @@ def test_truncated_open_segment_repair_and_start_agree(node, cairn_bin):
 @pytest.mark.smoke
 def test_repair_from_backup_after_log_damage(node, cairn_bin, tmp_path):
     load(node, 5)
-    repo = tmp_path / "repo"
-    body = node.execute(["BACKUP DATABASE FULL TO '%s'" % repo])
+    repo = node.data_dir.parent / "backups"  # the default repository, beside the data
+    body = node.execute(["BACKUP DATABASE FULL TO 'default'"])
     backup_id = body["results"][0]["values"][0][1]
     at_backup = digest(node)
     load(node, 2)  # written after the backup: lost with the log
@@ -310,8 +310,8 @@ def test_damaged_or_truncated_snapshot_set_aside_then_a_new_full_one(node, cairn
 
 def test_damaged_backup_detected_and_refused(node, cairn_bin, tmp_path):
     load(node, 2)
-    repo = tmp_path / "repo"
-    body = node.execute(["BACKUP DATABASE FULL TO '%s'" % repo])
+    repo = node.data_dir.parent / "backups"  # the default repository, beside the data
+    body = node.execute(["BACKUP DATABASE FULL TO 'default'"])
     backup_id = body["results"][0]["values"][0][1]
     node.stop()
     f = repo / ("%s.cbk" % backup_id)
