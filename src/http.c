@@ -610,6 +610,26 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     return httpSendBuf(c, 200, &b, f.pretty);
 }
 
+/* Whether the query has `key`, with or without a value (MHD gives NULL for "?key"). */
+struct arg_seek {
+    const char *key;
+    bool found;
+    const char *value;
+};
+
+static enum MHD_Result seekArg(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *value)
+{
+    struct arg_seek *a = cls;
+    (void)kind;
+    if (strcmp(key, a->key) == 0) {
+        a->found = true;
+        a->value = value;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
 static enum MHD_Result serveReadyz(struct http_server *h, struct MHD_Connection *c)
 {
     struct node_info ni;
@@ -625,6 +645,17 @@ static enum MHD_Result serveReadyz(struct http_server *h, struct MHD_Connection 
     if (ni.ready) {
         text = strdup("[+]node ok\n[+]leader ok\n[+]store ok\n");
         return httpSend(c, 200, "text/plain", text, strlen(text));
+    }
+    {
+        /* ?noleader, as rqlite: is the node itself up, leader or not (a load balancer
+         * that keeps a cluster without quorum in rotation for reads at level none). */
+        struct arg_seek seek = {"noleader", false, NULL};
+        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, seekArg, &seek);
+        if (seek.found && truthy(seek.value)) {
+            text = strdup(ni.leader_id ? "[+]node ok\n[+]leader ok\n[-]store not ready\n"
+                                       : "[+]node ok\n[+]leader not checked (noleader)\n");
+            return httpSend(c, 200, "text/plain", text, strlen(text));
+        }
     }
     text = strdup(ni.leader_id ? "[+]node ok\n[+]leader ok\n[-]store not ready\n"
                                : "[+]node ok\n[-]leader not ok\n[+]store ok\n");

@@ -939,3 +939,21 @@ def test_leader_early_runs_keep_replicas_identical(cluster_factory, tmp_path):
     rcs = c.stop_all()
     assert all(rc == 0 for rc in rcs.values()), rcs
     c.assert_same_pages(c.nodes, tmp_path / "pages")
+
+
+def test_readyz_noleader_answers_200_on_a_node_without_quorum(cluster_factory):
+    """rqlite's `/readyz?noleader` is 200 on a running node whether or not it knows a
+    leader (cairn answered 503, as for plain /readyz); plain /readyz stays 503 there,
+    and `?noleader=false` is plain /readyz."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    survivor = c.followers(leader)[0]
+    assert get(survivor, "/readyz?noleader")[0] == 200
+    for n in c.nodes:
+        if n is not survivor:
+            n.kill()
+    wait_until(lambda: survivor.leader_id() == 0, 30, "the survivor to lose its leader")
+    st, _, body, _ = get(survivor, "/readyz?noleader")
+    assert st == 200 and b"node ok" in body, (st, body)
+    assert get(survivor, "/readyz")[0] == 503
+    assert get(survivor, "/readyz?noleader=false")[0] == 503
