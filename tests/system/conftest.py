@@ -618,3 +618,30 @@ def table(request):
     """A table name unique to this test, for tests sharing a server."""
     base = "".join(c if c.isalnum() else "_" for c in request.node.originalname)[:40]
     return "t_%s_%s" % (base, hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8])
+
+
+@pytest.fixture
+def make_cluster(request, tmp_path, cairnd_bin):
+    """make(n=3, mode="expect", extra_args=(), name=None) -> a started Cluster
+    (clusterutil) in the test's directory; every process of every cluster made is stopped
+    at teardown, and a problem found then (a node that exited badly) fails the test."""
+    from clusterutil import Cluster, ClusterOwner
+    clusters = []
+    request.node._cairn_servers = ClusterOwner(clusters)
+
+    def make(n=3, mode="expect", extra_args=(), name=None):
+        c = Cluster(tmp_path, n=n, mode=mode, extra_args=extra_args,
+                    name=name or "r%d" % (len(clusters) + 1))
+        clusters.append(c)
+        c.start()
+        return c
+
+    try:
+        yield make
+    finally:
+        problems = []
+        for c in clusters:
+            problems += c.teardown()
+        if problems:
+            pytest.fail("\n".join(problems) + "\n" + "\n".join(c.logs() for c in clusters),
+                        pytrace=False)

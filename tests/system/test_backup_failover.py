@@ -12,32 +12,9 @@ import subprocess
 import pytest
 
 import backuputil
-from clusterutil import Cluster, ClusterOwner
 from conftest import assert_exec_ok, wait_until
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def make_cluster(request, tmp_path, cairnd_bin):
-    clusters = []
-    request.node._cairn_servers = ClusterOwner(clusters)
-
-    def make(n=3):
-        c = Cluster(tmp_path, n=n, name="f%d" % (len(clusters) + 1))
-        clusters.append(c)
-        c.start()
-        return c
-
-    try:
-        yield make
-    finally:
-        problems = []
-        for c in clusters:
-            problems += c.teardown()
-        if problems:
-            pytest.fail("\n".join(problems) + "\n" + "\n".join(c.logs() for c in clusters),
-                        pytrace=False)
 
 
 def table_state(node):

@@ -10,33 +10,10 @@ import subprocess
 
 import pytest
 
-from clusterutil import Cluster, ClusterOwner
+from clusterutil import Cluster
 from conftest import assert_exec_ok, flip, mount_tmpfs, wait_until
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def make_cluster(request, tmp_path, cairnd_bin):
-    clusters = []
-    request.node._cairn_servers = ClusterOwner(clusters)
-
-    def make(n=3, mode="expect", extra_args=(), name=None):
-        c = Cluster(tmp_path, n=n, mode=mode, extra_args=extra_args,
-                    name=name or "r%d" % (len(clusters) + 1))
-        clusters.append(c)
-        c.start()
-        return c
-
-    try:
-        yield make
-    finally:
-        problems = []
-        for c in clusters:
-            problems += c.teardown()
-        if problems:
-            pytest.fail("\n".join(problems) + "\n" + "\n".join(c.logs() for c in clusters),
-                        pytrace=False)
 
 
 def run_cli(cairn_bin, *args):
