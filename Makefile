@@ -13,7 +13,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 PREFIX     ?= /usr/local
 
-.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum clean format
+.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy clean format
 
 all: build
 
@@ -94,6 +94,10 @@ bench-cluster: build
 # Page checksums on against off: single-row INSERTs and PK SELECTs, side by side.
 bench-pagesum: build
 	$(PYTHON) bench/pagesum.py
+
+# A standalone backup of a database another process reads and writes, against the idle case.
+bench-backup-busy: build
+	$(PYTHON) bench/backup_busy.py
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h src/cli/*.c src/cli/*.h tests/unit/*.c

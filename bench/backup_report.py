@@ -243,9 +243,9 @@ def notes(st, meta):
             extra = dirtied - c.bytes
             if extra > 0.5 * db:
                 out.append(f"- cairn's {op} backup wrote {mib(dirtied)} in all but kept "
-                           f"{mib(c.bytes)}: the other {mib(extra)} are its temporary copy of "
-                           "the database (`backup create --db` backs up a frozen copy made with "
-                           "SQLite's online backup API, see src/backup.h).")
+                           f"{mib(c.bytes)}: {mib(extra)} more than its backup file (a "
+                           "standalone backup reads the source in place and writes nothing "
+                           "else, src/snapread.h: look for what else wrote).")
     for op in ("full", "incremental", "restore"):
         c = st.get((op, "cairn"))
         if c and c.cpu > 1.3 * c.seconds:

@@ -1,7 +1,7 @@
 /* Making backups: read a frozen page image, hash every page, keep the pages that
  * changed since the parent backup, and write them as a `.cbk` file (cbk.h). Also the
- * frozen copy of a foreign SQLite file (backupSnapshotFile), backup ids, type names
- * and the JSON of a catalog entry.
+ * read-only snapshot of a foreign SQLite file (backupSnapshotFile, over snapread.h),
+ * backup ids, type names and the JSON of a catalog entry.
  *
  * Threads: backupCreate runs on the caller's thread (a worker, never the loop), which
  * starts a few threads of its own for the duration of the call (one per CPU, at most
@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +32,7 @@
 #include "pagesum.h"
 #include "error.h"
 #include "repo.h"
+#include "snapread.h"
 #include "store.h"
 
 /* zstd's fast level -3: on a 1 GiB database (2 CPUs) it compresses to 43% at 1.4 GB/s,
@@ -47,8 +47,6 @@
  * for blocks so big that two of them do. */
 #define RING_BYTES (24u << 20)
 #define MANIFEST_CHUNK_PAGES 8192
-#define SNAPSHOT_BUSY_TIMEOUT_MS 5000
-#define SNAPSHOT_DEADLINE_MS 60000
 
 /* ---- ids ---- */
 
@@ -222,6 +220,7 @@ void backupInfoJson(const struct backup_info *info, struct buf *b)
 
 struct image {
     int fd;
+    const struct snapread *snap; /* when set, pages are read through it, not from fd */
     const char *source;
     uint32_t page_size;
     uint32_t block_pages;
@@ -297,7 +296,9 @@ static void processSlot(ZSTD_CCtx *cctx, const struct image *img, struct slot *s
     s->zerr = 0;
     s->out_len = 0;
     s->bad_page = 0;
-    s->read_err = readFull(img->fd, s->raw, (size_t)s->count * ps, s->first * ps);
+    s->read_err = img->snap != NULL
+                      ? snapreadPages(img->snap, s->first, s->count, s->raw)
+                      : readFull(img->fd, s->raw, (size_t)s->count * ps, s->first * ps);
     if (s->read_err != 0) {
         return;
     }
@@ -772,7 +773,13 @@ static int prepareHeader(const struct backup_source *src, const struct backup_op
                ZSTD_maxCLevel());
         return CAIRN_EINVAL;
     }
-    if ((rv = imageGeometry(src->fd, src->source, &h->page_size, &h->page_count, errmsg)) != 0) {
+    if (src->snap != NULL) {
+        struct snapread_info si;
+        snapreadGetInfo(src->snap, &si);
+        h->page_size = si.page_size;
+        h->page_count = si.page_count;
+    } else if ((rv = imageGeometry(src->fd, src->source, &h->page_size, &h->page_count,
+                                   errmsg)) != 0) {
         return rv;
     }
     h->block_pages = opt->block_pages;
@@ -819,6 +826,7 @@ int backupCreate(const struct backup_source *src, const struct backup_options *o
         return rv;
     }
     img.fd = src->fd;
+    img.snap = src->snap;
     img.source = src->source;
     img.page_size = h.page_size;
     if (src->verify_pages) {
@@ -910,6 +918,11 @@ int backupCreate(const struct backup_source *src, const struct backup_options *o
     }
     ringFree(&ring);
     ring_up = false;
+    /* Every page is read: a snapshot taken without SQLite's locks says now whether it
+     * held (snapread.h). */
+    if (src->snap != NULL && (rv = snapreadCheck(src->snap, errmsg)) != 0) {
+        goto err;
+    }
 
     f.pages = c.pages;
     f.blocks = c.blocks;
@@ -980,188 +993,37 @@ err:
     return rv;
 }
 
-/* ---- frozen copies of foreign SQLite files ---- */
-
-static int sqliteError(sqlite3 *db, int rc, const char *what, const char *path, char *errmsg)
-{
-    errorf(errmsg, "%s %s: %s", what, path, db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-    switch (rc & 0xff) {
-    case SQLITE_NOMEM:
-        return CAIRN_ENOMEM;
-    case SQLITE_FULL:
-        return CAIRN_ENOSPC;
-    case SQLITE_CANTOPEN:
-        return CAIRN_ENOTFOUND;
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        return CAIRN_ECORRUPT;
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return CAIRN_EBUSY;
-    default:
-        return CAIRN_EIO;
-    }
-}
-
-/* Freeze db_path in place (see backup.h). 0 when frozen (src->fd, src->hold set);
- * CAIRN_EBUSY when it cannot be done now, the caller then makes a copy. */
-static int freezeInPlace(const char *db_path, struct backup_source *src)
-{
-    char wal[PATH_MAX + 8];
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    bool walmode = false;
-    struct stat sb;
-
-    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
-        goto busy;
-    }
-    sqlite3_busy_timeout(db, 1000);
-    if (sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) != SQLITE_OK ||
-        sqlite3_step(st) != SQLITE_ROW) {
-        goto busy;
-    }
-    walmode = strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
-    sqlite3_finalize(st);
-    st = NULL;
-    snprintf(wal, sizeof wal, "%s-wal", db_path);
-    for (int attempt = 0; attempt < 20; attempt++) {
-        if (walmode) {
-            sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-        }
-        if (sqlite3_exec(db, "BEGIN; SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) !=
-            SQLITE_OK) {
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-            continue;
-        }
-        /* An empty WAL now means it was empty when the transaction started: it reads
-         * the database file alone (read mark 0), which then cannot change under it. */
-        if (!walmode || stat(wal, &sb) != 0 || sb.st_size == 0) {
-            src->fd = open(db_path, O_RDONLY | O_CLOEXEC);
-            if (src->fd < 0) {
-                sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-                goto busy;
-            }
-            src->hold = db;
-            return 0;
-        }
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        sqlite3_sleep(10 * (attempt + 1)); /* a writer came between: let it finish */
-    }
-busy:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return CAIRN_EBUSY;
-}
+/* ---- read-only snapshots of foreign SQLite files ---- */
 
 int backupSnapshotFile(const char *db_path, const char *tmp_dir, struct backup_source *src,
                        char *tmp_path, char *errmsg)
 {
-    sqlite3 *from = NULL, *to = NULL;
-    const int64_t deadline = repoMonoMs() + SNAPSHOT_DEADLINE_MS;
-    const char *dir = tmp_dir;
-    char journal[PATH_MAX + 16];
-    int fd, rc, rv;
+    struct snapread *snap;
+    int rv;
 
+    (void)tmp_dir;
     src->fd = -1;
-    src->hold = NULL;
+    src->snap = NULL;
     tmp_path[0] = '\0';
-    if (access(db_path, F_OK) == 0 && freezeInPlace(db_path, src) == 0) {
-        src->raft_index = 0;
-        src->raft_term = 0;
-        return 0;
+    if ((rv = snapreadOpen(db_path, &snap, errmsg)) != 0) {
+        return rv;
     }
-    if (dir == NULL && (dir = getenv("TMPDIR")) == NULL) {
-        dir = "/tmp";
-    }
-    if ((size_t)snprintf(tmp_path, PATH_MAX, "%s/cairn-snapshot-XXXXXX", dir) >= PATH_MAX) {
-        errorf(errmsg, "snapshot: directory path too long: %s", dir);
-        tmp_path[0] = '\0';
-        return CAIRN_EINVAL;
-    }
-    if ((fd = mkostemp(tmp_path, O_CLOEXEC)) < 0) {
-        errorf(errmsg, "create a temporary file in %s: %s", dir, strerror(errno));
-        tmp_path[0] = '\0';
-        return errorFromErrno(errno);
-    }
-    close(fd);
-    snprintf(journal, sizeof journal, "%s-journal", tmp_path);
-
-    rc = sqlite3_open_v2(db_path, &from, SQLITE_OPEN_READONLY, NULL);
-    if (rc != SQLITE_OK) {
-        rv = sqliteError(from, rc, "open", db_path, errmsg);
-        goto err;
-    }
-    sqlite3_busy_timeout(from, SNAPSHOT_BUSY_TIMEOUT_MS);
-    rc = sqlite3_open_v2(tmp_path, &to, SQLITE_OPEN_READWRITE, NULL);
-    if (rc == SQLITE_OK) {
-        /* A scratch copy: no journal, no syncs (the backup file is what gets synced). */
-        rc = sqlite3_exec(to, "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF", NULL, NULL, NULL);
-    }
-    if (rc != SQLITE_OK) {
-        rv = sqliteError(to, rc, "open", tmp_path, errmsg);
-        goto err;
-    }
-    /* step(-1) copies everything in one read transaction of the source, so the copy is
-     * one consistent state. A writer holding the source (rollback journal mode) makes
-     * it BUSY: try again until the deadline. */
-    for (int delay = 5;; delay = delay < 200 ? 2 * delay : 200) {
-        sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
-        if (b == NULL) {
-            rv = sqliteError(to, sqlite3_errcode(to), "snapshot of", db_path, errmsg);
-            goto err;
-        }
-        rc = sqlite3_backup_step(b, -1);
-        sqlite3_backup_finish(b);
-        if (rc == SQLITE_DONE) {
-            break;
-        }
-        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || repoMonoMs() >= deadline) {
-            if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) {
-                errorf(errmsg,
-                       "snapshot of %s: the database stayed locked by writers for "
-                       "%d s",
-                       db_path, SNAPSHOT_DEADLINE_MS / 1000);
-                rv = CAIRN_ETIMEOUT;
-            } else {
-                rv = sqliteError(NULL, rc, "snapshot of", db_path, errmsg);
-            }
-            goto err;
-        }
-        sqlite3_sleep(delay);
-    }
-    sqlite3_close(to);
-    to = NULL;
-    sqlite3_close(from);
-    from = NULL;
-    unlink(journal);
-    if ((src->fd = open(tmp_path, O_RDONLY | O_CLOEXEC)) < 0) {
-        errorf(errmsg, "open %s: %s", tmp_path, strerror(errno));
-        rv = errorFromErrno(errno);
-        goto err;
-    }
+    src->fd = snapreadFd(snap);
+    src->snap = snap;
     src->raft_index = 0;
     src->raft_term = 0;
     return 0;
-err:
-    sqlite3_close(to);
-    sqlite3_close(from);
-    unlink(tmp_path);
-    unlink(journal);
-    tmp_path[0] = '\0';
-    return rv;
 }
 
 void backupSnapshotRelease(struct backup_source *src, const char *tmp_path)
 {
-    if (src->fd >= 0) {
+    if (src->snap != NULL) {
+        snapreadClose(src->snap); /* closes src->fd, which is the snapshot's */
+        src->snap = NULL;
+        src->fd = -1;
+    } else if (src->fd >= 0) {
         close(src->fd);
         src->fd = -1;
-    }
-    if (src->hold != NULL) {
-        sqlite3_exec(src->hold, "COMMIT", NULL, NULL, NULL);
-        sqlite3_close(src->hold);
-        src->hold = NULL;
     }
     if (tmp_path != NULL && tmp_path[0] != '\0') {
         unlink(tmp_path);

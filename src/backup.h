@@ -4,10 +4,11 @@
  *
  * The engine knows nothing of Raft or of the server: it reads pages from a file
  * descriptor whose content does not change while it reads (the server freezes its
- * database for that, see store.h; backupSnapshotFile() makes such a frozen copy of
- * any SQLite file that other programs may be writing). A repository is a directory
- * of `.cbk` files; everything the catalog says is derived from the files themselves,
- * so that restoring a database never rewinds the list of its backups.
+ * database for that, see store.h), or through a snapshot of a SQLite file that other
+ * programs may be writing, taken read-only by backupSnapshotFile() (snapread.h). A
+ * repository is a directory of `.cbk` files; everything the catalog says is derived
+ * from the files themselves, so that restoring a database never rewinds the list of
+ * its backups.
  *
  * Every function is synchronous and may take long (it reads or writes a whole
  * database); call it from a worker thread, never from the loop thread. Memory is
@@ -63,6 +64,8 @@ struct backup_info {
                                            be read (the entry is listed, marked) */
 };
 
+struct snapread;
+
 /* A frozen page image to back up. */
 struct backup_source {
     int fd;              /* the database file; read with pread, not closed by the engine */
@@ -72,8 +75,9 @@ struct backup_source {
                             standalone: the file's absolute path). Incremental and
                             differential backups take their parent among the
                             repository's backups of the same source. */
-    void *hold;          /* backupSnapshotFile: the connection whose read transaction
-                            freezes the file in place; NULL otherwise */
+    struct snapread *snap; /* backupSnapshotFile: the snapshot the pages and the
+                              geometry are read through (WAL frames over fd); NULL:
+                              from fd alone */
     bool verify_pages;   /* a database of cairn's own: when it keeps page checksums
                             (pagesum.h), every page read is verified, and a damaged one
                             fails the backup naming it, rather than being copied */
@@ -109,19 +113,22 @@ struct backup_options {
 int backupCreate(const struct backup_source *src, const struct backup_options *opt,
                  struct backup_info *out, char *errmsg);
 
-/* Freeze the SQLite database at db_path, which other programs may be writing (WAL or
- * rollback-journal mode), for backupCreate: src->fd reads a consistent image.
+/* Take a snapshot of the SQLite database at db_path, which other programs may be
+ * writing (WAL or rollback-journal mode), for backupCreate: src->fd and src->snap
+ * read one consistent state of it, WAL content included. The source is never
+ * written: it is opened read-only and held as a reader holds it until
+ * backupSnapshotRelease(); no checkpoint, no change to its WAL or journal mode
+ * (snapread.h says how). In rollback-journal mode writers wait for the release to
+ * commit; in WAL mode they go on, and checkpoints stop short of the snapshot's frames
+ * until the release. A WAL database that no process had open is read without SQLite
+ * and without creating anything beside it; should a program open it meanwhile,
+ * backupCreate fails with CAIRN_EBUSY once it has read the pages, keeping nothing.
  *
- * In place when it can: in WAL mode a complete checkpoint, then a read transaction
- * that starts while the WAL is empty holds read mark 0, so no checkpoint can change
- * the file while writers go on into the WAL; in rollback-journal mode the read
- * transaction's shared lock keeps writers from committing until the release (they
- * wait in their busy handlers). tmp_path is then "". Otherwise (readers keep the WAL
- * from being checkpointed, the file is read-only to us) a copy is made with SQLite's
- * online backup API into a temporary file in tmp_dir, whose name goes to tmp_path
- * (PATH_MAX bytes). src->source is left as the caller set it. tmp_dir NULL means
- * $TMPDIR or /tmp. Release with backupSnapshotRelease() as soon as the backup is
- * written. */
+ * src->source is left as the caller set it; raft_index and raft_term are zeroed.
+ * tmp_dir and tmp_path remain from when a busy database was copied first: nothing is
+ * copied now, tmp_dir is unused and tmp_path is set to "". Release with
+ * backupSnapshotRelease() as soon as the backup is written. Errors as snapreadOpen();
+ * errmsg names the file. */
 int backupSnapshotFile(const char *db_path, const char *tmp_dir, struct backup_source *src,
                        char *tmp_path, char *errmsg);
 void backupSnapshotRelease(struct backup_source *src, const char *tmp_path);

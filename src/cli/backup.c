@@ -125,8 +125,8 @@ typedef struct backupRun {
     cliProgress progress;
     cliHttp http;
     streamState stream;
-    /* Standalone create: the snapshot being backed up, so that Ctrl-C can stop the
-     * engine (stopCreate()) and a second Ctrl-C can remove the copy. */
+    /* Standalone create: the descriptor the snapshot is read through, so that Ctrl-C
+     * can stop the engine (stopCreate()). */
     int snapshotFd;
     int stopping;
 } backupRun;
@@ -134,12 +134,9 @@ typedef struct backupRun {
 /* Ctrl-C. The first one sets cliInterrupted, which the HTTP transfer and the engine's
  * progress callback poll. While an operation runs that cannot be stopped cleanly,
  * hardStopNote says so: the first Ctrl-C prints it, a second one ends the process at
- * once, removing the snapshot copy first if there is one. Only async-signal-safe calls
- * here (write, unlink, signal, raise); the path is complete before snapshotPathSet. */
+ * once. Only async-signal-safe calls here (write, signal, raise). */
 static volatile sig_atomic_t interrupts;
 static const char *volatile hardStopNote;
-static char snapshotPath[PATH_MAX];
-static volatile sig_atomic_t snapshotPathSet;
 
 static void onSigint(int sig)
 {
@@ -155,16 +152,13 @@ static void onSigint(int sig)
         (void)ignored;
         return;
     }
-    if (snapshotPathSet) {
-        unlink(snapshotPath);
-    }
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
 /* The notes start by erasing a progress bar that may be on the line (4 bytes that
  * noteFor() skips when there is no bar). */
-static const char noteSnapshot[] = "\r\033[Kcairn: stopping once the copy of the database is made "
+static const char noteSnapshot[] = "\r\033[Kcairn: stopping once the database can be read "
                                    "(Ctrl-C again stops at once)\n";
 static const char noteVerify[] =
     "\r\033[Kcairn: a verification cannot be stopped midway; it will finish "
@@ -654,8 +648,9 @@ static int idPath(backupRun *r, const char *prefix, const char *id, const char *
 /* ---- standalone mode ----------------------------------------------------------------- */
 
 /* Stops a standalone backupCreate() that the user interrupted. The engine has no cancel
- * call, but it reads the page image only through snapshotFd, which this file owns: the
- * descriptor is pointed at a directory, so the engine's next pread fails (EISDIR) and
+ * call, but it reads every chunk of the database file through snapshotFd (the
+ * snapshot's descriptor of the file; only WAL frames come through another): the
+ * descriptor is pointed at a directory, so the engine's next read fails (EISDIR) and
  * it takes its error path, which by its contract removes its temporary file and leaves
  * the repository as it was. When the engine has already read every page, it simply
  * finishes and the backup stands. */
@@ -685,8 +680,7 @@ static void onEngineProgress(void *arg, uint64_t done, uint64_t total)
     cliProgressUpdate(&r->progress, done, total);
 }
 
-/* mkdir -p: the repository of a standalone backup is created if missing (the engine
- * needs it to exist already for the snapshot copy it writes there). */
+/* mkdir -p: the repository of a standalone backup is created if missing. */
 static int makeDirs(backupRun *r, const char *path)
 {
     char tmp[PATH_MAX];
@@ -720,6 +714,7 @@ static int standaloneCreate(backupRun *r, const char *db, int type, json_t **ent
 {
     char errmsg[CAIRN_ERRMSG_SIZE] = "";
     char source[PATH_MAX];
+    char noCopy[PATH_MAX]; /* backupSnapshotFile() no longer copies: always "" */
     struct backup_source src = {.fd = -1};
     struct backup_options opt = {0};
     struct backup_info *info = NULL;
@@ -738,15 +733,15 @@ static int standaloneCreate(backupRun *r, const char *db, int type, json_t **ent
         return failure(r, "out of memory");
     }
 
-    /* The copy can take long and cannot report progress: Ctrl-C waits for it, a second
-     * one ends the process. */
+    /* Taking the snapshot waits for writers that hold a rollback-journal database (up to
+     * a minute) and cannot report progress: Ctrl-C waits for it, a second one ends the
+     * process. The database is never written (snapread.h). */
     hardStopNote = noteFor(r, noteSnapshot);
-    rc = backupSnapshotFile(source, r->repo, &src, snapshotPath, errmsg);
+    rc = backupSnapshotFile(source, NULL, &src, noCopy, errmsg);
     if (rc != 0) {
         code = failure(r, "%s", errmsg);
         goto out;
     }
-    snapshotPathSet = 1;
     if (cliInterrupted) {
         code = failure(r, "interrupted; no backup was written");
         goto out_release;
@@ -775,8 +770,7 @@ static int standaloneCreate(backupRun *r, const char *db, int type, json_t **ent
 
 out_release:
     hardStopNote = NULL;
-    backupSnapshotRelease(&src, snapshotPath);
-    snapshotPathSet = 0;
+    backupSnapshotRelease(&src, noCopy);
 out:
     hardStopNote = NULL;
     free(info);

@@ -17,7 +17,7 @@ typedef struct cliProgress {
     const char *label;  /* shown before the bar (borrowed; e.g. "backup") */
     FILE *out;          /* stderr */
     int64_t startNs;    /* monotonic clock at the first update (work before it, such as
-                           a snapshot copy, would distort the rate) */
+                           opening the source's snapshot, would distort the rate) */
     uint64_t startDone; /* bytes done at the first update */
     int started;
     int64_t lastDrawNs; /* when the bar was last drawn; 0 before the first time */
