@@ -107,6 +107,11 @@ struct cairn_config {
     /* The largest body POST /db/load takes, in bytes (0: 1 TiB); max_body bounds every
      * other request body. */
     uint64_t max_load_body;
+    /* "DIR[#ID]" or "file:///DIR[#ID]": when the node's database is empty (no schema of
+     * the user's), restore backup ID (default: the newest readable one) of the
+     * repository DIR through the log before the node serves; otherwise nothing is done
+     * (logged). Only for a node that starts alone (no join, no bootstrap_expect). */
+    const char *restore_from;
 };
 
 /* Fill cfg with the defaults; set data_dir afterwards. */

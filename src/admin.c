@@ -22,6 +22,7 @@
 #include "error.h"
 #include "pagesum.h"
 #include "path.h"
+#include "repo.h"
 
 /* How long a backup waits for readers that keep the WAL from being checkpointed (a
  * Raft snapshot being written, a long query). */
@@ -484,6 +485,214 @@ int adminRestore(struct cairn *db, const char *ref, const char *branch,
         return rv;
     }
     return restoreLive(db, ref, out, index, errmsg);
+}
+
+/* ---- restore on boot ---------------------------------------------------------------- */
+
+/* Copy file `from` to `to` (which must not exist): tmp + fsync + rename + directory
+ * fsync, as every file of a repository is written. */
+static int copyFile(const char *from, const char *to, char *errmsg)
+{
+    char tmp[PATH_MAX + 16];
+    char buf[1 << 16];
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = -1;
+    int rv = 0;
+    snprintf(tmp, sizeof tmp, "%s.copy", to);
+    if (in < 0) {
+        errorf(errmsg, "open %s: %s", from, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        errorf(errmsg, "create %s: %s", tmp, strerror(errno));
+        close(in);
+        return errorFromErrno(errno);
+    }
+    for (;;) {
+        ssize_t got = read(in, buf, sizeof buf);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got < 0) {
+            errorf(errmsg, "read %s: %s", from, strerror(errno));
+            rv = errorFromErrno(errno);
+            break;
+        }
+        if (got == 0) {
+            break;
+        }
+        for (ssize_t done = 0; done < got;) {
+            ssize_t w = write(out, buf + done, (size_t)(got - done));
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            if (w < 0) {
+                errorf(errmsg, "write %s: %s", tmp, strerror(errno));
+                rv = errorFromErrno(errno);
+                break;
+            }
+            done += w;
+        }
+        if (rv != 0) {
+            break;
+        }
+    }
+    if (rv == 0 && fsync(out) != 0) {
+        errorf(errmsg, "fsync %s: %s", tmp, strerror(errno));
+        rv = errorFromErrno(errno);
+    }
+    close(in);
+    close(out);
+    if (rv == 0 && (rv = repoRenameNoReplace(tmp, to, errmsg)) == 0) {
+        rv = syncParentDir(to, errmsg);
+    }
+    if (rv != 0) {
+        unlink(tmp);
+    }
+    return rv;
+}
+
+/* Bring the chain that ends at id from repository `from` into the node's repository. */
+static int copyChain(struct cairn *db, const char *from, const char *id, char *errmsg)
+{
+    char cur[BACKUP_ID_SIZE];
+    int rv = repoMkdirs(db->backup_dir, errmsg);
+    snprintf(cur, sizeof cur, "%s", id);
+    for (unsigned files = 0; rv == 0; files++) {
+        struct backup_info info;
+        char msg[CAIRN_ERRMSG_SIZE];
+        char to[PATH_MAX];
+        if (files > 64) {
+            errorf(errmsg, "backup chain of %s in %s is longer than 64 files", id, from);
+            return CAIRN_ECORRUPT;
+        }
+        if (repoFind(db->backup_dir, cur, &info, msg) != 0) {
+            if ((rv = repoFind(from, cur, &info, errmsg)) != 0) {
+                return rv; /* names the missing or damaged link */
+            }
+            if ((size_t)snprintf(to, sizeof to, "%s/%s.cbk", db->backup_dir, cur) >= sizeof to) {
+                errorf(errmsg, "repository path too long: %s", db->backup_dir);
+                return CAIRN_EINVAL;
+            }
+            if ((rv = copyFile(info.path, to, errmsg)) != 0) {
+                return rv;
+            }
+        }
+        if (info.parent_id[0] == '\0') {
+            return 0;
+        }
+        snprintf(cur, sizeof cur, "%s", info.parent_id);
+    }
+    return rv;
+}
+
+/* Whether the live database holds any schema object of the user's. */
+static int userSchemaCount(struct cairn *db, int64_t *n, char *errmsg)
+{
+    cairn_result *res = NULL;
+    int rv = cairn_query(db,
+                         "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE '\\_cairn%' "
+                         "ESCAPE '\\'",
+                         NULL, 0, CAIRN_LEVEL_NONE, &res);
+    if (rv != 0) {
+        errorf(errmsg, "--restore-from: cannot read the database's schema: %s",
+               cairn_errmsg(db));
+    } else {
+        *n = cairn_result_int64(res, 0, 0, 0);
+    }
+    cairn_result_free(res);
+    return rv;
+}
+
+int adminRestoreFrom(struct cairn *db, const char *spec, char *errmsg)
+{
+    char dir[PATH_MAX];
+    char id[BACKUP_ID_SIZE] = "";
+    char real_from[PATH_MAX];
+    char real_own[PATH_MAX];
+    const char *hash;
+    struct backup_info info;
+    struct stat st;
+    uint64_t index = 0;
+    int64_t tables = 0;
+    int rv;
+
+    if (strncmp(spec, "file://", 7) == 0) {
+        if (spec[7] != '/') {
+            errorf(errmsg, "--restore-from %s: a file URL names a local path, file:///DIR", spec);
+            return CAIRN_EINVAL;
+        }
+        spec += 7;
+    } else if (strstr(spec, "://") != NULL) {
+        errorf(errmsg, "--restore-from %s: only a repository directory (DIR or file:///DIR) "
+                       "can be read yet",
+               spec);
+        return CAIRN_EINVAL;
+    }
+    hash = strrchr(spec, '#');
+    if ((size_t)(hash ? hash - spec : (ptrdiff_t)strlen(spec)) >= sizeof dir ||
+        (hash != NULL && strlen(hash + 1) >= sizeof id)) {
+        errorf(errmsg, "--restore-from: path or backup id too long");
+        return CAIRN_EINVAL;
+    }
+    snprintf(dir, sizeof dir, "%.*s", (int)(hash ? hash - spec : (ptrdiff_t)strlen(spec)), spec);
+    if (hash != NULL) {
+        snprintf(id, sizeof id, "%s", hash + 1);
+        if (id[0] == '\0' || strchr(id, '/') != NULL) {
+            errorf(errmsg, "--restore-from %s: '#' must be followed by a backup id", spec);
+            return CAIRN_EINVAL;
+        }
+    }
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        errorf(errmsg, "--restore-from: the repository %s %s", dir,
+               errno == ENOENT ? "does not exist" : "is not a directory");
+        return CAIRN_ENOTFOUND;
+    }
+    if ((rv = userSchemaCount(db, &tables, errmsg)) != 0) {
+        return rv;
+    }
+    if (tables > 0) {
+        dbLog(db, "--restore-from %s: the database already holds %lld table(s), index(es), "
+                  "view(s) or trigger(s): nothing restored (only an empty database is)",
+              spec, (long long)tables);
+        return 0;
+    }
+    if (id[0] != '\0') {
+        rv = repoFind(dir, id, &info, errmsg);
+    } else {
+        struct backup_info *list = NULL;
+        size_t n = 0;
+        rv = repoList(dir, &list, &n, errmsg);
+        for (size_t i = n; rv == 0 && i-- > 0;) {
+            if (list[i].error[0] == '\0') {
+                info = list[i];
+                snprintf(id, sizeof id, "%s", info.id);
+                break;
+            }
+        }
+        free(list);
+        if (rv == 0 && id[0] == '\0') {
+            errorf(errmsg, "--restore-from: no readable backup in %s", dir);
+            rv = CAIRN_ENOTFOUND;
+        }
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (realpath(dir, real_from) == NULL || realpath(db->backup_dir, real_own) == NULL ||
+        strcmp(real_from, real_own) != 0) {
+        if ((rv = copyChain(db, dir, id, errmsg)) != 0) {
+            return rv;
+        }
+    }
+    if ((rv = restoreLive(db, id, &info, &index, errmsg)) != 0) {
+        return rv;
+    }
+    dbLog(db, "restored backup %s (%s, %llu pages, index %llu of %s) from %s at log index %llu",
+          info.id, backupTypeName(info.type), (unsigned long long)info.page_count,
+          (unsigned long long)info.raft_index, info.source, dir, (unsigned long long)index);
+    return 0;
 }
 
 /* ---- result rows ------------------------------------------------------------------- */

@@ -53,6 +53,14 @@ int adminRestore(struct cairn *db, const char *ref, const char *branch,
                  backup_progress_fn progress, void *progress_arg, struct backup_info *out,
                  uint64_t *index, char *errmsg);
 
+/* cairnd --restore-from (cairn_config.restore_from): when the database holds no schema of
+ * the user's, restore backup ID (default: the newest readable) of the repository `spec`
+ * ("DIR[#ID]" or "file:///DIR[#ID]") through the log, after copying its chain into the
+ * node's repository (so that the node can list, verify and serve it); otherwise log that
+ * nothing was done and return 0. Called by cairn_open once the lone node leads, before
+ * the API serves. */
+int adminRestoreFrom(struct cairn *db, const char *spec, char *errmsg);
+
 /* Path of branch `name`'s database (PATH_MAX bytes). CAIRN_EINVAL for a bad name,
  * CAIRN_ENOTFOUND when there is no such branch. */
 int adminBranchPath(struct cairn *db, const char *name, char *path, char *errmsg);

@@ -34,6 +34,10 @@ static void usage(FILE *f)
             "                            kept in DIR/node.json after the first start)\n"
             "  --backup-dir DIR          backup repository (default: backups/ beside the\n"
             "                            data directory)\n"
+            "  --restore-from DIR[#ID]   on a node whose database is empty, restore backup ID\n"
+            "                            (default: the newest) of repository DIR (or\n"
+            "                            file:///DIR) before serving; a node that starts\n"
+            "                            alone only\n"
             "  --max-body BYTES          largest accepted request body but a load's\n"
             "                            (default 67108864); larger ones get 413\n"
             "  --max-load-body BYTES     largest database file POST /db/load takes\n"
@@ -148,6 +152,7 @@ int main(int argc, char **argv)
         {"raft-addr", required_argument, NULL, 'r'},
         {"node-id", required_argument, NULL, 'i'},
         {"backup-dir", required_argument, NULL, 'b'},
+        {"restore-from", required_argument, NULL, 'F'},
         {"max-body", required_argument, NULL, 'm'},
         {"max-load-body", required_argument, NULL, 'M'},
         {"snapshot-threshold", required_argument, NULL, 's'},
@@ -190,6 +195,9 @@ int main(int argc, char **argv)
                 break;
             case 'b':
                 cfg.backup_dir = optarg;
+                break;
+            case 'F':
+                cfg.restore_from = optarg;
                 break;
             case 'i':
                 if (parseUnsigned("--node-id", optarg, (1ULL << 62), &v) != 0) {

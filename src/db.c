@@ -497,6 +497,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         snprintf(db->raft_addr, sizeof db->raft_addr, "%s", numeric);
     }
     copyStr(db->http_addr_cfg, sizeof db->http_addr_cfg, cfg->http_addr, &db->cfg.http_addr);
+    copyStr(db->restore_from, sizeof db->restore_from, cfg->restore_from, &db->cfg.restore_from);
     {
         /* Default: beside the data directory (DATA's parent, plus "backups"). Made
          * absolute, so that paths in the catalog mean the same to every reader. */
@@ -581,6 +582,11 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         db->n_join = 0;
         db->bootstrap_expect = 0;
     }
+    if (db->cfg.restore_from != NULL && (db->n_join > 0 || db->bootstrap_expect > 0)) {
+        errorf(tlsErrmsg, "--restore-from is for a node that starts alone: start one node "
+                          "with it, then the others with --join");
+        return CAIRN_EINVAL;
+    }
     if ((rv = healBeforeOpen(db, tlsErrmsg)) != 0) {
         return rv;
     }
@@ -645,6 +651,12 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     ncfg.heal_data = db;
     rv = nodeStart(&ncfg, db->store, START_TIMEOUT_MS, &db->node, tlsErrmsg);
     if (rv != 0) {
+        return rv;
+    }
+    /* Before the API serves (it answers 503 "starting" until running): no client
+     * writes into the empty database that the restore then replaces. */
+    if (db->cfg.restore_from != NULL &&
+        (rv = adminRestoreFrom(db, db->cfg.restore_from, tlsErrmsg)) != 0) {
         return rv;
     }
     atomic_store(&db->running, true);

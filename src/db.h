@@ -27,6 +27,7 @@ struct cairn {
     char raft_addr[128];
     char http_addr_cfg[128];
     char backup_dir[PATH_MAX - 128];
+    char restore_from[PATH_MAX]; /* cfg.restore_from, copied */
     char db_path[PATH_MAX];
     char raft_dir[PATH_MAX];
     char snap_dir[PATH_MAX];
