@@ -23,6 +23,7 @@
 #include "pagesum.h"
 #include "path.h"
 #include "repo.h"
+#include "lib.h"
 
 /* How long a backup waits for readers that keep the WAL from being checkpointed (a
  * Raft snapshot being written, a long query). */
@@ -291,7 +292,7 @@ int adminDropBranch(struct cairn *db, const char *name, char *errmsg)
     unlink(side);
     snprintf(side, sizeof side, "%s-shm", path);
     unlink(side);
-    return syncParentDir(path, errmsg);
+    return libSyncParentDir(path, errmsg);
 }
 
 void adminBranchesJson(struct cairn *db, struct buf *b)
@@ -545,7 +546,7 @@ static int copyFile(const char *from, const char *to, char *errmsg)
     close(in);
     close(out);
     if (rv == 0 && (rv = repoRenameNoReplace(tmp, to, errmsg)) == 0) {
-        rv = syncParentDir(to, errmsg);
+        rv = libSyncParentDir(to, errmsg);
     }
     if (rv != 0) {
         unlink(tmp);

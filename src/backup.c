@@ -32,8 +32,8 @@
 #include "pagesum.h"
 #include "error.h"
 #include "repo.h"
+#include "lib.h"
 #include "snapread.h"
-#include "store.h"
 
 /* zstd's fast level -3: on a 1 GiB database (2 CPUs) it compresses to 43% at 1.4 GB/s,
  * where level 1 gives 37% at 0.9 GB/s; only the fast level keeps a full backup within
@@ -265,25 +265,10 @@ struct ring {
     const struct image *img;
 };
 
+/* 0, an errno value, or -1 at the end of the file. */
 static int readFull(int fd, void *buf, size_t n, uint64_t off)
 {
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t got = pread(fd, p, n, (off_t)off);
-        if (got < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return errno;
-        }
-        if (got == 0) {
-            return -1; /* end of file */
-        }
-        p += got;
-        n -= (size_t)got;
-        off += (uint64_t)got;
-    }
-    return 0;
+    return libPreadFull(fd, buf, n, off);
 }
 
 static void processSlot(ZSTD_CCtx *cctx, const struct image *img, struct slot *s)
@@ -478,47 +463,23 @@ static void ringSubmit(struct ring *g, uint64_t first, uint32_t count)
 
 /* ---- writing the file ---- */
 
+/* The new object, written through a repository writer (the posix driver starts the
+ * writeback as it goes and fsyncs at commit). */
 struct writer {
-    int fd;
-    const char *path;
+    struct repo_writer *rw;
+    const char *path; /* where the object will be, for messages */
     uint64_t off;
-    uint64_t flushed; /* writeback started up to here */
     XXH3_state_t *digest;
 };
 
-/* Start the writeback of what was written so far without waiting for it, so that the
- * disk works while we compress and the final fsync has little left to do. */
-#define WRITEBACK_BYTES (8u << 20)
-
 static int writeOut(struct writer *w, const void *p, size_t n, char *errmsg)
 {
-    const unsigned char *c = p;
+    int rv;
     XXH3_128bits_update(w->digest, p, n);
-    while (n > 0) {
-        ssize_t k = write(w->fd, c, n);
-        if (k <= 0) {
-            if (k < 0 && errno == EINTR) {
-                continue;
-            }
-            if (k == 0) {
-                errno = EIO;
-            }
-            if (errno == ENOSPC || errno == EDQUOT) {
-                errorf(errmsg, "no space left on device writing %s", w->path);
-                return CAIRN_ENOSPC;
-            }
-            errorf(errmsg, "write %s: %s", w->path, strerror(errno));
-            return errorFromErrno(errno);
-        }
-        c += k;
-        n -= (size_t)k;
-        w->off += (uint64_t)k;
+    if ((rv = repoWrite(w->rw, p, n, errmsg)) != 0) {
+        return rv;
     }
-    if (w->off - w->flushed >= WRITEBACK_BYTES) {
-        sync_file_range(w->fd, (off_t)w->flushed, (off_t)(w->off - w->flushed),
-                        SYNC_FILE_RANGE_WRITE);
-        w->flushed = w->off;
-    }
+    w->off += n;
     return 0;
 }
 
@@ -632,12 +593,12 @@ static int imageGeometry(int fd, const char *source, uint32_t *page_size, uint64
 
 /* The parent of a new incremental or differential backup: the newest readable backup
  * of the same source (of any type, or full only). */
-static int chooseParent(const char *repo, const char *source, int type, struct backup_info *parent,
-                        char *errmsg)
+static int chooseParent(struct repo *repo, const char *source, int type,
+                        struct backup_info *parent, char *errmsg)
 {
     struct backup_info *all;
     size_t n;
-    int rv = repoList(repo, &all, &n, errmsg);
+    int rv = repoListIn(repo, &all, &n, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -651,16 +612,24 @@ static int chooseParent(const char *repo, const char *source, int type, struct b
     }
     free(all);
     errorf(errmsg, "no %sbackup of %s in %s to base the %s backup on",
-           type == BACKUP_DIFFERENTIAL ? "full " : "", source, repo, backupTypeName(type));
+           type == BACKUP_DIFFERENTIAL ? "full " : "", source, repoUrl(repo),
+           backupTypeName(type));
     return CAIRN_ENOTFOUND;
 }
 
 /* Load the parent's manifest, checking that the file is the one the catalog saw. */
-static int loadParentManifest(const struct backup_info *parent, uint64_t **out, char *errmsg)
+static int loadParentManifest(struct repo *repo, const struct backup_info *parent, uint64_t **out,
+                              char *errmsg)
 {
     struct repo_file f;
     uint64_t *m = NULL;
-    int rv = repoOpenFile(parent->path, &f, errmsg);
+    char where[PATH_MAX];
+    int rv;
+    /* A parent named by path may be outside the repository. */
+    repoWhere(repo, repoNameOf(parent->path), where);
+    rv = strcmp(where, parent->path) == 0
+             ? repoOpenFileIn(repo, repoNameOf(parent->path), &f, errmsg)
+             : repoOpenFile(parent->path, &f, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -758,7 +727,7 @@ static int prepareHeader(const struct backup_source *src, const struct backup_op
 {
     int rv;
     memset(h, 0, sizeof *h);
-    if (src == NULL || opt == NULL || src->fd < 0 || opt->repo == NULL || opt->type < BACKUP_FULL ||
+    if (src == NULL || opt == NULL || src->fd < 0 || opt->type < BACKUP_FULL ||
         opt->type > BACKUP_DIFFERENTIAL) {
         errorf(errmsg, "backup: invalid arguments");
         return CAIRN_EINVAL;
@@ -802,27 +771,46 @@ static int prepareHeader(const struct backup_source *src, const struct backup_op
 int backupCreate(const struct backup_source *src, const struct backup_options *opt,
                  struct backup_info *out, char *errmsg)
 {
+    struct repo *repo;
+    int rv;
+    if (opt == NULL || opt->repo == NULL) {
+        errorf(errmsg, "backup: invalid arguments");
+        return CAIRN_EINVAL;
+    }
+    if ((rv = repoOpen(opt->repo, &repo, errmsg)) != 0) {
+        return rv;
+    }
+    rv = backupCreateIn(repo, src, opt, out, errmsg);
+    repoClose(repo);
+    return rv;
+}
+
+int backupCreateIn(struct repo *repo, const struct backup_source *src,
+                   const struct backup_options *opt, struct backup_info *out, char *errmsg)
+{
     const int64_t t0 = repoMonoMs();
     struct cbk_header h;
     struct cbk_footer f;
     struct cbk_trailer t;
     struct backup_info parent;
     struct image img;
-    struct writer w = {.fd = -1};
+    struct writer w = {0};
     struct counters c = {0, 0, 0};
     struct ring ring;
     bool ring_up = false;
     uint64_t *pmanifest = NULL;
     unsigned char hbytes[CBK_HEADER_SIZE];
     unsigned char tail[CBK_FOOTER_SIZE + CBK_TRAILER_SIZE];
-    char tmp[PATH_MAX], path[PATH_MAX];
+    char name[BACKUP_ID_SIZE + 8], path[PATH_MAX];
     uint64_t chunks, total;
     int rv;
 
-    tmp[0] = '\0';
     memset(&img, 0, sizeof img);
-    if ((rv = prepareHeader(src, opt, &h, errmsg)) != 0 ||
-        (rv = repoMkdirs(opt->repo, errmsg)) != 0) {
+    if (repo == NULL) {
+        errorf(errmsg, "backup: invalid arguments");
+        return CAIRN_EINVAL;
+    }
+    if ((rv = prepareHeader(src, opt, &h, errmsg)) != 0) {
         return rv;
     }
     img.fd = src->fd;
@@ -838,7 +826,7 @@ int backupCreate(const struct backup_source *src, const struct backup_options *o
     img.page_count = h.page_count;
     if (opt->type != BACKUP_FULL) {
         if (opt->parent_id != NULL && opt->parent_id[0] != '\0') {
-            rv = repoFind(opt->repo, opt->parent_id, &parent, errmsg);
+            rv = repoFindIn(repo, opt->parent_id, &parent, errmsg);
             if (rv == 0 && parent.error[0] != '\0') {
                 errorf(errmsg, "parent %s of the %s backup cannot be read: %s", parent.id,
                        backupTypeName(opt->type), parent.error);
@@ -850,9 +838,9 @@ int backupCreate(const struct backup_source *src, const struct backup_options *o
                 rv = CAIRN_EINVAL;
             }
         } else {
-            rv = chooseParent(opt->repo, src->source, opt->type, &parent, errmsg);
+            rv = chooseParent(repo, src->source, opt->type, &parent, errmsg);
         }
-        if (rv != 0 || (rv = loadParentManifest(&parent, &pmanifest, errmsg)) != 0) {
+        if (rv != 0 || (rv = loadParentManifest(repo, &parent, &pmanifest, errmsg)) != 0) {
             goto err;
         }
         memcpy(h.parent_id, parent.id, BACKUP_ID_SIZE);
@@ -862,12 +850,8 @@ int backupCreate(const struct backup_source *src, const struct backup_options *o
         img.parent_pages = parent.page_size == h.page_size ? parent.page_count : 0;
     }
     newId(h.id, &h.created_ms);
-    if ((size_t)snprintf(path, sizeof path, "%s/%s.cbk", opt->repo, h.id) >= sizeof path) {
-        errorf(errmsg, "backup: repository path too long: %s", opt->repo);
-        rv = CAIRN_EINVAL;
-        goto err;
-    }
-    snprintf(tmp, sizeof tmp, "%s/.%s.cbk.tmp", opt->repo, h.id);
+    snprintf(name, sizeof name, "%s.cbk", h.id);
+    repoWhere(repo, name, path);
 
     img.manifest = malloc(h.page_count ? h.page_count * sizeof *img.manifest : 1);
     w.digest = XXH3_createState();
@@ -882,17 +866,10 @@ int backupCreate(const struct backup_source *src, const struct backup_options *o
         goto err;
     }
     ring_up = true;
-    w.path = tmp;
-    w.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (w.fd < 0) {
-        errorf(errmsg, "create %s: %s", tmp, strerror(errno));
-        rv = errorFromErrno(errno);
-        tmp[0] = '\0'; /* not ours to remove */
+    w.path = path;
+    if ((rv = repoCreate(repo, name, &w.rw, errmsg)) != 0) {
         goto err;
     }
-    /* Held while the file is written: repoSweepTemp removes only temporary files that
-     * no live writer holds (a writer killed mid-backup). */
-    flock(w.fd, LOCK_EX | LOCK_NB);
     cbkHeaderEncode(&h, hbytes);
     if ((rv = writeOut(&w, hbytes, sizeof hbytes, errmsg)) != 0) {
         goto err;
@@ -945,28 +922,10 @@ int backupCreate(const struct backup_source *src, const struct backup_options *o
     if ((rv = writeOut(&w, tail, sizeof tail, errmsg)) != 0) {
         goto err;
     }
-    if (fsync(w.fd) != 0) {
-        if (errno == ENOSPC || errno == EDQUOT) {
-            errorf(errmsg, "no space left on device writing %s", tmp);
-        } else {
-            errorf(errmsg, "fsync %s: %s", tmp, strerror(errno));
-        }
-        rv = errorFromErrno(errno);
-        goto err;
-    }
-    if (close(w.fd) != 0) {
-        w.fd = -1;
-        errorf(errmsg, "close %s: %s", tmp, strerror(errno));
-        rv = errorFromErrno(errno);
-        goto err;
-    }
-    w.fd = -1;
-    if ((rv = repoRenameNoReplace(tmp, path, errmsg)) != 0) {
-        goto err;
-    }
-    tmp[0] = '\0';
-    if ((rv = syncParentDir(path, errmsg)) != 0) {
-        unlink(path); /* the repository as it was */
+    /* Visible now, whole, or not at all. */
+    rv = repoCommit(w.rw, errmsg);
+    w.rw = NULL;
+    if (rv != 0) {
         goto err;
     }
     if (out != NULL) {
@@ -981,12 +940,7 @@ err:
     if (ring_up) {
         ringFree(&ring);
     }
-    if (w.fd >= 0) {
-        close(w.fd);
-    }
-    if (tmp[0] != '\0') {
-        unlink(tmp);
-    }
+    repoAbort(w.rw);
     XXH3_freeState(w.digest);
     free(img.manifest);
     free(pmanifest);

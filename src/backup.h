@@ -6,9 +6,10 @@
  * descriptor whose content does not change while it reads (the server freezes its
  * database for that, see store.h), or through a snapshot of a SQLite file that other
  * programs may be writing, taken read-only by backupSnapshotFile() (snapread.h). A
- * repository is a directory of `.cbk` files; everything the catalog says is derived
- * from the files themselves, so that restoring a database never rewinds the list of
- * its backups.
+ * repository is an object (struct repo, opened from a URL; below) holding `.cbk`
+ * objects: a directory of `.cbk` files with the posix driver. Everything the catalog
+ * says is derived from the files themselves, so that restoring a database never
+ * rewinds the list of its backups.
  *
  * Every function is synchronous and may take long (it reads or writes a whole
  * database); call it from a worker thread, never from the loop thread. Memory is
@@ -57,7 +58,9 @@ struct backup_info {
     uint64_t pages;                     /* pages stored in this file (changed pages) */
     uint64_t size_bytes;                /* size of the .cbk file */
     int64_t duration_ms;                /* time the backup took to write */
-    char path[PATH_MAX];                /* where the file is */
+    char path[PATH_MAX];                /* where the file is: its path in a posix
+                                           repository; for other drivers the
+                                           object's URL. Ends in "/<object name>". */
     int verified;                       /* BACKUP_UNVERIFIED, ... */
     int64_t verified_ms;                /* when, if verified != BACKUP_UNVERIFIED */
     char error[256];                    /* repoList(): non-empty when the file cannot
@@ -65,6 +68,28 @@ struct backup_info {
 };
 
 struct snapread;
+
+/* ---- the repository object ----
+ *
+ * A repository holds the backups as objects (`<id>.cbk`, `<id>.verified`) behind a
+ * driver (repo_driver.h): posix (a directory) now, S3 next. Functions below that take
+ * `const char *repo` open the repository from that string, call their `...In`
+ * version and close it; callers that keep a repository open use the `...In`
+ * versions. */
+struct repo;
+
+/* Open the repository named by url: a directory path or `file:///path` (posix
+ * driver; the directory need not exist: listing a missing one gives nothing, the
+ * first backup creates it); `s3://...`: CAIRN_EINVAL, not built yet; anything else
+ * (empty, an unknown scheme): CAIRN_EINVAL with errmsg saying why. On success *out is
+ * the caller's, to release with repoClose (NULL is fine). */
+int repoOpen(const char *url, struct repo **out, char *errmsg);
+void repoClose(struct repo *r);
+/* The url as opened (a path for posix); owned by r. */
+const char *repoUrl(const struct repo *r);
+/* The directory that holds the objects when they are local files (zero-copy serving,
+ * fetching into a directory), else NULL. Owned by r. */
+const char *repoLocalPath(const struct repo *r);
 
 /* A frozen page image to back up. */
 struct backup_source {
@@ -112,6 +137,10 @@ struct backup_options {
  * failed and on which file. */
 int backupCreate(const struct backup_source *src, const struct backup_options *opt,
                  struct backup_info *out, char *errmsg);
+/* The same into the open repository repo (opt->repo is not used): the object
+ * `<id>.cbk` is written through a repository writer and committed at the end. */
+int backupCreateIn(struct repo *repo, const struct backup_source *src,
+                   const struct backup_options *opt, struct backup_info *out, char *errmsg);
 
 /* Take a snapshot of the SQLite database at db_path, which other programs may be
  * writing (WAL or rollback-journal mode), for backupCreate: src->fd and src->snap
@@ -142,15 +171,19 @@ int backupReadInfo(const char *path, struct backup_info *out, char *errmsg);
  * is damaged are listed with `error` set. *out is allocated (free() it), *n its
  * length; an empty or missing repository gives n = 0 and returns 0. */
 int repoList(const char *repo, struct backup_info **out, size_t *n, char *errmsg);
+int repoListIn(struct repo *repo, struct backup_info **out, size_t *n, char *errmsg);
 
 /* Find a backup by id in repo (or, when `ref` contains a '/', the file at that
  * path). CAIRN_ENOTFOUND with a message naming the id when there is none. */
 int repoFind(const char *repo, const char *ref, struct backup_info *out, char *errmsg);
+/* repo may be NULL when ref is a path. */
+int repoFindIn(struct repo *repo, const char *ref, struct backup_info *out, char *errmsg);
 
 /* Remove the temporary files (.ID.cbk.tmp) that writers killed mid-backup left in repo;
  * a backup in progress (its writer holds a lock on its file) is left alone. *removed
  * counts what went. */
 void repoSweepTemp(const char *repo, unsigned *removed);
+void repoSweepTempIn(struct repo *repo, unsigned *removed);
 
 /* Check every backup of the chain that ends at `ref` (an id, or a path as for
  * repoFind): every checksum, the trailer digests, each parent's id and digest.
@@ -159,6 +192,10 @@ void repoSweepTemp(const char *repo, unsigned *removed);
  * sidecar file. On failure errmsg names the file and the broken part or link. */
 int backupVerify(const char *repo, const char *ref, bool trial_restore,
                  backup_progress_fn progress, void *progress_arg, char *errmsg);
+/* repo may be NULL when ref is a path. The trial restore's temporary file goes beside
+ * the backup when the repository has a local path, else in $TMPDIR (or /tmp). */
+int backupVerifyIn(struct repo *repo, const char *ref, bool trial_restore,
+                   backup_progress_fn progress, void *progress_arg, char *errmsg);
 
 struct restore_options {
     const char *repo;
@@ -184,6 +221,10 @@ struct restore_options {
  * backup restored. On failure nothing is left at `out` that was not there. */
 int backupRestore(const struct restore_options *opt, struct backup_info *restored,
                   char *errmsg);
+/* The same from the open repository repo (opt->repo is not used; repo may be NULL
+ * when opt->ref is a path). */
+int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
+                    struct backup_info *restored, char *errmsg);
 
 /* Append the JSON object of a catalog entry to b (the shape of GET /admin/backups,
  * documented in the README): id, type, parent_id (null for full), created (ISO 8601

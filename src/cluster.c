@@ -27,6 +27,7 @@
 #include "pagesum.h"
 #include "repo.h"
 #include "store.h"
+#include "lib.h"
 
 /* How long a node started with --join or --bootstrap-expect keeps asking its peers. */
 #define DISCOVERY_TIMEOUT_MS (300 * 1000)
@@ -797,7 +798,7 @@ static int fetchFrom(const char *base, const char *dir, const char *kind, const 
                 unlink(tmp);
                 return rv;
             }
-            if ((rv = syncParentDir(path, errmsg)) != 0 ||
+            if ((rv = libSyncParentDir(path, errmsg)) != 0 ||
                 (rv = repoFind(dir, cur, &info, errmsg)) != 0) {
                 return rv;
             }

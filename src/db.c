@@ -31,6 +31,7 @@
 #include "policy.h"
 #include "sqlfront.h"
 #include "lock.h"
+#include "lib.h"
 
 #define START_TIMEOUT_MS 30000
 
@@ -164,7 +165,7 @@ void dbSetDiverged(struct cairn *db, const char *msg)
     pthread_mutex_unlock(&db->dmu);
     if (msg == NULL) {
         if (unlink(path) == 0) {
-            syncParentDir(path, err);
+            libSyncParentDir(path, err);
         }
         return;
     }
@@ -303,7 +304,7 @@ static int writeFileAtomic(const char *path, const char *data, size_t len, char 
         unlink(tmp);
         return errorFromErrno(errno);
     }
-    return syncParentDir(path, errmsg);
+    return libSyncParentDir(path, errmsg);
 }
 
 /* Split a comma-separated --join list into db->join. */

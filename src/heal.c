@@ -26,6 +26,7 @@
 #include "raftlog.h"
 #include "repo.h"
 #include "store.h"
+#include "lib.h"
 
 #define RUNNING_MARK "RUNNING"
 #define RECOVERY_FILE "last_recovery.json"
@@ -164,7 +165,7 @@ static int moveAside(const char *data_dir, const char *name, const char *when, c
     if (moved != NULL) {
         snprintf(moved, n, "%s", to);
     }
-    return syncParentDir(to, errmsg);
+    return libSyncParentDir(to, errmsg);
 }
 
 /* The database and its WAL and shared-memory files. */
@@ -262,7 +263,7 @@ static void writeRecord(struct cairn *db)
     snprintf(path, sizeof path, "%s/%s", db->data_dir, RECOVERY_FILE);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     if (json_dump_file(db->recovery, tmp, JSON_INDENT(2)) != 0 || rename(tmp, path) != 0 ||
-        syncParentDir(path, errmsg) != 0) {
+        libSyncParentDir(path, errmsg) != 0) {
         dbLog(db, "cannot write %s", path);
         unlink(tmp);
     }
@@ -403,7 +404,7 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
         return errorFromErrno(err);
     }
     close(fd);
-    return syncParentDir(mark, errmsg);
+    return libSyncParentDir(mark, errmsg);
 }
 
 void healAfterOpen(struct cairn *db)
@@ -426,7 +427,7 @@ void healMarkClean(struct cairn *db)
     char errmsg[CAIRN_ERRMSG_SIZE];
     snprintf(mark, sizeof mark, "%s/%s", db->data_dir, RUNNING_MARK);
     if (unlink(mark) == 0) {
-        syncParentDir(mark, errmsg);
+        libSyncParentDir(mark, errmsg);
     }
 }
 
@@ -474,7 +475,7 @@ static int replayOffline(const char *data_dir, uint64_t *applied, char *errmsg)
 static int installDatabase(const char *tmp, const char *db_path, char *errmsg)
 {
     int rv = repoRenameNoReplace(tmp, db_path, errmsg);
-    return rv != 0 ? rv : syncParentDir(db_path, errmsg);
+    return rv != 0 ? rv : libSyncParentDir(db_path, errmsg);
 }
 
 /* Write a copy of the database at db_path into tmp with 8 reserved bytes per page
@@ -722,7 +723,7 @@ static int setJoin(const char *data_dir, const char *peer, char *errmsg)
         return CAIRN_EIO;
     }
     json_decref(root);
-    return syncParentDir(path, errmsg);
+    return libSyncParentDir(path, errmsg);
 }
 
 int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)

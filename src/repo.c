@@ -1,19 +1,22 @@
-/* The catalog of a backup repository: which `.cbk` files a directory holds, what
- * their headers and footers say, and whether the last verification passed (the
- * `<id>.verified` sidecar beside each file).
+/* The repository object and the catalog of a backup repository: which `.cbk` objects a
+ * repository holds, what their headers and footers say, and whether the last
+ * verification passed (the `<id>.verified` sidecar beside each object).
  *
- * Everything here is derived from the files themselves, read without trusting them
+ * A repository is opened from a URL (repoOpen) and reached only through its driver's
+ * table (repo_driver.h): the engine makes no POSIX call on a repository. The posix
+ * driver is repo_posix.c; the S3 driver will be repo_s3.c.
+ *
+ * Everything here is derived from the objects themselves, read without trusting them
  * (cbk.c checks every field): restoring a database never rewinds its catalog, and a
- * damaged file is listed with its error rather than hidden. Files are never
- * rewritten; only sidecars are, by tmp + rename.
+ * damaged object is listed with its error rather than hidden. Objects are never
+ * rewritten; only sidecars are, replaced whole.
  *
  * Any thread; no shared state. */
 #define _GNU_SOURCE
 #include "repo.h"
 
-#include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
-#include <sys/file.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -24,23 +27,28 @@
 #include <unistd.h>
 
 #include "error.h"
-#include "store.h"
+#include "lib.h"
+#include "repo_driver.h"
 
 #define SIDECAR_SUFFIX ".verified"
 #define SIDECAR_MAX 4096
 
+struct repo {
+    char *url;
+    void *drv;
+    const struct repo_driver *ops;
+};
+
+/* ---- small helpers ---- */
+
 int64_t repoNowMs(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return libNowMs();
 }
 
 int64_t repoMonoMs(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return libMonoMs();
 }
 
 void repoIso8601(int64_t ms, char out[32])
@@ -76,6 +84,12 @@ void repoDirOf(const char *path, char *out)
     } else {
         snprintf(out, PATH_MAX, "%.*s", (int)(slash - path), path);
     }
+}
+
+const char *repoNameOf(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash != NULL ? slash + 1 : path;
 }
 
 int repoMkdirs(const char *dir, char *errmsg)
@@ -121,104 +135,272 @@ int repoRenameNoReplace(const char *tmp, const char *path, char *errmsg)
     return errorFromErrno(errno);
 }
 
-static int fdRead(void *arg, uint64_t off, void *buf, size_t n)
+/* ---- the repository object ---- */
+
+/* The scheme of url ("s3" for "s3://..."), into out; false when url has none (a
+ * path). */
+static bool urlScheme(const char *url, char *out, size_t size)
 {
-    int fd = *(int *)arg;
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t got = pread(fd, p, n, (off_t)off);
-        if (got < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return errno;
+    const char *sep = strstr(url, "://");
+    size_t n;
+    if (sep == NULL || sep == url || !isalpha((unsigned char)url[0])) {
+        return false;
+    }
+    for (const char *p = url; p < sep; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '+' && *p != '-' && *p != '.') {
+            return false;
         }
-        if (got == 0) {
-            return EIO; /* the file shrank since its size was taken */
+    }
+    n = (size_t)(sep - url);
+    snprintf(out, size, "%.*s", (int)(n < size ? n : size - 1), url);
+    return true;
+}
+
+/* repoOpen; bare: url "" is the working directory, its objects named without "./"
+ * (a backup file named by a relative path of one component keeps that path). */
+static int openUrl(const char *url, bool bare, struct repo **out, char *errmsg)
+{
+    struct repo *r;
+    char scheme[16];
+    int rv;
+
+    *out = NULL;
+    if (url == NULL || (url[0] == '\0' && !bare)) {
+        errorf(errmsg, "no repository given (a directory, file:///DIR or s3://BUCKET/PREFIX)");
+        return CAIRN_EINVAL;
+    }
+    if ((r = calloc(1, sizeof *r)) == NULL || (r->url = strdup(url)) == NULL) {
+        free(r);
+        errorf(errmsg, "out of memory opening the repository %s", url);
+        return CAIRN_ENOMEM;
+    }
+    if (!urlScheme(url, scheme, sizeof scheme)) {
+        rv = repoPosixOpen(url, &r->drv, &r->ops, errmsg);
+    } else if (strcasecmp(scheme, "file") == 0) {
+        if (url[7] != '/') {
+            errorf(errmsg, "repository %s: a file URL names a local path, file:///DIR", url);
+            rv = CAIRN_EINVAL;
+        } else {
+            rv = repoPosixOpen(url + 7, &r->drv, &r->ops, errmsg);
         }
-        p += got;
-        n -= (size_t)got;
-        off += (uint64_t)got;
+    } else if (strcasecmp(scheme, "s3") == 0) {
+        rv = repoS3Open(url, &r->drv, &r->ops, errmsg);
+    } else {
+        errorf(errmsg,
+               "repository %s: unknown scheme \"%s\" (a directory, file:///DIR or "
+               "s3://BUCKET/PREFIX)",
+               url, scheme);
+        rv = CAIRN_EINVAL;
+    }
+    if (rv != 0) {
+        free(r->url);
+        free(r);
+        return rv;
+    }
+    *out = r;
+    return 0;
+}
+
+int repoOpen(const char *url, struct repo **out, char *errmsg)
+{
+    return openUrl(url, false, out, errmsg);
+}
+
+void repoClose(struct repo *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    r->ops->close(r->drv);
+    free(r->url);
+    free(r);
+}
+
+const char *repoUrl(const struct repo *r)
+{
+    return r->url;
+}
+
+const char *repoLocalPath(const struct repo *r)
+{
+    return r->ops->localPath != NULL ? r->ops->localPath(r->drv) : NULL;
+}
+
+void repoWhere(struct repo *r, const char *name, char *out)
+{
+    r->ops->where(r->drv, name, out, PATH_MAX);
+}
+
+int repoListNames(struct repo *r, const char *prefix, repo_list_fn fn, void *arg, char *errmsg)
+{
+    return r->ops->list(r->drv, prefix != NULL ? prefix : "", fn, arg, errmsg);
+}
+
+int repoOpenRead(struct repo *r, const char *name, struct repo_reader *rd, char *errmsg)
+{
+    int rv;
+    memset(rd, 0, sizeof *rd);
+    rd->fd = -1;
+    if ((rv = r->ops->openRead(r->drv, name, rd, errmsg)) != 0) {
+        return rv;
+    }
+    rd->drv = r->ops;
+    return 0;
+}
+
+void repoCloseRead(struct repo_reader *rd)
+{
+    if (rd->drv != NULL) {
+        rd->drv->closeRead(rd);
+        rd->drv = NULL;
+    }
+}
+
+int repoCreate(struct repo *r, const char *name, struct repo_writer **w, char *errmsg)
+{
+    int rv;
+    *w = NULL;
+    if (strchr(name, '/') != NULL || name[0] == '\0' || name[0] == '.') {
+        errorf(errmsg, "invalid object name \"%s\" in %s", name, r->url);
+        return CAIRN_EINVAL;
+    }
+    if ((rv = r->ops->create(r->drv, name, w, errmsg)) != 0) {
+        return rv;
+    }
+    (*w)->drv = r->ops;
+    return 0;
+}
+
+int repoWrite(struct repo_writer *w, const void *p, size_t n, char *errmsg)
+{
+    return w->drv->write(w, p, n, errmsg);
+}
+
+int repoCommit(struct repo_writer *w, char *errmsg)
+{
+    return w->drv->commit(w, errmsg);
+}
+
+void repoAbort(struct repo_writer *w)
+{
+    if (w != NULL) {
+        w->drv->abort(w);
+    }
+}
+
+int repoRemove(struct repo *r, const char *name, char *errmsg)
+{
+    return r->ops->remove(r->drv, name, errmsg);
+}
+
+int repoGet(struct repo *r, const char *name, void *buf, size_t cap, size_t *len, char *errmsg)
+{
+    *len = 0;
+    return r->ops->get(r->drv, name, buf, cap, len, errmsg);
+}
+
+int repoPut(struct repo *r, const char *name, const void *buf, size_t len, char *errmsg)
+{
+    if (strchr(name, '/') != NULL || name[0] == '\0' || name[0] == '.') {
+        errorf(errmsg, "invalid object name \"%s\" in %s", name, r->url);
+        return CAIRN_EINVAL;
+    }
+    return r->ops->put(r->drv, name, buf, len, errmsg);
+}
+
+void repoSweepTempIn(struct repo *repo, unsigned *removed)
+{
+    *removed = 0;
+    repo->ops->sweep(repo->drv, removed);
+}
+
+void repoSweepTemp(const char *repo, unsigned *removed)
+{
+    char ignore[CAIRN_ERRMSG_SIZE];
+    struct repo *r;
+    *removed = 0;
+    if (repoOpen(repo, &r, ignore) != 0) {
+        return;
+    }
+    repoSweepTempIn(r, removed);
+    repoClose(r);
+}
+
+/* ---- `.cbk` objects ---- */
+
+int repoOpenFileIn(struct repo *repo, const char *name, struct repo_file *f, char *errmsg)
+{
+    int rv;
+    memset(f, 0, sizeof *f);
+    f->repo = repo;
+    repoWhere(repo, name, f->path);
+    if ((rv = repoOpenRead(repo, name, &f->rd, errmsg)) != 0) {
+        return rv;
+    }
+    if ((rv = cbkOpen(&f->r, &f->rd.io, f->rd.size, f->path, errmsg)) != 0) {
+        repoCloseRead(&f->rd);
+        return rv;
     }
     return 0;
 }
 
 int repoOpenFile(const char *path, struct repo_file *f, char *errmsg)
 {
-    struct stat st;
+    char dir[PATH_MAX];
+    struct repo *r;
     int rv;
-    memset(f, 0, sizeof *f);
-    if (strlen(path) >= sizeof f->path) {
+    if (strlen(path) >= PATH_MAX) {
+        memset(f, 0, sizeof *f);
         errorf(errmsg, "path too long: %s", path);
         return CAIRN_EINVAL;
     }
-    strcpy(f->path, path);
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0) {
-        errorf(errmsg, "open %s: %s", path, strerror(errno));
-        return errorFromErrno(errno);
+    if (strchr(path, '/') != NULL) {
+        repoDirOf(path, dir);
+    } else {
+        dir[0] = '\0';
     }
-    if (fstat(f->fd, &st) != 0) {
-        errorf(errmsg, "stat %s: %s", path, strerror(errno));
-        rv = errorFromErrno(errno);
-        goto err;
+    if ((rv = openUrl(dir, true, &r, errmsg)) != 0) {
+        memset(f, 0, sizeof *f);
+        return rv;
     }
-    if (!S_ISREG(st.st_mode)) {
-        errorf(errmsg, "%s: not a regular file", path);
-        rv = CAIRN_EINVAL;
-        goto err;
+    if ((rv = repoOpenFileIn(r, repoNameOf(path), f, errmsg)) != 0) {
+        repoClose(r);
+        return rv;
     }
-    f->io.read = fdRead;
-    f->io.arg = &f->fd;
-    if ((rv = cbkOpen(&f->r, &f->io, (uint64_t)st.st_size, f->path, errmsg)) != 0) {
-        goto err;
-    }
+    f->own_repo = true;
     return 0;
-err:
-    close(f->fd);
-    f->fd = -1;
-    return rv;
 }
 
 void repoCloseFile(struct repo_file *f)
 {
     cbkClose(&f->r);
-    if (f->fd >= 0) {
-        close(f->fd);
-        f->fd = -1;
+    repoCloseRead(&f->rd);
+    if (f->own_repo) {
+        repoClose(f->repo);
+        f->own_repo = false;
     }
-}
-
-static void sidecarPath(const struct backup_info *info, char *out)
-{
-    char dir[PATH_MAX];
-    repoDirOf(info->path, dir);
-    snprintf(out, PATH_MAX, "%s/%s" SIDECAR_SUFFIX, dir, info->id);
+    f->repo = NULL;
 }
 
 /* Fill verified and verified_ms from the sidecar. Any doubt (no sidecar, unreadable,
  * about another file's digest) leaves the backup unverified: the sidecar is a
  * record, not a source of truth. */
-static void readVerified(struct backup_info *info)
+static void readVerified(struct repo *repo, struct backup_info *info)
 {
-    char path[PATH_MAX];
+    char name[BACKUP_ID_SIZE + sizeof SIDECAR_SUFFIX];
     char hex[2 * BACKUP_DIGEST_SIZE + 1];
     char text[SIDECAR_MAX];
+    char ignore[CAIRN_ERRMSG_SIZE];
     json_t *root = NULL;
     const char *state, *digest;
     json_int_t when;
-    ssize_t n;
-    int fd;
+    size_t n;
 
     info->verified = BACKUP_UNVERIFIED;
     info->verified_ms = 0;
-    sidecarPath(info, path);
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-        return;
-    }
-    n = read(fd, text, sizeof text);
-    close(fd);
-    if (n <= 0 || (root = json_loadb(text, (size_t)n, 0, NULL)) == NULL) {
+    snprintf(name, sizeof name, "%s" SIDECAR_SUFFIX, info->id);
+    if (repoGet(repo, name, text, sizeof text, &n, ignore) != 0 || n == 0 ||
+        (root = json_loadb(text, n, 0, NULL)) == NULL) {
         return;
     }
     repoHex(info->digest, BACKUP_DIGEST_SIZE, hex);
@@ -236,23 +418,16 @@ static void readVerified(struct backup_info *info)
     json_decref(root);
 }
 
-int repoWriteVerified(const struct backup_info *info, int state, int64_t when_ms, char *errmsg)
+int repoWriteVerifiedIn(struct repo *repo, const struct backup_info *info, int state,
+                        int64_t when_ms, char *errmsg)
 {
-    char path[PATH_MAX], tmp[PATH_MAX + 16];
+    char name[BACKUP_ID_SIZE + sizeof SIDECAR_SUFFIX];
     char hex[2 * BACKUP_DIGEST_SIZE + 1];
     char when[32];
     char text[SIDECAR_MAX];
-    int fd = -1, n, rv;
+    int n;
 
-    sidecarPath(info, path);
-    snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
-    /* The temporary name starts like the sidecar's: make it hidden. */
-    {
-        char *slash = strrchr(tmp, '/');
-        char name[PATH_MAX];
-        snprintf(name, sizeof name, "%s", slash + 1);
-        snprintf(slash + 1, sizeof tmp - (size_t)(slash + 1 - tmp), ".%s", name);
-    }
+    snprintf(name, sizeof name, "%s" SIDECAR_SUFFIX, info->id);
     repoHex(info->digest, BACKUP_DIGEST_SIZE, hex);
     repoIso8601(when_ms, when);
     n = snprintf(text, sizeof text,
@@ -260,30 +435,20 @@ int repoWriteVerified(const struct backup_info *info, int state, int64_t when_ms
                  "\"digest\":\"%s\"}\n",
                  info->id, state == BACKUP_VERIFIED ? "verified" : "failed", (long long)when_ms,
                  when, hex);
-    if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
-        errorf(errmsg, "create %s: %s", tmp, strerror(errno));
-        return errorFromErrno(errno);
+    return repoPut(repo, name, text, (size_t)n, errmsg);
+}
+
+int repoWriteVerified(const struct backup_info *info, int state, int64_t when_ms, char *errmsg)
+{
+    char dir[PATH_MAX];
+    struct repo *r;
+    int rv;
+    repoDirOf(info->path, dir);
+    if ((rv = repoOpen(dir, &r, errmsg)) != 0) {
+        return rv;
     }
-    errno = 0;
-    if (fchmod(fd, 0644) != 0 || write(fd, text, (size_t)n) != n || fsync(fd) != 0) {
-        int err = errno ? errno : EIO;
-        errorf(errmsg, "write %s: %s", tmp, strerror(err));
-        rv = errorFromErrno(err);
-        goto err;
-    }
-    close(fd);
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        errorf(errmsg, "rename %s to %s: %s", tmp, path, strerror(errno));
-        rv = errorFromErrno(errno);
-        goto err;
-    }
-    return syncParentDir(path, errmsg);
-err:
-    if (fd >= 0) {
-        close(fd);
-    }
-    unlink(tmp);
+    rv = repoWriteVerifiedIn(r, info, state, when_ms, errmsg);
+    repoClose(r);
     return rv;
 }
 
@@ -306,7 +471,7 @@ void repoInfoFromFile(const struct repo_file *f, struct backup_info *out)
     out->size_bytes = f->r.size;
     out->duration_ms = f->r.f.duration_ms;
     snprintf(out->path, sizeof out->path, "%s", f->path);
-    readVerified(out);
+    readVerified(f->repo, out);
 }
 
 int backupReadInfo(const char *path, struct backup_info *out, char *errmsg)
@@ -321,6 +486,8 @@ int backupReadInfo(const char *path, struct backup_info *out, char *errmsg)
     return 0;
 }
 
+/* ---- the catalog ---- */
+
 static int byId(const void *a, const void *b)
 {
     const struct backup_info *x = a, *y = b;
@@ -334,81 +501,120 @@ static bool isCbkName(const char *name)
     return name[0] != '.' && n > 4 && strcmp(name + n - 4, ".cbk") == 0;
 }
 
-int repoList(const char *repo, struct backup_info **out, size_t *n, char *errmsg)
+/* Names and sizes of the `.cbk` objects of a repository, as listed. */
+struct names {
+    char **name;
+    uint64_t *size;
+    size_t len, cap;
+};
+
+static int collectCbk(void *arg, const char *name, uint64_t size)
 {
-    struct backup_info *v = NULL, *grown;
-    size_t len = 0, cap = 0;
-    struct dirent *e;
-    DIR *d;
-    int rv = 0;
+    struct names *v = arg;
+    if (!isCbkName(name)) {
+        return 0;
+    }
+    if (v->len == v->cap) {
+        size_t cap = v->cap ? 2 * v->cap : 16;
+        char **n = realloc(v->name, cap * sizeof *n);
+        uint64_t *s;
+        if (n == NULL) {
+            return CAIRN_ENOMEM;
+        }
+        v->name = n;
+        if ((s = realloc(v->size, cap * sizeof *s)) == NULL) {
+            return CAIRN_ENOMEM;
+        }
+        v->size = s;
+        v->cap = cap;
+    }
+    if ((v->name[v->len] = strdup(name)) == NULL) {
+        return CAIRN_ENOMEM;
+    }
+    v->size[v->len++] = size;
+    return 0;
+}
+
+int repoListIn(struct repo *repo, struct backup_info **out, size_t *n, char *errmsg)
+{
+    struct names names = {0};
+    struct backup_info *v = NULL;
+    size_t len = 0;
+    int rv;
 
     *out = NULL;
     *n = 0;
-    if ((d = opendir(repo)) == NULL) {
-        if (errno == ENOENT) {
-            return 0;
+    if ((rv = repoListNames(repo, "", collectCbk, &names, errmsg)) != 0) {
+        if (rv == CAIRN_ENOMEM) {
+            errorf(errmsg, "out of memory listing %s", repo->url);
         }
-        errorf(errmsg, "open the repository %s: %s", repo, strerror(errno));
-        return errorFromErrno(errno);
+        goto out;
     }
-    while ((errno = 0, e = readdir(d)) != NULL) {
-        char path[PATH_MAX];
+    if (names.len > 0 && (v = malloc(names.len * sizeof *v)) == NULL) {
+        errorf(errmsg, "out of memory listing %s", repo->url);
+        rv = CAIRN_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < names.len; i++) {
         char why[CAIRN_ERRMSG_SIZE];
-        struct backup_info *info;
-        struct stat st;
-        if (!isCbkName(e->d_name)) {
-            continue;
-        }
-        if ((size_t)snprintf(path, sizeof path, "%s/%s", repo, e->d_name) >= sizeof path ||
-            stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
-            continue;
-        }
-        if (len == cap) {
-            cap = cap ? 2 * cap : 16;
-            if ((grown = realloc(v, cap * sizeof *v)) == NULL) {
-                errorf(errmsg, "out of memory listing %s", repo);
-                rv = CAIRN_ENOMEM;
-                goto err;
-            }
-            v = grown;
-        }
-        info = &v[len++];
-        if (backupReadInfo(path, info, why) != 0) {
+        struct backup_info *info = &v[len++];
+        struct repo_file f;
+        if (repoOpenFileIn(repo, names.name[i], &f, why) == 0) {
+            repoInfoFromFile(&f, info);
+            repoCloseFile(&f);
+        } else {
             /* Listed, marked: the message without the path, which is in the entry. */
-            size_t plen = strlen(path);
+            char path[PATH_MAX];
+            size_t plen;
             const char *msg = why;
+            repoWhere(repo, names.name[i], path);
+            plen = strlen(path);
             if (strncmp(why, path, plen) == 0 && why[plen] == ':' && why[plen + 1] == ' ') {
                 msg = why + plen + 2;
             }
             memset(info, 0, sizeof *info);
-            snprintf(info->id, sizeof info->id, "%.*s", (int)(strlen(e->d_name) - 4), e->d_name);
+            snprintf(info->id, sizeof info->id, "%.*s", (int)(strlen(names.name[i]) - 4),
+                     names.name[i]);
             snprintf(info->path, sizeof info->path, "%s", path);
             snprintf(info->error, sizeof info->error, "%s", msg);
-            info->size_bytes = (uint64_t)st.st_size;
+            info->size_bytes = names.size[i];
         }
     }
-    if (errno != 0) {
-        errorf(errmsg, "read the repository %s: %s", repo, strerror(errno));
-        rv = errorFromErrno(errno);
-        goto err;
-    }
-    closedir(d);
     if (len > 1) {
         qsort(v, len, sizeof *v, byId);
     }
     *out = v;
     *n = len;
-    return 0;
-err:
-    closedir(d);
+    v = NULL;
+out:
+    for (size_t i = 0; i < names.len; i++) {
+        free(names.name[i]);
+    }
+    free(names.name);
+    free(names.size);
     free(v);
     return rv;
 }
 
-int repoFind(const char *repo, const char *ref, struct backup_info *out, char *errmsg)
+int repoList(const char *repo, struct backup_info **out, size_t *n, char *errmsg)
+{
+    struct repo *r;
+    int rv;
+    *out = NULL;
+    *n = 0;
+    if ((rv = repoOpen(repo, &r, errmsg)) != 0) {
+        return rv;
+    }
+    rv = repoListIn(r, out, n, errmsg);
+    repoClose(r);
+    return rv;
+}
+
+int repoFindIn(struct repo *repo, const char *ref, struct backup_info *out, char *errmsg)
 {
     struct backup_info *all = NULL;
-    char path[PATH_MAX];
+    char name[BACKUP_ID_SIZE + 8];
+    struct repo_file f;
     size_t n = 0;
     int rv;
 
@@ -420,14 +626,17 @@ int repoFind(const char *repo, const char *ref, struct backup_info *out, char *e
         return rv;
     }
     if (repo == NULL || !cbkIdValid(ref)) {
-        errorf(errmsg, "no backup with id \"%s\"%s%s", ref, repo ? " in " : "", repo ? repo : "");
+        errorf(errmsg, "no backup with id \"%s\"%s%s", ref, repo ? " in " : "",
+               repo ? repo->url : "");
         return CAIRN_ENOTFOUND;
     }
-    snprintf(path, sizeof path, "%s/%s.cbk", repo, ref);
-    rv = backupReadInfo(path, out, errmsg);
+    snprintf(name, sizeof name, "%s.cbk", ref);
+    rv = repoOpenFileIn(repo, name, &f, errmsg);
     if (rv == 0) {
+        repoInfoFromFile(&f, out);
+        repoCloseFile(&f);
         if (strcmp(out->id, ref) != 0) {
-            errorf(errmsg, "%s: holds backup %s, not %s", path, out->id, ref);
+            errorf(errmsg, "%s: holds backup %s, not %s", out->path, out->id, ref);
             return CAIRN_ECORRUPT;
         }
         return 0;
@@ -436,7 +645,7 @@ int repoFind(const char *repo, const char *ref, struct backup_info *out, char *e
         return rv;
     }
     /* Not under its usual name: a file renamed by hand still counts. */
-    if ((rv = repoList(repo, &all, &n, errmsg)) != 0) {
+    if ((rv = repoListIn(repo, &all, &n, errmsg)) != 0) {
         return rv;
     }
     for (size_t i = 0; i < n; i++) {
@@ -447,35 +656,19 @@ int repoFind(const char *repo, const char *ref, struct backup_info *out, char *e
         }
     }
     free(all);
-    errorf(errmsg, "no backup with id %s in %s", ref, repo);
+    errorf(errmsg, "no backup with id %s in %s", ref, repo->url);
     return CAIRN_ENOTFOUND;
 }
 
-void repoSweepTemp(const char *repo, unsigned *removed)
+int repoFind(const char *repo, const char *ref, struct backup_info *out, char *errmsg)
 {
-    DIR *d = opendir(repo);
-    struct dirent *e;
-    *removed = 0;
-    if (d == NULL) {
-        return;
+    struct repo *r = NULL;
+    int rv;
+    /* A path names its file wherever it is; repo is not needed then. */
+    if (strchr(ref, '/') == NULL && repo != NULL && (rv = repoOpen(repo, &r, errmsg)) != 0) {
+        return rv;
     }
-    while ((e = readdir(d)) != NULL) {
-        size_t n = strlen(e->d_name);
-        char path[PATH_MAX];
-        int fd;
-        if (e->d_name[0] != '.' || n < 9 || strcmp(e->d_name + n - 8, ".cbk.tmp") != 0) {
-            continue;
-        }
-        snprintf(path, sizeof path, "%s/%s", repo, e->d_name);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            continue;
-        }
-        /* A live writer holds its lock: leave its file alone. */
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && unlink(path) == 0) {
-            (*removed)++;
-        }
-        close(fd);
-    }
-    closedir(d);
+    rv = repoFindIn(r, ref, out, errmsg);
+    repoClose(r);
+    return rv;
 }

@@ -32,8 +32,8 @@
 
 #include "cbk.h"
 #include "error.h"
+#include "lib.h"
 #include "repo.h"
-#include "store.h"
 
 /* Bytes read at a time when checking the restored image. */
 #define CHECK_CHUNK (4u << 20)
@@ -58,7 +58,7 @@ static void onOffset(void *arg, uint64_t off)
 /* The chain that ends at ref, oldest (the full backup) first. *target receives the
  * entry of ref itself as soon as it is found (*found tells), even when the chain
  * behind it is broken, so that backupVerify can record the failure. */
-static int resolveChain(const char *repo, const char *ref, struct backup_info **out, size_t *n,
+static int resolveChain(struct repo *repo, const char *ref, struct backup_info **out, size_t *n,
                         struct backup_info *target, bool *found, char *errmsg)
 {
     struct backup_info *v = NULL, *grown;
@@ -71,7 +71,7 @@ static int resolveChain(const char *repo, const char *ref, struct backup_info **
     *out = NULL;
     *n = 0;
     *found = false;
-    if ((rv = repoFind(repo, ref, target, errmsg)) != 0) {
+    if ((rv = repoFindIn(repo, ref, target, errmsg)) != 0) {
         return rv;
     }
     *found = true;
@@ -79,7 +79,8 @@ static int resolveChain(const char *repo, const char *ref, struct backup_info **
         goto oom;
     }
     v[len++] = *target;
-    /* Parents are looked for beside the file, wherever it was found. */
+    /* Parents are looked for beside the file, wherever it was found: in repo, which
+     * chainRepo made the file's own. */
     repoDirOf(target->path, dir);
     while (v[len - 1].type != BACKUP_FULL) {
         const struct backup_info *child;
@@ -98,7 +99,7 @@ static int resolveChain(const char *repo, const char *ref, struct backup_info **
         }
         child = &v[len - 1];
         parent = &v[len];
-        rv = repoFind(dir, child->parent_id, parent, why);
+        rv = repoFindIn(repo, child->parent_id, parent, why);
         if (rv == CAIRN_ENOTFOUND) {
             errorf(errmsg, "%s: its parent %s is not in %s (the chain is broken)", child->path,
                    child->parent_id, dir);
@@ -154,10 +155,35 @@ err:
     return rv;
 }
 
-/* Open a file of the chain, making sure it is the one the chain was resolved with. */
-static int openMember(const struct backup_info *info, struct repo_file *f, char *errmsg)
+/* The repository a chain is read from: repo, or, when ref is a path, the one that holds
+ * that file (*owned then, for the caller to close). */
+static int chainRepo(struct repo *repo, const char *ref, struct repo **use, struct repo **owned,
+                     char *errmsg)
 {
-    int rv = repoOpenFile(info->path, f, errmsg);
+    char dir[PATH_MAX];
+    int rv;
+    *owned = NULL;
+    *use = repo;
+    if (ref == NULL || strchr(ref, '/') == NULL) {
+        return 0;
+    }
+    if (strlen(ref) >= PATH_MAX) {
+        errorf(errmsg, "path too long: %s", ref);
+        return CAIRN_EINVAL;
+    }
+    repoDirOf(ref, dir);
+    if ((rv = repoOpen(dir, owned, errmsg)) != 0) {
+        return rv;
+    }
+    *use = *owned;
+    return 0;
+}
+
+/* Open a file of the chain, making sure it is the one the chain was resolved with. */
+static int openMember(struct repo *repo, const struct backup_info *info, struct repo_file *f,
+                      char *errmsg)
+{
+    int rv = repoOpenFileIn(repo, repoNameOf(info->path), f, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -183,7 +209,7 @@ static uint64_t *newManifest(const struct repo_file *f, char *errmsg)
  * in order ---- */
 
 /* Writeback of the restored file starts as it is written (see WRITEBACK_BYTES in
- * backup.c): runs at least this long are handed to the disk at once. */
+ * repo_posix.c): runs at least this long are handed to the disk at once. */
 #define WRITEBACK_RUN (256u << 10)
 #define MAX_WORKERS 4
 #define PARALLEL_MIN_BYTES (4u << 20)
@@ -201,25 +227,14 @@ struct sink {
 static int pwriteAll(int fd, const unsigned char *p, size_t n, uint64_t off, const char *path,
                      char *errmsg)
 {
-    while (n > 0) {
-        ssize_t k = pwrite(fd, p, n, (off_t)off);
-        if (k <= 0) {
-            if (k < 0 && errno == EINTR) {
-                continue;
-            }
-            if (k == 0) {
-                errno = EIO;
-            }
-            if (errno == ENOSPC || errno == EDQUOT) {
-                errorf(errmsg, "no space left on device writing %s", path);
-                return CAIRN_ENOSPC;
-            }
-            errorf(errmsg, "write %s: %s", path, strerror(errno));
-            return errorFromErrno(errno);
-        }
-        p += k;
-        n -= (size_t)k;
-        off += (uint64_t)k;
+    int err = libPwriteFull(fd, p, n, off);
+    if (err == ENOSPC || err == EDQUOT) {
+        errorf(errmsg, "no space left on device writing %s", path);
+        return CAIRN_ENOSPC;
+    }
+    if (err != 0) {
+        errorf(errmsg, "write %s: %s", path, strerror(err));
+        return errorFromErrno(err);
     }
     return 0;
 }
@@ -512,12 +527,12 @@ static int applyFile(struct applier *a, struct repo_file *f, uint64_t *m, struct
 
 /* Check a whole file; `deep` also decompresses every block and checks every page
  * (on a, which writes nothing). */
-static int checkMember(const struct backup_info *info, struct applier *a, struct progress *p,
-                       char *errmsg)
+static int checkMember(struct repo *repo, const struct backup_info *info, struct applier *a,
+                       struct progress *p, char *errmsg)
 {
     struct repo_file f;
     uint64_t *m = NULL;
-    int rv = openMember(info, &f, errmsg);
+    int rv = openMember(repo, info, &f, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -561,8 +576,8 @@ static uint64_t chainBytes(const struct backup_info *chain, size_t from, size_t 
  * the newest copy of a page is the one the restored database holds, so an older one
  * is skipped (a bitmap of page_count bits says which are written). Writing oldest
  * first wrote the full backup and then every incremental over it. */
-static int applyChain(const struct backup_info *chain, size_t n, int fd, const char *path,
-                      uint64_t **manifest, struct progress *p, char *errmsg)
+static int applyChain(struct repo *repo, const struct backup_info *chain, size_t n, int fd,
+                      const char *path, uint64_t **manifest, struct progress *p, char *errmsg)
 {
     const struct backup_info *last = &chain[n - 1];
     struct applier a;
@@ -582,7 +597,7 @@ static int applyChain(const struct backup_info *chain, size_t n, int fd, const c
     for (size_t i = n; i-- > start && rv == 0;) {
         struct repo_file f;
         uint64_t *m;
-        if ((rv = openMember(&chain[i], &f, errmsg)) != 0) {
+        if ((rv = openMember(repo, &chain[i], &f, errmsg)) != 0) {
             break;
         }
         if ((m = newManifest(&f, errmsg)) == NULL) {
@@ -752,8 +767,8 @@ static void *integrityThread(void *arg)
  * checked against the manifest and the file fsynced on this thread while SQLite's
  * integrity_check reads the same file on another (both read what was written, and
  * both must pass before the file is used), the longest steps side by side. */
-static int materialize(const struct backup_info *chain, size_t n, int fd, const char *tmp,
-                       struct progress *p, char *errmsg)
+static int materialize(struct repo *repo, const struct backup_info *chain, size_t n, int fd,
+                       const char *tmp, struct progress *p, char *errmsg)
 {
     struct integrity_job job = {tmp, 0, ""};
     uint64_t *manifest = NULL;
@@ -761,7 +776,7 @@ static int materialize(const struct backup_info *chain, size_t n, int fd, const 
     bool threaded;
     int rv;
 
-    if ((rv = applyChain(chain, n, fd, tmp, &manifest, p, errmsg)) != 0) {
+    if ((rv = applyChain(repo, chain, n, fd, tmp, &manifest, p, errmsg)) != 0) {
         return rv;
     }
     threaded = pthread_create(&th, NULL, integrityThread, &job) == 0;
@@ -813,7 +828,27 @@ static const char *const SIDE_FILES[] = {"-wal", "-journal", "-shm"};
 
 int backupRestore(const struct restore_options *opt, struct backup_info *restored, char *errmsg)
 {
+    struct repo *repo = NULL;
+    int rv;
+    if (opt == NULL || opt->ref == NULL || opt->out == NULL || opt->out[0] == '\0') {
+        errorf(errmsg, "restore: invalid arguments");
+        return CAIRN_EINVAL;
+    }
+    /* A path names its file wherever it is; the repository is not needed then. */
+    if (strchr(opt->ref, '/') == NULL && opt->repo != NULL &&
+        (rv = repoOpen(opt->repo, &repo, errmsg)) != 0) {
+        return rv;
+    }
+    rv = backupRestoreIn(repo, opt, restored, errmsg);
+    repoClose(repo);
+    return rv;
+}
+
+int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
+                    struct backup_info *restored, char *errmsg)
+{
     struct backup_info *chain = NULL, target;
+    struct repo *use, *owned = NULL;
     struct progress p = {0};
     char tmp[PATH_MAX], side[PATH_MAX + 16];
     struct stat st;
@@ -843,7 +878,11 @@ int backupRestore(const struct restore_options *opt, struct backup_info *restore
             }
         }
     }
-    if ((rv = resolveChain(opt->repo, opt->ref, &chain, &n, &target, &found, errmsg)) != 0) {
+    if ((rv = chainRepo(repo, opt->ref, &use, &owned, errmsg)) != 0) {
+        return rv;
+    }
+    if ((rv = resolveChain(use, opt->ref, &chain, &n, &target, &found, errmsg)) != 0) {
+        repoClose(owned);
         return rv;
     }
     p.fn = opt->progress;
@@ -851,7 +890,7 @@ int backupRestore(const struct restore_options *opt, struct backup_info *restore
     p.total = chainBytes(chain, 0, n) + chainBytes(chain, applyStart(chain, n), n) +
               target.page_count * target.page_size;
     for (size_t i = 0; i < n; i++) {
-        if ((rv = checkMember(&chain[i], NULL, &p, errmsg)) != 0) {
+        if ((rv = checkMember(use, &chain[i], NULL, &p, errmsg)) != 0) {
             goto err;
         }
     }
@@ -861,7 +900,7 @@ int backupRestore(const struct restore_options *opt, struct backup_info *restore
     /* mkostemp's 0600 is for scratch files; a database gets SQLite's 0644, or keeps
      * the mode of the file it replaces. */
     fchmod(fd, opt->force && stat(opt->out, &st) == 0 ? st.st_mode & 07777 : 0644);
-    if ((rv = materialize(chain, n, fd, tmp, &p, errmsg)) != 0) {
+    if ((rv = materialize(use, chain, n, fd, tmp, &p, errmsg)) != 0) {
         goto err;
     }
     close(fd);
@@ -887,7 +926,7 @@ int backupRestore(const struct restore_options *opt, struct backup_info *restore
         goto err;
     }
     tmp[0] = '\0';
-    if ((rv = syncParentDir(opt->out, errmsg)) != 0) {
+    if ((rv = libSyncParentDir(opt->out, errmsg)) != 0) {
         if (!opt->force) {
             unlink(opt->out); /* nothing where there was nothing */
         }
@@ -897,6 +936,7 @@ int backupRestore(const struct restore_options *opt, struct backup_info *restore
         *restored = chain[n - 1];
     }
     free(chain);
+    repoClose(owned);
     return 0;
 err:
     if (fd >= 0) {
@@ -906,24 +946,42 @@ err:
         unlink(tmp);
     }
     free(chain);
+    repoClose(owned);
     return rv;
 }
 
 /* Record a failure on the backup verified and, when another, the one that broke. */
-static void recordFailure(const struct backup_info *target, const struct backup_info *broken)
+static void recordFailure(struct repo *repo, const struct backup_info *target,
+                          const struct backup_info *broken)
 {
     char ignore[CAIRN_ERRMSG_SIZE];
     int64_t now = repoNowMs();
-    repoWriteVerified(target, BACKUP_VERIFY_FAILED, now, ignore);
+    repoWriteVerifiedIn(repo, target, BACKUP_VERIFY_FAILED, now, ignore);
     if (broken != NULL && strcmp(broken->path, target->path) != 0) {
-        repoWriteVerified(broken, BACKUP_VERIFY_FAILED, now, ignore);
+        repoWriteVerifiedIn(repo, broken, BACKUP_VERIFY_FAILED, now, ignore);
     }
 }
 
 int backupVerify(const char *repo, const char *ref, bool trial_restore, backup_progress_fn progress,
                  void *progress_arg, char *errmsg)
 {
+    struct repo *r = NULL;
+    int rv;
+    /* A path names its file wherever it is; the repository is not needed then. */
+    if (ref != NULL && strchr(ref, '/') == NULL && repo != NULL &&
+        (rv = repoOpen(repo, &r, errmsg)) != 0) {
+        return rv;
+    }
+    rv = backupVerifyIn(r, ref, trial_restore, progress, progress_arg, errmsg);
+    repoClose(r);
+    return rv;
+}
+
+int backupVerifyIn(struct repo *repo, const char *ref, bool trial_restore,
+                   backup_progress_fn progress, void *progress_arg, char *errmsg)
+{
     struct backup_info *chain = NULL, target;
+    struct repo *use, *owned = NULL;
     struct applier a;
     struct progress p = {progress, progress_arg, 0, 0};
     char tmp[PATH_MAX];
@@ -937,10 +995,14 @@ int backupVerify(const char *repo, const char *ref, bool trial_restore, backup_p
         errorf(errmsg, "verify: no backup named");
         return CAIRN_EINVAL;
     }
-    if ((rv = resolveChain(repo, ref, &chain, &n, &target, &found, errmsg)) != 0) {
+    if ((rv = chainRepo(repo, ref, &use, &owned, errmsg)) != 0) {
+        return rv;
+    }
+    if ((rv = resolveChain(use, ref, &chain, &n, &target, &found, errmsg)) != 0) {
         if (found && rv != CAIRN_ENOMEM) {
-            recordFailure(&target, NULL);
+            recordFailure(use, &target, NULL);
         }
+        repoClose(owned);
         return rv;
     }
     p.total = chainBytes(chain, 0, n);
@@ -950,8 +1012,8 @@ int backupVerify(const char *repo, const char *ref, bool trial_restore, backup_p
     }
     applierStart(&a, -1, target.path);
     for (size_t i = 0; i < n && rv == 0; i++) {
-        if ((rv = checkMember(&chain[i], &a, &p, errmsg)) != 0 && rv != CAIRN_ENOMEM) {
-            recordFailure(&target, &chain[i]);
+        if ((rv = checkMember(use, &chain[i], &a, &p, errmsg)) != 0 && rv != CAIRN_ENOMEM) {
+            recordFailure(use, &target, &chain[i]);
         }
     }
     applierStop(&a);
@@ -959,19 +1021,29 @@ int backupVerify(const char *repo, const char *ref, bool trial_restore, backup_p
         goto out;
     }
     if (trial_restore) {
-        if ((rv = tempBeside(target.path, "verify", tmp, &fd, errmsg)) != 0) {
+        /* Beside the backup when it is a local file, else in the temporary directory. */
+        char beside[PATH_MAX];
+        const char *tmpdir = getenv("TMPDIR");
+        if (repoLocalPath(use) != NULL) {
+            snprintf(beside, sizeof beside, "%s", target.path);
+        } else {
+            snprintf(beside, sizeof beside, "%s/%s",
+                     tmpdir != NULL && tmpdir[0] != '\0' ? tmpdir : "/tmp",
+                     repoNameOf(target.path));
+        }
+        if ((rv = tempBeside(beside, "verify", tmp, &fd, errmsg)) != 0) {
             goto out;
         }
-        if ((rv = materialize(chain, n, fd, tmp, &p, errmsg)) != 0) {
+        if ((rv = materialize(use, chain, n, fd, tmp, &p, errmsg)) != 0) {
             if (rv == CAIRN_ECORRUPT) {
-                recordFailure(&target, NULL);
+                recordFailure(use, &target, NULL);
             }
             goto out;
         }
     }
     now = repoNowMs();
     for (size_t i = 0; i < n; i++) {
-        if ((rv = repoWriteVerified(&chain[i], BACKUP_VERIFIED, now, errmsg)) != 0) {
+        if ((rv = repoWriteVerifiedIn(use, &chain[i], BACKUP_VERIFIED, now, errmsg)) != 0) {
             goto out;
         }
     }
@@ -983,5 +1055,6 @@ out:
         unlink(tmp);
     }
     free(chain);
+    repoClose(owned);
     return rv;
 }

@@ -27,6 +27,7 @@
 #include "pagesum.h"
 #include "policy.h"
 #include "vtab.h"
+#include "lib.h"
 
 #define META_TABLE "_cairn_meta"
 #define BUSY_TIMEOUT_MS 10000
@@ -1688,23 +1689,6 @@ void storeSetLimits(struct store *s, uint32_t max_length, uint32_t query_timeout
 /* ---- snapshots ---------------------------------------------------------------- */
 
 
-int syncParentDir(const char *path, char *errmsg)
-{
-    char tmp[PATH_MAX];
-    int fd;
-    int rv = 0;
-    snprintf(tmp, sizeof tmp, "%s", path);
-    fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY);
-    if (fd < 0 || fsync(fd) != 0) {
-        errorf(errmsg, "fsync of the directory of %s: %s", path, strerror(errno));
-        rv = errorFromErrno(errno);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return rv;
-}
-
 int fileDigest(const char *path, uint64_t *size, uint64_t *digest, char *errmsg)
 {
     XXH3_state_t *st = XXH3_createState();
@@ -1847,7 +1831,7 @@ static int replaceLocked(struct store *s, const char *tmp, char *errmsg)
         errorf(errmsg, "rename %s to %s: %s", tmp, s->path, strerror(errno));
         rv = errorFromErrno(errno);
     } else {
-        rv = syncParentDir(s->path, errmsg);
+        rv = libSyncParentDir(s->path, errmsg);
     }
     if (rv == 0) {
         rv = openWriter(s, errmsg);

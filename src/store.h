@@ -153,9 +153,6 @@ void storeCheckpoint(struct store *s);
 /* XXH3-64 and size of a whole file, read in bounded chunks. Any thread. */
 int fileDigest(const char *path, uint64_t *size, uint64_t *digest, char *errmsg);
 
-/* fsync the directory that holds path. */
-int syncParentDir(const char *path, char *errmsg);
-
 /* Figures for /status (any thread). */
 struct store_stats {
     uint64_t applied_index;
