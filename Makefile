@@ -47,6 +47,7 @@ unit: build
 
 system: build
 	bash tests/compat/setup.sh
+	bash tests/s3/setup.sh
 	CAIRN_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/system
 
 # The sanitizer build runs the unit tests and a short system test.
