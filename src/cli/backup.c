@@ -52,7 +52,10 @@ static const cliOption createOptions[] = {
     {"to", 0, "REPOSITORY", "server: a repository cairnd was configured with (\"default\" or its path)"},
     {"node", 0, "ID", "server: back up on cluster node ID, into its backup directory"},
     {"db", 0, "FILE", "standalone: the SQLite database file to back up (needs --repo)"},
-    {"repo", 0, "DIR", "standalone: the repository to write the backup to (created if missing)"},
+    {"repo", 0, "DIR|URL", "standalone: the repository to write the backup to: a directory (created if\n"
+                         "missing), file:///DIR or s3://BUCKET/PREFIX"},
+    {"s3-endpoint", 0, "URL", "standalone, s3:// repository: an S3-compatible endpoint (MinIO, R2, ...)"},
+    {"s3-region", 0, "REGION", "standalone, s3:// repository: its region (default $AWS_REGION)"},
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
     {"json", 0, NULL, "print the new catalog entry as JSON (no progress bar)"},
     {"help", 'h', NULL, "show this help"},
@@ -60,7 +63,9 @@ static const cliOption createOptions[] = {
 };
 
 static const cliOption listOptions[] = {
-    {"repo", 0, "DIR", "standalone: the repository directory to list"},
+    {"repo", 0, "DIR|URL", "standalone: the repository (a directory, file:///DIR or s3://BUCKET/PREFIX)"},
+    {"s3-endpoint", 0, "URL", "standalone, s3:// repository: an S3-compatible endpoint (MinIO, R2, ...)"},
+    {"s3-region", 0, "REGION", "standalone, s3:// repository: its region (default $AWS_REGION)"},
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
     {"json", 0, NULL, "print the catalog (an array of entries) as JSON (no progress bar)"},
     {"help", 'h', NULL, "show this help"},
@@ -68,7 +73,9 @@ static const cliOption listOptions[] = {
 };
 
 static const cliOption showOptions[] = {
-    {"repo", 0, "DIR", "standalone: the repository directory holding the backup"},
+    {"repo", 0, "DIR|URL", "standalone: the repository (a directory, file:///DIR or s3://BUCKET/PREFIX)"},
+    {"s3-endpoint", 0, "URL", "standalone, s3:// repository: an S3-compatible endpoint (MinIO, R2, ...)"},
+    {"s3-region", 0, "REGION", "standalone, s3:// repository: its region (default $AWS_REGION)"},
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
     {"json", 0, NULL, "print the catalog entry as JSON (no progress bar)"},
     {"help", 'h', NULL, "show this help"},
@@ -77,7 +84,9 @@ static const cliOption showOptions[] = {
 
 static const cliOption verifyOptions[] = {
     {"restore", 0, NULL, "also restore the chain into a scratch file and integrity-check it"},
-    {"repo", 0, "DIR", "standalone: the repository directory holding the backup"},
+    {"repo", 0, "DIR|URL", "standalone: the repository (a directory, file:///DIR or s3://BUCKET/PREFIX)"},
+    {"s3-endpoint", 0, "URL", "standalone, s3:// repository: an S3-compatible endpoint (MinIO, R2, ...)"},
+    {"s3-region", 0, "REGION", "standalone, s3:// repository: its region (default $AWS_REGION)"},
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
     {"json", 0, NULL, "print the outcome as JSON (no progress bar)"},
     {"help", 'h', NULL, "show this help"},
@@ -89,7 +98,9 @@ static const cliOption restoreOptions[] = {
     {"out", 'o', "FILE", "standalone: the database file to create (needs --repo)"},
     {"force", 'f', NULL, "standalone: replace FILE if it exists"},
     {"keep-internal", 0, NULL, "standalone: keep cairn's own table _cairn_meta in FILE (the exact image)"},
-    {"repo", 0, "DIR", "standalone: the repository directory holding the backup"},
+    {"repo", 0, "DIR|URL", "standalone: the repository (a directory, file:///DIR or s3://BUCKET/PREFIX)"},
+    {"s3-endpoint", 0, "URL", "standalone, s3:// repository: an S3-compatible endpoint (MinIO, R2, ...)"},
+    {"s3-region", 0, "REGION", "standalone, s3:// repository: its region (default $AWS_REGION)"},
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
     {"json", 0, NULL, "print the outcome as JSON (no progress bar)"},
     {"help", 'h', NULL, "show this help"},
@@ -724,7 +735,7 @@ static int standaloneCreate(backupRun *r, const char *db, int type, json_t **ent
     if (realpath(db, source) == NULL) {
         return failure(r, "cannot open %s: %s", db, strerror(errno));
     }
-    code = makeDirs(r, r->repo);
+    code = strstr(r->repo, "://") != NULL ? CLI_EXIT_OK : makeDirs(r, r->repo);
     if (code != CLI_EXIT_OK) {
         return code;
     }
@@ -794,7 +805,23 @@ static int setup(backupRun *r, const cliCommand *cmd, const cliEnv *env, int arg
     }
     hostOpt = VALUE(cmd->options, values, "host");
     r->repo = VALUE(cmd->options, values, "repo");
-    if (r->repo != NULL && r->repo[0] != '\0') {
+    {
+        /* The S3 client reads its endpoint and region as every S3 tool does, from the
+         * environment (s3.h): the flags set it for this process. */
+        const char *endpoint = VALUE(cmd->options, values, "s3-endpoint");
+        const char *region = VALUE(cmd->options, values, "s3-region");
+        if ((endpoint != NULL || region != NULL) &&
+            (r->repo == NULL || strncmp(r->repo, "s3://", 5) != 0)) {
+            return cliUsageError(cmd, "--s3-endpoint and --s3-region go with --repo s3://...");
+        }
+        if (endpoint != NULL) {
+            setenv("AWS_ENDPOINT_URL_S3", endpoint, 1);
+        }
+        if (region != NULL) {
+            setenv("AWS_REGION", region, 1);
+        }
+    }
+    if (r->repo != NULL && r->repo[0] != '\0' && strstr(r->repo, "://") == NULL) {
         /* "prog/" and "prog" name one repository: paths shown are "prog/ID.cbk". */
         snprintf(r->repoPath, sizeof r->repoPath, "%s", r->repo);
         pathClean(r->repoPath);
@@ -819,8 +846,15 @@ static int setup(backupRun *r, const cliCommand *cmd, const cliEnv *env, int arg
 static int repoMustExist(backupRun *r)
 {
     struct stat st;
-    if (r->repo == NULL) {
-        return -1;
+    if (r->repo == NULL || strncmp(r->repo, "s3://", 5) == 0) {
+        return -1; /* a bucket: the engine's listing says whether it is there */
+    }
+    if (strncmp(r->repo, "file://", 7) == 0) {
+        st.st_mode = 0;
+        if (stat(r->repo + 7, &st) != 0) {
+            return failure(r, "repository %s does not exist", r->repo);
+        }
+        return S_ISDIR(st.st_mode) ? -1 : failure(r, "repository %s is not a directory", r->repo);
     }
     if (stat(r->repo, &st) != 0) {
         return failure(r, "repository %s does not exist", r->repo);
