@@ -80,7 +80,7 @@ struct repo;
 
 /* Open the repository named by url: a directory path or `file:///path` (posix
  * driver; the directory need not exist: listing a missing one gives nothing, the
- * first backup creates it); `s3://...`: CAIRN_EINVAL, not built yet; anything else
+ * first backup creates it); `s3://BUCKET/PREFIX` (S3 driver, repo_s3.c); anything else
  * (empty, an unknown scheme): CAIRN_EINVAL with errmsg saying why. On success *out is
  * the caller's, to release with repoClose (NULL is fine). */
 int repoOpen(const char *url, struct repo **out, char *errmsg);

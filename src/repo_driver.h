@@ -5,8 +5,8 @@
  *
  * A repository is a flat namespace of objects named by short strings without '/'
  * (`<id>.cbk`, `<id>.verified`, ...). Drivers: posix (repo_posix.c, a directory) and
- * s3 (repo_s3.c, a bucket and prefix; until it is built, repoS3Open fails with
- * CAIRN_EINVAL). Only repo.c and the drivers include this file.
+ * s3 (repo_s3.c, a bucket and prefix, on s3.c). Only repo.c and the drivers include
+ * this file.
  *
  * Every function of a driver returns 0 or a CAIRN_E* code with errmsg
  * (CAIRN_ERRMSG_SIZE) naming the object and what failed. A driver is used by one

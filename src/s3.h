@@ -13,8 +13,8 @@
  * parts in flight, memory bounded by parts_in_flight x part_size; nothing is visible
  * before the commit, and a failed or abandoned upload is aborted on the server.
  *
- * This is the first part of issue 16: no cairn command uses it yet; the repository
- * object's `s3` driver will sit on it (docs/ARCHITECTURE.md, "S3 client").
+ * The repository object's `s3` driver (repo_s3.c) sits on it (docs/ARCHITECTURE.md,
+ * "S3 client").
  *
  * Threads: an open client is read-only except for libcurl's shared connection cache,
  * which is locked; any thread may call s3List, s3Head, s3Get, s3Put, s3Delete,

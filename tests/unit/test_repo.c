@@ -139,8 +139,9 @@ static void test_url(void **state)
     assert_int_equal(repoOpen("", &r, errmsg), CAIRN_EINVAL);
     assert_null(r);
     assert_int_equal(repoOpen(NULL, &r, errmsg), CAIRN_EINVAL);
-    assert_int_equal(repoOpen("s3://bucket/prefix", &r, errmsg), CAIRN_EINVAL);
-    assert_non_null(strstr(errmsg, "not built yet"));
+    /* s3:// goes to the S3 driver, which names what is wrong with the URL. */
+    assert_int_equal(repoOpen("s3://", &r, errmsg), CAIRN_EINVAL);
+    assert_non_null(strstr(errmsg, "bucket"));
     assert_int_equal(repoOpen("ftp://host/dir", &r, errmsg), CAIRN_EINVAL);
     assert_non_null(strstr(errmsg, "unknown scheme \"ftp\""));
     assert_int_equal(repoOpen("file://host/dir", &r, errmsg), CAIRN_EINVAL);
