@@ -490,72 +490,65 @@ int adminRestore(struct cairn *db, const char *ref, const char *branch,
 
 /* ---- restore on boot ---------------------------------------------------------------- */
 
-/* Copy file `from` to `to` (which must not exist): tmp + fsync + rename + directory
- * fsync, as every file of a repository is written. */
-static int copyFile(const char *from, const char *to, char *errmsg)
+/* Copy object `name` of repository `from` into the file `to` (which must not exist):
+ * tmp + fsync + rename + directory fsync, as every file of a repository is written. */
+static int copyObject(struct repo *from, const char *name, const char *to, char *errmsg)
 {
     char tmp[PATH_MAX + 16];
-    char buf[1 << 16];
-    int in = open(from, O_RDONLY | O_CLOEXEC);
+    struct repo_reader rd;
+    unsigned char *buf = NULL;
     int out = -1;
-    int rv = 0;
+    int rv = repoOpenRead(from, name, &rd, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
     snprintf(tmp, sizeof tmp, "%s.copy", to);
-    if (in < 0) {
-        errorf(errmsg, "open %s: %s", from, strerror(errno));
-        return errorFromErrno(errno);
+    if ((buf = malloc(1u << 20)) == NULL) {
+        errorf(errmsg, "out of memory copying %s", name);
+        rv = CAIRN_ENOMEM;
+        goto out;
     }
-    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (out < 0) {
+    if ((out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
         errorf(errmsg, "create %s: %s", tmp, strerror(errno));
-        close(in);
-        return errorFromErrno(errno);
+        rv = errorFromErrno(errno);
+        goto out;
     }
-    for (;;) {
-        ssize_t got = read(in, buf, sizeof buf);
-        if (got < 0 && errno == EINTR) {
-            continue;
+    for (uint64_t off = 0; off < rd.size && rv == 0;) {
+        size_t n = rd.size - off < (1u << 20) ? (size_t)(rd.size - off) : (1u << 20);
+        int err = rd.io.read(rd.io.arg, off, buf, n);
+        if (err != 0) {
+            char where[PATH_MAX];
+            repoWhere(from, name, where);
+            errorf(errmsg, "read %s at offset %llu: %s", where, (unsigned long long)off,
+                   strerror(err));
+            rv = errorFromErrno(err);
+        } else if ((rv = libWriteFull(out, buf, n)) != 0) {
+            errorf(errmsg, "write %s: %s", tmp, strerror(rv));
+            rv = errorFromErrno(rv);
         }
-        if (got < 0) {
-            errorf(errmsg, "read %s: %s", from, strerror(errno));
-            rv = errorFromErrno(errno);
-            break;
-        }
-        if (got == 0) {
-            break;
-        }
-        for (ssize_t done = 0; done < got;) {
-            ssize_t w = write(out, buf + done, (size_t)(got - done));
-            if (w < 0 && errno == EINTR) {
-                continue;
-            }
-            if (w < 0) {
-                errorf(errmsg, "write %s: %s", tmp, strerror(errno));
-                rv = errorFromErrno(errno);
-                break;
-            }
-            done += w;
-        }
-        if (rv != 0) {
-            break;
-        }
+        off += n;
     }
     if (rv == 0 && fsync(out) != 0) {
         errorf(errmsg, "fsync %s: %s", tmp, strerror(errno));
         rv = errorFromErrno(errno);
     }
-    close(in);
-    close(out);
     if (rv == 0 && (rv = repoRenameNoReplace(tmp, to, errmsg)) == 0) {
         rv = libSyncParentDir(to, errmsg);
     }
-    if (rv != 0) {
+out:
+    if (out >= 0) {
+        close(out);
+    }
+    if (rv != 0 && out >= 0) {
         unlink(tmp);
     }
+    free(buf);
+    repoCloseRead(&rd);
     return rv;
 }
 
 /* Bring the chain that ends at id from repository `from` into the node's repository. */
-static int copyChain(struct cairn *db, const char *from, const char *id, char *errmsg)
+static int copyChain(struct cairn *db, struct repo *from, const char *id, char *errmsg)
 {
     char cur[BACKUP_ID_SIZE];
     int rv = repoMkdirs(db->backup_dir, errmsg);
@@ -563,20 +556,23 @@ static int copyChain(struct cairn *db, const char *from, const char *id, char *e
     for (unsigned files = 0; rv == 0; files++) {
         struct backup_info info;
         char msg[CAIRN_ERRMSG_SIZE];
+        char name[BACKUP_ID_SIZE + 8];
         char to[PATH_MAX];
         if (files > 64) {
-            errorf(errmsg, "backup chain of %s in %s is longer than 64 files", id, from);
+            errorf(errmsg, "backup chain of %s in %s is longer than 64 files", id,
+                   repoUrl(from));
             return CAIRN_ECORRUPT;
         }
         if (repoFind(db->backup_dir, cur, &info, msg) != 0) {
-            if ((rv = repoFind(from, cur, &info, errmsg)) != 0) {
+            if ((rv = repoFindIn(from, cur, &info, errmsg)) != 0) {
                 return rv; /* names the missing or damaged link */
             }
-            if ((size_t)snprintf(to, sizeof to, "%s/%s.cbk", db->backup_dir, cur) >= sizeof to) {
+            snprintf(name, sizeof name, "%s.cbk", cur);
+            if ((size_t)snprintf(to, sizeof to, "%s/%s", db->backup_dir, name) >= sizeof to) {
                 errorf(errmsg, "repository path too long: %s", db->backup_dir);
                 return CAIRN_EINVAL;
             }
-            if ((rv = copyFile(info.path, to, errmsg)) != 0) {
+            if ((rv = copyObject(from, name, to, errmsg)) != 0) {
                 return rv;
             }
         }
@@ -608,36 +604,25 @@ static int userSchemaCount(struct cairn *db, int64_t *n, char *errmsg)
 
 int adminRestoreFrom(struct cairn *db, const char *spec, char *errmsg)
 {
-    char dir[PATH_MAX];
+    char url[PATH_MAX];
     char id[BACKUP_ID_SIZE] = "";
     char real_from[PATH_MAX];
     char real_own[PATH_MAX];
-    const char *hash;
+    const char *hash = strrchr(spec, '#');
+    const char *local;
+    struct repo *from = NULL;
     struct backup_info info;
     struct stat st;
     uint64_t index = 0;
     int64_t tables = 0;
+    size_t len = hash ? (size_t)(hash - spec) : strlen(spec);
     int rv;
 
-    if (strncmp(spec, "file://", 7) == 0) {
-        if (spec[7] != '/') {
-            errorf(errmsg, "--restore-from %s: a file URL names a local path, file:///DIR", spec);
-            return CAIRN_EINVAL;
-        }
-        spec += 7;
-    } else if (strstr(spec, "://") != NULL) {
-        errorf(errmsg, "--restore-from %s: only a repository directory (DIR or file:///DIR) "
-                       "can be read yet",
-               spec);
+    if (len >= sizeof url || (hash != NULL && strlen(hash + 1) >= sizeof id)) {
+        errorf(errmsg, "--restore-from: repository or backup id too long");
         return CAIRN_EINVAL;
     }
-    hash = strrchr(spec, '#');
-    if ((size_t)(hash ? hash - spec : (ptrdiff_t)strlen(spec)) >= sizeof dir ||
-        (hash != NULL && strlen(hash + 1) >= sizeof id)) {
-        errorf(errmsg, "--restore-from: path or backup id too long");
-        return CAIRN_EINVAL;
-    }
-    snprintf(dir, sizeof dir, "%.*s", (int)(hash ? hash - spec : (ptrdiff_t)strlen(spec)), spec);
+    snprintf(url, sizeof url, "%.*s", (int)len, spec);
     if (hash != NULL) {
         snprintf(id, sizeof id, "%s", hash + 1);
         if (id[0] == '\0' || strchr(id, '/') != NULL) {
@@ -645,26 +630,34 @@ int adminRestoreFrom(struct cairn *db, const char *spec, char *errmsg)
             return CAIRN_EINVAL;
         }
     }
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        errorf(errmsg, "--restore-from: the repository %s %s", dir,
+    if ((rv = repoOpen(url, &from, errmsg)) != 0) {
+        char why[CAIRN_ERRMSG_SIZE];
+        snprintf(why, sizeof why, "%s", errmsg);
+        errorf(errmsg, "--restore-from: %s", why);
+        return rv;
+    }
+    local = repoLocalPath(from);
+    if (local != NULL && (stat(local, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        errorf(errmsg, "--restore-from: the repository %s %s", local,
                errno == ENOENT ? "does not exist" : "is not a directory");
-        return CAIRN_ENOTFOUND;
+        rv = CAIRN_ENOTFOUND;
+        goto out;
     }
     if ((rv = userSchemaCount(db, &tables, errmsg)) != 0) {
-        return rv;
+        goto out;
     }
     if (tables > 0) {
         dbLog(db, "--restore-from %s: the database already holds %lld table(s), index(es), "
                   "view(s) or trigger(s): nothing restored (only an empty database is)",
               spec, (long long)tables);
-        return 0;
+        goto out;
     }
     if (id[0] != '\0') {
-        rv = repoFind(dir, id, &info, errmsg);
+        rv = repoFindIn(from, id, &info, errmsg);
     } else {
         struct backup_info *list = NULL;
         size_t n = 0;
-        rv = repoList(dir, &list, &n, errmsg);
+        rv = repoListIn(from, &list, &n, errmsg);
         for (size_t i = n; rv == 0 && i-- > 0;) {
             if (list[i].error[0] == '\0') {
                 info = list[i];
@@ -674,26 +667,28 @@ int adminRestoreFrom(struct cairn *db, const char *spec, char *errmsg)
         }
         free(list);
         if (rv == 0 && id[0] == '\0') {
-            errorf(errmsg, "--restore-from: no readable backup in %s", dir);
+            errorf(errmsg, "--restore-from: no readable backup in %s", url);
             rv = CAIRN_ENOTFOUND;
         }
     }
     if (rv != 0) {
-        return rv;
+        goto out;
     }
-    if (realpath(dir, real_from) == NULL || realpath(db->backup_dir, real_own) == NULL ||
-        strcmp(real_from, real_own) != 0) {
-        if ((rv = copyChain(db, dir, id, errmsg)) != 0) {
-            return rv;
+    if (local == NULL || realpath(local, real_from) == NULL ||
+        realpath(db->backup_dir, real_own) == NULL || strcmp(real_from, real_own) != 0) {
+        if ((rv = copyChain(db, from, id, errmsg)) != 0) {
+            goto out;
         }
     }
     if ((rv = restoreLive(db, id, &info, &index, errmsg)) != 0) {
-        return rv;
+        goto out;
     }
     dbLog(db, "restored backup %s (%s, %llu pages, index %llu of %s) from %s at log index %llu",
           info.id, backupTypeName(info.type), (unsigned long long)info.page_count,
-          (unsigned long long)info.raft_index, info.source, dir, (unsigned long long)index);
-    return 0;
+          (unsigned long long)info.raft_index, info.source, url, (unsigned long long)index);
+out:
+    repoClose(from);
+    return rv;
 }
 
 /* ---- result rows ------------------------------------------------------------------- */

@@ -34,10 +34,13 @@ static void usage(FILE *f)
             "                            kept in DIR/node.json after the first start)\n"
             "  --backup-dir DIR          backup repository (default: backups/ beside the\n"
             "                            data directory)\n"
-            "  --restore-from DIR[#ID]   on a node whose database is empty, restore backup ID\n"
-            "                            (default: the newest) of repository DIR (or\n"
-            "                            file:///DIR) before serving; a node that starts\n"
-            "                            alone only\n"
+            "  --restore-from REPO[#ID]  on a node whose database is empty, restore backup ID\n"
+            "                            (default: the newest) of repository REPO (DIR,\n"
+            "                            file:///DIR or s3://BUCKET/PREFIX) before serving;\n"
+            "                            a node that starts alone only\n"
+            "  --s3-endpoint URL         an S3-compatible endpoint for s3:// repositories\n"
+            "                            (MinIO, R2, ...; default $AWS_ENDPOINT_URL_S3)\n"
+            "  --s3-region REGION        their region (default $AWS_REGION)\n"
             "  --max-body BYTES          largest accepted request body but a load's\n"
             "                            (default 67108864); larger ones get 413\n"
             "  --max-load-body BYTES     largest database file POST /db/load takes\n"
@@ -153,6 +156,8 @@ int main(int argc, char **argv)
         {"node-id", required_argument, NULL, 'i'},
         {"backup-dir", required_argument, NULL, 'b'},
         {"restore-from", required_argument, NULL, 'F'},
+        {"s3-endpoint", required_argument, NULL, 'E'},
+        {"s3-region", required_argument, NULL, 'G'},
         {"max-body", required_argument, NULL, 'm'},
         {"max-load-body", required_argument, NULL, 'M'},
         {"snapshot-threshold", required_argument, NULL, 's'},
@@ -198,6 +203,13 @@ int main(int argc, char **argv)
                 break;
             case 'F':
                 cfg.restore_from = optarg;
+                break;
+            case 'E':
+                /* The S3 client reads these as every S3 tool does (src/s3.h). */
+                setenv("AWS_ENDPOINT_URL_S3", optarg, 1);
+                break;
+            case 'G':
+                setenv("AWS_REGION", optarg, 1);
                 break;
             case 'i':
                 if (parseUnsigned("--node-id", optarg, (1ULL << 62), &v) != 0) {

@@ -58,7 +58,7 @@ def test_a_named_backup_is_restored(server_factory, source, form):
     ("{missing}", ["does not exist"]),
     ("{repo}#20990101T000000000Z-0000-dead", ["20990101T000000000Z-0000-dead"]),
     ("{repo}#", ["backup id"]),
-    ("s3://bucket/prefix", ["only a repository directory"]),
+    ("s3://", ["bucket"]),
     ("file://host/dir", ["file:///DIR"]),
     ("{empty}", ["no readable backup"]),
 ])

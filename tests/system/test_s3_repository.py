@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from backuputil import file_rows, integrity
-from conftest import deadline_seconds
+from backuputil import admin_backup, admin_list, file_rows, integrity
+from conftest import assert_exec_ok, deadline_seconds
 from s3util import BUCKET, s3, s3env  # noqa: F401 (fixtures)
 
 
@@ -135,3 +135,34 @@ def test_bad_s3_input_gets_a_clear_error(cairn_bin, s3, args, env, words):
               endpoint="--s3-endpoint" not in args and any(a.startswith("s3://") for a in args))
     assert r.returncode != 0, r
     assert all(w in r.stderr for w in words), r.stderr
+
+
+def test_an_empty_node_restores_from_a_bucket(cairn_bin, s3, server_factory, monkeypatch):
+    """A server's backups shipped to a bucket (as ordinary objects, here with boto3); a
+    fresh node on another machine, with nothing but credentials, starts with
+    --restore-from s3://BUCKET/PREFIX and serves the database of the newest backup."""
+    a = server_factory()
+    assert_exec_ok(a.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"] +
+                             ["INSERT INTO t(v) VALUES('row %d')" % i for i in range(300)]))
+    full = admin_backup(a, {"type": "full"})
+    assert_exec_ok(a.execute(["DELETE FROM t WHERE id % 3 = 0"]))
+    inc = admin_backup(a, {"type": "incremental"})
+    want = a.rows("SELECT id, v FROM t ORDER BY id")
+    for e in (full, inc):
+        with open(e["path"], "rb") as f:
+            s3.boto().put_object(Bucket=BUCKET, Key=s3.key(e["id"] + ".cbk"), Body=f.read())
+    assert a.stop() == 0
+    for k, v in s3.env().items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint)
+    b = server_factory(extra_args=["--restore-from", s3.url])
+    assert b.rows("SELECT id, v FROM t ORDER BY id") == want
+    assert "restored backup %s" % inc["id"] in b.stderr_text()
+    # The chain came into the node's own repository.
+    assert {e["id"] for e in admin_list(b)} >= {full["id"], inc["id"]}
+    # The endpoint as a flag, this time.
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    c = server_factory(extra_args=["--restore-from", "%s#%s" % (s3.url, full["id"]),
+                                   "--s3-endpoint", s3.endpoint])
+    assert c.scalar("SELECT count(*) FROM t") == 300
