@@ -97,6 +97,19 @@ int adminRepository(struct cairn *db, const char *to, char *errmsg)
     if (to == NULL || to[0] == '\0' || strcmp(to, ADMIN_DEFAULT_REPO) == 0) {
         return 0;
     }
+    if (strstr(db->backup_dir, "://") != NULL) {
+        /* A URL repository is named by its name or its exact URL. */
+        size_t n = strlen(db->backup_dir);
+        if (strncmp(to, db->backup_dir, n) == 0 && (to[n] == '\0' || strcmp(to + n, "/") == 0)) {
+            return 0;
+        }
+        errorf(errmsg,
+               "TO '%.200s' is not a repository of this node: a backup goes into a "
+               "repository cairnd was configured with, named by name or path; this node "
+               "has '%s' (%s, --backup-dir)",
+               to, ADMIN_DEFAULT_REPO, db->backup_dir);
+        return CAIRN_EINVAL;
+    }
     absoluteOf(to, want);
     absoluteOf(db->backup_dir, have);
     if (strcmp(want, have) == 0 ||
@@ -490,27 +503,21 @@ int adminRestore(struct cairn *db, const char *ref, const char *branch,
 
 /* ---- restore on boot ---------------------------------------------------------------- */
 
-/* Copy object `name` of repository `from` into the file `to` (which must not exist):
- * tmp + fsync + rename + directory fsync, as every file of a repository is written. */
-static int copyObject(struct repo *from, const char *name, const char *to, char *errmsg)
+int adminCopyObject(struct repo *from, struct repo *to, const char *name, char *errmsg)
 {
-    char tmp[PATH_MAX + 16];
     struct repo_reader rd;
+    struct repo_writer *w = NULL;
     unsigned char *buf = NULL;
-    int out = -1;
     int rv = repoOpenRead(from, name, &rd, errmsg);
     if (rv != 0) {
         return rv;
     }
-    snprintf(tmp, sizeof tmp, "%s.copy", to);
     if ((buf = malloc(1u << 20)) == NULL) {
         errorf(errmsg, "out of memory copying %s", name);
         rv = CAIRN_ENOMEM;
         goto out;
     }
-    if ((out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
-        errorf(errmsg, "create %s: %s", tmp, strerror(errno));
-        rv = errorFromErrno(errno);
+    if ((rv = repoCreate(to, name, &w, errmsg)) != 0) {
         goto out;
     }
     for (uint64_t off = 0; off < rd.size && rv == 0;) {
@@ -522,26 +529,17 @@ static int copyObject(struct repo *from, const char *name, const char *to, char 
             errorf(errmsg, "read %s at offset %llu: %s", where, (unsigned long long)off,
                    strerror(err));
             rv = errorFromErrno(err);
-        } else if ((rv = libWriteFull(out, buf, n)) != 0) {
-            errorf(errmsg, "write %s: %s", tmp, strerror(rv));
-            rv = errorFromErrno(rv);
+        } else {
+            rv = repoWrite(w, buf, n, errmsg);
         }
         off += n;
     }
-    if (rv == 0 && fsync(out) != 0) {
-        errorf(errmsg, "fsync %s: %s", tmp, strerror(errno));
-        rv = errorFromErrno(errno);
-    }
-    if (rv == 0 && (rv = repoRenameNoReplace(tmp, to, errmsg)) == 0) {
-        rv = libSyncParentDir(to, errmsg);
+    if (rv == 0) {
+        rv = repoCommit(w, errmsg); /* frees w */
+    } else {
+        repoAbort(w);
     }
 out:
-    if (out >= 0) {
-        close(out);
-    }
-    if (rv != 0 && out >= 0) {
-        unlink(tmp);
-    }
     free(buf);
     repoCloseRead(&rd);
     return rv;
@@ -551,36 +549,34 @@ out:
 static int copyChain(struct cairn *db, struct repo *from, const char *id, char *errmsg)
 {
     char cur[BACKUP_ID_SIZE];
-    int rv = repoMkdirs(db->backup_dir, errmsg);
+    struct repo *own = NULL;
+    int rv = repoOpen(db->backup_dir, &own, errmsg);
     snprintf(cur, sizeof cur, "%s", id);
     for (unsigned files = 0; rv == 0; files++) {
         struct backup_info info;
         char msg[CAIRN_ERRMSG_SIZE];
         char name[BACKUP_ID_SIZE + 8];
-        char to[PATH_MAX];
         if (files > 64) {
             errorf(errmsg, "backup chain of %s in %s is longer than 64 files", id,
                    repoUrl(from));
-            return CAIRN_ECORRUPT;
+            rv = CAIRN_ECORRUPT;
+            break;
         }
-        if (repoFind(db->backup_dir, cur, &info, msg) != 0) {
+        if (repoFindIn(own, cur, &info, msg) != 0) {
             if ((rv = repoFindIn(from, cur, &info, errmsg)) != 0) {
-                return rv; /* names the missing or damaged link */
+                break; /* names the missing or damaged link */
             }
             snprintf(name, sizeof name, "%s.cbk", cur);
-            if ((size_t)snprintf(to, sizeof to, "%s/%s", db->backup_dir, name) >= sizeof to) {
-                errorf(errmsg, "repository path too long: %s", db->backup_dir);
-                return CAIRN_EINVAL;
-            }
-            if ((rv = copyObject(from, name, to, errmsg)) != 0) {
-                return rv;
+            if ((rv = adminCopyObject(from, own, name, errmsg)) != 0) {
+                break;
             }
         }
         if (info.parent_id[0] == '\0') {
-            return 0;
+            break;
         }
         snprintf(cur, sizeof cur, "%s", info.parent_id);
     }
+    repoClose(own);
     return rv;
 }
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "admin.h"
 #include "backup.h"
 #include "db.h"
 #include "error.h"
@@ -769,29 +770,65 @@ int clusterRemove(struct cairn *db, uint64_t id, char *errmsg)
 
 /* ---- files from peers --------------------------------------------------------------- */
 
-/* Fetch the chain ending at id from one peer. */
-static int fetchFrom(const char *base, const char *dir, const char *kind, const char *id,
-                     char *errmsg)
+/* Put the downloaded file tmp into the repository `dir` (a URL, not a directory) as
+ * object `id`.cbk, through the repository object; tmp is removed either way. */
+static int uploadFetched(const char *dir, const char *tmp, const char *id, char *errmsg)
+{
+    char name[BACKUP_ID_SIZE + 8];
+    char tmpdir[PATH_MAX];
+    struct repo *from = NULL;
+    struct repo *to = NULL;
+    int rv;
+    snprintf(name, sizeof name, "%s.cbk", id);
+    /* The download is a one-object posix repository: its directory, as file name. */
+    repoDirOf(tmp, tmpdir);
+    if ((rv = repoOpen(tmpdir, &from, errmsg)) == 0 && (rv = repoOpen(dir, &to, errmsg)) == 0) {
+        char staged[PATH_MAX + 16];
+        snprintf(staged, sizeof staged, "%s/%s", tmpdir, name);
+        if ((rv = repoRenameNoReplace(tmp, staged, errmsg)) == 0) {
+            rv = adminCopyObject(from, to, name, errmsg);
+            unlink(staged);
+        }
+    }
+    repoClose(from);
+    repoClose(to);
+    unlink(tmp);
+    return rv;
+}
+
+/* Fetch the chain ending at id from one peer into the repository dir (a directory, or
+ * a URL: then through scratch, a directory of this node's, one file at a time). */
+static int fetchFrom(const char *base, const char *dir, const char *scratch, const char *kind,
+                     const char *id, char *errmsg)
 {
     char cur[BACKUP_ID_SIZE];
     unsigned files = 0;
-    int rv = repoMkdirs(dir, errmsg);
+    bool url = strstr(dir, "://") != NULL;
+    int rv = url ? 0 : repoMkdirs(dir, errmsg);
     if (rv != 0) {
         return rv;
     }
     snprintf(cur, sizeof cur, "%s", id);
     for (;;) {
         struct backup_info info;
-        char url[PATH_MAX];
+        char fetch_url[PATH_MAX];
         char tmp[PATH_MAX];
         char path[PATH_MAX];
         char msg[CAIRN_ERRMSG_SIZE];
         if (repoFind(dir, cur, &info, msg) != 0) {
-            snprintf(url, sizeof url, "%s/admin/%s/%s/file", base, kind, cur);
-            snprintf(tmp, sizeof tmp, "%s/.%s.cbk.fetch", dir, cur);
+            snprintf(fetch_url, sizeof fetch_url, "%s/admin/%s/%s/file", base, kind, cur);
+            snprintf(tmp, sizeof tmp, "%s/.%s.cbk.fetch", url ? scratch : dir, cur);
             snprintf(path, sizeof path, "%s/%s.cbk", dir, cur);
-            if ((rv = clusterDownload(url, tmp, errmsg)) != 0) {
+            if ((rv = clusterDownload(fetch_url, tmp, errmsg)) != 0) {
                 return rv;
+            }
+            if (url) {
+                if ((rv = uploadFetched(dir, tmp, cur, errmsg)) != 0 ||
+                    (rv = repoFind(dir, cur, &info, errmsg)) != 0) {
+                    return rv;
+                }
+                files++;
+                goto next;
             }
             /* Never over a file of the same name (backups are never overwritten). */
             if ((rv = repoRenameNoReplace(tmp, path, errmsg)) != 0) {
@@ -804,6 +841,7 @@ static int fetchFrom(const char *base, const char *dir, const char *kind, const 
             }
             files++;
         }
+    next:
         if (info.parent_id[0] == '\0') {
             return 0;
         }
@@ -837,7 +875,7 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
         if (clusterApiUrl(db, order[i], base, sizeof base) != 0) {
             continue;
         }
-        if (fetchFrom(base, dir, kind, id, msg) == 0) {
+        if (fetchFrom(base, dir, db->data_dir, kind, id, msg) == 0) {
             dbLog(db, "fetched %s %s and its chain from node %llu", kind, id,
                   (unsigned long long)order[i]);
             return 0;
@@ -879,7 +917,7 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
         bufFree(&body);
         snprintf(bases[nb++], sizeof bases[0], "%s", db->join[j]);
         for (unsigned i = 0; i < nb; i++) {
-            if (fetchFrom(bases[i], dir, kind, id, msg) == 0) {
+            if (fetchFrom(bases[i], dir, db->data_dir, kind, id, msg) == 0) {
                 dbLog(db, "fetched %s %s and its chain from %s", kind, id, bases[i]);
                 return 0;
             }

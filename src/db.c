@@ -516,18 +516,32 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
             }
             snprintf(dir, sizeof dir, "%s/backups", dirname(parent));
         }
-        if (dir[0] != '/' && getcwd(cwd, sizeof cwd) != NULL) {
-            char tmp[PATH_MAX];
-            snprintf(tmp, sizeof tmp, "%s/%s", cwd, dir);
-            snprintf(dir, sizeof dir, "%s", tmp);
+        if (strstr(dir, "://") == NULL) { /* a URL (s3://, file://) is taken as given */
+            if (dir[0] != '/' && getcwd(cwd, sizeof cwd) != NULL) {
+                char tmp[PATH_MAX];
+                snprintf(tmp, sizeof tmp, "%s/%s", cwd, dir);
+                snprintf(dir, sizeof dir, "%s", tmp);
+            }
+            pathClean(dir); /* "DIR/./backups" reads as "DIR/backups" in every path shown */
         }
-        pathClean(dir); /* "DIR/./backups" reads as "DIR/backups" in every path shown */
         if (strlen(dir) >= sizeof db->backup_dir) {
             errorf(tlsErrmsg, "backup directory path too long: %s", dir);
             return CAIRN_EINVAL;
         }
         strcpy(db->backup_dir, dir);
         db->cfg.backup_dir = db->backup_dir;
+        if (strstr(dir, "://") != NULL) {
+            /* A repository URL: its scheme, bucket and credentials are checked now (no
+             * request is sent), not at the first backup. */
+            struct repo *r = NULL;
+            char why[CAIRN_ERRMSG_SIZE];
+            rv = repoOpen(dir, &r, why);
+            repoClose(r);
+            if (rv != 0) {
+                errorf(tlsErrmsg, "--backup-dir: %s", why);
+                return rv;
+            }
+        }
     }
     if (db->cfg.max_body == 0) {
         db->cfg.max_body = 64u << 20;

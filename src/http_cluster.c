@@ -20,6 +20,7 @@
 #include "cluster.h"
 #include "db.h"
 #include "http_int.h"
+#include "repo.h"
 
 /* Timeouts of a forwarded request: data requests are short; backups, restores and
  * loads of a large database are not. */
@@ -395,6 +396,65 @@ enum MHD_Result httpServeNodes(struct http_server *h, struct MHD_Connection *c)
     return httpSendBuf(c, 200, &b, false);
 }
 
+/* A backup streamed from a repository that is not a directory (S3): read through the
+ * repository object, 1 MiB at a time, as MHD asks. */
+struct object_stream {
+    struct repo *repo;
+    struct repo_reader rd;
+    bool open;
+};
+
+static ssize_t objectRead(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct object_stream *o = cls;
+    size_t n;
+    if (pos >= o->rd.size) {
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    n = o->rd.size - pos < max ? (size_t)(o->rd.size - pos) : max;
+    return o->rd.io.read(o->rd.io.arg, pos, buf, n) == 0 ? (ssize_t)n
+                                                          : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void objectFree(void *cls)
+{
+    struct object_stream *o = cls;
+    if (o->open) {
+        repoCloseRead(&o->rd);
+    }
+    repoClose(o->repo);
+    free(o);
+}
+
+static enum MHD_Result serveObject(struct MHD_Connection *c, const char *dir, const char *id)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    char name[BACKUP_ID_SIZE + 8];
+    struct object_stream *o = calloc(1, sizeof *o);
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    int rv;
+    if (o == NULL) {
+        return httpSendError(c, 500, "out of memory");
+    }
+    snprintf(name, sizeof name, "%s.cbk", id);
+    if ((rv = repoOpen(dir, &o->repo, errmsg)) != 0 ||
+        (rv = repoOpenRead(o->repo, name, &o->rd, errmsg)) != 0) {
+        objectFree(o);
+        return httpSendError(c, httpStatusFor(rv), errmsg);
+    }
+    o->open = true;
+    r = MHD_create_response_from_callback(o->rd.size, 1u << 20, objectRead, o, objectFree);
+    if (r == NULL) {
+        objectFree(o);
+        return httpSendError(c, 500, "out of memory");
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+    ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 /* GET /admin/snapshots/ID/file and /admin/backups/ID/file: a .cbk file as it is on disk,
  * for a peer to fetch (the reader verifies it). */
 static enum MHD_Result serveFile(struct http_server *h, struct MHD_Connection *c, const char *dir,
@@ -410,6 +470,9 @@ static enum MHD_Result serveFile(struct http_server *h, struct MHD_Connection *c
     if (strchr(id, '/') != NULL || id[0] == '.' || repoFind(dir, id, &info, errmsg) != 0) {
         snprintf(errmsg, sizeof errmsg, "no backup %.*s in %s", 64, id, dir);
         return httpSendError(c, 404, errmsg);
+    }
+    if (strstr(dir, "://") != NULL) {
+        return serveObject(c, dir, id);
     }
     fd = open(info.path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0) {
