@@ -176,6 +176,9 @@ int repoListIn(struct repo *repo, struct backup_info **out, size_t *n, char *err
 /* Find a backup by id in repo (or, when `ref` contains a '/', the file at that
  * path). CAIRN_ENOTFOUND with a message naming the id when there is none. */
 int repoFind(const char *repo, const char *ref, struct backup_info *out, char *errmsg);
+/* ref REPO_LATEST: the newest readable backup of the repository (by id, that is by
+ * creation time); CAIRN_ENOTFOUND when it holds none. */
+#define REPO_LATEST "latest"
 /* repo may be NULL when ref is a path. */
 int repoFindIn(struct repo *repo, const char *ref, struct backup_info *out, char *errmsg);
 

@@ -625,6 +625,22 @@ int repoFindIn(struct repo *repo, const char *ref, struct backup_info *out, char
         }
         return rv;
     }
+    if (repo != NULL && strcmp(ref, REPO_LATEST) == 0) {
+        /* The newest readable backup (ids sort by creation). */
+        if ((rv = repoListIn(repo, &all, &n, errmsg)) != 0) {
+            return rv;
+        }
+        for (size_t i = n; i-- > 0;) {
+            if (all[i].error[0] == '\0') {
+                *out = all[i];
+                free(all);
+                return 0;
+            }
+        }
+        free(all);
+        errorf(errmsg, "no readable backup in %s to be \"%s\"", repo->url, REPO_LATEST);
+        return CAIRN_ENOTFOUND;
+    }
     if (repo == NULL || !cbkIdValid(ref)) {
         errorf(errmsg, "no backup with id \"%s\"%s%s", ref, repo ? " in " : "",
                repo ? repo->url : "");

@@ -80,6 +80,13 @@ def test_standalone_chain_in_a_bucket_restores_from_the_bucket_alone(cairn_bin, 
     listed = json.loads(ok(cairn(cairn_bin, s3, "backup", "list", "--repo", repo, "--json")).stdout)
     assert {e["id"]: e["verified"] for e in listed}[made[2][0]["id"]] == "verified"
 
+    # "latest" names the newest backup.
+    out = tmp_path / "latest.db"
+    ok(cairn(cairn_bin, s3, "restore", "--repo", repo, "latest", "--out", out))
+    assert file_rows(out, "SELECT id, hex(v) FROM t ORDER BY id") == made[-1][1]
+    shown = json.loads(ok(cairn(cairn_bin, s3, "backup", "show", "--repo", repo, "latest",
+                                "--json")).stdout)
+    assert shown["id"] == made[-1][0]["id"]
     # Every backup restores from the bucket alone to the database as it was.
     for i, (e, rows) in enumerate(made):
         out = tmp_path / ("r%d.db" % i)
