@@ -272,3 +272,69 @@ def test_a_cluster_with_a_bucket_each_chains_across_a_failover(s3, make_cluster,
         assert r.status == 200, (n.name, r)
         got = n.query("SELECT id, v FROM t ORDER BY id", branch="b%d" % n.id, level="none")
         assert got["results"][0]["values"] == want, n.name
+
+
+def test_server_backups_ride_out_slowdowns_and_fail_cleanly_when_s3_is_gone(
+        s3, server_factory, monkeypatch):
+    """503 SlowDown for a while: the backup retries and succeeds. The endpoint gone: the
+    backup fails within the retry bound naming the object, nothing is listed, and the
+    node serves writes all the while."""
+    s3_server_env(s3, monkeypatch)
+    monkeypatch.setenv("CAIRN_S3_RETRY_MS", "3000")
+    s = server_factory(extra_args=["--backup-dir", s3.url, "--s3-endpoint", s3.endpoint])
+    assert_exec_ok(s.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)",
+                              "INSERT INTO t(v) SELECT randomblob(1000) FROM "
+                              "(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c "
+                              "WHERE i < 3000) SELECT i FROM c)"]))
+    s3.fault(method="PUT", action="status", status=503, code="SlowDown", count=3)
+    e = admin_backup(s, {"type": "full"})
+    assert s3.exists(e["id"] + ".cbk")
+    assert any(x.get("fault") for x in s3.log()), "no fault was injected"
+
+    # Every request now fails: the backup gives up, the node goes on.
+    s3.fault(action="status", status=500, code="InternalError", count=-1)
+    done = {}
+
+    def backup():
+        done["r"] = s.raw("POST", "/admin/backup", {"type": "full"}, timeout=120)
+
+    import threading
+    th = threading.Thread(target=backup)
+    th.start()
+    writes = 0
+    while th.is_alive():
+        assert_exec_ok(s.execute(["INSERT INTO t(v) VALUES(x'00')"]))
+        writes += 1
+    th.join()
+    s3.clear_faults()
+    r = done["r"]
+    assert r.status >= 500 and "500" in r.json()["error"], r
+    assert writes > 0
+    assert [x["id"] for x in admin_list(s)] == [e["id"]]
+    assert s3.pending_uploads() == []
+
+
+def test_a_killed_standalone_backup_leaves_no_object(cairn_bin, s3, tmp_path):
+    """kill -9 of `cairn backup create` in the middle of its upload: no object is
+    listed (the multipart upload is never completed), and the next backup succeeds."""
+    db = tmp_path / "app.db"
+    make_db(db, 60000)  # ~20 MiB: several parts
+    s3.fault(query="partNumber=2", action="delay", seconds=30, count=1)
+    argv = [str(cairn_bin), "backup", "create", "--db", str(db), "--repo", s3.url,
+            "--s3-endpoint", s3.endpoint]
+    p = subprocess.Popen(argv, env=s3.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        from conftest import wait_until
+        wait_until(lambda: any("partNumber=2" in x["query"] for x in s3.log()), 30,
+                   "the second part to be on its way")
+    finally:
+        p.kill()
+        p.communicate()
+    s3.clear_faults()
+    assert s3.boto().list_objects_v2(Bucket=BUCKET, Prefix=s3.prefix + "/").get("KeyCount", 0) == 0
+    listed = json.loads(ok(cairn(cairn_bin, s3, "backup", "list", "--repo", s3.url,
+                                 "--json")).stdout)
+    assert listed == []
+    ok(cairn(cairn_bin, s3, "backup", "create", "--db", db, "--repo", s3.url))
+    assert len(json.loads(ok(cairn(cairn_bin, s3, "backup", "list", "--repo", s3.url,
+                                   "--json")).stdout)) == 1
