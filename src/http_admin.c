@@ -412,6 +412,22 @@ static enum MHD_Result postVerify(struct http_server *h, struct MHD_Connection *
     return jobAnswer(c, j);
 }
 
+/* Answer 200 with doc (taken: freed here; NULL means out of memory) as one line. */
+static enum MHD_Result sendJson(struct MHD_Connection *c, json_t *doc)
+{
+    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    struct buf b;
+    json_decref(doc);
+    if (text == NULL) {
+        return httpSendError(c, 500, "out of memory");
+    }
+    bufInit(&b);
+    bufPuts(&b, text);
+    bufPutc(&b, '\n');
+    free(text);
+    return httpSendBuf(c, 200, &b, false);
+}
+
 /* GET /admin/backups: the cluster's catalogue (clusterBackupCatalog), or with ?local
  * this node's repository alone (what peers ask each other for). */
 static enum MHD_Result getBackups(struct http_server *h, struct MHD_Connection *c)
@@ -425,20 +441,10 @@ static enum MHD_Result getBackups(struct http_server *h, struct MHD_Connection *
      * further (no request loops between nodes). */
     if (!queryFlag(c, "local") && !httpIsForwarded(c)) {
         json_t *cat = NULL;
-        char *text;
         if ((rv = clusterBackupCatalog(h->db, &cat, errmsg)) != 0) {
             return httpSendError(c, httpStatusFor(rv), errmsg);
         }
-        text = json_dumps(cat, JSON_COMPACT);
-        json_decref(cat);
-        if (text == NULL) {
-            return httpSendError(c, 500, "out of memory");
-        }
-        bufInit(&b);
-        bufPuts(&b, text);
-        bufPutc(&b, '\n');
-        free(text);
-        return httpSendBuf(c, 200, &b, false);
+        return sendJson(c, cat);
     }
     rv = repoList(h->db->backup_dir, &list, &n, errmsg);
     if (rv != 0) {
@@ -467,7 +473,6 @@ static enum MHD_Result getBackup(struct http_server *h, struct MHD_Connection *c
     json_t *cat = NULL;
     json_t *e;
     size_t i;
-    struct buf b;
     int rv;
     if (strchr(id, '/') != NULL) {
         return httpSendError(c, 400, "a backup id has no '/'");
@@ -481,17 +486,8 @@ static enum MHD_Result getBackup(struct http_server *h, struct MHD_Connection *c
         json_t *damage = json_object_get(e, "error");
         if (eid != NULL && strcmp(eid, id) == 0 && (damage == NULL || json_is_null(damage))) {
             json_t *one = json_pack("{sO}", "backup", e);
-            char *text = one != NULL ? json_dumps(one, JSON_COMPACT) : NULL;
-            json_decref(one);
             json_decref(cat);
-            if (text == NULL) {
-                return httpSendError(c, 500, "out of memory");
-            }
-            bufInit(&b);
-            bufPuts(&b, text);
-            bufPutc(&b, '\n');
-            free(text);
-            return httpSendBuf(c, 200, &b, false);
+            return sendJson(c, one);
         }
     }
     json_decref(cat);
