@@ -338,3 +338,32 @@ def test_a_killed_standalone_backup_leaves_no_object(cairn_bin, s3, tmp_path):
     ok(cairn(cairn_bin, s3, "backup", "create", "--db", db, "--repo", s3.url))
     assert len(json.loads(ok(cairn(cairn_bin, s3, "backup", "list", "--repo", s3.url,
                                    "--json")).stdout)) == 1
+
+
+def test_a_bucket_holding_foreign_objects(cairn_bin, s3, tmp_path):
+    """Objects that are not backups are ignored; one named like a backup but not one is
+    listed as damaged with the reason; backups and restores go on beside them."""
+    b = s3.boto()
+    b.put_object(Bucket=BUCKET, Key=s3.key("notes.txt"), Body=b"hello")
+    b.put_object(Bucket=BUCKET, Key=s3.key("sub/20260101T000000000Z-0000-abcd.cbk"), Body=b"x")
+    b.put_object(Bucket=BUCKET, Key=s3.key("20260101T000000000Z-0000-beef.cbk"),
+                 Body=b"not a backup at all" * 10)
+    db = tmp_path / "app.db"
+    make_db(db, 200)
+    e = json.loads(ok(cairn(cairn_bin, s3, "backup", "create", "--db", db, "--repo", s3.url,
+                            "--json")).stdout)
+    listed = json.loads(ok(cairn(cairn_bin, s3, "backup", "list", "--repo", s3.url,
+                                 "--json")).stdout)
+    by_id = {x["id"]: x for x in listed}
+    assert set(by_id) == {e["id"], "20260101T000000000Z-0000-beef"}, listed
+    assert by_id["20260101T000000000Z-0000-beef"].get("error"), listed
+    r = cairn(cairn_bin, s3, "backup", "list", "--repo", s3.url)
+    assert r.returncode == 0 and "DAMAGED" in r.stdout, r
+    out = tmp_path / "r.db"
+    ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, "latest", "--out", out))
+    assert file_rows(out, "SELECT count(*) FROM t") == [[200]]
+    r = cairn(cairn_bin, s3, "restore", "--repo", s3.url, "20260101T000000000Z-0000-beef",
+              "--out", tmp_path / "bad.db")
+    assert r.returncode == 1 and not (tmp_path / "bad.db").exists(), r
+    # The foreign objects are untouched.
+    assert b.get_object(Bucket=BUCKET, Key=s3.key("notes.txt"))["Body"].read() == b"hello"
