@@ -13,7 +13,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 PREFIX     ?= /usr/local
 
-.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy clean format
+.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy bench-backup-s3 clean format
 
 all: build
 
@@ -99,6 +99,10 @@ bench-pagesum: build
 # A standalone backup of a database another process reads and writes, against the idle case.
 bench-backup-busy: build
 	$(PYTHON) bench/backup_busy.py
+
+# Backups to S3 (s3rver on loopback) against curl moving the file, and Litestream's restore.
+bench-backup-s3: build
+	$(PYTHON) bench/backup_s3.py
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h src/cli/*.c src/cli/*.h tests/unit/*.c

@@ -52,8 +52,7 @@ static const cliOption createOptions[] = {
     {"to", 0, "REPOSITORY", "server: a repository cairnd was configured with (\"default\" or its path)"},
     {"node", 0, "ID", "server: back up on cluster node ID, into its backup directory"},
     {"db", 0, "FILE", "standalone: the SQLite database file to back up (needs --repo)"},
-    {"repo", 0, "DIR|URL", "standalone: the repository to write the backup to: a directory (created if\n"
-                         "missing), file:///DIR or s3://BUCKET/PREFIX"},
+    {"repo", 0, "DIR|URL", "standalone: the repository to write to (DIR, created if missing; file:///DIR; s3://BUCKET/PREFIX)"},
     {"s3-endpoint", 0, "URL", "standalone, s3:// repository: an S3-compatible endpoint (MinIO, R2, ...)"},
     {"s3-region", 0, "REGION", "standalone, s3:// repository: its region (default $AWS_REGION)"},
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},

@@ -45,7 +45,7 @@
 #define MAX_INTEGRITY_MESSAGES 20
 
 static const cliOption checkOptions[] = {
-    {"repo", 0, "DIR", "also verify every backup file and chain of the repository DIR"},
+    {"repo", 0, "DIR|URL", "also verify every backup and chain of the repository (DIR, file:///DIR, s3://BUCKET/PREFIX)"},
     {"host", 0, "URL", "instead of a data directory, ask the running cairnd at URL"},
     {"json", 0, NULL, "print one JSON object (no progress bar)"},
     {"help", 'h', NULL, "show this help"},
@@ -774,7 +774,7 @@ static void checkRepository(checkRun *r, const char *check, const char *repo, co
     size_t n = 0;
     int rc;
 
-    if (!isDir(repo)) {
+    if (strstr(repo, "://") == NULL && !isDir(repo)) { /* a URL: its listing says */
         item(r, check, exists(repo) ? "DAMAGED" : "MISSING", shown(r, repo),
              exists(repo) ? "not a directory" : "no such directory");
         return;

@@ -228,6 +228,12 @@ def test_a_server_keeps_its_backups_in_a_bucket(s3, server_factory, monkeypatch,
     # TO names the repository by its URL too; any other place is refused.
     assert s.post("/db/execute", ["BACKUP DATABASE TO '%s'" % s3.url]).status == 200
     assert s.post("/db/execute", ["BACKUP DATABASE TO 's3://%s/elsewhere'" % BUCKET]).status == 400
+    # cairn check verifies the bucket's backups and chains beside the data directory.
+    assert s.stop() == 0
+    r = cairn(cairn_bin, s3, "check", "--repo", s3.url, s.data_dir, "--json", endpoint=False,
+              env={"AWS_ENDPOINT_URL_S3": s3.endpoint})
+    assert r.returncode == 0, r.stdout
+    assert json.dumps(json.loads(r.stdout)).count(inc_id) >= 1, r.stdout
 
 
 def test_bad_backup_dir_url_stops_the_start(s3, server_factory, monkeypatch):
