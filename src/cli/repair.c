@@ -15,7 +15,7 @@
 
 static const cliOption repairOptions[] = {
     {"from-backup", 0, "ID", "restore backup ID (with --repo), then replay the log past it"},
-    {"repo", 0, "DIR", "the backup repository of --from-backup"},
+    {"repo", 0, "DIR|URL", "the backup repository of --from-backup (DIR, file:///DIR, s3://BUCKET/PREFIX)"},
     {"from-peer", 0, "URL", "copy the database from a running node of the same cluster"},
     {"force", 0, NULL, "rebuild from snapshot + log even when nothing is found damaged"},
     {"add-checksums", 0, NULL,
