@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from conftest import assert_exec_ok, flip
+from s3util import s3, s3env  # noqa: F401 (fixtures)
 
 ROWS_PER_BATCH = 200
 BATCHES = 20
@@ -241,10 +242,24 @@ def test_truncated_open_segment_repair_and_start_agree(node, cairn_bin):
     assert rc == 0, (out, err)
 
 
-@pytest.mark.smoke
-def test_repair_from_backup_after_log_damage(node, cairn_bin, tmp_path):
+@pytest.mark.parametrize("kind", [pytest.param("dir", marks=pytest.mark.smoke), "s3"])
+def test_repair_from_backup_after_log_damage(kind, server_factory, cairn_bin, tmp_path,
+                                             request, monkeypatch):
+    """The repository a directory, or an S3 bucket (s3rver behind the SigV4 proxy)."""
+    extra = ["--snapshot-threshold", "8", "--snapshot-trailing", "4"]
+    repo = None
+    if kind == "s3":
+        s3 = request.getfixturevalue("s3")
+        for k, v in s3.env().items():
+            if k.startswith("AWS_"):
+                monkeypatch.setenv(k, v)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint)
+        repo = s3.url
+        extra += ["--backup-dir", repo]
+    node = server_factory(extra_args=extra)
     load(node, 5)
-    repo = node.data_dir.parent / "backups"  # the default repository, beside the data
+    if repo is None:
+        repo = node.data_dir.parent / "backups"  # the default repository, beside the data
     body = node.execute(["BACKUP DATABASE FULL TO 'default'"])
     backup_id = body["results"][0]["values"][0][1]
     at_backup = digest(node)
