@@ -111,10 +111,17 @@ function decodeXml(s) {
 async function completeUpload(ctx, bucket, key, up) {
   const body = await readBody(ctx.req);
   const parts = [];
-  const re = /<Part>\s*<PartNumber>\s*(\d+)\s*<\/PartNumber>\s*<ETag>([^<]*)<\/ETag>\s*<\/Part>/g;
+  // S3 takes a part's elements in any order (the AWS SDKs send <ETag> first).
+  const re = /<Part>([\s\S]*?)<\/Part>/g;
   let m;
   while ((m = re.exec(body)) !== null) {
-    parts.push({ number: Number(m[1]), etag: decodeXml(m[2]).replace(/"/g, '') });
+    const num = /<PartNumber>\s*(\d+)\s*<\/PartNumber>/.exec(m[1]);
+    const etag = /<ETag>([^<]*)<\/ETag>/.exec(m[1]);
+    if (num === null || etag === null) {
+      throw new S3Error('MalformedXML',
+        'The XML you provided was not well-formed or did not validate against our published schema.');
+    }
+    parts.push({ number: Number(num[1]), etag: decodeXml(etag[1]).replace(/"/g, '') });
   }
   if (!/^\s*(<\?xml[^>]*\?>\s*)?<CompleteMultipartUpload[\s>]/.test(body) || parts.length === 0) {
     throw new S3Error('MalformedXML',

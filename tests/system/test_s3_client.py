@@ -700,3 +700,21 @@ def test_redirects_garbage_and_odd_ranges(s3, tmp_path):
                   "</InitiateMultipartUploadResult>")
     err = s3.run("upload", "noid", write(tmp_path / "big", os.urandom(9 * MiB))).failed("CAIRN_EIO")
     assert "no UploadId" in err
+
+
+def test_the_test_server_takes_parts_in_the_sdks_element_order(s3):
+    """The AWS SDKs send each part's <ETag> before its <PartNumber> in
+    CompleteMultipartUpload; S3 takes either order, and so must the test server (it
+    refused that order, which broke Litestream in the benchmark)."""
+    b = s3.boto()
+    key = s3.key("sdk-multipart")
+    up = b.create_multipart_upload(Bucket=BUCKET, Key=key)
+    part = os.urandom(5 * MiB)
+    e1 = b.upload_part(Bucket=BUCKET, Key=key, UploadId=up["UploadId"], PartNumber=1,
+                       Body=part)["ETag"]
+    e2 = b.upload_part(Bucket=BUCKET, Key=key, UploadId=up["UploadId"], PartNumber=2,
+                       Body=b"tail")["ETag"]
+    b.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=up["UploadId"],
+                                MultipartUpload={"Parts": [{"ETag": e1, "PartNumber": 1},
+                                                           {"ETag": e2, "PartNumber": 2}]})
+    assert body(s3, "sdk-multipart") == part + b"tail"
