@@ -503,48 +503,6 @@ int adminRestore(struct cairn *db, const char *ref, const char *branch,
 
 /* ---- restore on boot ---------------------------------------------------------------- */
 
-int adminCopyObject(struct repo *from, struct repo *to, const char *name, char *errmsg)
-{
-    struct repo_reader rd;
-    struct repo_writer *w = NULL;
-    unsigned char *buf = NULL;
-    int rv = repoOpenRead(from, name, &rd, errmsg);
-    if (rv != 0) {
-        return rv;
-    }
-    if ((buf = malloc(1u << 20)) == NULL) {
-        errorf(errmsg, "out of memory copying %s", name);
-        rv = CAIRN_ENOMEM;
-        goto out;
-    }
-    if ((rv = repoCreate(to, name, &w, errmsg)) != 0) {
-        goto out;
-    }
-    for (uint64_t off = 0; off < rd.size && rv == 0;) {
-        size_t n = rd.size - off < (1u << 20) ? (size_t)(rd.size - off) : (1u << 20);
-        int err = rd.io.read(rd.io.arg, off, buf, n);
-        if (err != 0) {
-            char where[PATH_MAX];
-            repoWhere(from, name, where);
-            errorf(errmsg, "read %s at offset %llu: %s", where, (unsigned long long)off,
-                   strerror(err));
-            rv = errorFromErrno(err);
-        } else {
-            rv = repoWrite(w, buf, n, errmsg);
-        }
-        off += n;
-    }
-    if (rv == 0) {
-        rv = repoCommit(w, errmsg); /* frees w */
-    } else {
-        repoAbort(w);
-    }
-out:
-    free(buf);
-    repoCloseRead(&rd);
-    return rv;
-}
-
 /* Bring the chain that ends at id from repository `from` into the node's repository. */
 static int copyChain(struct cairn *db, struct repo *from, const char *id, char *errmsg)
 {
@@ -567,7 +525,7 @@ static int copyChain(struct cairn *db, struct repo *from, const char *id, char *
                 break; /* names the missing or damaged link */
             }
             snprintf(name, sizeof name, "%s.cbk", cur);
-            if ((rv = adminCopyObject(from, own, name, errmsg)) != 0) {
+            if ((rv = repoCopyObject(from, own, name, errmsg)) != 0) {
                 break;
             }
         }

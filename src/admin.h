@@ -35,11 +35,6 @@ int adminFreeze(struct cairn *db, struct store_freeze *fz, char *errmsg);
  * backup never goes anywhere cairnd can write. */
 int adminRepository(struct cairn *db, const char *to, char *errmsg);
 
-/* Copy object `name` (a whole .cbk, say) from one repository into another, through the
- * repository object (any drivers): never replacing, nothing left at `to` on failure. */
-struct repo;
-int adminCopyObject(struct repo *from, struct repo *to, const char *name, char *errmsg);
-
 /* Backup `id` in the server's repository; in a cluster, one only in a peer's repository
  * is fetched (with its chain) first. */
 int adminFindBackup(struct cairn *db, const char *id, struct backup_info *out, char *errmsg);

@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include "addr.h"
-#include "admin.h"
 #include "backup.h"
 #include "db.h"
 #include "error.h"
@@ -786,7 +785,7 @@ static int uploadFetched(const char *dir, const char *tmp, const char *id, char 
         char staged[PATH_MAX + 16];
         snprintf(staged, sizeof staged, "%s/%s", tmpdir, name);
         if ((rv = repoRenameNoReplace(tmp, staged, errmsg)) == 0) {
-            rv = adminCopyObject(from, to, name, errmsg);
+            rv = repoCopyObject(from, to, name, errmsg);
             unlink(staged);
         }
     }

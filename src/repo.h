@@ -3,7 +3,9 @@
  * committed, removed; small objects got and put), opening a `.cbk` object for
  * reading, filling a catalog entry, the verified sidecar, and small helpers (time,
  * hex, paths). The engine's API is backup.h (repoOpen, repoClose, the catalog);
- * drivers implement repo_driver.h. Nothing outside the engine includes this file.
+ * drivers implement repo_driver.h. Besides the engine, the server's code that moves
+ * backup files between nodes and repositories includes it (cluster.c, heal.c, admin.c,
+ * http_cluster.c): the object operations are what it streams and copies with.
  * Any thread. */
 #ifndef CAIRN_REPO_H
 #define CAIRN_REPO_H
@@ -52,6 +54,11 @@ int repoCreate(struct repo *r, const char *name, struct repo_writer **w, char *e
 int repoWrite(struct repo_writer *w, const void *p, size_t n, char *errmsg);
 int repoCommit(struct repo_writer *w, char *errmsg);
 void repoAbort(struct repo_writer *w);
+
+/* Copy object `name` (a whole .cbk, say) from one repository into another, 1 MiB at a
+ * time, through the drivers (any pair): never replacing (CAIRN_EEXIST), nothing left in
+ * `to` on failure. */
+int repoCopyObject(struct repo *from, struct repo *to, const char *name, char *errmsg);
 
 /* Remove object `name`: CAIRN_ENOTFOUND when there is none. */
 int repoRemove(struct repo *r, const char *name, char *errmsg);

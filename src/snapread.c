@@ -56,7 +56,7 @@ static int shmBarrierWord;
 #include <unistd.h>
 
 #include "error.h"
-#include "repo.h"
+#include "lib.h"
 
 #define SHIM_VFS_NAME "cairn-snapread"
 
@@ -853,7 +853,7 @@ static bool existsWithSuffix(const char *path, const char *suffix, struct stat *
  * SQLite); an error code otherwise. */
 static int openShmFree(struct snapread *s, char *errmsg)
 {
-    const int64_t deadline = repoMonoMs() + LOCK_WAIT_MS;
+    const int64_t deadline = libMonoMs() + LOCK_WAIT_MS;
     unsigned char head[100];
     uint64_t pager_pages, commit_pages = 0;
     struct stat st;
@@ -868,7 +868,7 @@ static int openShmFree(struct snapread *s, char *errmsg)
             errorf(errmsg, "lock %s: %s", s->path, strerror(err));
             return errorFromErrno(err);
         }
-        if (repoMonoMs() >= deadline) {
+        if (libMonoMs() >= deadline) {
             return sqliteFailure(s, SQLITE_BUSY, errmsg);
         }
         usleep((useconds_t)delay_ms * 1000);
