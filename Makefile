@@ -105,7 +105,7 @@ bench-backup-s3: build
 	$(PYTHON) bench/backup_s3.py
 
 format:
-	clang-format -i include/*.h src/*.c src/*.h src/cli/*.c src/cli/*.h tests/unit/*.c
+	clang-format -i include/*.h src/*.c src/*.h src/backup/*.[ch] src/lib/*.[ch] src/cli/*.c src/cli/*.h tests/unit/*.c
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

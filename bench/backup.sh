@@ -48,10 +48,10 @@ BASELINES_ONLY=${BENCH_BACKUP_BASELINES_ONLY:-0}
 WRITE_DOC=${BENCH_WRITE_DOC:-1}
 MIN_FREE_GIB=8
 # cairn's compression, which the yardstick of the incremental target must use too: the
-# engine's default zstd level and block size, read from src/backup.c (the CLI has no
+# engine's default zstd level and block size, read from src/backup/backup.c (the CLI has no
 # option for them); BENCH_BACKUP_CAIRN_LEVEL and BENCH_BACKUP_CAIRN_BLOCK_BYTES override.
-CAIRN_LEVEL=${BENCH_BACKUP_CAIRN_LEVEL:-$(sed -n 's/^#define DEFAULT_LEVEL (\{0,1\}\(-\{0,1\}[0-9]\{1,\}\))\{0,1\}.*/\1/p' src/backup.c 2>/dev/null || true)}
-CAIRN_BLOCK_BYTES=${BENCH_BACKUP_CAIRN_BLOCK_BYTES:-$(sed -n 's/^#define DEFAULT_BLOCK_BYTES (\{0,1\}\([0-9]\{1,\}\)u\{0,1\} << \([0-9]\{1,\}\))\{0,1\}.*/\1 << \2/p' src/backup.c 2>/dev/null || true)}
+CAIRN_LEVEL=${BENCH_BACKUP_CAIRN_LEVEL:-$(sed -n 's/^#define DEFAULT_LEVEL (\{0,1\}\(-\{0,1\}[0-9]\{1,\}\))\{0,1\}.*/\1/p' src/backup/backup.c 2>/dev/null || true)}
+CAIRN_BLOCK_BYTES=${BENCH_BACKUP_CAIRN_BLOCK_BYTES:-$(sed -n 's/^#define DEFAULT_BLOCK_BYTES (\{0,1\}\([0-9]\{1,\}\)u\{0,1\} << \([0-9]\{1,\}\))\{0,1\}.*/\1 << \2/p' src/backup/backup.c 2>/dev/null || true)}
 export RESTIC_PASSWORD=${RESTIC_PASSWORD:-cairn-bench}
 export RESTIC_PROGRESS_FPS=0.0001
 
@@ -76,7 +76,7 @@ if [ "$BASELINES_ONLY" = 1 ]; then
     CAIRN_LEVEL=${CAIRN_LEVEL:-1}
     CAIRN_BLOCK_BYTES=${CAIRN_BLOCK_BYTES:-1048576}
 elif [ -z "$CAIRN_LEVEL" ] || [ -z "$CAIRN_BLOCK_BYTES" ]; then
-    fail "cannot read cairn's default zstd level and block size (DEFAULT_LEVEL, DEFAULT_BLOCK_BYTES) from src/backup.c; set BENCH_BACKUP_CAIRN_LEVEL and BENCH_BACKUP_CAIRN_BLOCK_BYTES"
+    fail "cannot read cairn's default zstd level and block size (DEFAULT_LEVEL, DEFAULT_BLOCK_BYTES) from src/backup/backup.c; set BENCH_BACKUP_CAIRN_LEVEL and BENCH_BACKUP_CAIRN_BLOCK_BYTES"
 fi
 CAIRN_BLOCK_BYTES=$((CAIRN_BLOCK_BYTES))
 

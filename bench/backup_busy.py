@@ -300,7 +300,7 @@ def section(meta, results, load_stats, old):
                "backup into a second repository, and `VACUUM INTO` a new file. Everything is warm "
                "in the page cache, and written back (sync) before each timed command; times are "
                "wall-clock, CPU is user + system of the command.")
-    out.append("- A standalone backup never writes the source (src/snapread.h): it opens the file "
+    out.append("- A standalone backup never writes the source (src/backup/snapread.h): it opens the file "
                "read-only, holds one read transaction, and reads each page from the newest WAL "
                "frame of its snapshot, or from the database file. tests/system/"
                "test_backup_readonly.py checks that it does not write, that it is prompt, and "

@@ -245,7 +245,7 @@ def notes(st, meta):
                 out.append(f"- cairn's {op} backup wrote {mib(dirtied)} in all but kept "
                            f"{mib(c.bytes)}: {mib(extra)} more than its backup file (a "
                            "standalone backup reads the source in place and writes nothing "
-                           "else, src/snapread.h: look for what else wrote).")
+                           "else, src/backup/snapread.h: look for what else wrote).")
     for op in ("full", "incremental", "restore"):
         c = st.get((op, "cairn"))
         if c and c.cpu > 1.3 * c.seconds:

@@ -1,4 +1,4 @@
-/* libFuzzer target: the backup file reader (cbkCheckMemory, src/cbk.c), which checks
+/* libFuzzer target: the backup file reader (cbkCheckMemory, src/backup/cbk.c), which checks
  * a whole `.cbk` file as a restore reads it: header, blocks, zstd frames, page
  * hashes, manifest, footer and trailer (docs/FORMAT.md).
  *

@@ -205,7 +205,7 @@ int main(int argc, char **argv)
                 cfg.restore_from = optarg;
                 break;
             case 'E':
-                /* The S3 client reads these as every S3 tool does (src/s3.h). */
+                /* The S3 client reads these as every S3 tool does (src/backup/s3.h). */
                 setenv("AWS_ENDPOINT_URL_S3", optarg, 1);
                 break;
             case 'G':

@@ -1,4 +1,4 @@
-/* s3_exercise: drives the S3 client (src/s3.c) from the system tests
+/* s3_exercise: drives the S3 client (src/backup/s3.c) from the system tests
  * (tests/system/test_s3_client.py) until cairn's own commands use it.
  *
  *   s3_exercise [options] COMMAND ARGS...

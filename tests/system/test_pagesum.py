@@ -1,4 +1,4 @@
-"""Page checksums on the live database (src/pagesum.c).
+"""Page checksums on the live database (src/lib/pagesum.c).
 
 Every page of a database cairnd creates carries an XXH3-64 of its contents in its 8
 reserved bytes, sealed when a checkpoint writes the page into the database file and

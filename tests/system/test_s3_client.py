@@ -1,4 +1,4 @@
-"""The S3 client (src/s3.c), driven through build/s3_exercise against a real S3 API:
+"""The S3 client (src/backup/s3.c), driven through build/s3_exercise against a real S3 API:
 s3rver behind a proxy that checks every SigV4 signature with botocore and injects faults
 (tests/system/s3util.py, tests/s3/). What the client writes is read back with boto3, to
 prove it is ordinary S3 objects. First part of issue 16: no cairn command uses the

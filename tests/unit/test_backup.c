@@ -1,5 +1,5 @@
-/* Unit tests of the backup engine (src/backup.c, src/cbk.c, src/repo.c,
- * src/restore.c) on real files in a temporary directory: the format's parts, full,
+/* Unit tests of the backup engine (src/backup/backup.c, src/backup/cbk.c, src/backup/repo.c,
+ * src/backup/restore.c) on real files in a temporary directory: the format's parts, full,
  * incremental and differential backups restored byte for byte, every single-byte
  * flip and every truncation refused, broken chains, ids, frozen copies of a database
  * that another connection is writing. */

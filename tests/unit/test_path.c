@@ -1,4 +1,4 @@
-/* Unit tests of path normalising (src/path.c): what cairn shows and records as paths
+/* Unit tests of path normalising (src/lib/path.c): what cairn shows and records as paths
  * ("DIR/./backups" and "repo//ID.cbk" were printed before). */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
-/* Unit tests of the repository object (src/repo.c) and its posix driver
- * (src/repo_posix.c) on real files in a temporary directory: objects invisible until
+/* Unit tests of the repository object (src/backup/repo.c) and its posix driver
+ * (src/backup/repo_posix.c) on real files in a temporary directory: objects invisible until
  * committed, commit never replacing, abort and failed writes leaving nothing, ranged
  * reads, listing by prefix, small objects, removal, URLs. */
 #define _GNU_SOURCE

@@ -1,4 +1,4 @@
-/* Unit tests of result encoding (src/result.c, src/buf.c): every SQLite type,
+/* Unit tests of result encoding (src/result.c, src/lib/buf.c): every SQLite type,
  * unicode and escapes, rqlite's shapes (plain, associative, errors, writes), base64,
  * doubles, and the pretty printer. */
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* Unit tests of the read-only snapshot reader (src/snapread.c) on real SQLite files in a
+/* Unit tests of the read-only snapshot reader (src/backup/snapread.c) on real SQLite files in a
  * temporary directory, written by connections of this process (and, where checkpoints
  * must race the reader, by a forked writer): rollback-journal databases, WAL databases
  * whose frames are not checkpointed, many versions of one page, uncommitted trailing

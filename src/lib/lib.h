@@ -3,7 +3,7 @@
  * cairn but its error codes.
  *
  * The layout of CONVENTIONS.md puts these in a src/lib/ folder; that needs CMake
- * changes, so for now they live in this flat src/lib.c, to be moved with the rest.
+ * changes, so for now they live in this flat src/lib/lib.c, to be moved with the rest.
  *
  * Any thread; no state. */
 #ifndef CAIRN_LIB_H
