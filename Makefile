@@ -13,7 +13,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 PREFIX     ?= /usr/local
 
-.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy bench-backup-s3 clean format
+.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy bench-backup-s3 bench-catalog-s3 clean format
 
 all: build
 
@@ -103,6 +103,11 @@ bench-backup-busy: build
 # Backups to S3 (s3rver on loopback) against curl moving the file, and Litestream's restore.
 bench-backup-s3: build
 	$(PYTHON) bench/backup_s3.py
+
+# The catalog of 10,000 backups in S3 (s3rver) and in a directory: list, restore latest,
+# an incremental (BENCH_CATALOG_BEFORE=DIR also times the cairn of build DIR).
+bench-catalog-s3: build
+	$(PYTHON) bench/catalog_s3.py
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h src/backup/*.[ch] src/lib/*.[ch] src/cli/*.c src/cli/*.h tests/unit/*.c

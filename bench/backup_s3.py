@@ -24,8 +24,11 @@ directory and warm in the page cache. Phases, each tool taking turns run by run:
             cairn backup create --type incremental into the last full's repository;
   restore   curl (signed GET of the final database file, uploaded once) + sync, against
             cairn restore --repo ... LAST --out FILE (the full and 10 incrementals), and,
-            without a target, cairn restoring the full backup alone and
-            litestream restore of the same final database from the same s3rver.
+            without a target, the same with --check full, cairn restoring the full
+            backup alone, the chain from a local directory, sqlite3's quick_check and
+            integrity_check of the database alone, and litestream restore of the same
+            final database from the same s3rver; then, when perf is installed, one more
+            chain restore under `perf record` (not timed) says where cairn's CPU went.
 
 Each figure is the median (min-max) of --runs runs after one warm-up run; peak RSS is
 /usr/bin/time's %M. Every restored file is compared with the source page by page.
@@ -63,7 +66,7 @@ MIB = 1048576
 
 # Preloaded into s3rver (node -r): one JSON line per request, written once the answer
 # has been sent: start (Unix seconds), milliseconds to answer, method, URL, body size,
-# status. It only listens: the request and its body are left to s3rver.
+# status, Range header. It only listens: the request and its body are left to s3rver.
 REQLOG_JS = r"""'use strict';
 const http = require('http');
 const fs = require('fs');
@@ -76,7 +79,8 @@ http.Server.prototype.emit = function (ev, req, res) {
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - h0) / 1e6;
       fs.writeSync(fd, JSON.stringify({ t, ms, m: req.method, u: req.url,
-        n: Number(req.headers['content-length'] || 0), s: res.statusCode }) + '\n');
+        n: Number(req.headers['content-length'] || 0), s: res.statusCode,
+        r: req.headers['range'] || null }) + '\n');
     });
   }
   return emit.apply(this, arguments);
@@ -289,6 +293,9 @@ class Bench:
             row["parts"] = len(parts)
             row["put_bytes"] = sum(r["n"] for r in puts)
             row["get_requests"] = len(gets)
+            sizes = [range_bytes(r.get("r")) for r in gets]
+            row["get_max_bytes"] = max([n for n in sizes if n is not None], default=0)
+            row["get_small"] = sum(1 for n in sizes if n is not None and n <= 65536)
             # The most requests s3rver was answering at once.
             ev = sorted([(r["t"], 1) for r in reqs] + [(r["t"] + r["ms"] / 1000, -1) for r in reqs],
                         key=lambda e: (e[0], e[1]))
@@ -303,6 +310,58 @@ class Bench:
             if row["tool"] == "curl" and len(reqs) != 1:
                 raise Failed("curl's %s (run %s) made %d requests, not 1" % (
                     row["op"], row["run"], len(reqs)))
+
+
+def profile_restore(work, argv, env):
+    """perf's view of one more restore (not timed): where cairn's CPU went, as a
+    sentence for the notes; None when perf cannot run here."""
+    import re
+    if shutil.which("perf") is None:
+        return None
+    data = os.path.join(work, "perf.data")
+    r = subprocess.run(["perf", "record", "-g", "-F", "1999", "-o", data, "--"] + argv,
+                       capture_output=True, env=env)
+    if r.returncode != 0:
+        log("perf record failed (%d): %s" % (r.returncode, r.stderr.decode(errors="replace")[-300:]))
+        return None
+
+    def report(*args):
+        return subprocess.run(["perf", "report", "-i", data, "--stdio", "-g", "none"] + list(args),
+                              capture_output=True, text=True).stdout
+
+    dsos, syms = {}, {}
+    for line in report("--no-children", "--sort", "dso").splitlines():
+        m = re.match(r"\s+([\d.]+)%\s+(\S+)", line)
+        if m:
+            dsos[m.group(2)] = dsos.get(m.group(2), 0) + float(m.group(1))
+    for line in report("--children", "--sort", "sym").splitlines():
+        m = re.match(r"\s+([\d.]+)%\s+[\d.]+%\s+\[[.k]\]\s+(\S+)", line)
+        if m:
+            syms.setdefault(m.group(2), float(m.group(1)))
+
+    def dso(prefix):
+        return sum(v for k, v in dsos.items() if k.startswith(prefix))
+
+    return ("perf (one more restore, not timed, all of cairn's threads): %.0f%% of cairn's CPU "
+            "time in the kernel, of which writing the file (pwrite) %.0f%%, quick_check "
+            "reading it (pread) %.0f%%, receiving from s3rver (recv) %.0f%%, fsync %.0f%% of "
+            "the whole; zstd %.0f%%, SQLite %.0f%%, XXH3 %.0f%%, libc (copies) %.0f%%, libcurl "
+            "%.0f%%, cairn's own code %.0f%%." % (
+                dso("[kernel"), syms.get("__libc_pwrite", 0), syms.get("__libc_pread", 0),
+                syms.get("__libc_recv", 0), syms.get("fsync", 0), dso("libzstd"),
+                dso("libsqlite3"), dso("libxxhash"), dso("libc.so"), dso("libcurl"),
+                dso("cairn")))
+
+
+def range_bytes(header):
+    """The bytes a Range header "bytes=A-B" asks for; None without one."""
+    if not header or not header.startswith("bytes="):
+        return None
+    first, _, last = header[6:].partition("-")
+    try:
+        return int(last) - int(first) + 1 if last else None
+    except ValueError:
+        return None
 
 
 def same_db(expected, actual):
@@ -576,15 +635,20 @@ def section(meta, rows, notes):
     line("restore", "curl", "`curl --aws-sigv4 -o FILE` (one GetObject) + `sync FILE`", None,
          "%.1f MiB" % dbmib)
     line("restore", "cairn", "**cairn** `restore --repo s3://… LAST --out FILE` (full + %d "
-         "incrementals)" % meta["incrementals"], curl_get,
+         "incrementals; PRAGMA quick_check)" % meta["incrementals"], curl_get,
+         "%.1f MiB in %d objects" % (notes["chain_bytes"] / MIB, meta["incrementals"] + 1))
+    line("restore", "cairn-check-full", "**cairn** the same restore with `--check full` (PRAGMA "
+         "integrity_check; no target)", curl_get,
          "%.1f MiB in %d objects" % (notes["chain_bytes"] / MIB, meta["incrementals"] + 1))
     line("restore", "cairn-full", "**cairn** `restore` of the full backup alone (no target)",
          curl_get, "%.1f MiB" % (notes["full_bytes"] / MIB))
     line("restore", "cairn-local", "**cairn** `restore` of the same full + %d from a directory "
          "holding the same objects (no target)" % meta["incrementals"], curl_get,
          "(local files)")
-    line("restore", "integrity-check", "`sqlite3 DB 'PRAGMA integrity_check'` alone (a restore "
-         "runs it on its output; no target)", curl_get, "")
+    line("restore", "quick-check", "`sqlite3 DB 'PRAGMA quick_check'` alone (a restore runs it "
+         "on its output; no target)", curl_get, "")
+    line("restore", "integrity-check", "`sqlite3 DB 'PRAGMA integrity_check'` alone (what "
+         "`--check full` runs instead; no target)", curl_get, "")
     if sel("restore", "litestream"):
         line("restore", "litestream", "Litestream %s `restore -o FILE` + `sync FILE` (no target)"
              % meta.get("litestream_version", ""), curl_get,
@@ -598,6 +662,8 @@ def section(meta, rows, notes):
         k = {"full": "full", "incremental": "incremental", "restore": "restore"}[r["op"]]
         if r["tool"] == "cairn-full":
             k = "restore of the full alone"
+        elif r["tool"] == "cairn-check-full":
+            k = "restore with --check full"
         by_op[k] = max(by_op.get(k, 0), r["rss_kib"] / 1024)
     full_ratio = med(secs("full", "cairn")) / curl_put
     rest_ratio = med(secs("restore", "cairn")) / curl_get
@@ -663,12 +729,21 @@ def section(meta, rows, notes):
     rg = sel("restore", "cairn")
     if rg:
         out.append("- cairn's restore of the chain made %d GETs of its %d objects (%.1f MiB in "
-                   "all, ranged GETs of up to 1 MiB), at most %d in flight at once (median over "
-                   "the runs), s3rver spending %.1f ms of CPU on each; curl's download is one "
-                   "GET. Its full backup had at most %d requests in flight (parts)." % (
+                   "all), %d of them of 64 KiB or less (headers, footers, manifest heads, for "
+                   "the catalogue and the files' opening), the others ranged GETs of up to "
+                   "%.1f MiB read ahead, at most %d in flight at once (median over the runs), "
+                   "and %d HEADs; s3rver spent %.2f CPU-seconds serving them, against %.2f for "
+                   "curl's one GET of the %.1f MiB database (%.2f and %.2f ms per MiB). Its full "
+                   "backup had at most %d requests in flight (parts)." % (
                        med([r["get_requests"] for r in rg]), meta["incrementals"] + 1,
-                       notes["chain_bytes"] / MIB, med([r["max_in_flight"] for r in rg]),
-                       1000 * med([r["s3rver_cpu_s"] / max(1, r["get_requests"]) for r in rg]),
+                       notes["chain_bytes"] / MIB, med([r["get_small"] for r in rg]),
+                       max(r["get_max_bytes"] for r in rg) / MIB,
+                       med([r["max_in_flight"] for r in rg]),
+                       med([r["requests"] - r["get_requests"] for r in rg]),
+                       med([r["s3rver_cpu_s"] for r in rg]),
+                       med([r["s3rver_cpu_s"] for r in sel("restore", "curl")]), dbmib,
+                       1000 * med([r["s3rver_cpu_s"] for r in rg]) / (notes["chain_bytes"] / MIB),
+                       1000 * med([r["s3rver_cpu_s"] for r in sel("restore", "curl")]) / dbmib,
                        med([r["max_in_flight"] for r in cf])))
     out.append("")
     out.append("Notes on this run:")
@@ -703,12 +778,15 @@ def section(meta, rows, notes):
                "then, one warm-up run and %d runs each, taking turns: `curl -o FILE URL && "
                "sync FILE` (a signed GetObject, then an fsync, since cairn fsyncs its output); "
                "`cairn restore --repo s3://… LAST --out FILE --json` (the full backup and %d "
-               "incrementals, fetched with ranged GETs, written, fsynced, checked with `PRAGMA "
-               "integrity_check`, renamed into place); the same restore of the full backup "
+               "incrementals, each read once in order with ranged GETs read ahead, several in "
+               "flight, every page checked against its hash as it is written, fsynced, checked "
+               "with `PRAGMA quick_check`, renamed into place); the same with `--check full` "
+               "(`PRAGMA integrity_check` instead); the same restore of the full backup "
                "alone; the same restore from a directory holding the same objects (fetched "
                "with boto3 beforehand, not timed), to tell what S3 adds; `sqlite3 "
-               "'file:DB?immutable=1' 'PRAGMA integrity_check'` of the source, the check a "
-               "restore runs on its output; Litestream's restore (below). Times are wall-clock; peak RSS is "
+               "'file:DB?immutable=1' 'PRAGMA quick_check'` and `'PRAGMA integrity_check'` of "
+               "the source, the checks a restore runs on its output; Litestream's restore "
+               "(below). Times are wall-clock; peak RSS is "
                "`/usr/bin/time`'s %%M (the largest process of the command); CPU s is its user + "
                "system time; s3rver CPU s is what s3rver used meanwhile (/proc)." % (
                    meta["runs"], meta["incrementals"]))
@@ -758,35 +836,52 @@ def reading(meta, rows, notes, sel, secs):
     chain = med(secs("restore", "cairn"))
     curl_get = med(secs("restore", "curl"))
     local = med(secs("restore", "cairn-local"))
+    quick = med(secs("restore", "quick-check"))
     check = med(secs("restore", "integrity-check"))
+    check_full = med(secs("restore", "cairn-check-full"))
     full_only = med(secs("restore", "cairn-full"))
-    if sel("restore", "cairn"):
-        out.append("Restore: from a directory holding the same %d objects, cairn's restore of "
-                   "the chain takes %.2f s; from s3rver %.2f s, so fetching them over S3 "
-                   "(ranged GETs of s3rver's files) adds %.2f s. The rest is the restore "
-                   "itself, which writes every page, fsyncs, then runs `PRAGMA integrity_check` "
-                   "on the new file before renaming it into place: that check alone takes %.2f "
-                   "s here (single-threaded, and it cannot start before the last page is "
-                   "written), against %.2f s for the whole restore at %.1f× curl's download." % (
-                       meta["incrementals"] + 1, local, chain, chain - local, check,
-                       TARGET_TIME * curl_get, TARGET_TIME))
-        rg = sel("restore", "cairn")
-        out.append("What S3 adds is the reads: the restore fetches each object through 1 MiB "
-                   "ranged GETs, mostly one at a time (%d GETs for the chain, at most %d in "
-                   "flight), so it pays a round trip to s3rver (and s3rver's %.1f ms of CPU) per "
-                   "MiB, where curl streams the file in one GET; over a network with real "
-                   "latency that share would grow. With S3 out of the way (the directory) the "
-                   "restore is still %.2f× curl: it writes every page and then checks the file. "
-                   "The check alone takes %.2f s of the %.2f s the %.1f× target allows, leaving "
-                   "%.2f s to fetch and write the pages, which curl's download and sync of the "
-                   "file itself take %.2f s to do: while the check runs after the writes, the "
-                   "target is out of reach on this machine, however fast the fetching." % (
-                       med([r["get_requests"] for r in rg]), med([r["max_in_flight"] for r in rg]),
-                       1000 * med([r["s3rver_cpu_s"] / max(1, r["get_requests"]) for r in rg]),
-                       local / curl_get, check, TARGET_TIME * curl_get, TARGET_TIME,
-                       TARGET_TIME * curl_get - check, curl_get))
-        out.append("The full backup alone restores from s3rver in %.2f s, the full and %d "
-                   "incrementals in %.2f s." % (full_only, meta["incrementals"], chain))
+    rg = sel("restore", "cairn")
+    if rg:
+        ratio = chain / curl_get
+        out.append("Restore (%s: %.2f× curl's download + sync, against %.1f×): cairn reads each "
+                   "of the %d files once, in order, with ranged GETs read ahead (several in "
+                   "flight), checks every page against its hash before it writes it, then "
+                   "fsyncs the file while `PRAGMA quick_check` reads it (%.2f s alone here) and "
+                   "renames it into place. From a directory holding the same objects it takes "
+                   "%.2f s (%.2f× curl), from s3rver %.2f s: fetching over S3 adds %.2f s. With "
+                   "`--check full` (`PRAGMA integrity_check`, %.2f s alone) it takes %.2f s." % (
+                       "meets its target" if ratio <= TARGET_TIME else "**misses its target**",
+                       ratio, TARGET_TIME, meta["incrementals"] + 1, quick, local,
+                       local / curl_get, chain, chain - local, check, check_full))
+        cc = med([r["cpu_s"] for r in rg])
+        cs = med([r["s3rver_cpu_s"] for r in rg])
+        uc = med([r["cpu_s"] for r in sel("restore", "curl")])
+        us = med([r["s3rver_cpu_s"] for r in sel("restore", "curl")])
+        lc = med([r["cpu_s"] for r in sel("restore", "cairn-local")])
+        ncpu = int(meta["nproc"])
+        out.append("Where the time goes: the restore and s3rver share this machine's %d CPUs. "
+                   "cairn used %.2f CPU-seconds (%.2f from a directory: decompressing and "
+                   "hashing every page, writing the file, quick_check reading it back; S3 adds "
+                   "receiving, and the read-ahead's threads) and s3rver %.2f serving it: %.2f "
+                   "in all, at least %.2f s of wall time on %d CPUs however well they overlap. "
+                   "curl and s3rver used %.2f and %.2f (%.2f in all) for curl's download, which "
+                   "only copies the bytes to the file. s3rver serves many ranged GETs at a "
+                   "higher cost per byte than one GET of the whole file (the last line on "
+                   "s3rver's costs, above), a cost of this test server, not of S3 itself.%s" % (
+                       ncpu, cc, lc, cs, cc + cs, (cc + cs) / ncpu, ncpu, uc, us, uc + us,
+                       " " + notes["profile"] if notes.get("profile") else ""))
+        inc_mib = (notes["chain_bytes"] - notes["full_bytes"]) / MIB
+        out.append("The full backup alone (%.1f MiB) restores from s3rver in %.2f s (%.2f× "
+                   "curl), the full and %d incrementals in %.2f s: the incrementals, %d files "
+                   "of %.1f MiB in all, cost %.2f s more, %.0f ms a file. Besides their "
+                   "bytes, each file costs requests in a row before its blocks flow (opening "
+                   "it, its footer, its manifest; the next file's are made while one is "
+                   "applied), the ramp of its read-ahead, and the drain of the decompressing "
+                   "workers at its end; an incremental's pages, scattered over the database, "
+                   "are written one pwrite each." % (
+                       notes["full_bytes"] / MIB, full_only, full_only / curl_get,
+                       meta["incrementals"], chain, meta["incrementals"], inc_mib,
+                       chain - full_only, 1000 * (chain - full_only) / meta["incrementals"]))
     ls = sel("restore", "litestream")
     if ls:
         out.append("Litestream restored the same database in %.2f s (%.2f× curl, %.2f× cairn's "
@@ -1010,7 +1105,8 @@ def main():
         for key, _ in s3.objects(last_repo + "/"):
             c.download_file(BUCKET, key, os.path.join(local_repo, key.split("/", 1)[1]))
         counters = False
-        tools = ["curl", "cairn", "cairn-full", "cairn-local", "integrity-check"] + (
+        tools = ["curl", "cairn", "cairn-check-full", "cairn-full", "cairn-local", "quick-check",
+                 "integrity-check"] + (
             ["litestream"] if ls_cfg else [])
         for i in range(args.runs + 1):
             run = "warm" if i == 0 else str(i)
@@ -1028,6 +1124,11 @@ def main():
                         cairn, "restore", "--repo", repo_url, last_id, "--out", dest] + ep + [
                         "--json"])
                     expected = src
+                elif tool == "cairn-check-full":
+                    bench.measure("restore", "cairn-check-full", run, [
+                        cairn, "restore", "--repo", repo_url, last_id, "--out", dest] + ep + [
+                        "--check", "full", "--json"])
+                    expected = src
                 elif tool == "cairn-full":
                     bench.measure("restore", "cairn-full", run, [
                         cairn, "restore", "--repo", repo_url, full_id, "--out", dest] + ep + [
@@ -1038,11 +1139,12 @@ def main():
                         cairn, "restore", "--repo", local_repo, last_id, "--out", dest,
                         "--json"])
                     expected = src
-                elif tool == "integrity-check":
-                    row = bench.measure("restore", "integrity-check", run, [
-                        "sqlite3", "file:%s?immutable=1" % src, "PRAGMA integrity_check"])
+                elif tool in ("quick-check", "integrity-check"):
+                    pragma = tool.replace("-", "_")
+                    row = bench.measure("restore", tool, run, [
+                        "sqlite3", "file:%s?immutable=1" % src, "PRAGMA " + pragma])
                     if row["stdout"].strip() != "ok":
-                        raise Failed("PRAGMA integrity_check of the source: " + row["stdout"][:300])
+                        raise Failed("PRAGMA %s of the source: %s" % (pragma, row["stdout"][:300]))
                     continue
                 else:
                     try:
@@ -1072,6 +1174,11 @@ def main():
                 elif diff is not None:
                     raise Failed("%s's restore is not the database: %s" % (tool, diff))
                 os.unlink(dest)
+        dest = os.path.join(out, "restored-profiled.db")
+        notes["profile"] = profile_restore(work, [
+            cairn, "restore", "--repo", repo_url, last_id, "--out", dest] + ep + ["--json"], env)
+        if os.path.exists(dest):
+            os.unlink(dest)
         time.sleep(1)
         bench.annotate()
         notes["compare"] = ("identical but for the header's change counters in some" if counters

@@ -112,6 +112,13 @@ struct cairn_config {
      * repository DIR through the log before the node serves; otherwise nothing is done
      * (logged). Only for a node that starts alone (no join, no bootstrap_expect). */
     const char *restore_from;
+    /* More backup repositories, each "NAME=URL" (URL: a path, file:///DIR or
+     * s3://BUCKET/PREFIX), in a NULL-terminated array (NULL: none). backup_dir, when
+     * set, is the repository "default" and comes first; otherwise the first of these
+     * is the default one (also called "default"). Backups name one by name (BACKUP
+     * DATABASE ... TO 'NAME'); restores find a backup id in any of them. At most 8 in
+     * all. Read during cairn_open only. */
+    const char *const *repositories;
 };
 
 /* Fill cfg with the defaults; set data_dir afterwards. */

@@ -76,53 +76,15 @@ int adminFreeze(struct cairn *db, struct store_freeze *fz, char *errmsg)
 
 static int findOrFetch(struct cairn *db, const char *id, struct backup_info *out, char *errmsg);
 
-/* The absolute, lexically clean form of path into out (PATH_MAX bytes). */
-static void absoluteOf(const char *path, char *out)
+int adminRepository(struct cairn *db, const char *to, unsigned *which, char *errmsg)
 {
-    char cwd[PATH_MAX];
-    if (path[0] == '/' || getcwd(cwd, sizeof cwd) == NULL) {
-        snprintf(out, PATH_MAX, "%s", path);
-    } else {
-        snprintf(out, PATH_MAX, "%s/%s", cwd, path);
-    }
-    pathClean(out);
+    return reposetPick(&db->repos, to, which, errmsg);
 }
 
-int adminRepository(struct cairn *db, const char *to, char *errmsg)
+const char *adminRepoUrl(struct cairn *db, const struct backup_info *info)
 {
-    char want[PATH_MAX];
-    char have[PATH_MAX];
-    char rw[PATH_MAX];
-    char rh[PATH_MAX];
-    if (to == NULL || to[0] == '\0' || strcmp(to, ADMIN_DEFAULT_REPO) == 0) {
-        return 0;
-    }
-    if (strstr(db->backup_dir, "://") != NULL) {
-        /* A URL repository is named by its name or its exact URL. */
-        size_t n = strlen(db->backup_dir);
-        if (strncmp(to, db->backup_dir, n) == 0 && (to[n] == '\0' || strcmp(to + n, "/") == 0)) {
-            return 0;
-        }
-        errorf(errmsg,
-               "TO '%.200s' is not a repository of this node: a backup goes into a "
-               "repository cairnd was configured with, named by name or path; this node "
-               "has '%s' (%s, --backup-dir)",
-               to, ADMIN_DEFAULT_REPO, db->backup_dir);
-        return CAIRN_EINVAL;
-    }
-    absoluteOf(to, want);
-    absoluteOf(db->backup_dir, have);
-    if (strcmp(want, have) == 0 ||
-        (realpath(to, rw) != NULL && realpath(db->backup_dir, rh) != NULL &&
-         strcmp(rw, rh) == 0)) {
-        return 0;
-    }
-    errorf(errmsg,
-           "TO '%.200s' is not a repository of this node: a backup goes into a repository "
-           "cairnd was configured with, named by name or path; this node has '%s' (%s, "
-           "--backup-dir)",
-           to, ADMIN_DEFAULT_REPO, have);
-    return CAIRN_EINVAL;
+    int i = info->repository[0] != '\0' ? reposetByName(&db->repos, info->repository) : 0;
+    return db->repos.r[i >= 0 ? i : 0].url;
 }
 
 int adminFindBackup(struct cairn *db, const char *id, struct backup_info *out, char *errmsg)
@@ -140,14 +102,16 @@ static bool serverBackup(json_t *e)
 }
 
 /* In a cluster, the parent of an incremental (differential) backup is the newest backup
- * (newest full backup) of the cluster, whichever node took it: after a failover the
- * chain goes on from the last backup taken on the old leader. A parent only in a
- * peer's repository is fetched with the rest of its chain first, so this node's
- * repository then holds the whole chain of the new backup. parent_id gets "" when the
- * node is alone (the engine chooses in its repository). */
-static int clusterParent(struct cairn *db, int type, char parent_id[BACKUP_ID_SIZE],
-                         char *errmsg)
+ * (newest full backup) of the cluster in the repository of the same name (repository
+ * `which` of this node), whichever node took it: after a failover the chain goes on
+ * from the last backup taken on the old leader, and a chain never crosses
+ * repositories. A parent only in a peer's repository is fetched with the rest of its
+ * chain first, so this node's repository then holds the whole chain of the new backup.
+ * parent_id gets "" when the node is alone (the engine chooses in its repository). */
+static int clusterParent(struct cairn *db, int type, unsigned which,
+                         char parent_id[BACKUP_ID_SIZE], char *errmsg)
 {
+    const struct reposet_entry *repo = &db->repos.r[which];
     struct node_info ni;
     json_t *cat = NULL;
     json_t *list;
@@ -169,7 +133,8 @@ static int clusterParent(struct cairn *db, int type, char parent_id[BACKUP_ID_SI
     for (i = json_array_size(list); i-- > 0;) {
         json_t *e = json_array_get(list, i);
         const char *t = json_string_value(json_object_get(e, "type"));
-        if (serverBackup(e) && t != NULL &&
+        const char *in = json_string_value(json_object_get(e, "repository"));
+        if (serverBackup(e) && t != NULL && in != NULL && strcmp(in, repo->name) == 0 &&
             (type == BACKUP_INCREMENTAL || strcmp(t, "full") == 0)) {
             chosen = e;
             break;
@@ -187,9 +152,10 @@ static int clusterParent(struct cairn *db, int type, char parent_id[BACKUP_ID_SI
         if (off > 0 && off < sizeof unreachable - 1) {
             strcat(unreachable, ")");
         }
-        errorf(errmsg, "no %sbackup of the cluster in any reachable node's repository to base "
-                       "the %s backup on%s",
-               type == BACKUP_DIFFERENTIAL ? "full " : "", backupTypeName(type), unreachable);
+        errorf(errmsg, "no %sbackup of the cluster in any reachable node's repository '%s' to "
+                       "base the %s backup on%s",
+               type == BACKUP_DIFFERENTIAL ? "full " : "", repo->name, backupTypeName(type),
+               unreachable);
         json_decref(cat);
         return CAIRN_ENOTFOUND;
     }
@@ -201,10 +167,10 @@ static int clusterParent(struct cairn *db, int type, char parent_id[BACKUP_ID_SI
     json_decref(cat);
     if (!local) {
         char msg[CAIRN_ERRMSG_SIZE];
-        if (clusterFetch(db, db->backup_dir, "backups", parent_id, msg) != 0) {
-            errorf(errmsg, "the %s backup's parent %s, the cluster's newest, could not be "
-                           "fetched from the node that holds it: %s",
-                   backupTypeName(type), parent_id, msg);
+        if (clusterFetch(db, repo->url, "backups", parent_id, msg) != 0) {
+            errorf(errmsg, "the %s backup's parent %s, the cluster's newest in repository "
+                           "'%s', could not be fetched from the node that holds it: %s",
+                   backupTypeName(type), parent_id, repo->name, msg);
             return CAIRN_ENOTFOUND;
         }
     }
@@ -226,10 +192,11 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
     struct node_info ni;
     char source[BACKUP_SOURCE_SIZE];
     char parent_id[BACKUP_ID_SIZE];
+    unsigned which = 0;
     int rv;
 
-    if ((rv = adminRepository(db, to, errmsg)) != 0 ||
-        (rv = clusterParent(db, type, parent_id, errmsg)) != 0) {
+    if ((rv = adminRepository(db, to, &which, errmsg)) != 0 ||
+        (rv = clusterParent(db, type, which, parent_id, errmsg)) != 0) {
         return rv;
     }
     if ((rv = adminFreeze(db, &fz, errmsg)) != 0) {
@@ -245,12 +212,15 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
     src.verify_pages = true;
     memset(&opt, 0, sizeof opt);
     opt.type = type;
-    opt.repo = db->backup_dir;
+    opt.repo = db->repos.r[which].url;
     opt.parent_id = parent_id;
     opt.progress = progress;
     opt.progress_arg = progress_arg;
     rv = backupCreate(&src, &opt, out, errmsg);
     storeThaw(&fz);
+    if (rv == 0) {
+        snprintf(out->repository, sizeof out->repository, "%s", db->repos.r[which].name);
+    }
     return rv;
 }
 
@@ -400,18 +370,21 @@ static int restoreBranch(struct cairn *db, const char *ref, const char *branch,
     if (strchr(ref, '/') == NULL) {
         struct backup_info found;
         char msg[CAIRN_ERRMSG_SIZE];
-        (void)findOrFetch(db, ref, &found, msg); /* the restore reports what is missing */
+        if (findOrFetch(db, ref, &found, msg) == 0) {
+            opt.repo = adminRepoUrl(db, &found);
+        } /* else the restore reports what is missing */
     }
     return backupRestore(&opt, out, errmsg);
 }
 
-/* Find backup id in the server's repository; in a cluster, a backup another node took
- * into its own repository is fetched from it first. */
+/* Find backup id in the server's repositories; in a cluster, a backup another node took
+ * into its own repository is fetched from it first, into the default repository. */
 static int findOrFetch(struct cairn *db, const char *id, struct backup_info *out, char *errmsg)
 {
     struct node_info ni;
     char msg[CAIRN_ERRMSG_SIZE];
-    int rv = repoFind(db->backup_dir, id, out, errmsg);
+    unsigned which;
+    int rv = reposetFind(&db->repos, id, &which, out, errmsg);
     if (rv != CAIRN_ENOTFOUND || strchr(id, '/') != NULL) {
         return rv;
     }
@@ -423,7 +396,7 @@ static int findOrFetch(struct cairn *db, const char *id, struct backup_info *out
         errorf(errmsg, "backup %s is in no repository of the cluster (%s)", id, msg);
         return CAIRN_ENOTFOUND;
     }
-    return repoFind(db->backup_dir, id, out, errmsg);
+    return reposetFind(&db->repos, id, &which, out, errmsg);
 }
 
 static int restoreLive(struct cairn *db, const char *ref, struct backup_info *out,
@@ -438,16 +411,16 @@ static int restoreLive(struct cairn *db, const char *ref, struct backup_info *ou
     int rv;
 
     if (strchr(ref, '/') != NULL) {
-        errorf(errmsg, "a live restore names a backup of the server's repository %s by id, "
-                       "not a path (\"%s\"): every node resolves the id in its repository",
-               db->backup_dir, ref);
+        errorf(errmsg, "a live restore names a backup of the server's repositories by id, "
+                       "not a path (\"%s\"): every node resolves the id in its repositories",
+               ref);
         return CAIRN_EINVAL;
     }
     if ((rv = findOrFetch(db, ref, out, errmsg)) != 0) {
         return rv;
     }
     /* Refuse a damaged chain before it reaches the log. */
-    if ((rv = backupVerify(db->backup_dir, out->id, false, NULL, NULL, errmsg)) != 0) {
+    if ((rv = backupVerify(adminRepoUrl(db, out), out->id, false, NULL, NULL, errmsg)) != 0) {
         return rv;
     }
     memset(&b, 0, sizeof b);
@@ -695,7 +668,8 @@ int adminStatement(struct cairn *db, const struct sqlfront_cmd *cmd, struct cair
 {
     static const char *const cols[] = {"operation", "backup_id", "type",
                                        "parent_id", "pages",     "size_bytes",
-                                       "path",      "duration_ms", "raft_index"};
+                                       "path",      "duration_ms", "raft_index",
+                                       "repository"};
     static const char *const rcols[] = {"operation", "backup_id", "type",
                                         "branch",    "pages",     "size_bytes",
                                         "path",      "duration_ms", "raft_index"};
@@ -722,8 +696,9 @@ int adminStatement(struct cairn *db, const struct sqlfront_cmd *cmd, struct cair
                                    TEXT(backupTypeName(info.type)),
                                    TEXT_OR_NULL(info.parent_id), INT(info.pages),
                                    INT(info.size_bytes),   TEXT(info.path),
-                                   INT(info.duration_ms),  INT(info.raft_index)};
-                rv = rowOf(res, 9, cols, c);
+                                   INT(info.duration_ms),  INT(info.raft_index),
+                                   TEXT(info.repository)};
+                rv = rowOf(res, 10, cols, c);
             }
             break;
         case SQLFRONT_RESTORE:
@@ -869,13 +844,13 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
     if (memcmp(info.digest, b->stmts[0].params[0].s, BACKUP_DIGEST_SIZE) != 0) {
         snprintf(msg, sizeof msg,
                  "backup %s in %s is not the file the restore entry names (digest differs)",
-                 id, db->backup_dir);
+                 id, adminRepoUrl(db, &info));
         resultError(rs, msg);
         return 0;
     }
     snprintf(tmp, sizeof tmp, "%s.restored", db->db_path);
     memset(&opt, 0, sizeof opt);
-    opt.repo = db->backup_dir;
+    opt.repo = adminRepoUrl(db, &info);
     opt.ref = id;
     opt.out = tmp;
     opt.force = true;

@@ -26,22 +26,26 @@ struct cairn;
  * Release with storeThaw(). */
 int adminFreeze(struct cairn *db, struct store_freeze *fz, char *errmsg);
 
-/* The name of the repository --backup-dir configures (the S3 issue adds named ones). */
-#define ADMIN_DEFAULT_REPO "default"
-
 /* 0 when `to` (BACKUP ... TO, POST /admin/backup's "to") names a repository this node
- * was configured with: NULL or "", its name, or the path of --backup-dir (as given, or
- * the same directory). Otherwise CAIRN_EINVAL, errmsg naming the allowed ones: a
- * backup never goes anywhere cairnd can write. */
-int adminRepository(struct cairn *db, const char *to, char *errmsg);
+ * was configured with (reposetPick: NULL, "" or "default" for the default one, a name,
+ * or a repository's path or URL), *which its index in db->repos. Otherwise
+ * CAIRN_EINVAL, errmsg naming the node's repositories: a backup never goes anywhere
+ * else. */
+int adminRepository(struct cairn *db, const char *to, unsigned *which, char *errmsg);
 
-/* Backup `id` in the server's repository; in a cluster, one only in a peer's repository
- * is fetched (with its chain) first. */
+/* Backup `id` in one of the server's repositories (out->repository names it); in a
+ * cluster, one only in a peer's repository is fetched (with its chain) into the default
+ * repository first. */
 int adminFindBackup(struct cairn *db, const char *id, struct backup_info *out, char *errmsg);
+
+/* The URL of the server's repository that holds info (adminFindBackup): the one its
+ * `repository` names, the default when it names none. */
+const char *adminRepoUrl(struct cairn *db, const struct backup_info *info);
 
 /* Back up the live database into the repository `to` (adminRepository; NULL: the
  * default). In a cluster an incremental or differential backup chains to the newest
- * (full) backup of any node, fetched first when it is only in a peer's repository.
+ * (full) backup of any node in the repository of that name, fetched first when it is
+ * only in a peer's.
  * *out describes the new backup. */
 int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn progress,
                 void *progress_arg, struct backup_info *out, char *errmsg);

@@ -17,6 +17,7 @@
 
 #include "cairn.h"
 #include "policy.h"
+#include "reposet.h"
 
 static void usage(FILE *f)
 {
@@ -32,8 +33,12 @@ static void usage(FILE *f)
             "  --raft-addr HOST:PORT     Raft address (default 127.0.0.1:4002)\n"
             "  --node-id ID              this node's id, a positive integer (default 1;\n"
             "                            kept in DIR/node.json after the first start)\n"
-            "  --backup-dir DIR          backup repository (default: backups/ beside the\n"
-            "                            data directory)\n"
+            "  --backup-dir URL          the default backup repository, named 'default': a\n"
+            "                            directory, file:///DIR or s3://BUCKET/PREFIX\n"
+            "                            (default: backups/ beside the data directory)\n"
+            "  --repo NAME=URL           one more named repository (repeatable, at most 8 in\n"
+            "                            all); without --backup-dir the first is the default.\n"
+            "                            BACKUP DATABASE ... TO 'NAME' picks one\n"
             "  --restore-from REPO[#ID]  on a node whose database is empty, restore backup ID\n"
             "                            (default: the newest) of repository REPO (DIR,\n"
             "                            file:///DIR or s3://BUCKET/PREFIX) before serving;\n"
@@ -156,6 +161,7 @@ int main(int argc, char **argv)
         {"node-id", required_argument, NULL, 'i'},
         {"backup-dir", required_argument, NULL, 'b'},
         {"restore-from", required_argument, NULL, 'F'},
+        {"repo", required_argument, NULL, 'p'},
         {"s3-endpoint", required_argument, NULL, 'E'},
         {"s3-region", required_argument, NULL, 'G'},
         {"max-body", required_argument, NULL, 'm'},
@@ -175,6 +181,8 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     struct cairn_config cfg;
+    const char *repos[REPOSET_MAX + 1] = {NULL};
+    unsigned n_repos = 0;
     unsigned long long v;
     sigset_t sigs;
     cairn *db = NULL;
@@ -203,6 +211,14 @@ int main(int argc, char **argv)
                 break;
             case 'F':
                 cfg.restore_from = optarg;
+                break;
+            case 'p':
+                if (n_repos == REPOSET_MAX) {
+                    fprintf(stderr, "cairnd: --repo: at most %d repositories\n", REPOSET_MAX);
+                    return 2;
+                }
+                repos[n_repos++] = optarg;
+                cfg.repositories = repos;
                 break;
             case 'E':
                 /* The S3 client reads these as every S3 tool does (src/backup/s3.h). */

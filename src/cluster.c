@@ -931,19 +931,25 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
 
 #define CATALOG_TIMEOUT_MS 3000
 
-/* Add entry (a backup's JSON object, borrowed) held by node to byid, noting the node. */
+/* Add entry (a backup's JSON object, borrowed) held by node to byid, noting the node.
+ * A backup is one entry per repository name: the same id in two repositories (a copy
+ * fetched for a restore, say) is listed in each. */
 static int catalogAdd(json_t *byid, json_t *entry, uint64_t node)
 {
     const char *id = json_string_value(json_object_get(entry, "id"));
+    const char *repo = json_string_value(json_object_get(entry, "repository"));
+    char key[BACKUP_ID_SIZE + BACKUP_REPO_NAME_SIZE + 2];
     json_t *have;
     if (id == NULL) {
         return 0; /* not a backup entry: ignored */
     }
-    have = json_object_get(byid, id);
+    snprintf(key, sizeof key, "%.*s/%.*s", BACKUP_REPO_NAME_SIZE - 1, repo != NULL ? repo : "",
+             BACKUP_ID_SIZE - 1, id);
+    have = json_object_get(byid, key);
     if (have == NULL) {
         have = json_deep_copy(entry);
         if (have == NULL || json_object_set_new(have, "nodes", json_array()) != 0 ||
-            json_object_set_new(byid, id, have) != 0) {
+            json_object_set_new(byid, key, have) != 0) {
             return CAIRN_ENOMEM;
         }
     }
@@ -962,16 +968,19 @@ static int catalogOrder(const void *a, const void *b)
     if (ix != iy) {
         return ix < iy ? -1 : 1;
     }
-    return strcmp(json_string_value(json_object_get(x, "id")),
-                  json_string_value(json_object_get(y, "id")));
+    const char *rx = json_string_value(json_object_get(x, "repository"));
+    const char *ry = json_string_value(json_object_get(y, "repository"));
+    int c = strcmp(json_string_value(json_object_get(x, "id")),
+                   json_string_value(json_object_get(y, "id")));
+    return c != 0 ? c : strcmp(rx != NULL ? rx : "", ry != NULL ? ry : "");
 }
 
-/* The local repository's entries into byid. */
+/* The local repositories' entries into byid. */
 static int catalogLocal(struct cairn *db, json_t *byid, char *errmsg)
 {
     struct backup_info *list = NULL;
     size_t n = 0;
-    int rv = repoList(db->backup_dir, &list, &n, errmsg);
+    int rv = reposetList(&db->repos, -1, &list, &n, errmsg);
     for (size_t i = 0; rv == 0 && i < n; i++) {
         struct buf b;
         json_t *e;
@@ -980,7 +989,7 @@ static int catalogLocal(struct cairn *db, json_t *byid, char *errmsg)
         e = json_loadb(b.p, b.len, 0, NULL);
         bufFree(&b);
         if (e == NULL) {
-            errorf(errmsg, "out of memory listing %s", db->backup_dir);
+            errorf(errmsg, "out of memory listing %s", list[i].path);
             rv = CAIRN_ENOMEM;
             break;
         }
@@ -1320,7 +1329,6 @@ int clusterHealDatabase(void *data, uint64_t need, char *errmsg)
     uint64_t index = 0;
     bool ok = false;
     time_t now = time(NULL);
-    struct tm tm;
     int rv;
 
     nodeInfo(db->node, &ni);
@@ -1364,8 +1372,7 @@ int clusterHealDatabase(void *data, uint64_t need, char *errmsg)
         return CAIRN_EBUSY;
     }
     /* Keep the damaged file for a look later. */
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", &tm);
+    libIso8601((int64_t)now * 1000, LIB_ISO8601_BASIC, when);
     snprintf(kept, sizeof kept, "%s/corrupt", db->data_dir);
     mkdir(kept, 0755);
     snprintf(kept, sizeof kept, "%s/corrupt/%s-db.sqlite", db->data_dir, when);

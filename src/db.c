@@ -153,8 +153,6 @@ static bool readsCatalog(const struct batch *b)
     return false;
 }
 
-static int writeFileAtomic(const char *path, const char *data, size_t len, char *errmsg);
-
 void dbSetDiverged(struct cairn *db, const char *msg)
 {
     char path[PATH_MAX];
@@ -169,7 +167,7 @@ void dbSetDiverged(struct cairn *db, const char *msg)
         }
         return;
     }
-    if (writeFileAtomic(path, msg, strlen(msg), err) != 0) {
+    if (libWriteFileAtomic(path, msg, strlen(msg), 0, err) != 0) {
         dbLog(db, "cannot record that this node differs from the cluster: %s", err);
     }
 }
@@ -281,30 +279,71 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
 
 /* ---- node.json: the node's identity, kept with its data ------------------------ */
 
-static int writeFileAtomic(const char *path, const char *data, size_t len, char *errmsg)
+/* The node's repositories (reposet.h): --backup-dir, then each --repo NAME=URL. With
+ * neither, "backups" beside the data directory (DATA's parent, plus "backups"). Paths
+ * are made absolute, so that paths in the catalog mean the same to every reader. A URL
+ * repository's scheme, bucket and credentials are checked now (no request is sent),
+ * not at the first backup. */
+static int configureRepositories(struct cairn *db, const struct cairn_config *cfg)
 {
-    char tmp[PATH_MAX];
-    int fd;
-    snprintf(tmp, sizeof tmp, "%.*s.tmp", PATH_MAX - 8, path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        errorf(errmsg, "cannot create %s: %s", tmp, strerror(errno));
-        return errorFromErrno(errno);
+    int rv;
+    memset(&db->repos, 0, sizeof db->repos);
+    if (cfg->backup_dir != NULL) {
+        if ((rv = reposetAdd(&db->repos, NULL, cfg->backup_dir, tlsErrmsg)) != 0) {
+            char why[CAIRN_ERRMSG_SIZE];
+            snprintf(why, sizeof why, "%s", tlsErrmsg);
+            errorf(tlsErrmsg, "--backup-dir: %s", why);
+            return rv;
+        }
     }
-    if (write(fd, data, len) != (ssize_t)len || fsync(fd) != 0) {
-        int err = errno;
-        close(fd);
-        unlink(tmp);
-        errorf(errmsg, "cannot write %s: %s", tmp, strerror(err));
-        return errorFromErrno(err);
+    for (size_t i = 0; cfg->repositories != NULL && cfg->repositories[i] != NULL; i++) {
+        char name[BACKUP_REPO_NAME_SIZE];
+        const char *url;
+        if ((rv = reposetParseSpec(cfg->repositories[i], name, &url, tlsErrmsg)) != 0) {
+            return rv;
+        }
+        if ((rv = reposetAdd(&db->repos, name, url, tlsErrmsg)) != 0) {
+            char why[CAIRN_ERRMSG_SIZE];
+            snprintf(why, sizeof why, "%s", tlsErrmsg);
+            errorf(tlsErrmsg, "--repo %.200s: %s", cfg->repositories[i], why);
+            return rv;
+        }
     }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        errorf(errmsg, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        unlink(tmp);
-        return errorFromErrno(errno);
+    if (db->repos.n == 0) {
+        char parent[PATH_MAX];
+        char dir[PATH_MAX + 16];
+        size_t len;
+        snprintf(parent, sizeof parent, "%s", db->data_dir);
+        len = strlen(parent);
+        while (len > 1 && parent[len - 1] == '/') {
+            parent[--len] = '\0';
+        }
+        snprintf(dir, sizeof dir, "%s/backups", dirname(parent));
+        if ((rv = reposetAdd(&db->repos, NULL, dir, tlsErrmsg)) != 0) {
+            return rv;
+        }
     }
-    return libSyncParentDir(path, errmsg);
+    snprintf(db->backup_dir, sizeof db->backup_dir, "%s", db->repos.r[0].url);
+    db->cfg.backup_dir = db->backup_dir;
+    db->cfg.repositories = NULL; /* the caller's array: read here only */
+    for (unsigned i = 0; i < db->repos.n; i++) {
+        const char *url = db->repos.r[i].url;
+        if (strstr(url, "://") != NULL) {
+            struct repo *r = NULL;
+            char why[CAIRN_ERRMSG_SIZE];
+            rv = repoOpen(url, &r, why);
+            repoClose(r);
+            if (rv != 0) {
+                if (i == 0 && cfg->backup_dir != NULL) {
+                    errorf(tlsErrmsg, "--backup-dir: %s", why);
+                } else {
+                    errorf(tlsErrmsg, "repository '%s': %s", db->repos.r[i].name, why);
+                }
+                return rv;
+            }
+        }
+    }
+    return 0;
 }
 
 /* Split a comma-separated --join list into db->join. */
@@ -395,7 +434,7 @@ static int loadNodeIdentity(struct cairn *db, char *errmsg)
         errorf(errmsg, "out of memory");
         return CAIRN_ENOMEM;
     }
-    rv = writeFileAtomic(path, text, strlen(text), errmsg);
+    rv = libWriteFileAtomic(path, text, strlen(text), 0, errmsg);
     free(text);
     return rv;
 }
@@ -499,49 +538,8 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     }
     copyStr(db->http_addr_cfg, sizeof db->http_addr_cfg, cfg->http_addr, &db->cfg.http_addr);
     copyStr(db->restore_from, sizeof db->restore_from, cfg->restore_from, &db->cfg.restore_from);
-    {
-        /* Default: beside the data directory (DATA's parent, plus "backups"). Made
-         * absolute, so that paths in the catalog mean the same to every reader. */
-        char dir[PATH_MAX];
-        char cwd[PATH_MAX];
-        if (cfg->backup_dir != NULL) {
-            snprintf(dir, sizeof dir, "%s", cfg->backup_dir);
-        } else {
-            char parent[PATH_MAX];
-            size_t len;
-            snprintf(parent, sizeof parent, "%s", db->data_dir);
-            len = strlen(parent);
-            while (len > 1 && parent[len - 1] == '/') {
-                parent[--len] = '\0';
-            }
-            snprintf(dir, sizeof dir, "%s/backups", dirname(parent));
-        }
-        if (strstr(dir, "://") == NULL) { /* a URL (s3://, file://) is taken as given */
-            if (dir[0] != '/' && getcwd(cwd, sizeof cwd) != NULL) {
-                char tmp[PATH_MAX];
-                snprintf(tmp, sizeof tmp, "%s/%s", cwd, dir);
-                snprintf(dir, sizeof dir, "%s", tmp);
-            }
-            pathClean(dir); /* "DIR/./backups" reads as "DIR/backups" in every path shown */
-        }
-        if (strlen(dir) >= sizeof db->backup_dir) {
-            errorf(tlsErrmsg, "backup directory path too long: %s", dir);
-            return CAIRN_EINVAL;
-        }
-        strcpy(db->backup_dir, dir);
-        db->cfg.backup_dir = db->backup_dir;
-        if (strstr(dir, "://") != NULL) {
-            /* A repository URL: its scheme, bucket and credentials are checked now (no
-             * request is sent), not at the first backup. */
-            struct repo *r = NULL;
-            char why[CAIRN_ERRMSG_SIZE];
-            rv = repoOpen(dir, &r, why);
-            repoClose(r);
-            if (rv != 0) {
-                errorf(tlsErrmsg, "--backup-dir: %s", why);
-                return rv;
-            }
-        }
+    if ((rv = configureRepositories(db, cfg)) != 0) {
+        return rv;
     }
     if (db->cfg.max_body == 0) {
         db->cfg.max_body = 64u << 20;
@@ -625,7 +623,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     if (rv != 0) {
         return rv;
     }
-    storeSetRepo(db->store, db->backup_dir);
+    storeSetRepos(db->store, &db->repos);
     storeSetLimits(db->store, db->cfg.max_value_size,
                    db->cfg.query_timeout_ms ? db->cfg.query_timeout_ms
                                             : POLICY_DEFAULT_QUERY_TIMEOUT_MS,

@@ -16,6 +16,7 @@
 #include "command.h"
 #include "error.h"
 #include "node.h"
+#include "reposet.h"
 #include "result.h"
 #include "store.h"
 
@@ -26,7 +27,8 @@ struct cairn {
     char data_dir[PATH_MAX - 128];
     char raft_addr[128];
     char http_addr_cfg[128];
-    char backup_dir[PATH_MAX - 128];
+    char backup_dir[PATH_MAX - 128]; /* the default repository's URL: repos.r[0].url */
+    struct reposet repos; /* --backup-dir and --repo NAME=URL; read-only once open */
     char restore_from[PATH_MAX]; /* cfg.restore_from, copied */
     char db_path[PATH_MAX];
     char raft_dir[PATH_MAX];

@@ -25,25 +25,12 @@
 #include "pagesum.h"
 #include "raftlog.h"
 #include "repo.h"
+#include "sqlerr.h"
 #include "store.h"
 #include "lib.h"
 
 #define RUNNING_MARK "RUNNING"
 #define RECOVERY_FILE "last_recovery.json"
-
-static void stamp(char *out, size_t n)
-{
-    time_t t = time(NULL);
-    struct tm tm;
-    strftime(out, n, "%Y%m%dT%H%M%SZ", gmtime_r(&t, &tm));
-}
-
-static void iso8601(char *out, size_t n)
-{
-    time_t t = time(NULL);
-    struct tm tm;
-    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-}
 
 static bool exists(const char *path)
 {
@@ -90,7 +77,7 @@ static int quickCheck(const char *path, char *msg, size_t n)
         }
     }
     if (rc != SQLITE_OK) {
-        snprintf(msg, n, "%s", h ? sqlite3_errmsg(h) : "out of memory");
+        snprintf(msg, n, "%s", sqlerrMessage(h, rc));
         rv = CAIRN_ECORRUPT;
     }
     sqlite3_finalize(st);
@@ -255,18 +242,19 @@ static bool rebuildable(const struct raftlog_report *rep)
 static void writeRecord(struct cairn *db)
 {
     char path[PATH_MAX];
-    char tmp[PATH_MAX];
     char errmsg[CAIRN_ERRMSG_SIZE];
+    char *text;
     if (db->recovery == NULL) {
         return;
     }
     snprintf(path, sizeof path, "%s/%s", db->data_dir, RECOVERY_FILE);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (json_dump_file(db->recovery, tmp, JSON_INDENT(2)) != 0 || rename(tmp, path) != 0 ||
-        libSyncParentDir(path, errmsg) != 0) {
-        dbLog(db, "cannot write %s", path);
-        unlink(tmp);
+    text = json_dumps(db->recovery, JSON_INDENT(2));
+    if (text == NULL) {
+        dbLog(db, "cannot write %s: out of memory", path);
+    } else if (libWriteFileAtomic(path, text, strlen(text), 0, errmsg) != 0) {
+        dbLog(db, "cannot write %s: %s", path, errmsg);
     }
+    free(text);
 }
 
 int healBeforeOpen(struct cairn *db, char *errmsg)
@@ -326,8 +314,9 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
         db->recovery = json_load_file(path, 0, NULL); /* the previous one, for /status */
         free(rep);
     } else {
-        stamp(when, sizeof when);
-        iso8601(at, sizeof at);
+        int64_t now = libNowMs();
+        libIso8601(now, LIB_ISO8601_BASIC, when); /* in the names of files moved aside */
+        libIso8601(now, LIB_ISO8601_SECONDS, at);
         dbLog(db, "unclean stop found (%s exists): checking the Raft log and the database", mark);
         dbLog(db, "raft log: %s", log_text);
         if (damaged) {
@@ -377,17 +366,22 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
         }
     }
     if (unclean) {
-        /* Backups cut off by the stop left their temporary files behind. */
+        /* Backups cut off by the stop left their temporary files behind, or in an object
+         * store their unfinished uploads (swept once old enough: repoSweepTemp). */
         char snaps[PATH_MAX];
         unsigned a = 0;
         unsigned b = 0;
         snprintf(snaps, sizeof snaps, "%s/snapshots", db->data_dir);
         repoSweepTemp(snaps, &a);
-        repoSweepTemp(db->backup_dir, &b);
+        for (unsigned i = 0; i < db->repos.n; i++) {
+            unsigned k; /* repoSweepTemp sets it */
+            repoSweepTemp(db->repos.r[i].url, &k);
+            b += k;
+        }
         b += sweepScratch(db->data_dir);
         if (a + b > 0) {
-            dbLog(db, "removed %u temporary file(s) of backups, loads and exports cut off by "
-                      "the stop", a + b);
+            dbLog(db, "removed %u temporary file(s) and unfinished upload(s) of backups, loads "
+                      "and exports cut off by the stop", a + b);
         }
     }
     /* The mark: removed again by a clean stop. */
@@ -509,7 +503,7 @@ static int writeWithChecksums(const char *db_path, const char *tmp, uint64_t *pa
         sqlite3_free(sql);
     }
     if (rc != SQLITE_OK) {
-        errorf(errmsg, "VACUUM INTO %s: %s", tmp, h ? sqlite3_errmsg(h) : sqlite3_errstr(rc));
+        errorf(errmsg, "VACUUM INTO %s: %s", tmp, sqlerrMessage(h, rc));
         sqlite3_close(h);
         unlink(tmp);
         return CAIRN_EIO;
@@ -705,10 +699,10 @@ static int resetLog(const struct heal_options *o, const struct raftlog_report *r
 static int setJoin(const char *data_dir, const char *peer, char *errmsg)
 {
     char path[PATH_MAX];
-    char tmp[PATH_MAX];
+    char *text;
     json_t *root;
+    int rv;
     snprintf(path, sizeof path, "%s/node.json", data_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     root = json_load_file(path, 0, NULL);
     if (root == NULL) {
         errorf(errmsg, "%s is missing or not JSON: the node's identity is unknown", path);
@@ -716,14 +710,15 @@ static int setJoin(const char *data_dir, const char *peer, char *errmsg)
     }
     json_object_set_new(root, "join", json_string(peer));
     json_object_set_new(root, "bootstrap_expect", json_integer(0));
-    if (json_dump_file(root, tmp, JSON_INDENT(2)) != 0 || rename(tmp, path) != 0) {
-        json_decref(root);
-        unlink(tmp);
-        errorf(errmsg, "cannot write %s", path);
-        return CAIRN_EIO;
-    }
+    text = json_dumps(root, JSON_INDENT(2));
     json_decref(root);
-    return libSyncParentDir(path, errmsg);
+    if (text == NULL) {
+        errorf(errmsg, "cannot write %s: out of memory", path);
+        return CAIRN_ENOMEM;
+    }
+    rv = libWriteFileAtomic(path, text, strlen(text), 0, errmsg);
+    free(text);
+    return rv;
 }
 
 int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
@@ -750,7 +745,7 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
     snprintf(db_path, sizeof db_path, "%s/db.sqlite", o->data_dir);
     snprintf(raft_dir, sizeof raft_dir, "%s/raft", o->data_dir);
     snprintf(tmp, sizeof tmp, "%s/db.sqlite.repair", o->data_dir);
-    stamp(when, sizeof when);
+    libIso8601(libNowMs(), LIB_ISO8601_BASIC, when);
     if (!exists(o->data_dir)) {
         errorf(errmsg, "no data directory %s", o->data_dir);
         return CAIRN_ENOTFOUND;

@@ -590,7 +590,15 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     jsonStr(&b, "snapshot_dir", db->snap_dir);
     bufPutc(&b, ',');
     jsonStr(&b, "backup_dir", db->backup_dir);
-    bufPuts(&b, "},\"branches\":");
+    bufPuts(&b, ",\"repositories\":[");
+    for (unsigned i = 0; i < db->repos.n; i++) {
+        bufPuts(&b, i ? ",{" : "{");
+        jsonStr(&b, "name", db->repos.r[i].name);
+        bufPutc(&b, ',');
+        jsonStr(&b, "url", db->repos.r[i].url);
+        bufPutc(&b, '}');
+    }
+    bufPuts(&b, "]},\"branches\":");
     adminBranchesJson(db, &b);
     bufPuts(&b, ",\"http\":{");
     jsonKey(&b, "max_body");

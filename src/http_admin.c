@@ -171,8 +171,8 @@ static void jobRun(struct job *j, bool streaming)
         case JOB_VERIFY:
             rv = adminFindBackup(j->db, j->id, &info, errmsg);
             if (rv == 0) {
-                int vr = backupVerify(j->db->backup_dir, info.id, j->trial_restore, progress,
-                                      j, errmsg);
+                int vr = backupVerify(adminRepoUrl(j->db, &info), info.id, j->trial_restore,
+                                      progress, j, errmsg);
                 bufPuts(&j->out, "{\"id\":");
                 bufJsonString(&j->out, info.id, strlen(info.id));
                 bufPrintf(&j->out, ",\"ok\":%s,\"trial_restore\":%s", vr == 0 ? "true" : "false",
@@ -446,7 +446,7 @@ static enum MHD_Result getBackups(struct http_server *h, struct MHD_Connection *
         }
         return sendJson(c, cat);
     }
-    rv = repoList(h->db->backup_dir, &list, &n, errmsg);
+    rv = reposetList(&h->db->repos, -1, &list, &n, errmsg);
     if (rv != 0) {
         return httpSendError(c, httpStatusFor(rv), errmsg);
     }
@@ -492,7 +492,10 @@ static enum MHD_Result getBackup(struct http_server *h, struct MHD_Connection *c
     }
     json_decref(cat);
     /* Not listed: the repository's own words (no such id, or a damaged file). */
-    rv = repoFind(h->db->backup_dir, id, &info, errmsg);
+    {
+        unsigned which;
+        rv = reposetFind(&h->db->repos, id, &which, &info, errmsg);
+    }
     return httpSendError(c, rv != 0 ? httpStatusFor(rv) : 404,
                          rv != 0 ? errmsg : "no such backup");
 }
@@ -907,7 +910,10 @@ static enum MHD_Result postLoad(struct http_server *h, struct MHD_Connection *c,
     memset(&opt, 0, sizeof opt);
     opt.type = BACKUP_FULL;
     opt.repo = h->db->backup_dir;
-    if ((rv = backupCreate(&src, &opt, &info, errmsg)) != 0 ||
+    if ((rv = backupCreate(&src, &opt, &info, errmsg)) == 0) {
+        snprintf(info.repository, sizeof info.repository, "%s", h->db->repos.r[0].name);
+    }
+    if (rv != 0 ||
         (rv = adminRestore(h->db, info.id, NULL, NULL, NULL, &info, &index, errmsg)) != 0) {
         return httpSendError(c, httpStatusFor(rv), errmsg);
     }

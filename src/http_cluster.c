@@ -526,6 +526,15 @@ enum MHD_Result httpCluster(struct http_server *h, struct MHD_Connection *c, con
         if (dir != NULL && (size_t)(url + n - 5 - rest) < sizeof id) {
             memcpy(id, rest, (size_t)(url + n - 5 - rest));
             id[url + n - 5 - rest] = '\0';
+            if (dir == h->db->backup_dir && strchr(id, '/') == NULL) {
+                /* From whichever of the node's repositories holds it. */
+                struct backup_info info;
+                char msg[CAIRN_ERRMSG_SIZE];
+                unsigned which;
+                if (reposetFind(&h->db->repos, id, &which, &info, msg) == 0) {
+                    dir = h->db->repos.r[which].url;
+                }
+            }
             return get ? serveFile(h, c, dir, id) : httpSendNotAllowed(c, method, url, "GET");
         }
     }

@@ -26,6 +26,7 @@
 #include "error.h"
 #include "pagesum.h"
 #include "policy.h"
+#include "sqlerr.h"
 #include "vtab.h"
 #include "lib.h"
 
@@ -149,7 +150,7 @@ struct store {
     atomic_uint generation;
     atomic_uint nreaders;
 
-    char repo[PATH_MAX]; /* backup repository that readers' cairn_backups lists; "" none */
+    const struct reposet *repos; /* what readers' cairn_backups lists; NULL: no table */
 
     /* The checkpointer thread: copies WAL frames into the database off the apply
      * path. ckpt_mu guards the two flags only, never held during a checkpoint (the
@@ -293,21 +294,7 @@ static int sqlErr(sqlite3 *db, int rc, const char *what, const char *path, char 
         errorf(errmsg, "%s on %s: %s", what, path, m);
         return CAIRN_ECORRUPT;
     }
-    errorf(errmsg, "%s on %s: %s", what, path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-    switch (rc & 0xff) {
-        case SQLITE_NOMEM:
-            return CAIRN_ENOMEM;
-        case SQLITE_FULL:
-            return CAIRN_ENOSPC;
-        case SQLITE_CORRUPT:
-        case SQLITE_NOTADB:
-            return CAIRN_ECORRUPT;
-        case SQLITE_BUSY:
-        case SQLITE_LOCKED:
-            return CAIRN_EBUSY;
-        default:
-            return CAIRN_EIO;
-    }
+    return sqlerrf(db, rc, errmsg, "%s on %s", what, path);
 }
 
 static int execSql(sqlite3 *db, const char *sql, const char *path, char *errmsg)
@@ -1386,8 +1373,8 @@ static int readerOpen(struct store *s, struct reader **out, char *errmsg)
         goto err;
     }
     policyInstall(r->db, &r->pol, s->max_length, &s->stopping);
-    if (s->repo[0] != '\0') {
-        vtabRegister(r->db, s->repo);
+    if (s->repos != NULL) {
+        vtabRegister(r->db, s->repos);
     }
     r->generation = atomic_load(&s->generation);
     atomic_fetch_add(&s->nreaders, 1);
@@ -1535,9 +1522,9 @@ int storeMetaGet(struct store *s, const char *key, char *out, size_t n, char *er
     return rv;
 }
 
-void storeSetRepo(struct store *s, const char *repo)
+void storeSetRepos(struct store *s, const struct reposet *repos)
 {
-    snprintf(s->repo, sizeof s->repo, "%s", repo);
+    s->repos = repos;
 }
 
 int storeQueryFile(struct store *s, const char *path, const struct batch *b,
@@ -1559,8 +1546,8 @@ int storeQueryFile(struct store *s, const char *path, const struct batch *b,
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
     policyInstall(db, &pol, s->max_length, &s->stopping);
-    if (s->repo[0] != '\0') {
-        vtabRegister(db, s->repo);
+    if (s->repos != NULL) {
+        vtabRegister(db, s->repos);
     }
     res = resultNew();
     if (res == NULL) {
@@ -1827,12 +1814,7 @@ static int replaceLocked(struct store *s, const char *tmp, char *errmsg)
     unlink(side);
     snprintf(side, sizeof side, "%s-shm", s->path);
     unlink(side);
-    if (rename(tmp, s->path) != 0) {
-        errorf(errmsg, "rename %s to %s: %s", tmp, s->path, strerror(errno));
-        rv = errorFromErrno(errno);
-    } else {
-        rv = libSyncParentDir(s->path, errmsg);
-    }
+    rv = libRenameDurable(tmp, s->path, errmsg);
     if (rv == 0) {
         rv = openWriter(s, errmsg);
     }

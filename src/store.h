@@ -87,9 +87,10 @@ int storeApply(struct store *s, const struct batch *b, uint64_t index,
 int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out,
                char *errmsg);
 
-/* The backup repository that `cairn_backups` lists on reader connections opened from
- * now on. Before the first query. */
-void storeSetRepo(struct store *s, const char *repo);
+/* The backup repositories that `cairn_backups` lists on reader connections opened from
+ * now on (the server's, which outlive the store). Before the first query. */
+struct reposet;
+void storeSetRepos(struct store *s, const struct reposet *repos);
 
 /* Run a read-only batch on the SQLite file at path (a branch), opened read-only for
  * this call. *out owned by the caller. Any thread but the loop's. */

@@ -1,5 +1,6 @@
-/* The cairn_backups virtual table (see vtab.h). The catalog is read with repoList()
- * when a scan starts, so every query sees the repository as it is then. Any thread. */
+/* The cairn_backups virtual table (see vtab.h). The catalog is read with reposetList()
+ * when a scan starts, so every query sees the repositories as they are then. Any
+ * thread. */
 #include "vtab.h"
 
 #include <stdlib.h>
@@ -8,18 +9,19 @@
 #include "backup.h"
 #include "error.h"
 #include "repo.h"
+#include "reposet.h"
 
 static const char SCHEMA[] =
     "CREATE TABLE x(id TEXT, type TEXT, parent_id TEXT, created TEXT, raft_index INTEGER, "
     "page_count INTEGER, pages INTEGER, size_bytes INTEGER, path TEXT, duration_ms INTEGER, "
-    "verified TEXT, error TEXT)";
+    "verified TEXT, error TEXT, repository TEXT)";
 
 enum { C_ID, C_TYPE, C_PARENT, C_CREATED, C_INDEX, C_PAGE_COUNT, C_PAGES, C_SIZE, C_PATH,
-       C_DURATION, C_VERIFIED, C_ERROR };
+       C_DURATION, C_VERIFIED, C_ERROR, C_REPOSITORY };
 
 struct vtab {
     sqlite3_vtab base;
-    char *repo;
+    const struct reposet *repos; /* the server's, which outlives every connection */
 };
 
 struct cursor {
@@ -42,20 +44,14 @@ static int xConnect(sqlite3 *db, void *aux, int argc, const char *const *argv,
         return SQLITE_NOMEM;
     }
     memset(t, 0, sizeof *t);
-    t->repo = sqlite3_mprintf("%s", (const char *)aux);
-    if (t->repo == NULL) {
-        sqlite3_free(t);
-        return SQLITE_NOMEM;
-    }
+    t->repos = aux;
     *out = &t->base;
     return SQLITE_OK;
 }
 
 static int xDisconnect(sqlite3_vtab *vt)
 {
-    struct vtab *t = (struct vtab *)vt;
-    sqlite3_free(t->repo);
-    sqlite3_free(t);
+    sqlite3_free(vt);
     return SQLITE_OK;
 }
 
@@ -95,7 +91,7 @@ static int xFilter(sqlite3_vtab_cursor *cur, int idx, const char *idxstr, int ar
     c->list = NULL;
     c->n = 0;
     c->i = 0;
-    if (repoList(t->repo, &c->list, &c->n, errmsg) != 0) {
+    if (reposetList(t->repos, -1, &c->list, &c->n, errmsg) != 0) {
         sqlite3_free(t->base.zErrMsg);
         t->base.zErrMsg = sqlite3_mprintf("cairn_backups: %s", errmsg);
         return SQLITE_ERROR;
@@ -170,6 +166,9 @@ static int xColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col)
         case C_ERROR:
             textOrNull(ctx, b->error);
             break;
+        case C_REPOSITORY:
+            textOrNull(ctx, b->repository);
+            break;
     }
     return SQLITE_OK;
 }
@@ -196,16 +195,7 @@ static const sqlite3_module module = {
     .xRowid = xRowid,
 };
 
-static void freeRepo(void *p)
+int vtabRegister(sqlite3 *db, const struct reposet *repos)
 {
-    free(p);
-}
-
-int vtabRegister(sqlite3 *db, const char *repo)
-{
-    char *copy = strdup(repo);
-    if (copy == NULL) {
-        return SQLITE_NOMEM;
-    }
-    return sqlite3_create_module_v2(db, "cairn_backups", &module, copy, freeRepo);
+    return sqlite3_create_module_v2(db, "cairn_backups", &module, (void *)repos, NULL);
 }

@@ -1,4 +1,4 @@
-/* cairn_backups: the catalog of the server's backup repository as an eponymous
+/* cairn_backups: the catalog of the server's backup repositories as an eponymous
  * read-only virtual table, so that `SELECT * FROM cairn_backups` works wherever a
  * query does. Registered on reader connections only: the writer applies the log,
  * and a write that read the local catalog would not be deterministic across nodes.
@@ -8,7 +8,10 @@
 
 #include <sqlite3.h>
 
-/* Register cairn_backups on db, listing repo (copied). SQLite result code. */
-int vtabRegister(sqlite3 *db, const char *repo);
+struct reposet;
+
+/* Register cairn_backups on db, listing every repository of repos, which must outlive
+ * db. SQLite result code. */
+int vtabRegister(sqlite3 *db, const struct reposet *repos);
 
 #endif

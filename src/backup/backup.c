@@ -62,8 +62,7 @@ static void newId(char id[BACKUP_ID_SIZE], int64_t *ms_out)
     int64_t now = repoNowMs(), ms;
     unsigned counter;
     uint16_t rnd;
-    time_t t;
-    struct tm tm;
+    char when[LIB_ISO8601_SIZE];
 
     pthread_mutex_lock(&id_mu);
     if (now > id_last_ms) {
@@ -80,11 +79,8 @@ static void newId(char id[BACKUP_ID_SIZE], int64_t *ms_out)
     if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
         rnd = (uint16_t)XXH64(&now, sizeof now, (uint64_t)getpid() * 65537 + counter);
     }
-    t = (time_t)(ms / 1000);
-    gmtime_r(&t, &tm);
-    snprintf(id, BACKUP_ID_SIZE, "%04d%02d%02dT%02d%02d%02d%03dZ-%04x-%04x", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000), counter,
-             (unsigned)rnd);
+    libIso8601(ms, LIB_ISO8601_BASIC_MS, when);
+    snprintf(id, BACKUP_ID_SIZE, "%s-%04x-%04x", when, counter, (unsigned)rnd);
     if (ms_out != NULL) {
         *ms_out = ms;
     }
@@ -93,6 +89,23 @@ static void newId(char id[BACKUP_ID_SIZE], int64_t *ms_out)
 void backupNewId(char id[BACKUP_ID_SIZE])
 {
     newId(id, NULL);
+}
+
+bool backupIsOwnName(const char *name)
+{
+    /* What newId writes, then ".cbk": d a decimal digit, h a lower-case hex digit. */
+    static const char shape[] = "ddddddddTdddddddddZ-hhhh-hhhh.cbk";
+    size_t i;
+    for (i = 0; shape[i] != '\0'; i++) {
+        char c = name[i];
+        bool ok = shape[i] == 'd'   ? c >= '0' && c <= '9'
+                  : shape[i] == 'h' ? (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')
+                                    : c == shape[i];
+        if (!ok) {
+            return false; /* also at the name's NUL, which matches nothing in shape */
+        }
+    }
+    return name[i] == '\0';
 }
 
 /* ---- names and JSON ---- */
@@ -203,6 +216,11 @@ void backupInfoJson(const struct backup_info *info, struct buf *b)
     jsonDigest(b, "parent_digest", info->parent_digest);
     jsonKey(b, "source");
     bufJsonString(b, info->source, strlen(info->source));
+    if (info->repository[0] != '\0') {
+        bufPutc(b, ',');
+        jsonKey(b, "repository");
+        bufJsonString(b, info->repository, strlen(info->repository));
+    }
     if (info->error[0] != '\0') {
         bufPutc(b, ',');
         jsonKey(b, "error");
@@ -927,6 +945,16 @@ int backupCreateIn(struct repo *repo, const struct backup_source *src,
     w.rw = NULL;
     if (rv != 0) {
         goto err;
+    }
+    if (repoLocalPath(repo) == NULL) {
+        /* An object store keeps the uploads of writers killed mid-backup, unseen and
+         * billed, until someone aborts them: each backup sweeps (one listing; only
+         * objects of the engine's own names, begun long ago: repoSweepTemp). After the
+         * commit, not before: a repository that does not answer fails the backup
+         * within one retry bound, not two. A directory's temporary files are swept
+         * when cairnd starts after an unclean stop (heal.c). */
+        unsigned swept;
+        repoSweepTempIn(repo, &swept);
     }
     if (out != NULL) {
         fillInfo(&h, &f, &t, path, out);

@@ -33,7 +33,13 @@
  * sorts backups by creation, also within one millisecond in one process. */
 #define BACKUP_ID_SIZE 32   /* with the terminating NUL; ids are shorter */
 #define BACKUP_SOURCE_SIZE 256
+#define BACKUP_REPO_NAME_SIZE 33 /* a repository's name (server), with the NUL */
 #define BACKUP_DIGEST_SIZE 16 /* XXH3-128 of a whole file */
+/* A catalog entry's path or URL, with the NUL: an S3 URL takes at most 1094 bytes
+ * (s3:// + a bucket of 63 + / + a key of 1024); a directory whose objects' paths would
+ * not fit is refused by repoOpen. Not PATH_MAX: a listing of 10,000 backups holds
+ * 10,000 entries. */
+#define BACKUP_PATH_SIZE 1280
 
 /* Verified state of a backup, as recorded by the last backupVerify() (a sidecar file
  * `<id>.verified` beside the backup; the backup file itself is never rewritten). */
@@ -58,13 +64,16 @@ struct backup_info {
     uint64_t pages;                     /* pages stored in this file (changed pages) */
     uint64_t size_bytes;                /* size of the .cbk file */
     int64_t duration_ms;                /* time the backup took to write */
-    char path[PATH_MAX];                /* where the file is: its path in a posix
+    char path[BACKUP_PATH_SIZE];        /* where the file is: its path in a posix
                                            repository; for other drivers the
                                            object's URL. Ends in "/<object name>". */
     int verified;                       /* BACKUP_UNVERIFIED, ... */
     int64_t verified_ms;                /* when, if verified != BACKUP_UNVERIFIED */
     char error[256];                    /* repoList(): non-empty when the file cannot
                                            be read (the entry is listed, marked) */
+    char repository[BACKUP_REPO_NAME_SIZE]; /* the name of the server's repository that
+                                               holds it; "" where repositories have no
+                                               names (the engine, standalone tools) */
 };
 
 struct snapread;
@@ -138,7 +147,9 @@ struct backup_options {
 int backupCreate(const struct backup_source *src, const struct backup_options *opt,
                  struct backup_info *out, char *errmsg);
 /* The same into the open repository repo (opt->repo is not used): the object
- * `<id>.cbk` is written through a repository writer and committed at the end. */
+ * `<id>.cbk` is written through a repository writer and committed at the end. Once it
+ * is committed, a repository without a local path (S3) is swept of the unfinished
+ * uploads of killed writers (repoSweepTempIn): one listing, errors ignored. */
 int backupCreateIn(struct repo *repo, const struct backup_source *src,
                    const struct backup_options *opt, struct backup_info *out, char *errmsg);
 
@@ -182,9 +193,12 @@ int repoFind(const char *repo, const char *ref, struct backup_info *out, char *e
 /* repo may be NULL when ref is a path. */
 int repoFindIn(struct repo *repo, const char *ref, struct backup_info *out, char *errmsg);
 
-/* Remove the temporary files (.ID.cbk.tmp) that writers killed mid-backup left in repo;
- * a backup in progress (its writer holds a lock on its file) is left alone. *removed
- * counts what went. */
+/* Remove what writers killed mid-backup left in repo, leaving live writers alone;
+ * *removed counts what went. A directory: the temporary files `.ID.cbk.tmp` that no
+ * writer holds a lock on. S3: the unfinished multipart uploads of backup objects
+ * (backupIsOwnName) begun more than CAIRN_S3_SWEEP_AGE_MS ago (default 6 h), nothing
+ * else of the bucket; docs/OPERATIONS.md. Failures are not reported: what is left is
+ * swept next time. */
 void repoSweepTemp(const char *repo, unsigned *removed);
 void repoSweepTempIn(struct repo *repo, unsigned *removed);
 
@@ -213,13 +227,26 @@ struct restore_options {
      * and durable; non-zero (errmsg set) fails the restore, nothing at `out`. */
     int (*finish)(const char *path, void *arg, char *errmsg);
     void *finish_arg;
+    /* SQLite's check of the restored file, once every page has been checked against its
+     * hash (docs/OPERATIONS.md, "Restore"): RESTORE_CHECK_QUICK (0, the default) or
+     * RESTORE_CHECK_FULL. */
+    int check;
 };
 
+/* What a restore asks SQLite to check of the file it wrote: PRAGMA quick_check, or
+ * PRAGMA integrity_check (which also reads every index against its table). */
+enum { RESTORE_CHECK_QUICK = 0, RESTORE_CHECK_FULL = 1 };
+
+/* "quick_check", "integrity_check": the pragma of a RESTORE_CHECK_* level. */
+const char *backupCheckName(int check);
+
 /* Restore the chain that ends at opt->ref into opt->out: resolve the chain through
- * parent ids and parent digests back to its full backup, verify every file before
- * writing anything, write the pages into a temporary file beside `out`, check every
- * page against the manifest of the backup, fsync, run PRAGMA integrity_check, then
- * rename into place and fsync the directory. `out` existing without force:
+ * parent ids and parent digests back to its full backup, write the pages into a
+ * temporary file beside `out` while verifying every file of the chain completely
+ * (checksums, manifests, digests, every page's hash), check every page of the result
+ * against the manifest of the backup, fsync, run PRAGMA quick_check (or
+ * integrity_check, opt->check), then rename into place and fsync the directory.
+ * `out` existing without force:
  * CAIRN_EEXIST, nothing written. On success *restored (may be NULL) describes the
  * backup restored. On failure nothing is left at `out` that was not there. */
 int backupRestore(const struct restore_options *opt, struct backup_info *restored,
@@ -240,6 +267,11 @@ void backupInfoJson(const struct backup_info *info, struct buf *b);
 
 /* A new backup id (see BACKUP_ID_SIZE). Thread-safe. */
 void backupNewId(char id[BACKUP_ID_SIZE]);
+
+/* Whether name is `<id>.cbk` for an id of backupNewId's shape
+ * (`20261122T101500123Z-0000-a1b2`): an object the engine writes, as opposed to one a
+ * person named or another program put beside the backups. */
+bool backupIsOwnName(const char *name);
 
 /* "full", "incremental", "differential"; and back (-1 when unknown). */
 const char *backupTypeName(int type);

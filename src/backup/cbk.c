@@ -300,8 +300,9 @@ static int readAt(struct cbk_reader *r, uint64_t off, void *buf, size_t n, const
 {
     int err = r->io.read(r->io.arg, off, buf, n);
     if (err != 0) {
+        const char *why = r->io.why != NULL ? r->io.why(r->io.arg) : NULL;
         errorf(errmsg, "%s: %s: read of %zu bytes at offset %llu: %s", r->name, part, n,
-               (unsigned long long)off, strerror(err));
+               (unsigned long long)off, why != NULL ? why : strerror(err));
         return errorFromErrno(err);
     }
     return 0;
@@ -762,7 +763,7 @@ static int memRead(void *arg, uint64_t off, void *buf, size_t n)
 int cbkCheckMemory(const void *p, size_t n, char *errmsg)
 {
     struct mem_io m = {p, n};
-    struct cbk_io io = {memRead, &m};
+    struct cbk_io io = {memRead, &m, NULL, NULL};
     struct cbk_reader r;
     uint64_t *manifest = NULL;
     int rv;

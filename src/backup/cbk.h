@@ -92,10 +92,15 @@ int cbkTrailerDecode(const unsigned char in[CBK_TRAILER_SIZE], struct cbk_traile
 void cbkDigestBytes(uint64_t low64, uint64_t high64, unsigned char out[BACKUP_DIGEST_SIZE]);
 
 /* Where the reader gets its bytes: read exactly n bytes at offset off into buf and
- * return 0, or return an errno value (EIO for a short read). */
+ * return 0, or return an errno value (EIO for a short read). why (may be NULL) says in
+ * words why the last read failed, when there is more to say than the errno (an S3
+ * GET's last answer), or returns NULL. willRead (may be NULL) is told that the next
+ * reads go in order from off: a source that reads ahead may start. */
 struct cbk_io {
     int (*read)(void *arg, uint64_t off, void *buf, size_t n);
     void *arg;
+    const char *(*why)(void *arg);
+    void (*willRead)(void *arg, uint64_t off);
 };
 
 /* Called by cbkScanPages with a block's n pages, decompressed and checked (pages

@@ -4,14 +4,17 @@
  *
  * A repository is opened from a URL (repoOpen) and reached only through its driver's
  * table (repo_driver.h): the engine makes no POSIX call on a repository. The posix
- * driver is repo_posix.c; the S3 driver will be repo_s3.c.
+ * driver is repo_posix.c; the S3 driver is repo_s3.c.
  *
  * Everything here is derived from the objects themselves, read without trusting them
  * (cbk.c checks every field): restoring a database never rewinds its catalog, and a
  * damaged object is listed with its error rather than hidden. Objects are never
- * rewritten; only sidecars are, replaced whole.
+ * rewritten; only sidecars are, replaced whole, and the catalog index of a remote
+ * repository (catidx.h), a cache the listing checks against the LIST (see "The listing
+ * of a catalog" below).
  *
- * Any thread; no shared state. */
+ * Any thread; no shared state. A listing of a remote repository reads objects on
+ * threads of its own, joined before it returns. */
 #define _GNU_SOURCE
 #include "repo.h"
 
@@ -19,19 +22,23 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "catidx.h"
 #include "error.h"
 #include "lib.h"
 #include "repo_driver.h"
 
 #define SIDECAR_SUFFIX ".verified"
 #define SIDECAR_MAX 4096
+/* The longest object name the engine writes, `<id>.verified`, with room to spare: a
+ * repository's directory leaves this much of BACKUP_PATH_SIZE to its objects. */
+#define REPO_NAME_ROOM 48
 
 struct repo {
     char *url;
@@ -53,15 +60,7 @@ int64_t repoMonoMs(void)
 
 void repoIso8601(int64_t ms, char out[32])
 {
-    time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-    int frac = (int)(ms - (int64_t)t * 1000);
-    struct tm tm;
-    if (gmtime_r(&t, &tm) == NULL) {
-        snprintf(out, 32, "1970-01-01T00:00:00.000Z");
-        return;
-    }
-    snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    libIso8601(ms, LIB_ISO8601_MS, out);
 }
 
 void repoHex(const unsigned char *p, size_t n, char *out)
@@ -190,6 +189,15 @@ static int openUrl(const char *url, bool bare, struct repo **out, char *errmsg)
                "repository %s: unknown scheme \"%s\" (a directory, file:///DIR or "
                "s3://BUCKET/PREFIX)",
                url, scheme);
+        rv = CAIRN_EINVAL;
+    }
+    if (rv == 0 && r->ops->localPath != NULL && r->ops->localPath(r->drv) != NULL &&
+        strlen(r->ops->localPath(r->drv)) + 1 + REPO_NAME_ROOM >= BACKUP_PATH_SIZE) {
+        /* A catalog entry holds its object's path in BACKUP_PATH_SIZE bytes: refused
+         * here rather than cut there. */
+        errorf(errmsg, "repository path too long (%zu bytes; at most %d): %s",
+               strlen(r->ops->localPath(r->drv)), BACKUP_PATH_SIZE - 2 - REPO_NAME_ROOM, url);
+        r->ops->close(r->drv);
         rv = CAIRN_EINVAL;
     }
     if (rv != 0) {
@@ -334,6 +342,11 @@ int repoOpenFileIn(struct repo *repo, const char *name, struct repo_file *f, cha
     memset(f, 0, sizeof *f);
     f->repo = repo;
     repoWhere(repo, name, f->path);
+    if (strlen(f->path) >= BACKUP_PATH_SIZE) {
+        errorf(errmsg, "path too long for a catalog entry (%zu bytes; at most %d): %s",
+               strlen(f->path), BACKUP_PATH_SIZE - 1, f->path);
+        return CAIRN_EINVAL;
+    }
     if ((rv = repoOpenRead(repo, name, &f->rd, errmsg)) != 0) {
         return rv;
     }
@@ -382,40 +395,66 @@ void repoCloseFile(struct repo_file *f)
     f->repo = NULL;
 }
 
-/* Fill verified and verified_ms from the sidecar. Any doubt (no sidecar, unreadable,
- * about another file's digest) leaves the backup unverified: the sidecar is a
- * record, not a source of truth. */
+/* What a sidecar's text says: *state BACKUP_VERIFIED or BACKUP_VERIFY_FAILED, when
+ * and about which file (digest); *state BACKUP_UNVERIFIED when it says nothing usable
+ * (not JSON, fields missing, an unknown state, a digest that is not 32 hex digits). */
+static void parseVerified(const char *text, size_t n, int *state, int64_t *when_ms,
+                          unsigned char digest[BACKUP_DIGEST_SIZE])
+{
+    json_t *root;
+    const char *st, *hex;
+    json_int_t when;
+
+    *state = BACKUP_UNVERIFIED;
+    *when_ms = 0;
+    memset(digest, 0, BACKUP_DIGEST_SIZE);
+    if (n == 0 || (root = json_loadb(text, n, 0, NULL)) == NULL) {
+        return;
+    }
+    if (json_unpack(root, "{s:s, s:I, s:s}", "state", &st, "verified_ms", &when, "digest", &hex) ==
+            0 &&
+        strlen(hex) == 2 * BACKUP_DIGEST_SIZE &&
+        strspn(hex, "0123456789abcdef") == 2 * BACKUP_DIGEST_SIZE &&
+        (strcmp(st, "verified") == 0 || strcmp(st, "failed") == 0)) {
+        for (size_t i = 0; i < BACKUP_DIGEST_SIZE; i++) {
+            unsigned v;
+            sscanf(hex + 2 * i, "%2x", &v);
+            digest[i] = (unsigned char)v;
+        }
+        *state = strcmp(st, "verified") == 0 ? BACKUP_VERIFIED : BACKUP_VERIFY_FAILED;
+        *when_ms = when;
+    }
+    json_decref(root);
+}
+
+/* Set info's verified state from what its sidecar says. Any doubt (no sidecar,
+ * unreadable, about another file's digest) leaves the backup unverified: the sidecar
+ * is a record, not a source of truth. */
+static void applyVerified(struct backup_info *info, int state, int64_t when_ms,
+                          const unsigned char digest[BACKUP_DIGEST_SIZE])
+{
+    bool mine = state != BACKUP_UNVERIFIED && memcmp(digest, info->digest, BACKUP_DIGEST_SIZE) == 0;
+    info->verified = mine ? state : BACKUP_UNVERIFIED;
+    info->verified_ms = mine ? when_ms : 0;
+}
+
+/* Fill verified and verified_ms from the sidecar `<id>.verified`. */
 static void readVerified(struct repo *repo, struct backup_info *info)
 {
     char name[BACKUP_ID_SIZE + sizeof SIDECAR_SUFFIX];
-    char hex[2 * BACKUP_DIGEST_SIZE + 1];
     char text[SIDECAR_MAX];
     char ignore[CAIRN_ERRMSG_SIZE];
-    json_t *root = NULL;
-    const char *state, *digest;
-    json_int_t when;
+    unsigned char digest[BACKUP_DIGEST_SIZE];
+    int64_t when;
+    int state;
     size_t n;
 
-    info->verified = BACKUP_UNVERIFIED;
-    info->verified_ms = 0;
     snprintf(name, sizeof name, "%s" SIDECAR_SUFFIX, info->id);
-    if (repoGet(repo, name, text, sizeof text, &n, ignore) != 0 || n == 0 ||
-        (root = json_loadb(text, n, 0, NULL)) == NULL) {
-        return;
+    if (repoGet(repo, name, text, sizeof text, &n, ignore) != 0) {
+        n = 0;
     }
-    repoHex(info->digest, BACKUP_DIGEST_SIZE, hex);
-    if (json_unpack(root, "{s:s, s:I, s:s}", "state", &state, "verified_ms", &when, "digest",
-                    &digest) == 0 &&
-        strcmp(digest, hex) == 0) {
-        if (strcmp(state, "verified") == 0) {
-            info->verified = BACKUP_VERIFIED;
-            info->verified_ms = when;
-        } else if (strcmp(state, "failed") == 0) {
-            info->verified = BACKUP_VERIFY_FAILED;
-            info->verified_ms = when;
-        }
-    }
-    json_decref(root);
+    parseVerified(text, n, &state, &when, digest);
+    applyVerified(info, state, when, digest);
 }
 
 int repoWriteVerifiedIn(struct repo *repo, const struct backup_info *info, int state,
@@ -452,7 +491,8 @@ int repoWriteVerified(const struct backup_info *info, int state, int64_t when_ms
     return rv;
 }
 
-void repoInfoFromFile(const struct repo_file *f, struct backup_info *out)
+/* repoInfoFromFile without the sidecar: what the file itself says. */
+static void infoFromFile(const struct repo_file *f, struct backup_info *out)
 {
     const struct cbk_header *h = &f->r.h;
     memset(out, 0, sizeof *out);
@@ -471,6 +511,11 @@ void repoInfoFromFile(const struct repo_file *f, struct backup_info *out)
     out->size_bytes = f->r.size;
     out->duration_ms = f->r.f.duration_ms;
     snprintf(out->path, sizeof out->path, "%s", f->path);
+}
+
+void repoInfoFromFile(const struct repo_file *f, struct backup_info *out)
+{
+    infoFromFile(f, out);
     readVerified(f->repo, out);
 }
 
@@ -501,98 +546,429 @@ static bool isCbkName(const char *name)
     return name[0] != '.' && n > 4 && strcmp(name + n - 4, ".cbk") == 0;
 }
 
-/* Names and sizes of the `.cbk` objects of a repository, as listed. */
-struct names {
-    char **name;
-    uint64_t *size;
-    size_t len, cap;
+/* The listing of a catalog (repoListIn), in four steps:
+ *
+ *  1. LIST: every object's name, size and version (the driver's). The listing is the
+ *     truth of what exists: an entry for every `.cbk` listed, none for anything else.
+ *  2. The index (catidx.h, `catalog.idx`), for a repository without a local path (or
+ *     any, with CAIRN_CATALOG_INDEX=on): one GET. What it remembers of an object is
+ *     used only when the object is listed now under the same name, version and size;
+ *     a missing, damaged or foreign index is an empty one.
+ *  3. Every `.cbk` the index does not vouch for is opened and its header, footer and
+ *     trailer checked (cbkOpen), and every sidecar a backup needs that the index does
+ *     not hold is read: CATALOG_READERS at a time for a remote repository, since each
+ *     costs round trips, one after another for local files.
+ *  4. When anything was read, or the index held entries no longer listed, a new index
+ *     is written (last writer wins; a failure is ignored: it is a cache). Only what
+ *     an object's bytes decide goes into it: a backup's fields, the message of a file
+ *     that does not check out (CAIRN_ECORRUPT), a sidecar's content; never an I/O
+ *     error, which the next listing tries again.
+ *
+ * A sidecar counts only when listed: a backup with no `<id>.verified` in the listing
+ * is unverified without a request. Memory: the listed names, the index, and the
+ * entries (struct backup_info) the caller gets. */
+
+#define CATALOG_READERS 8
+
+/* Where a catalog entry came from (struct listing's state). */
+enum { FROM_NOTHING, FROM_INDEX, FROM_FILE, FROM_FILE_DAMAGED, FROM_FAILURE };
+
+/* One listed object. */
+struct lobj {
+    char *name;
+    char *version; /* NULL: the driver gave none (never taken from the index) */
+    uint64_t size;
+    long slot; /* a `.cbk`: its catalog entry; else -1 */
+    /* A sidecar, once a backup needed it. */
+    bool sc_wanted; /* to be read */
+    bool sc_known;  /* sc_state, sc_ms and sc_digest say what it holds */
+    bool sc_cache;  /* known from its content (the index may keep it) */
+    int sc_state;
+    int64_t sc_ms;
+    unsigned char sc_digest[BACKUP_DIGEST_SIZE];
 };
 
-static int collectCbk(void *arg, const char *name, uint64_t size)
+struct listing {
+    struct repo *repo;
+    struct lobj *o; /* sorted by name once listed */
+    size_t n, cap;
+    struct backup_info *v; /* the entries, one per `.cbk` */
+    size_t *obj_of;        /* v[i] is object o[obj_of[i]] */
+    unsigned char *from;   /* FROM_* of v[i] */
+    size_t nv;
+};
+
+static int collectAll(void *arg, const char *name, uint64_t size, const char *version)
 {
-    struct names *v = arg;
-    if (!isCbkName(name)) {
-        return 0;
-    }
-    if (v->len == v->cap) {
-        size_t cap = v->cap ? 2 * v->cap : 16;
-        char **n = realloc(v->name, cap * sizeof *n);
-        uint64_t *s;
-        if (n == NULL) {
+    struct listing *L = arg;
+    struct lobj *o;
+    if (L->n == L->cap) {
+        size_t cap = L->cap ? 2 * L->cap : 64;
+        struct lobj *grown = realloc(L->o, cap * sizeof *grown);
+        if (grown == NULL) {
             return CAIRN_ENOMEM;
         }
-        v->name = n;
-        if ((s = realloc(v->size, cap * sizeof *s)) == NULL) {
-            return CAIRN_ENOMEM;
-        }
-        v->size = s;
-        v->cap = cap;
+        L->o = grown;
+        L->cap = cap;
     }
-    if ((v->name[v->len] = strdup(name)) == NULL) {
+    o = &L->o[L->n];
+    memset(o, 0, sizeof *o);
+    o->slot = -1;
+    o->size = size;
+    if ((o->name = strdup(name)) == NULL ||
+        (version != NULL && (o->version = strdup(version)) == NULL)) {
+        free(o->name);
         return CAIRN_ENOMEM;
     }
-    v->size[v->len++] = size;
+    L->n++;
     return 0;
+}
+
+static int lobjByName(const void *a, const void *b)
+{
+    return strcmp(((const struct lobj *)a)->name, ((const struct lobj *)b)->name);
+}
+
+/* The listed object called name, or NULL. */
+static struct lobj *findObj(const struct listing *L, const char *name)
+{
+    struct lobj key;
+    key.name = (char *)name;
+    return L->n > 0 ? bsearch(&key, L->o, L->n, sizeof *L->o, lobjByName) : NULL;
+}
+
+/* CAIRN_CATALOG_INDEX: whether listings of repo use the index. */
+static int indexWanted(struct repo *repo, bool *use, char *errmsg)
+{
+    const char *v = getenv("CAIRN_CATALOG_INDEX");
+    if (v == NULL || v[0] == '\0' || strcmp(v, "auto") == 0) {
+        *use = repoLocalPath(repo) == NULL;
+    } else if (strcmp(v, "on") == 0) {
+        *use = true;
+    } else if (strcmp(v, "off") == 0) {
+        *use = false;
+    } else {
+        errorf(errmsg,
+               "CAIRN_CATALOG_INDEX=%s: expected auto (the default: the index of "
+               "repositories without a local path, such as S3), on or off",
+               v);
+        return CAIRN_EINVAL;
+    }
+    return 0;
+}
+
+/* The index as listed, decoded; NULL when there is none or it does not check out. */
+static struct catidx *loadIndex(struct listing *L)
+{
+    char ignore[CAIRN_ERRMSG_SIZE];
+    const struct lobj *o = findObj(L, CATIDX_NAME);
+    struct catidx *idx = NULL;
+    unsigned char *buf;
+    size_t got;
+    if (o == NULL || o->size == 0 || o->size > CATIDX_MAX_BODY) {
+        return NULL;
+    }
+    if ((buf = malloc((size_t)o->size)) == NULL) {
+        return NULL;
+    }
+    if (repoGet(L->repo, CATIDX_NAME, buf, (size_t)o->size, &got, ignore) == 0) {
+        (void)catidxDecode(buf, got, &idx, ignore);
+    }
+    free(buf);
+    return idx;
+}
+
+/* The entry of a `.cbk` that cannot be read: named by its object name (less
+ * ".cbk"), with its listed size. */
+static void damagedIdentity(struct listing *L, size_t i)
+{
+    struct backup_info *info = &L->v[i];
+    const struct lobj *o = &L->o[L->obj_of[i]];
+    snprintf(info->id, sizeof info->id, "%.*s", (int)(strlen(o->name) - 4), o->name);
+    info->size_bytes = o->size;
+}
+
+/* The same, with why it cannot be read: the message without the path, which is in
+ * the entry. */
+static void markDamaged(struct listing *L, size_t i, const char *why)
+{
+    struct backup_info *info = &L->v[i];
+    size_t plen = strlen(info->path);
+    const char *msg = why;
+    if (strncmp(why, info->path, plen) == 0 && why[plen] == ':' && why[plen + 1] == ' ') {
+        msg = why + plen + 2;
+    }
+    snprintf(info->error, sizeof info->error, "%s", msg);
+    damagedIdentity(L, i);
+}
+
+/* Step 3 for entry i: open the `.cbk` and check it. Any thread (one per entry). */
+static void readEntry(struct listing *L, size_t i)
+{
+    struct backup_info *info = &L->v[i];
+    char why[CAIRN_ERRMSG_SIZE];
+    struct repo_file f;
+    int rv = repoOpenFileIn(L->repo, L->o[L->obj_of[i]].name, &f, why);
+    if (rv == 0) {
+        infoFromFile(&f, info);
+        repoCloseFile(&f);
+        L->from[i] = FROM_FILE;
+    } else {
+        markDamaged(L, i, why);
+        L->from[i] = rv == CAIRN_ECORRUPT ? FROM_FILE_DAMAGED : FROM_FAILURE;
+    }
+}
+
+/* Step 3 for a sidecar: read and parse it. Any thread (one per object). */
+static void readSidecar(struct listing *L, size_t j)
+{
+    struct lobj *o = &L->o[j];
+    char text[SIDECAR_MAX];
+    char ignore[CAIRN_ERRMSG_SIZE];
+    size_t n = 0;
+    int rv = repoGet(L->repo, o->name, text, sizeof text, &n, ignore);
+    parseVerified(text, rv == 0 ? n : 0, &o->sc_state, &o->sc_ms, o->sc_digest);
+    o->sc_cache = rv == 0;
+    o->sc_known = true;
+}
+
+/* Run fn(L, items[k]) for every k, on up to `threads` threads (the caller's one of
+ * them); with fewer threads than asked for (pthread_create failing), the caller's
+ * does the rest. */
+struct work {
+    struct listing *L;
+    void (*fn)(struct listing *L, size_t item);
+    const size_t *items;
+    size_t n;
+    size_t next; /* __atomic */
+};
+
+static void *worker(void *arg)
+{
+    struct work *w = arg;
+    size_t k;
+    while ((k = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED)) < w->n) {
+        w->fn(w->L, w->items[k]);
+    }
+    return NULL;
+}
+
+static void runAll(struct work *w, unsigned threads)
+{
+    pthread_t t[CATALOG_READERS];
+    unsigned started = 0;
+    if (threads > CATALOG_READERS) {
+        threads = CATALOG_READERS;
+    }
+    while (started + 1 < threads && started + 1 < w->n &&
+           pthread_create(&t[started], NULL, worker, w) == 0) {
+        started++;
+    }
+    worker(w);
+    for (unsigned k = 0; k < started; k++) {
+        pthread_join(t[k], NULL);
+    }
+}
+
+/* Step 4: the index of what this listing knows from content. Best effort. */
+static void writeIndex(struct listing *L)
+{
+    char ignore[CAIRN_ERRMSG_SIZE];
+    struct catidx_put *put = malloc((L->n > 0 ? L->n : 1) * sizeof *put);
+    struct backup_info *sc = NULL;
+    unsigned char *obj = NULL;
+    size_t k = 0, nsc = 0, len;
+    if (put == NULL) {
+        return;
+    }
+    for (size_t j = 0; j < L->n; j++) {
+        nsc += L->o[j].sc_known && L->o[j].sc_cache;
+    }
+    /* The sidecars' fields, in backup_info's shape for catidxEncode. */
+    if (nsc > 0 && (sc = calloc(nsc, sizeof *sc)) == NULL) {
+        free(put);
+        return;
+    }
+    nsc = 0;
+    for (size_t j = 0; j < L->n; j++) {
+        const struct lobj *o = &L->o[j];
+        struct catidx_put *p = &put[k];
+        if (o->version == NULL) {
+            continue;
+        }
+        p->name = o->name;
+        p->version = o->version;
+        p->size = o->size;
+        if (o->slot >= 0) {
+            int from = L->from[o->slot];
+            if (from != FROM_INDEX && from != FROM_FILE && from != FROM_FILE_DAMAGED) {
+                continue;
+            }
+            p->info = &L->v[o->slot];
+            p->kind = p->info->error[0] != '\0' ? CATIDX_DAMAGED : CATIDX_BACKUP;
+            k++;
+        } else if (o->sc_known && o->sc_cache) {
+            struct backup_info *s = &sc[nsc++];
+            s->verified = o->sc_state;
+            s->verified_ms = o->sc_ms;
+            memcpy(s->digest, o->sc_digest, BACKUP_DIGEST_SIZE);
+            p->info = s;
+            p->kind = CATIDX_SIDECAR;
+            k++;
+        }
+    }
+    if (catidxEncode(put, k, &obj, &len, ignore) == 0) {
+        (void)repoPut(L->repo, CATIDX_NAME, obj, len, ignore);
+    }
+    free(obj);
+    free(sc);
+    free(put);
+}
+
+static void freeListing(struct listing *L)
+{
+    for (size_t j = 0; j < L->n; j++) {
+        free(L->o[j].name);
+        free(L->o[j].version);
+    }
+    free(L->o);
+    free(L->v);
+    free(L->obj_of);
+    free(L->from);
 }
 
 int repoListIn(struct repo *repo, struct backup_info **out, size_t *n, char *errmsg)
 {
-    struct names names = {0};
-    struct backup_info *v = NULL;
-    size_t len = 0;
+    struct listing L = {.repo = repo};
+    struct catidx *idx = NULL;
+    size_t *todo = NULL, ntodo = 0, used = 0;
+    bool use_index, remote = repoLocalPath(repo) == NULL;
+    unsigned threads = remote ? CATALOG_READERS : 1;
+    struct work w;
     int rv;
 
     *out = NULL;
     *n = 0;
-    if ((rv = repoListNames(repo, "", collectCbk, &names, errmsg)) != 0) {
+    if ((rv = indexWanted(repo, &use_index, errmsg)) != 0) {
+        return rv;
+    }
+    /* 1. */
+    if ((rv = repoListNames(repo, "", collectAll, &L, errmsg)) != 0) {
         if (rv == CAIRN_ENOMEM) {
-            errorf(errmsg, "out of memory listing %s", repo->url);
+            goto oom;
         }
         goto out;
     }
-    if (names.len > 0 && (v = malloc(names.len * sizeof *v)) == NULL) {
-        errorf(errmsg, "out of memory listing %s", repo->url);
-        rv = CAIRN_ENOMEM;
-        goto out;
+    if (L.n > 1) {
+        qsort(L.o, L.n, sizeof *L.o, lobjByName);
     }
-    for (size_t i = 0; i < names.len; i++) {
-        char why[CAIRN_ERRMSG_SIZE];
-        struct backup_info *info = &v[len++];
-        struct repo_file f;
-        if (repoOpenFileIn(repo, names.name[i], &f, why) == 0) {
-            repoInfoFromFile(&f, info);
-            repoCloseFile(&f);
-        } else {
-            /* Listed, marked: the message without the path, which is in the entry. */
-            char path[PATH_MAX];
-            size_t plen;
-            const char *msg = why;
-            repoWhere(repo, names.name[i], path);
-            plen = strlen(path);
-            if (strncmp(why, path, plen) == 0 && why[plen] == ':' && why[plen + 1] == ' ') {
-                msg = why + plen + 2;
+    for (size_t j = 0; j < L.n; j++) {
+        if (isCbkName(L.o[j].name)) {
+            L.o[j].slot = (long)L.nv++;
+        }
+    }
+    /* 2. */
+    if (use_index) {
+        idx = loadIndex(&L);
+    }
+    if (L.nv > 0 &&
+        ((L.v = calloc(L.nv, sizeof *L.v)) == NULL ||
+         (L.obj_of = malloc(L.nv * sizeof *L.obj_of)) == NULL ||
+         (L.from = calloc(L.nv, 1)) == NULL || (todo = malloc(L.n * sizeof *todo)) == NULL)) {
+        goto oom;
+    }
+    for (size_t j = 0; j < L.n; j++) {
+        const struct lobj *o = &L.o[j];
+        struct backup_info *info;
+        char where[PATH_MAX];
+        size_t at;
+        int kind;
+        if (o->slot < 0) {
+            continue;
+        }
+        L.obj_of[o->slot] = j;
+        info = &L.v[o->slot];
+        repoWhere(repo, o->name, where);
+        snprintf(info->path, sizeof info->path, "%s", where);
+        /* (A path too long for the entry is refused by repoOpenFileIn, which says so.) */
+        kind = strlen(where) < sizeof info->path
+                   ? catidxFind(idx, o->name, o->version, o->size, &at)
+                   : 0;
+        if (kind == CATIDX_BACKUP || kind == CATIDX_DAMAGED) {
+            if (kind == CATIDX_DAMAGED) {
+                damagedIdentity(&L, (size_t)o->slot);
             }
-            memset(info, 0, sizeof *info);
-            snprintf(info->id, sizeof info->id, "%.*s", (int)(strlen(names.name[i]) - 4),
-                     names.name[i]);
-            snprintf(info->path, sizeof info->path, "%s", path);
-            snprintf(info->error, sizeof info->error, "%s", msg);
-            info->size_bytes = names.size[i];
+            catidxFill(idx, at, info);
+            info->size_bytes = o->size;
+            L.from[o->slot] = FROM_INDEX;
+            used++;
+        } else {
+            todo[ntodo++] = (size_t)o->slot;
         }
     }
-    if (len > 1) {
-        qsort(v, len, sizeof *v, byId);
+    /* 3: the backups ... */
+    w = (struct work){&L, readEntry, todo, ntodo, 0};
+    runAll(&w, threads);
+    /* ... then the sidecars they need. */
+    {
+        size_t ncbk = ntodo;
+        ntodo = 0;
+        for (size_t i = 0; i < L.nv; i++) {
+            char name[BACKUP_ID_SIZE + sizeof SIDECAR_SUFFIX];
+            struct lobj *o;
+            size_t at;
+            if (L.v[i].error[0] != '\0') {
+                continue;
+            }
+            snprintf(name, sizeof name, "%s" SIDECAR_SUFFIX, L.v[i].id);
+            if ((o = findObj(&L, name)) == NULL || o->sc_known || o->sc_wanted) {
+                continue;
+            }
+            if (catidxFind(idx, o->name, o->version, o->size, &at) == CATIDX_SIDECAR) {
+                struct backup_info s;
+                catidxFill(idx, at, &s);
+                o->sc_state = s.verified;
+                o->sc_ms = s.verified_ms;
+                memcpy(o->sc_digest, s.digest, BACKUP_DIGEST_SIZE);
+                o->sc_known = o->sc_cache = true;
+                used++;
+            } else {
+                o->sc_wanted = true;
+                todo[ntodo++] = (size_t)(o - L.o);
+            }
+        }
+        w = (struct work){&L, readSidecar, todo, ntodo, 0};
+        runAll(&w, threads);
+        for (size_t i = 0; i < L.nv; i++) {
+            char name[BACKUP_ID_SIZE + sizeof SIDECAR_SUFFIX];
+            const struct lobj *o;
+            if (L.v[i].error[0] != '\0') {
+                continue;
+            }
+            snprintf(name, sizeof name, "%s" SIDECAR_SUFFIX, L.v[i].id);
+            if ((o = findObj(&L, name)) != NULL && o->sc_known) {
+                applyVerified(&L.v[i], o->sc_state, o->sc_ms, o->sc_digest);
+            }
+        }
+        /* 4. */
+        if (use_index && (ncbk > 0 || ntodo > 0 || used != catidxCount(idx))) {
+            writeIndex(&L);
+        }
     }
-    *out = v;
-    *n = len;
-    v = NULL;
+    if (L.nv > 1) {
+        qsort(L.v, L.nv, sizeof *L.v, byId);
+    }
+    *out = L.v;
+    *n = L.nv;
+    L.v = NULL;
+    goto out;
+oom:
+    errorf(errmsg, "out of memory listing %s", repo->url);
+    rv = CAIRN_ENOMEM;
 out:
-    for (size_t i = 0; i < names.len; i++) {
-        free(names.name[i]);
-    }
-    free(names.name);
-    free(names.size);
-    free(v);
+    catidxFree(idx);
+    free(todo);
+    freeListing(&L);
     return rv;
 }
 

@@ -18,9 +18,12 @@
 
 /* ---- the repository object (repo.c dispatches to the driver) ---- */
 
-/* Called by repoListNames for each object: its name and size in bytes. Non-zero
+/* Called by repoListNames for each object: its name, its size in bytes and its
+ * version, a string that changes whenever the object is replaced (S3: the ETag and
+ * Last-Modified time; posix: the inode and the change and modification times), or
+ * NULL when the driver cannot tell; strings valid during the call only. Non-zero
  * stops the listing with that code. */
-typedef int (*repo_list_fn)(void *arg, const char *name, uint64_t size);
+typedef int (*repo_list_fn)(void *arg, const char *name, uint64_t size, const char *version);
 
 /* An object open for ranged reads. The caller allocates it; the driver fills it. */
 struct repo_reader {

@@ -29,9 +29,11 @@ struct repo_driver {
      * or the object's URL. */
     void (*where)(void *drv, const char *name, char *out, size_t size);
     /* Call fn for every complete object whose name starts with prefix ("" for all),
-     * in no particular order; objects being written (not yet committed) may show
-     * under their temporary names. A missing repository lists nothing and returns 0.
-     * fn returning non-zero stops the listing with that code. */
+     * in no particular order, with its size and version (repo_list_fn: what tells a
+     * replaced object from the one listed before, for the catalog index; NULL when
+     * the driver has nothing that does); objects being written (not yet committed)
+     * may show under their temporary names. A missing repository lists nothing and
+     * returns 0. fn returning non-zero stops the listing with that code. */
     int (*list)(void *drv, const char *prefix, repo_list_fn fn, void *arg, char *errmsg);
     /* Open an object for ranged reads: fill rd->io, rd->size (and the driver's part
      * of rd). CAIRN_ENOTFOUND when there is no such object. */

@@ -5,8 +5,8 @@
  * sweeping leaves a live writer alone), with writeback started every WRITEBACK_BYTES
  * so that the final fsync has little left to do, then fsynced, renamed to <name>
  * without ever replacing a file (renameat2 RENAME_NOREPLACE, or link + unlink), and
- * the directory fsynced. Small objects (sidecars) are replaced by mkostemp + fsync +
- * rename + directory fsync.
+ * the directory fsynced. Small objects (sidecars) are replaced by libWriteFileAtomic
+ * (mkostemp + fsync + rename + directory fsync).
  *
  * Any thread; a reader or writer is used by one thread at a time. */
 #define _GNU_SOURCE
@@ -77,6 +77,7 @@ static int posixList(void *drv, const char *prefix, repo_list_fn fn, void *arg, 
     }
     while ((errno = 0, e = readdir(d)) != NULL) {
         char path[PATH_MAX];
+        char version[96];
         struct stat st;
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
             strncmp(e->d_name, prefix, plen) != 0) {
@@ -86,7 +87,12 @@ static int posixList(void *drv, const char *prefix, repo_list_fn fn, void *arg, 
             !S_ISREG(st.st_mode)) {
             continue;
         }
-        if ((rv = fn(arg, e->d_name, (uint64_t)st.st_size)) != 0) {
+        /* The version: a file replaced (renamed over, rewritten) has another inode or
+         * change time; the change time cannot be set back. */
+        snprintf(version, sizeof version, "%llu.%lld.%09ld.%lld.%09ld",
+                 (unsigned long long)st.st_ino, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec,
+                 (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+        if ((rv = fn(arg, e->d_name, (uint64_t)st.st_size, version)) != 0) {
             closedir(d);
             return rv;
         }
@@ -304,43 +310,19 @@ static int posixGet(void *drv, const char *name, void *buf, size_t cap, size_t *
 static int posixPut(void *drv, const char *name, const void *buf, size_t len, char *errmsg)
 {
     struct posix *p = drv;
-    char path[PATH_MAX], tmp[PATH_MAX], hidden[NAME_MAX + 16];
-    int fd, err, rv;
+    char path[PATH_MAX];
+    int rv;
 
-    /* The temporary name starts like the object's: make it hidden. */
-    snprintf(hidden, sizeof hidden, ".%s.XXXXXX", name);
-    if (!join(p, name, path, sizeof path) || !join(p, hidden, tmp, sizeof tmp)) {
+    if (!join(p, name, path, sizeof path)) {
         errorf(errmsg, "path too long: %s/%s", p->dir, name);
         return CAIRN_EINVAL;
     }
     if (p->dir[0] != '\0' && (rv = repoMkdirs(p->dir, errmsg)) != 0) {
         return rv;
     }
-    if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
-        errorf(errmsg, "create %s: %s", tmp, strerror(errno));
-        return errorFromErrno(errno);
-    }
-    errno = 0;
-    if (fchmod(fd, 0644) != 0 || (errno = libWriteFull(fd, buf, len)) != 0 || fsync(fd) != 0) {
-        err = errno ? errno : EIO;
-        errorf(errmsg, "write %s: %s", tmp, strerror(err));
-        rv = errorFromErrno(err);
-        goto err;
-    }
-    close(fd);
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        errorf(errmsg, "rename %s to %s: %s", tmp, path, strerror(errno));
-        rv = errorFromErrno(errno);
-        goto err;
-    }
-    return libSyncParentDir(path, errmsg);
-err:
-    if (fd >= 0) {
-        close(fd);
-    }
-    unlink(tmp);
-    return rv;
+    /* A unique hidden temporary name (`.<name>.XXXXXX`): two writers of one sidecar
+     * never share a file, and a listing by the object's prefix never shows it. */
+    return libWriteFileAtomic(path, buf, len, LIB_ATOMIC_UNIQUE, errmsg);
 }
 
 static void posixSweep(void *drv, unsigned *removed)

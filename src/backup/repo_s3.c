@@ -6,13 +6,18 @@
  *   which is conditional (never replacing: If-None-Match, and a HEAD first for servers
  *   that ignore the condition); a failed or abandoned write is aborted on the server.
  * - Reading is ranged GETs pinned to the ETag the object had when opened, through a
- *   read-ahead window (READ_WINDOW) so that the many small reads of a backup file's
- *   header, footer and manifest cost few requests; a read as large as the window or
- *   larger goes straight into the caller's buffer.
+ *   read-ahead (readahead.h): while a reader reads in order, several GETs of the bytes
+ *   ahead are in flight on the driver's fetch threads, within a budget shared by every
+ *   reader of the process; the small reads of a backup file's header, footer and
+ *   manifest head cost a small GET each, never a large prefetch. A GET that fails for
+ *   good fails the read that needs its bytes, with the GET's message (cbk_io's why).
  * - The endpoint, region and credentials are the client's (environment and the shared
  *   AWS files; s3.h); `cairn` sets the environment from --s3-endpoint/--s3-region.
- *   CAIRN_S3_RETRY_MS bounds how long a failing request is retried (default 60 s).
- * Threads: as repo_driver.h; the client itself may be shared by threads (s3.h). */
+ *   CAIRN_S3_RETRY_MS bounds how long a failing request is retried (default 60 s);
+ *   CAIRN_S3_SWEEP_AGE_MS is how old an unfinished upload must be to be swept (6 h).
+ * Threads: as repo_driver.h; the client itself may be shared by threads (s3.h), and
+ * the read-ahead's fetch threads (started at a repository's first sequential read,
+ * stopped when it closes) run GETs for its readers. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,27 +25,28 @@
 #include <time.h>
 
 #include "error.h"
+#include "lib.h"
+#include "readahead.h"
 #include "repo_driver.h"
 #include "s3.h"
 
-/* Read-ahead of a reader: one GET serves the reads within this many bytes. */
-#define READ_WINDOW (1u << 20)
 /* Unfinished multipart uploads older than this are swept (a live backup of a large
- * database may upload for a long time: only those surely dead go). */
+ * database may upload for a long time: only those surely dead go); the default of
+ * CAIRN_S3_SWEEP_AGE_MS, which may be 1 ms to a year. */
 #define SWEEP_AGE_MS (6LL * 3600 * 1000)
+#define SWEEP_AGE_MAX_MS (365LL * 24 * 3600 * 1000)
 
 struct s3drv {
     struct s3 *s3;
+    int64_t sweep_age_ms;
+    struct readahead_pool *pool; /* the fetch threads of its readers */
+    int stop;                    /* the client's stop flag: set when the driver closes, so
+                                  * that fetches nobody waits for any more end at once */
 };
 
 struct s3reader {
-    struct s3drv *d;
-    char key[S3_MAX_KEY];
-    char etag[100];
-    uint64_t size;
-    unsigned char *win;
-    uint64_t win_off;
-    size_t win_len;
+    struct readahead *ra;
+    char errmsg[CAIRN_ERRMSG_SIZE]; /* of the last failed read */
 };
 
 struct s3writer {
@@ -70,11 +76,19 @@ struct list_arg {
 static int listOne(void *arg, const struct s3_object *obj)
 {
     struct list_arg *a = arg;
+    char version[sizeof obj->etag + 24];
     /* A repository is flat: keys in "subdirectories" of the prefix are not its. */
     if (strchr(obj->key, '/') != NULL) {
         return 0;
     }
-    return a->fn(a->arg, obj->key, obj->size);
+    /* The version: the ETag (a digest of the content, for S3 and most servers) and the
+     * Last-Modified time, which a new PUT changes even with the same bytes. No ETag:
+     * nothing tells versions apart. */
+    if (obj->etag[0] == '\0') {
+        return a->fn(a->arg, obj->key, obj->size, NULL);
+    }
+    snprintf(version, sizeof version, "%s/%lld", obj->etag, (long long)obj->mtime_ms);
+    return a->fn(a->arg, obj->key, obj->size, version);
 }
 
 static int s3DrvList(void *drv, const char *prefix, repo_list_fn fn, void *arg, char *errmsg)
@@ -90,11 +104,15 @@ struct sink {
     unsigned char *dst;
     size_t cap;
     size_t got;
+    const int *cancel; /* may be NULL */
 };
 
 static int sinkInto(void *arg, const void *data, size_t n)
 {
     struct sink *s = arg;
+    if (s->cancel != NULL && __atomic_load_n(s->cancel, __ATOMIC_RELAXED) != 0) {
+        return CAIRN_ESHUTDOWN; /* nobody wants these bytes any more */
+    }
     if (n > s->cap - s->got) {
         return CAIRN_EIO; /* more than asked for: refused, never overrun */
     }
@@ -103,84 +121,132 @@ static int sinkInto(void *arg, const void *data, size_t n)
     return 0;
 }
 
-/* Fetch [off, off + n) of the object into dst (exactly n bytes, or an error). */
-static int fetch(struct s3reader *r, uint64_t off, void *dst, size_t n)
+/* What a reader's fetches read: one version of one object. Owned by the reader's
+ * read-ahead (freed once its last fetch has ended). */
+struct s3obj {
+    struct s3 *s3;
+    char key[S3_MAX_KEY];
+    char etag[100];
+};
+
+/* The read-ahead's fetch: [off, off + n) of the object pinned to its ETag into buf,
+ * exactly n bytes, with s3Get's retries. */
+static int fetchRange(void *arg, uint64_t off, void *buf, size_t n, const int *cancel, char *errmsg)
 {
-    char errmsg[CAIRN_ERRMSG_SIZE];
-    struct sink s = {dst, n, 0};
-    int rv = s3Get(r->d->s3, r->key, r->etag, off, n, sinkInto, &s, NULL, errmsg);
-    if (rv != 0) {
-        return rv;
+    struct s3obj *o = arg;
+    struct sink s = {buf, n, 0, cancel};
+    int rv = s3Get(o->s3, o->key, o->etag, off, n, sinkInto, &s, NULL, errmsg);
+    if (rv == 0 && s.got != n) {
+        char url[S3_MAX_KEY + 128];
+        s3KeyUrl(o->s3, o->key, url, sizeof url);
+        errorf(errmsg,
+               "GET %s bytes %llu-%llu: %zu bytes came, not %zu (the object is shorter "
+               "than its size)",
+               url, (unsigned long long)off, (unsigned long long)(off + n - 1), s.got, n);
+        rv = CAIRN_EIO;
     }
-    return s.got == n ? 0 : CAIRN_EIO;
+    return rv;
 }
 
-/* struct cbk_io's read: 0, or an errno value. */
+/* struct cbk_io's read: 0, or an errno value; why() then says what failed. */
 static int readAt(void *arg, uint64_t off, void *buf, size_t n)
 {
     struct s3reader *r = arg;
-    unsigned char *out = buf;
-    if (off > r->size || n > r->size - off) {
-        return EIO; /* past the end: the caller checked lengths against the size */
+    int rv = readaheadRead(r->ra, off, buf, n, r->errmsg);
+    if (rv == 0) {
+        r->errmsg[0] = '\0';
+        return 0;
     }
-    while (n > 0) {
-        if (r->win_len > 0 && off >= r->win_off && off < r->win_off + r->win_len) {
-            size_t at = (size_t)(off - r->win_off);
-            size_t take = r->win_len - at < n ? r->win_len - at : n;
-            memcpy(out, r->win + at, take);
-            out += take;
-            off += take;
-            n -= take;
-            continue;
-        }
-        if (n >= READ_WINDOW) {
-            return fetch(r, off, out, n) == 0 ? 0 : EIO;
-        }
-        {
-            uint64_t want = r->size - off < READ_WINDOW ? r->size - off : READ_WINDOW;
-            r->win_len = 0;
-            if (fetch(r, off, r->win, (size_t)want) != 0) {
-                return EIO;
-            }
-            r->win_off = off;
-            r->win_len = (size_t)want;
-        }
-    }
-    return 0;
+    return rv == CAIRN_ENOMEM ? ENOMEM : EIO;
 }
 
+static const char *readWhy(void *arg)
+{
+    struct s3reader *r = arg;
+    return r->errmsg[0] != '\0' ? r->errmsg : NULL;
+}
+
+static void readWillRead(void *arg, uint64_t off)
+{
+    struct s3reader *r = arg;
+    readaheadWillRead(r->ra, off);
+}
+
+/* Bytes of an object read when it is opened: the read-ahead's small window. */
+#define OPEN_BYTES ((size_t)64 << 10)
+
+/* One GET opens an object: its first bytes (where a .cbk file is read first), its size
+ * and its version, which pins every later read; a HEAD and a GET took two round trips.
+ * An empty object (no byte 0: 416) is opened with a HEAD. */
 static int s3DrvOpenRead(void *drv, const char *name, struct repo_reader *rd, char *errmsg)
 {
     struct s3drv *d = drv;
     struct s3_object obj;
-    struct s3reader *r;
-    int rv = s3Head(d->s3, name, &obj, errmsg);
-    if (rv != 0) {
-        return rv;
-    }
-    r = calloc(1, sizeof *r);
-    if (r == NULL || (r->win = malloc(READ_WINDOW)) == NULL) {
-        free(r);
+    struct s3reader *r = NULL;
+    struct s3obj *o = NULL;
+    unsigned char *head = malloc(OPEN_BYTES);
+    struct sink s = {head, OPEN_BYTES, 0, NULL};
+    int rv;
+
+    if (head == NULL) {
         errorf(errmsg, "out of memory opening %s", name);
         return CAIRN_ENOMEM;
     }
-    r->d = d;
-    snprintf(r->key, sizeof r->key, "%s", name);
-    snprintf(r->etag, sizeof r->etag, "%s", obj.etag);
-    r->size = obj.size;
+    rv = s3GetObject(d->s3, name, NULL, 0, OPEN_BYTES, sinkInto, &s, NULL, &obj, errmsg);
+    if (rv == CAIRN_EINVAL) {
+        s.got = 0;
+        rv = s3Head(d->s3, name, &obj, errmsg);
+    }
+    if (rv != 0) {
+        goto err;
+    }
+    if (s.got != (obj.size < OPEN_BYTES ? obj.size : OPEN_BYTES)) {
+        char url[S3_MAX_KEY + 128];
+        s3KeyUrl(d->s3, name, url, sizeof url);
+        errorf(errmsg, "GET %s: %zu bytes came of the first %zu of %llu", url, s.got, OPEN_BYTES,
+               (unsigned long long)obj.size);
+        rv = CAIRN_EIO;
+        goto err;
+    }
+    r = calloc(1, sizeof *r);
+    o = calloc(1, sizeof *o);
+    if (r == NULL || o == NULL) {
+        errorf(errmsg, "out of memory opening %s", name);
+        rv = CAIRN_ENOMEM;
+        goto err;
+    }
+    o->s3 = d->s3;
+    snprintf(o->key, sizeof o->key, "%s", name);
+    snprintf(o->etag, sizeof o->etag, "%s", obj.etag);
+    if ((rv = readaheadOpen(d->pool, fetchRange, o, free, obj.size, &r->ra, errmsg)) != 0) {
+        goto err;
+    }
+    o = NULL; /* the reader's now */
+    if ((rv = readaheadSeed(r->ra, 0, head, s.got, errmsg)) != 0) {
+        readaheadClose(r->ra);
+        goto err;
+    }
+    free(head);
     rd->io.read = readAt;
+    rd->io.why = readWhy;
+    rd->io.willRead = readWillRead;
     rd->io.arg = r;
     rd->size = obj.size;
     rd->fd = -1;
     rd->impl = r;
     return 0;
+err:
+    free(o);
+    free(r);
+    free(head);
+    return rv;
 }
 
 static void s3DrvCloseRead(struct repo_reader *rd)
 {
     struct s3reader *r = rd->impl;
     if (r != NULL) {
-        free(r->win);
+        readaheadClose(r->ra);
         free(r);
     }
     rd->impl = NULL;
@@ -259,7 +325,7 @@ static int s3DrvGet(void *drv, const char *name, void *buf, size_t cap, size_t *
                     char *errmsg)
 {
     struct s3drv *d = drv;
-    struct sink s = {buf, cap, 0};
+    struct sink s = {buf, cap, 0, NULL};
     uint64_t got = 0;
     int rv;
     *len = 0;
@@ -284,6 +350,17 @@ static int s3DrvPut(void *drv, const char *name, const void *buf, size_t len, ch
     return s3Put(d->s3, name, buf, len, errmsg);
 }
 
+/* Sweeping: S3 keeps a multipart upload that was neither completed nor aborted (its
+ * writer was killed, or its abort failed) out of every listing, and bills its parts,
+ * until someone aborts it. Nothing in ListMultipartUploads tells a dead writer from a
+ * live one (no owner process, no heartbeat), so an upload is aborted only when both
+ *  - its key is a backup object the engine names (backupIsOwnName:
+ *    `<id>.cbk` with a generated id; objects of other programs, or of another
+ *    repository under a longer prefix, which have a '/', never match), and
+ *  - it began (S3's Initiated time) more than sweep_age_ms before now by this
+ *    machine's clock: a live writer elsewhere is safe while its backup takes less
+ *    than that (an upload without an Initiated time is never swept).
+ * One listing of the repository's uploads, then an abort for each found. */
 struct sweep_arg {
     struct s3drv *d;
     int64_t before_ms;
@@ -294,28 +371,53 @@ static int sweepOne(void *arg, const struct s3_pending *p)
 {
     struct sweep_arg *a = arg;
     char msg[CAIRN_ERRMSG_SIZE];
-    if (p->initiated_ms > 0 && p->initiated_ms < a->before_ms &&
+    if (backupIsOwnName(p->key) && p->initiated_ms > 0 && p->initiated_ms < a->before_ms &&
         s3AbortUpload(a->d->s3, p->key, p->upload_id, msg) == 0) {
         a->removed++;
     }
-    return 0;
+    return 0; /* an abort that failed is tried again at the next sweep */
 }
 
 static void s3DrvSweep(void *drv, unsigned *removed)
 {
-    struct sweep_arg a = {drv, 0, 0};
-    struct timespec ts;
+    struct s3drv *d = drv;
+    struct sweep_arg a = {d, libNowMs() - d->sweep_age_ms, 0};
     char msg[CAIRN_ERRMSG_SIZE];
-    clock_gettime(CLOCK_REALTIME, &ts);
-    a.before_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - SWEEP_AGE_MS;
-    (void)s3ListUploads(a.d->s3, "", sweepOne, &a, msg);
+    (void)s3ListUploads(d->s3, "", sweepOne, &a, msg);
     *removed = a.removed;
+}
+
+/* CAIRN_S3_SWEEP_AGE_MS, or the default. */
+static int sweepAgeFromEnv(int64_t *out, char *errmsg)
+{
+    const char *v = getenv("CAIRN_S3_SWEEP_AGE_MS");
+    char *end = NULL;
+    unsigned long long ms;
+    *out = SWEEP_AGE_MS;
+    if (v == NULL) {
+        return 0;
+    }
+    errno = 0;
+    ms = strtoull(v, &end, 10);
+    if (end == v || *end != '\0' || errno != 0 || v[0] == '-' || ms == 0 ||
+        ms > (unsigned long long)SWEEP_AGE_MAX_MS) {
+        errorf(errmsg,
+               "CAIRN_S3_SWEEP_AGE_MS=%s: expected milliseconds, 1 to %lld (a year; "
+               "default %lld, 6 hours)",
+               v, (long long)SWEEP_AGE_MAX_MS, (long long)SWEEP_AGE_MS);
+        return CAIRN_EINVAL;
+    }
+    *out = (int64_t)ms;
+    return 0;
 }
 
 static void s3DrvClose(void *drv)
 {
     struct s3drv *d = drv;
     if (d != NULL) {
+        /* Every reader is closed: what fetches still run are read-ahead nobody wants. */
+        __atomic_store_n(&d->stop, 1, __ATOMIC_RELAXED);
+        readaheadPoolClose(d->pool);
         s3Close(d->s3);
         free(d);
     }
@@ -364,7 +466,17 @@ int repoS3Open(const char *url, void **drv, const struct repo_driver **ops, char
         }
         cfg.retry_ms = (unsigned)ms;
     }
+    if ((rv = sweepAgeFromEnv(&d->sweep_age_ms, errmsg)) != 0) {
+        free(d);
+        return rv;
+    }
+    cfg.stop = &d->stop;
+    if ((rv = readaheadPoolOpen(NULL, &d->pool, errmsg)) != 0) {
+        free(d);
+        return rv;
+    }
     if ((rv = s3Open(&cfg, &d->s3, errmsg)) != 0) {
+        readaheadPoolClose(d->pool);
         free(d);
         return rv;
     }

@@ -1,19 +1,24 @@
 /* Restoring and verifying backups: resolve the chain that ends at a backup back to its
- * full backup (through parent ids and parent digests), check every file of the chain
- * completely, then write the pages of the chain, newest first and each page once, into a new file, check
- * every page of it against the manifest of the last backup, fsync, run SQLite's
- * integrity_check, and only then put it in place.
+ * full backup (through parent ids and parent digests), write the pages of the chain,
+ * newest first and each page once, into a new file while checking every file of the
+ * chain completely, check every page of the new file against the manifest of the last
+ * backup, fsync, run SQLite's quick_check (integrity_check when asked, and for a
+ * verification's trial restore), and only then put it in place.
  *
- * Two passes over the files: the first (before anything is written) checks every
- * block checksum, the manifest and the whole-file digest; the second decompresses,
- * checks each page against its file's manifest and writes it, and checks the digest
- * again, so that a file changed between the passes is caught too. backupVerify's
- * pass also decompresses and checks every page.
+ * One pass over each file a restore applies: its blocks' checksums, its manifest and
+ * its whole-file digest are checked as it is read, each page is decompressed and
+ * checked against the manifest before it is written, and the file's digest is known
+ * when its last byte is read. A failure of any check removes the temporary file: the
+ * result is the same as checking every file first, at half the reading (a repository
+ * over the network is read once). Files older than the newest one that holds every
+ * page are only checked. backupVerify decompresses and checks every page of every
+ * file, and its trial restore reads them again.
  *
  * Threads: the caller's (a worker, never the loop) reads the files and writes the
  * restored one; for the duration of a call it starts workers (one per CPU, at most
- * MAX_WORKERS) that decompress and check blocks, and one thread that runs
- * integrity_check while the caller's thread re-reads and fsyncs the result. No state
+ * MAX_WORKERS) that decompress and check blocks, one that prepares the next file of
+ * the chain (opens it, reads its manifest) while one is applied, and one that runs
+ * SQLite's check while the caller's thread fsyncs the result. No state
  * is shared between calls. */
 #define _GNU_SOURCE
 #include "backup.h"
@@ -35,8 +40,6 @@
 #include "lib.h"
 #include "repo.h"
 
-/* Bytes read at a time when checking the restored image. */
-#define CHECK_CHUNK (4u << 20)
 /* Longest chain followed: guards against a loop of parents. */
 #define MAX_CHAIN 100000
 
@@ -222,6 +225,9 @@ struct sink {
      * restored database. NULL: write every page. */
     unsigned char *done;
     uint64_t limit;
+    /* The manifest of the backup restored (its page_count hashes), when not NULL: every
+     * page written from an older file must have the hash it names there. */
+    const uint64_t *expect;
 };
 
 static int pwriteAll(int fd, const unsigned char *p, size_t n, uint64_t off, const char *path,
@@ -239,10 +245,14 @@ static int pwriteAll(int fd, const unsigned char *p, size_t n, uint64_t off, con
     return 0;
 }
 
-/* Write a block's pages, one pwrite per run of consecutive page numbers. */
-static int writePages(const struct sink *s, uint32_t ps, const uint32_t *pgnos, uint32_t n,
-                      const unsigned char *pages, char *errmsg)
+/* Write a block's pages, one pwrite per run of consecutive page numbers. The pages
+ * were checked against m, the manifest of their file (r), before they came here: where
+ * that is not the restored backup's own, a page is the restored backup's page only if
+ * both manifests name the same hash. */
+static int writePages(const struct sink *s, const struct cbk_reader *r, const uint64_t *m,
+                      const uint32_t *pgnos, uint32_t n, const unsigned char *pages, char *errmsg)
 {
+    const uint32_t ps = r->h.page_size;
     uint32_t i = 0;
     if (s->fd < 0) {
         return 0; /* verifying: decoded and checked is all */
@@ -265,6 +275,15 @@ static int writePages(const struct sink *s, uint32_t ps, const uint32_t *pgnos, 
                 (pgnos[j] <= s->limit &&
                  (s->done[(pgnos[j] - 1) / 8] & (1u << ((pgnos[j] - 1) % 8))) == 0))) {
             j++;
+        }
+        for (uint32_t k = i; s->expect != NULL && s->expect != m && k < j; k++) {
+            if (m[pgnos[k] - 1] != s->expect[pgnos[k] - 1]) {
+                errorf(errmsg,
+                       "%s: page %u is the newest copy in the chain, but its hash is not the "
+                       "one the restored backup's manifest names (the chain does not add up)",
+                       r->name, pgnos[k]);
+                return CAIRN_ECORRUPT;
+            }
         }
         if (s->done != NULL) {
             for (uint32_t k = i; k < j; k++) {
@@ -439,7 +458,7 @@ static int writeOldest(struct applier *a, char *errmsg)
         memcpy(errmsg, s->errmsg, CAIRN_ERRMSG_SIZE);
         return s->rv;
     }
-    return writePages(&a->sink, s->r->h.page_size, s->b.pgnos, s->b.n, s->raw, errmsg);
+    return writePages(&a->sink, s->r, s->manifest, s->b.pgnos, s->b.n, s->raw, errmsg);
 }
 
 /* Every block handed out is written (or, after a failure, at least done with). */
@@ -494,7 +513,7 @@ static int submitBlock(void *arg, const struct cbk_block *b, char *errmsg)
         if ((rv = decodeSlot(a->dctx, s, errmsg)) != 0) {
             return rv;
         }
-        return writePages(&a->sink, a->r->h.page_size, s->b.pgnos, s->b.n, s->raw, errmsg);
+        return writePages(&a->sink, a->r, a->manifest, s->b.pgnos, s->b.n, s->raw, errmsg);
     }
     pthread_mutex_lock(&a->mu);
     s->state = SLOT_READY;
@@ -549,6 +568,83 @@ static int checkMember(struct repo *repo, const struct backup_info *info, struct
     return rv;
 }
 
+/* A file of the chain made ready to apply: opened and checked as repoOpenFileIn
+ * checks it, its manifest read, and its reader told that the blocks will be read from
+ * the start (a driver that reads ahead starts fetching them). The next file is
+ * prepared on a thread of its own while one is applied: a repository over the network
+ * then costs the round trips of opening a file and reading its manifest beside the
+ * work, not between files. Not movable once started (the thread and the reader point
+ * into it). */
+struct member {
+    struct repo *repo;
+    const struct backup_info *info;
+    struct repo_file f;
+    bool open;
+    uint64_t *m;
+    int rv;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    pthread_t th;
+    bool threaded;
+};
+
+static void memberPrepare(struct member *mb)
+{
+    if ((mb->rv = openMember(mb->repo, mb->info, &mb->f, mb->errmsg)) != 0) {
+        return;
+    }
+    mb->open = true;
+    if ((mb->m = newManifest(&mb->f, mb->errmsg)) == NULL) {
+        mb->rv = CAIRN_ENOMEM;
+        return;
+    }
+    if ((mb->rv = cbkReadManifest(&mb->f.r, mb->m, mb->errmsg)) == 0 &&
+        mb->f.r.io.willRead != NULL) {
+        mb->f.r.io.willRead(mb->f.r.io.arg, 0);
+    }
+}
+
+static void *memberThread(void *arg)
+{
+    memberPrepare(arg);
+    return NULL;
+}
+
+/* Prepare info into mb, on a thread when one starts, else here. */
+static void memberStart(struct member *mb, struct repo *repo, const struct backup_info *info)
+{
+    memset(mb, 0, sizeof *mb);
+    mb->repo = repo;
+    mb->info = info;
+    mb->threaded = pthread_create(&mb->th, NULL, memberThread, mb) == 0;
+    if (!mb->threaded) {
+        memberPrepare(mb);
+    }
+}
+
+/* Wait until mb is ready: its code, its message in mb->errmsg. */
+static int memberWait(struct member *mb)
+{
+    if (mb->threaded) {
+        pthread_join(mb->th, NULL);
+        mb->threaded = false;
+    }
+    return mb->rv;
+}
+
+/* Close mb once ready; its manifest is freed unless it is keep. */
+static void memberClose(struct member *mb, const uint64_t *keep)
+{
+    memberWait(mb);
+    if (mb->open) {
+        repoCloseFile(&mb->f);
+        mb->open = false;
+    }
+    if (mb->m != keep) {
+        free(mb->m);
+    }
+    mb->m = NULL;
+}
+
 /* The newest backup of the chain that stores every page: what came before it would
  * be overwritten anyway. */
 static size_t applyStart(const struct backup_info *chain, size_t n)
@@ -571,20 +667,25 @@ static uint64_t chainBytes(const struct backup_info *chain, size_t from, size_t 
 }
 
 /* Write the chain's pages into fd (an empty file at path) and cut it to the size of
- * the last backup's database. *manifest receives that backup's manifest (the caller
- * frees it). From the newest backup back to applyStart(), each page written once:
- * the newest copy of a page is the one the restored database holds, so an older one
- * is skipped (a bitmap of page_count bits says which are written). Writing oldest
- * first wrote the full backup and then every incremental over it. */
+ * the last backup's database. From the newest backup back to applyStart(), each page
+ * written once: the newest copy of a page is the one the restored database holds, so
+ * an older one is skipped (a bitmap of page_count bits says which are written). Every
+ * page is checked in memory before it is written: against its own file's manifest
+ * (cbkDecodeBlock), and for an older file's page, that manifest against the restored
+ * backup's (writePages); then every page must have been written. So the file holds
+ * exactly the pages the restored backup's manifest names, without reading it back.
+ * (Writing oldest first wrote the full backup and then every incremental over it.) */
 static int applyChain(struct repo *repo, const struct backup_info *chain, size_t n, int fd,
-                      const char *path, uint64_t **manifest, struct progress *p, char *errmsg)
+                      const char *path, struct progress *p, char *errmsg)
 {
     const struct backup_info *last = &chain[n - 1];
     struct applier a;
+    struct member mb[2];
     size_t start = applyStart(chain, n);
+    uint64_t *expect = NULL;
+    struct stat st;
     int rv = 0;
 
-    *manifest = NULL;
     applierStart(&a, fd, path);
     a.chain_bytes = chainBytes(chain, start, n);
     a.sink.limit = last->page_count;
@@ -594,93 +695,57 @@ static int applyChain(struct repo *repo, const struct backup_info *chain, size_t
         errorf(errmsg, "out of memory restoring %s", path);
         return CAIRN_ENOMEM;
     }
-    for (size_t i = n; i-- > start && rv == 0;) {
-        struct repo_file f;
-        uint64_t *m;
-        if ((rv = openMember(repo, &chain[i], &f, errmsg)) != 0) {
+    memberStart(&mb[0], repo, &chain[n - 1]);
+    for (size_t i = n, k = 0; i-- > start; k ^= 1) {
+        struct member *cur = &mb[k], *next = &mb[k ^ 1];
+        char ignore[CAIRN_ERRMSG_SIZE];
+        int drained;
+        if ((rv = memberWait(cur)) != 0) {
+            memcpy(errmsg, cur->errmsg, CAIRN_ERRMSG_SIZE);
+            memberClose(cur, expect);
             break;
         }
-        if ((m = newManifest(&f, errmsg)) == NULL) {
-            repoCloseFile(&f);
-            rv = CAIRN_ENOMEM;
-            break;
+        if (i == n - 1) {
+            a.sink.expect = expect = cur->m; /* the restored backup's: kept to the end */
         }
-        rv = applyFile(&a, &f, m, p, errmsg);
-        repoCloseFile(&f);
+        if (i > start) {
+            memberStart(next, repo, &chain[i - 1]);
+        }
+        a.r = &cur->f.r;
+        a.manifest = cur->m;
+        rv = cbkScan(&cur->f.r, cur->m, submitBlock, &a, onOffset, p, errmsg);
+        drained = applierDrain(&a, rv == 0 ? errmsg : ignore);
+        rv = rv != 0 ? rv : drained;
+        memberClose(cur, expect);
         p->base += chain[i].size_bytes;
-        if (rv == 0 && i == n - 1) {
-            *manifest = m;
-        } else {
-            free(m);
+        if (rv != 0) {
+            if (i > start) {
+                memberClose(next, expect);
+            }
+            break;
+        }
+    }
+    for (uint64_t pg = 1; rv == 0 && pg <= last->page_count; pg++) {
+        if ((a.sink.done[(pg - 1) / 8] & (1u << ((pg - 1) % 8))) == 0) {
+            errorf(errmsg, "%s: page %llu of the restored database is in no backup of its chain",
+                   last->path, (unsigned long long)pg);
+            rv = CAIRN_ECORRUPT;
         }
     }
     free(a.sink.done);
     a.sink.done = NULL;
     applierStop(&a);
+    free(expect);
     if (rv == 0 && ftruncate(fd, (off_t)(last->page_count * last->page_size)) != 0) {
         errorf(errmsg, "truncate %s: %s", path, strerror(errno));
         rv = errorFromErrno(errno);
     }
-    if (rv != 0) {
-        free(*manifest);
-        *manifest = NULL;
-    }
-    return rv;
-}
-
-/* Read the restored image back and check every page against the manifest. */
-static int checkImage(int fd, const char *path, const struct backup_info *target,
-                      const uint64_t *manifest, struct progress *p, char *errmsg)
-{
-    const uint32_t ps = target->page_size;
-    const uint32_t per =
-        target->page_count < CHECK_CHUNK / ps ? (uint32_t)target->page_count + 1 : CHECK_CHUNK / ps;
-    unsigned char *chunk = malloc((size_t)per * ps);
-    struct stat st;
-    int rv = 0;
-
-    if (chunk == NULL) {
-        errorf(errmsg, "out of memory checking %s", path);
-        return CAIRN_ENOMEM;
-    }
-    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != target->page_count * ps) {
+    if (rv == 0 &&
+        (fstat(fd, &st) != 0 || (uint64_t)st.st_size != last->page_count * last->page_size)) {
         errorf(errmsg, "restored file %s is not %llu pages of %u bytes", path,
-               (unsigned long long)target->page_count, ps);
+               (unsigned long long)last->page_count, last->page_size);
         rv = CAIRN_EIO;
-        goto out;
     }
-    for (uint64_t first = 0; first < target->page_count;) {
-        uint32_t n =
-            target->page_count - first < per ? (uint32_t)(target->page_count - first) : per;
-        size_t want = (size_t)n * ps, got = 0;
-        while (got < want) {
-            ssize_t k = pread(fd, chunk + got, want - got, (off_t)(first * ps + got));
-            if (k <= 0) {
-                if (k < 0 && errno == EINTR) {
-                    continue;
-                }
-                errorf(errmsg, "read back %s: %s", path, k < 0 ? strerror(errno) : "short read");
-                rv = k < 0 ? errorFromErrno(errno) : CAIRN_EIO;
-                goto out;
-            }
-            got += (size_t)k;
-        }
-        for (uint32_t i = 0; i < n; i++) {
-            if (XXH3_64bits(chunk + (size_t)i * ps, ps) != manifest[first + i]) {
-                errorf(errmsg, "restored page %llu of %s does not match the manifest of %s",
-                       (unsigned long long)(first + i + 1), path, target->path);
-                rv = CAIRN_ECORRUPT;
-                goto out;
-            }
-        }
-        first += n;
-        if (p->fn != NULL) {
-            p->fn(p->arg, p->base + first * ps, p->total);
-        }
-    }
-    p->base += target->page_count * ps;
-out:
-    free(chunk);
     return rv;
 }
 
@@ -710,8 +775,17 @@ static int fileUri(const char *path, char *out, size_t cap)
     return 0;
 }
 
-static int integrityCheck(const char *path, char *errmsg)
+const char *backupCheckName(int check)
 {
+    return check == RESTORE_CHECK_FULL ? "integrity_check" : "quick_check";
+}
+
+/* PRAGMA quick_check or integrity_check (check) of the file at path: 0 when it says
+ * "ok". */
+static int integrityCheck(const char *path, int check, char *errmsg)
+{
+    const char *name = backupCheckName(check);
+    char sql[40];
     char uri[3 * PATH_MAX + 32];
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
@@ -723,7 +797,8 @@ static int integrityCheck(const char *path, char *errmsg)
     }
     rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
     if (rc == SQLITE_OK) {
-        rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL);
+        snprintf(sql, sizeof sql, "PRAGMA %s", name);
+        rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     }
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(st);
@@ -731,12 +806,11 @@ static int integrityCheck(const char *path, char *errmsg)
     if (rc == SQLITE_ROW) {
         const char *res = (const char *)sqlite3_column_text(st, 0);
         if (res == NULL || strcmp(res, "ok") != 0) {
-            errorf(errmsg, "integrity_check of the restored database %s: %s", path,
-                   res ? res : "(null)");
+            errorf(errmsg, "%s of the restored database %s: %s", name, path, res ? res : "(null)");
             rv = CAIRN_ECORRUPT;
         }
     } else {
-        errorf(errmsg, "integrity_check of the restored database %s: %s", path,
+        errorf(errmsg, "%s of the restored database %s: %s", name, path,
                db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         rv = (rc & 0xff) == SQLITE_NOMEM                                     ? CAIRN_ENOMEM
              : (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB ? CAIRN_ECORRUPT
@@ -747,11 +821,9 @@ static int integrityCheck(const char *path, char *errmsg)
     return rv;
 }
 
-/* Restore the verified chain into the new file at tmp (fd): pages, size, page check,
- * fsync, integrity_check. */
-
 struct integrity_job {
     const char *path;
+    int check;
     int rv;
     char errmsg[CAIRN_ERRMSG_SIZE];
 };
@@ -759,29 +831,26 @@ struct integrity_job {
 static void *integrityThread(void *arg)
 {
     struct integrity_job *j = arg;
-    j->rv = integrityCheck(j->path, j->errmsg);
+    j->rv = integrityCheck(j->path, j->check, j->errmsg);
     return NULL;
 }
 
-/* Restore the verified chain into the new file tmp (fd): pages, size, then every page
- * checked against the manifest and the file fsynced on this thread while SQLite's
- * integrity_check reads the same file on another (both read what was written, and
- * both must pass before the file is used), the longest steps side by side. */
+/* Restore the chain into the new file tmp (fd), every page checked (applyChain), then
+ * fsync it on this thread while SQLite's check (RESTORE_CHECK_*) reads it on another:
+ * both must pass before the file is used. */
 static int materialize(struct repo *repo, const struct backup_info *chain, size_t n, int fd,
-                       const char *tmp, struct progress *p, char *errmsg)
+                       const char *tmp, int check, struct progress *p, char *errmsg)
 {
-    struct integrity_job job = {tmp, 0, ""};
-    uint64_t *manifest = NULL;
+    struct integrity_job job = {tmp, check, 0, ""};
     pthread_t th;
     bool threaded;
     int rv;
 
-    if ((rv = applyChain(repo, chain, n, fd, tmp, &manifest, p, errmsg)) != 0) {
+    if ((rv = applyChain(repo, chain, n, fd, tmp, p, errmsg)) != 0) {
         return rv;
     }
     threaded = pthread_create(&th, NULL, integrityThread, &job) == 0;
-    rv = checkImage(fd, tmp, &chain[n - 1], manifest, p, errmsg);
-    if (rv == 0 && fsync(fd) != 0) {
+    if (fsync(fd) != 0) {
         if (errno == ENOSPC || errno == EDQUOT) {
             errorf(errmsg, "no space left on device writing %s", tmp);
         } else {
@@ -798,7 +867,6 @@ static int materialize(struct repo *repo, const struct backup_info *chain, size_
         memcpy(errmsg, job.errmsg, CAIRN_ERRMSG_SIZE);
         rv = job.rv;
     }
-    free(manifest);
     return rv;
 }
 
@@ -887,9 +955,12 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
     }
     p.fn = opt->progress;
     p.arg = opt->progress_arg;
-    p.total = chainBytes(chain, 0, n) + chainBytes(chain, applyStart(chain, n), n) +
-              target.page_count * target.page_size;
-    for (size_t i = 0; i < n; i++) {
+    p.total = chainBytes(chain, 0, n);
+    /* The files whose pages a newer one replaces wholly are checked and not applied;
+     * the others are checked completely as they are applied (applyFile), each read
+     * once: their pages go into the temporary file, which nobody sees unless every
+     * check passes. */
+    for (size_t i = 0; i < applyStart(chain, n); i++) {
         if ((rv = checkMember(use, &chain[i], NULL, &p, errmsg)) != 0) {
             goto err;
         }
@@ -900,7 +971,7 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
     /* mkostemp's 0600 is for scratch files; a database gets SQLite's 0644, or keeps
      * the mode of the file it replaces. */
     fchmod(fd, opt->force && stat(opt->out, &st) == 0 ? st.st_mode & 07777 : 0644);
-    if ((rv = materialize(use, chain, n, fd, tmp, &p, errmsg)) != 0) {
+    if ((rv = materialize(use, chain, n, fd, tmp, opt->check, &p, errmsg)) != 0) {
         goto err;
     }
     close(fd);
@@ -1007,8 +1078,7 @@ int backupVerifyIn(struct repo *repo, const char *ref, bool trial_restore,
     }
     p.total = chainBytes(chain, 0, n);
     if (trial_restore) {
-        p.total +=
-            chainBytes(chain, applyStart(chain, n), n) + target.page_count * target.page_size;
+        p.total += chainBytes(chain, applyStart(chain, n), n);
     }
     applierStart(&a, -1, target.path);
     for (size_t i = 0; i < n && rv == 0; i++) {
@@ -1034,7 +1104,8 @@ int backupVerifyIn(struct repo *repo, const char *ref, bool trial_restore,
         if ((rv = tempBeside(beside, "verify", tmp, &fd, errmsg)) != 0) {
             goto out;
         }
-        if ((rv = materialize(use, chain, n, fd, tmp, &p, errmsg)) != 0) {
+        /* A drill: SQLite's full check, whatever a restore's default. */
+        if ((rv = materialize(use, chain, n, fd, tmp, RESTORE_CHECK_FULL, &p, errmsg)) != 0) {
             if (rv == CAIRN_ECORRUPT) {
                 recordFailure(use, &target, NULL);
             }

@@ -565,6 +565,18 @@ static int parseUrl(struct s3 *s3, const char *url, char *errmsg)
                 errorf(errmsg, "repository URL '%.200s' is malformed: empty path segment", url);
                 return CAIRN_EINVAL;
             }
+            /* A "." or ".." segment: an HTTP stack may resolve it in a request's path
+             * (the object lands elsewhere) while the listing's prefix keeps it. */
+            if (p[i] == '.' && (i == 0 || p[i - 1] == '/')) {
+                size_t dots = (i + 1 < pn && p[i + 1] == '.') ? 2 : 1;
+                if (i + dots == pn || p[i + dots] == '/') {
+                    errorf(errmsg,
+                           "repository URL '%.200s' is malformed: a '%s' path segment (name "
+                           "the prefix itself)",
+                           url, dots == 2 ? ".." : ".");
+                    return CAIRN_EINVAL;
+                }
+            }
         }
         memcpy(s3->prefix, p, pn);
         if (p[pn - 1] != '/') {
@@ -1954,16 +1966,41 @@ out:
     return rv;
 }
 
+/* The object's whole size from a 206's Content-Range ("bytes A-B/SIZE"), or from a
+ * 200's Content-Length; false when the answer does not say. */
+static bool wholeSize(const struct call *c, const struct answer_info *info, uint64_t *size)
+{
+    if (c->status == 206) {
+        const char *slash = strchr(c->content_range, '/');
+        return slash != NULL && parseU64(slash + 1, size);
+    }
+    if (info->length < 0) {
+        return false;
+    }
+    *size = (uint64_t)info->length;
+    return true;
+}
+
 int s3Get(struct s3 *s3, const char *key, const char *etag, uint64_t offset, uint64_t len,
           s3_sink_fn fn, void *arg, uint64_t *got, char *errmsg)
 {
+    return s3GetObject(s3, key, etag, offset, len, fn, arg, got, NULL, errmsg);
+}
+
+int s3GetObject(struct s3 *s3, const char *key, const char *etag, uint64_t offset, uint64_t len,
+                s3_sink_fn fn, void *arg, uint64_t *got, struct s3_object *out, char *errmsg)
+{
     char full[S3_MAX_KEY + 1];
     char extra[80] = "";
+    struct answer_info info;
     struct call c;
     int rv;
 
     if (got != NULL) {
         *got = 0;
+    }
+    if (out != NULL) {
+        memset(out, 0, sizeof *out);
     }
     rv = fullKey(s3, key, full, errmsg);
     if (rv != 0 || len == 0) {
@@ -2004,7 +2041,15 @@ int s3Get(struct s3 *s3, const char *key, const char *etag, uint64_t offset, uin
         rv = CAIRN_ENOMEM;
         goto out;
     }
-    rv = callRun(&c, NULL, NULL, errmsg);
+    rv = callRun(&c, NULL, &info, errmsg);
+    if (rv == 0 && out != NULL) {
+        if (!wholeSize(&c, &info, &out->size)) {
+            errorf(errmsg, "%s: HTTP %ld that says neither the object's size nor its range (%s)",
+                   c.what, c.status, c.content_range[0] ? c.content_range : "no Content-Range");
+            rv = CAIRN_EIO;
+        }
+        unquoteEtag(out->etag, sizeof out->etag, c.if_match[0] ? c.if_match : c.etag);
+    }
     if (rv == CAIRN_EINVAL && c.status == 416) {
         errorf(errmsg, "%s: the offset is at or past the end of the object (%s)", c.what, c.last);
     } else if (rv != 0 && c.status == 412) {

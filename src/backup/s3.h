@@ -134,6 +134,14 @@ typedef int (*s3_sink_fn)(void *arg, const void *data, size_t n);
 int s3Get(struct s3 *s3, const char *key, const char *etag, uint64_t offset, uint64_t len,
           s3_sink_fn fn, void *arg, uint64_t *got, char *errmsg);
 
+/* s3Get that also says what it read: out->size, the object's whole size (from the
+ * answer's Content-Range, or the Content-Length of a server that sent it all), and
+ * out->etag, the version read (pin later reads to it); out->key NULL, out->mtime_ms 0.
+ * Opens an object for ranged reads in one request where HEAD and GET took two. len 0
+ * sends nothing, as s3Get, and leaves *out zeroed. */
+int s3GetObject(struct s3 *s3, const char *key, const char *etag, uint64_t offset, uint64_t len,
+                s3_sink_fn fn, void *arg, uint64_t *got, struct s3_object *out, char *errmsg);
+
 /* Store data (len bytes, from memory; the caller keeps it) as key in one PUT,
  * replacing any object of that name. For objects up to a few part sizes; larger ones go
  * through s3Upload*. */

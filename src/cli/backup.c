@@ -49,7 +49,7 @@
 
 static const cliOption createOptions[] = {
     {"type", 't', "TYPE", "full (default), incremental or differential"},
-    {"to", 0, "REPOSITORY", "server: a repository cairnd was configured with (\"default\" or its path)"},
+    {"to", 0, "REPOSITORY", "server: a repository cairnd was configured with (\"default\", a --repo NAME, or its path or URL)"},
     {"node", 0, "ID", "server: back up on cluster node ID, into its backup directory"},
     {"db", 0, "FILE", "standalone: the SQLite database file to back up (needs --repo)"},
     {"repo", 0, "DIR|URL", "standalone: the repository to write to (DIR, created if missing; file:///DIR; s3://BUCKET/PREFIX)"},
@@ -97,6 +97,7 @@ static const cliOption restoreOptions[] = {
     {"out", 'o', "FILE", "standalone: the database file to create (needs --repo)"},
     {"force", 'f', NULL, "standalone: replace FILE if it exists"},
     {"keep-internal", 0, NULL, "standalone: keep cairn's own table _cairn_meta in FILE (the exact image)"},
+    {"check", 0, "LEVEL", "standalone: quick (PRAGMA quick_check of FILE, the default) or full (integrity_check)"},
     {"repo", 0, "DIR|URL", "standalone: the repository (a directory, file:///DIR or s3://BUCKET/PREFIX)"},
     {"s3-endpoint", 0, "URL", "standalone, s3:// repository: an S3-compatible endpoint (MinIO, R2, ...)"},
     {"s3-region", 0, "REGION", "standalone, s3:// repository: its region (default $AWS_REGION)"},
@@ -347,11 +348,25 @@ static int appendRow(json_t *values, const char *const *cells, size_t n)
 /* The readable catalog: an aligned table (table.c), then one line per damaged file. */
 static int printCatalog(backupRun *r, const json_t *entries)
 {
-    static const char *const columns[] = {"ID",       "TYPE",   "PARENT", "CREATED (UTC)", "PAGES",
-                                          "SIZE",     "DURATION", "STATUS", "NODES"};
-    /* NODES: where each backup is, when a server lists its cluster's catalogue. */
-    const size_t ncols = sizeof columns / sizeof columns[0] -
-                         (json_object_get(json_array_get(entries, 0), "nodes") == NULL ? 1 : 0);
+    static const char *const all_columns[] = {"ID",       "TYPE",     "PARENT", "CREATED (UTC)",
+                                              "PAGES",    "SIZE",     "DURATION", "STATUS",
+                                              "REPOSITORY", "NODES"};
+    /* REPOSITORY and NODES: which of the server's repositories and which nodes hold
+     * each backup, when a server lists its cluster's catalogue. */
+    const json_t *first = json_array_get(entries, 0);
+    const bool with_repo = json_object_get(first, "repository") != NULL;
+    const bool with_nodes = json_object_get(first, "nodes") != NULL;
+    const char *columns[10];
+    size_t ncols = 0;
+    for (size_t i = 0; i < 8; i++) {
+        columns[ncols++] = all_columns[i];
+    }
+    if (with_repo) {
+        columns[ncols++] = all_columns[8];
+    }
+    if (with_nodes) {
+        columns[ncols++] = all_columns[9];
+    }
     char errmsg[CLI_ERRMSG_SIZE];
     json_t *result = json_object();
     json_t *cols = json_array();
@@ -384,7 +399,8 @@ static int printCatalog(backupRun *r, const json_t *entries)
         const char *verified = jstr(e, "verified");
         char created[32], pages[64], size[32], dur[32], nodes[96];
         const char *status;
-        const char *cells[9];
+        const char *cells[10];
+        size_t nc = 8;
         size_t off = 0;
         size_t k;
         json_t *v;
@@ -416,7 +432,12 @@ static int printCatalog(backupRun *r, const json_t *entries)
                                         (long long)json_integer_value(v));
             }
         }
-        cells[8] = nodes;
+        if (with_repo) {
+            cells[nc++] = jstr(e, "repository") != NULL ? jstr(e, "repository") : "-";
+        }
+        if (with_nodes) {
+            cells[nc++] = nodes;
+        }
         rc = appendRow(values, cells, ncols);
         if (rc != 0) {
             goto out;
@@ -963,6 +984,31 @@ out:
     return code;
 }
 
+/* The catalog as a JSON array, written entry by entry: what printJson() would print
+ * for the array of entryJson()s, without holding that tree (a repository of 10,000
+ * backups would take more memory as JSON objects than as the entries themselves). */
+static int printEntries(backupRun *r, const struct backup_info *infos, size_t n)
+{
+    struct buf b;
+    bufInit(&b);
+    putchar('[');
+    for (size_t i = 0; i < n; i++) {
+        bufReset(&b);
+        if (i > 0) {
+            bufPutc(&b, ',');
+        }
+        backupInfoJson(&infos[i], &b);
+        if (b.oom) {
+            bufFree(&b);
+            return failure(r, "out of memory");
+        }
+        fwrite(b.p, 1, b.len, stdout);
+    }
+    bufFree(&b);
+    puts("]");
+    return CLI_EXIT_OK;
+}
+
 static int runList(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
 {
     const char *values[MAX_OPTIONS];
@@ -989,17 +1035,32 @@ static int runList(const cliCommand *cmd, const cliEnv *env, int argc, char **ar
             code = failure(&r, "%s", errmsg);
             goto out;
         }
+        if (r.json) {
+            code = printEntries(&r, infos, n);
+            goto out;
+        }
         entries = json_array();
         if (entries == NULL) {
             code = failure(&r, "out of memory");
             goto out;
         }
         for (size_t i = 0; i < n; i++) {
-            if (json_array_append_new(entries, entryJson(&infos[i])) != 0) {
+            /* The table's fields only, and the entries freed before it is printed: a
+             * repository of 10,000 backups, whole, would take tens of MiB twice over. */
+            static const char *const unused[] = {"created_ms", "raft_index", "raft_term",
+                                                 "page_size", "verified_at", "digest",
+                                                 "parent_digest", "source"};
+            json_t *e = entryJson(&infos[i]);
+            for (size_t k = 0; e != NULL && k < sizeof unused / sizeof unused[0]; k++) {
+                json_object_del(e, unused[k]);
+            }
+            if (json_array_append_new(entries, e) != 0) {
                 code = failure(&r, "out of memory");
                 goto out;
             }
         }
+        free(infos);
+        infos = NULL;
     } else {
         code = serverOpen(&r);
         if (code != CLI_EXIT_OK) {
@@ -1209,7 +1270,8 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
     json_t *outcome = NULL;
     json_t *body = NULL;
     const json_t *restored;
-    const char *branch, *out, *force, *keep;
+    const char *branch, *out, *force, *keep, *check;
+    int level = RESTORE_CHECK_QUICK;
     int64_t start;
     int npos, code;
 
@@ -1225,12 +1287,21 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
     out = VALUE(restoreOptions, values, "out");
     force = VALUE(restoreOptions, values, "force");
     keep = VALUE(restoreOptions, values, "keep-internal");
+    check = VALUE(restoreOptions, values, "check");
     if (r.repo != NULL && out == NULL) {
         return cliUsageError(cmd, "--repo needs --out FILE (the database file to create)");
     }
-    if (r.repo == NULL && (out != NULL || force != NULL || keep != NULL)) {
+    if (r.repo == NULL && (out != NULL || force != NULL || keep != NULL || check != NULL)) {
         return cliUsageError(cmd, "--%s is for a standalone restore, with --repo DIR",
-                             out != NULL ? "out" : force != NULL ? "force" : "keep-internal");
+                             out != NULL     ? "out"
+                             : force != NULL ? "force"
+                             : keep != NULL  ? "keep-internal"
+                                             : "check");
+    }
+    if (check != NULL && strcmp(check, "full") == 0) {
+        level = RESTORE_CHECK_FULL;
+    } else if (check != NULL && strcmp(check, "quick") != 0) {
+        return cliUsageError(cmd, "--check takes quick or full, not \"%s\"", check);
     }
     if (r.repo != NULL && branch != NULL) {
         return cliUsageError(cmd, "--branch is for a server; a standalone restore writes --out "
@@ -1257,6 +1328,7 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
         opt.ref = argv[1];
         opt.out = out;
         opt.force = force != NULL;
+        opt.check = level;
         opt.progress = onEngineProgress;
         opt.progress_arg = &r;
         /* A user's file: cairn's own table (of a server's backup) is left out. */
@@ -1278,7 +1350,8 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
                                 json_string(realpath(out, abs) != NULL ? abs : out)) != 0 ||
             json_object_set_new(outcome, "left_out",
                                 stripped ? json_pack("[s]", EXPORT_INTERNAL_TABLE)
-                                         : json_array()) != 0) {
+                                         : json_array()) != 0 ||
+            json_object_set_new(outcome, "check", json_string(backupCheckName(level))) != 0) {
             code = failure(&r, "out of memory");
             goto out;
         }
@@ -1320,7 +1393,11 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
     } else {
         printf("into the live database at raft index %lld", (long long)jint(outcome, "raft_index"));
     }
-    printf(" in %s\n", took);
+    printf(" in %s", took);
+    if (jstr(outcome, "check") != NULL) {
+        printf(" (PRAGMA %s ok)", jstr(outcome, "check"));
+    }
+    printf("\n");
 
 out:
     free(info);
@@ -1338,9 +1415,10 @@ static const cliCommand createCommand = {
     .summary = "Back up the database: a full, incremental or differential backup.",
     .description =
         "Against cairnd (the default), the server backs up its database at a point of its\n"
-        "Raft log into its repository (--to names one it was configured with: \"default\"\n"
-        "or the --backup-dir path). In a cluster an incremental or differential backup\n"
-        "chains to the newest backup of any node. With --db FILE --repo DIR,\n"
+        "Raft log into one of its repositories (--to names one it was configured with:\n"
+        "\"default\", a --repo NAME, or a repository's path or URL). An incremental or\n"
+        "differential backup chains to the newest backup of the same repository (in a\n"
+        "cluster, of any node's repository of that name). With --db FILE --repo DIR,\n"
         "no server is involved: FILE is any SQLite database, even one other programs are\n"
         "writing, and the backup goes into the repository DIR.\n"
         "\n"
@@ -1418,7 +1496,8 @@ const cliCommand cliBackupCommand = {
 
 const cliCommand cliRestoreCommand = {
     .name = "restore",
-    .synopsis = "[--branch NAME] ID | --repo DIR --out FILE [--force] [--keep-internal] ID",
+    .synopsis =
+        "[--branch NAME] ID | --repo DIR --out FILE [--force] [--keep-internal] [--check LEVEL] ID",
     .summary = "Restore a backup (into cairnd, or into a database file).",
     .description =
         "Against cairnd (the default), the backup ID replaces the live database through\n"
@@ -1426,7 +1505,9 @@ const cliCommand cliRestoreCommand = {
         "--branch NAME it goes into a separate branch database instead and the live one\n"
         "is untouched. With --repo DIR --out FILE, no server is involved: the chain that\n"
         "ends at ID is checked, then written into FILE (which must not exist, unless\n"
-        "--force), and FILE passes PRAGMA integrity_check before it appears. FILE holds\n"
+        "--force); every page of FILE is checked against its hash in the backup, and\n"
+        "FILE passes PRAGMA quick_check (--check full: PRAGMA integrity_check, which also\n"
+        "checks every index against its table; slower) before it appears. FILE holds\n"
         "the user's schema only: cairn's own table _cairn_meta (in backups of cairnd) is\n"
         "left out, unless --keep-internal (the exact page image, as the server had it).\n"
         "Exit status: 0 success, 1 failure, 2 bad usage.\n",

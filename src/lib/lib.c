@@ -7,7 +7,9 @@
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -83,6 +85,44 @@ int64_t libMonoMs(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void libIso8601(int64_t ms, enum lib_iso8601_style style, char out[LIB_ISO8601_SIZE])
+{
+    /* Rounded down, also before 1970; written so that no step overflows at INT64_MIN. */
+    time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms + 1) / 1000 - 1);
+    int frac = (int)(ms % 1000);
+    long long year;
+    struct tm tm;
+    if (frac < 0) {
+        frac += 1000;
+    }
+    if (gmtime_r(&t, &tm) == NULL) {
+        memset(&tm, 0, sizeof tm);
+        tm.tm_year = 70;
+        tm.tm_mday = 1;
+        frac = 0;
+    }
+    year = (long long)tm.tm_year + 1900;
+    switch (style) {
+    case LIB_ISO8601_SECONDS:
+        snprintf(out, LIB_ISO8601_SIZE, "%04lld-%02d-%02dT%02d:%02d:%02dZ", year, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        break;
+    case LIB_ISO8601_BASIC:
+        snprintf(out, LIB_ISO8601_SIZE, "%04lld%02d%02dT%02d%02d%02dZ", year, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        break;
+    case LIB_ISO8601_BASIC_MS:
+        snprintf(out, LIB_ISO8601_SIZE, "%04lld%02d%02dT%02d%02d%02d%03dZ", year, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+        break;
+    case LIB_ISO8601_MS:
+    default:
+        snprintf(out, LIB_ISO8601_SIZE, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", year,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+        break;
+    }
+}
+
 int libSyncParentDir(const char *path, char *errmsg)
 {
     char tmp[PATH_MAX];
@@ -98,4 +138,70 @@ int libSyncParentDir(const char *path, char *errmsg)
         close(fd);
     }
     return rv;
+}
+
+int libRenameDurable(const char *from, const char *to, char *errmsg)
+{
+    if (rename(from, to) != 0) {
+        int err = errno;
+        errorf(errmsg, "rename %s to %s: %s", from, to, strerror(err));
+        return errorFromErrno(err);
+    }
+    return libSyncParentDir(to, errmsg);
+}
+
+int libWriteFileAtomic(const char *path, const void *data, size_t len, unsigned flags, char *errmsg)
+{
+    char tmp[PATH_MAX];
+    int fd, n, err;
+
+    if (flags & LIB_ATOMIC_UNIQUE) {
+        /* Hidden, so that a listing of names that start like path's does not show it. */
+        const char *slash = strrchr(path, '/');
+        int dlen = slash != NULL ? (int)(slash - path + 1) : 0;
+        n = snprintf(tmp, sizeof tmp, "%.*s.%s.XXXXXX", dlen, path, path + dlen);
+    } else {
+        n = snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    }
+    if (n < 0 || (size_t)n >= sizeof tmp) {
+        errorf(errmsg, "path too long: %s", path);
+        return CAIRN_EINVAL;
+    }
+    if (flags & LIB_ATOMIC_UNIQUE) {
+        fd = mkostemp(tmp, O_CLOEXEC);
+        /* mkostemp's 0600 is for scratch files; these are read by others as any file. */
+        if (fd >= 0 && fchmod(fd, 0644) != 0) {
+            err = errno;
+            close(fd);
+            unlink(tmp);
+            errorf(errmsg, "write %s: %s", tmp, strerror(err));
+            return errorFromErrno(err);
+        }
+    } else {
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    }
+    if (fd < 0) {
+        err = errno;
+        errorf(errmsg, "create %s: %s", tmp, strerror(err));
+        return errorFromErrno(err);
+    }
+    err = libWriteFull(fd, data, len);
+    if (err == 0 && fsync(fd) != 0) {
+        err = errno;
+    }
+    if (close(fd) != 0 && err == 0 && errno != EINTR) {
+        err = errno;
+    }
+    if (err != 0) {
+        unlink(tmp);
+        errorf(errmsg, "write %s: %s", tmp, strerror(err));
+        return errorFromErrno(err);
+    }
+    if (rename(tmp, path) != 0) {
+        err = errno;
+        unlink(tmp);
+        errorf(errmsg, "rename %s to %s: %s", tmp, path, strerror(err));
+        return errorFromErrno(err);
+    }
+    return libSyncParentDir(path, errmsg);
 }

@@ -1,9 +1,7 @@
 /* Helpers that know nothing of cairn's state: full pread/pwrite/write loops, clocks,
- * and fsync of a file's directory. Any layer may use them; they include nothing of
- * cairn but its error codes.
- *
- * The layout of CONVENTIONS.md puts these in a src/lib/ folder; that needs CMake
- * changes, so for now they live in this flat src/lib/lib.c, to be moved with the rest.
+ * ISO-8601 times, fsync of a file's directory, and the durable ways to put a file in
+ * place (an atomic whole-file write; a rename followed by the directory's fsync). Any
+ * layer may use them; they include nothing of cairn but its error codes.
  *
  * Any thread; no state. */
 #ifndef CAIRN_LIB_H
@@ -27,8 +25,44 @@ int libWriteFull(int fd, const void *buf, size_t n);
 int64_t libNowMs(void);
 int64_t libMonoMs(void);
 
+/* Styles of libIso8601, all UTC: */
+enum lib_iso8601_style {
+    LIB_ISO8601_MS,       /* 2026-11-22T10:15:00.123Z (catalogs, JSON) */
+    LIB_ISO8601_SECONDS,  /* 2026-11-22T10:15:00Z */
+    LIB_ISO8601_BASIC,    /* 20261122T101500Z (in file names) */
+    LIB_ISO8601_BASIC_MS, /* 20261122T101500123Z (backup ids: milliseconds run on) */
+};
+/* Size of libIso8601's out, with the NUL. */
+#define LIB_ISO8601_SIZE 32
+
+/* Unix milliseconds ms (negative: before 1970, rounded down to the millisecond's
+ * second) as an ISO-8601 UTC time in the given style. A time gmtime_r cannot break
+ * down gives 1970-01-01T00:00:00 in that style. */
+void libIso8601(int64_t ms, enum lib_iso8601_style style, char out[LIB_ISO8601_SIZE]);
+
 /* fsync the directory that holds path. errmsg (CAIRN_ERRMSG_SIZE) names path on
  * failure. */
 int libSyncParentDir(const char *path, char *errmsg);
+
+/* rename(from, to) (replacing to), then fsync to's directory: after a crash, to is
+ * either the old file or the new. On a failed rename nothing moved (errmsg names both
+ * paths); a failed directory fsync leaves the rename done, durable or not. */
+int libRenameDurable(const char *from, const char *to, char *errmsg);
+
+/* libWriteFileAtomic's flags. LIB_ATOMIC_UNIQUE: write through a unique hidden
+ * temporary file `.<name>.XXXXXX` beside path (mkostemp), for files that several
+ * processes may write at once; without it the temporary file is `<path>.tmp`, created
+ * or truncated, for files that one process owns (a crash leaves at most that one
+ * name, which the next write reuses). */
+#define LIB_ATOMIC_UNIQUE 1u
+
+/* Replace the file at path with the len bytes of data, atomically and durably: the
+ * temporary file (mode 0644; see LIB_ATOMIC_UNIQUE) is written, fsynced, renamed over
+ * path, and the directory fsynced. After a crash path holds the old bytes or the new,
+ * whole. Returns 0 or a CAIRN_E* code (errorFromErrno; errmsg names the file and the
+ * step); on failure the temporary file is removed and path is as it was, unless only
+ * the directory's fsync failed. The caller keeps data. */
+int libWriteFileAtomic(const char *path, const void *data, size_t len, unsigned flags,
+                       char *errmsg);
 
 #endif

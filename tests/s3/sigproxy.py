@@ -23,8 +23,9 @@ forwarded):
   DELETE /__proxy/log      clear it
 
 A fault matches requests by optional "method", "path" (substring of the decoded path)
-and "query" (substring of the raw query), and applies to the next "count" of them
-(default 1; -1 until cleared). Its "action" is one of:
+and "query" (substring of the raw query), lets the first "skip" of them through
+(default 0), and applies to the next "count" of them (default 1; -1 until cleared). Its
+"action" is one of:
 
   status        answer "status" (default 503) with S3 error "code" (default SlowDown)
                 and "message", without forwarding
@@ -92,6 +93,9 @@ class State:
                 if f.get("path") and f["path"] not in path:
                     continue
                 if f.get("query") and f["query"] not in query:
+                    continue
+                if f.get("skip", 0) > 0:
+                    f["skip"] -= 1
                     continue
                 count = f.get("count", 1)
                 if count > 0:
@@ -234,6 +238,9 @@ def verify(state, method, raw_path, headers):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Small answers written in pieces would otherwise wait ~40 ms for the client's
+    # delayed ACK (Nagle), on about every third request.
+    disable_nagle_algorithm = True
     server_version = "sigproxy"
     sys_version = ""
 

@@ -2,17 +2,42 @@
 
 SQLite files are read with Python's sqlite3; the server is spoken to through
 conftest.Server; writer threads keep one HTTP/1.1 connection each.
+
+Repositories of two kinds (issue 16): a directory, or an S3 prefix on the module's
+s3rver (s3util.S3Env, behind the SigV4-checking proxy). A test that takes the `repo`
+fixture runs once on each ("dir" and "s3"); `repo` is a Repo (see below): the cairnd
+and cairn arguments and environment for it, and inspection of what it holds through
+the filesystem or boto3. Import the fixtures with
+`from backuputil import repo, repo_kind` and `from s3util import s3env`.
+
+  repo_kind       "dir" or "s3"; parametrised over both. A test overrides it with
+                  @repo_kinds(smoke=True) (the "dir" case is a smoke test: the sanitizer
+                  run has no S3 server), @repo_kinds(dir_only="why") (the "s3" case is
+                  skipped, saying why the test is about a local directory),
+                  @repo_kinds(s3_defect="what") (the "s3" case is a strict xfail: a known
+                  cairn defect), or @repo_kinds_for(argnames, cases, s3=[indexes]) (a
+                  family of cases, a few of them on S3)
+  repo            a fresh, empty Repo of that kind for the test; for "s3" the test's
+                  environment (os.environ, so every cairnd and cairn it starts) carries
+                  the credentials, the region and the endpoint
+
+A module-scoped fixture makes its own with make_repo(kind, request, path, name) and
+starts its servers inside `with repo.environ():`.
 """
 
+import contextlib
 import datetime
 import hashlib
 import http.client
 import json
 import os
+import pathlib
 import re
 import sqlite3
 import subprocess
 import threading
+
+import pytest
 
 from conftest import StopWaiting, deadline_seconds, wait_until
 
@@ -22,7 +47,7 @@ ENTRY_KEYS = {
     "verified_at", "digest", "parent_digest", "source",
 }
 BACKUP_COLUMNS = ["operation", "backup_id", "type", "parent_id", "pages", "size_bytes", "path",
-                  "duration_ms", "raft_index"]
+                  "duration_ms", "raft_index", "repository"]
 CATALOG_COLUMNS = ["id", "type", "parent_id", "created", "raft_index", "page_count", "pages",
                    "size_bytes", "path", "duration_ms", "verified"]
 UNKNOWN_ID = "20990101T000000000Z-0001-dead"
@@ -124,7 +149,7 @@ def check_backup_row(row, kind, fresh=False):
     else:
         assert isinstance(row["parent_id"], str) and row["parent_id"], row
     assert os.path.basename(row["path"]) == row["backup_id"] + ".cbk", row
-    assert os.path.getsize(row["path"]) == row["size_bytes"], row
+    assert object_size(row["path"]) == row["size_bytes"], row
     return row
 
 
@@ -138,7 +163,7 @@ def catalog(s, endpoint="/db/query"):
     # The specified columns, in order; cairnd adds "error" (set for a file it cannot read).
     cols = res.get("columns")
     assert isinstance(cols, list) and cols[:len(CATALOG_COLUMNS)] == CATALOG_COLUMNS, res
-    assert set(cols[len(CATALOG_COLUMNS):]) <= {"error"}, res
+    assert set(cols[len(CATALOG_COLUMNS):]) <= {"error", "repository"}, res
     return rows_dicts(res)
 
 
@@ -312,9 +337,14 @@ def assert_same_pages(a, b):
 
 def cli_restore(cairn_bin, repo, bid, out, timeout=120, keep_internal=False):
     """`cairn restore --repo REPO --out OUT ID` (the standalone restore); with
-    keep_internal, the exact page image (cairn's _cairn_meta kept)."""
-    env = {k: v for k, v in os.environ.items() if k != "CAIRN_HOST"}
-    r = subprocess.run([str(cairn_bin), "restore", "--repo", str(repo), "--out", str(out), bid] +
+    keep_internal, the exact page image (cairn's _cairn_meta kept). REPO a path or a
+    Repo (its arguments and environment)."""
+    if isinstance(repo, Repo):
+        args, env = repo.cli_args(), repo.env()
+    else:
+        args, env = ["--repo", str(repo)], dict(os.environ)
+    env.pop("CAIRN_HOST", None)
+    r = subprocess.run([str(cairn_bin), "restore"] + args + ["--out", str(out), bid] +
                        (["--keep-internal"] if keep_internal else []),
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
                        timeout=deadline_seconds(timeout))
@@ -422,3 +452,347 @@ class Writers:
             assert not t.is_alive(), "a writer thread hangs"
         assert not self.anomalies, self.anomalies[:10]
         return self.acked_now()
+
+
+# ---------------------------------------------------------------------------
+# repositories: a directory or an S3 prefix (issue 16)
+
+REPO_KINDS = ("dir", "s3")
+
+# Every Repo a test has open, by URL: an entry's path names an object of one of them.
+_OPEN = {}
+
+
+def object_size(path):
+    """The size of the object a catalog entry's path names: a file, or an object of a
+    Repo the test has open (an s3:// URL)."""
+    for url, r in _OPEN.items():
+        if path.startswith(url + "/"):
+            return r.size(r.name_of(path))
+    assert "://" not in path, ("%s is in no repository this test opened (open it as a "
+                               "backuputil Repo: the repo fixture or make_repo)" % path)
+    return os.path.getsize(path)
+
+
+class Repo:
+    """A backup repository of a test. str(repo) is what cairnd's --backup-dir and
+    cairn's --repo take: a directory path or s3://BUCKET/PREFIX. Objects are named as
+    cairn names them (`<id>.cbk`, `<id>.verified`); the inspection methods read and
+    change them as a user of the storage could (the filesystem, or boto3 through the
+    SigV4 proxy), so that a test damages, cuts or removes a backup the same way on
+    both kinds."""
+
+    kind = None
+    url = None
+
+    def __str__(self):
+        return self.url
+
+    def __repr__(self):
+        return "<%s repository %s>" % (self.kind, self.url)
+
+    # -- how cairnd and cairn are told about it ----------------------------------------
+
+    def server_args(self):
+        """cairnd's arguments for a node whose --backup-dir this is."""
+        return ["--backup-dir", self.url]
+
+    def cli_args(self):
+        """cairn's arguments naming this repository (`cairn restore` + these + ...)."""
+        return ["--repo", self.url]
+
+    def env_changes(self):
+        """Environment variables a process needs to reach it: name -> value, or None
+        for a variable that must be unset."""
+        return {}
+
+    def env(self, base=None):
+        """A copy of `base` (default os.environ) with env_changes() applied."""
+        env = dict(os.environ if base is None else base)
+        for k, v in self.env_changes().items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        return env
+
+    @contextlib.contextmanager
+    def environ(self):
+        """os.environ with env_changes() while the block runs (for a server a
+        module-scoped fixture starts: cairnd keeps the environment it started with)."""
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(self.env())
+        try:
+            yield self
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    # -- what it holds ---------------------------------------------------------------------
+
+    def name_of(self, path):
+        """The object name of a catalog entry's path (asserting it is in here)."""
+        raise NotImplementedError
+
+    def names(self):
+        """Every object's name, sorted."""
+        raise NotImplementedError
+
+    def backups(self):
+        """The names of the backup objects (`<id>.cbk`), sorted."""
+        return [n for n in self.names() if n.endswith(".cbk")]
+
+    def leftovers(self):
+        """What is neither a backup nor its verification record: temporary files,
+        anything else; for S3 also multipart uploads never completed nor aborted."""
+        return [n for n in self.names() if not n.endswith((".cbk", ".verified"))]
+
+    def read(self, name):
+        raise NotImplementedError
+
+    def write(self, name, data):
+        """Replaces (or creates) object `name` with `data`."""
+        raise NotImplementedError
+
+    def size(self, name):
+        raise NotImplementedError
+
+    def exists(self, name):
+        raise NotImplementedError
+
+    def delete(self, name):
+        raise NotImplementedError
+
+    def damage(self, name, offset, n=16):
+        """Corrupts n bytes of object `name` at offset (each byte XOR 0xFF)."""
+        data = bytearray(self.read(name))
+        assert 0 <= offset and offset + n <= len(data), (name, offset, n, len(data))
+        for i in range(offset, offset + n):
+            data[i] ^= 0xFF
+        self.write(name, bytes(data))
+
+    def truncate(self, name, size):
+        """Cuts object `name` to its first `size` bytes."""
+        data = self.read(name)
+        assert size <= len(data), (name, size, len(data))
+        self.write(name, data[:size])
+
+    def close(self):
+        _OPEN.pop(self.url, None)
+
+
+class DirRepo(Repo):
+    kind = "dir"
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        self.url = str(self.path)
+
+    def name_of(self, path):
+        p = pathlib.Path(path)
+        assert p.parent.resolve() == self.path.resolve(), "%s is not in %s" % (path, self.path)
+        return p.name
+
+    def names(self):
+        if not self.path.exists():
+            return []
+        return sorted(p.name for p in self.path.iterdir())
+
+    def _file(self, name):
+        return self.path / name
+
+    def read(self, name):
+        return self._file(name).read_bytes()
+
+    def write(self, name, data):
+        self._file(name).write_bytes(data)
+
+    def size(self, name):
+        return self._file(name).stat().st_size
+
+    def exists(self, name):
+        return self._file(name).exists()
+
+    def delete(self, name):
+        self._file(name).unlink()
+
+    def damage(self, name, offset, n=16):
+        with open(self._file(name), "r+b") as f:  # in place: the same inode
+            f.seek(offset)
+            data = f.read(n)
+            assert len(data) == n, (name, offset, n)
+            f.seek(offset)
+            f.write(bytes(b ^ 0xFF for b in data))
+
+    def truncate(self, name, size):
+        os.truncate(self._file(name), size)
+
+
+class S3Repo(Repo):
+    """s3://BUCKET/PREFIX on the module's s3rver (an s3util.S3Env). The prefix is the
+    Repo's own (not the S3Env's, which the `s3` fixture moves for each test)."""
+
+    kind = "s3"
+
+    def __init__(self, s3env, prefix):
+        from s3util import BUCKET
+        self.s3env = s3env
+        self.bucket = BUCKET
+        self.prefix = prefix
+        self.url = "s3://%s/%s" % (BUCKET, prefix)
+        self._client = None
+        _OPEN[self.url] = self
+
+    @property
+    def endpoint(self):
+        return self.s3env.endpoint
+
+    def server_args(self):
+        return ["--backup-dir", self.url, "--s3-endpoint", self.endpoint]
+
+    def cli_args(self):
+        return ["--repo", self.url, "--s3-endpoint", self.endpoint]
+
+    def env_changes(self):
+        from s3util import KEY_ID, REGION, SECRET
+        # None of the machine's AWS settings (a profile, a token): the test server's.
+        changes = {k: None for k in os.environ if k.startswith("AWS_")}
+        changes.update({"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET,
+                        "AWS_REGION": REGION, "AWS_ENDPOINT_URL_S3": self.endpoint})
+        return changes
+
+    def boto(self):
+        if self._client is None:
+            self._client = self.s3env.boto()
+        return self._client
+
+    def key(self, name):
+        return "%s/%s" % (self.prefix, name)
+
+    def name_of(self, path):
+        assert path.startswith(self.url + "/"), "%s is not in %s" % (path, self.url)
+        name = path[len(self.url) + 1:]
+        assert name and "/" not in name, "%s is not an object of %s" % (path, self.url)
+        return name
+
+    def names(self):
+        # Not the catalog index, a cache any listing may (re)write beside the backups
+        # (tests/system/test_s3_catalog.py tests it).
+        out = []
+        kw = {"Bucket": self.bucket, "Prefix": self.prefix + "/"}
+        while True:
+            r = self.boto().list_objects_v2(**kw)
+            out += [o["Key"][len(self.prefix) + 1:] for o in r.get("Contents", [])
+                    if o["Key"][len(self.prefix) + 1:] != "catalog.idx"]
+            if not r.get("IsTruncated"):
+                return sorted(out)
+            kw["ContinuationToken"] = r["NextContinuationToken"]
+
+    def pending_uploads(self):
+        r = self.boto().list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix + "/")
+        return sorted(u["Key"][len(self.prefix) + 1:] for u in r.get("Uploads", []))
+
+    def leftovers(self):
+        return super().leftovers() + ["unfinished upload of %s" % n for n in self.pending_uploads()]
+
+    def read(self, name):
+        return self.boto().get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read()
+
+    def write(self, name, data):
+        self.boto().put_object(Bucket=self.bucket, Key=self.key(name), Body=bytes(data))
+
+    def size(self, name):
+        return self.boto().head_object(Bucket=self.bucket, Key=self.key(name))["ContentLength"]
+
+    def exists(self, name):
+        from botocore.exceptions import ClientError
+        try:
+            self.boto().head_object(Bucket=self.bucket, Key=self.key(name))
+            return True
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def delete(self, name):
+        assert self.exists(name), "no object %s in %s" % (name, self.url)
+        self.boto().delete_object(Bucket=self.bucket, Key=self.key(name))
+
+
+def make_repo(kind, request, path, name):
+    """A Repo of `kind`: the directory `path`, or the prefix `repo/NAME` of the
+    module's s3rver (the s3env fixture, which the test module imports)."""
+    if kind == "dir":
+        return DirRepo(path)
+    assert kind == "s3", kind
+    # Readable, and unique: parameters that differ in punctuation only stay apart.
+    tag = hashlib.sha1(name.encode()).hexdigest()[:8]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:80]
+    return S3Repo(request.getfixturevalue("s3env"), "repo/%s-%s" % (name, tag))
+
+
+@pytest.fixture(params=REPO_KINDS)
+def repo_kind(request):
+    return request.param
+
+
+@pytest.fixture
+def repo(repo_kind, request, tmp_path, monkeypatch):
+    """A fresh repository of kind repo_kind (not created yet: a directory that does not
+    exist, an S3 prefix with nothing under it). For S3, os.environ holds the
+    credentials, region and endpoint for the whole test, so every cairnd and cairn the
+    test starts reaches it as a user's would."""
+    r = make_repo(repo_kind, request, tmp_path / "repo", request.node.name)
+    for k, v in r.env_changes().items():
+        if v is None:
+            monkeypatch.delenv(k, raising=False)
+        else:
+            monkeypatch.setenv(k, v)
+    yield r
+    r.close()
+
+
+def repo_kinds(smoke=False, dir_only=None, s3_defect=None):
+    """Parametrises a test over both kinds of repository, overriding the repo_kind
+    fixture: smoke marks the "dir" case (the sanitizer build's run has no S3 server);
+    dir_only="why" skips the "s3" case, saying why the test is about a local directory;
+    s3_defect="what" marks the "s3" case as a known cairn defect (strict xfail)."""
+    s3_marks = []
+    if dir_only:
+        s3_marks.append(pytest.mark.skip(reason="local repository only: " + dir_only))
+    if s3_defect:
+        s3_marks.append(pytest.mark.xfail(strict=True, reason="cairn defect on S3: " + s3_defect))
+    return pytest.mark.parametrize("repo_kind", [
+        pytest.param("dir", marks=[pytest.mark.smoke] if smoke else []),
+        pytest.param("s3", marks=s3_marks)])
+
+
+def _case_id(argname, value, i):
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("ascii", "backslashreplace")
+    if isinstance(value, str):
+        return value  # pytest escapes what needs it
+    if isinstance(value, (int, float, bool)) or value is None:
+        return str(value)
+    return "%s%d" % (argname, i)
+
+
+def repo_kinds_for(argnames, cases, s3=None, smoke=()):
+    """Parametrises a family of cases (argnames and cases as pytest.mark.parametrize takes
+    them) over both kinds of repository, as repo_kinds does, with the "s3" kind for the
+    cases at the indexes in `s3` only (every case when None): for a family whose cases
+    differ in what happens before or after the repository is used (a request refused
+    before it is read, a restart that does not read it), a few cases show the S3 side.
+    `smoke`: the indexes of the cases whose "dir" case is a smoke test."""
+    names = [a.strip() for a in argnames.split(",")]
+    params = []
+    for kind in REPO_KINDS:
+        for i, case in enumerate(cases):
+            if kind == "s3" and s3 is not None and i not in s3:
+                continue
+            case = tuple(case) if len(names) > 1 else (case,)
+            marks = [pytest.mark.smoke] if kind == "dir" and i in smoke else []
+            ident = "-".join([kind] + [_case_id(n, v, i) for n, v in zip(names, case)])
+            params.append(pytest.param(kind, *case, marks=marks, id=ident))
+    return pytest.mark.parametrize(",".join(["repo_kind"] + names), params)

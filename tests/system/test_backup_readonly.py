@@ -18,6 +18,10 @@ with automatic checkpoints off. A backup must then:
     rows sharing a number);
   - and an incremental after a full, with the WAL still busy, stores exactly the pages
     that changed between the two states.
+
+The repository is a directory or an S3 prefix (backuputil's `repo` fixture). What is
+read of the source, and how, does not depend on where the backup goes: the longest test
+runs on a directory only; the others show it with S3 too.
 """
 
 import hashlib
@@ -32,6 +36,9 @@ import tempfile
 import time
 
 import pytest
+
+from backuputil import repo, repo_kind, repo_kinds  # noqa: F401 (fixtures)
+from s3util import s3env  # noqa: F401 (fixture)
 
 # The other process: a read transaction held open on one connection, a writer on
 # another (wal_autocheckpoint=0, as Litestream runs it). Commands on stdin, one a line:
@@ -313,10 +320,13 @@ def assert_consistent(path, at_least, what):
     return len(txns)
 
 
+@repo_kinds(dir_only="it checks how the source is read (its files, cairn's system calls on "
+                    "them, one consistent state, promptly), which does not depend on the "
+                    "repository; the busy source backed up to S3 is "
+                    "test_incremental_after_a_full_with_the_wal_busy_holds_exactly_the_changes[s3]")
 def test_backup_of_a_busy_wal_source_never_writes_it_and_is_consistent(tmp_path, run_cairn,
-                                                                       deadline):
+                                                                       deadline, repo):
     db = make_source(tmp_path / "live.db")
-    repo = tmp_path / "repo"
     holder = Holder(db, deadline)
     try:
         holder.ask("go")
@@ -368,9 +378,8 @@ def dump(path):
 
 
 def test_incremental_after_a_full_with_the_wal_busy_holds_exactly_the_changes(tmp_path, run_cairn,
-                                                                              deadline):
+                                                                              deadline, repo):
     db = make_source(tmp_path / "live.db")
-    repo = tmp_path / "repo"
     holder = Holder(db, deadline)
     try:
         # State A: 50 transactions in the WAL, none checkpointed, a reader holding them.
@@ -401,17 +410,25 @@ def test_incremental_after_a_full_with_the_wal_busy_holds_exactly_the_changes(tm
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root and setpriv to run cairn as another user")
-def test_backup_by_a_user_who_may_not_write_beside_the_database(cairn_bin, deadline):
+def test_backup_by_a_user_who_may_not_write_beside_the_database(cairn_bin, deadline, repo):
     """The database, its WAL and -shm belong to root (0644, in a 0755 directory) and cairn
     runs as nobody: it can neither write the -shm nor create anything beside the file.
     With a process using the database, SQLite's reader shares a read mark it cannot set
     (the snapshot is newer than the mark); with none, the file is read under its SHARED
-    lock without SQLite. Both backups are the committed state, and nothing is created."""
+    lock without SQLite. Both backups are the committed state, and nothing is created.
+    The repository: a directory nobody may write, or S3 (nobody's credentials in its
+    environment)."""
     top = tempfile.mkdtemp(prefix="cairn-readonly-")
     try:
         os.chmod(top, 0o755)
-        home, repo = os.path.join(top, "home"), os.path.join(top, "repo")
-        for d in (home, repo):
+        home = os.path.join(top, "home")
+        dirs = [home]
+        if repo.kind == "dir":
+            repo = os.path.join(top, "repo")
+            dirs.append(repo)
+        else:
+            repo = str(repo)
+        for d in dirs:
             os.mkdir(d)
             os.chmod(d, 0o777)
         data = os.path.join(top, "data")
@@ -421,6 +438,7 @@ def test_backup_by_a_user_who_may_not_write_beside_the_database(cairn_bin, deadl
 
         def as_nobody(*args):
             env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
             r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                                 str(cairn_bin)] + [str(a) for a in args], capture_output=True,
                                text=True, env=env, timeout=deadline(60))

@@ -5,7 +5,8 @@ it holds closed segments, Raft snapshots and the backups they name), then stops 
 Each test checks a copy: healthy, then damaged one way (a b-tree page of db.sqlite, a
 Raft segment's batch, a truncated segment, a snapshot .cbk, a backup of a --repo
 repository), and each damage must make the command exit 1 naming the file. A running
-node is reported as the lock's holder; `check --host` reports GET /status.
+node is reported as the lock's holder; `check --host` reports GET /status. The tests of
+`check --repo` run on a directory and on an S3 prefix (backuputil's `repo` fixture).
 """
 
 import json
@@ -16,7 +17,9 @@ import subprocess
 
 import pytest
 
+from backuputil import repo, repo_kind  # noqa: F401 (fixtures)
 from conftest import flip, ServerFactory
+from s3util import s3env  # noqa: F401 (fixture)
 
 ITEM_KEYS = {"check", "status", "ok", "file", "message"}
 LOG_KEYS = {"ok", "files_checked", "bytes_checked", "entries", "entry_bytes", "first_index", "last_index",
@@ -71,19 +74,19 @@ def closed_segments(data):
                   if len(p.name) == 33 and p.name[16] == "-")
 
 
-def make_repo(tmp_path, cli, db):
-    """A standalone repository with a full and an incremental backup of a copy of db."""
+def fill_repo(tmp_path, cli, db, repo):
+    """Puts a full and an incremental backup of a copy of db into `repo` (a Repo);
+    returns their object names, oldest first."""
     src = tmp_path / "src.db"
     shutil.copy(db, src)
-    repo = tmp_path / "repo"
     ok(cli("backup", "create", "--db", src, "--repo", repo, "--type", "full"))
     con = sqlite3.connect(str(src), isolation_level=None)
     con.execute("INSERT INTO t(v) VALUES(randomblob(3000))")
     con.close()
     ok(cli("backup", "create", "--db", src, "--repo", repo, "--type", "incremental"))
-    backups = sorted(repo.glob("*.cbk"))
+    backups = repo.backups()
     assert len(backups) == 2
-    return repo, backups
+    return backups
 
 
 # ---------------------------------------------------------------------------
@@ -187,10 +190,10 @@ def test_log_verify_healthy(cli, data):
     ok(cli("log", "verify", data / "raft"))
 
 
-def test_healthy_with_repo(cli, data, tmp_path):
-    repo, backups = make_repo(tmp_path, cli, data / "db.sqlite")
+def test_healthy_with_repo(cli, data, tmp_path, repo):
+    backups = fill_repo(tmp_path, cli, data / "db.sqlite", repo)
     r = ok(cli("check", data, "--repo", repo))
-    assert backups[-1].name in r.stdout and "chain of 2 files" in r.stdout
+    assert backups[-1] in r.stdout and "chain of 2 files" in r.stdout
     doc = one_json(ok(cli("check", "--json", data, "--repo", repo)))
     assert doc["repo"] == str(repo)
     assert [i for i in doc["items"] if i["check"] == "backup" and i["ok"]]
@@ -276,22 +279,21 @@ def test_damaged_snapshot(cli, data):
     assert [i for i in doc["items"] if i["check"] == "snapshot" and not i["ok"]]
 
 
-def test_damaged_repo_backup(cli, data, tmp_path):
-    repo, backups = make_repo(tmp_path, cli, data / "db.sqlite")
+def test_damaged_repo_backup(cli, data, tmp_path, repo):
+    backups = fill_repo(tmp_path, cli, data / "db.sqlite", repo)
     full = backups[0]
-    flip(full, full.stat().st_size // 2, 4)
+    repo.damage(full, repo.size(full) // 2, 4)
     r = fails(cli("check", data, "--repo", repo))
-    assert full.stem in r.stdout, r.stdout
+    assert full[:-len(".cbk")] in r.stdout, r.stdout
     assert lines_with(r.stdout, "DAMAGED")
     doc = one_json(fails(cli("check", "--json", data, "--repo", repo)))
     bad = [i for i in doc["items"] if not i["ok"]]
     assert bad and all(i["check"] == "backup" for i in bad), bad
 
     # A header that does not even parse: listed on its own.
-    with open(backups[1], "r+b") as f:
-        f.write(b"\0" * 16)
+    repo.write(backups[1], b"\0" * 16 + repo.read(backups[1])[16:])
     r = fails(cli("check", data, "--repo", repo))
-    assert any(backups[1].name in l for l in lines_with(r.stdout, "DAMAGED")), r.stdout
+    assert any(backups[1] in l for l in lines_with(r.stdout, "DAMAGED")), r.stdout
 
 
 def test_node_json_damaged(cli, data):

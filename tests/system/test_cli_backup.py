@@ -7,6 +7,10 @@ Three groups:
     documented shapes (bodies sent, answers printed, the ?progress NDJSON stream, errors);
   - server mode against a real cairnd, skipped while cairnd answers 404 on /admin/backups.
 
+Every test of a repository runs twice (issue 16): on a directory and on an S3 prefix of
+the module's s3rver (backuputil's `repo` fixture: str(repo) is what --repo takes, and
+for S3 the environment carries the credentials and the endpoint, as a user's would).
+
 Progress bars and Ctrl-C run the command on a pseudo-terminal (the pty module). No test
 waits by sleeping: everything is polled against a deadline.
 """
@@ -14,7 +18,6 @@ waits by sleeping: everything is polled against a deadline.
 import http.server
 import json
 import os
-import pathlib
 import pty
 import re
 import select
@@ -27,7 +30,8 @@ import time
 
 import pytest
 
-from conftest import flip
+from backuputil import repo, repo_kind, repo_kinds, repo_kinds_for  # noqa: F401 (fixtures)
+from s3util import s3env  # noqa: F401 (fixture)
 
 ENTRY_KEYS = {
     "id", "type", "parent_id", "created", "created_ms", "raft_index", "raft_term",
@@ -140,7 +144,7 @@ def check_entry(e):
     assert isinstance(e, dict), e
     assert ENTRY_KEYS <= set(e), "missing keys %s in %r" % (ENTRY_KEYS - set(e), e)
     # cairnd adds "nodes" (where the backup is in the cluster).
-    assert set(e) - ENTRY_KEYS <= {"error", "nodes"}, "unexpected keys %s" % (set(e) - ENTRY_KEYS)
+    assert set(e) - ENTRY_KEYS <= {"error", "nodes", "repository"}, "unexpected keys %s" % (set(e) - ENTRY_KEYS)
     assert e["type"] in ("full", "incremental", "differential"), e
     assert isinstance(e["id"], str) and e["id"], e
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", e["created"]), e["created"]
@@ -156,14 +160,6 @@ def check_entry(e):
         assert isinstance(e["parent_id"], str), e
         assert re.fullmatch(r"[0-9a-f]{32}", e["parent_digest"]), e
     return e
-
-
-def repo_leftovers(repo):
-    """Files of a repository that are neither backups nor their verification records."""
-    if not repo.exists():
-        return []
-    return sorted(p.name for p in repo.iterdir()
-                  if not (p.name.endswith(".cbk") or p.name.endswith(".verified")))
 
 
 def run_pty(argv, env=None, timeout=60, on_output=None):
@@ -272,11 +268,6 @@ def test_bad_command_lines_exit_2(cli, tmp_path, args, message):
 # ---------------------------------------------------------------------------
 # standalone mode
 
-@pytest.fixture
-def repo(tmp_path):
-    return tmp_path / "repo"
-
-
 def create(cli, db, repo, type_=None, json_out=True):
     args = ["backup", "create", "--db", db, "--repo", repo]
     if type_:
@@ -294,8 +285,8 @@ def test_standalone_full_incremental_differential_and_restore(cli, tmp_path, rep
     assert full["type"] == "full"
     assert full["source"] == os.path.realpath(db)
     assert full["raft_index"] == 0
-    assert pathlib.Path(full["path"]).parent.resolve() == repo.resolve()
-    assert full["path"].endswith(".cbk") and os.path.exists(full["path"])
+    assert repo.name_of(full["path"]) == full["id"] + ".cbk"
+    assert repo.exists(full["id"] + ".cbk")
     assert full["verified"] == "unverified" and full["verified_at"] is None
     states[full["id"]] = dump(db)
 
@@ -332,7 +323,7 @@ def test_standalone_full_incremental_differential_and_restore(cli, tmp_path, rep
         out = tmp_path / ("restored%d.db" % i)
         r = ok(cli("restore", "--repo", repo, bid, "--out", out, "--json"))
         doc = one_json(r)
-        assert set(doc) == {"restored", "out", "left_out"}, doc
+        assert set(doc) == {"restored", "out", "left_out", "check"}, doc
         assert doc["left_out"] == [], doc  # a standalone backup has no table of cairn's
         assert doc["restored"]["id"] == bid
         check_entry(doc["restored"])
@@ -379,15 +370,27 @@ def test_standalone_plain_output(cli, tmp_path, repo):
                     r.stdout), r.stdout
 
 
-def test_standalone_list_of_an_empty_or_missing_repository(cli, tmp_path):
-    (tmp_path / "empty").mkdir()
-    r = ok(cli("backup", "list", "--repo", tmp_path / "empty"))
+def missing_repository(repo, tmp_path):
+    """A repository that is not there, and the words cairn's error must hold: a
+    directory that does not exist; for S3 (where a prefix with nothing under it is an
+    empty repository), a bucket that does not exist."""
+    if repo.kind == "dir":
+        return tmp_path / "nothing-here", ["does not exist"]
+    return "s3://cairn-test-missing/nothing-here", ["cairn-test-missing", "does not exist"]
+
+
+def test_standalone_list_of_an_empty_or_missing_repository(cli, tmp_path, repo):
+    if repo.kind == "dir":
+        repo.path.mkdir()
+    r = ok(cli("backup", "list", "--repo", repo))
     assert r.stdout == "no backups\n"
-    assert one_json(ok(cli("backup", "list", "--repo", tmp_path / "empty", "--json"))) == []
+    assert one_json(ok(cli("backup", "list", "--repo", repo, "--json"))) == []
     # A missing one is not an empty one (test_a_missing_repository_is_not_an_empty_one).
-    r = cli("backup", "list", "--repo", tmp_path / "nothing-here")
-    assert r.returncode == 1 and "does not exist" in r.stderr, r
+    missing, words = missing_repository(repo, tmp_path)
+    r = cli("backup", "list", "--repo", missing)
+    assert r.returncode == 1 and all(w in r.stderr for w in words), r
     assert not (tmp_path / "nothing-here").exists(), "listing must not create the repository"
+    assert repo.names() == []
 
 
 def test_standalone_verify_and_trial_restore(cli, tmp_path, repo):
@@ -401,7 +404,7 @@ def test_standalone_verify_and_trial_restore(cli, tmp_path, repo):
     assert doc == {"id": inc["id"], "ok": True, "trial_restore": False, "error": None}
     doc = one_json(ok(cli("backup", "verify", "--repo", repo, inc["id"], "--restore", "--json")))
     assert doc == {"id": inc["id"], "ok": True, "trial_restore": True, "error": None}
-    assert repo_leftovers(repo) == [], "the trial restore left files behind"
+    assert repo.leftovers() == [], "the trial restore left files behind"
 
     shown = one_json(ok(cli("backup", "show", "--repo", repo, inc["id"], "--json")))
     assert shown["verified"] == "verified"
@@ -447,7 +450,7 @@ def test_standalone_incremental_without_a_full_backup_fails(cli, tmp_path, repo)
         r = fails(create(cli, db, repo, t), "cairn: ")
         assert r.stdout == ""
     assert one_json(ok(cli("backup", "list", "--repo", repo, "--json"))) == []
-    assert repo_leftovers(repo) == []
+    assert repo.leftovers() == []
 
 
 def test_standalone_backup_of_a_file_that_is_not_a_database(cli, tmp_path, repo):
@@ -456,7 +459,7 @@ def test_standalone_backup_of_a_file_that_is_not_a_database(cli, tmp_path, repo)
     r = fails(create(cli, bad, repo), "cairn: ", "notes.txt")
     assert r.stdout == ""
     fails(create(cli, tmp_path / "missing.db", repo), "cairn: ", "missing.db")
-    assert repo_leftovers(repo) == []
+    assert repo.leftovers() == []
     assert one_json(ok(cli("backup", "list", "--repo", repo, "--json"))) == []
 
 
@@ -469,7 +472,7 @@ def test_standalone_corrupted_backup_is_reported_with_its_file(cli, tmp_path, re
     full_name = os.path.basename(full["path"])
 
     # Damage the middle of the full backup (its page blocks, not its header).
-    flip(full["path"], os.path.getsize(full["path"]) // 2)
+    repo.damage(full_name, repo.size(full_name) // 2)
 
     r = fails(cli("backup", "verify", "--repo", repo, full["id"]), "cairn: ", full_name)
     assert r.stdout == ""
@@ -492,8 +495,8 @@ def test_standalone_corrupted_backup_is_reported_with_its_file(cli, tmp_path, re
 def test_standalone_damaged_header_is_listed_and_show_fails(cli, tmp_path, repo):
     db = make_db(tmp_path / "src.db")
     full = one_json(ok(create(cli, db, repo)))
-    flip(full["path"], 0, 64)
-    name = os.path.basename(full["path"])
+    name = repo.name_of(full["path"])
+    repo.damage(name, 0, 64)
 
     listed = one_json(ok(cli("backup", "list", "--repo", repo, "--json")))
     assert len(listed) == 1 and listed[0].get("error"), listed
@@ -531,7 +534,10 @@ def commits(db):
         con.close()
 
 
-@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+# On S3 in rollback-journal mode, where the writer waits for the backup to have read the
+# file: a slower repository must not hold it longer. (WAL mode reads the source the same
+# way whatever the repository.)
+@repo_kinds_for("journal_mode", ["wal", "delete"], s3=[1])
 def test_standalone_backup_while_another_process_writes(cli, tmp_path, repo, journal_mode, wait_for,
                                                         deadline):
     db = make_db(tmp_path / "live.db", rows=500, journal_mode=journal_mode)
@@ -570,7 +576,7 @@ def test_standalone_backup_while_another_process_writes(cli, tmp_path, repo, jou
         last_count = top
     doc = one_json(ok(cli("backup", "verify", "--repo", repo, made[-1]["id"], "--restore", "--json")))
     assert doc["ok"] is True
-    assert repo_leftovers(repo) == []
+    assert repo.leftovers() == []
 
 
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
@@ -670,7 +676,7 @@ def test_ctrl_c_stops_a_standalone_backup_cleanly(cairn_bin, tmp_path, repo, cli
         assert code == 1, out
         assert "cairn: interrupted; no backup was written" in out, out[-2000:]
         assert listed == []
-    assert repo_leftovers(repo) == [], "temporary files left in the repository"
+    assert repo.leftovers() == [], "temporary files or unfinished uploads left in the repository"
 
 
 def test_ctrl_c_during_a_standalone_restore_lets_it_finish(cairn_bin, tmp_path, repo, cli):
@@ -915,7 +921,9 @@ def test_client_ctrl_c_abandons_the_request(cairn_bin, fake):
 # server mode against cairnd
 
 @pytest.fixture
-def backup_server(server):
+def backup_server(server_factory, repo):
+    """cairnd with its backups in `repo` (a directory or S3)."""
+    server = server_factory(extra_args=repo.server_args())
     r = server.raw("GET", "/admin/backups")
     if r.status == 404:
         pytest.skip("cairnd answers 404 on /admin/backups: its admin backup API is not there yet")
@@ -957,7 +965,7 @@ def test_server_create_list_show_verify(backup_server, cli, tmp_path):
     fails(cli("--host", s.url, "backup", "verify", "20990101T000000000Z-0001-dead"), "cairn: ")
 
 
-def test_server_create_to_names_a_repository(backup_server, cli, tmp_path):
+def test_server_create_to_names_a_repository(backup_server, repo, cli, tmp_path):
     s = backup_server
     s.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY)", "INSERT INTO t DEFAULT VALUES"])
     dest = tmp_path / "elsewhere"
@@ -966,7 +974,9 @@ def test_server_create_to_names_a_repository(backup_server, cli, tmp_path):
     assert r.returncode != 0 and "not a repository of this node" in r.stderr, r
     assert list(dest.iterdir()) == []
     e = check_entry(one_json(ok(cli("--host", s.url, "backup", "create", "--to", "default", "--json"))))
-    assert pathlib.Path(e["path"]).exists()
+    assert repo.exists(repo.name_of(e["path"]))
+    e2 = check_entry(one_json(ok(cli("--host", s.url, "backup", "create", "--to", repo, "--json"))))
+    assert repo.backups() == sorted([e["id"] + ".cbk", e2["id"] + ".cbk"])
 
 
 def test_server_restore_live_and_into_a_branch(backup_server, cli, wait_for):
@@ -1004,28 +1014,50 @@ def test_server_progress_on_a_terminal(backup_server, cairn_bin):
     assert "is sound" in out
 
 
-def test_a_missing_repository_is_not_an_empty_one(cli, tmp_path):
+def test_a_missing_repository_is_not_an_empty_one(cli, tmp_path, repo):
     """`cairn backup list --repo /missing` printed "no backups", exit 0: a typo in a path
     looked like a repository with nothing in it. list, show, verify and restore now say
-    that it does not exist, and exit non-zero."""
-    missing = tmp_path / "no-such-repo"
+    that it does not exist, and exit non-zero. On S3, a bucket that does not exist."""
+    missing, words = missing_repository(repo, tmp_path)
     for args in (["backup", "list"], ["backup", "show", "x"], ["backup", "verify", "x"],
                  ["restore", "--out", tmp_path / "o.db", "x"]):
         cmd = args[:2] if args[0] == "backup" else args[:1]
         r = cli(*cmd, "--repo", missing, *args[len(cmd):])
-        assert r.returncode == 1 and "does not exist" in r.stderr, (args, r.stdout, r.stderr)
-    assert not missing.exists()
+        assert r.returncode == 1 and all(w in r.stderr for w in words), (args, r.stdout, r.stderr)
+    assert not (tmp_path / "nothing-here").exists() and not (tmp_path / "o.db").exists()
 
 
-def test_paths_are_shown_normalised(cli, tmp_path, cairnd_bin):
-    """Paths printed as "DIR/./backups" and "repo//ID.cbk"; they read as written once."""
+@repo_kinds()
+def test_paths_are_shown_normalised(cli, tmp_path, repo):
+    """Paths printed as "repo//ID.cbk" and "repo/./ID.cbk"; they read as written once.
+    On S3, where an empty segment ("//") is refused as malformed, with a trailing "/",
+    and a "." segment either taken the same way or refused as malformed too."""
     db = make_db(tmp_path / "src.db")
-    entry = one_json(ok(create(cli, db, str(tmp_path / "prog") + "//")))
-    assert "//" not in entry["path"] and entry["path"].startswith(str(tmp_path / "prog") + "/"), entry
-    listed = one_json(ok(cli("backup", "list", "--repo", str(tmp_path / "prog") + "/./", "--json")))
-    assert [e["path"] for e in listed] == [entry["path"]], listed
-    # cairnd started in its working directory with --data-dir ./data: the default
-    # repository is DIR/backups, not DIR/./backups.
+    slashes = "//" if repo.kind == "dir" else "/"
+    entry = one_json(ok(create(cli, db, str(repo) + slashes)))
+    assert repo.name_of(entry["path"]) == entry["id"] + ".cbk", entry
+    where = entry["path"].partition("s3://")[2] if repo.kind == "s3" else entry["path"]
+    assert "//" not in where and "/./" not in where, entry
+    dotted = str(repo) + "/./"
+
+    def refused_as_malformed(r):
+        return repo.kind == "s3" and r.returncode != 0 and "malformed" in r.stderr
+
+    r = cli("backup", "list", "--repo", dotted, "--json")
+    if not refused_as_malformed(r):
+        listed = one_json(ok(r))
+        assert [e["path"] for e in listed] == [entry["path"]], listed
+    r = create(cli, db, dotted, "incremental")
+    if not refused_as_malformed(r):
+        entry2 = one_json(ok(r))
+        assert entry2["path"] == "%s/%s.cbk" % (repo, entry2["id"]), entry2
+        assert entry2["parent_id"] == entry["id"], entry2
+
+
+def test_default_repository_path_is_normalised(tmp_path, cairnd_bin):
+    """cairnd started in its working directory with --data-dir ./data: the default
+    repository is DIR/backups, not DIR/./backups (the default repository is always a
+    directory beside the data directory: no S3 case)."""
     import subprocess, socket, time, json as _json
     from conftest import find_free_ports
     hp, rp = find_free_ports(2)

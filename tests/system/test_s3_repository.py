@@ -373,3 +373,128 @@ def test_a_bucket_holding_foreign_objects(cairn_bin, s3, tmp_path):
     assert r.returncode == 1 and not (tmp_path / "bad.db").exists(), r
     # The foreign objects are untouched.
     assert b.get_object(Bucket=BUCKET, Key=s3.key("notes.txt"))["Body"].read() == b"hello"
+
+
+# ---- restores read ahead (src/backup/readahead.c): several ranged GETs in flight while
+# a file is read in order, small ones for the catalogue's reads, faults surfacing at the
+# read that needs the bytes ------------------------------------------------------------
+
+def range_of(entry):
+    """(first byte, length) a logged request's Range asks for; length None to the end."""
+    first, _, last = (entry.get("range") or "bytes=0-").split("=", 1)[1].partition("-")
+    return int(first), int(last) - int(first) + 1 if last else None
+
+
+def get_ranges(log, name):
+    """(first byte, length, t, t_end) of every GET of object `name` the proxy saw."""
+    return [range_of(e) + (e["t"], e["t_end"]) for e in log
+            if e["method"] == "GET" and e["path"].endswith("/" + name)]
+
+
+def most_at_once(spans):
+    """The most of the (t, t_end) spans that overlap at one moment."""
+    ev = sorted([(t, 1) for t, _ in spans] + [(e, -1) for _, e in spans if e is not None],
+                key=lambda x: (x[0], x[1]))
+    cur = peak = 0
+    for _, d in ev:
+        cur += d
+        peak = max(peak, cur)
+    return peak
+
+
+def bucket_chain(cairn_bin, s3, tmp_path, rows=40000, incrementals=2):
+    """A full backup of about 13 MiB (random blobs: zstd leaves them as they are) and
+    incrementals after 10% of the rows changed each, in the test's bucket prefix. The
+    entries, and the rows at the last one."""
+    db = tmp_path / "app.db"
+    make_db(db, rows)
+    made = []
+    for i in range(incrementals + 1):
+        if i > 0:
+            con = sqlite3.connect(str(db))
+            con.execute("UPDATE t SET v = randomblob(300) WHERE id %% 10 = %d" % i)
+            con.commit()
+            con.close()
+        made.append(json.loads(ok(cairn(cairn_bin, s3, "backup", "create", "--db", db, "--repo",
+                                         s3.url, "--type", "full" if i == 0 else "incremental",
+                                         "--json")).stdout))
+    return made, file_rows(db, "SELECT id, hex(v) FROM t ORDER BY id")
+
+
+def test_restore_reads_ahead_only_when_reading_in_order(cairn_bin, s3, tmp_path):
+    """The catalogue's reads of headers and footers are small GETs; a restore reads each
+    file in order with GETs of up to a few MiB, several in flight at once."""
+    made, rows = bucket_chain(cairn_bin, s3, tmp_path, incrementals=1)
+    full = made[0]["id"] + ".cbk"
+    s3.clear_log()
+    ok(cairn(cairn_bin, s3, "backup", "list", "--repo", s3.url, "--json"))
+    ok(cairn(cairn_bin, s3, "backup", "show", "--repo", s3.url, made[-1]["id"], "--json"))
+    # A file named by its URL is opened and its header, footer and trailer read.
+    ok(cairn(cairn_bin, s3, "backup", "show", "--repo", s3.url, made[0]["path"], "--json"))
+    log = s3.log()
+    assert get_ranges(log, full), log
+    sizes = [range_of(e)[1] for e in log if e["method"] == "GET" and e["path"].endswith(".cbk")]
+    assert all(n is not None and n <= 64 * 1024 for n in sizes), sizes
+    s3.clear_log()
+    out = tmp_path / "r.db"
+    ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out", out))
+    assert file_rows(out, "SELECT id, hex(v) FROM t ORDER BY id") == rows
+    gets = get_ranges(s3.log(), full)
+    size = made[0]["size_bytes"]
+    assert max(n for _, n, _, _ in gets) >= 1 << 20, gets
+    assert most_at_once([(t, e) for _, _, t, e in gets]) >= 2, gets
+    # The file is read once (the catalogue's small reads and the manifest's apart).
+    assert sum(n for _, n, _, _ in gets) < size * 1.5, (size, gets)
+
+
+def test_a_chain_restore_rides_out_faults_in_its_reads_ahead(cairn_bin, s3, tmp_path):
+    """Connections cut mid-body, 500s and a stall ended by a reset, in the GETs of the
+    files being read ahead: the restore retries and resumes, and its output is the same
+    bytes as a restore without faults."""
+    made, rows = bucket_chain(cairn_bin, s3, tmp_path)
+    clean = tmp_path / "clean.db"
+    ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out", clean))
+    full, inc1, inc2 = (e["id"] + ".cbk" for e in made)
+    # Past the catalogue's reads (2), the header and footer (2), the manifest and the
+    # first read in order (2): the GETs of the read-ahead.
+    s3.faults([
+        {"method": "GET", "path": full, "skip": 6, "count": 2, "action": "cut_response",
+         "after_bytes": 100000},
+        {"method": "GET", "path": inc1, "skip": 5, "count": 2, "action": "status", "status": 500,
+         "code": "InternalError"},
+        {"method": "GET", "path": inc2, "skip": 5, "count": 1, "action": "stall",
+         "after_bytes": 50000, "seconds": 0.5},
+    ])
+    s3.clear_log()
+    out = tmp_path / "faulted.db"
+    ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out", out))
+    injected = [e for e in s3.log() if e.get("fault")]
+    assert len(injected) == 5, injected
+    assert any(range_of(e)[1] > 1 << 20 for e in injected), "no fault hit a GET read ahead"
+    assert s3.pending_faults() == [], "faults left: the restore read less than expected"
+    assert out.read_bytes() == clean.read_bytes()
+    assert file_rows(out, "SELECT id, hex(v) FROM t ORDER BY id") == rows
+    # Those retries were of GETs under way beside others.
+    gets = get_ranges(s3.log(), full)
+    assert most_at_once([(t, e) for _, _, t, e in gets]) >= 2, gets
+
+
+def test_a_chain_restore_that_cannot_read_an_object_names_it_and_leaves_nothing(
+        cairn_bin, s3, tmp_path):
+    """Every GET of the full backup failing once the read-ahead has started: the restore
+    gives up within the retry bound, names the object and the last answer, and leaves
+    nothing at --out, nor beside it."""
+    made, _ = bucket_chain(cairn_bin, s3, tmp_path, incrementals=1)
+    full = made[0]["id"] + ".cbk"
+    s3.fault(method="GET", path=full, skip=6, count=-1, action="status", status=500,
+             code="InternalError")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    out = dest / "r.db"
+    r = cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out", out,
+              env={"CAIRN_S3_RETRY_MS": "1500"})
+    assert r.returncode == 1, r
+    assert full in r.stderr and "500" in r.stderr and "InternalError" in r.stderr, r.stderr
+    assert list(dest.iterdir()) == [], list(dest.iterdir())
+    s3.clear_faults()
+    ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out", out))

@@ -215,7 +215,8 @@ static void mustBackup(const char *db, const char *repo, int type, uint32_t bloc
 
 static int restoreTo(const char *repo, const char *ref, const char *out, bool force, char *errmsg)
 {
-    struct restore_options opt = {repo, ref, out, force, NULL, NULL, NULL, NULL};
+    struct restore_options opt = {repo, ref, out, force, NULL, NULL, NULL, NULL,
+                                  RESTORE_CHECK_QUICK};
     return backupRestore(&opt, NULL, errmsg);
 }
 
@@ -384,7 +385,8 @@ static void test_full_roundtrip(void **state)
     snprintf(out, sizeof out, "%s/restored.db", f->dir);
     memset(&pl, 0, sizeof pl);
     {
-        struct restore_options opt = {f->repo, info.id, out, false, onProgress, &pl, NULL, NULL};
+        struct restore_options opt = {f->repo, info.id, out, false, onProgress, &pl, NULL, NULL,
+                                      RESTORE_CHECK_FULL};
         assert_int_equal(backupRestore(&opt, &read, errmsg), 0);
     }
     assert_string_equal(read.id, info.id);
@@ -505,7 +507,8 @@ static void test_incremental_and_differential_chain(void **state)
     {
         char errmsg[CAIRN_ERRMSG_SIZE];
         struct progress_log pl = {0};
-        struct restore_options opt = {f->repo, b[5].id, out, true, onProgress, &pl, NULL, NULL};
+        struct restore_options opt = {f->repo, b[5].id, out, true, onProgress, &pl, NULL, NULL,
+                                      RESTORE_CHECK_QUICK};
         assert_int_equal(backupRestore(&opt, NULL, errmsg), 0);
         assert_true(pl.calls > 4);
         assert_int_equal(pl.done, pl.total);
@@ -1048,12 +1051,46 @@ static void test_ids(void **state)
         assert_int_equal(id[18], 'Z');
         assert_int_equal(id[19], '-');
         assert_int_equal(id[24], '-');
+        {
+            /* The names a sweep of unfinished uploads may touch (repo_s3.c). */
+            char name[BACKUP_ID_SIZE + 8];
+            snprintf(name, sizeof name, "%s.cbk", id);
+            assert_true(backupIsOwnName(name));
+        }
     }
     qsort(ids, ID_THREADS * IDS_PER_THREAD, BACKUP_ID_SIZE, cmpId);
     for (int i = 1; i < ID_THREADS * IDS_PER_THREAD; i++) {
         assert_true(strcmp(ids[i - 1], ids[i]) < 0);
     }
     free(ids);
+}
+
+/* Only names of backupNewId's shape are the engine's own: a sweep of unfinished uploads
+ * aborts nothing else of a shared bucket. */
+static void test_own_names(void **state)
+{
+    static const char *not_ours[] = {
+        "",
+        "20261122T101500123Z-0000-a1b2",          /* no .cbk */
+        "20261122T101500123Z-0000-a1b2.cbk.tmp",  /* more after it */
+        "x20261122T101500123Z-0000-a1b2.cbk",     /* more before it */
+        "sub/20261122T101500123Z-0000-a1b2.cbk",  /* another prefix */
+        "20261122T101500123Z-0000-A1B2.cbk",      /* upper-case hex */
+        "20261122T10150012Z-0000-a1b2.cbk",       /* a digit short */
+        "2026112xT101500123Z-0000-a1b2.cbk",      /* not a digit */
+        "20261122T101500123Z-0000-a1b2.CBK",
+        "20261122T101500123Z_0000_a1b2.cbk",
+        "notes.cbk",
+        ".20261122T101500123Z-0000-a1b2.cbk.tmp", /* the posix driver's temporary name */
+    };
+    (void)state;
+    assert_true(backupIsOwnName("20261122T101500123Z-0000-a1b2.cbk"));
+    assert_true(backupIsOwnName("19700101T000000000Z-ffff-0000.cbk"));
+    for (size_t i = 0; i < sizeof not_ours / sizeof not_ours[0]; i++) {
+        if (backupIsOwnName(not_ours[i])) {
+            fail_msg("\"%s\" taken for a backup object's name", not_ours[i]);
+        }
+    }
 }
 
 /* ---- frozen copies of a database being written ---- */
@@ -1188,6 +1225,7 @@ int main(void)
         T(test_info_json),
         T(test_write_error_cleans_up),
         cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_own_names),
         T(test_snapshot_wal_while_writing),
         T(test_snapshot_rollback_while_writing),
         T(test_snapshot_missing_file),

@@ -1,7 +1,11 @@
 /* Unit tests of the repository object (src/backup/repo.c) and its posix driver
  * (src/backup/repo_posix.c) on real files in a temporary directory: objects invisible until
  * committed, commit never replacing, abort and failed writes leaving nothing, ranged
- * reads, listing by prefix, small objects, removal, URLs. */
+ * reads, listing by prefix, small objects, removal, URLs; and the catalog index
+ * (src/backup/catidx.c): its encoding, a damaged index refused whole, and a listing's
+ * use of it (CAIRN_CATALOG_INDEX=on puts a posix repository's listings on it): cached
+ * entries used only for objects of the same version, the rest read again, the index
+ * rewritten. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +24,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "catidx.h"
 #include "error.h"
 #include "repo.h"
 
@@ -76,10 +85,11 @@ static int countFiles(const char *dir)
     return n;
 }
 
-static int collect(void *arg, const char *name, uint64_t size)
+static int collect(void *arg, const char *name, uint64_t size, const char *version)
 {
     char *out = arg;
     char one[300];
+    assert_non_null(version); /* the posix driver always has one */
     snprintf(one, sizeof one, "%s=%llu;", name, (unsigned long long)size);
     strcat(out, one);
     return 0;
@@ -371,6 +381,486 @@ static void test_write_fails(void **state)
     assert_int_equal(countFiles(f->repo), 0);
 }
 
+/* ---- the catalog index ---- */
+
+static void fillBackup(struct backup_info *b, const char *id, const char *source)
+{
+    memset(b, 0, sizeof *b);
+    snprintf(b->id, sizeof b->id, "%s", id);
+    b->type = BACKUP_INCREMENTAL;
+    snprintf(b->parent_id, sizeof b->parent_id, "20261122T101500123Z-0001-7f3a");
+    for (int i = 0; i < BACKUP_DIGEST_SIZE; i++) {
+        b->parent_digest[i] = (unsigned char)(i + 1);
+        b->digest[i] = (unsigned char)(0xF0 - i);
+    }
+    snprintf(b->source, sizeof b->source, "%s", source);
+    b->created_ms = 1795000000123LL;
+    b->raft_index = 42;
+    b->raft_term = 7;
+    b->page_size = 4096;
+    b->page_count = 1u << 20;
+    b->pages = 12345;
+    b->duration_ms = 987;
+}
+
+static void test_index_round_trip(void **state)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct backup_info b, d, sc, got;
+    struct catidx_put put[3];
+    struct catidx *idx;
+    unsigned char *obj;
+    size_t len, at;
+    (void)state;
+
+    fillBackup(&b, "20261122T101600000Z-0002-0a0b", "cairnd:/data");
+    memset(&d, 0, sizeof d);
+    snprintf(d.error, sizeof d.error, "header: bad magic");
+    memset(&sc, 0, sizeof sc);
+    sc.verified = BACKUP_VERIFY_FAILED;
+    sc.verified_ms = 1795000009999LL;
+    memcpy(sc.digest, b.digest, BACKUP_DIGEST_SIZE);
+    /* Out of order on purpose: the encoder sorts. */
+    put[0] = (struct catidx_put){CATIDX_SIDECAR, "b.verified", "etag-3/1", 120, &sc};
+    put[1] = (struct catidx_put){CATIDX_BACKUP, "b.cbk", "etag-1/1", 65536, &b};
+    put[2] = (struct catidx_put){CATIDX_DAMAGED, "a.cbk", "etag-2/1", 700, &d};
+    assert_int_equal(catidxEncode(put, 3, &obj, &len, errmsg), 0);
+    assert_int_equal(catidxDecode(obj, len, &idx, errmsg), 0);
+    assert_int_equal(catidxCount(idx), 3);
+
+    assert_int_equal(catidxFind(idx, "b.cbk", "etag-1/1", 65536, &at), CATIDX_BACKUP);
+    memset(&got, 0x55, sizeof got);
+    got.path[0] = '\0';
+    catidxFill(idx, at, &got);
+    assert_string_equal(got.id, b.id);
+    assert_int_equal(got.type, b.type);
+    assert_string_equal(got.parent_id, b.parent_id);
+    assert_memory_equal(got.parent_digest, b.parent_digest, BACKUP_DIGEST_SIZE);
+    assert_memory_equal(got.digest, b.digest, BACKUP_DIGEST_SIZE);
+    assert_string_equal(got.source, b.source);
+    assert_int_equal(got.created_ms, b.created_ms);
+    assert_int_equal(got.raft_index, 42);
+    assert_int_equal(got.raft_term, 7);
+    assert_int_equal(got.page_size, 4096);
+    assert_int_equal(got.page_count, 1u << 20);
+    assert_int_equal(got.pages, 12345);
+    assert_int_equal(got.duration_ms, 987);
+
+    assert_int_equal(catidxFind(idx, "a.cbk", "etag-2/1", 700, &at), CATIDX_DAMAGED);
+    catidxFill(idx, at, &got);
+    assert_string_equal(got.error, "header: bad magic");
+    assert_int_equal(catidxFind(idx, "b.verified", "etag-3/1", 120, &at), CATIDX_SIDECAR);
+    memset(&got, 0, sizeof got);
+    catidxFill(idx, at, &got);
+    assert_int_equal(got.verified, BACKUP_VERIFY_FAILED);
+    assert_int_equal(got.verified_ms, 1795000009999LL);
+    assert_memory_equal(got.digest, b.digest, BACKUP_DIGEST_SIZE);
+
+    /* Another version or size of an object: not the one the index knows. */
+    assert_int_equal(catidxFind(idx, "b.cbk", "etag-9/1", 65536, &at), 0);
+    assert_int_equal(catidxFind(idx, "b.cbk", "etag-1/2", 65536, &at), 0);
+    assert_int_equal(catidxFind(idx, "b.cbk", "etag-1/1", 65537, &at), 0);
+    assert_int_equal(catidxFind(idx, "b.cbk", NULL, 65536, &at), 0);
+    assert_int_equal(catidxFind(idx, "c.cbk", "etag-1/1", 65536, &at), 0);
+    assert_int_equal(catidxFind(NULL, "b.cbk", "etag-1/1", 65536, &at), 0);
+    catidxFree(idx);
+    free(obj);
+
+    /* Empty; duplicates and entries without a version are refused. */
+    assert_int_equal(catidxEncode(NULL, 0, &obj, &len, errmsg), 0);
+    assert_int_equal(catidxDecode(obj, len, &idx, errmsg), 0);
+    assert_int_equal(catidxCount(idx), 0);
+    assert_int_equal(catidxFind(idx, "b.cbk", "etag-1/1", 65536, &at), 0);
+    catidxFree(idx);
+    free(obj);
+    put[0] = put[1];
+    assert_int_equal(catidxEncode(put, 2, &obj, &len, errmsg), CAIRN_EINVAL);
+    assert_null(obj);
+    assert_non_null(strstr(errmsg, "b.cbk twice"));
+    put[0].name = "c.cbk";
+    put[0].version = "";
+    assert_int_equal(catidxEncode(put, 2, &obj, &len, errmsg), CAIRN_EINVAL);
+
+    /* Many entries, looked up by name. */
+    {
+        enum { N = 3000 };
+        struct catidx_put *many = calloc(N, sizeof *many);
+        char(*names)[40] = calloc(N, sizeof *names);
+        for (int i = 0; i < N; i++) {
+            snprintf(names[i], sizeof names[i], "%08d.cbk", (i * 7919) % N);
+            many[i] = (struct catidx_put){CATIDX_BACKUP, names[i], names[i], (uint64_t)i, &b};
+        }
+        assert_int_equal(catidxEncode(many, N, &obj, &len, errmsg), 0);
+        assert_int_equal(catidxDecode(obj, len, &idx, errmsg), 0);
+        assert_int_equal(catidxCount(idx), N);
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(catidxFind(idx, names[i], names[i], (uint64_t)i, &at), CATIDX_BACKUP);
+        }
+        /* Compressed: each entry takes fewer bytes than its digests and name. */
+        assert_true(len < (size_t)N * 60);
+        catidxFree(idx);
+        free(obj);
+        free(many);
+        free(names);
+    }
+}
+
+/* An index object around body (count entries), checksummed as a writer would. */
+static unsigned char *forge(const void *body, size_t blen, uint32_t count, size_t *len)
+{
+    size_t bound = ZSTD_compressBound(blen), frame;
+    unsigned char *obj = malloc(32 + bound + 8);
+    uint64_t sum;
+    frame = ZSTD_compress(obj + 32, bound, body, blen, 1);
+    assert_false(ZSTD_isError(frame));
+    memcpy(obj, "CAIRNIDX", 8);
+    for (int i = 0; i < 4; i++) {
+        obj[8 + i] = (unsigned char)(1u >> (8 * i));
+        obj[12 + i] = (unsigned char)(count >> (8 * i));
+    }
+    for (int i = 0; i < 8; i++) {
+        obj[16 + i] = (unsigned char)((uint64_t)blen >> (8 * i));
+        obj[24 + i] = (unsigned char)((uint64_t)frame >> (8 * i));
+    }
+    sum = XXH3_64bits(obj, 32 + frame);
+    for (int i = 0; i < 8; i++) {
+        obj[32 + frame + i] = (unsigned char)(sum >> (8 * i));
+    }
+    *len = 32 + frame + 8;
+    return obj;
+}
+
+/* A sidecar entry of name (kind 3), into p: its length. */
+static size_t sidecarEntry(unsigned char *p, const char *name, int state)
+{
+    size_t n = strlen(name), k = 0;
+    p[k++] = CATIDX_SIDECAR;
+    p[k++] = (unsigned char)n;
+    p[k++] = 0;
+    memcpy(p + k, name, n + 1);
+    k += n + 1;
+    p[k++] = 1;
+    memcpy(p + k, "v", 2);
+    k += 2;
+    memset(p + k, 0, 8); /* size */
+    k += 8;
+    p[k++] = (unsigned char)state;
+    memset(p + k, 0, 8 + BACKUP_DIGEST_SIZE);
+    return k + 8 + BACKUP_DIGEST_SIZE;
+}
+
+static void test_index_damaged_is_refused(void **state)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct backup_info b;
+    struct catidx_put put[2];
+    struct catidx *idx;
+    unsigned char *obj, *copy, body[256];
+    size_t len, flen, k;
+    (void)state;
+
+    fillBackup(&b, "20261122T101600000Z-0002-0a0b", "src");
+    put[0] = (struct catidx_put){CATIDX_BACKUP, "x.cbk", "e/1", 1000, &b};
+    put[1] = (struct catidx_put){CATIDX_BACKUP, "y.cbk", "e/2", 2000, &b};
+    assert_int_equal(catidxEncode(put, 2, &obj, &len, errmsg), 0);
+    /* Any byte changed, anywhere: refused, and nothing to free. */
+    copy = malloc(len);
+    for (size_t i = 0; i < len; i++) {
+        memcpy(copy, obj, len);
+        copy[i] ^= 0x40;
+        idx = (struct catidx *)1;
+        assert_int_equal(catidxDecode(copy, len, &idx, errmsg), CAIRN_ECORRUPT);
+        assert_null(idx);
+    }
+    /* Cut anywhere, or with bytes after it. */
+    for (size_t n = 0; n < len; n++) {
+        assert_int_equal(catidxDecode(obj, n, &idx, errmsg), CAIRN_ECORRUPT);
+    }
+    copy = realloc(copy, len + 1);
+    memcpy(copy, obj, len);
+    copy[len] = 0;
+    assert_int_equal(catidxDecode(copy, len + 1, &idx, errmsg), CAIRN_ECORRUPT);
+    assert_int_equal(catidxDecode("garbage, not an index at all, no no no", 38, &idx, errmsg),
+                     CAIRN_ECORRUPT);
+    free(copy);
+    free(obj);
+
+    /* Checksummed but malformed inside (as a writer with a bug would make it). */
+    k = sidecarEntry(body, "b.verified", 1);
+    k += sidecarEntry(body + k, "a.verified", 1); /* out of order */
+    obj = forge(body, k, 2, &flen);
+    assert_int_equal(catidxDecode(obj, flen, &idx, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, "entry 1"));
+    free(obj);
+    k = sidecarEntry(body, "a.verified", 1);
+    obj = forge(body, k, 2, &flen); /* a count the body does not hold */
+    assert_int_equal(catidxDecode(obj, flen, &idx, errmsg), CAIRN_ECORRUPT);
+    free(obj);
+    obj = forge(body, k - 1, 1, &flen); /* cut short */
+    assert_int_equal(catidxDecode(obj, flen, &idx, errmsg), CAIRN_ECORRUPT);
+    free(obj);
+    body[k] = 0;
+    obj = forge(body, k + 1, 1, &flen); /* a byte too many */
+    assert_int_equal(catidxDecode(obj, flen, &idx, errmsg), CAIRN_ECORRUPT);
+    free(obj);
+    k = sidecarEntry(body, "a.verified", 3); /* no such state */
+    obj = forge(body, k, 1, &flen);
+    assert_int_equal(catidxDecode(obj, flen, &idx, errmsg), CAIRN_ECORRUPT);
+    free(obj);
+    k = sidecarEntry(body, "a.verified", 1);
+    body[0] = 9; /* no such kind */
+    obj = forge(body, k, 1, &flen);
+    assert_int_equal(catidxDecode(obj, flen, &idx, errmsg), CAIRN_ECORRUPT);
+    free(obj);
+    k = sidecarEntry(body, "a.verified", 1);
+    body[3 + 4] = 0; /* a NUL inside the name */
+    obj = forge(body, k, 1, &flen);
+    assert_int_equal(catidxDecode(obj, flen, &idx, errmsg), CAIRN_ECORRUPT);
+    free(obj);
+    k = sidecarEntry(body, "a.verified", 1);
+    obj = forge(body, k, 1, &flen); /* and the same, well formed */
+    assert_int_equal(catidxDecode(obj, flen, &idx, errmsg), 0);
+    assert_int_equal(catidxCount(idx), 1);
+    catidxFree(idx);
+    free(obj);
+}
+
+/* A full backup of an empty database (0 pages) into r; its entry into *info. */
+static void emptyBackup(struct repo *r, const char *dir, const char *source,
+                        struct backup_info *info)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE], db[PATH_MAX + 16];
+    struct backup_options opt = {0};
+    struct backup_source src = {0};
+    FILE *fp;
+    snprintf(db, sizeof db, "%s/empty.db", dir);
+    assert_non_null(fp = fopen(db, "w"));
+    fclose(fp);
+    src.fd = open(db, O_RDONLY);
+    src.source = source;
+    opt.type = BACKUP_FULL;
+    assert_int_equal(backupCreateIn(r, &src, &opt, info, errmsg), 0);
+    close(src.fd);
+}
+
+/* The listing of r, by id. */
+static struct backup_info *listAll(struct repo *r, size_t *n)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct backup_info *v;
+    assert_int_equal(repoListIn(r, &v, n, errmsg), 0);
+    return v;
+}
+
+/* The repository's index, decoded (NULL when absent or refused). */
+static struct catidx *indexOf(struct repo *r)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    static unsigned char buf[1 << 20];
+    struct catidx *idx = NULL;
+    size_t len;
+    if (repoGet(r, CATIDX_NAME, buf, sizeof buf, &len, errmsg) != 0 ||
+        catidxDecode(buf, len, &idx, errmsg) != 0) {
+        return NULL;
+    }
+    return idx;
+}
+
+struct versions {
+    char name[4][64];
+    char version[4][128];
+    uint64_t size[4];
+    int n;
+};
+
+static int collectVersions(void *arg, const char *name, uint64_t size, const char *version)
+{
+    struct versions *v = arg;
+    if (v->n < 4 && strstr(name, ".cbk") != NULL) {
+        snprintf(v->name[v->n], sizeof v->name[0], "%s", name);
+        snprintf(v->version[v->n], sizeof v->version[0], "%s", version);
+        v->size[v->n++] = size;
+    }
+    return 0;
+}
+
+static void test_list_through_index(void **state)
+{
+    struct fx *f = *state;
+    char errmsg[CAIRN_ERRMSG_SIZE], name[64], path[PATH_MAX + 64];
+    struct backup_info a, b, *v, fake;
+    struct versions vs = {0};
+    struct catidx_put put[2];
+    struct catidx *idx;
+    unsigned char *obj;
+    size_t n, len, at;
+    FILE *fp;
+
+    /* Nothing yet: no listing writes an index into an empty repository. */
+    assert_int_equal(setenv("CAIRN_CATALOG_INDEX", "on", 1), 0);
+    v = listAll(f->r, &n);
+    assert_int_equal(n, 0);
+    free(v);
+    assert_int_equal(countFiles(f->repo), 0);
+
+    emptyBackup(f->r, f->dir, "one", &a);
+    emptyBackup(f->r, f->dir, "two", &b);
+    /* The first listing reads both backups and writes the index. */
+    v = listAll(f->r, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].source, "one");
+    assert_string_equal(v[1].source, "two");
+    free(v);
+    assert_non_null(idx = indexOf(f->r));
+    assert_int_equal(catidxCount(idx), 2);
+    catidxFree(idx);
+
+    /* An index that says something else of a's current version is believed (this is
+     * how a listing is known to use it); of b it holds an older version: b is read. */
+    assert_int_equal(repoListNames(f->r, "", collectVersions, &vs, errmsg), 0);
+    assert_int_equal(vs.n, 2);
+    fake = a;
+    snprintf(fake.source, sizeof fake.source, "from the index");
+    {
+        int ia = strncmp(vs.name[0], a.id, strlen(a.id)) == 0 ? 0 : 1;
+        put[0] =
+            (struct catidx_put){CATIDX_BACKUP, vs.name[ia], vs.version[ia], vs.size[ia], &fake};
+        put[1] = (struct catidx_put){CATIDX_BACKUP, vs.name[1 - ia], "an older version",
+                                     vs.size[1 - ia], &fake};
+    }
+    assert_int_equal(catidxEncode(put, 2, &obj, &len, errmsg), 0);
+    assert_int_equal(repoPut(f->r, CATIDX_NAME, obj, len, errmsg), 0);
+    free(obj);
+    v = listAll(f->r, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].source, "from the index");
+    assert_string_equal(v[1].source, "two");
+    assert_string_equal(v[1].id, b.id);
+    free(v);
+    /* The listing wrote the index again, with b as it is now. */
+    assert_non_null(idx = indexOf(f->r));
+    snprintf(name, sizeof name, "%s.cbk", b.id);
+    assert_int_equal(repoListNames(f->r, b.id, collectVersions, &vs, errmsg), 0);
+    assert_int_equal(catidxFind(idx, name, vs.version[2], vs.size[2], &at), CATIDX_BACKUP);
+    catidxFree(idx);
+
+    /* a replaced under its name by the same bytes (another file renamed over it):
+     * read again. */
+    {
+        char tmp[PATH_MAX + 64], copy[PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/%s.cbk", f->repo, a.id);
+        snprintf(tmp, sizeof tmp, "%s/a-copy", f->dir);
+        snprintf(copy, sizeof copy, "cp %s %s", path, tmp);
+        assert_int_equal(system(copy), 0);
+        assert_int_equal(rename(tmp, path), 0);
+    }
+    v = listAll(f->r, &n);
+    assert_string_equal(v[0].source, "one");
+    free(v);
+
+    /* A verification recorded in a sidecar shows, and the index keeps the sidecar. */
+    assert_int_equal(repoWriteVerifiedIn(f->r, &b, BACKUP_VERIFIED, 1795000000000LL, errmsg), 0);
+    v = listAll(f->r, &n);
+    assert_int_equal(v[1].verified, BACKUP_VERIFIED);
+    assert_int_equal(v[1].verified_ms, 1795000000000LL);
+    assert_int_equal(v[0].verified, BACKUP_UNVERIFIED);
+    free(v);
+    assert_non_null(idx = indexOf(f->r));
+    assert_int_equal(catidxCount(idx), 3);
+    catidxFree(idx);
+    /* ... and a new outcome replaces it. */
+    assert_int_equal(repoWriteVerifiedIn(f->r, &b, BACKUP_VERIFY_FAILED, 1795000000001LL, errmsg),
+                     0);
+    v = listAll(f->r, &n);
+    assert_int_equal(v[1].verified, BACKUP_VERIFY_FAILED);
+    free(v);
+    v = listAll(f->r, &n); /* from the index this time */
+    assert_int_equal(v[1].verified, BACKUP_VERIFY_FAILED);
+    assert_int_equal(v[1].verified_ms, 1795000000001LL);
+    free(v);
+
+    /* A damaged index is ignored, and written again. */
+    assert_int_equal(repoPut(f->r, CATIDX_NAME, "not an index", 12, errmsg), 0);
+    v = listAll(f->r, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].source, "one");
+    assert_int_equal(v[1].verified, BACKUP_VERIFY_FAILED);
+    free(v);
+    assert_non_null(idx = indexOf(f->r));
+    assert_int_equal(catidxCount(idx), 3);
+    catidxFree(idx);
+
+    /* A damaged backup is listed with its error, from the index the second time. */
+    snprintf(path, sizeof path, "%s/zz-damaged.cbk", f->repo);
+    assert_non_null(fp = fopen(path, "w"));
+    for (int i = 0; i < 1000; i++) {
+        fputc('x', fp);
+    }
+    fclose(fp);
+    for (int round = 0; round < 2; round++) {
+        v = listAll(f->r, &n);
+        assert_int_equal(n, 3);
+        assert_string_equal(v[2].id, "zz-damaged");
+        assert_non_null(strstr(v[2].error, "header"));
+        assert_int_equal(v[2].size_bytes, 1000);
+        free(v);
+    }
+    assert_non_null(idx = indexOf(f->r));
+    assert_int_equal(catidxCount(idx), 4); /* a, b, b's sidecar, the damaged one */
+    catidxFree(idx);
+
+    /* Deleted objects go from the listing and from the index. */
+    snprintf(name, sizeof name, "%s.cbk", a.id);
+    assert_int_equal(repoRemove(f->r, name, errmsg), 0);
+    assert_int_equal(repoRemove(f->r, "zz-damaged.cbk", errmsg), 0);
+    v = listAll(f->r, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].id, b.id);
+    free(v);
+    assert_non_null(idx = indexOf(f->r));
+    assert_int_equal(catidxCount(idx), 2); /* b and its sidecar */
+    catidxFree(idx);
+
+    /* "latest" goes through the listing too. */
+    assert_int_equal(repoFindIn(f->r, REPO_LATEST, &fake, errmsg), 0);
+    assert_string_equal(fake.id, b.id);
+
+    /* off: no index is read or written; anything else is refused. */
+    assert_int_equal(repoRemove(f->r, CATIDX_NAME, errmsg), 0);
+    assert_int_equal(setenv("CAIRN_CATALOG_INDEX", "off", 1), 0);
+    v = listAll(f->r, &n);
+    assert_int_equal(n, 1);
+    free(v);
+    assert_int_equal(repoGet(f->r, CATIDX_NAME, path, 10, &len, errmsg), CAIRN_ENOTFOUND);
+    assert_int_equal(setenv("CAIRN_CATALOG_INDEX", "yes", 1), 0);
+    assert_int_equal(repoListIn(f->r, &v, &n, errmsg), CAIRN_EINVAL);
+    assert_non_null(strstr(errmsg, "CAIRN_CATALOG_INDEX=yes"));
+    /* auto (the default): not for a directory. */
+    assert_int_equal(unsetenv("CAIRN_CATALOG_INDEX"), 0);
+    v = listAll(f->r, &n);
+    free(v);
+    assert_int_equal(repoGet(f->r, CATIDX_NAME, path, 10, &len, errmsg), CAIRN_ENOTFOUND);
+}
+
+/* A directory whose objects' paths would not fit a catalog entry is refused. */
+static void test_path_too_long(void **state)
+{
+    struct fx *f = *state;
+    char errmsg[CAIRN_ERRMSG_SIZE], url[BACKUP_PATH_SIZE + 64];
+    struct repo *r = NULL;
+    size_t n = (size_t)snprintf(url, sizeof url, "%s/", f->dir);
+    while (n < BACKUP_PATH_SIZE - 40) {
+        url[n++] = 'd';
+    }
+    url[n] = '\0';
+    assert_int_equal(repoOpen(url, &r, errmsg), CAIRN_EINVAL);
+    assert_null(r);
+    assert_non_null(strstr(errmsg, "too long"));
+    url[BACKUP_PATH_SIZE - 64] = '\0';
+    assert_int_equal(repoOpen(url, &r, errmsg), 0);
+    repoClose(r);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -383,6 +873,10 @@ int main(void)
         T(test_list_prefix),
         T(test_small_get_put_remove),
         T(test_write_fails),
+        cmocka_unit_test(test_index_round_trip),
+        cmocka_unit_test(test_index_damaged_is_refused),
+        T(test_list_through_index),
+        T(test_path_too_long),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,114 @@
+/* Read-ahead for ranged reads of a remote object: several fetches in flight while a
+ * reader goes through the object in order, none while it jumps about.
+ *
+ * A reader (struct readahead) serves reads of bytes [0, size) of one object through a
+ * fetch function its owner gives (the S3 driver's is a ranged GET pinned to the
+ * object's ETag, repo_s3.c). Drivers whose objects are remote use it; the posix driver
+ * has the page cache.
+ *
+ * - A read that starts where the previous one ended is sequential. While reads are
+ *   sequential the reader keeps the bytes ahead of them being fetched, in chunks queued
+ *   on a pool of fetch threads (struct readahead_pool), as much ahead as the run has
+ *   been long (Linux's read-ahead is the model), up to ahead_max, each chunk chunk_min to
+ *   chunk_max bytes, so that a scan of a whole object has several requests in flight.
+ * - A read that is not sequential drops what was fetched ahead and fetches what it
+ *   needs, at least `small` bytes into a small window of the reader's own (a .cbk
+ *   file's header, footer and manifest head cost a request each, never a large
+ *   prefetch); a read of `small` bytes or more goes straight into the caller's buffer.
+ * - Memory: every chunk fetched ahead is counted, before its fetch starts and until the
+ *   reader is done with it, against a budget shared by every reader of every pool of
+ *   the process (READAHEAD_BUDGET), as are the few spare buffers a pool keeps for its
+ *   next chunks while it has readers: a restore that holds a whole chain's readers open
+ *   stays bounded. A reader that finds the budget spent reads without read-ahead.
+ * - Errors: a fetch's error stays with its chunk and is reported by the read that
+ *   needs those bytes, with the fetch's message; bytes nobody reads are never waited
+ *   for, and their errors never reported.
+ *
+ * Threads: a reader is used by one thread at a time. A pool's threads run the fetches
+ * of all its readers; a reader that needs a chunk no thread has started fetches it on
+ * its own thread, so reads go on even when no fetch thread could be started. The fetch
+ * function is called from any of these threads, several at once. */
+#ifndef CAIRN_READAHEAD_H
+#define CAIRN_READAHEAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bytes fetched ahead, summed over every reader of the process (pools opened with
+ * budget 0). */
+#define READAHEAD_BUDGET ((size_t)24 << 20)
+
+struct readahead_config {
+    unsigned threads; /* fetch threads of the pool, started at its first fetch ahead
+                       * (0: 4) */
+    size_t small;     /* the least a read that is not sequential fetches (0: 64 KiB) */
+    size_t chunk_min; /* one fetch ahead, the first of a run (0: 512 KiB) ... */
+    size_t chunk_max; /* ... growing with the run to (0: 4 MiB) */
+    size_t ahead_max; /* bytes fetched ahead of one reader (0: 16 MiB) */
+    size_t budget;    /* 0: the process's budget; else a budget of this pool's own, of
+                       * this many bytes (tests) */
+};
+
+/* What a pool did, for tests and benchmarks. */
+struct readahead_stats {
+    uint64_t fetches;       /* fetches run, of every kind */
+    uint64_t fetched_bytes; /* bytes they asked for */
+    uint64_t ahead;         /* chunks fetched ahead (queued for the threads) */
+    uint64_t stolen;        /* of those, fetched by the reader that needed them */
+    unsigned max_busy;      /* most fetches running at once */
+    size_t budget_peak;     /* most bytes held against the pool's budget at once (for
+                             * the process's budget: by any pool) */
+};
+
+/* Fetch exactly n bytes of the object at offset off into buf: 0, or a CAIRN_E* code
+ * with errmsg (CAIRN_ERRMSG_SIZE) saying what failed, naming the object. *cancel becomes
+ * non-zero (read it with __atomic_load_n) when nobody wants the bytes any more: the
+ * fetch may stop early, and what it returns is then ignored. */
+typedef int (*readahead_fetch_fn)(void *obj, uint64_t off, void *buf, size_t n, const int *cancel,
+                                  char *errmsg);
+
+struct readahead_pool;
+struct readahead;
+
+/* A pool for readers of one kind (the S3 driver has one per open repository). cfg may
+ * be NULL (every default). Starts no thread yet. Returns 0 and *out (the caller owns
+ * it: readaheadPoolClose), or CAIRN_ENOMEM. */
+int readaheadPoolOpen(const struct readahead_config *cfg, struct readahead_pool **out,
+                      char *errmsg);
+
+/* Close a pool (NULL is fine) once every reader of it is closed: waits for the fetches
+ * still running for closed readers (the owner makes them end quickly first, e.g. with
+ * its client's stop flag) and stops the threads. */
+void readaheadPoolClose(struct readahead_pool *p);
+
+void readaheadPoolStats(struct readahead_pool *p, struct readahead_stats *out);
+
+/* A reader of an object of `size` bytes, fetched with fetch(obj, ...). On success the
+ * reader owns obj: release(obj) (may be NULL) is called once neither the reader nor
+ * any fetch of it uses obj any more, which may be after readaheadClose returns, on a
+ * fetch thread. On failure (CAIRN_ENOMEM) the caller still owns obj. */
+int readaheadOpen(struct readahead_pool *p, readahead_fetch_fn fetch, void *obj,
+                  void (*release)(void *obj), uint64_t size, struct readahead **out, char *errmsg);
+
+/* Give the reader bytes [off, off + n) of the object that its owner has read already
+ * (copied): they serve reads as the small window does, until a read that is not in
+ * order replaces them. n is at most the pool's `small`, else CAIRN_EINVAL. The S3
+ * driver opens an object with one GET of its first bytes, which also says its size and
+ * version, and seeds its reader with them. */
+int readaheadSeed(struct readahead *r, uint64_t off, const void *data, size_t n, char *errmsg);
+
+/* Read exactly n bytes at off into buf: 0, or the code and message of the fetch that
+ * failed to bring them (CAIRN_EINVAL for a range past the end, CAIRN_ENOMEM). A failed
+ * read may be tried again: it fetches the bytes afresh. */
+int readaheadRead(struct readahead *r, uint64_t off, void *buf, size_t n, char *errmsg);
+
+/* The next reads will go in order from off (a file about to be scanned): start fetching
+ * the first bytes from off now, as a run in order would (two chunks of chunk_max), and
+ * take the reads from off on as a run. */
+void readaheadWillRead(struct readahead *r, uint64_t off);
+
+/* Close a reader (NULL is fine): chunks not yet fetched are dropped, fetches under way
+ * are told to stop and end on their own. */
+void readaheadClose(struct readahead *r);
+
+#endif
