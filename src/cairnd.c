@@ -184,7 +184,7 @@ int main(int argc, char **argv)
     const char *repos[REPOSET_MAX + 1] = {NULL};
     unsigned n_repos = 0;
     unsigned long long v;
-    sigset_t sigs;
+    static sigset_t sigs; /* static: the second-signal thread reads it after main returns */
     cairn *db = NULL;
     int sig;
     int rv;
