@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from conftest import assert_exec_ok, flip
+from backuputil import repo, repo_kind  # noqa: F401 (fixtures)
 from s3util import s3, s3env  # noqa: F401 (fixtures)
 
 ROWS_PER_BATCH = 200
@@ -323,17 +324,20 @@ def test_damaged_or_truncated_snapshot_set_aside_then_a_new_full_one(node, cairn
     assert listed and "full backup" in out, out
 
 
-def test_damaged_backup_detected_and_refused(node, cairn_bin, tmp_path):
+def test_damaged_backup_detected_and_refused(server_factory, repo, cairn_bin):
+    """A backup damaged in its repository (a directory, or a bucket): `cairn check
+    --repo` names it, and `cairn repair --from-backup` refuses it, changing nothing."""
+    node = server_factory(extra_args=["--snapshot-threshold", "8", "--snapshot-trailing", "4"] +
+                          repo.server_args())
     load(node, 2)
-    repo = node.data_dir.parent / "backups"  # the default repository, beside the data
     body = node.execute(["BACKUP DATABASE FULL TO 'default'"])
     backup_id = body["results"][0]["values"][0][1]
     node.stop()
-    f = repo / ("%s.cbk" % backup_id)
-    flip(f, os.path.getsize(f) // 2, 16)
-    rc, out, err = run_cli(cairn_bin, "check", node.data_dir, "--repo", repo)
-    assert rc == 1 and f.name in out, (out, err)
-    rc, out, err = run_cli(cairn_bin, "repair", "--from-backup", backup_id, "--repo", repo,
+    name = "%s.cbk" % backup_id
+    repo.damage(name, repo.size(name) // 2, 16)
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir, "--repo", str(repo))
+    assert rc == 1 and name in out, (out, err)
+    rc, out, err = run_cli(cairn_bin, "repair", "--from-backup", backup_id, "--repo", str(repo),
                            node.data_dir)
     assert rc == 1 and backup_id in err, err
     assert not (node.data_dir / "corrupt").exists()
