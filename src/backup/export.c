@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "pagesum.h"
+#include "sqlerr.h"
 
 int exportStripInternal(const char *path, bool *removed, char *errmsg)
 {
@@ -39,9 +40,8 @@ int exportStripInternal(const char *path, bool *removed, char *errmsg)
                           NULL, NULL, NULL);
     }
     if (rc != SQLITE_OK) {
-        errorf(errmsg, "leave cairn's table %s out of %s: %s", EXPORT_INTERNAL_TABLE, path,
-               db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-        rv = rc == SQLITE_FULL ? CAIRN_ENOSPC : rc == SQLITE_CORRUPT ? CAIRN_ECORRUPT : CAIRN_EIO;
+        rv = sqlerrf(db, rc, errmsg, "leave cairn's table %s out of %s", EXPORT_INTERNAL_TABLE,
+                     path);
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     } else if (removed != NULL) {
         *removed = found;

@@ -39,6 +39,7 @@
 #include "error.h"
 #include "lib.h"
 #include "repo.h"
+#include "sqlerr.h"
 
 /* Longest chain followed: guards against a loop of parents. */
 #define MAX_CHAIN 100000
@@ -810,11 +811,7 @@ static int integrityCheck(const char *path, int check, char *errmsg)
             rv = CAIRN_ECORRUPT;
         }
     } else {
-        errorf(errmsg, "%s of the restored database %s: %s", name, path,
-               db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-        rv = (rc & 0xff) == SQLITE_NOMEM                                     ? CAIRN_ENOMEM
-             : (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB ? CAIRN_ECORRUPT
-                                                                             : CAIRN_EIO;
+        rv = sqlerrf(db, rc, errmsg, "%s of the restored database %s", name, path);
     }
     sqlite3_finalize(st);
     sqlite3_close(db);
