@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "admin.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +21,8 @@
 #include "cluster.h"
 #include "db.h"
 #include "error.h"
+#include "liverestore.h"
+#include "node.h"
 #include "pagesum.h"
 #include "path.h"
 #include "repo.h"
@@ -399,40 +402,30 @@ static int findOrFetch(struct cairn *db, const char *id, struct backup_info *out
     return reposetFind(&db->repos, id, &which, out, errmsg);
 }
 
-static int restoreLive(struct cairn *db, const char *ref, struct backup_info *out,
-                       uint64_t *index, char *errmsg)
+/* Propose a BATCH_RESTORE entry for backup info: the PREPARE entry (prepare true) or
+ * the swap; *index receives its index. */
+static int proposeRestore(struct cairn *db, const struct backup_info *info, bool prepare,
+                          uint64_t *index, char *errmsg)
 {
     struct batch b;
     struct stmt st;
-    struct param p;
+    struct param p[2];
     struct cairn_result *res = NULL;
-    char msg[CAIRN_ERRMSG_SIZE];
-    uint64_t snap = 0;
     int rv;
 
-    if (strchr(ref, '/') != NULL) {
-        errorf(errmsg, "a live restore names a backup of the server's repositories by id, "
-                       "not a path (\"%s\"): every node resolves the id in its repositories",
-               ref);
-        return CAIRN_EINVAL;
-    }
-    if ((rv = findOrFetch(db, ref, out, errmsg)) != 0) {
-        return rv;
-    }
-    /* Refuse a damaged chain before it reaches the log. */
-    if ((rv = backupVerify(adminRepoUrl(db, out), out->id, false, NULL, NULL, errmsg)) != 0) {
-        return rv;
-    }
     memset(&b, 0, sizeof b);
     memset(&st, 0, sizeof st);
-    memset(&p, 0, sizeof p);
-    p.type = CAIRN_BLOB;
-    p.s = (const char *)out->digest;
-    p.n = BACKUP_DIGEST_SIZE;
-    st.sql = out->id;
-    st.sql_len = strlen(out->id);
-    st.params = &p;
-    st.nparams = 1;
+    memset(p, 0, sizeof p);
+    p[0].type = CAIRN_BLOB;
+    p[0].s = (const char *)info->digest;
+    p[0].n = BACKUP_DIGEST_SIZE;
+    p[1].type = CAIRN_TEXT;
+    p[1].s = RESTORE_PREPARE;
+    p[1].n = strlen(RESTORE_PREPARE);
+    st.sql = info->id;
+    st.sql_len = strlen(info->id);
+    st.params = p;
+    st.nparams = prepare ? 2 : 1;
     b.kind = BATCH_RESTORE;
     b.stmts = &st;
     b.n = 1;
@@ -447,6 +440,42 @@ static int restoreLive(struct cairn *db, const char *ref, struct backup_info *ou
     }
     *index = res->raft_index;
     cairn_result_free(res);
+    return 0;
+}
+
+/* A live restore (liverestore.h): the PREPARE entry makes every node restore the chain
+ * off its loop; once this node's copy is ready (every page checked), the swap entry
+ * puts it in place on every node at one index. */
+static int restoreLive(struct cairn *db, const char *ref, struct backup_info *out,
+                       uint64_t *index, char *errmsg)
+{
+    char msg[CAIRN_ERRMSG_SIZE];
+    uint64_t prep = 0;
+    uint64_t snap = 0;
+    int rv;
+
+    if (strchr(ref, '/') != NULL) {
+        errorf(errmsg, "a live restore names a backup of the server's repositories by id, "
+                       "not a path (\"%s\"): every node resolves the id in its repositories",
+               ref);
+        return CAIRN_EINVAL;
+    }
+    if ((rv = findOrFetch(db, ref, out, errmsg)) != 0) {
+        return rv;
+    }
+    if ((rv = proposeRestore(db, out, true, &prep, errmsg)) != 0) {
+        return rv;
+    }
+    /* Applied here: this node prepares it. A damaged chain stops the restore now, before
+     * anything is swapped anywhere; the other nodes' copies are removed by their next
+     * restore, or in PREPARED_TTL_S. */
+    if ((rv = lrWait(db, out->id, out->digest, msg)) != 0) {
+        errorf(errmsg, "backup %s cannot be restored (nothing was changed): %s", out->id, msg);
+        return rv;
+    }
+    if ((rv = proposeRestore(db, out, false, index, errmsg)) != 0) {
+        return rv;
+    }
     /* A snapshot now, so that rebuilding this node never replays the restore entry:
      * a replay needs the backup files, which an operator may delete later. */
     if (nodeSnapshot(db->node, &snap, msg) != 0 && db->cfg.log != NULL) {
@@ -771,6 +800,42 @@ int adminSetAppliedIndex(const char *path, uint64_t index, char *errmsg)
     return rc == SQLITE_OK ? 0 : CAIRN_EIO;
 }
 
+/* The backup id, its digest, and whether it is the PREPARE entry, of a BATCH_RESTORE
+ * entry: false when malformed. */
+static bool restoreEntry(const struct batch *b, char id[BACKUP_ID_SIZE],
+                         const unsigned char **digest, bool *prepare)
+{
+    const struct stmt *st = &b->stmts[0];
+    if (b->n != 1 || st->sql_len == 0 || st->sql_len >= BACKUP_ID_SIZE || st->nparams < 1 ||
+        st->nparams > 2 || st->params[0].type != CAIRN_BLOB ||
+        st->params[0].n != BACKUP_DIGEST_SIZE) {
+        return false;
+    }
+    *prepare = st->nparams == 2;
+    if (*prepare && (st->params[1].type != CAIRN_TEXT ||
+                     st->params[1].n != strlen(RESTORE_PREPARE) ||
+                     memcmp(st->params[1].s, RESTORE_PREPARE, st->params[1].n) != 0)) {
+        return false;
+    }
+    memcpy(id, st->sql, st->sql_len);
+    id[st->sql_len] = '\0';
+    *digest = (const unsigned char *)st->params[0].s;
+    return true;
+}
+
+bool adminRestoreReady(void *data, const struct batch *b, uint64_t index)
+{
+    struct cairn *db = data;
+    char id[BACKUP_ID_SIZE];
+    const unsigned char *digest;
+    bool prepare;
+    if (b->kind != BATCH_RESTORE || index <= storeAppliedIndex(db->store) ||
+        !restoreEntry(b, id, &digest, &prepare) || prepare) {
+        return true;
+    }
+    return lrReady(db, id, digest);
+}
+
 int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
                       struct cairn_result **out, char *errmsg)
 {
@@ -780,11 +845,14 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
     struct backup_info info;
     struct restore_options opt;
     char id[BACKUP_ID_SIZE];
+    const unsigned char *digest;
+    bool prepare;
     char tmp[PATH_MAX];
     char msg[CAIRN_ERRMSG_SIZE];
     int rv;
 
     *out = NULL;
+    assert(nodeOnLoop(db->node));
     if (index <= storeAppliedIndex(db->store)) {
         return 0; /* replay of an entry already in the database */
     }
@@ -798,14 +866,26 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
     *out = res;
     /* Every failure below is answered in the result and leaves the database as it
      * was: every node holds the same entry and fails the same way. */
-    if (b->n != 1 || b->stmts[0].sql_len == 0 || b->stmts[0].sql_len >= sizeof id ||
-        b->stmts[0].nparams != 1 || b->stmts[0].params[0].type != CAIRN_BLOB ||
-        b->stmts[0].params[0].n != BACKUP_DIGEST_SIZE) {
+    if (!restoreEntry(b, id, &digest, &prepare)) {
         resultError(rs, "malformed restore entry: expected a backup id and its digest");
         return 0;
     }
-    memcpy(id, b->stmts[0].sql, b->stmts[0].sql_len);
-    id[b->stmts[0].sql_len] = '\0';
+    if (prepare) {
+        lrStart(db, id, digest); /* off the loop; the database is not touched */
+        return 0;
+    }
+    snprintf(tmp, sizeof tmp, "%s.restored", db->db_path);
+    if (lrPreparing(db, id, digest)) {
+        /* A leader (a follower holds the entry until its copy is ready, fsm.c): the
+         * copy being made is the quickest way to apply it. */
+        lrWait(db, id, digest, msg);
+    }
+    if (lrTake(db, id, digest, tmp, &info)) {
+        if (dbDiverged(db, NULL, 0)) {
+            dbSetDiverged(db, NULL);
+        }
+        goto swap;
+    }
     if (dbDiverged(db, NULL, 0) && time(NULL) < db->diverged_next_fetch) {
         /* Asked the peers a moment ago (the fsm tries again every 200 ms). */
         char why[CAIRN_ERRMSG_SIZE];
@@ -841,24 +921,33 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
               (unsigned long long)index, id);
         dbSetDiverged(db, NULL);
     }
-    if (memcmp(info.digest, b->stmts[0].params[0].s, BACKUP_DIGEST_SIZE) != 0) {
+    if (memcmp(info.digest, digest, BACKUP_DIGEST_SIZE) != 0) {
         snprintf(msg, sizeof msg,
                  "backup %s in %s is not the file the restore entry names (digest differs)",
                  id, adminRepoUrl(db, &info));
         resultError(rs, msg);
         return 0;
     }
-    snprintf(tmp, sizeof tmp, "%s.restored", db->db_path);
+    /* Not prepared (a replay of the log, or the preparation failed): restored here, on
+     * the loop, as the entry's apply. */
     memset(&opt, 0, sizeof opt);
     opt.repo = adminRepoUrl(db, &info);
     opt.ref = id;
     opt.out = tmp;
     opt.force = true;
-    if ((rv = backupRestore(&opt, &info, msg)) != 0 ||
-        (rv = adminSetAppliedIndex(tmp, index, msg)) != 0) {
+    if ((rv = backupRestore(&opt, &info, msg)) != 0) {
         unlink(tmp);
         resultError(rs, msg);
         return 0;
+    }
+swap:
+    if ((rv = adminSetAppliedIndex(tmp, index, errmsg)) != 0) {
+        /* This node's own failure (its disk): skipping the entry would leave it
+         * differing from the others, so the entry is applied again (fsm.c). */
+        unlink(tmp);
+        cairn_result_free(res);
+        *out = NULL;
+        return rv;
     }
     rv = storeReplaceMove(db->store, tmp, errmsg);
     if (rv != 0) {

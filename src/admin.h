@@ -4,8 +4,8 @@
  *
  * A backup freezes the database on the loop thread for the moment of a checkpoint
  * (storeFreeze) and copies pages on the calling thread while writes go on; a live
- * restore is one log entry naming the backup and its digest, applied by
- * adminApplyRestore on the loop thread of every node. Any thread but the loop's,
+ * restore is two log entries naming the backup and its digest (liverestore.h), applied
+ * by adminApplyRestore on the loop thread of every node. Any thread but the loop's,
  * except adminApplyRestore. */
 #ifndef CAIRN_ADMIN_H
 #define CAIRN_ADMIN_H
@@ -83,9 +83,16 @@ int adminStatement(struct cairn *db, const struct sqlfront_cmd *cmd, struct cair
                    char *errmsg);
 
 /* The FSM's hook for BATCH_RESTORE entries (fsm_restore_fn); data is the cairn.
- * Loop thread. */
+ * A PREPARE entry starts preparing the backup's copy off the loop (liverestore.h); the
+ * swap entry puts the prepared copy in place, or restores on the loop when there is
+ * none (a replay). Loop thread. */
 int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
                       struct cairn_result **out, char *errmsg);
+
+/* The FSM's readiness hook (fsm_ready_fn): whether the entry at index can be applied
+ * now without waiting; false only for a swap entry whose copy is being prepared
+ * (starting it when nobody does). Loop thread. */
+bool adminRestoreReady(void *data, const struct batch *b, uint64_t index);
 
 /* Replica digests: a BATCH_DIGEST entry makes every node digest its database as of
  * that entry (XXH3-64 over every page, with page 1's bookkeeping fields, which differ

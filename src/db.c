@@ -25,6 +25,7 @@
 #include "admin.h"
 #include "cluster.h"
 #include "heal.h"
+#include "liverestore.h"
 #include "http.h"
 #include "pagesum.h"
 #include "path.h"
@@ -619,6 +620,9 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
             fclose(f);
         }
     }
+    if ((rv = lrInit(db, tlsErrmsg)) != 0) {
+        return rv;
+    }
     rv = storeOpen(db->db_path, !db->cfg.no_page_checksums, &db->store, tlsErrmsg);
     if (rv != 0) {
         return rv;
@@ -657,6 +661,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     ncfg.log = db->cfg.log;
     ncfg.log_data = db->cfg.log_data;
     ncfg.restore = adminApplyRestore;
+    ncfg.ready = adminRestoreReady;
     ncfg.restore_data = db;
     ncfg.digest = adminApplyDigest;
     ncfg.digest_data = db;
@@ -695,7 +700,9 @@ int cairn_close(cairn *db)
     }
     clusterAnnouncerStop(db);
     httpStop(db->http);
+    lrStop(db); /* its thread wakes the loop */
     nodeStop(db->node);
+    lrFree(db);
     adminDigestsStop(db); /* they read the store's frozen image */
     storeClose(db->store);
     if (db->marked) {

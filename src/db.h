@@ -79,6 +79,9 @@ struct cairn {
     unsigned digest_threads;
     atomic_bool digest_stop;
 
+    /* live restores: the copy prepared off the loop (liverestore.h) */
+    struct lr *lr;
+
     /* crash safety (heal.h) */
     struct json_t *recovery; /* the last recovery's record, or NULL */
     bool marked;             /* this start set the RUNNING mark */

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "fsm.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,10 @@ int manifestDecode(const void *p, size_t n, struct snapshot_manifest *m, char *e
  * sooner once they are this many, or would hold more than this many bytes. */
 #define GROUP_MAX_ENTRIES 1024
 #define GROUP_MAX_BYTES (8u << 20)
+/* Entries a follower keeps behind a restore's swap while its copy is prepared, at most
+ * (flushKept); past either bound it waits for the copy on the loop. */
+#define HELD_MAX_ENTRIES 65536
+#define HELD_MAX_BYTES (64u << 20)
 
 /* ---- memory bounds of the in-memory log ---------------------------------------- */
 
@@ -211,16 +216,22 @@ static int applyBatch(struct fsm *f, const struct batch *b, uint64_t index,
  * (libraft acknowledges an append only after applying what it commits, which put a
  * follower's 5 ms of SQL per 10,000-row request on the leader's critical path). The
  * copies also let it run the group again should it be rolled back. */
-static void groupClear(struct fsm *f)
+/* Drop the first k kept entries (run and committed, or never to be run). */
+static void groupDrop(struct fsm *f, size_t k)
 {
-    if (f->grp_n > 0) {
-        storeEarlyHold(f->store, false);
+    assert(k <= f->grp_n);
+    if (k == 0) {
+        return;
     }
-    for (size_t i = 0; i < f->grp_n; i++) {
+    for (size_t i = 0; i < k; i++) {
+        f->grp_bytes -= f->grp[i].len;
         free(f->grp[i].bytes);
     }
-    f->grp_n = 0;
-    f->grp_bytes = 0;
+    memmove(f->grp, f->grp + k, (f->grp_n - k) * sizeof *f->grp);
+    f->grp_n -= k;
+    if (f->grp_n == 0) {
+        storeEarlyHold(f->store, false);
+    }
 }
 
 /* Run saved entry i: grouped (in the open transaction) or on its own. Results go
@@ -247,37 +258,38 @@ static int runSaved(struct fsm *f, size_t i, bool group)
     return rv;
 }
 
-/* The group was rolled back (or one of its entries rolled it back): run every saved
- * entry again, each in a transaction of its own, as a leader did. storeApply skips
- * those already in the database, so a failure part-way can simply be retried. */
-static int runSavedAlone(struct fsm *f)
-{
-    for (size_t i = 0; i < f->grp_n; i++) {
-        int rv = runSaved(f, i, false);
-        if (rv != 0) {
-            return rv;
-        }
-    }
-    groupClear(f);
-    return 0;
-}
-
-static int flushOnce(struct fsm *f)
+/* Run kept entries [0, k) as one group and commit them. When the group was rolled back
+ * (or one of its entries rolled it back), each runs again in a transaction of its own,
+ * as a leader ran it; storeApply skips those already in the database, so a failure
+ * part-way can simply be retried. */
+static int runGroup(struct fsm *f, size_t k)
 {
     int rv = 0;
-    for (size_t i = 0; i < f->grp_n && rv == 0; i++) {
+    for (size_t i = 0; i < k && rv == 0; i++) {
         rv = runSaved(f, i, true); /* skips the entries already run */
     }
     if (rv == 0) {
         rv = storeFlush(f->store, f->errmsg);
     }
     if (rv == STORE_EREGROUP) {
-        rv = runSavedAlone(f);
-    }
-    if (rv == 0) {
-        groupClear(f);
+        rv = 0;
+        for (size_t i = 0; i < k && rv == 0; i++) {
+            rv = runSaved(f, i, false);
+        }
     }
     return rv;
+}
+
+/* Whether kept entry i, a boundary entry, can run without waiting (fsm_ready_fn). */
+static bool keptReady(struct fsm *f, size_t i)
+{
+    struct batch b;
+    bool ready = true;
+    if (f->ready != NULL && commandDecode(f->grp[i].bytes, f->grp[i].len, &b, f->errmsg) == 0) {
+        ready = f->ready(f->restore_data, &b, f->grp[i].index);
+        batchFree(&b);
+    }
+    return ready;
 }
 
 /* A follower's database could not commit (disk full, I/O error) what libraft counts
@@ -330,13 +342,73 @@ static int followerWait(struct fsm *f, const char *what, uint64_t need, int rv,
     return rv;
 }
 
+/* Run the kept entries in order: plain ones together in groups, each boundary entry (a
+ * restore, a digest) on its own between two groups, with every entry before it
+ * committed. With wait false, stop at a boundary entry that is not ready (a restore's
+ * swap whose copy is being prepared, liverestore.h): it and the entries after it stay
+ * kept, and *held says so; they run at a later turn. With wait true, such an entry
+ * waits for its copy (on the loop). */
+static int flushKept(struct fsm *f, bool wait, bool *held)
+{
+    int rv;
+    *held = false;
+    while (f->grp_n > 0 || storeGroupOpen(f->store)) {
+        size_t k = 0;
+        while (k < f->grp_n && !f->grp[k].boundary) {
+            k++;
+        }
+        if (k > 0 || storeGroupOpen(f->store)) {
+            if ((rv = runGroup(f, k)) != 0) {
+                return rv;
+            }
+            groupDrop(f, k);
+            continue;
+        }
+        if (!wait && !keptReady(f, 0)) {
+            if (f->held_index != f->grp[0].index) {
+                fsmLog(f, "entry %llu (a restore's swap) waits for its copy, being prepared "
+                          "off the loop; this follower keeps it and the entries after it "
+                          "meanwhile",
+                       (unsigned long long)f->grp[0].index);
+                f->held_index = f->grp[0].index;
+                clock_gettime(CLOCK_MONOTONIC, &f->held_since);
+            }
+            *held = true;
+            return 0;
+        }
+        if ((rv = runSaved(f, 0, false)) != 0) {
+            return rv;
+        }
+        if (f->held_index == f->grp[0].index) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            fsmLog(f, "entry %llu applied after %.2f s held, with the %zu entries kept after it",
+                   (unsigned long long)f->held_index,
+                   (double)(now.tv_sec - f->held_since.tv_sec) +
+                       (double)(now.tv_nsec - f->held_since.tv_nsec) / 1e9,
+                   f->grp_n - 1);
+            f->held_index = 0;
+        }
+        groupDrop(f, 1);
+    }
+    return 0;
+}
+
 static int flushAgain(void *arg)
 {
-    return flushOnce(arg);
+    bool held;
+    return flushKept(arg, true, &held);
+}
+
+static int flushTurnAgain(void *arg)
+{
+    bool held;
+    return flushKept(arg, false, &held);
 }
 
 int fsmFlush(struct fsm *f)
 {
+    bool held;
     int rv;
     /* An early run's entry is not applied yet: whoever flushes wants the database as
      * applied. */
@@ -344,7 +416,7 @@ int fsmFlush(struct fsm *f)
     if (f->grp_n == 0 && !storeGroupOpen(f->store)) {
         return 0;
     }
-    rv = flushOnce(f);
+    rv = flushKept(f, true, &held);
     if (rv != 0 && raft_state(f->raft) == RAFT_FOLLOWER) {
         rv = followerWait(f, "the entries kept this turn", f->grp_n > 0 ? f->grp[0].index : 0, rv,
                           flushAgain, f);
@@ -354,7 +426,23 @@ int fsmFlush(struct fsm *f)
 
 int fsmEndOfTurn(struct fsm *f)
 {
-    return f->grp_n == 0 ? 0 : fsmFlush(f);
+    bool held;
+    int rv;
+    if (f->grp_n == 0) {
+        return 0;
+    }
+    storeEarlyDiscard(f->store);
+    rv = flushKept(f, false, &held);
+    if (rv != 0 && raft_state(f->raft) == RAFT_FOLLOWER) {
+        rv = followerWait(f, "the entries kept this turn", f->grp_n > 0 ? f->grp[0].index : 0, rv,
+                          flushTurnAgain, f);
+    }
+    return rv;
+}
+
+bool fsmHeld(const struct fsm *f)
+{
+    return f->held_index != 0 && f->grp_n > 0 && f->grp[0].index == f->held_index;
 }
 
 void fsmEntryKey(const void *p, size_t len, unsigned char key[STORE_EARLY_KEY])
@@ -370,9 +458,19 @@ void fsmEntryKey(const void *p, size_t len, unsigned char key[STORE_EARLY_KEY])
 static int groupSave(struct fsm *f, uint64_t index, const struct raft_buffer *buf)
 {
     int rv;
-    if (f->grp_n > 0 && (f->grp_n >= GROUP_MAX_ENTRIES || f->grp_bytes + buf->len > GROUP_MAX_BYTES) &&
-        (rv = fsmFlush(f)) != 0) {
-        return rv;
+    if (f->grp_n > 0 && (f->grp_n >= GROUP_MAX_ENTRIES || f->grp_bytes + buf->len > GROUP_MAX_BYTES)) {
+        if ((rv = fsmEndOfTurn(f)) != 0) {
+            return rv;
+        }
+        /* Held behind a restore's swap (flushKept): kept up to a bound, then waited for. */
+        if (f->grp_n >= HELD_MAX_ENTRIES || f->grp_bytes + buf->len > HELD_MAX_BYTES) {
+            fsmLog(f, "%zu entries (%zu bytes) are held behind entry %llu: this follower now "
+                      "waits for the restore's copy before it takes more",
+                   f->grp_n, f->grp_bytes, (unsigned long long)f->held_index);
+            if ((rv = fsmFlush(f)) != 0) {
+                return rv;
+            }
+        }
     }
     if (f->grp_n == f->grp_cap) {
         size_t cap = f->grp_cap ? f->grp_cap * 2 : 64;
@@ -393,6 +491,8 @@ static int groupSave(struct fsm *f, uint64_t index, const struct raft_buffer *bu
     f->grp[f->grp_n].len = buf->len;
     f->grp[f->grp_n].index = index;
     f->grp[f->grp_n].said = false;
+    f->grp[f->grp_n].boundary = commandKind(buf->base, buf->len) == BATCH_RESTORE ||
+                                commandKind(buf->base, buf->len) == BATCH_DIGEST;
     if (f->grp_n++ == 0) {
         /* libraft counts the kept entries as applied, the database does not have them
          * yet: no early run may start from it (store.h). */
@@ -467,10 +567,10 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
     }
 
     /* A follower keeps the bytes for the end of the turn and decodes them only then
-     * (runSaved, applyEntry with no batch); a restore runs at once. */
+     * (runSaved, applyEntry with no batch); a restore or a digest runs there on its own,
+     * after the entries before it are committed (flushKept). */
     memset(&b, 0, sizeof b);
-    if (raft_state(f->raft) != RAFT_FOLLOWER || commandKind(buf->base, buf->len) == BATCH_RESTORE ||
-        commandKind(buf->base, buf->len) == BATCH_DIGEST) {
+    if (raft_state(f->raft) != RAFT_FOLLOWER) {
         rv = commandDecode(buf->base, buf->len, &b, f->errmsg);
         if (rv != 0) {
             /* Every node holds the same bytes, so answering with an error (and not
@@ -528,6 +628,15 @@ static int fsmSnapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned
     if (f->force_snapshot) {
         f->force_snapshot = false;
         f->cur_threshold = 0; /* the next apply sets the usual threshold again */
+    }
+    if (f->grp_n > 0) {
+        /* Entries held behind a restore's swap are not in the database yet, and the
+         * snapshot must not wait for the copy on the loop: libraft asks again later. */
+        bool held;
+        storeEarlyDiscard(f->store);
+        if (flushKept(f, false, &held) == 0 && held) {
+            return RAFT_BUSY;
+        }
     }
     if ((rv = fsmFlush(f)) != 0) {
         fsmLog(f, "snapshot not taken now: %s", f->errmsg);
@@ -849,7 +958,7 @@ void fsmInit(struct fsm *f, struct raft_fsm *rf, struct store *store, struct raf
 
 void fsmClose(struct fsm *f)
 {
-    groupClear(f);
+    groupDrop(f, f->grp_n);
     free(f->grp);
     f->grp = NULL;
     f->grp_cap = 0;

@@ -13,6 +13,7 @@
 #include <raft.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "command.h"
 #include "error.h"
@@ -45,6 +46,11 @@ struct snapshot_manifest {
  * was changed and errmsg says why. Loop thread. */
 typedef int (*fsm_restore_fn)(void *data, const struct batch *b, uint64_t index,
                               struct cairn_result **out, char *errmsg);
+
+/* Whether a follower can apply kept entry `index` (a BATCH_RESTORE or BATCH_DIGEST,
+ * decoded in b) now, or keeps it and the entries after it for a later turn: false
+ * while a restore's copy is prepared off the loop (liverestore.h). Loop thread. */
+typedef bool (*fsm_ready_fn)(void *data, const struct batch *b, uint64_t index);
 
 /* A BATCH_DIGEST entry at `index` is applied: the database holds every entry before it
  * and nothing is open. The callee starts computing this node's digest of it (store.h's
@@ -93,6 +99,11 @@ struct fsm {
     bool force_snapshot; /* nodeSnapshot(): threshold 1 until the next snapshot */
     fsm_restore_fn restore;
     void *restore_data;
+    fsm_ready_fn ready; /* restore_data's */
+    /* The kept entry a follower holds (a restore's swap waiting for its copy), 0 when
+     * none, and since when (CLOCK_MONOTONIC). */
+    uint64_t held_index;
+    struct timespec held_since;
     fsm_fetch_fn fetch;
     void *fetch_data;
     fsm_digest_fn digest;
@@ -110,6 +121,7 @@ struct fsm {
         size_t len;
         unsigned char *bytes;
         bool said; /* its decode failure is logged */
+        bool boundary; /* a restore or a digest: runs on its own (fsm.c, flushKept) */
     } *grp;
     size_t grp_n, grp_cap, grp_bytes;
     char apply_errmsg[CAIRN_ERRMSG_SIZE];
@@ -130,15 +142,21 @@ void fsmInit(struct fsm *f, struct raft_fsm *rf, struct store *store, struct raf
 void fsmClose(struct fsm *f);
 
 /* Run and commit, as one group (store.h, "Grouped apply"), the entries a follower
- * kept when libraft applied them (fsm.c): at the end of each loop turn and before
- * anything reads the database as of libraft's last applied index (snapshots, backups,
- * barriers, applying as leader). A follower whose database cannot take them waits and
- * tries again. Loop thread. */
+ * kept when libraft applied them (fsm.c): before anything reads the database as of
+ * libraft's last applied index (snapshots, backups, barriers, applying as leader). A
+ * follower whose database cannot take them waits and tries again; one that holds
+ * entries behind a restore's swap waits for the copy (fsmEndOfTurn does not). Loop
+ * thread. */
 int fsmFlush(struct fsm *f);
 
-/* End of a loop turn: fsmFlush a follower's kept entries, if any (an early run, which
- * waits for its entry, stays open). Loop thread. */
+/* End of a loop turn: run and commit a follower's kept entries, if any (an early run,
+ * which waits for its entry, stays open), as fsmFlush does, except that it never waits
+ * for a restore's copy: entries from a swap whose copy is not ready stay kept ("held")
+ * for a later turn, and the loop goes on. Loop thread. */
 int fsmEndOfTurn(struct fsm *f);
+
+/* Whether a follower holds entries behind a restore's swap now. Loop thread. */
+bool fsmHeld(const struct fsm *f);
 
 /* The identity of a command for early apply (store.h): its length and checksum. */
 void fsmEntryKey(const void *p, size_t len, unsigned char key[STORE_EARLY_KEY]);

@@ -25,6 +25,7 @@
 #include "db.h"
 #include "heal.h"
 #include "http_int.h"
+#include "liverestore.h"
 #include "policy.h"
 #include "request.h"
 
@@ -578,6 +579,25 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
             bufPuts(&b, "null");
         }
         bufPutc(&b, ',');
+    }
+    {
+        /* A live restore's copy prepared off the loop (liverestore.h), and the swap
+         * entry a follower holds until it is ready. */
+        char id[BACKUP_ID_SIZE];
+        char err[CAIRN_ERRMSG_SIZE];
+        struct node_info ni;
+        const char *state = lrState(db, id, err);
+        nodeInfo(db->node, &ni);
+        bufPuts(&b, "\"live_restore\":{");
+        jsonStr(&b, "state", state);
+        bufPutc(&b, ',');
+        jsonStr(&b, "backup", id);
+        bufPutc(&b, ',');
+        jsonStr(&b, "error", err);
+        bufPutc(&b, ',');
+        jsonKey(&b, "held_index");
+        bufJsonInt(&b, (int64_t)ni.held_index);
+        bufPuts(&b, "},");
     }
     jsonKey(&b, "page_checksums");
     bufPuts(&b, ss.page_checksums ? "true" : "false");

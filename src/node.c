@@ -276,6 +276,7 @@ static void publishInfoAt(struct node *n, uint64_t applied_hint)
     n->info.snapshots_taken = n->fsm.snapshots_taken;
     n->info.last_snapshot_index = n->fsm.last_snapshot_index;
     n->info.applies = n->applies;
+    n->info.held_index = fsmHeld(&n->fsm) ? n->fsm.held_index : 0;
     /* Ready: a leader that has applied its term's start, or a follower that knows the
      * leader and has applied everything it knows to be committed. */
     n->info.ready = leader_id != 0 &&
@@ -898,6 +899,7 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     n->fsm.log_data = cfg->log_data;
     n->fsm.restore = cfg->restore;
     n->fsm.restore_data = cfg->restore_data;
+    n->fsm.ready = cfg->ready;
     n->fsm.fetch = cfg->fetch;
     n->fsm.fetch_data = cfg->fetch_data;
     n->fsm.digest = cfg->digest;
@@ -1024,6 +1026,18 @@ void nodeStop(struct node *n)
     pthread_mutex_destroy(&n->imu);
     pthread_cond_destroy(&n->icond);
     free(n);
+}
+
+void nodeWake(struct node *n)
+{
+    if (n != NULL) {
+        uv_async_send(&n->wake);
+    }
+}
+
+bool nodeOnLoop(const struct node *n)
+{
+    return n != NULL && pthread_equal(pthread_self(), n->thread);
 }
 
 /* Queue op for the loop thread; 0 or CAIRN_ESHUTDOWN. */

@@ -49,6 +49,7 @@ struct node_config {
     void *log_data;
     /* Applies a BATCH_RESTORE command (see fsm.h); loop thread. */
     fsm_restore_fn restore;
+    fsm_ready_fn ready; /* with restore_data: can a kept restore entry apply now (fsm.h) */
     void *restore_data;
     /* Fetches a snapshot's backup chain that is not in snap_dir; loop thread. */
     fsm_fetch_fn fetch;
@@ -89,6 +90,13 @@ int nodeResetLog(const char *raft_dir, uint64_t id, const char *address, uint64_
 
 /* Stop the loop (pending operations fail with CAIRN_ESHUTDOWN) and free the node. */
 void nodeStop(struct node *n);
+
+/* Make the loop run a turn (its end-of-turn work looks again at what waits: a
+ * follower's held entries, fsm.c). Any thread, until nodeStop. */
+void nodeWake(struct node *n);
+
+/* Whether the calling thread is n's loop thread (assertions). */
+bool nodeOnLoop(const struct node *n);
 
 /* Append an encoded command to the log and wait until it is applied. On success
  * *out holds the results (owned by the caller). cmd must come from malloc (libraft's
@@ -133,6 +141,7 @@ struct node_info {
     uint64_t snapshots_taken;
     uint64_t last_snapshot_index;
     uint64_t applies;
+    uint64_t held_index; /* follower: the restore's swap it holds entries behind, or 0 */
     bool ready; /* leader: known, and its term's start applied; follower: leader known and
                    everything known committed applied */
     unsigned voters;
