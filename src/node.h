@@ -120,6 +120,10 @@ int nodeCall(struct node *n, int (*fn)(void *arg, char *errmsg), void *arg, char
  * written; *index receives its index. Any thread but the loop's. */
 int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg);
 
+/* The same without waiting: the snapshot is taken once the entry appended now is
+ * applied, and written off the loop. Any thread but the loop's. */
+int nodeSnapshotSoon(struct node *n, char *errmsg);
+
 /* Membership changes, on the leader (others get CAIRN_ENOTLEADER); CAIRN_EBUSY while
  * another change is committing. Each waits until the change is committed. ADD puts the
  * server in as a spare; ASSIGN gives it a role (libraft first catches a new voter up in

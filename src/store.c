@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -531,6 +532,8 @@ err:
     return rv;
 }
 
+static void removeReplaced(const char *path);
+
 int storeOpen(const char *path, bool page_checksums, struct store **out, char *errmsg)
 {
     struct store *s;
@@ -549,6 +552,7 @@ int storeOpen(const char *path, bool page_checksums, struct store **out, char *e
         return CAIRN_EINVAL;
     }
     strcpy(s->path, path);
+    removeReplaced(path);
     s->page_checksums = page_checksums;
     s->max_length = POLICY_DEFAULT_MAX_LENGTH;
     s->query_timeout_ms = POLICY_DEFAULT_QUERY_TIMEOUT_MS;
@@ -1792,9 +1796,66 @@ static int replaceFrom(struct store *s, const char *tmp, char *errmsg)
     return rv;
 }
 
+/* Deleting a large file frees its blocks in the unlink (on this machine's ext4, 60-100
+ * ms for 200 MiB): a swap on the loop thread must not pay that. The replaced file is
+ * given a second name first (REPLACED_SUFFIX and the store's generation), which keeps
+ * its blocks alive through the rename, and a thread of its own deletes it; one left by a
+ * crash goes at the next storeOpen. */
+#define REPLACED_SUFFIX ".replaced-"
+
+static void *unlinkMain(void *arg)
+{
+    unlink(arg);
+    free(arg);
+    return NULL;
+}
+
+static void unlinkLater(const char *path)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+    char *copy = strdup(path);
+    int rc = copy != NULL ? pthread_attr_init(&attr) : ENOMEM;
+    if (rc == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rc = pthread_create(&t, &attr, unlinkMain, copy);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc != 0) {
+        unlink(path);
+        free(copy);
+    }
+}
+
+/* Remove what unlinkLater had no time to (a crash, a stop right after a swap). */
+static void removeReplaced(const char *path)
+{
+    char dir[PATH_MAX];
+    char prefix[PATH_MAX];
+    char full[PATH_MAX * 2];
+    const char *slash = strrchr(path, '/');
+    struct dirent *e;
+    DIR *d;
+    snprintf(dir, sizeof dir, "%.*s", slash != NULL ? (int)(slash - path) : 1,
+             slash != NULL ? path : ".");
+    snprintf(prefix, sizeof prefix, "%s" REPLACED_SUFFIX, slash != NULL ? slash + 1 : path);
+    if ((d = opendir(dir[0] != '\0' ? dir : "/")) == NULL) {
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+            snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+            unlink(full);
+        }
+    }
+    closedir(d);
+}
+
 static int replaceLocked(struct store *s, const char *tmp, char *errmsg)
 {
     char side[PATH_MAX];
+    char replaced[PATH_MAX + 32];
+    bool linked;
     int rv;
 
     /* A backup in progress reads the old file: let it finish. No new freeze can start,
@@ -1814,7 +1875,13 @@ static int replaceLocked(struct store *s, const char *tmp, char *errmsg)
     unlink(side);
     snprintf(side, sizeof side, "%s-shm", s->path);
     unlink(side);
+    snprintf(replaced, sizeof replaced, "%s" REPLACED_SUFFIX "%llu", s->path,
+             (unsigned long long)atomic_load(&s->generation));
+    linked = link(s->path, replaced) == 0;
     rv = libRenameDurable(tmp, s->path, errmsg);
+    if (linked) {
+        unlinkLater(replaced); /* also when the rename failed: its second name only */
+    }
     if (rv == 0) {
         rv = openWriter(s, errmsg);
     }
