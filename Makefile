@@ -13,7 +13,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 PREFIX     ?= /usr/local
 
-.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy bench-backup-s3 bench-catalog-s3 clean format
+.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy bench-backup-s3 bench-catalog-s3 bench-live-restore bench-rto clean format
 
 all: build
 
@@ -108,6 +108,16 @@ bench-backup-s3: build
 # an incremental (BENCH_CATALOG_BEFORE=DIR also times the cairn of build DIR).
 bench-catalog-s3: build
 	$(PYTHON) bench/catalog_s3.py
+
+# A live RESTORE DATABASE on a 3-node cluster under a 16-client write load, against the
+# load alone (issue 17; BENCH_LIVE_MIB, BENCH_LIVE_CLIENTS, BENCH_LIVE_SECONDS).
+bench-live-restore: build
+	$(PYTHON) bench/live_restore.py --build $(BUILD)
+
+# Recovery time: cairnd --restore-from a 1 GiB chain (full + 3 incrementals) until its
+# first query, against cp + sync of the database file and a start on the copy (issue 17).
+bench-rto: build
+	$(PYTHON) bench/rto.py --build $(BUILD)
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h src/backup/*.[ch] src/lib/*.[ch] src/cli/*.c src/cli/*.h tests/unit/*.c
