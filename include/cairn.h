@@ -119,6 +119,17 @@ struct cairn_config {
      * DATABASE ... TO 'NAME'); restores find a backup id in any of them. At most 8 in
      * all. Read during cairn_open only. */
     const char *const *repositories;
+    /* The continuous archive (docs/OPERATIONS.md, "Continuous archive"): when archive is
+     * non-zero, the leader uploads every committed write to the repository archive_to
+     * names (NULL: the default one) in segments closed every archive_interval_ms (0:
+     * 1000) or archive_segment_bytes (0: 16 MiB); every node holds the recent committed
+     * entries in memory, at most archive_queue_bytes (0: 64 MiB), so that a new leader
+     * continues the archive where the old one stopped. */
+    int archive;
+    const char *archive_to;
+    uint32_t archive_interval_ms;
+    uint64_t archive_segment_bytes;
+    uint64_t archive_queue_bytes;
 };
 
 /* Fill cfg with the defaults; set data_dir afterwards. */

@@ -43,6 +43,15 @@ static void usage(FILE *f)
             "                            (default: the newest) of repository REPO (DIR,\n"
             "                            file:///DIR or s3://BUCKET/PREFIX) before serving;\n"
             "                            a node that starts alone only\n"
+            "  --archive                 archive every committed write continuously into the\n"
+            "                            default repository (point-in-time restore: cairn\n"
+            "                            restore --to-time/--to-index); on every node\n"
+            "  --archive-to NAME         the same, into repository NAME (implies --archive)\n"
+            "  --archive-interval DUR    close and upload a segment this often (default 1s)\n"
+            "  --archive-segment-bytes N or once N bytes of entries wait (default 16777216)\n"
+            "  --archive-queue-bytes N   the most committed entries held in memory for the\n"
+            "                            archive (default 67108864); an archive that falls\n"
+            "                            further behind starts a new timeline\n"
             "  --s3-endpoint URL         an S3-compatible endpoint for s3:// repositories\n"
             "                            (MinIO, R2, ...; default $AWS_ENDPOINT_URL_S3)\n"
             "  --s3-region REGION        their region (default $AWS_REGION)\n"
@@ -163,6 +172,11 @@ int main(int argc, char **argv)
         {"restore-from", required_argument, NULL, 'F'},
         {"repo", required_argument, NULL, 'p'},
         {"s3-endpoint", required_argument, NULL, 'E'},
+        {"archive", no_argument, NULL, 'A'},
+        {"archive-to", required_argument, NULL, 'a'},
+        {"archive-interval", required_argument, NULL, 'I'},
+        {"archive-segment-bytes", required_argument, NULL, 'S'},
+        {"archive-queue-bytes", required_argument, NULL, 'Q'},
         {"s3-region", required_argument, NULL, 'G'},
         {"max-body", required_argument, NULL, 'm'},
         {"max-load-body", required_argument, NULL, 'M'},
@@ -219,6 +233,32 @@ int main(int argc, char **argv)
                 }
                 repos[n_repos++] = optarg;
                 cfg.repositories = repos;
+                break;
+            case 'A':
+                cfg.archive = 1;
+                break;
+            case 'a':
+                cfg.archive = 1;
+                cfg.archive_to = optarg;
+                break;
+            case 'I':
+                if (policyParseDuration(optarg, &cfg.archive_interval_ms) != 0) {
+                    fprintf(stderr, "cairnd: --archive-interval needs a duration from 1ms to 24h "
+                                    "(e.g. 1s, 200ms), got \"%s\"\n", optarg);
+                    return 2;
+                }
+                break;
+            case 'S':
+                if (parseUnsigned("--archive-segment-bytes", optarg, 1ULL << 29, &v) != 0) {
+                    return 2;
+                }
+                cfg.archive_segment_bytes = v;
+                break;
+            case 'Q':
+                if (parseUnsigned("--archive-queue-bytes", optarg, 1ULL << 40, &v) != 0) {
+                    return 2;
+                }
+                cfg.archive_queue_bytes = v;
                 break;
             case 'E':
                 /* The S3 client reads these as every S3 tool does (src/backup/s3.h). */

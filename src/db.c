@@ -23,6 +23,7 @@
 
 #include "addr.h"
 #include "admin.h"
+#include "archive.h"
 #include "cluster.h"
 #include "heal.h"
 #include "liverestore.h"
@@ -542,6 +543,16 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     if ((rv = configureRepositories(db, cfg)) != 0) {
         return rv;
     }
+    copyStr(db->archive_to, sizeof db->archive_to, cfg->archive_to, &db->cfg.archive_to);
+    if (db->cfg.archive_to != NULL) {
+        db->cfg.archive = 1;
+    }
+    if ((rv = archiveCreate(db, &db->archiver, tlsErrmsg)) != 0) {
+        char why[CAIRN_ERRMSG_SIZE];
+        snprintf(why, sizeof why, "%s", tlsErrmsg);
+        errorf(tlsErrmsg, "--archive-to: %s", why);
+        return rv;
+    }
     if (db->cfg.max_body == 0) {
         db->cfg.max_body = 64u << 20;
     }
@@ -667,6 +678,11 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     ncfg.digest_data = db;
     ncfg.heal = clusterHealDatabase;
     ncfg.heal_data = db;
+    if (db->archiver != NULL) {
+        ncfg.committed = archivePush;
+        ncfg.installed = archiveReset;
+        ncfg.archive_data = db->archiver;
+    }
     rv = nodeStart(&ncfg, db->store, START_TIMEOUT_MS, &db->node, tlsErrmsg);
     if (rv != 0) {
         return rv;
@@ -678,6 +694,9 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         return rv;
     }
     atomic_store(&db->running, true);
+    if ((rv = archiveStart(db->archiver, tlsErrmsg)) != 0) {
+        return rv;
+    }
     healAfterOpen(db);
     if ((rv = clusterJoin(db, tlsErrmsg)) != 0 ||
         (rv = clusterAnnouncerStart(db, tlsErrmsg)) != 0) {
@@ -700,8 +719,10 @@ int cairn_close(cairn *db)
     }
     clusterAnnouncerStop(db);
     httpStop(db->http);
+    archiveStop(db->archiver); /* a last upload; it asks the node whether it leads */
     lrStop(db); /* its thread wakes the loop */
     nodeStop(db->node);
+    archiveFree(db->archiver); /* the loop pushed into it until now */
     lrFree(db);
     adminDigestsStop(db); /* they read the store's frozen image */
     storeClose(db->store);

@@ -82,6 +82,10 @@ struct cairn {
     /* live restores: the copy prepared off the loop (liverestore.h) */
     struct lr *lr;
 
+    /* the continuous archive (archive.h); NULL when off */
+    struct archiver *archiver;
+    char archive_to[BACKUP_REPO_NAME_SIZE + PATH_MAX]; /* cfg.archive_to, copied */
+
     /* crash safety (heal.h) */
     struct json_t *recovery; /* the last recovery's record, or NULL */
     bool marked;             /* this start set the RUNNING mark */

@@ -555,6 +555,9 @@ static int fsmApply(struct raft_fsm *rf, const struct raft_buffer *buf, void **r
     int rv;
 
     *result = NULL; /* results reach their waiters through f->applied */
+    if (f->committed != NULL) {
+        f->committed(f->archive_data, index, buf); /* committed, whatever apply does */
+    }
     fsmAdjustLimits(f, buf->len);
     {
         unsigned char key[STORE_EARLY_KEY];
@@ -893,6 +896,9 @@ static int fsmRestore(struct raft_fsm *rf, struct raft_buffer *buf)
     if (rv != 0) {
         fsmLog(f, "cannot restore snapshot: %s", f->errmsg);
         return RAFT_CORRUPT;
+    }
+    if (f->installed != NULL) {
+        f->installed(f->archive_data, m.index);
     }
     f->span_bytes = 0; /* the log now starts after the snapshot */
     f->span_entries = 0;

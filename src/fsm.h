@@ -110,6 +110,13 @@ struct fsm {
     void *digest_data;
     fsm_heal_fn heal;
     void *heal_data;
+    /* The continuous archive (archive.h), NULL when off: every committed command entry,
+     * called once per fsmApply call (again for an index whose apply failed: the callee
+     * ignores an index it has seen), before it is applied; and a snapshot installed at
+     * `index` (no entry up to it will be seen). Loop thread. */
+    void (*committed)(void *data, uint64_t index, const struct raft_buffer *buf);
+    void (*installed)(void *data, uint64_t index);
+    void *archive_data;
     /* The last apply failed (the database could not commit: disk full, I/O error):
      * libraft keeps the entry and retries it with the next commit; the node answers
      * the requests waiting on it meanwhile. Cleared by the next successful apply. */

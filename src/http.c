@@ -21,6 +21,7 @@
 
 #include "addr.h"
 #include "admin.h"
+#include "archive.h"
 #include "buf.h"
 #include "db.h"
 #include "heal.h"
@@ -631,6 +632,55 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     bufJsonInt(&b, (int64_t)atomic_load(&h->requests));
     bufPuts(&b, "},\"last_recovery\":");
     healStatusJson(db, &b);
+    {
+        /* The continuous archive (archive.h): this node's view of it. */
+        struct archive_status as;
+        archiveStatus(db->archiver, &as);
+        bufPuts(&b, ",\"archive\":{");
+        jsonKey(&b, "enabled");
+        bufPuts(&b, as.enabled ? "true," : "false,");
+        jsonStr(&b, "role", as.role);
+        bufPutc(&b, ',');
+        jsonStr(&b, "repository", as.repository);
+        bufPutc(&b, ',');
+        jsonStr(&b, "timeline", as.timeline);
+        bufPutc(&b, ',');
+        jsonKey(&b, "head_index");
+        bufJsonInt(&b, (int64_t)as.head_index);
+        bufPutc(&b, ',');
+        jsonKey(&b, "head_time_ms");
+        bufJsonInt(&b, as.head_ms);
+        bufPutc(&b, ',');
+        jsonKey(&b, "lag_entries");
+        bufJsonInt(&b, (int64_t)as.lag_entries);
+        bufPutc(&b, ',');
+        jsonKey(&b, "lag_seconds");
+        bufJsonDouble(&b, as.lag_seconds);
+        bufPutc(&b, ',');
+        jsonKey(&b, "segments_uploaded");
+        bufJsonInt(&b, (int64_t)as.segments);
+        bufPutc(&b, ',');
+        jsonKey(&b, "bytes_uploaded");
+        bufJsonInt(&b, (int64_t)as.bytes);
+        bufPutc(&b, ',');
+        jsonKey(&b, "entries_uploaded");
+        bufJsonInt(&b, (int64_t)as.entries);
+        bufPutc(&b, ',');
+        jsonKey(&b, "timelines_started");
+        bufJsonInt(&b, (int64_t)as.timelines_started);
+        bufPutc(&b, ',');
+        jsonKey(&b, "queue_entries");
+        bufJsonInt(&b, (int64_t)as.queue_entries);
+        bufPutc(&b, ',');
+        jsonKey(&b, "queue_bytes");
+        bufJsonInt(&b, (int64_t)as.queue_bytes);
+        bufPutc(&b, ',');
+        jsonKey(&b, "held_from_index");
+        bufJsonInt(&b, (int64_t)as.covered_from);
+        bufPutc(&b, ',');
+        jsonStr(&b, "last_error", as.last_error);
+        bufPutc(&b, '}');
+    }
     bufPutc(&b, '}');
     if (!f.pretty) {
         bufPutc(&b, '\n');

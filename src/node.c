@@ -978,6 +978,9 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
     n->fsm.digest_data = cfg->digest_data;
     n->fsm.heal = cfg->heal;
     n->fsm.heal_data = cfg->heal_data;
+    n->fsm.committed = cfg->committed;
+    n->fsm.installed = cfg->installed;
+    n->fsm.archive_data = cfg->archive_data;
     rv = raft_init(&n->raft, &n->io, &n->raft_fsm, cfg->id, n->raft_addr);
     if (rv != 0) {
         errorf(errmsg, "raft init: %s", raft_errmsg(&n->raft));

@@ -60,6 +60,10 @@ struct node_config {
     /* Heals a follower's damaged database from a peer (fsm.h); loop thread. */
     fsm_heal_fn heal;
     void *heal_data;
+    /* The continuous archive's hooks (fsm.h: committed, installed); NULL when off. */
+    void (*committed)(void *data, uint64_t index, const struct raft_buffer *buf);
+    void (*installed)(void *data, uint64_t index);
+    void *archive_data;
     /* On a follower, asks the leader for a log entry (nodeSnapshot needs one applied
      * after it lowers the threshold); NULL: followers cannot be asked for snapshots. */
     int (*nudge)(void *data, char *errmsg);

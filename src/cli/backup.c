@@ -98,6 +98,8 @@ static const cliOption restoreOptions[] = {
     {"force", 'f', NULL, "standalone: replace FILE if it exists"},
     {"keep-internal", 0, NULL, "standalone: keep cairn's own table _cairn_meta in FILE (the exact image)"},
     {"check", 0, "LEVEL", "standalone: quick (PRAGMA quick_check of FILE, the default) or full (integrity_check)"},
+    {"to-index", 0, "N", "standalone: point in time: a base backup + the archive up to log index N"},
+    {"to-time", 0, "TIME", "standalone: point in time: up to TIME (ISO-8601, e.g. 2026-12-02T10:02:00Z)"},
     {"repo", 0, "DIR|URL", "standalone: the repository (a directory, file:///DIR or s3://BUCKET/PREFIX)"},
     {"s3-endpoint", 0, "URL", "standalone, s3:// repository: an S3-compatible endpoint (MinIO, R2, ...)"},
     {"s3-region", 0, "REGION", "standalone, s3:// repository: its region (default $AWS_REGION)"},
@@ -1279,6 +1281,37 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
     if (code >= 0) {
         return code;
     }
+    {
+        /* A point in time (archive.c): --to-index, --to-time, or "latest" with an
+         * archive in the repository: a base backup + the archived entries after it. */
+        const char *toIndex = VALUE(restoreOptions, values, "to-index");
+        const char *toTime = VALUE(restoreOptions, values, "to-time");
+        /* "latest" alone is the newest backup when the repository has no archive. */
+        bool latest = npos == 1 && strcmp(argv[1], "latest") == 0 && r.repo != NULL &&
+                      cliRepoHasArchive(r.repo);
+        if (toIndex != NULL || toTime != NULL || latest) {
+            const char *chk = VALUE(restoreOptions, values, "check");
+            if (r.repo == NULL || VALUE(restoreOptions, values, "out") == NULL) {
+                return cliUsageError(cmd, "a point-in-time restore needs --repo URL and --out FILE");
+            }
+            if ((toIndex != NULL) + (toTime != NULL) + (npos > 0) != 1) {
+                return cliUsageError(cmd, "give one of --to-index N, --to-time TIME or latest");
+            }
+            if (chk != NULL && strcmp(chk, "full") != 0 && strcmp(chk, "quick") != 0) {
+                return cliUsageError(cmd, "--check takes quick or full, not \"%s\"", chk);
+            }
+            if (repoMustExist(&r) >= 0) {
+                return CLI_EXIT_FAIL;
+            }
+            return cliPitrRestore(r.repo, toIndex, toTime, latest,
+                                  VALUE(restoreOptions, values, "out"),
+                                  VALUE(restoreOptions, values, "force") != NULL,
+                                  VALUE(restoreOptions, values, "keep-internal") != NULL,
+                                  chk != NULL && strcmp(chk, "full") == 0 ? RESTORE_CHECK_FULL
+                                                                          : RESTORE_CHECK_QUICK,
+                                  r.json);
+        }
+    }
     if ((code = needId(&r, npos)) >= 0) {
         return code;
     }
@@ -1497,7 +1530,8 @@ const cliCommand cliBackupCommand = {
 const cliCommand cliRestoreCommand = {
     .name = "restore",
     .synopsis =
-        "[--branch NAME] ID | --repo DIR --out FILE [--force] [--keep-internal] [--check LEVEL] ID",
+        "[--branch NAME] ID | --repo DIR --out FILE [--force] [--keep-internal] [--check LEVEL] ID\n"
+        "       | --repo URL --out FILE (--to-index N | --to-time TIME | latest)",
     .summary = "Restore a backup (into cairnd, or into a database file).",
     .description =
         "Against cairnd (the default), the backup ID replaces the live database through\n"
@@ -1510,6 +1544,12 @@ const cliCommand cliRestoreCommand = {
         "checks every index against its table; slower) before it appears. FILE holds\n"
         "the user's schema only: cairn's own table _cairn_meta (in backups of cairnd) is\n"
         "left out, unless --keep-internal (the exact page image, as the server had it).\n"
+        "Point in time (a repository that cairnd --archive writes into): --to-index N\n"
+        "restores the newest backup at or before log index N and replays the archived\n"
+        "entries after it up to N with cairn's own apply; --to-time TIME stops before\n"
+        "the first entry stamped after TIME; latest (in place of ID) replays up to the\n"
+        "archive's head. A target outside what the archive covers is refused with the\n"
+        "restorable windows (`cairn archive list`).\n"
         "Exit status: 0 success, 1 failure, 2 bad usage.\n",
     .options = restoreOptions,
     .run = runRestore,

@@ -10,6 +10,9 @@
 #ifndef CAIRN_CLI_H
 #define CAIRN_CLI_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -72,6 +75,18 @@ extern const cliCommand cliRestoreCommand; /* backup.c */
 extern const cliCommand cliNodeCommand;    /* node.c */
 extern const cliCommand cliCheckCommand, cliLogCommand; /* check.c */
 extern const cliCommand cliRepairCommand; /* repair.c */
+extern const cliCommand cliArchiveCommand; /* archive.c */
+
+/* `cairn restore --repo URL --out FILE` to a point in time (archive.c): --to-index N,
+ * --to-time T, or (latest) the archive's head; a base backup plus the archived entries
+ * after it. Returns an exit code; prints the outcome. */
+int cliPitrRestore(const char *repo, const char *to_index, const char *to_time, bool latest,
+                   const char *out, bool force, bool keep, int check, bool json);
+/* An ISO-8601 time (2026-12-02T10:02:00Z, with a fraction or a ±HH:MM offset) or Unix
+ * milliseconds; -1 when it is neither. */
+int cliParseTime(const char *s, int64_t *ms);
+/* Whether the repository at url holds archive segments (archive.c). */
+bool cliRepoHasArchive(const char *url);
 
 /* Parses argv[first..argc) against opts. values[i] receives the value of opts[i] (for a
  * flag, the string "1"; a repeated option keeps its last value), NULL when absent; values

@@ -40,6 +40,7 @@ static const cliCommand *const commands[] = {
     &cliNodeCommand,    /* node.c */
     &cliCheckCommand, &cliLogCommand, /* check.c */
     &cliRepairCommand, /* repair.c */
+    &cliArchiveCommand, /* archive.c */
     &helpCommand,       /* here */
     NULL,
 };

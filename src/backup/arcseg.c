@@ -1,0 +1,578 @@
+/* Archive segments: encode, decode, list, walk (arcseg.h; the format is in
+ * docs/FORMAT.md, "Archive segment"). Any thread; no state. */
+#define _GNU_SOURCE
+#include "arcseg.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "buf.h"
+#include "cbk.h"
+#include "error.h"
+#include "repo.h"
+
+#define ZSTD_LEVEL 1 /* entries are often compressed already; the archiver must keep up */
+
+static void putU32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (unsigned char)(v >> (8 * i));
+    }
+}
+
+static void putU64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (unsigned char)(v >> (8 * i));
+    }
+}
+
+static void digestOf(const void *p, size_t n, unsigned char out[BACKUP_DIGEST_SIZE])
+{
+    XXH128_hash_t h = XXH3_128bits(p, n);
+    cbkDigestBytes(h.low64, h.high64, out);
+}
+
+int64_t arcsegCommandTime(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    if (n < 16 || memcmp(b, "CCMD", 4) != 0) {
+        return 0;
+    }
+    return (int64_t)getU64(b + 8);
+}
+
+static bool timelineOk(const char *t)
+{
+    size_t n = strlen(t);
+    if (n == 0 || n >= ARCSEG_TIMELINE_SIZE) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = t[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void arcsegTimelineName(uint64_t start, const unsigned char *base_digest,
+                        char out[ARCSEG_TIMELINE_SIZE])
+{
+    uint32_t rnd = 0;
+    if (base_digest != NULL) {
+        rnd = (uint32_t)base_digest[0] << 24 | (uint32_t)base_digest[1] << 16 |
+              (uint32_t)base_digest[2] << 8 | base_digest[3];
+    } else if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        rnd = (uint32_t)ts.tv_nsec ^ (uint32_t)ts.tv_sec;
+    }
+    snprintf(out, ARCSEG_TIMELINE_SIZE, "t%020llu-%08x", (unsigned long long)start, rnd);
+}
+
+void arcsegObjectName(const char *timeline, uint64_t first, char out[ARCSEG_NAME_SIZE])
+{
+    snprintf(out, ARCSEG_NAME_SIZE, ARCSEG_PREFIX "%s-%020llu" ARCSEG_SUFFIX, timeline,
+             (unsigned long long)first);
+}
+
+bool arcsegParseName(const char *name, char timeline[ARCSEG_TIMELINE_SIZE], uint64_t *first)
+{
+    size_t n = strlen(name);
+    size_t pre = strlen(ARCSEG_PREFIX), suf = strlen(ARCSEG_SUFFIX);
+    if (n < pre + 1 + 1 + 20 + suf || strncmp(name, ARCSEG_PREFIX, pre) != 0 ||
+        strcmp(name + n - suf, ARCSEG_SUFFIX) != 0) {
+        return false;
+    }
+    const char *digits = name + n - suf - 20;
+    uint64_t v = 0;
+    for (int i = 0; i < 20; i++) {
+        if (digits[i] < '0' || digits[i] > '9') {
+            return false;
+        }
+        uint64_t d = (uint64_t)(digits[i] - '0');
+        if (v > (UINT64_MAX - d) / 10) {
+            return false;
+        }
+        v = v * 10 + d;
+    }
+    if (digits[-1] != '-') {
+        return false;
+    }
+    size_t tl = (size_t)(digits - 1 - (name + pre));
+    if (tl == 0 || tl >= ARCSEG_TIMELINE_SIZE) {
+        return false;
+    }
+    memcpy(timeline, name + pre, tl);
+    timeline[tl] = '\0';
+    if (!timelineOk(timeline)) {
+        return false;
+    }
+    *first = v;
+    return true;
+}
+
+int arcsegEncode(const char *timeline, uint64_t first, const unsigned char *prev,
+                 const struct arcseg_entry *e, size_t n, unsigned char **out, size_t *len,
+                 unsigned char digest[BACKUP_DIGEST_SIZE], char *errmsg)
+{
+    unsigned char *raw = NULL, *obj = NULL;
+    uint64_t raw_len = 0;
+    int64_t max_ms;
+    size_t bound, clen, off = 0;
+
+    *out = NULL;
+    *len = 0;
+    if (!timelineOk(timeline)) {
+        errorf(errmsg, "archive segment: bad timeline name \"%s\"", timeline);
+        return CAIRN_EINVAL;
+    }
+    if (n == 0 || n > UINT32_MAX || e[0].index < first) {
+        errorf(errmsg, "archive segment: no entries, or the first is before index %llu",
+               (unsigned long long)first);
+        return CAIRN_EINVAL;
+    }
+    max_ms = e[0].time_ms;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && e[i].index <= e[i - 1].index) {
+            errorf(errmsg, "archive segment: entry %llu after %llu", (unsigned long long)e[i].index,
+                   (unsigned long long)e[i - 1].index);
+            return CAIRN_EINVAL;
+        }
+        raw_len += ARCSEG_ENTRY_HEAD + (uint64_t)e[i].len;
+        if (e[i].time_ms > max_ms) {
+            max_ms = e[i].time_ms;
+        }
+    }
+    if (raw_len > ARCSEG_MAX_RAW) {
+        errorf(errmsg, "archive segment: %llu bytes of entries, more than a segment holds",
+               (unsigned long long)raw_len);
+        return CAIRN_ETOOBIG;
+    }
+    raw = malloc(raw_len);
+    bound = ZSTD_compressBound(raw_len);
+    obj = malloc(ARCSEG_HEADER_SIZE + bound + ARCSEG_TRAILER_SIZE);
+    if (raw == NULL || obj == NULL) {
+        free(raw);
+        free(obj);
+        errorf(errmsg, "out of memory encoding an archive segment of %llu bytes",
+               (unsigned long long)raw_len);
+        return CAIRN_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        putU64(raw + off, e[i].index);
+        putU64(raw + off + 8, e[i].term);
+        putU64(raw + off + 16, (uint64_t)e[i].time_ms);
+        putU32(raw + off + 24, e[i].len);
+        if (e[i].len > 0) {
+            memcpy(raw + off + ARCSEG_ENTRY_HEAD, e[i].bytes, e[i].len);
+        }
+        off += ARCSEG_ENTRY_HEAD + e[i].len;
+    }
+    clen = ZSTD_compress(obj + ARCSEG_HEADER_SIZE, bound, raw, raw_len, ZSTD_LEVEL);
+    free(raw);
+    if (ZSTD_isError(clen)) {
+        free(obj);
+        errorf(errmsg, "archive segment: zstd: %s", ZSTD_getErrorName(clen));
+        return CAIRN_EIO;
+    }
+    memset(obj, 0, ARCSEG_HEADER_SIZE);
+    memcpy(obj, ARCSEG_MAGIC, 4);
+    obj[4] = ARCSEG_VERSION;
+    obj[6] = ARCSEG_HEADER_SIZE;
+    putU64(obj + 8, first);
+    putU64(obj + 16, e[n - 1].index);
+    putU32(obj + 24, (uint32_t)n);
+    putU64(obj + 32, (uint64_t)e[0].time_ms);
+    putU64(obj + 40, (uint64_t)e[n - 1].time_ms);
+    putU64(obj + 48, raw_len);
+    putU64(obj + 56, clen);
+    if (prev != NULL) {
+        memcpy(obj + 64, prev, BACKUP_DIGEST_SIZE);
+    }
+    memcpy(obj + 80, timeline, strlen(timeline));
+    putU64(obj + 120, (uint64_t)max_ms);
+    /* the name takes bytes 80..119: at most 39 characters and a NUL */
+    *len = ARCSEG_HEADER_SIZE + clen + ARCSEG_TRAILER_SIZE;
+    digestOf(obj, ARCSEG_HEADER_SIZE + clen, digest);
+    memcpy(obj + ARCSEG_HEADER_SIZE + clen, digest, BACKUP_DIGEST_SIZE);
+    *out = obj;
+    return 0;
+}
+
+int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct arcseg_header *h,
+                       char *errmsg)
+{
+    const unsigned char *b = p;
+    memset(h, 0, sizeof *h);
+    if (size < ARCSEG_HEADER_SIZE + ARCSEG_TRAILER_SIZE) {
+        errorf(errmsg, "archive segment %s: %llu bytes, too short (truncated)", name,
+               (unsigned long long)size);
+        return CAIRN_ECORRUPT;
+    }
+    if (memcmp(b, ARCSEG_MAGIC, 4) != 0) {
+        errorf(errmsg, "archive segment %s: bad magic", name);
+        return CAIRN_ECORRUPT;
+    }
+    if (getU16(b + 4) != ARCSEG_VERSION || getU16(b + 6) != ARCSEG_HEADER_SIZE) {
+        errorf(errmsg,
+               "archive segment %s: version %u (header %u bytes) is not one this build reads", name,
+               getU16(b + 4), getU16(b + 6));
+        return CAIRN_ECORRUPT;
+    }
+    h->first = getU64(b + 8);
+    h->last = getU64(b + 16);
+    h->count = getU32(b + 24);
+    h->first_ms = (int64_t)getU64(b + 32);
+    h->last_ms = (int64_t)getU64(b + 40);
+    h->raw_len = getU64(b + 48);
+    h->body_len = getU64(b + 56);
+    memcpy(h->prev, b + 64, BACKUP_DIGEST_SIZE);
+    h->max_ms = (int64_t)getU64(b + 120);
+    if (memchr(b + 80, '\0', 40) == NULL) {
+        errorf(errmsg, "archive segment %s: timeline name not terminated", name);
+        return CAIRN_ECORRUPT;
+    }
+    memcpy(h->timeline, b + 80, 40);
+    h->timeline[39] = '\0';
+    if (!timelineOk(h->timeline)) {
+        errorf(errmsg, "archive segment %s: bad timeline name in its header", name);
+        return CAIRN_ECORRUPT;
+    }
+    if (h->first > h->last || h->count == 0 || h->count > h->last - h->first + 1 ||
+        h->raw_len > ARCSEG_MAX_RAW || h->raw_len < (uint64_t)h->count * ARCSEG_ENTRY_HEAD ||
+        h->body_len != size - ARCSEG_HEADER_SIZE - ARCSEG_TRAILER_SIZE) {
+        errorf(errmsg,
+               "archive segment %s: inconsistent header (range %llu-%llu, %u entries, body "
+               "%llu of %llu bytes)",
+               name, (unsigned long long)h->first, (unsigned long long)h->last, h->count,
+               (unsigned long long)h->body_len, (unsigned long long)size);
+        return CAIRN_ECORRUPT;
+    }
+    return 0;
+}
+
+void arcsegFree(struct arcseg *seg)
+{
+    free(seg->raw);
+    free(seg->entries);
+    seg->raw = NULL;
+    seg->entries = NULL;
+}
+
+int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, char *errmsg)
+{
+    const unsigned char *b = p;
+    unsigned char d[BACKUP_DIGEST_SIZE];
+    struct arcseg_header *h = &seg->h;
+    size_t got, off = 0;
+    unsigned long long fsz;
+    int rv;
+
+    memset(seg, 0, sizeof *seg);
+    if ((rv = arcsegDecodeHeader(p, n, name, h, errmsg)) != 0) {
+        return rv;
+    }
+    digestOf(b, n - ARCSEG_TRAILER_SIZE, d);
+    if (memcmp(d, b + n - ARCSEG_TRAILER_SIZE, BACKUP_DIGEST_SIZE) != 0) {
+        errorf(errmsg, "archive segment %s (indexes %llu-%llu): damaged, its digest differs", name,
+               (unsigned long long)h->first, (unsigned long long)h->last);
+        return CAIRN_ECORRUPT;
+    }
+    memcpy(seg->digest, d, BACKUP_DIGEST_SIZE);
+    fsz = ZSTD_getFrameContentSize(b + ARCSEG_HEADER_SIZE, h->body_len);
+    if (fsz != h->raw_len ||
+        ZSTD_findFrameCompressedSize(b + ARCSEG_HEADER_SIZE, h->body_len) != h->body_len) {
+        errorf(errmsg, "archive segment %s: its body is not one zstd frame of %llu bytes", name,
+               (unsigned long long)h->raw_len);
+        return CAIRN_ECORRUPT;
+    }
+    seg->raw = malloc(h->raw_len ? h->raw_len : 1);
+    seg->entries = calloc(h->count, sizeof *seg->entries);
+    if (seg->raw == NULL || seg->entries == NULL) {
+        arcsegFree(seg);
+        errorf(errmsg, "out of memory reading archive segment %s", name);
+        return CAIRN_ENOMEM;
+    }
+    got = ZSTD_decompress(seg->raw, h->raw_len, b + ARCSEG_HEADER_SIZE, h->body_len);
+    if (ZSTD_isError(got) || got != h->raw_len) {
+        arcsegFree(seg);
+        errorf(errmsg, "archive segment %s: its body does not inflate", name);
+        return CAIRN_ECORRUPT;
+    }
+    for (uint32_t i = 0; i < h->count; i++) {
+        struct arcseg_entry *e = &seg->entries[i];
+        if (h->raw_len - off < ARCSEG_ENTRY_HEAD) {
+            goto bad;
+        }
+        e->index = getU64(seg->raw + off);
+        e->term = getU64(seg->raw + off + 8);
+        e->time_ms = (int64_t)getU64(seg->raw + off + 16);
+        e->len = getU32(seg->raw + off + 24);
+        off += ARCSEG_ENTRY_HEAD;
+        if (h->raw_len - off < e->len || e->index < h->first || e->index > h->last ||
+            (i > 0 && e->index <= seg->entries[i - 1].index)) {
+            goto bad;
+        }
+        e->bytes = seg->raw + off;
+        off += e->len;
+    }
+    if (off != h->raw_len || seg->entries[h->count - 1].index != h->last ||
+        seg->entries[0].time_ms != h->first_ms ||
+        seg->entries[h->count - 1].time_ms != h->last_ms) {
+        goto bad;
+    }
+    return 0;
+bad:
+    arcsegFree(seg);
+    errorf(errmsg, "archive segment %s: its entries do not match its header", name);
+    return CAIRN_ECORRUPT;
+}
+
+/* ---- the repository side ---------------------------------------------------------- */
+
+struct list_ctx {
+    struct arcseg_info *v;
+    size_t n, cap;
+    int oom;
+};
+
+static int listOne(void *arg, const char *name, uint64_t size, const char *version)
+{
+    struct list_ctx *c = arg;
+    char tl[ARCSEG_TIMELINE_SIZE];
+    uint64_t first;
+    (void)version;
+    if (strlen(name) >= ARCSEG_NAME_SIZE || !arcsegParseName(name, tl, &first)) {
+        return 0; /* not a segment (a temporary name, another tool's object) */
+    }
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        struct arcseg_info *v = realloc(c->v, cap * sizeof *v);
+        if (v == NULL) {
+            return CAIRN_ENOMEM;
+        }
+        c->v = v;
+        c->cap = cap;
+    }
+    memset(&c->v[c->n], 0, sizeof c->v[c->n]);
+    snprintf(c->v[c->n].name, ARCSEG_NAME_SIZE, "%s", name);
+    snprintf(c->v[c->n].timeline, ARCSEG_TIMELINE_SIZE, "%s", tl);
+    c->v[c->n].first = first;
+    c->v[c->n].size = size;
+    c->n++;
+    return 0;
+}
+
+static int byName(const void *a, const void *b)
+{
+    const struct arcseg_info *x = a, *y = b;
+    int c = strcmp(x->timeline, y->timeline);
+    if (c != 0) {
+        return c;
+    }
+    return x->first < y->first ? -1 : x->first > y->first;
+}
+
+int arcsegList(struct repo *repo, struct arcseg_info **segs, size_t *n, char *errmsg)
+{
+    struct list_ctx c = {0};
+    int rv = repoListNames(repo, ARCSEG_PREFIX, listOne, &c, errmsg);
+    if (rv != 0) {
+        if (rv == CAIRN_ENOMEM) {
+            errorf(errmsg, "out of memory listing the archive");
+        }
+        free(c.v);
+        return rv;
+    }
+    if (c.n > 1) {
+        qsort(c.v, c.n, sizeof *c.v, byName);
+    }
+    *segs = c.v;
+    *n = c.n;
+    return 0;
+}
+
+/* Read `len` bytes at off of an open object. */
+static int readAt(struct repo_reader *rd, const char *name, uint64_t off, void *buf, size_t len,
+                  char *errmsg)
+{
+    int err = rd->io.read(rd->io.arg, off, buf, len);
+    if (err != 0) {
+        const char *why = rd->io.why != NULL ? rd->io.why(rd->io.arg) : NULL;
+        errorf(errmsg, "archive segment %s: read failed: %s", name,
+               why != NULL ? why : (err > 0 ? strerror(err) : "object ends early"));
+        return err == -1 ? CAIRN_ECORRUPT : CAIRN_EIO;
+    }
+    return 0;
+}
+
+int arcsegRead(struct repo *repo, const char *name, struct arcseg *seg, char *errmsg)
+{
+    struct repo_reader rd;
+    unsigned char *buf;
+    int rv;
+
+    memset(seg, 0, sizeof *seg);
+    if ((rv = repoOpenRead(repo, name, &rd, errmsg)) != 0) {
+        return rv;
+    }
+    if (rd.size > (uint64_t)ARCSEG_MAX_RAW + ARCSEG_HEADER_SIZE + ARCSEG_TRAILER_SIZE + 65536) {
+        repoCloseRead(&rd);
+        errorf(errmsg, "archive segment %s: %llu bytes, larger than any segment", name,
+               (unsigned long long)rd.size);
+        return CAIRN_ECORRUPT;
+    }
+    buf = malloc(rd.size ? rd.size : 1);
+    if (buf == NULL) {
+        repoCloseRead(&rd);
+        errorf(errmsg, "out of memory reading archive segment %s", name);
+        return CAIRN_ENOMEM;
+    }
+    rv = readAt(&rd, name, 0, buf, rd.size, errmsg);
+    if (rv == 0) {
+        rv = arcsegDecode(buf, rd.size, name, seg, errmsg);
+    }
+    free(buf);
+    repoCloseRead(&rd);
+    return rv;
+}
+
+/* Fill s from its object's header and trailer (or from the whole object with full).
+ * A damaged object: CAIRN_ECORRUPT with errmsg. */
+static int readInfo(struct repo *repo, struct arcseg_info *s, bool full, char *errmsg)
+{
+    struct arcseg_header h;
+    int rv;
+    s->read = false;
+    if (full) {
+        struct arcseg seg;
+        if ((rv = arcsegRead(repo, s->name, &seg, errmsg)) != 0) {
+            return rv;
+        }
+        h = seg.h;
+        memcpy(s->digest, seg.digest, BACKUP_DIGEST_SIZE);
+        arcsegFree(&seg);
+    } else {
+        struct repo_reader rd;
+        unsigned char head[ARCSEG_HEADER_SIZE];
+        if ((rv = repoOpenRead(repo, s->name, &rd, errmsg)) != 0) {
+            return rv;
+        }
+        s->size = rd.size;
+        rv = rd.size < ARCSEG_HEADER_SIZE + ARCSEG_TRAILER_SIZE
+                 ? arcsegDecodeHeader(head, rd.size, s->name, &h, errmsg)
+                 : readAt(&rd, s->name, 0, head, sizeof head, errmsg);
+        if (rv == 0) {
+            rv = arcsegDecodeHeader(head, rd.size, s->name, &h, errmsg);
+        }
+        if (rv == 0) {
+            rv = readAt(&rd, s->name, rd.size - ARCSEG_TRAILER_SIZE, s->digest, ARCSEG_TRAILER_SIZE,
+                        errmsg);
+        }
+        repoCloseRead(&rd);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (strcmp(h.timeline, s->timeline) != 0 || h.first != s->first) {
+        errorf(errmsg, "archive segment %s: its header says timeline %s from index %llu", s->name,
+               h.timeline, (unsigned long long)h.first);
+        return CAIRN_ECORRUPT;
+    }
+    s->read = true;
+    s->last = h.last;
+    s->count = h.count;
+    s->first_ms = h.first_ms;
+    s->last_ms = h.last_ms;
+    s->max_ms = h.max_ms;
+    memcpy(s->prev, h.prev, BACKUP_DIGEST_SIZE);
+    return 0;
+}
+
+int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,
+               struct arcseg_timeline **tls, size_t *ntl, char *errmsg)
+{
+    static const unsigned char zeros[BACKUP_DIGEST_SIZE];
+    struct arcseg_timeline *v = NULL;
+    size_t nv = 0;
+    int rv = 0;
+
+    *tls = NULL;
+    *ntl = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && strcmp(segs[j].timeline, segs[i].timeline) == 0) {
+            j++;
+        }
+        struct arcseg_timeline *t;
+        struct arcseg_timeline *nvp = realloc(v, (nv + 1) * sizeof *v);
+        if (nvp == NULL) {
+            free(v);
+            errorf(errmsg, "out of memory walking the archive");
+            return CAIRN_ENOMEM;
+        }
+        v = nvp;
+        t = &v[nv++];
+        memset(t, 0, sizeof *t);
+        snprintf(t->name, sizeof t->name, "%s", segs[i].timeline);
+        t->from = i;
+        t->nseg = j - i;
+        t->start = segs[i].first;
+        t->head = t->start - 1;
+        for (size_t k = i; k < j; k++) {
+            struct arcseg_info *s = &segs[k];
+            char why[CAIRN_ERRMSG_SIZE];
+            rv = readInfo(repo, s, full, why);
+            if (rv != 0 && rv != CAIRN_ECORRUPT && rv != CAIRN_ENOTFOUND) {
+                snprintf(errmsg, CAIRN_ERRMSG_SIZE, "%s", why);
+                free(v);
+                return rv;
+            }
+            rv = 0;
+            if (!s->read) {
+                snprintf(t->problem, sizeof t->problem, "%s", why);
+            } else if (k == i && memcmp(s->prev, zeros, BACKUP_DIGEST_SIZE) != 0) {
+                /* The timeline's first segment names a predecessor: the segments before it
+                 * are gone. Its range is still replayable onto a backup at start - 1. */
+                t->start = s->first;
+                t->head = s->first - 1;
+            } else if (k > i && s->first != segs[k - 1].last + 1) {
+                snprintf(t->problem, sizeof t->problem,
+                         "archive timeline %s: gap or overlap before segment %s: the previous "
+                         "segment ends at index %llu, this one starts at %llu",
+                         t->name, s->name, (unsigned long long)segs[k - 1].last,
+                         (unsigned long long)s->first);
+            } else if (k > i && memcmp(s->prev, segs[k - 1].digest, BACKUP_DIGEST_SIZE) != 0) {
+                snprintf(t->problem, sizeof t->problem,
+                         "archive timeline %s: segment %s does not link to %s (the digest it "
+                         "names differs): replaced, reordered or from another archive",
+                         t->name, s->name, segs[k - 1].name);
+            }
+            if (t->problem[0] != '\0') {
+                snprintf(t->bad_object, sizeof t->bad_object, "%s", s->name);
+                t->bad_index = t->head + 1;
+                break;
+            }
+            if (k == i) {
+                t->start_ms = s->first_ms;
+            }
+            t->good++;
+            t->head = s->last;
+            t->head_ms = s->last_ms;
+            t->entries += s->count;
+        }
+        i = j;
+    }
+    *tls = v;
+    *ntl = nv;
+    return 0;
+}

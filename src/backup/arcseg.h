@@ -1,0 +1,143 @@
+/* Archive segments: the continuous archive's objects (issue 18, docs/FORMAT.md
+ * "Archive segment"). A segment holds the committed command entries of a range of Raft
+ * indexes [first, last] of one timeline, zstd-compressed, with a header that names the
+ * previous segment's digest (a hash chain) and a trailer digest (XXH3-128) over the
+ * whole object. A timeline is a run of segments that tile the indexes from its start
+ * to its head with no gap (the next segment's first is the previous one's last + 1);
+ * indexes inside a range that hold no entry were not commands (barriers, configuration
+ * changes), which the writer knows because it sees every committed command.
+ *
+ * This file is the format and the repository-side reading: encode, decode with every
+ * check, list a repository's segments, walk a timeline checking every link. It knows
+ * nothing of the server (the writer is src/archive.c, the replay src/pitr.c).
+ *
+ * Objects are named `archive-<timeline>-<first, 20 digits>.seg`: the repository is a
+ * flat namespace (repo_driver.h), so the `archive/<timeline>/` of the plan became a
+ * name prefix; names sort by timeline, then by first index. Any thread; no state. */
+#ifndef CAIRN_ARCSEG_H
+#define CAIRN_ARCSEG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backup.h"
+#include "error.h"
+
+#define ARCSEG_MAGIC "CARC"
+#define ARCSEG_VERSION 1
+#define ARCSEG_HEADER_SIZE 128
+#define ARCSEG_TRAILER_SIZE 16
+#define ARCSEG_ENTRY_HEAD 28    /* index u64, term u64, time i64, len u32 */
+#define ARCSEG_TIMELINE_SIZE 40 /* a timeline's name, with its NUL */
+#define ARCSEG_NAME_SIZE 96     /* an object's name, with its NUL */
+#define ARCSEG_PREFIX "archive-"
+#define ARCSEG_SUFFIX ".seg"
+#define ARCSEG_MAX_RAW (1u << 30) /* the most a segment's body may inflate to */
+
+/* One archived entry. bytes point into the segment's (or the caller's) memory. */
+struct arcseg_entry {
+    uint64_t index;
+    uint64_t term;   /* 0: not recorded (libraft does not hand it to the fsm's apply) */
+    int64_t time_ms; /* the command's time (docs/FORMAT.md, offset 8); 0 if none */
+    uint32_t len;
+    const unsigned char *bytes;
+};
+
+struct arcseg_header {
+    char timeline[ARCSEG_TIMELINE_SIZE];
+    uint64_t first, last;      /* the range of indexes the segment covers */
+    uint32_t count;            /* entries in it */
+    int64_t first_ms, last_ms; /* the times of its first and last entries */
+    int64_t max_ms;            /* the latest time of any entry (clocks of leaders differ) */
+    uint64_t raw_len;          /* the body inflated */
+    uint64_t body_len;         /* the body as stored (one zstd frame) */
+    unsigned char prev[BACKUP_DIGEST_SIZE]; /* the previous segment's digest; 0s: none */
+};
+
+/* A decoded segment. entries point into raw; both owned, freed by arcsegFree. */
+struct arcseg {
+    struct arcseg_header h;
+    unsigned char digest[BACKUP_DIGEST_SIZE]; /* the trailer */
+    unsigned char *raw;
+    struct arcseg_entry *entries;
+};
+
+/* Encode entries e[0..n) (n >= 1, indexes increasing, all within [first, e[n-1].index])
+ * as a segment of timeline, linked to prev (NULL: the timeline's first segment). On
+ * success *out (malloc'd, the caller's) holds *len bytes and digest the trailer. */
+int arcsegEncode(const char *timeline, uint64_t first, const unsigned char *prev,
+                 const struct arcseg_entry *e, size_t n, unsigned char **out, size_t *len,
+                 unsigned char digest[BACKUP_DIGEST_SIZE], char *errmsg);
+
+/* Check the header alone (the first ARCSEG_HEADER_SIZE bytes of an object of `size`
+ * bytes): magic, version, sizes, the timeline's name. name is for messages. */
+int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct arcseg_header *h,
+                       char *errmsg);
+
+/* Decode a whole object: the header, the trailer digest over every byte, the body's
+ * zstd frame and every entry (within the range, increasing, the last one at `last`,
+ * the count and times as the header says). CAIRN_ECORRUPT naming the object and what
+ * is wrong otherwise. On success seg holds memory: arcsegFree. p stays the caller's. */
+int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, char *errmsg);
+void arcsegFree(struct arcseg *seg);
+
+/* The time of a command entry (offset 8 of a CCMD command), 0 when it is none. */
+int64_t arcsegCommandTime(const void *p, size_t n);
+
+/* Object names. arcsegTimelineName makes a new timeline's name from its start index
+ * and its base backup's digest (NULL: a random part): two archivers that start a
+ * timeline on the same backup name it alike, and their segments then collide by name
+ * instead of forking the archive. */
+void arcsegTimelineName(uint64_t start, const unsigned char *base_digest,
+                        char out[ARCSEG_TIMELINE_SIZE]);
+void arcsegObjectName(const char *timeline, uint64_t first, char out[ARCSEG_NAME_SIZE]);
+/* false when name is not a segment's. */
+bool arcsegParseName(const char *name, char timeline[ARCSEG_TIMELINE_SIZE], uint64_t *first);
+
+/* A segment as a listing found it. Filled from its name and size; the rest by
+ * arcsegWalk (header and links, or the whole object). */
+struct arcseg_info {
+    char name[ARCSEG_NAME_SIZE];
+    char timeline[ARCSEG_TIMELINE_SIZE];
+    uint64_t first;
+    uint64_t size;
+    bool read; /* the fields below are filled */
+    uint64_t last;
+    uint32_t count;
+    int64_t first_ms, last_ms, max_ms;
+    unsigned char prev[BACKUP_DIGEST_SIZE];
+    unsigned char digest[BACKUP_DIGEST_SIZE];
+};
+
+/* Every segment of repo, sorted by timeline then first index. *segs malloc'd (the
+ * caller's; NULL when none). */
+int arcsegList(struct repo *repo, struct arcseg_info **segs, size_t *n, char *errmsg);
+
+/* A timeline as arcsegWalk found it. Its segments are segs[from .. from + nseg);
+ * those before `bad` (nseg when none) tile [start, head] and link correctly. */
+struct arcseg_timeline {
+    char name[ARCSEG_TIMELINE_SIZE];
+    size_t from, nseg, good; /* good: segments before the first problem */
+    uint64_t start, head;    /* head = start - 1 when no segment is good */
+    int64_t start_ms, head_ms;
+    uint64_t entries;
+    /* The first problem: "" when none; otherwise what is wrong, naming the object, and
+     * bad_index the first index that cannot be restored because of it. */
+    char problem[CAIRN_ERRMSG_SIZE];
+    char bad_object[ARCSEG_NAME_SIZE];
+    uint64_t bad_index;
+};
+
+/* Group segs (sorted, from arcsegList) into timelines and walk each: every segment's
+ * header and trailer are read and each link checked against the previous segment's
+ * digest and range; with full, every object is read whole and decoded (every checksum:
+ * verify). A damaged segment is a timeline's problem, not an error of the call; an I/O
+ * error reaching the repository is. *tls malloc'd, the caller's, in the order of segs. */
+int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,
+               struct arcseg_timeline **tls, size_t *ntl, char *errmsg);
+
+/* Read object `name` whole and decode it (arcsegDecode). */
+int arcsegRead(struct repo *repo, const char *name, struct arcseg *seg, char *errmsg);
+
+#endif

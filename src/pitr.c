@@ -1,0 +1,500 @@
+/* Point-in-time restore (pitr.h): choose a timeline and a base backup, restore the
+ * base's chain with the backup engine, then apply the archived entries after it with
+ * storeApply, the apply every follower runs (no second implementation), stopping at
+ * the target. A restore entry in the archive restores its backup from the same
+ * repository, as every node did; PREPARE and digest entries change nothing, as on
+ * every node. Runs on the caller's thread (the CLI's). */
+#define _GNU_SOURCE
+#include "pitr.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "command.h"
+#include "error.h"
+#include "lib.h"
+#include "liverestore.h"
+#include "pagesum.h"
+#include "repo.h"
+#include "result.h"
+#include "store.h"
+
+int pitrWindows(struct repo *repo, bool full, struct arcseg_info **segs, size_t *nsegs,
+                struct pitr_window **w, size_t *nw, char *errmsg)
+{
+    struct arcseg_timeline *tls = NULL;
+    struct backup_info *bk = NULL;
+    size_t ntl = 0, nbk = 0;
+    int rv;
+
+    *segs = NULL;
+    *nsegs = 0;
+    *w = NULL;
+    *nw = 0;
+    if ((rv = arcsegList(repo, segs, nsegs, errmsg)) != 0) {
+        return rv;
+    }
+    if ((rv = arcsegWalk(repo, *segs, *nsegs, full, &tls, &ntl, errmsg)) != 0 ||
+        (rv = repoListIn(repo, &bk, &nbk, errmsg)) != 0) {
+        free(tls);
+        free(*segs);
+        *segs = NULL;
+        *nsegs = 0;
+        return rv;
+    }
+    *w = calloc(ntl ? ntl : 1, sizeof **w);
+    if (*w == NULL) {
+        free(tls);
+        free(bk);
+        free(*segs);
+        *segs = NULL;
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    for (size_t i = 0; i < ntl; i++) {
+        struct pitr_window *x = &(*w)[i];
+        x->tl = tls[i];
+        for (size_t j = 0; j < nbk; j++) {
+            const struct backup_info *b = &bk[j];
+            if (b->error[0] != '\0' || b->raft_index + 1 < x->tl.start ||
+                b->raft_index > x->tl.head) {
+                continue;
+            }
+            x->bases++;
+            if (!x->usable || b->raft_index < x->from) {
+                x->usable = true;
+                x->from = b->raft_index;
+                x->from_ms = b->created_ms;
+                snprintf(x->from_id, sizeof x->from_id, "%s", b->id);
+            }
+        }
+    }
+    *nw = ntl;
+    free(tls);
+    free(bk);
+    return 0;
+}
+
+void pitrDescribeWindows(const struct pitr_window *w, size_t n, char *out, size_t size)
+{
+    size_t off = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && off < size; i++) {
+        char a[LIB_ISO8601_SIZE], b[LIB_ISO8601_SIZE];
+        int k;
+        libIso8601(w[i].tl.head_ms, LIB_ISO8601_MS, a);
+        libIso8601(w[i].from_ms, LIB_ISO8601_MS, b);
+        if (w[i].usable) {
+            k = snprintf(out + off, size - off, "%stimeline %s: indexes %llu-%llu (%s to %s)",
+                         i ? "; " : "", w[i].tl.name, (unsigned long long)w[i].from,
+                         (unsigned long long)w[i].tl.head, b, a);
+        } else {
+            k = snprintf(out + off, size - off, "%stimeline %s: no base backup, nothing restorable",
+                         i ? "; " : "", w[i].tl.name);
+        }
+        if (k < 0) {
+            break;
+        }
+        off += (size_t)k;
+    }
+    if (n == 0) {
+        snprintf(out, size, "the repository holds no archive");
+    }
+}
+
+/* The index a time target stops at on timeline x: the entry before the first one
+ * stamped after t. *found false when no entry is (t is at or past the head). */
+static int timeToIndex(struct repo *repo, const struct arcseg_info *segs,
+                       const struct pitr_window *x, int64_t t, uint64_t *index, bool *found,
+                       char *errmsg)
+{
+    *found = false;
+    for (size_t k = x->tl.from; k < x->tl.from + x->tl.good; k++) {
+        struct arcseg seg;
+        int rv;
+        if (segs[k].max_ms <= t) {
+            continue;
+        }
+        if ((rv = arcsegRead(repo, segs[k].name, &seg, errmsg)) != 0) {
+            return rv;
+        }
+        for (uint32_t i = 0; i < seg.h.count; i++) {
+            if (seg.entries[i].time_ms > t) {
+                *index = i > 0 ? seg.entries[i - 1].index : seg.h.first - 1;
+                *found = true;
+                break;
+            }
+        }
+        arcsegFree(&seg);
+        if (*found) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* The backup id and digest of a restore entry; false when malformed (every node
+ * answered it with an error and changed nothing). */
+static bool restoreEntry(const struct batch *b, char id[BACKUP_ID_SIZE],
+                         const unsigned char **digest, bool *prepare)
+{
+    const struct stmt *st = &b->stmts[0];
+    if (b->n != 1 || st->sql_len == 0 || st->sql_len >= BACKUP_ID_SIZE || st->nparams < 1 ||
+        st->nparams > 2 || st->params[0].type != CAIRN_BLOB ||
+        st->params[0].n != BACKUP_DIGEST_SIZE) {
+        return false;
+    }
+    *prepare = st->nparams == 2;
+    if (*prepare &&
+        (st->params[1].type != CAIRN_TEXT || st->params[1].n != strlen(RESTORE_PREPARE) ||
+         memcmp(st->params[1].s, RESTORE_PREPARE, st->params[1].n) != 0)) {
+        return false;
+    }
+    memcpy(id, st->sql, st->sql_len);
+    id[st->sql_len] = '\0';
+    *digest = (const unsigned char *)st->params[0].s;
+    return true;
+}
+
+static void removeTmp(const char *tmp)
+{
+    char p[PATH_MAX + 8];
+    unlink(tmp);
+    snprintf(p, sizeof p, "%s-wal", tmp);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", tmp);
+    unlink(p);
+}
+
+/* Replace the file at tmp with backup id (a restore entry at index), as adminApplyRestore
+ * does on every node: the chain restored, the entry's index stamped. A backup that is
+ * not the one the entry names, or that the repository lacks, stops the restore: the
+ * nodes could not have applied the entry either. */
+static int replayRestore(struct repo *repo, const char *tmp, const char *id,
+                         const unsigned char *digest, uint64_t index, const struct pitr_options *o,
+                         char *errmsg)
+{
+    struct restore_options ro;
+    struct backup_info info;
+    int rv;
+    removeTmp(tmp); /* its WAL must not be read into the backup put in its place */
+    memset(&ro, 0, sizeof ro);
+    ro.ref = id;
+    ro.out = tmp;
+    ro.force = true;
+    ro.check = o->check;
+    if ((rv = backupRestoreIn(repo, &ro, &info, errmsg)) != 0) {
+        char why[CAIRN_ERRMSG_SIZE];
+        snprintf(why, sizeof why, "%s", errmsg);
+        errorf(errmsg,
+               "archived entry %llu restores backup %s, which cannot be restored from "
+               "this repository: %s",
+               (unsigned long long)index, id, why);
+        return rv;
+    }
+    if (memcmp(info.digest, digest, BACKUP_DIGEST_SIZE) != 0) {
+        errorf(errmsg,
+               "archived entry %llu restores backup %s, but the repository's file has "
+               "another digest",
+               (unsigned long long)index, id);
+        return CAIRN_ECORRUPT;
+    }
+    return adminSetAppliedIndex(tmp, index, errmsg);
+}
+
+/* Make the file stand alone: every WAL frame in it, rollback journal mode. */
+static int settle(const char *path, char *errmsg)
+{
+    sqlite3 *db = NULL;
+    char *err = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, PAGESUM_VFS);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE;", NULL,
+                          NULL, &err);
+    }
+    if (rc == SQLITE_OK) {
+        sqlite3_stmt *st = NULL;
+        rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL);
+        if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+            const char *r = (const char *)sqlite3_column_text(st, 0);
+            if (r == NULL || strcmp(r, "ok") != 0) {
+                errorf(errmsg, "%s: PRAGMA quick_check after the replay: %s", path,
+                       r ? r : "no answer");
+                sqlite3_finalize(st);
+                sqlite3_close(db);
+                return CAIRN_ECORRUPT;
+            }
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc != SQLITE_OK) {
+        errorf(errmsg, "%s: %s", path, err ? err : (db ? sqlite3_errmsg(db) : "out of memory"));
+    }
+    sqlite3_free(err);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : CAIRN_EIO;
+}
+
+/* Apply the entries of x's segments after res->base up to target onto tmp. */
+static int replay(struct repo *repo, const struct arcseg_info *segs, const struct pitr_window *x,
+                  const char *tmp, uint64_t target, const struct pitr_options *o,
+                  struct pitr_result *res, char *errmsg)
+{
+    struct store *st = NULL;
+    int rv = 0;
+
+    if ((rv = storeOpen(tmp, true, &st, errmsg)) != 0) {
+        return rv;
+    }
+    if (storeAppliedIndex(st) != res->base.raft_index) {
+        errorf(errmsg, "backup %s holds index %llu, its header says %llu", res->base.id,
+               (unsigned long long)storeAppliedIndex(st), (unsigned long long)res->base.raft_index);
+        storeClose(st);
+        return CAIRN_ECORRUPT;
+    }
+    for (size_t k = x->tl.from; k < x->tl.from + x->tl.good && rv == 0; k++) {
+        struct arcseg seg;
+        if (segs[k].last <= res->base.raft_index) {
+            continue;
+        }
+        if (segs[k].first > target) {
+            break;
+        }
+        if ((rv = arcsegRead(repo, segs[k].name, &seg, errmsg)) != 0) {
+            char why[CAIRN_ERRMSG_SIZE];
+            snprintf(why, sizeof why, "%s", errmsg);
+            errorf(errmsg, "%s; restorable up to index %llu (ask for --to-index %llu)", why,
+                   (unsigned long long)(segs[k].first - 1),
+                   (unsigned long long)(segs[k].first - 1));
+            break;
+        }
+        if (memcmp(seg.digest, segs[k].digest, BACKUP_DIGEST_SIZE) != 0) {
+            /* Replaced between the walk and now. */
+            arcsegFree(&seg);
+            errorf(errmsg, "archive segment %s changed while it was read", segs[k].name);
+            rv = CAIRN_ECORRUPT;
+            break;
+        }
+        for (uint32_t i = 0; i < seg.h.count && rv == 0; i++) {
+            const struct arcseg_entry *e = &seg.entries[i];
+            struct batch b;
+            char why[CAIRN_ERRMSG_SIZE];
+            if (e->index <= storeAppliedIndex(st)) {
+                continue;
+            }
+            if (e->index > target) {
+                break;
+            }
+            memset(&b, 0, sizeof b);
+            if (commandDecode(e->bytes, e->len, &b, why) != 0) {
+                /* Every node answered it with an error and applied nothing. */
+            } else if (b.kind == BATCH_RESTORE) {
+                char id[BACKUP_ID_SIZE];
+                const unsigned char *digest;
+                bool prepare;
+                if (restoreEntry(&b, id, &digest, &prepare) && !prepare) {
+                    storeClose(st);
+                    st = NULL;
+                    rv = replayRestore(repo, tmp, id, digest, e->index, o, errmsg);
+                    if (rv == 0) {
+                        rv = storeOpen(tmp, true, &st, errmsg);
+                    }
+                    res->restores++;
+                }
+            } else if (b.kind != BATCH_DIGEST) {
+                struct cairn_result *r = NULL;
+                rv = storeApply(st, &b, e->index, &r, errmsg);
+                cairn_result_free(r);
+            }
+            batchFree(&b);
+            if (rv == 0) {
+                res->entries++;
+                res->stop_index = e->index;
+                res->stop_ms = e->time_ms;
+            }
+        }
+        arcsegFree(&seg);
+    }
+    if (st != NULL) {
+        storeClose(st);
+    }
+    return rv;
+}
+
+int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *errmsg)
+{
+    struct repo *repo = NULL;
+    struct arcseg_info *segs = NULL;
+    struct pitr_window *w = NULL;
+    size_t nsegs = 0, nw = 0;
+    const struct pitr_window *x = NULL;
+    struct backup_info *bk = NULL;
+    size_t nbk = 0;
+    uint64_t target = 0;
+    char tmp[PATH_MAX];
+    char windows[2048];
+    int rv;
+
+    memset(res, 0, sizeof *res);
+    if (!o->force && access(o->out, F_OK) == 0) {
+        errorf(errmsg, "%s exists (--force replaces it)", o->out);
+        return CAIRN_EEXIST;
+    }
+    if (snprintf(tmp, sizeof tmp, "%s.pitr-tmp", o->out) >= (int)sizeof tmp) {
+        errorf(errmsg, "%s: path too long", o->out);
+        return CAIRN_EINVAL;
+    }
+    if ((rv = repoOpen(o->repo, &repo, errmsg)) != 0) {
+        return rv;
+    }
+    if ((rv = pitrWindows(repo, false, &segs, &nsegs, &w, &nw, errmsg)) != 0) {
+        goto out;
+    }
+    pitrDescribeWindows(w, nw, windows, sizeof windows);
+    /* The timeline: the newest (latest start) whose window holds the target. */
+    for (size_t i = nw; i-- > 0;) {
+        const struct pitr_window *c = &w[i];
+        if (!c->usable) {
+            continue;
+        }
+        if (o->kind == PITR_LATEST) {
+            if (x == NULL || c->tl.head > x->tl.head) {
+                x = c;
+                target = c->tl.head;
+            }
+        } else if (o->kind == PITR_INDEX) {
+            if (o->index >= c->from && o->index <= c->tl.head &&
+                (x == NULL || c->tl.start > x->tl.start)) {
+                x = c;
+                target = o->index;
+            }
+        } else {
+            uint64_t at;
+            bool found;
+            if ((rv = timeToIndex(repo, segs, c, o->time_ms, &at, &found, errmsg)) != 0) {
+                goto out;
+            }
+            if (found && at >= c->from && (x == NULL || c->tl.start > x->tl.start)) {
+                x = c;
+                target = at;
+            }
+        }
+    }
+    if ((rv = repoListIn(repo, &bk, &nbk, errmsg)) != 0) {
+        goto out;
+    }
+    if (o->kind == PITR_LATEST) {
+        /* A backup newer than every archive's head (the archive stopped, backups went
+         * on) is the latest state the repository knows: restored alone. */
+        const struct backup_info *nb = NULL;
+        for (size_t j = 0; j < nbk; j++) {
+            if (bk[j].error[0] == '\0' && bk[j].raft_index > 0 &&
+                (nb == NULL || bk[j].raft_index > nb->raft_index)) {
+                nb = &bk[j];
+            }
+        }
+        if (nb != NULL && (x == NULL || nb->raft_index > target)) {
+            res->base = *nb;
+            res->target = res->stop_index = nb->raft_index;
+            struct restore_options ro;
+            memset(&ro, 0, sizeof ro);
+            ro.ref = nb->id;
+            ro.out = tmp;
+            ro.force = true;
+            ro.check = o->check;
+            if ((rv = backupRestoreIn(repo, &ro, NULL, errmsg)) != 0 ||
+                (rv = settle(tmp, errmsg)) != 0 ||
+                (o->finish != NULL && (rv = o->finish(tmp, o->finish_arg, errmsg)) != 0)) {
+                goto out;
+            }
+            rv = libRenameDurable(tmp, o->out, errmsg);
+            goto out;
+        }
+    }
+    if (x == NULL) {
+        char t[LIB_ISO8601_SIZE];
+        libIso8601(o->time_ms, LIB_ISO8601_MS, t);
+        if (o->kind == PITR_INDEX) {
+            errorf(errmsg,
+                   "index %llu cannot be restored from this repository (beyond the "
+                   "archive's head, before its oldest base backup, or in a gap); "
+                   "restorable: %s",
+                   (unsigned long long)o->index, windows);
+        } else if (o->kind == PITR_TIME) {
+            errorf(errmsg,
+                   "%s cannot be restored from this repository (after the archive's "
+                   "last entry, before its oldest base backup, or in a gap); "
+                   "restorable: %s",
+                   t, windows);
+        } else {
+            errorf(errmsg, "nothing to restore: %s", windows);
+        }
+        rv = CAIRN_ENOTFOUND;
+        goto out;
+    }
+    res->target = target;
+    snprintf(res->timeline, sizeof res->timeline, "%s", x->tl.name);
+    /* The base: the newest backup at or before the target that the timeline continues. */
+    {
+        bool found = false;
+        for (size_t j = 0; j < nbk; j++) {
+            if (bk[j].error[0] != '\0' || bk[j].raft_index + 1 < x->tl.start ||
+                bk[j].raft_index > target) {
+                continue;
+            }
+            if (!found || bk[j].raft_index > res->base.raft_index) {
+                res->base = bk[j];
+                found = true;
+            }
+        }
+        if (!found) {
+            errorf(errmsg,
+                   "no backup of this repository at or before index %llu continues on "
+                   "timeline %s; restorable: %s",
+                   (unsigned long long)target, x->tl.name, windows);
+            rv = CAIRN_ENOTFOUND;
+            goto out;
+        }
+    }
+    if (o->kind == PITR_TIME && target < x->tl.start && res->base.created_ms > o->time_ms) {
+        /* No archived entry at or before the time: only the base's own time says whether
+         * it holds nothing stamped after it. */
+        char t[LIB_ISO8601_SIZE];
+        libIso8601(o->time_ms, LIB_ISO8601_MS, t);
+        errorf(errmsg, "%s is before what this repository can restore; restorable: %s", t, windows);
+        rv = CAIRN_ENOTFOUND;
+        goto out;
+    }
+    res->stop_index = res->base.raft_index;
+    {
+        struct restore_options ro;
+        memset(&ro, 0, sizeof ro);
+        ro.ref = res->base.id;
+        ro.out = tmp;
+        ro.force = true;
+        ro.check = o->check;
+        if ((rv = backupRestoreIn(repo, &ro, NULL, errmsg)) != 0) {
+            goto out;
+        }
+    }
+    if ((rv = replay(repo, segs, x, tmp, target, o, res, errmsg)) != 0 ||
+        (rv = settle(tmp, errmsg)) != 0 ||
+        (o->finish != NULL && (rv = o->finish(tmp, o->finish_arg, errmsg)) != 0)) {
+        goto out;
+    }
+    rv = libRenameDurable(tmp, o->out, errmsg);
+out:
+    if (rv != 0) {
+        removeTmp(tmp);
+    }
+    free(bk);
+    free(w);
+    free(segs);
+    repoClose(repo);
+    return rv;
+}

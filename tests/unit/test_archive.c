@@ -1,0 +1,240 @@
+/* Unit tests of archive segments (src/backup/arcseg.c): a round trip, every byte's
+ * damage refused, truncation, names, and a timeline walked in a posix repository with
+ * a gap, a broken link and a damaged segment named. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arcseg.h"
+#include "error.h"
+#include "repo.h"
+
+/* A command-like entry: "CCMD", then a time at offset 8, then filler. */
+static void makeEntry(unsigned char *p, size_t n, int64_t t, unsigned seed)
+{
+    memset(p, 0, n);
+    memcpy(p, "CCMD", 4);
+    for (int i = 0; i < 8; i++) {
+        p[8 + i] = (unsigned char)((uint64_t)t >> (8 * i));
+    }
+    for (size_t i = 16; i < n; i++) {
+        p[i] = (unsigned char)(seed * 31 + i);
+    }
+}
+
+static unsigned char bytesA[64], bytesB[100], bytesC[40];
+
+static size_t threeEntries(struct arcseg_entry e[3], uint64_t base)
+{
+    makeEntry(bytesA, sizeof bytesA, 1000, 1);
+    makeEntry(bytesB, sizeof bytesB, 3000, 2);
+    makeEntry(bytesC, sizeof bytesC, 2000, 3);
+    e[0] = (struct arcseg_entry){base, 0, 1000, sizeof bytesA, bytesA};
+    e[1] = (struct arcseg_entry){base + 2, 0, 3000, sizeof bytesB, bytesB}; /* base+1: a barrier */
+    e[2] = (struct arcseg_entry){base + 3, 0, 2000, sizeof bytesC, bytesC};
+    return 3;
+}
+
+static void test_round_trip(void **state)
+{
+    struct arcseg_entry e[3];
+    unsigned char *obj;
+    size_t len;
+    unsigned char digest[BACKUP_DIGEST_SIZE], prev[BACKUP_DIGEST_SIZE];
+    struct arcseg seg;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    memset(prev, 7, sizeof prev);
+    threeEntries(e, 10);
+    assert_int_equal(arcsegEncode("t1", 9, prev, e, 3, &obj, &len, digest, errmsg), 0);
+    assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), 0);
+    assert_string_equal(seg.h.timeline, "t1");
+    assert_int_equal(seg.h.first, 9);
+    assert_int_equal(seg.h.last, 13);
+    assert_int_equal(seg.h.count, 3);
+    assert_int_equal(seg.h.first_ms, 1000);
+    assert_int_equal(seg.h.last_ms, 2000);
+    assert_int_equal(seg.h.max_ms, 3000);
+    assert_memory_equal(seg.h.prev, prev, sizeof prev);
+    assert_memory_equal(seg.digest, digest, sizeof digest);
+    assert_int_equal(seg.entries[1].index, 12);
+    assert_int_equal(seg.entries[1].len, sizeof bytesB);
+    assert_memory_equal(seg.entries[1].bytes, bytesB, sizeof bytesB);
+    assert_int_equal(arcsegCommandTime(bytesB, sizeof bytesB), 3000);
+    arcsegFree(&seg);
+    free(obj);
+}
+
+static void test_every_damage_is_refused(void **state)
+{
+    struct arcseg_entry e[3];
+    unsigned char *obj;
+    size_t len;
+    unsigned char digest[BACKUP_DIGEST_SIZE];
+    struct arcseg seg;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    threeEntries(e, 1);
+    assert_int_equal(arcsegEncode("t1", 1, NULL, e, 3, &obj, &len, digest, errmsg), 0);
+    for (size_t i = 0; i < len; i++) {
+        obj[i] ^= 0x40;
+        assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), CAIRN_ECORRUPT);
+        obj[i] ^= 0x40;
+    }
+    for (size_t n = 0; n < len; n++) {
+        assert_int_equal(arcsegDecode(obj, n, "x", &seg, errmsg), CAIRN_ECORRUPT);
+    }
+    assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), 0);
+    arcsegFree(&seg);
+    free(obj);
+}
+
+static void test_encode_refuses_bad_input(void **state)
+{
+    struct arcseg_entry e[3];
+    unsigned char *obj;
+    size_t len;
+    unsigned char digest[BACKUP_DIGEST_SIZE];
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    threeEntries(e, 5);
+    assert_int_equal(arcsegEncode("t1", 6, NULL, e, 3, &obj, &len, digest, errmsg), CAIRN_EINVAL);
+    assert_int_equal(arcsegEncode("Bad/Name", 5, NULL, e, 3, &obj, &len, digest, errmsg),
+                     CAIRN_EINVAL);
+    e[2].index = e[1].index; /* not increasing */
+    assert_int_equal(arcsegEncode("t1", 5, NULL, e, 3, &obj, &len, digest, errmsg), CAIRN_EINVAL);
+    assert_int_equal(arcsegEncode("t1", 5, NULL, e, 0, &obj, &len, digest, errmsg), CAIRN_EINVAL);
+}
+
+static void test_names(void **state)
+{
+    char name[ARCSEG_NAME_SIZE], tl[ARCSEG_TIMELINE_SIZE], tl2[ARCSEG_TIMELINE_SIZE];
+    uint64_t first;
+    (void)state;
+    arcsegTimelineName(101, NULL, tl);
+    assert_int_equal(strncmp(tl, "t00000000000000000101-", 22), 0);
+    arcsegObjectName(tl, 12345, name);
+    assert_true(arcsegParseName(name, tl2, &first));
+    assert_string_equal(tl, tl2);
+    assert_int_equal(first, 12345);
+    {
+        unsigned char d[16] = {0xab, 0xcd, 0x01, 0x02};
+        arcsegTimelineName(7, d, tl2);
+        assert_string_equal(tl2, "t00000000000000000007-abcd0102");
+    }
+    assert_false(arcsegParseName("archive-x-123.seg", tl2, &first));
+    assert_false(arcsegParseName("20261203T101010Z-abc.cbk", tl2, &first));
+    assert_false(arcsegParseName("archive--00000000000000000001.seg", tl2, &first));
+    /* names sort by first index within a timeline */
+    char a[ARCSEG_NAME_SIZE], b[ARCSEG_NAME_SIZE];
+    arcsegObjectName("t1", 9, a);
+    arcsegObjectName("t1", 10, b);
+    assert_true(strcmp(a, b) < 0);
+}
+
+static int rmOne(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void putSeg(struct repo *r, const char *tl, uint64_t first, const unsigned char *prev,
+                   uint64_t base, unsigned char digest[BACKUP_DIGEST_SIZE], char *name)
+{
+    struct arcseg_entry e[3];
+    unsigned char *obj;
+    size_t len;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct repo_writer *w;
+    threeEntries(e, base);
+    assert_int_equal(arcsegEncode(tl, first, prev, e, 3, &obj, &len, digest, errmsg), 0);
+    arcsegObjectName(tl, first, name);
+    assert_int_equal(repoCreate(r, name, &w, errmsg), 0);
+    assert_int_equal(repoWrite(w, obj, len, errmsg), 0);
+    assert_int_equal(repoCommit(w, errmsg), 0);
+    free(obj);
+}
+
+static void test_walk_timelines(void **state)
+{
+    char dir[] = "/tmp/cairn-arcseg-test-XXXXXX";
+    char errmsg[CAIRN_ERRMSG_SIZE], path[PATH_MAX];
+    struct repo *r;
+    unsigned char d1[16], d2[16], d3[16], dx[16];
+    char n1[ARCSEG_NAME_SIZE], n2[ARCSEG_NAME_SIZE], n3[ARCSEG_NAME_SIZE], nx[ARCSEG_NAME_SIZE];
+    struct arcseg_info *segs;
+    struct arcseg_timeline *tls;
+    size_t n, ntl;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(repoOpen(dir, &r, errmsg), 0);
+    /* t1: [1,4] [5,8] [9,12]: sound. */
+    putSeg(r, "t1", 1, NULL, 1, d1, n1);
+    putSeg(r, "t1", 5, d1, 5, d2, n2);
+    putSeg(r, "t1", 9, d2, 9, d3, n3);
+    /* t2: [1,4], then [6,9]: a gap. t3: [1,4], [5,8] linked to the wrong digest. */
+    putSeg(r, "t2", 1, NULL, 1, dx, nx);
+    putSeg(r, "t2", 6, dx, 6, dx, nx);
+    putSeg(r, "t3", 1, NULL, 1, dx, nx);
+    putSeg(r, "t3", 5, d3, 5, dx, nx);
+    assert_int_equal(arcsegList(r, &segs, &n, errmsg), 0);
+    assert_int_equal(n, 7);
+    assert_int_equal(arcsegWalk(r, segs, n, true, &tls, &ntl, errmsg), 0);
+    assert_int_equal(ntl, 3);
+    assert_string_equal(tls[0].name, "t1");
+    assert_int_equal(tls[0].head, 12);
+    assert_int_equal(tls[0].good, 3);
+    assert_string_equal(tls[0].problem, "");
+    assert_int_equal(tls[1].head, 4);
+    assert_int_equal(tls[1].bad_index, 5);
+    assert_non_null(strstr(tls[1].problem, "gap"));
+    assert_int_equal(tls[2].head, 4);
+    assert_non_null(strstr(tls[2].problem, "does not link"));
+    free(tls);
+    /* Damage t1's middle segment's body: a full walk names it; a header walk does not
+     * see the body, but the damaged trailer does break the next link. */
+    snprintf(path, sizeof path, "%s/%s", dir, n2);
+    {
+        FILE *f = fopen(path, "r+b");
+        assert_non_null(f);
+        fseek(f, ARCSEG_HEADER_SIZE + 3, SEEK_SET);
+        int c = fgetc(f);
+        fseek(f, ARCSEG_HEADER_SIZE + 3, SEEK_SET);
+        fputc(c ^ 0xff, f);
+        fclose(f);
+    }
+    assert_int_equal(arcsegWalk(r, segs, n, true, &tls, &ntl, errmsg), 0);
+    assert_int_equal(tls[0].head, 4);
+    assert_int_equal(tls[0].bad_index, 5);
+    assert_string_equal(tls[0].bad_object, n2);
+    assert_non_null(strstr(tls[0].problem, "damaged"));
+    free(tls);
+    free(segs);
+    repoClose(r);
+    nftw(dir, rmOne, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_every_damage_is_refused),
+        cmocka_unit_test(test_encode_refuses_bad_input),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_walk_timelines),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
