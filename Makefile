@@ -48,7 +48,7 @@ unit: build
 system: build
 	bash tests/compat/setup.sh
 	bash tests/s3/setup.sh
-	CAIRN_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/system
+	CAIRN_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q --durations=20 tests/system
 
 # The sanitizer build runs the unit tests and a short system test.
 asan: asan-build
