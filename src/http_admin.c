@@ -540,6 +540,14 @@ static enum MHD_Result getDigest(struct http_server *h, struct MHD_Connection *c
         return httpSendError(c, 400, "GET /admin/digest needs ?index=N, a log index");
     }
     if (adminDigest(h->db, index, &d) != 0) {
+        char why[CAIRN_ERRMSG_SIZE];
+        if (dbDiverged(h->db, why, sizeof why)) {
+            /* It applies nothing until it is repaired: waiting for it is pointless. */
+            char text[CAIRN_ERRMSG_SIZE + 96];
+            snprintf(text, sizeof text, "no digest at log index %llu on this node, which will "
+                                        "not apply it: %s", index, why);
+            return httpSendError(c, 503, text);
+        }
         snprintf(msg, sizeof msg, "no digest at log index %llu on this node (not applied yet, "
                                   "or older than the last 8)", index);
         return httpSendError(c, 404, msg);

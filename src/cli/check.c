@@ -908,6 +908,13 @@ static int compareReplicas(cliHttp *http, json_t *nodes, int json, json_t **out)
                     if (one.status == 200 && state != NULL && strcmp(state, "pending") != 0) {
                         break;
                     }
+                    if (one.status == 503) {
+                        /* A node that knows it will not apply the entry (it differs). */
+                        const char *e = json_string_value(json_object_get(d, "error"));
+                        snprintf(why, sizeof why, "%s", e != NULL ? e : "will not apply the entry");
+                        state = NULL;
+                        break;
+                    }
                     snprintf(why, sizeof why, "%s", one.status == 200 ? "still digesting"
                                                    : "has not applied the entry");
                     state = NULL;
