@@ -13,7 +13,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 PREFIX     ?= /usr/local
 
-.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy bench-backup-s3 bench-catalog-s3 bench-live-restore bench-rto clean format
+.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy bench-backup-s3 bench-catalog-s3 bench-live-restore bench-rto bench-archive clean format
 
 all: build
 
@@ -58,7 +58,7 @@ asan: asan-build
 # ThreadSanitizer over the tests where threads share the most (a request's thread and
 # the loop on the writer, forwarding, concurrent clients, crashes under load). Not part
 # of `make test`: it takes a while, and it is for changes to who touches what.
-TSAN_TESTS ?= early or determinism or deterministic or roll_back or acknowledged or forward or compressed or replicas or heals or lacking or client_goes_away or sigterm_interrupts or threads_share_one_client or stop_ends_an_upload or reads_ahead or test_s3_catalog or named_bucket or test_live_restore
+TSAN_TESTS ?= early or determinism or deterministic or roll_back or acknowledged or forward or compressed or replicas or heals or lacking or client_goes_away or sigterm_interrupts or threads_share_one_client or stop_ends_an_upload or reads_ahead or test_s3_catalog or named_bucket or test_live_restore or archive_sync
 tsan: deps
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCAIRN_TSAN=ON
 	cmake --build $(TSAN_BUILD) -j $(JOBS)
@@ -118,6 +118,11 @@ bench-live-restore: build
 # first query, against cp + sync of the database file and a start on the copy (issue 17).
 bench-rto: build
 	$(PYTHON) bench/rto.py --build $(BUILD)
+
+# The continuous archive: write throughput with it off, on and --archive-sync (64
+# clients' INSERTs, 10,000-row transactions), and the RPO of losing every node (issue 18).
+bench-archive: build
+	BUILD=$(BUILD) $(PYTHON) bench/archive.py
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h src/backup/*.[ch] src/lib/*.[ch] src/cli/*.c src/cli/*.h tests/unit/*.c

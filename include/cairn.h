@@ -42,7 +42,8 @@ extern "C" {
     X(CAIRN_ETIMEOUT, 14, "timed out")                                                   \
     X(CAIRN_ENOSPC, 15, "no space left on device")                                      \
     X(CAIRN_EEXIST, 16, "already exists")                                               \
-    X(CAIRN_EUNKNOWN, 17, "outcome unknown: the write was proposed and may have been applied")
+    X(CAIRN_EUNKNOWN, 17, "outcome unknown: the write was proposed and may have been applied") \
+    X(CAIRN_ENOTARCHIVED, 18, "the write was applied but is not yet in the archive")
 
 enum cairn_rc {
 #define CAIRN_X_(name, value, msg) name = value,
@@ -130,6 +131,12 @@ struct cairn_config {
     uint32_t archive_interval_ms;
     uint64_t archive_segment_bytes;
     uint64_t archive_queue_bytes;
+    /* archive_sync non-zero: a write is answered only once its entry is in the archive
+     * (the leader's; a follower forwards writes to it), waiting at most
+     * archive_sync_timeout_ms (0: 10 s); past that the write is answered with
+     * CAIRN_ENOTARCHIVED: applied, committed, not archived yet. */
+    int archive_sync;
+    uint32_t archive_sync_timeout_ms;
 };
 
 /* Fill cfg with the defaults; set data_dir afterwards. */

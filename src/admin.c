@@ -25,6 +25,7 @@
 #include "node.h"
 #include "pagesum.h"
 #include "path.h"
+#include "pitr.h"
 #include "repo.h"
 #include "lib.h"
 
@@ -557,6 +558,97 @@ static int userSchemaCount(struct cairn *db, int64_t *n, char *errmsg)
     return rv;
 }
 
+/* Whether the repository holds archive segments (cairnd --archive wrote into it). */
+static bool holdsArchive(struct repo *r)
+{
+    struct arcseg_info *segs = NULL;
+    size_t n = 0;
+    char msg[CAIRN_ERRMSG_SIZE];
+    bool yes = arcsegList(r, &segs, &n, msg) == 0 && n > 0;
+    free(segs);
+    return yes;
+}
+
+/* --restore-from of a repository with an archive: its newest state (the newest backup
+ * plus every archived entry after it), or its state as of index `index` or time
+ * `time_ms` (kind: PITR_LATEST, PITR_INDEX, PITR_TIME).
+ * The file is made with the point-in-time restore (pitr.h, the followers' apply), then
+ * kept as a full backup in the node's default repository and restored through the log
+ * as every live restore is (a PREPARE entry, then the swap): the node's applied index,
+ * its Raft log and a later snapshot are then as after any RESTORE, with no second path
+ * into the database. POST /db/load does the same with an uploaded file. The backup
+ * records the index the state had in the archive's history (res.stop_index), which is
+ * what its pages hold. */
+static int restoreFromArchive(struct cairn *db, const char *url, enum pitr_kind kind,
+                              uint64_t index, int64_t time_ms, struct backup_info *info,
+                              uint64_t *at, char *errmsg)
+{
+    struct pitr_options o;
+    struct pitr_result res;
+    struct backup_source src;
+    struct backup_options opt;
+    char out[PATH_MAX];
+    char source[BACKUP_SOURCE_SIZE];
+    char when[LIB_ISO8601_SIZE];
+    int fd;
+    int rv;
+
+    if ((size_t)snprintf(out, sizeof out, "%s/restore-from.db", db->data_dir) >= sizeof out) {
+        errorf(errmsg, "--restore-from: data directory path too long");
+        return CAIRN_EINVAL;
+    }
+    memset(&o, 0, sizeof o);
+    o.repo = url;
+    o.kind = kind;
+    o.index = index;
+    o.time_ms = time_ms;
+    o.out = out;
+    o.force = true;
+    o.check = RESTORE_CHECK_QUICK;
+    if ((rv = pitrRestore(&o, &res, errmsg)) != 0) {
+        char why[CAIRN_ERRMSG_SIZE];
+        snprintf(why, sizeof why, "%s", errmsg);
+        errorf(errmsg, "--restore-from %s: %s", url, why);
+        return rv;
+    }
+    if ((fd = open(out, O_RDONLY | O_CLOEXEC)) < 0) {
+        errorf(errmsg, "--restore-from: open %s: %s", out, strerror(errno));
+        rv = errorFromErrno(errno);
+        unlink(out);
+        return rv;
+    }
+    adminSourceName(db, source, sizeof source);
+    memset(&src, 0, sizeof src);
+    src.fd = fd;
+    src.raft_index = res.stop_index;
+    src.source = source;
+    memset(&opt, 0, sizeof opt);
+    opt.type = BACKUP_FULL;
+    opt.repo = db->backup_dir;
+    rv = backupCreate(&src, &opt, info, errmsg);
+    close(fd);
+    if (unlink(out) == 0) {
+        char ignored[CAIRN_ERRMSG_SIZE]; /* a leftover is replaced by the next restore */
+        libSyncParentDir(out, ignored);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    snprintf(info->repository, sizeof info->repository, "%s", db->repos.r[0].name);
+    if ((rv = restoreLive(db, info->id, info, at, errmsg)) != 0) {
+        return rv;
+    }
+    libIso8601(res.stop_ms, LIB_ISO8601_MS, when);
+    dbLog(db,
+          "restored %s as of index %llu (%s) of archive timeline %s: backup %s (index %llu) "
+          "and %llu archived entries replayed, kept as backup %s, at log index %llu",
+          url, (unsigned long long)res.stop_index, res.stop_ms ? when : "no entry replayed",
+          res.timeline[0] ? res.timeline : "(none: the newest backup is past the archive)",
+          res.base.id, (unsigned long long)res.base.raft_index, (unsigned long long)res.entries,
+          info->id, (unsigned long long)*at);
+    return 0;
+}
+
 int adminRestoreFrom(struct cairn *db, const char *spec, char *errmsg)
 {
     char url[PATH_MAX];
@@ -606,6 +698,27 @@ int adminRestoreFrom(struct cairn *db, const char *spec, char *errmsg)
                   "view(s) or trigger(s): nothing restored (only an empty database is)",
               spec, (long long)tables);
         goto out;
+    }
+    {
+        /* With an archive in the repository: "" or "latest" is the newest backup plus
+         * the archive replayed to its head, digits an index of the archive's history,
+         * an ISO-8601 time a moment of it. */
+        bool digits = id[0] != '\0' && strspn(id, "0123456789") == strlen(id);
+        int64_t t = 0;
+        bool at_time = !digits && libParseIso8601(id, &t) == 0; /* ids are 20261203T...Z-... */
+        if ((id[0] == '\0' || strcmp(id, "latest") == 0 || digits || at_time) &&
+            holdsArchive(from)) {
+            rv = restoreFromArchive(db, url,
+                                    digits ? PITR_INDEX : at_time ? PITR_TIME : PITR_LATEST,
+                                    digits ? strtoull(id, NULL, 10) : 0, t, &info, &index, errmsg);
+            goto out;
+        }
+        if (digits || at_time) {
+            errorf(errmsg, "--restore-from %s: %s names a point of the archive, and %s holds "
+                           "none", spec, id, url);
+            rv = CAIRN_ENOTFOUND;
+            goto out;
+        }
     }
     if (id[0] != '\0') {
         rv = repoFindIn(from, id, &info, errmsg);

@@ -59,9 +59,14 @@ int adminRestore(struct cairn *db, const char *ref, const char *branch,
 
 /* cairnd --restore-from (cairn_config.restore_from): when the database holds no schema of
  * the user's, restore backup ID (default: the newest readable) of the repository `spec`
- * ("DIR[#ID]" or "file:///DIR[#ID]") through the log, after copying its chain into the
- * node's repository (so that the node can list, verify and serve it); otherwise log that
- * nothing was done and return 0. Called by cairn_open once the lone node leads, before
+ * ("DIR[#ID]", "file:///DIR[#ID]", "s3://BUCKET/PREFIX[#ID]") through the log, after
+ * copying its chain into the node's repository (so that the node can list, verify and
+ * serve it); otherwise log that nothing was done and return 0. When the repository holds
+ * a continuous archive, no fragment (or "#latest") restores its newest state, the newest
+ * backup plus the archive replayed to its head, "#N" (digits) its state as of index N,
+ * "#TIME" (ISO-8601, 2026-12-02T10:02:00Z) its state as of that time; the state is
+ * kept as a full backup in the node's default repository and restored through the log
+ * like any other. Called by cairn_open once the lone node leads, before
  * the API serves. */
 int adminRestoreFrom(struct cairn *db, const char *spec, char *errmsg);
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "admin.h"
 #include "db.h"
@@ -26,6 +27,9 @@
 #define DEFAULT_INTERVAL_MS 1000u
 #define DEFAULT_SEGMENT_BYTES (16ull << 20)
 #define DEFAULT_QUEUE_BYTES (64ull << 20)
+#define DEFAULT_SYNC_TIMEOUT_MS 10000u
+#define SYNC_RETRY_MS 100      /* how often a waiting write asks again after a failed upload */
+#define LEADER_POLL_MS 200     /* how soon a node not leading looks again whether it leads */
 #define RING_ENTRY_OVERHEAD 48 /* what an entry costs beyond its bytes, counted */
 
 struct ring_entry {
@@ -50,6 +54,13 @@ struct archiver {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool stop, kick;
+    /* --archive-sync: writes waiting for their entry to be uploaded (archiveWait); each
+     * upload wakes them all, and one upload serves every entry it holds. */
+    bool sync;
+    unsigned sync_timeout_ms;
+    bool leading; /* the last turn found this node the ready leader */
+    pthread_cond_t uploaded;
+    unsigned waiters;
     /* the ring, under mu */
     struct ring_entry *first, *last;
     uint64_t ring_bytes, ring_n;
@@ -193,6 +204,8 @@ struct head {
     uint64_t last;
     int64_t last_ms;
     unsigned char digest[BACKUP_DIGEST_SIZE];
+    uint32_t last_len; /* the head entry's length and hash, to tell another history's */
+    uint64_t last_hash;
 };
 
 /* The newest segment of every timeline, read whole; the one that reaches furthest is
@@ -230,6 +243,8 @@ static int readHead(struct archiver *a, struct head *h, char *errmsg)
             h->last = seg.h.last;
             h->last_ms = seg.h.last_ms;
             memcpy(h->digest, seg.digest, BACKUP_DIGEST_SIZE);
+            h->last_len = seg.entries[seg.h.count - 1].len;
+            h->last_hash = XXH3_64bits(seg.entries[seg.h.count - 1].bytes, h->last_len);
         }
         arcsegFree(&seg);
     }
@@ -241,8 +256,8 @@ static int readHead(struct archiver *a, struct head *h, char *errmsg)
  * cairnd (its source says so: a standalone backup of some file is no base), that the
  * ring continues (every entry after its index is held); otherwise a full backup taken
  * now. */
-static int findBase(struct archiver *a, uint64_t covered, uint64_t last, struct backup_info *out,
-                    char *errmsg)
+static int findBase(struct archiver *a, uint64_t covered, uint64_t last, bool fresh,
+                    struct backup_info *out, char *errmsg)
 {
     struct backup_info *list = NULL;
     size_t n = 0;
@@ -250,7 +265,9 @@ static int findBase(struct archiver *a, uint64_t covered, uint64_t last, struct 
     bool found = false;
     int rv;
 
-    if (which >= 0 && reposetList(&a->db->repos, which, &list, &n, errmsg) == 0) {
+    /* fresh: the repository holds another history's archive, whose backups' indexes
+     * mean nothing in this log. */
+    if (!fresh && which >= 0 && reposetList(&a->db->repos, which, &list, &n, errmsg) == 0) {
         for (size_t i = 0; i < n; i++) {
             const struct backup_info *b = &list[i];
             if (b->error[0] != '\0' || b->raft_index + 1 < covered || b->raft_index > last ||
@@ -295,6 +312,30 @@ static bool timelineExists(struct archiver *a, const char *name)
     return repoListNames(a->repo, prefix, countOne, &n, errmsg) != 0 || n > 0;
 }
 
+/* Whether the archive's head h is another history's: a repository that an earlier
+ * cluster archived into, now written by a cluster restored from it (cairnd
+ * --restore-from) or started afresh, whose log numbers its entries from 1 again. A
+ * ready leader has applied every entry committed before its term, so the archive of its
+ * own history never reaches past its applied index; and when its ring still holds the
+ * head's index, the entry there must be the one archived. */
+static bool foreignHead(struct archiver *a, const struct head *h)
+{
+    struct node_info info;
+    bool foreign = false;
+    nodeInfo(a->db->node, &info);
+    if (info.applied_index < h->last) {
+        return true;
+    }
+    pthread_mutex_lock(&a->mu);
+    for (struct ring_entry *e = a->first; e != NULL && e->index <= h->last; e = e->next) {
+        if (e->index == h->last) {
+            foreign = e->len != h->last_len || XXH3_64bits(e->bytes, e->len) != h->last_hash;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return foreign;
+}
+
 /* Continue the archive's timeline, or start a new one. */
 static int establish(struct archiver *a, char *errmsg)
 {
@@ -303,6 +344,7 @@ static int establish(struct archiver *a, char *errmsg)
     char name[ARCSEG_TIMELINE_SIZE];
     uint64_t covered, last, dropped;
     bool overrun;
+    bool fresh = false;
     int rv;
 
     pthread_mutex_lock(&a->mu);
@@ -320,7 +362,15 @@ static int establish(struct archiver *a, char *errmsg)
         if ((rv = readHead(a, &h, errmsg)) != 0) {
             return rv;
         }
-        if (h.found && covered <= h.last + 1) {
+        if (h.found && foreignHead(a, &h)) {
+            archLog(a,
+                    "the archive's head, index %llu of timeline %s, is not an entry of this "
+                    "node's log (another cluster's archive, restored from?): starting a new "
+                    "timeline on a full backup taken now; archive a restored cluster into a "
+                    "repository of its own",
+                    (unsigned long long)h.last, h.timeline);
+            fresh = true;
+        } else if (h.found && covered <= h.last + 1) {
             pthread_mutex_lock(&a->mu);
             snprintf(a->timeline, sizeof a->timeline, "%s", h.timeline);
             memcpy(a->head_digest, h.digest, BACKUP_DIGEST_SIZE);
@@ -332,15 +382,14 @@ static int establish(struct archiver *a, char *errmsg)
             archLog(a, "continuing timeline %s after index %llu (%s)", h.timeline,
                     (unsigned long long)h.last, h.name);
             return 0;
-        }
-        if (h.found) {
+        } else if (h.found) {
             archLog(a,
                     "the archive's head is index %llu (timeline %s), but this node holds the "
                     "entries only from %llu: starting a new timeline",
                     (unsigned long long)h.last, h.timeline, (unsigned long long)covered);
         }
     }
-    if ((rv = findBase(a, covered, last, &base, errmsg)) != 0) {
+    if ((rv = findBase(a, covered, last, fresh, &base, errmsg)) != 0) {
         return rv;
     }
     /* Named after its base, so that two archivers starting on one base write one
@@ -497,6 +546,7 @@ static int uploadOne(struct archiver *a, bool *did, char *errmsg)
     }
     a->last_error[0] = '\0';
     pthread_mutex_unlock(&a->mu);
+    pthread_cond_broadcast(&a->uploaded);
     free(ents);
     *did = true;
     return 0;
@@ -516,9 +566,13 @@ static void archTick(struct archiver *a)
         a->active = false;
         a->head_known = false;
         a->overrun = false;
+        a->leading = false;
         pthread_mutex_unlock(&a->mu);
         return;
     }
+    pthread_mutex_lock(&a->mu);
+    a->leading = true;
+    pthread_mutex_unlock(&a->mu);
     if (a->repo == NULL && (rv = repoOpen(a->url, &a->repo, errmsg)) != 0) {
         archFail(a, errmsg);
         return;
@@ -534,6 +588,7 @@ static void archTick(struct archiver *a)
                 archFail(a, errmsg);
                 return;
             }
+            pthread_cond_broadcast(&a->uploaded); /* the head may be past a waiting entry */
         }
         bool did;
         rv = uploadOne(a, &did, errmsg);
@@ -556,6 +611,20 @@ static void archTick(struct archiver *a)
     }
 }
 
+/* CLOCK_REALTIME ms from now, for pthread_cond_timedwait. */
+static struct timespec deadlineIn(unsigned ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
 static void *archMain(void *arg)
 {
     struct archiver *a = arg;
@@ -563,14 +632,12 @@ static void *archMain(void *arg)
     for (;;) {
         bool stopping;
         if (!a->stop && !a->kick) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += a->interval_ms / 1000;
-            until.tv_nsec += (long)(a->interval_ms % 1000) * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            /* A node that does not lead looks again soon: a new leader establishes the
+             * timeline (and uploads what the old one left) within LEADER_POLL_MS, not
+             * one interval later. */
+            unsigned ms =
+                !a->leading && a->interval_ms > LEADER_POLL_MS ? LEADER_POLL_MS : a->interval_ms;
+            struct timespec until = deadlineIn(ms);
             pthread_cond_timedwait(&a->cond, &a->mu, &until);
         }
         stopping = a->stop;
@@ -618,10 +685,14 @@ int archiveCreate(struct cairn *db, struct archiver **out, char *errmsg)
     if (a->queue_budget < a->segment_bytes) {
         a->queue_budget = a->segment_bytes;
     }
+    a->sync = db->cfg.archive_sync != 0;
+    a->sync_timeout_ms =
+        db->cfg.archive_sync_timeout_ms ? db->cfg.archive_sync_timeout_ms : DEFAULT_SYNC_TIMEOUT_MS;
     a->covered_from = 1;
     a->kick = true; /* the first turn at once: the timeline is established from the start */
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cond, NULL);
+    pthread_cond_init(&a->uploaded, NULL);
     *out = a;
     return 0;
 }
@@ -637,8 +708,9 @@ int archiveStart(struct archiver *a, char *errmsg)
         return CAIRN_ENOMEM;
     }
     a->started = true;
-    archLog(a, "archiving committed entries to repository '%s' (%s) every %u ms or %llu bytes",
-            a->repo_name, a->url, a->interval_ms, (unsigned long long)a->segment_bytes);
+    archLog(a, "archiving committed entries to repository '%s' (%s) every %u ms or %llu bytes%s",
+            a->repo_name, a->url, a->interval_ms, (unsigned long long)a->segment_bytes,
+            a->sync ? "; writes are acknowledged once archived (--archive-sync)" : "");
     return 0;
 }
 
@@ -652,6 +724,7 @@ void archiveStop(struct archiver *a)
     pthread_mutex_unlock(&a->mu);
     pthread_cond_signal(&a->cond);
     pthread_join(a->thread, NULL);
+    pthread_cond_broadcast(&a->uploaded); /* waiting writes see `stop` and answer */
     a->started = false;
 }
 
@@ -667,7 +740,62 @@ void archiveFree(struct archiver *a)
     }
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cond);
+    pthread_cond_destroy(&a->uploaded);
     free(a);
+}
+
+bool archiveSync(const struct archiver *a)
+{
+    return a != NULL && a->sync;
+}
+
+int archiveWait(struct archiver *a, uint64_t index, char *errmsg)
+{
+    int64_t start = libMonoMs();
+    int64_t deadline = start + a->sync_timeout_ms;
+    char why[CAIRN_ERRMSG_SIZE + 64];
+    bool active;
+
+    pthread_mutex_lock(&a->mu);
+    /* `archived` is only ever what the repository holds (a segment, or the base backup
+     * of a new timeline, for the entries at or before its index). */
+    while (a->archived < index && !a->stop && libMonoMs() < deadline) {
+        struct timespec until;
+        int64_t left = deadline - libMonoMs();
+        a->waiters++;
+        if (!a->kick) {
+            a->kick = true; /* the segment is closed now, not after the interval */
+            pthread_cond_signal(&a->cond);
+        }
+        /* Woken by each upload; asks again every SYNC_RETRY_MS after a failed one. */
+        until =
+            deadlineIn((unsigned)(left < SYNC_RETRY_MS ? (left > 0 ? left : 1) : SYNC_RETRY_MS));
+        pthread_cond_timedwait(&a->uploaded, &a->mu, &until);
+        a->waiters--;
+    }
+    if (a->archived >= index) {
+        pthread_mutex_unlock(&a->mu);
+        return 0;
+    }
+    active = a->active;
+    if (a->last_error[0] != '\0') {
+        snprintf(why, sizeof why, "the last upload failed: %s", a->last_error);
+    } else if (a->stop) {
+        snprintf(why, sizeof why, "the node is stopping");
+    } else if (!active) {
+        snprintf(why, sizeof why,
+                 "this node no longer archives (it lost the leadership; the new leader "
+                 "archives the entry)");
+    } else {
+        snprintf(why, sizeof why, "the archive's head is index %llu",
+                 (unsigned long long)a->archived);
+    }
+    pthread_mutex_unlock(&a->mu);
+    errorf(errmsg,
+           "the write was applied (log index %llu, committed: do not send it again) but is "
+           "not yet in the archive after %.1f s (--archive-sync): %s",
+           (unsigned long long)index, (double)(libMonoMs() - start) / 1000.0, why);
+    return CAIRN_ENOTARCHIVED;
 }
 
 void archiveStatus(struct archiver *a, struct archive_status *st)
@@ -707,5 +835,7 @@ void archiveStatus(struct archiver *a, struct archive_status *st)
     st->covered_from = a->covered_from;
     snprintf(st->last_error, sizeof st->last_error, "%s", a->last_error);
     st->last_error_ms = a->last_error_ms;
+    st->sync = a->sync;
+    st->sync_waiting = a->waiters;
     pthread_mutex_unlock(&a->mu);
 }

@@ -25,8 +25,14 @@
  * that has not noticed yet) collide on the object's name, which is created only when
  * absent: the loser reads the head again.
  *
+ * --archive-sync: a write is answered only once the entry it made is in the
+ * repository (archiveWait, on the thread that answers the write, after its entry
+ * applied). A waiting write kicks the archiver, which closes the segment at once rather
+ * than after the interval, and every upload wakes every waiting write: one upload
+ * serves all the entries it holds (group commit).
+ *
  * Threads: archivePush/archiveReset on the loop thread; the archiver's own thread;
- * archiveStatus any thread. */
+ * archiveStatus, archiveSync and archiveWait any thread but the loop's. */
 #ifndef CAIRN_ARCHIVE_H
 #define CAIRN_ARCHIVE_H
 
@@ -73,7 +79,19 @@ struct archive_status {
     uint64_t covered_from;
     char last_error[CAIRN_ERRMSG_SIZE];
     int64_t last_error_ms;
+    bool sync;             /* --archive-sync */
+    unsigned sync_waiting; /* writes waiting for their upload now */
 };
+
+/* Whether writes wait for the archive (--archive-sync); false when a is NULL. */
+bool archiveSync(const struct archiver *a);
+
+/* --archive-sync: wait until the archive holds index (a committed entry this node
+ * applied), at most --archive-sync-timeout (default 10 s). 0 once it does; otherwise
+ * CAIRN_ENOTARCHIVED, errmsg saying that the write was applied and at which index, and
+ * why it is not archived yet (the last upload's error, a lost leadership, a stop). Not
+ * on the loop thread (the entry is uploaded off it, but pushed by it). */
+int archiveWait(struct archiver *a, uint64_t index, char *errmsg);
 
 /* A copy of the figures; enabled false when a is NULL. Any thread. */
 void archiveStatus(struct archiver *a, struct archive_status *st);

@@ -42,7 +42,10 @@ static void usage(FILE *f)
             "  --restore-from REPO[#ID]  on a node whose database is empty, restore backup ID\n"
             "                            (default: the newest) of repository REPO (DIR,\n"
             "                            file:///DIR or s3://BUCKET/PREFIX) before serving;\n"
-            "                            a node that starts alone only\n"
+            "                            a node that starts alone only. With an archive in\n"
+            "                            REPO: the newest backup + the archive to its head\n"
+            "                            (REPO#N: as of log index N of the archive;\n"
+            "                            REPO#2026-12-02T10:01:59Z: as of that time)\n"
             "  --archive                 archive every committed write continuously into the\n"
             "                            default repository (point-in-time restore: cairn\n"
             "                            restore --to-time/--to-index); on every node\n"
@@ -52,6 +55,10 @@ static void usage(FILE *f)
             "  --archive-queue-bytes N   the most committed entries held in memory for the\n"
             "                            archive (default 67108864); an archive that falls\n"
             "                            further behind starts a new timeline\n"
+            "  --archive-sync            answer a write only once its entry is in the archive\n"
+            "                            (RPO 0 for the loss of every node; on the leader)\n"
+            "  --archive-sync-timeout DUR  the longest a write waits for it (default 10s);\n"
+            "                            then 504: applied, not archived yet\n"
             "  --s3-endpoint URL         an S3-compatible endpoint for s3:// repositories\n"
             "                            (MinIO, R2, ...; default $AWS_ENDPOINT_URL_S3)\n"
             "  --s3-region REGION        their region (default $AWS_REGION)\n"
@@ -177,6 +184,8 @@ int main(int argc, char **argv)
         {"archive-interval", required_argument, NULL, 'I'},
         {"archive-segment-bytes", required_argument, NULL, 'S'},
         {"archive-queue-bytes", required_argument, NULL, 'Q'},
+        {"archive-sync", no_argument, NULL, 'Y'},
+        {"archive-sync-timeout", required_argument, NULL, 'y'},
         {"s3-region", required_argument, NULL, 'G'},
         {"max-body", required_argument, NULL, 'm'},
         {"max-load-body", required_argument, NULL, 'M'},
@@ -245,6 +254,16 @@ int main(int argc, char **argv)
                 if (policyParseDuration(optarg, &cfg.archive_interval_ms) != 0) {
                     fprintf(stderr, "cairnd: --archive-interval needs a duration from 1ms to 24h "
                                     "(e.g. 1s, 200ms), got \"%s\"\n", optarg);
+                    return 2;
+                }
+                break;
+            case 'Y':
+                cfg.archive_sync = 1;
+                break;
+            case 'y':
+                if (policyParseDuration(optarg, &cfg.archive_sync_timeout_ms) != 0) {
+                    fprintf(stderr, "cairnd: --archive-sync-timeout needs a duration from 1ms to "
+                                    "24h (e.g. 10s), got \"%s\"\n", optarg);
                     return 2;
                 }
                 break;

@@ -125,6 +125,18 @@ int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char
     rv = nodeApply(db->node, enc.p, enc.len, b, out, errmsg);
     enc.p = NULL;
     enc.len = enc.cap = 0;
+    if (rv == 0 && *out != NULL && archiveSync(db->archiver) && b->kind != BATCH_RESTORE &&
+        !(b->flags & BATCH_META) && atomic_load(&db->running)) {
+        /* --archive-sync: the answer waits until the entry is in the repository (the
+         * archiver uploads it now, with every other entry waiting). On this node, the
+         * leader, which proposed it: a write sent to a follower is forwarded here and
+         * its answer relayed. Not the restore entries, which --restore-from proposes
+         * before the archiver runs. */
+        if ((rv = archiveWait(db->archiver, (*out)->raft_index, errmsg)) != 0) {
+            cairn_result_free(*out);
+            *out = NULL;
+        }
+    }
     return rv;
 }
 
@@ -544,8 +556,8 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         return rv;
     }
     copyStr(db->archive_to, sizeof db->archive_to, cfg->archive_to, &db->cfg.archive_to);
-    if (db->cfg.archive_to != NULL) {
-        db->cfg.archive = 1;
+    if (db->cfg.archive_to != NULL || db->cfg.archive_sync) {
+        db->cfg.archive = 1; /* --archive-to and --archive-sync imply --archive */
     }
     if ((rv = archiveCreate(db, &db->archiver, tlsErrmsg)) != 0) {
         char why[CAIRN_ERRMSG_SIZE];

@@ -211,6 +211,7 @@ unsigned httpStatusFor(int rv)
         case CAIRN_ENOSPC:
             return 507;
         case CAIRN_EUNKNOWN:
+        case CAIRN_ENOTARCHIVED: /* applied: a client must not take it for "try again" */
             return 504;
         default:
             return 500;
@@ -677,6 +678,11 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
         bufPutc(&b, ',');
         jsonKey(&b, "held_from_index");
         bufJsonInt(&b, (int64_t)as.covered_from);
+        bufPutc(&b, ',');
+        jsonKey(&b, "sync");
+        bufPuts(&b, as.sync ? "true," : "false,");
+        jsonKey(&b, "sync_waiting");
+        bufJsonInt(&b, (int64_t)as.sync_waiting);
         bufPutc(&b, ',');
         jsonStr(&b, "last_error", as.last_error);
         bufPutc(&b, '}');

@@ -361,49 +361,13 @@ const cliCommand cliArchiveCommand = {
  * milliseconds. */
 int cliParseTime(const char *s, int64_t *ms)
 {
-    struct tm tm;
-    int y, mo, d, h, mi, sec, n = 0;
-    int64_t frac = 0, scale = 1000;
     char *end;
     long long v = strtoll(s, &end, 10);
     if (*s != '\0' && *end == '\0') {
         *ms = v;
         return 0;
     }
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 &&
-        sscanf(s, "%4d-%2d-%2d %2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6) {
-        return -1;
-    }
-    s += n;
-    if (*s == '.') {
-        s++;
-        while (isdigit((unsigned char)*s)) {
-            if (scale > 1) {
-                scale /= 10;
-                frac += (*s - '0') * scale;
-            }
-            s++;
-        }
-    }
-    memset(&tm, 0, sizeof tm);
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    int64_t t = (int64_t)timegm(&tm) * 1000 + frac;
-    if (*s == 'Z' && s[1] == '\0') {
-        *ms = t;
-        return 0;
-    }
-    if ((*s == '+' || *s == '-') && strlen(s) == 6 && s[3] == ':') {
-        int oh = atoi(s + 1), om = atoi(s + 4);
-        int64_t off = ((int64_t)oh * 60 + om) * 60000;
-        *ms = *s == '+' ? t - off : t + off;
-        return 0;
-    }
-    return -1;
+    return libParseIso8601(s, ms);
 }
 
 bool cliRepoHasArchive(const char *url)

@@ -40,6 +40,10 @@ enum lib_iso8601_style {
  * down gives 1970-01-01T00:00:00 in that style. */
 void libIso8601(int64_t ms, enum lib_iso8601_style style, char out[LIB_ISO8601_SIZE]);
 
+/* Parse an ISO-8601 time into Unix milliseconds: 2026-12-02T10:02:00Z (a space for the
+ * T, fractions of a second, or an offset +01:00 also do). 0, or -1 when s is none. */
+int libParseIso8601(const char *s, int64_t *ms);
+
 /* fsync the directory that holds path. errmsg (CAIRN_ERRMSG_SIZE) names path on
  * failure. */
 int libSyncParentDir(const char *path, char *errmsg);

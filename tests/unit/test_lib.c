@@ -339,11 +339,39 @@ static void test_sqlerr_messages(void **state)
     }
 }
 
+/* libParseIso8601 reads what libIso8601 writes, offsets and a space for the T; a
+ * backup id (20261203T...Z-...) and other text are not times. */
+static void test_parse_iso8601(void **state)
+{
+    int64_t ms = 0;
+    (void)state;
+    assert_int_equal(libParseIso8601("2026-12-02T10:02:00Z", &ms), 0);
+    assert_int_equal(ms, 1796205720000LL);
+    assert_int_equal(libParseIso8601("2026-12-02T10:02:00.250Z", &ms), 0);
+    assert_int_equal(ms, 1796205720250LL);
+    assert_int_equal(libParseIso8601("2026-12-02 11:02:00+01:00", &ms), 0);
+    assert_int_equal(ms, 1796205720000LL);
+    assert_int_equal(libParseIso8601("2026-12-02T08:02:00.5-02:00", &ms), 0);
+    assert_int_equal(ms, 1796205720500LL);
+    for (int64_t v = -1000; v < 4000000000000LL; v += 123456789013LL) {
+        char out[LIB_ISO8601_SIZE];
+        libIso8601(v, LIB_ISO8601_MS, out);
+        assert_int_equal(libParseIso8601(out, &ms), 0);
+        assert_int_equal(ms, v);
+    }
+    assert_int_equal(libParseIso8601("20261203T173655362Z-0000-546a", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-12-02T10:02:00", &ms), -1); /* no zone */
+    assert_int_equal(libParseIso8601("2026-12-02T10:02:00Zjunk", &ms), -1);
+    assert_int_equal(libParseIso8601("yesterday", &ms), -1);
+    assert_int_equal(libParseIso8601("", &ms), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_iso8601),
         cmocka_unit_test(test_iso8601_extremes),
+        cmocka_unit_test(test_parse_iso8601),
         cmocka_unit_test_setup_teardown(test_write_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_atomic_unique, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_atomic_failures, setup, teardown),
