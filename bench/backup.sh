@@ -8,7 +8,11 @@
 #                 against the zstd size of the pages that changed (bench/backup_pages.c)
 #   restore       the last of 10 incrementals (cairn restore of full + 10 incrementals)
 #                 vs cp + sync of the database file vs restic restore of the latest
-#                 snapshot; every restored file is compared with the source, page by page
+#                 snapshot, beside SQLite's quick_check and integrity_check of the source
+#                 alone (what a restore runs on its output by default, and with --check
+#                 full) and cairn's restore of the full backup alone (the pages a chain
+#                 writes: each once, as one full backup's); every restored file is
+#                 compared with the source, page by page
 # each under /usr/bin/time (wall time, peak RSS). Prints the table and writes it into
 # docs/BENCHMARKS.md under "## Backups (issue: backups)" (bench/backup_report.py);
 # raw JSON lines go to bench/results/ (not committed).
@@ -203,6 +207,26 @@ measure() {
         "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')")"
 }
 
+# rotate N WORD...: the words, starting from the (N mod count)th, backwards when N is
+# odd. Each run takes the tools in another order, so that none always comes after the
+# same one: what a command leaves behind (pages to write back, memory freed) costs the
+# next one (on a virtual machine, memory the host took back while it was free costs a
+# fault to take again).
+rotate() {
+    local n=$1
+    shift
+    local -a w=("$@") out=()
+    local k=$((n % ${#w[@]})) i
+    for ((i = 0; i < ${#w[@]}; i++)); do
+        if ((n % 2)); then
+            out+=("${w[(k - i + ${#w[@]}) % ${#w[@]}]}")
+        else
+            out+=("${w[(k + i) % ${#w[@]}]}")
+        fi
+    done
+    echo "${out[@]}"
+}
+
 # The id of the backup a `cairn ... --json` command printed (in $WORK/cmd.out).
 cairn_id() {
     "$PYTHON" - "$WORK/cmd.out" <<'EOF'
@@ -236,11 +260,13 @@ echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$META"
 # --- full backups --------------------------------------------------------------------
 T0=$SECONDS
 CAIRN_REPO=""
+CAIRN_FULL_ID=""
 RESTIC_REPO=""
 for run in $(seq 0 "$RUNS"); do
     label=$run
     [ "$run" = 0 ] && label=warm
-    for tool in $TOOLS_FULL; do
+    # shellcheck disable=SC2086 # word lists
+    for tool in $(rotate "$run" $TOOLS_FULL); do
         case $tool in
         cp)
             measure full cp "$label" "$OUT/copy.db" \
@@ -272,6 +298,7 @@ for run in $(seq 0 "$RUNS"); do
                 "$CAIRN" backup create --db "$SRC" --repo "$repo" --type full --json
             [ -z "$CAIRN_REPO" ] || rm -rf "$CAIRN_REPO"
             CAIRN_REPO=$repo
+            CAIRN_FULL_ID=$(cairn_id) # of $CACHED's pages: $SRC before the changes
             ;;
         esac
     done
@@ -330,15 +357,18 @@ fi
 # --- restore of the chain's end --------------------------------------------------------
 T0=$SECONDS
 cat "$SRC" >/dev/null
-# integrity-check: SQLite's PRAGMA integrity_check of the source alone, which a restore
-# must run on the file it wrote before it renames it into place: the floor under
-# cairn's restore time, measured beside it.
-TOOLS_RESTORE="cp restic integrity-check"
-[ "$BASELINES_ONLY" = 1 ] || TOOLS_RESTORE="$TOOLS_RESTORE cairn"
+# quick-check: SQLite's PRAGMA quick_check of the source alone, which a restore runs on
+# the file it wrote before it renames it into place (integrity-check: what it runs with
+# --check full): a floor under cairn's restore time, measured beside it.
+# cairn-full: the restore of the chain's full backup alone, the pages of one full
+# backup, which the chain's restore must not write more of.
+TOOLS_RESTORE="cp restic quick-check integrity-check"
+[ "$BASELINES_ONLY" = 1 ] || TOOLS_RESTORE="$TOOLS_RESTORE cairn cairn-full"
 for run in $(seq 0 "$RUNS"); do
     label=$run
     [ "$run" = 0 ] && label=warm
-    for tool in $TOOLS_RESTORE; do
+    # shellcheck disable=SC2086 # word lists
+    for tool in $(rotate "$run" $TOOLS_RESTORE); do
         case $tool in
         cp)
             measure restore cp "$label" "$OUT/copy.db" \
@@ -354,6 +384,11 @@ for run in $(seq 0 "$RUNS"); do
             check_same "$SRC" "$target$SRC" "restic's restored file"
             rm -rf "$target"
             ;;
+        quick-check)
+            measure restore quick-check "$label" "$OUT/none" \
+                sqlite3 "file:$SRC?immutable=1" "PRAGMA quick_check"
+            [ "$(cat "$WORK/cmd.out")" = ok ] || fail "PRAGMA quick_check of $SRC: $(head -c 300 "$WORK/cmd.out")"
+            ;;
         integrity-check)
             measure restore integrity-check "$label" "$OUT/none" \
                 sqlite3 "file:$SRC?immutable=1" "PRAGMA integrity_check"
@@ -364,6 +399,12 @@ for run in $(seq 0 "$RUNS"); do
                 "$CAIRN" restore --repo "$CAIRN_REPO" "$LAST_ID" --out "$OUT/restored.db" --json
             check_same "$SRC" "$OUT/restored.db" "cairn's restore of $LAST_ID"
             rm -f "$OUT/restored.db"
+            ;;
+        cairn-full)
+            measure restore cairn-full "$label" "$OUT/restored-full.db" \
+                "$CAIRN" restore --repo "$CAIRN_REPO" "$CAIRN_FULL_ID" --out "$OUT/restored-full.db" --json
+            check_same "$CACHED" "$OUT/restored-full.db" "cairn's restore of $CAIRN_FULL_ID"
+            rm -f "$OUT/restored-full.db"
             ;;
         esac
     done

@@ -1,43 +1,84 @@
 /* Restoring and verifying backups: resolve the chain that ends at a backup back to its
- * full backup (through parent ids and parent digests), write the pages of the chain,
- * newest first and each page once, into a new file while checking every file of the
- * chain completely, check every page of the new file against the manifest of the last
- * backup, fsync, run SQLite's quick_check (integrity_check when asked, and for a
- * verification's trial restore), and only then put it in place.
+ * full backup (through parent ids and parent digests), write the restored database
+ * into a new file while checking every file of the chain completely, fsync it, check
+ * it with SQLite's quick_check (integrity_check when asked, and for a verification's
+ * trial restore), and only then put it in place.
  *
- * One pass over each file a restore applies: its blocks' checksums, its manifest and
- * its whole-file digest are checked as it is read, each page is decompressed and
- * checked against the manifest before it is written, and the file's digest is known
- * when its last byte is read. A failure of any check removes the temporary file: the
- * result is the same as checking every file first, at half the reading (a repository
- * over the network is read once). Files older than the newest one that holds every
- * page are only checked. backupVerify decompresses and checks every page of every
- * file, and its trial restore reads them again.
+ * A restore is a pipeline in which reading the chain, decompressing, checking, writing,
+ * syncing and SQLite's check overlap:
  *
- * Threads: the caller's (a worker, never the loop) reads the files and writes the
- * restored one; for the duration of a call it starts workers (one per CPU, at most
- * MAX_WORKERS) that decompress and check blocks, one that prepares the next file of
- * the chain (opens it, reads its manifest) while one is applied, and one that runs
- * SQLite's check while the caller's thread fsyncs the result. No state
- * is shared between calls. */
+ *  - read: the files of the chain that are applied (from the newest back to the newest
+ *    one that stores every page, applyStart) are read at once, each in order by a
+ *    thread of its own (cbkScan: block checksums, manifest, whole-file digest; each
+ *    file read once). A file's page numbers ascend through it (docs/FORMAT.md), so the
+ *    files are merged like sorted runs: the restored file is produced from its first
+ *    page to its last, each page taken from the newest file that holds it. Up to
+ *    MAX_STREAMS files at once; a longer chain is merged in groups, newest first, a
+ *    bitmap telling which pages a newer group wrote. A repository over the network
+ *    (no local path) is read one file at a time, newest first (its read-ahead has one
+ *    budget for all the files read), the next file opened while one is applied.
+ *  - decompress: a small block (an incremental's: a few pages) by the thread that read
+ *    it, straight from its read buffer; a large one by the workers (one per CPU), the
+ *    block nearest the front of the merge first.
+ *  - check: each decompressed page is hashed, and the copy that is restored must have
+ *    the hash the restored backup's manifest names, in memory, before it is written;
+ *    every page of that manifest must be written. So the file holds exactly the pages
+ *    the manifest names, and is never read back for it. (Older copies that a newer
+ *    backup replaces are decompressed, their blocks and files checked, but compared
+ *    with no manifest: they are not restored, and holding every file's manifest would
+ *    cost 8 bytes a page a file. backupVerify compares every page of every file with
+ *    its own file's manifest.) A file's digest is known when its last byte is read:
+ *    any failure, anywhere, fails the restore, and the new file never appears.
+ *  - write: each page once, in ascending runs of up to RUN_BYTES written by one
+ *    pwritev straight from the decompressed blocks, into a file preallocated to its
+ *    final size (fallocate: a full disk fails the restore before it starts), with its
+ *    writeback started every WRITEBACK_BYTES (sync_file_range), so that the fsync at
+ *    the end has little left.
+ *  - SQLite's check starts with the writing, on a thread of its own, reading the file
+ *    through ROVFS: a read of a page not written yet waits for it. It goes through the
+ *    b-trees in their own order, so how much of it overlaps the writing depends on
+ *    where their pages are (the freelist first, then each tree from its root); the
+ *    rest runs beside the fsync.
+ *
+ * The new file has no name until it is complete (O_TMPFILE, src/lib/newfile.h): a
+ * restore killed at any point leaves nothing at the destination, nor beside it. On a
+ * file system without O_TMPFILE it is a hidden file beside the destination, held under
+ * an flock, which the next restore to that destination removes; so does a restore's
+ * last step, the caller's `finish`, which opens the file by a name.
+ *
+ * Memory: the restored backup's manifest (8 bytes a page), a bitmap (1 bit a page),
+ * the blocks in flight (at most RING a file, and BUFFER_BUDGET beyond one a file) and
+ * the check's read chunks; never the database, and independent of the chain's length.
+ *
+ * Threads: the caller's (a worker, never the loop) merges, writes and fsyncs; for the
+ * duration of a call it starts a reader per file read at once, workers that decompress
+ * (one per CPU, at most MAX_WORKERS, for chains of PARALLEL_MIN_BYTES or more), one
+ * that runs SQLite's check, and one that opens the next file of a remote chain. The
+ * progress callback is called on the caller's thread only. No state is shared between
+ * calls. */
 #define _GNU_SOURCE
 #include "backup.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <xxhash.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "cbk.h"
 #include "error.h"
 #include "lib.h"
+#include "newfile.h"
 #include "repo.h"
 #include "sqlerr.h"
 
@@ -47,7 +88,7 @@
 struct progress {
     backup_progress_fn fn;
     void *arg;
-    uint64_t base; /* bytes done before the current file */
+    uint64_t base; /* bytes done before the current file or group of files */
     uint64_t total;
 };
 
@@ -208,442 +249,1129 @@ static uint64_t *newManifest(const struct repo_file *f, char *errmsg)
     return m;
 }
 
-/* ---- writing the pages: the calling thread reads and checks the blocks of a file in
- * order (cbkScan), workers decompress and check them, the calling thread writes them,
- * in order ---- */
+/* ---- the pipeline: readers, decompressing workers, and a consumer on the caller's
+ * thread that merges and writes (restore) or checks (verify) ---- */
 
-/* Writeback of the restored file starts as it is written (see WRITEBACK_BYTES in
- * repo_posix.c): runs at least this long are handed to the disk at once. */
-#define WRITEBACK_RUN (256u << 10)
-#define MAX_WORKERS 4
+/* Files read at once; a longer chain is merged in groups. */
+#define MAX_STREAMS 16
+/* Blocks a file holds at most: read, being decompressed, decompressed, or taken into
+ * the run being written. */
+#define RING 6
+#define MAX_WORKERS 16
+/* Bytes of block buffers beyond one block per file: a reader waits for room past it. */
+#define BUFFER_BUDGET (32u << 20)
+/* Blocks of up to this many raw bytes are decompressed by the thread that read them:
+ * an incremental's blocks hold a few pages each, and handing each to a worker would
+ * cost more in wakeups than the work. */
+#define INLINE_BYTES (256u << 10)
+/* Chains smaller than this are decompressed by their readers alone. */
 #define PARALLEL_MIN_BYTES (4u << 20)
+/* The longest run written by one pwritev. Not more: the page cache takes a write's
+ * length for the size of the folios it allocates, and on the benchmark's machine a
+ * write of 1 MiB cost 2 to 3 times one of 256 KiB, 2 MiB (a huge page) 4 to 10 times,
+ * as the memory a large folio takes must be found (compacted) or faulted in from the
+ * host (docs/BENCHMARKS.md, "Backups"); 256 KiB is already many pages a call. */
+#define RUN_BYTES (256u << 10)
+#define RUN_IOVS 64 /* buffers of one pwritev */
+/* Writeback of the restored file is started every this many bytes written. */
+#define WRITEBACK_BYTES (32u << 20)
 
-struct sink {
-    int fd; /* -1: decode and check, write nothing */
-    const char *path;
-    /* Restores write the chain newest first: a page already written (its bit set) came
-     * from a newer backup and is kept; pages past `limit` are past the end of the
-     * restored database. NULL: write every page. */
-    unsigned char *done;
-    uint64_t limit;
-    /* The manifest of the backup restored (its page_count hashes), when not NULL: every
-     * page written from an older file must have the hash it names there. */
-    const uint64_t *expect;
+enum { BLK_QUEUED, BLK_BUSY, BLK_READY };
+
+/* Stacks of the threads a restore starts: small, as the work they do needs (a reader
+ * may talk HTTPS to S3, the check runs SQLite), not the default 8 MiB of address space
+ * each, which a process running under an address space limit may not have. */
+#define READER_STACK (1u << 20)
+#define WORKER_STACK (512u << 10)
+#define CHECK_STACK (1u << 20)
+
+static int startThread(pthread_t *th, size_t stack, void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    int rv;
+    if (pthread_attr_init(&attr) != 0) {
+        return -1;
+    }
+    pthread_attr_setstacksize(&attr, stack);
+    rv = pthread_create(th, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rv;
+}
+
+/* How much of the new file is written, for SQLite's check, which reads it meanwhile
+ * (ROVFS below): a read waits until the bytes it wants are there. Set by the consumer
+ * after each run it writes, and at the end. */
+struct follow {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t size; /* of the file, once complete */
+    uint64_t upto; /* bytes [0, upto) are written */
+    bool end;      /* no more writes */
+    bool failed;   /* ... because the restore failed: reads fail */
+    bool waiting;
 };
 
-static int pwriteAll(int fd, const unsigned char *p, size_t n, uint64_t off, const char *path,
-                     char *errmsg)
+static void followInit(struct follow *fw, uint64_t size)
 {
-    int err = libPwriteFull(fd, p, n, off);
-    if (err == ENOSPC || err == EDQUOT) {
-        errorf(errmsg, "no space left on device writing %s", path);
-        return CAIRN_ENOSPC;
-    }
-    if (err != 0) {
-        errorf(errmsg, "write %s: %s", path, strerror(err));
-        return errorFromErrno(err);
-    }
-    return 0;
+    memset(fw, 0, sizeof *fw);
+    pthread_mutex_init(&fw->mu, NULL);
+    pthread_cond_init(&fw->cv, NULL);
+    fw->size = size;
 }
 
-/* Write a block's pages, one pwrite per run of consecutive page numbers. The pages
- * were checked against m, the manifest of their file (r), before they came here: where
- * that is not the restored backup's own, a page is the restored backup's page only if
- * both manifests name the same hash. */
-static int writePages(const struct sink *s, const struct cbk_reader *r, const uint64_t *m,
-                      const uint32_t *pgnos, uint32_t n, const unsigned char *pages, char *errmsg)
+static void followSet(struct follow *fw, uint64_t upto, bool end, bool failed)
 {
-    const uint32_t ps = r->h.page_size;
-    uint32_t i = 0;
-    if (s->fd < 0) {
-        return 0; /* verifying: decoded and checked is all */
+    pthread_mutex_lock(&fw->mu);
+    if (upto > fw->upto) {
+        fw->upto = upto;
     }
-    while (i < n) {
-        uint32_t j;
-        size_t len;
-        uint64_t off;
-        int rv;
-        if (s->done != NULL) {
-            uint32_t pg = pgnos[i];
-            if (pg > s->limit || (s->done[(pg - 1) / 8] & (1u << ((pg - 1) % 8))) != 0) {
-                i++;
-                continue;
-            }
-        }
-        j = i + 1;
-        while (j < n && pgnos[j] == pgnos[j - 1] + 1 &&
-               (s->done == NULL ||
-                (pgnos[j] <= s->limit &&
-                 (s->done[(pgnos[j] - 1) / 8] & (1u << ((pgnos[j] - 1) % 8))) == 0))) {
-            j++;
-        }
-        for (uint32_t k = i; s->expect != NULL && s->expect != m && k < j; k++) {
-            if (m[pgnos[k] - 1] != s->expect[pgnos[k] - 1]) {
-                errorf(errmsg,
-                       "%s: page %u is the newest copy in the chain, but its hash is not the "
-                       "one the restored backup's manifest names (the chain does not add up)",
-                       r->name, pgnos[k]);
-                return CAIRN_ECORRUPT;
-            }
-        }
-        if (s->done != NULL) {
-            for (uint32_t k = i; k < j; k++) {
-                s->done[(pgnos[k] - 1) / 8] |= (unsigned char)(1u << ((pgnos[k] - 1) % 8));
-            }
-        }
-        off = (uint64_t)(pgnos[i] - 1) * ps;
-        len = (size_t)(j - i) * ps;
-        if ((rv = pwriteAll(s->fd, pages + (size_t)i * ps, len, off, s->path, errmsg)) != 0) {
-            return rv;
-        }
-        if (len >= WRITEBACK_RUN) {
-            sync_file_range(s->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
-        }
-        i = j;
+    fw->end = fw->end || end;
+    fw->failed = fw->failed || failed;
+    if (fw->waiting) {
+        pthread_cond_broadcast(&fw->cv);
     }
-    return 0;
+    pthread_mutex_unlock(&fw->mu);
 }
 
-enum { SLOT_FREE, SLOT_READY, SLOT_BUSY, SLOT_DONE };
+/* 0 once bytes [off, off + n) are written or no more will be; -1 when the restore
+ * failed. */
+static int followWait(struct follow *fw, uint64_t off, uint64_t n)
+{
+    int rv;
+    pthread_mutex_lock(&fw->mu);
+    while (!fw->end && off + n > fw->upto) {
+        fw->waiting = true;
+        pthread_cond_wait(&fw->cv, &fw->mu);
+    }
+    fw->waiting = false;
+    rv = fw->failed ? -1 : 0;
+    pthread_mutex_unlock(&fw->mu);
+    return rv;
+}
 
-/* A block handed to a worker, with copies of its page numbers and frame, and the
- * pages it decodes to. */
-struct slot {
-    struct cbk_block b;
-    const struct cbk_reader *r;
-    const uint64_t *manifest;
+static void followDestroy(struct follow *fw)
+{
+    pthread_cond_destroy(&fw->cv);
+    pthread_mutex_destroy(&fw->mu);
+}
+
+/* A block of a file, copied from the reader's window, and once decoded its pages and
+ * their hashes. */
+struct blk {
+    struct cbk_block b; /* b.pgnos and b.frame point into the buffers below */
     uint32_t *pgnos;
-    uint32_t pgnos_cap;
+    uint64_t *hashes;
+    uint32_t pages_cap;
     unsigned char *frame;
     size_t frame_cap;
     unsigned char *raw;
     size_t raw_cap;
+    uint64_t end; /* bytes of the file up to the block's end: progress */
     int state;
-    int rv;
-    char errmsg[CAIRN_ERRMSG_SIZE];
 };
 
-/* Workers decompress and check; the calling thread alone writes, in order (writers of
- * one file would only queue on its lock). */
-struct applier {
+struct pipe;
+
+/* A file of the chain being read. */
+struct stream {
+    struct pipe *pl;
+    const struct backup_info *info;
+    struct repo_file f; /* open while its reader reads it */
+    bool open;
+    uint32_t ps;        /* its page size */
+    bool want_manifest; /* its manifest is read into pl->manifest */
+    bool opened_ahead;  /* opened before its group (pipeOpenAhead), with this outcome: */
+    int ahead_rv;
+    char ahead_errmsg[CAIRN_ERRMSG_SIZE];
+    ZSTD_DCtx *dctx; /* its reader's */
+    struct blk ring[RING];
+    /* Under pl->mu. */
+    uint64_t pushed; /* blocks published by the reader */
+    uint64_t freed;  /* blocks released: slots from freed up to freed + RING are the reader's */
+    bool ended;      /* the reader's scan passed: every block published, the file checked */
+    bool waiting;    /* the reader waits for room, on room */
+    pthread_cond_t room;
+    /* The consumer's alone. */
+    uint64_t head;       /* the block it is at */
+    uint64_t avail;      /* pushed, when it last looked */
+    uint32_t pos;        /* the next page of the head block */
+    bool finished;       /* ended, and every block consumed */
+    uint64_t done_bytes; /* of the file, consumed: progress */
+    pthread_t th;
+    bool started;
+};
+
+struct pipe {
     pthread_mutex_t mu;
-    pthread_cond_t work;
-    pthread_cond_t done;
-    struct slot slots[2 * MAX_WORKERS + 1];
-    unsigned nslots;
-    uint64_t submitted, taken, written; /* sequence numbers of blocks */
-    bool stop;
-    bool launched;
-    pthread_t threads[MAX_WORKERS];
-    unsigned nthreads;
-    ZSTD_DCtx *dctx; /* the calling thread's, when there are no workers */
-    uint64_t chain_bytes; /* of all the files to apply: workers pay off for a chain too */
-    struct sink sink;
-    /* The file being applied. */
-    const struct cbk_reader *r;
-    const uint64_t *manifest;
+    pthread_cond_t work; /* workers: a block queued, or stop */
+    pthread_cond_t cons; /* the consumer: a block published or decoded, an end, a failure */
+    struct repo *repo;
+    uint32_t page_size; /* that every file must have; 0: any */
+    struct stream s[MAX_STREAMS];
+    struct stream *act; /* the group being read: act[0] to act[ns - 1], in s */
+    unsigned ns;
+    pthread_t opener; /* opening the next group's one file (pipeOpenAhead) */
+    bool opening;
+    unsigned queued;        /* blocks waiting for a worker */
+    unsigned busy;          /* blocks being decoded by workers */
+    unsigned idle;          /* workers waiting */
+    unsigned short_of_room; /* readers waiting for the budget */
+    bool cons_waiting;
+    size_t cap; /* bytes of the rings' buffers */
+    bool stop;  /* readers and workers end */
+    int rv;     /* the first failure, with its message */
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    uint64_t *manifest; /* of the stream that wants it, once read */
+    bool manifest_ready;
+    pthread_t workers[MAX_WORKERS];
+    unsigned nworkers;
+    ZSTD_DCtx *dctx; /* the consumer's */
 };
 
-static int decodeSlot(ZSTD_DCtx *dctx, struct slot *s, char *errmsg)
+/* Record the first failure and stop everyone. pl->mu held. */
+static void failLocked(struct pipe *pl, int rv, const char *errmsg)
 {
-    size_t need = (size_t)s->b.n * s->r->h.page_size;
-    if (dctx == NULL) {
-        errorf(errmsg, "%s: out of memory", s->r->name);
-        return CAIRN_ENOMEM;
+    if (pl->rv == 0) {
+        pl->rv = rv;
+        snprintf(pl->errmsg, sizeof pl->errmsg, "%s", errmsg);
     }
-    if (need > s->raw_cap) {
-        unsigned char *p = realloc(s->raw, need);
-        if (p == NULL) {
-            errorf(errmsg, "%s: out of memory", s->r->name);
-            return CAIRN_ENOMEM;
-        }
-        s->raw = p;
-        s->raw_cap = need;
+    pl->stop = true;
+    pthread_cond_broadcast(&pl->work);
+    pthread_cond_broadcast(&pl->cons);
+    for (unsigned i = 0; i < MAX_STREAMS; i++) {
+        pthread_cond_broadcast(&pl->s[i].room);
     }
-    return cbkDecodeBlock(s->r, &s->b, s->manifest, dctx, s->raw, errmsg);
 }
 
-static void *applyWorker(void *arg)
+static int fail(struct pipe *pl, int rv, const char *errmsg)
 {
-    struct applier *a = arg;
-    ZSTD_DCtx *dctx = ZSTD_createDCtx();
-    pthread_mutex_lock(&a->mu);
-    for (;;) {
-        struct slot *s;
-        while (!a->stop && a->taken == a->submitted) {
-            pthread_cond_wait(&a->work, &a->mu);
+    pthread_mutex_lock(&pl->mu);
+    failLocked(pl, rv, errmsg);
+    rv = pl->rv;
+    pthread_mutex_unlock(&pl->mu);
+    return rv;
+}
+
+/* The consumer waits for news. pl->mu held. */
+static void consWait(struct pipe *pl)
+{
+    pl->cons_waiting = true;
+    pthread_cond_wait(&pl->cons, &pl->mu);
+    pl->cons_waiting = false;
+}
+
+static size_t blkCap(const struct blk *k)
+{
+    return (size_t)k->pages_cap * (sizeof *k->pgnos + sizeof *k->hashes) + k->frame_cap +
+           k->raw_cap;
+}
+
+/* Frames and pages are kept in mappings of their own, not in the heap: a buffer
+ * released goes back to the system at once (the heap would keep it, and the process's
+ * resident size would be the most it ever held, in every thread's arena). Sizes are
+ * multiples of MAP_UNIT; *cap is the buffer's. */
+#define MAP_UNIT (4u << 10)
+
+static bool mapGrow(unsigned char **p, size_t *cap, size_t want)
+{
+    void *q;
+    want = (want + MAP_UNIT - 1) / MAP_UNIT * MAP_UNIT;
+    if (*p == NULL) {
+        q = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    } else {
+        q = mremap(*p, *cap, want, MREMAP_MAYMOVE);
+    }
+    if (q == MAP_FAILED) {
+        return false;
+    }
+    *p = q;
+    *cap = want;
+    return true;
+}
+
+static void mapFree(unsigned char **p, size_t *cap)
+{
+    if (*p != NULL) {
+        munmap(*p, *cap);
+    }
+    *p = NULL;
+    *cap = 0;
+}
+
+static void blkFree(struct blk *k)
+{
+    free(k->pgnos);
+    free(k->hashes);
+    mapFree(&k->frame, &k->frame_cap);
+    mapFree(&k->raw, &k->raw_cap);
+    k->pgnos = NULL;
+    k->hashes = NULL;
+    k->pages_cap = 0;
+}
+
+/* Bytes k's buffers must grow by to hold a block of n pages of ps bytes, comp of them
+ * compressed. */
+static size_t blkGrowth(const struct blk *k, uint32_t n, uint32_t ps, uint32_t comp)
+{
+    size_t raw = (size_t)n * ps, g = 0;
+    if (n > k->pages_cap) {
+        g += (size_t)(n - k->pages_cap) * (sizeof *k->pgnos + sizeof *k->hashes);
+    }
+    if (comp > k->frame_cap) {
+        g += (comp - k->frame_cap + MAP_UNIT - 1) / MAP_UNIT * MAP_UNIT;
+    }
+    if (raw > k->raw_cap) {
+        g += (raw - k->raw_cap + MAP_UNIT - 1) / MAP_UNIT * MAP_UNIT;
+    }
+    return g;
+}
+
+static bool blkReserve(struct blk *k, uint32_t n, uint32_t ps, uint32_t comp)
+{
+    size_t raw = (size_t)n * ps;
+    if (n > k->pages_cap) {
+        uint32_t *p = realloc(k->pgnos, sizeof *p * n);
+        uint64_t *h;
+        if (p == NULL) {
+            return false;
         }
-        if (a->stop) {
+        k->pgnos = p;
+        if ((h = realloc(k->hashes, sizeof *h * n)) == NULL) {
+            return false;
+        }
+        k->hashes = h;
+        k->pages_cap = n;
+    }
+    return (comp <= k->frame_cap || mapGrow(&k->frame, &k->frame_cap, comp)) &&
+           (raw <= k->raw_cap || mapGrow(&k->raw, &k->raw_cap, raw));
+}
+
+/* Decompress block k of stream s into k->raw and hash each of its pages into
+ * k->hashes: the checks of cbkDecodeBlock but the manifest's, which the consumer makes
+ * against the manifest that applies to the copy (the restored backup's, for a copy
+ * restored). */
+static int decodeBlk(const struct stream *s, struct blk *k, ZSTD_DCtx *dctx, char *errmsg)
+{
+    const char *name = s->info->path;
+    const uint32_t ps = s->ps;
+    size_t want = (size_t)k->b.n * ps, got;
+    if (dctx == NULL) {
+        errorf(errmsg, "%s: out of memory", name);
+        return CAIRN_ENOMEM;
+    }
+    if (ZSTD_findFrameCompressedSize(k->b.frame, k->b.comp) != k->b.comp) {
+        errorf(errmsg, "%s: block %llu at offset %llu: not one zstd frame", name,
+               (unsigned long long)k->b.index, (unsigned long long)k->b.offset);
+        return CAIRN_ECORRUPT;
+    }
+    got = ZSTD_decompressDCtx(dctx, k->raw, want, k->b.frame, k->b.comp);
+    if (ZSTD_isError(got) || got != want) {
+        errorf(errmsg, "%s: block %llu at offset %llu: decompression failed (%s)", name,
+               (unsigned long long)k->b.index, (unsigned long long)k->b.offset,
+               ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong length");
+        return ZSTD_isError(got) && ZSTD_getErrorCode(got) == ZSTD_error_memory_allocation
+                   ? CAIRN_ENOMEM
+                   : CAIRN_ECORRUPT;
+    }
+    for (uint32_t i = 0; i < k->b.n; i++) {
+        k->hashes[i] = XXH3_64bits(k->raw + (size_t)i * ps, ps);
+    }
+    return 0;
+}
+
+/* cbkScan's callback on a reader's thread: copy the block into the stream's next slot
+ * (waiting for room), decompress it here when it is small, and publish it. */
+static int streamPush(void *arg, const struct cbk_block *b, char *errmsg)
+{
+    struct stream *s = arg;
+    struct pipe *pl = s->pl;
+    const struct cbk_reader *r = &s->f.r;
+    const uint32_t ps = r->h.page_size;
+    struct blk *k;
+    size_t grow;
+    bool here = (size_t)b->n * ps <= INLINE_BYTES || pl->nworkers == 0;
+    int rv;
+
+    pthread_mutex_lock(&pl->mu);
+    k = &s->ring[s->pushed % RING];
+    for (;;) {
+        bool over;
+        /* A block decoded here is decoded from the reader's window: no frame kept. */
+        grow = blkGrowth(k, b->n, ps, here ? 0 : b->comp);
+        /* One block a file is always allowed: the merge needs the head of each. */
+        over = grow > 0 && s->pushed > s->freed && pl->cap + grow > BUFFER_BUDGET;
+        if (pl->stop || (s->pushed - s->freed < RING && !over)) {
             break;
         }
-        s = &a->slots[a->taken++ % a->nslots];
-        s->state = SLOT_BUSY;
-        pthread_mutex_unlock(&a->mu);
-        s->rv = decodeSlot(dctx, s, s->errmsg);
-        pthread_mutex_lock(&a->mu);
-        s->state = SLOT_DONE;
-        pthread_cond_broadcast(&a->done);
+        s->waiting = true;
+        pl->short_of_room += over;
+        pthread_cond_wait(&s->room, &pl->mu);
+        pl->short_of_room -= over;
+        s->waiting = false;
     }
-    pthread_mutex_unlock(&a->mu);
+    if (pl->stop) {
+        pthread_mutex_unlock(&pl->mu);
+        errorf(errmsg, "%s: stopped", r->name);
+        return CAIRN_ESHUTDOWN;
+    }
+    pl->cap += grow;
+    pthread_mutex_unlock(&pl->mu);
+
+    /* The slot is this thread's until published. */
+    if (!blkReserve(k, b->n, ps, here ? 0 : b->comp)) {
+        errorf(errmsg, "%s: out of memory", r->name);
+        return CAIRN_ENOMEM;
+    }
+    memcpy(k->pgnos, b->pgnos, sizeof *b->pgnos * b->n);
+    k->b = *b;
+    k->b.pgnos = k->pgnos;
+    k->end = b->offset + CBK_BLOCK_HEAD_SIZE(b->n) + b->comp + CBK_BLOCK_SUM_SIZE;
+    if (here) {
+        if (s->dctx == NULL) {
+            s->dctx = ZSTD_createDCtx();
+        }
+        rv = decodeBlk(s, k, s->dctx, errmsg);
+        k->b.frame = NULL; /* the window's, valid during this call only */
+        if (rv != 0) {
+            return rv;
+        }
+    } else {
+        memcpy(k->frame, b->frame, b->comp);
+        k->b.frame = k->frame;
+    }
+
+    pthread_mutex_lock(&pl->mu);
+    k->state = here ? BLK_READY : BLK_QUEUED;
+    s->pushed++;
+    if (!here) {
+        pl->queued++;
+        if (pl->idle > 0) {
+            pthread_cond_signal(&pl->work);
+        }
+    }
+    if (pl->cons_waiting) {
+        pthread_cond_signal(&pl->cons);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    return 0;
+}
+
+/* Open the file of s (checked as repoOpenFileIn checks it, and that it is the one the
+ * chain was resolved with), read its manifest when wanted (into pl->manifest, and *m),
+ * and tell its driver that the blocks will be read from the start (a driver that
+ * reads ahead starts fetching them). */
+static int streamOpen(struct stream *s, uint64_t **m, char *msg)
+{
+    struct pipe *pl = s->pl;
+    int rv = openMember(pl->repo, s->info, &s->f, msg);
+    *m = NULL;
+    if (rv == 0) {
+        s->open = true;
+        s->ps = s->f.r.h.page_size;
+        if (pl->page_size != 0 && s->f.r.h.page_size != pl->page_size) {
+            errorf(msg, "%s: pages of %u bytes, where the restored backup's are of %u",
+                   s->info->path, s->f.r.h.page_size, pl->page_size);
+            rv = CAIRN_ECORRUPT;
+        }
+    }
+    if (rv == 0 && s->want_manifest) {
+        if ((*m = newManifest(&s->f, msg)) == NULL) {
+            rv = CAIRN_ENOMEM;
+        } else if ((rv = cbkReadManifest(&s->f.r, *m, msg)) != 0) {
+            free(*m);
+            *m = NULL;
+        } else {
+            pthread_mutex_lock(&pl->mu);
+            pl->manifest = *m;
+            pl->manifest_ready = true;
+            if (pl->cons_waiting) {
+                pthread_cond_signal(&pl->cons);
+            }
+            pthread_mutex_unlock(&pl->mu);
+        }
+    }
+    if (rv == 0 && s->f.r.io.willRead != NULL) {
+        s->f.r.io.willRead(s->f.r.io.arg, 0);
+    }
+    return rv;
+}
+
+static void *openAheadMain(void *arg)
+{
+    struct stream *s = arg;
+    uint64_t *m;
+    s->ahead_rv = streamOpen(s, &m, s->ahead_errmsg);
+    return NULL;
+}
+
+/* Wait for the file being opened ahead (pipeOpenAhead), if any. */
+static void pipeOpenAheadJoin(struct pipe *pl)
+{
+    if (pl->opening) {
+        pthread_join(pl->opener, NULL);
+        pl->opening = false;
+    }
+}
+
+/* A reader: its file opened (here, or ahead of its group), then scanned whole. */
+static void *streamMain(void *arg)
+{
+    struct stream *s = arg;
+    struct pipe *pl = s->pl;
+    char msg[CAIRN_ERRMSG_SIZE];
+    uint64_t *m = NULL;
+    int rv;
+
+    if (s->opened_ahead) {
+        rv = s->ahead_rv;
+        memcpy(msg, s->ahead_errmsg, sizeof msg);
+    } else {
+        rv = streamOpen(s, &m, msg);
+    }
+    if (rv == 0) {
+        rv = cbkScan(&s->f.r, m, streamPush, s, NULL, NULL, msg);
+    }
+    /* Read whole: its buffers go now, not when every file of the group is read. */
+    if (s->open) {
+        repoCloseFile(&s->f);
+        s->open = false;
+    }
+    pthread_mutex_lock(&pl->mu);
+    if (rv == 0) {
+        s->ended = true;
+        if (pl->cons_waiting) {
+            pthread_cond_signal(&pl->cons);
+        }
+    } else {
+        failLocked(pl, rv, msg);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    return NULL;
+}
+
+/* The queued block nearest the front of the merge (the smallest first page; the newer
+ * file's on a tie), with its stream. pl->mu held, pl->queued > 0. */
+static struct blk *pickQueued(struct pipe *pl, const struct stream **from)
+{
+    struct blk *best = NULL;
+    for (unsigned i = 0; i < pl->ns; i++) {
+        struct stream *s = &pl->act[i];
+        for (uint64_t q = s->freed; q < s->pushed; q++) {
+            struct blk *k = &s->ring[q % RING];
+            if (k->state == BLK_QUEUED && (best == NULL || k->b.pgnos[0] < best->b.pgnos[0])) {
+                best = k;
+                *from = s;
+            }
+        }
+    }
+    return best;
+}
+
+static void *workerMain(void *arg)
+{
+    struct pipe *pl = arg;
+    ZSTD_DCtx *dctx = ZSTD_createDCtx();
+    char msg[CAIRN_ERRMSG_SIZE];
+    pthread_mutex_lock(&pl->mu);
+    for (;;) {
+        const struct stream *from = NULL;
+        struct blk *k;
+        int rv;
+        while (!pl->stop && pl->queued == 0) {
+            pl->idle++;
+            pthread_cond_wait(&pl->work, &pl->mu);
+            pl->idle--;
+        }
+        if (pl->stop) {
+            break;
+        }
+        k = pickQueued(pl, &from);
+        k->state = BLK_BUSY;
+        pl->queued--;
+        pl->busy++;
+        pthread_mutex_unlock(&pl->mu);
+        rv = decodeBlk(from, k, dctx, msg);
+        pthread_mutex_lock(&pl->mu);
+        pl->busy--;
+        if (rv != 0) {
+            failLocked(pl, rv, msg);
+        } else {
+            k->state = BLK_READY;
+        }
+        if (pl->cons_waiting) {
+            pthread_cond_signal(&pl->cons);
+        }
+    }
+    pthread_mutex_unlock(&pl->mu);
     ZSTD_freeDCtx(dctx);
     return NULL;
 }
 
-static void applierStop(struct applier *a)
-{
-    if (a->nthreads > 0) {
-        pthread_mutex_lock(&a->mu);
-        a->stop = true;
-        pthread_cond_broadcast(&a->work);
-        pthread_mutex_unlock(&a->mu);
-        for (unsigned i = 0; i < a->nthreads; i++) {
-            pthread_join(a->threads[i], NULL);
-        }
-    }
-    for (unsigned i = 0; i < sizeof a->slots / sizeof a->slots[0]; i++) {
-        free(a->slots[i].pgnos);
-        free(a->slots[i].frame);
-        free(a->slots[i].raw);
-    }
-    ZSTD_freeDCtx(a->dctx);
-    pthread_cond_destroy(&a->work);
-    pthread_cond_destroy(&a->done);
-    pthread_mutex_destroy(&a->mu);
-}
-
-static void applierStart(struct applier *a, int fd, const char *path)
-{
-    memset(a, 0, sizeof *a);
-    pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->work, NULL);
-    pthread_cond_init(&a->done, NULL);
-    a->sink.fd = fd;
-    a->sink.path = path;
-    a->nslots = 1;
-}
-
-/* Start the workers with the first block, and only for a file big enough to repay
- * them (a chain starts with its biggest file): a file refused before its blocks, or a
- * small one, costs no threads. */
-static void applierLaunch(struct applier *a)
+/* page_size: that every file must have (0: any). Workers start when the bytes to read
+ * repay them and there is more than one CPU. */
+static void pipeStart(struct pipe *pl, struct repo *repo, uint32_t page_size, uint64_t bytes)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    a->launched = true;
-    if (cpus > 1 && (a->r->size >= PARALLEL_MIN_BYTES || a->chain_bytes >= PARALLEL_MIN_BYTES)) {
+    memset(pl, 0, sizeof *pl);
+    pthread_mutex_init(&pl->mu, NULL);
+    pthread_cond_init(&pl->work, NULL);
+    pthread_cond_init(&pl->cons, NULL);
+    for (unsigned i = 0; i < MAX_STREAMS; i++) {
+        pthread_cond_init(&pl->s[i].room, NULL);
+    }
+    pl->repo = repo;
+    pl->page_size = page_size;
+    if (cpus > 1 && bytes >= PARALLEL_MIN_BYTES) {
         unsigned want = cpus > MAX_WORKERS ? MAX_WORKERS : (unsigned)cpus;
         for (unsigned i = 0; i < want; i++) {
-            if (pthread_create(&a->threads[i], NULL, applyWorker, a) != 0) {
+            if (startThread(&pl->workers[i], WORKER_STACK, workerMain, pl) != 0) {
                 break; /* fewer workers, or none: still correct */
             }
-            a->nthreads++;
+            pl->nworkers++;
         }
-        a->nslots = a->nthreads > 0 ? 2 * a->nthreads + 1 : 1;
-    }
-    if (a->nthreads == 0) {
-        a->dctx = ZSTD_createDCtx();
     }
 }
 
-/* Wait for the oldest block in flight and write its pages. */
-static int writeOldest(struct applier *a, char *errmsg)
+static void pipeEnd(struct pipe *pl)
 {
-    struct slot *s = &a->slots[a->written % a->nslots];
-    pthread_mutex_lock(&a->mu);
-    while (s->state != SLOT_DONE) {
-        pthread_cond_wait(&a->done, &a->mu);
+    pipeOpenAheadJoin(pl);
+    for (unsigned i = 0; i < MAX_STREAMS; i++) {
+        if (pl->s[i].open) {
+            repoCloseFile(&pl->s[i].f);
+            pl->s[i].open = false;
+        }
     }
-    pthread_mutex_unlock(&a->mu);
-    s->state = SLOT_FREE;
-    a->written++;
-    if (s->rv != 0) {
-        memcpy(errmsg, s->errmsg, CAIRN_ERRMSG_SIZE);
-        return s->rv;
+    pthread_mutex_lock(&pl->mu);
+    pl->stop = true;
+    pthread_cond_broadcast(&pl->work);
+    pthread_mutex_unlock(&pl->mu);
+    for (unsigned i = 0; i < pl->nworkers; i++) {
+        pthread_join(pl->workers[i], NULL);
     }
-    return writePages(&a->sink, s->r, s->manifest, s->b.pgnos, s->b.n, s->raw, errmsg);
+    for (unsigned i = 0; i < MAX_STREAMS; i++) {
+        for (unsigned j = 0; j < RING; j++) {
+            blkFree(&pl->s[i].ring[j]);
+        }
+        ZSTD_freeDCtx(pl->s[i].dctx);
+    }
+    ZSTD_freeDCtx(pl->dctx);
+    free(pl->manifest);
+    pthread_cond_destroy(&pl->work);
+    pthread_cond_destroy(&pl->cons);
+    for (unsigned i = 0; i < MAX_STREAMS; i++) {
+        pthread_cond_destroy(&pl->s[i].room);
+    }
+    pthread_mutex_destroy(&pl->mu);
 }
 
-/* Every block handed out is written (or, after a failure, at least done with). */
-static int applierDrain(struct applier *a, char *errmsg)
+/* What the consumer does with the blocks, and where a restore writes. */
+struct sink {
+    struct pipe *pl;
+    int fd;                         /* -1: verify, nothing is written */
+    const char *name;               /* of the restored database, for messages */
+    const uint64_t *expect;         /* the restored backup's manifest */
+    const struct backup_info *last; /* the restored backup */
+    uint64_t limit;                 /* its page count: pages past it are not restored */
+    unsigned char *done;            /* a bit a page: written */
+    uint32_t ps;
+    struct progress *p;
+    struct follow *fw; /* may be NULL */
+    /* The run being gathered: bytes [run_off, run_off + run_len) of the file. */
+    struct iovec iov[RUN_IOVS];
+    int niov;
+    uint64_t run_off;
+    size_t run_len;
+    /* Written since writeback was last started: [wb_lo, wb_hi), wb_bytes of it. */
+    uint64_t wb_lo, wb_hi, wb_bytes;
+    uint64_t fw_upto; /* what fw was last told */
+};
+
+static bool bitGet(const unsigned char *bits, uint64_t pg)
 {
-    char ignore[CAIRN_ERRMSG_SIZE];
+    return (bits[(pg - 1) / 8] & (1u << ((pg - 1) % 8))) != 0;
+}
+
+static void bitSet(unsigned char *bits, uint64_t pg)
+{
+    bits[(pg - 1) / 8] |= (unsigned char)(1u << ((pg - 1) % 8));
+}
+
+static void progressReport(struct sink *k)
+{
+    struct progress *p = k->p;
+    uint64_t done = p->base;
+    if (p->fn == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < k->pl->ns; i++) {
+        done += k->pl->act[i].done_bytes;
+    }
+    p->fn(p->arg, done, p->total);
+}
+
+/* Write the run gathered (if any), start writeback when enough was written, and
+ * release the blocks consumed. */
+static int flush(struct sink *k)
+{
+    struct pipe *pl = k->pl;
+    char msg[CAIRN_ERRMSG_SIZE];
+    bool wake = false;
+    if (k->niov > 0) {
+        int err = newfilePwritev(k->fd, k->iov, k->niov, k->run_off);
+        if (err != 0) {
+            if (err == ENOSPC || err == EDQUOT) {
+                errorf(msg, "no space left on device writing %s", k->name);
+            } else {
+                errorf(msg, "write %s: %s", k->name, strerror(err));
+            }
+            return fail(pl, errorFromErrno(err), msg);
+        }
+        if (k->wb_bytes == 0) {
+            k->wb_lo = k->run_off;
+            k->wb_hi = k->run_off + k->run_len;
+        } else {
+            k->wb_lo = k->run_off < k->wb_lo ? k->run_off : k->wb_lo;
+            k->wb_hi = k->run_off + k->run_len > k->wb_hi ? k->run_off + k->run_len : k->wb_hi;
+        }
+        k->wb_bytes += k->run_len;
+        if (k->fw != NULL) {
+            /* Runs go up the file but past what a newer group wrote. */
+            bool next = k->run_off <= k->fw_upto;
+            if (next) {
+                k->fw_upto = k->run_off + k->run_len;
+                followSet(k->fw, k->fw_upto, false, false);
+            }
+        }
+        if (k->wb_bytes >= WRITEBACK_BYTES) {
+            sync_file_range(k->fd, (off_t)k->wb_lo, (off_t)(k->wb_hi - k->wb_lo),
+                            SYNC_FILE_RANGE_WRITE);
+            k->wb_bytes = 0;
+        }
+        k->niov = 0;
+        k->run_len = 0;
+    }
+    pthread_mutex_lock(&pl->mu);
+    for (unsigned i = 0; i < pl->ns; i++) {
+        struct stream *s = &pl->act[i];
+        for (; s->freed < s->head; s->freed++) {
+            /* When a reader needs room, released buffers go back to the system; else
+             * they are kept for the next blocks. */
+            if (pl->short_of_room > 0) {
+                struct blk *b = &s->ring[s->freed % RING];
+                pl->cap -= blkCap(b);
+                blkFree(b);
+                wake = true;
+            }
+        }
+        /* A reader waiting for its ring wakes once half of it is free: fewer
+         * wakeups, each for several blocks. */
+        if (s->waiting && !wake && s->pushed - s->freed <= RING / 2) {
+            pthread_cond_signal(&s->room);
+        }
+    }
+    for (unsigned i = 0; wake && i < pl->ns; i++) {
+        if (pl->act[i].waiting) {
+            pthread_cond_signal(&pl->act[i].room);
+        }
+    }
+    pthread_mutex_unlock(&pl->mu);
+    return 0;
+}
+
+/* Whether the consumer holds what it must give back before it waits: a run not
+ * written, or blocks consumed and not released (a reader may be waiting for their
+ * room). */
+static bool holding(const struct sink *k)
+{
+    if (k->niov > 0) {
+        return true;
+    }
+    for (unsigned i = 0; i < k->pl->ns; i++) {
+        if (k->pl->act[i].freed < k->pl->act[i].head) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The head block of s, its page numbers known (decoded or not), into *out; NULL when s
+ * has no more: every block consumed, and its scan passed. Writes the run gathered and
+ * releases what was consumed before it waits. */
+static int streamHead(struct sink *k, struct stream *s, struct blk **out)
+{
+    struct pipe *pl = k->pl;
     int rv = 0;
-    while (a->written < a->submitted) {
-        int r = writeOldest(a, rv == 0 ? errmsg : ignore);
-        rv = rv != 0 ? rv : r;
+    if (s->head < s->avail) {
+        *out = &s->ring[s->head % RING];
+        return 0;
+    }
+    *out = NULL;
+    pthread_mutex_lock(&pl->mu);
+    for (;;) {
+        if (pl->rv != 0) {
+            rv = pl->rv;
+            break;
+        }
+        if (s->pushed > s->head) {
+            s->avail = s->pushed;
+            *out = &s->ring[s->head % RING];
+            break;
+        }
+        if (s->ended) {
+            s->finished = true;
+            s->done_bytes = s->info->size_bytes;
+            break;
+        }
+        if (holding(k)) {
+            pthread_mutex_unlock(&pl->mu);
+            rv = flush(k);
+            pthread_mutex_lock(&pl->mu);
+            if (rv != 0) {
+                break;
+            }
+            continue;
+        }
+        consWait(pl);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    if (rv == 0 && s->finished) {
+        progressReport(k);
     }
     return rv;
 }
 
-/* cbkScan's callback: copy the block into the next free slot and hand it out. */
-static int submitBlock(void *arg, const struct cbk_block *b, char *errmsg)
+/* Make sure block b of s (its head) is decoded: decode it here when no worker has
+ * taken it, else wait (having written the run gathered and released what was
+ * consumed). */
+static int blkReady(struct sink *k, struct stream *s, struct blk *b)
 {
-    struct applier *a = arg;
-    struct slot *s;
-    int rv;
-    if (!a->launched) {
-        applierLaunch(a);
-    }
-    s = &a->slots[a->submitted % a->nslots];
-    if (a->submitted - a->written == a->nslots && (rv = writeOldest(a, errmsg)) != 0) {
-        return rv;
-    }
-    if (b->n > s->pgnos_cap) {
-        uint32_t *p = realloc(s->pgnos, sizeof *p * a->r->h.block_pages);
-        if (p == NULL) {
-            goto oom;
+    struct pipe *pl = k->pl;
+    char msg[CAIRN_ERRMSG_SIZE];
+    int rv = 0;
+    pthread_mutex_lock(&pl->mu);
+    while (b->state != BLK_READY && pl->rv == 0) {
+        if (b->state == BLK_QUEUED) {
+            b->state = BLK_BUSY;
+            pl->queued--;
+            pthread_mutex_unlock(&pl->mu);
+            if (pl->dctx == NULL) {
+                pl->dctx = ZSTD_createDCtx();
+            }
+            rv = decodeBlk(s, b, pl->dctx, msg);
+            pthread_mutex_lock(&pl->mu);
+            if (rv != 0) {
+                failLocked(pl, rv, msg);
+            } else {
+                b->state = BLK_READY;
+            }
+            continue;
         }
-        s->pgnos = p;
-        s->pgnos_cap = a->r->h.block_pages;
-    }
-    if (b->comp > s->frame_cap) {
-        unsigned char *p = realloc(s->frame, b->comp);
-        if (p == NULL) {
-            goto oom;
+        if (holding(k)) {
+            pthread_mutex_unlock(&pl->mu);
+            rv = flush(k);
+            pthread_mutex_lock(&pl->mu);
+            continue;
         }
-        s->frame = p;
-        s->frame_cap = b->comp;
+        consWait(pl);
     }
-    memcpy(s->pgnos, b->pgnos, sizeof *b->pgnos * b->n);
-    memcpy(s->frame, b->frame, b->comp);
-    s->b = *b;
-    s->b.pgnos = s->pgnos;
-    s->b.frame = s->frame;
-    s->r = a->r;
-    s->manifest = a->manifest;
-    if (a->nthreads == 0) {
-        if ((rv = decodeSlot(a->dctx, s, errmsg)) != 0) {
-            return rv;
-        }
-        return writePages(&a->sink, a->r, a->manifest, s->b.pgnos, s->b.n, s->raw, errmsg);
-    }
-    pthread_mutex_lock(&a->mu);
-    s->state = SLOT_READY;
-    a->submitted++;
-    pthread_cond_signal(&a->work);
-    pthread_mutex_unlock(&a->mu);
-    return 0;
-oom:
-    errorf(errmsg, "out of memory restoring %s", a->sink.path);
-    return CAIRN_ENOMEM;
+    rv = pl->rv;
+    pthread_mutex_unlock(&pl->mu);
+    return rv;
 }
 
-/* Decode and check every block of the open file f against its manifest m (read here)
- * on a's workers, writing the pages to a's sink, and wait for all of them. The
- * workers use f and m: neither may go before this returns. */
-static int applyFile(struct applier *a, struct repo_file *f, uint64_t *m, struct progress *p,
-                     char *errmsg)
+/* Past the current page of s's head block b: at the block's end, the block is consumed
+ * (decoded first: every block of a file applied is, restored or not). */
+static int streamAdvance(struct sink *k, struct stream *s, struct blk *b)
 {
-    char ignore[CAIRN_ERRMSG_SIZE];
-    int rv, drained;
-    a->r = &f->r;
-    a->manifest = m;
-    rv = cbkReadManifest(&f->r, m, errmsg);
-    if (rv == 0) {
-        rv = cbkScan(&f->r, m, submitBlock, a, onOffset, p, errmsg);
+    int rv;
+    if (++s->pos < b->b.n) {
+        return 0;
     }
-    drained = applierDrain(a, rv == 0 ? errmsg : ignore);
-    return rv != 0 ? rv : drained;
+    if (b->state != BLK_READY && (rv = blkReady(k, s, b)) != 0) {
+        return rv;
+    }
+    s->pos = 0;
+    s->head++;
+    s->done_bytes = b->end;
+    progressReport(k);
+    return 0;
+}
+
+/* Add page pg (ps bytes at page) to the run, writing the run first when pg does not
+ * follow it or it is long enough. */
+static int runAdd(struct sink *k, unsigned char *page, uint64_t pg)
+{
+    uint64_t off = (pg - 1) * k->ps;
+    int rv;
+    if (k->niov > 0 && off == k->run_off + k->run_len && k->run_len < RUN_BYTES) {
+        struct iovec *v = &k->iov[k->niov - 1];
+        if ((unsigned char *)v->iov_base + v->iov_len == page) {
+            v->iov_len += k->ps;
+            k->run_len += k->ps;
+            return 0;
+        }
+        if (k->niov < RUN_IOVS) {
+            k->iov[k->niov].iov_base = page;
+            k->iov[k->niov].iov_len = k->ps;
+            k->niov++;
+            k->run_len += k->ps;
+            return 0;
+        }
+    }
+    if (k->niov > 0 && (rv = flush(k)) != 0) {
+        return rv;
+    }
+    k->run_off = off;
+    k->iov[0].iov_base = page;
+    k->iov[0].iov_len = k->ps;
+    k->niov = 1;
+    k->run_len = k->ps;
+    return 0;
+}
+
+/* The restore's consumer: the files of the group (pl->act[0] the newest) merged by page
+ * number, each page taken from the newest file that holds it, checked against the
+ * restored backup's manifest, and written, unless a newer group wrote it or it is past
+ * the restored database's end. */
+static int mergeGroup(struct sink *k)
+{
+    struct pipe *pl = k->pl;
+    char msg[CAIRN_ERRMSG_SIZE];
+    int rv;
+    for (;;) {
+        struct stream *best = NULL;
+        struct blk *bb = NULL;
+        unsigned first = 0;
+        uint64_t pg = 0;
+        for (unsigned i = 0; i < pl->ns; i++) {
+            struct stream *s = &pl->act[i];
+            struct blk *b;
+            if (s->finished) {
+                continue;
+            }
+            if ((rv = streamHead(k, s, &b)) != 0) {
+                return rv;
+            }
+            if (b != NULL && (best == NULL || b->b.pgnos[s->pos] < pg)) {
+                best = s;
+                bb = b;
+                first = i;
+                pg = b->b.pgnos[s->pos];
+            }
+        }
+        if (best == NULL) {
+            break;
+        }
+        if (pg <= k->limit && !bitGet(k->done, pg)) {
+            if (bb->state != BLK_READY && (rv = blkReady(k, best, bb)) != 0) {
+                return rv;
+            }
+            if (bb->hashes[best->pos] != k->expect[pg - 1]) {
+                if (first == 0 && best->info == k->last) {
+                    errorf(msg,
+                           "%s: block %llu at offset %llu: page %llu does not match the manifest",
+                           best->info->path, (unsigned long long)bb->b.index,
+                           (unsigned long long)bb->b.offset, (unsigned long long)pg);
+                } else {
+                    errorf(msg,
+                           "%s: block %llu at offset %llu: page %llu, the newest copy in the "
+                           "chain, does not match the manifest of the restored backup %s (the "
+                           "chain does not add up)",
+                           best->info->path, (unsigned long long)bb->b.index,
+                           (unsigned long long)bb->b.offset, (unsigned long long)pg, k->last->id);
+                }
+                return fail(pl, CAIRN_ECORRUPT, msg);
+            }
+            if ((rv = runAdd(k, bb->raw + (size_t)best->pos * k->ps, pg)) != 0) {
+                return rv;
+            }
+            bitSet(k->done, pg);
+        }
+        /* This copy, and the older ones behind it, are done with. */
+        for (unsigned i = first; i < pl->ns; i++) {
+            struct stream *s = &pl->act[i];
+            struct blk *b;
+            if (s->finished || s->head == s->avail) {
+                continue;
+            }
+            b = &s->ring[s->head % RING];
+            if (b->b.pgnos[s->pos] == pg && (rv = streamAdvance(k, s, b)) != 0) {
+                return rv;
+            }
+        }
+    }
+    return flush(k);
+}
+
+/* The verification's consumer: every page of the one file (pl->act[0]) against its own
+ * manifest. */
+static int checkGroup(struct sink *k)
+{
+    struct pipe *pl = k->pl;
+    struct stream *s = &pl->act[0];
+    char msg[CAIRN_ERRMSG_SIZE];
+    int rv;
+    for (;;) {
+        struct blk *b;
+        if ((rv = streamHead(k, s, &b)) != 0) {
+            return rv;
+        }
+        if (b == NULL) {
+            return 0;
+        }
+        if ((rv = blkReady(k, s, b)) != 0) {
+            return rv;
+        }
+        for (uint32_t i = 0; i < b->b.n; i++) {
+            uint32_t pg = b->b.pgnos[i];
+            if (b->hashes[i] != pl->manifest[pg - 1]) {
+                errorf(msg, "%s: block %llu at offset %llu: page %u does not match the manifest",
+                       s->info->path, (unsigned long long)b->b.index,
+                       (unsigned long long)b->b.offset, pg);
+                return fail(pl, CAIRN_ECORRUPT, msg);
+            }
+        }
+        s->pos = b->b.n - 1;
+        if ((rv = streamAdvance(k, s, b)) != 0 || (rv = flush(k)) != 0) {
+            return rv;
+        }
+    }
+}
+
+/* Make s the stream of info, nothing read. */
+static void streamReset(struct stream *s, struct pipe *pl, const struct backup_info *info,
+                        bool want_manifest)
+{
+    s->pl = pl;
+    s->info = info;
+    s->want_manifest = want_manifest;
+    s->open = s->opened_ahead = false;
+    s->pushed = s->freed = s->head = s->avail = 0;
+    s->pos = 0;
+    s->ended = s->waiting = s->finished = false;
+    s->done_bytes = 0;
+}
+
+/* Open info, the next group's one file, into s (a stream the group being read does not
+ * use) on a thread of its own: a repository over the network then costs the round
+ * trips of opening a file beside the work, not between files. */
+static void pipeOpenAhead(struct pipe *pl, struct stream *s, const struct backup_info *info)
+{
+    streamReset(s, pl, info, false);
+    s->opened_ahead = true;
+    pl->opening = startThread(&pl->opener, READER_STACK, openAheadMain, s) == 0;
+    s->opened_ahead = pl->opening; /* else its reader opens it */
+}
+
+/* Run one group: the n files at files[] (oldest first) read at once, into the streams
+ * from pl->s[base] on, the newest as pl->act[0], consumed by fn. want_manifest: the
+ * newest file's manifest is read into pl->manifest, which fn needs. next (may be NULL;
+ * n is 1 then, base 0 or 1): the next group's one file, opened meanwhile into the
+ * other of pl->s[0] and pl->s[1]. On failure errmsg says what failed first. */
+static int pipeGroup(struct pipe *pl, unsigned base, const struct backup_info *files, size_t n,
+                     bool want_manifest, const struct backup_info *next, struct sink *k,
+                     int (*fn)(struct sink *), char *errmsg)
+{
+    char msg[CAIRN_ERRMSG_SIZE];
+    int rv = 0;
+
+    pipeOpenAheadJoin(pl);
+    pthread_mutex_lock(&pl->mu);
+    pl->act = &pl->s[base];
+    pl->ns = (unsigned)n;
+    for (unsigned i = 0; i < n; i++) {
+        struct stream *s = &pl->act[i];
+        if (s->opened_ahead && s->info == &files[n - 1 - i]) {
+            continue; /* opened, and nothing read yet */
+        }
+        if (s->open) {
+            repoCloseFile(&s->f);
+        }
+        streamReset(s, pl, &files[n - 1 - i], i == 0 && want_manifest);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    for (unsigned i = 0; i < n; i++) {
+        struct stream *s = &pl->act[i];
+        s->started = startThread(&s->th, READER_STACK, streamMain, s) == 0;
+        if (!s->started) {
+            errorf(msg, "restore: cannot start a thread to read %s", s->info->path);
+            rv = fail(pl, CAIRN_ENOMEM, msg);
+            break;
+        }
+    }
+    if (rv == 0 && next != NULL) {
+        pipeOpenAhead(pl, &pl->s[base ^ 1], next);
+    }
+    if (rv == 0 && want_manifest) {
+        pthread_mutex_lock(&pl->mu);
+        while (!pl->manifest_ready && pl->rv == 0) {
+            consWait(pl);
+        }
+        rv = pl->rv;
+        pthread_mutex_unlock(&pl->mu);
+        k->expect = pl->manifest;
+    }
+    if (rv == 0) {
+        rv = fn(k);
+    }
+    /* On failure: the readers stop, and no worker may still hold a block of theirs. */
+    pthread_mutex_lock(&pl->mu);
+    if (rv != 0) {
+        failLocked(pl, rv, "");
+    }
+    while (pl->busy > 0) {
+        consWait(pl);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    for (unsigned i = 0; i < n; i++) {
+        struct stream *s = &pl->act[i];
+        if (s->started) {
+            pthread_join(s->th, NULL);
+            s->started = false;
+        }
+        if (s->open) {
+            repoCloseFile(&s->f);
+            s->open = false;
+        }
+        s->opened_ahead = false;
+    }
+    if (rv != 0) {
+        memcpy(errmsg, pl->errmsg, CAIRN_ERRMSG_SIZE);
+    }
+    return rv;
 }
 
 /* Check a whole file; `deep` also decompresses every block and checks every page
- * (on a, which writes nothing). */
-static int checkMember(struct repo *repo, const struct backup_info *info, struct applier *a,
+ * against the file's own manifest (on pl, which writes nothing). */
+static int checkMember(struct repo *repo, const struct backup_info *info, struct pipe *pl,
                        struct progress *p, char *errmsg)
 {
     struct repo_file f;
-    uint64_t *m = NULL;
-    int rv = openMember(repo, info, &f, errmsg);
-    if (rv != 0) {
+    int rv;
+    if (pl != NULL) {
+        struct sink *k = calloc(1, sizeof *k);
+        if (k == NULL) {
+            errorf(errmsg, "out of memory checking %s", info->path);
+            return CAIRN_ENOMEM;
+        }
+        k->pl = pl;
+        k->fd = -1;
+        k->p = p;
+        rv = pipeGroup(pl, 0, info, 1, true, NULL, k, checkGroup, errmsg);
+        free(k);
+        free(pl->manifest);
+        pl->manifest = NULL;
+        pl->manifest_ready = false;
+        p->base += info->size_bytes;
         return rv;
     }
-    if (a == NULL) {
-        rv = cbkScan(&f.r, NULL, NULL, NULL, onOffset, p, errmsg);
-    } else if ((m = newManifest(&f, errmsg)) == NULL) {
-        rv = CAIRN_ENOMEM;
-    } else {
-        rv = applyFile(a, &f, m, p, errmsg);
+    if ((rv = openMember(repo, info, &f, errmsg)) != 0) {
+        return rv;
     }
-    free(m);
+    rv = cbkScan(&f.r, NULL, NULL, NULL, onOffset, p, errmsg);
     repoCloseFile(&f);
     p->base += info->size_bytes;
     return rv;
-}
-
-/* A file of the chain made ready to apply: opened and checked as repoOpenFileIn
- * checks it, its manifest read, and its reader told that the blocks will be read from
- * the start (a driver that reads ahead starts fetching them). The next file is
- * prepared on a thread of its own while one is applied: a repository over the network
- * then costs the round trips of opening a file and reading its manifest beside the
- * work, not between files. Not movable once started (the thread and the reader point
- * into it). */
-struct member {
-    struct repo *repo;
-    const struct backup_info *info;
-    struct repo_file f;
-    bool open;
-    uint64_t *m;
-    int rv;
-    char errmsg[CAIRN_ERRMSG_SIZE];
-    pthread_t th;
-    bool threaded;
-};
-
-static void memberPrepare(struct member *mb)
-{
-    if ((mb->rv = openMember(mb->repo, mb->info, &mb->f, mb->errmsg)) != 0) {
-        return;
-    }
-    mb->open = true;
-    if ((mb->m = newManifest(&mb->f, mb->errmsg)) == NULL) {
-        mb->rv = CAIRN_ENOMEM;
-        return;
-    }
-    if ((mb->rv = cbkReadManifest(&mb->f.r, mb->m, mb->errmsg)) == 0 &&
-        mb->f.r.io.willRead != NULL) {
-        mb->f.r.io.willRead(mb->f.r.io.arg, 0);
-    }
-}
-
-static void *memberThread(void *arg)
-{
-    memberPrepare(arg);
-    return NULL;
-}
-
-/* Prepare info into mb, on a thread when one starts, else here. */
-static void memberStart(struct member *mb, struct repo *repo, const struct backup_info *info)
-{
-    memset(mb, 0, sizeof *mb);
-    mb->repo = repo;
-    mb->info = info;
-    mb->threaded = pthread_create(&mb->th, NULL, memberThread, mb) == 0;
-    if (!mb->threaded) {
-        memberPrepare(mb);
-    }
-}
-
-/* Wait until mb is ready: its code, its message in mb->errmsg. */
-static int memberWait(struct member *mb)
-{
-    if (mb->threaded) {
-        pthread_join(mb->th, NULL);
-        mb->threaded = false;
-    }
-    return mb->rv;
-}
-
-/* Close mb once ready; its manifest is freed unless it is keep. */
-static void memberClose(struct member *mb, const uint64_t *keep)
-{
-    memberWait(mb);
-    if (mb->open) {
-        repoCloseFile(&mb->f);
-        mb->open = false;
-    }
-    if (mb->m != keep) {
-        free(mb->m);
-    }
-    mb->m = NULL;
 }
 
 /* The newest backup of the chain that stores every page: what came before it would
@@ -667,92 +1395,359 @@ static uint64_t chainBytes(const struct backup_info *chain, size_t from, size_t 
     return total;
 }
 
-/* Write the chain's pages into fd (an empty file at path) and cut it to the size of
- * the last backup's database. From the newest backup back to applyStart(), each page
- * written once: the newest copy of a page is the one the restored database holds, so
- * an older one is skipped (a bitmap of page_count bits says which are written). Every
- * page is checked in memory before it is written: against its own file's manifest
- * (cbkDecodeBlock), and for an older file's page, that manifest against the restored
- * backup's (writePages); then every page must have been written. So the file holds
- * exactly the pages the restored backup's manifest names, without reading it back.
- * (Writing oldest first wrote the full backup and then every incremental over it.) */
+/* Write the chain's pages into fd (a new empty file; name for messages), from the
+ * newest backup back to applyStart(): the pipeline above, in groups of MAX_STREAMS
+ * files, newest first. Every page of the restored database must have been written. */
 static int applyChain(struct repo *repo, const struct backup_info *chain, size_t n, int fd,
-                      const char *path, struct progress *p, char *errmsg)
+                      const char *name, struct follow *fw, struct progress *p, char *errmsg)
 {
     const struct backup_info *last = &chain[n - 1];
-    struct applier a;
-    struct member mb[2];
+    const uint64_t size = last->page_count * last->page_size;
     size_t start = applyStart(chain, n);
-    uint64_t *expect = NULL;
+    /* The files of a repository over the network are read one at a time: its
+     * read-ahead, which a budget shared by all the files read bounds
+     * (READAHEAD_BUDGET), would serve many files read at once poorly. */
+    size_t group = repoLocalPath(repo) != NULL ? MAX_STREAMS : 1;
+    struct pipe *pl;
+    struct sink *k;
     struct stat st;
     int rv = 0;
 
-    applierStart(&a, fd, path);
-    a.chain_bytes = chainBytes(chain, start, n);
-    a.sink.limit = last->page_count;
-    a.sink.done = calloc((size_t)(last->page_count / 8 + 1), 1);
-    if (a.sink.done == NULL) {
-        applierStop(&a);
-        errorf(errmsg, "out of memory restoring %s", path);
+    pl = malloc(sizeof *pl);
+    if ((k = calloc(1, sizeof *k)) == NULL || pl == NULL ||
+        (k->done = calloc((size_t)(last->page_count / 8 + 1), 1)) == NULL) {
+        free(pl);
+        free(k);
+        errorf(errmsg, "out of memory restoring %s", name);
         return CAIRN_ENOMEM;
     }
-    memberStart(&mb[0], repo, &chain[n - 1]);
-    for (size_t i = n, k = 0; i-- > start; k ^= 1) {
-        struct member *cur = &mb[k], *next = &mb[k ^ 1];
-        char ignore[CAIRN_ERRMSG_SIZE];
-        int drained;
-        if ((rv = memberWait(cur)) != 0) {
-            memcpy(errmsg, cur->errmsg, CAIRN_ERRMSG_SIZE);
-            memberClose(cur, expect);
-            break;
+    /* The file's final size at once: no space is found missing halfway, and the file
+     * system lays the file out in one piece. */
+    if (size > 0 && fallocate(fd, 0, 0, (off_t)size) != 0 && errno != EOPNOTSUPP &&
+        errno != ENOSYS) {
+        if (errno == ENOSPC || errno == EDQUOT) {
+            errorf(errmsg, "no space left on device for %s (%llu bytes)", name,
+                   (unsigned long long)size);
+        } else {
+            errorf(errmsg, "allocate %llu bytes for %s: %s", (unsigned long long)size, name,
+                   strerror(errno));
         }
-        if (i == n - 1) {
-            a.sink.expect = expect = cur->m; /* the restored backup's: kept to the end */
-        }
-        if (i > start) {
-            memberStart(next, repo, &chain[i - 1]);
-        }
-        a.r = &cur->f.r;
-        a.manifest = cur->m;
-        rv = cbkScan(&cur->f.r, cur->m, submitBlock, &a, onOffset, p, errmsg);
-        drained = applierDrain(&a, rv == 0 ? errmsg : ignore);
-        rv = rv != 0 ? rv : drained;
-        memberClose(cur, expect);
-        p->base += chain[i].size_bytes;
-        if (rv != 0) {
-            if (i > start) {
-                memberClose(next, expect);
-            }
-            break;
-        }
+        rv = errorFromErrno(errno);
+        free(k->done);
+        free(k);
+        free(pl);
+        return rv;
+    }
+    pipeStart(pl, repo, last->page_size, chainBytes(chain, start, n));
+    k->pl = pl;
+    k->fd = fd;
+    k->name = name;
+    k->last = last;
+    k->limit = last->page_count;
+    k->ps = last->page_size;
+    k->p = p;
+    k->fw = fw;
+    for (size_t hi = n, base = 0; rv == 0 && hi > start;) {
+        size_t lo = hi - start > group ? hi - group : start;
+        rv = pipeGroup(pl, (unsigned)base, &chain[lo], hi - lo, hi == n,
+                       group == 1 && lo > start ? &chain[lo - 1] : NULL, k, mergeGroup, errmsg);
+        p->base += chainBytes(chain, lo, hi);
+        hi = lo;
+        base ^= group == 1;
     }
     for (uint64_t pg = 1; rv == 0 && pg <= last->page_count; pg++) {
-        if ((a.sink.done[(pg - 1) / 8] & (1u << ((pg - 1) % 8))) == 0) {
+        if (!bitGet(k->done, pg)) {
             errorf(errmsg, "%s: page %llu of the restored database is in no backup of its chain",
                    last->path, (unsigned long long)pg);
             rv = CAIRN_ECORRUPT;
         }
     }
-    free(a.sink.done);
-    a.sink.done = NULL;
-    applierStop(&a);
-    free(expect);
-    if (rv == 0 && ftruncate(fd, (off_t)(last->page_count * last->page_size)) != 0) {
-        errorf(errmsg, "truncate %s: %s", path, strerror(errno));
+    pipeEnd(pl);
+    free(pl);
+    free(k->done);
+    free(k);
+    if (rv == 0 && ftruncate(fd, (off_t)size) != 0) {
+        errorf(errmsg, "truncate %s: %s", name, strerror(errno));
         rv = errorFromErrno(errno);
     }
-    if (rv == 0 &&
-        (fstat(fd, &st) != 0 || (uint64_t)st.st_size != last->page_count * last->page_size)) {
-        errorf(errmsg, "restored file %s is not %llu pages of %u bytes", path,
+    if (rv == 0 && (fstat(fd, &st) != 0 || (uint64_t)st.st_size != size)) {
+        errorf(errmsg, "restored file %s is not %llu pages of %u bytes", name,
                (unsigned long long)last->page_count, last->page_size);
         rv = CAIRN_EIO;
     }
     return rv;
 }
 
+/* ---- SQLite's check of the new file ---- */
+
+/* SQLite reads the new file through ROVFS: read-only, no locks, no journal, nothing
+ * beside it, and opened by its path as the system resolves it. The file may have no
+ * name but /proc/self/fd/N (newfile.h), a link that SQLite's default VFS resolves
+ * itself, to "DIR/#123 (deleted)", or refuses to follow (O_NOFOLLOW). Not mmap: the
+ * pages of a file mapped count in the process's resident size. */
+#define ROVFS "cairn-restore-ro"
+
+/* SQLite reads a page at a time; once the file is complete, it is read RO_CHUNK bytes
+ * at a time into RO_CHUNKS buffers, which serve the pages around (a check goes through
+ * each b-tree mostly in the order of its pages): a system call for many pages rather
+ * than each. (Not mmap: the pages a mapping holds count in the process's resident
+ * size, and mapping and unmapping windows of the file measured no faster.) While the
+ * file is being written, a page at a time: a chunk would be read again for every page
+ * the writer adds to it. */
+#define RO_CHUNK (256u << 10)
+#define RO_CHUNKS 8
+
+struct roChunk {
+    unsigned char *p;
+    uint64_t off;
+    size_t len; /* 0: empty */
+    uint64_t used;
+};
+
+struct roFile {
+    sqlite3_file base;
+    int fd;
+    struct follow *fw; /* NULL: the file is complete */
+    bool complete;     /* written whole */
+    uint64_t size;
+    struct roChunk *chunks; /* NULL: read a page at a time */
+    uint64_t clock;
+};
+
+static int roClose(sqlite3_file *f)
+{
+    struct roFile *r = (struct roFile *)f;
+    if (r->chunks != NULL) {
+        for (int i = 0; i < RO_CHUNKS; i++) {
+            free(r->chunks[i].p);
+        }
+        free(r->chunks);
+    }
+    close(r->fd);
+    return SQLITE_OK;
+}
+
+/* Bytes [off, off + n) from a chunk, reading it when none holds them: true when served,
+ * false when they cannot be (the file not complete, across two chunks, past its end,
+ * out of memory). */
+static bool roChunked(struct roFile *r, void *buf, int n, uint64_t off)
+{
+    uint64_t base = off / RO_CHUNK * RO_CHUNK;
+    struct roChunk *c = NULL;
+    if (!r->complete && r->fw != NULL) {
+        pthread_mutex_lock(&r->fw->mu);
+        r->complete = r->fw->end && !r->fw->failed;
+        pthread_mutex_unlock(&r->fw->mu);
+    }
+    if (!r->complete || r->chunks == NULL || off + (uint64_t)n > base + RO_CHUNK ||
+        off + (uint64_t)n > r->size) {
+        return false;
+    }
+    for (int i = 0; i < RO_CHUNKS; i++) {
+        struct roChunk *k = &r->chunks[i];
+        if (k->len > 0 && k->off == base && off + (uint64_t)n <= k->off + k->len) {
+            k->used = ++r->clock;
+            memcpy(buf, k->p + (off - base), (size_t)n);
+            return true;
+        }
+        if (c == NULL || k->used < c->used) {
+            c = k;
+        }
+    }
+    if (c->p == NULL && (c->p = malloc(RO_CHUNK)) == NULL) {
+        return false;
+    }
+    c->off = base;
+    c->len = r->size - base < RO_CHUNK ? (size_t)(r->size - base) : RO_CHUNK;
+    if (libPreadFull(r->fd, c->p, c->len, base) != 0) {
+        c->len = 0;
+        return false;
+    }
+    c->used = ++r->clock;
+    memcpy(buf, c->p + (off - base), (size_t)n);
+    return true;
+}
+
+static int roRead(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
+{
+    struct roFile *r = (struct roFile *)f;
+    int err;
+    if (off < 0) {
+        return SQLITE_IOERR_READ;
+    }
+    if (r->fw != NULL && followWait(r->fw, (uint64_t)off, (uint64_t)n) != 0) {
+        return SQLITE_IOERR_READ;
+    }
+    if (roChunked(r, buf, n, (uint64_t)off)) {
+        return SQLITE_OK;
+    }
+    err = libPreadFull(r->fd, buf, (size_t)n, (uint64_t)off);
+    if (err == -1) {
+        /* Past the end: SQLite wants the rest zeroed. */
+        struct stat st;
+        sqlite3_int64 have = 0;
+        if (fstat(r->fd, &st) == 0 && st.st_size > off) {
+            have = st.st_size - off < n ? st.st_size - off : n;
+        }
+        if (libPreadFull(r->fd, buf, (size_t)have, (uint64_t)off) != 0) {
+            return SQLITE_IOERR_READ;
+        }
+        memset((char *)buf + have, 0, (size_t)(n - have));
+        return SQLITE_IOERR_SHORT_READ;
+    }
+    return err == 0 ? SQLITE_OK : SQLITE_IOERR_READ;
+}
+
+static int roWrite(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+    (void)f, (void)buf, (void)n, (void)off;
+    return SQLITE_READONLY;
+}
+
+static int roTruncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    (void)f, (void)size;
+    return SQLITE_READONLY;
+}
+
+static int roSync(sqlite3_file *f, int flags)
+{
+    (void)f, (void)flags;
+    return SQLITE_OK;
+}
+
+static int roFileSize(sqlite3_file *f, sqlite3_int64 *size)
+{
+    *size = (sqlite3_int64)((struct roFile *)f)->size;
+    return SQLITE_OK;
+}
+
+static int roLock(sqlite3_file *f, int level)
+{
+    (void)f, (void)level;
+    return SQLITE_OK;
+}
+
+static int roCheckReservedLock(sqlite3_file *f, int *out)
+{
+    (void)f;
+    *out = 0;
+    return SQLITE_OK;
+}
+
+static int roFileControl(sqlite3_file *f, int op, void *arg)
+{
+    (void)f, (void)op, (void)arg;
+    return SQLITE_NOTFOUND;
+}
+
+static int roSectorSize(sqlite3_file *f)
+{
+    (void)f;
+    return 4096;
+}
+
+static int roDeviceCharacteristics(sqlite3_file *f)
+{
+    (void)f;
+    return SQLITE_IOCAP_IMMUTABLE;
+}
+
+static const sqlite3_io_methods roMethods = {
+    .iVersion = 1,
+    .xClose = roClose,
+    .xRead = roRead,
+    .xWrite = roWrite,
+    .xTruncate = roTruncate,
+    .xSync = roSync,
+    .xFileSize = roFileSize,
+    .xLock = roLock,
+    .xUnlock = roLock,
+    .xCheckReservedLock = roCheckReservedLock,
+    .xFileControl = roFileControl,
+    .xSectorSize = roSectorSize,
+    .xDeviceCharacteristics = roDeviceCharacteristics,
+};
+
+static int roOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+    struct roFile *r = (struct roFile *)f;
+    (void)vfs;
+    f->pMethods = NULL;
+    if (name == NULL || (flags & SQLITE_OPEN_MAIN_DB) == 0 || (flags & SQLITE_OPEN_READWRITE)) {
+        return SQLITE_CANTOPEN;
+    }
+    memset(r, 0, sizeof *r);
+    if ((r->fd = open(name, O_RDONLY | O_CLOEXEC)) < 0) {
+        return SQLITE_CANTOPEN;
+    }
+    /* As SQLite's own memvfs takes its buffer: an address in the URI. */
+    r->fw = (struct follow *)(uintptr_t)sqlite3_uri_int64(name, "follow", 0);
+    if (r->fw != NULL) {
+        r->size = r->fw->size;
+    } else {
+        struct stat st;
+        if (fstat(r->fd, &st) != 0) {
+            close(r->fd);
+            return SQLITE_CANTOPEN;
+        }
+        r->size = (uint64_t)st.st_size;
+        r->complete = true;
+    }
+    r->chunks = calloc(RO_CHUNKS, sizeof *r->chunks); /* NULL: a page at a time */
+    if (out != NULL) {
+        *out = SQLITE_OPEN_READONLY;
+    }
+    f->pMethods = &roMethods;
+    return SQLITE_OK;
+}
+
+static int roDelete(sqlite3_vfs *vfs, const char *name, int sync)
+{
+    (void)vfs, (void)name, (void)sync;
+    return SQLITE_IOERR_DELETE;
+}
+
+static int roAccess(sqlite3_vfs *vfs, const char *name, int flags, int *out)
+{
+    (void)vfs, (void)name, (void)flags;
+    *out = 0; /* no journal, no WAL */
+    return SQLITE_OK;
+}
+
+static int roFullPathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
+{
+    (void)vfs;
+    if ((int)strlen(name) >= n) {
+        return SQLITE_CANTOPEN;
+    }
+    memcpy(out, name, strlen(name) + 1);
+    return SQLITE_OK;
+}
+
+static sqlite3_vfs roVfs;
+static pthread_once_t roOnce = PTHREAD_ONCE_INIT;
+
+static void roRegister(void)
+{
+    /* The clock, randomness and sleep of the default VFS, which use nothing of its
+     * struct but what the copy keeps. */
+    roVfs = *sqlite3_vfs_find(NULL);
+    roVfs.iVersion = 2;
+    roVfs.zName = ROVFS;
+    roVfs.pNext = NULL;
+    roVfs.szOsFile = (int)sizeof(struct roFile);
+    roVfs.xOpen = roOpen;
+    roVfs.xDelete = roDelete;
+    roVfs.xAccess = roAccess;
+    roVfs.xFullPathname = roFullPathname;
+    sqlite3_vfs_register(&roVfs, 0);
+}
+
 /* "file:<path>?immutable=1": nobody else has the file, so SQLite needs no locks, no
- * -shm and no -wal (the image may be in WAL mode). */
-static int fileUri(const char *path, char *out, size_t cap)
+ * -shm and no -wal (the image may be in WAL mode); "&follow=ADDRESS" when fw is not
+ * NULL. */
+static int fileUri(const char *path, const struct follow *fw, char *out, size_t cap)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
@@ -773,6 +1768,11 @@ static int fileUri(const char *path, char *out, size_t cap)
     if ((size_t)snprintf(out + o, cap - o, "?immutable=1") >= cap - o) {
         return -1;
     }
+    o += strlen(out + o);
+    if (fw != NULL && (size_t)snprintf(out + o, cap - o, "&follow=%llu",
+                                       (unsigned long long)(uintptr_t)fw) >= cap - o) {
+        return -1;
+    }
     return 0;
 }
 
@@ -781,24 +1781,27 @@ const char *backupCheckName(int check)
     return check == RESTORE_CHECK_FULL ? "integrity_check" : "quick_check";
 }
 
-/* PRAGMA quick_check or integrity_check (check) of the file at path: 0 when it says
- * "ok". */
-static int integrityCheck(const char *path, int check, char *errmsg)
+/* PRAGMA quick_check or integrity_check (check) of the file at path (name: for
+ * messages): 0 when it says "ok". With fw, while the file is being written: each read
+ * waits for its bytes. */
+static int integrityCheck(const char *path, const char *name, int check, struct follow *fw,
+                          char *errmsg)
 {
-    const char *name = backupCheckName(check);
+    const char *pragma = backupCheckName(check);
     char sql[40];
     char uri[3 * PATH_MAX + 32];
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     int rc, rv = 0;
 
-    if (fileUri(path, uri, sizeof uri) != 0) {
+    if (fileUri(path, fw, uri, sizeof uri) != 0) {
         errorf(errmsg, "path too long: %s", path);
         return CAIRN_EINVAL;
     }
-    rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+    pthread_once(&roOnce, roRegister);
+    rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, ROVFS);
     if (rc == SQLITE_OK) {
-        snprintf(sql, sizeof sql, "PRAGMA %s", name);
+        snprintf(sql, sizeof sql, "PRAGMA %s", pragma);
         rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     }
     if (rc == SQLITE_OK) {
@@ -807,11 +1810,12 @@ static int integrityCheck(const char *path, int check, char *errmsg)
     if (rc == SQLITE_ROW) {
         const char *res = (const char *)sqlite3_column_text(st, 0);
         if (res == NULL || strcmp(res, "ok") != 0) {
-            errorf(errmsg, "%s of the restored database %s: %s", name, path, res ? res : "(null)");
+            errorf(errmsg, "%s of the restored database %s: %s", pragma, name,
+                   res ? res : "(null)");
             rv = CAIRN_ECORRUPT;
         }
     } else {
-        rv = sqlerrf(db, rc, errmsg, "%s of the restored database %s", name, path);
+        rv = sqlerrf(db, rc, errmsg, "%s of the restored database %s", pragma, name);
     }
     sqlite3_finalize(st);
     sqlite3_close(db);
@@ -820,7 +1824,9 @@ static int integrityCheck(const char *path, int check, char *errmsg)
 
 struct integrity_job {
     const char *path;
+    const char *name;
     int check;
+    struct follow *fw;
     int rv;
     char errmsg[CAIRN_ERRMSG_SIZE];
 };
@@ -828,30 +1834,36 @@ struct integrity_job {
 static void *integrityThread(void *arg)
 {
     struct integrity_job *j = arg;
-    j->rv = integrityCheck(j->path, j->check, j->errmsg);
+    j->rv = integrityCheck(j->path, j->name, j->check, j->fw, j->errmsg);
     return NULL;
 }
 
-/* Restore the chain into the new file tmp (fd), every page checked (applyChain), then
- * fsync it on this thread while SQLite's check (RESTORE_CHECK_*) reads it on another:
- * both must pass before the file is used. */
-static int materialize(struct repo *repo, const struct backup_info *chain, size_t n, int fd,
-                       const char *tmp, int check, struct progress *p, char *errmsg)
+/* Restore the chain into the new file nf, every page checked (applyChain), then fsync
+ * it, while SQLite's check (RESTORE_CHECK_*) reads it on another thread, from the
+ * start of the writing: both must pass before the file is used. name: what the
+ * messages call it. */
+static int materialize(struct repo *repo, const struct backup_info *chain, size_t n,
+                       struct newfile *nf, const char *name, int check, struct progress *p,
+                       char *errmsg)
 {
-    struct integrity_job job = {tmp, check, 0, ""};
+    const struct backup_info *last = &chain[n - 1];
+    struct follow fw;
+    struct integrity_job job = {newfilePath(nf), name, check, &fw, 0, ""};
     pthread_t th;
     bool threaded;
     int rv;
 
-    if ((rv = applyChain(repo, chain, n, fd, tmp, p, errmsg)) != 0) {
-        return rv;
-    }
-    threaded = pthread_create(&th, NULL, integrityThread, &job) == 0;
-    if (fsync(fd) != 0) {
+    followInit(&fw, last->page_count * last->page_size);
+    /* The check starts with the writing: it reads the pages written, waiting for
+     * those that are not (it goes through the b-trees in their own order). */
+    threaded = startThread(&th, CHECK_STACK, integrityThread, &job) == 0;
+    rv = applyChain(repo, chain, n, nf->fd, name, &fw, p, errmsg);
+    followSet(&fw, 0, true, rv != 0);
+    if (rv == 0 && fsync(nf->fd) != 0) {
         if (errno == ENOSPC || errno == EDQUOT) {
-            errorf(errmsg, "no space left on device writing %s", tmp);
+            errorf(errmsg, "no space left on device writing %s", name);
         } else {
-            errorf(errmsg, "fsync %s: %s", tmp, strerror(errno));
+            errorf(errmsg, "fsync %s: %s", name, strerror(errno));
         }
         rv = errorFromErrno(errno);
     }
@@ -860,6 +1872,7 @@ static int materialize(struct repo *repo, const struct backup_info *chain, size_
     } else if (rv == 0) {
         integrityThread(&job);
     }
+    followDestroy(&fw);
     if (rv == 0 && job.rv != 0) {
         memcpy(errmsg, job.errmsg, CAIRN_ERRMSG_SIZE);
         rv = job.rv;
@@ -867,24 +1880,12 @@ static int materialize(struct repo *repo, const struct backup_info *chain, size_
     return rv;
 }
 
-/* A new empty file beside path, hidden, its name never ending in .cbk: *fd and tmp. */
-static int tempBeside(const char *path, const char *what, char *tmp, int *fd, char *errmsg)
+/* CAIRN_RESTORE_TMPFILE=off: the new file has a hidden name from the start, as on a
+ * file system without O_TMPFILE (docs/OPERATIONS.md). */
+static unsigned newfileFlags(void)
 {
-    char dir[PATH_MAX];
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    repoDirOf(path, dir);
-    if ((size_t)snprintf(tmp, PATH_MAX, "%s/.%s.%s-XXXXXX", dir, base, what) >= PATH_MAX) {
-        errorf(errmsg, "path too long: %s", path);
-        tmp[0] = '\0';
-        return CAIRN_EINVAL;
-    }
-    if ((*fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
-        errorf(errmsg, "create a temporary file beside %s: %s", path, strerror(errno));
-        tmp[0] = '\0';
-        return errorFromErrno(errno);
-    }
-    return 0;
+    const char *v = getenv("CAIRN_RESTORE_TMPFILE");
+    return v != NULL && strcmp(v, "off") == 0 ? NEWFILE_NAMED : 0;
 }
 
 /* SQLite files that belong to the database at path: a stale -wal or hot -journal
@@ -915,13 +1916,13 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
     struct backup_info *chain = NULL, target;
     struct repo *use, *owned = NULL;
     struct progress p = {0};
-    char tmp[PATH_MAX], side[PATH_MAX + 16];
+    struct newfile nf = {.fd = -1};
+    char side[PATH_MAX + 16];
     struct stat st;
     bool found;
     size_t n = 0;
-    int fd = -1, rv;
+    int rv;
 
-    tmp[0] = '\0';
     if (opt == NULL || opt->ref == NULL || opt->out == NULL || opt->out[0] == '\0') {
         errorf(errmsg, "restore: invalid arguments");
         return CAIRN_EINVAL;
@@ -954,26 +1955,29 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
     p.arg = opt->progress_arg;
     p.total = chainBytes(chain, 0, n);
     /* The files whose pages a newer one replaces wholly are checked and not applied;
-     * the others are checked completely as they are applied (applyFile), each read
-     * once: their pages go into the temporary file, which nobody sees unless every
-     * check passes. */
+     * the others are checked completely as they are applied (applyChain), each read
+     * once: their pages go into the new file, which nobody sees unless every check
+     * passes. */
     for (size_t i = 0; i < applyStart(chain, n); i++) {
         if ((rv = checkMember(use, &chain[i], NULL, &p, errmsg)) != 0) {
             goto err;
         }
     }
-    if ((rv = tempBeside(opt->out, "restore", tmp, &fd, errmsg)) != 0) {
+    /* What an earlier restore to the same place left when it was killed. */
+    newfileSweep(opt->out, "restore");
+    /* A database gets SQLite's 0644, or keeps the mode of the file it replaces. */
+    if ((rv = newfileOpen(&nf, opt->out, "restore",
+                          opt->force && stat(opt->out, &st) == 0 ? st.st_mode & 07777 : 0644,
+                          newfileFlags(), errmsg)) != 0) {
         goto err;
     }
-    /* mkostemp's 0600 is for scratch files; a database gets SQLite's 0644, or keeps
-     * the mode of the file it replaces. */
-    fchmod(fd, opt->force && stat(opt->out, &st) == 0 ? st.st_mode & 07777 : 0644);
-    if ((rv = materialize(use, chain, n, fd, tmp, opt->check, &p, errmsg)) != 0) {
+    if ((rv = materialize(use, chain, n, &nf, opt->out, opt->check, &p, errmsg)) != 0) {
         goto err;
     }
-    close(fd);
-    fd = -1;
-    if (opt->finish != NULL && (rv = opt->finish(tmp, opt->finish_arg, errmsg)) != 0) {
+    /* The caller's change goes through SQLite, which opens the file by a name beside
+     * which it puts its journal. */
+    if (opt->finish != NULL && ((rv = newfileName(&nf, errmsg)) != 0 ||
+                                (rv = opt->finish(nf.tmp, opt->finish_arg, errmsg)) != 0)) {
         goto err;
     }
     if (opt->force) {
@@ -985,15 +1989,11 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
                 goto err;
             }
         }
-        if (rename(tmp, opt->out) != 0) {
-            errorf(errmsg, "rename %s to %s: %s", tmp, opt->out, strerror(errno));
-            rv = errorFromErrno(errno);
-            goto err;
-        }
-    } else if ((rv = repoRenameNoReplace(tmp, opt->out, errmsg)) != 0) {
+    }
+    if ((rv = newfilePlace(&nf, opt->out, opt->force, errmsg)) != 0) {
         goto err;
     }
-    tmp[0] = '\0';
+    newfileClose(&nf);
     if ((rv = libSyncParentDir(opt->out, errmsg)) != 0) {
         if (!opt->force) {
             unlink(opt->out); /* nothing where there was nothing */
@@ -1007,12 +2007,7 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
     repoClose(owned);
     return 0;
 err:
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (tmp[0] != '\0') {
-        unlink(tmp);
-    }
+    newfileClose(&nf);
     free(chain);
     repoClose(owned);
     return rv;
@@ -1050,15 +2045,14 @@ int backupVerifyIn(struct repo *repo, const char *ref, bool trial_restore,
 {
     struct backup_info *chain = NULL, target;
     struct repo *use, *owned = NULL;
-    struct applier a;
+    struct pipe *pl;
     struct progress p = {progress, progress_arg, 0, 0};
-    char tmp[PATH_MAX];
+    struct newfile nf = {.fd = -1};
     bool found;
     size_t n = 0;
     int64_t now;
-    int fd = -1, rv;
+    int rv;
 
-    tmp[0] = '\0';
     if (ref == NULL) {
         errorf(errmsg, "verify: no backup named");
         return CAIRN_EINVAL;
@@ -1077,18 +2071,25 @@ int backupVerifyIn(struct repo *repo, const char *ref, bool trial_restore,
     if (trial_restore) {
         p.total += chainBytes(chain, applyStart(chain, n), n);
     }
-    applierStart(&a, -1, target.path);
+    if ((pl = malloc(sizeof *pl)) == NULL) {
+        errorf(errmsg, "out of memory verifying %s", target.path);
+        rv = CAIRN_ENOMEM;
+        goto out;
+    }
+    pipeStart(pl, use, 0, chainBytes(chain, 0, n));
     for (size_t i = 0; i < n && rv == 0; i++) {
-        if ((rv = checkMember(use, &chain[i], &a, &p, errmsg)) != 0 && rv != CAIRN_ENOMEM) {
+        if ((rv = checkMember(use, &chain[i], pl, &p, errmsg)) != 0 && rv != CAIRN_ENOMEM) {
             recordFailure(use, &target, &chain[i]);
         }
     }
-    applierStop(&a);
+    pipeEnd(pl);
+    free(pl);
     if (rv != 0) {
         goto out;
     }
     if (trial_restore) {
-        /* Beside the backup when it is a local file, else in the temporary directory. */
+        /* Beside the backup when it is a local file, else in the temporary directory;
+         * with no name, where the file system allows. */
         char beside[PATH_MAX];
         const char *tmpdir = getenv("TMPDIR");
         if (repoLocalPath(use) != NULL) {
@@ -1098,11 +2099,14 @@ int backupVerifyIn(struct repo *repo, const char *ref, bool trial_restore,
                      tmpdir != NULL && tmpdir[0] != '\0' ? tmpdir : "/tmp",
                      repoNameOf(target.path));
         }
-        if ((rv = tempBeside(beside, "verify", tmp, &fd, errmsg)) != 0) {
+        char name[PATH_MAX + 32];
+        snprintf(name, sizeof name, "%s (trial restore)", target.path);
+        newfileSweep(beside, "verify");
+        if ((rv = newfileOpen(&nf, beside, "verify", 0600, newfileFlags(), errmsg)) != 0) {
             goto out;
         }
         /* A drill: SQLite's full check, whatever a restore's default. */
-        if ((rv = materialize(use, chain, n, fd, tmp, RESTORE_CHECK_FULL, &p, errmsg)) != 0) {
+        if ((rv = materialize(use, chain, n, &nf, name, RESTORE_CHECK_FULL, &p, errmsg)) != 0) {
             if (rv == CAIRN_ECORRUPT) {
                 recordFailure(use, &target, NULL);
             }
@@ -1116,12 +2120,7 @@ int backupVerifyIn(struct repo *repo, const char *ref, bool trial_restore,
         }
     }
 out:
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (tmp[0] != '\0') {
-        unlink(tmp);
-    }
+    newfileClose(&nf);
     free(chain);
     repoClose(owned);
     return rv;

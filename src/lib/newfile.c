@@ -1,0 +1,304 @@
+/* New files that appear whole or not at all (newfile.h). Any thread. */
+#define _GNU_SOURCE
+#include "newfile.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+
+/* SQLite's files beside a database: a hidden file's leftovers when its writer died
+ * while SQLite had it open. */
+static const char *const SIDE[] = {"-journal", "-wal", "-shm"};
+
+/* The directory of path into dir (PATH_MAX), and its last component. */
+static const char *splitPath(const char *path, char *dir)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        snprintf(dir, PATH_MAX, ".");
+        return path;
+    }
+    if (slash == path) {
+        snprintf(dir, PATH_MAX, "/");
+    } else {
+        snprintf(dir, PATH_MAX, "%.*s", (int)(slash - path), path);
+    }
+    return slash + 1;
+}
+
+/* "DIR/.BASE.WHAT-" into out (PATH_MAX); false when it does not fit. */
+static bool hiddenPrefix(const char *path, const char *what, char *out)
+{
+    char dir[PATH_MAX];
+    const char *base = splitPath(path, dir);
+    return (size_t)snprintf(out, PATH_MAX, "%s%s.%s.%s-", dir, strcmp(dir, "/") == 0 ? "" : "/",
+                            base, what) < PATH_MAX;
+}
+
+static void unlinkSides(const char *tmp)
+{
+    char side[PATH_MAX + 16];
+    for (size_t i = 0; i < sizeof SIDE / sizeof SIDE[0]; i++) {
+        snprintf(side, sizeof side, "%s%s", tmp, SIDE[i]);
+        unlink(side);
+    }
+}
+
+int newfileOpen(struct newfile *f, const char *path, const char *what, mode_t mode, unsigned flags,
+                char *errmsg)
+{
+    char dir[PATH_MAX];
+    int fd;
+
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    splitPath(path, dir);
+    if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, what, f->prefix) ||
+        strlen(f->prefix) + 6 >= PATH_MAX) {
+        errorf(errmsg, "path too long: %s", path);
+        return CAIRN_EINVAL;
+    }
+    if ((flags & NEWFILE_NAMED) == 0) {
+        fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode & 07777);
+        if (fd >= 0) {
+            struct stat a, b;
+            snprintf(f->proc, sizeof f->proc, "/proc/self/fd/%d", fd);
+            /* Linking it at the end goes through /proc: without /proc, a name now. */
+            if (fstat(fd, &a) == 0 && stat(f->proc, &b) == 0 && a.st_dev == b.st_dev &&
+                a.st_ino == b.st_ino) {
+                f->fd = fd;
+                f->anonymous = true;
+                fchmod(fd, mode & 07777);
+                flock(fd, LOCK_EX | LOCK_NB);
+                return 0;
+            }
+            close(fd);
+            f->proc[0] = '\0';
+        } else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+            errorf(errmsg, "create a temporary file beside %s: %s", path, strerror(errno));
+            return errorFromErrno(errno);
+        }
+    }
+    snprintf(f->tmp, sizeof f->tmp, "%sXXXXXX", f->prefix);
+    if ((fd = mkostemp(f->tmp, O_CLOEXEC)) < 0) {
+        errorf(errmsg, "create a temporary file beside %s: %s", path, strerror(errno));
+        f->tmp[0] = '\0';
+        return errorFromErrno(errno);
+    }
+    /* Held while the writer lives: newfileSweep leaves the file alone. */
+    flock(fd, LOCK_EX | LOCK_NB);
+    fchmod(fd, mode & 07777);
+    f->fd = fd;
+    return 0;
+}
+
+const char *newfilePath(const struct newfile *f)
+{
+    return f->anonymous ? f->proc : f->tmp;
+}
+
+/* Six characters for a hidden name, as mkostemp would pick them. */
+static void randomSuffix(char out[7])
+{
+    static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    unsigned char r[6];
+    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        unsigned long x;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        x = (unsigned long)ts.tv_nsec ^ ((unsigned long)getpid() << 16) ^ (unsigned long)r[0];
+        for (size_t i = 0; i < sizeof r; i++) {
+            r[i] = (unsigned char)(x >> (5 * i));
+        }
+    }
+    for (size_t i = 0; i < sizeof r; i++) {
+        out[i] = chars[r[i] % (sizeof chars - 1)];
+    }
+    out[6] = '\0';
+}
+
+int newfileName(struct newfile *f, char *errmsg)
+{
+    char name[PATH_MAX + 8], suffix[7];
+    if (!f->anonymous) {
+        return 0;
+    }
+    for (int tries = 0; tries < 100; tries++) {
+        randomSuffix(suffix);
+        snprintf(name, sizeof name, "%s%s", f->prefix, suffix);
+        if (linkat(AT_FDCWD, f->proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW) == 0) {
+            snprintf(f->tmp, sizeof f->tmp, "%s", name);
+            f->anonymous = false;
+            return 0;
+        }
+        if (errno != EEXIST) {
+            break;
+        }
+    }
+    errorf(errmsg, "name the new file %sXXXXXX: %s", f->prefix, strerror(errno));
+    return errorFromErrno(errno);
+}
+
+int newfilePlace(struct newfile *f, const char *path, bool replace, char *errmsg)
+{
+    int rv;
+    if (f->anonymous && !replace) {
+        /* A link fails when path exists: nothing is ever replaced. */
+        if (linkat(AT_FDCWD, f->proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0) {
+            f->anonymous = false;
+            return 0;
+        }
+        if (errno == EEXIST) {
+            errorf(errmsg, "%s already exists", path);
+            return CAIRN_EEXIST;
+        }
+        errorf(errmsg, "link the new file to %s: %s", path, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    if ((rv = newfileName(f, errmsg)) != 0) {
+        return rv;
+    }
+    if (replace) {
+        if (rename(f->tmp, path) != 0) {
+            errorf(errmsg, "rename %s to %s: %s", f->tmp, path, strerror(errno));
+            return errorFromErrno(errno);
+        }
+    } else if (renameat2(AT_FDCWD, f->tmp, AT_FDCWD, path, RENAME_NOREPLACE) != 0) {
+        /* A file system without RENAME_NOREPLACE: link() fails too when path exists. */
+        if ((errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) || link(f->tmp, path) != 0) {
+            if (errno == EEXIST) {
+                errorf(errmsg, "%s already exists", path);
+                return CAIRN_EEXIST;
+            }
+            errorf(errmsg, "rename %s to %s: %s", f->tmp, path, strerror(errno));
+            return errorFromErrno(errno);
+        }
+        unlink(f->tmp);
+    }
+    f->tmp[0] = '\0';
+    return 0;
+}
+
+void newfileClose(struct newfile *f)
+{
+    if (f->tmp[0] != '\0') {
+        unlink(f->tmp);
+        unlinkSides(f->tmp);
+        f->tmp[0] = '\0';
+    }
+    if (f->fd >= 0) {
+        close(f->fd);
+        f->fd = -1;
+    }
+    f->anonymous = false;
+}
+
+static bool isSuffix(const char *s)
+{
+    if (strlen(s) < 6) {
+        return false;
+    }
+    for (int i = 0; i < 6; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+unsigned newfileSweep(const char *path, const char *what)
+{
+    char prefix[PATH_MAX], dir[PATH_MAX], full[PATH_MAX + 16];
+    const char *name;
+    size_t dlen, nlen;
+    unsigned removed = 0;
+    struct dirent *e;
+    DIR *d;
+
+    if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, what, prefix)) {
+        return 0;
+    }
+    /* prefix is "DIR/NAME-": the directory part, and the start of the names. */
+    name = strrchr(prefix, '/') + 1;
+    dlen = (size_t)(name - prefix);
+    nlen = strlen(name);
+    snprintf(dir, sizeof dir, "%.*s", (int)dlen, prefix);
+    if ((d = opendir(dir)) == NULL) {
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        const char *rest = e->d_name + nlen;
+        if (strncmp(e->d_name, name, nlen) != 0 || !isSuffix(rest)) {
+            continue;
+        }
+        snprintf(full, sizeof full, "%s%s", dir, e->d_name);
+        if (rest[6] == '\0') {
+            struct stat st;
+            int fd = open(full, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+            if (fd < 0) {
+                continue;
+            }
+            /* A live writer holds its lock: leave its file alone. */
+            if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+                unlink(full) == 0) {
+                unlinkSides(full);
+                removed++;
+            }
+            close(fd);
+        } else {
+            char main[PATH_MAX + 16];
+            struct stat st;
+            bool side = false;
+            for (size_t i = 0; i < sizeof SIDE / sizeof SIDE[0]; i++) {
+                side = side || strcmp(rest + 6, SIDE[i]) == 0;
+            }
+            snprintf(main, sizeof main, "%s%.*s", prefix, 6, rest);
+            if (side && lstat(main, &st) != 0 && errno == ENOENT) {
+                unlink(full);
+            }
+        }
+    }
+    closedir(d);
+    return removed;
+}
+
+int newfilePwritev(int fd, struct iovec *iov, int n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t k;
+        if (iov->iov_len == 0) {
+            iov++;
+            n--;
+            continue;
+        }
+        k = pwritev(fd, iov, n, (off_t)off);
+        if (k <= 0) {
+            if (k < 0 && errno == EINTR) {
+                continue;
+            }
+            return k == 0 ? EIO : errno;
+        }
+        off += (uint64_t)k;
+        while (n > 0 && (size_t)k >= iov->iov_len) {
+            k -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (unsigned char *)iov->iov_base + k;
+            iov->iov_len -= (size_t)k;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,74 @@
+/* A new file that nobody sees until it is complete: written without a name (O_TMPFILE)
+ * and linked into place at the end, so that a writer killed at any point (kill -9, a
+ * crash, a power cut) leaves nothing behind; on a file system without O_TMPFILE, a
+ * hidden temporary name beside the destination, `.<base>.<what>-XXXXXX`, held under an
+ * flock while the writer lives, so that the next writer for the same destination can
+ * tell a dead writer's leftovers from a live one's (newfileSweep). Also the writing of
+ * such a file in ordered runs (newfilePwritev).
+ *
+ * Used by restores (src/backup/restore.c): the restored database is written, checked
+ * and fsynced here, then put in place. Knows nothing of cairn but its error codes.
+ *
+ * Any thread; a struct newfile is used by one thread at a time. */
+#ifndef CAIRN_NEWFILE_H
+#define CAIRN_NEWFILE_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* newfileOpen's flags. NEWFILE_NAMED: a hidden name from the start, never O_TMPFILE
+ * (what a file system without O_TMPFILE gets anyway). */
+#define NEWFILE_NAMED 1u
+
+struct newfile {
+    int fd;                /* read-write; -1 once closed */
+    bool anonymous;        /* no name yet: O_TMPFILE, not linked */
+    char tmp[PATH_MAX];    /* its hidden name; "" while it has none */
+    char proc[32];         /* "/proc/self/fd/N" of an anonymous file */
+    char prefix[PATH_MAX]; /* "DIR/.BASE.WHAT-": hidden names start so */
+};
+
+/* Make a new empty file that is to become `path` (in path's directory, which must
+ * exist), with permissions `mode` (not subject to the umask), the flock held. `what`
+ * ("restore", "verify") goes into a hidden name. Returns 0, or a CAIRN_E* code with
+ * errmsg (CAIRN_ERRMSG_SIZE) naming path; on failure nothing was made. */
+int newfileOpen(struct newfile *f, const char *path, const char *what, mode_t mode, unsigned flags,
+                char *errmsg);
+
+/* A path that opens the file now, for a program that takes paths (SQLite): its hidden
+ * name, or /proc/self/fd/N while it has none (which SQLite's default VFS resolves to
+ * a name that does not exist: open it through a VFS that takes it as it is). Valid
+ * until the next call on f. */
+const char *newfilePath(const struct newfile *f);
+
+/* Give an anonymous file its hidden name (f->tmp), for a caller that must open it by
+ * a name beside which other files may appear (SQLite's journal). A writer killed from
+ * then on leaves the hidden file, which newfileSweep removes. Nothing to do when it has
+ * one. Returns 0 or a CAIRN_E* code. */
+int newfileName(struct newfile *f, char *errmsg);
+
+/* Put the file, complete (the caller fsynced it), at path: a link or rename that
+ * replaces what is there when `replace`, and else fails with CAIRN_EEXIST (nothing
+ * moved). The caller fsyncs the directory after (libSyncParentDir). On failure the file
+ * is where it was. */
+int newfilePlace(struct newfile *f, const char *path, bool replace, char *errmsg);
+
+/* Close the file, and remove its hidden name when it still has one (a file not put in
+ * place). Safe on a closed or never opened (fd -1) file. */
+void newfileClose(struct newfile *f);
+
+/* Remove what dead writers left for path: each hidden `.<base>.<what>-XXXXXX` file
+ * beside it whose flock nobody holds, with the `-journal`, `-wal` and `-shm` files
+ * beside it, and such side files whose hidden file is gone. A live writer's files are
+ * left alone. Returns how many hidden files were removed. Errors are ignored. */
+unsigned newfileSweep(const char *path, const char *what);
+
+/* Write the n buffers of iov (at most IOV_MAX) at offset off, as one pwritev when the
+ * system takes it whole, retrying on EINTR and short writes. Returns 0 or an errno
+ * value (EIO when the system wrote nothing without saying why). iov is changed. */
+int newfilePwritev(int fd, struct iovec *iov, int n, uint64_t off);
+
+#endif

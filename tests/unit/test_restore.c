@@ -1,0 +1,395 @@
+/* Unit tests of the restore pipeline (src/backup/restore.c) and of the new files it
+ * writes (src/lib/newfile.c): a chain longer than the files read at once, merged in
+ * groups, restored byte for byte at every backup; every page written once; the new
+ * file anonymous until placed, never replacing what it must not, and a dead writer's
+ * hidden file swept while a live one's is kept. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backup.h"
+#include "cairn.h"
+#include "error.h"
+#include "newfile.h"
+
+struct fx {
+    char dir[PATH_MAX];
+    char repo[PATH_MAX];
+    char db[PATH_MAX];
+};
+
+static int rmOne(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/cairn-restore-test-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->repo, sizeof f->repo, "%s/repo", f->dir);
+    snprintf(f->db, sizeof f->db, "%s/db.sqlite", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    nftw(f->dir, rmOne, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static void sqlExec(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    char *err = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fail_msg("%s: %s", sql, err);
+    }
+    sqlite3_close(db);
+}
+
+static unsigned char *readFile(const char *path, size_t *n)
+{
+    FILE *fp = fopen(path, "rb");
+    unsigned char *p;
+    long len;
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    p = malloc(len > 0 ? (size_t)len : 1);
+    assert_non_null(p);
+    assert_int_equal(fread(p, 1, (size_t)len, fp), (size_t)len);
+    fclose(fp);
+    *n = (size_t)len;
+    return p;
+}
+
+static void writeFile(const char *path, const void *p, size_t n)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(p, 1, n, fp), n);
+    fclose(fp);
+}
+
+static void copyFile(const char *from, const char *to)
+{
+    size_t n;
+    unsigned char *p = readFile(from, &n);
+    writeFile(to, p, n);
+    free(p);
+}
+
+static void assertSameFile(const char *a, const char *b)
+{
+    size_t na, nb;
+    unsigned char *pa = readFile(a, &na), *pb = readFile(b, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(pa, pb, na);
+    free(pa);
+    free(pb);
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+static void mustBackup(const char *db, const char *repo, int type, uint32_t block_pages,
+                       struct backup_info *info)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE] = "";
+    struct backup_source src = {open(db, O_RDONLY), 0, 0, db, NULL, false};
+    struct backup_options opt = {type, repo, 0, block_pages, NULL, NULL, NULL};
+    int rv;
+    assert_true(src.fd >= 0);
+    rv = backupCreate(&src, &opt, info, errmsg);
+    close(src.fd);
+    if (rv != 0) {
+        fail_msg("backup: %s", errmsg);
+    }
+}
+
+struct progress_log {
+    int calls;
+    uint64_t done, total;
+};
+
+static void onProgress(void *arg, uint64_t done, uint64_t total)
+{
+    struct progress_log *p = arg;
+    assert_true(done <= total);
+    assert_true(done >= p->done);
+    p->calls++;
+    p->done = done;
+    p->total = total;
+}
+
+static void mustRestore(const char *repo, const char *ref, const char *out)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE] = "";
+    struct progress_log pl = {0};
+    struct restore_options opt = {
+        repo, ref, out, true, onProgress, &pl, NULL, NULL, RESTORE_CHECK_FULL};
+    if (backupRestore(&opt, NULL, errmsg) != 0) {
+        fail_msg("restore %s: %s", ref, errmsg);
+    }
+    assert_int_equal(pl.done, pl.total);
+}
+
+/* Nothing in dir but the names given (NULL-terminated). */
+static void assertOnly(const char *dir, const char *const *names)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        bool known = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+        for (const char *const *n = names; !known && *n != NULL; n++) {
+            known = strcmp(e->d_name, *n) == 0;
+        }
+        if (!known) {
+            fail_msg("%s holds %s", dir, e->d_name);
+        }
+    }
+    closedir(d);
+}
+
+/* ---- chains ---- */
+
+#define LONG_CHAIN 22 /* more files than a restore reads at once */
+
+/* A full backup and LONG_CHAIN - 1 incrementals: rows changed, the database grown, then
+ * shrunk by a VACUUM, in blocks of `block_pages` pages. Each backup restores to the
+ * database as it was (those past the 16th file through two groups, until the VACUUM's
+ * incremental, which stores every page). */
+static void restoreLongChain(struct fx *f, uint32_t block_pages)
+{
+    struct backup_info b[LONG_CHAIN];
+    char copy[PATH_MAX], out[PATH_MAX], sql[256];
+
+    sqlExec(f->db, "PRAGMA journal_mode=DELETE;"
+                   "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, data BLOB);"
+                   "CREATE INDEX t_name ON t(name);"
+                   "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 900)"
+                   "INSERT INTO t SELECT i, printf('row %08d', i), randomblob(600) FROM c");
+    snprintf(out, sizeof out, "%s/out.db", f->dir);
+    for (int i = 0; i < LONG_CHAIN; i++) {
+        if (i > 0 && i % 7 == 0) {
+            snprintf(sql, sizeof sql,
+                     "INSERT INTO t SELECT id + %d, name || 'x', randomblob(900) "
+                     "FROM t WHERE id %% 9 = 0 AND id < 100000",
+                     100000 * i);
+            sqlExec(f->db, sql);
+        } else if (i == LONG_CHAIN - 3) {
+            sqlExec(f->db, "DELETE FROM t WHERE id % 4 = 0; VACUUM");
+        } else if (i > 0) {
+            snprintf(sql, sizeof sql,
+                     "UPDATE t SET data = randomblob(600), name = name || '%d' "
+                     "WHERE id %% 23 = %d",
+                     i, i % 23);
+            sqlExec(f->db, sql);
+        }
+        mustBackup(f->db, f->repo, i == 0 ? BACKUP_FULL : BACKUP_INCREMENTAL, block_pages, &b[i]);
+        if (i > 0) {
+            assert_string_equal(b[i].parent_id, b[i - 1].id);
+        }
+        snprintf(copy, sizeof copy, "%s/copy.db", f->dir);
+        copyFile(f->db, copy);
+        /* Every third backup, and the last ones: restored now, against the copy. */
+        if (i % 3 == 0 || i >= LONG_CHAIN - 4) {
+            mustRestore(f->repo, b[i].id, out);
+            assertSameFile(copy, out);
+        }
+    }
+    {
+        const char *const names[] = {"repo", "db.sqlite", "copy.db", "out.db", NULL};
+        assertOnly(f->dir, names);
+    }
+}
+
+static void test_a_long_chain_in_groups(void **state)
+{
+    restoreLongChain(*state, 0);
+}
+
+static void test_a_long_chain_of_small_blocks(void **state)
+{
+    restoreLongChain(*state, 3);
+}
+
+/* A damaged file in the group read last (the oldest files of a long chain) is refused
+ * like one in the first, and nothing is left. */
+static void test_a_damaged_file_in_an_older_group_is_refused(void **state)
+{
+    struct fx *f = *state;
+    struct backup_info b[LONG_CHAIN];
+    char out[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE];
+    struct restore_options opt = {
+        f->repo, NULL, out, false, NULL, NULL, NULL, NULL, RESTORE_CHECK_QUICK};
+    size_t n;
+    unsigned char *p;
+
+    sqlExec(f->db, "CREATE TABLE t(id INTEGER PRIMARY KEY, data BLOB);"
+                   "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 400)"
+                   "INSERT INTO t SELECT i, randomblob(900) FROM c");
+    for (int i = 0; i < LONG_CHAIN; i++) {
+        char sql[128];
+        if (i > 0) {
+            snprintf(sql, sizeof sql, "UPDATE t SET data = randomblob(900) WHERE id %% 17 = %d",
+                     i % 17);
+            sqlExec(f->db, sql);
+        }
+        mustBackup(f->db, f->repo, i == 0 ? BACKUP_FULL : BACKUP_INCREMENTAL, 0, &b[i]);
+    }
+    /* The second file, in the last group: a byte of its first block. */
+    p = readFile(b[1].path, &n);
+    p[600] ^= 0x01;
+    writeFile(b[1].path, p, n);
+    free(p);
+    snprintf(out, sizeof out, "%s/out.db", f->dir);
+    opt.ref = b[LONG_CHAIN - 1].id;
+    assert_int_equal(backupRestore(&opt, NULL, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, b[1].path));
+    assert_non_null(strstr(errmsg, "block 0 at offset 512"));
+    assert_false(exists(out));
+    {
+        const char *const names[] = {"repo", "db.sqlite", NULL};
+        assertOnly(f->dir, names);
+    }
+}
+
+/* ---- new files ---- */
+
+static void test_an_anonymous_file_appears_only_when_placed(void **state)
+{
+    struct fx *f = *state;
+    struct newfile nf;
+    char path[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/new.db", f->dir);
+
+    assert_int_equal(newfileOpen(&nf, path, "restore", 0640, 0, errmsg), 0);
+    assert_int_equal(write(nf.fd, "abc", 3), 3);
+    if (nf.anonymous) {
+        const char *const none[] = {NULL};
+        assertOnly(f->dir, none);
+        assert_non_null(strstr(newfilePath(&nf), "/proc/self/fd/"));
+    }
+    /* Not over a file that is there. */
+    writeFile(path, "old", 3);
+    assert_int_equal(newfilePlace(&nf, path, false, errmsg), CAIRN_EEXIST);
+    assert_non_null(strstr(errmsg, path));
+    {
+        size_t n;
+        unsigned char *p = readFile(path, &n);
+        assert_memory_equal(p, "old", 3);
+        free(p);
+    }
+    /* Over it, when asked. */
+    assert_int_equal(newfilePlace(&nf, path, true, errmsg), 0);
+    newfileClose(&nf);
+    {
+        size_t n;
+        unsigned char *p = readFile(path, &n);
+        assert_int_equal(n, 3);
+        assert_memory_equal(p, "abc", 3);
+        free(p);
+    }
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0640);
+    {
+        const char *const names[] = {"new.db", NULL};
+        assertOnly(f->dir, names);
+    }
+    /* A file never placed leaves nothing, anonymous or named. */
+    for (unsigned flags = 0; flags <= NEWFILE_NAMED; flags += NEWFILE_NAMED) {
+        char other[PATH_MAX];
+        snprintf(other, sizeof other, "%s/other.db", f->dir);
+        assert_int_equal(newfileOpen(&nf, other, "restore", 0644, flags, errmsg), 0);
+        assert_int_equal(newfileName(&nf, errmsg), 0); /* a name now, as for SQLite */
+        assert_true(nf.tmp[0] != '\0');
+        assert_true(exists(nf.tmp));
+        newfileClose(&nf);
+        {
+            const char *const names[] = {"new.db", NULL};
+            assertOnly(f->dir, names);
+        }
+    }
+}
+
+static void test_sweeping_removes_a_dead_writers_file_only(void **state)
+{
+    struct fx *f = *state;
+    char path[PATH_MAX], dead[PATH_MAX], deadj[PATH_MAX], orphan[PATH_MAX], other[PATH_MAX],
+        errmsg[CAIRN_ERRMSG_SIZE];
+    struct newfile live;
+    const char *base;
+
+    snprintf(path, sizeof path, "%s/app.db", f->dir);
+    snprintf(dead, sizeof dead, "%s/.app.db.restore-Dead01", f->dir);
+    snprintf(deadj, sizeof deadj, "%s/.app.db.restore-Dead01-journal", f->dir);
+    snprintf(orphan, sizeof orphan, "%s/.app.db.restore-Gone02-wal", f->dir);
+    snprintf(other, sizeof other, "%s/.app.db.verify-Else03", f->dir);
+    writeFile(dead, "x", 1);
+    writeFile(deadj, "x", 1);
+    writeFile(orphan, "x", 1);
+    writeFile(other, "x", 1);
+    /* A live writer's, with a name: kept. */
+    assert_int_equal(newfileOpen(&live, path, "restore", 0644, NEWFILE_NAMED, errmsg), 0);
+    assert_int_equal(newfileSweep(path, "restore"), 1);
+    assert_false(exists(dead));
+    assert_false(exists(deadj));
+    assert_false(exists(orphan));
+    assert_true(exists(other)); /* another kind's */
+    assert_true(exists(live.tmp));
+    base = strrchr(live.tmp, '/') + 1;
+    {
+        const char *const names[] = {".app.db.verify-Else03", base, NULL};
+        assertOnly(f->dir, names);
+    }
+    newfileClose(&live);
+    {
+        const char *const names[] = {".app.db.verify-Else03", NULL};
+        assertOnly(f->dir, names);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_a_long_chain_in_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_long_chain_of_small_blocks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_damaged_file_in_an_older_group_is_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_an_anonymous_file_appears_only_when_placed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_sweeping_removes_a_dead_writers_file_only, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
