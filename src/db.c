@@ -699,6 +699,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     if (rv != 0) {
         return rv;
     }
+    lrSetNode(db, db->node);
     /* Before the API serves (it answers 503 "starting" until running): no client
      * writes into the empty database that the restore then replaces. */
     if (db->cfg.restore_from != NULL &&

@@ -40,6 +40,7 @@ struct lr {
     int rv;
     char err[CAIRN_ERRMSG_SIZE];
     struct timespec ready_at; /* CLOCK_REALTIME: pthread_cond_timedwait's */
+    struct node *node; /* to wake its loop; NULL until lrSetNode (the log's replay) */
 };
 
 static const char *stateName(int s)
@@ -139,8 +140,8 @@ static void *lrThread(void *arg)
                 dbLog(db, "live restore: backup %s cannot be prepared: %s", id, err);
             }
             /* A follower may hold the swap entry until now: its loop looks again. */
-            nodeWake(db->node);
             pthread_mutex_lock(&l->mu);
+            nodeWake(l->node);
             continue;
         }
         if (l->state == LR_READY) {
@@ -186,6 +187,14 @@ int lrInit(struct cairn *db, char *errmsg)
     }
     db->lr = l;
     return 0;
+}
+
+void lrSetNode(struct cairn *db, struct node *node)
+{
+    struct lr *l = db->lr;
+    pthread_mutex_lock(&l->mu);
+    l->node = node;
+    pthread_mutex_unlock(&l->mu);
 }
 
 void lrStop(struct cairn *db)
@@ -247,7 +256,7 @@ static void startLocked(struct cairn *db, const char *id, const unsigned char *d
 void lrStart(struct cairn *db, const char *id, const unsigned char digest[BACKUP_DIGEST_SIZE])
 {
     struct lr *l = db->lr;
-    assert(nodeOnLoop(db->node));
+    assert(nodeOnLoop(NULL));
     pthread_mutex_lock(&l->mu);
     if (!(isCurrent(l, id, digest) && (l->state == LR_PREPARING || l->state == LR_READY))) {
         startLocked(db, id, digest);
@@ -259,7 +268,7 @@ bool lrReady(struct cairn *db, const char *id, const unsigned char digest[BACKUP
 {
     struct lr *l = db->lr;
     bool ready;
-    assert(nodeOnLoop(db->node));
+    assert(nodeOnLoop(NULL));
     pthread_mutex_lock(&l->mu);
     if (!isCurrent(l, id, digest) || l->state == LR_IDLE) {
         startLocked(db, id, digest);
@@ -307,7 +316,7 @@ bool lrTake(struct cairn *db, const char *id, const unsigned char digest[BACKUP_
 {
     struct lr *l = db->lr;
     bool taken = false;
-    assert(nodeOnLoop(db->node));
+    assert(nodeOnLoop(NULL));
     pthread_mutex_lock(&l->mu);
     if (l->state == LR_READY && isCurrent(l, id, digest)) {
         snprintf(path, PATH_MAX, "%s", l->path);

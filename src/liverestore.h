@@ -34,6 +34,7 @@
 #include "backup.h"
 
 struct cairn;
+struct node;
 
 /* The mark of a PREPARE entry: its second parameter, text. */
 #define RESTORE_PREPARE "prepare"
@@ -44,6 +45,10 @@ struct cairn;
 /* Set up the module of db (no thread yet) and remove a prepared copy left by an
  * earlier run. 0, or CAIRN_ENOMEM. */
 int lrInit(struct cairn *db, char *errmsg);
+
+/* The node whose loop the preparing thread wakes, once nodeStart returned it (a copy
+ * prepared during the log's replay wakes nothing: the loop looks at every turn). */
+void lrSetNode(struct cairn *db, struct node *node);
 
 /* Stop the preparing thread (a restore in progress runs to its end: the engine has no
  * cancel point) and remove an unused prepared copy. Before the node stops, as the

@@ -863,10 +863,18 @@ static void tickCb(uv_timer_t *t)
     publishInfo(n);
 }
 
+/* Set by each node's loop thread for itself: true on a loop thread (assertions). Not
+ * n->thread, which the starting thread writes only once pthread_create returns, while
+ * the loop may already replay the log (and db->node is not set until nodeStart
+ * returns). */
+static _Thread_local bool onLoopThread;
+
 static void *loopMain(void *arg)
 {
     struct node *n = arg;
-    int rv = raft_start(&n->raft);
+    int rv;
+    onLoopThread = true;
+    rv = raft_start(&n->raft);
     pthread_mutex_lock(&n->imu);
     n->start_rv = rv;
     if (rv != 0) {
@@ -1112,7 +1120,8 @@ void nodeWake(struct node *n)
 
 bool nodeOnLoop(const struct node *n)
 {
-    return n != NULL && pthread_equal(pthread_self(), n->thread);
+    (void)n;
+    return onLoopThread;
 }
 
 /* Queue op for the loop thread; 0 or CAIRN_ESHUTDOWN. */

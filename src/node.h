@@ -99,7 +99,8 @@ void nodeStop(struct node *n);
  * follower's held entries, fsm.c). Any thread, until nodeStop. */
 void nodeWake(struct node *n);
 
-/* Whether the calling thread is n's loop thread (assertions). */
+/* Whether the calling thread is a node's loop thread (assertions; n may be NULL: the
+ * node being started replays its log before nodeStart returns it). */
 bool nodeOnLoop(const struct node *n);
 
 /* Append an encoded command to the log and wait until it is applied. On success
