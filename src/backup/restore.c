@@ -367,7 +367,7 @@ struct blk {
     unsigned char *raw;
     size_t raw_cap;
     uint64_t end; /* bytes of the file up to the block's end: progress */
-    int state;
+    int state;    /* BLK_*: written under pl->mu, read without it by the consumer (blkState) */
 };
 
 struct pipe;
@@ -458,6 +458,13 @@ static void consWait(struct pipe *pl)
     pl->cons_waiting = true;
     pthread_cond_wait(&pl->cons, &pl->mu);
     pl->cons_waiting = false;
+}
+
+/* A block's state, seen from a thread that may not hold pl->mu: once BLK_READY, its
+ * pages and hashes are those its decoder wrote. */
+static int blkState(const struct blk *k)
+{
+    return __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
 }
 
 static size_t blkCap(const struct blk *k)
@@ -641,7 +648,7 @@ static int streamPush(void *arg, const struct cbk_block *b, char *errmsg)
     }
 
     pthread_mutex_lock(&pl->mu);
-    k->state = here ? BLK_READY : BLK_QUEUED;
+    __atomic_store_n(&k->state, here ? BLK_READY : BLK_QUEUED, __ATOMIC_RELEASE);
     s->pushed++;
     if (!here) {
         pl->queued++;
@@ -758,7 +765,7 @@ static struct blk *pickQueued(struct pipe *pl, const struct stream **from)
         struct stream *s = &pl->act[i];
         for (uint64_t q = s->freed; q < s->pushed; q++) {
             struct blk *k = &s->ring[q % RING];
-            if (k->state == BLK_QUEUED && (best == NULL || k->b.pgnos[0] < best->b.pgnos[0])) {
+            if (blkState(k) == BLK_QUEUED && (best == NULL || k->b.pgnos[0] < best->b.pgnos[0])) {
                 best = k;
                 *from = s;
             }
@@ -785,8 +792,11 @@ static void *workerMain(void *arg)
         if (pl->stop) {
             break;
         }
-        k = pickQueued(pl, &from);
-        k->state = BLK_BUSY;
+        if ((k = pickQueued(pl, &from)) == NULL) {
+            pl->queued = 0; /* cannot be: every block counted is in a ring */
+            continue;
+        }
+        __atomic_store_n(&k->state, BLK_BUSY, __ATOMIC_RELAXED);
         pl->queued--;
         pl->busy++;
         pthread_mutex_unlock(&pl->mu);
@@ -796,7 +806,7 @@ static void *workerMain(void *arg)
         if (rv != 0) {
             failLocked(pl, rv, msg);
         } else {
-            k->state = BLK_READY;
+            __atomic_store_n(&k->state, BLK_READY, __ATOMIC_RELEASE);
         }
         if (pl->cons_waiting) {
             pthread_cond_signal(&pl->cons);
@@ -1049,9 +1059,9 @@ static int blkReady(struct sink *k, struct stream *s, struct blk *b)
     char msg[CAIRN_ERRMSG_SIZE];
     int rv = 0;
     pthread_mutex_lock(&pl->mu);
-    while (b->state != BLK_READY && pl->rv == 0) {
-        if (b->state == BLK_QUEUED) {
-            b->state = BLK_BUSY;
+    while (blkState(b) != BLK_READY && pl->rv == 0) {
+        if (blkState(b) == BLK_QUEUED) {
+            __atomic_store_n(&b->state, BLK_BUSY, __ATOMIC_RELAXED);
             pl->queued--;
             pthread_mutex_unlock(&pl->mu);
             if (pl->dctx == NULL) {
@@ -1062,7 +1072,7 @@ static int blkReady(struct sink *k, struct stream *s, struct blk *b)
             if (rv != 0) {
                 failLocked(pl, rv, msg);
             } else {
-                b->state = BLK_READY;
+                __atomic_store_n(&b->state, BLK_READY, __ATOMIC_RELEASE);
             }
             continue;
         }
@@ -1087,7 +1097,7 @@ static int streamAdvance(struct sink *k, struct stream *s, struct blk *b)
     if (++s->pos < b->b.n) {
         return 0;
     }
-    if (b->state != BLK_READY && (rv = blkReady(k, s, b)) != 0) {
+    if (blkState(b) != BLK_READY && (rv = blkReady(k, s, b)) != 0) {
         return rv;
     }
     s->pos = 0;
@@ -1163,7 +1173,7 @@ static int mergeGroup(struct sink *k)
             break;
         }
         if (pg <= k->limit && !bitGet(k->done, pg)) {
-            if (bb->state != BLK_READY && (rv = blkReady(k, best, bb)) != 0) {
+            if (blkState(bb) != BLK_READY && (rv = blkReady(k, best, bb)) != 0) {
                 return rv;
             }
             if (bb->hashes[best->pos] != k->expect[pg - 1]) {
