@@ -446,8 +446,19 @@ static void topUp(struct readahead *r, uint64_t off)
         r->run > cfg->ahead_max / AHEAD_FACTOR ? cfg->ahead_max : r->run * AHEAD_FACTOR;
     const struct chunk *l = last(r);
     uint64_t end = l != NULL ? l->off + l->len : heldTo(r, off);
+    unsigned readers;
     size_t len;
 
+    /* A fair share of the budget for each open reader of the pool: the readers of a
+     * restore that merges a chain's files all read at once, and one of them holding
+     * most of the budget would leave the others to read without read-ahead, in many
+     * small requests. */
+    pthread_mutex_lock(&p->mu);
+    readers = p->readers;
+    pthread_mutex_unlock(&p->mu);
+    if (readers > 1 && ahead > p->budget->cap / readers) {
+        ahead = p->budget->cap / readers;
+    }
     if (ahead < cfg->chunk_min) {
         ahead = cfg->chunk_min;
     }

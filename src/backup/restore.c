@@ -14,9 +14,9 @@
  *    files are merged like sorted runs: the restored file is produced from its first
  *    page to its last, each page taken from the newest file that holds it. Up to
  *    MAX_STREAMS files at once; a longer chain is merged in groups, newest first, a
- *    bitmap telling which pages a newer group wrote. A repository over the network
- *    (no local path) is read one file at a time, newest first (its read-ahead has one
- *    budget for all the files read), the next file opened while one is applied.
+ *    bitmap telling which pages a newer group wrote. Files in a repository over the
+ *    network are merged the same way, each read with ranged GETs ahead of it; the
+ *    read-ahead's budget (readahead.h) is shared fairly by the files read at once.
  *  - decompress: a small block (an incremental's: a few pages) by the thread that read
  *    it, straight from its read buffer; a large one by the workers (one per CPU), the
  *    block nearest the front of the merge first.
@@ -52,13 +52,13 @@
  *
  * Threads: the caller's (a worker, never the loop) merges, writes and fsyncs; for the
  * duration of a call it starts a reader per file read at once, workers that decompress
- * (one per CPU, at most MAX_WORKERS, for chains of PARALLEL_MIN_BYTES or more), one
- * that runs SQLite's check, and one that opens the next file of a remote chain. The
- * progress callback is called on the caller's thread only. No state is shared between
- * calls. */
+ * (one per CPU, at most MAX_WORKERS, for chains of PARALLEL_MIN_BYTES or more), and one
+ * that runs SQLite's check. The progress callback is called on the caller's thread
+ * only. No state is shared between calls. */
 #define _GNU_SOURCE
 #include "backup.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -380,9 +380,6 @@ struct stream {
     bool open;
     uint32_t ps;        /* its page size */
     bool want_manifest; /* its manifest is read into pl->manifest */
-    bool opened_ahead;  /* opened before its group (pipeOpenAhead), with this outcome: */
-    int ahead_rv;
-    char ahead_errmsg[CAIRN_ERRMSG_SIZE];
     ZSTD_DCtx *dctx; /* its reader's */
     struct blk ring[RING];
     /* Under pl->mu. */
@@ -410,8 +407,6 @@ struct pipe {
     struct stream s[MAX_STREAMS];
     struct stream *act; /* the group being read: act[0] to act[ns - 1], in s */
     unsigned ns;
-    pthread_t opener; /* opening the next group's one file (pipeOpenAhead) */
-    bool opening;
     unsigned queued;        /* blocks waiting for a worker */
     unsigned busy;          /* blocks being decoded by workers */
     unsigned idle;          /* workers waiting */
@@ -703,24 +698,7 @@ static int streamOpen(struct stream *s, uint64_t **m, char *msg)
     return rv;
 }
 
-static void *openAheadMain(void *arg)
-{
-    struct stream *s = arg;
-    uint64_t *m;
-    s->ahead_rv = streamOpen(s, &m, s->ahead_errmsg);
-    return NULL;
-}
-
-/* Wait for the file being opened ahead (pipeOpenAhead), if any. */
-static void pipeOpenAheadJoin(struct pipe *pl)
-{
-    if (pl->opening) {
-        pthread_join(pl->opener, NULL);
-        pl->opening = false;
-    }
-}
-
-/* A reader: its file opened (here, or ahead of its group), then scanned whole. */
+/* A reader: its file opened, then scanned whole. */
 static void *streamMain(void *arg)
 {
     struct stream *s = arg;
@@ -729,12 +707,7 @@ static void *streamMain(void *arg)
     uint64_t *m = NULL;
     int rv;
 
-    if (s->opened_ahead) {
-        rv = s->ahead_rv;
-        memcpy(msg, s->ahead_errmsg, sizeof msg);
-    } else {
-        rv = streamOpen(s, &m, msg);
-    }
+    rv = streamOpen(s, &m, msg);
     if (rv == 0) {
         rv = cbkScan(&s->f.r, m, streamPush, s, NULL, NULL, msg);
     }
@@ -792,8 +765,10 @@ static void *workerMain(void *arg)
         if (pl->stop) {
             break;
         }
-        if ((k = pickQueued(pl, &from)) == NULL) {
-            pl->queued = 0; /* cannot be: every block counted is in a ring */
+        k = pickQueued(pl, &from);
+        assert(k != NULL); /* every block counted in queued is in a ring */
+        if (k == NULL) {
+            pl->queued = 0; /* a release build goes on rather than spin */
             continue;
         }
         __atomic_store_n(&k->state, BLK_BUSY, __ATOMIC_RELAXED);
@@ -844,7 +819,6 @@ static void pipeStart(struct pipe *pl, struct repo *repo, uint32_t page_size, ui
 
 static void pipeEnd(struct pipe *pl)
 {
-    pipeOpenAheadJoin(pl);
     for (unsigned i = 0; i < MAX_STREAMS; i++) {
         if (pl->s[i].open) {
             repoCloseFile(&pl->s[i].f);
@@ -1255,45 +1229,28 @@ static void streamReset(struct stream *s, struct pipe *pl, const struct backup_i
     s->pl = pl;
     s->info = info;
     s->want_manifest = want_manifest;
-    s->open = s->opened_ahead = false;
+    s->open = false;
     s->pushed = s->freed = s->head = s->avail = 0;
     s->pos = 0;
     s->ended = s->waiting = s->finished = false;
     s->done_bytes = 0;
 }
 
-/* Open info, the next group's one file, into s (a stream the group being read does not
- * use) on a thread of its own: a repository over the network then costs the round
- * trips of opening a file beside the work, not between files. */
-static void pipeOpenAhead(struct pipe *pl, struct stream *s, const struct backup_info *info)
-{
-    streamReset(s, pl, info, false);
-    s->opened_ahead = true;
-    pl->opening = startThread(&pl->opener, READER_STACK, openAheadMain, s) == 0;
-    s->opened_ahead = pl->opening; /* else its reader opens it */
-}
-
-/* Run one group: the n files at files[] (oldest first) read at once, into the streams
- * from pl->s[base] on, the newest as pl->act[0], consumed by fn. want_manifest: the
- * newest file's manifest is read into pl->manifest, which fn needs. next (may be NULL;
- * n is 1 then, base 0 or 1): the next group's one file, opened meanwhile into the
- * other of pl->s[0] and pl->s[1]. On failure errmsg says what failed first. */
-static int pipeGroup(struct pipe *pl, unsigned base, const struct backup_info *files, size_t n,
-                     bool want_manifest, const struct backup_info *next, struct sink *k,
-                     int (*fn)(struct sink *), char *errmsg)
+/* Run one group: the n files at files[] (oldest first; n <= MAX_STREAMS) read at once,
+ * the newest as pl->act[0], consumed by fn. want_manifest: the newest file's manifest is
+ * read into pl->manifest, which fn needs. On failure errmsg says what failed first. */
+static int pipeGroup(struct pipe *pl, const struct backup_info *files, size_t n,
+                     bool want_manifest, struct sink *k, int (*fn)(struct sink *), char *errmsg)
 {
     char msg[CAIRN_ERRMSG_SIZE];
     int rv = 0;
 
-    pipeOpenAheadJoin(pl);
+    assert(n >= 1 && n <= MAX_STREAMS);
     pthread_mutex_lock(&pl->mu);
-    pl->act = &pl->s[base];
+    pl->act = &pl->s[0];
     pl->ns = (unsigned)n;
     for (unsigned i = 0; i < n; i++) {
         struct stream *s = &pl->act[i];
-        if (s->opened_ahead && s->info == &files[n - 1 - i]) {
-            continue; /* opened, and nothing read yet */
-        }
         if (s->open) {
             repoCloseFile(&s->f);
         }
@@ -1308,9 +1265,6 @@ static int pipeGroup(struct pipe *pl, unsigned base, const struct backup_info *f
             rv = fail(pl, CAIRN_ENOMEM, msg);
             break;
         }
-    }
-    if (rv == 0 && next != NULL) {
-        pipeOpenAhead(pl, &pl->s[base ^ 1], next);
     }
     if (rv == 0 && want_manifest) {
         pthread_mutex_lock(&pl->mu);
@@ -1343,7 +1297,6 @@ static int pipeGroup(struct pipe *pl, unsigned base, const struct backup_info *f
             repoCloseFile(&s->f);
             s->open = false;
         }
-        s->opened_ahead = false;
     }
     if (rv != 0) {
         memcpy(errmsg, pl->errmsg, CAIRN_ERRMSG_SIZE);
@@ -1367,7 +1320,7 @@ static int checkMember(struct repo *repo, const struct backup_info *info, struct
         k->pl = pl;
         k->fd = -1;
         k->p = p;
-        rv = pipeGroup(pl, 0, info, 1, true, NULL, k, checkGroup, errmsg);
+        rv = pipeGroup(pl, info, 1, true, k, checkGroup, errmsg);
         free(k);
         free(pl->manifest);
         pl->manifest = NULL;
@@ -1414,10 +1367,6 @@ static int applyChain(struct repo *repo, const struct backup_info *chain, size_t
     const struct backup_info *last = &chain[n - 1];
     const uint64_t size = last->page_count * last->page_size;
     size_t start = applyStart(chain, n);
-    /* The files of a repository over the network are read one at a time: its
-     * read-ahead, which a budget shared by all the files read bounds
-     * (READAHEAD_BUDGET), would serve many files read at once poorly. */
-    size_t group = repoLocalPath(repo) != NULL ? MAX_STREAMS : 1;
     struct pipe *pl;
     struct sink *k;
     struct stat st;
@@ -1457,13 +1406,11 @@ static int applyChain(struct repo *repo, const struct backup_info *chain, size_t
     k->ps = last->page_size;
     k->p = p;
     k->fw = fw;
-    for (size_t hi = n, base = 0; rv == 0 && hi > start;) {
-        size_t lo = hi - start > group ? hi - group : start;
-        rv = pipeGroup(pl, (unsigned)base, &chain[lo], hi - lo, hi == n,
-                       group == 1 && lo > start ? &chain[lo - 1] : NULL, k, mergeGroup, errmsg);
+    for (size_t hi = n; rv == 0 && hi > start;) {
+        size_t lo = hi - start > MAX_STREAMS ? hi - MAX_STREAMS : start;
+        rv = pipeGroup(pl, &chain[lo], hi - lo, hi == n, k, mergeGroup, errmsg);
         p->base += chainBytes(chain, lo, hi);
         hi = lo;
-        base ^= group == 1;
     }
     for (uint64_t pg = 1; rv == 0 && pg <= last->page_count; pg++) {
         if (!bitGet(k->done, pg)) {

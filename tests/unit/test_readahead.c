@@ -359,6 +359,54 @@ static void test_budget_bounds_many_readers(void **state)
     fakeFree(&f);
 }
 
+/* Readers that scan at once share the budget fairly: one that started first and ran
+ * long (a chain's full backup, merged with its incrementals) does not hold so much of it
+ * that the others read without read-ahead, in a request for every read. */
+static void test_budget_is_shared_fairly_by_readers(void **state)
+{
+    enum { READERS = 4 };
+    struct readahead_config cfg = smallConfig;
+    struct fake f;
+    struct readahead_pool *p;
+    struct readahead *r[READERS];
+    struct readahead_stats st;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    const size_t step = 16 * KIB;
+    uint64_t direct;
+    (void)state;
+    cfg.budget = 1 * MIB;
+    cfg.ahead_max = 1 * MIB; /* one reader alone could take the whole budget */
+    fakeInit(&f, 4 * MIB);
+    assert_int_equal(readaheadPoolOpen(&cfg, &p, errmsg), 0);
+    for (int i = 0; i < READERS; i++) {
+        assert_int_equal(readaheadOpen(p, fakeFetch, &f, fakeRelease, f.size, &r[i], errmsg), 0);
+    }
+    /* The first reader runs alone first: its read-ahead grows to what it may hold. */
+    for (uint64_t off = 0; off < 1 * MIB; off += step) {
+        readOk(r[0], &f, off, step);
+    }
+    for (uint64_t off = 0; off < 3 * MIB; off += step) {
+        for (int i = 0; i < READERS; i++) {
+            uint64_t at = i == 0 ? 1 * MIB + off : off;
+            readOk(r[i], &f, at, step);
+        }
+    }
+    readaheadPoolStats(p, &st);
+    direct = st.fetches - st.ahead;
+    /* Each reader's first read, and a few where its chunk was not in yet; without the
+     * fair share the last three read most of their 192 steps directly. */
+    assert_true(st.budget_peak <= cfg.budget);
+    if (direct > 8 * READERS) {
+        fail_msg("%llu of %llu fetches were made by reads, not ahead",
+                 (unsigned long long)direct, (unsigned long long)st.fetches);
+    }
+    for (int i = 0; i < READERS; i++) {
+        readaheadClose(r[i]);
+    }
+    readaheadPoolClose(p);
+    fakeFree(&f);
+}
+
 /* The process's budget is shared by every pool: READAHEAD_BUDGET at most. */
 static void test_process_budget_is_shared(void **state)
 {
@@ -550,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_will_read_starts_a_run),
         cmocka_unit_test(test_sequential_scan_has_several_fetches_in_flight),
         cmocka_unit_test(test_budget_bounds_many_readers),
+        cmocka_unit_test(test_budget_is_shared_fairly_by_readers),
         cmocka_unit_test(test_process_budget_is_shared),
         cmocka_unit_test(test_error_surfaces_at_the_read_that_needs_it),
         cmocka_unit_test(test_error_ahead_not_needed_is_not_reported),
