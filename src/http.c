@@ -26,6 +26,7 @@
 #include "db.h"
 #include "heal.h"
 #include "http_int.h"
+#include "lib.h"
 #include "liverestore.h"
 #include "policy.h"
 #include "request.h"
@@ -759,7 +760,7 @@ static enum MHD_Result serveHealth(struct http_server *h, struct MHD_Connection 
 }
 
 /* The route table: path, allowed methods, and what serves it. */
-enum route { R_EXECUTE, R_QUERY, R_REQUEST, R_STATUS, R_NODES, R_READYZ, R_HEALTH };
+enum route { R_EXECUTE, R_QUERY, R_REQUEST, R_STATUS, R_NODES, R_READYZ, R_HEALTH, R_METRICS };
 static const struct {
     const char *path;
     const char *methods; /* space-separated, as the Allow header wants them */
@@ -768,7 +769,7 @@ static const struct {
     {"/db/execute", "POST", R_EXECUTE}, {"/db/query", "GET, POST", R_QUERY},
     {"/db/request", "POST", R_REQUEST}, {"/status", "GET", R_STATUS},
     {"/nodes", "GET", R_NODES},         {"/readyz", "GET", R_READYZ},
-    {"/health", "GET", R_HEALTH},
+    {"/health", "GET", R_HEALTH},       {"/metrics", "GET", R_METRICS},
 };
 
 static bool methodAllowed(const char *methods, const char *method)
@@ -846,11 +847,18 @@ static enum MHD_Result dispatch(struct http_server *h, struct MHD_Connection *c,
         }
         switch (routes[i].route) {
             case R_EXECUTE:
-                return serveData(h, c, BATCH_EXECUTE, url, method, req);
             case R_QUERY:
-                return serveData(h, c, BATCH_QUERY, url, method, req);
-            case R_REQUEST:
-                return serveData(h, c, BATCH_REQUEST, url, method, req);
+            case R_REQUEST: {
+                static const int kinds[] = {BATCH_EXECUTE, BATCH_QUERY, BATCH_REQUEST};
+                int k = (int)routes[i].route - R_EXECUTE;
+                int64_t t0 = libMonoUs();
+                enum MHD_Result r = serveData(h, c, kinds[k], url, method, req);
+                atomic_fetch_add(&h->served[k].count, 1);
+                atomic_fetch_add(&h->served[k].usec, (unsigned long)(libMonoUs() - t0));
+                return r;
+            }
+            case R_METRICS:
+                return httpServeMetrics(h, c);
             case R_STATUS:
                 return serveStatus(h, c);
             case R_NODES:

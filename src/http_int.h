@@ -13,6 +13,8 @@
 
 struct cairn;
 
+#define HTTP_DATA_ENDPOINTS 3
+
 struct http_server {
     struct cairn *db;
     struct MHD_Daemon *daemon;
@@ -21,7 +23,15 @@ struct http_server {
     uint64_t max_body;
     uint64_t max_load_body;
     atomic_ulong requests;
+    /* /db/execute, /db/query, /db/request (in that order): requests answered here, and
+     * the microseconds spent answering them (GET /metrics). */
+    struct {
+        atomic_ulong count, usec;
+    } served[HTTP_DATA_ENDPOINTS];
 };
+
+/* GET /metrics (http_metrics.c). */
+enum MHD_Result httpServeMetrics(struct http_server *h, struct MHD_Connection *c);
 
 /* Per-request state, kept in MHD's con_cls between calls. */
 struct request {

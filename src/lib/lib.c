@@ -86,6 +86,13 @@ int64_t libMonoMs(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t libMonoUs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 void libIso8601(int64_t ms, enum lib_iso8601_style style, char out[LIB_ISO8601_SIZE])
 {
     /* Rounded down, also before 1970; written so that no step overflows at INT64_MIN. */

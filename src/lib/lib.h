@@ -20,10 +20,11 @@ int libPreadFull(int fd, void *buf, size_t n, uint64_t off);
 int libPwriteFull(int fd, const void *buf, size_t n, uint64_t off);
 int libWriteFull(int fd, const void *buf, size_t n);
 
-/* Wall clock in Unix milliseconds; monotonic clock in milliseconds, for durations and
- * deadlines. */
+/* Wall clock in Unix milliseconds; monotonic clock in milliseconds (and microseconds),
+ * for durations and deadlines. */
 int64_t libNowMs(void);
 int64_t libMonoMs(void);
+int64_t libMonoUs(void);
 
 /* Styles of libIso8601, all UTC: */
 enum lib_iso8601_style {
