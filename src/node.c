@@ -348,6 +348,12 @@ static void publishInfoAt(struct node *n, uint64_t applied_hint)
     n->info.last_snapshot_index = n->fsm.last_snapshot_index;
     n->info.applies = n->applies;
     n->info.held_index = fsmHeld(&n->fsm) ? n->fsm.held_index : 0;
+    /* Entries a follower holds behind a restore's swap (fsm.c, flushKept) are applied
+     * as far as libraft knows, but not in the database: what the node says it applied
+     * (/status, and whether it is ready) is what its database holds. */
+    if (n->info.held_index != 0 && n->info.applied_index >= n->info.held_index) {
+        n->info.applied_index = n->info.held_index - 1;
+    }
     /* Ready: a leader that has applied its term's start, or a follower that knows the
      * leader and has applied everything it knows to be committed. */
     n->info.ready = leader_id != 0 &&

@@ -161,6 +161,19 @@ def test_a_follower_holds_the_swap_while_its_copy_is_prepared(cluster_factory, t
     assert other.stop() == 0  # f is the quorum: every commit needs its acknowledgement
     writers = ClusterWriters([leader], table="t", clients=4, pad=64).start()
     writers.wait_more(50)
+    # While the follower holds entries, it says it has not applied them (its database
+    # does not hold them) and is not ready; samples of its /status throughout.
+    samples, sampling = [], threading.Event()
+
+    def sample():
+        while not sampling.is_set():
+            st = f.status(timeout=2.0) or {}
+            held = ((st.get("store") or {}).get("live_restore") or {}).get("held_index")
+            if held:
+                samples.append((held, st["raft"]["applied_index"], st["raft"]["ready"]))
+            time.sleep(0.01)  # a sampling rate, not a synchronisation
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     t, box = restore_async(leader, bid)
     t.join(deadline_seconds(120))
     kind, r = box["r"]
@@ -170,6 +183,10 @@ def test_a_follower_holds_the_swap_while_its_copy_is_prepared(cluster_factory, t
     acked = writers.stop()
     wait_until(lambda: "backup %s prepared in" % bid in log_text(f), deadline_seconds(30),
                "the follower to prepare its copy")
+    sampling.set()
+    sampler.join(10)
+    for held, applied, ready in samples:
+        assert applied < held and not ready, (held, applied, ready)
     c.wait_converged(nodes=[leader, f])
     after = {k: v for k, v in acked.items() if v > t_restored}
     assert after
