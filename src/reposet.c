@@ -169,7 +169,7 @@ int reposetPick(const struct reposet *rs, const char *to, unsigned *which, char 
     char real_want[PATH_MAX];
     char real_have[PATH_MAX];
     char msg[CAIRN_ERRMSG_SIZE];
-    char all[CAIRN_ERRMSG_SIZE / 2];
+    char all[CAIRN_ERRMSG_SIZE];
     int i;
     *which = 0;
     if (to == NULL || to[0] == '\0') {
@@ -193,9 +193,8 @@ int reposetPick(const struct reposet *rs, const char *to, unsigned *which, char 
     }
     reposetDescribe(rs, all, sizeof all);
     errorf(errmsg,
-           "TO '%.200s' is not a repository of this node: a backup goes into a repository "
-           "cairnd was configured with (--backup-dir, --repo NAME=URL), named by name, "
-           "path or URL; this node has %s",
+           "TO '%.100s' is not a repository of this node, which has %s: name one by its "
+           "name, path or URL (repositories are set with --backup-dir and --repo NAME=URL)",
            to, all);
     return CAIRN_EINVAL;
 }
