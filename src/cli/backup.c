@@ -1,4 +1,5 @@
-/* `cairn backup create|list|show|verify` and `cairn restore`: backups from the command line.
+/* `cairn backup create|list|show|verify|expire` and `cairn restore`: backups from the command
+ * line. `expire` (retention, expire.h) works on a repository only, in this process.
  *
  * Every command runs in one of two modes. Server mode (the default) asks cairnd through
  * its admin API (POST /admin/backup, GET /admin/backups[/ID], POST
@@ -38,8 +39,10 @@
 #include "cairn.h"
 #include "cli.h"
 #include "error.h"
+#include "expire.h"
 #include "export.h"
 #include "http.h"
+#include "lib.h"
 #include "path.h"
 #include "progress.h"
 #include "query.h"
@@ -105,6 +108,22 @@ static const cliOption restoreOptions[] = {
     {"s3-region", 0, "REGION", "standalone, s3:// repository: its region (default $AWS_REGION)"},
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
     {"json", 0, NULL, "print the outcome as JSON (no progress bar)"},
+    {"help", 'h', NULL, "show this help"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const cliOption expireOptions[] = {
+    {"repo", 0, "DIR|URL", "the repository (a directory, file:///DIR or s3://BUCKET/PREFIX)"},
+    {"keep-full", 0, "N", "keep the newest N full backups and every backup of their chains"},
+    {"keep-within", 0, "DUR", "keep every backup taken within DUR before now (30s, 15m, 1h, 7d, 2w)"},
+    {"keep-daily", 0, "N", "keep the newest backup of each of the last N UTC days that hold one"},
+    {"keep-weekly", 0, "N", "keep the newest backup of each of the last N ISO weeks that hold one"},
+    {"keep-monthly", 0, "N", "keep the newest backup of each of the last N months that hold one"},
+    {"dry-run", 'n', NULL, "say what would be deleted and why each survivor stays; delete nothing"},
+    {"now", 0, "TIME", "judge as of TIME (ISO-8601 or Unix ms) instead of now"},
+    {"s3-endpoint", 0, "URL", "s3:// repository: an S3-compatible endpoint (MinIO, R2, ...)"},
+    {"s3-region", 0, "REGION", "s3:// repository: its region (default $AWS_REGION)"},
+    {"json", 0, NULL, "print the report as JSON (no progress bar)"},
     {"help", 'h', NULL, "show this help"},
     {NULL, 0, NULL, NULL},
 };
@@ -1440,6 +1459,226 @@ out:
     return code;
 }
 
+/* ---- expire ------------------------------------------------------------------------- */
+
+/* A count option: a whole number 0..1000000 into *out (0 when absent). -1 to go on, or
+ * the exit code of a usage error. */
+static int countOption(const cliCommand *cmd, const char *name, const char *v, unsigned *out)
+{
+    char *end;
+    unsigned long n;
+    *out = 0;
+    if (v == NULL) {
+        return -1;
+    }
+    n = strtoul(v, &end, 10);
+    if (v[0] < '0' || v[0] > '9' || *end != '\0' || n > 1000000) {
+        return cliUsageError(cmd, "--%s takes a whole number of backups (0 to 1000000), not \"%s\"",
+                             name, v);
+    }
+    *out = (unsigned)n;
+    return -1;
+}
+
+static void onExpireProgress(void *arg, uint64_t done, uint64_t total)
+{
+    cliProgressUpdate(arg, done, total);
+}
+
+/* The readable report: every backup with KEEP or EXPIRE and why; when any archive
+ * segment goes, every segment with KEEP or EXPIRE and why; then the totals. */
+static int printExpire(backupRun *r, const struct expire_report *rep)
+{
+    char errmsg[CLI_ERRMSG_SIZE];
+    char kb[32], eb[32], sb[32];
+    json_t *result = json_pack("{s:[s,s,s,s,s,s], s:[]}", "columns", "ID", "TYPE",
+                               "CREATED (UTC)", "SIZE", "ACTION", "REASON", "values");
+    int rc = result == NULL ? CLI_ERR_NOMEM : 0;
+
+    if (rep->n == 0) {
+        printf("no backups\n");
+    }
+    for (size_t i = 0; rc == 0 && i < rep->n; i++) {
+        const struct expire_item *it = &rep->items[i];
+        char iso[32], created[32], size[32];
+        const char *cells[6];
+        libIso8601(it->created_ms, LIB_ISO8601_MS, iso);
+        shortTime(it->damaged ? NULL : iso, created, sizeof created);
+        cells[0] = it->id;
+        cells[1] = it->damaged ? "DAMAGED" : backupTypeName(it->type);
+        cells[2] = created;
+        cells[3] = cliFormatBytes(it->size_bytes, size, sizeof size);
+        cells[4] = it->keep ? "KEEP" : (it->removed ? "EXPIRED" : "EXPIRE");
+        cells[5] = it->reason;
+        rc = appendRow(json_object_get(result, "values"), cells, 6);
+    }
+    if (rc == 0 && rep->n > 0) {
+        rc = cliTablePrint(stdout, result, CLI_MODE_TABLE, errmsg, sizeof errmsg);
+    }
+    json_decref(result);
+    result = NULL;
+    if (rc == 0 && rep->segs_expired > 0) {
+        result = json_pack("{s:[s,s,s,s], s:[]}", "columns", "SEGMENT", "INDEXES", "ACTION",
+                           "REASON", "values");
+        rc = result == NULL ? CLI_ERR_NOMEM : 0;
+        for (size_t k = 0; rc == 0 && k < rep->nsegs; k++) {
+            const struct expire_segment *s = &rep->segs[k];
+            char range[64];
+            const char *cells[4];
+            snprintf(range, sizeof range, "%llu-%llu", (unsigned long long)s->first,
+                     (unsigned long long)s->last);
+            cells[0] = s->name;
+            cells[1] = range;
+            cells[2] = s->keep ? "KEEP" : (s->removed ? "EXPIRED" : "EXPIRE");
+            cells[3] = s->reason;
+            rc = appendRow(json_object_get(result, "values"), cells, 4);
+        }
+        if (rc == 0) {
+            printf("\n");
+            rc = cliTablePrint(stdout, result, CLI_MODE_TABLE, errmsg, sizeof errmsg);
+        }
+        json_decref(result);
+    }
+    if (rc == CLI_ERR_NOMEM) {
+        return failure(r, "out of memory printing the report");
+    }
+    if (rc != 0) {
+        return failure(r, "%s", errmsg);
+    }
+    if (rep->empty_policy) {
+        printf("no retention rule: nothing expired\n");
+        return CLI_EXIT_OK;
+    }
+    printf("\n%s: %zu kept (%s), %zu %s (%s)", rep->dry_run ? "dry run" : "backups", rep->kept,
+           cliFormatBytes(rep->kept_bytes, kb, sizeof kb), rep->expired,
+           rep->dry_run ? "would be deleted" : "deleted",
+           cliFormatBytes(rep->expired_bytes, eb, sizeof eb));
+    if (rep->nsegs > 0) {
+        printf("; archive: %zu of %zu segments %s (%s)", rep->segs_expired, rep->nsegs,
+               rep->dry_run ? "would be deleted" : "deleted",
+               cliFormatBytes(rep->seg_bytes_expired, sb, sizeof sb));
+    }
+    if (rep->sidecars_removed > 0) {
+        printf("; %u verification record%s left without %s backup %s", rep->sidecars_removed,
+               rep->sidecars_removed == 1 ? "" : "s", rep->sidecars_removed == 1 ? "its" : "their",
+               rep->dry_run ? "would be removed" : "removed");
+    }
+    printf("%s\n", rep->dry_run ? "; nothing deleted" : "");
+    if (rep->archive_note[0] != '\0') {
+        printf("archive: %s\n", rep->archive_note);
+    }
+    return CLI_EXIT_OK;
+}
+
+static int runExpire(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
+{
+    const char *values[MAX_OPTIONS];
+    char errmsg[CAIRN_ERRMSG_SIZE] = "";
+    struct retention pol;
+    struct expire_report rep;
+    struct repo *repo = NULL;
+    const char *within, *nowText, *endpoint, *region;
+    int64_t now = 0;
+    backupRun r;
+    int npos, code, rc;
+
+    (void)env;
+    memset(&r, 0, sizeof r);
+    memset(&pol, 0, sizeof pol);
+    r.cmd = cmd;
+    r.snapshotFd = -1;
+    if (cliParseCommandArgs(cmd, argc, argv, values, &npos, &code)) {
+        return code;
+    }
+    if (npos > 0) {
+        return cliUsageError(cmd, "unexpected argument '%s'", argv[1]);
+    }
+    r.repo = VALUE(expireOptions, values, "repo");
+    if (r.repo == NULL || r.repo[0] == '\0') {
+        return cliUsageError(cmd, "--repo DIR|URL is required (expiry works on a repository)");
+    }
+    endpoint = VALUE(expireOptions, values, "s3-endpoint");
+    region = VALUE(expireOptions, values, "s3-region");
+    if ((endpoint != NULL || region != NULL) && strncmp(r.repo, "s3://", 5) != 0) {
+        return cliUsageError(cmd, "--s3-endpoint and --s3-region go with --repo s3://...");
+    }
+    if (endpoint != NULL) {
+        setenv("AWS_ENDPOINT_URL_S3", endpoint, 1);
+    }
+    if (region != NULL) {
+        setenv("AWS_REGION", region, 1);
+    }
+    if (strstr(r.repo, "://") == NULL) {
+        snprintf(r.repoPath, sizeof r.repoPath, "%s", r.repo);
+        pathClean(r.repoPath);
+        r.repo = r.repoPath;
+    }
+    if ((code = countOption(cmd, "keep-full", VALUE(expireOptions, values, "keep-full"),
+                            &pol.keep_full)) >= 0 ||
+        (code = countOption(cmd, "keep-daily", VALUE(expireOptions, values, "keep-daily"),
+                            &pol.keep_daily)) >= 0 ||
+        (code = countOption(cmd, "keep-weekly", VALUE(expireOptions, values, "keep-weekly"),
+                            &pol.keep_weekly)) >= 0 ||
+        (code = countOption(cmd, "keep-monthly", VALUE(expireOptions, values, "keep-monthly"),
+                            &pol.keep_monthly)) >= 0) {
+        return code;
+    }
+    within = VALUE(expireOptions, values, "keep-within");
+    if (within != NULL && retentionParseDuration(within, &pol.keep_within_ms) != 0) {
+        return cliUsageError(cmd,
+                             "--keep-within takes a duration such as 30s, 15m, 1h, 7d or 2w, "
+                             "not \"%s\"",
+                             within);
+    }
+    if (retentionIsEmpty(&pol)) {
+        return cliUsageError(cmd, "no retention rule given: --keep-full N, --keep-within DUR, "
+                                  "--keep-daily N, --keep-weekly N or --keep-monthly N (a rule "
+                                  "of 0 is no rule)");
+    }
+    nowText = VALUE(expireOptions, values, "now");
+    if (nowText != NULL && cliParseTime(nowText, &now) != 0) {
+        return cliUsageError(cmd, "--now takes an ISO-8601 time (2026-12-02T10:02:00Z) or Unix "
+                                  "milliseconds, not \"%s\"",
+                             nowText);
+    }
+    r.json = VALUE(expireOptions, values, "json") != NULL;
+    cliProgressInit(&r.progress, "expire", !r.json && cliProgressWanted());
+    /* Opened first, so that an unknown scheme is named as such; a directory that is
+     * not there is no empty repository (nothing to expire there is a mistyped path). */
+    if (repoOpen(r.repo, &repo, errmsg) != 0) {
+        return failure(&r, "%s", errmsg);
+    }
+    if (repoLocalPath(repo) != NULL && repoMustExist(&r) >= 0) {
+        repoClose(repo);
+        return CLI_EXIT_FAIL;
+    }
+    rc = backupExpireProgress(repo, &pol, nowText != NULL ? now : libNowMs(),
+                              VALUE(expireOptions, values, "dry-run") != NULL, onExpireProgress,
+                              &r.progress, &rep, errmsg);
+    cliProgressClear(&r.progress);
+    repoClose(repo);
+    if (rc != 0 && rep.items == NULL && rep.segs == NULL) {
+        return failure(&r, "%s", errmsg);
+    }
+    if (r.json) {
+        json_t *doc = expireReportJson(&rep);
+        if (doc != NULL && rc != 0) {
+            json_object_set_new(doc, "error", json_string(errmsg));
+        }
+        code = doc != NULL ? printJson(&r, doc) : failure(&r, "out of memory");
+        json_decref(doc);
+    } else {
+        code = printExpire(&r, &rep);
+    }
+    if (rc != 0) {
+        code = failure(&r, "%s (%zu of %zu expired backups and %zu of %zu segments removed "
+                           "before it stopped; run it again)",
+                       errmsg, rep.removed, rep.expired, rep.segs_removed, rep.segs_expired);
+    }
+    expireReportFree(&rep);
+    return code;
+}
+
 /* ---- the command tables -------------------------------------------------------------- */
 
 static const cliCommand createCommand = {
@@ -1499,8 +1738,29 @@ static const cliCommand verifyCommand = {
     .run = runVerify,
 };
 
+static const cliCommand expireCommand = {
+    .name = "backup expire",
+    .synopsis = "--repo DIR|URL [--keep-full N] [--keep-within DUR] [--keep-daily N]\n"
+                "       [--keep-weekly N] [--keep-monthly N] [--dry-run] [--json]",
+    .summary = "Delete the backups (and archive segments) a retention policy no longer keeps.",
+    .description =
+        "A backup stays when any rule keeps it: --keep-full N (the newest N full backups\n"
+        "and every backup whose chain ends at one), --keep-within DUR (taken within DUR\n"
+        "before now), --keep-daily/--keep-weekly/--keep-monthly N (the newest backup of\n"
+        "each of the last N UTC days, ISO weeks or months that hold a backup). Every\n"
+        "backup a kept one depends on stays with it, and so do the newest backup and the\n"
+        "newest full backup of each source (what a backup running meanwhile chains to).\n"
+        "Archive segments go once no kept backup needs them to roll forward. A rule set\n"
+        "that keeps no backup at all is refused. Deletion is leaves first, so that a kill\n"
+        "at any moment leaves every remaining chain whole; run it again to finish.\n"
+        "Prints every backup with KEEP or EXPIRE and why; --dry-run deletes nothing.\n"
+        "Exit status: 0 success, 1 failure, 2 bad usage.\n",
+    .options = expireOptions,
+    .run = runExpire,
+};
+
 static const cliCommand *const backupSubcommands[] = {
-    &createCommand, &listCommand, &showCommand, &verifyCommand, NULL,
+    &createCommand, &listCommand, &showCommand, &verifyCommand, &expireCommand, NULL,
 };
 
 static int runBackup(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
@@ -1517,6 +1777,7 @@ const cliCommand cliBackupCommand = {
                    "  list     list the backups\n"
                    "  show     show one backup's catalog entry\n"
                    "  verify   check a backup's chain, optionally by a trial restore\n"
+                   "  expire   delete what a retention policy no longer keeps (--repo only)\n"
                    "\n"
                    "Without --repo, each subcommand asks cairnd (--host URL, $CAIRN_HOST). With\n"
                    "--repo DIR (and --db FILE for create), it works on the repository DIR in this\n"
