@@ -47,6 +47,9 @@
 /* A checkpoint that readers held back is tried again this often, this many times. */
 #define CKPT_RETRY_MS 200
 #define CKPT_RETRIES 50
+/* After those, while a reader still holds frames back: a try every CKPT_SLOW_MS, for as
+ * long as it takes (a read may run for minutes; each try costs a few system calls). */
+#define CKPT_SLOW_MS 2000
 struct stmt_cache {
     struct {
         char *sql;
@@ -373,7 +376,8 @@ static int walHook(void *arg, sqlite3 *db, const char *name, int frames)
  * connection opened for it and closed after it, under the swap lock as a reader, so
  * that storeReplaceWith never swaps the file under it. It copies the frames that no
  * reader still needs: when a reader held some back, it tries again CKPT_RETRY_MS later
- * (up to CKPT_RETRIES times), or the WAL would keep them until the next write. */
+ * (CKPT_RETRIES times), then every CKPT_SLOW_MS until every frame is copied, or the WAL
+ * would keep them until the next write. */
 static void *ckptMain(void *arg)
 {
     struct store *s = arg;
@@ -383,8 +387,9 @@ static void *ckptMain(void *arg)
         while (!s->ckpt_wanted && !s->ckpt_stop) {
             if (retries > 0) {
                 struct timespec until;
+                long ms = retries <= CKPT_RETRIES ? CKPT_RETRY_MS : CKPT_SLOW_MS;
                 clock_gettime(CLOCK_REALTIME, &until);
-                until.tv_nsec += CKPT_RETRY_MS * 1000000L;
+                until.tv_nsec += ms * 1000000L;
                 until.tv_sec += until.tv_nsec / 1000000000L;
                 until.tv_nsec %= 1000000000L;
                 if (pthread_cond_timedwait(&s->ckpt_cond, &s->ckpt_mu, &until) == ETIMEDOUT) {
@@ -411,8 +416,8 @@ static void *ckptMain(void *arg)
         }
         sqlite3_close(db);
         pthread_rwlock_unlock(&s->swap_lock);
-        if ((db == NULL || (done >= 0 && done < log_frames)) && retries < CKPT_RETRIES) {
-            retries++;
+        if (db == NULL || (done >= 0 && done < log_frames)) {
+            retries += retries <= CKPT_RETRIES; /* stays at CKPT_RETRIES + 1: slow tries */
         } else {
             retries = 0;
         }
