@@ -8,6 +8,9 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
+# Processes that run the system tests (pytest-xdist, a test file each at a time): the
+# tests mostly wait on servers, so more than the CPUs.
+TEST_JOBS ?= 3
 PYTHON     ?= /usr/bin/python3
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
@@ -48,7 +51,7 @@ unit: build
 system: build
 	bash tests/compat/setup.sh
 	bash tests/s3/setup.sh
-	CAIRN_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q --durations=20 tests/system
+	CAIRN_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=20 tests/system
 
 # The sanitizer build runs the unit tests and a short system test.
 asan: asan-build

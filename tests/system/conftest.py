@@ -118,6 +118,12 @@ def wait_until(predicate, timeout, what, interval=0.02):
 # Raft port came back as node 2's HTTP port, and node 1 failed to start.
 _PORTS_GIVEN = set()
 
+# Under pytest-xdist (make system runs the tests in several processes) each process
+# takes only the ports p with p % workers == its index: a port one process has handed
+# out and not yet bound cannot be handed out by another.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+_WORKER = int((os.environ.get("PYTEST_XDIST_WORKER", "gw0") or "gw0").lstrip("gw") or 0)
+
 
 def find_free_ports(n):
     """Returns n TCP ports that were free on 127.0.0.1 a moment ago and that no earlier
@@ -131,7 +137,7 @@ def find_free_ports(n):
             s.bind(("127.0.0.1", 0))
             socks.append(s)  # held until the end: this call cannot get it twice either
             port = s.getsockname()[1]
-            if port not in _PORTS_GIVEN:
+            if port % _WORKERS == _WORKER and port not in _PORTS_GIVEN:
                 _PORTS_GIVEN.add(port)
                 ports.append(port)
         return ports
