@@ -569,22 +569,29 @@ static bool holdsArchive(struct repo *r)
     return yes;
 }
 
-/* --restore-from of a repository with an archive: its newest state (the newest backup
- * plus every archived entry after it), or its state as of index `index` or time
- * `time_ms` (kind: PITR_LATEST, PITR_INDEX, PITR_TIME).
+/* The state of repository url as of an archive point (kind: PITR_LATEST, PITR_INDEX,
+ * PITR_TIME; index or time_ms), restored into the live database: for --restore-from
+ * and for RESTORE ... AS OF / POST /admin/restore with a target.
  * The file is made with the point-in-time restore (pitr.h, the followers' apply), then
- * kept as a full backup in the node's default repository and restored through the log
+ * kept as a full backup in the node's repository number `keep` and restored through the log
  * as every live restore is (a PREPARE entry, then the swap): the node's applied index,
  * its Raft log and a later snapshot are then as after any RESTORE, with no second path
  * into the database. POST /db/load does the same with an uploaded file. The backup
- * records the index the state had in the archive's history (res.stop_index), which is
- * what its pages hold. */
+ * records the index the state had in the archive's history (res->stop_index), which is
+ * what its pages hold.
+ *
+ * Why not a PREPARE entry carrying the target, each node replaying the archive itself:
+ * the nodes would each read the repository (one that cannot reach it would fail the
+ * swap), and each replay would have to produce the same pages. A full backup, named
+ * with its digest in the entry, is one file every node restores alike, fetched from
+ * the asking node by one that lacks it, as for any live restore. */
 static int restoreFromArchive(struct cairn *db, const char *url, enum pitr_kind kind,
-                              uint64_t index, int64_t time_ms, struct backup_info *info,
-                              uint64_t *at, char *errmsg)
+                              uint64_t index, int64_t time_ms, unsigned keep,
+                              struct pitr_result *res, struct backup_info *info, uint64_t *at,
+                              char *errmsg)
 {
+    static unsigned long counter; /* one name per restore: two may run at once */
     struct pitr_options o;
-    struct pitr_result res;
     struct backup_source src;
     struct backup_options opt;
     char out[PATH_MAX];
@@ -593,8 +600,9 @@ static int restoreFromArchive(struct cairn *db, const char *url, enum pitr_kind 
     int fd;
     int rv;
 
-    if ((size_t)snprintf(out, sizeof out, "%s/restore-from.db", db->data_dir) >= sizeof out) {
-        errorf(errmsg, "--restore-from: data directory path too long");
+    if ((size_t)snprintf(out, sizeof out, "%s/pitr-restore-%lu.db", db->data_dir,
+                         __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED)) >= sizeof out) {
+        errorf(errmsg, "data directory path too long");
         return CAIRN_EINVAL;
     }
     memset(&o, 0, sizeof o);
@@ -605,14 +613,11 @@ static int restoreFromArchive(struct cairn *db, const char *url, enum pitr_kind 
     o.out = out;
     o.force = true;
     o.check = RESTORE_CHECK_QUICK;
-    if ((rv = pitrRestore(&o, &res, errmsg)) != 0) {
-        char why[CAIRN_ERRMSG_SIZE];
-        snprintf(why, sizeof why, "%s", errmsg);
-        errorf(errmsg, "--restore-from %s: %s", url, why);
+    if ((rv = pitrRestore(&o, res, errmsg)) != 0) {
         return rv;
     }
     if ((fd = open(out, O_RDONLY | O_CLOEXEC)) < 0) {
-        errorf(errmsg, "--restore-from: open %s: %s", out, strerror(errno));
+        errorf(errmsg, "open %s: %s", out, strerror(errno));
         rv = errorFromErrno(errno);
         unlink(out);
         return rv;
@@ -620,11 +625,12 @@ static int restoreFromArchive(struct cairn *db, const char *url, enum pitr_kind 
     adminSourceName(db, source, sizeof source);
     memset(&src, 0, sizeof src);
     src.fd = fd;
-    src.raft_index = res.stop_index;
+    src.raft_index = res->stop_index;
     src.source = source;
     memset(&opt, 0, sizeof opt);
     opt.type = BACKUP_FULL;
-    opt.repo = db->backup_dir;
+    assert(keep < db->repos.n);
+    opt.repo = db->repos.r[keep].url;
     rv = backupCreate(&src, &opt, info, errmsg);
     close(fd);
     if (unlink(out) == 0) {
@@ -634,19 +640,142 @@ static int restoreFromArchive(struct cairn *db, const char *url, enum pitr_kind 
     if (rv != 0) {
         return rv;
     }
-    snprintf(info->repository, sizeof info->repository, "%s", db->repos.r[0].name);
+    snprintf(info->repository, sizeof info->repository, "%s", db->repos.r[keep].name);
     if ((rv = restoreLive(db, info->id, info, at, errmsg)) != 0) {
         return rv;
     }
-    libIso8601(res.stop_ms, LIB_ISO8601_MS, when);
+    libIso8601(res->stop_ms, LIB_ISO8601_MS, when);
     dbLog(db,
           "restored %s as of index %llu (%s) of archive timeline %s: backup %s (index %llu) "
           "and %llu archived entries replayed, kept as backup %s, at log index %llu",
-          url, (unsigned long long)res.stop_index, res.stop_ms ? when : "no entry replayed",
-          res.timeline[0] ? res.timeline : "(none: the newest backup is past the archive)",
-          res.base.id, (unsigned long long)res.base.raft_index, (unsigned long long)res.entries,
-          info->id, (unsigned long long)*at);
+          url, (unsigned long long)res->stop_index, res->stop_ms ? when : "no entry replayed",
+          res->timeline[0] ? res->timeline : "(none: the newest backup is past the archive)",
+          res->base.id, (unsigned long long)res->base.raft_index,
+          (unsigned long long)res->entries, info->id, (unsigned long long)*at);
     return 0;
+}
+
+/* The repository a RESTORE ... AS OF reads (url: PATH_MAX bytes): one of the node's by
+ * name or path ("" and "default": the default one), the repository of a backup id the
+ * node holds, or any repository URL or path (as `cairn restore --repo`). */
+static int asofRepository(struct cairn *db, const char *from, char *url, char *errmsg)
+{
+    struct backup_info info;
+    char msg[CAIRN_ERRMSG_SIZE];
+    unsigned which;
+    if (reposetPick(&db->repos, from, &which, msg) == 0) {
+        snprintf(url, PATH_MAX, "%s", db->repos.r[which].url);
+        return 0;
+    }
+    if (strchr(from, '/') != NULL) {
+        struct stat st;
+        if (strlen(from) >= PATH_MAX) {
+            errorf(errmsg, "repository path too long");
+            return CAIRN_EINVAL;
+        }
+        if (strstr(from, "://") == NULL && (stat(from, &st) != 0 || !S_ISDIR(st.st_mode))) {
+            errorf(errmsg, "the repository %s %s", from,
+                   errno == ENOENT ? "does not exist" : "is not a directory");
+            return CAIRN_ENOTFOUND;
+        }
+        snprintf(url, PATH_MAX, "%s", from);
+        return 0;
+    }
+    if (reposetFind(&db->repos, from, &which, &info, msg) == 0) {
+        snprintf(url, PATH_MAX, "%s", db->repos.r[which].url);
+        return 0;
+    }
+    reposetDescribe(&db->repos, msg, sizeof msg);
+    errorf(errmsg,
+           "AS OF reads a repository: \"%s\" is no repository of this node (%s), no backup "
+           "in them, and no path or URL",
+           from, msg);
+    return CAIRN_EINVAL;
+}
+
+/* pitrRestore into a new branch: the branch file is only ever whole (pitr.h). */
+static int restoreBranchAsOf(struct cairn *db, const char *url, const char *branch,
+                             enum pitr_kind kind, uint64_t index, int64_t time_ms,
+                             struct pitr_result *res, char *errmsg)
+{
+    char dir[PATH_MAX];
+    char path[PATH_MAX];
+    struct stat st;
+    struct pitr_options o;
+    int rv;
+
+    if ((rv = branchFile(db, branch, path, errmsg)) != 0) {
+        return rv;
+    }
+    if (stat(path, &st) == 0) {
+        errorf(errmsg, "branch \"%s\" exists: DROP BRANCH '%s' first", branch, branch);
+        return CAIRN_EEXIST;
+    }
+    branchDir(db, dir, sizeof dir);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        errorf(errmsg, "create %s: %s", dir, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    memset(&o, 0, sizeof o);
+    o.repo = url;
+    o.kind = kind;
+    o.index = index;
+    o.time_ms = time_ms;
+    o.out = path;
+    o.force = false;
+    o.check = RESTORE_CHECK_QUICK;
+    return pitrRestore(&o, res, errmsg);
+}
+
+int adminRestoreAsOf(struct cairn *db, const char *from, const char *branch,
+                     enum pitr_kind kind, uint64_t index, int64_t time_ms,
+                     struct pitr_result *res, struct backup_info *out, uint64_t *at,
+                     char *errmsg)
+{
+    char url[PATH_MAX];
+    char why[CAIRN_ERRMSG_SIZE];
+    int rv;
+
+    memset(res, 0, sizeof *res);
+    memset(out, 0, sizeof *out);
+    *at = 0;
+    assert(kind == PITR_LATEST || kind == PITR_INDEX || kind == PITR_TIME);
+    if ((rv = asofRepository(db, from, url, errmsg)) != 0) {
+        return rv;
+    }
+    if (branch != NULL && branch[0] != '\0') {
+        rv = restoreBranchAsOf(db, url, branch, kind, index, time_ms, res, errmsg);
+        if (rv == 0) {
+            char when[LIB_ISO8601_SIZE];
+            *out = res->base;
+            *at = res->stop_index;
+            libIso8601(res->stop_ms, LIB_ISO8601_MS, when);
+            dbLog(db,
+                  "branch %s: %s as of index %llu (%s): backup %s (index %llu) and %llu archived "
+                  "entries replayed",
+                  branch, url, (unsigned long long)res->stop_index,
+                  res->stop_ms ? when : "no entry replayed", res->base.id,
+                  (unsigned long long)res->base.raft_index, (unsigned long long)res->entries);
+        }
+    } else {
+        /* Kept where this node archives: a point-in-time restore that replays the swap
+         * entry later finds the backup it names in the archive's repository. */
+        unsigned keep = 0;
+        char msg[CAIRN_ERRMSG_SIZE];
+        if (db->cfg.archive && reposetPick(&db->repos, db->cfg.archive_to, &keep, msg) != 0) {
+            keep = 0;
+        }
+        rv = restoreFromArchive(db, url, kind, index, time_ms, keep, res, out, at, errmsg);
+    }
+    if (rv != 0) {
+        snprintf(why, sizeof why, "%s", errmsg);
+        errorf(errmsg, "restore of %s as of %s: %s", url,
+               kind == PITR_LATEST ? "its latest state"
+               : kind == PITR_INDEX ? "an index"
+                                    : "a time",
+               why);
+    }
+    return rv;
 }
 
 int adminRestoreFrom(struct cairn *db, const char *spec, char *errmsg)
@@ -708,9 +837,16 @@ int adminRestoreFrom(struct cairn *db, const char *spec, char *errmsg)
         bool at_time = !digits && libParseIso8601(id, &t) == 0; /* ids are 20261203T...Z-... */
         if ((id[0] == '\0' || strcmp(id, "latest") == 0 || digits || at_time) &&
             holdsArchive(from)) {
+            struct pitr_result res;
             rv = restoreFromArchive(db, url,
                                     digits ? PITR_INDEX : at_time ? PITR_TIME : PITR_LATEST,
-                                    digits ? strtoull(id, NULL, 10) : 0, t, &info, &index, errmsg);
+                                    digits ? strtoull(id, NULL, 10) : 0, t, 0, &res, &info,
+                                    &index, errmsg);
+            if (rv != 0) {
+                char why[CAIRN_ERRMSG_SIZE];
+                snprintf(why, sizeof why, "%s", errmsg);
+                errorf(errmsg, "--restore-from %s: %s", url, why);
+            }
             goto out;
         }
         if (digits || at_time) {
@@ -804,6 +940,52 @@ static int rowOf(struct cairn_result *res, size_t n, const char *const *names,
 #define INT(x) ((struct cell){.i = (int64_t)(x)})
 #define TEXT_OR_NULL(x) ((x)[0] ? TEXT(x) : (struct cell){.null = true})
 
+/* RESTORE ... AS OF: one row saying where the replay stopped and from which base. */
+static int restoreAsOfRow(struct cairn *db, const struct sqlfront_cmd *cmd,
+                          const struct timespec *t0, struct cairn_result *res, char *errmsg)
+{
+    static const char *const cols[] = {"operation",  "backup_id",        "type",
+                                       "branch",     "path",             "duration_ms",
+                                       "raft_index", "as_of_index",      "as_of_time",
+                                       "timeline",   "entries_replayed", "kept_as"};
+    enum pitr_kind kind = cmd->asof == SQLFRONT_ASOF_INDEX  ? PITR_INDEX
+                          : cmd->asof == SQLFRONT_ASOF_TIME ? PITR_TIME
+                                                            : PITR_LATEST;
+    struct pitr_result pr;
+    struct backup_info info;
+    struct timespec t1;
+    char path[PATH_MAX];
+    char when[LIB_ISO8601_SIZE] = "";
+    uint64_t at = 0;
+    int rv = adminRestoreAsOf(db, cmd->id, cmd->branch, kind, cmd->asof_index, cmd->asof_ms,
+                              &pr, &info, &at, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (cmd->branch[0] != '\0') {
+        branchFile(db, cmd->branch, path, errmsg);
+    } else {
+        snprintf(path, sizeof path, "%s", db->db_path);
+    }
+    if (pr.stop_ms != 0) {
+        libIso8601(pr.stop_ms, LIB_ISO8601_MS, when);
+    }
+    struct cell c[] = {TEXT(cmd->branch[0] ? "restore to branch" : "restore"),
+                       TEXT(pr.base.id),
+                       TEXT(backupTypeName(pr.base.type)),
+                       TEXT_OR_NULL(cmd->branch),
+                       TEXT(path),
+                       INT((t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000),
+                       INT(at),
+                       INT(pr.stop_index),
+                       TEXT_OR_NULL(when),
+                       TEXT_OR_NULL(pr.timeline),
+                       INT(pr.entries),
+                       cmd->branch[0] ? (struct cell){.null = true} : TEXT(info.id)};
+    return rowOf(res, 12, cols, c);
+}
+
 int adminStatement(struct cairn *db, const struct sqlfront_cmd *cmd, struct cairn_result **out,
                    char *errmsg)
 {
@@ -843,6 +1025,10 @@ int adminStatement(struct cairn *db, const struct sqlfront_cmd *cmd, struct cair
             }
             break;
         case SQLFRONT_RESTORE:
+            if (cmd->asof != SQLFRONT_ASOF_NONE) {
+                rv = restoreAsOfRow(db, cmd, &t0, res, errmsg);
+                break;
+            }
             rv = adminRestore(db, cmd->id, cmd->branch, NULL, NULL, &info, &index, errmsg);
             if (rv == 0) {
                 clock_gettime(CLOCK_MONOTONIC, &t1);

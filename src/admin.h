@@ -15,6 +15,7 @@
 #include "backup.h"
 #include "buf.h"
 #include "command.h"
+#include "pitr.h"
 #include "result.h"
 #include "sqlfront.h"
 #include "store.h"
@@ -56,6 +57,21 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
 int adminRestore(struct cairn *db, const char *ref, const char *branch,
                  backup_progress_fn progress, void *progress_arg, struct backup_info *out,
                  uint64_t *index, char *errmsg);
+
+/* Restore the state of a repository's continuous archive as of an archive point (kind
+ * PITR_LATEST, PITR_INDEX with index, PITR_TIME with time_ms: pitr.h), into branch
+ * `branch`, or into the live database when branch is NULL or "" (the state kept as a
+ * full backup in the default repository, then restored through the log: *at receives
+ * the swap entry's index, *out describes the kept backup). For a branch *out is the
+ * base backup and *at the index restored. `from` names the repository: one of the
+ * node's by name or path ("" or "default": the default one), the repository of a
+ * backup the node holds, or any repository path or URL. *res says where the replay
+ * stopped (index, time) and from which base. A target outside what the repository can
+ * restore is refused (CAIRN_ENOTFOUND) with the restorable windows in errmsg. */
+int adminRestoreAsOf(struct cairn *db, const char *from, const char *branch,
+                     enum pitr_kind kind, uint64_t index, int64_t time_ms,
+                     struct pitr_result *res, struct backup_info *out, uint64_t *at,
+                     char *errmsg);
 
 /* cairnd --restore-from (cairn_config.restore_from): when the database holds no schema of
  * the user's, restore backup ID (default: the newest readable) of the repository `spec`

@@ -27,6 +27,7 @@
 #include "error.h"
 #include "export.h"
 #include "http_int.h"
+#include "lib.h"
 #include "pagesum.h"
 
 /* ---- request bodies ---------------------------------------------------------------- */
@@ -101,7 +102,7 @@ static bool wantProgress(struct MHD_Connection *c)
 
 /* ---- jobs: a long operation answered as JSON, or streamed with progress ----------- */
 
-enum job_kind { JOB_BACKUP, JOB_VERIFY, JOB_RESTORE };
+enum job_kind { JOB_BACKUP, JOB_VERIFY, JOB_RESTORE, JOB_RESTORE_AS_OF };
 
 struct job {
     struct cairn *db;
@@ -112,6 +113,9 @@ struct job {
     char id[PATH_MAX];
     char branch[SQLFRONT_NAME_MAX];
     bool trial_restore;
+    enum pitr_kind asof; /* JOB_RESTORE_AS_OF: the target; id names the repository */
+    uint64_t asof_index;
+    int64_t asof_ms;
     /* the answer */
     unsigned status;
     struct buf out; /* final JSON object, without newline */
@@ -184,6 +188,43 @@ static void jobRun(struct job *j, bool streaming)
                 bufPutc(&j->out, '}');
             }
             break;
+        case JOB_RESTORE_AS_OF: {
+            struct pitr_result pr;
+            char when[LIB_ISO8601_SIZE];
+            rv = adminRestoreAsOf(j->db, j->id, j->branch, j->asof, j->asof_index, j->asof_ms,
+                                  &pr, &info, &index, errmsg);
+            if (rv == 0) {
+                bufPuts(&j->out, "{\"restored\":");
+                backupInfoJson(&info, &j->out);
+                bufPuts(&j->out, ",\"branch\":");
+                if (j->branch[0] != '\0') {
+                    bufJsonString(&j->out, j->branch, strlen(j->branch));
+                } else {
+                    bufPuts(&j->out, "null");
+                }
+                bufPrintf(&j->out, ",\"raft_index\":%llu,\"as_of\":{\"index\":%llu,\"time\":",
+                          (unsigned long long)index, (unsigned long long)pr.stop_index);
+                if (pr.stop_ms != 0) {
+                    libIso8601(pr.stop_ms, LIB_ISO8601_MS, when);
+                    bufJsonString(&j->out, when, strlen(when));
+                } else {
+                    bufPuts(&j->out, "null"); /* no archived entry replayed: the base alone */
+                }
+                bufPrintf(&j->out, ",\"time_ms\":%lld,\"target_index\":%llu,"
+                                   "\"entries_replayed\":%llu,\"timeline\":",
+                          (long long)pr.stop_ms, (unsigned long long)pr.target,
+                          (unsigned long long)pr.entries);
+                if (pr.timeline[0] != '\0') {
+                    bufJsonString(&j->out, pr.timeline, strlen(pr.timeline));
+                } else {
+                    bufPuts(&j->out, "null");
+                }
+                bufPuts(&j->out, ",\"base\":");
+                backupInfoJson(&pr.base, &j->out);
+                bufPuts(&j->out, "}}");
+            }
+            break;
+        }
         default:
             rv = adminRestore(j->db, j->id, j->branch, progress, j, &info, &index, errmsg);
             if (rv == 0) {
@@ -345,45 +386,125 @@ static enum MHD_Result postBackup(struct http_server *h, struct MHD_Connection *
     return jobAnswer(c, j);
 }
 
+/* The archive point of a POST /admin/restore body: "to_index": N, "to_time": "ISO-8601"
+ * or "latest": true (at most one). *given false when none; otherwise a 400 message in
+ * msg (MSG naming the field) and -1. */
+static int restoreTarget(json_t *o, struct job *j, bool *given, char *msg, size_t size)
+{
+    json_t *ix = json_object_get(o, "to_index");
+    json_t *tm = json_object_get(o, "to_time");
+    json_t *lt = json_object_get(o, "latest");
+    int n = 0;
+    *given = false;
+    if (ix != NULL && !json_is_null(ix)) {
+        if (!json_is_integer(ix) || json_integer_value(ix) <= 0) {
+            snprintf(msg, size, "\"to_index\" must be a log index (a positive integer)");
+            return -1;
+        }
+        j->asof = PITR_INDEX;
+        j->asof_index = (uint64_t)json_integer_value(ix);
+        n++;
+    }
+    if (tm != NULL && !json_is_null(tm)) {
+        if (!json_is_string(tm) || libParseIso8601(json_string_value(tm), &j->asof_ms) != 0) {
+            snprintf(msg, size, "\"to_time\" must be an ISO-8601 time in UTC, as "
+                                "\"2026-12-02T10:02:00Z\" (a string)");
+            return -1;
+        }
+        j->asof = PITR_TIME;
+        n++;
+    }
+    if (lt != NULL && !json_is_null(lt)) {
+        if (!json_is_boolean(lt)) {
+            snprintf(msg, size, "\"latest\" must be true or false");
+            return -1;
+        }
+        if (json_is_true(lt)) {
+            j->asof = PITR_LATEST;
+            n++;
+        }
+    }
+    if (n > 1) {
+        snprintf(msg, size, "give one of \"to_index\", \"to_time\" and \"latest\", not %d", n);
+        return -1;
+    }
+    *given = n == 1;
+    return 0;
+}
+
 static enum MHD_Result postRestore(struct http_server *h, struct MHD_Connection *c,
                                    struct request *req)
 {
     enum MHD_Result ret = MHD_NO;
     bool bad = false;
+    bool bad_repo = false;
+    bool asof = false;
     json_t *o = bodyObject(c, req, &ret);
     const char *id;
     const char *branch;
+    const char *repository;
+    char msg[CAIRN_ERRMSG_SIZE];
     struct job *j;
     if (o == NULL) {
         return ret;
-    }
-    id = memberString(o, "backup_id", &bad);
-    branch = memberString(o, "branch", &bad);
-    if (bad || id == NULL || id[0] == '\0') {
-        json_decref(o);
-        return httpSendError(c, 400, "expected {\"backup_id\": \"ID\"} with an optional "
-                                     "\"branch\": \"NAME\" (strings)");
-    }
-    if (strlen(id) >= PATH_MAX || (branch != NULL && strlen(branch) >= SQLFRONT_NAME_MAX)) {
-        json_decref(o);
-        return httpSendError(c, 400, "backup id or branch name too long");
-    }
-    if (branch != NULL) {
-        char msg[CAIRN_ERRMSG_SIZE];
-        if (!sqlfrontBranchNameValid(branch, msg)) {
-            json_decref(o);
-            return httpSendError(c, 400, msg);
-        }
     }
     j = jobNew(h->db, JOB_RESTORE);
     if (j == NULL) {
         json_decref(o);
         return httpSendError(c, 500, "out of memory");
     }
+    id = memberString(o, "backup_id", &bad);
+    branch = memberString(o, "branch", &bad);
+    repository = memberString(o, "repository", &bad_repo);
+    if (restoreTarget(o, j, &asof, msg, sizeof msg) != 0) {
+        goto bad_request;
+    }
+    if (bad_repo || (repository != NULL && repository[0] == '\0')) {
+        snprintf(msg, sizeof msg, "\"repository\" must name a repository (a string)");
+        goto bad_request;
+    }
+    if (asof) {
+        /* The repository read: "repository", or the one holding "backup_id", or the
+         * default. */
+        if (bad || (id != NULL && id[0] == '\0')) {
+            snprintf(msg, sizeof msg, "\"backup_id\" and \"branch\" must be strings");
+            goto bad_request;
+        }
+        if (repository != NULL && id != NULL) {
+            snprintf(msg, sizeof msg, "give \"repository\" or \"backup_id\" with a target, "
+                                      "not both");
+            goto bad_request;
+        }
+        id = repository != NULL ? repository : id != NULL ? id : "default";
+        j->kind = JOB_RESTORE_AS_OF;
+    } else if (repository != NULL) {
+        snprintf(msg, sizeof msg, "\"repository\" goes with \"to_index\", \"to_time\" or "
+                                  "\"latest\"; a plain restore names \"backup_id\"");
+        goto bad_request;
+    } else if (bad || id == NULL || id[0] == '\0') {
+        snprintf(msg, sizeof msg, "expected {\"backup_id\": \"ID\"} with an optional "
+                                  "\"branch\": \"NAME\" (strings), or a target (\"to_index\", "
+                                  "\"to_time\", \"latest\")");
+        goto bad_request;
+    }
+    if (strlen(id) >= PATH_MAX || (branch != NULL && strlen(branch) >= SQLFRONT_NAME_MAX)) {
+        snprintf(msg, sizeof msg, "backup id, repository or branch name too long");
+        goto bad_request;
+    }
+    if (branch != NULL && !sqlfrontBranchNameValid(branch, msg)) {
+        goto bad_request;
+    }
     snprintf(j->id, sizeof j->id, "%s", id);
     snprintf(j->branch, sizeof j->branch, "%s", branch ? branch : "");
     json_decref(o);
     return jobAnswer(c, j);
+
+bad_request:
+    json_decref(o);
+    bufFree(&j->out);
+    bufFree(&j->lines);
+    free(j);
+    return httpSendError(c, 400, msg);
 }
 
 static enum MHD_Result postVerify(struct http_server *h, struct MHD_Connection *c,

@@ -7,8 +7,10 @@
  * (the end of its last segment that reads and links correctly). A target outside
  * every window, or inside a gap between timelines, is refused with the windows.
  *
- * Used by `cairn restore --to-index|--to-time|latest` and `cairn archive list`. Any
- * thread but a node's loop (it opens its own store on the file it writes). */
+ * Used by `cairn restore --to-index|--to-time|latest`, `cairn archive list`, and the
+ * server's restores as of a point (admin.h adminRestoreAsOf: RESTORE ... AS OF, POST
+ * /admin/restore with a target, cairnd --restore-from). Any thread but a node's loop
+ * (it opens its own store on the file it writes). */
 #ifndef CAIRN_PITR_H
 #define CAIRN_PITR_H
 

@@ -4,14 +4,16 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "backup.h"
 #include "cairn.h"
 #include "error.h"
+#include "lib.h"
 
-enum tok_kind { TOK_END, TOK_WORD, TOK_STRING, TOK_SEMI, TOK_OTHER, TOK_BAD };
+enum tok_kind { TOK_END, TOK_WORD, TOK_STRING, TOK_NUMBER, TOK_SEMI, TOK_OTHER, TOK_BAD };
 
 struct lexer {
     const char *p;
@@ -65,6 +67,11 @@ static void next(struct lexer *lx)
             lx->off++;
         }
         lx->kind = TOK_WORD;
+    } else if (isdigit((unsigned char)c)) {
+        while (lx->off < lx->n && isalnum((unsigned char)lx->p[lx->off])) {
+            lx->off++; /* "12ab" is one (bad) number, not 12 then a word */
+        }
+        lx->kind = TOK_NUMBER;
     } else if (c == '\'') {
         lx->off++;
         for (;;) {
@@ -215,6 +222,53 @@ static int parseBackup(struct lexer *lx, struct sqlfront_cmd *cmd)
     return expectEnd(lx, S, "FULL, INCREMENTAL, DIFFERENTIAL, TO 'repository' or the end");
 }
 
+/* AS OF {'time' | 'latest' | INDEX n}, the current token being the one after OF. */
+static int parseAsOf(struct lexer *lx, struct sqlfront_cmd *cmd)
+{
+    static const char *const S = "RESTORE";
+    char text[LIB_ISO8601_SIZE * 2];
+    int rv;
+    if (isWord(lx, "INDEX")) {
+        char digits[24];
+        next(lx);
+        /* The text is not NUL-terminated: the token is copied before it is looked at. */
+        if (lx->kind != TOK_NUMBER || lx->len >= sizeof digits) {
+            return fail(lx, S, "a log index (digits) after AS OF INDEX");
+        }
+        memcpy(digits, lx->p + lx->start, lx->len);
+        digits[lx->len] = '\0';
+        if (strspn(digits, "0123456789") < lx->len) {
+            return fail(lx, S, "a log index (digits) after AS OF INDEX");
+        }
+        cmd->asof = SQLFRONT_ASOF_INDEX;
+        cmd->asof_index = strtoull(digits, NULL, 10);
+        if (cmd->asof_index == 0 || lx->len > 19) {
+            errorf(lx->errmsg, "malformed %s statement: AS OF INDEX %s is not an index "
+                               "(1 to 19 digits, not 0)", S, digits);
+            return CAIRN_EINVAL;
+        }
+        next(lx);
+        return 0;
+    }
+    if (lx->kind != TOK_STRING) {
+        return fail(lx, S, "'ISO-8601 time', 'latest' or INDEX n after AS OF");
+    }
+    if ((rv = takeString(lx, S, "the time after AS OF", text, sizeof text)) != 0) {
+        return rv;
+    }
+    if (strcasecmp(text, "latest") == 0) {
+        cmd->asof = SQLFRONT_ASOF_LATEST;
+        return 0;
+    }
+    if (libParseIso8601(text, &cmd->asof_ms) != 0) {
+        errorf(lx->errmsg, "malformed %s statement: AS OF '%s' is not a time (ISO-8601 in "
+                           "UTC, e.g. '2026-12-02T10:02:00Z'), 'latest' or INDEX n", S, text);
+        return CAIRN_EINVAL;
+    }
+    cmd->asof = SQLFRONT_ASOF_TIME;
+    return 0;
+}
+
 static int parseRestore(struct lexer *lx, struct sqlfront_cmd *cmd)
 {
     static const char *const S = "RESTORE";
@@ -238,15 +292,35 @@ static int parseRestore(struct lexer *lx, struct sqlfront_cmd *cmd)
             return fail(lx, S, "BRANCH after TO");
         }
         next(lx);
-        if ((rv = takeString(lx, S, "a quoted branch name after TO BRANCH", cmd->branch,
-                             sizeof cmd->branch)) != 0) {
+        if (lx->kind == TOK_WORD && !isWord(lx, "AS")) {
+            /* A bare name, as SQL writes identifiers: TO BRANCH dev */
+            if (lx->len >= sizeof cmd->branch) {
+                return fail(lx, S, "a branch name of at most 64 characters");
+            }
+            memcpy(cmd->branch, lx->p + lx->start, lx->len);
+            cmd->branch[lx->len] = '\0';
+            next(lx);
+        } else if ((rv = takeString(lx, S, "a branch name after TO BRANCH", cmd->branch,
+                                    sizeof cmd->branch)) != 0) {
             return rv;
         }
         if (!sqlfrontBranchNameValid(cmd->branch, lx->errmsg)) {
             return CAIRN_EINVAL;
         }
     }
-    return expectEnd(lx, S, "TO BRANCH 'name' or the end");
+    if (isWord(lx, "AS")) {
+        next(lx);
+        if (!isWord(lx, "OF")) {
+            return fail(lx, S, "OF after AS");
+        }
+        next(lx);
+        if ((rv = parseAsOf(lx, cmd)) != 0) {
+            return rv;
+        }
+    }
+    return expectEnd(lx, S, cmd->asof != SQLFRONT_ASOF_NONE
+                                ? "the end of the statement"
+                                : "TO BRANCH 'name', AS OF or the end");
 }
 
 static int parseDropBranch(struct lexer *lx, struct sqlfront_cmd *cmd)

@@ -61,6 +61,28 @@ static void test_restore_and_drop_forms(void **state)
     assert_string_equal(c.branch, "dev_2");
 }
 
+static void test_restore_as_of(void **state)
+{
+    struct sqlfront_cmd c;
+    char e[CAIRN_ERRMSG_SIZE];
+    assert_int_equal(parse("RESTORE DATABASE FROM 'abc'", &c, e), 0);
+    assert_int_equal(c.asof, SQLFRONT_ASOF_NONE);
+    assert_int_equal(parse("RESTORE DATABASE FROM '/r' TO BRANCH dev AS OF INDEX 1234;", &c, e),
+                     0);
+    assert_string_equal(c.id, "/r");
+    assert_string_equal(c.branch, "dev");
+    assert_int_equal(c.asof, SQLFRONT_ASOF_INDEX);
+    assert_int_equal(c.asof_index, 1234);
+    assert_int_equal(
+        parse("restore database from 'default' to branch 'b' as of '2026-12-02T10:02:00Z'", &c, e),
+        0);
+    assert_int_equal(c.asof, SQLFRONT_ASOF_TIME);
+    assert_int_equal(c.asof_ms, 1796205720000LL);
+    assert_int_equal(parse("RESTORE DATABASE FROM 'default' AS OF 'latest'", &c, e), 0);
+    assert_int_equal(c.asof, SQLFRONT_ASOF_LATEST);
+    assert_string_equal(c.branch, "");
+}
+
 static void test_sqlite_statements_left_alone(void **state)
 {
     static const char *const sqls[] = {
@@ -101,6 +123,13 @@ static void test_malformed(void **state)
     expectError("RESTORE DATABASE FROM 'x' TO 'y'", "BRANCH after TO");
     expectError("RESTORE DATABASE FROM 'x' TO BRANCH '../etc'", "'.' at position 1");
     expectError("RESTORE DATABASE FROM 'x' TO BRANCH 'a/b'", "'/' at position 2");
+    expectError("RESTORE DATABASE FROM 'x' AS OF INDEX", "a log index (digits)");
+    expectError("RESTORE DATABASE FROM 'x' AS OF INDEX 12ab", "a log index (digits)");
+    expectError("RESTORE DATABASE FROM 'x' AS OF INDEX 0", "not an index");
+    expectError("RESTORE DATABASE FROM 'x' AS OF 'yesterday'", "AS OF 'yesterday' is not a time");
+    expectError("RESTORE DATABASE FROM 'x' AS OF 12", "'ISO-8601 time', 'latest' or INDEX n");
+    expectError("RESTORE DATABASE FROM 'x' AS 'y'", "OF after AS");
+    expectError("RESTORE DATABASE FROM 'x' AS OF INDEX 5 TO BRANCH 'b'", "the end of the statement");
     expectError("DROP BRANCH", "a quoted branch name");
     expectError("DROP BRANCH '-x'", "must not start with '-'");
     expectError("DROP BRANCH 'x' please", "\"please\"");
@@ -127,6 +156,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backup_forms),
         cmocka_unit_test(test_restore_and_drop_forms),
+        cmocka_unit_test(test_restore_as_of),
         cmocka_unit_test(test_sqlite_statements_left_alone),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_branch_names),
