@@ -137,6 +137,10 @@ struct cairn_config {
      * CAIRN_ENOTARCHIVED: applied, committed, not archived yet. */
     int archive_sync;
     uint32_t archive_sync_timeout_ms;
+    /* Which node archives (docs/OPERATIONS.md, "Continuous archive"): 0 the leader; 1 a
+     * caught-up follower (the lowest-id voter that is not the leader), the leader when
+     * there is none. */
+    int archive_from;
 };
 
 /* Fill cfg with the defaults; set data_dir afterwards. */

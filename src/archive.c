@@ -1,19 +1,23 @@
 /* The continuous archive's writer: the ring of committed entries every archiving node
- * keeps, and the archiver thread that cuts it into segments and uploads them (see
- * archive.h for the design and docs/ARCHITECTURE.md, "Continuous archive").
+ * keeps, the read-back of libraft's log when the ring lacks an entry, and the archiver
+ * thread that cuts them into segments and uploads them (see archive.h for the design
+ * and docs/ARCHITECTURE.md, "Continuous archive").
  *
  * Threads: archivePush and archiveReset run on the loop thread and only copy under
- * the mutex; archMain is the archiver's own thread (repository I/O, backups, zstd);
- * archiveStatus any thread. */
+ * the mutex; logReadOnLoop and followerCaughtUp run on the loop thread through nodeCall
+ * (the only code here that touches libraft); archMain is the archiver's own thread
+ * (repository I/O, backups, zstd); archiveStatus any thread. */
 #define _GNU_SOURCE
 #include "archive.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <xxhash.h>
 
@@ -29,8 +33,13 @@
 #define DEFAULT_QUEUE_BYTES (64ull << 20)
 #define DEFAULT_SYNC_TIMEOUT_MS 10000u
 #define SYNC_RETRY_MS 100      /* how often a waiting write asks again after a failed upload */
-#define LEADER_POLL_MS 200     /* how soon a node not leading looks again whether it leads */
+#define LEADER_POLL_MS 200     /* how soon a node not archiving looks again whether it does */
 #define RING_ENTRY_OVERHEAD 48 /* what an entry costs beyond its bytes, counted */
+/* --archive-from follower: the follower archives while it is at most this many entries
+ * behind (its own view: the commit index it knows; the leader's: the follower's match
+ * index against its last index); past it the leader takes over. */
+#define FOLLOWER_MAX_LAG 1024u
+#define ESTABLISH_PER_TURN 3 /* new timelines one turn may start (each a full backup) */
 
 struct ring_entry {
     struct ring_entry *next;
@@ -40,6 +49,12 @@ struct ring_entry {
     unsigned char bytes[];
 };
 
+/* A timeline as this node last saw it in the repository (/status). */
+struct known_timeline {
+    char name[ARCSEG_TIMELINE_SIZE];
+    uint64_t start, head;
+};
+
 struct archiver {
     struct cairn *db;
     char repo_name[BACKUP_REPO_NAME_SIZE];
@@ -47,7 +62,8 @@ struct archiver {
     unsigned interval_ms;
     uint64_t segment_bytes;
     uint64_t queue_budget;
-    struct repo *repo; /* the thread's */
+    bool from_follower; /* --archive-from follower */
+    struct repo *repo;  /* the thread's */
     pthread_t thread;
     bool started;
 
@@ -58,24 +74,35 @@ struct archiver {
      * upload wakes them all, and one upload serves every entry it holds. */
     bool sync;
     unsigned sync_timeout_ms;
-    bool leading; /* the last turn found this node the ready leader */
+    bool leading; /* the last turn found this node the archiver */
     pthread_cond_t uploaded;
     unsigned waiters;
-    /* the ring, under mu */
+    /* the ring, under mu: a cache of the newest committed entries; what it lacks is read
+     * back from libraft's log */
     struct ring_entry *first, *last;
     uint64_t ring_bytes, ring_n;
     uint64_t covered_from; /* every command entry in [covered_from, last_pushed] is held */
     uint64_t last_pushed;
-    bool active;       /* this node archives: dropping an entry past `archived` is a gap */
+    bool active;       /* this node archives */
     uint64_t archived; /* the archive's head as the archiver knows it */
-    bool overrun;      /* an entry past `archived` was dropped */
-    uint64_t dropped_index;
+    /* The log outran the archive: an entry the archive needs is gone from the ring and
+     * from libraft's log (compacted after a snapshot). outran_pending: the next turn
+     * takes a full backup and starts a new timeline on it; the rest is for /status. */
+    bool outran_pending, outran;
+    uint64_t outrun_index, outruns;
+    int64_t outran_ms;
     /* the thread's state, copied for /status under mu */
     bool head_known;
     char timeline[ARCSEG_TIMELINE_SIZE];
     unsigned char head_digest[BACKUP_DIGEST_SIZE];
+    /* The history this node's archive belongs to (arcseg.h): carried from the head when
+     * continuing, minted for a timeline that does not continue a head proven ours. */
+    unsigned char history[ARCSEG_HISTORY_SIZE];
     int64_t head_ms;
     uint64_t segments, bytes, entries, timelines;
+    uint64_t log_reads, log_entries; /* entries read back from libraft's log */
+    struct known_timeline tl[ARCHIVE_TIMELINES_MAX];
+    unsigned ntl;
     char last_error[CAIRN_ERRMSG_SIZE];
     int64_t last_error_ms;
 };
@@ -116,11 +143,7 @@ static void ringDropFirst(struct archiver *a)
     a->ring_bytes -= e->len + RING_ENTRY_OVERHEAD;
     a->ring_n--;
     if (e->index + 1 > a->covered_from) {
-        a->covered_from = e->index + 1;
-    }
-    if (a->active && e->index > a->archived && !a->overrun) {
-        a->overrun = true;
-        a->dropped_index = e->index;
+        a->covered_from = e->index + 1; /* an entry past the head is read back from the log */
     }
     free(e);
 }
@@ -139,23 +162,22 @@ void archivePush(void *data, uint64_t index, const struct raft_buffer *buf)
     uint64_t cost = buf->len + RING_ENTRY_OVERHEAD;
     bool kick = false;
 
+    assert(nodeOnLoop(a->db->node));
     pthread_mutex_lock(&a->mu);
     if (index <= a->last_pushed) {
         pthread_mutex_unlock(&a->mu); /* applied again after a failed apply */
         return;
     }
-    while (a->first != NULL && a->ring_bytes + cost > a->queue_budget) {
+    /* An entry larger than the whole queue is not held (below): no need to empty the
+     * queue for it. */
+    while (a->first != NULL && cost <= a->queue_budget && a->ring_bytes + cost > a->queue_budget) {
         ringDropFirst(a);
     }
     e = cost <= a->queue_budget && buf->len <= UINT32_MAX ? malloc(sizeof *e + buf->len) : NULL;
     if (e == NULL) {
-        /* Larger than the whole queue, or no memory: the entry is not held, so no
-         * timeline can continue across it. */
+        /* Larger than the whole queue, or no memory: the entry is not held here; the
+         * archiver reads it back from libraft's log. */
         a->covered_from = index + 1;
-        if (a->active && !a->overrun) {
-            a->overrun = true;
-            a->dropped_index = index;
-        }
         a->last_pushed = index;
         pthread_mutex_unlock(&a->mu);
         return;
@@ -186,6 +208,7 @@ void archivePush(void *data, uint64_t index, const struct raft_buffer *buf)
 void archiveReset(void *data, uint64_t index)
 {
     struct archiver *a = data;
+    assert(nodeOnLoop(a->db->node));
     pthread_mutex_lock(&a->mu);
     if (index >= a->last_pushed) {
         ringClear(a);
@@ -193,6 +216,235 @@ void archiveReset(void *data, uint64_t index)
         a->last_pushed = index;
     }
     pthread_mutex_unlock(&a->mu);
+}
+
+/* ---- entries taken for a segment: from the ring, or read back from libraft's log ---- */
+
+/* Copies of the entries a segment will hold, in index order; each bytes is malloc'd. */
+struct take {
+    struct arcseg_entry *v;
+    size_t n, cap;
+    uint64_t bytes;
+};
+
+static void takeFree(struct take *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        free((void *)t->v[i].bytes);
+    }
+    free(t->v);
+    memset(t, 0, sizeof *t);
+}
+
+/* Append a copy of one entry; CAIRN_ENOMEM. */
+static int takeAdd(struct take *t, uint64_t index, int64_t time_ms, const void *p, size_t len)
+{
+    unsigned char *copy;
+    if (len > UINT32_MAX) {
+        return CAIRN_ETOOBIG;
+    }
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        struct arcseg_entry *v = realloc(t->v, cap * sizeof *v);
+        if (v == NULL) {
+            return CAIRN_ENOMEM;
+        }
+        t->v = v;
+        t->cap = cap;
+    }
+    copy = malloc(len ? len : 1);
+    if (copy == NULL) {
+        return CAIRN_ENOMEM;
+    }
+    memcpy(copy, p, len);
+    t->v[t->n++] = (struct arcseg_entry){index, 0, time_ms, (uint32_t)len, copy};
+    t->bytes += len;
+    return 0;
+}
+
+/* Copy the ring's entries after index `after` into t until it holds segment_bytes (at
+ * least one entry). mu held. */
+static int ringTake(struct archiver *a, uint64_t after, struct take *t)
+{
+    struct ring_entry *e;
+    int rv;
+    for (e = a->first; e != NULL && e->index <= after; e = e->next) {
+    }
+    for (; e != NULL && (t->n == 0 || t->bytes < a->segment_bytes); e = e->next) {
+        if ((rv = takeAdd(t, e->index, e->time_ms, e->bytes, e->len)) != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+/* A read of libraft's log, on the loop thread (nodeCall): the command entries of
+ * [from, to] into t, until it holds max_bytes. */
+struct log_read {
+    struct archiver *a;
+    uint64_t from, to, max_bytes;
+    struct take *t;
+    uint64_t upto;       /* the last index looked at */
+    bool gone;           /* `from` is no longer in the log (compacted after a snapshot) */
+    uint64_t first_held; /* then: the log's first index */
+    int rv;
+};
+
+static int logReadOnLoop(void *arg, char *errmsg)
+{
+    struct log_read *r = arg;
+    struct raft *raft = nodeRaft(r->a->db->node);
+    const struct raft_log *log = &raft->log;
+    size_t count;
+    uint64_t first, last, to = r->to;
+
+    (void)errmsg;
+    assert(nodeOnLoop(r->a->db->node));
+    count = log->back >= log->front ? log->back - log->front : log->size - log->front + log->back;
+    first = log->offset + 1;
+    last = log->offset + count;
+    r->upto = r->from - 1;
+    if (r->from < first) {
+        r->gone = true;
+        r->first_held = first;
+        return 0;
+    }
+    /* Only what is applied here: committed, and what the ring would have seen. */
+    if (to > raft_last_applied(raft)) {
+        to = raft_last_applied(raft);
+    }
+    if (to > last) {
+        to = last;
+    }
+    for (uint64_t i = r->from; i <= to; i++) {
+        const struct raft_entry *e = &log->entries[(log->front + (i - first)) % log->size];
+        if (r->t->n > 0 && r->t->bytes >= r->max_bytes) {
+            break;
+        }
+        r->upto = i;
+        if (e->type != RAFT_COMMAND) {
+            continue; /* a barrier, a configuration: never handed to the fsm */
+        }
+        r->rv =
+            takeAdd(r->t, i, arcsegCommandTime(e->buf.base, e->buf.len), e->buf.base, e->buf.len);
+        if (r->rv != 0) {
+            break;
+        }
+    }
+    return 0;
+}
+
+/* The entries after the archive's head, up to segment_bytes of them (at least one), into
+ * t (empty: nothing waits): from the ring, and what the ring no longer holds from
+ * libraft's log. CAIRN_ENOTFOUND with *first_held: the log no longer holds the entry
+ * after the head either (the log outran the archive). Archiver thread. */
+static int takeEntries(struct archiver *a, struct take *t, uint64_t *first_held, char *errmsg)
+{
+    int rv = 0;
+    assert(!nodeOnLoop(a->db->node)); /* nodeCall below waits for the loop */
+    memset(t, 0, sizeof *t);
+    for (int attempt = 0; attempt < 8 && t->n == 0; attempt++) {
+        struct log_read r;
+        uint64_t from, to;
+
+        pthread_mutex_lock(&a->mu);
+        from = a->archived + 1;
+        if (a->last_pushed < from) {
+            pthread_mutex_unlock(&a->mu);
+            return 0; /* nothing waits */
+        }
+        if (a->covered_from <= from) {
+            rv = ringTake(a, from - 1, t);
+            pthread_mutex_unlock(&a->mu);
+            break;
+        }
+        to = a->covered_from - 1;
+        pthread_mutex_unlock(&a->mu);
+
+        /* Not under mu: the loop thread takes it to push. */
+        memset(&r, 0, sizeof r);
+        r.a = a;
+        r.from = from;
+        r.to = to;
+        r.max_bytes = a->segment_bytes;
+        r.t = t;
+        if ((rv = nodeCall(a->db->node, logReadOnLoop, &r, errmsg)) != 0) {
+            break;
+        }
+        if ((rv = r.rv) != 0) {
+            break;
+        }
+        if (r.gone) {
+            *first_held = r.first_held;
+            rv = CAIRN_ENOTFOUND;
+            break;
+        }
+        pthread_mutex_lock(&a->mu);
+        a->log_reads++;
+        a->log_entries += t->n;
+        if (r.upto == to && t->bytes < a->segment_bytes && a->covered_from <= to + 1) {
+            rv = ringTake(a, to, t); /* the rest from the ring, which continues the read */
+        }
+        pthread_mutex_unlock(&a->mu);
+        if (rv != 0) {
+            break;
+        }
+        /* t->n == 0: only barriers in [from, to], and the ring moved on meanwhile: again,
+         * further */
+    }
+    if (rv != 0) {
+        takeFree(t);
+        if (rv == CAIRN_ENOMEM) {
+            errorf(errmsg, "out of memory cutting a segment");
+        } else if (rv == CAIRN_ETOOBIG) {
+            errorf(errmsg, "an entry after index %llu is larger than a segment holds",
+                   (unsigned long long)a->archived);
+        }
+    }
+    return rv;
+}
+
+/* Whether this node holds entry `index` (the ring, else libraft's log): *held, and the
+ * entry's length and hash. Archiver thread. */
+static int entryAt(struct archiver *a, uint64_t index, bool *held, uint32_t *len, uint64_t *hash,
+                   uint64_t *first_held, char *errmsg)
+{
+    struct take t;
+    struct log_read r;
+    int rv;
+
+    assert(!nodeOnLoop(a->db->node)); /* nodeCall below waits for the loop */
+    *held = false;
+    pthread_mutex_lock(&a->mu);
+    for (struct ring_entry *e = a->first; e != NULL && e->index <= index; e = e->next) {
+        if (e->index == index) {
+            *held = true;
+            *len = e->len;
+            *hash = XXH3_64bits(e->bytes, e->len);
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (*held) {
+        return 0;
+    }
+    memset(&t, 0, sizeof t);
+    memset(&r, 0, sizeof r);
+    r.a = a;
+    r.from = r.to = index;
+    r.max_bytes = 1;
+    r.t = &t;
+    if ((rv = nodeCall(a->db->node, logReadOnLoop, &r, errmsg)) == 0 && (rv = r.rv) == 0 &&
+        !r.gone && t.n == 1 && t.v[0].index == index) {
+        *held = true;
+        *len = t.v[0].len;
+        *hash = XXH3_64bits(t.v[0].bytes, t.v[0].len);
+    }
+    *first_held = r.gone ? r.first_held : index + 1;
+    takeFree(&t);
+    if (rv == CAIRN_ENOMEM) {
+        errorf(errmsg, "out of memory reading log entry %llu", (unsigned long long)index);
+    }
+    return rv;
 }
 
 /* ---- the archive's head ------------------------------------------------------------ */
@@ -206,22 +458,83 @@ struct head {
     unsigned char digest[BACKUP_DIGEST_SIZE];
     uint32_t last_len; /* the head entry's length and hash, to tell another history's */
     uint64_t last_hash;
+    unsigned char history[ARCSEG_HISTORY_SIZE];
 };
 
-/* The newest segment of every timeline, read whole; the one that reaches furthest is
- * the head. A timeline whose newest segment cannot be read does not count (it will not
- * be continued). */
-static int readHead(struct archiver *a, struct head *h, char *errmsg)
+/* Remember the repository's timelines for /status (the newest ARCHIVE_TIMELINES_MAX by
+ * start). segs sorted by timeline, then first index. */
+static void keepTimelines(struct archiver *a, const struct arcseg_info *segs, size_t n)
+{
+    struct known_timeline v[ARCHIVE_TIMELINES_MAX];
+    unsigned nv = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && strcmp(segs[i - 1].timeline, segs[i].timeline) == 0) {
+            continue;
+        }
+        if (nv == ARCHIVE_TIMELINES_MAX) {
+            memmove(v, v + 1, (nv - 1) * sizeof *v);
+            nv--;
+        }
+        snprintf(v[nv].name, sizeof v[nv].name, "%s", segs[i].timeline);
+        v[nv].start = segs[i].first;
+        v[nv].head = segs[i].first - 1;
+        nv++;
+    }
+    pthread_mutex_lock(&a->mu);
+    memcpy(a->tl, v, nv * sizeof *v);
+    a->ntl = nv;
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* The current timeline's entry in the known list (a new one appended). mu held. */
+static void noteTimeline(struct archiver *a, const char *name, uint64_t start, uint64_t head)
+{
+    unsigned i;
+    for (i = 0; i < a->ntl && strcmp(a->tl[i].name, name) != 0; i++) {
+    }
+    if (i == a->ntl) {
+        if (a->ntl == ARCHIVE_TIMELINES_MAX) {
+            memmove(a->tl, a->tl + 1, (a->ntl - 1) * sizeof a->tl[0]);
+            a->ntl--;
+        }
+        i = a->ntl++;
+        snprintf(a->tl[i].name, sizeof a->tl[i].name, "%s", name);
+        a->tl[i].start = start;
+    }
+    a->tl[i].head = head;
+}
+
+static int byLastDesc(const void *x, const void *y)
+{
+    const struct head *a = x, *b = y;
+    return a->last > b->last ? -1 : a->last < b->last;
+}
+
+/* The newest segment of every timeline, read whole: the heads, furthest first (*hs
+ * malloc'd, the caller's; NULL when none). A timeline whose newest segment cannot be
+ * read is left out (it will not be continued). */
+static int readHeads(struct archiver *a, struct head **hs, size_t *nh, char *errmsg)
 {
     struct arcseg_info *segs = NULL;
-    size_t n = 0;
+    struct head *v = NULL;
+    size_t n = 0, nv = 0;
     int rv;
-    memset(h, 0, sizeof *h);
+
+    *hs = NULL;
+    *nh = 0;
     if ((rv = arcsegList(a->repo, &segs, &n, errmsg)) != 0) {
         return rv;
     }
+    keepTimelines(a, segs, n);
+    v = calloc(n ? n : 1, sizeof *v);
+    if (v == NULL) {
+        free(segs);
+        errorf(errmsg, "out of memory reading the archive's heads");
+        return CAIRN_ENOMEM;
+    }
     for (size_t i = 0; i < n; i++) {
         struct arcseg seg;
+        struct head *h = &v[nv];
         char why[CAIRN_ERRMSG_SIZE];
         if (i + 1 < n && strcmp(segs[i + 1].timeline, segs[i].timeline) == 0) {
             continue; /* not its timeline's newest */
@@ -234,29 +547,42 @@ static int readHead(struct archiver *a, struct head *h, char *errmsg)
         if (rv != 0) {
             snprintf(errmsg, CAIRN_ERRMSG_SIZE, "%s", why);
             free(segs);
+            free(v);
             return rv;
         }
-        if (!h->found || seg.h.last > h->last) {
-            h->found = true;
-            snprintf(h->timeline, sizeof h->timeline, "%s", segs[i].timeline);
-            snprintf(h->name, sizeof h->name, "%s", segs[i].name);
-            h->last = seg.h.last;
-            h->last_ms = seg.h.last_ms;
-            memcpy(h->digest, seg.digest, BACKUP_DIGEST_SIZE);
-            h->last_len = seg.entries[seg.h.count - 1].len;
-            h->last_hash = XXH3_64bits(seg.entries[seg.h.count - 1].bytes, h->last_len);
-        }
+        pthread_mutex_lock(&a->mu);
+        noteTimeline(a, segs[i].timeline, 0, seg.h.last);
+        pthread_mutex_unlock(&a->mu);
+        h->found = true;
+        snprintf(h->timeline, sizeof h->timeline, "%s", segs[i].timeline);
+        snprintf(h->name, sizeof h->name, "%s", segs[i].name);
+        h->last = seg.h.last;
+        h->last_ms = seg.h.last_ms;
+        memcpy(h->digest, seg.digest, BACKUP_DIGEST_SIZE);
+        h->last_len = seg.entries[seg.h.count - 1].len;
+        h->last_hash = XXH3_64bits(seg.entries[seg.h.count - 1].bytes, h->last_len);
+        memcpy(h->history, seg.h.history, ARCSEG_HISTORY_SIZE);
+        nv++;
         arcsegFree(&seg);
     }
     free(segs);
+    if (nv > 1) {
+        qsort(v, nv, sizeof *v, byLastDesc);
+    }
+    if (nv == 0) {
+        free(v);
+        v = NULL;
+    }
+    *hs = v;
+    *nh = nv;
     return 0;
 }
 
 /* A base for a new timeline: the newest backup of the archive's repository, taken by
  * cairnd (its source says so: a standalone backup of some file is no base), that the
- * ring continues (every entry after its index is held); otherwise a full backup taken
- * now. */
-static int findBase(struct archiver *a, uint64_t covered, uint64_t last, bool fresh,
+ * ring continues (every entry after its index is held); otherwise, and always with
+ * full_now, a full backup taken now. */
+static int findBase(struct archiver *a, uint64_t covered, uint64_t last, bool full_now,
                     struct backup_info *out, char *errmsg)
 {
     struct backup_info *list = NULL;
@@ -265,9 +591,10 @@ static int findBase(struct archiver *a, uint64_t covered, uint64_t last, bool fr
     bool found = false;
     int rv;
 
-    /* fresh: the repository holds another history's archive, whose backups' indexes
-     * mean nothing in this log. */
-    if (!fresh && which >= 0 && reposetList(&a->db->repos, which, &list, &n, errmsg) == 0) {
+    /* full_now: the repository holds another history's archive, whose backups' indexes
+     * mean nothing in this log; or the log outran the archive (a base taken now is the
+     * one whose next entries the log surely holds). */
+    if (!full_now && which >= 0 && reposetList(&a->db->repos, which, &list, &n, errmsg) == 0) {
         for (size_t i = 0; i < n; i++) {
             const struct backup_info *b = &list[i];
             if (b->error[0] != '\0' || b->raft_index + 1 < covered || b->raft_index > last ||
@@ -302,7 +629,7 @@ static int countOne(void *arg, const char *name, uint64_t size, const char *vers
 }
 
 /* Whether timeline `name` has segments already (one that cannot be continued: its
- * newest segment is damaged, or it lies behind this node's ring). */
+ * newest segment is damaged, or it lies behind this node's log). */
 static bool timelineExists(struct archiver *a, const char *name)
 {
     char prefix[ARCSEG_TIMELINE_SIZE + 16];
@@ -312,84 +639,167 @@ static bool timelineExists(struct archiver *a, const char *name)
     return repoListNames(a->repo, prefix, countOne, &n, errmsg) != 0 || n > 0;
 }
 
-/* Whether the archive's head h is another history's: a repository that an earlier
- * cluster archived into, now written by a cluster restored from it (cairnd
- * --restore-from) or started afresh, whose log numbers its entries from 1 again. A
- * ready leader has applied every entry committed before its term, so the archive of its
- * own history never reaches past its applied index; and when its ring still holds the
- * head's index, the entry there must be the one archived. */
-static bool foreignHead(struct archiver *a, const struct head *h)
+/* Say that the log outran the archive, once per occurrence: the next establish takes a
+ * full backup. need: the first index the archive lacks; first_held: the log's first. */
+static void outranAt(struct archiver *a, uint64_t need, uint64_t first_held)
 {
-    struct node_info info;
-    bool foreign = false;
-    nodeInfo(a->db->node, &info);
-    if (info.applied_index < h->last) {
-        return true;
-    }
     pthread_mutex_lock(&a->mu);
-    for (struct ring_entry *e = a->first; e != NULL && e->index <= h->last; e = e->next) {
-        if (e->index == h->last) {
-            foreign = e->len != h->last_len || XXH3_64bits(e->bytes, e->len) != h->last_hash;
-        }
-    }
+    a->outran_pending = true;
+    a->outran = true;
+    a->outrun_index = need;
+    a->outran_ms = libNowMs();
+    a->outruns++;
     pthread_mutex_unlock(&a->mu);
-    return foreign;
+    archLog(a,
+            "the log outran the archive: entry %llu, the next the archive needs, is no longer "
+            "in this node's Raft log (it holds entries from %llu on: compacted after a "
+            "snapshot) nor in its queue; taking a full backup and starting a new timeline "
+            "from it",
+            (unsigned long long)need, (unsigned long long)first_held);
 }
 
-/* Continue the archive's timeline, or start a new one. */
+/* How the archive's head h relates to this node's log. */
+enum head_is { HEAD_OURS, HEAD_FOREIGN, HEAD_GONE, HEAD_AHEAD };
+
+/* Whether the archive's head h is this node's history: the entry at its index is in
+ * this node's ring or log with the same bytes (HEAD_OURS); another history's (a
+ * repository that an earlier cluster archived into, now written by a cluster restored
+ * from it or started afresh, whose log numbers its entries from 1 again): the entry
+ * differs, or the index was never committed here (HEAD_FOREIGN); HEAD_GONE: the log no
+ * longer holds it (compacted), so neither it nor the entries after it can be checked
+ * or read; HEAD_AHEAD: a follower archiver that has not applied it yet (the cluster
+ * committed it). A ready leader has applied every entry committed before its term, so
+ * the archive of its own history never reaches past its applied index. */
+static int headIs(struct archiver *a, const struct head *h, enum head_is *out, uint64_t *first_held,
+                  char *errmsg)
+{
+    struct node_info info;
+    bool held;
+    uint32_t len = 0;
+    uint64_t hash = 0;
+    int rv;
+
+    nodeInfo(a->db->node, &info);
+    *first_held = 0;
+    if (info.applied_index < h->last) {
+        *out =
+            info.state != RAFT_LEADER && info.commit_index >= h->last ? HEAD_AHEAD : HEAD_FOREIGN;
+        return 0;
+    }
+    if ((rv = entryAt(a, h->last, &held, &len, &hash, first_held, errmsg)) != 0) {
+        return rv;
+    }
+    if (!held) {
+        *out = HEAD_GONE;
+        return 0;
+    }
+    *out = len == h->last_len && hash == h->last_hash ? HEAD_OURS : HEAD_FOREIGN;
+    return 0;
+}
+
+static bool isZero(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A random history id (never all zeros, which means none). */
+static void newHistory(unsigned char out[ARCSEG_HISTORY_SIZE])
+{
+    if (getrandom(out, ARCSEG_HISTORY_SIZE, 0) != ARCSEG_HISTORY_SIZE) {
+        struct timespec ts;
+        XXH128_hash_t h;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        h = XXH3_128bits(&ts, sizeof ts);
+        memcpy(out, &h, ARCSEG_HISTORY_SIZE);
+    }
+    out[0] |= 1;
+}
+
+/* Continue the archive's timeline, or start a new one. The timeline continued is the
+ * one whose head reaches furthest among those proven this node's history (another
+ * history's may reach further: a second cluster archiving into the repository). */
 static int establish(struct archiver *a, char *errmsg)
 {
-    struct head h;
     struct backup_info base;
     char name[ARCSEG_TIMELINE_SIZE];
-    uint64_t covered, last, dropped;
-    bool overrun;
-    bool fresh = false;
+    uint64_t covered, last;
+    bool outran;
+    bool full_now = false;
     int rv;
 
     pthread_mutex_lock(&a->mu);
     covered = a->covered_from;
     last = a->last_pushed;
-    overrun = a->overrun;
-    dropped = a->dropped_index;
+    outran = a->outran_pending;
     pthread_mutex_unlock(&a->mu);
-    if (overrun) {
-        archLog(a,
-                "the archive fell behind: entry %llu left the queue (%llu bytes) before it "
-                "was uploaded; starting a new timeline",
-                (unsigned long long)dropped, (unsigned long long)a->queue_budget);
+    if (outran) {
+        full_now = true; /* said when found (outranAt) */
     } else {
-        if ((rv = readHead(a, &h, errmsg)) != 0) {
+        struct head *hs = NULL;
+        const struct head *ours = NULL, *gone = NULL, *foreign = NULL;
+        uint64_t gone_first = 0;
+        size_t nh = 0;
+        if ((rv = readHeads(a, &hs, &nh, errmsg)) != 0) {
             return rv;
         }
-        if (h.found && foreignHead(a, &h)) {
+        for (size_t i = 0; i < nh && ours == NULL && gone == NULL; i++) {
+            enum head_is is;
+            uint64_t first_held;
+            if ((rv = headIs(a, &hs[i], &is, &first_held, errmsg)) != 0) {
+                free(hs);
+                return rv;
+            }
+            if (is == HEAD_AHEAD) {
+                errorf(errmsg,
+                       "the archive's head is index %llu (timeline %s), which this node has "
+                       "not applied yet: it archives once it has",
+                       (unsigned long long)hs[i].last, hs[i].timeline);
+                free(hs);
+                return CAIRN_EBUSY;
+            } else if (is == HEAD_OURS) {
+                ours = &hs[i];
+            } else if (is == HEAD_GONE) {
+                gone = &hs[i]; /* the heads below it are gone too */
+                gone_first = first_held;
+            } else if (foreign == NULL) {
+                foreign = &hs[i];
+            }
+        }
+        if (ours != NULL) {
+            pthread_mutex_lock(&a->mu);
+            snprintf(a->timeline, sizeof a->timeline, "%s", ours->timeline);
+            memcpy(a->head_digest, ours->digest, BACKUP_DIGEST_SIZE);
+            memcpy(a->history, ours->history, ARCSEG_HISTORY_SIZE); /* proven ours: carried on */
+            a->head_ms = ours->last_ms;
+            a->archived = ours->last;
+            a->head_known = true;
+            a->active = true;
+            pthread_mutex_unlock(&a->mu);
+            archLog(a, "continuing timeline %s after index %llu (%s)", ours->timeline,
+                    (unsigned long long)ours->last, ours->name);
+            free(hs);
+            return 0;
+        }
+        if (gone != NULL) {
+            outranAt(a, gone->last + 1, gone_first);
+            full_now = true;
+        } else if (foreign != NULL) {
             archLog(a,
                     "the archive's head, index %llu of timeline %s, is not an entry of this "
                     "node's log (another cluster's archive, restored from?): starting a new "
                     "timeline on a full backup taken now; archive a restored cluster into a "
                     "repository of its own",
-                    (unsigned long long)h.last, h.timeline);
-            fresh = true;
-        } else if (h.found && covered <= h.last + 1) {
-            pthread_mutex_lock(&a->mu);
-            snprintf(a->timeline, sizeof a->timeline, "%s", h.timeline);
-            memcpy(a->head_digest, h.digest, BACKUP_DIGEST_SIZE);
-            a->head_ms = h.last_ms;
-            a->archived = h.last;
-            a->head_known = true;
-            a->active = true;
-            pthread_mutex_unlock(&a->mu);
-            archLog(a, "continuing timeline %s after index %llu (%s)", h.timeline,
-                    (unsigned long long)h.last, h.name);
-            return 0;
-        } else if (h.found) {
-            archLog(a,
-                    "the archive's head is index %llu (timeline %s), but this node holds the "
-                    "entries only from %llu: starting a new timeline",
-                    (unsigned long long)h.last, h.timeline, (unsigned long long)covered);
+                    (unsigned long long)foreign->last, foreign->timeline);
+            full_now = true;
         }
+        free(hs);
     }
-    if ((rv = findBase(a, covered, last, fresh, &base, errmsg)) != 0) {
+    if ((rv = findBase(a, covered, last, full_now, &base, errmsg)) != 0) {
         return rv;
     }
     /* Named after its base, so that two archivers starting on one base write one
@@ -400,20 +810,21 @@ static int establish(struct archiver *a, char *errmsg)
         arcsegTimelineName(base.raft_index + 1, NULL, name);
     }
     pthread_mutex_lock(&a->mu);
-    if (a->covered_from > base.raft_index + 1) {
-        pthread_mutex_unlock(&a->mu);
-        errorf(errmsg, "the entries after backup %s (index %llu) left the queue meanwhile", base.id,
-               (unsigned long long)base.raft_index);
-        return CAIRN_EBUSY;
+    if (!outran || isZero(a->history, sizeof a->history)) {
+        /* No head proven this node's history (a fresh archive, another history's head,
+         * one the log no longer holds): a history of its own. After the log outran the
+         * timeline this node was continuing, the history is the same. */
+        newHistory(a->history);
     }
     snprintf(a->timeline, sizeof a->timeline, "%s", name);
     memset(a->head_digest, 0, sizeof a->head_digest);
     a->head_ms = 0;
     a->archived = base.raft_index;
-    a->overrun = false;
+    a->outran_pending = false;
     a->head_known = true;
     a->active = true;
     a->timelines++;
+    noteTimeline(a, name, base.raft_index + 1, base.raft_index);
     pthread_mutex_unlock(&a->mu);
     archLog(a, "new timeline %s on backup %s (index %llu)", a->timeline, base.id,
             (unsigned long long)base.raft_index);
@@ -422,94 +833,35 @@ static int establish(struct archiver *a, char *errmsg)
 
 /* ---- segments ---------------------------------------------------------------------- */
 
-/* Copy the entries past the head (up to segment_bytes of them, at least one) into *raw
- * and describe them in *ents. 0 with *n 0: nothing waits. CAIRN_ECORRUPT: a gap (the
- * ring no longer holds the entry after the head). */
-static int takeEntries(struct archiver *a, unsigned char **raw, struct arcseg_entry **ents,
-                       size_t *n)
-{
-    uint64_t bytes = 0, count = 0;
-    struct ring_entry *e;
-    int rv = 0;
-
-    *raw = NULL;
-    *ents = NULL;
-    *n = 0;
-    pthread_mutex_lock(&a->mu);
-    if (a->overrun || (a->covered_from > a->archived + 1 && a->last_pushed > a->archived)) {
-        a->overrun = true;
-        if (a->dropped_index == 0) {
-            a->dropped_index = a->archived + 1;
-        }
-        pthread_mutex_unlock(&a->mu);
-        return CAIRN_ECORRUPT;
-    }
-    for (e = a->first; e != NULL && e->index <= a->archived; e = e->next) {
-    }
-    for (struct ring_entry *x = e; x != NULL && (count == 0 || bytes < a->segment_bytes);
-         x = x->next) {
-        bytes += x->len;
-        count++;
-    }
-    if (count > 0) {
-        *raw = malloc(bytes ? bytes : 1);
-        *ents = malloc(count * sizeof **ents);
-        if (*raw == NULL || *ents == NULL) {
-            free(*raw);
-            free(*ents);
-            *raw = NULL;
-            *ents = NULL;
-            rv = CAIRN_ENOMEM;
-        } else {
-            size_t off = 0;
-            for (uint64_t i = 0; i < count; i++, e = e->next) {
-                memcpy(*raw + off, e->bytes, e->len);
-                (*ents)[i] = (struct arcseg_entry){e->index, 0, e->time_ms, e->len, NULL};
-                off += e->len;
-            }
-            off = 0;
-            for (uint64_t i = 0; i < count; i++) {
-                (*ents)[i].bytes = *raw + off;
-                off += (*ents)[i].len;
-            }
-            *n = count;
-        }
-    }
-    pthread_mutex_unlock(&a->mu);
-    return rv;
-}
-
 /* Upload one segment of what waits (*did: one was uploaded). A code with errmsg on
- * failure; CAIRN_ECORRUPT: a gap, a new timeline is needed. */
+ * failure; CAIRN_ECORRUPT: the log outran the archive, a new timeline is needed. */
 static int uploadOne(struct archiver *a, bool *did, char *errmsg)
 {
-    unsigned char *raw, *obj = NULL;
-    struct arcseg_entry *ents;
-    size_t n, len;
+    unsigned char *obj = NULL;
+    struct take t;
+    size_t len;
     unsigned char digest[BACKUP_DIGEST_SIZE];
     char name[ARCSEG_NAME_SIZE];
     struct repo_writer *w = NULL;
-    uint64_t first;
+    uint64_t first, first_held = 0;
     int rv;
 
     *did = false;
-    rv = takeEntries(a, &raw, &ents, &n);
-    if (rv == CAIRN_ECORRUPT) {
-        errorf(errmsg, "entries after index %llu left the queue before they were uploaded",
-               (unsigned long long)a->archived);
+    first = a->archived + 1; /* archived changes on this thread only */
+    rv = takeEntries(a, &t, &first_held, errmsg);
+    if (rv == CAIRN_ENOTFOUND) {
+        outranAt(a, first, first_held);
+        errorf(errmsg, "entry %llu is no longer in the Raft log (it holds from %llu)",
+               (unsigned long long)first, (unsigned long long)first_held);
+        return CAIRN_ECORRUPT;
+    }
+    if (rv != 0 || t.n == 0) {
         return rv;
     }
-    if (rv != 0 || n == 0) {
-        if (rv != 0) {
-            errorf(errmsg, "out of memory cutting a segment");
-        }
-        return rv;
-    }
-    first = a->archived + 1;
-    rv = arcsegEncode(a->timeline, first, a->head_digest, ents, n, &obj, &len, digest, errmsg);
-    free(raw);
+    rv = arcsegEncodeHistory(a->history, a->timeline, first, a->head_digest, t.v, t.n, &obj, &len,
+                             digest, errmsg);
     if (rv != 0) {
-        free(ents);
+        takeFree(&t);
         return rv;
     }
     arcsegObjectName(a->timeline, first, name);
@@ -521,25 +873,27 @@ static int uploadOne(struct archiver *a, bool *did, char *errmsg)
     }
     free(obj);
     if (rv == CAIRN_EEXIST) {
-        /* Another archiver (an old leader, or a new one) wrote this range first. */
+        /* Another archiver (an old leader, or a new one) wrote this range first: its
+         * segment holds the same committed entries; ours is dropped, the head read again. */
         archLog(a, "%s was written by another archiver: reading the archive's head again", name);
         pthread_mutex_lock(&a->mu);
         a->head_known = false;
         pthread_mutex_unlock(&a->mu);
-        free(ents);
+        takeFree(&t);
         return 0;
     }
     if (rv != 0) {
-        free(ents);
+        takeFree(&t);
         return rv;
     }
     pthread_mutex_lock(&a->mu);
     memcpy(a->head_digest, digest, BACKUP_DIGEST_SIZE);
-    a->archived = ents[n - 1].index;
-    a->head_ms = ents[n - 1].time_ms;
+    a->archived = t.v[t.n - 1].index;
+    a->head_ms = t.v[t.n - 1].time_ms;
     a->segments++;
     a->bytes += len;
-    a->entries += n;
+    a->entries += t.n;
+    noteTimeline(a, a->timeline, first, a->archived);
     /* What is uploaded is no longer needed here: the archive has it. */
     while (a->first != NULL && a->first->index <= a->archived) {
         ringDropFirst(a);
@@ -547,9 +901,84 @@ static int uploadOne(struct archiver *a, bool *did, char *errmsg)
     a->last_error[0] = '\0';
     pthread_mutex_unlock(&a->mu);
     pthread_cond_broadcast(&a->uploaded);
-    free(ents);
+    takeFree(&t);
     *did = true;
     return 0;
+}
+
+/* ---- who archives ------------------------------------------------------------------ */
+
+/* The follower --archive-from follower picks: the lowest-id voter that is not the
+ * leader, as the configuration info holds it; 0 when none. Every node computes the same
+ * from the same configuration. */
+static uint64_t designatedFollower(const struct node_info *info)
+{
+    uint64_t best = 0;
+    for (unsigned i = 0; i < info->n_servers; i++) {
+        const struct node_server *s = &info->servers[i];
+        if (s->role == RAFT_VOTER && s->id != info->leader_id && (best == 0 || s->id < best)) {
+            best = s->id;
+        }
+    }
+    return best;
+}
+
+struct caught_up {
+    struct archiver *a;
+    uint64_t id;
+    bool yes;
+};
+
+/* On the leader, on the loop thread: whether follower id was heard from within the
+ * election timeout and its log is within FOLLOWER_MAX_LAG of the leader's. */
+static int followerCaughtUp(void *arg, char *errmsg)
+{
+    struct caught_up *c = arg;
+    struct raft *r = nodeRaft(c->a->db->node);
+    (void)errmsg;
+    c->yes = false;
+    if (raft_state(r) != RAFT_LEADER || r->leader_state.progress == NULL) {
+        return 0;
+    }
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        if (r->configuration.servers[i].id == c->id) {
+            const struct raft_progress *p = &r->leader_state.progress[i];
+            c->yes = p->recent_recv && p->match_index + FOLLOWER_MAX_LAG >= raft_last_index(r);
+        }
+    }
+    return 0;
+}
+
+/* Whether this node archives now. --archive-from leader: the ready leader. follower: the
+ * designated follower while it is caught up (ready: it knows the leader and has applied
+ * every entry it knows committed); the ready leader when there is no such follower, or
+ * the leader has not heard from it lately or it lags. Two archivers for a moment (one
+ * not noticing yet that the other took over) are harmless: a segment's name is created
+ * only when absent, and the loser reads the head again. */
+static bool archivesNow(struct archiver *a, const struct node_info *info)
+{
+    uint64_t designated;
+    assert(!nodeOnLoop(a->db->node)); /* nodeCall below waits for the loop */
+    if (!a->from_follower) {
+        return info->state == RAFT_LEADER && info->ready;
+    }
+    designated = designatedFollower(info);
+    if (info->state == RAFT_LEADER) {
+        struct caught_up c = {a, designated, false};
+        char errmsg[CAIRN_ERRMSG_SIZE];
+        if (!info->ready) {
+            return false;
+        }
+        if (designated == 0) {
+            return true;
+        }
+        if (nodeCall(a->db->node, followerCaughtUp, &c, errmsg) != 0) {
+            return false; /* stopping */
+        }
+        return !c.yes;
+    }
+    return info->state == RAFT_FOLLOWER && info->id == designated && info->ready &&
+           info->leader_id != 0 && info->applied_index + FOLLOWER_MAX_LAG >= info->commit_index;
 }
 
 /* One turn of the archiver: find out whether this node archives, establish the
@@ -558,14 +987,20 @@ static void archTick(struct archiver *a)
 {
     struct node_info info;
     char errmsg[CAIRN_ERRMSG_SIZE];
+    int established = 0;
     int rv;
 
     nodeInfo(a->db->node, &info);
-    if (info.state != RAFT_LEADER || !info.ready) {
+    if (!archivesNow(a, &info)) {
         pthread_mutex_lock(&a->mu);
+        if (a->active) {
+            archLog(a, "no longer archiving (%s)",
+                    info.state == RAFT_LEADER ? "a caught-up follower archives"
+                                              : "this node is not the archiver any more");
+        }
         a->active = false;
         a->head_known = false;
-        a->overrun = false;
+        a->outran_pending = false;
         a->leading = false;
         pthread_mutex_unlock(&a->mu);
         return;
@@ -578,12 +1013,15 @@ static void archTick(struct archiver *a)
         return;
     }
     for (int i = 0; i < 1024; i++) {
-        bool known, overrun;
+        bool known, pending;
         pthread_mutex_lock(&a->mu);
         known = a->head_known;
-        overrun = a->overrun;
+        pending = a->outran_pending;
         pthread_mutex_unlock(&a->mu);
-        if (!known || overrun) {
+        if (!known || pending) {
+            if (established++ == ESTABLISH_PER_TURN) {
+                return; /* the next turn goes on */
+            }
             if ((rv = establish(a, errmsg)) != 0) {
                 archFail(a, errmsg);
                 return;
@@ -593,11 +1031,11 @@ static void archTick(struct archiver *a)
         bool did;
         rv = uploadOne(a, &did, errmsg);
         if (rv == CAIRN_ECORRUPT) {
-            continue; /* a gap: the next round starts a new timeline */
+            continue; /* the log outran the archive: the next round starts a new timeline */
         }
         if (rv != 0) {
             archFail(a, errmsg);
-            return; /* tried again next turn; the ring keeps the entries meanwhile */
+            return; /* tried again next turn; the ring and the log keep the entries */
         }
         if (!did) {
             pthread_mutex_lock(&a->mu);
@@ -686,6 +1124,14 @@ int archiveCreate(struct cairn *db, struct archiver **out, char *errmsg)
         a->queue_budget = a->segment_bytes;
     }
     a->sync = db->cfg.archive_sync != 0;
+    a->from_follower = db->cfg.archive_from == 1;
+    if (a->sync && a->from_follower) {
+        /* The write waits on the node that answers it, the leader, for its own upload. */
+        free(a);
+        errorf(errmsg, "--archive-sync needs the leader to archive: not with --archive-from "
+                       "follower");
+        return CAIRN_EINVAL;
+    }
     a->sync_timeout_ms =
         db->cfg.archive_sync_timeout_ms ? db->cfg.archive_sync_timeout_ms : DEFAULT_SYNC_TIMEOUT_MS;
     a->covered_from = 1;
@@ -708,9 +1154,10 @@ int archiveStart(struct archiver *a, char *errmsg)
         return CAIRN_ENOMEM;
     }
     a->started = true;
-    archLog(a, "archiving committed entries to repository '%s' (%s) every %u ms or %llu bytes%s",
+    archLog(a, "archiving committed entries to repository '%s' (%s) every %u ms or %llu bytes%s%s",
             a->repo_name, a->url, a->interval_ms, (unsigned long long)a->segment_bytes,
-            a->sync ? "; writes are acknowledged once archived (--archive-sync)" : "");
+            a->sync ? "; writes are acknowledged once archived (--archive-sync)" : "",
+            a->from_follower ? "; a caught-up follower archives (--archive-from follower)" : "");
     return 0;
 }
 
@@ -756,6 +1203,7 @@ int archiveWait(struct archiver *a, uint64_t index, char *errmsg)
     char why[CAIRN_ERRMSG_SIZE + 64];
     bool active;
 
+    assert(!nodeOnLoop(a->db->node)); /* the loop pushes the entry waited for */
     pthread_mutex_lock(&a->mu);
     /* `archived` is only ever what the repository holds (a segment, or the base backup
      * of a new timeline, for the entries at or before its index). */
@@ -803,9 +1251,11 @@ void archiveStatus(struct archiver *a, struct archive_status *st)
     memset(st, 0, sizeof *st);
     if (a == NULL) {
         st->role = "off";
+        st->from = "leader";
         return;
     }
     st->enabled = true;
+    st->from = a->from_follower ? "follower" : "leader";
     pthread_mutex_lock(&a->mu);
     st->role = a->active ? "archiver" : "standby";
     snprintf(st->repository, sizeof st->repository, "%s", a->repo_name);
@@ -814,16 +1264,28 @@ void archiveStatus(struct archiver *a, struct archive_status *st)
     st->head_ms = a->head_known ? a->head_ms : 0;
     if (a->active) {
         struct ring_entry *e;
+        int64_t oldest = 0;
         for (e = a->first; e != NULL && e->index <= a->archived; e = e->next) {
         }
         if (e != NULL) {
-            st->lag_seconds = (double)(libNowMs() - e->time_ms) / 1000.0;
-            if (st->lag_seconds < 0) {
-                st->lag_seconds = 0;
-            }
+            oldest = e->time_ms;
         }
         for (; e != NULL; e = e->next) {
             st->lag_entries++;
+        }
+        if (a->covered_from > a->archived + 1 && a->last_pushed > a->archived) {
+            /* What the ring no longer holds waits in libraft's log: counted by index
+             * (barriers and configurations included), dated by the archive's head. */
+            st->lag_entries += a->covered_from - 1 - a->archived;
+            if (a->head_ms > 0) {
+                oldest = a->head_ms;
+            }
+        }
+        if (oldest > 0) {
+            st->lag_seconds = (double)(libNowMs() - oldest) / 1000.0;
+            if (st->lag_seconds < 0) {
+                st->lag_seconds = 0;
+            }
         }
     }
     st->segments = a->segments;
@@ -833,6 +1295,21 @@ void archiveStatus(struct archiver *a, struct archive_status *st)
     st->queue_entries = a->ring_n;
     st->queue_bytes = a->ring_bytes;
     st->covered_from = a->covered_from;
+    st->log_reads = a->log_reads;
+    st->log_entries = a->log_entries;
+    st->outran = a->outran;
+    st->outrun_index = a->outrun_index;
+    st->outruns = a->outruns;
+    st->outran_ms = a->outran_ms;
+    if (!isZero(a->history, sizeof a->history)) {
+        arcsegHistoryHex(a->history, st->history);
+    }
+    st->ntimelines = a->ntl;
+    for (unsigned i = 0; i < a->ntl; i++) {
+        snprintf(st->timelines[i].name, sizeof st->timelines[i].name, "%s", a->tl[i].name);
+        st->timelines[i].start = a->tl[i].start;
+        st->timelines[i].head = a->tl[i].head;
+    }
     snprintf(st->last_error, sizeof st->last_error, "%s", a->last_error);
     st->last_error_ms = a->last_error_ms;
     st->sync = a->sync;

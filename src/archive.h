@@ -2,34 +2,44 @@
  *
  * Every node started with --archive keeps the committed command entries it applies in
  * a ring bounded in bytes (archivePush, from the fsm on the loop thread: a copy, and
- * nothing else on the loop). The archiver, the leader, runs a thread that every
- * --archive-interval (or as soon as --archive-segment-bytes are waiting) cuts the
- * entries past the archive's head into a segment and uploads it to the repository
- * --archive-to names. The ring is also the queue: what the archiver has not uploaded
- * yet is what its ring holds past the head, and when the ring must drop such an entry
- * (the repository is down, or slower than the writes) the archiver says so and starts
- * a new timeline instead of growing.
+ * nothing else on the loop). The archiver (the leader; with --archive-from follower a
+ * caught-up follower, see below) runs a thread that every --archive-interval (or as
+ * soon as --archive-segment-bytes are waiting) cuts the entries past the archive's head
+ * into a segment and uploads it to the repository --archive-to names.
  *
- * Why a ring on every node rather than reading the Raft log back: libraft's log is the
- * loop thread's (its segments are written, closed and deleted by compaction there);
- * another thread reading them would race with all three, and a new leader needs only
- * the recent entries that the archive's head does not have yet, which the ring holds
- * at the cost of one copy per entry, bounded in memory.
+ * The ring is a cache, not the source: when it lacks an entry the archive needs (it
+ * dropped the oldest to stay within --archive-queue-bytes while the repository was down
+ * or slow, or the node restarted), the archiver reads the entries back from libraft's
+ * log, which holds every entry since the last snapshot but --snapshot-trailing, in
+ * memory as on disk. It does so on the loop thread (nodeCall, a copy of at most one
+ * segment's bytes per call): libraft's log is the loop thread's, and its files are
+ * written, closed and deleted by compaction there, so no other thread reads them. Only
+ * when the log no longer holds the entry either (compacted after a snapshot: the log
+ * outran the archive) does the archiver say so (its log, /status `outran`), take a full
+ * backup, and start a new timeline from it.
  *
  * Timelines: when a node becomes the archiver it reads the archive's head (the newest
- * segment of every timeline); when its ring holds every command entry after that head
- * it continues the timeline: no gap, no duplicate. Otherwise (a fresh archive, a lag
- * the ring could not absorb) it starts a new timeline on a base backup at index B (the
- * newest of the repository that its ring continues, or a full backup taken now), whose
- * first segment starts at B + 1. Two archivers uploading the same range (an old leader
- * that has not noticed yet) collide on the object's name, which is created only when
- * absent: the loser reads the head again.
+ * segment of every timeline); when its ring or log holds the head's entry, with the same
+ * bytes, it continues the timeline from there: no gap, no duplicate. A head entry that
+ * differs, or an index this cluster never committed, is another history's: a new
+ * timeline on a full backup taken now. A fresh archive starts a new timeline on a base
+ * backup at index B (the newest of the repository that the ring continues, or a full
+ * backup taken now), whose first segment starts at B + 1. Two archivers uploading the
+ * same range (an old leader that has not noticed yet) collide on the object's name,
+ * which is created only when absent: the loser reads the head again.
+ *
+ * --archive-from follower: the archiver is the lowest-id voter that is not the leader,
+ * while it is caught up (it knows the leader and has applied what it knows committed,
+ * within FOLLOWER_MAX_LAG entries); the leader archives when there is no such voter or
+ * it has not heard from that one within the election timeout or it lags. Each node
+ * decides for itself from its own view, so two may archive for a moment: harmless, as
+ * above.
  *
  * --archive-sync: a write is answered only once the entry it made is in the
  * repository (archiveWait, on the thread that answers the write, after its entry
  * applied). A waiting write kicks the archiver, which closes the segment at once rather
  * than after the interval, and every upload wakes every waiting write: one upload
- * serves all the entries it holds (group commit).
+ * serves all the entries it holds (group commit). Only with the leader archiving.
  *
  * Threads: archivePush/archiveReset on the loop thread; the archiver's own thread;
  * archiveStatus, archiveSync and archiveWait any thread but the loop's. */
@@ -64,11 +74,15 @@ void archiveFree(struct archiver *a);
 void archivePush(void *data, uint64_t index, const struct raft_buffer *buf);
 void archiveReset(void *data, uint64_t index);
 
+#define ARCHIVE_TIMELINES_MAX 8 /* the timelines /status lists, the newest */
+
 struct archive_status {
     bool enabled;
     const char *role; /* "archiver", "standby" */
+    const char *from; /* --archive-from: "leader", "follower" */
     char repository[BACKUP_REPO_NAME_SIZE];
     char timeline[ARCSEG_TIMELINE_SIZE];
+    char history[2 * ARCSEG_HISTORY_SIZE + 1]; /* its history id in hex; "" when none */
     uint64_t head_index; /* the last index the archive holds, as this node knows it */
     int64_t head_ms;     /* the time of that entry */
     uint64_t lag_entries;
@@ -77,6 +91,19 @@ struct archive_status {
     uint64_t timelines_started;
     uint64_t queue_entries, queue_bytes;
     uint64_t covered_from;
+    uint64_t log_reads, log_entries; /* entries read back from libraft's log */
+    /* The log outran the archive on this node (sticky): outruns times, the last one at
+     * outran_ms, when entry outrun_index was no longer in the log. */
+    bool outran;
+    uint64_t outrun_index, outruns;
+    int64_t outran_ms;
+    /* The repository's timelines as this node last saw them (it reads them when it
+     * becomes the archiver) and as it extends them: start index, head index. */
+    unsigned ntimelines;
+    struct {
+        char name[ARCSEG_TIMELINE_SIZE];
+        uint64_t start, head;
+    } timelines[ARCHIVE_TIMELINES_MAX];
     char last_error[CAIRN_ERRMSG_SIZE];
     int64_t last_error_ms;
     bool sync;             /* --archive-sync */

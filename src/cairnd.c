@@ -59,6 +59,10 @@ static void usage(FILE *f)
             "                            (RPO 0 for the loss of every node; on the leader)\n"
             "  --archive-sync-timeout DUR  the longest a write waits for it (default 10s);\n"
             "                            then 504: applied, not archived yet\n"
+            "  --archive-from WHO        leader (default) or follower: a caught-up follower\n"
+            "                            (the lowest-id voter not leading) archives instead\n"
+            "                            of the leader, which takes over while that\n"
+            "                            follower is down or behind; not with --archive-sync\n"
             "  --s3-endpoint URL         an S3-compatible endpoint for s3:// repositories\n"
             "                            (MinIO, R2, ...; default $AWS_ENDPOINT_URL_S3)\n"
             "  --s3-region REGION        their region (default $AWS_REGION)\n"
@@ -186,6 +190,7 @@ int main(int argc, char **argv)
         {"archive-queue-bytes", required_argument, NULL, 'Q'},
         {"archive-sync", no_argument, NULL, 'Y'},
         {"archive-sync-timeout", required_argument, NULL, 'y'},
+        {"archive-from", required_argument, NULL, 1801}, /* archive.c (issue 18) */
         {"s3-region", required_argument, NULL, 'G'},
         {"max-body", required_argument, NULL, 'm'},
         {"max-load-body", required_argument, NULL, 'M'},
@@ -242,6 +247,17 @@ int main(int argc, char **argv)
                 }
                 repos[n_repos++] = optarg;
                 cfg.repositories = repos;
+                break;
+            case 1801: /* --archive-from (archive.c, issue 18) */
+                if (strcmp(optarg, "leader") == 0) {
+                    cfg.archive_from = 0;
+                } else if (strcmp(optarg, "follower") == 0) {
+                    cfg.archive_from = 1;
+                } else {
+                    fprintf(stderr, "cairnd: --archive-from needs leader or follower, got \"%s\"\n",
+                            optarg);
+                    return 2;
+                }
                 break;
             case 'A':
                 cfg.archive = 1;

@@ -1130,6 +1130,14 @@ bool nodeOnLoop(const struct node *n)
     return onLoopThread;
 }
 
+/* ---- the continuous archive reads libraft's log (archive.c, issue 18) ---- */
+struct raft *nodeRaft(struct node *n)
+{
+    assert(onLoopThread);
+    return &n->raft;
+}
+/* ---- end: the continuous archive ---- */
+
 /* Queue op for the loop thread; 0 or CAIRN_ESHUTDOWN. */
 static int enqueue(struct node *n, struct op *op, char *errmsg)
 {

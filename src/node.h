@@ -103,6 +103,12 @@ void nodeWake(struct node *n);
  * node being started replays its log before nodeStart returns it). */
 bool nodeOnLoop(const struct node *n);
 
+/* The node's libraft instance, for a function nodeCall runs on the loop thread (the
+ * continuous archive reads entries back from libraft's log and the leader's replication
+ * progress, archive.c); asserts that it is the loop thread. */
+struct raft;
+struct raft *nodeRaft(struct node *n);
+
 /* Append an encoded command to the log and wait until it is applied. On success
  * *out holds the results (owned by the caller). cmd must come from malloc (libraft's
  * default allocator, which cairn keeps): it is handed to libraft as the entry's

@@ -78,6 +78,16 @@ void arcsegTimelineName(uint64_t start, const unsigned char *base_digest,
     snprintf(out, ARCSEG_TIMELINE_SIZE, "t%020llu-%08x", (unsigned long long)start, rnd);
 }
 
+void arcsegHistoryHex(const unsigned char *history, char out[2 * ARCSEG_HISTORY_SIZE + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < ARCSEG_HISTORY_SIZE; i++) {
+        out[2 * i] = hex[history[i] >> 4];
+        out[2 * i + 1] = hex[history[i] & 15];
+    }
+    out[2 * ARCSEG_HISTORY_SIZE] = '\0';
+}
+
 void arcsegObjectName(const char *timeline, uint64_t first, char out[ARCSEG_NAME_SIZE])
 {
     snprintf(out, ARCSEG_NAME_SIZE, ARCSEG_PREFIX "%s-%020llu" ARCSEG_SUFFIX, timeline,
@@ -124,6 +134,15 @@ int arcsegEncode(const char *timeline, uint64_t first, const unsigned char *prev
                  const struct arcseg_entry *e, size_t n, unsigned char **out, size_t *len,
                  unsigned char digest[BACKUP_DIGEST_SIZE], char *errmsg)
 {
+    return arcsegEncodeHistory(NULL, timeline, first, prev, e, n, out, len, digest, errmsg);
+}
+
+int arcsegEncodeHistory(const unsigned char *history, const char *timeline, uint64_t first,
+                        const unsigned char *prev, const struct arcseg_entry *e, size_t n,
+                        unsigned char **out, size_t *len, unsigned char digest[BACKUP_DIGEST_SIZE],
+                        char *errmsg)
+{
+    const size_t hl = ARCSEG_HEADER2_SIZE;
     unsigned char *raw = NULL, *obj = NULL;
     uint64_t raw_len = 0;
     int64_t max_ms;
@@ -159,7 +178,7 @@ int arcsegEncode(const char *timeline, uint64_t first, const unsigned char *prev
     }
     raw = malloc(raw_len);
     bound = ZSTD_compressBound(raw_len);
-    obj = malloc(ARCSEG_HEADER_SIZE + bound + ARCSEG_TRAILER_SIZE);
+    obj = malloc(hl + bound + ARCSEG_TRAILER_SIZE);
     if (raw == NULL || obj == NULL) {
         free(raw);
         free(obj);
@@ -177,17 +196,17 @@ int arcsegEncode(const char *timeline, uint64_t first, const unsigned char *prev
         }
         off += ARCSEG_ENTRY_HEAD + e[i].len;
     }
-    clen = ZSTD_compress(obj + ARCSEG_HEADER_SIZE, bound, raw, raw_len, ZSTD_LEVEL);
+    clen = ZSTD_compress(obj + hl, bound, raw, raw_len, ZSTD_LEVEL);
     free(raw);
     if (ZSTD_isError(clen)) {
         free(obj);
         errorf(errmsg, "archive segment: zstd: %s", ZSTD_getErrorName(clen));
         return CAIRN_EIO;
     }
-    memset(obj, 0, ARCSEG_HEADER_SIZE);
+    memset(obj, 0, hl);
     memcpy(obj, ARCSEG_MAGIC, 4);
     obj[4] = ARCSEG_VERSION;
-    obj[6] = ARCSEG_HEADER_SIZE;
+    obj[6] = (unsigned char)hl;
     putU64(obj + 8, first);
     putU64(obj + 16, e[n - 1].index);
     putU32(obj + 24, (uint32_t)n);
@@ -201,9 +220,12 @@ int arcsegEncode(const char *timeline, uint64_t first, const unsigned char *prev
     memcpy(obj + 80, timeline, strlen(timeline));
     putU64(obj + 120, (uint64_t)max_ms);
     /* the name takes bytes 80..119: at most 39 characters and a NUL */
-    *len = ARCSEG_HEADER_SIZE + clen + ARCSEG_TRAILER_SIZE;
-    digestOf(obj, ARCSEG_HEADER_SIZE + clen, digest);
-    memcpy(obj + ARCSEG_HEADER_SIZE + clen, digest, BACKUP_DIGEST_SIZE);
+    if (history != NULL) {
+        memcpy(obj + ARCSEG_HEADER_SIZE, history, ARCSEG_HISTORY_SIZE);
+    }
+    *len = hl + clen + ARCSEG_TRAILER_SIZE;
+    digestOf(obj, hl + clen, digest);
+    memcpy(obj + hl + clen, digest, BACKUP_DIGEST_SIZE);
     *out = obj;
     return 0;
 }
@@ -212,6 +234,7 @@ int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct ar
                        char *errmsg)
 {
     const unsigned char *b = p;
+    unsigned version, hl;
     memset(h, 0, sizeof *h);
     if (size < ARCSEG_HEADER_SIZE + ARCSEG_TRAILER_SIZE) {
         errorf(errmsg, "archive segment %s: %llu bytes, too short (truncated)", name,
@@ -222,11 +245,23 @@ int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct ar
         errorf(errmsg, "archive segment %s: bad magic", name);
         return CAIRN_ECORRUPT;
     }
-    if (getU16(b + 4) != ARCSEG_VERSION || getU16(b + 6) != ARCSEG_HEADER_SIZE) {
+    version = getU16(b + 4);
+    hl = getU16(b + 6);
+    if (!(version == 1 && hl == ARCSEG_HEADER_SIZE) &&
+        !(version == 2 && hl == ARCSEG_HEADER2_SIZE)) {
         errorf(errmsg,
                "archive segment %s: version %u (header %u bytes) is not one this build reads", name,
-               getU16(b + 4), getU16(b + 6));
+               version, hl);
         return CAIRN_ECORRUPT;
+    }
+    if (size < (uint64_t)hl + ARCSEG_TRAILER_SIZE) {
+        errorf(errmsg, "archive segment %s: %llu bytes, too short (truncated)", name,
+               (unsigned long long)size);
+        return CAIRN_ECORRUPT;
+    }
+    h->header_len = hl;
+    if (version >= 2) {
+        memcpy(h->history, b + ARCSEG_HEADER_SIZE, ARCSEG_HISTORY_SIZE);
     }
     h->first = getU64(b + 8);
     h->last = getU64(b + 16);
@@ -249,7 +284,7 @@ int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct ar
     }
     if (h->first > h->last || h->count == 0 || h->count > h->last - h->first + 1 ||
         h->raw_len > ARCSEG_MAX_RAW || h->raw_len < (uint64_t)h->count * ARCSEG_ENTRY_HEAD ||
-        h->body_len != size - ARCSEG_HEADER_SIZE - ARCSEG_TRAILER_SIZE) {
+        h->body_len != size - hl - ARCSEG_TRAILER_SIZE) {
         errorf(errmsg,
                "archive segment %s: inconsistent header (range %llu-%llu, %u entries, body "
                "%llu of %llu bytes)",
@@ -288,9 +323,9 @@ int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, 
         return CAIRN_ECORRUPT;
     }
     memcpy(seg->digest, d, BACKUP_DIGEST_SIZE);
-    fsz = ZSTD_getFrameContentSize(b + ARCSEG_HEADER_SIZE, h->body_len);
+    fsz = ZSTD_getFrameContentSize(b + h->header_len, h->body_len);
     if (fsz != h->raw_len ||
-        ZSTD_findFrameCompressedSize(b + ARCSEG_HEADER_SIZE, h->body_len) != h->body_len) {
+        ZSTD_findFrameCompressedSize(b + h->header_len, h->body_len) != h->body_len) {
         errorf(errmsg, "archive segment %s: its body is not one zstd frame of %llu bytes", name,
                (unsigned long long)h->raw_len);
         return CAIRN_ECORRUPT;
@@ -302,7 +337,7 @@ int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, 
         errorf(errmsg, "out of memory reading archive segment %s", name);
         return CAIRN_ENOMEM;
     }
-    got = ZSTD_decompress(seg->raw, h->raw_len, b + ARCSEG_HEADER_SIZE, h->body_len);
+    got = ZSTD_decompress(seg->raw, h->raw_len, b + h->header_len, h->body_len);
     if (ZSTD_isError(got) || got != h->raw_len) {
         arcsegFree(seg);
         errorf(errmsg, "archive segment %s: its body does not inflate", name);
@@ -425,7 +460,7 @@ int arcsegRead(struct repo *repo, const char *name, struct arcseg *seg, char *er
     if ((rv = repoOpenRead(repo, name, &rd, errmsg)) != 0) {
         return rv;
     }
-    if (rd.size > (uint64_t)ARCSEG_MAX_RAW + ARCSEG_HEADER_SIZE + ARCSEG_TRAILER_SIZE + 65536) {
+    if (rd.size > (uint64_t)ARCSEG_MAX_RAW + ARCSEG_HEADER2_SIZE + ARCSEG_TRAILER_SIZE + 65536) {
         repoCloseRead(&rd);
         errorf(errmsg, "archive segment %s: %llu bytes, larger than any segment", name,
                (unsigned long long)rd.size);
@@ -463,14 +498,17 @@ static int readInfo(struct repo *repo, struct arcseg_info *s, bool full, char *e
         arcsegFree(&seg);
     } else {
         struct repo_reader rd;
-        unsigned char head[ARCSEG_HEADER_SIZE];
+        unsigned char head[ARCSEG_HEADER2_SIZE];
         if ((rv = repoOpenRead(repo, s->name, &rd, errmsg)) != 0) {
             return rv;
         }
         s->size = rd.size;
+        /* As much of the header as the object has (a version 1 object of one tiny entry
+         * may be shorter than a version 2 header): the decoder checks the rest. */
         rv = rd.size < ARCSEG_HEADER_SIZE + ARCSEG_TRAILER_SIZE
                  ? arcsegDecodeHeader(head, rd.size, s->name, &h, errmsg)
-                 : readAt(&rd, s->name, 0, head, sizeof head, errmsg);
+                 : readAt(&rd, s->name, 0, head,
+                          rd.size < sizeof head ? (size_t)rd.size : sizeof head, errmsg);
         if (rv == 0) {
             rv = arcsegDecodeHeader(head, rd.size, s->name, &h, errmsg);
         }
@@ -495,6 +533,7 @@ static int readInfo(struct repo *repo, struct arcseg_info *s, bool full, char *e
     s->last_ms = h.last_ms;
     s->max_ms = h.max_ms;
     memcpy(s->prev, h.prev, BACKUP_DIGEST_SIZE);
+    memcpy(s->history, h.history, ARCSEG_HISTORY_SIZE);
     return 0;
 }
 
@@ -551,6 +590,15 @@ int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,
                          "segment ends at index %llu, this one starts at %llu",
                          t->name, s->name, (unsigned long long)segs[k - 1].last,
                          (unsigned long long)s->first);
+            } else if (k > i && memcmp(s->history, segs[k - 1].history, ARCSEG_HISTORY_SIZE) != 0) {
+                char was[2 * ARCSEG_HISTORY_SIZE + 1], is[2 * ARCSEG_HISTORY_SIZE + 1];
+                arcsegHistoryHex(segs[k - 1].history, was);
+                arcsegHistoryHex(s->history, is);
+                snprintf(t->problem, sizeof t->problem,
+                         "archive timeline %s: segment %s belongs to history %s, the segments "
+                         "before it to history %s: another cluster's (or a restored one's) "
+                         "entries, never linked to these",
+                         t->name, s->name, is, was);
             } else if (k > i && memcmp(s->prev, segs[k - 1].digest, BACKUP_DIGEST_SIZE) != 0) {
                 snprintf(t->problem, sizeof t->problem,
                          "archive timeline %s: segment %s does not link to %s (the digest it "

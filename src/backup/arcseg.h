@@ -25,8 +25,10 @@
 #include "error.h"
 
 #define ARCSEG_MAGIC "CARC"
-#define ARCSEG_VERSION 1
-#define ARCSEG_HEADER_SIZE 128
+#define ARCSEG_VERSION 2        /* what is written; version 1 is read */
+#define ARCSEG_HEADER_SIZE 128  /* version 1's header, the first 128 bytes of every version's */
+#define ARCSEG_HEADER2_SIZE 144 /* version 2's: + the history id */
+#define ARCSEG_HISTORY_SIZE 16
 #define ARCSEG_TRAILER_SIZE 16
 #define ARCSEG_ENTRY_HEAD 28    /* index u64, term u64, time i64, len u32 */
 #define ARCSEG_TIMELINE_SIZE 40 /* a timeline's name, with its NUL */
@@ -53,6 +55,10 @@ struct arcseg_header {
     uint64_t raw_len;          /* the body inflated */
     uint64_t body_len;         /* the body as stored (one zstd frame) */
     unsigned char prev[BACKUP_DIGEST_SIZE]; /* the previous segment's digest; 0s: none */
+    /* The history the segment belongs to (version 2): one Raft log's, that its archivers
+     * carry from segment to segment; 0s: none recorded (version 1). */
+    unsigned char history[ARCSEG_HISTORY_SIZE];
+    uint32_t header_len; /* ARCSEG_HEADER_SIZE (version 1) or ARCSEG_HEADER2_SIZE */
 };
 
 /* A decoded segment. entries point into raw; both owned, freed by arcsegFree. */
@@ -69,9 +75,15 @@ struct arcseg {
 int arcsegEncode(const char *timeline, uint64_t first, const unsigned char *prev,
                  const struct arcseg_entry *e, size_t n, unsigned char **out, size_t *len,
                  unsigned char digest[BACKUP_DIGEST_SIZE], char *errmsg);
+/* The same, recording history (ARCSEG_HISTORY_SIZE bytes; NULL: none, zeros). */
+int arcsegEncodeHistory(const unsigned char *history, const char *timeline, uint64_t first,
+                        const unsigned char *prev, const struct arcseg_entry *e, size_t n,
+                        unsigned char **out, size_t *len, unsigned char digest[BACKUP_DIGEST_SIZE],
+                        char *errmsg);
 
-/* Check the header alone (the first ARCSEG_HEADER_SIZE bytes of an object of `size`
- * bytes): magic, version, sizes, the timeline's name. name is for messages. */
+/* Check the header alone (the first ARCSEG_HEADER2_SIZE bytes of an object of `size`
+ * bytes, or all of them when it is shorter): magic, version, sizes, the timeline's name.
+ * name is for messages. */
 int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct arcseg_header *h,
                        char *errmsg);
 
@@ -92,6 +104,8 @@ int64_t arcsegCommandTime(const void *p, size_t n);
 void arcsegTimelineName(uint64_t start, const unsigned char *base_digest,
                         char out[ARCSEG_TIMELINE_SIZE]);
 void arcsegObjectName(const char *timeline, uint64_t first, char out[ARCSEG_NAME_SIZE]);
+/* A history id as 32 lowercase hex digits. */
+void arcsegHistoryHex(const unsigned char *history, char out[2 * ARCSEG_HISTORY_SIZE + 1]);
 /* false when name is not a segment's. */
 bool arcsegParseName(const char *name, char timeline[ARCSEG_TIMELINE_SIZE], uint64_t *first);
 
@@ -108,6 +122,7 @@ struct arcseg_info {
     int64_t first_ms, last_ms, max_ms;
     unsigned char prev[BACKUP_DIGEST_SIZE];
     unsigned char digest[BACKUP_DIGEST_SIZE];
+    unsigned char history[ARCSEG_HISTORY_SIZE];
 };
 
 /* Every segment of repo, sorted by timeline then first index. *segs malloc'd (the
@@ -131,7 +146,8 @@ struct arcseg_timeline {
 
 /* Group segs (sorted, from arcsegList) into timelines and walk each: every segment's
  * header and trailer are read and each link checked against the previous segment's
- * digest and range; with full, every object is read whole and decoded (every checksum:
+ * digest, range and history (segments of two histories are never linked, whatever
+ * digest they name); with full, every object is read whole and decoded (every checksum:
  * verify). A damaged segment is a timeline's problem, not an error of the call; an I/O
  * error reaching the repository is. *tls malloc'd, the caller's, in the order of segs. */
 int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,

@@ -366,7 +366,7 @@ def test_a_restore_racing_the_expiry_is_right_or_fails_clearly(cairn_bin, repo, 
                     assert r.returncode == 1, r.stderr
                     assert any(w in r.stderr for w in (
                         "no backup with id", "is not in", "cannot be read", "read failed",
-                        "not found", "404", "NoSuchKey")), r.stderr
+                        "not found", "404", "NoSuchKey", "No such file or directory")), r.stderr
                     assert not out.exists(), r.stderr
                     outcomes["failed"] += 1
             if done:

@@ -1,6 +1,7 @@
 /* Unit tests of archive segments (src/backup/arcseg.c): a round trip, every byte's
- * damage refused, truncation, names, and a timeline walked in a posix repository with
- * a gap, a broken link and a damaged segment named. */
+ * damage refused, truncation, names, a timeline walked in a posix repository with a
+ * gap, a broken link and a damaged segment named, segments of two histories never
+ * linked, and version 1 segments still read and continued. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,7 +17,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "arcseg.h"
+#include "cbk.h"
 #include "error.h"
 #include "repo.h"
 
@@ -210,9 +214,9 @@ static void test_walk_timelines(void **state)
     {
         FILE *f = fopen(path, "r+b");
         assert_non_null(f);
-        fseek(f, ARCSEG_HEADER_SIZE + 3, SEEK_SET);
+        fseek(f, ARCSEG_HEADER2_SIZE + 3, SEEK_SET);
         int c = fgetc(f);
-        fseek(f, ARCSEG_HEADER_SIZE + 3, SEEK_SET);
+        fseek(f, ARCSEG_HEADER2_SIZE + 3, SEEK_SET);
         fputc(c ^ 0xff, f);
         fclose(f);
     }
@@ -227,6 +231,112 @@ static void test_walk_timelines(void **state)
     nftw(dir, rmOne, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Write obj (len bytes) as `name` into r. */
+static void putObject(struct repo *r, const char *name, const unsigned char *obj, size_t len)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct repo_writer *w;
+    assert_int_equal(repoCreate(r, name, &w, errmsg), 0);
+    assert_int_equal(repoWrite(w, obj, len, errmsg), 0);
+    assert_int_equal(repoCommit(w, errmsg), 0);
+}
+
+/* A segment of history h (NULL: none) at [first, first + 3]. */
+static void putHistorySeg(struct repo *r, const unsigned char *h, const char *tl, uint64_t first,
+                          const unsigned char *prev, unsigned char digest[BACKUP_DIGEST_SIZE],
+                          char *name)
+{
+    struct arcseg_entry e[3];
+    unsigned char *obj;
+    size_t len;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    threeEntries(e, first);
+    assert_int_equal(arcsegEncodeHistory(h, tl, first, prev, e, 3, &obj, &len, digest, errmsg), 0);
+    arcsegObjectName(tl, first, name);
+    putObject(r, name, obj, len);
+    free(obj);
+}
+
+/* The same segment as version 1 wrote it: a 128-byte header, no history. */
+static void putVersion1Seg(struct repo *r, const char *tl, uint64_t first,
+                           const unsigned char *prev, unsigned char digest[BACKUP_DIGEST_SIZE],
+                           char *name)
+{
+    struct arcseg_entry e[3];
+    unsigned char *obj, *v1;
+    size_t len, len1;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    XXH128_hash_t h;
+    threeEntries(e, first);
+    assert_int_equal(arcsegEncode(tl, first, prev, e, 3, &obj, &len, digest, errmsg), 0);
+    len1 = len - (ARCSEG_HEADER2_SIZE - ARCSEG_HEADER_SIZE);
+    v1 = malloc(len1);
+    assert_non_null(v1);
+    memcpy(v1, obj, ARCSEG_HEADER_SIZE);
+    memcpy(v1 + ARCSEG_HEADER_SIZE, obj + ARCSEG_HEADER2_SIZE, len - ARCSEG_HEADER2_SIZE);
+    v1[4] = 1;
+    v1[6] = ARCSEG_HEADER_SIZE;
+    h = XXH3_128bits(v1, len1 - ARCSEG_TRAILER_SIZE);
+    cbkDigestBytes(h.low64, h.high64, digest);
+    memcpy(v1 + len1 - ARCSEG_TRAILER_SIZE, digest, BACKUP_DIGEST_SIZE);
+    arcsegObjectName(tl, first, name);
+    putObject(r, name, v1, len1);
+    free(v1);
+    free(obj);
+}
+
+static void test_histories_never_link(void **state)
+{
+    char dir[] = "/tmp/cairn-arcseg-hist-XXXXXX";
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct repo *r;
+    unsigned char ha[ARCSEG_HISTORY_SIZE], hb[ARCSEG_HISTORY_SIZE];
+    unsigned char d1[16], d2[16], d3[16];
+    char n1[ARCSEG_NAME_SIZE], n2[ARCSEG_NAME_SIZE], n3[ARCSEG_NAME_SIZE];
+    struct arcseg_info *segs;
+    struct arcseg_timeline *tls;
+    struct arcseg seg;
+    size_t n, ntl;
+    (void)state;
+    memset(ha, 0xa1, sizeof ha);
+    memset(hb, 0xb2, sizeof hb);
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(repoOpen(dir, &r, errmsg), 0);
+    /* h1: [1,4] [5,8] of history A, then [9,12] of history B that names [5,8]'s digest
+     * (as a writer that took another cluster's head for its own would): not linked. */
+    putHistorySeg(r, ha, "h1", 1, NULL, d1, n1);
+    putHistorySeg(r, ha, "h1", 5, d1, d2, n2);
+    putHistorySeg(r, hb, "h1", 9, d2, d3, n3);
+    /* v1: [1,4] as version 1 wrote it, continued by a version 2 segment of no history
+     * (what an archiver continuing a version 1 archive writes): linked. */
+    putVersion1Seg(r, "v1", 1, NULL, d1, n1);
+    assert_int_equal(arcsegRead(r, n1, &seg, errmsg), 0);
+    assert_int_equal(seg.h.header_len, ARCSEG_HEADER_SIZE);
+    assert_int_equal(seg.h.count, 3);
+    arcsegFree(&seg);
+    putHistorySeg(r, NULL, "v1", 5, d1, d2, n2);
+    assert_int_equal(arcsegList(r, &segs, &n, errmsg), 0);
+    assert_int_equal(n, 5);
+    for (int full = 0; full < 2; full++) {
+        assert_int_equal(arcsegWalk(r, segs, n, full, &tls, &ntl, errmsg), 0);
+        assert_int_equal(ntl, 2);
+        assert_string_equal(tls[0].name, "h1");
+        assert_int_equal(tls[0].good, 2);
+        assert_int_equal(tls[0].head, 8);
+        assert_int_equal(tls[0].bad_index, 9);
+        assert_string_equal(tls[0].bad_object, n3);
+        assert_non_null(strstr(tls[0].problem, "belongs to history b2b2"));
+        assert_non_null(strstr(tls[0].problem, "history a1a1"));
+        assert_string_equal(tls[1].name, "v1");
+        assert_string_equal(tls[1].problem, "");
+        assert_int_equal(tls[1].head, 8);
+        free(tls);
+    }
+    free(segs);
+    repoClose(r);
+    nftw(dir, rmOne, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_encode_refuses_bad_input),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_walk_timelines),
+        cmocka_unit_test(test_histories_never_link),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
