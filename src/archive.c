@@ -4,7 +4,8 @@
  * and docs/ARCHITECTURE.md, "Continuous archive").
  *
  * Threads: archivePush and archiveReset run on the loop thread and only copy under
- * the mutex; logReadOnLoop and followerCaughtUp run on the loop thread through nodeCall
+ * the mutex; logReadOnLoop runs on the loop thread through nodeCall (and
+ * nodeFollowerCaughtUp there)
  * (the only code here that touches libraft); archMain is the archiver's own thread
  * (repository I/O, backups, zstd); archiveStatus any thread. */
 #define _GNU_SOURCE
@@ -923,32 +924,6 @@ static uint64_t designatedFollower(const struct node_info *info)
     return best;
 }
 
-struct caught_up {
-    struct archiver *a;
-    uint64_t id;
-    bool yes;
-};
-
-/* On the leader, on the loop thread: whether follower id was heard from within the
- * election timeout and its log is within FOLLOWER_MAX_LAG of the leader's. */
-static int followerCaughtUp(void *arg, char *errmsg)
-{
-    struct caught_up *c = arg;
-    struct raft *r = nodeRaft(c->a->db->node);
-    (void)errmsg;
-    c->yes = false;
-    if (raft_state(r) != RAFT_LEADER || r->leader_state.progress == NULL) {
-        return 0;
-    }
-    for (unsigned i = 0; i < r->configuration.n; i++) {
-        if (r->configuration.servers[i].id == c->id) {
-            const struct raft_progress *p = &r->leader_state.progress[i];
-            c->yes = p->recent_recv && p->match_index + FOLLOWER_MAX_LAG >= raft_last_index(r);
-        }
-    }
-    return 0;
-}
-
 /* Whether this node archives now. --archive-from leader: the ready leader. follower: the
  * designated follower while it is caught up (ready: it knows the leader and has applied
  * every entry it knows committed); the ready leader when there is no such follower, or
@@ -964,7 +939,7 @@ static bool archivesNow(struct archiver *a, const struct node_info *info)
     }
     designated = designatedFollower(info);
     if (info->state == RAFT_LEADER) {
-        struct caught_up c = {a, designated, false};
+        bool caught_up;
         char errmsg[CAIRN_ERRMSG_SIZE];
         if (!info->ready) {
             return false;
@@ -972,10 +947,11 @@ static bool archivesNow(struct archiver *a, const struct node_info *info)
         if (designated == 0) {
             return true;
         }
-        if (nodeCall(a->db->node, followerCaughtUp, &c, errmsg) != 0) {
+        if (nodeFollowerCaughtUp(a->db->node, designated, FOLLOWER_MAX_LAG, &caught_up,
+                                 errmsg) != 0) {
             return false; /* stopping */
         }
-        return !c.yes;
+        return !caught_up;
     }
     return info->state == RAFT_FOLLOWER && info->id == designated && info->ready &&
            info->leader_id != 0 && info->applied_index + FOLLOWER_MAX_LAG >= info->commit_index;

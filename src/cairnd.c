@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cairn.h"
+#include "housekeeping.h" /* --backup-config: scheduled backups and drills */
 #include "policy.h"
 #include "reposet.h"
 
@@ -63,6 +64,9 @@ static void usage(FILE *f)
             "                            (the lowest-id voter not leading) archives instead\n"
             "                            of the leader, which takes over while that\n"
             "                            follower is down or behind; not with --archive-sync\n"
+            "  --backup-config FILE      scheduled backups, retention and restore drills per\n"
+            "                            repository (JSON; docs/OPERATIONS.md, \"Scheduled\n"
+            "                            backups and restore drills\"); SIGHUP reads it again\n"
             "  --s3-endpoint URL         an S3-compatible endpoint for s3:// repositories\n"
             "                            (MinIO, R2, ...; default $AWS_ENDPOINT_URL_S3)\n"
             "  --s3-region REGION        their region (default $AWS_REGION)\n"
@@ -95,7 +99,7 @@ static void usage(FILE *f)
             "\n"
             "Signals: SIGTERM and SIGINT stop the node cleanly within a few seconds,\n"
             "interrupting what it runs (an interrupted write is applied again at the next\n"
-            "start); a second SIGTERM or SIGINT exits at once.\n"
+            "start); a second SIGTERM or SIGINT exits at once. SIGHUP reloads --backup-config.\n"
             "Exit status: 0 after a clean stop, 1 when the node cannot start, 2 on bad usage.\n");
 }
 
@@ -183,6 +187,7 @@ int main(int argc, char **argv)
         {"restore-from", required_argument, NULL, 'F'},
         {"repo", required_argument, NULL, 'p'},
         {"s3-endpoint", required_argument, NULL, 'E'},
+        {"backup-config", required_argument, NULL, 'C'},
         {"archive", no_argument, NULL, 'A'},
         {"archive-to", required_argument, NULL, 'a'},
         {"archive-interval", required_argument, NULL, 'I'},
@@ -214,6 +219,8 @@ int main(int argc, char **argv)
     unsigned long long v;
     static sigset_t sigs; /* static: the second-signal thread reads it after main returns */
     cairn *db = NULL;
+    const char *backup_config = NULL; /* --backup-config */
+    struct housekeeping *hk = NULL;
     int sig;
     int rv;
     int c;
@@ -294,6 +301,9 @@ int main(int argc, char **argv)
                     return 2;
                 }
                 cfg.archive_queue_bytes = v;
+                break;
+            case 'C':
+                backup_config = optarg;
                 break;
             case 'E':
                 /* The S3 client reads these as every S3 tool does (src/backup/s3.h). */
@@ -389,10 +399,27 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    /* Block the stop signals in every thread the library starts; main waits for them. */
+    /* --backup-config: a configuration that is not valid stops the start before the
+     * node does anything. */
+    if (backup_config != NULL) {
+        char errmsg[CAIRN_ERRMSG_SIZE];
+        if (housekeepingCheck(&cfg, backup_config, errmsg) != 0) {
+            fprintf(stderr, "cairnd: cannot start: %s\n", errmsg);
+            return 1;
+        }
+    }
+
+    /* Block the stop signals in every thread the library starts; main waits for them.
+     * SIGHUP too: main takes it (reload --backup-config), never a library thread. */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    {
+        sigset_t hup;
+        sigemptyset(&hup);
+        sigaddset(&hup, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &hup, NULL);
+    }
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -416,6 +443,14 @@ int main(int argc, char **argv)
         cairn_close(db);
         return 1;
     }
+    if (backup_config != NULL) {
+        char errmsg[CAIRN_ERRMSG_SIZE];
+        if (housekeepingStart(db, backup_config, &hk, errmsg) != 0) {
+            fprintf(stderr, "cairnd: cannot start: %s\n", errmsg);
+            cairn_close(db);
+            return 1;
+        }
+    }
     if (!quiet) { /* -q: errors only */
         fprintf(stderr,
                 "cairnd: node ready: HTTP API on http://%s, Raft on %s, data in %s\n"
@@ -424,7 +459,25 @@ int main(int argc, char **argv)
                 cairn_http_addr(db), cfg.raft_addr, cfg.data_dir, cairn_http_addr(db));
     }
 
-    while (sigwait(&sigs, &sig) != 0) {
+    {
+        sigset_t waitfor = sigs;
+        sigaddset(&waitfor, SIGHUP);
+        for (;;) {
+            if (sigwait(&waitfor, &sig) != 0) {
+                continue;
+            }
+            if (sig != SIGHUP) {
+                break;
+            }
+            if (hk == NULL) {
+                logLine(NULL, "SIGHUP: no --backup-config to reload");
+            } else {
+                char errmsg[CAIRN_ERRMSG_SIZE];
+                if (housekeepingReload(hk, errmsg) != 0) {
+                    fprintf(stderr, "cairnd: SIGHUP: %s\n", errmsg); /* an error: even with -q */
+                }
+            }
+        }
     }
     logLine(NULL, sig == SIGTERM ? "SIGTERM: stopping" : "SIGINT: stopping");
     {
@@ -433,7 +486,9 @@ int main(int argc, char **argv)
             pthread_detach(hurry);
         }
     }
+    housekeepingStop(hk); /* before the node goes: a scheduled backup uses it */
     cairn_close(db);
+    housekeepingFree(hk); /* after: HTTP threads read its state until cairn_close */
     logLine(NULL, "stopped cleanly");
     return 0;
 }

@@ -24,6 +24,7 @@
 #include "archive.h"
 #include "buf.h"
 #include "db.h"
+#include "housekeeping.h"
 #include "heal.h"
 #include "http_int.h"
 #include "lib.h"
@@ -726,6 +727,10 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
         jsonStr(&b, "last_error", as.last_error);
         bufPutc(&b, '}');
     }
+    /* ---- scheduled backups and drills (--backup-config, housekeeping.h) ---- */
+    bufPuts(&b, ",\"backups\":");
+    housekeepingStatusJson(db, &b);
+    /* ---- end scheduled backups ---- */
     bufPutc(&b, '}');
     if (!f.pretty) {
         bufPutc(&b, '\n');
@@ -766,7 +771,19 @@ static enum MHD_Result serveReadyz(struct http_server *h, struct MHD_Connection 
         return httpSend(c, 503, "text/plain", text, strlen(text));
     }
     if (ni.ready) {
-        text = strdup("[+]node ok\n[+]leader ok\n[+]store ok\n");
+        /* ?backups: also the scheduled backups this node runs (housekeeping.h): a failed
+         * last run, expiry or drill, or a backup older than two periods, is 503. */
+        struct arg_seek seek = {"backups", false, NULL};
+        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, seekArg, &seek);
+        if (seek.found && !housekeepingBackupsOk(h->db, why, sizeof why)) {
+            char body[CAIRN_ERRMSG_SIZE + 64];
+            snprintf(body, sizeof body, "[+]node ok\n[+]leader ok\n[+]store ok\n[-]backups: %s\n",
+                     why);
+            text = strdup(body);
+            return httpSend(c, 503, "text/plain", text, strlen(text));
+        }
+        text = strdup(seek.found ? "[+]node ok\n[+]leader ok\n[+]store ok\n[+]backups ok\n"
+                                 : "[+]node ok\n[+]leader ok\n[+]store ok\n");
         return httpSend(c, 200, "text/plain", text, strlen(text));
     }
     {
@@ -994,8 +1011,9 @@ static const char *endpointMethods(const char *url)
     } others[] = {
         {"/db/backup", "GET"},        {"/db/load", "POST"},          {"/admin/backup", "POST"},
         {"/admin/backups", "GET"},    {"/admin/restore", "POST"},    {"/admin/snapshot", "POST"},
-        {"/admin/snapshots", "GET"},  {"/admin/digest", "GET, POST"}, {"/cluster/identity", "GET"},
-        {"/join", "POST"},            {"/remove", "DELETE"},
+        {"/admin/snapshots", "GET"},  {"/admin/digest", "GET, POST"},
+        {"/cluster/identity", "GET"}, {"/join", "POST"},            {"/remove", "DELETE"},
+        {"/admin/backup-config", "GET"}, /* --backup-config (housekeeping.h) */
     };
     static const char backups[] = "/admin/backups/";
     static const char snaps[] = "/admin/snapshots/";

@@ -26,6 +26,7 @@
 #include "db.h"
 #include "error.h"
 #include "export.h"
+#include "housekeeping.h"
 #include "http_int.h"
 #include "lib.h"
 #include "pagesum.h"
@@ -1088,6 +1089,24 @@ enum MHD_Result httpAdmin(struct http_server *h, struct MHD_Connection *c, const
     if (strcmp(url, "/admin/snapshots") == 0) {
         return get ? getSnapshots(h, c) : httpSendNotAllowed(c, method, url, "GET");
     }
+    /* ---- --backup-config (housekeeping.h) ---- */
+    if (strcmp(url, "/admin/backup-config") == 0) {
+        struct buf b;
+        if (!get) {
+            return httpSendNotAllowed(c, method, url, "GET");
+        }
+        bufInit(&b);
+        if (!housekeepingConfigJson(h->db, &b)) {
+            bufFree(&b);
+            return httpSendError(c, 404, "no backup configuration: cairnd was started without "
+                                         "--backup-config");
+        }
+        if (!queryFlag(c, "pretty")) {
+            bufPutc(&b, '\n');
+        }
+        return httpSendBuf(c, 200, &b, queryFlag(c, "pretty"));
+    }
+    /* ---- end --backup-config ---- */
     if (strncmp(url, prefix, sizeof prefix - 1) == 0 && url[sizeof prefix - 1] != '\0') {
         char id[PATH_MAX];
         const char *rest = url + sizeof prefix - 1;

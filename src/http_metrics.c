@@ -380,6 +380,12 @@ enum MHD_Result httpServeMetrics(struct http_server *h, struct MHD_Connection *c
                 (double)as.bytes);
         counter(&b, "cairn_archive_timelines_started_total",
                 "Archive timelines this node started", (double)as.timelines_started);
+        counter(&b, "cairn_archive_outruns_total",
+                "Times the Raft log no longer held entries the archive needed (a new timeline "
+                "was started)",
+                (double)as.outruns);
+        gauge(&b, "cairn_archive_outran", "1 if the log outran the archive on this node",
+              as.outran ? 1 : 0);
     }
 
     backupMetrics(h, &b);

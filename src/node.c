@@ -1136,6 +1136,39 @@ struct raft *nodeRaft(struct node *n)
     assert(onLoopThread);
     return &n->raft;
 }
+
+struct caught_up {
+    struct node *n;
+    uint64_t id, max_lag;
+    bool yes;
+};
+
+/* On the loop thread (nodeCall). */
+static int caughtUpOnLoop(void *arg, char *errmsg)
+{
+    struct caught_up *c = arg;
+    struct raft *r = &c->n->raft;
+    (void)errmsg;
+    c->yes = false;
+    if (raft_state(r) != RAFT_LEADER || r->leader_state.progress == NULL) {
+        return 0;
+    }
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        if (r->configuration.servers[i].id == c->id) {
+            const struct raft_progress *p = &r->leader_state.progress[i];
+            c->yes = p->recent_recv && p->match_index + c->max_lag >= raft_last_index(r);
+        }
+    }
+    return 0;
+}
+
+int nodeFollowerCaughtUp(struct node *n, uint64_t id, uint64_t max_lag, bool *yes, char *errmsg)
+{
+    struct caught_up c = {n, id, max_lag, false};
+    int rv = nodeCall(n, caughtUpOnLoop, &c, errmsg);
+    *yes = rv == 0 && c.yes;
+    return rv;
+}
 /* ---- end: the continuous archive ---- */
 
 /* Queue op for the loop thread; 0 or CAIRN_ESHUTDOWN. */

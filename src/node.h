@@ -109,6 +109,14 @@ bool nodeOnLoop(const struct node *n);
 struct raft;
 struct raft *nodeRaft(struct node *n);
 
+/* On the leader: whether follower id was heard from within the election timeout and
+ * its log is within max_lag entries of the leader's (*yes; false on a node that is not
+ * the leader). The continuous archive and the backup schedule use it to let a
+ * follower do their work (--archive-from follower, "from": "follower"). Not on the loop
+ * thread (it waits for it): 0, or CAIRN_ESHUTDOWN. */
+int nodeFollowerCaughtUp(struct node *n, uint64_t id, uint64_t max_lag, bool *yes,
+                         char *errmsg);
+
 /* Append an encoded command to the log and wait until it is applied. On success
  * *out holds the results (owned by the caller). cmd must come from malloc (libraft's
  * default allocator, which cairn keeps): it is handed to libraft as the entry's
