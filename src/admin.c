@@ -343,16 +343,14 @@ void adminSnapshotsJson(struct cairn *db, struct buf *b)
 /* ---- restores -------------------------------------------------------------------- */
 
 
-static int restoreBranch(struct cairn *db, const char *ref, const char *branch,
-                         backup_progress_fn progress, void *progress_arg,
-                         struct backup_info *out, char *errmsg)
+/* The file a new branch is restored into (branchFile), its directory made: CAIRN_EEXIST
+ * when the branch exists. */
+static int newBranchPath(struct cairn *db, const char *branch, char path[PATH_MAX],
+                         char *errmsg)
 {
     char dir[PATH_MAX];
-    char path[PATH_MAX];
     struct stat st;
-    struct restore_options opt;
     int rv;
-
     if ((rv = branchFile(db, branch, path, errmsg)) != 0) {
         return rv;
     }
@@ -364,6 +362,20 @@ static int restoreBranch(struct cairn *db, const char *ref, const char *branch,
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         errorf(errmsg, "create %s: %s", dir, strerror(errno));
         return errorFromErrno(errno);
+    }
+    return 0;
+}
+
+static int restoreBranch(struct cairn *db, const char *ref, const char *branch,
+                         backup_progress_fn progress, void *progress_arg,
+                         struct backup_info *out, char *errmsg)
+{
+    char path[PATH_MAX];
+    struct restore_options opt;
+    int rv;
+
+    if ((rv = newBranchPath(db, branch, path, errmsg)) != 0) {
+        return rv;
     }
     memset(&opt, 0, sizeof opt);
     opt.repo = db->backup_dir;
@@ -698,23 +710,12 @@ static int restoreBranchAsOf(struct cairn *db, const char *url, const char *bran
                              enum pitr_kind kind, uint64_t index, int64_t time_ms,
                              struct pitr_result *res, char *errmsg)
 {
-    char dir[PATH_MAX];
     char path[PATH_MAX];
-    struct stat st;
     struct pitr_options o;
     int rv;
 
-    if ((rv = branchFile(db, branch, path, errmsg)) != 0) {
+    if ((rv = newBranchPath(db, branch, path, errmsg)) != 0) {
         return rv;
-    }
-    if (stat(path, &st) == 0) {
-        errorf(errmsg, "branch \"%s\" exists: DROP BRANCH '%s' first", branch, branch);
-        return CAIRN_EEXIST;
-    }
-    branchDir(db, dir, sizeof dir);
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-        errorf(errmsg, "create %s: %s", dir, strerror(errno));
-        return errorFromErrno(errno);
     }
     memset(&o, 0, sizeof o);
     o.repo = url;

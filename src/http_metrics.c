@@ -122,19 +122,6 @@ struct repoFacts {
     uint64_t verify_failed;                         /* backups whose last check failed */
 };
 
-static const char *typeName(int type)
-{
-    switch (type) {
-        case BACKUP_FULL:
-            return "full";
-        case BACKUP_INCREMENTAL:
-            return "incremental";
-        case BACKUP_DIFFERENTIAL:
-            return "differential";
-    }
-    return "unknown";
-}
-
 static void collect(const struct backup_info *list, size_t n, const char *repo,
                     struct repoFacts *f)
 {
@@ -250,7 +237,7 @@ static void backupMetrics(struct http_server *h, struct buf *b)
         for (unsigned r = 0; r < rs->n; r++) {
             for (int t = 1; t <= NTYPES; t++) {
                 const struct backup_info *e = m < 5 ? facts[r].last[t] : facts[r].verified[t];
-                const char *v[] = {rs->r[r].name, typeName(t)};
+                const char *v[] = {rs->r[r].name, backupTypeName(t)};
                 double x;
                 if (e == NULL) {
                     continue;
