@@ -16,7 +16,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 PREFIX     ?= /usr/local
 
-.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy bench-backup-s3 bench-catalog-s3 bench-live-restore bench-rto bench-archive clean format
+.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy bench-backup-s3 bench-catalog-s3 bench-live-restore bench-rto bench-archive bench-pitr clean format
 
 all: build
 
@@ -126,6 +126,10 @@ bench-rto: build
 # clients' INSERTs, 10,000-row transactions), and the RPO of losing every node (issue 18).
 bench-archive: build
 	BUILD=$(BUILD) $(PYTHON) bench/archive.py
+
+# Restore to latest (256 MiB + 10,000 archived writes) against Litestream's, directory and S3 (issue 18).
+bench-pitr: build
+	$(PYTHON) bench/pitr_restore.py --build $(BUILD)
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h src/backup/*.[ch] src/lib/*.[ch] src/cli/*.c src/cli/*.h tests/unit/*.c

@@ -90,12 +90,14 @@ def run_total_loss(c, writers_nodes, seed, tmp_path, cairn_bin):
     return acked, t_kill, out, r.stdout
 
 
+@repo_kinds()
 @pytest.mark.parametrize("seed", [1, 2])
-def test_total_loss_loses_at_most_the_last_interval(cluster_factory, tmp_path, cairn_bin,
+def test_total_loss_loses_at_most_the_last_interval(cluster_factory, repo, tmp_path, cairn_bin,
                                                     seed):
-    repo = DirRepo(tmp_path / "shared-repo")
-    c = cluster_factory(3, extra_args=["--backup-dir", str(repo.path), "--archive",
-                                       "--archive-interval", "%dms" % (INTERVAL_S * 1000)])
+    """The three nodes archive into one repository (a shared directory, or one S3
+    prefix), without --archive-sync: what is lost is at most the last interval."""
+    c = cluster_factory(3, extra_args=repo.server_args() + [
+        "--archive", "--archive-interval", "%dms" % (INTERVAL_S * 1000)])
     c.repo = repo
     acked, t_kill, out, text = run_total_loss(c, c.nodes, seed, tmp_path, cairn_bin)
     present = file_keys(out)
