@@ -164,7 +164,9 @@ static void test_functions_are_linear(void **state)
         double t0 = now();
         eval(ours, sqls[i], out, sizeof out);
         double secs = now() - t0;
-        if (secs > 5) {
+        /* The bound is far from both: well under a second is what they take alone, 5.4 s
+         * under ASan on a machine at a load average of 10; SQLite's own take minutes. */
+        if (secs > 30) {
             fail_msg("%s took %.1f s", sqls[i], secs);
         }
         assert_null(strstr(out, "error"));
