@@ -240,6 +240,39 @@ static int settle(const char *path, char *errmsg)
     return rc == SQLITE_OK ? 0 : CAIRN_EIO;
 }
 
+/* Entries applied in one transaction by a replay (a follower commits a loop turn's
+ * entries together the same way: storeSetGrouping). */
+#define REPLAY_GROUP 1024u
+
+/* Apply seg's entries [from, end) (none a restore entry) onto st: grouped, in one
+ * transaction, each entry under a savepoint of its own; or one at a time. An entry that
+ * does not decode was answered with an error by every node and changed nothing;
+ * digest entries change nothing. STORE_EREGROUP: the group was rolled back whole. */
+static int applySpan(struct store *st, const struct arcseg *seg, uint32_t from, uint32_t end,
+                     bool grouped, char *errmsg)
+{
+    int rv = 0;
+    storeSetGrouping(st, grouped);
+    for (uint32_t i = from; i < end && rv == 0; i++) {
+        const struct arcseg_entry *e = &seg->entries[i];
+        struct batch b;
+        char why[CAIRN_ERRMSG_SIZE];
+        memset(&b, 0, sizeof b);
+        if (commandDecode(e->bytes, e->len, &b, why) == 0 && b.kind != BATCH_DIGEST &&
+            b.kind != BATCH_RESTORE) {
+            struct cairn_result *r = NULL;
+            rv = storeApply(st, &b, e->index, &r, errmsg);
+            cairn_result_free(r);
+        }
+        batchFree(&b);
+    }
+    if (grouped && rv == 0) {
+        rv = storeFlush(st, errmsg);
+    }
+    storeSetGrouping(st, false);
+    return rv;
+}
+
 /* Apply the entries of x's segments after res->base up to target onto tmp. */
 static int replay(struct repo *repo, const struct arcseg_info *segs, const struct pitr_window *x,
                   const char *tmp, uint64_t target, const struct pitr_options *o,
@@ -280,43 +313,70 @@ static int replay(struct repo *repo, const struct arcseg_info *segs, const struc
             rv = CAIRN_ECORRUPT;
             break;
         }
-        for (uint32_t i = 0; i < seg.h.count && rv == 0; i++) {
+        for (uint32_t i = 0; i < seg.h.count && rv == 0;) {
             const struct arcseg_entry *e = &seg.entries[i];
             struct batch b;
+            char id[BACKUP_ID_SIZE];
             char why[CAIRN_ERRMSG_SIZE];
+            const unsigned char *digest;
+            bool prepare;
+            uint32_t end;
             if (e->index <= storeAppliedIndex(st)) {
+                i++;
                 continue;
             }
             if (e->index > target) {
                 break;
             }
+            /* A restore entry on its own; the entries up to the next one (or the target)
+             * in one group. */
             memset(&b, 0, sizeof b);
-            if (commandDecode(e->bytes, e->len, &b, why) != 0) {
-                /* Every node answered it with an error and applied nothing. */
-            } else if (b.kind == BATCH_RESTORE) {
-                char id[BACKUP_ID_SIZE];
-                const unsigned char *digest;
-                bool prepare;
-                if (restoreEntry(&b, id, &digest, &prepare) && !prepare) {
-                    storeClose(st);
-                    st = NULL;
-                    rv = replayRestore(repo, tmp, id, digest, e->index, o, errmsg);
-                    if (rv == 0) {
-                        rv = storeOpen(tmp, true, &st, errmsg);
-                    }
-                    res->restores++;
+            if (commandDecode(e->bytes, e->len, &b, why) == 0 && b.kind == BATCH_RESTORE &&
+                restoreEntry(&b, id, &digest, &prepare) && !prepare) {
+                storeClose(st);
+                st = NULL;
+                rv = replayRestore(repo, tmp, id, digest, e->index, o, errmsg);
+                if (rv == 0) {
+                    rv = storeOpen(tmp, true, &st, errmsg);
                 }
-            } else if (b.kind != BATCH_DIGEST) {
-                struct cairn_result *r = NULL;
-                rv = storeApply(st, &b, e->index, &r, errmsg);
-                cairn_result_free(r);
+                res->restores++;
+                batchFree(&b);
+                if (rv == 0) {
+                    res->entries++;
+                    res->stop_index = e->index;
+                    res->stop_ms = e->time_ms;
+                }
+                i++;
+                continue;
             }
             batchFree(&b);
-            if (rv == 0) {
-                res->entries++;
-                res->stop_index = e->index;
-                res->stop_ms = e->time_ms;
+            for (end = i + 1; end < seg.h.count && end - i < REPLAY_GROUP &&
+                              seg.entries[end].index <= target;
+                 end++) {
+                struct batch nb;
+                char why[CAIRN_ERRMSG_SIZE];
+                bool restore;
+                memset(&nb, 0, sizeof nb);
+                restore = commandDecode(seg.entries[end].bytes, seg.entries[end].len, &nb,
+                                        why) == 0 &&
+                          nb.kind == BATCH_RESTORE;
+                batchFree(&nb);
+                if (restore) {
+                    break;
+                }
             }
+            rv = applySpan(st, &seg, i, end, true, errmsg);
+            if (rv == STORE_EREGROUP) {
+                /* The group was rolled back whole (a statement's ON CONFLICT ROLLBACK, a
+                 * failed commit): its entries again, one at a time, as a follower does. */
+                rv = applySpan(st, &seg, i, end, false, errmsg);
+            }
+            if (rv == 0) {
+                res->entries += end - i;
+                res->stop_index = seg.entries[end - 1].index;
+                res->stop_ms = seg.entries[end - 1].time_ms;
+            }
+            i = end;
         }
         arcsegFree(&seg);
     }
