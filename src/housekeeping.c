@@ -15,16 +15,22 @@
 #include "housekeeping.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
 #include <pthread.h>
 #include <raft.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "alert.h"
@@ -34,12 +40,23 @@
 #include "expire.h"
 #include "lib.h"
 #include "node.h"
+#include "pagesum.h"
+#include "pitr.h"
 #include "repo.h"
 #include "reposet.h"
+#include "sqlerr.h"
 
 #define HK_POLL_MS 250
 #define HK_RETRY_MAX_MS 60000 /* a failed run is tried again after at most this */
 #define HK_MSG_SIZE 512
+
+/* A drill's scratch space: this directory beside the data directory, `DATA.drill`.
+ * Not inside DATA (cairn's own state, which heal sweeps and moves aside),
+ * not in a repository (shared with other nodes, listed by the catalog); on the data
+ * directory's side of the machine, whose disk is the one a real restore would need.
+ * Made at the start of each drill, removed at its end; a crash's leftovers go at the
+ * next. An operator may mount a file system of its own there (it is emptied, kept). */
+#define HK_DRILL_SUFFIX ".drill"
 
 /* A designated follower runs the schedule while its log is within this many entries
  * of the leader's (as the archive's --archive-from follower). */
@@ -58,6 +75,18 @@ struct hk_type {
     bool stale_alerted;      /* its alert was sent; until a newer backup clears it */
 };
 
+/* The point-in-time part of the last drill run on this node (runDrillPitr). */
+struct hk_pitr {
+    bool ran;         /* false: the repository holds no archive, or it was not tried */
+    int result;       /* BACKUP_VERIFIED, BACKUP_VERIFY_FAILED */
+    bool chosen;      /* target is set */
+    uint64_t target;  /* the index chosen inside the newest timeline's window */
+    bool restored;    /* pitrRestore returned: stopped and stop_ms are set */
+    uint64_t stopped; /* the last entry applied (the base's index when none was) */
+    int64_t stop_ms;  /* its time; the base's creation time when none was applied */
+    char msg[HK_MSG_SIZE];
+};
+
 struct hk_repo {
     struct hk_type t[BCONFIG_TYPES];
     bool runner;       /* this node runs the repository's schedule now */
@@ -71,6 +100,8 @@ struct hk_repo {
     char drill_id[BACKUP_ID_SIZE];
     char drill_msg[HK_MSG_SIZE];
     bool drill_here; /* the last drill shown ran on this node (else: from the catalog) */
+    /* the point-in-time part of the last drill, when drill_here */
+    struct hk_pitr drill_pitr;
     int64_t drill_retry_ms;
     int64_t drill_next_ms;
     unsigned drills, drill_failures;
@@ -340,6 +371,7 @@ static void applyCatalog(struct housekeeping *hk, unsigned i, const struct hk_re
         /* A newer verification than the last drill this node ran: the catalog's. */
         s->drill_here = false;
         s->drill_msg[0] = '\0';
+        memset(&s->drill_pitr, 0, sizeof s->drill_pitr);
         s->drill_last_ms = fresh->drill_last_ms;
         s->drill_result = fresh->drill_result;
         snprintf(s->drill_id, sizeof s->drill_id, "%s", fresh->drill_id);
@@ -441,20 +473,311 @@ static void runExpiry(struct housekeeping *hk, const struct bconfig_repo *r, siz
     repoClose(repo);
 }
 
-/* A drill of repository r's newest backup: room for the trial restore, then
- * backupVerify with it (integrity_check; the outcome recorded in the catalog).
- * *id receives the backup drilled. Under no lock. */
-static int runDrill(struct housekeeping *hk, const struct bconfig_repo *r, char *id, char *errmsg)
+/* The drill's scratch directory, DATA.drill (HK_DRILL_SUFFIX), into out (PATH_MAX). */
+static int drillScratchPath(struct housekeeping *hk, char *out, char *errmsg)
 {
+    char dir[PATH_MAX];
+    size_t len;
+    snprintf(dir, sizeof dir, "%s", hk->db->data_dir);
+    len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') {
+        dir[--len] = '\0';
+    }
+    if (len <= 1 || (size_t)snprintf(out, PATH_MAX, "%s" HK_DRILL_SUFFIX, dir) >= PATH_MAX) {
+        errorf(errmsg, "no place for the drill's scratch space beside the data directory %s",
+               hk->db->data_dir);
+        return CAIRN_EINVAL;
+    }
+    return 0;
+}
+
+/* Empty the scratch directory dir of what drills put there (files only: restored
+ * databases, their journals, hidden temporary files), then remove it unless it is a
+ * mount point. A missing dir is fine. Fails, naming the entry, on anything a drill does
+ * not make (dir not a directory, a subdirectory in it) rather than touching it. */
+static int drillScratchClear(const char *dir, bool keep, char *errmsg)
+{
+    struct stat st;
+    struct dirent *e;
+    DIR *d;
+    int rv = 0;
+    if (lstat(dir, &st) != 0) {
+        if (errno == ENOENT) {
+            return 0;
+        }
+        errorf(errmsg, "drill scratch space %s: %s", dir, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        errorf(errmsg,
+               "drill scratch space %s exists and is not a directory: the drill does not "
+               "touch it (remove it)",
+               dir);
+        return CAIRN_EEXIST;
+    }
+    if ((d = opendir(dir)) == NULL) {
+        errorf(errmsg, "drill scratch space %s: %s", dir, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    while (rv == 0 && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
+            continue;
+        }
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+            errorf(errmsg,
+                   "drill scratch space %s holds a directory %s that no drill made: "
+                   "remove it",
+                   dir, e->d_name);
+            rv = CAIRN_EEXIST;
+        } else if (unlinkat(dirfd(d), e->d_name, 0) != 0 && errno != ENOENT) {
+            errorf(errmsg, "drill scratch space: remove %s/%s: %s", dir, e->d_name,
+                   strerror(errno));
+            rv = errorFromErrno(errno);
+        }
+    }
+    closedir(d);
+    if (rv == 0 && !keep && rmdir(dir) != 0 && errno != ENOENT && errno != EBUSY) {
+        errorf(errmsg, "drill scratch space: remove %s: %s", dir, strerror(errno));
+        rv = errorFromErrno(errno);
+    }
+    return rv;
+}
+
+/* Is there room for need bytes in dir? CAIRN_ENOSPC otherwise, errmsg saying "<what>
+ * refused: <needs> needs N bytes in DIR, only M are free". */
+static int drillRoom(const char *dir, uint64_t need, const char *what, const char *needs,
+                     char *errmsg)
+{
+    struct statvfs vfs;
+    uint64_t room;
+    if (statvfs(dir, &vfs) != 0) {
+        errorf(errmsg, "%s: statvfs %s: %s", what, dir, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    room = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    if (room < need) {
+        errorf(errmsg, "%s refused: %s needs %llu bytes in %s, only %llu are free", what, needs,
+               (unsigned long long)need, dir, (unsigned long long)room);
+        return CAIRN_ENOSPC;
+    }
+    return 0;
+}
+
+/* The room a restore of image bytes takes: SQLite's check and the file system's slack. */
+static uint64_t drillNeed(uint64_t image)
+{
+    return image + image / 10 + (1 << 20);
+}
+
+/* PRAGMA integrity_check of the database at path, through cairn's VFS (its page
+ * checksums are checked as the pages are read). */
+static int drillIntegrity(const char *path, char *errmsg)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc, rv = 0;
+    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, PAGESUM_VFS);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+    }
+    if (rc == SQLITE_ROW) {
+        const char *res = (const char *)sqlite3_column_text(st, 0);
+        if (res == NULL || strcmp(res, "ok") != 0) {
+            errorf(errmsg, "integrity_check of %s: %s", path, res != NULL ? res : "(null)");
+            rv = CAIRN_ECORRUPT;
+        }
+    } else {
+        rv = sqlerrf(db, rc, errmsg, "integrity_check of %s", path);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rv;
+}
+
+/* The last archived entry of timeline x at or before index t into *out (0: none). The
+ * archive holds commands only (configuration changes and barriers take indexes too), so
+ * this, or a newer base backup, is where a replay to t stops. */
+static int lastEntryUpTo(struct repo *repo, const struct arcseg_info *segs,
+                         const struct pitr_window *x, uint64_t t, uint64_t *out, char *errmsg)
+{
+    *out = 0;
+    for (size_t k = x->tl.from + x->tl.good; k-- > x->tl.from;) {
+        struct arcseg seg;
+        int rv;
+        if (segs[k].first > t) {
+            continue;
+        }
+        if ((rv = arcsegRead(repo, segs[k].name, &seg, errmsg)) != 0) {
+            return rv;
+        }
+        for (uint32_t i = seg.h.count; i-- > 0;) {
+            if (seg.entries[i].index <= t) {
+                *out = seg.entries[i].index;
+                break;
+            }
+        }
+        arcsegFree(&seg);
+        if (*out != 0) {
+            break;
+        }
+    }
+    return 0;
+}
+
+/* The point-in-time part of a drill: with archive segments in the repository, check
+ * every segment whole (pitrWindows, full), pick a random index inside the window of the
+ * newest timeline (the one written last), restore the repository to it with
+ * pitrRestore into scratch, and run integrity_check on the result. *p says what was
+ * done (p->ran false, 0 returned: no archive). Under no lock. */
+static int runDrillPitr(struct repo *repo, const char *url, const char *scratch, struct hk_pitr *p,
+                        char *errmsg)
+{
+    struct arcseg_info *segs = NULL;
+    struct pitr_window *w = NULL;
+    struct backup_info *bk = NULL;
+    size_t nsegs = 0, nw = 0, nbk = 0;
+    const struct pitr_window *x = NULL;
+    struct pitr_options o;
+    struct pitr_result res;
+    char out[PATH_MAX + 16];
+    char what[96];
+    char why[CAIRN_ERRMSG_SIZE];
+    uint64_t rnd, image = 0, arch = 0, expect;
+    int rv;
+
+    memset(p, 0, sizeof *p);
+    if ((rv = pitrWindows(repo, true, &segs, &nsegs, &w, &nw, errmsg)) != 0) {
+        snprintf(why, sizeof why, "%s", errmsg);
+        errorf(errmsg, "PITR drill: the archive cannot be read: %s", why);
+        p->ran = true;
+        goto out;
+    }
+    if (nw == 0) {
+        goto out; /* no archive: nothing to drill */
+    }
+    p->ran = true;
+    for (size_t i = 0; i < nw; i++) {
+        if (x == NULL || w[i].tl.head_ms >= x->tl.head_ms) {
+            x = &w[i];
+        }
+    }
+    if (x->tl.problem[0] != '\0') {
+        errorf(errmsg, "PITR drill: archive timeline %s is damaged from index %llu: %s", x->tl.name,
+               (unsigned long long)x->tl.bad_index, x->tl.problem);
+        rv = CAIRN_ECORRUPT;
+        goto out;
+    }
+    if (!x->usable || x->from > x->tl.head) {
+        errorf(errmsg,
+               "PITR drill: archive timeline %s (indexes %llu-%llu) has no base backup: "
+               "nothing of it can be restored",
+               x->tl.name, (unsigned long long)x->tl.start, (unsigned long long)x->tl.head);
+        rv = CAIRN_ENOTFOUND;
+        goto out;
+    }
+    if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        rnd = (uint64_t)repoNowMs() * 0x9E3779B97F4A7C15ull;
+    }
+    p->target = x->from + rnd % (x->tl.head - x->from + 1);
+    p->chosen = true;
+    snprintf(what, sizeof what, "PITR drill to index %llu", (unsigned long long)p->target);
+
+    /* Room: the largest base it may start from, and what the replay may add. */
+    if ((rv = repoListIn(repo, &bk, &nbk, errmsg)) != 0) {
+        goto out;
+    }
+    for (size_t j = 0; j < nbk; j++) {
+        uint64_t b = (uint64_t)bk[j].page_size * bk[j].page_count;
+        if (bk[j].error[0] == '\0' && bk[j].raft_index + 1 >= x->tl.start &&
+            bk[j].raft_index <= p->target && b > image) {
+            image = b;
+        }
+    }
+    for (size_t k = x->tl.from; k < x->tl.from + x->tl.nseg; k++) {
+        arch += segs[k].size;
+    }
+    if ((rv = drillRoom(scratch, drillNeed(image + arch), what, "the restore", errmsg)) != 0) {
+        goto out;
+    }
+
+    snprintf(out, sizeof out, "%s/pitr.db", scratch);
+    memset(&o, 0, sizeof o);
+    o.repo = url;
+    o.kind = PITR_INDEX;
+    o.index = p->target;
+    o.out = out;
+    o.force = true;
+    o.check = RESTORE_CHECK_FULL;
+    if ((rv = pitrRestore(&o, &res, errmsg)) != 0) {
+        snprintf(why, sizeof why, "%s", errmsg);
+        errorf(errmsg, "%s (timeline %s): %s", what, x->tl.name, why);
+        goto out;
+    }
+    p->restored = true;
+    p->stopped = res.stop_index;
+    p->stop_ms = res.stop_ms != 0 ? res.stop_ms : res.base.created_ms;
+    /* Where it should have stopped: the last archived entry up to the target, or the
+     * base backup when that is newer. */
+    if ((rv = lastEntryUpTo(repo, segs, x, p->target, &expect, errmsg)) != 0) {
+        snprintf(why, sizeof why, "%s", errmsg);
+        errorf(errmsg, "%s (timeline %s): %s", what, x->tl.name, why);
+        goto out;
+    }
+    if (expect < res.base.raft_index) {
+        expect = res.base.raft_index;
+    }
+    if (res.stop_index != expect) {
+        errorf(errmsg,
+               "%s (timeline %s, base %s) stopped at index %llu, not at %llu, the last "
+               "archived entry up to it",
+               what, x->tl.name, res.base.id, (unsigned long long)res.stop_index,
+               (unsigned long long)expect);
+        rv = CAIRN_ECORRUPT;
+        goto out;
+    }
+    if ((rv = drillIntegrity(out, errmsg)) != 0) {
+        snprintf(why, sizeof why, "%s", errmsg);
+        errorf(errmsg, "%s (timeline %s): %s", what, x->tl.name, why);
+        goto out;
+    }
+out:
+    if (p->ran) {
+        p->result = rv == 0 ? BACKUP_VERIFIED : BACKUP_VERIFY_FAILED;
+        snprintf(p->msg, sizeof p->msg, "%s", rv == 0 ? "" : errmsg);
+    }
+    free(bk);
+    free(w);
+    free(segs);
+    return rv;
+}
+
+/* A drill of repository r's newest backup, in the scratch directory beside the data
+ * directory (drillScratchPath): room for the trial restore, then backupVerify with it
+ * (integrity_check; the outcome recorded in the catalog), then, when the repository
+ * holds an archive, a point-in-time restore to a random index (runDrillPitr). *id
+ * receives the backup drilled, scratch the directory, *p the PITR part. The scratch
+ * directory is gone on return. Under no lock. */
+static int runDrill(struct housekeeping *hk, const struct bconfig_repo *r, char *id, char *scratch,
+                    struct hk_pitr *p, char *errmsg)
+{
+    const char *url = hk->db->repos.r[r->which].url;
     struct repo *repo = NULL;
     struct backup_info info;
-    struct statvfs vfs;
-    char where[PATH_MAX];
-    uint64_t need, room;
+    struct verify_options vo;
+    char what[96];
+    char ignore[CAIRN_ERRMSG_SIZE];
+    bool made = false;
     int rv;
 
     id[0] = '\0';
-    if ((rv = repoOpen(hk->db->repos.r[r->which].url, &repo, errmsg)) != 0) {
+    memset(p, 0, sizeof *p);
+    if ((rv = drillScratchPath(hk, scratch, errmsg)) != 0) {
+        return rv;
+    }
+    if ((rv = repoOpen(url, &repo, errmsg)) != 0) {
         return rv;
     }
     if ((rv = repoFindIn(repo, REPO_LATEST, &info, errmsg)) != 0) {
@@ -464,32 +787,34 @@ static int runDrill(struct housekeeping *hk, const struct bconfig_repo *r, char 
         goto out;
     }
     snprintf(id, BACKUP_ID_SIZE, "%s", info.id);
-    /* backupVerify's trial restore goes beside the backup in a directory repository,
-     * else into $TMPDIR: that is where the room must be. */
-    if (repoLocalPath(repo) != NULL) {
-        repoDirOf(info.path, where);
-    } else {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(where, sizeof where, "%s", tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+    /* What a drill killed mid-way left, then a fresh directory. */
+    if ((rv = drillScratchClear(scratch, true, errmsg)) != 0) {
+        goto out;
     }
-    need = (uint64_t)info.page_size * info.page_count;
-    need += need / 10 + (1 << 20); /* SQLite's check and the file system's slack */
-    if (statvfs(where, &vfs) != 0) {
-        errorf(errmsg, "drill of %s: statvfs %s: %s", info.id, where, strerror(errno));
+    if (mkdir(scratch, 0700) != 0 && errno != EEXIST) {
+        errorf(errmsg, "drill of %s: make the scratch space %s: %s", info.id, scratch,
+               strerror(errno));
         rv = errorFromErrno(errno);
         goto out;
     }
-    room = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-    if (room < need) {
-        errorf(errmsg,
-               "drill of %s refused: the trial restore needs %llu bytes in %s, only "
-               "%llu are free",
-               info.id, (unsigned long long)need, where, (unsigned long long)room);
-        rv = CAIRN_ENOSPC;
+    made = true;
+    snprintf(what, sizeof what, "drill of %s", info.id);
+    if ((rv = drillRoom(scratch, drillNeed((uint64_t)info.page_size * info.page_count), what,
+                        "the trial restore", errmsg)) != 0) {
         goto out;
     }
-    rv = backupVerifyIn(repo, info.id, true, NULL, NULL, errmsg);
+    memset(&vo, 0, sizeof vo);
+    vo.ref = info.id;
+    vo.trial_restore = true;
+    vo.scratch_dir = scratch;
+    if ((rv = backupVerifyOpt(repo, &vo, errmsg)) != 0) {
+        goto out;
+    }
+    rv = runDrillPitr(repo, url, scratch, p, errmsg);
 out:
+    if (made && drillScratchClear(scratch, false, ignore) != 0) {
+        dbLog(hk->db, "backup schedule: repository '%s': %s", r->name, ignore);
+    }
     repoClose(repo);
     return rv;
 }
@@ -557,12 +882,15 @@ static void runJob(struct housekeeping *hk, unsigned i, int type)
     char errmsg[CAIRN_ERRMSG_SIZE] = "";
     char experr[CAIRN_ERRMSG_SIZE] = "";
     char id[BACKUP_ID_SIZE] = "";
+    char scratch[PATH_MAX] = "";
+    struct hk_pitr pitr;
     size_t expired = 0;
     bool expiry_ran = false;
     int64_t start;
     int rv;
 
     assert(!nodeOnLoop(hk->db->node)); /* it waits on the loop (adminFreeze) */
+    memset(&pitr, 0, sizeof pitr);
     pthread_mutex_unlock(&hk->mu);
     /* The catalog first: another node may have taken this run since we last looked. */
     hkRepoInit(&fresh);
@@ -596,12 +924,21 @@ static void runJob(struct housekeeping *hk, unsigned i, int type)
             }
         }
     } else {
-        rv = runDrill(hk, &r, id, errmsg);
-        if (rv == 0) {
+        rv = runDrill(hk, &r, id, scratch, &pitr, errmsg);
+        if (rv == 0 && !pitr.ran) {
             dbLog(hk->db,
                   "backup schedule: repository '%s': drill of %s passed "
-                  "(trial restore, integrity_check)",
-                  r.name, id);
+                  "(trial restore in %s, integrity_check; no archive: no PITR drill)",
+                  r.name, id, scratch);
+        } else if (rv == 0) {
+            char at[LIB_ISO8601_SIZE];
+            libIso8601(pitr.stop_ms, LIB_ISO8601_MS, at);
+            dbLog(hk->db,
+                  "backup schedule: repository '%s': drill of %s passed "
+                  "(trial restore in %s, integrity_check); PITR drill to index %llu passed "
+                  "(stopped at index %llu, %s; integrity_check)",
+                  r.name, id, scratch, (unsigned long long)pitr.target,
+                  (unsigned long long)pitr.stopped, at);
         }
     }
     if (rv != 0 && rv != CAIRN_ENOTLEADER) {
@@ -647,6 +984,7 @@ static void runJob(struct housekeeping *hk, unsigned i, int type)
         s->drill_result = rv == 0 ? BACKUP_VERIFIED : BACKUP_VERIFY_FAILED;
         snprintf(s->drill_id, sizeof s->drill_id, "%s", id);
         snprintf(s->drill_msg, sizeof s->drill_msg, "%s", rv == 0 ? "" : errmsg);
+        s->drill_pitr = pitr;
         s->drill_retry_ms = rv == 0 ? 0 : retryAfter(&r.drill, now);
         s->drills++;
         if (rv != 0) {
@@ -931,6 +1269,17 @@ static void jsonTime(struct buf *b, const char *key, int64_t ms)
     bufJsonString(b, iso, strlen(iso));
 }
 
+/* "key":v, or null when there is none (!set). */
+static void jsonIndex(struct buf *b, const char *key, bool set, uint64_t v)
+{
+    bufJsonString(b, key, strlen(key));
+    if (!set) {
+        bufPuts(b, ":null");
+    } else {
+        bufPrintf(b, ":%llu", (unsigned long long)v);
+    }
+}
+
 static void jsonStrKV(struct buf *b, const char *key, const char *v)
 {
     bufJsonString(b, key, strlen(key));
@@ -1015,7 +1364,24 @@ void housekeepingStatusJson(struct cairn *db, struct buf *b)
             jsonTime(b, "time", s->drill_last_ms);
             bufPutc(b, ',');
             jsonStrKV(b, "message", s->drill_msg);
-            bufPrintf(b, ",\"here\":%s}", s->drill_here ? "true" : "false");
+            bufPrintf(b, ",\"here\":%s,\"pitr\":", s->drill_here ? "true" : "false");
+            if (s->drill_here && s->drill_pitr.ran) {
+                const struct hk_pitr *p = &s->drill_pitr;
+                bufPuts(b, "{");
+                jsonIndex(b, "target_index", p->chosen, p->target);
+                bufPutc(b, ',');
+                jsonIndex(b, "stopped_index", p->restored, p->stopped);
+                bufPutc(b, ',');
+                jsonTime(b, "time", p->restored ? p->stop_ms : -1);
+                bufPutc(b, ',');
+                jsonStrKV(b, "result", p->result == BACKUP_VERIFIED ? "passed" : "failed");
+                bufPutc(b, ',');
+                jsonStrKV(b, "message", p->msg);
+                bufPutc(b, '}');
+            } else {
+                bufPuts(b, "null");
+            }
+            bufPutc(b, '}');
         } else {
             bufPuts(b, "null");
         }

@@ -17,8 +17,12 @@
  *
  * Backups go through adminBackup, the path POST /admin/backup takes. A drill verifies
  * the newest backup's chain with a trial restore and SQLite's integrity_check
- * (backupVerify), which records the outcome in the catalog (`verified`, `verified_at`);
- * it first checks that the trial restore's place has room for the restored database.
+ * (backupVerifyOpt), which records the outcome in the catalog (`verified`,
+ * `verified_at`), in scratch space beside the data directory (DATA.drill, removed
+ * after) once it has checked there is room; with an archive in the repository it then
+ * restores the archive to a random index of its newest timeline (pitrRestore) and checks
+ * that too. Failures, and a backup older than two periods of its schedule, are alerts
+ * (logged, /status, /readyz?backups, the repository's webhook: alert.h).
  *
  * Threads: the housekeeping thread runs the work (never the loop thread: it waits on
  * it); cairnd's main thread starts, reloads and stops it; HTTP threads read its state

@@ -214,6 +214,23 @@ int backupVerify(const char *repo, const char *ref, bool trial_restore,
 int backupVerifyIn(struct repo *repo, const char *ref, bool trial_restore,
                    backup_progress_fn progress, void *progress_arg, char *errmsg);
 
+struct verify_options {
+    const char *ref; /* backup id, or a path to a .cbk */
+    bool trial_restore;
+    /* Where the trial restore's temporary file goes: a directory that exists (a restore
+     * drill's scratch space, beside the server's data directory). NULL: beside the
+     * backup when the repository has a local path, else in $TMPDIR (or /tmp), as
+     * backupVerifyIn. Dead verifiers' leftovers there are swept first. */
+    const char *scratch_dir;
+    backup_progress_fn progress;
+    void *progress_arg;
+};
+
+/* backupVerifyIn with options (opt->ref, opt->trial_restore, ... as its arguments);
+ * repo may be NULL when opt->ref is a path. Nothing of the trial restore is left in
+ * the scratch directory on return, whatever the outcome. */
+int backupVerifyOpt(struct repo *repo, const struct verify_options *opt, char *errmsg);
+
 struct restore_options {
     const char *repo;
     const char *ref;            /* backup id, or a path to a .cbk */

@@ -2000,6 +2000,16 @@ int backupVerify(const char *repo, const char *ref, bool trial_restore, backup_p
 int backupVerifyIn(struct repo *repo, const char *ref, bool trial_restore,
                    backup_progress_fn progress, void *progress_arg, char *errmsg)
 {
+    struct verify_options o = {ref, trial_restore, NULL, progress, progress_arg};
+    return backupVerifyOpt(repo, &o, errmsg);
+}
+
+int backupVerifyOpt(struct repo *repo, const struct verify_options *opt, char *errmsg)
+{
+    const char *ref = opt->ref;
+    bool trial_restore = opt->trial_restore;
+    backup_progress_fn progress = opt->progress;
+    void *progress_arg = opt->progress_arg;
     struct backup_info *chain = NULL, target;
     struct repo *use, *owned = NULL;
     struct pipe *pl;
@@ -2045,11 +2055,19 @@ int backupVerifyIn(struct repo *repo, const char *ref, bool trial_restore,
         goto out;
     }
     if (trial_restore) {
-        /* Beside the backup when it is a local file, else in the temporary directory;
-         * with no name, where the file system allows. */
+        /* In the caller's scratch directory; else beside the backup when it is a local
+         * file, else in the temporary directory; with no name, where the file system
+         * allows. */
         char beside[PATH_MAX];
         const char *tmpdir = getenv("TMPDIR");
-        if (repoLocalPath(use) != NULL) {
+        if (opt->scratch_dir != NULL) {
+            if ((size_t)snprintf(beside, sizeof beside, "%s/%s", opt->scratch_dir,
+                                 repoNameOf(target.path)) >= sizeof beside) {
+                errorf(errmsg, "verify: scratch directory path too long: %s", opt->scratch_dir);
+                rv = CAIRN_EINVAL;
+                goto out;
+            }
+        } else if (repoLocalPath(use) != NULL) {
             snprintf(beside, sizeof beside, "%s", target.path);
         } else {
             snprintf(beside, sizeof beside, "%s/%s",

@@ -43,6 +43,9 @@ def test_follower_lacking_a_restored_backup_stops_and_says_so(cluster_factory, c
     assert res.get("values"), res
     ok_results(post(leader, "/db/execute", ["INSERT INTO r(v) VALUES('after the restore')"]),
                "INSERT after restore")
+    # The other follower fetched the backup into its repository to prepare its copy: once
+    # it has applied the restore (and the write after it), the copy is complete there.
+    c.wait_converged(nodes=[leader, other])
     # The backup goes away from every node that has it (the operator deleted it).
     hidden = tmp_path / "hidden"
     hidden.mkdir()

@@ -12,6 +12,7 @@ Schedules are in seconds here, not hours. The cron arithmetic has unit tests of 
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -362,15 +363,154 @@ def test_missing_configuration_file(cairnd_bin, tmp_path, free_port):
 
 # ---- a cluster, under load, with a failover -------------------------------------------------
 
+# Issue 19 asks for fulls every 10 s and a minute of run; this test takes fulls every 8 s
+# for about 40 s (14 s before the kill, 22 s after the new leader takes over). That is
+# five fulls and some fifteen incrementals: every path the longer run would take (runs on
+# both sides of the failover, an overdue run after it, incrementals chained across
+# leaders, the expiry of whole chains, of the old leader's and of the new one's, drills
+# by both leaders) is taken, in two thirds of the time. The 22 s after the failover give
+# the new leader three fulls, so that keep_full 2 expires one of its own: a full that only
+# the count of keep_full lets go (the old leader's newest full stays whatever the count).
 FULL_S, INC_S = 8, 2
 
 
+def retention_keeps(entries, policy):
+    """The backups `policy` keeps among `entries` ({id: catalog entry}), decided as
+    src/backup/expire.h says, independently of its C code: {id: [reasons]}, reasons in
+    expireDecide's words. Only the rules this file's cluster test uses are modelled
+    (keep_full: the newest N full backups by creation time and every backup whose chain
+    ends at one); then, whatever the rules, the newest backup of each source and its
+    newest full (by id, which sorts by creation), and every ancestor of a kept backup
+    ("needed by"). A damaged entry is never judged: kept."""
+    assert set(policy) <= {"keep_full"}, "the model knows keep_full only: %r" % (policy,)
+    good = {i: e for i, e in entries.items() if not e.get("error")}
+    keeps = {i: ["damaged"] for i in entries if i not in good}
+
+    def keep(i, why):
+        keeps.setdefault(i, []).append(why)
+
+    def root(i):
+        cur, steps = good.get(i), 0
+        while cur is not None and cur["type"] != "full" and steps <= len(good):
+            cur, steps = good.get(cur.get("parent_id") or ""), steps + 1
+        return cur["id"] if cur is not None and cur["type"] == "full" else None
+
+    newest_first = sorted(good.values(), key=lambda e: (e["created_ms"], e["id"]), reverse=True)
+    fulls = [e["id"] for e in newest_first if e["type"] == "full"][:policy.get("keep_full", 0)]
+    for i in sorted(good):
+        r = root(i)
+        if r in fulls:
+            k = fulls.index(r) + 1
+            keep(i, "keep-full #%d of %d" % (k, policy["keep_full"]) if i == r else
+                 "chain of keep-full #%d (%s)" % (k, r))
+    for src in {e["source"] for e in good.values()}:
+        mine = sorted(i for i, e in good.items() if e["source"] == src)
+        keep(mine[-1], "newest of its source")
+        mine_full = [i for i in mine if good[i]["type"] == "full"]
+        if mine_full and mine_full[-1] != mine[-1]:
+            keep(mine_full[-1], "newest full of its source")
+    for i in sorted(keeps, reverse=True):
+        cur = good.get(i)
+        while cur is not None and cur.get("parent_id") in good:
+            keep(cur["parent_id"], "needed by %s" % cur["id"])
+            cur = good[cur["parent_id"]]
+    return keeps
+
+
+# How expireDecide words the reason a backup stays: a rule, or an ancestor's need.
+KEEP_REASON = (r"^(keep-full #\d+ of \d+|chain of keep-full #\d+ \(\S+\)|newest of its source"
+               r"|newest full of its source|needed by \S+)$")
+
+
+def quiet_catalog(node, quiet=2.0, timeout=60):
+    """The repository's listing (GET /admin/backups?local) once it has not changed, not
+    even a verification, for `quiet` seconds: a scheduled run (its backup, then its
+    expiry) or a drill that was under way when the schedule was taken away has ended."""
+    last, since, t_end = None, time.monotonic(), time.monotonic() + timeout
+    while True:
+        listed = {e["id"]: e for e in node.get_json("/admin/backups?local")["backups"]}
+        shape = sorted((i, e["verified"], e["verified_at"]) for i, e in listed.items())
+        now = time.monotonic()
+        if shape != last:
+            last, since = shape, now
+        elif now - since >= quiet:
+            return listed
+        assert now < t_end, "the catalog of %s still changing after %ds" % (node.name, timeout)
+        time.sleep(0.25)  # spaces the reads; the condition is the catalog's stillness
+
+
+def iso_seconds(iso):
+    return datetime.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def scrape_metrics(node):
+    """GET /metrics parsed with prometheus_client's own parser: {(name, labels): value}
+    and the time of the scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+    r = node.raw("GET", "/metrics")
+    at = time.time()
+    assert r.status == 200, (node.name, r)
+    samples = {}
+    for fam in text_string_to_metric_families(r.text):
+        assert fam.name.startswith("cairn_"), fam.name
+        for smp in fam.samples:
+            key = (smp.name, tuple(sorted(smp.labels.items())))
+            assert key not in samples, "%s: sample %r given twice" % (node.name, key)
+            samples[key] = smp.value
+    return samples, at
+
+
+def metrics_disagree(node, repo="default"):
+    """Where node's /metrics and its catalog of `repo` (GET /admin/backups?local, read
+    after the scrape) disagree: a list of what differs, empty when they agree."""
+    samples, at = scrape_metrics(node)
+    cat = [e for e in node.get_json("/admin/backups?local")["backups"]
+           if e.get("repository", repo) == repo]
+    bad = []
+
+    def check(name, want, approx=0.0, **labels):
+        key = (name, tuple(sorted(dict(repository=repo, **labels).items())))
+        got = samples.get(key)
+        if want is None:
+            if got is not None:
+                bad.append("%s%r is %r, expected no sample" % (name, labels, got))
+        elif got is None or abs(got - want) > approx:
+            bad.append("%s%r is %r, the catalog says %r" % (name, labels, got, want))
+
+    check("cairn_repository_up", 1)
+    check("cairn_backups", len(cat))
+    check("cairn_backup_bytes", sum(e["size_bytes"] for e in cat))
+    check("cairn_backup_verify_failed", sum(e["verified"] == "failed" for e in cat))
+    for kind in ("full", "incremental", "differential"):
+        of = [e for e in cat if e["type"] == kind and not e.get("error")]
+        newest = max(of, key=lambda e: e["created_ms"]) if of else None
+        check("cairn_backup_last_timestamp_seconds",
+              newest and newest["created_ms"] / 1000.0, 0.0005, type=kind)
+        check("cairn_backup_last_size_bytes", newest and newest["size_bytes"], type=kind)
+        check("cairn_backup_last_index", newest and newest["raft_index"], type=kind)
+        check("cairn_backup_last_duration_seconds", newest and newest["duration_ms"] / 1000.0,
+              0.0005, type=kind)
+        check("cairn_backup_last_age_seconds", newest and at - newest["created_ms"] / 1000.0,
+              5, type=kind)
+        checked = [e for e in of if e["verified"] != "unverified"]
+        last = max(checked, key=lambda e: iso_seconds(e["verified_at"])) if checked else None
+        check("cairn_backup_last_verify_timestamp_seconds",
+              last and iso_seconds(last["verified_at"]), 0.0015, type=kind)
+        check("cairn_backup_last_verify_age_seconds",
+              last and at - iso_seconds(last["verified_at"]), 5, type=kind)
+        check("cairn_backup_last_verify_success", last and int(last["verified"] == "verified"),
+              type=kind)
+    return bad, samples, cat
+
+
 @pytest.mark.cluster
-def test_cluster_schedule_survives_a_failover(make_cluster, tmp_path):
+def test_cluster_schedule_survives_a_failover(make_cluster, tmp_path, cairn_bin):
     shared = tmp_path / "shared-backups"  # the repository every node uses (as S3 would be)
+    policy = {"keep_full": 2}
     cfg = write_config(tmp_path / "backup.json", {"repositories": {"default": {
         "schedules": {"full": "%ds" % FULL_S, "incremental": "%ds" % INC_S},
-        "retention": {"keep_full": 2},
+        "retention": policy,
         "drill": "5s"}}})
     c = make_cluster(3, extra_args=["--backup-dir", shared, "--backup-config", cfg])
     leader = c.leader()
@@ -397,14 +537,29 @@ def test_cluster_schedule_survives_a_failover(make_cluster, tmp_path):
         wait_until(lambda: status_backups(new)["repositories"]["default"]["runner"], 15,
                    "the new leader running the schedule")
         failover = time.time() - t_kill
-        deadline = time.monotonic() + 14
-        wait_until(lambda: time.monotonic() >= deadline, 20, "14 s more of schedule")
+        deadline = time.monotonic() + 22
+        wait_until(lambda: time.monotonic() >= deadline, 30, "22 s more of schedule")
         writers.wait_more(10)
         b = status_backups(new)["repositories"]["default"]
         leader.start()
+        wait_configured(leader)  # its SIGHUP handler in place, for the reload below
     finally:
         seen = watch.stop()
         writers.stop()
+
+    # The schedule taken away (a reload with no schedule and no drill; an empty
+    # "repositories" would be refused), so that the catalog stops changing: the run or
+    # drill under way at the reload ends (its backup, then the expiry after it), and
+    # nothing starts after it. The retention and /metrics checks below need a catalog
+    # that holds still.
+    write_config(cfg, {"repositories": {"default": {
+        "schedules": {}, "retention": policy, "drill": "off"}}})
+    for n in c.nodes:
+        n.kill(signal.SIGHUP, wait=False)
+    for n in c.nodes:
+        wait_until(lambda: n.get_json("/admin/backup-config")["reloads"] == 1, 10,
+                   "%s to reload its backup configuration" % n.name)
+    final = quiet_catalog(new)
 
     # The catalog has the expected runs: none doubled, none missed (the failover's time
     # aside), on both sides of the kill.
@@ -412,7 +567,7 @@ def test_cluster_schedule_survives_a_failover(make_cluster, tmp_path):
     assert len(sources) == 2, sources  # two leaders took them
     for kind, interval in (("full", FULL_S), ("incremental", INC_S)):
         runs = runs_of(seen, kind)
-        assert len(runs) >= (28 // interval) - 2, (kind, [e["id"] for e in runs])
+        assert len(runs) >= (36 // interval) - 2, (kind, [e["id"] for e in runs])
         check_spacing(runs, interval, interval + failover + 3, kind)
         assert any(e["created_ms"] / 1000.0 > t_kill for e in runs), (kind, "none after the kill")
     assert b["types"]["full"]["failures"] == 0, b
@@ -420,12 +575,75 @@ def test_cluster_schedule_survives_a_failover(make_cluster, tmp_path):
     # Drills ran and are recorded in the catalog.
     assert b["drill"]["last"] is not None and b["drill"]["last"]["result"] == "passed", b
     # Retention: the expired are gone, the kept restore and verify.
-    final = {e["id"]: e for e in c.leader().get_json("/admin/backups?local")["backups"]}
     assert any(e["verified"] == "verified" for e in final.values()), final
     fulls_seen = runs_of(seen, "full")
     fulls_kept = runs_of(final, "full")
     assert len(fulls_kept) < len(fulls_seen), "nothing expired"
     assert len(fulls_kept) <= 2 + len(sources), [e["id"] for e in fulls_kept]
+
+    # Retention deleted exactly what the policy says. Two checks, the first the stronger:
+    # (1) the policy decided here, in Python, from the documented rules (expire.h,
+    # OPERATIONS.md "Retention"), not from the C code under test, over every backup that
+    # was ever in the repository (the watcher's, and what the quiet catalog holds, which
+    # adds the run the reload caught), must keep exactly what the repository holds:
+    # nothing kept that should have gone, nothing gone that should have stayed. Deciding
+    # over all of them is the same as deciding over what the last expiry saw: what went
+    # before it would have gone then too (a full leaves the newest two and never comes
+    # back; a source's newest backup stays its newest), and no backup was taken after it.
+    # keep_full does not depend on the time, so the last expiry's time does not enter.
+    # (2) `cairn backup expire --dry-run` with the same policy (the C decision a second
+    # time, through the CLI) would expire nothing more, and gives each survivor the
+    # reason (1) found: a rule, or a kept backup that needs it; never "no rule keeps it".
+    everything = dict(seen)
+    everything.update(final)
+    keeps = retention_keeps(everything, policy)
+    should_have_gone = sorted(set(final) - set(keeps))
+    should_have_stayed = sorted(set(keeps) - set(final))
+    assert not should_have_gone and not should_have_stayed, (
+        "retention: kept but the policy lets them go: %r; gone but the policy keeps them: %r"
+        % (should_have_gone, {i: keeps[i] for i in should_have_stayed}))
+    assert set(everything) - set(final), "the expiry deleted nothing"
+    # ...and the run tells keep_full 2 from keep_full 3: a full that only the count lets go.
+    more = dict(policy, keep_full=policy["keep_full"] + 1)
+    assert set(retention_keeps(everything, more)) - set(final), (
+        "no full expired by the count of keep_full alone", sorted(everything))
+    p = subprocess.run([str(cairn_bin), "backup", "expire", "--repo", str(shared),
+                        "--keep-full", str(policy["keep_full"]), "--dry-run", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    report = {e["id"]: e for e in json.loads(p.stdout)["backups"]}
+    assert set(report) == set(final), (sorted(report), sorted(final))
+    for i, e in sorted(report.items()):
+        assert e["action"] == "keep" and not e["damaged"], e
+        reasons = e["reason"].split("; ")
+        assert all(re.match(KEEP_REASON, r) for r in reasons), e
+        for why in keeps[i]:
+            if not why.startswith("needed by"):  # expireDecide names one child only
+                assert why in reasons, (i, why, e["reason"])
+        assert any(r.startswith("needed by") for r in reasons) == any(
+            w.startswith("needed by") for w in keeps[i]), (i, keeps[i], e["reason"])
+
+    # /metrics, on every node (all three list the shared repository), parsed with
+    # prometheus_client's text parser, against the node's catalog: counts and bytes, the
+    # newest backup of each type, and the newest verification of each type, which the
+    # drills made (no other verification has run yet): passed, and since the failover.
+    # The catalog holds still by now, so they agree at once; should a listing lag, the
+    # comparison is made again (scrape, then catalog) until they agree, for 20 s at most.
+    for n in c.nodes:
+        t_end = time.monotonic() + 20
+        while True:
+            disagreement, samples, cat = metrics_disagree(n)
+            if not disagreement:
+                break
+            assert time.monotonic() < t_end, (n.name, disagreement)
+            time.sleep(0.25)  # spaces the comparisons
+        assert {e["id"] for e in cat} == set(final), n.name
+        for kind in ("full", "incremental"):
+            key = tuple(sorted(dict(repository="default", type=kind).items()))
+            assert samples[("cairn_backup_last_verify_success", key)] == 1, (n.name, kind)
+            assert samples[("cairn_backup_last_verify_timestamp_seconds", key)] > t_kill, (
+                n.name, kind, "no drill by the new leader")
+
     node = c.leader()
     kept_ids = set(final)
     leaves = [e for e in final.values()
@@ -482,12 +700,15 @@ def test_from_follower_runs_on_the_designated_follower_only(make_cluster, tmp_pa
 
 def test_drill_refused_when_its_scratch_space_has_no_room(server_factory, tmp_path):
     from conftest import mount_tmpfs
-    small = tmp_path / "small"
+    cfg = write_config(tmp_path / "backup.json", {"repositories": {"default": {
+        "schedules": {"full": "1h"}, "drill": "1s"}}})
+    s = server_factory(extra_args=["--backup-dir", tmp_path / "repo", "--backup-config", cfg],
+                       start=False)
+    # The drill's scratch space, DATA.drill beside the data directory, on a small disk.
+    small = s.data_dir.parent / (s.data_dir.name + ".drill")
     mount_tmpfs(small, 4)
     try:
-        cfg = write_config(tmp_path / "backup.json", {"repositories": {"default": {
-            "schedules": {"full": "1h"}, "drill": "1s"}}})
-        s = server_factory(extra_args=["--backup-dir", small, "--backup-config", cfg])
+        s.start()
         wait_configured(s)
         # 8 MB of zeros: a small backup (it compresses), a big restored file.
         assert_exec_ok(s.execute([
@@ -501,15 +722,17 @@ def test_drill_refused_when_its_scratch_space_has_no_room(server_factory, tmp_pa
         def refused():
             d = status_backups(s)["repositories"]["default"]["drill"]
             last = d["last"]
-            return last is not None and last["backup"] == bid and last["result"] == "failed" and d
+            return last is not None and last["result"] == "failed" and d
         d = wait_until(refused, 15, "the drill of %s refused" % bid)
+        # The newest backup: this one, or the scheduled full taken at the start when it
+        # ran after this one (with the same 8 MB).
+        bid = d["last"]["backup"]
         msg = d["last"]["message"]
         assert "drill of %s refused: the trial restore needs" % bid in msg, d
         assert str(small) in msg and "are free" in msg, d
         assert "drill failed: drill of %s refused" % bid in s.stderr_text()
-        # Nothing left behind in the repository but the backups.
-        assert all(p.endswith((".cbk", ".verified")) or p.startswith(".")
-                   for p in os.listdir(small)), os.listdir(small)
+        # Nothing left behind in the scratch space (a mount point: emptied, kept).
+        assert os.listdir(small) == [], os.listdir(small)
         s.stop()
     finally:
         subprocess.run(["umount", str(small)], capture_output=True, timeout=30)
@@ -597,5 +820,160 @@ def test_alerts_reach_the_webhook_and_readyz_when_the_repository_fails(server_fa
         wait_until(lambda: s.raw("GET", "/readyz?backups").status == 200, 15,
                    "/readyz?backups to be 200 once backups succeed again")
         assert full()["stale"] is False
+    finally:
+        hook.close()
+
+
+# ---- drills: scratch space beside the data directory, point-in-time drills ---------------
+
+
+def drill_scratch(node):
+    """A drill's scratch space: DATA.drill, beside the node's data directory."""
+    return node.data_dir.parent / (node.data_dir.name + ".drill")
+
+
+def test_drill_scratch_space_is_beside_the_data_directory_and_removed(server_factory,
+                                                                     tmp_path):
+    repo = tmp_path / "repo"
+    cfg = write_config(tmp_path / "backup.json", {"repositories": {"default": {
+        "schedules": {"full": "1h"}, "drill": "1s"}}})
+    s = server_factory(extra_args=["--backup-dir", repo, "--backup-config", cfg], start=False)
+    scratch = drill_scratch(s)
+    # A leftover of a drill killed mid-way: removed by the next drill.
+    scratch.mkdir(parents=True)
+    (scratch / ".db.verify-crashed").write_bytes(b"left by a killed drill")
+    s.start()
+    wait_configured(s)
+    # A few MB: a trial restore long enough to be seen under way.
+    assert_exec_ok(s.execute([
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000) "
+        "INSERT INTO t SELECT x, randomblob(1000) FROM c"]))
+    r = s.raw("POST", "/admin/backup", {"type": "full"})
+    assert r.status == 200, r
+    bid = r.json()["backup"]["id"]
+    wait_until(lambda: not (scratch / ".db.verify-crashed").exists(), 15,
+               "the next drill to remove a killed drill's leftover")
+    # The scratch directory exists while a drill runs (observed), and not between drills.
+    wait_until(scratch.exists, 15, "a drill's scratch space %s to appear" % scratch,
+               interval=0.002)
+
+    def passed():
+        d = status_backups(s)["repositories"]["default"]["drill"]
+        return d["runs"] >= 2 and d["last"]["result"] == "passed" and d
+    d = wait_until(passed, 20, "two drills passed")
+    # The newest backup: this one, or the scheduled full of the start when it ran after.
+    assert d["last"]["backup"] >= bid and d["last"]["pitr"] is None, d  # no archive
+    bid = d["last"]["backup"]
+    log = s.stderr_text()
+    assert "drill of %s passed (trial restore in %s, integrity_check" % (bid, scratch) in log, log
+    s.stop()  # a drill under way finishes first
+    assert not scratch.exists(), sorted(os.listdir(scratch))
+    # Nothing of a drill in the repository or in the data directory.
+    assert all(p.endswith((".cbk", ".verified")) for p in os.listdir(repo)), os.listdir(repo)
+    assert not [p for p in os.listdir(s.data_dir) if "drill" in p or "verify" in p], \
+        os.listdir(s.data_dir)
+    s.start()
+    listed = {e["id"]: e for e in s.get_json("/admin/backups?local")["backups"]}
+    assert listed[bid]["verified"] == "verified" and listed[bid]["verified_at"], listed[bid]
+
+
+def start_archiving_node(server_factory, tmp_path, extra=(), webhook=None):
+    """A node archiving to a directory repository, a full backup taken after the archive
+    began and writes after it: a window of several indexes to drill. Drills every second."""
+    from test_archive import wait_archived, wait_archiving
+    repo = tmp_path / "repo"
+    doc = {"schedules": {"full": "1h"}, "drill": "1s"}
+    if webhook is not None:
+        doc["webhook"] = webhook
+    cfg = write_config(tmp_path / "backup.json", {"repositories": {"default": doc}})
+    s = server_factory(extra_args=["--backup-dir", repo, "--backup-config", cfg, "--archive",
+                                   "--archive-interval", "100ms"] + list(extra))
+    wait_configured(s)
+    wait_archiving(s)
+    assert_exec_ok(s.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]))
+    r = s.raw("POST", "/admin/backup", {"type": "full"})
+    assert r.status == 200, r
+    base = r.json()["backup"]
+    for i in range(20):
+        assert_exec_ok(s.execute([["INSERT INTO t(v) VALUES(?)", "row %d" % i]]))
+    wait_archived(s, base["raft_index"] + 20)
+    return s, repo, base
+
+
+def test_drill_restores_the_archive_to_a_random_index_in_the_window(server_factory, tmp_path):
+    from test_archive import status
+    s, repo, base = start_archiving_node(server_factory, tmp_path)
+    scratch = drill_scratch(s)
+
+    def pitr_passed():
+        d = status_backups(s)["repositories"]["default"]["drill"]
+        last = d["last"]
+        return (last is not None and last["pitr"] is not None and last["backup"] == base["id"]
+                and last["pitr"]["target_index"] > base["raft_index"] and d)
+    d = wait_until(pitr_passed, 20, "a PITR drill after the writes")
+    head = status(s)["archive"]["head_index"]  # it only grows
+    last = d["last"]
+    p = last["pitr"]
+    assert last["result"] == "passed" and p["result"] == "passed" and p["message"] == "", d
+    # Inside the window: from the base backup's index to the archive's head.
+    assert base["raft_index"] <= p["target_index"] <= head, (base["raft_index"], head, p)
+    # At the last archived entry up to the target (configuration changes and barriers
+    # take indexes the archive does not hold): the drill checks it is exactly that one.
+    assert p["stopped_index"] <= p["target_index"], p
+    assert p["time"] and p["time"].endswith("Z"), p  # the moment restored to
+    log = s.stderr_text()
+    found = re.findall(r"drill of %s passed \(trial restore in %s, integrity_check\); PITR drill "
+                       r"to index (\d+) passed \(stopped at index (\d+), " % (
+                           base["id"], re.escape(str(scratch))), log)
+    assert (str(p["target_index"]), str(p["stopped_index"])) in found, (p, found, log)
+    assert all(int(b) <= int(a) <= head for a, b in found), (found, head)
+    # Nothing of the restore left behind.
+    s.stop()
+    assert not scratch.exists(), sorted(os.listdir(scratch))
+    assert all(p.endswith((".cbk", ".verified", ".seg")) for p in os.listdir(repo)), \
+        os.listdir(repo)
+
+
+def test_a_damaged_archive_segment_fails_the_pitr_drill(server_factory, tmp_path, free_port):
+    hook = WebhookReceiver(free_port())
+    try:
+        s, repo, base = start_archiving_node(
+            server_factory, tmp_path,
+            webhook="http://127.0.0.1:%d/hook" % hook.server.server_port)
+
+        def pitr_result():
+            last = status_backups(s)["repositories"]["default"]["drill"]["last"]
+            return last is not None and last["pitr"] is not None and last["pitr"]["result"]
+        assert wait_until(pitr_result, 20, "a PITR drill") == "passed"
+        assert s.raw("GET", "/readyz?backups").status == 200
+        # One byte flipped in the middle of the newest segment (no write since: it stays
+        # the newest).
+        segs = sorted(p for p in os.listdir(repo) if p.startswith("archive-")
+                      and p.endswith(".seg"))
+        assert segs, os.listdir(repo)
+        victim = repo / segs[-1]
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+
+        def failed():
+            last = status_backups(s)["repositories"]["default"]["drill"]["last"]
+            return (last is not None and last["pitr"] is not None
+                    and last["pitr"]["result"] == "failed" and last)
+        last = wait_until(failed, 20, "a PITR drill failed by %s" % victim.name)
+        assert last["result"] == "failed", last
+        assert victim.name in last["pitr"]["message"], last
+        assert last["pitr"]["message"] in last["message"], last
+        wait_until(lambda: hook.alerts("drill_failed"), 15, "a drill_failed alert")
+        a = hook.alerts("drill_failed")[0]
+        assert a["what"] == "restore drill" and victim.name in a["message"], a
+        r = s.raw("GET", "/readyz?backups")
+        assert r.status == 503 and "drill" in r.text, r
+        # The chain itself still verifies: the catalog keeps the backup verified.
+        listed = {e["id"]: e for e in s.get_json("/admin/backups?local")["backups"]}
+        assert listed[base["id"]]["verified"] == "verified", listed[base["id"]]
+        s.stop()
+        assert not drill_scratch(s).exists()
     finally:
         hook.close()
