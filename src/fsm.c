@@ -440,6 +440,11 @@ int fsmEndOfTurn(struct fsm *f)
     return rv;
 }
 
+bool fsmPending(const struct fsm *f)
+{
+    return f->grp_n > 0 || storeGroupOpen(f->store);
+}
+
 bool fsmHeld(const struct fsm *f)
 {
     return f->held_index != 0 && f->grp_n > 0 && f->grp[0].index == f->held_index;

@@ -164,6 +164,10 @@ int fsmEndOfTurn(struct fsm *f);
 
 /* Whether a follower holds entries behind a restore's swap now. Loop thread. */
 bool fsmHeld(const struct fsm *f);
+/* Whether entries libraft counts as applied are not all committed in the database yet:
+ * kept for this turn (or held behind a restore's swap), or applied in a group not
+ * committed yet (the end of the loop's turn commits it). Loop thread. */
+bool fsmPending(const struct fsm *f);
 
 /* The identity of a command for early apply (store.h): its length and checksum. */
 void fsmEntryKey(const void *p, size_t len, unsigned char key[STORE_EARLY_KEY]);

@@ -354,6 +354,11 @@ static void publishInfoAt(struct node *n, uint64_t applied_hint)
     if (n->info.held_index != 0 && n->info.applied_index >= n->info.held_index) {
         n->info.applied_index = n->info.held_index - 1;
     }
+    /* Likewise entries of this turn a follower has not committed yet (its grouped
+     * apply): until the end of the turn, the database holds what was committed. */
+    if (fsmPending(&n->fsm) && storeAppliedIndex(n->store) < n->info.applied_index) {
+        n->info.applied_index = storeAppliedIndex(n->store);
+    }
     /* Ready: a leader that has applied its term's start, or a follower that knows the
      * leader and has applied everything it knows to be committed. */
     n->info.ready = leader_id != 0 &&
@@ -611,7 +616,11 @@ static void maybeReadyBarrier(struct node *n)
 static void flushCb(uv_prepare_t *h)
 {
     struct node *n = h->data;
+    bool pending = fsmPending(&n->fsm);
     fsmEndOfTurn(&n->fsm);
+    if (pending) {
+        publishInfo(n); /* what the turn committed is applied now */
+    }
 }
 
 static void closeCb(struct raft *r)

@@ -123,7 +123,8 @@ struct store {
     /* Grouped apply (storeSetGrouping, followers): entries share one transaction,
      * committed by storeFlush; each runs under the savepoint cairn_entry. */
     bool grouping;
-    bool group_open;       /* such a transaction is open */
+    atomic_bool group_open; /* such a transaction is open (written under wmu; read
+                             * without it by storeGroupOpen) */
     uint64_t group_start;  /* s->applied when it began */
     uint64_t applied;
     _Atomic uint64_t applied_pub;
@@ -1323,11 +1324,9 @@ void storeSetGrouping(struct store *s, bool on)
 
 bool storeGroupOpen(struct store *s)
 {
-    bool open;
-    pthread_mutex_lock(&s->wmu);
-    open = s->group_open;
-    pthread_mutex_unlock(&s->wmu);
-    return open;
+    /* Without the writer's mutex: the loop asks whenever it publishes the node's
+     * figures, and must not wait for a leader's early run that holds it. */
+    return atomic_load(&s->group_open);
 }
 
 int storeFlush(struct store *s, char *errmsg)

@@ -179,9 +179,24 @@ class Node(Server):
             raise AssertionError("%s\nstderr of %s:\n%s" % (e, self.name, self.stderr_tail())) from None
 
     def freeze(self):
+        """SIGSTOP, and wait until every thread of the process is stopped: the signal is
+        only queued when kill() returns, and a thread starved of CPU can still run (and
+        answer the leader) for a moment after it."""
         assert self.running(), "%s is not running" % self.name
         self.proc.send_signal(signal.SIGSTOP)
         self.frozen = True
+
+        def all_stopped():
+            task = "/proc/%d/task" % self.pid
+            try:
+                for tid in os.listdir(task):
+                    with open("%s/%s/stat" % (task, tid)) as f:
+                        if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                            return False
+            except FileNotFoundError:
+                return False  # a thread ended while being read: look again
+            return True
+        wait_until(all_stopped, 10, "every thread of %s to stop" % self.name, interval=0.001)
 
     def thaw(self):
         if self.proc is not None and self.proc.poll() is None:
