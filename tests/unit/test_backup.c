@@ -33,6 +33,7 @@
 #include "cairn.h"
 #include "cbk.h"
 #include "error.h"
+#include "filefx.h"
 
 struct fx {
     char dir[PATH_MAX];
@@ -65,17 +66,6 @@ static int teardown(void **state)
     nftw(f->dir, rmOne, 16, FTW_DEPTH | FTW_PHYS);
     free(f);
     return 0;
-}
-
-static void sqlExec(const char *path, const char *sql)
-{
-    sqlite3 *db;
-    char *err = NULL;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
-        fail_msg("%s: %s", sql, err);
-    }
-    sqlite3_close(db);
 }
 
 static int64_t sqlInt(const char *path, const char *sql)
@@ -123,55 +113,6 @@ static void makeDbPaged(const char *path, int rows, int page_size)
 static void makeDb(const char *path, int rows)
 {
     makeDbPaged(path, rows, 4096);
-}
-
-static unsigned char *readFile(const char *path, size_t *n)
-{
-    FILE *fp = fopen(path, "rb");
-    unsigned char *p;
-    long len;
-    assert_non_null(fp);
-    fseek(fp, 0, SEEK_END);
-    len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    p = malloc(len > 0 ? (size_t)len : 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, fp), (size_t)len);
-    fclose(fp);
-    *n = (size_t)len;
-    return p;
-}
-
-static void writeFile(const char *path, const void *p, size_t n)
-{
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    assert_int_equal(fwrite(p, 1, n, fp), n);
-    fclose(fp);
-}
-
-static void copyFile(const char *from, const char *to)
-{
-    size_t n;
-    unsigned char *p = readFile(from, &n);
-    writeFile(to, p, n);
-    free(p);
-}
-
-static void assertSameFile(const char *a, const char *b)
-{
-    size_t na, nb;
-    unsigned char *pa = readFile(a, &na), *pb = readFile(b, &nb);
-    assert_int_equal(na, nb);
-    assert_memory_equal(pa, pb, na);
-    free(pa);
-    free(pb);
-}
-
-static bool exists(const char *path)
-{
-    struct stat st;
-    return lstat(path, &st) == 0;
 }
 
 struct progress_log {
