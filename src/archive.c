@@ -39,7 +39,6 @@
 /* --archive-from follower: the follower archives while it is at most this many entries
  * behind (its own view: the commit index it knows; the leader's: the follower's match
  * index against its last index); past it the leader takes over. */
-#define FOLLOWER_MAX_LAG 1024u
 #define ESTABLISH_PER_TURN 3 /* new timelines one turn may start (each a full backup) */
 
 struct ring_entry {
@@ -909,21 +908,6 @@ static int uploadOne(struct archiver *a, bool *did, char *errmsg)
 
 /* ---- who archives ------------------------------------------------------------------ */
 
-/* The follower --archive-from follower picks: the lowest-id voter that is not the
- * leader, as the configuration info holds it; 0 when none. Every node computes the same
- * from the same configuration. */
-static uint64_t designatedFollower(const struct node_info *info)
-{
-    uint64_t best = 0;
-    for (unsigned i = 0; i < info->n_servers; i++) {
-        const struct node_server *s = &info->servers[i];
-        if (s->role == RAFT_VOTER && s->id != info->leader_id && (best == 0 || s->id < best)) {
-            best = s->id;
-        }
-    }
-    return best;
-}
-
 /* Whether this node archives now. --archive-from leader: the ready leader. follower: the
  * designated follower while it is caught up (ready: it knows the leader and has applied
  * every entry it knows committed); the ready leader when there is no such follower, or
@@ -937,7 +921,7 @@ static bool archivesNow(struct archiver *a, const struct node_info *info)
     if (!a->from_follower) {
         return info->state == RAFT_LEADER && info->ready;
     }
-    designated = designatedFollower(info);
+    designated = nodeDesignatedFollower(info);
     if (info->state == RAFT_LEADER) {
         bool caught_up;
         char errmsg[CAIRN_ERRMSG_SIZE];
@@ -947,14 +931,14 @@ static bool archivesNow(struct archiver *a, const struct node_info *info)
         if (designated == 0) {
             return true;
         }
-        if (nodeFollowerCaughtUp(a->db->node, designated, FOLLOWER_MAX_LAG, &caught_up,
+        if (nodeFollowerCaughtUp(a->db->node, designated, NODE_FOLLOWER_MAX_LAG, &caught_up,
                                  errmsg) != 0) {
             return false; /* stopping */
         }
         return !caught_up;
     }
     return info->state == RAFT_FOLLOWER && info->id == designated && info->ready &&
-           info->leader_id != 0 && info->applied_index + FOLLOWER_MAX_LAG >= info->commit_index;
+           info->leader_id != 0 && info->applied_index + NODE_FOLLOWER_MAX_LAG >= info->commit_index;
 }
 
 /* One turn of the archiver: find out whether this node archives, establish the

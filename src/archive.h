@@ -30,7 +30,7 @@
  *
  * --archive-from follower: the archiver is the lowest-id voter that is not the leader,
  * while it is caught up (it knows the leader and has applied what it knows committed,
- * within FOLLOWER_MAX_LAG entries); the leader archives when there is no such voter or
+ * within NODE_FOLLOWER_MAX_LAG entries); the leader archives when there is no such voter or
  * it has not heard from that one within the election timeout or it lags. Each node
  * decides for itself from its own view, so two may archive for a moment: harmless, as
  * above.

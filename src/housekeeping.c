@@ -58,10 +58,6 @@
  * next. An operator may mount a file system of its own there (it is emptied, kept). */
 #define HK_DRILL_SUFFIX ".drill"
 
-/* A designated follower runs the schedule while its log is within this many entries
- * of the leader's (as the archive's --archive-from follower). */
-#define HK_FOLLOWER_MAX_LAG 1024u
-
 struct hk_type {
     int64_t last_ok_ms; /* created time of the newest backup of the type; -1: none */
     char last_id[BACKUP_ID_SIZE];
@@ -226,13 +222,7 @@ static bool isRunner(struct housekeeping *hk, const struct bconfig_repo *r, char
                  yes ? "leader: runs the schedule" : "not the ready leader: another node runs it");
         return yes;
     }
-    for (unsigned i = 0; i < ni.n_servers; i++) {
-        const struct node_server *s = &ni.servers[i];
-        if (s->role == RAFT_VOTER && s->id != ni.leader_id &&
-            (designated == 0 || s->id < designated)) {
-            designated = s->id;
-        }
-    }
+    designated = nodeDesignatedFollower(&ni);
     if (designated == 0) {
         bool yes = ni.state == RAFT_LEADER && ni.ready;
         snprintf(role, size, "%s",
@@ -244,7 +234,7 @@ static bool isRunner(struct housekeeping *hk, const struct bconfig_repo *r, char
         /* The leader stands in while the designated follower is down or behind. */
         bool caught_up = false;
         char errmsg[CAIRN_ERRMSG_SIZE];
-        if (!ni.ready || nodeFollowerCaughtUp(hk->db->node, designated, HK_FOLLOWER_MAX_LAG,
+        if (!ni.ready || nodeFollowerCaughtUp(hk->db->node, designated, NODE_FOLLOWER_MAX_LAG,
                                               &caught_up, errmsg) != 0) {
             snprintf(role, size, "leader, not ready: waits");
             return false;

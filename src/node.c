@@ -1171,6 +1171,18 @@ static int caughtUpOnLoop(void *arg, char *errmsg)
     return 0;
 }
 
+uint64_t nodeDesignatedFollower(const struct node_info *info)
+{
+    uint64_t best = 0;
+    for (unsigned i = 0; i < info->n_servers; i++) {
+        const struct node_server *s = &info->servers[i];
+        if (s->role == RAFT_VOTER && s->id != info->leader_id && (best == 0 || s->id < best)) {
+            best = s->id;
+        }
+    }
+    return best;
+}
+
 int nodeFollowerCaughtUp(struct node *n, uint64_t id, uint64_t max_lag, bool *yes, char *errmsg)
 {
     struct caught_up c = {n, id, max_lag, false};

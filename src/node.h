@@ -174,6 +174,14 @@ struct node_info {
 
 /* A copy of the latest figures, refreshed by the loop thread. Any thread. */
 void nodeInfo(struct node *n, struct node_info *info);
+
+/* The follower that does work in the leader's place (--archive-from follower, a backup
+ * schedule's "from": "follower"): the lowest-id voter that is not the leader in info; 0
+ * when there is none. It does it while its log is within NODE_FOLLOWER_MAX_LAG entries
+ * of the leader's. */
+#define NODE_FOLLOWER_MAX_LAG 1024u
+uint64_t nodeDesignatedFollower(const struct node_info *info);
+
 const char *nodeStateName(int state);
 
 #endif

@@ -350,20 +350,13 @@ static int replay(struct repo *repo, const struct arcseg_info *segs, const struc
                 continue;
             }
             batchFree(&b);
+            /* Up to the next restore entry (its kind byte, as fsm.c marks a boundary;
+             * applySpan decodes and checks each entry once). */
             for (end = i + 1; end < seg.h.count && end - i < REPLAY_GROUP &&
-                              seg.entries[end].index <= target;
+                              seg.entries[end].index <= target &&
+                              commandKind(seg.entries[end].bytes, seg.entries[end].len) !=
+                                  BATCH_RESTORE;
                  end++) {
-                struct batch nb;
-                char why[CAIRN_ERRMSG_SIZE];
-                bool restore;
-                memset(&nb, 0, sizeof nb);
-                restore = commandDecode(seg.entries[end].bytes, seg.entries[end].len, &nb,
-                                        why) == 0 &&
-                          nb.kind == BATCH_RESTORE;
-                batchFree(&nb);
-                if (restore) {
-                    break;
-                }
             }
             rv = applySpan(st, &seg, i, end, true, errmsg);
             if (rv == STORE_EREGROUP) {
