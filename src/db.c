@@ -301,41 +301,9 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
 static int configureRepositories(struct cairn *db, const struct cairn_config *cfg)
 {
     int rv;
-    memset(&db->repos, 0, sizeof db->repos);
-    if (cfg->backup_dir != NULL) {
-        if ((rv = reposetAdd(&db->repos, NULL, cfg->backup_dir, tlsErrmsg)) != 0) {
-            char why[CAIRN_ERRMSG_SIZE];
-            snprintf(why, sizeof why, "%s", tlsErrmsg);
-            errorf(tlsErrmsg, "--backup-dir: %s", why);
-            return rv;
-        }
-    }
-    for (size_t i = 0; cfg->repositories != NULL && cfg->repositories[i] != NULL; i++) {
-        char name[BACKUP_REPO_NAME_SIZE];
-        const char *url;
-        if ((rv = reposetParseSpec(cfg->repositories[i], name, &url, tlsErrmsg)) != 0) {
-            return rv;
-        }
-        if ((rv = reposetAdd(&db->repos, name, url, tlsErrmsg)) != 0) {
-            char why[CAIRN_ERRMSG_SIZE];
-            snprintf(why, sizeof why, "%s", tlsErrmsg);
-            errorf(tlsErrmsg, "--repo %.200s: %s", cfg->repositories[i], why);
-            return rv;
-        }
-    }
-    if (db->repos.n == 0) {
-        char parent[PATH_MAX];
-        char dir[PATH_MAX + 16];
-        size_t len;
-        snprintf(parent, sizeof parent, "%s", db->data_dir);
-        len = strlen(parent);
-        while (len > 1 && parent[len - 1] == '/') {
-            parent[--len] = '\0';
-        }
-        snprintf(dir, sizeof dir, "%s/backups", dirname(parent));
-        if ((rv = reposetAdd(&db->repos, NULL, dir, tlsErrmsg)) != 0) {
-            return rv;
-        }
+    if ((rv = reposetFromOptions(&db->repos, cfg->backup_dir, cfg->repositories, db->data_dir,
+                                 tlsErrmsg)) != 0) {
+        return rv;
     }
     snprintf(db->backup_dir, sizeof db->backup_dir, "%s", db->repos.r[0].url);
     db->cfg.backup_dir = db->backup_dir;

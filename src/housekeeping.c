@@ -1067,29 +1067,10 @@ int housekeepingCheck(const struct cairn_config *cfg, const char *path, char *er
     char ignore[CAIRN_ERRMSG_SIZE];
     int rv;
     /* The repositories as cairn_open configures them (db.c); a bad one is cairn_open's
-     * to report: check the names against what is valid. */
-    memset(&rs, 0, sizeof rs);
-    if (cfg->backup_dir != NULL) {
-        reposetAdd(&rs, NULL, cfg->backup_dir, ignore);
-    }
-    for (size_t i = 0; cfg->repositories != NULL && cfg->repositories[i] != NULL; i++) {
-        char name[BACKUP_REPO_NAME_SIZE];
-        const char *url;
-        if (reposetParseSpec(cfg->repositories[i], name, &url, ignore) == 0) {
-            reposetAdd(&rs, name, url, ignore);
-        }
-    }
-    if (rs.n == 0 && cfg->data_dir != NULL) {
-        char parent[PATH_MAX];
-        char dir[PATH_MAX + 16];
-        size_t len;
-        snprintf(parent, sizeof parent, "%s", cfg->data_dir);
-        len = strlen(parent);
-        while (len > 1 && parent[len - 1] == '/') {
-            parent[--len] = '\0';
-        }
-        snprintf(dir, sizeof dir, "%s/backups", dirname(parent));
-        reposetAdd(&rs, NULL, dir, ignore);
+     * to report. */
+    if (reposetFromOptions(&rs, cfg->backup_dir, cfg->repositories, cfg->data_dir, ignore) !=
+        0) {
+        return 0;
     }
     rv = bconfigLoad(path, &rs, &c, errmsg);
     bconfigFree(c);

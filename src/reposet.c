@@ -1,6 +1,8 @@
 /* A node's named backup repositories (see reposet.h). */
 #include "reposet.h"
 
+#include <libgen.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,4 +273,42 @@ int reposetFind(const struct reposet *rs, const char *id, unsigned *which,
         errorf(errmsg, "no backup %s in any repository of this node (%s)", id, all);
     }
     return CAIRN_ENOTFOUND;
+}
+
+int reposetFromOptions(struct reposet *rs, const char *backup_dir,
+                       const char *const *repositories, const char *data_dir, char *errmsg)
+{
+    char why[CAIRN_ERRMSG_SIZE];
+    int rv;
+    memset(rs, 0, sizeof *rs);
+    if (backup_dir != NULL && (rv = reposetAdd(rs, NULL, backup_dir, why)) != 0) {
+        errorf(errmsg, "--backup-dir: %s", why);
+        return rv;
+    }
+    for (size_t i = 0; repositories != NULL && repositories[i] != NULL; i++) {
+        char name[BACKUP_REPO_NAME_SIZE];
+        const char *url;
+        if ((rv = reposetParseSpec(repositories[i], name, &url, errmsg)) != 0) {
+            return rv;
+        }
+        if ((rv = reposetAdd(rs, name, url, why)) != 0) {
+            errorf(errmsg, "--repo %.200s: %s", repositories[i], why);
+            return rv;
+        }
+    }
+    if (rs->n == 0 && data_dir != NULL) {
+        char parent[PATH_MAX];
+        char dir[PATH_MAX + 16];
+        size_t len;
+        snprintf(parent, sizeof parent, "%s", data_dir);
+        len = strlen(parent);
+        while (len > 1 && parent[len - 1] == '/') {
+            parent[--len] = '\0';
+        }
+        snprintf(dir, sizeof dir, "%s/backups", dirname(parent));
+        if ((rv = reposetAdd(rs, NULL, dir, errmsg)) != 0) {
+            return rv;
+        }
+    }
+    return 0;
 }

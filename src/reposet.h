@@ -33,6 +33,13 @@ struct reposet {
  * twice, too many repositories or a URL too long. Opens nothing. */
 int reposetAdd(struct reposet *rs, const char *name, const char *url, char *errmsg);
 
+/* A node's repositories from its options (cairn_config's backup_dir and repositories,
+ * NULL-terminated, may be NULL): --backup-dir first, then each --repo NAME=URL; with
+ * neither, "backups" beside data_dir (its parent, plus "backups"). Opens nothing. 0, or
+ * the first error, errmsg naming the option. */
+int reposetFromOptions(struct reposet *rs, const char *backup_dir,
+                       const char *const *repositories, const char *data_dir, char *errmsg);
+
 /* Split "NAME=URL" into name (BACKUP_REPO_NAME_SIZE bytes) and *url (into spec). */
 int reposetParseSpec(const char *spec, char *name, const char **url, char *errmsg);
 
