@@ -577,11 +577,7 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     {
         char why[CAIRN_ERRMSG_SIZE];
         jsonKey(&b, "diverged");
-        if (dbDiverged(db, why, sizeof why)) {
-            bufJsonString(&b, why, strlen(why));
-        } else {
-            bufPuts(&b, "null");
-        }
+        bufJsonText(&b, dbDiverged(db, why, sizeof why) ? why : NULL);
         bufPutc(&b, ',');
     }
     {

@@ -152,6 +152,17 @@ static void errorObject(struct buf *b, const char *msg)
     bufPutc(b, '}');
 }
 
+/* The head of a restore job's answer, left open for more members:
+ * {"restored":BACKUP,"branch":NAME|null,"raft_index":N */
+static void restoredJson(struct job *j, const struct backup_info *info, uint64_t index)
+{
+    bufPuts(&j->out, "{\"restored\":");
+    backupInfoJson(info, &j->out);
+    bufPuts(&j->out, ",\"branch\":");
+    bufJsonText(&j->out, j->branch);
+    bufPrintf(&j->out, ",\"raft_index\":%llu", (unsigned long long)index);
+}
+
 /* Run the job, filling status and out. */
 static void jobRun(struct job *j, bool streaming)
 {
@@ -195,31 +206,19 @@ static void jobRun(struct job *j, bool streaming)
             rv = adminRestoreAsOf(j->db, j->id, j->branch, j->asof, j->asof_index, j->asof_ms,
                                   &pr, &info, &index, errmsg);
             if (rv == 0) {
-                bufPuts(&j->out, "{\"restored\":");
-                backupInfoJson(&info, &j->out);
-                bufPuts(&j->out, ",\"branch\":");
-                if (j->branch[0] != '\0') {
-                    bufJsonString(&j->out, j->branch, strlen(j->branch));
-                } else {
-                    bufPuts(&j->out, "null");
-                }
-                bufPrintf(&j->out, ",\"raft_index\":%llu,\"as_of\":{\"index\":%llu,\"time\":",
-                          (unsigned long long)index, (unsigned long long)pr.stop_index);
+                restoredJson(j, &info, index);
+                bufPrintf(&j->out, ",\"as_of\":{\"index\":%llu,\"time\":",
+                          (unsigned long long)pr.stop_index);
+                when[0] = '\0'; /* null when no archived entry was replayed: the base alone */
                 if (pr.stop_ms != 0) {
                     libIso8601(pr.stop_ms, LIB_ISO8601_MS, when);
-                    bufJsonString(&j->out, when, strlen(when));
-                } else {
-                    bufPuts(&j->out, "null"); /* no archived entry replayed: the base alone */
                 }
+                bufJsonText(&j->out, when);
                 bufPrintf(&j->out, ",\"time_ms\":%lld,\"target_index\":%llu,"
                                    "\"entries_replayed\":%llu,\"timeline\":",
                           (long long)pr.stop_ms, (unsigned long long)pr.target,
                           (unsigned long long)pr.entries);
-                if (pr.timeline[0] != '\0') {
-                    bufJsonString(&j->out, pr.timeline, strlen(pr.timeline));
-                } else {
-                    bufPuts(&j->out, "null");
-                }
+                bufJsonText(&j->out, pr.timeline);
                 bufPuts(&j->out, ",\"base\":");
                 backupInfoJson(&pr.base, &j->out);
                 bufPuts(&j->out, "}}");
@@ -229,15 +228,8 @@ static void jobRun(struct job *j, bool streaming)
         default:
             rv = adminRestore(j->db, j->id, j->branch, progress, j, &info, &index, errmsg);
             if (rv == 0) {
-                bufPuts(&j->out, "{\"restored\":");
-                backupInfoJson(&info, &j->out);
-                bufPuts(&j->out, ",\"branch\":");
-                if (j->branch[0] != '\0') {
-                    bufJsonString(&j->out, j->branch, strlen(j->branch));
-                } else {
-                    bufPuts(&j->out, "null");
-                }
-                bufPrintf(&j->out, ",\"raft_index\":%llu}", (unsigned long long)index);
+                restoredJson(j, &info, index);
+                bufPutc(&j->out, '}');
             }
             break;
     }
@@ -680,11 +672,7 @@ static enum MHD_Result getDigest(struct http_server *h, struct MHD_Connection *c
               index, (unsigned long long)h->db->cfg.node_id,
               states[d.state >= 0 && d.state <= 3 ? d.state : 0], (unsigned long long)d.digest,
               (unsigned long long)d.pages);
-    if (d.error[0]) {
-        bufJsonString(&b, d.error, strlen(d.error));
-    } else {
-        bufPuts(&b, "null");
-    }
+    bufJsonText(&b, d.error);
     bufPuts(&b, "}\n");
     return httpSendBuf(c, 200, &b, false);
 }

@@ -159,6 +159,15 @@ size_t utf8Decode(const unsigned char *s, size_t n, uint32_t *cp)
     return len;
 }
 
+void bufJsonText(struct buf *b, const char *s)
+{
+    if (s == NULL || s[0] == '\0') {
+        bufPuts(b, "null");
+    } else {
+        bufJsonString(b, s, strlen(s));
+    }
+}
+
 void bufJsonString(struct buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";

@@ -33,6 +33,8 @@ char *bufDetach(struct buf *b, size_t *len);
 
 /* JSON pieces. */
 void bufJsonString(struct buf *b, const char *s, size_t n);
+/* s as a JSON string, or null when s is NULL or empty (an optional text field). */
+void bufJsonText(struct buf *b, const char *s);
 void bufJsonInt(struct buf *b, int64_t v);
 /* Shortest text that reads back as the same double; NaN and infinities become null. */
 void bufJsonDouble(struct buf *b, double v);
