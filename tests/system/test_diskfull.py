@@ -499,3 +499,32 @@ def test_archive_into_a_full_repository(tmpfs, server_factory, cairn_bin, tmp_pa
     assert got == want, "restore to latest: %d rows, %d written; missing %r, extra %r" % (
         len(got), len(want), sorted(set(want) - set(got))[:5], sorted(set(got) - set(want))[:5])
     assert s.stop() == 0
+
+
+def test_point_in_time_restore_out_of_space_leaves_nothing(tmpfs, server_factory, cairn_bin,
+                                                           tmp_path):
+    """`cairn restore latest` whose replay of the archive fills the output's disk (the
+    base backup fits, the archived writes do not): exit 1 with a message naming the full
+    disk, and nothing left at the destination, not even a temporary file; the same
+    restore into room succeeds."""
+    repo = tmp_path / "repo"
+    s = server_factory(extra_args=["--backup-dir", repo, "--archive", "--archive-interval", "50ms"])
+    wait_until(lambda: archive_status(s)[0]["timeline"] or None, 20, "the archiver's timeline")
+    assert_exec_ok(s.execute(["CREATE TABLE f (id INTEGER PRIMARY KEY, client INTEGER, seq INTEGER, "
+                              "b BLOB, t TEXT)"]))
+    for i in range(400):  # about 2.4 MiB of rows, the text in the log entries
+        assert_exec_ok(s.execute([["INSERT INTO f(client, seq, t) VALUES(1, ?, ?)", i,
+                                   os.urandom(3072).hex()]]))
+    wait_until(lambda: (lambda a, i: a["head_index"] >= i)(*archive_status(s)), 30,
+               "the archive to reach the node's applied index")
+    small = tmpfs("small", 1)
+    for env in ({}, {"CAIRN_RESTORE_TMPFILE": "off"}):
+        r = subprocess.run([str(cairn_bin), "restore", "--repo", str(repo), "--out",
+                            str(small / "out.db"), "latest"], capture_output=True, text=True,
+                           timeout=deadline_seconds(60), env=dict(os.environ, **env))
+        assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+        assert names_disk_full(r.stderr), r.stderr
+        assert os.listdir(small) == [], (env, os.listdir(small))
+    got = restored_keys(cairn_bin, repo, tmp_path / "latest.db")
+    assert got == [(1, i) for i in range(400)], len(got)
+    assert s.stop() == 0
