@@ -3,6 +3,7 @@
 #include "lib.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -214,18 +215,47 @@ int libWriteFileAtomic(const char *path, const void *data, size_t len, unsigned 
     return libSyncParentDir(path, errmsg);
 }
 
+/* n decimal digits at s (no sign, no space) as *v; false when any is not a digit. */
+static bool digitsAt(const char *s, int n, int *v)
+{
+    *v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) {
+            return false;
+        }
+        *v = *v * 10 + (s[i] - '0');
+    }
+    return true;
+}
+
+static int daysInMonth(int y, int mo)
+{
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return mo == 2 && leap ? 29 : days[mo - 1];
+}
+
 int libParseIso8601(const char *s, int64_t *ms)
 {
     struct tm tm;
-    int y, mo, d, h, mi, sec, n = 0;
+    int y, mo, d, h, mi, sec;
     int64_t frac = 0, scale = 1000;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 &&
-        sscanf(s, "%4d-%2d-%2d %2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6) {
+    /* YYYY-MM-DDTHH:MM:SS, every field its exact number of digits and in its range (a
+     * 2026-02-30 is refused, not read as March 2nd). */
+    if (!digitsAt(s, 4, &y) || s[4] != '-' || !digitsAt(s + 5, 2, &mo) || s[7] != '-' ||
+        !digitsAt(s + 8, 2, &d) || (s[10] != 'T' && s[10] != ' ') || !digitsAt(s + 11, 2, &h) ||
+        s[13] != ':' || !digitsAt(s + 14, 2, &mi) || s[16] != ':' || !digitsAt(s + 17, 2, &sec)) {
         return -1;
     }
-    s += n;
+    if (mo < 1 || mo > 12 || d < 1 || d > daysInMonth(y, mo) || h > 23 || mi > 59 || sec > 59) {
+        return -1;
+    }
+    s += 19;
     if (*s == '.') {
         s++;
+        if (!isdigit((unsigned char)*s)) {
+            return -1;
+        }
         while (isdigit((unsigned char)*s)) {
             if (scale > 1) {
                 scale /= 10;
@@ -246,8 +276,9 @@ int libParseIso8601(const char *s, int64_t *ms)
         *ms = t;
         return 0;
     }
-    if ((*s == '+' || *s == '-') && strlen(s) == 6 && s[3] == ':') {
-        int oh = atoi(s + 1), om = atoi(s + 4);
+    int oh, om;
+    if ((*s == '+' || *s == '-') && digitsAt(s + 1, 2, &oh) && s[3] == ':' &&
+        digitsAt(s + 4, 2, &om) && s[6] == '\0' && oh <= 23 && om <= 59) {
         int64_t off = ((int64_t)oh * 60 + om) * 60000;
         *ms = *s == '+' ? t - off : t + off;
         return 0;

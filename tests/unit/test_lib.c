@@ -363,6 +363,30 @@ static void test_parse_iso8601(void **state)
     assert_int_equal(libParseIso8601("2026-12-02T10:02:00", &ms), -1); /* no zone */
     assert_int_equal(libParseIso8601("2026-12-02T10:02:00Zjunk", &ms), -1);
     assert_int_equal(libParseIso8601("yesterday", &ms), -1);
+    /* Every field in its range: never normalised into another date. */
+    assert_int_equal(libParseIso8601("2026-13-01T00:00:00Z", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-00-01T00:00:00Z", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-02-29T00:00:00Z", &ms), -1); /* not a leap year */
+    assert_int_equal(libParseIso8601("2026-04-31T00:00:00Z", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-12-00T00:00:00Z", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-12-02T24:00:00Z", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-12-02T10:60:00Z", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-12-02T10:02:60Z", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-12-02T10:02:00+24:00", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-12-02T10:02:00+1:00", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-12-02T10:02:00+01:0x", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-12-02T10:02:00.Z", &ms), -1);
+    assert_int_equal(libParseIso8601(" 2026-12-02T10:02:00Z", &ms), -1);
+    assert_int_equal(libParseIso8601("+2026-12-02T10:02:00Z", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-1-02T10:02:00Z", &ms), -1);
+    assert_int_equal(libParseIso8601("2026-12-02", &ms), -1);
+    assert_int_equal(libParseIso8601("", &ms), -1);
+    /* Leap days of leap years, the century rule both ways. */
+    assert_int_equal(libParseIso8601("2028-02-29T00:00:00Z", &ms), 0);
+    assert_int_equal(ms, 1835395200000LL);
+    assert_int_equal(libParseIso8601("2000-02-29T23:59:59Z", &ms), 0);
+    assert_int_equal(ms, 951868799000LL);
+    assert_int_equal(libParseIso8601("2100-02-29T00:00:00Z", &ms), -1);
     assert_int_equal(libParseIso8601("", &ms), -1);
 }
 
