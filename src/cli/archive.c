@@ -361,11 +361,24 @@ const cliCommand cliArchiveCommand = {
  * milliseconds. */
 int cliParseTime(const char *s, int64_t *ms)
 {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*s != '\0' && *end == '\0') {
+    /* Unix milliseconds: digits only, from 1970 to the end of year 9999 (what an
+     * ISO-8601 time can say); a sign, an overflow or a time before 1970 is refused,
+     * never clamped into some other moment. */
+    const int64_t max = 253402300799999LL; /* 9999-12-31T23:59:59.999Z */
+    int64_t v = 0;
+    const char *p = s;
+    while (isdigit((unsigned char)*p) && v <= max) {
+        v = v * 10 + (*p++ - '0');
+    }
+    if (p != s && *p == '\0') {
+        if (v > max) {
+            return -1;
+        }
         *ms = v;
         return 0;
+    }
+    if (isdigit((unsigned char)*p)) {
+        return -1; /* more digits than any time has */
     }
     return libParseIso8601(s, ms);
 }

@@ -303,6 +303,11 @@ BAD = [
     ([], 2, "no retention rule given"),
     (["--keep-full", "0"], 2, "no retention rule given"),
     (["--keep-full", "1", "--now", "yesterday"], 2, "--now takes"),
+    # Never clamped or normalised into another moment (an overflow once read as the
+    # largest time, a 30th of February as March 2nd).
+    (["--keep-full", "1", "--now", "99999999999999999999"], 2, "--now takes"),
+    (["--keep-full", "1", "--now=-5"], 2, "--now takes"),
+    (["--keep-full", "1", "--now", "2026-02-30T00:00:00Z"], 2, "--now takes"),
     (["--keep-full", "1", "extra"], 2, "unexpected argument"),
 ]
 
