@@ -56,13 +56,17 @@ int pitrWindows(struct repo *repo, bool full, struct arcseg_info **segs, size_t 
         errorf(errmsg, "out of memory");
         return CAIRN_ENOMEM;
     }
+    bool several = arcsegSeveralHistories(*segs, tls, ntl);
     for (size_t i = 0; i < ntl; i++) {
         struct pitr_window *x = &(*w)[i];
         x->tl = tls[i];
+        x->several = several;
+        if (x->tl.nseg > 0 && (*segs)[x->tl.from].read) {
+            memcpy(x->history, (*segs)[x->tl.from].history, ARCSEG_HISTORY_SIZE);
+        }
         for (size_t j = 0; j < nbk; j++) {
             const struct backup_info *b = &bk[j];
-            if (b->error[0] != '\0' || b->raft_index + 1 < x->tl.start ||
-                b->raft_index > x->tl.head) {
+            if (!arcsegBaseFits(&x->tl, several, b)) {
                 continue;
             }
             x->bases++;
@@ -416,15 +420,30 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
             continue;
         }
         if (o->kind == PITR_LATEST) {
-            if (x == NULL || c->tl.head > x->tl.head) {
+            /* Several histories: the newest head in time (another history's indexes
+             * may be larger and older). */
+            if (x == NULL ||
+                (c->several ? c->tl.head_ms > x->tl.head_ms : c->tl.head > x->tl.head)) {
                 x = c;
                 target = c->tl.head;
             }
         } else if (o->kind == PITR_INDEX) {
-            if (o->index >= c->from && o->index <= c->tl.head &&
-                (x == NULL || c->tl.start > x->tl.start)) {
-                x = c;
-                target = o->index;
+            if (o->index >= c->from && o->index <= c->tl.head) {
+                if (x != NULL && memcmp(x->history, c->history, ARCSEG_HISTORY_SIZE) != 0) {
+                    errorf(errmsg,
+                           "index %llu is ambiguous in this repository: it holds the archives "
+                           "of more than one history (a cluster restored from it, or another "
+                           "cluster, archiving into it), and timelines %s and %s of two of "
+                           "them both hold that index; restore to a time instead; "
+                           "restorable: %s",
+                           (unsigned long long)o->index, x->tl.name, c->tl.name, windows);
+                    rv = CAIRN_EINVAL;
+                    goto out;
+                }
+                if (x == NULL || c->tl.start > x->tl.start) {
+                    x = c;
+                    target = o->index;
+                }
             }
         } else {
             uint64_t at;
@@ -432,7 +451,11 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
             if ((rv = timeToIndex(repo, segs, c, o->time_ms, &at, &found, errmsg)) != 0) {
                 goto out;
             }
-            if (found && at >= c->from && (x == NULL || c->tl.start > x->tl.start)) {
+            /* A time before the timeline's first entry is its base's state only if the
+             * base was taken by then (else another timeline may hold it). */
+            if (found && at >= c->from && (at >= c->tl.start || c->from_ms <= o->time_ms) &&
+                (x == NULL ||
+                 (c->several ? c->tl.start_ms > x->tl.start_ms : c->tl.start > x->tl.start))) {
                 x = c;
                 target = at;
             }
@@ -443,15 +466,20 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
     }
     if (o->kind == PITR_LATEST) {
         /* A backup newer than every archive's head (the archive stopped, backups went
-         * on) is the latest state the repository knows: restored alone. */
+         * on) is the latest state the repository knows: restored alone. Newer by index
+         * in a repository of one history; by time in one of several (indexes are
+         * ambiguous there, and a backup records no history). */
+        bool several = nw > 0 && w[0].several;
         const struct backup_info *nb = NULL;
         for (size_t j = 0; j < nbk; j++) {
             if (bk[j].error[0] == '\0' && bk[j].raft_index > 0 &&
-                (nb == NULL || bk[j].raft_index > nb->raft_index)) {
+                (nb == NULL || (several ? bk[j].created_ms > nb->created_ms
+                                        : bk[j].raft_index > nb->raft_index))) {
                 nb = &bk[j];
             }
         }
-        if (nb != NULL && (x == NULL || nb->raft_index > target)) {
+        if (nb != NULL && (x == NULL || (several ? nb->created_ms > x->tl.head_ms
+                                                 : nb->raft_index > target))) {
             res->base = *nb;
             res->target = res->stop_index = nb->raft_index;
             struct restore_options ro;
@@ -496,8 +524,7 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
     {
         bool found = false;
         for (size_t j = 0; j < nbk; j++) {
-            if (bk[j].error[0] != '\0' || bk[j].raft_index + 1 < x->tl.start ||
-                bk[j].raft_index > target) {
+            if (!arcsegBaseFits(&x->tl, x->several, &bk[j]) || bk[j].raft_index > target) {
                 continue;
             }
             if (!found || bk[j].raft_index > res->base.raft_index) {

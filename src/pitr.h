@@ -56,6 +56,10 @@ struct pitr_window {
     char from_id[BACKUP_ID_SIZE];
     int64_t from_ms; /* when that backup was taken: the earliest time restorable */
     uint64_t bases;  /* backups that can serve as its base */
+    unsigned char history[ARCSEG_HISTORY_SIZE]; /* its first segment's (zeros: none) */
+    /* The repository holds timelines of more than one history: indexes are ambiguous,
+     * and a backup serves only the timeline started on it (arcsegBaseFits). */
+    bool several;
 };
 
 /* Every timeline of the open repository repo with its window. With full, every segment

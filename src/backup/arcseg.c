@@ -624,3 +624,34 @@ int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,
     *ntl = nv;
     return 0;
 }
+
+static const unsigned char *historyOf(const struct arcseg_info *segs,
+                                      const struct arcseg_timeline *tl)
+{
+    static const unsigned char none[ARCSEG_HISTORY_SIZE];
+    return tl->nseg > 0 && segs[tl->from].read ? segs[tl->from].history : none;
+}
+
+bool arcsegSeveralHistories(const struct arcseg_info *segs, const struct arcseg_timeline *tls,
+                            size_t ntl)
+{
+    for (size_t i = 1; i < ntl; i++) {
+        if (memcmp(historyOf(segs, &tls[i]), historyOf(segs, &tls[0]), ARCSEG_HISTORY_SIZE) != 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool arcsegBaseFits(const struct arcseg_timeline *tl, bool several, const struct backup_info *b)
+{
+    char name[ARCSEG_TIMELINE_SIZE];
+    if (b->error[0] != '\0' || b->raft_index + 1 < tl->start || b->raft_index > tl->head) {
+        return false;
+    }
+    if (!several) {
+        return true;
+    }
+    arcsegTimelineName(b->raft_index + 1, b->digest, name);
+    return b->raft_index + 1 == tl->start && strcmp(name, tl->name) == 0;
+}

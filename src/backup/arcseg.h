@@ -156,4 +156,16 @@ int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,
 /* Read object `name` whole and decode it (arcsegDecode). */
 int arcsegRead(struct repo *repo, const char *name, struct arcseg *seg, char *errmsg);
 
+/* Histories and bases. A repository may hold the archives of several histories (a
+ * cluster restored from it, or another cluster, archiving into it): their indexes are
+ * ambiguous there, and a backup records no history. arcsegSeveralHistories: whether the
+ * timelines tls (arcsegWalk's, over segs) belong to more than one history (zeros, no
+ * history recorded, count as one). arcsegBaseFits: whether backup b can be the base of a
+ * replay of tl: a readable backup whose image tl's entries continue (index start - 1 up
+ * to its head); with several histories, only the backup tl was started on (index start
+ * - 1, and the digest prefix its name carries: arcsegTimelineName). */
+bool arcsegSeveralHistories(const struct arcseg_info *segs, const struct arcseg_timeline *tls,
+                            size_t ntl);
+bool arcsegBaseFits(const struct arcseg_timeline *tl, bool several, const struct backup_info *b);
+
 #endif

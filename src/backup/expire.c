@@ -497,6 +497,7 @@ static void decideSegments(struct expire_report *rep, const struct arcseg_info *
             head = (long)last;
         }
     }
+    bool several = arcsegSeveralHistories(segs, tls, ntl);
     for (size_t t = 0; t < ntl; t++) {
         const struct arcseg_timeline *tl = &tls[t];
         long base = -1;
@@ -508,7 +509,7 @@ static void decideSegments(struct expire_report *rep, const struct arcseg_info *
                 continue;
             }
             b = &infos[i];
-            if (b->raft_index + 1 < tl->start || b->raft_index > tl->head) {
+            if (!arcsegBaseFits(tl, several, b)) {
                 continue;
             }
             if (base < 0 || b->raft_index < infos[base].raft_index) {

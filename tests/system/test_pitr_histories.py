@@ -1,0 +1,154 @@
+"""Point-in-time restores in a repository that holds two histories.
+
+A cluster restored from a repository numbers its Raft entries from 1 again; when it
+archives and backs up into the same repository (what an operator does who keeps one
+bucket), the repository holds two histories whose indexes mean different things: the
+old cluster's index 20 and the new cluster's index 20 are different writes. A restore
+must never base one history's timeline on the other history's backup, nor call the old
+history "latest" because its indexes are larger. Each check compares rows with what the
+node held at that index, recorded as the writes were acknowledged.
+"""
+import datetime
+import json
+import sqlite3
+import subprocess
+import time
+
+from backuputil import DirRepo
+from conftest import wait_until
+
+TABLE = "CREATE TABLE t (client INTEGER, seq INTEGER, UNIQUE(client, seq))"
+
+
+def status(node):
+    r = node.raw("GET", "/status", timeout=5)
+    assert r.status == 200, r
+    return r.json()
+
+
+def applied(node):
+    return status(node)["store"]["applied_index"]
+
+
+def wait_archived(node):
+    idx = applied(node)
+    wait_until(lambda: status(node)["archive"]["head_index"] >= idx, 30,
+               "the archive to reach index %d on %s" % (idx, node.name))
+
+
+def file_keys(path):
+    db = sqlite3.connect(str(path))
+    try:
+        return set(db.execute("SELECT client, seq FROM t"))
+    finally:
+        db.close()
+
+
+def run_restore(cairn_bin, repo, out, *target):
+    return subprocess.run([str(cairn_bin), "restore", "--repo", str(repo), "--out", str(out),
+                           "--force"] + [str(a) for a in target],
+                          capture_output=True, text=True, timeout=120)
+
+
+def restore(cairn_bin, repo, out, *target):
+    r = run_restore(cairn_bin, repo, out, *target)
+    assert r.returncode == 0, (target, r.stdout, r.stderr)
+    return file_keys(out)
+
+
+def now_ms_after_ack():
+    """This moment in ms, once the clock has moved past it: a write sent after this
+    returns is stamped later than the time returned (the entries' times are cairnd's
+    clock, the same machine's)."""
+    t = int(time.time() * 1000)
+    while int(time.time() * 1000) <= t:
+        pass
+    return t
+
+
+def iso(ms):
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def test_two_histories_in_one_repository_are_never_mixed(server_factory, tmp_path, cairn_bin):
+    repo = DirRepo(tmp_path / "repo")
+    args = ["--backup-dir", repo.path, "--archive", "--archive-interval", "50ms"]
+
+    # History A: 40 writes, the rows after each recorded by index.
+    a = server_factory(extra_args=args)
+    wait_until(lambda: status(a)["archive"]["timeline"] or None, 30, "A's timeline")
+    a.execute([TABLE])
+    rows, at, at_time = set(), {}, []
+    for i in range(40):
+        body = a.execute([["INSERT INTO t(client, seq) VALUES(0, ?)", i]])
+        assert "error" not in body["results"][0], body
+        rows.add((0, i))
+        at[applied(a)] = set(rows)
+        if i % 10 == 5:
+            at_time.append((now_ms_after_ack(), set(rows)))
+    wait_archived(a)
+    a_head = applied(a)
+    a.kill()
+
+    # History B: restored from the repository into a new node (its log starts at 1
+    # again), then archiving and backing up into the same repository.
+    b = server_factory(extra_args=args + ["--restore-from", repo.path])
+    b_timeline = wait_until(lambda: status(b)["archive"]["timeline"] or None, 30, "B's timeline")
+    for j in range(5):
+        body = b.execute([["INSERT INTO t(client, seq) VALUES(1, ?)", j]])
+        assert "error" not in body["results"][0], body
+    r = b.raw("POST", "/admin/backup", {"type": "full"}, timeout=60)
+    assert r.status == 200, r
+    b_backup_index = r.json()["backup"]["raft_index"]
+    body = b.execute([["INSERT INTO t(client, seq) VALUES(1, 5)"]])
+    assert "error" not in body["results"][0], body
+    wait_archived(b)
+    b_rows = rows | {(1, j) for j in range(6)}
+    b_head = applied(b)
+    assert b_backup_index < b_head < a_head, (b_backup_index, b_head, a_head)
+
+    # A's timeline at indexes past B's head: A's rows as A had them, never based on B's
+    # backup (which an index alone would pick: the newest at or before the target).
+    targets = [i for i in sorted(at) if i > b_head][:3] + [a_head]
+    for idx in targets:
+        got = restore(cairn_bin, repo.path, tmp_path / "a.db", "--to-index", idx)
+        assert got == at[idx], "as of index %d of A's history: %d rows, extra %r, missing %r" % (
+            idx, len(got), sorted(got - at[idx])[:5], sorted(at[idx] - got)[:5])
+    # An index both histories hold is refused as ambiguous, naming the windows.
+    both = [i for i in sorted(at) if b_backup_index <= i <= b_head][0]
+    r = run_restore(cairn_bin, repo.path, tmp_path / "x.db", "--to-index", both)
+    assert r.returncode != 0 and "ambiguous" in r.stderr and "restore to a time" in r.stderr, (
+        r.returncode, r.stderr)
+    assert not (tmp_path / "x.db").exists()
+    # Times are not ambiguous: A's rows at A's times.
+    for ms, want in at_time:
+        got = restore(cairn_bin, repo.path, tmp_path / "t.db", "--to-time", iso(ms))
+        assert got == want, "as of %s: %d rows, want %d" % (iso(ms), len(got), len(want))
+
+    # latest is B's state: the newest, though A's indexes are larger.
+    got = restore(cairn_bin, repo.path, tmp_path / "latest.db", "latest")
+    assert got == b_rows, "latest: extra %r, missing %r" % (sorted(got - b_rows)[:5],
+                                                           sorted(b_rows - got)[:5])
+
+    # Retention in the mixed repository: each timeline's segments are kept for its own
+    # base (A's first backup; B's archive base, its second full), never for a backup of
+    # the other history that an index would pick; both timelines still restore.
+    r = subprocess.run([str(cairn_bin), "backup", "expire", "--repo", str(repo.path),
+                        "--keep-full", "2", "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    exp = json.loads(r.stdout)
+    fulls = sorted((b for b in exp["backups"] if b["type"] == "full"), key=lambda b: b["created_ms"])
+    a_base = fulls[0]["id"]
+    for seg in exp["archive"]["segments"]:
+        if seg["timeline"] != b_timeline and "roll forward" in seg["reason"]:
+            assert a_base in seg["reason"], (seg, a_base)
+        elif seg["timeline"] == b_timeline:
+            assert a_base not in seg["reason"], seg
+    r = subprocess.run([str(cairn_bin), "archive", "verify", "--repo", str(repo.path), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["ok"], (r.stdout, r.stderr)
+    assert restore(cairn_bin, repo.path, tmp_path / "a2.db", "--to-index", a_head) == at[a_head]
+    assert restore(cairn_bin, repo.path, tmp_path / "latest2.db", "latest") == b_rows
+    b.stop()
