@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages cairn needs to build, run and test, only those missing.
+# Installs the Debian packages cairn needs to build, run and test, only those missing
+# (tzdata: the zone files of /usr/share/zoneinfo that cron schedules in a zone read).
 # Runs `apt-get update` at most once, and only when something must be installed.
 set -euo pipefail
 
@@ -8,7 +9,7 @@ pkgs=(
   libsqlite3-dev sqlite3 libraft-dev libuv1-dev libmicrohttpd-dev libjansson-dev
   libzstd-dev libxxhash-dev zlib1g-dev libsodium-dev libcurl4-openssl-dev libedit-dev
   libcmocka-dev python3-pytest python3-pytest-xdist python3-prometheus-client python3-botocore python3-boto3 clang libclang-rt-14-dev nodejs
-  npm tmux restic time
+  npm tmux restic time tzdata
 )
 
 missing=()

@@ -145,11 +145,39 @@ static int expandAll(json_t *v, const char *key, char *errmsg)
 
 /* ---- schedules ------------------------------------------------------------------------- */
 
-static int parseSchedule(json_t *v, const char *key, bool allow_off, struct bschedule *out,
-                         char *errmsg)
+/* Zone `name` for key: the one c already loaded, or loaded now and kept in c. */
+static int getZone(struct bconfig *c, const char *name, const char *key, const struct tz **out,
+                   char *errmsg)
+{
+    char why[CAIRN_ERRMSG_SIZE];
+    struct tz *z;
+    int rv;
+    for (unsigned i = 0; i < c->nzones; i++) {
+        if (strcmp(tzName(c->zones[i]), name) == 0) {
+            *out = c->zones[i];
+            return 0;
+        }
+    }
+    if (c->nzones == BCONFIG_MAX_ZONES) {
+        errorf(errmsg, "%s: more than %d time zones in one configuration", key, BCONFIG_MAX_ZONES);
+        return CAIRN_EINVAL;
+    }
+    if ((rv = tzLoad(name, &z, why)) != 0) {
+        errorf(errmsg, "%s: %s", key, why);
+        return rv == CAIRN_ENOMEM ? rv : CAIRN_EINVAL;
+    }
+    c->zones[c->nzones++] = z;
+    *out = z;
+    return 0;
+}
+
+/* v into *out; a cron expression is read in zone (NULL: UTC) unless it names its own. */
+static int parseSchedule(json_t *v, const char *key, bool allow_off, struct bconfig *c,
+                         const struct tz *zone, struct bschedule *out, char *errmsg)
 {
     const char *s;
     char why[CAIRN_ERRMSG_SIZE];
+    int rv;
     memset(out, 0, sizeof *out);
     if (!json_is_string(v)) {
         errorf(errmsg,
@@ -169,17 +197,22 @@ static int parseSchedule(json_t *v, const char *key, bool allow_off, struct bsch
         return 0;
     }
     if (strncmp(s, "CRON_TZ=", 8) == 0 || strncmp(s, "TZ=", 3) == 0) {
-        const char *zone = strchr(s, '=') + 1;
-        size_t zl = strcspn(zone, " \t");
-        if (!((zl == 3 && strncmp(zone, "UTC", 3) == 0) ||
-              (zl == 7 && strncmp(zone, "Etc/UTC", 7) == 0))) {
-            errorf(errmsg,
-                   "%s: zone \"%.*s\": cron schedules run in UTC only; write the "
-                   "times in UTC (or say CRON_TZ=UTC)",
-                   key, (int)zl, zone);
+        /* Vixie cron's (and cronie's) way of naming the zone of one line. */
+        const char *name = strchr(s, '=') + 1;
+        size_t zl = strcspn(name, " \t");
+        char zname[TZ_NAME_MAX + 1];
+        if (zl == 0 || zl > TZ_NAME_MAX) {
+            errorf(errmsg, "%s: %.*s needs a zone name (\"CRON_TZ=Europe/Paris 0 3 * * *\")", key,
+                   (int)(name - s - 1), s);
             return CAIRN_EINVAL;
         }
-        s = zone + zl;
+        memcpy(zname, name, zl);
+        zname[zl] = '\0';
+        snprintf(why, sizeof why, "%.400s: %.*s", key, (int)(name - s - 1), s);
+        if ((rv = getZone(c, zname, why, &zone, errmsg)) != 0) {
+            return rv;
+        }
+        s = name + zl;
         while (*s == ' ' || *s == '\t') {
             s++;
         }
@@ -200,7 +233,8 @@ static int parseSchedule(json_t *v, const char *key, bool allow_off, struct bsch
         errorf(errmsg, "%s: %s", key, why);
         return CAIRN_EINVAL;
     }
-    if (cronNext(&out->cron, repoNowMs()) < 0) {
+    out->zone = zone != NULL && strcmp(tzName(zone), "UTC") != 0 ? zone : NULL;
+    if (cronNext(&out->cron, out->zone, repoNowMs()) < 0) {
         errorf(errmsg, "%s: cron expression \"%s\" matches no date in the next 8 years", key, s);
         return CAIRN_EINVAL;
     }
@@ -214,7 +248,7 @@ int64_t bscheduleNext(const struct bschedule *s, int64_t last_ms, int64_t now_ms
     case BSCHED_INTERVAL:
         return last_ms < 0 ? now_ms : last_ms + s->interval_ms;
     case BSCHED_CRON:
-        return cronNext(&s->cron, last_ms < 0 ? now_ms : last_ms);
+        return cronNext(&s->cron, s->zone, last_ms < 0 ? now_ms : last_ms);
     default:
         return -1;
     }
@@ -246,8 +280,33 @@ static int pickRepo(const struct reposet *rs, const char *ref, const char *key, 
     return 0;
 }
 
-/* The keys a repository's section shares between both shapes. */
-static int parseCommon(json_t *o, const char *prefix, struct bconfig_repo *r, char *errmsg)
+/* The repository's "time_zone", into r->time_zone and *zone (NULL when none). */
+static int parseZone(json_t *o, const char *prefix, struct bconfig *c, struct bconfig_repo *r,
+                     const struct tz **zone, char *errmsg)
+{
+    char key[512];
+    json_t *v = json_object_get(o, "time_zone");
+    const char *s = json_string_value(v);
+    *zone = NULL;
+    if (v == NULL || json_is_null(v)) {
+        return 0;
+    }
+    snprintf(key, sizeof key, "%stime_zone", prefix);
+    if (s == NULL || s[0] == '\0') {
+        errorf(errmsg, "%s: expected a zone name (\"Europe/Paris\", \"UTC\")", key);
+        return CAIRN_EINVAL;
+    }
+    if (strlen(s) > TZ_NAME_MAX) {
+        errorf(errmsg, "%s: zone name too long (%zu characters)", key, strlen(s));
+        return CAIRN_EINVAL;
+    }
+    snprintf(r->time_zone, sizeof r->time_zone, "%s", s);
+    return getZone(c, s, key, zone, errmsg);
+}
+
+/* The keys a repository's section shares between both shapes; zone: its time_zone. */
+static int parseCommon(json_t *o, const char *prefix, struct bconfig *c, const struct tz *zone,
+                       struct bconfig_repo *r, char *errmsg)
 {
     char key[512];
     json_t *v;
@@ -279,7 +338,7 @@ static int parseCommon(json_t *o, const char *prefix, struct bconfig_repo *r, ch
         if (json_is_false(v)) {
             r->drill.kind = BSCHED_NONE;
             snprintf(r->drill.text, sizeof r->drill.text, "off");
-        } else if ((rv = parseSchedule(v, key, true, &r->drill, errmsg)) != 0) {
+        } else if ((rv = parseSchedule(v, key, true, c, zone, &r->drill, errmsg)) != 0) {
             return rv;
         }
     } else {
@@ -328,8 +387,10 @@ static int checkKeys(json_t *o, const char *prefix, const char *const *allowed, 
 static int parseRepoSection(json_t *o, const char *name, const struct reposet *rs,
                             struct bconfig *c, char *errmsg)
 {
-    static const char *const keys[] = {"schedules", "from", "retention", "drill", "webhook", NULL};
+    static const char *const keys[] = {"schedules", "from",      "retention", "drill",
+                                       "webhook",   "time_zone", NULL};
     struct bconfig_repo *r = &c->r[c->n];
+    const struct tz *zone;
     char prefix[300];
     char key[400];
     json_t *sch, *v;
@@ -344,7 +405,8 @@ static int parseRepoSection(json_t *o, const char *name, const struct reposet *r
     }
     snprintf(key, sizeof key, "repositories.%.200s", name);
     if ((rv = checkKeys(o, prefix, keys, errmsg)) != 0 ||
-        (rv = pickRepo(rs, name, key, c, r, errmsg)) != 0) {
+        (rv = pickRepo(rs, name, key, c, r, errmsg)) != 0 ||
+        (rv = parseZone(o, prefix, c, r, &zone, errmsg)) != 0) {
         return rv;
     }
     sch = json_object_get(o, "schedules");
@@ -363,11 +425,11 @@ static int parseRepoSection(json_t *o, const char *name, const struct reposet *r
             errorf(errmsg, "%s: unknown backup type (full, incremental or differential)", key);
             return CAIRN_EINVAL;
         }
-        if ((rv = parseSchedule(v, key, true, &r->sched[type], errmsg)) != 0) {
+        if ((rv = parseSchedule(v, key, true, c, zone, &r->sched[type], errmsg)) != 0) {
             return rv;
         }
     }
-    if ((rv = parseCommon(o, prefix, r, errmsg)) != 0) {
+    if ((rv = parseCommon(o, prefix, c, zone, r, errmsg)) != 0) {
         return rv;
     }
     c->n++;
@@ -377,10 +439,11 @@ static int parseRepoSection(json_t *o, const char *name, const struct reposet *r
 /* rqlite's auto-backup shape: one schedule. */
 static int parseRqlite(json_t *root, const struct reposet *rs, struct bconfig *c, char *errmsg)
 {
-    static const char *const keys[] = {"version",     "type",   "interval",  "sub",
-                                       "retention",   "drill",  "webhook",   "from",
-                                       "no_compress", "vacuum", "timestamp", NULL};
+    static const char *const keys[] = {
+        "version", "type",      "interval",    "sub",    "retention", "drill", "webhook",
+        "from",    "time_zone", "no_compress", "vacuum", "timestamp", NULL};
     struct bconfig_repo *r = &c->r[0];
+    const struct tz *zone;
     json_t *v, *sub;
     int type = BACKUP_FULL;
     char ref[PATH_MAX] = "";
@@ -407,11 +470,14 @@ static int parseRqlite(json_t *root, const struct reposet *rs, struct bconfig *c
             return CAIRN_EINVAL;
         }
     }
+    if ((rv = parseZone(root, "", c, r, &zone, errmsg)) != 0) {
+        return rv;
+    }
     if ((v = json_object_get(root, "interval")) == NULL) {
         errorf(errmsg, "interval: missing (the schedule: \"1h\", or \"0 3 * * *\")");
         return CAIRN_EINVAL;
     }
-    if ((rv = parseSchedule(v, "interval", false, &r->sched[type], errmsg)) != 0) {
+    if ((rv = parseSchedule(v, "interval", false, c, zone, &r->sched[type], errmsg)) != 0) {
         return rv;
     }
     if ((sub = json_object_get(root, "sub")) != NULL) {
@@ -448,7 +514,7 @@ static int parseRqlite(json_t *root, const struct reposet *rs, struct bconfig *c
         }
     }
     if ((rv = pickRepo(rs, ref[0] ? ref : NULL, "sub", c, r, errmsg)) != 0 ||
-        (rv = parseCommon(root, "", r, errmsg)) != 0) {
+        (rv = parseCommon(root, "", c, zone, r, errmsg)) != 0) {
         return rv;
     }
     c->n = 1;
@@ -526,7 +592,7 @@ int bconfigParse(const char *text, size_t len, const char *origin, const struct 
 bad:
     errorf(errmsg, "%s: %s", origin, why);
     json_decref(root);
-    free(c);
+    bconfigFree(c);
     return rv;
 }
 
@@ -568,6 +634,12 @@ int bconfigLoad(const char *path, const struct reposet *rs, struct bconfig **out
 
 void bconfigFree(struct bconfig *c)
 {
+    if (c == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < c->nzones; i++) {
+        tzFree(c->zones[i]);
+    }
     free(c);
 }
 
@@ -664,6 +736,8 @@ json_t *bconfigJson(const struct bconfig *c, const struct reposet *rs)
             }
         }
         json_object_set_new(o, "schedules", sch);
+        /* The zone cron schedules are read in unless they say CRON_TZ= themselves. */
+        json_object_set_new(o, "time_zone", json_string(r->time_zone[0] ? r->time_zone : "UTC"));
         json_object_set_new(o, "from", json_string(r->from_follower ? "follower" : "leader"));
         json_object_set_new(o, "retention",
                             r->has_retention ? retentionJson(&r->retention) : json_null());

@@ -8,6 +8,7 @@
  *                              "from": "leader" | "follower",
  *                              "retention": {"keep_full": 4, "keep_within": "7d"},
  *                              "drill": "24h" | "off",
+ *                              "time_zone": "Europe/Paris",
  *                              "webhook": "http://alerts.example/hook"}}}
  *
  * or rqlite's auto-backup file where it overlaps, one schedule: {"interval": "1h",
@@ -16,9 +17,12 @@
  *
  * NAME is a repository of the node (--backup-dir: "default", --repo NAME=URL), or one
  * of their URLs. A schedule is an interval ("30s", "1h", "7d") or a five-field cron
- * expression in UTC (cron.h). `$VAR` and `${VAR}` in any string are replaced by the
- * environment's value (`$$` is a `$`); an unset variable is an error. Every error
- * names the key ("repositories.default.schedules.full: ...").
+ * expression (cron.h), read in the repository's time_zone (default UTC) or in the zone
+ * of a "CRON_TZ=Europe/Paris " (or "TZ=") before its fields; intervals ignore zones.
+ * Each zone is loaded once, with the file (tz.h), and lives as long as the bconfig.
+ * `$VAR` and `${VAR}` in any string are replaced by the environment's value (`$$` is a
+ * `$`); an unset variable is an error. Every error names the key
+ * ("repositories.default.schedules.full: ...").
  *
  * Pure code apart from reading the file and the environment: any thread. */
 #ifndef CAIRN_BCONFIG_H
@@ -33,9 +37,15 @@
 #include "cron.h"
 #include "expire.h"
 #include "reposet.h"
+#include "tz.h"
 
 #define BCONFIG_MAX_REPOS REPOSET_MAX
 #define BCONFIG_TEXT_SIZE 128
+/* Distinct zones one configuration may name: one per schedule and repository. */
+#define BCONFIG_MAX_ZONES (BCONFIG_MAX_REPOS * (BCONFIG_TYPES + 2))
+
+/* The backup types, by index: sched[BACKUP_FULL] ... sched[BACKUP_DIFFERENTIAL]. */
+#define BCONFIG_TYPES 4
 
 /* When something runs: never, every interval_ms, or at a cron expression's times. */
 enum { BSCHED_NONE = 0, BSCHED_INTERVAL, BSCHED_CRON };
@@ -43,11 +53,9 @@ struct bschedule {
     int kind;
     int64_t interval_ms;
     struct cron cron;
+    const struct tz *zone;        /* BSCHED_CRON: its zone; NULL: UTC. The bconfig's */
     char text[BCONFIG_TEXT_SIZE]; /* as written (after $VAR expansion) */
 };
-
-/* The backup types, by index: sched[BACKUP_FULL] ... sched[BACKUP_DIFFERENTIAL]. */
-#define BCONFIG_TYPES 4
 
 struct bconfig_repo {
     char name[BACKUP_REPO_NAME_SIZE]; /* the node's name of the repository */
@@ -56,8 +64,9 @@ struct bconfig_repo {
     bool from_follower; /* "from": "follower": a caught-up follower takes the backups */
     bool has_retention;
     struct retention retention;
-    struct bschedule drill; /* default every 24 h; BSCHED_NONE for "off" */
-    char webhook[1024];     /* "" when none; as configured (secrets included) */
+    struct bschedule drill;          /* default every 24 h; BSCHED_NONE for "off" */
+    char webhook[1024];              /* "" when none; as configured (secrets included) */
+    char time_zone[TZ_NAME_MAX + 1]; /* "time_zone" as configured; "" when none (UTC) */
 };
 
 struct bconfig {
@@ -66,6 +75,10 @@ struct bconfig {
     bool rqlite_shape; /* the file had rqlite's auto-backup shape */
     unsigned n;
     struct bconfig_repo r[BCONFIG_MAX_REPOS];
+    /* The zones the schedules point to, each loaded once; freed with the bconfig, so a
+     * copy of a bconfig_repo must not use its zones once the bconfig may be freed. */
+    unsigned nzones;
+    struct tz *zones[BCONFIG_MAX_ZONES];
 };
 
 /* Read and check the file at path against the node's repositories rs. 0 and *out
@@ -88,8 +101,8 @@ void bconfigMaskUrl(const char *url, char *out, size_t size);
 
 /* The first time after last_ms (Unix ms) s is due, or -1 for never. last_ms < 0: there
  * was no previous run; an interval is due at once (now_ms), a cron expression at its
- * next time after now_ms. A time before now_ms means the run is overdue: run it now,
- * once. */
+ * next time after now_ms (in its zone: cron.h says how DST changes are taken). A time
+ * before now_ms means the run is overdue: run it now, once. */
 int64_t bscheduleNext(const struct bschedule *s, int64_t last_ms, int64_t now_ms);
 
 /* "2s", "1h", "7d" (an integer and ms, s, m, h, d or w) into *ms: 0 or -1. */

@@ -1,7 +1,8 @@
 /* Five-field cron expressions: parsing and the next fire time (cron.h). The search
  * walks forward from the minute after the given time, skipping a whole month, day or
  * hour whenever that field does not match, so it takes at most a few thousand steps
- * even for a rare expression. Pure code: any thread. */
+ * even for a rare expression. In a zone it walks the zone's wall-clock time and maps
+ * each match to an instant with the zone's rules (tz.h). Pure code: any thread. */
 #define _GNU_SOURCE
 #include "cron.h"
 
@@ -12,6 +13,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "tz.h"
 
 enum { F_MINUTE, F_HOUR, F_DOM, F_MONTH, F_DOW };
 
@@ -199,10 +201,13 @@ static bool dayMatches(const struct cron *c, const struct tm *tm)
     return dom || dow;
 }
 
-int64_t cronNext(const struct cron *c, int64_t after_ms)
+/* The first minute strictly after wall-clock second `after` (seconds since 1970-01-01
+ * 00:00 of the calendar c is read in) that c matches, or INT64_MIN when none comes
+ * within 8 years. */
+static int64_t wallNext(const struct cron *c, int64_t after)
 {
-    /* From the start of the minute after after_ms. */
-    time_t t = (time_t)((after_ms >= 0 ? after_ms / 1000 : (after_ms - 999) / 1000) / 60 * 60 + 60);
+    /* From the start of the minute after. */
+    time_t t = (time_t)((after >= 0 ? after : after - 59) / 60 * 60 + 60);
     struct tm tm;
     int limit_year;
     gmtime_r(&t, &tm);
@@ -223,10 +228,47 @@ int64_t cronNext(const struct cron *c, int64_t after_ms)
         } else if (!((c->minute >> tm.tm_min) & 1)) {
             tm.tm_min++;
         } else {
-            return (int64_t)timegm(&tm) * 1000;
+            return (int64_t)timegm(&tm);
         }
         t = timegm(&tm); /* normalise (and recompute the day of week) */
         gmtime_r(&t, &tm);
     }
-    return -1;
+    return INT64_MIN;
+}
+
+int64_t cronNext(const struct cron *c, const struct tz *zone, int64_t after_ms)
+{
+    int64_t after = after_ms >= 0 ? after_ms / 1000 : (after_ms - 999) / 1000;
+    int64_t wall, limit;
+    if (zone == NULL) {
+        wall = wallNext(c, after);
+        return wall == INT64_MIN ? -1 : wall * 1000;
+    }
+    /* In a zone: walk the matching wall-clock minutes and map each to the instant it
+     * runs at (its first occurrence, or the end of the gap that skipped it), which never
+     * goes backwards as the wall-clock time goes forwards; the first that is after
+     * after_ms is the answer. The walk starts at the lowest wall-clock time shown at or
+     * after after_ms: the wall time then, or lower just after a fall-back. Past the
+     * largest offset either way, the wall-clock time is above the one of after_ms. */
+    wall = after + tzOffset(zone, after);
+    for (int64_t t = tzNextChange(zone, after); t <= after + 2 * TZ_MAX_OFFSET;
+         t = tzNextChange(zone, t)) {
+        int64_t l = t + tzOffset(zone, t);
+        if (l < wall) {
+            wall = l;
+        }
+    }
+    wall--; /* wallNext is strictly after */
+    limit = after + 8 * 366 * 86400LL;
+    for (;;) {
+        int64_t first, second;
+        wall = wallNext(c, wall);
+        if (wall == INT64_MIN || wall - 2 * TZ_MAX_OFFSET > limit) {
+            return -1;
+        }
+        tzLocalToUtc(zone, wall, &first, &second); /* 0, 1 or 2 instants: first is ours */
+        if (first * 1000 > after_ms) {
+            return first > limit ? -1 : first * 1000;
+        }
+    }
 }
