@@ -1206,6 +1206,10 @@ def main():
     meta["command"] = (envs + " " if envs else "") + cmd
     meta["commit"] = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
                                     capture_output=True, text=True).stdout.strip() or "?"
+    # As bench/backup.sh says it: the figures are of the working tree's code.
+    if subprocess.run(["git", "-C", REPO, "diff", "--quiet", "HEAD", "--", "src", "include"],
+                      capture_output=True).returncode != 0:
+        meta["commit"] += " (+ uncommitted changes in src/ or include/)"
     meta["size_note"] = args.size_note if args.size_note is not None else (
         "" if args.mb >= 1024 else " (the issue names 1 GiB: `BENCH_S3_MIB=1024 make "
         "bench-backup-s3` measures that, in about twice the time: 6 minutes on this machine, "

@@ -251,8 +251,11 @@ struct restore_options {
 };
 
 /* What a restore asks SQLite to check of the file it wrote: PRAGMA quick_check, or
- * PRAGMA integrity_check (which also reads every index against its table). */
-enum { RESTORE_CHECK_QUICK = 0, RESTORE_CHECK_FULL = 1 };
+ * PRAGMA integrity_check (which also reads every index against its table).
+ * RESTORE_CHECK_NONE: no SQLite check (every page is still checked against its hash);
+ * only for a caller that changes the file further and runs the check on the result
+ * before anyone sees it (a point-in-time restore replays entries onto its base). */
+enum { RESTORE_CHECK_QUICK = 0, RESTORE_CHECK_FULL = 1, RESTORE_CHECK_NONE = 2 };
 
 /* "quick_check", "integrity_check": the pragma of a RESTORE_CHECK_* level. */
 const char *backupCheckName(int check);

@@ -35,10 +35,13 @@
  *    writeback started every WRITEBACK_BYTES (sync_file_range), so that the fsync at
  *    the end has little left.
  *  - SQLite's check starts with the writing, on a thread of its own, reading the file
- *    through ROVFS: a read of a page not written yet waits for it. It goes through the
- *    b-trees in their own order, so how much of it overlaps the writing depends on
- *    where their pages are (the freelist first, then each tree from its root); the
- *    rest runs beside the fsync.
+ *    through ROVFS: a read of a page not written yet waits for it (and is woken when
+ *    it is written, not at every run). It goes through the b-trees in their own
+ *    order, so how much of it overlaps the writing depends on where their pages are:
+ *    SQLite 3.40's b-tree pass goes down the file from its end, so in practice it
+ *    runs after the last page is written, beside the fsync. There a thread of its own
+ *    reads the file ahead of it into a few chunks, on the other CPU (roAhead), so
+ *    that the check itself spends its time in SQLite, not in the kernel.
  *
  * The new file has no name until it is complete (O_TMPFILE, src/lib/newfile.h): a
  * restore killed at any point leaves nothing at the destination, nor beside it. On a
@@ -48,12 +51,14 @@
  *
  * Memory: the restored backup's manifest (8 bytes a page), a bitmap (1 bit a page),
  * the blocks in flight (at most RING a file, and BUFFER_BUDGET beyond one a file) and
- * the check's read chunks; never the database, and independent of the chain's length.
+ * the check's read chunks (RO_CHUNKS of RO_CHUNK bytes); never the database, and
+ * independent of the chain's length.
  *
  * Threads: the caller's (a worker, never the loop) merges, writes and fsyncs; for the
  * duration of a call it starts a reader per file read at once, workers that decompress
- * (one per CPU, at most MAX_WORKERS, for chains of PARALLEL_MIN_BYTES or more), and one
- * that runs SQLite's check. The progress callback is called on the caller's thread
+ * (one per CPU, at most MAX_WORKERS, for chains of PARALLEL_MIN_BYTES or more), one
+ * that runs SQLite's check, and, once the file is written, one that reads it ahead
+ * of the check. The progress callback is called on the caller's thread
  * only. No state is shared between calls. */
 #define _GNU_SOURCE
 #include "backup.h"
@@ -309,6 +314,7 @@ struct follow {
     bool end;      /* no more writes */
     bool failed;   /* ... because the restore failed: reads fail */
     bool waiting;
+    uint64_t want; /* the waiter's: bytes [0, want) written wake it (not every run) */
 };
 
 static void followInit(struct follow *fw, uint64_t size)
@@ -327,7 +333,7 @@ static void followSet(struct follow *fw, uint64_t upto, bool end, bool failed)
     }
     fw->end = fw->end || end;
     fw->failed = fw->failed || failed;
-    if (fw->waiting) {
+    if (fw->waiting && (fw->upto >= fw->want || fw->end)) {
         pthread_cond_broadcast(&fw->cv);
     }
     pthread_mutex_unlock(&fw->mu);
@@ -341,6 +347,7 @@ static int followWait(struct follow *fw, uint64_t off, uint64_t n)
     pthread_mutex_lock(&fw->mu);
     while (!fw->end && off + n > fw->upto) {
         fw->waiting = true;
+        fw->want = off + n;
         pthread_cond_wait(&fw->cv, &fw->mu);
     }
     fw->waiting = false;
@@ -412,6 +419,11 @@ struct pipe {
     unsigned idle;          /* workers waiting */
     unsigned short_of_room; /* readers waiting for the budget */
     bool cons_waiting;
+    /* What the waiting consumer waits for: a block of this stream or its end, this
+     * block decoded; neither: anything. Others' news does not wake it (with a chain's
+     * dozen readers and the workers, most wakeups were for news it had no use for). */
+    const struct stream *want_s;
+    const struct blk *want_b;
     size_t cap; /* bytes of the rings' buffers */
     bool stop;  /* readers and workers end */
     int rv;     /* the first failure, with its message */
@@ -448,11 +460,30 @@ static int fail(struct pipe *pl, int rv, const char *errmsg)
 }
 
 /* The consumer waits for news. pl->mu held. */
-static void consWait(struct pipe *pl)
+static void consWaitFor(struct pipe *pl, const struct stream *s, const struct blk *b)
 {
     pl->cons_waiting = true;
+    pl->want_s = s;
+    pl->want_b = b;
     pthread_cond_wait(&pl->cons, &pl->mu);
     pl->cons_waiting = false;
+    pl->want_s = NULL;
+    pl->want_b = NULL;
+}
+
+static void consWait(struct pipe *pl)
+{
+    consWaitFor(pl, NULL, NULL);
+}
+
+/* News of stream s (a block published, its end) or of block b (decoded): wake the
+ * consumer if it waits for it. pl->mu held. */
+static void consWake(struct pipe *pl, const struct stream *s, const struct blk *b)
+{
+    if (pl->cons_waiting && ((pl->want_s == NULL && pl->want_b == NULL) ||
+                             (s != NULL && pl->want_s == s) || (b != NULL && pl->want_b == b))) {
+        pthread_cond_signal(&pl->cons);
+    }
 }
 
 /* A block's state, seen from a thread that may not hold pl->mu: once BLK_READY, its
@@ -651,9 +682,7 @@ static int streamPush(void *arg, const struct cbk_block *b, char *errmsg)
             pthread_cond_signal(&pl->work);
         }
     }
-    if (pl->cons_waiting) {
-        pthread_cond_signal(&pl->cons);
-    }
+    consWake(pl, s, NULL);
     pthread_mutex_unlock(&pl->mu);
     return 0;
 }
@@ -686,9 +715,7 @@ static int streamOpen(struct stream *s, uint64_t **m, char *msg)
             pthread_mutex_lock(&pl->mu);
             pl->manifest = *m;
             pl->manifest_ready = true;
-            if (pl->cons_waiting) {
-                pthread_cond_signal(&pl->cons);
-            }
+            consWake(pl, NULL, NULL);
             pthread_mutex_unlock(&pl->mu);
         }
     }
@@ -719,9 +746,7 @@ static void *streamMain(void *arg)
     pthread_mutex_lock(&pl->mu);
     if (rv == 0) {
         s->ended = true;
-        if (pl->cons_waiting) {
-            pthread_cond_signal(&pl->cons);
-        }
+        consWake(pl, s, NULL);
     } else {
         failLocked(pl, rv, msg);
     }
@@ -783,9 +808,7 @@ static void *workerMain(void *arg)
         } else {
             __atomic_store_n(&k->state, BLK_READY, __ATOMIC_RELEASE);
         }
-        if (pl->cons_waiting) {
-            pthread_cond_signal(&pl->cons);
-        }
+        consWake(pl, NULL, k);
     }
     pthread_mutex_unlock(&pl->mu);
     ZSTD_freeDCtx(dctx);
@@ -1015,7 +1038,7 @@ static int streamHead(struct sink *k, struct stream *s, struct blk **out)
             }
             continue;
         }
-        consWait(pl);
+        consWaitFor(pl, s, NULL);
     }
     pthread_mutex_unlock(&pl->mu);
     if (rv == 0 && s->finished) {
@@ -1056,7 +1079,7 @@ static int blkReady(struct sink *k, struct stream *s, struct blk *b)
             pthread_mutex_lock(&pl->mu);
             continue;
         }
-        consWait(pl);
+        consWaitFor(pl, NULL, b);
     }
     rv = pl->rv;
     pthread_mutex_unlock(&pl->mu);
@@ -1445,20 +1468,64 @@ static int applyChain(struct repo *repo, const struct backup_info *chain, size_t
 #define ROVFS "cairn-restore-ro"
 
 /* SQLite reads a page at a time; once the file is complete, it is read RO_CHUNK bytes
- * at a time into RO_CHUNKS buffers, which serve the pages around (a check goes through
- * each b-tree mostly in the order of its pages): a system call for many pages rather
- * than each. (Not mmap: the pages a mapping holds count in the process's resident
- * size, and mapping and unmapping windows of the file measured no faster.) While the
- * file is being written, a page at a time: a chunk would be read again for every page
- * the writer adds to it. */
+ * at a time into RO_CHUNKS buffers, which serve the pages around: a system call for
+ * many pages rather than each. While the file is being written, a page at a time: a
+ * chunk would be read again for every page the writer adds to it. (Not mmap: the
+ * pages a mapping holds count in the process's resident size, and mapping and
+ * unmapping windows of the file measured no faster; mapped by the read-ahead thread
+ * with MAP_POPULATE, the check's copies out of the mapping cost it more than the
+ * kernel's pread had, 4 KiB page-table entries on this virtual machine.)
+ *
+ * A check of a whole database reads it twice, each time mostly in runs of
+ * neighbouring pages: the b-tree pass (SQLite 3.40's checkTreePage) takes each page's
+ * children from the last to the first, so down the file; the scan of each table's
+ * rows, up it. It can hardly start before the last page is written (the b-tree pass
+ * wants the file's end first), so most of it runs after the writing, beside the
+ * fsync, on one CPU, and more than half of that CPU went to the kernel copying the
+ * file to it (perf, docs/BENCHMARKS.md "Backups"). So once the file is complete, a
+ * thread of its own (roAhead) reads the next RO_AHEAD chunks in the direction the
+ * check goes into the buffers, on the other CPU, while the check works on the chunk
+ * it is in. A read far from that run (an interior page of a tree, the start of the
+ * next pass) reads its page alone; the run moves there when the next read is in the
+ * same chunk or beside it. */
 #define RO_CHUNK (256u << 10)
-#define RO_CHUNKS 8
+#define RO_CHUNKS 16
+#define RO_AHEAD 8
+#define RO_AHEAD_STACK (256u << 10)
+
+enum { RO_EMPTY, RO_LOADING, RO_READY };
 
 struct roChunk {
     unsigned char *p;
-    uint64_t off;
-    size_t len; /* 0: empty */
+    uint64_t idx; /* chunk number: bytes [idx * RO_CHUNK, ...) of the file */
+    size_t len;
+    int state; /* RO_* */
     uint64_t used;
+};
+
+/* The chunks of a complete file and the thread that reads ahead into them. */
+struct roCache {
+    pthread_mutex_t mu;
+    pthread_cond_t ahead; /* roAhead: the run moved, or stop */
+    pthread_cond_t ready; /* readers: a chunk was loaded */
+    int fd;
+    uint64_t size;
+    uint64_t nchunks;
+    struct roChunk c[RO_CHUNKS];
+    uint64_t clock;
+    int64_t cursor; /* the chunk of the run the check goes through; -1: none yet */
+    int dir;        /* +1 up the file, -1 down */
+    int64_t cand;   /* a chunk read far from the run: the run moves there if it goes on */
+    /* roAhead waits, its window full, since the run was at slept_at going slept_dir:
+     * it is woken when the run has gone half a window on, turned or jumped (not at
+     * every chunk: the two threads would take turns at each). */
+    bool ahead_waiting;
+    int64_t slept_at;
+    int slept_dir;
+    bool stop;
+    bool tried;   /* to start roAhead */
+    bool started; /* ... and did */
+    pthread_t th;
 };
 
 struct roFile {
@@ -1467,62 +1534,215 @@ struct roFile {
     struct follow *fw; /* NULL: the file is complete */
     bool complete;     /* written whole */
     uint64_t size;
-    struct roChunk *chunks; /* NULL: read a page at a time */
-    uint64_t clock;
+    struct roCache *cache; /* NULL: a page at a time */
 };
+
+/* The chunk numbered idx, if a slot holds it or is loading it. mu held. */
+static struct roChunk *roFind(struct roCache *c, uint64_t idx)
+{
+    for (int i = 0; i < RO_CHUNKS; i++) {
+        if (c->c[i].state != RO_EMPTY && c->c[i].idx == idx) {
+            return &c->c[i];
+        }
+    }
+    return NULL;
+}
+
+/* Whether chunk idx is in the run's window: the cursor and the RO_AHEAD after it. */
+static bool roInWindow(const struct roCache *c, uint64_t idx)
+{
+    int64_t d = ((int64_t)idx - c->cursor) * c->dir;
+    return c->cursor >= 0 && d >= 0 && d <= RO_AHEAD;
+}
+
+/* A slot to load into: an empty one, else the least recently used one outside the
+ * window and not loading; NULL when there is none. mu held. */
+static struct roChunk *roVictim(struct roCache *c)
+{
+    struct roChunk *v = NULL;
+    for (int i = 0; i < RO_CHUNKS; i++) {
+        struct roChunk *k = &c->c[i];
+        if (k->state == RO_EMPTY) {
+            return k;
+        }
+        if (k->state == RO_READY && !roInWindow(c, k->idx) && (v == NULL || k->used < v->used)) {
+            v = k;
+        }
+    }
+    return v;
+}
+
+/* Read chunk k (RO_LOADING, claimed by this thread) with mu released; RO_READY after,
+ * or RO_EMPTY when it cannot be read (the reader then reads its page alone). mu held. */
+static bool roLoad(struct roCache *c, struct roChunk *k)
+{
+    uint64_t off = k->idx * RO_CHUNK;
+    size_t len = c->size - off < RO_CHUNK ? (size_t)(c->size - off) : RO_CHUNK;
+    bool ok;
+    pthread_mutex_unlock(&c->mu);
+    ok = (k->p != NULL || (k->p = malloc(RO_CHUNK)) != NULL) &&
+         libPreadFull(c->fd, k->p, len, off) == 0;
+    pthread_mutex_lock(&c->mu);
+    k->len = len;
+    k->state = ok ? RO_READY : RO_EMPTY;
+    k->used = ++c->clock;
+    pthread_cond_broadcast(&c->ready);
+    return ok;
+}
+
+static void *roAhead(void *arg)
+{
+    struct roCache *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop) {
+        struct roChunk *k = NULL;
+        uint64_t want = 0;
+        for (int j = 1; c->cursor >= 0 && j <= RO_AHEAD; j++) {
+            int64_t idx = c->cursor + j * c->dir;
+            if (idx < 0 || (uint64_t)idx >= c->nchunks) {
+                break;
+            }
+            if (roFind(c, (uint64_t)idx) == NULL) {
+                want = (uint64_t)idx;
+                k = roVictim(c);
+                break;
+            }
+        }
+        if (k == NULL) {
+            c->ahead_waiting = true;
+            c->slept_at = c->cursor;
+            c->slept_dir = c->dir;
+            pthread_cond_wait(&c->ahead, &c->mu);
+            c->ahead_waiting = false;
+            continue;
+        }
+        k->idx = want;
+        k->state = RO_LOADING;
+        if (!roLoad(c, k)) {
+            break; /* the check reads for itself */
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static struct roCache *roCacheNew(int fd, uint64_t size)
+{
+    struct roCache *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        return NULL;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->ahead, NULL);
+    pthread_cond_init(&c->ready, NULL);
+    c->fd = fd;
+    c->size = size;
+    c->nchunks = (size + RO_CHUNK - 1) / RO_CHUNK;
+    c->cursor = -1;
+    c->cand = -1;
+    c->dir = 1;
+    return c;
+}
+
+static void roCacheFree(struct roCache *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_broadcast(&c->ahead);
+    pthread_mutex_unlock(&c->mu);
+    if (c->started) {
+        pthread_join(c->th, NULL);
+    }
+    for (int i = 0; i < RO_CHUNKS; i++) {
+        free(c->c[i].p);
+    }
+    pthread_cond_destroy(&c->ready);
+    pthread_cond_destroy(&c->ahead);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
 
 static int roClose(sqlite3_file *f)
 {
     struct roFile *r = (struct roFile *)f;
-    if (r->chunks != NULL) {
-        for (int i = 0; i < RO_CHUNKS; i++) {
-            free(r->chunks[i].p);
-        }
-        free(r->chunks);
-    }
+    roCacheFree(r->cache);
     close(r->fd);
     return SQLITE_OK;
 }
 
-/* Bytes [off, off + n) from a chunk, reading it when none holds them: true when served,
- * false when they cannot be (the file not complete, across two chunks, past its end,
- * out of memory). */
+/* The run the check goes through, after a read of chunk idx. mu held. */
+static void roMove(struct roCache *c, uint64_t idx)
+{
+    int64_t i = (int64_t)idx;
+    if (c->cursor >= 0 && (i == c->cursor + 1 || i == c->cursor - 1)) {
+        c->dir = (int)(i - c->cursor);
+    } else if (i != c->cursor) {
+        if (c->cand >= 0 && (i == c->cand + 1 || i == c->cand - 1)) {
+            c->dir = (int)(i - c->cand);
+        } else if (i != c->cand) {
+            c->cand = i; /* a page alone, far from the run: it stays where it is */
+            return;
+        }
+    }
+    c->cand = -1;
+    c->cursor = i;
+    if (c->ahead_waiting && (c->dir != c->slept_dir || c->cursor - c->slept_at >= RO_AHEAD / 2 ||
+                             c->slept_at - c->cursor >= RO_AHEAD / 2)) {
+        pthread_cond_signal(&c->ahead);
+    }
+}
+
+/* Bytes [off, off + n) from a chunk: true when served, false when they are to be read
+ * from the file (the file not complete, across two chunks, past its end, out of
+ * memory, or a page far from the run). */
 static bool roChunked(struct roFile *r, void *buf, int n, uint64_t off)
 {
-    uint64_t base = off / RO_CHUNK * RO_CHUNK;
-    struct roChunk *c = NULL;
+    struct roCache *c = r->cache;
+    uint64_t idx = off / RO_CHUNK;
+    struct roChunk *k;
+    bool served = false, tried = false;
     if (!r->complete && r->fw != NULL) {
         pthread_mutex_lock(&r->fw->mu);
         r->complete = r->fw->end && !r->fw->failed;
         pthread_mutex_unlock(&r->fw->mu);
     }
-    if (!r->complete || r->chunks == NULL || off + (uint64_t)n > base + RO_CHUNK ||
+    if (!r->complete || c == NULL || off + (uint64_t)n > (idx + 1) * RO_CHUNK ||
         off + (uint64_t)n > r->size) {
         return false;
     }
-    for (int i = 0; i < RO_CHUNKS; i++) {
-        struct roChunk *k = &r->chunks[i];
-        if (k->len > 0 && k->off == base && off + (uint64_t)n <= k->off + k->len) {
-            k->used = ++r->clock;
-            memcpy(buf, k->p + (off - base), (size_t)n);
-            return true;
+    pthread_mutex_lock(&c->mu);
+    if (!c->tried) {
+        /* Without the thread, chunks are still read, by the check itself. */
+        c->tried = true;
+        c->started = startThread(&c->th, RO_AHEAD_STACK, roAhead, c) == 0;
+    }
+    roMove(c, idx);
+    for (;;) {
+        k = roFind(c, idx);
+        if (k != NULL && k->state == RO_LOADING) {
+            pthread_cond_wait(&c->ready, &c->mu);
+            continue;
         }
-        if (c == NULL || k->used < c->used) {
-            c = k;
+        if (k == NULL && c->cand < 0 && !tried && (k = roVictim(c)) != NULL) {
+            /* In the run, and not read ahead (yet): read it here. */
+            k->idx = idx;
+            k->state = RO_LOADING;
+            tried = true;
+            roLoad(c, k);
+            continue;
         }
+        break;
     }
-    if (c->p == NULL && (c->p = malloc(RO_CHUNK)) == NULL) {
-        return false;
+    if (k != NULL && k->state == RO_READY) {
+        k->used = ++c->clock;
+        memcpy(buf, k->p + (off - idx * RO_CHUNK), (size_t)n);
+        served = true;
     }
-    c->off = base;
-    c->len = r->size - base < RO_CHUNK ? (size_t)(r->size - base) : RO_CHUNK;
-    if (libPreadFull(r->fd, c->p, c->len, base) != 0) {
-        c->len = 0;
-        return false;
-    }
-    c->used = ++r->clock;
-    memcpy(buf, c->p + (off - base), (size_t)n);
-    return true;
+    pthread_mutex_unlock(&c->mu);
+    return served;
 }
 
 static int roRead(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
@@ -1651,7 +1871,7 @@ static int roOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags
         r->size = (uint64_t)st.st_size;
         r->complete = true;
     }
-    r->chunks = calloc(RO_CHUNKS, sizeof *r->chunks); /* NULL: a page at a time */
+    r->cache = roCacheNew(r->fd, r->size); /* NULL: a page at a time */
     if (out != NULL) {
         *out = SQLITE_OPEN_READONLY;
     }
@@ -1813,7 +2033,8 @@ static int materialize(struct repo *repo, const struct backup_info *chain, size_
     followInit(&fw, last->page_count * last->page_size);
     /* The check starts with the writing: it reads the pages written, waiting for
      * those that are not (it goes through the b-trees in their own order). */
-    threaded = startThread(&th, CHECK_STACK, integrityThread, &job) == 0;
+    threaded = check != RESTORE_CHECK_NONE &&
+               startThread(&th, CHECK_STACK, integrityThread, &job) == 0;
     rv = applyChain(repo, chain, n, nf->fd, name, &fw, p, errmsg);
     followSet(&fw, 0, true, rv != 0);
     if (rv == 0 && fsync(nf->fd) != 0) {
@@ -1826,7 +2047,7 @@ static int materialize(struct repo *repo, const struct backup_info *chain, size_
     }
     if (threaded) {
         pthread_join(th, NULL);
-    } else if (rv == 0) {
+    } else if (rv == 0 && check != RESTORE_CHECK_NONE) {
         integrityThread(&job);
     }
     followDestroy(&fw);

@@ -2,7 +2,8 @@
  * writes (src/lib/newfile.c): a chain longer than the files read at once, merged in
  * groups, restored byte for byte at every backup; every page written once; the new
  * file anonymous until placed, never replacing what it must not, and a dead writer's
- * hidden file swept while a live one's is kept. */
+ * hidden file swept while a live one's is kept; SQLite's check of a file of many
+ * read-ahead chunks passes, and finds a damaged page at its end. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -225,6 +226,63 @@ static void test_a_damaged_file_in_an_older_group_is_refused(void **state)
     }
 }
 
+/* ---- SQLite's check of the restored file ---- */
+
+/* A database of many read-ahead chunks of the check (restore.c's RO_CHUNK: 256 KiB),
+ * more than it keeps (RO_CHUNKS), with a table and an index built after it (its pages
+ * at the end of the file): the check goes down the file (the b-tree pass), then up
+ * it (the scans), jumping to interior pages. Both checks pass on the restored file,
+ * which is the source byte for byte; a page at the end of the file damaged in the
+ * source (the hashes match: it was backed up so) is found by either check, and nothing
+ * is left at the destination. */
+static void test_the_check_reads_a_large_file_ahead(void **state)
+{
+    struct fx *f = *state;
+    struct backup_info b;
+    char out[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE];
+    struct restore_options opt = {
+        f->repo, NULL, out, false, NULL, NULL, NULL, NULL, RESTORE_CHECK_QUICK};
+    const int checks[] = {RESTORE_CHECK_QUICK, RESTORE_CHECK_FULL};
+    size_t n;
+    unsigned char *p;
+
+    sqlExec(f->db, "PRAGMA journal_mode=DELETE;"
+                   "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, data BLOB);"
+                   "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 6000)"
+                   "INSERT INTO t SELECT i, printf('%08d', (i * 7919) % 6007), "
+                   "randomblob(300 + i % 2000) FROM c;"
+                   "CREATE INDEX t_name ON t(name)");
+    mustBackup(f->db, f->repo, BACKUP_FULL, 0, &b);
+    assert_true(b.page_count * b.page_size > 24 * (256u << 10));
+    snprintf(out, sizeof out, "%s/out.db", f->dir);
+    opt.ref = b.id;
+    for (size_t i = 0; i < 2; i++) {
+        opt.check = checks[i];
+        opt.force = i > 0;
+        if (backupRestore(&opt, NULL, errmsg) != 0) {
+            fail_msg("restore with %s: %s", backupCheckName(checks[i]), errmsg);
+        }
+        assertSameFile(f->db, out);
+    }
+    assert_int_equal(unlink(out), 0);
+
+    /* The last page (the index's): its b-tree page type made invalid. */
+    p = readFile(f->db, &n);
+    assert_int_equal(n % b.page_size, 0);
+    p[n - b.page_size] = 0x07;
+    writeFile(f->db, p, n);
+    free(p);
+    mustBackup(f->db, f->repo, BACKUP_FULL, 0, &b);
+    opt.ref = b.id;
+    for (size_t i = 0; i < 2; i++) {
+        opt.check = checks[i];
+        opt.force = false;
+        assert_int_equal(backupRestore(&opt, NULL, errmsg), CAIRN_ECORRUPT);
+        assert_non_null(strstr(errmsg, backupCheckName(checks[i])));
+        assert_false(exists(out));
+    }
+}
+
 /* ---- new files ---- */
 
 static void test_an_anonymous_file_appears_only_when_placed(void **state)
@@ -328,6 +386,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_long_chain_of_small_blocks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_damaged_file_in_an_older_group_is_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_the_check_reads_a_large_file_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_anonymous_file_appears_only_when_placed, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sweeping_removes_a_dead_writers_file_only, setup,
