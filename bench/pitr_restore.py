@@ -665,8 +665,9 @@ def section(meta, rows, cases):
         if case == "s3":
             ls_rows = sel("litestream")
             out.append("- Requests to s3rver per restore (median): cairn's %d (%d GETs, at most "
-                       "%d in flight; the base backup alone %d), one after another for the "
-                       "segments, each read whole before its entries are applied; Litestream's "
+                       "%d in flight; the base backup alone %d), the segments' read ahead, up to 4 "
+                       "at a time from the start of the restore, while the base backup is "
+                       "restored; Litestream's "
                        "%d (%d GETs, at most %d in flight). s3rver used %.2f CPU-seconds serving "
                        "cairn's restore, %.2f serving Litestream's." % (
                            med([r["requests"] for r in c]), med([r["get_requests"] for r in c]),
@@ -682,12 +683,13 @@ def section(meta, rows, cases):
             if ph:
                 out.append("- Phases of one more cairn restore from the %s under perf (not "
                            "timed; %.2f s in all, from the samples' times on its main thread): "
-                           "the base backup restored and checked %.2f s; the replay of the "
-                           "entries %.2f s, each entry applied by `storeApply` as a transaction "
-                           "of its own (WAL frames written at each commit, a checkpoint thread "
-                           "copying them into the file meanwhile); `settle` (a TRUNCATE "
-                           "checkpoint, rollback-journal mode, `PRAGMA quick_check` of the whole "
-                           "file a second time) %.2f s." % (
+                           "the base backup restored (every page checked against its hash, no "
+                           "SQLite check) %.2f s; the replay of the entries %.2f s, applied by "
+                           "`storeApply` in groups of up to 1024 entries within a segment, one "
+                           "transaction each (WAL frames written at each commit, a checkpoint "
+                           "thread copying them into the file meanwhile, the last checkpoint when "
+                           "the store closes); `settle` (a TRUNCATE checkpoint, rollback-journal "
+                           "mode, the one `PRAGMA quick_check` of the whole file) %.2f s." % (
                                CASE_NAMES[case], ph["total"], ph["base"], ph["replay"],
                                ph["settle"]))
             out.append("- CPU of that run by function, callees included (every thread): "

@@ -81,6 +81,9 @@ struct archiver {
      * back from libraft's log */
     struct ring_entry *first, *last;
     uint64_t ring_bytes, ring_n;
+    /* What the segment being uploaded holds of the ring (counted as ring_bytes counts),
+     * 0 between uploads: the ring's bytes past it are what waits for the next segment. */
+    uint64_t uploading_bytes;
     uint64_t covered_from; /* every command entry in [covered_from, last_pushed] is held */
     uint64_t last_pushed;
     bool active;       /* this node archives */
@@ -196,7 +199,9 @@ void archivePush(void *data, uint64_t index, const struct raft_buffer *buf)
     a->ring_bytes += cost;
     a->ring_n++;
     a->last_pushed = index;
-    if (a->active && a->ring_bytes >= a->segment_bytes && !a->kick) {
+    /* A segment's worth waits beyond the one being uploaded: cut it now, not after the
+     * interval (the entries under upload still count in ring_bytes until it ends). */
+    if (a->active && a->ring_bytes >= a->uploading_bytes + a->segment_bytes && !a->kick) {
         a->kick = kick = true;
     }
     pthread_mutex_unlock(&a->mu);
@@ -833,6 +838,13 @@ static int establish(struct archiver *a, char *errmsg)
 
 /* ---- segments ---------------------------------------------------------------------- */
 
+static void uploadingDone(struct archiver *a)
+{
+    pthread_mutex_lock(&a->mu);
+    a->uploading_bytes = 0;
+    pthread_mutex_unlock(&a->mu);
+}
+
 /* Upload one segment of what waits (*did: one was uploaded). A code with errmsg on
  * failure; CAIRN_ECORRUPT: the log outran the archive, a new timeline is needed. */
 static int uploadOne(struct archiver *a, bool *did, char *errmsg)
@@ -858,9 +870,13 @@ static int uploadOne(struct archiver *a, bool *did, char *errmsg)
     if (rv != 0 || t.n == 0) {
         return rv;
     }
+    pthread_mutex_lock(&a->mu);
+    a->uploading_bytes = t.bytes + t.n * RING_ENTRY_OVERHEAD;
+    pthread_mutex_unlock(&a->mu);
     rv = arcsegEncodeHistory(a->history, a->timeline, first, a->head_digest, t.v, t.n, &obj, &len,
                              digest, errmsg);
     if (rv != 0) {
+        uploadingDone(a);
         takeFree(&t);
         return rv;
     }
@@ -878,15 +894,18 @@ static int uploadOne(struct archiver *a, bool *did, char *errmsg)
         archLog(a, "%s was written by another archiver: reading the archive's head again", name);
         pthread_mutex_lock(&a->mu);
         a->head_known = false;
+        a->uploading_bytes = 0;
         pthread_mutex_unlock(&a->mu);
         takeFree(&t);
         return 0;
     }
     if (rv != 0) {
+        uploadingDone(a);
         takeFree(&t);
         return rv;
     }
     pthread_mutex_lock(&a->mu);
+    a->uploading_bytes = 0;
     memcpy(a->head_digest, digest, BACKUP_DIGEST_SIZE);
     a->archived = t.v[t.n - 1].index;
     a->head_ms = t.v[t.n - 1].time_ms;
@@ -997,7 +1016,24 @@ static void archTick(struct archiver *a)
             archFail(a, errmsg);
             return; /* tried again next turn; the ring and the log keep the entries */
         }
-        if (!did) {
+        if (did) {
+            /* Go on only while a segment's bytes wait (in the ring, or read back from
+             * the log: catching up) or writes wait for their entries (--archive-sync:
+             * what came during this upload goes into the next one at once). Otherwise
+             * what arrived during the upload waits for the next interval, or for a
+             * segment's bytes (archivePush kicks then): going on at once cut a segment
+             * of the few entries each upload's time saw, 4 to 10 a second under steady
+             * writes (bench-pitr: 42-101 segments for 10 s of writes at a 1 s interval). */
+            bool more;
+            pthread_mutex_lock(&a->mu);
+            more = a->waiters > 0 ||
+                   (a->covered_from > a->archived + 1 && a->last_pushed > a->archived) ||
+                   a->ring_bytes >= a->segment_bytes;
+            pthread_mutex_unlock(&a->mu);
+            if (!more) {
+                return;
+            }
+        } else {
             pthread_mutex_lock(&a->mu);
             known = a->head_known;
             pthread_mutex_unlock(&a->mu);
@@ -1026,21 +1062,27 @@ static struct timespec deadlineIn(unsigned ms)
 static void *archMain(void *arg)
 {
     struct archiver *a = arg;
+    int64_t turn_ms = libMonoMs();
     pthread_mutex_lock(&a->mu);
     for (;;) {
         bool stopping;
         if (!a->stop && !a->kick) {
             /* A node that does not lead looks again soon: a new leader establishes the
              * timeline (and uploads what the old one left) within LEADER_POLL_MS, not
-             * one interval later. */
+             * one interval later. The interval runs from the start of the last turn, so
+             * that a segment is cut every interval, not every interval plus an upload. */
             unsigned ms =
                 !a->leading && a->interval_ms > LEADER_POLL_MS ? LEADER_POLL_MS : a->interval_ms;
-            struct timespec until = deadlineIn(ms);
-            pthread_cond_timedwait(&a->cond, &a->mu, &until);
+            int64_t left = turn_ms + ms - libMonoMs();
+            if (left > 0) {
+                struct timespec until = deadlineIn((unsigned)(left > ms ? ms : left));
+                pthread_cond_timedwait(&a->cond, &a->mu, &until);
+            }
         }
         stopping = a->stop;
         a->kick = false;
         pthread_mutex_unlock(&a->mu);
+        turn_ms = libMonoMs();
         archTick(a);
         pthread_mutex_lock(&a->mu);
         if (stopping) {

@@ -7,7 +7,9 @@
 #define _GNU_SOURCE
 #include "pitr.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,8 +182,7 @@ static void removeTmp(const char *tmp)
  * not the one the entry names, or that the repository lacks, stops the restore: the
  * nodes could not have applied the entry either. */
 static int replayRestore(struct repo *repo, const char *tmp, const char *id,
-                         const unsigned char *digest, uint64_t index, const struct pitr_options *o,
-                         char *errmsg)
+                         const unsigned char *digest, uint64_t index, char *errmsg)
 {
     struct restore_options ro;
     struct backup_info info;
@@ -191,7 +192,7 @@ static int replayRestore(struct repo *repo, const char *tmp, const char *id,
     ro.ref = id;
     ro.out = tmp;
     ro.force = true;
-    ro.check = o->check;
+    ro.check = RESTORE_CHECK_NONE; /* settle checks the result once, at the end */
     if ((rv = backupRestoreIn(repo, &ro, &info, errmsg)) != 0) {
         char why[CAIRN_ERRMSG_SIZE];
         snprintf(why, sizeof why, "%s", errmsg);
@@ -211,9 +212,13 @@ static int replayRestore(struct repo *repo, const char *tmp, const char *id,
     return adminSetAppliedIndex(tmp, index, errmsg);
 }
 
-/* Make the file stand alone: every WAL frame in it, rollback journal mode. */
-static int settle(const char *path, char *errmsg)
+/* Make the file stand alone: every WAL frame in it, rollback journal mode; then
+ * SQLite's check (check: RESTORE_CHECK_*; quick_check unless FULL), the one check of the
+ * whole result: the base was restored without one (its pages are each checked against
+ * their hashes; what the replay changed is checked here). */
+static int settle(const char *path, int check, char *errmsg)
 {
+    char pragma[64];
     sqlite3 *db = NULL;
     char *err = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, PAGESUM_VFS);
@@ -223,12 +228,13 @@ static int settle(const char *path, char *errmsg)
     }
     if (rc == SQLITE_OK) {
         sqlite3_stmt *st = NULL;
-        rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL);
+        snprintf(pragma, sizeof pragma, "PRAGMA %s",
+                 backupCheckName(check == RESTORE_CHECK_FULL ? check : RESTORE_CHECK_QUICK));
+        rc = sqlite3_prepare_v2(db, pragma, -1, &st, NULL);
         if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
             const char *r = (const char *)sqlite3_column_text(st, 0);
             if (r == NULL || strcmp(r, "ok") != 0) {
-                errorf(errmsg, "%s: PRAGMA quick_check after the replay: %s", path,
-                       r ? r : "no answer");
+                errorf(errmsg, "%s: %s after the replay: %s", path, pragma, r ? r : "no answer");
                 sqlite3_finalize(st);
                 sqlite3_close(db);
                 return CAIRN_ECORRUPT;
@@ -242,6 +248,192 @@ static int settle(const char *path, char *errmsg)
     sqlite3_free(err);
     sqlite3_close(db);
     return rc == SQLITE_OK ? 0 : CAIRN_EIO;
+}
+
+/* ---- segments read ahead of the replay ----------------------------------------------
+ *
+ * The replay needs its segments in order, each whole. Fetched one after another, each
+ * a round trip or more to S3, they dominated a restore from a remote repository. A
+ * prefetcher fetches them from the start of the restore (while the base backup is
+ * restored), PREFETCH_THREADS at a time, in order, the bytes held (fetched, not yet
+ * taken by the replay) bounded by PREFETCH_BYTES (always at least the next segment);
+ * the replay decodes and checks each as before (arcsegDecode: every checksum). Objects
+ * are fetched whole and not decoded, so what waits costs its stored (compressed) size. */
+#define PREFETCH_THREADS 4
+#define PREFETCH_BYTES ((size_t)8 << 20)
+
+struct pf_slot {
+    int state; /* 0: not started, 1: being fetched, 2: done (rv, buf) */
+    int rv;
+    unsigned char *buf;
+    size_t len;
+    char *why; /* malloc'd message of a failure */
+};
+
+struct prefetch {
+    struct repo *repo;
+    const struct arcseg_info *segs;
+    size_t from, end;     /* the segments [from, end) are read, in order */
+    struct pf_slot *slot; /* slot[k - from] */
+    size_t next;          /* the next segment to start */
+    size_t taken;         /* segments before it are the replay's */
+    size_t held;          /* bytes fetched or being fetched, not yet taken */
+    bool stop, failed;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    pthread_t th[PREFETCH_THREADS];
+    unsigned nth;
+};
+
+static void *prefetchMain(void *arg)
+{
+    struct prefetch *pf = arg;
+    pthread_mutex_lock(&pf->mu);
+    for (;;) {
+        size_t k;
+        struct pf_slot *sl;
+        char why[CAIRN_ERRMSG_SIZE];
+        unsigned char *buf;
+        size_t len;
+        int rv;
+        /* The next segment, once the bytes held leave room for it (the one the replay
+         * waits for is always fetched). */
+        while (!pf->stop && !pf->failed && pf->next < pf->end && pf->next > pf->taken &&
+               pf->held + pf->segs[pf->next].size > PREFETCH_BYTES) {
+            pthread_cond_wait(&pf->cond, &pf->mu);
+        }
+        if (pf->stop || pf->failed || pf->next >= pf->end) {
+            break;
+        }
+        k = pf->next++;
+        sl = &pf->slot[k - pf->from];
+        sl->state = 1;
+        pf->held += pf->segs[k].size;
+        pthread_mutex_unlock(&pf->mu);
+        rv = arcsegFetch(pf->repo, pf->segs[k].name, &buf, &len, why);
+        pthread_mutex_lock(&pf->mu);
+        sl->state = 2;
+        sl->rv = rv;
+        sl->buf = buf;
+        sl->len = len;
+        if (rv != 0) {
+            sl->why = strdup(why);
+            pf->failed = true; /* the replay stops there: nothing after it is needed */
+        }
+        pthread_cond_broadcast(&pf->cond);
+    }
+    pthread_mutex_unlock(&pf->mu);
+    return NULL;
+}
+
+/* Start reading segs[from, end) of repo ahead (no thread started: the replay reads each
+ * itself when it needs it). *out is the caller's (prefetchClose); CAIRN_ENOMEM. */
+static int prefetchOpen(struct repo *repo, const struct arcseg_info *segs, size_t from, size_t end,
+                        struct prefetch **out, char *errmsg)
+{
+    struct prefetch *pf = calloc(1, sizeof *pf);
+    *out = NULL;
+    if (pf == NULL || (pf->slot = calloc(end > from ? end - from : 1, sizeof *pf->slot)) == NULL) {
+        free(pf);
+        errorf(errmsg, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    pf->repo = repo;
+    pf->segs = segs;
+    pf->from = pf->next = pf->taken = from;
+    pf->end = end;
+    pthread_mutex_init(&pf->mu, NULL);
+    pthread_cond_init(&pf->cond, NULL);
+    while (pf->nth < PREFETCH_THREADS && pf->nth < end - from &&
+           pthread_create(&pf->th[pf->nth], NULL, prefetchMain, pf) == 0) {
+        pf->nth++;
+    }
+    *out = pf;
+    return 0;
+}
+
+/* Segment k (from <= k < end, each asked once, in order), read and decoded into seg
+ * (arcsegFree), as arcsegRead would. */
+static int prefetchGet(struct prefetch *pf, size_t k, struct arcseg *seg, char *errmsg)
+{
+    struct pf_slot *sl = &pf->slot[k - pf->from];
+    unsigned char *buf;
+    size_t len;
+    int rv;
+
+    memset(seg, 0, sizeof *seg);
+    pthread_mutex_lock(&pf->mu);
+    assert(k == pf->taken); /* every segment of the span, in order */
+    if (pf->nth == 0) {
+        pf->next = k + 1; /* no thread: read here */
+        pthread_mutex_unlock(&pf->mu);
+        rv = arcsegFetch(pf->repo, pf->segs[k].name, &buf, &len, errmsg);
+        pthread_mutex_lock(&pf->mu);
+        pf->taken = k + 1;
+        sl->state = 3;
+        pthread_mutex_unlock(&pf->mu);
+    } else {
+        while (sl->state != 2) {
+            pthread_cond_wait(&pf->cond, &pf->mu);
+        }
+        rv = sl->rv;
+        buf = sl->buf;
+        len = sl->len;
+        if (rv != 0) {
+            snprintf(errmsg, CAIRN_ERRMSG_SIZE, "%s",
+                     sl->why != NULL ? sl->why : "out of memory reading an archive segment");
+        }
+        sl->buf = NULL;
+        sl->state = 3;
+        pf->held -= pf->segs[k].size;
+        pf->taken = k + 1;
+        pthread_cond_broadcast(&pf->cond); /* room for the next fetch */
+        pthread_mutex_unlock(&pf->mu);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    rv = arcsegDecode(buf, len, pf->segs[k].name, seg, errmsg);
+    free(buf);
+    return rv;
+}
+
+/* Stop the fetches (those under way end on their own) and free everything. */
+static void prefetchClose(struct prefetch *pf)
+{
+    if (pf == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&pf->mu);
+    pf->stop = true;
+    pthread_cond_broadcast(&pf->cond);
+    pthread_mutex_unlock(&pf->mu);
+    for (unsigned i = 0; i < pf->nth; i++) {
+        pthread_join(pf->th[i], NULL);
+    }
+    for (size_t k = pf->from; k < pf->end; k++) {
+        free(pf->slot[k - pf->from].buf);
+        free(pf->slot[k - pf->from].why);
+    }
+    free(pf->slot);
+    pthread_mutex_destroy(&pf->mu);
+    pthread_cond_destroy(&pf->cond);
+    free(pf);
+}
+
+/* The segments of x a replay from base to target reads: [*from, *end). */
+static void replaySpan(const struct arcseg_info *segs, const struct pitr_window *x, uint64_t base,
+                       uint64_t target, size_t *from, size_t *end)
+{
+    size_t k = x->tl.from, stop = x->tl.from + x->tl.good;
+    while (k < stop && segs[k].last <= base) {
+        k++;
+    }
+    *from = k;
+    while (k < stop && segs[k].first <= target) {
+        k++;
+    }
+    *end = k;
 }
 
 /* Entries applied in one transaction by a replay (a follower commits a loop turn's
@@ -277,10 +469,10 @@ static int applySpan(struct store *st, const struct arcseg *seg, uint32_t from, 
     return rv;
 }
 
-/* Apply the entries of x's segments after res->base up to target onto tmp. */
-static int replay(struct repo *repo, const struct arcseg_info *segs, const struct pitr_window *x,
-                  const char *tmp, uint64_t target, const struct pitr_options *o,
-                  struct pitr_result *res, char *errmsg)
+/* Apply the entries of the segments pf reads (the span of the timeline after res->base
+ * that reaches target) up to target onto tmp. */
+static int replay(struct repo *repo, struct prefetch *pf, const struct arcseg_info *segs,
+                  const char *tmp, uint64_t target, struct pitr_result *res, char *errmsg)
 {
     struct store *st = NULL;
     int rv = 0;
@@ -294,15 +486,9 @@ static int replay(struct repo *repo, const struct arcseg_info *segs, const struc
         storeClose(st);
         return CAIRN_ECORRUPT;
     }
-    for (size_t k = x->tl.from; k < x->tl.from + x->tl.good && rv == 0; k++) {
+    for (size_t k = pf->from; k < pf->end && rv == 0; k++) {
         struct arcseg seg;
-        if (segs[k].last <= res->base.raft_index) {
-            continue;
-        }
-        if (segs[k].first > target) {
-            break;
-        }
-        if ((rv = arcsegRead(repo, segs[k].name, &seg, errmsg)) != 0) {
+        if ((rv = prefetchGet(pf, k, &seg, errmsg)) != 0) {
             char why[CAIRN_ERRMSG_SIZE];
             snprintf(why, sizeof why, "%s", errmsg);
             errorf(errmsg, "%s; restorable up to index %llu (ask for --to-index %llu)", why,
@@ -339,7 +525,7 @@ static int replay(struct repo *repo, const struct arcseg_info *segs, const struc
                 restoreEntry(&b, id, &digest, &prepare) && !prepare) {
                 storeClose(st);
                 st = NULL;
-                rv = replayRestore(repo, tmp, id, digest, e->index, o, errmsg);
+                rv = replayRestore(repo, tmp, id, digest, e->index, errmsg);
                 if (rv == 0) {
                     rv = storeOpen(tmp, true, &st, errmsg);
                 }
@@ -391,6 +577,7 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
     size_t nsegs = 0, nw = 0;
     const struct pitr_window *x = NULL;
     struct backup_info *bk = NULL;
+    struct prefetch *pf = NULL;
     size_t nbk = 0;
     uint64_t target = 0;
     char tmp[PATH_MAX];
@@ -487,9 +674,9 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
             ro.ref = nb->id;
             ro.out = tmp;
             ro.force = true;
-            ro.check = o->check;
+            ro.check = RESTORE_CHECK_NONE; /* settle's is the one check */
             if ((rv = backupRestoreIn(repo, &ro, NULL, errmsg)) != 0 ||
-                (rv = settle(tmp, errmsg)) != 0 ||
+                (rv = settle(tmp, o->check, errmsg)) != 0 ||
                 (o->finish != NULL && (rv = o->finish(tmp, o->finish_arg, errmsg)) != 0)) {
                 goto out;
             }
@@ -553,22 +740,33 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
     res->stop_index = res->base.raft_index;
     {
         struct restore_options ro;
+        size_t from, end;
+        /* The segments are fetched while the base is restored. */
+        replaySpan(segs, x, res->base.raft_index, target, &from, &end);
+        if ((rv = prefetchOpen(repo, segs, from, end, &pf, errmsg)) != 0) {
+            goto out;
+        }
         memset(&ro, 0, sizeof ro);
         ro.ref = res->base.id;
         ro.out = tmp;
         ro.force = true;
-        ro.check = o->check;
+        /* No SQLite check of the base: every page of it is checked against its hash,
+         * and settle checks the result of the replay, the file that is kept. */
+        ro.check = RESTORE_CHECK_NONE;
         if ((rv = backupRestoreIn(repo, &ro, NULL, errmsg)) != 0) {
             goto out;
         }
     }
-    if ((rv = replay(repo, segs, x, tmp, target, o, res, errmsg)) != 0 ||
-        (rv = settle(tmp, errmsg)) != 0 ||
+    rv = replay(repo, pf, segs, tmp, target, res, errmsg);
+    prefetchClose(pf);
+    pf = NULL;
+    if (rv != 0 || (rv = settle(tmp, o->check, errmsg)) != 0 ||
         (o->finish != NULL && (rv = o->finish(tmp, o->finish_arg, errmsg)) != 0)) {
         goto out;
     }
     rv = libRenameDurable(tmp, o->out, errmsg);
 out:
+    prefetchClose(pf);
     if (rv != 0) {
         removeTmp(tmp);
     }

@@ -32,7 +32,9 @@ struct pitr_options {
     int64_t time_ms;
     const char *out;
     bool force;
-    int check; /* RESTORE_CHECK_* for the base backup */
+    /* RESTORE_CHECK_* (QUICK or FULL): SQLite's check of the result, run once, after
+     * the replay (the base's pages are each checked against their hashes). */
+    int check;
     /* As restore_options.finish: the last change to the file before it is put at out. */
     int (*finish)(const char *path, void *arg, char *errmsg);
     void *finish_arg;
@@ -71,7 +73,9 @@ int pitrWindows(struct repo *repo, bool full, struct arcseg_info **segs, size_t 
 /* "timeline T: indexes A-B (times ...); ..." for refusals (out: size bytes). */
 void pitrDescribeWindows(const struct pitr_window *w, size_t n, char *out, size_t size);
 
-/* Restore o->out as of the target. Nothing is left at out on failure; errmsg says why
+/* Restore o->out as of the target: the archive's segments are read ahead (a few at a
+ * time, from the start, while the base is restored; at most 8 MiB of them held). Nothing
+ * is left at out on failure; errmsg says why
  * (a refused target names the restorable windows, a damaged segment its object and the
  * last index that can be restored before it). */
 int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *errmsg);

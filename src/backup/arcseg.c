@@ -4,6 +4,7 @@
 #include "arcseg.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -450,13 +451,14 @@ static int readAt(struct repo_reader *rd, const char *name, uint64_t off, void *
     return 0;
 }
 
-int arcsegRead(struct repo *repo, const char *name, struct arcseg *seg, char *errmsg)
+int arcsegFetch(struct repo *repo, const char *name, unsigned char **out, size_t *len, char *errmsg)
 {
     struct repo_reader rd;
     unsigned char *buf;
     int rv;
 
-    memset(seg, 0, sizeof *seg);
+    *out = NULL;
+    *len = 0;
     if ((rv = repoOpenRead(repo, name, &rd, errmsg)) != 0) {
         return rv;
     }
@@ -473,11 +475,28 @@ int arcsegRead(struct repo *repo, const char *name, struct arcseg *seg, char *er
         return CAIRN_ENOMEM;
     }
     rv = readAt(&rd, name, 0, buf, rd.size, errmsg);
-    if (rv == 0) {
-        rv = arcsegDecode(buf, rd.size, name, seg, errmsg);
-    }
-    free(buf);
     repoCloseRead(&rd);
+    if (rv != 0) {
+        free(buf);
+        return rv;
+    }
+    *out = buf;
+    *len = (size_t)rd.size;
+    return 0;
+}
+
+int arcsegRead(struct repo *repo, const char *name, struct arcseg *seg, char *errmsg)
+{
+    unsigned char *buf;
+    size_t len;
+    int rv;
+
+    memset(seg, 0, sizeof *seg);
+    if ((rv = arcsegFetch(repo, name, &buf, &len, errmsg)) != 0) {
+        return rv;
+    }
+    rv = arcsegDecode(buf, len, name, seg, errmsg);
+    free(buf);
     return rv;
 }
 
@@ -537,16 +556,88 @@ static int readInfo(struct repo *repo, struct arcseg_info *s, bool full, char *e
     return 0;
 }
 
+/* The reads of a walk, several at once: a remote repository answers each object's
+ * header and trailer in a round trip or two, and a timeline has a segment a second of
+ * writes. Each segment's outcome is kept (rv, and the message of a failure) for the
+ * walk, which then judges them in order exactly as if it had read them one by one. */
+#define WALK_THREADS 4
+
+struct walk_reads {
+    struct repo *repo;
+    struct arcseg_info *segs;
+    size_t n;
+    bool full;
+    int *rv;     /* per segment */
+    char **why;  /* per segment: malloc'd message of a failure, or NULL */
+    size_t next; /* the next segment to read, under mu */
+    pthread_mutex_t mu;
+};
+
+static void *walkReader(void *arg)
+{
+    struct walk_reads *w = arg;
+    for (;;) {
+        char why[CAIRN_ERRMSG_SIZE];
+        size_t k;
+        int rv;
+        pthread_mutex_lock(&w->mu);
+        k = w->next++;
+        pthread_mutex_unlock(&w->mu);
+        if (k >= w->n) {
+            return NULL;
+        }
+        why[0] = '\0';
+        rv = readInfo(w->repo, &w->segs[k], w->full, why);
+        w->rv[k] = rv;
+        if (rv != 0) {
+            w->why[k] = strdup(why); /* NULL: out of memory, said generically below */
+        }
+    }
+}
+
+/* Read every segment's info (readInfo) into w->rv / w->why, on up to WALK_THREADS
+ * threads (one with full: whole objects are decoded, and memory stays one segment's). */
+static void walkReadAll(struct walk_reads *w)
+{
+    pthread_t th[WALK_THREADS];
+    unsigned nth = 0, want = w->full || w->n < 2 ? 1 : WALK_THREADS;
+    while (nth + 1 < want && (size_t)nth + 1 < w->n &&
+           pthread_create(&th[nth], NULL, walkReader, w) == 0) {
+        nth++;
+    }
+    walkReader(w); /* the caller's thread reads too: all of them when no thread started */
+    for (unsigned i = 0; i < nth; i++) {
+        pthread_join(th[i], NULL);
+    }
+}
+
 int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,
                struct arcseg_timeline **tls, size_t *ntl, char *errmsg)
 {
     static const unsigned char zeros[BACKUP_DIGEST_SIZE];
     struct arcseg_timeline *v = NULL;
+    struct walk_reads w;
     size_t nv = 0;
     int rv = 0;
 
     *tls = NULL;
     *ntl = 0;
+    memset(&w, 0, sizeof w);
+    w.repo = repo;
+    w.segs = segs;
+    w.n = n;
+    w.full = full;
+    w.rv = calloc(n ? n : 1, sizeof *w.rv);
+    w.why = calloc(n ? n : 1, sizeof *w.why);
+    if (w.rv == NULL || w.why == NULL) {
+        free(w.rv);
+        free(w.why);
+        errorf(errmsg, "out of memory walking the archive");
+        return CAIRN_ENOMEM;
+    }
+    pthread_mutex_init(&w.mu, NULL);
+    walkReadAll(&w);
+    pthread_mutex_destroy(&w.mu);
     for (size_t i = 0; i < n;) {
         size_t j = i;
         while (j < n && strcmp(segs[j].timeline, segs[i].timeline) == 0) {
@@ -557,7 +648,8 @@ int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,
         if (nvp == NULL) {
             free(v);
             errorf(errmsg, "out of memory walking the archive");
-            return CAIRN_ENOMEM;
+            rv = CAIRN_ENOMEM;
+            goto out;
         }
         v = nvp;
         t = &v[nv++];
@@ -570,11 +662,13 @@ int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,
         for (size_t k = i; k < j; k++) {
             struct arcseg_info *s = &segs[k];
             char why[CAIRN_ERRMSG_SIZE];
-            rv = readInfo(repo, s, full, why);
+            rv = w.rv[k];
+            snprintf(why, sizeof why, "%s",
+                     w.why[k] != NULL ? w.why[k] : "archive segment: out of memory");
             if (rv != 0 && rv != CAIRN_ECORRUPT && rv != CAIRN_ENOTFOUND) {
                 snprintf(errmsg, CAIRN_ERRMSG_SIZE, "%s", why);
                 free(v);
-                return rv;
+                goto out;
             }
             rv = 0;
             if (!s->read) {
@@ -622,7 +716,13 @@ int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,
     }
     *tls = v;
     *ntl = nv;
-    return 0;
+out:
+    for (size_t k = 0; k < n; k++) {
+        free(w.why[k]);
+    }
+    free(w.why);
+    free(w.rv);
+    return rv;
 }
 
 static const unsigned char *historyOf(const struct arcseg_info *segs,

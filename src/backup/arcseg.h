@@ -153,6 +153,11 @@ struct arcseg_timeline {
 int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,
                struct arcseg_timeline **tls, size_t *ntl, char *errmsg);
 
+/* Read object `name` whole, not decoded: *out (malloc'd, the caller's) holds *len
+ * bytes; nothing on failure. For a reader that decodes elsewhere (arcsegDecode). */
+int arcsegFetch(struct repo *repo, const char *name, unsigned char **out, size_t *len,
+                char *errmsg);
+
 /* Read object `name` whole and decode it (arcsegDecode). */
 int arcsegRead(struct repo *repo, const char *name, struct arcseg *seg, char *errmsg);
 

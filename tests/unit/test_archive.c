@@ -231,6 +231,99 @@ static void test_walk_timelines(void **state)
     nftw(dir, rmOne, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* The walk reads its segments several at a time: what it says is still what a walk in
+ * order says. A timeline of 40 segments with a broken link at the 18th and a damaged
+ * trailer further on: the first problem is the one named, the segments before it good;
+ * a whole timeline reads sound; arcsegFetch gives an object's bytes as stored. */
+static void test_walk_reads_ahead_and_judges_in_order(void **state)
+{
+    char dir[] = "/tmp/cairn-arcseg-many-XXXXXX";
+    char errmsg[CAIRN_ERRMSG_SIZE], path[PATH_MAX];
+    struct repo *r;
+    unsigned char d[16], prev[16], other[16];
+    char name[ARCSEG_NAME_SIZE], n17[ARCSEG_NAME_SIZE], n30[ARCSEG_NAME_SIZE];
+    struct arcseg_info *segs;
+    struct arcseg_timeline *tls;
+    size_t n, ntl;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(repoOpen(dir, &r, errmsg), 0);
+    memset(other, 0x5a, sizeof other);
+    for (int k = 0; k < 40; k++) {
+        uint64_t first = 1 + 4 * (uint64_t)k;
+        /* "ok": sound. "bad": the 18th names a wrong digest (a broken link). */
+        putSeg(r, "ok", first, k ? prev : NULL, first, d, name);
+        memcpy(prev, d, sizeof d);
+    }
+    for (int k = 0; k < 40; k++) {
+        uint64_t first = 1 + 4 * (uint64_t)k;
+        putSeg(r, "zbad", first, k == 0 ? NULL : (k == 17 ? other : prev), first, d, name);
+        memcpy(prev, d, sizeof d);
+        if (k == 17) {
+            snprintf(n17, sizeof n17, "%s", name);
+        } else if (k == 30) {
+            snprintf(n30, sizeof n30, "%s", name);
+        }
+    }
+    /* And a damaged trailer later on, which a walk in order never reaches. */
+    snprintf(path, sizeof path, "%s/%s", dir, n30);
+    {
+        FILE *f = fopen(path, "r+b");
+        assert_non_null(f);
+        assert_int_equal(fseek(f, -1, SEEK_END), 0);
+        int c = fgetc(f);
+        assert_int_equal(fseek(f, -1, SEEK_END), 0);
+        fputc(c ^ 0xff, f);
+        fclose(f);
+    }
+    assert_int_equal(arcsegList(r, &segs, &n, errmsg), 0);
+    assert_int_equal(n, 80);
+    for (int full = 0; full < 2; full++) {
+        assert_int_equal(arcsegWalk(r, segs, n, full, &tls, &ntl, errmsg), 0);
+        assert_int_equal(ntl, 2);
+        assert_string_equal(tls[0].name, "ok");
+        assert_string_equal(tls[0].problem, "");
+        assert_int_equal(tls[0].good, 40);
+        assert_int_equal(tls[0].head, 160);
+        assert_string_equal(tls[1].name, "zbad");
+        assert_int_equal(tls[1].good, 17);
+        assert_int_equal(tls[1].head, 68);
+        assert_int_equal(tls[1].bad_index, 69);
+        assert_string_equal(tls[1].bad_object, n17);
+        assert_non_null(strstr(tls[1].problem, "does not link"));
+        free(tls);
+    }
+    {
+        unsigned char *buf, *file;
+        size_t len;
+        struct arcseg seg;
+        struct stat sb;
+        FILE *f;
+        snprintf(path, sizeof path, "%s/%s", dir, n17);
+        assert_int_equal(stat(path, &sb), 0);
+        assert_int_equal(arcsegFetch(r, n17, &buf, &len, errmsg), 0);
+        assert_int_equal(len, (size_t)sb.st_size);
+        file = malloc(len);
+        f = fopen(path, "rb");
+        assert_non_null(f);
+        assert_int_equal(fread(file, 1, len, f), len);
+        fclose(f);
+        assert_memory_equal(buf, file, len);
+        assert_int_equal(arcsegDecode(buf, len, n17, &seg, errmsg), 0);
+        assert_int_equal(seg.h.first, 69);
+        arcsegFree(&seg);
+        free(file);
+        free(buf);
+        assert_int_equal(
+            arcsegFetch(r, "archive-none-00000000000000000001.seg", &buf, &len, errmsg),
+            CAIRN_ENOTFOUND);
+        assert_null(buf);
+    }
+    free(segs);
+    repoClose(r);
+    nftw(dir, rmOne, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Write obj (len bytes) as `name` into r. */
 static void putObject(struct repo *r, const char *name, const unsigned char *obj, size_t len)
 {
@@ -345,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_encode_refuses_bad_input),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_walk_timelines),
+        cmocka_unit_test(test_walk_reads_ahead_and_judges_in_order),
         cmocka_unit_test(test_histories_never_link),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
