@@ -61,7 +61,7 @@ asan: asan-build
 # ThreadSanitizer over the tests where threads share the most (a request's thread and
 # the loop on the writer, forwarding, concurrent clients, crashes under load). Not part
 # of `make test`: it takes a while, and it is for changes to who touches what.
-TSAN_TESTS ?= early or determinism or deterministic or roll_back or acknowledged or forward or compressed or replicas or heals or lacking or client_goes_away or sigterm_interrupts or threads_share_one_client or stop_ends_an_upload or reads_ahead or test_s3_catalog or named_bucket or test_live_restore or archive_sync
+TSAN_TESTS ?= early or determinism or deterministic or roll_back or acknowledged or forward or compressed or replicas or heals or lacking or client_goes_away or sigterm_interrupts or threads_share_one_client or stop_ends_an_upload or reads_ahead or test_s3_catalog or named_bucket or test_live_restore or archive_sync or test_archive_faults or test_pitr or test_expire or test_applied_reporting or test_raft_stray
 tsan: deps
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCAIRN_TSAN=ON
 	cmake --build $(TSAN_BUILD) -j $(JOBS)

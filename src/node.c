@@ -101,6 +101,10 @@ struct node {
     int (*tcp_connect)(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
                        const char *address, raft_uv_connect_cb cb);
     raft_uv_accept_cb tcp_accept_cb;
+    /* libraft's tick and receive callbacks, which cairn stands between (ioWrap) */
+    raft_io_tick_cb raft_tick;
+    raft_io_recv_cb raft_recv;
+    int (*io_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv);
     struct raft_io io;
     struct raft raft;
     struct fsm fsm;
@@ -130,6 +134,10 @@ struct node {
     bool closing;
     bool transfer_tried;
     bool said_unavailable; /* the log says libraft stopped (tickCb) */
+    char stopped_why[CAIRN_ERRMSG_SIZE]; /* what libraft was doing then (ioWrap) */
+    raft_id stray_id;       /* the last sender ignored by a single node (ioRecv) */
+    char stray_addr[128];
+    unsigned long stray_count;
 
     /* published figures, guarded by imu */
     pthread_mutex_t imu;
@@ -290,6 +298,226 @@ static void nodelayWrap(struct node *n)
     n->tcp_connect = n->transport.connect;
     n->transport.listen = nodelayListen;
     n->transport.connect = nodelayConnect;
+}
+
+/* ---- what libraft was doing when it stopped ------------------------------------ *
+ * libraft 0.15 turns itself UNAVAILABLE for good when handling a received message or
+ * its tick fails (recv.c recvCb, tick.c tickCb: convertToUnavailable), and drops the
+ * error code: nothing is left in raft_errmsg() or in the I/O's errmsg for most causes
+ * (an append that conflicts with an entry this node has committed, RAFT_SHUTDOWN; a
+ * term or vote that could not be written; an apply or snapshot failure during an
+ * append; out of memory). A node then logged "Raft stopped on this node (libraft:
+ * unavailable)" and nothing else. So cairn stands between its uv I/O and those two
+ * callbacks, and when one of them leaves libraft unavailable (not by raft_close), it
+ * records which one: the message's type, sender and figures, or the tick, with the
+ * node's state, term and indexes before it. Loop thread. */
+
+static struct node *nodeOfIo(struct raft_io *io)
+{
+    return (struct node *)(void *)((char *)io - offsetof(struct node, io));
+}
+
+static const char *messageName(unsigned short type)
+{
+    switch (type) {
+        case RAFT_IO_APPEND_ENTRIES:
+            return "an AppendEntries";
+        case RAFT_IO_APPEND_ENTRIES_RESULT:
+            return "an AppendEntries result";
+        case RAFT_IO_REQUEST_VOTE:
+            return "a RequestVote";
+        case RAFT_IO_REQUEST_VOTE_RESULT:
+            return "a RequestVote result";
+        case RAFT_IO_INSTALL_SNAPSHOT:
+            return "an InstallSnapshot";
+        case RAFT_IO_TIMEOUT_NOW:
+            return "a TimeoutNow";
+        default:
+            return "an unknown";
+    }
+}
+
+/* The node's figures before a callback, for the message about it. */
+struct self_facts {
+    int state;
+    raft_term term;
+    raft_index last, commit, applied;
+};
+
+static void selfFacts(struct raft *r, struct self_facts *f)
+{
+    f->state = raft_state(r);
+    f->term = r->current_term;
+    f->last = raft_last_index(r);
+    f->commit = r->commit_index;
+    f->applied = raft_last_applied(r);
+}
+
+static void describeSelf(const struct self_facts *f, char *out, size_t n)
+{
+    snprintf(out, n, "this node was %s in term %llu, log up to %llu, commit index %llu, "
+                     "applied %llu",
+             nodeStateName(f->state), (unsigned long long)f->term, (unsigned long long)f->last,
+             (unsigned long long)f->commit, (unsigned long long)f->applied);
+}
+
+/* A received message's figures (its scalars only: its buffers may be gone). */
+static void messageFacts(const struct raft_message *m, char *what, size_t size)
+{
+    switch (m->type) {
+        case RAFT_IO_APPEND_ENTRIES:
+            snprintf(what, size, "term %llu, previous entry %llu of term %llu, %u entries, "
+                                 "leader commit %llu",
+                     (unsigned long long)m->append_entries.term,
+                     (unsigned long long)m->append_entries.prev_log_index,
+                     (unsigned long long)m->append_entries.prev_log_term,
+                     m->append_entries.n_entries,
+                     (unsigned long long)m->append_entries.leader_commit);
+            break;
+        case RAFT_IO_APPEND_ENTRIES_RESULT:
+            snprintf(what, size, "term %llu, rejected %llu, last log index %llu",
+                     (unsigned long long)m->append_entries_result.term,
+                     (unsigned long long)m->append_entries_result.rejected,
+                     (unsigned long long)m->append_entries_result.last_log_index);
+            break;
+        case RAFT_IO_REQUEST_VOTE:
+            snprintf(what, size, "term %llu, last log entry %llu of term %llu",
+                     (unsigned long long)m->request_vote.term,
+                     (unsigned long long)m->request_vote.last_log_index,
+                     (unsigned long long)m->request_vote.last_log_term);
+            break;
+        case RAFT_IO_REQUEST_VOTE_RESULT:
+            snprintf(what, size, "term %llu, vote %s",
+                     (unsigned long long)m->request_vote_result.term,
+                     m->request_vote_result.vote_granted ? "granted" : "refused");
+            break;
+        case RAFT_IO_INSTALL_SNAPSHOT:
+            snprintf(what, size, "term %llu, snapshot up to entry %llu of term %llu",
+                     (unsigned long long)m->install_snapshot.term,
+                     (unsigned long long)m->install_snapshot.last_index,
+                     (unsigned long long)m->install_snapshot.last_term);
+            break;
+        case RAFT_IO_TIMEOUT_NOW:
+            snprintf(what, size, "term %llu", (unsigned long long)m->timeout_now.term);
+            break;
+        default:
+            snprintf(what, size, "type %u", (unsigned)m->type);
+    }
+}
+
+static void ioTick(struct raft_io *io)
+{
+    struct node *n = nodeOfIo(io);
+    struct raft *r = &n->raft;
+    struct self_facts before;
+    bool was = raft_state(r) != RAFT_UNAVAILABLE;
+    selfFacts(r, &before);
+    n->raft_tick(io);
+    if (was && raft_state(r) == RAFT_UNAVAILABLE && !n->closing && !n->stopped_why[0]) {
+        char self[192];
+        describeSelf(&before, self, sizeof self);
+        snprintf(n->stopped_why, sizeof n->stopped_why,
+                 "its tick failed (an election: writing the term or the vote, or electing "
+                 "itself and applying; or out of memory); %s", self);
+    }
+}
+
+/* Whether this node's configuration is itself alone, a voter: a single node. No other
+ * server sends such a node anything legitimately: a node joins it through its leader,
+ * this node, which puts the newcomer in its configuration before the newcomer hears of
+ * it. A message from elsewhere comes from a node of another cluster that has this
+ * node's address as a peer's (a port a stopped node had, given to a new node: test
+ * runs on one machine hand out ports independently). libraft 0.15 has no cluster id
+ * and would take it: a higher term makes this node a follower of that cluster, whose
+ * appends then either conflict with its committed entries (libraft stops for good,
+ * "Raft stopped on this node") or, where the terms happen to match, are taken into
+ * its log and applied to its database. */
+static bool aloneInConfiguration(const struct raft *r)
+{
+    return r->configuration.n == 1 && r->configuration.servers[0].id == r->id &&
+           r->configuration.servers[0].role == RAFT_VOTER;
+}
+
+/* Free a received message that libraft will not see, as libraft's recvCb does for one
+ * it ignores (entryBatchesDestroy: each batch once, then the array). */
+static void messageDrop(struct raft_message *m)
+{
+    if (m->type == RAFT_IO_APPEND_ENTRIES && m->append_entries.entries != NULL) {
+        void *batch = NULL;
+        for (unsigned i = 0; i < m->append_entries.n_entries; i++) {
+            if (m->append_entries.entries[i].batch != batch) {
+                batch = m->append_entries.entries[i].batch;
+                raft_free(batch);
+            }
+        }
+        raft_free(m->append_entries.entries);
+    } else if (m->type == RAFT_IO_INSTALL_SNAPSHOT) {
+        raft_configuration_close(&m->install_snapshot.conf);
+        raft_free(m->install_snapshot.data.base);
+    }
+}
+
+static void ioRecv(struct raft_io *io, struct raft_message *m)
+{
+    struct node *n = nodeOfIo(io);
+    struct raft *r = &n->raft;
+    bool was = raft_state(r) != RAFT_UNAVAILABLE;
+    if (was && aloneInConfiguration(r)) {
+        /* Said once per sender (and again after every 1,000 messages). */
+        const char *addr = m->server_address != NULL ? m->server_address : "?";
+        if (n->stray_id != m->server_id || strcmp(n->stray_addr, addr) != 0 ||
+            n->stray_count % 1000 == 0) {
+            nodeLog(n, "ignored %s message from server %llu at %s: this node is a cluster of "
+                       "its own and that server is not in it (a node of another cluster "
+                       "that has this node's address as a peer's)",
+                    messageName(m->type), (unsigned long long)m->server_id, addr);
+            if (n->stray_id != m->server_id || strcmp(n->stray_addr, addr) != 0) {
+                n->stray_count = 0;
+            }
+            n->stray_id = m->server_id;
+            snprintf(n->stray_addr, sizeof n->stray_addr, "%s", addr);
+        }
+        n->stray_count++;
+        messageDrop(m);
+        return;
+    }
+    /* The message's figures and the node's are kept before the call (libraft takes the
+     * message's memory), as plain copies: formatted only if libraft stops, not for
+     * every message on this hot path. */
+    struct raft_message copy = *m;
+    char addr[128];
+    struct self_facts before;
+    snprintf(addr, sizeof addr, "%s", m->server_address != NULL ? m->server_address : "?");
+    selfFacts(r, &before);
+    n->raft_recv(io, m);
+    if (was && raft_state(r) == RAFT_UNAVAILABLE && !n->closing && !n->stopped_why[0]) {
+        char what[256], self[192];
+        messageFacts(&copy, what, sizeof what);
+        describeSelf(&before, self, sizeof self);
+        /* A conflict with a committed entry is how a message from another cluster
+         * shows (a peer's old address reused by a node of another cluster). */
+        snprintf(n->stopped_why, sizeof n->stopped_why,
+                 "handling %s message from server %llu at %s (%s) failed (an append that "
+                 "conflicts with an entry this node committed: a sender of another cluster "
+                 "or a damaged log; or a term, vote, entry or snapshot this node could not "
+                 "write or apply); %s",
+                 messageName(copy.type), (unsigned long long)copy.server_id, addr, what, self);
+    }
+}
+
+static int ioStart(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                   raft_io_recv_cb recv)
+{
+    struct node *n = nodeOfIo(io);
+    n->raft_tick = tick;
+    n->raft_recv = recv;
+    return n->io_start(io, msecs, ioTick, ioRecv);
+}
+
+static void ioWrap(struct node *n)
+{
+    n->io_start = n->io.start;
+    n->io.start = ioStart;
 }
 
 /* ---- completing operations ---------------------------------------------------- */
@@ -832,11 +1060,14 @@ static void tickCb(uv_timer_t *t)
          * never comes back: say so once, loudly, rather than sit silent. */
         const char *m = raft_errmsg(&n->raft);
         n->said_unavailable = true;
-        nodeLog(n, "Raft stopped on this node (libraft: %s%s%s): it no longer takes part in "
-                   "the cluster and takes no writes; fix the cause (free space, check the "
-                   "disk) and restart it",
-                m != NULL && m[0] ? m : "unavailable", n->io.errmsg[0] ? "; " : "",
-                n->io.errmsg);
+        nodeLog(n, "Raft stopped on this node (libraft: %s%s%s; %s): it no longer takes part "
+                   "in the cluster and takes no writes; fix the cause (free space, check the "
+                   "disk, or a node of another cluster at a peer's address) and restart it",
+                m != NULL && m[0] ? m : "unavailable", n->io.errmsg[0] ? "; I/O: " : "",
+                n->io.errmsg,
+                n->stopped_why[0] ? n->stopped_why
+                                  : "neither a received message nor libraft's tick left it "
+                                    "unavailable");
     }
     maybeReadyBarrier(n);
     if (raft_state(&n->raft) != RAFT_LEADER) {
@@ -986,6 +1217,7 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
      * (heal.c, raftlog.c). */
     raft_uv_set_auto_recovery(&n->io, false);
     raft_uv_set_segment_size(&n->io, SEGMENT_SIZE);
+    ioWrap(n);
 
     fsmInit(&n->fsm, &n->raft_fsm, store, &n->raft, cfg->snap_dir);
     n->fsm.applied = onApplied;

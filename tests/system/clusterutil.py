@@ -571,9 +571,12 @@ class ClusterWriters:
     acked: (client, seq) -> time.monotonic() of the acknowledgement.
     ack_times: every acknowledgement time, in order (for gap measurements).
     sent_acks: (time the acknowledged attempt was sent, time of its acknowledgement).
+    With raft_index=True, writes ask for ?raft_index and acked_index maps (client, seq)
+    -> the log index of the entry that was acknowledged (assert_applied_means_present).
     """
 
-    def __init__(self, nodes, table="t", clients=16, pad=64, timeout=3.0, give_up=30.0):
+    def __init__(self, nodes, table="t", clients=16, pad=64, timeout=3.0, give_up=30.0,
+                 raft_index=False):
         self.nodes = list(nodes)
         self.table = table
         self.clients = clients
@@ -582,6 +585,8 @@ class ClusterWriters:
         self.give_up = give_up
         self.lock = threading.Lock()
         self.acked = {}
+        self.raft_index = raft_index
+        self.acked_index = {}
         self.ack_times = []
         self.sent_acks = []
         self.errors = []  # (time, client, what) of every failed attempt (retried)
@@ -595,8 +600,9 @@ class ClusterWriters:
             t.start()
         return self
 
-    def _attempt(self, node, body):
-        st, _, data, _ = http_call(node.http_port, "POST", "/db/execute", body, timeout=self.timeout)
+    def _attempt(self, node, body, key=None):
+        path = "/db/execute?raft_index" if self.raft_index else "/db/execute"
+        st, _, data, _ = http_call(node.http_port, "POST", path, body, timeout=self.timeout)
         if st != 200:
             return "HTTP %d %r" % (st, data[:200])
         doc = json_or_none(data)
@@ -606,6 +612,12 @@ class ClusterWriters:
             return "bad body %r" % data[:200]
         if "error" in res:
             return "error %r" % res["error"]
+        if self.raft_index:
+            idx = res.get("raft_index") or doc.get("raft_index")
+            if not isinstance(idx, int):
+                return "no raft_index in %r" % data[:200]
+            with self.lock:
+                self.acked_index[key] = idx
         return None
 
     def _worker(self, c):
@@ -619,7 +631,7 @@ class ClusterWriters:
                 node = self.nodes[target % len(self.nodes)]
                 sent = time.monotonic()
                 try:
-                    problem = self._attempt(node, body)
+                    problem = self._attempt(node, body, (c, seq))
                 except (OSError, http.client.HTTPException) as e:
                     problem = "%s: %r" % (node.name, e)
                 if problem is None:
@@ -695,6 +707,29 @@ def assert_acked_present(node, table, acked, context=""):
     assert not missing, "%s %s: %d of %d acknowledged writes missing, e.g. %r" % (
         context, node.name, len(missing), len(acked), missing[:10])
     return len(rows)
+
+
+def assert_applied_means_present(node, table, writers, context="", only=None):
+    """What node says it applied (/status applied_index, read first) is in its database:
+    every write of `writers` (a ClusterWriters with raft_index=True) acknowledged at a log
+    index at or below it (and in `only`, when given: say, the writes after a restore) is
+    in node's own copy of table (read second). Returns (the applied index, how many
+    acknowledged writes that covered), or None when the node did not answer /status."""
+    r = node.raft()
+    applied = r.get("applied_index")
+    if applied is None:
+        return None
+    rows = node.local_rows("SELECT client, seq FROM %s" % table)
+    present = {(c, s) for c, s in rows}
+    with writers.lock:
+        covered = [k for k, i in writers.acked_index.items()
+                   if i <= applied and (only is None or k in only)]
+    missing = sorted((writers.acked_index[k], k) for k in covered if k not in present)
+    assert not missing, (
+        "%s %s: /status said applied_index %d, but %d of the %d writes acknowledged at or "
+        "below it are not in its database, e.g. (index, (client, seq)) %r"
+        % (context, node.name, applied, len(missing), len(covered), missing[:10]))
+    return applied, len(covered)
 
 
 def url_of(node):
