@@ -9,6 +9,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "error.h"
 #include "lib.h"
 #include "liverestore.h"
+#include "newfile.h"
 #include "pagesum.h"
 #include "repo.h"
 #include "result.h"
@@ -175,6 +177,34 @@ static void removeTmp(const char *tmp)
     unlink(p);
     snprintf(p, sizeof p, "%s-shm", tmp);
     unlink(p);
+}
+
+/* Put the finished file at out: a rename that replaces what is there only with force
+ * (else CAIRN_EEXIST and nothing moved: something was put at out meanwhile, another
+ * restore for the same branch), then the directory fsynced. */
+static int placeOut(const char *tmp, const char *out, bool force, char *errmsg)
+{
+    int err;
+    if (force) {
+        return libRenameDurable(tmp, out, errmsg);
+    }
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_NOREPLACE) != 0) {
+        err = errno;
+        /* A file system without RENAME_NOREPLACE: a link never replaces either. */
+        if (err == EINVAL && link(tmp, out) == 0) {
+            unlink(tmp);
+            return libSyncParentDir(out, errmsg);
+        }
+        err = err == EINVAL ? errno : err;
+        if (err == EEXIST) {
+            errorf(errmsg, "%s exists (--force replaces it): it was made while this restore ran",
+                   out);
+            return CAIRN_EEXIST;
+        }
+        errorf(errmsg, "rename %s to %s: %s", tmp, out, strerror(err));
+        return errorFromErrno(err);
+    }
+    return libSyncParentDir(out, errmsg);
 }
 
 /* Replace the file at tmp with backup id (a restore entry at index), as adminApplyRestore
@@ -580,6 +610,7 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
     struct prefetch *pf = NULL;
     size_t nbk = 0;
     uint64_t target = 0;
+    struct newdir scratch;
     char tmp[PATH_MAX];
     char windows[2048];
     int rv;
@@ -589,11 +620,20 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
         errorf(errmsg, "%s exists (--force replaces it)", o->out);
         return CAIRN_EEXIST;
     }
-    if (snprintf(tmp, sizeof tmp, "%s.pitr-tmp", o->out) >= (int)sizeof tmp) {
+    /* The file is made, replayed and checked in a scratch directory of its own beside
+     * out (SQLite needs names for it and its journal): a restore killed at any point
+     * leaves nothing at out, the next one removes what it left, and two restores for
+     * one out never share a file (newfile.h). */
+    if ((rv = newdirOpen(&scratch, o->out, "pitr", errmsg)) != 0) {
+        return rv;
+    }
+    if (snprintf(tmp, sizeof tmp, "%s/db", scratch.dir) >= (int)sizeof tmp) {
+        newdirClose(&scratch);
         errorf(errmsg, "%s: path too long", o->out);
         return CAIRN_EINVAL;
     }
     if ((rv = repoOpen(o->repo, &repo, errmsg)) != 0) {
+        newdirClose(&scratch);
         return rv;
     }
     if ((rv = pitrWindows(repo, false, &segs, &nsegs, &w, &nw, errmsg)) != 0) {
@@ -680,7 +720,7 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
                 (o->finish != NULL && (rv = o->finish(tmp, o->finish_arg, errmsg)) != 0)) {
                 goto out;
             }
-            rv = libRenameDurable(tmp, o->out, errmsg);
+            rv = placeOut(tmp, o->out, o->force, errmsg);
             goto out;
         }
     }
@@ -764,12 +804,10 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
         (o->finish != NULL && (rv = o->finish(tmp, o->finish_arg, errmsg)) != 0)) {
         goto out;
     }
-    rv = libRenameDurable(tmp, o->out, errmsg);
+    rv = placeOut(tmp, o->out, o->force, errmsg);
 out:
     prefetchClose(pf);
-    if (rv != 0) {
-        removeTmp(tmp);
-    }
+    newdirClose(&scratch); /* what is left of it: the whole of it on failure */
     free(bk);
     free(w);
     free(segs);

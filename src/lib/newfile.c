@@ -302,3 +302,118 @@ int newfilePwritev(int fd, struct iovec *iov, int n, uint64_t off)
     }
     return 0;
 }
+
+/* Unlink every entry of the open directory fd (files: a scratch directory holds no
+ * directories), leaving it empty. */
+static void emptyDir(int fd)
+{
+    int dup_fd = dup(fd);
+    DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+    struct dirent *e;
+    if (d == NULL) {
+        if (dup_fd >= 0) {
+            close(dup_fd);
+        }
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            unlinkat(fd, e->d_name, 0);
+        }
+    }
+    closedir(d);
+}
+
+unsigned newdirSweep(const char *path, const char *what)
+{
+    char prefix[PATH_MAX], dir[PATH_MAX], full[PATH_MAX + 16];
+    const char *name;
+    size_t nlen;
+    unsigned removed = 0;
+    struct dirent *e;
+    DIR *d;
+
+    if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, what, prefix)) {
+        return 0;
+    }
+    name = strrchr(prefix, '/') + 1;
+    nlen = strlen(name);
+    snprintf(dir, sizeof dir, "%.*s", (int)(name - prefix), prefix);
+    if ((d = opendir(dir)) == NULL) {
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        const char *rest = e->d_name + nlen;
+        int fd;
+        if (strncmp(e->d_name, name, nlen) != 0 || !isSuffix(rest) || rest[6] != '\0') {
+            continue;
+        }
+        snprintf(full, sizeof full, "%s%s", dir, e->d_name);
+        fd = open(full, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            continue; /* a file (newfileSweep's), or gone */
+        }
+        /* A live writer holds its lock: leave its directory alone. */
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            emptyDir(fd);
+            removed += rmdir(full) == 0;
+        }
+        close(fd);
+    }
+    closedir(d);
+    return removed;
+}
+
+int newdirOpen(struct newdir *d, const char *path, const char *what, char *errmsg)
+{
+    char prefix[PATH_MAX];
+    int err = 0;
+    d->fd = -1;
+    d->dir[0] = '\0';
+    if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, what, prefix) ||
+        strlen(prefix) + 6 >= sizeof d->dir) {
+        errorf(errmsg, "%s: path too long", path);
+        return CAIRN_EINVAL;
+    }
+    newdirSweep(path, what);
+    /* Between mkdtemp and the flock, another writer's sweep may take the directory for
+     * a dead one's and remove it: then make another. */
+    for (int attempt = 0; attempt < 8; attempt++) {
+        struct stat a, b;
+        snprintf(d->dir, sizeof d->dir, "%sXXXXXX", prefix);
+        if (mkdtemp(d->dir) == NULL) {
+            err = errno;
+            errorf(errmsg, "create a scratch directory %s: %s", d->dir, strerror(err));
+            d->dir[0] = '\0';
+            return errorFromErrno(err);
+        }
+        if ((d->fd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0 &&
+            flock(d->fd, LOCK_EX | LOCK_NB) == 0 && fstat(d->fd, &a) == 0 &&
+            stat(d->dir, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
+            return 0;
+        }
+        err = errno != 0 ? errno : EAGAIN;
+        if (d->fd >= 0) {
+            close(d->fd);
+            d->fd = -1;
+        }
+    }
+    errorf(errmsg, "lock a scratch directory %s: %s", d->dir, strerror(err));
+    d->dir[0] = '\0';
+    return errorFromErrno(err);
+}
+
+void newdirClose(struct newdir *d)
+{
+    if (d->fd >= 0) {
+        emptyDir(d->fd);
+    }
+    if (d->dir[0] != '\0') {
+        rmdir(d->dir);
+        d->dir[0] = '\0';
+    }
+    if (d->fd >= 0) {
+        close(d->fd);
+        d->fd = -1;
+    }
+}

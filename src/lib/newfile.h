@@ -71,4 +71,26 @@ unsigned newfileSweep(const char *path, const char *what);
  * value (EIO when the system wrote nothing without saying why). iov is changed. */
 int newfilePwritev(int fd, struct iovec *iov, int n, uint64_t off);
 
+/* A hidden scratch directory beside path, `.<base>.<what>-XXXXXX/`, for a writer that
+ * must name its files (SQLite's database and its journal or WAL) until the result is
+ * put at path: held under an flock on the directory while the writer lives, so that a
+ * writer killed at any point leaves nothing at path, and what it left beside it is
+ * removed by the next newdirOpen for the same path and `what` (a live writer's is left
+ * alone). Two writers for one path each have their own. */
+struct newdir {
+    int fd; /* the directory, flocked; -1 once closed */
+    char dir[PATH_MAX];
+};
+
+/* Sweep what dead writers left for path, then make d. 0, or a CAIRN_E* code with
+ * errmsg (CAIRN_ERRMSG_SIZE) naming the directory; on failure nothing was made. */
+int newdirOpen(struct newdir *d, const char *path, const char *what, char *errmsg);
+
+/* Remove every file in the directory, then the directory. Safe on a closed one. */
+void newdirClose(struct newdir *d);
+
+/* Remove the scratch directories of dead writers for path (no flock held on them);
+ * returns how many. Errors are ignored. */
+unsigned newdirSweep(const char *path, const char *what);
+
 #endif

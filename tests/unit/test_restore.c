@@ -379,6 +379,46 @@ static void test_sweeping_removes_a_dead_writers_file_only(void **state)
     }
 }
 
+/* Scratch directories (newdir): a dead writer's (no lock) is removed with what it
+ * holds, a live one's kept, another kind's and a plain file of the same prefix left
+ * alone; closing removes the directory and everything in it. */
+static void test_scratch_directories_of_dead_writers_are_swept(void **state)
+{
+    struct fx *f = *state;
+    char path[PATH_MAX], dead[PATH_MAX], inside[PATH_MAX + 16], file[PATH_MAX],
+        errmsg[CAIRN_ERRMSG_SIZE];
+    struct newdir live, second;
+
+    snprintf(path, sizeof path, "%s/app.db", f->dir);
+    snprintf(dead, sizeof dead, "%s/.app.db.pitr-Dead01", f->dir);
+    snprintf(file, sizeof file, "%s/.app.db.pitr-File02", f->dir);
+    assert_int_equal(mkdir(dead, 0700), 0);
+    snprintf(inside, sizeof inside, "%s/db", dead);
+    writeFile(inside, "x", 1);
+    snprintf(inside, sizeof inside, "%s/db-wal", dead);
+    writeFile(inside, "x", 1);
+    writeFile(file, "x", 1); /* not a directory: newfileSweep's business */
+
+    assert_int_equal(newdirOpen(&live, path, "pitr", errmsg), 0); /* sweeps the dead one */
+    assert_false(exists(dead));
+    assert_true(exists(file));
+    snprintf(inside, sizeof inside, "%s/db", live.dir);
+    writeFile(inside, "x", 1);
+    /* A second writer for the same path: its own directory; the live one is kept. */
+    assert_int_equal(newdirOpen(&second, path, "pitr", errmsg), 0);
+    assert_string_not_equal(live.dir, second.dir);
+    assert_true(exists(inside));
+    assert_int_equal(newdirSweep(path, "pitr"), 0);
+    assert_int_equal(newdirSweep(path, "restore"), 0);
+    newdirClose(&second);
+    newdirClose(&live);
+    newdirClose(&live); /* twice: nothing */
+    {
+        const char *const names[] = {".app.db.pitr-File02", NULL};
+        assertOnly(f->dir, names);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -391,6 +431,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sweeping_removes_a_dead_writers_file_only, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_scratch_directories_of_dead_writers_are_swept,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
