@@ -217,26 +217,33 @@ static bool isSuffix(const char *s)
     return true;
 }
 
+/* The directory of path's hidden names for `what`, open for a sweep: prefix gets
+ * "DIR/.BASE.WHAT-", dir "DIR/", *name the start of the names in it. NULL when there
+ * is nothing to sweep (no such directory, a path too long). */
+static DIR *openHidden(const char *path, const char *what, char prefix[PATH_MAX],
+                       char dir[PATH_MAX], const char **name)
+{
+    if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, what, prefix)) {
+        return NULL;
+    }
+    *name = strrchr(prefix, '/') + 1;
+    snprintf(dir, PATH_MAX, "%.*s", (int)(*name - prefix), prefix);
+    return opendir(dir);
+}
+
 unsigned newfileSweep(const char *path, const char *what)
 {
     char prefix[PATH_MAX], dir[PATH_MAX], full[PATH_MAX + 16];
     const char *name;
-    size_t dlen, nlen;
+    size_t nlen;
     unsigned removed = 0;
     struct dirent *e;
     DIR *d;
 
-    if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, what, prefix)) {
+    if ((d = openHidden(path, what, prefix, dir, &name)) == NULL) {
         return 0;
     }
-    /* prefix is "DIR/NAME-": the directory part, and the start of the names. */
-    name = strrchr(prefix, '/') + 1;
-    dlen = (size_t)(name - prefix);
     nlen = strlen(name);
-    snprintf(dir, sizeof dir, "%.*s", (int)dlen, prefix);
-    if ((d = opendir(dir)) == NULL) {
-        return 0;
-    }
     while ((e = readdir(d)) != NULL) {
         const char *rest = e->d_name + nlen;
         if (strncmp(e->d_name, name, nlen) != 0 || !isSuffix(rest)) {
@@ -333,15 +340,10 @@ unsigned newdirSweep(const char *path, const char *what)
     struct dirent *e;
     DIR *d;
 
-    if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, what, prefix)) {
+    if ((d = openHidden(path, what, prefix, dir, &name)) == NULL) {
         return 0;
     }
-    name = strrchr(prefix, '/') + 1;
     nlen = strlen(name);
-    snprintf(dir, sizeof dir, "%.*s", (int)(name - prefix), prefix);
-    if ((d = opendir(dir)) == NULL) {
-        return 0;
-    }
     while ((e = readdir(d)) != NULL) {
         const char *rest = e->d_name + nlen;
         int fd;
