@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "error.h"
 
@@ -40,9 +41,27 @@
 struct budget {
     pthread_mutex_t mu;
     size_t cap, used, peak;
+    unsigned readers; /* open readers of every pool on this budget: each has a share */
 };
 
-static struct budget processBudget = {PTHREAD_MUTEX_INITIALIZER, READAHEAD_BUDGET, 0, 0};
+static struct budget processBudget = {PTHREAD_MUTEX_INITIALIZER, READAHEAD_BUDGET, 0, 0, 0};
+
+static void budgetReaders(struct budget *b, int delta)
+{
+    pthread_mutex_lock(&b->mu);
+    b->readers += (unsigned)delta;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* What one reader may hold ahead: the budget divided among the open readers. */
+static size_t budgetShare(struct budget *b)
+{
+    size_t share;
+    pthread_mutex_lock(&b->mu);
+    share = b->cap / (b->readers > 0 ? b->readers : 1);
+    pthread_mutex_unlock(&b->mu);
+    return share;
+}
 
 static bool budgetTake(struct budget *b, size_t n)
 {
@@ -82,6 +101,7 @@ struct chunk {
     uint64_t off;
     size_t len;
     unsigned char *buf;
+    size_t released; /* bytes at the start of buf read and given back (MADV_DONTNEED) */
     int state;
     bool abandoned;
     int cancel; /* __atomic: read by the fetch */
@@ -166,14 +186,44 @@ static unsigned char *bufTake(struct readahead_pool *p, size_t len)
     return m;
 }
 
-static void bufGive(struct readahead_pool *p, unsigned char *buf, size_t len)
+/* Give back a buffer of len bytes whose first `released` bytes were given back already
+ * (bufRelease): a buffer with none released may be kept as a spare. */
+static void bufGive(struct readahead_pool *p, unsigned char *buf, size_t len, size_t released)
 {
-    if (len == p->cfg.chunk_max && p->readers > 0 && p->nspare < MAX_SPARE) {
+    if (released == 0 && len == p->cfg.chunk_max && p->readers > 0 && p->nspare < MAX_SPARE) {
         p->spare[p->nspare++] = buf;
         return;
     }
     munmap(buf, len);
-    budgetGive(p->budget, len);
+    budgetGive(p->budget, len - released);
+}
+
+static size_t pageSize(void)
+{
+    static size_t ps;
+    if (ps == 0) {
+        long v = sysconf(_SC_PAGESIZE);
+        ps = v > 0 ? (size_t)v : 4096;
+    }
+    return ps;
+}
+
+/* The reader has read c (DONE, its own) up to byte `to` of its buffer: the whole pages
+ * before it are given back to the system and to the budget at once, rather than when
+ * the last byte of c is read, so that what a reader holds is what it has not read yet
+ * and a chunk may be as large as the reader's whole share (half as many requests for
+ * the same memory). */
+static void bufRelease(struct readahead_pool *p, struct chunk *c, size_t to)
+{
+    size_t upto = to / pageSize() * pageSize();
+    if (upto <= c->released || upto >= c->len) {
+        return;
+    }
+    if (madvise(c->buf + c->released, upto - c->released, MADV_DONTNEED) != 0) {
+        return; /* kept until c is freed, and counted until then */
+    }
+    budgetGive(p->budget, upto - c->released);
+    c->released = upto;
 }
 
 static void sparesDrop(struct readahead_pool *p)
@@ -186,7 +236,7 @@ static void sparesDrop(struct readahead_pool *p)
 
 static void chunkFree(struct readahead_pool *p, struct chunk *c)
 {
-    bufGive(p, c->buf, c->len);
+    bufGive(p, c->buf, c->len, c->released);
     targetUnref(c->t);
     free(c);
 }
@@ -380,6 +430,7 @@ int readaheadOpen(struct readahead_pool *p, readahead_fetch_fn fetch, void *obj,
     pthread_mutex_lock(&p->mu);
     p->readers++;
     pthread_mutex_unlock(&p->mu);
+    budgetReaders(p->budget, 1);
     r->p = p;
     r->t = t;
     r->size = size;
@@ -437,7 +488,15 @@ static uint64_t heldTo(const struct readahead *r, uint64_t off)
 }
 
 /* Queue chunks ahead of a sequential read at off, as far ahead as the run has been long
- * (AHEAD_FACTOR times), within ahead_max, the ring and the budget. */
+ * (AHEAD_FACTOR times), within ahead_max, the ring and the reader's share of the budget.
+ *
+ * The share is the budget divided by the open readers of every pool on it, so that
+ * what the readers hold together stays within the budget however many are open (a
+ * restore merging a chain's files holds up to 16 at once) and none takes the room the
+ * others need: one holding most of it would leave them to read without read-ahead, in
+ * many small requests. A reader's bytes not read yet are at most its share: the chunks
+ * it has read are given back page by page as it reads (bufRelease), so a share is
+ * fetched in two chunks of half of it, the second while the first is read. */
 static void topUp(struct readahead *r, uint64_t off)
 {
     struct readahead_pool *p = r->p;
@@ -446,24 +505,22 @@ static void topUp(struct readahead *r, uint64_t off)
         r->run > cfg->ahead_max / AHEAD_FACTOR ? cfg->ahead_max : r->run * AHEAD_FACTOR;
     const struct chunk *l = last(r);
     uint64_t end = l != NULL ? l->off + l->len : heldTo(r, off);
-    unsigned readers;
-    size_t len;
+    size_t share = budgetShare(p->budget);
+    size_t lo = cfg->chunk_min, len;
 
-    /* A fair share of the budget for each open reader of the pool: the readers of a
-     * restore that merges a chain's files all read at once, and one of them holding
-     * most of the budget would leave the others to read without read-ahead, in many
-     * small requests. */
-    pthread_mutex_lock(&p->mu);
-    readers = p->readers;
-    pthread_mutex_unlock(&p->mu);
-    if (readers > 1 && ahead > p->budget->cap / readers) {
-        ahead = p->budget->cap / readers;
+    if (ahead > share) {
+        /* A share smaller than two chunks of chunk_min: smaller chunks rather than
+         * readers without read-ahead, down to twice a small read. */
+        ahead = share;
+        if (lo > share / 2) {
+            lo = share / 2 > cfg->small ? share / 2 : cfg->small;
+        }
     }
-    if (ahead < cfg->chunk_min) {
-        ahead = cfg->chunk_min;
+    if (ahead < lo) {
+        ahead = lo;
     }
     len = (size_t)(ahead / 2);
-    len = len < cfg->chunk_min ? cfg->chunk_min : len > cfg->chunk_max ? cfg->chunk_max : len;
+    len = len < lo ? lo : len > cfg->chunk_max ? cfg->chunk_max : len;
     /* Every chunk but the one being read ends within `ahead` of off. */
     while (end < r->size && r->n < r->cap) {
         size_t want = r->size - end < len ? (size_t)(r->size - end) : len;
@@ -578,6 +635,10 @@ int readaheadRead(struct readahead *r, uint64_t off, void *buf, size_t n, char *
     if (first(r) != NULL && first(r)->off > heldTo(r, off)) {
         dropAll(r);
     }
+    /* A read back into the part of the first chunk already given back (bufRelease). */
+    if (first(r) != NULL && off >= first(r)->off && off - first(r)->off < first(r)->released) {
+        dropAll(r);
+    }
     if (seq) {
         topUp(r, off);
     }
@@ -599,9 +660,13 @@ int readaheadRead(struct readahead *r, uint64_t off, void *buf, size_t n, char *
             memcpy(out, c->buf + (off - c->off), k);
             if (off + k == c->off + c->len) {
                 dropFirst(r);
-                if (seq) {
-                    topUp(r, off + k);
-                }
+            } else {
+                pthread_mutex_lock(&r->p->mu);
+                bufRelease(r->p, c, (size_t)(off + k - c->off));
+                pthread_mutex_unlock(&r->p->mu);
+            }
+            if (seq) {
+                topUp(r, off + k);
             }
         } else {
             /* Not fetched ahead: the bytes before the next chunk, if there is one. */
@@ -659,6 +724,7 @@ void readaheadClose(struct readahead *r)
         return;
     }
     dropAll(r);
+    budgetReaders(r->p->budget, -1);
     pthread_mutex_lock(&r->p->mu);
     targetUnref(r->t);
     if (--r->p->readers == 0) {

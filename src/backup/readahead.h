@@ -16,10 +16,15 @@
  *   file's header, footer and manifest head cost a request each, never a large
  *   prefetch); a read of `small` bytes or more goes straight into the caller's buffer.
  * - Memory: every chunk fetched ahead is counted, before its fetch starts and until the
- *   reader is done with it, against a budget shared by every reader of every pool of
- *   the process (READAHEAD_BUDGET), as are the few spare buffers a pool keeps for its
- *   next chunks while it has readers: a restore that holds a whole chain's readers open
- *   stays bounded. A reader that finds the budget spent reads without read-ahead.
+ *   reader has read it, against a budget shared by every reader of every pool of the
+ *   process (READAHEAD_BUDGET), as are the few spare buffers a pool keeps for its next
+ *   chunks while it has readers. Each open reader may hold ahead a share of it (the
+ *   budget divided by the open readers), fetched in chunks of half its share, and the
+ *   pages of a chunk it has read are given back as it reads: a restore that holds a
+ *   chain's readers open at once (16 at most) holds the budget, not a part of it for
+ *   each file. A reader that finds the budget spent reads without read-ahead. Not
+ *   counted: each reader's small window (`small` bytes) and what the fetch function
+ *   uses while it runs (libcurl's buffers, a few per request in flight).
  * - Errors: a fetch's error stays with its chunk and is reported by the read that
  *   needs those bytes, with the fetch's message; bytes nobody reads are never waited
  *   for, and their errors never reported.
@@ -35,14 +40,18 @@
 #include <stdint.h>
 
 /* Bytes fetched ahead, summed over every reader of the process (pools opened with
- * budget 0). */
-#define READAHEAD_BUDGET ((size_t)24 << 20)
+ * budget 0). 24 MiB until a restore merged a chain's files at once: with 11 to 16 readers
+ * each holding its share, a restore from S3 held 24 MiB more than from a directory and
+ * passed 64 MiB (docs/BENCHMARKS.md, "Backups to S3"). 8 MiB made twice the GETs of 24
+ * for no difference in RSS one could measure beside the restore's own. */
+#define READAHEAD_BUDGET ((size_t)12 << 20)
 
 struct readahead_config {
     unsigned threads; /* fetch threads of the pool, started at its first fetch ahead
                        * (0: 4) */
     size_t small;     /* the least a read that is not sequential fetches (0: 64 KiB) */
-    size_t chunk_min; /* one fetch ahead, the first of a run (0: 512 KiB) ... */
+    size_t chunk_min; /* one fetch ahead, the first of a run (0: 512 KiB; down to `small`
+                       * when a reader's share is less than two) ... */
     size_t chunk_max; /* ... growing with the run to (0: 4 MiB) */
     size_t ahead_max; /* bytes fetched ahead of one reader (0: 16 MiB) */
     size_t budget;    /* 0: the process's budget; else a budget of this pool's own, of
