@@ -10,20 +10,14 @@ node held at that index, recorded as the writes were acknowledged.
 """
 import datetime
 import json
-import sqlite3
 import subprocess
 import time
 
 from backuputil import DirRepo
 from conftest import wait_until
+from test_archive_loss import file_keys, status
 
 TABLE = "CREATE TABLE t (client INTEGER, seq INTEGER, UNIQUE(client, seq))"
-
-
-def status(node):
-    r = node.raw("GET", "/status", timeout=5)
-    assert r.status == 200, r
-    return r.json()
 
 
 def applied(node):
@@ -34,14 +28,6 @@ def wait_archived(node):
     idx = applied(node)
     wait_until(lambda: status(node)["archive"]["head_index"] >= idx, 30,
                "the archive to reach index %d on %s" % (idx, node.name))
-
-
-def file_keys(path):
-    db = sqlite3.connect(str(path))
-    try:
-        return set(db.execute("SELECT client, seq FROM t"))
-    finally:
-        db.close()
 
 
 def run_restore(cairn_bin, repo, out, *target):

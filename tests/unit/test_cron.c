@@ -24,6 +24,7 @@
 #include "cron.h"
 #include "error.h"
 #include "tz.h"
+#include "tzfx.h"
 
 /* "2026-12-03 20:15" (UTC) in Unix ms. */
 static int64_t at(const char *s)
@@ -178,16 +179,6 @@ static void test_errors(void **state)
 }
 
 /* ---- in a time zone ------------------------------------------------------------------- */
-
-static bool haveZoneinfo(void)
-{
-    struct stat st;
-    if (stat(TZ_DIR "/Europe/Paris", &st) != 0) {
-        print_message("SKIPPED: %s is absent (install tzdata: scripts/deps.sh)\n", TZ_DIR);
-        return false;
-    }
-    return true;
-}
 
 /* The runs of expr in zone after `from` (UTC), one after the other: want[] (UTC). */
 static void expectRuns(const char *zone, const char *expr, const char *from,

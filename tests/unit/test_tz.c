@@ -28,6 +28,7 @@
 
 #include "error.h"
 #include "tz.h"
+#include "tzfx.h"
 
 /* "2026-03-29 01:00:00" (UTC) in Unix seconds. */
 static int64_t at(const char *s)
@@ -40,16 +41,6 @@ static int64_t at(const char *s)
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     return (int64_t)timegm(&tm);
-}
-
-static bool haveZoneinfo(void)
-{
-    struct stat st;
-    if (stat(TZ_DIR "/Europe/Paris", &st) != 0) {
-        print_message("SKIPPED: %s is absent (install tzdata: scripts/deps.sh)\n", TZ_DIR);
-        return false;
-    }
-    return true;
 }
 
 static struct tz *load(const char *name)
