@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <xxhash.h>
 
@@ -702,28 +701,7 @@ static int headIs(struct archiver *a, const struct head *h, enum head_is *out, u
     return 0;
 }
 
-static bool isZero(const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] != 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* A random history id (never all zeros, which means none). */
-static void newHistory(unsigned char out[ARCSEG_HISTORY_SIZE])
-{
-    if (getrandom(out, ARCSEG_HISTORY_SIZE, 0) != ARCSEG_HISTORY_SIZE) {
-        struct timespec ts;
-        XXH128_hash_t h;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        h = XXH3_128bits(&ts, sizeof ts);
-        memcpy(out, &h, ARCSEG_HISTORY_SIZE);
-    }
-    out[0] |= 1;
-}
+_Static_assert(ARCSEG_HISTORY_SIZE == NODE_CLUSTER_ID_SIZE, "a history id is a cluster id");
 
 /* Continue the archive's timeline, or start a new one. The timeline continued is the
  * one whose head reaches furthest among those proven this node's history (another
@@ -735,6 +713,7 @@ static int establish(struct archiver *a, char *errmsg)
     uint64_t covered, last;
     bool outran;
     bool full_now = false;
+    bool same_id_foreign = false; /* another log's head under this cluster's id */
     int rv;
 
     pthread_mutex_lock(&a->mu);
@@ -794,6 +773,9 @@ static int establish(struct archiver *a, char *errmsg)
             outranAt(a, gone->last + 1, gone_first);
             full_now = true;
         } else if (foreign != NULL) {
+            same_id_foreign = !libIsZero(a->db->cluster_id, sizeof a->db->cluster_id) &&
+                              memcmp(foreign->history, a->db->cluster_id,
+                                     ARCSEG_HISTORY_SIZE) == 0;
             archLog(a,
                     "the archive's head, index %llu of timeline %s, is not an entry of this "
                     "node's log (another cluster's archive, restored from?): starting a new "
@@ -815,11 +797,18 @@ static int establish(struct archiver *a, char *errmsg)
         arcsegTimelineName(base.raft_index + 1, NULL, name);
     }
     pthread_mutex_lock(&a->mu);
-    if (!outran || isZero(a->history, sizeof a->history)) {
+    if (!outran || libIsZero(a->history, sizeof a->history)) {
         /* No head proven this node's history (a fresh archive, another history's head,
-         * one the log no longer holds): a history of its own. After the log outran the
-         * timeline this node was continuing, the history is the same. */
-        newHistory(a->history);
+         * one the log no longer holds): the cluster's id, which names its one Raft log
+         * (cluster.h), or a random id for a cluster that has none. After the log outran
+         * the timeline this node was continuing, the history is the same. A head of
+         * another log that names this cluster's id (a data directory copied to start a
+         * second cluster) gets a random one: two logs never share a history id. */
+        if (!libIsZero(a->db->cluster_id, sizeof a->db->cluster_id) && !same_id_foreign) {
+            memcpy(a->history, a->db->cluster_id, ARCSEG_HISTORY_SIZE);
+        } else {
+            libRandomId(a->history, ARCSEG_HISTORY_SIZE);
+        }
     }
     snprintf(a->timeline, sizeof a->timeline, "%s", name);
     memset(a->head_digest, 0, sizeof a->head_digest);
@@ -1303,7 +1292,7 @@ void archiveStatus(struct archiver *a, struct archive_status *st)
     st->outrun_index = a->outrun_index;
     st->outruns = a->outruns;
     st->outran_ms = a->outran_ms;
-    if (!isZero(a->history, sizeof a->history)) {
+    if (!libIsZero(a->history, sizeof a->history)) {
         arcsegHistoryHex(a->history, st->history);
     }
     st->ntimelines = a->ntl;

@@ -367,8 +367,20 @@ static unsigned readServers(json_t *arr, struct node_server *out, unsigned max)
     return n;
 }
 
-int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *servers,
-                   unsigned *n_servers, char *errmsg)
+/* The 16 bytes a JSON string of 32 hex digits holds (false: none, or not that). */
+static bool jsonId(json_t *v, unsigned char out[NODE_CLUSTER_ID_SIZE])
+{
+    return json_is_string(v) && json_string_length(v) == 2 * NODE_CLUSTER_ID_SIZE &&
+           libHexDecode(json_string_value(v), out, NODE_CLUSTER_ID_SIZE) == 0 &&
+           !libIsZero(out, NODE_CLUSTER_ID_SIZE);
+}
+
+/* clusterPrepare's first half: the configuration. *agreed is set when the nodes that
+ * form a cluster together agreed on its id (a peer's that bootstrapped already, or the
+ * nonce of the lowest node id among those found). */
+static int formConfiguration(struct cairn *db, enum node_boot *boot, struct node_server *servers,
+                             unsigned *n_servers, unsigned char agreed[NODE_CLUSTER_ID_SIZE],
+                             bool *has_agreed, char *errmsg)
 {
     int64_t deadline;
     int64_t next_log = 0;
@@ -385,7 +397,11 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
     deadline = clusterMonoMs() + DISCOVERY_TIMEOUT_MS;
     for (;;) {
         struct node_server found[NODE_MAX_SERVERS];
+        unsigned char nonces[NODE_MAX_SERVERS][NODE_CLUSTER_ID_SIZE];
+        bool has_nonce[NODE_MAX_SERVERS];
         unsigned n = 0;
+        memcpy(nonces[n], db->nonce, NODE_CLUSTER_ID_SIZE);
+        has_nonce[n] = true;
         found[n].id = db->cfg.node_id;
         found[n].role = RAFT_VOTER;
         snprintf(found[n].address, sizeof found[n].address, "%s", db->cfg.raft_addr);
@@ -426,6 +442,7 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
                         memcpy(servers, list, ln * sizeof *list);
                         *n_servers = ln;
                         *boot = NODE_BOOT_SERVERS;
+                        *has_agreed = jsonId(json_object_get(root, "cluster_id"), agreed);
                         json_decref(root);
                         return 0;
                     }
@@ -464,6 +481,7 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
                     }
                 }
                 if (!dup && n < NODE_MAX_SERVERS) {
+                    has_nonce[n] = jsonId(json_object_get(root, "nonce"), nonces[n]);
                     found[n].id = (uint64_t)json_integer_value(id);
                     found[n].role = RAFT_VOTER;
                     snprintf(found[n].address, sizeof found[n].address, "%s",
@@ -474,6 +492,16 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
             json_decref(root);
         }
         if (n >= db->bootstrap_expect) {
+            unsigned low = 0;
+            for (unsigned k = 1; k < n; k++) {
+                if (found[k].id < found[low].id) {
+                    low = k;
+                }
+            }
+            /* Every node that forms this configuration takes the same id: the lowest
+             * node id's nonce (none if that node is of a build before ids). */
+            *has_agreed = has_nonce[low];
+            memcpy(agreed, nonces[low], NODE_CLUSTER_ID_SIZE);
             qsort(found, n, sizeof *found, serverCmp);
             memcpy(servers, found, n * sizeof *found);
             *n_servers = n;
@@ -496,6 +524,158 @@ int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *s
         }
         clusterPause(POLL_MS);
     }
+}
+
+#define CLUSTER_ID_FILE "cluster-id"
+
+/* DATA/cluster-id: 32 hex digits and a newline. *kept: whether there is one. */
+static int readClusterId(struct cairn *db, unsigned char id[NODE_CLUSTER_ID_SIZE], bool *kept,
+                         char *errmsg)
+{
+    char path[PATH_MAX], text[2 * NODE_CLUSTER_ID_SIZE + 2];
+    FILE *f;
+    size_t got;
+    *kept = false;
+    snprintf(path, sizeof path, "%s/%s", db->data_dir, CLUSTER_ID_FILE);
+    if ((f = fopen(path, "r")) == NULL) {
+        if (errno == ENOENT) {
+            return 0;
+        }
+        errorf(errmsg, "%s: %s", path, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    got = fread(text, 1, sizeof text, f);
+    fclose(f);
+    if (got != sizeof text - 1 || text[2 * NODE_CLUSTER_ID_SIZE] != '\n' ||
+        (text[2 * NODE_CLUSTER_ID_SIZE] = '\0', libHexDecode(text, id, NODE_CLUSTER_ID_SIZE)) != 0 ||
+        libIsZero(id, NODE_CLUSTER_ID_SIZE)) {
+        errorf(errmsg, "%s is damaged: it must hold the cluster's id, 32 hex digits and a "
+                       "newline (GET /cluster/identity on another node of the cluster says "
+                       "it)", path);
+        return CAIRN_ECORRUPT;
+    }
+    *kept = true;
+    return 0;
+}
+
+static int writeClusterId(struct cairn *db, const unsigned char id[NODE_CLUSTER_ID_SIZE],
+                          char *errmsg)
+{
+    char path[PATH_MAX], text[2 * NODE_CLUSTER_ID_SIZE + 2];
+    snprintf(path, sizeof path, "%s/%s", db->data_dir, CLUSTER_ID_FILE);
+    libHexEncode(id, NODE_CLUSTER_ID_SIZE, text);
+    text[2 * NODE_CLUSTER_ID_SIZE] = '\n';
+    text[2 * NODE_CLUSTER_ID_SIZE + 1] = '\0';
+    return libWriteFileAtomic(path, text, sizeof text - 1, 0, errmsg);
+}
+
+/* The id of the cluster the --join peers belong to, from the first that runs (zeros:
+ * a cluster without one). Waits for one as joining does. */
+static int learnClusterId(struct cairn *db, unsigned char id[NODE_CLUSTER_ID_SIZE], char *errmsg)
+{
+    int64_t deadline = clusterMonoMs() + JOIN_TIMEOUT_MS;
+    int64_t next_log = clusterMonoMs() + 5000;
+    char own[200];
+    clusterUrl(db->http_addr, own, sizeof own);
+    for (;;) {
+        for (unsigned j = 0; j < db->n_join; j++) {
+            char url[200], msg[CAIRN_ERRMSG_SIZE];
+            struct buf body;
+            long status = 0;
+            json_t *root;
+            if (strcmp(db->join[j], own) == 0) {
+                continue;
+            }
+            snprintf(url, sizeof url, "%s/cluster/identity", db->join[j]);
+            bufInit(&body);
+            if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, false,
+                            msg) != 0 ||
+                status != 200) {
+                bufFree(&body);
+                continue;
+            }
+            root = json_loadb(body.p ? body.p : "", body.len, 0, NULL);
+            bufFree(&body);
+            if (json_is_true(json_object_get(root, "running"))) {
+                if (!jsonId(json_object_get(root, "cluster_id"), id)) {
+                    memset(id, 0, NODE_CLUSTER_ID_SIZE); /* a build or cluster before ids */
+                }
+                json_decref(root);
+                return 0;
+            }
+            json_decref(root);
+        }
+        if (clusterMonoMs() > deadline) {
+            errorf(errmsg, "no node of --join answered GET /cluster/identity as a running "
+                           "member within %d s: cannot learn the cluster's id to join it",
+                   JOIN_TIMEOUT_MS / 1000);
+            return CAIRN_ETIMEOUT;
+        }
+        if (stopAsked(db)) {
+            errorf(errmsg, "stopped while asking the cluster for its id");
+            return CAIRN_ESHUTDOWN;
+        }
+        if (clusterMonoMs() >= next_log) {
+            dbLog(db, "waiting for a running node of --join to learn the cluster's id");
+            next_log = clusterMonoMs() + 5000;
+        }
+        clusterPause(POLL_MS);
+    }
+}
+
+static void publishClusterId(struct cairn *db, const unsigned char id[NODE_CLUSTER_ID_SIZE])
+{
+    memcpy(db->cluster_id, id, NODE_CLUSTER_ID_SIZE);
+    atomic_store(&db->cluster_id_known, true);
+}
+
+int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *servers,
+                   unsigned *n_servers, char *errmsg)
+{
+    unsigned char id[NODE_CLUSTER_ID_SIZE] = {0};
+    unsigned char agreed[NODE_CLUSTER_ID_SIZE] = {0};
+    bool has_agreed = false;
+    bool joining;
+    bool kept;
+    int rv = formConfiguration(db, boot, servers, n_servers, agreed, &has_agreed, errmsg);
+    if (rv != 0 || (rv = readClusterId(db, id, &kept, errmsg)) != 0) {
+        return rv;
+    }
+    joining = *boot == NODE_BOOT_NONE && db->n_join > 0 && !raftStateExists(db);
+    if (joining) {
+        unsigned char theirs[NODE_CLUSTER_ID_SIZE];
+        if ((rv = learnClusterId(db, theirs, errmsg)) != 0) {
+            return rv;
+        }
+        if (kept && !libIsZero(theirs, sizeof theirs) && memcmp(theirs, id, sizeof id) != 0) {
+            char a[2 * NODE_CLUSTER_ID_SIZE + 1], b[2 * NODE_CLUSTER_ID_SIZE + 1];
+            libHexEncode(id, sizeof id, a);
+            libHexEncode(theirs, sizeof theirs, b);
+            errorf(errmsg, "data directory %s belongs to cluster %s, and the nodes --join "
+                           "names are of cluster %s: start this node with an empty data "
+                           "directory to join that cluster",
+                   db->data_dir, a, b);
+            return CAIRN_EINVAL;
+        }
+        if (!kept) {
+            memcpy(id, theirs, sizeof id);
+        }
+    } else if (!kept && !raftStateExists(db)) {
+        if (*boot == NODE_BOOT_SERVERS) {
+            memcpy(id, agreed, sizeof id);
+            if (!has_agreed) {
+                memset(id, 0, sizeof id);
+            }
+        } else if (*boot == NODE_BOOT_SELF) {
+            libRandomId(id, sizeof id);
+        }
+    }
+    /* A directory with a Raft log and no id ran before ids: it keeps none. */
+    if (!kept && !libIsZero(id, sizeof id) && (rv = writeClusterId(db, id, errmsg)) != 0) {
+        return rv;
+    }
+    publishClusterId(db, id);
+    return 0;
 }
 
 static bool isMember(struct cairn *db)
@@ -1306,6 +1486,16 @@ void clusterIdentityJson(struct cairn *db, struct buf *b)
                   db->cfg.raft_addr ? strlen(db->cfg.raft_addr) : 0);
     bufPuts(b, ",\"api_addr\":");
     bufJsonString(b, api, strlen(api));
+    {
+        char hex[2 * NODE_CLUSTER_ID_SIZE + 1];
+        if (atomic_load(&db->cluster_id_known) &&
+            !libIsZero(db->cluster_id, NODE_CLUSTER_ID_SIZE)) {
+            libHexEncode(db->cluster_id, NODE_CLUSTER_ID_SIZE, hex);
+            bufPrintf(b, ",\"cluster_id\":\"%s\"", hex);
+        }
+        libHexEncode(db->nonce, NODE_CLUSTER_ID_SIZE, hex);
+        bufPrintf(b, ",\"nonce\":\"%s\"", hex);
+    }
     bufPrintf(b, ",\"running\":%s,\"bootstrap\":[", atomic_load(&db->running) ? "true" : "false");
     unsigned nboot = atomic_load_explicit(&db->n_boot_servers, memory_order_acquire);
     for (unsigned i = 0; i < nboot; i++) {

@@ -61,7 +61,16 @@ int clusterApiUrl(struct cairn *db, uint64_t id, char *out, size_t n);
 
 /* Before Raft starts: decide how this node's first start forms its configuration
  * (see node.h's enum node_boot), asking the --join peers when --bootstrap-expect is
- * set. servers receives the bootstrap voters for NODE_BOOT_SERVERS. */
+ * set. servers receives the bootstrap voters for NODE_BOOT_SERVERS.
+ *
+ * And settle the cluster's id (db->cluster_id, kept in DATA/cluster-id): 16 random
+ * bytes minted when a cluster is formed (a single node's first start, --restore-from
+ * included: a new cluster), the nonce of the lowest node id when nodes form one
+ * together (--bootstrap-expect: every node takes the same), learned from a running
+ * peer's GET /cluster/identity before a node first joins. A data directory of a node
+ * that ran before ids has none (zeros), and gets none. Every Raft connection carries
+ * the id; a node refuses one from another cluster (node.c). A directory whose id
+ * differs from the cluster its --join names is refused. */
 int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *servers,
                    unsigned *n_servers, char *errmsg);
 

@@ -623,6 +623,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
                    db->cfg.query_timeout_ms ? db->cfg.query_timeout_ms
                                             : POLICY_DEFAULT_QUERY_TIMEOUT_MS,
                    db->cfg.max_result_size);
+    libRandomId(db->nonce, sizeof db->nonce);
     /* HTTP before Raft: nodes forming a cluster learn each other's identity from it;
      * every other endpoint answers 503 until the node runs. */
     if (db->cfg.http_addr != NULL) {
@@ -644,6 +645,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     ncfg.nudge = clusterNudge;
     ncfg.nudge_data = db;
     ncfg.id = db->cfg.node_id;
+    memcpy(ncfg.cluster_id, db->cluster_id, sizeof ncfg.cluster_id);
     ncfg.raft_addr = db->cfg.raft_addr;
     ncfg.raft_dir = db->raft_dir;
     ncfg.snap_dir = db->snap_dir;

@@ -49,6 +49,12 @@ struct cairn {
     struct node_server boot_servers[NODE_MAX_SERVERS];
     _Atomic unsigned n_boot_servers;
     atomic_bool running;     /* the node is started: every endpoint is served */
+    /* The cluster's id (cluster.h: clusterPrepare settles it before Raft starts; zeros:
+     * none), published to HTTP threads by cluster_id_known; and this process's nonce,
+     * set before HTTP starts, from which nodes forming a cluster together take its id. */
+    unsigned char cluster_id[NODE_CLUSTER_ID_SIZE];
+    atomic_bool cluster_id_known;
+    unsigned char nonce[NODE_CLUSTER_ID_SIZE];
     pthread_t announcer;
     bool announcer_started;
     pthread_mutex_t amu;

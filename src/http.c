@@ -489,6 +489,15 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
     bufPutc(&b, ',');
     jsonKey(&b, "uptime_s");
     bufJsonInt(&b, (int64_t)(time(NULL) - db->started));
+    bufPutc(&b, ',');
+    {
+        /* "" for a cluster formed before ids (cluster.h) */
+        char hex[2 * NODE_CLUSTER_ID_SIZE + 1] = "";
+        if (!libIsZero(db->cluster_id, NODE_CLUSTER_ID_SIZE)) {
+            libHexEncode(db->cluster_id, NODE_CLUSTER_ID_SIZE, hex);
+        }
+        jsonStr(&b, "cluster_id", hex);
+    }
     bufPuts(&b, "},\"raft\":{");
     jsonStr(&b, "state", nodeStateName(ni.state));
     bufPutc(&b, ',');

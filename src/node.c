@@ -21,8 +21,11 @@
 #include <uv.h>
 
 #include "fsm.h"
+#include "lib.h"
 
 #define TICK_MS 50
+/* What a handshake address carries the cluster id after (nodelayWrap). */
+#define CLUSTER_TAG "#cluster="
 #define ELECTION_TIMEOUT_MS 1000
 #define HEARTBEAT_TIMEOUT_MS 100
 /* Bytes of log entries libraft may hold in memory per span (since the last snapshot,
@@ -101,6 +104,12 @@ struct node {
     int (*tcp_connect)(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
                        const char *address, raft_uv_connect_cb cb);
     raft_uv_accept_cb tcp_accept_cb;
+    /* The cluster id in the handshake (nodelayWrap): libraft's transport init, and the
+     * address its handshake sends, raft_addr#cluster=HEX (libraft keeps the pointer). */
+    int (*tcp_init)(struct raft_uv_transport *t, raft_id id, const char *address);
+    char hs_addr[128 + sizeof CLUSTER_TAG + 2 * NODE_CLUSTER_ID_SIZE];
+    char refused_addr[128]; /* the last sender refused for its cluster id (nodelayAccept) */
+    unsigned long refused_count;
     /* libraft's tick and receive callbacks, which cairn stands between (ioWrap) */
     raft_io_tick_cb raft_tick;
     raft_io_recv_cb raft_recv;
@@ -261,11 +270,68 @@ static struct node *nodeOfTransport(struct raft_uv_transport *t)
     return (struct node *)((char *)t - offsetof(struct node, transport));
 }
 
+/* Read the cluster id a handshake's address carries after its '#' (hash): CLUSTER_TAG
+ * then exactly 32 hex digits. -1 if it is anything else. */
+static int parseClusterTag(const char *hash, unsigned char id[NODE_CLUSTER_ID_SIZE])
+{
+    if (strncmp(hash, CLUSTER_TAG, strlen(CLUSTER_TAG)) != 0) {
+        return -1;
+    }
+    return libHexDecode(hash + strlen(CLUSTER_TAG), id, NODE_CLUSTER_ID_SIZE);
+}
+
+static void freeHandle(uv_handle_t *h)
+{
+    raft_free(h);
+}
+
+/* A connection libraft has read the handshake of: its sender's cluster id, if the
+ * address carries one, must be this node's (a node of another cluster that holds one
+ * of this cluster's addresses as a peer's: a port reused on one machine, a stale
+ * configuration). Refused connections are closed before libraft sees any message; said
+ * once per sender (and after every 1,000 refusals). A sender that names no id (a build
+ * from before cluster ids, or a cluster formed before them) and a node that has none
+ * are let through, as before. The address libraft is given is the plain one. */
 static void nodelayAccept(struct raft_uv_transport *t, raft_id id, const char *address,
                           struct uv_stream_s *stream)
 {
+    struct node *n = nodeOfTransport(t);
+    const char *hash = strchr(address, '#');
+    char plain[128];
+    unsigned char peer[NODE_CLUSTER_ID_SIZE];
+    const char *why = NULL;
+    if (hash != NULL) {
+        size_t len = (size_t)(hash - address);
+        if (len >= sizeof plain || parseClusterTag(hash, peer) != 0) {
+            why = "its handshake names no cluster id cairn can read";
+        } else {
+            memcpy(plain, address, len);
+            plain[len] = '\0';
+            address = plain;
+            if (!libIsZero(n->cfg.cluster_id, NODE_CLUSTER_ID_SIZE) &&
+                memcmp(peer, n->cfg.cluster_id, NODE_CLUSTER_ID_SIZE) != 0) {
+                why = "it is a node of another cluster";
+            }
+        }
+    }
+    if (why != NULL) {
+        if (strcmp(n->refused_addr, address) != 0 || n->refused_count % 1000 == 0) {
+            char ours[2 * NODE_CLUSTER_ID_SIZE + 1];
+            libHexEncode(n->cfg.cluster_id, NODE_CLUSTER_ID_SIZE, ours);
+            nodeLog(n, "refused a Raft connection from server %llu at %s: %s (this node's "
+                       "cluster is %s; the sender has this node's address as a peer's)",
+                    (unsigned long long)id, address, why, ours);
+            if (strcmp(n->refused_addr, address) != 0) {
+                n->refused_count = 0;
+            }
+            snprintf(n->refused_addr, sizeof n->refused_addr, "%s", address);
+        }
+        n->refused_count++;
+        uv_close((uv_handle_t *)stream, freeHandle);
+        return;
+    }
     noDelay(stream);
-    nodeOfTransport(t)->tcp_accept_cb(t, id, address, stream);
+    n->tcp_accept_cb(t, id, address, stream);
 }
 
 static void nodelayConnected(struct raft_uv_connect *req, struct uv_stream_s *stream, int status)
@@ -292,12 +358,40 @@ static int nodelayConnect(struct raft_uv_transport *t, struct raft_uv_connect *r
     return nodeOfTransport(t)->tcp_connect(t, req, id, address, nodelayConnected);
 }
 
-static void nodelayWrap(struct node *n)
+static int taggedInit(struct raft_uv_transport *t, raft_id id, const char *address)
+{
+    struct node *n = nodeOfTransport(t);
+    assert(strcmp(address, n->raft_addr) == 0);
+    (void)address;
+    return n->tcp_init(t, id, n->hs_addr);
+}
+
+/* Wrap libraft's TCP transport: TCP_NODELAY on every stream, and the cluster id in
+ * every handshake. libraft's handshake sends the transport's address (the one given to
+ * its init) and hands the accepting side's callback the sender's: so the node's own
+ * is given as raft_addr#cluster=HEX (it binds to raft_addr), and the accepting node
+ * reads the id from it before libraft sees the connection. A node with no id sends
+ * the plain address, as builds before cluster ids do. */
+static int nodelayWrap(struct node *n, char *errmsg)
 {
     n->tcp_listen = n->transport.listen;
     n->tcp_connect = n->transport.connect;
     n->transport.listen = nodelayListen;
     n->transport.connect = nodelayConnect;
+    snprintf(n->hs_addr, sizeof n->hs_addr, "%s", n->raft_addr);
+    if (!libIsZero(n->cfg.cluster_id, NODE_CLUSTER_ID_SIZE)) {
+        size_t at = strlen(n->hs_addr);
+        int rv = raft_uv_tcp_set_bind_address(&n->transport, n->raft_addr);
+        if (rv != 0) {
+            errorf(errmsg, "raft address %s: %s", n->raft_addr, raft_strerror(rv));
+            return raftToCairn(rv);
+        }
+        at += (size_t)snprintf(n->hs_addr + at, sizeof n->hs_addr - at, "%s", CLUSTER_TAG);
+        libHexEncode(n->cfg.cluster_id, NODE_CLUSTER_ID_SIZE, n->hs_addr + at);
+        n->tcp_init = n->transport.init;
+        n->transport.init = taggedInit;
+    }
+    return 0;
 }
 
 /* ---- what libraft was doing when it stopped ------------------------------------ *
@@ -1197,7 +1291,11 @@ int nodeStart(const struct node_config *cfg, struct store *store, unsigned timeo
             goto err_after_loop;
         }
         n->tcp_transport = true;
-        nodelayWrap(n);
+        rv = nodelayWrap(n, errmsg);
+        if (rv != 0) {
+            raft_uv_tcp_close(&n->transport);
+            goto err_after_loop;
+        }
     } else {
         localTransportInit(&n->transport);
     }

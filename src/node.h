@@ -38,6 +38,8 @@ struct node_server {
 
 #define NODE_MAX_SERVERS 16
 
+#define NODE_CLUSTER_ID_SIZE 16
+
 struct node_config {
     uint64_t id;
     const char *raft_addr; /* NULL: local transport, single node without network */
@@ -74,6 +76,10 @@ struct node_config {
     /* Wait in nodeStart until the node is ready (a single node leads at once); a
      * cluster member returns as soon as Raft runs. */
     bool wait_ready;
+    /* The cluster's id (cluster.h); all zeros: none (a cluster formed before ids, or a
+     * node without network). Sent in every Raft connection's handshake; a connection
+     * whose sender names another id is refused (node.c). */
+    unsigned char cluster_id[NODE_CLUSTER_ID_SIZE];
 };
 
 /* Start the node over an open store and wait until it is leader with every

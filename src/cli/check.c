@@ -35,6 +35,7 @@
 #include "cli.h"
 #include "error.h"
 #include "http.h"
+#include "lib.h"
 #include "pagesum.h"
 #include "progress.h"
 #include "raftlog.h"
@@ -399,6 +400,36 @@ static int checkLock(checkRun *r, long *pidOut)
     return held;
 }
 
+/* DATA/cluster-id (cluster.h): absent in a directory of a cluster formed before ids. */
+static void checkClusterId(checkRun *r)
+{
+    char path[PATH_MAX], text[40];
+    unsigned char id[16];
+    size_t got;
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/cluster-id", r->dataDir);
+    if ((f = fopen(path, "r")) == NULL) {
+        if (errno == ENOENT) {
+            item(r, "cluster", "OK", "cluster-id", "none: a cluster formed before cluster ids");
+        } else {
+            item(r, "cluster", "ERROR", "cluster-id", "cannot be read: %s", strerror(errno));
+        }
+        return;
+    }
+    got = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[got] = '\0';
+    if (got != 33 || text[32] != '\n' || (text[32] = '\0', libHexDecode(text, id, 16)) != 0 ||
+        libIsZero(id, 16)) {
+        item(r, "cluster", "DAMAGED", "cluster-id",
+             "is not 32 hex digits and a newline: the node will not start (write the "
+             "cluster's id there again: another node's GET /status node.cluster_id)");
+    } else {
+        item(r, "cluster", "OK", "cluster-id", "cluster %s", text);
+    }
+}
+
 static void checkNodeJson(checkRun *r)
 {
     char path[PATH_MAX];
@@ -426,6 +457,7 @@ static void checkNodeJson(checkRun *r)
              raft != NULL ? ", raft address " : "", raft != NULL ? raft : "");
     }
     json_decref(doc);
+    checkClusterId(r);
 }
 
 /* The index of the last log entry the database applied (store.c keeps it in
@@ -1139,7 +1171,7 @@ const cliCommand cliCheckCommand = {
         "Reads the data directory of a node, preferably stopped, and checks each part:\n"
         "  lock       whether a live process holds DATA_DIR/LOCK (its pid); if so the\n"
         "             node is running and the checks below may see writes in progress\n"
-        "  node.json  parses and names the node\n"
+        "  node.json  parses and names the node; cluster-id holds the cluster's id\n"
         "  db.sqlite  opened read-only, PRAGMA integrity_check; a WAL file is noted\n"
         "  raft/      every Raft log file, as `cairn log verify` checks them\n"
         "  snapshots/ every backup file and chain the Raft snapshots use, verified\n"

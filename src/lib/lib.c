@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -284,4 +285,66 @@ int libParseIso8601(const char *s, int64_t *ms)
         return 0;
     }
     return -1;
+}
+
+void libHexEncode(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexValue(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+int libHexDecode(const char *hex, unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexValue((unsigned char)hex[2 * i]);
+        int lo = hi < 0 ? -1 : hexValue((unsigned char)hex[2 * i + 1]);
+        if (lo < 0) {
+            return -1;
+        }
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return hex[2 * n] == '\0' ? 0 : -1;
+}
+
+int libIsZero(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        if (b[i] != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+void libRandomId(unsigned char *out, size_t n)
+{
+    if (n > 0 && getrandom(out, n, 0) != (ssize_t)n) {
+        /* No entropy source: the clock and the process, mixed (splitmix64). */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t x = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec +
+                     ((uint64_t)getpid() << 32);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t z = (x += 0x9e3779b97f4a7c15u);
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+            out[i] = (unsigned char)(z ^ (z >> 31));
+        }
+    }
+    if (n > 0 && libIsZero(out, n)) {
+        out[0] = 1;
+    }
 }

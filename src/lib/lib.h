@@ -70,4 +70,18 @@ int libRenameDurable(const char *from, const char *to, char *errmsg);
 int libWriteFileAtomic(const char *path, const void *data, size_t len, unsigned flags,
                        char *errmsg);
 
+/* Ids written as text (the cluster id, an archive's history id): n bytes as 2n
+ * lowercase hex digits and a NUL (libHexEncode); exactly 2n hex digits, either case,
+ * back to n bytes (libHexDecode: 0, or -1 when hex is anything else; out is then
+ * undefined). */
+void libHexEncode(const unsigned char *in, size_t n, char *out);
+int libHexDecode(const char *hex, unsigned char *out, size_t n);
+
+/* n random bytes (getrandom; the clock hashed if it fails), never all zero: ids whose
+ * zeros mean "none". */
+void libRandomId(unsigned char *out, size_t n);
+
+/* Whether the n bytes at p are all zero. */
+int libIsZero(const void *p, size_t n);
+
 #endif

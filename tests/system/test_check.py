@@ -11,6 +11,7 @@ node is reported as the lock's holder; `check --host` reports GET /status. The t
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -154,7 +155,7 @@ def test_usage_errors(cli, args, needle):
 def test_healthy(cli, data):
     r = ok(cli("check", data))
     assert not lines_with(r.stdout, "DAMAGED"), r.stdout
-    for f in ("LOCK", "node.json", "db.sqlite", "raft/", "snapshots/"):
+    for f in ("LOCK", "node.json", "cluster-id", "db.sqlite", "raft/", "snapshots/"):
         assert any(f in l for l in lines_with(r.stdout, "OK")), "%s not OK:\n%s" % (f, r.stdout)
     assert "is healthy" in r.stdout
     # The check leaves no file behind in the data directory.
@@ -166,9 +167,9 @@ def test_healthy(cli, data):
     assert doc["ok"] is True and doc["running"] is False and doc["problems"] == 0
     assert doc["repo"] is None
     assert all(set(i) == ITEM_KEYS and i["ok"] for i in doc["items"]), doc["items"]
-    assert [i["check"] for i in doc["items"]][:5] == ["lock", "node", "database", "page checksums",
-                                                      "raft"]
-    sums = doc["items"][3]
+    assert [i["check"] for i in doc["items"]][:6] == ["lock", "node", "cluster", "database",
+                                                      "page checksums", "raft"]
+    sums = doc["items"][4]
     assert sums["ok"] and "match their checksums" in sums["message"], sums
     assert set(doc["raft_log"]) == LOG_KEYS
 
@@ -294,6 +295,21 @@ def test_damaged_repo_backup(cli, data, tmp_path, repo):
     repo.write(backups[1], b"\0" * 16 + repo.read(backups[1])[16:])
     r = fails(cli("check", data, "--repo", repo))
     assert any(backups[1] in l for l in lines_with(r.stdout, "DAMAGED")), r.stdout
+
+
+def test_cluster_id_damaged_or_absent(cli, data):
+    cid = (data / "cluster-id").read_text()
+    assert re.match(r"^[0-9a-f]{32}\n$", cid), cid
+    r = ok(cli("check", data))
+    assert any("cluster " + cid.strip() in l for l in lines_with(r.stdout, "OK")), r.stdout
+    (data / "cluster-id").write_text(cid[:20] + "\n")
+    r = fails(cli("check", data))
+    assert any("cluster-id" in l for l in lines_with(r.stdout, "DAMAGED")), r.stdout
+    # A directory of a cluster formed before ids has none: not a problem.
+    (data / "cluster-id").unlink()
+    r = ok(cli("check", data))
+    assert any("cluster-id" in l and "before cluster ids" in l
+               for l in lines_with(r.stdout, "OK")), r.stdout
 
 
 def test_node_json_damaged(cli, data):

@@ -390,6 +390,34 @@ static void test_parse_iso8601(void **state)
     assert_int_equal(libParseIso8601("", &ms), -1);
 }
 
+/* Ids as text: libHexDecode reads exactly what libHexEncode writes (either case), and
+ * nothing else; libRandomId is never all zero and not the same twice. */
+static void test_hex_and_random_ids(void **state)
+{
+    (void)state;
+    unsigned char in[16], out[16], other[16];
+    char text[33];
+    for (int i = 0; i < 16; i++) {
+        in[i] = (unsigned char)(i * 17 + 3);
+    }
+    libHexEncode(in, sizeof in, text);
+    assert_string_equal(text, "031425364758697a8b9cadbecfe0f102");
+    assert_int_equal(libHexDecode(text, out, sizeof out), 0);
+    assert_memory_equal(in, out, sizeof in);
+    assert_int_equal(libHexDecode("031425364758697A8B9CADBECFE0F102", out, sizeof out), 0);
+    assert_memory_equal(in, out, sizeof in);
+    assert_int_equal(libHexDecode("031425364758697a8b9cadbecfe0f1", out, sizeof out), -1);
+    assert_int_equal(libHexDecode("031425364758697a8b9cadbecfe0f10200", out, sizeof out), -1);
+    assert_int_equal(libHexDecode("031425364758697a8b9cadbecfe0f1g2", out, sizeof out), -1);
+    assert_int_equal(libHexDecode("", out, 0), 0);
+    assert_int_equal(libIsZero((unsigned char[4]){0, 0, 0, 0}, 4), 1);
+    assert_int_equal(libIsZero((unsigned char[4]){0, 0, 1, 0}, 4), 0);
+    libRandomId(out, sizeof out);
+    libRandomId(other, sizeof other);
+    assert_false(libIsZero(out, sizeof out));
+    assert_memory_not_equal(out, other, sizeof out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +428,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_atomic_unique, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_atomic_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename_durable, setup, teardown),
+        cmocka_unit_test(test_hex_and_random_ids),
         cmocka_unit_test(test_sqlerr_codes),
         cmocka_unit_test(test_sqlerr_messages),
     };
