@@ -112,6 +112,8 @@ def test_restore_to_indexes_times_and_latest_equals_what_the_node_had(server_fac
     workload(s, 12, rng, history)
     a = wait_archived(s, history[-1][0])
     assert a["enabled"] and a["role"] == "archiver" and a["last_error"] == "", a
+    # The archive's history is the cluster's id (cluster.h).
+    assert a["history"] == s.get_json("/status")["node"]["cluster_id"] != "", a
 
     r, doc = archive_doc(cairn_bin, repo, "verify")
     assert r.returncode == 0 and doc["ok"], (r.stdout, r.stderr)
