@@ -1258,6 +1258,8 @@ int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_s
         return CAIRN_ENOMEM;
     }
     h->db = db;
+    pthread_mutex_init(&h->metrics_cache_mu, NULL);
+    pthread_mutex_init(&h->metrics_list_mu, NULL);
     h->max_body = max_body;
     h->max_load_body = db->cfg.max_load_body != 0 ? db->cfg.max_load_body : LOAD_BODY_DEFAULT;
     /* Bound here, not by libmicrohttpd: the address actually bound (port 0 picks one) is
@@ -1301,5 +1303,8 @@ void httpStop(struct http_server *h)
         return;
     }
     MHD_stop_daemon(h->daemon);
+    free(h->metrics_catalog);
+    pthread_mutex_destroy(&h->metrics_cache_mu);
+    pthread_mutex_destroy(&h->metrics_list_mu);
     free(h);
 }

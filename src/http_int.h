@@ -4,6 +4,7 @@
 #define CAIRN_HTTP_INT_H
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -28,6 +29,15 @@ struct http_server {
     struct {
         atomic_ulong count, usec;
     } served[HTTP_DATA_ENDPOINTS];
+    /* GET /metrics: the figures of the repositories' catalogs (http_metrics.c), kept
+     * from one listing for ten times as long as that listing took, so that listing
+     * takes at most a tenth of the time however often scrapers come (a directory's
+     * listing, a few ms, is redone at nearly every scrape; 10,000 backups in S3, 1.6 s,
+     * every 16 s); one scrape lists at a time (list_mu), the others meanwhile answer
+     * with the figures they find (cache_mu guards them). */
+    pthread_mutex_t metrics_cache_mu;
+    pthread_mutex_t metrics_list_mu;
+    struct metrics_catalog *metrics_catalog; /* NULL until the first listing */
 };
 
 /* GET /metrics (http_metrics.c). */

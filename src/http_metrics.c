@@ -114,13 +114,40 @@ static void counter(struct buf *b, const char *name, const char *help, double v)
 
 #define NTYPES 3 /* BACKUP_FULL, BACKUP_INCREMENTAL, BACKUP_DIFFERENTIAL: 1..3 */
 
+/* What the figures need of one backup: the newest of a type, or its newest check. */
+struct backupFacts {
+    bool set;
+    int verified; /* BACKUP_UNVERIFIED, ... */
+    int64_t created_ms, duration_ms, verified_ms;
+    uint64_t size_bytes, raft_index;
+};
+
 struct repoFacts {
     bool listed;
     uint64_t count, bytes;
-    const struct backup_info *last[NTYPES + 1];     /* newest of each type */
-    const struct backup_info *verified[NTYPES + 1]; /* newest verification of each type */
-    uint64_t verify_failed;                         /* backups whose last check failed */
+    struct backupFacts last[NTYPES + 1];     /* newest of each type */
+    struct backupFacts verified[NTYPES + 1]; /* newest verification of each type */
+    uint64_t verify_failed;                  /* backups whose last check failed */
 };
+
+/* The figures of every repository, from one listing (struct http_server). */
+struct metrics_catalog {
+    struct repoFacts facts[REPOSET_MAX];
+    int64_t listed_mono_ms; /* when the listing ended */
+    int64_t took_ms;        /* how long it took */
+    double listed_unix;     /* the same moment, Unix seconds */
+};
+
+static void keep(struct backupFacts *f, const struct backup_info *e)
+{
+    f->set = true;
+    f->verified = e->verified;
+    f->created_ms = e->created_ms;
+    f->duration_ms = e->duration_ms;
+    f->verified_ms = e->verified_ms;
+    f->size_bytes = e->size_bytes;
+    f->raft_index = e->raft_index;
+}
 
 static void collect(const struct backup_info *list, size_t n, const char *repo,
                     struct repoFacts *f)
@@ -135,13 +162,12 @@ static void collect(const struct backup_info *list, size_t n, const char *repo,
         if (e->error[0] != '\0') {
             continue; /* listed, but its file cannot be read: not a good backup */
         }
-        if (f->last[e->type] == NULL || e->created_ms > f->last[e->type]->created_ms) {
-            f->last[e->type] = e;
+        if (!f->last[e->type].set || e->created_ms > f->last[e->type].created_ms) {
+            keep(&f->last[e->type], e);
         }
         if (e->verified != BACKUP_UNVERIFIED &&
-            (f->verified[e->type] == NULL ||
-             e->verified_ms > f->verified[e->type]->verified_ms)) {
-            f->verified[e->type] = e;
+            (!f->verified[e->type].set || e->verified_ms > f->verified[e->type].verified_ms)) {
+            keep(&f->verified[e->type], e);
         }
         if (e->verified == BACKUP_VERIFY_FAILED) {
             f->verify_failed++;
@@ -149,19 +175,14 @@ static void collect(const struct backup_info *list, size_t n, const char *repo,
     }
 }
 
-static void backupMetrics(struct http_server *h, struct buf *b)
+/* List every repository now (one at a time: each listing's array is freed before the
+ * next, which at 10,000 backups is tens of MiB). */
+static void listCatalogs(const struct reposet *rs, struct metrics_catalog *mc)
 {
-    const struct reposet *rs = &h->db->repos;
-    struct repoFacts facts[REPOSET_MAX];
-    struct backup_info *list = NULL;
-    size_t n = 0;
-    const double now = (double)time(NULL);
-    static const char *const rl[] = {"repository"};
-    static const char *const rtl[] = {"repository", "type"};
-
-    memset(facts, 0, sizeof facts);
+    int64_t t0 = libMonoMs();
+    memset(mc->facts, 0, sizeof mc->facts);
     for (unsigned r = 0; r < rs->n; r++) {
-        struct backup_info *one = NULL, *grown;
+        struct backup_info *one = NULL;
         size_t k = 0;
         char errmsg[CAIRN_ERRMSG_SIZE];
         if (reposetList(rs, (int)r, &one, &k, errmsg) != 0) {
@@ -169,19 +190,78 @@ static void backupMetrics(struct http_server *h, struct buf *b)
                     errmsg);
             continue;
         }
-        facts[r].listed = true;
-        if (k > 0 && (grown = realloc(list, (n + k) * sizeof *list)) != NULL) {
-            list = grown;
-            memcpy(list + n, one, k * sizeof *list);
-            n += k;
-        } else if (k > 0) {
-            facts[r].listed = false;
-        }
+        mc->facts[r].listed = true;
+        collect(one, k, rs->r[r].name, &mc->facts[r]);
         free(one);
     }
-    for (unsigned r = 0; r < rs->n; r++) {
-        collect(list, n, rs->r[r].name, &facts[r]);
+    mc->listed_mono_ms = libMonoMs();
+    mc->took_ms = mc->listed_mono_ms - t0;
+    mc->listed_unix = (double)libNowMs() / 1000.0;
+}
+
+static bool fresh(const struct metrics_catalog *mc, int64_t now_ms)
+{
+    return mc != NULL && now_ms - mc->listed_mono_ms < 10 * mc->took_ms;
+}
+
+/* The figures for this scrape, into *out: the kept ones while fresh, or while another
+ * scrape lists; else listed now. */
+static void catalogFacts(struct http_server *h, struct metrics_catalog *out)
+{
+    bool have;
+    pthread_mutex_lock(&h->metrics_cache_mu);
+    have = h->metrics_catalog != NULL;
+    if (fresh(h->metrics_catalog, libMonoMs())) {
+        *out = *h->metrics_catalog;
+        pthread_mutex_unlock(&h->metrics_cache_mu);
+        return;
     }
+    pthread_mutex_unlock(&h->metrics_cache_mu);
+    if (have && pthread_mutex_trylock(&h->metrics_list_mu) != 0) {
+        /* Another scrape lists: its figures are a moment away, these a moment old. */
+        pthread_mutex_lock(&h->metrics_cache_mu);
+        *out = *h->metrics_catalog;
+        pthread_mutex_unlock(&h->metrics_cache_mu);
+        return;
+    }
+    if (!have) {
+        pthread_mutex_lock(&h->metrics_list_mu);
+    }
+    /* Holding list_mu: another scrape may have listed while this one waited. */
+    pthread_mutex_lock(&h->metrics_cache_mu);
+    if (fresh(h->metrics_catalog, libMonoMs())) {
+        *out = *h->metrics_catalog;
+        pthread_mutex_unlock(&h->metrics_cache_mu);
+        pthread_mutex_unlock(&h->metrics_list_mu);
+        return;
+    }
+    pthread_mutex_unlock(&h->metrics_cache_mu);
+    listCatalogs(&h->db->repos, out);
+    pthread_mutex_lock(&h->metrics_cache_mu);
+    if (h->metrics_catalog == NULL) {
+        h->metrics_catalog = malloc(sizeof *h->metrics_catalog);
+    }
+    if (h->metrics_catalog != NULL) {
+        *h->metrics_catalog = *out;
+    }
+    pthread_mutex_unlock(&h->metrics_cache_mu);
+    pthread_mutex_unlock(&h->metrics_list_mu);
+}
+
+static void backupMetrics(struct http_server *h, struct buf *b)
+{
+    const struct reposet *rs = &h->db->repos;
+    struct metrics_catalog mc;
+    const struct repoFacts *facts = mc.facts;
+    const double now = (double)libNowMs() / 1000.0;
+    static const char *const rl[] = {"repository"};
+    static const char *const rtl[] = {"repository", "type"};
+
+    catalogFacts(h, &mc);
+    gauge(b, "cairn_repository_listed_age_seconds",
+          "Seconds since the repositories' catalogs were listed for the figures below (they "
+          "are kept for ten times as long as the listing took)",
+          now - mc.listed_unix < 0 ? 0 : now - mc.listed_unix);
 
     family(b, "cairn_repository_up", "gauge",
            "1 if the repository's catalog could be listed by this scrape, else 0");
@@ -236,10 +316,10 @@ static void backupMetrics(struct http_server *h, struct buf *b)
         family(b, last[m].name, last[m].type, last[m].help);
         for (unsigned r = 0; r < rs->n; r++) {
             for (int t = 1; t <= NTYPES; t++) {
-                const struct backup_info *e = m < 5 ? facts[r].last[t] : facts[r].verified[t];
+                const struct backupFacts *e = m < 5 ? &facts[r].last[t] : &facts[r].verified[t];
                 const char *v[] = {rs->r[r].name, backupTypeName(t)};
                 double x;
-                if (e == NULL) {
+                if (!e->set) {
                     continue;
                 }
                 switch (m) {
@@ -272,7 +352,6 @@ static void backupMetrics(struct http_server *h, struct buf *b)
             }
         }
     }
-    free(list);
 }
 
 /* ---- the rest of the node ----------------------------------------------------------- */

@@ -8,7 +8,9 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from backuputil import repo  # noqa: F401 (fixture)
 from conftest import assert_exec_ok, wait_until
+from s3util import s3env  # noqa: F401 (fixture)
 
 
 def scrape(s):
@@ -145,3 +147,34 @@ def test_a_failed_verification_shows(server_factory, tmp_path, cairn_bin):
             value(samples, "cairn_backup_last_verify_success", repository="default",
                   type="full") == 0
     wait_until(failed_shows, timeout=10, what="the failed verification in /metrics")
+
+
+@pytest.mark.parametrize("repo_kind", ["s3"])
+def test_a_slow_catalog_is_listed_at_most_a_tenth_of_the_time(server_factory, repo):
+    """A scrape lists the repositories' catalogs and keeps the figures for ten times as
+    long as the listing took: with every S3 request of the repository slowed by 0.3 s
+    (the test server's proxy), a scrape right after another is answered from the kept
+    figures, without a request to S3, and says how old they are; once that time has
+    passed, a scrape lists again."""
+    s = server_factory(extra_args=repo.server_args())
+    r = s.raw("POST", "/admin/backup", {"type": "full"})
+    assert r.status == 200, r.text
+    s3 = repo.s3env
+    s3.fault(action="delay", seconds=0.3, path=repo.prefix, count=-1)
+    try:
+        scrape(s)  # lists, slowly, and keeps the figures
+        s3.clear_log()
+        t0 = time.monotonic()
+        samples, _ = scrape(s)
+        took = time.monotonic() - t0
+        assert [e for e in s3.log() if repo.prefix in e["path"]] == [], s3.log()
+        assert took < 0.3, took
+        assert value(samples, "cairn_backups", repository="default") == 1
+        assert 0 <= value(samples, "cairn_repository_listed_age_seconds") < 10
+
+        def listed_again():
+            scrape(s)
+            return [e for e in s3.log() if repo.prefix in e["path"]]
+        wait_until(listed_again, 60, "a scrape to list the catalog again")
+    finally:
+        s3.clear_faults()
