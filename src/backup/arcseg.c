@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "cbk.h"
 #include "error.h"
+#include "lib.h"
 #include "repo.h"
 
 #define ZSTD_LEVEL 1 /* entries are often compressed already; the archiver must keep up */
@@ -81,12 +82,7 @@ void arcsegTimelineName(uint64_t start, const unsigned char *base_digest,
 
 void arcsegHistoryHex(const unsigned char *history, char out[2 * ARCSEG_HISTORY_SIZE + 1])
 {
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < ARCSEG_HISTORY_SIZE; i++) {
-        out[2 * i] = hex[history[i] >> 4];
-        out[2 * i + 1] = hex[history[i] & 15];
-    }
-    out[2 * ARCSEG_HISTORY_SIZE] = '\0';
+    libHexEncode(history, ARCSEG_HISTORY_SIZE, out);
 }
 
 void arcsegObjectName(const char *timeline, uint64_t first, char out[ARCSEG_NAME_SIZE])
