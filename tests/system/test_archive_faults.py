@@ -199,13 +199,21 @@ def test_a_follower_archives_and_after_it_is_killed_the_leader_takes_over(
     # first entries; harmless, the uploads are the same): from now on, nothing.
     before = {n.id: archive_of(n)["segments_uploaded"] for n in (leader, other)}
     mine = archive_of(follower)["segments_uploaded"]
+    term = leader.raft()["term"]
     for k in range(20, 40):
         put(leader, k)
     a = wait_head(follower, applied(leader))
     assert a["from"] == "follower" and a["segments_uploaded"] > mine, a
     for n in (leader, other):
-        b = archive_of(n)
-        assert b["role"] == "standby" and b["segments_uploaded"] == before[n.id], (n.name, b)
+        assert archive_of(n)["role"] == "standby", n.name
+    # The third node archives only if it takes itself for the designated follower: not
+    # while the leader stays. The leader fills in while it does not hear from the
+    # designated follower (a loaded machine can delay its answers past an election
+    # timeout): never more than the follower itself.
+    if leader.raft()["term"] == term:
+        assert archive_of(other)["segments_uploaded"] == before[other.id]
+    filled = archive_of(leader)["segments_uploaded"] - before[leader.id]
+    assert filled < archive_of(follower)["segments_uploaded"] - mine, (filled, archive_of(follower))
 
     follower.kill()
     for k in range(40, 60):
