@@ -20,15 +20,20 @@
  *  - decompress: a small block (an incremental's: a few pages) by the thread that read
  *    it, straight from its read buffer; a large one by the workers (one per CPU), the
  *    block nearest the front of the merge first.
- *  - check: each decompressed page is hashed, and the copy that is restored must have
- *    the hash the restored backup's manifest names, in memory, before it is written;
- *    every page of that manifest must be written. So the file holds exactly the pages
- *    the manifest names, and is never read back for it. (Older copies that a newer
+ *  - check: the copy of a page that is restored must have the hash the restored
+ *    backup's manifest names, in memory, before it is written; every page of that
+ *    manifest must be written. So the file holds exactly the pages the manifest names,
+ *    and is never read back for it. Its decoder hashes it (XXH3-64, with AVX2 where
+ *    the CPU has it: pageHash), or the consumer does. (Older copies that a newer
  *    backup replaces are decompressed, their blocks and files checked, but compared
  *    with no manifest: they are not restored, and holding every file's manifest would
- *    cost 8 bytes a page a file. backupVerify compares every page of every file with
- *    its own file's manifest.) A file's digest is known when its last byte is read:
- *    any failure, anywhere, fails the restore, and the new file never appears.
+ *    cost 8 bytes a page a file. So they are not hashed either, as far as the decoder
+ *    knows them to be replaced: the readers mark which file of the group is the
+ *    newest to hold each page they have read (pipe.newest), and in the benchmark's
+ *    chain that spares the hashing of most of the 40% of the pages decompressed that
+ *    are not restored. backupVerify compares every page of every file with its own
+ *    file's manifest.) A file's digest is known when its last byte is read: any
+ *    failure, anywhere, fails the restore, and the new file never appears.
  *  - write: each page once, in ascending runs of up to RUN_BYTES written by one
  *    pwritev straight from the decompressed blocks, into a file preallocated to its
  *    final size (fallocate: a full disk fails the restore before it starts), with its
@@ -50,9 +55,9 @@
  * last step, the caller's `finish`, which opens the file by a name.
  *
  * Memory: the restored backup's manifest (8 bytes a page), a bitmap (1 bit a page),
- * the blocks in flight (at most RING a file, and BUFFER_BUDGET beyond one a file) and
- * the check's read chunks (RO_CHUNKS of RO_CHUNK bytes); never the database, and
- * independent of the chain's length.
+ * the newest file of each page (1 byte a page), the blocks in flight (at most RING a
+ * file, and BUFFER_BUDGET beyond one a file) and the check's read chunks (RO_CHUNKS of
+ * RO_CHUNK bytes); never the database, and independent of the chain's length.
  *
  * Threads: the caller's (a worker, never the loop) merges, writes and fsyncs; for the
  * duration of a call it starts a reader per file read at once, workers that decompress
@@ -86,6 +91,36 @@
 #include "newfile.h"
 #include "repo.h"
 #include "sqlerr.h"
+
+/* The XXH3-64 of a page. The system's libxxhash is built for any x86-64 (SSE2); the
+ * AVX2 code of the same header hashes a page about twice as fast (an XXH3 is the same
+ * number whatever code computes it), so it is compiled here too and used when the CPU
+ * has AVX2. Nothing below may call XXH3_* but through pageHash: the second inclusion
+ * of the header renames them to its own inline copies. */
+static XXH64_hash_t (*const xxh3Lib)(const void *, size_t) = XXH3_64bits;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#define XXH_INLINE_ALL
+#define XXH_VECTOR XXH_AVX2
+#include <xxhash.h>
+static uint64_t xxh3Avx2(const void *p, size_t n)
+{
+    return XXH3_64bits(p, n);
+}
+#pragma GCC pop_options
+#define HAVE_XXH3_AVX2 1
+#endif
+
+static uint64_t pageHash(const void *p, size_t n)
+{
+#ifdef HAVE_XXH3_AVX2
+    if (__builtin_cpu_supports("avx2")) {
+        return xxh3Avx2(p, n);
+    }
+#endif
+    return xxh3Lib(p, n);
+}
 
 /* Longest chain followed: guards against a loop of parents. */
 #define MAX_CHAIN 100000
@@ -263,8 +298,14 @@ static uint64_t *newManifest(const struct repo_file *f, char *errmsg)
  * the run being written. */
 #define RING 6
 #define MAX_WORKERS 16
-/* Bytes of block buffers beyond one block per file: a reader waits for room past it. */
-#define BUFFER_BUDGET (32u << 20)
+/* Bytes of block buffers beyond one block per file: a reader waits for room past it.
+ * The rings of a chain's files fill up to it where their blocks are large (where the
+ * database grew: pages past the parent's end are stored whole), and that was most of
+ * a restore's peak RSS: at 32 MiB the restore of the benchmark's 10 incrementals, and of
+ * tests/system/test_s3_memory.py's 40 from a directory, peaked at 52 and 50 MiB,
+ * against 37 at 16 MiB; at 8 MiB readers waited for room, and buffers were unmapped
+ * and mapped again, for twice the time. */
+#define BUFFER_BUDGET (16u << 20)
 /* Blocks of up to this many raw bytes are decompressed by the thread that read them:
  * an incremental's blocks hold a few pages each, and handing each to a worker would
  * cost more in wakeups than the work. */
@@ -368,6 +409,7 @@ struct blk {
     struct cbk_block b; /* b.pgnos and b.frame point into the buffers below */
     uint32_t *pgnos;
     uint64_t *hashes;
+    unsigned char *hashed; /* hashes[i] was computed (else the copy is not restored) */
     uint32_t pages_cap;
     unsigned char *frame;
     size_t frame_cap;
@@ -411,6 +453,17 @@ struct pipe {
     pthread_cond_t cons; /* the consumer: a block published or decoded, an end, a failure */
     struct repo *repo;
     uint32_t page_size; /* that every file must have; 0: any */
+    /* A verification hashes every page it decodes (each is compared with its own
+     * file's manifest). A restore hashes only the copies it may restore: newest[pg - 1]
+     * is the newest file of the group (its index in act) whose reader has published
+     * page pg so far (NEWEST_NONE: none), for pages up to limit; a copy of an older
+     * file is not restored, and is decoded (its block is checked whole) but compared
+     * with nothing, so it is not hashed. A copy decoded before a newer file's reader
+     * got to its page is hashed anyway, or, if not, by the consumer when it restores
+     * it (blk.hashed). */
+    bool hash_pages;
+    unsigned char *newest;
+    uint64_t limit;
     struct stream s[MAX_STREAMS];
     struct stream *act; /* the group being read: act[0] to act[ns - 1], in s */
     unsigned ns;
@@ -486,6 +539,33 @@ static void consWake(struct pipe *pl, const struct stream *s, const struct blk *
     }
 }
 
+#define NEWEST_NONE 0xFF
+
+/* Whether the copy of page pg in stream i may be restored, as far as the readers have
+ * got (pl->newest). */
+static bool mayRestore(const struct pipe *pl, unsigned i, uint32_t pg)
+{
+    return pl->hash_pages ||
+           (pg <= pl->limit && __atomic_load_n(&pl->newest[pg - 1], __ATOMIC_RELAXED) >= i);
+}
+
+/* Record that stream i holds the pages of its block b. */
+static void markNewest(struct pipe *pl, unsigned i, const struct cbk_block *b)
+{
+    for (uint32_t j = 0; pl->newest != NULL && j < b->n; j++) {
+        unsigned char *p;
+        unsigned char cur;
+        if (b->pgnos[j] > pl->limit) {
+            continue;
+        }
+        p = &pl->newest[b->pgnos[j] - 1];
+        cur = __atomic_load_n(p, __ATOMIC_RELAXED);
+        while (cur > i && !__atomic_compare_exchange_n(p, &cur, (unsigned char)i, true,
+                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        }
+    }
+}
+
 /* A block's state, seen from a thread that may not hold pl->mu: once BLK_READY, its
  * pages and hashes are those its decoder wrote. */
 static int blkState(const struct blk *k)
@@ -495,7 +575,7 @@ static int blkState(const struct blk *k)
 
 static size_t blkCap(const struct blk *k)
 {
-    return (size_t)k->pages_cap * (sizeof *k->pgnos + sizeof *k->hashes) + k->frame_cap +
+    return (size_t)k->pages_cap * (sizeof *k->pgnos + sizeof *k->hashes + 1) + k->frame_cap +
            k->raw_cap;
 }
 
@@ -535,10 +615,12 @@ static void blkFree(struct blk *k)
 {
     free(k->pgnos);
     free(k->hashes);
+    free(k->hashed);
     mapFree(&k->frame, &k->frame_cap);
     mapFree(&k->raw, &k->raw_cap);
     k->pgnos = NULL;
     k->hashes = NULL;
+    k->hashed = NULL;
     k->pages_cap = 0;
 }
 
@@ -548,7 +630,7 @@ static size_t blkGrowth(const struct blk *k, uint32_t n, uint32_t ps, uint32_t c
 {
     size_t raw = (size_t)n * ps, g = 0;
     if (n > k->pages_cap) {
-        g += (size_t)(n - k->pages_cap) * (sizeof *k->pgnos + sizeof *k->hashes);
+        g += (size_t)(n - k->pages_cap) * (sizeof *k->pgnos + sizeof *k->hashes + 1);
     }
     if (comp > k->frame_cap) {
         g += (comp - k->frame_cap + MAP_UNIT - 1) / MAP_UNIT * MAP_UNIT;
@@ -565,6 +647,7 @@ static bool blkReserve(struct blk *k, uint32_t n, uint32_t ps, uint32_t comp)
     if (n > k->pages_cap) {
         uint32_t *p = realloc(k->pgnos, sizeof *p * n);
         uint64_t *h;
+        unsigned char *d;
         if (p == NULL) {
             return false;
         }
@@ -573,16 +656,20 @@ static bool blkReserve(struct blk *k, uint32_t n, uint32_t ps, uint32_t comp)
             return false;
         }
         k->hashes = h;
+        if ((d = realloc(k->hashed, n)) == NULL) {
+            return false;
+        }
+        k->hashed = d;
         k->pages_cap = n;
     }
     return (comp <= k->frame_cap || mapGrow(&k->frame, &k->frame_cap, comp)) &&
            (raw <= k->raw_cap || mapGrow(&k->raw, &k->raw_cap, raw));
 }
 
-/* Decompress block k of stream s into k->raw and hash each of its pages into
- * k->hashes: the checks of cbkDecodeBlock but the manifest's, which the consumer makes
- * against the manifest that applies to the copy (the restored backup's, for a copy
- * restored). */
+/* Decompress block k of stream s into k->raw and hash its pages into k->hashes (those
+ * that may be restored, mayRestore: k->hashed tells): the checks of cbkDecodeBlock
+ * but the manifest's, which the consumer makes against the manifest that applies to
+ * the copy (the restored backup's, for a copy restored). */
 static int decodeBlk(const struct stream *s, struct blk *k, ZSTD_DCtx *dctx, char *errmsg)
 {
     const char *name = s->info->path;
@@ -607,7 +694,10 @@ static int decodeBlk(const struct stream *s, struct blk *k, ZSTD_DCtx *dctx, cha
                    : CAIRN_ECORRUPT;
     }
     for (uint32_t i = 0; i < k->b.n; i++) {
-        k->hashes[i] = XXH3_64bits(k->raw + (size_t)i * ps, ps);
+        k->hashed[i] = mayRestore(s->pl, (unsigned)(s - s->pl->act), k->pgnos[i]);
+        if (k->hashed[i]) {
+            k->hashes[i] = pageHash(k->raw + (size_t)i * ps, ps);
+        }
     }
     return 0;
 }
@@ -625,6 +715,8 @@ static int streamPush(void *arg, const struct cbk_block *b, char *errmsg)
     bool here = (size_t)b->n * ps <= INLINE_BYTES || pl->nworkers == 0;
     int rv;
 
+    /* At once: the decoders of older copies of these pages may skip hashing them. */
+    markNewest(pl, (unsigned)(s - pl->act), b);
     pthread_mutex_lock(&pl->mu);
     k = &s->ring[s->pushed % RING];
     for (;;) {
@@ -815,9 +907,12 @@ static void *workerMain(void *arg)
     return NULL;
 }
 
-/* page_size: that every file must have (0: any). Workers start when the bytes to read
- * repay them and there is more than one CPU. */
-static void pipeStart(struct pipe *pl, struct repo *repo, uint32_t page_size, uint64_t bytes)
+/* page_size: that every file must have (0: any). newest (limit bytes, the caller's,
+ * which must outlive the pipe; NULL: a verification, which hashes every page): see
+ * struct pipe. Workers start when the bytes to read repay them and there is more than
+ * one CPU. */
+static void pipeStart(struct pipe *pl, struct repo *repo, uint32_t page_size, unsigned char *newest,
+                      uint64_t limit, uint64_t bytes)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     memset(pl, 0, sizeof *pl);
@@ -829,6 +924,9 @@ static void pipeStart(struct pipe *pl, struct repo *repo, uint32_t page_size, ui
     }
     pl->repo = repo;
     pl->page_size = page_size;
+    pl->hash_pages = newest == NULL;
+    pl->newest = newest;
+    pl->limit = newest != NULL ? limit : 0;
     if (cpus > 1 && bytes >= PARALLEL_MIN_BYTES) {
         unsigned want = cpus > MAX_WORKERS ? MAX_WORKERS : (unsigned)cpus;
         for (unsigned i = 0; i < want; i++) {
@@ -1173,7 +1271,9 @@ static int mergeGroup(struct sink *k)
             if (blkState(bb) != BLK_READY && (rv = blkReady(k, best, bb)) != 0) {
                 return rv;
             }
-            if (bb->hashes[best->pos] != k->expect[pg - 1]) {
+            unsigned char *page = bb->raw + (size_t)best->pos * k->ps;
+            uint64_t h = bb->hashed[best->pos] ? bb->hashes[best->pos] : pageHash(page, k->ps);
+            if (h != k->expect[pg - 1]) {
                 if (first == 0 && best->info == k->last) {
                     errorf(msg,
                            "%s: block %llu at offset %llu: page %llu does not match the manifest",
@@ -1189,7 +1289,7 @@ static int mergeGroup(struct sink *k)
                 }
                 return fail(pl, CAIRN_ECORRUPT, msg);
             }
-            if ((rv = runAdd(k, bb->raw + (size_t)best->pos * k->ps, pg)) != 0) {
+            if ((rv = runAdd(k, page, pg)) != 0) {
                 return rv;
             }
             bitSet(k->done, pg);
@@ -1278,6 +1378,9 @@ static int pipeGroup(struct pipe *pl, const struct backup_info *files, size_t n,
             repoCloseFile(&s->f);
         }
         streamReset(s, pl, &files[n - 1 - i], i == 0 && want_manifest);
+    }
+    if (pl->newest != NULL) {
+        memset(pl->newest, NEWEST_NONE, (size_t)pl->limit);
     }
     pthread_mutex_unlock(&pl->mu);
     for (unsigned i = 0; i < n; i++) {
@@ -1392,13 +1495,19 @@ static int applyChain(struct repo *repo, const struct backup_info *chain, size_t
     size_t start = applyStart(chain, n);
     struct pipe *pl;
     struct sink *k;
+    unsigned char *newest;
     struct stat st;
     int rv = 0;
 
     pl = malloc(sizeof *pl);
-    if ((k = calloc(1, sizeof *k)) == NULL || pl == NULL ||
+    newest = malloc(last->page_count > 0 ? (size_t)last->page_count : 1);
+    if ((k = calloc(1, sizeof *k)) == NULL || pl == NULL || newest == NULL ||
         (k->done = calloc((size_t)(last->page_count / 8 + 1), 1)) == NULL) {
+        free(newest);
         free(pl);
+        if (k != NULL) {
+            free(k->done);
+        }
         free(k);
         errorf(errmsg, "out of memory restoring %s", name);
         return CAIRN_ENOMEM;
@@ -1418,9 +1527,10 @@ static int applyChain(struct repo *repo, const struct backup_info *chain, size_t
         free(k->done);
         free(k);
         free(pl);
+        free(newest);
         return rv;
     }
-    pipeStart(pl, repo, last->page_size, chainBytes(chain, start, n));
+    pipeStart(pl, repo, last->page_size, newest, last->page_count, chainBytes(chain, start, n));
     k->pl = pl;
     k->fd = fd;
     k->name = name;
@@ -1444,6 +1554,7 @@ static int applyChain(struct repo *repo, const struct backup_info *chain, size_t
     }
     pipeEnd(pl);
     free(pl);
+    free(newest);
     free(k->done);
     free(k);
     if (rv == 0 && ftruncate(fd, (off_t)size) != 0) {
@@ -1535,6 +1646,12 @@ struct roFile {
     bool complete;     /* written whole */
     uint64_t size;
     struct roCache *cache; /* NULL: a page at a time */
+    /* The chunk of the run's cursor, as the last read found it (NULL: none): while the
+     * cursor stays at cur_idx, it is in the window, which roAhead never reloads, so
+     * the pages of the chunk (most reads) are copied without cache->mu. cursor and cand
+     * are written by this thread only (roMove), under the lock. */
+    const struct roChunk *cur_k;
+    uint64_t cur_idx;
 };
 
 /* The chunk numbered idx, if a slot holds it or is loading it. mu held. */
@@ -1713,6 +1830,10 @@ static bool roChunked(struct roFile *r, void *buf, int n, uint64_t off)
         off + (uint64_t)n > r->size) {
         return false;
     }
+    if (r->cur_k != NULL && idx == r->cur_idx && c->cand < 0) {
+        memcpy(buf, r->cur_k->p + (off - idx * RO_CHUNK), (size_t)n);
+        return true;
+    }
     pthread_mutex_lock(&c->mu);
     if (!c->tried) {
         /* Without the thread, chunks are still read, by the check itself. */
@@ -1741,6 +1862,8 @@ static bool roChunked(struct roFile *r, void *buf, int n, uint64_t off)
         memcpy(buf, k->p + (off - idx * RO_CHUNK), (size_t)n);
         served = true;
     }
+    r->cur_k = served && (int64_t)idx == c->cursor && c->cand < 0 ? k : NULL;
+    r->cur_idx = idx;
     pthread_mutex_unlock(&c->mu);
     return served;
 }
@@ -2264,7 +2387,7 @@ int backupVerifyOpt(struct repo *repo, const struct verify_options *opt, char *e
         rv = CAIRN_ENOMEM;
         goto out;
     }
-    pipeStart(pl, use, 0, chainBytes(chain, 0, n));
+    pipeStart(pl, use, 0, NULL, 0, chainBytes(chain, 0, n));
     for (size_t i = 0; i < n && rv == 0; i++) {
         if ((rv = checkMember(use, &chain[i], pl, &p, errmsg)) != 0 && rv != CAIRN_ENOMEM) {
             recordFailure(use, &target, &chain[i]);

@@ -3,7 +3,8 @@
  * groups, restored byte for byte at every backup; every page written once; the new
  * file anonymous until placed, never replacing what it must not, and a dead writer's
  * hidden file swept while a live one's is kept; SQLite's check of a file of many
- * read-ahead chunks passes, and finds a damaged page at its end. */
+ * read-ahead chunks passes, and finds a damaged page at its end; a page restored from
+ * any file of the chain is compared with the restored backup's manifest. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,9 +24,11 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "backup.h"
 #include "cairn.h"
+#include "cbk.h"
 #include "error.h"
 #include "newfile.h"
 #include "filefx.h"
@@ -224,6 +227,116 @@ static void test_a_damaged_file_in_an_older_group_is_refused(void **state)
         const char *const names[] = {"repo", "db.sqlite", NULL};
         assertOnly(f->dir, names);
     }
+}
+
+/* Make the manifest of the backup file at path name `hash` for page pg, and seal the
+ * file again (the manifest's checksum, the trailer's digest), as if it had been
+ * written so: only the comparison of the pages restored with the manifest can tell. */
+static void forgeManifest(const char *path, uint64_t pg, uint64_t hash)
+{
+    size_t n;
+    unsigned char *p = readFile(path, &n);
+    uint64_t moff = 0, pc = 0, sum;
+    unsigned char d[BACKUP_DIGEST_SIZE];
+    XXH128_hash_t x;
+    memcpy(&moff, p + n - CBK_TRAILER_SIZE - CBK_FOOTER_SIZE + 48, 8); /* little-endian */
+    memcpy(&pc, p + moff + 8, 8);
+    assert_true(pg >= 1 && pg <= pc);
+    memcpy(p + moff + 16 + 8 * (pg - 1), &hash, 8);
+    sum = XXH3_64bits(p + moff, 16 + 8 * pc);
+    memcpy(p + moff + 16 + 8 * pc, &sum, 8);
+    x = XXH3_128bits(p, n - CBK_TRAILER_SIZE);
+    cbkDigestBytes(x.low64, x.high64, d);
+    memcpy(p + n - CBK_TRAILER_SIZE + 16, d, sizeof d);
+    writeFile(path, p, n);
+    free(p);
+}
+
+/* The integer the query's first row starts with. */
+static int64_t sqlInt(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int64_t v;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* The first page stored in the backup file at path. */
+static uint32_t firstPageStored(const char *path)
+{
+    size_t n;
+    unsigned char *p = readFile(path, &n);
+    uint32_t pg;
+    assert_memory_equal(p + CBK_HEADER_SIZE, CBK_BLOCK_MAGIC, 4);
+    memcpy(&pg, p + CBK_HEADER_SIZE + 8, 4);
+    free(p);
+    return pg;
+}
+
+/* The restore hashes only the copies it may restore (the older ones, replaced, are
+ * compared with nothing): a page restored from the full backup at the chain's start,
+ * which no incremental holds, and one from the restored incremental itself, are each
+ * compared with the restored backup's manifest, and a mismatch is refused with the
+ * file, block and page. */
+static void test_every_page_restored_is_checked_whatever_file_holds_it(void **state)
+{
+    struct fx *f = *state;
+    struct backup_info b[4];
+    char out[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE], want[PATH_MAX + 64];
+    struct restore_options opt = {
+        f->repo, NULL, out, false, NULL, NULL, NULL, NULL, RESTORE_CHECK_QUICK};
+    uint32_t kept, mine;
+
+    sqlExec(f->db, "PRAGMA journal_mode=DELETE;"
+                   "CREATE TABLE kept(id INTEGER PRIMARY KEY, v TEXT);"
+                   "INSERT INTO kept VALUES(1, 'never changed');"
+                   "CREATE TABLE t(id INTEGER PRIMARY KEY, data BLOB);"
+                   "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000)"
+                   "INSERT INTO t SELECT i, randomblob(900) FROM c");
+    kept = (uint32_t)sqlInt(f->db, "SELECT rootpage FROM sqlite_schema WHERE name = 'kept'");
+    for (int i = 0; i < 4; i++) {
+        if (i > 0) {
+            sqlExec(f->db, "UPDATE t SET data = randomblob(900) WHERE id % 5 = 0");
+        }
+        mustBackup(f->db, f->repo, i == 0 ? BACKUP_FULL : BACKUP_INCREMENTAL, 0, &b[i]);
+    }
+    snprintf(out, sizeof out, "%s/out.db", f->dir);
+    opt.ref = b[3].id;
+    mine = firstPageStored(b[3].path);
+    assert_true(mine != kept);
+
+    /* From the full backup: the table nobody changed. */
+    forgeManifest(b[3].path, kept, 12345);
+    assert_int_equal(backupRestore(&opt, NULL, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, b[0].path));
+    snprintf(want, sizeof want, "page %u, the newest copy in the chain, does not match", kept);
+    if (strstr(errmsg, want) == NULL) {
+        fail_msg("%s", errmsg);
+    }
+    assert_false(exists(out));
+
+    /* From the restored backup itself (the full's page put right). */
+    {
+        size_t n;
+        unsigned char *p = readFile(f->db, &n);
+        forgeManifest(b[3].path, kept,
+                      XXH3_64bits(p + (size_t)(kept - 1) * b[3].page_size, b[3].page_size));
+        free(p);
+    }
+    forgeManifest(b[3].path, mine, 12345);
+    assert_int_equal(backupRestore(&opt, NULL, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, b[3].path));
+    snprintf(want, sizeof want, "block 0 at offset 512: page %u does not match the manifest", mine);
+    if (strstr(errmsg, want) == NULL) {
+        fail_msg("%s", errmsg);
+    }
+    assert_false(exists(out));
 }
 
 /* ---- SQLite's check of the restored file ---- */
@@ -426,6 +539,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_long_chain_of_small_blocks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_damaged_file_in_an_older_group_is_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_every_page_restored_is_checked_whatever_file_holds_it,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_the_check_reads_a_large_file_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_anonymous_file_appears_only_when_placed, setup,
                                         teardown),
