@@ -686,16 +686,18 @@ def section(meta, rows, cases):
                            "the base backup restored (every page checked against its hash, no "
                            "SQLite check) %.2f s; the replay of the entries %.2f s, applied by "
                            "`storeApply` in groups of up to 1024 entries within a segment, one "
-                           "transaction each (WAL frames written at each commit, a checkpoint "
-                           "thread copying them into the file meanwhile, the last checkpoint when "
-                           "the store closes); `settle` (a TRUNCATE checkpoint, rollback-journal "
-                           "mode, the one `PRAGMA quick_check` of the whole file) %.2f s." % (
+                           "transaction each, on the scratch file in exclusive locking mode with "
+                           "a rollback journal and no sync (store.h `STORE_OPEN_SCRATCH`: no "
+                           "WAL, no checkpoint thread); `settle` (the "
+                           "one `PRAGMA quick_check` of the whole file, the file's one fsync "
+                           "beside it on a thread of its own) %.2f s." % (
                                CASE_NAMES[case], ph["total"], ph["base"], ph["replay"],
                                ph["settle"]))
             out.append("- CPU of that run by function, callees included (every thread): "
                        "replay %.0f%% (`storeApply` %.0f%%, of which SQLite's commits "
                        "(`sqlite3VdbeHalt`) %.0f%%, writing WAL frames %.0f%%), the checkpoint "
-                       "thread %.0f%%, `settle` %.0f%% (of which `PRAGMA quick_check` %.0f%%), "
+                       "thread %.0f%% (both 0 since the replay runs without a WAL), `settle` "
+                       "%.0f%% (of which `PRAGMA quick_check` %.0f%%), "
                        "zstd decompressing the base %.0f%%. By object: %s. Top symbols by self "
                        "time: %s." % (
                            ch["replay"], ch["storeApply"], ch["sqlite3VdbeHalt"],
@@ -707,8 +709,8 @@ def section(meta, rows, cases):
         if sc:
             n = max(1, meta["txns"])
             out.append("- System calls of one more restore (strace -f -c, not timed): %s "
-                       "`pread64`, %s `pwrite64`, %s `fcntl` (SQLite's file locks, taken and "
-                       "released around every transaction), %s `fdatasync`, %s `fsync`: per "
+                       "`pread64`, %s `pwrite64`, %s `fcntl` (SQLite's file locks: the replay "
+                       "holds its file in exclusive locking mode), %s `fdatasync`, %s `fsync`: per "
                        "replayed entry about %.0f reads, %.0f writes and %.0f lock calls." % (
                            format(sc.get("pread64", 0), ","), format(sc.get("pwrite64", 0), ","),
                            format(sc.get("fcntl", 0), ","), format(sc.get("fdatasync", 0), ","),

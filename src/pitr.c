@@ -1,9 +1,12 @@
 /* Point-in-time restore (pitr.h): choose a timeline and a base backup, restore the
  * base's chain with the backup engine, then apply the archived entries after it with
  * storeApply, the apply every follower runs (no second implementation), stopping at
- * the target. A restore entry in the archive restores its backup from the same
- * repository, as every node did; PREPARE and digest entries change nothing, as on
- * every node. Runs on the caller's thread (the CLI's). */
+ * the target; its store is a scratch one (STORE_OPEN_SCRATCH: no WAL, no sync; nothing
+ * reads the file before it is put in place, and a crash leaves it to the next sweep).
+ * A restore entry in the archive restores its backup from the same repository, as
+ * every node did; PREPARE and digest entries change nothing, as on every node. Runs on
+ * the caller's thread (the CLI's), with the segments' prefetch threads and settle's
+ * fsync thread. */
 #define _GNU_SOURCE
 #include "pitr.h"
 
@@ -28,8 +31,11 @@
 #include "result.h"
 #include "store.h"
 
-int pitrWindows(struct repo *repo, bool full, struct arcseg_info **segs, size_t *nsegs,
-                struct pitr_window **w, size_t *nw, char *errmsg)
+/* pitrWindows, and the repository's backups (repoListIn) into *bkp (malloc'd, the
+ * caller's) when bkp is not NULL: a restore needs both, listed once. */
+static int windowsIn(struct repo *repo, bool full, struct arcseg_info **segs, size_t *nsegs,
+                     struct pitr_window **w, size_t *nw, struct backup_info **bkp, size_t *nbkp,
+                     char *errmsg)
 {
     struct arcseg_timeline *tls = NULL;
     struct backup_info *bk = NULL;
@@ -57,6 +63,7 @@ int pitrWindows(struct repo *repo, bool full, struct arcseg_info **segs, size_t 
         free(bk);
         free(*segs);
         *segs = NULL;
+        *nsegs = 0;
         errorf(errmsg, "out of memory");
         return CAIRN_ENOMEM;
     }
@@ -84,8 +91,19 @@ int pitrWindows(struct repo *repo, bool full, struct arcseg_info **segs, size_t 
     }
     *nw = ntl;
     free(tls);
-    free(bk);
+    if (bkp != NULL) {
+        *bkp = bk;
+        *nbkp = nbk;
+    } else {
+        free(bk);
+    }
     return 0;
+}
+
+int pitrWindows(struct repo *repo, bool full, struct arcseg_info **segs, size_t *nsegs,
+                struct pitr_window **w, size_t *nw, char *errmsg)
+{
+    return windowsIn(repo, full, segs, nsegs, w, nw, NULL, NULL, errmsg);
 }
 
 void pitrDescribeWindows(const struct pitr_window *w, size_t n, char *out, size_t size)
@@ -177,6 +195,8 @@ static void removeTmp(const char *tmp)
     unlink(p);
     snprintf(p, sizeof p, "%s-shm", tmp);
     unlink(p);
+    snprintf(p, sizeof p, "%s-journal", tmp); /* the replay's (STORE_OPEN_SCRATCH) */
+    unlink(p);
 }
 
 /* Put the finished file at out: a rename that replaces what is there only with force
@@ -242,19 +262,48 @@ static int replayRestore(struct repo *repo, const char *tmp, const char *id,
     return adminSetAppliedIndex(tmp, index, errmsg);
 }
 
+/* The fsync of the replayed file, on a thread of its own while SQLite checks it. */
+struct file_sync {
+    int fd;
+    int err; /* errno of the fsync, 0 when done */
+};
+
+static void *fileSyncMain(void *arg)
+{
+    struct file_sync *y = arg;
+    y->err = fsync(y->fd) != 0 ? errno : 0;
+    return NULL;
+}
+
 /* Make the file stand alone: every WAL frame in it, rollback journal mode; then
  * SQLite's check (check: RESTORE_CHECK_*; quick_check unless FULL), the one check of the
  * whole result: the base was restored without one (its pages are each checked against
- * their hashes; what the replay changed is checked here). */
+ * their hashes; what the replay changed is checked here). The replay wrote without a
+ * sync (STORE_OPEN_SCRATCH): the file is fsynced here, once, while it is checked. */
 static int settle(const char *path, int check, char *errmsg)
 {
     char pragma[64];
     sqlite3 *db = NULL;
     char *err = NULL;
+    struct file_sync y = {.fd = -1, .err = 0};
+    pthread_t th;
+    bool syncing = false;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, PAGESUM_VFS);
     if (rc == SQLITE_OK) {
         rc = sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE;", NULL,
                           NULL, &err);
+    }
+    if (rc == SQLITE_OK) {
+        if ((y.fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+            int e = errno;
+            errorf(errmsg, "open %s: %s", path, strerror(e));
+            sqlite3_close(db);
+            return errorFromErrno(e);
+        }
+        syncing = pthread_create(&th, NULL, fileSyncMain, &y) == 0;
+        if (!syncing) {
+            fileSyncMain(&y);
+        }
     }
     if (rc == SQLITE_OK) {
         sqlite3_stmt *st = NULL;
@@ -267,6 +316,10 @@ static int settle(const char *path, int check, char *errmsg)
                 errorf(errmsg, "%s: %s after the replay: %s", path, pragma, r ? r : "no answer");
                 sqlite3_finalize(st);
                 sqlite3_close(db);
+                if (syncing) {
+                    pthread_join(th, NULL);
+                }
+                close(y.fd);
                 return CAIRN_ECORRUPT;
             }
         }
@@ -277,6 +330,16 @@ static int settle(const char *path, int check, char *errmsg)
     }
     sqlite3_free(err);
     sqlite3_close(db);
+    if (syncing) {
+        pthread_join(th, NULL);
+    }
+    if (y.fd >= 0) {
+        close(y.fd);
+    }
+    if (rc == SQLITE_OK && y.err != 0) {
+        errorf(errmsg, "fsync %s: %s", path, strerror(y.err));
+        return errorFromErrno(y.err);
+    }
     return rc == SQLITE_OK ? 0 : CAIRN_EIO;
 }
 
@@ -315,6 +378,29 @@ struct prefetch {
     unsigned nth;
 };
 
+/* Segment s whole, not decoded (as arcsegFetch): in one request when the walk knows its
+ * size (a reader of a remote repository asks for its first bytes when it opens, then
+ * for the rest: two). An object of another size than the walk saw (replaced since, or
+ * a read that failed) is read by arcsegFetch; the replay's digest check tells a
+ * replaced one. *out malloc'd, the caller's. */
+static int fetchSegment(struct repo *repo, const struct arcseg_info *s, unsigned char **out,
+                        size_t *len, char *errmsg)
+{
+    if (s->size > 0 &&
+        s->size <= (uint64_t)ARCSEG_MAX_RAW + ARCSEG_HEADER2_SIZE + ARCSEG_TRAILER_SIZE) {
+        unsigned char *buf = malloc((size_t)s->size + 1); /* + 1: a longer object shows */
+        size_t got = 0;
+        if (buf != NULL && repoGet(repo, s->name, buf, (size_t)s->size + 1, &got, errmsg) == 0 &&
+            got == s->size) {
+            *out = buf;
+            *len = got;
+            return 0;
+        }
+        free(buf);
+    }
+    return arcsegFetch(repo, s->name, out, len, errmsg);
+}
+
 static void *prefetchMain(void *arg)
 {
     struct prefetch *pf = arg;
@@ -340,7 +426,7 @@ static void *prefetchMain(void *arg)
         sl->state = 1;
         pf->held += pf->segs[k].size;
         pthread_mutex_unlock(&pf->mu);
-        rv = arcsegFetch(pf->repo, pf->segs[k].name, &buf, &len, why);
+        rv = fetchSegment(pf->repo, &pf->segs[k], &buf, &len, why);
         pthread_mutex_lock(&pf->mu);
         sl->state = 2;
         sl->rv = rv;
@@ -397,7 +483,7 @@ static int prefetchGet(struct prefetch *pf, size_t k, struct arcseg *seg, char *
     if (pf->nth == 0) {
         pf->next = k + 1; /* no thread: read here */
         pthread_mutex_unlock(&pf->mu);
-        rv = arcsegFetch(pf->repo, pf->segs[k].name, &buf, &len, errmsg);
+        rv = fetchSegment(pf->repo, &pf->segs[k], &buf, &len, errmsg);
         pthread_mutex_lock(&pf->mu);
         pf->taken = k + 1;
         sl->state = 3;
@@ -505,9 +591,10 @@ static int replay(struct repo *repo, struct prefetch *pf, const struct arcseg_in
                   const char *tmp, uint64_t target, struct pitr_result *res, char *errmsg)
 {
     struct store *st = NULL;
+    char journal[PATH_MAX + 8];
     int rv = 0;
 
-    if ((rv = storeOpen(tmp, true, &st, errmsg)) != 0) {
+    if ((rv = storeOpenWith(tmp, true, STORE_OPEN_SCRATCH, &st, errmsg)) != 0) {
         return rv;
     }
     if (storeAppliedIndex(st) != res->base.raft_index) {
@@ -557,7 +644,7 @@ static int replay(struct repo *repo, struct prefetch *pf, const struct arcseg_in
                 st = NULL;
                 rv = replayRestore(repo, tmp, id, digest, e->index, errmsg);
                 if (rv == 0) {
-                    rv = storeOpen(tmp, true, &st, errmsg);
+                    rv = storeOpenWith(tmp, true, STORE_OPEN_SCRATCH, &st, errmsg);
                 }
                 res->restores++;
                 batchFree(&b);
@@ -596,6 +683,10 @@ static int replay(struct repo *repo, struct prefetch *pf, const struct arcseg_in
     if (st != NULL) {
         storeClose(st);
     }
+    /* The scratch store's journal, never hot once it is closed (its header zeroed at
+     * every commit and rollback): the file stands alone. */
+    snprintf(journal, sizeof journal, "%s-journal", tmp);
+    unlink(journal);
     return rv;
 }
 
@@ -636,7 +727,7 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
         newdirClose(&scratch);
         return rv;
     }
-    if ((rv = pitrWindows(repo, false, &segs, &nsegs, &w, &nw, errmsg)) != 0) {
+    if ((rv = windowsIn(repo, false, &segs, &nsegs, &w, &nw, &bk, &nbk, errmsg)) != 0) {
         goto out;
     }
     pitrDescribeWindows(w, nw, windows, sizeof windows);
@@ -687,9 +778,6 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
                 target = at;
             }
         }
-    }
-    if ((rv = repoListIn(repo, &bk, &nbk, errmsg)) != 0) {
-        goto out;
     }
     if (o->kind == PITR_LATEST) {
         /* A backup newer than every archive's head (the archive stopped, backups went

@@ -74,10 +74,11 @@ int pitrWindows(struct repo *repo, bool full, struct arcseg_info **segs, size_t 
 void pitrDescribeWindows(const struct pitr_window *w, size_t n, char *out, size_t size);
 
 /* Restore o->out as of the target: the archive's segments are read ahead (a few at a
- * time, from the start, while the base is restored; at most 8 MiB of them held). Nothing
- * is left at out on failure; errmsg says why
- * (a refused target names the restorable windows, a damaged segment its object and the
- * last index that can be restored before it). */
+ * time, from the start, while the base is restored; at most 8 MiB of them held). The
+ * replay writes its scratch file without a WAL or a sync (store.h STORE_OPEN_SCRATCH);
+ * the result is fsynced once, beside SQLite's check of it. Nothing is left at out on
+ * failure; errmsg says why (a refused target names the restorable windows, a damaged
+ * segment its object and the last index that can be restored before it). */
 int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *errmsg);
 
 #endif

@@ -9,6 +9,7 @@
 #include "store.h"
 
 #include <dirent.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -135,6 +136,7 @@ struct store {
      * apply so interrupted is rolled back whole and fails, never recorded) */
     atomic_bool stopping;
     bool page_checksums;       /* a new database gets them (storeOpen) */
+    bool scratch;              /* STORE_OPEN_SCRATCH (storeOpenWith) */
     uint32_t max_length;       /* readers' longest value (storeSetLimits) */
     uint32_t query_timeout_ms; /* readers' default time limit */
     uint64_t max_result;       /* the most a read's results may take */
@@ -481,12 +483,28 @@ static int openWriter(struct store *s, char *errmsg)
         int reserve = PAGESUM_RESERVE;
         sqlite3_file_control(s->writer, "main", SQLITE_FCNTL_RESERVE_BYTES, &reserve);
     }
-    sqlite3_wal_hook(s->writer, walHook, s); /* instead of checkpoints inside commits */
-    /* Durability comes from the fsynced Raft log: the database may lag it after a
-     * power loss and is caught up by replay, so NORMAL is enough here. */
-    if ((rv = execSql(s->writer, "PRAGMA journal_mode=WAL", s->path, errmsg)) != 0 ||
-        (rv = execSql(s->writer, "PRAGMA synchronous=NORMAL", s->path, errmsg)) != 0 ||
-        (rv = execSql(s->writer, "PRAGMA cache_size=-32768", s->path, errmsg)) != 0 ||
+    if (s->scratch) {
+        /* A scratch file (store.h): nobody else reads it and a crash discards it, so
+         * nothing need be written twice (a WAL, then the file) nor synced. The rollback
+         * journal still undoes a savepoint or a group: in a file (kept between
+         * transactions, its header zeroed), not in memory, which would hold every page
+         * a group changes. Exclusive first, so that leaving WAL mode (a file restored
+         * in it) needs no shared memory. */
+        if ((rv = execSql(s->writer, "PRAGMA locking_mode=EXCLUSIVE", s->path, errmsg)) != 0 ||
+            (rv = execSql(s->writer, "PRAGMA journal_mode=PERSIST", s->path, errmsg)) != 0 ||
+            (rv = execSql(s->writer, "PRAGMA synchronous=OFF", s->path, errmsg)) != 0) {
+            goto err;
+        }
+    } else {
+        sqlite3_wal_hook(s->writer, walHook, s); /* instead of checkpoints inside commits */
+        /* Durability comes from the fsynced Raft log: the database may lag it after a
+         * power loss and is caught up by replay, so NORMAL is enough here. */
+        if ((rv = execSql(s->writer, "PRAGMA journal_mode=WAL", s->path, errmsg)) != 0 ||
+            (rv = execSql(s->writer, "PRAGMA synchronous=NORMAL", s->path, errmsg)) != 0) {
+            goto err;
+        }
+    }
+    if ((rv = execSql(s->writer, "PRAGMA cache_size=-32768", s->path, errmsg)) != 0 ||
         (rv = execSql(s->writer,
                       "CREATE TABLE IF NOT EXISTS " META_TABLE
                       "(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
@@ -542,6 +560,12 @@ static void removeReplaced(const char *path);
 
 int storeOpen(const char *path, bool page_checksums, struct store **out, char *errmsg)
 {
+    return storeOpenWith(path, page_checksums, 0, out, errmsg);
+}
+
+int storeOpenWith(const char *path, bool page_checksums, unsigned flags, struct store **out,
+                  char *errmsg)
+{
     struct store *s;
     int rv;
 
@@ -560,6 +584,7 @@ int storeOpen(const char *path, bool page_checksums, struct store **out, char *e
     strcpy(s->path, path);
     removeReplaced(path);
     s->page_checksums = page_checksums;
+    s->scratch = (flags & STORE_OPEN_SCRATCH) != 0;
     s->max_length = POLICY_DEFAULT_MAX_LENGTH;
     s->query_timeout_ms = POLICY_DEFAULT_QUERY_TIMEOUT_MS;
     s->max_result = POLICY_DEFAULT_MAX_RESULT;
@@ -571,7 +596,8 @@ int storeOpen(const char *path, bool page_checksums, struct store **out, char *e
     pthread_mutex_init(&s->fz_mu, NULL);
     pthread_cond_init(&s->fz_cond, NULL);
     rv = openWriter(s, errmsg);
-    if (rv == 0 && (rv = pthread_create(&s->ckpt_thread, NULL, ckptMain, s)) != 0) {
+    /* A scratch store has no WAL to checkpoint. */
+    if (rv == 0 && !s->scratch && (rv = pthread_create(&s->ckpt_thread, NULL, ckptMain, s)) != 0) {
         errorf(errmsg, "cannot start the checkpointer thread: %s", strerror(rv));
         closeWriter(s);
         rv = CAIRN_ENOMEM;
@@ -586,7 +612,7 @@ int storeOpen(const char *path, bool page_checksums, struct store **out, char *e
         free(s);
         return rv;
     }
-    s->ckpt_started = true;
+    s->ckpt_started = !s->scratch;
     *out = s;
     return 0;
 }
@@ -1476,6 +1502,7 @@ int storeQuery(struct store *s, const struct batch *b, struct cairn_result **out
                char *errmsg)
 {
     struct reader *r;
+    assert(!s->scratch); /* store.h: no readers on a scratch store */
     struct cairn_result *res;
     int rv;
 
@@ -1794,6 +1821,7 @@ static int replaceLocked(struct store *s, const char *tmp, char *errmsg);
 static int replaceFrom(struct store *s, const char *tmp, char *errmsg)
 {
     int rv;
+    assert(!s->scratch); /* store.h: not for a scratch store */
     writerTake(s);
     rv = replaceLocked(s, tmp, errmsg);
     writerGive(s);
@@ -1898,6 +1926,7 @@ static int freezeLocked(struct store *s, struct store_freeze *fz, char *errmsg);
 int storeFreeze(struct store *s, struct store_freeze *fz, char *errmsg)
 {
     int rv;
+    assert(!s->scratch); /* store.h: not for a scratch store */
     /* With the writer taken: the checkpoint below needs it idle, and fz->index is the
      * committed index only then. */
     writerTake(s);

@@ -31,6 +31,19 @@ struct store;
  * loop starts. */
 int storeOpen(const char *path, bool page_checksums, struct store **out, char *errmsg);
 
+/* storeOpen with flags. STORE_OPEN_SCRATCH: the file is a scratch copy that nothing
+ * else opens while the store is open and that is thrown away if the process dies
+ * before the caller has finished it (a point-in-time restore's, pitr.h): the apply is
+ * the same, but the writer holds the file in exclusive locking mode with a rollback
+ * journal (path-journal, kept between transactions) and synchronous=OFF (no WAL, no
+ * checkpointer thread, no fsync): committed pages go straight into the file, and a
+ * crash may leave it torn. The caller fsyncs the file once the store is closed, and
+ * removes path-journal (never hot then); storeReplace*, storeFreeze and readers are
+ * not for such a store. */
+#define STORE_OPEN_SCRATCH 1u
+int storeOpenWith(const char *path, bool page_checksums, unsigned flags, struct store **out,
+                  char *errmsg);
+
 /* Close every connection. Loop thread stopped; no reader in use. */
 void storeClose(struct store *s);
 
