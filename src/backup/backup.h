@@ -123,7 +123,8 @@ typedef void (*backup_progress_fn)(void *arg, uint64_t done, uint64_t total);
 struct backup_options {
     int type;                   /* BACKUP_FULL, BACKUP_INCREMENTAL, BACKUP_DIFFERENTIAL */
     const char *repo;           /* repository directory; created if missing */
-    int level;                  /* zstd level; 0 means the default */
+    int level;                  /* zstd level; 0 means the default (-3; 1 for a
+                                   repository without a local path, such as S3) */
     uint32_t block_pages;       /* pages per compressed block; 0 means the default */
     backup_progress_fn progress;
     void *progress_arg;

@@ -18,13 +18,16 @@
  * - Memory: every chunk fetched ahead is counted, before its fetch starts and until the
  *   reader has read it, against a budget shared by every reader of every pool of the
  *   process (READAHEAD_BUDGET), as are the few spare buffers a pool keeps for its next
- *   chunks while it has readers. Each open reader may hold ahead a share of it (the
- *   budget divided by the open readers), fetched in chunks of half its share, and the
- *   pages of a chunk it has read are given back as it reads: a restore that holds a
- *   chain's readers open at once (16 at most) holds the budget, not a part of it for
- *   each file. A reader that finds the budget spent reads without read-ahead. Not
- *   counted: each reader's small window (`small` bytes) and what the fetch function
- *   uses while it runs (libcurl's buffers, a few per request in flight).
+ *   chunks while it has readers. Each open reader may hold ahead a share of it, in
+ *   proportion to the square root of the bytes it has left to read (the shares of all
+ *   add up to the budget; a chain's full backup gets more than each of its
+ *   incrementals), fetched in one chunk, or in chunks of half of it (at most chunk_max)
+ *   when a share is chunk_max or more, and the pages of a chunk it has read are given
+ *   back as it reads: a restore that holds a chain's readers open at once (16 at most)
+ *   holds the budget, not a part of it for each file. A reader that finds the budget
+ *   spent reads without read-ahead. Not counted: each reader's small window (`small`
+ *   bytes) and what the fetch function uses while it runs (libcurl's buffers, a few per
+ *   request in flight).
  * - Errors: a fetch's error stays with its chunk and is reported by the read that
  *   needs those bytes, with the fetch's message; bytes nobody reads are never waited
  *   for, and their errors never reported.

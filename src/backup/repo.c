@@ -13,8 +13,9 @@
  * repository (catidx.h), a cache the listing checks against the LIST (see "The listing
  * of a catalog" below).
  *
- * Any thread; no shared state. A listing of a remote repository reads objects on
- * threads of its own, joined before it returns. */
+ * Any thread. A repository handle's only state that changes is the listing it keeps
+ * for a few seconds (repoFindIn), under its mutex. A listing of a remote repository
+ * reads objects on threads of its own, joined before it returns. */
 #define _GNU_SOURCE
 #include "repo.h"
 
@@ -40,11 +41,93 @@
  * repository's directory leaves this much of BACKUP_PATH_SIZE to its objects. */
 #define REPO_NAME_ROOM 48
 
+/* A listing kept for the lookups that follow it (repoFindIn): a restore resolves a
+ * chain by id, parent after parent; each lookup opened its file (a GET of its head,
+ * another of its footer) and read its sidecar, in a row, 3 requests a backup before
+ * the first byte was restored (33 for a full backup and 10 incrementals), and the
+ * restore opened every file again. A lookup by id in a repository without a local
+ * path now lists it (a LIST and the catalog index's GET, when the index is current)
+ * unless a listing made through the same handle in the last few seconds is kept, and
+ * takes the entry from there. Kept only for a repository without a local path (a
+ * directory's files cost no round trip), only a short while (what was listed is
+ * checked again when the file is opened: repoOpenFileIn's checks, and the digest the
+ * chain was resolved with), only for a catalog of a few entries (memory: a larger one
+ * is not listed for a lookup again through that handle, and its LIST stops at the
+ * first page that shows too many), and dropped by a put or a remove through the same
+ * handle. */
+#define LISTING_KEEP_MS 10000
+#define LISTING_KEEP_MAX 256
+
 struct repo {
     char *url;
     void *drv;
     const struct repo_driver *ops;
+    pthread_mutex_t mu; /* guards the kept listing: the handle may be shared */
+    struct backup_info *kept;
+    size_t nkept;
+    int64_t kept_ms; /* repoMonoMs when listed */
+    bool too_large;  /* a listing found more than LISTING_KEEP_MAX backups */
 };
+
+/* Forget the kept listing (a put or a remove may have changed what it says). */
+static void listingForget(struct repo *r)
+{
+    pthread_mutex_lock(&r->mu);
+    free(r->kept);
+    r->kept = NULL;
+    r->nkept = 0;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Keep a copy of a listing of n entries taken at `when` (repoMonoMs), when it is small
+ * and the repository remote. Best effort: no memory, nothing kept. */
+static void listingKeep(struct repo *r, const struct backup_info *v, size_t n, int64_t when)
+{
+    struct backup_info *copy = NULL;
+    if (repoLocalPath(r) != NULL) {
+        return;
+    }
+    if (n > LISTING_KEEP_MAX) {
+        pthread_mutex_lock(&r->mu);
+        r->too_large = true;
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    /* Never NULL when kept, even empty: a repository without backups is listed once. */
+    if ((copy = malloc((n > 0 ? n : 1) * sizeof *copy)) == NULL) {
+        return;
+    }
+    if (n > 0) {
+        memcpy(copy, v, n * sizeof *copy);
+    }
+    pthread_mutex_lock(&r->mu);
+    free(r->kept);
+    r->kept = copy;
+    r->nkept = n;
+    r->kept_ms = when;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* The readable entry of backup `id` under its own name (`<id>.cbk`) in the kept
+ * listing, if it is recent: true and *out filled, else false. */
+static bool listingFind(struct repo *r, const char *id, struct backup_info *out)
+{
+    char name[BACKUP_ID_SIZE + 8];
+    bool found = false;
+    snprintf(name, sizeof name, "%s.cbk", id);
+    pthread_mutex_lock(&r->mu);
+    if (r->kept != NULL && repoMonoMs() - r->kept_ms <= LISTING_KEEP_MS) {
+        for (size_t i = 0; i < r->nkept && !found; i++) {
+            if (r->kept[i].error[0] == '\0' && strcmp(r->kept[i].id, id) == 0 &&
+                strcmp(repoNameOf(r->kept[i].path), name) == 0) {
+                *out = r->kept[i];
+                found = true;
+            }
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return found;
+}
 
 /* ---- small helpers ---- */
 
@@ -173,6 +256,7 @@ static int openUrl(const char *url, bool bare, struct repo **out, char *errmsg)
         errorf(errmsg, "out of memory opening the repository %s", url);
         return CAIRN_ENOMEM;
     }
+    pthread_mutex_init(&r->mu, NULL);
     if (!urlScheme(url, scheme, sizeof scheme)) {
         rv = repoPosixOpen(url, &r->drv, &r->ops, errmsg);
     } else if (strcasecmp(scheme, "file") == 0) {
@@ -201,6 +285,7 @@ static int openUrl(const char *url, bool bare, struct repo **out, char *errmsg)
         rv = CAIRN_EINVAL;
     }
     if (rv != 0) {
+        pthread_mutex_destroy(&r->mu);
         free(r->url);
         free(r);
         return rv;
@@ -220,6 +305,8 @@ void repoClose(struct repo *r)
         return;
     }
     r->ops->close(r->drv);
+    free(r->kept);
+    pthread_mutex_destroy(&r->mu);
     free(r->url);
     free(r);
 }
@@ -298,6 +385,7 @@ void repoAbort(struct repo_writer *w)
 
 int repoRemove(struct repo *r, const char *name, char *errmsg)
 {
+    listingForget(r);
     return r->ops->remove(r->drv, name, errmsg);
 }
 
@@ -312,6 +400,9 @@ int repoPut(struct repo *r, const char *name, const void *buf, size_t len, char 
     if (strchr(name, '/') != NULL || name[0] == '\0' || name[0] == '.') {
         errorf(errmsg, "invalid object name \"%s\" in %s", name, r->url);
         return CAIRN_EINVAL;
+    }
+    if (strcmp(name, CATIDX_NAME) != 0) {
+        listingForget(r); /* a sidecar: the kept entries' verified state may change */
     }
     return r->ops->put(r->drv, name, buf, len, errmsg);
 }
@@ -590,6 +681,8 @@ struct lobj {
 
 struct listing {
     struct repo *repo;
+    size_t max_cbk; /* stop the LIST past this many `.cbk` objects (0: never) */
+    size_t ncbk;
     struct lobj *o; /* sorted by name once listed */
     size_t n, cap;
     struct backup_info *v; /* the entries, one per `.cbk` */
@@ -598,10 +691,16 @@ struct listing {
     size_t nv;
 };
 
+/* What collectAll returns to stop a LIST that found more backups than wanted. */
+#define TOO_MANY (-1)
+
 static int collectAll(void *arg, const char *name, uint64_t size, const char *version)
 {
     struct listing *L = arg;
     struct lobj *o;
+    if (L->max_cbk > 0 && isCbkName(name) && ++L->ncbk > L->max_cbk) {
+        return TOO_MANY;
+    }
     if (L->n == L->cap) {
         size_t cap = L->cap ? 2 * L->cap : 64;
         struct lobj *grown = realloc(L->o, cap * sizeof *grown);
@@ -837,23 +936,38 @@ static void freeListing(struct listing *L)
     free(L->from);
 }
 
-int repoListIn(struct repo *repo, struct backup_info **out, size_t *n, char *errmsg)
+/* repoListIn; max_cbk > 0, a listing for a lookup (listingFill): give up (*n 0,
+ * *too_many true, 0 returned) as soon as the LIST has shown more than max_cbk backups,
+ * read no object but the index, and write none: a backup the index does not vouch
+ * for, or whose listed sidecar it does not hold, is an entry with an error, which a
+ * lookup does not take (it opens that file as before). A lookup so costs a LIST and the
+ * index's GET, not the reading of a catalog's new files on 8 threads (memory, in a
+ * restore: their buffers and malloc arenas). */
+static int listIn(struct repo *repo, size_t max_cbk, struct backup_info **out, size_t *n,
+                  bool *too_many, char *errmsg)
 {
-    struct listing L = {.repo = repo};
+    struct listing L = {.repo = repo, .max_cbk = max_cbk};
     struct catidx *idx = NULL;
     size_t *todo = NULL, ntodo = 0, used = 0;
     bool use_index, remote = repoLocalPath(repo) == NULL;
     unsigned threads = remote ? CATALOG_READERS : 1;
+    int64_t when = repoMonoMs();
     struct work w;
     int rv;
 
     *out = NULL;
     *n = 0;
+    *too_many = false;
     if ((rv = indexWanted(repo, &use_index, errmsg)) != 0) {
         return rv;
     }
     /* 1. */
     if ((rv = repoListNames(repo, "", collectAll, &L, errmsg)) != 0) {
+        if (rv == TOO_MANY) {
+            *too_many = true;
+            rv = 0;
+            goto out;
+        }
         if (rv == CAIRN_ENOMEM) {
             goto oom;
         }
@@ -906,7 +1020,14 @@ int repoListIn(struct repo *repo, struct backup_info **out, size_t *n, char *err
             todo[ntodo++] = (size_t)o->slot;
         }
     }
-    /* 3: the backups ... */
+    /* 3: the backups ... (for a lookup, max_cbk > 0: none; what the index does not
+     * vouch for is left to the lookup, which opens the one it wants) */
+    if (max_cbk > 0) {
+        for (size_t k = 0; k < ntodo; k++) {
+            snprintf(L.v[todo[k]].error, sizeof L.v[todo[k]].error, "not in the index");
+        }
+        ntodo = 0;
+    }
     w = (struct work){&L, readEntry, todo, ntodo, 0};
     runAll(&w, threads);
     /* ... then the sidecars they need. */
@@ -932,6 +1053,8 @@ int repoListIn(struct repo *repo, struct backup_info **out, size_t *n, char *err
                 memcpy(o->sc_digest, s.digest, BACKUP_DIGEST_SIZE);
                 o->sc_known = o->sc_cache = true;
                 used++;
+            } else if (max_cbk > 0) {
+                snprintf(L.v[i].error, sizeof L.v[i].error, "sidecar not in the index");
             } else {
                 o->sc_wanted = true;
                 todo[ntodo++] = (size_t)(o - L.o);
@@ -951,13 +1074,14 @@ int repoListIn(struct repo *repo, struct backup_info **out, size_t *n, char *err
             }
         }
         /* 4. */
-        if (use_index && (ncbk > 0 || ntodo > 0 || used != catidxCount(idx))) {
+        if (use_index && max_cbk == 0 && (ncbk > 0 || ntodo > 0 || used != catidxCount(idx))) {
             writeIndex(&L);
         }
     }
     if (L.nv > 1) {
         qsort(L.v, L.nv, sizeof *L.v, byId);
     }
+    listingKeep(repo, L.v, L.nv, when);
     *out = L.v;
     *n = L.nv;
     L.v = NULL;
@@ -970,6 +1094,36 @@ out:
     free(todo);
     freeListing(&L);
     return rv;
+}
+
+int repoListIn(struct repo *repo, struct backup_info **out, size_t *n, char *errmsg)
+{
+    bool too_many;
+    return listIn(repo, 0, out, n, &too_many, errmsg);
+}
+
+/* For a lookup by id in a remote repository that keeps no recent listing: list it, to
+ * be kept (a chain's lookups follow), unless it holds more backups than a listing
+ * kept may (then never again through this handle). Best effort: a failure leaves the
+ * lookup to open the file. */
+static void listingFill(struct repo *r)
+{
+    struct backup_info *all = NULL;
+    char ignore[CAIRN_ERRMSG_SIZE];
+    bool too_many = false, skip;
+    size_t n = 0;
+    pthread_mutex_lock(&r->mu);
+    skip = r->too_large || (r->kept != NULL && repoMonoMs() - r->kept_ms <= LISTING_KEEP_MS);
+    pthread_mutex_unlock(&r->mu);
+    if (skip || repoLocalPath(r) != NULL) {
+        return;
+    }
+    if (listIn(r, LISTING_KEEP_MAX, &all, &n, &too_many, ignore) == 0 && too_many) {
+        pthread_mutex_lock(&r->mu);
+        r->too_large = true;
+        pthread_mutex_unlock(&r->mu);
+    }
+    free(all);
 }
 
 int repoList(const char *repo, struct backup_info **out, size_t *n, char *errmsg)
@@ -1021,6 +1175,13 @@ int repoFindIn(struct repo *repo, const char *ref, struct backup_info *out, char
         errorf(errmsg, "no backup with id \"%s\"%s%s", ref, repo ? " in " : "",
                repo ? repo->url : "");
         return CAIRN_ENOTFOUND;
+    }
+    if (listingFind(repo, ref, out)) {
+        return 0;
+    }
+    listingFill(repo);
+    if (listingFind(repo, ref, out)) {
+        return 0;
     }
     snprintf(name, sizeof name, "%s.cbk", ref);
     rv = repoOpenFileIn(repo, name, &f, errmsg);

@@ -450,6 +450,34 @@ def test_restore_reads_ahead_only_when_reading_in_order(cairn_bin, s3, tmp_path)
     assert sum(n for _, n, _, _ in gets) < size * 1.5, (size, gets)
 
 
+def test_restore_resolves_its_chain_from_the_listing(cairn_bin, s3, tmp_path):
+    """A restore (of the newest backup, or of one named by its id) lists the repository,
+    then looks up each parent by id: the lookups take the listing's entries (repo.c
+    keeps a small listing a few seconds), where each opened its file (a GET of its head,
+    another of its footer) and read its `.verified` sidecar, three requests in a row a
+    backup before the first block (issue 16). Each file is then opened once, by the
+    restore."""
+    made, rows = bucket_chain(cairn_bin, s3, tmp_path, incrementals=3)
+    # A listing first, which writes the catalog index: the restore's listing is then a
+    # LIST and the index's GET.
+    ok(cairn(cairn_bin, s3, "backup", "list", "--repo", s3.url, "--json"))
+    for ref in ("latest", made[-1]["id"]):
+        s3.clear_log()
+        out = tmp_path / ("r-%s.db" % ref)
+        ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, ref, "--out", out))
+        assert file_rows(out, "SELECT id, hex(v) FROM t ORDER BY id") == rows
+        log = s3.log()
+        sidecars = [e["path"] for e in log
+                    if e["method"] == "GET" and e["path"].endswith(".verified")]
+        assert sidecars == [], (ref, sidecars)
+        for entry in made:
+            gets = get_ranges(log, entry["id"] + ".cbk")
+            # Opened once, by the restore: one GET of its head (the footer's window and
+            # the read-ahead's last, shorter chunk are other small GETs).
+            heads = [g for g in gets if g[0] == 0 and g[1] == 64 * 1024]
+            assert len(heads) == 1, (ref, entry["id"], gets)
+
+
 def test_a_chain_restore_rides_out_faults_in_its_reads_ahead(cairn_bin, s3, tmp_path):
     """Connections cut mid-body, 500s and a stall ended by a reset, in the GETs of the
     files being read ahead: the restore retries and resumes, and its output is the same
@@ -489,7 +517,17 @@ def test_a_chain_restore_that_cannot_read_an_object_names_it_and_leaves_nothing(
     nothing at --out, nor beside it."""
     made, _ = bucket_chain(cairn_bin, s3, tmp_path, incrementals=1)
     full = made[0]["id"] + ".cbk"
-    s3.fault(method="GET", path=full, skip=6, count=-1, action="status", status=500,
+    # A listing first, which writes the catalog index: the restore's lookups then read
+    # no file, and its first GETs of the full backup are the two of its opening (head,
+    # footer), then the read-ahead's.
+    ok(cairn(cairn_bin, s3, "backup", "list", "--repo", s3.url, "--json"))
+    s3.clear_log()
+    ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out",
+             tmp_path / "probe.db"))
+    gets = get_ranges(s3.log(), full)
+    assert len(gets) >= 4 and all(n == 64 * 1024 for _, n, _, _ in gets[:2]), gets
+    assert gets[2][1] > 64 * 1024, gets  # the read-ahead's first
+    s3.fault(method="GET", path=full, skip=3, count=-1, action="status", status=500,
              code="InternalError")
     dest = tmp_path / "dest"
     dest.mkdir()

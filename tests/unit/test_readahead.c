@@ -450,6 +450,60 @@ static void test_many_readers_share_budget_in_large_chunks(void **state)
     fakeFree(&f);
 }
 
+/* A restore of a chain reads its full backup and its incrementals together, each in
+ * proportion to its size (issue 16: an equal share gave the 220 MiB full backup the room
+ * of each 17 MiB incremental, and the restore made 782 GETs). The shares go by the
+ * square root of what each reader has left, which makes the fewest fetches for the
+ * budget, and a share is fetched in one chunk: here one reader of 8 MiB and eight of
+ * 512 KiB, read in step, within a budget of 2 MiB: an equal share (227 KiB) fetched in
+ * two halves took 121 fetches; these shares (683 KiB for the large reader, 170 KiB for
+ * each small one at first), in one chunk each, take 46. */
+static void test_large_reader_gets_a_larger_share(void **state)
+{
+    enum { SMALL = 8, ROUNDS = 64 };
+    struct readahead_config cfg = smallConfig;
+    struct fake f;
+    struct readahead_pool *p;
+    struct readahead *big, *r[SMALL];
+    struct readahead_stats st;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    const size_t big_size = 8 * MIB, small_size = 512 * KIB;
+    uint64_t direct;
+    (void)state;
+    cfg.budget = 2 * MIB;
+    cfg.chunk_max = 1 * MIB;
+    cfg.ahead_max = 2 * MIB;
+    fakeInit(&f, big_size);
+    assert_int_equal(readaheadPoolOpen(&cfg, &p, errmsg), 0);
+    assert_int_equal(readaheadOpen(p, fakeFetch, &f, fakeRelease, big_size, &big, errmsg), 0);
+    for (int i = 0; i < SMALL; i++) {
+        assert_int_equal(readaheadOpen(p, fakeFetch, &f, fakeRelease, small_size, &r[i], errmsg),
+                         0);
+    }
+    for (int k = 0; k < ROUNDS; k++) {
+        const size_t big_step = big_size / ROUNDS, small_step = small_size / ROUNDS;
+        for (size_t at = 0; at < big_step; at += 16 * KIB) {
+            readOk(big, &f, k * big_step + at, 16 * KIB);
+        }
+        for (int i = 0; i < SMALL; i++) {
+            readOk(r[i], &f, k * small_step, small_step);
+        }
+    }
+    readaheadPoolStats(p, &st);
+    direct = st.fetches - st.ahead;
+    assert_true(st.budget_peak <= cfg.budget);
+    if (st.fetches > 56 || direct > 3 * (SMALL + 1)) {
+        fail_msg("%llu fetches, %llu of them by reads", (unsigned long long)st.fetches,
+                 (unsigned long long)direct);
+    }
+    readaheadClose(big);
+    for (int i = 0; i < SMALL; i++) {
+        readaheadClose(r[i]);
+    }
+    readaheadPoolClose(p);
+    fakeFree(&f);
+}
+
 /* The process's budget is shared by every pool: READAHEAD_BUDGET at most. */
 static void test_process_budget_is_shared(void **state)
 {
@@ -643,6 +697,7 @@ int main(void)
         cmocka_unit_test(test_budget_bounds_many_readers),
         cmocka_unit_test(test_budget_is_shared_fairly_by_readers),
         cmocka_unit_test(test_many_readers_share_budget_in_large_chunks),
+        cmocka_unit_test(test_large_reader_gets_a_larger_share),
         cmocka_unit_test(test_process_budget_is_shared),
         cmocka_unit_test(test_error_surfaces_at_the_read_that_needs_it),
         cmocka_unit_test(test_error_ahead_not_needed_is_not_reported),
