@@ -243,6 +243,7 @@ static int replayRestore(struct repo *repo, const char *tmp, const char *id,
     ro.out = tmp;
     ro.force = true;
     ro.check = RESTORE_CHECK_NONE; /* settle checks the result once, at the end */
+    ro.no_sync = true; /* settle fsyncs the result once, placeOut its directory */
     if ((rv = backupRestoreIn(repo, &ro, &info, errmsg)) != 0) {
         char why[CAIRN_ERRMSG_SIZE];
         snprintf(why, sizeof why, "%s", errmsg);
@@ -803,6 +804,7 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
             ro.out = tmp;
             ro.force = true;
             ro.check = RESTORE_CHECK_NONE; /* settle's is the one check */
+            ro.no_sync = true; /* settle fsyncs the result once, placeOut its directory */
             if ((rv = backupRestoreIn(repo, &ro, NULL, errmsg)) != 0 ||
                 (rv = settle(tmp, o->check, errmsg)) != 0 ||
                 (o->finish != NULL && (rv = o->finish(tmp, o->finish_arg, errmsg)) != 0)) {
@@ -881,6 +883,7 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
         /* No SQLite check of the base: every page of it is checked against its hash,
          * and settle checks the result of the replay, the file that is kept. */
         ro.check = RESTORE_CHECK_NONE;
+        ro.no_sync = true; /* settle fsyncs the result once, placeOut its directory */
         if ((rv = backupRestoreIn(repo, &ro, NULL, errmsg)) != 0) {
             goto out;
         }

@@ -249,6 +249,10 @@ struct restore_options {
      * hash (docs/OPERATIONS.md, "Restore"): RESTORE_CHECK_QUICK (0, the default) or
      * RESTORE_CHECK_FULL. */
     int check;
+    /* Neither the file nor its directory is fsynced: the caller changes the file
+     * further and syncs the result itself, before anyone sees it (a point-in-time
+     * restore replays entries onto its base and fsyncs the file once, at the end). */
+    bool no_sync;
 };
 
 /* What a restore asks SQLite to check of the file it wrote: PRAGMA quick_check, or

@@ -2139,12 +2139,12 @@ static void *integrityThread(void *arg)
 }
 
 /* Restore the chain into the new file nf, every page checked (applyChain), then fsync
- * it, while SQLite's check (RESTORE_CHECK_*) reads it on another thread, from the
+ * it (unless !sync: restore_options.no_sync), while SQLite's check (RESTORE_CHECK_*) reads it on another thread, from the
  * start of the writing: both must pass before the file is used. name: what the
  * messages call it. */
 static int materialize(struct repo *repo, const struct backup_info *chain, size_t n,
-                       struct newfile *nf, const char *name, int check, struct progress *p,
-                       char *errmsg)
+                       struct newfile *nf, const char *name, int check, bool sync,
+                       struct progress *p, char *errmsg)
 {
     const struct backup_info *last = &chain[n - 1];
     struct follow fw;
@@ -2160,7 +2160,7 @@ static int materialize(struct repo *repo, const struct backup_info *chain, size_
                startThread(&th, CHECK_STACK, integrityThread, &job) == 0;
     rv = applyChain(repo, chain, n, nf->fd, name, &fw, p, errmsg);
     followSet(&fw, 0, true, rv != 0);
-    if (rv == 0 && fsync(nf->fd) != 0) {
+    if (rv == 0 && sync && fsync(nf->fd) != 0) {
         if (errno == ENOSPC || errno == EDQUOT) {
             errorf(errmsg, "no space left on device writing %s", name);
         } else {
@@ -2272,7 +2272,8 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
                           newfileFlags(), errmsg)) != 0) {
         goto err;
     }
-    if ((rv = materialize(use, chain, n, &nf, opt->out, opt->check, &p, errmsg)) != 0) {
+    if ((rv = materialize(use, chain, n, &nf, opt->out, opt->check, !opt->no_sync, &p,
+                          errmsg)) != 0) {
         goto err;
     }
     /* The caller's change goes through SQLite, which opens the file by a name beside
@@ -2295,7 +2296,7 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
         goto err;
     }
     newfileClose(&nf);
-    if ((rv = libSyncParentDir(opt->out, errmsg)) != 0) {
+    if (!opt->no_sync && (rv = libSyncParentDir(opt->out, errmsg)) != 0) {
         if (!opt->force) {
             unlink(opt->out); /* nothing where there was nothing */
         }
@@ -2425,7 +2426,7 @@ int backupVerifyOpt(struct repo *repo, const struct verify_options *opt, char *e
             goto out;
         }
         /* A drill: SQLite's full check, whatever a restore's default. */
-        if ((rv = materialize(use, chain, n, &nf, name, RESTORE_CHECK_FULL, &p, errmsg)) != 0) {
+        if ((rv = materialize(use, chain, n, &nf, name, RESTORE_CHECK_FULL, true, &p, errmsg)) != 0) {
             if (rv == CAIRN_ECORRUPT) {
                 recordFailure(use, &target, NULL);
             }

@@ -157,7 +157,7 @@ static void mustBackup(const char *db, const char *repo, int type, uint32_t bloc
 static int restoreTo(const char *repo, const char *ref, const char *out, bool force, char *errmsg)
 {
     struct restore_options opt = {repo, ref, out, force, NULL, NULL, NULL, NULL,
-                                  RESTORE_CHECK_QUICK};
+                                  RESTORE_CHECK_QUICK, false};
     return backupRestore(&opt, NULL, errmsg);
 }
 
@@ -327,7 +327,7 @@ static void test_full_roundtrip(void **state)
     memset(&pl, 0, sizeof pl);
     {
         struct restore_options opt = {f->repo, info.id, out, false, onProgress, &pl, NULL, NULL,
-                                      RESTORE_CHECK_FULL};
+                                      RESTORE_CHECK_FULL, false};
         assert_int_equal(backupRestore(&opt, &read, errmsg), 0);
     }
     assert_string_equal(read.id, info.id);
@@ -449,7 +449,7 @@ static void test_incremental_and_differential_chain(void **state)
         char errmsg[CAIRN_ERRMSG_SIZE];
         struct progress_log pl = {0};
         struct restore_options opt = {f->repo, b[5].id, out, true, onProgress, &pl, NULL, NULL,
-                                      RESTORE_CHECK_QUICK};
+                                      RESTORE_CHECK_QUICK, false};
         assert_int_equal(backupRestore(&opt, NULL, errmsg), 0);
         assert_true(pl.calls > 4);
         assert_int_equal(pl.done, pl.total);

@@ -100,7 +100,7 @@ static void mustRestore(const char *repo, const char *ref, const char *out)
     char errmsg[CAIRN_ERRMSG_SIZE] = "";
     struct progress_log pl = {0};
     struct restore_options opt = {
-        repo, ref, out, true, onProgress, &pl, NULL, NULL, RESTORE_CHECK_FULL};
+        repo, ref, out, true, onProgress, &pl, NULL, NULL, RESTORE_CHECK_FULL, false};
     if (backupRestore(&opt, NULL, errmsg) != 0) {
         fail_msg("restore %s: %s", ref, errmsg);
     }
@@ -196,7 +196,7 @@ static void test_a_damaged_file_in_an_older_group_is_refused(void **state)
     struct backup_info b[LONG_CHAIN];
     char out[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE];
     struct restore_options opt = {
-        f->repo, NULL, out, false, NULL, NULL, NULL, NULL, RESTORE_CHECK_QUICK};
+        f->repo, NULL, out, false, NULL, NULL, NULL, NULL, RESTORE_CHECK_QUICK, false};
     size_t n;
     unsigned char *p;
 
@@ -290,7 +290,7 @@ static void test_every_page_restored_is_checked_whatever_file_holds_it(void **st
     struct backup_info b[4];
     char out[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE], want[PATH_MAX + 64];
     struct restore_options opt = {
-        f->repo, NULL, out, false, NULL, NULL, NULL, NULL, RESTORE_CHECK_QUICK};
+        f->repo, NULL, out, false, NULL, NULL, NULL, NULL, RESTORE_CHECK_QUICK, false};
     uint32_t kept, mine;
 
     sqlExec(f->db, "PRAGMA journal_mode=DELETE;"
@@ -354,7 +354,7 @@ static void test_the_check_reads_a_large_file_ahead(void **state)
     struct backup_info b;
     char out[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE];
     struct restore_options opt = {
-        f->repo, NULL, out, false, NULL, NULL, NULL, NULL, RESTORE_CHECK_QUICK};
+        f->repo, NULL, out, false, NULL, NULL, NULL, NULL, RESTORE_CHECK_QUICK, false};
     const int checks[] = {RESTORE_CHECK_QUICK, RESTORE_CHECK_FULL};
     size_t n;
     unsigned char *p;
