@@ -424,7 +424,9 @@ static int loadNodeIdentity(struct cairn *db, char *errmsg)
 /* Refuse to start when an address cannot be bound, before anything is written: the
  * operator gets "address in use" rather than a node that bootstraps and then fails.
  * (The address is bound for real later; another process may still take it between.) */
-static int checkBindable(const char *addr, const char *what, char *errmsg)
+/* Whether addr can be bound; *held (if not NULL) keeps the socket bound (not
+ * listening), else it is closed. */
+static int checkBindable(const char *addr, const char *what, int *held, char *errmsg)
 {
     struct sockaddr_in sa;
     int fd;
@@ -441,8 +443,20 @@ static int checkBindable(const char *addr, const char *what, char *errmsg)
         errorf(errmsg, "cannot use %s address %s: %s", what, addr, strerror(e));
         return e == EADDRINUSE ? CAIRN_EBUSY : CAIRN_EINVAL;
     }
-    close(fd);
+    if (held != NULL) {
+        *held = fd;
+    } else {
+        close(fd);
+    }
     return 0;
+}
+
+static void releaseRaftAddress(struct cairn *db)
+{
+    if (db->raft_hold_fd >= 0) {
+        close(db->raft_hold_fd);
+        db->raft_hold_fd = -1;
+    }
 }
 
 /* ---- open and close -------------------------------------------------------------- */
@@ -495,6 +509,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         return CAIRN_ENOMEM;
     }
     db->lock_fd = -1;
+    db->raft_hold_fd = -1;
     pthread_mutex_init(&db->amu, NULL);
     pthread_mutex_init(&db->dmu, NULL);
     pthread_mutex_init(&db->gmu, NULL);
@@ -568,9 +583,9 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         return rv;
     }
     if ((db->cfg.raft_addr != NULL &&
-         (rv = checkBindable(db->cfg.raft_addr, "raft", tlsErrmsg)) != 0) ||
+         (rv = checkBindable(db->cfg.raft_addr, "raft", &db->raft_hold_fd, tlsErrmsg)) != 0) ||
         (db->cfg.http_addr != NULL &&
-         (rv = checkBindable(db->cfg.http_addr, "HTTP", tlsErrmsg)) != 0) ||
+         (rv = checkBindable(db->cfg.http_addr, "HTTP", NULL, tlsErrmsg)) != 0) ||
         (rv = loadNodeIdentity(db, tlsErrmsg)) != 0) {
         return rv;
     }
@@ -665,6 +680,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         ncfg.installed = archiveReset;
         ncfg.archive_data = db->archiver;
     }
+    releaseRaftAddress(db); /* libraft binds it now */
     rv = nodeStart(&ncfg, db->store, START_TIMEOUT_MS, &db->node, tlsErrmsg);
     if (rv != 0) {
         return rv;
@@ -713,6 +729,7 @@ int cairn_close(cairn *db)
         healMarkClean(db);
     }
     json_decref(db->recovery);
+    releaseRaftAddress(db);
     lockRelease(db->lock_fd);
     pthread_mutex_destroy(&db->amu);
     pthread_mutex_destroy(&db->dmu);

@@ -34,6 +34,11 @@ struct cairn {
     char raft_dir[PATH_MAX];
     char snap_dir[PATH_MAX];
     int lock_fd;
+    /* The raft address, bound (not listening) from the start until Raft listens on it:
+     * a connection this process or another opens meanwhile (forming a cluster, joining
+     * one) could otherwise be given its port as its own, when the port is one the
+     * system hands out for outgoing connections. -1 when not held. */
+    int raft_hold_fd;
     struct store *store;
     struct node *node;
     struct http_server *http;
