@@ -19,9 +19,11 @@ from conftest import SANITIZED, deadline_seconds
 from s3util import BUCKET, s3, s3env  # noqa: F401 (fixtures)
 
 INCREMENTALS = 40
-# READAHEAD_BUDGET, and what libcurl, the fetch threads and their malloc arenas add.
+# READAHEAD_BUDGET, and what libcurl, the fetch threads and their malloc arenas add
+# (measured 0.5-1.5 MiB beyond the budget at faf35e9, once the restore's own buffers
+# shrank to 16 MiB and stopped hiding the read-ahead's: the gap was 12.5-13.5 MiB).
 READAHEAD_MIB = 12
-OVERHEAD_MIB = 2
+OVERHEAD_MIB = 4
 LIMIT_MIB = 64
 
 
