@@ -367,6 +367,26 @@ static unsigned readServers(json_t *arr, struct node_server *out, unsigned max)
     return n;
 }
 
+/* GET base/cluster/identity: its JSON object, or NULL (no answer, not 200, not JSON). */
+static json_t *getIdentity(const char *base)
+{
+    char url[200], msg[CAIRN_ERRMSG_SIZE];
+    struct buf body;
+    long status = 0;
+    json_t *root;
+    snprintf(url, sizeof url, "%s/cluster/identity", base);
+    bufInit(&body);
+    if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, false, msg) !=
+            0 ||
+        status != 200) {
+        bufFree(&body);
+        return NULL;
+    }
+    root = json_loadb(body.p ? body.p : "", body.len, 0, NULL);
+    bufFree(&body);
+    return root;
+}
+
 /* The 16 bytes a JSON string of 32 hex digits holds (false: none, or not that). */
 static bool jsonId(json_t *v, unsigned char out[NODE_CLUSTER_ID_SIZE])
 {
@@ -407,23 +427,12 @@ static int formConfiguration(struct cairn *db, enum node_boot *boot, struct node
         snprintf(found[n].address, sizeof found[n].address, "%s", db->cfg.raft_addr);
         n++;
         for (unsigned j = 0; j < db->n_join; j++) {
-            char url[200];
-            struct buf body;
-            long status = 0;
-            json_t *root;
+            json_t *root = getIdentity(db->join[j]);
             json_t *id;
             json_t *addr;
-            char msg[CAIRN_ERRMSG_SIZE];
-            snprintf(url, sizeof url, "%s/cluster/identity", db->join[j]);
-            bufInit(&body);
-            if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, false,
-                            msg) != 0 ||
-                status != 200) {
-                bufFree(&body);
+            if (root == NULL) {
                 continue;
             }
-            root = json_loadb(body.p ? body.p : "", body.len, 0, NULL);
-            bufFree(&body);
             id = json_object_get(root, "id");
             addr = json_object_get(root, "raft_addr");
             if (!json_is_integer(id) || !json_is_string(addr)) {
@@ -579,23 +588,10 @@ static int learnClusterId(struct cairn *db, unsigned char id[NODE_CLUSTER_ID_SIZ
     clusterUrl(db->http_addr, own, sizeof own);
     for (;;) {
         for (unsigned j = 0; j < db->n_join; j++) {
-            char url[200], msg[CAIRN_ERRMSG_SIZE];
-            struct buf body;
-            long status = 0;
             json_t *root;
-            if (strcmp(db->join[j], own) == 0) {
+            if (strcmp(db->join[j], own) == 0 || (root = getIdentity(db->join[j])) == NULL) {
                 continue;
             }
-            snprintf(url, sizeof url, "%s/cluster/identity", db->join[j]);
-            bufInit(&body);
-            if (clusterHttp("GET", url, NULL, 0, -1, 2000, &status, &body, NULL, 0, NULL, false,
-                            msg) != 0 ||
-                status != 200) {
-                bufFree(&body);
-                continue;
-            }
-            root = json_loadb(body.p ? body.p : "", body.len, 0, NULL);
-            bufFree(&body);
             if (json_is_true(json_object_get(root, "running"))) {
                 if (!jsonId(json_object_get(root, "cluster_id"), id)) {
                     memset(id, 0, NODE_CLUSTER_ID_SIZE); /* a build or cluster before ids */

@@ -148,12 +148,7 @@ void repoIso8601(int64_t ms, char out[32])
 
 void repoHex(const unsigned char *p, size_t n, char *out)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[p[i] >> 4];
-        out[2 * i + 1] = digits[p[i] & 15];
-    }
-    out[2 * n] = '\0';
+    libHexEncode(p, n, out);
 }
 
 void repoDirOf(const char *path, char *out)
