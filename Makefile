@@ -61,13 +61,13 @@ asan: asan-build
 # ThreadSanitizer over the tests where threads share the most (a request's thread and
 # the loop on the writer, forwarding, concurrent clients, crashes under load). Not part
 # of `make test`: it takes a while, and it is for changes to who touches what.
-TSAN_TESTS ?= early or determinism or deterministic or roll_back or acknowledged or forward or compressed or replicas or heals or lacking or client_goes_away or sigterm_interrupts or threads_share_one_client or stop_ends_an_upload or reads_ahead or test_s3_catalog or named_bucket or test_live_restore or archive_sync or test_archive_faults or test_pitr or test_expire or test_applied_reporting or test_raft_stray
+TSAN_TESTS ?= early or determinism or deterministic or roll_back or acknowledged or forward or compressed or replicas or heals or lacking or client_goes_away or sigterm_interrupts or threads_share_one_client or stop_ends_an_upload or reads_ahead or test_s3_catalog or named_bucket or test_live_restore or archive_sync or test_archive_faults or test_pitr or test_expire or test_applied_reporting or test_raft_stray or test_cluster_id
 tsan: deps
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCAIRN_TSAN=ON
 	cmake --build $(TSAN_BUILD) -j $(JOBS)
 	cd $(TSAN_BUILD) && TSAN_OPTIONS="die_after_fork=0 halt_on_error=1 suppressions=$(abspath tests/tsan.supp)" ctest --output-on-failure
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(abspath tests/tsan.supp)" CAIRN_BUILD=$(abspath $(TSAN_BUILD)) \
-		CAIRN_SANITIZED=1 $(PYTHON) -m pytest -q -k "$(TSAN_TESTS)" tests/system
+		CAIRN_SANITIZED=1 $(PYTHON) -m pytest -q -n 2 --dist loadfile -k "$(TSAN_TESTS)" tests/system
 
 test: build asan-build
 	$(MAKE) --no-print-directory asan
