@@ -29,6 +29,7 @@ import json
 import os
 import pathlib
 import signal
+import random
 import socket
 import subprocess
 import time
@@ -125,11 +126,54 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
 _WORKER = int((os.environ.get("PYTEST_XDIST_WORKER", "gw0") or "gw0").lstrip("gw") or 0)
 
 
+# Ports are taken below the range the system hands out to outgoing connections (its
+# ephemeral ports, /proc/sys/net/ipv4/ip_local_port_range): a port from that range, free
+# when it was picked, could be given to any connection opened before the server bound it
+# (a node forming a cluster connects to its peers, and peers reconnect to a restarted
+# node), and the server then failed to bind it ("Raft start: I/O error", seen twice).
+def _port_span():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    end = min(low, 32768)
+    return (10000, end) if end > 11000 else None
+
+
+_SPAN = _port_span()
+_CURSOR = [random.Random(os.getpid()).randrange(*_SPAN) if _SPAN else 0]
+
+
+def _bindable(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def find_free_ports(n):
     """Returns n TCP ports that were free on 127.0.0.1 a moment ago and that no earlier
-    call of this run has returned."""
-    socks = []
+    call of this run has returned: from below the system's ephemeral ports (see
+    _port_span), walking on from where the last call stopped; from the ephemeral ports
+    (a bind to port 0) only when there is no such span."""
     ports = []
+    if _SPAN is not None:
+        lo, hi = _SPAN
+        for _ in range(hi - lo):
+            port = _CURSOR[0]
+            _CURSOR[0] = lo if port + 1 >= hi else port + 1
+            if port % _WORKERS == _WORKER and port not in _PORTS_GIVEN and _bindable(port):
+                _PORTS_GIVEN.add(port)
+                ports.append(port)
+                if len(ports) == n:
+                    return ports
+    socks = []
     try:
         while len(ports) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
