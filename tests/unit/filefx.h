@@ -1,5 +1,5 @@
 /* Helpers the unit tests of the backup engine share (test_backup.c, test_restore.c):
- * run SQL on a database file, read, write, copy and compare whole files. Each test
+ * run SQL on a database file (and read an integer back), read, write, copy and compare whole files. Each test
  * program includes it once, after cmocka.h; the functions are static inline, so a
  * program that uses only some of them is not warned about the rest. */
 #ifndef CAIRN_TEST_FILEFX_H
@@ -7,6 +7,7 @@
 
 #include <sqlite3.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -20,6 +21,21 @@ static inline void sqlExec(const char *path, const char *sql)
         fail_msg("%s: %s", sql, err);
     }
     sqlite3_close(db);
+}
+
+/* The integer the query's first row starts with (the database opened read-only). */
+static inline int64_t sqlInt(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int64_t v;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
 }
 
 static inline unsigned char *readFile(const char *path, size_t *n)

@@ -252,21 +252,6 @@ static void forgeManifest(const char *path, uint64_t pg, uint64_t hash)
     free(p);
 }
 
-/* The integer the query's first row starts with. */
-static int64_t sqlInt(const char *path, const char *sql)
-{
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    int64_t v;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
-}
-
 /* The first page stored in the backup file at path. */
 static uint32_t firstPageStored(const char *path)
 {
