@@ -279,69 +279,50 @@ static void *fileSyncMain(void *arg)
 /* Make the file stand alone: every WAL frame in it, rollback journal mode; then
  * SQLite's check (check: RESTORE_CHECK_*; quick_check unless FULL), the one check of the
  * whole result: the base was restored without one (its pages are each checked against
- * their hashes; what the replay changed is checked here). The replay wrote without a
- * sync (STORE_OPEN_SCRATCH): the file is fsynced here, once, while it is checked. */
+ * their hashes; what the replay changed is checked here). The check reads the file as a
+ * restore's does (backupCheckFile: in chunks, read ahead on the other CPU). The replay
+ * wrote without a sync (STORE_OPEN_SCRATCH): the file is fsynced here, once, while it is
+ * checked. */
 static int settle(const char *path, int check, char *errmsg)
 {
-    char pragma[64];
     sqlite3 *db = NULL;
     char *err = NULL;
     struct file_sync y = {.fd = -1, .err = 0};
     pthread_t th;
-    bool syncing = false;
+    bool syncing;
+    int rv;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, PAGESUM_VFS);
     if (rc == SQLITE_OK) {
         rc = sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE;", NULL,
                           NULL, &err);
     }
-    if (rc == SQLITE_OK) {
-        if ((y.fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-            int e = errno;
-            errorf(errmsg, "open %s: %s", path, strerror(e));
-            sqlite3_close(db);
-            return errorFromErrno(e);
-        }
-        syncing = pthread_create(&th, NULL, fileSyncMain, &y) == 0;
-        if (!syncing) {
-            fileSyncMain(&y);
-        }
-    }
-    if (rc == SQLITE_OK) {
-        sqlite3_stmt *st = NULL;
-        snprintf(pragma, sizeof pragma, "PRAGMA %s",
-                 backupCheckName(check == RESTORE_CHECK_FULL ? check : RESTORE_CHECK_QUICK));
-        rc = sqlite3_prepare_v2(db, pragma, -1, &st, NULL);
-        if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
-            const char *r = (const char *)sqlite3_column_text(st, 0);
-            if (r == NULL || strcmp(r, "ok") != 0) {
-                errorf(errmsg, "%s: %s after the replay: %s", path, pragma, r ? r : "no answer");
-                sqlite3_finalize(st);
-                sqlite3_close(db);
-                if (syncing) {
-                    pthread_join(th, NULL);
-                }
-                close(y.fd);
-                return CAIRN_ECORRUPT;
-            }
-        }
-        sqlite3_finalize(st);
-    }
     if (rc != SQLITE_OK) {
         errorf(errmsg, "%s: %s", path, err ? err : (db ? sqlite3_errmsg(db) : "out of memory"));
+        sqlite3_free(err);
+        sqlite3_close(db);
+        return CAIRN_EIO;
     }
-    sqlite3_free(err);
     sqlite3_close(db);
+    if ((y.fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+        int e = errno;
+        errorf(errmsg, "open %s: %s", path, strerror(e));
+        return errorFromErrno(e);
+    }
+    syncing = pthread_create(&th, NULL, fileSyncMain, &y) == 0;
+    if (!syncing) {
+        fileSyncMain(&y);
+    }
+    rv = backupCheckFile(path, path, check == RESTORE_CHECK_FULL ? check : RESTORE_CHECK_QUICK,
+                         errmsg);
     if (syncing) {
         pthread_join(th, NULL);
     }
-    if (y.fd >= 0) {
-        close(y.fd);
-    }
-    if (rc == SQLITE_OK && y.err != 0) {
+    close(y.fd);
+    if (rv == 0 && y.err != 0) {
         errorf(errmsg, "fsync %s: %s", path, strerror(y.err));
-        return errorFromErrno(y.err);
+        rv = errorFromErrno(y.err);
     }
-    return rc == SQLITE_OK ? 0 : CAIRN_EIO;
+    return rv;
 }
 
 /* ---- segments read ahead of the replay ----------------------------------------------

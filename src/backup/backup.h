@@ -265,6 +265,14 @@ enum { RESTORE_CHECK_QUICK = 0, RESTORE_CHECK_FULL = 1, RESTORE_CHECK_NONE = 2 }
 /* "quick_check", "integrity_check": the pragma of a RESTORE_CHECK_* level. */
 const char *backupCheckName(int check);
 
+/* SQLite's check (RESTORE_CHECK_QUICK or _FULL) of the complete database file at path,
+ * which nobody else has open and which has no WAL: 0 when it says "ok", else
+ * CAIRN_ECORRUPT with its first answer in errmsg (name: what the message calls the
+ * file). It reads the file as a restore reads the file it wrote: read-only, without
+ * locks, in large chunks that a thread of its own reads ahead of the check on another
+ * CPU. */
+int backupCheckFile(const char *path, const char *name, int check, char *errmsg);
+
 /* Restore the chain that ends at opt->ref into opt->out: resolve the chain through
  * parent ids and parent digests back to its full backup, write the pages into a
  * temporary file beside `out` while verifying every file of the chain completely

@@ -2122,6 +2122,12 @@ static int integrityCheck(const char *path, const char *name, int check, struct 
     return rv;
 }
 
+int backupCheckFile(const char *path, const char *name, int check, char *errmsg)
+{
+    assert(check == RESTORE_CHECK_QUICK || check == RESTORE_CHECK_FULL);
+    return integrityCheck(path, name, check, NULL, errmsg);
+}
+
 struct integrity_job {
     const char *path;
     const char *name;
