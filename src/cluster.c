@@ -537,34 +537,21 @@ static int formConfiguration(struct cairn *db, enum node_boot *boot, struct node
 
 #define CLUSTER_ID_FILE "cluster-id"
 
-/* DATA/cluster-id: 32 hex digits and a newline. *kept: whether there is one. */
+/* DATA/cluster-id: 32 hex digits and a newline (libReadIdFile). *kept: whether there
+ * is one. */
 static int readClusterId(struct cairn *db, unsigned char id[NODE_CLUSTER_ID_SIZE], bool *kept,
                          char *errmsg)
 {
-    char path[PATH_MAX], text[2 * NODE_CLUSTER_ID_SIZE + 2];
-    FILE *f;
-    size_t got;
-    *kept = false;
+    char path[PATH_MAX];
+    int rv;
     snprintf(path, sizeof path, "%s/%s", db->data_dir, CLUSTER_ID_FILE);
-    if ((f = fopen(path, "r")) == NULL) {
-        if (errno == ENOENT) {
-            return 0;
-        }
-        errorf(errmsg, "%s: %s", path, strerror(errno));
-        return errorFromErrno(errno);
-    }
-    got = fread(text, 1, sizeof text, f);
-    fclose(f);
-    if (got != sizeof text - 1 || text[2 * NODE_CLUSTER_ID_SIZE] != '\n' ||
-        (text[2 * NODE_CLUSTER_ID_SIZE] = '\0', libHexDecode(text, id, NODE_CLUSTER_ID_SIZE)) != 0 ||
-        libIsZero(id, NODE_CLUSTER_ID_SIZE)) {
+    rv = libReadIdFile(path, id, NODE_CLUSTER_ID_SIZE, kept, errmsg);
+    if (rv == CAIRN_ECORRUPT) {
         errorf(errmsg, "%s is damaged: it must hold the cluster's id, 32 hex digits and a "
                        "newline (GET /cluster/identity on another node of the cluster says "
                        "it)", path);
-        return CAIRN_ECORRUPT;
     }
-    *kept = true;
-    return 0;
+    return rv;
 }
 
 static int writeClusterId(struct cairn *db, const unsigned char id[NODE_CLUSTER_ID_SIZE],

@@ -400,33 +400,28 @@ static int checkLock(checkRun *r, long *pidOut)
     return held;
 }
 
-/* DATA/cluster-id (cluster.h): absent in a directory of a cluster formed before ids. */
+/* DATA/cluster-id (cluster.h): absent in a directory of a cluster formed before ids;
+ * read as cairnd reads it (libReadIdFile). */
 static void checkClusterId(checkRun *r)
 {
-    char path[PATH_MAX], text[40];
+    char path[PATH_MAX], hex[33], why[CAIRN_ERRMSG_SIZE];
     unsigned char id[16];
-    size_t got;
-    FILE *f;
+    bool kept;
+    int rv;
 
     snprintf(path, sizeof path, "%s/cluster-id", r->dataDir);
-    if ((f = fopen(path, "r")) == NULL) {
-        if (errno == ENOENT) {
-            item(r, "cluster", "OK", "cluster-id", "none: a cluster formed before cluster ids");
-        } else {
-            item(r, "cluster", "ERROR", "cluster-id", "cannot be read: %s", strerror(errno));
-        }
-        return;
-    }
-    got = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[got] = '\0';
-    if (got != 33 || text[32] != '\n' || (text[32] = '\0', libHexDecode(text, id, 16)) != 0 ||
-        libIsZero(id, 16)) {
+    rv = libReadIdFile(path, id, sizeof id, &kept, why);
+    if (rv == CAIRN_ECORRUPT) {
         item(r, "cluster", "DAMAGED", "cluster-id",
              "is not 32 hex digits and a newline: the node will not start (write the "
              "cluster's id there again: another node's GET /status node.cluster_id)");
+    } else if (rv != 0) {
+        item(r, "cluster", "ERROR", "cluster-id", "cannot be read: %s", why);
+    } else if (!kept) {
+        item(r, "cluster", "OK", "cluster-id", "none: a cluster formed before cluster ids");
     } else {
-        item(r, "cluster", "OK", "cluster-id", "cluster %s", text);
+        libHexEncode(id, sizeof id, hex);
+        item(r, "cluster", "OK", "cluster-id", "cluster %s", hex);
     }
 }
 

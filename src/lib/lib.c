@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "lib.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <stdbool.h>
 #include <errno.h>
@@ -327,6 +328,39 @@ int libIsZero(const void *p, size_t n)
         }
     }
     return 1;
+}
+
+int libReadIdFile(const char *path, unsigned char *out, size_t n, bool *kept, char *errmsg)
+{
+    char text[2 * 64 + 2];
+    size_t got;
+    FILE *f;
+    assert(n > 0 && n <= 64);
+    *kept = false;
+    if ((f = fopen(path, "r")) == NULL) {
+        if (errno == ENOENT) {
+            return 0;
+        }
+        errorf(errmsg, "%s: %s", path, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    /* One byte more than a good file has: a longer file is refused, not cut. */
+    got = fread(text, 1, 2 * n + 2, f);
+    if (ferror(f)) {
+        int e = errno != 0 ? errno : EIO;
+        fclose(f);
+        errorf(errmsg, "%s: %s", path, strerror(e));
+        return errorFromErrno(e);
+    }
+    fclose(f);
+    if (got != 2 * n + 1 || text[2 * n] != '\n' ||
+        (text[2 * n] = '\0', libHexDecode(text, out, n)) != 0 || libIsZero(out, n)) {
+        errorf(errmsg, "%s is damaged: it must hold %zu hex digits and a newline, not all zero",
+               path, 2 * n);
+        return CAIRN_ECORRUPT;
+    }
+    *kept = true;
+    return 0;
 }
 
 void libRandomId(unsigned char *out, size_t n)

@@ -7,6 +7,7 @@
 #ifndef CAIRN_LIB_H
 #define CAIRN_LIB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -83,5 +84,12 @@ void libRandomId(unsigned char *out, size_t n);
 
 /* Whether the n bytes at p are all zero. */
 int libIsZero(const void *p, size_t n);
+
+/* An id kept in a file of its own (DATA/cluster-id): exactly 2n hex digits and a
+ * newline, not all zero (libRandomId never makes that). 0 with *kept true and out set;
+ * 0 with *kept false when there is no such file; CAIRN_ECORRUPT when the file holds
+ * anything else; or the code of the read's error. errmsg says which file and what. n is
+ * at most 64. */
+int libReadIdFile(const char *path, unsigned char *out, size_t n, bool *kept, char *errmsg);
 
 #endif

@@ -418,6 +418,52 @@ static void test_hex_and_random_ids(void **state)
     assert_memory_not_equal(out, other, sizeof out);
 }
 
+/* An id in a file of its own: exactly 2n hex digits and a newline, not all zero; no file
+ * is "none"; anything else is damaged, and says which file. */
+static void test_read_id_file(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *text;
+        int rv;
+    } cases[] = {
+        {"0102030405060708090a0b0c0d0e0f10\n", 0},
+        {"0102030405060708090A0B0C0D0E0F10\n", 0},
+        {"0102030405060708090a0b0c0d0e0f10", CAIRN_ECORRUPT},     /* no newline */
+        {"0102030405060708090a0b0c0d0e0f10\n\n", CAIRN_ECORRUPT}, /* one byte more */
+        {"0102030405060708090a0b0c0d0e0f\n", CAIRN_ECORRUPT},     /* short */
+        {"00000000000000000000000000000000\n", CAIRN_ECORRUPT},   /* zero */
+        {"0102030405060708090a0b0c0d0e0fxy\n", CAIRN_ECORRUPT},   /* not hex */
+        {"", CAIRN_ECORRUPT},
+    };
+    char path[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE];
+    unsigned char id[16];
+    bool kept = true;
+    snprintf(path, sizeof path, "%s/cluster-id", f->dir);
+    assert_int_equal(libReadIdFile(path, id, sizeof id, &kept, errmsg), 0);
+    assert_false(kept);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        errmsg[0] = '\0';
+        assert_int_equal(libWriteFileAtomic(path, cases[i].text, strlen(cases[i].text), 0, errmsg),
+                         0);
+        assert_int_equal(libReadIdFile(path, id, sizeof id, &kept, errmsg), cases[i].rv);
+        if (cases[i].rv == 0) {
+            assert_true(kept);
+            assert_int_equal(id[0], 1);
+            assert_int_equal(id[15], 0x10);
+        } else {
+            assert_false(kept);
+            assert_non_null(strstr(errmsg, path));
+        }
+    }
+    /* A directory in its place: a read error, with the file's name. */
+    unlink(path);
+    assert_int_equal(mkdir(path, 0755), 0);
+    assert_int_not_equal(libReadIdFile(path, id, sizeof id, &kept, errmsg), 0);
+    assert_non_null(strstr(errmsg, path));
+    rmdir(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -429,6 +475,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_atomic_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename_durable, setup, teardown),
         cmocka_unit_test(test_hex_and_random_ids),
+        cmocka_unit_test_setup_teardown(test_read_id_file, setup, teardown),
         cmocka_unit_test(test_sqlerr_codes),
         cmocka_unit_test(test_sqlerr_messages),
     };
