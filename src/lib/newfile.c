@@ -217,30 +217,27 @@ static bool isSuffix(const char *s)
     return true;
 }
 
-/* The directory of path's hidden names for `what`, open for a sweep: prefix gets
- * "DIR/.BASE.WHAT-", dir "DIR/", *name the start of the names in it. NULL when there
- * is nothing to sweep (no such directory, a path too long). */
-static DIR *openHidden(const char *path, const char *what, char prefix[PATH_MAX],
-                       char dir[PATH_MAX], const char **name)
-{
-    if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, what, prefix)) {
-        return NULL;
-    }
-    *name = strrchr(prefix, '/') + 1;
-    snprintf(dir, PATH_MAX, "%.*s", (int)(*name - prefix), prefix);
-    return opendir(dir);
-}
-
-unsigned newfileSweep(const char *path, const char *what)
+/* Call fn(full, rest, arg) for every entry of path's directory named with path's hidden
+ * prefix for `what` ("DIR/.BASE.WHAT-") and a 6-character suffix: full is the entry's
+ * path, rest its name from the suffix on (the suffix, then anything after it), prefix
+ * the hidden prefix with its directory. The sum of what fn returns. Nothing when the
+ * directory cannot be read or path is too long. */
+static unsigned forHidden(const char *path, const char *what,
+                          unsigned (*fn)(const char *full, const char *rest, const char *prefix))
 {
     char prefix[PATH_MAX], dir[PATH_MAX], full[PATH_MAX + 16];
     const char *name;
     size_t nlen;
-    unsigned removed = 0;
+    unsigned n = 0;
     struct dirent *e;
     DIR *d;
 
-    if ((d = openHidden(path, what, prefix, dir, &name)) == NULL) {
+    if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, what, prefix)) {
+        return 0;
+    }
+    name = strrchr(prefix, '/') + 1;
+    snprintf(dir, PATH_MAX, "%.*s", (int)(name - prefix), prefix);
+    if ((d = opendir(dir)) == NULL) {
         return 0;
     }
     nlen = strlen(name);
@@ -250,34 +247,50 @@ unsigned newfileSweep(const char *path, const char *what)
             continue;
         }
         snprintf(full, sizeof full, "%s%s", dir, e->d_name);
-        if (rest[6] == '\0') {
-            struct stat st;
-            int fd = open(full, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-            if (fd < 0) {
-                continue;
-            }
-            /* A live writer holds its lock: leave its file alone. */
-            if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
-                unlink(full) == 0) {
-                unlinkSides(full);
-                removed++;
-            }
-            close(fd);
-        } else {
-            char main[PATH_MAX + 16];
-            struct stat st;
-            bool side = false;
-            for (size_t i = 0; i < sizeof SIDE / sizeof SIDE[0]; i++) {
-                side = side || strcmp(rest + 6, SIDE[i]) == 0;
-            }
-            snprintf(main, sizeof main, "%s%.*s", prefix, 6, rest);
-            if (side && lstat(main, &st) != 0 && errno == ENOENT) {
-                unlink(full);
-            }
-        }
+        n += fn(full, rest, prefix);
     }
     closedir(d);
-    return removed;
+    return n;
+}
+
+/* newfileSweep's step: a dead writer's file (unlocked), or a side file of one that is
+ * gone. */
+static unsigned sweepFile(const char *full, const char *rest, const char *prefix)
+{
+    if (rest[6] == '\0') {
+        struct stat st;
+        unsigned removed = 0;
+        int fd = open(full, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
+            return 0;
+        }
+        /* A live writer holds its lock: leave its file alone. */
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+            unlink(full) == 0) {
+            unlinkSides(full);
+            removed = 1;
+        }
+        close(fd);
+        return removed;
+    }
+    {
+        char main[PATH_MAX + 16];
+        struct stat st;
+        bool side = false;
+        for (size_t i = 0; i < sizeof SIDE / sizeof SIDE[0]; i++) {
+            side = side || strcmp(rest + 6, SIDE[i]) == 0;
+        }
+        snprintf(main, sizeof main, "%s%.*s", prefix, 6, rest);
+        if (side && lstat(main, &st) != 0 && errno == ENOENT) {
+            unlink(full);
+        }
+    }
+    return 0;
+}
+
+unsigned newfileSweep(const char *path, const char *what)
+{
+    return forHidden(path, what, sweepFile);
 }
 
 int newfilePwritev(int fd, struct iovec *iov, int n, uint64_t off)
@@ -331,39 +344,31 @@ static void emptyDir(int fd)
     closedir(d);
 }
 
-unsigned newdirSweep(const char *path, const char *what)
+/* newdirSweep's step: a dead writer's directory (unlocked), emptied and removed. */
+static unsigned sweepDir(const char *full, const char *rest, const char *prefix)
 {
-    char prefix[PATH_MAX], dir[PATH_MAX], full[PATH_MAX + 16];
-    const char *name;
-    size_t nlen;
     unsigned removed = 0;
-    struct dirent *e;
-    DIR *d;
-
-    if ((d = openHidden(path, what, prefix, dir, &name)) == NULL) {
+    int fd;
+    (void)prefix;
+    if (rest[6] != '\0') {
         return 0;
     }
-    nlen = strlen(name);
-    while ((e = readdir(d)) != NULL) {
-        const char *rest = e->d_name + nlen;
-        int fd;
-        if (strncmp(e->d_name, name, nlen) != 0 || !isSuffix(rest) || rest[6] != '\0') {
-            continue;
-        }
-        snprintf(full, sizeof full, "%s%s", dir, e->d_name);
-        fd = open(full, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) {
-            continue; /* a file (newfileSweep's), or gone */
-        }
-        /* A live writer holds its lock: leave its directory alone. */
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-            emptyDir(fd);
-            removed += rmdir(full) == 0;
-        }
-        close(fd);
+    fd = open(full, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        return 0; /* a file (newfileSweep's), or gone */
     }
-    closedir(d);
+    /* A live writer holds its lock: leave its directory alone. */
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        emptyDir(fd);
+        removed = rmdir(full) == 0;
+    }
+    close(fd);
     return removed;
+}
+
+unsigned newdirSweep(const char *path, const char *what)
+{
+    return forHidden(path, what, sweepDir);
 }
 
 int newdirOpen(struct newdir *d, const char *path, const char *what, char *errmsg)
