@@ -410,6 +410,20 @@ for run in $(seq 0 "$RUNS"); do
     done
 done
 echo "phase_restore_s=$((SECONDS - T0))" >>"$META"
+# Where the chain's restore spends its CPU: one more restore (not timed) under perf, its
+# samples by shared object (libzstd, the kernel, SQLite, ...) into the notes.
+if [ "$BASELINES_ONLY" != 1 ] && command -v perf >/dev/null 2>&1; then
+    if perf record -q -F 999 -o "$WORK/perf.restore" -- \
+        "$CAIRN" restore --repo "$CAIRN_REPO" "$LAST_ID" --out "$OUT/profiled.db" --json \
+        >/dev/null 2>"$WORK/perf.err"; then
+        dso=$(perf report -i "$WORK/perf.restore" --no-children --sort dso --stdio 2>/dev/null |
+            awk '/^ *[0-9.]+%/ { sub(/%/, "", $1); printf "%s%s:%s", sep, $2, $1; sep = "," }')
+        echo "restore_cpu_by_dso=$dso" >>"$META"
+    else
+        log "perf record of the restore failed: $(tail -c 300 "$WORK/perf.err")"
+    fi
+    rm -f "$OUT/profiled.db" "$WORK/perf.restore"
+fi
 echo "restore_compare=${SAME_NOTE:-identical}" >>"$META"
 
 # --- report ----------------------------------------------------------------------------

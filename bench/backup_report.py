@@ -281,6 +281,19 @@ def notes(st, meta):
                    f"CPU, so that the check's own CPU goes to SQLite rather than to the kernel's "
                    f"copies. The {RESTORE_VS_CP:g}× target leaves "
                    f"{secs(max(0.0, RESTORE_VS_CP * rcp.seconds - qck.seconds))} s for the rest.")
+        nproc = int(meta.get("nproc", "0") or 0)
+        if nproc > 0 and rest.cpu / nproc > RESTORE_VS_CP * rcp.seconds:
+            by = [kv.rsplit(":", 1) for kv in meta.get("restore_cpu_by_dso", "").split(",") if ":" in kv]
+            where = ""
+            if by:
+                where = (" Where it went (perf, one more restore): " + ", ".join(
+                    f"{name} {float(share):.0f}% ({float(share) * rest.cpu / 100:.2f} CPU-s)"
+                    for name, share in by[:5]) + ".")
+            out.append(f"- A floor under the restore's time on this machine: it used "
+                       f"{rest.cpu:.2f} CPU-seconds, so on {nproc} CPUs it cannot take less than "
+                       f"{secs(rest.cpu / nproc)} s however well its parts overlap, "
+                       f"{ratio(rest.cpu / nproc / rcp.seconds)} `cp`, against the "
+                       f"{RESTORE_VS_CP:g}× target ({secs(RESTORE_VS_CP * rcp.seconds)} s).{where}")
         if rest.cpu > 1.3 * rest.seconds and rest.cpu > 2 * rcp.cpu:
             out.append(f"- The restore is bound by its {meta.get('nproc', '?')} CPUs, `cp` by the "
                        f"disk: cairn used {rest.cpu:.2f} CPU-seconds (decompressing and hashing "
