@@ -555,8 +555,13 @@ static int applySpan(struct store *st, const struct arcseg *seg, uint32_t from, 
         if (commandDecode(e->bytes, e->len, &b, why) == 0 && b.kind != BATCH_DIGEST &&
             b.kind != BATCH_RESTORE) {
             struct cairn_result *r = NULL;
-            rv = storeApply(st, &b, e->index, &r, errmsg);
+            rv = storeApply(st, &b, e->index, &r, why);
             cairn_result_free(r);
+            if (rv != 0 && rv != STORE_EREGROUP) {
+                errorf(errmsg, "replaying log index %llu: %s", (unsigned long long)e->index, why);
+            } else if (rv != 0) {
+                memcpy(errmsg, why, CAIRN_ERRMSG_SIZE);
+            }
         }
         batchFree(&b);
     }
@@ -878,6 +883,12 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
     }
     rv = placeOut(tmp, o->out, o->force, errmsg);
 out:
+    if (rv == CAIRN_ENOSPC) {
+        /* The scratch file's name means nothing to the user: say where it was going. */
+        char why[CAIRN_ERRMSG_SIZE];
+        snprintf(why, sizeof why, "%s", errmsg);
+        errorf(errmsg, "restore into %s: no space left on its file system (%s)", o->out, why);
+    }
     prefetchClose(pf);
     newdirClose(&scratch); /* what is left of it: the whole of it on failure */
     free(bk);

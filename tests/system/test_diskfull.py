@@ -505,7 +505,7 @@ def test_point_in_time_restore_out_of_space_leaves_nothing(tmpfs, server_factory
                                                            tmp_path):
     """`cairn restore latest` whose replay of the archive fills the output's disk (the
     base backup fits, the archived writes do not): exit 1 with a message naming the full
-    disk, and nothing left at the destination, not even a temporary file; the same
+    disk and the destination, and nothing left at the destination, not even a temporary file; the same
     restore into room succeeds."""
     repo = tmp_path / "repo"
     s = server_factory(extra_args=["--backup-dir", repo, "--archive", "--archive-interval", "50ms"])
@@ -524,6 +524,8 @@ def test_point_in_time_restore_out_of_space_leaves_nothing(tmpfs, server_factory
                            timeout=deadline_seconds(60), env=dict(os.environ, **env))
         assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
         assert names_disk_full(r.stderr), r.stderr
+        # Named by where it was going, not by the scratch file that is gone.
+        assert "restore into %s: no space left" % (small / "out.db") in r.stderr, r.stderr
         assert os.listdir(small) == [], (env, os.listdir(small))
     got = restored_keys(cairn_bin, repo, tmp_path / "latest.db")
     assert got == [(1, i) for i in range(400)], len(got)
