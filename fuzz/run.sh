@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the libFuzzer targets of fuzz/ with clang into build-fuzz/ and run each for
-# SECONDS (default 60): `bash fuzz/run.sh [SECONDS] [TARGET...]` (targets: cbk command
-# request sqlfront tz; all by default). See fuzz/README.md.
+# SECONDS (default 60): `bash fuzz/run.sh [SECONDS] [TARGET...]` (targets: arcseg catidx
+# cbk command request s3xml sqlfront tz; all by default). See fuzz/README.md.
 #
 # Each target starts from its seed corpus fuzz/corpus/<target>/ and the saved crashes
 # of fuzz/regress/<target>/; what it learns goes to build-fuzz/corpus/<target>/ (not
@@ -16,7 +16,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(cbk command request sqlfront tz)
+  targets=(arcseg catidx cbk command request s3xml sqlfront tz)
 fi
 out=${FUZZ_BUILD:-build-fuzz}
 

@@ -279,7 +279,8 @@ int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct ar
         errorf(errmsg, "archive segment %s: bad timeline name in its header", name);
         return CAIRN_ECORRUPT;
     }
-    if (h->first > h->last || h->count == 0 || h->count > h->last - h->first + 1 ||
+    /* count - 1, not last - first + 1, which is 0 for the range of every index. */
+    if (h->first > h->last || h->count == 0 || h->count - 1 > h->last - h->first ||
         h->raw_len > ARCSEG_MAX_RAW || h->raw_len < (uint64_t)h->count * ARCSEG_ENTRY_HEAD ||
         h->body_len != size - hl - ARCSEG_TRAILER_SIZE) {
         errorf(errmsg,
@@ -307,6 +308,7 @@ int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, 
     struct arcseg_header *h = &seg->h;
     size_t got, off = 0;
     unsigned long long fsz;
+    int64_t max_ms;
     int rv;
 
     memset(seg, 0, sizeof *seg);
@@ -340,6 +342,7 @@ int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, 
         errorf(errmsg, "archive segment %s: its body does not inflate", name);
         return CAIRN_ECORRUPT;
     }
+    max_ms = INT64_MIN;
     for (uint32_t i = 0; i < h->count; i++) {
         struct arcseg_entry *e = &seg->entries[i];
         if (h->raw_len - off < ARCSEG_ENTRY_HEAD) {
@@ -356,10 +359,16 @@ int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, 
         }
         e->bytes = seg->raw + off;
         off += e->len;
+        if (e->time_ms > max_ms) {
+            max_ms = e->time_ms;
+        }
     }
+    /* max_ms too: a restore to a time picks the segment to stop in by the headers'
+     * latest times (src/pitr.c), and the replay, which decodes every segment, must refuse
+     * one whose header says less than its entries rather than replay past the target. */
     if (off != h->raw_len || seg->entries[h->count - 1].index != h->last ||
         seg->entries[0].time_ms != h->first_ms ||
-        seg->entries[h->count - 1].time_ms != h->last_ms) {
+        seg->entries[h->count - 1].time_ms != h->last_ms || max_ms != h->max_ms) {
         goto bad;
     }
     return 0;

@@ -89,7 +89,7 @@ int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct ar
 
 /* Decode a whole object: the header, the trailer digest over every byte, the body's
  * zstd frame and every entry (within the range, increasing, the last one at `last`,
- * the count and times as the header says). CAIRN_ECORRUPT naming the object and what
+ * the count and the first, last and latest times as the header says). CAIRN_ECORRUPT naming the object and what
  * is wrong otherwise. On success seg holds memory: arcsegFree. p stays the caller's. */
 int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, char *errmsg);
 void arcsegFree(struct arcseg *seg);

@@ -1,6 +1,6 @@
 /* S3 client on libcurl (see s3.h): configuration and credentials, request signing by
- * libcurl, a small XML reader for S3's answers, retries, and multipart uploads on a
- * curl multi handle.
+ * libcurl, retries, and multipart uploads on a curl multi handle. S3's XML answers are
+ * read by s3xml.c.
  *
  * Signing is libcurl's (CURLOPT_AWS_SIGV4 "aws:amz:REGION:s3"). libcurl 7.88 signs
  * the URL's path and query exactly as given, and every header of CURLOPT_HTTPHEADER;
@@ -32,6 +32,7 @@
 
 #include "buf.h"
 #include "error.h"
+#include "s3xml.h"
 
 #define DEFAULT_RETRY_MS 60000u
 #define DEFAULT_STALL_MS 30000u
@@ -49,7 +50,6 @@
  * escaped), and any other answer (errors, small XML results). */
 #define MAX_LIST_ANSWER ((size_t)16 << 20)
 #define MAX_SMALL_ANSWER ((size_t)256 << 10)
-#define XML_MAX_DEPTH 16
 /* The one attempt at aborting an upload that a stop ended. */
 #define QUICK_MS 2000L
 
@@ -749,30 +749,6 @@ static void uriEncode(struct buf *b, const char *s, size_t n, bool keep_slash)
     }
 }
 
-/* Undo encoding-type=url ('+' is a space, as S3 writes it). Returns false on a bad
- * escape. In place. */
-static bool urlDecode(char *s)
-{
-    char *w = s;
-    for (char *r = s; *r; r++) {
-        if (*r == '+') {
-            *w++ = ' ';
-        } else if (*r == '%') {
-            unsigned v;
-            if (!isxdigit((unsigned char)r[1]) || !isxdigit((unsigned char)r[2]) ||
-                sscanf(r + 1, "%2x", &v) != 1 || v == 0) {
-                return false;
-            }
-            *w++ = (char)v;
-            r += 2;
-        } else {
-            *w++ = *r;
-        }
-    }
-    *w = '\0';
-    return true;
-}
-
 struct qparam {
     const char *name;
     const char *value; /* NULL: empty */
@@ -827,472 +803,6 @@ static int fullKey(const struct s3 *s3, const char *key, char *out, char *errmsg
     memcpy(out, s3->prefix, pn);
     memcpy(out + pn, key, kn + 1);
     return 0;
-}
-
-/* ---- a small XML reader --------------------------------------------------------------
- *
- * Enough for S3's answers: elements, text, CDATA, comments, processing instructions,
- * attributes (skipped), the five predefined entities and character references. No DTD
- * (refused, so no entity of the document's own can expand), nesting at most
- * XML_MAX_DEPTH, end tags must match, one root, nothing but space around it. */
-
-enum { XML_START, XML_END, XML_TEXT, XML_EOF, XML_ERR };
-
-struct xml {
-    const char *p, *end;
-    const char *stack[XML_MAX_DEPTH];
-    size_t stack_n[XML_MAX_DEPTH];
-    int depth;
-    bool root_seen;
-    bool pending_end; /* after <a/>: its END comes next */
-    const char *err;
-};
-
-struct xml_tok {
-    int type;
-    const char *s; /* name (START, END) or raw text (TEXT) */
-    size_t n;
-    bool cdata;
-    bool empty; /* START of <a/> */
-};
-
-static void xmlInit(struct xml *x, const char *s, size_t n)
-{
-    memset(x, 0, sizeof *x);
-    x->p = s;
-    x->end = s + n;
-}
-
-static bool xmlNameChar(char c)
-{
-    return !isspace((unsigned char)c) && c != '/' && c != '>' && c != '<' && c != '=' &&
-           c != '\'' && c != '"' && c != '\0';
-}
-
-static int xmlFail(struct xml *x, struct xml_tok *t, const char *why)
-{
-    x->err = why;
-    t->type = XML_ERR;
-    return XML_ERR;
-}
-
-static int xmlNext(struct xml *x, struct xml_tok *t)
-{
-    memset(t, 0, sizeof *t);
-    if (x->err != NULL) {
-        return xmlFail(x, t, x->err);
-    }
-    if (x->pending_end) {
-        x->pending_end = false;
-        x->depth--;
-        t->type = XML_END;
-        t->s = x->stack[x->depth];
-        t->n = x->stack_n[x->depth];
-        return XML_END;
-    }
-    for (;;) {
-        const char *p = x->p;
-        size_t left = (size_t)(x->end - p);
-        if (left == 0) {
-            if (x->depth > 0 || !x->root_seen) {
-                return xmlFail(x, t, "truncated document");
-            }
-            t->type = XML_EOF;
-            return XML_EOF;
-        }
-        if (*p != '<') {
-            const char *lt = memchr(p, '<', left);
-            const char *e = lt != NULL ? lt : x->end;
-            x->p = e;
-            if (x->depth == 0) {
-                for (const char *c = p; c < e; c++) {
-                    if (!isspace((unsigned char)*c)) {
-                        return xmlFail(x, t, "text outside the root element");
-                    }
-                }
-                continue;
-            }
-            t->type = XML_TEXT;
-            t->s = p;
-            t->n = (size_t)(e - p);
-            return XML_TEXT;
-        }
-        if (left >= 2 && p[1] == '?') {
-            const char *e = memmem(p, left, "?>", 2);
-            if (e == NULL) {
-                return xmlFail(x, t, "truncated processing instruction");
-            }
-            x->p = e + 2;
-            continue;
-        }
-        if (left >= 4 && memcmp(p, "<!--", 4) == 0) {
-            const char *e = memmem(p + 4, left - 4, "-->", 3);
-            if (e == NULL) {
-                return xmlFail(x, t, "truncated comment");
-            }
-            x->p = e + 3;
-            continue;
-        }
-        if (left >= 9 && memcmp(p, "<![CDATA[", 9) == 0) {
-            const char *e = memmem(p + 9, left - 9, "]]>", 3);
-            if (e == NULL) {
-                return xmlFail(x, t, "truncated CDATA section");
-            }
-            if (x->depth == 0) {
-                return xmlFail(x, t, "CDATA outside the root element");
-            }
-            x->p = e + 3;
-            t->type = XML_TEXT;
-            t->s = p + 9;
-            t->n = (size_t)(e - p - 9);
-            t->cdata = true;
-            return XML_TEXT;
-        }
-        if (left >= 2 && p[1] == '!') {
-            return xmlFail(x, t, "document type declarations are not accepted");
-        }
-        if (left >= 2 && p[1] == '/') {
-            const char *n = p + 2, *c = n;
-            while (c < x->end && xmlNameChar(*c)) {
-                c++;
-            }
-            if (c == n) {
-                return xmlFail(x, t, "end tag without a name");
-            }
-            t->s = n;
-            t->n = (size_t)(c - n);
-            while (c < x->end && isspace((unsigned char)*c)) {
-                c++;
-            }
-            if (c >= x->end) {
-                return xmlFail(x, t, "truncated end tag");
-            }
-            if (*c != '>') {
-                return xmlFail(x, t, "malformed end tag");
-            }
-            if (x->depth == 0 || x->stack_n[x->depth - 1] != t->n ||
-                memcmp(x->stack[x->depth - 1], t->s, t->n) != 0) {
-                return xmlFail(x, t, "end tag does not match its start tag");
-            }
-            x->depth--;
-            x->p = c + 1;
-            t->type = XML_END;
-            return XML_END;
-        }
-        /* start tag */
-        {
-            const char *n = p + 1, *c = n;
-            char quote = 0;
-            while (c < x->end && xmlNameChar(*c)) {
-                c++;
-            }
-            if (c == n) {
-                return xmlFail(x, t, "tag without a name");
-            }
-            t->s = n;
-            t->n = (size_t)(c - n);
-            /* attributes: skipped, quotes honoured */
-            for (; c < x->end; c++) {
-                if (quote) {
-                    if (*c == quote) {
-                        quote = 0;
-                    }
-                } else if (*c == '"' || *c == '\'') {
-                    quote = *c;
-                } else if (*c == '<') {
-                    return xmlFail(x, t, "'<' inside a tag");
-                } else if (*c == '>') {
-                    break;
-                }
-            }
-            if (c >= x->end) {
-                return xmlFail(x, t, "truncated start tag");
-            }
-            if (x->depth == 0 && x->root_seen) {
-                return xmlFail(x, t, "more than one root element");
-            }
-            if (x->depth == XML_MAX_DEPTH) {
-                return xmlFail(x, t, "elements nested too deeply");
-            }
-            x->root_seen = true;
-            x->stack[x->depth] = t->s;
-            x->stack_n[x->depth] = t->n;
-            x->depth++;
-            t->empty = c[-1] == '/' && c - 1 >= t->s + t->n;
-            x->pending_end = t->empty;
-            x->p = c + 1;
-            t->type = XML_START;
-            return XML_START;
-        }
-    }
-}
-
-static bool xmlIs(const struct xml_tok *t, const char *name)
-{
-    return t->n == strlen(name) && memcmp(t->s, name, t->n) == 0;
-}
-
-static int putUtf8(char *out, uint32_t cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Append the decoded text of t to out[*len, cap) (always NUL-terminated). Returns
- * false, with x->err, on a bad entity or when it does not fit. */
-static bool xmlDecode(struct xml *x, const struct xml_tok *t, char *out, size_t cap, size_t *len)
-{
-    const char *p = t->s, *e = t->s + t->n;
-    size_t n = *len;
-    while (p < e) {
-        char tmp[4];
-        const char *src = p;
-        int k = 1;
-        if (*p == '&' && !t->cdata) {
-            const char *semi = memchr(p, ';', (size_t)(e - p) < 12 ? (size_t)(e - p) : 12);
-            size_t en;
-            if (semi == NULL) {
-                x->err = "'&' that starts no entity";
-                return false;
-            }
-            en = (size_t)(semi - p - 1);
-            if (en == 2 && memcmp(p + 1, "lt", 2) == 0) {
-                tmp[0] = '<';
-            } else if (en == 2 && memcmp(p + 1, "gt", 2) == 0) {
-                tmp[0] = '>';
-            } else if (en == 3 && memcmp(p + 1, "amp", 3) == 0) {
-                tmp[0] = '&';
-            } else if (en == 4 && memcmp(p + 1, "quot", 4) == 0) {
-                tmp[0] = '"';
-            } else if (en == 4 && memcmp(p + 1, "apos", 4) == 0) {
-                tmp[0] = '\'';
-            } else if (en >= 2 && p[1] == '#') {
-                bool hexa = p[2] == 'x';
-                const char *d = p + (hexa ? 3 : 2);
-                uint32_t cp = 0;
-                if (d == semi) {
-                    x->err = "empty character reference";
-                    return false;
-                }
-                for (; d < semi; d++) {
-                    int v;
-                    if (isdigit((unsigned char)*d)) {
-                        v = *d - '0';
-                    } else if (hexa && isxdigit((unsigned char)*d)) {
-                        v = tolower((unsigned char)*d) - 'a' + 10;
-                    } else {
-                        x->err = "bad character reference";
-                        return false;
-                    }
-                    cp = cp * (hexa ? 16 : 10) + (uint32_t)v;
-                    if (cp > 0x10FFFF) {
-                        break;
-                    }
-                }
-                if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-                    x->err = "character reference to no character";
-                    return false;
-                }
-                k = putUtf8(tmp, cp);
-            } else {
-                x->err = "unknown entity";
-                return false;
-            }
-            src = tmp;
-            p = semi + 1;
-        } else {
-            p++;
-        }
-        if (n + (size_t)k + 1 > cap) {
-            x->err = "text too long";
-            return false;
-        }
-        memcpy(out + n, src, (size_t)k);
-        n += (size_t)k;
-    }
-    out[n] = '\0';
-    *len = n;
-    return true;
-}
-
-/* Just after the START token `start`: read the element's text up to its END into out
- * (NUL-terminated). Child elements are an error. */
-static bool xmlText(struct xml *x, const struct xml_tok *start, char *out, size_t cap)
-{
-    struct xml_tok t;
-    size_t len = 0;
-    out[0] = '\0';
-    (void)start;
-    for (;;) {
-        switch (xmlNext(x, &t)) {
-        case XML_TEXT:
-            if (!xmlDecode(x, &t, out, cap, &len)) {
-                return false;
-            }
-            break;
-        case XML_END:
-            return true;
-        case XML_START:
-            x->err = "element inside a text element";
-            return false;
-        default:
-            return false;
-        }
-    }
-}
-
-/* Skip the rest of the element whose START was just read. */
-static bool xmlSkip(struct xml *x)
-{
-    struct xml_tok t;
-    int depth = 1;
-    while (depth > 0) {
-        switch (xmlNext(x, &t)) {
-        case XML_START:
-            depth++;
-            break;
-        case XML_END:
-            depth--;
-            break;
-        case XML_TEXT:
-            break;
-        default:
-            return false;
-        }
-    }
-    return true;
-}
-
-/* The root element's name into root (NUL-terminated, cut at cap), the whole document
- * checked well-formed. Returns false, with a reason in *why, when it is not. */
-static bool xmlCheck(const char *s, size_t n, char *root, size_t cap, const char **why)
-{
-    struct xml x;
-    struct xml_tok t;
-    int type;
-    xmlInit(&x, s, n);
-    root[0] = '\0';
-    while ((type = xmlNext(&x, &t)) != XML_EOF) {
-        if (type == XML_ERR) {
-            *why = x.err;
-            return false;
-        }
-        if (type == XML_START && x.depth == 1) {
-            snprintf(root, cap, "%.*s", (int)t.n, t.s);
-        }
-    }
-    return true;
-}
-
-/* Code and Message of an <Error> document, when s holds one. */
-static void xmlError(const char *s, size_t n, char *code, size_t code_n, char *msg, size_t msg_n)
-{
-    struct xml x;
-    struct xml_tok t;
-    char root[32];
-    const char *why;
-    code[0] = msg[0] = '\0';
-    if (!xmlCheck(s, n, root, sizeof root, &why) || strcmp(root, "Error") != 0) {
-        return;
-    }
-    xmlInit(&x, s, n);
-    while (xmlNext(&x, &t) != XML_EOF && x.err == NULL) {
-        if (t.type == XML_START && x.depth == 2) {
-            char tmp[512];
-            if (xmlIs(&t, "Code") && xmlText(&x, &t, tmp, sizeof tmp)) {
-                snprintf(code, code_n, "%s", tmp);
-            } else if (xmlIs(&t, "Message") && xmlText(&x, &t, tmp, sizeof tmp)) {
-                snprintf(msg, msg_n, "%s", tmp);
-            } else if (x.err == NULL) {
-                xmlSkip(&x);
-            }
-        }
-    }
-    /* What a server says goes into errmsg: printable characters only. */
-    for (char *c = code; *c; c++) {
-        if (!isalnum((unsigned char)*c)) {
-            *c = '?';
-        }
-    }
-    for (char *c = msg; *c; c++) {
-        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-            *c = ' ';
-        }
-    }
-}
-
-/* "2009-10-12T17:50:30.000Z" -> Unix ms; 0 when it does not parse. */
-static int64_t isoMs(const char *s)
-{
-    struct tm tm;
-    int y, mo, d, h, mi, sec, n = 0;
-    int64_t ms = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6) {
-        return 0;
-    }
-    if (s[n] == '.') {
-        int scale = 100;
-        for (const char *c = s + n + 1; isdigit((unsigned char)*c); c++) {
-            ms += (*c - '0') * scale;
-            scale /= 10;
-        }
-    }
-    memset(&tm, 0, sizeof tm);
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    return (int64_t)timegm(&tm) * 1000 + ms;
-}
-
-static bool parseU64(const char *s, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (*s == '\0') {
-        return false;
-    }
-    for (; *s; s++) {
-        if (!isdigit((unsigned char)*s) || v > (UINT64_MAX - 9) / 10) {
-            return false;
-        }
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    *out = v;
-    return true;
-}
-
-static void unquoteEtag(char *dst, size_t cap, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= 2 && src[0] == '"' && src[n - 1] == '"') {
-        src++;
-        n -= 2;
-    }
-    if (n >= cap) {
-        n = cap - 1;
-    }
-    memcpy(dst, src, n);
-    dst[n] = '\0';
 }
 
 /* ---- one request, with retries ---------------------------------------------------- */
@@ -1712,7 +1222,9 @@ static bool retryableCode(const char *code)
 static void describeHttp(struct call *c, char *code, size_t code_n)
 {
     char msg[300];
-    xmlError(c->answer.p != NULL ? c->answer.p : "", c->answer.len, code, code_n, msg, sizeof msg);
+    const char *why;
+    s3xmlError(c->answer.p != NULL ? c->answer.p : "", c->answer.len, code, code_n, msg, sizeof msg,
+               &why);
     if (code[0] == '\0' && c->status == 404) {
         snprintf(code, code_n, "NotFound");
     }
@@ -1960,7 +1472,7 @@ int s3Head(struct s3 *s3, const char *key, struct s3_object *out, char *errmsg)
     }
     out->size = (uint64_t)info.length;
     out->mtime_ms = info.filetime > 0 ? (int64_t)info.filetime * 1000 : 0;
-    unquoteEtag(out->etag, sizeof out->etag, c.etag);
+    s3xmlUnquoteEtag(out->etag, sizeof out->etag, c.etag);
 out:
     callFree(&c);
     return rv;
@@ -1972,7 +1484,7 @@ static bool wholeSize(const struct call *c, const struct answer_info *info, uint
 {
     if (c->status == 206) {
         const char *slash = strchr(c->content_range, '/');
-        return slash != NULL && parseU64(slash + 1, size);
+        return slash != NULL && s3xmlParseU64(slash + 1, size);
     }
     if (info->length < 0) {
         return false;
@@ -2048,7 +1560,7 @@ int s3GetObject(struct s3 *s3, const char *key, const char *etag, uint64_t offse
                    c.what, c.status, c.content_range[0] ? c.content_range : "no Content-Range");
             rv = CAIRN_EIO;
         }
-        unquoteEtag(out->etag, sizeof out->etag, c.if_match[0] ? c.if_match : c.etag);
+        s3xmlUnquoteEtag(out->etag, sizeof out->etag, c.if_match[0] ? c.if_match : c.etag);
     }
     if (rv == CAIRN_EINVAL && c.status == 416) {
         errorf(errmsg, "%s: the offset is at or past the end of the object (%s)", c.what, c.last);
@@ -2139,138 +1651,13 @@ int s3Delete(struct s3 *s3, const char *key, char *errmsg)
 
 /* ---- listings -------------------------------------------------------------------------- */
 
-/* What pass one over a listing page finds. */
-struct list_page {
-    const char *root; /* expected root element */
-    bool truncated;
-    bool url_encoded;
-    char next[S3_MAX_KEY * 3 + 1]; /* NextContinuationToken, or NextKeyMarker */
-    char next2[1100];              /* NextUploadIdMarker */
-};
-
-/* Pass one over a listing page: well-formed, the expected root, and its paging
- * fields. */
-static bool listHead(const char *s, size_t n, struct list_page *pg, const char **why)
-{
-    struct xml x;
-    struct xml_tok t;
-    char root[64];
-    char tmp[16];
-    if (!xmlCheck(s, n, root, sizeof root, why)) {
-        return false;
-    }
-    if (strcmp(root, pg->root) != 0) {
-        *why = "not the listing asked for";
-        return false;
-    }
-    pg->truncated = pg->url_encoded = false;
-    pg->next[0] = pg->next2[0] = '\0';
-    xmlInit(&x, s, n);
-    while (xmlNext(&x, &t) != XML_EOF) {
-        if (t.type == XML_ERR) {
-            *why = x.err;
-            return false;
-        }
-        if (t.type != XML_START || x.depth != 2) {
-            continue;
-        }
-        if (xmlIs(&t, "IsTruncated")) {
-            if (!xmlText(&x, &t, tmp, sizeof tmp)) {
-                *why = x.err;
-                return false;
-            }
-            pg->truncated = strcmp(tmp, "true") == 0;
-        } else if (xmlIs(&t, "EncodingType")) {
-            if (!xmlText(&x, &t, tmp, sizeof tmp)) {
-                *why = x.err;
-                return false;
-            }
-            pg->url_encoded = strcmp(tmp, "url") == 0;
-        } else if (xmlIs(&t, "NextContinuationToken") || xmlIs(&t, "NextKeyMarker")) {
-            if (!xmlText(&x, &t, pg->next, sizeof pg->next)) {
-                *why = x.err;
-                return false;
-            }
-        } else if (xmlIs(&t, "NextUploadIdMarker")) {
-            if (!xmlText(&x, &t, pg->next2, sizeof pg->next2)) {
-                *why = x.err;
-                return false;
-            }
-        } else if (!xmlSkip(&x)) {
-            *why = x.err;
-            return false;
-        }
-    }
-    if (pg->truncated && pg->next[0] == '\0') {
-        *why = "truncated listing without a marker to go on from";
-        return false;
-    }
-    if (pg->url_encoded && !urlDecode(pg->next)) {
-        *why = "bad URL encoding in the next marker";
-        return false;
-    }
-    return true;
-}
-
-/* An entry of a page (Contents or Upload): its fields, as sent (a url-encoded key is
- * up to three times longer than the key). */
-struct list_entry {
-    char key[S3_MAX_KEY * 3 + 1];
-    char upload_id[1100];
-    char size[24];
-    char time[40];
-    char etag[100];
-};
-
-/* Read the children of the entry whose START was just read. */
-static bool listEntry(struct xml *x, struct list_entry *e)
-{
-    struct xml_tok t;
-    memset(e, 0, sizeof *e);
-    for (;;) {
-        switch (xmlNext(x, &t)) {
-        case XML_START:
-            if (xmlIs(&t, "Key")) {
-                if (!xmlText(x, &t, e->key, sizeof e->key)) {
-                    return false;
-                }
-            } else if (xmlIs(&t, "UploadId")) {
-                if (!xmlText(x, &t, e->upload_id, sizeof e->upload_id)) {
-                    return false;
-                }
-            } else if (xmlIs(&t, "Size")) {
-                if (!xmlText(x, &t, e->size, sizeof e->size)) {
-                    return false;
-                }
-            } else if (xmlIs(&t, "LastModified") || xmlIs(&t, "Initiated")) {
-                if (!xmlText(x, &t, e->time, sizeof e->time)) {
-                    return false;
-                }
-            } else if (xmlIs(&t, "ETag")) {
-                if (!xmlText(x, &t, e->etag, sizeof e->etag)) {
-                    return false;
-                }
-            } else if (!xmlSkip(x)) {
-                return false;
-            }
-            break;
-        case XML_END:
-            return true;
-        case XML_TEXT:
-            break;
-        default:
-            return false;
-        }
-    }
-}
-
 static enum verdict checkListing(struct call *c, int *rc)
 {
-    struct list_page *pg = c->check_arg;
+    struct s3xml_page *pg = c->check_arg;
     const char *why = NULL;
-    if (!listHead(c->answer.p != NULL ? c->answer.p : "", c->answer.len, pg, &why)) {
+    if (s3xmlListPage(c->answer.p != NULL ? c->answer.p : "", c->answer.len, pg, &why) != 0) {
         snprintf(c->last, sizeof c->last, "HTTP %ld with an answer that is not a %s: %s", c->status,
-                 pg->root, why);
+                 pg->uploads ? "ListMultipartUploadsResult" : "ListBucketResult", why);
         *rc = CAIRN_EIO;
         return V_FAIL;
     }
@@ -2283,12 +1670,11 @@ static int listRun(struct s3 *s3, const char *prefix, bool uploads, s3_list_fn f
 {
     char full[S3_MAX_KEY + 2];
     size_t pn = strlen(s3->prefix);
-    struct list_page *pg = calloc(1, sizeof *pg);
-    struct list_entry *e = calloc(1, sizeof *e);
+    struct s3xml_page *pg = calloc(1, sizeof *pg);
     char *token = NULL, *token2 = NULL;
     int rv = 0;
 
-    if (pg == NULL || e == NULL) {
+    if (pg == NULL) {
         errorf(errmsg, "out of memory");
         rv = CAIRN_ENOMEM;
         goto out;
@@ -2303,14 +1689,12 @@ static int listRun(struct s3 *s3, const char *prefix, bool uploads, s3_list_fn f
         goto out;
     }
     snprintf(full, sizeof full, "%s%s", s3->prefix, prefix);
-    pg->root = uploads ? "ListMultipartUploadsResult" : "ListBucketResult";
+    pg->uploads = uploads;
     for (;;) {
         struct call c;
         struct qparam q[6];
         size_t nq = 0;
-        struct xml x;
-        struct xml_tok t;
-        const char *entry = uploads ? "Upload" : "Contents";
+        const char *why = NULL;
 
         if (uploads) {
             q[nq++] = (struct qparam){"uploads", NULL};
@@ -2350,63 +1734,11 @@ static int listRun(struct s3 *s3, const char *prefix, bool uploads, s3_list_fn f
             goto out;
         }
         /* pass two: the entries, the page being known well-formed */
-        xmlInit(&x, c.answer.p, c.answer.len);
-        while (rv == 0 && xmlNext(&x, &t) != XML_EOF) {
-            if (t.type == XML_ERR) {
-                break;
-            }
-            if (t.type != XML_START || x.depth != 2) {
-                continue;
-            }
-            if (!xmlIs(&t, entry)) {
-                xmlSkip(&x);
-                continue;
-            }
-            if (!listEntry(&x, e)) {
-                break;
-            }
-            if (pg->url_encoded && !urlDecode(e->key)) {
-                x.err = "bad URL encoding in a key";
-                break;
-            }
-            if (strlen(e->key) > S3_MAX_KEY) {
-                x.err = "a key longer than 1024 bytes";
-                break;
-            }
-            if (strncmp(e->key, full, strlen(full)) != 0) {
-                x.err = "a key outside the prefix asked for";
-                break;
-            }
-            if (strlen(e->key) == pn) {
-                continue; /* the prefix itself ("folder" marker objects): no key under it */
-            }
-            if (uploads) {
-                struct s3_pending p;
-                if (e->upload_id[0] == '\0') {
-                    x.err = "an upload without an UploadId";
-                    break;
-                }
-                p.key = e->key + pn;
-                p.upload_id = e->upload_id;
-                p.initiated_ms = isoMs(e->time);
-                rv = pfn(arg, &p);
-            } else {
-                struct s3_object o;
-                memset(&o, 0, sizeof o);
-                if (!parseU64(e->size, &o.size)) {
-                    x.err = "an object without a valid Size";
-                    break;
-                }
-                o.key = e->key + pn;
-                o.mtime_ms = isoMs(e->time);
-                unquoteEtag(o.etag, sizeof o.etag, e->etag);
-                rv = fn(arg, &o);
-            }
-        }
-        if (rv == 0 && x.err != NULL) {
+        rv = s3xmlListEntries(c.answer.p, c.answer.len, pg, full, pn, fn, pfn, arg, &why);
+        if (why != NULL) {
             errorf(errmsg, "%s: HTTP %ld with a listing that cannot be read: %s", c.what, c.status,
-                   x.err);
-            rv = CAIRN_EIO;
+                   why);
+            rv = rv == CAIRN_ENOMEM ? rv : CAIRN_EIO;
         }
         callFree(&c);
         if (rv != 0 || !pg->truncated) {
@@ -2433,7 +1765,6 @@ out:
     free(token);
     free(token2);
     free(pg);
-    free(e);
     return rv;
 }
 
@@ -2661,32 +1992,10 @@ static int uploadFail(struct s3_upload *u, int rc)
 static enum verdict checkInitiate(struct call *c, int *rc)
 {
     struct s3_upload *u = c->check_arg;
-    struct xml x;
-    struct xml_tok t;
-    char root[64];
-    char id[1100] = "";
-    const char *why = "no UploadId";
-    if (xmlCheck(c->answer.p != NULL ? c->answer.p : "", c->answer.len, root, sizeof root, &why) &&
-        strcmp(root, "InitiateMultipartUploadResult") == 0) {
-        why = "no UploadId";
-        xmlInit(&x, c->answer.p, c->answer.len);
-        while (xmlNext(&x, &t) != XML_EOF && x.err == NULL) {
-            if (t.type == XML_START && x.depth == 2 && xmlIs(&t, "UploadId")) {
-                if (!xmlText(&x, &t, id, sizeof id)) {
-                    why = x.err;
-                }
-            }
-        }
-    } else if (root[0] != '\0') {
-        why = "not an InitiateMultipartUploadResult";
-    }
-    for (const char *p = id; *p; p++) {
-        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-            id[0] = '\0';
-            why = "an UploadId with a control character";
-        }
-    }
-    if (id[0] == '\0') {
+    const char *body = c->answer.p != NULL ? c->answer.p : "";
+    char id[S3XML_ID_SIZE];
+    const char *why = NULL;
+    if (s3xmlUploadId(body, c->answer.len, id, sizeof id, &why) != 0) {
         snprintf(c->last, sizeof c->last, "HTTP %ld with an answer that cannot be read: %s",
                  c->status, why);
         *rc = CAIRN_EIO;
@@ -2954,23 +2263,20 @@ int s3UploadWrite(struct s3_upload *u, const void *data, size_t n, char *errmsg)
 
 static enum verdict checkComplete(struct call *c, int *rc)
 {
-    char root[64];
     char code[64];
     const char *why = "";
+    bool error;
     /* S3 answers 200 as soon as it starts, then the result, or an <Error>. */
-    if (xmlCheck(c->answer.p != NULL ? c->answer.p : "", c->answer.len, root, sizeof root, &why)) {
-        if (strcmp(root, "CompleteMultipartUploadResult") == 0) {
+    if (s3xmlComplete(c->answer.p != NULL ? c->answer.p : "", c->answer.len, &error, &why) == 0) {
+        if (!error) {
             return V_OK;
         }
-        if (strcmp(root, "Error") == 0) {
-            describeHttp(c, code, sizeof code);
-            if (retryableCode(code)) {
-                return V_RETRY;
-            }
-            *rc = CAIRN_EIO;
-            return V_FAIL;
+        describeHttp(c, code, sizeof code);
+        if (retryableCode(code)) {
+            return V_RETRY;
         }
-        why = "not a CompleteMultipartUploadResult";
+        *rc = CAIRN_EIO;
+        return V_FAIL;
     }
     snprintf(c->last, sizeof c->last, "HTTP %ld with an answer that cannot be read: %s", c->status,
              why);

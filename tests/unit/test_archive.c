@@ -1,7 +1,8 @@
 /* Unit tests of archive segments (src/backup/arcseg.c): a round trip, every byte's
- * damage refused, truncation, names, a timeline walked in a posix repository with a
- * gap, a broken link and a damaged segment named, segments of two histories never
- * linked, and version 1 segments still read and continued. */
+ * damage refused, truncation, a latest time that is not the entries' refused, the range
+ * of every index, names, a timeline walked in a posix repository with a gap, a broken
+ * link and a damaged segment named, segments of two histories never linked, and version
+ * 1 segments still read and continued. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -100,6 +101,57 @@ static void test_every_damage_is_refused(void **state)
         assert_int_equal(arcsegDecode(obj, n, "x", &seg, errmsg), CAIRN_ECORRUPT);
     }
     assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), 0);
+    arcsegFree(&seg);
+    free(obj);
+}
+
+/* A header whose latest time is not its entries' is refused, its digest right or not
+ * (found by fuzz/fuzz_arcseg.c: fuzz/regress/arcseg/max-ms-not-the-latest-time). */
+static void test_latest_time_is_checked(void **state)
+{
+    struct arcseg_entry e[3];
+    unsigned char *obj;
+    size_t len;
+    unsigned char digest[BACKUP_DIGEST_SIZE];
+    struct arcseg seg;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    threeEntries(e, 1);
+    assert_int_equal(arcsegEncode("t1", 1, NULL, e, 3, &obj, &len, digest, errmsg), 0);
+    for (int64_t said = 2000; said <= 4000; said += 1000) {
+        XXH128_hash_t h;
+        for (int i = 0; i < 8; i++) {
+            obj[120 + i] = (unsigned char)((uint64_t)said >> (8 * i));
+        }
+        h = XXH3_128bits(obj, len - ARCSEG_TRAILER_SIZE);
+        cbkDigestBytes(h.low64, h.high64, obj + len - ARCSEG_TRAILER_SIZE);
+        assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg),
+                         said == 3000 ? 0 : CAIRN_ECORRUPT);
+        if (said == 3000) {
+            assert_int_equal(seg.h.max_ms, 3000);
+            arcsegFree(&seg);
+        } else {
+            assert_non_null(strstr(errmsg, "do not match its header"));
+        }
+    }
+    free(obj);
+}
+
+/* A segment over every index, 0 to UINT64_MAX, is read (its range's size overflowed
+ * to 0 and it was refused: fuzz/regress/arcseg/carc-whole-u64-range). */
+static void test_whole_index_range(void **state)
+{
+    struct arcseg_entry e[2] = {{0, 1, 5, 0, NULL}, {UINT64_MAX, 1, 6, 0, NULL}};
+    unsigned char *obj;
+    size_t len;
+    unsigned char digest[BACKUP_DIGEST_SIZE];
+    struct arcseg seg;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    assert_int_equal(arcsegEncode("t1", 0, NULL, e, 2, &obj, &len, digest, errmsg), 0);
+    assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), 0);
+    assert_int_equal(seg.h.count, 2);
+    assert_true(seg.h.last == UINT64_MAX);
     arcsegFree(&seg);
     free(obj);
 }
@@ -435,6 +487,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_every_damage_is_refused),
+        cmocka_unit_test(test_latest_time_is_checked),
+        cmocka_unit_test(test_whole_index_range),
         cmocka_unit_test(test_encode_refuses_bad_input),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_walk_timelines),

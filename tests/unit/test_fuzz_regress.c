@@ -3,7 +3,10 @@
  * corpus fuzz/corpus/<target>/ goes through the same function the fuzzer runs, with
  * the same checks (a failed check aborts, which fails this test), and must end in a
  * clean result: one of the parser's documented codes, with a message on failure. The
- * seed backups and commands are real ones, and must be accepted.
+ * seed backups, commands, archive segments and catalog indexes are real ones (or, for
+ * the `carc-*` and `cairnidx-*` seeds, real ones that the target wraps itself), and
+ * must be accepted; the seed S3 answers are real ones too, and the saved S3 answers are
+ * garbage a reader once took, and must be refused.
  *
  * The fuzz/ directory is found through CAIRN_FUZZ_DIR, set by CMakeLists.txt to the
  * source tree's (the environment variable of that name overrides it). */
@@ -21,9 +24,12 @@
 #include <cmocka.h>
 
 #define FUZZ_NO_MAIN
+#include "../../fuzz/fuzz_arcseg.c"
+#include "../../fuzz/fuzz_catidx.c"
 #include "../../fuzz/fuzz_cbk.c"
 #include "../../fuzz/fuzz_command.c"
 #include "../../fuzz/fuzz_request.c"
+#include "../../fuzz/fuzz_s3xml.c"
 #include "../../fuzz/fuzz_sqlfront.c"
 
 #ifndef CAIRN_FUZZ_DIR
@@ -82,6 +88,24 @@ static size_t replay(const char *kind, const char *target, fuzz_fn fn, const int
     return count;
 }
 
+static void test_arcseg(void **state)
+{
+    static const int valid[] = {0};
+    static const int clean[] = {0, CAIRN_ECORRUPT, CAIRN_ENOMEM};
+    (void)state;
+    assert_true(replay("corpus", "arcseg", fuzzArcseg, valid, 1) > 0);
+    replay("regress", "arcseg", fuzzArcseg, clean, 3);
+}
+
+static void test_catidx(void **state)
+{
+    static const int valid[] = {0};
+    static const int clean[] = {0, CAIRN_ECORRUPT, CAIRN_ENOMEM};
+    (void)state;
+    assert_true(replay("corpus", "catidx", fuzzCatidx, valid, 1) > 0);
+    replay("regress", "catidx", fuzzCatidx, clean, 3);
+}
+
 static void test_cbk(void **state)
 {
     static const int valid[] = {0};
@@ -109,6 +133,15 @@ static void test_request(void **state)
     replay("regress", "request", fuzzRequest, refused, 1);
 }
 
+static void test_s3xml(void **state)
+{
+    static const int valid[] = {0};
+    static const int refused[] = {CAIRN_EIO};
+    (void)state;
+    assert_true(replay("corpus", "s3xml", fuzzS3xml, valid, 1) > 0);
+    replay("regress", "s3xml", fuzzS3xml, refused, 1);
+}
+
 static void test_sqlfront(void **state)
 {
     static const int clean[] = {0, CAIRN_EINVAL};
@@ -120,9 +153,12 @@ static void test_sqlfront(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_arcseg),
+        cmocka_unit_test(test_catidx),
         cmocka_unit_test(test_cbk),
         cmocka_unit_test(test_command),
         cmocka_unit_test(test_request),
+        cmocka_unit_test(test_s3xml),
         cmocka_unit_test(test_sqlfront),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
