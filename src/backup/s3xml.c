@@ -13,9 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cairn.h"
+#include "lib.h"
 
 #define XML_MAX_DEPTH 16
 
@@ -425,27 +425,8 @@ static bool urlDecode(char *s)
 /* "2009-10-12T17:50:30.000Z" -> Unix ms; 0 when it does not parse. */
 static int64_t isoMs(const char *s)
 {
-    struct tm tm;
-    int y, mo, d, h, mi, sec, n = 0;
-    int64_t ms = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6) {
-        return 0;
-    }
-    if (s[n] == '.') {
-        int scale = 100;
-        for (const char *c = s + n + 1; isdigit((unsigned char)*c); c++) {
-            ms += (*c - '0') * scale;
-            scale /= 10;
-        }
-    }
-    memset(&tm, 0, sizeof tm);
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    return (int64_t)timegm(&tm) * 1000 + ms;
+    int64_t ms;
+    return libParseIso8601(s, &ms) == 0 ? ms : 0;
 }
 
 bool s3xmlParseU64(const char *s, uint64_t *out)
