@@ -1,12 +1,12 @@
 /* libFuzzer target: the backup file reader (cbkCheckMemory, src/backup/cbk.c), which checks
- * a whole `.cbk` file as a restore reads it: header, blocks, zstd frames, page
+ * a whole `.cbk` file as a restore reads it: header, blocks, zstd frames and LZ4 blocks, page
  * hashes, manifest, footer and trailer (docs/FORMAT.md).
  *
  * Every part of a backup file is guarded by a checksum, and the trailer by a digest
  * of the whole file, so almost every mutation would stop at the first checksum. Each
  * input is checked as it is, and again after a repair that makes every checksum,
  * digest and counter that can be recomputed right (fuzzFix): then mutations of the
- * lengths, page numbers and zstd frames reach the code behind the checksums, down to
+ * lengths, page numbers and compressed blocks reach the code behind the checksums, down to
  * the pages themselves.
  * What the reader promises, and the target checks: 0, CAIRN_ECORRUPT or CAIRN_ENOMEM,
  * with a message on failure, and nothing left allocated. Any thread. */
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lz4.h>
 #include <xxhash.h>
 #include <zstd.h>
 
@@ -39,12 +40,15 @@ static void fuzzFix(unsigned char *p, size_t n)
     uint64_t page_count, manifest_off, off;
     uint64_t pages = 0, blocks = 0, comp_sum = 0;
     uint32_t page_size, block_pages;
+    bool lz4;
     void *raw = NULL;
 
     if (n < CBK_HEADER_SIZE + CBK_MANIFEST_SIZE(0) + tail) {
         return;
     }
     fixPutU64(p + 504, XXH3_64bits(p, 504));
+    /* Version 2 with codec 1: LZ4 blocks; else zstd. */
+    lz4 = getU32(p + 8) == 2 && p[49] == CBK_CODEC_LZ4;
     page_size = getU32(p + 360);
     block_pages = getU32(p + 52);
     page_count = getU64(p + 368);
@@ -74,7 +78,14 @@ static void fuzzFix(unsigned char *p, size_t n)
             break;
         }
         if (raw != NULL && k <= block_pages) {
-            size_t got = ZSTD_decompress(raw, (size_t)k * page_size, p + off + head, comp);
+            size_t got;
+            if (lz4) {
+                int g = LZ4_decompress_safe((const char *)p + off + head, raw, (int)comp,
+                                            (int)((size_t)k * page_size));
+                got = g < 0 ? (size_t)-1 : (size_t)g;
+            } else {
+                got = ZSTD_decompress(raw, (size_t)k * page_size, p + off + head, comp);
+            }
             if (!ZSTD_isError(got) && got == (size_t)k * page_size) {
                 for (uint32_t i = 0; i < k; i++) {
                     uint32_t pgno = getU32(p + off + 8 + 4 * (size_t)i);

@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config
   libsqlite3-dev sqlite3 libraft-dev libuv1-dev libmicrohttpd-dev libjansson-dev
-  libzstd-dev libxxhash-dev zlib1g-dev libsodium-dev libcurl4-openssl-dev libedit-dev
+  libzstd-dev liblz4-dev libxxhash-dev zlib1g-dev libsodium-dev libcurl4-openssl-dev libedit-dev
   libcmocka-dev python3-pytest python3-pytest-xdist python3-prometheus-client python3-botocore python3-boto3 clang libclang-rt-14-dev nodejs
   npm tmux restic time tzdata
 )

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <lz4.h>
 #include <xxhash.h>
 #include <zstd.h>
 #include <zstd_errors.h>
@@ -48,6 +49,9 @@
  * of that database took 2.67 s against 2.82 at -3, in turns (docs/BENCHMARKS.md,
  * "Backups to S3"). */
 #define REMOTE_LEVEL 1
+/* LZ4 takes accelerations up to 65537 (lz4.c's LZ4_ACCELERATION_MAX, not in lz4.h);
+ * 1 is its default, its best ratio. */
+#define LZ4_MAX_ACCELERATION 65537
 /* A block of about 1 MiB: large enough that zstd and the syscalls run at full speed,
  * small enough that a ring of them stays a few MiB. 256 pages of 4 KiB. */
 #define DEFAULT_BLOCK_BYTES (1u << 20)
@@ -277,6 +281,59 @@ struct slot {
     int state;
 };
 
+/* A thread's compressor: a zstd context at the backup's level, or LZ4's state. */
+struct coder {
+    int codec; /* CBK_CODEC_* */
+    int level; /* zstd's level, LZ4's acceleration */
+    ZSTD_CCtx *z;
+    void *lz4;
+};
+
+/* false: out of memory. */
+static bool coderInit(struct coder *c, int codec, int level)
+{
+    c->codec = codec;
+    c->level = level;
+    c->z = NULL;
+    c->lz4 = NULL;
+    if (codec == CBK_CODEC_LZ4) {
+        return (c->lz4 = malloc((size_t)LZ4_sizeofState())) != NULL;
+    }
+    c->z = ZSTD_createCCtx();
+    if (c->z != NULL && ZSTD_isError(ZSTD_CCtx_setParameter(c->z, ZSTD_c_compressionLevel, level))) {
+        ZSTD_freeCCtx(c->z);
+        c->z = NULL;
+    }
+    return c->z != NULL;
+}
+
+static void coderFree(struct coder *c)
+{
+    ZSTD_freeCCtx(c->z);
+    free(c->lz4);
+    c->z = NULL;
+    c->lz4 = NULL;
+}
+
+/* Compress n bytes of src into dst (cap bytes, at least cbkCodecBound): the length,
+ * or a zstd error code (ZSTD_isError). */
+static size_t coderRun(struct coder *c, void *dst, size_t cap, const void *src, size_t n)
+{
+    if (c->codec == CBK_CODEC_LZ4) {
+        int z;
+        if (c->lz4 == NULL) {
+            return (size_t)-ZSTD_error_memory_allocation;
+        }
+        z = LZ4_compress_fast_extState(c->lz4, src, dst, (int)n, cap > INT32_MAX ? INT32_MAX : (int)cap,
+                                       c->level);
+        return z > 0 ? (size_t)z : (size_t)-ZSTD_error_dstSize_tooSmall;
+    }
+    if (c->z == NULL) {
+        return (size_t)-ZSTD_error_memory_allocation;
+    }
+    return ZSTD_compress2(c->z, dst, cap, src, n);
+}
+
 struct ring {
     pthread_mutex_t mu;
     pthread_cond_t work; /* a slot became READY, or stop */
@@ -287,8 +344,9 @@ struct ring {
     bool stop;
     pthread_t threads[MAX_WORKERS];
     unsigned nthreads;
-    ZSTD_CCtx *cctx; /* the calling thread's own, when there are no workers */
-    int level;
+    struct coder coder; /* the calling thread's own, when there are no workers */
+    int codec;          /* CBK_CODEC_* */
+    int level;          /* the codec's */
     const struct image *img;
 };
 
@@ -298,7 +356,7 @@ static int readFull(int fd, void *buf, size_t n, uint64_t off)
     return libPreadFull(fd, buf, n, off);
 }
 
-static void processSlot(ZSTD_CCtx *cctx, const struct image *img, struct slot *s)
+static void processSlot(struct coder *coder, const struct image *img, struct slot *s)
 {
     const uint32_t ps = img->page_size;
     size_t head, z;
@@ -334,13 +392,9 @@ static void processSlot(ZSTD_CCtx *cctx, const struct image *img, struct slot *s
     if (s->n == 0) {
         return;
     }
-    if (cctx == NULL) {
-        s->zerr = (size_t)-ZSTD_error_memory_allocation;
-        return;
-    }
     head = (size_t)CBK_BLOCK_HEAD_SIZE(s->n);
-    z = ZSTD_compress2(cctx, s->out + head, s->out_cap - head - CBK_BLOCK_SUM_SIZE, s->raw,
-                       (size_t)s->n * ps);
+    z = coderRun(coder, s->out + head, s->out_cap - head - CBK_BLOCK_SUM_SIZE, s->raw,
+                 (size_t)s->n * ps);
     if (ZSTD_isError(z)) {
         s->zerr = z;
         return;
@@ -353,20 +407,11 @@ static void processSlot(ZSTD_CCtx *cctx, const struct image *img, struct slot *s
     s->out_len = head + z + CBK_BLOCK_SUM_SIZE;
 }
 
-static ZSTD_CCtx *newCCtx(int level)
-{
-    ZSTD_CCtx *c = ZSTD_createCCtx();
-    if (c != NULL && ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level))) {
-        ZSTD_freeCCtx(c);
-        c = NULL;
-    }
-    return c;
-}
-
 static void *worker(void *arg)
 {
     struct ring *g = arg;
-    ZSTD_CCtx *cctx = newCCtx(g->level);
+    struct coder coder;
+    coderInit(&coder, g->codec, g->level); /* failing, every block fails: out of memory */
     pthread_mutex_lock(&g->mu);
     for (;;) {
         struct slot *s;
@@ -379,13 +424,13 @@ static void *worker(void *arg)
         s = &g->slots[g->taken++ % g->nslots];
         s->state = SLOT_BUSY;
         pthread_mutex_unlock(&g->mu);
-        processSlot(cctx, g->img, s);
+        processSlot(&coder, g->img, s);
         pthread_mutex_lock(&g->mu);
         s->state = SLOT_DONE;
         pthread_cond_broadcast(&g->done);
     }
     pthread_mutex_unlock(&g->mu);
-    ZSTD_freeCCtx(cctx);
+    coderFree(&coder);
     return NULL;
 }
 
@@ -415,16 +460,16 @@ static void ringFree(struct ring *g)
         free(g->slots[i].out);
     }
     free(g->slots);
-    ZSTD_freeCCtx(g->cctx);
+    coderFree(&g->coder);
     pthread_cond_destroy(&g->work);
     pthread_cond_destroy(&g->done);
     pthread_mutex_destroy(&g->mu);
 }
 
-static int ringInit(struct ring *g, const struct image *img, int level, char *errmsg)
+static int ringInit(struct ring *g, const struct image *img, int codec, int level, char *errmsg)
 {
     size_t raw = (size_t)img->block_pages * img->page_size;
-    size_t out = (size_t)CBK_BLOCK_HEAD_SIZE(img->block_pages) + ZSTD_compressBound(raw) +
+    size_t out = (size_t)CBK_BLOCK_HEAD_SIZE(img->block_pages) + cbkCodecBound(codec, raw) +
                  CBK_BLOCK_SUM_SIZE;
     unsigned want, least;
 
@@ -432,6 +477,7 @@ static int ringInit(struct ring *g, const struct image *img, int level, char *er
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->work, NULL);
     pthread_cond_init(&g->done, NULL);
+    g->codec = codec;
     g->level = level;
     g->img = img;
     g->nthreads = workerCount();
@@ -459,7 +505,7 @@ static int ringInit(struct ring *g, const struct image *img, int level, char *er
             break;
         }
     }
-    if (g->nthreads == 0 && (g->cctx = newCCtx(level)) == NULL) {
+    if (g->nthreads == 0 && !coderInit(&g->coder, codec, level)) {
         goto oom;
     }
     return 0;
@@ -476,7 +522,7 @@ static void ringSubmit(struct ring *g, uint64_t first, uint32_t count)
     s->first = first;
     s->count = count;
     if (g->nthreads == 0) {
-        processSlot(g->cctx, g->img, s);
+        processSlot(&g->coder, g->img, s);
         s->state = SLOT_DONE;
         g->submitted++;
         return;
@@ -763,11 +809,27 @@ static int prepareHeader(const struct backup_source *src, const struct backup_op
         errorf(errmsg, "backup: the source name must be given, under %d bytes", BACKUP_SOURCE_SIZE);
         return CAIRN_EINVAL;
     }
-    h->level = opt->level != 0 ? opt->level : remote ? REMOTE_LEVEL : DEFAULT_LEVEL;
-    if (h->level < ZSTD_minCLevel() || h->level > ZSTD_maxCLevel()) {
-        errorf(errmsg, "backup: zstd level %d outside %d..%d", h->level, ZSTD_minCLevel(),
-               ZSTD_maxCLevel());
+    if (opt->codec < BACKUP_CODEC_DEFAULT || opt->codec > BACKUP_CODEC_ZSTD) {
+        errorf(errmsg, "backup: unknown codec %d", opt->codec);
         return CAIRN_EINVAL;
+    }
+    h->codec = opt->codec == BACKUP_CODEC_ZSTD || (opt->codec == BACKUP_CODEC_DEFAULT && remote)
+                   ? CBK_CODEC_ZSTD
+                   : CBK_CODEC_LZ4;
+    if (h->codec == CBK_CODEC_LZ4) {
+        h->level = opt->level != 0 ? opt->level : 1;
+        if (h->level < 1 || h->level > LZ4_MAX_ACCELERATION) {
+            errorf(errmsg, "backup: LZ4 acceleration %d outside 1..%d", h->level,
+                   LZ4_MAX_ACCELERATION);
+            return CAIRN_EINVAL;
+        }
+    } else {
+        h->level = opt->level != 0 ? opt->level : remote ? REMOTE_LEVEL : DEFAULT_LEVEL;
+        if (h->level < ZSTD_minCLevel() || h->level > ZSTD_maxCLevel()) {
+            errorf(errmsg, "backup: zstd level %d outside %d..%d", h->level, ZSTD_minCLevel(),
+                   ZSTD_maxCLevel());
+            return CAIRN_EINVAL;
+        }
     }
     if (src->snap != NULL) {
         struct snapread_info si;
@@ -889,7 +951,7 @@ int backupCreateIn(struct repo *repo, const struct backup_source *src,
         goto err;
     }
     XXH3_128bits_reset(w.digest);
-    if ((rv = ringInit(&ring, &img, h.level, errmsg)) != 0) {
+    if ((rv = ringInit(&ring, &img, h.codec, h.level, errmsg)) != 0) {
         goto err;
     }
     ring_up = true;

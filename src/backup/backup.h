@@ -120,11 +120,18 @@ struct backup_source {
 /* Called now and then with the bytes done and the total; may be NULL. */
 typedef void (*backup_progress_fn)(void *arg, uint64_t done, uint64_t total);
 
+/* How a backup's pages are compressed (backup_options.codec). The default: LZ4 into a
+ * repository with a local path (restores decompress at several GB/s a CPU), zstd level
+ * 1 into one without (S3: fewer bytes to send, keep and fetch). */
+enum { BACKUP_CODEC_DEFAULT = 0, BACKUP_CODEC_LZ4, BACKUP_CODEC_ZSTD };
+
 struct backup_options {
     int type;                   /* BACKUP_FULL, BACKUP_INCREMENTAL, BACKUP_DIFFERENTIAL */
     const char *repo;           /* repository directory; created if missing */
-    int level;                  /* zstd level; 0 means the default (-3; 1 for a
-                                   repository without a local path, such as S3) */
+    int codec;                  /* BACKUP_CODEC_* */
+    int level;                  /* the codec's level; 0 means its default: zstd -3 (1
+                                   for a repository without a local path, such as S3),
+                                   LZ4 acceleration 1 */
     uint32_t block_pages;       /* pages per compressed block; 0 means the default */
     backup_progress_fn progress;
     void *progress_arg;

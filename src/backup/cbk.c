@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <lz4.h>
 #include <xxhash.h>
 #include <zstd.h>
 #include <zstd_errors.h>
@@ -22,6 +23,7 @@
 #define H_SIZE 12
 #define H_ID 16
 #define H_TYPE 48
+#define H_CODEC 49 /* version 2 */
 #define H_BLOCK_PAGES 52
 #define H_PARENT_ID 56
 #define H_PARENT_DIGEST 88
@@ -32,7 +34,9 @@
 #define H_RAFT_INDEX 376
 #define H_RAFT_TERM 384
 #define H_CREATED 392
-#define H_RESERVED 400
+#define H_HISTORY 400 /* version 2 */
+#define H_RESERVED 400 /* version 1 */
+#define H_RESERVED_2 416
 #define H_SUM 504
 
 /* Footer field offsets. */
@@ -109,12 +113,17 @@ static void putString(unsigned char *p, size_t size, const char *s)
 
 void cbkHeaderEncode(const struct cbk_header *h, unsigned char out[CBK_HEADER_SIZE])
 {
+    bool v2 = h->codec != CBK_CODEC_ZSTD || !allZero(h->history, CBK_HISTORY_SIZE);
     memset(out, 0, CBK_HEADER_SIZE);
     memcpy(out + H_MAGIC, CBK_MAGIC, 8);
-    putU32(out + H_VERSION, CBK_VERSION);
+    putU32(out + H_VERSION, v2 ? 2 : 1);
     putU32(out + H_SIZE, CBK_HEADER_SIZE);
     putString(out + H_ID, BACKUP_ID_SIZE, h->id);
     out[H_TYPE] = (unsigned char)h->type;
+    if (v2) {
+        out[H_CODEC] = (unsigned char)h->codec;
+        memcpy(out + H_HISTORY, h->history, CBK_HISTORY_SIZE);
+    }
     putU32(out + H_BLOCK_PAGES, h->block_pages);
     putString(out + H_PARENT_ID, BACKUP_ID_SIZE, h->parent_id);
     memcpy(out + H_PARENT_DIGEST, h->parent_digest, BACKUP_DIGEST_SIZE);
@@ -136,8 +145,10 @@ int cbkHeaderDecode(const unsigned char in[CBK_HEADER_SIZE], struct cbk_header *
         errorf(why, "bad magic (not a cairn backup file)");
         return CAIRN_ECORRUPT;
     }
-    if ((v = getU32(in + H_VERSION)) != CBK_VERSION) {
-        errorf(why, "format version %u, this build reads version %u", v, CBK_VERSION);
+    uint32_t version = getU32(in + H_VERSION);
+    if (version < 1 || version > CBK_VERSION) {
+        errorf(why, "format version %u, this build reads versions 1 to %u", version,
+               CBK_VERSION);
         return CAIRN_ECORRUPT;
     }
     if ((v = getU32(in + H_SIZE)) != CBK_HEADER_SIZE) {
@@ -158,9 +169,23 @@ int cbkHeaderDecode(const unsigned char in[CBK_HEADER_SIZE], struct cbk_header *
         errorf(why, "unknown backup type %d", h->type);
         return CAIRN_ECORRUPT;
     }
-    if (!allZero(in + H_TYPE + 1, 3) || !allZero(in + H_RESERVED, H_SUM - H_RESERVED)) {
-        errorf(why, "reserved bytes are not zero");
-        return CAIRN_ECORRUPT;
+    if (version == 1) {
+        if (!allZero(in + H_TYPE + 1, 3) || !allZero(in + H_RESERVED, H_SUM - H_RESERVED)) {
+            errorf(why, "reserved bytes are not zero");
+            return CAIRN_ECORRUPT;
+        }
+        h->codec = CBK_CODEC_ZSTD;
+    } else {
+        h->codec = in[H_CODEC];
+        if (h->codec != CBK_CODEC_ZSTD && h->codec != CBK_CODEC_LZ4) {
+            errorf(why, "unknown codec %d", h->codec);
+            return CAIRN_ECORRUPT;
+        }
+        if (!allZero(in + H_CODEC + 1, 2) || !allZero(in + H_RESERVED_2, H_SUM - H_RESERVED_2)) {
+            errorf(why, "reserved bytes are not zero");
+            return CAIRN_ECORRUPT;
+        }
+        memcpy(h->history, in + H_HISTORY, CBK_HISTORY_SIZE);
     }
     if (!getString(in + H_PARENT_ID, BACKUP_ID_SIZE, h->parent_id) ||
         !allZero(in + H_PARENT_ID + strlen(h->parent_id), BACKUP_ID_SIZE - strlen(h->parent_id))) {
@@ -518,25 +543,65 @@ int cbkReadManifest(struct cbk_reader *r, uint64_t *hashes, char *errmsg)
     return manifestPass(r, hashes, NULL, NULL, errmsg);
 }
 
+size_t cbkCodecBound(int codec, size_t raw)
+{
+    return codec == CBK_CODEC_LZ4 ? (size_t)LZ4_COMPRESSBOUND(raw) : ZSTD_compressBound(raw);
+}
+
+const char *cbkCodecName(int codec)
+{
+    return codec == CBK_CODEC_LZ4 ? "lz4" : "zstd";
+}
+
+int cbkInflate(int codec, void *dctx, const unsigned char *in, size_t comp, unsigned char *raw,
+               size_t want, char *why)
+{
+    size_t got;
+    if (codec == CBK_CODEC_LZ4) {
+        /* LZ4's safe decoder reads exactly comp bytes, writes at most want, and fails
+         * on a block that does not end exactly at comp. */
+        int n;
+        if (comp > INT32_MAX || want > INT32_MAX) {
+            errorf(why, "an LZ4 block of %zu bytes", comp);
+            return CAIRN_ECORRUPT;
+        }
+        n = LZ4_decompress_safe((const char *)in, (char *)raw, (int)comp, (int)want);
+        if (n < 0 || (size_t)n != want) {
+            errorf(why, "decompression failed (%s)", n < 0 ? "not one LZ4 block" : "wrong length");
+            return CAIRN_ECORRUPT;
+        }
+        return 0;
+    }
+    if (dctx == NULL) {
+        errorf(why, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    if (ZSTD_findFrameCompressedSize(in, comp) != comp) {
+        errorf(why, "not one zstd frame");
+        return CAIRN_ECORRUPT;
+    }
+    got = ZSTD_decompressDCtx(dctx, raw, want, in, comp);
+    if (ZSTD_isError(got) || got != want) {
+        errorf(why, "decompression failed (%s)",
+               ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong length");
+        return ZSTD_isError(got) && ZSTD_getErrorCode(got) == ZSTD_error_memory_allocation
+                   ? CAIRN_ENOMEM
+                   : CAIRN_ECORRUPT;
+    }
+    return 0;
+}
+
 int cbkDecodeBlock(const struct cbk_reader *r, const struct cbk_block *b, const uint64_t *manifest,
                    void *dctx, unsigned char *raw, char *errmsg)
 {
     const uint32_t ps = r->h.page_size;
     size_t want = (size_t)b->n * ps;
-    size_t got;
-    if (ZSTD_findFrameCompressedSize(b->frame, b->comp) != b->comp) {
-        errorf(errmsg, "%s: block %llu at offset %llu: not one zstd frame", r->name,
-               (unsigned long long)b->index, (unsigned long long)b->offset);
-        return CAIRN_ECORRUPT;
-    }
-    got = ZSTD_decompressDCtx(dctx, raw, want, b->frame, b->comp);
-    if (ZSTD_isError(got) || got != want) {
-        errorf(errmsg, "%s: block %llu at offset %llu: decompression failed (%s)", r->name,
-               (unsigned long long)b->index, (unsigned long long)b->offset,
-               ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong length");
-        return ZSTD_isError(got) && ZSTD_getErrorCode(got) == ZSTD_error_memory_allocation
-                   ? CAIRN_ENOMEM
-                   : CAIRN_ECORRUPT;
+    char why[CAIRN_ERRMSG_SIZE];
+    int rv = cbkInflate(r->h.codec, dctx, b->frame, b->comp, raw, want, why);
+    if (rv != 0) {
+        errorf(errmsg, "%s: block %llu at offset %llu: %s", r->name,
+               (unsigned long long)b->index, (unsigned long long)b->offset, why);
+        return rv;
     }
     for (uint32_t i = 0; i < b->n; i++) {
         uint32_t pgno = b->pgnos[i];
@@ -640,7 +705,7 @@ int cbkScan(struct cbk_reader *r, const uint64_t *manifest, cbk_block_fn fn, voi
         raw = getU32(p + head - 8);
         comp = getU32(p + head - 4);
         if ((uint64_t)raw != (uint64_t)n * h->page_size || comp == 0 ||
-            comp > ZSTD_compressBound(raw) || comp > left - head - CBK_BLOCK_SUM_SIZE) {
+            comp > cbkCodecBound(r->h.codec, raw) || comp > left - head - CBK_BLOCK_SUM_SIZE) {
             errorf(errmsg,
                    "%s: block %llu at offset %llu: invalid lengths (raw %u, "
                    "compressed %u, %llu bytes left before the manifest)",

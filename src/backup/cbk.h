@@ -18,7 +18,10 @@
 #include "backup.h"
 
 #define CBK_MAGIC "CAIRNCBK" /* 8 bytes, no NUL */
-#define CBK_VERSION 1
+/* Version 1: every block zstd, no history. Version 2 adds the codec (byte 49) and the
+ * history (bytes 400-415); a writer uses it only when either is not version 1's. */
+#define CBK_VERSION 2
+#define CBK_HISTORY_SIZE 16
 #define CBK_HEADER_SIZE 512
 #define CBK_BLOCK_MAGIC "CBLK"
 #define CBK_MANIFEST_MAGIC "CMAN"
@@ -27,7 +30,10 @@
 #define CBK_TRAILER_MAGIC "CAIRNEND"
 #define CBK_TRAILER_SIZE 32
 
-/* Bytes of a block before its zstd frame, for n pages: magic, n, page numbers, raw
+/* How a file's blocks are compressed (header byte 49 in version 2; version 1 is zstd). */
+enum { CBK_CODEC_ZSTD = 0, CBK_CODEC_LZ4 = 1 };
+
+/* Bytes of a block before its compressed pages, for n pages: magic, n, page numbers, raw
  * length, compressed length. After the frame comes an 8-byte checksum. */
 #define CBK_BLOCK_HEAD_SIZE(n) (16 + 4 * (uint64_t)(n))
 #define CBK_BLOCK_SUM_SIZE 8
@@ -52,7 +58,11 @@ struct cbk_header {
     uint64_t raft_term;
     int64_t created_ms;
     uint32_t block_pages;
-    int32_t level;
+    int32_t level; /* the codec's: zstd's level, LZ4's acceleration */
+    int codec;     /* CBK_CODEC_* */
+    /* The cluster history the backed-up database belongs to (its cluster id); all zero
+     * for none known. */
+    unsigned char history[CBK_HISTORY_SIZE];
 };
 
 struct cbk_footer {
@@ -171,9 +181,23 @@ typedef void (*cbk_offset_fn)(void *arg, uint64_t offset);
 int cbkScan(struct cbk_reader *r, const uint64_t *manifest, cbk_block_fn fn, void *arg,
             cbk_offset_fn progress, void *progress_arg, char *errmsg);
 
-/* Decompress a block's frame into raw (n * page_size bytes) with dctx (a ZSTD_DCtx)
- * and check that it is exactly one frame of exactly that length, and each page's hash
- * against the manifest. Reads r's header and name only: several threads may decode
+/* The most bytes that raw bytes compress to under codec (a block's compressed length
+ * is at most this). */
+size_t cbkCodecBound(int codec, size_t raw);
+
+/* "zstd", "lz4". */
+const char *cbkCodecName(int codec);
+
+/* Decompress a block's comp bytes (in) into raw: 0 when they are exactly one zstd
+ * frame or exactly one LZ4 block (codec) and give exactly want bytes; else
+ * CAIRN_ECORRUPT, or CAIRN_ENOMEM, with why saying what. dctx: a ZSTD_DCtx for zstd
+ * (NULL: out of memory), unused for LZ4. */
+int cbkInflate(int codec, void *dctx, const unsigned char *in, size_t comp, unsigned char *raw,
+               size_t want, char *why);
+
+/* Decompress a block into raw (n * page_size bytes) with dctx (a ZSTD_DCtx, for a
+ * file of zstd blocks; cbkInflate), and check each page's hash against the
+ * manifest. Reads r's header and name only: several threads may decode
  * blocks of one reader at once, each with its own dctx and raw. */
 int cbkDecodeBlock(const struct cbk_reader *r, const struct cbk_block *b, const uint64_t *manifest,
                    void *dctx, unsigned char *raw, char *errmsg);

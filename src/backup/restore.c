@@ -428,6 +428,7 @@ struct stream {
     struct repo_file f; /* open while its reader reads it */
     bool open;
     uint32_t ps;        /* its page size */
+    int codec;          /* its blocks' (CBK_CODEC_*) */
     bool want_manifest; /* its manifest is read into pl->manifest */
     ZSTD_DCtx *dctx; /* its reader's */
     struct blk ring[RING];
@@ -674,24 +675,13 @@ static int decodeBlk(const struct stream *s, struct blk *k, ZSTD_DCtx *dctx, cha
 {
     const char *name = s->info->path;
     const uint32_t ps = s->ps;
-    size_t want = (size_t)k->b.n * ps, got;
-    if (dctx == NULL) {
-        errorf(errmsg, "%s: out of memory", name);
-        return CAIRN_ENOMEM;
-    }
-    if (ZSTD_findFrameCompressedSize(k->b.frame, k->b.comp) != k->b.comp) {
-        errorf(errmsg, "%s: block %llu at offset %llu: not one zstd frame", name,
-               (unsigned long long)k->b.index, (unsigned long long)k->b.offset);
-        return CAIRN_ECORRUPT;
-    }
-    got = ZSTD_decompressDCtx(dctx, k->raw, want, k->b.frame, k->b.comp);
-    if (ZSTD_isError(got) || got != want) {
-        errorf(errmsg, "%s: block %llu at offset %llu: decompression failed (%s)", name,
-               (unsigned long long)k->b.index, (unsigned long long)k->b.offset,
-               ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong length");
-        return ZSTD_isError(got) && ZSTD_getErrorCode(got) == ZSTD_error_memory_allocation
-                   ? CAIRN_ENOMEM
-                   : CAIRN_ECORRUPT;
+    size_t want = (size_t)k->b.n * ps;
+    char why[CAIRN_ERRMSG_SIZE];
+    int rv = cbkInflate(s->codec, dctx, k->b.frame, k->b.comp, k->raw, want, why);
+    if (rv != 0) {
+        errorf(errmsg, "%s: block %llu at offset %llu: %s", name,
+               (unsigned long long)k->b.index, (unsigned long long)k->b.offset, why);
+        return rv;
     }
     for (uint32_t i = 0; i < k->b.n; i++) {
         k->hashed[i] = mayRestore(s->pl, (unsigned)(s - s->pl->act), k->pgnos[i]);
@@ -791,6 +781,7 @@ static int streamOpen(struct stream *s, uint64_t **m, char *msg)
     if (rv == 0) {
         s->open = true;
         s->ps = s->f.r.h.page_size;
+        s->codec = s->f.r.h.codec;
         if (pl->page_size != 0 && s->f.r.h.page_size != pl->page_size) {
             errorf(msg, "%s: pages of %u bytes, where the restored backup's are of %u",
                    s->info->path, s->f.r.h.page_size, pl->page_size);

@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include <xxhash.h>
 
 #include "backup.h"
 #include "buf.h"
@@ -120,7 +121,7 @@ static int backupOf(const char *db, const char *repo, int type, uint32_t block_p
                     struct backup_info *info, char *errmsg)
 {
     struct backup_source src = {open(db, O_RDONLY), 0, 0, db, NULL, false};
-    struct backup_options opt = {type, repo, 0, block_pages, NULL, NULL, NULL};
+    struct backup_options opt = {.type = type, .repo = repo, .block_pages = block_pages};
     int rv;
     assert_true(src.fd >= 0);
     src.raft_index = 7;
@@ -158,9 +159,18 @@ static void mustRestore(const char *repo, const char *ref, const char *out)
 
 /* ---- the format's parts ---- */
 
+/* A header's checksum made good again after its bytes were changed. */
+static void reseal(unsigned char hb[CBK_HEADER_SIZE])
+{
+    uint64_t sum = XXH3_64bits(hb, 504);
+    for (int i = 0; i < 8; i++) {
+        hb[504 + i] = (unsigned char)(sum >> (8 * i));
+    }
+}
+
 static void test_format_parts(void **state)
 {
-    struct cbk_header h = {0}, h2;
+    struct cbk_header h = {0}, h2, h3;
     struct cbk_footer f = {1, 2, 3, 4, 5, 6}, f2;
     struct cbk_trailer t = {1234, {0}}, t2;
     unsigned char hb[CBK_HEADER_SIZE], fb[CBK_FOOTER_SIZE], tb[CBK_TRAILER_SIZE];
@@ -188,9 +198,10 @@ static void test_format_parts(void **state)
     assert_int_equal(cbkHeaderDecode(hb, &h2, why), CAIRN_ECORRUPT);
     assert_non_null(strstr(why, "magic"));
     hb[0] ^= 1;
-    hb[8] = 2;
+    assert_int_equal(hb[8], 1); /* zstd and no history: version 1, as older builds read */
+    hb[8] = 3;
     assert_int_equal(cbkHeaderDecode(hb, &h2, why), CAIRN_ECORRUPT);
-    assert_non_null(strstr(why, "version 2"));
+    assert_non_null(strstr(why, "version 3"));
     hb[8] = 1;
     hb[200] ^= 0x10;
     assert_int_equal(cbkHeaderDecode(hb, &h2, why), CAIRN_ECORRUPT);
@@ -214,6 +225,47 @@ static void test_format_parts(void **state)
     snprintf(h2.id, sizeof h2.id, "../etc");
     cbkHeaderEncode(&h2, hb);
     assert_int_equal(cbkHeaderDecode(hb, &h2, why), CAIRN_ECORRUPT);
+
+    /* Version 2: the codec and the history. */
+    h2 = h;
+    h2.codec = CBK_CODEC_LZ4;
+    h2.level = 1;
+    cbkHeaderEncode(&h2, hb);
+    assert_int_equal(hb[8], 2);
+    assert_int_equal(hb[49], CBK_CODEC_LZ4);
+    assert_int_equal(cbkHeaderDecode(hb, &h3, why), 0);
+    assert_memory_equal(&h2, &h3, sizeof h2);
+    h2 = h;
+    memset(h2.history, 0xc5, sizeof h2.history);
+    cbkHeaderEncode(&h2, hb);
+    assert_int_equal(hb[8], 2);
+    assert_int_equal(hb[400], 0xc5);
+    assert_int_equal(cbkHeaderDecode(hb, &h3, why), 0);
+    assert_memory_equal(&h2, &h3, sizeof h2);
+    /* An unknown codec, and non-zero bytes where neither version has a field. */
+    h2.codec = 2;
+    cbkHeaderEncode(&h2, hb);
+    assert_int_equal(cbkHeaderDecode(hb, &h3, why), CAIRN_ECORRUPT);
+    assert_non_null(strstr(why, "codec 2"));
+    {
+        static const struct {
+            int codec;
+            bool history;
+            size_t at;
+        } bad[] = {{CBK_CODEC_LZ4, false, 50}, {CBK_CODEC_LZ4, false, 416},
+                   {CBK_CODEC_LZ4, false, 503}, {CBK_CODEC_ZSTD, false, 49},
+                   {CBK_CODEC_ZSTD, false, 400}, {CBK_CODEC_ZSTD, true, 51}};
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            h2 = h;
+            h2.codec = bad[i].codec;
+            memset(h2.history, bad[i].history ? 1 : 0, sizeof h2.history);
+            cbkHeaderEncode(&h2, hb);
+            hb[bad[i].at] = 7;
+            reseal(hb);
+            assert_int_equal(cbkHeaderDecode(hb, &h3, why), CAIRN_ECORRUPT);
+            assert_non_null(strstr(why, "reserved"));
+        }
+    }
 
     cbkFooterEncode(&f, fb);
     assert_int_equal(cbkFooterDecode(fb, &f2, why), 0);
@@ -271,7 +323,7 @@ static void test_full_roundtrip(void **state)
     makeDb(f->db, 600);
     {
         struct backup_source src = {open(f->db, O_RDONLY), 9, 3, f->db, NULL, false};
-        struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, onProgress, &pl, NULL};
+        struct backup_options opt = {.type = BACKUP_FULL, .repo = f->repo, .progress = onProgress, .progress_arg = &pl};
         assert_int_equal(backupCreate(&src, &opt, &info, errmsg), 0);
         close(src.fd);
     }
@@ -477,7 +529,7 @@ static void test_incremental_without_parent(void **state)
     /* A backup of another source is no parent. */
     {
         struct backup_source src = {open(f->db, O_RDONLY), 0, 0, "elsewhere", NULL, false};
-        struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, NULL, NULL, NULL};
+        struct backup_options opt = {.type = BACKUP_FULL, .repo = f->repo};
         assert_int_equal(backupCreate(&src, &opt, &info, errmsg), 0);
         close(src.fd);
     }
@@ -504,13 +556,13 @@ static void test_named_parent(void **state)
     {
         struct backup_source src = {open(otherdb, O_RDONLY), 0, 0, "cairnd:/elsewhere", NULL,
                                     false};
-        struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, NULL, NULL, NULL};
+        struct backup_options opt = {.type = BACKUP_FULL, .repo = f->repo};
         assert_int_equal(backupCreate(&src, &opt, &other, errmsg), 0);
         close(src.fd);
     }
     {
         struct backup_source src = {open(f->db, O_RDONLY), 0, 0, f->db, NULL, false};
-        struct backup_options opt = {BACKUP_INCREMENTAL, f->repo, 0, 0, NULL, NULL, other.id};
+        struct backup_options opt = {.type = BACKUP_INCREMENTAL, .repo = f->repo, .parent_id = other.id};
         assert_int_equal(backupCreate(&src, &opt, &inc, errmsg), 0);
         assert_string_equal(inc.parent_id, other.id);
         /* Pages equal to the other database's are not stored again. */
@@ -580,7 +632,7 @@ static void test_parent_digest_mismatch(void **state)
     makeDb(db2, 120);
     {
         struct backup_source src = {open(db2, O_RDONLY), 0, 0, f->db, NULL, false};
-        struct backup_options opt = {BACKUP_FULL, repo2, 0, 0, NULL, NULL, NULL};
+        struct backup_options opt = {.type = BACKUP_FULL, .repo = repo2};
         assert_int_equal(backupCreate(&src, &opt, &other, errmsg), 0);
         close(src.fd);
     }
@@ -1068,7 +1120,7 @@ static pid_t startWriter(const char *path)
 static void snapshotWhileWriting(struct fx *f, const char *journal_mode)
 {
     struct backup_source src = {-1, 0, 0, f->db, NULL, false};
-    struct backup_options opt = {BACKUP_FULL, f->repo, 0, 0, NULL, NULL, NULL};
+    struct backup_options opt = {.type = BACKUP_FULL, .repo = f->repo};
     struct backup_info info;
     char tmp[PATH_MAX], out[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE], sql[128];
     int64_t rows = 0;

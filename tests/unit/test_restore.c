@@ -70,7 +70,7 @@ static void mustBackup(const char *db, const char *repo, int type, uint32_t bloc
 {
     char errmsg[CAIRN_ERRMSG_SIZE] = "";
     struct backup_source src = {open(db, O_RDONLY), 0, 0, db, NULL, false};
-    struct backup_options opt = {type, repo, 0, block_pages, NULL, NULL, NULL};
+    struct backup_options opt = {.type = type, .repo = repo, .block_pages = block_pages};
     int rv;
     assert_true(src.fd >= 0);
     rv = backupCreate(&src, &opt, info, errmsg);
