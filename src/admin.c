@@ -217,6 +217,8 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
     memset(&opt, 0, sizeof opt);
     opt.type = type;
     opt.repo = db->repos.r[which].url;
+    opt.codec = db->backup_codec;
+    opt.level = db->backup_level;
     opt.parent_id = parent_id;
     opt.progress = progress;
     opt.progress_arg = progress_arg;

@@ -40,6 +40,9 @@ static void usage(FILE *f)
             "  --repo NAME=URL           one more named repository (repeatable, at most 8 in\n"
             "                            all); without --backup-dir the first is the default.\n"
             "                            BACKUP DATABASE ... TO 'NAME' picks one\n"
+            "  --backup-compression C    how backups are compressed: lz4, lz4:ACCELERATION,\n"
+            "                            zstd or zstd:LEVEL (default: lz4 into a directory,\n"
+            "                            zstd:1 into S3)\n"
             "  --restore-from REPO[#ID]  on a node whose database is empty, restore backup ID\n"
             "                            (default: the newest) of repository REPO (DIR,\n"
             "                            file:///DIR or s3://BUCKET/PREFIX) before serving;\n"
@@ -196,6 +199,7 @@ int main(int argc, char **argv)
         {"archive-sync", no_argument, NULL, 'Y'},
         {"archive-sync-timeout", required_argument, NULL, 'y'},
         {"archive-from", required_argument, NULL, 1801}, /* archive.c (issue 18) */
+        {"backup-compression", required_argument, NULL, 1802},
         {"s3-region", required_argument, NULL, 'G'},
         {"max-body", required_argument, NULL, 'm'},
         {"max-load-body", required_argument, NULL, 'M'},
@@ -254,6 +258,9 @@ int main(int argc, char **argv)
                 }
                 repos[n_repos++] = optarg;
                 cfg.repositories = repos;
+                break;
+            case 1802:
+                cfg.backup_compression = optarg; /* checked by cairn_open */
                 break;
             case 1801: /* --archive-from (archive.c, issue 18) */
                 if (strcmp(optarg, "leader") == 0) {

@@ -538,6 +538,12 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     if ((rv = configureRepositories(db, cfg)) != 0) {
         return rv;
     }
+    db->cfg.backup_compression = NULL; /* the caller's string: read here only */
+    if (cfg->backup_compression != NULL &&
+        (rv = backupParseCompression(cfg->backup_compression, &db->backup_codec,
+                                     &db->backup_level, tlsErrmsg)) != 0) {
+        return rv;
+    }
     copyStr(db->archive_to, sizeof db->archive_to, cfg->archive_to, &db->cfg.archive_to);
     if (db->cfg.archive_to != NULL || db->cfg.archive_sync) {
         db->cfg.archive = 1; /* --archive-to and --archive-sync imply --archive */

@@ -29,6 +29,8 @@ struct cairn {
     char http_addr_cfg[128];
     char backup_dir[PATH_MAX - 128]; /* the default repository's URL: repos.r[0].url */
     struct reposet repos; /* --backup-dir and --repo NAME=URL; read-only once open */
+    int backup_codec;     /* cfg.backup_compression parsed: BACKUP_CODEC_* and the */
+    int backup_level;     /* codec's level (backupParseCompression) */
     char restore_from[PATH_MAX]; /* cfg.restore_from, copied */
     char db_path[PATH_MAX];
     char raft_dir[PATH_MAX];

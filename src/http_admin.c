@@ -1028,6 +1028,8 @@ static enum MHD_Result postLoad(struct http_server *h, struct MHD_Connection *c,
     memset(&opt, 0, sizeof opt);
     opt.type = BACKUP_FULL;
     opt.repo = h->db->backup_dir;
+    opt.codec = h->db->backup_codec;
+    opt.level = h->db->backup_level;
     if ((rv = backupCreate(&src, &opt, &info, errmsg)) == 0) {
         snprintf(info.repository, sizeof info.repository, "%s", h->db->repos.r[0].name);
     }

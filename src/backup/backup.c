@@ -36,9 +36,16 @@
 #include "lib.h"
 #include "snapread.h"
 
-/* zstd's fast level -3: on a 1 GiB database (2 CPUs) it compresses to 43% at 1.4 GB/s,
- * where level 1 gives 37% at 0.9 GB/s; only the fast level keeps a full backup within
- * twice the time of a plain copy. Callers who want smaller files pass a level. */
+/* The codec by default (backup.h): LZ4 into a repository with a local path. What a
+ * restore spends most of its CPU on is decompressing (every page of every file of a
+ * chain, those that a newer file replaces too: they share blocks with the others), and
+ * on the benchmark's database LZ4 decompresses at 3.5 GB/s a CPU against zstd's 1.4
+ * (zstd -3), for files 12% larger (488 MiB against 435 for 1 GiB), written faster
+ * (docs/BENCHMARKS.md, "Backups").
+ *
+ * zstd's level when zstd is asked for without one, into a local repository: the fast
+ * level -3: on a 1 GiB database (2 CPUs) it compresses to 43% at 1.4 GB/s, where level
+ * 1 gives 37% at 0.9 GB/s. */
 #define DEFAULT_LEVEL (-3)
 /* The level of a backup sent to a repository without a local path (S3): level 1. There
  * every byte is sent over the network, stored and read back by ranged GETs, and a
@@ -792,6 +799,38 @@ static void fillInfo(const struct cbk_header *h, const struct cbk_footer *f,
     out->duration_ms = f->duration_ms;
     snprintf(out->path, sizeof out->path, "%s", path);
     out->verified = BACKUP_UNVERIFIED;
+}
+
+int backupParseCompression(const char *s, int *codec, int *level, char *errmsg)
+{
+    const char *colon = s != NULL ? strchr(s, ':') : NULL;
+    size_t n = colon != NULL ? (size_t)(colon - s) : (s != NULL ? strlen(s) : 0);
+    long v = 0;
+    if (s != NULL && n == 3 && strncmp(s, "lz4", 3) == 0) {
+        *codec = BACKUP_CODEC_LZ4;
+    } else if (s != NULL && n == 4 && strncmp(s, "zstd", 4) == 0) {
+        *codec = BACKUP_CODEC_ZSTD;
+    } else {
+        errorf(errmsg, "compression \"%.64s\": expected lz4, lz4:ACCELERATION, zstd or zstd:LEVEL",
+               s != NULL ? s : "");
+        return CAIRN_EINVAL;
+    }
+    if (colon != NULL) {
+        char *end;
+        long lo = *codec == BACKUP_CODEC_LZ4 ? 1 : ZSTD_minCLevel();
+        long hi = *codec == BACKUP_CODEC_LZ4 ? LZ4_MAX_ACCELERATION : ZSTD_maxCLevel();
+        errno = 0;
+        v = strtol(colon + 1, &end, 10);
+        if (colon[1] == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi || v == 0) {
+            errorf(errmsg, "compression \"%.64s\": the %s %s must be a whole number from %ld to %ld%s",
+                   s, *codec == BACKUP_CODEC_LZ4 ? "LZ4" : "zstd",
+                   *codec == BACKUP_CODEC_LZ4 ? "acceleration" : "level", lo, hi,
+                   *codec == BACKUP_CODEC_ZSTD ? ", not 0" : "");
+            return CAIRN_EINVAL;
+        }
+    }
+    *level = (int)v;
+    return 0;
 }
 
 /* Check the options and fill the header's fields that do not depend on the parent. */

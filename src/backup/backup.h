@@ -143,6 +143,12 @@ struct backup_options {
     const char *parent_id;
 };
 
+/* A compression as users name it: "lz4", "lz4:ACCELERATION" (1-65537, 1 the best
+ * ratio), "zstd" or "zstd:LEVEL" (zstd's range, ZSTD_minCLevel() to 22, not 0;
+ * negative: its fast levels) into *codec (BACKUP_CODEC_*) and *level (0: the codec's
+ * default). 0, or CAIRN_EINVAL with errmsg saying what is wrong. */
+int backupParseCompression(const char *s, int *codec, int *level, char *errmsg);
+
 /* Back up the image of src into a new file `<repo>/<id>.cbk`: read page 1 for the page
  * size and page count, hash every page, choose the parent (incremental: the newest
  * backup of any type of the same source; differential: the newest full one), store

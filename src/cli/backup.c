@@ -58,6 +58,7 @@ static const cliOption createOptions[] = {
     {"repo", 0, "DIR|URL", "standalone: the repository to write to (DIR, created if missing; file:///DIR; s3://BUCKET/PREFIX)"},
     {"s3-endpoint", 0, "URL", "standalone, s3:// repository: an S3-compatible endpoint (MinIO, R2, ...)"},
     {"s3-region", 0, "REGION", "standalone, s3:// repository: its region (default $AWS_REGION)"},
+    {"compression", 0, "C", "standalone: lz4, lz4:ACCELERATION, zstd or zstd:LEVEL (default: lz4 into a directory, zstd:1 into S3)"},
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
     {"json", 0, NULL, "print the new catalog entry as JSON (no progress bar)"},
     {"help", 'h', NULL, "show this help"},
@@ -762,7 +763,8 @@ static int makeDirs(backupRun *r, const char *path)
     return CLI_EXIT_OK;
 }
 
-static int standaloneCreate(backupRun *r, const char *db, int type, json_t **entry)
+static int standaloneCreate(backupRun *r, const char *db, int type, int codec, int level,
+                            json_t **entry)
 {
     char errmsg[CAIRN_ERRMSG_SIZE] = "";
     char source[PATH_MAX];
@@ -804,6 +806,8 @@ static int standaloneCreate(backupRun *r, const char *db, int type, json_t **ent
 
     opt.type = type;
     opt.repo = r->repo;
+    opt.codec = codec;
+    opt.level = level;
     opt.progress = onEngineProgress;
     opt.progress_arg = r;
     r->snapshotFd = src.fd;
@@ -920,13 +924,13 @@ static int needId(backupRun *r, int npos)
 static int runCreate(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
 {
     const char *values[MAX_OPTIONS];
-    const char *typeName, *to, *db, *node;
+    const char *typeName, *to, *db, *node, *compression;
     char path[64];
     backupRun r;
     json_t *entry = NULL;
     json_t *answer = NULL;
     json_t *body = NULL;
-    int npos, type, code;
+    int npos, type, code, codec = BACKUP_CODEC_DEFAULT, level = 0;
 
     code = setup(&r, cmd, env, argc, argv, values, &npos, "backup");
     if (code >= 0) {
@@ -936,6 +940,17 @@ static int runCreate(const cliCommand *cmd, const cliEnv *env, int argc, char **
     to = VALUE(createOptions, values, "to");
     db = VALUE(createOptions, values, "db");
     node = VALUE(createOptions, values, "node");
+    compression = VALUE(createOptions, values, "compression");
+    if (compression != NULL) {
+        char why[CAIRN_ERRMSG_SIZE];
+        if (backupParseCompression(compression, &codec, &level, why) != 0) {
+            return cliUsageError(cmd, "%s", why);
+        }
+        if (db == NULL) {
+            return cliUsageError(cmd, "--compression is for a standalone backup (--db FILE --repo "
+                                      "DIR); cairnd's backups follow its --backup-compression");
+        }
+    }
     type = typeName != NULL ? backupTypeFromName(typeName) : BACKUP_FULL;
     if (type < 0) {
         return cliUsageError(cmd, "invalid type '%s': expected full, incremental or differential",
@@ -967,7 +982,7 @@ static int runCreate(const cliCommand *cmd, const cliEnv *env, int argc, char **
     }
 
     if (r.repo != NULL) {
-        code = standaloneCreate(&r, db, type, &entry);
+        code = standaloneCreate(&r, db, type, codec, level, &entry);
     } else {
         code = serverOpen(&r);
         if (code != CLI_EXIT_OK) {
@@ -1683,7 +1698,7 @@ static int runExpire(const cliCommand *cmd, const cliEnv *env, int argc, char **
 
 static const cliCommand createCommand = {
     .name = "backup create",
-    .synopsis = "[--type TYPE] [--to REPOSITORY] [--node ID] | --db FILE --repo DIR [--type TYPE]",
+    .synopsis = "[--type TYPE] [--to REPOSITORY] [--node ID] | --db FILE --repo DIR [--type TYPE] [--compression C]",
     .summary = "Back up the database: a full, incremental or differential backup.",
     .description =
         "Against cairnd (the default), the server backs up its database at a point of its\n"

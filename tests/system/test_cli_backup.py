@@ -255,6 +255,13 @@ def test_help_of_every_backup_command(cli, case):
         (["restore", "--force", "x"], "--force is for a standalone restore"),
         (["restore", "--repo", "r", "--out", "f", "--branch", "b", "x"], "--branch is for a server"),
         (["restore", "--branch"], "needs a value"),
+        (["backup", "create", "--db", "x.db", "--repo", "r", "--compression", "gzip"],
+         'compression "gzip": expected lz4'),
+        (["backup", "create", "--db", "x.db", "--repo", "r", "--compression", "zstd:0"],
+         "the zstd level must be a whole number"),
+        (["backup", "create", "--db", "x.db", "--repo", "r", "--compression", "lz4:x"],
+         "the LZ4 acceleration must be a whole number"),
+        (["backup", "create", "--compression", "lz4"], "--compression is for a standalone backup"),
     ],
 )
 def test_bad_command_lines_exit_2(cli, tmp_path, args, message):
@@ -331,6 +338,37 @@ def test_standalone_full_incremental_differential_and_restore(cli, tmp_path, rep
         assert dump(out) == state, "restore of %s differs from the source at backup time" % bid
         integrity, count, n = db_state(out)
         assert integrity == [("ok",)] and count == n
+
+
+def test_standalone_files_compressed_each_their_own_way(cli, tmp_path, repo):
+    """--compression per backup: a chain whose files use zstd and LZ4 at several levels
+    restores every state exactly; each file's header says its codec (format version 2
+    for LZ4, version 1, as older builds read, for zstd); the default is LZ4 into a
+    directory and zstd into S3."""
+    db = make_db(tmp_path / "src.db", rows=400)
+    states = {}
+    codecs = [None, "zstd:7", "lz4:4", "zstd", "lz4"]
+    for i, c in enumerate(codecs):
+        if i:
+            add_rows(db, 40)
+        args = ["backup", "create", "--db", db, "--repo", repo, "--json",
+                "--type", "full" if i == 0 else "incremental"]
+        if c:
+            args += ["--compression", c]
+        e = check_entry(one_json(ok(cli(*args))))
+        head = repo.read(e["id"] + ".cbk")[:64]
+        lz4 = c.startswith("lz4") if c else repo_kind_of(repo) == "dir"
+        assert head[8] == (2 if lz4 else 1) and head[49] == (1 if lz4 else 0), (c, head[8], head[49])
+        states[e["id"]] = dump(db)
+    for i, (bid, state) in enumerate(states.items()):
+        out = tmp_path / ("r%d.db" % i)
+        ok(cli("restore", "--repo", repo, bid, "--out", out, "--json"))
+        assert dump(out) == state, bid
+    ok(cli("backup", "verify", "--repo", repo, list(states)[-1], "--restore"))
+
+
+def repo_kind_of(repo):
+    return "s3" if str(repo).startswith("s3://") else "dir"
 
 
 def test_standalone_plain_output(cli, tmp_path, repo):

@@ -97,7 +97,7 @@ def test_install_puts_the_library_header_and_pc_file_under_the_prefix(prefix):
     # What libcairn.a needs beyond -lcairn: the libraries whose symbols it uses (the
     # README's old line lacked zlib and libcurl: undefined deflate*, curl_*).
     libs = pkg_config(pcdir, "--static", "--libs")
-    for lib in ("-lsqlite3", "-lraft", "-luv", "-lmicrohttpd", "-ljansson", "-lxxhash", "-lzstd", "-lz",
+    for lib in ("-lsqlite3", "-lraft", "-luv", "-lmicrohttpd", "-ljansson", "-lxxhash", "-lzstd", "-llz4", "-lz",
                 "-lcurl", "-lm"):
         assert lib in libs, (lib, libs)
 

@@ -266,3 +266,56 @@ def test_a_cluster_shares_a_named_bucket_across_a_failover(s3, make_cluster, mon
     with sqlite3.connect(out) as db:
         assert [list(x) for x in db.execute("SELECT id, v FROM t ORDER BY id")] == \
             [list(x) for x in want]
+
+
+def cbk_head(data):
+    """(format version, codec) of a backup file's first bytes."""
+    return int.from_bytes(data[8:12], "little"), data[49]
+
+
+def test_backup_compression_follows_the_repository_or_the_flag(server_factory, tmp_path, s3,
+                                                               monkeypatch):
+    """A node's backups: LZ4 (version 2, codec 1) into a directory, zstd (version 1, codec
+    0: what builds before LZ4 read) into S3; --backup-compression zstd:5 makes every
+    backup zstd, lz4 every one LZ4; each restores into a branch with the rows."""
+    for k, v in s3.env().items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    for flag, want_dir, want_s3 in ((None, (2, 1), (1, 0)), ("zstd:5", (1, 0), (1, 0)),
+                                    ("lz4", (2, 1), (2, 1))):
+        local = str(tmp_path / ("local-%s" % (flag or "default")).replace(":", "-"))
+        prefix = "cloud-%s" % (flag or "default").replace(":", "-")
+        args = ["--backup-dir", local, "--repo", "cloud=%s/%s" % (s3.url, prefix),
+                "--s3-endpoint", s3.endpoint]
+        if flag:
+            args += ["--backup-compression", flag]
+        s = server_factory(extra_args=args)
+        assert_exec_ok(s.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"] +
+                                 ["INSERT INTO t(v) VALUES('row %d')" % i for i in range(300)]))
+        d = backup(s, "default")
+        c = backup(s, "cloud")
+        assert isinstance(d, dict) and isinstance(c, dict), (d, c)
+        with open(os.path.join(local, d["id"] + ".cbk"), "rb") as f:
+            assert cbk_head(f.read(64)) == want_dir, flag
+        obj = s3.boto().get_object(Bucket=BUCKET, Key="%s/%s/%s.cbk" % (s3.prefix, prefix, c["id"]))
+        assert cbk_head(obj["Body"].read(64)) == want_s3, flag
+        for e in (d, c):
+            branch = "b" + e["id"].replace("-", "")[-8:]
+            r = s.execute(["RESTORE DATABASE FROM %s TO BRANCH %s" % (
+                backuputil.sql_quote(e["id"]), backuputil.sql_quote(branch))])
+            assert_exec_ok(r)
+            rows = backuputil.branch_rows(s, branch, "SELECT count(*) FROM t")
+            assert rows == [[300]], (flag, e["id"], rows)
+        s.stop()
+
+
+@pytest.mark.parametrize("value", ["gzip", "zstd:0", "lz4:0", "zstd:23", "lz4:"])
+def test_a_bad_backup_compression_stops_the_start(cairnd_bin, tmp_path, free_port, value):
+    p = subprocess.run([str(cairnd_bin), "--data-dir", str(tmp_path / "data"),
+                        "--http-addr", "127.0.0.1:%d" % free_port(),
+                        "--raft-addr", "127.0.0.1:%d" % free_port(),
+                        "--backup-compression", value],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "cannot start: compression \"%s\"" % value in p.stderr, p.stderr

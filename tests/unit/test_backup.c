@@ -26,7 +26,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <lz4.h>
 #include <xxhash.h>
+#include <zstd.h>
 #include <xxhash.h>
 
 #include "backup.h"
@@ -157,6 +159,35 @@ static void mustRestore(const char *repo, const char *ref, const char *out)
     }
 }
 
+/* ---- compression as users name it ---- */
+
+static void test_compression_names(void **state)
+{
+    static const struct {
+        const char *name;
+        int codec, level;
+    } good[] = {{"lz4", BACKUP_CODEC_LZ4, 0},    {"lz4:1", BACKUP_CODEC_LZ4, 1},
+                {"lz4:65537", BACKUP_CODEC_LZ4, 65537}, {"zstd", BACKUP_CODEC_ZSTD, 0},
+                {"zstd:19", BACKUP_CODEC_ZSTD, 19}, {"zstd:-5", BACKUP_CODEC_ZSTD, -5}};
+    static const char *const bad[] = {"",       "gzip",   "LZ4",     "lz4:",   "lz4:0",
+                                      "lz4:-1", "lz4:65538", "zstd:0", "zstd:23", "zstd:3x",
+                                      "zstd:99999999999999999999", "lz4:1:2", "zstd :3"};
+    char why[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        int codec = -1, level = -1;
+        assert_int_equal(backupParseCompression(good[i].name, &codec, &level, why), 0);
+        assert_int_equal(codec, good[i].codec);
+        assert_int_equal(level, good[i].level);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int codec = -1, level = -1;
+        assert_int_equal(backupParseCompression(bad[i], &codec, &level, why), CAIRN_EINVAL);
+        assert_non_null(strstr(why, "compression"));
+    }
+    assert_int_equal(backupParseCompression(NULL, &(int){0}, &(int){0}, why), CAIRN_EINVAL);
+}
+
 /* ---- the format's parts ---- */
 
 /* A header's checksum made good again after its bytes were changed. */
@@ -265,6 +296,38 @@ static void test_format_parts(void **state)
             assert_int_equal(cbkHeaderDecode(hb, &h3, why), CAIRN_ECORRUPT);
             assert_non_null(strstr(why, "reserved"));
         }
+    }
+
+    /* Blocks: what each codec's decoder refuses. */
+    {
+        unsigned char raw[4096], comp[4200], out[4096];
+        int n;
+        for (size_t i = 0; i < sizeof raw; i++) {
+            raw[i] = (unsigned char)(i % 251 < 40 ? i : 7);
+        }
+        n = LZ4_compress_default((const char *)raw, (char *)comp, sizeof raw, sizeof comp);
+        assert_true(n > 0 && (size_t)n <= cbkCodecBound(CBK_CODEC_LZ4, sizeof raw));
+        assert_int_equal(cbkInflate(CBK_CODEC_LZ4, NULL, comp, (size_t)n, out, sizeof out, why), 0);
+        assert_memory_equal(raw, out, sizeof raw);
+        /* Short of its end, with bytes after it, or decoding to another length. */
+        assert_int_equal(cbkInflate(CBK_CODEC_LZ4, NULL, comp, (size_t)n - 1, out, sizeof out, why),
+                         CAIRN_ECORRUPT);
+        assert_non_null(strstr(why, "LZ4"));
+        comp[n] = 0;
+        assert_int_equal(cbkInflate(CBK_CODEC_LZ4, NULL, comp, (size_t)n + 1, out, sizeof out, why),
+                         CAIRN_ECORRUPT);
+        assert_int_equal(cbkInflate(CBK_CODEC_LZ4, NULL, comp, (size_t)n, out, sizeof out - 1, why),
+                         CAIRN_ECORRUPT);
+        /* zstd bytes are not an LZ4 block, and the other way round. */
+        ZSTD_DCtx *dctx = ZSTD_createDCtx();
+        assert_non_null(dctx);
+        assert_int_equal(cbkInflate(CBK_CODEC_ZSTD, dctx, comp, (size_t)n, out, sizeof out, why),
+                         CAIRN_ECORRUPT);
+        ZSTD_freeDCtx(dctx);
+        assert_non_null(strstr(why, "zstd"));
+        /* Without a zstd context: out of memory, said so. */
+        assert_int_equal(cbkInflate(CBK_CODEC_ZSTD, NULL, comp, (size_t)n, out, sizeof out, why),
+                         CAIRN_ENOMEM);
     }
 
     cbkFooterEncode(&f, fb);
@@ -1187,6 +1250,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_parts),
+        cmocka_unit_test(test_compression_names),
         cmocka_unit_test(test_type_names),
         T(test_full_roundtrip),
         T(test_block_sizes_and_page_sizes),

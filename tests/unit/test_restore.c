@@ -65,12 +65,13 @@ static int teardown(void **state)
 }
 
 
-static void mustBackup(const char *db, const char *repo, int type, uint32_t block_pages,
-                       struct backup_info *info)
+static void mustBackupAs(const char *db, const char *repo, int type, uint32_t block_pages,
+                         int codec, int level, struct backup_info *info)
 {
     char errmsg[CAIRN_ERRMSG_SIZE] = "";
     struct backup_source src = {open(db, O_RDONLY), 0, 0, db, NULL, false};
-    struct backup_options opt = {.type = type, .repo = repo, .block_pages = block_pages};
+    struct backup_options opt = {.type = type, .repo = repo, .block_pages = block_pages,
+                                 .codec = codec, .level = level};
     int rv;
     assert_true(src.fd >= 0);
     rv = backupCreate(&src, &opt, info, errmsg);
@@ -125,6 +126,12 @@ static void assertOnly(const char *dir, const char *const *names)
     closedir(d);
 }
 
+static void mustBackup(const char *db, const char *repo, int type, uint32_t block_pages,
+                       struct backup_info *info)
+{
+    mustBackupAs(db, repo, type, block_pages, BACKUP_CODEC_DEFAULT, 0, info);
+}
+
 /* ---- chains ---- */
 
 #define LONG_CHAIN 22 /* more files than a restore reads at once */
@@ -133,8 +140,13 @@ static void assertOnly(const char *dir, const char *const *names)
  * shrunk by a VACUUM, in blocks of `block_pages` pages. Each backup restores to the
  * database as it was (those past the 16th file through two groups, until the VACUUM's
  * incremental, which stores every page). */
-static void restoreLongChain(struct fx *f, uint32_t block_pages)
+static void restoreLongChain(struct fx *f, uint32_t block_pages, bool mix_codecs)
 {
+    /* Mixed: each file of the chain compressed otherwise than its parent. */
+    static const struct {
+        int codec, level;
+    } codecs[] = {{BACKUP_CODEC_ZSTD, 0}, {BACKUP_CODEC_LZ4, 0}, {BACKUP_CODEC_ZSTD, 3},
+                  {BACKUP_CODEC_LZ4, 8}};
     struct backup_info b[LONG_CHAIN];
     char copy[PATH_MAX], out[PATH_MAX], sql[256];
 
@@ -160,7 +172,9 @@ static void restoreLongChain(struct fx *f, uint32_t block_pages)
                      i, i % 23);
             sqlExec(f->db, sql);
         }
-        mustBackup(f->db, f->repo, i == 0 ? BACKUP_FULL : BACKUP_INCREMENTAL, block_pages, &b[i]);
+        mustBackupAs(f->db, f->repo, i == 0 ? BACKUP_FULL : BACKUP_INCREMENTAL, block_pages,
+                     mix_codecs ? codecs[i % 4].codec : BACKUP_CODEC_DEFAULT,
+                     mix_codecs ? codecs[i % 4].level : 0, &b[i]);
         if (i > 0) {
             assert_string_equal(b[i].parent_id, b[i - 1].id);
         }
@@ -180,12 +194,17 @@ static void restoreLongChain(struct fx *f, uint32_t block_pages)
 
 static void test_a_long_chain_in_groups(void **state)
 {
-    restoreLongChain(*state, 0);
+    restoreLongChain(*state, 0, false);
+}
+
+static void test_a_chain_of_files_compressed_each_its_own_way(void **state)
+{
+    restoreLongChain(*state, 0, true);
 }
 
 static void test_a_long_chain_of_small_blocks(void **state)
 {
-    restoreLongChain(*state, 3);
+    restoreLongChain(*state, 3, false);
 }
 
 /* A damaged file in the group read last (the oldest files of a long chain) is refused
@@ -522,6 +541,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_a_long_chain_in_groups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_long_chain_of_small_blocks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_chain_of_files_compressed_each_its_own_way, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_a_damaged_file_in_an_older_group_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_every_page_restored_is_checked_whatever_file_holds_it,
