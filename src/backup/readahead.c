@@ -12,9 +12,18 @@
  * Threads: a reader's calls run on its owner's thread (one at a time); the pool's
  * threads run fetches; the pool's mutex guards the queue, every chunk's state and the
  * targets' references; the budget's mutex (taken after the pool's, never before) its
- * count. */
+ * count.
+ *
+ * A pool with a spool (readahead_config.spool_dir) gives its chunks regions of one
+ * unnamed file instead of buffers: a chunk's fetch writes its bytes there (pwrite) as
+ * they come, the reader reads them back (pread), and each region is punched out of
+ * the file as it is read, as a buffer's pages are given back. Regions are laid one after
+ * the other; once no region is live the file is emptied and the next starts at 0. */
+#define _GNU_SOURCE
 #include "readahead.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -22,9 +31,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "error.h"
+#include "lib.h"
 
 #define DEFAULT_THREADS 4u
 #define DEFAULT_SMALL ((size_t)64 << 10)
@@ -32,6 +43,11 @@
 #define DEFAULT_CHUNK_MAX ((size_t)4 << 20)
 #define DEFAULT_AHEAD_MAX ((size_t)16 << 20)
 #define MAX_THREADS 64u
+#define DEFAULT_SPOOL_CHUNK_MAX ((size_t)32 << 20)
+#define DEFAULT_SPOOL_AHEAD_MAX ((size_t)128 << 20)
+/* A chunk's region in the spool starts on a page, so that what is read can be punched
+ * out page by page. */
+#define SPOOL_ALIGN ((uint64_t)4096)
 /* Buffers of chunk_max bytes a pool keeps for its next chunks while it has readers. */
 #define MAX_SPARE 4
 /* How far a run reads ahead: this many times the bytes it has read so far (a run of a
@@ -46,6 +62,8 @@ struct budget {
 };
 
 static struct budget processBudget = {PTHREAD_MUTEX_INITIALIZER, READAHEAD_BUDGET, 0, 0, 0};
+static struct budget processSpoolBudget = {PTHREAD_MUTEX_INITIALIZER, READAHEAD_SPOOL_BUDGET, 0,
+                                           0, 0};
 
 /* A reader's claim on the budget: the square root of the bytes it has left to read
  * (at least 1). The readers of a restore are read together, each at a pace in
@@ -100,6 +118,7 @@ static void budgetGive(struct budget *b, size_t n)
 /* What the chunks of a reader are fetched from. */
 struct target {
     readahead_fetch_fn fetch;
+    readahead_stream_fn stream; /* NULL: its chunks are not spooled */
     void *obj;
     void (*release)(void *obj);
     unsigned refs; /* the reader's and each chunk's; under the pool's mutex */
@@ -112,8 +131,12 @@ struct chunk {
     struct target *t;
     uint64_t off;
     size_t len;
-    unsigned char *buf;
-    size_t released; /* bytes at the start of buf read and given back (MADV_DONTNEED) */
+    unsigned char *buf; /* NULL when spooled */
+    bool spooled;       /* its bytes are at soff in the pool's spool */
+    bool spool_failed;  /* its fetch could not write them there */
+    uint64_t soff;
+    size_t released; /* bytes at the start of buf read and given back (MADV_DONTNEED; in
+                      * the spool: punched out) */
     int state;
     bool abandoned;
     int cancel; /* __atomic: read by the fetch */
@@ -140,6 +163,11 @@ struct readahead_pool {
     struct budget own;
     struct readahead_config cfg;
     struct readahead_stats stats;
+    /* The spool (-1: none). Regions are laid from spool_end; spool_live counts the bytes
+     * of live regions. spooling turns false for good when a write or read of it fails. */
+    int spool_fd;
+    bool spooling;
+    uint64_t spool_end, spool_live;
 };
 
 struct readahead {
@@ -172,6 +200,59 @@ static void targetUnref(struct target *t)
         free(t);
     }
 }
+
+/* ---- the spool (pool mutex held) ---------------------------------------------------- */
+
+/* An unnamed file in dir, when it can be made there and its file system has room for
+ * twice the budget; -1 otherwise. */
+static int spoolOpen(const char *dir, size_t budget)
+{
+    struct statvfs vs;
+    if (statvfs(dir, &vs) != 0 || (uint64_t)vs.f_bavail * vs.f_frsize < 2 * (uint64_t)budget) {
+        return -1;
+    }
+    return open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+}
+
+/* Bytes [off, off + n) of the spool are done with: out of the file, and so out of the
+ * page cache before they are written back. A failure leaves them until the spool is
+ * emptied. */
+static void spoolPunch(struct readahead_pool *p, uint64_t off, uint64_t n)
+{
+    if (n > 0) {
+        (void)fallocate(p->spool_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                        (off_t)n);
+    }
+}
+
+/* A region of len bytes for c, counted against the budget: false when the spool failed
+ * before or the budget is spent. */
+static bool spoolTake(struct readahead_pool *p, struct chunk *c, size_t len)
+{
+    if (!p->spooling || !budgetTake(p->budget, len)) {
+        return false;
+    }
+    if (p->spool_live == 0 && p->spool_end > 0) {
+        /* Nothing in it: start again from its beginning (the holes stay holes). */
+        (void)ftruncate(p->spool_fd, 0);
+        p->spool_end = 0;
+    }
+    c->spooled = true;
+    c->soff = p->spool_end;
+    p->spool_end += (len + SPOOL_ALIGN - 1) / SPOOL_ALIGN * SPOOL_ALIGN;
+    p->spool_live += len;
+    p->stats.spooled++;
+    return true;
+}
+
+/* A read or write of the spool failed: no chunk goes into it any more. */
+static void spoolFailed(struct readahead_pool *p)
+{
+    p->stats.spool_failures++;
+    p->spooling = false;
+}
+
+/* ---- buffers (pool mutex held) ----------------------------------------------------- */
 
 /* Chunks' bytes are mapped, not malloc'ed, and the budget counts every byte mapped (a
  * spare buffer too): what the process holds for read-ahead is what the budget says
@@ -232,6 +313,12 @@ static void bufRelease(struct readahead_pool *p, struct chunk *c, size_t to)
     if (upto <= c->released || upto >= c->len) {
         return;
     }
+    if (c->spooled) {
+        spoolPunch(p, c->soff + c->released, upto - c->released);
+        budgetGive(p->budget, upto - c->released);
+        c->released = upto;
+        return;
+    }
     if (madvise(c->buf + c->released, upto - c->released, MADV_DONTNEED) != 0) {
         return; /* kept until c is freed, and counted until then */
     }
@@ -249,7 +336,13 @@ static void sparesDrop(struct readahead_pool *p)
 
 static void chunkFree(struct readahead_pool *p, struct chunk *c)
 {
-    bufGive(p, c->buf, c->len, c->released);
+    if (c->spooled) {
+        spoolPunch(p, c->soff + c->released, c->len - c->released);
+        budgetGive(p->budget, c->len - c->released);
+        p->spool_live -= c->len;
+    } else {
+        bufGive(p, c->buf, c->len, c->released);
+    }
     targetUnref(c->t);
     free(c);
 }
@@ -270,11 +363,59 @@ static void queueUnlink(struct readahead_pool *p, struct chunk *c)
     }
 }
 
+/* Where a spooled chunk's fetch writes its bytes as they come. */
+struct spoolWrite {
+    int fd;
+    uint64_t off;
+    size_t len, done;
+    int err;       /* pwrite's errno */
+    bool overflow; /* more bytes came than asked for */
+};
+
+static int spoolSink(void *arg, const void *data, size_t n)
+{
+    struct spoolWrite *w = arg;
+    int err;
+    if (n > w->len - w->done) {
+        w->overflow = true;
+        return -1;
+    }
+    if ((err = libPwriteFull(w->fd, data, n, w->off + w->done)) != 0) {
+        w->err = err < 0 ? ENOSPC : err;
+        return -1;
+    }
+    w->done += n;
+    return 0;
+}
+
+/* c's fetch into its region of the spool: the fetch's code, or CAIRN_EIO when the
+ * bytes could not be written there (c->spool_failed) or were not exactly c->len. */
+static int spoolFetch(struct readahead_pool *p, struct chunk *c)
+{
+    struct spoolWrite w = {p->spool_fd, c->soff, c->len, 0, 0, false};
+    int rv = c->t->stream(c->t->obj, c->off, c->len, spoolSink, &w, &c->cancel, c->errmsg);
+    if (w.err != 0) {
+        errorf(c->errmsg, "read-ahead spool: writing %zu bytes: %s", c->len, strerror(w.err));
+        c->spool_failed = true;
+        return CAIRN_EIO;
+    }
+    if (w.overflow || (rv == 0 && w.done != c->len)) {
+        errorf(c->errmsg, "a fetch of %zu bytes at offset %llu gave %s%zu", c->len,
+               (unsigned long long)c->off, w.overflow ? "more than " : "", w.done);
+        return CAIRN_EIO;
+    }
+    return rv;
+}
+
 /* Run c's fetch on this thread; c is BUSY and counted in p->busy. Takes the lock. */
 static void chunkRun(struct readahead_pool *p, struct chunk *c)
 {
-    int rv = c->t->fetch(c->t->obj, c->off, c->buf, c->len, &c->cancel, c->errmsg);
+    int rv = c->spooled ? spoolFetch(p, c)
+                        : c->t->fetch(c->t->obj, c->off, c->buf, c->len, &c->cancel, c->errmsg);
     pthread_mutex_lock(&p->mu);
+    if (c->spool_failed && p->spooling) {
+        spoolFailed(p);
+    }
     p->busy--;
     p->stats.fetches++;
     p->stats.fetched_bytes += c->len;
@@ -342,15 +483,30 @@ int readaheadPoolOpen(const struct readahead_config *cfg, struct readahead_pool 
     p->cfg.chunk_min = p->cfg.chunk_min ? p->cfg.chunk_min : DEFAULT_CHUNK_MIN;
     p->cfg.chunk_max = p->cfg.chunk_max ? p->cfg.chunk_max : DEFAULT_CHUNK_MAX;
     p->cfg.ahead_max = p->cfg.ahead_max ? p->cfg.ahead_max : DEFAULT_AHEAD_MAX;
+    p->spool_fd = p->cfg.spool_dir != NULL
+                      ? spoolOpen(p->cfg.spool_dir, p->cfg.spool_budget ? p->cfg.spool_budget
+                                                                        : READAHEAD_SPOOL_BUDGET)
+                      : -1;
+    p->spooling = p->spool_fd >= 0;
+    if (p->spooling) {
+        /* Chunks on disk: larger, further ahead, within the spool's budget. */
+        p->cfg.chunk_max = p->cfg.spool_chunk_max ? p->cfg.spool_chunk_max
+                                                  : DEFAULT_SPOOL_CHUNK_MAX;
+        p->cfg.ahead_max = p->cfg.spool_ahead_max ? p->cfg.spool_ahead_max
+                                                  : DEFAULT_SPOOL_AHEAD_MAX;
+    }
     if (p->cfg.chunk_max < p->cfg.chunk_min) {
         p->cfg.chunk_max = p->cfg.chunk_min;
     }
-    if (p->cfg.budget != 0) {
-        pthread_mutex_init(&p->own.mu, NULL);
-        p->own.cap = p->cfg.budget;
-        p->budget = &p->own;
-    } else {
-        p->budget = &processBudget;
+    {
+        size_t own = p->spooling ? p->cfg.spool_budget : p->cfg.budget;
+        if (own != 0) {
+            pthread_mutex_init(&p->own.mu, NULL);
+            p->own.cap = own;
+            p->budget = &p->own;
+        } else {
+            p->budget = p->spooling ? &processSpoolBudget : &processBudget;
+        }
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
@@ -380,6 +536,9 @@ void readaheadPoolClose(struct readahead_pool *p)
     if (p->budget == &p->own) {
         pthread_mutex_destroy(&p->own.mu);
     }
+    if (p->spool_fd >= 0) {
+        close(p->spool_fd);
+    }
     free(p);
 }
 
@@ -387,6 +546,7 @@ void readaheadPoolStats(struct readahead_pool *p, struct readahead_stats *out)
 {
     pthread_mutex_lock(&p->mu);
     *out = p->stats;
+    out->spooling = p->spooling;
     pthread_mutex_unlock(&p->mu);
     pthread_mutex_lock(&p->budget->mu);
     out->budget_peak = p->budget->peak;
@@ -553,7 +713,10 @@ static void topUp(struct readahead *r, uint64_t off)
             return;
         }
         pthread_mutex_lock(&p->mu);
-        if ((c->buf = bufTake(p, want)) == NULL) {
+        /* A pool with a spool fetches ahead into it only (a reader without a stream
+         * function, or after the spool failed: no read-ahead). */
+        if (p->spool_fd >= 0 ? (r->t->stream == NULL || !spoolTake(p, c, want))
+                             : (c->buf = bufTake(p, want)) == NULL) {
             pthread_mutex_unlock(&p->mu);
             free(c);
             return; /* the budget is spent: this run goes on with what it has */
@@ -672,13 +835,27 @@ int readaheadRead(struct readahead *r, uint64_t off, void *buf, size_t n, char *
             memcpy(out, r->small + (off - r->small_off), k);
         } else if (c != NULL && off >= c->off && off - c->off < c->len) {
             if ((rv = await(r, c)) != 0) {
+                if (c->spool_failed) {
+                    dropAll(r); /* the bytes are fetched below, without the spool */
+                    continue;
+                }
                 memcpy(errmsg, c->errmsg, CAIRN_ERRMSG_SIZE);
                 dropAll(r); /* a read tried again fetches afresh */
                 return rv;
             }
             k = (size_t)(c->off + c->len - off);
             k = k < n ? k : n;
-            memcpy(out, c->buf + (off - c->off), k);
+            if (!c->spooled) {
+                memcpy(out, c->buf + (off - c->off), k);
+            } else if (libPreadFull(r->p->spool_fd, out, k, c->soff + (off - c->off)) != 0) {
+                pthread_mutex_lock(&r->p->mu);
+                if (r->p->spooling) {
+                    spoolFailed(r->p);
+                }
+                pthread_mutex_unlock(&r->p->mu);
+                dropAll(r);
+                continue;
+            }
             if (off + k == c->off + c->len) {
                 dropFirst(r);
             } else {
@@ -723,6 +900,11 @@ int readaheadRead(struct readahead *r, uint64_t off, void *buf, size_t n, char *
         n -= k;
     }
     return 0;
+}
+
+void readaheadStream(struct readahead *r, readahead_stream_fn stream)
+{
+    r->t->stream = stream;
 }
 
 void readaheadWillRead(struct readahead *r, uint64_t off)

@@ -39,6 +39,7 @@
 #ifndef CAIRN_READAHEAD_H
 #define CAIRN_READAHEAD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,10 @@
  * passed 64 MiB (docs/BENCHMARKS.md, "Backups to S3"). 8 MiB made twice the GETs of 24
  * for no difference in RSS one could measure beside the restore's own. */
 #define READAHEAD_BUDGET ((size_t)12 << 20)
+
+/* Bytes fetched ahead into spools (below), summed over every pool that spools with the
+ * process's budget: disk (or the page cache), not memory. */
+#define READAHEAD_SPOOL_BUDGET ((size_t)256 << 20)
 
 struct readahead_config {
     unsigned threads; /* fetch threads of the pool, started at its first fetch ahead
@@ -59,6 +64,20 @@ struct readahead_config {
     size_t ahead_max; /* bytes fetched ahead of one reader (0: 16 MiB) */
     size_t budget;    /* 0: the process's budget; else a budget of this pool's own, of
                        * this many bytes (tests) */
+    /* The spool: when spool_dir names a directory where an unnamed file can be made
+     * (O_TMPFILE) with room for twice the spool's budget, the chunks fetched ahead go
+     * into that file rather than into memory (readers given a stream function:
+     * readaheadStream), in larger chunks and further ahead, within a budget of bytes
+     * on disk; the parts read are punched out of it (its pages leave the page cache
+     * before they are ever written back). A server that spends its time per request
+     * (s3rver) then serves a few large GETs where it served many small ones, and the
+     * process's memory stays what it was. Without such a directory, or once a write
+     * into the spool failed, the pool reads as without one (chunks in memory until a
+     * failure; after one, only what readers ask for). NULL: no spool. */
+    const char *spool_dir;
+    size_t spool_chunk_max; /* 0: 32 MiB */
+    size_t spool_ahead_max; /* 0: 128 MiB */
+    size_t spool_budget;    /* 0: the process's spool budget; else the pool's own */
 };
 
 /* What a pool did, for tests and benchmarks. */
@@ -70,6 +89,9 @@ struct readahead_stats {
     unsigned max_busy;      /* most fetches running at once */
     size_t budget_peak;     /* most bytes held against the pool's budget at once (for
                              * the process's budget: by any pool) */
+    bool spooling;          /* the pool has a spool, and no write into it failed */
+    uint64_t spooled;       /* chunks fetched into the spool */
+    uint64_t spool_failures; /* writes or reads of the spool that failed */
 };
 
 /* Fetch exactly n bytes of the object at offset off into buf: 0, or a CAIRN_E* code
@@ -78,6 +100,13 @@ struct readahead_stats {
  * fetch may stop early, and what it returns is then ignored. */
 typedef int (*readahead_fetch_fn)(void *obj, uint64_t off, void *buf, size_t n, const int *cancel,
                                   char *errmsg);
+
+/* A fetch that hands the n bytes at off to sink, in order and in pieces (sink returns
+ * 0 to go on, anything else to stop the fetch, which then fails), rather than into one
+ * buffer: what the spool is filled with. Otherwise as readahead_fetch_fn. */
+typedef int (*readahead_sink_fn)(void *arg, const void *data, size_t n);
+typedef int (*readahead_stream_fn)(void *obj, uint64_t off, size_t n, readahead_sink_fn sink,
+                                   void *sink_arg, const int *cancel, char *errmsg);
 
 struct readahead_pool;
 struct readahead;
@@ -101,6 +130,10 @@ void readaheadPoolStats(struct readahead_pool *p, struct readahead_stats *out);
  * fetch thread. On failure (CAIRN_ENOMEM) the caller still owns obj. */
 int readaheadOpen(struct readahead_pool *p, readahead_fetch_fn fetch, void *obj,
                   void (*release)(void *obj), uint64_t size, struct readahead **out, char *errmsg);
+
+/* The reader's chunks ahead may go into the pool's spool, fetched with stream (on the
+ * same object as its fetch). Call before its first read. */
+void readaheadStream(struct readahead *r, readahead_stream_fn stream);
 
 /* Give the reader bytes [off, off + n) of the object that its owner has read already
  * (copied): they serve reads as the small window does, until a read that is not in

@@ -148,6 +148,34 @@ static int fetchRange(void *arg, uint64_t off, void *buf, size_t n, const int *c
     return rv;
 }
 
+/* s3Get's sink for the read-ahead's stream: the bytes handed on as they come. */
+struct pass {
+    readahead_sink_fn fn;
+    void *arg;
+    const int *cancel;
+};
+
+static int passOn(void *arg, const void *data, size_t n)
+{
+    struct pass *a = arg;
+    if (__atomic_load_n(a->cancel, __ATOMIC_RELAXED) != 0) {
+        return CAIRN_ESHUTDOWN; /* nobody wants these bytes any more */
+    }
+    return a->fn(a->arg, data, n) == 0 ? 0 : CAIRN_EIO;
+}
+
+/* The read-ahead's stream (into its spool): [off, off + n) of the object pinned to its
+ * ETag, handed to sink as it comes, with s3Get's retries (a transfer cut part-way
+ * resumes where it stopped, so sink sees each byte once, in order). The read-ahead
+ * checks that exactly n came. */
+static int streamRange(void *arg, uint64_t off, size_t n, readahead_sink_fn sink, void *sink_arg,
+                       const int *cancel, char *errmsg)
+{
+    struct s3obj *o = arg;
+    struct pass a = {sink, sink_arg, cancel};
+    return s3Get(o->s3, o->key, o->etag, off, n, passOn, &a, NULL, errmsg);
+}
+
 /* struct cbk_io's read: 0, or an errno value; why() then says what failed. */
 static int readAt(void *arg, uint64_t off, void *buf, size_t n)
 {
@@ -222,6 +250,7 @@ static int s3DrvOpenRead(void *drv, const char *name, struct repo_reader *rd, ch
         goto err;
     }
     o = NULL; /* the reader's now */
+    readaheadStream(r->ra, streamRange);
     if ((rv = readaheadSeed(r->ra, 0, head, s.got, errmsg)) != 0) {
         readaheadClose(r->ra);
         goto err;
@@ -471,7 +500,13 @@ int repoS3Open(const char *url, void **drv, const struct repo_driver **ops, char
         return rv;
     }
     cfg.stop = &d->stop;
-    if ((rv = readaheadPoolOpen(NULL, &d->pool, errmsg)) != 0) {
+    /* Read-ahead spooled in $TMPDIR (else /tmp): few large GETs, memory as it was. */
+    {
+        const char *tmp = getenv("TMPDIR");
+        struct readahead_config rc = {.spool_dir = tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp"};
+        rv = readaheadPoolOpen(&rc, &d->pool, errmsg);
+    }
+    if (rv != 0) {
         free(d);
         return rv;
     }

@@ -423,7 +423,9 @@ def bucket_chain(cairn_bin, s3, tmp_path, rows=40000, incrementals=2):
 
 def test_restore_reads_ahead_only_when_reading_in_order(cairn_bin, s3, tmp_path):
     """The catalogue's reads of headers and footers are small GETs; a restore reads each
-    file in order with GETs of up to a few MiB, several in flight at once."""
+    file in order ahead of its reads, into its spool in $TMPDIR: GETs of up to 32 MiB (this
+    13 MiB file in one), nothing left in the spool's directory; without a directory to
+    spool in, in memory: GETs of up to a few MiB, several in flight at once."""
     made, rows = bucket_chain(cairn_bin, s3, tmp_path, incrementals=1)
     full = made[0]["id"] + ".cbk"
     s3.clear_log()
@@ -435,18 +437,33 @@ def test_restore_reads_ahead_only_when_reading_in_order(cairn_bin, s3, tmp_path)
     assert get_ranges(log, full), log
     sizes = [range_of(e)[1] for e in log if e["method"] == "GET" and e["path"].endswith(".cbk")]
     assert all(n is not None and n <= 64 * 1024 for n in sizes), sizes
+    size = made[0]["size_bytes"]
+    spool = tmp_path / "spool"
+    spool.mkdir()
     s3.clear_log()
     out = tmp_path / "r.db"
-    ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out", out))
+    ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out", out,
+             env={"TMPDIR": str(spool)}))
     assert file_rows(out, "SELECT id, hex(v) FROM t ORDER BY id") == rows
     gets = get_ranges(s3.log(), full)
-    size = made[0]["size_bytes"]
+    ahead = [n for _, n, _, _ in gets if n > 64 * 1024]
+    assert ahead and sum(ahead) >= size - 3 * 64 * 1024 and len(ahead) <= 2, (size, gets)
+    assert list(spool.iterdir()) == []
+    # The file is read once (the catalogue's small reads and the manifest's apart).
+    assert sum(n for _, n, _, _ in gets) < size * 1.5, (size, gets)
+
+    s3.clear_log()
+    out = tmp_path / "r2.db"
+    ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out", out,
+             env={"TMPDIR": str(tmp_path / "no-such-dir")}))
+    assert file_rows(out, "SELECT id, hex(v) FROM t ORDER BY id") == rows
+    gets = get_ranges(s3.log(), full)
     assert max(n for _, n, _, _ in gets) >= 1 << 20, gets
+    assert max(n for _, n, _, _ in gets) <= 4 << 20, gets
     if not SANITIZED:
         # Under a sanitizer the reader consumes more slowly than GETs arrive: the window
         # ahead is full, and a new GET starts only as the reader moves on, one at a time.
         assert most_at_once([(t, e) for _, _, t, e in gets]) >= 2, gets
-    # The file is read once (the catalogue's small reads and the manifest's apart).
     assert sum(n for _, n, _, _ in gets) < size * 1.5, (size, gets)
 
 
@@ -486,15 +503,28 @@ def test_a_chain_restore_rides_out_faults_in_its_reads_ahead(cairn_bin, s3, tmp_
     clean = tmp_path / "clean.db"
     ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out", clean))
     full, inc1, inc2 = (e["id"] + ".cbk" for e in made)
-    # Past the catalogue's reads (2), the header and footer (2), the manifest and the
-    # first read in order (2): the GETs of the read-ahead.
+    # The GETs of a restore like the one to fault (the catalog index is written now):
+    # each file's first GET past its small reads (catalogue, header, footer, manifest,
+    # 64 KiB each) is the read-ahead's, the ones to fault.
+    s3.clear_log()
+    ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out",
+             tmp_path / "probe.db"))
+    probe = s3.log()
+
+    def first_ahead(name):
+        gets = [e for e in probe if e["method"] == "GET" and e["path"].endswith(name)]
+        for i, e in enumerate(gets):
+            if range_of(e)[1] is not None and range_of(e)[1] > 64 * 1024:
+                return i
+        raise AssertionError("no GET of %s read ahead: %r" % (name, gets))
+
     s3.faults([
-        {"method": "GET", "path": full, "skip": 6, "count": 2, "action": "cut_response",
-         "after_bytes": 100000},
-        {"method": "GET", "path": inc1, "skip": 5, "count": 2, "action": "status", "status": 500,
-         "code": "InternalError"},
-        {"method": "GET", "path": inc2, "skip": 5, "count": 1, "action": "stall",
-         "after_bytes": 50000, "seconds": 0.5},
+        {"method": "GET", "path": full, "skip": first_ahead(full), "count": 2,
+         "action": "cut_response", "after_bytes": 100000},
+        {"method": "GET", "path": inc1, "skip": first_ahead(inc1), "count": 2,
+         "action": "status", "status": 500, "code": "InternalError"},
+        {"method": "GET", "path": inc2, "skip": first_ahead(inc2), "count": 1,
+         "action": "stall", "after_bytes": 50000, "seconds": 0.5},
     ])
     s3.clear_log()
     out = tmp_path / "faulted.db"
@@ -505,8 +535,9 @@ def test_a_chain_restore_rides_out_faults_in_its_reads_ahead(cairn_bin, s3, tmp_
     assert s3.pending_faults() == [], "faults left: the restore read less than expected"
     assert out.read_bytes() == clean.read_bytes()
     assert file_rows(out, "SELECT id, hex(v) FROM t ORDER BY id") == rows
-    # Those retries were of GETs under way beside others.
-    gets = get_ranges(s3.log(), full)
+    # Those retries were of GETs under way beside others (the chain's files are read at
+    # once; a file of a few MiB is read ahead in one GET).
+    gets = [g for name in (full, inc1, inc2) for g in get_ranges(s3.log(), name)]
     assert SANITIZED or most_at_once([(t, e) for _, _, t, e in gets]) >= 2, gets
 
 
@@ -525,9 +556,9 @@ def test_a_chain_restore_that_cannot_read_an_object_names_it_and_leaves_nothing(
     ok(cairn(cairn_bin, s3, "restore", "--repo", s3.url, made[-1]["id"], "--out",
              tmp_path / "probe.db"))
     gets = get_ranges(s3.log(), full)
-    assert len(gets) >= 4 and all(n == 64 * 1024 for _, n, _, _ in gets[:2]), gets
+    assert len(gets) >= 3 and all(n == 64 * 1024 for _, n, _, _ in gets[:2]), gets
     assert gets[2][1] > 64 * 1024, gets  # the read-ahead's first
-    s3.fault(method="GET", path=full, skip=3, count=-1, action="status", status=500,
+    s3.fault(method="GET", path=full, skip=2, count=-1, action="status", status=500,
              code="InternalError")
     dest = tmp_path / "dest"
     dest.mkdir()

@@ -20,7 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "readahead.h"
@@ -120,6 +124,25 @@ static int fakeFetch(void *obj, uint64_t off, void *buf, size_t n, const int *ca
         assert_true(off + n <= f->size);
         memcpy(buf, f->data + off, n);
     }
+    return rv;
+}
+
+/* The fake object as a stream (the spool's fetch): fakeFetch's bytes, handed on in
+ * pieces of 3000 bytes. */
+static int fakeStream(void *obj, uint64_t off, size_t n, readahead_sink_fn sink, void *arg,
+                      const int *cancel, char *errmsg)
+{
+    unsigned char *buf = malloc(n ? n : 1);
+    int rv;
+    assert_non_null(buf);
+    rv = fakeFetch(obj, off, buf, n, cancel, errmsg);
+    for (size_t at = 0; rv == 0 && at < n; at += 3000) {
+        if (sink(arg, buf + at, n - at < 3000 ? n - at : 3000) != 0) {
+            errorf(errmsg, "fake object: the sink stopped the fetch");
+            rv = CAIRN_EIO;
+        }
+    }
+    free(buf);
     return rv;
 }
 
@@ -687,6 +710,135 @@ static void test_mixed_reads_are_right(void **state)
     fakeFree(&f);
 }
 
+/* ---- the spool ---- */
+
+static const struct readahead_config spoolConfig = {
+    .threads = 4,
+    .small = 16 * KIB,
+    .chunk_min = 64 * KIB,
+    .chunk_max = 256 * KIB,
+    .ahead_max = 1 * MIB,
+    .budget = 4 * MIB,
+    .spool_chunk_max = 2 * MIB,
+    .spool_ahead_max = 8 * MIB,
+    .spool_budget = 16 * MIB,
+};
+
+static bool dirEmpty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    bool empty = true;
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        empty = empty && (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0);
+    }
+    closedir(d);
+    return empty;
+}
+
+/* A scan of 48 MiB in the reads a .cbk scan makes: the bytes are right, fetched ahead in
+ * chunks of the spool's size (a few large fetches where memory made many), within the
+ * spool's budget; the spool leaves nothing in its directory. */
+static void scanSpooled(struct readahead_pool *p, struct fake *f, struct readahead_stats *st)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct readahead *r;
+    assert_int_equal(readaheadOpen(p, fakeFetch, f, fakeRelease, f->size, &r, errmsg), 0);
+    readaheadStream(r, fakeStream);
+    readOk(r, f, 0, 512);
+    readaheadWillRead(r, 512);
+    for (uint64_t off = 512; off < f->size; off += 256 * KIB) {
+        size_t n = f->size - off < 256 * KIB ? (size_t)(f->size - off) : 256 * KIB;
+        readOk(r, f, off, n);
+    }
+    readaheadClose(r);
+    readaheadPoolStats(p, st);
+}
+
+static void test_the_spool_serves_a_scan_in_large_fetches(void **state)
+{
+    char dir[] = "/tmp/cairn-test-spool-XXXXXX";
+    struct readahead_config cfg = spoolConfig;
+    struct readahead_pool *p;
+    struct readahead_stats st;
+    struct fake f;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    fakeInit(&f, 48 * MIB);
+    cfg.spool_dir = dir;
+    assert_int_equal(readaheadPoolOpen(&cfg, &p, errmsg), 0);
+    scanSpooled(p, &f, &st);
+    assert_true(st.spooling);
+    assert_int_equal(st.spool_failures, 0);
+    assert_true(st.spooled >= 20);                /* 48 MiB in chunks of 2 MiB ... */
+    assert_true(st.fetches <= st.spooled + 4);    /* ... and little else */
+    assert_true(f.largest == 2 * MIB);
+    assert_true(st.budget_peak <= 16 * MIB);      /* the spool's budget, not memory's */
+    assert_true(st.budget_peak > 4 * MIB);
+    readaheadPoolClose(p);
+    assert_true(dirEmpty(dir));
+    assert_int_equal(f.released, 1);
+    rmdir(dir);
+    fakeFree(&f);
+}
+
+/* Without a directory to spool in, the pool reads ahead in memory as before. */
+static void test_no_spool_without_its_directory(void **state)
+{
+    struct readahead_config cfg = spoolConfig;
+    struct readahead_pool *p;
+    struct readahead_stats st;
+    struct fake f;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    fakeInit(&f, 8 * MIB);
+    cfg.spool_dir = "/nonexistent/cairn-spool";
+    assert_int_equal(readaheadPoolOpen(&cfg, &p, errmsg), 0);
+    scanSpooled(p, &f, &st);
+    assert_false(st.spooling);
+    assert_int_equal(st.spooled, 0);
+    assert_true(st.ahead > 0);
+    assert_true(f.largest <= 256 * KIB); /* memory's chunks */
+    readaheadPoolClose(p);
+    fakeFree(&f);
+}
+
+/* The spool's file system refuses a write (a file size limit here, as a full disk would):
+ * every read still gets its bytes, fetched without the spool, and the pool stops using
+ * it. */
+static void test_a_spool_that_fails_is_left(void **state)
+{
+    char dir[] = "/tmp/cairn-test-spool-XXXXXX";
+    struct readahead_config cfg = spoolConfig;
+    struct readahead_pool *p;
+    struct readahead_stats st;
+    struct rlimit old, lim;
+    struct fake f;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    fakeInit(&f, 24 * MIB);
+    cfg.spool_dir = dir;
+    assert_int_equal(readaheadPoolOpen(&cfg, &p, errmsg), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 3 * MIB; /* the spool's second chunk does not fit */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    scanSpooled(p, &f, &st);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    assert_false(st.spooling);
+    assert_true(st.spool_failures >= 1);
+    assert_true(st.spooled >= 2);
+    readaheadPoolClose(p);
+    assert_true(dirEmpty(dir));
+    rmdir(dir);
+    fakeFree(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -703,6 +855,9 @@ int main(void)
         cmocka_unit_test(test_error_ahead_not_needed_is_not_reported),
         cmocka_unit_test(test_close_with_fetches_in_flight),
         cmocka_unit_test(test_mixed_reads_are_right),
+        cmocka_unit_test(test_the_spool_serves_a_scan_in_large_fetches),
+        cmocka_unit_test(test_no_spool_without_its_directory),
+        cmocka_unit_test(test_a_spool_that_fails_is_left),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
