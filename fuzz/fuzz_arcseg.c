@@ -16,6 +16,8 @@
  *
  * What the decoders promise, and the target checks:
  *   - a refusal is CAIRN_ECORRUPT (or CAIRN_ENOMEM) with a message, and holds no memory;
+ *   - an accepted header's body may inflate only as far as arcsegRawBound allows, and
+ *     its reserved bytes and the padding of its timeline's name are zeros;
  *   - arcsegDecodeHeader reads only the first ARCSEG_HEADER2_SIZE bytes (it is given
  *     an exact copy of those) and agrees with arcsegDecode's header;
  *   - a decoded segment: count entries, in increasing index order within [first, last],
@@ -171,6 +173,24 @@ static bool segTimelineOk(const char *t)
     return true;
 }
 
+/* The reserved bytes (offset 28) and the timeline name's padding are zeros (the
+ * header at p has a terminated name). */
+static bool segReservedZero(const unsigned char *p)
+{
+    size_t k = strnlen((const char *)p + 80, ARCSEG_TIMELINE_SIZE);
+    for (size_t i = 28; i < 32; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    for (size_t i = 80 + k; i < 80 + ARCSEG_TIMELINE_SIZE; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool segSameHeader(const struct arcseg_header *a, const struct arcseg_header *b)
 {
     return strcmp(a->timeline, b->timeline) == 0 && a->first == b->first && a->last == b->last &&
@@ -217,7 +237,8 @@ static int segHeaderOne(const unsigned char *p, size_t n, struct arcseg_header *
     FUZZ_CHECK(h->header_len == ARCSEG_HEADER_SIZE || h->header_len == ARCSEG_HEADER2_SIZE);
     FUZZ_CHECK(segTimelineOk(h->timeline));
     FUZZ_CHECK(h->first <= h->last && h->count >= 1 && h->count - 1 <= h->last - h->first);
-    FUZZ_CHECK(h->raw_len <= ARCSEG_MAX_RAW);
+    FUZZ_CHECK(h->raw_len <= ARCSEG_MAX_RAW && h->raw_len <= arcsegRawBound(h->body_len));
+    FUZZ_CHECK(segReservedZero(p));
     FUZZ_CHECK(h->raw_len >= (uint64_t)h->count * ARCSEG_ENTRY_HEAD);
     FUZZ_CHECK(h->body_len == n - h->header_len - ARCSEG_TRAILER_SIZE);
     segCheckName(h->timeline, h->first);
@@ -390,7 +411,7 @@ static bool segWrap(const uint8_t *data, size_t size, unsigned char **out, size_
 
 /* Whether the repaired segment p[0..n) is one a decoder must accept: a header of a
  * known version naming a valid timeline, over a body the repair read as well-formed
- * entries (which it made the header describe). */
+ * entries (which it made the header describe), its reserved bytes zeros. */
 static bool segWellFormed(const unsigned char *p, size_t n, const struct seg_walk *w)
 {
     size_t hl = segHeaderLen(p, n);
@@ -400,7 +421,8 @@ static bool segWellFormed(const unsigned char *p, size_t n, const struct seg_wal
         return false;
     }
     memcpy(tl, p + 80, ARCSEG_TIMELINE_SIZE);
-    return segTimelineOk(tl) && w->count > 0 && w->ascending && w->exact && w->one_frame;
+    return segTimelineOk(tl) && segReservedZero(p) && w->count > 0 && w->ascending && w->exact &&
+           w->one_frame;
 }
 
 /* The input as it is, with its digest made right, with its header made right; a

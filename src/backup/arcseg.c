@@ -41,6 +41,16 @@ static void digestOf(const void *p, size_t n, unsigned char out[BACKUP_DIGEST_SI
     cbkDigestBytes(h.low64, h.high64, out);
 }
 
+static bool allZero(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
 int64_t arcsegCommandTime(const void *p, size_t n)
 {
     const unsigned char *b = p;
@@ -127,6 +137,47 @@ bool arcsegParseName(const char *name, char timeline[ARCSEG_TIMELINE_SIZE], uint
     return true;
 }
 
+uint64_t arcsegRawBound(uint64_t body_len)
+{
+    uint64_t room = ARCSEG_MAX_RAW - ARCSEG_RAW_FREE;
+    if (body_len >= room / ARCSEG_MAX_RATIO) {
+        return ARCSEG_MAX_RAW;
+    }
+    return ARCSEG_RAW_FREE + body_len * ARCSEG_MAX_RATIO;
+}
+
+#define ZSTD_BLOCK_MAX (128u << 10)
+
+/* The size of rawFrame's frame of n bytes. */
+static size_t rawFrameSize(size_t n)
+{
+    size_t blocks = n == 0 ? 1 : (n + ZSTD_BLOCK_MAX - 1) / ZSTD_BLOCK_MAX;
+    return 4 + 1 + 8 + 3 * blocks + n;
+}
+
+/* p[0..n) as one zstd frame of raw (stored) blocks, into out (rawFrameSize(n) bytes):
+ * for a body that zstd would compress beyond arcsegRawBound, which a reader refuses.
+ * The frame says its content size (8 bytes, single segment), as ZSTD_compress's do. */
+static size_t rawFrame(unsigned char *out, const unsigned char *p, size_t n)
+{
+    size_t o = 0, off = 0;
+    putU32(out, 0xFD2FB528u);
+    out[4] = 0xE0; /* content size in 8 bytes, single segment, no checksum, no dictionary */
+    putU64(out + 5, n);
+    o = 13;
+    do {
+        size_t k = n - off < ZSTD_BLOCK_MAX ? n - off : ZSTD_BLOCK_MAX;
+        uint32_t bh = (uint32_t)k << 3 | (off + k == n ? 1u : 0u); /* type 0: raw */
+        out[o] = (unsigned char)bh;
+        out[o + 1] = (unsigned char)(bh >> 8);
+        out[o + 2] = (unsigned char)(bh >> 16);
+        memcpy(out + o + 3, p + off, k);
+        o += 3 + k;
+        off += k;
+    } while (off < n);
+    return o;
+}
+
 int arcsegEncode(const char *timeline, uint64_t first, const unsigned char *prev,
                  const struct arcseg_entry *e, size_t n, unsigned char **out, size_t *len,
                  unsigned char digest[BACKUP_DIGEST_SIZE], char *errmsg)
@@ -194,6 +245,20 @@ int arcsegEncodeHistory(const unsigned char *history, const char *timeline, uint
         off += ARCSEG_ENTRY_HEAD + e[i].len;
     }
     clen = ZSTD_compress(obj + hl, bound, raw, raw_len, ZSTD_LEVEL);
+    if (!ZSTD_isError(clen) && raw_len > arcsegRawBound(clen)) {
+        /* Compressed too well for a reader to trust (arcsegRawBound): stored instead. */
+        size_t rl = rawFrameSize(raw_len);
+        unsigned char *bigger = rl > bound ? realloc(obj, hl + rl + ARCSEG_TRAILER_SIZE) : obj;
+        if (bigger == NULL) {
+            free(raw);
+            free(obj);
+            errorf(errmsg, "out of memory encoding an archive segment of %llu bytes",
+                   (unsigned long long)raw_len);
+            return CAIRN_ENOMEM;
+        }
+        obj = bigger;
+        clen = rawFrame(obj + hl, raw, raw_len);
+    }
     free(raw);
     if (ZSTD_isError(clen)) {
         free(obj);
@@ -279,6 +344,11 @@ int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct ar
         errorf(errmsg, "archive segment %s: bad timeline name in its header", name);
         return CAIRN_ECORRUPT;
     }
+    /* Zeros, as the encoder writes them: a later version may give them a meaning. */
+    if (!allZero(b + 28, 4) || !allZero(b + 80 + strlen(h->timeline), 40 - strlen(h->timeline))) {
+        errorf(errmsg, "archive segment %s: reserved bytes are not zero", name);
+        return CAIRN_ECORRUPT;
+    }
     /* count - 1, not last - first + 1, which is 0 for the range of every index. */
     if (h->first > h->last || h->count == 0 || h->count - 1 > h->last - h->first ||
         h->raw_len > ARCSEG_MAX_RAW || h->raw_len < (uint64_t)h->count * ARCSEG_ENTRY_HEAD ||
@@ -288,6 +358,14 @@ int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct ar
                "%llu of %llu bytes)",
                name, (unsigned long long)h->first, (unsigned long long)h->last, h->count,
                (unsigned long long)h->body_len, (unsigned long long)size);
+        return CAIRN_ECORRUPT;
+    }
+    if (h->raw_len > arcsegRawBound(h->body_len)) {
+        errorf(errmsg,
+               "archive segment %s: its body of %llu bytes claims to inflate to %llu, more "
+               "than %llu (at most %u times its size, beyond %u bytes)",
+               name, (unsigned long long)h->body_len, (unsigned long long)h->raw_len,
+               (unsigned long long)arcsegRawBound(h->body_len), ARCSEG_MAX_RATIO, ARCSEG_RAW_FREE);
         return CAIRN_ECORRUPT;
     }
     return 0;
@@ -308,6 +386,8 @@ int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, 
     struct arcseg_header *h = &seg->h;
     size_t got, off = 0;
     unsigned long long fsz;
+    struct arcseg_entry e = {0};
+    uint64_t prev_index = 0;
     int64_t max_ms;
     int rv;
 
@@ -329,10 +409,10 @@ int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, 
                (unsigned long long)h->raw_len);
         return CAIRN_ECORRUPT;
     }
+    /* raw_len is the frame's own content size, within arcsegRawBound(body_len)
+     * (arcsegDecodeHeader): what these n bytes may hold. */
     seg->raw = malloc(h->raw_len ? h->raw_len : 1);
-    seg->entries = calloc(h->count, sizeof *seg->entries);
-    if (seg->raw == NULL || seg->entries == NULL) {
-        arcsegFree(seg);
+    if (seg->raw == NULL) {
         errorf(errmsg, "out of memory reading archive segment %s", name);
         return CAIRN_ENOMEM;
     }
@@ -342,34 +422,51 @@ int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, 
         errorf(errmsg, "archive segment %s: its body does not inflate", name);
         return CAIRN_ECORRUPT;
     }
+    /* Every entry is read and checked before the array that holds them is allocated:
+     * the count is only a claim until the body is seen to hold that many. */
     max_ms = INT64_MIN;
     for (uint32_t i = 0; i < h->count; i++) {
-        struct arcseg_entry *e = &seg->entries[i];
         if (h->raw_len - off < ARCSEG_ENTRY_HEAD) {
             goto bad;
         }
-        e->index = getU64(seg->raw + off);
-        e->term = getU64(seg->raw + off + 8);
-        e->time_ms = (int64_t)getU64(seg->raw + off + 16);
-        e->len = getU32(seg->raw + off + 24);
+        e.index = getU64(seg->raw + off);
+        e.time_ms = (int64_t)getU64(seg->raw + off + 16);
+        e.len = getU32(seg->raw + off + 24);
         off += ARCSEG_ENTRY_HEAD;
-        if (h->raw_len - off < e->len || e->index < h->first || e->index > h->last ||
-            (i > 0 && e->index <= seg->entries[i - 1].index)) {
+        if (h->raw_len - off < e.len || e.index < h->first || e.index > h->last ||
+            (i > 0 && e.index <= prev_index)) {
             goto bad;
         }
-        e->bytes = seg->raw + off;
-        off += e->len;
-        if (e->time_ms > max_ms) {
-            max_ms = e->time_ms;
+        off += e.len;
+        if (i == 0 && e.time_ms != h->first_ms) {
+            goto bad;
         }
+        if (e.time_ms > max_ms) {
+            max_ms = e.time_ms;
+        }
+        prev_index = e.index;
     }
     /* max_ms too: a restore to a time picks the segment to stop in by the headers'
      * latest times (src/pitr.c), and the replay, which decodes every segment, must refuse
      * one whose header says less than its entries rather than replay past the target. */
-    if (off != h->raw_len || seg->entries[h->count - 1].index != h->last ||
-        seg->entries[0].time_ms != h->first_ms ||
-        seg->entries[h->count - 1].time_ms != h->last_ms || max_ms != h->max_ms) {
+    if (off != h->raw_len || e.index != h->last || e.time_ms != h->last_ms || max_ms != h->max_ms) {
         goto bad;
+    }
+    seg->entries = calloc(h->count, sizeof *seg->entries);
+    if (seg->entries == NULL) {
+        arcsegFree(seg);
+        errorf(errmsg, "out of memory reading archive segment %s", name);
+        return CAIRN_ENOMEM;
+    }
+    off = 0;
+    for (uint32_t i = 0; i < h->count; i++) {
+        struct arcseg_entry *x = &seg->entries[i];
+        x->index = getU64(seg->raw + off);
+        x->term = getU64(seg->raw + off + 8);
+        x->time_ms = (int64_t)getU64(seg->raw + off + 16);
+        x->len = getU32(seg->raw + off + 24);
+        x->bytes = seg->raw + off + ARCSEG_ENTRY_HEAD;
+        off += ARCSEG_ENTRY_HEAD + x->len;
     }
     return 0;
 bad:

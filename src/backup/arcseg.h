@@ -36,6 +36,16 @@
 #define ARCSEG_PREFIX "archive-"
 #define ARCSEG_SUFFIX ".seg"
 #define ARCSEG_MAX_RAW (1u << 30) /* the most a segment's body may inflate to */
+/* What a body of body_len bytes may claim to inflate to: at most ARCSEG_RAW_FREE bytes
+ * plus ARCSEG_MAX_RATIO times body_len, and never more than ARCSEG_MAX_RAW
+ * (arcsegRawBound). A zstd frame can say it inflates 32768 times (its RLE blocks), so
+ * without this a hostile object of 32 KiB could make a reader allocate 1 GiB (and the
+ * entries' array more) before any byte of it was proven. The encoder keeps to it: a
+ * body that compresses more is stored in raw blocks. Real entries compress far less
+ * (commands compress their own bodies from 16 KiB on; segments of small repetitive
+ * commands stay under 1000:1). */
+#define ARCSEG_RAW_FREE (16u << 20)
+#define ARCSEG_MAX_RATIO 4096u
 
 /* One archived entry. bytes point into the segment's (or the caller's) memory. */
 struct arcseg_entry {
@@ -81,16 +91,24 @@ int arcsegEncodeHistory(const unsigned char *history, const char *timeline, uint
                         unsigned char **out, size_t *len, unsigned char digest[BACKUP_DIGEST_SIZE],
                         char *errmsg);
 
+/* The most a body of body_len bytes may inflate to (ARCSEG_MAX_RATIO above). */
+uint64_t arcsegRawBound(uint64_t body_len);
+
 /* Check the header alone (the first ARCSEG_HEADER2_SIZE bytes of an object of `size`
- * bytes, or all of them when it is shorter): magic, version, sizes, the timeline's name.
- * name is for messages. */
+ * bytes, or all of them when it is shorter): magic, version, sizes (raw_len within
+ * arcsegRawBound(body_len)), the timeline's name, and that the reserved bytes and the
+ * name's padding are zeros. name is for messages. */
 int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct arcseg_header *h,
                        char *errmsg);
 
 /* Decode a whole object: the header, the trailer digest over every byte, the body's
  * zstd frame and every entry (within the range, increasing, the last one at `last`,
- * the count and the first, last and latest times as the header says). CAIRN_ECORRUPT naming the object and what
- * is wrong otherwise. On success seg holds memory: arcsegFree. p stays the caller's. */
+ * the count and the first, last and latest times as the header says). CAIRN_ECORRUPT
+ * naming the object and what is wrong otherwise. What it allocates is bounded by what
+ * n bytes can hold: the inflated body by arcsegRawBound (checked, with the frame's own
+ * content size, before allocating), the entries' array only once the body has been
+ * read and holds every one of them. On success seg holds memory: arcsegFree. p stays
+ * the caller's. */
 int arcsegDecode(const void *p, size_t n, const char *name, struct arcseg *seg, char *errmsg);
 void arcsegFree(struct arcseg *seg);
 

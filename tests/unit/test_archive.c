@@ -1,8 +1,10 @@
 /* Unit tests of archive segments (src/backup/arcseg.c): a round trip, every byte's
  * damage refused, truncation, a latest time that is not the entries' refused, the range
- * of every index, names, a timeline walked in a posix repository with a gap, a broken
- * link and a damaged segment named, segments of two histories never linked, and version
- * 1 segments still read and continued. */
+ * of every index, hostile bodies that claim more than they may hold and entries that
+ * are not there refused without allocating for them, bodies that compress too well
+ * stored, reserved bytes checked, names, a timeline walked in a posix repository with a
+ * gap, a broken link and a damaged segment named, segments of two histories never
+ * linked, and version 1 segments still read and continued. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -152,6 +156,231 @@ static void test_whole_index_range(void **state)
     assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), 0);
     assert_int_equal(seg.h.count, 2);
     assert_true(seg.h.last == UINT64_MAX);
+    arcsegFree(&seg);
+    free(obj);
+}
+
+/* ---- objects a hostile repository could hold ------------------------------------- */
+
+static void putLe(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        p[i] = (unsigned char)(v >> (8 * i));
+    }
+}
+
+/* A zstd frame that says it inflates to `size` bytes of `byte` and does so in RLE
+ * blocks of 128 KiB, 4 bytes each: 32768 times smaller than what it inflates to. out
+ * malloc'd; *len its size. */
+static unsigned char *rleFrame(uint64_t size, unsigned char byte, size_t *len)
+{
+    size_t blocks = (size_t)((size + (128u << 10) - 1) / (128u << 10));
+    unsigned char *p = malloc(13 + 4 * blocks);
+    uint64_t left = size;
+    size_t o = 13;
+    assert_non_null(p);
+    putLe(p, 0xFD2FB528u, 4);
+    p[4] = 0xE0; /* content size in 8 bytes, single segment */
+    putLe(p + 5, size, 8);
+    for (size_t i = 0; i < blocks; i++) {
+        uint64_t k = left < (128u << 10) ? left : (128u << 10);
+        left -= k;
+        putLe(p + o, k << 3 | 1u << 1 | (left == 0 ? 1u : 0u), 3); /* type 1: RLE */
+        p[o + 3] = byte;
+        o += 4;
+    }
+    *len = o;
+    return p;
+}
+
+/* A version 2 segment of timeline t1 over body (a frame inflating to raw_len), whose
+ * header claims `count` entries in [0, count - 1], with its digest right. */
+static unsigned char *hostileSegment(const unsigned char *body, size_t blen, uint64_t raw_len,
+                                     uint32_t count, size_t *len)
+{
+    size_t n = ARCSEG_HEADER2_SIZE + blen + ARCSEG_TRAILER_SIZE;
+    unsigned char *p = calloc(1, n);
+    XXH128_hash_t h;
+    assert_non_null(p);
+    memcpy(p, ARCSEG_MAGIC, 4);
+    putLe(p + 4, 2, 2);
+    putLe(p + 6, ARCSEG_HEADER2_SIZE, 2);
+    putLe(p + 8, 0, 8);
+    putLe(p + 16, count - 1, 8);
+    putLe(p + 24, count, 4);
+    putLe(p + 48, raw_len, 8);
+    putLe(p + 56, blen, 8);
+    memcpy(p + 80, "t1", 2);
+    memcpy(p + ARCSEG_HEADER2_SIZE, body, blen);
+    h = XXH3_128bits(p, n - ARCSEG_TRAILER_SIZE);
+    cbkDigestBytes(h.low64, h.high64, p + n - ARCSEG_TRAILER_SIZE);
+    *len = n;
+    return p;
+}
+
+/* A 32 KiB segment whose frame inflates to 1 GiB, and whose header claims 1 GiB / 28
+ * entries: the decoder allocated 1 GiB for the body and 1.5 GiB for the entries'
+ * array before finding the second entry wrong. It is refused from its header now, as
+ * claiming more than its body may hold (fuzz/regress/arcseg/inflates-1gib-from-32k). */
+static void test_hostile_inflation_refused(void **state)
+{
+    size_t blen, len;
+    unsigned char *body = rleFrame(ARCSEG_MAX_RAW, 0, &blen);
+    unsigned char *obj =
+        hostileSegment(body, blen, ARCSEG_MAX_RAW, ARCSEG_MAX_RAW / ARCSEG_ENTRY_HEAD, &len);
+    struct arcseg_header h;
+    struct arcseg seg;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    assert_true(len < 33000);
+    assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, "claims to inflate to 1073741824"));
+    assert_null(seg.raw);
+    assert_null(seg.entries);
+    assert_int_equal(arcsegDecodeHeader(obj, len, "x", &h, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, "claims to inflate"));
+    /* The bound: 16 MiB, plus 4096 times the body, at most 1 GiB. */
+    assert_int_equal(arcsegRawBound(0), ARCSEG_RAW_FREE);
+    assert_int_equal(arcsegRawBound(blen), ARCSEG_RAW_FREE + (uint64_t)blen * ARCSEG_MAX_RATIO);
+    assert_int_equal(arcsegRawBound(1u << 20), ARCSEG_MAX_RAW);
+    assert_int_equal(arcsegRawBound(UINT64_MAX), ARCSEG_MAX_RAW);
+    free(obj);
+    free(body);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+#ifndef UNDER_ASAN
+/* The pages of address space this process holds (/proc/self/statm). */
+static uint64_t addressSpace(void)
+{
+    unsigned long long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%llu", &pages) != 1) {
+            pages = 0;
+        }
+        fclose(f);
+    }
+    return (uint64_t)pages * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+#endif
+
+/* A segment whose body may inflate as it says (16 MiB, within what any body may) but
+ * whose header claims 16 MiB / 28 entries when the body holds zeros (one entry, then
+ * one out of order): the entries' array (23 MiB) was allocated from the claim before
+ * any entry was read. Now only a body that holds them all gets one: decoded in a child
+ * whose address space is held to the body and 8 MiB more, it is refused as corrupt,
+ * not out of memory. (Not under ASan, which reserves terabytes of address space.) */
+static void test_entries_allocated_once_proven(void **state)
+{
+    const uint64_t raw_len = ARCSEG_RAW_FREE;
+    size_t blen, len;
+    unsigned char *body = rleFrame(raw_len, 0, &blen);
+    unsigned char *obj =
+        hostileSegment(body, blen, raw_len, (uint32_t)(raw_len / ARCSEG_ENTRY_HEAD), &len);
+    struct arcseg seg;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    int status = 0;
+    pid_t pid;
+    (void)state;
+    assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, "do not match its header"));
+#ifndef UNDER_ASAN
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl;
+        int rv;
+        rl.rlim_cur = rl.rlim_max = addressSpace() + raw_len + (8u << 20);
+        if (setrlimit(RLIMIT_AS, &rl) != 0) {
+            _exit(3);
+        }
+        rv = arcsegDecode(obj, len, "x", &seg, errmsg);
+        _exit(rv == CAIRN_ECORRUPT ? 0 : rv == CAIRN_ENOMEM ? 1 : 2);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+#else
+    (void)pid;
+    (void)status;
+#endif
+    free(obj);
+    free(body);
+}
+
+/* Entries that compress beyond what a reader accepts (here 20 MiB of zeros in one
+ * entry, 32768 to 1 under zstd, beyond 16 MiB + 4096 times 650 bytes) are stored in
+ * raw blocks, and read back. */
+static void test_encoder_keeps_to_the_bound(void **state)
+{
+    const size_t big = ARCSEG_RAW_FREE + (4u << 20);
+    unsigned char *bytes = calloc(1, big);
+    struct arcseg_entry e[2] = {{5, 0, 7, 100, bytes}, {6, 0, 8, (uint32_t)big, bytes}};
+    unsigned char *obj;
+    size_t len;
+    unsigned char digest[BACKUP_DIGEST_SIZE];
+    struct arcseg seg;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    assert_non_null(bytes);
+    assert_int_equal(arcsegEncode("t1", 5, NULL, e, 2, &obj, &len, digest, errmsg), 0);
+    assert_true(len > big); /* stored, not compressed */
+    assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), 0);
+    assert_int_equal(seg.h.count, 2);
+    assert_int_equal(seg.entries[1].len, big);
+    assert_memory_equal(seg.entries[1].bytes, bytes, big);
+    assert_memory_equal(seg.digest, digest, BACKUP_DIGEST_SIZE);
+    arcsegFree(&seg);
+    free(obj);
+    /* Within the bound, compressed as ever: 1 MiB of zeros. */
+    e[1].len = 1u << 20;
+    assert_int_equal(arcsegEncode("t1", 5, NULL, e, 2, &obj, &len, digest, errmsg), 0);
+    assert_true(len < 4096);
+    assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), 0);
+    arcsegFree(&seg);
+    free(obj);
+    free(bytes);
+}
+
+/* The reserved bytes (offset 28) and the padding of the timeline's name are zeros as
+ * the encoder writes them; a segment with anything else there is refused, its digest
+ * right or not. */
+static void test_reserved_bytes_are_zero(void **state)
+{
+    static const size_t at[] = {28, 29, 31, 80 + 3, 80 + 10, 119}; /* "t1", NUL, padding */
+    struct arcseg_entry e[3];
+    unsigned char *obj;
+    size_t len;
+    unsigned char digest[BACKUP_DIGEST_SIZE];
+    struct arcseg_header h;
+    struct arcseg seg;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    threeEntries(e, 1);
+    assert_int_equal(arcsegEncode("t1", 1, NULL, e, 3, &obj, &len, digest, errmsg), 0);
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        XXH128_hash_t d;
+        assert_int_equal(obj[at[i]], 0);
+        obj[at[i]] = 'a';
+        d = XXH3_128bits(obj, len - ARCSEG_TRAILER_SIZE);
+        cbkDigestBytes(d.low64, d.high64, obj + len - ARCSEG_TRAILER_SIZE);
+        assert_int_equal(arcsegDecodeHeader(obj, len, "x", &h, errmsg), CAIRN_ECORRUPT);
+        assert_non_null(strstr(errmsg, "reserved bytes are not zero"));
+        assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), CAIRN_ECORRUPT);
+        assert_non_null(strstr(errmsg, "reserved bytes are not zero"));
+        obj[at[i]] = 0;
+        d = XXH3_128bits(obj, len - ARCSEG_TRAILER_SIZE);
+        cbkDigestBytes(d.low64, d.high64, obj + len - ARCSEG_TRAILER_SIZE);
+    }
+    assert_int_equal(arcsegDecode(obj, len, "x", &seg, errmsg), 0);
     arcsegFree(&seg);
     free(obj);
 }
@@ -489,6 +718,10 @@ int main(void)
         cmocka_unit_test(test_every_damage_is_refused),
         cmocka_unit_test(test_latest_time_is_checked),
         cmocka_unit_test(test_whole_index_range),
+        cmocka_unit_test(test_hostile_inflation_refused),
+        cmocka_unit_test(test_entries_allocated_once_proven),
+        cmocka_unit_test(test_encoder_keeps_to_the_bound),
+        cmocka_unit_test(test_reserved_bytes_are_zero),
         cmocka_unit_test(test_encode_refuses_bad_input),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_walk_timelines),

@@ -6,7 +6,8 @@
  * seed backups, commands, archive segments and catalog indexes are real ones (or, for
  * the `carc-*` and `cairnidx-*` seeds, real ones that the target wraps itself), and
  * must be accepted; the seed S3 answers are real ones too, and the saved S3 answers are
- * garbage a reader once took, and must be refused.
+ * garbage a reader once took, and must be refused; the seed zone files and TZ strings
+ * are tzdata's and must be accepted.
  *
  * The fuzz/ directory is found through CAIRN_FUZZ_DIR, set by CMakeLists.txt to the
  * source tree's (the environment variable of that name overrides it). */
@@ -31,6 +32,7 @@
 #include "../../fuzz/fuzz_request.c"
 #include "../../fuzz/fuzz_s3xml.c"
 #include "../../fuzz/fuzz_sqlfront.c"
+#include "../../fuzz/fuzz_tz.c"
 
 #ifndef CAIRN_FUZZ_DIR
 #define CAIRN_FUZZ_DIR "fuzz"
@@ -150,6 +152,19 @@ static void test_sqlfront(void **state)
     replay("regress", "sqlfront", fuzzSqlfront, clean, 2);
 }
 
+/* The seeds are zone files of tzdata and TZ strings, which must be accepted (fuzzTz's
+ * code is the zone file's, or for a short input the TZ string's); a saved input ends
+ * in any of the readers' codes: CAIRN_ECORRUPT for a zone file, CAIRN_EINVAL for a TZ
+ * string. */
+static void test_tz(void **state)
+{
+    static const int valid[] = {0};
+    static const int clean[] = {0, CAIRN_ECORRUPT, CAIRN_EINVAL, CAIRN_ENOMEM};
+    (void)state;
+    assert_true(replay("corpus", "tz", fuzzTz, valid, 1) > 0);
+    replay("regress", "tz", fuzzTz, clean, 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -160,6 +175,7 @@ int main(void)
         cmocka_unit_test(test_request),
         cmocka_unit_test(test_s3xml),
         cmocka_unit_test(test_sqlfront),
+        cmocka_unit_test(test_tz),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
