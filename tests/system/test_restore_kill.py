@@ -92,16 +92,27 @@ def change(path, rng, fraction=0.03):
     con.close()
 
 
-def backup(cairn_bin, db, repo, kind):
+def backup(cairn_bin, db, repo, kind, compression=None):
+    extra = ["--compression", compression] if compression else []
     return json.loads(ok(run_cairn(cairn_bin, "backup", "create", "--db", db, "--repo", repo,
-                                   "--type", kind, "--json")).stdout)
+                                   "--type", kind, "--json", *extra)).stdout)
 
 
 @pytest.fixture(scope="module")
 def chain(cairn_bin, tmp_path_factory):
     """A full backup and ROUNDS incrementals of a database changed between them, with a
-    copy of the database at each: [(entry, copy path)], oldest first."""
-    base = tmp_path_factory.mktemp("chain")
+    copy of the database at each: [(entry, copy path)], oldest first. Compressed as
+    cairn does by default into a directory (LZ4)."""
+    return make_chain(cairn_bin, tmp_path_factory.mktemp("chain"))
+
+
+@pytest.fixture(scope="module")
+def zstd_chain(cairn_bin, tmp_path_factory):
+    """The same chain compressed with zstd (--compression zstd)."""
+    return make_chain(cairn_bin, tmp_path_factory.mktemp("zstd-chain"), "zstd")
+
+
+def make_chain(cairn_bin, base, compression=None):
     rng = random.Random(17)
     db = base / "source.db"
     make_source(db, rng)
@@ -110,7 +121,7 @@ def chain(cairn_bin, tmp_path_factory):
     for i in range(ROUNDS + 1):
         if i > 0:
             change(db, rng)
-        e = backup(cairn_bin, db, repo, "full" if i == 0 else "incremental")
+        e = backup(cairn_bin, db, repo, "full" if i == 0 else "incremental", compression)
         copy = base / ("source-%d.db" % i)
         copy.write_bytes(db.read_bytes())
         out.append((e, copy))
@@ -314,8 +325,8 @@ def test_a_dead_restores_hidden_file_is_removed_and_a_live_ones_kept(cairn_bin, 
 
 
 class Native:
-    """libzstd and libxxhash through ctypes: to rewrite a .cbk file as its writer
-    would, around a changed page."""
+    """libzstd, liblz4 and libxxhash through ctypes: to rewrite a .cbk file as its
+    writer would, around a changed page (its codec: header byte 49 of version 2)."""
 
     class XXH128(ctypes.Structure):
         _fields_ = [("low64", ctypes.c_uint64), ("high64", ctypes.c_uint64)]
@@ -324,8 +335,13 @@ class Native:
         try:
             self.z = ctypes.CDLL("libzstd.so.1")
             self.x = ctypes.CDLL("libxxhash.so.0")
+            self.l = ctypes.CDLL("liblz4.so.1")
         except OSError as e:
-            pytest.skip("libzstd or libxxhash not loadable: %s" % e)
+            pytest.skip("libzstd, liblz4 or libxxhash not loadable: %s" % e)
+        for f in ("LZ4_compress_default", "LZ4_decompress_safe"):
+            getattr(self.l, f).restype = ctypes.c_int
+            getattr(self.l, f).argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
+                                           ctypes.c_int]
         self.z.ZSTD_compress.restype = ctypes.c_size_t
         self.z.ZSTD_compress.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
                                          ctypes.c_size_t, ctypes.c_int]
@@ -339,13 +355,22 @@ class Native:
         self.x.XXH3_128bits.restype = Native.XXH128
         self.x.XXH3_128bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 
-    def decompress(self, frame, n):
+    def decompress(self, frame, n, lz4=False):
         buf = ctypes.create_string_buffer(n)
-        got = self.z.ZSTD_decompress(buf, n, frame, len(frame))
+        if lz4:
+            got = self.l.LZ4_decompress_safe(frame, buf, len(frame), n)
+        else:
+            got = self.z.ZSTD_decompress(buf, n, frame, len(frame))
         assert got == n, got
         return buf.raw
 
-    def compress(self, data):
+    def compress(self, data, lz4=False):
+        if lz4:
+            cap = len(data) + len(data) // 255 + 16
+            buf = ctypes.create_string_buffer(cap)
+            got = self.l.LZ4_compress_default(data, buf, len(data), cap)
+            assert 0 < got <= cap, got
+            return buf.raw[:got]
         cap = self.z.ZSTD_compressBound(len(data))
         buf = ctypes.create_string_buffer(cap)
         got = self.z.ZSTD_compress(buf, cap, data, len(data), 3)
@@ -386,10 +411,11 @@ def tamper_page(path, which_block):
     blocks, manifest = blocks_of(data)
     idx = which_block if which_block >= 0 else len(blocks) + which_block
     off, n, pgnos, head, comp = blocks[idx]
-    raw = bytearray(nat.decompress(data[off + head:off + head + comp], n * 4096))
+    lz4 = struct.unpack_from("<I", data, 8)[0] == 2 and data[49] == 1
+    raw = bytearray(nat.decompress(data[off + head:off + head + comp], n * 4096, lz4))
     k = n // 2
     raw[k * 4096 + 2000] ^= 0x5A
-    frame = nat.compress(bytes(raw))
+    frame = nat.compress(bytes(raw), lz4)
     block = bytearray(data[off:off + head])
     struct.pack_into("<I", block, head - 4, len(frame))
     block += frame
@@ -406,10 +432,11 @@ def tamper_page(path, which_block):
     return idx, off, pgnos[k]
 
 
-@pytest.fixture
-def chain_copy(chain, tmp_path):
-    """A copy of the chain's repository, for a test to damage."""
-    repo, entries = chain
+@pytest.fixture(params=["lz4", "zstd"])
+def chain_copy(request, tmp_path):
+    """A copy of the chain's repository (LZ4, as by default, or zstd), for a test to
+    damage."""
+    repo, entries = request.getfixturevalue("chain" if request.param == "lz4" else "zstd_chain")
     mine = tmp_path / "repo"
     mine.mkdir()
     for p in repo.iterdir():
