@@ -15,7 +15,8 @@
  * The target reads the body itself too (idxWalk, after the table of FORMAT.md), and
  * checks:
  *   - a refusal is CAIRN_ECORRUPT (or CAIRN_ENOMEM) with a message, and no index;
- *   - an accepted index: the body is the number of entries the header says, each
+ *   - an accepted index is version 2 (a version 1 index, without a backup's history
+ *     and codec, is refused whole); the body is the number of entries the header says, each
  *     well-formed (kind, string lengths and NULs, the kind's fields in range), names
  *     strictly ascending, and nothing after them; catidxCount says as many;
  *   - catidxFind of each entry's name, version and size finds that entry and its kind,
@@ -45,6 +46,7 @@
 #define IDX_MAGIC "CAIRNIDX"
 #define IDX_HEAD 32
 #define IDX_SUM 8
+#define IDX_VERSION 2 /* the one a decoder accepts (version 1: refused, rebuilt) */
 /* The most the repairs and checks inflate: larger bodies are only decoded. */
 #define IDX_FIX_MAX_BODY (1u << 20)
 
@@ -180,9 +182,14 @@ static size_t idxWalk(const unsigned char *body, size_t len, struct idx_ent *v, 
             in->page_count = idxU(&r, 8);
             in->pages = idxU(&r, 8);
             in->duration_ms = (int64_t)idxU(&r, 8);
+            if (idxTake(&r, BACKUP_HISTORY_SIZE) != NULL) {
+                memcpy(in->history, r.p + r.off - BACKUP_HISTORY_SIZE, BACKUP_HISTORY_SIZE);
+            }
+            in->codec = (int)idxU(&r, 1);
             if (e->ok &&
                 (!idxIdOk(in->id) || in->type < BACKUP_FULL || in->type > BACKUP_DIFFERENTIAL ||
-                 (in->parent_id[0] != '\0' && !idxIdOk(in->parent_id)))) {
+                 (in->parent_id[0] != '\0' && !idxIdOk(in->parent_id)) ||
+                 (in->codec != CBK_CODEC_ZSTD && in->codec != CBK_CODEC_LZ4))) {
                 e->ok = false;
             }
             break;
@@ -328,6 +335,8 @@ static void idxCheckDecoded(const struct catidx *idx, const unsigned char *p, si
             FUZZ_CHECK(f->page_size == e->info.page_size);
             FUZZ_CHECK(f->page_count == e->info.page_count && f->pages == e->info.pages);
             FUZZ_CHECK(f->duration_ms == e->info.duration_ms);
+            FUZZ_CHECK(memcmp(f->history, e->info.history, BACKUP_HISTORY_SIZE) == 0);
+            FUZZ_CHECK(f->codec == e->info.codec);
             FUZZ_CHECK(f->verified == before.verified && f->verified_ms == before.verified_ms);
             FUZZ_CHECK(memcmp(f->error, before.error, sizeof f->error) == 0);
             break;
@@ -336,6 +345,7 @@ static void idxCheckDecoded(const struct catidx *idx, const unsigned char *p, si
             FUZZ_CHECK(memcmp(f->id, before.id, sizeof f->id) == 0);
             FUZZ_CHECK(memcmp(f->digest, before.digest, BACKUP_DIGEST_SIZE) == 0);
             FUZZ_CHECK(f->verified == before.verified);
+            FUZZ_CHECK(memcmp(f->history, before.history, BACKUP_HISTORY_SIZE) == 0);
             break;
         default:
             FUZZ_CHECK(e->kind == CATIDX_SIDECAR);
@@ -344,6 +354,7 @@ static void idxCheckDecoded(const struct catidx *idx, const unsigned char *p, si
             FUZZ_CHECK(memcmp(f->digest, e->info.digest, BACKUP_DIGEST_SIZE) == 0);
             FUZZ_CHECK(memcmp(f->id, before.id, sizeof f->id) == 0);
             FUZZ_CHECK(memcmp(f->error, before.error, sizeof f->error) == 0);
+            FUZZ_CHECK(f->codec == before.codec);
             break;
         }
         FUZZ_CHECK(memcmp(f->path, before.path, sizeof f->path) == 0);
@@ -386,7 +397,8 @@ static int idxOne(const unsigned char *p, size_t n, bool must_decode)
         return rv;
     }
     FUZZ_CHECK(idx != NULL);
-    FUZZ_CHECK(n >= IDX_HEAD + IDX_SUM && memcmp(p, IDX_MAGIC, 8) == 0 && getU32(p + 8) == 1);
+    FUZZ_CHECK(n >= IDX_HEAD + IDX_SUM && memcmp(p, IDX_MAGIC, 8) == 0 &&
+               getU32(p + 8) == IDX_VERSION);
     FUZZ_CHECK(getU64(p + n - IDX_SUM) == XXH3_64bits(p, n - IDX_SUM));
     idxCheckDecoded(idx, p, n);
     catidxFree(idx);
@@ -427,7 +439,8 @@ static int fuzzCatidx(const uint8_t *data, size_t size)
     }
     memcpy(fixed, copy, size);
     idxFix(fixed, size, true, &well_formed);
-    well_formed = well_formed && memcmp(fixed, IDX_MAGIC, 8) == 0 && getU32(fixed + 8) == 1;
+    well_formed =
+        well_formed && memcmp(fixed, IDX_MAGIC, 8) == 0 && getU32(fixed + 8) == IDX_VERSION;
     if (memcmp(fixed, copy, size) != 0 || well_formed) {
         rv = idxOne(fixed, size, well_formed);
     }
@@ -439,7 +452,7 @@ static int fuzzCatidx(const uint8_t *data, size_t size)
         size_t len;
         idxWrap(data, size, &obj, &len);
         idxFix(obj, len, true, &well_formed);
-        well_formed = well_formed && getU32(obj + 8) == 1;
+        well_formed = well_formed && getU32(obj + 8) == IDX_VERSION;
         rv = idxOne(obj, len, well_formed);
         free(obj);
     }

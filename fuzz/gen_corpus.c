@@ -8,8 +8,9 @@
  * a history and a previous segment, one entry, entries of real commands and barriers
  * between them), one rewritten by hand as version 1, and the `carc-*` seeds: the same
  * header with the body uncompressed and no trailer, which fuzz_arcseg.c wraps itself.
- * catidx: catalog indexes written by catidxEncode (every kind of entry, an empty
- * index), and a `cairnidx-*` seed: the header with the body uncompressed and no
+ * catidx: catalog indexes written by catidxEncode (version 2: every kind of entry, a
+ * backup with a history and LZ4 blocks, one with neither, an empty index), and a
+ * `cairnidx-*` seed: the header with the body uncompressed and no
  * checksum, which fuzz_catidx.c wraps itself.
  *
  *   build-fuzz/fuzz_gen_corpus fuzz/corpus/command            (command, the default)
@@ -396,6 +397,7 @@ static void writeCatidx(void)
     full.page_count = 120;
     full.pages = 120;
     full.duration_ms = 41;
+    full.codec = CBK_CODEC_ZSTD; /* and no history: a backup of a plain file */
 
     incr = full;
     snprintf(incr.id, sizeof incr.id, "20261122T020000000Z-0000-6000");
@@ -405,6 +407,10 @@ static void writeCatidx(void)
     incr.digest[0] ^= 0xff;
     incr.raft_index = 6000;
     incr.pages = 7;
+    incr.codec = CBK_CODEC_LZ4;
+    for (int i = 0; i < BACKUP_HISTORY_SIZE; i++) {
+        incr.history[i] = (unsigned char)(0x30 + i); /* a cluster's id */
+    }
 
     memset(&damaged, 0, sizeof damaged);
     snprintf(damaged.error, sizeof damaged.error,

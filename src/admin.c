@@ -212,6 +212,12 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
     src.fd = fz.fd;
     src.raft_index = fz.index;
     src.raft_term = ni.term;
+    _Static_assert(NODE_CLUSTER_ID_SIZE == BACKUP_HISTORY_SIZE, "a history is a cluster id");
+    /* The cluster's id names its one Raft log, whose index fz.index is (cluster.h): a
+     * point-in-time restore takes the backup as a base of that history's timelines. */
+    if (atomic_load(&db->cluster_id_known)) {
+        memcpy(src.history, db->cluster_id, BACKUP_HISTORY_SIZE);
+    }
     src.source = source;
     src.verify_pages = true;
     memset(&opt, 0, sizeof opt);
@@ -640,6 +646,8 @@ static int restoreFromArchive(struct cairn *db, const char *url, enum pitr_kind 
     memset(&src, 0, sizeof src);
     src.fd = fd;
     src.raft_index = res->stop_index;
+    /* The index is the archive's history's, not this cluster's: so is the history. */
+    memcpy(src.history, res->history, BACKUP_HISTORY_SIZE);
     src.source = source;
     memset(&opt, 0, sizeof opt);
     opt.type = BACKUP_FULL;

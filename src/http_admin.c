@@ -1025,6 +1025,9 @@ static enum MHD_Result postLoad(struct http_server *h, struct MHD_Connection *c,
         src.raft_term = ni.term; /* the catalog records the term, as for other backups */
     }
     src.source = source;
+    /* No history: the file is not the state of this cluster's log at that index (the
+     * log reaches it only at the restore entry), so it must not be a base of its
+     * timelines by index. */
     memset(&opt, 0, sizeof opt);
     opt.type = BACKUP_FULL;
     opt.repo = h->db->backup_dir;

@@ -68,6 +68,7 @@ static int windowsIn(struct repo *repo, bool full, struct arcseg_info **segs, si
         return CAIRN_ENOMEM;
     }
     bool several = arcsegSeveralHistories(*segs, tls, ntl);
+    arcsegSharedHistories(tls, ntl, bk, nbk);
     for (size_t i = 0; i < ntl; i++) {
         struct pitr_window *x = &(*w)[i];
         x->tl = tls[i];
@@ -770,7 +771,7 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
         /* A backup newer than every archive's head (the archive stopped, backups went
          * on) is the latest state the repository knows: restored alone. Newer by index
          * in a repository of one history; by time in one of several (indexes are
-         * ambiguous there, and a backup records no history). */
+         * ambiguous there, and backups of older builds record no history). */
         bool several = nw > 0 && w[0].several;
         const struct backup_info *nb = NULL;
         for (size_t j = 0; j < nbk; j++) {
@@ -784,6 +785,7 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
                                                  : nb->raft_index > target))) {
             res->base = *nb;
             res->target = res->stop_index = nb->raft_index;
+            memcpy(res->history, nb->history, BACKUP_HISTORY_SIZE);
             struct restore_options ro;
             memset(&ro, 0, sizeof ro);
             ro.ref = nb->id;
@@ -823,6 +825,7 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
     }
     res->target = target;
     snprintf(res->timeline, sizeof res->timeline, "%s", x->tl.name);
+    memcpy(res->history, x->history, ARCSEG_HISTORY_SIZE);
     /* The base: the newest backup at or before the target that the timeline continues. */
     {
         bool found = false;

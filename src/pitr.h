@@ -48,6 +48,9 @@ struct pitr_result {
     int64_t stop_ms;     /* its time; 0 when no entry was applied */
     uint64_t entries;    /* entries replayed */
     uint64_t restores;   /* restore entries that replaced the database on the way */
+    /* The history whose index stop_index is: the timeline's (its first segment's), or
+     * the base's when it was restored alone; zeros when none is recorded. */
+    unsigned char history[ARCSEG_HISTORY_SIZE];
 };
 
 /* A timeline and what it can restore. */
@@ -60,7 +63,8 @@ struct pitr_window {
     uint64_t bases;  /* backups that can serve as its base */
     unsigned char history[ARCSEG_HISTORY_SIZE]; /* its first segment's (zeros: none) */
     /* The repository holds timelines of more than one history: indexes are ambiguous,
-     * and a backup serves only the timeline started on it (arcsegBaseFits). */
+     * and a backup serves a timeline only when it records the timeline's history, or
+     * the timeline was started on it (arcsegBaseFits). */
     bool several;
 };
 

@@ -808,6 +808,7 @@ int arcsegWalk(struct repo *repo, struct arcseg_info *segs, size_t n, bool full,
             }
             if (k == i) {
                 t->start_ms = s->first_ms;
+                memcpy(t->history, s->history, ARCSEG_HISTORY_SIZE);
             }
             t->good++;
             t->head = s->last;
@@ -845,15 +846,57 @@ bool arcsegSeveralHistories(const struct arcseg_info *segs, const struct arcseg_
     return false;
 }
 
-bool arcsegBaseFits(const struct arcseg_timeline *tl, bool several, const struct backup_info *b)
+_Static_assert(ARCSEG_HISTORY_SIZE == BACKUP_HISTORY_SIZE, "a backup's history is a segment's");
+
+/* Whether tl was started on backup b (its index and its digest, which tl's name carries). */
+static bool startedOn(const struct arcseg_timeline *tl, const struct backup_info *b)
 {
     char name[ARCSEG_TIMELINE_SIZE];
+    if (b->raft_index + 1 != tl->start) {
+        return false;
+    }
+    arcsegTimelineName(b->raft_index + 1, b->digest, name);
+    return strcmp(name, tl->name) == 0;
+}
+
+void arcsegSharedHistories(struct arcseg_timeline *tls, size_t ntl, const struct backup_info *bk,
+                           size_t nbk)
+{
+    for (size_t i = 0; i < ntl; i++) {
+        tls[i].history_shared = false;
+    }
+    for (size_t i = 0; i < ntl; i++) {
+        if (libIsZero(tls[i].history, ARCSEG_HISTORY_SIZE)) {
+            continue;
+        }
+        for (size_t j = 0; j < nbk; j++) {
+            const struct backup_info *b = &bk[j];
+            if (b->error[0] != '\0' || libIsZero(b->history, BACKUP_HISTORY_SIZE) ||
+                memcmp(b->history, tls[i].history, ARCSEG_HISTORY_SIZE) == 0 ||
+                !startedOn(&tls[i], b)) {
+                continue;
+            }
+            for (size_t k = 0; k < ntl; k++) {
+                if (memcmp(tls[k].history, b->history, ARCSEG_HISTORY_SIZE) == 0) {
+                    tls[k].history_shared = true;
+                }
+            }
+        }
+    }
+}
+
+bool arcsegBaseFits(const struct arcseg_timeline *tl, bool several, const struct backup_info *b)
+{
     if (b->error[0] != '\0' || b->raft_index + 1 < tl->start || b->raft_index > tl->head) {
         return false;
     }
-    if (!several) {
+    if (startedOn(tl, b)) {
         return true;
     }
-    arcsegTimelineName(b->raft_index + 1, b->digest, name);
-    return b->raft_index + 1 == tl->start && strcmp(name, tl->name) == 0;
+    if (!tl->history_shared && !libIsZero(tl->history, ARCSEG_HISTORY_SIZE) &&
+        !libIsZero(b->history, BACKUP_HISTORY_SIZE)) {
+        /* Both say which Raft log their indexes count in. */
+        return memcmp(b->history, tl->history, ARCSEG_HISTORY_SIZE) == 0;
+    }
+    return !several;
 }

@@ -160,6 +160,11 @@ struct arcseg_timeline {
     char problem[CAIRN_ERRMSG_SIZE];
     char bad_object[ARCSEG_NAME_SIZE];
     uint64_t bad_index;
+    /* Its first segment's history (zeros: none recorded, or the segment unreadable). */
+    unsigned char history[ARCSEG_HISTORY_SIZE];
+    /* arcsegSharedHistories: the repository shows that another Raft log's backups carry
+     * this history too, so a backup's history does not tell them apart. */
+    bool history_shared;
 };
 
 /* Group segs (sorted, from arcsegList) into timelines and walk each: every segment's
@@ -181,14 +186,30 @@ int arcsegRead(struct repo *repo, const char *name, struct arcseg *seg, char *er
 
 /* Histories and bases. A repository may hold the archives of several histories (a
  * cluster restored from it, or another cluster, archiving into it): their indexes are
- * ambiguous there, and a backup records no history. arcsegSeveralHistories: whether the
- * timelines tls (arcsegWalk's, over segs) belong to more than one history (zeros, no
- * history recorded, count as one). arcsegBaseFits: whether backup b can be the base of a
- * replay of tl: a readable backup whose image tl's entries continue (index start - 1 up
- * to its head); with several histories, only the backup tl was started on (index start
- * - 1, and the digest prefix its name carries: arcsegTimelineName). */
+ * ambiguous there. A backup records its history (the cluster id of the server that took
+ * it, backup_info.history; zeros in backups of builds before it, of plain files, of
+ * clusters without an id). arcsegSeveralHistories: whether the timelines tls
+ * (arcsegWalk's, over segs) belong to more than one history (zeros, no history
+ * recorded, count as one).
+ *
+ * arcsegBaseFits: whether backup b can be the base of a replay of tl: a readable backup
+ * whose image tl's entries continue (index start - 1 up to its head) and that is of tl's
+ * history: the backup tl was started on (index start - 1, and the digest prefix its name
+ * carries: arcsegTimelineName) always is; otherwise, when both tl and b record a history
+ * (and it is not shared, below), b is when they are the same and is not when they differ;
+ * when either records none, b is only in a repository of one history.
+ *
+ * arcsegSharedHistories: mark the timelines whose history the backups bk cannot vouch
+ * for (history_shared): a timeline started on a backup of another history shows two Raft
+ * logs under that backup's history (a data directory copied to start a second cluster
+ * keeps the first one's id; its archiver then takes a random history: archive.c), so the
+ * timelines of that history take their bases by the rule of backups without one. Call it
+ * before arcsegBaseFits, with every backup listed (pitr.c and expire.c, so that a
+ * retention keeps what a restore takes). */
 bool arcsegSeveralHistories(const struct arcseg_info *segs, const struct arcseg_timeline *tls,
                             size_t ntl);
+void arcsegSharedHistories(struct arcseg_timeline *tls, size_t ntl, const struct backup_info *bk,
+                           size_t nbk);
 bool arcsegBaseFits(const struct arcseg_timeline *tl, bool several, const struct backup_info *b);
 
 #endif

@@ -234,6 +234,13 @@ void backupInfoJson(const struct backup_info *info, struct buf *b)
     }
     jsonDigest(b, "digest", info->digest);
     jsonDigest(b, "parent_digest", info->parent_digest);
+    jsonDigest(b, "history", info->history);
+    jsonKey(b, "compression");
+    if (info->error[0] == '\0') {
+        bufPrintf(b, "\"%s\",", cbkCodecName(info->codec));
+    } else {
+        bufPuts(b, "null,");
+    }
     jsonKey(b, "source");
     bufJsonString(b, info->source, strlen(info->source));
     if (info->repository[0] != '\0') {
@@ -799,6 +806,8 @@ static void fillInfo(const struct cbk_header *h, const struct cbk_footer *f,
     out->duration_ms = f->duration_ms;
     snprintf(out->path, sizeof out->path, "%s", path);
     out->verified = BACKUP_UNVERIFIED;
+    memcpy(out->history, h->history, BACKUP_HISTORY_SIZE);
+    out->codec = h->codec;
 }
 
 int backupParseCompression(const char *s, int *codec, int *level, char *errmsg)
@@ -893,6 +902,7 @@ static int prepareHeader(const struct backup_source *src, const struct backup_op
     snprintf(h->source, sizeof h->source, "%s", src->source);
     h->raft_index = src->raft_index;
     h->raft_term = src->raft_term;
+    memcpy(h->history, src->history, CBK_HISTORY_SIZE);
     return 0;
 }
 

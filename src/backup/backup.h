@@ -35,6 +35,9 @@
 #define BACKUP_SOURCE_SIZE 256
 #define BACKUP_REPO_NAME_SIZE 33 /* a repository's name (server), with the NUL */
 #define BACKUP_DIGEST_SIZE 16 /* XXH3-128 of a whole file */
+/* A history: the id of the cluster whose Raft log the backed-up database is the state
+ * of (its cluster id, the archive's history id: arcseg.h); all zero for none known. */
+#define BACKUP_HISTORY_SIZE 16
 /* A catalog entry's path or URL, with the NUL: an S3 URL takes at most 1094 bytes
  * (s3:// + a bucket of 63 + / + a key of 1024); a directory whose objects' paths would
  * not fit is refused by repoOpen. Not PATH_MAX: a listing of 10,000 backups holds
@@ -74,6 +77,9 @@ struct backup_info {
     char repository[BACKUP_REPO_NAME_SIZE]; /* the name of the server's repository that
                                                holds it; "" where repositories have no
                                                names (the engine, standalone tools) */
+    /* The header's history (zeros: none recorded): whose Raft log raft_index counts in. */
+    unsigned char history[BACKUP_HISTORY_SIZE];
+    int codec; /* the blocks' codec, CBK_CODEC_* (cbk.h) */
 };
 
 struct snapread;
@@ -115,6 +121,11 @@ struct backup_source {
     bool verify_pages;   /* a database of cairn's own: when it keeps page checksums
                             (pagesum.h), every page read is verified, and a damaged one
                             fails the backup naming it, rather than being copied */
+    /* The history the image belongs to, recorded in the header: a server's cluster id
+     * (its Raft log's), so that a point-in-time restore can tell which archive's
+     * timeline continues the backup (arcsegBaseFits). All zero: none known (a plain
+     * SQLite file, a cluster formed before ids). */
+    unsigned char history[BACKUP_HISTORY_SIZE];
 };
 
 /* Called now and then with the bytes done and the total; may be NULL. */
@@ -306,8 +317,9 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
  * documented in the README): id, type, parent_id (null for full), created (ISO 8601
  * UTC), created_ms, raft_index, raft_term, page_size, page_count, pages, size_bytes,
  * path, duration_ms, verified ("unverified", "verified", "failed"), verified_at (ISO
- * 8601 or null), digest and parent_digest (hex, null for none), source, and error
- * (only when set). */
+ * 8601 or null), digest and parent_digest (hex, null for none), source, history (32
+ * hex digits, null for none), compression ("zstd", "lz4"; null for an entry with an
+ * error), and error (only when set). */
 struct buf;
 void backupInfoJson(const struct backup_info *info, struct buf *b);
 

@@ -18,10 +18,15 @@
 #include "error.h"
 
 #define MAGIC "CAIRNIDX"
-#define VERSION 1u
+/* Version 2 adds a backup's history and codec; a version 1 index is refused (as
+ * damaged: every object read again, a version 2 index written), never read without
+ * them. */
+#define VERSION 2u
 #define HEAD_SIZE 32 /* magic, version, count, body length, frame length */
 #define SUM_SIZE 8
 #define LEVEL 3
+
+_Static_assert(BACKUP_HISTORY_SIZE == CBK_HISTORY_SIZE, "a backup_info holds a header's history");
 
 /* A decoded entry: strings point into the body, NUL-terminated there. */
 struct ent {
@@ -90,6 +95,8 @@ static void putEntry(struct buf *b, const struct catidx_put *p)
         bufPutU64(b, in->page_count);
         bufPutU64(b, in->pages);
         bufPutU64(b, (uint64_t)in->duration_ms);
+        bufPut(b, in->history, BACKUP_HISTORY_SIZE);
+        bufPutU8(b, (uint8_t)in->codec);
         break;
     case CATIDX_DAMAGED:
         putStr16(b, in->error, fieldLen(in->error, sizeof in->error));
@@ -267,7 +274,11 @@ static void checkFields(struct cur *c, int kind)
         }
         take(c, 2 * BACKUP_DIGEST_SIZE);
         takeStr(c, 2, BACKUP_SOURCE_SIZE - 1);
-        take(c, 3 * 8 + 4 + 3 * 8);
+        take(c, 3 * 8 + 4 + 3 * 8 + BACKUP_HISTORY_SIZE);
+        v = takeU(c, 1);
+        if (v != CBK_CODEC_ZSTD && v != CBK_CODEC_LZ4) {
+            c->bad = true;
+        }
         break;
     case CATIDX_DAMAGED:
         takeStr(c, 2, sizeof((struct backup_info *)0)->error - 1);
@@ -448,6 +459,8 @@ void catidxFill(const struct catidx *idx, size_t at, struct backup_info *out)
         out->page_count = takeU(&c, 8);
         out->pages = takeU(&c, 8);
         out->duration_ms = (int64_t)takeU(&c, 8);
+        takeInto(&c, out->history, BACKUP_HISTORY_SIZE);
+        out->codec = (int)takeU(&c, 1);
         break;
     case CATIDX_DAMAGED:
         fillStr(&c, 2, out->error, sizeof out->error);

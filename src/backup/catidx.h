@@ -39,9 +39,9 @@
 
 /* One entry to write. info is borrowed: for CATIDX_BACKUP its catalog fields (id,
  * type, parent_id, parent_digest, digest, source, created_ms, raft_index, raft_term,
- * page_size, page_count, pages, duration_ms; not path, size_bytes, verified or
- * repository); for CATIDX_DAMAGED its error; for CATIDX_SIDECAR verified (0 when the
- * sidecar says nothing usable), verified_ms and digest. */
+ * page_size, page_count, pages, duration_ms, history, codec; not path, size_bytes,
+ * verified or repository); for CATIDX_DAMAGED its error; for CATIDX_SIDECAR verified (0
+ * when the sidecar says nothing usable), verified_ms and digest. */
 struct catidx_put {
     int kind;
     const char *name;    /* 1 to CATIDX_MAX_NAME bytes, no NUL */

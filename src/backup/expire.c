@@ -764,6 +764,8 @@ int backupExpireProgress(struct repo *repo, const struct retention *r, int64_t n
         goto fail;
     }
     out->nsegs = nsegs;
+    /* Every backup listed, as pitr.c's windows: the two agree on the bases. */
+    arcsegSharedHistories(tls, ntl, infos, ninfos);
     decideSegments(out, segs, nsegs, tls, ntl, infos);
     tally(out);
     total = out->expired_bytes + out->seg_bytes_expired;

@@ -597,6 +597,8 @@ static void infoFromFile(const struct repo_file *f, struct backup_info *out)
     out->size_bytes = f->r.size;
     out->duration_ms = f->r.f.duration_ms;
     snprintf(out->path, sizeof out->path, "%s", f->path);
+    memcpy(out->history, h->history, BACKUP_HISTORY_SIZE);
+    out->codec = h->codec;
 }
 
 void repoInfoFromFile(const struct repo_file *f, struct backup_info *out)

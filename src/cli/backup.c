@@ -345,6 +345,13 @@ static void printEntry(const json_t *e)
     if ((s = jstr(e, "parent_digest")) != NULL) {
         keyValue("parent digest:", "%s", s);
     }
+    if ((s = jstr(e, "compression")) != NULL) {
+        keyValue("compression:", "%s", s);
+    }
+    /* The cluster whose database it is: the history a point-in-time restore matches. */
+    if ((s = jstr(e, "history")) != NULL) {
+        keyValue("history:", "%s", s);
+    }
     if ((s = jstr(e, "path")) != NULL) {
         keyValue("path:", "%s", s);
     }
@@ -1085,7 +1092,8 @@ static int runList(const cliCommand *cmd, const cliEnv *env, int argc, char **ar
              * repository of 10,000 backups, whole, would take tens of MiB twice over. */
             static const char *const unused[] = {"created_ms", "raft_index", "raft_term",
                                                  "page_size", "verified_at", "digest",
-                                                 "parent_digest", "source"};
+                                                 "parent_digest", "source", "history",
+                                                 "compression"};
             json_t *e = entryJson(&infos[i]);
             for (size_t k = 0; e != NULL && k < sizeof unused / sizeof unused[0]; k++) {
                 json_object_del(e, unused[k]);

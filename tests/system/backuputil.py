@@ -44,7 +44,7 @@ from conftest import StopWaiting, deadline_seconds, wait_until
 ENTRY_KEYS = {
     "id", "type", "parent_id", "created", "created_ms", "raft_index", "raft_term",
     "page_size", "page_count", "pages", "size_bytes", "path", "duration_ms", "verified",
-    "verified_at", "digest", "parent_digest", "source",
+    "verified_at", "digest", "parent_digest", "source", "history", "compression",
 }
 BACKUP_COLUMNS = ["operation", "backup_id", "type", "parent_id", "pages", "size_bytes", "path",
                   "duration_ms", "raft_index", "repository"]
@@ -187,6 +187,9 @@ def check_entry(e):
     else:
         assert isinstance(e["verified_at"], str) and e["verified_at"], e
     assert re.fullmatch(r"[0-9a-f]{32}", e["digest"]), e["digest"]
+    # The history: the cluster id of the server that took it; none for a plain file.
+    assert e["history"] is None or re.fullmatch(r"[0-9a-f]{32}", e["history"]), e
+    assert e["compression"] in ("lz4", "zstd"), e
     assert isinstance(e["source"], str) and e["source"], e
     assert os.path.basename(e["path"]) == e["id"] + ".cbk", e
     if e["type"] == "full":

@@ -36,7 +36,7 @@ from s3util import s3env  # noqa: F401 (fixture)
 ENTRY_KEYS = {
     "id", "type", "parent_id", "created", "created_ms", "raft_index", "raft_term",
     "page_size", "page_count", "pages", "size_bytes", "path", "duration_ms", "verified",
-    "verified_at", "digest", "parent_digest", "source",
+    "verified_at", "digest", "parent_digest", "source", "history", "compression",
 }
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -153,6 +153,9 @@ def check_entry(e):
         assert isinstance(e[k], int) and e[k] >= 0, (k, e)
     assert e["verified"] in ("unverified", "verified", "failed"), e
     assert re.fullmatch(r"[0-9a-f]{32}", e["digest"]), e["digest"]
+    # The history: the cluster id of the server that took it; none for a plain file.
+    assert e["history"] is None or re.fullmatch(r"[0-9a-f]{32}", e["history"]), e
+    assert e["compression"] in ("lz4", "zstd"), e
     if e["type"] == "full":
         assert e["parent_id"] is None and e["parent_digest"] is None, e
         assert e["pages"] == e["page_count"], e
@@ -292,6 +295,7 @@ def test_standalone_full_incremental_differential_and_restore(cli, tmp_path, rep
     assert full["type"] == "full"
     assert full["source"] == os.path.realpath(db)
     assert full["raft_index"] == 0
+    assert full["history"] is None, full  # a plain SQLite file belongs to no cluster
     assert repo.name_of(full["path"]) == full["id"] + ".cbk"
     assert repo.exists(full["id"] + ".cbk")
     assert full["verified"] == "unverified" and full["verified_at"] is None
@@ -359,6 +363,7 @@ def test_standalone_files_compressed_each_their_own_way(cli, tmp_path, repo):
         head = repo.read(e["id"] + ".cbk")[:64]
         lz4 = c.startswith("lz4") if c else repo_kind_of(repo) == "dir"
         assert head[8] == (2 if lz4 else 1) and head[49] == (1 if lz4 else 0), (c, head[8], head[49])
+        assert e["compression"] == ("lz4" if lz4 else "zstd"), e
         states[e["id"]] = dump(db)
     for i, (bid, state) in enumerate(states.items()):
         out = tmp_path / ("r%d.db" % i)
@@ -396,6 +401,8 @@ def test_standalone_plain_output(cli, tmp_path, repo):
 
     r = ok(cli("backup", "show", "--repo", repo, bid))
     assert r.stdout.startswith("id:") and bid in r.stdout and "digest:" in r.stdout
+    assert re.search(r"^compression: +(lz4|zstd)$", r.stdout, re.M), r.stdout
+    assert "history:" not in r.stdout, r.stdout  # a plain file's backup records none
 
     r = ok(cli("backup", "verify", "--repo", repo, bid))
     assert "backup %s is sound" % bid in r.stdout

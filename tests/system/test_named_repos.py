@@ -275,14 +275,15 @@ def cbk_head(data):
 
 def test_backup_compression_follows_the_repository_or_the_flag(server_factory, tmp_path, s3,
                                                                monkeypatch):
-    """A node's backups: LZ4 (version 2, codec 1) into a directory, zstd (version 1, codec
-    0: what builds before LZ4 read) into S3; --backup-compression zstd:5 makes every
-    backup zstd, lz4 every one LZ4; each restores into a branch with the rows."""
+    """A node's backups: LZ4 (codec 1) into a directory, zstd (codec 0) into S3, all of
+    format version 2 (they record the cluster's history); --backup-compression zstd:5
+    makes every backup zstd, lz4 every one LZ4; each restores into a branch with the
+    rows."""
     for k, v in s3.env().items():
         if k.startswith("AWS_"):
             monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    for flag, want_dir, want_s3 in ((None, (2, 1), (1, 0)), ("zstd:5", (1, 0), (1, 0)),
+    for flag, want_dir, want_s3 in ((None, (2, 1), (2, 0)), ("zstd:5", (2, 0), (2, 0)),
                                     ("lz4", (2, 1), (2, 1))):
         local = str(tmp_path / ("local-%s" % (flag or "default")).replace(":", "-"))
         prefix = "cloud-%s" % (flag or "default").replace(":", "-")
@@ -296,6 +297,8 @@ def test_backup_compression_follows_the_repository_or_the_flag(server_factory, t
         d = backup(s, "default")
         c = backup(s, "cloud")
         assert isinstance(d, dict) and isinstance(c, dict), (d, c)
+        assert (d["compression"], c["compression"]) == (
+            "lz4" if want_dir[1] else "zstd", "lz4" if want_s3[1] else "zstd"), (flag, d, c)
         with open(os.path.join(local, d["id"] + ".cbk"), "rb") as f:
             assert cbk_head(f.read(64)) == want_dir, flag
         obj = s3.boto().get_object(Bucket=BUCKET, Key="%s/%s/%s.cbk" % (s3.prefix, prefix, c["id"]))

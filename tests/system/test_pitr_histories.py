@@ -138,3 +138,86 @@ def test_two_histories_in_one_repository_are_never_mixed(server_factory, tmp_pat
     assert restore(cairn_bin, repo.path, tmp_path / "a2.db", "--to-index", a_head) == at[a_head]
     assert restore(cairn_bin, repo.path, tmp_path / "latest2.db", "latest") == b_rows
     b.stop()
+
+
+def test_a_rebuilt_cluster_restores_from_its_own_later_backup(server_factory, tmp_path,
+                                                              cairn_bin):
+    """Every backup records its history (the cluster id of the node that took it), so that
+    after a rebuild into the same repository a point in the new history is restored from
+    the newest backup of that history before it, not from the backup its timeline was
+    started on (whose replay would grow with the timeline)."""
+    repo = DirRepo(tmp_path / "repo")
+    args = ["--backup-dir", repo.path, "--archive", "--archive-interval", "50ms"]
+
+    a = server_factory(extra_args=args)
+    wait_until(lambda: status(a)["archive"]["timeline"] or None, 30, "A's timeline")
+    a_id = a.get_json("/cluster/identity")["cluster_id"]
+    a.execute([TABLE])
+    rows = set()
+    for i in range(20):
+        body = a.execute([["INSERT INTO t(client, seq) VALUES(0, ?)", i]])
+        assert "error" not in body["results"][0], body
+        rows.add((0, i))
+    wait_archived(a)
+    a.kill()
+
+    b = server_factory(extra_args=args + ["--restore-from", repo.path])
+    b_timeline = wait_until(lambda: status(b)["archive"]["timeline"] or None, 30, "B's timeline")
+    b_id = b.get_json("/cluster/identity")["cluster_id"]
+    assert len(b_id) == 32 and b_id != a_id, (a_id, b_id)
+    for j in range(5):
+        body = b.execute([["INSERT INTO t(client, seq) VALUES(1, ?)", j]])
+        assert "error" not in body["results"][0], body
+        rows.add((1, j))
+    r = b.raw("POST", "/admin/backup", {"type": "full"}, timeout=60)
+    assert r.status == 200, r
+    later = r.json()["backup"]
+    assert later["history"] == b_id, later
+    for j in range(5, 10):
+        body = b.execute([["INSERT INTO t(client, seq) VALUES(1, ?)", j]])
+        assert "error" not in body["results"][0], body
+        rows.add((1, j))
+    at_ms, want = now_ms_after_ack(), set(rows)
+    body = b.execute([["INSERT INTO t(client, seq) VALUES(1, 10)"]])
+    assert "error" not in body["results"][0], body
+    wait_archived(b)
+
+    # The catalog says each backup's history and compression. B's timeline starts after
+    # the base its archiver took; the later backup is past it.
+    r = subprocess.run([str(cairn_bin), "backup", "list", "--repo", str(repo.path), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    listed = json.loads(r.stdout)
+    assert {e["history"] for e in listed} <= {a_id, b_id}, listed
+    assert all(e["compression"] in ("lz4", "zstd") for e in listed), listed
+    b_start = int(b_timeline[1:21])
+    b_bases = [e for e in listed if e["history"] == b_id and e["raft_index"] + 1 >= b_start]
+    assert later["id"] in {e["id"] for e in b_bases}, (later, b_bases)
+    first = min(b_bases, key=lambda e: e["raft_index"])
+    assert first["raft_index"] + 1 == b_start and first["id"] != later["id"], (first, later)
+
+    # A time in B's history after the later backup: restored from it, the entries after
+    # it replayed, and the rows B had then.
+    out = tmp_path / "b.db"
+    r = run_restore(cairn_bin, repo.path, out, "--to-time", iso(at_ms), "--json")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    doc = json.loads(r.stdout)
+    assert doc["timeline"] == b_timeline, doc
+    assert doc["base"]["id"] == later["id"], (doc, later, first)
+    assert doc["base"]["index"] == later["raft_index"], doc
+    assert doc["entries"] >= 5, doc
+    assert file_keys(out) == want
+
+    # Retention agrees: keeping only the newest full backup (the later one), B's segments
+    # are kept to roll forward from it, and those it holds are not needed.
+    r = subprocess.run([str(cairn_bin), "backup", "expire", "--repo", str(repo.path),
+                        "--keep-full", "1", "--dry-run", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    exp = json.loads(r.stdout)
+    kept = {e["id"] for e in exp["backups"] if e["action"] == "keep"}
+    assert later["id"] in kept and first["id"] not in kept, exp["backups"]
+    b_segs = [s for s in exp["archive"]["segments"] if s["timeline"] == b_timeline]
+    assert any("roll forward from %s" % later["id"] in s["reason"] for s in b_segs), b_segs
+    assert all(s["action"] == "keep" for s in b_segs if s["last"] > later["raft_index"]), b_segs
+    b.stop()

@@ -701,7 +701,10 @@ static void test_histories_never_link(void **state)
         assert_string_equal(tls[0].bad_object, n3);
         assert_non_null(strstr(tls[0].problem, "belongs to history b2b2"));
         assert_non_null(strstr(tls[0].problem, "history a1a1"));
+        assert_memory_equal(tls[0].history, ha, ARCSEG_HISTORY_SIZE); /* its first segment's */
         assert_string_equal(tls[1].name, "v1");
+        assert_true(tls[1].history[0] == 0 &&
+                    memcmp(tls[1].history, tls[1].history + 1, ARCSEG_HISTORY_SIZE - 1) == 0);
         assert_string_equal(tls[1].problem, "");
         assert_int_equal(tls[1].head, 8);
         free(tls);
@@ -709,6 +712,102 @@ static void test_histories_never_link(void **state)
     free(segs);
     repoClose(r);
     nftw(dir, rmOne, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A backup at index idx of history h (NULL: none), its digest from seed. */
+static struct backup_info bk(uint64_t idx, const unsigned char *h, unsigned seed)
+{
+    struct backup_info b;
+    memset(&b, 0, sizeof b);
+    snprintf(b.id, sizeof b.id, "b%u", seed);
+    b.raft_index = idx;
+    for (int i = 0; i < BACKUP_DIGEST_SIZE; i++) {
+        b.digest[i] = (unsigned char)(seed * 7 + i);
+    }
+    if (h != NULL) {
+        memcpy(b.history, h, BACKUP_HISTORY_SIZE);
+    }
+    return b;
+}
+
+/* A walked timeline [start, head] of history h, started on backup on. */
+static struct arcseg_timeline tl(uint64_t start, uint64_t head, const unsigned char *h,
+                                 const struct backup_info *on)
+{
+    struct arcseg_timeline t;
+    memset(&t, 0, sizeof t);
+    arcsegTimelineName(start, on->digest, t.name);
+    t.start = start;
+    t.head = head;
+    memcpy(t.history, h, ARCSEG_HISTORY_SIZE);
+    return t;
+}
+
+/* Which backups a timeline's replay may start from, when the repository holds two
+ * histories (a cluster rebuilt from it archiving into it): any of the timeline's history
+ * in its range, not only the one it was started on; never one of the other history,
+ * though its index is in range; one that records no history only as before (with one
+ * history). And a history that two logs' backups carry is not trusted. */
+static void test_bases_by_history(void **state)
+{
+    unsigned char ha[ARCSEG_HISTORY_SIZE], hb[ARCSEG_HISTORY_SIZE], hr[ARCSEG_HISTORY_SIZE];
+    struct backup_info v[8];
+    struct arcseg_timeline t[3];
+    (void)state;
+    memset(ha, 0xa1, sizeof ha);
+    memset(hb, 0xb2, sizeof hb);
+    memset(hr, 0x3c, sizeof hr);
+    v[0] = bk(0, ha, 1);    /* A's first: its timeline starts at 1 */
+    v[1] = bk(50, ha, 2);   /* A's later backup */
+    v[2] = bk(10, hb, 3);   /* B's first (the rebuilt cluster's): its timeline starts at 11 */
+    v[3] = bk(40, hb, 4);   /* B's later backup: index 40 is in A's range too */
+    v[4] = bk(45, NULL, 5); /* an older build's: no history */
+    v[5] = bk(150, ha, 6);  /* past A's head */
+    v[6] = bk(30, ha, 7);
+    snprintf(v[6].error, sizeof v[6].error, "unreadable");
+    t[0] = tl(1, 100, ha, &v[0]);
+    t[1] = tl(11, 60, hb, &v[2]);
+    arcsegSharedHistories(t, 2, v, 7);
+    assert_false(t[0].history_shared);
+    assert_false(t[1].history_shared);
+
+    for (int several = 0; several < 2; several++) {
+        assert_true(arcsegBaseFits(&t[0], several, &v[0]));
+        assert_true(arcsegBaseFits(&t[0], several, &v[1]));
+        assert_false(arcsegBaseFits(&t[0], several, &v[2])); /* before its start */
+        assert_false(arcsegBaseFits(&t[0], several, &v[3])); /* B's: in range, another log */
+        assert_int_equal(arcsegBaseFits(&t[0], several, &v[4]), !several);
+        assert_false(arcsegBaseFits(&t[0], several, &v[5]));
+        assert_false(arcsegBaseFits(&t[0], several, &v[6]));
+        assert_true(arcsegBaseFits(&t[1], several, &v[2]));
+        assert_true(arcsegBaseFits(&t[1], several, &v[3]));
+        assert_false(arcsegBaseFits(&t[1], several, &v[1])); /* A's: in range, another log */
+        assert_int_equal(arcsegBaseFits(&t[1], several, &v[4]), !several);
+    }
+    /* A timeline of no history recorded (an older archive): the rule without histories. */
+    {
+        static const unsigned char none[ARCSEG_HISTORY_SIZE];
+        struct arcseg_timeline old = tl(1, 100, none, &v[0]);
+        assert_true(arcsegBaseFits(&old, false, &v[3]));
+        assert_false(arcsegBaseFits(&old, true, &v[3]));
+        assert_true(arcsegBaseFits(&old, true, &v[0])); /* started on it */
+    }
+
+    /* A data directory of A copied to start a second cluster keeps A's id: its backups
+     * say history A, its archiver a random one (R). Its timeline, started on one of its
+     * backups of "history A", shows it: A's timelines then trust no backup's history. */
+    v[7] = bk(20, ha, 8);
+    t[2] = tl(21, 90, hr, &v[7]);
+    arcsegSharedHistories(t, 3, v, 8);
+    assert_true(t[0].history_shared);
+    assert_false(t[1].history_shared);
+    assert_false(t[2].history_shared);
+    assert_true(arcsegBaseFits(&t[0], true, &v[0]));  /* started on it */
+    assert_false(arcsegBaseFits(&t[0], true, &v[1])); /* A's or the copy's: cannot tell */
+    assert_false(arcsegBaseFits(&t[0], true, &v[7]));
+    assert_true(arcsegBaseFits(&t[2], true, &v[7]));
+    assert_false(arcsegBaseFits(&t[2], true, &v[1]));
+    assert_true(arcsegBaseFits(&t[1], true, &v[3]));
 }
 
 int main(void)
@@ -727,6 +826,7 @@ int main(void)
         cmocka_unit_test(test_walk_timelines),
         cmocka_unit_test(test_walk_reads_ahead_and_judges_in_order),
         cmocka_unit_test(test_histories_never_link),
+        cmocka_unit_test(test_bases_by_history),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

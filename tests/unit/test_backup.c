@@ -37,6 +37,7 @@
 #include "cbk.h"
 #include "error.h"
 #include "filefx.h"
+#include "lib.h"
 
 struct fx {
     char dir[PATH_MAX];
@@ -122,7 +123,7 @@ static void onProgress(void *arg, uint64_t done, uint64_t total)
 static int backupOf(const char *db, const char *repo, int type, uint32_t block_pages,
                     struct backup_info *info, char *errmsg)
 {
-    struct backup_source src = {open(db, O_RDONLY), 0, 0, db, NULL, false};
+    struct backup_source src = {open(db, O_RDONLY), 0, 0, db, NULL, false, {0}};
     struct backup_options opt = {.type = type, .repo = repo, .block_pages = block_pages};
     int rv;
     assert_true(src.fd >= 0);
@@ -385,7 +386,7 @@ static void test_full_roundtrip(void **state)
 
     makeDb(f->db, 600);
     {
-        struct backup_source src = {open(f->db, O_RDONLY), 9, 3, f->db, NULL, false};
+        struct backup_source src = {open(f->db, O_RDONLY), 9, 3, f->db, NULL, false, {0}};
         struct backup_options opt = {.type = BACKUP_FULL, .repo = f->repo, .progress = onProgress, .progress_arg = &pl};
         assert_int_equal(backupCreate(&src, &opt, &info, errmsg), 0);
         close(src.fd);
@@ -591,7 +592,7 @@ static void test_incremental_without_parent(void **state)
                      CAIRN_ENOTFOUND);
     /* A backup of another source is no parent. */
     {
-        struct backup_source src = {open(f->db, O_RDONLY), 0, 0, "elsewhere", NULL, false};
+        struct backup_source src = {open(f->db, O_RDONLY), 0, 0, "elsewhere", NULL, false, {0}};
         struct backup_options opt = {.type = BACKUP_FULL, .repo = f->repo};
         assert_int_equal(backupCreate(&src, &opt, &info, errmsg), 0);
         close(src.fd);
@@ -617,14 +618,14 @@ static void test_named_parent(void **state)
     copyFile(f->db, otherdb); /* the same database, backed up as another source */
     sqlExec(f->db, "UPDATE t SET name = 'mine' WHERE id < 40");
     {
-        struct backup_source src = {open(otherdb, O_RDONLY), 0, 0, "cairnd:/elsewhere", NULL,
-                                    false};
+        struct backup_source src = {
+            open(otherdb, O_RDONLY), 0, 0, "cairnd:/elsewhere", NULL, false, {0}};
         struct backup_options opt = {.type = BACKUP_FULL, .repo = f->repo};
         assert_int_equal(backupCreate(&src, &opt, &other, errmsg), 0);
         close(src.fd);
     }
     {
-        struct backup_source src = {open(f->db, O_RDONLY), 0, 0, f->db, NULL, false};
+        struct backup_source src = {open(f->db, O_RDONLY), 0, 0, f->db, NULL, false, {0}};
         struct backup_options opt = {.type = BACKUP_INCREMENTAL, .repo = f->repo, .parent_id = other.id};
         assert_int_equal(backupCreate(&src, &opt, &inc, errmsg), 0);
         assert_string_equal(inc.parent_id, other.id);
@@ -694,7 +695,7 @@ static void test_parent_digest_mismatch(void **state)
     snprintf(db2, sizeof db2, "%s/db2.sqlite", f->dir);
     makeDb(db2, 120);
     {
-        struct backup_source src = {open(db2, O_RDONLY), 0, 0, f->db, NULL, false};
+        struct backup_source src = {open(db2, O_RDONLY), 0, 0, f->db, NULL, false, {0}};
         struct backup_options opt = {.type = BACKUP_FULL, .repo = repo2};
         assert_int_equal(backupCreate(&src, &opt, &other, errmsg), 0);
         close(src.fd);
@@ -1013,6 +1014,78 @@ static void test_info_json(void **state)
     bufFree(&b);
 }
 
+/* The source's history goes into the header (version 2, bytes 400-415), and comes back
+ * in the backup's entry (backupCreate's, the file's, the listing's) with its codec, and
+ * in its JSON; a backup without one says none. */
+static void test_history_recorded(void **state)
+{
+    struct fx *f = *state;
+    struct backup_info plain, tagged, read, *list;
+    char errmsg[CAIRN_ERRMSG_SIZE], hex[2 * BACKUP_HISTORY_SIZE + 1];
+    unsigned char history[BACKUP_HISTORY_SIZE];
+    unsigned char *file;
+    size_t n, file_n;
+    struct buf b;
+    json_t *j;
+
+    for (int i = 0; i < BACKUP_HISTORY_SIZE; i++) {
+        history[i] = (unsigned char)(0xa0 + i);
+        snprintf(hex + 2 * i, 3, "%02x", history[i]);
+    }
+    makeDb(f->db, 50);
+    mustBackup(f->db, f->repo, BACKUP_FULL, 0, &plain);
+    assert_true(libIsZero(plain.history, BACKUP_HISTORY_SIZE));
+    assert_int_equal(plain.codec, CBK_CODEC_LZ4); /* a local repository's default */
+    {
+        struct backup_source src = {open(f->db, O_RDONLY), 11, 2, "cairnd:/data", NULL, false, {0}};
+        struct backup_options opt = {.type = BACKUP_INCREMENTAL,
+                                     .repo = f->repo,
+                                     .codec = BACKUP_CODEC_ZSTD,
+                                     .parent_id = plain.id};
+        memcpy(src.history, history, sizeof history);
+        assert_int_equal(backupCreate(&src, &opt, &tagged, errmsg), 0);
+        close(src.fd);
+    }
+    assert_memory_equal(tagged.history, history, BACKUP_HISTORY_SIZE);
+    assert_int_equal(tagged.codec, CBK_CODEC_ZSTD);
+    file = readFile(tagged.path, &file_n);
+    assert_int_equal(file[8], 2); /* a history needs version 2, even with zstd */
+    assert_memory_equal(file + 400, history, BACKUP_HISTORY_SIZE);
+    assert_int_equal(cbkCheckMemory(file, file_n, errmsg), 0);
+    free(file);
+    assert_int_equal(backupReadInfo(tagged.path, &read, errmsg), 0);
+    assert_memory_equal(&read, &tagged, sizeof read);
+    assert_int_equal(repoList(f->repo, &list, &n, errmsg), 0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        const struct backup_info *want = strcmp(list[i].id, plain.id) == 0 ? &plain : &tagged;
+        assert_memory_equal(list[i].history, want->history, BACKUP_HISTORY_SIZE);
+        assert_int_equal(list[i].codec, want->codec);
+    }
+    free(list);
+
+    bufInit(&b);
+    backupInfoJson(&tagged, &b);
+    assert_non_null(j = json_loadb(b.p, b.len, 0, NULL));
+    assert_string_equal(json_string_value(json_object_get(j, "history")), hex);
+    assert_string_equal(json_string_value(json_object_get(j, "compression")), "zstd");
+    json_decref(j);
+    bufReset(&b);
+    backupInfoJson(&plain, &b);
+    assert_non_null(j = json_loadb(b.p, b.len, 0, NULL));
+    assert_true(json_is_null(json_object_get(j, "history")));
+    assert_string_equal(json_string_value(json_object_get(j, "compression")), "lz4");
+    json_decref(j);
+    /* An entry that cannot be read says no codec. */
+    bufReset(&b);
+    snprintf(plain.error, sizeof plain.error, "header: bad magic");
+    backupInfoJson(&plain, &b);
+    assert_non_null(j = json_loadb(b.p, b.len, 0, NULL));
+    assert_true(json_is_null(json_object_get(j, "compression")));
+    json_decref(j);
+    bufFree(&b);
+}
+
 static void test_write_error_cleans_up(void **state)
 {
     struct fx *f = *state;
@@ -1182,7 +1255,7 @@ static pid_t startWriter(const char *path)
 
 static void snapshotWhileWriting(struct fx *f, const char *journal_mode)
 {
-    struct backup_source src = {-1, 0, 0, f->db, NULL, false};
+    struct backup_source src = {-1, 0, 0, f->db, NULL, false, {0}};
     struct backup_options opt = {.type = BACKUP_FULL, .repo = f->repo};
     struct backup_info info;
     char tmp[PATH_MAX], out[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE], sql[128];
@@ -1266,6 +1339,7 @@ int main(void)
         T(test_large_chain_on_workers),
         T(test_damaged_file_listed),
         T(test_info_json),
+        T(test_history_recorded),
         T(test_write_error_cleans_up),
         cmocka_unit_test(test_ids),
         cmocka_unit_test(test_own_names),

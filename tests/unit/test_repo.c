@@ -29,6 +29,7 @@
 #include <zstd.h>
 
 #include "catidx.h"
+#include "cbk.h"
 #include "error.h"
 #include "repo.h"
 
@@ -401,6 +402,10 @@ static void fillBackup(struct backup_info *b, const char *id, const char *source
     b->page_count = 1u << 20;
     b->pages = 12345;
     b->duration_ms = 987;
+    b->codec = CBK_CODEC_LZ4;
+    for (int i = 0; i < BACKUP_HISTORY_SIZE; i++) {
+        b->history[i] = (unsigned char)(0x11 * (i + 1));
+    }
 }
 
 static void test_index_round_trip(void **state)
@@ -445,6 +450,8 @@ static void test_index_round_trip(void **state)
     assert_int_equal(got.page_count, 1u << 20);
     assert_int_equal(got.pages, 12345);
     assert_int_equal(got.duration_ms, 987);
+    assert_memory_equal(got.history, b.history, BACKUP_HISTORY_SIZE);
+    assert_int_equal(got.codec, CBK_CODEC_LZ4);
 
     assert_int_equal(catidxFind(idx, "a.cbk", "etag-2/1", 700, &at), CATIDX_DAMAGED);
     catidxFill(idx, at, &got);
@@ -505,8 +512,10 @@ static void test_index_round_trip(void **state)
     }
 }
 
-/* An index object around body (count entries), checksummed as a writer would. */
-static unsigned char *forge(const void *body, size_t blen, uint32_t count, size_t *len)
+/* An index object of version `version` around body (count entries), checksummed as a
+ * writer would. */
+static unsigned char *forgeVersion(const void *body, size_t blen, uint32_t count, uint32_t version,
+                                   size_t *len)
 {
     size_t bound = ZSTD_compressBound(blen), frame;
     unsigned char *obj = malloc(32 + bound + 8);
@@ -515,7 +524,7 @@ static unsigned char *forge(const void *body, size_t blen, uint32_t count, size_
     assert_false(ZSTD_isError(frame));
     memcpy(obj, "CAIRNIDX", 8);
     for (int i = 0; i < 4; i++) {
-        obj[8 + i] = (unsigned char)(1u >> (8 * i));
+        obj[8 + i] = (unsigned char)(version >> (8 * i));
         obj[12 + i] = (unsigned char)(count >> (8 * i));
     }
     for (int i = 0; i < 8; i++) {
@@ -528,6 +537,24 @@ static unsigned char *forge(const void *body, size_t blen, uint32_t count, size_
     }
     *len = 32 + frame + 8;
     return obj;
+}
+
+static unsigned char *forge(const void *body, size_t blen, uint32_t count, size_t *len)
+{
+    return forgeVersion(body, blen, count, 2, len);
+}
+
+/* The index obj (len bytes) said to be of another version, its checksum made right. */
+static void setVersion(unsigned char *obj, size_t len, uint32_t version)
+{
+    uint64_t sum;
+    for (int i = 0; i < 4; i++) {
+        obj[8 + i] = (unsigned char)(version >> (8 * i));
+    }
+    sum = XXH3_64bits(obj, len - 8);
+    for (int i = 0; i < 8; i++) {
+        obj[len - 8 + i] = (unsigned char)(sum >> (8 * i));
+    }
 }
 
 /* A sidecar entry of name (kind 3), into p: its length. */
@@ -623,6 +650,38 @@ static void test_index_damaged_is_refused(void **state)
     assert_int_equal(catidxCount(idx), 1);
     catidxFree(idx);
     free(obj);
+
+    /* Version 1 (its backups without a history and a codec): refused whole, even when
+     * every entry would read, so that a listing reads the objects again; never read as
+     * if its backups had no history. And an unknown version too. */
+    for (uint32_t v = 0; v < 5; v++) {
+        if (v == 2) {
+            continue;
+        }
+        obj = forgeVersion(body, k, 1, v, &flen);
+        idx = (struct catidx *)1;
+        assert_int_equal(catidxDecode(obj, flen, &idx, errmsg), CAIRN_ECORRUPT);
+        assert_null(idx);
+        assert_non_null(strstr(errmsg, "version"));
+        free(obj);
+    }
+    /* A backup's codec that no build writes. */
+    fillBackup(&b, "20261122T101600000Z-0002-0a0b", "src");
+    for (int codec = CBK_CODEC_ZSTD; codec <= 7; codec++) {
+        b.codec = codec;
+        assert_int_equal(catidxEncode(put, 1, &obj, &len, errmsg), 0);
+        idx = NULL;
+        assert_int_equal(catidxDecode(obj, len, &idx, errmsg),
+                         codec <= CBK_CODEC_LZ4 ? 0 : CAIRN_ECORRUPT);
+        if (codec <= CBK_CODEC_LZ4) {
+            assert_int_equal(catidxCount(idx), 1);
+            catidxFree(idx);
+        } else {
+            assert_null(idx);
+            assert_non_null(strstr(errmsg, "entry 0"));
+        }
+        free(obj);
+    }
 }
 
 /* A full backup of an empty database (0 pages) into r; its entry into *info. */
@@ -778,6 +837,31 @@ static void test_list_through_index(void **state)
     assert_int_equal(v[1].verified, BACKUP_VERIFY_FAILED);
     assert_int_equal(v[1].verified_ms, 1795000000001LL);
     free(v);
+
+    /* An index of version 1 (an older build's, whose backups say no history or codec)
+     * is not believed, even for objects it names under their current version: the
+     * backups are read, and a version 2 index written. */
+    {
+        int ia;
+        vs.n = 0;
+        assert_int_equal(repoListNames(f->r, "", collectVersions, &vs, errmsg), 0);
+        ia = strncmp(vs.name[0], a.id, strlen(a.id)) == 0 ? 0 : 1;
+        put[0] =
+            (struct catidx_put){CATIDX_BACKUP, vs.name[ia], vs.version[ia], vs.size[ia], &fake};
+        assert_int_equal(catidxEncode(put, 1, &obj, &len, errmsg), 0);
+        setVersion(obj, len, 1);
+        assert_int_equal(repoPut(f->r, CATIDX_NAME, obj, len, errmsg), 0);
+        free(obj);
+        assert_null(indexOf(f->r));
+        v = listAll(f->r, &n);
+        assert_int_equal(n, 2);
+        assert_string_equal(v[0].source, "one");
+        assert_int_equal(v[0].codec, CBK_CODEC_LZ4); /* a local repository's default */
+        free(v);
+        assert_non_null(idx = indexOf(f->r));
+        assert_int_equal(catidxCount(idx), 3);
+        catidxFree(idx);
+    }
 
     /* A damaged index is ignored, and written again. */
     assert_int_equal(repoPut(f->r, CATIDX_NAME, "not an index", 12, errmsg), 0);

@@ -69,7 +69,7 @@ static void mustBackupAs(const char *db, const char *repo, int type, uint32_t bl
                          int codec, int level, struct backup_info *info)
 {
     char errmsg[CAIRN_ERRMSG_SIZE] = "";
-    struct backup_source src = {open(db, O_RDONLY), 0, 0, db, NULL, false};
+    struct backup_source src = {open(db, O_RDONLY), 0, 0, db, NULL, false, {0}};
     struct backup_options opt = {.type = type, .repo = repo, .block_pages = block_pages,
                                  .codec = codec, .level = level};
     int rv;
