@@ -67,15 +67,23 @@ def test_killed_at_any_moment_leaves_nothing_at_out(cairn_bin, archived, tmp_pat
     d = tmp_path / "dest"
     d.mkdir()
     out = d / "db.sqlite"
-    # A whole restore's duration, then kills spread over it.
-    t0 = time.monotonic()
-    p = start_restore(cairn_bin, archived, out)
-    assert p.wait(timeout=deadline_seconds(120)) == 0, p.stderr.read()
-    whole = time.monotonic() - t0
-    assert rows(out) == WANT
-    out.unlink()
+    # A whole restore's duration (the shorter of two: on a loaded machine the first can
+    # take twice the next), then kills spread over it; if too few kills landed while a
+    # restore ran (later ones ran faster still), again over a half, then a quarter of it.
+    whole = None
+    for _ in range(2):
+        t0 = time.monotonic()
+        p = start_restore(cairn_bin, archived, out)
+        assert p.wait(timeout=deadline_seconds(120)) == 0, p.stderr.read()
+        took = time.monotonic() - t0
+        whole = took if whole is None else min(whole, took)
+        assert rows(out) == WANT
+        out.unlink()
     killed = left = 0
-    for frac in (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95):
+    spread = (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95)
+    for frac in spread + tuple(f / 2 for f in spread) + tuple(f / 4 for f in spread):
+        if killed >= 3 and left >= 1:
+            break
         p = start_restore(cairn_bin, archived, out)
         try:
             p.wait(timeout=whole * frac)
