@@ -41,16 +41,6 @@ static void digestOf(const void *p, size_t n, unsigned char out[BACKUP_DIGEST_SI
     cbkDigestBytes(h.low64, h.high64, out);
 }
 
-static bool allZero(const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] != 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
 int64_t arcsegCommandTime(const void *p, size_t n)
 {
     const unsigned char *b = p;
@@ -345,7 +335,7 @@ int arcsegDecodeHeader(const void *p, uint64_t size, const char *name, struct ar
         return CAIRN_ECORRUPT;
     }
     /* Zeros, as the encoder writes them: a later version may give them a meaning. */
-    if (!allZero(b + 28, 4) || !allZero(b + 80 + strlen(h->timeline), 40 - strlen(h->timeline))) {
+    if (!libIsZero(b + 28, 4) || !libIsZero(b + 80 + strlen(h->timeline), 40 - strlen(h->timeline))) {
         errorf(errmsg, "archive segment %s: reserved bytes are not zero", name);
         return CAIRN_ECORRUPT;
     }

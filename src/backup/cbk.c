@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "error.h"
+#include "lib.h"
 
 /* Header field offsets (docs/FORMAT.md). */
 #define H_MAGIC 0
@@ -68,16 +69,6 @@ static void putU64(unsigned char *p, uint64_t v)
     putU32(p + 4, (uint32_t)(v >> 32));
 }
 
-static bool allZero(const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] != 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
 bool cbkIdValid(const char *id)
 {
     size_t n = strnlen(id, BACKUP_ID_SIZE);
@@ -113,7 +104,7 @@ static void putString(unsigned char *p, size_t size, const char *s)
 
 void cbkHeaderEncode(const struct cbk_header *h, unsigned char out[CBK_HEADER_SIZE])
 {
-    bool v2 = h->codec != CBK_CODEC_ZSTD || !allZero(h->history, CBK_HISTORY_SIZE);
+    bool v2 = h->codec != CBK_CODEC_ZSTD || !libIsZero(h->history, CBK_HISTORY_SIZE);
     memset(out, 0, CBK_HEADER_SIZE);
     memcpy(out + H_MAGIC, CBK_MAGIC, 8);
     putU32(out + H_VERSION, v2 ? 2 : 1);
@@ -160,7 +151,7 @@ int cbkHeaderDecode(const unsigned char in[CBK_HEADER_SIZE], struct cbk_header *
         return CAIRN_ECORRUPT;
     }
     if (!getString(in + H_ID, BACKUP_ID_SIZE, h->id) || !cbkIdValid(h->id) ||
-        !allZero(in + H_ID + strlen(h->id), BACKUP_ID_SIZE - strlen(h->id))) {
+        !libIsZero(in + H_ID + strlen(h->id), BACKUP_ID_SIZE - strlen(h->id))) {
         errorf(why, "invalid backup id");
         return CAIRN_ECORRUPT;
     }
@@ -170,7 +161,7 @@ int cbkHeaderDecode(const unsigned char in[CBK_HEADER_SIZE], struct cbk_header *
         return CAIRN_ECORRUPT;
     }
     if (version == 1) {
-        if (!allZero(in + H_TYPE + 1, 3) || !allZero(in + H_RESERVED, H_SUM - H_RESERVED)) {
+        if (!libIsZero(in + H_TYPE + 1, 3) || !libIsZero(in + H_RESERVED, H_SUM - H_RESERVED)) {
             errorf(why, "reserved bytes are not zero");
             return CAIRN_ECORRUPT;
         }
@@ -181,20 +172,20 @@ int cbkHeaderDecode(const unsigned char in[CBK_HEADER_SIZE], struct cbk_header *
             errorf(why, "unknown codec %d", h->codec);
             return CAIRN_ECORRUPT;
         }
-        if (!allZero(in + H_CODEC + 1, 2) || !allZero(in + H_RESERVED_2, H_SUM - H_RESERVED_2)) {
+        if (!libIsZero(in + H_CODEC + 1, 2) || !libIsZero(in + H_RESERVED_2, H_SUM - H_RESERVED_2)) {
             errorf(why, "reserved bytes are not zero");
             return CAIRN_ECORRUPT;
         }
         memcpy(h->history, in + H_HISTORY, CBK_HISTORY_SIZE);
     }
     if (!getString(in + H_PARENT_ID, BACKUP_ID_SIZE, h->parent_id) ||
-        !allZero(in + H_PARENT_ID + strlen(h->parent_id), BACKUP_ID_SIZE - strlen(h->parent_id))) {
+        !libIsZero(in + H_PARENT_ID + strlen(h->parent_id), BACKUP_ID_SIZE - strlen(h->parent_id))) {
         errorf(why, "invalid parent id");
         return CAIRN_ECORRUPT;
     }
     memcpy(h->parent_digest, in + H_PARENT_DIGEST, BACKUP_DIGEST_SIZE);
     if (h->type == BACKUP_FULL) {
-        if (h->parent_id[0] != '\0' || !allZero(h->parent_digest, BACKUP_DIGEST_SIZE)) {
+        if (h->parent_id[0] != '\0' || !libIsZero(h->parent_digest, BACKUP_DIGEST_SIZE)) {
             errorf(why, "a full backup with a parent");
             return CAIRN_ECORRUPT;
         }
@@ -252,7 +243,7 @@ int cbkFooterDecode(const unsigned char in[CBK_FOOTER_SIZE], struct cbk_footer *
         errorf(why, "checksum mismatch");
         return CAIRN_ECORRUPT;
     }
-    if (!allZero(in + 4, 4)) {
+    if (!libIsZero(in + 4, 4)) {
         errorf(why, "reserved bytes are not zero");
         return CAIRN_ECORRUPT;
     }
@@ -488,7 +479,7 @@ static int manifestPass(struct cbk_reader *r, uint64_t *out, const uint64_t *exp
         (rv = readAt(r, off, head, sizeof head, "manifest", errmsg)) != 0) {
         goto out;
     }
-    if (memcmp(head, CBK_MANIFEST_MAGIC, 4) != 0 || !allZero(head + 4, 4) ||
+    if (memcmp(head, CBK_MANIFEST_MAGIC, 4) != 0 || !libIsZero(head + 4, 4) ||
         getU64(head + 8) != pc) {
         errorf(errmsg, "%s: manifest at offset %llu: bad magic or page count", r->name,
                (unsigned long long)off);
