@@ -419,6 +419,11 @@ class Cluster:
             idx = applied.pop()
             if leaders and leaders[0].get("commit_index") not in (None, idx):
                 return None
+            # A leader newly elected still has its predecessor's commit index until
+            # its term's start barrier commits: every node may then report that same
+            # old index while entries past it are not applied anywhere yet.
+            if leaders and leaders[0].get("ready") is False:
+                return None
             return idx or None
         return wait_until(check, timeout, "nodes %s to apply the same index" % [
             n.name for n in (nodes or self.running())], interval=0.05)
