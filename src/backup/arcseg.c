@@ -883,6 +883,13 @@ bool arcsegBaseFits(const struct arcseg_timeline *tl, bool several, const struct
     if (startedOn(tl, b)) {
         return true;
     }
+    if (b->raft_index == 0 && libIsZero(b->history, BACKUP_HISTORY_SIZE)) {
+        /* Index 0 and no history: what a backup of a file that is the state of no Raft
+         * log records (`cairn backup create --db` of a plain SQLite file, and of any file
+         * before the command read a node's index), whatever it holds. As a base it would
+         * take entries from 1 onto data of any later index. */
+        return false;
+    }
     if (!tl->history_shared && !libIsZero(tl->history, ARCSEG_HISTORY_SIZE) &&
         !libIsZero(b->history, BACKUP_HISTORY_SIZE)) {
         /* Both say which Raft log their indexes count in. */

@@ -197,7 +197,9 @@ int arcsegRead(struct repo *repo, const char *name, struct arcseg *seg, char *er
  * history: the backup tl was started on (index start - 1, and the digest prefix its name
  * carries: arcsegTimelineName) always is; otherwise, when both tl and b record a history
  * (and it is not shared, below), b is when they are the same and is not when they differ;
- * when either records none, b is only in a repository of one history.
+ * when either records none, b is only in a repository of one history. A backup of index
+ * 0 that records no history (a standalone backup of a file that is no node's database:
+ * the state of no log) is a base only of the timeline started on it, which none is.
  *
  * arcsegSharedHistories: mark the timelines whose history the backups bk cannot vouch
  * for (history_shared): a timeline started on a backup of another history shows two Raft

@@ -60,7 +60,7 @@ struct backup_info {
     unsigned char digest[BACKUP_DIGEST_SIZE];        /* this file's trailer digest */
     char source[BACKUP_SOURCE_SIZE];    /* what was backed up (see backup_source) */
     int64_t created_ms;                 /* Unix ms when the backup started */
-    uint64_t raft_index;                /* index of the image; 0 outside a server */
+    uint64_t raft_index;                /* index of the image; 0: no Raft state (a plain file) */
     uint64_t raft_term;
     uint32_t page_size;
     uint64_t page_count;                /* pages of the database at this backup */
@@ -109,7 +109,7 @@ const char *repoLocalPath(const struct repo *r);
 /* A frozen page image to back up. */
 struct backup_source {
     int fd;              /* the database file; read with pread, not closed by the engine */
-    uint64_t raft_index; /* recorded in the header; 0 outside a server */
+    uint64_t raft_index; /* recorded in the header; 0: no Raft state */
     uint64_t raft_term;
     const char *source;  /* identity of the database (server: "cairnd:<data dir>";
                             standalone: the file's absolute path). Incremental and

@@ -57,6 +57,7 @@ static int shmBarrierWord;
 
 #include "error.h"
 #include "lib.h"
+#include "pagesum.h"
 
 #define SHIM_VFS_NAME "cairn-snapread"
 
@@ -471,6 +472,7 @@ struct snapread {
     uint32_t read_mark;
     struct walmap *map; /* sorted by page, one entry (its last frame) a page */
     size_t nmap;
+    bool seal_wal;    /* snapreadSealWal: pages from WAL frames get their checksum */
     bool shm_free;    /* taken without SQLite (openShmFree) */
     bool wal_existed; /* shm_free: the -wal as it was, for snapreadCheck */
     struct stat wal_st;
@@ -747,6 +749,9 @@ int snapreadPages(const struct snapread *s, uint64_t first, uint32_t count, void
         }
         if (k != ps) {
             return EIO; /* the WAL was cut under our read lock: not SQLite's doing */
+        }
+        if (s->seal_wal) {
+            pagesumSeal(out + (idx - first) * ps, ps);
         }
         if (idx >= next) {
             if (!gapOk(s, next, idx)) {
@@ -1139,6 +1144,20 @@ err:
     return rv;
 }
 
+bool snapreadSealWal(struct snapread *s)
+{
+    unsigned char *p1;
+    if (s->page_count == 0 || s->nmap == 0 || (p1 = malloc(s->page_size)) == NULL) {
+        return false;
+    }
+    s->seal_wal = false;
+    if (snapreadPages(s, 0, 1, p1) == 0 && p1[20] == PAGESUM_RESERVE) {
+        s->seal_wal = true;
+    }
+    free(p1);
+    return s->seal_wal;
+}
+
 void snapreadGetInfo(const struct snapread *s, struct snapread_info *info)
 {
     memset(info, 0, sizeof *info);
@@ -1177,4 +1196,242 @@ void snapreadClose(struct snapread *s)
     free(s->map);
     free(s->path);
     free(s);
+}
+
+/* ---- SQL over the snapshot ----
+ *
+ * A second VFS, "cairn-snapimage", that opens no file at all: its one file is the
+ * snapshot's image, every read served by snapreadPages(). So a query sees exactly the
+ * pages a backup of the snapshot stores (the WAL frames of the snapshot included), at
+ * no risk to the locks the snapshot holds: no descriptor of the source is opened or
+ * closed. Page 1 is shown in rollback-journal mode (its bytes 18 and 19, SQLite's
+ * read/write versions, read 1 instead of 2) so that SQLite looks for no WAL; the image
+ * is complete without one. The snapshot travels in the URI ("snap=<pointer>"), as
+ * SQLite's own memvfs passes its buffer. */
+
+#define IMAGE_VFS_NAME "cairn-snapimage"
+
+struct image_file {
+    sqlite3_file base;
+    const struct snapread *s;
+};
+
+static sqlite3_vfs image_vfs;
+static pthread_once_t image_once = PTHREAD_ONCE_INIT;
+static int image_rc = SQLITE_ERROR;
+
+static int imageClose(sqlite3_file *f)
+{
+    return SQLITE_OK;
+}
+
+static int imageRead(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
+{
+    const struct snapread *s = ((struct image_file *)f)->s;
+    const uint64_t ps = s->page_size;
+    const uint64_t size = s->page_count * ps;
+    unsigned char *out = buf;
+    unsigned char *page = NULL;
+    uint64_t at = (uint64_t)off, end = (uint64_t)off + (uint64_t)n;
+    int rc = SQLITE_OK;
+
+    if (off < 0 || n < 0) {
+        return SQLITE_IOERR_READ;
+    }
+    while (at < end) {
+        uint64_t pg = at / ps, in = at % ps;
+        size_t k = (size_t)(ps - in < end - at ? ps - in : end - at);
+        if (at >= size) {
+            memset(out + (at - (uint64_t)off), 0, (size_t)(end - at));
+            rc = SQLITE_IOERR_SHORT_READ;
+            break;
+        }
+        if (in == 0 && k == ps) {
+            if (snapreadPages(s, pg, 1, out + (at - (uint64_t)off)) != 0) {
+                rc = SQLITE_IOERR_READ;
+                break;
+            }
+        } else {
+            if (page == NULL && (page = malloc(ps)) == NULL) {
+                rc = SQLITE_IOERR_NOMEM;
+                break;
+            }
+            if (snapreadPages(s, pg, 1, page) != 0) {
+                rc = SQLITE_IOERR_READ;
+                break;
+            }
+            memcpy(out + (at - (uint64_t)off), page + in, k);
+        }
+        at += k;
+    }
+    free(page);
+    /* A WAL database's page 1 says so (2, 2 at 18-19): shown as rollback (1, 1). */
+    if (rc == SQLITE_OK && (uint64_t)off <= 18 && end >= 20) {
+        unsigned char *v = out + (18 - off);
+        if (v[0] == 2 && v[1] == 2) {
+            v[0] = v[1] = 1;
+        }
+    }
+    return rc;
+}
+
+static int imageWrite(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+    return SQLITE_READONLY;
+}
+
+static int imageTruncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    return SQLITE_READONLY;
+}
+
+static int imageSync(sqlite3_file *f, int flags)
+{
+    return SQLITE_OK; /* nothing was written */
+}
+
+static int imageFileSize(sqlite3_file *f, sqlite3_int64 *size)
+{
+    const struct snapread *s = ((struct image_file *)f)->s;
+    *size = (sqlite3_int64)(s->page_count * s->page_size);
+    return SQLITE_OK;
+}
+
+static int imageLock(sqlite3_file *f, int level)
+{
+    return SQLITE_OK; /* the image does not change while the snapshot is held */
+}
+
+static int imageCheckReservedLock(sqlite3_file *f, int *out)
+{
+    *out = 0;
+    return SQLITE_OK;
+}
+
+static int imageFileControl(sqlite3_file *f, int op, void *arg)
+{
+    return SQLITE_NOTFOUND;
+}
+
+static int imageSectorSize(sqlite3_file *f)
+{
+    return 512;
+}
+
+static int imageDeviceCharacteristics(sqlite3_file *f)
+{
+    return SQLITE_IOCAP_IMMUTABLE;
+}
+
+static const sqlite3_io_methods image_methods = {
+    1,
+    imageClose,
+    imageRead,
+    imageWrite,
+    imageTruncate,
+    imageSync,
+    imageFileSize,
+    imageLock,
+    imageLock, /* xUnlock */
+    imageCheckReservedLock,
+    imageFileControl,
+    imageSectorSize,
+    imageDeviceCharacteristics,
+    NULL, /* version 1: no shared memory, no mmap */
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+static int imageOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out_flags)
+{
+    struct image_file *imf = (struct image_file *)f;
+    const char *p;
+    void *ptr = NULL;
+
+    memset(imf, 0, sizeof *imf);
+    /* Only the image itself: no journal, WAL or temporary file is ever needed to read it
+     * (a query that would sort into a temporary file fails instead). */
+    if ((flags & SQLITE_OPEN_MAIN_DB) == 0 || name == NULL ||
+        (p = sqlite3_uri_parameter(name, "snap")) == NULL || sscanf(p, "%p", &ptr) != 1 ||
+        ptr == NULL) {
+        return SQLITE_CANTOPEN;
+    }
+    imf->s = ptr;
+    imf->base.pMethods = &image_methods;
+    if (out_flags != NULL) {
+        *out_flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_MAIN_DB;
+    }
+    return SQLITE_OK;
+}
+
+static int imageDelete(sqlite3_vfs *vfs, const char *name, int sync_dir)
+{
+    return SQLITE_IOERR_DELETE;
+}
+
+static int imageAccess(sqlite3_vfs *vfs, const char *name, int flags, int *out)
+{
+    *out = 0; /* no journal, no WAL beside the image */
+    return SQLITE_OK;
+}
+
+static int imageFullPathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
+{
+    if ((int)strlen(name) >= n) {
+        return SQLITE_CANTOPEN;
+    }
+    memcpy(out, name, strlen(name) + 1);
+    return SQLITE_OK;
+}
+
+static void imageRegister(void)
+{
+    sqlite3_vfs *base = sqlite3_vfs_find("unix");
+    if (base == NULL) {
+        return;
+    }
+    image_vfs.iVersion = 1;
+    image_vfs.szOsFile = (int)sizeof(struct image_file);
+    image_vfs.mxPathname = 512;
+    image_vfs.zName = IMAGE_VFS_NAME;
+    image_vfs.xOpen = imageOpen;
+    image_vfs.xDelete = imageDelete;
+    image_vfs.xAccess = imageAccess;
+    image_vfs.xFullPathname = imageFullPathname;
+    image_vfs.xDlOpen = base->xDlOpen;
+    image_vfs.xDlError = base->xDlError;
+    image_vfs.xDlSym = base->xDlSym;
+    image_vfs.xDlClose = base->xDlClose;
+    image_vfs.xRandomness = base->xRandomness;
+    image_vfs.xSleep = base->xSleep;
+    image_vfs.xCurrentTime = base->xCurrentTime;
+    image_vfs.xGetLastError = base->xGetLastError;
+    image_rc = sqlite3_vfs_register(&image_vfs, 0);
+}
+
+int snapreadSql(const struct snapread *s, sqlite3 **out, char *errmsg)
+{
+    char uri[128];
+    sqlite3 *db = NULL;
+    int rc;
+
+    *out = NULL;
+    pthread_once(&image_once, imageRegister);
+    if (image_rc != SQLITE_OK) {
+        errorf(errmsg, "read %s: SQLite has no unix VFS to borrow from", s->path);
+        return CAIRN_EIO;
+    }
+    snprintf(uri, sizeof uri, "file:snapshot?snap=%p&immutable=1", (const void *)s);
+    rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, IMAGE_VFS_NAME);
+    if (rc != SQLITE_OK) {
+        errorf(errmsg, "read %s's snapshot with SQLite: %s", s->path,
+               db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return rc == SQLITE_NOMEM ? CAIRN_ENOMEM : CAIRN_EIO;
+    }
+    *out = db;
+    return 0;
 }

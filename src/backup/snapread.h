@@ -90,6 +90,27 @@ int snapreadPages(const struct snapread *s, uint64_t first, uint32_t count, void
  * nothing kept that process's checkpoints out of the file meanwhile. */
 int snapreadCheck(const struct snapread *s, char *errmsg);
 
+/* For a database of cairn's own (a node's DATA/db.sqlite), whose page checksums cairn's
+ * VFS writes into each page's reserved bytes when a checkpoint copies it into the file
+ * (pagesum.h) but not into the WAL: from now on a page read from a WAL frame gets its
+ * checksum (pagesumSeal), as that checkpoint would give it, so the pages read are those
+ * of the file the snapshot would be once checkpointed, and a cairn database restored
+ * from them passes its checks. Pages read from the file itself are left as they are.
+ * Does nothing (false) unless page 1 says 8 reserved bytes (PAGESUM_RESERVE) and the
+ * snapshot uses WAL frames; call it only for a file known to be cairn's (another
+ * program's reserved bytes are not cairn's to write). Before any snapreadPages(). */
+bool snapreadSealWal(struct snapread *s);
+
+/* A read-only SQLite connection to the snapshot's image: every page it reads comes
+ * through snapreadPages(), so a query sees exactly the state a backup of s stores (WAL
+ * frames of the snapshot included). It opens no file and takes no lock, so it cannot
+ * disturb the snapshot's (see the caveat above), and needs no journal or WAL: a query
+ * that would spill to a temporary file fails rather than open one. *out is the
+ * caller's, to close with sqlite3_close() before snapreadClose(s); on failure *out is
+ * NULL and errmsg names the file. The caller's thread only. */
+struct sqlite3;
+int snapreadSql(const struct snapread *s, struct sqlite3 **out, char *errmsg);
+
 /* End the read transaction, close everything, free s. NULL is a no-op. */
 void snapreadClose(struct snapread *s);
 

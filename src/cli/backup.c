@@ -8,7 +8,10 @@
  * and a repository directory, with no server at all. Both modes turn their outcome into
  * the same JSON documents (a catalog entry is what backupInfoJson() writes, which is also
  * what cairnd sends), and one set of printers shows them, so --json output has the same
- * shape whichever side did the work.
+ * shape whichever side did the work. A standalone backup of a cairnd node's database
+ * records the Raft index and the history its image holds, as the node's own backups do
+ * (nodeState()); of any other file, index 0 and no history: no base of a point-in-time
+ * restore.
  *
  * Long operations show a progress bar on a terminal: standalone, from the engine's
  * progress callback; against a server, from the `?progress` stream (NDJSON lines
@@ -33,6 +36,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <sqlite3.h>
 
 #include "backup.h"
 #include "buf.h"
@@ -46,6 +50,7 @@
 #include "path.h"
 #include "progress.h"
 #include "query.h"
+#include "snapread.h"
 #include "table.h"
 
 /* ---- options ------------------------------------------------------------------------ */
@@ -770,6 +775,58 @@ static int makeDirs(backupRun *r, const char *path)
     return CLI_EXIT_OK;
 }
 
+/* What the snapshot src of the file at path (absolute) is the state of, into
+ * src->raft_index and src->history. A cairnd node's database keeps the index of the
+ * last entry it applied in cairn's own table _cairn_meta, written in the transaction
+ * that applies the entry (store.c), so the snapshot's row is the index of the very
+ * image backed up; the node's data directory keeps the cluster's id, the history that
+ * index counts in, in DATA/cluster-id beside it (cluster.c). A file without that table
+ * (or whose table cannot be read) is the state of no Raft log: index 0 and no history,
+ * which a point-in-time restore never takes as a base (arcsegBaseFits). 0, or an exit
+ * code: a damaged DATA/cluster-id fails the backup, as it stops cairnd. */
+static int nodeState(backupRun *r, const char *path, struct backup_source *src)
+{
+    char errmsg[CAIRN_ERRMSG_SIZE] = "";
+    char idPath[PATH_MAX];
+    const char *slash;
+    sqlite3 *h = NULL;
+    sqlite3_stmt *st = NULL;
+    bool node = false, kept = false;
+    int64_t applied = 0;
+
+    src->raft_index = 0;
+    src->raft_term = 0;
+    memset(src->history, 0, sizeof src->history);
+    if (snapreadSql(src->snap, &h, errmsg) == 0 &&
+        sqlite3_prepare_v2(h, "SELECT value FROM _cairn_meta WHERE key = 'applied_index'", -1, &st,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_INTEGER &&
+        (applied = sqlite3_column_int64(st, 0)) >= 0) {
+        node = true;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    if (!node) {
+        return CLI_EXIT_OK;
+    }
+    src->raft_index = (uint64_t)applied;
+    /* The node's pages carry checksums: those of the file are verified as the server's
+     * backups verify them, those of the WAL frames get theirs (snapread.h), so that the
+     * backup restores into a node, or as the base of a replay, as the server's do. */
+    src->verify_pages = true;
+    snapreadSealWal(src->snap);
+    slash = strrchr(path, '/');
+    if (slash == NULL || snprintf(idPath, sizeof idPath, "%.*s/cluster-id", (int)(slash - path),
+                                  path) >= (int)sizeof idPath) {
+        return CLI_EXIT_OK;
+    }
+    if (libReadIdFile(idPath, src->history, sizeof src->history, &kept, errmsg) != 0) {
+        memset(src->history, 0, sizeof src->history);
+        return failure(r, "%s (the cluster id of the node whose database %s is)", errmsg, path);
+    }
+    return CLI_EXIT_OK;
+}
+
 static int standaloneCreate(backupRun *r, const char *db, int type, int codec, int level,
                             json_t **entry)
 {
@@ -808,8 +865,9 @@ static int standaloneCreate(backupRun *r, const char *db, int type, int codec, i
         goto out_release;
     }
     src.source = source;
-    src.raft_index = 0;
-    src.raft_term = 0;
+    if ((code = nodeState(r, source, &src)) != CLI_EXIT_OK) {
+        goto out_release;
+    }
 
     opt.type = type;
     opt.repo = r->repo;

@@ -810,6 +810,37 @@ static void test_bases_by_history(void **state)
     assert_true(arcsegBaseFits(&t[1], true, &v[3]));
 }
 
+/* A backup of index 0 that records no history is what a standalone backup of a file that
+ * is the state of no Raft log records (`cairn backup create --db` of a plain SQLite
+ * file): never the base of a replay, not even of the timeline that starts at 1 in a
+ * repository of one history, where a backup of no history is otherwise taken. A
+ * server's backup at index 0 (a fresh cluster's) records its history and serves; an
+ * older build's, without one, serves the timeline started on it. */
+static void test_index_zero_without_history_is_no_base(void **state)
+{
+    static const unsigned char none[ARCSEG_HISTORY_SIZE];
+    unsigned char ha[ARCSEG_HISTORY_SIZE];
+    struct backup_info first, plain, older, later;
+    struct arcseg_timeline t, old;
+    (void)state;
+    memset(ha, 0xa1, sizeof ha);
+    first = bk(0, ha, 1);   /* the server's, the timeline's base */
+    plain = bk(0, NULL, 2); /* a plain file's */
+    older = bk(0, NULL, 3); /* an older build's first base: no history */
+    later = bk(30, NULL, 4);
+    t = tl(1, 100, ha, &first);
+    old = tl(1, 100, none, &older);
+    for (int several = 0; several < 2; several++) {
+        assert_true(arcsegBaseFits(&t, several, &first));
+        assert_false(arcsegBaseFits(&t, several, &plain));
+        assert_false(arcsegBaseFits(&old, several, &plain));
+        assert_true(arcsegBaseFits(&old, several, &older)); /* started on it */
+        assert_false(arcsegBaseFits(&t, several, &older));
+    }
+    assert_true(arcsegBaseFits(&t, false, &later)); /* no history, index > 0: as before */
+    assert_false(arcsegBaseFits(&t, true, &later));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -827,6 +858,7 @@ int main(void)
         cmocka_unit_test(test_walk_reads_ahead_and_judges_in_order),
         cmocka_unit_test(test_histories_never_link),
         cmocka_unit_test(test_bases_by_history),
+        cmocka_unit_test(test_index_zero_without_history_is_no_base),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -153,9 +153,9 @@ static void test_sqlfront(void **state)
 }
 
 /* The seeds are zone files of tzdata and TZ strings, which must be accepted (fuzzTz's
- * code is the zone file's, or for a short input the TZ string's); a saved input ends
- * in any of the readers' codes: CAIRN_ECORRUPT for a zone file, CAIRN_EINVAL for a TZ
- * string. */
+ * code is the zone file reader's for an input that starts with "TZif", whatever its
+ * size, else the TZ string reader's); a saved input ends in any of the readers' codes:
+ * CAIRN_ECORRUPT for a zone file, CAIRN_EINVAL for a TZ string. */
 static void test_tz(void **state)
 {
     static const int valid[] = {0};
@@ -163,6 +163,54 @@ static void test_tz(void **state)
     (void)state;
     assert_true(replay("corpus", "tz", fuzzTz, valid, 1) > 0);
     replay("regress", "tz", fuzzTz, clean, 4);
+}
+
+/* Reads fuzz/corpus/tz/<name> into a malloc'd buffer (*size bytes). */
+static uint8_t *tzSeed(const char *name, size_t *size)
+{
+    char path[4096];
+    struct stat st;
+    uint8_t *buf;
+    FILE *f;
+    snprintf(path, sizeof path, "%s/corpus/tz/%s", fuzzDir(), name);
+    assert_int_equal(stat(path, &st), 0);
+    buf = malloc((size_t)st.st_size);
+    assert_non_null(buf);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(buf, 1, (size_t)st.st_size, f), (size_t)st.st_size);
+    fclose(f);
+    *size = (size_t)st.st_size;
+    return buf;
+}
+
+/* fuzzTz answers for the zone file reader on a zone file under 256 bytes too: once it
+ * answered for the TZ string reader there (on "TZif2", which it takes as a zone named
+ * TZif two hours west), so a tiny zone file the reader wrongly refused went unseen. */
+static void test_tz_small_zone_file_is_judged_as_one(void **state)
+{
+    size_t size;
+    uint8_t *utc = tzSeed("Etc_UTC", &size);
+    (void)state;
+    assert_true(size < 256);
+    assert_int_equal(fuzzTz(utc, size), 0);
+    utc[4] = 0x7f; /* an unknown version: the zone file reader refuses it */
+    assert_int_equal(fuzzTz(utc, size), CAIRN_ECORRUPT);
+    utc[4] = '2';
+    assert_int_equal(fuzzTz(utc, 44), CAIRN_ECORRUPT); /* cut inside its data */
+    assert_int_equal(fuzzTz(utc, 4), CAIRN_ECORRUPT);  /* the magic alone */
+    free(utc);
+    /* Anything else is a TZ string when short: the TZ string reader answers. */
+    assert_int_equal(fuzzTz((const uint8_t *)"CET-1CEST,M3.5.0,M10.5.0/3", 26), 0);
+    assert_int_equal(fuzzTz((const uint8_t *)"CET-1CEST,M13.5.0", 17), CAIRN_EINVAL);
+    assert_int_equal(fuzzTz((const uint8_t *)"TZi", 3), CAIRN_EINVAL); /* no offset */
+    /* What the TZ string reader makes of a zone file's first bytes: a zone. */
+    {
+        struct tz *z = NULL;
+        char errmsg[CAIRN_ERRMSG_SIZE];
+        assert_int_equal(tzFromPosix("TZif2", &z, errmsg), 0);
+        tzFree(z);
+    }
 }
 
 int main(void)
@@ -176,6 +224,7 @@ int main(void)
         cmocka_unit_test(test_s3xml),
         cmocka_unit_test(test_sqlfront),
         cmocka_unit_test(test_tz),
+        cmocka_unit_test(test_tz_small_zone_file_is_judged_as_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -772,6 +772,43 @@ static void test_page_sizes(void **state)
 
 /* A WAL database that no process has open: its last connection removed the -wal and
  * the -shm. The snapshot creates neither. */
+/* SQL over the snapshot (snapreadSql): a query sees the snapshot's state, WAL frames
+ * included, not what a writer commits after it was taken; it cannot write; and it opens
+ * nothing beside the database. The idle database (no -shm) likewise. */
+static void test_sql_reads_the_snapshot(void **state)
+{
+    struct fx *f = *state;
+    sqlite3 *w = walDb(f->db, 100);
+    struct snapread *s;
+    sqlite3 *q;
+    char errmsg[256];
+    int64_t before, sum;
+
+    addRows(w, 30); /* in WAL frames */
+    before = dbInt(w, "SELECT count(*) FROM t");
+    sum = dbInt(w, "SELECT sum(length(v)) FROM t");
+    assert_int_equal(snapreadOpen(f->db, &s, errmsg), 0);
+    addRows(w, 20); /* after the snapshot */
+    assert_int_equal(snapreadSql(s, &q, errmsg), 0);
+    assert_int_equal(dbInt(q, "SELECT count(*) FROM t"), before);
+    assert_int_equal(dbInt(q, "SELECT sum(length(v)) FROM t"), sum);
+    assert_int_not_equal(sqlite3_exec(q, "CREATE TABLE x(a)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(q);
+    snapreadClose(s);
+    assert_int_equal(dbInt(w, "SELECT count(*) FROM t"), before + 20);
+    assert_int_equal(sqlite3_close(w), SQLITE_OK);
+
+    /* No process has it open now: the snapshot is taken without SQLite. */
+    assert_int_equal(access(f->shm, F_OK), -1);
+    assert_int_equal(snapreadOpen(f->db, &s, errmsg), 0);
+    assert_int_equal(snapreadSql(s, &q, errmsg), 0);
+    assert_int_equal(dbInt(q, "SELECT count(*) FROM t"), before + 20);
+    sqlite3_close(q);
+    snapreadClose(s);
+    assert_int_equal(access(f->shm, F_OK), -1);
+    assert_int_equal(access(f->wal, F_OK), -1);
+}
+
 static void test_idle_wal_database_gets_nothing_beside_it(void **state)
 {
     struct fx *f = *state;
@@ -907,6 +944,7 @@ int main(void)
         T(test_not_databases),
         T(test_consistent_while_checkpoints_run),
         T(test_page_sizes),
+        T(test_sql_reads_the_snapshot),
         T(test_idle_wal_database_gets_nothing_beside_it),
         T(test_leftover_wal_without_shm_is_read_as_recovered),
         T(test_a_program_opening_it_meanwhile_is_caught),
