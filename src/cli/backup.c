@@ -9,9 +9,9 @@
  * the same JSON documents (a catalog entry is what backupInfoJson() writes, which is also
  * what cairnd sends), and one set of printers shows them, so --json output has the same
  * shape whichever side did the work. A standalone backup of a cairnd node's database
- * records the Raft index and the history its image holds, as the node's own backups do
- * (nodeState()); of any other file, index 0 and no history: no base of a point-in-time
- * restore.
+ * (DATA/db.sqlite beside DATA/cluster-id) records the Raft index and the history its
+ * image holds, as the node's own backups do (nodeState()); of any other file, index 0
+ * and no history: no base of a point-in-time restore.
  *
  * Long operations show a progress bar on a terminal: standalone, from the engine's
  * progress callback; against a server, from the `?progress` stream (NDJSON lines
@@ -776,18 +776,20 @@ static int makeDirs(backupRun *r, const char *path)
 }
 
 /* What the snapshot src of the file at path (absolute) is the state of, into
- * src->raft_index and src->history. A cairnd node's database keeps the index of the
- * last entry it applied in cairn's own table _cairn_meta, written in the transaction
- * that applies the entry (store.c), so the snapshot's row is the index of the very
- * image backed up; the node's data directory keeps the cluster's id, the history that
- * index counts in, in DATA/cluster-id beside it (cluster.c). A file without that table
- * (or whose table cannot be read) is the state of no Raft log: index 0 and no history,
- * which a point-in-time restore never takes as a base (arcsegBaseFits). 0, or an exit
- * code: a damaged DATA/cluster-id fails the backup, as it stops cairnd. */
+ * src->raft_index and src->history. A cairnd node's database is DATA/db.sqlite beside
+ * DATA/cluster-id, the cluster's id: the history its indexes count in (cluster.c). It
+ * keeps the index of the last entry it applied in cairn's own table _cairn_meta,
+ * written in the transaction that applies the entry (store.c), so the snapshot's row
+ * is the index of the very image backed up. Any other file (no cluster-id beside it,
+ * or no such row: a copy taken elsewhere, which other programs may have written) is
+ * the state of no Raft log: index 0 and no history, which a point-in-time restore
+ * never takes as a base (arcsegBaseFits), and its pages are copied as they are. 0, or
+ * an exit code: a damaged DATA/cluster-id fails the backup, as it stops cairnd. */
 static int nodeState(backupRun *r, const char *path, struct backup_source *src)
 {
     char errmsg[CAIRN_ERRMSG_SIZE] = "";
     char idPath[PATH_MAX];
+    unsigned char history[sizeof src->history];
     const char *slash;
     sqlite3 *h = NULL;
     sqlite3_stmt *st = NULL;
@@ -797,6 +799,17 @@ static int nodeState(backupRun *r, const char *path, struct backup_source *src)
     src->raft_index = 0;
     src->raft_term = 0;
     memset(src->history, 0, sizeof src->history);
+    slash = strrchr(path, '/');
+    if (slash == NULL || snprintf(idPath, sizeof idPath, "%.*s/cluster-id", (int)(slash - path),
+                                  path) >= (int)sizeof idPath) {
+        return CLI_EXIT_OK;
+    }
+    if (libReadIdFile(idPath, history, sizeof history, &kept, errmsg) != 0) {
+        return failure(r, "%s (the cluster id of the node whose database %s is)", errmsg, path);
+    }
+    if (!kept) {
+        return CLI_EXIT_OK; /* no node's data directory */
+    }
     if (snapreadSql(src->snap, &h, errmsg) == 0 &&
         sqlite3_prepare_v2(h, "SELECT value FROM _cairn_meta WHERE key = 'applied_index'", -1, &st,
                            NULL) == SQLITE_OK &&
@@ -810,20 +823,12 @@ static int nodeState(backupRun *r, const char *path, struct backup_source *src)
         return CLI_EXIT_OK;
     }
     src->raft_index = (uint64_t)applied;
+    memcpy(src->history, history, sizeof src->history);
     /* The node's pages carry checksums: those of the file are verified as the server's
      * backups verify them, those of the WAL frames get theirs (snapread.h), so that the
      * backup restores into a node, or as the base of a replay, as the server's do. */
     src->verify_pages = true;
     snapreadSealWal(src->snap);
-    slash = strrchr(path, '/');
-    if (slash == NULL || snprintf(idPath, sizeof idPath, "%.*s/cluster-id", (int)(slash - path),
-                                  path) >= (int)sizeof idPath) {
-        return CLI_EXIT_OK;
-    }
-    if (libReadIdFile(idPath, src->history, sizeof src->history, &kept, errmsg) != 0) {
-        memset(src->history, 0, sizeof src->history);
-        return failure(r, "%s (the cluster id of the node whose database %s is)", errmsg, path);
-    }
     return CLI_EXIT_OK;
 }
 

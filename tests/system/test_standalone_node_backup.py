@@ -8,8 +8,8 @@ node runs) recorded index 0 and no history, so it could serve as the base of the
 timeline that starts at index 1, although it holds the state of a much later index.
 Now it records the index its image holds (the _cairn_meta row that the node writes in
 each entry's transaction, read from the very snapshot it backs up) and the cluster id
-(DATA/cluster-id); a backup of a plain SQLite file records index 0 and no history, and
-such a backup is never a base. Waiting is a poll with a deadline.
+(DATA/cluster-id, which also tells a node's file from a copy of it elsewhere); a backup
+of any other file records index 0 and no history, and such a backup is never a base. Waiting is a poll with a deadline.
 """
 import json
 import sqlite3
@@ -98,6 +98,22 @@ def test_standalone_backup_of_a_node_records_its_index_and_history_and_is_never_
     foreign = standalone(cairn_bin, repo, plain)
     assert foreign["raft_index"] == 0 and foreign["history"] is None, foreign
 
+    # The node's file copied elsewhere (its _cairn_meta along) and changed by SQLite
+    # alone, which keeps no page checksums: no node's database any more (no cluster-id
+    # beside it), so index 0 and no history, and backed up as it is, not refused as
+    # damaged.
+    copy = tmp_path / "copy.sqlite"
+    r = cairn(cairn_bin, ["restore"] + repo.cli_args() + ["--out", copy, "--keep-internal",
+                                                          mid["id"]])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    db = sqlite3.connect(str(copy))
+    assert db.execute("SELECT count(*) FROM _cairn_meta WHERE key = 'applied_index'").fetchone() == (1,)
+    db.execute("INSERT INTO t(v) VALUES(randomblob(3000))")
+    db.commit()
+    db.close()
+    copied = standalone(cairn_bin, repo, copy)
+    assert copied["raft_index"] == 0 and copied["history"] is None, copied
+
     for i in range(5, 10):
         k = write(s, i)
         at[k] = rows_of(s)
@@ -109,6 +125,7 @@ def test_standalone_backup_of_a_node_records_its_index_and_history_and_is_never_
     assert listed[mid["id"]]["history"] == cluster_id, listed[mid["id"]]
     assert listed[foreign["id"]]["raft_index"] == 0, listed[foreign["id"]]
     assert listed[foreign["id"]]["history"] is None, listed[foreign["id"]]
+    assert listed[copied["id"]]["raft_index"] == 0, listed[copied["id"]]
 
     # The archive's one timeline starts on the server's first backup; its bases are that
     # backup and the standalone backup of the node, never the plain file's.
