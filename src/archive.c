@@ -101,6 +101,12 @@ struct archiver {
      * continuing, minted for a timeline that does not continue a head proven ours. */
     unsigned char history[ARCSEG_HISTORY_SIZE];
     int64_t head_ms;
+    /* When this node's timeline started beside a head it judged another history's: that
+     * head's index (0: it did not), and its entry's length and hash. Debug builds check
+     * that no entry of this node's log is that entry (assertNotForeign). Archiver
+     * thread. */
+    uint64_t foreign_last, foreign_hash;
+    uint32_t foreign_len;
     uint64_t segments, bytes, entries, timelines;
     uint64_t log_reads, log_entries; /* entries read back from libraft's log */
     struct known_timeline tl[ARCHIVE_TIMELINES_MAX];
@@ -451,6 +457,44 @@ static int entryAt(struct archiver *a, uint64_t index, bool *held, uint32_t *len
     return rv;
 }
 
+/* Debug builds check the invariant that keeps the archive one timeline: a node never
+ * starts a timeline beside a head it could continue, one whose entry its own log holds
+ * with the same bytes (that is a fork). The head it judged another history's is checked
+ * again once this node holds that index: the base of the new timeline taken at or past
+ * it (t NULL: looked up in the ring or log), or a segment of the new timeline holding
+ * it (t). Archiver thread. */
+static void assertNotForeign(struct archiver *a, const struct take *t, uint64_t base_index)
+{
+#ifndef NDEBUG
+    bool held = false;
+    uint32_t len = 0;
+    uint64_t hash = 0, first_held;
+    char why[CAIRN_ERRMSG_SIZE];
+    if (a->foreign_last == 0) {
+        return;
+    }
+    if (t == NULL) {
+        if (base_index >= a->foreign_last &&
+            entryAt(a, a->foreign_last, &held, &len, &hash, &first_held, why) != 0) {
+            held = false; /* stopping, or out of memory: nothing to check */
+        }
+    } else {
+        for (size_t i = 0; i < t->n && !held; i++) {
+            if (t->v[i].index == a->foreign_last) {
+                held = true;
+                len = t->v[i].len;
+                hash = XXH3_64bits(t->v[i].bytes, len);
+            }
+        }
+    }
+    assert(!held || len != a->foreign_len || hash != a->foreign_hash);
+#else
+    (void)a;
+    (void)t;
+    (void)base_index;
+#endif
+}
+
 /* ---- the archive's head ------------------------------------------------------------ */
 
 struct head {
@@ -665,6 +709,18 @@ static void outranAt(struct archiver *a, uint64_t need, uint64_t first_held)
 /* How the archive's head h relates to this node's log. */
 enum head_is { HEAD_OURS, HEAD_FOREIGN, HEAD_GONE, HEAD_AHEAD };
 
+/* Whether history id `history` is the one this node's log goes by: its cluster's id,
+ * or the history it archives (carried on from a head it proved its own). Archiver
+ * thread (the only writer of a->history). */
+static bool historyIsOurs(const struct archiver *a, const unsigned char *history)
+{
+    if (libIsZero(history, ARCSEG_HISTORY_SIZE)) {
+        return false; /* none recorded: anybody's */
+    }
+    return memcmp(history, a->db->cluster_id, ARCSEG_HISTORY_SIZE) == 0 ||
+           memcmp(history, a->history, ARCSEG_HISTORY_SIZE) == 0;
+}
+
 /* Whether the archive's head h is this node's history: the entry at its index is in
  * this node's ring or log with the same bytes (HEAD_OURS); another history's (a
  * repository that an earlier cluster archived into, now written by a cluster restored
@@ -673,7 +729,14 @@ enum head_is { HEAD_OURS, HEAD_FOREIGN, HEAD_GONE, HEAD_AHEAD };
  * longer holds it (compacted), so neither it nor the entries after it can be checked
  * or read; HEAD_AHEAD: a follower archiver that has not applied it yet (the cluster
  * committed it). A ready leader has applied every entry committed before its term, so
- * the archive of its own history never reaches past its applied index. */
+ * the archive of its own history never reaches past its applied index. A follower's
+ * commit index is not the cluster's: the leader commits with the other voters and
+ * tells this one a message later, and it archives (--archive-from follower) while it
+ * does not hear from this one, so its segments can end past the commit index this
+ * follower knows. A head past a follower's applied index is therefore judged by index
+ * only when it names another history (or none); one of this node's history is waited
+ * for, and its bytes compared once applied. Taking it for another history's forked
+ * the archive: a new timeline beside the one this node had archived. */
 static int headIs(struct archiver *a, const struct head *h, enum head_is *out, uint64_t *first_held,
                   char *errmsg)
 {
@@ -686,8 +749,9 @@ static int headIs(struct archiver *a, const struct head *h, enum head_is *out, u
     nodeInfo(a->db->node, &info);
     *first_held = 0;
     if (info.applied_index < h->last) {
-        *out =
-            info.state != RAFT_LEADER && info.commit_index >= h->last ? HEAD_AHEAD : HEAD_FOREIGN;
+        bool wait = info.state != RAFT_LEADER &&
+                    (info.commit_index >= h->last || historyIsOurs(a, h->history));
+        *out = wait ? HEAD_AHEAD : HEAD_FOREIGN;
         return 0;
     }
     if ((rv = entryAt(a, h->last, &held, &len, &hash, first_held, errmsg)) != 0) {
@@ -714,6 +778,7 @@ static int establish(struct archiver *a, char *errmsg)
     bool outran;
     bool full_now = false;
     bool same_id_foreign = false; /* another log's head under this cluster's id */
+    struct head forked = {0};     /* the head judged another history's, if found */
     int rv;
 
     pthread_mutex_lock(&a->mu);
@@ -760,6 +825,7 @@ static int establish(struct archiver *a, char *errmsg)
             memcpy(a->head_digest, ours->digest, BACKUP_DIGEST_SIZE);
             memcpy(a->history, ours->history, ARCSEG_HISTORY_SIZE); /* proven ours: carried on */
             a->head_ms = ours->last_ms;
+            a->foreign_last = 0;
             a->archived = ours->last;
             a->head_known = true;
             a->active = true;
@@ -773,6 +839,7 @@ static int establish(struct archiver *a, char *errmsg)
             outranAt(a, gone->last + 1, gone_first);
             full_now = true;
         } else if (foreign != NULL) {
+            forked = *foreign;
             same_id_foreign = !libIsZero(a->db->cluster_id, sizeof a->db->cluster_id) &&
                               memcmp(foreign->history, a->db->cluster_id,
                                      ARCSEG_HISTORY_SIZE) == 0;
@@ -813,6 +880,9 @@ static int establish(struct archiver *a, char *errmsg)
     snprintf(a->timeline, sizeof a->timeline, "%s", name);
     memset(a->head_digest, 0, sizeof a->head_digest);
     a->head_ms = 0;
+    a->foreign_last = forked.found ? forked.last : 0;
+    a->foreign_len = forked.last_len;
+    a->foreign_hash = forked.last_hash;
     a->archived = base.raft_index;
     a->outran_pending = false;
     a->head_known = true;
@@ -822,6 +892,7 @@ static int establish(struct archiver *a, char *errmsg)
     pthread_mutex_unlock(&a->mu);
     archLog(a, "new timeline %s on backup %s (index %llu)", a->timeline, base.id,
             (unsigned long long)base.raft_index);
+    assertNotForeign(a, NULL, base.raft_index);
     return 0;
 }
 
@@ -859,6 +930,7 @@ static int uploadOne(struct archiver *a, bool *did, char *errmsg)
     if (rv != 0 || t.n == 0) {
         return rv;
     }
+    assertNotForeign(a, &t, 0);
     pthread_mutex_lock(&a->mu);
     a->uploading_bytes = t.bytes + t.n * RING_ENTRY_OVERHEAD;
     pthread_mutex_unlock(&a->mu);

@@ -33,7 +33,9 @@
  * within NODE_FOLLOWER_MAX_LAG entries); the leader archives when there is no such voter or
  * it has not heard from that one within the election timeout or it lags. Each node
  * decides for itself from its own view, so two may archive for a moment: harmless, as
- * above.
+ * above. The head a follower reads then may be past the commit index it knows (the
+ * leader committed with the other voters): one of its own history is waited for,
+ * never taken for another history's (that forked the archive).
  *
  * --archive-sync: a write is answered only once the entry it made is in the
  * repository (archiveWait, on the thread that answers the write, after its entry
