@@ -152,6 +152,29 @@ static void posixCloseRead(struct repo_reader *rd)
     }
 }
 
+/* Remove the temporary file at path when it is a dead writer's: one whose flock nobody
+ * holds (a live writer holds its own from just after creating it). The lock is taken
+ * first and the file is removed only while it is still the one at path, so that two
+ * processes reclaiming at once remove it once, never a live writer's new file. A
+ * writer that creates its file just as it is taken for a dead one (between its create
+ * and its flock) loses it, and its commit fails (the rename finds no file): an error,
+ * never a lost object. Returns whether it removed the file. */
+static bool reclaimDead(const char *path)
+{
+    struct stat held, now;
+    bool removed = false;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        return false;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &held) == 0 && lstat(path, &now) == 0 &&
+        held.st_dev == now.st_dev && held.st_ino == now.st_ino && S_ISREG(now.st_mode)) {
+        removed = unlink(path) == 0;
+    }
+    close(fd);
+    return removed;
+}
+
 static int posixCreate(void *drv, const char *name, struct repo_writer **out, char *errmsg)
 {
     struct posix *p = drv;
@@ -174,8 +197,15 @@ static int posixCreate(void *drv, const char *name, struct repo_writer **out, ch
         goto err;
     }
     w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (w->fd < 0 && errno == EEXIST) {
+        /* A writer killed while writing this object (kill -9, a crash) left its file:
+         * every later writer of the object would fail on it, the archive's next
+         * segment for ever. A live writer's is left alone. */
+        reclaimDead(w->tmp);
+        w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    }
     if (w->fd < 0) {
-        /* Not ours to remove (another writer's, or nothing). */
+        /* Another live writer's (it holds its flock), or an error. */
         errorf(errmsg, "create %s: %s", w->tmp, strerror(errno));
         rv = errorFromErrno(errno);
         goto err;
@@ -336,22 +366,17 @@ static void posixSweep(void *drv, unsigned *removed)
     while ((e = readdir(d)) != NULL) {
         size_t n = strlen(e->d_name);
         char path[PATH_MAX];
-        int fd;
-        if (e->d_name[0] != '.' || n < 9 || strcmp(e->d_name + n - 8, ".cbk.tmp") != 0) {
+        /* Every object's temporary file (.cbk.tmp of backups, .seg.tmp of the archive's
+         * segments, ...): only this driver's writers name files `.<name>.tmp`. */
+        if (e->d_name[0] != '.' || n < 6 || strcmp(e->d_name + n - 4, ".tmp") != 0) {
             continue;
         }
         if (!join(p, e->d_name, path, sizeof path)) {
             continue;
         }
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            continue;
-        }
-        /* A live writer holds its lock: leave its file alone. */
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && unlink(path) == 0) {
+        if (reclaimDead(path)) { /* a live writer's is left alone */
             (*removed)++;
         }
-        close(fd);
     }
     closedir(d);
 }

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fcntl.h>
@@ -238,6 +239,62 @@ static void test_abort_leaves_nothing(void **state)
     repoSweepTempIn(f->r, &removed);
     assert_int_equal(removed, 1);
     assert_int_equal(countFiles(f->repo), 0);
+}
+
+/* A writer killed (kill -9) while writing an object leaves its temporary file: the next
+ * writer of the same object takes the name over (it failed on it before, and the
+ * archive's next segment then never got written), while a live writer's is still
+ * refused; a sweep removes such files whatever the object (.seg.tmp as .cbk.tmp). */
+static void test_killed_writer_does_not_block_the_object(void **state)
+{
+    struct fx *f = *state;
+    char errmsg[CAIRN_ERRMSG_SIZE], names[4096], path[PATH_MAX + 32], ready;
+    struct repo_writer *w, *w2;
+    int pfd[2], status;
+    unsigned removed;
+    pid_t pid;
+    FILE *fp;
+
+    assert_int_equal(pipe(pfd), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        if (repoCreate(f->r, "archive-t1-5.seg", &w, errmsg) != 0 ||
+            repoWrite(w, "half", 4, errmsg) != 0 || write(pfd[1], "r", 1) != 1) {
+            _exit(1);
+        }
+        for (;;) {
+            pause(); /* killed here, mid-write */
+        }
+    }
+    close(pfd[1]);
+    assert_int_equal(read(pfd[0], &ready, 1), 1);
+    close(pfd[0]);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    snprintf(path, sizeof path, "%s/.archive-t1-5.seg.tmp", f->repo);
+    assert_int_equal(access(path, F_OK), 0); /* what it left */
+
+    assert_int_equal(repoCreate(f->r, "archive-t1-5.seg", &w, errmsg), 0);
+    /* ... and the new writer's file is a live one's: a third writer is refused. */
+    assert_int_not_equal(repoCreate(f->r, "archive-t1-5.seg", &w2, errmsg), 0);
+    assert_null(w2);
+    assert_non_null(strstr(errmsg, ".archive-t1-5.seg.tmp"));
+    assert_int_equal(repoWrite(w, "whole", 5, errmsg), 0);
+    assert_int_equal(repoCommit(w, errmsg), 0);
+    listed(f->r, "", names);
+    assert_string_equal(names, "archive-t1-5.seg=5;");
+    assert_int_equal(countFiles(f->repo), 1);
+
+    /* A dead writer's temporary file of any object goes with a sweep. */
+    snprintf(path, sizeof path, "%s/.archive-t1-9.seg.tmp", f->repo);
+    assert_non_null(fp = fopen(path, "w"));
+    fclose(fp);
+    repoSweepTempIn(f->r, &removed);
+    assert_int_equal(removed, 1);
+    assert_int_equal(countFiles(f->repo), 1);
 }
 
 static void test_ranged_read(void **state)
@@ -953,6 +1010,7 @@ int main(void)
         T(test_url),
         T(test_commit_visible_once),
         T(test_abort_leaves_nothing),
+        T(test_killed_writer_does_not_block_the_object),
         T(test_ranged_read),
         T(test_list_prefix),
         T(test_small_get_put_remove),
