@@ -460,3 +460,35 @@ def test_a_segment_is_cut_at_the_size_bound_before_the_interval(server_factory, 
     # handful.
     assert uploaded / cut >= 20, (uploaded, cut, a)
     assert a["head_index"] < status(s)["store"]["applied_index"], a  # the rest waits
+
+
+def test_a_dead_writers_temporary_segment_does_not_stop_the_archive(server_factory, tmp_path,
+                                                                    cairn_bin):
+    """An archiver killed while it uploads a segment to a directory leaves the segment's
+    temporary file, `.archive-<timeline>-<first>.seg.tmp`. The next archiver to write
+    that segment (a node taking over, or this one restarted) failed on it with 'File
+    exists' at every turn, for ever: the archive stopped. Now it takes over a file no
+    live writer holds. Here the leftover is planted where the next segment goes, as a
+    killed writer leaves it (no lock held), and the archive must go on past it."""
+    from backuputil import DirRepo
+    repo = DirRepo(tmp_path / "repo")
+    rng = random.Random(12)
+    s = server_factory(extra_args=repo.server_args() + ARCHIVE_ARGS)
+    tl = wait_archiving(s)
+    s.execute([SCHEMA])
+    history = []
+    workload(s, 3, rng, history)
+    head = wait_archived(s, history[-1][0])["head_index"]
+    segs = [n for n in repo.names() if n.startswith("archive-%s-" % tl)]
+    assert segs and all(n.endswith(".seg") for n in segs), segs
+    left = repo.path / (".archive-%s-%020d.seg.tmp" % (tl, head + 1))
+    left.write_bytes(b"half a segment, its writer killed")
+    workload(s, 3, rng, history)
+    a = wait_archived(s, history[-1][0])
+    assert a["timeline"] == tl, a
+    assert not left.exists()
+    r, doc = archive_doc(cairn_bin, repo, "verify")
+    assert r.returncode == 0 and len(doc["timelines"]) == 1, (r.stdout, r.stderr)
+    out = tmp_path / "pitr.db"
+    restore(cairn_bin, repo, out, ["latest"])
+    assert file_rows(out) == history[-1][2]
