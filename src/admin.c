@@ -597,8 +597,9 @@ static bool holdsArchive(struct repo *r)
  * as every live restore is (a PREPARE entry, then the swap): the node's applied index,
  * its Raft log and a later snapshot are then as after any RESTORE, with no second path
  * into the database. POST /db/load does the same with an uploaded file. The backup
- * records the index the state had in the archive's history (res->stop_index), which is
- * what its pages hold.
+ * records the index the state had in the archive's history (res->stop_index) and that
+ * history, which is what its pages hold; index 0 and no history when the archive names
+ * no history (its index would count in no known log).
  *
  * Why not a PREPARE entry carrying the target, each node replaying the archive itself:
  * the nodes would each read the repository (one that cannot reach it would fail the
@@ -645,9 +646,16 @@ static int restoreFromArchive(struct cairn *db, const char *url, enum pitr_kind 
     adminSourceName(db, source, sizeof source);
     memset(&src, 0, sizeof src);
     src.fd = fd;
-    src.raft_index = res->stop_index;
-    /* The index is the archive's history's, not this cluster's: so is the history. */
-    memcpy(src.history, res->history, BACKUP_HISTORY_SIZE);
+    /* The index is the archive's history's, not this cluster's: so is the history.
+     * When the archive (or the newest backup restored alone) records none, the index
+     * counts in a log that nothing names, and in a repository of one history
+     * arcsegBaseFits would take it as a base of this cluster's timelines at that index:
+     * index 0 and no history then, never a base (the swap entry that puts it in place
+     * restores it by id in any replay across it). */
+    if (!libIsZero(res->history, BACKUP_HISTORY_SIZE)) {
+        src.raft_index = res->stop_index;
+        memcpy(src.history, res->history, BACKUP_HISTORY_SIZE);
+    }
     src.source = source;
     memset(&opt, 0, sizeof opt);
     opt.type = BACKUP_FULL;

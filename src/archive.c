@@ -627,9 +627,24 @@ static int readHeads(struct archiver *a, struct head **hs, size_t *nh, char *err
 }
 
 /* A base for a new timeline: the newest backup of the archive's repository, taken by
- * cairnd (its source says so: a standalone backup of some file is no base), that the
- * ring continues (every entry after its index is held); otherwise, and always with
- * full_now, a full backup taken now. */
+ * cairnd (its source says so: a standalone backup of some file is no base) of this
+ * node's Raft log, that the ring continues (every entry after its index is held);
+ * otherwise, and always with full_now, a full backup taken now. Of this log: it records
+ * the cluster's id, or, in a cluster without one, no history and an index above 0. Not
+ * the backups a restore keeps with the index of another log's archive (another
+ * history), nor those of index 0 without a history (POST /db/load's, whose file is the
+ * log's state only at the swap entry, a restore's kept state of an archive that names
+ * no history): entries replayed onto them from their index on would not make this
+ * log's states. */
+static bool ofThisLog(const struct archiver *a, const struct backup_info *b)
+{
+    bool has_id = !libIsZero(a->db->cluster_id, sizeof a->db->cluster_id);
+    if (has_id) {
+        return memcmp(b->history, a->db->cluster_id, ARCSEG_HISTORY_SIZE) == 0;
+    }
+    return libIsZero(b->history, BACKUP_HISTORY_SIZE) && b->raft_index > 0;
+}
+
 static int findBase(struct archiver *a, uint64_t covered, uint64_t last, bool full_now,
                     struct backup_info *out, char *errmsg)
 {
@@ -646,7 +661,7 @@ static int findBase(struct archiver *a, uint64_t covered, uint64_t last, bool fu
         for (size_t i = 0; i < n; i++) {
             const struct backup_info *b = &list[i];
             if (b->error[0] != '\0' || b->raft_index + 1 < covered || b->raft_index > last ||
-                strncmp(b->source, "cairnd:", 7) != 0) {
+                strncmp(b->source, "cairnd:", 7) != 0 || !ofThisLog(a, b)) {
                 continue;
             }
             if (!found || b->raft_index > out->raft_index) {

@@ -1018,16 +1018,21 @@ static enum MHD_Result postLoad(struct http_server *h, struct MHD_Connection *c,
     adminSourceName(h->db, source, sizeof source);
     memset(&src, 0, sizeof src);
     src.fd = req->load_fd;
-    src.raft_index = storeAppliedIndex(h->db->store);
     {
         struct node_info ni;
         nodeInfo(h->db->node, &ni);
         src.raft_term = ni.term; /* the catalog records the term, as for other backups */
     }
     src.source = source;
-    /* No history: the file is not the state of this cluster's log at that index (the
-     * log reaches it only at the restore entry), so it must not be a base of its
-     * timelines by index. */
+    /* Index 0 and no history: the file is the state of this cluster's log only at the
+     * swap entry, whose index is not known until the entries that name this backup are
+     * proposed. The applied index now (what was recorded before) is the state before
+     * the load: a point-in-time restore took the file as a base there and replayed the
+     * log onto it, giving the loaded rows for indexes before the swap (or refusing, the
+     * file's own _cairn_meta disagreeing). A backup of index 0 without a history is no
+     * base of any timeline (arcsegBaseFits; the archiver starts none on it); restores
+     * across the load replay the swap entry, which restores this backup. */
+    src.raft_index = 0;
     memset(&opt, 0, sizeof opt);
     opt.type = BACKUP_FULL;
     opt.repo = h->db->backup_dir;
