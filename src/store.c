@@ -171,9 +171,10 @@ struct store {
     bool ckpt_stop;
     int ckpt_frames; /* WAL frames when the checkpointer was last woken (loop thread) */
 
-    /* Freezes held by backups (storeFreeze): the file may not be swapped under them. */
+    /* Freezes held by backups and snapshots (storeFreeze): they read the file frozen,
+     * through descriptors of their own, also once a restore swapped it (replaceLocked).
+     * Every one is thawed before the store closes. */
     pthread_mutex_t fz_mu;
-    pthread_cond_t fz_cond;
     unsigned nfreezes;
 };
 
@@ -594,7 +595,6 @@ int storeOpenWith(const char *path, bool page_checksums, unsigned flags, struct 
     pthread_mutex_init(&s->ckpt_mu, NULL);
     pthread_cond_init(&s->ckpt_cond, NULL);
     pthread_mutex_init(&s->fz_mu, NULL);
-    pthread_cond_init(&s->fz_cond, NULL);
     rv = openWriter(s, errmsg);
     /* A scratch store has no WAL to checkpoint. */
     if (rv == 0 && !s->scratch && (rv = pthread_create(&s->ckpt_thread, NULL, ckptMain, s)) != 0) {
@@ -608,7 +608,6 @@ int storeOpenWith(const char *path, bool page_checksums, unsigned flags, struct 
         pthread_mutex_destroy(&s->ckpt_mu);
         pthread_cond_destroy(&s->ckpt_cond);
         pthread_mutex_destroy(&s->fz_mu);
-        pthread_cond_destroy(&s->fz_cond);
         free(s);
         return rv;
     }
@@ -640,13 +639,13 @@ void storeClose(struct store *s)
     ckptStop(s);
     closeReaders(s);
     closeWriter(s);
+    assert(s->nfreezes == 0); /* storeThaw before storeClose */
     pthread_mutex_destroy(&s->rmu);
     pthread_mutex_destroy(&s->wmu);
     pthread_rwlock_destroy(&s->swap_lock);
     pthread_mutex_destroy(&s->ckpt_mu);
     pthread_cond_destroy(&s->ckpt_cond);
     pthread_mutex_destroy(&s->fz_mu);
-    pthread_cond_destroy(&s->fz_cond);
     free(s);
 }
 
@@ -1890,13 +1889,12 @@ static int replaceLocked(struct store *s, const char *tmp, char *errmsg)
     bool linked;
     int rv;
 
-    /* A backup in progress reads the old file: let it finish. No new freeze can start,
-     * since freezes start on this (the loop) thread. */
-    pthread_mutex_lock(&s->fz_mu);
-    while (s->nfreezes > 0) {
-        pthread_cond_wait(&s->fz_cond, &s->fz_mu);
-    }
-    pthread_mutex_unlock(&s->fz_mu);
+    /* Backups and Raft snapshots that froze the old file go on reading it beside the
+     * swap (freezeLocked): never wait for them here. This is the loop thread, and a
+     * snapshot's freeze ends only in its finalize, which libraft runs on this thread:
+     * waiting hung the node for good when a restore's swap was applied while the
+     * snapshot of the restore before it was being written; a backup's held the loop,
+     * and the node's part in the cluster, until the backup ended. */
     /* No reader may hold the old file while it is swapped: a connection closing
      * the old database would otherwise delete the new one's WAL by name. */
     pthread_rwlock_wrlock(&s->swap_lock);
@@ -1953,6 +1951,19 @@ static int freezeLocked(struct store *s, struct store_freeze *fz, char *errmsg)
         rv = CAIRN_EBUSY;
         goto err;
     }
+    /* A restore may swap the file while this connection reads it (replaceLocked does
+     * not wait for freezes): it then holds the old file and its WAL by descriptors, and
+     * closing it, the old file's last connection, must not delete "-wal" by name, which
+     * is the new file's by then. With a persistent WAL SQLite deletes nothing at close
+     * (what it truncates, it truncates through its descriptor: the old WAL). */
+    {
+        int persist = 1;
+        if (sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist) != SQLITE_OK) {
+            errorf(errmsg, "%s: cannot keep the WAL of the backup's connection", s->path);
+            rv = CAIRN_EIO;
+            goto err;
+        }
+    }
     /* A short busy wait only: this runs on the loop thread. Readers that started
      * after the last commit do not hold the checkpoint back for long. */
     sqlite3_busy_timeout(db, 100);
@@ -2005,8 +2016,8 @@ void storeThaw(struct store_freeze *fz)
         sqlite3_close(fz->db);
         fz->db = NULL;
         pthread_mutex_lock(&s->fz_mu);
+        assert(s->nfreezes > 0);
         s->nfreezes--;
-        pthread_cond_broadcast(&s->fz_cond);
         pthread_mutex_unlock(&s->fz_mu);
     }
 }
