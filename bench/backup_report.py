@@ -295,11 +295,12 @@ def notes(st, meta):
                        f"{ratio(rest.cpu / nproc / rcp.seconds)} `cp`, against the "
                        f"{RESTORE_VS_CP:g}× target ({secs(RESTORE_VS_CP * rcp.seconds)} s).{where}")
         if rest.cpu > 1.3 * rest.seconds and rest.cpu > 2 * rcp.cpu:
-            out.append(f"- The restore is bound by its {meta.get('nproc', '?')} CPUs, `cp` by the "
-                       f"disk: cairn used {rest.cpu:.2f} CPU-seconds (decompressing and hashing "
-                       f"every page of every file applied, {mib(rest.bytes)} copied into the page "
-                       f"cache, the backups and the check's reads), `cp` + `sync` "
-                       f"{rcp.cpu:.2f}.")
+            out.append(f"- The restore keeps more than one of the {meta.get('nproc', '?')} CPUs "
+                       f"busy, `cp` waits on the disk: cairn used {rest.cpu:.2f} CPU-seconds in "
+                       f"{secs(rest.seconds)} s (decompressing and hashing every page of every "
+                       f"file applied, {mib(rest.bytes)} copied into the page cache, the backups "
+                       f"and the check's reads), `cp` + `sync` {rcp.cpu:.2f} in "
+                       f"{secs(rcp.seconds)} s.")
     if out:
         out.insert(0, "Notes on this run:")
         out.insert(1, "")
