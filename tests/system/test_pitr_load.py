@@ -200,3 +200,41 @@ def test_restore_as_of_another_nodes_backup_keeps_its_history_and_is_no_base_her
         assert p.returncode == 0, (idx, p.stdout, p.stderr)
         assert file_rows(out) == at_index(hist, idx), ("index %d (restore swapped at %d)"
                                                        % (idx, swap), p.stdout)
+
+
+def test_restore_as_of_latest_from_plain_file_backups_takes_the_newest(server_factory, tmp_path,
+                                                                       cairn_bin):
+    """RESTORE ... AS OF 'latest' from a repository with no archive, whose backups are all
+    of a plain SQLite file (index 0, no history: the state of no log): the newest backup,
+    as `cairn restore --repo DIR latest` takes it. It answered "nothing to restore: the
+    repository holds no archive"."""
+    plain = tmp_path / "plain.db"
+    db = sqlite3.connect(str(plain))
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    db.execute("INSERT INTO t(id, v) VALUES(1, 'first')")
+    db.commit()
+    far = DirRepo(tmp_path / "far")
+    ids = []
+    for kind, row in (("full", None), ("incremental", (2, "second")), ("incremental", (3, "third"))):
+        if row is not None:
+            db.execute("INSERT INTO t(id, v) VALUES(?, ?)", row)
+            db.commit()
+        p = cairn(cairn_bin, ["backup", "create", "--db", plain, "--repo", far.url, "--type", kind,
+                              "--json"])
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        b = json.loads(p.stdout)
+        assert (b["raft_index"], b["history"]) == (0, None), b
+        ids.append(b["id"])
+    db.close()
+    want = file_rows(plain)
+
+    s = server_factory(extra_args=["--backup-dir", str(tmp_path / "repo")])
+    s.execute(["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"])
+    body = s.execute(["RESTORE DATABASE FROM %s AS OF 'latest'" % sql_quote(far.url)])
+    res = body["results"][0]
+    assert "error" not in res, res
+    row = dict(zip(res["columns"], res["values"][0]))
+    assert row["backup_id"] == ids[-1], (row, ids)
+    assert rows_of(s) == want
+    kept = {b["id"]: b for b in s.get_json("/admin/backups")["backups"]}[row["kept_as"]]
+    assert (kept["raft_index"], kept["history"]) == (0, None), kept
