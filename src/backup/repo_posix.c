@@ -211,8 +211,15 @@ static int posixCreate(void *drv, const char *name, struct repo_writer **out, ch
         goto err;
     }
     /* Held while the file is written: sweeping removes only temporary files that no
-     * live writer holds (a writer killed mid-write). */
-    flock(w->fd, LOCK_EX | LOCK_NB);
+     * live writer holds (a writer killed mid-write). Held already by another: a writer
+     * took the file for a dead one's in the moment before this lock (reclaimDead), and
+     * removes it; this writer gives way rather than write a file that has no name. */
+    if (flock(w->fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        errorf(errmsg, "create %s: another writer took it over", w->tmp);
+        close(w->fd);
+        rv = CAIRN_EEXIST;
+        goto err;
+    }
     *out = &w->base;
     return 0;
 err:

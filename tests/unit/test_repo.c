@@ -297,6 +297,77 @@ static void test_killed_writer_does_not_block_the_object(void **state)
     assert_int_equal(countFiles(f->repo), 1);
 }
 
+/* Writers racing for one object, some killed mid-write: never two objects, never a
+ * torn one. Each round, 4 processes create, write and commit the same name (one of them
+ * killed while it writes); at most one commits, what is there is one writer's whole
+ * content, and no temporary file is left once a sweep ran. */
+static void test_writers_racing_for_one_object(void **state)
+{
+    struct fx *f = *state;
+    char errmsg[CAIRN_ERRMSG_SIZE], names[4096], name[32], path[PATH_MAX + 64];
+    unsigned removed;
+
+    for (int round = 0; round < 20; round++) {
+        pid_t pids[4];
+        int commits = 0, status;
+        snprintf(name, sizeof name, "race-%02d.seg", round);
+        for (int i = 0; i < 4; i++) {
+            pids[i] = fork();
+            assert_true(pids[i] >= 0);
+            if (pids[i] == 0) {
+                struct repo_writer *w;
+                char body[64];
+                int n = snprintf(body, sizeof body, "writer %d of round %d, whole", i, round);
+                if (repoCreate(f->r, name, &w, errmsg) != 0) {
+                    _exit(2);
+                }
+                if (repoWrite(w, body, (size_t)n / 2, errmsg) != 0) {
+                    _exit(3);
+                }
+                if (i == 0) {
+                    for (;;) {
+                        pause(); /* killed here, mid-write */
+                    }
+                }
+                if (repoWrite(w, body + n / 2, (size_t)(n - n / 2), errmsg) != 0) {
+                    _exit(3);
+                }
+                _exit(repoCommit(w, errmsg) == 0 ? 0 : 4);
+            }
+        }
+        for (int i = 1; i < 4; i++) {
+            assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+            assert_true(WIFEXITED(status));
+            commits += WEXITSTATUS(status) == 0;
+        }
+        kill(pids[0], SIGKILL);
+        assert_int_equal(waitpid(pids[0], &status, 0), pids[0]);
+        assert_true(commits <= 1);
+        snprintf(path, sizeof path, "%s/%s", f->repo, name);
+        if (commits == 1) {
+            char got[64] = "";
+            FILE *fp = fopen(path, "r");
+            assert_non_null(fp);
+            assert_non_null(fgets(got, sizeof got, fp));
+            fclose(fp);
+            assert_non_null(strstr(got, ", whole"));
+            assert_null(strstr(got, "writer 0 "));
+        }
+    }
+    repoSweepTempIn(f->r, &removed);
+    listed(f->r, "race-", names);
+    assert_null(strstr(names, ".tmp"));
+    {
+        DIR *d = opendir(f->repo);
+        struct dirent *e;
+        assert_non_null(d);
+        while ((e = readdir(d)) != NULL) {
+            assert_null(strstr(e->d_name, ".tmp"));
+        }
+        closedir(d);
+    }
+}
+
 static void test_ranged_read(void **state)
 {
     struct fx *f = *state;
@@ -1011,6 +1082,7 @@ int main(void)
         T(test_commit_visible_once),
         T(test_abort_leaves_nothing),
         T(test_killed_writer_does_not_block_the_object),
+        T(test_writers_racing_for_one_object),
         T(test_ranged_read),
         T(test_list_prefix),
         T(test_small_get_put_remove),
