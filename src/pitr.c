@@ -783,15 +783,11 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
         }
         /* No archive at all, and no backup of a log (those of plain files record index
          * 0): the newest backup by time, as `cairn restore latest` takes it. */
-        for (size_t j = 0; nw == 0 && nb == NULL && j < nbk; j++) {
-            if (bk[j].error[0] == '\0') {
-                const struct backup_info *c = &bk[j];
-                for (size_t k = j + 1; k < nbk; k++) {
-                    if (bk[k].error[0] == '\0' && bk[k].created_ms > c->created_ms) {
-                        c = &bk[k];
-                    }
+        if (nw == 0 && nb == NULL) {
+            for (size_t j = 0; j < nbk; j++) {
+                if (bk[j].error[0] == '\0' && (nb == NULL || bk[j].created_ms > nb->created_ms)) {
+                    nb = &bk[j];
                 }
-                nb = c;
             }
         }
         if (nb != NULL && (x == NULL || (several ? nb->created_ms > x->tl.head_ms

@@ -21,20 +21,10 @@ import pytest
 
 import backuputil
 from conftest import deadline_seconds, wait_until
+from test_restore_kill import fd_targets
 
 ROWS = 6000
 PAD = 6000  # ~40 MiB of hex digits: at zstd level 15 a backup takes a second or two
-
-
-def open_paths(pid):
-    """What the process holds open, by the paths /proc shows (" (deleted)" when gone)."""
-    out = set()
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            out.add(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
-        except OSError:
-            pass
-    return out
 
 
 def wal_intact(node):
@@ -46,7 +36,7 @@ def wal_intact(node):
     mine = {db, db + "-wal", db + "-shm"}
 
     def old_released():
-        held = open_paths(node.pid)
+        held = set(fd_targets(node.pid))
         return None if any(p.startswith(db) and p not in mine for p in held) else held
 
     held = wait_until(old_released, 30, "the replaced database's last reader to close")

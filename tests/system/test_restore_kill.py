@@ -192,18 +192,26 @@ def tmpfile_supported(d):
     return True
 
 
-def fd_targets(pid):
-    out = []
+def fds_of(pid):
+    """(the /proc path of each descriptor process pid holds, what it opens): a file with
+    no name shows as "DIR/#12345 (deleted)" or "PATH (deleted)". Descriptors closed
+    meanwhile, or a process gone, are left out."""
+    fds = "/proc/%d/fd" % pid
     try:
-        names = os.listdir("/proc/%d/fd" % pid)
+        names = os.listdir(fds)
     except OSError:
-        return out
+        return []
+    out = []
     for n in names:
         try:
-            out.append(os.readlink("/proc/%d/fd/%s" % (pid, n)))
+            out.append((os.path.join(fds, n), os.readlink(os.path.join(fds, n))))
         except OSError:
             pass
     return out
+
+
+def fd_targets(pid):
+    return [target for _, target in fds_of(pid)]
 
 
 def hidden_files(dest, out):

@@ -20,7 +20,7 @@ import subprocess
 
 from conftest import StopWaiting, deadline_seconds, wait_until
 from s3util import s3, s3env  # noqa: F401 (fixtures)
-from test_restore_kill import change, make_source, same_bytes
+from test_restore_kill import change, fds_of, make_source, same_bytes
 
 INCREMENTALS = 3
 
@@ -44,18 +44,12 @@ def open_files(pid, under):
     ones included ("DIR/#12345 (deleted)"): their size through /proc, which reaches an
     open file that has no name."""
     out = []
-    fds = "/proc/%d/fd" % pid
-    try:
-        names = os.listdir(fds)
-    except OSError:
-        return out
-    for n in names:
-        try:
-            target = os.readlink(os.path.join(fds, n))
-            if target.startswith(str(under) + "/"):
-                out.append((target, os.stat(os.path.join(fds, n)).st_size))
-        except OSError:
-            pass  # closed meanwhile
+    for fd, target in fds_of(pid):
+        if target.startswith(str(under) + "/"):
+            try:
+                out.append((target, os.stat(fd).st_size))
+            except OSError:
+                pass  # closed meanwhile
     return out
 
 
@@ -63,17 +57,11 @@ def written_at(pid, under, offset):
     """Whether a file pid holds open under `under` has a page written at offset: the new
     file is preallocated to its final size (zeros) and written in ascending runs, so a
     page of data there says the restore has written that far."""
-    fds = "/proc/%d/fd" % pid
-    try:
-        names = os.listdir(fds)
-    except OSError:
-        return False
-    for n in names:
-        path = os.path.join(fds, n)
+    for fd_path, target in fds_of(pid):
+        if not target.startswith(str(under) + "/"):
+            continue
         try:
-            if not os.readlink(path).startswith(str(under) + "/"):
-                continue
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(fd_path, os.O_RDONLY)
         except OSError:
             continue
         try:
