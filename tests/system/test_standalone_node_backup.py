@@ -171,3 +171,22 @@ def test_standalone_backup_of_a_node_records_its_index_and_history_and_is_never_
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert json.loads(r.stdout)["base"]["id"] == mid["id"], r.stdout
     assert file_rows(out) == rows_at(at, node_index)
+
+
+def test_a_damaged_cluster_id_beside_the_file_fails_the_backup(server_factory, cairn_bin,
+                                                               tmp_path):
+    """A node's data directory whose DATA/cluster-id is damaged (a NUL, too short, not
+    hex): the standalone backup of its database fails naming that file, as cairnd
+    refuses to start on it, and writes nothing into the repository."""
+    s = server_factory()
+    s.execute(["CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)"])
+    write(s, 1)
+    assert s.stop() == 0
+    repo = DirRepo(tmp_path / "repo")
+    for bad in (b"\x00" * 33, b"abc\n", b"z" * 32 + b"\n", b""):
+        (s.data_dir / "cluster-id").write_bytes(bad)
+        r = cairn(cairn_bin, ["backup", "create", "--db", s.data_dir / "db.sqlite"] +
+                  repo.cli_args() + ["--json"])
+        assert r.returncode != 0, (bad, r.stdout, r.stderr)
+        assert "cluster-id" in r.stderr, (bad, r.stderr)
+        assert not repo.path.exists() or repo.names() == [], (bad, repo.names())
