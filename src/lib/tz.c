@@ -222,7 +222,12 @@ int64_t tzNextChange(const struct tz *z, int64_t t)
     if (z->footer == FOOTER_NONE) {
         return INT64_MAX;
     }
-    return footerNext(z, z->n > 0 && z->at[z->n - 1] > t ? z->at[z->n - 1] : t);
+    {
+        /* Past the range the offsets are told in (a file whose last transition is near
+         * it), no change can be seen: none. */
+        int64_t next = footerNext(z, z->n > 0 && z->at[z->n - 1] > t ? z->at[z->n - 1] : t);
+        return next >= TZ_T_LIMIT ? INT64_MAX : next;
+    }
 }
 
 int tzLocalToUtc(const struct tz *z, int64_t local, int64_t *first, int64_t *second)
