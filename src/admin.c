@@ -111,8 +111,12 @@ static bool serverBackup(json_t *e)
  * from the last backup taken on the old leader, and a chain never crosses
  * repositories. A parent only in a peer's repository is fetched with the rest of its
  * chain first, so this node's repository then holds the whole chain of the new backup.
- * parent_id gets "" when the node is alone (the engine chooses in its repository). */
-static int clusterParent(struct cairn *db, int type, unsigned which,
+ * parent_id gets "" when the node is alone (the engine chooses in its repository, and
+ * takes a full backup when there is nothing to chain to), and *type BACKUP_FULL when
+ * no node's repository of that name holds anything to chain to and every node
+ * answered (one that did not may hold the parent: then the backup is refused, naming
+ * it, rather than taken whole again and again while it is down). */
+static int clusterParent(struct cairn *db, int *type, unsigned which,
                          char parent_id[BACKUP_ID_SIZE], char *errmsg)
 {
     const struct reposet_entry *repo = &db->repos.r[which];
@@ -127,7 +131,7 @@ static int clusterParent(struct cairn *db, int type, unsigned which,
 
     parent_id[0] = '\0';
     nodeInfo(db->node, &ni);
-    if (type == BACKUP_FULL || ni.n_servers < 2) {
+    if (*type == BACKUP_FULL || ni.n_servers < 2) {
         return 0;
     }
     if ((rv = clusterBackupCatalog(db, &cat, errmsg)) != 0) {
@@ -139,7 +143,7 @@ static int clusterParent(struct cairn *db, int type, unsigned which,
         const char *t = json_string_value(json_object_get(e, "type"));
         const char *in = json_string_value(json_object_get(e, "repository"));
         if (serverBackup(e) && t != NULL && in != NULL && strcmp(in, repo->name) == 0 &&
-            (type == BACKUP_INCREMENTAL || strcmp(t, "full") == 0)) {
+            (*type == BACKUP_INCREMENTAL || strcmp(t, "full") == 0)) {
             chosen = e;
             break;
         }
@@ -153,14 +157,18 @@ static int clusterParent(struct cairn *db, int type, unsigned which,
                                     "%s%lld", off ? ", " : " (unreachable: node ",
                                     (long long)json_integer_value(v));
         }
-        if (off > 0 && off < sizeof unreachable - 1) {
+        json_decref(cat);
+        if (off == 0) {
+            *type = BACKUP_FULL;
+            return 0;
+        }
+        if (off < sizeof unreachable - 1) {
             strcat(unreachable, ")");
         }
         errorf(errmsg, "no %sbackup of the cluster in any reachable node's repository '%s' to "
                        "base the %s backup on%s",
-               type == BACKUP_DIFFERENTIAL ? "full " : "", repo->name, backupTypeName(type),
+               *type == BACKUP_DIFFERENTIAL ? "full " : "", repo->name, backupTypeName(*type),
                unreachable);
-        json_decref(cat);
         return CAIRN_ENOTFOUND;
     }
     snprintf(parent_id, BACKUP_ID_SIZE, "%s", json_string_value(json_object_get(chosen, "id")));
@@ -174,7 +182,7 @@ static int clusterParent(struct cairn *db, int type, unsigned which,
         if (clusterFetch(db, repo->url, "backups", parent_id, msg) != 0) {
             errorf(errmsg, "the %s backup's parent %s, the cluster's newest in repository "
                            "'%s', could not be fetched from the node that holds it: %s",
-                   backupTypeName(type), parent_id, repo->name, msg);
+                   backupTypeName(*type), parent_id, repo->name, msg);
             return CAIRN_ENOTFOUND;
         }
     }
@@ -197,10 +205,11 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
     char source[BACKUP_SOURCE_SIZE];
     char parent_id[BACKUP_ID_SIZE];
     unsigned which = 0;
+    const int asked = type;
     int rv;
 
     if ((rv = adminRepository(db, to, &which, errmsg)) != 0 ||
-        (rv = clusterParent(db, type, which, parent_id, errmsg)) != 0) {
+        (rv = clusterParent(db, &type, which, parent_id, errmsg)) != 0) {
         return rv;
     }
     if ((rv = adminFreeze(db, &fz, errmsg)) != 0) {
@@ -232,6 +241,12 @@ int adminBackup(struct cairn *db, int type, const char *to, backup_progress_fn p
     storeThaw(&fz);
     if (rv == 0) {
         snprintf(out->repository, sizeof out->repository, "%s", db->repos.r[which].name);
+        if (out->type != asked) {
+            dbLog(db, "%s backup %s: repository '%s' holds no %sbackup of the database to "
+                      "chain to: taken as a full backup",
+                  backupTypeName(asked), out->id, out->repository,
+                  asked == BACKUP_DIFFERENTIAL ? "full " : "");
+        }
     }
     return rv;
 }

@@ -89,6 +89,7 @@ struct hk_repo {
     bool caught_up;    /* the catalog was read since it became the runner */
     int64_t anchor_ms; /* when it became the runner: a cron schedule with no backup yet
                           counts from here */
+    int64_t catalog_retry_ms; /* its catalog could not be read: not again before this */
     char role[128];    /* why it runs or not, for /status */
     /* drills */
     int64_t drill_last_ms; /* the newest verification in the catalog; -1: none */
@@ -396,6 +397,43 @@ static void checkStale(struct housekeeping *hk, const struct bconfig_repo *r, st
     ty->stale_alerted = ty->stale;
 }
 
+static int64_t retryAfter(const struct bschedule *s, int64_t now)
+{
+    int64_t wait = s->kind == BSCHED_INTERVAL && s->interval_ms < HK_RETRY_MAX_MS ? s->interval_ms
+                                                                                  : HK_RETRY_MAX_MS;
+    return now + wait;
+}
+
+/* Under mu: the runner of repository i could not read its catalog, so the schedule
+ * cannot start: each scheduled type records the failure as a failed run does, the
+ * alert goes out, and the catalog is read again when the first of them would be
+ * retried (not at every turn of the loop, logging each). */
+static void catalogFailed(struct housekeeping *hk, unsigned i, const char *errmsg, int64_t now)
+{
+    const struct bconfig_repo *r = &hk->cfg->r[i];
+    struct hk_repo *s = &hk->rs[i];
+    char msg[HK_MSG_SIZE];
+    int64_t retry = now + HK_RETRY_MAX_MS;
+    snprintf(msg, sizeof msg, "cannot read the catalog: %s", errmsg);
+    for (int t = BACKUP_FULL; t < BCONFIG_TYPES; t++) {
+        struct hk_type *ty = &s->t[t];
+        if (r->sched[t].kind == BSCHED_NONE) {
+            continue;
+        }
+        ty->last_fail_ms = now;
+        snprintf(ty->last_fail, sizeof ty->last_fail, "%s", msg);
+        ty->failures++;
+        ty->retry_ms = retryAfter(&r->sched[t], now);
+        ty->next_ms = ty->retry_ms; /* /status: when it is tried again */
+        retry = ty->retry_ms < retry ? ty->retry_ms : retry;
+    }
+    if (r->drill.kind != BSCHED_NONE && retryAfter(&r->drill, now) < retry) {
+        retry = retryAfter(&r->drill, now);
+    }
+    s->catalog_retry_ms = retry;
+    housekeepingAlert(hk, r, "backup_failed", "backup schedule", msg);
+}
+
 /* Under mu: recompute the next due times of repository i at now. */
 static void computeNext(struct housekeeping *hk, unsigned i, int64_t now)
 {
@@ -426,13 +464,6 @@ static void computeNext(struct housekeeping *hk, unsigned i, int64_t now)
         }
         s->drill_next_ms = next;
     }
-}
-
-static int64_t retryAfter(const struct bschedule *s, int64_t now)
-{
-    int64_t wait = s->kind == BSCHED_INTERVAL && s->interval_ms < HK_RETRY_MAX_MS ? s->interval_ms
-                                                                                  : HK_RETRY_MAX_MS;
-    return now + wait;
 }
 
 /* ---- the work -------------------------------------------------------------------------- */
@@ -1003,7 +1034,8 @@ static void *hkMain(void *arg)
             s->runner = isRunner(hk, &hk->cfg->r[i], s->role, sizeof s->role);
             if (!s->runner) {
                 s->caught_up = false;
-            } else if (!was || !s->caught_up) {
+                s->catalog_retry_ms = 0;
+            } else if (!was || (!s->caught_up && now >= s->catalog_retry_ms)) {
                 unsigned gen = hk->reloads;
                 struct bconfig_repo r = hk->cfg->r[i];
                 struct hk_repo fresh;
@@ -1027,13 +1059,13 @@ static void *hkMain(void *arg)
                     break; /* reloaded meanwhile: start over */
                 }
                 if (rv != 0) {
-                    dbLog(hk->db,
-                          "backup schedule: repository '%s': cannot read the catalog: "
-                          "%s",
-                          r.name, errmsg);
-                    continue; /* not caught up: tried again at the next turn */
+                    catalogFailed(hk, i, errmsg, now);
+                    continue; /* not caught up: tried again at catalog_retry_ms */
                 }
+                s->catalog_retry_ms = 0;
                 applyCatalog(hk, i, &fresh);
+            } else if (!s->caught_up) {
+                continue; /* waiting to read the catalog again */
             }
             computeNext(hk, i, repoNowMs());
         }

@@ -978,6 +978,15 @@ int backupCreateIn(struct repo *repo, const struct backup_source *src,
         } else {
             rv = chooseParent(repo, src->source, opt->type, &parent, errmsg);
         }
+    }
+    if (rv == CAIRN_ENOTFOUND && (opt->parent_id == NULL || opt->parent_id[0] == '\0')) {
+        /* Nothing to chain to: the first backup of a source into a repository, or one
+         * after every backup of it went. Taken whole, as a full backup, and the entry
+         * says so: the same pages an incremental would store, and a backup now rather
+         * than none until a full one is asked for. */
+        h.type = BACKUP_FULL;
+        rv = 0;
+    } else if (h.type != BACKUP_FULL) {
         if (rv != 0 || (rv = loadParentManifest(repo, &parent, &pmanifest, errmsg)) != 0) {
             goto err;
         }

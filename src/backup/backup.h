@@ -165,8 +165,9 @@ int backupParseCompression(const char *s, int *codec, int *level, char *errmsg);
  * backup of any type of the same source; differential: the newest full one), store
  * the pages whose hash differs from the parent's manifest (all of them for a full
  * backup), and write the file as tmp + fsync + rename (never replacing a file) +
- * directory fsync. An incremental or differential backup with no parent available
- * fails with CAIRN_ENOTFOUND and says so. On success fills *out. On failure the
+ * directory fsync. An incremental or differential backup with nothing of its source to
+ * chain to in the repository is taken as a full backup (out->type says so); one whose
+ * parent_id is not there fails with CAIRN_ENOTFOUND. On success fills *out. On failure the
  * temporary file is removed, the repository is as it was, and errmsg says what
  * failed and on which file. */
 int backupCreate(const struct backup_source *src, const struct backup_options *opt,

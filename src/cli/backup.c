@@ -1782,6 +1782,8 @@ static const cliCommand createCommand = {
         "\n"
         "full: every page. incremental: the pages changed since the newest backup of the\n"
         "same database. differential: the pages changed since the newest full backup.\n"
+        "With nothing to chain to (the first backup into a repository), an incremental\n"
+        "or differential backup is taken whole, as a full one, and its entry says full.\n"
         "Prints the new catalog entry; --json prints it as one JSON object.\n"
         "Exit status: 0 success, 1 failure, 2 bad usage.\n",
     .options = createOptions,

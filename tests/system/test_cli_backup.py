@@ -489,12 +489,17 @@ def test_standalone_unknown_ids(cli, tmp_path, repo):
     assert not out.exists()
 
 
-def test_standalone_incremental_without_a_full_backup_fails(cli, tmp_path, repo):
+def test_standalone_incremental_without_a_full_backup_is_taken_whole(cli, tmp_path, repo):
+    """Nothing to chain to: the first incremental (or differential) of a database into
+    a repository is a full backup, and says so; the next one chains to it."""
     db = make_db(tmp_path / "src.db")
-    for t in ("incremental", "differential"):
-        r = fails(create(cli, db, repo, t), "cairn: ")
-        assert r.stdout == ""
-    assert one_json(ok(cli("backup", "list", "--repo", repo, "--json"))) == []
+    first = one_json(ok(create(cli, db, repo, "incremental")))
+    assert first["type"] == "full" and first["parent_id"] is None, first
+    add_rows(db, 20)
+    diff = one_json(ok(create(cli, db, repo, "differential")))
+    assert diff["type"] == "differential" and diff["parent_id"] == first["id"], diff
+    listed = one_json(ok(cli("backup", "list", "--repo", repo, "--json")))
+    assert [e["id"] for e in listed] == [first["id"], diff["id"]], listed
     assert repo.leftovers() == []
 
 

@@ -325,12 +325,16 @@ def test_a_restart_continues_the_schedule_from_the_catalog(server_factory, tmp_p
 
 
 def test_a_failed_run_is_recorded_and_retried(server_factory, tmp_path):
-    """An incremental schedule with no full backup to chain to fails, says why in
-    /status and the log, and runs again; once there is a full backup it succeeds."""
+    """An incremental schedule whose repository cannot be opened (its path is a file)
+    fails, says why in /status and the log, and runs again; once the repository can be
+    written it succeeds: first as a full backup, there being nothing to chain to, then
+    as incrementals on it."""
+    repo = tmp_path / "repo"
+    repo.write_text("not a directory")
     cfg = write_config(tmp_path / "backup.json", {"repositories": {"default": {
         "schedules": {"incremental": "1s"}, "drill": "off",
         "webhook": "http://alerts.example/hook?key=$$secret"}}})
-    s = server_factory(extra_args=["--backup-config", cfg])
+    s = server_factory(extra_args=["--backup-config", cfg, "--backup-dir", repo])
     wait_configured(s)
 
     def ty():
@@ -338,18 +342,21 @@ def test_a_failed_run_is_recorded_and_retried(server_factory, tmp_path):
     wait_until(lambda: ty()["failures"] >= 2, 15, "two failed incremental runs")
     t = ty()
     assert t["last_success"] is None and t["runs"] == 0, t
-    assert t["last_failure"]["time"] and t["last_failure"]["message"], t
+    assert "Not a directory" in t["last_failure"]["message"], t
+    assert t["last_failure"]["time"], t
     assert t["next_run"] > t["last_failure"]["time"], t
     log = s.stderr_text()
-    assert "scheduled incremental failed: " in log, log
+    assert "backup schedule failed: cannot read the catalog: " in log, log
+    # Tried again when a run would be, not at every turn of the schedule's loop.
+    assert log.count("cannot read the catalog") <= ty()["failures"] + 1, log
     assert "http://alerts.example/hook?key=***" in log and "secret" not in log, log
-    r = s.raw("POST", "/admin/backup", {"type": "full"})
-    assert r.status == 200, r
-    wait_until(lambda: ty()["runs"] >= 1, 15, "an incremental once there is a full backup")
-    t = ty()
-    full_id = r.json()["backup"]["id"]
-    entry = s.get_json("/admin/backups/%s" % t["last_success"]["id"])["backup"]
-    assert entry["type"] == "incremental" and entry["parent_id"] >= full_id, entry
+    repo.unlink()
+    repo.mkdir()
+    wait_until(lambda: ty()["runs"] >= 2, 15, "two incremental runs once the repository works")
+    listed = sorted(s.get_json("/admin/backups?local")["backups"], key=lambda e: e["id"])
+    assert [e["type"] for e in listed[:2]] == ["full", "incremental"], listed
+    assert listed[1]["parent_id"] == listed[0]["id"], listed
+    assert "taken as a full backup" in s.stderr_text()
 
 
 def test_rqlite_auto_backup_shape_is_accepted(server_factory, tmp_path):

@@ -578,18 +578,16 @@ static void test_incremental_and_differential_chain(void **state)
     }
 }
 
+/* Nothing of the source to chain to (an empty repository, or backups of other sources
+ * only): an incremental or differential backup is taken whole, as a full backup, and
+ * its entry says so; the next one chains to it. */
 static void test_incremental_without_parent(void **state)
 {
     struct fx *f = *state;
-    struct backup_info info, *list;
+    struct backup_info info, first, *list;
     char errmsg[CAIRN_ERRMSG_SIZE];
     size_t n;
     makeDb(f->db, 20);
-    assert_int_equal(backupOf(f->db, f->repo, BACKUP_INCREMENTAL, 0, &info, errmsg),
-                     CAIRN_ENOTFOUND);
-    assert_non_null(strstr(errmsg, f->db));
-    assert_int_equal(backupOf(f->db, f->repo, BACKUP_DIFFERENTIAL, 0, &info, errmsg),
-                     CAIRN_ENOTFOUND);
     /* A backup of another source is no parent. */
     {
         struct backup_source src = {open(f->db, O_RDONLY), 0, 0, "elsewhere", NULL, false, {0}};
@@ -597,11 +595,25 @@ static void test_incremental_without_parent(void **state)
         assert_int_equal(backupCreate(&src, &opt, &info, errmsg), 0);
         close(src.fd);
     }
-    assert_int_equal(backupOf(f->db, f->repo, BACKUP_INCREMENTAL, 0, &info, errmsg),
-                     CAIRN_ENOTFOUND);
+    assert_int_equal(backupOf(f->db, f->repo, BACKUP_DIFFERENTIAL, 0, &first, errmsg), 0);
+    assert_int_equal(first.type, BACKUP_FULL);
+    assert_string_equal(first.parent_id, "");
+    assert_int_equal(first.pages, first.page_count);
+    assert_int_equal(backupOf(f->db, f->repo, BACKUP_INCREMENTAL, 0, &info, errmsg), 0);
+    assert_int_equal(info.type, BACKUP_INCREMENTAL);
+    assert_string_equal(info.parent_id, first.id);
+    assert_int_equal(info.pages, 0);
     assert_int_equal(repoList(f->repo, &list, &n, errmsg), 0);
-    assert_int_equal(n, 1);
+    assert_int_equal(n, 3);
     free(list);
+    /* A parent named but not there is still refused. */
+    {
+        struct backup_source src = {open(f->db, O_RDONLY), 0, 0, f->db, NULL, false, {0}};
+        struct backup_options opt = {.type = BACKUP_INCREMENTAL, .repo = f->repo,
+                                     .parent_id = "20260101T000000000Z-0000-0000"};
+        assert_int_equal(backupCreate(&src, &opt, &info, errmsg), CAIRN_ENOTFOUND);
+        close(src.fd);
+    }
 }
 
 /* A named parent: any backup, of any source, even of another database; the chain still
