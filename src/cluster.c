@@ -1426,7 +1426,9 @@ static void *announcerMain(void *arg)
     unsigned wait = 200;
     do {
         bool announced = announceOnce(db);
-        bool promoting = promoteOnce(db);
+        bool promoting;
+        atomic_store(&db->announced, announced);
+        promoting = promoteOnce(db);
         wait = announced && !promoting ? 1000 : 250;
     } while (!waitStop(db, wait));
     return NULL;

@@ -775,6 +775,14 @@ static enum MHD_Result serveReadyz(struct http_server *h, struct MHD_Connection 
         text = strdup(body);
         return httpSend(c, 503, "text/plain", text, strlen(text));
     }
+    if (ni.ready && ni.n_servers >= 2 && !atomic_load(&h->db->announced)) {
+        /* Just formed or joined: until its address is in the cluster's directory, peers
+         * cannot forward to it nor list its backups (a first backup would find it
+         * unreachable). The announcer records it within a second or so. */
+        text = strdup("[+]node ok\n[+]leader ok\n[+]store ok\n[-]directory: this node's HTTP "
+                      "address is not recorded in the cluster yet\n");
+        return httpSend(c, 503, "text/plain", text, strlen(text));
+    }
     if (ni.ready) {
         /* ?backups: also the scheduled backups this node runs (housekeeping.h): a failed
          * last run, expiry or drill, or a backup older than two periods, is 503. */

@@ -88,6 +88,10 @@ def test_first_standalone_incremental_is_taken_whole(cairn_bin, tmp_path):
 def test_first_incremental_in_a_cluster(make_cluster):
     c = make_cluster(3)
     leader = c.leader()
+    # Ready means its address is in the cluster's directory: the leader reaches every
+    # node's repository from the start.
+    doc = leader.get_json("/admin/backups")
+    assert doc["unreachable"] == [] and doc["backups"] == [], doc
     assert_exec_ok(leader.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]))
     fill(leader, "first")
     c.wait_converged()
