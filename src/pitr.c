@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -692,9 +693,15 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
     struct newdir scratch;
     char tmp[PATH_MAX];
     char windows[2048];
+    struct stat st;
     int rv;
 
     memset(res, 0, sizeof *res);
+    if (stat(o->out, &st) == 0 && S_ISDIR(st.st_mode)) {
+        errorf(errmsg, "%s is a directory: a restore writes a database file, name the file",
+               o->out);
+        return CAIRN_EINVAL;
+    }
     if (!o->force && access(o->out, F_OK) == 0) {
         errorf(errmsg, "%s exists (--force replaces it)", o->out);
         return CAIRN_EEXIST;

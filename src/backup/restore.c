@@ -2237,6 +2237,12 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
         errorf(errmsg, "restore: invalid arguments");
         return CAIRN_EINVAL;
     }
+    /* Not even --force replaces a directory: said now, not after the whole restore. */
+    if (lstat(opt->out, &st) == 0 && S_ISDIR(st.st_mode)) {
+        errorf(errmsg, "%s is a directory: a restore writes a database file, name the file",
+               opt->out);
+        return CAIRN_EINVAL;
+    }
     if (!opt->force) {
         if (lstat(opt->out, &st) == 0) {
             errorf(errmsg, "%s already exists (--force replaces it; \"force\": true over HTTP)",

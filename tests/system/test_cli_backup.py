@@ -474,6 +474,22 @@ def test_standalone_restore_refuses_to_overwrite_without_force(cli, tmp_path, re
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out.db")) == ["out.db"]
 
 
+def test_standalone_restore_into_a_directory_is_refused_at_once(cli, tmp_path, repo):
+    """--out naming a directory: refused before anything is read or written, with
+    --force too (which replaces a file, never a directory), point in time as well."""
+    db = make_db(tmp_path / "src.db")
+    bid = one_json(ok(create(cli, db, repo)))["id"]
+    out = tmp_path / "somedir"
+    out.mkdir()
+    (out / "keep").write_text("kept")
+    for extra in ([bid], [bid, "--force"], ["--to-index", "5"], ["latest", "--force"]):
+        r = fails(cli("restore", "--repo", repo, "--out", out, *extra),
+                  "cairn: ", "somedir is a directory")
+        assert r.stdout == ""
+    assert sorted(p.name for p in out.iterdir()) == ["keep"]
+    assert not [p.name for p in tmp_path.iterdir() if "restore" in p.name]
+
+
 def test_standalone_unknown_ids(cli, tmp_path, repo):
     db = make_db(tmp_path / "src.db")
     ok(create(cli, db, repo))
