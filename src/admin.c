@@ -438,6 +438,87 @@ static int findOrFetch(struct cairn *db, const char *id, struct backup_info *out
     return reposetFind(&db->repos, id, &which, out, errmsg);
 }
 
+/* Restore backup id of repository url into out (replaced), every page checked. */
+static int restoreFrom(const char *url, const char *id, const char *out,
+                       struct backup_info *info, char *errmsg)
+{
+    struct restore_options opt;
+    memset(&opt, 0, sizeof opt);
+    opt.repo = url;
+    opt.ref = id;
+    opt.out = out;
+    opt.force = true;
+    return backupRestore(&opt, info, errmsg);
+}
+
+/* Remove the scratch repository dir of adminRestoreCopy and what it holds (backup files
+ * fetched, a download's temporary file). */
+static void removeScratch(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (d == NULL) {
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            unlinkat(dirfd(d), e->d_name, 0);
+        }
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+int adminRestoreCopy(struct cairn *db, const char *id, const unsigned char *digest,
+                     const char *out, struct backup_info *info, char *errmsg)
+{
+    struct node_info ni;
+    char dir[PATH_MAX];
+    char msg[CAIRN_ERRMSG_SIZE];
+    char own[CAIRN_ERRMSG_SIZE];
+    int rv = findOrFetch(db, id, info, own);
+    if (rv == 0 && memcmp(info->digest, digest, BACKUP_DIGEST_SIZE) != 0) {
+        errorf(own, "backup %s in %s is not the file the restore entry names (digest differs)",
+               id, adminRepoUrl(db, info));
+        rv = CAIRN_ECORRUPT;
+    } else if (rv == 0) {
+        rv = restoreFrom(adminRepoUrl(db, info), id, out, info, own);
+    }
+    nodeInfo(db->node, &ni);
+    if (rv == 0 || ni.n_servers < 2 || strchr(id, '/') != NULL) {
+        if (rv != 0) {
+            memcpy(errmsg, own, CAIRN_ERRMSG_SIZE);
+        }
+        return rv;
+    }
+    dbLog(db, "backup %s: this node's copy cannot be restored (%s): restoring a peer's copy",
+          id, own);
+    snprintf(dir, sizeof dir, "%s.fetched", db->db_path);
+    removeScratch(dir); /* a crash's leftovers */
+    rv = clusterFetch(db, dir, "backups", id, msg);
+    if (rv == 0 && (rv = repoFind(dir, id, info, msg)) == 0) {
+        if (memcmp(info->digest, digest, BACKUP_DIGEST_SIZE) != 0) {
+            errorf(msg, "the peer's backup %s is not the file the restore entry names either "
+                        "(digest differs)",
+                   id);
+            rv = CAIRN_ECORRUPT;
+        } else {
+            rv = restoreFrom(dir, id, out, info, msg);
+        }
+    }
+    removeScratch(dir);
+    if (rv != 0) {
+        errorf(errmsg, "%s; a peer's copy neither: %s", own, msg);
+        return rv;
+    }
+    /* Restored from the peer's file: the entry says the backup is this node's own. */
+    snprintf(info->repository, sizeof info->repository, "%s", db->repos.r[0].name);
+    dbLog(db, "backup %s restored from a peer's copy; this node's own copy is damaged or "
+              "missing (`cairn backup verify %s` on this node says what is wrong)",
+          id, id);
+    return 0;
+}
+
 /* Propose a BATCH_RESTORE entry for backup info: the PREPARE entry (prepare true) or
  * the swap; *index receives its index. */
 static int proposeRestore(struct cairn *db, const struct backup_info *info, bool prepare,
@@ -1180,7 +1261,6 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
     struct cairn_result *res;
     struct rstmt *rs;
     struct backup_info info;
-    struct restore_options opt;
     char id[BACKUP_ID_SIZE];
     const unsigned char *digest;
     bool prepare;
@@ -1204,8 +1284,9 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
     }
     res->raft_index = index;
     *out = res;
-    /* Every failure below is answered in the result and leaves the database as it
-     * was: every node holds the same entry and fails the same way. */
+    /* A malformed entry is answered in the result and leaves the database as it was:
+     * every node holds the same entry and fails the same way. A backup this node cannot
+     * restore is its own failure (below). */
     if (!restoreEntry(b, id, &digest, &prepare)) {
         resultError(rs, "malformed restore entry: expected a backup id and its digest");
         return 0;
@@ -1236,50 +1317,36 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
         errorf(errmsg, "%s", why);
         return CAIRN_ENOTFOUND;
     }
-    if (findOrFetch(db, id, &info, msg) != 0) {
-        /* Every node that has the file restores it. This one cannot: were it to go on,
-         * its rows would differ from every other node's. It stops here (the fsm waits
-         * and tries again, fetching from the cluster each time), says so everywhere,
-         * and serves nothing until it has the backup or is repaired from a peer. */
+    /* Not prepared (a replay of the log, or the preparation failed): restored here, on
+     * the loop, as the entry's apply. */
+    if ((rv = adminRestoreCopy(db, id, digest, tmp, &info, msg)) != 0) {
+        /* The proposer restored this file before it proposed the entry, and every node
+         * that can restores it. This one cannot (the backup missing here and at every
+         * peer asked, its copy damaged, its disk): were it to go on, its rows would
+         * differ from every other node's. It stops here (the fsm waits and tries again,
+         * fetching from the cluster each time), says so everywhere, and serves nothing
+         * until it has restored the backup or is repaired from a peer. */
         char why[CAIRN_ERRMSG_SIZE];
+        unlink(tmp);
         snprintf(why, sizeof why,
-                 "log entry %llu restores backup %s, which this node lacks and no peer sent "
-                 "(%s); it applies nothing past it until a peer has the backup, or until "
-                 "`cairn repair --from-peer URL DATA` replaces its database",
+                 "log entry %llu restores backup %s, which this node cannot restore (%s); it "
+                 "applies nothing past it until it can, or until `cairn repair --from-peer URL "
+                 "DATA` replaces its database",
                  (unsigned long long)index, id, msg);
         if (!dbDiverged(db, NULL, 0)) {
             dbLog(db, "%s", why);
         }
         dbSetDiverged(db, why);
-        db->diverged_next_fetch = time(NULL) + 2;
+        db->diverged_next_fetch = time(NULL) + (rv == CAIRN_ENOTFOUND ? 2 : 10);
         cairn_result_free(res);
         *out = NULL;
         errorf(errmsg, "%s", why);
-        return CAIRN_ENOTFOUND;
+        return rv == CAIRN_ENOTFOUND ? CAIRN_ENOTFOUND : CAIRN_EIO;
     }
     if (dbDiverged(db, NULL, 0)) {
-        dbLog(db, "restore entry %llu: backup %s found: this node catches up with the cluster",
+        dbLog(db, "restore entry %llu: backup %s restored: this node catches up with the cluster",
               (unsigned long long)index, id);
         dbSetDiverged(db, NULL);
-    }
-    if (memcmp(info.digest, digest, BACKUP_DIGEST_SIZE) != 0) {
-        snprintf(msg, sizeof msg,
-                 "backup %s in %s is not the file the restore entry names (digest differs)",
-                 id, adminRepoUrl(db, &info));
-        resultError(rs, msg);
-        return 0;
-    }
-    /* Not prepared (a replay of the log, or the preparation failed): restored here, on
-     * the loop, as the entry's apply. */
-    memset(&opt, 0, sizeof opt);
-    opt.repo = adminRepoUrl(db, &info);
-    opt.ref = id;
-    opt.out = tmp;
-    opt.force = true;
-    if ((rv = backupRestore(&opt, &info, msg)) != 0) {
-        unlink(tmp);
-        resultError(rs, msg);
-        return 0;
     }
 swap:
     clock_gettime(CLOCK_MONOTONIC, &t_stamp);

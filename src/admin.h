@@ -43,6 +43,17 @@ int adminFindBackup(struct cairn *db, const char *id, struct backup_info *out, c
  * `repository` names, the default when it names none. */
 const char *adminRepoUrl(struct cairn *db, const struct backup_info *info);
 
+/* Restore backup id, the file whose digest a restore entry names, into the new file
+ * out (backupRestore: every page checked, out replaced), for that entry: from this
+ * node's copy (adminFindBackup), and in a cluster, when that copy cannot be restored
+ * (damaged, another file under the name, a parent missing), from a copy of a peer
+ * fetched into a scratch repository beside the database (DB.fetched/, removed after).
+ * The entry is proposed only once its proposer has restored the same file from its own
+ * copy, so a failure here is this node's own, which the caller must not skip: its rows
+ * would differ from every other node's. Any thread; it waits on the network and disk. */
+int adminRestoreCopy(struct cairn *db, const char *id, const unsigned char *digest,
+                     const char *out, struct backup_info *info, char *errmsg);
+
 /* Back up the live database into the repository `to` (adminRepository; NULL: the
  * default). In a cluster an incremental or differential backup chains to the newest
  * (full) backup of any node in the repository of that name, fetched first when it is

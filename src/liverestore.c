@@ -63,29 +63,7 @@ static bool isCurrent(const struct lr *l, const char *id, const unsigned char *d
     return strcmp(l->id, id) == 0 && memcmp(l->digest, digest, BACKUP_DIGEST_SIZE) == 0;
 }
 
-/* Restore backup id (digest) into path: found in the node's repositories or fetched
- * from a peer; every page checked against its hash and the chain's digests, then
- * PRAGMA quick_check (backupRestore). */
-static int prepare(struct cairn *db, const char *id, const unsigned char *digest,
-                   const char *path, struct backup_info *info, char *errmsg)
-{
-    struct restore_options opt;
-    int rv = adminFindBackup(db, id, info, errmsg);
-    if (rv != 0) {
-        return rv;
-    }
-    if (memcmp(info->digest, digest, BACKUP_DIGEST_SIZE) != 0) {
-        errorf(errmsg, "backup %s in %s is not the file the restore entry names (digest differs)",
-               id, adminRepoUrl(db, info));
-        return CAIRN_ECORRUPT;
-    }
-    memset(&opt, 0, sizeof opt);
-    opt.repo = adminRepoUrl(db, info);
-    opt.ref = id;
-    opt.out = path;
-    opt.force = true;
-    return backupRestore(&opt, info, errmsg);
-}
+
 
 static void *lrThread(void *arg)
 {
@@ -114,7 +92,7 @@ static void *lrThread(void *arg)
             dbLog(db, "live restore: preparing backup %s off the loop", id);
             clock_gettime(CLOCK_MONOTONIC, &t0);
             unlink(l->path); /* a copy of an earlier request; path never changes */
-            rv = prepare(db, id, digest, l->path, &info, err);
+            rv = adminRestoreCopy(db, id, digest, l->path, &info, err);
             clock_gettime(CLOCK_MONOTONIC, &t1);
 
             pthread_mutex_lock(&l->mu);

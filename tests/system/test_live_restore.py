@@ -250,3 +250,93 @@ def test_a_damaged_backup_is_refused_before_any_node_swaps(cluster_factory, tmp_
         assert count == was[0][0] + 1, (n.name, count, was)
     c.assert_same_rows("b")
     assert not os.path.exists(str(leader.db_path) + ".prepared")
+
+
+def damage_a_copy_on(leader, f, bid):
+    """Put a copy of leader's backup bid in follower f's repository, a data block
+    damaged, the trailer (and so the digest it states) intact."""
+    src = os.path.join(leader.backup_dir, bid + ".cbk")
+    os.makedirs(f.backup_dir, exist_ok=True)
+    dst = os.path.join(f.backup_dir, bid + ".cbk")
+    shutil.copyfile(src, dst)
+    with open(dst, "r+b") as fh:
+        fh.seek(os.path.getsize(dst) // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_a_follower_whose_copy_is_damaged_never_goes_on_with_other_rows(cluster_factory):
+    """The backup is sound on the leader, which prepares it and proposes the swap; a
+    follower's own copy of it (same file name, same trailer) has a damaged block. That
+    follower must not apply the swap as a failed no-op and go on serving its old rows:
+    it takes a sound copy from a peer, or stops and says so; whenever it says it is
+    ready, its rows are every other node's."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    f, other = c.followers(leader)
+    fill(leader)
+    bid = backup(leader)
+    damage_a_copy_on(leader, f, bid)
+    ok_results(post(leader, "/db/execute", ["INSERT INTO b(v) VALUES('after the backup')"]),
+               "INSERT")
+    c.wait_converged()
+    r = leader.raw("POST", "/db/execute",
+                   ["RESTORE DATABASE FROM %s" % backuputil.sql_quote(bid)], timeout=120)
+    assert r.status == 200 and "error" not in r.text, r.text
+    ok_results(post(leader, "/db/execute", ["INSERT INTO b(v) VALUES('after the restore')"]),
+               "INSERT")
+    c.wait_converged(nodes=[leader, other])
+    want = leader.local_rows("SELECT id, v FROM b ORDER BY id")
+    assert ["after the backup"] not in [[v] for _, v in want]
+
+    # Before, the follower answered the swap entry with an error, kept the rows of
+    # before the restore and went on applying the log on top of them, ready.
+    wait_until(lambda: f.raw("GET", "/readyz").status == 200 and
+               f.local_rows("SELECT id, v FROM b ORDER BY id") == want,
+               deadline_seconds(60), "the follower to restore a peer's copy and catch up")
+    log = log_text(f)
+    assert "this node's copy cannot be restored" in log and "checksum mismatch" in log, log[-3000:]
+    assert "backup %s restored from a peer's copy" % bid in log, log[-3000:]
+    assert not os.path.exists(str(f.db_path) + ".fetched")
+    c.wait_converged()
+    c.assert_same_rows("b")
+
+
+def test_a_follower_that_cannot_restore_stops_and_says_why_then_catches_up(cluster_factory):
+    """Its own copy damaged and no peer's copy to be had (its scratch place for one is
+    taken by a file): the follower applies nothing past the swap entry, is not ready and
+    says why, instead of going on with the rows of before the restore; once a peer's
+    copy can be had, it restores it and catches up."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    f, other = c.followers(leader)
+    fill(leader)
+    bid = backup(leader)
+    damage_a_copy_on(leader, f, bid)
+    blocker = str(f.db_path) + ".fetched"
+    with open(blocker, "w") as fh:
+        fh.write("not a directory")
+    ok_results(post(leader, "/db/execute", ["INSERT INTO b(v) VALUES('after the backup')"]),
+               "INSERT")
+    c.wait_converged()
+    r = leader.raw("POST", "/db/execute",
+                   ["RESTORE DATABASE FROM %s" % backuputil.sql_quote(bid)], timeout=120)
+    assert r.status == 200 and "error" not in r.text, r.text
+    ok_results(post(leader, "/db/execute", ["INSERT INTO b(v) VALUES('after the restore')"]),
+               "INSERT")
+    c.wait_converged(nodes=[leader, other])
+    want = leader.local_rows("SELECT id, v FROM b ORDER BY id")
+    wait_until(lambda: "which this node cannot restore" in log_text(f), deadline_seconds(30),
+               "the follower to say it cannot restore the backup")
+    r = f.raw("GET", "/readyz")
+    assert r.status == 503 and "cannot restore" in r.text, (r.status, r.text)
+    # It serves nothing meanwhile, saying why.
+    r = f.raw("GET", "/db/query?level=none&q=SELECT+count(*)+FROM+b")
+    assert r.status == 503 and "cannot restore" in r.text, (r.status, r.text)
+    os.unlink(blocker)
+    wait_until(lambda: f.raw("GET", "/readyz").status == 200 and
+               f.local_rows("SELECT id, v FROM b ORDER BY id") == want,
+               deadline_seconds(60), "the follower to restore a peer's copy and catch up")
+    c.wait_converged()
+    c.assert_same_rows("b")
