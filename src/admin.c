@@ -469,6 +469,13 @@ static void removeScratch(const char *dir)
     rmdir(dir);
 }
 
+void adminRestoreCopyClean(struct cairn *db)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s.fetched", db->db_path);
+    removeScratch(dir);
+}
+
 int adminRestoreCopy(struct cairn *db, const char *id, const unsigned char *digest,
                      const char *out, struct backup_info *info, char *errmsg)
 {
@@ -494,7 +501,7 @@ int adminRestoreCopy(struct cairn *db, const char *id, const unsigned char *dige
     dbLog(db, "backup %s: this node's copy cannot be restored (%s): restoring a peer's copy",
           id, own);
     snprintf(dir, sizeof dir, "%s.fetched", db->db_path);
-    removeScratch(dir); /* a crash's leftovers */
+    adminRestoreCopyClean(db); /* a crash's leftovers */
     rv = clusterFetch(db, dir, "backups", id, msg);
     if (rv == 0 && (rv = repoFind(dir, id, info, msg)) == 0) {
         if (memcmp(info->digest, digest, BACKUP_DIGEST_SIZE) != 0) {

@@ -53,6 +53,8 @@ const char *adminRepoUrl(struct cairn *db, const struct backup_info *info);
  * would differ from every other node's. Any thread; it waits on the network and disk. */
 int adminRestoreCopy(struct cairn *db, const char *id, const unsigned char *digest,
                      const char *out, struct backup_info *info, char *errmsg);
+/* Remove what a killed adminRestoreCopy left (DB.fetched/), at start. */
+void adminRestoreCopyClean(struct cairn *db);
 
 /* Back up the live database into the repository `to` (adminRepository; NULL: the
  * default). In a cluster an incremental or differential backup chains to the newest

@@ -163,6 +163,7 @@ int lrInit(struct cairn *db, char *errmsg)
         dbLog(db, "live restore: removed %s, prepared by an earlier run and never swapped in",
               l->path);
     }
+    adminRestoreCopyClean(db);
     db->lr = l;
     return 0;
 }
