@@ -35,6 +35,16 @@ static const char *const readPragmasWithArg[] = {
     "foreign_key_check", "foreign_key_list", "index_info", "index_list", "index_xinfo",
     "integrity_check", "quick_check", "table_info", "table_list", "table_xinfo", NULL};
 
+/* Read PRAGMAs whose answer is this node's own, not the database file's: its file's
+ * path, the journal, locking and sync modes (a replay into a scratch file runs in
+ * others), counters and settings of the connection or the process. A write that stored
+ * one would make the replicas, or a replay of the log, differ. The sqlite_stmt table
+ * (the connection's prepared statements) is refused with them. */
+static const char *const localPragmas[] = {
+    "busy_timeout", "cache_size", "cache_spill", "data_version", "database_list",
+    "hard_heap_limit", "journal_mode", "journal_size_limit", "locking_mode", "mmap_size",
+    "soft_heap_limit", "synchronous", "temp_store", "threads", "wal_autocheckpoint", NULL};
+
 /* PRAGMAs that write the database header: carried by the file, the same on every
  * node. */
 static const char *const headerPragmas[] = {"user_version", "application_id", NULL};
@@ -68,6 +78,29 @@ static int deny(struct policy_conn *pc, const char *fmt, const char *a, const ch
     return SQLITE_DENY;
 }
 
+/* A read of node-local state (localPragmas, sqlite_stmt): refused on the connection
+ * that applies replicated writes, noted on any other. */
+static int nodeLocal(struct policy_conn *pc, const char *what)
+{
+    if (!pc->replicated) {
+        if (pc->local[0] == '\0') {
+            snprintf(pc->local, sizeof pc->local, "%s", what);
+        }
+        return SQLITE_OK;
+    }
+    return deny(pc, "%s reads what differs from node to node (the file's path, the "
+                    "connection's modes, settings and statements): a request that writes "
+                    "may not read it, or the replicas would differ%s",
+                what, NULL);
+}
+
+static bool isLocalTable(const char *name)
+{
+    return name != NULL &&
+           (strcasecmp(name, "sqlite_stmt") == 0 ||
+            (strncasecmp(name, "pragma_", 7) == 0 && inList(localPragmas, name + 7)));
+}
+
 static int authorize(void *ud, int code, const char *a, const char *b, const char *db,
                      const char *trigger)
 {
@@ -75,6 +108,12 @@ static int authorize(void *ud, int code, const char *a, const char *b, const cha
     (void)trigger;
     if (pc->internal) {
         return SQLITE_OK;
+    }
+    if (code == SQLITE_ANALYZE ||
+        ((code == SQLITE_INSERT || code == SQLITE_UPDATE || code == SQLITE_DELETE ||
+          code == SQLITE_DROP_TABLE) &&
+         a != NULL && strncasecmp(a, "sqlite_stat", 11) == 0)) {
+        pc->stats = true;
     }
     switch (code) {
         case SQLITE_CREATE_TEMP_INDEX:
@@ -99,9 +138,11 @@ static int authorize(void *ud, int code, const char *a, const char *b, const cha
             return deny(pc, "savepoints (%s %s) are not allowed: each request is already a "
                             "transaction; use ?transaction for all-or-nothing batches",
                         a != NULL && strcmp(a, "BEGIN") == 0 ? "SAVEPOINT" : a, b);
+        case SQLITE_READ:
+            return isLocalTable(a) ? nodeLocal(pc, a) : SQLITE_OK;
         case SQLITE_PRAGMA:
             if (b == NULL && inList(readPragmas, a)) {
-                return SQLITE_OK;
+                return inList(localPragmas, a) ? nodeLocal(pc, a) : SQLITE_OK;
             }
             if (b != NULL && inList(readPragmasWithArg, a)) {
                 return SQLITE_OK;
@@ -558,13 +599,14 @@ void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
 
 void policyWriteBegin(struct policy_conn *pc, uint64_t steps)
 {
-    pc->result_limit = 0;
+    pc->result_limit = POLICY_WRITE_MAX_RESULT;
     pc->steps = steps;
     pc->ticks = 0;
     pc->deadline = 0;
     pc->client_fd = -1;
     pc->trip = POLICY_TRIP_NONE;
     pc->why[0] = '\0';
+    pc->stats = false;
 }
 
 void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd,
@@ -585,6 +627,7 @@ void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd,
 
 void policyEnd(struct policy_conn *pc)
 {
+    pc->result_limit = 0;
     pc->steps = 0;
     pc->deadline = 0;
     pc->client_fd = -1;
@@ -650,6 +693,17 @@ bool policyCheckPrepared(struct policy_conn *pc, sqlite3_stmt *ps, char *msg, si
                 snprintf(msg, msgsize, "refused by cairn's statement policy: a trigger may not "
                                        "call %s(), which has effects outside the database",
                          deniedFunctions[k]);
+                return false;
+            }
+        }
+        for (int k = -1; k < 0 || localPragmas[k] != NULL; k++) {
+            char name[48];
+            snprintf(name, sizeof name, "%s%s", k < 0 ? "sqlite_stmt" : "pragma_",
+                     k < 0 ? "" : localPragmas[k]);
+            if (strcasestr(sql + i, name) != NULL) {
+                snprintf(msg, msgsize, "refused by cairn's statement policy: a trigger may not "
+                                       "read %s, which differs from node to node",
+                         name);
                 return false;
             }
         }

@@ -41,6 +41,10 @@
 #define POLICY_DEFAULT_QUERY_TIMEOUT_MS 30000u
 /* The most a read's results may take in memory (cairnd --max-result-size). */
 #define POLICY_DEFAULT_MAX_RESULT (256ull << 20)
+/* The most the results of one write entry (a SELECT or RETURNING among its statements)
+ * may take, on every node alike: every node collects them, and a node's own flag would
+ * make the outcome, and so the rows kept, differ. */
+#define POLICY_WRITE_MAX_RESULT (256ull << 20)
 /* Bounds of the flags: a value limit above SQLite's own largest (2^31 - 1) means
  * nothing. */
 #define POLICY_MAX_LENGTH_CAP 2147483647u
@@ -65,6 +69,18 @@ struct policy_conn {
     int client_fd;       /* the reader's client socket, watched; -1: none */
     double next_watch;   /* when to look at the client socket next */
     const atomic_bool *stop; /* set when the node shuts down; NULL: none */
+    /* The connection applies replicated writes (the writer): it may not read what
+     * differs from node to node (policy.c, localPragmas), which its writes would store.
+     * Set by the caller after policyInstall. */
+    bool replicated;
+    /* On any other connection, such a read is allowed and named here ("" for none)
+     * while a statement is prepared, for the caller to refuse in a write (storeCheck);
+     * the caller resets it. */
+    char local[48];
+    /* The statement (as prepared, or prepared again while it ran) runs ANALYZE or
+     * changes the sqlite_stat tables: the statistics the connection has loaded may no
+     * longer be the file's. Reset by policyWriteBegin. */
+    bool stats;
     enum policy_trip trip;
     /* A read batch's results: the most they may take (0: no limit) and what the batch's
      * earlier statements took. */
@@ -78,7 +94,9 @@ struct policy_conn {
 void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
                    const atomic_bool *stop);
 
-/* Start a write statement under a budget of `steps` VM steps (0: none). */
+/* Start a write statement under a budget of `steps` VM steps (0: none), its results
+ * limited to POLICY_WRITE_MAX_RESULT with those of its entry's earlier statements
+ * (pc->result_before, which the caller keeps). */
 void policyWriteBegin(struct policy_conn *pc, uint64_t steps);
 /* Start a read batch: time limit timeout_ms (0: none), client socket fd (-1: none),
  * results of at most result_limit bytes (0: no limit). */

@@ -132,6 +132,7 @@ struct store {
     uint64_t prng[4];
     sqlite3_int64 batch_changes_start; /* total_changes() when the current batch began */
     struct policy_conn wpol; /* the writer's statement policy and step budget */
+    bool rowid_max;          /* the statement wrote a row at rowid INT64_MAX (updateHook) */
     /* storeInterrupt: the node stops; statements running now are interrupted (an
      * apply so interrupted is rolled back whole and fails, never recorded) */
     atomic_bool stopping;
@@ -263,6 +264,21 @@ static void fnTotalChanges(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     struct store *s = sqlite3_user_data(ctx);
     sqlite3 *db = sqlite3_context_db_handle(ctx);
     sqlite3_result_int64(ctx, sqlite3_total_changes64(db) - s->batch_changes_start);
+}
+
+/* Once a table holds the largest rowid, SQLite picks the rowid of a new row at random,
+ * from its own generator, which every connection in the process draws from: each node
+ * would store the row under another rowid. So a write that puts a row there fails
+ * (applyLocked), on every node alike, and no table comes to hold it. */
+static void updateHook(void *arg, int op, const char *db, const char *table,
+                       sqlite3_int64 rowid)
+{
+    struct store *s = arg;
+    (void)db;
+    (void)table;
+    if (op != SQLITE_DELETE && rowid == INT64_MAX) {
+        s->rowid_max = true;
+    }
 }
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -531,8 +547,10 @@ static int openWriter(struct store *s, char *errmsg)
     sqlite3_create_function(s->writer, "changes", 0, SQLITE_UTF8, s, fnChanges, NULL, NULL);
     sqlite3_create_function(s->writer, "total_changes", 0, SQLITE_UTF8, s, fnTotalChanges, NULL,
                             NULL);
+    sqlite3_update_hook(s->writer, updateHook, s);
     /* The limits are set per entry (applyLocked); cairn's own statements pass. */
     policyInstall(s->writer, &s->wpol, POLICY_DEFAULT_MAX_LENGTH, &s->stopping);
+    s->wpol.replicated = true;
 
     if ((rv = prepareInternal(s, "BEGIN IMMEDIATE", &s->st_begin, errmsg)) != 0 ||
         (rv = prepareInternal(s, "COMMIT", &s->st_commit, errmsg)) != 0 ||
@@ -857,6 +875,7 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
             next = end;
         } else {
             pc->why[0] = '\0';
+            pc->local[0] = '\0';
             rc = sqlite3_prepare_v3(db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT, &ps,
                                     &next);
             if (rc != SQLITE_OK) {
@@ -879,9 +898,11 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
                     goto out;
                 }
             }
-            /* Only a string that is exactly one statement is worth keeping. */
+            /* Only a string that is exactly one statement is worth keeping; not one
+             * that reads node-local state, which storeCheck must see prepared to refuse
+             * in a write. */
             if (ps != NULL && tail == st->sql && next == end && cache != NULL &&
-                !isTxnControl(tail, (size_t)(next - tail))) {
+                !isTxnControl(tail, (size_t)(next - tail)) && pc->local[0] == '\0') {
                 cached = cachePut(cache, st->sql, st->sql_len, ps);
             }
         }
@@ -922,6 +943,12 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
             resultClearColumns(rs);
         }
         total_before = sqlite3_total_changes64(db);
+        /* SQLite calls the progress handler when the statement's step count, summed
+         * over every run since it was prepared, passes a multiple of the grain: a
+         * cached statement would meet the write step budget earlier than the same one
+         * prepared afresh on a node that restarted, and the nodes would differ. Each
+         * run counts from zero. */
+        sqlite3_stmt_status(ps, SQLITE_STMTSTATUS_VM_STEP, 1);
         while ((rc = sqlite3_step(ps)) == SQLITE_ROW) {
             if (query && !columns_set) {
                 if (setColumns(ps, rs) != SQLITE_OK) {
@@ -942,9 +969,18 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
                 pc->result_before + rs->arena.len + rs->nrows * rs->ncol * sizeof(struct rvalue) >
                     pc->result_limit) {
                 char msg[256];
-                snprintf(msg, sizeof msg, "the results exceed the limit of %llu bytes (cairnd "
-                                          "--max-result-size): read fewer rows at a time (LIMIT)",
-                         (unsigned long long)pc->result_limit);
+                if (read_only) {
+                    snprintf(msg, sizeof msg, "the results exceed the limit of %llu bytes "
+                                              "(cairnd --max-result-size): read fewer rows at a "
+                                              "time (LIMIT)",
+                             (unsigned long long)pc->result_limit);
+                } else {
+                    snprintf(msg, sizeof msg, "the results of a request that writes exceed the "
+                                              "limit of %llu bytes, the same on every node: read "
+                                              "fewer rows at a time (LIMIT), in a request that "
+                                              "only reads",
+                             (unsigned long long)pc->result_limit);
+                }
                 resultError(rs, msg);
                 /* The rows so far go: their memory is what the limit is for. */
                 free(rs->vals);
@@ -1000,6 +1036,24 @@ static void resultsRolledBack(struct cairn_result *res, size_t n, const char *wh
             resultError(&res->stmts[i], msg);
         }
     }
+}
+
+/* Make the writer's query planner use the statistics the file holds now. SQLite loads
+ * sqlite_stat1 when it reads the schema, and again only after ANALYZE: after a write
+ * of sqlite_stat1, or an ANALYZE rolled back, the writer planned with statistics that a
+ * node which restarted (or replays the log) does not have, and a write whose rows
+ * depend on the plan (LIMIT without ORDER BY) stored different rows there. Rolling back
+ * a schema change to a savepoint makes SQLite read the schema again, statistics
+ * included, and expire every prepared statement; nothing is written. Inside the
+ * writer's transaction. */
+static void statsReload(struct store *s)
+{
+    s->wpol.internal = true;
+    sqlite3_exec(s->writer, "SAVEPOINT cairn_stats; CREATE TABLE " META_TABLE "_stats(x)", NULL,
+                 NULL, NULL);
+    /* Also when the CREATE failed: no savepoint stays open. */
+    sqlite3_exec(s->writer, "ROLLBACK TO cairn_stats; RELEASE cairn_stats", NULL, NULL, NULL);
+    s->wpol.internal = false;
 }
 
 /* The grouped transaction was rolled back: the database is at group_start again. */
@@ -1068,6 +1122,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
     bool txn = (b->flags & BATCH_TRANSACTION) != 0;
     bool read_only = b->kind == BATCH_QUERY;
     bool timed = (b->flags & BATCH_TIMINGS) != 0;
+    bool stats;
     int rc;
     size_t i;
 
@@ -1103,6 +1158,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
                             ? b->max_length
                             : POLICY_DEFAULT_MAX_LENGTH));
     prngSeed(s->prng, b->seed ^ index);
+    s->wpol.result_before = 0;
     sqlite3_set_last_insert_rowid(s->writer, 0);
     s->batch_changes_start = sqlite3_total_changes64(s->writer);
 
@@ -1135,9 +1191,19 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             s->wpol.internal = false;
         } else {
             policyWriteBegin(&s->wpol, b->max_steps ? b->max_steps : POLICY_DEFAULT_WRITE_STEPS);
+            s->rowid_max = false;
             rc = runStmt(s->writer, &s->wcache, &s->wpol, &b->stmts[i], read_only, timed, rs);
             policyEnd(&s->wpol);
+            if (rc == SQLITE_OK && s->rowid_max) {
+                resultError(rs, "a row may not have rowid 9223372036854775807, the largest: past "
+                                "it SQLite picks the rowids of new rows at random, differently "
+                                "on every node");
+                rc = SQLITE_CONSTRAINT;
+            }
+            s->wpol.result_before += rs->arena.len + rs->nrows * rs->ncol * sizeof(struct rvalue);
         }
+        stats = s->wpol.stats;
+        s->wpol.stats = false;
         if (rc != SQLITE_OK && (s->wpol.trip == POLICY_TRIP_STOPPING || environmental(rc))) {
             /* Interrupted because the node stops, or failed for a reason of this node's
              * alone (a damaged page, an I/O error, a full disk, no memory): not an
@@ -1191,6 +1257,9 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             if (internalStep(s, s->st_begin) != SQLITE_OK) {
                 goto fail;
             }
+            if (stats) {
+                statsReload(s);
+            }
             if (txn) {
                 break;
             }
@@ -1199,6 +1268,9 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
         if (rc != SQLITE_OK) {
             if (txn && group) {
                 internalStep(s, s->st_entry_rollback_to); /* this entry only */
+                if (stats) {
+                    statsReload(s);
+                }
                 rc = SQLITE_OK;
                 break;
             }
@@ -1207,12 +1279,18 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
                 if ((rc = internalStep(s, s->st_begin)) != SQLITE_OK) {
                     goto fail;
                 }
+                if (stats) {
+                    statsReload(s);
+                }
                 break;
             }
             internalStep(s, s->st_rollback_to);
             internalStep(s, s->st_release);
         } else if (!txn) {
             internalStep(s, s->st_release);
+        }
+        if (stats) {
+            statsReload(s);
         }
     }
     sqlite3_bind_int64(s->st_set_index, 1, (sqlite3_int64)index);
@@ -1609,6 +1687,9 @@ int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *er
 {
     struct reader *r;
     char msg[512];
+    char local[sizeof r->pol.local] = "";
+    const char *local_sql = NULL, *local_end = NULL;
+    size_t local_at = 0;
     int rv = 0;
     size_t i;
     *read_only = true;
@@ -1643,8 +1724,15 @@ int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *er
             int rc;
             ps = NULL;
             r->pol.why[0] = '\0';
+            r->pol.local[0] = '\0';
             rc = sqlite3_prepare_v3(r->db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT,
                                     &ps, &next);
+            if (rc == SQLITE_OK && r->pol.local[0] != '\0' && local_at == 0) {
+                local_at = i + 1;
+                local_sql = tail;
+                local_end = end;
+                memcpy(local, r->pol.local, sizeof local);
+            }
             if (rc != SQLITE_OK) {
                 const char *m = policyMessage(&r->pol, rc, msg, sizeof msg);
                 if (m != NULL) {
@@ -1667,7 +1755,7 @@ int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *er
                 *read_only = false;
             }
             if (ps != NULL && tail == st->sql && next == end &&
-                !isTxnControl(tail, (size_t)(next - tail))) {
+                !isTxnControl(tail, (size_t)(next - tail)) && r->pol.local[0] == '\0') {
                 cached = cachePut(&r->cache, tail, (size_t)(end - tail), ps);
             }
             if (!cached) {
@@ -1680,6 +1768,17 @@ int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *er
         }
     }
     readerPut(s, r);
+    if (rv == 0 && local_at != 0 &&
+        (b->kind == BATCH_EXECUTE || (b->kind == BATCH_REQUEST && !*read_only))) {
+        /* The writer refuses it on every node (policy.c, nodeLocal): said now, with
+         * nothing proposed. */
+        errorf(errmsg, "statement %zu (%.*s): refused by cairn's statement policy: %s reads "
+                       "what differs from node to node (the file's path, the connection's "
+                       "modes, settings and statements): it can be read by a request that "
+                       "only reads (/db/query), not by one that writes",
+               local_at, snippet(local_sql, local_end), local_sql, local);
+        rv = CAIRN_EINVAL;
+    }
     if (rv != 0) {
         *read_only = false;
     }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -343,12 +344,27 @@ static int psCurrentTime(sqlite3_vfs *vfs, double *out)
     return rc;
 }
 
+/* SQLite's 'localtime' and 'utc' modifiers read the process's time zone. While this
+ * thread applies an entry (pagesumSetNow), local time is UTC: each node's own zone
+ * would make the rows its writes store differ. Elsewhere (reads, an embedding
+ * program's own connections), the zone of the process, as SQLite's own would. 0 on
+ * success, as SQLite's alternative localtime() is called. */
+static int psLocaltime(const void *t, void *tm)
+{
+    if (nowMs != 0) {
+        return gmtime_r((const time_t *)t, (struct tm *)tm) == NULL;
+    }
+    return localtime_r((const time_t *)t, (struct tm *)tm) == NULL;
+}
+
 static void registerOnce(void)
 {
     /* Memory statistics make every SQLite allocation take a global mutex; cairn does
      * not read them. Refused (harmlessly) when the embedding program has already
      * initialised SQLite. */
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    /* The one hook SQLite has for its localtime() (3.39 and later; process-wide). */
+    sqlite3_test_control(SQLITE_TESTCTRL_LOCALTIME_FAULT, 2, psLocaltime);
     baseVfs = sqlite3_vfs_find(NULL);
     /* Every method but opening and the clock is the base VFS's own: they only read
      * their own struct's settings (pAppData, szOsFile, mxPathname), which the copy

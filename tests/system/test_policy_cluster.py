@@ -15,6 +15,7 @@ measurement, during which the test polls /readyz.
 import json
 import os
 import signal
+import sqlite3
 import time
 import urllib.parse
 
@@ -469,3 +470,307 @@ def test_nul_byte_is_refused_and_nodes_stay_idle(cluster_factory):  # noqa: F811
     busy = {n.name: (cpu_seconds(n.pid) - cpu0[n.name]) / wall for n in c.nodes}
     print("CPU seconds per second while idle: %r" % busy)
     assert all(v < 0.5 for v in busy.values()), "nodes busy (CPU seconds per second): %r" % busy
+
+
+# ---------------------------------------------------------------------------
+# 5. the step budget does not depend on a statement's past
+
+
+def test_step_limit_outcome_does_not_depend_on_a_cached_statements_history(cluster_factory):  # noqa: F811
+    """SQLite calls the progress handler when a statement's VM step count, counted
+    over every run since it was prepared, passes a multiple of the grain: a write
+    statement kept in the writer's cache reached the step budget earlier, by up to the
+    grain, than the same statement freshly prepared. A follower that restarted (its
+    cache empty) wrote the rows of a write that the leader and the other follower
+    failed with "exceeded the write step limit", and the replicas differed for good.
+    Now the budget counts the steps of the run alone: the same outcome everywhere."""
+    limit = 100000
+    c = cluster_factory(3, extra_args=["--write-step-limit", str(limit)])
+    leader = c.leader()
+    ok(post(leader, "/db/execute", ["CREATE TABLE big(v)"]), "schema")
+    insert = ("INSERT INTO big(v) SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+              "SELECT x + 1 FROM c WHERE x < ?) SELECT x FROM c)")
+
+    def write(text, n):
+        res = results(post(c.leader(), "/db/execute", [[text, n]], timeout=30), "%d rows" % n)
+        assert len(res) == 1, res
+        err = res[0].get("error")
+        assert err is None or "write step limit" in err, res
+        return err is None
+
+    # The most rows one statement, prepared afresh (each probe's text is new), may
+    # insert within the budget.
+    lo, hi, k = 1, 40 * limit // 20, 0
+    assert not write("/* probe %d */ " % k + insert, hi)
+    while hi - lo > 1:
+        k += 1
+        mid = (lo + hi) // 2
+        if write("/* probe %d */ " % k + insert, mid):
+            lo = mid
+        else:
+            hi = mid
+    n_max = lo
+    print("a fresh statement inserts at most %d rows in %d steps" % (n_max, limit))
+
+    # Run the statement once, near the budget: its step count, modulo the grain, is
+    # then near the grain on every node. One follower restarts and forgets it.
+    assert write(insert, n_max - 2)
+    c.wait_converged()
+    restarted = c.followers(c.leader())[0]
+    restarted.restart()
+    c.wait_converged()
+
+    # Writes of that statement that each fit the budget of a fresh statement.
+    answers = []
+    for n in range(n_max, n_max - 30, -1):
+        answers.append(write(insert, n))
+    idx = c.wait_converged()
+    counts = {n.name: n.local_rows("SELECT count(*) FROM big")[0][0] for n in c.nodes}
+    print("applied index %d, rows: %r, answers: %r" % (idx, counts, answers))
+    assert len(set(counts.values())) == 1, (
+        "the same writes left different rows (%s restarted): %r" % (restarted.name, counts))
+    assert all(answers), "writes within the budget of a fresh statement failed: %r" % answers
+    c.assert_same_rows("big")
+    c.assert_same_files()
+
+
+# ---------------------------------------------------------------------------
+# 6. what each node reads differently stays out of writes
+
+
+NODE_LOCAL_WRITES = [
+    "INSERT INTO t(k, v) SELECT 1, file FROM pragma_database_list",
+    "INSERT INTO t(k, v) SELECT 2, count(*) FROM sqlite_stmt",
+    "INSERT INTO t(k, v) SELECT 3, journal_mode FROM pragma_journal_mode",
+    "INSERT INTO t(k, v) VALUES(4, (SELECT data_version FROM pragma_data_version))",
+    "INSERT INTO t(k, v) SELECT 5, file FROM files",
+    "UPDATE t SET v = (SELECT group_concat(sql) FROM sqlite_stmt)",
+    "INSERT INTO t(k, v) VALUES(6, 'x') RETURNING (SELECT file FROM pragma_database_list)",
+    "CREATE TABLE copy AS SELECT * FROM pragma_database_list",
+    "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO t2 SELECT count(*) FROM sqlite_stmt; END",
+    "PRAGMA database_list",
+]
+
+
+def test_a_write_may_not_read_what_differs_from_node_to_node(cluster_factory):  # noqa: F811
+    """Read PRAGMAs are allowed, and so are their table-valued forms and the sqlite_stmt
+    table, also inside a write: INSERT ... SELECT file FROM pragma_database_list stored
+    each node's own path, and a count from sqlite_stmt each writer connection's own
+    number of statements (one that restarted had fewer), so the replicas differed. Now
+    such a write is a 400 naming the statement, through any node and endpoint, with
+    nothing proposed; a view that reads them is refused in a write too; reads of them
+    still answer."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok(post(leader, "/db/execute", ["CREATE TABLE t(k, v)", "CREATE TABLE t2(n)",
+                                    "CREATE VIEW files AS SELECT file FROM pragma_database_list",
+                                    "INSERT INTO t(k, v) VALUES(0, 'a')"]), "schema")
+    c.followers(leader)[0].restart()
+    c.wait_converged()
+    leader = c.leader()
+    idx0 = last_index(leader)
+    for k, sql in enumerate(NODE_LOCAL_WRITES):
+        node = [leader] + c.followers(leader)
+        node = node[k % 3]
+        for path, body in [("/db/execute", [sql]),
+                           ("/db/execute?transaction", ["INSERT INTO t(k, v) VALUES(9, 'b')", sql]),
+                           ("/db/request", [["INSERT INTO t(k, v) VALUES(?, 'c')", 10], sql])]:
+            what = "%s %r via %s" % (path, body, node.name)
+            err = refusal(post(node, path, body), what)
+            assert POLICY in err and "differs from node to node" in err, "%s: %r" % (what, err)
+            assert "statement %d" % len(body) in err, "%s: %r" % (what, err)
+    assert last_index(leader) == idx0, "a refused write was proposed"
+
+    # Reads of them answer, each node its own.
+    for n in c.nodes:
+        res = ok(post(n, "/db/query?level=none", ["SELECT file FROM files", "SELECT journal_mode FROM pragma_journal_mode"]),
+                 "reads on %s" % n.name)
+        assert res[0]["values"] == [[str(n.db_path)]], (n.name, res)
+        assert res[1]["values"] == [["wal"]], (n.name, res)
+
+    ok(post(leader, "/db/execute", ["INSERT INTO t(k, v) VALUES(11, 'd')"]), "a write")
+    c.wait_converged()
+    assert c.assert_same_rows("t") == [[0, "a"], [11, "d"]]
+    assert c.assert_same_rows("t2") == []
+    c.assert_same_files()
+
+
+# ---------------------------------------------------------------------------
+# 7. the query planner's statistics are the file's
+
+
+def test_writes_plan_with_the_statistics_the_file_holds(cluster_factory):  # noqa: F811
+    """SQLite reads sqlite_stat1 when it reads the schema and again only after ANALYZE.
+    A write to sqlite_stat1 (which SQLite allows, to tune the planner), or an ANALYZE
+    rolled back with its request, left each writer connection planning with whatever
+    statistics it had loaded, and a node that restarted with those in the file. A write
+    whose rows depend on the plan (LIMIT without ORDER BY, two indexes ordering the
+    matches differently) then stored different rows on different nodes while every
+    answer said ok. Now every write plans with the statistics the file holds, as a
+    fresh connection does."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok(post(leader, "/db/execute", [
+        "CREATE TABLE s(a, b, c, d)", "CREATE INDEX sa ON s(a, c)", "CREATE INDEX sb ON s(b, d)",
+        "INSERT INTO s SELECT x % 2, x % 3, x, -x FROM (WITH RECURSIVE r(x) AS "
+        "(SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 200) SELECT x FROM r)",
+        "CREATE TABLE t(k INTEGER PRIMARY KEY, v)", "ANALYZE"]), "schema")
+    probe = "INSERT INTO t(k, v) SELECT ?, rowid FROM s WHERE a = 1 AND b = 1 LIMIT 1"
+
+    def fresh_plan(node):
+        """The row a connection opened now on node's file picks."""
+        con = sqlite3.connect("file:%s?mode=ro" % node.db_path, uri=True, timeout=30)
+        try:
+            return con.execute("SELECT rowid FROM s WHERE a = 1 AND b = 1 LIMIT 1").fetchone()[0]
+        finally:
+            con.close()
+
+    def write(path, body, k):
+        ok(post(c.leader(), path, body), "probe %d" % k)
+        c.wait_converged()
+        return fresh_plan(c.leader())
+
+    want = {1: write("/db/execute", [[probe, 1]], 1)}
+    # sa looks selective now, sb not: the other index, the other end of the matches.
+    ok(post(c.leader(), "/db/execute", ["UPDATE sqlite_stat1 SET stat = '200 1 1' WHERE idx = 'sa'",
+                                        "UPDATE sqlite_stat1 SET stat = '200 100 1' WHERE idx = 'sb'"]),
+       "tune the statistics")
+    want[2] = write("/db/execute", [[probe, 2]], 2)
+    assert want[2] != want[1], "the statistics written did not change the plan: %r" % want
+    c.followers(c.leader())[0].restart()
+    c.wait_converged()
+    want[3] = write("/db/execute", [[probe, 3]], 3)
+    # An ANALYZE (back to the data's own statistics) rolled back with its request.
+    res = results(post(c.leader(), "/db/execute?transaction",
+                       ["ANALYZE", [probe, 4], "INSERT INTO nosuch VALUES(1)"]), "rolled back")
+    assert "no such table" in res[-1].get("error", ""), res
+    want[5] = write("/db/execute", [[probe, 5]], 5)
+    # Statistics written, then a plan, in one request.
+    want[7] = write("/db/execute", ["ANALYZE", [probe, 6],
+                                    "UPDATE sqlite_stat1 SET stat = '200 1 1' WHERE idx = 'sa'",
+                                    [probe, 7]], 7)
+    c.wait_converged()
+    rows = c.assert_same_rows("t")
+    got = dict(rows)
+    print("rows picked: %r; a fresh connection picks: %r" % (got, want))
+    assert 4 not in got, rows
+    for k in (1, 2, 3, 5, 7):
+        assert got[k] == want[k], "probe %d picked row %r, a fresh connection row %r" % (k, got[k], want[k])
+    assert got[6] != got[7], rows
+    c.assert_same_files()
+
+
+# ---------------------------------------------------------------------------
+# 8. the results of a write are bounded on every node alike
+
+
+def test_results_of_a_write_are_bounded_the_same_on_every_node(cluster_factory):  # noqa: F811
+    """--max-result-size bounded reads only: a SELECT (or RETURNING) in a request that
+    writes had its rows collected without bound by every node applying the entry (a
+    write of 400 rows of randomblob(1000000) left 400 MB in each follower), so one such
+    request of tens of GB killed every node for memory, and again on every restart as
+    the entry was applied again. Now the results of one write entry are bounded by a
+    limit that is the same on every node (so the outcome is too): the statement fails
+    alone, or rolls back its ?transaction, everywhere."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok(post(leader, "/db/execute", ["CREATE TABLE t(k)"]), "schema")
+    big = ("SELECT randomblob(1000000) FROM (WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL "
+           "SELECT x + 1 FROM r WHERE x < 300) SELECT x FROM r)")
+    for path, body in [("/db/execute", ["INSERT INTO t VALUES(1)", big, "INSERT INTO t VALUES(2)"]),
+                       ("/db/request", [["INSERT INTO t VALUES(?)", 3], big,
+                                        "INSERT INTO t VALUES(4) RETURNING randomblob(1000)"])]:
+        res = results(post(c.leader(), path, body, timeout=120), path)
+        assert len(res) == 3, res
+        assert "error" not in res[0] and "error" not in res[2], res
+        assert "exceed the limit" in res[1].get("error", ""), str(res)[:1000]
+    res = results(post(c.leader(), "/db/execute?transaction", ["INSERT INTO t VALUES(5)", big], timeout=120),
+                  "transaction")
+    assert "exceed the limit" in res[-1].get("error", ""), str(res)[:1000]
+    res = ok(post(c.leader(), "/db/request", ["INSERT INTO t VALUES(6)", "SELECT count(*) FROM t"]), "small")
+    assert res[1]["values"] == [[5]], res
+    c.wait_converged()
+    assert c.assert_same_rows("t") == [[1], [2], [3], [4], [6]]
+    c.assert_same_files()
+
+
+# ---------------------------------------------------------------------------
+# 9. local time in a write is the same on every node
+
+
+def test_local_time_in_a_write_is_utc_on_every_node(cluster_factory):  # noqa: F811
+    """SQLite's 'localtime' and 'utc' modifiers read the process's time zone: a node
+    started with another TZ than the others (a cluster across regions) stored other
+    values for datetime(0, 'unixepoch', 'localtime') or datetime(x, 'utc'), in a
+    statement, a parameter, a column default or a trigger, and the replicas differed.
+    Now, while an entry is applied, local time is UTC on every node; a read still
+    answers in the node's own zone."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok(post(leader, "/db/execute", [
+        "CREATE TABLE t(k INTEGER PRIMARY KEY, v, d DEFAULT (datetime(86400, 'unixepoch', 'localtime')))",
+        "CREATE TABLE log(k, v)",
+        "CREATE TRIGGER tr AFTER INSERT ON t BEGIN "
+        "INSERT INTO log VALUES(new.k, time('12:00', 'localtime')); END"]), "schema")
+    tokyo = c.followers(leader)[0]
+    os.environ["TZ"] = "JST-9"
+    try:
+        tokyo.restart()
+    finally:
+        del os.environ["TZ"]
+    c.wait_converged()
+    ok(post(c.leader(), "/db/execute", [
+        "INSERT INTO t(k, v) VALUES(1, datetime(0, 'unixepoch', 'localtime'))",
+        "INSERT INTO t(k, v) VALUES(2, datetime('2020-01-01 00:00:00', 'utc'))",
+        ["INSERT INTO t(k, v) VALUES(3, datetime(0, 'unixepoch', ?))", "localtime"],
+        "INSERT INTO t(k, v) VALUES(4, strftime('%H', 'now', 'localtime') = strftime('%H', 'now'))"]),
+       "writes")
+    c.wait_converged()
+    rows = c.assert_same_rows("t")
+    assert rows == [[1, "1970-01-01 00:00:00", "1970-01-02 00:00:00"],
+                    [2, "2020-01-01 00:00:00", "1970-01-02 00:00:00"],
+                    [3, "1970-01-01 00:00:00", "1970-01-02 00:00:00"],
+                    [4, 1, "1970-01-02 00:00:00"]], rows
+    assert c.assert_same_rows("log") == [[k, "12:00:00"] for k in range(1, 5)]
+    c.assert_same_files()
+    assert tokyo.local_rows("SELECT datetime(0, 'unixepoch', 'localtime')") == [["1970-01-01 09:00:00"]]
+
+
+# ---------------------------------------------------------------------------
+# 10. no row takes the largest rowid
+
+
+def test_no_row_takes_the_largest_rowid(cluster_factory):  # noqa: F811
+    """Once a table holds rowid 9223372036854775807, SQLite gives each new row a rowid
+    drawn from its own random generator (not the seeded random() of the entry), so
+    every node stored the same INSERT under another rowid. Now a write that would put
+    a row at that rowid (given, through an INTEGER PRIMARY KEY, by an UPDATE, or as
+    the next automatic one) fails on every node, and the tables stay alike."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    big = 2 ** 63 - 1
+    ok(post(leader, "/db/execute", ["CREATE TABLE w(x)", "CREATE TABLE ip(id INTEGER PRIMARY KEY, x)",
+                                    "INSERT INTO ip VALUES(1, 'one')"]), "schema")
+    # (endpoint, body, the statement that fails): the statements after it run.
+    for path, body, failing in [
+            ("/db/execute", ["INSERT INTO w(rowid, x) VALUES(9223372036854775807, 'max')",
+                             "INSERT INTO w(x) VALUES('after')"], 0),
+            ("/db/execute", [["INSERT INTO ip VALUES(?, 'max')", big], "INSERT INTO ip(x) VALUES('after')"], 0),
+            ("/db/request", ["UPDATE ip SET id = 9223372036854775807 WHERE id = 1",
+                             "INSERT INTO ip(x) VALUES('after')"], 0),
+            ("/db/execute", ["INSERT INTO w(rowid, x) VALUES(9223372036854775806, 'below')",
+                             "INSERT INTO w(x) VALUES('next')"], 1)]:
+        res = results(post(c.leader(), path, body), "%r" % body)
+        assert len(res) == 2, res
+        assert "9223372036854775807" in res[failing].get("error", ""), (body, res)
+        assert "error" not in res[1 - failing], (body, res)
+    ok(post(c.leader(), "/db/execute", ["INSERT INTO ip(x) VALUES('last')"]), "a write")
+    c.wait_converged()
+    for table in ("w", "ip"):
+        got = {n.name: n.local_rows("SELECT rowid, * FROM %s ORDER BY rowid" % table) for n in c.nodes}
+        assert len({repr(v) for v in got.values()}) == 1, "table %s differs: %r" % (table, got)
+    assert c.nodes[0].local_rows("SELECT rowid, x FROM w ORDER BY rowid") == [
+        [1, "after"], [big - 1, "below"]]
+    assert c.nodes[0].local_rows("SELECT id, x FROM ip ORDER BY id") == [
+        [1, "one"], [2, "after"], [3, "after"], [4, "last"]]
+    c.assert_same_files()
