@@ -201,12 +201,17 @@ static bool segSameHeader(const struct arcseg_header *a, const struct arcseg_hea
            a->header_len == b->header_len;
 }
 
-/* A timeline and first index make a name that parses back to them. */
+/* A timeline and first index make a name that parses back to them; from index 0 (no
+ * Raft index), one that is no segment's. */
 static void segCheckName(const char *timeline, uint64_t first)
 {
     char name[ARCSEG_NAME_SIZE], tl[ARCSEG_TIMELINE_SIZE];
     uint64_t got = 0;
     arcsegObjectName(timeline, first, name);
+    if (first == 0) {
+        FUZZ_CHECK(!arcsegParseName(name, tl, &got));
+        return;
+    }
     FUZZ_CHECK(arcsegParseName(name, tl, &got));
     FUZZ_CHECK(strcmp(tl, timeline) == 0 && got == first);
 }

@@ -679,6 +679,44 @@ static int replay(struct repo *repo, struct prefetch *pf, const struct arcseg_in
     return rv;
 }
 
+/* For a restore to the newest state that would stop at index upto (time upto_ms): 0, or
+ * CAIRN_ECORRUPT when a timeline's walk stopped at a problem (a damaged, missing or
+ * foreign segment) with archived entries past upto beyond it: those were written, and
+ * restoring without them would say "latest" of an older state. A segment that cannot be
+ * read counts from the first index its name gives (its times are not known). */
+static int latestComplete(const struct arcseg_info *segs, const struct pitr_window *w, size_t nw,
+                          uint64_t upto, int64_t upto_ms, char *errmsg)
+{
+    for (size_t i = 0; i < nw; i++) {
+        const struct arcseg_timeline *tl = &w[i].tl;
+        uint64_t far = 0;
+        int64_t far_ms = INT64_MIN;
+        bool unread = false;
+        if (tl->problem[0] == '\0') {
+            continue;
+        }
+        for (size_t k = tl->from + tl->good; k < tl->from + tl->nseg; k++) {
+            if (segs[k].read) {
+                far = segs[k].last > far ? segs[k].last : far;
+                far_ms = segs[k].max_ms > far_ms ? segs[k].max_ms : far_ms;
+            } else {
+                far = segs[k].first > far ? segs[k].first : far;
+                unread = true;
+            }
+        }
+        if (w[i].several ? far_ms > upto_ms || (unread && tl->head_ms >= upto_ms) : far > upto) {
+            errorf(errmsg,
+                   "the newest state cannot be restored: timeline %s holds entries up to "
+                   "index %llu, past index %llu, but cannot be replayed beyond index %llu "
+                   "(restore to an index or a time instead): %s",
+                   tl->name, (unsigned long long)far, (unsigned long long)upto,
+                   (unsigned long long)tl->head, tl->problem);
+            return CAIRN_ECORRUPT;
+        }
+    }
+    return 0;
+}
+
 int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *errmsg)
 {
     struct repo *repo = NULL;
@@ -797,8 +835,15 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
                 }
             }
         }
-        if (nb != NULL && (x == NULL || (several ? nb->created_ms > x->tl.head_ms
-                                                 : nb->raft_index > target))) {
+        bool alone =
+            nb != NULL &&
+            (x == NULL || (several ? nb->created_ms > x->tl.head_ms : nb->raft_index > target));
+        if ((alone || x != NULL) &&
+            (rv = latestComplete(segs, w, nw, alone ? nb->raft_index : target,
+                                 alone ? nb->created_ms : x->tl.head_ms, errmsg)) != 0) {
+            goto out;
+        }
+        if (alone) {
             res->base = *nb;
             res->target = res->stop_index = nb->raft_index;
             memcpy(res->history, nb->history, BACKUP_HISTORY_SIZE);
@@ -842,14 +887,19 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
     res->target = target;
     snprintf(res->timeline, sizeof res->timeline, "%s", x->tl.name);
     memcpy(res->history, x->history, ARCSEG_HISTORY_SIZE);
-    /* The base: the newest backup at or before the target that the timeline continues. */
+    /* The base: the newest backup at or before the target that the timeline continues;
+     * one whose last verification failed only when no other is (its restore then says
+     * what is damaged), since an older one and more entries restore the same state. */
     {
         bool found = false;
         for (size_t j = 0; j < nbk; j++) {
+            bool failed = bk[j].verified == BACKUP_VERIFY_FAILED;
             if (!arcsegBaseFits(&x->tl, x->several, &bk[j]) || bk[j].raft_index > target) {
                 continue;
             }
-            if (!found || bk[j].raft_index > res->base.raft_index) {
+            if (!found || (failed == (res->base.verified == BACKUP_VERIFY_FAILED)
+                               ? bk[j].raft_index > res->base.raft_index
+                               : !failed)) {
                 res->base = bk[j];
                 found = true;
             }

@@ -111,7 +111,9 @@ bool arcsegParseName(const char *name, char timeline[ARCSEG_TIMELINE_SIZE], uint
         }
         v = v * 10 + d;
     }
-    if (digits[-1] != '-') {
+    /* Raft indexes start at 1: no archiver names a segment from 0, and a timeline read
+     * from there would have its head at start - 1, below 0. */
+    if (digits[-1] != '-' || v == 0) {
         return false;
     }
     size_t tl = (size_t)(digits - 1 - (name + pre));

@@ -704,6 +704,71 @@ static int chooseParent(struct repo *repo, const char *source, int type,
     return CAIRN_ENOTFOUND;
 }
 
+/* Refuse a parent that a new backup could not be restored from: one whose chain in
+ * repo runs through a backup whose last verification failed (its sidecar, about this
+ * very file, says so), or through one that is missing or cannot be read. The child of
+ * such a parent would be written, reported and then fail every restore. A parent
+ * outside repo (named by path) is judged alone. The failure named is the one nearest
+ * the full backup: a verification marks the backup it was asked about failed as well
+ * as the member of its chain that broke. */
+static int checkParentChain(struct repo *repo, const struct backup_info *parent, int type,
+                            char *errmsg)
+{
+    struct backup_info *all = NULL;
+    const struct backup_info *cur = parent, *failed = NULL;
+    size_t n = 0;
+    int rv;
+    if ((rv = repoListIn(repo, &all, &n, errmsg)) != 0) {
+        return rv;
+    }
+    for (size_t steps = 0; steps <= n; steps++) {
+        const struct backup_info *next = NULL;
+        bool listed = false;
+        if (cur->verified == BACKUP_VERIFY_FAILED) {
+            failed = cur;
+        }
+        if (cur->type == BACKUP_FULL || cur->parent_id[0] == '\0') {
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            listed = listed || strcmp(all[i].path, cur->path) == 0;
+            if (all[i].error[0] == '\0' && strcmp(all[i].id, cur->parent_id) == 0 &&
+                memcmp(all[i].digest, cur->parent_digest, BACKUP_DIGEST_SIZE) == 0) {
+                next = &all[i];
+            }
+        }
+        if (!listed && cur == parent) {
+            break;
+        }
+        if (next == NULL) {
+            errorf(errmsg,
+                   "the %s backup's parent %s cannot be restored: its chain needs %s (the "
+                   "parent of %s), which is not in %s or cannot be read; take a full backup",
+                   backupTypeName(type), parent->id, cur->parent_id, cur->id, repoUrl(repo));
+            rv = CAIRN_ECORRUPT;
+            goto out;
+        }
+        cur = next;
+    }
+    if (failed != NULL) {
+        char when[32];
+        char through[BACKUP_ID_SIZE + 32] = "";
+        repoIso8601(failed->verified_ms, when);
+        if (failed != parent) {
+            snprintf(through, sizeof through, " runs through %s, which", failed->id);
+        }
+        errorf(errmsg,
+               "the %s backup's parent %s%s failed its verification at %s (%s): a backup on "
+               "it could not be restored; take a full backup (or verify it again, if that "
+               "failure has passed)",
+               backupTypeName(type), parent->id, through, when, failed->path);
+        rv = CAIRN_ECORRUPT;
+    }
+out:
+    free(all);
+    return rv;
+}
+
 /* Load the parent's manifest, checking that the file is the one the catalog saw. */
 static int loadParentManifest(struct repo *repo, const struct backup_info *parent, uint64_t **out,
                               char *errmsg)
@@ -987,7 +1052,8 @@ int backupCreateIn(struct repo *repo, const struct backup_source *src,
         h.type = BACKUP_FULL;
         rv = 0;
     } else if (h.type != BACKUP_FULL) {
-        if (rv != 0 || (rv = loadParentManifest(repo, &parent, &pmanifest, errmsg)) != 0) {
+        if (rv != 0 || (rv = checkParentChain(repo, &parent, opt->type, errmsg)) != 0 ||
+            (rv = loadParentManifest(repo, &parent, &pmanifest, errmsg)) != 0) {
             goto err;
         }
         memcpy(h.parent_id, parent.id, BACKUP_ID_SIZE);

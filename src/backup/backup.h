@@ -167,9 +167,11 @@ int backupParseCompression(const char *s, int *codec, int *level, char *errmsg);
  * backup), and write the file as tmp + fsync + rename (never replacing a file) +
  * directory fsync. An incremental or differential backup with nothing of its source to
  * chain to in the repository is taken as a full backup (out->type says so); one whose
- * parent_id is not there fails with CAIRN_ENOTFOUND. On success fills *out. On failure the
- * temporary file is removed, the repository is as it was, and errmsg says what
- * failed and on which file. */
+ * parent_id is not there fails with CAIRN_ENOTFOUND; one whose parent's chain runs
+ * through a backup whose last verification failed, or one missing or unreadable, fails
+ * with CAIRN_ECORRUPT naming it (the new file could never be restored). On success
+ * fills *out. On failure the temporary file is removed, the repository is as it was,
+ * and errmsg says what failed and on which file. */
 int backupCreate(const struct backup_source *src, const struct backup_options *opt,
                  struct backup_info *out, char *errmsg);
 /* The same into the open repository repo (opt->repo is not used): the object

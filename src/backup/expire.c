@@ -212,6 +212,21 @@ static long findItem(const struct expire_item *items, size_t n, const char *id)
     return -1;
 }
 
+/* The item whose id is id for following a chain: the readable one, else a damaged one
+ * (whose parent is what its header says, when it could be read), else -1. */
+static long findLink(const struct expire_item *items, size_t n, const char *id)
+{
+    long k = findItem(items, n, id);
+    if (k < 0 && id[0] != '\0') {
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].damaged && strcmp(items[i].id, id) == 0) {
+                return (long)i;
+            }
+        }
+    }
+    return k;
+}
+
 /* UTC calendar parts of a time. */
 static void utcParts(int64_t ms, struct tm *tm)
 {
@@ -309,10 +324,16 @@ int expireDecide(const struct retention *r, int64_t now_ms, struct expire_item *
         rv = CAIRN_ENOMEM;
         goto out;
     }
+    /* A backup whose last verification failed stays too, but satisfies no rule: a
+     * "newest N" or a period it filled would let the older backups that still restore
+     * go in its place. */
     for (size_t i = 0; i < n; i++) {
         if (items[i].damaged) {
             items[i].keep = true;
             addReason(&items[i], "damaged (cannot be read): not judged, kept");
+        } else if (items[i].failed) {
+            items[i].keep = true;
+            addReason(&items[i], "its last verification failed: not judged, kept");
         } else {
             order[nread++] = i;
         }
@@ -398,7 +419,10 @@ int expireDecide(const struct retention *r, int64_t now_ms, struct expire_item *
         errorf(errmsg,
                "the retention policy keeps no backup (the newest, %s, was taken %s%s): "
                "refusing to expire; nothing deleted",
-               newest->id, when, r->keep_full > 0 ? ", and no full backup is readable" : "");
+               newest->id, when,
+               r->keep_full > 0 ? ", and no full backup is readable and unfailed by its "
+                                  "last verification"
+                                : "");
         rv = CAIRN_EINVAL;
         goto out;
     }
@@ -429,16 +453,29 @@ int expireDecide(const struct retention *r, int64_t now_ms, struct expire_item *
             items[i].keep = true;
         }
     }
-    /* Every ancestor of a kept backup is needed by it. */
+    /* Every ancestor of a kept backup is needed by it, through damaged backups too: a
+     * damaged one is kept for an operator to recover, and is worth nothing without its
+     * parents. Where a chain runs into a damaged backup whose header cannot be read (its
+     * parent unknown, or the read failed for a moment), every older backup may be one of
+     * its ancestors and stays. */
     for (size_t i = n; i-- > 0;) {
         long child = (long)i, p;
-        if (!items[i].keep || items[i].damaged) {
+        if (!items[i].keep) {
             continue;
         }
         for (size_t steps = 0; steps <= n; steps++) {
-            p = findItem(items, n, items[child].parent_id);
+            p = findLink(items, n, items[child].parent_id);
             if (p < 0) {
                 break;
+            }
+            if (items[p].damaged && items[p].type == 0) {
+                for (size_t j = 0; j < (size_t)p; j++) {
+                    if (!items[j].damaged && !items[j].keep) {
+                        items[j].keep = true;
+                        addReason(&items[j], "may be needed by %s through damaged %s",
+                                  items[child].id, items[p].id);
+                    }
+                }
             }
             if (!items[p].keep) {
                 items[p].keep = true;
@@ -696,6 +733,26 @@ static void sweepSidecars(struct repo *repo, const struct expire_report *rep, bo
     free(sc.names);
 }
 
+/* A damaged backup's type and parent, from its header when that still checks out and
+ * is its own (the damage is elsewhere: a block, the manifest, the footer, the trailer),
+ * so that the backups it chains to stay with it. Left 0 and "" otherwise. */
+static void damagedHeader(struct repo *repo, const struct backup_info *b, struct expire_item *it)
+{
+    unsigned char raw[CBK_HEADER_SIZE];
+    char why[CAIRN_ERRMSG_SIZE];
+    struct repo_reader rd;
+    struct cbk_header h;
+    if (repoOpenRead(repo, repoNameOf(b->path), &rd, why) != 0) {
+        return;
+    }
+    if (rd.size >= CBK_HEADER_SIZE && rd.io.read(rd.io.arg, 0, raw, sizeof raw) == 0 &&
+        cbkHeaderDecode(raw, &h, why) == 0 && strcmp(h.id, it->id) == 0) {
+        it->type = h.type;
+        snprintf(it->parent_id, sizeof it->parent_id, "%s", h.parent_id);
+    }
+    repoCloseRead(&rd);
+}
+
 int backupExpireProgress(struct repo *repo, const struct retention *r, int64_t now_ms, bool dry_run,
                          expire_progress_fn progress, void *progress_arg, struct expire_report *out,
                          char *errmsg)
@@ -736,6 +793,10 @@ int backupExpireProgress(struct repo *repo, const struct retention *r, int64_t n
         it->created_ms = it->damaged ? 0 : b->created_ms;
         it->size_bytes = b->size_bytes;
         it->raft_index = it->damaged ? 0 : b->raft_index;
+        it->failed = !it->damaged && b->verified == BACKUP_VERIFY_FAILED;
+        if (it->damaged) {
+            damagedHeader(repo, b, it);
+        }
     }
     if ((rv = expireDecide(r, now_ms, out->items, out->n, errmsg)) != 0) {
         goto fail;

@@ -65,13 +65,14 @@ json_t *retentionJson(const struct retention *r);
 /* One backup of the repository and what the expiry decided. */
 struct expire_item {
     char id[BACKUP_ID_SIZE];
-    int type;                       /* BACKUP_FULL, ...; 0 when damaged */
-    char parent_id[BACKUP_ID_SIZE]; /* "" for a full backup */
+    int type; /* BACKUP_FULL, ...; when damaged, its header's, 0 when that cannot be read */
+    char parent_id[BACKUP_ID_SIZE]; /* "" for a full backup, and when not known */
     char source[BACKUP_SOURCE_SIZE];
     int64_t created_ms;  /* 0 when damaged */
     uint64_t raft_index; /* the image's log index; 0 outside a server */
     uint64_t size_bytes; /* the .cbk object's */
     bool damaged;        /* unreadable (kept: never judged) */
+    bool failed;         /* its last verification failed (kept: counts for no rule) */
     bool keep;
     bool removed; /* gone (not in a dry run) */
     /* Why it stays: the rules that keep it ("keep-full", "within 7d", "daily

@@ -212,6 +212,91 @@ def test_damaged_segment_is_named_and_restore_stops_before_it(server_factory, tm
     assert file_rows(out) == before[2], r.stdout
 
 
+@pytest.mark.parametrize("damage", ["flipped", "deleted", "stray"])
+def test_latest_is_refused_when_entries_lie_past_a_damaged_segment(server_factory, tmp_path,
+                                                                  cairn_bin, damage):
+    """A segment in the middle of the only timeline damaged or gone, the entries after it
+    still archived: `latest` would stop before it and say it restored the newest state.
+    It is refused, naming the segment and the index it can go to, and leaves nothing at
+    --out; with no damage, latest restores every write. A stray copy of a segment under
+    the name of one from index 0 (no archiver's) is no segment: latest is every write."""
+    from backuputil import DirRepo
+    repo = DirRepo(tmp_path / "repo")
+    rng = random.Random(5)
+    s = server_factory(extra_args=repo.server_args() + ARCHIVE_ARGS)
+    wait_archiving(s)
+    s.execute([SCHEMA])
+    history = []
+    for _ in range(6):
+        workload(s, 2, rng, history)
+        wait_archived(s, history[-1][0])
+    out = tmp_path / "latest.db"
+    restore(cairn_bin, repo, out, ["latest"])
+    assert file_rows(out) == history[-1][2]
+    out.unlink()
+    segs = sorted(n for n in repo.names() if n.startswith("archive-"))
+    assert len(segs) >= 4, segs
+    victim = segs[len(segs) // 2]
+    first = int(victim[-24:-4])
+    if damage == "stray":
+        repo.write(victim[:-24] + "%020d.seg" % 0, repo.read(victim))
+        restore(cairn_bin, repo, out, ["latest"])
+        assert file_rows(out) == history[-1][2]
+        return
+    if damage == "flipped":  # its magic: the walk finds it, not only a replay through it
+        repo.damage(victim, 0, n=4)
+    else:
+        repo.delete(victim)
+    r = restore(cairn_bin, repo, out, ["latest"], ok=False)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "newest state cannot be restored" in r.stderr, r.stderr
+    named = victim if damage == "flipped" else segs[len(segs) // 2 + 1]
+    assert named in r.stderr and "beyond index %d" % (first - 1) in r.stderr, r.stderr
+    assert not out.exists()
+    r = restore(cairn_bin, repo, out, ["--to-index", first - 1])
+    assert file_rows(out) == [h for h in history if h[0] < first][-1][2]
+
+
+def test_a_backup_that_failed_verification_is_no_base_of_a_timeline_or_a_restore(
+        server_factory, tmp_path, cairn_bin):
+    """The newest backup B has a damaged block, which `verify` found, and the timeline's
+    head segment is damaged too: at its next start the node cannot continue the timeline
+    and starts a new one, not on B (no restore could start from it). A restore on the new
+    timeline then starts from an older backup, not from B, and has every write."""
+    from backuputil import DirRepo
+    repo = DirRepo(tmp_path / "repo")
+    rng = random.Random(7)
+    s = server_factory(extra_args=repo.server_args() + ARCHIVE_ARGS)
+    wait_archiving(s)
+    s.execute([SCHEMA])
+    history = []
+    workload(s, 2, rng, history)
+    wait_archived(s, history[-1][0])
+    r = s.raw("POST", "/admin/backup", {"type": "full"})
+    assert r.status == 200, r
+    bad = r.json()["backup"]["id"]
+    for _ in range(2):  # the head segment is after B's index
+        workload(s, 2, rng, history)
+        wait_archived(s, history[-1][0])
+    s.stop()
+    repo.damage(bad + ".cbk", 600, 4)
+    r = cairn(cairn_bin, ["backup", "verify"] + repo.cli_args() + [bad])
+    assert r.returncode == 1 and bad in r.stderr, r.stderr
+    head = sorted(n for n in repo.names() if n.startswith("archive-"))[-1]
+    repo.damage(head, 0, 4)
+    s.start()
+    wait_until(lambda: status(s)["archive"]["timelines_started"] >= 1 or None, 20,
+               "a new timeline")
+    log = s.stderr_text()
+    assert "new timeline" in log.split("==== start #2")[-1], log
+    assert "on backup %s" % bad not in log, log
+    workload(s, 2, rng, history)
+    wait_archived(s, history[-1][0])
+    out = tmp_path / "pitr.db"
+    restore(cairn_bin, repo, out, ["--to-index", history[-1][0]])
+    assert file_rows(out) == history[-1][2]
+
+
 def test_a_live_restore_in_the_archive_is_replayed(server_factory, tmp_path, cairn_bin):
     """RESTORE DATABASE in the middle of the workload: its entries (PREPARE, then the
     swap) are in the archive; the replay restores the same backup from the repository

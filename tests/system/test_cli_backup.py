@@ -558,6 +558,58 @@ def test_standalone_corrupted_backup_is_reported_with_its_file(cli, tmp_path, re
     assert "FAILED" in ok(cli("backup", "list", "--repo", repo)).stdout
 
 
+def test_no_backup_is_written_on_a_chain_that_failed_its_verification(cli, tmp_path, repo):
+    """F <- I1 <- I2 with a block of I1 damaged and I2 verified (failed, naming I1): a new
+    incremental would chain to I2, through I1, and never restore. It is refused, naming
+    I1, and nothing is written; a differential (on F) and a new full still are."""
+    db = make_db(tmp_path / "src.db", rows=400)
+    full = one_json(ok(create(cli, db, repo)))
+    add_rows(db, 20)
+    i1 = one_json(ok(create(cli, db, repo, "incremental")))
+    add_rows(db, 20)
+    i2 = one_json(ok(create(cli, db, repo, "incremental")))
+    i1_name = repo.name_of(i1["path"])
+    repo.damage(i1_name, 600)
+    fails(cli("backup", "verify", "--repo", repo, i2["id"]), "cairn: ", i1_name)
+    before = repo.backups()
+
+    add_rows(db, 20)
+    r = fails(create(cli, db, repo, "incremental"), "cairn: ", i2["id"], i1["id"],
+              "failed its verification", "take a full backup")
+    assert r.stdout == ""
+    assert repo.backups() == before and repo.leftovers() == []
+
+    diff = one_json(ok(create(cli, db, repo, "differential")))
+    assert diff["parent_id"] == full["id"]
+    new_full = one_json(ok(create(cli, db, repo, "full")))
+    inc = one_json(ok(create(cli, db, repo, "incremental")))
+    assert inc["parent_id"] == new_full["id"]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "cut"])
+def test_no_backup_is_written_on_a_chain_with_a_missing_link(cli, tmp_path, repo, damage):
+    """F <- I1 <- I2 with I1 deleted, or cut short (listed as damaged): a new incremental
+    would chain to I2 and never restore. It is refused, naming I1, and nothing is
+    written."""
+    db = make_db(tmp_path / "src.db", rows=400)
+    one_json(ok(create(cli, db, repo)))
+    add_rows(db, 20)
+    i1 = one_json(ok(create(cli, db, repo, "incremental")))
+    add_rows(db, 20)
+    i2 = one_json(ok(create(cli, db, repo, "incremental")))
+    name = repo.name_of(i1["path"])
+    if damage == "deleted":
+        repo.delete(name)
+    else:
+        repo.truncate(name, repo.size(name) - 7)
+    before = repo.backups()
+    add_rows(db, 20)
+    r = fails(create(cli, db, repo, "incremental"), "cairn: ", i2["id"], i1["id"],
+              "take a full backup")
+    assert r.stdout == ""
+    assert repo.backups() == before and repo.leftovers() == []
+
+
 def test_standalone_damaged_header_is_listed_and_show_fails(cli, tmp_path, repo):
     db = make_db(tmp_path / "src.db")
     full = one_json(ok(create(cli, db, repo)))

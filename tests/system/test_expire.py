@@ -22,6 +22,8 @@ import sqlite3
 import subprocess
 import time
 
+import pytest
+
 from backuputil import repo, repo_kind, repo_kinds  # noqa: F401 (fixtures)
 from conftest import deadline_seconds, wait_until
 from s3util import s3env  # noqa: F401 (fixture)
@@ -336,6 +338,61 @@ def test_bad_input_gets_a_clear_error_and_deletes_nothing(cairn_bin, repo, tmp_p
     r = ch.run("backup", "expire", "--help")
     assert r.returncode == 0 and "--keep-within" in r.stdout
     assert repo.names() == before
+
+
+@repo_kinds(smoke=True)
+@pytest.mark.parametrize("part", ["trailer", "header"])
+def test_a_chain_through_a_damaged_backup_keeps_its_ancestors(cairn_bin, repo, tmp_path, part):
+    """F1 <- I1 <- I2 <- I3, F2, with I2 damaged (one byte of its trailer's magic, or of
+    its header) and a rule that keeps I3 and F2 only: I2 stays for an operator to look
+    at, and so do F1 and I1, which I2 and I3 need (from I2's header, or when that cannot
+    be read, as every older backup may be). With I2 mended, I3 restores."""
+    ch = Chains(cairn_bin, repo, tmp_path)
+    f1 = ch.backup("full")
+    i1 = ch.backup("incremental")
+    i2 = ch.backup("incremental")
+    i3 = ch.backup("incremental")
+    f2 = ch.backup("full")
+    assert ch.parent[i3] == i2 and ch.parent[i2] == i1 and ch.parent[i1] == f1
+    created = {e["id"]: e["created_ms"] for e in ch.listing()}
+    assert created[i2] < created[i3]
+    name = i2 + ".cbk"
+    offset = repo.size(name) - 32 if part == "trailer" else 200
+    repo.damage(name, offset, 1)
+    r = ch.expire("--keep-within", "1s", "--now", str(created[i3] + 1000), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = {b["id"]: b for b in json.loads(r.stdout)["backups"]}
+    assert doc[i2]["damaged"] and doc[i2]["action"] == "keep"
+    for bid in (f1, i1):
+        assert doc[bid]["action"] == "keep", doc[bid]
+        assert ("needed by" if part == "trailer" else "through damaged " + i2) in \
+            doc[bid]["reason"], doc[bid]
+    assert ch.ids() == sorted([f1, i1, i2, i3, f2])
+    repo.damage(name, offset, 1)  # mended: the chain restores
+    assert ch.restore_rows(i3) == (4, 4)
+
+
+@repo_kinds(smoke=True)
+def test_a_backup_that_failed_verification_does_not_count_for_the_policy(cairn_bin, repo,
+                                                                         tmp_path):
+    """F1 <- I1, then F2 with a block damaged, which `verify` found: --keep-full 1 keeps
+    F2 (for an operator to look at) but counts F1 as the newest full, so the one chain
+    that restores stays, and restores."""
+    ch = Chains(cairn_bin, repo, tmp_path)
+    f1 = ch.backup("full")
+    i1 = ch.backup("incremental")
+    f2 = ch.backup("full")
+    repo.damage(f2 + ".cbk", 600, 1)
+    r = ch.run("backup", "verify", *repo.cli_args(), f2)
+    assert r.returncode == 1 and f2 in r.stderr, r.stderr
+    r = ch.expire("--keep-full", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = {b["id"]: b for b in json.loads(r.stdout)["backups"]}
+    assert doc[f2]["action"] == "keep" and "verification failed" in doc[f2]["reason"], doc[f2]
+    assert doc[f1]["action"] == "keep" and "keep-full #1" in doc[f1]["reason"], doc[f1]
+    assert doc[i1]["action"] == "keep", doc[i1]
+    assert ch.ids() == sorted([f1, i1, f2])
+    assert ch.restore_rows(i1) == (2, 2)
 
 
 # ---------------------------------------------------------------------------

@@ -421,6 +421,9 @@ static void test_names(void **state)
     assert_false(arcsegParseName("archive-x-123.seg", tl2, &first));
     assert_false(arcsegParseName("20261203T101010Z-abc.cbk", tl2, &first));
     assert_false(arcsegParseName("archive--00000000000000000001.seg", tl2, &first));
+    /* From index 0: no segment's (a stray one would wrap its timeline's head) */
+    arcsegObjectName(tl, 0, name);
+    assert_false(arcsegParseName(name, tl2, &first));
     /* names sort by first index within a timeline */
     char a[ARCSEG_NAME_SIZE], b[ARCSEG_NAME_SIZE];
     arcsegObjectName("t1", 9, a);

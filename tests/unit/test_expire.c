@@ -331,6 +331,66 @@ static void test_empty_policy_and_damaged(void **state)
     expired(&c, f);
 }
 
+/* A kept backup whose chain runs through a damaged one (a flipped byte in its trailer, a
+ * read that failed): the damaged one stays, and so do its ancestors, which it and every
+ * kept backup after it need. Its header known (expire.c reads it), the chain is
+ * followed; not known, every older backup may be an ancestor and stays. */
+static void test_chain_through_a_damaged_backup(void **state)
+{
+    (void)state;
+    int64_t now = utc(2026, 12, 3, 0, 0);
+    for (int header = 0; header < 2; header++) {
+        struct cat c = {0};
+        char f1[32], i1[32], bad[32], i3[32], f2[32];
+        snprintf(f1, sizeof f1, "%s", add(&c, BACKUP_FULL, NULL, now - 5 * DAY, NULL));
+        snprintf(i1, sizeof i1, "%s", add(&c, BACKUP_INCREMENTAL, f1, now - 4 * DAY, NULL));
+        snprintf(bad, sizeof bad, "%s", add(&c, BACKUP_INCREMENTAL, i1, now - 3 * DAY, NULL));
+        c.v[c.n - 1].damaged = true;
+        c.v[c.n - 1].created_ms = 0;
+        c.v[c.n - 1].source[0] = '\0';
+        if (!header) {
+            c.v[c.n - 1].type = 0;
+            c.v[c.n - 1].parent_id[0] = '\0';
+        }
+        snprintf(i3, sizeof i3, "%s", add(&c, BACKUP_INCREMENTAL, bad, now - 2 * HOUR, NULL));
+        snprintf(f2, sizeof f2, "%s", add(&c, BACKUP_FULL, NULL, now - HOUR, NULL));
+        struct retention r = {.keep_within_ms = 3 * HOUR};
+        decide(&c, &r, now);
+        kept(&c, i3, "within");
+        kept(&c, f2, "within");
+        kept(&c, bad, "damaged");
+        kept(&c, i1, header ? "needed by" : "through damaged");
+        kept(&c, f1, header ? "needed by" : "through damaged");
+    }
+}
+
+/* A backup whose last verification failed stays, but fills no rule: keep-full 1 and
+ * keep-daily 1 keep the newest backup that may still restore, with its chain. */
+static void test_a_failed_verification_fills_no_rule(void **state)
+{
+    (void)state;
+    int64_t now = utc(2026, 12, 3, 12, 0);
+    struct cat c = {0};
+    char f1[32], i1[32], f2[32], old[32];
+    snprintf(old, sizeof old, "%s", add(&c, BACKUP_FULL, NULL, now - 3 * DAY, NULL));
+    snprintf(f1, sizeof f1, "%s", add(&c, BACKUP_FULL, NULL, now - 3 * HOUR, NULL));
+    snprintf(i1, sizeof i1, "%s", add(&c, BACKUP_INCREMENTAL, f1, now - 2 * HOUR, NULL));
+    snprintf(f2, sizeof f2, "%s", add(&c, BACKUP_FULL, NULL, now - HOUR, NULL));
+    c.v[c.n - 1].failed = true;
+    struct retention rf = {.keep_full = 1};
+    decide(&c, &rf, now);
+    kept(&c, f2, "verification failed");
+    kept(&c, f1, "keep-full #1");
+    kept(&c, i1, "chain of keep-full #1");
+    expired(&c, old);
+    struct retention rd = {.keep_daily = 1};
+    decide(&c, &rd, now);
+    kept(&c, f2, "verification failed");
+    kept(&c, i1, "daily");
+    kept(&c, f1, "needed by");
+    expired(&c, old);
+}
+
 static void test_unsorted_and_broken_chains(void **state)
 {
     (void)state;
@@ -610,6 +670,8 @@ int main(void)
         cmocka_unit_test(test_newest_of_each_source),
         cmocka_unit_test(test_refuses_to_keep_nothing),
         cmocka_unit_test(test_empty_policy_and_damaged),
+        cmocka_unit_test(test_chain_through_a_damaged_backup),
+        cmocka_unit_test(test_a_failed_verification_fills_no_rule),
         cmocka_unit_test(test_unsorted_and_broken_chains),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_expire_repository),
