@@ -569,11 +569,140 @@ static void fnTrim(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_text(ctx, (const char *)in, nin, SQLITE_TRANSIENT);
 }
 
+/* ---- LIKE and GLOB -------------------------------------------------------------------
+ * SQLite's matcher takes time proportional to the product of the value's and the
+ * pattern's lengths when the pattern holds a wildcard of any length ('%', '*'): a
+ * 400,000-byte value against a 50,000-byte pattern '%aaa...ab' ran for 16 s as one VM
+ * instruction, which neither the step budget nor a read's timeout sees (a write of it
+ * runs on every node and at every replay; 64 MiB values would take most of an hour).
+ * These give SQLite's own results (sqlite3_strlike and sqlite3_strglob are its matcher,
+ * with its rules for case, escapes and character classes), and refuse a call whose
+ * product passes MATCH_WORK, under a second of matching: on every node alike, as it
+ * depends on the arguments alone. */
+#define MATCH_WORK 1000000000ull
+
+/* The length in bytes of the character at p, and its code point, as SQLite reads UTF-8
+ * (sqlite3Utf8Read): a byte from 0xC0 up and the continuation bytes after it; any other
+ * byte alone; what is not a character's code point reads as U+FFFD. */
+static size_t utf8Len(const unsigned char *p)
+{
+    size_t n = 1;
+    while (p[0] >= 0xC0 && p[n] >= 0x80 && p[n] < 0xC0) {
+        n++;
+    }
+    return n;
+}
+
+static unsigned utf8Code(const unsigned char *p)
+{
+    unsigned c = p[0];
+    size_t n = utf8Len(p);
+    if (c < 0xC0) {
+        return c;
+    }
+    c = c < 0xE0 ? c - 0xC0 : c < 0xF0 ? c - 0xE0 : c < 0xF8 ? c - 0xF0 : c < 0xFC ? c - 0xF8 : c < 0xFE ? c - 0xFC : 0;
+    for (size_t i = 1; i < n; i++) {
+        c = (c << 6) + (p[i] & 0x3F);
+    }
+    if (c < 0x80 || (c & 0xFFFFF800) == 0xD800 || (c & 0xFFFFFFFE) == 0xFFFE) {
+        c = 0xFFFD;
+    }
+    return c;
+}
+
+/* like(P, X), like(P, X, E), glob(P, X): SQLite's argument order (the pattern first). */
+static void fnMatch(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const bool glob = sqlite3_user_data(ctx) != NULL;
+    sqlite3 *db = sqlite3_context_db_handle(ctx);
+    const unsigned char *pat = sqlite3_value_text(argv[0]);
+    const unsigned char *str = sqlite3_value_text(argv[1]);
+    int npat = sqlite3_value_bytes(argv[0]);
+    int nstr = sqlite3_value_bytes(argv[1]);
+    unsigned esc = 0;
+    unsigned char *alt = NULL;
+    int rc;
+
+    if (npat > sqlite3_limit(db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, -1)) {
+        sqlite3_result_error(ctx, "LIKE or GLOB pattern too complex", -1);
+        return;
+    }
+    if (argc == 3) {
+        const unsigned char *e = sqlite3_value_text(argv[2]);
+        if (e == NULL) {
+            return;
+        }
+        if (e[0] == 0 || e[utf8Len(e)] != 0) {
+            sqlite3_result_error(ctx, "ESCAPE expression must be a single character", -1);
+            return;
+        }
+        esc = utf8Code(e);
+    }
+    if (pat == NULL || str == NULL) {
+        return;
+    }
+    if (memchr(pat, glob ? '*' : '%', (size_t)npat) != NULL && !(argc == 3 && esc == '%') &&
+        (uint64_t)npat * (uint64_t)nstr > MATCH_WORK) {
+        char msg[320];
+        snprintf(msg, sizeof msg,
+                 "refused by cairn's statement policy: %s of a %d-byte value with a %d-byte "
+                 "pattern holding '%c' would take time in proportion to the product of their "
+                 "lengths (more than %llu): match a shorter pattern, or a part of the value "
+                 "(substr)",
+                 glob ? "GLOB" : "LIKE", nstr, npat, glob ? '*' : '%',
+                 (unsigned long long)MATCH_WORK);
+        sqlite3_result_error(ctx, msg, -1);
+        return;
+    }
+    if (!glob && argc == 3 && (esc == '%' || esc == '_')) {
+        /* An escape that is a wildcard stops being one (SQLite's rule), which
+         * sqlite3_strlike does not know: the same pattern written with an escape
+         * character it does not hold. */
+        unsigned char other = 1;
+        size_t o = 0;
+        while (other < 0x80 && (other == '%' || other == '_' || memchr(pat, other, (size_t)npat))) {
+            other++;
+        }
+        if (other == 0x80 || (alt = sqlite3_malloc64(2 * (uint64_t)npat + 1)) == NULL) {
+            if (other == 0x80) {
+                sqlite3_result_error(ctx, "LIKE pattern too complex for its ESCAPE", -1);
+            } else {
+                sqlite3_result_error_nomem(ctx);
+            }
+            return;
+        }
+        for (int i = 0; i < npat;) {
+            if (pat[i] == esc) {
+                alt[o++] = other;
+                i++;
+                if (i < npat) {
+                    size_t n = utf8Len(pat + i);
+                    memcpy(alt + o, pat + i, n);
+                    o += n;
+                    i += (int)n;
+                }
+            } else {
+                alt[o++] = pat[i++];
+            }
+        }
+        alt[o] = 0;
+        pat = alt;
+        esc = other;
+    }
+    rc = glob ? sqlite3_strglob((const char *)pat, (const char *)str)
+              : sqlite3_strlike((const char *)pat, (const char *)str, esc);
+    sqlite3_free(alt);
+    sqlite3_result_int(ctx, rc == 0);
+}
+
 static void installFunctions(sqlite3 *db)
 {
     int enc = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS;
     sqlite3_create_function(db, "instr", 2, enc, NULL, fnInstr, NULL, NULL);
     sqlite3_create_function(db, "replace", 3, enc, NULL, fnReplace, NULL, NULL);
+    sqlite3_create_function(db, "like", 2, enc, NULL, fnMatch, NULL, NULL);
+    sqlite3_create_function(db, "like", 3, enc, NULL, fnMatch, NULL, NULL);
+    sqlite3_create_function(db, "glob", 2, enc, (void *)(intptr_t)1, fnMatch, NULL, NULL);
     for (int argc = 1; argc <= 2; argc++) {
         sqlite3_create_function(db, "trim", argc, enc, (void *)(intptr_t)3, fnTrim, NULL, NULL);
         sqlite3_create_function(db, "ltrim", argc, enc, (void *)(intptr_t)1, fnTrim, NULL, NULL);

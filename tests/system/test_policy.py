@@ -310,6 +310,29 @@ def test_huge_values_are_refused_without_allocating_them(server):
     assert peak_rss_mib(s.pid) < 500, "cairnd's peak RSS reached %.0f MiB" % peak_rss_mib(s.pid)
 
 
+def test_like_and_glob_that_would_run_for_minutes_are_refused_at_once(server):
+    """SQLite's LIKE and GLOB take time in proportion to the product of the value's and
+    the pattern's lengths: 16 s for this pair, as one VM instruction that no limit stops,
+    in a write on every node and at every replay. Refused at once, saying why, in a
+    write and in a read; the node goes on; a short pattern on a large value matches."""
+    s = server
+    assert_exec_ok(s.execute("CREATE TABLE t (v)"))
+    value = "replace(hex(zeroblob(200000)), '0', 'a')"
+    pattern = "'%' || replace(hex(zeroblob(24000)), '0', 'a') || 'b'"
+    t0 = time.monotonic()
+    body = s.execute(["INSERT INTO t SELECT 1 WHERE %s LIKE %s" % (value, pattern),
+                      "INSERT INTO t VALUES(2)"])
+    err = body["results"][0].get("error", "")
+    assert "LIKE of a 400000-byte value with a 48002-byte pattern" in err, body
+    assert "error" not in body["results"][1], body
+    body = s.query("SELECT %s GLOB %s" % (value, pattern.replace("'%'", "'*'")))
+    assert "GLOB of a 400000-byte value" in body["results"][0].get("error", ""), body
+    assert time.monotonic() - t0 < 10
+    assert s.rows("SELECT v FROM t") == [[2]]
+    assert s.rows("SELECT replace(hex(zeroblob(1000000)), '0', 'a') || 'foo' LIKE '%FOO%'") \
+        == [[1]]
+
+
 def test_max_value_size_flag(server_factory):
     """--max-value-size 1000: a 2000-byte blob is refused in a write and in a read, a
     500-byte one is fine."""

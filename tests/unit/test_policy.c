@@ -137,6 +137,105 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* A random LIKE or GLOB argument: NULL, a number, or text of wildcards, character
+ * classes, letters of both cases, escapes and broken UTF-8. */
+static void randomPattern(char *out, size_t cap, int max_parts)
+{
+    static const char *const pieces[] = {"%",   "_",     "*",     "?",    "[",      "]",
+                                         "[a-c]", "[^a]", "a",    "A",    "b",      "\xc3\xa9",
+                                         "\xc3\x89", "\\", "\xc3", "\xa9", "x", "-", "^"};
+    size_t n = 0;
+    int kind = (int)(next() % 12);
+    if (kind == 0) {
+        snprintf(out, cap, "NULL");
+        return;
+    }
+    if (kind == 1) {
+        snprintf(out, cap, "%lld", (long long)(next() % 200) - 100);
+        return;
+    }
+    n = (size_t)snprintf(out, cap, "CAST(x'");
+    int parts = (int)(next() % (unsigned)(max_parts + 1));
+    for (int i = 0; i < parts; i++) {
+        const char *p = pieces[next() % (sizeof pieces / sizeof pieces[0])];
+        for (; *p; p++) {
+            n += (size_t)snprintf(out + n, cap - n, "%02x", (unsigned char)*p);
+        }
+    }
+    snprintf(out + n, cap - n, "' AS TEXT)");
+}
+
+/* cairn's like() and glob() (the linear-time guard around SQLite's own matcher) give
+ * SQLite's results: matches, NULLs and errors, escapes that are wildcards included. */
+static void test_like_and_glob_match_sqlite(void **state)
+{
+    sqlite3 *plain = NULL, *ours = NULL;
+    struct policy_conn pc;
+    char p[512], x[512], e[128], sql[2048], want[4096], got[4096];
+    (void)state;
+    assert_int_equal(sqlite3_open(":memory:", &plain), SQLITE_OK);
+    assert_int_equal(sqlite3_open(":memory:", &ours), SQLITE_OK);
+    policyInstall(ours, &pc, 0, NULL);
+    for (int i = 0; i < 40000; i++) {
+        randomPattern(p, sizeof p, 6);
+        randomPattern(x, sizeof x, 6);
+        randomPattern(e, sizeof e, 2);
+        switch (i % 4) {
+            case 0:
+                snprintf(sql, sizeof sql, "SELECT %s LIKE %s", x, p);
+                break;
+            case 1:
+                snprintf(sql, sizeof sql, "SELECT %s LIKE %s ESCAPE %s", x, p, e);
+                break;
+            case 2:
+                snprintf(sql, sizeof sql, "SELECT %s GLOB %s", x, p);
+                break;
+            default:
+                snprintf(sql, sizeof sql, "SELECT %s NOT LIKE %s ESCAPE %s", x, p,
+                         i % 8 == 3 ? "'%'" : "'_'");
+                break;
+        }
+        eval(plain, sql, want, sizeof want);
+        eval(ours, sql, got, sizeof got);
+        if (strcmp(want, got) != 0) {
+            fail_msg("%s: SQLite gives %s, cairn %s", sql, want, got);
+        }
+    }
+    sqlite3_close(plain);
+    sqlite3_close(ours);
+}
+
+/* A value and a pattern whose product would keep SQLite's matcher busy for seconds (and
+ * a 64 MiB value for most of an hour) are refused at once, saying why; a short pattern
+ * on a large value is matched. */
+static void test_like_work_is_bounded(void **state)
+{
+    sqlite3 *ours = NULL;
+    struct policy_conn pc;
+    char out[1024];
+    double t0;
+    (void)state;
+    assert_int_equal(sqlite3_open(":memory:", &ours), SQLITE_OK);
+    policyInstall(ours, &pc, 0, NULL);
+    t0 = now();
+    eval(ours,
+         "SELECT replace(hex(zeroblob(200000)), '0', 'a') LIKE "
+         "'%' || replace(hex(zeroblob(24000)), '0', 'a') || 'b'",
+         out, sizeof out);
+    assert_non_null(strstr(out, "error:refused by cairn's statement policy: LIKE of a "
+                                "400000-byte value with a 48002-byte pattern"));
+    eval(ours,
+         "SELECT replace(hex(zeroblob(200000)), '0', 'a') GLOB "
+         "'*' || replace(hex(zeroblob(24000)), '0', 'a') || 'b'",
+         out, sizeof out);
+    assert_non_null(strstr(out, "GLOB of a 400000-byte value"));
+    assert_true(now() - t0 < 10);
+    eval(ours, "SELECT replace(hex(zeroblob(4000000)), '0', 'a') || 'foo' LIKE '%FOO%'", out,
+         sizeof out);
+    assert_string_equal(out, "1:31");
+    sqlite3_close(ours);
+}
+
 /* SQLite's versions take minutes on these (a haystack of 16 MiB, a needle or set of 4
  * MiB: 6e13 byte comparisons); cairn's, well under a second. */
 static void test_functions_are_linear(void **state)
@@ -213,6 +312,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_functions_match_sqlite),
+        cmocka_unit_test(test_like_and_glob_match_sqlite),
+        cmocka_unit_test(test_like_work_is_bounded),
         cmocka_unit_test(test_functions_are_linear),
         cmocka_unit_test(test_text_check),
         cmocka_unit_test(test_durations),
