@@ -266,18 +266,19 @@ def damage_a_copy_on(leader, f, bid):
         fh.write(bytes([byte[0] ^ 0xFF]))
 
 
-def test_a_follower_whose_copy_is_damaged_never_goes_on_with_other_rows(cluster_factory):
-    """The backup is sound on the leader, which prepares it and proposes the swap; a
-    follower's own copy of it (same file name, same trailer) has a damaged block. That
-    follower must not apply the swap as a failed no-op and go on serving its old rows:
-    it takes a sound copy from a peer, or stops and says so; whenever it says it is
-    ready, its rows are every other node's."""
+def restore_with_a_damaged_copy_on_a_follower(cluster_factory, before=None):
+    """A 3-node cluster whose leader restores a backup of its own that a follower f also
+    holds a damaged copy of (damage_a_copy_on); before(f), if given, runs just before.
+    Rows are written before and after the restore. Returns (cluster, f, bid, rows):
+    rows are the leader's (and the other follower's) once both applied everything."""
     c = cluster_factory(3)
     leader = c.leader()
     f, other = c.followers(leader)
     fill(leader)
     bid = backup(leader)
     damage_a_copy_on(leader, f, bid)
+    if before is not None:
+        before(f)
     ok_results(post(leader, "/db/execute", ["INSERT INTO b(v) VALUES('after the backup')"]),
                "INSERT")
     c.wait_converged()
@@ -287,14 +288,25 @@ def test_a_follower_whose_copy_is_damaged_never_goes_on_with_other_rows(cluster_
     ok_results(post(leader, "/db/execute", ["INSERT INTO b(v) VALUES('after the restore')"]),
                "INSERT")
     c.wait_converged(nodes=[leader, other])
-    want = leader.local_rows("SELECT id, v FROM b ORDER BY id")
-    assert ["after the backup"] not in [[v] for _, v in want]
+    rows = leader.local_rows("SELECT id, v FROM b ORDER BY id")
+    assert ["after the backup"] not in [[v] for _, v in rows]
+    return c, f, bid, rows
 
-    # Before, the follower answered the swap entry with an error, kept the rows of
-    # before the restore and went on applying the log on top of them, ready.
+
+def caught_up(f, rows):
     wait_until(lambda: f.raw("GET", "/readyz").status == 200 and
-               f.local_rows("SELECT id, v FROM b ORDER BY id") == want,
+               f.local_rows("SELECT id, v FROM b ORDER BY id") == rows,
                deadline_seconds(60), "the follower to restore a peer's copy and catch up")
+
+
+def test_a_follower_whose_copy_is_damaged_never_goes_on_with_other_rows(cluster_factory):
+    """The backup is sound on the leader, which prepares it and proposes the swap; a
+    follower's own copy of it (same file name, same trailer) has a damaged block. That
+    follower restores a peer's copy instead. Before, it answered the swap entry with an
+    error, kept the rows of before the restore and went on applying the log on top of
+    them, ready."""
+    c, f, bid, rows = restore_with_a_damaged_copy_on_a_follower(cluster_factory)
+    caught_up(f, rows)
     log = log_text(f)
     assert "this node's copy cannot be restored" in log and "checksum mismatch" in log, log[-3000:]
     assert "backup %s restored from a peer's copy" % bid in log, log[-3000:]
@@ -308,35 +320,18 @@ def test_a_follower_that_cannot_restore_stops_and_says_why_then_catches_up(clust
     taken by a file): the follower applies nothing past the swap entry, is not ready and
     says why, instead of going on with the rows of before the restore; once a peer's
     copy can be had, it restores it and catches up."""
-    c = cluster_factory(3)
-    leader = c.leader()
-    f, other = c.followers(leader)
-    fill(leader)
-    bid = backup(leader)
-    damage_a_copy_on(leader, f, bid)
-    blocker = str(f.db_path) + ".fetched"
-    with open(blocker, "w") as fh:
-        fh.write("not a directory")
-    ok_results(post(leader, "/db/execute", ["INSERT INTO b(v) VALUES('after the backup')"]),
-               "INSERT")
-    c.wait_converged()
-    r = leader.raw("POST", "/db/execute",
-                   ["RESTORE DATABASE FROM %s" % backuputil.sql_quote(bid)], timeout=120)
-    assert r.status == 200 and "error" not in r.text, r.text
-    ok_results(post(leader, "/db/execute", ["INSERT INTO b(v) VALUES('after the restore')"]),
-               "INSERT")
-    c.wait_converged(nodes=[leader, other])
-    want = leader.local_rows("SELECT id, v FROM b ORDER BY id")
+    def block(f):
+        with open(str(f.db_path) + ".fetched", "w") as fh:
+            fh.write("not a directory")
+    c, f, bid, rows = restore_with_a_damaged_copy_on_a_follower(cluster_factory, block)
     wait_until(lambda: "which this node cannot restore" in log_text(f), deadline_seconds(30),
                "the follower to say it cannot restore the backup")
     r = f.raw("GET", "/readyz")
     assert r.status == 503 and "cannot restore" in r.text, (r.status, r.text)
     # It serves nothing meanwhile, saying why.
     r = f.raw("GET", "/db/query?level=none&q=SELECT+count(*)+FROM+b")
-    assert r.status == 503 and "cannot restore" in r.text, (r.status, r.text)
-    os.unlink(blocker)
-    wait_until(lambda: f.raw("GET", "/readyz").status == 200 and
-               f.local_rows("SELECT id, v FROM b ORDER BY id") == want,
-               deadline_seconds(60), "the follower to restore a peer's copy and catch up")
+    assert r.status == 503 and "cannot restore" in r.text and bid in r.text, (r.status, r.text)
+    os.unlink(str(f.db_path) + ".fetched")
+    caught_up(f, rows)
     c.wait_converged()
     c.assert_same_rows("b")
