@@ -851,7 +851,25 @@ static int runBackup(struct housekeeping *hk, const struct bconfig_repo *r, int 
         errorf(errmsg, "no longer the node that runs the schedule (%s)", role);
         return CAIRN_ENOTLEADER;
     }
-    return adminBackup(hk->db, t, r->name, NULL, NULL, info, errmsg);
+    int rv = adminBackup(hk->db, t, r->name, NULL, NULL, info, errmsg);
+    if (rv == CAIRN_ECORRUPT && t != BACKUP_FULL) {
+        /* Its chain cannot be restored (a member failed its verification, is missing or
+         * damaged) or the database read as damaged: a schedule that refused until the
+         * next full run would leave the database without a backup meanwhile. A full
+         * backup starts a new chain now (and fails too if the database is damaged);
+         * the operator hears of the broken chain all the same. */
+        char why[CAIRN_ERRMSG_SIZE];
+        char what[64];
+        memcpy(why, errmsg, sizeof why);
+        snprintf(what, sizeof what, "scheduled %s", backupTypeName(t));
+        rv = adminBackup(hk->db, BACKUP_FULL, r->name, NULL, NULL, info, errmsg);
+        if (rv == 0) {
+            char msg[CAIRN_ERRMSG_SIZE + 128];
+            snprintf(msg, sizeof msg, "%s; a full backup, %s, was taken instead", why, info->id);
+            housekeepingAlert(hk, r, "backup_failed", what, msg);
+        }
+    }
+    return rv;
 }
 
 /* The type order when several are due at once: a full backup first (the others chain
@@ -938,7 +956,7 @@ static void runJob(struct housekeeping *hk, unsigned i, int type)
         rv = runBackup(hk, &r, type, &info, errmsg);
         if (rv == 0) {
             dbLog(hk->db, "backup schedule: repository '%s': %s backup %s taken", r.name,
-                  backupTypeName(type), info.id);
+                  backupTypeName(info.type), info.id);
             if (r.has_retention) {
                 runExpiry(hk, &r, &expired, experr);
                 expiry_ran = true;

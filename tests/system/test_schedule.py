@@ -359,6 +359,45 @@ def test_a_failed_run_is_recorded_and_retried(server_factory, tmp_path):
     assert "taken as a full backup" in s.stderr_text()
 
 
+def test_a_scheduled_incremental_on_a_broken_chain_takes_a_full_backup(server_factory, tmp_path):
+    """The chain's newest incremental failed its verification (a damaged block): an
+    incremental on it could never be restored, and a schedule that refused until its next
+    full run would leave the database without a backup meanwhile. The scheduled run takes
+    a full backup instead, says why in the log and its alert, and the runs after it chain
+    to that full backup."""
+    repo = tmp_path / "repo"
+    cfg = write_config(tmp_path / "backup.json", {"repositories": {"default": {
+        "schedules": {"incremental": "2s"}, "drill": "off"}}})
+    s = server_factory(extra_args=["--backup-config", cfg, "--backup-dir", repo])
+    wait_configured(s)
+    assert_exec_ok(s.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]))
+    assert_exec_ok(s.execute([["INSERT INTO t(v) VALUES(?)", "row %d %s" % (i, "x" * 300)]
+                              for i in range(300)]))
+
+    def backups():
+        return sorted(s.get_json("/admin/backups?local")["backups"], key=lambda e: e["id"])
+    wait_until(lambda: len(backups()) >= 2, 20, "a full backup and an incremental on it")
+    inc = [e for e in backups() if e["type"] == "incremental"][0]
+    with open(inc["path"], "r+b") as fh:  # a block: past the header, before the manifest
+        fh.seek(600)
+        b = fh.read(16)
+        fh.seek(600)
+        fh.write(bytes(x ^ 0xFF for x in b))
+    r = s.raw("POST", "/admin/backups/%s/verify" % inc["id"], {})
+    assert r.status == 200 and r.json()["ok"] is False, r
+    seen = {e["id"] for e in backups()}
+    wait_until(lambda: any(e["id"] not in seen and e["type"] == "full" for e in backups()), 20,
+               "a full backup in place of the scheduled incremental")
+    new_full = [e for e in backups() if e["id"] not in seen and e["type"] == "full"][0]
+    log = s.stderr_text()
+    assert "failed its verification" in log and "a full backup, %s, was taken instead" % \
+        new_full["id"] in log, log
+    wait_until(lambda: any(e["type"] == "incremental" and e["parent_id"] == new_full["id"]
+                           for e in backups()), 20, "an incremental on the new full backup")
+    # No backup was written on the broken chain.
+    assert not [e for e in backups() if e["parent_id"] == inc["id"]], backups()
+
+
 def test_rqlite_auto_backup_shape_is_accepted(server_factory, tmp_path):
     cfg = write_config(tmp_path / "auto.json", {
         "version": 1, "type": "file", "interval": "1s", "no_compress": True,
