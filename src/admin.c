@@ -492,7 +492,7 @@ int adminRestoreCopy(struct cairn *db, const char *id, const unsigned char *dige
         rv = restoreFrom(adminRepoUrl(db, info), id, out, info, own);
     }
     nodeInfo(db->node, &ni);
-    if (rv == 0 || ni.n_servers < 2 || strchr(id, '/') != NULL) {
+    if (rv == 0 || rv == CAIRN_ESHUTDOWN || ni.n_servers < 2 || strchr(id, '/') != NULL) {
         if (rv != 0) {
             memcpy(errmsg, own, CAIRN_ERRMSG_SIZE);
         }
