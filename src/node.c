@@ -1775,6 +1775,12 @@ int nodeSnapshot(struct node *n, uint64_t *index, char *errmsg)
 
 void nodeInfo(struct node *n, struct node_info *info)
 {
+    if (n == NULL) {
+        /* The node is being started: the log's replay applies entries (a restore's
+         * among them) before nodeStart hands the node out. Nothing known yet. */
+        memset(info, 0, sizeof *info);
+        return;
+    }
     pthread_mutex_lock(&n->imu);
     *info = n->info;
     pthread_mutex_unlock(&n->imu);

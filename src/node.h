@@ -178,7 +178,9 @@ struct node_info {
     struct node_server servers[NODE_MAX_SERVERS];
 };
 
-/* A copy of the latest figures, refreshed by the loop thread. Any thread. */
+/* A copy of the latest figures, refreshed by the loop thread. Any thread. n NULL (while
+ * the node starts, before nodeStart returns it): all zeros, a node that knows no
+ * leader and no servers. */
 void nodeInfo(struct node *n, struct node_info *info);
 
 /* The follower that does work in the leader's place (--archive-from follower, a backup

@@ -2330,6 +2330,17 @@ err:
     return rv;
 }
 
+/* Whether a verification's failure rv is a verdict on the files (one is damaged, or a
+ * member of the chain missing), to be recorded: not a failure to read them now (an I/O
+ * error, a timeout, a repository over the network that did not answer, no memory),
+ * which says nothing of them, and which a verification recorded as failed would make
+ * the backup kept forever, refused as a parent and skipped as a base until verified
+ * again. */
+static bool isVerdict(int rv)
+{
+    return rv == CAIRN_ECORRUPT || rv == CAIRN_ENOTFOUND;
+}
+
 /* Record a failure on the backup verified and, when another, the one that broke. */
 static void recordFailure(struct repo *repo, const struct backup_info *target,
                           const struct backup_info *broken)
@@ -2388,7 +2399,7 @@ int backupVerifyOpt(struct repo *repo, const struct verify_options *opt, char *e
         return rv;
     }
     if ((rv = resolveChain(use, ref, &chain, &n, &target, &found, errmsg)) != 0) {
-        if (found && rv != CAIRN_ENOMEM) {
+        if (found && isVerdict(rv)) {
             recordFailure(use, &target, NULL);
         }
         repoClose(owned);
@@ -2405,7 +2416,7 @@ int backupVerifyOpt(struct repo *repo, const struct verify_options *opt, char *e
     }
     pipeStart(pl, use, 0, NULL, 0, chainBytes(chain, 0, n));
     for (size_t i = 0; i < n && rv == 0; i++) {
-        if ((rv = checkMember(use, &chain[i], pl, &p, errmsg)) != 0 && rv != CAIRN_ENOMEM) {
+        if ((rv = checkMember(use, &chain[i], pl, &p, errmsg)) != 0 && isVerdict(rv)) {
             recordFailure(use, &target, &chain[i]);
         }
     }
@@ -2442,7 +2453,7 @@ int backupVerifyOpt(struct repo *repo, const struct verify_options *opt, char *e
         }
         /* A drill: SQLite's full check, whatever a restore's default. */
         if ((rv = materialize(use, chain, n, &nf, name, RESTORE_CHECK_FULL, true, &p, errmsg)) != 0) {
-            if (rv == CAIRN_ECORRUPT) {
+            if (isVerdict(rv)) {
                 recordFailure(use, &target, NULL);
             }
             goto out;
