@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -233,10 +234,20 @@ int clusterDownload(const char *url, const char *path, char *errmsg)
     int rv;
 
     pthread_once(&curlOnce, curlInit);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
         errorf(errmsg, "cannot create %s: %s", path, strerror(errno));
         return errorFromErrno(errno);
+    }
+    /* Held while the file is written, as a repository's writers hold theirs: a sweep of
+     * temporary files (a start after a kill, repoSweepTemp) removes a dead download's and
+     * leaves a live one's. Truncated only once held: never under a live download. */
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0 || ftruncate(fd, 0) != 0) {
+        int err = errno == EWOULDBLOCK ? EBUSY : errno;
+        close(fd);
+        errorf(errmsg, "cannot write %s: %s", path,
+               err == EBUSY ? "another download of it is under way" : strerror(err));
+        return errorFromErrno(err);
     }
     h = curl_easy_init();
     if (h == NULL) {
@@ -958,61 +969,95 @@ static int uploadFetched(const char *dir, const char *tmp, const char *id, char 
     return rv;
 }
 
+#define FETCH_CHAIN_MAX 64
+
 /* Fetch the chain ending at id from one peer into the repository dir (a directory, or
- * a URL: then through scratch, a directory of this node's, one file at a time). */
+ * a URL: then through scratch, a directory of this node's). Every missing file is
+ * downloaded first, under a temporary name, and the files are put in place oldest
+ * first: a file in the repository always has its whole chain there. Were they put
+ * newest first, a kill in the middle would leave a snapshot's newest file without its
+ * parent, and the node would never start again (its install finds the file, fetches
+ * nothing, and cannot restore it). */
 static int fetchFrom(const char *base, const char *dir, const char *scratch, const char *kind,
                      const char *id, char *errmsg)
 {
     char cur[BACKUP_ID_SIZE];
-    unsigned files = 0;
+    char(*got)[BACKUP_ID_SIZE] = NULL; /* downloaded, newest first */
+    char(*tmps)[PATH_MAX] = NULL;      /* where each is */
+    unsigned n = 0;
     bool url = strstr(dir, "://") != NULL;
     int rv = url ? 0 : repoMkdirs(dir, errmsg);
     if (rv != 0) {
         return rv;
     }
+    got = calloc(FETCH_CHAIN_MAX, sizeof *got);
+    tmps = calloc(FETCH_CHAIN_MAX, sizeof *tmps);
+    if (got == NULL || tmps == NULL) {
+        errorf(errmsg, "out of memory");
+        rv = CAIRN_ENOMEM;
+        goto out;
+    }
     snprintf(cur, sizeof cur, "%s", id);
     for (;;) {
         struct backup_info info;
-        char fetch_url[PATH_MAX];
-        char tmp[PATH_MAX];
-        char path[PATH_MAX];
+        char parent[BACKUP_ID_SIZE];
         char msg[CAIRN_ERRMSG_SIZE];
-        if (repoFind(dir, cur, &info, msg) != 0) {
+        if (repoFind(dir, cur, &info, msg) == 0) {
+            snprintf(parent, sizeof parent, "%s", info.parent_id);
+        } else {
+            char fetch_url[PATH_MAX];
+            struct repo_file f;
+            if (n == FETCH_CHAIN_MAX) {
+                errorf(errmsg, "backup chain of %s is longer than %d files", id, FETCH_CHAIN_MAX);
+                rv = CAIRN_ECORRUPT;
+                goto out;
+            }
             snprintf(fetch_url, sizeof fetch_url, "%s/admin/%s/%s/file", base, kind, cur);
-            snprintf(tmp, sizeof tmp, "%s/.%s.cbk.fetch", url ? scratch : dir, cur);
-            snprintf(path, sizeof path, "%s/%s.cbk", dir, cur);
-            if ((rv = clusterDownload(fetch_url, tmp, errmsg)) != 0) {
-                return rv;
+            /* A temporary file's name in a repository (`.<name>.tmp`, see repo_posix.c):
+             * a download cut off by a kill is swept as a backup's is. */
+            snprintf(tmps[n], sizeof tmps[n], "%s/.%s.cbk.fetch.tmp", url ? scratch : dir, cur);
+            if ((rv = clusterDownload(fetch_url, tmps[n], errmsg)) != 0) {
+                goto out;
             }
-            if (url) {
-                if ((rv = uploadFetched(dir, tmp, cur, errmsg)) != 0 ||
-                    (rv = repoFind(dir, cur, &info, errmsg)) != 0) {
-                    return rv;
-                }
-                files++;
-                goto next;
+            snprintf(got[n], sizeof got[n], "%s", cur);
+            n++;
+            if ((rv = repoOpenFile(tmps[n - 1], &f, errmsg)) != 0) {
+                goto out;
             }
-            /* Never over a file of the same name (backups are never overwritten). */
-            if ((rv = repoRenameNoReplace(tmp, path, errmsg)) != 0) {
-                unlink(tmp);
-                return rv;
-            }
-            if ((rv = libSyncParentDir(path, errmsg)) != 0 ||
-                (rv = repoFind(dir, cur, &info, errmsg)) != 0) {
-                return rv;
-            }
-            files++;
+            snprintf(parent, sizeof parent, "%s", f.r.h.parent_id);
+            repoCloseFile(&f);
         }
-    next:
-        if (info.parent_id[0] == '\0') {
-            return 0;
+        if (parent[0] == '\0') {
+            break;
         }
-        if (files > 64) {
-            errorf(errmsg, "backup chain of %s is longer than 64 files", id);
-            return CAIRN_ECORRUPT;
-        }
-        snprintf(cur, sizeof cur, "%s", info.parent_id);
+        snprintf(cur, sizeof cur, "%s", parent);
     }
+    /* Oldest first. */
+    while (n > 0) {
+        struct backup_info info;
+        char path[PATH_MAX];
+        n--;
+        if (url) {
+            rv = uploadFetched(dir, tmps[n], got[n], errmsg);
+        } else {
+            snprintf(path, sizeof path, "%s/%s.cbk", dir, got[n]);
+            /* Never over a file of the same name (backups are never overwritten). */
+            if ((rv = repoRenameNoReplace(tmps[n], path, errmsg)) == 0) {
+                rv = libSyncParentDir(path, errmsg);
+            }
+        }
+        if (rv != 0 || (rv = repoFind(dir, got[n], &info, errmsg)) != 0) {
+            unlink(tmps[n]); /* when it was not put in place */
+            goto out;
+        }
+    }
+out:
+    for (unsigned i = 0; i < n; i++) {
+        unlink(tmps[i]);
+    }
+    free(got);
+    free(tmps);
+    return rv;
 }
 
 int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char *id, char *errmsg)
@@ -1021,8 +1066,15 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
     uint64_t order[NODE_MAX_SERVERS + 1];
     unsigned n = 0;
     char last[CAIRN_ERRMSG_SIZE] = "no other node is known";
+    /* NULL while nodeStart runs: a snapshot installed by the Raft start (a node that
+     * restarts with a snapshot whose files are not all here) is fetched through the
+     * --join peers alone. */
+    struct node *node = __atomic_load_n(&db->node, __ATOMIC_ACQUIRE);
 
-    nodeInfo(db->node, &ni);
+    memset(&ni, 0, sizeof ni);
+    if (node != NULL) {
+        nodeInfo(node, &ni);
+    }
     if (ni.leader_id != 0 && ni.leader_id != db->cfg.node_id) {
         order[n++] = ni.leader_id;
     }

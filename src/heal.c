@@ -22,6 +22,7 @@
 #include "db.h"
 #include "error.h"
 #include "lock.h"
+#include "newfile.h"
 #include "pagesum.h"
 #include "raftlog.h"
 #include "repo.h"
@@ -86,10 +87,18 @@ static int quickCheck(const char *path, char *msg, size_t n)
 }
 
 /* Remove the scratch files a kill left in the data directory: DATA/load-XXXXXX (a
- * POST /db/load being received) and DATA/export-XXXXXX (a GET /db/backup being copied),
- * with their journals. Only at a start after an unclean stop, before HTTP serves. */
+ * POST /db/load being received), DATA/export-XXXXXX (a GET /db/backup being copied),
+ * DATA/pitr-restore-N.db and its hidden scratch directory (a RESTORE ... AS OF being
+ * built), db.sqlite.restored (a restore or snapshot install before its swap),
+ * db.sqlite.heal (a copy from the leader) and .ID.cbk.fetch.tmp (a backup downloaded
+ * for an object-store repository), with their journals. Nobody would remove them
+ * otherwise (the next file of the same name replaces it, if one ever comes), and each
+ * may be as large as the database. Only at a start after an unclean stop, before HTTP
+ * serves: nothing else uses the directory then. */
 static unsigned sweepScratch(const char *data_dir)
 {
+    static const char *const prefixes[] = {"load-", "export-", "pitr-restore-",
+                                           "db.sqlite.restored", "db.sqlite.heal"};
     DIR *d = opendir(data_dir);
     struct dirent *e;
     unsigned n = 0;
@@ -98,13 +107,36 @@ static unsigned sweepScratch(const char *data_dir)
     }
     while ((e = readdir(d)) != NULL) {
         char path[PATH_MAX];
-        if ((strncmp(e->d_name, "load-", 5) == 0 || strncmp(e->d_name, "export-", 7) == 0) &&
+        size_t len = strlen(e->d_name);
+        bool scratch = len > 14 && strcmp(e->d_name + len - 14, ".cbk.fetch.tmp") == 0;
+        for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+            scratch = scratch || strncmp(e->d_name, prefixes[i], strlen(prefixes[i])) == 0;
+        }
+        if (strncmp(e->d_name, ".pitr-restore-", 14) == 0) {
+            /* .pitr-restore-N.db.pitr-XXXXXX/: the scratch directory of pitr-restore-N.db. */
+            const char *end = strstr(e->d_name, ".db.pitr-");
+            if (end != NULL &&
+                (size_t)snprintf(path, sizeof path, "%s/%.*s", data_dir,
+                                 (int)(end + 3 - e->d_name - 1), e->d_name + 1) < sizeof path) {
+                n += newdirSweep(path, "pitr");
+            }
+            continue;
+        }
+        if (scratch &&
             (size_t)snprintf(path, sizeof path, "%s/%s", data_dir, e->d_name) < sizeof path &&
             unlink(path) == 0) {
             n++;
         }
     }
     closedir(d);
+    /* A restore into db.sqlite.restored on a file system without O_TMPFILE writes a
+     * hidden file beside it first. */
+    {
+        char path[PATH_MAX];
+        if ((size_t)snprintf(path, sizeof path, "%s/db.sqlite.restored", data_dir) < sizeof path) {
+            n += newfileSweep(path, "restore");
+        }
+    }
     return n;
 }
 

@@ -148,6 +148,9 @@ def test_restore_from_an_archive_after_kill_and_lost_data_dir(server_factory, tm
     s.execute([TABLE])
     table_index = status(s)["store"]["applied_index"]
     table_ms = int(time.time() * 1000)  # after the table's entry, before any row's
+    # A time target takes every entry stamped in its millisecond: no row may be.
+    wait_until(lambda: int(time.time() * 1000) > table_ms, 5,
+               "the clock to pass the millisecond of the time target", interval=0)
     w = ClusterWriters([s], clients=16, timeout=3.0).start()
     try:
         w.wait_more(200, timeout=60)

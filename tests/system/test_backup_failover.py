@@ -5,6 +5,7 @@ backup of the cluster and where each is, and every backup restores, on any node,
 the database as it was at its index.
 
 A backup's TO names a repository the node was configured with (issue 15, point 2)."""
+import http.client
 import json
 import os
 import re
@@ -174,3 +175,73 @@ def test_backup_goes_only_into_a_configured_repository(make_cluster, tmp_path, h
         res = backuputil.sql_result(s, "RESTORE DATABASE FROM %s TO BRANCH %s" % (
             backuputil.sql_quote(e["id"]), backuputil.sql_quote("x" + e["id"][-4:])))
         assert "error" not in res, res
+
+
+def fetch_leftovers(root):
+    """Files under root whose name says a download from a peer was cut off."""
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files
+                  if ".fetch" in f)
+
+
+def test_a_node_killed_while_fetching_a_backup_from_a_peer_leaves_no_download(make_cluster,
+                                                                             tmp_path):
+    """A node asked to restore a backup another node took fetches it (and its chain)
+    into its own repository first. Killed with SIGKILL in the middle of that download,
+    under writes: at its next start the partial download is gone from its repository,
+    it catches up, the fetch then succeeds, and the replicas are the same."""
+    import threading
+    from clusterutil import ClusterWriters, assert_acked_present
+    c = make_cluster(3)
+    leader = c.leader()
+    assert_exec_ok(leader.execute([
+        "CREATE TABLE t(client INTEGER, seq INTEGER, pad BLOB, UNIQUE(client, seq))",
+        "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)"]))
+    gen = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 256) "
+           "INSERT INTO big(b) SELECT randomblob(65536) FROM c")
+    for _ in range(3):  # 48 MiB: a download that takes a while
+        assert_exec_ok(leader.execute([gen], timeout=120))
+    entry = backuputil.admin_backup(leader, {"type": "full"})
+    node = [n for n in c.nodes if n is not leader][0]
+    assert not os.path.exists(os.path.join(node.backup_dir, entry["id"] + ".cbk"))
+
+    w = ClusterWriters(c.nodes, clients=8).start()
+    try:
+        w.wait_more(50)
+        def restore():
+            try:
+                node.raw("POST", "/admin/restore?node=%d" % node.id,
+                         {"backup_id": entry["id"], "branch": "b1"}, timeout=120)
+            except (OSError, http.client.HTTPException):
+                pass  # the node is killed under it
+        req = threading.Thread(target=restore, daemon=True)
+        req.start()
+        wait_until(lambda: fetch_leftovers(node.backup_dir), 60,
+                   "%s to start downloading backup %s" % (node.name, entry["id"]),
+                   interval=0.001)
+        node.kill()
+        req.join(30)
+        left = fetch_leftovers(node.backup_dir)
+        assert left, "the kill came after the download ended: nothing to show"
+        node.start()
+        node.wait_ready(timeout=60)
+        # Swept at the start after the kill, before anything else runs on the node.
+        assert fetch_leftovers(node.backup_dir) == [], fetch_leftovers(node.backup_dir)
+        assert fetch_leftovers(node.data_dir) == [], fetch_leftovers(node.data_dir)
+        w.wait_more(50)
+    finally:
+        w.stopping.set()
+    acked = w.stop()
+    # The download goes through now, and the branch is the backup's state.
+    r = node.raw("POST", "/admin/restore?node=%d" % node.id,
+                 {"backup_id": entry["id"], "branch": "b2"}, timeout=120)
+    assert r.status == 200, r
+    assert r.json()["raft_index"] == entry["raft_index"], r.json()
+    body = node.query("SELECT count(*) FROM big", branch="b2", level="none")
+    assert backuputil.only_result(body)["values"] == [[768]], body
+    assert fetch_leftovers(node.backup_dir) == []
+    c.wait_converged()
+    c.assert_same_rows("t", order="client, seq")
+    for n in c.nodes:
+        assert_acked_present(n, "t", acked, "after the kill during a fetch")
+    c.stop_all()
+    c.assert_same_pages(c.nodes, tmp_path / "pages")

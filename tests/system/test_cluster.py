@@ -556,6 +556,63 @@ def test_new_node_catches_up_through_a_snapshot_of_a_big_database(cluster_factor
     c.assert_same_files(c.nodes)
 
 
+def test_node_killed_while_fetching_a_snapshot_chain_installs_it_at_its_next_start(
+        cluster_factory, tmp_path):
+    """A snapshot names a backup chain (a full backup and the incrementals on it) that a
+    joining node fetches from the leader, newest first. Killed with SIGKILL while an
+    older file of the chain (a large one) is being downloaded, the node starts again and
+    installs the same snapshot, with no write in between to make the leader take a new
+    one: it is ready within a deadline, nothing of the cut-off download is left, and the
+    replicas are the same."""
+    args = ["--snapshot-threshold", "4", "--snapshot-trailing", "2"]
+    c = cluster_factory(3, extra_args=args)
+    leader = c.leader()
+    ok_results(post(leader, "/db/execute", [
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, b BLOB)",
+        "CREATE TABLE small (id INTEGER PRIMARY KEY, v TEXT)"]), "CREATE")
+    gen = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 256) "
+           "INSERT INTO big(b) SELECT randomblob(65536) FROM c")
+    for i in range(3):  # 48 MiB into an older file of the chain
+        ok_results(post(leader, "/db/execute", [gen], timeout=120), "generated rows #%d" % i)
+    taken = leader.raft().get("snapshots_taken") or 0
+    written = [0]
+
+    def two_more_snapshots():
+        # Small incrementals on the snapshot that holds the large rows, fetched first.
+        ok_results(post(leader, "/db/execute", [["INSERT INTO small(v) VALUES(?)",
+                                                 "v%d" % written[0]]]), "small row")
+        written[0] += 1
+        return (leader.raft().get("snapshots_taken") or 0) >= taken + 2
+    wait_until(two_more_snapshots, 60, "the leader to take two snapshots after the large rows",
+               interval=0)
+    c.wait_converged()
+    new = c.add_node(extra_args=args, start=False)
+    snaps = new.data_dir / "snapshots"
+
+    def big_download():
+        try:
+            return any(p.name.startswith(".") and ".fetch" in p.name and
+                       p.stat().st_size > 4 * MiB for p in snaps.iterdir())
+        except FileNotFoundError:
+            return False
+    new.start(wait=False)
+    wait_until(big_download, 60, "%s to download the large file of the chain" % new.name,
+               interval=0.001)
+    new.kill()
+    print("at the kill: %s" % sorted(p.name for p in snaps.iterdir()))
+    new.start(wait=False)
+    new.wait_ready(timeout=deadline_seconds(60))
+    c.wait_members(4, timeout=60)
+    c.wait_converged(c.nodes, timeout=60)
+    assert not [p.name for p in snaps.iterdir() if ".fetch" in p.name]
+    for n in c.nodes:
+        got = n.local_rows("SELECT count(*), sum(length(b)) FROM big")
+        assert got == [[768, 768 * 65536]], (n.name, got)
+    c.assert_same_rows("small")
+    c.stop_all()
+    c.assert_same_pages(c.nodes, tmp_path / "pages")
+
+
 # ---------------------------------------------------------------------------
 # backups and restores across the cluster
 

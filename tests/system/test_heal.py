@@ -90,6 +90,27 @@ def test_kill9_then_start_checks_and_reports(node):
     assert node.get_json("/status")["last_recovery"]["time"] == rec["time"]
 
 
+def test_kill9_leftovers_of_restores_and_copies_are_removed_at_the_next_start(node):
+    """Files a kill can leave in the data directory in the middle of a long operation,
+    each as large as the database, that nothing else would ever remove: a restore's or
+    snapshot install's db.sqlite.restored (and its journal) before its swap, a copy from
+    the leader (db.sqlite.heal), a backup downloaded for an object store. Planted after a
+    kill -9 (the windows are short), they are gone once the node is up again; what is
+    not scratch stays."""
+    want = load(node, 2)
+    node.kill()
+    d = node.data_dir
+    planted = ["db.sqlite.restored", "db.sqlite.restored-journal", "db.sqlite.heal",
+               ".20261204T000000000Z-0000-abcd.cbk.fetch.tmp"]
+    for name in planted + ["keep.txt"]:
+        (d / name).write_bytes(b"x" * 65536)
+    node.start()
+    assert sorted(p.name for p in d.iterdir() if p.name in planted + ["keep.txt"]) == \
+        ["keep.txt"]
+    assert "temporary file" in node.stderr_text()
+    assert node.scalar("SELECT count(*) FROM t") == want
+
+
 @pytest.mark.smoke
 def test_damaged_database_after_crash_is_moved_aside_and_rebuilt(node, cairn_bin):
     load(node)

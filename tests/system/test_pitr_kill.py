@@ -124,3 +124,63 @@ def test_two_restores_at_once_for_one_destination(cairn_bin, archived, tmp_path)
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         db.close()
+
+
+def pitr_scratch(data_dir):
+    """What a RESTORE ... AS OF builds in the data directory: pitr-restore-N.db and
+    its hidden scratch directory .pitr-restore-N.db.pitr-XXXXXX/."""
+    return sorted(n for n in os.listdir(data_dir) if n.lstrip(".").startswith("pitr-restore-"))
+
+
+@pytest.mark.parametrize("phase", ["replay", "keep"])
+def test_a_node_killed_during_a_live_restore_as_of_leaves_no_scratch(server_factory, tmp_path,
+                                                                     phase):
+    """A live RESTORE ... AS OF builds the state in the data directory (the archive
+    replayed onto a base in a hidden scratch directory, then the result kept as a full
+    backup) before it swaps it in: a database as large as the node's. Killed with
+    SIGKILL in either phase, the node removes what it left at its next start, and the
+    restore then goes through."""
+    import threading
+    import http.client
+    repo = tmp_path / "repo"
+    s = server_factory(extra_args=["--backup-dir", repo, "--archive", "--archive-interval",
+                                   "100ms"])
+    wait_until(lambda: status(s)["archive"]["timeline"] or None, 30, "the archiver's timeline")
+    s.execute(["CREATE TABLE big (id INTEGER PRIMARY KEY, b BLOB)"])
+    gen = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 256) "
+           "INSERT INTO big(b) SELECT randomblob(65536) FROM c")
+    for _ in range(2):  # 32 MiB
+        body = s.execute([gen])
+        assert "error" not in body["results"][0], body
+    target = status(s)["store"]["applied_index"]
+    body = s.execute(["DELETE FROM big WHERE id > 100"])
+    assert "error" not in body["results"][0], body
+    idx = status(s)["store"]["applied_index"]
+    wait_until(lambda: status(s)["archive"]["head_index"] >= idx, 30, "the archive's upload")
+    stmt = "RESTORE DATABASE FROM 'default' AS OF INDEX %d" % target
+
+    def restore():
+        try:
+            s.raw("POST", "/db/execute", [stmt], timeout=120)
+        except (OSError, http.client.HTTPException):
+            pass  # the node is killed under it
+    req = threading.Thread(target=restore, daemon=True)
+    req.start()
+    def in_phase():
+        names = pitr_scratch(s.data_dir)
+        if phase == "replay":
+            return any(n.startswith(".") for n in names)
+        return any(not n.startswith(".") for n in names)
+    wait_until(in_phase, 60, "the restore's %s phase" % phase, interval=0.001)
+    s.kill()
+    req.join(30)
+    left = pitr_scratch(s.data_dir)
+    assert left, "the kill came after the restore ended: nothing to show"
+    s.start()
+    assert pitr_scratch(s.data_dir) == [], (left, pitr_scratch(s.data_dir))
+    assert "temporary file" in s.stderr_text(), s.stderr_text()[-3000:]
+    # The restore goes through now, and leaves nothing either.
+    body = s.execute([stmt])
+    assert "error" not in body["results"][0], body
+    assert s.scalar("SELECT count(*) FROM big") == 512
+    assert pitr_scratch(s.data_dir) == []
