@@ -1479,7 +1479,11 @@ static void *announcerMain(void *arg)
     do {
         bool announced = announceOnce(db);
         bool promoting;
-        atomic_store(&db->announced, announced);
+        /* Once recorded, this process's address stays in the directory: a round that
+         * could not read the store or reach the leader does not take readiness away. */
+        if (announced) {
+            atomic_store(&db->announced, true);
+        }
         promoting = promoteOnce(db);
         wait = announced && !promoting ? 1000 : 250;
     } while (!waitStop(db, wait));

@@ -64,9 +64,9 @@ struct cairn {
     unsigned char nonce[NODE_CLUSTER_ID_SIZE];
     pthread_t announcer;
     bool announcer_started;
-    /* The announcer's last round found this node's HTTP address in the cluster's
-     * directory (or the node alone): peers can forward to it and list its backups.
-     * /readyz waits for it in a cluster. */
+    /* The announcer has found this node's HTTP address in the cluster's directory (or
+     * the node alone) since the process started: peers can forward to it and list its
+     * backups. /readyz waits for it in a cluster (not with ?noleader). */
     atomic_bool announced;
     pthread_mutex_t amu;
     pthread_cond_t acond;

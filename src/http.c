@@ -775,7 +775,10 @@ static enum MHD_Result serveReadyz(struct http_server *h, struct MHD_Connection 
         text = strdup(body);
         return httpSend(c, 503, "text/plain", text, strlen(text));
     }
-    if (ni.ready && ni.n_servers >= 2 && !atomic_load(&h->db->announced)) {
+    struct arg_seek noleader = {"noleader", false, NULL};
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, seekArg, &noleader);
+    if (ni.ready && ni.n_servers >= 2 && !atomic_load(&h->db->announced) &&
+        !(noleader.found && truthy(noleader.value))) {
         /* Just formed or joined: until its address is in the cluster's directory, peers
          * cannot forward to it nor list its backups (a first backup would find it
          * unreachable). The announcer records it within a second or so. */
@@ -802,9 +805,7 @@ static enum MHD_Result serveReadyz(struct http_server *h, struct MHD_Connection 
     {
         /* ?noleader, as rqlite: is the node itself up, leader or not (a load balancer
          * that keeps a cluster without quorum in rotation for reads at level none). */
-        struct arg_seek seek = {"noleader", false, NULL};
-        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, seekArg, &seek);
-        if (seek.found && truthy(seek.value)) {
+        if (noleader.found && truthy(noleader.value)) {
             text = strdup(ni.leader_id ? "[+]node ok\n[+]leader ok\n[-]store not ready\n"
                                        : "[+]node ok\n[+]leader not checked (noleader)\n");
             return httpSend(c, 200, "text/plain", text, strlen(text));
