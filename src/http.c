@@ -52,6 +52,7 @@ struct qflags {
     const char *timeout;    /* rqlite's ?timeout= */
     const char *db_timeout; /* rqlite's ?db_timeout=, which wins */
     const char *unsupported; /* the first rqlite parameter cairn does not implement */
+    const char *twice;       /* the first parameter with a value given more than once */
 };
 
 /* rqlite's query parameters that cairn does not implement yet. Ignoring one would
@@ -70,6 +71,15 @@ double httpNow(void)
 static bool truthy(const char *v)
 {
     return v == NULL || (strcmp(v, "false") != 0 && strcmp(v, "0") != 0);
+}
+
+/* A parameter with a value, seen before: which of the two is meant cannot be told (rqlite
+ * takes the first, a last-wins reader the second), so the request is refused. */
+static void once(struct qflags *f, const char *name, bool seen)
+{
+    if (seen && f->twice == NULL) {
+        f->twice = name;
+    }
 }
 
 static enum MHD_Result collectArg(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -93,14 +103,19 @@ static enum MHD_Result collectArg(void *cls, enum MHD_ValueKind kind, const char
     } else if (strcmp(key, "redirect") == 0) {
         f->redirect = truthy(value);
     } else if (strcmp(key, "branch") == 0) {
+        once(f, "branch", f->branch != NULL);
         f->branch = value ? value : "";
     } else if (strcmp(key, "level") == 0) {
+        once(f, "level", f->level != NULL);
         f->level = value ? value : "";
     } else if (strcmp(key, "timeout") == 0) {
+        once(f, "timeout", f->timeout != NULL);
         f->timeout = value ? value : "";
     } else if (strcmp(key, "db_timeout") == 0) {
+        once(f, "db_timeout", f->db_timeout != NULL);
         f->db_timeout = value ? value : "";
     } else if (strcmp(key, "q") == 0) {
+        once(f, "q", f->has_q);
         f->q = value;
         f->has_q = true;
     } else if (f->unsupported == NULL) {
@@ -314,6 +329,10 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
                  "?%s is an rqlite parameter that cairn does not implement: it is refused rather "
                  "than ignored, since the answer would not mean what it asks for",
                  f.unsupported);
+        return httpSendError(c, 400, errmsg);
+    }
+    if (f.twice != NULL) {
+        snprintf(errmsg, sizeof errmsg, "?%s is given more than once: give it once", f.twice);
         return httpSendError(c, 400, errmsg);
     }
     level = dbLevelFromName(f.level);
@@ -893,13 +912,15 @@ static enum MHD_Result dispatch(struct http_server *h, struct MHD_Connection *c,
         bool post = strcmp(method, "POST") == 0;
         bool leaders = post && (strcmp(url, "/admin/backup") == 0 ||
                                 strcmp(url, "/admin/restore") == 0 || strcmp(url, "/db/load") == 0);
-        const char *redirect = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "redirect");
+        /* ?redirect as the data endpoints read it: "?redirect" is true, "=0" false. */
+        struct arg_seek redirect = {"redirect", false, NULL};
+        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, seekArg, &redirect);
         if (httpNodeParam(c, &target, &ret) != 0) {
             return ret;
         }
         if ((target != 0 || leaders) &&
-            httpRoute(h, c, url, method, req, target,
-                      redirect != NULL && strcmp(redirect, "false") != 0, &ret)) {
+            httpRoute(h, c, url, method, req, target, redirect.found && truthy(redirect.value),
+                      &ret)) {
             return ret;
         }
     }
@@ -950,6 +971,8 @@ struct scan {
     char length[32];  /* the first one */
     bool conflict;    /* another with a different value */
     bool chunked;     /* Transfer-Encoding as well */
+    bool other;       /* a Transfer-Encoding other than chunked */
+    char coding[32];  /* its value */
     unsigned args;
     char bad[200];
 };
@@ -967,6 +990,10 @@ static enum MHD_Result scanHeader(void *cls, enum MHD_ValueKind kind, const char
         }
     } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
         s->chunked = true;
+        if (value == NULL || strcasecmp(value, "chunked") != 0) {
+            s->other = true;
+            snprintf(s->coding, sizeof s->coding, "%s", value ? value : "");
+        }
     }
     return MHD_YES;
 }
@@ -1123,6 +1150,15 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             memset(&s, 0, sizeof s);
             MHD_get_connection_values(c, MHD_HEADER_KIND, scanHeader, &s);
             MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, scanArg, &s);
+            if (s.other) {
+                /* libmicrohttpd would wait for the end of a body whose end it cannot
+                 * find, and the client for an answer: refused at once (RFC 9112 6.1). */
+                char msg[160];
+                snprintf(msg, sizeof msg, "Transfer-Encoding \"%.31s\" is not supported: send "
+                                          "the body with Content-Length, or chunked",
+                         s.coding);
+                return httpSendError(c, 501, msg);
+            }
             if (s.conflict) {
                 snprintf(req->refuse, sizeof req->refuse,
                          "%u Content-Length headers with different values: refused (a proxy "

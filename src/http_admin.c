@@ -4,7 +4,7 @@
  * Long operations (backup, verify, restore) answer in one JSON object, or with
  * ?progress as newline-delimited JSON: {"progress":{"done":N,"total":M}} lines while
  * the operation runs on a thread of its own, then the final object. GET /db/backup
- * streams the frozen database file (never held in memory), gzipped with ?compress.
+ * streams a copy of the frozen database file (never held in memory), gzipped with ?compress.
  * POST /db/load receives its body into a file (http.c), keeps it as a full backup in
  * the repository and restores it through the log. HTTP threads. */
 #define _GNU_SOURCE
@@ -33,12 +33,32 @@
 
 /* ---- request bodies ---------------------------------------------------------------- */
 
-/* Parse the body as a JSON object (an empty body is {}). On failure answers 400 and
- * returns NULL with *answered set. */
-static json_t *bodyObject(struct MHD_Connection *c, struct request *req, enum MHD_Result *ret)
+/* Is key one of the names of list ("a, b, c")? */
+static bool listed(const char *list, const char *key)
+{
+    size_t n = strlen(key);
+    while (*list != '\0') {
+        size_t len = strcspn(list, ",");
+        if (len == n && memcmp(list, key, n) == 0) {
+            return true;
+        }
+        list += len;
+        list += strspn(list, ", ");
+    }
+    return false;
+}
+
+/* Parse the body as a JSON object (an empty body is {}) whose members are all named in
+ * known ("a, b, c", as the refusal lists them): a member ignored would do something
+ * else than asked ("brnach" restoring over the live database instead of into a
+ * branch). On failure answers 400 and returns NULL with *ret set. */
+static json_t *bodyObject(struct MHD_Connection *c, struct request *req, const char *known,
+                          enum MHD_Result *ret)
 {
     json_error_t jerr;
     json_t *o;
+    const char *key;
+    json_t *v;
     char msg[300];
     if (req->body.len == 0) {
         return json_object();
@@ -54,6 +74,16 @@ static json_t *bodyObject(struct MHD_Connection *c, struct request *req, enum MH
         json_decref(o);
         *ret = httpSendError(c, 400, "request body must be a JSON object");
         return NULL;
+    }
+    json_object_foreach(o, key, v)
+    {
+        if (!listed(known, key)) {
+            snprintf(msg, sizeof msg, "unknown member \"%.64s\" in the request body: it takes %s",
+                     key, known);
+            json_decref(o);
+            *ret = httpSendError(c, 400, msg);
+            return NULL;
+        }
     }
     return o;
 }
@@ -343,7 +373,7 @@ static enum MHD_Result postBackup(struct http_server *h, struct MHD_Connection *
 {
     enum MHD_Result ret = MHD_NO;
     bool bad = false;
-    json_t *o = bodyObject(c, req, &ret);
+    json_t *o = bodyObject(c, req, "type, to", &ret);
     const char *type;
     const char *to;
     struct job *j;
@@ -432,7 +462,8 @@ static enum MHD_Result postRestore(struct http_server *h, struct MHD_Connection 
     bool bad = false;
     bool bad_repo = false;
     bool asof = false;
-    json_t *o = bodyObject(c, req, &ret);
+    json_t *o = bodyObject(c, req, "backup_id, branch, repository, to_index, to_time, latest",
+                           &ret);
     const char *id;
     const char *branch;
     const char *repository;
@@ -504,7 +535,7 @@ static enum MHD_Result postVerify(struct http_server *h, struct MHD_Connection *
                                   struct request *req, const char *id)
 {
     enum MHD_Result ret = MHD_NO;
-    json_t *o = bodyObject(c, req, &ret);
+    json_t *o = bodyObject(c, req, "restore", &ret);
     json_t *v;
     struct job *j;
     if (o == NULL) {
@@ -707,8 +738,8 @@ static enum MHD_Result getSnapshots(struct http_server *h, struct MHD_Connection
 
 struct dump {
     struct store_freeze fz;
-    bool frozen; /* fz holds the live database; otherwise fd is an export's copy */
-    int fd;      /* what is served: fz.fd, or the export copy (unlinked, closed here) */
+    bool frozen; /* fz holds the live database (while it is copied) */
+    int fd;      /* what is served: the copy (unlinked, closed here) */
     uint64_t size;
     bool gzip;
     z_stream z;
@@ -818,11 +849,13 @@ static void dumpFree(void *cls)
     free(d);
 }
 
-/* An export (GET /db/backup without ?internal): copy the frozen database, as served,
- * into DATA/export-XXXXXX, thaw at once (the live database is held only for the copy,
- * not for as long as the client takes to read), leave cairn's table out of the copy
- * (export.h), and serve the copy, unlinked as soon as it is open. */
-static int exportCopy(struct cairn *db, struct dump *d, char *errmsg)
+/* GET /db/backup: copy the frozen database, as served, into DATA/export-XXXXXX, thaw
+ * at once (the live database is held only for the copy, not for as long as the client
+ * takes to read: a client that reads slowly, or not at all, held back every checkpoint,
+ * snapshot and backup of the node), with strip (an export for a user, not ?internal)
+ * leave cairn's table out of the copy (export.h), and serve the copy, unlinked as soon
+ * as it is open. */
+static int exportCopy(struct cairn *db, struct dump *d, bool strip, char *errmsg)
 {
     char path[PATH_MAX];
     int fd;
@@ -861,7 +894,7 @@ static int exportCopy(struct cairn *db, struct dump *d, char *errmsg)
     storeThaw(&d->fz);
     d->frozen = false;
     d->fd = -1;
-    if (rv == 0) {
+    if (rv == 0 && strip) {
         rv = exportStripInternal(path, NULL, errmsg);
     }
     if (rv == 0) {
@@ -909,7 +942,7 @@ static enum MHD_Result getDbBackup(struct http_server *h, struct MHD_Connection 
     d->size = (uint64_t)st.st_size;
     /* ?internal: the node's own file, cairn's table included (what heals and `cairn
      * repair --from-peer` take from a peer); otherwise an export for a user. */
-    if (!queryFlag(c, "internal") && (rv = exportCopy(h->db, d, errmsg)) != 0) {
+    if ((rv = exportCopy(h->db, d, !queryFlag(c, "internal"), errmsg)) != 0) {
         dumpFree(d);
         return httpSendError(c, httpStatusFor(rv), errmsg);
     }

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "backup.h"
 #include "cluster.h"
 #include "db.h"
@@ -262,6 +263,7 @@ static enum MHD_Result serveJoin(struct http_server *h, struct MHD_Connection *c
     const char *api;
     json_t *voter;
     char url[200];
+    struct sockaddr_in sa;
     int rv;
 
     if (httpRoute(h, c, "/join", "POST", req, 0, false, &ret)) {
@@ -282,6 +284,19 @@ static enum MHD_Result serveJoin(struct http_server *h, struct MHD_Connection *c
                              "\"voter\": true|false}");
     }
     clusterUrl(api, url, sizeof url);
+    /* Peers forward to it and fetch backups from it: an address that is no HOST:PORT
+     * would be recorded for the whole cluster and fail only there. */
+    if (strlen(api) >= sizeof url - 7 || strchr(url + 7, '/') != NULL) {
+        snprintf(errmsg, CAIRN_ERRMSG_SIZE,
+                 "api_addr \"%.100s\" must be http://HOST:PORT (at most %zu characters)", api,
+                 sizeof url - 8);
+        json_decref(root);
+        return httpSendError(c, 400, errmsg);
+    }
+    if (addrParse(url + 7, "api_addr: HTTP", &sa, errmsg) == CAIRN_EINVAL) {
+        json_decref(root);
+        return httpSendError(c, 400, errmsg);
+    }
     rv = clusterAdd(h->db, id, raft, url, voter == NULL || json_is_true(voter), errmsg);
     json_decref(root);
     if (rv != 0) {

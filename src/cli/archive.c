@@ -4,12 +4,14 @@
  * segment engine src/backup/arcseg.h. Main thread. */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <errno.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "arcseg.h"
@@ -80,6 +82,19 @@ static int setupRepo(const cliCommand *cmd, int argc, char **argv, const char **
     }
     if (region != NULL) {
         setenv("AWS_REGION", region, 1);
+    }
+    if (strstr(*repo, "://") == NULL || strncmp(*repo, "file://", 7) == 0) {
+        /* A directory that is not there holds no archive: without this, a mistyped
+         * path listed nothing and verified "ok". */
+        const char *dir = strncmp(*repo, "file://", 7) == 0 ? *repo + 7 : *repo;
+        struct stat st;
+        if (stat(dir, &st) != 0) {
+            return errno == ENOENT ? fail("repository %s does not exist", *repo)
+                                   : fail("repository %s: %s", *repo, strerror(errno));
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            return fail("repository %s is not a directory", *repo);
+        }
     }
     return -1;
 }
@@ -422,8 +437,12 @@ int cliPitrRestore(const char *repo, const char *to_index, const char *to_time, 
     }
     if (to_index != NULL) {
         char *end;
-        unsigned long long v = strtoull(to_index, &end, 10);
-        if (to_index[0] == '\0' || *end != '\0' || to_index[0] == '-') {
+        unsigned long long v;
+        errno = 0;
+        v = strtoull(to_index, &end, 10);
+        /* Digits only, within 64 bits: strtoull takes " 5" and "-5", and makes too many
+         * digits 2^64-1, an index the user did not ask for. */
+        if (!isdigit((unsigned char)to_index[0]) || *end != '\0' || errno != 0) {
             fprintf(stderr, "cairn restore: --to-index takes an index, not \"%s\"\n", to_index);
             return CLI_EXIT_USAGE;
         }

@@ -78,10 +78,11 @@ int cliHttpInit(cliHttp *h, const char *url)
         snprintf(h->errmsg, sizeof h->errmsg, "host URL is too long");
         return CLI_ERR_USAGE;
     }
-    while (n > 0 && h->base[n - 1] == '/') {
+    /* Never into the scheme's "//": "", "/" and "http://" name no host. */
+    rest = strstr(h->base, "://") + 3;
+    while (n > (size_t)(rest - h->base) && h->base[n - 1] == '/') {
         h->base[--n] = '\0';
     }
-    rest = strstr(h->base, "://") + 3;
     if (*rest == '\0' || *rest == '/') {
         snprintf(h->errmsg, sizeof h->errmsg, "invalid host URL '%s': no host", url);
         return CLI_ERR_USAGE;

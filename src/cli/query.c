@@ -16,7 +16,8 @@ int cliQueryParseResponse(cliHttp *h, json_t **doc, char *errmsg, size_t errmsgS
     json_t *d;
 
     *doc = NULL;
-    d = json_loadb(h->body.data, h->body.len, 0, &jerr);
+    /* A text value may hold NUL bytes (char(0)): cairnd sends them as \u0000. */
+    d = json_loadb(h->body.data, h->body.len, JSON_ALLOW_NUL, &jerr);
     if (h->status < 200 || h->status >= 300) {
         const char *msg = json_string_value(json_object_get(d, "error"));
         if (msg != NULL) {

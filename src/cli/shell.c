@@ -38,6 +38,7 @@ typedef struct shell {
     int exitCode;    /* from .exit CODE, when exitCodeSet */
     int exitCodeSet;
     int readDepth; /* nesting of .read */
+    int readErrno; /* why the last line could not be read, when not at its end */
     int haveHistory;
     char historyPath[PATH_MAX];
 } shell;
@@ -54,24 +55,30 @@ static const cliOption shellOptions[] = {
 /* --- input ------------------------------------------------------------------------- */
 
 /* Reads one line without its newline, from readline() when interactive, else from in.
- * Returns a malloc'd string the caller frees, or NULL at end of input. */
-static char *readInputLine(shell *sh, FILE *in, int interactive, const char *prompt)
+ * Returns a malloc'd string the caller frees, or NULL at end of input; *len is its
+ * length, which is more than strlen() when the line holds a NUL byte. */
+static char *readInputLine(shell *sh, FILE *in, int interactive, const char *prompt,
+                           size_t *len)
 {
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
 
     if (interactive) {
-        return readline(prompt);
+        line = readline(prompt);
+        *len = line != NULL ? strlen(line) : 0;
+        return line;
     }
     n = getline(&line, &cap, in);
     if (n < 0) {
+        sh->readErrno = ferror(in) ? (errno ? errno : EIO) : 0;
         free(line);
         return NULL;
     }
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) {
         line[--n] = '\0';
     }
+    *len = (size_t)n;
     return line;
 }
 
@@ -449,7 +456,7 @@ static void dotNodes(shell *sh, int argc, char **argv)
     getAndPrint(sh, "/nodes");
 }
 
-static int processInput(shell *sh, FILE *in, int interactive);
+static int processInput(shell *sh, FILE *in, const char *name, int interactive);
 
 static void dotRead(shell *sh, int argc, char **argv)
 {
@@ -466,7 +473,7 @@ static void dotRead(shell *sh, int argc, char **argv)
         return;
     }
     sh->readDepth++;
-    processInput(sh, f, 0);
+    processInput(sh, f, argv[1], 0);
     sh->readDepth--;
     fclose(f);
 }
@@ -575,12 +582,13 @@ static void runDotCommand(shell *sh, char *line)
 
 /* --- the loop ------------------------------------------------------------------------ */
 
-/* Reads and runs everything from in (stdin, or a .read file). Returns CLI_ERR_NET when a
- * script stopped because cairnd is unreachable, else 0. */
-static int processInput(shell *sh, FILE *in, int interactive)
+/* Reads and runs everything from in (stdin, or a .read file; name is what errors call
+ * it). Returns CLI_ERR_NET when a script stopped because cairnd is unreachable, else 0. */
+static int processInput(shell *sh, FILE *in, const char *name, int interactive)
 {
     cliBuf sql = {0};
     char *line;
+    size_t len = 0;
     int lineno = 0;
     int startLine = 0;
     int rc = 0;
@@ -588,7 +596,7 @@ static int processInput(shell *sh, FILE *in, int interactive)
     for (;;) {
         const char *prompt = sql.len == 0 ? sh->prompt : "   ...> ";
         cliInterrupted = 0;
-        line = readInputLine(sh, in, interactive, prompt);
+        line = readInputLine(sh, in, interactive, prompt, &len);
         if (interactive && cliInterrupted) {
             /* Ctrl-C at the prompt drops the statement being typed, as in psql/sqlite3;
              * the new prompt goes on a line of its own. */
@@ -602,6 +610,17 @@ static int processInput(shell *sh, FILE *in, int interactive)
             break;
         }
         lineno++;
+        if (strlen(line) != len) {
+            /* The rest of the line would be lost without a word (and with it a statement
+             * or its end): the statement it is part of is dropped, and said so. */
+            fprintf(stderr, "error: line %d holds a NUL byte at column %zu: SQL text may not "
+                            "contain one; nothing on the line%s is run\n",
+                    lineno, strlen(line) + 1, sql.len > 0 ? " nor in the statement it continues" : "");
+            sh->failed = 1;
+            cliBufReset(&sql);
+            free(line);
+            continue;
+        }
         if (interactive && line[strspn(line, " \t")] != '\0') {
             add_history(line);
         }
@@ -641,6 +660,18 @@ static int processInput(shell *sh, FILE *in, int interactive)
     }
     if (interactive && line == NULL) {
         putchar('\n');
+    }
+    if (!interactive && ferror(in)) {
+        /* Not the end of the input (a directory, an I/O error): said so, and the
+         * statement it stopped in is not run. */
+        if (lineno == 0) {
+            fprintf(stderr, "error: cannot read %s: %s\n", name, strerror(sh->readErrno));
+        } else {
+            fprintf(stderr, "error: cannot read %s after line %d: %s\n", name, lineno,
+                    strerror(sh->readErrno));
+        }
+        sh->failed = 1;
+        goto cleanup;
     }
     if (sql.len > 0 && !sh->quit && !sqlIsBlank(sql.data)) {
         /* Input ended inside a statement: run it if only the final ';' is missing, as
@@ -772,7 +803,7 @@ static int runShell(const cliCommand *cmd, const cliEnv *env, int argc, char **a
         probeServer(&sh);
     }
 
-    rc = processInput(&sh, stdin, sh.interactive);
+    rc = processInput(&sh, stdin, "standard input", sh.interactive);
 
     if (sh.interactive) {
         historyClose(&sh);

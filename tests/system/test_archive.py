@@ -412,14 +412,24 @@ def test_archive_commands_read_a_repository_and_refuse_bad_usage(server_factory,
                  ["restore", "--repo", repo.path, "--out", tmp_path / "x.db", "--to-index", "3",
                   "--to-time", "2026-01-01T00:00:00Z"],
                  ["restore", "--repo", repo.path, "--out", tmp_path / "x.db", "--to-time", "yesterday"],
+                 # beyond 64 bits: not read as 2^64-1
+                 ["restore", "--repo", repo.path, "--out", tmp_path / "x.db", "--to-index",
+                  "99999999999999999999999"],
                  ["archive", "show", "--repo", repo.path]):               # no timeline
         r = cairn(cairn_bin, args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
     assert not (tmp_path / "x.db").exists()
     # A repository with no archive: nothing to restore; `latest` is the newest backup.
     empty = tmp_path / "empty"
+    empty.mkdir()
     r = cairn(cairn_bin, ["archive", "list", "--repo", empty])
     assert r.returncode == 0 and "no archive" in r.stdout, (r.stdout, r.stderr)
+    # A directory that is not there (a mistyped path) is no empty archive: it is not
+    # listed as one, nor verified "ok".
+    for cmd in ("list", "verify"):
+        r = cairn(cairn_bin, ["archive", cmd, "--repo", tmp_path / "no-such-repo", "--json"])
+        assert r.returncode == 1 and r.stdout == "", (cmd, r.stdout, r.stderr)
+        assert "no-such-repo does not exist" in r.stderr, r.stderr
 
 
 def test_a_clean_stop_uploads_what_waits(server_factory, tmp_path, cairn_bin):

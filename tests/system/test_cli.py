@@ -296,6 +296,15 @@ def test_sql_unreachable_server(cli, free_port):
     assert r.stdout == ""
 
 
+@pytest.mark.parametrize("host", ["", "/", "http://", "http:///"])
+@pytest.mark.parametrize("command", [["sql", "SELECT 1"], ["node", "list"], ["backup", "list"], []])
+def test_a_host_without_a_host_name_is_a_usage_error(cli, host, command):
+    r = cli("--host", host, *command)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "invalid host URL '%s': no host" % host in r.stderr, r.stderr
+    assert r.stdout == "", r.stdout
+
+
 def test_sql_host_forms_and_environment(shared_server, cli):
     s = shared_server
     for host in (s.url, s.url + "/", s.http_addr):
@@ -338,6 +347,20 @@ def test_sql_statement_starting_with_a_dash(shared_server, cli):
     r = cli("sql", "--host", shared_server.url, "--", "-- a comment\nSELECT 3 AS c")
     assert_ok(r)
     assert "| 3 |" in r.stdout, r.stdout
+
+
+def test_sql_text_holding_a_nul_byte_is_printed_not_refused(shared_server, cli):
+    # cairnd sends it as "\u0000", which is valid JSON: not "a response that is not JSON".
+    sql = "SELECT 'a' || char(0) || 'b' AS v, 7 AS n"
+    r = cli("sql", "--host", shared_server.url, "--mode", "json", sql)
+    assert_ok(r)
+    assert json.loads(r.stdout) == [{"v": "a\x00b", "n": 7}], r.stdout
+    r = cli("sql", "--host", shared_server.url, sql)
+    assert_ok(r)
+    assert "| 7 |" in r.stdout, r.stdout
+    r = cli("--host", shared_server.url, input=sql + ";\n")
+    assert_ok(r)
+    assert "| 7 |" in r.stdout, r.stdout
 
 
 def test_sql_csv_and_json_modes(shared_server, table, cli):
@@ -425,6 +448,22 @@ def test_shell_trigger_bodies_keep_their_semicolons(shared_server, table, cli):
     r = cli("--host", s.url, input=script)
     assert_ok(r)
     assert s.rows("SELECT x FROM %s_log ORDER BY x" % table) == [[7], [70]]
+
+
+def test_shell_input_with_a_nul_byte_is_an_error_not_a_silent_skip(shared_server, table, cli):
+    s = shared_server
+    s.execute(["CREATE TABLE %s (x INTEGER)" % table])
+    script = ("INSERT INTO %(t)s VALUES (1);\n"
+              "INSERT INTO %(t)s VALUES (2);\x00INSERT INTO %(t)s VALUES (3);\n"
+              "INSERT INTO %(t)s\nVALUES (4)\x00;\n"
+              "INSERT INTO %(t)s VALUES (5);\n") % {"t": table}
+    r = cli("--host", s.url, input=script)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    col = len("INSERT INTO %s VALUES (2);" % table) + 1
+    assert "line 2 holds a NUL byte at column %d" % col in r.stderr, r.stderr
+    assert "line 4 holds a NUL byte at column 11" in r.stderr, r.stderr
+    # Neither line ran in part; the lines after them did.
+    assert s.rows("SELECT x FROM %s ORDER BY x" % table) == [[1], [5]]
 
 
 def test_shell_errors_make_the_exit_status_1(shared_server, cli):
@@ -558,6 +597,11 @@ def test_shell_read_runs_a_file(shared_server, table, cli, tmp_path):
     assert "| 6 |" in r.stdout, r.stdout
     r = cli("--host", s.url, input=".read %s\n" % (tmp_path / "missing.sql"))
     assert r.returncode == 1 and "cannot open" in r.stderr, r.stderr
+    # A directory opens, but reads nothing: an error, not an empty script that passed.
+    r = cli("--host", s.url, input=".read %s\nSELECT 1 AS one;\n" % tmp_path)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "cannot read %s: Is a directory" % tmp_path in r.stderr, r.stderr
+    assert "| one |" in r.stdout, r.stdout
 
 
 # ---------------------------------------------------------------------------

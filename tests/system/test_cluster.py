@@ -239,6 +239,21 @@ def test_redirect_gives_301_to_the_leader(shared):
     assert st == 200 and json.loads(data)["results"][0]["values"] == [[before + 1]], data
 
 
+def test_redirect_on_admin_endpoints_reads_as_on_data_ones(shared):
+    # "?redirect" alone asks for a 301 and "?redirect=0" does not, as on /db/*.
+    c = shared
+    leader = c.leader()
+    for f in c.followers(leader):
+        for flag, want in (("redirect", 301), ("redirect=1", 301), ("redirect=0", 200),
+                           ("redirect=false", 200)):
+            path = "/admin/snapshots?node=%d&%s" % (leader.id, flag)
+            st, hdrs, data, _ = http_call(f.http_port, "GET", path, None, timeout=10)
+            assert st == want, "GET %s on follower %s: HTTP %d %r" % (path, f.name, st, data[:300])
+            if want == 301:
+                loc = urllib.parse.urlsplit(hdrs.get("location") or "")
+                assert loc.netloc == urllib.parse.urlsplit(leader.url).netloc, hdrs
+
+
 DET_INSERT = (
     "INSERT INTO d(r, b, dt, ts, f, jd, rr) VALUES(random(), randomblob(8), datetime('now'), "
     "CURRENT_TIMESTAMP, strftime('%Y-%m-%d %H:%M:%f', 'now'), julianday('now'), abs(random() % 1000) / 7.0)"

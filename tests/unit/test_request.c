@@ -533,6 +533,54 @@ static void test_blob_large(void **state)
     bufFree(&body);
 }
 
+/* A parameter costs far more parsed (a struct param) than in the body ("0,"): past a
+ * million in one request the request is refused, whatever their form, before the rest
+ * is kept; at a million it is taken. */
+static void test_params_bounded(void **state)
+{
+    struct batch b;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    const size_t max = 1000000;
+    struct buf body;
+    bufInit(&body);
+    /* Positional, split over statements: max in all is taken. */
+    bufPuts(&body, "[[\"SELECT ?\"");
+    for (size_t i = 0; i < max / 2; i++) {
+        bufPuts(&body, ",0");
+    }
+    bufPuts(&body, "],[\"SELECT ?\"");
+    for (size_t i = 0; i < max / 2; i++) {
+        bufPuts(&body, ",1");
+    }
+    bufPuts(&body, "]]");
+    assert_false(body.oom);
+    assert_int_equal(requestParse(body.p, body.len, &b, errmsg), 0);
+    assert_int_equal(b.stmts[0].nparams + b.stmts[1].nparams, max);
+    batchFree(&b);
+    /* One more is refused, saying why. */
+    bufReset(&body);
+    bufPuts(&body, "[[\"SELECT ?\"");
+    for (size_t i = 0; i < max + 1; i++) {
+        bufPuts(&body, ",0");
+    }
+    bufPuts(&body, "]]");
+    assert_int_equal(requestParse(body.p, body.len, &b, errmsg), CAIRN_EINVAL);
+    assert_non_null(strstr(errmsg, "more than 1000000 parameters"));
+    /* Named ones count too, and the rest of the body is still read for its syntax. */
+    bufReset(&body);
+    bufPuts(&body, "[[\"SELECT :a\", {");
+    for (size_t i = 0; i < max + 1; i++) {
+        bufPrintf(&body, i ? ",\"a%zu\":0" : "\"a%zu\":0", i);
+    }
+    bufPuts(&body, "}]]");
+    assert_int_equal(requestParse(body.p, body.len, &b, errmsg), CAIRN_EINVAL);
+    assert_non_null(strstr(errmsg, "more than 1000000 parameters"));
+    body.len -= 2; /* "]]" */
+    assert_int_equal(requestParse(body.p, body.len, &b, errmsg), CAIRN_EINVAL);
+    assert_non_null(strstr(errmsg, "invalid JSON"));
+    bufFree(&body);
+}
+
 static const char sample[] =
     "[\"CREATE TABLE t(a, b)\", [\"INSERT INTO t VALUES(?, ?)\", 1, \"x\\u00e9\\n\"], "
     "[\"INSERT INTO t VALUES(:a, :b)\", {\"a\": -2.5e3, \"b\": null}],\n"
@@ -622,6 +670,7 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_blobs),
         cmocka_unit_test(test_blob_large),
+        cmocka_unit_test(test_params_bounded),
         cmocka_unit_test(test_single),
         cmocka_unit_test(test_escapes),
         cmocka_unit_test(test_raw_utf8),
