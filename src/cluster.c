@@ -1066,15 +1066,10 @@ int clusterFetch(struct cairn *db, const char *dir, const char *kind, const char
     uint64_t order[NODE_MAX_SERVERS + 1];
     unsigned n = 0;
     char last[CAIRN_ERRMSG_SIZE] = "no other node is known";
-    /* NULL while nodeStart runs: a snapshot installed by the Raft start (a node that
-     * restarts with a snapshot whose files are not all here) is fetched through the
-     * --join peers alone. */
-    struct node *node = __atomic_load_n(&db->node, __ATOMIC_ACQUIRE);
-
-    memset(&ni, 0, sizeof ni);
-    if (node != NULL) {
-        nodeInfo(node, &ni);
-    }
+    /* db->node is NULL while nodeStart runs (nodeInfo then knows no peer): a snapshot
+     * installed by the Raft start (a node that restarts with a snapshot whose files are
+     * not all here) is fetched through the --join peers alone. */
+    nodeInfo(__atomic_load_n(&db->node, __ATOMIC_ACQUIRE), &ni);
     if (ni.leader_id != 0 && ni.leader_id != db->cfg.node_id) {
         order[n++] = ni.leader_id;
     }

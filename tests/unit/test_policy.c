@@ -86,11 +86,23 @@ static void eval(sqlite3 *db, const char *sql, char *out, size_t cap)
     sqlite3_finalize(st);
 }
 
+/* sql gives the same value (or the same error) on plain, SQLite's own functions, as on
+ * ours, cairn's. */
+static void sameAsSqlite(sqlite3 *plain, sqlite3 *ours, const char *sql)
+{
+    char want[4096], got[4096];
+    eval(plain, sql, want, sizeof want);
+    eval(ours, sql, got, sizeof got);
+    if (strcmp(want, got) != 0) {
+        fail_msg("%s: SQLite gives %s, cairn %s", sql, want, got);
+    }
+}
+
 static void test_functions_match_sqlite(void **state)
 {
     sqlite3 *plain = NULL, *ours = NULL;
     struct policy_conn pc;
-    char a[512], b[512], c[512], sql[2048], want[4096], got[4096];
+    char a[512], b[512], c[512], sql[2048];
     (void)state;
     assert_int_equal(sqlite3_open(":memory:", &plain), SQLITE_OK);
     assert_int_equal(sqlite3_open(":memory:", &ours), SQLITE_OK);
@@ -120,11 +132,7 @@ static void test_functions_match_sqlite(void **state)
                          a, a, a);
                 break;
         }
-        eval(plain, sql, want, sizeof want);
-        eval(ours, sql, got, sizeof got);
-        if (strcmp(want, got) != 0) {
-            fail_msg("%s: SQLite gives %s, cairn %s", sql, want, got);
-        }
+        sameAsSqlite(plain, ours, sql);
     }
     sqlite3_close(plain);
     sqlite3_close(ours);
@@ -171,7 +179,7 @@ static void test_like_and_glob_match_sqlite(void **state)
 {
     sqlite3 *plain = NULL, *ours = NULL;
     struct policy_conn pc;
-    char p[512], x[512], e[128], sql[2048], want[4096], got[4096];
+    char p[512], x[512], e[128], sql[2048];
     (void)state;
     assert_int_equal(sqlite3_open(":memory:", &plain), SQLITE_OK);
     assert_int_equal(sqlite3_open(":memory:", &ours), SQLITE_OK);
@@ -195,11 +203,7 @@ static void test_like_and_glob_match_sqlite(void **state)
                          i % 8 == 3 ? "'%'" : "'_'");
                 break;
         }
-        eval(plain, sql, want, sizeof want);
-        eval(ours, sql, got, sizeof got);
-        if (strcmp(want, got) != 0) {
-            fail_msg("%s: SQLite gives %s, cairn %s", sql, want, got);
-        }
+        sameAsSqlite(plain, ours, sql);
     }
     sqlite3_close(plain);
     sqlite3_close(ours);
