@@ -16,7 +16,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 PREFIX     ?= /usr/local
 
-.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-pagesum bench-backup-busy bench-backup-s3 bench-catalog-s3 bench-live-restore bench-rto bench-archive bench-pitr clean format
+.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-hash bench-pagesum bench-backup-busy bench-backup-s3 bench-catalog-s3 bench-live-restore bench-rto bench-archive bench-pitr clean format
 
 all: build
 
@@ -94,6 +94,10 @@ bench-backup: build
 
 bench-cluster: build
 	bash bench/cluster.sh
+
+# XXH3 in cairn's AVX2 code against libxxhash's own (SSE2): pages and a file's digest.
+bench-hash: build
+	$(BUILD)/bench_hash
 
 # Page checksums on against off: single-row INSERTs and PK SELECTs, side by side.
 bench-pagesum: build

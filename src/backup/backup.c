@@ -32,6 +32,7 @@
 #include "cbk.h"
 #include "pagesum.h"
 #include "error.h"
+#include "hash.h"
 #include "repo.h"
 #include "lib.h"
 #include "snapread.h"
@@ -393,7 +394,7 @@ static void processSlot(struct coder *coder, const struct image *img, struct slo
             s->bad_page = pg + 1;
             return;
         }
-        uint64_t h = XXH3_64bits(s->raw + (size_t)i * ps, ps);
+        uint64_t h = hash64(s->raw + (size_t)i * ps, ps);
         img->manifest[pg] = h;
         if (img->pmanifest != NULL && pg < img->parent_pages && img->pmanifest[pg] == h) {
             continue;
@@ -414,7 +415,7 @@ static void processSlot(struct coder *coder, const struct image *img, struct slo
         return;
     }
     cbkBlockHeadEncode(s->out, s->n, s->pgnos, s->n * ps, (uint32_t)z);
-    sum = XXH3_64bits(s->out, head + z);
+    sum = hash64(s->out, head + z);
     for (int i = 0; i < 8; i++) {
         s->out[head + z + (size_t)i] = (unsigned char)(sum >> (8 * i));
     }
@@ -556,13 +557,13 @@ struct writer {
     struct repo_writer *rw;
     const char *path; /* where the object will be, for messages */
     uint64_t off;
-    XXH3_state_t *digest;
+    struct hash_stream *digest;
 };
 
 static int writeOut(struct writer *w, const void *p, size_t n, char *errmsg)
 {
     int rv;
-    XXH3_128bits_update(w->digest, p, n);
+    hashStreamUpdate(w->digest, p, n);
     if ((rv = repoWrite(w->rw, p, n, errmsg)) != 0) {
         return rv;
     }
@@ -810,7 +811,7 @@ static int writeManifest(struct writer *w, const uint64_t *hashes, uint64_t page
 {
     unsigned char head[16];
     unsigned char *chunk = malloc(8 * MANIFEST_CHUNK_PAGES);
-    XXH3_state_t *sum = XXH3_createState();
+    struct hash_stream *sum = hashStreamNew();
     unsigned char tail[8];
     uint64_t v;
     int rv = 0;
@@ -819,9 +820,8 @@ static int writeManifest(struct writer *w, const uint64_t *hashes, uint64_t page
         rv = CAIRN_ENOMEM;
         goto out;
     }
-    XXH3_64bits_reset(sum);
     cbkManifestHeadEncode(head, page_count);
-    XXH3_64bits_update(sum, head, sizeof head);
+    hashStreamUpdate(sum, head, sizeof head);
     if ((rv = writeOut(w, head, sizeof head, errmsg)) != 0) {
         goto out;
     }
@@ -834,19 +834,19 @@ static int writeManifest(struct writer *w, const uint64_t *hashes, uint64_t page
                 chunk[8 * i + (size_t)k] = (unsigned char)(v >> (8 * k));
             }
         }
-        XXH3_64bits_update(sum, chunk, 8 * n);
+        hashStreamUpdate(sum, chunk, 8 * n);
         if ((rv = writeOut(w, chunk, 8 * n, errmsg)) != 0) {
             goto out;
         }
         done += n;
     }
-    v = XXH3_64bits_digest(sum);
+    v = hashStreamDigest64(sum);
     for (int k = 0; k < 8; k++) {
         tail[k] = (unsigned char)(v >> (8 * k));
     }
     rv = writeOut(w, tail, sizeof tail, errmsg);
 out:
-    XXH3_freeState(sum);
+    hashStreamFree(sum);
     free(chunk);
     return rv;
 }
@@ -1067,14 +1067,13 @@ int backupCreateIn(struct repo *repo, const struct backup_source *src,
     repoWhere(repo, name, path);
 
     img.manifest = malloc(h.page_count ? h.page_count * sizeof *img.manifest : 1);
-    w.digest = XXH3_createState();
+    w.digest = hashStreamNew();
     if (img.manifest == NULL || w.digest == NULL) {
         errorf(errmsg, "out of memory backing up %s (%llu pages)", src->source,
                (unsigned long long)h.page_count);
         rv = CAIRN_ENOMEM;
         goto err;
     }
-    XXH3_128bits_reset(w.digest);
     if ((rv = ringInit(&ring, &img, h.codec, h.level, errmsg)) != 0) {
         goto err;
     }
@@ -1124,9 +1123,9 @@ int backupCreateIn(struct repo *repo, const struct backup_source *src,
     }
     f.duration_ms = repoMonoMs() - t0;
     cbkFooterEncode(&f, tail);
-    XXH3_128bits_update(w.digest, tail, CBK_FOOTER_SIZE);
+    hashStreamUpdate(w.digest, tail, CBK_FOOTER_SIZE);
     {
-        XXH128_hash_t d = XXH3_128bits_digest(w.digest);
+        struct hash128 d = hashStreamDigest128(w.digest);
         cbkDigestBytes(d.low64, d.high64, t.digest);
     }
     t.file_size = w.off + sizeof tail;
@@ -1154,7 +1153,7 @@ int backupCreateIn(struct repo *repo, const struct backup_source *src,
     if (out != NULL) {
         fillInfo(&h, &f, &t, path, out);
     }
-    XXH3_freeState(w.digest);
+    hashStreamFree(w.digest);
     free(img.manifest);
     free(pmanifest);
     return 0;
@@ -1164,7 +1163,7 @@ err:
         ringFree(&ring);
     }
     repoAbort(w.rw);
-    XXH3_freeState(w.digest);
+    hashStreamFree(w.digest);
     free(img.manifest);
     free(pmanifest);
     return rv;

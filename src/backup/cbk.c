@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "error.h"
+#include "hash.h"
 #include "lib.h"
 
 /* Header field offsets (docs/FORMAT.md). */
@@ -305,9 +306,9 @@ void cbkDigestBytes(uint64_t low64, uint64_t high64, unsigned char out[BACKUP_DI
     memcpy(out, c.digest, BACKUP_DIGEST_SIZE);
 }
 
-static void digestOf(XXH3_state_t *st, unsigned char out[BACKUP_DIGEST_SIZE])
+static void digestOf(const struct hash_stream *st, unsigned char out[BACKUP_DIGEST_SIZE])
 {
-    XXH128_hash_t h = XXH3_128bits_digest(st);
+    struct hash128 h = hashStreamDigest128(st);
     cbkDigestBytes(h.low64, h.high64, out);
 }
 
@@ -459,11 +460,11 @@ static int window(struct cbk_reader *r, uint64_t off, size_t n, uint64_t limit, 
 /* Read the manifest's hashes in chunks: into `out` when not NULL, else comparing them
  * with `expect` when not NULL. Feeds every byte to the digest when st is not NULL. */
 static int manifestPass(struct cbk_reader *r, uint64_t *out, const uint64_t *expect,
-                        XXH3_state_t *st, char *errmsg)
+                        struct hash_stream *st, char *errmsg)
 {
     uint64_t off = r->f.manifest_offset;
     uint64_t pc = r->h.page_count;
-    XXH3_state_t *sum = XXH3_createState();
+    struct hash_stream *sum = hashStreamNew();
     unsigned char head[16];
     uint64_t done = 0;
     int rv;
@@ -472,7 +473,6 @@ static int manifestPass(struct cbk_reader *r, uint64_t *out, const uint64_t *exp
         errorf(errmsg, "%s: out of memory", r->name);
         return CAIRN_ENOMEM;
     }
-    XXH3_64bits_reset(sum);
     r->win_len = 0; /* buf is the manifest's now */
     if ((rv = reserve(r, pc < MANIFEST_CHUNK / 8 ? (size_t)pc * 8 + 8 : MANIFEST_CHUNK, errmsg)) !=
             0 ||
@@ -486,9 +486,9 @@ static int manifestPass(struct cbk_reader *r, uint64_t *out, const uint64_t *exp
         rv = CAIRN_ECORRUPT;
         goto out;
     }
-    XXH3_64bits_update(sum, head, sizeof head);
+    hashStreamUpdate(sum, head, sizeof head);
     if (st != NULL) {
-        XXH3_128bits_update(st, head, sizeof head);
+        hashStreamUpdate(st, head, sizeof head);
     }
     off += sizeof head;
     while (done < pc) {
@@ -496,9 +496,9 @@ static int manifestPass(struct cbk_reader *r, uint64_t *out, const uint64_t *exp
         if ((rv = readAt(r, off, r->buf, n * 8, "manifest", errmsg)) != 0) {
             goto out;
         }
-        XXH3_64bits_update(sum, r->buf, n * 8);
+        hashStreamUpdate(sum, r->buf, n * 8);
         if (st != NULL) {
-            XXH3_128bits_update(st, r->buf, n * 8);
+            hashStreamUpdate(st, r->buf, n * 8);
         }
         for (size_t i = 0; i < n; i++) {
             uint64_t v = getU64(r->buf + 8 * i);
@@ -517,15 +517,15 @@ static int manifestPass(struct cbk_reader *r, uint64_t *out, const uint64_t *exp
         goto out;
     }
     if (st != NULL) {
-        XXH3_128bits_update(st, head, 8);
+        hashStreamUpdate(st, head, 8);
     }
-    if (getU64(head) != XXH3_64bits_digest(sum)) {
+    if (getU64(head) != hashStreamDigest64(sum)) {
         errorf(errmsg, "%s: manifest at offset %llu: checksum mismatch", r->name,
                (unsigned long long)r->f.manifest_offset);
         rv = CAIRN_ECORRUPT;
     }
 out:
-    XXH3_freeState(sum);
+    hashStreamFree(sum);
     return rv;
 }
 
@@ -596,7 +596,7 @@ int cbkDecodeBlock(const struct cbk_reader *r, const struct cbk_block *b, const 
     }
     for (uint32_t i = 0; i < b->n; i++) {
         uint32_t pgno = b->pgnos[i];
-        if (XXH3_64bits(raw + (size_t)i * ps, ps) != manifest[pgno - 1]) {
+        if (hash64(raw + (size_t)i * ps, ps) != manifest[pgno - 1]) {
             errorf(errmsg,
                    "%s: block %llu at offset %llu: page %u does not match the "
                    "manifest",
@@ -612,7 +612,7 @@ int cbkScan(struct cbk_reader *r, const uint64_t *manifest, cbk_block_fn fn, voi
 {
     const struct cbk_header *h = &r->h;
     const uint64_t end = r->f.manifest_offset;
-    XXH3_state_t *st = XXH3_createState();
+    struct hash_stream *st = hashStreamNew();
     unsigned char tail[CBK_FOOTER_SIZE];
     unsigned char digest[BACKUP_DIGEST_SIZE];
     uint64_t off = CBK_HEADER_SIZE;
@@ -625,7 +625,6 @@ int cbkScan(struct cbk_reader *r, const uint64_t *manifest, cbk_block_fn fn, voi
         errorf(errmsg, "%s: out of memory", r->name);
         return CAIRN_ENOMEM;
     }
-    XXH3_128bits_reset(st);
     if (r->pgnos == NULL && (r->pgnos = malloc(sizeof *r->pgnos * h->block_pages)) == NULL) {
         errorf(errmsg, "%s: out of memory", r->name);
         rv = CAIRN_ENOMEM;
@@ -641,7 +640,7 @@ int cbkScan(struct cbk_reader *r, const uint64_t *manifest, cbk_block_fn fn, voi
         rv = CAIRN_ECORRUPT;
         goto out;
     }
-    XXH3_128bits_update(st, p, CBK_HEADER_SIZE);
+    hashStreamUpdate(st, p, CBK_HEADER_SIZE);
 
     while (off < end) {
         uint64_t left = end - off;
@@ -709,13 +708,13 @@ int cbkScan(struct cbk_reader *r, const uint64_t *manifest, cbk_block_fn fn, voi
         if ((rv = window(r, off, (size_t)total, end, "block", &p, errmsg)) != 0) {
             goto out;
         }
-        if (getU64(p + head + comp) != XXH3_64bits(p, (size_t)(head + comp))) {
+        if (getU64(p + head + comp) != hash64(p, (size_t)(head + comp))) {
             errorf(errmsg, "%s: block %llu at offset %llu: checksum mismatch", r->name,
                    (unsigned long long)b, (unsigned long long)off);
             rv = CAIRN_ECORRUPT;
             goto out;
         }
-        XXH3_128bits_update(st, p, (size_t)total);
+        hashStreamUpdate(st, p, (size_t)total);
         if (fn != NULL) {
             struct cbk_block blk = {b, off, n, r->pgnos, p + head, comp};
             if ((rv = fn(arg, &blk, errmsg)) != 0) {
@@ -747,7 +746,7 @@ int cbkScan(struct cbk_reader *r, const uint64_t *manifest, cbk_block_fn fn, voi
                      errmsg)) != 0) {
         goto out;
     }
-    XXH3_128bits_update(st, tail, sizeof tail);
+    hashStreamUpdate(st, tail, sizeof tail);
     {
         unsigned char expect[CBK_FOOTER_SIZE];
         cbkFooterEncode(&r->f, expect);
@@ -770,7 +769,7 @@ int cbkScan(struct cbk_reader *r, const uint64_t *manifest, cbk_block_fn fn, voi
         progress(progress_arg, r->size);
     }
 out:
-    XXH3_freeState(st);
+    hashStreamFree(st);
     return rv;
 }
 

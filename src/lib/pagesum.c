@@ -22,9 +22,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "error.h"
+#include "hash.h"
 
 /* Julian day number of the Unix epoch, in milliseconds, as SQLite counts time. */
 #define UNIX_EPOCH_JD_MS 210866760000000LL
@@ -55,7 +55,7 @@ static _Atomic uint64_t failures;
 
 uint64_t pagesumOf(const void *page, size_t size)
 {
-    return XXH3_64bits(page, size - PAGESUM_RESERVE);
+    return hash64(page, size - PAGESUM_RESERVE);
 }
 
 static uint64_t stored(const unsigned char *page, size_t size)
