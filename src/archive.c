@@ -629,7 +629,7 @@ static int readHeads(struct archiver *a, struct head **hs, size_t *nh, char *err
 /* A base for a new timeline: the newest backup of the archive's repository, taken by
  * cairnd (its source says so: a standalone backup of some file is no base) of this
  * node's Raft log, that the ring continues (every entry after its index is held) and
- * that did not fail its last verification;
+ * whose chain restores (backupChainWhole: none of it failed its last verification);
  * otherwise, and always with full_now, a full backup taken now. Of this log: it records
  * the cluster's id, or, in a cluster without one, no history and an index above 0. Not
  * the backups a restore keeps with the index of another log's archive (another
@@ -661,11 +661,13 @@ static int findBase(struct archiver *a, uint64_t covered, uint64_t last, bool fu
     if (!full_now && which >= 0 && reposetList(&a->db->repos, which, &list, &n, errmsg) == 0) {
         for (size_t i = 0; i < n; i++) {
             const struct backup_info *b = &list[i];
-            /* One whose last verification failed would be a base no restore of the new
+            /* One whose last verification failed, or whose chain is broken (a parent
+             * missing, unreadable or failed), would be a base no restore of the new
              * timeline could start from. */
             if (b->error[0] != '\0' || b->verified == BACKUP_VERIFY_FAILED ||
                 b->raft_index + 1 < covered || b->raft_index > last ||
-                strncmp(b->source, "cairnd:", 7) != 0 || !ofThisLog(a, b)) {
+                strncmp(b->source, "cairnd:", 7) != 0 || !ofThisLog(a, b) ||
+                !backupChainWhole(list, n, i)) {
                 continue;
             }
             if (!found || b->raft_index > out->raft_index) {

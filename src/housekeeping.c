@@ -39,6 +39,7 @@
 #include "error.h"
 #include "expire.h"
 #include "lib.h"
+#include "newfile.h"
 #include "node.h"
 #include "pagesum.h"
 #include "pitr.h"
@@ -57,6 +58,12 @@
  * Made at the start of each drill, removed at its end; a crash's leftovers go at the
  * next. An operator may mount a file system of its own there (it is emptied, kept). */
 #define HK_DRILL_SUFFIX ".drill"
+/* The point-in-time drill's result in the scratch space (pitrRestore makes it in a
+ * hidden directory beside it: newdirOpen(out, "pitr")). */
+#define HK_DRILL_PITR_FILE "pitr.db"
+/* How far after this node's clock a catalog's record of a run may be stamped and still
+ * count for the schedule (readCatalog): the skew of the clocks of a cluster's nodes. */
+#define HK_CLOCK_SLACK_MS INT64_C(300000)
 
 struct hk_type {
     int64_t last_ok_ms; /* created time of the newest backup of the type; -1: none */
@@ -267,6 +274,7 @@ static int readCatalog(struct housekeeping *hk, const struct bconfig_repo *r, st
 {
     struct backup_info *list = NULL;
     size_t n = 0;
+    int64_t now = repoNowMs();
     int rv;
     if ((rv = repoList(hk->db->repos.r[r->which].url, &list, &n, errmsg)) != 0) {
         return rv;
@@ -282,12 +290,17 @@ static int readCatalog(struct housekeeping *hk, const struct bconfig_repo *r, st
             continue;
         }
         struct hk_type *ty = &s->t[b->type];
-        if (b->created_ms > ty->last_ok_ms ||
-            (b->created_ms == ty->last_ok_ms && strcmp(b->id, ty->last_id) > 0)) {
+        /* A run stamped well after now (this clock stepped back since, or the clock of
+         * the node that ran it was ahead) is no run to count the schedule from: from it,
+         * the next would wait until that time, perhaps a year, with no stale alert. */
+        if (b->created_ms <= now + HK_CLOCK_SLACK_MS &&
+            (b->created_ms > ty->last_ok_ms ||
+             (b->created_ms == ty->last_ok_ms && strcmp(b->id, ty->last_id) > 0))) {
             ty->last_ok_ms = b->created_ms;
             snprintf(ty->last_id, sizeof ty->last_id, "%s", b->id);
         }
-        if (b->verified != BACKUP_UNVERIFIED && b->verified_ms > s->drill_last_ms) {
+        if (b->verified != BACKUP_UNVERIFIED && b->verified_ms <= now + HK_CLOCK_SLACK_MS &&
+            b->verified_ms > s->drill_last_ms) {
             s->drill_last_ms = b->verified_ms;
             s->drill_result = b->verified;
             snprintf(s->drill_id, sizeof s->drill_id, "%s", b->id);
@@ -336,7 +349,7 @@ static void readClusterCatalog(struct housekeeping *hk, const struct bconfig_rep
             continue;
         }
         ms = json_integer_value(created);
-        if (ms > s->t[type].last_ok_ms) {
+        if (ms > s->t[type].last_ok_ms && ms <= repoNowMs() + HK_CLOCK_SLACK_MS) {
             s->t[type].last_ok_ms = ms;
             snprintf(s->t[type].last_id, sizeof s->t[type].last_id, "%s", id);
         }
@@ -512,16 +525,21 @@ static int drillScratchPath(struct housekeeping *hk, char *out, char *errmsg)
     return 0;
 }
 
-/* Empty the scratch directory dir of what drills put there (files only: restored
- * databases, their journals, hidden temporary files), then remove it unless it is a
- * mount point. A missing dir is fine. Fails, naming the entry, on anything a drill does
- * not make (dir not a directory, a subdirectory in it) rather than touching it. */
+/* Empty the scratch directory dir of what drills put there (restored databases, their
+ * journals, hidden temporary files, and the hidden directory a point-in-time drill
+ * killed mid-way left), then remove it unless it is a mount point. A missing dir is
+ * fine. Fails, naming the entry, on anything a drill does not make (dir not a
+ * directory, another subdirectory in it) rather than touching it. */
 static int drillScratchClear(const char *dir, bool keep, char *errmsg)
 {
+    char pitr[PATH_MAX];
     struct stat st;
     struct dirent *e;
     DIR *d;
     int rv = 0;
+    if ((size_t)snprintf(pitr, sizeof pitr, "%s/" HK_DRILL_PITR_FILE, dir) < sizeof pitr) {
+        newdirSweep(pitr, "pitr"); /* only unlocked ones: no live restore's */
+    }
     if (lstat(dir, &st) != 0) {
         if (errno == ENOENT) {
             return 0;
@@ -724,7 +742,7 @@ static int runDrillPitr(struct repo *repo, const char *url, const char *scratch,
         goto out;
     }
 
-    snprintf(out, sizeof out, "%s/pitr.db", scratch);
+    snprintf(out, sizeof out, "%s/" HK_DRILL_PITR_FILE, scratch);
     memset(&o, 0, sizeof o);
     o.repo = url;
     o.kind = PITR_INDEX;

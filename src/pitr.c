@@ -888,19 +888,21 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
     snprintf(res->timeline, sizeof res->timeline, "%s", x->tl.name);
     memcpy(res->history, x->history, ARCSEG_HISTORY_SIZE);
     /* The base: the newest backup at or before the target that the timeline continues;
-     * one whose last verification failed only when no other is (its restore then says
-     * what is damaged), since an older one and more entries restore the same state. */
+     * one whose chain does not restore (it or a backup it needs failed its last
+     * verification, is missing or unreadable: backupChainWhole) only when no other is
+     * (its restore then says what is wrong), since an older one and more entries
+     * restore the same state. */
     {
-        bool found = false;
+        bool found = false, base_whole = false;
         for (size_t j = 0; j < nbk; j++) {
-            bool failed = bk[j].verified == BACKUP_VERIFY_FAILED;
+            bool whole;
             if (!arcsegBaseFits(&x->tl, x->several, &bk[j]) || bk[j].raft_index > target) {
                 continue;
             }
-            if (!found || (failed == (res->base.verified == BACKUP_VERIFY_FAILED)
-                               ? bk[j].raft_index > res->base.raft_index
-                               : !failed)) {
+            whole = backupChainWhole(bk, nbk, j);
+            if (!found || (whole == base_whole ? bk[j].raft_index > res->base.raft_index : whole)) {
                 res->base = bk[j];
+                base_whole = whole;
                 found = true;
             }
         }

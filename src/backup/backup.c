@@ -129,6 +129,34 @@ bool backupIsOwnName(const char *name)
     return name[i] == '\0';
 }
 
+/* ---- chains ---- */
+
+bool backupChainWhole(const struct backup_info *list, size_t n, size_t i)
+{
+    const struct backup_info *cur = &list[i];
+    /* At most n steps: a loop of parents (files renamed by hand) is no chain. */
+    for (size_t steps = 0; steps <= n; steps++) {
+        const struct backup_info *next = NULL;
+        if (cur->error[0] != '\0' || cur->verified == BACKUP_VERIFY_FAILED) {
+            return false;
+        }
+        if (cur->type == BACKUP_FULL || cur->parent_id[0] == '\0') {
+            return true;
+        }
+        for (size_t k = 0; k < n && next == NULL; k++) {
+            if (list[k].error[0] == '\0' && strcmp(list[k].id, cur->parent_id) == 0 &&
+                memcmp(list[k].digest, cur->parent_digest, BACKUP_DIGEST_SIZE) == 0) {
+                next = &list[k];
+            }
+        }
+        if (next == NULL) {
+            return false;
+        }
+        cur = next;
+    }
+    return false;
+}
+
 /* ---- names and JSON ---- */
 
 const char *backupTypeName(int type)

@@ -334,6 +334,13 @@ void backupNewId(char id[BACKUP_ID_SIZE]);
  * person named or another program put beside the backups. */
 bool backupIsOwnName(const char *name);
 
+/* Whether the chain that ends at list[i] restores as far as a listing can tell: every
+ * backup of it, from list[i] to its full backup, is listed and readable (no error), is
+ * the file its child names as parent (id and digest), and did not fail its last
+ * verification. A backup after such a break is listed, and would be chosen as a base
+ * and then fail every restore. Pure: list as repoList gives it, in any order. */
+bool backupChainWhole(const struct backup_info *list, size_t n, size_t i);
+
 /* "full", "incremental", "differential"; and back (-1 when unknown). */
 const char *backupTypeName(int type);
 int backupTypeFromName(const char *name);

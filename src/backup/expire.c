@@ -288,6 +288,37 @@ static long chainRoot(const struct expire_item *items, size_t n, size_t i)
     return -1;
 }
 
+/* Where item i's chain breaks before its full backup: an ancestor that cannot be read or
+ * failed its last verification (why says which, and i is kept: an operator may mend
+ * it), or a parent that is not there (why says so; nothing can mend that). "" when the
+ * chain is whole, or when it loops or cannot be followed (chainRoot's -1 judges that). */
+static void chainBreak(const struct expire_item *items, size_t n, size_t i, char *why, size_t size,
+                       bool *mendable)
+{
+    long k = (long)i;
+    why[0] = '\0';
+    *mendable = false;
+    for (size_t steps = 0; steps <= n; steps++) {
+        long p;
+        if (items[k].type == BACKUP_FULL || items[k].parent_id[0] == '\0') {
+            return;
+        }
+        p = findLink(items, n, items[k].parent_id);
+        if (p < 0) {
+            snprintf(why, size, "its chain is broken: %s, the parent of %s, is missing",
+                     items[k].parent_id, items[k].id);
+            return;
+        }
+        if (items[p].damaged || items[p].failed) {
+            snprintf(why, size, "its chain runs through %s, which %s", items[p].id,
+                     items[p].damaged ? "cannot be read" : "failed its last verification");
+            *mendable = true;
+            return;
+        }
+        k = p;
+    }
+}
+
 int expireDecide(const struct retention *r, int64_t now_ms, struct expire_item *items, size_t n,
                  char *errmsg)
 {
@@ -326,19 +357,44 @@ int expireDecide(const struct retention *r, int64_t now_ms, struct expire_item *
     }
     /* A backup whose last verification failed stays too, but satisfies no rule: a
      * "newest N" or a period it filled would let the older backups that still restore
-     * go in its place. */
+     * go in its place. So does one whose chain runs through such a backup or a damaged
+     * one (it restores only once that is mended); one whose parent is gone satisfies no
+     * rule and stays only if something else keeps it. */
     for (size_t i = 0; i < n; i++) {
+        char why[EXPIRE_REASON_SIZE];
+        bool mendable;
         if (items[i].damaged) {
             items[i].keep = true;
             addReason(&items[i], "damaged (cannot be read): not judged, kept");
-        } else if (items[i].failed) {
+            continue;
+        }
+        if (items[i].failed) {
             items[i].keep = true;
             addReason(&items[i], "its last verification failed: not judged, kept");
+            continue;
+        }
+        chainBreak(items, n, i, why, sizeof why, &mendable);
+        if (why[0] != '\0') {
+            items[i].keep = mendable;
+            addReason(&items[i], "%s: not judged%s", why, mendable ? ", kept" : "");
         } else {
             order[nread++] = i;
         }
     }
     if (nread == 0) {
+        /* Nothing restores: nothing is judged, and nothing goes. */
+        for (size_t i = 0; i < n; i++) {
+            if (!items[i].keep) {
+                errorf(errmsg,
+                       "the retention policy keeps no backup that can be restored (none in "
+                       "the repository can%s): refusing to expire; nothing deleted",
+                       r->keep_full > 0 ? ", and no full backup is readable and unfailed by "
+                                          "its last verification"
+                                        : "");
+                rv = CAIRN_EINVAL;
+                break;
+            }
+        }
         goto out;
     }
     qsort_r(order, nread, sizeof *order, byNewest, items);
@@ -417,8 +473,8 @@ int expireDecide(const struct retention *r, int64_t now_ms, struct expire_item *
         char when[32];
         repoIso8601(newest->created_ms, when);
         errorf(errmsg,
-               "the retention policy keeps no backup (the newest, %s, was taken %s%s): "
-               "refusing to expire; nothing deleted",
+               "the retention policy keeps no backup that can be restored (the newest that "
+               "can, %s, was taken %s%s): refusing to expire; nothing deleted",
                newest->id, when,
                r->keep_full > 0 ? ", and no full backup is readable and unfailed by its "
                                   "last verification"
@@ -499,7 +555,9 @@ out:
 
 /* ---- the archive ---- */
 
-/* Decide every segment: rep->segs from segs/tls. kept: the decided items. */
+/* Decide every segment: rep->segs from segs/tls. infos: the decided items as bases of
+ * the archive (a kept damaged backup whose header reads is one: it is kept to be
+ * mended, and would roll forward with what follows its index). */
 static void decideSegments(struct expire_report *rep, const struct arcseg_info *segs, size_t n,
                            const struct arcseg_timeline *tls, size_t ntl,
                            const struct backup_info *infos)
@@ -510,10 +568,10 @@ static void decideSegments(struct expire_report *rep, const struct arcseg_info *
     bool any_kept = false;
 
     for (size_t i = 0; i < rep->n; i++) {
-        if (rep->items[i].keep && !rep->items[i].damaged) {
+        if (rep->items[i].keep && infos[i].error[0] == '\0') {
             any_kept = true;
-            if (rep->items[i].created_ms < oldest_kept_ms) {
-                oldest_kept_ms = rep->items[i].created_ms;
+            if (infos[i].created_ms < oldest_kept_ms) {
+                oldest_kept_ms = infos[i].created_ms;
             }
         }
     }
@@ -542,10 +600,10 @@ static void decideSegments(struct expire_report *rep, const struct arcseg_info *
         for (size_t i = 0; i < rep->n; i++) {
             const struct expire_item *it = &rep->items[i];
             const struct backup_info *b;
-            if (!it->keep || it->damaged) {
+            if (!it->keep) {
                 continue;
             }
-            b = &infos[i];
+            b = &infos[i]; /* arcsegBaseFits refuses one with an error */
             if (!arcsegBaseFits(tl, several, b)) {
                 continue;
             }
@@ -735,8 +793,12 @@ static void sweepSidecars(struct repo *repo, const struct expire_report *rep, bo
 
 /* A damaged backup's type and parent, from its header when that still checks out and
  * is its own (the damage is elsewhere: a block, the manifest, the footer, the trailer),
- * so that the backups it chains to stay with it. Left 0 and "" otherwise. */
-static void damagedHeader(struct repo *repo, const struct backup_info *b, struct expire_item *it)
+ * so that the backups it chains to stay with it. Left 0 and "" otherwise. With the
+ * header, *base becomes the backup as a base of the archive (its index, history and
+ * time; no error), so that the segments it would roll forward with stay with it too;
+ * without, *base keeps its error and is no base. */
+static void damagedHeader(struct repo *repo, const struct backup_info *b, struct expire_item *it,
+                          struct backup_info *base)
 {
     unsigned char raw[CBK_HEADER_SIZE];
     char why[CAIRN_ERRMSG_SIZE];
@@ -749,6 +811,11 @@ static void damagedHeader(struct repo *repo, const struct backup_info *b, struct
         cbkHeaderDecode(raw, &h, why) == 0 && strcmp(h.id, it->id) == 0) {
         it->type = h.type;
         snprintf(it->parent_id, sizeof it->parent_id, "%s", h.parent_id);
+        base->error[0] = '\0';
+        base->type = h.type;
+        base->raft_index = h.raft_index;
+        base->created_ms = h.created_ms;
+        memcpy(base->history, h.history, BACKUP_HISTORY_SIZE);
     }
     repoCloseRead(&rd);
 }
@@ -758,6 +825,8 @@ int backupExpireProgress(struct repo *repo, const struct retention *r, int64_t n
                          char *errmsg)
 {
     struct backup_info *infos = NULL, *after = NULL;
+    /* infos as bases of the archive: a damaged one whose header reads is one too. */
+    struct backup_info *bases = NULL;
     struct arcseg_info *segs = NULL;
     struct arcseg_timeline *tls = NULL;
     size_t ninfos = 0, nsegs = 0, ntl = 0, nafter = 0;
@@ -776,7 +845,8 @@ int backupExpireProgress(struct repo *repo, const struct retention *r, int64_t n
     }
     /* repoListIn sorts by id (then path): the items keep that order, so that items[i]
      * and infos[i] are one backup. */
-    if (ninfos > 0 && (out->items = calloc(ninfos, sizeof *out->items)) == NULL) {
+    if (ninfos > 0 && ((out->items = calloc(ninfos, sizeof *out->items)) == NULL ||
+                       (bases = malloc(ninfos * sizeof *bases)) == NULL)) {
         errorf(errmsg, "out of memory expiring %s", repoUrl(repo));
         rv = CAIRN_ENOMEM;
         goto fail;
@@ -794,8 +864,9 @@ int backupExpireProgress(struct repo *repo, const struct retention *r, int64_t n
         it->size_bytes = b->size_bytes;
         it->raft_index = it->damaged ? 0 : b->raft_index;
         it->failed = !it->damaged && b->verified == BACKUP_VERIFY_FAILED;
+        bases[i] = *b;
         if (it->damaged) {
-            damagedHeader(repo, b, it);
+            damagedHeader(repo, b, it, &bases[i]);
         }
     }
     if ((rv = expireDecide(r, now_ms, out->items, out->n, errmsg)) != 0) {
@@ -827,7 +898,7 @@ int backupExpireProgress(struct repo *repo, const struct retention *r, int64_t n
     out->nsegs = nsegs;
     /* Every backup listed, as pitr.c's windows: the two agree on the bases. */
     arcsegSharedHistories(tls, ntl, infos, ninfos);
-    decideSegments(out, segs, nsegs, tls, ntl, infos);
+    decideSegments(out, segs, nsegs, tls, ntl, bases);
     tally(out);
     total = out->expired_bytes + out->seg_bytes_expired;
     if (dry_run) {
@@ -924,6 +995,7 @@ int backupExpireProgress(struct repo *repo, const struct retention *r, int64_t n
     }
     tally(out);
 done:
+    free(bases);
     free(after);
     free(children);
     free(queue);
@@ -933,6 +1005,7 @@ done:
     return 0;
 fail_report:
     tally(out);
+    free(bases);
     free(after);
     free(children);
     free(queue);
@@ -941,6 +1014,7 @@ fail_report:
     free(infos);
     return rv;
 fail:
+    free(bases);
     free(tls);
     free(segs);
     free(infos);

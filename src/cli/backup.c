@@ -1839,7 +1839,9 @@ static const cliCommand expireCommand = {
         "backup a kept one depends on stays with it, and so do the newest backup and the\n"
         "newest full backup of each source (what a backup running meanwhile chains to).\n"
         "Archive segments go once no kept backup needs them to roll forward. A rule set\n"
-        "that keeps no backup at all is refused. Deletion is leaves first, so that a kill\n"
+        "that keeps no backup that can be restored is refused (a backup that failed its\n"
+        "verification, or whose chain runs through one, a damaged one or a missing one,\n"
+        "fills no rule). Deletion is leaves first, so that a kill\n"
         "at any moment leaves every remaining chain whole; run it again to finish.\n"
         "Prints every backup with KEEP or EXPIRE and why; --dry-run deletes nothing.\n"
         "Exit status: 0 success, 1 failure, 2 bad usage.\n",

@@ -297,6 +297,53 @@ def test_a_backup_that_failed_verification_is_no_base_of_a_timeline_or_a_restore
     assert file_rows(out) == history[-1][2]
 
 
+def test_a_backup_whose_chain_is_broken_is_no_base_of_a_timeline_or_a_restore(
+        server_factory, tmp_path, cairn_bin):
+    """The newest backup B is an incremental one whose parent F is gone from the
+    repository (deleted by hand), and the timeline's head segment is damaged: at its next
+    start the node starts a new timeline, not on B (no restore could start from it: its
+    chain needs F). A restore to an index after B, before and after, starts from the
+    older base whose chain is whole, and has every write up to it."""
+    from backuputil import DirRepo
+    repo = DirRepo(tmp_path / "repo")
+    rng = random.Random(8)
+    s = server_factory(extra_args=repo.server_args() + ARCHIVE_ARGS)
+    wait_archiving(s)
+    s.execute([SCHEMA])
+    history = []
+    workload(s, 2, rng, history)
+    r = s.raw("POST", "/admin/backup", {"type": "full"})
+    assert r.status == 200, r
+    parent = r.json()["backup"]["id"]
+    workload(s, 2, rng, history)
+    r = s.raw("POST", "/admin/backup", {"type": "incremental"})
+    assert r.status == 200, r
+    broken = r.json()["backup"]["id"]
+    assert r.json()["backup"]["parent_id"] == parent, r.json()
+    for _ in range(2):  # the head segment is after B's index
+        workload(s, 2, rng, history)
+        wait_archived(s, history[-1][0])
+    s.stop()
+    repo.delete(parent + ".cbk")
+    # A restore on the old timeline starts from the older base, whose chain is whole.
+    out = tmp_path / "old.db"
+    restore(cairn_bin, repo, out, ["--to-index", history[-1][0]])
+    assert file_rows(out) == history[-1][2]
+    head = sorted(n for n in repo.names() if n.startswith("archive-"))[-1]
+    repo.damage(head, 0, 4)
+    s.start()
+    wait_until(lambda: status(s)["archive"]["timelines_started"] >= 1 or None, 20,
+               "a new timeline")
+    log = s.stderr_text()
+    assert "new timeline" in log.split("==== start #2")[-1], log
+    assert "on backup %s" % broken not in log, log
+    workload(s, 2, rng, history)
+    wait_archived(s, history[-1][0])
+    out = tmp_path / "pitr.db"
+    restore(cairn_bin, repo, out, ["latest"])
+    assert file_rows(out) == history[-1][2]
+
+
 def test_a_live_restore_in_the_archive_is_replayed(server_factory, tmp_path, cairn_bin):
     """RESTORE DATABASE in the middle of the workload: its entries (PREPARE, then the
     swap) are in the archive; the replay restores the same backup from the repository

@@ -110,6 +110,44 @@ def check_spacing(runs, interval, longest, what):
 # ---- a single node -------------------------------------------------------------------
 
 
+def test_a_run_recorded_in_the_future_does_not_hold_the_schedule_back(server_factory,
+                                                                      tmp_path, cairn_bin):
+    """The clock stepped back (it ran a year ahead when the last drill was recorded, or
+    another node's did): the newest verification in the catalog is stamped a year from
+    now. The drills run a period from now, not from that time (before: none for a year,
+    and nothing said)."""
+    import sqlite3
+    repo = tmp_path / "repo"
+    db = tmp_path / "plain.db"
+    h = sqlite3.connect(str(db))
+    h.execute("CREATE TABLE t(x)")
+    h.commit()
+    h.close()
+    r = subprocess.run([str(cairn_bin), "backup", "create", "--db", str(db), "--repo",
+                        str(repo)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ids = [p.name[:-4] for p in repo.iterdir() if p.name.endswith(".cbk")]
+    r = subprocess.run([str(cairn_bin), "backup", "verify", "--repo", str(repo)] + ids,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    sidecars = [p for p in repo.iterdir() if p.name.endswith(".verified")]
+    assert len(sidecars) == 1, list(repo.iterdir())
+    doc = json.loads(sidecars[0].read_text())
+    year_ms = 365 * 86400 * 1000
+    doc["verified_ms"] += year_ms
+    sidecars[0].write_text(json.dumps(doc))
+    cfg = write_config(tmp_path / "backup.json", {"repositories": {"default": {
+        "schedules": {"full": "1h"}, "drill": "2s"}}})
+    s = server_factory(extra_args=["--backup-dir", str(repo), "--backup-config", cfg])
+    wait_configured(s)
+    d = status_backups(s)["repositories"]["default"]
+    year = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=300)
+    assert d["drill"]["next_run"] is not None and d["drill"]["next_run"] < year.strftime(
+        "%Y-%m-%dT%H:%M:%S"), d["drill"]
+    wait_until(lambda: status_backups(s)["repositories"]["default"]["drill"]["runs"] >= 1
+               or None, 20, "a drill, though the last one is stamped a year from now")
+
+
 def test_single_node_runs_its_schedule_drills_and_reports_in_status(server_factory, tmp_path):
     cfg = write_config(tmp_path / "backup.json", {"repositories": {"default": {
         "schedules": {"full": "4s", "incremental": "1s", "differential": "3s"},
@@ -981,9 +1019,13 @@ def test_drill_scratch_space_is_beside_the_data_directory_and_removed(server_fac
         "schedules": {"full": "1h"}, "drill": "1s"}}})
     s = server_factory(extra_args=["--backup-dir", repo, "--backup-config", cfg], start=False)
     scratch = drill_scratch(s)
-    # A leftover of a drill killed mid-way: removed by the next drill.
+    # Leftovers of drills killed mid-way: removed by the next drill. A trial restore's
+    # file, and a point-in-time drill's scratch directory (pitrRestore's, beside its
+    # pitr.db) with the database it was replaying into.
     scratch.mkdir(parents=True)
     (scratch / ".db.verify-crashed").write_bytes(b"left by a killed drill")
+    (scratch / ".pitr.db.pitr-crashd").mkdir()
+    (scratch / ".pitr.db.pitr-crashd" / "db").write_bytes(b"left by a killed PITR drill")
     s.start()
     wait_configured(s)
     # A few MB: a trial restore long enough to be seen under way.
@@ -994,8 +1036,9 @@ def test_drill_scratch_space_is_beside_the_data_directory_and_removed(server_fac
     r = s.raw("POST", "/admin/backup", {"type": "full"})
     assert r.status == 200, r
     bid = r.json()["backup"]["id"]
-    wait_until(lambda: not (scratch / ".db.verify-crashed").exists(), 15,
-               "the next drill to remove a killed drill's leftover")
+    wait_until(lambda: not (scratch / ".db.verify-crashed").exists()
+               and not (scratch / ".pitr.db.pitr-crashd").exists(), 15,
+               "the next drill to remove a killed drill's leftovers")
     # The scratch directory exists while a drill runs (observed), and not between drills.
     wait_until(scratch.exists, 15, "a drill's scratch space %s to appear" % scratch,
                interval=0.002)

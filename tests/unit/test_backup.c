@@ -362,6 +362,53 @@ static void test_format_parts(void **state)
     }
 }
 
+/* backupChainWhole on a synthetic listing: a chain is whole only when every member is
+ * listed, readable, the very file its child names (the digest) and not failed. */
+static void test_chain_whole(void **state)
+{
+    (void)state;
+    struct backup_info l[5];
+    char ids[5][BACKUP_ID_SIZE];
+    memset(l, 0, sizeof l);
+    for (int i = 0; i < 5; i++) {
+        snprintf(ids[i], sizeof ids[i], "2026120%dT000000000Z-0000-abcd", i + 1);
+        snprintf(l[i].id, sizeof l[i].id, "%s", ids[i]);
+        l[i].type = i == 0 ? BACKUP_FULL : BACKUP_INCREMENTAL;
+        l[i].digest[0] = (unsigned char)(i + 1);
+        if (i > 0) {
+            snprintf(l[i].parent_id, sizeof l[i].parent_id, "%s", ids[i - 1]);
+            l[i].parent_digest[0] = (unsigned char)i;
+        }
+    }
+    /* Given in any order. */
+    struct backup_info tmp = l[0];
+    l[0] = l[4];
+    l[4] = tmp;
+    for (size_t i = 0; i < 5; i++) {
+        assert_true(backupChainWhole(l, 5, i));
+    }
+    l[2].verified = BACKUP_VERIFY_FAILED; /* the third: 20261203 */
+    assert_true(backupChainWhole(l, 5, 1));
+    assert_false(backupChainWhole(l, 5, 2));
+    assert_false(backupChainWhole(l, 5, 3));
+    assert_false(backupChainWhole(l, 5, 0)); /* the fifth, whose chain runs through it */
+    l[2].verified = BACKUP_VERIFIED;
+    snprintf(l[1].error, sizeof l[1].error, "bad magic");
+    assert_false(backupChainWhole(l, 5, 2));
+    l[1].error[0] = '\0';
+    l[1].digest[0] = 99; /* another file under the parent's name */
+    assert_false(backupChainWhole(l, 5, 2));
+    assert_true(backupChainWhole(l, 5, 1));
+    /* A parent that is not listed (the full one, l[4]), and parents that loop. */
+    l[1].digest[0] = 2;
+    assert_true(backupChainWhole(l, 5, 0));
+    assert_false(backupChainWhole(l, 4, 0));
+    l[4].type = BACKUP_INCREMENTAL;
+    snprintf(l[4].parent_id, sizeof l[4].parent_id, "%s", ids[4]); /* l[0] is the fifth */
+    l[4].parent_digest[0] = l[0].digest[0];
+    assert_false(backupChainWhole(l, 5, 0));
+}
+
 static void test_type_names(void **state)
 {
     assert_string_equal(backupTypeName(BACKUP_FULL), "full");
@@ -1337,6 +1384,7 @@ int main(void)
         cmocka_unit_test(test_format_parts),
         cmocka_unit_test(test_compression_names),
         cmocka_unit_test(test_type_names),
+        cmocka_unit_test(test_chain_whole),
         T(test_full_roundtrip),
         T(test_block_sizes_and_page_sizes),
         T(test_empty_database),

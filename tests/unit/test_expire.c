@@ -356,7 +356,7 @@ static void test_chain_through_a_damaged_backup(void **state)
         snprintf(f2, sizeof f2, "%s", add(&c, BACKUP_FULL, NULL, now - HOUR, NULL));
         struct retention r = {.keep_within_ms = 3 * HOUR};
         decide(&c, &r, now);
-        kept(&c, i3, "within");
+        kept(&c, i3, "not judged"); /* restores only once bad is mended */
         kept(&c, f2, "within");
         kept(&c, bad, "damaged");
         kept(&c, i1, header ? "needed by" : "through damaged");
@@ -389,6 +389,40 @@ static void test_a_failed_verification_fills_no_rule(void **state)
     kept(&c, i1, "daily");
     kept(&c, f1, "needed by");
     expired(&c, old);
+}
+
+/* A backup whose chain does not restore (an ancestor failed its verification, or cannot
+ * be read) fills no rule either: the older backups that still restore are what a rule
+ * keeps, not deleted for a newer one that is worth nothing. When no rule keeps one that
+ * restores, the expiry is refused. */
+static void test_a_broken_chain_fills_no_rule(void **state)
+{
+    (void)state;
+    int64_t now = utc(2026, 12, 3, 12, 0);
+    for (int how = 0; how < 2; how++) {
+        struct cat c = {0};
+        char errmsg[CAIRN_ERRMSG_SIZE] = "";
+        char f1[32], f2[32], i3[32];
+        snprintf(f1, sizeof f1, "%s", add(&c, BACKUP_FULL, NULL, now - 10 * DAY, NULL));
+        snprintf(f2, sizeof f2, "%s", add(&c, BACKUP_FULL, NULL, now - 2 * HOUR, NULL));
+        if (how == 0) {
+            c.v[c.n - 1].failed = true;
+        } else {
+            c.v[c.n - 1].damaged = true;
+            c.v[c.n - 1].created_ms = 0;
+        }
+        snprintf(i3, sizeof i3, "%s", add(&c, BACKUP_INCREMENTAL, f2, now - HOUR, NULL));
+        struct retention rd = {.keep_daily = 1};
+        decide(&c, &rd, now);
+        kept(&c, f1, "daily");
+        kept(&c, i3, "not judged");
+        kept(&c, f2, NULL);
+        /* Within 7 days is only what does not restore: nothing that does would stay. */
+        struct retention rw = {.keep_within_ms = 7 * DAY};
+        assert_int_equal(expireDecide(&rw, now, c.v, c.n, errmsg), CAIRN_EINVAL);
+        assert_non_null(strstr(errmsg, "keeps no backup"));
+        assert_non_null(strstr(errmsg, f1));
+    }
 }
 
 static void test_unsorted_and_broken_chains(void **state)
@@ -659,6 +693,68 @@ static void test_expire_repository(void **state)
     nftw(dir, rmOne, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* A damaged backup is kept for an operator to mend, and so are the segments it would
+ * roll forward with: with its header readable (the damage is in its footer), it is a
+ * base of the timeline like any kept backup, and the segments after its index stay. */
+static void test_a_kept_damaged_backup_keeps_its_segments(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cairn-test-expire-XXXXXX";
+    char db[PATH_MAX], repoDir[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE] = "";
+    struct backup_info f1, f2, f3;
+    struct expire_report rep;
+    struct repo *r;
+    unsigned char prev[BACKUP_DIGEST_SIZE] = {0};
+    char tl[ARCSEG_TIMELINE_SIZE];
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(db, sizeof db, "%s/db.sqlite", dir);
+    snprintf(repoDir, sizeof repoDir, "%s/repo", dir);
+    assert_int_equal(repoOpen(repoDir, &r, errmsg), 0);
+    sql(db, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    backup(r, db, BACKUP_FULL, 10, &f1);
+    sql(db, "INSERT INTO t VALUES (2);");
+    backup(r, db, BACKUP_FULL, 30, &f2);
+    sql(db, "INSERT INTO t VALUES (3);");
+    backup(r, db, BACKUP_FULL, 40, &f3);
+    {
+        /* A byte of f2's footer: its header still reads. */
+        int fd = open(f2.path, O_RDWR);
+        off_t end;
+        unsigned char b;
+        assert_true(fd >= 0);
+        end = lseek(fd, 0, SEEK_END);
+        assert_int_equal(pread(fd, &b, 1, end - 33), 1);
+        b ^= 0xFF;
+        assert_int_equal(pwrite(fd, &b, 1, end - 33), 1);
+        close(fd);
+    }
+    arcsegTimelineName(11, f1.digest, tl);
+    static const uint64_t ranges[4][2] = {{11, 20}, {21, 30}, {31, 40}, {41, 50}};
+    for (int k = 0; k < 4; k++) {
+        segment(r, tl, ranges[k][0], ranges[k][1], prev, k > 0);
+    }
+    struct retention pol = {.keep_full = 1};
+    assert_int_equal(backupExpire(r, &pol, repoNowMs(), true, &rep, errmsg), 0);
+    assert_int_equal(rep.n, 3);
+    assert_true(rep.items[1].damaged);
+    assert_true(rep.items[1].keep);
+    assert_false(rep.items[0].keep);
+    assert_true(rep.items[2].keep);
+    assert_int_equal(rep.nsegs, 4);
+    assert_false(rep.segs[0].keep);
+    assert_false(rep.segs[1].keep);
+    if (!rep.segs[2].keep) {
+        fail_msg("segment 31-40 expired (%s): damaged %s at index 30 is kept", rep.segs[2].reason,
+                 f2.id);
+    }
+    assert_non_null(strstr(rep.segs[2].reason, f2.id));
+    assert_true(rep.segs[3].keep);
+    expireReportFree(&rep);
+    repoClose(r);
+    nftw(dir, rmOne, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -672,6 +768,8 @@ int main(void)
         cmocka_unit_test(test_empty_policy_and_damaged),
         cmocka_unit_test(test_chain_through_a_damaged_backup),
         cmocka_unit_test(test_a_failed_verification_fills_no_rule),
+        cmocka_unit_test(test_a_broken_chain_fills_no_rule),
+        cmocka_unit_test(test_a_kept_damaged_backup_keeps_its_segments),
         cmocka_unit_test(test_unsorted_and_broken_chains),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_expire_repository),
