@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -365,6 +366,42 @@ static void test_writers_racing_for_one_object(void **state)
             assert_null(strstr(e->d_name, ".tmp"));
         }
         closedir(d);
+    }
+}
+
+/* A writer taken for a dead one (its temporary file removed by another writer of the
+ * object, which then wrote its own at that name) publishes nothing at its commit, and
+ * its abort leaves the other's file alone: it never renames another writer's half
+ * written file to the object's name (the race test_writers_racing_for_one_object hit
+ * 1 run in 30, made certain here). */
+static void test_a_writer_taken_for_dead_publishes_nothing(void **state)
+{
+    struct fx *f = *state;
+    char errmsg[CAIRN_ERRMSG_SIZE], tmp[PATH_MAX + 64], path[PATH_MAX + 64];
+    struct repo_writer *w;
+    int other;
+    snprintf(tmp, sizeof tmp, "%s/.taken.seg.tmp", f->repo);
+    snprintf(path, sizeof path, "%s/taken.seg", f->repo);
+
+    for (int commit = 1; commit >= 0; commit--) {
+        assert_int_equal(repoCreate(f->r, "taken.seg", &w, errmsg), 0);
+        assert_int_equal(repoWrite(w, "mine, whole", 11, errmsg), 0);
+        /* The other writer: this one's file removed, its own in its place, held. */
+        assert_int_equal(unlink(tmp), 0);
+        other = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        assert_true(other >= 0);
+        assert_int_equal(flock(other, LOCK_EX | LOCK_NB), 0);
+        assert_int_equal(write(other, "other's, ha", 11), 11);
+        if (commit) {
+            assert_int_equal(repoCommit(w, errmsg), CAIRN_EEXIST);
+            assert_non_null(strstr(errmsg, "another writer took it over"));
+        } else {
+            repoAbort(w);
+        }
+        assert_int_equal(access(path, F_OK), -1); /* nothing published */
+        assert_int_equal(access(tmp, F_OK), 0);   /* the other's file is still there */
+        close(other);
+        assert_int_equal(unlink(tmp), 0);
     }
 }
 
@@ -1083,6 +1120,7 @@ int main(void)
         T(test_abort_leaves_nothing),
         T(test_killed_writer_does_not_block_the_object),
         T(test_writers_racing_for_one_object),
+        T(test_a_writer_taken_for_dead_publishes_nothing),
         T(test_ranged_read),
         T(test_list_prefix),
         T(test_small_get_put_remove),
