@@ -280,7 +280,10 @@ int adminBranchPath(struct cairn *db, const char *name, char *path, char *errmsg
         return rv;
     }
     if (stat(path, &st) != 0) {
-        errorf(errmsg, "no branch named \"%s\"", name);
+        errorf(errmsg,
+               "no branch named \"%s\" on node %llu (a branch is kept by the node that "
+               "restored it; ?node=ID reaches another node)",
+               name, (unsigned long long)db->cfg.node_id);
         return CAIRN_ENOTFOUND;
     }
     return 0;

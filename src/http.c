@@ -23,6 +23,7 @@
 #include "admin.h"
 #include "archive.h"
 #include "buf.h"
+#include "cluster.h"
 #include "db.h"
 #include "housekeeping.h"
 #include "heal.h"
@@ -362,6 +363,17 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
         httpRoute(h, c, url, method, req, target, f.redirect, &ret)) {
         return ret;
     }
+    if (f.branch != NULL) {
+        /* A branch is a file of the node that restored it: the leader of the time (a
+         * RESTORE is routed there) or ?node=ID. A read of one this node lacks, or of
+         * another node's, goes there, as other requests do. */
+        char path[PATH_MAX];
+        bool here =
+            target == 0 && adminBranchPath(h->db, f.branch, path, errmsg) != CAIRN_ENOTFOUND;
+        if (!here && httpRoute(h, c, url, method, req, target, f.redirect, &ret)) {
+            return ret;
+        }
+    }
 
     if (strcmp(method, "GET") == 0) {
         if (!f.has_q || f.q == NULL || f.q[0] == '\0') {
@@ -436,7 +448,28 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
             rv = storeQueryFile(h->db->store, path, &b, &res, errmsg);
         }
     } else {
+        int64_t until = clusterMonoMs() + CLUSTER_LEADER_WAIT_MS;
         rv = dbRun(h->db, &b, (enum cairn_level)level, &res, errmsg);
+        while ((rv == CAIRN_ENOTLEADER || rv == CAIRN_ENOLEADER) && level != CAIRN_LEVEL_NONE &&
+               target == 0 && kind != BATCH_EXECUTE && storeIsReadOnly(h->db->store, &b) &&
+               clusterMonoMs() < until) {
+            /* Routed here as to the leader, which this node no longer is (its barrier
+             * said so): a read is the new leader's, and running it there is safe
+             * whatever this node did. A forwarded one goes back to its sender, which
+             * looks for the new leader (421); one from a client is forwarded. The
+             * node's published role can lag its barrier's answer for a moment: while
+             * it still reads "leader", look again. */
+            if (httpIsForwarded(c)) {
+                batchFree(&b);
+                return httpSendError(c, 421, "this node is not the leader");
+            }
+            if (httpRoute(h, c, url, method, req, 0, f.redirect, &ret)) {
+                batchFree(&b);
+                return ret;
+            }
+            clusterPause(20);
+            rv = dbRun(h->db, &b, (enum cairn_level)level, &res, errmsg);
+        }
     }
     batchFree(&b);
     if (rv != 0) {

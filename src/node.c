@@ -899,6 +899,19 @@ static void changeCb(struct raft_change *req, int status)
     struct op *op = req->data;
     if (status == 0) {
         publishInfo(op->node);
+    } else if (op->index != 0) {
+        /* The configuration entry was appended and sent: a later leader holding it
+         * commits it, so "not done" (503) would be wrong, as for a write (opUnknown). */
+        char msg[CAIRN_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg,
+                 "outcome unknown: the membership change was proposed as log entry %llu in "
+                 "term %llu, then this node failed it (libraft: %s) before it was known to be "
+                 "committed; it may or may not take effect (check GET /nodes once the cluster "
+                 "has a leader)",
+                 (unsigned long long)op->index, (unsigned long long)op->term,
+                 raft_strerror(status));
+        opComplete(op, CAIRN_EUNKNOWN, msg);
+        return;
     }
     opComplete(op, status ? raftToCairn(status) : 0, status ? raft_strerror(status) : NULL);
 }
@@ -1100,6 +1113,12 @@ static void drainQueue(uv_async_t *h)
         ng = gbytes = 0;
         if (op->type == OP_CHANGE) {
             struct raft_change *req = &op->req.change.req;
+            /* The entry a change appends at once (a promotion first runs catch-up
+             * rounds, appending nothing until they end): set before the call, since
+             * the op may be answered, and gone, by the time it returns. */
+            raft_index next = raft_last_index(&n->raft) + 1;
+            op->index = next;
+            op->term = n->raft.current_term;
             req->data = op;
             switch (op->req.change.kind) {
                 case NODE_ADD:
@@ -1115,7 +1134,10 @@ static void drainQueue(uv_async_t *h)
                     break;
             }
             if (rv != 0) {
+                op->index = 0;
                 opComplete(op, raftToCairn(rv), raft_errmsg(&n->raft));
+            } else if (raft_last_index(&n->raft) < next) {
+                op->index = 0; /* nothing appended yet: changeCb's failure is "not done" */
             }
         } else if (op->type == OP_CALL) {
             char msg[CAIRN_ERRMSG_SIZE] = "";

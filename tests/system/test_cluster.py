@@ -1029,3 +1029,95 @@ def test_readyz_noleader_answers_200_on_a_node_without_quorum(cluster_factory):
     assert st == 200 and b"node ok" in body, (st, body)
     assert get(survivor, "/readyz")[0] == 503
     assert get(survivor, "/readyz?noleader=false")[0] == 503
+
+
+def test_a_removal_the_leader_could_not_commit_is_never_answered_nothing_done(cluster_factory):
+    """DELETE /remove while the leader has no quorum: the configuration change is in the
+    leader's log, and a leader elected later commits it. The answer must not be one that
+    says nothing was done (503, like a refused request): it is 504, outcome unknown, with
+    the entry named, as for a write."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    gone, back = c.followers(leader)
+    c.wait_members(3, node=leader)
+    gone.kill(signal.SIGKILL)
+    back.kill(signal.SIGKILL)
+    st, _, data, _ = http_call(leader.http_port, "DELETE", "/remove", {"id": str(gone.id)},
+                               timeout=deadline_seconds(60))
+    c.forget(gone)
+    # Only `back` returns: its log lacks the change, so it cannot win an election
+    # against the leader's; whoever leads next holds the change and commits it.
+    back.start(wait=False)
+    new = c.leader(timeout=30)
+    wait_until(lambda: sorted(new.nodes() or {}) == sorted(str(n.id) for n in c.nodes), 30,
+               "/nodes without node %d once a quorum is back" % gone.id)
+    doc = json_or_none(data) or {}
+    assert st in (200, 504), (
+        "the removal of node %d took effect, but was answered HTTP %d %r: a status that "
+        "says nothing was done" % (gone.id, st, data))
+    if st == 504:
+        assert "outcome unknown" in doc.get("error", "") and "log entry" in doc["error"], doc
+    # The cluster of two works, and a removal that goes through is answered 200.
+    ok_results(post(new, "/db/execute", ["CREATE TABLE z (x)"]), "write after the removal")
+
+
+@pytest.mark.parametrize("how", ["GET /db/query", "POST /db/request"])
+def test_a_deposed_leader_forwards_reads_above_none_to_the_new_leader(cluster_factory, how):
+    """A leader cut off (frozen) while the others elect a new one and write: right after
+    it comes back it may still believe it leads, and its barrier then fails. A read at
+    linearizable or strong sent to it must still be answered, by the new leader, with
+    the write made meanwhile (a node forwards such reads), not refused with 503 "server
+    is not the leader" while a leader is there to answer."""
+    c = cluster_factory(3)
+    ok_results(post(c.leader(), "/db/execute", ["CREATE TABLE d (x)"]), "CREATE")
+    for rnd, level in enumerate(["linearizable", "strong", "linearizable", "strong"]):
+        old = c.leader()
+        old.freeze()
+        try:
+            new = c.leader(timeout=20, among=[n for n in c.nodes if n is not old])
+            ok_results(post(new, "/db/execute", [["INSERT INTO d VALUES(?)", rnd]]),
+                       "write on the new leader %s" % new.name)
+        finally:
+            old.thaw()
+        sql = "SELECT count(*) FROM d"
+        if how.startswith("GET"):
+            st, _, data, _ = get(old, qpath(sql, level=level))
+        else:
+            st, _, data, _ = post(old, "/db/request?level=%s" % level, [sql])
+        assert st == 200, "round %d: %s level=%s on the deposed leader %s: HTTP %d %r" % (
+            rnd, how, level, old.name, st, data[:300])
+        res = json.loads(data)["results"][0]
+        assert res.get("values") == [[rnd + 1]], (rnd, level, res)
+        c.wait_converged(timeout=30)
+
+
+def test_a_branch_restored_through_any_node_is_read_through_any_node(cluster_factory):
+    """RESTORE ... TO BRANCH runs on the leader (or on ?node=ID), whichever node it is
+    sent to; the branch file is that node's. Reading the branch through another node
+    must reach it, as every other request does: not answer 404 "no branch" on a
+    follower, nor ignore ?node=ID."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    f, g = c.followers(leader)
+    ok_results(post(leader, "/db/execute", ["CREATE TABLE b (x)", "INSERT INTO b VALUES(1)"]), "CREATE")
+    res = ok_results(post(f, "/db/execute", ["BACKUP DATABASE FULL"]), "BACKUP via a follower")
+    bid = res[0]["values"][0][1]
+    ok_results(post(f, "/db/execute", ["INSERT INTO b VALUES(2)"]), "INSERT after the backup")
+    ok_results(post(f, "/db/execute", ["RESTORE DATABASE FROM '%s' TO BRANCH 'old'" % bid]),
+               "RESTORE TO BRANCH via a follower")
+    sql = "SELECT count(*) FROM b"
+    for n in c.nodes:
+        for extra in ({}, {"node": leader.id}):
+            st, _, data, _ = get(n, qpath(sql, branch="old", **extra))
+            assert st == 200, "?branch=old%s on %s (%s): HTTP %d %r" % (
+                "&node=%d" % leader.id if extra else "", n.name,
+                "leader" if n is leader else "follower", st, data[:300])
+            assert json.loads(data)["results"][0]["values"] == [[1]], data
+        # The live database is untouched.
+        assert count_where(n, sql, "strong") == 2
+    # A branch no node has: 404 wherever it is asked.
+    for n in c.nodes:
+        error_json(get(n, qpath(sql, branch="nope")), (404,), "?branch=nope on %s" % n.name)
+    ok_results(post(g, "/db/execute", ["DROP BRANCH 'old'"]), "DROP BRANCH via a follower")
+    for n in c.nodes:
+        error_json(get(n, qpath(sql, branch="old")), (404,), "the dropped branch on %s" % n.name)
