@@ -508,7 +508,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         errorf(tlsErrmsg, "out of memory");
         return CAIRN_ENOMEM;
     }
-    db->lock_fd = -1;
+    db->lock = DIRLOCK_NONE;
     db->raft_hold_fd = -1;
     pthread_mutex_init(&db->amu, NULL);
     pthread_mutex_init(&db->dmu, NULL);
@@ -585,7 +585,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     /* The lock first: a second process on this directory is told who holds it, even
      * when it would also collide on the addresses. */
     if ((rv = makeDir(db->data_dir, tlsErrmsg)) != 0 ||
-        (rv = lockAcquire(db->data_dir, &db->lock_fd, tlsErrmsg)) != 0) {
+        (rv = lockAcquire(db->data_dir, &db->lock, tlsErrmsg)) != 0) {
         return rv;
     }
     if ((db->cfg.raft_addr != NULL &&
@@ -736,7 +736,7 @@ int cairn_close(cairn *db)
     }
     json_decref(db->recovery);
     releaseRaftAddress(db);
-    lockRelease(db->lock_fd);
+    lockRelease(&db->lock);
     pthread_mutex_destroy(&db->amu);
     pthread_mutex_destroy(&db->dmu);
     pthread_mutex_destroy(&db->gmu);

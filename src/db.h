@@ -15,6 +15,7 @@
 #include "cairn.h"
 #include "command.h"
 #include "error.h"
+#include "lock.h"
 #include "node.h"
 #include "reposet.h"
 #include "result.h"
@@ -35,7 +36,7 @@ struct cairn {
     char db_path[PATH_MAX];
     char raft_dir[PATH_MAX];
     char snap_dir[PATH_MAX];
-    int lock_fd;
+    struct dirlock lock; /* DATA/LOCK and DATA (lock.h) */
     /* The raft address, bound (not listening) from the start until Raft listens on it:
      * a connection this process or another opens meanwhile (forming a cluster, joining
      * one) could otherwise be given its port as its own, when the port is one the

@@ -625,6 +625,18 @@ static void snapPath(struct fsm *f, const char *name, char *out, size_t n)
     snprintf(out, n, "%s/%s", f->snap_dir, name);
 }
 
+/* A snapshot that cannot be written now for a cause that waiting does not cure (disk
+ * full, I/O error): counted, so that whoever waits for it (nodeSnapshot) hears why at
+ * once rather than after its time runs out. A reader holding the WAL back (CAIRN_EBUSY)
+ * is not counted: the next try is likely to pass. Loop or worker thread, one snapshot
+ * at a time; the message is complete before the count moves. */
+static void snapshotFailed(struct fsm *f, int rv, const char *errmsg)
+{
+    f->snapshot_error = rv;
+    snprintf(f->snapshot_errmsg, sizeof f->snapshot_errmsg, "%s", errmsg);
+    atomic_fetch_add(&f->snapshot_failures, 1);
+}
+
 /* Loop thread: freeze the database (storeFreeze); the worker copies it. */
 static int fsmSnapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
@@ -646,13 +658,11 @@ static int fsmSnapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned
             return RAFT_BUSY;
         }
     }
-    if ((rv = fsmFlush(f)) != 0) {
+    if ((rv = fsmFlush(f)) != 0 || (rv = storeFreeze(f->store, &f->fz, f->errmsg)) != 0) {
         fsmLog(f, "snapshot not taken now: %s", f->errmsg);
-        return RAFT_BUSY;
-    }
-    rv = storeFreeze(f->store, &f->fz, f->errmsg);
-    if (rv != 0) {
-        fsmLog(f, "snapshot not taken now: %s", f->errmsg);
+        if (rv != CAIRN_EBUSY) {
+            snapshotFailed(f, rv, f->errmsg);
+        }
         return RAFT_BUSY; /* libraft tries again later */
     }
     f->fz_term = f->raft->current_term;
@@ -734,9 +744,7 @@ static int fsmSnapshotAsync(struct raft_fsm *rf, struct raft_buffer *bufs[], uns
     rv = backupCreate(&src, &opt, &info, errmsg);
     if (rv != 0) {
         fsmLog(f, "snapshot %llu failed: %s", (unsigned long long)m.index, errmsg);
-        f->snapshot_error = rv;
-        snprintf(f->snapshot_errmsg, sizeof f->snapshot_errmsg, "%s", errmsg);
-        atomic_fetch_add(&f->snapshot_failures, 1);
+        snapshotFailed(f, rv, errmsg);
         return rv == CAIRN_ENOSPC ? RAFT_NOSPACE : RAFT_IOERR;
     }
     snprintf(m.name, sizeof m.name, "%s", info.id);

@@ -132,8 +132,10 @@ struct fsm {
     } *grp;
     size_t grp_n, grp_cap, grp_bytes;
     char apply_errmsg[CAIRN_ERRMSG_SIZE];
-    /* Failed snapshot writes (disk full, I/O error), counted by the worker thread; the
-     * message of the last one is complete before the count moves. */
+    /* Failed snapshots (disk full, I/O error), counted by the worker thread when the
+     * write fails and by the loop thread when the database cannot be frozen for one
+     * (fsm.c, snapshotFailed); the message of the last one is complete before the
+     * count moves. */
     _Atomic unsigned snapshot_failures;
     int snapshot_error; /* its cairn error code */
     char snapshot_errmsg[CAIRN_ERRMSG_SIZE];

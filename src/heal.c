@@ -86,6 +86,45 @@ static int quickCheck(const char *path, char *msg, size_t n)
     return rv;
 }
 
+/* How a start after an unclean stop and `cairn repair` judge a database: quickCheck,
+ * then the file itself as a start after a clean stop does (pagesumStartCheck), and with
+ * every_page (repair) as `cairn check` does (every page's checksum). So neither calls
+ * healthy what the next clean start refuses: damage quick_check does not read (a page of
+ * the freelist, bytes after the last whole page). The file is judged only when no WAL is
+ * left after quickCheck, whose close copies it into the file: pages of a WAL still there
+ * are not in the file yet. */
+static int dbCheck(const char *path, bool every_page, char *msg, size_t n)
+{
+    char wal[PATH_MAX];
+    char why[CAIRN_ERRMSG_SIZE];
+    struct stat st;
+    uint64_t checked, pages, bad;
+    uint32_t first;
+    bool enabled;
+    int rv = quickCheck(path, msg, n);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    if (rv != 0 || !exists(path) || (stat(wal, &st) == 0 && st.st_size > 0)) {
+        return rv;
+    }
+    if (pagesumStartCheck(path, &checked, why) != 0) {
+        snprintf(msg, n, "%s", why);
+        return CAIRN_ECORRUPT;
+    }
+    if (!every_page) {
+        return 0;
+    }
+    if ((rv = pagesumVerifyFile(path, &enabled, &pages, &bad, &first, 1, why)) != 0) {
+        snprintf(msg, n, "%s", why);
+        return CAIRN_ECORRUPT;
+    }
+    if (enabled && bad > 0) {
+        snprintf(msg, n, "%llu of %llu pages fail their checksum (page %u first)",
+                 (unsigned long long)bad, (unsigned long long)pages, first);
+        return CAIRN_ECORRUPT;
+    }
+    return 0;
+}
+
 /* Remove the scratch files a kill left in the data directory: DATA/load-XXXXXX (a
  * POST /db/load being received), DATA/export-XXXXXX (a GET /db/backup being copied),
  * DATA/pitr-restore-N.db and its hidden scratch directory (a RESTORE ... AS OF being
@@ -156,13 +195,23 @@ static uint64_t appliedOf(const char *path)
     return v;
 }
 
-/* Move DATA/name (if it exists) to DATA/corrupt/<stamp>-name; *moved gets the new
- * path. */
-static int moveAside(const char *data_dir, const char *name, const char *when, char *moved,
+/* The stamp in the names of files moved aside: a time to the second, then ".N" when
+ * that name is taken. */
+#define STAMP_SIZE 48
+
+/* Move DATA/name (if it exists) to DATA/corrupt/<when>-name, never over a file moved
+ * there before (two repairs in one second): when the name is taken, when (a buffer of
+ * STAMP_SIZE) gets ".2", ".3", ..., and keeps it for the moves that follow, so that the
+ * files of one repair share a stamp. *moved gets the new path. */
+static int moveAside(const char *data_dir, const char *name, char *when, char *moved,
                      size_t n, char *errmsg)
 {
     char from[PATH_MAX];
     char dir[PATH_MAX];
+    char to[PATH_MAX];
+    char base[STAMP_SIZE];
+    int err = 0;
+    int rv;
     snprintf(from, sizeof from, "%s/%s", data_dir, name);
     if (moved != NULL) {
         moved[0] = '\0';
@@ -175,11 +224,25 @@ static int moveAside(const char *data_dir, const char *name, const char *when, c
         errorf(errmsg, "cannot create %s: %s", dir, strerror(errno));
         return errorFromErrno(errno);
     }
-    char to[PATH_MAX];
-    snprintf(to, sizeof to, "%s/%s-%s", dir, when, name);
-    if (rename(from, to) != 0) {
-        errorf(errmsg, "cannot move %s to %s: %s", from, to, strerror(errno));
-        return errorFromErrno(errno);
+    snprintf(base, sizeof base, "%s", when);
+    for (unsigned k = 2;; k++) {
+        snprintf(to, sizeof to, "%s/%s-%s", dir, when, name);
+        err = renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0 ? 0 : errno;
+        if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
+            /* A file system without RENAME_NOREPLACE (link() would not take the raft
+             * directory): the lock keeps every other mover out of corrupt/. */
+            err = exists(to) ? EEXIST : rename(from, to) == 0 ? 0 : errno;
+        }
+        rv = err == 0 ? 0 : err == EEXIST ? CAIRN_EEXIST : errorFromErrno(err);
+        if (rv != CAIRN_EEXIST || k > 9999) {
+            break;
+        }
+        snprintf(when, STAMP_SIZE, "%.30s.%u", base, k);
+    }
+    if (rv != 0) {
+        errorf(errmsg, "cannot move %s to %s: %s", from, to,
+               rv == CAIRN_EEXIST ? "every name of this second is taken" : strerror(err));
+        return rv;
     }
     if (moved != NULL) {
         snprintf(moved, n, "%s", to);
@@ -188,7 +251,7 @@ static int moveAside(const char *data_dir, const char *name, const char *when, c
 }
 
 /* The database and its WAL and shared-memory files. */
-static int moveDatabaseAside(const char *data_dir, const char *when, char *moved, size_t n,
+static int moveDatabaseAside(const char *data_dir, char *when, char *moved, size_t n,
                              char *errmsg)
 {
     int rv = moveAside(data_dir, "db.sqlite", when, moved, n, errmsg);
@@ -207,19 +270,30 @@ static int checkLogFiles(const char *raft_dir, struct raftlog_report *rep, bool 
 /* Check the Raft log the way every start and `cairn repair` both judge it (they must
  * agree). *damaged: a problem other than a torn tail, or a log that ends before the
  * database's applied index (db_path, when it exists): libraft would start on it and the
- * database would skip the new entries that take those indexes; text describes it. */
-static int checkLog(const char *raft_dir, const char *db_path, struct raftlog_report *rep,
-                    bool *damaged, char *text, size_t n)
+ * database would skip the new entries that take those indexes; text describes it. No
+ * log at all counts so only for a node that forms its cluster alone (alone): a new
+ * log starts again at index 1 under the database's index. A node that joins a cluster
+ * with none (after `cairn repair --from-peer`) is sent what follows its database. */
+static int checkLog(const char *raft_dir, const char *db_path, bool alone,
+                    struct raftlog_report *rep, bool *damaged, char *text, size_t n)
 {
     int rv = checkLogFiles(raft_dir, rep, damaged, text, n);
-    if (rv == 0 && !*damaged && db_path != NULL && exists(db_path) && rep->files_checked > 0) {
+    if (rv == 0 && !*damaged && db_path != NULL && exists(db_path) &&
+        (rep->files_checked > 0 || alone)) {
         uint64_t applied = appliedOf(db_path);
         uint64_t end =
             rep->last_index > rep->snapshot_index ? rep->last_index : rep->snapshot_index;
         if (rep->n_problems > 0 && rep->good_index < end) {
             end = rep->good_index; /* a torn tail: what libraft will load */
         }
-        if (applied > end) {
+        if (applied > 0 && rep->files_checked == 0) {
+            *damaged = true;
+            snprintf(text, n,
+                     "missing: it holds no log, but the database has applied up to index %llu "
+                     "(the log was lost or removed; a new one would start again at index 1, "
+                     "and the database would skip its entries up to %llu)",
+                     (unsigned long long)applied, (unsigned long long)applied);
+        } else if (applied > end) {
             *damaged = true;
             snprintf(text, n,
                      "missing entries: the database has applied index %llu but the log ends "
@@ -230,10 +304,22 @@ static int checkLog(const char *raft_dir, const char *db_path, struct raftlog_re
     return rv;
 }
 
+/* " at offset N" for a problem at a place in its file; nothing for one of the whole
+ * file (offset -1: a short or empty file, a name out of place), whose message says. */
+static const char *offsetText(const struct raftlog_problem *p, char *buf, size_t n)
+{
+    if (p->offset < 0) {
+        return "";
+    }
+    snprintf(buf, n, " at offset %lld", (long long)p->offset);
+    return buf;
+}
+
 static int checkLogFiles(const char *raft_dir, struct raftlog_report *rep, bool *damaged,
                          char *text, size_t n)
 {
     char msg[CAIRN_ERRMSG_SIZE];
+    char at[40];
     int rv = raftlogVerify(raft_dir, NULL, NULL, rep, msg);
     *damaged = false;
     if (rv == CAIRN_ENOTFOUND) {
@@ -253,15 +339,16 @@ static int checkLogFiles(const char *raft_dir, struct raftlog_report *rep, bool 
     for (size_t i = 0; i < rep->n_problems; i++) {
         if (rep->problems[i].kind != RAFTLOG_TORN_TAIL) {
             *damaged = true;
-            snprintf(text, n, "damaged: raft/%s at offset %lld: %s", rep->problems[i].file,
-                     (long long)rep->problems[i].offset, rep->problems[i].message);
+            snprintf(text, n, "damaged: raft/%s%s: %s", rep->problems[i].file,
+                     offsetText(&rep->problems[i], at, sizeof at), rep->problems[i].message);
             return 0;
         }
     }
     snprintf(text, n,
-             "torn tail: raft/%s at offset %lld (the write in progress at the stop, "
-             "never acknowledged): %s",
-             rep->problems[0].file, (long long)rep->problems[0].offset, rep->problems[0].message);
+             "torn tail: raft/%s%s (the write in progress at the stop, never acknowledged): "
+             "%s",
+             rep->problems[0].file, offsetText(&rep->problems[0], at, sizeof at),
+             rep->problems[0].message);
     return 0;
 }
 
@@ -289,17 +376,71 @@ static void writeRecord(struct cairn *db)
     free(text);
 }
 
+/* The backup chain the rebuild starts from, the one the newest snapshot names, checked
+ * before the database is moved aside: libraft's start on a damaged one says only
+ * "persisted data is corrupted", and the database it was to replace is gone from its
+ * place by then. */
+static int verifySnapshot(const char *data_dir, const struct raftlog_report *rep,
+                          char *errmsg)
+{
+    char snap_dir[PATH_MAX];
+    char why[CAIRN_ERRMSG_SIZE];
+    int rv;
+    if (rep->snapshot_index == 0 || rep->snapshot_backup[0] == '\0') {
+        return 0; /* the whole log, or a plain copy of an earlier build (checked by size) */
+    }
+    snprintf(snap_dir, sizeof snap_dir, "%s/snapshots", data_dir);
+    if ((rv = backupVerify(snap_dir, rep->snapshot_backup, false, NULL, NULL, why)) != 0) {
+        errorf(errmsg,
+               "cannot rebuild: backup %s, which the newest snapshot (index %llu) names, "
+               "cannot be restored: %s; the database was left in place. Use --from-peer URL "
+               "(in a cluster) or --from-backup ID --repo DIR",
+               rep->snapshot_backup, (unsigned long long)rep->snapshot_index, why);
+        return rv;
+    }
+    return 0;
+}
+
+/* Why a node with a damaged log does not start, and what repairs it. Plain `cairn
+ * repair` first: on a single node it keeps a database that holds every entry the log
+ * can still give (resetLog), saying what is lost, and otherwise names the repairs that
+ * can work; a backup, the other offer, loses every write after it. */
+static void logDamaged(char *errmsg, const char *raft_dir, const char *log_text,
+                       const char *data_dir)
+{
+    errorf(errmsg,
+           "the Raft log in %s is %s. cairnd does not drop log entries, which may hold "
+           "acknowledged writes: in a cluster run `cairn repair --from-peer URL %s`; on a "
+           "single node plain `cairn repair` of it, which keeps the database when that holds "
+           "every entry and says what is lost (docs/OPERATIONS.md, \"After disk corruption\")",
+           raft_dir, log_text, data_dir);
+}
+
+/* DATA/db.sqlite.repair: the copy a `cairn repair` writes (a backup restored, a peer's
+ * database, the database with checksums added) before it puts it in place. One that a
+ * kill or a failure left is no longer anyone's (a repair and a node both hold the
+ * directory's lock while they run) and may be as large as the database: removed when
+ * either starts. */
+#define REPAIR_COPY "db.sqlite.repair"
+static void removeRepairCopy(const char *data_dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", data_dir, REPAIR_COPY);
+    unlink(path);
+}
+
 int healBeforeOpen(struct cairn *db, char *errmsg)
 {
     char mark[PATH_MAX];
     char db_path[PATH_MAX];
     char raft_dir[PATH_MAX];
-    char when[32];
+    char when[STAMP_SIZE];
     char at[32];
     char log_text[1024];
     char db_text[512];
     char db_before[600] = "";
     char action[PATH_MAX + 256] = "none";
+    char why[CAIRN_ERRMSG_SIZE];
     struct raftlog_report *rep = NULL;
     bool damaged = false;
     bool unclean;
@@ -310,6 +451,7 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
     snprintf(db_path, sizeof db_path, "%s/db.sqlite", db->data_dir);
     snprintf(raft_dir, sizeof raft_dir, "%s/raft", db->data_dir);
     unclean = exists(mark);
+    removeRepairCopy(db->data_dir);
     rep = calloc(1, sizeof *rep);
     if (rep == NULL) {
         errorf(errmsg, "out of memory");
@@ -317,20 +459,15 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
     }
     /* The log is checked at every start: libraft 0.15 cuts an open segment at the first
      * batch that fails its checksum without saying so, even with auto-recovery off. */
-    checkLog(raft_dir, db_path, rep, &damaged, log_text, sizeof log_text);
+    checkLog(raft_dir, db_path, db->n_join == 0 && db->bootstrap_expect == 0, rep, &damaged,
+             log_text, sizeof log_text);
     if (!unclean && damaged) {
-        errorf(errmsg,
-               "the Raft log in %s is %s. cairnd does not drop log entries, which may hold "
-               "acknowledged writes: in a cluster run `cairn repair --from-peer URL %s`; on a "
-               "single node `cairn repair --from-backup ID --repo DIR %s` (see "
-               "docs/OPERATIONS.md)",
-               raft_dir, log_text, db->data_dir, db->data_dir);
+        logDamaged(errmsg, raft_dir, log_text, db->data_dir);
         free(rep);
         return CAIRN_ECORRUPT;
     }
     if (!unclean) {
         char path[PATH_MAX];
-        char why[CAIRN_ERRMSG_SIZE];
         uint64_t checked;
         /* A database damaged while the node was stopped is found here, not served. */
         if (pagesumStartCheck(db_path, &checked, why) != 0) {
@@ -352,15 +489,10 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
         dbLog(db, "unclean stop found (%s exists): checking the Raft log and the database", mark);
         dbLog(db, "raft log: %s", log_text);
         if (damaged) {
-            errorf(errmsg,
-                   "the Raft log in %s is %s. cairnd does not drop log entries, which may hold "
-                   "acknowledged writes: in a cluster run `cairn repair --from-peer URL %s`; "
-                   "on a single node `cairn repair --from-backup ID --repo DIR %s` (see "
-                   "docs/OPERATIONS.md)",
-                   raft_dir, log_text, db->data_dir, db->data_dir);
+            logDamaged(errmsg, raft_dir, log_text, db->data_dir);
             rv = CAIRN_ECORRUPT;
             snprintf(action, sizeof action, "refused to start");
-        } else if (quickCheck(db_path, db_text, sizeof db_text) != 0 &&
+        } else if (dbCheck(db_path, false, db_text, sizeof db_text) != 0 &&
                    (snprintf(db_before, sizeof db_before, "damaged: %s", db_text), true)) {
             dbLog(db, "database %s is damaged: %s", db_path, db_text);
             if (!rebuildable(rep)) {
@@ -371,6 +503,9 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
                        db_path, db_text, (unsigned long long)rep->first_index, db->data_dir,
                        db->data_dir);
                 rv = CAIRN_ECORRUPT;
+                snprintf(action, sizeof action, "refused to start");
+            } else if ((rv = verifySnapshot(db->data_dir, rep, why)) != 0) {
+                errorf(errmsg, "database %s is damaged (%s), and %s", db_path, db_text, why);
                 snprintf(action, sizeof action, "refused to start");
             } else {
                 char moved[PATH_MAX];
@@ -603,6 +738,55 @@ out:
     return rv;
 }
 
+/* Does the stopped node of data_dir form its cluster alone, as its next start would
+ * (cairnd without --join)? node.json names no peer to join and no expected cluster
+ * size, and the database's node directory (cluster.c, "node:ID:...") names no other
+ * node: the first node of a cluster that others joined has no peer in node.json, but
+ * the others announced themselves there. *self gets the node's id (0 when node.json
+ * has none) and Raft address, as a voter. */
+static bool aloneOnDisk(const char *data_dir, const char *db_path, struct raftlog_server *self)
+{
+    char path[PATH_MAX];
+    json_t *root;
+    json_t *v;
+    bool alone;
+    memset(self, 0, sizeof *self);
+    self->role = RAFT_VOTER;
+    snprintf(path, sizeof path, "%s/node.json", data_dir);
+    root = json_load_file(path, 0, NULL);
+    if (root == NULL) {
+        return false;
+    }
+    v = json_object_get(root, "node_id");
+    self->id = json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v)
+                                                               : 0;
+    v = json_object_get(root, "raft_addr");
+    snprintf(self->address, sizeof self->address, "%s", json_is_string(v) ? json_string_value(v)
+                                                                            : "");
+    v = json_object_get(root, "join");
+    alone = self->id > 0 && (v == NULL || (json_is_string(v) && json_string_length(v) == 0));
+    v = json_object_get(root, "bootstrap_expect");
+    alone = alone && (v == NULL || (json_is_integer(v) && json_integer_value(v) == 0));
+    json_decref(root);
+    if (alone && exists(db_path)) {
+        sqlite3 *h = NULL;
+        sqlite3_stmt *st = NULL;
+        char self_key[48];
+        snprintf(self_key, sizeof self_key, "node:%llu:", (unsigned long long)self->id);
+        /* A table that cannot be read proves nothing either way: not alone. */
+        alone = sqlite3_open_v2(db_path, &h, SQLITE_OPEN_READONLY, PAGESUM_VFS) == SQLITE_OK &&
+                sqlite3_prepare_v2(h,
+                                   "SELECT count(*) FROM _cairn_meta WHERE key LIKE 'node:%' "
+                                   "AND substr(key, 1, length(?1)) <> ?1 AND key <> rtrim(?1, ':')",
+                                   -1, &st, NULL) == SQLITE_OK &&
+                sqlite3_bind_text(st, 1, self_key, -1, SQLITE_STATIC) == SQLITE_OK &&
+                sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) == 0;
+        sqlite3_finalize(st);
+        sqlite3_close(h);
+    }
+    return alone;
+}
+
 /* Can a damaged log be replaced by one started from the database (resetLog)? Only when
  * the database is at or past the last entry that can be read (nothing the log still
  * holds is newer than the database), and the node is its cluster's only voter: in a
@@ -622,7 +806,7 @@ static bool keepsDatabase(const struct raftlog_report *rep, const char *db_path)
  * snapshot naming that backup at the database's applied index, with the configuration
  * and the term of the old log. Says what, if anything, is lost. */
 static int resetLog(const struct heal_options *o, const struct raftlog_report *rep,
-                    const char *db_path, const char *when, char *moved_log, size_t n,
+                    const char *db_path, char *when, char *moved_log, size_t n,
                     uint64_t *applied, char *lost, size_t lost_size, char *errmsg)
 {
     char raft_dir[PATH_MAX], snap_dir[PATH_MAX], real[PATH_MAX], source[PATH_MAX + 16];
@@ -657,7 +841,11 @@ static int resetLog(const struct heal_options *o, const struct raftlog_report *r
     say(o, "the log can be read up to index %llu; the database holds every entry up to index "
            "%llu",
         (unsigned long long)rep->good_index, (unsigned long long)index);
-    if (claimed > index) {
+    if (rep->files_checked == 0) {
+        snprintf(lost, lost_size, "unknown: the log is gone; an entry past index %llu it held "
+                                  "was never applied, so this single node never acknowledged it",
+                 (unsigned long long)index);
+    } else if (claimed > index) {
         snprintf(lost, lost_size, "entries %llu to %llu, which the damaged part of the log held "
                                   "and the database never applied (so this single node never "
                                   "acknowledged them)",
@@ -727,6 +915,48 @@ static int resetLog(const struct heal_options *o, const struct raftlog_report *r
     return rv;
 }
 
+/* A rebuild that failed: its partial database removed (it holds nothing the log does
+ * not), the one moved aside put back in its place, so that a failed repair leaves the
+ * directory as it found it. errmsg (the rebuild's failure) gets what was done. False
+ * when the database could not be put back (errmsg says where it is). */
+static bool putBack(const char *db_path, const char *moved, char *errmsg)
+{
+    /* The new files all gone before an old one comes back: a WAL beside a database
+     * that is not its own would be read into it. The old ones in moveDatabaseAside's
+     * order. */
+    static const char *const gone[] = {"-wal", "-shm", ""};
+    static const char *const back[] = {"", "-wal", "-shm"};
+    char from[PATH_MAX + 8];
+    char to[PATH_MAX + 8];
+    char sync_err[CAIRN_ERRMSG_SIZE];
+    size_t len;
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(to, sizeof to, "%s%s", db_path, gone[i]);
+        if (unlink(to) != 0 && errno != ENOENT) {
+            len = strlen(errmsg);
+            snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len,
+                     "; cannot remove %s to put the database back (it stays in %s): %s", to,
+                     moved, strerror(errno));
+            return false;
+        }
+    }
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(from, sizeof from, "%s%s", moved, back[i]);
+        snprintf(to, sizeof to, "%s%s", db_path, back[i]);
+        if (exists(from) && rename(from, to) != 0) {
+            len = strlen(errmsg);
+            snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len, "; cannot put %s back: %s", from,
+                     strerror(errno));
+            return false;
+        }
+    }
+    libSyncParentDir(db_path, sync_err);
+    len = strlen(errmsg);
+    snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len,
+             "; the database moved aside is back in its place");
+    return true;
+}
+
 /* Write join = peer into DATA/node.json, so that a node whose log was reset rejoins. */
 static int setJoin(const char *data_dir, const char *peer, char *errmsg)
 {
@@ -758,7 +988,7 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
     char db_path[PATH_MAX];
     char raft_dir[PATH_MAX];
     char tmp[PATH_MAX];
-    char when[32];
+    char when[STAMP_SIZE];
     char log_text[1024];
     char db_text[512];
     char db_before[600];
@@ -766,17 +996,19 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
     char moved_log[PATH_MAX] = "";
     char lost[256] = "";
     struct raftlog_report *rep;
+    struct raftlog_server self;
     bool log_damaged = false;
     bool db_damaged;
+    bool alone;
     uint64_t applied = 0;
     const char *action = "nothing";
     json_t *out;
-    int lock = -1;
+    struct dirlock lock = DIRLOCK_NONE;
     int rv;
 
     snprintf(db_path, sizeof db_path, "%s/db.sqlite", o->data_dir);
     snprintf(raft_dir, sizeof raft_dir, "%s/raft", o->data_dir);
-    snprintf(tmp, sizeof tmp, "%s/db.sqlite.repair", o->data_dir);
+    snprintf(tmp, sizeof tmp, "%s/%s", o->data_dir, REPAIR_COPY);
     libIso8601(libNowMs(), LIB_ISO8601_BASIC, when);
     if (!exists(o->data_dir)) {
         errorf(errmsg, "no data directory %s", o->data_dir);
@@ -790,14 +1022,22 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
         }
         return rv;
     }
+    removeRepairCopy(o->data_dir);
     rep = calloc(1, sizeof *rep);
     if (rep == NULL) {
-        lockRelease(lock);
+        lockRelease(&lock);
         errorf(errmsg, "out of memory");
         return CAIRN_ENOMEM;
     }
-    checkLog(raft_dir, db_path, rep, &log_damaged, log_text, sizeof log_text);
-    db_damaged = quickCheck(db_path, db_text, sizeof db_text) != 0;
+    alone = aloneOnDisk(o->data_dir, db_path, &self);
+    checkLog(raft_dir, db_path, alone, rep, &log_damaged, log_text, sizeof log_text);
+    if (alone && rep->conf_servers == 0 && self.id > 0) {
+        /* No configuration can be read (no log, or none left in it): a node that forms
+         * its cluster alone is its only voter, as its start would make it. */
+        rep->conf[0] = self;
+        rep->conf_servers = 1;
+    }
+    db_damaged = dbCheck(db_path, true, db_text, sizeof db_text) != 0;
     snprintf(db_before, sizeof db_before, "%s%s", db_damaged ? "damaged: " : "", db_text);
     say(o, "raft log: %s", log_text);
     say(o, "database: %s", db_before);
@@ -832,6 +1072,9 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
                    "snapshot; use --from-backup ID --repo DIR or --from-peer URL",
                    (unsigned long long)rep->first_index);
             rv = CAIRN_ECORRUPT;
+            break;
+        }
+        if ((rv = verifySnapshot(o->data_dir, rep, errmsg)) != 0) {
             break;
         }
         rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg);
@@ -907,8 +1150,8 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
             unlink(tmp);
             break;
         }
-        if (quickCheck(tmp, db_text, sizeof db_text) != 0) {
-            errorf(errmsg, "the copy from %s does not pass quick_check: %s", base, db_text);
+        if (dbCheck(tmp, true, db_text, sizeof db_text) != 0) {
+            errorf(errmsg, "the copy from %s does not pass its check: %s", base, db_text);
             unlink(tmp);
             rv = CAIRN_ECORRUPT;
             break;
@@ -929,17 +1172,32 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
         break;
     }
     }
-    lockRelease(lock);
+    lockRelease(&lock);
     free(rep);
     if (rv == 0 && strcmp(action, "nothing") != 0 && strncmp(action, "nothing:", 8) != 0 &&
         !(o->mode == HEAL_FROM_PEER && moved_log[0] != '\0')) {
         say(o, "replaying the log");
         rv = replayOffline(o->data_dir, &applied, errmsg);
+        if (rv != 0 && moved_db[0] != '\0' && moved_log[0] == '\0') {
+            /* Under the lock again: a node started since the replay let go of it owns
+             * the files now. */
+            char why[CAIRN_ERRMSG_SIZE];
+            size_t len = strlen(errmsg);
+            if (lockAcquire(o->data_dir, &lock, why) == 0) {
+                if (putBack(db_path, moved_db, errmsg)) {
+                    moved_db[0] = '\0';
+                }
+                lockRelease(&lock);
+            } else {
+                snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len,
+                         "; the database moved aside stays in %s (%s)", moved_db, why);
+            }
+        }
     } else if (rv == 0) {
         applied = appliedOf(db_path);
     }
     if (rv == 0) {
-        db_damaged = quickCheck(db_path, db_text, sizeof db_text) != 0;
+        db_damaged = dbCheck(db_path, true, db_text, sizeof db_text) != 0;
         if (db_damaged) {
             errorf(errmsg, "the database is still damaged after the repair: %s", db_text);
             rv = CAIRN_ECORRUPT;

@@ -4,8 +4,9 @@
  * A node marks its data directory DATA/RUNNING while it runs and removes the mark
  * after a clean stop. Finding the mark at start means the last run ended uncleanly
  * (kill -9, power loss, crash): the node then verifies the Raft log (raftlog.h) and
- * runs PRAGMA quick_check on the database. A damaged database is moved aside to
- * DATA/corrupt/ (never deleted) and rebuilt from the newest snapshot plus the log; a
+ * runs PRAGMA quick_check and the start's page check (pagesum.h) on the database. A
+ * damaged database is moved aside to DATA/corrupt/ (never deleted) and rebuilt from
+ * the newest snapshot plus the log, once its snapshot chain verifies; a
  * damaged log stops the start with the file and offset, since dropping entries could
  * lose acknowledged writes. What was found and done is logged, kept in
  * DATA/last_recovery.json and shown in /status as "last_recovery". */

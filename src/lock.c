@@ -1,4 +1,4 @@
-/* DATA/LOCK (see lock.h). Any thread. */
+/* DATA/LOCK and DATA itself (see lock.h). Any thread. */
 #define _GNU_SOURCE
 #include "lock.h"
 
@@ -12,14 +12,26 @@
 
 #include "error.h"
 
-int lockAcquire(const char *dir, int *fd, char *errmsg)
+/* The holder's pid as LOCK says it, or "unknown". */
+static void holderPid(int f, char *pid, size_t n)
+{
+    ssize_t got = f >= 0 ? pread(f, pid, n - 1, 0) : -1;
+    pid[got > 0 ? got : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+    if (pid[0] == '\0') {
+        snprintf(pid, n, "unknown");
+    }
+}
+
+int lockAcquire(const char *dir, struct dirlock *l, char *errmsg)
 {
     char path[PATH_MAX];
     char pid[32];
     ssize_t n;
     int f;
+    int d;
 
-    *fd = -1;
+    *l = DIRLOCK_NONE;
     snprintf(path, sizeof path, "%s/LOCK", dir);
     f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (f < 0) {
@@ -29,11 +41,9 @@ int lockAcquire(const char *dir, int *fd, char *errmsg)
     if (flock(f, LOCK_EX | LOCK_NB) != 0) {
         int err = errno;
         if (err == EWOULDBLOCK) {
-            n = pread(f, pid, sizeof pid - 1, 0);
-            pid[n > 0 ? n : 0] = '\0';
-            pid[strcspn(pid, "\n")] = '\0';
+            holderPid(f, pid, sizeof pid);
             errorf(errmsg, "data directory %s is in use by another cairn process (pid %s)",
-                   dir, pid[0] ? pid : "unknown");
+                   dir, pid);
             close(f);
             return CAIRN_ELOCKED;
         }
@@ -41,19 +51,56 @@ int lockAcquire(const char *dir, int *fd, char *errmsg)
         close(f);
         return errorFromErrno(err);
     }
+    d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d < 0 || flock(d, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        if (d >= 0 && err == EWOULDBLOCK) {
+            /* Its LOCK was removed (the one locked above is a new file): the RUNNING
+             * mark, removed only by a clean stop, still holds its pid. */
+            char mark[PATH_MAX];
+            int m;
+            snprintf(mark, sizeof mark, "%s/RUNNING", dir);
+            m = open(mark, O_RDONLY | O_CLOEXEC);
+            holderPid(m, pid, sizeof pid);
+            if (m >= 0) {
+                close(m);
+            }
+            errorf(errmsg,
+                   "data directory %s is in use by another cairn process (pid %s; its lock "
+                   "file %s was removed while it runs)",
+                   dir, pid, path);
+            close(d);
+            close(f);
+            return CAIRN_ELOCKED;
+        }
+        /* A file system that cannot lock a directory (some network ones refuse an
+         * exclusive flock on a descriptor not open for writing): LOCK alone, as before
+         * the directory was locked. */
+        if (d >= 0) {
+            close(d);
+        }
+        d = -1;
+    }
     n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
     if (ftruncate(f, 0) != 0 || pwrite(f, pid, (size_t)n, 0) != n) {
         errorf(errmsg, "cannot write lock file %s: %s", path, strerror(errno));
+        close(d);
         close(f);
         return errorFromErrno(errno);
     }
-    *fd = f;
+    l->file = f;
+    l->dir = d;
     return 0;
 }
 
-void lockRelease(int fd)
+void lockRelease(struct dirlock *l)
 {
-    if (fd >= 0) {
-        close(fd); /* closing the descriptor releases the flock */
+    /* Closing the descriptors releases the flocks. */
+    if (l->dir >= 0) {
+        close(l->dir);
     }
+    if (l->file >= 0) {
+        close(l->file);
+    }
+    *l = DIRLOCK_NONE;
 }

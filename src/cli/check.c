@@ -348,6 +348,36 @@ const cliCommand cliLogCommand = {
 
 /* ---- cairn check: the items ---------------------------------------------------------- */
 
+/* Does a live process hold the directory's lock (lock.h), whose LOCK file was removed?
+ * Returns 1 when so, after reporting it; *pidOut gets the pid the RUNNING mark holds. */
+static int checkDirLock(checkRun *r, long *pidOut)
+{
+    char mark[PATH_MAX], pid[32];
+    ssize_t n;
+    int fd = open(r->dataDir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0 || errno != EWOULDBLOCK) {
+        close(fd);
+        return 0;
+    }
+    close(fd);
+    snprintf(mark, sizeof mark, "%s/RUNNING", r->dataDir);
+    fd = open(mark, O_RDONLY | O_CLOEXEC);
+    n = fd >= 0 ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+    pid[n > 0 ? n : 0] = '\0';
+    if (fd >= 0) {
+        close(fd);
+    }
+    *pidOut = strtol(pid, NULL, 10);
+    item(r, "lock", "RUNNING", "LOCK",
+         "held by pid %ld, whose lock file was removed while it runs: the node is running; "
+         "the checks below only read, and may see writes in progress",
+         *pidOut);
+    return 1;
+}
+
 /* Is a live process holding DATA/LOCK? Taking a shared lock for an instant tells: it
  * fails while cairnd holds its exclusive one. Returns 1 when held. */
 static int checkLock(checkRun *r, long *pidOut)
@@ -359,6 +389,9 @@ static int checkLock(checkRun *r, long *pidOut)
     *pidOut = 0;
     snprintf(path, sizeof path, "%s/LOCK", r->dataDir);
     fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && checkDirLock(r, pidOut)) {
+        return 1;
+    }
     if (fd < 0) {
         if (errno == ENOENT) {
             item(r, "lock", "OK", "LOCK", "no lock file: no node has run here");
@@ -384,7 +417,9 @@ static int checkLock(checkRun *r, long *pidOut)
         char mark[PATH_MAX];
         flock(fd, LOCK_UN);
         snprintf(mark, sizeof mark, "%s/RUNNING", r->dataDir);
-        if (exists(mark)) {
+        if (checkDirLock(r, pidOut)) {
+            held = 1; /* a new LOCK file, made after the holder's was removed */
+        } else if (exists(mark)) {
             item(r, "lock", "WARNING", "RUNNING",
                  "the last node here (pid %ld) did not stop cleanly (killed, crashed or power "
                  "lost): its next start verifies the Raft log and the database and rebuilds a "
@@ -601,12 +636,16 @@ static void checkDiverged(checkRun *r)
 }
 
 /* Every page of db.sqlite against the checksum in its reserved bytes (pagesum.h).
- * Pages still in the WAL are covered by the WAL's own frame checksums instead. */
-static void checkPageChecksums(checkRun *r)
+ * Pages still in the WAL are covered by the WAL's own frame checksums instead. With
+ * startCheck (a node that stopped cleanly), also what cairnd's next start checks
+ * (pagesumStartCheck), so that check never calls healthy a file the start refuses:
+ * the file's size against its page size and the page count its header states, the
+ * freelist's trunk pages. */
+static void checkPageChecksums(checkRun *r, int startCheck)
 {
     char path[PATH_MAX], errmsg[CAIRN_ERRMSG_SIZE], list[256];
     uint32_t first[10];
-    uint64_t pages, bad;
+    uint64_t pages, bad, checked;
     bool enabled;
     size_t used = 0;
     snprintf(path, sizeof path, "%s/db.sqlite", r->dataDir);
@@ -615,6 +654,11 @@ static void checkPageChecksums(checkRun *r)
     }
     if (pagesumVerifyFile(path, &enabled, &pages, &bad, first, 10, errmsg) != 0) {
         item(r, "page checksums", "DAMAGED", "db.sqlite", "cannot be verified: %s", errmsg);
+        return;
+    }
+    if (bad == 0 && startCheck && pagesumStartCheck(path, &checked, errmsg) != 0) {
+        item(r, "page checksums", "DAMAGED", "db.sqlite",
+             "cairnd refuses to start on it: %s; cairn repair rebuilds it", errmsg);
         return;
     }
     if (!enabled) {
@@ -1120,7 +1164,13 @@ static int runCheck(const cliCommand *cmd, const cliEnv *env, int argc, char **a
     checkNodeJson(&r);
     checkWal(&r, running);
     checkDatabase(&r, running, &applied);
-    checkPageChecksums(&r);
+    {
+        /* The start checks the file as it is only after a clean stop (heal.c); after
+         * an unclean one the WAL completes it first. */
+        char mark[PATH_MAX];
+        snprintf(mark, sizeof mark, "%s/RUNNING", r.dataDir);
+        checkPageChecksums(&r, !running && !exists(mark));
+    }
     checkDiverged(&r);
     checkRaftLog(&r, applied, &logJson, snapBackup, sizeof snapBackup);
     snprintf(snapDir, sizeof snapDir, "%s/snapshots", r.dataDir);

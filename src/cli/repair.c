@@ -98,7 +98,10 @@ const cliCommand cliRepairCommand = {
     .description =
         "Checks the Raft log and the database of DATA_DIR (the node must be stopped) and\n"
         "repairs them. By default the database is rebuilt from the node's newest snapshot\n"
-        "and its log when it is damaged. --from-backup ID --repo DIR restores a backup and\n"
+        "and its log when it is damaged (its snapshot chain is verified before anything\n"
+        "moves; a rebuild that fails puts the database back). On a single node whose\n"
+        "database holds every entry, a damaged or lost log is replaced by a new one\n"
+        "started from the database. --from-backup ID --repo DIR restores a backup and\n"
         "replays the log past it (a damaged log is set aside: writes after the backup are\n"
         "then lost, and the repair says so). --from-peer URL copies the database of a\n"
         "running node of the same cluster; a damaged log is set aside and the node rejoins\n"

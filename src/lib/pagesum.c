@@ -535,9 +535,16 @@ int pagesumStartCheck(const char *path, uint64_t *checked, char *errmsg)
     }
     psize = ((size_t)hdr[16] << 8) | hdr[17];
     psize = psize == 1 ? 65536 : psize;
-    if (!isPageSize((int)psize) || hdr[20] > 64 || (uint64_t)st.st_size % psize != 0) {
+    if (!isPageSize((int)psize) || hdr[20] > 64) {
         errorf(errmsg, "%s: the database header is damaged (page size %zu, %u reserved "
                        "bytes, file of %lld bytes)", path, psize, hdr[20], (long long)st.st_size);
+        rv = CAIRN_ECORRUPT;
+        goto out;
+    }
+    if ((uint64_t)st.st_size % psize != 0) {
+        errorf(errmsg, "%s: the file is %lld bytes, not a whole number of %zu-byte pages (a "
+                       "write was cut short, or bytes were added)",
+               path, (long long)st.st_size, psize);
         rv = CAIRN_ECORRUPT;
         goto out;
     }

@@ -223,6 +223,17 @@ def test_damaged_database(cli, data):
     assert [i for i in doc["items"] if i["check"] == "raft"][0]["ok"] is True
 
 
+def test_database_with_a_partial_last_page(cli, data):
+    """db.sqlite longer than its whole pages (a write cut short): cairnd refuses to start
+    on it, so check must not call it healthy (before, it said so: SQLite and the page
+    checksums both leave the bytes after the last whole page alone)."""
+    with open(data / "db.sqlite", "ab") as f:
+        f.write(b"\x01" * 100)
+    r = fails(cli("check", data), "problem")
+    bad = lines_with(r.stdout, "DAMAGED")
+    assert any("db.sqlite" in l and "whole" in l for l in bad), r.stdout
+
+
 def test_damaged_raft_segment(cli, data):
     seg = closed_segments(data)[-1]
     flip(seg, seg.stat().st_size - 3, 1)  # in the data of its last batch

@@ -401,6 +401,74 @@ def test_sigterm_while_the_disk_is_full(tmpfs, server_factory):
     assert s.stop() == 0
 
 
+def test_snapshot_whose_checkpoint_cannot_grow_the_database(tmpfs, server_factory):
+    """POST /admin/snapshot on a full disk while the WAL holds writes that would grow
+    db.sqlite: the checkpoint before the snapshot fails for want of space. The request
+    is answered at once naming the full disk (found waiting 120 s, a barrier entry
+    appended every 200 ms, then answering "no snapshot at index N" without a cause);
+    once space is freed the snapshot is taken."""
+    disk = tmpfs("disk", 64)
+    s = server_factory(data_dir=disk / "data", extra_args=["--snapshot-threshold", "100000"])
+    assert_exec_ok(s.execute(["CREATE TABLE f (id INTEGER PRIMARY KEY, b BLOB)"]))
+    for i in range(8):  # about 2 MiB: well under the WAL's background checkpoint
+        assert_exec_ok(s.execute([["INSERT INTO f(b) VALUES(randomblob(1024))"]] * 256,
+                                 transaction=True))
+    db = disk / "data" / "db.sqlite"
+    wal = disk / "data" / "db.sqlite-wal"
+    assert wal.stat().st_size > db.stat().st_size + MiB, (wal.stat().st_size, db.stat().st_size)
+    filler = disk / "filler"
+    write_filler(filler, leave_free=64 * 1024)
+    assert free_bytes(disk) < MiB, free_bytes(disk)
+
+    t0 = time.monotonic()
+    try:
+        r = s.raw("POST", "/admin/snapshot", timeout=REQUEST_TIMEOUT)
+    except OSError as e:
+        raise AssertionError("POST /admin/snapshot on a full disk unanswered after %.0fs (%r)"
+                             % (time.monotonic() - t0, e)) from None
+    assert r.status == 507 and names_disk_full(r.text), "a snapshot on a full disk: %r" % r
+    assert s.running()
+
+    filler.unlink()
+    r = s.raw("POST", "/admin/snapshot", timeout=120)
+    assert r.status == 200, "a snapshot after space was freed: %r" % r
+    assert s.scalar("SELECT count(*) FROM f") == 8 * 256
+    assert s.stop() == 0
+
+
+def test_repair_that_runs_out_of_space_puts_the_database_back(tmpfs, server_factory, cairn_bin):
+    """`cairn repair --force` on a full disk: the database is moved aside, and the
+    rebuild from the snapshot has no room for its copy. Before, the repair failed and
+    left the partial rebuild, a new db.sqlite, in place of the node's healthy database
+    (moved to corrupt/). Now the failed rebuild is removed and the database put back,
+    byte for byte; once space is freed the repair succeeds."""
+    disk = tmpfs("disk", 64)
+    s = server_factory(data_dir=disk / "data", extra_args=["--snapshot-threshold", "100000"])
+    assert_exec_ok(s.execute(["CREATE TABLE f (id INTEGER PRIMARY KEY, b BLOB)"]))
+    for i in range(8):
+        assert_exec_ok(s.execute([["INSERT INTO f(b) VALUES(randomblob(1024))"]] * 256,
+                                 transaction=True))
+    assert s.raw("POST", "/admin/snapshot", timeout=120).status == 200
+    assert s.stop() == 0
+    db = disk / "data" / "db.sqlite"
+    image = db.read_bytes()
+    filler = disk / "filler"
+    write_filler(filler, leave_free=256 * 1024)
+    assert free_bytes(disk) < len(image), (free_bytes(disk), len(image))
+    r = run_cairn(cairn_bin, ["repair", "--force", "--json", disk / "data"])
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "back in its place" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["moved_database"] is None, r.stdout
+    assert db.read_bytes() == image
+    assert not (disk / "data" / "db.sqlite-wal").exists()
+    filler.unlink()
+    r = run_cairn(cairn_bin, ["repair", "--force", "--json", disk / "data"])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    s.start()
+    assert s.scalar("SELECT count(*) FROM f") == 8 * 256
+    assert s.stop() == 0
+
+
 def archive_status(s):
     r = s.raw("GET", "/status", timeout=REQUEST_TIMEOUT)
     assert r.status == 200, r

@@ -337,6 +337,39 @@ def test_second_instance_on_same_data_dir_is_refused(server):
     assert s.rows("SELECT v FROM t ORDER BY v") == [[1], [2]]
 
 
+def test_second_instance_is_refused_after_the_lock_file_is_removed(server, cairn_bin):
+    """DATA/LOCK removed under a running node (an operator cleaning up what looks like a
+    stale lock). Before, a second cairnd made a new LOCK, locked it, and ran on the same
+    database and log as the first; `cairn check` said no node had run there. The
+    directory itself is locked too: the second is refused naming the first's pid, and
+    check reports the node running."""
+    s = server
+    assert_exec_ok(s.execute(["CREATE TABLE t (v INTEGER)", "INSERT INTO t VALUES(1)"]))
+    (s.data_dir / "LOCK").unlink()
+    r = subprocess.run([str(cairn_bin), "check", str(s.data_dir)], capture_output=True,
+                       text=True, timeout=deadline_seconds(60))
+    assert "RUNNING" in r.stdout and str(s.pid) in r.stdout, r.stdout
+    http_port, raft_port = find_free_ports(2)
+    argv = [str(BUILD / "cairnd"), "--data-dir", str(s.data_dir),
+            "--http-addr", "127.0.0.1:%d" % http_port, "--raft-addr", "127.0.0.1:%d" % raft_port]
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        _, err = p.communicate(timeout=deadline_seconds(20))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("a second cairnd ran on %s beside pid %d" % (s.data_dir, s.pid))
+    stderr = err.decode(errors="replace")
+    assert p.returncode == 1, "second cairnd exited with %s; stderr:\n%s" % (p.returncode, stderr)
+    assert "in use by another cairn process (pid %d" % s.pid in stderr, stderr
+    assert s.running()
+    assert_exec_ok(s.execute(["INSERT INTO t VALUES(2)"]))
+    assert s.stop() == 0
+    s.start()
+    assert s.rows("SELECT v FROM t ORDER BY v") == [[1], [2]]
+
+
 @pytest.mark.parametrize("which", ["http", "raft"])
 def test_port_in_use_at_restart_is_reported(server_factory, which):
     """Restarting a node while another process holds one of its ports: exit 1 at once,

@@ -8,6 +8,7 @@ copy exists, and says plainly when it cannot.
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -111,6 +112,26 @@ def test_kill9_leftovers_of_restores_and_copies_are_removed_at_the_next_start(no
     assert node.scalar("SELECT count(*) FROM t") == want
 
 
+def test_a_killed_repairs_copy_is_removed(node, cairn_bin):
+    """DATA/db.sqlite.repair, the copy `cairn repair` writes (a restored backup, a peer's
+    database) before it puts it in place, left by a repair that was killed or failed
+    (the node stopped cleanly before it). Before, nothing ever removed it, a file as
+    large as the database; now the next start or repair does (each holds the
+    directory's lock, so no repair is writing it)."""
+    want = load(node, 2)
+    node.stop()
+    copy = node.data_dir / "db.sqlite.repair"
+    copy.write_bytes(b"x" * 65536)
+    node.start()
+    assert not copy.exists()
+    assert node.scalar("SELECT count(*) FROM t") == want
+    node.stop()
+    copy.write_bytes(b"x" * 65536)
+    rc, out, err = run_cli(cairn_bin, "repair", node.data_dir)
+    assert rc == 0, (out, err)
+    assert not copy.exists()
+
+
 @pytest.mark.smoke
 def test_damaged_database_after_crash_is_moved_aside_and_rebuilt(node, cairn_bin):
     load(node)
@@ -130,6 +151,29 @@ def test_damaged_database_after_crash_is_moved_aside_and_rebuilt(node, cairn_bin
     node.stop()
     rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
     assert rc == 0, (out, err)
+
+
+def test_damaged_database_after_crash_with_a_damaged_snapshot_stays_in_place(node, cairn_bin):
+    """After kill -9 both the database and the snapshot chain it would be rebuilt from
+    are damaged. Before, the start moved the database aside, then failed with libraft's
+    "persisted data is corrupted (...)", naming neither file, and left a new empty
+    database in its place (which `cairn repair` then called healthy). Now the start
+    verifies the chain first and refuses naming the backup file, with the database left
+    where it was."""
+    load(node)
+    node.kill()
+    db = node.data_dir / "db.sqlite"
+    smash_pages(db)
+    snaps = sorted((node.data_dir / "snapshots").glob("*.cbk"))
+    assert snaps
+    flip(snaps[0], os.path.getsize(snaps[0]) // 2, 64)
+    node.start(wait=False)
+    assert node.wait_exit(30) == 1
+    tail = node.stderr_tail().splitlines()[-1]
+    assert "is damaged" in tail and snaps[0].name in tail, tail
+    assert db.exists() and not any((node.data_dir / "corrupt").glob("*db.sqlite*"))
+    rc, out, err = run_cli(cairn_bin, "repair", node.data_dir)
+    assert rc == 1 and snaps[0].name in err, (out, err)
 
 
 def test_truncated_database_repaired_offline(node, cairn_bin):
@@ -164,6 +208,139 @@ def test_repair_of_a_healthy_directory_changes_nothing(node, cairn_bin):
     report = json.loads(out)
     assert report["action"].startswith("nothing"), report
     assert not (node.data_dir / "corrupt").exists()
+
+
+def free_leaf_page(db):
+    """The number of a leaf page of db's freelist (None when it has none)."""
+    with open(db, "rb") as f:
+        hdr = f.read(100)
+        page = int.from_bytes(hdr[16:18], "big")
+        page = 65536 if page == 1 else page
+        trunk = int.from_bytes(hdr[32:36], "big")
+        while trunk:
+            f.seek((trunk - 1) * page)
+            t = f.read(page)
+            count = int.from_bytes(t[4:8], "big")
+            if count:
+                return int.from_bytes(t[8:12], "big"), page
+            trunk = int.from_bytes(t[0:4], "big")
+    return None, page
+
+
+def partial_last_page(db):
+    with open(db, "ab") as f:
+        f.write(b"\x01" * 100)
+
+
+def damaged_free_page(db):
+    leaf, page = free_leaf_page(db)
+    assert leaf, "no free page"
+    flip(db, (leaf - 1) * page + page // 2, 32)
+
+
+@pytest.mark.parametrize("damage", [partial_last_page, damaged_free_page],
+                         ids=["partial_last_page", "damaged_free_page"])
+def test_repair_rebuilds_a_database_the_start_refuses(node, cairn_bin, damage):
+    """Damage PRAGMA quick_check does not see (a page of the freelist, which no b-tree
+    reaches; bytes after the last whole page) and the start's page check refuses. Before,
+    `cairn repair` judged the database by quick_check alone: it said "nothing: the
+    database and the log are healthy" and exited 0, and the node still refused to start.
+    It now judges it as the start and `cairn check` do, and rebuilds it."""
+    want = load(node)
+    node.execute(["DELETE FROM t WHERE id > 500"])  # free pages for the freelist
+    before = digest(node)
+    node.stop()
+    damage(node.data_dir / "db.sqlite")
+    node.start(wait=False)
+    assert node.wait_exit(30) == 1
+    assert "the database is damaged" in node.stderr_tail(), node.stderr_tail()
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert rc == 1 and "db.sqlite" in out, (out, err)
+    rc, out, err = run_cli(cairn_bin, "repair", "--json", node.data_dir)
+    assert rc == 0, (out, err)
+    report = json.loads(out)
+    assert report["database_before"].startswith("damaged"), report
+    assert report["moved_database"].endswith("-db.sqlite"), report
+    node.start()
+    assert digest(node) == before and node.scalar("SELECT count(*) FROM t") == min(want, 500)
+    node.stop()
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert rc == 0, (out, err)
+
+
+@pytest.mark.parametrize("db_damage", [None, "smashed"])
+def test_repair_that_cannot_rebuild_leaves_the_database_in_place(node, cairn_bin, db_damage):
+    """The snapshot chain the rebuild starts from is damaged. Before, `cairn repair
+    --force` moved the healthy database to corrupt/, failed with libraft's "persisted data
+    is corrupted (metadata contains term 1)", and left an empty db.sqlite on which the
+    node no longer started. Now the chain is verified before anything moves: the repair
+    fails naming the backup file, and the database stays where it was, byte for byte
+    (damaged or not: what to rebuild from is the operator's next choice). A rebuild that
+    fails later puts the database back as well."""
+    want = load(node)
+    before = digest(node)
+    node.stop()
+    db = node.data_dir / "db.sqlite"
+    if db_damage:
+        smash_pages(db)
+    image = db.read_bytes()
+    snaps = sorted((node.data_dir / "snapshots").glob("*.cbk"))
+    assert snaps
+    flip(snaps[0], os.path.getsize(snaps[0]) // 2, 64)  # every chain starts at a full one
+    args = ["repair", "--json", node.data_dir] + ([] if db_damage else ["--force"])
+    rc, out, err = run_cli(cairn_bin, *args)
+    assert rc == 1, (out, err)
+    assert snaps[0].name in err and "left in place" in err, err
+    assert json.loads(out)["moved_database"] is None, out
+    assert db.read_bytes() == image
+    assert not any((node.data_dir / "corrupt").glob("*db.sqlite*"))
+    if not db_damage:
+        node.start()
+        assert node.scalar("SELECT count(*) FROM t") == want and digest(node) == before
+        node.stop()
+
+
+def test_repairs_in_one_second_keep_every_database_moved_aside(node, cairn_bin):
+    """Files moved to DATA/corrupt/ are named by the second of the move. Before, a second
+    repair within that second renamed its database over the first one's (a damaged
+    original lost for good: "nothing is ever deleted"). Each move now takes a free name;
+    the repairs here run back to back, well within a second or two of each other."""
+    load(node, 2)
+    node.stop()
+    images = []
+    for _ in range(3):
+        images.append((node.data_dir / "db.sqlite").read_bytes())
+        rc, out, err = run_cli(cairn_bin, "repair", "--force", "--json", node.data_dir)
+        assert rc == 0, (out, err)
+        assert os.path.exists(json.loads(out)["moved_database"]), out
+    kept = sorted((node.data_dir / "corrupt").glob("*-db.sqlite"))
+    assert len(kept) == 3, kept
+    assert sorted(p.read_bytes() for p in kept) == sorted(images)
+
+
+def test_damage_quick_check_misses_is_healed_after_a_crash_too(node, cairn_bin):
+    """A page of the freelist (which no b-tree reaches, so PRAGMA quick_check does not
+    read it) damaged, found at a start after kill -9. Before, that start judged the
+    database by quick_check alone and served it, while the next start after a clean
+    stop refused it (its page check reads the freelist): a node that served until it
+    was stopped cleanly, then could not start. The start after a crash now also runs
+    that page check and rebuilds the database."""
+    want = load(node)
+    node.execute(["DELETE FROM t WHERE id > 500"])
+    before = digest(node)
+    node.stop()  # every frame in db.sqlite
+    node.start()
+    node.kill()
+    damaged_free_page(node.data_dir / "db.sqlite")
+    node.start()
+    rec = node.get_json("/status")["last_recovery"]
+    assert rec["database"].startswith("damaged:"), rec
+    assert "moved the damaged database" in rec["action"], rec
+    assert digest(node) == before and node.scalar("SELECT count(*) FROM t") == min(want, 500)
+    node.stop()
+    node.start()
+    assert digest(node) == before
+    node.stop()
 
 
 def test_damaged_wal_is_replayed_from_the_log(node, cairn_bin):
@@ -229,6 +406,69 @@ def test_damaged_raft_segment_refuses_start_naming_the_file(node, cairn_bin):
     node.start()
     assert node.scalar("SELECT count(*) FROM t") == want and digest(node) == before
     assert_exec_ok(node.execute([["INSERT INTO t(v) VALUES('after repair')"]]))
+    node.stop()
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert rc == 0, (out, err)
+
+
+def test_damaged_snapshot_meta_refuses_start_and_points_at_the_repair_that_keeps_data(
+        node, cairn_bin):
+    """The newest raft/snapshot-*.meta cut short on a single node whose database holds
+    every entry. The start names the file, without the "at offset -1" it printed for a
+    problem of a whole file, and points at plain `cairn repair`, which keeps the
+    database and loses nothing (before, its single-node advice was only --from-backup,
+    which loses every write after the backup)."""
+    want = load(node)
+    before = digest(node)
+    node.stop()
+    metas = sorted((node.data_dir / "raft").glob("snapshot-*.meta"),
+                   key=lambda p: int(p.name.split("-")[2]))
+    assert metas, "no snapshot"
+    os.truncate(metas[-1], 10)
+    node.start(wait=False)
+    assert node.wait_exit(30) == 1
+    tail = node.stderr_tail().splitlines()[-1]
+    assert metas[-1].name in tail and "offset -1" not in tail, tail
+    assert "plain `cairn repair`" in tail and "--from-backup" not in tail, tail
+    rc, out, err = run_cli(cairn_bin, "repair", "--json", node.data_dir)
+    assert rc == 0, (out, err)
+    report = json.loads(out)
+    assert "offset -1" not in report["raft_log"], report
+    assert "kept the database" in report["action"] and report["lost"].startswith("nothing"), \
+        report
+    node.start()
+    assert node.scalar("SELECT count(*) FROM t") == want and digest(node) == before
+    node.stop()
+
+
+def test_lost_raft_log_refuses_start_and_repair_starts_one_from_the_database(node, cairn_bin):
+    """DATA/raft gone (removed, lost, or a repair killed as it replaced it) under a
+    database that has applied entries. Before, a single node started a new log at index
+    1 under it: the database skipped the new entries up to its applied index, each write
+    answered 500 ("entry was applied before this request was answered"), and a replica
+    that replayed the log would hold those rows. The start now refuses, naming it, and
+    `cairn repair` starts a new log at the database's index from node.json's identity."""
+    want = load(node)
+    before = digest(node)
+    node.stop()
+    shutil.rmtree(node.data_dir / "raft")
+    node.start(wait=False)
+    assert node.wait_exit(30) == 1
+    tail = node.stderr_tail().splitlines()[-1]
+    assert "holds no log" in tail and "cairn repair" in tail, tail
+    rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
+    assert rc == 1 and "raft/" in out, (out, err)
+    rc, out, err = run_cli(cairn_bin, "repair", "--json", node.data_dir)
+    assert rc == 0, (out, err)
+    report = json.loads(out)
+    assert "kept the database" in report["action"], report
+    assert report["lost"].startswith("unknown"), report
+    node.start()
+    assert node.scalar("SELECT count(*) FROM t") == want and digest(node) == before
+    assert_exec_ok(node.execute([["INSERT INTO t(v) VALUES('after repair')"]]))
+    node.stop()
+    node.start()
+    assert node.scalar("SELECT count(*) FROM t") == want + 1
     node.stop()
     rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
     assert rc == 0, (out, err)
