@@ -631,20 +631,32 @@ int adminRestore(struct cairn *db, const char *ref, const char *branch,
 
 /* ---- restore on boot ---------------------------------------------------------------- */
 
-/* Bring the chain that ends at id from repository `from` into the node's repository. */
+#define COPY_CHAIN_MAX 64
+
+/* Bring the chain that ends at id from repository `from` into the node's repository.
+ * The links missing there are found first, then copied oldest first, as clusterFetch
+ * puts fetched files in place: a backup in the node's repository always has its whole
+ * chain there, even when a kill cuts the copy short (were they copied newest first, the
+ * newest would be left without its parent: a broken chain, listed, failing to verify
+ * and restore, until a later start completes it). */
 static int copyChain(struct cairn *db, struct repo *from, const char *id, char *errmsg)
 {
     char cur[BACKUP_ID_SIZE];
+    char(*missing)[BACKUP_ID_SIZE] = NULL; /* newest first */
+    unsigned n = 0;
     struct repo *own = NULL;
     int rv = repoOpen(db->backup_dir, &own, errmsg);
+    if (rv == 0 && (missing = calloc(COPY_CHAIN_MAX, sizeof *missing)) == NULL) {
+        errorf(errmsg, "out of memory");
+        rv = CAIRN_ENOMEM;
+    }
     snprintf(cur, sizeof cur, "%s", id);
     for (unsigned files = 0; rv == 0; files++) {
         struct backup_info info;
         char msg[CAIRN_ERRMSG_SIZE];
-        char name[BACKUP_ID_SIZE + 8];
-        if (files > 64) {
-            errorf(errmsg, "backup chain of %s in %s is longer than 64 files", id,
-                   repoUrl(from));
+        if (files >= COPY_CHAIN_MAX) {
+            errorf(errmsg, "backup chain of %s in %s is longer than %d files", id,
+                   repoUrl(from), COPY_CHAIN_MAX);
             rv = CAIRN_ECORRUPT;
             break;
         }
@@ -652,16 +664,19 @@ static int copyChain(struct cairn *db, struct repo *from, const char *id, char *
             if ((rv = repoFindIn(from, cur, &info, errmsg)) != 0) {
                 break; /* names the missing or damaged link */
             }
-            snprintf(name, sizeof name, "%s.cbk", cur);
-            if ((rv = repoCopyObject(from, own, name, errmsg)) != 0) {
-                break;
-            }
+            snprintf(missing[n++], sizeof missing[0], "%s", cur);
         }
         if (info.parent_id[0] == '\0') {
             break;
         }
         snprintf(cur, sizeof cur, "%s", info.parent_id);
     }
+    while (rv == 0 && n > 0) {
+        char name[BACKUP_ID_SIZE + 8];
+        snprintf(name, sizeof name, "%s.cbk", missing[--n]);
+        rv = repoCopyObject(from, name, own, name, errmsg);
+    }
+    free(missing);
     repoClose(own);
     return rv;
 }
@@ -1329,7 +1344,19 @@ int adminApplyRestore(void *data, const struct batch *b, uint64_t index,
     }
     /* Not prepared (a replay of the log, or the preparation failed): restored here, on
      * the loop, as the entry's apply. */
-    if ((rv = adminRestoreCopy(db, id, digest, tmp, &info, msg)) != 0) {
+    if ((rv = adminRestoreCopy(db, id, digest, tmp, &info, msg)) != 0 &&
+        (rv == CAIRN_ESHUTDOWN || repoTransfersStopped())) {
+        /* Cut by the node's stop (its reads of a remote repository end at once,
+         * repoStopTransfers): not a backup this node cannot restore. The entry stays
+         * unapplied, and is applied again at the next start. */
+        unlink(tmp);
+        cairn_result_free(res);
+        *out = NULL;
+        errorf(errmsg, "log entry %llu restores backup %s: the node is stopping (%s)",
+               (unsigned long long)index, id, msg);
+        return CAIRN_ESHUTDOWN;
+    }
+    if (rv != 0) {
         /* The proposer restored this file before it proposed the entry, and every node
          * that can restores it. This one cannot (the backup missing here and at every
          * peer asked, its copy damaged, its disk): were it to go on, its rows would

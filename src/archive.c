@@ -1145,6 +1145,10 @@ static void *archMain(void *arg)
 {
     struct archiver *a = arg;
     int64_t turn_ms = libMonoMs();
+    /* A stopping node cuts the transfers of backups and restores (repoStopTransfers),
+     * not the archive's: its last upload is part of a clean stop, and writes of
+     * --archive-sync wait for it. */
+    repoStopTransfersExempt();
     pthread_mutex_lock(&a->mu);
     for (;;) {
         bool stopping;

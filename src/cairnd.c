@@ -493,7 +493,9 @@ int main(int argc, char **argv)
             pthread_detach(hurry);
         }
     }
-    housekeepingStop(hk); /* before the node goes: a scheduled backup uses it */
+    repoStopTransfers(true); /* a scheduled backup into a stalled bucket ends now */
+    housekeepingStop(hk);    /* before the node goes: a scheduled backup uses it */
+    repoStopTransfers(false);
     cairn_close(db);
     housekeepingFree(hk); /* after: HTTP threads read its state until cairn_close */
     logLine(NULL, "stopped cleanly");

@@ -944,24 +944,23 @@ int clusterRemove(struct cairn *db, uint64_t id, char *errmsg)
 /* ---- files from peers --------------------------------------------------------------- */
 
 /* Put the downloaded file tmp into the repository `dir` (a URL, not a directory) as
- * object `id`.cbk, through the repository object; tmp is removed either way. */
+ * object `id`.cbk, through the repository object; tmp is removed either way. It is read
+ * under its own name (`.<id>.cbk.fetch.tmp`), never renamed to `<id>.cbk` for the copy:
+ * a kill during the upload leaves it under the name that the start after an unclean
+ * stop sweeps (heal.c), and nothing that looks like a backup in the data directory. */
 static int uploadFetched(const char *dir, const char *tmp, const char *id, char *errmsg)
 {
     char name[BACKUP_ID_SIZE + 8];
     char tmpdir[PATH_MAX];
     struct repo *from = NULL;
     struct repo *to = NULL;
+    const char *base = strrchr(tmp, '/');
     int rv;
     snprintf(name, sizeof name, "%s.cbk", id);
     /* The download is a one-object posix repository: its directory, as file name. */
     repoDirOf(tmp, tmpdir);
     if ((rv = repoOpen(tmpdir, &from, errmsg)) == 0 && (rv = repoOpen(dir, &to, errmsg)) == 0) {
-        char staged[PATH_MAX + 16];
-        snprintf(staged, sizeof staged, "%s/%s", tmpdir, name);
-        if ((rv = repoRenameNoReplace(tmp, staged, errmsg)) == 0) {
-            rv = repoCopyObject(from, to, name, errmsg);
-            unlink(staged);
-        }
+        rv = repoCopyObject(from, base != NULL ? base + 1 : tmp, to, name, errmsg);
     }
     repoClose(from);
     repoClose(to);

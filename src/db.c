@@ -723,10 +723,17 @@ int cairn_close(cairn *db)
         storeInterrupt(db->store);
     }
     clusterAnnouncerStop(db);
+    /* A backup, restore or fetch of a remote repository that a request, the live
+     * restore's thread or the loop runs ends now (an upload aborted, a restore entry
+     * left to the next start) rather than when a slow or stalled object store lets it:
+     * the stop waits for each of them. The archive's transfers go on (its thread is
+     * exempt): its last upload is part of the stop. */
+    repoStopTransfers(true);
     httpStop(db->http);
     archiveStop(db->archiver); /* a last upload; it asks the node whether it leads */
     lrStop(db); /* its thread wakes the loop */
     nodeStop(db->node);
+    repoStopTransfers(false);
     archiveFree(db->archiver); /* the loop pushed into it until now */
     lrFree(db);
     adminDigestsStop(db); /* they read the store's frozen image */

@@ -1,6 +1,7 @@
 /* A node's named backup repositories (see reposet.h). */
 #include "reposet.h"
 
+#include <ctype.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -56,6 +57,11 @@ static int normalise(const char *url, char *out, size_t size, char *errmsg)
         size_t n = strlen(tmp);
         while (n > 0 && tmp[n - 1] == '/' && tmp[n - 2] != '/') {
             tmp[--n] = '\0';
+        }
+        /* The scheme in lower case, as repoOpen reads it whatever its case: S3://B/P
+         * and s3://B/P are one repository. */
+        for (char *c = tmp; *c != ':'; c++) {
+            *c = (char)tolower((unsigned char)*c);
         }
     }
     if (strlen(tmp) >= size) {

@@ -230,6 +230,19 @@ int repoFindIn(struct repo *repo, const char *ref, struct backup_info *out, char
 void repoSweepTemp(const char *repo, unsigned *removed);
 void repoSweepTempIn(struct repo *repo, unsigned *removed);
 
+/* While on (counted: each on is undone by one off), every transfer to or from a remote
+ * repository of the process ends at once with CAIRN_ESHUTDOWN, and an upload so ended
+ * is aborted with one quick attempt (s3StopAll): a stopping server does not wait for a
+ * backup, restore or fetch held up by a slow or stalled object store. Directories are
+ * not affected. Any thread. */
+void repoStopTransfers(bool on);
+/* Whether repoStopTransfers is on: a transfer that failed meanwhile may have been cut
+ * by it, which says nothing of the repository. */
+bool repoTransfersStopped(void);
+/* The calling thread's own transfers are out of repoStopTransfers' reach from now on
+ * (s3StopAllExempt): the archiver's, whose last upload a clean stop makes. */
+void repoStopTransfersExempt(void);
+
 /* Check every backup of the chain that ends at `ref` (an id, or a path as for
  * repoFind): every checksum, the trailer digests, each parent's id and digest.
  * With trial_restore, also restore the chain into a temporary file in the

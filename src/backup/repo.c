@@ -34,6 +34,7 @@
 #include "error.h"
 #include "lib.h"
 #include "repo_driver.h"
+#include "s3.h"
 
 #define SIDECAR_SUFFIX ".verified"
 #define SIDECAR_MAX 4096
@@ -406,6 +407,21 @@ void repoSweepTempIn(struct repo *repo, unsigned *removed)
 {
     *removed = 0;
     repo->ops->sweep(repo->drv, removed);
+}
+
+void repoStopTransfers(bool on)
+{
+    s3StopAll(on);
+}
+
+bool repoTransfersStopped(void)
+{
+    return s3StopAllOn();
+}
+
+void repoStopTransfersExempt(void)
+{
+    s3StopAllExempt();
 }
 
 void repoSweepTemp(const char *repo, unsigned *removed)
@@ -1223,12 +1239,13 @@ int repoFind(const char *repo, const char *ref, struct backup_info *out, char *e
     return rv;
 }
 
-int repoCopyObject(struct repo *from, struct repo *to, const char *name, char *errmsg)
+int repoCopyObject(struct repo *from, const char *from_name, struct repo *to, const char *name,
+                   char *errmsg)
 {
     struct repo_reader rd;
     struct repo_writer *w = NULL;
     unsigned char *buf = NULL;
-    int rv = repoOpenRead(from, name, &rd, errmsg);
+    int rv = repoOpenRead(from, from_name, &rd, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -1245,7 +1262,7 @@ int repoCopyObject(struct repo *from, struct repo *to, const char *name, char *e
         int err = rd.io.read(rd.io.arg, off, buf, n);
         if (err != 0) {
             char where[PATH_MAX];
-            repoWhere(from, name, where);
+            repoWhere(from, from_name, where);
             errorf(errmsg, "read %s at offset %llu: %s", where, (unsigned long long)off,
                    strerror(err));
             rv = errorFromErrno(err);

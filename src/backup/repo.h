@@ -58,10 +58,12 @@ int repoWrite(struct repo_writer *w, const void *p, size_t n, char *errmsg);
 int repoCommit(struct repo_writer *w, char *errmsg);
 void repoAbort(struct repo_writer *w);
 
-/* Copy object `name` (a whole .cbk, say) from one repository into another, 1 MiB at a
- * time, through the drivers (any pair): never replacing (CAIRN_EEXIST), nothing left in
- * `to` on failure. */
-int repoCopyObject(struct repo *from, struct repo *to, const char *name, char *errmsg);
+/* Copy object `from_name` of one repository into another as object `name` (a whole
+ * .cbk, say), 1 MiB at a time, through the drivers (any pair): never replacing
+ * (CAIRN_EEXIST), nothing left in `to` on failure. from_name may be a name no writer
+ * of `to` would take (a hidden download), and read as it is. */
+int repoCopyObject(struct repo *from, const char *from_name, struct repo *to, const char *name,
+                   char *errmsg);
 
 /* Remove object `name`: CAIRN_ENOTFOUND when there is none. */
 int repoRemove(struct repo *r, const char *name, char *errmsg);

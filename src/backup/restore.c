@@ -2448,6 +2448,14 @@ int backupVerifyOpt(struct repo *repo, const struct verify_options *opt, char *e
     now = repoNowMs();
     for (size_t i = 0; i < n; i++) {
         if ((rv = repoWriteVerifiedIn(use, &chain[i], BACKUP_VERIFIED, now, errmsg)) != 0) {
+            /* The checks passed: say so, lest the failure read as the backup's (a bucket
+             * that read-only credentials cannot write into, say). */
+            char why[CAIRN_ERRMSG_SIZE];
+            snprintf(why, sizeof why, "%s", errmsg);
+            errorf(errmsg,
+                   "%s passed every check%s, but its verification record could not be "
+                   "written: %s",
+                   target.path, trial_restore ? " and the trial restore" : "", why);
             goto out;
         }
     }

@@ -91,9 +91,30 @@ static int64_t monoMs(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* s3StopAll's count, and whether the calling thread is out of its reach (s3StopAllExempt;
+ * the thread's calls and their curl callbacks run on it). */
+static int stopAll;
+static __thread bool stopAllExempt;
+
+void s3StopAll(bool on)
+{
+    __atomic_add_fetch(&stopAll, on ? 1 : -1, __ATOMIC_RELAXED);
+}
+
+bool s3StopAllOn(void)
+{
+    return __atomic_load_n(&stopAll, __ATOMIC_RELAXED) > 0;
+}
+
+void s3StopAllExempt(void)
+{
+    stopAllExempt = true;
+}
+
 static bool stopped(const struct s3 *s3)
 {
-    return s3->stop != NULL && *s3->stop != 0;
+    return (s3->stop != NULL && *s3->stop != 0) ||
+           (!stopAllExempt && __atomic_load_n(&stopAll, __ATOMIC_RELAXED) > 0);
 }
 
 /* A random number in [0, n) for jitter; not for secrets. */
@@ -1326,11 +1347,14 @@ static enum verdict callJudge(struct call *c, int *rc)
     if (c->status >= 500 || c->status == 429 || retryableCode(code)) {
         return V_RETRY;
     }
+    /* A HEAD's answer has no body: its 403 cannot say whether the signature or the
+     * permissions were refused, and a backup's first request is a HEAD. */
     if (c->status == 403 &&
-        (strcmp(code, "SignatureDoesNotMatch") == 0 || strcmp(code, "InvalidAccessKeyId") == 0)) {
+        (strcmp(code, "SignatureDoesNotMatch") == 0 || strcmp(code, "InvalidAccessKeyId") == 0 ||
+         (code[0] == '\0' && strcmp(c->method, "HEAD") == 0))) {
         size_t n = strlen(c->last);
-        snprintf(c->last + n, sizeof c->last - n, "; check the credentials (access key id %s)",
-                 s3->key_id);
+        snprintf(c->last + n, sizeof c->last - n, "; check the credentials (access key id %s)%s",
+                 s3->key_id, code[0] == '\0' ? " and what they may read in the bucket" : "");
     }
     if (c->status == 404) {
         *rc = CAIRN_ENOTFOUND;
@@ -1672,6 +1696,8 @@ static int listRun(struct s3 *s3, const char *prefix, bool uploads, s3_list_fn f
     size_t pn = strlen(s3->prefix);
     struct s3xml_page *pg = calloc(1, sizeof *pg);
     char *token = NULL, *token2 = NULL;
+    char *seen = NULL, *seen2 = NULL; /* the continuation kept for cycle detection */
+    unsigned pages = 1, steps = 0, power = 1;
     int rv = 0;
 
     if (pg == NULL) {
@@ -1751,6 +1777,31 @@ static int listRun(struct s3 *s3, const char *prefix, bool uploads, s3_list_fn f
             rv = CAIRN_EIO;
             goto out;
         }
+        /* A server handing back continuations in a cycle (A, B, A, ...) would be listed
+         * forever: Brent's cycle detection, one continuation kept, caught within twice
+         * the cycle's length. */
+        if (seen != NULL && strcmp(seen, pg->next) == 0 &&
+            (!uploads || strcmp(seen2, pg->next2) == 0)) {
+            errorf(errmsg, "LIST s3://%s/%s: the server's continuations run in a cycle "
+                           "(page %u hands back one it gave before)",
+                   s3->bucket, full, pages);
+            rv = CAIRN_EIO;
+            goto out;
+        }
+        pages++;
+        if (++steps == power) {
+            free(seen);
+            free(seen2);
+            seen = strdup(pg->next);
+            seen2 = strdup(pg->next2);
+            if (seen == NULL || seen2 == NULL) {
+                errorf(errmsg, "out of memory");
+                rv = CAIRN_ENOMEM;
+                goto out;
+            }
+            power *= 2;
+            steps = 0;
+        }
         free(token);
         free(token2);
         token = strdup(pg->next);
@@ -1764,6 +1815,8 @@ static int listRun(struct s3 *s3, const char *prefix, bool uploads, s3_list_fn f
 out:
     free(token);
     free(token2);
+    free(seen);
+    free(seen2);
     free(pg);
     return rv;
 }

@@ -94,6 +94,18 @@ int s3Open(const struct s3_config *cfg, struct s3 **out, char *errmsg);
 /* Release a client (NULL is fine); its secrets are wiped from memory. */
 void s3Close(struct s3 *s3);
 
+/* While on (a count: each s3StopAll(true) is undone by one s3StopAll(false)), every
+ * client of the process behaves as if its own stop flag were set (s3_config.stop): its
+ * calls end with CAIRN_ESHUTDOWN, an upload with one quick abort. For a process that
+ * stops and must not wait for a transfer to a slow or stalled server. Any thread. */
+void s3StopAll(bool on);
+/* Whether s3StopAll is on. */
+bool s3StopAllOn(void);
+/* The calling thread's calls (not those of other threads it waits for, such as a
+ * read-ahead's) are out of s3StopAll's reach from now on: for a thread whose last
+ * transfer the stop waits for. */
+void s3StopAllExempt(void);
+
 /* "s3://BUCKET/PREFIX/" and where it is ("at http://127.0.0.1:9000" or "in AWS region
  * eu-west-1"), for messages. Valid until s3Close. */
 const char *s3Describe(const struct s3 *s3);

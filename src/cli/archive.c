@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -74,7 +75,7 @@ static int setupRepo(const cliCommand *cmd, int argc, char **argv, const char **
         return cliUsageError(cmd, "--repo DIR|URL is required (the archive is read in this "
                                   "process)");
     }
-    if ((endpoint != NULL || region != NULL) && strncmp(*repo, "s3://", 5) != 0) {
+    if ((endpoint != NULL || region != NULL) && strncasecmp(*repo, "s3://", 5) != 0) {
         return cliUsageError(cmd, "--s3-endpoint and --s3-region go with --repo s3://...");
     }
     if (endpoint != NULL) {

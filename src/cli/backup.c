@@ -31,6 +31,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -175,6 +176,10 @@ typedef struct backupRun {
  * once. Only async-signal-safe calls here (write, signal, raise). */
 static volatile sig_atomic_t interrupts;
 static const char *volatile hardStopNote;
+/* Set while a standalone backup runs: Ctrl-C then also cuts its transfers to an object
+ * store (repoStopTransfers: an atomic counter, safe here), whose upload would otherwise
+ * go on, and commit, long after the engine read its last page. */
+static volatile sig_atomic_t cutTransfers;
 
 static void onSigint(int sig)
 {
@@ -182,6 +187,9 @@ static void onSigint(int sig)
 
     cliInterrupted = 1;
     interrupts++;
+    if (cutTransfers && interrupts == 1) {
+        repoStopTransfers(true);
+    }
     if (note == NULL) {
         return;
     }
@@ -718,7 +726,8 @@ static int idPath(backupRun *r, const char *prefix, const char *id, const char *
  * descriptor is pointed at a directory, so the engine's next read fails (EISDIR) and
  * it takes its error path, which by its contract removes its temporary file and leaves
  * the repository as it was. When the engine has already read every page, it simply
- * finishes and the backup stands. */
+ * finishes and the backup stands, unless its upload to an object store is still under
+ * way: onSigint cuts that (cutTransfers), and the upload is aborted. */
 static void stopCreate(backupRun *r)
 {
     int dir;
@@ -883,7 +892,12 @@ static int standaloneCreate(backupRun *r, const char *db, int type, int codec, i
     r->snapshotFd = src.fd;
     /* From here Ctrl-C stops the engine through its descriptor (stopCreate()). */
     hardStopNote = NULL;
+    cutTransfers = 1;
+    if (cliInterrupted) {
+        repoStopTransfers(true); /* a Ctrl-C just before */
+    }
     rc = backupCreate(&src, &opt, info, errmsg);
+    cutTransfers = 0;
     r->snapshotFd = -1;
     cliProgressClear(&r->progress);
     if (rc != 0) {
@@ -926,7 +940,7 @@ static int setup(backupRun *r, const cliCommand *cmd, const cliEnv *env, int arg
         const char *endpoint = VALUE(cmd->options, values, "s3-endpoint");
         const char *region = VALUE(cmd->options, values, "s3-region");
         if ((endpoint != NULL || region != NULL) &&
-            (r->repo == NULL || strncmp(r->repo, "s3://", 5) != 0)) {
+            (r->repo == NULL || strncasecmp(r->repo, "s3://", 5) != 0)) {
             return cliUsageError(cmd, "--s3-endpoint and --s3-region go with --repo s3://...");
         }
         if (endpoint != NULL) {
@@ -961,7 +975,7 @@ static int setup(backupRun *r, const cliCommand *cmd, const cliEnv *env, int arg
 static int repoMustExist(backupRun *r)
 {
     struct stat st;
-    if (r->repo == NULL || strncmp(r->repo, "s3://", 5) == 0) {
+    if (r->repo == NULL || strncasecmp(r->repo, "s3://", 5) == 0) {
         return -1; /* a bucket: the engine's listing says whether it is there */
     }
     if (strncmp(r->repo, "file://", 7) == 0) {
@@ -1576,7 +1590,8 @@ static void onExpireProgress(void *arg, uint64_t done, uint64_t total)
 static int printExpire(backupRun *r, const struct expire_report *rep)
 {
     char errmsg[CLI_ERRMSG_SIZE];
-    char kb[32], eb[32], sb[32];
+    char kb[32], eb[32], sb[32], gb[32];
+    uint64_t gone_bytes = 0, seg_gone_bytes = 0;
     json_t *result = json_pack("{s:[s,s,s,s,s,s], s:[]}", "columns", "ID", "TYPE",
                                "CREATED (UTC)", "SIZE", "ACTION", "REASON", "values");
     int rc = result == NULL ? CLI_ERR_NOMEM : 0;
@@ -1635,14 +1650,32 @@ static int printExpire(backupRun *r, const struct expire_report *rep)
         printf("no retention rule: nothing expired\n");
         return CLI_EXIT_OK;
     }
-    printf("\n%s: %zu kept (%s), %zu %s (%s)", rep->dry_run ? "dry run" : "backups", rep->kept,
-           cliFormatBytes(rep->kept_bytes, kb, sizeof kb), rep->expired,
-           rep->dry_run ? "would be deleted" : "deleted",
-           cliFormatBytes(rep->expired_bytes, eb, sizeof eb));
-    if (rep->nsegs > 0) {
+    /* An expiry stopped by a failed deletion says what it did delete, not what it
+     * meant to: the totals are of the objects removed, beside those expired. */
+    for (size_t i = 0; i < rep->n; i++) {
+        gone_bytes += rep->items[i].removed ? rep->items[i].size_bytes : 0;
+    }
+    for (size_t k = 0; k < rep->nsegs; k++) {
+        seg_gone_bytes += rep->segs[k].removed ? rep->segs[k].size_bytes : 0;
+    }
+    printf("\n%s: %zu kept (%s), ", rep->dry_run ? "dry run" : "backups", rep->kept,
+           cliFormatBytes(rep->kept_bytes, kb, sizeof kb));
+    if (rep->dry_run || rep->removed == rep->expired) {
+        printf("%zu %s (%s)", rep->expired, rep->dry_run ? "would be deleted" : "deleted",
+               cliFormatBytes(rep->expired_bytes, eb, sizeof eb));
+    } else {
+        printf("%zu expired (%s) of which %zu deleted (%s)", rep->expired,
+               cliFormatBytes(rep->expired_bytes, eb, sizeof eb), rep->removed,
+               cliFormatBytes(gone_bytes, gb, sizeof gb));
+    }
+    if (rep->nsegs > 0 && (rep->dry_run || rep->segs_removed == rep->segs_expired)) {
         printf("; archive: %zu of %zu segments %s (%s)", rep->segs_expired, rep->nsegs,
                rep->dry_run ? "would be deleted" : "deleted",
                cliFormatBytes(rep->seg_bytes_expired, sb, sizeof sb));
+    } else if (rep->nsegs > 0) {
+        printf("; archive: %zu of %zu segments expired (%s) of which %zu deleted (%s)",
+               rep->segs_expired, rep->nsegs, cliFormatBytes(rep->seg_bytes_expired, sb, sizeof sb),
+               rep->segs_removed, cliFormatBytes(seg_gone_bytes, gb, sizeof gb));
     }
     if (rep->sidecars_removed > 0) {
         printf("; %u verification record%s left without %s backup %s", rep->sidecars_removed,
@@ -1685,7 +1718,7 @@ static int runExpire(const cliCommand *cmd, const cliEnv *env, int argc, char **
     }
     endpoint = VALUE(expireOptions, values, "s3-endpoint");
     region = VALUE(expireOptions, values, "s3-region");
-    if ((endpoint != NULL || region != NULL) && strncmp(r.repo, "s3://", 5) != 0) {
+    if ((endpoint != NULL || region != NULL) && strncasecmp(r.repo, "s3://", 5) != 0) {
         return cliUsageError(cmd, "--s3-endpoint and --s3-region go with --repo s3://...");
     }
     if (endpoint != NULL) {

@@ -656,6 +656,17 @@ def test_hostile_listing_sizes_and_loops(s3):
     err = r.failed("CAIRN_EIO")
     assert "same continuation twice" in err
     assert "continuation-token=abc%2B%2F%3D" in requests(s3, "GET", "list-type")[1]["query"]
+    # continuations that run in a cycle, A, B, C, A, ...: caught, not listed forever
+    s3.clear_faults()
+    s3.clear_log()
+    s3.faults([{"action": "raw", "method": "GET", "query": "list-type", "status": 200,
+                "headers": {"Content-Type": "application/xml"},
+                "body": listing(s3, (p + "k%d" % i, 1), extra="<IsTruncated>true</IsTruncated>"
+                                "<NextContinuationToken>%s</NextContinuationToken>" % tok)}
+               for i, tok in enumerate("ABC" * 6)])
+    err = s3.run("list", options=FAST).failed("CAIRN_EIO")
+    assert "continuations run in a cycle" in err, err
+    assert len(requests(s3, "GET", "list-type")) < 10
 
 
 def test_redirects_garbage_and_odd_ranges(s3, tmp_path):

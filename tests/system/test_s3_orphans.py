@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -147,6 +148,33 @@ def test_a_killed_standalone_backup_is_swept_by_a_later_backup(cairn_bin, s3, tm
     assert pending(s3) == {}
 
 
+def test_ctrl_c_stops_a_standalone_backup_whose_upload_is_held(cairn_bin, s3, tmp_path):
+    """Ctrl-C of `cairn backup create --repo s3://...` while its upload waits on a part the
+    server holds (the engine has read every page of this small database into the parts
+    by then): the backup stops at once, as Ctrl-C promises, with its upload aborted and
+    the repository as it was, rather than committing once the stall is cut and retried."""
+    db = tmp_path / "app.db"
+    make_db(db, 60000)  # ~20 MiB: three parts, all read before the second is answered
+    hold_mid_upload(s3)
+    argv = [str(cairn_bin), "backup", "create", "--db", str(db), "--repo", s3.url,
+            "--s3-endpoint", s3.endpoint]
+    p = subprocess.Popen(argv, env=s3.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        wait_mid_upload(s3, "the standalone backup's upload to be under way")
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=deadline_seconds(10))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+        s3.clear_faults()
+    assert p.returncode == 1, (p.returncode, out, err)
+    assert "interrupted; no backup was written" in err, err
+    assert visible_keys(s3) == []
+    assert pending(s3) == {}
+
+
 def test_the_sweep_age_is_checked(cairn_bin, s3):
     for bad in ("0", "-5", "abc", "12ms", "99999999999999999999", ""):
         r = cairn(cairn_bin, s3, "backup", "list", "--repo", s3.url,
@@ -220,3 +248,101 @@ def test_a_killed_server_backup_is_swept_at_the_next_start(s3, server_factory, m
     finally:
         abort_foreign_uploads(s3, foreign)
     assert pending(s3) == {}
+
+
+def test_a_node_killed_while_putting_a_fetched_backup_into_s3_leaves_no_copy(
+        s3, make_cluster, monkeypatch):
+    """A leader whose backups are in S3 fetches the parent it lacks from a peer: the
+    download is kept in its data directory while it is uploaded into its prefix. Killed
+    with -9 during that upload, the restart after the unclean stop removes the download
+    (a copy as large as the backup), and the next backup fetches and chains again."""
+    s3_server_env(s3, monkeypatch)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint)
+    c = make_cluster(3, extra_args=[])
+    for n in c.nodes:
+        n.extra_args = list(n.extra_args) + ["--backup-dir", "%s/node%d" % (s3.url, n.id)]
+        n.restart()
+    c.wait_converged()
+    old = c.leader()
+    assert_exec_ok(old.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)",
+                                "INSERT INTO t(v) SELECT randomblob(1000) FROM "
+                                "(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c "
+                                "WHERE i < 2000) SELECT i FROM c)"]))
+    full = admin_backup(old, {"type": "full"})
+    old.kill()
+    leader = c.leader(among=[n for n in c.nodes if n is not old], timeout=30)
+    old.start()
+    c.wait_converged()
+    # The fetched full backup's upload into the new leader's prefix is held.
+    target = "/node%d/%s.cbk" % (leader.id, full["id"])
+    s3.fault(method="PUT", path=target, action="delay", seconds=120, count=1)
+    answer = {}
+
+    def backup():
+        try:
+            answer["r"] = leader.raw("POST", "/admin/backup", {"type": "incremental"},
+                                     timeout=300)
+        except (OSError, http.client.HTTPException) as e:  # killed under it
+            answer["e"] = e
+
+    def local_copies():
+        return sorted(f for f in os.listdir(leader.data_dir) if full["id"] in f)
+
+    th = threading.Thread(target=backup)
+    th.start()
+    try:
+        wait_until(lambda: local_copies() and
+                   any(x["method"] == "PUT" and target in x["path"] for x in s3.log()),
+                   60, "the fetched backup's upload to be under way")
+    finally:
+        leader.kill()  # kill -9
+        th.join()
+    s3.clear_faults()
+    assert "r" not in answer, answer
+    assert local_copies() != [], "nothing was left to sweep: the test saw no copy"
+    leader.start()
+    assert local_copies() == [], local_copies()
+    c.wait_converged()
+    now = c.leader(timeout=30)
+    inc = admin_backup(now, {"type": "incremental"})
+    assert inc["parent_id"] == full["id"], inc
+    assert s3.exists("node%d/%s.cbk" % (now.id, full["id"]))
+    assert local_copies() == [], local_copies()
+
+
+def test_sigterm_during_a_backup_into_a_stalled_bucket_stops_at_once(s3, server_factory,
+                                                                     monkeypatch):
+    """SIGTERM while a backup waits on a part the server does not answer: the node stops
+    within the usual few seconds (not when the stall is detected and retried, tens of
+    seconds later), aborts the upload, and lists nothing; restarted, it backs up."""
+    s3_server_env(s3, monkeypatch)
+    s = server_factory(extra_args=["--backup-dir", s3.url, "--s3-endpoint", s3.endpoint])
+    assert_exec_ok(s.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)",
+                              "INSERT INTO t(v) SELECT randomblob(1000) FROM "
+                              "(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c "
+                              "WHERE i < 20000) SELECT i FROM c)"]))
+    hold_mid_upload(s3)
+    answer = {}
+
+    def backup():
+        try:
+            answer["r"] = s.raw("POST", "/admin/backup", {"type": "full"}, timeout=300)
+        except (OSError, http.client.HTTPException) as e:  # the node stopped under it
+            answer["e"] = e
+
+    th = threading.Thread(target=backup)
+    th.start()
+    try:
+        wait_mid_upload(s3, "the server's backup upload to be under way")
+    finally:
+        rc = s.stop(timeout=10)  # fails the test if it takes longer
+        th.join()
+    s3.clear_faults()
+    assert rc == 0, s.stderr_tail()
+    assert "r" not in answer or answer["r"].status >= 500, answer
+    assert visible_keys(s3) == []
+    assert pending(s3) == {}  # aborted, not left to a sweep
+    s.start()
+    assert admin_list(s) == []
+    e = admin_backup(s, {"type": "full"})
+    assert visible_keys(s3) == [e["id"] + ".cbk"]

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from backuputil import admin_backup, admin_list, file_rows, integrity
-from conftest import SANITIZED, assert_exec_ok, deadline_seconds
+from conftest import SANITIZED, assert_exec_ok, deadline_seconds, wait_until
 from s3util import BUCKET, s3, s3env  # noqa: F401 (fixtures)
 
 
@@ -111,6 +111,28 @@ def test_a_damaged_object_is_found_by_verify_and_refused_by_restore(cairn_bin, s
     assert r.returncode == 1 and not out.exists(), r
 
 
+def test_a_verification_that_cannot_record_its_result_says_the_backup_passed(
+        cairn_bin, s3, tmp_path):
+    """Credentials that may read the bucket but not write into it: verify checks the
+    backup, then cannot write its `.verified` record. It fails (nothing was recorded),
+    and says that the backup passed, not only that a PUT failed."""
+    db = tmp_path / "app.db"
+    make_db(db, 500)
+    e = json.loads(ok(cairn(cairn_bin, s3, "backup", "create", "--db", db, "--repo", s3.url,
+                            "--json")).stdout)
+    s3.fault(method="PUT", path=".verified", action="status", status=403, code="AccessDenied",
+             message="Access Denied", count=-1)
+    r = cairn(cairn_bin, s3, "backup", "verify", "--repo", s3.url, e["id"], "--restore")
+    s3.clear_faults()
+    assert r.returncode == 1, r
+    assert "%s.cbk passed every check and the trial restore" % e["id"] in r.stderr, r.stderr
+    assert "verification record could not be written" in r.stderr, r.stderr
+    assert "403 AccessDenied" in r.stderr and e["id"] + ".verified" in r.stderr, r.stderr
+    listed = json.loads(ok(cairn(cairn_bin, s3, "backup", "list", "--repo", s3.url,
+                                 "--json")).stdout)
+    assert [x["verified"] for x in listed] == ["unverified"], listed
+
+
 def test_a_failing_upload_leaves_nothing_visible(cairn_bin, s3, tmp_path):
     db = tmp_path / "app.db"
     make_db(db, 40000)  # ~13 MiB: a multipart upload
@@ -125,23 +147,73 @@ def test_a_failing_upload_leaves_nothing_visible(cairn_bin, s3, tmp_path):
     ok(cairn(cairn_bin, s3, "backup", "create", "--db", db, "--repo", s3.url))
 
 
+def test_an_expiry_that_cannot_delete_says_what_it_deleted(cairn_bin, s3, tmp_path):
+    """Every DELETE of the bucket refused: the expiry fails naming the object, and its
+    report does not say the expired backups were deleted; run again, it deletes them."""
+    db = tmp_path / "app.db"
+    ids = []
+    for kind in ("full", "incremental", "full"):
+        make_db(db, 200)
+        ids.append(json.loads(ok(cairn(cairn_bin, s3, "backup", "create", "--db", db, "--repo",
+                                       s3.url, "--type", kind, "--json")).stdout)["id"])
+    s3.fault(method="DELETE", action="status", status=500, code="InternalError", count=-1)
+    r = cairn(cairn_bin, s3, "backup", "expire", "--repo", s3.url, "--keep-full", "1",
+              env={"CAIRN_S3_RETRY_MS": "1000"})
+    s3.clear_faults()
+    assert r.returncode == 1, r
+    assert "could not remove %s.cbk" % ids[1] in r.stderr, r.stderr
+    assert "0 of 2 expired backups" in r.stderr, r.stderr
+    assert "2 deleted" not in r.stdout, r.stdout
+    assert "2 expired" in r.stdout and "of which 0 deleted (0 B)" in r.stdout, r.stdout
+    assert all(s3.exists(i + ".cbk") for i in ids)
+    r = ok(cairn(cairn_bin, s3, "backup", "expire", "--repo", s3.url, "--keep-full", "1"))
+    assert "2 deleted" in r.stdout, r.stdout
+    assert [s3.exists(i + ".cbk") for i in ids] == [False, False, True]
+
+
 @pytest.mark.parametrize("args,env,words", [
     (["backup", "list", "--repo", "s3://"], None, ["bucket"]),
     (["backup", "list", "--repo", "s3://no-such-bucket/p"], None, ["no-such-bucket"]),
     (["backup", "list", "--repo", "ftp://x/y"], None, ["ftp"]),
     (["backup", "list", "--repo", "{url}"], {"AWS_SECRET_ACCESS_KEY": "wrong"},
      ["SignatureDoesNotMatch"]),
+    # A backup's first request is a HEAD, whose 403 has no body to say why.
+    (["backup", "create", "--db", "{db}", "--repo", "{url}"], {"AWS_SECRET_ACCESS_KEY": "wrong"},
+     ["HTTP 403", "check the credentials (access key id CAIRNTESTKEY1)"]),
     (["backup", "list", "--repo", "{url}"], {"AWS_ACCESS_KEY_ID": None,
                                             "AWS_SECRET_ACCESS_KEY": None}, ["credentials"]),
     (["backup", "list", "--repo", "/tmp/x", "--s3-endpoint", "http://127.0.0.1:1"], None,
      ["--s3-endpoint"]),
 ])
-def test_bad_s3_input_gets_a_clear_error(cairn_bin, s3, args, env, words):
-    args = [a.format(url=s3.url) for a in args]
+def test_bad_s3_input_gets_a_clear_error(cairn_bin, s3, args, env, words, tmp_path):
+    db = tmp_path / "app.db"
+    make_db(db, 10)
+    args = [a.format(url=s3.url, db=db) for a in args]
     r = cairn(cairn_bin, s3, *args, env=env,
               endpoint="--s3-endpoint" not in args and any(a.startswith("s3://") for a in args))
     assert r.returncode != 0, r
     assert all(w in r.stderr for w in words), r.stderr
+
+
+def test_the_url_scheme_is_case_insensitive(cairn_bin, s3, server_factory, monkeypatch,
+                                            tmp_path):
+    """S3://BUCKET/PREFIX is the repository s3://BUCKET/PREFIX, as the repository object
+    reads it: the CLI takes --s3-endpoint with it, and cairnd refuses it as a second
+    repository beside the first (one place listed twice)."""
+    db = tmp_path / "app.db"
+    make_db(db, 100)
+    upper = "S3" + s3.url[2:]
+    e = json.loads(ok(cairn(cairn_bin, s3, "backup", "create", "--db", db, "--repo", upper,
+                            "--json")).stdout)
+    listed = json.loads(ok(cairn(cairn_bin, s3, "backup", "list", "--repo", upper,
+                                 "--json")).stdout)
+    assert [x["id"] for x in listed] == [e["id"]]
+    s3_server_env(s3, monkeypatch)
+    s = server_factory(extra_args=["--backup-dir", s3.url, "--repo", "again=" + upper,
+                                   "--s3-endpoint", s3.endpoint], start=False)
+    s.start(wait=False)
+    assert s.wait_exit(30) != 0
+    assert "given twice" in s.stderr_text(), s.stderr_tail()
 
 
 def test_an_empty_node_restores_from_a_bucket(cairn_bin, s3, server_factory, monkeypatch):
@@ -173,6 +245,47 @@ def test_an_empty_node_restores_from_a_bucket(cairn_bin, s3, server_factory, mon
     c = server_factory(extra_args=["--restore-from", "%s#%s" % (s3.url, full["id"]),
                                    "--s3-endpoint", s3.endpoint])
     assert c.scalar("SELECT count(*) FROM t") == 300
+
+
+def test_a_node_killed_while_restoring_from_a_bucket_never_holds_a_broken_chain(
+        s3, server_factory, monkeypatch):
+    """--restore-from s3://... copies the chain into the node's repository oldest first:
+    killed while the full backup is copied, the node's repository holds no incremental
+    without its parent (a broken chain that would be listed and fail to verify), and the
+    next start with the same flag completes the copy and restores."""
+    a = server_factory()
+    assert_exec_ok(a.execute(["CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)",
+                              "INSERT INTO t(v) SELECT randomblob(1000) FROM "
+                              "(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c "
+                              "WHERE i < 8000) SELECT i FROM c)"]))
+    full = admin_backup(a, {"type": "full"})
+    assert_exec_ok(a.execute(["DELETE FROM t WHERE id % 3 = 0"]))
+    inc = admin_backup(a, {"type": "incremental"})
+    want = a.rows("SELECT id, v FROM t ORDER BY id")
+    for e in (full, inc):
+        with open(e["path"], "rb") as f:
+            s3.boto().put_object(Bucket=BUCKET, Key=s3.key(e["id"] + ".cbk"), Body=f.read())
+    assert a.stop() == 0
+    s3_server_env(s3, monkeypatch)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint)
+    # The full backup's large reads stall past their first MiB (its header, read to
+    # find it, comes in small ones): its copy is held.
+    s3.fault(method="GET", path=full["id"] + ".cbk", action="stall", after_bytes=1 << 20,
+             seconds=60, count=-1)
+    b = server_factory(extra_args=["--restore-from", s3.url], start=False)
+    own = b.workdir / "backups"
+    b.start(wait=False)
+    try:
+        wait_until(lambda: own.is_dir() and
+                   ".%s.cbk.tmp" % full["id"] in os.listdir(own), 60,
+                   "the copy of the full backup to be under way")
+    finally:
+        b.kill()
+        s3.clear_faults()
+    assert inc["id"] + ".cbk" not in os.listdir(own), os.listdir(own)
+    b.start()
+    assert b.rows("SELECT id, v FROM t ORDER BY id") == want
+    assert sorted(os.listdir(own)) == sorted([full["id"] + ".cbk", inc["id"] + ".cbk"])
 
 
 def s3_server_env(s3, monkeypatch):
