@@ -1466,13 +1466,109 @@ static bool promoteOnce(struct cairn *db)
     return pending;
 }
 
+static void setRemoved(struct cairn *db, const char *why)
+{
+    bool changed;
+    pthread_mutex_lock(&db->amu);
+    changed = strcmp(db->removed, why) != 0;
+    snprintf(db->removed, sizeof db->removed, "%s", why);
+    pthread_mutex_unlock(&db->amu);
+    if (changed && why[0] != '\0') {
+        dbLog(db, "%s", why);
+    } else if (changed) {
+        dbLog(db, "this node is in the cluster's configuration again");
+    }
+}
+
+/* A node removed while it was down and started again on its data directory still holds
+ * a configuration naming itself: it campaigns for ever, no peer answering, and would
+ * serve its copy, which never catches up, at level none, with nothing in its log to say
+ * why. Raft does not tell it; the leader does, over HTTP: while this node knows no
+ * leader, it asks the peers of its configuration for their /nodes, and a peer that is
+ * the leader and does not list this node settles it. Only the leader's answer counts:
+ * a follower behind it may not list a node just added. */
+static void membershipOnce(struct cairn *db)
+{
+    struct node_info ni;
+    char own[32];
+    nodeInfo(db->node, &ni);
+    if (ni.n_servers == 0) {
+        return; /* waiting to join: in no configuration yet */
+    }
+    if (ni.leader_id != 0) {
+        if (isMember(db)) {
+            setRemoved(db, "");
+        }
+        return;
+    }
+    snprintf(own, sizeof own, "%llu", (unsigned long long)db->cfg.node_id);
+    for (unsigned i = 0; i < ni.n_servers; i++) {
+        const struct node_server *sv = &ni.servers[i];
+        char base[200];
+        char url[240];
+        char peer[32];
+        char msg[CAIRN_ERRMSG_SIZE];
+        struct buf body;
+        long status = 0;
+        json_t *root;
+        bool leader, listed;
+        bool stopping;
+        pthread_mutex_lock(&db->amu);
+        stopping = db->stopping;
+        pthread_mutex_unlock(&db->amu);
+        if (stopping) {
+            return; /* a stop is not held up by peers that do not answer */
+        }
+        if (sv->id == db->cfg.node_id || clusterApiUrl(db, sv->id, base, sizeof base) != 0) {
+            continue;
+        }
+        snprintf(url, sizeof url, "%s/nodes", base);
+        bufInit(&body);
+        /* 3 s: the leader's /nodes probes its members, 1 s at most each that does not
+         * answer. */
+        if (clusterHttp("GET", url, NULL, 0, -1, 3000, &status, &body, NULL, 0, NULL, false,
+                        msg) != 0 ||
+            status != 200 || (root = json_loadb(body.p, body.len, 0, NULL)) == NULL) {
+            bufFree(&body);
+            continue;
+        }
+        bufFree(&body);
+        snprintf(peer, sizeof peer, "%llu", (unsigned long long)sv->id);
+        leader = json_is_true(json_object_get(json_object_get(root, peer), "leader"));
+        listed = json_object_get(root, own) != NULL;
+        json_decref(root);
+        if (!leader) {
+            continue;
+        }
+        if (listed) {
+            setRemoved(db, "");
+        } else {
+            snprintf(msg, sizeof msg,
+                     "this node (%s) is not in the cluster's configuration: node %s, the "
+                     "leader (%s), does not list it, so it was removed; it serves no reads "
+                     "and is not ready. Stop it, and to bring it back start it with an "
+                     "empty data directory and --join",
+                     own, peer, base);
+            setRemoved(db, msg);
+        }
+        return;
+    }
+}
+
 static void *announcerMain(void *arg)
 {
     struct cairn *db = arg;
     unsigned wait = 200;
+    double next_membership = 0;
     do {
         bool announced = announceOnce(db);
         bool promoting;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((double)now.tv_sec + (double)now.tv_nsec / 1e9 >= next_membership) {
+            membershipOnce(db);
+            next_membership = (double)now.tv_sec + (double)now.tv_nsec / 1e9 + 1.0;
+        }
         /* Once recorded, this process's address stays in the directory: a round that
          * could not read the store or reach the leader does not take readiness away. */
         if (announced) {

@@ -198,6 +198,18 @@ bool dbDiverged(struct cairn *db, char *out, size_t n)
     return yes;
 }
 
+bool dbRemoved(struct cairn *db, char *out, size_t n)
+{
+    bool yes;
+    pthread_mutex_lock(&db->amu);
+    yes = db->removed[0] != '\0';
+    if (out != NULL && n > 0) {
+        snprintf(out, n, "%s", db->removed);
+    }
+    pthread_mutex_unlock(&db->amu);
+    return yes;
+}
+
 int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
           struct cairn_result **out, char *errmsg)
 {
@@ -244,6 +256,11 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
             /* Its rows are not the cluster's: never served. */
             errorf(errmsg, "this node's database differs from the cluster's, so it serves "
                            "nothing: %s", why);
+            return CAIRN_EBUSY;
+        }
+        if (dbRemoved(db, why, sizeof why)) {
+            /* Its copy stopped at its removal and never catches up again. */
+            errorf(errmsg, "%s", why);
             return CAIRN_EBUSY;
         }
     }

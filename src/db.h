@@ -72,6 +72,11 @@ struct cairn {
     pthread_mutex_t amu;
     pthread_cond_t acond;
     bool stopping;           /* guarded by amu */
+    /* The leader does not list this node: it was removed (while it was down, typically,
+     * so it still holds a configuration naming itself and campaigns with no answer).
+     * Set and cleared by the announcer (cluster.c), read by any under amu. While set the
+     * node serves no reads and is not ready. "" when not. */
+    char removed[CAIRN_ERRMSG_SIZE];
 
     /* This node knows its database differs from the cluster's: it could not apply a
      * RESTORE entry whose backup it lacks and no peer has. Set and cleared on the loop
@@ -127,6 +132,10 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
 void dbSetDiverged(struct cairn *db, const char *msg);
 /* Does it? Copies the reason into out. Any thread. */
 bool dbDiverged(struct cairn *db, char *out, size_t n);
+
+/* This node was removed from the cluster (struct cairn.removed): true, and the reason in
+ * out when given. Any thread. */
+bool dbRemoved(struct cairn *db, char *out, size_t n);
 
 #define DIVERGED_FILE "DIVERGED"
 

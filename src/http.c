@@ -119,7 +119,9 @@ static enum MHD_Result collectArg(void *cls, enum MHD_ValueKind kind, const char
         once(f, "q", f->has_q);
         f->q = value;
         f->has_q = true;
-    } else if (f->unsupported == NULL) {
+    } else if (f->unsupported == NULL && truthy(value)) {
+        /* Given as =false or =0 the parameter is off, as every flag here, and asks
+         * nothing cairn does not do (rqlite's ?freshness=0 is no bound either). */
         for (int i = 0; unsupportedParams[i] != NULL; i++) {
             if (strcmp(key, unsupportedParams[i]) == 0) {
                 f->unsupported = unsupportedParams[i];
@@ -337,9 +339,22 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
         return httpSendError(c, 400, errmsg);
     }
     level = dbLevelFromName(f.level);
+    if (level < 0 && strcmp(f.level, "auto") == 0) {
+        /* rqlite's auto: none on a node that does not vote (a standby, cairn's read-only
+         * node, serves reads from its own copy), weak on a voter. */
+        struct node_info ni;
+        level = CAIRN_LEVEL_NONE;
+        nodeInfo(h->db->node, &ni);
+        for (unsigned i = 0; i < ni.n_servers; i++) {
+            if (ni.servers[i].id == h->db->cfg.node_id && ni.servers[i].role == RAFT_VOTER) {
+                level = CAIRN_LEVEL_WEAK;
+            }
+        }
+    }
     if (level < 0) {
         snprintf(errmsg, sizeof errmsg,
-                 "unknown level \"%.64s\": use none, weak, linearizable or strong", f.level);
+                 "unknown level \"%.64s\": use none, weak, linearizable, strong or auto",
+                 f.level);
         return httpSendError(c, 400, errmsg);
     }
     if (strcmp(method, "POST") == 0 && isTextPlain(c) && !looksLikeJsonArray(&req->body)) {
@@ -640,6 +655,9 @@ static enum MHD_Result serveStatus(struct http_server *h, struct MHD_Connection 
         jsonKey(&b, "diverged");
         bufJsonText(&b, dbDiverged(db, why, sizeof why) ? why : NULL);
         bufPutc(&b, ',');
+        jsonKey(&b, "removed");
+        bufJsonText(&b, dbRemoved(db, why, sizeof why) ? why : NULL);
+        bufPutc(&b, ',');
     }
     {
         /* A live restore's copy prepared off the loop (liverestore.h), and the swap
@@ -824,6 +842,12 @@ static enum MHD_Result serveReadyz(struct http_server *h, struct MHD_Connection 
     if (dbDiverged(h->db, why, sizeof why)) {
         char body[CAIRN_ERRMSG_SIZE + 64];
         snprintf(body, sizeof body, "[+]node ok\n[-]store differs from the cluster: %s\n", why);
+        text = strdup(body);
+        return httpSend(c, 503, "text/plain", text, strlen(text));
+    }
+    if (dbRemoved(h->db, why, sizeof why)) {
+        char body[CAIRN_ERRMSG_SIZE + 64];
+        snprintf(body, sizeof body, "[+]node ok\n[-]membership: %s\n", why);
         text = strdup(body);
         return httpSend(c, 503, "text/plain", text, strlen(text));
     }

@@ -8,6 +8,7 @@
  * POST /db/load receives its body into a file (http.c), keeps it as a full backup in
  * the repository and restores it through the log. HTTP threads. */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -681,7 +682,7 @@ static enum MHD_Result getDigest(struct http_server *h, struct MHD_Connection *c
     static const char *const states[] = {"", "pending", "done", "failed"};
     errno = 0;
     index = v != NULL ? strtoull(v, &end, 10) : 0;
-    if (v == NULL || v[0] == '\0' || v[0] == '-' || *end != '\0' || errno != 0 || index == 0) {
+    if (v == NULL || !isdigit((unsigned char)v[0]) || *end != '\0' || errno != 0 || index == 0) {
         return httpSendError(c, 400, "GET /admin/digest needs ?index=N, a log index");
     }
     if (adminDigest(h->db, index, &d) != 0) {

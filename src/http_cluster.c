@@ -3,6 +3,7 @@
  * forwarded to it and answered transparently, or, with ?redirect, a 301 to it.
  * HTTP threads. */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -44,7 +45,8 @@ int httpNodeParam(struct MHD_Connection *c, uint64_t *id, enum MHD_Result *ret)
     }
     errno = 0;
     *id = strtoull(v, &end, 10);
-    if (v[0] == '\0' || v[0] == '-' || *end != '\0' || errno != 0 || *id == 0) {
+    /* Digits only: strtoull also takes " 2", "+2" and "-2" (the last wrapped). */
+    if (!isdigit((unsigned char)v[0]) || *end != '\0' || errno != 0 || *id == 0) {
         char msg[160];
         snprintf(msg, sizeof msg, "?node must be a node id (a positive integer), got \"%.64s\"", v);
         *ret = httpSendError(c, 400, msg);
@@ -233,7 +235,7 @@ static int bodyJson(struct request *req, json_t **root, char *errmsg)
     return 0;
 }
 
-/* A node id given as 2 or "2". */
+/* A node id given as 2 or "2" (digits only: not " 2" or "+2", which strtoull takes). */
 static int idOf(json_t *v, uint64_t *id)
 {
     if (json_is_integer(v) && json_integer_value(v) > 0) {
@@ -245,7 +247,7 @@ static int idOf(json_t *v, uint64_t *id)
         const char *s = json_string_value(v);
         errno = 0;
         *id = strtoull(s, &end, 10);
-        if (s[0] != '\0' && s[0] != '-' && *end == '\0' && errno == 0 && *id > 0) {
+        if (isdigit((unsigned char)s[0]) && *end == '\0' && errno == 0 && *id > 0) {
             return 0;
         }
     }

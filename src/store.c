@@ -1683,6 +1683,83 @@ static int snippet(const char *p, const char *end)
     return (int)(end - p > 60 ? 60 : end - p);
 }
 
+/* The first parameter of ps (a whole statement) that st gives no value, as bindParams
+ * binds them; 0 when every one has a value. SQLite binds NULL to the others: a write
+ * would store NULLs the client never sent (a forgotten value in ["... VALUES(?, ?)",
+ * 1]), so the request is refused, as rqlite does. */
+static int unboundParam(sqlite3_stmt *ps, const struct stmt *st)
+{
+    int nbind = sqlite3_bind_parameter_count(ps);
+    int npos = 0;
+    int first = 0;
+    bool *bound;
+    if (nbind == 0) {
+        return 0;
+    }
+    if ((bound = calloc((size_t)nbind + 1, sizeof *bound)) == NULL) {
+        return 0; /* unchecked: the apply binds what it can, as before */
+    }
+    for (size_t j = 0; j < st->nparams; j++) {
+        const struct param *p = &st->params[j];
+        if (p->name == NULL) {
+            if (++npos <= nbind) {
+                bound[npos] = true;
+            }
+        } else if (p->name_len <= PARAM_NAME_MAX) {
+            char name[PARAM_NAME_MAX + 2];
+            static const char prefixes[] = ":@$";
+            int idx = 0;
+            for (int k = 0; k < 3 && idx == 0; k++) {
+                name[0] = prefixes[k];
+                memcpy(name + 1, p->name, p->name_len);
+                name[p->name_len + 1] = '\0';
+                idx = sqlite3_bind_parameter_index(ps, name);
+            }
+            bound[idx] = true;
+        }
+    }
+    for (int k = 1; k <= nbind && first == 0; k++) {
+        if (!bound[k]) {
+            first = k;
+        }
+    }
+    free(bound);
+    return first;
+}
+
+/* Statement i repeats statement i - 1 with parameters given alike (the same number, the
+ * same names): what holds for one holds for the other. */
+static bool sameParams(const struct stmt *a, const struct stmt *b)
+{
+    if (a->nparams != b->nparams) {
+        return false;
+    }
+    for (size_t j = 0; j < a->nparams; j++) {
+        const struct param *p = &a->params[j], *q = &b->params[j];
+        if ((p->name == NULL) != (q->name == NULL) ||
+            (p->name != NULL && (p->name_len != q->name_len ||
+                                 memcmp(p->name, q->name, p->name_len) != 0))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int refuseUnbound(sqlite3_stmt *ps, const struct stmt *st, size_t i, char *errmsg)
+{
+    int k = unboundParam(ps, st);
+    const char *name;
+    if (k == 0) {
+        return 0;
+    }
+    name = sqlite3_bind_parameter_name(ps, k);
+    errorf(errmsg, "statement %zu (%.*s): parameter %d%s%s%s of the statement is given no "
+                   "value (%zu given): give one for each, null for NULL",
+           i + 1, snippet(st->sql, st->sql + st->sql_len), st->sql, k, name ? " (" : "",
+           name ? name : "", name ? ")" : "", st->nparams);
+    return CAIRN_EINVAL;
+}
+
 int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *errmsg)
 {
     struct reader *r;
@@ -1703,7 +1780,8 @@ int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *er
         const char *end = tail + st->sql_len;
         sqlite3_stmt *ps;
         if (i > 0 && st->sql_len == st[-1].sql_len &&
-            (st->sql == st[-1].sql || memcmp(st->sql, st[-1].sql, st->sql_len) == 0)) {
+            (st->sql == st[-1].sql || memcmp(st->sql, st[-1].sql, st->sql_len) == 0) &&
+            sameParams(st, &st[-1])) {
             continue; /* bulk requests repeat one statement: checked once */
         }
         if (policyCheckText(st->sql, st->sql_len, msg, sizeof msg) != 0) {
@@ -1716,6 +1794,7 @@ int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *er
         ps = cacheGet(&r->cache, tail, (size_t)(end - tail));
         if (ps != NULL) {
             *read_only = *read_only && sqlite3_stmt_readonly(ps) != 0;
+            rv = refuseUnbound(ps, st, i, errmsg);
             continue;
         }
         while (tail < end) {
@@ -1753,6 +1832,13 @@ int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *er
             }
             if (ps != NULL && !sqlite3_stmt_readonly(ps)) {
                 *read_only = false;
+            }
+            /* A string of several statements takes its parameters across them: only a
+             * single statement is checked. */
+            if (ps != NULL && tail == st->sql && next == end &&
+                (rv = refuseUnbound(ps, st, i, errmsg)) != 0) {
+                sqlite3_finalize(ps);
+                break;
             }
             if (ps != NULL && tail == st->sql && next == end &&
                 !isTxnControl(tail, (size_t)(next - tail)) && r->pol.local[0] == '\0') {

@@ -11,6 +11,7 @@ import pathlib
 import re
 import socket
 import threading
+import urllib.parse
 
 import pytest
 
@@ -505,9 +506,10 @@ def test_parameter_count_mismatch(shared_server):
     s = shared_server
     body = s.query([["SELECT ?", 1, 2]])
     assert "error" in only_result(body), body
-    # A named parameter that is not given is NULL, as in SQLite.
-    body = s.query([["SELECT :a AS a, :b AS b", {"a": 1}]])
-    assert only_result(body)["values"] == [[1, None]], body
+    # A named parameter that is not given is refused (SQLite would bind NULL), as rqlite
+    # does: test_statement_parameter_without_a_value_is_refused.
+    r = s.raw("POST", "/db/query", [["SELECT :a AS a, :b AS b", {"a": 1}]])
+    assert r.status == 400 and "parameter 2 (:b)" in r.json()["error"], r
 
 
 def test_blobs_are_base64(shared_server, table):
@@ -811,3 +813,50 @@ def test_readyz_and_health(named_server):
     assert isinstance(r.json(), dict), r
     st = s.get_json("/status")
     assert str(st["node"]["id"]) == "7"
+
+
+@pytest.mark.parametrize("value", [" 9", "+9", "9 ", "0x9"])
+def test_node_id_is_digits_only(shared_server, value):
+    """A node id is digits only: strtoull took " 9" and "+9", so /remove answered that
+    node 9 is not in the cluster (and would have removed it) for an id the user did not
+    write, and ?node=+1 routed to node 1."""
+    s = shared_server
+    r = s.raw("DELETE", "/remove", {"id": value})
+    assert r.status == 400 and "remove needs" in r.json()["error"], r
+    r = s.raw("POST", "/join", {"id": value, "addr": "127.0.0.1:1",
+                                 "api_addr": "http://127.0.0.1:2"})
+    assert r.status == 400 and "join needs" in r.json()["error"], r
+    r = s.raw("POST", "/db/execute?node=%s" % urllib.parse.quote(value.replace("9", "1")),
+              [["SELECT 1"]])
+    assert r.status == 400 and "?node must be a node id" in r.json()["error"], r
+    r = s.raw("GET", "/admin/digest?index=%s" % urllib.parse.quote(value), None)
+    assert r.status == 400 and "needs ?index=N" in r.json()["error"], r
+
+
+@pytest.mark.parametrize("stmt,missing", [
+    (["INSERT INTO \"{t}\"(a, b) VALUES(?, ?)", 1], "parameter 2 "),
+    (["INSERT INTO \"{t}\"(a, b) VALUES(:a, :b)", {"a": 1}], "parameter 2 (:b)"),
+    (["INSERT INTO \"{t}\"(a, b) VALUES(:a, :b)", {"a": 1, "c": 2}], "parameter 2 (:b)"),
+    ("INSERT INTO \"{t}\"(a, b) VALUES(?, 2)", "parameter 1 "),
+])
+def test_statement_parameter_without_a_value_is_refused(shared_server, table, stmt, missing):
+    """A parameter the request gives no value was bound NULL: a forgotten value in
+    ["... VALUES(?, ?)", 1] stored NULL with success. rqlite refuses it; so does cairn,
+    with 400 naming the statement and the parameter, and nothing written."""
+    s = shared_server
+    assert_exec_ok(s.execute(['CREATE TABLE "%s" (a, b)' % table]))
+    if isinstance(stmt, str):
+        stmt = stmt.replace("{t}", table)
+    else:
+        stmt = [stmt[0].replace("{t}", table)] + stmt[1:]
+    ok = ['INSERT INTO "%s"(a, b) VALUES(?, ?)' % table, 7, 8]
+    for path in ("/db/execute", "/db/request"):
+        r = s.raw("POST", path, [ok, stmt])
+        assert r.status == 400, (path, r)
+        err = r.json()["error"]
+        assert "statement 2" in err and missing in err and "no value" in err, (path, err)
+    assert s.scalar('SELECT count(*) FROM "%s"' % table) == 0
+    # Every parameter given: accepted, and a numbered parameter used twice needs one value.
+    assert_exec_ok(s.execute([ok, ['INSERT INTO "%s"(a, b) VALUES(?1, ?1)' % table, 3]]))
+    assert s.query('SELECT a, b FROM "%s" ORDER BY a' % table)["results"][0]["values"] == \
+        [[3, 3], [7, 8]]

@@ -961,6 +961,44 @@ def test_cli_node_list_remove_and_backup_on_a_node(cluster_factory, cairn_bin):
     ok_results(post(f, "/db/execute", ["INSERT INTO z VALUES(2)"]), "write after removal")
 
 
+def test_removed_node_started_again_says_it_was_removed(cluster_factory):
+    """A node removed while it was down and started again on its old data directory
+    printed "node ready", then campaigned for ever with nothing in its log, answered
+    /readyz only "leader not ok" and kept serving its stale copy at level none. It now
+    learns from the leader that it is not in the configuration: /readyz, /status, its
+    log and a read say so."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    c.wait_members(3, node=leader)
+    ok_results(post(leader, "/db/execute", ["CREATE TABLE r (x)", "INSERT INTO r VALUES(1)"]),
+               "CREATE")
+    gone = c.followers(leader)[-1]
+    wait_until(lambda: gone.local_rows("SELECT count(*) FROM r") == [[1]], 15,
+               "node %d to apply the insert" % gone.id)
+    assert gone.stop() == 0
+    st, _, data, _ = http_call(leader.http_port, "DELETE", "/remove", {"id": str(gone.id)},
+                               timeout=10)
+    assert st == 200, (st, data)
+    c.forget(gone)
+    ok_results(post(leader, "/db/execute", ["INSERT INTO r VALUES(2)"]), "write after removal")
+    gone.start(wait=False)
+
+    def readyz_says_removed():
+        try:
+            r = gone.raw("GET", "/readyz", timeout=2)
+        except OSError:
+            return False
+        return r.status == 503 and "not in the cluster's configuration" in r.text
+    wait_until(readyz_says_removed, 20, "/readyz of node %d to say it was removed" % gone.id)
+    assert "node %d, the leader" % leader.id in gone.raw("GET", "/readyz").text
+    assert "not in the cluster's configuration" in gone.stderr_tail()
+    assert "not in the cluster's configuration" in gone.status()["store"]["removed"]
+    r = gone.raw("GET", "/db/query?level=none&q=SELECT%20count(*)%20FROM%20r")
+    assert r.status == 503 and "not in the cluster's configuration" in r.text, r
+    # The cluster is unaffected.
+    ok_results(post(leader, "/db/execute", ["INSERT INTO r VALUES(3)"]), "write")
+
+
 def test_leader_early_runs_keep_replicas_identical(cluster_factory, tmp_path):
     """The leader runs a write's SQL while its entry is replicated (early apply); the
     followers apply the entry from the log. Mixed writes from clients of every node

@@ -181,3 +181,34 @@ def test_hostile_http_is_answered_and_refused(server):
     r = s.raw("GET", "/db/query?q=SELECT%0A%091")
     assert r.status == 200, r
     assert s.scalar("SELECT count(*) FROM hh") == 0
+
+
+@pytest.mark.parametrize("param", ["queue=false", "wait=0", "freshness=0", "freshness_strict=false",
+                                   "noleader=0", "vacuum=false"])
+def test_unimplemented_rqlite_parameter_turned_off_is_accepted(shared_server, table, param):
+    """README: a parameter given as =false or =0 is off. These were refused with 400 as
+    if they had been asked for."""
+    s = shared_server
+    assert_exec_ok(s.execute(['CREATE TABLE "%s" (x)' % table]))
+    for method, path, body in (("POST", "/db/execute", ['INSERT INTO "%s" VALUES(1)' % table]),
+                               ("POST", "/db/request", ['INSERT INTO "%s" VALUES(1)' % table]),
+                               ("GET", "/db/query?q=SELECT%201", None)):
+        sep = "&" if "?" in path else "?"
+        r = s.raw(method, path + sep + param, body)
+        assert r.status == 200 and "error" not in r.json()["results"][0], (path, param, r)
+    assert s.scalar('SELECT count(*) FROM "%s"' % table) == 2
+
+
+def test_level_auto_is_accepted(shared_server, table):
+    """rqlite's ?level=auto (none on a node that does not vote, weak on a voter) was
+    refused as an unknown level. On a voter it reads as weak."""
+    s = shared_server
+    assert_exec_ok(s.execute(['CREATE TABLE "%s" (x)' % table, 'INSERT INTO "%s" VALUES(5)' % table]))
+    for method, path, body in (("GET", '/db/query?level=auto&q=SELECT%%20x%%20FROM%%20"%s"' % table,
+                                None),
+                               ("POST", "/db/query?level=auto", ['SELECT x FROM "%s"' % table]),
+                               ("POST", "/db/request?level=auto", ['SELECT x FROM "%s"' % table])):
+        r = s.raw(method, path, body)
+        assert r.status == 200 and r.json()["results"][0]["values"] == [[5]], (path, r)
+    r = s.raw("GET", "/db/query?level=bogus&q=SELECT%201")
+    assert r.status == 400 and "auto" in r.json()["error"], r
