@@ -13,49 +13,10 @@ struct hash_stream {
     void *st;
 };
 
-static uint64_t libH64(const void *p, size_t n)
-{
-    return XXH3_64bits(p, n);
-}
+#define HASH_TABLE_NAME "library"
+#include "hash_table.h"
 
-static void *libNew(void)
-{
-    XXH3_state_t *st = XXH3_createState();
-    if (st != NULL) {
-        XXH3_64bits_reset(st);
-    }
-    return st;
-}
-
-static void libFree(void *st)
-{
-    XXH3_freeState(st);
-}
-
-static void libReset(void *st)
-{
-    XXH3_64bits_reset(st);
-}
-
-static void libUpdate(void *st, const void *p, size_t n)
-{
-    XXH3_64bits_update(st, p, n);
-}
-
-static uint64_t libDigest64(const void *st)
-{
-    return XXH3_64bits_digest(st);
-}
-
-static struct hash128 libDigest128(const void *st)
-{
-    XXH128_hash_t h = XXH3_128bits_digest(st);
-    return (struct hash128){h.low64, h.high64};
-}
-
-static const struct hash_impl libImpl = {"library", libH64,    libNew,      libFree,
-                                         libReset,  libUpdate, libDigest64, libDigest128};
-const struct hash_impl *const hashLibrary = &libImpl;
+const struct hash_impl *const hashLibrary = &hashTable;
 
 /* AVX2's code when the CPU has it, unless CAIRN_HASH_CODE=library asks for the
  * library's (to compare them). */
@@ -63,7 +24,7 @@ static const struct hash_impl *choose(void)
 {
     const char *want = getenv("CAIRN_HASH_CODE");
     if (want != NULL && strcmp(want, "library") == 0) {
-        return &libImpl;
+        return &hashTable;
     }
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
@@ -71,7 +32,7 @@ static const struct hash_impl *choose(void)
         return hashAvx2;
     }
 #endif
-    return &libImpl;
+    return &hashTable;
 }
 
 static const struct hash_impl *impl(void)
