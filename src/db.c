@@ -551,6 +551,20 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         snprintf(db->raft_addr, sizeof db->raft_addr, "%s", numeric);
     }
     copyStr(db->http_addr_cfg, sizeof db->http_addr_cfg, cfg->http_addr, &db->cfg.http_addr);
+    if (cfg->raft_addr != NULL && cfg->http_addr != NULL) {
+        /* Said plainly: else the second to bind fails as an address in use. */
+        char http[sizeof db->raft_addr], why[CAIRN_ERRMSG_SIZE];
+        size_t len = strlen(db->raft_addr);
+        bool any_port = len >= 2 && strcmp(db->raft_addr + len - 2, ":0") == 0;
+        if (addrNumeric(cfg->http_addr, "HTTP", http, sizeof http, why) == 0 && !any_port &&
+            strcmp(http, db->raft_addr) == 0) {
+            errorf(tlsErrmsg,
+                   "the HTTP address %s and the Raft address %s are one address: each needs a "
+                   "port of its own (the defaults are 4001 and 4002)",
+                   cfg->http_addr, cfg->raft_addr);
+            return CAIRN_EINVAL;
+        }
+    }
     copyStr(db->restore_from, sizeof db->restore_from, cfg->restore_from, &db->cfg.restore_from);
     if ((rv = configureRepositories(db, cfg)) != 0) {
         return rv;

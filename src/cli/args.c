@@ -169,7 +169,7 @@ int cliParseCommandArgs(const cliCommand *cmd, int argc, char **argv, const char
 
 int cliLevelIsValid(const char *level)
 {
-    static const char *const levels[] = {"none", "weak", "linearizable", "strong"};
+    static const char *const levels[] = {"none", "weak", "linearizable", "strong", "auto"};
     for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
         if (strcmp(level, levels[i]) == 0) {
             return 1;

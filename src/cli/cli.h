@@ -121,6 +121,10 @@ int cliRunSubcommand(const cliCommand *cmd, const cliEnv *env, int argc, char **
 /* Writes the general usage of cairn (commands, global and shell options) to out. */
 void cliPrintUsage(FILE *out);
 
+/* The read consistency levels the server accepts (auto: weak on a voter, none on a node
+ * that does not vote, as rqlite's), for help and messages. */
+#define CLI_LEVELS "none, weak, linearizable, strong or auto"
+
 /* Checks a consistency level name; returns 1 when it is one the server accepts. */
 int cliLevelIsValid(const char *level);
 

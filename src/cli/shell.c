@@ -45,7 +45,7 @@ typedef struct shell {
 
 static const cliOption shellOptions[] = {
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
-    {"level", 0, "LEVEL", "read consistency: none, weak, linearizable or strong"},
+    {"level", 0, "LEVEL", "read consistency: " CLI_LEVELS},
     {"mode", 0, "MODE", "how to print rows: table (default), csv or json"},
     {"help", 'h', NULL, "show this help"},
     {"version", 0, NULL, "print the version of cairn and exit"},
@@ -379,8 +379,7 @@ static void dotLevel(shell *sh, int argc, char **argv)
     }
     if (!cliLevelIsValid(argv[1])) {
         fprintf(stderr,
-                "error: unknown level '%s': expected none, weak, linearizable or "
-                "strong\n",
+                "error: unknown level '%s': expected " CLI_LEVELS "\n",
                 argv[1]);
         sh->failed = 1;
         return;
@@ -496,7 +495,7 @@ static const dotCommand dotCommands[] = {
     {".help", "", "show this help", 0, 0, dotHelp},
     {".indexes", "[TABLE]", "list indexes, of TABLE (a LIKE pattern) only if given", 0, 1,
      dotIndexes},
-    {".level", "[LEVEL]", "read consistency: none, weak, linearizable or strong", 0, 1, dotLevel},
+    {".level", "[LEVEL]", "read consistency: " CLI_LEVELS, 0, 1, dotLevel},
     {".mode", "[table|csv|json]", "how to print rows", 0, 1, dotMode},
     {".nodes", "", "show the cluster's nodes (GET /nodes)", 0, 0, dotNodes},
     {".quit", "", "leave the shell", 0, 0, dotQuit},
@@ -766,8 +765,7 @@ static int runShell(const cliCommand *cmd, const cliEnv *env, int argc, char **a
     level = values[cliOptionIndex(shellOptions, "level")];
     if (level != NULL && !cliLevelIsValid(level)) {
         fprintf(stderr,
-                "cairn: error: invalid level '%s': expected none, weak, linearizable "
-                "or strong\n\n",
+                "cairn: error: invalid level '%s': expected " CLI_LEVELS "\n\n",
                 level);
         cliPrintCommandUsage(stderr, cmd);
         return CLI_EXIT_USAGE;

@@ -15,7 +15,7 @@
 static const cliOption sqlOptions[] = {
     {"host", 0, "URL", "cairnd to talk to (default $CAIRN_HOST or " CLI_DEFAULT_HOST ")"},
     {"json", 0, NULL, "print the server's JSON response verbatim, as one document"},
-    {"level", 0, "LEVEL", "read consistency: none, weak, linearizable or strong"},
+    {"level", 0, "LEVEL", "read consistency: " CLI_LEVELS},
     {"branch", 0, "NAME", "read branch NAME (restored with RESTORE ... TO BRANCH) instead of "
                           "the live database"},
     {"mode", 0, "MODE", "how to print rows: table (default), csv or json"},
@@ -80,7 +80,7 @@ static int runSql(const cliCommand *cmd, const cliEnv *env, int argc, char **arg
     qopts.mode = CLI_MODE_TABLE;
     if (qopts.level != NULL && !cliLevelIsValid(qopts.level)) {
         snprintf(errmsg, sizeof errmsg,
-                 "invalid level '%s': expected none, weak, linearizable or strong", qopts.level);
+                 "invalid level '%s': expected " CLI_LEVELS, qopts.level);
         goto usage;
     }
     if (values[cliOptionIndex(sqlOptions, "mode")] != NULL &&

@@ -4,6 +4,7 @@ that says what is wrong, and the server stays up with all of its data."""
 import http.client
 import json
 import socket
+import subprocess
 
 import pytest
 
@@ -274,3 +275,20 @@ def test_internal_tables_are_protected(server):
     assert s.rows("SELECT v FROM keep ORDER BY v") == [[1], [2]]
     assert sorted(r[0] for r in s.rows("SELECT name FROM sqlite_master WHERE type = 'table'")) == \
         sorted(internal + ["keep"])
+
+
+@pytest.mark.parametrize("http,raft", [("127.0.0.1:%d", "127.0.0.1:%d"),
+                                       ("127.0.0.1:%d", "localhost:%d")])
+def test_one_address_for_http_and_raft_is_said_plainly(cairnd_bin, tmp_path, free_port, http,
+                                                       raft):
+    """--http-addr and --raft-addr naming one address (a new user's slip) stop the start
+    with a message that says so, not as a Raft address in use, and nothing is left
+    listening."""
+    port = free_port()
+    p = subprocess.run([str(cairnd_bin), "--data-dir", str(tmp_path / "data"),
+                        "--http-addr", http % port, "--raft-addr", raft % port],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "are one address: each needs a port of its own" in p.stderr, p.stderr
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # free again

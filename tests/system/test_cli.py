@@ -94,7 +94,7 @@ def test_help_documents_every_flag(cli, case):
 def test_sql_help_lists_levels_and_exit_codes(cli):
     r = cli("sql", "--help")
     assert_ok(r)
-    for word in ("none", "weak", "linearizable", "strong", "exit status"):
+    for word in ("none", "weak", "linearizable", "strong", "auto", "exit status"):
         assert word in r.stdout, r.stdout
 
 
@@ -323,7 +323,7 @@ def test_sql_host_forms_and_environment(shared_server, cli):
     assert "| 10 |" in r.stdout
 
 
-@pytest.mark.parametrize("level", ["none", "weak", "linearizable", "strong"])
+@pytest.mark.parametrize("level", ["none", "weak", "linearizable", "strong", "auto"])
 def test_sql_levels(shared_server, table, cli, level):
     s = shared_server
     s.execute(["CREATE TABLE %s (v INTEGER)" % table, "INSERT INTO %s VALUES (5)" % table])
