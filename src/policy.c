@@ -35,15 +35,26 @@ static const char *const readPragmasWithArg[] = {
     "foreign_key_check", "foreign_key_list", "index_info", "index_list", "index_xinfo",
     "integrity_check", "quick_check", "table_info", "table_list", "table_xinfo", NULL};
 
-/* Read PRAGMAs whose answer is this node's own, not the database file's: its file's
- * path, the journal, locking and sync modes (a replay into a scratch file runs in
- * others), counters and settings of the connection or the process. A write that stored
+/* Read PRAGMAs whose answer is this node's own, not the database file's rows: its
+ * file's path, the journal, locking and sync modes (a replay into a scratch file runs in
+ * others), counters and settings of the connection or the process, how its pages are
+ * laid out (page_count, freelist_count: nodes whose files differ in reserved bytes, or
+ * one rewritten by cairn repair, hold the same rows in other pages). A write that stored
  * one would make the replicas, or a replay of the log, differ. The sqlite_stmt table
  * (the connection's prepared statements) is refused with them. */
 static const char *const localPragmas[] = {
-    "busy_timeout", "cache_size", "cache_spill", "data_version", "database_list",
-    "hard_heap_limit", "journal_mode", "journal_size_limit", "locking_mode", "mmap_size",
-    "soft_heap_limit", "synchronous", "temp_store", "threads", "wal_autocheckpoint", NULL};
+    "busy_timeout", "cache_size", "cache_spill", "compile_options", "data_version",
+    "database_list", "freelist_count", "function_list", "hard_heap_limit", "journal_mode",
+    "journal_size_limit", "locking_mode", "mmap_size", "module_list", "page_count",
+    "pragma_list", "soft_heap_limit", "synchronous", "temp_store", "threads",
+    "wal_autocheckpoint", NULL};
+
+/* Functions that answer with the SQLite library the node runs, which differs from node
+ * to node while a cluster is upgraded one node at a time: refused in a write with the
+ * read PRAGMAs above (compile_options, function_list, module_list, pragma_list). */
+static const char *const localFunctions[] = {"sqlite_version", "sqlite_source_id",
+                                             "sqlite_compileoption_get",
+                                             "sqlite_compileoption_used", NULL};
 
 /* PRAGMAs that write the database header: carried by the file, the same on every
  * node. */
@@ -88,16 +99,16 @@ static int nodeLocal(struct policy_conn *pc, const char *what)
         }
         return SQLITE_OK;
     }
-    return deny(pc, "%s reads what differs from node to node (the file's path, the "
-                    "connection's modes, settings and statements): a request that writes "
-                    "may not read it, or the replicas would differ%s",
+    return deny(pc, "%s reads what differs from node to node (the file's path and pages, "
+                    "the connection's modes, settings and statements, the SQLite library): a "
+                    "request that writes may not read it, or the replicas would differ%s",
                 what, NULL);
 }
 
 static bool isLocalTable(const char *name)
 {
     return name != NULL &&
-           (strcasecmp(name, "sqlite_stmt") == 0 ||
+           (strcasecmp(name, "sqlite_stmt") == 0 || strcasecmp(name, "dbstat") == 0 ||
             (strncasecmp(name, "pragma_", 7) == 0 && inList(localPragmas, name + 7)));
 }
 
@@ -114,6 +125,10 @@ static int authorize(void *ud, int code, const char *a, const char *b, const cha
           code == SQLITE_DROP_TABLE) &&
          a != NULL && strncasecmp(a, "sqlite_stat", 11) == 0)) {
         pc->stats = true;
+    }
+    if ((code == SQLITE_INSERT || code == SQLITE_UPDATE) && a != NULL &&
+        strcasecmp(a, "sqlite_sequence") == 0) {
+        pc->sequence = true;
     }
     switch (code) {
         case SQLITE_CREATE_TEMP_INDEX:
@@ -158,7 +173,15 @@ static int authorize(void *ud, int code, const char *a, const char *b, const cha
             if (inList(deniedFunctions, b)) {
                 return deny(pc, "function %s%s() has effects outside the database", b, NULL);
             }
-            return SQLITE_OK;
+            return inList(localFunctions, b) ? nodeLocal(pc, b) : SQLITE_OK;
+        case SQLITE_CREATE_VTABLE:
+            if (b != NULL && strcasecmp(b, "dbstat") == 0) {
+                return deny(pc, "a dbstat table (%s) describes this node's pages, which differ "
+                                "from node to node: read the dbstat table itself, in a request "
+                                "that only reads%s",
+                            a, NULL);
+            }
+            /* fall through */
         case SQLITE_INSERT:
         case SQLITE_UPDATE:
         case SQLITE_DELETE:
@@ -166,7 +189,6 @@ static int authorize(void *ud, int code, const char *a, const char *b, const cha
         case SQLITE_CREATE_TABLE:
         case SQLITE_CREATE_VIEW:
         case SQLITE_DROP_VIEW:
-        case SQLITE_CREATE_VTABLE:
         case SQLITE_DROP_VTABLE:
             if (isTemp(db) && !(code == SQLITE_UPDATE && a != NULL &&
                                 strcasecmp(a, "sqlite_temp_master") == 0)) {
@@ -719,6 +741,11 @@ void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
     sqlite3_set_authorizer(db, authorize, pc);
     sqlite3_progress_handler(db, POLICY_STEP_GRAIN, progress, pc);
     installFunctions(db);
+    /* Virtual tables' shadow tables (an FTS index's segments, an R-tree's nodes) are
+     * written by their module only: data written into them directly made the module
+     * answer SQLITE_CORRUPT_VTAB, on every node and at every replay, which a node takes
+     * for damage of its own file and stops at. */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
     sqlite3_limit(db, SQLITE_LIMIT_LENGTH,
                   (int)(max_length == 0 ? POLICY_DEFAULT_MAX_LENGTH
@@ -736,6 +763,7 @@ void policyWriteBegin(struct policy_conn *pc, uint64_t steps)
     pc->trip = POLICY_TRIP_NONE;
     pc->why[0] = '\0';
     pc->stats = false;
+    pc->sequence = false;
 }
 
 void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd,
@@ -752,6 +780,31 @@ void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd,
     pc->next_watch = now + WATCH_INTERVAL_S;
     pc->trip = POLICY_TRIP_NONE;
     pc->why[0] = '\0';
+}
+
+void policyStepBegin(struct policy_conn *pc, sqlite3 *db)
+{
+    uint64_t limit =
+        POLICY_MEMORY_PER_VALUE * (uint64_t)sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1);
+    if (limit < POLICY_MEMORY_FLOOR) {
+        limit = POLICY_MEMORY_FLOOR;
+    }
+    memlimitStart(&pc->mem, pc->internal ? 0 : limit);
+    if (pc->trip == POLICY_TRIP_MEMORY) {
+        pc->trip = POLICY_TRIP_NONE;
+    }
+}
+
+int policyStep(struct policy_conn *pc, sqlite3_stmt *ps)
+{
+    int rc;
+    memlimitEnter(&pc->mem);
+    rc = sqlite3_step(ps);
+    memlimitLeave();
+    if (pc->mem.tripped && pc->trip == POLICY_TRIP_NONE) {
+        pc->trip = POLICY_TRIP_MEMORY;
+    }
+    return rc;
 }
 
 void policyEnd(struct policy_conn *pc)
@@ -825,9 +878,18 @@ bool policyCheckPrepared(struct policy_conn *pc, sqlite3_stmt *ps, char *msg, si
                 return false;
             }
         }
-        for (int k = -1; k < 0 || localPragmas[k] != NULL; k++) {
+        for (int k = 0; localFunctions[k] != NULL; k++) {
+            if (strcasestr(sql + i, localFunctions[k]) != NULL) {
+                snprintf(msg, msgsize, "refused by cairn's statement policy: a trigger may not "
+                                       "call %s(), which differs from node to node",
+                         localFunctions[k]);
+                return false;
+            }
+        }
+        for (int k = -2; k < 0 || localPragmas[k] != NULL; k++) {
             char name[48];
-            snprintf(name, sizeof name, "%s%s", k < 0 ? "sqlite_stmt" : "pragma_",
+            snprintf(name, sizeof name, "%s%s",
+                     k == -2 ? "sqlite_stmt" : k == -1 ? "dbstat" : "pragma_",
                      k < 0 ? "" : localPragmas[k]);
             if (strcasestr(sql + i, name) != NULL) {
                 snprintf(msg, msgsize, "refused by cairn's statement policy: a trigger may not "
@@ -842,6 +904,16 @@ bool policyCheckPrepared(struct policy_conn *pc, sqlite3_stmt *ps, char *msg, si
 
 const char *policyMessage(struct policy_conn *pc, int rc, char *buf, size_t size)
 {
+    if (pc->trip == POLICY_TRIP_MEMORY &&
+        ((rc & 0xff) == SQLITE_NOMEM || (rc & 0xff) == SQLITE_INTERRUPT)) {
+        snprintf(buf, size, "the statement needed more than its memory limit of %llu bytes "
+                            "(%d times the value size limit, cairnd --max-value-size, and at "
+                            "least %llu) and was stopped%s",
+                 (unsigned long long)pc->mem.limit, POLICY_MEMORY_PER_VALUE,
+                 (unsigned long long)POLICY_MEMORY_FLOOR,
+                 pc->replicated ? ", the same way on every node" : "");
+        return buf;
+    }
     if ((rc & 0xff) != SQLITE_INTERRUPT) {
         /* The authorizer refused something while this statement was prepared (its why
          * is reset before each prepare). SQLite reports that as SQLITE_AUTH, as

@@ -32,6 +32,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "memlimit.h"
+
 /* The progress handler runs every this many virtual-machine steps. */
 #define POLICY_STEP_GRAIN 1000
 /* Defaults (cairnd --write-step-limit, --max-value-size, --query-timeout). Log entries
@@ -45,6 +47,12 @@
  * may take, on every node alike: every node collects them, and a node's own flag would
  * make the outcome, and so the rows kept, differ. */
 #define POLICY_WRITE_MAX_RESULT (256ull << 20)
+/* The most memory one statement may take while it runs (memlimit.h): a multiple of
+ * the connection's value size limit (1 GiB with the default 64 MiB), and never less
+ * than the floor. A write's comes from the value size limit its log entry carries, the
+ * same on every node. */
+#define POLICY_MEMORY_PER_VALUE 16
+#define POLICY_MEMORY_FLOOR (256ull << 20)
 /* Bounds of the flags: a value limit above SQLite's own largest (2^31 - 1) means
  * nothing. */
 #define POLICY_MAX_LENGTH_CAP 2147483647u
@@ -55,7 +63,8 @@ enum policy_trip {
     POLICY_TRIP_STEPS,       /* the write step budget */
     POLICY_TRIP_DEADLINE,    /* the read time limit */
     POLICY_TRIP_CLIENT_GONE, /* the reader's client closed its connection */
-    POLICY_TRIP_STOPPING     /* the node is shutting down */
+    POLICY_TRIP_STOPPING,    /* the node is shutting down */
+    POLICY_TRIP_MEMORY       /* the statement's memory limit (this statement only) */
 };
 
 struct policy_conn {
@@ -81,11 +90,16 @@ struct policy_conn {
      * changes the sqlite_stat tables: the statistics the connection has loaded may no
      * longer be the file's. Reset by policyWriteBegin. */
     bool stats;
+    /* A statement (as prepared) since policyWriteBegin writes sqlite_sequence itself:
+     * the caller looks whether it left a sequence at the largest rowid. */
+    bool sequence;
     enum policy_trip trip;
     /* A read batch's results: the most they may take (0: no limit) and what the batch's
      * earlier statements took. */
     uint64_t result_limit;
     uint64_t result_before;
+    /* The memory the statement running now takes (policyStepBegin, policyStep). */
+    struct memlimit mem;
 };
 
 /* Install the authorizer and progress handler of pc on db, and the limits every
@@ -102,6 +116,15 @@ void policyWriteBegin(struct policy_conn *pc, uint64_t steps);
  * results of at most result_limit bytes (0: no limit). */
 void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd,
                      uint64_t result_limit);
+/* Start a run of a statement prepared on db (each run, also of a cached statement):
+ * its memory counts from nothing, under POLICY_MEMORY_PER_VALUE times db's value size
+ * limit, at least POLICY_MEMORY_FLOOR (none for cairn's own statements); a memory trip
+ * of an earlier statement is forgotten. */
+void policyStepBegin(struct policy_conn *pc, sqlite3 *db);
+/* sqlite3_step(ps) with its memory counted; sets pc->trip to POLICY_TRIP_MEMORY when
+ * an allocation was refused for the limit (the step then fails with SQLITE_NOMEM). */
+int policyStep(struct policy_conn *pc, sqlite3_stmt *ps);
+
 /* No limit from now on (cairn's own statements). */
 void policyEnd(struct policy_conn *pc);
 

@@ -65,6 +65,15 @@ static sqlite3_stmt *cacheGet(struct stmt_cache *c, const char *sql, size_t len)
 {
     for (int i = 0; i < STMT_CACHE_SIZE; i++) {
         if (c->e[i].ps != NULL && c->e[i].len == len && memcmp(c->e[i].sql, sql, len) == 0) {
+            if (sqlite3_expired(c->e[i].ps)) {
+                /* Prepared again by its step, the memory of the new program would count
+                 * against the statement's memory limit (memlimit.h) on this node only:
+                 * one that restarted prepares it afresh, outside the step. */
+                sqlite3_finalize(c->e[i].ps);
+                free(c->e[i].sql);
+                memset(&c->e[i], 0, sizeof c->e[i]);
+                return NULL;
+            }
             c->e[i].used = ++c->clock;
             return c->e[i].ps;
         }
@@ -279,6 +288,27 @@ static void updateHook(void *arg, int op, const char *db, const char *table,
     if (op != SQLITE_DELETE && rowid == INT64_MAX) {
         s->rowid_max = true;
     }
+}
+
+/* Does sqlite_sequence hold the largest rowid (as SQLite reads a sequence: the
+ * integer of its value)? Then the next INSERT into that AUTOINCREMENT table fails with
+ * SQLITE_FULL, the code of a full disk: every node would stop at the entry and try it
+ * again forever. A statement that writes sqlite_sequence so fails instead (applyLocked);
+ * a sequence reaches it no other way (a row at that rowid is refused). */
+static bool sequenceAtMax(struct store *s)
+{
+    sqlite3_stmt *st = NULL;
+    bool at_max = false;
+    s->wpol.internal = true;
+    if (sqlite3_prepare_v2(s->writer,
+                           "SELECT 1 FROM sqlite_sequence WHERE CAST(seq AS INTEGER) = "
+                           "9223372036854775807 LIMIT 1",
+                           -1, &st, NULL) == SQLITE_OK) {
+        at_max = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    s->wpol.internal = false;
+    return at_max;
 }
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -867,17 +897,21 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
         sqlite3_stmt *ps = NULL;
         const char *next = NULL;
         sqlite3_int64 total_before;
-        bool cached = false;
+        bool cached = false, writes_sequence = false;
         bool query, columns_set;
         if (tail == st->sql && cache != NULL &&
             (ps = cacheGet(cache, st->sql, st->sql_len)) != NULL) {
             cached = true;
             next = end;
         } else {
+            bool sequence_before = pc->sequence;
             pc->why[0] = '\0';
             pc->local[0] = '\0';
+            pc->sequence = false;
             rc = sqlite3_prepare_v3(db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT, &ps,
                                     &next);
+            writes_sequence = pc->sequence;
+            pc->sequence = sequence_before || writes_sequence;
             if (rc != SQLITE_OK) {
                 stmtError(db, pc, rc, rs);
                 goto out;
@@ -900,9 +934,11 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
             }
             /* Only a string that is exactly one statement is worth keeping; not one
              * that reads node-local state, which storeCheck must see prepared to refuse
-             * in a write. */
+             * in a write, nor one that writes sqlite_sequence, which applyLocked must
+             * see prepared to check. */
             if (ps != NULL && tail == st->sql && next == end && cache != NULL &&
-                !isTxnControl(tail, (size_t)(next - tail)) && pc->local[0] == '\0') {
+                !isTxnControl(tail, (size_t)(next - tail)) && pc->local[0] == '\0' &&
+                !writes_sequence) {
                 cached = cachePut(cache, st->sql, st->sql_len, ps);
             }
         }
@@ -949,7 +985,8 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
          * prepared afresh on a node that restarted, and the nodes would differ. Each
          * run counts from zero. */
         sqlite3_stmt_status(ps, SQLITE_STMTSTATUS_VM_STEP, 1);
-        while ((rc = sqlite3_step(ps)) == SQLITE_ROW) {
+        policyStepBegin(pc, db);
+        while ((rc = policyStep(pc, ps)) == SQLITE_ROW) {
             if (query && !columns_set) {
                 if (setColumns(ps, rs) != SQLITE_OK) {
                     resultError(rs, "out of memory");
@@ -1194,7 +1231,14 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             s->rowid_max = false;
             rc = runStmt(s->writer, &s->wcache, &s->wpol, &b->stmts[i], read_only, timed, rs);
             policyEnd(&s->wpol);
-            if (rc == SQLITE_OK && s->rowid_max) {
+            if (rc == SQLITE_OK && s->wpol.sequence && sequenceAtMax(s)) {
+                resultError(rs, "a sequence of sqlite_sequence may not be "
+                                "9223372036854775807, the largest rowid: every later INSERT "
+                                "into its AUTOINCREMENT table would fail with 'database or disk "
+                                "is full', which is no outcome of the write but a node's own "
+                                "failure, and would stop every node applying the log");
+                rc = SQLITE_CONSTRAINT;
+            } else if (rc == SQLITE_OK && s->rowid_max) {
                 resultError(rs, "a row may not have rowid 9223372036854775807, the largest: past "
                                 "it SQLite picks the rowids of new rows at random, differently "
                                 "on every node");
@@ -1204,7 +1248,8 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
         }
         stats = s->wpol.stats;
         s->wpol.stats = false;
-        if (rc != SQLITE_OK && (s->wpol.trip == POLICY_TRIP_STOPPING || environmental(rc))) {
+        if (rc != SQLITE_OK && (s->wpol.trip == POLICY_TRIP_STOPPING ||
+                                (environmental(rc) && s->wpol.trip != POLICY_TRIP_MEMORY))) {
             /* Interrupted because the node stops, or failed for a reason of this node's
              * alone (a damaged page, an I/O error, a full disk, no memory): not an
              * outcome of the entry, which other nodes, and this one once the cause is
@@ -1563,7 +1608,7 @@ static int runReads(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *p
             continue;
         }
         int rc = runStmt(db, cache, pc, &b->stmts[i], true, true, rs);
-        if (rc != SQLITE_OK && pc->trip != POLICY_TRIP_NONE) {
+        if (rc != SQLITE_OK && pc->trip != POLICY_TRIP_NONE && pc->trip != POLICY_TRIP_MEMORY) {
             stopped = policyMessage(pc, SQLITE_INTERRUPT, msg, sizeof msg);
         }
         pc->result_before += rs->arena.len + rs->nrows * rs->ncol * sizeof(struct rvalue);
@@ -1859,9 +1904,10 @@ int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *er
         /* The writer refuses it on every node (policy.c, nodeLocal): said now, with
          * nothing proposed. */
         errorf(errmsg, "statement %zu (%.*s): refused by cairn's statement policy: %s reads "
-                       "what differs from node to node (the file's path, the connection's "
-                       "modes, settings and statements): it can be read by a request that "
-                       "only reads (/db/query), not by one that writes",
+                       "what differs from node to node (the file's path and pages, the "
+                       "connection's modes, settings and statements, the SQLite library): it "
+                       "can be read by a request that only reads (/db/query), not by one that "
+                       "writes",
                local_at, snippet(local_sql, local_end), local_sql, local);
         rv = CAIRN_EINVAL;
     }

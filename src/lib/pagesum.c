@@ -11,6 +11,8 @@
 #define _GNU_SOURCE
 #include "pagesum.h"
 
+#include "memlimit.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -363,6 +365,8 @@ static void registerOnce(void)
      * not read them. Refused (harmlessly) when the embedding program has already
      * initialised SQLite. */
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    /* Also before SQLite initialises (the calls below do so). */
+    memlimitInstall();
     /* The one hook SQLite has for its localtime() (3.39 and later; process-wide). */
     sqlite3_test_control(SQLITE_TESTCTRL_LOCALTIME_FAULT, 2, psLocaltime);
     baseVfs = sqlite3_vfs_find(NULL);

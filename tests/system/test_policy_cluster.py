@@ -14,6 +14,7 @@ measurement, during which the test polls /readyz.
 
 import json
 import os
+import resource
 import signal
 import sqlite3
 import time
@@ -22,7 +23,7 @@ import urllib.parse
 import pytest
 
 from clusterutil import http_call, json_or_none
-from conftest import deadline_seconds, wait_until
+from conftest import SANITIZED, deadline_seconds, wait_until
 from test_cluster import cluster_factory  # noqa: F401  (the fixture)
 from test_durability import _remove_db_files
 
@@ -549,6 +550,13 @@ NODE_LOCAL_WRITES = [
     "CREATE TABLE copy AS SELECT * FROM pragma_database_list",
     "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO t2 SELECT count(*) FROM sqlite_stmt; END",
     "PRAGMA database_list",
+    # The SQLite library: nodes upgraded one at a time run different ones.
+    "INSERT INTO t(k, v) VALUES(7, sqlite_version())",
+    "INSERT INTO t(k, v) SELECT 8, sqlite_source_id()",
+    "INSERT INTO t(k, v) SELECT 9, count(*) FROM pragma_compile_options",
+    "UPDATE t SET v = sqlite_compileoption_used('ENABLE_FTS5')",
+    "INSERT INTO t(k, v) SELECT 10, name FROM pragma_function_list",
+    "CREATE TRIGGER tv AFTER INSERT ON t BEGIN INSERT INTO t2 VALUES(sqlite_version()); END",
 ]
 
 
@@ -556,7 +564,9 @@ def test_a_write_may_not_read_what_differs_from_node_to_node(cluster_factory):  
     """Read PRAGMAs are allowed, and so are their table-valued forms and the sqlite_stmt
     table, also inside a write: INSERT ... SELECT file FROM pragma_database_list stored
     each node's own path, and a count from sqlite_stmt each writer connection's own
-    number of statements (one that restarted had fewer), so the replicas differed. Now
+    number of statements (one that restarted had fewer), and sqlite_version() or
+    pragma_compile_options the SQLite library of each node (which differ while a
+    cluster is upgraded one node at a time), so the replicas differed. Now
     such a write is a 400 naming the statement, through any node and endpoint, with
     nothing proposed; a view that reads them is refused in a write too; reads of them
     still answer."""
@@ -773,4 +783,178 @@ def test_no_row_takes_the_largest_rowid(cluster_factory):  # noqa: F811
         [1, "after"], [big - 1, "below"]]
     assert c.nodes[0].local_rows("SELECT id, x FROM ip ORDER BY id") == [
         [1, "one"], [2, "after"], [3, "after"], [4, "last"]]
+    c.assert_same_files()
+
+
+# ---------------------------------------------------------------------------
+# 11. the memory one statement takes is bounded on every node alike
+
+
+def _cap_address_space(node, limit):
+    resource.prlimit(node.pid, resource.RLIMIT_AS, (limit, limit))
+
+
+def test_a_statement_memory_is_bounded_the_same_on_every_node(cluster_factory):  # noqa: F811
+    """A row holds up to 2,000 values of up to --max-value-size each, built inside
+    single VM instructions that no step budget, time limit or result limit sees: a
+    write of SELECT randomblob(8000000), ... (200 columns) made every node allocate
+    1.6 GB, and one with 64 MiB values tens of GB. Every node failed it as "out of
+    memory", a failure of the node's own: the entry was retried forever and no later
+    write was applied (without a cap on memory, every node was killed, and again at
+    each restart's replay). Now a statement may take at most 16 times the value size
+    limit (at least 256 MiB) while it runs: it fails alone, naming the limit, the same
+    way on every node; a read is refused the same way. The nodes run under a 1 GiB address-space cap
+    here (but in sanitizer builds), so that the unbounded version fails instead of
+    taking the machine's memory."""
+    value = 8 << 20
+    limit = max(16 * value, 256 << 20)
+    c = cluster_factory(3, extra_args=["--max-value-size", str(value)])
+    if not SANITIZED:  # a sanitizer's shadow memory takes terabytes of address space
+        for node in c.nodes:
+            _cap_address_space(node, 1 << 30)
+    leader = c.leader()
+    ok(post(leader, "/db/execute", ["CREATE TABLE t(k)"]), "schema")
+    bomb = "SELECT " + ", ".join(["printf('%%.*c', 8000000, '%d')" % (i % 10) for i in range(200)])
+    res = results(post(leader, "/db/execute",
+                       ["INSERT INTO t VALUES(1)", bomb, "INSERT INTO t VALUES(2)"], timeout=60),
+                  "the write")
+    assert len(res) == 3, str(res)[:1000]
+    assert "memory limit of %d bytes" % limit in res[1].get("error", ""), str(res)[:1000]
+    assert "error" not in res[0] and "error" not in res[2], str(res)[:1000]
+    c.wait_converged()  # (a sanitizer build's slower apply may have cost an election)
+    ok(post(c.leader(), "/db/execute", ["INSERT INTO t VALUES(3)"], timeout=30), "a later write")
+    # A statement that writes, and stops at the limit, in a request with others.
+    ok(post(c.leader(), "/db/execute",
+            ["CREATE TABLE w(%s)" % ", ".join("c%d" % i for i in range(200))]), "a wide table")
+    res = results(post(c.leader(), "/db/execute",
+                       ["INSERT INTO t VALUES(4)", "INSERT INTO w " + bomb, "INSERT INTO t VALUES(5)"],
+                       timeout=60), "the write into w")
+    assert "memory limit of %d bytes" % limit in res[1].get("error", ""), str(res)[:1000]
+    assert "error" not in res[0] and "error" not in res[2], str(res)[:1000]
+    c.wait_converged()
+    follower = c.followers(c.leader())[0]
+    res = results(post(follower, "/db/query?level=none", [bomb, "SELECT 1"], timeout=60), "the read")
+    assert "memory limit of %d bytes" % limit in res[0].get("error", ""), str(res)[:1000]
+    assert res[1].get("values") == [[1]], str(res)[:1000]
+    # What stays under the limit still runs.
+    res = ok(post(c.leader(), "/db/request",
+                  ["INSERT INTO t SELECT length(group_concat(hex(randomblob(500000)), '')) FROM "
+                   "(WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 8) "
+                   "SELECT x FROM r) RETURNING k"]), "a write under the limit")
+    assert res[0]["values"] == [[8000000]], str(res)[:1000]
+    c.wait_converged()
+    assert c.assert_same_rows("t") == [[1], [2], [3], [4], [5], [8000000]]
+    assert c.assert_same_rows("w") == []
+    c.assert_same_files()
+    assert all(node.running() for node in c.nodes)
+
+
+# ---------------------------------------------------------------------------
+# 12. no AUTOINCREMENT sequence is left at the largest rowid
+
+
+def test_no_sequence_takes_the_largest_rowid(cluster_factory):  # noqa: F811
+    """An INSERT into an AUTOINCREMENT table whose sqlite_sequence entry holds the
+    largest rowid fails with SQLITE_FULL ("database or disk is full"), the code of a
+    full disk, which a node takes for a failure of its own: every node stopped at that
+    entry and tried it again forever, and no later write was applied. Now a statement
+    that leaves a sequence there (by UPDATE or INSERT of sqlite_sequence, also as a
+    real or a text) fails on every node, and the table goes on taking rows."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok(post(leader, "/db/execute", ["CREATE TABLE a(id INTEGER PRIMARY KEY AUTOINCREMENT, x)",
+                                    "INSERT INTO a(x) VALUES('one')"]), "schema")
+    for stmt in ["UPDATE sqlite_sequence SET seq = 9223372036854775807 WHERE name = 'a'",
+                 "UPDATE sqlite_sequence SET seq = 1e30",
+                 "INSERT INTO sqlite_sequence VALUES('a', '9223372036854775807')"]:
+        res = results(post(c.leader(), "/db/execute", [stmt, "INSERT INTO a(x) VALUES('after')"],
+                           timeout=30), stmt)
+        assert len(res) == 2, (stmt, res)
+        assert "9223372036854775807" in res[0].get("error", ""), (stmt, res)
+        assert "error" not in res[1], (stmt, res)
+    ok(post(c.leader(), "/db/execute", ["UPDATE sqlite_sequence SET seq = 100",
+                                        "INSERT INTO a(x) VALUES('last')"]), "a sequence moved on")
+    c.wait_converged()
+    assert c.assert_same_rows("a") == [[1, "one"], [2, "after"], [3, "after"], [4, "after"],
+                                       [101, "last"]]
+    assert c.assert_same_rows("sqlite_sequence") == [["a", 101]]
+    c.assert_same_files()
+
+
+
+# ---------------------------------------------------------------------------
+# 13. a virtual table's shadow tables are its module's to write
+
+
+def test_shadow_tables_are_written_by_their_module_only(cluster_factory):  # noqa: F811
+    """A write could change an FTS index's or an R-tree's shadow tables directly
+    (g_segdir, r_node): the module then answered SQLITE_CORRUPT_VTAB ("database disk
+    image is malformed") to the next statement that read it, the same on every node,
+    which each node took for damage of its own file: every node stopped at that entry
+    and tried it again forever. Now the shadow tables are read-only to SQL (SQLite's
+    defensive mode); the modules still write them."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok(post(leader, "/db/execute", ["CREATE VIRTUAL TABLE g USING fts4(body)",
+                                    "CREATE VIRTUAL TABLE r USING rtree(id, lo, hi)",
+                                    "CREATE TABLE t(k)",
+                                    "INSERT INTO g VALUES('hello world')",
+                                    "INSERT INTO r VALUES(1, 2, 3)"]), "schema")
+    for damage, read in [("UPDATE g_segdir SET root = x'0102030405'",
+                          "INSERT INTO t SELECT rowid FROM g WHERE g MATCH 'hello'"),
+                         ("UPDATE r_node SET data = x'00'",
+                          "INSERT INTO t SELECT id FROM r WHERE lo >= 2"),
+                         ("INSERT INTO g_content VALUES(7, 'stray')",
+                          "INSERT INTO t SELECT count(*) FROM g WHERE g MATCH 'stray'")]:
+        res = results(post(c.leader(), "/db/execute", [damage, read], timeout=30), damage)
+        assert len(res) == 2, (damage, res)
+        assert "may not be modified" in res[0].get("error", ""), (damage, res)
+        assert "error" not in res[1], (damage, res)
+    ok(post(c.leader(), "/db/execute", ["INSERT INTO g VALUES('hello again')", "INSERT INTO r VALUES(2, 5, 6)",
+                                        "INSERT INTO t SELECT count(*) FROM g WHERE g MATCH 'hello'",
+                                        "INSERT INTO t SELECT count(*) FROM r"]), "the modules write")
+    c.wait_converged()
+    assert c.assert_same_rows("t") == [[1], [1], [0], [2], [2]]
+    c.assert_same_files()
+
+
+# ---------------------------------------------------------------------------
+# 14. how a node's pages are laid out is its own
+
+
+def test_a_write_may_not_read_how_pages_are_laid_out(cluster_factory):  # noqa: F811
+    """Nodes hold the same rows, not always in the same pages: a database made with
+    --no-page-checksums has no reserved bytes (docs/OPERATIONS.md: a cluster is
+    converted one node at a time), and cairn repair rewrites a file. A write that
+    stored what the dbstat table or PRAGMA page_count / freelist_count answer stored
+    each node's own layout, and the replicas differed. Now such a write is a 400, with
+    nothing proposed; reads still answer."""
+    c = cluster_factory(3)
+    leader = c.leader()
+    ok(post(leader, "/db/execute", ["CREATE TABLE t(k, v)", "CREATE TABLE big(b)",
+                                    "INSERT INTO big SELECT randomblob(3000) FROM (WITH RECURSIVE "
+                                    "r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 200) "
+                                    "SELECT x FROM r)"]), "schema")
+    plain = c.followers(leader)[0]
+    plain.stop()
+    _remove_db_files(plain)
+    plain.restart(extra_args=plain.extra_args + ["--no-page-checksums"])
+    c.wait_converged()
+    unused = "SELECT sum(unused) FROM dbstat"
+    got = {n.name: ok(post(n, "/db/query?level=none", [unused]), n.name)[0]["values"] for n in c.nodes}
+    assert len({repr(v) for v in got.values()}) == 2, got  # the layouts differ
+    leader = c.leader()
+    idx0 = last_index(leader)
+    for sql in ["INSERT INTO t SELECT 1, sum(unused) FROM dbstat",
+                "INSERT INTO t SELECT 2, page_count FROM pragma_page_count",
+                "INSERT INTO t SELECT 3, * FROM pragma_freelist_count",
+                "PRAGMA page_count",
+                "CREATE VIRTUAL TABLE pages USING dbstat(main)",
+                "CREATE TRIGGER tp AFTER INSERT ON big BEGIN INSERT INTO t SELECT 4, count(*) FROM dbstat; END"]:
+        err = refusal(post(leader, "/db/execute", [sql]), sql)
+        assert POLICY in err and "node to node" in err, (sql, err)
+    assert last_index(leader) == idx0, "a refused write was proposed"
+    ok(post(leader, "/db/execute", ["INSERT INTO t VALUES(5, 'five')"]), "a write")
+    c.wait_converged()
+    assert c.assert_same_rows("t") == [[5, "five"]]
     c.assert_same_files()
