@@ -66,8 +66,13 @@ static uint64_t countedHere(const struct mlhdr *h)
 
 static void mlFree(void *p)
 {
-    struct mlhdr *h = (struct mlhdr *)p - 1;
-    uint64_t back = countedHere(h);
+    struct mlhdr *h;
+    uint64_t back;
+    if (p == NULL) {
+        return; /* SQLite never passes NULL; a caller of its allocator might */
+    }
+    h = (struct mlhdr *)p - 1;
+    back = countedHere(h);
     if (back != 0) {
         tlMem->used -= back;
     }
@@ -103,7 +108,7 @@ static void *mlRealloc(void *p, int n)
 
 static int mlSize(void *p)
 {
-    return baseMem.xSize((struct mlhdr *)p - 1) - (int)sizeof(struct mlhdr);
+    return p == NULL ? 0 : baseMem.xSize((struct mlhdr *)p - 1) - (int)sizeof(struct mlhdr);
 }
 
 static int mlRoundup(int n)
