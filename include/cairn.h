@@ -10,7 +10,18 @@
  * handle, except cairn_close(), which must be the last call on a handle.
  *
  * Errors: functions return CAIRN_OK (0) or an error code; cairn_errmsg() gives the
- * message of the calling thread's last failure on that handle. */
+ * message of the calling thread's last failure on that handle. A NULL where a pointer
+ * is required (out, stmts, params, a text's bytes) is CAIRN_EINVAL, not a crash.
+ *
+ * Not checked, the caller's to keep (undefined behaviour otherwise): a handle is not
+ * used after cairn_close() (nor closed twice), a result not after cairn_result_free()
+ * (nor freed twice), cairn_text() is given a string (not NULL), and a program that
+ * configures SQLite itself does not make it SQLITE_CONFIG_SINGLETHREAD (cairn's
+ * threads share SQLite's allocator and caches). One data directory is open at most
+ * once at a time, in any process: a second cairn_open of it is CAIRN_ELOCKED. Several
+ * handles (on different directories) may be open in one process; cairn_close() of one
+ * of them ends the S3 transfers (backups, restores) running in every one, which then
+ * fail with CAIRN_ESHUTDOWN. */
 #ifndef CAIRN_H
 #define CAIRN_H
 
@@ -80,7 +91,10 @@ struct cairn_config {
     size_t max_body;             /* largest HTTP request body but a load's; 0: 64 MiB */
     unsigned snapshot_threshold; /* log entries between snapshots; 0 means 16384 */
     unsigned snapshot_trailing;  /* entries kept after a snapshot; 0 means 8192 */
-    void (*log)(void *data, const char *line); /* NULL: no log lines */
+    /* NULL: no log lines. Called from cairn's own threads, several at once: it must be
+     * thread-safe and return soon, and must not call cairn functions (the thread that
+     * calls it may be the one the call would wait for). */
+    void (*log)(void *data, const char *line);
     void *log_data;
     /* Clusters (need raft_addr and http_addr). join: comma-separated HTTP addresses of
      * cluster members ("host:port" or "http://host:port"); a new node asks them to add
@@ -147,7 +161,8 @@ struct cairn_config {
     int archive_from;
 };
 
-/* Fill cfg with the defaults; set data_dir afterwards. */
+/* Fill cfg with the defaults; set data_dir afterwards. A string longer than cairn
+ * keeps (data_dir: about PATH_MAX; addresses: 127 bytes) is CAIRN_EINVAL at open. */
 void cairn_config_init(struct cairn_config *cfg);
 
 /* A parameter or a result value. For parameters, name is NULL for a positional
@@ -206,7 +221,8 @@ typedef struct cairn_stmt {
 /* Open (creating if needed) the node whose data lives in cfg->data_dir and start it.
  * Returns once the node can serve requests. *out is set to a handle even on
  * failure (unless memory ran out, when it is NULL) so that cairn_errmsg() can say
- * why; the caller must cairn_close() it in both cases. */
+ * why; the caller must cairn_close() it in both cases. With out NULL: CAIRN_EINVAL,
+ * cairn_errmsg(NULL) says so. */
 int cairn_open(const struct cairn_config *cfg, cairn **out);
 
 /* Stop the node cleanly and free the handle. Safe on NULL. */

@@ -499,14 +499,22 @@ static int makeDir(const char *path, char *errmsg)
     return 0;
 }
 
-static void copyStr(char *dst, size_t n, const char *src, const char **field)
+/* A configuration string into the handle's buffer: one that does not fit is refused,
+ * as cut short it would name another directory or address. */
+static int copyStr(char *dst, size_t n, const char *src, const char **field, const char *what,
+                   char *errmsg)
 {
     if (src == NULL) {
         *field = NULL;
-        return;
+        return 0;
+    }
+    if (strlen(src) >= n) {
+        errorf(errmsg, "%s is %zu bytes long, at most %zu", what, strlen(src), n - 1);
+        return CAIRN_EINVAL;
     }
     snprintf(dst, n, "%s", src);
     *field = dst;
+    return 0;
 }
 
 int cairn_open(const struct cairn_config *cfg, cairn **out)
@@ -515,8 +523,13 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     struct node_config ncfg;
     int rv;
 
-    *out = NULL;
     tlsErrmsg[0] = '\0';
+    if (out == NULL) {
+        /* No handle to give: cairn_errmsg(NULL) reads the message. */
+        errorf(tlsErrmsg, "cairn_open: out is NULL");
+        return CAIRN_EINVAL;
+    }
+    *out = NULL;
     /* Before any connection: every one, the start's checks included, must go through
      * the page-checksum VFS, or a checkpoint it runs would write pages unsealed. */
     pagesumRegister();
@@ -539,8 +552,18 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         return CAIRN_EINVAL;
     }
     db->cfg = *cfg;
-    copyStr(db->data_dir, sizeof db->data_dir, cfg->data_dir, &db->cfg.data_dir);
-    copyStr(db->raft_addr, sizeof db->raft_addr, cfg->raft_addr, &db->cfg.raft_addr);
+    if ((rv = copyStr(db->data_dir, sizeof db->data_dir, cfg->data_dir, &db->cfg.data_dir,
+                      "the data directory", tlsErrmsg)) != 0 ||
+        (rv = copyStr(db->raft_addr, sizeof db->raft_addr, cfg->raft_addr, &db->cfg.raft_addr,
+                      "the raft address", tlsErrmsg)) != 0 ||
+        (rv = copyStr(db->http_addr_cfg, sizeof db->http_addr_cfg, cfg->http_addr,
+                      &db->cfg.http_addr, "the HTTP address", tlsErrmsg)) != 0 ||
+        (rv = copyStr(db->restore_from, sizeof db->restore_from, cfg->restore_from,
+                      &db->cfg.restore_from, "--restore-from", tlsErrmsg)) != 0 ||
+        (rv = copyStr(db->archive_to, sizeof db->archive_to, cfg->archive_to,
+                      &db->cfg.archive_to, "--archive-to", tlsErrmsg)) != 0) {
+        return rv;
+    }
     if (cfg->raft_addr != NULL) {
         /* libraft's transport takes IPv4 literals only: "localhost:4002" (rqlite's form)
          * and host names are resolved here, once. */
@@ -550,7 +573,6 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
         }
         snprintf(db->raft_addr, sizeof db->raft_addr, "%s", numeric);
     }
-    copyStr(db->http_addr_cfg, sizeof db->http_addr_cfg, cfg->http_addr, &db->cfg.http_addr);
     if (cfg->raft_addr != NULL && cfg->http_addr != NULL) {
         /* Said plainly: else the second to bind fails as an address in use. */
         char http[sizeof db->raft_addr], why[CAIRN_ERRMSG_SIZE];
@@ -565,7 +587,6 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
             return CAIRN_EINVAL;
         }
     }
-    copyStr(db->restore_from, sizeof db->restore_from, cfg->restore_from, &db->cfg.restore_from);
     if ((rv = configureRepositories(db, cfg)) != 0) {
         return rv;
     }
@@ -575,7 +596,6 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
                                      &db->backup_level, tlsErrmsg)) != 0) {
         return rv;
     }
-    copyStr(db->archive_to, sizeof db->archive_to, cfg->archive_to, &db->cfg.archive_to);
     if (db->cfg.archive_to != NULL || db->cfg.archive_sync) {
         db->cfg.archive = 1; /* --archive-to and --archive-sync imply --archive */
     }
@@ -799,10 +819,18 @@ int cairn_request(cairn *db, const cairn_stmt *stmts, size_t n, unsigned flags,
     size_t j;
     int rv;
 
-    *out = NULL;
     tlsErrmsg[0] = '\0';
+    if (out == NULL) {
+        errorf(tlsErrmsg, "out is NULL: a result must be taken (and freed)");
+        return CAIRN_EINVAL;
+    }
+    *out = NULL;
     if (db == NULL || db->node == NULL) {
         errorf(tlsErrmsg, "the handle is not open");
+        return CAIRN_EINVAL;
+    }
+    if (stmts == NULL && n > 0) {
+        errorf(tlsErrmsg, "%zu statements but stmts is NULL", n);
         return CAIRN_EINVAL;
     }
     if (level < CAIRN_LEVEL_NONE || level > CAIRN_LEVEL_STRONG) {
@@ -828,6 +856,12 @@ int cairn_request(cairn *db, const cairn_stmt *stmts, size_t n, unsigned flags,
         if (stmts[i].nparams == 0) {
             continue;
         }
+        if (stmts[i].params == NULL) {
+            errorf(tlsErrmsg, "statement %zu: %zu parameters but params is NULL", i + 1,
+                   stmts[i].nparams);
+            batchFree(&b);
+            return CAIRN_EINVAL;
+        }
         if (batchParams(s, stmts[i].nparams) != 0) {
             errorf(tlsErrmsg, "out of memory");
             batchFree(&b);
@@ -839,6 +873,13 @@ int cairn_request(cairn *db, const cairn_stmt *stmts, size_t n, unsigned flags,
             if (v->type < CAIRN_INTEGER || v->type > CAIRN_NULL) {
                 errorf(tlsErrmsg, "statement %zu: parameter %zu has unknown type %d", i + 1,
                        j + 1, v->type);
+                batchFree(&b);
+                return CAIRN_EINVAL;
+            }
+            if ((v->type == CAIRN_TEXT || v->type == CAIRN_BLOB) && v->p == NULL && v->n > 0) {
+                /* SQLite would bind it as NULL: a value lost without a word. */
+                errorf(tlsErrmsg, "statement %zu: parameter %zu has %zu bytes at NULL", i + 1,
+                       j + 1, v->n);
                 batchFree(&b);
                 return CAIRN_EINVAL;
             }

@@ -5,12 +5,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include "error.h"
+
+/* Locks this process holds. */
+static atomic_int heldHere;
 
 /* The holder's pid as LOCK says it, or "unknown". */
 static void holderPid(int f, char *pid, size_t n)
@@ -42,8 +47,16 @@ int lockAcquire(const char *dir, struct dirlock *l, char *errmsg)
         int err = errno;
         if (err == EWOULDBLOCK) {
             holderPid(f, pid, sizeof pid);
-            errorf(errmsg, "data directory %s is in use by another cairn process (pid %s)",
-                   dir, pid);
+            if (atomic_load(&heldHere) > 0 && atol(pid) == (long)getpid()) {
+                /* An embedding program's second cairn_open of one directory: "another
+                 * process" would send its author looking for one. (The pid alone could
+                 * be another PID namespace's, hence the count too.) */
+                errorf(errmsg, "data directory %s is in use: this process has it open already",
+                       dir);
+            } else {
+                errorf(errmsg, "data directory %s is in use by another cairn process (pid %s)",
+                       dir, pid);
+            }
             close(f);
             return CAIRN_ELOCKED;
         }
@@ -90,6 +103,7 @@ int lockAcquire(const char *dir, struct dirlock *l, char *errmsg)
     }
     l->file = f;
     l->dir = d;
+    atomic_fetch_add(&heldHere, 1);
     return 0;
 }
 
@@ -101,6 +115,7 @@ void lockRelease(struct dirlock *l)
     }
     if (l->file >= 0) {
         close(l->file);
+        atomic_fetch_sub(&heldHere, 1);
     }
     *l = DIRLOCK_NONE;
 }

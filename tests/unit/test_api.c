@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -251,6 +252,64 @@ static void test_bad_arguments(void **state)
     assert_int_equal(cairn_execute(db, "SELECT 1", &named, 1, &r), CAIRN_EINVAL);
     assert_null(r);
     assert_non_null(strstr(cairn_errmsg(db), "at most 254"));
+    /* NULL where a pointer is needed: an error that says which, never a crash. */
+    assert_int_equal(cairn_execute(db, "SELECT 1", NULL, 0, NULL), CAIRN_EINVAL);
+    assert_non_null(strstr(cairn_errmsg(db), "out is NULL"));
+    assert_int_equal(cairn_request(db, NULL, 2, 0, CAIRN_LEVEL_WEAK, &r), CAIRN_EINVAL);
+    assert_null(r);
+    assert_non_null(strstr(cairn_errmsg(db), "stmts is NULL"));
+    assert_int_equal(cairn_query(db, "SELECT ?, ?", NULL, 2, CAIRN_LEVEL_NONE, &r), CAIRN_EINVAL);
+    assert_null(r);
+    assert_non_null(strstr(cairn_errmsg(db), "params is NULL"));
+    cairn_value lost = {CAIRN_TEXT, NULL, 0, 0, NULL, 5};
+    assert_int_equal(cairn_query(db, "SELECT ?", &lost, 1, CAIRN_LEVEL_NONE, &r), CAIRN_EINVAL);
+    assert_null(r);
+    assert_non_null(strstr(cairn_errmsg(db), "5 bytes at NULL"));
+    cairn_close(db);
+    cairn_config_init(&cfg);
+    cfg.data_dir = dir;
+    assert_int_equal(cairn_open(&cfg, NULL), CAIRN_EINVAL);
+    assert_non_null(strstr(cairn_errmsg(NULL), "out is NULL"));
+}
+
+/* A data directory longer than the handle holds is refused, not cut short: the cut
+ * path names another directory, which the open would create and use. */
+static void test_long_data_dir(void **state)
+{
+    static char path[4200];
+    char part[101];
+    char first[192];
+    struct cairn_config cfg;
+    cairn *db = NULL;
+    (void)state;
+    memset(part, 'd', sizeof part - 1);
+    part[sizeof part - 1] = '\0';
+    size_t n = (size_t)snprintf(path, sizeof path, "%s", dir);
+    while (n < 4000) {
+        n += (size_t)snprintf(path + n, sizeof path - n, "/%s", part);
+    }
+    cairn_config_init(&cfg);
+    cfg.data_dir = path;
+    assert_int_equal(cairn_open(&cfg, &db), CAIRN_EINVAL);
+    assert_non_null(strstr(cairn_errmsg(db), "data directory is"));
+    cairn_close(db);
+    /* Nothing was created under it. */
+    snprintf(first, sizeof first, "%s/%s", dir, part);
+    assert_int_equal(access(first, F_OK), -1);
+}
+
+/* A second cairn_open of an open directory in the same process says so. */
+static void test_open_twice_in_process(void **state)
+{
+    cairn *db = openNode();
+    cairn *second = NULL;
+    struct cairn_config cfg;
+    (void)state;
+    cairn_config_init(&cfg);
+    cfg.data_dir = dir;
+    assert_int_equal(cairn_open(&cfg, &second), CAIRN_ELOCKED);
+    assert_non_null(strstr(cairn_errmsg(second), "this process has it open already"));
+    cairn_close(second);
     cairn_close(db);
 }
 
@@ -260,7 +319,8 @@ int main(void)
         cmocka_unit_test(test_write_read_levels),   cmocka_unit_test(test_transaction_rollback),
         cmocka_unit_test(test_read_only_and_guards), cmocka_unit_test(test_lock_and_persistence),
         cmocka_unit_test(test_concurrent_writers),  cmocka_unit_test(test_bad_arguments),
-        cmocka_unit_test(test_columns_after_schema_change),
+        cmocka_unit_test(test_columns_after_schema_change), cmocka_unit_test(test_long_data_dir),
+        cmocka_unit_test(test_open_twice_in_process),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
