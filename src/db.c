@@ -236,6 +236,16 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
                        b->stmts[i].sql);
                 rv = CAIRN_EINVAL;
             }
+            if (rv == 0 && b->stmts[i].nparams > 0) {
+                /* Not bound anywhere: ignored, they would leave the statement to mean
+                 * something other than what its sender meant. */
+                errorf(errmsg, "statement %zu is a cairn statement (%.*s...), which takes no "
+                               "parameters, and %zu were given: write the values into it as "
+                               "quoted strings", i + 1,
+                       (int)(b->stmts[i].sql_len > 24 ? 24 : b->stmts[i].sql_len),
+                       b->stmts[i].sql, b->stmts[i].nparams);
+                rv = CAIRN_EINVAL;
+            }
             if (rv == 0 && b->kind == BATCH_QUERY && cmd.kind != SQLFRONT_BACKUP) {
                 errorf(errmsg, "RESTORE and DROP BRANCH change data: send them to "
                                "/db/execute or /db/request");
@@ -315,12 +325,61 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
  * are made absolute, so that paths in the catalog mean the same to every reader. A URL
  * repository's scheme, bucket and credentials are checked now (no request is sent),
  * not at the first backup. */
+/* path absolute, clean and with its symbolic links resolved when it exists, into out
+ * (PATH_MAX). */
+static void absolutePath(const char *path, char *out)
+{
+    char cwd[PATH_MAX];
+    if (realpath(path, out) != NULL) {
+        return;
+    }
+    if (path[0] == '/' || getcwd(cwd, sizeof cwd) == NULL) {
+        snprintf(out, PATH_MAX, "%s", path);
+    } else {
+        snprintf(out, PATH_MAX, "%s/%s", cwd, path);
+    }
+    pathClean(out);
+}
+
+/* A repository must not be one of cairn's own places: the data directory itself, or
+ * what is in DATA/raft, DATA/branches and DATA/snapshots (the Raft snapshots'
+ * repository, whose pruning deletes every older backup in it). */
+static int checkRepositoryPlace(const char *data_dir, const char *name, const char *url,
+                                char *errmsg)
+{
+    static const char *const OWN[] = {"", "/raft", "/branches", "/snapshots"};
+    char data[PATH_MAX], repo[PATH_MAX], own[PATH_MAX + 16];
+    if (strstr(url, "://") != NULL) {
+        return 0;
+    }
+    absolutePath(data_dir, data);
+    absolutePath(url, repo);
+    for (size_t i = 0; i < sizeof OWN / sizeof OWN[0]; i++) {
+        size_t n = (size_t)snprintf(own, sizeof own, "%s%s", data, OWN[i]);
+        if (strncmp(repo, own, n) == 0 && (repo[n] == '\0' || (i > 0 && repo[n] == '/'))) {
+            errorf(errmsg,
+                   "repository '%s' (%s) is %s%s, a place of cairn's own (the data "
+                   "directory, or its raft, branches or snapshots): name a directory of its "
+                   "own",
+                   name, url, own, i == 0 ? "" : " or in it");
+            return CAIRN_EINVAL;
+        }
+    }
+    return 0;
+}
+
 static int configureRepositories(struct cairn *db, const struct cairn_config *cfg)
 {
     int rv;
     if ((rv = reposetFromOptions(&db->repos, cfg->backup_dir, cfg->repositories, db->data_dir,
                                  tlsErrmsg)) != 0) {
         return rv;
+    }
+    for (unsigned i = 0; i < db->repos.n; i++) {
+        if ((rv = checkRepositoryPlace(db->data_dir, db->repos.r[i].name, db->repos.r[i].url,
+                                       tlsErrmsg)) != 0) {
+            return rv;
+        }
     }
     snprintf(db->backup_dir, sizeof db->backup_dir, "%s", db->repos.r[0].url);
     db->cfg.backup_dir = db->backup_dir;

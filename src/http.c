@@ -32,6 +32,7 @@
 #include "liverestore.h"
 #include "policy.h"
 #include "request.h"
+#include "sqlfront.h"
 
 /* Largest body room reserved from a request's Content-Length before it arrives. */
 #define BODY_PRESIZE_MAX (16u << 20)
@@ -456,6 +457,20 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
         }
         bool ro;
         rv = adminBranchPath(h->db, f.branch, path, errmsg);
+        /* cairn's own statements work on the live database: SQLite would only call them
+         * a syntax error. */
+        for (size_t i = 0; rv == 0 && i < b.n; i++) {
+            struct sqlfront_cmd cmd;
+            rv = sqlfrontParse(b.stmts[i].sql, b.stmts[i].sql_len, &cmd, errmsg);
+            if (rv == 0 && cmd.kind != SQLFRONT_NONE) {
+                errorf(errmsg, "statement %zu (%.*s...) is a cairn statement, which works on "
+                               "the live database, not on branch \"%s\": send it without "
+                               "?branch",
+                       i + 1, (int)(b.stmts[i].sql_len > 24 ? 24 : b.stmts[i].sql_len),
+                       b.stmts[i].sql, f.branch);
+                rv = CAIRN_EINVAL;
+            }
+        }
         if (rv == 0) {
             rv = storeCheck(h->db->store, &b, &ro, errmsg); /* the statement policy */
         }

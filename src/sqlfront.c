@@ -269,6 +269,25 @@ static int parseAsOf(struct lexer *lx, struct sqlfront_cmd *cmd)
     return 0;
 }
 
+/* A branch name, quoted or bare as SQL writes identifiers (TO BRANCH dev, DROP BRANCH
+ * dev), into cmd->branch, checked. */
+static int takeBranch(struct lexer *lx, const char *statement, const char *what,
+                      struct sqlfront_cmd *cmd)
+{
+    int rv;
+    if (lx->kind == TOK_WORD) {
+        if (lx->len >= sizeof cmd->branch) {
+            return fail(lx, statement, "a branch name of at most 64 characters");
+        }
+        memcpy(cmd->branch, lx->p + lx->start, lx->len);
+        cmd->branch[lx->len] = '\0';
+        next(lx);
+    } else if ((rv = takeString(lx, statement, what, cmd->branch, 64 + 1)) != 0) {
+        return rv; /* 64: the longest name (sqlfrontBranchNameValid), so told of */
+    }
+    return sqlfrontBranchNameValid(cmd->branch, lx->errmsg) ? 0 : CAIRN_EINVAL;
+}
+
 static int parseRestore(struct lexer *lx, struct sqlfront_cmd *cmd)
 {
     static const char *const S = "RESTORE";
@@ -292,20 +311,11 @@ static int parseRestore(struct lexer *lx, struct sqlfront_cmd *cmd)
             return fail(lx, S, "BRANCH after TO");
         }
         next(lx);
-        if (lx->kind == TOK_WORD && !isWord(lx, "AS")) {
-            /* A bare name, as SQL writes identifiers: TO BRANCH dev */
-            if (lx->len >= sizeof cmd->branch) {
-                return fail(lx, S, "a branch name of at most 64 characters");
-            }
-            memcpy(cmd->branch, lx->p + lx->start, lx->len);
-            cmd->branch[lx->len] = '\0';
-            next(lx);
-        } else if ((rv = takeString(lx, S, "a branch name after TO BRANCH", cmd->branch,
-                                    sizeof cmd->branch)) != 0) {
-            return rv;
+        if (isWord(lx, "AS")) {
+            return fail(lx, S, "a branch name after TO BRANCH");
         }
-        if (!sqlfrontBranchNameValid(cmd->branch, lx->errmsg)) {
-            return CAIRN_EINVAL;
+        if ((rv = takeBranch(lx, S, "a branch name after TO BRANCH", cmd)) != 0) {
+            return rv;
         }
     }
     if (isWord(lx, "AS")) {
@@ -328,12 +338,8 @@ static int parseDropBranch(struct lexer *lx, struct sqlfront_cmd *cmd)
     static const char *const S = "DROP BRANCH";
     int rv;
     next(lx); /* BRANCH */
-    if ((rv = takeString(lx, S, "a quoted branch name after DROP BRANCH", cmd->branch,
-                         sizeof cmd->branch)) != 0) {
+    if ((rv = takeBranch(lx, S, "a branch name after DROP BRANCH", cmd)) != 0) {
         return rv;
-    }
-    if (!sqlfrontBranchNameValid(cmd->branch, lx->errmsg)) {
-        return CAIRN_EINVAL;
     }
     cmd->kind = SQLFRONT_DROP_BRANCH;
     return expectEnd(lx, S, "the end of the statement");

@@ -120,7 +120,10 @@ static int posixOpenRead(void *drv, const char *name, struct repo_reader *rd, ch
         errorf(errmsg, "path too long: %s/%s", ((struct posix *)drv)->dir, name);
         return CAIRN_EINVAL;
     }
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+    /* Non-blocking until it is known to be a regular file: opening a FIFO (a path a
+     * request named) would otherwise wait for a writer that never comes, and hold the
+     * request's thread for ever. */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
         errorf(errmsg, "open %s: %s", path, strerror(errno));
         return errorFromErrno(errno);
     }
@@ -132,6 +135,11 @@ static int posixOpenRead(void *drv, const char *name, struct repo_reader *rd, ch
     if (!S_ISREG(st.st_mode)) {
         errorf(errmsg, "%s: not a regular file", path);
         rv = CAIRN_EINVAL;
+        goto err;
+    }
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+        errorf(errmsg, "open %s: %s", path, strerror(errno));
+        rv = errorFromErrno(errno);
         goto err;
     }
     rd->fd = fd;

@@ -23,6 +23,7 @@ import subprocess
 import sqlite3
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -206,6 +207,38 @@ def test_backup_to_a_path_that_is_a_file(bserver, repo, tmp_path):
     assert afile.read_text() == "not a directory"
 
 
+@repo_kinds(dir_only="a FIFO is a local file")
+def test_restore_from_a_fifo_is_refused_not_waited_on(bserver, repo, tmp_path):
+    """A FIFO named as the backup (by path, or as a backup file of the repository) is no
+    backup: refused naming it, at once, not opened and waited on for a writer for ever
+    (the request's thread held, the node's stop waiting on it)."""
+    s = bserver
+    make_t(s)
+    full = backup_sql(s, "full")
+    pipe = tmp_path / "pipe.cbk"
+    os.mkfifo(pipe)
+    fake = "20260101T000000000Z-0000-f1f0"
+    inrepo = repo.path / (fake + ".cbk")
+    os.mkfifo(inrepo)
+    try:
+        for ref, where in ((str(pipe), str(pipe)), (fake, str(inrepo))):
+            r = s.raw("POST", "/db/execute",
+                      ["RESTORE DATABASE FROM %s TO BRANCH 'p'" % sql_quote(ref)], timeout=10)
+            msg = " ".join(request_errors(r))
+            assert where in msg and "not a regular file" in msg, (ref, r)
+        assert status_branches(s) == []
+        sql_row(s, "RESTORE DATABASE FROM %s TO BRANCH 'p'" % sql_quote(full["backup_id"]))
+        assert status_branches(s) == ["p"]
+    finally:
+        # Before the fix a reader waits in open(): a writer's open lets it go.
+        for f in (pipe, inrepo):
+            try:
+                os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            os.unlink(f)
+
+
 @repo_kinds(smoke=True)
 def test_cairn_backups_table(bserver, repo):
     s = bserver
@@ -259,6 +292,29 @@ def test_cairn_statement_mixed_with_others_is_refused(bserver, repo):
         assert ids(s) == [1, 2, 3], "%r on %s changed the database" % (stmts, endpoint)
         assert len(repo.backups()) == 1, "%r on %s made a backup" % (stmts, endpoint)
         assert status_branches(s) == [], "%r on %s made a branch" % (stmts, endpoint)
+
+
+def test_cairn_statement_with_parameters_is_refused(bserver, repo):
+    """cairn's statements bind nothing: parameters given with one are refused, as they
+    are for an SQL statement with fewer placeholders, not ignored (DROP BRANCH 'b1' with
+    a parameter "b2" would drop b1)."""
+    s = bserver
+    make_t(s)
+    fill(s, 1, 3)
+    bid = backup_sql(s, "full")["backup_id"]
+    sql_row(s, "RESTORE DATABASE FROM %s TO BRANCH 'b1'" % sql_quote(bid))
+    cases = [
+        ("/db/execute", [["DROP BRANCH 'b1'", "b2"]]),
+        ("/db/request", [["BACKUP DATABASE", 1]]),
+        ("/db/query", [["BACKUP DATABASE", "offsite"]]),
+        ("/db/execute", [["RESTORE DATABASE FROM %s TO BRANCH 'b3'" % sql_quote(bid), "x"]]),
+        ("/db/execute", [["DROP BRANCH 'b1'", {"name": "b2"}]]),
+    ]
+    for endpoint, stmts in cases:
+        msg = sql_error(s, stmts, endpoint, statuses=(400,))
+        assert "parameters" in msg and "cairn statement" in msg, (stmts, msg)
+    assert len(repo.backups()) == 1
+    assert status_branches(s) == ["b1"]
 
 
 def test_cairn_statement_after_another_in_one_string(bserver, repo):
@@ -445,6 +501,30 @@ def test_branch_restore_query_and_drop(bserver, repo):
     msg = sql_error(s, "DROP BRANCH 'b1'")
     assert "b1" in msg, msg
     assert ids(s) == list(range(1, 16))
+
+
+def test_cairn_statements_on_a_branch_are_refused_naming_it(bserver, repo):
+    """BACKUP, RESTORE and DROP BRANCH work on the live database: sent with ?branch=NAME
+    they are refused naming the statement and the branch, not as SQLite's syntax error,
+    and neither the branch nor the repository changes."""
+    s = bserver
+    make_t(s)
+    fill(s, 1, 5)
+    full = backup_sql(s, "full")
+    sql_row(s, "RESTORE DATABASE FROM %s TO BRANCH 'b1'" % sql_quote(full["backup_id"]))
+    before = repo.names()
+    for sql in ("BACKUP DATABASE", "DROP BRANCH 'b1'",
+                "RESTORE DATABASE FROM %s TO BRANCH 'b9'" % sql_quote(full["backup_id"])):
+        for method in ("GET", "POST"):
+            if method == "GET":
+                r = s.raw("GET", "/db/query?branch=b1&q=" + urllib.parse.quote(sql))
+            else:
+                r = s.post("/db/query", [sql], branch="b1")
+            msg = r.json().get("error", "") if r.status != 200 else str(request_errors(r))
+            assert r.status == 400 and "cairn statement" in msg and "b1" in msg, (sql, r)
+    assert repo.names() == before
+    assert status_branches(s) == ["b1"]
+    assert branch_rows(s, "b1", "SELECT count(*) FROM t") == [[5]]
 
 
 def test_branch_survives_restart_and_drop_too(bserver, repo):

@@ -201,6 +201,32 @@ def test_bad_repository_flags_stop_the_start(server_factory, args, words):
     assert not s.data_dir.exists() or not (s.data_dir / "db.sqlite").exists()
 
 
+@pytest.mark.parametrize("flag", ["--backup-dir", "--repo"])
+@pytest.mark.parametrize("sub", ["", "snapshots", "snapshots/mine", "raft", "branches/"])
+def test_a_repository_in_cairns_own_places_stops_the_start(server_factory, flag, sub):
+    """The data directory, its raft, branches and snapshots are cairn's: a repository
+    there would mix backups with cairn's own files (the Raft snapshots' pruning deletes
+    every older backup in DATA/snapshots). Refused at the start, naming the place."""
+    s = server_factory(start=False)
+    place = str(s.data_dir / sub) if sub else str(s.data_dir)
+    s.extra_args = [flag, ("mine=" if flag == "--repo" else "") + place]
+    s.start(wait=False)
+    assert s.wait_exit(30) != 0
+    err = s.stderr_text()
+    assert "a place of cairn's own" in err and str(s.data_dir) in err, err
+    assert not (s.data_dir / "db.sqlite").exists()
+
+
+def test_a_repository_beside_cairns_own_places_in_the_data_directory_is_taken(server_factory):
+    s = server_factory(start=False)
+    s.extra_args = ["--backup-dir", str(s.data_dir / "backups")]
+    s.start()
+    assert_exec_ok(s.execute(["CREATE TABLE t(x)"]))
+    r = s.post("/db/execute", ["BACKUP DATABASE"])
+    assert r.status == 200 and "error" not in r.json()["results"][0], r
+    s.stop()
+
+
 @pytest.mark.cluster
 def test_a_cluster_shares_a_named_bucket_across_a_failover(s3, make_cluster, monkeypatch,
                                                            server_factory, cairn_bin, tmp_path):

@@ -59,6 +59,10 @@ static void test_restore_and_drop_forms(void **state)
     assert_int_equal(parse("DROP BRANCH 'dev_2'", &c, e), 0);
     assert_int_equal(c.kind, SQLFRONT_DROP_BRANCH);
     assert_string_equal(c.branch, "dev_2");
+    /* Bare, as RESTORE ... TO BRANCH dev takes it. */
+    assert_int_equal(parse("drop branch dev_3;", &c, e), 0);
+    assert_int_equal(c.kind, SQLFRONT_DROP_BRANCH);
+    assert_string_equal(c.branch, "dev_3");
 }
 
 static void test_restore_as_of(void **state)
@@ -130,8 +134,12 @@ static void test_malformed(void **state)
     expectError("RESTORE DATABASE FROM 'x' AS OF 12", "'ISO-8601 time', 'latest' or INDEX n");
     expectError("RESTORE DATABASE FROM 'x' AS 'y'", "OF after AS");
     expectError("RESTORE DATABASE FROM 'x' AS OF INDEX 5 TO BRANCH 'b'", "the end of the statement");
-    expectError("DROP BRANCH", "a quoted branch name");
+    expectError("DROP BRANCH", "a branch name after DROP BRANCH");
+    expectError("DROP BRANCH \"x\"", "a branch name after DROP BRANCH");
     expectError("DROP BRANCH '-x'", "must not start with '-'");
+    expectError("DROP BRANCH 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'",
+                "longer than 64 bytes");
     expectError("DROP BRANCH 'x' please", "\"please\"");
     expectError("SELECT 1; BACKUP DATABASE", "BACKUP at offset 10 is a cairn statement");
     expectError("INSERT INTO t VALUES(';'); restore database from 'x'", "restore at offset 27");
