@@ -320,25 +320,13 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
 
 /* ---- node.json: the node's identity, kept with its data ------------------------ */
 
-/* The node's repositories (reposet.h): --backup-dir, then each --repo NAME=URL. With
- * neither, "backups" beside the data directory (DATA's parent, plus "backups"). Paths
- * are made absolute, so that paths in the catalog mean the same to every reader. A URL
- * repository's scheme, bucket and credentials are checked now (no request is sent),
- * not at the first backup. */
 /* path absolute, clean and with its symbolic links resolved when it exists, into out
  * (PATH_MAX). */
 static void absolutePath(const char *path, char *out)
 {
-    char cwd[PATH_MAX];
-    if (realpath(path, out) != NULL) {
-        return;
+    if (realpath(path, out) == NULL) {
+        pathAbsolute(path, out, PATH_MAX);
     }
-    if (path[0] == '/' || getcwd(cwd, sizeof cwd) == NULL) {
-        snprintf(out, PATH_MAX, "%s", path);
-    } else {
-        snprintf(out, PATH_MAX, "%s/%s", cwd, path);
-    }
-    pathClean(out);
 }
 
 /* A repository must not be one of cairn's own places: the data directory itself, or
@@ -368,6 +356,11 @@ static int checkRepositoryPlace(const char *data_dir, const char *name, const ch
     return 0;
 }
 
+/* The node's repositories (reposet.h): --backup-dir, then each --repo NAME=URL. With
+ * neither, "backups" beside the data directory (DATA's parent, plus "backups"). Paths
+ * are made absolute, so that paths in the catalog mean the same to every reader. A URL
+ * repository's scheme, bucket and credentials are checked now (no request is sent),
+ * not at the first backup. */
 static int configureRepositories(struct cairn *db, const struct cairn_config *cfg)
 {
     int rv;

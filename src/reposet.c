@@ -41,19 +41,14 @@ static bool validName(const char *name)
 static int normalise(const char *url, char *out, size_t size, char *errmsg)
 {
     char tmp[PATH_MAX];
-    char cwd[PATH_MAX];
     if (url[0] == '\0') {
         errorf(errmsg, "a repository needs a path or URL");
         return CAIRN_EINVAL;
     }
-    if (isUrl(url) || url[0] == '/' || getcwd(cwd, sizeof cwd) == NULL) {
+    if (!isUrl(url)) {
+        pathAbsolute(url, tmp, sizeof tmp); /* "DIR/./backups" reads as "DIR/backups" */
+    } else {
         snprintf(tmp, sizeof tmp, "%s", url);
-    } else {
-        snprintf(tmp, sizeof tmp, "%s/%s", cwd, url);
-    }
-    if (!isUrl(tmp)) {
-        pathClean(tmp); /* "DIR/./backups" reads as "DIR/backups" in every path shown */
-    } else {
         size_t n = strlen(tmp);
         while (n > 0 && tmp[n - 1] == '/' && tmp[n - 2] != '/') {
             tmp[--n] = '\0';

@@ -1,7 +1,10 @@
 /* See path.h. */
 #include "path.h"
 
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 void pathClean(char *p)
 {
@@ -64,4 +67,15 @@ void pathClean(char *p)
         *out++ = '.';
     }
     *out = '\0';
+}
+
+void pathAbsolute(const char *path, char *out, size_t size)
+{
+    char cwd[PATH_MAX];
+    if (path[0] == '/' || getcwd(cwd, sizeof cwd) == NULL) {
+        snprintf(out, size, "%s", path);
+    } else {
+        snprintf(out, size, "%s/%s", cwd, path);
+    }
+    pathClean(out);
 }
