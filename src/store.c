@@ -728,6 +728,26 @@ static bool isTxnControl(const char *sql, size_t n)
     return false;
 }
 
+/* The index in ps of named parameter p, as SQLite spells it with any of its prefixes
+ * (:name, @name, $name); 0 when the statement does not use it (or the name is too long,
+ * which the parser refuses: a command never holds one). */
+static int paramIndex(sqlite3_stmt *ps, const struct param *p)
+{
+    char name[PARAM_NAME_MAX + 2];
+    static const char prefixes[] = ":@$";
+    int idx = 0;
+    if (p->name_len > PARAM_NAME_MAX) {
+        return 0;
+    }
+    for (int k = 0; k < 3 && idx == 0; k++) {
+        name[0] = prefixes[k];
+        memcpy(name + 1, p->name, p->name_len);
+        name[p->name_len + 1] = '\0';
+        idx = sqlite3_bind_parameter_index(ps, name);
+    }
+    return idx;
+}
+
 static int bindParams(sqlite3_stmt *ps, const struct stmt *st)
 {
     int nbind = sqlite3_bind_parameter_count(ps);
@@ -744,18 +764,10 @@ static int bindParams(sqlite3_stmt *ps, const struct stmt *st)
                 return SQLITE_RANGE;
             }
         } else {
-            char name[PARAM_NAME_MAX + 2];
-            static const char prefixes[] = ":@$";
             if (p->name_len > PARAM_NAME_MAX) {
                 return SQLITE_RANGE; /* the parser refuses these; a command never holds one */
             }
-            idx = 0;
-            for (int k = 0; k < 3 && idx == 0; k++) {
-                name[0] = prefixes[k];
-                memcpy(name + 1, p->name, p->name_len);
-                name[p->name_len + 1] = '\0';
-                idx = sqlite3_bind_parameter_index(ps, name);
-            }
+            idx = paramIndex(ps, p);
             if (idx == 0) {
                 continue; /* a name the statement does not use */
             }
@@ -1750,17 +1762,8 @@ static int unboundParam(sqlite3_stmt *ps, const struct stmt *st)
             if (++npos <= nbind) {
                 bound[npos] = true;
             }
-        } else if (p->name_len <= PARAM_NAME_MAX) {
-            char name[PARAM_NAME_MAX + 2];
-            static const char prefixes[] = ":@$";
-            int idx = 0;
-            for (int k = 0; k < 3 && idx == 0; k++) {
-                name[0] = prefixes[k];
-                memcpy(name + 1, p->name, p->name_len);
-                name[p->name_len + 1] = '\0';
-                idx = sqlite3_bind_parameter_index(ps, name);
-            }
-            bound[idx] = true;
+        } else {
+            bound[paramIndex(ps, p)] = true;
         }
     }
     for (int k = 1; k <= nbind && first == 0; k++) {
