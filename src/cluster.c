@@ -708,18 +708,26 @@ static void answerError(const struct buf *body, char *out, size_t n)
     json_decref(root);
 }
 
+bool clusterIsVoter(struct cairn *db)
+{
+    struct node_info ni;
+    nodeInfo(db->node, &ni);
+    for (unsigned i = 0; i < ni.n_servers; i++) {
+        if (ni.servers[i].id == db->cfg.node_id && ni.servers[i].role == RAFT_VOTER) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Until this node is a voter (the leader promotes it once it has caught up), or the
  * deadline: a node that reports ready after a join counts towards the quorum. */
 static void waitVoter(struct cairn *db, int64_t deadline)
 {
     while (clusterMonoMs() < deadline && !stopAsked(db)) {
-        struct node_info ni;
-        nodeInfo(db->node, &ni);
-        for (unsigned i = 0; i < ni.n_servers; i++) {
-            if (ni.servers[i].id == db->cfg.node_id && ni.servers[i].role == RAFT_VOTER) {
-                dbLog(db, "caught up: a voter of the cluster now");
-                return;
-            }
+        if (clusterIsVoter(db)) {
+            dbLog(db, "caught up: a voter of the cluster now");
+            return;
         }
         clusterPause(50);
     }

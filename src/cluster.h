@@ -74,6 +74,10 @@ int clusterApiUrl(struct cairn *db, uint64_t id, char *out, size_t n);
 int clusterPrepare(struct cairn *db, enum node_boot *boot, struct node_server *servers,
                    unsigned *n_servers, char *errmsg);
 
+/* Whether this node is a voter of the configuration it knows (not a standby, not yet
+ * promoted, not a member). */
+bool clusterIsVoter(struct cairn *db);
+
 /* After Raft starts: when this node is in no configuration yet, ask the --join peers
  * to add it, until one answers (bounded). A refusal (duplicate id, unreachable raft
  * address) fails with the peer's message. */

@@ -343,14 +343,7 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
     if (level < 0 && strcmp(f.level, "auto") == 0) {
         /* rqlite's auto: none on a node that does not vote (a standby, cairn's read-only
          * node, serves reads from its own copy), weak on a voter. */
-        struct node_info ni;
-        level = CAIRN_LEVEL_NONE;
-        nodeInfo(h->db->node, &ni);
-        for (unsigned i = 0; i < ni.n_servers; i++) {
-            if (ni.servers[i].id == h->db->cfg.node_id && ni.servers[i].role == RAFT_VOTER) {
-                level = CAIRN_LEVEL_WEAK;
-            }
-        }
+        level = clusterIsVoter(h->db) ? CAIRN_LEVEL_WEAK : CAIRN_LEVEL_NONE;
     }
     if (level < 0) {
         snprintf(errmsg, sizeof errmsg,
