@@ -407,7 +407,9 @@ def test_snapshot_whose_checkpoint_cannot_grow_the_database(tmpfs, server_factor
     is answered at once naming the full disk (found waiting 120 s, a barrier entry
     appended every 200 ms, then answering "no snapshot at index N" without a cause);
     once space is freed the snapshot is taken."""
-    disk = tmpfs("disk", 64)
+    # 160 MiB: libraft prepares its open segments (32 MiB each) ahead, two or three of
+    # them; on 64 MiB the first write found the disk full whenever the second was ready.
+    disk = tmpfs("disk", 160)
     s = server_factory(data_dir=disk / "data", extra_args=["--snapshot-threshold", "100000"])
     assert_exec_ok(s.execute(["CREATE TABLE f (id INTEGER PRIMARY KEY, b BLOB)"]))
     for i in range(8):  # about 2 MiB: well under the WAL's background checkpoint
@@ -442,7 +444,9 @@ def test_repair_that_runs_out_of_space_puts_the_database_back(tmpfs, server_fact
     left the partial rebuild, a new db.sqlite, in place of the node's healthy database
     (moved to corrupt/). Now the failed rebuild is removed and the database put back,
     byte for byte; once space is freed the repair succeeds."""
-    disk = tmpfs("disk", 64)
+    # 160 MiB: libraft prepares its open segments (32 MiB each) ahead, two or three of
+    # them; on 64 MiB the first write found the disk full whenever the second was ready.
+    disk = tmpfs("disk", 160)
     s = server_factory(data_dir=disk / "data", extra_args=["--snapshot-threshold", "100000"])
     assert_exec_ok(s.execute(["CREATE TABLE f (id INTEGER PRIMARY KEY, b BLOB)"]))
     for i in range(8):
