@@ -10,9 +10,10 @@
 #                 vs cp + sync of the database file vs restic restore of the latest
 #                 snapshot, beside SQLite's quick_check and integrity_check of the source
 #                 alone (what a restore runs on its output by default, and with --check
-#                 full) and cairn's restore of the full backup alone (the pages a chain
-#                 writes: each once, as one full backup's); every restored file is
-#                 compared with the source, page by page
+#                 full), cairn's restore of the full backup alone (the pages a chain
+#                 writes: each once, as one full backup's) and cairn's restore of the
+#                 chain with --check full (no target); every restored file is compared
+#                 with the source, page by page
 # each under /usr/bin/time (wall time, peak RSS). Prints the table and writes it into
 # docs/BENCHMARKS.md under "## Backups (issue: backups)" (bench/backup_report.py);
 # raw JSON lines go to bench/results/ (not committed).
@@ -362,8 +363,11 @@ cat "$SRC" >/dev/null
 # --check full): a floor under cairn's restore time, measured beside it.
 # cairn-full: the restore of the chain's full backup alone, the pages of one full
 # backup, which the chain's restore must not write more of.
+# cairn-check-full: the chain's restore with --check full (PRAGMA integrity_check of
+# the restored file instead of quick_check; what scheduled drills run), recorded
+# without a target.
 TOOLS_RESTORE="cp restic quick-check integrity-check"
-[ "$BASELINES_ONLY" = 1 ] || TOOLS_RESTORE="$TOOLS_RESTORE cairn cairn-full"
+[ "$BASELINES_ONLY" = 1 ] || TOOLS_RESTORE="$TOOLS_RESTORE cairn cairn-full cairn-check-full"
 for run in $(seq 0 "$RUNS"); do
     label=$run
     [ "$run" = 0 ] && label=warm
@@ -399,6 +403,13 @@ for run in $(seq 0 "$RUNS"); do
                 "$CAIRN" restore --repo "$CAIRN_REPO" "$LAST_ID" --out "$OUT/restored.db" --json
             check_same "$SRC" "$OUT/restored.db" "cairn's restore of $LAST_ID"
             rm -f "$OUT/restored.db"
+            ;;
+        cairn-check-full)
+            measure restore cairn-check-full "$label" "$OUT/restored-checked.db" \
+                "$CAIRN" restore --repo "$CAIRN_REPO" "$LAST_ID" --out "$OUT/restored-checked.db" \
+                --check full --json
+            check_same "$SRC" "$OUT/restored-checked.db" "cairn's restore of $LAST_ID with --check full"
+            rm -f "$OUT/restored-checked.db"
             ;;
         cairn-full)
             measure restore cairn-full "$label" "$OUT/restored-full.db" \
