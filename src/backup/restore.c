@@ -1557,7 +1557,8 @@ static int applyChain(struct repo *repo, const struct backup_info *chain, size_t
 
 /* SQLite reads a page at a time; once the file is complete, it is read RO_CHUNK bytes
  * at a time into RO_CHUNKS buffers, which serve the pages around: a system call for
- * many pages rather than each. While the file is being written, a page at a time: a
+ * many pages rather than each. SQLite takes those pages where they lie, not copied
+ * (roFetch: its memory-mapped reads, though nothing is mapped). While the file is being written, a page at a time: a
  * chunk would be read again for every page the writer adds to it. (Not mmap: the
  * pages a mapping holds count in the process's resident size, and mapping and
  * unmapping windows of the file measured no faster; mapped by the read-ahead thread
@@ -1580,15 +1581,20 @@ static int applyChain(struct repo *repo, const struct backup_info *chain, size_t
 #define RO_CHUNKS 16
 #define RO_AHEAD 8
 #define RO_AHEAD_STACK (256u << 10)
+#define RO_MAP ((size_t)RO_CHUNKS * RO_CHUNK + 4096)
 
 enum { RO_EMPTY, RO_LOADING, RO_READY };
 
 struct roChunk {
-    unsigned char *p;
-    uint64_t idx; /* chunk number: bytes [idx * RO_CHUNK, ...) of the file */
+    unsigned char *p; /* RO_CHUNK bytes of roCache.mem, for the cache's life */
+    uint64_t idx;     /* chunk number: bytes [idx * RO_CHUNK, ...) of the file */
     size_t len;
     int state; /* RO_* */
     uint64_t used;
+    /* Pages of it SQLite holds (roFetch, until roUnfetch) or a read copies out: it is
+     * not reloaded while any is. Changed with atomics, by the check's thread only;
+     * read by roAhead under mu. */
+    int pins;
 };
 
 /* The chunks of a complete file and the thread that reads ahead into them. */
@@ -1614,6 +1620,15 @@ struct roCache {
     bool tried;   /* to start roAhead */
     bool started; /* ... and did */
     pthread_t th;
+    /* The chunks' bytes, one mapping (RO_MAP bytes): a chunk is found by a page's
+     * address (roUnpin), and each starts on a page. Reading into a buffer that did
+     * not (a malloc'ed one, 16 bytes into a page) made the kernel's copies of the
+     * file to it four times as slow: 1 CPU-s more per restore of the benchmark's
+     * chain. A page of zeros ends it: SQLite's own page buffers have 8 bytes of
+     * zeros after them for its decoding of a damaged page, which may read a little
+     * past the page's end; a page lent to it (roFetch) is followed by the next
+     * chunk's bytes, or by these. */
+    unsigned char *mem;
 };
 
 struct roFile {
@@ -1627,8 +1642,11 @@ struct roFile {
      * cursor stays at cur_idx, it is in the window, which roAhead never reloads, so
      * the pages of the chunk (most reads) are copied without cache->mu. cursor and cand
      * are written by this thread only (roMove), under the lock. */
-    const struct roChunk *cur_k;
+    struct roChunk *cur_k;
     uint64_t cur_idx;
+    /* The page roFetch found in no chunk, which SQLite then reads (roRead): read
+     * alone, not looked for again, which would move the run there. -1: none. */
+    sqlite3_int64 unfetched;
 };
 
 /* The chunk numbered idx, if a slot holds it or is loading it. mu held. */
@@ -1659,7 +1677,8 @@ static struct roChunk *roVictim(struct roCache *c)
         if (k->state == RO_EMPTY) {
             return k;
         }
-        if (k->state == RO_READY && !roInWindow(c, k->idx) && (v == NULL || k->used < v->used)) {
+        if (k->state == RO_READY && !roInWindow(c, k->idx) &&
+            __atomic_load_n(&k->pins, __ATOMIC_ACQUIRE) == 0 && (v == NULL || k->used < v->used)) {
             v = k;
         }
     }
@@ -1674,8 +1693,8 @@ static bool roLoad(struct roCache *c, struct roChunk *k)
     size_t len = c->size - off < RO_CHUNK ? (size_t)(c->size - off) : RO_CHUNK;
     bool ok;
     pthread_mutex_unlock(&c->mu);
-    ok = (k->p != NULL || (k->p = malloc(RO_CHUNK)) != NULL) &&
-         libPreadFull(c->fd, k->p, len, off) == 0;
+    assert(__atomic_load_n(&k->pins, __ATOMIC_ACQUIRE) == 0);
+    ok = libPreadFull(c->fd, k->p, len, off) == 0;
     pthread_mutex_lock(&c->mu);
     k->len = len;
     k->state = ok ? RO_READY : RO_EMPTY;
@@ -1720,6 +1739,8 @@ static void *roAhead(void *arg)
     return NULL;
 }
 
+static void roCacheFree(struct roCache *c);
+
 static struct roCache *roCacheNew(int fd, uint64_t size)
 {
     struct roCache *c = calloc(1, sizeof *c);
@@ -1735,6 +1756,16 @@ static struct roCache *roCacheNew(int fd, uint64_t size)
     c->cursor = -1;
     c->cand = -1;
     c->dir = 1;
+    /* Untouched, the mapping takes no memory until a chunk is read into it. */
+    c->mem = mmap(NULL, RO_MAP, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (c->mem == MAP_FAILED) {
+        c->mem = NULL;
+        roCacheFree(c);
+        return NULL;
+    }
+    for (int i = 0; i < RO_CHUNKS; i++) {
+        c->c[i].p = c->mem + (size_t)i * RO_CHUNK;
+    }
     return c;
 }
 
@@ -1751,7 +1782,10 @@ static void roCacheFree(struct roCache *c)
         pthread_join(c->th, NULL);
     }
     for (int i = 0; i < RO_CHUNKS; i++) {
-        free(c->c[i].p);
+        assert(c->c[i].pins == 0);
+    }
+    if (c->mem != NULL) {
+        munmap(c->mem, RO_MAP);
     }
     pthread_cond_destroy(&c->ready);
     pthread_cond_destroy(&c->ahead);
@@ -1789,15 +1823,16 @@ static void roMove(struct roCache *c, uint64_t idx)
     }
 }
 
-/* Bytes [off, off + n) from a chunk: true when served, false when they are to be read
- * from the file (the file not complete, across two chunks, past its end, out of
- * memory, or a page far from the run). */
-static bool roChunked(struct roFile *r, void *buf, int n, uint64_t off)
+/* Bytes [off, off + n) in a chunk, pinned (roUnpin releases them), or NULL when they
+ * are to be read from the file (the file not complete, across two chunks, past its
+ * end, or a page far from the run, which is read alone). */
+static const unsigned char *roChunked(struct roFile *r, int n, uint64_t off)
 {
     struct roCache *c = r->cache;
     uint64_t idx = off / RO_CHUNK;
     struct roChunk *k;
-    bool served = false, tried = false;
+    const unsigned char *p = NULL;
+    bool tried = false;
     if (!r->complete && r->fw != NULL) {
         pthread_mutex_lock(&r->fw->mu);
         r->complete = r->fw->end && !r->fw->failed;
@@ -1805,11 +1840,12 @@ static bool roChunked(struct roFile *r, void *buf, int n, uint64_t off)
     }
     if (!r->complete || c == NULL || off + (uint64_t)n > (idx + 1) * RO_CHUNK ||
         off + (uint64_t)n > r->size) {
-        return false;
+        return NULL;
     }
     if (r->cur_k != NULL && idx == r->cur_idx && c->cand < 0) {
-        memcpy(buf, r->cur_k->p + (off - idx * RO_CHUNK), (size_t)n);
-        return true;
+        /* The cursor's chunk is in the window, which roAhead does not reload. */
+        __atomic_add_fetch(&r->cur_k->pins, 1, __ATOMIC_ACQ_REL);
+        return r->cur_k->p + (off - idx * RO_CHUNK);
     }
     pthread_mutex_lock(&c->mu);
     if (!c->tried) {
@@ -1836,18 +1872,30 @@ static bool roChunked(struct roFile *r, void *buf, int n, uint64_t off)
     }
     if (k != NULL && k->state == RO_READY) {
         k->used = ++c->clock;
-        memcpy(buf, k->p + (off - idx * RO_CHUNK), (size_t)n);
-        served = true;
+        __atomic_add_fetch(&k->pins, 1, __ATOMIC_ACQ_REL);
+        p = k->p + (off - idx * RO_CHUNK);
     }
-    r->cur_k = served && (int64_t)idx == c->cursor && c->cand < 0 ? k : NULL;
+    r->cur_k = p != NULL && (int64_t)idx == c->cursor && c->cand < 0 ? k : NULL;
     r->cur_idx = idx;
     pthread_mutex_unlock(&c->mu);
-    return served;
+    return p;
+}
+
+/* Release bytes that roChunked returned at p. */
+static void roUnpin(struct roCache *c, const void *p)
+{
+    size_t at = (size_t)((const unsigned char *)p - c->mem);
+    int was;
+    assert((const unsigned char *)p >= c->mem && at < (size_t)RO_CHUNKS * RO_CHUNK);
+    was = __atomic_fetch_sub(&c->c[at / RO_CHUNK].pins, 1, __ATOMIC_ACQ_REL);
+    assert(was > 0);
+    (void)was;
 }
 
 static int roRead(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
 {
     struct roFile *r = (struct roFile *)f;
+    const unsigned char *p;
     int err;
     if (off < 0) {
         return SQLITE_IOERR_READ;
@@ -1855,7 +1903,11 @@ static int roRead(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
     if (r->fw != NULL && followWait(r->fw, (uint64_t)off, (uint64_t)n) != 0) {
         return SQLITE_IOERR_READ;
     }
-    if (roChunked(r, buf, n, (uint64_t)off)) {
+    if (off == r->unfetched) {
+        r->unfetched = -1;
+    } else if ((p = roChunked(r, n, (uint64_t)off)) != NULL) {
+        memcpy(buf, p, (size_t)n);
+        roUnpin(r->cache, p);
         return SQLITE_OK;
     }
     err = libPreadFull(r->fd, buf, (size_t)n, (uint64_t)off);
@@ -1873,6 +1925,33 @@ static int roRead(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
         return SQLITE_IOERR_SHORT_READ;
     }
     return err == 0 ? SQLITE_OK : SQLITE_IOERR_READ;
+}
+
+/* SQLite's memory-mapped reads (PRAGMA mmap_size, which integrityCheck sets): a page
+ * that a chunk holds is handed to SQLite where it lies, pinned until SQLite lets it
+ * go, rather than copied (the copies were a quarter of the check thread's time after
+ * the writing: docs/BENCHMARKS.md, "Backups"). Else *pp is NULL and SQLite reads the
+ * page itself (roRead), which also waits for a page not written yet. SQLite never
+ * asks for page 1 this way, and treats the pages as read-only. */
+static int roFetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
+{
+    struct roFile *r = (struct roFile *)f;
+    *pp = NULL;
+    if (off >= 0 && n > 0 && r->cache != NULL) {
+        *pp = (void *)(uintptr_t)roChunked(r, n, (uint64_t)off);
+    }
+    r->unfetched = *pp == NULL ? off : -1;
+    return SQLITE_OK;
+}
+
+/* p NULL: SQLite drops its mapping, after letting go of every page (nothing to do). */
+static int roUnfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
+{
+    (void)off;
+    if (p != NULL) {
+        roUnpin(((struct roFile *)f)->cache, p);
+    }
+    return SQLITE_OK;
 }
 
 static int roWrite(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
@@ -1931,7 +2010,7 @@ static int roDeviceCharacteristics(sqlite3_file *f)
 }
 
 static const sqlite3_io_methods roMethods = {
-    .iVersion = 1,
+    .iVersion = 3, /* for xFetch; no shared memory: the file is immutable, no WAL */
     .xClose = roClose,
     .xRead = roRead,
     .xWrite = roWrite,
@@ -1944,6 +2023,8 @@ static const sqlite3_io_methods roMethods = {
     .xFileControl = roFileControl,
     .xSectorSize = roSectorSize,
     .xDeviceCharacteristics = roDeviceCharacteristics,
+    .xFetch = roFetch,
+    .xUnfetch = roUnfetch,
 };
 
 static int roOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
@@ -1955,6 +2036,7 @@ static int roOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags
         return SQLITE_CANTOPEN;
     }
     memset(r, 0, sizeof *r);
+    r->unfetched = -1;
     if ((r->fd = open(name, O_RDONLY | O_CLOEXEC)) < 0) {
         return SQLITE_CANTOPEN;
     }
@@ -2088,6 +2170,11 @@ static int integrityCheck(const char *path, const char *name, int check, struct 
     if (rc == SQLITE_OK) {
         snprintf(sql, sizeof sql, "PRAGMA cache_size = %d", CHECK_CACHE_PAGES);
         rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        /* Any size turns SQLite's fetches on: ROVFS maps nothing, it lends the pages
+         * of its read-ahead chunks (roFetch). */
+        rc = sqlite3_exec(db, "PRAGMA mmap_size = 1073741824", NULL, NULL, NULL);
     }
     if (rc == SQLITE_OK) {
         snprintf(sql, sizeof sql, "PRAGMA %s", pragma);

@@ -361,7 +361,8 @@ static void test_the_check_reads_a_large_file_ahead(void **state)
         f->repo, NULL, out, false, NULL, NULL, NULL, NULL, RESTORE_CHECK_QUICK, false};
     const int checks[] = {RESTORE_CHECK_QUICK, RESTORE_CHECK_FULL};
     size_t n;
-    unsigned char *p;
+    unsigned char *p, was;
+    bool damaged = false;
 
     sqlExec(f->db, "PRAGMA journal_mode=DELETE;"
                    "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, data BLOB);"
@@ -386,6 +387,7 @@ static void test_the_check_reads_a_large_file_ahead(void **state)
     /* The last page (the index's): its b-tree page type made invalid. */
     p = readFile(f->db, &n);
     assert_int_equal(n % b.page_size, 0);
+    was = p[n - b.page_size];
     p[n - b.page_size] = 0x07;
     writeFile(f->db, p, n);
     free(p);
@@ -394,6 +396,33 @@ static void test_the_check_reads_a_large_file_ahead(void **state)
     for (size_t i = 0; i < 2; i++) {
         opt.check = checks[i];
         opt.force = false;
+        assert_int_equal(backupRestore(&opt, NULL, errmsg), CAIRN_ECORRUPT);
+        assert_non_null(strstr(errmsg, backupCheckName(checks[i])));
+        assert_false(exists(out));
+    }
+
+    /* A leaf page in the middle of the file, which SQLite takes from a read-ahead
+     * chunk where it lies (restore.c roFetch), its first cell put at the page's last
+     * byte: decoding it reads past the page, into the next chunk's bytes or the zeros
+     * after the last one, and both checks find it. */
+    p = readFile(f->db, &n);
+    p[n - b.page_size] = was; /* the last page mended */
+    for (size_t pg = n / b.page_size / 2; pg < n / b.page_size; pg++) {
+        unsigned char *h = p + pg * b.page_size;
+        if (h[0] == 0x0D && (h[3] << 8 | h[4]) > 0) {
+            h[8] = (unsigned char)((b.page_size - 1) >> 8);
+            h[9] = (unsigned char)((b.page_size - 1) & 0xFF);
+            damaged = true;
+            break;
+        }
+    }
+    assert_true(damaged);
+    writeFile(f->db, p, n);
+    free(p);
+    mustBackup(f->db, f->repo, BACKUP_FULL, 0, &b);
+    opt.ref = b.id;
+    for (size_t i = 0; i < 2; i++) {
+        opt.check = checks[i];
         assert_int_equal(backupRestore(&opt, NULL, errmsg), CAIRN_ECORRUPT);
         assert_non_null(strstr(errmsg, backupCheckName(checks[i])));
         assert_false(exists(out));
