@@ -132,6 +132,7 @@ struct cbk_reader {
     size_t buf_cap;
     uint64_t win_off; /* cbkScan's read-ahead: buf holds the file's bytes */
     size_t win_len;   /* [win_off, win_off + win_len) */
+    size_t win_lead;  /* ... at buf + win_lead */
     unsigned char *raw;
     uint32_t *pgnos;
     void *dctx;
