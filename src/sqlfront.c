@@ -350,7 +350,10 @@ int sqlfrontParse(const char *sql, size_t n, struct sqlfront_cmd *cmd, char *err
     struct lexer lx = {sql, n, 0, TOK_END, 0, 0, errmsg};
     /* Only a cairn statement fills the (large) struct: this runs on every statement. */
     cmd->kind = SQLFRONT_NONE;
-    next(&lx);
+    /* Empty statements before it, as SQLite allows: "; BACKUP DATABASE" is one. */
+    do {
+        next(&lx);
+    } while (lx.kind == TOK_SEMI);
     if (isWord(&lx, "BACKUP")) {
         memset(cmd, 0, sizeof *cmd);
         return parseBackup(&lx, cmd);
@@ -374,7 +377,9 @@ int sqlfrontParse(const char *sql, size_t n, struct sqlfront_cmd *cmd, char *err
         if (lx.kind != TOK_SEMI) {
             continue;
         }
-        next(&lx);
+        do {
+            next(&lx);
+        } while (lx.kind == TOK_SEMI);
         struct lexer peek = lx;
         next(&peek);
         if (isWord(&lx, "BACKUP") || isWord(&lx, "RESTORE") ||

@@ -43,6 +43,14 @@ static void test_backup_forms(void **state)
     assert_string_equal(c.to, "/mnt/it's here");
     assert_int_equal(parse("BACKUP DATABASE TO 'x';", &c, e), 0);
     assert_string_equal(c.to, "x");
+    /* Empty statements before it, which SQLite skips too. */
+    assert_int_equal(parse("; ;\n;BACKUP DATABASE INCREMENTAL", &c, e), 0);
+    assert_int_equal(c.kind, SQLFRONT_BACKUP);
+    assert_int_equal(c.backup_type, BACKUP_INCREMENTAL);
+    assert_int_equal(parse(";RESTORE DATABASE FROM 'x'", &c, e), 0);
+    assert_int_equal(c.kind, SQLFRONT_RESTORE);
+    assert_int_equal(parse(" ; DROP BRANCH b", &c, e), 0);
+    assert_int_equal(c.kind, SQLFRONT_DROP_BRANCH);
 }
 
 static void test_restore_and_drop_forms(void **state)
@@ -144,6 +152,7 @@ static void test_malformed(void **state)
     expectError("SELECT 1; BACKUP DATABASE", "BACKUP at offset 10 is a cairn statement");
     expectError("INSERT INTO t VALUES(';'); restore database from 'x'", "restore at offset 27");
     expectError("SELECT 1;\n -- c\n DROP BRANCH 'b'", "DROP at offset 17");
+    expectError("SELECT 1;; ;BACKUP DATABASE", "BACKUP at offset 12 is a cairn statement");
 }
 
 static void test_branch_names(void **state)
