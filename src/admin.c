@@ -416,7 +416,16 @@ static int restoreBranch(struct cairn *db, const char *ref, const char *branch,
             opt.repo = adminRepoUrl(db, &found);
         } /* else the restore reports what is missing */
     }
-    return backupRestore(&opt, out, errmsg);
+    rv = backupRestore(&opt, out, errmsg);
+    if (rv == CAIRN_EEXIST) {
+        /* newBranchPath found no such branch: another restore made it meanwhile (a
+         * branch is never replaced, so the restore's advice of --force is not for it). */
+        errorf(errmsg,
+               "branch \"%s\" exists: another restore made it while this one ran "
+               "(DROP BRANCH '%s' first to replace it)",
+               branch, branch);
+    }
+    return rv;
 }
 
 /* Find backup id in the server's repositories; in a cluster, a backup another node took

@@ -503,6 +503,43 @@ def test_branch_restore_query_and_drop(bserver, repo):
     assert ids(s) == list(range(1, 16))
 
 
+def test_two_restores_into_one_new_branch_one_wins_the_other_is_told_why(bserver, repo):
+    """Two restores into the same new branch at once: one makes it, the other is refused
+    saying the branch exists, never with the advice of --force, which branches do not
+    take; the branch holds the backup's rows. (Over HTTP the server runs them one after
+    the other, and the loser is refused before it starts; admin.c restoreBranch also
+    words the refusal of a loser that started before the winner ended.)"""
+    s = bserver
+    make_t(s)
+    # Large enough (about 20 MiB) that the two restores run at the same time.
+    assert_exec_ok(s.execute(["WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c "
+                              "WHERE i < 4000) INSERT INTO t(id, v) SELECT i, "
+                              "hex(randomblob(2500)) FROM c"]))
+    full = backup_sql(s, "full")
+    for round_ in range(2):
+        name = "race%d" % round_
+        sql = "RESTORE DATABASE FROM %s TO BRANCH '%s'" % (sql_quote(full["backup_id"]), name)
+        answers = [None, None]
+
+        def send(i):
+            answers[i] = s.post("/db/execute", [sql])
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(a is not None for a in answers), "a restore did not answer"
+        errors = [request_errors(a, (400, 404, 409, 422)) for a in answers]
+        made = [e for e in errors if not e]
+        refused = [" | ".join(e) for e in errors if e]
+        assert len(made) == 1 and len(refused) == 1, (name, answers)
+        assert name in refused[0] and "exists" in refused[0], refused[0]
+        assert "force" not in refused[0].lower(), refused[0]
+        assert branch_rows(s, name, "SELECT count(*) FROM t") == [[4000]]
+    assert status_branches(s) == ["race0", "race1"]
+
+
 def test_cairn_statements_on_a_branch_are_refused_naming_it(bserver, repo):
     """BACKUP, RESTORE and DROP BRANCH work on the live database: sent with ?branch=NAME
     they are refused naming the statement and the branch, not as SQLite's syntax error,
