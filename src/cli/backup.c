@@ -180,11 +180,23 @@ static const char *volatile hardStopNote;
  * store (repoStopTransfers: an atomic counter, safe here), whose upload would otherwise
  * go on, and commit, long after the engine read its last page. */
 static volatile sig_atomic_t cutTransfers;
+/* Set while a standalone restore runs, until its file is complete and about to be put in
+ * place (restorePlacing): Ctrl-C then ends the process at once, saying so. Its file has
+ * no name until it is placed (backup.h: nothing is left at the destination of a
+ * restore killed at any point), so stopping it leaves nothing to clean up. */
+static char restoreStopNote[PATH_MAX + 160];
+static volatile sig_atomic_t restoreStoppable;
+static volatile sig_atomic_t restorePlacing;
 
 static void onSigint(int sig)
 {
     const char *note = hardStopNote;
 
+    if (restoreStoppable && !restorePlacing) {
+        ssize_t ignored = write(STDERR_FILENO, restoreStopNote, strlen(restoreStopNote));
+        (void)ignored;
+        _exit(CLI_EXIT_FAIL);
+    }
     cliInterrupted = 1;
     interrupts++;
     if (cutTransfers && interrupts == 1) {
@@ -209,9 +221,8 @@ static const char noteSnapshot[] = "\r\033[Kcairn: stopping once the database ca
 static const char noteVerify[] =
     "\r\033[Kcairn: a verification cannot be stopped midway; it will finish "
     "(Ctrl-C again stops at once, leaving its scratch file)\n";
-static const char noteRestore[] =
-    "\r\033[Kcairn: a restore cannot be stopped midway; it will finish "
-    "(Ctrl-C again stops at once, leaving its temporary file beside the output)\n";
+static const char notePlacing[] = "\r\033[Kcairn: the restored file is being put in place; "
+                                  "it will be there in a moment\n";
 
 static void catchSigint(void)
 {
@@ -1375,9 +1386,16 @@ out:
     return code;
 }
 
-static int stripInternal(const char *path, void *arg, char *errmsg)
+/* The restore's last step before its file is put in place (restore_options.finish):
+ * leave cairn's own table out unless asked to keep it (arg: the bool that says it was
+ * left out; NULL: keep it); from here on Ctrl-C no longer stops the restore. */
+static int finishRestore(const char *path, void *arg, char *errmsg)
 {
-    return exportStripInternal(path, arg, errmsg);
+    int rv = arg != NULL ? exportStripInternal(path, arg, errmsg) : 0;
+    if (rv == 0) {
+        restorePlacing = 1;
+    }
+    return rv;
 }
 
 static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char **argv)
@@ -1484,12 +1502,16 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
         opt.progress = onEngineProgress;
         opt.progress_arg = &r;
         /* A user's file: cairn's own table (of a server's backup) is left out. */
-        if (keep == NULL) {
-            opt.finish = stripInternal;
-            opt.finish_arg = &stripped;
-        }
-        hardStopNote = noteFor(&r, noteRestore);
+        opt.finish = finishRestore;
+        opt.finish_arg = keep == NULL ? &stripped : NULL;
+        snprintf(restoreStopNote, sizeof restoreStopNote,
+                 "%scairn: restore stopped; nothing was put at %s\n",
+                 r.progress.enabled ? "\r\033[K" : "", out);
+        hardStopNote = noteFor(&r, notePlacing);
+        restorePlacing = 0;
+        restoreStoppable = 1;
         rc = backupRestore(&opt, info, errmsg);
+        restoreStoppable = 0;
         hardStopNote = NULL;
         cliProgressClear(&r.progress);
         if (rc != 0) {

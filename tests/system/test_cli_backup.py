@@ -797,25 +797,37 @@ def test_ctrl_c_stops_a_standalone_backup_cleanly(cairn_bin, tmp_path, repo, cli
     assert repo.leftovers() == [], "temporary files or unfinished uploads left in the repository"
 
 
-def test_ctrl_c_during_a_standalone_restore_lets_it_finish(cairn_bin, tmp_path, repo, cli):
+def test_ctrl_c_stops_a_standalone_restore_and_nothing_is_put_in_place(cairn_bin, tmp_path,
+                                                                        repo, cli):
+    """Ctrl-C stops a restore at once: its file has no name until it is placed, so the
+    file it replaces (--force) is untouched and nothing is left beside it. Only a
+    restore whose file is already complete, checked and being placed ends as if the
+    key came after it."""
     db = big_db(tmp_path / "big.db", 64)
     bid = one_json(ok(create(cli, db, repo)))["id"]
     out = tmp_path / "out.db"
+    out.write_bytes(b"the file the restore replaces")
     sent = []
 
     def interrupt_once(text, pid):
         if not sent and BAR.search(text):
             os.kill(pid, signal.SIGINT)
-            sent.append(True)
+            sent.append(time.monotonic())
 
-    code, text = run_pty([cairn_bin, "restore", "--repo", repo, bid, "--out", out], timeout=300,
-                         on_output=interrupt_once)
+    code, text = run_pty([cairn_bin, "restore", "--repo", repo, bid, "--out", out, "--force"],
+                         timeout=300, on_output=interrupt_once)
+    ended = time.monotonic()
     assert sent, "the progress bar never appeared:\n%r" % text[-2000:]
-    assert code == 0, text[-2000:]
-    assert "cannot be stopped midway" in text, text[-2000:]
-    assert "restored backup %s" % bid in text
-    assert db_state(out)[0] == [("ok",)]
+    if code == 0:
+        assert "being put in place" in text, text[-2000:]
+        assert db_state(out)[0] == [("ok",)]
+    else:
+        assert code == 1, text[-2000:]
+        assert "cairn: restore stopped; nothing was put at %s" % out in text, text[-2000:]
+        assert out.read_bytes() == b"the file the restore replaces"
+        assert ended - sent[0] < 5, "the restore went on %.1f s after Ctrl-C" % (ended - sent[0])
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == ["out.db"]
+    assert repo.leftovers() == []
 
 
 # ---------------------------------------------------------------------------
