@@ -708,15 +708,16 @@ static int userSchemaCount(struct cairn *db, int64_t *n, char *errmsg)
     return rv;
 }
 
-/* Whether the repository holds archive segments (cairnd --archive wrote into it). */
-static bool holdsArchive(struct repo *r)
+/* Whether the repository holds archive segments (cairnd --archive wrote into it), into
+ * *yes; non-zero with errmsg when it cannot be listed (which says neither). */
+static int holdsArchive(struct repo *r, bool *yes, char *errmsg)
 {
     struct arcseg_info *segs = NULL;
     size_t n = 0;
-    char msg[CAIRN_ERRMSG_SIZE];
-    bool yes = arcsegList(r, &segs, &n, msg) == 0 && n > 0;
+    int rv = arcsegList(r, &segs, &n, errmsg);
     free(segs);
-    return yes;
+    *yes = rv == 0 && n > 0;
+    return rv;
 }
 
 /* The state of repository url as of an archive point (kind: PITR_LATEST, PITR_INDEX,
@@ -984,8 +985,18 @@ int adminRestoreFrom(struct cairn *db, const char *spec, char *errmsg)
         bool digits = id[0] != '\0' && strspn(id, "0123456789") == strlen(id);
         int64_t t = 0;
         bool at_time = !digits && libParseIso8601(id, &t) == 0; /* ids are 20261203T...Z-... */
+        bool archive = false;
+        /* A listing that failed is no answer: taken for "no archive", the node would
+         * start from the newest backup, an older state than the archive's head. */
         if ((id[0] == '\0' || strcmp(id, "latest") == 0 || digits || at_time) &&
-            holdsArchive(from)) {
+            (rv = holdsArchive(from, &archive, errmsg)) != 0) {
+            char why[CAIRN_ERRMSG_SIZE];
+            snprintf(why, sizeof why, "%s", errmsg);
+            errorf(errmsg, "--restore-from %s: cannot tell whether it holds an archive: %s",
+                   url, why);
+            goto out;
+        }
+        if (archive) {
             struct pitr_result res;
             rv = restoreFromArchive(db, url,
                                     digits ? PITR_INDEX : at_time ? PITR_TIME : PITR_LATEST,

@@ -957,6 +957,54 @@ static bool putBack(const char *db_path, const char *moved, char *errmsg)
     return true;
 }
 
+/* A repair that failed after it moved the database (and the log) aside, before its new
+ * database was in place (or as it was put there, its directory not synced): the new
+ * file removed and what was moved put back, so that the directory is as the repair
+ * found it. Nothing else is removed: a -wal or -shm at db_path is the old database's,
+ * one that was not moved. errmsg (the failure) gets what was done; false when
+ * something could not be put back (errmsg says where it stays). */
+static bool undoMoves(const char *db_path, const char *raft_dir, const char *moved_db,
+                      const char *moved_log, char *errmsg)
+{
+    static const char *const side[] = {"", "-wal", "-shm"};
+    char from[PATH_MAX + 8];
+    char to[PATH_MAX + 8];
+    char sync_err[CAIRN_ERRMSG_SIZE];
+    bool ok = true;
+    size_t len;
+    if (moved_db[0] != '\0') {
+        if (unlink(db_path) != 0 && errno != ENOENT) {
+            len = strlen(errmsg);
+            snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len,
+                     "; cannot remove %s to put the database back (it stays in %s): %s",
+                     db_path, moved_db, strerror(errno));
+            return false;
+        }
+        for (size_t i = 0; i < 3; i++) {
+            snprintf(from, sizeof from, "%s%s", moved_db, side[i]);
+            snprintf(to, sizeof to, "%s%s", db_path, side[i]);
+            if (exists(from) && rename(from, to) != 0) {
+                len = strlen(errmsg);
+                snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len, "; cannot put %s back: %s",
+                         from, strerror(errno));
+                ok = false;
+            }
+        }
+    }
+    if (moved_log[0] != '\0' && rename(moved_log, raft_dir) != 0) {
+        len = strlen(errmsg);
+        snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len, "; cannot put %s back: %s", moved_log,
+                 strerror(errno));
+        ok = false;
+    }
+    libSyncParentDir(db_path, sync_err);
+    if (ok) {
+        len = strlen(errmsg);
+        snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len, "; what was moved aside is back in place");
+    }
+    return ok;
+}
+
 /* Write join = peer into DATA/node.json, so that a node whose log was reset rejoins. */
 static int setJoin(const char *data_dir, const char *peer, char *errmsg)
 {
@@ -1171,6 +1219,14 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
                  "rest";
         break;
     }
+    }
+    /* Failed once files were moved: the directory as it was (a rebuild's failures come
+     * after the moves, in the replay, which puts the database back below). */
+    if (rv != 0 && o->mode != HEAL_REBUILD && (moved_db[0] != '\0' || moved_log[0] != '\0')) {
+        if (undoMoves(db_path, raft_dir, moved_db, moved_log, errmsg)) {
+            moved_db[0] = moved_log[0] = '\0';
+        }
+        unlink(tmp);
     }
     lockRelease(&lock);
     free(rep);

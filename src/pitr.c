@@ -203,12 +203,15 @@ static void removeTmp(const char *tmp)
 
 /* Put the finished file at out: a rename that replaces what is there only with force
  * (else CAIRN_EEXIST and nothing moved: something was put at out meanwhile, another
- * restore for the same branch), then the directory fsynced. */
+ * restore for the same branch), then the directory fsynced. Replacing, the old file's
+ * -wal, -journal and -shm go with it (they would be read into the new one), and stay
+ * with it when the rename fails (newfileRenameDatabase). */
 static int placeOut(const char *tmp, const char *out, bool force, char *errmsg)
 {
-    int err;
+    int err, rv;
     if (force) {
-        return libRenameDurable(tmp, out, errmsg);
+        rv = newfileRenameDatabase(tmp, out, errmsg);
+        return rv != 0 ? rv : libSyncParentDir(out, errmsg);
     }
     if (renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_NOREPLACE) != 0) {
         err = errno;

@@ -2370,17 +2370,10 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
                                 (rv = opt->finish(nf.tmp, opt->finish_arg, errmsg)) != 0)) {
         goto err;
     }
-    if (opt->force) {
-        for (size_t i = 0; i < 3; i++) {
-            snprintf(side, sizeof side, "%s%s", opt->out, SIDE_FILES[i]);
-            if (unlink(side) != 0 && errno != ENOENT) {
-                errorf(errmsg, "remove %s: %s", side, strerror(errno));
-                rv = errorFromErrno(errno);
-                goto err;
-            }
-        }
-    }
-    if ((rv = newfilePlace(&nf, opt->out, opt->force, errmsg)) != 0) {
+    /* The replaced database's -wal, -journal and -shm go with it, and stay with it
+     * when the new file does not get there (newfileReplaceDatabase). */
+    if ((rv = opt->force ? newfileReplaceDatabase(&nf, opt->out, errmsg)
+                         : newfilePlace(&nf, opt->out, false, errmsg)) != 0) {
         goto err;
     }
     newfileClose(&nf);

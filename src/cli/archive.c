@@ -399,14 +399,33 @@ int cliParseTime(const char *s, int64_t *ms)
     return libParseIso8601(s, ms);
 }
 
-bool cliRepoHasArchive(const char *url)
+int cliRepoHasArchive(const char *url, char *errmsg)
 {
     struct repo *repo = NULL;
     struct arcseg_info *segs = NULL;
+    const char *local;
+    struct stat st;
     size_t n = 0;
-    char errmsg[CAIRN_ERRMSG_SIZE];
-    bool has =
-        repoOpen(url, &repo, errmsg) == 0 && arcsegList(repo, &segs, &n, errmsg) == 0 && n > 0;
+    int has;
+    if (repoOpen(url, &repo, errmsg) != 0) {
+        return 0;
+    }
+    local = repoLocalPath(repo);
+    if (local != NULL && (stat(local[0] != '\0' ? local : ".", &st) != 0 || !S_ISDIR(st.st_mode))) {
+        repoClose(repo);
+        return 0;
+    }
+    /* A listing that failed is no answer: taken for "no archive", "latest" would be the
+     * newest backup, an older state than the archive's head, restored without a word. */
+    if (arcsegList(repo, &segs, &n, errmsg) != 0) {
+        char why[CAIRN_ERRMSG_SIZE];
+        snprintf(why, sizeof why, "%s", errmsg);
+        errorf(errmsg, "cannot tell whether %s holds an archive (latest is its head then): %s",
+               url, why);
+        has = -1;
+    } else {
+        has = n > 0;
+    }
     free(segs);
     repoClose(repo);
     return has;

@@ -1418,14 +1418,25 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
     if (code >= 0) {
         return code;
     }
+    /* Said as a usage error, not as the engine's "invalid arguments" (exit 1). */
+    out = VALUE(restoreOptions, values, "out");
+    if (out != NULL && out[0] == '\0') {
+        return cliUsageError(cmd, "--out needs a file name");
+    }
     {
         /* A point in time (archive.c): --to-index, --to-time, or "latest" with an
          * archive in the repository: a base backup + the archived entries after it. */
         const char *toIndex = VALUE(restoreOptions, values, "to-index");
         const char *toTime = VALUE(restoreOptions, values, "to-time");
         /* "latest" alone is the newest backup when the repository has no archive. */
-        bool latest = npos == 1 && strcmp(argv[1], "latest") == 0 && r.repo != NULL &&
-                      cliRepoHasArchive(r.repo);
+        bool latest = false;
+        if (npos == 1 && strcmp(argv[1], "latest") == 0 && r.repo != NULL) {
+            int has = cliRepoHasArchive(r.repo, errmsg);
+            if (has < 0) {
+                return failure(&r, "%s", errmsg);
+            }
+            latest = has == 1;
+        }
         if (toIndex != NULL || toTime != NULL || latest) {
             const char *chk = VALUE(restoreOptions, values, "check");
             if (r.repo == NULL || VALUE(restoreOptions, values, "out") == NULL) {

@@ -85,8 +85,11 @@ int cliPitrRestore(const char *repo, const char *to_index, const char *to_time, 
 /* An ISO-8601 time (2026-12-02T10:02:00Z, with a fraction or a ±HH:MM offset) or Unix
  * milliseconds; -1 when it is neither. */
 int cliParseTime(const char *s, int64_t *ms);
-/* Whether the repository at url holds archive segments (archive.c). */
-bool cliRepoHasArchive(const char *url);
+/* Whether the repository at url holds archive segments (archive.c): 1 or 0; -1 with
+ * errmsg (CAIRN_ERRMSG_SIZE) when its listing failed, which says neither. A repository
+ * that cannot be opened, or a local one that is not a directory, holds none (the
+ * caller's next step says what is wrong with it). */
+int cliRepoHasArchive(const char *url, char *errmsg);
 
 /* Parses argv[first..argc) against opts. values[i] receives the value of opts[i] (for a
  * flag, the string "1"; a repeated option keeps its last value), NULL when absent; values

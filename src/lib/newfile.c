@@ -189,6 +189,63 @@ int newfilePlace(struct newfile *f, const char *path, bool replace, char *errmsg
     return 0;
 }
 
+int newfileRenameDatabase(const char *tmp, const char *path, char *errmsg)
+{
+    enum { NSIDE = sizeof SIDE / sizeof SIDE[0] };
+    char side[PATH_MAX + 16], aside[NSIDE][PATH_MAX + 48], prefix[PATH_MAX];
+    bool moved[NSIDE] = {false};
+    size_t len;
+    int err = 0;
+
+    if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, "replaced", prefix)) {
+        errorf(errmsg, "path too long: %s", path);
+        return CAIRN_EINVAL;
+    }
+    for (size_t i = 0; i < NSIDE && err == 0; i++) {
+        snprintf(side, sizeof side, "%s%s", path, SIDE[i]);
+        snprintf(aside[i], sizeof aside[i], "%s%ld%s", prefix, (long)getpid(), SIDE[i]);
+        if (rename(side, aside[i]) == 0) {
+            moved[i] = true;
+        } else if (errno != ENOENT) {
+            err = errno;
+            errorf(errmsg, "move %s aside: %s", side, strerror(err));
+        }
+    }
+    if (err == 0 && rename(tmp, path) == 0) {
+        for (size_t i = 0; i < NSIDE; i++) {
+            if (moved[i]) {
+                unlink(aside[i]);
+            }
+        }
+        return 0;
+    }
+    if (err == 0) {
+        err = errno;
+        errorf(errmsg, "rename %s to %s: %s", tmp, path, strerror(err));
+    }
+    for (size_t i = 0; i < NSIDE; i++) {
+        snprintf(side, sizeof side, "%s%s", path, SIDE[i]);
+        if (moved[i] && rename(aside[i], side) != 0) {
+            len = strlen(errmsg);
+            snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len, "; %s stays in %s: %s", side,
+                     aside[i], strerror(errno));
+        }
+    }
+    return errorFromErrno(err);
+}
+
+int newfileReplaceDatabase(struct newfile *f, const char *path, char *errmsg)
+{
+    int rv;
+    /* Named first: what can fail between the renames aside and back is the rename. */
+    if ((rv = newfileName(f, errmsg)) != 0 ||
+        (rv = newfileRenameDatabase(f->tmp, path, errmsg)) != 0) {
+        return rv;
+    }
+    f->tmp[0] = '\0';
+    return 0;
+}
+
 void newfileClose(struct newfile *f)
 {
     if (f->tmp[0] != '\0') {

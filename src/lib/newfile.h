@@ -56,6 +56,19 @@ int newfileName(struct newfile *f, char *errmsg);
  * is where it was. */
 int newfilePlace(struct newfile *f, const char *path, bool replace, char *errmsg);
 
+/* newfilePlace(f, path, true, ...) for a SQLite database: the `-wal`, `-journal` and
+ * `-shm` beside path belong to the database replaced and would be read into the new
+ * one, so they are renamed aside (`.<base>.replaced-<pid>-wal`, ...) before the file
+ * takes path's name and removed once it has; when it does not get there, they are
+ * renamed back, so that a failure leaves the old database as it was (its committed
+ * writes still in its -wal, a hot journal still beside it). Killed between the two
+ * renames, the old database's side files stay under those hidden names. Returns 0 or
+ * a CAIRN_E* code with errmsg. */
+int newfileReplaceDatabase(struct newfile *f, const char *path, char *errmsg);
+
+/* The same for the complete file at tmp (on path's file system), renamed to path. */
+int newfileRenameDatabase(const char *tmp, const char *path, char *errmsg);
+
 /* Close the file, and remove its hidden name when it still has one (a file not put in
  * place). Safe on a closed or never opened (fd -1) file. */
 void newfileClose(struct newfile *f);

@@ -254,6 +254,8 @@ def test_help_of_every_backup_command(cli, case):
         (["backup", "verify", "--restore=yes", "x"], "takes no value"),
         (["restore"], "no backup ID given"),
         (["restore", "--repo", "r", "x"], "--repo needs --out"),
+        (["restore", "--repo", "r", "--out", "", "x"], "--out needs a file name"),
+        (["restore", "--repo", "r", "--out", "", "--to-index", "5"], "--out needs a file name"),
         (["restore", "--out", "f.db", "x"], "--out is for a standalone restore"),
         (["restore", "--force", "x"], "--force is for a standalone restore"),
         (["restore", "--repo", "r", "--out", "f", "--branch", "b", "x"], "--branch is for a server"),
@@ -472,6 +474,62 @@ def test_standalone_restore_refuses_to_overwrite_without_force(cli, tmp_path, re
     assert one_json(r)["restored"]["id"] == bid
     assert dump(out) == dump(db)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out.db")) == ["out.db"]
+
+
+def wal_database_with_commits_in_its_wal(path):
+    """A database in WAL mode whose last commits are only in its -wal (a copy of the
+    files while a connection holds them, so that no checkpoint ran): 50 rows of old(x)."""
+    live = path.parent / ("live-" + path.name)
+    con = sqlite3.connect(str(live), isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=wal")
+        con.execute("PRAGMA wal_autocheckpoint=0")
+        con.execute("CREATE TABLE old(x)")
+        con.executemany("INSERT INTO old VALUES(?)", [(i,) for i in range(50)])
+        path.write_bytes(live.read_bytes())
+        (path.parent / (path.name + "-wal")).write_bytes(
+            (live.parent / (live.name + "-wal")).read_bytes())
+    finally:
+        con.close()
+    for p in path.parent.iterdir():
+        if p.name.startswith(live.name):
+            p.unlink()
+    assert os.path.getsize(str(path) + "-wal") > 0
+
+
+def test_a_forced_restore_that_fails_at_the_last_step_leaves_the_old_database_whole(
+        cli, tmp_path):
+    """--force over a database whose last commits are in its -wal: the -wal must be gone
+    before the new file takes the name (it would be read into it), but a restore that
+    then fails to take the name (here the old file is immutable, chattr +i, so the
+    rename fails) must give it back. It was removed first: the old database lost them."""
+    db = make_db(tmp_path / "src.db")
+    repo = tmp_path / "repo"
+    bid = one_json(ok(create(cli, db, repo)))["id"]
+    place = tmp_path / "place"
+    place.mkdir()
+    out = place / "old.db"
+    wal_database_with_commits_in_its_wal(out)
+    before = sorted(p.name for p in place.iterdir())
+    if subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not possible here (needs root and a file system with it)")
+    try:
+        r = fails(cli("restore", "--repo", repo, bid, "--out", out, "--force", "--json"),
+                  "cairn: ", "old.db")
+        assert r.stdout == ""
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)
+    assert sorted(p.name for p in place.iterdir()) == before
+    con = sqlite3.connect(str(out))
+    try:
+        assert con.execute("SELECT count(*) FROM old").fetchone()[0] == 50
+    finally:
+        con.close()
+
+    # Replaced: the new file alone, no old -wal beside it, nothing aside left.
+    ok(cli("restore", "--repo", repo, bid, "--out", out, "--force", "--json"))
+    assert sorted(p.name for p in place.iterdir()) == ["old.db"]
+    assert dump(out) == dump(db)
 
 
 def test_standalone_restore_into_a_directory_is_refused_at_once(cli, tmp_path, repo):

@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import shutil
+import sqlite3
 import subprocess
 
 import pytest
@@ -541,6 +542,64 @@ def test_repair_from_backup_after_log_damage(kind, server_factory, cairn_bin, tm
     node.stop()
     rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
     assert rc == 0, (out, err)
+
+
+def test_repair_from_backup_that_fails_to_install_puts_everything_back(server_factory,
+                                                                      cairn_bin):
+    """`cairn repair --from-backup` moves the database and the damaged log aside, then
+    renames the restored copy in. When that rename fails (injected with strace: an I/O
+    error), the directory must be as the repair found it: it was left with no database
+    and no log, both in corrupt/, and a message that did not say so."""
+    from test_backup_readonly import usable_strace
+    strace = usable_strace()
+    if strace is None:
+        pytest.skip("no strace that may trace here")
+    node = server_factory(extra_args=["--snapshot-threshold", "8", "--snapshot-trailing", "4"])
+    load(node, 3)
+    backup_id = node.execute(["BACKUP DATABASE FULL TO 'default'"])["results"][0]["values"][0][1]
+    load(node, 1)
+    node.kill()
+    flip(segments(node.data_dir)[-1], 64, 16)
+    data = pathlib.Path(node.data_dir)
+    repo = data.parent / "backups"
+
+    def state(where):
+        """The log's files, byte for byte, and the database's rows (read from a copy of
+        its files: the repair's check of the database checkpoints its WAL)."""
+        log = sorted((p.name, p.read_bytes()) for p in (where / "raft").iterdir())
+        look = where.parent / "look"
+        shutil.rmtree(look, ignore_errors=True)
+        look.mkdir()
+        for p in where.iterdir():
+            if p.name.startswith("db.sqlite"):
+                shutil.copy(p, look / p.name)
+        con = sqlite3.connect(str(look / "db.sqlite"))
+        try:
+            rows = con.execute("SELECT count(*), total(length(v)), max(id) FROM t").fetchall()
+        finally:
+            con.close()
+        return log, rows
+
+    before = state(data)
+    copy = data / "db.sqlite.repair"
+    # LeakSanitizer stops the process's threads with ptrace, which strace holds.
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = ":".join(o for o in (env.get("ASAN_OPTIONS"), "detect_leaks=0") if o)
+    p = subprocess.run([strace, "-f", "-qq", "-o", os.devnull, "-P", str(copy), "-e",
+                        "trace=renameat2", "-e", "inject=renameat2:error=EIO", str(cairn_bin),
+                        "repair", "--from-backup", backup_id, "--repo", str(repo), "--json",
+                        str(data)], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "Input/output error" in p.stderr and "back in place" in p.stderr, p.stderr
+    report = json.loads(p.stdout)
+    assert report["moved_database"] is None and report["moved_log"] is None, report
+    assert state(data) == before
+    assert not (data / "corrupt").exists() or not list((data / "corrupt").iterdir())
+
+    rc, out, err = run_cli(cairn_bin, "repair", "--from-backup", backup_id, "--repo", repo,
+                           "--json", data)
+    assert rc == 0, (out, err)
+    assert json.loads(out)["moved_log"]
 
 
 def test_damaged_snapshot_detected_node_still_serves(node, cairn_bin):

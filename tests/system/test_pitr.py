@@ -27,6 +27,8 @@ import sqlite3
 import subprocess
 import time
 
+import pytest
+
 from backuputil import DirRepo, repo, repo_kind, repo_kinds, sql_quote  # noqa: F401 (fixtures)
 from s3util import s3, s3env  # noqa: F401 (fixtures)
 from conftest import BUILD, wait_until
@@ -428,3 +430,123 @@ def file_rows_count(path):
         return db.execute("SELECT count(*) FROM orders").fetchone()[0]
     finally:
         db.close()
+
+
+def test_a_forced_point_in_time_restore_leaves_no_old_wal_beside_its_file(
+        server_factory, tmp_path, cairn_bin):
+    """`cairn restore --to-index N --out FILE --force` over a database in WAL mode whose
+    last commits are in its -wal: the -wal belongs to the file replaced and must go
+    with it. It stayed beside the new file, and SQLite read it into it: the restore
+    said index N and the file held the old file's rows."""
+    def count(path):
+        con = sqlite3.connect(str(path))
+        try:
+            return con.execute("SELECT count(*) FROM t").fetchone()[0]
+        finally:
+            con.close()
+
+    repo = DirRepo(tmp_path / "backups")
+    s = server_factory(extra_args=repo.server_args() + ARCHIVE_ARGS)
+    wait_archiving(s)
+    s.execute(["CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)"])
+    s.execute(["BACKUP DATABASE FULL"])
+    marks = []
+    for i in range(6):
+        s.execute(["INSERT INTO t(v) VALUES(%d)" % i])
+        marks.append(status(s)["store"]["applied_index"])
+    wait_archived(s, marks[-1])
+
+    out = tmp_path / "out.db"
+    r = cairn(cairn_bin, ["restore"] + repo.cli_args() + ["--out", out, "--to-index", marks[-1]])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    # The user's program writes the restored file in WAL mode and dies before a
+    # checkpoint: its commits are in out.db-wal (a copy taken while it has them).
+    live = tmp_path / "live.db"
+    shutil.copy(out, live)
+    con = sqlite3.connect(str(live), isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=wal")
+        con.execute("PRAGMA wal_autocheckpoint=0")
+        con.execute("INSERT INTO t(v) SELECT v + 100 FROM t")
+        shutil.copy(live, out)
+        shutil.copy(str(live) + "-wal", str(out) + "-wal")
+    finally:
+        con.close()
+    shutil.copy(out, tmp_path / "check.db")
+    shutil.copy(str(out) + "-wal", tmp_path / "check.db-wal")
+    assert count(tmp_path / "check.db") == 12
+
+    r = cairn(cairn_bin, ["restore"] + repo.cli_args() + ["--out", out, "--force",
+                                                           "--to-index", marks[1]])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out.db")) == \
+        ["out.db"]
+    assert count(out) == 2
+
+
+@pytest.mark.parametrize("repo_kind", ["s3"])
+def test_latest_is_refused_when_the_archive_cannot_be_listed(server_factory, repo, tmp_path,
+                                                              cairn_bin):
+    """`cairn restore latest` looks for an archive in the repository: the newest state
+    is then the archive's head, not the newest backup. A listing of the archive that
+    failed (here refused once, 403) was taken for "no archive": the restore wrote the
+    newest backup, an older state, and said it had restored "latest"."""
+    def count(path):
+        con = sqlite3.connect(str(path))
+        try:
+            return con.execute("SELECT count(*) FROM t").fetchone()[0]
+        finally:
+            con.close()
+
+    s = server_factory(extra_args=repo.server_args() + ARCHIVE_ARGS)
+    wait_archiving(s)
+    s.execute(["CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)"])
+    s.execute(["BACKUP DATABASE FULL"])
+    for i in range(5):
+        s.execute(["INSERT INTO t(v) VALUES(%d)" % i])
+    wait_archived(s, status(s)["store"]["applied_index"])
+
+    out = tmp_path / "latest.db"
+    repo.s3env.fault(action="status", status=403, code="AccessDenied", method="GET",
+                     query="archive-")
+    r = cairn(cairn_bin, ["restore"] + repo.cli_args() + ["latest", "--out", out],
+              env=repo.env())
+    assert repo.s3env.pending_faults() == [], "the archive was not listed"
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "archive" in r.stderr and "AccessDenied" in r.stderr, r.stderr
+    assert not out.exists()
+
+    r = cairn(cairn_bin, ["restore"] + repo.cli_args() + ["latest", "--out", out],
+              env=repo.env())
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert count(out) == 5
+
+
+@pytest.mark.parametrize("repo_kind", ["s3"])
+def test_restore_from_stops_when_the_archive_cannot_be_listed(server_factory, repo):
+    """`cairnd --restore-from REPO` starts an empty node at the archive's head when the
+    repository holds an archive. A listing of the archive that failed (refused once,
+    403) was taken for "no archive": the node started from the newest backup, an older
+    state, and served it. Now the start stops, saying why; the next start restores the
+    head."""
+    s = server_factory(extra_args=repo.server_args() + ARCHIVE_ARGS)
+    wait_archiving(s)
+    s.execute(["CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)"])
+    s.execute(["BACKUP DATABASE FULL"])
+    for i in range(5):
+        s.execute(["INSERT INTO t(v) VALUES(%d)" % i])
+    wait_archived(s, status(s)["store"]["applied_index"])
+    assert s.stop() == 0
+
+    b = server_factory(extra_args=["--restore-from", repo.url, "--s3-endpoint", repo.endpoint],
+                       start=False)
+    repo.s3env.fault(action="status", status=403, code="AccessDenied", method="GET",
+                     query="archive-")
+    b.start(wait=False)
+    assert b.wait_exit(30) != 0, "the node started"
+    assert repo.s3env.pending_faults() == [], "the archive was not listed"
+    err = b.stderr_text()
+    assert "archive" in err and "AccessDenied" in err, err
+
+    b.start()
+    assert b.query("SELECT count(*) FROM t")["results"][0]["values"] == [[5]]
