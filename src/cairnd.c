@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -177,6 +178,24 @@ bad:
     fprintf(stderr, "cairnd: %s needs a positive integer up to %llu, got \"%s\"\n", flag, max,
             v);
     return -1;
+}
+
+/* A server's open files: HTTP connections, Raft's, the log's segments, SQLite's files,
+ * backups being written and read. The soft limit is often 1024 where the hard one is far
+ * higher; the HTTP server keeps part of whatever limit there is for the rest (http.c
+ * connectionLimit). Raised as far as the hard limit allows, up to FILE_LIMIT. */
+#define FILE_LIMIT 65536
+
+static void raiseFileLimit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= FILE_LIMIT ||
+        rl.rlim_cur == RLIM_INFINITY) {
+        return;
+    }
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > FILE_LIMIT ? FILE_LIMIT
+                                                                           : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl); /* else the limit stays as it was */
 }
 
 int main(int argc, char **argv)
@@ -429,6 +448,7 @@ int main(int argc, char **argv)
     }
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raiseFileLimit();
 
     pthread_t watch;
     bool watching = pthread_create(&watch, NULL, startWatch, &sigs) == 0;

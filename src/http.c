@@ -7,6 +7,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <raft.h>
 #include <sqlite3.h>
@@ -40,6 +41,10 @@
  * (the body streams into a file beside the database, never into memory). */
 #define LOAD_BODY_DEFAULT (1ULL << 40)
 #define CONNECTION_TIMEOUT_S 120
+/* Open files the HTTP server leaves to the rest of the node (Raft's connections and log
+ * segments, SQLite's files, backups and snapshots being written and read): at least
+ * FD_RESERVE_MIN, or a quarter of the limit. */
+#define FD_RESERVE_MIN 256
 
 
 
@@ -1335,17 +1340,60 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
+#define LOG_PER_SECOND 10
+
 static void mhdLog(void *cls, const char *fmt, va_list ap)
 {
     struct http_server *h = cls;
-    char line[512];
-    vsnprintf(line, sizeof line, fmt, ap);
-    line[strcspn(line, "\n")] = '\0';
-    if (h->db->cfg.log != NULL) {
-        char full[600];
+    int64_t now = libMonoMs() / 1000;
+    unsigned dropped = 0;
+    bool log;
+    char line[512], full[600];
+    if (h->db->cfg.log == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&h->log_mu);
+    if (now != h->log_second) {
+        dropped = h->dropped;
+        h->log_second = now;
+        h->logged = 0;
+        h->dropped = 0;
+    }
+    log = h->logged < LOG_PER_SECOND;
+    h->logged += log;
+    h->dropped += !log;
+    pthread_mutex_unlock(&h->log_mu);
+    if (dropped > 0) {
+        snprintf(full, sizeof full, "http: %u more messages of the second before left out",
+                 dropped);
+        h->db->cfg.log(h->db->cfg.log_data, full);
+    }
+    if (log) {
+        vsnprintf(line, sizeof line, fmt, ap);
+        line[strcspn(line, "\n")] = '\0';
         snprintf(full, sizeof full, "http: %s", line);
         h->db->cfg.log(h->db->cfg.log_data, full);
     }
+}
+
+/* How many HTTP connections are served at once: the open-file limit less the node's own
+ * reserve. Past it, a new connection is closed as it arrives: a client that opens
+ * connections and leaves them idle then holds at most these, never the files Raft and
+ * SQLite need (they would fail with EMFILE: Raft unable to take a peer's connection or
+ * open a segment, a checkpoint or backup unable to open its file). */
+static unsigned connectionLimit(void)
+{
+    struct rlimit rl;
+    rlim_t cur, reserve;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+        return 16384;
+    }
+    cur = rl.rlim_cur;
+    reserve = cur / 4 > FD_RESERVE_MIN ? cur / 4 : FD_RESERVE_MIN;
+    if (cur <= 2 * reserve) {
+        return cur / 2 > 8 ? (unsigned)(cur / 2) : 8; /* a tight limit: half of it */
+    }
+    return cur - reserve > 16384 ? 16384 : (unsigned)(cur - reserve);
 }
 
 int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_server **out,
@@ -1369,6 +1417,7 @@ int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_s
     }
     h->db = db;
     pthread_mutex_init(&h->metrics_cache_mu, NULL);
+    pthread_mutex_init(&h->log_mu, NULL);
     pthread_mutex_init(&h->metrics_list_mu, NULL);
     h->max_body = max_body;
     h->max_load_body = db->cfg.max_load_body != 0 ? db->cfg.max_load_body : LOAD_BODY_DEFAULT;
@@ -1392,7 +1441,7 @@ int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_s
         0, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhdLog, h,
         MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONNECTION_TIMEOUT_S,
+        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, connectionLimit(),
         /* Room for a long request line (hundreds of parameters, a long ?q=), so that it is
          * answered (400 past MAX_QUERY_PARAMS) rather than cut off with no answer. */
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(512 * 1024), MHD_OPTION_END);
@@ -1416,5 +1465,6 @@ void httpStop(struct http_server *h)
     free(h->metrics_catalog);
     pthread_mutex_destroy(&h->metrics_cache_mu);
     pthread_mutex_destroy(&h->metrics_list_mu);
+    pthread_mutex_destroy(&h->log_mu);
     free(h);
 }

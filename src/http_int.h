@@ -38,6 +38,12 @@ struct http_server {
     pthread_mutex_t metrics_cache_mu;
     pthread_mutex_t metrics_list_mu;
     struct metrics_catalog *metrics_catalog; /* NULL until the first listing */
+    /* libmicrohttpd's messages logged in the current second (log_second), and those
+     * left out past LOG_PER_SECOND: a flood of connections past the limit is one line
+     * a connection (mhdLog). */
+    pthread_mutex_t log_mu;
+    int64_t log_second;
+    unsigned logged, dropped;
 };
 
 /* GET /metrics (http_metrics.c). */

@@ -54,3 +54,78 @@ def test_vacuum_into_is_refused(server, tmp_path):
     # request's transaction, which SQLite says as an ordinary statement error).
     r = s.post("/db/execute", ["VACUUM"])
     assert r.status == 200, r
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def test_idle_connections_never_take_the_files_the_node_needs(cairnd_bin, tmp_path):
+    """A client that opens connections and leaves them idle holds at most the HTTP
+    server's share of the open-file limit (http.c connectionLimit); connections past it
+    are closed as they arrive, so Raft and SQLite keep the files they need, and the node
+    serves again once the client leaves. Before, every connection took a file until the
+    process had none (EMFILE), whatever else needed one."""
+    import resource
+    import socket
+    import subprocess
+
+    from conftest import find_free_ports, wait_until
+
+    http_port, raft_port = find_free_ports(2)
+    limit = 300  # soft and hard: cairnd cannot raise it
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    err = open(tmp_path / "stderr.log", "wb")
+    proc = subprocess.Popen([cairnd_bin, "--data-dir", str(tmp_path / "data"),
+                             "--http-addr", "127.0.0.1:%d" % http_port,
+                             "--raft-addr", "127.0.0.1:%d" % raft_port],
+                            stdout=subprocess.DEVNULL, stderr=err, preexec_fn=low_limit)
+    socks = []
+    try:
+        import urllib.request
+
+        def post(body):
+            req = urllib.request.Request("http://127.0.0.1:%d/db/execute" % http_port,
+                                         data=body.encode(), method="POST")
+            return urllib.request.urlopen(req, timeout=10).read()
+
+        def ready():
+            try:
+                return urllib.request.urlopen("http://127.0.0.1:%d/readyz" % http_port,
+                                              timeout=2).status == 200
+            except OSError:
+                return False
+
+        wait_until(ready, 20, "cairnd to be ready")
+        assert b'"error"' not in post('["CREATE TABLE t(x)"]')
+        for _ in range(2 * limit):
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", http_port), timeout=5))
+            except OSError:
+                break
+        # Each accepted connection past the limit is closed at once: the count settles.
+        wait_until(lambda: open_fds(proc.pid) < limit - 64, 20,
+                   "cairnd to keep files free (it has %d of %d open)"
+                   % (open_fds(proc.pid), limit))
+        assert proc.poll() is None
+        for s in socks:
+            s.close()
+        socks = []
+        def write():
+            try:
+                return b'"rows_affected":1' in post('["INSERT INTO t VALUES(1)"]')
+            except OSError:
+                return False
+
+        wait_until(write, 30, "a write to succeed once the idle connections are gone")
+    finally:
+        for s in socks:
+            s.close()
+        proc.terminate()
+        proc.wait(30)
+        err.close()
+    log = (tmp_path / "stderr.log").read_text(errors="replace")
+    assert "Too many open files" not in log, log[-2000:]
