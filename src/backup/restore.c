@@ -1930,7 +1930,9 @@ static int roRead(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
 /* SQLite's memory-mapped reads (PRAGMA mmap_size, which integrityCheck sets): a page
  * that a chunk holds is handed to SQLite where it lies, pinned until SQLite lets it
  * go, rather than copied (the copies were a quarter of the check thread's time after
- * the writing: docs/BENCHMARKS.md, "Backups"). Else *pp is NULL and SQLite reads the
+ * the writing). quick_check of the benchmark's 1 GiB database alone, 12 runs each in
+ * turns: 0.70 CPU-s lent and prefetched, 0.70 lent, 0.77 copied (docs/BENCHMARKS.md,
+ * "Backups"). Else *pp is NULL and SQLite reads the
  * page itself (roRead), which also waits for a page not written yet. SQLite never
  * asks for page 1 this way, and treats the pages as read-only. */
 static int roFetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
@@ -1939,6 +1941,11 @@ static int roFetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
     *pp = NULL;
     if (off >= 0 && n > 0 && r->cache != NULL) {
         *pp = (void *)(uintptr_t)roChunked(r, n, (uint64_t)off);
+    }
+    /* The page's lines asked for at once: SQLite's decoding goes from cell to cell,
+     * each a cache miss otherwise (the copy had streamed them). */
+    for (int i = 0; *pp != NULL && i < n; i += 64) {
+        __builtin_prefetch((const char *)*pp + i);
     }
     r->unfetched = *pp == NULL ? off : -1;
     return SQLITE_OK;
