@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns the JSON lines of one `make bench-backup` run (bench/backup.sh) into the section
 "## Backups (issue: backups)" of docs/BENCHMARKS.md, prints it, and (with --doc) replaces
-that section in the file, keeping every other section as it is.
+that section in the file, keeping every other section as it is, and the section's own
+text written by hand above the line HAND_MARK.
 
 --jsonl holds one line per timed run ({"op": "full" | "incremental" | "restore", "tool",
 "run", "seconds", "rss_kib", "bytes", ...}) and one per change of the data ({"op":
@@ -15,6 +16,9 @@ import statistics
 import sys
 
 SECTION = "## Backups (issue: backups)"
+# In the section, the line that ends the text written by hand: a run replaces only what
+# follows it.
+HAND_MARK = "<!-- bench/backup_report.py replaces what follows this line -->"
 DOC_HEADER = """# Benchmarks
 
 Each section below is written by the benchmark that measures it, with the machine it ran
@@ -462,6 +466,12 @@ def replace_section(doc_path, text):
     else:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
                    len(lines))
+        # What engineers wrote by hand at the top of the section (findings, experiments)
+        # stays: everything above the marker line, which the new text then follows.
+        mark = next((i for i in range(start + 1, end) if lines[i].strip() == HAND_MARK), None)
+        if mark is not None:
+            assert text.startswith(SECTION + "\n")
+            text = "\n".join(lines[start:mark + 1]) + "\n" + text[len(SECTION) + 1:]
         before = "\n".join(lines[:start]).rstrip("\n")
         after = "\n".join(lines[end:]).strip("\n")
         new = (before + "\n\n" if before else "") + text + ("\n" + after + "\n" if after else "")
