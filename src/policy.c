@@ -51,10 +51,12 @@ static const char *const localPragmas[] = {
 
 /* Functions that answer with the SQLite library the node runs, which differs from node
  * to node while a cluster is upgraded one node at a time: refused in a write with the
- * read PRAGMAs above (compile_options, function_list, module_list, pragma_list). */
+ * read PRAGMAs above (compile_options, function_list, module_list, pragma_list).
+ * fts5_source_id() is FTS5's sqlite_source_id(). */
 static const char *const localFunctions[] = {"sqlite_version", "sqlite_source_id",
                                              "sqlite_compileoption_get",
-                                             "sqlite_compileoption_used", NULL};
+                                             "sqlite_compileoption_used", "fts5_source_id",
+                                             NULL};
 
 /* PRAGMAs that write the database header: carried by the file, the same on every
  * node. */
@@ -112,6 +114,29 @@ static bool isLocalTable(const char *name)
             (strncasecmp(name, "pragma_", 7) == 0 && inList(localPragmas, name + 7)));
 }
 
+/* Is the PRAGMA being authorized now a virtual table module's own, prepared while the
+ * caller's statement runs or is prepared (policyPrepareBegin)? Else it is the caller's
+ * statement itself, or one prepared outside those calls. While a statement runs, a
+ * PRAGMA prepared is a module's, or the statement itself prepared again for a changed
+ * schema: then one allowed when it was first prepared (a write's PRAGMA data_version
+ * never is). While a statement is prepared, its own PRAGMA is authorized before
+ * anything it names is connected (sqlite3Pragma authorizes first); no other statement,
+ * view or trigger holds a PRAGMA (a read of pragma_data_version is SQLITE_READ). */
+static bool moduleOwn(struct policy_conn *pc)
+{
+    if (pc->stepping) {
+        return true;
+    }
+    if (!pc->preparing) {
+        return false;
+    }
+    if (pc->user_pragmas > 0) {
+        pc->user_pragmas--;
+        return false;
+    }
+    return true;
+}
+
 static int authorize(void *ud, int code, const char *a, const char *b, const char *db,
                      const char *trigger)
 {
@@ -156,6 +181,12 @@ static int authorize(void *ud, int code, const char *a, const char *b, const cha
         case SQLITE_READ:
             return isLocalTable(a) ? nodeLocal(pc, a) : SQLITE_OK;
         case SQLITE_PRAGMA:
+            if (moduleOwn(pc) && b == NULL && a != NULL && strcasecmp(a, "data_version") == 0) {
+                /* FTS5 reads PRAGMA data_version for itself (when it connects to its
+                 * table, and while a statement runs) to learn whether its cached index
+                 * structure is stale: the answer never reaches a row. */
+                return SQLITE_OK;
+            }
             if (b == NULL && inList(readPragmas, a)) {
                 return inList(localPragmas, a) ? nodeLocal(pc, a) : SQLITE_OK;
             }
@@ -732,6 +763,129 @@ static void installFunctions(sqlite3 *db)
     }
 }
 
+/* ---- dbstat on the connection that applies writes ----------------------------------
+ * A table USING dbstat under a name of its own, in a file loaded or restored from
+ * elsewhere (CREATE VIRTUAL TABLE ... USING dbstat is refused), is read as an ordinary
+ * table: the authorizer sees its name, not its module. This module takes dbstat's name
+ * there: such a table is dropped as before, but any statement that reads it fails
+ * while it is prepared, with the same words on every node. */
+static const char dbstatRefusal[] =
+    "refused by cairn's statement policy: a dbstat table describes this node's pages, which "
+    "differ from node to node: a request that writes may not read it (a request that only "
+    "reads may)";
+
+static int dbstatConnect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+                         sqlite3_vtab **out, char **err)
+{
+    sqlite3_vtab *vt;
+    int rc;
+    (void)aux;
+    (void)argc;
+    (void)argv;
+    (void)err;
+    /* dbstat's own columns, so that a statement naming them fails as it reads. */
+    rc = sqlite3_declare_vtab(db, "CREATE TABLE x(name TEXT, path TEXT, pageno INTEGER, "
+                                  "pagetype TEXT, ncell INTEGER, payload INTEGER, unused "
+                                  "INTEGER, mx_payload INTEGER, pgoffset INTEGER, pgsize "
+                                  "INTEGER, schema TEXT HIDDEN, aggregate BOOLEAN HIDDEN)");
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    if ((vt = sqlite3_malloc(sizeof *vt)) == NULL) {
+        return SQLITE_NOMEM;
+    }
+    memset(vt, 0, sizeof *vt);
+    *out = vt;
+    return SQLITE_OK;
+}
+
+static int dbstatBestIndex(sqlite3_vtab *vt, sqlite3_index_info *info)
+{
+    (void)info;
+    sqlite3_free(vt->zErrMsg);
+    vt->zErrMsg = sqlite3_mprintf("%s", dbstatRefusal);
+    return SQLITE_ERROR;
+}
+
+static int dbstatDisconnect(sqlite3_vtab *vt)
+{
+    sqlite3_free(vt);
+    return SQLITE_OK;
+}
+
+static int dbstatOpen(sqlite3_vtab *vt, sqlite3_vtab_cursor **cur)
+{
+    (void)vt;
+    (void)cur;
+    return SQLITE_ERROR; /* never: dbstatBestIndex fails first */
+}
+
+static int dbstatClose(sqlite3_vtab_cursor *cur)
+{
+    (void)cur;
+    return SQLITE_OK;
+}
+
+static int dbstatFilter(sqlite3_vtab_cursor *cur, int idx, const char *str, int argc,
+                        sqlite3_value **argv)
+{
+    (void)cur;
+    (void)idx;
+    (void)str;
+    (void)argc;
+    (void)argv;
+    return SQLITE_ERROR;
+}
+
+static int dbstatNext(sqlite3_vtab_cursor *cur)
+{
+    (void)cur;
+    return SQLITE_ERROR;
+}
+
+static int dbstatEof(sqlite3_vtab_cursor *cur)
+{
+    (void)cur;
+    return 1;
+}
+
+static int dbstatColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i)
+{
+    (void)cur;
+    (void)ctx;
+    (void)i;
+    return SQLITE_ERROR;
+}
+
+static int dbstatRowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *rowid)
+{
+    (void)cur;
+    (void)rowid;
+    return SQLITE_ERROR;
+}
+
+static const sqlite3_module dbstatRefused = {
+    .iVersion = 0,
+    .xCreate = dbstatConnect,
+    .xConnect = dbstatConnect,
+    .xBestIndex = dbstatBestIndex,
+    .xDisconnect = dbstatDisconnect,
+    .xDestroy = dbstatDisconnect,
+    .xOpen = dbstatOpen,
+    .xClose = dbstatClose,
+    .xFilter = dbstatFilter,
+    .xNext = dbstatNext,
+    .xEof = dbstatEof,
+    .xColumn = dbstatColumn,
+    .xRowid = dbstatRowid,
+};
+
+void policyReplicated(sqlite3 *db, struct policy_conn *pc)
+{
+    pc->replicated = true;
+    sqlite3_create_module_v2(db, "dbstat", &dbstatRefused, NULL, NULL);
+}
+
 void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
                    const atomic_bool *stop)
 {
@@ -751,6 +905,86 @@ void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
                   (int)(max_length == 0 ? POLICY_DEFAULT_MAX_LENGTH
                         : max_length > POLICY_MAX_LENGTH_CAP ? POLICY_MAX_LENGTH_CAP
                                                              : max_length));
+}
+
+/* The next word of sql[0..n) from *at, after blanks, comments and empty statements (as
+ * SQLite's tokenizer skips them): its length (0: none, or no word there), *at its
+ * start. */
+static size_t nextWord(const char *sql, size_t n, size_t *at)
+{
+    size_t i = *at, k;
+    while (i < n) {
+        char c = sql[i];
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == ';') {
+            i++;
+        } else if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+            while (i < n && sql[i] != '\n') {
+                i++;
+            }
+        } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+            const char *end = memmem(sql + i + 2, n - i - 2, "*/", 2);
+            i = end != NULL ? (size_t)(end - sql) + 2 : n;
+        } else {
+            break;
+        }
+    }
+    for (k = i; k < n && ((sql[k] >= 'A' && sql[k] <= 'Z') || (sql[k] >= 'a' && sql[k] <= 'z') ||
+                          (sql[k] >= '0' && sql[k] <= '9') || sql[k] == '_' || sql[k] == '$' ||
+                          (unsigned char)sql[k] >= 0x80);
+         k++) {
+    }
+    *at = i;
+    return k - i;
+}
+
+static bool isWord(const char *sql, size_t at, size_t len, const char *word)
+{
+    return len == strlen(word) && strncasecmp(sql + at, word, len) == 0;
+}
+
+/* May the statement at the start of sql[0..n) be a PRAGMA (or EXPLAIN of one)? It is not
+ * when its first keyword (after EXPLAIN [QUERY PLAN]) is one of a statement of another
+ * kind; any other start, one this does not know included, counts as a PRAGMA. */
+static bool mayBePragma(const char *sql, size_t n)
+{
+    static const char *const others[] = {"SELECT", "VALUES",  "WITH",    "INSERT", "REPLACE",
+                                         "UPDATE", "DELETE",  "CREATE",  "DROP",   "ALTER",
+                                         "ANALYZE", "REINDEX", "VACUUM", NULL};
+    size_t at = 0;
+    size_t len = nextWord(sql, n, &at);
+    if (isWord(sql, at, len, "EXPLAIN")) {
+        at += len;
+        len = nextWord(sql, n, &at);
+        if (isWord(sql, at, len, "QUERY")) {
+            at += len;
+            len = nextWord(sql, n, &at);
+            if (!isWord(sql, at, len, "PLAN")) {
+                return true;
+            }
+            at += len;
+            len = nextWord(sql, n, &at);
+        }
+    }
+    for (int j = 0; others[j] != NULL; j++) {
+        if (isWord(sql, at, len, others[j])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void policyPrepareBegin(struct policy_conn *pc, const char *sql, size_t n)
+{
+    pc->why[0] = '\0';
+    pc->local[0] = '\0';
+    pc->preparing = true;
+    pc->user_pragmas = mayBePragma(sql, n) ? 1 : 0;
+}
+
+void policyPrepareEnd(struct policy_conn *pc)
+{
+    pc->preparing = false;
+    pc->user_pragmas = 0;
 }
 
 void policyWriteBegin(struct policy_conn *pc, uint64_t steps)
@@ -793,13 +1027,24 @@ void policyStepBegin(struct policy_conn *pc, sqlite3 *db)
     if (pc->trip == POLICY_TRIP_MEMORY) {
         pc->trip = POLICY_TRIP_NONE;
     }
+    /* SQLite calls the progress handler when a statement's steps, summed over its runs
+     * since it was prepared, pass a multiple of the grain: also for the statements a
+     * virtual table module keeps and runs inside this one (FTS5's), whose sums differ
+     * between a node that ran them before and one that just started. Every statement
+     * of the connection counts from zero at each run of the caller's. */
+    for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st != NULL;
+         st = sqlite3_next_stmt(db, st)) {
+        sqlite3_stmt_status(st, SQLITE_STMTSTATUS_VM_STEP, 1);
+    }
 }
 
 int policyStep(struct policy_conn *pc, sqlite3_stmt *ps)
 {
     int rc;
     memlimitEnter(&pc->mem);
+    pc->stepping = true;
     rc = sqlite3_step(ps);
+    pc->stepping = false;
     memlimitLeave();
     if (pc->mem.tripped && pc->trip == POLICY_TRIP_NONE) {
         pc->trip = POLICY_TRIP_MEMORY;

@@ -69,7 +69,17 @@ enum policy_trip {
 
 struct policy_conn {
     bool internal; /* cairn's own statements run: the authorizer lets everything through */
-    char why[200]; /* why the authorizer last refused */
+    char why[400]; /* why the authorizer last refused */
+    /* Where the authorizer is called from. stepping: a statement of the caller's runs
+     * (policyStep), and what is prepared meanwhile is a virtual table module's own SQL
+     * (FTS5's, an R-tree's) or the running statement prepared again for a changed
+     * schema. preparing: the caller prepares a statement (policyPrepareBegin), and
+     * user_pragmas is how many PRAGMA authorizations may still be the statement's own
+     * (1 when its text may be a PRAGMA, else 0): any after them come from a module
+     * preparing its own SQL while it is connected. */
+    bool stepping;
+    bool preparing;
+    int user_pragmas;
     /* Bounded execution, set per statement (writes) or per batch (reads). */
     uint64_t steps;      /* write step budget of the statement; 0: none */
     uint64_t ticks;      /* progress callbacks so far in this statement */
@@ -80,7 +90,7 @@ struct policy_conn {
     const atomic_bool *stop; /* set when the node shuts down; NULL: none */
     /* The connection applies replicated writes (the writer): it may not read what
      * differs from node to node (policy.c, localPragmas), which its writes would store.
-     * Set by the caller after policyInstall. */
+     * Set by policyReplicated. */
     bool replicated;
     /* On any other connection, such a read is allowed and named here ("" for none)
      * while a statement is prepared, for the caller to refuse in a write (storeCheck);
@@ -108,6 +118,11 @@ struct policy_conn {
 void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
                    const atomic_bool *stop);
 
+/* db (set up with policyInstall under pc) applies replicated writes: it may not read
+ * what differs from node to node (pc->replicated), a table USING dbstat under any name
+ * included. Before db is used. */
+void policyReplicated(sqlite3 *db, struct policy_conn *pc);
+
 /* Start a write statement under a budget of `steps` VM steps (0: none), its results
  * limited to POLICY_WRITE_MAX_RESULT with those of its entry's earlier statements
  * (pc->result_before, which the caller keeps). */
@@ -116,10 +131,17 @@ void policyWriteBegin(struct policy_conn *pc, uint64_t steps);
  * results of at most result_limit bytes (0: no limit). */
 void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd,
                      uint64_t result_limit);
+/* The caller prepares the statement at the start of sql[0..n) under pc (then calls
+ * policyPrepareEnd): pc's refusal and node-local read are reset, and the PRAGMA
+ * authorizations that are the statement's own are told from a module's. */
+void policyPrepareBegin(struct policy_conn *pc, const char *sql, size_t n);
+void policyPrepareEnd(struct policy_conn *pc);
+
 /* Start a run of a statement prepared on db (each run, also of a cached statement):
  * its memory counts from nothing, under POLICY_MEMORY_PER_VALUE times db's value size
  * limit, at least POLICY_MEMORY_FLOOR (none for cairn's own statements); a memory trip
- * of an earlier statement is forgotten. */
+ * of an earlier statement is forgotten; the VM steps of every statement of db (those a
+ * virtual table module keeps and runs inside it too) count from zero. */
 void policyStepBegin(struct policy_conn *pc, sqlite3 *db);
 /* sqlite3_step(ps) with its memory counted; sets pc->trip to POLICY_TRIP_MEMORY when
  * an allocation was refused for the limit (the step then fails with SQLITE_NOMEM). */

@@ -580,7 +580,7 @@ static int openWriter(struct store *s, char *errmsg)
     sqlite3_update_hook(s->writer, updateHook, s);
     /* The limits are set per entry (applyLocked); cairn's own statements pass. */
     policyInstall(s->writer, &s->wpol, POLICY_DEFAULT_MAX_LENGTH, &s->stopping);
-    s->wpol.replicated = true;
+    policyReplicated(s->writer, &s->wpol);
 
     if ((rv = prepareInternal(s, "BEGIN IMMEDIATE", &s->st_begin, errmsg)) != 0 ||
         (rv = prepareInternal(s, "COMMIT", &s->st_commit, errmsg)) != 0 ||
@@ -883,6 +883,15 @@ static void stmtError(sqlite3 *db, struct policy_conn *pc, int rc, struct rstmt 
     if (m == NULL) {
         m = damageMessage(db, rc, msg, sizeof msg);
     }
+    if (m == NULL && rc == SQLITE_CORRUPT_VTAB) {
+        snprintf(msg, sizeof msg, "%s: a virtual table found its own data inconsistent (for "
+                                  "FTS5, a row deleted twice or with other values than it was "
+                                  "inserted with), the same on every node; rebuild the table "
+                                  "(FTS5: INSERT INTO t(t) VALUES('rebuild'), or 'delete-all' "
+                                  "when contentless)",
+                 sqlite3_errmsg(db));
+        m = msg;
+    }
     resultError(rs, m != NULL ? m : sqlite3_errmsg(db));
 }
 
@@ -917,11 +926,11 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
             next = end;
         } else {
             bool sequence_before = pc->sequence;
-            pc->why[0] = '\0';
-            pc->local[0] = '\0';
+            policyPrepareBegin(pc, tail, (size_t)(end - tail));
             pc->sequence = false;
             rc = sqlite3_prepare_v3(db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT, &ps,
                                     &next);
+            policyPrepareEnd(pc);
             writes_sequence = pc->sequence;
             pc->sequence = sequence_before || writes_sequence;
             if (rc != SQLITE_OK) {
@@ -1144,9 +1153,17 @@ static void writerGive(struct store *s)
 static int commitGroupLocked(struct store *s, char *errmsg);
 
 /* Did a statement fail for a reason of this node's own (its disk, its memory, its
- * file's damage), rather than as the statement fails on every node? */
+ * file's damage), rather than as the statement fails on every node? A virtual table
+ * that finds its own data inconsistent (SQLITE_CORRUPT_VTAB: a contentless FTS5 table
+ * told to delete a row twice, or with other values than it holds) finds it so on every
+ * node, from the same rows, and at every retry: taken for this node's damage, one such
+ * write stopped every node applying the log for good. A damaged page is
+ * SQLITE_IOERR_DATA (page checksums) or SQLITE_CORRUPT from the B-tree. */
 static bool environmental(int rc)
 {
+    if (rc == SQLITE_CORRUPT_VTAB) {
+        return false;
+    }
     switch (rc & 0xff) {
         case SQLITE_IOERR:
         case SQLITE_CORRUPT:
@@ -1850,10 +1867,10 @@ int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *er
             bool cached = false;
             int rc;
             ps = NULL;
-            r->pol.why[0] = '\0';
-            r->pol.local[0] = '\0';
+            policyPrepareBegin(&r->pol, tail, (size_t)(end - tail));
             rc = sqlite3_prepare_v3(r->db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT,
                                     &ps, &next);
+            policyPrepareEnd(&r->pol);
             if (rc == SQLITE_OK && r->pol.local[0] != '\0' && local_at == 0) {
                 local_at = i + 1;
                 local_sql = tail;

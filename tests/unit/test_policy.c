@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <sqlite3.h>
@@ -363,6 +364,218 @@ static void test_statement_memory_is_bounded(void **state)
     sqlite3_close(db);
 }
 
+/* Run sql on db under pc as cairn does (store.c runStmt): "ok", or "error:" and why
+ * (the policy's words when it refused). */
+static void runAsCairn(sqlite3 *db, struct policy_conn *pc, const char *sql, char *out,
+                       size_t cap)
+{
+    sqlite3_stmt *ps = NULL;
+    char why[512];
+    const char *m;
+    int rc;
+    policyPrepareBegin(pc, sql, strlen(sql));
+    rc = sqlite3_prepare_v2(db, sql, -1, &ps, NULL);
+    policyPrepareEnd(pc);
+    if (rc == SQLITE_OK && ps != NULL) {
+        policyStepBegin(pc, db);
+        while ((rc = policyStep(pc, ps)) == SQLITE_ROW) {
+        }
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    m = rc == SQLITE_OK ? NULL : policyMessage(pc, rc, why, sizeof why);
+    if (rc == SQLITE_OK) {
+        snprintf(out, cap, "ok");
+    } else {
+        snprintf(out, cap, "error:%s", m != NULL ? m : sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(ps);
+}
+
+/* A connection as the writer has it: the policy installed, node-local reads refused. */
+static sqlite3 *openWriter(const char *path, struct policy_conn *pc)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_extended_result_codes(db, 1);
+    policyInstall(db, pc, 0, NULL);
+    policyReplicated(db, pc);
+    return db;
+}
+
+/* FTS5 reads PRAGMA data_version for itself, when it connects to its table (while the
+ * user's statement is prepared) and while a statement runs: every write of an FTS5
+ * table was refused, on a connection that had just created the table and on a fresh
+ * one (a node that restarted). The user's own PRAGMA data_version, in any spelling, and
+ * pragma_data_version, also through a view, stay refused in a write; so does
+ * fts5_source_id(), which names the library. */
+static void test_fts5_works_and_data_version_stays_refused(void **state)
+{
+    char path[] = "/tmp/cairn-test-policy-XXXXXX";
+    char file[64], out[1024];
+    struct policy_conn pc;
+    sqlite3 *db;
+    int fd;
+    static const char *const ok[] = {
+        "CREATE VIRTUAL TABLE docs USING fts5(body)",
+        "INSERT INTO docs VALUES('hello world')",
+        "CREATE TABLE hits(r, h, s, b)",
+        "INSERT INTO hits SELECT rowid, highlight(docs, 0, '[', ']'), snippet(docs, 0, '<', "
+        "'>', '...', 4), bm25(docs) FROM docs WHERE docs MATCH 'hello' ORDER BY rank",
+        "INSERT INTO docs(docs) VALUES('optimize')",
+        "INSERT INTO docs(docs) VALUES('rebuild')",
+        "INSERT INTO docs(docs) VALUES('integrity-check')",
+        "CREATE VIEW v AS SELECT * FROM pragma_data_version",
+        NULL};
+    static const char *const fresh[] = {
+        "EXPLAIN QUERY PLAN SELECT * FROM docs WHERE docs MATCH 'x'",
+        "INSERT INTO docs VALUES('hello again')",
+        "PRAGMA table_info(docs)",
+        "INSERT INTO hits(r) SELECT rowid FROM docs WHERE docs MATCH 'again'",
+        "UPDATE docs SET body = 'bye' WHERE rowid = 1",
+        "DELETE FROM docs WHERE rowid = 1",
+        NULL};
+    static const char *const refused[] = {
+        "PRAGMA data_version",
+        "PRAGMA main.data_version",
+        "PRAGMA 'main'.data_version",
+        "/* x */ -- y\n ; PRAGMA data_version",
+        "EXPLAIN PRAGMA data_version",
+        "EXPLAIN QUERY PLAN PRAGMA data_version",
+        "EXPLAIN /* */ QUERY -- x\n PLAN PRAGMA data_version",
+        "SELECT * FROM pragma_data_version",
+        "INSERT INTO hits(r) SELECT data_version FROM pragma_data_version",
+        "INSERT INTO hits(r) SELECT * FROM v",
+        "INSERT INTO hits(r) SELECT fts5_source_id()",
+        NULL};
+    (void)state;
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    for (int round = 0; round < 2; round++) {
+        db = openWriter(path, &pc);
+        for (int i = 0; round == 0 && ok[i] != NULL; i++) {
+            runAsCairn(db, &pc, ok[i], out, sizeof out);
+            if (strcmp(out, "ok") != 0) {
+                fail_msg("%s: %s", ok[i], out);
+            }
+        }
+        for (int i = 0; fresh[i] != NULL; i++) {
+            runAsCairn(db, &pc, fresh[i], out, sizeof out);
+            if (strcmp(out, "ok") != 0) {
+                fail_msg("round %d, %s: %s", round, fresh[i], out);
+            }
+        }
+        for (int i = 0; refused[i] != NULL; i++) {
+            runAsCairn(db, &pc, refused[i], out, sizeof out);
+            if (strstr(out, "error:refused by cairn's statement policy") == NULL ||
+                strstr(out, "differs from node to node") == NULL) {
+                fail_msg("round %d, %s: %s", round, refused[i], out);
+            }
+        }
+        sqlite3_close(db);
+    }
+    remove(path);
+    snprintf(file, sizeof file, "%s-journal", path);
+    remove(file);
+}
+
+/* A table USING dbstat under a name of its own (made outside cairn: CREATE VIRTUAL TABLE
+ * ... USING dbstat is refused) was read by writes as an ordinary table. On the writer's
+ * connection every read of it fails with the policy's words; it can be dropped. */
+static void test_dbstat_table_of_another_name_is_not_read_by_writes(void **state)
+{
+    char path[] = "/tmp/cairn-test-policy-XXXXXX";
+    char file[64], out[1024];
+    struct policy_conn pc;
+    sqlite3 *db = NULL;
+    int fd;
+    (void)state;
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(x); CREATE VIRTUAL TABLE pages USING dbstat",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    db = openWriter(path, &pc);
+    for (int i = 0; i < 3; i++) {
+        static const char *const reads[] = {"INSERT INTO t SELECT sum(unused) FROM pages",
+                                            "SELECT name FROM pages",
+                                            "INSERT INTO t SELECT count(*) FROM dbstat"};
+        runAsCairn(db, &pc, reads[i], out, sizeof out);
+        if (strstr(out, "error:refused by cairn's statement policy") == NULL) {
+            fail_msg("%s: %s", reads[i], out);
+        }
+    }
+    runAsCairn(db, &pc, "DROP TABLE pages", out, sizeof out);
+    assert_string_equal(out, "ok");
+    runAsCairn(db, &pc, "INSERT INTO t VALUES(1)", out, sizeof out);
+    assert_string_equal(out, "ok");
+    sqlite3_close(db);
+    remove(path);
+    snprintf(file, sizeof file, "%s-journal", path);
+    remove(file);
+}
+
+/* The write step budget counts progress callbacks, which SQLite makes for a virtual
+ * table module's own statements too (FTS5's, run while the user's statement runs or is
+ * prepared) at points that depended on each such statement's steps since it was
+ * prepared: the same FTS5 write took more of the budget on a node that had run FTS5
+ * writes before than on one that had just started, and a write near the budget failed
+ * on one node only. Each write now counts the same wherever it runs. */
+static void test_fts5_write_takes_the_same_steps_on_every_connection(void **state)
+{
+    char path[] = "/tmp/cairn-test-policy-XXXXXX";
+    char file[64], out[1024], sql[4096];
+    struct policy_conn warm_pc, fresh_pc;
+    sqlite3 *warm, *fresh;
+    uint64_t ticks[2];
+    size_t n;
+    int fd;
+    (void)state;
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    warm = openWriter(path, &warm_pc);
+    runAsCairn(warm, &warm_pc, "CREATE VIRTUAL TABLE docs USING fts5(body)", out, sizeof out);
+    assert_string_equal(out, "ok");
+    for (int k = 0; k < 12; k++) {
+        n = (size_t)snprintf(sql, sizeof sql,
+                             "INSERT INTO docs SELECT 'w%d ' || value || ' x y' FROM json_each('[", k);
+        for (int j = 0; j < 300; j++) {
+            n += (size_t)snprintf(sql + n, sizeof sql - n, "%s%d", j ? "," : "", j);
+        }
+        snprintf(sql + n, sizeof sql - n, "]')");
+        fresh = openWriter(path, &fresh_pc);
+        /* The same write on each, then undone (as on another node, the file is the
+         * same before it). */
+        policyWriteBegin(&warm_pc, 1000000000000ull);
+        runAsCairn(warm, &warm_pc, sql, out, sizeof out);
+        assert_string_equal(out, "ok");
+        ticks[0] = warm_pc.ticks;
+        policyEnd(&warm_pc);
+        runAsCairn(warm, &warm_pc, "DELETE FROM docs WHERE body LIKE 'w%'", out, sizeof out);
+        assert_string_equal(out, "ok");
+        policyWriteBegin(&fresh_pc, 1000000000000ull);
+        runAsCairn(fresh, &fresh_pc, sql, out, sizeof out);
+        assert_string_equal(out, "ok");
+        ticks[1] = fresh_pc.ticks;
+        policyEnd(&fresh_pc);
+        runAsCairn(fresh, &fresh_pc, "DELETE FROM docs WHERE body LIKE 'w%'", out, sizeof out);
+        assert_string_equal(out, "ok");
+        if (ticks[0] != ticks[1]) {
+            fail_msg("write %d: %llu progress ticks on a warm connection, %llu on a fresh one", k,
+                     (unsigned long long)ticks[0], (unsigned long long)ticks[1]);
+        }
+        sqlite3_close(fresh);
+    }
+    sqlite3_close(warm);
+    remove(path);
+    snprintf(file, sizeof file, "%s-journal", path);
+    remove(file);
+}
+
 int main(void)
 {
     /* Before SQLite initialises, as pagesumRegister does in the server. */
@@ -375,6 +588,9 @@ int main(void)
         cmocka_unit_test(test_text_check),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_statement_memory_is_bounded),
+        cmocka_unit_test(test_fts5_works_and_data_version_stays_refused),
+        cmocka_unit_test(test_dbstat_table_of_another_name_is_not_read_by_writes),
+        cmocka_unit_test(test_fts5_write_takes_the_same_steps_on_every_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
