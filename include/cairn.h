@@ -159,6 +159,11 @@ struct cairn_config {
      * caught-up follower (the lowest-id voter that is not the leader), the leader when
      * there is none. */
     int archive_from;
+    /* The most temporary file space one statement may take, in bytes (0: 1 GiB): where
+     * SQLite sorts, groups or keeps DISTINCT what does not fit in memory, or builds an
+     * index (README, "Statement policy and limits"). A write runs under the leader's,
+     * rounded up to MiB, the same on every node. */
+    uint64_t max_temp_size;
 };
 
 /* Fill cfg with the defaults; set data_dir afterwards. A string longer than cairn

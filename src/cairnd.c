@@ -89,6 +89,9 @@ static void usage(FILE *f)
             "                            2m); a request may set its own with ?db_timeout=\n"
             "  --max-result-size BYTES   the most a read's results may take in memory\n"
             "                            (default 268435456)\n"
+            "  --max-temp-size BYTES     the most temporary file space one statement may\n"
+            "                            take to sort, group or build an index (default\n"
+            "                            1073741824); the leader's value holds for writes\n"
             "  --no-page-checksums       create a new database without a checksum in every\n"
             "                            page (an existing one keeps what it has)\n"
             "  --join ADDRS              join a cluster: comma-separated HTTP addresses of\n"
@@ -231,6 +234,7 @@ int main(int argc, char **argv)
         {"query-timeout", required_argument, NULL, 'T'},
         {"no-page-checksums", no_argument, NULL, 'P'},
         {"max-result-size", required_argument, NULL, 'R'},
+        {"max-temp-size", required_argument, NULL, 1803},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -404,6 +408,12 @@ int main(int argc, char **argv)
                     return 2;
                 }
                 cfg.max_result_size = v;
+                break;
+            case 1803:
+                if (parseUnsigned("--max-temp-size", optarg, POLICY_MAX_TEMP_CAP, &v) != 0) {
+                    return 2;
+                }
+                cfg.max_temp_size = v;
                 break;
             case 'q':
                 quiet = 1;

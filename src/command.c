@@ -3,7 +3,8 @@
  * Version 3, little-endian:
  *   header  magic "CCMD" | version u8 | kind u8 | flags u16 | time_ms i64 | seed u64 |
  *           nstmts u32 | nparams u32 (all statements together) |
- *           max_steps u64 | max_length u32 | reserved u32 (zero)
+ *           max_steps u64 | max_length u32 | max_temp_mib u32 (0: the default; builds
+ *           before it wrote 0 and refuse anything else)
  *   sqls    nsql varint, then each distinct SQL text once: len varint | bytes
  *   stmts   sql varint (index into sqls) | nparams varint | params
  *   param   type u8 | name_len varint | name | value
@@ -321,7 +322,7 @@ void commandEncode(const struct batch *b, struct buf *out)
     bufPutU32(out, (uint32_t)nparams);
     bufPutU64(out, b->max_steps);
     bufPutU32(out, b->max_length);
-    bufPutU32(out, 0);
+    bufPutU32(out, b->max_temp_mib);
     putVarint(out, set.n);
     for (i = 0; i < set.n; i++) {
         const struct stmt *s = &b->stmts[set.first[i]];
@@ -738,7 +739,6 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
     readU32(&r, &nstmts, "statement count");
     readU32(&r, &total, "parameter count"); /* version 1: reserved */
     if (version >= 3) {
-        uint32_t reserved;
         uint32_t len;
         if (n < COMMAND_HEADER_SIZE + COMMAND_TRAILER_SIZE) {
             errorf(errmsg, "version 3 command truncated: %zu bytes, at least %d needed", n,
@@ -747,11 +747,7 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
         }
         readU64(&r, &b->max_steps, "step limit");
         readU32(&r, &len, "value length limit");
-        readU32(&r, &reserved, "reserved");
-        if (reserved != 0) {
-            errorf(errmsg, "command's reserved header field at offset 44 is not zero");
-            return CAIRN_ECORRUPT;
-        }
+        readU32(&r, &b->max_temp_mib, "temporary space limit");
         b->max_length = len;
     }
     body = r;

@@ -69,6 +69,9 @@ struct batch {
      * (SQLite's SQLITE_LIMIT_LENGTH). 0: the defaults. */
     uint64_t max_steps;
     uint32_t max_length;
+    /* The most temporary file space one statement may take, in MiB (0: the default,
+     * POLICY_DEFAULT_MAX_TEMP; also what entries written before it was carried say). */
+    uint32_t max_temp_mib;
     /* A read's time limit (ms, 0: the node's default) and its client's socket, watched
      * so that the read stops when the client goes away (has_client). Never encoded. */
     uint32_t timeout_ms;

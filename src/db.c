@@ -107,6 +107,12 @@ int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char
     b->max_steps = db->cfg.write_step_limit ? db->cfg.write_step_limit
                                             : POLICY_DEFAULT_WRITE_STEPS;
     b->max_length = db->cfg.max_value_size ? db->cfg.max_value_size : POLICY_DEFAULT_MAX_LENGTH;
+    /* 0 for the default, which builds before the field read as zero and refused
+     * otherwise: only a node told another limit writes entries they cannot apply. */
+    b->max_temp_mib = db->cfg.max_temp_size == 0 ? 0
+                      : db->cfg.max_temp_size >= POLICY_MAX_TEMP_CAP
+                          ? (uint32_t)(POLICY_MAX_TEMP_CAP >> 20)
+                          : (uint32_t)((db->cfg.max_temp_size + (1u << 20) - 1) >> 20);
     bufInit(&enc);
     commandEncode(b, &enc);
     if (enc.oom) {
@@ -746,7 +752,7 @@ int cairn_open(const struct cairn_config *cfg, cairn **out)
     storeSetLimits(db->store, db->cfg.max_value_size,
                    db->cfg.query_timeout_ms ? db->cfg.query_timeout_ms
                                             : POLICY_DEFAULT_QUERY_TIMEOUT_MS,
-                   db->cfg.max_result_size);
+                   db->cfg.max_result_size, db->cfg.max_temp_size);
     libRandomId(db->nonce, sizeof db->nonce);
     /* HTTP before Raft: nodes forming a cluster learn each other's identity from it;
      * every other endpoint answers 503 until the node runs. */

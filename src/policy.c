@@ -892,6 +892,12 @@ void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
     memset(pc, 0, sizeof *pc);
     pc->client_fd = -1;
     pc->stop = stop;
+    pc->temp_limit = POLICY_DEFAULT_MAX_TEMP;
+    /* Temporary tables and indices in files, where the temp limit counts them (memlimit.h),
+     * whatever the library's default: in memory they would sit in the page cache, which
+     * no limit counts, and a write would stop at the limit on some nodes only. A library
+     * built with SQLITE_TEMP_STORE=3 keeps them in memory regardless. */
+    sqlite3_exec(db, "PRAGMA temp_store=FILE", NULL, NULL, NULL);
     sqlite3_set_authorizer(db, authorize, pc);
     sqlite3_progress_handler(db, POLICY_STEP_GRAIN, progress, pc);
     installFunctions(db);
@@ -1023,8 +1029,8 @@ void policyStepBegin(struct policy_conn *pc, sqlite3 *db)
     if (limit < POLICY_MEMORY_FLOOR) {
         limit = POLICY_MEMORY_FLOOR;
     }
-    memlimitStart(&pc->mem, pc->internal ? 0 : limit);
-    if (pc->trip == POLICY_TRIP_MEMORY) {
+    memlimitStart(&pc->mem, pc->internal ? 0 : limit, pc->internal ? 0 : pc->temp_limit);
+    if (pc->trip == POLICY_TRIP_MEMORY || pc->trip == POLICY_TRIP_TEMP) {
         pc->trip = POLICY_TRIP_NONE;
     }
     /* SQLite calls the progress handler when a statement's steps, summed over its runs
@@ -1049,7 +1055,34 @@ int policyStep(struct policy_conn *pc, sqlite3_stmt *ps)
     if (pc->mem.tripped && pc->trip == POLICY_TRIP_NONE) {
         pc->trip = POLICY_TRIP_MEMORY;
     }
+    if (pc->mem.temp_tripped && pc->trip == POLICY_TRIP_NONE) {
+        pc->trip = POLICY_TRIP_TEMP;
+    }
     return rc;
+}
+
+int policyPrepare(struct policy_conn *pc, sqlite3 *db, const char *sql, int n,
+                  sqlite3_stmt **ps, const char **tail)
+{
+    bool bound = !pc->replicated && !pc->internal;
+    int rc;
+    if (!bound) {
+        return sqlite3_prepare_v3(db, sql, n, SQLITE_PREPARE_PERSISTENT, ps, tail);
+    }
+    policyStepBegin(pc, db);
+    memlimitCountAll(&pc->mem);
+    memlimitEnter(&pc->mem);
+    rc = sqlite3_prepare_v3(db, sql, n, SQLITE_PREPARE_PERSISTENT, ps, tail);
+    memlimitLeave();
+    if (pc->mem.tripped && pc->trip == POLICY_TRIP_NONE) {
+        pc->trip = POLICY_TRIP_MEMORY;
+    }
+    return rc;
+}
+
+bool policyStatementTrip(const struct policy_conn *pc)
+{
+    return pc->trip == POLICY_TRIP_MEMORY || pc->trip == POLICY_TRIP_TEMP;
 }
 
 void policyEnd(struct policy_conn *pc)
@@ -1156,6 +1189,21 @@ const char *policyMessage(struct policy_conn *pc, int rc, char *buf, size_t size
                             "least %llu) and was stopped%s",
                  (unsigned long long)pc->mem.limit, POLICY_MEMORY_PER_VALUE,
                  (unsigned long long)POLICY_MEMORY_FLOOR,
+                 pc->replicated ? ", the same way on every node"
+                 : pc->mem.counted_from == 0 ? " while it was prepared (a shorter statement, "
+                                               "e.g. a table of the values instead of an IN "
+                                               "list, takes less)"
+                                             : "");
+        return buf;
+    }
+    if (pc->trip == POLICY_TRIP_TEMP &&
+        ((rc & 0xff) == SQLITE_FULL || (rc & 0xff) == SQLITE_INTERRUPT)) {
+        snprintf(buf, size, "the statement needed more than its limit of %llu bytes of "
+                            "temporary files (to sort, group or keep DISTINCT what does not "
+                            "fit in memory, or build an index; cairnd --max-temp-size%s) and "
+                            "was stopped%s",
+                 (unsigned long long)pc->mem.temp_limit,
+                 pc->replicated ? ", the leader's" : "",
                  pc->replicated ? ", the same way on every node" : "");
         return buf;
     }

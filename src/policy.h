@@ -53,6 +53,11 @@
  * same on every node. */
 #define POLICY_MEMORY_PER_VALUE 16
 #define POLICY_MEMORY_FLOOR (256ull << 20)
+/* The most temporary file space one statement may take (memlimit.h; cairnd
+ * --max-temp-size), where SQLite sorts, groups and keeps what does not fit its cache. A
+ * write's travels in its log entry (command.h), in MiB, the same on every node. */
+#define POLICY_DEFAULT_MAX_TEMP (1ull << 30)
+#define POLICY_MAX_TEMP_CAP (1ull << 50)
 /* Bounds of the flags: a value limit above SQLite's own largest (2^31 - 1) means
  * nothing. */
 #define POLICY_MAX_LENGTH_CAP 2147483647u
@@ -64,7 +69,8 @@ enum policy_trip {
     POLICY_TRIP_DEADLINE,    /* the read time limit */
     POLICY_TRIP_CLIENT_GONE, /* the reader's client closed its connection */
     POLICY_TRIP_STOPPING,    /* the node is shutting down */
-    POLICY_TRIP_MEMORY       /* the statement's memory limit (this statement only) */
+    POLICY_TRIP_MEMORY,      /* the statement's memory limit (this statement only) */
+    POLICY_TRIP_TEMP         /* its temporary file space limit (this statement only) */
 };
 
 struct policy_conn {
@@ -108,8 +114,11 @@ struct policy_conn {
      * earlier statements took. */
     uint64_t result_limit;
     uint64_t result_before;
-    /* The memory the statement running now takes (policyStepBegin, policyStep). */
+    /* The memory and temporary files the statement running now takes (policyStepBegin,
+     * policyStep), and the most temporary file space a statement may take (bytes, 0:
+     * none; policyInstall sets POLICY_DEFAULT_MAX_TEMP, the caller its own). */
     struct memlimit mem;
+    uint64_t temp_limit;
 };
 
 /* Install the authorizer and progress handler of pc on db, and the limits every
@@ -139,13 +148,28 @@ void policyPrepareEnd(struct policy_conn *pc);
 
 /* Start a run of a statement prepared on db (each run, also of a cached statement):
  * its memory counts from nothing, under POLICY_MEMORY_PER_VALUE times db's value size
- * limit, at least POLICY_MEMORY_FLOOR (none for cairn's own statements); a memory trip
- * of an earlier statement is forgotten; the VM steps of every statement of db (those a
- * virtual table module keeps and runs inside it too) count from zero. */
+ * limit, at least POLICY_MEMORY_FLOOR, and its temporary files under pc->temp_limit
+ * (neither for cairn's own statements); a memory or temp trip of an earlier statement
+ * is forgotten; the VM steps of every statement of db (those a virtual table module
+ * keeps and runs inside it too) count from zero. */
 void policyStepBegin(struct policy_conn *pc, sqlite3 *db);
+/* sqlite3_prepare_v3(db, sql, n, SQLITE_PREPARE_PERSISTENT, ps, tail), with every
+ * allocation counted against the statement's memory limit (policyStepBegin's) on a
+ * connection that does not apply replicated writes (there the count would differ from
+ * node to node); sets pc->trip to POLICY_TRIP_MEMORY when it stopped the preparation
+ * (SQLITE_NOMEM). A request that writes is prepared so on the node that takes it
+ * (storeCheck) before it is proposed. */
+int policyPrepare(struct policy_conn *pc, sqlite3 *db, const char *sql, int n,
+                  sqlite3_stmt **ps, const char **tail);
+
 /* sqlite3_step(ps) with its memory counted; sets pc->trip to POLICY_TRIP_MEMORY when
- * an allocation was refused for the limit (the step then fails with SQLITE_NOMEM). */
+ * an allocation was refused for the limit (the step then fails with SQLITE_NOMEM), to
+ * POLICY_TRIP_TEMP when a temporary file write was (SQLITE_FULL). */
 int policyStep(struct policy_conn *pc, sqlite3_stmt *ps);
+
+/* Did the statement's own limit, memory or temporary space, stop it (not the batch's
+ * time or step limits, nor anything of the node's)? */
+bool policyStatementTrip(const struct policy_conn *pc);
 
 /* No limit from now on (cairn's own statements). */
 void policyEnd(struct policy_conn *pc);

@@ -150,6 +150,7 @@ struct store {
     uint32_t max_length;       /* readers' longest value (storeSetLimits) */
     uint32_t query_timeout_ms; /* readers' default time limit */
     uint64_t max_result;       /* the most a read's results may take */
+    uint64_t max_temp;         /* readers' most temporary file space a statement takes */
     /* Early apply (storeEarlyRun): wmu serialises the writer between the loop thread
      * and a request's thread running its entry early; everything above is the writer's
      * and is touched under it. */
@@ -635,6 +636,7 @@ int storeOpenWith(const char *path, bool page_checksums, unsigned flags, struct 
     s->page_checksums = page_checksums;
     s->scratch = (flags & STORE_OPEN_SCRATCH) != 0;
     s->max_length = POLICY_DEFAULT_MAX_LENGTH;
+    s->max_temp = POLICY_DEFAULT_MAX_TEMP;
     s->query_timeout_ms = POLICY_DEFAULT_QUERY_TIMEOUT_MS;
     s->max_result = POLICY_DEFAULT_MAX_RESULT;
     pthread_mutex_init(&s->rmu, NULL);
@@ -928,8 +930,7 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
             bool sequence_before = pc->sequence;
             policyPrepareBegin(pc, tail, (size_t)(end - tail));
             pc->sequence = false;
-            rc = sqlite3_prepare_v3(db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT, &ps,
-                                    &next);
+            rc = policyPrepare(pc, db, tail, (int)(end - tail), &ps, &next);
             policyPrepareEnd(pc);
             writes_sequence = pc->sequence;
             pc->sequence = sequence_before || writes_sequence;
@@ -1223,6 +1224,9 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
                   (int)(b->max_length != 0 && b->max_length <= POLICY_MAX_LENGTH_CAP
                             ? b->max_length
                             : POLICY_DEFAULT_MAX_LENGTH));
+    /* The leader's, from the entry: a write that stops at it stops on every node. */
+    s->wpol.temp_limit = b->max_temp_mib != 0 ? (uint64_t)b->max_temp_mib << 20
+                                              : POLICY_DEFAULT_MAX_TEMP;
     prngSeed(s->prng, b->seed ^ index);
     s->wpol.result_before = 0;
     sqlite3_set_last_insert_rowid(s->writer, 0);
@@ -1278,7 +1282,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
         stats = s->wpol.stats;
         s->wpol.stats = false;
         if (rc != SQLITE_OK && (s->wpol.trip == POLICY_TRIP_STOPPING ||
-                                (environmental(rc) && s->wpol.trip != POLICY_TRIP_MEMORY))) {
+                                (environmental(rc) && !policyStatementTrip(&s->wpol)))) {
             /* Interrupted because the node stops, or failed for a reason of this node's
              * alone (a damaged page, an I/O error, a full disk, no memory): not an
              * outcome of the entry, which other nodes, and this one once the cause is
@@ -1558,6 +1562,7 @@ static int readerOpen(struct store *s, struct reader **out, char *errmsg)
         goto err;
     }
     policyInstall(r->db, &r->pol, s->max_length, &s->stopping);
+    r->pol.temp_limit = s->max_temp;
     if (s->repos != NULL) {
         vtabRegister(r->db, s->repos);
     }
@@ -1637,7 +1642,7 @@ static int runReads(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *p
             continue;
         }
         int rc = runStmt(db, cache, pc, &b->stmts[i], true, true, rs);
-        if (rc != SQLITE_OK && pc->trip != POLICY_TRIP_NONE && pc->trip != POLICY_TRIP_MEMORY) {
+        if (rc != SQLITE_OK && pc->trip != POLICY_TRIP_NONE && !policyStatementTrip(pc)) {
             stopped = policyMessage(pc, SQLITE_INTERRUPT, msg, sizeof msg);
         }
         pc->result_before += rs->arena.len + rs->nrows * rs->ncol * sizeof(struct rvalue);
@@ -1732,6 +1737,7 @@ int storeQueryFile(struct store *s, const char *path, const struct batch *b,
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
     policyInstall(db, &pol, s->max_length, &s->stopping);
+    pol.temp_limit = s->max_temp;
     if (s->repos != NULL) {
         vtabRegister(db, s->repos);
     }
@@ -1868,8 +1874,7 @@ int storeCheck(struct store *s, const struct batch *b, bool *read_only, char *er
             int rc;
             ps = NULL;
             policyPrepareBegin(&r->pol, tail, (size_t)(end - tail));
-            rc = sqlite3_prepare_v3(r->db, tail, (int)(end - tail), SQLITE_PREPARE_PERSISTENT,
-                                    &ps, &next);
+            rc = policyPrepare(&r->pol, r->db, tail, (int)(end - tail), &ps, &next);
             policyPrepareEnd(&r->pol);
             if (rc == SQLITE_OK && r->pol.local[0] != '\0' && local_at == 0) {
                 local_at = i + 1;
@@ -1951,8 +1956,9 @@ void storeInterrupt(struct store *s)
 }
 
 void storeSetLimits(struct store *s, uint32_t max_length, uint32_t query_timeout_ms,
-                    uint64_t max_result)
+                    uint64_t max_result, uint64_t max_temp)
 {
+    s->max_temp = max_temp ? max_temp : POLICY_DEFAULT_MAX_TEMP;
     s->max_length = max_length ? max_length : POLICY_DEFAULT_MAX_LENGTH;
     s->query_timeout_ms = query_timeout_ms;
     s->max_result = max_result ? max_result : POLICY_DEFAULT_MAX_RESULT;

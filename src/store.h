@@ -127,11 +127,12 @@ bool storeIsReadOnly(struct store *s, const struct batch *b);
 void storeInterrupt(struct store *s);
 
 /* The longest value (SQLITE_LIMIT_LENGTH) on reader connections opened from now on,
- * the time limit of reads that do not set their own (0: none), and the most a read
- * batch's results may take (0: the default). Writes take theirs from each entry.
+ * the time limit of reads that do not set their own (0: none), the most a read
+ * batch's results may take and the most temporary file space one of its statements may
+ * take (0: the defaults). Writes take theirs from each entry.
  * Before the first query. */
 void storeSetLimits(struct store *s, uint32_t max_length, uint32_t query_timeout_ms,
-                    uint64_t max_result);
+                    uint64_t max_result, uint64_t max_temp);
 
 
 /* Replace the database with the SQLite file at src (copied, not moved), then reopen.

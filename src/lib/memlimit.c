@@ -28,7 +28,7 @@ static _Thread_local int tlInPcache;
 static struct memlimit *counting(int n)
 {
     struct memlimit *m = tlMem;
-    if (m == NULL || m->limit == 0 || tlInPcache > 0 || (unsigned)n < MEMLIMIT_COUNTED) {
+    if (m == NULL || m->limit == 0 || tlInPcache > 0 || (unsigned)n < m->counted_from) {
         return NULL;
     }
     return m;
@@ -180,12 +180,21 @@ bool memlimitActive(void)
     return active;
 }
 
-void memlimitStart(struct memlimit *m, uint64_t limit)
+void memlimitStart(struct memlimit *m, uint64_t limit, uint64_t temp_limit)
 {
     m->run = atomic_fetch_add(&lastRun, 1) + 1;
     m->limit = active ? limit : 0;
+    m->counted_from = MEMLIMIT_COUNTED;
     m->used = 0;
     m->tripped = false;
+    m->temp_limit = temp_limit;
+    m->temp_used = 0;
+    m->temp_tripped = false;
+}
+
+void memlimitCountAll(struct memlimit *m)
+{
+    m->counted_from = 0;
 }
 
 void memlimitEnter(struct memlimit *m)
@@ -196,4 +205,28 @@ void memlimitEnter(struct memlimit *m)
 void memlimitLeave(void)
 {
     tlMem = NULL;
+}
+
+int memlimitTempGrow(uint64_t grow, uint64_t *run)
+{
+    struct memlimit *m = tlMem;
+    *run = 0;
+    if (m == NULL) {
+        return SQLITE_OK;
+    }
+    if (m->temp_limit != 0 && m->temp_used + grow > m->temp_limit) {
+        m->temp_tripped = true;
+        return SQLITE_FULL;
+    }
+    m->temp_used += grow;
+    *run = m->run;
+    return SQLITE_OK;
+}
+
+void memlimitTempShrink(uint64_t run, uint64_t bytes)
+{
+    struct memlimit *m = tlMem;
+    if (m != NULL && run != 0 && run == m->run) {
+        m->temp_used = bytes < m->temp_used ? m->temp_used - bytes : 0;
+    }
 }

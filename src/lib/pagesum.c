@@ -42,6 +42,11 @@ struct psFile {
     uint32_t *pending;
     size_t npending, cappending;
     int pending_size;
+    /* A temporary file (tmpMethods): how far writes have extended it, and what of that
+     * the run `run` counted against its temp limit (memlimit.h). */
+    uint64_t extent;
+    uint64_t run;
+    uint64_t charged;
     /* the real file follows */
 };
 
@@ -302,11 +307,104 @@ static const sqlite3_io_methods psMethods = {
     psFileControl, psSectorSize, psDeviceCharacteristics, psShmMap, psShmLock,
     psShmBarrier, psShmUnmap,  psFetch,     psUnfetch};
 
+/* Temporary files: every write that extends the file is counted against the running
+ * statement's temp limit first (memlimit.h), and refused, writing nothing, past it. */
+static int tmpClose(sqlite3_file *f)
+{
+    struct psFile *p = (struct psFile *)f;
+    memlimitTempShrink(p->run, p->charged);
+    return REAL(f)->pMethods->xClose(REAL(f));
+}
+
+static int tmpRead(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
+{
+    return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
+}
+
+static int tmpWrite(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+    struct psFile *p = (struct psFile *)f;
+    uint64_t end = (uint64_t)off + (uint64_t)n;
+    if (off >= 0 && n > 0 && end > p->extent) {
+        uint64_t run;
+        int rc = memlimitTempGrow(end - p->extent, &run);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+        if (run != p->run) { /* counted by an earlier run (or none): not this one's */
+            p->run = run;
+            p->charged = 0;
+        }
+        if (run != 0) {
+            p->charged += end - p->extent;
+        }
+        p->extent = end;
+    }
+    return REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
+}
+
+static int tmpTruncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    struct psFile *p = (struct psFile *)f;
+    if (size >= 0 && (uint64_t)size < p->extent) {
+        uint64_t back = p->extent - (uint64_t)size;
+        if (back > p->charged) {
+            back = p->charged;
+        }
+        memlimitTempShrink(p->run, back);
+        p->charged -= back;
+        p->extent = (uint64_t)size;
+    }
+    return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+
+/* Every byte goes through tmpWrite: a size hint (which would extend the file without
+ * a write, when SQLite maps the sorter's files into memory) is not passed on, and no
+ * page is mapped (the sorter then writes as it does without mmap_size). */
+static int tmpFileControl(sqlite3_file *f, int op, void *arg)
+{
+    if (op == SQLITE_FCNTL_SIZE_HINT) {
+        return SQLITE_OK;
+    }
+    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+
+static int tmpFetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
+{
+    (void)f;
+    (void)off;
+    (void)n;
+    *pp = NULL;
+    return SQLITE_OK;
+}
+
+static const sqlite3_io_methods tmpMethods = {
+    3,         tmpClose,       tmpRead,     tmpWrite,          tmpTruncate,
+    psSync,    psFileSize,     psLock,      psUnlock,          psCheckReservedLock,
+    tmpFileControl, psSectorSize, psDeviceCharacteristics, psShmMap, psShmLock,
+    psShmBarrier, psShmUnmap,  tmpFetch,    psUnfetch};
+
 static int psOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
 {
     struct psFile *p = (struct psFile *)f;
     int rc;
     (void)vfs;
+    /* What a statement builds for itself: its sorter's runs (TEMP_JOURNAL), its
+     * intermediate tables (TRANSIENT_DB), a temp database (TEMP_DB). Not a statement
+     * journal (SUBJOURNAL): it holds the pages the statement changes, each once, which
+     * the statement writes into the database's WAL anyway, and how many there are
+     * depends on how each node's file lays its rows out. */
+    if (flags & (SQLITE_OPEN_TEMP_JOURNAL | SQLITE_OPEN_TRANSIENT_DB | SQLITE_OPEN_TEMP_DB)) {
+        memset(p, 0, sizeof *p);
+        rc = baseVfs->xOpen(baseVfs, name, REAL(f), flags, out);
+        if (rc != SQLITE_OK) {
+            f->pMethods = NULL;
+            return rc;
+        }
+        p->name = name;
+        f->pMethods = &tmpMethods;
+        return SQLITE_OK;
+    }
     if ((flags & SQLITE_OPEN_MAIN_DB) == 0) {
         return baseVfs->xOpen(baseVfs, name, f, flags, out);
     }

@@ -4,10 +4,14 @@
   with an error naming the limit. Before, a query returning rows faster than its time
   limit could end it built them all in memory (a cross join of two tables: gigabytes).
 - VACUUM INTO writes a file of the client's choosing on every node: refused with 400.
+- A statement whose preparation alone takes more than the statement memory limit (a
+  huge IN list) is refused naming the limit.
 """
 import os
+import threading
+import time
 
-from conftest import assert_exec_ok
+from conftest import SANITIZED, assert_exec_ok
 
 
 def rss_kib(pid):
@@ -129,3 +133,43 @@ def test_idle_connections_never_take_the_files_the_node_needs(cairnd_bin, tmp_pa
         err.close()
     log = (tmp_path / "stderr.log").read_text(errors="replace")
     assert "Too many open files" not in log, log[-2000:]
+
+
+def test_a_huge_in_list_is_refused_within_the_memory_limit(server_factory):
+    """A statement's parse tree is made of small blocks that the memory limit did not
+    count (it counts blocks of 128 KiB or more while a statement runs): SELECT ... IN
+    (0, 1, ..., 5,000,000), 39 MB of SQL, took 1.35 GB to prepare, and a request's body
+    may be 64 MiB. Now preparing a statement counts every block against the statement's
+    memory limit (256 MiB here) on the node that takes the request, and one over it is
+    refused naming the limit before anything runs."""
+    s = server_factory(extra_args=["--max-value-size", "1000000"])
+    assert_exec_ok(s.execute(["CREATE TABLE t(a)"]))
+    in_list = "IN (" + ",".join(str(i) for i in range(5000000)) + ")"
+    peak = [rss_kib(s.pid)]
+    before = peak[0]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib(s.pid))
+            time.sleep(0.01)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        for path, sql in (("/db/query", "SELECT 1 WHERE 5 " + in_list),
+                          ("/db/execute", "INSERT INTO t SELECT 1 WHERE 5 " + in_list)):
+            r = s.post(path, [sql, "SELECT 2"])
+            err = r.json().get("error", "") if r.status == 400 else ""
+            assert "memory limit of 268435456 bytes" in err and "prepared" in err, (path, r)
+    finally:
+        done.set()
+        t.join()
+    # (A sanitizer's red zones and quarantine take several times what is counted.)
+    if not SANITIZED:
+        assert peak[0] - before < 800 * 1024, (before, peak[0])
+    # An IN list of ordinary size runs, and the node serves on.
+    res = s.query(["SELECT 1 WHERE 5 IN (" + ",".join(str(i) for i in range(100000)) + ")"])
+    assert res["results"][0]["values"] == [[1]], res
+    assert_exec_ok(s.execute(["INSERT INTO t VALUES(1)"]))
+    assert s.rows("SELECT count(*) FROM t") == [[1]]

@@ -95,6 +95,39 @@ static void test_round_trip(void **state)
     bufFree(&enc);
 }
 
+/* The limits every node applies a write under travel in the header: the temporary file
+ * limit in the field that was reserved (0 still decodes, as the default). */
+static void test_limits_round_trip(void **state)
+{
+    struct param p[6];
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    fillParams(p);
+    makeBatch(&in, p, 6);
+    in.max_steps = 123456789;
+    in.max_length = 1000000;
+    in.max_temp_mib = 20;
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), 0);
+    assert_true(out.max_steps == 123456789);
+    assert_int_equal(out.max_length, 1000000);
+    assert_int_equal(out.max_temp_mib, 20);
+    assert_int_equal(enc.p[44], 20); /* docs/FORMAT.md: offset 44, little-endian */
+    batchFree(&out);
+    bufFree(&enc);
+    in.max_temp_mib = 0;
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), 0);
+    assert_int_equal(out.max_temp_mib, 0);
+    batchFree(&out);
+    bufFree(&enc);
+    (void)state;
+}
+
 static void test_empty_batch(void **state)
 {
     struct batch in;
@@ -517,6 +550,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_limits_round_trip),
         cmocka_unit_test(test_empty_batch),
         cmocka_unit_test(test_every_truncation_rejected),
         cmocka_unit_test(test_every_byte_flip_rejected),

@@ -16,7 +16,9 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "buf.h"
 #include "memlimit.h"
+#include "pagesum.h"
 #include "policy.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
@@ -576,10 +578,88 @@ static void test_fts5_write_takes_the_same_steps_on_every_connection(void **stat
     remove(file);
 }
 
+/* A sort over an endless recursive CTE spills into temporary files without end: it
+ * stops at the statement's temp limit, naming it; a sort that spills within the limit
+ * runs; the next statement counts from nothing. */
+static void test_temp_files_are_bounded(void **state)
+{
+    sqlite3 *db = NULL;
+    struct policy_conn pc;
+    char out[1024];
+    (void)state;
+    assert_int_equal(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                                     PAGESUM_VFS),
+                     SQLITE_OK);
+    policyInstall(db, &pc, 0, NULL);
+    pc.temp_limit = 4u << 20;
+    runCounted(db, &pc,
+               "SELECT count(*) FROM (SELECT randomblob(1000) AS b FROM (WITH RECURSIVE c(x) AS "
+               "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c) ORDER BY b)",
+               out, sizeof out);
+    assert_non_null(strstr(out, "error:the statement needed more than its limit of 4194304 "
+                                "bytes of temporary files"));
+    assert_int_equal(pc.trip, POLICY_TRIP_TEMP);
+    assert_true(pc.mem.temp_used <= pc.temp_limit);
+    /* 3 MB sorted (and kept DISTINCT) with a cache of 2 MB: spills, within a limit of
+     * 16 MiB. */
+    pc.temp_limit = 16u << 20;
+    runCounted(db, &pc,
+               "SELECT count(DISTINCT b) FROM (SELECT randomblob(1000) AS b FROM (WITH RECURSIVE "
+               "c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000) SELECT x FROM c) "
+               "ORDER BY b)",
+               out, sizeof out);
+    assert_string_equal(out, "ok:3000");
+    assert_int_equal(pc.trip, POLICY_TRIP_NONE);
+    assert_true(pc.mem.temp_used > 0 && pc.mem.temp_used <= pc.temp_limit);
+    sqlite3_close(db);
+}
+
+/* A statement's parse tree is made of small blocks: preparing a huge IN list counts
+ * every one of them against the statement's memory limit and stops at it. */
+static void test_preparing_is_bounded(void **state)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    struct policy_conn pc;
+    struct buf sql;
+    char msg[512];
+    const char *m;
+    int rc;
+    (void)state;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    policyInstall(db, &pc, 1000000, NULL);
+    bufInit(&sql);
+    bufPut(&sql, "SELECT 1 WHERE 5 IN (0", 22);
+    for (int i = 1; i < 3000000; i++) {
+        char term[16];
+        int n = snprintf(term, sizeof term, ",%d", i);
+        bufPut(&sql, term, (size_t)n);
+    }
+    bufPut(&sql, ")", 1);
+    assert_false(sql.oom);
+    rc = policyPrepare(&pc, db, (const char *)sql.p, (int)sql.len, &st, NULL);
+    assert_int_equal(rc & 0xff, SQLITE_NOMEM);
+    assert_null(st);
+    assert_int_equal(pc.trip, POLICY_TRIP_MEMORY);
+    m = policyMessage(&pc, rc, msg, sizeof msg);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "memory limit of 268435456 bytes"));
+    assert_non_null(strstr(m, "prepared"));
+    /* An ordinary statement prepares and runs after it. */
+    rc = policyPrepare(&pc, db, "SELECT 5 IN (1, 5, 9)", -1, &st, NULL);
+    assert_int_equal(rc, SQLITE_OK);
+    assert_int_equal(policyStep(&pc, st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    sqlite3_finalize(st);
+    bufFree(&sql);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
-    /* Before SQLite initialises, as pagesumRegister does in the server. */
-    memlimitInstall();
+    /* Before SQLite initialises, as the server does (it also registers the VFS whose
+     * temporary files the temp limit counts). */
+    pagesumRegister();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_functions_match_sqlite),
         cmocka_unit_test(test_like_and_glob_match_sqlite),
@@ -591,6 +671,8 @@ int main(void)
         cmocka_unit_test(test_fts5_works_and_data_version_stays_refused),
         cmocka_unit_test(test_dbstat_table_of_another_name_is_not_read_by_writes),
         cmocka_unit_test(test_fts5_write_takes_the_same_steps_on_every_connection),
+        cmocka_unit_test(test_temp_files_are_bounded),
+        cmocka_unit_test(test_preparing_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
