@@ -454,7 +454,9 @@ static int window(struct cbk_reader *r, uint64_t off, size_t n, uint64_t limit, 
     if (want > limit - off) {
         want = (size_t)(limit - off);
     }
-    if ((rv = reserve(r, lead + want, errmsg)) != 0) {
+    /* Room for any lead at once: grown a few bytes at a time, the buffer would be
+     * allocated again at most reads. */
+    if ((rv = reserve(r, WINDOW_ALIGN + want, errmsg)) != 0) {
         return rv;
     }
     if (off >= r->win_off && off < r->win_off + r->win_len) {
