@@ -916,9 +916,10 @@ void policyInstall(sqlite3 *db, struct policy_conn *pc, uint32_t max_length,
 /* The next word of sql[0..n) from *at, after blanks, comments and empty statements (as
  * SQLite's tokenizer skips them): its length (0: none, or no word there), *at its
  * start. */
-static size_t nextWord(const char *sql, size_t n, size_t *at)
+/* Where sql[i..n) has something but blanks, comments and empty statements (as SQLite's
+ * tokenizer skips them): its index, n when nothing. */
+static size_t skipBlanks(const char *sql, size_t n, size_t i)
 {
-    size_t i = *at, k;
     while (i < n) {
         char c = sql[i];
         if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == ';') {
@@ -934,6 +935,12 @@ static size_t nextWord(const char *sql, size_t n, size_t *at)
             break;
         }
     }
+    return i;
+}
+
+static size_t nextWord(const char *sql, size_t n, size_t *at)
+{
+    size_t i = skipBlanks(sql, n, *at), k;
     for (k = i; k < n && ((sql[k] >= 'A' && sql[k] <= 'Z') || (sql[k] >= 'a' && sql[k] <= 'z') ||
                           (sql[k] >= '0' && sql[k] <= '9') || sql[k] == '_' || sql[k] == '$' ||
                           (unsigned char)sql[k] >= 0x80);
@@ -1096,7 +1103,6 @@ void policyEnd(struct policy_conn *pc)
 int policyCheckText(const char *sql, size_t n, char *msg, size_t msgsize)
 {
     const char *nul = memchr(sql, '\0', n);
-    size_t i = 0;
     if (nul != NULL) {
         snprintf(msg, msgsize, "the statement holds a NUL byte at offset %zu: SQL text may not "
                                "contain one (send binary data as a parameter)",
@@ -1104,20 +1110,8 @@ int policyCheckText(const char *sql, size_t n, char *msg, size_t msgsize)
         return -1;
     }
     /* Anything but blanks and comments? */
-    while (i < n) {
-        char c = sql[i];
-        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == ';') {
-            i++;
-        } else if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
-            while (i < n && sql[i] != '\n') {
-                i++;
-            }
-        } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
-            const char *end = memmem(sql + i + 2, n - i - 2, "*/", 2);
-            i = end != NULL ? (size_t)(end - sql) + 2 : n;
-        } else {
-            return 0;
-        }
+    if (skipBlanks(sql, n, 0) < n) {
+        return 0;
     }
     snprintf(msg, msgsize, "the statement is empty (only blanks, comments or ';')");
     return -1;

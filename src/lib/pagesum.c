@@ -384,6 +384,24 @@ static const sqlite3_io_methods tmpMethods = {
     tmpFileControl, psSectorSize, psDeviceCharacteristics, psShmMap, psShmLock,
     psShmBarrier, psShmUnmap,  tmpFetch,    psUnfetch};
 
+/* Open the real file behind p, p's own fields cleared, with methods m: on failure
+ * p's pMethods is NULL (SQLite then does not close it). */
+static int openWrapped(struct psFile *p, const char *name, int flags, int *out,
+                       const sqlite3_io_methods *m)
+{
+    sqlite3_file *f = (sqlite3_file *)p;
+    int rc;
+    memset(p, 0, sizeof *p);
+    rc = baseVfs->xOpen(baseVfs, name, REAL(f), flags, out);
+    if (rc != SQLITE_OK) {
+        f->pMethods = NULL;
+        return rc;
+    }
+    p->name = name;
+    f->pMethods = m;
+    return SQLITE_OK;
+}
+
 static int psOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
 {
     struct psFile *p = (struct psFile *)f;
@@ -395,27 +413,14 @@ static int psOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags
      * the statement writes into the database's WAL anyway, and how many there are
      * depends on how each node's file lays its rows out. */
     if (flags & (SQLITE_OPEN_TEMP_JOURNAL | SQLITE_OPEN_TRANSIENT_DB | SQLITE_OPEN_TEMP_DB)) {
-        memset(p, 0, sizeof *p);
-        rc = baseVfs->xOpen(baseVfs, name, REAL(f), flags, out);
-        if (rc != SQLITE_OK) {
-            f->pMethods = NULL;
-            return rc;
-        }
-        p->name = name;
-        f->pMethods = &tmpMethods;
-        return SQLITE_OK;
+        return openWrapped(p, name, flags, out, &tmpMethods);
     }
     if ((flags & SQLITE_OPEN_MAIN_DB) == 0) {
         return baseVfs->xOpen(baseVfs, name, f, flags, out);
     }
-    memset(p, 0, sizeof *p);
-    rc = baseVfs->xOpen(baseVfs, name, REAL(f), flags, out);
-    if (rc != SQLITE_OK) {
-        f->pMethods = NULL;
+    if ((rc = openWrapped(p, name, flags, out, &psMethods)) != SQLITE_OK) {
         return rc;
     }
-    p->name = name;
-    f->pMethods = &psMethods;
     {
         /* What the file says now; an empty (new) file says it with its first page 1. */
         unsigned char hdr[100];
