@@ -929,13 +929,10 @@ static bool putBack(const char *db_path, const char *moved, char *errmsg)
     char from[PATH_MAX + 8];
     char to[PATH_MAX + 8];
     char sync_err[CAIRN_ERRMSG_SIZE];
-    size_t len;
     for (size_t i = 0; i < 3; i++) {
         snprintf(to, sizeof to, "%s%s", db_path, gone[i]);
         if (unlink(to) != 0 && errno != ENOENT) {
-            len = strlen(errmsg);
-            snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len,
-                     "; cannot remove %s to put the database back (it stays in %s): %s", to,
+            errorAppendf(errmsg, "; cannot remove %s to put the database back (it stays in %s): %s", to,
                      moved, strerror(errno));
             return false;
         }
@@ -944,16 +941,13 @@ static bool putBack(const char *db_path, const char *moved, char *errmsg)
         snprintf(from, sizeof from, "%s%s", moved, back[i]);
         snprintf(to, sizeof to, "%s%s", db_path, back[i]);
         if (exists(from) && rename(from, to) != 0) {
-            len = strlen(errmsg);
-            snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len, "; cannot put %s back: %s", from,
+            errorAppendf(errmsg, "; cannot put %s back: %s", from,
                      strerror(errno));
             return false;
         }
     }
     libSyncParentDir(db_path, sync_err);
-    len = strlen(errmsg);
-    snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len,
-             "; the database moved aside is back in its place");
+    errorAppendf(errmsg, "; the database moved aside is back in its place");
     return true;
 }
 
@@ -971,12 +965,9 @@ static bool undoMoves(const char *db_path, const char *raft_dir, const char *mov
     char to[PATH_MAX + 8];
     char sync_err[CAIRN_ERRMSG_SIZE];
     bool ok = true;
-    size_t len;
     if (moved_db[0] != '\0') {
         if (unlink(db_path) != 0 && errno != ENOENT) {
-            len = strlen(errmsg);
-            snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len,
-                     "; cannot remove %s to put the database back (it stays in %s): %s",
+            errorAppendf(errmsg, "; cannot remove %s to put the database back (it stays in %s): %s",
                      db_path, moved_db, strerror(errno));
             return false;
         }
@@ -984,23 +975,20 @@ static bool undoMoves(const char *db_path, const char *raft_dir, const char *mov
             snprintf(from, sizeof from, "%s%s", moved_db, side[i]);
             snprintf(to, sizeof to, "%s%s", db_path, side[i]);
             if (exists(from) && rename(from, to) != 0) {
-                len = strlen(errmsg);
-                snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len, "; cannot put %s back: %s",
+                errorAppendf(errmsg, "; cannot put %s back: %s",
                          from, strerror(errno));
                 ok = false;
             }
         }
     }
     if (moved_log[0] != '\0' && rename(moved_log, raft_dir) != 0) {
-        len = strlen(errmsg);
-        snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len, "; cannot put %s back: %s", moved_log,
+        errorAppendf(errmsg, "; cannot put %s back: %s", moved_log,
                  strerror(errno));
         ok = false;
     }
     libSyncParentDir(db_path, sync_err);
     if (ok) {
-        len = strlen(errmsg);
-        snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len, "; what was moved aside is back in place");
+        errorAppendf(errmsg, "; what was moved aside is back in place");
     }
     return ok;
 }

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 const char *errorString(int rc)
 {
@@ -46,6 +47,19 @@ void errorf(char *errmsg, const char *fmt, ...)
     }
     va_start(ap, fmt);
     vsnprintf(errmsg, CAIRN_ERRMSG_SIZE, fmt, ap);
+    va_end(ap);
+}
+
+void errorAppendf(char *errmsg, const char *fmt, ...)
+{
+    va_list ap;
+    size_t len;
+    if (errmsg == NULL) {
+        return;
+    }
+    len = strnlen(errmsg, CAIRN_ERRMSG_SIZE - 1);
+    va_start(ap, fmt);
+    vsnprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len, fmt, ap);
     va_end(ap);
 }
 

@@ -23,6 +23,8 @@ const char *errorName(int rc);
 
 /* printf into an errmsg buffer of CAIRN_ERRMSG_SIZE bytes. */
 void errorf(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same, added after what errmsg already says (cut at CAIRN_ERRMSG_SIZE). */
+void errorAppendf(char *errmsg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Format one line and hand it to a log callback (fn(arg, line)); nothing when fn is
  * NULL. The loggers of the node, the FSM, the server and repair all go through it. */

@@ -194,7 +194,6 @@ int newfileRenameDatabase(const char *tmp, const char *path, char *errmsg)
     enum { NSIDE = sizeof SIDE / sizeof SIDE[0] };
     char side[PATH_MAX + 16], aside[NSIDE][PATH_MAX + 48], prefix[PATH_MAX];
     bool moved[NSIDE] = {false};
-    size_t len;
     int err = 0;
 
     if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, "replaced", prefix)) {
@@ -226,8 +225,7 @@ int newfileRenameDatabase(const char *tmp, const char *path, char *errmsg)
     for (size_t i = 0; i < NSIDE; i++) {
         snprintf(side, sizeof side, "%s%s", path, SIDE[i]);
         if (moved[i] && rename(aside[i], side) != 0) {
-            len = strlen(errmsg);
-            snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len, "; %s stays in %s: %s", side,
+            errorAppendf(errmsg, "; %s stays in %s: %s", side,
                      aside[i], strerror(errno));
         }
     }
