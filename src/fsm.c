@@ -645,6 +645,7 @@ static int fsmSnapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned
     struct raft_buffer *b;
     int rv;
 
+    f->snapshot_deferred = true; /* until the copy starts, below */
     if (f->force_snapshot) {
         f->force_snapshot = false;
         f->cur_threshold = 0; /* the next apply sets the usual threshold again */
@@ -689,6 +690,7 @@ static int fsmSnapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned
     manifestEncode(&m, b->base);
     *bufs = b;
     *n_bufs = 1;
+    f->snapshot_deferred = false;
     return 0;
 }
 

@@ -97,6 +97,10 @@ struct fsm {
     unsigned cur_threshold;
     unsigned cur_trailing;
     bool force_snapshot; /* nodeSnapshot(): threshold 1 until the next snapshot */
+    /* The last snapshot libraft asked for was refused for now (RAFT_BUSY: a reader held
+     * the WAL back, a restore's swap held entries); false once one is taken. libraft
+     * asks again only after the next apply: node.c's tick appends one. Loop thread. */
+    bool snapshot_deferred;
     fsm_restore_fn restore;
     void *restore_data;
     fsm_ready_fn ready; /* restore_data's */

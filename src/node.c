@@ -137,9 +137,10 @@ struct node {
     unsigned disk_transfer_ticks;
     struct op *inflight;           /* OP_APPLY ops waiting for their entries (oldest first) */
     struct op *inflight_last;
-    struct raft_barrier retry;     /* re-drives a failed apply (see tickCb) */
+    struct raft_barrier retry;     /* re-drives a failed apply or snapshot (see tickCb) */
     bool retry_pending;
     unsigned retry_ticks;
+    unsigned snap_retry_wait; /* ticks between a deferred snapshot's re-drives (tickCb) */
     bool closing;
     bool transfer_tried;
     bool said_unavailable; /* the log says libraft stopped (tickCb) */
@@ -1211,15 +1212,27 @@ static void tickCb(uv_timer_t *t)
     }
     if (n->fsm.apply_failed) {
         failInflight(n);
-        /* libraft retries a failed apply only with the next commit: append a barrier
-         * now and then, so that the node resumes by itself once space is freed. */
-        if (++n->retry_ticks >= 1000 / TICK_MS && !n->retry_pending && !n->closing &&
-            raft_state(&n->raft) == RAFT_LEADER) {
-            n->retry_ticks = 0;
-            n->retry.data = n;
-            if (raft_barrier(&n->raft, &n->retry, retryCb) == 0) {
-                n->retry_pending = true;
-            }
+    }
+    /* libraft retries a failed apply, and a snapshot it was refused (fsm.c: a reader
+     * held the WAL back), only after the next commit, which a quiet cluster never makes:
+     * then its log stays uncompacted, and held in memory, for as long as nobody writes.
+     * The leader appends a barrier now and then, which every node applies: a failed
+     * apply is tried every second, so that the node resumes by itself once space is
+     * freed; a deferred snapshot after 1 s, then 2, 4, ... at most 30 s apart while
+     * readers keep holding the WAL (each try may wait 100 ms for them on this thread). */
+    if (!n->fsm.snapshot_deferred) {
+        n->snap_retry_wait = 1000 / TICK_MS;
+    }
+    if ((n->fsm.apply_failed || n->fsm.snapshot_deferred) && !n->retry_pending && !n->closing &&
+        raft_state(&n->raft) == RAFT_LEADER &&
+        ++n->retry_ticks >= (n->fsm.apply_failed ? 1000 / TICK_MS : n->snap_retry_wait)) {
+        n->retry_ticks = 0;
+        if (!n->fsm.apply_failed && n->snap_retry_wait < 30000 / TICK_MS) {
+            n->snap_retry_wait *= 2;
+        }
+        n->retry.data = n;
+        if (raft_barrier(&n->raft, &n->retry, retryCb) == 0) {
+            n->retry_pending = true;
         }
     }
     publishInfo(n);

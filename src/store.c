@@ -164,6 +164,7 @@ struct store {
 
     pthread_mutex_t rmu;
     pthread_rwlock_t swap_lock;
+    atomic_bool page_checksums_on; /* the file's header says so (openWriter) */
     struct reader *free_readers;
     atomic_uint generation;
     atomic_uint nreaders;
@@ -571,6 +572,15 @@ static int openWriter(struct store *s, char *errmsg)
     s->applied = (uint64_t)sqlite3_column_int64(st, 0);
     atomic_store(&s->applied_pub, s->applied);
     sqlite3_finalize(st);
+    {
+        /* Whether the file has page checksums, read once per file: /status asks often,
+         * and a descriptor of its own, closed again, would drop SQLite's locks. */
+        unsigned char hdr[24];
+        int fd = pagesumFd(s->writer);
+        atomic_store(&s->page_checksums_on, fd >= 0 &&
+                                                pread(fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr &&
+                                                hdr[20] == PAGESUM_RESERVE);
+    }
 
     sqlite3_create_function(s->writer, "random", 0, SQLITE_UTF8, s, fnRandom, NULL, NULL);
     sqlite3_create_function(s->writer, "randomblob", 1, SQLITE_UTF8, s, fnRandomBlob, NULL,
@@ -2241,10 +2251,13 @@ static int freezeLocked(struct store *s, struct store_freeze *fz, char *errmsg)
         rv = sqlErr(db, rc, "begin backup read", s->path, errmsg);
         goto err;
     }
-    fz->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    /* The connection's own descriptor: one opened here and closed at the thaw would
+     * drop SQLite's locks on the file (pagesum.h, pagesumFd). */
+    fz->fd = pagesumFd(db);
     if (fz->fd < 0) {
-        errorf(errmsg, "open %s: %s", s->path, strerror(errno));
-        rv = errorFromErrno(errno);
+        errorf(errmsg, "%s: cannot read the file beside SQLite (its descriptor is not known)",
+               s->path);
+        rv = CAIRN_EIO;
         goto err;
     }
     fz->db = db;
@@ -2263,10 +2276,7 @@ err:
 
 void storeThaw(struct store_freeze *fz)
 {
-    if (fz->fd >= 0) {
-        close(fz->fd);
-        fz->fd = -1;
-    }
+    fz->fd = -1; /* fz->db's, closed with it */
     if (fz->db != NULL) {
         struct store *s = fz->store;
         sqlite3_exec(fz->db, "COMMIT", NULL, NULL, NULL);
@@ -2300,16 +2310,7 @@ void storeStats(struct store *s, struct store_stats *st)
     snprintf(wal, sizeof wal, "%s-wal", s->path);
     st->wal_size = stat(wal, &sb) == 0 ? (int64_t)sb.st_size : 0;
     st->readers = atomic_load(&s->nreaders);
-    st->page_checksums = false;
-    {
-        unsigned char hdr[24];
-        int fd = open(s->path, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            st->page_checksums = pread(fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr &&
-                                 hdr[20] == PAGESUM_RESERVE;
-            close(fd);
-        }
-    }
+    st->page_checksums = atomic_load(&s->page_checksums_on);
     st->checksum_failures = pagesumFailures();
     st->early_applies = atomic_load(&s->early_applies);
     st->early_discards = atomic_load(&s->early_discards);

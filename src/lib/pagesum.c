@@ -47,6 +47,7 @@ struct psFile {
     uint64_t extent;
     uint64_t run;
     uint64_t charged;
+    int fd; /* a database's descriptor, SQLite's own (pagesumFd), or -1 */
     /* the real file follows */
 };
 
@@ -402,6 +403,41 @@ static int openWrapped(struct psFile *p, const char *name, int flags, int *out,
     return SQLITE_OK;
 }
 
+/* The descriptor of a database file the base VFS opened, -1 when it cannot be told.
+ * The unix VFS's file starts with its methods, its VFS and its inode's shared state,
+ * then the descriptor (struct unixFile in sqlite3.c, unchanged since SQLite 3.5); what
+ * is read there counts only if it is open on the very file SQLite was asked for. */
+static int unixDescriptor(sqlite3_file *real, const char *name)
+{
+    struct unixHead {
+        const sqlite3_io_methods *methods;
+        sqlite3_vfs *vfs;
+        void *inode;
+        int h;
+    };
+    struct stat a, b;
+    int fd;
+    if (strncmp(baseVfs->zName, "unix", 4) != 0 || name == NULL) {
+        return -1;
+    }
+    fd = ((const struct unixHead *)(const void *)real)->h;
+    if (fd < 0 || fstat(fd, &a) != 0 || stat(name, &b) != 0 || a.st_dev != b.st_dev ||
+        a.st_ino != b.st_ino) {
+        return -1;
+    }
+    return fd;
+}
+
+int pagesumFd(sqlite3 *db)
+{
+    sqlite3_file *f = NULL;
+    if (sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK ||
+        f == NULL || f->pMethods != &psMethods) {
+        return -1;
+    }
+    return ((struct psFile *)f)->fd;
+}
+
 static int psOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
 {
     struct psFile *p = (struct psFile *)f;
@@ -421,6 +457,7 @@ static int psOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags
     if ((rc = openWrapped(p, name, flags, out, &psMethods)) != SQLITE_OK) {
         return rc;
     }
+    p->fd = unixDescriptor(REAL(f), name);
     {
         /* What the file says now; an empty (new) file says it with its first page 1. */
         unsigned char hdr[100];

@@ -31,6 +31,20 @@
  * by a connection that does not would write pages unsealed). */
 void pagesumRegister(void);
 
+/* The descriptor through which connection db, opened with PAGESUM_VFS, holds its main
+ * database file, for reading that file beside SQLite (a snapshot's or a backup's copy
+ * of a frozen state); -1 when it cannot be told. Valid while db is open; never closed
+ * by the caller.
+ *
+ * A program with a SQLite connection on a file must never open(2) that file and
+ * close(2) it again: closing any descriptor of a file drops every POSIX lock the
+ * process holds on it, SQLite's included. With its connections' SHARED lock gone, the
+ * next sqlite3 of another process that opens and closes the file believes itself the
+ * last: it checkpoints the WAL into the file, its pages unsealed (they then fail their
+ * checksums), and deletes the WAL and its index under the running node. */
+struct sqlite3;
+int pagesumFd(struct sqlite3 *db);
+
 /* SQLite's "now" on this thread, Unix milliseconds; 0: the real clock. */
 void pagesumSetNow(int64_t unix_ms);
 
