@@ -1,6 +1,6 @@
 /* Unit tests of the shared helpers of src/lib/: ISO-8601 times (lib.c), the atomic
  * whole-file write and the durable rename (lib.c), and the one SQLite error mapper
- * (sqlerr.c), on real files in a temporary directory and a real SQLite connection. */
+ * (sqlerr.c), the descriptor of a connection's database file (pagesum.c), on real files in a temporary directory and a real SQLite connection. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,9 +18,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <stdbool.h>
+#include <limits.h>
+#include <sys/wait.h>
 
 #include "error.h"
 #include "lib.h"
+#include "pagesum.h"
 #include "sqlerr.h"
 
 /* ---- ISO-8601 ------------------------------------------------------------------------ */
@@ -464,6 +468,67 @@ static void test_read_id_file(void **state)
     rmdir(path);
 }
 
+/* ---- a connection's own descriptor (pagesumFd) --------------------------------------- */
+
+/* Does another process see a lock on SQLite's SHARED range of path? F_GETLK never
+ * reports the caller's own locks, so ask from a child. */
+static bool otherSeesSharedLock(const char *path)
+{
+    pid_t pid = fork();
+    int status = 0;
+    if (pid == 0) {
+        int fd = open(path, O_RDONLY);
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0x40000002,
+                           .l_len = 510};
+        _exit(fd >= 0 && fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK ? 0 : 1);
+    }
+    assert_true(pid > 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void test_pagesum_fd(void **state)
+{
+    struct fx *f = *state;
+    char path[PATH_MAX];
+    sqlite3 *db = NULL, *plain = NULL;
+    struct stat a, b;
+    unsigned char hdr[16];
+    int fd;
+    pagesumRegister();
+    snprintf(path, sizeof path, "%s/x.db", f->dir);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                                     PAGESUM_VFS),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x); "
+                                      "INSERT INTO t VALUES(1); BEGIN; SELECT * FROM t;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    /* The very file SQLite holds, readable beside it. */
+    fd = pagesumFd(db);
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &a), 0);
+    assert_int_equal(stat(path, &b), 0);
+    assert_true(a.st_dev == b.st_dev && a.st_ino == b.st_ino);
+    assert_int_equal(pread(fd, hdr, sizeof hdr, 0), (ssize_t)sizeof hdr);
+    assert_memory_equal(hdr, "SQLite format 3", 16);
+    /* Reading through it keeps SQLite's lock, which a descriptor of one's own, once
+     * closed, would have dropped (the reason pagesumFd exists). */
+    assert_true(otherSeesSharedLock(path));
+    {
+        int own = open(path, O_RDONLY);
+        assert_true(own >= 0);
+        close(own);
+        assert_false(otherSeesSharedLock(path));
+    }
+    /* A connection through another VFS: not known. */
+    assert_int_equal(sqlite3_open_v2(path, &plain, SQLITE_OPEN_READONLY, "unix"), SQLITE_OK);
+    assert_int_equal(pagesumFd(plain), -1);
+    sqlite3_close(plain);
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -478,6 +543,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_id_file, setup, teardown),
         cmocka_unit_test(test_sqlerr_codes),
         cmocka_unit_test(test_sqlerr_messages),
+        cmocka_unit_test_setup_teardown(test_pagesum_fd, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
