@@ -35,6 +35,7 @@ from conftest import (
     StopWaiting,
     _LIVE,
     deadline_seconds,
+    lock_problems,
     wait_until,
 )
 import backuputil
@@ -501,6 +502,8 @@ class Cluster:
             if n.frozen or (n.proc is not None and n.proc.poll() is None):
                 n.thaw()
         live = [n for n in self.all_nodes if n.running()]
+        for n in live:
+            problems += lock_problems(n)
         for n in live:
             try:
                 rc = n.stop(timeout=20)

@@ -23,6 +23,7 @@ report.
 """
 
 import atexit
+import fcntl
 import hashlib
 import http.client
 import json
@@ -31,6 +32,7 @@ import pathlib
 import signal
 import random
 import socket
+import struct
 import subprocess
 import time
 import urllib.parse
@@ -519,9 +521,49 @@ def _kill_leftovers():
             s.proc.wait()
 
 
+# SQLite's lock bytes (os.h): a connection's SHARED lock is a read lock on one byte of
+# this range; struct flock on Linux x86-64/arm64 is type, whence, start, len, pid.
+SQLITE_SHARED_FIRST = 0x40000000 + 2
+SQLITE_SHARED_SIZE = 510
+_FLOCK = "hhqqi"
+
+
+def sqlite_lock_holder(path):
+    """The pid of a process holding a lock on SQLite's shared range of path (that a write
+    lock there would meet), None when none does. F_GETLK never reports the caller's own."""
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        want = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, SQLITE_SHARED_FIRST,
+                           SQLITE_SHARED_SIZE, 0)
+        got = fcntl.fcntl(fd, fcntl.F_GETLK, want)
+        kind, _, _, _, pid = struct.unpack(_FLOCK, got[:struct.calcsize(_FLOCK)])
+        return None if kind == fcntl.F_UNLCK else pid
+    finally:
+        os.close(fd)
+
+
+def lock_problems(server):
+    """A running cairnd holds SQLite's lock on its db.sqlite for as long as it runs: with
+    it gone, another process's sqlite3 closing the file would checkpoint the WAL into it
+    unsealed and delete the WAL under the node (docs/OPERATIONS.md, "Reading db.sqlite
+    from another process"). Checked for every node at every test's end."""
+    db = server.data_dir / "db.sqlite"
+    if not server.running() or not db.exists():
+        return []
+    try:
+        holder = sqlite_lock_holder(db)
+    except OSError:
+        return []  # removed meanwhile
+    if holder == server.pid:
+        return []
+    return ["%s (pid %d) holds no SQLite lock on %s (holder: %r): another process's sqlite3 "
+            "closing the file would checkpoint it and delete its WAL"
+            % (server.name, server.pid, db, holder)]
+
+
 def _shutdown(server):
     """Stops a server at teardown; returns a list of problems to report."""
-    problems = []
+    problems = lock_problems(server)
     if server.running():
         try:
             rc = server.stop()

@@ -14,37 +14,17 @@ Each test asserts what another process sees (fcntl F_GETLK on SQLite's shared-lo
 range names cairnd's pid) after each of cairnd's ways of reading its file, and what an
 external reader's open and close leaves behind.
 """
-import fcntl
 import os
 import sqlite3
-import struct
 import subprocess
 
 import backuputil
-from conftest import assert_exec_ok, wait_until
-
-# SQLite's lock bytes (os.h): SHARED is a read lock on one byte of this range.
-SHARED_FIRST = 0x40000000 + 2
-SHARED_SIZE = 510
-FLOCK = "hhqqi"  # struct flock on Linux x86-64/arm64: type, whence, start, len, pid
-
-
-def lock_holder(path):
-    """The pid holding a lock that a write lock on SQLite's shared range would meet,
-    None when no process does (F_GETLK never reports the caller's own locks)."""
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        want = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, SHARED_FIRST, SHARED_SIZE, 0)
-        got = fcntl.fcntl(fd, fcntl.F_GETLK, want)
-        kind, _, _, _, pid = struct.unpack(FLOCK, got[:struct.calcsize(FLOCK)])
-        return None if kind == fcntl.F_UNLCK else pid
-    finally:
-        os.close(fd)
+from conftest import assert_exec_ok, sqlite_lock_holder, wait_until
 
 
 def assert_node_holds(s, what):
     db = s.data_dir / "db.sqlite"
-    holder = lock_holder(db)
+    holder = sqlite_lock_holder(db)
     assert holder == s.pid, (
         "after %s, cairnd (pid %d) holds no SHARED lock on %s (holder: %r): another "
         "process's sqlite3 closing the file would checkpoint it and delete its WAL"
