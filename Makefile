@@ -46,7 +46,7 @@ asan-build: deps $(ASAN_BUILD)/CMakeCache.txt
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 unit: build
-	cd $(BUILD) && ctest --output-on-failure
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 system: build
 	bash tests/compat/setup.sh
@@ -55,7 +55,7 @@ system: build
 
 # The sanitizer build runs the unit tests and a short system test.
 asan: asan-build
-	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 	CAIRN_BUILD=$(abspath $(ASAN_BUILD)) CAIRN_SANITIZED=1 $(PYTHON) -m pytest -q -m smoke tests/system
 
 # ThreadSanitizer over the tests where threads share the most (a request's thread and

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the libFuzzer targets of fuzz/ with clang into build-fuzz/ and run each for
-# SECONDS (default 60): `bash fuzz/run.sh [SECONDS] [TARGET...]` (targets: arcseg catidx
-# cbk command request s3xml sqlfront tz; all by default). See fuzz/README.md.
+# SECONDS (default 60), as many at once as there are CPUs: `bash fuzz/run.sh [SECONDS]
+# [TARGET...]` (targets: arcseg catidx cbk command request s3xml sqlfront tz; all by
+# default). See fuzz/README.md.
 #
 # Each target starts from its seed corpus fuzz/corpus/<target>/ and the saved crashes
 # of fuzz/regress/<target>/; what it learns goes to build-fuzz/corpus/<target>/ (not
@@ -35,28 +36,25 @@ if ! cmake --build "$out" -j "$(nproc 2>/dev/null || echo 2)" --target fuzzers >
   exit 2
 fi
 
-failed=0
-for t in "${targets[@]}"; do
-  bin="$out/fuzz_$t"
-  if [ ! -x "$bin" ]; then
-    echo "fuzz: no target $t" >&2
-    exit 2
-  fi
+# One target, its summary line into $out/logs/<target>.summary and a nonzero
+# $out/logs/<target>.failed when it crashed or leaked.
+runTarget() {
+  local t=$1 bin="$out/fuzz_$1" log="$out/logs/$1.log" rc
+  local dict=() seeds=(fuzz/corpus/"$1")
   mkdir -p "$out/corpus/$t" "$out/crashes/$t" "$out/logs"
-  dict=()
+  rm -f "$out/logs/$t.failed"
   if [ -f "fuzz/$t.dict" ]; then
     dict=(-dict="fuzz/$t.dict")
   fi
-  seeds=(fuzz/corpus/"$t")
   if [ -d "fuzz/regress/$t" ]; then
     seeds+=(fuzz/regress/"$t")
   fi
-  log="$out/logs/$t.log"
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "$bin" -max_total_time="$seconds" \
     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/crashes/$t/" \
     "${dict[@]}" "$out/corpus/$t" "${seeds[@]}" >"$log" 2>&1
   rc=$?
   # The last status line: "#N DONE cov: C ft: F corp: U/Sb ... exec/s: E rss: R".
+  local last cov corp execs rate crashes
   last=$(grep -E '^#[0-9]+' "$log" | tail -1)
   cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$last")
   corp=$(sed -nE 's/.* corp: ([0-9]+\/[0-9A-Za-z]+).*/\1/p' <<<"$last")
@@ -64,11 +62,39 @@ for t in "${targets[@]}"; do
   rate=$(sed -nE 's/.* exec\/s: ([0-9]+).*/\1/p' <<<"$last")
   crashes=$(find "$out/crashes/$t" -type f | wc -l)
   printf 'fuzz %-8s %6ss  execs %-9s exec/s %-6s corpus %-12s cov %-5s crashes %s\n' \
-    "$t" "$seconds" "${execs:-?}" "${rate:-?}" "${corp:-?}" "${cov:-?}" "$crashes"
+    "$t" "$seconds" "${execs:-?}" "${rate:-?}" "${corp:-?}" "${cov:-?}" "$crashes" \
+    >"$out/logs/$t.summary"
   if [ $rc -ne 0 ] || [ "$crashes" -ne 0 ]; then
+    echo "$rc" >"$out/logs/$t.failed"
+  fi
+}
+
+for t in "${targets[@]}"; do
+  if [ ! -x "$out/fuzz_$t" ]; then
+    echo "fuzz: no target $t" >&2
+    exit 2
+  fi
+done
+# As many targets at once as there are CPUs: each is one process on one core.
+jobs_max=$(nproc 2>/dev/null || echo 2)
+running=0
+for t in "${targets[@]}"; do
+  if [ "$running" -ge "$jobs_max" ]; then
+    wait -n
+    running=$((running - 1))
+  fi
+  runTarget "$t" &
+  running=$((running + 1))
+done
+wait
+
+failed=0
+for t in "${targets[@]}"; do
+  cat "$out/logs/$t.summary"
+  if [ -f "$out/logs/$t.failed" ]; then
     failed=1
-    echo "fuzz: $t FAILED (exit $rc); log $log, inputs in $out/crashes/$t/:" >&2
-    grep -E 'ERROR|SUMMARY|invariant|Test unit written' "$log" | head -10 >&2
+    echo "fuzz: $t FAILED (exit $(cat "$out/logs/$t.failed")); log $out/logs/$t.log, inputs in $out/crashes/$t/:" >&2
+    grep -E 'ERROR|SUMMARY|invariant|Test unit written' "$out/logs/$t.log" | head -10 >&2
   fi
 done
 exit $failed
