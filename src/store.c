@@ -1192,6 +1192,40 @@ static bool environmental(int rc)
 static const struct batch noStatements = {.kind = BATCH_QUERY};
 
 /* storeApply with wmu held; group: run it as part of a group (store.h). */
+/* The cairn error of a failure of this node's own (environmental(rc)). */
+static int ownFailure(int rc)
+{
+    switch (rc & 0xff) {
+        case SQLITE_FULL:
+            return CAIRN_ENOSPC;
+        case SQLITE_NOMEM:
+            return CAIRN_ENOMEM;
+        case SQLITE_IOERR:
+            return rc == SQLITE_IOERR_DATA ? CAIRN_ECORRUPT : CAIRN_EIO;
+        default:
+            return CAIRN_ECORRUPT;
+    }
+}
+
+/* A failure where the virtual tables write what they kept (FTS5 its pending terms): a
+ * statement's RELEASE, a group's entry RELEASE, the entry's COMMIT. True when it comes
+ * from the data, alike on every node (a damaged FTS5 index, a constraint or a size limit
+ * checked there), and is then the entry's outcome; anything else is this node's own
+ * failure (ownCommitFailure), which must keep nothing of the entry. */
+static bool outcomeAtCommit(int rc)
+{
+    return rc == SQLITE_CORRUPT_VTAB || (rc & 0xff) == SQLITE_CONSTRAINT ||
+           (rc & 0xff) == SQLITE_TOOBIG;
+}
+
+static int ownCommitFailure(const struct store *s, int rc)
+{
+    if (s->wpol.trip == POLICY_TRIP_STOPPING || (rc & 0xff) == SQLITE_INTERRUPT) {
+        return CAIRN_ESHUTDOWN;
+    }
+    return environmental(rc) ? ownFailure(rc) : CAIRN_EIO;
+}
+
 static int applyLocked(struct store *s, const struct batch *b, uint64_t index, bool group,
                        struct cairn_result **out, char *errmsg)
 {
@@ -1316,16 +1350,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             }
             errorf(errmsg, "entry %llu cannot be applied on this node: %s",
                    (unsigned long long)index, why);
-            switch (rc & 0xff) {
-                case SQLITE_FULL:
-                    return CAIRN_ENOSPC;
-                case SQLITE_NOMEM:
-                    return CAIRN_ENOMEM;
-                case SQLITE_IOERR:
-                    return rc == SQLITE_IOERR_DATA ? CAIRN_ECORRUPT : CAIRN_EIO;
-                default:
-                    return CAIRN_ECORRUPT;
-            }
+            return ownFailure(rc);
         }
         if (sqlite3_get_autocommit(s->writer) && group) {
             /* The whole grouped transaction is gone, the entries before this one with
@@ -1374,8 +1399,43 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             }
             internalStep(s, s->st_rollback_to);
             internalStep(s, s->st_release);
-        } else if (!txn) {
-            internalStep(s, s->st_release);
+        } else if (!txn && (rc = internalStep(s, s->st_release)) != SQLITE_OK) {
+            /* RELEASE runs the virtual tables' xRelease (FTS5 writes there what the
+             * statement left pending) once SQLite has merged the statement's pages into
+             * the transaction: the statement can no longer be undone alone. A cause of
+             * this node's: the apply fails, nothing kept. An outcome of the data
+             * (outcomeAtCommit): the entry's transaction is rolled back whole, as when a
+             * statement's own error does so, and the next statement goes on in a new
+             * one; in a group, the entry is applied again alone (STORE_EREGROUP). */
+            char why[600];
+            snprintf(why, sizeof why, "%s (when the statement's changes were being kept)",
+                     sqlite3_errmsg(s->writer));
+            resultError(rs, why);
+            if (!outcomeAtCommit(rc) || group) {
+                int rv = outcomeAtCommit(rc) ? STORE_EREGROUP : ownCommitFailure(s, rc);
+                if (group && s->group_open) {
+                    groupLost(s);
+                } else if (!sqlite3_get_autocommit(s->writer)) {
+                    internalStep(s, s->st_rollback);
+                }
+                pagesumSetNow(0);
+                cairn_result_free(res);
+                if (rv == STORE_EREGROUP) {
+                    errorf(errmsg, "entry %llu rolled back the grouped transaction",
+                           (unsigned long long)index);
+                } else {
+                    errorf(errmsg, "entry %llu cannot be applied on this node: %s",
+                           (unsigned long long)index, why);
+                }
+                return rv;
+            }
+            if (!sqlite3_get_autocommit(s->writer)) {
+                internalStep(s, s->st_rollback);
+            }
+            resultsRolledBack(res, res->n - 1, why);
+            if ((rc = internalStep(s, s->st_begin)) != SQLITE_OK) {
+                goto fail;
+            }
         }
         if (stats) {
             statsReload(s);
@@ -1384,8 +1444,17 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
     sqlite3_bind_int64(s->st_set_index, 1, (sqlite3_int64)index);
     rc = internalStep(s, s->st_set_index);
     if (group) {
-        if (rc == SQLITE_OK) {
-            rc = internalStep(s, s->st_entry_release);
+        if (rc == SQLITE_OK && (rc = internalStep(s, s->st_entry_release)) != SQLITE_OK &&
+            outcomeAtCommit(rc) && s->group_open) {
+            /* A virtual table's xRelease failed (FTS5 flushing a transaction's pending
+             * terms into a damaged index, alike on every node): applied again alone,
+             * where the failure becomes the entry's outcome at its COMMIT (below). */
+            groupLost(s);
+            pagesumSetNow(0);
+            cairn_result_free(res);
+            errorf(errmsg, "entry %llu rolled back the grouped transaction: %s",
+                   (unsigned long long)index, sqlite3_errmsg(s->writer));
+            return STORE_EREGROUP;
         }
         if (rc != SQLITE_OK) {
             goto fail;
@@ -1395,8 +1464,26 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
         *out = res;
         return 0;
     }
-    if (rc == SQLITE_OK) {
-        rc = internalStep(s, s->st_commit);
+    if (rc == SQLITE_OK && (rc = internalStep(s, s->st_commit)) != SQLITE_OK &&
+        outcomeAtCommit(rc)) {
+        /* COMMIT runs the virtual tables' xSync (FTS5 flushes a transaction's pending
+         * terms there) and can fail for a cause alike on every node (a damaged FTS5
+         * index): that is the entry's outcome, not a failure to apply it, which every
+         * node would retry for ever. Nothing of its statements is kept; the entry is
+         * applied (its index recorded) in a transaction of its own. */
+        char why[600];
+        snprintf(why, sizeof why, "%s (at the transaction's commit)", sqlite3_errmsg(s->writer));
+        if (!sqlite3_get_autocommit(s->writer)) {
+            internalStep(s, s->st_rollback);
+        }
+        if (res->n > 0 && res->stmts[res->n - 1].error == NULL) {
+            resultError(&res->stmts[res->n - 1], why);
+        }
+        resultsRolledBack(res, res->n, why);
+        if ((rc = internalStep(s, s->st_begin)) == SQLITE_OK &&
+            (rc = internalStep(s, s->st_set_index)) == SQLITE_OK) {
+            rc = internalStep(s, s->st_commit);
+        }
     }
     if (rc != SQLITE_OK) {
         /* The message first: the rollback would replace it with its own. */
