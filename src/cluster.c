@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <raft.h>
@@ -106,16 +107,57 @@ void clusterUrl(const char *addr, char *out, size_t n)
 
 /* ---- HTTP to peers ------------------------------------------------------------------ */
 
+/* Where an answer's body goes: b (NULL: dropped), then past spill_at bytes (0: never)
+ * the file fd. */
+struct collect {
+    struct buf *b;
+    size_t spill_at;
+    int fd;
+    int err; /* errno of a failed spill file */
+};
+
+/* An unlinked file in $TMPDIR (else /tmp) for a body too large to hold: -1 with errno. */
+static int spillOpen(void)
+{
+    const char *dir = getenv("TMPDIR");
+    char path[PATH_MAX];
+    int fd;
+    if (dir == NULL || dir[0] == '\0') {
+        dir = "/tmp";
+    }
+    fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) {
+        return fd;
+    }
+    /* A file system without O_TMPFILE: a named file, unlinked at once. */
+    snprintf(path, sizeof path, "%s/cairn-answer-XXXXXX", dir);
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd >= 0) {
+        unlink(path);
+    }
+    return fd;
+}
+
 static size_t collectBody(char *p, size_t size, size_t nmemb, void *arg)
 {
-    struct buf *b = arg;
-    if (b != NULL) {
-        bufPut(b, p, size * nmemb);
-        if (b->oom) {
+    struct collect *c = arg;
+    size_t n = size * nmemb;
+    if (c->b == NULL) {
+        return n;
+    }
+    if (c->fd < 0 && c->spill_at != 0 && c->b->len + n > c->spill_at) {
+        if ((c->fd = spillOpen()) < 0 ||
+            (c->err = libWriteFull(c->fd, c->b->p, c->b->len)) != 0) {
+            c->err = c->err ? c->err : errno;
             return 0;
         }
+        bufFree(c->b);
     }
-    return size * nmemb;
+    if (c->fd >= 0) {
+        return (c->err = libWriteFull(c->fd, p, n)) == 0 ? n : 0;
+    }
+    bufPut(c->b, p, n);
+    return c->b->oom ? 0 : n;
 }
 
 static size_t writeFd(char *p, size_t size, size_t nmemb, void *arg)
@@ -177,10 +219,23 @@ int clusterHttp(const char *method, const char *url, const char *body, size_t le
                 long timeout_ms, long *status, struct buf *out, char *content_type, size_t ct_size,
                 bool *connect_failed, bool forwarded, char *errmsg)
 {
+    return clusterHttpSpill(method, url, body, len, body_fd, timeout_ms, status, out, 0, NULL,
+                            content_type, ct_size, connect_failed, forwarded, errmsg);
+}
+
+int clusterHttpSpill(const char *method, const char *url, const char *body, size_t len,
+                     int body_fd, long timeout_ms, long *status, struct buf *out, size_t spill_at,
+                     int *spill_fd, char *content_type, size_t ct_size, bool *connect_failed,
+                     bool forwarded, char *errmsg)
+{
     struct curl_slist *hdrs = NULL;
+    struct collect col = {out, spill_fd != NULL ? spill_at : 0, -1, 0};
     CURL *h;
     int rv;
 
+    if (spill_fd != NULL) {
+        *spill_fd = -1;
+    }
     *status = 0;
     if (connect_failed != NULL) {
         *connect_failed = false;
@@ -211,8 +266,26 @@ int clusterHttp(const char *method, const char *url, const char *body, size_t le
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     }
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collectBody);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &col);
     rv = perform(h, method, url, timeout_ms, status, connect_failed, errmsg);
+    if (col.err != 0) {
+        errorf(errmsg, "%s %s: cannot keep the answer in a file in %s: %s", method, url,
+               getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp",
+               strerror(col.err));
+        rv = CAIRN_EIO;
+    }
+    if (col.fd >= 0) {
+        if (rv == 0 && lseek(col.fd, 0, SEEK_SET) != 0) {
+            errorf(errmsg, "%s %s: cannot read back the answer's file: %s", method, url,
+                   strerror(errno));
+            rv = CAIRN_EIO;
+        }
+        if (rv == 0) {
+            *spill_fd = col.fd;
+        } else {
+            close(col.fd);
+        }
+    }
     if (rv == 0 && content_type != NULL) {
         char *ct = NULL;
         curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);

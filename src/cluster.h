@@ -47,6 +47,17 @@ int clusterHttp(const char *method, const char *url, const char *body, size_t le
                 long timeout_ms, long *status, struct buf *out, char *content_type, size_t ct_size,
                 bool *connect_failed, bool forwarded, char *errmsg);
 
+/* clusterHttp for an answer of any size: once the body passes spill_at bytes it goes on
+ * into an unlinked file in $TMPDIR (else /tmp), and *spill_fd (else -1) is that file,
+ * holding the whole body, for the caller to read from offset 0 and close; out is then
+ * empty. A node relaying a peer's answer so holds spill_at bytes of it in memory, not
+ * the answer (a JSON answer can be gigabytes). A file that cannot be written fails the
+ * request (CAIRN_EIO, naming the file). */
+int clusterHttpSpill(const char *method, const char *url, const char *body, size_t len,
+                     int body_fd, long timeout_ms, long *status, struct buf *out, size_t spill_at,
+                     int *spill_fd, char *content_type, size_t ct_size, bool *connect_failed,
+                     bool forwarded, char *errmsg);
+
 /* GET url into the file path (created; removed again on failure). */
 int clusterDownload(const char *url, const char *path, char *errmsg);
 

@@ -316,6 +316,122 @@ static unsigned textPlainToJson(struct request *req, char *errmsg, size_t size)
     return 0;
 }
 
+/* A response of results sent while its JSON is made (result.h, resultJsonNext): the
+ * connection's thread makes the next RESPONSE_PART bytes when the client has taken
+ * the last. What the node holds for a response is its results and one part, however
+ * large the JSON. */
+#define RESPONSE_PART (256u << 10)
+
+struct response_stream {
+    struct cairn_result *res; /* owned */
+    struct result_json j;
+    bool pretty;
+    struct json_pretty pp;
+    bool done;       /* the whole document is in out (or went out) */
+    struct buf raw;  /* with ?pretty, the compact part before it is indented */
+    struct buf out;  /* the part being sent */
+    size_t sent;     /* of out */
+};
+
+/* Make the next part of rs's document into rs->out (a newline after the end, as every
+ * JSON answer has). 0, or -1 when memory ran out. */
+static int streamFill(struct response_stream *rs)
+{
+    bufReset(&rs->out);
+    rs->sent = 0;
+    while (!rs->done && rs->out.len < RESPONSE_PART) {
+        if (rs->pretty) {
+            bufReset(&rs->raw);
+            rs->done = resultJsonNext(&rs->j, &rs->raw, RESPONSE_PART / 2);
+            bufJsonPrettyPart(&rs->pp, &rs->out, rs->raw.p, rs->raw.len);
+            if (rs->raw.oom) {
+                return -1;
+            }
+        } else {
+            rs->done = resultJsonNext(&rs->j, &rs->out, RESPONSE_PART);
+        }
+        if (rs->done) {
+            bufPutc(&rs->out, '\n');
+        }
+        if (rs->out.oom) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void streamFree(void *cls)
+{
+    struct response_stream *rs = cls;
+    resultJsonEnd(&rs->j);
+    cairn_result_free(rs->res);
+    bufFree(&rs->raw);
+    bufFree(&rs->out);
+    free(rs);
+}
+
+static ssize_t streamRead(void *cls, uint64_t pos, char *dst, size_t max)
+{
+    struct response_stream *rs = cls;
+    size_t n;
+    (void)pos;
+    if (rs->sent == rs->out.len) {
+        if (rs->done) {
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        if (streamFill(rs) != 0) {
+            /* The status went out long ago: cutting the answer short is all that is
+             * left, and the client sees a truncated body, not a whole one. */
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+    n = rs->out.len - rs->sent < max ? rs->out.len - rs->sent : max;
+    memcpy(dst, rs->out.p + rs->sent, n);
+    rs->sent += n;
+    return (ssize_t)n;
+}
+
+/* Answer 200 with the results res (taken over, freed here or once sent) as JSON. A
+ * document of one part is sent as it always was, with its length; a longer one in
+ * parts (chunked), made as the client reads. */
+static enum MHD_Result sendResults(struct MHD_Connection *c, struct cairn_result *res,
+                                   unsigned jflags, double total_time, bool pretty)
+{
+    struct response_stream *rs = calloc(1, sizeof *rs);
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    if (rs == NULL) {
+        cairn_result_free(res);
+        return httpSendError(c, 500, "out of memory building the response");
+    }
+    rs->res = res;
+    rs->pretty = pretty;
+    bufInit(&rs->raw);
+    bufInit(&rs->out);
+    resultJsonInit(&rs->j, res, jflags, total_time);
+    if (streamFill(rs) != 0) {
+        streamFree(rs);
+        return httpSendError(c, 500, "out of memory building the response");
+    }
+    if (rs->done) {
+        struct buf whole = rs->out;
+        bufInit(&rs->out);
+        streamFree(rs);
+        return httpSendBuf(c, 200, &whole, false);
+    }
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64u << 10, streamRead, rs,
+                                          streamFree);
+    if (r == NULL) {
+        streamFree(rs);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, "X-Cairn-Version", CAIRN_VERSION);
+    ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 /* /db/execute, /db/query, /db/request */
 static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c, int kind,
                                  const char *url, const char *method, struct request *req)
@@ -325,7 +441,6 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
     struct qflags f;
     struct batch b;
     struct cairn_result *res = NULL;
-    struct buf out;
     char errmsg[CAIRN_ERRMSG_SIZE];
     unsigned jflags = 0;
     int level;
@@ -518,13 +633,7 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
     if (f.qualify_columns) {
         jflags |= RESULT_JSON_QUALIFY;
     }
-    bufInit(&out);
-    resultToJson(res, jflags, httpNow() - req->t0, &out);
-    cairn_result_free(res);
-    if (!f.pretty) {
-        bufPutc(&out, '\n');
-    }
-    return httpSendBuf(c, 200, &out, f.pretty);
+    return sendResults(c, res, jflags, httpNow() - req->t0, f.pretty);
 }
 
 static void jsonKey(struct buf *b, const char *k)

@@ -28,6 +28,11 @@
  * loads of a large database are not. */
 #define FORWARD_TIMEOUT_MS (120 * 1000)
 #define FORWARD_ADMIN_TIMEOUT_MS (60 * 60 * 1000)
+/* The most of a peer's answer held in memory while it is relayed; the rest goes to a
+ * file (clusterHttpSpill): the leader sends an answer of any size in parts, and a
+ * follower that held it whole took as much memory as the JSON (1.2 GB for a 60 kB
+ * request under ?associative). */
+#define FORWARD_HELD_MAX (16u << 20)
 
 bool httpIsForwarded(struct MHD_Connection *c)
 {
@@ -107,6 +112,33 @@ static bool inConfiguration(const struct node_info *ni, uint64_t id)
     return false;
 }
 
+/* Answer with status and the whole file fd (taken over: closed here or once sent), a
+ * peer's answer too large to hold in memory. */
+static enum MHD_Result sendFile(struct MHD_Connection *c, unsigned status, const char *type,
+                                int fd)
+{
+    struct stat st;
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    if (fstat(fd, &st) != 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "cannot read the leader's answer back from its file: %s",
+                 strerror(errno));
+        close(fd);
+        return httpSendError(c, 500, msg);
+    }
+    r = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+    if (r == NULL) {
+        close(fd);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, "X-Cairn-Version", CAIRN_VERSION);
+    ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url, const char *method,
                struct request *req, uint64_t target, bool redirect, enum MHD_Result *ret)
 {
@@ -152,6 +184,7 @@ bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url,
             long status = 0;
             bool connect_failed = false;
             char ctype[128];
+            int spill_fd = -1;
             int rv;
             bufInit(&turl);
             targetUrl(c, base, url, &turl);
@@ -165,10 +198,16 @@ bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url,
                 return true;
             }
             bufInit(&body);
-            rv = clusterHttp(method, turl.p, req->body.p ? req->body.p : "", req->body.len,
-                             req->load_fd, admin ? FORWARD_ADMIN_TIMEOUT_MS : FORWARD_TIMEOUT_MS,
-                             &status, &body, ctype, sizeof ctype, &connect_failed, true, last);
+            rv = clusterHttpSpill(method, turl.p, req->body.p ? req->body.p : "", req->body.len,
+                                  req->load_fd,
+                                  admin ? FORWARD_ADMIN_TIMEOUT_MS : FORWARD_TIMEOUT_MS, &status,
+                                  &body, FORWARD_HELD_MAX, &spill_fd, ctype, sizeof ctype,
+                                  &connect_failed, true, last);
             bufFree(&turl);
+            if (rv == 0 && spill_fd >= 0) {
+                *ret = sendFile(c, (unsigned)status, ctype, spill_fd);
+                return true;
+            }
             if (rv == 0 && status != 421) {
                 size_t len = 0;
                 char *p = bufDetach(&body, &len);

@@ -1083,6 +1083,11 @@ static int parseStmt(struct parser *ps, size_t no)
         shapeError(ps->sem, &ps->has_sem, "%s", err);
     }
 done:
+    if (!ps->has_sem && ps->n >= REQUEST_STATEMENTS_MAX) {
+        shapeError(ps->sem, &ps->has_sem,
+                   "the request has more than %d statements: send them in several requests",
+                   REQUEST_STATEMENTS_MAX);
+    }
     if (ps->has_sem) {
         return 0; /* the request fails: only check the syntax of the rest */
     }

@@ -9,6 +9,15 @@
 
 #include "error.h"
 
+/* What malloc adds to each block it hands out (glibc: a 16-byte header, rounded to 16). */
+#define BLOCK_OVERHEAD 16
+
+/* The memory of a string of n bytes in a block of its own. */
+static size_t strSize(const char *p)
+{
+    return p != NULL ? strlen(p) + 1 + BLOCK_OVERHEAD : 0;
+}
+
 struct cairn_result *resultNew(void)
 {
     return calloc(1, sizeof(struct cairn_result));
@@ -69,16 +78,19 @@ int resultColumns(struct rstmt *st, size_t ncol, const char *const *names,
     if (st->cols == NULL || st->types == NULL) {
         return CAIRN_ENOMEM;
     }
+    st->names_size += 2 * ((ncol ? ncol : 1) * sizeof(char *) + BLOCK_OVERHEAD);
     for (i = 0; i < ncol; i++) {
         st->cols[i] = strdup(names[i] ? names[i] : "");
         if (st->cols[i] == NULL) {
             return CAIRN_ENOMEM;
         }
+        st->names_size += strSize(st->cols[i]);
         if (decltypes[i] != NULL) {
             st->types[i] = lowerDup(decltypes[i]);
             if (st->types[i] == NULL) {
                 return CAIRN_ENOMEM;
             }
+            st->names_size += strSize(st->types[i]);
         }
     }
     return 0;
@@ -91,12 +103,16 @@ int resultColumnTables(struct rstmt *st, const char *const *tables)
         if (tables[i] == NULL || tables[i][0] == '\0') {
             continue;
         }
-        if (st->tables == NULL && (st->tables = calloc(st->ncol, sizeof(char *))) == NULL) {
-            return CAIRN_ENOMEM;
+        if (st->tables == NULL) {
+            if ((st->tables = calloc(st->ncol, sizeof(char *))) == NULL) {
+                return CAIRN_ENOMEM;
+            }
+            st->names_size += st->ncol * sizeof(char *) + BLOCK_OVERHEAD;
         }
         if ((st->tables[i] = strdup(tables[i])) == NULL) {
             return CAIRN_ENOMEM;
         }
+        st->names_size += strSize(st->tables[i]);
     }
     return 0;
 }
@@ -120,6 +136,7 @@ void resultClearColumns(struct rstmt *st)
     free(st->tables);
     st->cols = st->types = st->tables = NULL;
     st->ncol = 0;
+    st->names_size = 0;
     /* The value slots go too: they were sized for the old number of columns, and a row
      * of more columns would run past them. */
     free(st->vals);
@@ -175,8 +192,24 @@ void resultFinishTypes(struct rstmt *st)
         if (st->types[i] == NULL) {
             const char *t = st->nrows > 0 ? storageClass(st->vals[i].type) : "";
             st->types[i] = strdup(t);
+            st->names_size += strSize(st->types[i]);
         }
     }
+}
+
+size_t resultStmtBytes(const struct rstmt *st)
+{
+    size_t n = sizeof *st + strSize(st->error) + st->names_size;
+    /* The rows and their bytes as used, not as allocated: the slack of a growing block
+     * is at most as much again, and a read of 200 MB of rows stays within the default
+     * 256 MiB, as it was before the rest was counted. */
+    if (st->vals != NULL) {
+        n += st->nrows * (st->ncol ? st->ncol : 1) * sizeof(struct rvalue) + BLOCK_OVERHEAD;
+    }
+    if (st->arena.p != NULL) {
+        n += st->arena.len + BLOCK_OVERHEAD;
+    }
+    return n;
 }
 
 static void freeStmt(struct rstmt *st)
@@ -373,16 +406,16 @@ static bool timeJson(const struct rstmt *st, const struct rvalue *v, struct buf 
     return true;
 }
 
-/* rqlite's ?blob_array form of a BLOB: [222,173,190,239]. */
-static void bytesJson(struct buf *out, const unsigned char *p, size_t n)
+/* Bytes [from, to) of a BLOB in rqlite's ?blob_array form, [222,173,190,239], without
+ * the brackets: a comma before every byte but the BLOB's first. */
+static void bytesJson(struct buf *out, const unsigned char *p, size_t from, size_t to)
 {
     char *w;
-    if (bufReserve(out, 4 * n + 2) != 0) {
+    if (bufReserve(out, 4 * (to - from)) != 0) {
         return;
     }
     w = out->p + out->len;
-    *w++ = '[';
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = from; i < to; i++) {
         unsigned v = p[i];
         if (i > 0) {
             *w++ = ',';
@@ -395,39 +428,65 @@ static void bytesJson(struct buf *out, const unsigned char *p, size_t n)
         }
         *w++ = (char)('0' + v % 10);
     }
-    *w++ = ']';
     out->len = (size_t)(w - out->p);
     out->p[out->len] = '\0';
 }
 
-static void valueJson(const struct rstmt *st, const struct rvalue *v, size_t col, unsigned flags,
-                      struct buf *out)
+/* The most bytes of a TEXT or BLOB value written at once (a multiple of 3, for
+ * base64): a 64 MiB text of control characters is 384 MiB of JSON, which a response
+ * never holds whole. */
+#define VALUE_SLICE (3u << 16)
+
+/* Write the part of value v from j->off on, at most VALUE_SLICE bytes of it, and move
+ * j->off on; j->off is 0 again once the whole value is written. */
+static void valueJson(struct result_json *j, const struct rstmt *st, const struct rvalue *v,
+                      size_t col, struct buf *out)
 {
-    if (st->types != NULL && isTimeColumn(st->types[col]) && timeJson(st, v, out)) {
+    const char *p;
+    size_t from = j->off;
+    size_t to;
+    if (from == 0 && st->types != NULL && isTimeColumn(st->types[col]) && timeJson(st, v, out)) {
         return;
     }
     switch (v->type) {
         case CAIRN_INTEGER:
             bufJsonInt(out, v->i);
-            break;
+            return;
         case CAIRN_FLOAT:
             bufJsonDouble(out, v->d);
-            break;
+            return;
         case CAIRN_TEXT:
-            bufJsonString(out, st->arena.p + v->off, v->n);
-            break;
         case CAIRN_BLOB:
-            if (flags & RESULT_JSON_BLOB_ARRAY) {
-                bytesJson(out, (const unsigned char *)st->arena.p + v->off, v->n);
-                break;
-            }
-            bufPutc(out, '"');
-            bufBase64(out, st->arena.p + v->off, v->n);
-            bufPutc(out, '"');
             break;
         default:
             bufPuts(out, "null");
+            return;
     }
+    p = st->arena.p + v->off;
+    to = v->n - from > VALUE_SLICE ? from + VALUE_SLICE : v->n;
+    if (v->type == CAIRN_TEXT) {
+        /* Cut before a byte that begins a character: each part then decodes as the
+         * whole would. */
+        while (to < v->n && to > from + 1 && ((unsigned char)p[to] & 0xc0) == 0x80) {
+            to--;
+        }
+    }
+    if (from == 0) {
+        bufPutc(out, v->type == CAIRN_BLOB && (j->flags & RESULT_JSON_BLOB_ARRAY) ? '[' : '"');
+    }
+    if (v->type == CAIRN_TEXT) {
+        bufJsonChars(out, p + from, to - from);
+    } else if (j->flags & RESULT_JSON_BLOB_ARRAY) {
+        bytesJson(out, (const unsigned char *)p, from, to);
+    } else {
+        bufBase64(out, p + from, to - from);
+    }
+    if (to < v->n) {
+        j->off = to;
+        return;
+    }
+    bufPutc(out, v->type == CAIRN_BLOB && (j->flags & RESULT_JSON_BLOB_ARRAY) ? ']' : '"');
+    j->off = 0;
 }
 
 /* The names st's columns are answered under: with RESULT_JSON_QUALIFY, "table.column"
@@ -476,53 +535,33 @@ static void freeNames(const struct rstmt *st, char **names)
     free(names);
 }
 
-static void stmtJson(const struct rstmt *st, unsigned flags, struct buf *out)
+/* The opening of statement result st, up to its first row. */
+static void stmtHead(struct result_json *j, const struct rstmt *st, struct buf *out)
 {
     size_t i;
-    size_t row;
-    const char *sep = "";
-    char **names = NULL;
-    if (st->error == NULL && st->rows_shape && (names = columnNames(st, flags)) == NULL) {
-        out->oom = true;
-        return;
-    }
     bufPutc(out, '{');
     if (st->error != NULL) {
         bufPuts(out, "\"error\":");
         bufJsonString(out, st->error, strlen(st->error));
-        sep = ",";
     } else if (!st->rows_shape) {
         bufPuts(out, "\"last_insert_id\":");
         bufJsonInt(out, st->last_insert_id);
         bufPuts(out, ",\"rows_affected\":");
         bufJsonInt(out, st->rows_affected);
-        sep = ",";
-    } else if (flags & RESULT_JSON_ASSOCIATIVE) {
+    } else if (j->flags & RESULT_JSON_ASSOCIATIVE) {
         bufPuts(out, "\"types\":{");
         for (i = 0; i < st->ncol; i++) {
             bufPuts(out, i ? "," : "");
-            bufJsonString(out, names[i], strlen(names[i]));
+            bufJsonString(out, j->names[i], strlen(j->names[i]));
             bufPutc(out, ':');
             bufJsonString(out, st->types[i], strlen(st->types[i]));
         }
         bufPuts(out, "},\"rows\":[");
-        for (row = 0; row < st->nrows; row++) {
-            bufPuts(out, row ? ",{" : "{");
-            for (i = 0; i < st->ncol; i++) {
-                bufPuts(out, i ? "," : "");
-                bufJsonString(out, names[i], strlen(names[i]));
-                bufPutc(out, ':');
-                valueJson(st, &st->vals[row * st->ncol + i], i, flags, out);
-            }
-            bufPutc(out, '}');
-        }
-        bufPutc(out, ']');
-        sep = ",";
     } else {
         bufPuts(out, "\"columns\":[");
         for (i = 0; i < st->ncol; i++) {
             bufPuts(out, i ? "," : "");
-            bufJsonString(out, names[i], strlen(names[i]));
+            bufJsonString(out, j->names[i], strlen(j->names[i]));
         }
         bufPuts(out, "],\"types\":[");
         for (i = 0; i < st->ncol; i++) {
@@ -532,50 +571,136 @@ static void stmtJson(const struct rstmt *st, unsigned flags, struct buf *out)
         bufPutc(out, ']');
         if (st->nrows > 0) {
             bufPuts(out, ",\"values\":[");
-            for (row = 0; row < st->nrows; row++) {
-                bufPuts(out, row ? ",[" : "[");
-                for (i = 0; i < st->ncol; i++) {
-                    bufPuts(out, i ? "," : "");
-                    valueJson(st, &st->vals[row * st->ncol + i], i, flags, out);
-                }
-                bufPutc(out, ']');
-            }
-            bufPutc(out, ']');
         }
-        sep = ",";
     }
-    if (flags & RESULT_JSON_TIMINGS) {
-        bufPuts(out, sep);
-        bufPuts(out, "\"time\":");
+}
+
+/* The next part of row j->row of st: the row's opening, then one value (or a part of a
+ * long one); its closing after its last value. */
+static void rowPart(struct result_json *j, const struct rstmt *st, struct buf *out)
+{
+    bool assoc = (j->flags & RESULT_JSON_ASSOCIATIVE) != 0;
+    if (j->col == 0 && j->off == 0) {
+        bufPuts(out, j->row ? "," : "");
+        bufPutc(out, assoc ? '{' : '[');
+    }
+    if (j->col < st->ncol) {
+        if (j->off == 0) {
+            bufPuts(out, j->col ? "," : "");
+            if (assoc) {
+                bufJsonString(out, j->names[j->col], strlen(j->names[j->col]));
+                bufPutc(out, ':');
+            }
+        }
+        valueJson(j, st, &st->vals[j->row * st->ncol + j->col], j->col, out);
+        if (j->off != 0 || ++j->col < st->ncol) {
+            return;
+        }
+    }
+    bufPutc(out, assoc ? '}' : ']');
+    j->col = 0;
+    j->row++;
+}
+
+/* The closing of statement result st, after its last row. */
+static void stmtTail(struct result_json *j, const struct rstmt *st, struct buf *out)
+{
+    if (st->error == NULL && st->rows_shape &&
+        ((j->flags & RESULT_JSON_ASSOCIATIVE) || st->nrows > 0)) {
+        bufPutc(out, ']');
+    }
+    if (j->flags & RESULT_JSON_TIMINGS) {
+        bufPuts(out, ",\"time\":");
         bufJsonDouble(out, st->time);
     }
     bufPutc(out, '}');
-    if (names != NULL) {
-        freeNames(st, names);
+}
+
+enum { JSON_START, JSON_STMT, JSON_ROWS, JSON_END, JSON_DONE };
+
+void resultJsonInit(struct result_json *j, const struct cairn_result *r, unsigned flags,
+                    double total_time)
+{
+    memset(j, 0, sizeof *j);
+    j->r = r;
+    j->flags = flags;
+    j->total_time = total_time;
+    j->phase = JSON_START;
+}
+
+/* One step of the encoding: a statement's opening or closing, a part of a row. */
+static void jsonStep(struct result_json *j, struct buf *out)
+{
+    const struct rstmt *st = j->stmt < j->r->n ? &j->r->stmts[j->stmt] : NULL;
+    switch (j->phase) {
+        case JSON_START:
+            bufPuts(out, "{\"results\":[");
+            j->phase = j->r->n > 0 ? JSON_STMT : JSON_END;
+            return;
+        case JSON_STMT:
+            if (st->error == NULL && st->rows_shape &&
+                (j->names = columnNames(st, j->flags)) == NULL) {
+                out->oom = true;
+                return;
+            }
+            bufPuts(out, j->stmt ? "," : "");
+            stmtHead(j, st, out);
+            j->row = j->col = j->off = 0;
+            j->phase = JSON_ROWS;
+            return;
+        case JSON_ROWS:
+            if (j->names != NULL && j->row < st->nrows) {
+                rowPart(j, st, out);
+                return;
+            }
+            stmtTail(j, st, out);
+            if (j->names != NULL) {
+                freeNames(st, j->names);
+                j->names = NULL;
+            }
+            j->phase = ++j->stmt < j->r->n ? JSON_STMT : JSON_END;
+            return;
+        case JSON_END:
+            bufPutc(out, ']');
+            if ((j->flags & RESULT_JSON_RAFT_INDEX) && j->r->raft_index > 0) {
+                bufPuts(out, ",\"raft_index\":");
+                bufJsonInt(out, (int64_t)j->r->raft_index);
+            }
+            if (j->flags & RESULT_JSON_TIMINGS) {
+                bufPuts(out, ",\"time\":");
+                bufJsonDouble(out, j->total_time);
+            }
+            bufPutc(out, '}');
+            j->phase = JSON_DONE;
+            return;
+        default:
+            return;
+    }
+}
+
+bool resultJsonNext(struct result_json *j, struct buf *out, size_t want)
+{
+    while (j->phase != JSON_DONE && out->len < want && !out->oom) {
+        jsonStep(j, out);
+    }
+    return j->phase == JSON_DONE;
+}
+
+void resultJsonEnd(struct result_json *j)
+{
+    if (j->names != NULL) {
+        freeNames(&j->r->stmts[j->stmt], j->names);
+        j->names = NULL;
     }
 }
 
 void resultToJson(const struct cairn_result *r, unsigned flags, double total_time,
                   struct buf *out)
 {
-    size_t i;
-    bufPuts(out, "{\"results\":[");
-    for (i = 0; i < r->n; i++) {
-        if (i > 0) {
-            bufPutc(out, ',');
-        }
-        stmtJson(&r->stmts[i], flags, out);
-    }
-    bufPutc(out, ']');
-    if ((flags & RESULT_JSON_RAFT_INDEX) && r->raft_index > 0) {
-        bufPuts(out, ",\"raft_index\":");
-        bufJsonInt(out, (int64_t)r->raft_index);
-    }
-    if (flags & RESULT_JSON_TIMINGS) {
-        bufPuts(out, ",\"time\":");
-        bufJsonDouble(out, total_time);
-    }
-    bufPutc(out, '}');
+    struct result_json j;
+    resultJsonInit(&j, r, flags, total_time);
+    resultJsonNext(&j, out, SIZE_MAX);
+    resultJsonEnd(&j);
 }
 
 /* Public accessors. */

@@ -39,6 +39,7 @@ struct rstmt {
     size_t cap;       /* capacity of vals in rows */
     struct rvalue *vals;
     struct buf arena;
+    size_t names_size; /* bytes of cols, types and tables with their strings */
 };
 
 struct cairn_result {
@@ -81,6 +82,13 @@ struct rvalue *resultRow(struct rstmt *st);
 /* Store text/blob bytes for a value. 0 or CAIRN_ENOMEM. */
 int resultBytes(struct rstmt *st, struct rvalue *v, const void *p, size_t n);
 
+/* The memory st holds: the struct itself, its error, its column names, types and
+ * tables, its value slots and its arena as far as used, each block counted with the
+ * allocator's bookkeeping. A read's results are bounded by this (cairnd --max-result-size): a
+ * statement of one small row still holds some hundred bytes, and 5,000,000 of them
+ * took gigabytes that no bound saw. */
+size_t resultStmtBytes(const struct rstmt *st);
+
 /* Fill the types that had no declared type from the first row. */
 void resultFinishTypes(struct rstmt *st);
 
@@ -98,5 +106,27 @@ void resultFinishTypes(struct rstmt *st);
  * memory sets out->oom. */
 void resultToJson(const struct cairn_result *r, unsigned flags, double total_time,
                   struct buf *out);
+
+/* The same encoding in parts, for a response sent while it is made: its JSON may be
+ * several times the results' memory (a name repeated in every row of ?associative, six
+ * bytes for each control character of a text), and is never held whole. */
+struct result_json {
+    const struct cairn_result *r; /* the caller's; it must outlive the encoding */
+    unsigned flags;
+    double total_time;
+    int phase;
+    size_t stmt, row, col; /* where the encoding is */
+    size_t off;            /* the bytes of a long value written so far */
+    char **names;          /* the column names of statement stmt, while it is encoded */
+};
+void resultJsonInit(struct result_json *j, const struct cairn_result *r, unsigned flags,
+                    double total_time);
+/* Append the next parts of the JSON to out, until out holds at least `want` bytes or
+ * the document ends; a part is at most a statement's opening or a value's slice of
+ * 192 KiB (as JSON, at most six times that). True once the whole document is in.
+ * Out of memory sets out->oom (and nothing more is appended). */
+bool resultJsonNext(struct result_json *j, struct buf *out, size_t want);
+/* Release what the encoding holds (whether or not it ended). */
+void resultJsonEnd(struct result_json *j);
 
 #endif

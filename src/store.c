@@ -807,6 +807,19 @@ static int bindParams(sqlite3_stmt *ps, const struct stmt *st)
     return rc;
 }
 
+/* What rs counts against pc's result limit. A read counts all the memory its results
+ * hold (resultStmtBytes), a statement's own as well as its rows'. A write counts its rows
+ * and their bytes alone, as it always did: whether a write's statement stops at the limit
+ * is an outcome of its log entry, and must be the same on every node and at every replay
+ * of entries written before. */
+static size_t resultCounted(const struct policy_conn *pc, const struct rstmt *rs)
+{
+    if (pc->replicated) {
+        return rs->arena.len + rs->nrows * rs->ncol * sizeof(struct rvalue);
+    }
+    return resultStmtBytes(rs);
+}
+
 static int collectRow(sqlite3_stmt *ps, struct rstmt *rs)
 {
     size_t ncol = rs->ncol;
@@ -1035,8 +1048,7 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
                 goto out;
             }
             if (pc->result_limit != 0 &&
-                pc->result_before + rs->arena.len + rs->nrows * rs->ncol * sizeof(struct rvalue) >
-                    pc->result_limit) {
+                pc->result_before + resultCounted(pc, rs) > pc->result_limit) {
                 char msg[256];
                 if (read_only) {
                     snprintf(msg, sizeof msg, "the results exceed the limit of %llu bytes "
@@ -1321,7 +1333,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
                                 "on every node");
                 rc = SQLITE_CONSTRAINT;
             }
-            s->wpol.result_before += rs->arena.len + rs->nrows * rs->ncol * sizeof(struct rvalue);
+            s->wpol.result_before += resultCounted(&s->wpol, rs);
         }
         stats = s->wpol.stats;
         s->wpol.stats = false;
@@ -1742,7 +1754,7 @@ static int runReads(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *p
         if (rc != SQLITE_OK && pc->trip != POLICY_TRIP_NONE && !policyStatementTrip(pc)) {
             stopped = policyMessage(pc, SQLITE_INTERRUPT, msg, sizeof msg);
         }
-        pc->result_before += rs->arena.len + rs->nrows * rs->ncol * sizeof(struct rvalue);
+        pc->result_before += resultCounted(pc, rs);
     }
     policyEnd(pc);
     pc->internal = true;

@@ -170,13 +170,22 @@ void bufJsonText(struct buf *b, const char *s)
 
 void bufJsonString(struct buf *b, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t i;
-    size_t start = 0;
     if (bufReserve(b, n + 2) != 0) {
         return;
     }
     bufPutc(b, '"');
+    bufJsonChars(b, s, n);
+    bufPutc(b, '"');
+}
+
+void bufJsonChars(struct buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i;
+    size_t start = 0;
+    if (bufReserve(b, n) != 0) {
+        return;
+    }
     for (i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         const char *esc = NULL;
@@ -234,7 +243,6 @@ void bufJsonString(struct buf *b, const char *s, size_t n)
         start = i + 1;
     }
     bufPut(b, s + start, n - start);
-    bufPutc(b, '"');
 }
 
 void bufJsonInt(struct buf *b, int64_t v)
@@ -312,43 +320,53 @@ static void indent(struct buf *b, int level)
 
 void bufJsonPretty(struct buf *b, const char *src, size_t n)
 {
-    int level = 0;
-    bool in_str = false;
-    size_t i;
-    for (i = 0; i < n; i++) {
+    struct json_pretty st = {0};
+    bufJsonPrettyPart(&st, b, src, n);
+}
+
+void bufJsonPrettyPart(struct json_pretty *st, struct buf *b, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
         char c = src[i];
-        if (in_str) {
+        if (st->in_str) {
             bufPutc(b, c);
-            if (c == '\\' && i + 1 < n) {
-                bufPutc(b, src[++i]);
+            if (st->escaped) {
+                st->escaped = false;
+            } else if (c == '\\') {
+                st->escaped = true;
             } else if (c == '"') {
-                in_str = false;
+                st->in_str = false;
             }
             continue;
         }
+        if (st->opened) {
+            /* Keep empty containers on one line: what follows an opening is only known
+             * once it arrives, maybe in the next part. */
+            st->opened = false;
+            if (c == '}' || c == ']') {
+                bufPutc(b, c);
+                continue;
+            }
+            indent(b, ++st->level);
+        }
         switch (c) {
             case '"':
-                in_str = true;
+                st->in_str = true;
                 bufPutc(b, c);
                 break;
             case '{':
             case '[':
                 bufPutc(b, c);
-                /* Keep empty containers on one line. */
-                if (i + 1 < n && (src[i + 1] == '}' || src[i + 1] == ']')) {
-                    bufPutc(b, src[++i]);
-                    break;
-                }
-                indent(b, ++level);
+                st->opened = true;
                 break;
             case '}':
             case ']':
-                indent(b, --level);
+                indent(b, --st->level);
                 bufPutc(b, c);
                 break;
             case ',':
                 bufPutc(b, c);
-                indent(b, level);
+                indent(b, st->level);
                 break;
             case ':':
                 bufPuts(b, ": ");

@@ -33,6 +33,9 @@ char *bufDetach(struct buf *b, size_t *len);
 
 /* JSON pieces. */
 void bufJsonString(struct buf *b, const char *s, size_t n);
+/* The characters of a JSON string without its quotes: a long string may be written in
+ * parts, each cut before a byte that does not continue a UTF-8 sequence. */
+void bufJsonChars(struct buf *b, const char *s, size_t n);
 /* s as a JSON string, or null when s is NULL or empty (an optional text field). */
 void bufJsonText(struct buf *b, const char *s);
 void bufJsonInt(struct buf *b, int64_t v);
@@ -41,6 +44,15 @@ void bufJsonDouble(struct buf *b, double v);
 void bufBase64(struct buf *b, const void *p, size_t n);
 /* Re-indent compact JSON in src into b (two spaces a level). */
 void bufJsonPretty(struct buf *b, const char *src, size_t n);
+/* The same for a document that comes in parts, cut anywhere: st (zeroed before the first
+ * part) carries what is open from one part to the next. */
+struct json_pretty {
+    int level;
+    bool in_str;  /* inside a string */
+    bool escaped; /* after a backslash in it */
+    bool opened;  /* after '{' or '[': an empty container stays on one line */
+};
+void bufJsonPrettyPart(struct json_pretty *st, struct buf *b, const char *src, size_t n);
 
 /* Length of the valid UTF-8 sequence at s[0..n) (1-4), storing its code point in *cp
  * when cp is not NULL; 0 when the bytes are not UTF-8 (truncated, overlong, a

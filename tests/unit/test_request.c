@@ -581,6 +581,36 @@ static void test_params_bounded(void **state)
     bufFree(&body);
 }
 
+/* Every statement costs memory at each stage whatever its text: past
+ * REQUEST_STATEMENTS_MAX in one request, of any form, the request is refused saying so;
+ * at the limit it is taken. The rest of the body is still read for its syntax. */
+static void test_statements_bounded(void **state)
+{
+    struct batch b;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    struct buf body;
+    bufInit(&body);
+    bufPutc(&body, '[');
+    for (size_t i = 0; i < REQUEST_STATEMENTS_MAX; i++) {
+        bufPuts(&body, i % 2 ? ",\"SELECT 1\""
+                             : (i ? ",[\"SELECT ?\",1]" : "[\"SELECT ?\",1]"));
+    }
+    bufPutc(&body, ']');
+    assert_false(body.oom);
+    assert_int_equal(requestParse(body.p, body.len, &b, errmsg), 0);
+    assert_int_equal(b.n, REQUEST_STATEMENTS_MAX);
+    batchFree(&b);
+    body.len--; /* "]" */
+    bufPuts(&body, ",[\"SELECT 2\"]]");
+    assert_int_equal(requestParse(body.p, body.len, &b, errmsg), CAIRN_EINVAL);
+    assert_non_null(strstr(errmsg, "the request has more than 100000 statements"));
+    assert_int_equal(b.n, 0);
+    body.len--; /* "]" */
+    assert_int_equal(requestParse(body.p, body.len, &b, errmsg), CAIRN_EINVAL);
+    assert_non_null(strstr(errmsg, "invalid JSON"));
+    bufFree(&body);
+}
+
 static const char sample[] =
     "[\"CREATE TABLE t(a, b)\", [\"INSERT INTO t VALUES(?, ?)\", 1, \"x\\u00e9\\n\"], "
     "[\"INSERT INTO t VALUES(:a, :b)\", {\"a\": -2.5e3, \"b\": null}],\n"
@@ -671,6 +701,7 @@ int main(void)
         cmocka_unit_test(test_blobs),
         cmocka_unit_test(test_blob_large),
         cmocka_unit_test(test_params_bounded),
+        cmocka_unit_test(test_statements_bounded),
         cmocka_unit_test(test_single),
         cmocka_unit_test(test_escapes),
         cmocka_unit_test(test_raw_utf8),

@@ -1,6 +1,7 @@
 /* Unit tests of result encoding (src/result.c, src/lib/buf.c): every SQLite type,
  * unicode and escapes, rqlite's shapes (plain, associative, errors, writes), base64,
  * doubles, and the pretty printer. */
+#define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -158,6 +159,90 @@ static void test_pretty(void **state)
     bufFree(&b);
 }
 
+/* A document indented in parts, cut at every place (inside a string, between a
+ * backslash and what it escapes, between '[' and ']'), reads as the whole indented at
+ * once. */
+static void test_pretty_in_parts(void **state)
+{
+    const char *in = "{\"a\":[1,{\"b\":\"x,{}[]\\\"y\\\\\"}],\"c\":[],\"d\":{}}";
+    size_t n = strlen(in);
+    struct buf whole;
+    bufInit(&whole);
+    bufJsonPretty(&whole, in, n);
+    for (size_t cut = 0; cut <= n; cut++) {
+        for (size_t cut2 = cut; cut2 <= n; cut2++) {
+            struct json_pretty st = {0};
+            struct buf b;
+            bufInit(&b);
+            bufJsonPrettyPart(&st, &b, in, cut);
+            bufJsonPrettyPart(&st, &b, in + cut, cut2 - cut);
+            bufJsonPrettyPart(&st, &b, in + cut2, n - cut2);
+            assert_string_equal(b.p, whole.p);
+            bufFree(&b);
+        }
+    }
+    bufFree(&whole);
+}
+
+/* Values longer than a slice (text of characters of 1 to 4 bytes, a BLOB in both
+ * forms) encoded in the smallest parts make the document resultToJson makes, and each
+ * value is whole in it: a slice never cuts a character. */
+static void test_long_values_in_parts(void **state)
+{
+    static const char *const names[] = {"t", "b"};
+    static const char *const decl[] = {"TEXT", "BLOB"};
+    const char unit[] = "a\xc3\xa9\xe2\x98\x83\xf0\x9d\x84\x9e\x01\"";
+    size_t ulen = strlen(unit);
+    size_t reps = 100000;
+    char *text = malloc(ulen * reps);
+    struct cairn_result *r = resultNew();
+    struct rstmt *st = resultAdd(r);
+    struct rvalue *row;
+    assert_non_null(text);
+    for (size_t i = 0; i < reps; i++) {
+        memcpy(text + i * ulen, unit, ulen);
+    }
+    assert_int_equal(resultColumns(st, 2, names, decl), 0);
+    row = resultRow(st);
+    row[0].type = CAIRN_TEXT;
+    assert_int_equal(resultBytes(st, &row[0], text, ulen * reps), 0);
+    row[1].type = CAIRN_BLOB;
+    assert_int_equal(resultBytes(st, &row[1], text, ulen * reps), 0);
+    for (unsigned flags = 0; flags <= RESULT_JSON_BLOB_ARRAY; flags += RESULT_JSON_BLOB_ARRAY) {
+        struct buf whole, parts, text_json;
+        struct result_json j;
+        size_t steps = 0;
+        bufInit(&whole);
+        bufInit(&parts);
+        bufInit(&text_json);
+        resultToJson(r, flags, 0, &whole);
+        resultJsonInit(&j, r, flags, 0);
+        while (!resultJsonNext(&j, &parts, parts.len + 1)) {
+            steps++;
+        }
+        resultJsonEnd(&j);
+        assert_true(steps > 10); /* the values went in slices */
+        assert_int_equal(parts.len, whole.len);
+        assert_memory_equal(parts.p, whole.p, whole.len);
+        bufJsonString(&text_json, text, ulen * reps);
+        assert_non_null(memmem(whole.p, whole.len, text_json.p, text_json.len));
+        if (flags == 0) { /* the BLOB in base64, whole */
+            bufReset(&text_json);
+            bufPutc(&text_json, '"');
+            bufBase64(&text_json, text, ulen * reps);
+            bufPutc(&text_json, '"');
+            assert_non_null(memmem(whole.p, whole.len, text_json.p, text_json.len));
+        } else { /* its last bytes and the end of the array */
+            assert_non_null(memmem(whole.p, whole.len, ",1,34]]]}]}", 11));
+        }
+        bufFree(&whole);
+        bufFree(&parts);
+        bufFree(&text_json);
+    }
+    cairn_result_free(r);
+    free(text);
+}
+
 /* ?blob_array: every byte value as a JSON number; the empty BLOB as []; other types and
  * the associative form unchanged. */
 static void test_blob_array(void **state)
@@ -283,7 +368,8 @@ int main(void)
         cmocka_unit_test(test_empty_query_and_writes), cmocka_unit_test(test_base64),
         cmocka_unit_test(test_doubles),        cmocka_unit_test(test_pretty),
         cmocka_unit_test(test_blob_array),     cmocka_unit_test(test_qualify_columns),
-        cmocka_unit_test(test_clear_columns),
+        cmocka_unit_test(test_clear_columns),  cmocka_unit_test(test_pretty_in_parts),
+        cmocka_unit_test(test_long_values_in_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
