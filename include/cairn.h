@@ -164,7 +164,16 @@ struct cairn_config {
      * index (README, "Statement policy and limits"). A write runs under the leader's,
      * rounded up to MiB, the same on every node. */
     uint64_t max_temp_size;
+    /* The most one write request may grow the database, in bytes (0: 1 GiB;
+     * CAIRN_NO_GROWTH_BOUND: none): pages its statements append past the page count
+     * the database had before it. A write past it fails as its own outcome, the same on
+     * every node, instead of filling every node's disk (README, "Statement policy and
+     * limits"). The leader's, rounded up to MiB, holds on every node. */
+    uint64_t max_write_growth;
 };
+
+/* cairn_config.max_write_growth: no bound. */
+#define CAIRN_NO_GROWTH_BOUND UINT64_MAX
 
 /* Fill cfg with the defaults; set data_dir afterwards. A string longer than cairn
  * keeps (data_dir: about PATH_MAX; addresses: 127 bytes) is CAIRN_EINVAL at open. */

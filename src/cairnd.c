@@ -92,6 +92,9 @@ static void usage(FILE *f)
             "  --max-temp-size BYTES     the most temporary file space one statement may\n"
             "                            take to sort, group or build an index (default\n"
             "                            1073741824); the leader's value holds for writes\n"
+            "  --max-write-growth BYTES  the most one write request may grow the database\n"
+            "                            (default 1073741824; 0: no bound); the leader's\n"
+            "                            value holds on every node\n"
             "  --no-page-checksums       create a new database without a checksum in every\n"
             "                            page (an existing one keeps what it has)\n"
             "  --join ADDRS              join a cluster: comma-separated HTTP addresses of\n"
@@ -235,6 +238,7 @@ int main(int argc, char **argv)
         {"no-page-checksums", no_argument, NULL, 'P'},
         {"max-result-size", required_argument, NULL, 'R'},
         {"max-temp-size", required_argument, NULL, 1803},
+        {"max-write-growth", required_argument, NULL, 1804},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -414,6 +418,16 @@ int main(int argc, char **argv)
                     return 2;
                 }
                 cfg.max_temp_size = v;
+                break;
+            case 1804:
+                if (strcmp(optarg, "0") == 0) {
+                    cfg.max_write_growth = CAIRN_NO_GROWTH_BOUND;
+                    break;
+                }
+                if (parseUnsigned("--max-write-growth", optarg, POLICY_MAX_GROWTH_CAP, &v) != 0) {
+                    return 2;
+                }
+                cfg.max_write_growth = v;
                 break;
             case 'q':
                 quiet = 1;

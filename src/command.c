@@ -1,10 +1,11 @@
 /* Command encoding and decoding (see command.h and docs/FORMAT.md). Any thread.
  *
- * Version 3, little-endian:
+ * Version 4, little-endian:
  *   header  magic "CCMD" | version u8 | kind u8 | flags u16 | time_ms i64 | seed u64 |
  *           nstmts u32 | nparams u32 (all statements together) |
  *           max_steps u64 | max_length u32 | max_temp_mib u32 (0: the default; builds
- *           before it wrote 0 and refuse anything else)
+ *           before it wrote 0 and refuse anything else) |
+ *           max_growth_mib u32 (flag COMMAND_GROWTH set, never 0) | reserved u32 (0)
  *   sqls    nsql varint, then each distinct SQL text once: len varint | bytes
  *   stmts   sql varint (index into sqls) | nparams varint | params
  *   param   type u8 | name_len varint | name | value
@@ -14,7 +15,11 @@
  *   trailer XXH3-64 of every byte before it
  * Bulk requests repeat one statement with new parameters thousands of times; storing
  * each SQL text once keeps the log entry (and libraft's byte-at-a-time CRC over it)
- * to the parameters. Version 2 (the same without the limits, which are then
+ * to the parameters. Version 3 is version 4 without its last two header fields: written
+ * when the growth bound is none (no flag) or COMMAND_GROWTH_V3_MIB (the flag alone), so
+ * that a leader with the default bound writes what the builds before version 4 read
+ * (they apply such an entry without the bound, which changes nothing unless a write
+ * passes it). Version 2 (the same without the limits, which are then
  * policy.h's defaults) and version 1 (every SQL text inline, fixed-width lengths) are
  * still decoded, so that logs written by earlier builds replay.
  *
@@ -282,7 +287,9 @@ void commandEncode(const struct batch *b, struct buf *out)
     unsigned char *w;
     struct sqlset set;
     size_t start = out->len;
-    size_t total = COMMAND_HEADER_SIZE + COMMAND_TRAILER_SIZE + 8 + 10;
+    size_t total = COMMAND_HEADER_V4_SIZE + COMMAND_TRAILER_SIZE + 8 + 10;
+    bool v4 = b->max_growth_mib != 0 && b->max_growth_mib != COMMAND_GROWTH_V3_MIB;
+    unsigned flags = (unsigned)b->flags & ~(unsigned)(COMMAND_ZSTD | COMMAND_GROWTH);
     size_t nparams = 0;
     size_t i;
     size_t j;
@@ -313,9 +320,12 @@ void commandEncode(const struct batch *b, struct buf *out)
     }
 
     bufPut(out, COMMAND_MAGIC, 4);
-    bufPutU8(out, COMMAND_VERSION);
+    if (b->max_growth_mib != 0) {
+        flags |= COMMAND_GROWTH;
+    }
+    bufPutU8(out, v4 ? COMMAND_VERSION : 3);
     bufPutU8(out, (uint8_t)b->kind);
-    bufPutU16(out, (uint16_t)b->flags);
+    bufPutU16(out, (uint16_t)flags);
     bufPutU64(out, (uint64_t)b->time_ms);
     bufPutU64(out, b->seed);
     bufPutU32(out, (uint32_t)b->n);
@@ -323,6 +333,10 @@ void commandEncode(const struct batch *b, struct buf *out)
     bufPutU64(out, b->max_steps);
     bufPutU32(out, b->max_length);
     bufPutU32(out, b->max_temp_mib);
+    if (v4) {
+        bufPutU32(out, b->max_growth_mib);
+        bufPutU32(out, 0);
+    }
     putVarint(out, set.n);
     for (i = 0; i < set.n; i++) {
         const struct stmt *s = &b->stmts[set.first[i]];
@@ -688,6 +702,39 @@ static int inflateBody(struct reader *r, struct reader *body, void **raw)
     return 0;
 }
 
+/* The growth bound (b->max_growth_mib) of a command of r->version with header flags,
+ * r at the end of the version 3 header: version 4's fields read and checked. Returns 0
+ * or CAIRN_ECORRUPT with the message set. */
+static int readGrowth(struct reader *r, size_t n, uint16_t flags, struct batch *b)
+{
+    uint32_t field = 0;
+    uint32_t reserved = 0;
+    if (r->version >= 4) {
+        if (n < COMMAND_HEADER_V4_SIZE + COMMAND_TRAILER_SIZE) {
+            errorf(r->errmsg, "version 4 command truncated: %zu bytes, at least %d needed", n,
+                   COMMAND_HEADER_V4_SIZE + COMMAND_TRAILER_SIZE);
+            return CAIRN_ECORRUPT;
+        }
+        readU32(r, &field, "growth bound");
+        readU32(r, &reserved, "reserved");
+        if (reserved != 0) {
+            errorf(r->errmsg, "command's reserved header field at offset 52 is not zero");
+            return CAIRN_ECORRUPT;
+        }
+        if ((field != 0) != ((flags & COMMAND_GROWTH) != 0)) {
+            errorf(r->errmsg, "command's growth bound at offset 48 (%u MiB) disagrees with "
+                              "its flag 0x%x at offset 6",
+                   field, COMMAND_GROWTH);
+            return CAIRN_ECORRUPT;
+        }
+        b->max_growth_mib = field;
+    } else if (r->version == 3 && (flags & COMMAND_GROWTH)) {
+        b->max_growth_mib = COMMAND_GROWTH_V3_MIB;
+    }
+    /* Versions 1 and 2 never set the flag; were it set, nothing of it is read. */
+    return 0;
+}
+
 int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
 {
     struct reader r = {p, n, 0, 0, errmsg};
@@ -750,6 +797,9 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
         readU32(&r, &b->max_temp_mib, "temporary space limit");
         b->max_length = len;
     }
+    if ((rv = readGrowth(&r, n, flags, b)) != 0) {
+        return rv;
+    }
     body = r;
     if (flags & COMMAND_ZSTD) {
         if (version == 1) {
@@ -762,7 +812,7 @@ int commandDecode(const void *p, size_t n, struct batch *b, char *errmsg)
         }
         b->owner_free = free;
     }
-    b->flags = flags & ~(unsigned)COMMAND_ZSTD;
+    b->flags = flags & ~(unsigned)(COMMAND_ZSTD | COMMAND_GROWTH);
     /* Each statement takes at least 2 bytes: refuse counts the bytes cannot hold
      * before allocating for them. */
     if (nstmts > (body.n - body.off) / 2) {

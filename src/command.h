@@ -72,6 +72,10 @@ struct batch {
     /* The most temporary file space one statement may take, in MiB (0: the default,
      * POLICY_DEFAULT_MAX_TEMP; also what entries written before it was carried say). */
     uint32_t max_temp_mib;
+    /* The most one entry's writes may grow the database, in MiB: pages appended past
+     * the page count it had when the entry began (0: no bound, what every entry written
+     * before it was carried says). */
+    uint32_t max_growth_mib;
     /* A read's time limit (ms, 0: the node's default) and its client's socket, watched
      * so that the read stops when the client goes away (has_client). Never encoded. */
     uint32_t timeout_ms;
@@ -96,9 +100,17 @@ int batchAlloc(struct batch *b, size_t n);
 int batchParams(struct stmt *s, size_t n);
 
 #define COMMAND_MAGIC "CCMD"
-#define COMMAND_VERSION 3
+#define COMMAND_VERSION 4
+#define COMMAND_HEADER_V4_SIZE 56 /* version 4: with the growth bound */
 #define COMMAND_HEADER_SIZE 48    /* version 3 */
 #define COMMAND_HEADER_V2_SIZE 32 /* versions 1 and 2: no limits in the header */
+/* Header flag (never set in a struct batch): the entry's writes are bounded in how far
+ * they may grow the database (max_growth_mib), by the header's field at offset 48 in
+ * version 4, by COMMAND_GROWTH_V3_MIB in version 3. The leader writes the default bound
+ * so, in version 3, which builds before it read (ignoring the flag); only another
+ * bound takes version 4. */
+#define COMMAND_GROWTH 0x4000
+#define COMMAND_GROWTH_V3_MIB 1024u
 #define COMMAND_TRAILER_SIZE 8
 /* Header flag (beside the batch's own flags, never set in a struct batch): the body is
  * one zstd frame. Bodies shorter than COMMAND_ZSTD_MIN bytes are never compressed. */

@@ -97,6 +97,21 @@ void dbLog(struct cairn *db, const char *fmt, ...)
     va_end(ap);
 }
 
+/* The growth bound a write entry carries (command.h) for max_write_growth. */
+static uint32_t growthMib(uint64_t bytes)
+{
+    if (bytes == CAIRN_NO_GROWTH_BOUND) {
+        return 0;
+    }
+    if (bytes == 0) {
+        bytes = POLICY_DEFAULT_MAX_GROWTH;
+    }
+    if (bytes >= POLICY_MAX_GROWTH_CAP) {
+        return (uint32_t)(POLICY_MAX_GROWTH_CAP >> 20);
+    }
+    return (uint32_t)((bytes + (1u << 20) - 1) >> 20);
+}
+
 int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char *errmsg)
 {
     struct buf enc;
@@ -113,6 +128,7 @@ int dbPropose(struct cairn *db, struct batch *b, struct cairn_result **out, char
                       : db->cfg.max_temp_size >= POLICY_MAX_TEMP_CAP
                           ? (uint32_t)(POLICY_MAX_TEMP_CAP >> 20)
                           : (uint32_t)((db->cfg.max_temp_size + (1u << 20) - 1) >> 20);
+    b->max_growth_mib = growthMib(db->cfg.max_write_growth);
     bufInit(&enc);
     commandEncode(b, &enc);
     if (enc.oom) {

@@ -1037,7 +1037,7 @@ void policyStepBegin(struct policy_conn *pc, sqlite3 *db)
         limit = POLICY_MEMORY_FLOOR;
     }
     memlimitStart(&pc->mem, pc->internal ? 0 : limit, pc->internal ? 0 : pc->temp_limit);
-    if (pc->trip == POLICY_TRIP_MEMORY || pc->trip == POLICY_TRIP_TEMP) {
+    if (policyStatementTrip(pc)) {
         pc->trip = POLICY_TRIP_NONE;
     }
     /* SQLite calls the progress handler when a statement's steps, summed over its runs
@@ -1065,6 +1065,13 @@ int policyStep(struct policy_conn *pc, sqlite3_stmt *ps)
     if (pc->mem.temp_tripped && pc->trip == POLICY_TRIP_NONE) {
         pc->trip = POLICY_TRIP_TEMP;
     }
+    /* SQLite says SQLITE_FULL alike for a page past max_page_count (the bound, the same
+     * on every node) and for a disk that refused a write (this node's own failure,
+     * which the VFS noted): only the first is the statement's outcome. */
+    if (pc->growth_limit != 0 && (rc & 0xff) == SQLITE_FULL && !pc->mem.disk_full &&
+        pc->trip == POLICY_TRIP_NONE) {
+        pc->trip = POLICY_TRIP_GROWTH;
+    }
     return rc;
 }
 
@@ -1089,7 +1096,8 @@ int policyPrepare(struct policy_conn *pc, sqlite3 *db, const char *sql, int n,
 
 bool policyStatementTrip(const struct policy_conn *pc)
 {
-    return pc->trip == POLICY_TRIP_MEMORY || pc->trip == POLICY_TRIP_TEMP;
+    return pc->trip == POLICY_TRIP_MEMORY || pc->trip == POLICY_TRIP_TEMP ||
+           pc->trip == POLICY_TRIP_GROWTH;
 }
 
 void policyEnd(struct policy_conn *pc)
@@ -1199,6 +1207,14 @@ const char *policyMessage(struct policy_conn *pc, int rc, char *buf, size_t size
                  (unsigned long long)pc->mem.temp_limit,
                  pc->replicated ? ", the leader's" : "",
                  pc->replicated ? ", the same way on every node" : "");
+        return buf;
+    }
+    if (pc->trip == POLICY_TRIP_GROWTH && (rc & 0xff) == SQLITE_FULL) {
+        snprintf(buf, size, "the write would grow the database by more than its limit of "
+                            "%llu bytes per request (cairnd --max-write-growth, the "
+                            "leader's) and was stopped, the same way on every node: write "
+                            "less in one request",
+                 (unsigned long long)pc->growth_limit);
         return buf;
     }
     if ((rc & 0xff) != SQLITE_INTERRUPT) {

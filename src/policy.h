@@ -58,6 +58,12 @@
  * write's travels in its log entry (command.h), in MiB, the same on every node. */
 #define POLICY_DEFAULT_MAX_TEMP (1ull << 30)
 #define POLICY_MAX_TEMP_CAP (1ull << 50)
+/* The most one write entry may grow the database (cairnd --max-write-growth): pages
+ * appended past the page count it began with, which is the same on every node (their
+ * files are identical), so a write past it fails the same way everywhere instead of
+ * filling every node's disk. Carried in the entry (command.h), in MiB. */
+#define POLICY_DEFAULT_MAX_GROWTH (1ull << 30)
+#define POLICY_MAX_GROWTH_CAP (1ull << 50)
 /* Bounds of the flags: a value limit above SQLite's own largest (2^31 - 1) means
  * nothing. */
 #define POLICY_MAX_LENGTH_CAP 2147483647u
@@ -70,7 +76,8 @@ enum policy_trip {
     POLICY_TRIP_CLIENT_GONE, /* the reader's client closed its connection */
     POLICY_TRIP_STOPPING,    /* the node is shutting down */
     POLICY_TRIP_MEMORY,      /* the statement's memory limit (this statement only) */
-    POLICY_TRIP_TEMP         /* its temporary file space limit (this statement only) */
+    POLICY_TRIP_TEMP,        /* its temporary file space limit (this statement only) */
+    POLICY_TRIP_GROWTH       /* its entry's database growth bound (this statement only) */
 };
 
 struct policy_conn {
@@ -119,6 +126,10 @@ struct policy_conn {
      * none; policyInstall sets POLICY_DEFAULT_MAX_TEMP, the caller its own). */
     struct memlimit mem;
     uint64_t temp_limit;
+    /* The writer: how far the running entry may grow the database (bytes; 0: no bound),
+     * set by the store with SQLite's max_page_count, which fails a statement that
+     * would pass it with SQLITE_FULL; policyStep tells that from a full disk. */
+    uint64_t growth_limit;
 };
 
 /* Install the authorizer and progress handler of pc on db, and the limits every
@@ -164,11 +175,13 @@ int policyPrepare(struct policy_conn *pc, sqlite3 *db, const char *sql, int n,
 
 /* sqlite3_step(ps) with its memory counted; sets pc->trip to POLICY_TRIP_MEMORY when
  * an allocation was refused for the limit (the step then fails with SQLITE_NOMEM), to
- * POLICY_TRIP_TEMP when a temporary file write was (SQLITE_FULL). */
+ * POLICY_TRIP_TEMP when a temporary file write was (SQLITE_FULL), to
+ * POLICY_TRIP_GROWTH when, under a growth bound, the step failed with SQLITE_FULL and
+ * no file write did (the disk was not full: the bound stopped it). */
 int policyStep(struct policy_conn *pc, sqlite3_stmt *ps);
 
-/* Did the statement's own limit, memory or temporary space, stop it (not the batch's
- * time or step limits, nor anything of the node's)? */
+/* Did the statement's own limit, memory, temporary space or its entry's growth bound,
+ * stop it (not the batch's time or step limits, nor anything of the node's)? */
 bool policyStatementTrip(const struct policy_conn *pc);
 
 /* No limit from now on (cairn's own statements). */

@@ -130,6 +130,15 @@ struct store {
     sqlite3_stmt *st_save, *st_release, *st_rollback_to;
     sqlite3_stmt *st_set_index;
     sqlite3_stmt *st_entry_save, *st_entry_release, *st_entry_rollback_to;
+    /* The write growth bound (growthBegin): the page count; max_page_count back to
+     * max_pages, SQLite's own as the writer opened (no bound); max_page_count set to
+     * on_pages, kept while entries begin at the same page count; the page size; the
+     * max_page_count the running entry is bounded by (0: none). */
+    sqlite3_stmt *st_page_count, *st_growth_off, *st_growth_on;
+    uint64_t max_pages;
+    uint64_t on_pages;
+    uint64_t page_size;
+    uint64_t growth_pages;
     /* Grouped apply (storeSetGrouping, followers): entries share one transaction,
      * committed by storeFlush; each runs under the savepoint cairn_entry. */
     bool grouping;
@@ -497,7 +506,8 @@ static void closeWriter(struct store *s)
     sqlite3_stmt **sts[] = {&s->st_begin,  &s->st_commit,     &s->st_rollback,
                             &s->st_save,   &s->st_release,    &s->st_rollback_to,
                             &s->st_set_index, &s->st_entry_save, &s->st_entry_release,
-                            &s->st_entry_rollback_to};
+                            &s->st_entry_rollback_to, &s->st_page_count, &s->st_growth_off,
+                            &s->st_growth_on};
     for (size_t i = 0; i < sizeof sts / sizeof sts[0]; i++) {
         sqlite3_finalize(*sts[i]);
         *sts[i] = NULL;
@@ -507,6 +517,40 @@ static void closeWriter(struct store *s)
         sqlite3_close(s->writer);
         s->writer = NULL;
     }
+}
+
+/* One integer a PRAGMA of the writer's returns, into *out. */
+static int pragmaValue(struct store *s, const char *sql, uint64_t *out, char *errmsg)
+{
+    sqlite3_stmt *st = NULL;
+    int rv = prepareInternal(s, sql, &st, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    s->wpol.internal = true;
+    if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_int64(st, 0) <= 0) {
+        rv = sqlErr(s->writer, sqlite3_errcode(s->writer), sql, s->path, errmsg);
+    } else {
+        *out = (uint64_t)sqlite3_column_int64(st, 0);
+    }
+    s->wpol.internal = false;
+    sqlite3_finalize(st);
+    return rv;
+}
+
+/* The writer's unbounded max_page_count and page size (the file has its pages now),
+ * and the statement that lifts a bound. */
+static int growthPrepare(struct store *s, char *errmsg)
+{
+    char sql[64];
+    int rv;
+    s->growth_pages = 0;
+    if ((rv = pragmaValue(s, "PRAGMA max_page_count", &s->max_pages, errmsg)) != 0 ||
+        (rv = pragmaValue(s, "PRAGMA page_size", &s->page_size, errmsg)) != 0) {
+        return rv;
+    }
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count=%llu", (unsigned long long)s->max_pages);
+    return prepareInternal(s, sql, &s->st_growth_off, errmsg);
 }
 
 static int openWriter(struct store *s, char *errmsg)
@@ -606,7 +650,9 @@ static int openWriter(struct store *s, char *errmsg)
         (rv = prepareInternal(s, "SAVEPOINT cairn_entry", &s->st_entry_save, errmsg)) != 0 ||
         (rv = prepareInternal(s, "RELEASE cairn_entry", &s->st_entry_release, errmsg)) != 0 ||
         (rv = prepareInternal(s, "ROLLBACK TO cairn_entry", &s->st_entry_rollback_to, errmsg)) !=
-            0) {
+            0 ||
+        (rv = prepareInternal(s, "PRAGMA page_count", &s->st_page_count, errmsg)) != 0 ||
+        (rv = growthPrepare(s, errmsg)) != 0) {
         goto err;
     }
     return 0;
@@ -1129,12 +1175,19 @@ static void resultsRolledBack(struct cairn_result *res, size_t n, const char *wh
  * writer's transaction. */
 static void statsReload(struct store *s)
 {
+    uint64_t bound = s->growth_pages;
+    if (bound != 0) {
+        internalStep(s, s->st_growth_off); /* its CREATE TABLE takes a page */
+    }
     s->wpol.internal = true;
     sqlite3_exec(s->writer, "SAVEPOINT cairn_stats; CREATE TABLE " META_TABLE "_stats(x)", NULL,
                  NULL, NULL);
     /* Also when the CREATE failed: no savepoint stays open. */
     sqlite3_exec(s->writer, "ROLLBACK TO cairn_stats; RELEASE cairn_stats", NULL, NULL, NULL);
     s->wpol.internal = false;
+    if (bound != 0) {
+        internalStep(s, s->st_growth_on); /* set to bound by growthBegin */
+    }
 }
 
 /* The grouped transaction was rolled back: the database is at group_start again. */
@@ -1197,6 +1250,74 @@ static bool environmental(int rc)
             return true;
         default:
             return false;
+    }
+}
+
+/* ---- the write growth bound ----------------------------------------------------
+ *
+ * An entry's writes may append at most b->max_growth_mib MiB of pages past the page
+ * count the database had when the entry began: SQLite's max_page_count, set to that
+ * count plus the bound, fails a statement that would allocate a page past it with
+ * SQLITE_FULL, before anything is written, and the statement journal undoes it (or
+ * SQLite rolls back the transaction, which applyLocked handles). Every node's file is
+ * the same before every entry, so the count, the pages each statement allocates, and
+ * the statement that fails are the same everywhere: the failure is the write's own
+ * outcome (policyStep tells it from a full disk), never a node's, which every node
+ * retried forever while the write filled its disk. Entries written before the bound was
+ * carried have none, so that a log replays as it applied. */
+
+/* Bound the entry b about to run (in its transaction), if it carries a bound. */
+static int growthBegin(struct store *s, const struct batch *b)
+{
+    char sql[64];
+    uint64_t count;
+    uint64_t limit;
+    int rc;
+    if (b->max_growth_mib == 0 || (b->flags & BATCH_META) || b->kind == BATCH_QUERY) {
+        return SQLITE_OK;
+    }
+    s->wpol.internal = true;
+    rc = sqlite3_step(s->st_page_count);
+    count = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s->st_page_count, 0) : 0;
+    sqlite3_reset(s->st_page_count);
+    s->wpol.internal = false;
+    if (rc != SQLITE_ROW) {
+        return rc;
+    }
+    limit = count + (((uint64_t)b->max_growth_mib << 20) / s->page_size);
+    if (limit >= s->max_pages) {
+        return SQLITE_OK; /* no tighter than SQLite's own */
+    }
+    if (s->st_growth_on == NULL || s->on_pages != limit) {
+        /* The value is part of the statement: prepared again when the count moved. */
+        sqlite3_finalize(s->st_growth_on);
+        s->st_growth_on = NULL;
+        snprintf(sql, sizeof sql, "PRAGMA max_page_count=%llu", (unsigned long long)limit);
+        s->wpol.internal = true;
+        rc = sqlite3_prepare_v3(s->writer, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->st_growth_on,
+                                NULL);
+        s->wpol.internal = false;
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+        s->on_pages = limit;
+    }
+    if ((rc = internalStep(s, s->st_growth_on)) != SQLITE_OK) {
+        return rc;
+    }
+    s->growth_pages = limit;
+    s->wpol.growth_limit = (uint64_t)b->max_growth_mib << 20;
+    return SQLITE_OK;
+}
+
+/* Lift the running entry's bound: cairn's own statements after it (the applied index,
+ * statsReload) must not fail for it. Kept when it cannot be (an I/O error): tried again
+ * at the next entry. */
+static void growthEnd(struct store *s)
+{
+    s->wpol.growth_limit = 0;
+    if (s->growth_pages != 0 && internalStep(s, s->st_growth_off) == SQLITE_OK) {
+        s->growth_pages = 0;
     }
 }
 
@@ -1301,6 +1422,10 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
     if (group && (rc = internalStep(s, s->st_entry_save)) != SQLITE_OK) {
         goto fail;
     }
+    growthEnd(s); /* one an earlier entry could not lift */
+    if ((rc = growthBegin(s, b)) != SQLITE_OK) {
+        goto fail;
+    }
     for (i = 0; i < b->n; i++) {
         struct rstmt *rs = resultAdd(res);
         if (rs == NULL) {
@@ -1346,6 +1471,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
              * the apply (the fsm tries again, or heals the database from a peer). */
             int failure = s->wpol.trip == POLICY_TRIP_STOPPING ? CAIRN_ESHUTDOWN : 0;
             char why[1024];
+            growthEnd(s);
             snprintf(why, sizeof why, "%s", rs->error != NULL ? rs->error : "unknown error");
             s->wpol.trip = POLICY_TRIP_NONE;
             if (group && s->group_open) {
@@ -1367,6 +1493,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
         if (sqlite3_get_autocommit(s->writer) && group) {
             /* The whole grouped transaction is gone, the entries before this one with
              * it: the caller applies them again, then this one on its own. */
+            growthEnd(s);
             groupLost(s);
             pagesumSetNow(0);
             cairn_result_free(res);
@@ -1453,6 +1580,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             statsReload(s);
         }
     }
+    growthEnd(s);
     sqlite3_bind_int64(s->st_set_index, 1, (sqlite3_int64)index);
     rc = internalStep(s, s->st_set_index);
     if (group) {
@@ -1518,6 +1646,7 @@ fail:
     cairn_result_free(res);
     {
         int rv = sqlErr(s->writer, rc, "apply entry", s->path, errmsg);
+        growthEnd(s); /* after the message, which its statement would replace */
         if (group && s->group_open) {
             if (sqlite3_get_autocommit(s->writer)) {
                 groupLost(s);

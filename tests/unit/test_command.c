@@ -128,6 +128,112 @@ static void test_limits_round_trip(void **state)
     (void)state;
 }
 
+static uint16_t headerFlags(const struct buf *enc);
+
+/* Re-encode what enc holds with the header field at off (u32) set to v and the
+ * trailer recomputed; the caller frees the copy. */
+static unsigned char *withU32(const struct buf *enc, size_t off, uint32_t v)
+{
+    unsigned char *copy = malloc(enc->len);
+    assert_non_null(copy);
+    memcpy(copy, enc->p, enc->len);
+    for (int k = 0; k < 4; k++) {
+        copy[off + (size_t)k] = (unsigned char)(v >> (8 * k));
+    }
+    uint64_t sum = XXH3_64bits(copy, enc->len - COMMAND_TRAILER_SIZE);
+    for (int k = 0; k < 8; k++) {
+        copy[enc->len - COMMAND_TRAILER_SIZE + (size_t)k] = (unsigned char)(sum >> (8 * k));
+    }
+    return copy;
+}
+
+/* The growth bound: none is version 3 without the flag, as every entry before it was
+ * written (and so decodes as none); the default (1 GiB) is version 3 with flag 0x4000,
+ * which builds before version 4 read; any other bound is version 4, at offset 48, with
+ * a reserved zero field after it. The flag is the header's, never the batch's. */
+static void test_growth_bound_round_trip(void **state)
+{
+    static const struct {
+        uint32_t mib;
+        int version;
+        bool flag;
+    } cases[] = {{0, 3, false}, {COMMAND_GROWTH_V3_MIB, 3, true}, {20, 4, true},
+                 {1u << 30, 4, true}};
+    struct param p[6];
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    assert_int_equal(COMMAND_GROWTH_V3_MIB << 20, 1u << 30); /* policy.h's default */
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        fillParams(p);
+        makeBatch(&in, p, 6);
+        in.max_temp_mib = 7;
+        in.max_growth_mib = cases[c].mib;
+        bufInit(&enc);
+        commandEncode(&in, &enc);
+        assert_false(enc.oom);
+        assert_int_equal(enc.len % 8, 0);
+        assert_int_equal((unsigned char)enc.p[4], cases[c].version);
+        assert_int_equal((headerFlags(&enc) & COMMAND_GROWTH) != 0, cases[c].flag);
+        if (cases[c].version == 4) {
+            assert_int_equal((unsigned char)enc.p[48] | (unsigned char)enc.p[49] << 8 |
+                                 (unsigned char)enc.p[50] << 16 |
+                                 (uint32_t)(unsigned char)enc.p[51] << 24,
+                             cases[c].mib);
+        }
+        assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), 0);
+        assert_int_equal(out.max_growth_mib, cases[c].mib);
+        assert_int_equal(out.max_temp_mib, 7);
+        assert_int_equal(out.flags, BATCH_TRANSACTION);
+        assert_int_equal(out.n, 2);
+        assert_memory_equal(out.stmts[1].sql, "SELECT 1", 8);
+        batchFree(&out);
+        for (size_t n = 0; n < enc.len; n++) { /* every truncation, also of version 4 */
+            char *copy = malloc(n ? n : 1);
+            memcpy(copy, enc.p, n);
+            assert_int_equal(commandDecode(copy, n, &out, errmsg), CAIRN_ECORRUPT);
+            free(copy);
+        }
+        bufFree(&enc);
+    }
+}
+
+/* A version 4 header that contradicts itself is refused: a bound without the flag, the
+ * flag without a bound, a reserved field that is not zero. */
+static void test_growth_bound_damage_refused(void **state)
+{
+    struct param p[6];
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    unsigned char *copy;
+    (void)state;
+    fillParams(p);
+    makeBatch(&in, p, 6);
+    in.max_growth_mib = 20;
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    copy = withU32(&enc, 48, 0);
+    assert_int_equal(commandDecode(copy, enc.len, &out, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, "offset 48"));
+    free(copy);
+    copy = withU32(&enc, 52, 1);
+    assert_int_equal(commandDecode(copy, enc.len, &out, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, "offset 52"));
+    free(copy);
+    /* flags (offset 6, u16) without 0x4000; the u32 at 4 also holds version and kind */
+    copy = withU32(&enc, 4,
+                   (unsigned char)enc.p[4] | (unsigned char)enc.p[5] << 8 |
+                       (uint32_t)(headerFlags(&enc) & ~COMMAND_GROWTH) << 16);
+    assert_int_equal(commandDecode(copy, enc.len, &out, errmsg), CAIRN_ECORRUPT);
+    assert_non_null(strstr(errmsg, "offset 48"));
+    free(copy);
+    bufFree(&enc);
+}
+
 static void test_empty_batch(void **state)
 {
     struct batch in;
@@ -551,6 +657,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_limits_round_trip),
+        cmocka_unit_test(test_growth_bound_round_trip),
+        cmocka_unit_test(test_growth_bound_damage_refused),
         cmocka_unit_test(test_empty_batch),
         cmocka_unit_test(test_every_truncation_rejected),
         cmocka_unit_test(test_every_byte_flip_rejected),
