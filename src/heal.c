@@ -129,6 +129,7 @@ static int dbCheck(const char *path, bool every_page, char *msg, size_t n)
  * POST /db/load being received), DATA/export-XXXXXX (a GET /db/backup being copied),
  * DATA/pitr-restore-N.db and its hidden scratch directory (a RESTORE ... AS OF being
  * built), db.sqlite.restored (a restore or snapshot install before its swap),
+ * db.sqlite.restore (the copy of a version-1 snapshot before its swap),
  * db.sqlite.heal (a copy from the leader) and .ID.cbk.fetch.tmp (a backup downloaded
  * for an object-store repository), with their journals. Nobody would remove them
  * otherwise (the next file of the same name replaces it, if one ever comes), and each
@@ -136,8 +137,10 @@ static int dbCheck(const char *path, bool every_page, char *msg, size_t n)
  * serves: nothing else uses the directory then. */
 static unsigned sweepScratch(const char *data_dir)
 {
-    static const char *const prefixes[] = {"load-", "export-", "pitr-restore-",
-                                           "db.sqlite.restored", "db.sqlite.heal"};
+    /* "db.sqlite.restore" covers db.sqlite.restored and the copy of a version-1
+     * snapshot's file that storeReplaceWith makes before its swap. */
+    static const char *const prefixes[] = {"load-", "export-", "pitr-restore-", "db.sqlite.restore",
+                                           "db.sqlite.heal"};
     DIR *d = opendir(data_dir);
     struct dirent *e;
     unsigned n = 0;
@@ -248,6 +251,28 @@ static int moveAside(const char *data_dir, const char *name, char *when, char *m
         snprintf(moved, n, "%s", to);
     }
     return libSyncParentDir(to, errmsg);
+}
+
+/* A stamp (in when, STAMP_SIZE) under which no file a repair moves is in corrupt/ yet,
+ * so that the names its journal records are the names its moves get (moveAside keeps a
+ * free stamp as it is). */
+static void freeStamp(const char *data_dir, char *when)
+{
+    static const char *const names[] = {"db.sqlite", "db.sqlite-wal", "db.sqlite-shm", "raft"};
+    char base[STAMP_SIZE];
+    char path[PATH_MAX + 64];
+    snprintf(base, sizeof base, "%s", when);
+    for (unsigned k = 2; k < 10000; k++) {
+        bool taken = false;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            snprintf(path, sizeof path, "%s/corrupt/%s-%s", data_dir, when, names[i]);
+            taken = taken || exists(path);
+        }
+        if (!taken) {
+            return;
+        }
+        snprintf(when, STAMP_SIZE, "%.30s.%u", base, k);
+    }
 }
 
 /* The database and its WAL and shared-memory files. */
@@ -427,6 +452,207 @@ static void removeRepairCopy(const char *data_dir)
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", data_dir, REPAIR_COPY);
     unlink(path);
+    /* A backup restored into it is named `.db.sqlite.repair.restore-XXXXXX` for its
+     * last steps (newfile.h): one whose restore was killed is as large as the copy. */
+    newfileSweep(path, "restore");
+}
+
+/* ---- the journal of a repair in progress -------------------------------------------- */
+
+/* A repair moves the database and the log into corrupt/ before its new database is in
+ * place. Killed in between (kill -9, a crash, a power cut), it left DATA without a
+ * database, or with a partial one, or with an empty log, and a start then made a new
+ * empty node of it, or rebuilt without a word. So before its first move a repair
+ * writes what it is about to move into DATA/repair-undo.json (atomically: whole or
+ * absent), and removes it once the new state is complete. One found by the next start
+ * or the next `cairn repair` is a repair cut off: undone (what it moved put back, what
+ * it made removed, node.json as it was), and said so. Undone rather than finished: the
+ * directory as the repair found it is a state every later step knows how to judge (a
+ * damaged database is healed at an unclean start, or refused with the repair to run). */
+#define REPAIR_JOURNAL "repair-undo.json"
+
+/* Set while this process's repair replays the log: that replay opens the node, and
+ * its open must not undo the repair (it removes the journal once the database is
+ * complete: healAfterOpen). Only the CLI runs repairs, one at a time on its one thread. */
+static bool own_repair_replaying;
+
+static const char *const DB_SIDE[] = {"db.sqlite", "db.sqlite-wal", "db.sqlite-shm"};
+
+/* Write the journal of a repair that is about to move the database (when db), the log
+ * (when log), and to change node.json (node_json: its text now, or NULL). when is the
+ * stamp of the names in corrupt/, which must be free for every file moved. */
+static int journalWrite(const char *data_dir, const char *when, bool db, bool log,
+                        const char *node_json, char *errmsg)
+{
+    char path[PATH_MAX];
+    char side[PATH_MAX];
+    json_t *root = json_pack("{s:i, s:s, s:b, s:s?}", "version", 1, "stamp", when, "log", log,
+                             "node_json", node_json);
+    json_t *existed = json_array();
+    char *text;
+    int rv;
+    for (size_t i = 0; i < 3 && db; i++) {
+        snprintf(side, sizeof side, "%s/%s", data_dir, DB_SIDE[i]);
+        /* Only what exists now is moved, and only that comes back: anything else found
+         * at these names by an undo was made by the repair. */
+        json_array_append_new(existed, json_boolean(db && exists(side)));
+    }
+    /* Without "db", the database is not the repair's to touch: an undo leaves it. */
+    if (root != NULL && db) {
+        json_object_set_new(root, "db", existed); /* takes it, also on failure */
+        existed = NULL;
+    }
+    json_decref(existed);
+    if (root == NULL || (db && !json_is_array(json_object_get(root, "db"))) ||
+        (text = json_dumps(root, JSON_INDENT(2))) == NULL) {
+        json_decref(root);
+        errorf(errmsg, "cannot write %s/%s: out of memory", data_dir, REPAIR_JOURNAL);
+        return CAIRN_ENOMEM;
+    }
+    json_decref(root);
+    snprintf(path, sizeof path, "%s/%s", data_dir, REPAIR_JOURNAL);
+    rv = libWriteFileAtomic(path, text, strlen(text), 0, errmsg);
+    free(text);
+    return rv;
+}
+
+static bool journalExists(const char *data_dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", data_dir, REPAIR_JOURNAL);
+    return exists(path);
+}
+
+/* The repair is complete (or undone): its journal goes. */
+static void journalRemove(const char *data_dir)
+{
+    char path[PATH_MAX];
+    char sync_err[CAIRN_ERRMSG_SIZE];
+    snprintf(path, sizeof path, "%s/%s", data_dir, REPAIR_JOURNAL);
+    if (unlink(path) == 0) {
+        libSyncParentDir(path, sync_err);
+    }
+}
+
+/* Remove a directory the repair made (a new Raft log: plain files). */
+static int removeFlatDir(const char *dir, char *errmsg)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[PATH_MAX + 256];
+    if (d == NULL) {
+        if (errno == ENOENT) {
+            return 0;
+        }
+        errorf(errmsg, "cannot read %s: %s", dir, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    }
+    closedir(d);
+    if (rmdir(dir) != 0) {
+        errorf(errmsg, "cannot remove %s: %s", dir, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    return 0;
+}
+
+/* Undo the repair of data_dir that its journal says was cut off, if there is one (the
+ * caller holds the directory's lock). done (n bytes) gets what was done, or "" when
+ * there was no journal. Safe to run again when itself cut off: each step is judged
+ * from what is on disk. Returns 0, or a CAIRN_E* code with errmsg saying what stays
+ * where (the journal then stays for the next try). */
+static int journalUndo(const char *data_dir, char *done, size_t n, char *errmsg)
+{
+    char path[PATH_MAX];
+    char here[PATH_MAX + 64];
+    char aside[PATH_MAX + 128];
+    json_error_t jerr;
+    json_t *root, *existed, *v;
+    const char *stamp;
+    int rv = 0;
+
+    done[0] = '\0';
+    snprintf(path, sizeof path, "%s/%s", data_dir, REPAIR_JOURNAL);
+    if ((root = json_load_file(path, 0, &jerr)) == NULL) {
+        if (access(path, F_OK) != 0) {
+            return 0;
+        }
+        errorf(errmsg,
+               "%s (the journal of a repair that was cut off) cannot be read: %s; "
+               "what the repair moved is in %s/corrupt: put it back by hand (see "
+               "docs/OPERATIONS.md, After disk corruption), then remove the journal",
+               path, jerr.text, data_dir);
+        return CAIRN_ECORRUPT;
+    }
+    v = json_object_get(root, "stamp");
+    existed = json_object_get(root, "db");
+    stamp = json_string_value(v);
+    if (stamp == NULL || strlen(stamp) >= STAMP_SIZE ||
+        (existed != NULL && (!json_is_array(existed) || json_array_size(existed) != 3))) {
+        json_decref(root);
+        errorf(errmsg,
+               "%s (the journal of a repair that was cut off) is not one cairn wrote; "
+               "what the repair moved is in %s/corrupt: put it back by hand (see "
+               "docs/OPERATIONS.md, After disk corruption), then remove the journal",
+               path, data_dir);
+        return CAIRN_ECORRUPT;
+    }
+    /* First every file the repair made at the database's names, so that no old file
+     * comes back beside a new one (a WAL is read into whatever database it sits by). */
+    for (size_t i = 0; i < 3 && rv == 0 && existed != NULL; i++) {
+        snprintf(here, sizeof here, "%s/%s", data_dir, DB_SIDE[i]);
+        snprintf(aside, sizeof aside, "%s/corrupt/%s-%s", data_dir, stamp, DB_SIDE[i]);
+        /* A file that existed and was not moved yet is the old one: it stays. */
+        if ((!json_is_true(json_array_get(existed, i)) || exists(aside)) && unlink(here) != 0 &&
+            errno != ENOENT) {
+            errorf(errmsg, "cannot remove %s to put the database back from %s: %s", here, aside,
+                   strerror(errno));
+            rv = errorFromErrno(errno);
+        }
+    }
+    for (size_t i = 0; i < 3 && rv == 0 && existed != NULL; i++) {
+        snprintf(here, sizeof here, "%s/%s", data_dir, DB_SIDE[i]);
+        snprintf(aside, sizeof aside, "%s/corrupt/%s-%s", data_dir, stamp, DB_SIDE[i]);
+        if (json_is_true(json_array_get(existed, i)) && exists(aside) && rename(aside, here) != 0) {
+            errorf(errmsg, "cannot put %s back: %s", aside, strerror(errno));
+            rv = errorFromErrno(errno);
+        }
+    }
+    snprintf(here, sizeof here, "%s/raft", data_dir);
+    snprintf(aside, sizeof aside, "%s/corrupt/%s-raft", data_dir, stamp);
+    if (rv == 0 && json_is_true(json_object_get(root, "log")) && exists(aside) &&
+        ((rv = removeFlatDir(here, errmsg)) != 0 || rename(aside, here) != 0)) {
+        if (rv == 0) {
+            errorf(errmsg, "cannot put %s back: %s", aside, strerror(errno));
+            rv = errorFromErrno(errno);
+        }
+    }
+    v = json_object_get(root, "node_json");
+    if (rv == 0 && json_is_string(v)) {
+        snprintf(here, sizeof here, "%s/node.json", data_dir);
+        rv = libWriteFileAtomic(here, json_string_value(v), json_string_length(v), 0, errmsg);
+    }
+    if (rv == 0) {
+        snprintf(here, sizeof here, "%s/%s", data_dir, REPAIR_COPY);
+        unlink(here);
+        rv = libSyncParentDir(here, errmsg);
+    }
+    if (rv == 0) {
+        journalRemove(data_dir);
+        snprintf(done, n,
+                 "an interrupted repair (its journal %s, its moves stamped %s) was undone: "
+                 "what it moved to %s/corrupt is back in place",
+                 path, stamp, data_dir);
+    } else {
+        errorAppendf(errmsg, " (undoing an interrupted repair; %s stays for the next try)", path);
+    }
+    json_decref(root);
+    return rv;
 }
 
 int healBeforeOpen(struct cairn *db, char *errmsg)
@@ -451,7 +677,25 @@ int healBeforeOpen(struct cairn *db, char *errmsg)
     snprintf(db_path, sizeof db_path, "%s/db.sqlite", db->data_dir);
     snprintf(raft_dir, sizeof raft_dir, "%s/raft", db->data_dir);
     unclean = exists(mark);
+    if (!own_repair_replaying) {
+        char done[PATH_MAX + 256];
+        if ((rv = journalUndo(db->data_dir, done, sizeof done, errmsg)) != 0) {
+            return rv;
+        }
+        if (done[0] != '\0') {
+            dbLog(db, "%s", done);
+        }
+    }
     removeRepairCopy(db->data_dir);
+    /* `cairn restore --force --out DATA/db.sqlite` killed between its renames: the old
+     * -wal back beside the old database, or gone if the new one is in place, before
+     * anything opens it. */
+    if (newfileSweepReplaced(db_path) > 0) {
+        dbLog(db,
+              "settled the side files of %s that a restore killed while replacing it "
+              "left hidden",
+              db_path);
+    }
     rep = calloc(1, sizeof *rep);
     if (rep == NULL) {
         errorf(errmsg, "out of memory");
@@ -572,6 +816,11 @@ void healAfterOpen(struct cairn *db)
 {
     char mark[PATH_MAX];
     snprintf(mark, sizeof mark, "%s/%s", db->data_dir, RUNNING_MARK);
+    if (own_repair_replaying) {
+        /* The repair's database is complete, and this open still holds the lock that
+         * keeps a start from judging the journal meanwhile. */
+        journalRemove(db->data_dir);
+    }
     if (db->recovery == NULL || !json_is_null(json_object_get(db->recovery, "applied_index"))) {
         return; /* no recovery at this start */
     }
@@ -621,7 +870,9 @@ static int replayOffline(const char *data_dir, uint64_t *applied, char *errmsg)
     int rv;
     cairn_config_init(&cfg);
     cfg.data_dir = data_dir;
+    own_repair_replaying = true;
     rv = cairn_open(&cfg, &c);
+    own_repair_replaying = false;
     if (rv != 0) {
         errorf(errmsg, "replaying the log: %s", c ? cairn_errmsg(c) : cairn_strerror(rv));
         cairn_close(c);
@@ -898,7 +1149,8 @@ static int resetLog(const struct heal_options *o, const struct raftlog_report *r
     memcpy(m.digest16, info.digest, sizeof m.digest16);
     snprintf(m.name, sizeof m.name, "%s", info.id);
     manifestEncode(&m, manifest);
-    if ((rv = moveAside(o->data_dir, "raft", when, moved_log, n, errmsg)) != 0) {
+    if ((rv = journalWrite(o->data_dir, when, false, true, NULL, errmsg)) != 0 ||
+        (rv = moveAside(o->data_dir, "raft", when, moved_log, n, errmsg)) != 0) {
         return rv;
     }
     if (mkdir(raft_dir, 0700) != 0) {
@@ -915,82 +1167,23 @@ static int resetLog(const struct heal_options *o, const struct raftlog_report *r
     return rv;
 }
 
-/* A rebuild that failed: its partial database removed (it holds nothing the log does
- * not), the one moved aside put back in its place, so that a failed repair leaves the
- * directory as it found it. errmsg (the rebuild's failure) gets what was done. False
- * when the database could not be put back (errmsg says where it is). */
-static bool putBack(const char *db_path, const char *moved, char *errmsg)
+/* The text of DATA/node.json into *text (the caller frees it). */
+static int readNodeJson(const char *data_dir, char **text, char *errmsg)
 {
-    /* The new files all gone before an old one comes back: a WAL beside a database
-     * that is not its own would be read into it. The old ones in moveDatabaseAside's
-     * order. */
-    static const char *const gone[] = {"-wal", "-shm", ""};
-    static const char *const back[] = {"", "-wal", "-shm"};
-    char from[PATH_MAX + 8];
-    char to[PATH_MAX + 8];
-    char sync_err[CAIRN_ERRMSG_SIZE];
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(to, sizeof to, "%s%s", db_path, gone[i]);
-        if (unlink(to) != 0 && errno != ENOENT) {
-            errorAppendf(errmsg, "; cannot remove %s to put the database back (it stays in %s): %s", to,
-                     moved, strerror(errno));
-            return false;
-        }
+    char path[PATH_MAX];
+    json_t *root;
+    snprintf(path, sizeof path, "%s/node.json", data_dir);
+    if ((root = json_load_file(path, 0, NULL)) == NULL) {
+        errorf(errmsg, "%s is missing or not JSON: the node's identity is unknown", path);
+        return CAIRN_ECORRUPT;
     }
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(from, sizeof from, "%s%s", moved, back[i]);
-        snprintf(to, sizeof to, "%s%s", db_path, back[i]);
-        if (exists(from) && rename(from, to) != 0) {
-            errorAppendf(errmsg, "; cannot put %s back: %s", from,
-                     strerror(errno));
-            return false;
-        }
+    *text = json_dumps(root, JSON_INDENT(2));
+    json_decref(root);
+    if (*text == NULL) {
+        errorf(errmsg, "cannot read %s: out of memory", path);
+        return CAIRN_ENOMEM;
     }
-    libSyncParentDir(db_path, sync_err);
-    errorAppendf(errmsg, "; the database moved aside is back in its place");
-    return true;
-}
-
-/* A repair that failed after it moved the database (and the log) aside, before its new
- * database was in place (or as it was put there, its directory not synced): the new
- * file removed and what was moved put back, so that the directory is as the repair
- * found it. Nothing else is removed: a -wal or -shm at db_path is the old database's,
- * one that was not moved. errmsg (the failure) gets what was done; false when
- * something could not be put back (errmsg says where it stays). */
-static bool undoMoves(const char *db_path, const char *raft_dir, const char *moved_db,
-                      const char *moved_log, char *errmsg)
-{
-    static const char *const side[] = {"", "-wal", "-shm"};
-    char from[PATH_MAX + 8];
-    char to[PATH_MAX + 8];
-    char sync_err[CAIRN_ERRMSG_SIZE];
-    bool ok = true;
-    if (moved_db[0] != '\0') {
-        if (unlink(db_path) != 0 && errno != ENOENT) {
-            errorAppendf(errmsg, "; cannot remove %s to put the database back (it stays in %s): %s",
-                     db_path, moved_db, strerror(errno));
-            return false;
-        }
-        for (size_t i = 0; i < 3; i++) {
-            snprintf(from, sizeof from, "%s%s", moved_db, side[i]);
-            snprintf(to, sizeof to, "%s%s", db_path, side[i]);
-            if (exists(from) && rename(from, to) != 0) {
-                errorAppendf(errmsg, "; cannot put %s back: %s",
-                         from, strerror(errno));
-                ok = false;
-            }
-        }
-    }
-    if (moved_log[0] != '\0' && rename(moved_log, raft_dir) != 0) {
-        errorAppendf(errmsg, "; cannot put %s back: %s", moved_log,
-                 strerror(errno));
-        ok = false;
-    }
-    libSyncParentDir(db_path, sync_err);
-    if (ok) {
-        errorAppendf(errmsg, "; what was moved aside is back in place");
-    }
-    return ok;
+    return 0;
 }
 
 /* Write join = peer into DATA/node.json, so that a node whose log was reset rejoins. */
@@ -1040,6 +1233,9 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
     const char *action = "nothing";
     json_t *out;
     struct dirlock lock = DIRLOCK_NONE;
+    char undone[PATH_MAX + 256]; /* what undoing an interrupted repair did */
+    char *node_json = NULL;
+    bool journal = false; /* written: undone on failure */
     int rv;
 
     snprintf(db_path, sizeof db_path, "%s/db.sqlite", o->data_dir);
@@ -1058,7 +1254,15 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
         }
         return rv;
     }
+    if ((rv = journalUndo(o->data_dir, undone, sizeof undone, errmsg)) != 0) {
+        lockRelease(&lock);
+        return rv;
+    }
+    if (undone[0] != '\0') {
+        say(o, "%s", undone);
+    }
     removeRepairCopy(o->data_dir);
+    freeStamp(o->data_dir, when);
     rep = calloc(1, sizeof *rep);
     if (rep == NULL) {
         lockRelease(&lock);
@@ -1085,6 +1289,7 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
              * and start a new log from it, rather than lose what it holds. */
             rv = resetLog(o, rep, db_path, when, moved_log, sizeof moved_log, &applied, lost,
                           sizeof lost, errmsg);
+            journal = journalExists(o->data_dir); /* resetLog wrote it before its move */
             action = "kept the database, which holds every entry up to the damage and past "
                      "it, and started a new Raft log from it (a snapshot at its index); the "
                      "damaged log is kept in corrupt/";
@@ -1110,9 +1315,11 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
             rv = CAIRN_ECORRUPT;
             break;
         }
-        if ((rv = verifySnapshot(o->data_dir, rep, errmsg)) != 0) {
+        if ((rv = verifySnapshot(o->data_dir, rep, errmsg)) != 0 ||
+            (rv = journalWrite(o->data_dir, when, true, false, NULL, errmsg)) != 0) {
             break;
         }
+        journal = true;
         rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg);
         action = "rebuilt the database from the newest snapshot and the log";
         break;
@@ -1131,7 +1338,11 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
         /* With a healthy log the entries after the backup replay on top of it; a
          * damaged log is set aside and the database starts a new log at 0. */
         if ((rv = adminSetAppliedIndex(tmp, log_damaged ? 0 : info.raft_index, errmsg)) != 0 ||
-            (rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) != 0 ||
+            (rv = journalWrite(o->data_dir, when, true, log_damaged, NULL, errmsg)) != 0) {
+            break;
+        }
+        journal = true;
+        if ((rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) != 0 ||
             (log_damaged && (rv = moveAside(o->data_dir, "raft", when, moved_log, sizeof moved_log,
                                             errmsg)) != 0)) {
             break;
@@ -1163,9 +1374,13 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
         }
         say(o, "rewriting the database with page checksums (VACUUM INTO)");
         if ((rv = writeWithChecksums(db_path, tmp, &pages, errmsg)) != 0 ||
-            (rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) != 0) {
+            (rv = journalWrite(o->data_dir, when, true, false, NULL, errmsg)) != 0) {
             unlink(tmp);
             break;
+        }
+        journal = true;
+        if ((rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) != 0) {
+            break; /* undone below, the copy removed */
         }
         if ((rv = installDatabase(tmp, db_path, errmsg)) != 0) {
             break;
@@ -1193,48 +1408,68 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
             break;
         }
         /* The copy is newer than this node's log: the log is set aside too, and the
-         * node rejoins through the peer, whose leader sends what follows. */
+         * node rejoins through the peer, whose leader sends what follows. node.json
+         * names the peer last, and its text before is in the journal: a repair that
+         * fails or is cut off leaves no join to a cluster whose database it never got. */
+        if ((rv = readNodeJson(o->data_dir, &node_json, errmsg)) != 0 ||
+            (rv = journalWrite(o->data_dir, when, true, true, node_json, errmsg)) != 0) {
+            break;
+        }
+        journal = true;
         if ((rv = moveDatabaseAside(o->data_dir, when, moved_db, sizeof moved_db, errmsg)) != 0 ||
             (rv = moveAside(o->data_dir, "raft", when, moved_log, sizeof moved_log, errmsg)) != 0 ||
+            (rv = installDatabase(tmp, db_path, errmsg)) != 0 ||
             (rv = setJoin(o->data_dir, base, errmsg)) != 0) {
             break;
         }
-        if ((rv = installDatabase(tmp, db_path, errmsg)) != 0) {
-            break;
-        }
+        journalRemove(o->data_dir); /* complete: no replay follows */
         action = "copied the database from the peer and set this node's log aside; the node "
                  "rejoins through the peer at its next start and the leader sends it the "
                  "rest";
         break;
     }
     }
-    /* Failed once files were moved: the directory as it was (a rebuild's failures come
-     * after the moves, in the replay, which puts the database back below). */
-    if (rv != 0 && o->mode != HEAL_REBUILD && (moved_db[0] != '\0' || moved_log[0] != '\0')) {
-        if (undoMoves(db_path, raft_dir, moved_db, moved_log, errmsg)) {
+    /* Failed once its journal was written: the directory as it was. */
+    if (rv != 0 && journal) {
+        char why[CAIRN_ERRMSG_SIZE];
+        char done[PATH_MAX + 256];
+        if (journalUndo(o->data_dir, done, sizeof done, why) == 0) {
+            if (moved_db[0] != '\0' || moved_log[0] != '\0') {
+                errorAppendf(errmsg, "; what was moved aside is back in place");
+            }
             moved_db[0] = moved_log[0] = '\0';
+        } else {
+            errorAppendf(errmsg, "; %s", why);
         }
         unlink(tmp);
     }
     lockRelease(&lock);
     free(rep);
+    free(node_json);
     if (rv == 0 && strcmp(action, "nothing") != 0 && strncmp(action, "nothing:", 8) != 0 &&
         !(o->mode == HEAL_FROM_PEER && moved_log[0] != '\0')) {
         say(o, "replaying the log");
         rv = replayOffline(o->data_dir, &applied, errmsg);
-        if (rv != 0 && moved_db[0] != '\0' && moved_log[0] == '\0') {
+        if (rv != 0 && (moved_db[0] != '\0' || moved_log[0] != '\0')) {
             /* Under the lock again: a node started since the replay let go of it owns
-             * the files now. */
+             * the files now (and undid the repair by its journal). The partial database
+             * holds nothing the log does not. */
             char why[CAIRN_ERRMSG_SIZE];
-            size_t len = strlen(errmsg);
-            if (lockAcquire(o->data_dir, &lock, why) == 0) {
-                if (putBack(db_path, moved_db, errmsg)) {
-                    moved_db[0] = '\0';
-                }
+            char done[PATH_MAX + 256];
+            if (lockAcquire(o->data_dir, &lock, why) != 0) {
+                errorAppendf(errmsg, "; what the repair moved aside stays in %s/corrupt (%s)",
+                             o->data_dir, why);
+            } else if (journalUndo(o->data_dir, done, sizeof done, why) != 0) {
+                errorAppendf(errmsg, "; %s", why);
+                lockRelease(&lock);
+            } else if (done[0] == '\0') {
+                /* No journal: the replay failed after its open had completed the repair
+                 * (healAfterOpen), so what it made stays. */
                 lockRelease(&lock);
             } else {
-                snprintf(errmsg + len, CAIRN_ERRMSG_SIZE - len,
-                         "; the database moved aside stays in %s (%s)", moved_db, why);
+                errorAppendf(errmsg, "; what the repair moved aside is back in its place");
+                moved_db[0] = moved_log[0] = '\0';
+                lockRelease(&lock);
             }
         }
     } else if (rv == 0) {
@@ -1247,11 +1482,11 @@ int healRepair(const struct heal_options *o, struct buf *report, char *errmsg)
             rv = CAIRN_ECORRUPT;
         }
     }
-    out = json_pack("{s:b, s:s, s:s, s:s, s:s?, s:s?, s:I, s:s?}", "ok", rv == 0, "raft_log",
+    out = json_pack("{s:b, s:s, s:s, s:s, s:s?, s:s?, s:I, s:s?, s:s?}", "ok", rv == 0, "raft_log",
                     log_text, "database_before", db_before, "action", rv == 0 ? action : "failed",
                     "moved_database", moved_db[0] ? moved_db : NULL, "moved_log",
                     moved_log[0] ? moved_log : NULL, "applied_index", (json_int_t)applied, "lost",
-                    lost[0] ? lost : NULL);
+                    lost[0] ? lost : NULL, "interrupted_repair", undone[0] ? undone : NULL);
     if (out != NULL) {
         char *text = json_dumps(out, JSON_COMPACT);
         bufPuts(report, text ? text : "{}");

@@ -9,7 +9,11 @@
  * the newest snapshot plus the log, once its snapshot chain verifies; a
  * damaged log stops the start with the file and offset, since dropping entries could
  * lose acknowledged writes. What was found and done is logged, kept in
- * DATA/last_recovery.json and shown in /status as "last_recovery". */
+ * DATA/last_recovery.json and shown in /status as "last_recovery".
+ *
+ * A repair writes DATA/repair-undo.json before it moves anything and removes it once
+ * its new state is complete: a repair cut off (kill -9, crash) is undone by the next
+ * start (at every start, clean or not) or the next repair. */
 #ifndef CAIRN_HEAL_H
 #define CAIRN_HEAL_H
 
@@ -20,12 +24,13 @@
 
 struct cairn;
 
-/* Before the store opens (the lock is held). Non-zero: the node must not start;
- * errmsg says why and what the operator can do. */
+/* Before the store opens (the lock is held): undoes a repair that was cut off, settles
+ * what a restore killed while replacing DATA/db.sqlite left, then checks as above.
+ * Non-zero: the node must not start; errmsg says why and what the operator can do. */
 int healBeforeOpen(struct cairn *db, char *errmsg);
 
 /* After the node has started: completes the record of a recovery (the index the
- * database reached) and writes it. */
+ * database reached) and writes it; in a repair's own replay, marks the repair complete. */
 void healAfterOpen(struct cairn *db);
 
 /* After a clean stop: remove the running mark. */
@@ -55,8 +60,9 @@ struct heal_options {
 };
 
 /* Repair a stopped node's data directory. Every damaged file is kept in DATA/corrupt/.
- * report receives a JSON object of what was found and changed. 0 when the data
- * directory is healthy afterwards. */
+ * A repair cut off earlier is undone first ("interrupted_repair" in the report); one
+ * that fails after it moved files puts them back. report receives a JSON object of
+ * what was found and changed. 0 when the data directory is healthy afterwards. */
 int healRepair(const struct heal_options *o, struct buf *report, char *errmsg);
 
 #endif

@@ -210,6 +210,7 @@ static int placeOut(const char *tmp, const char *out, bool force, char *errmsg)
 {
     int err, rv;
     if (force) {
+        newfileSweepReplaced(out); /* a killed predecessor's leftovers, settled first */
         rv = newfileRenameDatabase(tmp, out, errmsg);
         return rv != 0 ? rv : libSyncParentDir(out, errmsg);
     }
@@ -734,10 +735,20 @@ int pitrRestore(const struct pitr_options *o, struct pitr_result *res, char *err
     struct newdir scratch;
     char tmp[PATH_MAX];
     char windows[2048];
+    struct pitr_options resolved;
+    char link_to[PATH_MAX];
     struct stat st;
     int rv;
 
     memset(res, 0, sizeof *res);
+    /* --force onto a symbolic link writes the file it points to (newfile.h). */
+    if (o->force) {
+        resolved = *o;
+        if ((rv = newfileResolveLink(o->out, link_to, &resolved.out, errmsg)) != 0) {
+            return rv;
+        }
+        o = &resolved;
+    }
     if (stat(o->out, &st) == 0 && S_ISDIR(st.st_mode)) {
         errorf(errmsg, "%s is a directory: a restore writes a database file, name the file",
                o->out);

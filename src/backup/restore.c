@@ -2320,7 +2320,9 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
     struct repo *use, *owned = NULL;
     struct progress p = {0};
     struct newfile nf = {.fd = -1};
+    struct restore_options resolved;
     char side[PATH_MAX + 16];
+    char link_to[PATH_MAX];
     struct stat st;
     bool found;
     size_t n = 0;
@@ -2330,6 +2332,18 @@ int backupRestoreIn(struct repo *repo, const struct restore_options *opt,
         errorf(errmsg, "restore: invalid arguments");
         return CAIRN_EINVAL;
     }
+    /* --force onto a symbolic link writes the file it points to (newfile.h). */
+    if (opt->force) {
+        resolved = *opt;
+        if ((rv = newfileResolveLink(opt->out, link_to, &resolved.out, errmsg)) != 0) {
+            return rv;
+        }
+        opt = &resolved;
+    }
+    /* What an earlier restore to the same place left when it was killed between its
+     * renames: the old database's -wal put back beside it, or removed if the new file
+     * got there. Before the checks below, which then see the files as they are. */
+    newfileSweepReplaced(opt->out);
     /* Not even --force replaces a directory: said now, not after the whole restore. */
     if (lstat(opt->out, &st) == 0 && S_ISDIR(st.st_mode)) {
         errorf(errmsg, "%s is a directory: a restore writes a database file, name the file",

@@ -435,6 +435,20 @@ static int checkLock(checkRun *r, long *pidOut)
     return held;
 }
 
+/* DATA/repair-undo.json (heal.c): a repair cut off after it moved files into corrupt/;
+ * what the checks below see is the directory as the repair left it. */
+static void checkRepairJournal(checkRun *r, int running)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/repair-undo.json", r->dataDir);
+    if (!running && exists(path)) {
+        item(r, "repair", "WARNING", "repair-undo.json",
+             "a repair was cut off (killed or crashed) after it moved files into corrupt/: "
+             "the next start or `cairn repair` puts them back; the checks below see the "
+             "directory as the repair left it");
+    }
+}
+
 /* DATA/cluster-id (cluster.h): absent in a directory of a cluster formed before ids;
  * read as cairnd reads it (libReadIdFile). */
 static void checkClusterId(checkRun *r)
@@ -1161,6 +1175,7 @@ static int runCheck(const cliCommand *cmd, const cliEnv *env, int argc, char **a
     cliProgressInit(&r.progress, "check", 0);
 
     running = checkLock(&r, &pid);
+    checkRepairJournal(&r, running);
     checkNodeJson(&r);
     checkWal(&r, running);
     checkDatabase(&r, running, &applied);

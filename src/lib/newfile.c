@@ -3,6 +3,7 @@
 #include "newfile.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -192,17 +193,30 @@ int newfilePlace(struct newfile *f, const char *path, bool replace, char *errmsg
 int newfileRenameDatabase(const char *tmp, const char *path, char *errmsg)
 {
     enum { NSIDE = sizeof SIDE / sizeof SIDE[0] };
-    char side[PATH_MAX + 16], aside[NSIDE][PATH_MAX + 48], prefix[PATH_MAX];
+    char side[PATH_MAX + 16], aside[NSIDE][PATH_MAX + 96], prefix[PATH_MAX];
     bool moved[NSIDE] = {false};
+    struct stat new_st, old_st;
     int err = 0;
 
     if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, "replaced", prefix)) {
         errorf(errmsg, "path too long: %s", path);
         return CAIRN_EINVAL;
     }
+    if (stat(tmp, &new_st) != 0) {
+        errorf(errmsg, "stat %s: %s", tmp, strerror(errno));
+        return errorFromErrno(errno);
+    }
+    if (stat(path, &old_st) != 0) {
+        old_st.st_ino = 0; /* nothing replaced: its sides, if any, belong to nothing */
+    }
     for (size_t i = 0; i < NSIDE && err == 0; i++) {
         snprintf(side, sizeof side, "%s%s", path, SIDE[i]);
-        snprintf(aside[i], sizeof aside[i], "%s%ld%s", prefix, (long)getpid(), SIDE[i]);
+        /* The inodes of the new file and the old one, and who moves them: what a writer
+         * killed between the renames leaves tells newfileSweepReplaced which one got
+         * the name. */
+        snprintf(aside[i], sizeof aside[i], "%s%llu-%llu-%ld%s", prefix,
+                 (unsigned long long)new_st.st_ino, (unsigned long long)old_st.st_ino,
+                 (long)getpid(), SIDE[i]);
         if (rename(side, aside[i]) == 0) {
             moved[i] = true;
         } else if (errno != ENOENT) {
@@ -230,6 +244,107 @@ int newfileRenameDatabase(const char *tmp, const char *path, char *errmsg)
         }
     }
     return errorFromErrno(err);
+}
+
+int newfileResolveLink(const char *path, char *target, const char **out, char *errmsg)
+{
+    struct stat st;
+    *out = path;
+    if (lstat(path, &st) != 0 || !S_ISLNK(st.st_mode)) {
+        return 0;
+    }
+    if (realpath(path, target) == NULL) {
+        char to[PATH_MAX];
+        int err = errno;
+        ssize_t len = readlink(path, to, sizeof to - 1);
+        to[len > 0 ? len : 0] = '\0';
+        errorf(errmsg,
+               "%s is a symbolic link to %s, which cannot be resolved (%s): a restore writes "
+               "the file a link points to; name a file",
+               path, to, strerror(err));
+        return CAIRN_EINVAL;
+    }
+    *out = target;
+    return 0;
+}
+
+/* newfileSweepReplaced's step: one side file `.BASE.replaced-NEW-OLD-PID<side>` of a
+ * writer that is gone. */
+static unsigned sweepReplacedOne(const char *path, const char *dir, const char *name, size_t plen)
+{
+    unsigned long long new_ino, old_ino;
+    long pid;
+    int used = 0;
+    char full[PATH_MAX + 256], side[PATH_MAX + 16];
+    const char *which = NULL;
+    struct stat st;
+    bool there;
+
+    if (sscanf(name + plen, "%llu-%llu-%ld%n", &new_ino, &old_ino, &pid, &used) != 3 || used == 0) {
+        return 0; /* not one of ours (or an older cairn's, which did not say) */
+    }
+    for (size_t i = 0; i < sizeof SIDE / sizeof SIDE[0]; i++) {
+        which = strcmp(name + plen + used, SIDE[i]) == 0 ? SIDE[i] : which;
+    }
+    /* A live writer is between its renames: its files are its own. */
+    if (which == NULL || pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno == EPERM)) {
+        return 0;
+    }
+    snprintf(full, sizeof full, "%s/%s", dir, name);
+    snprintf(side, sizeof side, "%s%s", path, which);
+    there = stat(path, &st) == 0;
+    if (!there && errno != ENOENT) {
+        return 0; /* cannot tell which file is there: nothing is decided */
+    }
+    if (there && (unsigned long long)st.st_ino == old_ino && old_ino != 0) {
+        /* The new file never got the name: the old database is there, and its -wal
+         * holds its last commits. Back beside it, unless a file took that name since
+         * (then it stays hidden rather than be lost or clobber). */
+        if (renameat2(AT_FDCWD, full, AT_FDCWD, side, RENAME_NOREPLACE) == 0) {
+            return 1;
+        }
+        if ((errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) && link(full, side) == 0) {
+            unlink(full);
+            return 1;
+        }
+        return 0;
+    }
+    /* The new file has the name (or the old one is gone): the old database's side
+     * files would only be read into another database. */
+    return unlink(full) == 0 ? 1 : 0;
+}
+
+unsigned newfileSweepReplaced(const char *path)
+{
+    char prefix[PATH_MAX], dir[PATH_MAX];
+    const char *name;
+    unsigned n = 0;
+    struct dirent *e;
+    DIR *d;
+
+    if (strlen(path) >= PATH_MAX || !hiddenPrefix(path, "replaced", prefix)) {
+        return 0;
+    }
+    name = strrchr(prefix, '/') + 1;
+    /* "DIR/.BASE.replaced-": DIR, or "/" for a file at the root. */
+    snprintf(dir, sizeof dir, "%.*s", name - prefix > 1 ? (int)(name - prefix - 1) : 1, prefix);
+    if ((d = opendir(dir)) == NULL) {
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, name, strlen(name)) == 0) {
+            n += sweepReplacedOne(path, dir, e->d_name, strlen(name));
+        }
+    }
+    closedir(d);
+    if (n > 0) {
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+            fsync(fd);
+            close(fd);
+        }
+    }
+    return n;
 }
 
 int newfileReplaceDatabase(struct newfile *f, const char *path, char *errmsg)

@@ -62,12 +62,30 @@ int newfilePlace(struct newfile *f, const char *path, bool replace, char *errmsg
  * takes path's name and removed once it has; when it does not get there, they are
  * renamed back, so that a failure leaves the old database as it was (its committed
  * writes still in its -wal, a hot journal still beside it). Killed between the two
- * renames, the old database's side files stay under those hidden names. Returns 0 or
- * a CAIRN_E* code with errmsg. */
+ * renames, the old database's side files stay under those hidden names
+ * (`.<base>.replaced-NEWINO-OLDINO-PID-wal`), which newfileSweepReplaced settles.
+ * Returns 0 or a CAIRN_E* code with errmsg. */
 int newfileReplaceDatabase(struct newfile *f, const char *path, char *errmsg);
 
 /* The same for the complete file at tmp (on path's file system), renamed to path. */
 int newfileRenameDatabase(const char *tmp, const char *path, char *errmsg);
+
+/* Settle what a writer killed inside newfileRenameDatabase left for path: each hidden
+ * side file of a writer no longer alive is put back beside path when path is still the
+ * database it was moved from (the new file never got there: the old -wal holds the
+ * old database's last commits), and removed when path is the new file or neither (it
+ * would be read into a database not its own). One that cannot go back because a file
+ * took its name stays. Call before anything opens path. Returns how many were
+ * settled; errors are ignored. */
+unsigned newfileSweepReplaced(const char *path);
+
+/* The file a restore that replaces path (--force) is to write: path itself, or, when
+ * path is a symbolic link, the file it points to (as SQLite, cp and shells do: renaming
+ * over the link would replace the link with a regular file, and leave the database the
+ * link's users open as it was). *out points to path or to target (PATH_MAX). Returns 0,
+ * or CAIRN_EINVAL with errmsg naming the link and its target when the target cannot be
+ * resolved (a link to nothing). */
+int newfileResolveLink(const char *path, char *target, const char **out, char *errmsg);
 
 /* Close the file, and remove its hidden name when it still has one (a file not put in
  * place). Safe on a closed or never opened (fd -1) file. */

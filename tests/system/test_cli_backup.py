@@ -1273,3 +1273,96 @@ def test_default_repository_path_is_normalised(tmp_path, cairnd_bin):
     finally:
         p.terminate()
         p.wait(30)
+
+
+def killed_at(cairn_bin, call, args, path=None):
+    """Run `cairn ARGS` under strace, killed with SIGKILL at the first CALL (on PATH when
+    given): the call is not made. Skips when strace may not trace here."""
+    from test_backup_readonly import usable_strace
+    strace = usable_strace()
+    if strace is None:
+        pytest.skip("no strace that may trace here")
+    env = {k: v for k, v in os.environ.items() if k != "CAIRN_HOST"}
+    env["ASAN_OPTIONS"] = ":".join(o for o in (env.get("ASAN_OPTIONS"), "detect_leaks=0") if o)
+    argv = [strace, "-f", "-qq", "-o", os.devnull]
+    if path is not None:
+        argv += ["-P", str(path)]
+    argv += ["-e", "trace=" + call, "-e", "inject=%s:error=EIO:signal=SIGKILL:when=1" % call,
+             str(cairn_bin)] + [str(a) for a in args]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode != 0, (p.stdout, p.stderr)
+    return p
+
+
+def test_a_forced_restore_killed_before_its_rename_gives_the_old_wal_back(cli, cairn_bin,
+                                                                         tmp_path):
+    """--force moves the old database's -wal aside, then renames the new file in. Killed
+    between the two, the -wal (the old database's last commits) stayed under a hidden
+    name that nothing ever put back or removed: the old database, still in place, had
+    lost them. The next restore to the same place (even one refused) puts it back."""
+    db = make_db(tmp_path / "src.db")
+    repo = tmp_path / "repo"
+    bid = one_json(ok(create(cli, db, repo)))["id"]
+    place = tmp_path / "place"
+    place.mkdir()
+    out = place / "old.db"
+    wal_database_with_commits_in_its_wal(out)
+    before = sorted(p.name for p in place.iterdir())
+    # At its move of the -shm, the last before the rename (strace's -P matches a
+    # rename's first path only).
+    killed_at(cairn_bin, "rename", ["restore", "--repo", repo, bid, "--out", out, "--force"],
+              path=str(out) + "-shm")
+    assert "old.db-wal" not in [p.name for p in place.iterdir()], "killed before the move"
+    fails(cli("restore", "--repo", repo, bid, "--out", out), "already exists")
+    # (The killed restore's own new file, hidden, goes at the next restore that writes.)
+    assert sorted(p.name for p in place.iterdir()
+                  if not p.name.startswith(".old.db.restore-")) == before
+    con = sqlite3.connect(str(out))
+    try:
+        assert con.execute("SELECT count(*) FROM old").fetchone()[0] == 50
+    finally:
+        con.close()
+
+
+def test_a_forced_restore_killed_after_its_rename_leaves_no_old_wal(cli, cairn_bin, tmp_path):
+    """Killed after the new file took the name, before the old -wal it moved aside was
+    removed: that -wal must go (beside the new database it would be read into it), and
+    nothing hidden may stay. The next restore to the same place removes it."""
+    db = make_db(tmp_path / "src.db")
+    repo = tmp_path / "repo"
+    bid = one_json(ok(create(cli, db, repo)))["id"]
+    place = tmp_path / "place"
+    place.mkdir()
+    out = place / "old.db"
+    wal_database_with_commits_in_its_wal(out)
+    killed_at(cairn_bin, "unlink", ["restore", "--repo", repo, bid, "--out", out, "--force"])
+    assert dump(out) == dump(db)
+    assert [p.name for p in place.iterdir() if p.name.startswith(".")], "nothing was left"
+    fails(cli("restore", "--repo", repo, bid, "--out", out), "already exists")
+    assert sorted(p.name for p in place.iterdir()) == ["old.db"]
+    assert dump(out) == dump(db)
+
+
+def test_a_forced_restore_onto_a_symbolic_link_writes_where_it_points(cli, tmp_path):
+    """--force onto a symbolic link replaced the link with a regular file: the database
+    it pointed to (on another disk, say) was left as it was and the restore landed where
+    nobody looks. Now the restore writes the link's target, and the link stays; a link
+    to nothing is refused, naming its target."""
+    db = make_db(tmp_path / "src.db")
+    repo = tmp_path / "repo"
+    bid = one_json(ok(create(cli, db, repo)))["id"]
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    real = disk / "real.db"
+    wal_database_with_commits_in_its_wal(real)
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    ok(cli("restore", "--repo", repo, bid, "--out", link, "--force", "--json"))
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert dump(real) == dump(db)
+    assert sorted(p.name for p in disk.iterdir()) == ["real.db"]
+    dangling = tmp_path / "dangling.db"
+    dangling.symlink_to(tmp_path / "nowhere" / "x.db")
+    r = fails(cli("restore", "--repo", repo, bid, "--out", dangling, "--force"),
+              "symbolic link", str(tmp_path / "nowhere" / "x.db"))
+    assert dangling.is_symlink()

@@ -95,7 +95,8 @@ def test_kill9_then_start_checks_and_reports(node):
 def test_kill9_leftovers_of_restores_and_copies_are_removed_at_the_next_start(node):
     """Files a kill can leave in the data directory in the middle of a long operation,
     each as large as the database, that nothing else would ever remove: a restore's or
-    snapshot install's db.sqlite.restored (and its journal) before its swap, a copy from
+    snapshot install's db.sqlite.restored (and its journal) before its swap, the copy of
+    a version-1 snapshot's file (db.sqlite.restore, which stayed for ever), a copy from
     the leader (db.sqlite.heal), a backup downloaded for an object store. Planted after a
     kill -9 (the windows are short), they are gone once the node is up again; what is
     not scratch stays."""
@@ -103,6 +104,7 @@ def test_kill9_leftovers_of_restores_and_copies_are_removed_at_the_next_start(no
     node.kill()
     d = node.data_dir
     planted = ["db.sqlite.restored", "db.sqlite.restored-journal", "db.sqlite.heal",
+               "db.sqlite.restore",
                ".20261204T000000000Z-0000-abcd.cbk.fetch.tmp"]
     for name in planted + ["keep.txt"]:
         (d / name).write_bytes(b"x" * 65536)
@@ -707,3 +709,303 @@ def test_check_after_kill9_warns_of_the_unclean_stop(node, cairn_bin):
     node.stop()
     rc, out, err = run_cli(cairn_bin, "check", node.data_dir)
     assert rc == 0 and not [l for l in out.splitlines() if l.startswith("WARNING")], out
+
+
+def strace_kill(cairn_bin, path, call, when, *args):
+    """Run `cairn ARGS` under strace, killed with SIGKILL at the WHEN-th CALL (a syscall
+    name) on PATH: the call is not made. The CompletedProcess; skips when strace may not
+    trace here."""
+    from test_backup_readonly import usable_strace
+    strace = usable_strace()
+    if strace is None:
+        pytest.skip("no strace that may trace here")
+    # LeakSanitizer stops the process's threads with ptrace, which strace holds.
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = ":".join(o for o in (env.get("ASAN_OPTIONS"), "detect_leaks=0") if o)
+    p = subprocess.run([strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e",
+                        "trace=" + call, "-e",
+                        "inject=%s:error=EIO:signal=SIGKILL:when=%d" % (call, when),
+                        str(cairn_bin)] + [str(a) for a in args], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert p.returncode != 0, (p.stdout, p.stderr)
+    return p
+
+
+def test_a_repair_killed_after_moving_the_database_aside_is_undone_at_the_next_start(
+        node, cairn_bin):
+    """`cairn repair DATA` moves the damaged database into corrupt/, then rebuilds it by
+    opening the node offline. Killed between the two (at the rebuild's open of DATA/LOCK,
+    the second of the run), DATA had no db.sqlite, and nothing said that a repair had
+    been cut off. The next start must put the database back (and heal it, as after any
+    unclean stop with a damaged database) and say so."""
+    load(node)
+    before = digest(node)
+    node.kill()
+    smash_pages(node.data_dir / "db.sqlite")
+    data = pathlib.Path(node.data_dir)
+    strace_kill(cairn_bin, data / "LOCK", "openat", 2, "repair", data)
+    assert list((data / "corrupt").iterdir()), "the repair was killed before its move"
+    node.start()
+    assert digest(node) == before
+    assert "interrupted repair" in node.stderr_tail(), node.stderr_tail()
+
+
+def test_a_repair_killed_after_moving_the_database_aside_is_undone_by_the_next_repair(
+        node, cairn_bin):
+    load(node)
+    before = digest(node)
+    node.stop()
+    smash_pages(node.data_dir / "db.sqlite")
+    data = pathlib.Path(node.data_dir)
+    strace_kill(cairn_bin, data / "LOCK", "openat", 2, "repair", data)
+    assert not (data / "db.sqlite").exists()
+    rc, out, err = run_cli(cairn_bin, "check", data)
+    assert "a repair was cut off" in out, (out, err)
+    rc, out, err = run_cli(cairn_bin, "repair", "--json", data)
+    assert rc == 0, (out, err)
+    report = json.loads(out)
+    assert "interrupted repair" in report["interrupted_repair"], report
+    assert report["database_before"].startswith("damaged"), report
+    node.start()
+    assert digest(node) == before
+
+
+def rows_and_log(where):
+    """The log's files, byte for byte, and the database's rows (read from a copy of its
+    files: a repair's check of the database checkpoints its WAL)."""
+    log = sorted((p.name, p.read_bytes()) for p in (where / "raft").iterdir())
+    look = where.parent / "look"
+    shutil.rmtree(look, ignore_errors=True)
+    look.mkdir()
+    for p in where.iterdir():
+        if p.name.startswith("db.sqlite"):
+            shutil.copy(p, look / p.name)
+    con = sqlite3.connect(str(look / "db.sqlite"))
+    try:
+        rows = con.execute("SELECT count(*), total(length(v)), max(id) FROM t").fetchall()
+    finally:
+        con.close()
+    return log, rows
+
+
+def test_a_repair_from_backup_killed_before_its_install_is_undone_at_the_next_start(
+        server_factory, cairn_bin):
+    """`cairn repair --from-backup` with a damaged log moves the database and the log
+    into corrupt/, then renames the restored copy in. Killed just before that rename,
+    the next start removed the copy as a leftover and, finding neither a database nor a
+    log, started an empty node: every row gone, and no word of it. Now the start puts
+    both back (and refuses the damaged log, as before the repair), saying what it did;
+    the repair run again succeeds."""
+    node = server_factory(extra_args=["--snapshot-threshold", "8", "--snapshot-trailing", "4"])
+    load(node, 3)
+    backup_id = node.execute(["BACKUP DATABASE FULL TO 'default'"])["results"][0]["values"][0][1]
+    at_backup = digest(node)
+    load(node, 1)
+    node.kill()
+    flip(segments(node.data_dir)[-1], 64, 16)
+    data = pathlib.Path(node.data_dir)
+    repo = data.parent / "backups"
+    before = rows_and_log(data)
+    strace_kill(cairn_bin, data / "db.sqlite.repair", "renameat2", 1, "repair",
+                "--from-backup", backup_id, "--repo", repo, data)
+    assert not (data / "db.sqlite").exists() and not (data / "raft").exists()
+    node.start(wait=False)
+    assert node.wait_exit(30) == 1
+    tail = node.stderr_tail()
+    assert "interrupted repair" in tail and "does not drop log entries" in tail, tail
+    assert rows_and_log(data) == before
+    rc, out, err = run_cli(cairn_bin, "repair", "--from-backup", backup_id, "--repo", repo,
+                           "--json", data)
+    assert rc == 0, (out, err)
+    node.start()
+    assert digest(node) == at_backup
+
+
+@pytest.mark.parametrize("how", ["fails", "killed"])
+def test_a_repair_from_a_peer_that_does_not_finish_leaves_no_join(server_factory, cairn_bin,
+                                                                  how):
+    """`cairn repair --from-peer URL` wrote join=URL into node.json before it renamed
+    the copy in: when that rename failed, the database and the log came back but the
+    join stayed, and the next start tried to join a cluster whose database it never
+    got. Killed there, nothing came back at all. Now node.json is as it was either way
+    (a kill is undone by the next repair or start)."""
+    peer = server_factory()
+    load(peer, 2)
+    node = server_factory(extra_args=["--snapshot-threshold", "8", "--snapshot-trailing", "4"])
+    load(node, 3)
+    node.stop()
+    data = pathlib.Path(node.data_dir)
+    identity = json.loads((data / "node.json").read_text())
+    before = rows_and_log(data)
+    copy = data / "db.sqlite.repair"
+    if how == "fails":
+        from test_backup_readonly import usable_strace
+        strace = usable_strace()
+        if strace is None:
+            pytest.skip("no strace that may trace here")
+        env = dict(os.environ)
+        env["ASAN_OPTIONS"] = ":".join(o for o in (env.get("ASAN_OPTIONS"), "detect_leaks=0")
+                                       if o)
+        p = subprocess.run([strace, "-f", "-qq", "-o", os.devnull, "-P", str(copy), "-e",
+                            "trace=renameat2", "-e", "inject=renameat2:error=EIO",
+                            str(cairn_bin), "repair", "--from-peer", peer.url, str(data)],
+                           capture_output=True, text=True, timeout=120, env=env)
+        assert p.returncode == 1 and "back in place" in p.stderr, (p.stdout, p.stderr)
+    else:
+        strace_kill(cairn_bin, copy, "renameat2", 1, "repair", "--from-peer", peer.url, data)
+        rc, out, err = run_cli(cairn_bin, "repair", data)
+        assert rc == 0 and "interrupted repair" in out + err, (out, err)
+    assert json.loads((data / "node.json").read_text()) == identity
+    assert rows_and_log(data) == before
+    node.start()
+    assert digest(node) == digest(node) and node.scalar("SELECT count(*) FROM t") == 600
+
+
+def test_a_restore_killed_while_replacing_the_nodes_database_is_settled_at_the_start(
+        node, cairn_bin):
+    """`cairn restore --force --out DATA/db.sqlite` on a stopped node moves the node's
+    -wal and -shm aside before it renames the restored file in. Killed between (here at
+    the move of the -shm), the -wal, which holds the node's last commits, stayed under a
+    hidden name for ever. The start puts it back beside the database it belongs to."""
+    load(node, 4)
+    before = digest(node)
+    backup_id = node.execute(["BACKUP DATABASE FULL TO 'default'"])["results"][0]["values"][0][1]
+    node.kill()
+    data = pathlib.Path(node.data_dir)
+    db = data / "db.sqlite"
+    assert (data / "db.sqlite-wal").exists() and (data / "db.sqlite-shm").exists()
+    strace_kill(cairn_bin, str(db) + "-shm", "rename", 1, "restore", "--repo",
+                data.parent / "backups", backup_id, "--out", db, "--force")
+    assert not (data / "db.sqlite-wal").exists(), "killed before the move"
+    node.start()
+    assert digest(node) == before
+    assert not [p.name for p in data.iterdir() if p.name.startswith(".db.sqlite.replaced-")]
+    assert "settled the side files" in node.stderr_tail()
+
+
+def test_a_repair_killed_while_starting_a_new_log_is_undone_at_the_next_start(node, cairn_bin):
+    """`cairn repair` of a damaged log whose entries the database holds moves the log
+    into corrupt/ and writes a new one from the database. Killed between (at its mkdir
+    of the new DATA/raft), the next start found no log at all. Now the start puts the
+    log back, refuses it as damaged as it did before the repair, and says a repair was
+    undone; the repair run again keeps every row."""
+    want = load(node)
+    before = digest(node)
+    node.kill()
+    seg = segments(node.data_dir)[-1]
+    flip(seg, os.path.getsize(seg) // 2, 16)
+    data = pathlib.Path(node.data_dir)
+    log_before = sorted((p.name, p.read_bytes()) for p in (data / "raft").iterdir())
+    strace_kill(cairn_bin, data / "raft", "mkdir", 1, "repair", data)
+    assert not (data / "raft").exists(), "killed before the move"
+    node.start(wait=False)
+    assert node.wait_exit(30) == 1
+    tail = node.stderr_tail()
+    assert "interrupted repair" in tail and seg.name in tail, tail
+    assert sorted((p.name, p.read_bytes()) for p in (data / "raft").iterdir()) == log_before
+    rc, out, err = run_cli(cairn_bin, "repair", "--json", data)
+    assert rc == 0, (out, err)
+    node.start()
+    assert node.scalar("SELECT count(*) FROM t") == want and digest(node) == before
+
+
+def test_a_repair_adding_checksums_killed_before_its_install_is_undone(server_factory,
+                                                                      cairn_bin):
+    """`cairn repair --add-checksums` writes the sealed copy, moves the database aside,
+    then renames the copy in. Killed just before that rename, DATA was left with no
+    database, and the same repair run again failed (it had none to open). Now that repair
+    first puts the database back, says so, and converts it."""
+    s = server_factory(extra_args=["--no-page-checksums"])
+    load(s, 3)
+    before = digest(s)
+    s.stop()
+    data = pathlib.Path(s.data_dir)
+    image = (data / "db.sqlite").read_bytes()
+    strace_kill(cairn_bin, data / "db.sqlite.repair", "renameat2", 1, "repair",
+                "--add-checksums", data)
+    assert not (data / "db.sqlite").exists()
+    rc, out, err = run_cli(cairn_bin, "repair", "--add-checksums", "--json", data)
+    assert rc == 0, (out, err)
+    report = json.loads(out)
+    assert "interrupted repair" in report["interrupted_repair"], report
+    assert "checksum" in report["action"], report
+    assert (data / "corrupt" / pathlib.Path(report["moved_database"]).name).read_bytes() == image
+    s.start()
+    assert digest(s) == before
+    assert s.get_json("/status")["store"]["page_checksums"] is True
+
+
+def test_a_damaged_repair_journal_refuses_start_and_repair_naming_it(node, cairn_bin):
+    """A repair's journal (DATA/repair-undo.json) that cannot be read says only that a
+    repair was cut off, not what it moved: neither the start nor a repair guesses, and
+    each names the file and where the moved files are."""
+    load(node, 1)
+    node.stop()
+    journal = node.data_dir / "repair-undo.json"
+    journal.write_bytes(b"{\"version\": 1, \"stamp\": \x00\xff")
+    node.start(wait=False)
+    assert node.wait_exit(30) == 1
+    tail = node.stderr_tail()
+    assert "repair-undo.json" in tail and "corrupt" in tail, tail
+    rc, out, err = run_cli(cairn_bin, "repair", node.data_dir)
+    assert rc == 1 and "repair-undo.json" in err, (out, err)
+    assert (node.data_dir / "db.sqlite").exists() and journal.exists()
+
+
+
+def test_a_repair_from_backup_killed_in_its_restore_leaves_no_hidden_copy(server_factory,
+                                                                          cairn_bin):
+    """`cairn repair --from-backup` restores the backup into DATA/db.sqlite.repair,
+    which gets a hidden name, `.db.sqlite.repair.restore-XXXXXX`, for its last steps.
+    Killed then (strace stops it at the first rename after the naming), the hidden file,
+    as large as the database, stayed in DATA for good: the start removed only
+    db.sqlite.repair. Now the next start removes it too."""
+    node = server_factory()
+    load(node, 3)
+    backup_id = node.execute(["BACKUP DATABASE FULL TO 'default'"])["results"][0]["values"][0][1]
+    before = digest(node)
+    node.stop()
+    data = pathlib.Path(node.data_dir)
+    strace_kill(cairn_bin, str(data / "db.sqlite.repair") + "-journal", "rename", 1, "repair",
+                "--from-backup", backup_id, "--repo", data.parent / "backups", data)
+    hidden = [p.name for p in data.iterdir() if p.name.startswith(".db.sqlite.repair.")]
+    assert hidden, "killed before the copy was named"
+    node.start()
+    assert digest(node) == before
+    assert not [p.name for p in data.iterdir() if p.name.startswith(".db.sqlite.repair.")]
+
+
+def test_an_undo_killed_half_way_is_finished_by_the_next_start(server_factory, cairn_bin):
+    """The undo of a repair cut off is itself cut off (the start killed after it put the
+    database back, before the log): the journal stays, and the next start finishes the
+    undo from what is on disk, the database put back once and not removed."""
+    from test_backup_readonly import usable_strace
+    strace = usable_strace()
+    if strace is None:
+        pytest.skip("no strace that may trace here")
+    node = server_factory(extra_args=["--snapshot-threshold", "8", "--snapshot-trailing", "4"])
+    load(node, 3)
+    backup_id = node.execute(["BACKUP DATABASE FULL TO 'default'"])["results"][0]["values"][0][1]
+    load(node, 1)
+    node.kill()
+    flip(segments(node.data_dir)[-1], 64, 16)
+    data = pathlib.Path(node.data_dir)
+    before = rows_and_log(data)
+    strace_kill(cairn_bin, data / "db.sqlite.repair", "renameat2", 1, "repair",
+                "--from-backup", backup_id, "--repo", data.parent / "backups", data)
+    stamp = json.loads((data / "repair-undo.json").read_text())["stamp"]
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = ":".join(o for o in (env.get("ASAN_OPTIONS"), "detect_leaks=0") if o)
+    p = subprocess.run([strace, "-f", "-qq", "-o", os.devnull, "-P",
+                        str(data / "corrupt" / ("%s-raft" % stamp)), "-e", "trace=rename", "-e",
+                        "inject=rename:error=EIO:signal=SIGKILL:when=1"] + node.argv(),
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode != 0, (p.stdout, p.stderr)
+    assert (data / "db.sqlite").exists() and (data / "repair-undo.json").exists()
+    assert (data / "corrupt" / ("%s-raft" % stamp)).exists()
+    node.start(wait=False)
+    assert node.wait_exit(30) == 1
+    tail = node.stderr_tail()
+    assert "interrupted repair" in tail and "does not drop log entries" in tail, tail
+    assert rows_and_log(data) == before
+    assert not (data / "repair-undo.json").exists()

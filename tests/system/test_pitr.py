@@ -550,3 +550,41 @@ def test_restore_from_stops_when_the_archive_cannot_be_listed(server_factory, re
 
     b.start()
     assert b.query("SELECT count(*) FROM t")["results"][0]["values"] == [[5]]
+
+
+def test_a_forced_point_in_time_restore_onto_a_symbolic_link_writes_where_it_points(
+        server_factory, tmp_path, cairn_bin):
+    """`cairn restore --to-index N --out LINK --force` renamed the new file over the
+    link: the link became a regular file and the database it pointed to was left as it
+    was. Now the restore writes the link's target and the link stays; a link to nothing
+    is refused, naming its target."""
+    repo = DirRepo(tmp_path / "backups")
+    s = server_factory(extra_args=repo.server_args() + ARCHIVE_ARGS)
+    wait_archiving(s)
+    s.execute(["CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)"])
+    s.execute(["BACKUP DATABASE FULL"])
+    s.execute(["INSERT INTO t(v) VALUES(1)", "INSERT INTO t(v) VALUES(2)"])
+    head = status(s)["store"]["applied_index"]
+    wait_archived(s, head)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    real = disk / "real.db"
+    sqlite3.connect(str(real)).close()
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    r = cairn(cairn_bin, ["restore"] + repo.cli_args() + ["--out", link, "--force",
+                                                           "--to-index", head])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    con = sqlite3.connect("file:%s?mode=ro" % real, uri=True)
+    try:
+        assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+    finally:
+        con.close()
+    dangling = tmp_path / "dangling.db"
+    dangling.symlink_to(tmp_path / "nowhere" / "x.db")
+    r = cairn(cairn_bin, ["restore"] + repo.cli_args() + ["--out", dangling, "--force",
+                                                           "--to-index", head])
+    assert r.returncode == 1 and "symbolic link" in r.stderr, (r.stdout, r.stderr)
+    assert str(tmp_path / "nowhere" / "x.db") in r.stderr, r.stderr
+    assert dangling.is_symlink()

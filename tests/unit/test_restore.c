@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -565,6 +566,77 @@ static void test_scratch_directories_of_dead_writers_are_swept(void **state)
     }
 }
 
+/* The -wal, -journal and -shm a writer killed inside newfileRenameDatabase left hidden
+ * (`.BASE.replaced-NEWINO-OLDINO-PID-SIDE`): back beside the old database when it still
+ * has the name, removed when the new file has it or the name is empty; a live writer's,
+ * one whose name was taken since, and one of another form are left alone. */
+static void test_a_killed_replacements_side_files_are_settled(void **state)
+{
+    struct fx *f = *state;
+    char path[PATH_MAX], side[PATH_MAX + 16], aside[PATH_MAX + 128];
+    struct stat old_st;
+    pid_t dead = fork();
+
+    assert_true(dead >= 0);
+    if (dead == 0) {
+        _exit(0);
+    }
+    assert_int_equal(waitpid(dead, NULL, 0), dead); /* a pid no process has now */
+    snprintf(path, sizeof path, "%s/app.db", f->dir);
+    writeFile(path, "old", 3);
+    assert_int_equal(stat(path, &old_st), 0);
+
+    /* The old file still has the name: its -wal comes back, a live writer's stays, and
+     * a -shm whose name was taken since stays hidden. */
+    snprintf(aside, sizeof aside, "%s/.app.db.replaced-%llu-%llu-%ld-wal", f->dir, 999999ULL,
+             (unsigned long long)old_st.st_ino, (long)dead);
+    writeFile(aside, "commits", 7);
+    snprintf(aside, sizeof aside, "%s/.app.db.replaced-%llu-%llu-%ld-journal", f->dir, 999999ULL,
+             (unsigned long long)old_st.st_ino, (long)getpid());
+    writeFile(aside, "live", 4);
+    snprintf(aside, sizeof aside, "%s/.app.db.replaced-%llu-%llu-%ld-shm", f->dir, 999999ULL,
+             (unsigned long long)old_st.st_ino, (long)dead);
+    writeFile(aside, "s", 1);
+    snprintf(side, sizeof side, "%s-shm", path);
+    writeFile(side, "new shm", 7);
+    snprintf(aside, sizeof aside, "%s/.app.db.replaced-77-wal", f->dir); /* an older form */
+    writeFile(aside, "x", 1);
+    assert_int_equal(newfileSweepReplaced(path), 1);
+    snprintf(side, sizeof side, "%s-wal", path);
+    assert_true(exists(side));
+    {
+        char live[64], taken[64];
+        snprintf(live, sizeof live, ".app.db.replaced-999999-%llu-%ld-journal",
+                 (unsigned long long)old_st.st_ino, (long)getpid());
+        snprintf(taken, sizeof taken, ".app.db.replaced-999999-%llu-%ld-shm",
+                 (unsigned long long)old_st.st_ino, (long)dead);
+        const char *const names[] = {
+            "app.db", "app.db-wal", "app.db-shm", live, taken, ".app.db.replaced-77-wal", NULL};
+        assertOnly(f->dir, names);
+        snprintf(aside, sizeof aside, "%s/%s", f->dir, live);
+        unlink(aside);
+        snprintf(aside, sizeof aside, "%s/%s", f->dir, taken);
+        unlink(aside);
+    }
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+
+    /* The new file has the name: the old one's -wal goes. Then no file at all: so too. */
+    snprintf(aside, sizeof aside, "%s/.app.db.replaced-%llu-%llu-%ld-wal", f->dir,
+             (unsigned long long)old_st.st_ino, 424242ULL, (long)dead);
+    writeFile(aside, "commits", 7);
+    assert_int_equal(newfileSweepReplaced(path), 1);
+    assert_false(exists(aside));
+    unlink(path);
+    writeFile(aside, "commits", 7);
+    assert_int_equal(newfileSweepReplaced(path), 1);
+    {
+        const char *const names[] = {".app.db.replaced-77-wal", NULL};
+        assertOnly(f->dir, names);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -578,6 +650,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_the_check_reads_a_large_file_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_anonymous_file_appears_only_when_placed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_killed_replacements_side_files_are_settled, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sweeping_removes_a_dead_writers_file_only, setup,
                                         teardown),
