@@ -137,21 +137,26 @@ static enum MHD_Result collectArg(void *cls, enum MHD_ValueKind kind, const char
     return MHD_YES;
 }
 
-enum MHD_Result httpSend(struct MHD_Connection *c, unsigned status, const char *type,
-                            char *body, size_t len)
+enum MHD_Result httpQueue(struct MHD_Connection *c, unsigned status, const char *type,
+                          struct MHD_Response *r)
 {
-    struct MHD_Response *r;
     enum MHD_Result ret;
-    r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-    if (r == NULL) {
-        free(body);
-        return MHD_NO;
-    }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(r, "X-Cairn-Version", CAIRN_VERSION);
     ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+enum MHD_Result httpSend(struct MHD_Connection *c, unsigned status, const char *type,
+                            char *body, size_t len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    return httpQueue(c, status, type, r);
 }
 
 enum MHD_Result httpSendBuf(struct MHD_Connection *c, unsigned status, struct buf *b,
@@ -399,7 +404,6 @@ static enum MHD_Result sendResults(struct MHD_Connection *c, struct cairn_result
 {
     struct response_stream *rs = calloc(1, sizeof *rs);
     struct MHD_Response *r;
-    enum MHD_Result ret;
     if (rs == NULL) {
         cairn_result_free(res);
         return httpSendError(c, 500, "out of memory building the response");
@@ -425,11 +429,7 @@ static enum MHD_Result sendResults(struct MHD_Connection *c, struct cairn_result
         streamFree(rs);
         return MHD_NO;
     }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(r, "X-Cairn-Version", CAIRN_VERSION);
-    ret = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
-    return ret;
+    return httpQueue(c, 200, "application/json", r);
 }
 
 /* /db/execute, /db/query, /db/request */

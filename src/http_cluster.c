@@ -119,7 +119,6 @@ static enum MHD_Result sendFile(struct MHD_Connection *c, unsigned status, const
 {
     struct stat st;
     struct MHD_Response *r;
-    enum MHD_Result ret;
     if (fstat(fd, &st) != 0) {
         char msg[200];
         snprintf(msg, sizeof msg, "cannot read the leader's answer back from its file: %s",
@@ -132,11 +131,7 @@ static enum MHD_Result sendFile(struct MHD_Connection *c, unsigned status, const
         close(fd);
         return MHD_NO;
     }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    MHD_add_response_header(r, "X-Cairn-Version", CAIRN_VERSION);
-    ret = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return httpQueue(c, status, type, r);
 }
 
 bool httpRoute(struct http_server *h, struct MHD_Connection *c, const char *url, const char *method,

@@ -71,6 +71,9 @@ struct request {
 };
 
 /* Answer with body (taken over, free()d by MHD). */
+/* Queue response r (destroyed here) with its Content-Type and cairn's version header. */
+enum MHD_Result httpQueue(struct MHD_Connection *c, unsigned status, const char *type,
+                          struct MHD_Response *r);
 enum MHD_Result httpSend(struct MHD_Connection *c, unsigned status, const char *type,
                          char *body, size_t len);
 /* Answer with the JSON in b (taken over); pretty re-indents it. */

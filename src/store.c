@@ -1359,6 +1359,19 @@ static int ownCommitFailure(const struct store *s, int rc)
     return environmental(rc) ? ownFailure(rc) : CAIRN_EIO;
 }
 
+/* Keep nothing of the entry being applied: its group's transaction lost (the caller
+ * applies the group's entries again), or its own rolled back; its results freed. */
+static void abandonEntry(struct store *s, bool group, struct cairn_result *res)
+{
+    if (group && s->group_open) {
+        groupLost(s);
+    } else if (!sqlite3_get_autocommit(s->writer)) {
+        internalStep(s, s->st_rollback);
+    }
+    pagesumSetNow(0);
+    cairn_result_free(res);
+}
+
 static int applyLocked(struct store *s, const struct batch *b, uint64_t index, bool group,
                        struct cairn_result **out, char *errmsg)
 {
@@ -1474,13 +1487,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             growthEnd(s);
             snprintf(why, sizeof why, "%s", rs->error != NULL ? rs->error : "unknown error");
             s->wpol.trip = POLICY_TRIP_NONE;
-            if (group && s->group_open) {
-                groupLost(s);
-            } else if (!sqlite3_get_autocommit(s->writer)) {
-                internalStep(s, s->st_rollback);
-            }
-            pagesumSetNow(0);
-            cairn_result_free(res);
+            abandonEntry(s, group, res);
             if (failure == CAIRN_ESHUTDOWN) {
                 errorf(errmsg, "entry %llu was interrupted: the node is shutting down",
                        (unsigned long long)index);
@@ -1552,13 +1559,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             resultError(rs, why);
             if (!outcomeAtCommit(rc) || group) {
                 int rv = outcomeAtCommit(rc) ? STORE_EREGROUP : ownCommitFailure(s, rc);
-                if (group && s->group_open) {
-                    groupLost(s);
-                } else if (!sqlite3_get_autocommit(s->writer)) {
-                    internalStep(s, s->st_rollback);
-                }
-                pagesumSetNow(0);
-                cairn_result_free(res);
+                abandonEntry(s, group, res);
                 if (rv == STORE_EREGROUP) {
                     errorf(errmsg, "entry %llu rolled back the grouped transaction",
                            (unsigned long long)index);
