@@ -251,12 +251,14 @@ static unsigned char *writeU64(unsigned char *w, uint64_t v)
     return w + 8;
 }
 
-/* Replace the body (SQL table and statements) of the command that starts at out[start]
- * with one zstd frame, if it is long enough and the frame saves an eighth. Without
- * memory for it the command simply stays as it is. */
-static void compressBody(struct buf *out, size_t start)
+/* Replace the body (SQL table and statements) of the command that starts at out[start],
+ * after its header of header_size bytes, with one zstd frame, if it is long enough and
+ * the frame saves an eighth. Without memory for it the command simply stays as it is.
+ * The header is never in the frame: the decoder reads all of it, version 4's growth
+ * bound too, before it inflates what follows. */
+static void compressBody(struct buf *out, size_t start, size_t header_size)
 {
-    size_t from = start + COMMAND_HEADER_SIZE;
+    size_t from = start + header_size;
     size_t n = out->len - from;
     ZSTD_CCtx *c;
     void *z;
@@ -382,7 +384,7 @@ void commandEncode(const struct batch *b, struct buf *out)
     out->len = (size_t)(w - (unsigned char *)out->p);
     out->p[out->len] = '\0'; /* struct buf keeps its bytes NUL-terminated */
     sqlsetFree(&set);
-    compressBody(out, start);
+    compressBody(out, start, v4 ? COMMAND_HEADER_V4_SIZE : COMMAND_HEADER_SIZE);
     while ((out->len - start) % 8 != 0) {
         bufPutU8(out, 0);
     }

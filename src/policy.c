@@ -39,14 +39,15 @@ static const char *const readPragmasWithArg[] = {
  * file's path, the journal, locking and sync modes (a replay into a scratch file runs in
  * others), counters and settings of the connection or the process, how its pages are
  * laid out (page_count, freelist_count: nodes whose files differ in reserved bytes, or
- * one rewritten by cairn repair, hold the same rows in other pages). A write that stored
+ * one rewritten by cairn repair, hold the same rows in other pages; max_page_count, in a
+ * write the page count plus the write growth bound, store.c). A write that stored
  * one would make the replicas, or a replay of the log, differ. The sqlite_stmt table
  * (the connection's prepared statements) is refused with them. */
 static const char *const localPragmas[] = {
     "busy_timeout", "cache_size", "cache_spill", "compile_options", "data_version",
     "database_list", "freelist_count", "function_list", "hard_heap_limit", "journal_mode",
-    "journal_size_limit", "locking_mode", "mmap_size", "module_list", "page_count",
-    "pragma_list", "soft_heap_limit", "synchronous", "temp_store", "threads",
+    "journal_size_limit", "locking_mode", "max_page_count", "mmap_size", "module_list",
+    "page_count", "pragma_list", "soft_heap_limit", "synchronous", "temp_store", "threads",
     "wal_autocheckpoint", NULL};
 
 /* Functions that answer with the SQLite library the node runs, which differs from node

@@ -465,10 +465,19 @@ static void valueJson(struct result_json *j, const struct rstmt *st, const struc
     p = st->arena.p + v->off;
     to = v->n - from > VALUE_SLICE ? from + VALUE_SLICE : v->n;
     if (v->type == CAIRN_TEXT) {
-        /* Cut before a byte that begins a character: each part then decodes as the
-         * whole would. */
-        while (to < v->n && to > from + 1 && ((unsigned char)p[to] & 0xc0) == 0x80) {
+        /* Cut where no character spans: before the byte that begins the one the cut
+         * falls in, at most 3 bytes back (a character is at most 4). Where the 3 bytes
+         * before the cut continue a sequence too, none of them belongs to a character
+         * that reaches past it: they are stray bytes, each U+FFFD alone. Going further
+         * back split text that is not UTF-8 (a lead byte, then continuation bytes)
+         * between its lead and the continuation byte it decodes with, and each part
+         * then said U+FFFD where the whole said a character. */
+        size_t cut = to;
+        while (to < v->n && to > cut - 3 && ((unsigned char)p[to] & 0xc0) == 0x80) {
             to--;
+        }
+        if (to < v->n && ((unsigned char)p[to] & 0xc0) == 0x80) {
+            to = cut;
         }
     }
     if (from == 0) {

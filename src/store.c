@@ -1321,6 +1321,31 @@ static void growthEnd(struct store *s)
     }
 }
 
+/* RELEASE the running statement's savepoint, with the entry's bound lifted while it
+ * runs: a virtual table writes there what the statement left pending (FTS5 flushes its
+ * terms), as it does at the COMMIT, which runs unbounded too (growthEnd). Under the
+ * bound, that flush failed with SQLITE_FULL, which no step of the statement returned
+ * and so no policy took for the bound's: the apply failed as for a full disk, and every
+ * node retried the entry for ever. What the flush appended counts against the rest of
+ * the entry: the bound, set again, stays where it was. */
+static int growthRelease(struct store *s, char *why, size_t size)
+{
+    int rc;
+    if (s->growth_pages != 0) {
+        internalStep(s, s->st_growth_off);
+    }
+    rc = internalStep(s, s->st_release);
+    if (rc != SQLITE_OK) {
+        /* Before the PRAGMA below replaces the message. */
+        snprintf(why, size, "%s (when the statement's changes were being kept)",
+                 sqlite3_errmsg(s->writer));
+    }
+    if (s->growth_pages != 0) {
+        internalStep(s, s->st_growth_on); /* growthBegin's, for s->growth_pages */
+    }
+    return rc;
+}
+
 /* What a read in the log is applied as. */
 static const struct batch noStatements = {.kind = BATCH_QUERY};
 
@@ -1441,6 +1466,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
     }
     for (i = 0; i < b->n; i++) {
         struct rstmt *rs = resultAdd(res);
+        char kept_why[600]; /* a failed RELEASE's (growthRelease) */
         if (rs == NULL) {
             rc = SQLITE_NOMEM;
             internalStep(s, s->st_rollback);
@@ -1545,7 +1571,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             }
             internalStep(s, s->st_rollback_to);
             internalStep(s, s->st_release);
-        } else if (!txn && (rc = internalStep(s, s->st_release)) != SQLITE_OK) {
+        } else if (!txn && (rc = growthRelease(s, kept_why, sizeof kept_why)) != SQLITE_OK) {
             /* RELEASE runs the virtual tables' xRelease (FTS5 writes there what the
              * statement left pending) once SQLite has merged the statement's pages into
              * the transaction: the statement can no longer be undone alone. A cause of
@@ -1553,9 +1579,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
              * (outcomeAtCommit): the entry's transaction is rolled back whole, as when a
              * statement's own error does so, and the next statement goes on in a new
              * one; in a group, the entry is applied again alone (STORE_EREGROUP). */
-            char why[600];
-            snprintf(why, sizeof why, "%s (when the statement's changes were being kept)",
-                     sqlite3_errmsg(s->writer));
+            const char *why = kept_why;
             resultError(rs, why);
             if (!outcomeAtCommit(rc) || group) {
                 int rv = outcomeAtCommit(rc) ? STORE_EREGROUP : ownCommitFailure(s, rc);

@@ -953,6 +953,9 @@ def test_a_write_may_not_read_how_pages_are_laid_out(cluster_factory):  # noqa: 
     for sql in ["INSERT INTO t SELECT 1, sum(unused) FROM dbstat",
                 "INSERT INTO t SELECT 2, page_count FROM pragma_page_count",
                 "INSERT INTO t SELECT 3, * FROM pragma_freelist_count",
+                # under the write growth bound, the page count plus the bound
+                "INSERT INTO t SELECT 6, * FROM pragma_max_page_count",
+                "PRAGMA max_page_count",
                 "PRAGMA page_count",
                 "CREATE VIRTUAL TABLE pages USING dbstat(main)",
                 "CREATE TRIGGER tp AFTER INSERT ON big BEGIN INSERT INTO t SELECT 4, count(*) FROM dbstat; END"]:

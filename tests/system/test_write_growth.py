@@ -85,6 +85,42 @@ def test_a_write_past_the_bound_fails_and_the_node_goes_on(server_factory):
     assert s.scalar("SELECT count(*) FROM t") == 8
 
 
+def test_a_large_request_under_a_bound_other_than_the_default(server_factory):
+    """A request of 16 KiB or more is stored compressed in its log entry; under a bound
+    other than the default (a version 4 entry) the frame began over the bound's header
+    field, and every such write failed with "command's reserved header field at offset
+    52 is not zero", on every node."""
+    s = server_factory(extra_args=["--max-write-growth", str(LIMIT)])
+    text = " ".join("word%d" % (i % 97) for i in range(6000))  # 50 kB, compresses well
+    res = s.execute(["CREATE TABLE d(x)", ["INSERT INTO d VALUES(?)", text]])["results"]
+    assert all("error" not in r for r in res), res
+    assert s.rows("SELECT length(x) FROM d") == [[len(text)]]
+
+
+def test_a_virtual_tables_flush_past_the_bound_does_not_stop_the_node(server_factory):
+    """FTS5 writes the terms a statement left pending when the statement's savepoint is
+    released, after its last step. Under the bound, a flush that passed it failed the
+    RELEASE with SQLITE_FULL, taken for a full disk: the node retried the entry for ever
+    (and so would every node). Now the flush runs with the bound lifted, as at the
+    COMMIT: each request is answered, its statements kept or failed for the bound, and
+    the node goes on. The requests go from well within the bound to past it a page at
+    a time, so that one lands between the statement's last step and its flush."""
+    s = server_factory(extra_args=["--max-write-growth", str(MiB)])
+    assert_exec_ok(s.execute(["CREATE VIRTUAL TABLE docs USING fts5(body)", "CREATE TABLE big(b)"]))
+    # Distinct terms, under 16 KiB (a plain log entry): some pages of index to flush.
+    text = " ".join("w%x" % (i * 2654435761 % (1 << 40)) for i in range(1200))
+    assert len(text) < 15000
+    page = s.scalar("PRAGMA page_size")
+    for n in range(MiB - 60 * page, MiB + page, page):
+        r = s.post("/db/execute", ["INSERT INTO big VALUES(zeroblob(%d))" % n,
+                                   ["INSERT INTO docs(body) VALUES(?)", text]])
+        assert r.status == 200, (n, r.status, r.body[:600])
+        for r in r.json()["results"]:
+            assert "error" not in r or "--max-write-growth" in r["error"], (n, r)
+    assert_exec_ok(s.execute(["INSERT INTO big VALUES(1)"]))
+    assert s.scalar("SELECT count(*) FROM docs WHERE docs MATCH 'w0'") >= 1
+
+
 def test_max_write_growth_flag(cairnd_bin, tmp_path, server_factory):
     out = subprocess.run([str(cairnd_bin), "--help"], capture_output=True, text=True).stdout
     assert "--max-write-growth" in out

@@ -546,6 +546,45 @@ static void test_bulk_body_compressed(void **state)
     free(texts);
 }
 
+/* A bulk request under a bound other than the default (version 4) is compressed after
+ * the whole header: the frame began at offset 48, over the bound and the reserved
+ * field, and every such entry of cairnd --max-write-growth N was refused as damaged
+ * ("reserved header field at offset 52 is not zero"), on every node. */
+static void test_bulk_body_compressed_with_growth_bound(void **state)
+{
+    enum { N = 2000 };
+    struct stmt *stmts;
+    struct param *params;
+    char *texts;
+    struct batch in;
+    struct batch out;
+    struct buf enc;
+    char errmsg[CAIRN_ERRMSG_SIZE];
+    (void)state;
+    makeBulk(&in, N, false, &stmts, &params, &texts);
+    in.max_growth_mib = 4;
+    bufInit(&enc);
+    commandEncode(&in, &enc);
+    assert_false(enc.oom);
+    assert_int_equal((unsigned char)enc.p[4], 4);
+    assert_true(headerFlags(&enc) & COMMAND_ZSTD);
+    assert_true(headerFlags(&enc) & COMMAND_GROWTH);
+    assert_int_equal((unsigned char)enc.p[48], 4); /* the bound, not the frame */
+    assert_int_equal(commandDecode(enc.p, enc.len, &out, errmsg), 0);
+    assert_int_equal(out.max_growth_mib, 4);
+    assert_int_equal(out.flags, BATCH_TRANSACTION);
+    assert_int_equal(out.n, N);
+    for (size_t i = 0; i < N; i++) {
+        assert_true(out.stmts[i].params[0].i == (int64_t)i * 7919);
+        assert_memory_equal(out.stmts[i].params[1].s, texts + 100 * i, 100);
+    }
+    batchFree(&out);
+    bufFree(&enc);
+    free(stmts);
+    free(params);
+    free(texts);
+}
+
 /* Small commands, and bodies that do not shrink by an eighth, stay as they are. */
 static void test_small_or_random_body_stays_plain(void **state)
 {
@@ -659,6 +698,7 @@ int main(void)
         cmocka_unit_test(test_limits_round_trip),
         cmocka_unit_test(test_growth_bound_round_trip),
         cmocka_unit_test(test_growth_bound_damage_refused),
+        cmocka_unit_test(test_bulk_body_compressed_with_growth_bound),
         cmocka_unit_test(test_empty_batch),
         cmocka_unit_test(test_every_truncation_rejected),
         cmocka_unit_test(test_every_byte_flip_rejected),

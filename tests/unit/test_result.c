@@ -243,6 +243,48 @@ static void test_long_values_in_parts(void **state)
     free(text);
 }
 
+/* A text that is not UTF-8, a lead byte and then more continuation bytes than a slice
+ * holds: a slice is cut where the whole text's decoding is cut, never between the lead
+ * and the byte it decodes with. The answer was U+FFFD for both (the part boundary had
+ * moved back to just after the lead) where the whole said U+00C0, and the rest went
+ * one byte a part. */
+static void test_stray_continuation_bytes_in_parts(void **state)
+{
+    static const char *const names[] = {"t"};
+    static const char *const decl[] = {"TEXT"};
+    size_t n = 3 * 65536 * 2 + 5; /* two slices and more */
+    char *text = malloc(n);
+    struct cairn_result *r = resultNew();
+    struct rstmt *st = resultAdd(r);
+    struct rvalue *row;
+    struct buf whole, expect;
+    struct result_json j;
+    size_t steps = 0;
+    (void)state;
+    assert_non_null(text);
+    text[0] = '\xc3';
+    memset(text + 1, 0x80, n - 1);
+    assert_int_equal(resultColumns(st, 1, names, decl), 0);
+    row = resultRow(st);
+    row[0].type = CAIRN_TEXT;
+    assert_int_equal(resultBytes(st, &row[0], text, n), 0);
+    bufInit(&whole);
+    bufInit(&expect);
+    resultJsonInit(&j, r, 0, 0);
+    while (!resultJsonNext(&j, &whole, whole.len + 1)) {
+        steps++;
+    }
+    resultJsonEnd(&j);
+    assert_true(steps < 20); /* a slice at a time, not a byte */
+    bufJsonString(&expect, text, n); /* the text encoded whole */
+    assert_memory_equal(expect.p, "\"\xc3\x80\xef\xbf\xbd", 6);
+    assert_non_null(memmem(whole.p, whole.len, expect.p, expect.len));
+    bufFree(&whole);
+    bufFree(&expect);
+    cairn_result_free(r);
+    free(text);
+}
+
 /* ?blob_array: every byte value as a JSON number; the empty BLOB as []; other types and
  * the associative form unchanged. */
 static void test_blob_array(void **state)
@@ -370,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_blob_array),     cmocka_unit_test(test_qualify_columns),
         cmocka_unit_test(test_clear_columns),  cmocka_unit_test(test_pretty_in_parts),
         cmocka_unit_test(test_long_values_in_parts),
+        cmocka_unit_test(test_stray_continuation_bytes_in_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
