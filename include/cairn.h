@@ -170,6 +170,12 @@ struct cairn_config {
      * every node, instead of filling every node's disk (README, "Statement policy and
      * limits"). The leader's, rounded up to MiB, holds on every node. */
     uint64_t max_write_growth;
+    /* The most memory the HTTP server's requests may hold together, in bytes (0: a
+     * quarter of the machine's or control group's memory, at least 64 MiB): bodies
+     * being received and the results of answers not yet read. A request that finds it
+     * taken waits up to a second, then is answered 503 (README, "Statement policy and
+     * limits"). */
+    uint64_t max_request_memory;
 };
 
 /* cairn_config.max_write_growth: no bound. */

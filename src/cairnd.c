@@ -95,6 +95,9 @@ static void usage(FILE *f)
             "  --max-write-growth BYTES  the most one write request may grow the database\n"
             "                            (default 1073741824; 0: no bound); the leader's\n"
             "                            value holds on every node\n"
+            "  --max-request-memory BYTES  the most memory requests may hold together:\n"
+            "                            bodies being received, answers not yet read\n"
+            "                            (default a quarter of the machine's memory)\n"
             "  --no-page-checksums       create a new database without a checksum in every\n"
             "                            page (an existing one keeps what it has)\n"
             "  --join ADDRS              join a cluster: comma-separated HTTP addresses of\n"
@@ -239,6 +242,7 @@ int main(int argc, char **argv)
         {"max-result-size", required_argument, NULL, 'R'},
         {"max-temp-size", required_argument, NULL, 1803},
         {"max-write-growth", required_argument, NULL, 1804},
+        {"max-request-memory", required_argument, NULL, 1805},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -428,6 +432,12 @@ int main(int argc, char **argv)
                     return 2;
                 }
                 cfg.max_write_growth = v;
+                break;
+            case 1805:
+                if (parseUnsigned("--max-request-memory", optarg, (1ULL << 50), &v) != 0) {
+                    return 2;
+                }
+                cfg.max_request_memory = v;
                 break;
             case 'q':
                 quiet = 1;

@@ -59,6 +59,8 @@ struct stmt {
     size_t nparams;
 };
 
+struct membudget;
+
 struct batch {
     int kind;
     unsigned flags;
@@ -81,6 +83,18 @@ struct batch {
     uint32_t timeout_ms;
     bool has_client;
     int client_fd;
+    /* A read's results take their memory from this node-wide budget as they grow
+     * (membudget.h), adding what they took to *budget_taken, which the caller gives
+     * back once it has let go of the results. NULL: none (writes, whose results every
+     * node must decide alike). Never encoded. */
+    struct membudget *budget;
+    uint64_t *budget_taken;
+    /* Called once the batch is known to write, before it is encoded into its log
+     * entry and proposed (dbRun): what the caller kept only in case the batch went
+     * elsewhere as a read (the HTTP request's body, as large as the entry) can go
+     * then, not be held beside the entry's copies. NULL: none. Never encoded. */
+    void (*will_write)(void *arg);
+    void *will_write_arg;
     struct stmt *stmts;
     size_t n;
     /* When set, every statement's params is a slice of this one array (decoded

@@ -312,6 +312,9 @@ int dbRun(struct cairn *db, struct batch *b, enum cairn_level level,
         return CAIRN_EINVAL;
     }
     if (b->kind == BATCH_EXECUTE || (b->kind == BATCH_REQUEST && !read_only)) {
+        if (b->will_write != NULL) {
+            b->will_write(b->will_write_arg);
+        }
         return dbPropose(db, b, out, errmsg);
     }
     switch (level) {

@@ -45,6 +45,12 @@
  * segments, SQLite's files, backups and snapshots being written and read): at least
  * FD_RESERVE_MIN, or a quarter of the limit. */
 #define FD_RESERVE_MIN 256
+/* How long a request waits for room in the node-wide budget (--max-request-memory)
+ * before it is answered 503: answers being read give room back within moments. */
+#define BUDGET_WAIT_MS 1000
+/* What a request must find free in the budget to run: the first step of a read's
+ * results, room for a write's answer. */
+#define BUDGET_ADMIT (1u << 20)
 
 
 
@@ -190,6 +196,42 @@ enum MHD_Result httpSendError(struct MHD_Connection *c, unsigned status, const c
     return httpSendBuf(c, status, &b, false);
 }
 
+enum MHD_Result httpSendBusy(struct http_server *h, struct MHD_Connection *c, const char *what)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    struct buf b;
+    char msg[400];
+    char *p;
+    size_t len;
+    atomic_fetch_add(&h->budget_refused, 1);
+    snprintf(msg, sizeof msg,
+             "the node's memory for requests is taken (cairnd --max-request-memory, %llu "
+             "bytes, %llu held by bodies being received and answers not yet read): no room "
+             "for %s; retry later",
+             (unsigned long long)h->budget.limit,
+             (unsigned long long)membudgetHeld(&h->budget), what);
+    bufInit(&b);
+    bufPuts(&b, "{\"error\":");
+    bufJsonString(&b, msg, strlen(msg));
+    bufPuts(&b, "}\n");
+    p = bufDetach(&b, &len);
+    if (p == NULL) {
+        return MHD_NO;
+    }
+    r = MHD_create_response_from_buffer(len, p, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(p);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, "X-Cairn-Version", CAIRN_VERSION);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    ret = MHD_queue_response(c, 503, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 enum MHD_Result httpSendNotAllowed(struct MHD_Connection *c, const char *method,
                                    const char *url, const char *allowed)
 {
@@ -329,6 +371,9 @@ static unsigned textPlainToJson(struct request *req, char *errmsg, size_t size)
 
 struct response_stream {
     struct cairn_result *res; /* owned */
+    /* What res holds, taken from budget and given back once res is freed. */
+    struct membudget *budget;
+    uint64_t charged;
     struct result_json j;
     bool pretty;
     struct json_pretty pp;
@@ -370,6 +415,9 @@ static void streamFree(void *cls)
     struct response_stream *rs = cls;
     resultJsonEnd(&rs->j);
     cairn_result_free(rs->res);
+    if (rs->budget != NULL) {
+        membudgetGive(rs->budget, rs->charged);
+    }
     bufFree(&rs->raw);
     bufFree(&rs->out);
     free(rs);
@@ -396,19 +444,24 @@ static ssize_t streamRead(void *cls, uint64_t pos, char *dst, size_t max)
     return (ssize_t)n;
 }
 
-/* Answer 200 with the results res (taken over, freed here or once sent) as JSON. A
- * document of one part is sent as it always was, with its length; a longer one in
- * parts (chunked), made as the client reads. */
+/* Answer 200 with the results res (taken over, freed here or once sent) as JSON, and
+ * give the `charged` bytes they hold back to budget when they are freed. A document of
+ * one part is sent as it always was, with its length; a longer one in parts (chunked),
+ * made as the client reads: a client that does not read holds res, counted in budget. */
 static enum MHD_Result sendResults(struct MHD_Connection *c, struct cairn_result *res,
+                                   struct membudget *budget, uint64_t charged,
                                    unsigned jflags, double total_time, bool pretty)
 {
     struct response_stream *rs = calloc(1, sizeof *rs);
     struct MHD_Response *r;
     if (rs == NULL) {
         cairn_result_free(res);
+        membudgetGive(budget, charged);
         return httpSendError(c, 500, "out of memory building the response");
     }
     rs->res = res;
+    rs->budget = budget;
+    rs->charged = charged;
     rs->pretty = pretty;
     bufInit(&rs->raw);
     bufInit(&rs->out);
@@ -432,6 +485,31 @@ static enum MHD_Result sendResults(struct MHD_Connection *c, struct cairn_result
     return httpQueue(c, 200, "application/json", r);
 }
 
+static void bodyRelease(struct http_server *h, struct request *req);
+
+/* A request's body and the server whose budget it is counted in (releaseBody). */
+struct body_owner {
+    struct http_server *h;
+    struct request *req;
+};
+
+/* struct batch's will_write: let go of the request's body. */
+static void releaseBody(void *arg)
+{
+    struct body_owner *o = arg;
+    bodyRelease(o->h, o->req);
+}
+
+/* The memory res holds, as the budget counts it. */
+static uint64_t resultHeld(const struct cairn_result *res)
+{
+    uint64_t n = sizeof *res + res->cap * sizeof res->stmts[0];
+    for (size_t i = 0; i < res->n; i++) {
+        n += resultStmtBytes(&res->stmts[i]);
+    }
+    return n;
+}
+
 /* /db/execute, /db/query, /db/request */
 static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c, int kind,
                                  const char *url, const char *method, struct request *req)
@@ -443,6 +521,8 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
     struct cairn_result *res = NULL;
     char errmsg[CAIRN_ERRMSG_SIZE];
     unsigned jflags = 0;
+    uint64_t taken = 0; /* of h->budget, for res */
+    struct body_owner wb;
     int level;
     int rv;
 
@@ -562,6 +642,24 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
         return ret;
     }
 
+    /* Room in the node-wide budget before anything runs: a flood of requests whose
+     * answers are not read waits here, then is refused, rather than run the node out of
+     * memory. A read's results take more as they grow (storeQuery); a write's, which
+     * every node decides alike, are counted once made. */
+    if (!membudgetTakeWait(&h->budget, BUDGET_ADMIT, BUDGET_WAIT_MS)) {
+        batchFree(&b);
+        return httpSendBusy(h, c, "this request's answer");
+    }
+    taken = BUDGET_ADMIT;
+    b.budget = &h->budget;
+    b.budget_taken = &taken;
+    /* A write is never sent elsewhere from here on: its body, parsed into b, goes
+     * before b is encoded into the log entry (a 58 MB body was held through it all). */
+    wb.h = h;
+    wb.req = req;
+    b.will_write = releaseBody;
+    b.will_write_arg = &wb;
+
     if (f.branch != NULL) {
         char path[PATH_MAX];
         if (kind != BATCH_QUERY) {
@@ -604,10 +702,12 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
              * it still reads "leader", look again. */
             if (httpIsForwarded(c)) {
                 batchFree(&b);
+                membudgetGive(&h->budget, taken);
                 return httpSendError(c, 421, "this node is not the leader");
             }
             if (httpRoute(h, c, url, method, req, 0, f.redirect, &ret)) {
                 batchFree(&b);
+                membudgetGive(&h->budget, taken);
                 return ret;
             }
             clusterPause(20);
@@ -616,7 +716,18 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
     }
     batchFree(&b);
     if (rv != 0) {
+        membudgetGive(&h->budget, taken);
         return httpSendError(c, httpStatusFor(rv), errmsg);
+    }
+    {
+        /* From here the budget counts what the results hold until they are sent. */
+        uint64_t held = resultHeld(res);
+        if (held > taken) {
+            membudgetForce(&h->budget, held - taken);
+        } else {
+            membudgetGive(&h->budget, taken - held);
+        }
+        taken = held;
     }
     if (f.associative) {
         jflags |= RESULT_JSON_ASSOCIATIVE;
@@ -633,7 +744,7 @@ static enum MHD_Result serveData(struct http_server *h, struct MHD_Connection *c
     if (f.qualify_columns) {
         jflags |= RESULT_JSON_QUALIFY;
     }
-    return sendResults(c, res, jflags, httpNow() - req->t0, f.pretty);
+    return sendResults(c, res, &h->budget, taken, jflags, httpNow() - req->t0, f.pretty);
 }
 
 static void jsonKey(struct buf *b, const char *k)
@@ -1306,12 +1417,56 @@ static enum MHD_Result answerTooBig(struct http_server *h, struct MHD_Connection
     return httpSendError(c, 413, msg);
 }
 
+/* Let go of req's body and give back what it held of the node-wide budget. */
+static void bodyRelease(struct http_server *h, struct request *req)
+{
+    bufFree(&req->body);
+    membudgetGive(&h->budget, req->charged);
+    req->charged = 0;
+}
+
+/* Count `need` bytes of body for req in the node-wide budget (what it holds already
+ * counts), waiting a moment for room: true, or false with the body let go of and the
+ * request marked over_budget. */
+static bool bodyCharge(struct http_server *h, struct request *req, uint64_t need)
+{
+    if (need <= req->charged) {
+        return true;
+    }
+    if (membudgetTakeWait(&h->budget, need - req->charged, BUDGET_WAIT_MS)) {
+        req->charged = need;
+        return true;
+    }
+    req->over_budget = true;
+    req->over_whole_budget = h->budget.limit != 0 && need > h->budget.limit;
+    bodyRelease(h, req);
+    return false;
+}
+
+/* Answer a request whose body found no room in the budget: 503, or 413 when it needs
+ * more than the whole budget and no wait would help. */
+static enum MHD_Result answerOverBudget(struct http_server *h, struct MHD_Connection *c,
+                                        const struct request *req)
+{
+    char msg[320];
+    if (!req->over_whole_budget) {
+        return httpSendBusy(h, c, "this request's body");
+    }
+    snprintf(msg, sizeof msg,
+             "the request body needs more memory than the node gives all requests together "
+             "(cairnd --max-request-memory, %llu bytes): raise it above --max-body, or send "
+             "a smaller body",
+             (unsigned long long)h->budget.limit);
+    return httpSendError(c, 413, msg);
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version, const char *upload,
                               size_t *upload_size, void **con_cls)
 {
     struct http_server *h = cls;
     struct request *req = *con_cls;
+    enum MHD_Result ret;
 
     if (req == NULL) {
         const char *cl;
@@ -1371,11 +1526,20 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                 }
                 return MHD_YES; /* the body is read and dropped, then answered */
             }
+            req->length = n;
             if (n > 0 && !req->is_load) {
                 /* Room for the whole body at once (a bulk request is megabytes: growing
                  * by doubling copied it twice over), up to BODY_PRESIZE_MAX so that a
                  * length the client does not send costs nothing much. */
-                (void)bufReserve(&req->body, n < BODY_PRESIZE_MAX ? (size_t)n : BODY_PRESIZE_MAX);
+                size_t pre = n < BODY_PRESIZE_MAX ? (size_t)n : BODY_PRESIZE_MAX;
+                if (!bodyCharge(h, req, (uint64_t)pre + 1)) {
+                    if (expectsContinue(c)) {
+                        /* Refused before it is sent, as a body too big is. */
+                        return answerOverBudget(h, c, req);
+                    }
+                    return MHD_YES; /* the body is read and dropped, then answered */
+                }
+                (void)bufReserveExact(&req->body, pre);
             }
         }
         if (req->is_load && httpLoadOpen(h, req) != 0) {
@@ -1386,7 +1550,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (*upload_size > 0) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (req->refuse[0] != '\0' || req->too_big) {
+        if (req->refuse[0] != '\0' || req->too_big || req->over_budget) {
             return MHD_YES; /* read and dropped */
         }
         if (n > req->limit - req->received) {
@@ -1419,8 +1583,24 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             }
             return MHD_YES;
         }
+        if (req->length != 0 && req->body.len + n <= req->length) {
+            /* Its length is known: past the room reserved first, one block of exactly
+             * that, not doubling past it (a 40 MB body took 64 MiB). */
+            if (req->body.len + n + 1 > req->body.cap) {
+                if (!bodyCharge(h, req, req->length + 1)) {
+                    return MHD_YES; /* dropped from here on, and answered 503 */
+                }
+                (void)bufReserveExact(&req->body, (size_t)(req->length - req->body.len));
+            }
+        } else if (!bodyCharge(h, req, bufCapFor(&req->body, n))) {
+            /* The buffer's size, not only its data's: it grows by doubling. */
+            return MHD_YES;
+        }
         bufPut(&req->body, upload, n);
         return MHD_YES;
+    }
+    if (req->over_budget) {
+        return answerOverBudget(h, c, req);
     }
     if (req->refuse[0] != '\0') {
         return httpSendError(c, 400, req->refuse);
@@ -1431,7 +1611,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (req->body.oom) {
         return httpSendError(c, 500, "out of memory reading the request body");
     }
-    return dispatch(h, c, url, method, req);
+    ret = dispatch(h, c, url, method, req);
+    /* The answer is made (or being sent from results or a file): the body, up to
+     * --max-body, is not held while a slow client reads it. */
+    bodyRelease(h, req);
+    return ret;
 }
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -1443,7 +1627,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
             close(req->load_fd);
             unlink(req->load_path);
         }
-        bufFree(&req->body);
+        bodyRelease(cls, req);
         free(req);
         *con_cls = NULL;
     }
@@ -1529,6 +1713,8 @@ int httpStart(struct cairn *db, const char *addr, size_t max_body, struct http_s
     pthread_mutex_init(&h->log_mu, NULL);
     pthread_mutex_init(&h->metrics_list_mu, NULL);
     h->max_body = max_body;
+    membudgetInit(&h->budget, db->cfg.max_request_memory != 0 ? db->cfg.max_request_memory
+                                                              : membudgetDefault());
     h->max_load_body = db->cfg.max_load_body != 0 ? db->cfg.max_load_body : LOAD_BODY_DEFAULT;
     /* Bound here, not by libmicrohttpd: the address actually bound (port 0 picks one) is
      * known, and in db->http_addr, before the first request can read it. */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "membudget.h"
 
 struct cairn;
 
@@ -23,6 +24,12 @@ struct http_server {
      * every other one's (kept in memory). Over it, a request is answered 413. */
     uint64_t max_body;
     uint64_t max_load_body;
+    /* What requests hold together (cairnd --max-request-memory): the bodies being
+     * received and kept in memory, and the results of answers not yet sent. Only
+     * requests take from it: the node's own work (Raft, applying the log, /status,
+     * /readyz, which have no body) never waits for it. */
+    struct membudget budget;
+    atomic_ulong budget_refused; /* requests answered 503 for want of it */
     atomic_ulong requests;
     /* /db/execute, /db/query, /db/request (in that order): requests answered here, and
      * the microseconds spent answering them (GET /metrics). */
@@ -57,6 +64,13 @@ struct request {
     bool too_big;
     uint64_t limit;
     uint64_t received; /* body bytes received so far */
+    /* Bytes of the node-wide budget the body holds (its buffer's size), and whether it
+     * found no room there in time: then what arrives is dropped and the request is
+     * answered 503 (over_budget). */
+    uint64_t charged;
+    bool over_budget;
+    bool over_whole_budget; /* more than the whole budget: it never could fit */
+    uint64_t length; /* the body's Content-Length, 0 when not given */
     /* Refused from its headers or query string alone (conflicting lengths, too many
      * parameters, a NUL or control character): answered 400 with this once the body,
      * not kept, has been read. "" when not. */
@@ -79,6 +93,9 @@ enum MHD_Result httpSend(struct MHD_Connection *c, unsigned status, const char *
 /* Answer with the JSON in b (taken over); pretty re-indents it. */
 enum MHD_Result httpSendBuf(struct MHD_Connection *c, unsigned status, struct buf *b,
                             bool pretty);
+/* Answer 503 with Retry-After, saying that the node's memory for requests (`what`) is
+ * taken. */
+enum MHD_Result httpSendBusy(struct http_server *h, struct MHD_Connection *c, const char *what);
 /* Answer {"error": msg}. */
 enum MHD_Result httpSendError(struct MHD_Connection *c, unsigned status, const char *msg);
 /* Answer 405 with an Allow header listing `allowed`. */

@@ -431,6 +431,16 @@ enum MHD_Result httpServeMetrics(struct http_server *h, struct MHD_Connection *c
                 (double)atomic_load(&h->served[k].usec) / 1e6);
     }
 
+    gauge(&b, "cairn_request_memory_bytes",
+          "Memory held by request bodies being received and answers not yet sent, counted "
+          "against --max-request-memory",
+          (double)membudgetHeld(&h->budget));
+    gauge(&b, "cairn_request_memory_limit_bytes", "The node's --max-request-memory",
+          (double)h->budget.limit);
+    counter(&b, "cairn_request_memory_refusals_total",
+            "Requests answered 503 because --max-request-memory was taken",
+            (double)atomic_load(&h->budget_refused));
+
     gauge(&b, "cairn_archive_enabled", "1 if the node archives its log (--archive)",
           as.enabled ? 1 : 0);
     if (as.enabled) {

@@ -1019,6 +1019,8 @@ void policyReadBegin(struct policy_conn *pc, uint32_t timeout_ms, int client_fd,
 {
     pc->result_limit = result_limit;
     pc->result_before = 0;
+    pc->budget = NULL;
+    pc->budget_taken = NULL;
     double now = monoNow();
     pc->steps = 0;
     pc->ticks = 0;

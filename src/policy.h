@@ -80,6 +80,8 @@ enum policy_trip {
     POLICY_TRIP_GROWTH       /* its entry's database growth bound (this statement only) */
 };
 
+struct membudget;
+
 struct policy_conn {
     bool internal; /* cairn's own statements run: the authorizer lets everything through */
     char why[400]; /* why the authorizer last refused */
@@ -121,6 +123,11 @@ struct policy_conn {
      * earlier statements took. */
     uint64_t result_limit;
     uint64_t result_before;
+    /* A read's results also take their memory from the node-wide budget as they grow
+     * (membudget.h; NULL: none), into *budget_taken, which the batch's caller gives
+     * back once the answer is sent (struct batch). Reset by policyReadBegin. */
+    struct membudget *budget;
+    uint64_t *budget_taken;
     /* The memory and temporary files the statement running now takes (policyStepBegin,
      * policyStep), and the most temporary file space a statement may take (bytes, 0:
      * none; policyInstall sets POLICY_DEFAULT_MAX_TEMP, the caller its own). */

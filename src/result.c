@@ -149,7 +149,9 @@ struct rvalue *resultRow(struct rstmt *st)
 {
     size_t ncol = st->ncol ? st->ncol : 1;
     if (st->nrows == st->cap) {
-        size_t cap = st->cap ? st->cap * 2 : 8;
+        /* From one row: a write's RETURNING, or a bulk request's SELECT, is one row in
+         * each of 100,000 statements, and room for 8 left 7 unused in every one. */
+        size_t cap = st->cap ? st->cap * 2 : 1;
         struct rvalue *p = realloc(st->vals, cap * ncol * sizeof *p);
         if (p == NULL) {
             return NULL;
@@ -158,6 +160,26 @@ struct rvalue *resultRow(struct rstmt *st)
         st->cap = cap;
     }
     return &st->vals[st->nrows++ * ncol];
+}
+
+void resultTrim(struct rstmt *st)
+{
+    size_t ncol = st->ncol ? st->ncol : 1;
+    if (st->vals != NULL && st->nrows > 0 &&
+        (st->cap - st->nrows) * ncol * sizeof *st->vals >= RESULT_TRIM_SLACK) {
+        struct rvalue *p = realloc(st->vals, st->nrows * ncol * sizeof *p);
+        if (p != NULL) {
+            st->vals = p;
+            st->cap = st->nrows;
+        }
+    }
+    if (st->arena.p != NULL && st->arena.cap - st->arena.len - 1 >= RESULT_TRIM_SLACK) {
+        char *p = realloc(st->arena.p, st->arena.len + 1);
+        if (p != NULL) {
+            st->arena.p = p;
+            st->arena.cap = st->arena.len + 1;
+        }
+    }
 }
 
 int resultBytes(struct rstmt *st, struct rvalue *v, const void *p, size_t n)

@@ -89,6 +89,14 @@ int resultBytes(struct rstmt *st, struct rvalue *v, const void *p, size_t n);
  * took gigabytes that no bound saw. */
 size_t resultStmtBytes(const struct rstmt *st);
 
+/* Give back the room st's rows and bytes grew into and did not use (a block grows by
+ * doubling: up to as much again as it holds), once its statement has run: what a
+ * result holds is then what resultStmtBytes counts, while it waits for its client.
+ * Slack under RESULT_TRIM_SLACK bytes is kept (not worth a realloc); a one-row result
+ * of a bulk request's 100,000 statements left hundreds of bytes in each. */
+#define RESULT_TRIM_SLACK 256
+void resultTrim(struct rstmt *st);
+
 /* Fill the types that had no declared type from the first row. */
 void resultFinishTypes(struct rstmt *st);
 

@@ -31,6 +31,7 @@
 #include "sqlerr.h"
 #include "vtab.h"
 #include "lib.h"
+#include "membudget.h"
 
 #define META_TABLE "_cairn_meta"
 #define BUSY_TIMEOUT_MS 10000
@@ -866,6 +867,32 @@ static size_t resultCounted(const struct policy_conn *pc, const struct rstmt *rs
     return resultStmtBytes(rs);
 }
 
+/* A read takes from the node-wide budget in steps of this, so that a row seldom costs
+ * an atomic operation on a count every HTTP thread shares. */
+#define RESULT_BUDGET_STEP (1u << 20)
+
+/* Take from the node-wide budget (pc->budget) what a read's results, `total` bytes now,
+ * hold past what they took already: false when it has no room for them. The reader
+ * does not wait for room: it holds a reader connection, and others' answers are given
+ * back only as their clients read them. */
+static bool resultBudgetGrow(struct policy_conn *pc, uint64_t total)
+{
+    uint64_t need;
+    if (pc->budget == NULL || total <= *pc->budget_taken) {
+        return true;
+    }
+    need = total - *pc->budget_taken;
+    if (membudgetTake(pc->budget, need + RESULT_BUDGET_STEP)) {
+        *pc->budget_taken += need + RESULT_BUDGET_STEP;
+        return true;
+    }
+    if (membudgetTake(pc->budget, need)) {
+        *pc->budget_taken += need;
+        return true;
+    }
+    return false;
+}
+
 static int collectRow(sqlite3_stmt *ps, struct rstmt *rs)
 {
     size_t ncol = rs->ncol;
@@ -1093,10 +1120,18 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
                 rc = SQLITE_NOMEM;
                 goto out;
             }
-            if (pc->result_limit != 0 &&
-                pc->result_before + resultCounted(pc, rs) > pc->result_limit) {
-                char msg[256];
-                if (read_only) {
+            uint64_t total = pc->result_before + resultCounted(pc, rs);
+            bool over = pc->result_limit != 0 && total > pc->result_limit;
+            if (over || !resultBudgetGrow(pc, total)) {
+                char msg[320];
+                if (!over) {
+                    snprintf(msg, sizeof msg, "the results exceed what is left of the node's "
+                                              "memory for requests (cairnd "
+                                              "--max-request-memory, %llu bytes, taken by "
+                                              "others' answers not yet read): retry later, or "
+                                              "read fewer rows at a time (LIMIT)",
+                             (unsigned long long)pc->budget->limit);
+                } else if (read_only) {
                     snprintf(msg, sizeof msg, "the results exceed the limit of %llu bytes "
                                               "(cairnd --max-result-size): read fewer rows at a "
                                               "time (LIMIT)",
@@ -1131,6 +1166,7 @@ static int runStmt(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *pc
             goto out;
         }
         rc = SQLITE_OK;
+        resultTrim(rs); /* it may wait long for its client: it holds what it counts */
         if (!rs->rows_shape) {
             rs->last_insert_id = sqlite3_last_insert_rowid(db);
             /* changes() keeps the count of the last INSERT/UPDATE/DELETE, so a DDL
@@ -1887,6 +1923,10 @@ static int runReads(sqlite3 *db, struct stmt_cache *cache, struct policy_conn *p
     const char *stopped = NULL;
     policyReadBegin(pc, b->timeout_ms ? b->timeout_ms : default_ms,
                     b->has_client ? b->client_fd : -1, result_limit);
+    if (b->budget != NULL && b->budget_taken != NULL) {
+        pc->budget = b->budget;
+        pc->budget_taken = b->budget_taken;
+    }
     pc->internal = true;
     sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
     pc->internal = false;

@@ -31,21 +31,30 @@ void bufReset(struct buf *b)
     }
 }
 
+size_t bufCapFor(const struct buf *b, size_t n)
+{
+    size_t need = b->len + n + 1; /* room for the terminating NUL */
+    size_t cap;
+    if (need <= b->cap) {
+        return b->cap;
+    }
+    cap = b->cap ? b->cap : 256;
+    while (cap < need) {
+        cap *= 2;
+    }
+    return cap;
+}
+
 int bufReserve(struct buf *b, size_t n)
 {
-    size_t need;
     size_t cap;
     char *p;
     if (b->oom) {
         return CAIRN_ENOMEM;
     }
-    need = b->len + n + 1; /* room for the terminating NUL */
-    if (need <= b->cap) {
+    cap = bufCapFor(b, n);
+    if (cap == b->cap) {
         return 0;
-    }
-    cap = b->cap ? b->cap : 256;
-    while (cap < need) {
-        cap *= 2;
     }
     p = realloc(b->p, cap);
     if (p == NULL) {
@@ -54,6 +63,27 @@ int bufReserve(struct buf *b, size_t n)
     }
     b->p = p;
     b->cap = cap;
+    return 0;
+}
+
+int bufReserveExact(struct buf *b, size_t n)
+{
+    size_t need;
+    char *p;
+    if (b->oom) {
+        return CAIRN_ENOMEM;
+    }
+    need = b->len + n + 1;
+    if (need <= b->cap) {
+        return 0;
+    }
+    p = realloc(b->p, need);
+    if (p == NULL) {
+        b->oom = true;
+        return CAIRN_ENOMEM;
+    }
+    b->p = p;
+    b->cap = need;
     return 0;
 }
 

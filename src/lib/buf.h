@@ -23,6 +23,13 @@ void bufFree(struct buf *b);
 void bufReset(struct buf *b);
 /* Make room for n more bytes. Returns 0 or CAIRN_ENOMEM (and sets oom). */
 int bufReserve(struct buf *b, size_t n);
+/* The size b's block will have once n more bytes are put (what bufReserve(b, n) makes
+ * it): what holding them costs. */
+size_t bufCapFor(const struct buf *b, size_t n);
+/* Make room for exactly n more bytes (and the NUL), not doubling: for a buffer that
+ * will most likely hold no more (a block per small result: doubling left half of each
+ * unused). Returns 0 or CAIRN_ENOMEM (and sets oom). */
+int bufReserveExact(struct buf *b, size_t n);
 void bufPut(struct buf *b, const void *p, size_t n);
 void bufPuts(struct buf *b, const char *s);
 void bufPutc(struct buf *b, char c);

@@ -403,6 +403,49 @@ static void test_clear_columns(void **state)
     cairn_result_free(r);
 }
 
+/* A statement's rows and bytes grow by doubling; once it has run, resultTrim gives the
+ * room they did not use back, and the values read the same. */
+static void test_trim(void **state)
+{
+    static const char *const names[] = {"a", "b"};
+    static const char *const decl[] = {NULL, NULL};
+    struct cairn_result *r = resultNew();
+    struct rstmt *st = resultAdd(r);
+    char text[600];
+    (void)state;
+    memset(text, 'x', sizeof text);
+    assert_int_equal(resultColumns(st, 2, names, decl), 0);
+    for (int k = 0; k < 1000; k++) {
+        struct rvalue *row = resultRow(st);
+        assert_non_null(row);
+        row[0].type = CAIRN_INTEGER;
+        row[0].i = k;
+        row[1].type = CAIRN_TEXT;
+        assert_int_equal(resultBytes(st, &row[1], text, 100 + (size_t)(k % 7)), 0);
+    }
+    assert_true(st->cap > st->nrows || st->arena.cap > st->arena.len + 1);
+    resultTrim(st);
+    assert_int_equal(st->cap, st->nrows);
+    assert_int_equal(st->arena.cap, st->arena.len + 1);
+    assert_true(cairn_result_int64(r, 0, 999, 0) == 999);
+    assert_int_equal(strlen(cairn_result_text(r, 0, 999, 1, NULL)), 100 + 999 % 7);
+    /* One row of one value: a block the size of the row, a block the size of the text. */
+    st = resultAdd(r);
+    assert_int_equal(resultColumns(st, 2, names, decl), 0);
+    {
+        struct rvalue *row = resultRow(st);
+        row[0].type = CAIRN_INTEGER;
+        row[0].i = 1;
+        row[1].type = CAIRN_TEXT;
+        assert_int_equal(resultBytes(st, &row[1], text, 540), 0);
+    }
+    assert_int_equal(st->cap, 1);
+    resultTrim(st);
+    assert_int_equal(st->arena.cap, 542); /* the text, its NUL, the buffer's NUL */
+    assert_int_equal(strlen(cairn_result_text(r, 1, 0, 1, NULL)), 540);
+    cairn_result_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_clear_columns),  cmocka_unit_test(test_pretty_in_parts),
         cmocka_unit_test(test_long_values_in_parts),
         cmocka_unit_test(test_stray_continuation_bytes_in_parts),
+        cmocka_unit_test(test_trim),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
