@@ -879,6 +879,17 @@ static void failInflight(struct node *n)
     }
 }
 
+/* Past its snapshot threshold with no snapshot under way: libraft checks that only when
+ * it applies entries, and entries applied while the previous snapshot was still being
+ * written found one under way; once it was done, nothing asked again until the next
+ * write (3 starts in 25 kept 5 entries past a threshold of 4 for good). */
+static bool snapshotOwed(struct raft *r)
+{
+    return r->snapshot.pending.term == 0 && r->snapshot.put.data == NULL &&
+           r->snapshot.threshold > 0 &&
+           raft_last_applied(r) - r->log.snapshot.last_index >= r->snapshot.threshold;
+}
+
 static void retryCb(struct raft_barrier *req, int status)
 {
     struct node *n = req->data;
@@ -1214,20 +1225,22 @@ static void tickCb(uv_timer_t *t)
         failInflight(n);
     }
     /* libraft retries a failed apply, and a snapshot it was refused (fsm.c: a reader
-     * held the WAL back), only after the next commit, which a quiet cluster never makes:
+     * held the WAL back) or that it found another under way for (snapshotOwed), only
+     * after the next commit, which a quiet cluster never makes:
      * then its log stays uncompacted, and held in memory, for as long as nobody writes.
      * The leader appends a barrier now and then, which every node applies: a failed
      * apply is tried every second, so that the node resumes by itself once space is
-     * freed; a deferred snapshot after 1 s, then 2, 4, ... at most 30 s apart while
+     * freed; a deferred snapshot after 1 s, then 2, 4, ... at most 8 s apart while
      * readers keep holding the WAL (each try may wait 100 ms for them on this thread). */
-    if (!n->fsm.snapshot_deferred) {
+    bool snap_owed = n->fsm.snapshot_deferred || snapshotOwed(&n->raft);
+    if (!snap_owed) {
         n->snap_retry_wait = 1000 / TICK_MS;
     }
-    if ((n->fsm.apply_failed || n->fsm.snapshot_deferred) && !n->retry_pending && !n->closing &&
+    if ((n->fsm.apply_failed || snap_owed) && !n->retry_pending && !n->closing &&
         raft_state(&n->raft) == RAFT_LEADER &&
         ++n->retry_ticks >= (n->fsm.apply_failed ? 1000 / TICK_MS : n->snap_retry_wait)) {
         n->retry_ticks = 0;
-        if (!n->fsm.apply_failed && n->snap_retry_wait < 30000 / TICK_MS) {
+        if (!n->fsm.apply_failed && n->snap_retry_wait < 8000 / TICK_MS) {
             n->snap_retry_wait *= 2;
         }
         n->retry.data = n;

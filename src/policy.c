@@ -1,6 +1,9 @@
 /* The statement policy and bounded execution (see policy.h). Any thread: each
  * struct policy_conn is its connection's, used by the thread using that connection. */
 #define _GNU_SOURCE
+/* sqlite3.h declares the preupdate hook (the write growth bound, growthHook) only for a
+ * build that has it; Debian's libsqlite3 does. Before policy.h, which includes it. */
+#define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "policy.h"
 
 #include <math.h>
@@ -39,8 +42,8 @@ static const char *const readPragmasWithArg[] = {
  * file's path, the journal, locking and sync modes (a replay into a scratch file runs in
  * others), counters and settings of the connection or the process, how its pages are
  * laid out (page_count, freelist_count: nodes whose files differ in reserved bytes, or
- * one rewritten by cairn repair, hold the same rows in other pages; max_page_count, in a
- * write the page count plus the write growth bound, store.c). A write that stored
+ * one rewritten by cairn repair, hold the same rows in other pages; max_page_count, a
+ * setting of the connection's). A write that stored
  * one would make the replicas, or a replay of the log, differ. The sqlite_stmt table
  * (the connection's prepared statements) is refused with them. */
 static const char *const localPragmas[] = {
@@ -278,6 +281,10 @@ static int progress(void *ud)
     }
     if (pc->stop != NULL && atomic_load_explicit(pc->stop, memory_order_relaxed)) {
         pc->trip = POLICY_TRIP_STOPPING;
+        return 1;
+    }
+    if (pc->growth_limit != 0 && pc->growth_used > (int64_t)pc->growth_limit) {
+        pc->trip = POLICY_TRIP_GROWTH;
         return 1;
     }
     if (pc->steps != 0 && ++pc->ticks * POLICY_STEP_GRAIN > pc->steps) {
@@ -881,9 +888,63 @@ static const sqlite3_module dbstatRefused = {
     .xRowid = dbstatRowid,
 };
 
+/* The bytes the values of the row being changed take: what a node stores alike for
+ * it, whatever its pages. */
+static int64_t rowValueBytes(sqlite3 *db, bool after)
+{
+    int n = sqlite3_preupdate_count(db);
+    int64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        sqlite3_value *v = NULL;
+        if ((after ? sqlite3_preupdate_new(db, i, &v) : sqlite3_preupdate_old(db, i, &v)) !=
+                SQLITE_OK ||
+            v == NULL) {
+            continue;
+        }
+        switch (sqlite3_value_type(v)) {
+            case SQLITE_TEXT:
+            case SQLITE_BLOB:
+                sum += sqlite3_value_bytes(v);
+                break;
+            case SQLITE_NULL:
+                break;
+            default:
+                sum += 8;
+        }
+    }
+    return sum;
+}
+
+/* The writer's preupdate hook: what each row change of a user's statement adds
+ * (policy.h, growth_used; cairn's own statements, a savepoint's RELEASE among them, are
+ * not counted). Past the bound the statement is interrupted at once, where the virtual
+ * machine next checks, the same place on every node: the progress handler alone came
+ * only every POLICY_STEP_GRAIN steps, by when a statement of few steps and huge rows had
+ * written gigabytes. */
+static void growthHook(void *ud, sqlite3 *db, int op, const char *schema, const char *table,
+                       sqlite3_int64 before, sqlite3_int64 after)
+{
+    struct policy_conn *pc = ud;
+    (void)schema, (void)table, (void)before, (void)after;
+    if (pc->growth_limit == 0 || pc->internal) {
+        return;
+    }
+    if (op != SQLITE_DELETE) {
+        pc->growth_used += rowValueBytes(db, true);
+    }
+    if (op != SQLITE_INSERT) {
+        pc->growth_used -= rowValueBytes(db, false);
+    }
+    if (pc->growth_used > (int64_t)pc->growth_limit && pc->trip == POLICY_TRIP_NONE) {
+        pc->trip = POLICY_TRIP_GROWTH;
+        sqlite3_interrupt(db);
+    }
+}
+
 void policyReplicated(sqlite3 *db, struct policy_conn *pc)
 {
     pc->replicated = true;
+    sqlite3_preupdate_hook(db, growthHook, pc);
     sqlite3_create_module_v2(db, "dbstat", &dbstatRefused, NULL, NULL);
 }
 
@@ -1068,13 +1129,6 @@ int policyStep(struct policy_conn *pc, sqlite3_stmt *ps)
     if (pc->mem.temp_tripped && pc->trip == POLICY_TRIP_NONE) {
         pc->trip = POLICY_TRIP_TEMP;
     }
-    /* SQLite says SQLITE_FULL alike for a page past max_page_count (the bound, the same
-     * on every node) and for a disk that refused a write (this node's own failure,
-     * which the VFS noted): only the first is the statement's outcome. */
-    if (pc->growth_limit != 0 && (rc & 0xff) == SQLITE_FULL && !pc->mem.disk_full &&
-        pc->trip == POLICY_TRIP_NONE) {
-        pc->trip = POLICY_TRIP_GROWTH;
-    }
     return rc;
 }
 
@@ -1212,7 +1266,7 @@ const char *policyMessage(struct policy_conn *pc, int rc, char *buf, size_t size
                  pc->replicated ? ", the same way on every node" : "");
         return buf;
     }
-    if (pc->trip == POLICY_TRIP_GROWTH && (rc & 0xff) == SQLITE_FULL) {
+    if (pc->trip == POLICY_TRIP_GROWTH) {
         snprintf(buf, size, "the write would grow the database by more than its limit of "
                             "%llu bytes per request (cairnd --max-write-growth, the "
                             "leader's) and was stopped, the same way on every node: write "

@@ -133,10 +133,16 @@ struct policy_conn {
      * none; policyInstall sets POLICY_DEFAULT_MAX_TEMP, the caller its own). */
     struct memlimit mem;
     uint64_t temp_limit;
-    /* The writer: how far the running entry may grow the database (bytes; 0: no bound),
-     * set by the store with SQLite's max_page_count, which fails a statement that
-     * would pass it with SQLITE_FULL; policyStep tells that from a full disk. */
+    /* The writer: how far the running entry may grow the database (bytes; 0: no bound)
+     * and how far it has (growth_used): the bytes of the values of the rows it inserted,
+     * less those of the rows it deleted, an update counting new less old (the preupdate
+     * hook policyReplicated installs). Values, not pages: every node holds the same
+     * values, laid out in pages its own way (page checksums or not, a file rewritten by
+     * a repair). The progress handler stops a statement once used passes the limit
+     * (POLICY_TRIP_GROWTH); the store checks it again when a statement ends, and puts
+     * back what a statement rolled back had counted. */
     uint64_t growth_limit;
+    int64_t growth_used;
 };
 
 /* Install the authorizer and progress handler of pc on db, and the limits every
@@ -182,9 +188,7 @@ int policyPrepare(struct policy_conn *pc, sqlite3 *db, const char *sql, int n,
 
 /* sqlite3_step(ps) with its memory counted; sets pc->trip to POLICY_TRIP_MEMORY when
  * an allocation was refused for the limit (the step then fails with SQLITE_NOMEM), to
- * POLICY_TRIP_TEMP when a temporary file write was (SQLITE_FULL), to
- * POLICY_TRIP_GROWTH when, under a growth bound, the step failed with SQLITE_FULL and
- * no file write did (the disk was not full: the bound stopped it). */
+ * POLICY_TRIP_TEMP when a temporary file write was (SQLITE_FULL). */
 int policyStep(struct policy_conn *pc, sqlite3_stmt *ps);
 
 /* Did the statement's own limit, memory, temporary space or its entry's growth bound,

@@ -131,15 +131,6 @@ struct store {
     sqlite3_stmt *st_save, *st_release, *st_rollback_to;
     sqlite3_stmt *st_set_index;
     sqlite3_stmt *st_entry_save, *st_entry_release, *st_entry_rollback_to;
-    /* The write growth bound (growthBegin): the page count; max_page_count back to
-     * max_pages, SQLite's own as the writer opened (no bound); max_page_count set to
-     * on_pages, kept while entries begin at the same page count; the page size; the
-     * max_page_count the running entry is bounded by (0: none). */
-    sqlite3_stmt *st_page_count, *st_growth_off, *st_growth_on;
-    uint64_t max_pages;
-    uint64_t on_pages;
-    uint64_t page_size;
-    uint64_t growth_pages;
     /* Grouped apply (storeSetGrouping, followers): entries share one transaction,
      * committed by storeFlush; each runs under the savepoint cairn_entry. */
     bool grouping;
@@ -507,8 +498,7 @@ static void closeWriter(struct store *s)
     sqlite3_stmt **sts[] = {&s->st_begin,  &s->st_commit,     &s->st_rollback,
                             &s->st_save,   &s->st_release,    &s->st_rollback_to,
                             &s->st_set_index, &s->st_entry_save, &s->st_entry_release,
-                            &s->st_entry_rollback_to, &s->st_page_count, &s->st_growth_off,
-                            &s->st_growth_on};
+                            &s->st_entry_rollback_to};
     for (size_t i = 0; i < sizeof sts / sizeof sts[0]; i++) {
         sqlite3_finalize(*sts[i]);
         *sts[i] = NULL;
@@ -520,39 +510,6 @@ static void closeWriter(struct store *s)
     }
 }
 
-/* One integer a PRAGMA of the writer's returns, into *out. */
-static int pragmaValue(struct store *s, const char *sql, uint64_t *out, char *errmsg)
-{
-    sqlite3_stmt *st = NULL;
-    int rv = prepareInternal(s, sql, &st, errmsg);
-    if (rv != 0) {
-        return rv;
-    }
-    s->wpol.internal = true;
-    if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_int64(st, 0) <= 0) {
-        rv = sqlErr(s->writer, sqlite3_errcode(s->writer), sql, s->path, errmsg);
-    } else {
-        *out = (uint64_t)sqlite3_column_int64(st, 0);
-    }
-    s->wpol.internal = false;
-    sqlite3_finalize(st);
-    return rv;
-}
-
-/* The writer's unbounded max_page_count and page size (the file has its pages now),
- * and the statement that lifts a bound. */
-static int growthPrepare(struct store *s, char *errmsg)
-{
-    char sql[64];
-    int rv;
-    s->growth_pages = 0;
-    if ((rv = pragmaValue(s, "PRAGMA max_page_count", &s->max_pages, errmsg)) != 0 ||
-        (rv = pragmaValue(s, "PRAGMA page_size", &s->page_size, errmsg)) != 0) {
-        return rv;
-    }
-    snprintf(sql, sizeof sql, "PRAGMA max_page_count=%llu", (unsigned long long)s->max_pages);
-    return prepareInternal(s, sql, &s->st_growth_off, errmsg);
-}
 
 static int openWriter(struct store *s, char *errmsg)
 {
@@ -651,9 +608,7 @@ static int openWriter(struct store *s, char *errmsg)
         (rv = prepareInternal(s, "SAVEPOINT cairn_entry", &s->st_entry_save, errmsg)) != 0 ||
         (rv = prepareInternal(s, "RELEASE cairn_entry", &s->st_entry_release, errmsg)) != 0 ||
         (rv = prepareInternal(s, "ROLLBACK TO cairn_entry", &s->st_entry_rollback_to, errmsg)) !=
-            0 ||
-        (rv = prepareInternal(s, "PRAGMA page_count", &s->st_page_count, errmsg)) != 0 ||
-        (rv = growthPrepare(s, errmsg)) != 0) {
+            0) {
         goto err;
     }
     return 0;
@@ -1211,19 +1166,12 @@ static void resultsRolledBack(struct cairn_result *res, size_t n, const char *wh
  * writer's transaction. */
 static void statsReload(struct store *s)
 {
-    uint64_t bound = s->growth_pages;
-    if (bound != 0) {
-        internalStep(s, s->st_growth_off); /* its CREATE TABLE takes a page */
-    }
     s->wpol.internal = true;
     sqlite3_exec(s->writer, "SAVEPOINT cairn_stats; CREATE TABLE " META_TABLE "_stats(x)", NULL,
                  NULL, NULL);
     /* Also when the CREATE failed: no savepoint stays open. */
     sqlite3_exec(s->writer, "ROLLBACK TO cairn_stats; RELEASE cairn_stats", NULL, NULL, NULL);
     s->wpol.internal = false;
-    if (bound != 0) {
-        internalStep(s, s->st_growth_on); /* set to bound by growthBegin */
-    }
 }
 
 /* The grouped transaction was rolled back: the database is at group_start again. */
@@ -1291,93 +1239,55 @@ static bool environmental(int rc)
 
 /* ---- the write growth bound ----------------------------------------------------
  *
- * An entry's writes may append at most b->max_growth_mib MiB of pages past the page
- * count the database had when the entry began: SQLite's max_page_count, set to that
- * count plus the bound, fails a statement that would allocate a page past it with
- * SQLITE_FULL, before anything is written, and the statement journal undoes it (or
- * SQLite rolls back the transaction, which applyLocked handles). Every node's file is
- * the same before every entry, so the count, the pages each statement allocates, and
- * the statement that fails are the same everywhere: the failure is the write's own
- * outcome (policyStep tells it from a full disk), never a node's, which every node
- * retried forever while the write filled its disk. Entries written before the bound was
+ * An entry's writes may add at most b->max_growth_mib MiB to the database, counted in
+ * the bytes of the values of the rows they change (policy.h, growth_used): the same on
+ * every node, whatever its pages, so the statement that passes the bound, stopped by
+ * the progress handler or when it ends (growthCheck), is the same everywhere, and its
+ * failure is the write's own outcome. Before, INSERT ... SELECT randomblob(60000000)
+ * took few steps and grew every node's file until its disk filled, a failure of each
+ * node's own, which every node retried for ever. Entries written before the bound was
  * carried have none, so that a log replays as it applied. */
 
 /* Bound the entry b about to run (in its transaction), if it carries a bound. */
-static int growthBegin(struct store *s, const struct batch *b)
+static void growthBegin(struct store *s, const struct batch *b)
 {
-    char sql[64];
-    uint64_t count;
-    uint64_t limit;
-    int rc;
-    if (b->max_growth_mib == 0 || (b->flags & BATCH_META) || b->kind == BATCH_QUERY) {
-        return SQLITE_OK;
-    }
-    s->wpol.internal = true;
-    rc = sqlite3_step(s->st_page_count);
-    count = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s->st_page_count, 0) : 0;
-    sqlite3_reset(s->st_page_count);
-    s->wpol.internal = false;
-    if (rc != SQLITE_ROW) {
-        return rc;
-    }
-    limit = count + (((uint64_t)b->max_growth_mib << 20) / s->page_size);
-    if (limit >= s->max_pages) {
-        return SQLITE_OK; /* no tighter than SQLite's own */
-    }
-    if (s->st_growth_on == NULL || s->on_pages != limit) {
-        /* The value is part of the statement: prepared again when the count moved. */
-        sqlite3_finalize(s->st_growth_on);
-        s->st_growth_on = NULL;
-        snprintf(sql, sizeof sql, "PRAGMA max_page_count=%llu", (unsigned long long)limit);
-        s->wpol.internal = true;
-        rc = sqlite3_prepare_v3(s->writer, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->st_growth_on,
-                                NULL);
-        s->wpol.internal = false;
-        if (rc != SQLITE_OK) {
-            return rc;
-        }
-        s->on_pages = limit;
-    }
-    if ((rc = internalStep(s, s->st_growth_on)) != SQLITE_OK) {
-        return rc;
-    }
-    s->growth_pages = limit;
-    s->wpol.growth_limit = (uint64_t)b->max_growth_mib << 20;
-    return SQLITE_OK;
+    s->wpol.growth_used = 0;
+    s->wpol.growth_limit = b->max_growth_mib == 0 || (b->flags & BATCH_META) ||
+                                   b->kind == BATCH_QUERY
+                               ? 0
+                               : (uint64_t)b->max_growth_mib << 20;
 }
 
-/* Lift the running entry's bound: cairn's own statements after it (the applied index,
- * statsReload) must not fail for it. Kept when it cannot be (an I/O error): tried again
- * at the next entry. */
+/* No bound for cairn's own statements after the entry's (the applied index). */
 static void growthEnd(struct store *s)
 {
     s->wpol.growth_limit = 0;
-    if (s->growth_pages != 0 && internalStep(s, s->st_growth_off) == SQLITE_OK) {
-        s->growth_pages = 0;
-    }
 }
 
-/* RELEASE the running statement's savepoint, with the entry's bound lifted while it
- * runs: a virtual table writes there what the statement left pending (FTS5 flushes its
- * terms), as it does at the COMMIT, which runs unbounded too (growthEnd). Under the
- * bound, that flush failed with SQLITE_FULL, which no step of the statement returned
- * and so no policy took for the bound's: the apply failed as for a full disk, and every
- * node retried the entry for ever. What the flush appended counts against the rest of
- * the entry: the bound, set again, stays where it was. */
-static int growthRelease(struct store *s, char *why, size_t size)
+/* A statement that ended without error past the bound fails as one the progress
+ * handler stopped: rc for its result (SQLITE_CONSTRAINT, rs saying why), else rc. */
+static int growthCheck(struct store *s, struct rstmt *rs, int rc)
 {
-    int rc;
-    if (s->growth_pages != 0) {
-        internalStep(s, s->st_growth_off);
+    char msg[512];
+    const char *m;
+    if (rc != SQLITE_OK || s->wpol.growth_limit == 0 ||
+        s->wpol.growth_used <= (int64_t)s->wpol.growth_limit) {
+        return rc;
     }
-    rc = internalStep(s, s->st_release);
+    s->wpol.trip = POLICY_TRIP_GROWTH;
+    m = policyMessage(&s->wpol, SQLITE_CONSTRAINT, msg, sizeof msg);
+    resultError(rs, m != NULL ? m : "the write would grow the database past its bound");
+    return SQLITE_CONSTRAINT;
+}
+
+/* RELEASE the running statement's savepoint; when that fails, why (before a later
+ * statement replaces SQLite's message). */
+static int releaseStatement(struct store *s, char *why, size_t size)
+{
+    int rc = internalStep(s, s->st_release);
     if (rc != SQLITE_OK) {
-        /* Before the PRAGMA below replaces the message. */
         snprintf(why, size, "%s (when the statement's changes were being kept)",
                  sqlite3_errmsg(s->writer));
-    }
-    if (s->growth_pages != 0) {
-        internalStep(s, s->st_growth_on); /* growthBegin's, for s->growth_pages */
     }
     return rc;
 }
@@ -1496,13 +1406,11 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
     if (group && (rc = internalStep(s, s->st_entry_save)) != SQLITE_OK) {
         goto fail;
     }
-    growthEnd(s); /* one an earlier entry could not lift */
-    if ((rc = growthBegin(s, b)) != SQLITE_OK) {
-        goto fail;
-    }
+    growthBegin(s, b);
     for (i = 0; i < b->n; i++) {
         struct rstmt *rs = resultAdd(res);
-        char kept_why[600]; /* a failed RELEASE's (growthRelease) */
+        char kept_why[600]; /* a failed RELEASE's (releaseStatement) */
+        int64_t grown = s->wpol.growth_used; /* what the statements before it added */
         if (rs == NULL) {
             rc = SQLITE_NOMEM;
             internalStep(s, s->st_rollback);
@@ -1520,6 +1428,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             s->rowid_max = false;
             rc = runStmt(s->writer, &s->wcache, &s->wpol, &b->stmts[i], read_only, timed, rs);
             policyEnd(&s->wpol);
+            rc = growthCheck(s, rs, rc);
             if (rc == SQLITE_OK && s->wpol.sequence && sequenceAtMax(s)) {
                 resultError(rs, "a sequence of sqlite_sequence may not be "
                                 "9223372036854775807, the largest rowid: every later INSERT "
@@ -1575,6 +1484,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
              * for some I/O and ROLLBACK-resolution errors): everything before it in
              * this entry is gone too. Say so and carry on in a new transaction. */
             resultsRolledBack(res, res->n - 1, rs->error ? rs->error : "unknown error");
+            s->wpol.growth_used = 0;
             if (internalStep(s, s->st_begin) != SQLITE_OK) {
                 goto fail;
             }
@@ -1587,6 +1497,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             continue;
         }
         if (rc != SQLITE_OK) {
+            s->wpol.growth_used = txn ? 0 : grown; /* what is rolled back below */
             if (txn && group) {
                 internalStep(s, s->st_entry_rollback_to); /* this entry only */
                 if (stats) {
@@ -1607,7 +1518,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
             }
             internalStep(s, s->st_rollback_to);
             internalStep(s, s->st_release);
-        } else if (!txn && (rc = growthRelease(s, kept_why, sizeof kept_why)) != SQLITE_OK) {
+        } else if (!txn && (rc = releaseStatement(s, kept_why, sizeof kept_why)) != SQLITE_OK) {
             /* RELEASE runs the virtual tables' xRelease (FTS5 writes there what the
              * statement left pending) once SQLite has merged the statement's pages into
              * the transaction: the statement can no longer be undone alone. A cause of
@@ -1633,6 +1544,7 @@ static int applyLocked(struct store *s, const struct batch *b, uint64_t index, b
                 internalStep(s, s->st_rollback);
             }
             resultsRolledBack(res, res->n - 1, why);
+            s->wpol.growth_used = 0;
             if ((rc = internalStep(s, s->st_begin)) != SQLITE_OK) {
                 goto fail;
             }

@@ -190,7 +190,6 @@ void memlimitStart(struct memlimit *m, uint64_t limit, uint64_t temp_limit)
     m->temp_limit = temp_limit;
     m->temp_used = 0;
     m->temp_tripped = false;
-    m->disk_full = false;
 }
 
 void memlimitCountAll(struct memlimit *m)
@@ -222,14 +221,6 @@ int memlimitTempGrow(uint64_t grow, uint64_t *run)
     m->temp_used += grow;
     *run = m->run;
     return SQLITE_OK;
-}
-
-void memlimitNoteWrite(int rc)
-{
-    struct memlimit *m = tlMem;
-    if (m != NULL && (rc & 0xff) == SQLITE_FULL) {
-        m->disk_full = true;
-    }
 }
 
 void memlimitTempShrink(uint64_t run, uint64_t bytes)

@@ -23,11 +23,7 @@
  * over an endless recursive CTE wrote 190 MB a second into $TMPDIR until its time limit,
  * and a write until its step budget, enough to fill the disk, which stops the node.
  * SQLite writes those files at the same points on every node (where its cache and
- * sorter, sized alike on every node, spill), for the same statement on the same rows.
- *
- * And the VFS notes a write of any file that the disk refused (disk_full): SQLite says
- * SQLITE_FULL both for it, a node's own failure, and for a page past max_page_count,
- * the write growth bound (policy.h), which is the statement's outcome on every node. */
+ * sorter, sized alike on every node, spill), for the same statement on the same rows. */
 #ifndef CAIRN_MEMLIMIT_H
 #define CAIRN_MEMLIMIT_H
 
@@ -48,9 +44,6 @@ struct memlimit {
     uint64_t temp_limit;
     uint64_t temp_used; /* how far this run's writes extended its temp files */
     bool temp_tripped;  /* a temp file write was refused for the limit */
-    /* A write of any file (database, WAL, journal, temporary) failed with SQLITE_FULL
-     * for want of disk space: the node's own failure, never a limit's (pagesum.c). */
-    bool disk_full;
 };
 
 /* Install the allocator and page cache wrappers. Before SQLite is initialised (any
@@ -78,10 +71,6 @@ void memlimitLeave(void);
  * within the run's temp_limit (counted), or SQLITE_FULL and temp_tripped set when over
  * it. *run gets the run's id (0: none entered, nothing counted). */
 int memlimitTempGrow(uint64_t grow, uint64_t *run);
-
-/* A file write of this thread's run returned rc: a SQLITE_FULL from the disk (the base
- * VFS's, not a limit's refusal) marks the run disk_full. */
-void memlimitNoteWrite(int rc);
 
 /* Give back `bytes` of temporary files counted by run (a file shrunk or closed), when
  * run is this thread's current one. */

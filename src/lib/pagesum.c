@@ -2,14 +2,12 @@
  * per open file (used under SQLite's locks) or thread-local; the failure count is
  * atomic.
  *
- * Only database files get checksums. Pages in the WAL are covered by the WAL's own frame
+ * Only database files are wrapped. Pages in the WAL are covered by the WAL's own frame
  * checksums (SQLite computes those before the page reaches the VFS, so the shim must
  * not change a page on its way into the WAL); a page gets its checksum when a
  * checkpoint writes it into the database file, and is verified whenever it is read
  * from there. Every connection in the process goes through the shim (it is the
- * default VFS), so a checkpoint run by any of them seals what it writes. Every other
- * file a cairn connection opens is wrapped too, to count (temporary files, memlimit.h)
- * or to note a write the disk refused (the rest). */
+ * default VFS), so a checkpoint run by any of them seals what it writes. */
 #define _GNU_SOURCE
 #include "pagesum.h"
 
@@ -206,22 +204,17 @@ static int psWrite(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
         }
         p->npending = 0;
     }
-    memlimitNoteWrite(rc);
     return rc;
 }
 
 static int psTruncate(sqlite3_file *f, sqlite3_int64 size)
 {
-    int rc = REAL(f)->pMethods->xTruncate(REAL(f), size);
-    memlimitNoteWrite(rc);
-    return rc;
+    return REAL(f)->pMethods->xTruncate(REAL(f), size);
 }
 
 static int psSync(sqlite3_file *f, int flags)
 {
-    int rc = REAL(f)->pMethods->xSync(REAL(f), flags);
-    memlimitNoteWrite(rc);
-    return rc;
+    return REAL(f)->pMethods->xSync(REAL(f), flags);
 }
 
 static int psFileSize(sqlite3_file *f, sqlite3_int64 *size)
@@ -244,16 +237,6 @@ static int psCheckReservedLock(sqlite3_file *f, int *out)
     return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
 }
 
-/* A size hint extends the file (the unix VFS's fallocate or write). */
-static int plainFileControl(sqlite3_file *f, int op, void *arg)
-{
-    int rc = REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
-    if (op == SQLITE_FCNTL_SIZE_HINT) {
-        memlimitNoteWrite(rc);
-    }
-    return rc;
-}
-
 static int psFileControl(sqlite3_file *f, int op, void *arg)
 {
     struct psFile *p = (struct psFile *)f;
@@ -265,7 +248,7 @@ static int psFileControl(sqlite3_file *f, int op, void *arg)
             return SQLITE_OK;
         }
     }
-    return plainFileControl(f, op, arg);
+    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
 }
 
 static int psSectorSize(sqlite3_file *f)
@@ -343,10 +326,9 @@ static int tmpWrite(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
 {
     struct psFile *p = (struct psFile *)f;
     uint64_t end = (uint64_t)off + (uint64_t)n;
-    int rc;
     if (off >= 0 && n > 0 && end > p->extent) {
         uint64_t run;
-        rc = memlimitTempGrow(end - p->extent, &run);
+        int rc = memlimitTempGrow(end - p->extent, &run);
         if (rc != SQLITE_OK) {
             return rc;
         }
@@ -359,9 +341,7 @@ static int tmpWrite(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
         }
         p->extent = end;
     }
-    rc = REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
-    memlimitNoteWrite(rc); /* the disk's refusal, not the limit's (returned above) */
-    return rc;
+    return REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
 }
 
 static int tmpTruncate(sqlite3_file *f, sqlite3_int64 size)
@@ -404,28 +384,6 @@ static const sqlite3_io_methods tmpMethods = {
     psSync,    psFileSize,     psLock,      psUnlock,          psCheckReservedLock,
     tmpFileControl, psSectorSize, psDeviceCharacteristics, psShmMap, psShmLock,
     psShmBarrier, psShmUnmap,  tmpFetch,    psUnfetch};
-
-/* Every other file (a WAL, a rollback or statement journal): passed through, its
- * failed writes noted (memlimitNoteWrite), so that a statement stopped by a full disk
- * is told from one stopped by a limit that also says SQLITE_FULL (store.c, the write
- * growth bound). Reads are not the database's: no checksum, no header to note. */
-static int plainRead(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
-{
-    return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
-}
-
-static int plainWrite(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
-{
-    int rc = REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
-    memlimitNoteWrite(rc);
-    return rc;
-}
-
-static const sqlite3_io_methods plainMethods = {
-    3,         psClose,        plainRead,   plainWrite,        psTruncate,
-    psSync,    psFileSize,     psLock,      psUnlock,          psCheckReservedLock,
-    plainFileControl, psSectorSize, psDeviceCharacteristics, psShmMap, psShmLock,
-    psShmBarrier, psShmUnmap,  psFetch,     psUnfetch};
 
 /* Open the real file behind p, p's own fields cleared, with methods m: on failure
  * p's pMethods is NULL (SQLite then does not close it). */
@@ -494,7 +452,7 @@ static int psOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags
         return openWrapped(p, name, flags, out, &tmpMethods);
     }
     if ((flags & SQLITE_OPEN_MAIN_DB) == 0) {
-        return openWrapped(p, name, flags, out, &plainMethods);
+        return baseVfs->xOpen(baseVfs, name, f, flags, out);
     }
     if ((rc = openWrapped(p, name, flags, out, &psMethods)) != SQLITE_OK) {
         return rc;

@@ -614,82 +614,69 @@ static void test_temp_files_are_bounded(void **state)
     sqlite3_close(db);
 }
 
-/* Stands in for a file write the disk refused while a statement runs (the VFS notes it,
- * then SQLite fails the statement with SQLITE_FULL). */
-static void fnDiskFull(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+/* The write growth bound counts the bytes of the values of the rows a write changes
+ * (the preupdate hook of policyReplicated): inserts add, deletes take away, an update
+ * counts new less old; past the bound the progress handler stops the statement as its
+ * own outcome (POLICY_TRIP_GROWTH), naming the limit and the flag. Values, not pages:
+ * the count is the same whatever the file's layout (with page checksums or not). */
+static void test_growth_bound_counts_values(void **state)
 {
-    (void)argc;
-    (void)argv;
-    memlimitNoteWrite(SQLITE_IOERR); /* not a full disk: nothing noted */
-    memlimitNoteWrite(SQLITE_FULL);
-    sqlite3_result_error_code(ctx, SQLITE_FULL);
-}
-
-/* One value of sql, run as cairn's own statement (the store's PRAGMAs). */
-static int64_t intOf(sqlite3 *db, struct policy_conn *pc, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    int64_t v;
-    pc->internal = true;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    pc->internal = false;
-    return v;
-}
-
-/* The write growth bound (store.c sets max_page_count for it): a statement that would
- * append a page past it fails with SQLITE_FULL as its own outcome (POLICY_TRIP_GROWTH),
- * naming the limit and the flag; one within it runs; a SQLITE_FULL after the disk
- * refused a write is the node's own failure, never the bound's, nor is one where no
- * bound is set. */
-static void test_growth_bound_is_told_from_a_full_disk(void **state)
-{
-    sqlite3 *db = NULL;
     struct policy_conn pc;
-    char out[1024], sql[64];
-    int64_t pages, size;
+    char out[1024], want[64];
     (void)state;
-    assert_int_equal(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                                     PAGESUM_VFS),
-                     SQLITE_OK);
-    sqlite3_extended_result_codes(db, 1);
-    policyInstall(db, &pc, 0, NULL);
-    assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(b)", NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_create_function(db, "disk_full", 0, SQLITE_UTF8, NULL, fnDiskFull,
-                                             NULL, NULL),
-                     SQLITE_OK);
-    pages = intOf(db, &pc, "PRAGMA page_count");
-    size = intOf(db, &pc, "PRAGMA page_size");
-    snprintf(sql, sizeof sql, "PRAGMA max_page_count=%lld", (long long)(pages + 4));
-    assert_int_equal(intOf(db, &pc, sql), pages + 4);
-    pc.growth_limit = (uint64_t)(4 * size);
-
-    runAsCairn(db, &pc, "INSERT INTO t SELECT randomblob(100000)", out, sizeof out);
-    snprintf(sql, sizeof sql, "limit of %lld bytes", (long long)(4 * size));
-    assert_non_null(strstr(out, "error:the write would grow the database by more than its"));
-    assert_non_null(strstr(out, sql));
-    assert_non_null(strstr(out, "--max-write-growth"));
-    assert_int_equal(pc.trip, POLICY_TRIP_GROWTH);
-    assert_true(policyStatementTrip(&pc));
-    assert_int_equal(intOf(db, &pc, "SELECT count(*) FROM t"), 0);
-
-    runAsCairn(db, &pc, "INSERT INTO t VALUES(randomblob(1000))", out, sizeof out);
-    assert_string_equal(out, "ok");
-    assert_int_equal(pc.trip, POLICY_TRIP_NONE);
-
-    runAsCairn(db, &pc, "INSERT INTO t VALUES(disk_full())", out, sizeof out);
-    assert_string_equal(out, "error:database or disk is full");
-    assert_int_equal(pc.trip, POLICY_TRIP_NONE);
-    assert_false(policyStatementTrip(&pc));
-    assert_true(pc.mem.disk_full);
-
-    pc.growth_limit = 0; /* max_page_count without the store's bound: not the bound's */
-    runAsCairn(db, &pc, "INSERT INTO t SELECT randomblob(100000)", out, sizeof out);
-    assert_string_equal(out, "error:database or disk is full");
-    assert_int_equal(pc.trip, POLICY_TRIP_NONE);
-    sqlite3_close(db);
+    for (int checksums = 0; checksums < 2; checksums++) {
+        sqlite3 *db = NULL;
+        int64_t used[3];
+        assert_int_equal(sqlite3_open_v2(":memory:", &db,
+                                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                                         checksums ? PAGESUM_VFS : NULL),
+                         SQLITE_OK);
+        if (checksums) {
+            int reserve = PAGESUM_RESERVE;
+            sqlite3_file_control(db, "main", SQLITE_FCNTL_RESERVE_BYTES, &reserve);
+        }
+        sqlite3_extended_result_codes(db, 1);
+        policyInstall(db, &pc, 0, NULL);
+        policyReplicated(db, &pc);
+        assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(k INTEGER PRIMARY KEY, b)", NULL,
+                                      NULL, NULL),
+                         SQLITE_OK);
+        pc.growth_limit = 1u << 20;
+        pc.growth_used = 0;
+        runAsCairn(db, &pc,
+                   "INSERT INTO t(b) SELECT zeroblob(1000) FROM (WITH RECURSIVE c(x) AS "
+                   "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100) SELECT x FROM c)",
+                   out, sizeof out);
+        assert_string_equal(out, "ok");
+        used[0] = pc.growth_used; /* 100 rows: 1000 bytes and an integer key each */
+        assert_true(used[0] >= 100 * 1000 && used[0] <= 100 * 1016);
+        runAsCairn(db, &pc, "UPDATE t SET b = zeroblob(500) WHERE k <= 10", out, sizeof out);
+        assert_string_equal(out, "ok");
+        used[1] = pc.growth_used;
+        assert_int_equal(used[0] - used[1], 10 * 500);
+        runAsCairn(db, &pc, "DELETE FROM t WHERE k > 50", out, sizeof out);
+        assert_string_equal(out, "ok");
+        used[2] = pc.growth_used;
+        assert_true(used[1] - used[2] >= 50 * 1000);
+        /* Past the bound: stopped as the statement's own outcome. */
+        runAsCairn(db, &pc,
+                   "INSERT INTO t(b) SELECT zeroblob(10000) FROM (WITH RECURSIVE c(x) AS "
+                   "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000) SELECT x FROM c)",
+                   out, sizeof out);
+        snprintf(want, sizeof want, "limit of %u bytes", 1u << 20);
+        assert_non_null(strstr(out, "error:the write would grow the database by more than its"));
+        assert_non_null(strstr(out, want));
+        assert_non_null(strstr(out, "--max-write-growth"));
+        assert_int_equal(pc.trip, POLICY_TRIP_GROWTH);
+        assert_true(policyStatementTrip(&pc));
+        /* No bound: nothing counted, nothing stopped. */
+        pc.growth_limit = 0;
+        pc.growth_used = 0;
+        runAsCairn(db, &pc, "INSERT INTO t(b) VALUES(zeroblob(3000000))", out, sizeof out);
+        assert_string_equal(out, "ok");
+        assert_int_equal(pc.growth_used, 0);
+        sqlite3_close(db);
+    }
 }
 
 /* A statement's parse tree is made of small blocks: preparing a huge IN list counts
@@ -751,7 +738,7 @@ int main(void)
         cmocka_unit_test(test_fts5_write_takes_the_same_steps_on_every_connection),
         cmocka_unit_test(test_temp_files_are_bounded),
         cmocka_unit_test(test_preparing_is_bounded),
-        cmocka_unit_test(test_growth_bound_is_told_from_a_full_disk),
+        cmocka_unit_test(test_growth_bound_counts_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
