@@ -481,8 +481,17 @@ int cliPitrRestore(const char *repo, const char *to_index, const char *to_time, 
         (void)latest;
         o.kind = PITR_LATEST;
     }
-    if (pitrRestore(&o, &res, errmsg) != 0) {
-        return fail("%s", errmsg);
+    {
+        struct dirlock held;
+        int rv;
+        if (cliClaimOut(out, force, &held, errmsg) != 0) {
+            return fail("%s", errmsg);
+        }
+        rv = pitrRestore(&o, &res, errmsg);
+        lockRelease(&held);
+        if (rv != 0) {
+            return fail("%s", errmsg);
+        }
     }
     isoOf(res.stop_ms, stop);
     if (json) {

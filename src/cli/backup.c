@@ -1410,6 +1410,7 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
     json_t *body = NULL;
     const json_t *restored;
     const char *branch, *out, *force, *keep, *check;
+    struct dirlock held = DIRLOCK_NONE;
     int level = RESTORE_CHECK_QUICK;
     int64_t start;
     int npos, code;
@@ -1500,6 +1501,11 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
         char abs[PATH_MAX];
         int rc;
 
+        if (cliClaimOut(out, force != NULL, &held, errmsg) != 0) {
+            code = failure(&r, "%s", errmsg);
+            goto out;
+        }
+
         info = calloc(1, sizeof *info);
         if (info == NULL) {
             code = failure(&r, "out of memory");
@@ -1585,6 +1591,7 @@ static int runRestore(const cliCommand *cmd, const cliEnv *env, int argc, char *
     printf("\n");
 
 out:
+    lockRelease(&held);
     free(info);
     json_decref(outcome);
     json_decref(body);
@@ -1961,6 +1968,8 @@ const cliCommand cliRestoreCommand = {
         "checks every index against its table; slower) before it appears. FILE holds\n"
         "the user's schema only: cairn's own table _cairn_meta (in backups of cairnd) is\n"
         "left out, unless --keep-internal (the exact page image, as the server had it).\n"
+        "FILE in use is refused, even with --force, naming the process: in the data\n"
+        "directory of a running cairnd, or open in another program.\n"
         "Point in time (a repository that cairnd --archive writes into): --to-index N\n"
         "restores the newest backup at or before log index N and replays the archived\n"
         "entries after it up to N with cairn's own apply; --to-time TIME stops before\n"

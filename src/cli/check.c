@@ -13,6 +13,7 @@
  * could not be checked), 2 on bad usage. --json prints one JSON object instead of the
  * lines. Main thread only; the engines run synchronously on it.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -348,6 +349,83 @@ const cliCommand cliLogCommand = {
 
 /* ---- cairn check: the items ---------------------------------------------------------- */
 
+/* Whether another process has the file (dev, ino) open, as /proc/PID/fd says: 1 when
+ * it has, 0 when not, -1 when this process may not look. */
+static int hasOpen(long pid, dev_t dev, ino_t ino)
+{
+    char fds[64];
+    struct dirent *e;
+    DIR *d;
+    int found = 0;
+    snprintf(fds, sizeof fds, "/proc/%ld/fd", pid);
+    if ((d = opendir(fds)) == NULL) {
+        return errno == ENOENT ? 0 : -1;
+    }
+    while (found == 0 && (e = readdir(d)) != NULL) {
+        struct stat st;
+        found = e->d_name[0] != '.' && fstatat(dirfd(d), e->d_name, &st, 0) == 0 &&
+                st.st_dev == dev && st.st_ino == ino;
+    }
+    closedir(d);
+    return found;
+}
+
+/* Whether another process holds an flock on path, read from /proc/locks, without taking
+ * one: a shared lock taken to find out, for an instant, made a node starting at that
+ * instant refuse to start ("in use by another cairn process"), and `cairn check` is to
+ * be run beside nodes. /proc/locks names a file by its file system's device and inode,
+ * which is not always the device stat says (btrfs): a lock on the same inode number is
+ * the holder's when that process has the file open. 1 when held, 0 when not, -1 when
+ * /proc/locks cannot say (not Linux), and the caller probes with flock. */
+static int flockHeld(const char *path)
+{
+    char line[256];
+    struct stat st;
+    FILE *f;
+    int held = 0;
+    if (stat(path, &st) != 0 || (f = fopen("/proc/locks", "re")) == NULL) {
+        return -1;
+    }
+    while (held == 0 && fgets(line, sizeof line, f) != NULL) {
+        char kind[16], dev[64];
+        long pid;
+        unsigned long long ino;
+        char *ino_at;
+        /* "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; a waiter's line has "->". */
+        if (strstr(line, "->") != NULL ||
+            sscanf(line, "%*s %15s %*s %*s %ld %63s", kind, &pid, dev) != 3 ||
+            strcmp(kind, "FLOCK") != 0 || pid == (long)getpid() ||
+            (ino_at = strrchr(dev, ':')) == NULL) {
+            continue;
+        }
+        ino = strtoull(ino_at + 1, NULL, 10);
+        /* A holder in a pid namespace this one cannot see shows as pid 0. */
+        held = ino == (unsigned long long)st.st_ino &&
+               (pid <= 0 || hasOpen(pid, st.st_dev, st.st_ino) != 0);
+    }
+    fclose(f);
+    return held;
+}
+
+/* Is another process holding path's flock? /proc/locks, else a shared lock tried. */
+static int lockedBySomeone(const char *path, int fd, int *err)
+{
+    int held = flockHeld(path);
+    *err = 0;
+    if (held >= 0) {
+        return held;
+    }
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+        flock(fd, LOCK_UN);
+        return 0;
+    }
+    if (errno == EWOULDBLOCK) {
+        return 1;
+    }
+    *err = errno;
+    return 0;
+}
+
 /* Does a live process hold the directory's lock (lock.h), whose LOCK file was removed?
  * Returns 1 when so, after reporting it; *pidOut gets the pid the RUNNING mark holds. */
 static int checkDirLock(checkRun *r, long *pidOut)
@@ -358,9 +436,12 @@ static int checkDirLock(checkRun *r, long *pidOut)
     if (fd < 0) {
         return 0;
     }
-    if (flock(fd, LOCK_SH | LOCK_NB) == 0 || errno != EWOULDBLOCK) {
-        close(fd);
-        return 0;
+    {
+        int err;
+        if (!lockedBySomeone(r->dataDir, fd, &err)) {
+            close(fd);
+            return 0;
+        }
     }
     close(fd);
     snprintf(mark, sizeof mark, "%s/RUNNING", r->dataDir);
@@ -378,13 +459,12 @@ static int checkDirLock(checkRun *r, long *pidOut)
     return 1;
 }
 
-/* Is a live process holding DATA/LOCK? Taking a shared lock for an instant tells: it
- * fails while cairnd holds its exclusive one. Returns 1 when held. */
+/* Is a live process holding DATA/LOCK (lockedBySomeone)? Returns 1 when held. */
 static int checkLock(checkRun *r, long *pidOut)
 {
     char path[PATH_MAX], pid[32];
     ssize_t n;
-    int fd, held = 0;
+    int fd, err, held = 0;
 
     *pidOut = 0;
     snprintf(path, sizeof path, "%s/LOCK", r->dataDir);
@@ -403,19 +483,17 @@ static int checkLock(checkRun *r, long *pidOut)
     n = pread(fd, pid, sizeof pid - 1, 0);
     pid[n > 0 ? n : 0] = '\0';
     *pidOut = strtol(pid, NULL, 10);
-    if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK) {
-            held = 1;
+    if ((held = lockedBySomeone(path, fd, &err)) != 0 || err != 0) {
+        if (held) {
             item(r, "lock", "RUNNING", "LOCK",
                  "held by pid %ld: the node is running; the checks below only read, and "
                  "may see writes in progress",
                  *pidOut);
         } else {
-            item(r, "lock", "ERROR", "LOCK", "cannot test the lock: %s", strerror(errno));
+            item(r, "lock", "ERROR", "LOCK", "cannot test the lock: %s", strerror(err));
         }
     } else {
         char mark[PATH_MAX];
-        flock(fd, LOCK_UN);
         snprintf(mark, sizeof mark, "%s/RUNNING", r->dataDir);
         if (checkDirLock(r, pidOut)) {
             held = 1; /* a new LOCK file, made after the holder's was removed */
@@ -698,6 +776,21 @@ static void checkPageChecksums(checkRun *r, int startCheck)
          bad > 10 ? ", ..." : "");
 }
 
+/* Whether another process holds a lock on the -shm at path (SQLite's connections hold
+ * one while they have the database open). Takes none. */
+static bool shmInUse(const char *path)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    bool used;
+    if (fd < 0) {
+        return false;
+    }
+    used = fcntl(fd, F_GETLK, &fl) != 0 || fl.l_type != F_UNLCK;
+    close(fd);
+    return used;
+}
+
 /* db.sqlite, opened read-only: PRAGMA integrity_check, and whether a WAL is there.
  * *applied receives the database's applied index, -1 when unknown. */
 static void checkDatabase(checkRun *r, int running, int64_t *applied)
@@ -791,7 +884,10 @@ static void checkDatabase(checkRun *r, int running, int64_t *applied)
 out:
     sqlite3_finalize(stmt);
     sqlite3_close(db);
-    if (walExisted && !shmExisted && !running) {
+    /* Not when a node opened the database meanwhile (nothing kept it from starting):
+     * it holds a lock on the -shm it maps, and a -shm removed under it would leave the
+     * next reader a new, empty one beside the same WAL. */
+    if (walExisted && !shmExisted && !running && !shmInUse(shm)) {
         unlink(shm);
     }
 }

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "lock.h"
+
 #define CLI_VERSION "0.1.0"
 #define CLI_DEFAULT_HOST "http://127.0.0.1:4001"
 #define CLI_ERRMSG_SIZE 1024
@@ -90,6 +92,16 @@ int cliParseTime(const char *s, int64_t *ms);
  * that cannot be opened, or a local one that is not a directory, holds none (the
  * caller's next step says what is wrong with it). */
 int cliRepoHasArchive(const char *url, char *errmsg);
+
+/* Before a restore writes out (--force: force): refuses, with errmsg (CAIRN_ERRMSG_SIZE)
+ * naming the process, a file a live process uses: one in a cairn data directory whose
+ * lock another process holds (a running cairnd, a cairn repair), or one on which, or on
+ * whose -shm, -wal or -journal, another process holds a lock (SQLite's: the file is
+ * someone's open database; cairnd's db.sqlite through a hard link). In a data directory
+ * not in use, *held takes its lock (lock.h), to keep until the restore has ended
+ * (lockRelease), so that no node starts under it; else *held is DIRLOCK_NONE. Returns 0,
+ * or CAIRN_ELOCKED (another code when the lock could not be taken) with errmsg. */
+int cliClaimOut(const char *out, bool force, struct dirlock *held, char *errmsg);
 
 /* Parses argv[first..argc) against opts. values[i] receives the value of opts[i] (for a
  * flag, the string "1"; a repeated option keeps its last value), NULL when absent; values
