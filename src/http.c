@@ -196,14 +196,31 @@ enum MHD_Result httpSendError(struct MHD_Connection *c, unsigned status, const c
     return httpSendBuf(c, status, &b, false);
 }
 
+/* A response whose body is {"error": msg}, for the caller's own headers; NULL when
+ * memory ran out. */
+static struct MHD_Response *jsonErrorResponse(const char *msg)
+{
+    struct MHD_Response *r;
+    struct buf b;
+    char *p;
+    size_t len;
+    bufInit(&b);
+    bufPuts(&b, "{\"error\":");
+    bufJsonString(&b, msg, strlen(msg));
+    bufPuts(&b, "}\n");
+    if ((p = bufDetach(&b, &len)) == NULL) {
+        return NULL;
+    }
+    if ((r = MHD_create_response_from_buffer(len, p, MHD_RESPMEM_MUST_FREE)) == NULL) {
+        free(p);
+    }
+    return r;
+}
+
 enum MHD_Result httpSendBusy(struct http_server *h, struct MHD_Connection *c, const char *what)
 {
     struct MHD_Response *r;
-    enum MHD_Result ret;
-    struct buf b;
     char msg[400];
-    char *p;
-    size_t len;
     atomic_fetch_add(&h->budget_refused, 1);
     snprintf(msg, sizeof msg,
              "the node's memory for requests is taken (cairnd --max-request-memory, %llu "
@@ -211,56 +228,25 @@ enum MHD_Result httpSendBusy(struct http_server *h, struct MHD_Connection *c, co
              "for %s; retry later",
              (unsigned long long)h->budget.limit,
              (unsigned long long)membudgetHeld(&h->budget), what);
-    bufInit(&b);
-    bufPuts(&b, "{\"error\":");
-    bufJsonString(&b, msg, strlen(msg));
-    bufPuts(&b, "}\n");
-    p = bufDetach(&b, &len);
-    if (p == NULL) {
+    if ((r = jsonErrorResponse(msg)) == NULL) {
         return MHD_NO;
     }
-    r = MHD_create_response_from_buffer(len, p, MHD_RESPMEM_MUST_FREE);
-    if (r == NULL) {
-        free(p);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(r, "X-Cairn-Version", CAIRN_VERSION);
     MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    ret = MHD_queue_response(c, 503, r);
-    MHD_destroy_response(r);
-    return ret;
+    return httpQueue(c, 503, "application/json", r);
 }
 
 enum MHD_Result httpSendNotAllowed(struct MHD_Connection *c, const char *method,
                                    const char *url, const char *allowed)
 {
     char msg[300];
-    struct buf b;
     struct MHD_Response *r;
-    enum MHD_Result ret;
-    char *p;
-    size_t len;
     snprintf(msg, sizeof msg, "method %s is not allowed on %.200s (allowed: %s)", method, url,
              allowed);
-    bufInit(&b);
-    bufPuts(&b, "{\"error\":");
-    bufJsonString(&b, msg, strlen(msg));
-    bufPuts(&b, "}\n");
-    p = bufDetach(&b, &len);
-    if (p == NULL) {
+    if ((r = jsonErrorResponse(msg)) == NULL) {
         return MHD_NO;
     }
-    r = MHD_create_response_from_buffer(len, p, MHD_RESPMEM_MUST_FREE);
-    if (r == NULL) {
-        free(p);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allowed);
-    ret = MHD_queue_response(c, 405, r);
-    MHD_destroy_response(r);
-    return ret;
+    return httpQueue(c, 405, "application/json", r);
 }
 
 unsigned httpStatusFor(int rv)
