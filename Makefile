@@ -16,7 +16,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DATA       ?= ./data
 PREFIX     ?= /usr/local
 
-.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-hash bench-pagesum bench-backup-busy bench-backup-s3 bench-catalog-s3 bench-live-restore bench-rto bench-archive bench-pitr clean format
+.PHONY: all deps build install run test unit system compat asan asan-build tsan bench bench-backup bench-cluster bench-hash bench-pagesum bench-write-growth bench-backup-busy bench-backup-s3 bench-catalog-s3 bench-live-restore bench-rto bench-archive bench-pitr clean format
 
 all: build
 
@@ -102,6 +102,10 @@ bench-hash: build
 # Page checksums on against off: single-row INSERTs and PK SELECTs, side by side.
 bench-pagesum: build
 	$(PYTHON) bench/pagesum.py
+
+# The write growth bound (a preupdate hook on every row written) against --max-write-growth 0.
+bench-write-growth: build
+	BUILD=$(BUILD) $(PYTHON) bench/write_growth.py
 
 # A standalone backup of a database another process reads and writes, against the idle case.
 bench-backup-busy: build
