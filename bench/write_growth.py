@@ -11,12 +11,13 @@ import os
 import pathlib
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
 import urllib.request
+
+from restore_common import free_ports
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BUILD = (REPO / os.environ.get("BUILD", "build")).resolve()
@@ -25,18 +26,10 @@ BULK = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x 
         "INSERT INTO t(a, b, c) SELECT x, printf('row-%08d', x), x * 0.5 FROM c")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def side(extra, work):
     data = pathlib.Path(work) / "data"
     shutil.rmtree(data, ignore_errors=True)
-    hp, rp = free_port(), free_port()
+    hp, rp = free_ports(2)
     proc = subprocess.Popen([str(BUILD / "cairnd"), "--data-dir", str(data), "--http-addr",
                              "127.0.0.1:%d" % hp, "--raft-addr", "127.0.0.1:%d" % rp] + extra,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -283,10 +283,6 @@ static int progress(void *ud)
         pc->trip = POLICY_TRIP_STOPPING;
         return 1;
     }
-    if (pc->growth_limit != 0 && pc->growth_used > (int64_t)pc->growth_limit) {
-        pc->trip = POLICY_TRIP_GROWTH;
-        return 1;
-    }
     if (pc->steps != 0 && ++pc->ticks * POLICY_STEP_GRAIN > pc->steps) {
         pc->trip = POLICY_TRIP_STEPS;
         return 1;

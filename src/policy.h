@@ -138,9 +138,9 @@ struct policy_conn {
      * less those of the rows it deleted, an update counting new less old (the preupdate
      * hook policyReplicated installs). Values, not pages: every node holds the same
      * values, laid out in pages its own way (page checksums or not, a file rewritten by
-     * a repair). The progress handler stops a statement once used passes the limit
-     * (POLICY_TRIP_GROWTH); the store checks it again when a statement ends, and puts
-     * back what a statement rolled back had counted. */
+     * a repair). The hook interrupts a statement at the row that takes used past the
+     * limit (POLICY_TRIP_GROWTH); the store checks it again when a statement ends, and
+     * puts back what a statement rolled back had counted. */
     uint64_t growth_limit;
     int64_t growth_used;
 };

@@ -1241,8 +1241,9 @@ static bool environmental(int rc)
  *
  * An entry's writes may add at most b->max_growth_mib MiB to the database, counted in
  * the bytes of the values of the rows they change (policy.h, growth_used): the same on
- * every node, whatever its pages, so the statement that passes the bound, stopped by
- * the progress handler or when it ends (growthCheck), is the same everywhere, and its
+ * every node, whatever its pages, so the statement that passes the bound, interrupted
+ * by the policy's preupdate hook or failed when it ends (growthCheck), is the same
+ * everywhere, and its
  * failure is the write's own outcome. Before, INSERT ... SELECT randomblob(60000000)
  * took few steps and grew every node's file until its disk filled, a failure of each
  * node's own, which every node retried for ever. Entries written before the bound was
