@@ -140,10 +140,12 @@ def test_a_run_recorded_in_the_future_does_not_hold_the_schedule_back(server_fac
         "schedules": {"full": "1h"}, "drill": "2s"}}})
     s = server_factory(extra_args=["--backup-dir", str(repo), "--backup-config", cfg])
     wait_configured(s)
-    d = status_backups(s)["repositories"]["default"]
+    # The schedule plans its runs once the node knows it runs them, a moment after the
+    # configuration shows.
+    d = wait_until(lambda: (lambda d: d if d["drill"]["next_run"] is not None else None)(
+        status_backups(s)["repositories"]["default"]), 20, "the drill's next run to be planned")
     year = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=300)
-    assert d["drill"]["next_run"] is not None and d["drill"]["next_run"] < year.strftime(
-        "%Y-%m-%dT%H:%M:%S"), d["drill"]
+    assert d["drill"]["next_run"] < year.strftime("%Y-%m-%dT%H:%M:%S"), d["drill"]
     wait_until(lambda: status_backups(s)["repositories"]["default"]["drill"]["runs"] >= 1
                or None, 20, "a drill, though the last one is stamped a year from now")
 
